@@ -1,0 +1,288 @@
+//! Shared secrets, the locality rule, the Origin check and the auth-failure rate limiter.
+
+use core::net::IpAddr;
+use core::time::Duration;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A shared secret. Compared in constant time on SHA-256 digests, so neither the content
+/// nor the length leaks through timing; never printed.
+#[derive(Clone)]
+pub struct Secret {
+    value: String,
+    digest: [u8; 32],
+}
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: &str) -> Self {
+        Self { value: value.to_string(), digest: Sha256::digest(value.as_bytes()).into() }
+    }
+
+    /// Whether `candidate` equals the secret, in constant time.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let d: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
+        d.ct_eq(&self.digest).into()
+    }
+
+    /// The secret itself, for clients that must send it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest.ct_eq(&other.digest).into()
+    }
+}
+
+impl core::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Whether `origin` (an `Origin` header value) is a loopback origin:
+/// `http(s)://localhost|127.x.x.x|[::1]` on any port.
+pub fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+        return false;
+    };
+    if rest.contains('/') || rest.contains('@') {
+        return false;
+    }
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, port)) if port.is_empty() || valid_port(port) => h,
+            _ => return false,
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((h, port)) if valid_port(&format!(":{port}")) => h,
+            Some(_) => return false,
+            None => rest,
+        }
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn valid_port(p: &str) -> bool {
+    p.strip_prefix(':').is_some_and(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether a browser origin may open a socket: loopback origins always, others only when
+/// listed exactly in `gateway.controlUi.allowedOrigins`.
+pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    is_loopback_origin(origin) || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+}
+
+/// A connection is local only when its (forwarded) client address is loopback and any
+/// `Origin` is a loopback origin.
+pub fn is_local(client_ip: IpAddr, origin: Option<&str>) -> bool {
+    is_loopback(client_ip) && origin.is_none_or(is_loopback_origin)
+}
+
+/// Loopback, counting IPv4-mapped IPv6 loopback too.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V4(v4) => v4.is_loopback(),
+    }
+}
+
+/// The forwarding headers of an upgrade request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    /// The client address the headers name, if one could be read.
+    pub client: Option<IpAddr>,
+    /// Whether any forwarding header was present at all.
+    pub present: bool,
+}
+
+/// Why forwarding headers were not believed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// Forwarding headers from a peer that is not a trusted proxy.
+    #[error("proxy_attribution_required: forwarding headers from an untrusted peer; list the proxy in gateway.trustedProxies")]
+    Untrusted,
+}
+
+/// The client address to attribute a connection to: the forwarded one from a trusted proxy,
+/// the peer itself when no forwarding header is present, and a refusal otherwise.
+pub fn client_address(peer: IpAddr, fwd: &Forwarding, trusted: &[IpAddr]) -> Result<IpAddr, ProxyError> {
+    if !fwd.present {
+        return Ok(peer);
+    }
+    if !trusted.iter().any(|t| same_ip(*t, peer)) {
+        return Err(ProxyError::Untrusted);
+    }
+    // A trusted proxy that names no readable client gives nothing local: attribute to the proxy
+    // only if it is not loopback, else to an unspecified (remote) address.
+    Ok(fwd.client.unwrap_or(if is_loopback(peer) { IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED) } else { peer }))
+}
+
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    canon(a) == canon(b)
+}
+
+/// Parse the client address out of `Forwarded`, `X-Forwarded-For` or `X-Real-IP`
+/// (the left-most, i.e. original, client).
+pub fn parse_forwarded(forwarded: Option<&str>, xff: Option<&str>, real_ip: Option<&str>) -> Forwarding {
+    let present = forwarded.is_some() || xff.is_some() || real_ip.is_some();
+    let from_forwarded = forwarded.and_then(|v| {
+        v.split([',', ';']).find_map(|part| {
+            let (k, val) = part.trim().split_once('=')?;
+            if !k.trim().eq_ignore_ascii_case("for") {
+                return None;
+            }
+            parse_host_ip(val.trim().trim_matches('"'))
+        })
+    });
+    let from_xff = xff.and_then(|v| v.split(',').next()).and_then(|s| parse_host_ip(s.trim()));
+    let from_real = real_ip.and_then(|s| parse_host_ip(s.trim()));
+    Forwarding { client: from_forwarded.or(from_xff).or(from_real), present }
+}
+
+fn parse_host_ip(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split_once(']').and_then(|(h, _)| h.parse().ok());
+    }
+    s.rsplit_once(':').and_then(|(h, _)| h.parse().ok())
+}
+
+/// The kinds of credential whose failures are counted separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    /// The gateway's shared token or password.
+    SharedSecret,
+    /// A paired device's token.
+    DeviceToken,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    failures: u32,
+    window_start: Option<Instant>,
+    locked_until: Option<Instant>,
+}
+
+/// Counts failed attempts per client address and credential kind and locks an address out
+/// after too many.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: HashMap<(IpAddr, CredentialKind), Bucket>,
+}
+
+impl RateLimiter {
+    /// If the address is locked out for this kind, how long is left.
+    pub fn locked(&mut self, now: Instant, ip: IpAddr, kind: CredentialKind) -> Option<Duration> {
+        let b = self.buckets.get(&(ip, kind))?;
+        b.locked_until.filter(|t| *t > now).map(|t| t - now)
+    }
+
+    /// Record a failure; returns the lockout left if this failure triggered one.
+    pub fn fail(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        kind: CredentialKind,
+        max_attempts: u32,
+        window: Duration,
+        lockout: Duration,
+    ) -> Option<Duration> {
+        let b = self.buckets.entry((ip, kind)).or_default();
+        if b.window_start.is_none_or(|s| now.saturating_duration_since(s) > window) {
+            b.window_start = Some(now);
+            b.failures = 0;
+        }
+        b.failures += 1;
+        if b.failures >= max_attempts {
+            b.locked_until = Some(now + lockout);
+            b.failures = 0;
+            b.window_start = None;
+            return Some(lockout);
+        }
+        None
+    }
+
+    /// Forget buckets whose window and lockout are over.
+    pub fn prune(&mut self, now: Instant, window: Duration) {
+        self.buckets.retain(|_, b| {
+            b.locked_until.is_some_and(|t| t > now)
+                || b.window_start.is_some_and(|s| now.saturating_duration_since(s) <= window)
+        });
+    }
+
+    /// Number of tracked buckets (for tests and memory bounds).
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins() {
+        for o in ["http://localhost", "http://localhost:5173", "https://127.0.0.1:1", "http://[::1]:8080", "http://127.9.9.9"] {
+            assert!(is_loopback_origin(o), "{o}");
+        }
+        for o in ["http://evil.com", "http://localhost.evil.com", "http://127.0.0.1.evil.com", "null", "file://", "http://localhost:x", "http://user@localhost"] {
+            assert!(!is_loopback_origin(o), "{o}");
+        }
+    }
+
+    #[test]
+    fn secret_compares_by_value() {
+        let s = Secret::new("abc");
+        assert!(s.matches("abc"));
+        assert!(!s.matches("abcd"));
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn forwarding_from_untrusted_peer_is_refused() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let fwd = parse_forwarded(None, Some("203.0.113.9, 10.0.0.1"), None);
+        assert_eq!(client_address(lo, &fwd, &[]), Err(ProxyError::Untrusted));
+        assert_eq!(client_address(lo, &fwd, &[lo]), Ok("203.0.113.9".parse().unwrap()));
+        let fwd = parse_forwarded(Some("for=\"[2001:db8::1]:4711\";proto=https"), None, None);
+        assert_eq!(fwd.client, Some("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn lockout_after_max_attempts() {
+        let mut rl = RateLimiter::default();
+        let t0 = Instant::now();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let w = Duration::from_secs(60);
+        let l = Duration::from_secs(300);
+        for _ in 0..9 {
+            assert!(rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l).is_none());
+        }
+        assert_eq!(rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l), Some(l));
+        assert!(rl.locked(t0, ip, CredentialKind::SharedSecret).is_some());
+        assert!(rl.locked(t0, ip, CredentialKind::DeviceToken).is_none());
+        assert!(rl.locked(t0 + l, ip, CredentialKind::SharedSecret).is_none());
+    }
+}

@@ -1,0 +1,561 @@
+//! Configuration as data: the parsed `openclaw.json`, the environment and the command-line
+//! flags resolved into one [`Config`], with every limit a named field of [`Limits`] and the
+//! start-up refusals reported as a typed [`ConfigError`].
+
+use core::net::{IpAddr, Ipv4Addr};
+use core::time::Duration;
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::auth::Secret;
+
+/// The default gateway port.
+pub const DEFAULT_PORT: u16 = 18789;
+
+/// Every limit the gateway enforces, with its default in one place.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Largest WebSocket message after `hello-ok` (`policy.maxPayload`).
+    pub max_payload: usize,
+    /// Unsent bytes a connection may hold before it is closed as a slow consumer.
+    pub max_buffered_bytes: usize,
+    /// Largest frame before `hello-ok`; larger closes 1009.
+    pub max_preauth_payload: usize,
+    /// Largest HTTP request head.
+    pub max_head_bytes: usize,
+    /// Frames a client may send before `hello-ok`.
+    pub max_pending_handshake_frames: usize,
+    /// Open sockets at once.
+    pub max_connections: usize,
+    /// Unauthenticated sockets per client address.
+    pub max_preauth_per_ip: usize,
+    /// Time from open to `hello-ok` before the socket is closed 1000.
+    pub handshake_timeout: Duration,
+    /// Interval of `tick` events.
+    pub tick_interval: Duration,
+    /// Failed shared-secret attempts per window before lockout.
+    pub auth_max_attempts: u32,
+    /// Window over which failed attempts are counted.
+    pub auth_window: Duration,
+    /// Lockout after too many failures.
+    pub auth_lockout: Duration,
+    /// Whether local connections are exempt from the lockout.
+    pub auth_exempt_loopback: bool,
+    /// Allowed clock skew of a device signature.
+    pub device_signature_skew: Duration,
+    /// Lifetime of a pending pairing request.
+    pub pairing_request_ttl: Duration,
+    /// Lifetime of an idempotency key.
+    pub dedupe_ttl: Duration,
+    /// Idempotency keys remembered at most.
+    pub dedupe_max: usize,
+    /// Timeout of `node.invoke` when the caller gives none.
+    pub node_invoke_default_timeout: Duration,
+    /// Log records kept in memory for `logs.tail`.
+    pub log_ring_records: usize,
+    /// Consecutive unauthorized-role calls before the socket is closed.
+    pub max_unauthorized_calls: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload: 25 * 1024 * 1024,
+            max_buffered_bytes: 50 * 1024 * 1024,
+            max_preauth_payload: 64 * 1024,
+            max_head_bytes: 8 * 1024,
+            max_pending_handshake_frames: 15,
+            max_connections: 10_000,
+            max_preauth_per_ip: 32,
+            handshake_timeout: Duration::from_millis(15_000),
+            tick_interval: Duration::from_millis(30_000),
+            auth_max_attempts: 10,
+            auth_window: Duration::from_millis(60_000),
+            auth_lockout: Duration::from_millis(300_000),
+            auth_exempt_loopback: true,
+            device_signature_skew: Duration::from_millis(120_000),
+            pairing_request_ttl: Duration::from_millis(300_000),
+            dedupe_ttl: Duration::from_millis(300_000),
+            dedupe_max: 1000,
+            node_invoke_default_timeout: Duration::from_millis(30_000),
+            log_ring_records: 1000,
+            max_unauthorized_calls: 10,
+        }
+    }
+}
+
+/// How clients prove they may connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No shared secret: only local connections are accepted.
+    None,
+    /// A shared token.
+    Token,
+    /// A shared password.
+    Password,
+}
+
+impl AuthMode {
+    /// The mode's name as used in config and `hello-ok`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Token => "token",
+            AuthMode::Password => "password",
+        }
+    }
+}
+
+/// Whether and how the gateway advertises itself over mDNS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MdnsMode {
+    /// Never advertise.
+    Off,
+    /// Advertise the required TXT keys.
+    Minimal,
+    /// Advertise everything upstream does.
+    Full,
+}
+
+/// The resolved configuration of a running gateway.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind_host: IpAddr,
+    /// Port to listen on.
+    pub port: u16,
+    /// The bind as the user named it (`loopback`, `lan`, …), for messages.
+    pub bind_label: String,
+    /// Auth mode in force.
+    pub auth_mode: AuthMode,
+    /// The shared secret of token or password mode.
+    pub secret: Option<Secret>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Browser origins allowed besides loopback ones (`scheme://host:port`).
+    pub allowed_origins: Vec<String>,
+    /// Approve new devices on local connections without asking.
+    pub auto_approve_local: bool,
+    /// Node commands always allowed.
+    pub node_commands_allow: Vec<String>,
+    /// Node commands never allowed.
+    pub node_commands_deny: Vec<String>,
+    /// mDNS advertising.
+    pub mdns: MdnsMode,
+    /// Every limit.
+    pub limits: Limits,
+    /// Path of the config file, reported in `hello-ok`.
+    pub config_path: String,
+    /// State directory, reported in `hello-ok`.
+    pub state_dir: String,
+    /// Host name, for presence.
+    pub host_name: String,
+    /// Server version string.
+    pub version: String,
+    /// The parsed config file (`Null` when there is none), for `config.get` (redacted there).
+    pub file: Value,
+}
+
+impl Config {
+    /// A local-mode configuration with every default: loopback, no auth.
+    pub fn local_default() -> Self {
+        Self {
+            bind_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: DEFAULT_PORT,
+            bind_label: "loopback".into(),
+            auth_mode: AuthMode::None,
+            secret: None,
+            trusted_proxies: Vec::new(),
+            allowed_origins: Vec::new(),
+            auto_approve_local: true,
+            node_commands_allow: Vec::new(),
+            node_commands_deny: Vec::new(),
+            mdns: MdnsMode::Minimal,
+            limits: Limits::default(),
+            config_path: String::new(),
+            state_dir: String::new(),
+            host_name: "localhost".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            file: Value::Null,
+        }
+    }
+
+    /// The same configuration in token mode with `token`.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.auth_mode = AuthMode::Token;
+        self.secret = Some(Secret::new(token));
+        self
+    }
+
+    /// The same configuration in password mode with `password`.
+    pub fn with_password(mut self, password: &str) -> Self {
+        self.auth_mode = AuthMode::Password;
+        self.secret = Some(Secret::new(password));
+        self
+    }
+
+    /// Resolve flags, environment and config file into a configuration, or refuse to start.
+    pub fn resolve(input: &ConfigInput) -> Result<Self, ConfigError> {
+        let file = match &input.file_text {
+            Some(text) => parse_file(text).map_err(|message| ConfigError::Parse {
+                path: input.config_path.clone(),
+                message,
+            })?,
+            None => Value::Null,
+        };
+        let gw = file.get("gateway").cloned().unwrap_or(Value::Null);
+        let env = |k: &str| input.env.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let mut cfg = Self::local_default();
+        cfg.config_path = input.config_path.clone();
+        cfg.state_dir = input.state_dir.clone();
+        cfg.host_name = if input.host_name.is_empty() { "localhost".into() } else { input.host_name.clone() };
+        cfg.file = file.clone();
+
+        cfg.port = match (&input.flags.port, env("OPENCLAW_GATEWAY_PORT"), gw.get("port")) {
+            (Some(p), _, _) => parse_port(p, "--port")?,
+            (None, Some(p), _) => parse_port(p, "OPENCLAW_GATEWAY_PORT")?,
+            (None, None, Some(v)) => parse_port(&json_scalar(v), "gateway.port")?,
+            _ => DEFAULT_PORT,
+        };
+
+        let bind = input.flags.bind.clone().or_else(|| str_at(&gw, &["bind"])).unwrap_or_else(|| "loopback".into());
+        cfg.bind_host = match bind.as_str() {
+            "loopback" | "auto" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "lan" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            "tailnet" => input.tailnet_ip.ok_or(ConfigError::NoTailnetAddress)?,
+            "custom" => {
+                let host = str_at(&gw, &["customBindHost"])
+                    .ok_or(ConfigError::Invalid { key: "gateway.customBindHost", message: "required when gateway.bind is custom".into() })?;
+                host.parse().map_err(|_| ConfigError::Invalid { key: "gateway.customBindHost", message: format!("not an IP address: {host}") })?
+            }
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "gateway.bind",
+                    message: format!("unknown bind '{other}' (loopback, lan, tailnet, auto, custom)"),
+                });
+            }
+        };
+        cfg.bind_label = bind;
+
+        let token = pick_secret(&[
+            (input.flags.token.as_deref(), "--token"),
+            (env("OPENCLAW_GATEWAY_TOKEN"), "OPENCLAW_GATEWAY_TOKEN"),
+            (str_at(&gw, &["auth", "token"]).as_deref(), "gateway.auth.token"),
+        ])?;
+        let password = pick_secret(&[
+            (input.flags.password.as_deref(), "--password"),
+            (input.flags.password_file_text.as_deref().map(str::trim_end), "--password-file"),
+            (env("OPENCLAW_GATEWAY_PASSWORD"), "OPENCLAW_GATEWAY_PASSWORD"),
+            (str_at(&gw, &["auth", "password"]).as_deref(), "gateway.auth.password"),
+        ])?;
+        let mode = input.flags.auth.clone().or_else(|| str_at(&gw, &["auth", "mode"]));
+        cfg.auth_mode = match mode.as_deref() {
+            Some("none") => AuthMode::None,
+            Some("token") => AuthMode::Token,
+            Some("password") => AuthMode::Password,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "gateway.auth.mode",
+                    message: format!("unknown auth mode '{other}' (none, token, password)"),
+                });
+            }
+            None if token.is_some() => AuthMode::Token,
+            None if password.is_some() => AuthMode::Password,
+            None => AuthMode::None,
+        };
+        cfg.secret = match cfg.auth_mode {
+            AuthMode::None => None,
+            AuthMode::Token => Some(token.ok_or(ConfigError::MissingSecret { mode: "token", key: "gateway.auth.token" })?),
+            AuthMode::Password => {
+                Some(password.ok_or(ConfigError::MissingSecret { mode: "password", key: "gateway.auth.password" })?)
+            }
+        };
+        if cfg.secret.is_none() && !cfg.bind_host.is_loopback() {
+            return Err(ConfigError::RefuseBindWithoutAuth { bind: cfg.bind_label.clone() });
+        }
+
+        cfg.trusted_proxies = str_list(&gw, &["trustedProxies"])
+            .iter()
+            .map(|s| s.parse().map_err(|_| ConfigError::Invalid { key: "gateway.trustedProxies", message: format!("not an IP address: {s}") }))
+            .collect::<Result<_, _>>()?;
+        cfg.allowed_origins = str_list(&gw, &["controlUi", "allowedOrigins"]);
+        cfg.node_commands_allow = str_list(&gw, &["nodes", "commands", "allow"]);
+        cfg.node_commands_deny = str_list(&gw, &["nodes", "commands", "deny"]);
+        if let Some(Value::Bool(b)) = at(&gw, &["nodes", "pairing", "autoApproveLocal"]) {
+            cfg.auto_approve_local = *b;
+        }
+        cfg.mdns = match str_at(&file, &["discovery", "mdns", "mode"]).as_deref() {
+            Some("off") => MdnsMode::Off,
+            Some("full") => MdnsMode::Full,
+            _ => MdnsMode::Minimal,
+        };
+        if env("OPENCLAW_DISABLE_BONJOUR").is_some_and(|v| v != "0" && v != "false") {
+            cfg.mdns = MdnsMode::Off;
+        }
+        let limits = &mut cfg.limits;
+        if let Some(ms) = env("OPENCLAW_HANDSHAKE_TIMEOUT_MS") {
+            limits.handshake_timeout = Duration::from_millis(parse_num(ms, "OPENCLAW_HANDSHAKE_TIMEOUT_MS")?);
+        }
+        if let Some(n) = env("OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP") {
+            limits.max_preauth_per_ip = parse_num(n, "OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP")? as usize;
+        }
+        if let Some(n) = num_at(&gw, &["maxConnections"], "gateway.maxConnections")? {
+            limits.max_connections = n as usize;
+        }
+        if let Some(n) = num_at(&gw, &["maxPayloadBytes"], "gateway.maxPayloadBytes")? {
+            limits.max_payload = n as usize;
+        }
+        if let Some(n) = num_at(&gw, &["maxBufferedBytes"], "gateway.maxBufferedBytes")? {
+            limits.max_buffered_bytes = n as usize;
+        }
+        if let Some(n) = num_at(&gw, &["tickIntervalMs"], "gateway.tickIntervalMs")? {
+            limits.tick_interval = Duration::from_millis(n.max(1));
+        }
+        let rl = ["auth", "rateLimit"];
+        if let Some(n) = num_at(&gw, &[rl[0], rl[1], "maxAttempts"], "gateway.auth.rateLimit.maxAttempts")? {
+            limits.auth_max_attempts = n as u32;
+        }
+        if let Some(n) = num_at(&gw, &[rl[0], rl[1], "windowMs"], "gateway.auth.rateLimit.windowMs")? {
+            limits.auth_window = Duration::from_millis(n);
+        }
+        if let Some(n) = num_at(&gw, &[rl[0], rl[1], "lockoutMs"], "gateway.auth.rateLimit.lockoutMs")? {
+            limits.auth_lockout = Duration::from_millis(n);
+        }
+        if let Some(Value::Bool(b)) = at(&gw, &[rl[0], rl[1], "exemptLoopback"]) {
+            limits.auth_exempt_loopback = *b;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Everything the gateway's configuration is resolved from. The shell reads the files and
+/// the environment and hands them in as data.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigInput {
+    /// Text of the config file, if it exists.
+    pub file_text: Option<String>,
+    /// Path of the config file (for messages and `hello-ok`).
+    pub config_path: String,
+    /// State directory.
+    pub state_dir: String,
+    /// The process environment.
+    pub env: BTreeMap<String, String>,
+    /// Command-line flags of `gateway run`.
+    pub flags: RunFlags,
+    /// The machine's tailnet address, if it has one.
+    pub tailnet_ip: Option<IpAddr>,
+    /// The machine's host name.
+    pub host_name: String,
+}
+
+/// Flags of `gateway run` that affect configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RunFlags {
+    /// `--port`.
+    pub port: Option<String>,
+    /// `--bind`.
+    pub bind: Option<String>,
+    /// `--auth`.
+    pub auth: Option<String>,
+    /// `--token`.
+    pub token: Option<String>,
+    /// `--password`.
+    pub password: Option<String>,
+    /// Contents of the file named by `--password-file`.
+    pub password_file_text: Option<String>,
+}
+
+/// Why the gateway refuses to start. The shells exit 78 on every variant.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A non-loopback bind with no shared secret.
+    #[error("Refusing to bind gateway to {bind} without auth.")]
+    RefuseBindWithoutAuth {
+        /// The bind as named by the user.
+        bind: String,
+    },
+    /// The config file is not valid JSON5.
+    #[error("config file {path} is not valid JSON5: {message}")]
+    Parse {
+        /// Path of the file.
+        path: String,
+        /// Parser message.
+        message: String,
+    },
+    /// A secret is blank or an obvious placeholder.
+    #[error("{source_name} is a placeholder ({value:?}); set a real secret")]
+    PlaceholderSecret {
+        /// Where the secret came from (`--token`, `gateway.auth.token`, …).
+        source_name: &'static str,
+        /// The refused value.
+        value: String,
+    },
+    /// The auth mode needs a secret that is not configured.
+    #[error("auth mode {mode} needs a secret: set {key}, or pass it on the command line")]
+    MissingSecret {
+        /// The auth mode.
+        mode: &'static str,
+        /// The config key to set.
+        key: &'static str,
+    },
+    /// `--bind tailnet` on a machine with no tailnet address.
+    #[error("gateway.bind is tailnet but this machine has no tailnet (100.64.0.0/10) address")]
+    NoTailnetAddress,
+    /// A value has the wrong form.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The config key or flag.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+const PLACEHOLDERS: &[&str] = &[
+    "undefined", "null", "none", "changeme", "change-me", "change_me", "your-token", "your_token", "yourtoken",
+    "your-password", "your_password", "<token>", "<password>", "token", "password", "secret", "xxx", "todo",
+    "replace-me", "replace_me", "example", "${openclaw_gateway_token}",
+];
+
+/// Whether a secret value is blank or a well-known placeholder.
+pub fn is_placeholder_secret(value: &str) -> bool {
+    let v = value.trim().to_ascii_lowercase();
+    v.is_empty() || PLACEHOLDERS.contains(&v.as_str()) || (v.starts_with('<') && v.ends_with('>'))
+}
+
+fn pick_secret(candidates: &[(Option<&str>, &'static str)]) -> Result<Option<Secret>, ConfigError> {
+    for (value, source_name) in candidates {
+        if let Some(v) = value {
+            if is_placeholder_secret(v) {
+                return Err(ConfigError::PlaceholderSecret { source_name, value: (*v).to_string() });
+            }
+            return Ok(Some(Secret::new(v)));
+        }
+    }
+    Ok(None)
+}
+
+/// Parse a config file's text (JSON5: comments and trailing commas allowed).
+pub fn parse_file(text: &str) -> Result<Value, String> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    let v: Value = json5::from_str(text).map_err(|e| e.to_string())?;
+    if !v.is_object() {
+        return Err("top level must be an object".into());
+    }
+    Ok(v)
+}
+
+/// The value at a key path of a JSON object.
+pub fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
+/// The string at a key path, if it is a string.
+pub fn str_at(v: &Value, path: &[&str]) -> Option<String> {
+    at(v, path).and_then(Value::as_str).map(str::to_string)
+}
+
+fn str_list(v: &Value, path: &[&str]) -> Vec<String> {
+    match at(v, path) {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn json_scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn num_at(v: &Value, path: &[&str], key: &'static str) -> Result<Option<u64>, ConfigError> {
+    match at(v, path) {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .map(Some)
+            .ok_or(ConfigError::Invalid { key, message: format!("must be a non-negative integer, got {n}") }),
+    }
+}
+
+fn parse_num(s: &str, key: &'static str) -> Result<u64, ConfigError> {
+    s.trim().parse().map_err(|_| ConfigError::Invalid { key, message: format!("must be a non-negative integer, got {s:?}") })
+}
+
+fn parse_port(s: &str, key: &'static str) -> Result<u16, ConfigError> {
+    s.trim().parse().map_err(|_| ConfigError::Invalid { key, message: format!("not a port number: {s:?}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(file: Option<&str>, env: &[(&str, &str)], flags: RunFlags) -> ConfigInput {
+        ConfigInput {
+            file_text: file.map(str::to_string),
+            config_path: "/x/openclaw.json".into(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            flags,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn no_config_is_local_mode() {
+        let c = Config::resolve(&input(None, &[], RunFlags::default())).unwrap();
+        assert_eq!(c.port, 18789);
+        assert!(c.bind_host.is_loopback());
+        assert_eq!(c.auth_mode, AuthMode::None);
+    }
+
+    #[test]
+    fn lan_without_secret_is_refused() {
+        let flags = RunFlags { bind: Some("lan".into()), ..Default::default() };
+        let e = Config::resolve(&input(None, &[], flags)).unwrap_err();
+        assert_eq!(e.to_string(), "Refusing to bind gateway to lan without auth.");
+    }
+
+    #[test]
+    fn port_precedence() {
+        let file = Some(r#"{gateway: {port: 1111,}, // json5
+        }"#);
+        let c = Config::resolve(&input(file, &[], RunFlags::default())).unwrap();
+        assert_eq!(c.port, 1111);
+        let c = Config::resolve(&input(file, &[("OPENCLAW_GATEWAY_PORT", "2222")], RunFlags::default())).unwrap();
+        assert_eq!(c.port, 2222);
+        let flags = RunFlags { port: Some("3333".into()), ..Default::default() };
+        let c = Config::resolve(&input(file, &[("OPENCLAW_GATEWAY_PORT", "2222")], flags)).unwrap();
+        assert_eq!(c.port, 3333);
+    }
+
+    #[test]
+    fn token_sources_and_placeholders() {
+        let file = Some(r#"{"gateway":{"auth":{"token":"fromfile"}}}"#);
+        let c = Config::resolve(&input(file, &[("OPENCLAW_GATEWAY_TOKEN", "fromenv")], RunFlags::default())).unwrap();
+        assert_eq!(c.auth_mode, AuthMode::Token);
+        assert!(c.secret.as_ref().unwrap().matches("fromenv"));
+        let flags = RunFlags { token: Some("undefined".into()), ..Default::default() };
+        assert!(matches!(
+            Config::resolve(&input(None, &[], flags)),
+            Err(ConfigError::PlaceholderSecret { source_name: "--token", .. })
+        ));
+        let flags = RunFlags { auth: Some("token".into()), ..Default::default() };
+        assert!(matches!(Config::resolve(&input(None, &[], flags)), Err(ConfigError::MissingSecret { .. })));
+    }
+
+    #[test]
+    fn bad_json5_names_the_file() {
+        let e = Config::resolve(&input(Some("{gateway:"), &[], RunFlags::default())).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { ref path, .. } if path == "/x/openclaw.json"));
+    }
+
+    #[test]
+    fn unknown_keys_outside_gateway_are_ignored() {
+        let file = Some(r#"{"agents":{"x":1},"models":[1,2],"gateway":{"port":4444}}"#);
+        assert_eq!(Config::resolve(&input(file, &[], RunFlags::default())).unwrap().port, 4444);
+    }
+}

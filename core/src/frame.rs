@@ -1,0 +1,242 @@
+//! Protocol frames: the JSON envelopes of requests, responses and events, and the
+//! error shape every failure uses.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The protocol version this gateway speaks.
+pub const PROTOCOL_VERSION: u64 = 4;
+
+/// Error codes of the `error.code` field (upstream `ErrorCodes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The device is not paired, or no device identity was given.
+    NotPaired,
+    /// The request or its params are invalid, or auth failed.
+    InvalidRequest,
+    /// A scope is missing.
+    Forbidden,
+    /// The target is unavailable (node gone, timeout, starting).
+    Unavailable,
+}
+
+/// The `error` object of a failed response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorShape {
+    /// Machine-readable class of the failure.
+    pub code: ErrorCode,
+    /// Human-readable message.
+    pub message: String,
+    /// Structured details (`details.code` and friends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    /// Whether the same request may succeed later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    /// How long to wait before retrying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorShape {
+    /// An error with a code and a message and nothing else.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), details: None, retryable: None, retry_after_ms: None }
+    }
+
+    /// The same error with `details` set.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// `INVALID_REQUEST` with a message.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+}
+
+/// A frame the gateway sends.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum OutFrame {
+    /// A response to a request.
+    Res {
+        /// The request id being answered.
+        id: String,
+        /// Whether the request succeeded.
+        ok: bool,
+        /// The result, on success.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload: Option<Value>,
+        /// The error, on failure.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorShape>,
+    },
+    /// An event.
+    Event {
+        /// The event name.
+        event: String,
+        /// The event body.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload: Option<Value>,
+        /// Per-connection sequence number, on broadcasts only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        /// State versions, on presence and health broadcasts.
+        #[serde(rename = "stateVersion", skip_serializing_if = "Option::is_none")]
+        state_version: Option<Value>,
+    },
+}
+
+impl OutFrame {
+    /// A successful response.
+    pub fn ok(id: impl Into<String>, payload: Value) -> Self {
+        OutFrame::Res { id: id.into(), ok: true, payload: Some(payload), error: None }
+    }
+
+    /// A failed response.
+    pub fn err(id: impl Into<String>, error: ErrorShape) -> Self {
+        OutFrame::Res { id: id.into(), ok: false, payload: None, error: Some(error) }
+    }
+
+    /// An event sent to one connection (no `seq`).
+    pub fn direct(event: impl Into<String>, payload: Value) -> Self {
+        OutFrame::Event { event: event.into(), payload: Some(payload), seq: None, state_version: None }
+    }
+
+    /// The frame as JSON text.
+    pub fn to_text(&self) -> String {
+        // Serialising these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A request frame received from a peer, validated against upstream's `RequestFrame`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// Request id, echoed in the response.
+    pub id: String,
+    /// Method name.
+    pub method: String,
+    /// Params; `Null` when omitted.
+    pub params: Value,
+}
+
+/// Why an inbound text frame is not a usable request.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum FrameError {
+    /// The text is not JSON at all.
+    #[error("frame is not JSON")]
+    NotJson,
+    /// JSON, but not a valid request frame; `id` is what to answer to.
+    #[error("invalid request frame: {message}")]
+    Invalid {
+        /// The request id if one could be read, else `"invalid"`.
+        id: String,
+        /// What was wrong, in upstream's words.
+        message: String,
+    },
+}
+
+const REQUEST_KEYS: &[&str] = &["type", "id", "method", "params", "traceparent", "expectedProfileId"];
+
+/// Parse one inbound text frame as a request.
+pub fn parse_request(text: &str) -> Result<Request, FrameError> {
+    let value: Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
+    let Value::Object(mut obj) = value else {
+        return Err(invalid("invalid", "at root: must be object".into()));
+    };
+    let id = match obj.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => "invalid".to_string(),
+    };
+    if let Some(key) = unexpected_key(&obj, REQUEST_KEYS) {
+        return Err(invalid(&id, format!("at root: unexpected property '{key}'")));
+    }
+    match obj.get("type") {
+        Some(Value::String(t)) if t == "req" => {}
+        _ => return Err(invalid(&id, "at /type: must be equal to constant".into())),
+    }
+    if id == "invalid" && !matches!(obj.get("id"), Some(Value::String(s)) if s == "invalid") {
+        return Err(invalid(&id, "at root: must have required property 'id'".into()));
+    }
+    let method = match obj.get("method") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => return Err(invalid(&id, "at /method: must be non-empty string".into())),
+        None => return Err(invalid(&id, "at root: must have required property 'method'".into())),
+    };
+    if let Some(tp) = obj.get("traceparent") {
+        if !matches!(tp, Value::String(s) if s.len() <= 128) {
+            return Err(invalid(&id, "at /traceparent: must be string of at most 128 characters".into()));
+        }
+    }
+    let params = obj.remove("params").unwrap_or(Value::Null);
+    Ok(Request { id, method, params })
+}
+
+fn invalid(id: &str, message: String) -> FrameError {
+    FrameError::Invalid { id: id.to_string(), message }
+}
+
+/// The first key of `obj` not in `allowed`, if any.
+pub fn unexpected_key<'a>(obj: &'a Map<String, Value>, allowed: &[&str]) -> Option<&'a str> {
+    obj.keys().map(String::as_str).find(|k| !allowed.contains(k))
+}
+
+/// Truncate a close reason to at most `max` bytes on a UTF-8 boundary.
+pub fn truncate_reason(reason: &str, max: usize) -> &str {
+    if reason.len() <= max {
+        return reason;
+    }
+    let mut end = max;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        let s = "é".repeat(100); // 200 bytes
+        let t = truncate_reason(&s, 123);
+        assert_eq!(t.len(), 122);
+        assert!(t.chars().all(|c| c == 'é'));
+        assert_eq!(truncate_reason("short", 123), "short");
+    }
+
+    #[test]
+    fn request_without_params_is_accepted() {
+        let r = parse_request(r#"{"type":"req","id":"2:x","method":"health"}"#).unwrap();
+        assert_eq!(r.method, "health");
+        assert_eq!(r.params, Value::Null);
+    }
+
+    #[test]
+    fn unexpected_property_names_the_key() {
+        let e = parse_request(r#"{"type":"req","id":"x1","method":"health","bogus":1}"#).unwrap_err();
+        assert_eq!(
+            e,
+            FrameError::Invalid { id: "x1".into(), message: "at root: unexpected property 'bogus'".into() }
+        );
+    }
+
+    #[test]
+    fn missing_id_answers_to_invalid() {
+        let e = parse_request(r#"{"type":"req","method":"health"}"#).unwrap_err();
+        assert!(matches!(e, FrameError::Invalid { ref id, .. } if id == "invalid"));
+        assert_eq!(parse_request("nope"), Err(FrameError::NotJson));
+    }
+
+    #[test]
+    fn event_frames_from_clients_are_invalid() {
+        let e = parse_request(r#"{"type":"event","event":"x"}"#).unwrap_err();
+        assert!(matches!(e, FrameError::Invalid { .. }));
+    }
+}

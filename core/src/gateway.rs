@@ -1,0 +1,917 @@
+//! The gateway state machine: connections in, outputs out. See the crate docs for the loop.
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tungstenite::Message;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::Role as WsRole;
+
+use crate::auth::{self, CredentialKind, RateLimiter};
+use crate::config::{AuthMode, Config};
+use crate::conn::{AuthMethod, Conn, ConnId, MemIo, Phase, Session, State, Ws, ws_context};
+use crate::frame::{ErrorShape, FrameError, OutFrame, parse_request, truncate_reason};
+use crate::handshake::{self, ConnectParams};
+use crate::http::{self, Head};
+use crate::log::{Level, LogRecord, LogRing};
+use crate::pairing::PairingStore;
+use crate::route::Router;
+use crate::scopes::Role;
+
+/// Longest close reason a WebSocket close frame carries.
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// A source of randomness handed in by the shell (nonces, connection ids, tokens).
+pub trait Entropy: Send {
+    /// Fill `dest` with random bytes.
+    fn fill(&mut self, dest: &mut [u8]);
+}
+
+/// Something the shell must do, drained with [`Gateway::poll_output`].
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// Write these bytes to the connection's socket, in order.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// Bytes to write.
+        data: Vec<u8>,
+    },
+    /// Flush what was transmitted, then close the socket. The core has forgotten the connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Write this pairing-store snapshot durably (temp file, fsync, rename).
+    Persist(Vec<u8>),
+    /// A log record.
+    Log(LogRecord),
+    /// Nothing more to do until this instant or the next input.
+    Timeout(Instant),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    Handshake(ConnId),
+    Tick,
+    Invoke(u64),
+}
+
+/// Live counts, for embedders and status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Open sockets.
+    pub connections: usize,
+    /// Sockets past `hello-ok`.
+    pub authenticated: usize,
+    /// Connected nodes.
+    pub nodes: usize,
+}
+
+/// The gateway: a pure state machine driven by its shell.
+pub struct Gateway {
+    pub(crate) config: Config,
+    pub(crate) entropy: Box<dyn Entropy>,
+    pub(crate) store: PairingStore,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) preauth_by_ip: HashMap<IpAddr, usize>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) router: Router,
+    pub(crate) logs: LogRing,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    out: VecDeque<Output>,
+    next_conn: u64,
+    start: Instant,
+    start_unix_ms: u64,
+    pub(crate) boot_id: String,
+    draining: bool,
+    pub(crate) presence_version: u64,
+    pub(crate) health_version: u64,
+    last_prune: Instant,
+}
+
+impl Gateway {
+    /// A gateway with its configuration, a randomness source, the pairing store loaded at
+    /// start, and the time now (monotonic and as Unix milliseconds).
+    pub fn new(config: Config, entropy: Box<dyn Entropy>, store: PairingStore, now: Instant, unix_ms: u64) -> Self {
+        let mut gw = Self {
+            logs: LogRing::new(config.limits.log_ring_records),
+            config,
+            entropy,
+            store,
+            conns: HashMap::new(),
+            preauth_by_ip: HashMap::new(),
+            limiter: RateLimiter::default(),
+            router: Router::default(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            next_conn: 1,
+            start: now,
+            start_unix_ms: unix_ms,
+            boot_id: String::new(),
+            draining: false,
+            presence_version: 1,
+            health_version: 1,
+            last_prune: now,
+        };
+        gw.boot_id = gw.uuid();
+        let tick = now + gw.config.limits.tick_interval;
+        gw.timers.push(Reverse((tick, Timer::Tick)));
+        let mode = gw.config.auth_mode.as_str();
+        gw.log(Level::Info, None, format!("gateway ready: auth mode {mode}, bind {}", gw.config.bind_label));
+        gw
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The pairing store as it is now.
+    pub fn store(&self) -> &PairingStore {
+        &self.store
+    }
+
+    /// Live counts.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            connections: self.conns.len(),
+            authenticated: self.conns.values().filter(|c| c.session().is_some()).count(),
+            nodes: self.router.node_count(),
+        }
+    }
+
+    /// Whether `shutdown` was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    pub(crate) fn unix_ms(&self, now: Instant) -> u64 {
+        self.start_unix_ms + now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    pub(crate) fn uptime_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    /// A random v4 UUID.
+    pub(crate) fn uuid(&mut self) -> String {
+        let mut b = [0u8; 16];
+        self.entropy.fill(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = data_encoding::HEXLOWER.encode(&b);
+        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    }
+
+    /// 32 random bytes, base64url: a device token.
+    pub(crate) fn new_token(&mut self) -> String {
+        let mut b = [0u8; 32];
+        self.entropy.fill(&mut b);
+        crate::device::b64url(&b)
+    }
+
+    pub(crate) fn log(&mut self, level: Level, conn: Option<ConnId>, message: String) {
+        let rec = LogRecord { level, ts_ms: self.start_unix_ms, conn, message };
+        if level <= Level::Info {
+            self.logs.push(rec.line());
+        }
+        self.out.push_back(Output::Log(rec));
+    }
+
+    pub(crate) fn log_at(&mut self, now: Instant, level: Level, conn: Option<ConnId>, message: String) {
+        let rec = LogRecord { level, ts_ms: self.unix_ms(now), conn, message };
+        if level <= Level::Info {
+            self.logs.push(rec.line());
+        }
+        self.out.push_back(Output::Log(rec));
+    }
+
+    pub(crate) fn persist(&mut self) {
+        let bytes = self.store.to_bytes();
+        self.out.push_back(Output::Persist(bytes));
+    }
+
+    pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    /// The next output to act on. Call after every input until it returns [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        match self.timers.peek() {
+            Some(Reverse((at, _))) => Output::Timeout(*at),
+            None => Output::Timeout(self.start + Duration::from_secs(86_400 * 365)),
+        }
+    }
+
+    /// The shell accepted a TCP socket from `peer` on `local`.
+    pub fn accept(&mut self, now: Instant, peer: SocketAddr, _local: SocketAddr) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.insert(id, Conn { peer, state: State::Http(Vec::new()), unsent: 0 });
+        if self.conns.len() > self.config.limits.max_connections {
+            self.log_at(now, Level::Warn, Some(id), format!("refused {peer}: gateway.maxConnections reached"));
+            self.transmit(id, http::too_many_connections());
+            self.forget(now, id);
+            return id;
+        }
+        // The head must arrive within the handshake timeout too.
+        self.schedule(now + self.config.limits.handshake_timeout, Timer::Handshake(id));
+        self.log_at(now, Level::Debug, Some(id), format!("accepted {peer}"));
+        id
+    }
+
+    /// Bytes read from a connection's socket.
+    pub fn handle_input(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        match &mut c.state {
+            State::Http(buf) => {
+                buf.extend_from_slice(data);
+                let buf = std::mem::take(buf);
+                self.on_head(now, conn, buf);
+            }
+            State::Ws(ws) => {
+                ws.io.rd.extend(data);
+                self.read_frames(now, conn);
+            }
+        }
+    }
+
+    /// The shell wrote `n` bytes of what it was given for this connection.
+    pub fn handle_written(&mut self, _now: Instant, conn: ConnId, n: usize) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.unsent = c.unsent.saturating_sub(n);
+        }
+    }
+
+    /// The socket reached EOF or failed.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.log_at(now, Level::Info, Some(conn), "closed by peer".into());
+            self.forget(now, conn);
+        }
+    }
+
+    /// A deadline passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Handshake(id) => self.handshake_expired(now, id),
+                Timer::Tick => {
+                    self.on_tick(now);
+                    let next = at + self.config.limits.tick_interval;
+                    self.schedule(next.max(now), Timer::Tick);
+                }
+                Timer::Invoke(invoke) => self.invoke_expired(now, invoke),
+            }
+        }
+    }
+
+    fn handshake_expired(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get(&id) else { return };
+        if c.session().is_some() {
+            return;
+        }
+        let http = matches!(c.state, State::Http(_));
+        self.log_at(now, Level::Info, Some(id), "handshake timeout".into());
+        if http {
+            self.forget(now, id);
+        } else {
+            self.close_ws(now, id, 1000, "");
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let ts = self.unix_ms(now);
+        self.broadcast(now, "tick", json!({"ts": ts}), None);
+        if now.saturating_duration_since(self.last_prune) >= self.config.limits.auth_window {
+            self.last_prune = now;
+            self.limiter.prune(now, self.config.limits.auth_window);
+        }
+        let expired = self.store.expire(ts);
+        if !expired.is_empty() {
+            self.persist();
+        }
+        self.router.prune_dedupe(now, self.config.limits.dedupe_ttl);
+    }
+
+    /// Stop: every authenticated client gets `shutdown`, every WebSocket is closed 1012,
+    /// plain HTTP sockets are closed, and `/ready` answers 503 from now on.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.draining = true;
+        self.log_at(now, Level::Info, None, "shutting down".into());
+        self.broadcast(now, "shutdown", json!({"reason": "gateway stopping"}), None);
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let is_ws = matches!(self.conns.get(&id).map(|c| &c.state), Some(State::Ws(_)));
+            if is_ws {
+                self.close_ws(now, id, 1012, "service restart");
+            } else {
+                self.forget(now, id);
+            }
+        }
+    }
+
+    /// Apply a new configuration: limits and secrets at once. Connections that rest on a
+    /// shared secret that changed are closed 4001 `gateway auth changed`.
+    pub fn reload(&mut self, now: Instant, config: Config) {
+        let secret_changed = config.secret != self.config.secret || config.auth_mode != self.config.auth_mode;
+        self.config = config;
+        self.log_at(now, Level::Info, None, format!("config reloaded (auth mode {})", self.config.auth_mode.as_str()));
+        if !secret_changed {
+            return;
+        }
+        let victims: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session().is_some_and(|s| matches!(s.auth, AuthMethod::Token | AuthMethod::Password)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in victims {
+            self.close_ws(now, id, 4001, "gateway auth changed");
+        }
+    }
+
+    pub(crate) fn transmit(&mut self, conn: ConnId, data: Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.unsent += data.len();
+        }
+        self.out.push_back(Output::Transmit { conn, data });
+    }
+
+    /// Forget a connection: counters, routes, presence; tell the shell to close it.
+    pub(crate) fn forget(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.remove(&id) else { return };
+        if let State::Ws(ws) = &c.state {
+            if matches!(ws.phase, Phase::PreHello { .. }) {
+                self.release_preauth(ws.client_ip);
+            }
+        }
+        if let Some(s) = c.session() {
+            if s.role == Role::Node {
+                if let Some(dev) = s.device_id.clone() {
+                    self.node_disconnected(now, id, &dev);
+                }
+            }
+        }
+        self.router.conn_gone(id);
+        self.out.push_back(Output::Close { conn: id });
+    }
+
+    fn release_preauth(&mut self, ip: IpAddr) {
+        if let Some(n) = self.preauth_by_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.preauth_by_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Close a WebSocket with a code and reason (truncated to 123 bytes), then forget it.
+    pub(crate) fn close_ws(&mut self, now: Instant, id: ConnId, code: u16, reason: &str) {
+        let reason = truncate_reason(reason, MAX_CLOSE_REASON).to_string();
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let mut bytes = Vec::new();
+        if let State::Ws(ws) = &mut c.state {
+            let frame = CloseFrame { code: CloseCode::from(code), reason: reason.clone().into() };
+            let _ = ws.ctx.close(&mut ws.io, Some(frame));
+            bytes = std::mem::take(&mut ws.io.wr);
+        }
+        self.transmit(id, bytes);
+        self.log_at(now, Level::Info, Some(id), format!("closed {code} {reason:?}"));
+        self.forget(now, id);
+    }
+
+    /// Send a frame on a WebSocket connection; closes it as a slow consumer when its unsent
+    /// bytes pass `maxBufferedBytes`.
+    pub(crate) fn send(&mut self, now: Instant, id: ConnId, frame: &OutFrame) {
+        let text = frame.to_text();
+        self.send_text(now, id, text);
+    }
+
+    pub(crate) fn send_text(&mut self, now: Instant, id: ConnId, text: String) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let State::Ws(ws) = &mut c.state else { return };
+        let _ = ws.ctx.write(&mut ws.io, Message::text(text));
+        let bytes = std::mem::take(&mut ws.io.wr);
+        let over = c.unsent + bytes.len() > self.config.limits.max_buffered_bytes;
+        if over {
+            self.log_at(now, Level::Warn, Some(id), "slow consumer".into());
+            self.close_ws(now, id, 1008, "slow consumer");
+            return;
+        }
+        self.log_at(now, Level::Trace, Some(id), "frame out".into());
+        self.transmit(id, bytes);
+    }
+
+    /// Send an event to every authenticated connection allowed to see it, each with its own `seq`.
+    pub(crate) fn broadcast(&mut self, now: Instant, event: &str, payload: Value, state_version: Option<Value>) {
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session().is_some_and(|s| crate::scopes::may_receive(s.role, &s.scopes, event)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in targets {
+            let seq = match self.conns.get_mut(&id).and_then(Conn::session_mut) {
+                Some(s) => {
+                    s.seq += 1;
+                    s.seq
+                }
+                None => continue,
+            };
+            let frame = OutFrame::Event {
+                event: event.to_string(),
+                payload: Some(payload.clone()),
+                seq: Some(seq),
+                state_version: state_version.clone(),
+            };
+            self.send(now, id, &frame);
+        }
+    }
+
+    fn on_head(&mut self, now: Instant, id: ConnId, buf: Vec<u8>) {
+        let max_head = self.config.limits.max_head_bytes;
+        match http::parse_head(&buf, max_head) {
+            Ok(None) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.state = State::Http(buf);
+                }
+            }
+            Err(e) => {
+                self.log_at(now, Level::Warn, Some(id), format!("refused request: {e}"));
+                self.transmit(id, http::bad_head(e));
+                self.forget(now, id);
+            }
+            Ok(Some((Head::Plain { method, path }, _))) => {
+                let phase = if self.draining { http::Phase::Draining } else { http::Phase::Ready };
+                let body = http::plain_response(&method, &path, phase, self.uptime_ms(now), &self.config.version);
+                self.log_at(now, Level::Debug, Some(id), format!("http {method} {path}"));
+                self.transmit(id, body);
+                self.forget(now, id);
+            }
+            Ok(Some((Head::Upgrade(up), len))) => self.on_upgrade(now, id, *up, buf.get(len..).unwrap_or(&[]).to_vec()),
+        }
+    }
+
+    fn on_upgrade(&mut self, now: Instant, id: ConnId, up: http::Upgrade, rest: Vec<u8>) {
+        let Some(peer) = self.conns.get(&id).map(|c| c.peer.ip()) else { return };
+        let fwd = auth::parse_forwarded(up.forwarded.as_deref(), up.x_forwarded_for.as_deref(), up.x_real_ip.as_deref());
+        let client_ip = match auth::client_address(peer, &fwd, &self.config.trusted_proxies) {
+            Ok(ip) => ip,
+            Err(e) => {
+                self.log_at(now, Level::Warn, Some(id), format!("refused upgrade from {peer}: {e}"));
+                self.transmit(id, http::proxy_refused());
+                self.forget(now, id);
+                return;
+            }
+        };
+        if up.path == "/__openclaw__/worker" {
+            self.log_at(now, Level::Warn, Some(id), "refused worker protocol upgrade".into());
+        }
+        let pre = self.preauth_by_ip.get(&client_ip).copied().unwrap_or(0);
+        if pre >= self.config.limits.max_preauth_per_ip {
+            self.log_at(now, Level::Warn, Some(id), format!("refused {client_ip}: too many unauthenticated sockets"));
+            self.transmit(id, http::too_many_preauth());
+            self.forget(now, id);
+            return;
+        }
+        if self.draining {
+            self.transmit(id, http::plain_response("GET", "/ready", http::Phase::Draining, self.uptime_ms(now), &self.config.version));
+            self.forget(now, id);
+            return;
+        }
+        *self.preauth_by_ip.entry(client_ip).or_default() += 1;
+        let local = auth::is_local(client_ip, up.origin.as_deref());
+        let nonce = self.uuid();
+        let mut ctx = ws_context(WsRole::Server, self.config.limits.max_preauth_payload);
+        let mut io = MemIo::default();
+        let challenge = OutFrame::direct(
+            "connect.challenge",
+            json!({"nonce": nonce, "ts": self.unix_ms(now), "capabilities": ["model-catalog-snapshot"]}),
+        );
+        let _ = ctx.write(&mut io, Message::text(challenge.to_text()));
+        let mut bytes = http::switching_protocols(&up.request);
+        bytes.append(&mut io.wr);
+        let worker = up.path == "/__openclaw__/worker";
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.state = State::Ws(Box::new(Ws {
+                ctx,
+                io,
+                client_ip,
+                local,
+                origin: up.origin,
+                phase: Phase::PreHello { nonce, frames: 0 },
+            }));
+        }
+        self.transmit(id, bytes);
+        self.log_at(now, Level::Info, Some(id), format!("websocket open from {client_ip} (local: {local})"));
+        if worker {
+            self.close_ws(now, id, 1008, "invalid-handshake");
+            return;
+        }
+        if !rest.is_empty() {
+            self.handle_input(now, id, &rest);
+        }
+    }
+
+    fn read_frames(&mut self, now: Instant, id: ConnId) {
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            let State::Ws(ws) = &mut c.state else { return };
+            let res = ws.ctx.read(&mut ws.io);
+            let pending = std::mem::take(&mut ws.io.wr);
+            let preauth = matches!(ws.phase, Phase::PreHello { .. });
+            self.transmit(id, pending);
+            match res {
+                Ok(Message::Text(t)) => self.on_text(now, id, t.as_str()),
+                Ok(Message::Binary(_)) => self.on_other_frame(now, id),
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => self.on_other_frame(now, id),
+                Ok(Message::Close(_)) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => {
+                    self.log_at(now, Level::Info, Some(id), "closed by client".into());
+                    self.forget(now, id);
+                    return;
+                }
+                Err(tungstenite::Error::Capacity(e)) => {
+                    self.log_at(now, Level::Warn, Some(id), format!("frame too large: {e}"));
+                    let reason = if preauth { "" } else { "message too big" };
+                    self.close_ws(now, id, 1009, reason);
+                    return;
+                }
+                Err(tungstenite::Error::Utf8(_)) => {
+                    self.close_ws(now, id, 1007, "invalid utf-8");
+                    return;
+                }
+                Err(e) => {
+                    self.log_at(now, Level::Warn, Some(id), format!("websocket protocol error: {e}"));
+                    self.close_ws(now, id, 1002, "protocol error");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Count a pre-hello frame; closes on the 16th.
+    fn count_preauth_frame(&mut self, now: Instant, id: ConnId) -> bool {
+        let max = self.config.limits.max_pending_handshake_frames;
+        let Some(c) = self.conns.get_mut(&id) else { return false };
+        let State::Ws(ws) = &mut c.state else { return false };
+        if let Phase::PreHello { frames, .. } = &mut ws.phase {
+            *frames += 1;
+            if *frames > max {
+                self.close_ws(now, id, 1008, "too many pending handshake frames");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn on_other_frame(&mut self, now: Instant, id: ConnId) {
+        let preauth = self.conns.get(&id).is_some_and(Conn::is_preauth_ws);
+        if preauth {
+            self.count_preauth_frame(now, id);
+        }
+    }
+
+    fn on_text(&mut self, now: Instant, id: ConnId, text: &str) {
+        let preauth = self.conns.get(&id).is_some_and(Conn::is_preauth_ws);
+        self.log_at(now, Level::Trace, Some(id), format!("frame in: {}", crate::mask::mask_secrets(text)));
+        if !preauth {
+            self.on_request_text(now, id, text);
+            return;
+        }
+        if !self.count_preauth_frame(now, id) {
+            return;
+        }
+        let req = match parse_request(text) {
+            Ok(r) => r,
+            Err(FrameError::NotJson) => {
+                self.log_at(now, Level::Warn, Some(id), "handshake frame is not JSON".into());
+                self.close_ws(now, id, 1000, "");
+                return;
+            }
+            Err(FrameError::Invalid { id: rid, message }) => {
+                let msg = if message.contains("unexpected property") || rid == "invalid" {
+                    "invalid handshake: first request must be connect".to_string()
+                } else {
+                    format!("invalid request frame: {message}")
+                };
+                self.reject(now, id, &rid, ErrorShape::invalid(msg), None);
+                return;
+            }
+        };
+        if req.method != "connect" {
+            self.reject(now, id, &req.id, ErrorShape::invalid("invalid handshake: first request must be connect"), None);
+            return;
+        }
+        let params = match handshake::parse_connect(&req.params) {
+            Ok(p) => p,
+            Err(e) => {
+                self.reject(now, id, &req.id, e.to_error(), None);
+                return;
+            }
+        };
+        if !handshake::protocol_ok(&params) {
+            self.send(now, id, &OutFrame::err(&req.id, handshake::protocol_mismatch(&params)));
+            self.log_at(now, Level::Warn, Some(id), "rejected: protocol mismatch".into());
+            self.close_ws(now, id, 1002, "protocol mismatch");
+            return;
+        }
+        match self.admit(now, id, &params) {
+            Ok(hello) => self.finish_hello(now, id, &req.id, params, hello),
+            Err(err) => self.reject(now, id, &req.id, err.error, err.close_reason),
+        }
+    }
+
+    /// Answer a failed `connect` and close 1008 with the message (or `close_reason`) as reason.
+    pub(crate) fn reject(&mut self, now: Instant, id: ConnId, req_id: &str, err: ErrorShape, close_reason: Option<String>) {
+        let reason = close_reason.unwrap_or_else(|| err.message.clone());
+        let detail = err.details.as_ref().and_then(|d| d.get("code")).and_then(Value::as_str).unwrap_or("").to_string();
+        self.log_at(now, Level::Warn, Some(id), format!("rejected: {} {detail}", err.message));
+        self.send(now, id, &OutFrame::err(req_id, err));
+        self.close_ws(now, id, 1008, &reason);
+    }
+
+    fn finish_hello(&mut self, now: Instant, id: ConnId, req_id: &str, params: ConnectParams, hello: Admitted) {
+        let conn_uuid = self.uuid();
+        let now_ms = self.unix_ms(now);
+        let max_payload = self.config.limits.max_payload;
+        let session = Session {
+            role: params.role,
+            scopes: hello.scopes.clone(),
+            client: params.client.clone(),
+            conn_uuid: conn_uuid.clone(),
+            device_id: hello.device_id.clone(),
+            auth: hello.method,
+            device_token: hello.used_device_token.clone(),
+            caps: params.caps.clone(),
+            commands: params.commands.clone(),
+            seq: 0,
+            unauthorized_calls: 0,
+            connected_at_ms: now_ms,
+        };
+        let ip = {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            let State::Ws(ws) = &mut c.state else { return };
+            ws.ctx.set_config(|cfg| {
+                cfg.max_message_size = Some(max_payload);
+                cfg.max_frame_size = Some(max_payload);
+            });
+            ws.phase = Phase::Authed(Box::new(session));
+            ws.client_ip
+        };
+        self.release_preauth(ip);
+        let payload = self.hello_payload(now, &conn_uuid, &params, &hello);
+        self.send(now, id, &OutFrame::ok(req_id, payload));
+        self.log_at(
+            now,
+            Level::Info,
+            Some(id),
+            format!(
+                "hello {} {}/{} role={} scopes={:?} auth={}",
+                ip,
+                params.client.id,
+                params.client.mode,
+                params.role.as_str(),
+                hello.scopes,
+                hello.method.as_str()
+            ),
+        );
+        for (event, payload) in hello.events {
+            self.broadcast(now, event, payload, None);
+        }
+        if params.role == Role::Node {
+            if let Some(dev) = hello.device_id {
+                self.node_connected(now, id, &dev);
+            }
+        }
+    }
+}
+
+/// The result of an admission: who the connection is and what it may do.
+pub(crate) struct Admitted {
+    pub(crate) method: AuthMethod,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) device_id: Option<String>,
+    pub(crate) device_token: Option<(String, u64)>,
+    pub(crate) used_device_token: Option<String>,
+    pub(crate) events: Vec<(&'static str, Value)>,
+}
+
+/// A refused `connect`: the error and the close reason when it differs from the message.
+pub(crate) struct Refusal {
+    pub(crate) error: ErrorShape,
+    pub(crate) close_reason: Option<String>,
+}
+
+impl From<ErrorShape> for Refusal {
+    fn from(error: ErrorShape) -> Self {
+        Refusal { error, close_reason: None }
+    }
+}
+
+impl Gateway {
+    fn hello_payload(&self, now: Instant, conn_uuid: &str, params: &ConnectParams, hello: &Admitted) -> Value {
+        let limits = &self.config.limits;
+        let mut auth = json!({
+            "method": hello.method.as_str(),
+            "role": params.role.as_str(),
+            "scopes": hello.scopes,
+        });
+        if let Some((token, issued)) = &hello.device_token {
+            auth["deviceToken"] = json!(token);
+            auth["issuedAtMs"] = json!(issued);
+            if params.role == Role::Operator {
+                auth["recoveryMigrationAllowed"] = json!(true);
+            }
+        }
+        let mut snapshot = json!({
+            "suspension": {"phase": if self.draining { "draining" } else { "accepting" }},
+            "presence": self.presence_list(now),
+            "health": self.health_payload(now),
+            "stateVersion": {"presence": self.presence_version, "health": self.health_version},
+            "uptimeMs": self.uptime_ms(now),
+            "sessionDefaults": {"defaultAgentId": "main", "mainKey": "main", "mainSessionKey": "agent:main:main", "scope": "per-sender"},
+            "authMode": self.config.auth_mode.as_str(),
+        });
+        if !self.config.config_path.is_empty() {
+            snapshot["configPath"] = json!(self.config.config_path);
+        }
+        if !self.config.state_dir.is_empty() {
+            snapshot["stateDir"] = json!(self.config.state_dir);
+        }
+        json!({
+            "type": "hello-ok",
+            "protocol": crate::frame::PROTOCOL_VERSION,
+            "server": {"version": self.config.version, "bootId": self.boot_id, "connId": conn_uuid},
+            "features": {"methods": crate::methods::METHODS, "events": crate::methods::EVENTS, "capabilities": ["model-catalog-snapshot"]},
+            "snapshot": snapshot,
+            "auth": auth,
+            "policy": {
+                "maxPayload": limits.max_payload,
+                "maxBufferedBytes": limits.max_buffered_bytes,
+                "tickIntervalMs": limits.tick_interval.as_millis() as u64,
+            },
+        })
+    }
+
+    /// Decide whether a `connect` is admitted, in upstream's order of checks.
+    fn admit(&mut self, now: Instant, id: ConnId, p: &ConnectParams) -> Result<Admitted, Refusal> {
+        let (client_ip, local, origin, nonce) = {
+            let Some(State::Ws(ws)) = self.conns.get(&id).map(|c| &c.state) else {
+                return Err(ErrorShape::invalid("connection gone").into());
+            };
+            let Phase::PreHello { nonce, .. } = &ws.phase else {
+                return Err(ErrorShape::invalid("connect is only valid as the first request").into());
+            };
+            (ws.client_ip, ws.local, ws.origin.clone(), nonce.clone())
+        };
+        let limits = self.config.limits.clone();
+        let now_ms = self.unix_ms(now);
+        if let Some(o) = &origin {
+            if !auth::origin_allowed(o, &self.config.allowed_origins) {
+                return Err(handshake::origin_not_allowed(o).into());
+            }
+        }
+        let exempt = local && limits.auth_exempt_loopback;
+        if !exempt {
+            if let Some(left) = self.limiter.locked(now, client_ip, CredentialKind::SharedSecret) {
+                return Err(handshake::rate_limited(left.as_millis() as u64).into());
+            }
+        }
+        if let Some(dev) = &p.device {
+            let fields = crate::device::SignedFields {
+                client_id: &p.client.id,
+                client_mode: &p.client.mode,
+                role: p.role.as_str(),
+                scopes: &p.scopes,
+                token: p.auth.signed_token(),
+                platform: &p.client.platform,
+                device_family: p.client.device_family.as_deref().unwrap_or(""),
+            };
+            let skew = limits.device_signature_skew.as_millis() as i64;
+            if let Err(e) = crate::device::verify(dev, &fields, &nonce, now_ms as i64, skew) {
+                return Err(ErrorShape::invalid(e.to_string())
+                    .with_details(json!({"code": e.code(), "reason": e.reason()}))
+                    .into());
+            }
+        }
+        let method = self.check_secret(now, p, client_ip, local, exempt)?;
+        let used_device_token = match method {
+            AuthMethod::DeviceToken => p.auth.device_token.clone().or_else(|| p.auth.token.clone()),
+            _ => None,
+        };
+        let Some(dev) = &p.device else {
+            if p.role == Role::Node {
+                return Err(handshake::device_identity_required().into());
+            }
+            let keeps_scopes = local
+                && origin.is_none()
+                && ((p.client.id == "cli" && p.client.mode == "cli")
+                    || (p.client.id == "gateway-client" && p.client.mode == "backend"));
+            let scopes = if keeps_scopes { crate::scopes::normalize(&p.scopes) } else { Vec::new() };
+            return Ok(Admitted { method, scopes, device_id: None, device_token: None, used_device_token, events: Vec::new() });
+        };
+        self.admit_device(now, p, dev, client_ip, local, method, used_device_token)
+    }
+
+    /// Check the shared secret or device token; count failures.
+    fn check_secret(
+        &mut self,
+        now: Instant,
+        p: &ConnectParams,
+        client_ip: IpAddr,
+        local: bool,
+        exempt: bool,
+    ) -> Result<AuthMethod, Refusal> {
+        let mode = self.config.auth_mode;
+        let Some(secret) = self.config.secret.clone().filter(|_| mode != AuthMode::None) else {
+            return if local { Ok(AuthMethod::None) } else { Err(handshake::auth_required().into()) };
+        };
+        let password = mode == AuthMode::Password;
+        let shared = p.auth.token.as_deref().or(p.auth.password.as_deref());
+        if shared.is_some_and(|s| secret.matches(s)) {
+            return Ok(if password { AuthMethod::Password } else { AuthMethod::Token });
+        }
+        let role = p.role.as_str();
+        if let Some(dev) = &p.device {
+            if let Some(dt) = &p.auth.device_token {
+                if !exempt {
+                    if let Some(left) = self.limiter.locked(now, client_ip, CredentialKind::DeviceToken) {
+                        return Err(handshake::rate_limited(left.as_millis() as u64).into());
+                    }
+                }
+                if self.store.token_matches(&dev.id, role, dt) {
+                    return Ok(AuthMethod::DeviceToken);
+                }
+                self.count_failure(now, client_ip, CredentialKind::DeviceToken, exempt);
+                return Err(handshake::auth_failure(
+                    "unauthorized: device token mismatch (rotate/reissue device token)".into(),
+                    "AUTH_DEVICE_TOKEN_MISMATCH",
+                    "device_token_mismatch",
+                    "update_auth_credentials",
+                    false,
+                )
+                .into());
+            }
+            if let Some(t) = &p.auth.token {
+                if self.store.token_matches(&dev.id, role, t) {
+                    return Ok(AuthMethod::DeviceToken);
+                }
+            }
+        }
+        let hint = handshake::auth_hint(&p.client, local, password);
+        let (what, key) = if password { ("password", "PASSWORD") } else { ("token", "TOKEN") };
+        if shared.is_none() {
+            if p.device.is_none() {
+                return Err(handshake::device_identity_required().into());
+            }
+            return Err(handshake::auth_failure(
+                format!("unauthorized: gateway {what} missing ({hint})"),
+                &format!("AUTH_{key}_MISSING"),
+                &format!("{what}_missing"),
+                "update_auth_configuration",
+                false,
+            )
+            .into());
+        }
+        self.count_failure(now, client_ip, CredentialKind::SharedSecret, exempt);
+        let paired = p.device.as_ref().is_some_and(|d| self.store.devices.contains_key(&d.id));
+        Err(handshake::auth_failure(
+            format!("unauthorized: gateway {what} mismatch ({hint})"),
+            &format!("AUTH_{key}_MISMATCH"),
+            &format!("{what}_mismatch"),
+            if paired { "retry_with_device_token" } else { "update_auth_credentials" },
+            paired,
+        )
+        .into())
+    }
+
+    fn count_failure(&mut self, now: Instant, ip: IpAddr, kind: CredentialKind, exempt: bool) {
+        if exempt {
+            return;
+        }
+        let l = &self.config.limits;
+        let (max, window, lockout) = (l.auth_max_attempts, l.auth_window, l.auth_lockout);
+        if self.limiter.fail(now, ip, kind, max, window, lockout).is_some() {
+            self.log_at(now, Level::Warn, None, format!("{ip} locked out for {}s after {max} failed attempts", lockout.as_secs()));
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The HTTP side of the port: the upgrade request head (capped), and the plain routes
+//! (`/health`, `/ready`, `/startup` and a JSON 404) answered on the same socket.
+
+use serde_json::json;
+use tungstenite::handshake::machine::TryParse;
+use tungstenite::handshake::server::{Request, create_response};
+
+/// What a complete request head asks for.
+#[derive(Debug)]
+pub enum Head {
+    /// A WebSocket upgrade.
+    Upgrade(Box<Upgrade>),
+    /// A plain HTTP request.
+    Plain {
+        /// Method (`GET`, `HEAD`, …).
+        method: String,
+        /// Path without the query.
+        path: String,
+    },
+}
+
+/// A parsed upgrade request and the headers the gateway decides on.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The request, for building the 101 response.
+    pub request: Request,
+    /// Request path.
+    pub path: String,
+    /// `Origin`, if sent.
+    pub origin: Option<String>,
+    /// `Forwarded`.
+    pub forwarded: Option<String>,
+    /// `X-Forwarded-For`.
+    pub x_forwarded_for: Option<String>,
+    /// `X-Real-IP`.
+    pub x_real_ip: Option<String>,
+}
+
+/// Why a request head is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// The head passed the size cap before it ended.
+    #[error("request head too large")]
+    TooLarge,
+    /// Not HTTP/1.x.
+    #[error("malformed request head")]
+    Malformed,
+    /// An upgrade request tungstenite will not accept (bad key or version).
+    #[error("invalid websocket upgrade")]
+    BadUpgrade,
+}
+
+const MAX_HEADERS: usize = 64;
+
+/// Try to parse a request head from the bytes received so far. `Ok(None)` means more bytes are
+/// needed; on success returns the head and its length (bytes after it belong to the WebSocket).
+pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= max_head { Err(HeadError::TooLarge) } else { Ok(None) };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    if len > max_head {
+        return Err(HeadError::TooLarge);
+    }
+    let method = req.method.unwrap_or("").to_string();
+    let raw_path = req.path.unwrap_or("/");
+    let path = raw_path.split('?').next().unwrap_or("/").to_string();
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::to_string)
+    };
+    let is_upgrade = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    if !is_upgrade || method != "GET" {
+        return Ok(Some((Head::Plain { method, path }, len)));
+    }
+    let request = match Request::try_parse(&buf[..len]) {
+        Ok(Some((_, r))) => r,
+        _ => return Err(HeadError::BadUpgrade),
+    };
+    if create_response(&request).is_err() {
+        return Err(HeadError::BadUpgrade);
+    }
+    let up = Upgrade {
+        request,
+        path,
+        origin: header("origin"),
+        forwarded: header("forwarded"),
+        x_forwarded_for: header("x-forwarded-for"),
+        x_real_ip: header("x-real-ip"),
+    };
+    Ok(Some((Head::Upgrade(Box::new(up)), len)))
+}
+
+/// The `101 Switching Protocols` response for an upgrade.
+pub fn switching_protocols(req: &Request) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    if let Ok(resp) = create_response(req) {
+        let _ = tungstenite::handshake::server::write_response(&mut out, &resp);
+    }
+    out
+}
+
+/// The gateway's readiness for the plain probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting connections.
+    Ready,
+    /// Shutting down.
+    Draining,
+}
+
+/// Answer a plain HTTP request (`/health`, `/ready`, `/startup` and their `z` forms).
+pub fn plain_response(method: &str, path: &str, phase: Phase, uptime_ms: u64, version: &str) -> Vec<u8> {
+    if method != "GET" && method != "HEAD" {
+        return response(405, "Method Not Allowed", &json!({"error": {"message": "Method Not Allowed", "type": "method_not_allowed"}}).to_string(), method == "HEAD");
+    }
+    let head_only = method == "HEAD";
+    let ready = phase == Phase::Ready;
+    let (status, body) = match path {
+        "/health" | "/healthz" => (200, json!({"ok": true, "status": "live"})),
+        "/ready" | "/readyz" if ready => (200, json!({"ready": true, "failing": [], "uptimeMs": uptime_ms})),
+        "/ready" | "/readyz" => (503, json!({"ready": false, "failing": ["draining"], "uptimeMs": uptime_ms})),
+        "/startup" | "/startupz" if ready => {
+            (200, json!({"ok": true, "status": "started", "version": version, "uptimeMs": uptime_ms}))
+        }
+        "/startup" | "/startupz" => (503, json!({"ok": false, "status": "draining", "version": version, "uptimeMs": uptime_ms})),
+        _ => (404, json!({"error": {"message": "Not Found", "type": "not_found"}})),
+    };
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Service Unavailable",
+    };
+    response(status, reason, &body.to_string(), head_only)
+}
+
+/// A `403` refusing forwarding headers from an untrusted peer.
+pub fn proxy_refused() -> Vec<u8> {
+    let body = json!({"error": {"type": "forbidden", "code": "proxy_attribution_required",
+        "message": "forwarding headers from an untrusted proxy; add the proxy's address to gateway.trustedProxies"}});
+    response(403, "Forbidden", &body.to_string(), false)
+}
+
+/// A `503` refusing another unauthenticated socket from the same address.
+pub fn too_many_preauth() -> Vec<u8> {
+    text_response(503, "Service Unavailable", "Too many unauthenticated sockets")
+}
+
+/// A `503` refusing a socket over `gateway.maxConnections`.
+pub fn too_many_connections() -> Vec<u8> {
+    text_response(503, "Service Unavailable", "Too many connections")
+}
+
+/// A `400` for a malformed head, or `431` for one over the cap.
+pub fn bad_head(err: HeadError) -> Vec<u8> {
+    match err {
+        HeadError::TooLarge => text_response(431, "Request Header Fields Too Large", "Request header too large"),
+        HeadError::Malformed | HeadError::BadUpgrade => text_response(400, "Bad Request", "Bad Request"),
+    }
+}
+
+fn text_response(status: u16, reason: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n{body}",
+        body.len(),
+        SECURITY_HEADERS
+    )
+    .into_bytes()
+}
+
+const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nCache-Control: no-store\r\n";
+
+fn response(status: u16, reason: &str, body: &str, head_only: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+        body.len(),
+        SECURITY_HEADERS
+    );
+    if !head_only {
+        out.push_str(body);
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_head_waits_and_oversized_head_fails() {
+        assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 8192), Ok(None)));
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
+        assert_eq!(parse_head(big.as_bytes(), 8192).unwrap_err(), HeadError::TooLarge);
+    }
+
+    #[test]
+    fn plain_routes() {
+        let r = String::from_utf8(plain_response("GET", "/healthz", Phase::Ready, 5, "v")).unwrap();
+        assert!(r.starts_with("HTTP/1.1 200 OK"));
+        assert!(r.ends_with(r#"{"ok":true,"status":"live"}"#));
+        assert!(r.contains("X-Content-Type-Options: nosniff"));
+        let r = String::from_utf8(plain_response("GET", "/ready", Phase::Draining, 5, "v")).unwrap();
+        assert!(r.starts_with("HTTP/1.1 503"));
+        let r = String::from_utf8(plain_response("HEAD", "/nope", Phase::Ready, 5, "v")).unwrap();
+        assert!(r.starts_with("HTTP/1.1 404") && r.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn upgrade_is_recognised() {
+        let req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://localhost:3000\r\n\r\nrest";
+        let (head, len) = parse_head(req, 8192).unwrap().unwrap();
+        assert_eq!(&req[len..], b"rest");
+        let Head::Upgrade(up) = head else { panic!("not an upgrade") };
+        assert_eq!(up.origin.as_deref(), Some("http://localhost:3000"));
+        let resp = String::from_utf8(switching_protocols(&up.request)).unwrap();
+        assert!(resp.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    }
+}

@@ -1,0 +1,367 @@
+//! Routing: connected nodes, `node.invoke` in flight with their deadlines, idempotency keys,
+//! and presence.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use core::time::Duration;
+use serde_json::{Value, json};
+
+use crate::conn::ConnId;
+use crate::frame::{ErrorCode, ErrorShape, OutFrame};
+use crate::gateway::{Gateway, Timer};
+use crate::log::Level;
+use crate::scopes::Role;
+
+/// An invocation waiting for its node.
+#[derive(Debug)]
+pub(crate) struct Invoke {
+    pub(crate) caller: ConnId,
+    pub(crate) caller_req: String,
+    pub(crate) node_conn: ConnId,
+    pub(crate) node_id: String,
+    pub(crate) command: String,
+    pub(crate) uuid: String,
+    pub(crate) deadline: Instant,
+    pub(crate) idempotency_key: String,
+    /// Callers that sent the same idempotency key while this was in flight.
+    pub(crate) waiters: Vec<(ConnId, String)>,
+}
+
+/// Routing tables.
+#[derive(Debug, Default)]
+pub struct Router {
+    /// Connected node connections by node (device) id.
+    pub(crate) nodes: HashMap<String, ConnId>,
+    pub(crate) invokes: HashMap<u64, Invoke>,
+    pub(crate) invoke_by_uuid: HashMap<String, u64>,
+    next_invoke: u64,
+    /// Finished results by idempotency key, oldest first.
+    dedupe: VecDeque<(Instant, String, Result<Value, ErrorShape>)>,
+    /// In-flight invokes by idempotency key.
+    in_flight: HashMap<String, u64>,
+}
+
+impl Router {
+    /// Number of connected nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn conn_gone(&mut self, id: ConnId) {
+        self.nodes.retain(|_, c| *c != id);
+    }
+
+    pub(crate) fn prune_dedupe(&mut self, now: Instant, ttl: Duration) {
+        while self.dedupe.front().is_some_and(|(t, _, _)| now.saturating_duration_since(*t) > ttl) {
+            self.dedupe.pop_front();
+        }
+    }
+
+    fn remember(&mut self, now: Instant, key: String, result: Result<Value, ErrorShape>, max: usize) {
+        if max == 0 {
+            return;
+        }
+        while self.dedupe.len() >= max {
+            self.dedupe.pop_front();
+        }
+        self.dedupe.push_back((now, key, result));
+    }
+
+    fn cached(&self, now: Instant, key: &str, ttl: Duration) -> Option<Result<Value, ErrorShape>> {
+        self.dedupe
+            .iter()
+            .rev()
+            .find(|(t, k, _)| k == key && now.saturating_duration_since(*t) <= ttl)
+            .map(|(_, _, r)| r.clone())
+    }
+}
+
+fn respond(result: &Result<Value, ErrorShape>, req: &str) -> OutFrame {
+    match result {
+        Ok(v) => OutFrame::ok(req, v.clone()),
+        Err(e) => OutFrame::err(req, e.clone()),
+    }
+}
+
+impl Gateway {
+    /// The effective commands of a node: declared ∩ approved ∩ allow/deny.
+    pub(crate) fn effective_commands(&self, node_id: &str, declared: &[String]) -> Vec<String> {
+        let approved = self.store.devices.get(node_id).and_then(|d| d.node.as_ref()).map(|n| n.commands.clone()).unwrap_or_default();
+        let mut out: Vec<String> = declared
+            .iter()
+            .filter(|c| approved.contains(c) || self.config.node_commands_allow.contains(c))
+            .filter(|c| !self.config.node_commands_deny.contains(c))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub(crate) fn node_connected(&mut self, now: Instant, id: ConnId, node_id: &str) {
+        if let Some(old) = self.router.nodes.insert(node_id.to_string(), id) {
+            if old != id {
+                self.log_at(now, Level::Info, Some(old), "node reconnected elsewhere".into());
+            }
+        }
+        self.presence_changed(now);
+    }
+
+    pub(crate) fn node_disconnected(&mut self, now: Instant, id: ConnId, node_id: &str) {
+        if self.router.nodes.get(node_id) == Some(&id) {
+            self.router.nodes.remove(node_id);
+        }
+        let dead: Vec<u64> = self.router.invokes.iter().filter(|(_, inv)| inv.node_conn == id).map(|(k, _)| *k).collect();
+        for k in dead {
+            let err = ErrorShape::new(ErrorCode::Unavailable, "node disconnected during invoke")
+                .with_details(json!({"code": "NODE_DISCONNECTED", "nodeCommandDispatched": true}));
+            self.finish_invoke(now, k, Err(err));
+        }
+        self.presence_changed(now);
+    }
+
+    pub(crate) fn presence_changed(&mut self, now: Instant) {
+        self.presence_version += 1;
+        let sv = json!({"presence": self.presence_version, "health": self.health_version});
+        let list = self.presence_list(now);
+        self.broadcast(now, "presence", json!({"presence": list}), Some(sv));
+    }
+
+    /// The presence list: the gateway itself, then every authenticated connection.
+    pub(crate) fn presence_list(&self, now: Instant) -> Vec<Value> {
+        let ts = self.unix_ms(now);
+        let host = &self.config.host_name;
+        let version = &self.config.version;
+        let mut out = vec![json!({
+            "host": host, "version": version, "platform": std::env::consts::OS, "mode": "gateway",
+            "reason": "self", "instanceId": self.boot_id, "ts": ts,
+            "text": format!("Gateway: {host} · app {version} · mode gateway · reason self"),
+        })];
+        let mut sessions: Vec<(&ConnId, &crate::conn::Session)> =
+            self.conns.iter().filter_map(|(id, c)| c.session().map(|s| (id, s))).collect();
+        sessions.sort_by_key(|(id, _)| **id);
+        for (_, s) in sessions {
+            let name = s.client.display_name.clone().unwrap_or_else(|| s.client.id.clone());
+            let mut e = json!({
+                "host": name, "version": s.client.version, "platform": s.client.platform, "mode": s.client.mode,
+                "roles": [s.role.as_str()], "scopes": s.scopes, "reason": "connect", "ts": s.connected_at_ms,
+                "instanceId": s.client.instance_id.clone().unwrap_or_else(|| s.conn_uuid.clone()),
+                "text": format!("{}: {name} · mode {}", if s.role == Role::Node { "Node" } else { "Client" }, s.client.mode),
+            });
+            if let Some(d) = &s.device_id {
+                e["deviceId"] = json!(d);
+            }
+            if let Some(f) = &s.client.device_family {
+                e["deviceFamily"] = json!(f);
+            }
+            out.push(e);
+        }
+        out
+    }
+
+    /// One node as `node.list` and `node.describe` show it.
+    pub(crate) fn node_entry(&self, node_id: &str) -> Option<Value> {
+        let live = self.router.nodes.get(node_id).and_then(|c| self.conns.get(c)).and_then(|c| c.session());
+        let paired = self.store.devices.get(node_id);
+        let approval = paired.and_then(|d| d.node.as_ref());
+        if live.is_none() && approval.is_none() {
+            return None;
+        }
+        let meta = paired.map(|d| d.meta.clone()).unwrap_or_default();
+        let pending = self.store.pending_for(node_id, crate::pairing::PendingKind::Node);
+        let (display, platform, version, client_id, client_mode, family, declared, caps_declared) = match live {
+            Some(s) => (
+                s.client.display_name.clone(),
+                s.client.platform.clone(),
+                s.client.version.clone(),
+                s.client.id.clone(),
+                s.client.mode.clone(),
+                s.client.device_family.clone(),
+                s.commands.clone(),
+                s.caps.clone(),
+            ),
+            None => (
+                meta.display_name.clone(),
+                meta.platform.clone(),
+                meta.version.clone(),
+                meta.client_id.clone(),
+                meta.client_mode.clone(),
+                meta.device_family.clone(),
+                approval.map(|a| a.commands.clone()).unwrap_or_default(),
+                approval.map(|a| a.caps.clone()).unwrap_or_default(),
+            ),
+        };
+        let commands = if approval.is_some() { self.effective_commands(node_id, &declared) } else { Vec::new() };
+        let caps: Vec<String> = match approval {
+            Some(a) => caps_declared.into_iter().filter(|c| a.caps.contains(c)).collect(),
+            None => Vec::new(),
+        };
+        let mut e = json!({
+            "nodeId": node_id,
+            "displayName": display.unwrap_or_else(|| node_id.chars().take(12).collect()),
+            "platform": platform, "version": version, "clientId": client_id, "clientMode": client_mode,
+            "caps": caps, "commands": commands, "sessionHost": false, "nodePluginTools": [],
+            "approvalState": if approval.is_some() { "approved" } else { "pending-approval" },
+            "paired": approval.is_some(), "connected": live.is_some(),
+        });
+        if let Some(f) = family {
+            e["deviceFamily"] = json!(f);
+        }
+        if let Some(s) = live {
+            e["connectedAtMs"] = json!(s.connected_at_ms);
+            e["lastConnectedAtMs"] = json!(s.connected_at_ms);
+            e["lastSeenAtMs"] = json!(s.connected_at_ms);
+            e["lastSeenReason"] = json!("connect");
+        }
+        if let Some(a) = approval {
+            e["approvedAtMs"] = json!(a.approved_at_ms);
+        }
+        if let Some(p) = pending {
+            e["pendingRequestId"] = json!(p.request_id);
+            e["pendingDeclaredCaps"] = json!(p.caps);
+            e["pendingDeclaredCommands"] = json!(p.commands);
+        }
+        Some(e)
+    }
+
+    /// `node.list`.
+    pub(crate) fn node_list(&self, now: Instant) -> Value {
+        let mut ids: Vec<String> = self.router.nodes.keys().cloned().collect();
+        for (id, d) in &self.store.devices {
+            if d.node.is_some() && !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        ids.sort();
+        let nodes: Vec<Value> = ids.iter().filter_map(|id| self.node_entry(id)).collect();
+        json!({"ts": self.unix_ms(now), "nodes": nodes})
+    }
+
+    /// `node.invoke` from an operator.
+    pub(crate) fn node_invoke(&mut self, now: Instant, caller: ConnId, req_id: &str, params: &Value) {
+        let allowed = ["nodeId", "command", "params", "timeoutMs", "idempotencyKey", "sessionKey", "turnSourceChannel", "turnSourceTo", "turnSourceAccountId", "turnSourceThreadId"];
+        let checked = crate::methods::check_params(params, &allowed, &["nodeId", "command", "idempotencyKey"]);
+        if let Err(e) = checked {
+            self.send(now, caller, &OutFrame::err(req_id, e));
+            return;
+        }
+        let s = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let (node_id, command, key) = (s("nodeId"), s("command"), s("idempotencyKey"));
+        let ttl = self.config.limits.dedupe_ttl;
+        if let Some(result) = self.router.cached(now, &key, ttl) {
+            self.send(now, caller, &respond(&result, req_id));
+            return;
+        }
+        if let Some(inv) = self.router.in_flight.get(&key).and_then(|k| self.router.invokes.get_mut(k)) {
+            inv.waiters.push((caller, req_id.to_string()));
+            return;
+        }
+        let Some(node_conn) = self.router.nodes.get(&node_id).copied() else {
+            let e = ErrorShape::new(ErrorCode::Unavailable, format!("node not connected: {node_id}"))
+                .with_details(json!({"code": "NODE_NOT_CONNECTED", "nodeId": node_id}));
+            self.send(now, caller, &OutFrame::err(req_id, e));
+            return;
+        };
+        let declared = self.conns.get(&node_conn).and_then(|c| c.session()).map(|s| s.commands.clone()).unwrap_or_default();
+        let platform = self.conns.get(&node_conn).and_then(|c| c.session()).map(|s| s.client.platform.clone()).unwrap_or_default();
+        if !self.effective_commands(&node_id, &declared).contains(&command) {
+            let e = ErrorShape::invalid(format!("node command not allowed: \"{command}\" is not in the allowlist for platform \"{platform}\""))
+                .with_details(json!({"reason": "command not allowlisted", "command": command}));
+            self.send(now, caller, &OutFrame::err(req_id, e));
+            return;
+        }
+        let timeout_ms = params.get("timeoutMs").and_then(Value::as_u64).unwrap_or(self.config.limits.node_invoke_default_timeout.as_millis() as u64);
+        let uuid = self.uuid();
+        let mut payload = json!({"id": uuid, "nodeId": node_id, "command": command, "timeoutMs": timeout_ms, "idempotencyKey": key});
+        if let Some(p) = params.get("params") {
+            payload["paramsJSON"] = json!(p.to_string());
+        }
+        let deadline = now + Duration::from_millis(timeout_ms);
+        self.router.next_invoke += 1;
+        let k = self.router.next_invoke;
+        self.router.invokes.insert(
+            k,
+            Invoke {
+                caller,
+                caller_req: req_id.to_string(),
+                node_conn,
+                node_id: node_id.clone(),
+                command: command.clone(),
+                uuid: uuid.clone(),
+                deadline,
+                idempotency_key: key.clone(),
+                waiters: Vec::new(),
+            },
+        );
+        self.router.invoke_by_uuid.insert(uuid, k);
+        self.router.in_flight.insert(key, k);
+        self.schedule(deadline, Timer::Invoke(k));
+        self.log_at(now, Level::Debug, Some(caller), format!("node.invoke {command} on {node_id}"));
+        self.send(now, node_conn, &OutFrame::direct("node.invoke.request", payload));
+    }
+
+    /// `node.invoke.result` from a node.
+    pub(crate) fn node_invoke_result(&mut self, now: Instant, node_conn: ConnId, req_id: &str, params: &Value) {
+        let checked = crate::methods::check_params(params, &["id", "nodeId", "ok", "payload", "payloadJSON", "error"], &["id", "nodeId", "ok"]);
+        if let Err(e) = checked {
+            self.send(now, node_conn, &OutFrame::err(req_id, e));
+            return;
+        }
+        let uuid = params.get("id").and_then(Value::as_str).unwrap_or("");
+        let k = self.router.invoke_by_uuid.get(uuid).copied();
+        let Some(k) = k.filter(|k| self.router.invokes.get(k).is_some_and(|inv| inv.node_conn == node_conn)) else {
+            self.send(now, node_conn, &OutFrame::ok(req_id, json!({"ok": true, "ignored": true})));
+            return;
+        };
+        self.send(now, node_conn, &OutFrame::ok(req_id, json!({"ok": true})));
+        let Some(inv) = self.router.invokes.get(&k) else { return };
+        let ok = params.get("ok").and_then(Value::as_bool).unwrap_or(false);
+        let result = if ok {
+            let payload_json = params.get("payloadJSON").and_then(Value::as_str).map(str::to_string);
+            let payload = match (&payload_json, params.get("payload")) {
+                (_, Some(p)) => p.clone(),
+                (Some(j), None) => serde_json::from_str(j).unwrap_or(Value::Null),
+                (None, None) => Value::Null,
+            };
+            let mut v = json!({"ok": true, "nodeId": inv.node_id, "command": inv.command, "payload": payload});
+            if let Some(j) = payload_json {
+                v["payloadJSON"] = json!(j);
+            }
+            Ok(v)
+        } else {
+            let err = params.get("error").cloned().unwrap_or(json!({}));
+            let code = err.get("code").and_then(Value::as_str).unwrap_or("NODE_ERROR").to_string();
+            let message = err.get("message").and_then(Value::as_str).unwrap_or("node command failed").to_string();
+            Err(ErrorShape::new(ErrorCode::Unavailable, format!("{code}: {message}"))
+                .with_details(json!({"nodeError": {"code": code, "message": message}, "nodeCommandDispatched": true})))
+        };
+        self.finish_invoke(now, k, result);
+    }
+
+    pub(crate) fn invoke_expired(&mut self, now: Instant, k: u64) {
+        let Some(inv) = self.router.invokes.get(&k) else { return };
+        if inv.deadline > now {
+            return;
+        }
+        let (node_conn, cancel) = (inv.node_conn, json!({"invokeId": inv.uuid, "nodeId": inv.node_id}));
+        self.send(now, node_conn, &OutFrame::direct("node.invoke.cancel", cancel));
+        let err = ErrorShape::new(ErrorCode::Unavailable, "TIMEOUT: node invoke timed out").with_details(json!({
+            "nodeError": {"code": "TIMEOUT", "message": "node invoke timed out"},
+            "nodeCommandDispatched": true,
+        }));
+        self.finish_invoke(now, k, Err(err));
+    }
+
+    fn finish_invoke(&mut self, now: Instant, k: u64, result: Result<Value, ErrorShape>) {
+        let Some(inv) = self.router.invokes.remove(&k) else { return };
+        self.router.invoke_by_uuid.remove(&inv.uuid);
+        self.router.in_flight.remove(&inv.idempotency_key);
+        let max = self.config.limits.dedupe_max;
+        self.router.remember(now, inv.idempotency_key.clone(), result.clone(), max);
+        self.send(now, inv.caller, &respond(&result, &inv.caller_req));
+        for (c, r) in inv.waiters {
+            self.send(now, c, &respond(&result, &r));
+        }
+    }
+}

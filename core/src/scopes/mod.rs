@@ -1,0 +1,270 @@
+//! Roles, operator scopes, the method table and the authorization of methods and events
+//! (upstream `authorizeGatewayMethod` and `EVENT_SCOPE_GUARDS`).
+
+mod table;
+
+use serde_json::{Value, json};
+
+use crate::frame::{ErrorCode, ErrorShape};
+
+/// `operator.admin`: satisfies every scope.
+pub const ADMIN: &str = "operator.admin";
+/// `operator.read`.
+pub const READ: &str = "operator.read";
+/// `operator.write`: implies read, talk and the sessions scopes.
+pub const WRITE: &str = "operator.write";
+/// `operator.pairing`.
+pub const PAIRING: &str = "operator.pairing";
+/// `operator.approvals`.
+pub const APPROVALS: &str = "operator.approvals";
+/// `operator.questions`.
+pub const QUESTIONS: &str = "operator.questions";
+/// `operator.talk`.
+pub const TALK: &str = "operator.talk";
+
+/// The closed set of operator scopes.
+pub const ALL_SCOPES: &[&str] = &[
+    ADMIN,
+    READ,
+    WRITE,
+    "operator.sessions.read",
+    "operator.sessions.write",
+    APPROVALS,
+    QUESTIONS,
+    PAIRING,
+    TALK,
+    "operator.talk.secrets",
+];
+
+/// A connection's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A person's client: CLI, UI, apps.
+    Operator,
+    /// A worker machine.
+    Node,
+}
+
+impl Role {
+    /// Parse upstream's role names.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "operator" => Some(Role::Operator),
+            "node" => Some(Role::Node),
+            _ => None,
+        }
+    }
+
+    /// The role's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Node => "node",
+        }
+    }
+}
+
+/// What a method requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// `operator.read`.
+    Read,
+    /// `operator.write`.
+    Write,
+    /// `operator.admin`.
+    Admin,
+    /// `operator.approvals`.
+    Approvals,
+    /// `operator.questions`.
+    Questions,
+    /// `operator.pairing`.
+    Pairing,
+    /// `operator.talk`.
+    Talk,
+    /// `operator.sessions.write`.
+    SessionsWrite,
+    /// Depends on the params; `operator.write` at the least.
+    Dynamic,
+    /// Only the node role may call it.
+    NodeRole,
+}
+
+/// Look up a method of the upstream table.
+pub fn requirement(method: &str) -> Option<Requirement> {
+    table::METHODS.binary_search_by(|(m, _)| (*m).cmp(method)).ok().and_then(|i| table::METHODS.get(i)).map(|(_, r)| *r)
+}
+
+/// Whether `granted` satisfies `required`, with upstream's implications.
+pub fn satisfied(granted: &[String], required: &str) -> bool {
+    granted.iter().any(|g| {
+        g == ADMIN
+            || g == required
+            || (g == WRITE && matches!(required, READ | TALK | "operator.sessions.read" | "operator.sessions.write"))
+            || (g == "operator.sessions.write" && required == "operator.sessions.read")
+            || (g == READ && required == "operator.sessions.read")
+    })
+}
+
+/// Node commands whose invocation needs `operator.admin` rather than write.
+const ADMIN_NODE_COMMANDS: &[&str] = &["browser.proxy", "browser.proxy.upload.v1", "fs.listDir", "terminal.upload"];
+
+/// The scopes a method call needs beyond the role check, in upstream's order.
+fn required_scope(method: &str, params: &Value) -> &'static str {
+    match requirement(method) {
+        Some(Requirement::Read) => READ,
+        Some(Requirement::Write) => WRITE,
+        Some(Requirement::Approvals) => APPROVALS,
+        Some(Requirement::Questions) => QUESTIONS,
+        Some(Requirement::Pairing) => PAIRING,
+        Some(Requirement::Talk) => TALK,
+        Some(Requirement::SessionsWrite) => "operator.sessions.write",
+        Some(Requirement::Dynamic) if method == "node.invoke" => {
+            match params.get("command").and_then(Value::as_str) {
+                Some(c) if ADMIN_NODE_COMMANDS.contains(&c) => ADMIN,
+                _ => WRITE,
+            }
+        }
+        Some(Requirement::Dynamic) => WRITE,
+        Some(Requirement::Admin) | Some(Requirement::NodeRole) | None => ADMIN,
+    }
+}
+
+/// Authorize a method call for a role and granted scopes, as upstream does: `health` always;
+/// node-only methods for nodes only; everything else for operators with the scope the table names.
+pub fn authorize(role: Role, granted: &[String], method: &str, params: &Value) -> Result<(), ErrorShape> {
+    if method == "health" {
+        return Ok(());
+    }
+    let node_only = requirement(method) == Some(Requirement::NodeRole);
+    match (role, node_only) {
+        (Role::Node, true) => return Ok(()),
+        (Role::Node, false) => return Err(ErrorShape::invalid("unauthorized role: node")),
+        (Role::Operator, true) => return Err(ErrorShape::invalid("unauthorized role: operator")),
+        (Role::Operator, false) => {}
+    }
+    if matches!(method, "device.scopes.requestUpgrade" | "device.scopes.waitUpgrade") || granted.iter().any(|s| s == ADMIN) {
+        return Ok(());
+    }
+    let need = required_scope(method, params);
+    if satisfied(granted, need) {
+        Ok(())
+    } else {
+        Err(missing_scope(need))
+    }
+}
+
+/// The `FORBIDDEN missing scope` error.
+pub fn missing_scope(scope: &str) -> ErrorShape {
+    ErrorShape::new(ErrorCode::Forbidden, format!("missing scope: {scope}"))
+        .with_details(json!({"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]}))
+}
+
+/// The scope a broadcast event needs, `Some("")` for unrestricted ones, `None` when unknown
+/// (unknown events fail closed).
+pub fn event_scope(event: &str) -> Option<&'static str> {
+    Some(match event {
+        "tick" | "health" | "heartbeat" | "shutdown" | "gateway.suspension" | "update.available" => "",
+        "agent" | "chat" | "presence" | "cron" | "config.changed" | "sessions.changed" | "node.presence"
+        | "node.hostStats" | "node.runnerInventory.changed" | "talk.event" | "skills.changed" | "plugins.changed"
+        | "models.snapshot" | "chat.metadata.changed" | "users.prefs.changed" | "portal.changed"
+        | "progressCard.changed" | "mentions.changed" | "ui.command" | "plugins.controlUi.changed"
+        | "controlUi.sessionPullRequests.changed" => READ,
+        "session.approval" => APPROVALS,
+        e if e.starts_with("session.") || e.starts_with("task") || e.starts_with("voicewake.") => READ,
+        e if e.starts_with("device.pair.") || e.starts_with("node.pair.") => PAIRING,
+        e if e.starts_with("exec.approval.") || e.starts_with("plugin.approval.") || e.starts_with("openclaw.approval.") => {
+            APPROVALS
+        }
+        e if e.starts_with("question.") => QUESTIONS,
+        "talk.mode" | "talk.voice.change" => TALK,
+        "terminal.data" | "terminal.exit" | "update.run.changed" | "plugins.install.progress" => ADMIN,
+        e if e.starts_with("plugin.") => WRITE,
+        _ => return None,
+    })
+}
+
+/// Whether a connection with this role and these scopes may receive a broadcast event.
+pub fn may_receive(role: Role, granted: &[String], event: &str) -> bool {
+    match event_scope(event) {
+        Some("") => true,
+        Some(scope) => role == Role::Operator && satisfied(granted, scope),
+        None => false,
+    }
+}
+
+/// Normalise requested scopes: keep known ones, in order, without duplicates.
+pub fn normalize(requested: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in requested {
+        if ALL_SCOPES.contains(&s.as_str()) && !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn table_is_sorted_and_complete() {
+        assert_eq!(table::METHODS.len(), 482);
+        assert!(table::METHODS.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(requirement("status"), Some(Requirement::Read));
+        assert_eq!(requirement("node.invoke.result"), Some(Requirement::NodeRole));
+        assert_eq!(requirement("config.apply"), Some(Requirement::Admin));
+        assert_eq!(requirement("device.token.rotate"), Some(Requirement::Pairing));
+    }
+
+    #[test]
+    fn health_is_always_allowed() {
+        assert!(authorize(Role::Operator, &[], "health", &Value::Null).is_ok());
+        assert!(authorize(Role::Node, &[], "health", &Value::Null).is_ok());
+    }
+
+    #[test]
+    fn empty_scopes_cannot_read_status() {
+        let e = authorize(Role::Operator, &[], "status", &Value::Null).unwrap_err();
+        assert_eq!(e.message, "missing scope: operator.read");
+        assert_eq!(e.details.unwrap()["code"], "MISSING_SCOPE");
+    }
+
+    #[test]
+    fn implications() {
+        assert!(authorize(Role::Operator, &s(&[WRITE]), "status", &Value::Null).is_ok());
+        assert!(authorize(Role::Operator, &s(&[READ]), "send", &Value::Null).is_err());
+        assert!(authorize(Role::Operator, &s(&[ADMIN]), "anything.unknown", &Value::Null).is_ok());
+        let e = authorize(Role::Operator, &s(&[READ]), "nosuch.method", &Value::Null).unwrap_err();
+        assert_eq!(e.message, "missing scope: operator.admin");
+    }
+
+    #[test]
+    fn roles_are_separated() {
+        assert_eq!(authorize(Role::Operator, &s(&[ADMIN]), "node.invoke.result", &Value::Null).unwrap_err().message, "unauthorized role: operator");
+        assert_eq!(authorize(Role::Node, &[], "status", &Value::Null).unwrap_err().message, "unauthorized role: node");
+        assert!(authorize(Role::Node, &[], "node.event", &Value::Null).is_ok());
+    }
+
+    #[test]
+    fn node_invoke_is_dynamic() {
+        let p = serde_json::json!({"command": "fs.listDir"});
+        assert_eq!(authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p).unwrap_err().message, "missing scope: operator.admin");
+        let p = serde_json::json!({"command": "system.which"});
+        assert!(authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p).is_ok());
+    }
+
+    #[test]
+    fn events_fail_closed() {
+        assert!(may_receive(Role::Node, &[], "tick"));
+        assert!(!may_receive(Role::Operator, &[], "presence"));
+        assert!(may_receive(Role::Operator, &s(&[READ]), "presence"));
+        assert!(!may_receive(Role::Operator, &s(&[READ]), "device.pair.requested"));
+        assert!(may_receive(Role::Operator, &s(&[PAIRING]), "device.pair.requested"));
+        assert!(!may_receive(Role::Operator, &s(&[ADMIN]), "made.up.event"));
+    }
+}

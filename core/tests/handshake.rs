@@ -1,0 +1,63 @@
+//! Handshake and auth: every row of upstream §3.2 through an in-memory pair.
+
+mod util;
+
+use std::time::Duration;
+
+use clawgate_core::Config;
+use serde_json::json;
+use util::*;
+
+#[test]
+fn local_cli_in_mode_none_gets_hello_with_requested_scopes() {
+    let mut p = Pair::new(Config::local_default());
+    let id = p.connect(cli(None), loopback());
+    let hello = p.hello(id).expect("hello-ok");
+    assert_eq!(hello["type"], "hello-ok");
+    assert_eq!(hello["protocol"], 4);
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.read"]));
+    assert_eq!(hello["policy"]["tickIntervalMs"], 30000);
+    assert!(hello["features"]["methods"].as_array().unwrap().iter().any(|m| m == "health"));
+}
+
+#[test]
+fn wrong_token_is_refused_with_1008() {
+    let mut p = Pair::new(Config::local_default().with_token("secret"));
+    let id = p.connect(cli(Some("nope")), loopback());
+    let err = p.connect_error(id).expect("connect failed");
+    assert_eq!(err.message, "unauthorized: gateway token mismatch (use this gateway's gateway.auth.token or pair the device)");
+    assert_eq!(err.details.as_ref().unwrap()["code"], "AUTH_TOKEN_MISMATCH");
+    assert_eq!(p.close_of(id), Some((Some(1008), err.message.clone())));
+}
+
+#[test]
+fn no_token_no_device_is_device_identity_required() {
+    let mut p = Pair::new(Config::local_default().with_token("secret"));
+    let id = p.connect(cli(None), loopback());
+    let err = p.connect_error(id).unwrap();
+    assert_eq!(err.message, "device identity required");
+    assert_eq!(p.close_of(id), Some((Some(1008), "device identity required".into())));
+}
+
+#[test]
+fn silent_socket_closes_1000_after_handshake_timeout() {
+    let mut p = Pair::new(Config::local_default());
+    let id = p.raw(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", loopback());
+    p.advance(Duration::from_millis(14_999));
+    assert!(!p.peer(id).closed);
+    p.advance(Duration::from_millis(2));
+    assert!(p.peer(id).closed);
+}
+
+#[test]
+fn probe_mode_without_device_gets_empty_scopes_and_health_works() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut c = cli(Some("t"));
+    c.client.mode = "probe".into();
+    let id = p.connect(c, loopback());
+    assert_eq!(p.hello(id).unwrap()["auth"]["scopes"], json!([]));
+    p.events(id);
+    assert!(p.call(id, "health", None).is_ok());
+    let e = p.call(id, "status", None).unwrap_err();
+    assert_eq!(e.message, "missing scope: operator.read");
+}
