@@ -1,1 +1,7 @@
-fn main(){}
+//! The `clawgate` command.
+#![forbid(unsafe_code)]
+
+fn main() {
+    eprintln!("clawgate: no command implemented yet");
+    std::process::exit(2);
+}

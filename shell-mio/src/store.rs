@@ -1,0 +1,86 @@
+//! Durable files: atomic writes (temp file, fsync, rename, fsync of the directory) with
+//! 0600 permissions in 0700 directories, and the pairing store's load.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use clawgate_core::PairingStore;
+
+/// Create `dir` (and parents) with mode 0700 if missing.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Write `bytes` to `path` atomically with mode 0600: a crash leaves either the old file or
+/// the new one, never a half-written one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_private_dir(dir)?;
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Why the pairing store could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Reading failed.
+    Io(PathBuf, io::Error),
+    /// The file is not a valid store.
+    Invalid(PathBuf, clawgate_core::pairing::StoreError),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Io(p, e) => write!(f, "cannot read {}: {e}", p.display()),
+            LoadError::Invalid(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+/// Load the pairing store; a missing file is an empty store.
+pub fn load_pairing(path: &Path) -> Result<PairingStore, LoadError> {
+    match fs::read(path) {
+        Ok(bytes) => PairingStore::load(&bytes).map_err(|e| LoadError::Invalid(path.to_path_buf(), e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PairingStore::load(b"").unwrap_or_default()),
+        Err(e) => Err(LoadError::Io(path.to_path_buf(), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_is_private_and_replaces() {
+        let dir = std::env::temp_dir().join(format!("clawgate-store-test-{}", std::process::id()));
+        let path = dir.join("sub").join("f.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        let _ = fs::remove_dir_all(dir);
+    }
+}
