@@ -2,6 +2,6 @@
 #![forbid(unsafe_code)]
 
 fn main() {
-    eprintln!("clawgate: no command implemented yet");
+    eprintln!("clawgate: usage: clawgate [gateway run|gateway <command>|devices|nodes|doctor|logs]");
     std::process::exit(2);
 }

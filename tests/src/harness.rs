@@ -1,0 +1,1 @@
+//! Starting the gateway binaries and talking to them over real sockets.

@@ -1,0 +1,1 @@
+//! Upstream's machine-readable frame schema and validation against it.
