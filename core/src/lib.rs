@@ -45,6 +45,7 @@ pub mod config;
 mod conn;
 pub mod device;
 pub mod frame;
+pub mod fuzzing;
 mod gateway;
 pub mod handshake;
 pub mod http;
