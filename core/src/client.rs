@@ -50,6 +50,8 @@ pub struct ClientConfig {
     pub min_protocol: u64,
     /// `maxProtocol`.
     pub max_protocol: u64,
+    /// Wait for [`Client::send_connect`] after the challenge instead of sending `connect` itself.
+    pub manual_connect: bool,
 }
 
 impl ClientConfig {
@@ -76,6 +78,7 @@ impl ClientConfig {
             device: None,
             min_protocol: PROTOCOL_VERSION,
             max_protocol: PROTOCOL_VERSION,
+            manual_connect: false,
         }
     }
 
@@ -128,10 +131,12 @@ impl ClientConfig {
 /// What the client observed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// The challenge arrived (connect has been queued).
+    /// The challenge arrived (and `connect` was sent, unless `manual_connect`).
     Challenge {
         /// The challenge nonce.
         nonce: String,
+        /// The challenge's `ts` (Unix ms), what clients sign as `signedAt`.
+        ts: i64,
     },
     /// `hello-ok`: the payload.
     Hello(Value),
@@ -248,6 +253,11 @@ impl Client {
         id
     }
 
+    /// Send `connect` with these params (with `manual_connect`, after [`Event::Challenge`]).
+    pub fn send_connect(&mut self, params: Value) {
+        self.connect_id = Some(self.request("connect", Some(params)));
+    }
+
     /// Send raw text as one frame (tests use it for malformed input).
     pub fn send_text(&mut self, text: String) {
         let _ = self.ctx.write(&mut self.io, Message::text(text));
@@ -344,9 +354,11 @@ impl Client {
                 if event == "connect.challenge" && self.connect_id.is_none() {
                     let nonce = payload.get("nonce").and_then(Value::as_str).unwrap_or("").to_string();
                     let ts = payload.get("ts").and_then(Value::as_i64).unwrap_or(0);
-                    let params = self.config.connect_params(&nonce, ts);
-                    self.connect_id = Some(self.request("connect", Some(params)));
-                    self.events.push_back(Event::Challenge { nonce });
+                    if !self.config.manual_connect {
+                        let params = self.config.connect_params(&nonce, ts);
+                        self.send_connect(params);
+                    }
+                    self.events.push_back(Event::Challenge { nonce, ts });
                     return;
                 }
                 let seq = v.get("seq").and_then(Value::as_u64);

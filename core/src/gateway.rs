@@ -98,7 +98,8 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway with its configuration, a randomness source, the pairing store loaded at
     /// start, and the time now (monotonic and as Unix milliseconds).
-    pub fn new(config: Config, entropy: Box<dyn Entropy>, store: PairingStore, now: Instant, unix_ms: u64) -> Self {
+    pub fn new(config: Config, entropy: Box<dyn Entropy>, mut store: PairingStore, now: Instant, unix_ms: u64) -> Self {
+        store.version = crate::pairing::STORE_VERSION;
         let mut gw = Self {
             logs: LogRing::new(config.limits.log_ring_records),
             config,
