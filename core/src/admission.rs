@@ -72,7 +72,7 @@ impl Gateway {
             if local && self.config.auto_approve_local {
                 self.store.pending.remove(&req.request_id);
                 self.store.approve_device(&req, now_ms);
-                self.log_at(now, Level::Info, None, format!("device {} approved silently (local)", short(&dev.id)));
+                self.log(now, Level::Info, None, format!("device {} approved silently (local)", short(&dev.id)));
                 events.push((
                     "device.pair.resolved",
                     json!({"requestId": req.request_id, "deviceId": dev.id, "decision": "approved", "ts": now_ms}),

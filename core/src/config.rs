@@ -155,6 +155,8 @@ pub struct Config {
     pub version: String,
     /// The parsed config file (`Null` when there is none), for `config.get` (redacted there).
     pub file: Value,
+    /// Log every frame in and out (secrets masked) at trace level (`--verbose`).
+    pub log_frames: bool,
 }
 
 impl Config {
@@ -178,6 +180,7 @@ impl Config {
             host_name: "localhost".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             file: Value::Null,
+            log_frames: false,
         }
     }
 

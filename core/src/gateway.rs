@@ -124,7 +124,8 @@ impl Gateway {
         let tick = now + gw.config.limits.tick_interval;
         gw.timers.push(Reverse((tick, Timer::Tick)));
         let mode = gw.config.auth_mode.as_str();
-        gw.log(Level::Info, None, format!("gateway ready: auth mode {mode}, bind {}", gw.config.bind_label));
+        let bind = format!("{}:{}", gw.config.bind_host, gw.config.port);
+        gw.log(now, Level::Info, None, format!("gateway ready: auth mode {mode}, bind {} ({bind})", gw.config.bind_label));
         gw
     }
 
@@ -177,15 +178,7 @@ impl Gateway {
         crate::device::b64url(&b)
     }
 
-    pub(crate) fn log(&mut self, level: Level, conn: Option<ConnId>, message: String) {
-        let rec = LogRecord { level, ts_ms: self.start_unix_ms, conn, message };
-        if level <= Level::Info {
-            self.logs.push(rec.line());
-        }
-        self.out.push_back(Output::Log(rec));
-    }
-
-    pub(crate) fn log_at(&mut self, now: Instant, level: Level, conn: Option<ConnId>, message: String) {
+    pub(crate) fn log(&mut self, now: Instant, level: Level, conn: Option<ConnId>, message: String) {
         let rec = LogRecord { level, ts_ms: self.unix_ms(now), conn, message };
         if level <= Level::Info {
             self.logs.push(rec.line());
@@ -219,14 +212,14 @@ impl Gateway {
         self.next_conn += 1;
         self.conns.insert(id, Conn { peer, state: State::Http(Vec::new()), unsent: 0 });
         if self.conns.len() > self.config.limits.max_connections {
-            self.log_at(now, Level::Warn, Some(id), format!("refused {peer}: gateway.maxConnections reached"));
+            self.log(now, Level::Warn, Some(id), format!("refused {peer}: gateway.maxConnections reached"));
             self.transmit(id, http::too_many_connections());
             self.forget(now, id);
             return id;
         }
         // The head must arrive within the handshake timeout too.
         self.schedule(now + self.config.limits.handshake_timeout, Timer::Handshake(id));
-        self.log_at(now, Level::Debug, Some(id), format!("accepted {peer}"));
+        self.log(now, Level::Debug, Some(id), format!("accepted {peer}"));
         id
     }
 
@@ -256,7 +249,7 @@ impl Gateway {
     /// The socket reached EOF or failed.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         if self.conns.contains_key(&conn) {
-            self.log_at(now, Level::Info, Some(conn), "closed by peer".into());
+            self.log(now, Level::Info, Some(conn), "closed by peer".into());
             self.forget(now, conn);
         }
     }
@@ -286,7 +279,7 @@ impl Gateway {
             return;
         }
         let http = matches!(c.state, State::Http(_));
-        self.log_at(now, Level::Info, Some(id), "handshake timeout".into());
+        self.log(now, Level::Info, Some(id), "handshake timeout".into());
         if http {
             self.forget(now, id);
         } else {
@@ -312,7 +305,7 @@ impl Gateway {
     /// plain HTTP sockets are closed, and `/ready` answers 503 from now on.
     pub fn shutdown(&mut self, now: Instant) {
         self.draining = true;
-        self.log_at(now, Level::Info, None, "shutting down".into());
+        self.log(now, Level::Info, None, "shutting down".into());
         self.broadcast(now, "shutdown", json!({"reason": "gateway stopping"}), None);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
@@ -330,7 +323,7 @@ impl Gateway {
     pub fn reload(&mut self, now: Instant, config: Config) {
         let secret_changed = config.secret != self.config.secret || config.auth_mode != self.config.auth_mode;
         self.config = config;
-        self.log_at(now, Level::Info, None, format!("config reloaded (auth mode {})", self.config.auth_mode.as_str()));
+        self.log(now, Level::Info, None, format!("config reloaded (auth mode {})", self.config.auth_mode.as_str()));
         if !secret_changed {
             return;
         }
@@ -394,7 +387,7 @@ impl Gateway {
             bytes = std::mem::take(&mut ws.io.wr);
         }
         self.transmit(id, bytes);
-        self.log_at(now, Level::Info, Some(id), format!("closed {code} {reason:?}"));
+        self.log(now, Level::Info, Some(id), format!("closed {code} {reason:?}"));
         self.forget(now, id);
     }
 
@@ -406,18 +399,21 @@ impl Gateway {
     }
 
     pub(crate) fn send_text(&mut self, now: Instant, id: ConnId, text: String) {
+        let text_for_log = if self.config.log_frames { text.clone() } else { String::new() };
         let Some(c) = self.conns.get_mut(&id) else { return };
         let State::Ws(ws) = &mut c.state else { return };
         let _ = ws.ctx.write(&mut ws.io, Message::text(text));
         let bytes = std::mem::take(&mut ws.io.wr);
         let over = c.unsent + bytes.len() > self.config.limits.max_buffered_bytes;
         if over {
-            self.log_at(now, Level::Warn, Some(id), "slow consumer".into());
+            self.log(now, Level::Warn, Some(id), "slow consumer".into());
             self.close_ws(now, id, 1008, "slow consumer");
             return;
         }
-        self.log_at(now, Level::Trace, Some(id), "frame out".into());
         self.transmit(id, bytes);
+        if self.config.log_frames {
+            self.log(now, Level::Trace, Some(id), format!("frame out: {}", crate::mask::mask_secrets(&text_for_log)));
+        }
     }
 
     /// Send an event to every authenticated connection allowed to see it, each with its own `seq`.
@@ -455,14 +451,14 @@ impl Gateway {
                 }
             }
             Err(e) => {
-                self.log_at(now, Level::Warn, Some(id), format!("refused request: {e}"));
+                self.log(now, Level::Warn, Some(id), format!("refused request: {e}"));
                 self.transmit(id, http::bad_head(e));
                 self.forget(now, id);
             }
             Ok(Some((Head::Plain { method, path }, _))) => {
                 let phase = if self.draining { http::Phase::Draining } else { http::Phase::Ready };
                 let body = http::plain_response(&method, &path, phase, self.uptime_ms(now), &self.config.version);
-                self.log_at(now, Level::Debug, Some(id), format!("http {method} {path}"));
+                self.log(now, Level::Debug, Some(id), format!("http {method} {path}"));
                 self.transmit(id, body);
                 self.forget(now, id);
             }
@@ -476,18 +472,18 @@ impl Gateway {
         let client_ip = match auth::client_address(peer, &fwd, &self.config.trusted_proxies) {
             Ok(ip) => ip,
             Err(e) => {
-                self.log_at(now, Level::Warn, Some(id), format!("refused upgrade from {peer}: {e}"));
+                self.log(now, Level::Warn, Some(id), format!("refused upgrade from {peer}: {e}"));
                 self.transmit(id, http::proxy_refused());
                 self.forget(now, id);
                 return;
             }
         };
         if up.path == "/__openclaw__/worker" {
-            self.log_at(now, Level::Warn, Some(id), "refused worker protocol upgrade".into());
+            self.log(now, Level::Warn, Some(id), "refused worker protocol upgrade".into());
         }
         let pre = self.preauth_by_ip.get(&client_ip).copied().unwrap_or(0);
         if pre >= self.config.limits.max_preauth_per_ip {
-            self.log_at(now, Level::Warn, Some(id), format!("refused {client_ip}: too many unauthenticated sockets"));
+            self.log(now, Level::Warn, Some(id), format!("refused {client_ip}: too many unauthenticated sockets"));
             self.transmit(id, http::too_many_preauth());
             self.forget(now, id);
             return;
@@ -521,7 +517,7 @@ impl Gateway {
             }));
         }
         self.transmit(id, bytes);
-        self.log_at(now, Level::Info, Some(id), format!("websocket open from {client_ip} (local: {local})"));
+        self.log(now, Level::Info, Some(id), format!("websocket open from {client_ip} (local: {local})"));
         if worker {
             self.close_ws(now, id, 1008, "invalid-handshake");
             return;
@@ -546,12 +542,12 @@ impl Gateway {
                 Ok(Message::Close(_)) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => {
-                    self.log_at(now, Level::Info, Some(id), "closed by client".into());
+                    self.log(now, Level::Info, Some(id), "closed by client".into());
                     self.forget(now, id);
                     return;
                 }
                 Err(tungstenite::Error::Capacity(e)) => {
-                    self.log_at(now, Level::Warn, Some(id), format!("frame too large: {e}"));
+                    self.log(now, Level::Warn, Some(id), format!("frame too large: {e}"));
                     let reason = if preauth { "" } else { "message too big" };
                     self.close_ws(now, id, 1009, reason);
                     return;
@@ -561,7 +557,7 @@ impl Gateway {
                     return;
                 }
                 Err(e) => {
-                    self.log_at(now, Level::Warn, Some(id), format!("websocket protocol error: {e}"));
+                    self.log(now, Level::Warn, Some(id), format!("websocket protocol error: {e}"));
                     self.close_ws(now, id, 1002, "protocol error");
                     return;
                 }
@@ -593,7 +589,9 @@ impl Gateway {
 
     fn on_text(&mut self, now: Instant, id: ConnId, text: &str) {
         let preauth = self.conns.get(&id).is_some_and(Conn::is_preauth_ws);
-        self.log_at(now, Level::Trace, Some(id), format!("frame in: {}", crate::mask::mask_secrets(text)));
+        if self.config.log_frames {
+            self.log(now, Level::Trace, Some(id), format!("frame in: {}", crate::mask::mask_secrets(text)));
+        }
         if !preauth {
             self.on_request_text(now, id, text);
             return;
@@ -604,7 +602,7 @@ impl Gateway {
         let req = match parse_request(text) {
             Ok(r) => r,
             Err(FrameError::NotJson) => {
-                self.log_at(now, Level::Warn, Some(id), "handshake frame is not JSON".into());
+                self.log(now, Level::Warn, Some(id), "handshake frame is not JSON".into());
                 self.close_ws(now, id, 1000, "");
                 return;
             }
@@ -631,7 +629,7 @@ impl Gateway {
         };
         if !handshake::protocol_ok(&params) {
             self.send(now, id, &OutFrame::err(&req.id, handshake::protocol_mismatch(&params)));
-            self.log_at(now, Level::Warn, Some(id), "rejected: protocol mismatch".into());
+            self.log(now, Level::Warn, Some(id), "rejected: protocol mismatch".into());
             self.close_ws(now, id, 1002, "protocol mismatch");
             return;
         }
@@ -645,7 +643,7 @@ impl Gateway {
     pub(crate) fn reject(&mut self, now: Instant, id: ConnId, req_id: &str, err: ErrorShape, close_reason: Option<String>) {
         let reason = close_reason.unwrap_or_else(|| err.message.clone());
         let detail = err.details.as_ref().and_then(|d| d.get("code")).and_then(Value::as_str).unwrap_or("").to_string();
-        self.log_at(now, Level::Warn, Some(id), format!("rejected: {} {detail}", err.message));
+        self.log(now, Level::Warn, Some(id), format!("rejected: {} {detail}", err.message));
         self.send(now, id, &OutFrame::err(req_id, err));
         self.close_ws(now, id, 1008, &reason);
     }
@@ -681,7 +679,7 @@ impl Gateway {
         self.release_preauth(ip);
         let payload = self.hello_payload(now, &conn_uuid, &params, &hello);
         self.send(now, id, &OutFrame::ok(req_id, payload));
-        self.log_at(
+        self.log(
             now,
             Level::Info,
             Some(id),
@@ -848,7 +846,8 @@ impl Gateway {
         };
         let password = mode == AuthMode::Password;
         let shared = p.auth.token.as_deref().or(p.auth.password.as_deref());
-        if shared.is_some_and(|s| secret.matches(s)) {
+        let fields = [p.auth.token.as_deref(), p.auth.password.as_deref()];
+        if fields.iter().flatten().any(|s| secret.matches(s)) {
             return Ok(if password { AuthMethod::Password } else { AuthMethod::Token });
         }
         let role = p.role.as_str();
@@ -912,7 +911,7 @@ impl Gateway {
         let l = &self.config.limits;
         let (max, window, lockout) = (l.auth_max_attempts, l.auth_window, l.auth_lockout);
         if self.limiter.fail(now, ip, kind, max, window, lockout).is_some() {
-            self.log_at(now, Level::Warn, None, format!("{ip} locked out for {}s after {max} failed attempts", lockout.as_secs()));
+            self.log(now, Level::Warn, None, format!("{ip} locked out for {}s after {max} failed attempts", lockout.as_secs()));
         }
     }
 }

@@ -85,7 +85,7 @@ impl Gateway {
         let req = match parse_request(text) {
             Ok(r) => r,
             Err(FrameError::NotJson) => {
-                self.log_at(now, Level::Debug, Some(id), "ignored non-JSON frame".into());
+                self.log(now, Level::Debug, Some(id), "ignored non-JSON frame".into());
                 return;
             }
             Err(FrameError::Invalid { id: rid, message }) => {

@@ -102,7 +102,7 @@ impl Gateway {
     pub(crate) fn node_connected(&mut self, now: Instant, id: ConnId, node_id: &str) {
         if let Some(old) = self.router.nodes.insert(node_id.to_string(), id) {
             if old != id {
-                self.log_at(now, Level::Info, Some(old), "node reconnected elsewhere".into());
+                self.log(now, Level::Info, Some(old), "node reconnected elsewhere".into());
             }
         }
         self.presence_changed(now);
@@ -297,7 +297,7 @@ impl Gateway {
         self.router.invoke_by_uuid.insert(uuid, k);
         self.router.in_flight.insert(key, k);
         self.schedule(deadline, Timer::Invoke(k));
-        self.log_at(now, Level::Debug, Some(caller), format!("node.invoke {command} on {node_id}"));
+        self.log(now, Level::Debug, Some(caller), format!("node.invoke {command} on {node_id}"));
         self.send(now, node_conn, &OutFrame::direct("node.invoke.request", payload));
     }
 
