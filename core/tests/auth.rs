@@ -31,7 +31,10 @@ fn mode_none_refuses_remote_connections() {
     let mut p = Pair::new(Config::local_default());
     let id = p.connect(cli(None), remote());
     let e = p.connect_error(id).unwrap();
-    assert_eq!(e.message, "unauthorized: gateway auth required for non-local connections");
+    assert_eq!(
+        e.message,
+        "unauthorized: gateway auth required for non-local connections"
+    );
     assert_eq!(e.details.unwrap()["code"], "AUTH_REQUIRED");
     assert_eq!(p.close_of(id).unwrap().0, Some(1008));
 }
@@ -62,7 +65,10 @@ fn foreign_origin_is_refused_and_allowed_origin_passes() {
     let mut c = cli(None);
     c.origin = Some("https://ui.example.com".into());
     let id = p.connect(c, loopback());
-    assert_eq!(p.connect_error(id).unwrap().details.unwrap()["code"], "AUTH_REQUIRED");
+    assert_eq!(
+        p.connect_error(id).unwrap().details.unwrap()["code"],
+        "AUTH_REQUIRED"
+    );
     // A loopback origin is local, but a browser-origin cli keeps no scopes.
     let mut c = cli(None);
     c.origin = Some("http://localhost:5173".into());
@@ -88,7 +94,11 @@ fn trusted_proxy_forwarding_a_remote_client_is_not_local() {
     let id = p.raw(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: 203.0.113.5\r\n\r\n", loopback());
     let raw = String::from_utf8_lossy(&p.peer(id).raw).into_owned();
     assert!(raw.starts_with("HTTP/1.1 101"), "{raw}");
-    assert!(p.logs.iter().any(|l| l.message.contains("203.0.113.5") && l.message.contains("local: false")));
+    assert!(
+        p.logs
+            .iter()
+            .any(|l| l.message.contains("203.0.113.5") && l.message.contains("local: false"))
+    );
 }
 
 #[test]
@@ -96,14 +106,20 @@ fn remote_failures_lock_out_after_ten_and_device_bucket_is_separate() {
     let mut p = Pair::new(Config::local_default().with_token("right"));
     for _ in 0..10 {
         let id = p.connect(cli(Some("wrong")), remote());
-        assert_eq!(p.connect_error(id).unwrap().details.unwrap()["code"], "AUTH_TOKEN_MISMATCH");
+        assert_eq!(
+            p.connect_error(id).unwrap().details.unwrap()["code"],
+            "AUTH_TOKEN_MISMATCH"
+        );
     }
     let id = p.connect(cli(Some("right")), remote());
     let e = p.connect_error(id).unwrap();
     assert_eq!(e.details.as_ref().unwrap()["code"], "AUTH_RATE_LIMITED");
     assert_eq!(e.retryable, Some(true));
     assert!(e.retry_after_ms.unwrap() > 0);
-    assert_eq!(e.message, "unauthorized: too many failed authentication attempts (retry later)");
+    assert_eq!(
+        e.message,
+        "unauthorized: too many failed authentication attempts (retry later)"
+    );
     // Local connections are exempt.
     let id = p.connect(cli(Some("right")), loopback());
     assert!(p.hello(id).is_some());
@@ -129,9 +145,18 @@ fn scopes_authorize_methods_and_unknown_methods_come_after_the_scope_check() {
     c.scopes = vec!["operator.admin".into()];
     let id = p.connect(c, loopback());
     p.events(id);
-    assert_eq!(p.call(id, "no.such", None).unwrap_err().message, "unknown method: no.such");
-    assert_eq!(p.call(id, "connect", None).unwrap_err().message, "connect is only valid as the first request");
-    assert!(!p.peer(id).closed, "a second connect leaves the socket open");
+    assert_eq!(
+        p.call(id, "no.such", None).unwrap_err().message,
+        "unknown method: no.such"
+    );
+    assert_eq!(
+        p.call(id, "connect", None).unwrap_err().message,
+        "connect is only valid as the first request"
+    );
+    assert!(
+        !p.peer(id).closed,
+        "a second connect leaves the socket open"
+    );
 }
 
 #[test]
@@ -139,23 +164,44 @@ fn invalid_frames_after_hello_are_answered_and_non_json_is_ignored() {
     let mut p = Pair::new(Config::local_default());
     let id = p.connect(cli(None), loopback());
     p.events(id);
-    p.peer(id).client.as_mut().unwrap().send_text(r#"{"type":"req","id":"x1","method":"health","bogus":1}"#.into());
-    p.peer(id).client.as_mut().unwrap().send_text("not json".into());
-    p.peer(id).client.as_mut().unwrap().send_text(r#"{"type":"req","method":"health"}"#.into());
+    p.peer(id)
+        .client
+        .as_mut()
+        .unwrap()
+        .send_text(r#"{"type":"req","id":"x1","method":"health","bogus":1}"#.into());
+    p.peer(id)
+        .client
+        .as_mut()
+        .unwrap()
+        .send_text("not json".into());
+    p.peer(id)
+        .client
+        .as_mut()
+        .unwrap()
+        .send_text(r#"{"type":"req","method":"health"}"#.into());
     p.drive();
     let evs = p.events(id);
     let errs: Vec<(String, String)> = evs
         .iter()
         .filter_map(|e| match e {
-            Event::Response { id, result: Err(err) } => Some((id.clone(), err.message.clone())),
+            Event::Response {
+                id,
+                result: Err(err),
+            } => Some((id.clone(), err.message.clone())),
             _ => None,
         })
         .collect();
     assert_eq!(
         errs,
         vec![
-            ("x1".to_string(), "invalid request frame: at root: unexpected property 'bogus'".to_string()),
-            ("invalid".to_string(), "invalid request frame: at root: must have required property 'id'".to_string()),
+            (
+                "x1".to_string(),
+                "invalid request frame: at root: unexpected property 'bogus'".to_string()
+            ),
+            (
+                "invalid".to_string(),
+                "invalid request frame: at root: must have required property 'id'".to_string()
+            ),
         ]
     );
     assert!(!p.peer(id).closed);

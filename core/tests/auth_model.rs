@@ -65,20 +65,32 @@ fn case() -> impl Strategy<Value = Case> {
         cred,
         any::<bool>(),
         proptest::option::of(proptest::collection::vec(0usize..3, 0..3)),
-        prop_oneof![Just(Place::Loopback), Just(Place::Remote), Just(Place::LoopbackLocalOrigin), Just(Place::LoopbackForeignOrigin)],
-        prop_oneof![Just(Kind::CliCli), Just(Kind::CliProbe), Just(Kind::Test), Just(Kind::Node)],
+        prop_oneof![
+            Just(Place::Loopback),
+            Just(Place::Remote),
+            Just(Place::LoopbackLocalOrigin),
+            Just(Place::LoopbackForeignOrigin)
+        ],
+        prop_oneof![
+            Just(Kind::CliCli),
+            Just(Kind::CliProbe),
+            Just(Kind::Test),
+            Just(Kind::Node)
+        ],
         proptest::collection::vec(0usize..3, 0..3),
     )
-        .prop_map(|(mode, token, password, device, paired_scopes, place, kind, scopes)| Case {
-            mode,
-            token,
-            password,
-            device,
-            paired_scopes,
-            place,
-            kind,
-            scopes,
-        })
+        .prop_map(
+            |(mode, token, password, device, paired_scopes, place, kind, scopes)| Case {
+                mode,
+                token,
+                password,
+                device,
+                paired_scopes,
+                place,
+                kind,
+                scopes,
+            },
+        )
 }
 
 fn names(idx: &[usize]) -> Vec<String> {
@@ -102,22 +114,38 @@ fn model(c: &Case) -> Option<Vec<String>> {
     let has_origin = c.place == Place::LoopbackLocalOrigin;
     let secret_ok = match c.mode {
         Mode::None => local,
-        Mode::Token | Mode::Password => matches!(c.token, Cred::Right) || matches!(c.password, Cred::Right),
+        Mode::Token | Mode::Password => {
+            matches!(c.token, Cred::Right) || matches!(c.password, Cred::Right)
+        }
     };
     if !secret_ok {
         return None;
     }
-    let requested = if c.kind == Kind::Node { Vec::new() } else { names(&c.scopes) };
+    let requested = if c.kind == Kind::Node {
+        Vec::new()
+    } else {
+        names(&c.scopes)
+    };
     if !c.device {
         if c.kind == Kind::Node {
             return None;
         }
-        return Some(if local && !has_origin && c.kind == Kind::CliCli { requested } else { Vec::new() });
+        return Some(if local && !has_origin && c.kind == Kind::CliCli {
+            requested
+        } else {
+            Vec::new()
+        });
     }
     let paired_ok = match &c.paired_scopes {
         Some(p) if c.kind != Kind::Node => {
             let granted = names(p);
-            requested.iter().all(|r| granted.iter().any(|g| g == r || g == "operator.admin" || (g == "operator.write" && r == "operator.read")))
+            requested.iter().all(|r| {
+                granted.iter().any(|g| {
+                    g == r
+                        || g == "operator.admin"
+                        || (g == "operator.write" && r == "operator.read")
+                })
+            })
         }
         _ => false,
     };
@@ -177,7 +205,11 @@ fn run(c: &Case) -> Option<Vec<String>> {
             cc.role = Role::Node;
         }
     }
-    cc.scopes = if c.kind == Kind::Node { vec![] } else { names(&c.scopes) };
+    cc.scopes = if c.kind == Kind::Node {
+        vec![]
+    } else {
+        names(&c.scopes)
+    };
     if c.device {
         cc.device = Some(key);
     }
@@ -192,7 +224,12 @@ fn run(c: &Case) -> Option<Vec<String>> {
     };
     let id = p.connect(cc, peer);
     let hello = p.hello(id)?;
-    let scopes = hello["auth"]["scopes"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let scopes = hello["auth"]["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
     Some(scopes)
 }
 
@@ -210,7 +247,8 @@ proptest! {
         if c.mode == Mode::None && c.place == Place::Remote {
             prop_assert!(got.is_none(), "remote treated as local");
         }
-        if !c.device && !(c.kind == Kind::CliCli && c.place == Place::Loopback) {
+        let cli_exception = c.kind == Kind::CliCli && c.place == Place::Loopback;
+        if !c.device && !cli_exception {
             prop_assert!(got.as_ref().is_none_or(|s| s.is_empty()), "scopes without a paired device");
         }
     }

@@ -16,7 +16,10 @@ fn device_cli(token: Option<&str>, seed: u8, scopes: &[&str]) -> ClientConfig {
 }
 
 fn admin(p: &mut Pair) -> clawgate_core::ConnId {
-    let id = p.connect(device_cli(Some("t"), 200, &["operator.admin", "operator.pairing"]), loopback());
+    let id = p.connect(
+        device_cli(Some("t"), 200, &["operator.admin", "operator.pairing"]),
+        loopback(),
+    );
     assert!(p.hello(id).is_some(), "{:?}", p.connect_error(id));
     p.events(id);
     id
@@ -55,7 +58,10 @@ fn remote_device_needs_pairing_with_a_stable_request_id() {
     let rid = d["requestId"].as_str().unwrap().to_string();
     let (code, reason) = p.close_of(id).unwrap();
     assert_eq!(code, Some(1008));
-    assert_eq!(reason, format!("pairing required: device is not approved yet (requestId: {rid})"));
+    assert_eq!(
+        reason,
+        format!("pairing required: device is not approved yet (requestId: {rid})")
+    );
     // Asking again for more keeps the same request and merges the scopes.
     let id = p.connect(device_cli(Some("t"), 2, &["operator.admin"]), remote());
     let d = p.connect_error(id).unwrap().details.unwrap();
@@ -64,8 +70,13 @@ fn remote_device_needs_pairing_with_a_stable_request_id() {
     let list = p.call(a, "device.pair.list", None).unwrap();
     let pending = list["pending"].as_array().unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0]["scopes"], json!(["operator.read", "operator.admin"]));
-    let approved = p.call(a, "device.pair.approve", Some(json!({"requestId": rid}))).unwrap();
+    assert_eq!(
+        pending[0]["scopes"],
+        json!(["operator.read", "operator.admin"])
+    );
+    let approved = p
+        .call(a, "device.pair.approve", Some(json!({"requestId": rid})))
+        .unwrap();
     assert_eq!(approved["requestId"], json!(rid));
     let id = p.connect(device_cli(Some("t"), 2, &["operator.admin"]), remote());
     let hello = p.hello(id).expect("approved device connects");
@@ -90,7 +101,10 @@ fn pending_requests_expire_after_five_minutes() {
 fn device_token_failures_are_told_apart_from_token_mismatch() {
     let mut p = Pair::new(Config::local_default().with_token("t"));
     let id = p.connect(device_cli(Some("t"), 4, &["operator.read"]), loopback());
-    let token = p.hello(id).unwrap()["auth"]["deviceToken"].as_str().unwrap().to_string();
+    let token = p.hello(id).unwrap()["auth"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Wrong shared secret plus a valid explicit device token connects.
     let mut c = device_cli(Some("wrong"), 4, &["operator.read"]);
     c.device_token = Some(token);
@@ -100,44 +114,76 @@ fn device_token_failures_are_told_apart_from_token_mismatch() {
     let mut c = device_cli(None, 4, &["operator.read"]);
     c.device_token = Some("nope".into());
     let id = p.connect(c, loopback());
-    assert_eq!(p.connect_error(id).unwrap().details.unwrap()["code"], "AUTH_DEVICE_TOKEN_MISMATCH");
+    assert_eq!(
+        p.connect_error(id).unwrap().details.unwrap()["code"],
+        "AUTH_DEVICE_TOKEN_MISMATCH"
+    );
     // A wrong shared token alone keeps "gateway token mismatch".
     let id = p.connect(device_cli(Some("wrong"), 4, &["operator.read"]), loopback());
     let e = p.connect_error(id).unwrap();
-    assert!(e.message.starts_with("unauthorized: gateway token mismatch"));
+    assert!(
+        e.message
+            .starts_with("unauthorized: gateway token mismatch")
+    );
     assert_eq!(e.details.as_ref().unwrap()["code"], "AUTH_TOKEN_MISMATCH");
     assert_eq!(e.details.unwrap()["canRetryWithDeviceToken"], true);
     // A signed device with no secret at all: AUTH_TOKEN_MISSING.
     let id = p.connect(device_cli(None, 5, &[]), loopback());
-    assert_eq!(p.connect_error(id).unwrap().details.unwrap()["code"], "AUTH_TOKEN_MISSING");
+    assert_eq!(
+        p.connect_error(id).unwrap().details.unwrap()["code"],
+        "AUTH_TOKEN_MISSING"
+    );
 }
 
 #[test]
 fn revoking_a_token_closes_its_live_connections() {
     let mut p = Pair::new(Config::local_default().with_token("t"));
     let id = p.connect(device_cli(Some("t"), 6, &["operator.read"]), loopback());
-    let token = p.hello(id).unwrap()["auth"]["deviceToken"].as_str().unwrap().to_string();
+    let token = p.hello(id).unwrap()["auth"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut c = device_cli(None, 6, &["operator.read"]);
     c.device_token = Some(token.clone());
     let live = p.connect(c.clone(), loopback());
     assert!(p.hello(live).is_some());
     let a = admin(&mut p);
     let dev = DeviceKey::from_seed([6; 32]).id();
-    p.call(a, "device.token.revoke", Some(json!({"deviceId": dev, "role": "operator"}))).unwrap();
-    assert_eq!(p.close_of(live), Some((Some(4001), "client invalidated: token revoked".into())));
+    p.call(
+        a,
+        "device.token.revoke",
+        Some(json!({"deviceId": dev, "role": "operator"})),
+    )
+    .unwrap();
+    assert_eq!(
+        p.close_of(live),
+        Some((Some(4001), "client invalidated: token revoked".into()))
+    );
     assert!(!p.peer(id).closed, "the shared-secret connection stays");
     let again = p.connect(c, loopback());
-    assert_eq!(p.connect_error(again).unwrap().details.unwrap()["code"], "AUTH_DEVICE_TOKEN_MISMATCH");
+    assert_eq!(
+        p.connect_error(again).unwrap().details.unwrap()["code"],
+        "AUTH_DEVICE_TOKEN_MISMATCH"
+    );
 }
 
 #[test]
 fn rotation_issues_a_new_token_and_invalidates_the_old() {
     let mut p = Pair::new(Config::local_default().with_token("t"));
     let id = p.connect(device_cli(Some("t"), 7, &["operator.read"]), loopback());
-    let old = p.hello(id).unwrap()["auth"]["deviceToken"].as_str().unwrap().to_string();
+    let old = p.hello(id).unwrap()["auth"]["deviceToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let a = admin(&mut p);
     let dev = DeviceKey::from_seed([7; 32]).id();
-    let r = p.call(a, "device.token.rotate", Some(json!({"deviceId": dev, "role": "operator"}))).unwrap();
+    let r = p
+        .call(
+            a,
+            "device.token.rotate",
+            Some(json!({"deviceId": dev, "role": "operator"})),
+        )
+        .unwrap();
     let new = r["token"].as_str().unwrap().to_string();
     assert_ne!(new, old);
     assert_eq!(r["tokenDelivery"], "in-band");
@@ -151,7 +197,11 @@ fn rotation_issues_a_new_token_and_invalidates_the_old() {
 }
 
 /// Connect with `connect` params edited after signing.
-fn tampered(p: &mut Pair, c: ClientConfig, edit: impl Fn(&mut serde_json::Value, &str, i64)) -> clawgate_core::frame::ErrorShape {
+fn tampered(
+    p: &mut Pair,
+    c: ClientConfig,
+    edit: impl Fn(&mut serde_json::Value, &str, i64),
+) -> clawgate_core::frame::ErrorShape {
     let mut c = c;
     c.manual_connect = true;
     let id = p.connect(c.clone(), loopback());
@@ -173,21 +223,48 @@ fn tampered(p: &mut Pair, c: ClientConfig, edit: impl Fn(&mut serde_json::Value,
 
 fn code_and_reason(e: &clawgate_core::frame::ErrorShape) -> (String, String) {
     let d = e.details.clone().unwrap();
-    (d["code"].as_str().unwrap().to_string(), d["reason"].as_str().unwrap_or("").to_string())
+    (
+        d["code"].as_str().unwrap().to_string(),
+        d["reason"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 #[test]
 fn device_proof_failures_have_upstream_codes() {
     let mut p = Pair::new(Config::local_default().with_token("t"));
     let base = device_cli(Some("t"), 8, &["operator.read"]);
-    let e = tampered(&mut p, base.clone(), |v, _, _| v["device"]["nonce"] = json!("stale-nonce"));
+    let e = tampered(&mut p, base.clone(), |v, _, _| {
+        v["device"]["nonce"] = json!("stale-nonce")
+    });
     assert_eq!(e.message, "device nonce mismatch");
-    assert_eq!(code_and_reason(&e), ("DEVICE_AUTH_NONCE_MISMATCH".into(), "device-nonce-mismatch".into()));
-    let e = tampered(&mut p, base.clone(), |v, _, _| v["device"]["id"] = json!("ab".repeat(32)));
-    assert_eq!(code_and_reason(&e), ("DEVICE_AUTH_DEVICE_ID_MISMATCH".into(), "device-id-mismatch".into()));
+    assert_eq!(
+        code_and_reason(&e),
+        (
+            "DEVICE_AUTH_NONCE_MISMATCH".into(),
+            "device-nonce-mismatch".into()
+        )
+    );
+    let e = tampered(&mut p, base.clone(), |v, _, _| {
+        v["device"]["id"] = json!("ab".repeat(32))
+    });
+    assert_eq!(
+        code_and_reason(&e),
+        (
+            "DEVICE_AUTH_DEVICE_ID_MISMATCH".into(),
+            "device-id-mismatch".into()
+        )
+    );
     // The client signs its scopes; asking for other scopes breaks the signature.
-    let e = tampered(&mut p, base.clone(), |v, _, _| v["scopes"] = json!(["operator.admin"]));
-    assert_eq!(code_and_reason(&e), ("DEVICE_AUTH_SIGNATURE_INVALID".into(), "device-signature".into()));
+    let e = tampered(&mut p, base.clone(), |v, _, _| {
+        v["scopes"] = json!(["operator.admin"])
+    });
+    assert_eq!(
+        code_and_reason(&e),
+        (
+            "DEVICE_AUTH_SIGNATURE_INVALID".into(),
+            "device-signature".into()
+        )
+    );
     let e = tampered(&mut p, base.clone(), |v, _, _| {
         v["scopes"] = json!([]);
     });
@@ -209,9 +286,21 @@ fn device_proof_failures_have_upstream_codes() {
         v["device"]["signedAt"] = json!(proof.signed_at);
         v["device"]["signature"] = json!(proof.signature);
     });
-    assert_eq!(code_and_reason(&e), ("DEVICE_AUTH_SIGNATURE_EXPIRED".into(), "device-signature-stale".into()));
+    assert_eq!(
+        code_and_reason(&e),
+        (
+            "DEVICE_AUTH_SIGNATURE_EXPIRED".into(),
+            "device-signature-stale".into()
+        )
+    );
     let e = tampered(&mut p, base, |v, _, _| v["device"]["nonce"] = json!(" "));
-    assert_eq!(code_and_reason(&e), ("DEVICE_AUTH_NONCE_REQUIRED".into(), "device-nonce-missing".into()));
+    assert_eq!(
+        code_and_reason(&e),
+        (
+            "DEVICE_AUTH_NONCE_REQUIRED".into(),
+            "device-nonce-missing".into()
+        )
+    );
 }
 
 #[test]
@@ -236,8 +325,15 @@ fn store_snapshots_reload_to_the_same_state_and_never_lose_an_approved_device() 
     }
     assert_eq!(seen.len(), 4);
     // A gateway started from the snapshot accepts the devices' tokens.
-    let token = reloaded.devices.values().next().unwrap().tokens["operator"].token.clone();
-    let dev_seed = (10..14).find(|s| reloaded.devices.values().next().unwrap().device_id == DeviceKey::from_seed([*s; 32]).id()).unwrap();
+    let token = reloaded.devices.values().next().unwrap().tokens["operator"]
+        .token
+        .clone();
+    let dev_seed = (10..14)
+        .find(|s| {
+            reloaded.devices.values().next().unwrap().device_id
+                == DeviceKey::from_seed([*s; 32]).id()
+        })
+        .unwrap();
     let mut p2 = Pair::with_store(Config::local_default().with_token("t"), reloaded);
     let mut c = device_cli(None, dev_seed, &["operator.read"]);
     c.device_token = Some(token);

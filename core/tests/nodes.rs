@@ -46,7 +46,10 @@ fn node_events(p: &mut Pair, id: ConnId, name: &str) -> Vec<Value> {
 /// A connected and approved node; returns (node conn, node id, operator conn).
 fn approved_node(p: &mut Pair) -> (ConnId, String, ConnId) {
     let op = operator(p, &["operator.admin", "operator.pairing"]);
-    let node = p.connect(node_config(50, &["system.which", "system.notify"]), loopback());
+    let node = p.connect(
+        node_config(50, &["system.which", "system.notify"]),
+        loopback(),
+    );
     let hello = p.hello(node).expect("node hello");
     assert_eq!(hello["auth"]["role"], "node");
     assert_eq!(hello["auth"]["scopes"], json!([]));
@@ -59,14 +62,25 @@ fn approved_node(p: &mut Pair) -> (ConnId, String, ConnId) {
     let pending = p.call(op, "node.pair.list", None).unwrap();
     let req = &pending["pending"][0];
     assert_eq!(req["nodeId"], json!(node_id));
-    assert_eq!(req["requiredApproveScopes"], json!(["operator.pairing", "operator.admin"]));
+    assert_eq!(
+        req["requiredApproveScopes"],
+        json!(["operator.pairing", "operator.admin"])
+    );
     let rid = req["requestId"].clone();
-    let approved = p.call(op, "node.pair.approve", Some(json!({"requestId": rid}))).unwrap();
-    assert_eq!(approved["node"]["commands"], json!(["system.which", "system.notify"]));
+    let approved = p
+        .call(op, "node.pair.approve", Some(json!({"requestId": rid})))
+        .unwrap();
+    assert_eq!(
+        approved["node"]["commands"],
+        json!(["system.which", "system.notify"])
+    );
     assert_eq!(node_events(p, node, "node.pair.resolved").len(), 1);
     let list = p.call(op, "node.list", None).unwrap();
     assert_eq!(list["nodes"][0]["approvalState"], "approved");
-    assert_eq!(list["nodes"][0]["commands"], json!(["system.notify", "system.which"]));
+    assert_eq!(
+        list["nodes"][0]["commands"],
+        json!(["system.notify", "system.which"])
+    );
     (node, node_id, op)
 }
 
@@ -76,7 +90,10 @@ fn node_without_device_is_refused() {
     let mut c = node_config(1, &[]);
     c.device = None;
     let id = p.connect(c, loopback());
-    assert_eq!(p.connect_error(id).unwrap().message, "device identity required");
+    assert_eq!(
+        p.connect_error(id).unwrap().message,
+        "device identity required"
+    );
     assert_eq!(p.close_of(id).unwrap().0, Some(1008));
 }
 
@@ -86,7 +103,9 @@ fn approval_needs_admin_for_system_commands() {
     let op = operator(&mut p, &["operator.pairing"]);
     p.connect(node_config(51, &["system.which"]), loopback());
     let rid = p.call(op, "node.pair.list", None).unwrap()["pending"][0]["requestId"].clone();
-    let e = p.call(op, "node.pair.approve", Some(json!({"requestId": rid}))).unwrap_err();
+    let e = p
+        .call(op, "node.pair.approve", Some(json!({"requestId": rid})))
+        .unwrap_err();
     assert_eq!(e.message, "missing scope: operator.admin");
 }
 
@@ -113,7 +132,13 @@ fn invoke_round_trip() {
     assert_eq!(got["payload"], json!({"bins": {"ls": "/bin/ls"}}));
     assert_eq!(got["command"], "system.which");
     // The same idempotency key within 5 minutes gets the same answer without a new request.
-    let again = p.call(op, "node.invoke", Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "idem-1"}))).unwrap();
+    let again = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "idem-1"})),
+        )
+        .unwrap();
     assert_eq!(again["payload"], got["payload"]);
     assert!(node_events(&mut p, node, "node.invoke.request").is_empty());
 }
@@ -135,8 +160,17 @@ fn invoke_timeout_cancels_and_late_result_is_ignored() {
     assert_eq!(err.message, "TIMEOUT: node invoke timed out");
     assert_eq!(err.details.unwrap()["nodeError"]["code"], "TIMEOUT");
     let cancels = node_events(&mut p, node, "node.invoke.cancel");
-    assert_eq!(cancels, vec![json!({"invokeId": req["id"], "nodeId": node_id})]);
-    let late = p.call(node, "node.invoke.result", Some(json!({"id": req["id"], "nodeId": node_id, "ok": true}))).unwrap();
+    assert_eq!(
+        cancels,
+        vec![json!({"invokeId": req["id"], "nodeId": node_id})]
+    );
+    let late = p
+        .call(
+            node,
+            "node.invoke.result",
+            Some(json!({"id": req["id"], "nodeId": node_id, "ok": true})),
+        )
+        .unwrap();
     assert_eq!(late, json!({"ok": true, "ignored": true}));
 }
 
@@ -146,31 +180,75 @@ fn invoke_fails_fast_for_unknown_node_and_disallowed_command() {
     cfg.node_commands_deny = vec!["system.notify".into()];
     let mut p = Pair::new(cfg);
     let (node, node_id, op) = approved_node_with_deny(&mut p);
-    let e = p.call(op, "node.invoke", Some(json!({"nodeId": "nope", "command": "system.which", "idempotencyKey": "a"}))).unwrap_err();
+    let e = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": "nope", "command": "system.which", "idempotencyKey": "a"})),
+        )
+        .unwrap_err();
     assert_eq!(e.message, "node not connected: nope");
-    let e = p.call(op, "node.invoke", Some(json!({"nodeId": node_id, "command": "system.run", "idempotencyKey": "b"}))).unwrap_err();
-    assert!(e.message.starts_with("node command not allowed: \"system.run\""));
-    let e = p.call(op, "node.invoke", Some(json!({"nodeId": node_id, "command": "system.notify", "idempotencyKey": "c"}))).unwrap_err();
-    assert!(e.message.starts_with("node command not allowed"), "denied by gateway.nodes.commands.deny");
-    let e = p.call(op, "node.invoke", Some(json!({"nodeId": node_id, "command": "system.which"}))).unwrap_err();
-    assert_eq!(e.message, "invalid params: at root: must have required property 'idempotencyKey'");
+    let e = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": node_id, "command": "system.run", "idempotencyKey": "b"})),
+        )
+        .unwrap_err();
+    assert!(
+        e.message
+            .starts_with("node command not allowed: \"system.run\"")
+    );
+    let e = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": node_id, "command": "system.notify", "idempotencyKey": "c"})),
+        )
+        .unwrap_err();
+    assert!(
+        e.message.starts_with("node command not allowed"),
+        "denied by gateway.nodes.commands.deny"
+    );
+    let e = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": node_id, "command": "system.which"})),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.message,
+        "invalid params: at root: must have required property 'idempotencyKey'"
+    );
     // The node disconnecting fails an in-flight invoke at once.
-    let rid = p.request(op, "node.invoke", Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "d"})));
+    let rid = p.request(
+        op,
+        "node.invoke",
+        Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "d"})),
+    );
     p.gw.handle_closed(p.now, node);
     p.drive();
     let err = p.events(op).into_iter().find_map(|e| match e {
         Event::Response { id, result: Err(e) } if id == rid => Some(e),
         _ => None,
     });
-    assert_eq!(err.expect("answered").message, "node disconnected during invoke");
+    assert_eq!(
+        err.expect("answered").message,
+        "node disconnected during invoke"
+    );
 }
 
 fn approved_node_with_deny(p: &mut Pair) -> (ConnId, String, ConnId) {
     let op = operator(p, &["operator.admin"]);
-    let node = p.connect(node_config(52, &["system.which", "system.notify"]), loopback());
+    let node = p.connect(
+        node_config(52, &["system.which", "system.notify"]),
+        loopback(),
+    );
     let node_id = DeviceKey::from_seed([52; 32]).id();
     let rid = p.call(op, "node.pair.list", None).unwrap()["pending"][0]["requestId"].clone();
-    p.call(op, "node.pair.approve", Some(json!({"requestId": rid}))).unwrap();
+    p.call(op, "node.pair.approve", Some(json!({"requestId": rid})))
+        .unwrap();
     (node, node_id, op)
 }
 
@@ -178,7 +256,13 @@ fn approved_node_with_deny(p: &mut Pair) -> (ConnId, String, ConnId) {
 fn operators_may_not_call_node_methods_and_nodes_may_not_call_operator_methods() {
     let mut p = Pair::new(Config::local_default().with_token("t"));
     let (node, node_id, op) = approved_node(&mut p);
-    let e = p.call(op, "node.invoke.result", Some(json!({"id": "x", "nodeId": node_id, "ok": true}))).unwrap_err();
+    let e = p
+        .call(
+            op,
+            "node.invoke.result",
+            Some(json!({"id": "x", "nodeId": node_id, "ok": true})),
+        )
+        .unwrap_err();
     assert_eq!(e.message, "unauthorized role: operator");
     let e = p.call(node, "status", None).unwrap_err();
     assert_eq!(e.message, "unauthorized role: node");
@@ -194,18 +278,32 @@ fn presence_is_broadcast_with_seq_on_node_connect_and_disconnect() {
     let presence: Vec<(Value, Option<u64>)> = evs
         .into_iter()
         .filter_map(|e| match e {
-            Event::Event { event, payload, seq } if event == "presence" => Some((payload, seq)),
+            Event::Event {
+                event,
+                payload,
+                seq,
+            } if event == "presence" => Some((payload, seq)),
             _ => None,
         })
         .collect();
     assert_eq!(presence.len(), 1);
     assert_eq!(presence[0].1, Some(1));
-    assert!(presence[0].0["presence"].as_array().unwrap().iter().any(|e| e["mode"] == "node"));
+    assert!(
+        presence[0].0["presence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mode"] == "node")
+    );
     p.gw.handle_closed(p.now, node);
     p.drive();
-    let seqs: Vec<Option<u64>> = p.events(op).into_iter().filter_map(|e| match e {
-        Event::Event { event, seq, .. } if event == "presence" => Some(seq),
-        _ => None,
-    }).collect();
+    let seqs: Vec<Option<u64>> = p
+        .events(op)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event { event, seq, .. } if event == "presence" => Some(seq),
+            _ => None,
+        })
+        .collect();
     assert_eq!(seqs, vec![Some(2)]);
 }
