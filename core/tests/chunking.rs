@@ -16,7 +16,9 @@ fn frame() -> impl Strategy<Value = Vec<u8>> {
         }
         json!({"type": "req", "id": "1:c", "method": "connect", "params": p}).to_string()
     };
-    let req = |id: &str, method: &str| json!({"type": "req", "id": id, "method": method, "params": {}}).to_string();
+    let req = |id: &str, method: &str| {
+        json!({"type": "req", "id": id, "method": method, "params": {}}).to_string()
+    };
     prop_oneof![
         Just(connect(Some(TOKEN), "cli")),
         Just(connect(Some(TOKEN), "probe")),
@@ -36,7 +38,8 @@ fn frame() -> impl Strategy<Value = Vec<u8>> {
 
 /// A session: per connection, whether it is remote and what it sends.
 fn session() -> impl Strategy<Value = (u8, Vec<(bool, Vec<u8>)>)> {
-    let conn = (any::<bool>(), prop::collection::vec(frame(), 0..6)).prop_map(|(remote, frames)| (remote, frames.concat()));
+    let conn = (any::<bool>(), prop::collection::vec(frame(), 0..6))
+        .prop_map(|(remote, frames)| (remote, frames.concat()));
     (0u8..4, prop::collection::vec(conn, 1..4))
 }
 
@@ -46,11 +49,18 @@ fn script(setup: u8, conns: &[(bool, Vec<u8>)], cuts: &[usize]) -> Vec<u8> {
     let mut ops = Vec::new();
     let mut sizes = cuts.iter().copied().cycle();
     for (k, (remote, bytes)) in conns.iter().enumerate() {
-        ops.push(Op::Open { remote: *remote, variant: 0 });
+        ops.push(Op::Open {
+            remote: *remote,
+            variant: 0,
+        });
         let mut rest = bytes.as_slice();
         while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(sizes.next().unwrap_or(usize::MAX).clamp(1, rest.len()));
-            ops.push(Op::Data { conn: k as u8, bytes: chunk.to_vec() });
+            let (chunk, tail) =
+                rest.split_at(sizes.next().unwrap_or(usize::MAX).clamp(1, rest.len()));
+            ops.push(Op::Data {
+                conn: k as u8,
+                bytes: chunk.to_vec(),
+            });
             rest = tail;
         }
         ops.push(Op::Advance { tens_of_ms: 100 });
