@@ -135,6 +135,9 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Browser origins allowed besides loopback ones (`scheme://host:port`).
     pub allowed_origins: Vec<String>,
+    /// Let a Control UI without a device identity connect with the shared secret
+    /// (`gateway.controlUi.allowInsecureAuth`).
+    pub allow_insecure_control_ui: bool,
     /// Approve new devices on local connections without asking.
     pub auto_approve_local: bool,
     /// Node commands always allowed.
@@ -170,6 +173,7 @@ impl Config {
             secret: None,
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
+            allow_insecure_control_ui: false,
             auto_approve_local: true,
             node_commands_allow: Vec::new(),
             node_commands_deny: Vec::new(),
@@ -338,6 +342,9 @@ impl Config {
         cfg.allowed_origins = str_list(&gw, &["controlUi", "allowedOrigins"]);
         cfg.node_commands_allow = str_list(&gw, &["nodes", "commands", "allow"]);
         cfg.node_commands_deny = str_list(&gw, &["nodes", "commands", "deny"]);
+        if let Some(Value::Bool(b)) = at(&gw, &["controlUi", "allowInsecureAuth"]) {
+            cfg.allow_insecure_control_ui = *b;
+        }
         if let Some(Value::Bool(b)) = at(&gw, &["nodes", "pairing", "autoApproveLocal"]) {
             cfg.auto_approve_local = *b;
         }

@@ -1019,6 +1019,16 @@ impl Gateway {
         {
             return Err(handshake::rate_limited(left.as_millis() as u64).into());
         }
+        // Upstream decides a missing device identity before the secret: a Control UI needs a
+        // secure context, and a node always needs a device.
+        if p.device.is_none() && self.config.auth_mode != AuthMode::None {
+            if p.client.id == "openclaw-control-ui" && !self.config.allow_insecure_control_ui {
+                return Err(handshake::control_ui_device_required().into());
+            }
+            if p.role == Role::Node {
+                return Err(handshake::device_identity_required().into());
+            }
+        }
         if let Some(dev) = &p.device {
             let fields = crate::device::SignedFields {
                 client_id: &p.client.id,
