@@ -42,6 +42,8 @@ pub struct Limits {
     pub auth_lockout: Duration,
     /// Whether local connections are exempt from the lockout.
     pub auth_exempt_loopback: bool,
+    /// Longest delay before answering a failed shared secret from a local address.
+    pub local_auth_penalty_max: Duration,
     /// Allowed clock skew of a device signature.
     pub device_signature_skew: Duration,
     /// Lifetime of a pending pairing request.
@@ -74,6 +76,7 @@ impl Default for Limits {
             auth_window: Duration::from_millis(60_000),
             auth_lockout: Duration::from_millis(300_000),
             auth_exempt_loopback: true,
+            local_auth_penalty_max: Duration::from_millis(5_000),
             device_signature_skew: Duration::from_millis(120_000),
             pairing_request_ttl: Duration::from_millis(300_000),
             dedupe_ttl: Duration::from_millis(300_000),

@@ -104,8 +104,12 @@ pub(crate) struct Session {
 /// Where a WebSocket connection is in its life.
 #[derive(Debug)]
 pub(crate) enum Phase {
-    /// Challenge sent, waiting for `connect`.
-    PreHello { nonce: String, frames: usize },
+    /// Challenge sent, waiting for `connect`; `held` while a refusal waits out its penalty.
+    PreHello {
+        nonce: String,
+        frames: usize,
+        held: bool,
+    },
     /// `hello-ok` sent.
     Authed(Box<Session>),
 }

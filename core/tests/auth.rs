@@ -21,6 +21,7 @@ fn password_mode_accepts_the_password_in_either_field() {
     let mut c = cli(None);
     c.password = Some("wrong".into());
     let id = p.connect(c, loopback());
+    p.settle();
     let e = p.connect_error(id).unwrap();
     assert_eq!(e.details.unwrap()["code"], "AUTH_PASSWORD_MISMATCH");
     assert_eq!(p.close_of(id).unwrap().0, Some(1008));
@@ -305,5 +306,40 @@ fn device_token_lockout_does_not_lock_the_shared_secret() {
     assert!(
         p.hello(id).is_some(),
         "the shared-secret bucket is separate"
+    );
+}
+
+#[test]
+fn local_failures_are_answered_after_a_doubling_penalty() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    for expected_ms in [250u64, 500, 1000, 2000, 4000, 5000, 5000] {
+        let id = p.connect(cli(Some("wrong")), loopback());
+        p.advance(Duration::from_millis(expected_ms - 1));
+        assert!(
+            p.connect_error(id).is_none(),
+            "answered before {expected_ms} ms"
+        );
+        // Frames sent meanwhile are ignored, not taken as a second connect.
+        p.peer(id).client.as_mut().unwrap().request("health", None);
+        p.drive();
+        p.advance(Duration::from_millis(1));
+        assert!(
+            p.connect_error(id).is_some(),
+            "not answered at {expected_ms} ms"
+        );
+        assert_eq!(p.close_of(id).unwrap().0, Some(1008));
+    }
+    // A success in between does not reset it, and device-signature failures are not delayed.
+    let ok = p.connect(cli(Some("t")), loopback());
+    assert!(p.hello(ok).is_some());
+    let id = p.connect(cli(Some("wrong")), loopback());
+    p.advance(Duration::from_millis(4999));
+    assert!(p.connect_error(id).is_none());
+    p.advance(Duration::from_millis(1));
+    assert!(p.connect_error(id).is_some());
+    let id = p.connect(cli(None), loopback());
+    assert!(
+        p.connect_error(id).is_some(),
+        "a missing secret is answered at once"
     );
 }
