@@ -104,12 +104,8 @@ pub(crate) struct Session {
 /// Where a WebSocket connection is in its life.
 #[derive(Debug)]
 pub(crate) enum Phase {
-    /// Challenge sent, waiting for `connect`; `held` while a refusal waits out its penalty.
-    PreHello {
-        nonce: String,
-        frames: usize,
-        held: bool,
-    },
+    /// Challenge sent, waiting for `connect`.
+    PreHello { nonce: String, frames: usize },
     /// `hello-ok` sent.
     Authed(Box<Session>),
 }

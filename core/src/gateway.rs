@@ -666,11 +666,7 @@ impl Gateway {
                 client_ip,
                 local,
                 origin: up.origin,
-                phase: Phase::PreHello {
-                    nonce,
-                    frames: 0,
-                    held: false,
-                },
+                phase: Phase::PreHello { nonce, frames: 0 },
             }));
         }
         self.transmit(id, bytes);
