@@ -120,7 +120,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     }
     let env = paths::env_map();
     let mut logger = Logger::stderr(logging::level(&args, &env));
-    let (config, sources) = resolve(&args, env)?;
+    let (config, sources) = resolve(&args, env, &logger)?;
     let state_dir = sources.state_dir;
     store::ensure_private_dir(&state_dir)
         .map_err(|e| StartError::StateDir(state_dir.clone(), e))?;
@@ -189,12 +189,16 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     })
 }
 
+/// Resolve the configuration; frames are logged when the logger shows trace records.
 fn resolve(
     args: &RunArgs,
     env: BTreeMap<String, String>,
+    logger: &Logger,
 ) -> Result<(Config, settings::Sources), StartError> {
-    settings::resolve(env, args.flags(), args.password_file.as_deref())
-        .map_err(StartError::Settings)
+    let (mut config, sources) = settings::resolve(env, args.flags(), args.password_file.as_deref())
+        .map_err(StartError::Settings)?;
+    config.log_frames = logger.enabled(Level::Trace);
+    Ok((config, sources))
 }
 
 impl Host {
@@ -243,7 +247,7 @@ impl Host {
     /// Re-read the config file and environment with the same flags and apply them; a refused
     /// configuration is logged and the one in force kept.
     pub fn reload(&mut self, gw: &mut Gateway, now: Instant) {
-        match resolve(&self.args, paths::env_map()) {
+        match resolve(&self.args, paths::env_map(), &self.logger) {
             Ok((config, _)) => {
                 let old = gw.config();
                 if (old.bind_host, old.port) != (config.bind_host, config.port) {

@@ -504,6 +504,8 @@ fn verbose_logs_frames_with_secrets_masked() {
     gw.connect(Some("very-secret-token-value")).hello();
     let line = gw.wait_line("frame in:");
     assert!(line.contains("\"connect\""), "{line}");
+    let out = gw.wait_line("frame out:");
+    assert!(out.contains("hello-ok"), "{out}");
     gw.signal("TERM");
     gw.wait_exit();
     let all = gw.stderr_to_end();
