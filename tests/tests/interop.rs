@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ impl Home {
         Some(Self(dir))
     }
 
-    /// `openclaw <args>` with Node 24 first on PATH and this home.
+    /// `openclaw <args>` with Node 24 first on PATH and this home, leading its own process group.
     fn command(&self, args: &[&str]) -> Command {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![deps::node_bin_dir()];
@@ -65,7 +66,8 @@ impl Home {
             .env_remove("OPENCLAW_GATEWAY_TOKEN")
             .env_remove("OPENCLAW_GATEWAY_PASSWORD")
             .env_remove("OPENCLAW_CONFIG_PATH")
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .process_group(0);
         c
     }
 
@@ -115,8 +117,7 @@ fn openclaw(args: &[&str]) -> Option<Run> {
             break status;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(&mut child);
             panic!(
                 "openclaw {args:?} did not finish within {CLI_WAIT:?}:\n{}",
                 std::fs::read_to_string(&err).unwrap_or_default()
@@ -166,9 +167,17 @@ impl NodeHost {
 
 impl Drop for NodeHost {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_group(&mut self.child);
     }
+}
+
+/// Kill an openclaw process and whatever it spawned (it leads its own process group).
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &format!("-{}", child.id())])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A local CLI operator with the scopes node approval and invocation need.

@@ -2,6 +2,8 @@
 //! (challenge, hello-ok, the read methods, pairing, node.invoke, every failure row, tick,
 //! shutdown) through the in-memory core, and the same against both binaries.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -9,6 +11,7 @@ use clawgate_core::client::{ClientConfig, Event};
 use clawgate_core::fuzzing::{self, Sim, loopback, remote};
 use clawgate_core::{ConnId, PairingStore};
 use clawgate_tests::schema::{self, Schema, server_text_frames};
+use common::{Gateway, Shell, Wire};
 use serde_json::{Value, json};
 
 /// What a session's frames covered, so a session that silently did less fails.
@@ -240,6 +243,8 @@ fn every_handshake_failure_conforms() {
         let mut config = fuzzing::operator_client();
         tweak(&mut config);
         sim.open_client(config, if from_remote { remote() } else { loopback() });
+        // Failed shared-secret answers to local addresses are held back (250 ms, doubling).
+        sim.advance(Duration::from_secs(6));
         for bytes in sim.transcript.sent.values() {
             seen.check(s, bytes, &HashMap::new());
         }
@@ -291,4 +296,92 @@ fn the_schema_rejects_what_upstream_rejects() {
     }
     let good = json!({"type": "event", "event": "shutdown", "payload": {"reason": "gateway stopping"}, "seq": 2});
     assert_eq!(s.validate_server_frame(&good), Ok(()));
+}
+
+/// The same session against a binary: read methods, failures after hello, every connect
+/// refusal, and the shutdown event on SIGTERM. Every frame received must conform.
+fn binary_session_conforms(shell: Shell) {
+    let Some(s) = schema::schema() else { return };
+    let token = "schema-token";
+    let gw = Gateway::start(shell, token);
+    let mut seen = Seen::default();
+    let mut config = fuzzing::operator_client();
+    config.token = Some(token.into());
+    let mut op = Wire::connect(gw.port(), config.clone());
+    op.hello().expect("hello-ok");
+    for (m, p) in [
+        ("health", json!({})),
+        ("status", json!({})),
+        ("system-presence", json!({})),
+        ("config.get", json!({})),
+        ("logs.tail", json!({"limit": 20, "maxBytes": 250000})),
+        ("node.list", json!({})),
+        ("node.pair.list", json!({})),
+        ("device.pair.list", json!({})),
+        ("last-heartbeat", json!({})),
+    ] {
+        let payload = op.call(m, Some(p)).unwrap_or_else(|e| panic!("{m}: {e:?}"));
+        if let Err(e) = s.validate_result(m, &payload) {
+            seen.failures.push(format!("result {m}: {e}"));
+        }
+        seen.kinds.insert(format!("result {m}"), 1);
+    }
+    assert!(op.call("nosuch.method", None).is_err());
+    op.send_text(r#"{"type":"req","id":"bogus","method":"health","bogus":1}"#);
+    op.expect("the answer to a bogus frame", |e| {
+        matches!(e, Event::Response { id, .. } if id == "bogus").then_some(())
+    });
+    let mut probe = config.clone();
+    probe.client.mode = "probe".into();
+    let mut probe = Wire::connect(gw.port(), probe);
+    probe.hello().expect("probe hello-ok");
+    assert!(probe.call("status", None).is_err());
+    let refusals: [Tweak; 4] = [
+        |c| c.token = Some("wrong".into()),
+        |c| c.token = None,
+        |c| (c.min_protocol, c.max_protocol) = (3, 3),
+        |c| c.origin = Some("https://evil.example".into()),
+    ];
+    for tweak in refusals {
+        let mut c = config.clone();
+        tweak(&mut c);
+        let mut w = Wire::connect(gw.port(), c);
+        assert!(w.hello().is_err());
+        w.closed();
+        seen.check(s, &w.received, &HashMap::new());
+    }
+    gw.terminate();
+    op.expect("shutdown", |e| {
+        matches!(e, Event::Event { event, .. } if event == "shutdown").then_some(())
+    });
+    assert_eq!(op.closed(), (Some(1012), "service restart".to_string()));
+    seen.check(s, &op.received, &HashMap::new());
+    seen.check(s, &probe.received, &HashMap::new());
+    seen.assert_covered(&[
+        "event connect.challenge",
+        "hello-ok",
+        "result health",
+        "result logs.tail",
+        "event shutdown",
+        "error MISSING_SCOPE",
+        "error AUTH_TOKEN_MISMATCH",
+        "error DEVICE_IDENTITY_REQUIRED",
+        "error PROTOCOL_MISMATCH",
+        "error CONTROL_UI_ORIGIN_NOT_ALLOWED",
+        "error -",
+    ]);
+}
+
+mod mio {
+    #[test]
+    fn binary_session_conforms() {
+        super::binary_session_conforms(super::Shell::Mio);
+    }
+}
+
+mod smol {
+    #[test]
+    fn binary_session_conforms() {
+        super::binary_session_conforms(super::Shell::Smol);
+    }
 }
