@@ -37,19 +37,19 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// `Ok(())` when every path exists. Otherwise: under CI a panic naming what is missing;
-/// elsewhere a loud message on stderr and `Err(())`, so the caller returns (skips).
-pub fn require(test: &str, paths: &[PathBuf]) -> Result<(), ()> {
+/// Whether every path exists. When one is missing: under CI a panic naming it; elsewhere a
+/// loud message on stderr and `false`, so the caller skips.
+pub fn available(test: &str, paths: &[PathBuf]) -> bool {
     let missing: Vec<String> = paths
         .iter()
         .filter(|p| !p.exists())
         .map(|p| p.display().to_string())
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return true;
     }
     let msg = format!("{test}: missing {missing:?}; run `bash scripts/interop-deps.sh`");
     assert!(!in_ci(), "{msg}");
     eprintln!("\n!!!!!!!! SKIPPED {msg} !!!!!!!!\n");
-    Err(())
+    false
 }
