@@ -2,6 +2,7 @@
 //! the signals, and nothing else: every protocol decision is the core's.
 #![forbid(unsafe_code)]
 
+pub mod discovery;
 pub mod entropy;
 pub mod lock;
 pub mod paths;
