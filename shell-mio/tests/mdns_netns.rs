@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clawgate::discovery::{browse, discover_main, spawn_advertiser};
+use clawgate::discovery::{AdvertiserHandle, Beacon, browse, discover_main, spawn_advertiser};
 use clawgate_core::Config;
 use clawgate_core::config::MdnsMode;
 use clawgate_core::discovery::advert;
@@ -21,6 +21,8 @@ use serde_json::Value;
 const HELPER_ENV: &str = "CLAWGATE_MDNS_NETNS_HELPER";
 const HELPER_TEST: &str = "netns_helper_advertise_then_discover";
 const PORT: u16 = 18799;
+/// A second address on the namespace's loopback interface, for a gateway bound to one address.
+const EXTRA_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
 /// The helper's whole run, bounded.
 const HELPER_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -34,6 +36,15 @@ impl Netns {
         let ns = Netns(name);
         ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
         ip(&["-n", &ns.0, "link", "set", "lo", "multicast", "on"])?;
+        ip(&[
+            "-n",
+            &ns.0,
+            "addr",
+            "add",
+            &format!("{EXTRA_ADDRESS}/32"),
+            "dev",
+            "lo",
+        ])?;
         Ok(ns)
     }
 }
@@ -135,7 +146,11 @@ fn advertise_then_discover_in_a_private_network_namespace() {
     assert_eq!(beacon["host"], "netns-gw.local");
     assert_eq!(beacon["port"], PORT);
     assert_eq!(beacon["lanHost"], "netns-gw.local");
-    assert_eq!(beacon["wsUrl"], format!("ws://127.0.0.1:{PORT}"));
+    assert_eq!(
+        beacon["wsUrl"],
+        format!("ws://{EXTRA_ADDRESS}:{PORT}"),
+        "the LAN-like address wins over 127.0.0.1"
+    );
     assert_eq!(beacon["txt"]["role"], "gateway");
     assert_eq!(beacon["txt"]["transport"], "gateway");
     assert_eq!(beacon["txt"]["gatewayPort"], PORT.to_string());
@@ -146,7 +161,8 @@ fn advertise_then_discover_in_a_private_network_namespace() {
 }
 
 /// Runs only inside the namespace made above: advertises a gateway, lists it with
-/// `gateway discover --json`, stops advertising and checks that it is gone.
+/// `gateway discover --json`, stops advertising and checks that it is gone; then advertises one
+/// bound to a single address.
 #[test]
 #[ignore = "run by advertise_then_discover_in_a_private_network_namespace inside its namespace"]
 fn netns_helper_advertise_then_discover() {
@@ -164,30 +180,13 @@ fn netns_helper_advertise_then_discover() {
         "refusing to send multicast outside a loopback-only namespace"
     );
 
-    let mut config = Config::local_default().with_token("netns-token");
-    config.bind_host = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    config.port = PORT;
-    config.host_name = "netns-gw".into();
-    config.mdns = MdnsMode::Minimal;
-    let advert = advert(&config).expect("a lan bind advertises");
-    let handle = spawn_advertiser(advert, |line| eprintln!("{line}"));
-
-    // Wait until the service answers, bounded, then let the CLI entry point list it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while browse(Duration::from_millis(1500))
-        .expect("browse")
-        .is_empty()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the advertised gateway never showed up"
-        );
-    }
+    // A wildcard bind: every address of the namespace, listed by the CLI entry point.
+    let handle = advertise(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT, "netns-gw");
+    wait_for("netns-gw (OpenClaw)");
     let args = ["--timeout", "2500", "--json"]
         .map(std::ffi::OsString::from)
         .to_vec();
     assert_eq!(discover_main(args), 0);
-
     assert!(
         handle.shutdown(),
         "the advertiser stopped within its grace period"
@@ -197,4 +196,44 @@ fn netns_helper_advertise_then_discover() {
         after.is_empty(),
         "still advertised after shutdown: {after:?}"
     );
+
+    // A gateway bound to one address advertises that address only.
+    let handle = advertise(IpAddr::V4(EXTRA_ADDRESS), PORT + 1, "netns-one");
+    let found = wait_for("netns-one (OpenClaw)");
+    assert_eq!(found.addresses, [IpAddr::V4(EXTRA_ADDRESS)], "{found:?}");
+    assert_eq!(
+        found.ws_url(),
+        Some(format!("ws://{EXTRA_ADDRESS}:{}", PORT + 1))
+    );
+    drop(handle);
+}
+
+/// Advertise a gateway bound to `bind`, checking that starting the advertiser does not wait.
+fn advertise(bind: IpAddr, port: u16, host: &str) -> AdvertiserHandle {
+    let mut config = Config::local_default().with_token("netns-token");
+    config.bind_host = bind;
+    config.port = port;
+    config.host_name = host.into();
+    config.mdns = MdnsMode::Minimal;
+    let advert = advert(&config).expect("a non-loopback bind advertises");
+    let spawning = Instant::now();
+    let handle = spawn_advertiser(advert, |line| eprintln!("{line}"));
+    assert!(
+        spawning.elapsed() < Duration::from_millis(100),
+        "spawn took {:?}",
+        spawning.elapsed()
+    );
+    handle
+}
+
+/// Browse until `instance` shows up, for at most 20 s.
+fn wait_for(instance: &str) -> Beacon {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = browse(Duration::from_millis(1500)).expect("browse");
+        if let Some(b) = found.into_iter().find(|b| b.instance_name == instance) {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "{instance} never showed up");
+    }
 }
