@@ -100,8 +100,19 @@ pub fn spawn_advertiser_with<R: Responder + Send + 'static>(
         .spawn(move || {
             let _done = done_tx;
             let log = |line: String| say(&worker_log, line);
+            // A last line of defence only: nothing in the worker is meant to panic, and in a
+            // `panic = "abort"` build this catches nothing.
             let run = panic::catch_unwind(AssertUnwindSafe(|| {
-                advertise(responder, &advert, &log, &policy, &stop_rx);
+                let worker = Worker {
+                    responder,
+                    advert: &advert,
+                    log: &log,
+                    policy: &policy,
+                    stop: &stop_rx,
+                    backoff: Backoff::new(&policy),
+                    outage: Outage::default(),
+                };
+                worker.run();
             }));
             if let Err(payload) = run {
                 let what = payload
@@ -136,77 +147,67 @@ fn say<F: Fn(String)>(log: &Mutex<F>, line: String) {
     (log.lock().unwrap_or_else(PoisonError::into_inner))(line);
 }
 
-/// The worker: register, watch, and on failure unregister, wait and register again, until
-/// told to stop. Leaves nothing registered when it returns.
-fn advertise<R: Responder>(
-    mut responder: R,
-    advert: &Advert,
-    log: &dyn Fn(String),
-    policy: &RetryPolicy,
-    stop: &Receiver<()>,
-) {
-    let mut backoff = Backoff::new(policy);
-    let mut outage = Outage::default();
-    loop {
-        let failure = match responder.register(advert) {
-            Ok(()) => {
-                if outage.is_clear() {
-                    log(format!("mDNS: advertising {}", describe(advert)));
-                }
-                match watch(
-                    &mut responder,
-                    advert,
-                    log,
-                    policy,
-                    stop,
-                    &mut backoff,
-                    &mut outage,
-                ) {
-                    Some(failure) => failure,
-                    None => break,
-                }
-            }
-            Err(failure) => failure,
-        };
-        responder.unregister();
-        let delay = backoff.next_delay();
-        if let Some(line) = outage.failed(&failure, advert, policy) {
-            log(line);
-        }
-        if stop_requested(stop, delay) {
-            return;
-        }
-    }
-    responder.unregister();
+/// The advertiser thread's state.
+struct Worker<'a, R> {
+    responder: R,
+    advert: &'a Advert,
+    log: &'a dyn Fn(String),
+    policy: &'a RetryPolicy,
+    stop: &'a Receiver<()>,
+    backoff: Backoff,
+    outage: Outage,
 }
 
-/// Check a registration's health until it fails (its error) or a stop is requested (`None`).
-fn watch<R: Responder>(
-    responder: &mut R,
-    advert: &Advert,
-    log: &dyn Fn(String),
-    policy: &RetryPolicy,
-    stop: &Receiver<()>,
-    backoff: &mut Backoff,
-    outage: &mut Outage,
-) -> Option<DiscoveryError> {
-    loop {
-        if stop_requested(stop, policy.health_every) {
-            return None;
-        }
-        match responder.health() {
-            Ok(health) => {
-                backoff.reset();
-                if let Some(line) = outage.recovered(advert) {
-                    log(line);
+impl<R: Responder> Worker<'_, R> {
+    /// Register, watch, and on failure unregister, wait and register again, until told to
+    /// stop. Leaves nothing registered when it returns.
+    fn run(mut self) {
+        loop {
+            let failure = match self.responder.register(self.advert) {
+                Ok(()) => {
+                    if self.outage.is_clear() {
+                        (self.log)(format!("mDNS: advertising {}", describe(self.advert)));
+                    }
+                    match self.watch() {
+                        Some(failure) => failure,
+                        None => break,
+                    }
                 }
-                if let Health::Renamed(name) = health {
-                    log(format!(
-                        "mDNS: name conflict on the network; now advertising as {name:?}"
-                    ));
-                }
+                Err(failure) => failure,
+            };
+            self.responder.unregister();
+            let delay = self.backoff.next_delay();
+            if let Some(line) = self.outage.failed(&failure, self.advert, self.policy) {
+                (self.log)(line);
             }
-            Err(failure) => return Some(failure),
+            if stop_requested(self.stop, delay) {
+                return;
+            }
+        }
+        self.responder.unregister();
+    }
+
+    /// Check the registration's health until it fails (its error) or a stop is requested
+    /// (`None`).
+    fn watch(&mut self) -> Option<DiscoveryError> {
+        loop {
+            if stop_requested(self.stop, self.policy.health_every) {
+                return None;
+            }
+            match self.responder.health() {
+                Ok(health) => {
+                    self.backoff.reset();
+                    if let Some(line) = self.outage.recovered(self.advert) {
+                        (self.log)(line);
+                    }
+                    if let Health::Renamed(name) = health {
+                        (self.log)(format!(
+                            "mDNS: name conflict on the network; now advertising as {name:?}"
+                        ));
+                    }
+                }
+                Err(failure) => return Some(failure),
+            }
         }
     }
 }
