@@ -8,10 +8,14 @@
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clawgate::discovery::{AdvertiserHandle, Beacon, browse, discover_main, spawn_advertiser};
+use clawgate::discovery::{
+    AdvertiserHandle, Beacon, MdnsSd, RetryPolicy, browse, discover_main, spawn_advertiser,
+    spawn_advertiser_with,
+};
 use clawgate_core::Config;
 use clawgate_core::config::MdnsMode;
 use clawgate_core::discovery::advert;
@@ -206,6 +210,65 @@ fn netns_helper_advertise_then_discover() {
         Some(format!("ws://{EXTRA_ADDRESS}:{}", PORT + 1))
     );
     drop(handle);
+
+    // Two gateways claiming one name: the later one is renamed, says so once, and both stay
+    // discoverable.
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let policy = RetryPolicy {
+        health_every: Duration::from_millis(200),
+        ..RetryPolicy::default()
+    };
+    let twin = |port: u16| {
+        let mut config = Config::local_default().with_token("netns-token");
+        config.bind_host = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        config.port = port;
+        config.host_name = "netns-twin".into();
+        let sink = Arc::clone(&lines);
+        let log = move |line: String| {
+            eprintln!("{line}");
+            sink.lock().expect("log lock").push(line);
+        };
+        spawn_advertiser_with(
+            MdnsSd::new(),
+            advert(&config).expect("advertises"),
+            log,
+            policy,
+        )
+    };
+    let first = twin(PORT + 2);
+    wait_for("netns-twin (OpenClaw)");
+    let second = twin(PORT + 3);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lines
+        .lock()
+        .expect("log lock")
+        .iter()
+        .any(|l| l.contains("name conflict"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no conflict reported: {:?}",
+            lines.lock().expect("log lock")
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let ports: Vec<u16> = browse(Duration::from_millis(2500))
+        .expect("browse")
+        .iter()
+        .map(|b| b.port)
+        .collect();
+    assert!(
+        ports.contains(&(PORT + 2)) && ports.contains(&(PORT + 3)),
+        "{ports:?}"
+    );
+    let conflicts = lines
+        .lock()
+        .expect("log lock")
+        .iter()
+        .filter(|l| l.contains("name conflict"))
+        .count();
+    assert_eq!(conflicts, 1, "{:?}", lines.lock().expect("log lock"));
+    drop((first, second));
 }
 
 /// Advertise a gateway bound to `bind`, checking that starting the advertiser does not wait.

@@ -36,7 +36,7 @@ pub enum DiscoveryError {
 pub enum Health {
     /// Advertising as registered.
     Ok,
-    /// Advertising, under a new name after a conflict with another host (`new_name`).
+    /// Advertising, under a new instance or host name after a conflict with another host.
     Renamed(String),
 }
 
@@ -63,6 +63,7 @@ struct Running {
     daemon: ServiceDaemon,
     events: Receiver<DaemonEvent>,
     fullname: String,
+    service_type: String,
 }
 
 impl MdnsSd {
@@ -82,6 +83,7 @@ impl Responder for MdnsSd {
             events: daemon.monitor().map_err(DiscoveryError::Start)?,
             daemon,
             fullname,
+            service_type: advert.service_type.clone(),
         };
         let registered = restrict_interfaces(&running.daemon, advert)
             .and_then(|()| running.daemon.register(info))
@@ -96,8 +98,13 @@ impl Responder for MdnsSd {
         while let Ok(event) = running.events.try_recv() {
             match event {
                 DaemonEvent::Error(e) => return Err(DiscoveryError::Runtime(e)),
-                DaemonEvent::NameChange(change) if change.original == running.fullname => {
-                    health = Health::Renamed(change.new_name);
+                DaemonEvent::NameChange(change) => {
+                    let suffix = format!(".{}", running.service_type);
+                    let name = change
+                        .new_name
+                        .strip_suffix(&suffix)
+                        .unwrap_or(&change.new_name);
+                    health = Health::Renamed(name.to_string());
                 }
                 _ => {}
             }
