@@ -15,6 +15,6 @@ mod command;
 mod responder;
 
 pub use advertiser::{AdvertiserHandle, RetryPolicy, spawn_advertiser, spawn_advertiser_with};
-pub use browse::{Beacon, browse};
+pub use browse::{Beacon, beacons_json, browse};
 pub use command::discover_main;
 pub use responder::{DiscoveryError, Health, MdnsSd, Responder};

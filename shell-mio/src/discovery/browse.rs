@@ -10,6 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::responder::DiscoveryError;
 
+/// The longest browse: a day, so that no timeout can overflow the clock.
+const MAX_BROWSE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How long to wait for the browsing daemon to shut down after the timeout.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
 
@@ -114,6 +117,16 @@ impl Beacon {
     }
 }
 
+/// The result of a browse as upstream prints it, `{"timeoutMs", "count", "beacons": [...]}`:
+/// the whole of `gateway discover --json`, and the `discovery` object of `gateway probe`.
+pub fn beacons_json(timeout_ms: u64, beacons: &[Beacon]) -> Value {
+    json!({
+        "timeoutMs": timeout_ms,
+        "count": beacons.len(),
+        "beacons": beacons.iter().map(Beacon::to_json).collect::<Vec<_>>(),
+    })
+}
+
 /// Preference among a host's addresses for `wsUrl`, lower first; `None`: not usable.
 fn rank(addr: &IpAddr) -> Option<u8> {
     match addr {
@@ -153,15 +166,15 @@ fn unescape_label(label: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Browse `_openclaw-gw._tcp.local.` on every interface for `timeout`; the gateways still
-/// present at the end, ordered by instance name.
+/// Browse `_openclaw-gw._tcp.local.` on every interface for `timeout` (at most a day); the
+/// gateways still present at the end, ordered by instance name.
 pub fn browse(timeout: Duration) -> Result<Vec<Beacon>, DiscoveryError> {
     let daemon = ServiceDaemon::new().map_err(DiscoveryError::Start)?;
     let found = daemon
         .browse(SERVICE_TYPE)
         .map_err(DiscoveryError::Start)
         .map(|events| {
-            let deadline = Instant::now() + timeout;
+            let deadline = Instant::now() + timeout.min(MAX_BROWSE);
             let mut found = BTreeMap::new();
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
                 match events.recv_timeout(left) {

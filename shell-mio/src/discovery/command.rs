@@ -4,9 +4,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
-use super::browse::{Beacon, browse};
+use super::browse::{Beacon, beacons_json, browse};
 
 /// Upstream's default browse time.
 const DEFAULT_TIMEOUT_MS: u64 = 2000;
@@ -37,7 +35,7 @@ pub fn discover_main(args: Vec<OsString>) -> i32 {
     };
     match browse(Duration::from_millis(timeout_ms)) {
         Ok(beacons) if as_json => {
-            println!("{}", report_json(timeout_ms, &beacons));
+            println!("{}", beacons_json(timeout_ms, &beacons));
             0
         }
         Ok(beacons) => {
@@ -67,15 +65,6 @@ fn parse(args: Vec<OsString>) -> Result<Request, lexopt::Error> {
     Ok(Request::Discover { timeout_ms, json })
 }
 
-/// `{"timeoutMs", "count", "beacons": [...]}`, as upstream prints it.
-fn report_json(timeout_ms: u64, beacons: &[Beacon]) -> Value {
-    json!({
-        "timeoutMs": timeout_ms,
-        "count": beacons.len(),
-        "beacons": beacons.iter().map(Beacon::to_json).collect::<Vec<_>>(),
-    })
-}
-
 fn report_text(timeout_ms: u64, beacons: &[Beacon]) -> String {
     let mut out = match beacons.len() {
         0 => format!("No gateways found on the local network ({timeout_ms} ms).\n"),
@@ -96,6 +85,8 @@ fn report_text(timeout_ms: u64, beacons: &[Beacon]) -> String {
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
+
+    use serde_json::json;
 
     use super::*;
 
@@ -145,7 +136,7 @@ mod tests {
 
     #[test]
     fn reports_zero_and_some() {
-        let none = report_json(2000, &[]);
+        let none = beacons_json(2000, &[]);
         assert_eq!(none, json!({"timeoutMs": 2000, "count": 0, "beacons": []}));
         assert!(report_text(2000, &[]).starts_with("No gateways found"));
         let b = Beacon {
@@ -157,7 +148,7 @@ mod tests {
                 .into_iter()
                 .collect(),
         };
-        let some = report_json(1500, std::slice::from_ref(&b));
+        let some = beacons_json(1500, std::slice::from_ref(&b));
         assert_eq!(some["count"], 1);
         assert_eq!(some["beacons"][0]["wsUrl"], "ws://192.168.1.20:18789");
         let text = report_text(1500, &[b]);
