@@ -65,6 +65,9 @@ impl Advert {
 }
 
 /// What to advertise for `config`: `None` when mDNS is off or the bind is loopback.
+///
+/// `config.port` is advertised as it is: with `--port 0`, hand in a copy that carries the port
+/// the listener actually got.
 pub fn advert(config: &Config) -> Option<Advert> {
     if config.mdns == MdnsMode::Off || config.bind_host.is_loopback() {
         return None;
