@@ -59,7 +59,7 @@ fn connect_params_corpus() {
 #[test]
 fn frames_after_hello_corpus() {
     replay("frames_after_hello", |d| {
-        fuzzing::frames_after_hello(Instant::now(), d)
+        fuzzing::frames_after_hello(Instant::now(), d);
     });
 }
 
@@ -75,6 +75,30 @@ fn pairing_store_corpus() {
     replay("pairing_store", |d| {
         fuzzing::pairing_store(Instant::now(), d)
     });
+}
+
+/// The hello'd seeds still reach what they were written for: the approval and the
+/// `node.invoke` round trip use ids the fixed-seed generator produces, so a change in how the
+/// core draws randomness must come with new seeds.
+#[test]
+fn frame_seeds_complete_the_invoke_round_trip() {
+    let (_, seed) = corpus("frames_after_hello")
+        .into_iter()
+        .find(|(n, _)| n == "invoke-roundtrip")
+        .expect("seed");
+    let t = fuzzing::frames_after_hello(Instant::now(), &seed);
+    let all: String = t
+        .sent
+        .values()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    for needle in [
+        r#""id":"a1","ok":true"#,
+        r#""id":"i1","ok":true"#,
+        r#""id":"n2","ok":true,"payload":{"ok":true}"#,
+    ] {
+        assert!(all.contains(needle), "{needle} not in the transcript");
+    }
 }
 
 /// The stream seeds are meaningful: the token session reaches `hello-ok` and answers

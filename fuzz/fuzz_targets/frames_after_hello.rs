@@ -4,4 +4,6 @@
 
 use std::time::Instant;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| clawgate_core::fuzzing::frames_after_hello(Instant::now(), data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    clawgate_core::fuzzing::frames_after_hello(Instant::now(), data);
+});

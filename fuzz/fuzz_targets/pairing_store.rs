@@ -4,4 +4,7 @@
 
 use std::time::Instant;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| clawgate_core::fuzzing::pairing_store(Instant::now(), data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| clawgate_core::fuzzing::pairing_store(
+    Instant::now(),
+    data
+));

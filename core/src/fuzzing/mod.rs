@@ -160,8 +160,8 @@ fn assert_well_formed(events: &[Event]) {
 /// gateway, then the input is read line by line. A line starting with `o` or `n` is a text
 /// frame from the operator or the node (the rest of the line); `t<ms>` advances the clock;
 /// `O`/`N` end the operator's or node's socket; `s` shuts the gateway down. Any other line is
-/// an operator frame as it stands.
-pub fn frames_after_hello(start: Instant, data: &[u8]) {
+/// an operator frame as it stands. Returns what the gateway did.
+pub fn frames_after_hello(start: Instant, data: &[u8]) -> Transcript {
     let mut sim = Sim::new(start, fuzz_config(true, false), PairingStore::default());
     let op = sim.open_client(operator_client(), loopback());
     let node = sim.open_client(node_client(), loopback());
@@ -194,6 +194,7 @@ pub fn frames_after_hello(start: Instant, data: &[u8]) {
             assert_well_formed(&sim.events(id));
         }
     }
+    sim.transcript
 }
 
 /// The pairing-store loader: any bytes; a store that loads must survive a round trip and
