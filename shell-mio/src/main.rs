@@ -49,21 +49,27 @@ fn dispatch(args: Vec<OsString>) -> i32 {
             Exit::Ok as i32
         }
         Some("gateway") => gateway(rest),
-        Some(group @ ("devices" | "nodes" | "doctor" | "logs")) if cli::args::wants_help(&rest) => help_for(group),
+        Some(group @ ("devices" | "nodes" | "doctor" | "logs")) if cli::args::wants_help(&rest) => {
+            help_for(group)
+        }
         Some("devices") => finish(cli::devices::run(rest)),
         Some("nodes") => finish(cli::nodes::run(rest)),
         Some("doctor") => finish(cli::doctor::run(rest)),
         Some("logs") => finish(cli::logs::run(rest)),
         // `clawgate --port 1234` runs the gateway, as `clawgate gateway --port 1234` does.
         Some(flag) if flag.starts_with('-') => run_gateway(all),
-        Some(other) => finish(Err(cli::Failure::usage(format!("unknown command {other:?}\n{USAGE}")))),
+        Some(other) => finish(Err(cli::Failure::usage(format!(
+            "unknown command {other:?}\n{USAGE}"
+        )))),
     }
 }
 
 fn gateway(args: Vec<OsString>) -> i32 {
     let all = args.clone();
     let (sub, rest) = split(args);
-    let Some(sub) = sub else { return run_gateway(rest) };
+    let Some(sub) = sub else {
+        return run_gateway(rest);
+    };
     if sub != "run" && sub != "discover" && cli::args::wants_help(&rest) {
         return help_for("gateway");
     }
@@ -74,14 +80,20 @@ fn gateway(args: Vec<OsString>) -> i32 {
         "call" => finish(cli::query::call(rest)),
         "probe" => finish(cli::probe::run(rest)),
         "status" => finish(cli::service::status(rest)),
-        "install" | "start" | "stop" | "restart" | "uninstall" => finish(cli::service::manage(&sub, rest)),
+        "install" | "start" | "stop" | "restart" | "uninstall" => {
+            finish(cli::service::manage(&sub, rest))
+        }
         flag if flag.starts_with('-') => run_gateway(all),
-        other => finish(Err(cli::Failure::usage(format!("unknown gateway command {other:?}\n{USAGE}")))),
+        other => finish(Err(cli::Failure::usage(format!(
+            "unknown gateway command {other:?}\n{USAGE}"
+        )))),
     }
 }
 
 fn help_for(group: &str) -> i32 {
-    for line in USAGE.lines().filter(|l| l.contains(&format!("clawgate {group}")) || l.starts_with("QUERY") || l.starts_with("exit")) {
+    for line in USAGE.lines().filter(|l| {
+        l.contains(&format!("clawgate {group}")) || l.starts_with("QUERY") || l.starts_with("exit")
+    }) {
         println!("{line}");
     }
     Exit::Ok as i32
@@ -89,10 +101,14 @@ fn help_for(group: &str) -> i32 {
 
 /// `clawgate gateway run …`: the gateway itself.
 fn run_gateway(_args: Vec<OsString>) -> i32 {
-    finish(Err(cli::Failure::failed("`clawgate gateway run` is not available in this build")))
+    finish(Err(cli::Failure::failed(
+        "`clawgate gateway run` is not available in this build",
+    )))
 }
 
 /// `clawgate gateway discover …`: find gateways over mDNS.
 fn discover(_args: Vec<OsString>) -> i32 {
-    finish(Err(cli::Failure::failed("`clawgate gateway discover` is not available in this build")))
+    finish(Err(cli::Failure::failed(
+        "`clawgate gateway discover` is not available in this build",
+    )))
 }

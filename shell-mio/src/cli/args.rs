@@ -21,12 +21,20 @@ pub struct Opt {
 impl Opt {
     /// An option that takes a value.
     pub const fn value(long: &'static str) -> Self {
-        Self { long, short: None, value: true }
+        Self {
+            long,
+            short: None,
+            value: true,
+        }
     }
 
     /// A switch.
     pub const fn switch(long: &'static str) -> Self {
-        Self { long, short: None, value: false }
+        Self {
+            long,
+            short: None,
+            value: false,
+        }
     }
 
     /// The same option with a short letter.
@@ -37,8 +45,13 @@ impl Opt {
 }
 
 /// The options every command that talks to a gateway accepts.
-pub const QUERY: &[Opt] =
-    &[Opt::value("url"), Opt::value("token"), Opt::value("password"), Opt::value("timeout"), Opt::switch("json")];
+pub const QUERY: &[Opt] = &[
+    Opt::value("url"),
+    Opt::value("token"),
+    Opt::value("password"),
+    Opt::value("timeout"),
+    Opt::switch("json"),
+];
 
 /// Parsed arguments: positionals in order, option values by long name, switches present.
 #[derive(Debug, Default)]
@@ -64,13 +77,18 @@ impl Parsed {
     pub fn number(&self, long: &str) -> Result<Option<u64>, Failure> {
         match self.value(long) {
             None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|_| Failure::usage(format!("--{long} must be a whole number, got {v:?}"))),
+            Some(v) => {
+                v.trim().parse().map(Some).map_err(|_| {
+                    Failure::usage(format!("--{long} must be a whole number, got {v:?}"))
+                })
+            }
         }
     }
 
     /// A value that must be given.
     pub fn required(&self, long: &str, usage: &str) -> Result<&str, Failure> {
-        self.value(long).ok_or_else(|| Failure::usage(format!("--{long} is required\nusage: {usage}")))
+        self.value(long)
+            .ok_or_else(|| Failure::usage(format!("--{long} is required\nusage: {usage}")))
     }
 
     /// Exactly `n` positionals, else a usage error naming `usage`.
@@ -78,7 +96,10 @@ impl Parsed {
         if self.positionals.len() == n {
             Ok(())
         } else {
-            Err(Failure::usage(format!("expected {n} argument(s), got {}\nusage: {usage}", self.positionals.len())))
+            Err(Failure::usage(format!(
+                "expected {n} argument(s), got {}\nusage: {usage}",
+                self.positionals.len()
+            )))
         }
     }
 }
@@ -94,13 +115,21 @@ pub fn parse(args: Vec<OsString>, opts: &[Opt], extra: &[Opt]) -> Result<Parsed,
     let mut parser = lexopt::Parser::from_args(args);
     let mut out = Parsed::default();
     let find_long = |name: &str| opts.iter().chain(extra).find(|o| o.long == name).copied();
-    let find_short = |c: char| opts.iter().chain(extra).find(|o| o.short == Some(c)).copied();
+    let find_short = |c: char| {
+        opts.iter()
+            .chain(extra)
+            .find(|o| o.short == Some(c))
+            .copied()
+    };
     loop {
         let arg = parser.next().map_err(|e| Failure::usage(e.to_string()))?;
         let (opt, shown) = match arg {
             None => break,
             Some(Arg::Value(v)) => {
-                out.positionals.push(v.into_string().map_err(|v| Failure::usage(format!("argument is not UTF-8: {v:?}")))?);
+                out.positionals.push(
+                    v.into_string()
+                        .map_err(|v| Failure::usage(format!("argument is not UTF-8: {v:?}")))?,
+                );
                 continue;
             }
             Some(Arg::Long(name)) => (find_long(name), format!("--{name}")),
@@ -109,7 +138,9 @@ pub fn parse(args: Vec<OsString>, opts: &[Opt], extra: &[Opt]) -> Result<Parsed,
         let opt = opt.ok_or_else(|| Failure::usage(format!("unknown option {shown}")))?;
         if opt.value {
             let v = parser.value().map_err(|e| Failure::usage(e.to_string()))?;
-            let v = v.into_string().map_err(|v| Failure::usage(format!("{shown} is not UTF-8: {v:?}")))?;
+            let v = v
+                .into_string()
+                .map_err(|v| Failure::usage(format!("{shown} is not UTF-8: {v:?}")))?;
             out.values.insert(opt.long, v);
         } else {
             out.switches.insert(opt.long);
@@ -128,8 +159,20 @@ mod tests {
 
     #[test]
     fn values_switches_and_positionals() {
-        let p = parse(os(&["health", "--url=ws://x:1", "--json", "--timeout", "5", "-n", "3"]), QUERY, &[Opt::value("lines").short('n')])
-            .unwrap();
+        let p = parse(
+            os(&[
+                "health",
+                "--url=ws://x:1",
+                "--json",
+                "--timeout",
+                "5",
+                "-n",
+                "3",
+            ]),
+            QUERY,
+            &[Opt::value("lines").short('n')],
+        )
+        .unwrap();
         assert_eq!(p.positionals, ["health"]);
         assert_eq!(p.value("url"), Some("ws://x:1"));
         assert!(p.switch("json"));
@@ -143,7 +186,10 @@ mod tests {
         assert_eq!(e.exit, super::super::Exit::Usage);
         assert!(e.message.contains("--bogus"));
         let p = parse(os(&["--timeout", "soon"]), QUERY, &[]).unwrap();
-        assert_eq!(p.number("timeout").unwrap_err().exit, super::super::Exit::Usage);
+        assert_eq!(
+            p.number("timeout").unwrap_err().exit,
+            super::super::Exit::Usage
+        );
         assert!(parse(os(&["--url"]), QUERY, &[]).is_err());
     }
 }

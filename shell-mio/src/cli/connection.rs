@@ -118,7 +118,10 @@ impl Wire {
             if now >= deadline {
                 return Step::Timeout;
             }
-            if let Err(e) = self.stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1)))) {
+            if let Err(e) = self
+                .stream
+                .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))
+            {
                 return Step::Io(e);
             }
             match self.stream.read(&mut buf) {
@@ -127,10 +130,19 @@ impl Wire {
                     if let Some(ev) = self.client.poll_event() {
                         return Step::Event(ev);
                     }
-                    return Step::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+                    return Step::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed",
+                    ));
                 }
                 Ok(n) => self.client.handle_input(buf.get(..n).unwrap_or(&[])),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Step::Io(e),
             }
         }
@@ -139,9 +151,18 @@ impl Wire {
 
 /// Open a TCP connection to `url` before `deadline`.
 fn tcp_connect(url: &GatewayUrl, deadline: Instant) -> Result<TcpStream, ConnectError> {
-    let unreachable = |e: io::Error| ConnectError::Unreachable { code: errno_name(&e), reason: e.to_string() };
-    let addrs: Vec<_> = (url.host.as_str(), url.port).to_socket_addrs().map_err(unreachable)?.collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{} resolves to no address", url.host));
+    let unreachable = |e: io::Error| ConnectError::Unreachable {
+        code: errno_name(&e),
+        reason: e.to_string(),
+    };
+    let addrs: Vec<_> = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(unreachable)?
+        .collect();
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} resolves to no address", url.host),
+    );
     for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -182,12 +203,19 @@ fn wait_close(wire: &mut Wire, deadline: Instant) -> Option<Close> {
 }
 
 fn closed_by_io(e: &io::Error) -> Close {
-    Close { code: None, reason: e.to_string() }
+    Close {
+        code: None,
+        reason: e.to_string(),
+    }
 }
 
 impl Session {
     /// Connect to `url` as `config` describes and wait for `hello-ok`, all before `deadline`.
-    pub fn connect(url: &GatewayUrl, mut config: ClientConfig, deadline: Instant) -> Result<Self, ConnectError> {
+    pub fn connect(
+        url: &GatewayUrl,
+        mut config: ClientConfig,
+        deadline: Instant,
+    ) -> Result<Self, ConnectError> {
         let started = Instant::now();
         config.host = url.host_header();
         config.path = url.path.clone();
@@ -200,14 +228,24 @@ impl Session {
                 Step::Timeout => return Err(ConnectError::Timeout),
                 Step::Io(e) => return Err(ConnectError::Closed(closed_by_io(&e))),
                 Step::Event(Event::Hello(hello)) => {
-                    return Ok(Session { wire, deadline, hello, latency: started.elapsed(), close: None });
+                    return Ok(Session {
+                        wire,
+                        deadline,
+                        hello,
+                        latency: started.elapsed(),
+                        close: None,
+                    });
                 }
                 Step::Event(Event::ConnectFailed(error)) => {
                     let close = wait_close(&mut wire, deadline.min(Instant::now() + CLOSE_GRACE));
                     return Err(ConnectError::Refused { error, close });
                 }
-                Step::Event(Event::Closed { code, reason }) => return Err(ConnectError::Closed(Close { code, reason })),
-                Step::Event(Event::HttpRefused { status, body }) => return Err(ConnectError::Http { status, body }),
+                Step::Event(Event::Closed { code, reason }) => {
+                    return Err(ConnectError::Closed(Close { code, reason }));
+                }
+                Step::Event(Event::HttpRefused { status, body }) => {
+                    return Err(ConnectError::Http { status, body });
+                }
                 Step::Event(Event::ProtocolError(p)) => return Err(ConnectError::Protocol(p)),
                 Step::Event(_) => {}
             }
@@ -221,7 +259,13 @@ impl Session {
 
     /// Wait for the responses to `ids`. Returns what arrived, and why the wait ended early if
     /// it did (close, timeout).
-    pub fn collect(&mut self, ids: &[String]) -> (BTreeMap<String, Result<Value, ErrorShape>>, Option<CallError>) {
+    pub fn collect(
+        &mut self,
+        ids: &[String],
+    ) -> (
+        BTreeMap<String, Result<Value, ErrorShape>>,
+        Option<CallError>,
+    ) {
         let mut got = BTreeMap::new();
         let end = loop {
             if ids.iter().all(|id| got.contains_key(id)) {
@@ -235,7 +279,9 @@ impl Session {
                         got.insert(id, result);
                     }
                 }
-                Step::Event(Event::Closed { code, reason }) => break Some(self.note_close(Close { code, reason })),
+                Step::Event(Event::Closed { code, reason }) => {
+                    break Some(self.note_close(Close { code, reason }));
+                }
                 Step::Event(Event::ProtocolError(p)) => break Some(CallError::Protocol(p)),
                 Step::Event(_) => {}
             }

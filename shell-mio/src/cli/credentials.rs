@@ -98,11 +98,20 @@ const PASSWORD: Kind = Kind {
 
 /// Resolve the secrets for a URL from `source`, given the flags, the environment and the
 /// parsed config file (`Null` when there is none).
-pub fn resolve(source: UrlSource, flags: Flags<'_>, env: &BTreeMap<String, String>, file: &Value) -> Credentials {
+pub fn resolve(
+    source: UrlSource,
+    flags: Flags<'_>,
+    env: &BTreeMap<String, String>,
+    file: &Value,
+) -> Credentials {
     let mut warnings = Vec::new();
     let token = pick(&TOKEN, flags.token, source, env, file, &mut warnings);
     let password = pick(&PASSWORD, flags.password, source, env, file, &mut warnings);
-    Credentials { token, password, warnings }
+    Credentials {
+        token,
+        password,
+        warnings,
+    }
 }
 
 fn pick(
@@ -115,17 +124,25 @@ fn pick(
 ) -> Option<Chosen> {
     let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     if let Some(v) = non_empty(flag.map(str::to_string)) {
-        return Some(Chosen { value: v, source: kind.flag });
+        return Some(Chosen {
+            value: v,
+            source: kind.flag,
+        });
     }
     let mut configured: Vec<(&'static str, String)> = Vec::new();
     if source != UrlSource::CliFlag {
         configured.extend(non_empty(env.get(kind.env).cloned()).map(|v| (kind.env, v)));
     }
     if matches!(source, UrlSource::RemoteConfig | UrlSource::Local) {
-        configured.extend(non_empty(str_at(file, &["gateway", "remote", kind.field])).map(|v| (kind.remote_key, v)));
+        configured.extend(
+            non_empty(str_at(file, &["gateway", "remote", kind.field]))
+                .map(|v| (kind.remote_key, v)),
+        );
     }
     if source == UrlSource::Local {
-        configured.extend(non_empty(str_at(file, &["gateway", "auth", kind.field])).map(|v| (kind.auth_key, v)));
+        configured.extend(
+            non_empty(str_at(file, &["gateway", "auth", kind.field])).map(|v| (kind.auth_key, v)),
+        );
     }
     let (first_source, first_value) = configured.first()?.clone();
     for (other, value) in configured.iter().skip(1) {
@@ -136,7 +153,10 @@ fn pick(
             ));
         }
     }
-    Some(Chosen { value: first_value, source: first_source })
+    Some(Chosen {
+        value: first_value,
+        source: first_source,
+    })
 }
 
 #[cfg(test)]
@@ -145,7 +165,10 @@ mod tests {
     use serde_json::json;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn token(c: &Credentials) -> Option<(&str, &str)> {
@@ -156,25 +179,75 @@ mod tests {
     fn precedence_flag_env_remote_auth() {
         let file = json!({"gateway": {"remote": {"token": "R"}, "auth": {"token": "A"}}});
         let e = env(&[("OPENCLAW_GATEWAY_TOKEN", "E")]);
-        let f = Flags { token: Some("F"), password: None };
-        assert_eq!(token(&resolve(UrlSource::Local, f, &e, &file)), Some(("F", "--token")));
-        assert_eq!(token(&resolve(UrlSource::Local, Flags::default(), &e, &file)), Some(("E", "OPENCLAW_GATEWAY_TOKEN")));
-        assert_eq!(token(&resolve(UrlSource::Local, Flags::default(), &env(&[]), &file)), Some(("R", "gateway.remote.token")));
+        let f = Flags {
+            token: Some("F"),
+            password: None,
+        };
+        assert_eq!(
+            token(&resolve(UrlSource::Local, f, &e, &file)),
+            Some(("F", "--token"))
+        );
+        assert_eq!(
+            token(&resolve(UrlSource::Local, Flags::default(), &e, &file)),
+            Some(("E", "OPENCLAW_GATEWAY_TOKEN"))
+        );
+        assert_eq!(
+            token(&resolve(
+                UrlSource::Local,
+                Flags::default(),
+                &env(&[]),
+                &file
+            )),
+            Some(("R", "gateway.remote.token"))
+        );
         let only_auth = json!({"gateway": {"auth": {"token": "A"}}});
-        assert_eq!(token(&resolve(UrlSource::Local, Flags::default(), &env(&[]), &only_auth)), Some(("A", "gateway.auth.token")));
+        assert_eq!(
+            token(&resolve(
+                UrlSource::Local,
+                Flags::default(),
+                &env(&[]),
+                &only_auth
+            )),
+            Some(("A", "gateway.auth.token"))
+        );
         let blank = json!({"gateway": {"remote": {"token": "  "}, "auth": {"token": "A"}}});
-        assert_eq!(token(&resolve(UrlSource::Local, Flags { token: Some(""), password: None }, &env(&[]), &blank)), Some(("A", "gateway.auth.token")));
+        assert_eq!(
+            token(&resolve(
+                UrlSource::Local,
+                Flags {
+                    token: Some(""),
+                    password: None
+                },
+                &env(&[]),
+                &blank
+            )),
+            Some(("A", "gateway.auth.token"))
+        );
     }
 
     #[test]
     fn explicit_url_uses_only_flags() {
         let file = json!({"gateway": {"remote": {"token": "R", "password": "RP"}, "auth": {"token": "A"}}});
-        let e = env(&[("OPENCLAW_GATEWAY_TOKEN", "E"), ("OPENCLAW_GATEWAY_PASSWORD", "EP")]);
+        let e = env(&[
+            ("OPENCLAW_GATEWAY_TOKEN", "E"),
+            ("OPENCLAW_GATEWAY_PASSWORD", "EP"),
+        ]);
         let c = resolve(UrlSource::CliFlag, Flags::default(), &e, &file);
         assert!(!c.any());
         assert!(c.warnings.is_empty());
-        let c = resolve(UrlSource::CliFlag, Flags { token: None, password: Some("P") }, &e, &file);
-        assert_eq!(c.password.map(|p| (p.value, p.source)), Some(("P".to_string(), "--password")));
+        let c = resolve(
+            UrlSource::CliFlag,
+            Flags {
+                token: None,
+                password: Some("P"),
+            },
+            &e,
+            &file,
+        );
+        assert_eq!(
+            c.password.map(|p| (p.value, p.source)),
+            Some(("P".to_string(), "--password"))
+        );
         assert!(c.token.is_none());
     }
 
@@ -182,13 +255,33 @@ mod tests {
     fn env_url_allows_env_and_remote_url_skips_local_auth_key() {
         let file = json!({"gateway": {"remote": {"token": "R"}, "auth": {"token": "A"}}});
         let e = env(&[("OPENCLAW_GATEWAY_TOKEN", "E")]);
-        assert_eq!(token(&resolve(UrlSource::Env, Flags::default(), &e, &file)), Some(("E", "OPENCLAW_GATEWAY_TOKEN")));
-        assert!(resolve(UrlSource::Env, Flags::default(), &env(&[]), &file).token.is_none());
+        assert_eq!(
+            token(&resolve(UrlSource::Env, Flags::default(), &e, &file)),
+            Some(("E", "OPENCLAW_GATEWAY_TOKEN"))
+        );
+        assert!(
+            resolve(UrlSource::Env, Flags::default(), &env(&[]), &file)
+                .token
+                .is_none()
+        );
         let c = resolve(UrlSource::RemoteConfig, Flags::default(), &env(&[]), &file);
         assert_eq!(token(&c), Some(("R", "gateway.remote.token")));
-        assert!(c.warnings.is_empty(), "gateway.auth.token belongs to the local gateway: {:?}", c.warnings);
+        assert!(
+            c.warnings.is_empty(),
+            "gateway.auth.token belongs to the local gateway: {:?}",
+            c.warnings
+        );
         let only_auth = json!({"gateway": {"auth": {"token": "A"}}});
-        assert!(resolve(UrlSource::RemoteConfig, Flags::default(), &env(&[]), &only_auth).token.is_none());
+        assert!(
+            resolve(
+                UrlSource::RemoteConfig,
+                Flags::default(),
+                &env(&[]),
+                &only_auth
+            )
+            .token
+            .is_none()
+        );
     }
 
     #[test]
@@ -196,14 +289,49 @@ mod tests {
         let file = json!({"gateway": {"remote": {"token": "R"}, "auth": {"token": "A", "password": "AP"}, }});
         let c = resolve(UrlSource::Local, Flags::default(), &env(&[]), &file);
         assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0].starts_with("gateway.remote.token and gateway.auth.token differ; using gateway.remote.token"));
-        assert_eq!(c.password.as_ref().map(|p| p.source), Some("gateway.auth.password"));
+        assert!(c.warnings[0].starts_with(
+            "gateway.remote.token and gateway.auth.token differ; using gateway.remote.token"
+        ));
+        assert_eq!(
+            c.password.as_ref().map(|p| p.source),
+            Some("gateway.auth.password")
+        );
         let same = json!({"gateway": {"remote": {"token": "A"}, "auth": {"token": "A"}}});
-        assert!(resolve(UrlSource::Local, Flags::default(), &env(&[("OPENCLAW_GATEWAY_TOKEN", "A")]), &same).warnings.is_empty());
-        let c = resolve(UrlSource::Local, Flags::default(), &env(&[("OPENCLAW_GATEWAY_TOKEN", "E")]), &same);
+        assert!(
+            resolve(
+                UrlSource::Local,
+                Flags::default(),
+                &env(&[("OPENCLAW_GATEWAY_TOKEN", "A")]),
+                &same
+            )
+            .warnings
+            .is_empty()
+        );
+        let c = resolve(
+            UrlSource::Local,
+            Flags::default(),
+            &env(&[("OPENCLAW_GATEWAY_TOKEN", "E")]),
+            &same,
+        );
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-        assert!(c.warnings.iter().all(|w| w.starts_with("OPENCLAW_GATEWAY_TOKEN and gateway.")));
+        assert!(
+            c.warnings
+                .iter()
+                .all(|w| w.starts_with("OPENCLAW_GATEWAY_TOKEN and gateway."))
+        );
         // A flag overrides everything, so configured disagreements are beside the point.
-        assert!(resolve(UrlSource::Local, Flags { token: Some("F"), password: None }, &env(&[]), &file).warnings.is_empty());
+        assert!(
+            resolve(
+                UrlSource::Local,
+                Flags {
+                    token: Some("F"),
+                    password: None
+                },
+                &env(&[]),
+                &file
+            )
+            .warnings
+            .is_empty()
+        );
     }
 }

@@ -22,8 +22,15 @@ pub const USAGE: &[&str] = &[
 /// `devices <sub> …`.
 pub fn run(argv: Vec<OsString>) -> Outcome {
     let mut it = argv.into_iter();
-    let sub = it.next().and_then(|s| s.into_string().ok()).unwrap_or_default();
-    let p = args::parse(it.collect(), QUERY, &[Opt::value("device"), Opt::value("role")])?;
+    let sub = it
+        .next()
+        .and_then(|s| s.into_string().ok())
+        .unwrap_or_default();
+    let p = args::parse(
+        it.collect(),
+        QUERY,
+        &[Opt::value("device"), Opt::value("role")],
+    )?;
     match sub.as_str() {
         "list" => {
             p.expect_positionals(0, USAGE[0])?;
@@ -34,39 +41,91 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
             let usage = if sub == "approve" { USAGE[1] } else { USAGE[2] };
             p.expect_positionals(1, usage)?;
             let id = p.positionals.first().cloned().unwrap_or_default();
-            let v = rpc::call(&p, &format!("device.pair.{sub}"), Some(json!({"requestId": id})), DEFAULT_TIMEOUT_MS)?;
+            let v = rpc::call(
+                &p,
+                &format!("device.pair.{sub}"),
+                Some(json!({"requestId": id})),
+                DEFAULT_TIMEOUT_MS,
+            )?;
             show(&p, &v, |v| {
-                let device = v.get("device").map_or_else(|| field(v, "deviceId"), |d| field(d, "deviceId"));
-                println!("{} request {id} (device {device})", if sub == "approve" { "Approved" } else { "Rejected" });
+                let device = v
+                    .get("device")
+                    .map_or_else(|| field(v, "deviceId"), |d| field(d, "deviceId"));
+                println!(
+                    "{} request {id} (device {device})",
+                    if sub == "approve" {
+                        "Approved"
+                    } else {
+                        "Rejected"
+                    }
+                );
             })
         }
         "revoke" | "rotate" => {
             let usage = if sub == "revoke" { USAGE[3] } else { USAGE[4] };
             p.expect_positionals(0, usage)?;
             let params = json!({"deviceId": p.required("device", usage)?, "role": p.required("role", usage)?});
-            let v = rpc::call(&p, &format!("device.token.{sub}"), Some(params), DEFAULT_TIMEOUT_MS)?;
+            let v = rpc::call(
+                &p,
+                &format!("device.token.{sub}"),
+                Some(params),
+                DEFAULT_TIMEOUT_MS,
+            )?;
             show(&p, &v, |v| match sub.as_str() {
-                "revoke" => println!("Revoked the {} token of device {}", field(v, "role"), field(v, "deviceId")),
-                _ => println!("Rotated the {} token of device {}: {}", field(v, "role"), field(v, "deviceId"), field(v, "token")),
+                "revoke" => println!(
+                    "Revoked the {} token of device {}",
+                    field(v, "role"),
+                    field(v, "deviceId")
+                ),
+                _ => println!(
+                    "Rotated the {} token of device {}: {}",
+                    field(v, "role"),
+                    field(v, "deviceId"),
+                    field(v, "token")
+                ),
             })
         }
-        "" => Err(Failure::usage(format!("devices needs a subcommand\nusage:\n  {}", USAGE.join("\n  ")))),
-        other => Err(Failure::usage(format!("unknown devices subcommand {other:?}\nusage:\n  {}", USAGE.join("\n  ")))),
+        "" => Err(Failure::usage(format!(
+            "devices needs a subcommand\nusage:\n  {}",
+            USAGE.join("\n  ")
+        ))),
+        other => Err(Failure::usage(format!(
+            "unknown devices subcommand {other:?}\nusage:\n  {}",
+            USAGE.join("\n  ")
+        ))),
     }
 }
 
 /// Print `v` as JSON under `--json`, else with `human`.
 pub fn show(p: &Parsed, v: &Value, human: impl FnOnce(&Value)) -> Outcome {
-    if p.switch("json") { print_json(v) } else { human(v) }
+    if p.switch("json") {
+        print_json(v)
+    } else {
+        human(v)
+    }
     Ok(())
 }
 
 fn print_list(v: &Value) {
-    let pending = v.get("pending").and_then(Value::as_array).cloned().unwrap_or_default();
-    let paired = v.get("paired").and_then(Value::as_array).cloned().unwrap_or_default();
+    let pending = v
+        .get("pending")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let paired = v
+        .get("paired")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     println!("Pending ({}):", pending.len());
     if !pending.is_empty() {
-        let mut rows = vec![["REQUEST", "DEVICE", "CLIENT", "PLATFORM", "ROLES", "SCOPES", "FROM"].map(String::from).to_vec()];
+        let mut rows = vec![
+            [
+                "REQUEST", "DEVICE", "CLIENT", "PLATFORM", "ROLES", "SCOPES", "FROM",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
         rows.extend(pending.iter().map(|r| {
             vec![
                 field(r, "requestId"),
@@ -83,9 +142,19 @@ fn print_list(v: &Value) {
     }
     println!("Paired ({}):", paired.len());
     if !paired.is_empty() {
-        let mut rows = vec![["DEVICE", "NAME", "CLIENT", "ROLES", "SCOPES"].map(String::from).to_vec()];
+        let mut rows = vec![
+            ["DEVICE", "NAME", "CLIENT", "ROLES", "SCOPES"]
+                .map(String::from)
+                .to_vec(),
+        ];
         rows.extend(paired.iter().map(|d| {
-            vec![field(d, "deviceId"), field(d, "displayName"), format!("{}/{}", field(d, "clientId"), field(d, "clientMode")), field(d, "roles"), field(d, "scopes")]
+            vec![
+                field(d, "deviceId"),
+                field(d, "displayName"),
+                format!("{}/{}", field(d, "clientId"), field(d, "clientMode")),
+                field(d, "roles"),
+                field(d, "scopes"),
+            ]
         }));
         table(&rows);
     }

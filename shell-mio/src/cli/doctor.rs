@@ -32,7 +32,10 @@ pub struct Finding {
 }
 
 fn finding(problem: impl Into<String>, fix: impl Into<String>) -> Finding {
-    Finding { problem: problem.into(), fix: fix.into() }
+    Finding {
+        problem: problem.into(),
+        fix: fix.into(),
+    }
 }
 
 /// `doctor`.
@@ -57,7 +60,10 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
         println!("No problems found.");
         Ok(())
     } else {
-        Err(Failure::failed(format!("{} problem(s) need fixing (see above)", findings.len())))
+        Err(Failure::failed(format!(
+            "{} problem(s) need fixing (see above)",
+            findings.len()
+        )))
     }
 }
 
@@ -69,11 +75,17 @@ pub fn check(env: &BTreeMap<String, String>) -> (Vec<Finding>, Vec<String>) {
     let state_dir = clawgate::paths::state_dir(env);
     let file = match settings::read_config_text(&config_path) {
         Err(e) => {
-            findings.push(finding(e.to_string(), "make the file readable by the user who runs clawgate"));
+            findings.push(finding(
+                e.to_string(),
+                "make the file readable by the user who runs clawgate",
+            ));
             Value::Null
         }
         Ok(None) => {
-            notes.push(format!("no config file at {} (local mode: loopback, no auth)", config_path.display()));
+            notes.push(format!(
+                "no config file at {} (local mode: loopback, no auth)",
+                config_path.display()
+            ));
             Value::Null
         }
         Ok(Some(text)) => match parse_file(&text) {
@@ -118,8 +130,13 @@ pub fn check(env: &BTreeMap<String, String>) -> (Vec<Finding>, Vec<String>) {
 /// `gateway.auth.*` against `gateway.remote.*` and the environment.
 fn secret_mismatches(env: &BTreeMap<String, String>, file: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
-    for (field, env_key) in [("token", "OPENCLAW_GATEWAY_TOKEN"), ("password", "OPENCLAW_GATEWAY_PASSWORD")] {
-        let Some(server) = str_at(file, &["gateway", "auth", field]) else { continue };
+    for (field, env_key) in [
+        ("token", "OPENCLAW_GATEWAY_TOKEN"),
+        ("password", "OPENCLAW_GATEWAY_PASSWORD"),
+    ] {
+        let Some(server) = str_at(file, &["gateway", "auth", field]) else {
+            continue;
+        };
         let auth_key = format!("gateway.auth.{field}");
         if str_at(file, &["gateway", "remote", field]).is_some_and(|r| r != server) {
             out.push(finding(
@@ -127,7 +144,10 @@ fn secret_mismatches(env: &BTreeMap<String, String>, file: &Value) -> Vec<Findin
                 "make them equal, or run `clawgate doctor --generate-gateway-token` to write one fresh token under both keys",
             ));
         }
-        if env.get(env_key).is_some_and(|v| !v.is_empty() && *v != server) {
+        if env
+            .get(env_key)
+            .is_some_and(|v| !v.is_empty() && *v != server)
+        {
             out.push(finding(
                 format!("{env_key} is set and differs from {auth_key}: it overrides the config for both the gateway and its clients"),
                 format!("unset {env_key}, or make it equal to {auth_key}"),
@@ -140,7 +160,11 @@ fn secret_mismatches(env: &BTreeMap<String, String>, file: &Value) -> Vec<Findin
 /// Files and directories readable by others.
 fn permissions(config_path: &Path, state_dir: &Path) -> Vec<Finding> {
     let pairing = clawgate::paths::pairing_store(state_dir);
-    let mut checks: Vec<(PathBuf, u32)> = vec![(config_path.to_path_buf(), 0o600), (state_dir.to_path_buf(), 0o700), (pairing.clone(), 0o600)];
+    let mut checks: Vec<(PathBuf, u32)> = vec![
+        (config_path.to_path_buf(), 0o600),
+        (state_dir.to_path_buf(), 0o700),
+        (pairing.clone(), 0o600),
+    ];
     if let Some(dir) = pairing.parent() {
         checks.push((dir.to_path_buf(), 0o700));
     }
@@ -150,7 +174,10 @@ fn permissions(config_path: &Path, state_dir: &Path) -> Vec<Finding> {
             let mode = std::fs::metadata(&path).ok()?.permissions().mode() & 0o777;
             (mode & 0o077 != 0).then(|| {
                 finding(
-                    format!("{} is mode {mode:04o}: others can read it (secrets, pairing tokens)", path.display()),
+                    format!(
+                        "{} is mode {mode:04o}: others can read it (secrets, pairing tokens)",
+                        path.display()
+                    ),
                     format!("chmod {want:o} {}", path.display()),
                 )
             })
@@ -176,11 +203,20 @@ fn port_check(config: &Config) -> PortState {
 
 /// Whether something on the gateway's port answers `GET /healthz` as a gateway does.
 fn answers_as_gateway(config: &Config) -> bool {
-    let host = if config.bind_host.is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { config.bind_host };
+    let host = if config.bind_host.is_unspecified() {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        config.bind_host
+    };
     let timeout = Duration::from_millis(1_000);
-    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::new(host, config.port), timeout) else { return false };
+    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::new(host, config.port), timeout) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(timeout));
-    let req = format!("GET /healthz HTTP/1.1\r\nHost: {host}:{}\r\nConnection: close\r\n\r\n", config.port);
+    let req = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {host}:{}\r\nConnection: close\r\n\r\n",
+        config.port
+    );
     if s.write_all(req.as_bytes()).is_err() {
         return false;
     }
@@ -206,15 +242,33 @@ pub fn generate_token(path: &Path) -> Result<Generated, Failure> {
     let text = settings::read_config_text(path).map_err(|e| refuse(e.to_string()))?;
     let mut doc = match &text {
         None => json!({}),
-        Some(t) => parse_file(t).map_err(|e| refuse(format!("config file {} is not valid JSON5: {e}; fix it first (nothing was written)", path.display())))?,
+        Some(t) => parse_file(t).map_err(|e| {
+            refuse(format!(
+                "config file {} is not valid JSON5: {e}; fix it first (nothing was written)",
+                path.display()
+            ))
+        })?,
     };
-    let token: String = clawgate::entropy::random_bytes::<24>().iter().map(|b| format!("{b:02x}")).collect();
-    set_token(&mut doc, &token).map_err(|k| refuse(format!("{k} in {} is not an object; fix it first (nothing was written)", path.display())))?;
+    let token: String = clawgate::entropy::random_bytes::<24>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    set_token(&mut doc, &token).map_err(|k| {
+        refuse(format!(
+            "{k} in {} is not an object; fix it first (nothing was written)",
+            path.display()
+        ))
+    })?;
     let mut bytes = serde_json::to_vec_pretty(&doc).map_err(|e| refuse(e.to_string()))?;
     bytes.push(b'\n');
-    clawgate::store::write_atomic(path, &bytes).map_err(|e| Failure::failed(format!("cannot write {}: {e}", path.display())))?;
-    let dropped_comments = text.is_some_and(|t| !t.trim().is_empty() && serde_json::from_str::<Value>(&t).is_err());
-    Ok(Generated { token, dropped_comments })
+    clawgate::store::write_atomic(path, &bytes)
+        .map_err(|e| Failure::failed(format!("cannot write {}: {e}", path.display())))?;
+    let dropped_comments =
+        text.is_some_and(|t| !t.trim().is_empty() && serde_json::from_str::<Value>(&t).is_err());
+    Ok(Generated {
+        token,
+        dropped_comments,
+    })
 }
 
 /// Set the token keys in `doc`; on failure, names the key that is in the way.
@@ -228,11 +282,20 @@ fn set_token(doc: &mut Value, token: &str) -> Result<(), String> {
 
 /// The object at `path` in `v`, creating missing (or null) ones; `Err` names the first key
 /// on the way that holds something else.
-fn object_path<'a>(v: &'a mut Value, path: &[&str]) -> Result<&'a mut serde_json::Map<String, Value>, String> {
+fn object_path<'a>(
+    v: &'a mut Value,
+    path: &[&str],
+) -> Result<&'a mut serde_json::Map<String, Value>, String> {
     let mut cur = v;
     for (i, key) in path.iter().enumerate() {
         let name = || path.get(..=i).unwrap_or_default().join(".");
-        let obj = cur.as_object_mut().ok_or_else(|| if i == 0 { "the top level".to_string() } else { path.get(..i).unwrap_or_default().join(".") })?;
+        let obj = cur.as_object_mut().ok_or_else(|| {
+            if i == 0 {
+                "the top level".to_string()
+            } else {
+                path.get(..i).unwrap_or_default().join(".")
+            }
+        })?;
         let child = obj.entry(key.to_string()).or_insert_with(|| json!({}));
         if child.is_null() {
             *child = json!({});
@@ -246,15 +309,26 @@ fn object_path<'a>(v: &'a mut Value, path: &[&str]) -> Result<&'a mut serde_json
 }
 
 fn print_generated(path: &Path, g: &Generated) {
-    println!("Wrote a new gateway token to {} (mode 0600)", path.display());
-    println!("  under gateway.auth.token (what the gateway checks) and gateway.remote.token (what clients send),");
+    println!(
+        "Wrote a new gateway token to {} (mode 0600)",
+        path.display()
+    );
+    println!(
+        "  under gateway.auth.token (what the gateway checks) and gateway.remote.token (what clients send),"
+    );
     println!("  with gateway.auth.mode = \"token\".");
     if g.dropped_comments {
-        println!("  Note: the file was rewritten as plain JSON; its comments and JSON5 syntax were not kept.");
+        println!(
+            "  Note: the file was rewritten as plain JSON; its comments and JSON5 syntax were not kept."
+        );
     }
     println!("Token: {}", g.token);
-    println!("Restart the gateway to use it: `clawgate gateway restart` (service) or restart `clawgate gateway run`.");
-    println!("Clients on this machine read it from the config; elsewhere pass it: clawgate gateway health --url ws://<host>:<port> --token <token>");
+    println!(
+        "Restart the gateway to use it: `clawgate gateway restart` (service) or restart `clawgate gateway run`."
+    );
+    println!(
+        "Clients on this machine read it from the config; elsewhere pass it: clawgate gateway health --url ws://<host>:<port> --token <token>"
+    );
 }
 
 #[cfg(test)]
@@ -281,7 +355,10 @@ mod tests {
         assert_eq!(doc["gateway"]["remote"]["url"], "ws://h:1");
         assert_eq!(doc["gateway"]["port"], 1234);
         assert_eq!(doc["agents"]["x"], 1);
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let again = generate_token(&path).unwrap();
         assert_ne!(again.token, g.token);
         assert!(!again.dropped_comments);
@@ -292,14 +369,26 @@ mod tests {
         let dir = TempDir::new("doctor-new");
         let path = dir.path().join("new").join("openclaw.json");
         generate_token(&path).unwrap();
-        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
         let broken = dir.path().join("broken.json");
         std::fs::write(&broken, "{gateway:").unwrap();
         assert_eq!(generate_token(&broken).unwrap_err().exit, Exit::Config);
         assert_eq!(std::fs::read_to_string(&broken).unwrap(), "{gateway:");
         let odd = dir.path().join("odd.json");
         std::fs::write(&odd, r#"{"gateway": {"auth": "x"}}"#).unwrap();
-        assert!(generate_token(&odd).unwrap_err().message.contains("gateway.auth"));
+        assert!(
+            generate_token(&odd)
+                .unwrap_err()
+                .message
+                .contains("gateway.auth")
+        );
     }
 
     fn env_for(dir: &Path) -> BTreeMap<String, String> {
@@ -307,7 +396,11 @@ mod tests {
         env.insert("OPENCLAW_STATE_DIR".into(), dir.display().to_string());
         env.insert("HOME".into(), dir.display().to_string());
         // A port nobody uses in these tests, so the port check is about this configuration only.
-        let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         env.insert("OPENCLAW_GATEWAY_PORT".into(), free.to_string());
         env
     }
@@ -320,10 +413,18 @@ mod tests {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         let mut env = env_for(&state);
         let cfg = state.join("openclaw.json");
-        clawgate::store::write_atomic(&cfg, br#"{"gateway":{"auth":{"token":"aaaa1111"},"remote":{"token":"bbbb2222"}}}"#).unwrap();
+        clawgate::store::write_atomic(
+            &cfg,
+            br#"{"gateway":{"auth":{"token":"aaaa1111"},"remote":{"token":"bbbb2222"}}}"#,
+        )
+        .unwrap();
         let (findings, _) = check(&env);
         assert_eq!(findings.len(), 1, "{findings:?}");
-        assert!(findings[0].problem.contains("gateway.remote.token differs from gateway.auth.token"));
+        assert!(
+            findings[0]
+                .problem
+                .contains("gateway.remote.token differs from gateway.auth.token")
+        );
 
         generate_token(&cfg).unwrap();
         let (findings, notes) = check(&env);
@@ -334,19 +435,34 @@ mod tests {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
         let (findings, _) = check(&env);
         assert_eq!(findings.len(), 2, "{findings:?}");
-        assert!(findings.iter().any(|f| f.fix == format!("chmod 600 {}", cfg.display())));
-        assert!(findings.iter().any(|f| f.fix == format!("chmod 700 {}", state.display())));
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.fix == format!("chmod 600 {}", cfg.display()))
+        );
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.fix == format!("chmod 700 {}", state.display()))
+        );
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
 
         clawgate::store::write_atomic(&cfg, br#"{"gateway":{"bind":"lan"}}"#).unwrap();
         let (findings, _) = check(&env);
         assert_eq!(findings.len(), 1, "{findings:?}");
-        assert!(findings[0].problem.contains("Refusing to bind gateway to lan without auth."));
+        assert!(
+            findings[0]
+                .problem
+                .contains("Refusing to bind gateway to lan without auth.")
+        );
 
         clawgate::store::write_atomic(&cfg, b"{}").unwrap();
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-        env.insert("OPENCLAW_GATEWAY_PORT".into(), taken.local_addr().unwrap().port().to_string());
+        env.insert(
+            "OPENCLAW_GATEWAY_PORT".into(),
+            taken.local_addr().unwrap().port().to_string(),
+        );
         let (findings, _) = check(&env);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert!(findings[0].problem.contains("is taken"), "{findings:?}");

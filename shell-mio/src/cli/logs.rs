@@ -19,7 +19,14 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// `logs`.
 pub fn run(argv: Vec<OsString>) -> Outcome {
-    let p = args::parse(argv, &[Opt::switch("follow").short('f'), Opt::value("lines").short('n')], &[])?;
+    let p = args::parse(
+        argv,
+        &[
+            Opt::switch("follow").short('f'),
+            Opt::value("lines").short('n'),
+        ],
+        &[],
+    )?;
     p.expect_positionals(0, USAGE)?;
     let lines = p.number("lines")?.unwrap_or(DEFAULT_LINES);
     let path = clawgate::paths::log_file(&clawgate::paths::state_dir(&clawgate::paths::env_map()));
@@ -70,10 +77,19 @@ pub fn tail(file: &mut File, n: u64, out: &mut impl Write) -> io::Result<u64> {
     // Newlines inside the text (not the one ending the last line): the last n lines start
     // after the n-th of them counted from the end.
     let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
-    let newline_at: Vec<usize> = body.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
+    let newline_at: Vec<usize> = body
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+        .collect();
     let first = match n {
         0 => buf.len(),
-        n => newline_at.len().checked_sub(n as usize).and_then(|k| newline_at.get(k)).map_or(0, |i| i + 1),
+        n => newline_at
+            .len()
+            .checked_sub(n as usize)
+            .and_then(|k| newline_at.get(k))
+            .map_or(0, |i| i + 1),
     };
     out.write_all(buf.get(first..).unwrap_or(&[]))?;
     out.flush()?;
@@ -82,7 +98,12 @@ pub fn tail(file: &mut File, n: u64, out: &mut impl Write) -> io::Result<u64> {
 
 /// Print what is appended to `path` from `pos` on, forever; a file that shrinks (truncated)
 /// is read again from its start, a file replaced by another (rotated) is reopened.
-fn follow(path: &Path, mut current: Option<(File, u64)>, mut pos: u64, out: &mut impl Write) -> io::Result<()> {
+fn follow(
+    path: &Path,
+    mut current: Option<(File, u64)>,
+    mut pos: u64,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match std::fs::metadata(path) {

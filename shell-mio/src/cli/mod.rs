@@ -51,7 +51,11 @@ pub struct Failure {
 impl Failure {
     /// A failure with a message and no JSON form.
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Self { exit, message: message.into(), json: None }
+        Self {
+            exit,
+            message: message.into(),
+            json: None,
+        }
     }
 
     /// A usage error (exit 2).

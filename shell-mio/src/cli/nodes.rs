@@ -26,8 +26,16 @@ const INVOKE_SLACK_MS: u64 = 5_000;
 /// `nodes <sub> …`.
 pub fn run(argv: Vec<OsString>) -> Outcome {
     let mut it = argv.into_iter();
-    let sub = it.next().and_then(|s| s.into_string().ok()).unwrap_or_default();
-    let extra = [Opt::value("node"), Opt::value("command"), Opt::value("params"), Opt::value("invoke-timeout")];
+    let sub = it
+        .next()
+        .and_then(|s| s.into_string().ok())
+        .unwrap_or_default();
+    let extra = [
+        Opt::value("node"),
+        Opt::value("command"),
+        Opt::value("params"),
+        Opt::value("invoke-timeout"),
+    ];
     let p = args::parse(it.collect(), QUERY, &extra)?;
     match sub.as_str() {
         "list" => {
@@ -43,10 +51,20 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
         "approve" => {
             p.expect_positionals(1, USAGE[2])?;
             let id = p.positionals.first().cloned().unwrap_or_default();
-            let v = rpc::call(&p, "node.pair.approve", Some(json!({"requestId": id})), DEFAULT_TIMEOUT_MS)?;
+            let v = rpc::call(
+                &p,
+                "node.pair.approve",
+                Some(json!({"requestId": id})),
+                DEFAULT_TIMEOUT_MS,
+            )?;
             show(&p, &v, |v| {
                 let node = v.get("node").cloned().unwrap_or(Value::Null);
-                println!("Approved request {id}: node {} ({}), commands {}", field(&node, "nodeId"), field(&node, "displayName"), field(&node, "commands"));
+                println!(
+                    "Approved request {id}: node {} ({}), commands {}",
+                    field(&node, "nodeId"),
+                    field(&node, "displayName"),
+                    field(&node, "commands")
+                );
             })
         }
         "invoke" => {
@@ -63,27 +81,53 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
             if let Some(ms) = invoke_ms {
                 params["timeoutMs"] = json!(ms);
             }
-            let overall = invoke_ms.map_or(DEFAULT_TIMEOUT_MS, |ms| DEFAULT_TIMEOUT_MS.max(ms + INVOKE_SLACK_MS));
+            let overall = invoke_ms.map_or(DEFAULT_TIMEOUT_MS, |ms| {
+                DEFAULT_TIMEOUT_MS.max(ms + INVOKE_SLACK_MS)
+            });
             let v = rpc::call(&p, "node.invoke", Some(params), overall)?;
             show(&p, &v, |v| print_json(v.get("payload").unwrap_or(v)))
         }
-        "" => Err(Failure::usage(format!("nodes needs a subcommand\nusage:\n  {}", USAGE.join("\n  ")))),
-        other => Err(Failure::usage(format!("unknown nodes subcommand {other:?}\nusage:\n  {}", USAGE.join("\n  ")))),
+        "" => Err(Failure::usage(format!(
+            "nodes needs a subcommand\nusage:\n  {}",
+            USAGE.join("\n  ")
+        ))),
+        other => Err(Failure::usage(format!(
+            "unknown nodes subcommand {other:?}\nusage:\n  {}",
+            USAGE.join("\n  ")
+        ))),
     }
 }
 
 /// A fresh idempotency key: 16 random bytes, hex.
 fn idempotency_key() -> String {
-    clawgate::entropy::random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect()
+    clawgate::entropy::random_bytes::<16>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn print_nodes(v: &Value) {
-    let nodes = v.get("nodes").and_then(Value::as_array).cloned().unwrap_or_default();
+    let nodes = v
+        .get("nodes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     println!("Nodes ({}):", nodes.len());
     if nodes.is_empty() {
         return;
     }
-    let mut rows = vec![["NODE", "NAME", "PLATFORM", "CONNECTED", "APPROVAL", "COMMANDS"].map(String::from).to_vec()];
+    let mut rows = vec![
+        [
+            "NODE",
+            "NAME",
+            "PLATFORM",
+            "CONNECTED",
+            "APPROVAL",
+            "COMMANDS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     rows.extend(nodes.iter().map(|n| {
         vec![
             short_id(&field(n, "nodeId")),
@@ -98,14 +142,28 @@ fn print_nodes(v: &Value) {
 }
 
 fn print_pending(v: &Value) {
-    let pending = v.get("pending").and_then(Value::as_array).cloned().unwrap_or_default();
+    let pending = v
+        .get("pending")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     println!("Pending node approvals ({}):", pending.len());
     if pending.is_empty() {
         return;
     }
-    let mut rows = vec![["REQUEST", "NODE", "NAME", "COMMANDS", "NEEDS"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["REQUEST", "NODE", "NAME", "COMMANDS", "NEEDS"]
+            .map(String::from)
+            .to_vec(),
+    ];
     rows.extend(pending.iter().map(|r| {
-        vec![field(r, "requestId"), short_id(&field(r, "nodeId")), field(r, "displayName"), field(r, "commands"), field(r, "requiredApproveScopes")]
+        vec![
+            field(r, "requestId"),
+            short_id(&field(r, "nodeId")),
+            field(r, "displayName"),
+            field(r, "commands"),
+            field(r, "requiredApproveScopes"),
+        ]
     }));
     table(&rows);
     println!("Approve with: clawgate nodes approve <REQUEST>");

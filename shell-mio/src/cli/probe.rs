@@ -24,7 +24,12 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
 const USAGE: &str = "clawgate gateway probe [--url ws://HOST:PORT] [--token T | --password P] [--timeout MS] [--json]";
 
 /// The methods a probe pipelines after `hello-ok`, and their params.
-const PROBE_CALLS: &[(&str, Option<&str>)] = &[("health", None), ("status", None), ("system-presence", None), ("config.get", Some("{}"))];
+const PROBE_CALLS: &[(&str, Option<&str>)] = &[
+    ("health", None),
+    ("status", None),
+    ("system-presence", None),
+    ("config.get", Some("{}")),
+];
 
 /// What one probe found.
 #[derive(Debug, Default)]
@@ -84,7 +89,11 @@ impl Finding {
         } else if self.scope_limited {
             w.push(json!({"code": "probe_scope_limited", "message": "Read-probe diagnostics are limited by gateway scopes (missing operator.read). Connection succeeded, but read-only status calls are incomplete. Hint: pair device identity or use credentials with operator.read.", "targetIds": [target_id]}));
         } else if !self.rpc_ok {
-            let detail = self.error.as_deref().map(|e| format!(": {e}")).unwrap_or_else(|| ".".into());
+            let detail = self
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_else(|| ".".into());
             w.push(json!({"code": "probe_detail_failed", "message": format!("Gateway accepted the WebSocket connection, but follow-up read diagnostics failed{detail}"), "targetIds": [target_id]}));
         }
         w
@@ -92,7 +101,8 @@ impl Finding {
 }
 
 fn close_json(c: &Option<Close>) -> Value {
-    c.as_ref().map_or(Value::Null, |c| json!({"code": c.code, "reason": c.reason}))
+    c.as_ref()
+        .map_or(Value::Null, |c| json!({"code": c.code, "reason": c.reason}))
 }
 
 /// Probe `target` before `deadline`.
@@ -100,7 +110,13 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
     let mut cfg = rpc::client_config(target, "probe", vec![clawgate_core::scopes::READ.into()]);
     cfg.client.version = "dev".into();
     cfg.min_protocol = 3;
-    let mut f = Finding { health: Value::Null, status: Value::Null, presence: Value::Null, server: Value::Null, ..Default::default() };
+    let mut f = Finding {
+        health: Value::Null,
+        status: Value::Null,
+        presence: Value::Null,
+        server: Value::Null,
+        ..Default::default()
+    };
     let mut session = match Session::connect(&target.url, cfg, deadline) {
         Ok(s) => s,
         Err(e) => {
@@ -110,12 +126,21 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
     };
     f.reached = true;
     f.latency_ms = Some(session.latency.as_millis() as u64);
-    f.role = session.hello.pointer("/auth/role").and_then(Value::as_str).map(str::to_string);
+    f.role = session
+        .hello
+        .pointer("/auth/role")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     f.scopes = session
         .hello
         .pointer("/auth/scopes")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let server = session.hello.get("server").cloned().unwrap_or(Value::Null);
     f.server = json!({"version": server.get("version"), "connId": server.get("connId")});
@@ -140,7 +165,11 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
     f.presence = take(next(), &mut errors);
     take(next(), &mut errors);
     f.scope_limited = errors.iter().any(|e| {
-        e.details.as_ref().and_then(|d| d.get("missingScope")).and_then(Value::as_str) == Some(clawgate_core::scopes::READ)
+        e.details
+            .as_ref()
+            .and_then(|d| d.get("missingScope"))
+            .and_then(Value::as_str)
+            == Some(clawgate_core::scopes::READ)
     });
     f.rpc_ok = errors.is_empty() && end.is_none();
     f.error = errors.first().map(|e| e.message.clone()).or_else(|| {
@@ -168,10 +197,15 @@ fn note_connect_error(f: &mut Finding, target: &Target, e: ConnectError) {
                 Some(c) => format!("connect {c} {}", target.url.host_header()),
                 None => reason,
             });
-            f.close = Some(Close { code: Some(1006), reason: String::new() });
+            f.close = Some(Close {
+                code: Some(1006),
+                reason: String::new(),
+            });
         }
         ConnectError::Timeout => f.error = Some("timeout".into()),
-        ConnectError::Http { status, body } => f.error = Some(format!("HTTP {status}: {}", body.trim())),
+        ConnectError::Http { status, body } => {
+            f.error = Some(format!("HTTP {status}: {}", body.trim()))
+        }
         ConnectError::Closed(c) => {
             f.error = Some(format!("gateway closed ({})", describe_close(&c)));
             f.close = Some(c);
@@ -181,7 +215,13 @@ fn note_connect_error(f: &mut Finding, target: &Target, e: ConnectError) {
 }
 
 /// The probe's JSON document, in upstream's shape.
-pub fn to_json(target: &Target, f: &Finding, timeout_ms: u64, duration: Duration, ts: u64) -> Value {
+pub fn to_json(
+    target: &Target,
+    f: &Finding,
+    timeout_ms: u64,
+    duration: Duration,
+    ts: u64,
+) -> Value {
     let (id, kind) = match target.source {
         UrlSource::CliFlag | UrlSource::Env => ("explicit", "explicit"),
         UrlSource::RemoteConfig => ("configRemote", "configRemote"),
@@ -226,18 +266,43 @@ fn print_human(target: &Target, f: &Finding, timeout_ms: u64) {
         Some(ms) => println!("Reachable: yes (hello in {ms} ms)"),
         None => println!("Reachable: no"),
     }
-    println!("RPC: {}", if f.rpc_ok { "ok".to_string() } else { format!("failed: {}", f.error.as_deref().unwrap_or("unknown")) });
+    println!(
+        "RPC: {}",
+        if f.rpc_ok {
+            "ok".to_string()
+        } else {
+            format!("failed: {}", f.error.as_deref().unwrap_or("unknown"))
+        }
+    );
     println!("Scope-limited: {}", yes_no(f.scope_limited));
     println!("Capability: {}", f.capability().replace('_', "-"));
-    println!("Last close: {}", f.close.as_ref().map_or_else(|| "none".to_string(), describe_close));
+    println!(
+        "Last close: {}",
+        f.close
+            .as_ref()
+            .map_or_else(|| "none".to_string(), describe_close)
+    );
     if let Some(v) = f.server.get("version").and_then(Value::as_str) {
-        println!("Server: version {v}, connId {}", f.server.get("connId").and_then(Value::as_str).unwrap_or("?"));
+        println!(
+            "Server: version {v}, connId {}",
+            f.server
+                .get("connId")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+        );
     }
     println!("Probe budget: {timeout_ms}ms");
     for w in f.warnings("") {
-        println!("Warning: {}", w.get("message").and_then(Value::as_str).unwrap_or(""));
+        println!(
+            "Warning: {}",
+            w.get("message").and_then(Value::as_str).unwrap_or("")
+        );
     }
-    if let Some(h) = f.connect_error.as_ref().and_then(|e| report::auth_hint(target, e)) {
+    if let Some(h) = f
+        .connect_error
+        .as_ref()
+        .and_then(|e| report::auth_hint(target, e))
+    {
         println!("Hint: {h}");
     }
 }
@@ -249,12 +314,27 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
     let timeout_ms = p.number("timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS);
     let target = rpc::resolve_target(&p)?;
     let started = Instant::now();
-    let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let finding = probe(&target, started + Duration::from_millis(timeout_ms));
     if p.switch("json") {
-        print_json(&to_json(&target, &finding, timeout_ms, started.elapsed(), ts));
+        print_json(&to_json(
+            &target,
+            &finding,
+            timeout_ms,
+            started.elapsed(),
+            ts,
+        ));
     } else {
         print_human(&target, &finding, timeout_ms);
     }
-    if finding.reached { Ok(()) } else { Err(Failure::new(Exit::Failed, format!("no gateway reachable at {}", target.url))) }
+    if finding.reached {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            Exit::Failed,
+            format!("no gateway reachable at {}", target.url),
+        ))
+    }
 }

@@ -14,7 +14,10 @@ use super::{Exit, Failure};
 
 /// `details.code` of a gateway error, if any.
 pub fn detail_code(e: &ErrorShape) -> Option<&str> {
-    e.details.as_ref().and_then(|d| d.get("code")).and_then(Value::as_str)
+    e.details
+        .as_ref()
+        .and_then(|d| d.get("code"))
+        .and_then(Value::as_str)
 }
 
 /// Upstream's `gateway_request_error` document.
@@ -31,7 +34,13 @@ pub fn request_error_json(e: &ErrorShape) -> Value {
 }
 
 /// Upstream's `gateway_transport_error` document.
-pub fn transport_error_json(target: &Target, kind: &str, message: &str, reason: Option<&str>, timeout_ms: Option<u64>) -> Value {
+pub fn transport_error_json(
+    target: &Target,
+    kind: &str,
+    message: &str,
+    reason: Option<&str>,
+    timeout_ms: Option<u64>,
+) -> Value {
     let mut err = json!({"type": "gateway_transport_error", "kind": kind, "message": message});
     if let Some(r) = reason {
         err["reason"] = json!(r);
@@ -53,7 +62,12 @@ pub fn describe_close(c: &Close) -> String {
 }
 
 /// Details codes that mean "this gateway wants a secret and got none".
-const SECRET_MISSING: &[&str] = &["DEVICE_IDENTITY_REQUIRED", "AUTH_TOKEN_MISSING", "AUTH_PASSWORD_MISSING", "AUTH_UNAUTHORIZED"];
+const SECRET_MISSING: &[&str] = &[
+    "DEVICE_IDENTITY_REQUIRED",
+    "AUTH_TOKEN_MISSING",
+    "AUTH_PASSWORD_MISSING",
+    "AUTH_UNAUTHORIZED",
+];
 
 /// Whether a refusal means credentials are missing, for a target that sent none.
 fn credentials_missing(target: &Target, e: &ErrorShape) -> bool {
@@ -65,8 +79,12 @@ pub fn auth_hint(target: &Target, e: &ErrorShape) -> Option<String> {
     let source = |t: &Option<super::credentials::Chosen>| t.as_ref().map_or("(none)", |c| c.source);
     let set_keys = match target.source {
         UrlSource::CliFlag => "pass --token (or --password) with the gateway's secret",
-        UrlSource::Env => "set OPENCLAW_GATEWAY_TOKEN (or OPENCLAW_GATEWAY_PASSWORD) alongside OPENCLAW_GATEWAY_URL",
-        UrlSource::RemoteConfig => "set gateway.remote.token (or OPENCLAW_GATEWAY_TOKEN, or pass --token) to the remote gateway's token",
+        UrlSource::Env => {
+            "set OPENCLAW_GATEWAY_TOKEN (or OPENCLAW_GATEWAY_PASSWORD) alongside OPENCLAW_GATEWAY_URL"
+        }
+        UrlSource::RemoteConfig => {
+            "set gateway.remote.token (or OPENCLAW_GATEWAY_TOKEN, or pass --token) to the remote gateway's token"
+        }
         UrlSource::Local => {
             "set gateway.remote.token (or OPENCLAW_GATEWAY_TOKEN, or pass --token) to the gateway's gateway.auth.token; `clawgate doctor --generate-gateway-token` writes one token under both keys"
         }
@@ -105,18 +123,31 @@ pub fn auth_hint(target: &Target, e: &ErrorShape) -> Option<String> {
 }
 
 /// A failed connection attempt as a failure (exit 1).
-pub fn connect_failure(target: &Target, err: &ConnectError, timeout_ms: u64, json_mode: bool) -> Failure {
+pub fn connect_failure(
+    target: &Target,
+    err: &ConnectError,
+    timeout_ms: u64,
+    json_mode: bool,
+) -> Failure {
     let url = &target.url;
     let (message, json) = match err {
-        ConnectError::Refused { error, .. } if target.source == UrlSource::CliFlag && credentials_missing(target, error) => {
+        ConnectError::Refused { error, .. }
+            if target.source == UrlSource::CliFlag && credentials_missing(target, error) =>
+        {
             let m = format!(
                 "gateway url override requires explicit credentials: --url needs --token or --password (the gateway at {url} refused the connection: {}). For the local gateway, drop --url to use the configured token.",
                 error.message
             );
-            (m.clone(), json!({"ok": false, "error": {"type": "gateway_credentials_required", "message": m}}))
+            (
+                m.clone(),
+                json!({"ok": false, "error": {"type": "gateway_credentials_required", "message": m}}),
+            )
         }
         ConnectError::Refused { error, close } => {
-            let mut m = format!("the gateway at {url} refused the connection: {}", error.message);
+            let mut m = format!(
+                "the gateway at {url} refused the connection: {}",
+                error.message
+            );
             if let Some(c) = close {
                 m.push_str(&format!(" (closed with {})", describe_close(c)));
             }
@@ -129,34 +160,62 @@ pub fn connect_failure(target: &Target, err: &ConnectError, timeout_ms: u64, jso
             (m, request_error_json(error))
         }
         ConnectError::Unreachable { reason, code } => {
-            let head = format!("Gateway not reachable at {url}{}.", code.map(|c| format!(" ({c})")).unwrap_or_default());
+            let head = format!(
+                "Gateway not reachable at {url}{}.",
+                code.map(|c| format!(" ({c})")).unwrap_or_default()
+            );
             let reason = match code {
                 Some(c) => format!("connect {c} {}", url.host_header()),
                 None => reason.clone(),
             };
-            let m = format!("{head}\nStart it with `clawgate gateway run` (or `clawgate gateway start` for the service) and check `clawgate gateway status`.");
-            (m, transport_error_json(target, "closed", &head, Some(&reason), None))
+            let m = format!(
+                "{head}\nStart it with `clawgate gateway run` (or `clawgate gateway start` for the service) and check `clawgate gateway status`."
+            );
+            (
+                m,
+                transport_error_json(target, "closed", &head, Some(&reason), None),
+            )
         }
         ConnectError::Timeout => {
             let head = format!("gateway timeout after {timeout_ms}ms");
-            let m = format!("{head}: no hello from {url}; is a gateway (and not something else) listening there? Raise --timeout if it is busy.");
-            (m, transport_error_json(target, "timeout", &head, None, Some(timeout_ms)))
+            let m = format!(
+                "{head}: no hello from {url}; is a gateway (and not something else) listening there? Raise --timeout if it is busy."
+            );
+            (
+                m,
+                transport_error_json(target, "timeout", &head, None, Some(timeout_ms)),
+            )
         }
         ConnectError::Http { status, body } => {
-            let mut m = format!("the gateway at {url} refused the WebSocket upgrade: HTTP {status} {}", body.trim());
+            let mut m = format!(
+                "the gateway at {url} refused the WebSocket upgrade: HTTP {status} {}",
+                body.trim()
+            );
             if body.contains("proxy_attribution_required") {
                 m.push_str("\nhint: a proxy header came from an address that is not in the gateway's gateway.trustedProxies");
             }
-            (m.clone(), transport_error_json(target, "closed", &m, Some(&format!("HTTP {status}")), None))
+            (
+                m.clone(),
+                transport_error_json(target, "closed", &m, Some(&format!("HTTP {status}")), None),
+            )
         }
         ConnectError::Closed(c) => {
-            let head = format!("gateway closed the connection before hello ({})", describe_close(c));
+            let head = format!(
+                "gateway closed the connection before hello ({})",
+                describe_close(c)
+            );
             let m = format!("{head}; is {url} a clawgate/OpenClaw gateway?");
-            (m, transport_error_json(target, "closed", &head, Some(&c.reason), None))
+            (
+                m,
+                transport_error_json(target, "closed", &head, Some(&c.reason), None),
+            )
         }
         ConnectError::Protocol(p) => {
             let m = format!("{url} does not speak the gateway protocol: {p}");
-            (m.clone(), transport_error_json(target, "closed", &m, Some(p), None))
+            (
+                m.clone(),
+                transport_error_json(target, "closed", &m, Some(p), None),
+            )
         }
     };
     let f = Failure::new(Exit::Failed, message);
@@ -164,7 +223,13 @@ pub fn connect_failure(target: &Target, err: &ConnectError, timeout_ms: u64, jso
 }
 
 /// A failed request as a failure (exit 1).
-pub fn call_failure(target: &Target, method: &str, err: &CallError, timeout_ms: u64, json_mode: bool) -> Failure {
+pub fn call_failure(
+    target: &Target,
+    method: &str,
+    err: &CallError,
+    timeout_ms: u64,
+    json_mode: bool,
+) -> Failure {
     let (message, json) = match err {
         CallError::Request(e) => {
             let mut m = format!("{method} failed: {} {}", code_name(e), e.message);
@@ -174,21 +239,35 @@ pub fn call_failure(target: &Target, method: &str, err: &CallError, timeout_ms: 
             (m, request_error_json(e))
         }
         CallError::Closed(c) => {
-            let head = format!("gateway closed the connection during {method} ({})", describe_close(c));
+            let head = format!(
+                "gateway closed the connection during {method} ({})",
+                describe_close(c)
+            );
             let hint = match c.code {
-                Some(4001) => "; the gateway's secret or this client's token changed: check the token and retry",
+                Some(4001) => {
+                    "; the gateway's secret or this client's token changed: check the token and retry"
+                }
                 Some(1012) => "; the gateway is restarting: retry shortly",
                 _ => "",
             };
-            (format!("{head}{hint}"), transport_error_json(target, "closed", &head, Some(&c.reason), None))
+            (
+                format!("{head}{hint}"),
+                transport_error_json(target, "closed", &head, Some(&c.reason), None),
+            )
         }
         CallError::Timeout => {
             let head = format!("gateway timeout after {timeout_ms}ms");
-            (format!("{head} waiting for {method}; raise --timeout"), transport_error_json(target, "timeout", &head, None, Some(timeout_ms)))
+            (
+                format!("{head} waiting for {method}; raise --timeout"),
+                transport_error_json(target, "timeout", &head, None, Some(timeout_ms)),
+            )
         }
         CallError::Protocol(p) => {
             let m = format!("the gateway broke the protocol during {method}: {p}");
-            (m.clone(), transport_error_json(target, "closed", &m, Some(p), None))
+            (
+                m.clone(),
+                transport_error_json(target, "closed", &m, Some(p), None),
+            )
         }
     };
     let f = Failure::new(Exit::Failed, message);
@@ -197,5 +276,8 @@ pub fn call_failure(target: &Target, method: &str, err: &CallError, timeout_ms: 
 
 /// The wire name of an error code (`INVALID_REQUEST`).
 pub fn code_name(e: &ErrorShape) -> String {
-    serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(e.code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

@@ -31,7 +31,10 @@ pub struct Open {
 /// Resolve the target from the command's flags and print credential warnings.
 pub fn resolve_target(p: &Parsed) -> Result<Target, Failure> {
     let env = clawgate::paths::env_map();
-    let flags = Flags { token: p.value("token"), password: p.value("password") };
+    let flags = Flags {
+        token: p.value("token"),
+        password: p.value("password"),
+    };
     let target = target::resolve(p.value("url"), flags, &env)?;
     for w in &target.credentials.warnings {
         warn(w);
@@ -45,7 +48,11 @@ pub fn client_config(target: &Target, mode: &str, scopes: Vec<String>) -> Client
     cfg.client.mode = mode.into();
     cfg.scopes = scopes;
     cfg.token = target.credentials.token.as_ref().map(|c| c.value.clone());
-    cfg.password = target.credentials.password.as_ref().map(|c| c.value.clone());
+    cfg.password = target
+        .credentials
+        .password
+        .as_ref()
+        .map(|c| c.value.clone());
     cfg
 }
 
@@ -57,31 +64,61 @@ pub fn open(p: &Parsed, method: &str, params: &Value, default_ms: u64) -> Result
     let target = resolve_target(p)?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let requested = scopes::for_call(method, params);
-    let session = Session::connect(&target.url, client_config(&target, "cli", requested.clone()), deadline)
-        .map_err(|e| report::connect_failure(&target, &e, timeout_ms, json))?;
-    let granted = session.hello.pointer("/auth/scopes").and_then(Value::as_array).map_or(0, Vec::len);
+    let session = Session::connect(
+        &target.url,
+        client_config(&target, "cli", requested.clone()),
+        deadline,
+    )
+    .map_err(|e| report::connect_failure(&target, &e, timeout_ms, json))?;
+    let granted = session
+        .hello
+        .pointer("/auth/scopes")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     if granted == 0 && method != "health" {
         warn(&format!(
             "the gateway at {} granted this connection no scopes (asked for {}){}",
             target.url,
             requested.join(", "),
-            if target.url.is_loopback() { "" } else { "; a client without a paired device gets scopes only on loopback" }
+            if target.url.is_loopback() {
+                ""
+            } else {
+                "; a client without a paired device gets scopes only on loopback"
+            }
         ));
     }
-    Ok(Open { session, target, timeout_ms, json })
+    Ok(Open {
+        session,
+        target,
+        timeout_ms,
+        json,
+    })
 }
 
 impl Open {
     /// Call `method` and close the connection.
     pub fn call_once(mut self, method: &str, params: Option<Value>) -> Result<Value, Failure> {
         let result = self.session.call(method, params);
-        let out = result.map_err(|e| report::call_failure(&self.target, method, &e, self.timeout_ms, self.json));
+        let out = result.map_err(|e| {
+            report::call_failure(&self.target, method, &e, self.timeout_ms, self.json)
+        });
         self.session.close();
         out
     }
 }
 
 /// Connect, call `method` with `params`, close: the whole of most commands.
-pub fn call(p: &Parsed, method: &str, params: Option<Value>, default_ms: u64) -> Result<Value, Failure> {
-    open(p, method, params.as_ref().unwrap_or(&Value::Null), default_ms)?.call_once(method, params)
+pub fn call(
+    p: &Parsed,
+    method: &str,
+    params: Option<Value>,
+    default_ms: u64,
+) -> Result<Value, Failure> {
+    open(
+        p,
+        method,
+        params.as_ref().unwrap_or(&Value::Null),
+        default_ms,
+    )?
+    .call_once(method, params)
 }

@@ -29,7 +29,9 @@ pub fn for_method(method: &str) -> Vec<String> {
         (_, Some(Requirement::Pairing)) => one(scopes::PAIRING),
         (_, Some(Requirement::Talk)) => one(scopes::TALK),
         (_, Some(Requirement::SessionsWrite)) => one("operator.sessions.write"),
-        (_, Some(Requirement::NodeRole) | None) => CLI_DEFAULT.iter().map(|s| s.to_string()).collect(),
+        (_, Some(Requirement::NodeRole) | None) => {
+            CLI_DEFAULT.iter().map(|s| s.to_string()).collect()
+        }
     }
 }
 
@@ -38,7 +40,9 @@ pub fn for_method(method: &str) -> Vec<String> {
 /// `browser.proxy`, for example), as the gateway's own authorization decides.
 pub fn for_call(method: &str, params: &serde_json::Value) -> Vec<String> {
     let mut s = for_method(method);
-    if scopes::authorize(scopes::Role::Operator, &s, method, params).is_err() && !s.iter().any(|g| g == scopes::ADMIN) {
+    if scopes::authorize(scopes::Role::Operator, &s, method, params).is_err()
+        && !s.iter().any(|g| g == scopes::ADMIN)
+    {
         s.push(scopes::ADMIN.into());
     }
     s
@@ -50,13 +54,31 @@ mod tests {
 
     #[test]
     fn least_privilege_per_method() {
-        for m in ["health", "status", "system-presence", "config.get", "logs.tail", "node.list", "node.describe"] {
+        for m in [
+            "health",
+            "status",
+            "system-presence",
+            "config.get",
+            "logs.tail",
+            "node.list",
+            "node.describe",
+        ] {
             assert_eq!(for_method(m), ["operator.read"], "{m}");
         }
-        for m in ["node.pair.list", "device.pair.list", "device.pair.approve", "device.pair.reject", "device.token.rotate", "device.token.revoke"] {
+        for m in [
+            "node.pair.list",
+            "device.pair.list",
+            "device.pair.approve",
+            "device.pair.reject",
+            "device.token.rotate",
+            "device.token.revoke",
+        ] {
             assert_eq!(for_method(m), ["operator.pairing"], "{m}");
         }
-        assert_eq!(for_method("node.pair.approve"), ["operator.pairing", "operator.admin"]);
+        assert_eq!(
+            for_method("node.pair.approve"),
+            ["operator.pairing", "operator.admin"]
+        );
         assert_eq!(for_method("node.invoke"), ["operator.write"]);
         assert_eq!(for_method("config.set"), ["operator.admin"]);
         assert_eq!(for_method("no.such.method").len(), 7);
@@ -64,7 +86,13 @@ mod tests {
         let params = serde_json::json!({"nodeId": "n", "command": "system.which"});
         assert_eq!(for_call("node.invoke", &params), ["operator.write"]);
         let params = serde_json::json!({"nodeId": "n", "command": "browser.proxy"});
-        assert_eq!(for_call("node.invoke", &params), ["operator.write", "operator.admin"]);
-        assert_eq!(for_call("status", &serde_json::json!({})), ["operator.read"]);
+        assert_eq!(
+            for_call("node.invoke", &params),
+            ["operator.write", "operator.admin"]
+        );
+        assert_eq!(
+            for_call("status", &serde_json::json!({})),
+            ["operator.read"]
+        );
     }
 }

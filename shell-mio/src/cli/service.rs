@@ -23,7 +23,11 @@ pub const UNIT: &str = "clawgate-gateway.service";
 /// How long one `systemctl` call may take.
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Environment variables the unit carries over from the installing shell.
-const CARRIED_ENV: &[&str] = &["OPENCLAW_STATE_DIR", "OPENCLAW_CONFIG_PATH", "OPENCLAW_GATEWAY_PORT"];
+const CARRIED_ENV: &[&str] = &[
+    "OPENCLAW_STATE_DIR",
+    "OPENCLAW_CONFIG_PATH",
+    "OPENCLAW_GATEWAY_PORT",
+];
 
 const INSTEAD: &str = "run `clawgate gateway run` under your own supervisor (runit, s6, supervisord, a container's init) instead";
 
@@ -31,14 +35,18 @@ const INSTEAD: &str = "run `clawgate gateway run` under your own supervisor (run
 pub fn unit_path(env: &BTreeMap<String, String>) -> PathBuf {
     let base = match env.get("XDG_CONFIG_HOME").filter(|s| !s.is_empty()) {
         Some(x) => PathBuf::from(x),
-        None => PathBuf::from(env.get("HOME").cloned().unwrap_or_else(|| ".".into())).join(".config"),
+        None => {
+            PathBuf::from(env.get("HOME").cloned().unwrap_or_else(|| ".".into())).join(".config")
+        }
     };
     base.join("systemd").join("user").join(UNIT)
 }
 
 /// Quote a value for a unit file when it needs it.
 fn quote(s: &str) -> String {
-    if s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\') {
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s.to_string()
@@ -50,7 +58,10 @@ pub fn unit_text(exe: &Path, env: &BTreeMap<String, String>) -> String {
     let mut s = String::from(
         "[Unit]\nDescription=clawgate gateway (OpenClaw-compatible)\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\n",
     );
-    s.push_str(&format!("ExecStart={} gateway run\n", quote(&exe.display().to_string())));
+    s.push_str(&format!(
+        "ExecStart={} gateway run\n",
+        quote(&exe.display().to_string())
+    ));
     s.push_str("Restart=on-failure\nRestartSec=2\n# Exit 78: the configuration was refused; restarting will not help.\nRestartPreventExitStatus=78\n");
     for key in CARRIED_ENV {
         if let Some(v) = env.get(*key).filter(|v| !v.is_empty()) {
@@ -73,7 +84,9 @@ pub enum Unavailable {
 impl Unavailable {
     fn failure(&self) -> Failure {
         Failure::failed(match self {
-            Unavailable::NoSystemctl => format!("systemd's `systemctl` was not found: this machine does not run systemd (or it is not on PATH); {INSTEAD}"),
+            Unavailable::NoSystemctl => format!(
+                "systemd's `systemctl` was not found: this machine does not run systemd (or it is not on PATH); {INSTEAD}"
+            ),
             Unavailable::NoUserBus(e) => format!(
                 "`systemctl --user` cannot reach a user service manager ({e}): there is no systemd user session here (common over plain su/sudo, in containers and cron). Log in normally, or enable lingering with `loginctl enable-linger $USER`, or {INSTEAD}"
             ),
@@ -90,7 +103,13 @@ struct Ran {
 
 /// Run `systemctl --user <args>` with a time limit.
 fn systemctl(args: &[&str]) -> Result<Ran, Unavailable> {
-    let child = Command::new("systemctl").arg("--user").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child = Command::new("systemctl")
+        .arg("--user")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unavailable::NoSystemctl),
@@ -104,18 +123,32 @@ fn systemctl(args: &[&str]) -> Result<Ran, Unavailable> {
             Ok(None) | Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Unavailable::NoUserBus(format!("systemctl --user {} did not finish in {} s", args.join(" "), SYSTEMCTL_TIMEOUT.as_secs())));
+                return Err(Unavailable::NoUserBus(format!(
+                    "systemctl --user {} did not finish in {} s",
+                    args.join(" "),
+                    SYSTEMCTL_TIMEOUT.as_secs()
+                )));
             }
         }
     }
-    let out = child.wait_with_output().map_err(|e| Unavailable::NoUserBus(e.to_string()))?;
-    Ok(Ran { ok: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Unavailable::NoUserBus(e.to_string()))?;
+    Ok(Ran {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
 }
 
 /// Check that a user service manager answers.
 fn require_user_manager() -> Result<(), Unavailable> {
     let r = systemctl(&["show-environment"])?;
-    if r.ok { Ok(()) } else { Err(Unavailable::NoUserBus(first_line(&r.stderr))) }
+    if r.ok {
+        Ok(())
+    } else {
+        Err(Unavailable::NoUserBus(first_line(&r.stderr)))
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -145,27 +178,38 @@ pub fn manage(action: &str, argv: Vec<OsString>) -> Outcome {
     require_user_manager().map_err(|u| u.failure())?;
     match action {
         "install" => {
-            let exe = std::env::current_exe().map_err(|e| Failure::failed(format!("cannot find this program's path: {e}")))?;
+            let exe = std::env::current_exe()
+                .map_err(|e| Failure::failed(format!("cannot find this program's path: {e}")))?;
             clawgate::store::write_atomic(&unit, unit_text(&exe, &env).as_bytes())
                 .map_err(|e| Failure::failed(format!("cannot write {}: {e}", unit.display())))?;
             step(&["daemon-reload"])?;
             step(&["enable", "--now", UNIT])?;
             println!("Installed and started {} ({})", UNIT, unit.display());
-            println!("It starts at login; to keep it running without a login session: loginctl enable-linger $USER");
+            println!(
+                "It starts at login; to keep it running without a login session: loginctl enable-linger $USER"
+            );
         }
         "uninstall" => {
             if unit.exists() {
                 step(&["disable", "--now", UNIT])?;
-                std::fs::remove_file(&unit).map_err(|e| Failure::failed(format!("cannot remove {}: {e}", unit.display())))?;
+                std::fs::remove_file(&unit).map_err(|e| {
+                    Failure::failed(format!("cannot remove {}: {e}", unit.display()))
+                })?;
                 step(&["daemon-reload"])?;
                 println!("Stopped, disabled and removed {}", unit.display());
             } else {
-                println!("{UNIT} is not installed ({} does not exist)", unit.display());
+                println!(
+                    "{UNIT} is not installed ({} does not exist)",
+                    unit.display()
+                );
             }
         }
         verb => {
             if !unit.exists() {
-                return Err(Failure::failed(format!("{UNIT} is not installed ({} does not exist): run `clawgate gateway install` first", unit.display())));
+                return Err(Failure::failed(format!(
+                    "{UNIT} is not installed ({} does not exist): run `clawgate gateway install` first",
+                    unit.display()
+                )));
             }
             step(&[verb, UNIT])?;
             println!("{verb}: done ({UNIT})");
@@ -187,7 +231,11 @@ fn service_status(env: &BTreeMap<String, String>) -> Value {
         Ok(()) => {
             v["manager"] = json!("systemd --user");
             for (key, verb) in [("enabled", "is-enabled"), ("active", "is-active")] {
-                v[key] = json!(systemctl(&[verb, UNIT]).map(|r| r.stdout).unwrap_or_default());
+                v[key] = json!(
+                    systemctl(&[verb, UNIT])
+                        .map(|r| r.stdout)
+                        .unwrap_or_default()
+                );
             }
         }
     }
@@ -219,19 +267,33 @@ pub fn status(argv: Vec<OsString>) -> Outcome {
     let env = clawgate::paths::env_map();
     let target = rpc::resolve_target(&p)?;
     let service = service_status(&env);
-    let socket = socket_status(&target.url.host, target.url.port, Duration::from_millis(timeout_ms.min(3_000)));
+    let socket = socket_status(
+        &target.url.host,
+        target.url.port,
+        Duration::from_millis(timeout_ms.min(3_000)),
+    );
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let cfg = rpc::client_config(&target, "cli", scopes::for_method("health"));
     let rpc_status = match Session::connect(&target.url, cfg, deadline) {
-        Err(e) => json!({"ok": false, "error": report::connect_failure(&target, &e, timeout_ms, false).message}),
+        Err(e) => {
+            json!({"ok": false, "error": report::connect_failure(&target, &e, timeout_ms, false).message})
+        }
         Ok(mut s) => {
             let latency = s.latency.as_millis() as u64;
-            let version = s.hello.pointer("/server/version").cloned().unwrap_or(Value::Null);
+            let version = s
+                .hello
+                .pointer("/server/version")
+                .cloned()
+                .unwrap_or(Value::Null);
             let r = s.call("health", None);
             s.close();
             match r {
-                Ok(h) => json!({"ok": h.get("ok").and_then(Value::as_bool).unwrap_or(false), "latencyMs": latency, "version": version, "error": null}),
-                Err(e) => json!({"ok": false, "latencyMs": latency, "version": version, "error": report::call_failure(&target, "health", &e, timeout_ms, false).message}),
+                Ok(h) => {
+                    json!({"ok": h.get("ok").and_then(Value::as_bool).unwrap_or(false), "latencyMs": latency, "version": version, "error": null})
+                }
+                Err(e) => {
+                    json!({"ok": false, "latencyMs": latency, "version": version, "error": report::call_failure(&target, "health", &e, timeout_ms, false).message})
+                }
             }
         }
     };
@@ -248,7 +310,14 @@ pub fn status(argv: Vec<OsString>) -> Outcome {
     } else {
         print_status(&doc);
     }
-    if ok { Ok(()) } else { Err(Failure::new(Exit::Failed, format!("the gateway at {} does not answer RPC", target.url))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            Exit::Failed,
+            format!("the gateway at {} does not answer RPC", target.url),
+        ))
+    }
 }
 
 fn print_status(doc: &Value) {
@@ -266,11 +335,18 @@ fn print_status(doc: &Value) {
     let url = s(&doc["gateway"]["url"]);
     match doc["socket"]["reachable"].as_bool() {
         Some(true) => println!("Socket:  {url} accepts connections"),
-        _ => println!("Socket:  {url} refuses connections ({})", s(&doc["socket"]["error"])),
+        _ => println!(
+            "Socket:  {url} refuses connections ({})",
+            s(&doc["socket"]["error"])
+        ),
     }
     let rpc = &doc["rpc"];
     if rpc["ok"].as_bool() == Some(true) {
-        println!("RPC:     health ok in {} ms (version {})", rpc["latencyMs"], s(&rpc["version"]));
+        println!(
+            "RPC:     health ok in {} ms (version {})",
+            rpc["latencyMs"],
+            s(&rpc["version"])
+        );
     } else {
         println!("RPC:     failed: {}", s(&rpc["error"]));
     }
@@ -284,16 +360,34 @@ mod tests {
     fn unit_runs_this_binary_and_carries_the_state_dir() {
         let mut env = BTreeMap::new();
         env.insert("HOME".to_string(), "/home/u".to_string());
-        assert_eq!(unit_path(&env), PathBuf::from("/home/u/.config/systemd/user/clawgate-gateway.service"));
+        assert_eq!(
+            unit_path(&env),
+            PathBuf::from("/home/u/.config/systemd/user/clawgate-gateway.service")
+        );
         env.insert("XDG_CONFIG_HOME".to_string(), "/x".to_string());
-        assert_eq!(unit_path(&env), PathBuf::from("/x/systemd/user/clawgate-gateway.service"));
-        env.insert("OPENCLAW_STATE_DIR".to_string(), "/srv/claw state".to_string());
+        assert_eq!(
+            unit_path(&env),
+            PathBuf::from("/x/systemd/user/clawgate-gateway.service")
+        );
+        env.insert(
+            "OPENCLAW_STATE_DIR".to_string(),
+            "/srv/claw state".to_string(),
+        );
         let text = unit_text(Path::new("/opt/clawgate/bin/clawgate"), &env);
-        assert!(text.contains("\nExecStart=/opt/clawgate/bin/clawgate gateway run\n"), "{text}");
+        assert!(
+            text.contains("\nExecStart=/opt/clawgate/bin/clawgate gateway run\n"),
+            "{text}"
+        );
         assert!(text.contains("\nRestart=on-failure\n"));
-        assert!(text.contains("\nEnvironment=\"OPENCLAW_STATE_DIR=/srv/claw state\"\n"), "{text}");
+        assert!(
+            text.contains("\nEnvironment=\"OPENCLAW_STATE_DIR=/srv/claw state\"\n"),
+            "{text}"
+        );
         assert!(!text.contains("OPENCLAW_CONFIG_PATH"));
         assert!(text.contains("WantedBy=default.target"));
-        assert!(unit_text(Path::new("/a b/clawgate"), &env).contains("ExecStart=\"/a b/clawgate\" gateway run"));
+        assert!(
+            unit_text(Path::new("/a b/clawgate"), &env)
+                .contains("ExecStart=\"/a b/clawgate\" gateway run")
+        );
     }
 }

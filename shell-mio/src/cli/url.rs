@@ -35,8 +35,14 @@ impl fmt::Display for UrlError {
                 f,
                 "TLS (wss://) is not supported by clawgate; use ws:// on loopback or a private network, or put a TLS terminator in front and connect to it with ws:// locally"
             ),
-            UrlError::Scheme => write!(f, "gateway URL must start with ws:// (for example ws://127.0.0.1:18789)"),
-            UrlError::NoHost => write!(f, "gateway URL has no host (for example ws://127.0.0.1:18789)"),
+            UrlError::Scheme => write!(
+                f,
+                "gateway URL must start with ws:// (for example ws://127.0.0.1:18789)"
+            ),
+            UrlError::NoHost => write!(
+                f,
+                "gateway URL has no host (for example ws://127.0.0.1:18789)"
+            ),
             UrlError::Port(p) => write!(f, "gateway URL port {p:?} is not a port number (1-65535)"),
         }
     }
@@ -45,7 +51,11 @@ impl fmt::Display for UrlError {
 impl GatewayUrl {
     /// `ws://127.0.0.1:<port>`, the local gateway.
     pub fn local(port: u16) -> Self {
-        Self { host: "127.0.0.1".into(), port, path: "/".into() }
+        Self {
+            host: "127.0.0.1".into(),
+            port,
+            path: "/".into(),
+        }
     }
 
     /// Parse a `ws://` URL.
@@ -55,7 +65,11 @@ impl GatewayUrl {
         if lower.starts_with("wss://") {
             return Err(UrlError::TlsUnsupported);
         }
-        let rest = if lower.starts_with("ws://") { s.get(5..).unwrap_or("") } else { return Err(UrlError::Scheme) };
+        let rest = if lower.starts_with("ws://") {
+            s.get(5..).unwrap_or("")
+        } else {
+            return Err(UrlError::Scheme);
+        };
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("/")),
             None => (rest, "/"),
@@ -75,10 +89,22 @@ impl GatewayUrl {
         }
         let port = match port {
             None | Some("") => 80,
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| UrlError::Port(p.to_string()))?,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| UrlError::Port(p.to_string()))?,
         };
-        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-        Ok(Self { host: host.to_ascii_lowercase(), port, path })
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port,
+            path,
+        })
     }
 
     /// Whether the host is a loopback name or address.
@@ -88,13 +114,21 @@ impl GatewayUrl {
 
     /// The `Host` header value (`host:port`, IPv6 in brackets).
     pub fn host_header(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
 impl fmt::Display for GatewayUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path == "/" { "" } else { self.path.as_str() };
+        let path = if self.path == "/" {
+            ""
+        } else {
+            self.path.as_str()
+        };
         write!(f, "ws://{}{path}", self.host_header())
     }
 }
@@ -106,11 +140,17 @@ mod tests {
     #[test]
     fn parses_hosts_ports_and_paths() {
         let u = GatewayUrl::parse("ws://127.0.0.1:18789").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 18789, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 18789, "/")
+        );
         assert_eq!(u.to_string(), "ws://127.0.0.1:18789");
         assert!(u.is_loopback());
         let u = GatewayUrl::parse("WS://[::1]:9/gateway").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("::1", 9, "/gateway"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 9, "/gateway")
+        );
         assert_eq!(u.host_header(), "[::1]:9");
         assert_eq!(u.to_string(), "ws://[::1]:9/gateway");
         assert!(u.is_loopback());
@@ -123,13 +163,22 @@ mod tests {
 
     #[test]
     fn refuses_tls_and_garbage() {
-        assert_eq!(GatewayUrl::parse("wss://gw:443"), Err(UrlError::TlsUnsupported));
+        assert_eq!(
+            GatewayUrl::parse("wss://gw:443"),
+            Err(UrlError::TlsUnsupported)
+        );
         assert!(UrlError::TlsUnsupported.to_string().contains("TLS"));
         assert_eq!(GatewayUrl::parse("http://x:1"), Err(UrlError::Scheme));
         assert_eq!(GatewayUrl::parse("127.0.0.1:18789"), Err(UrlError::Scheme));
         assert_eq!(GatewayUrl::parse("ws://:1"), Err(UrlError::NoHost));
-        assert_eq!(GatewayUrl::parse("ws://h:0"), Err(UrlError::Port("0".into())));
-        assert_eq!(GatewayUrl::parse("ws://h:99999"), Err(UrlError::Port("99999".into())));
+        assert_eq!(
+            GatewayUrl::parse("ws://h:0"),
+            Err(UrlError::Port("0".into()))
+        );
+        assert_eq!(
+            GatewayUrl::parse("ws://h:99999"),
+            Err(UrlError::Port("99999".into()))
+        );
         assert_eq!(GatewayUrl::parse("ws://[::1"), Err(UrlError::NoHost));
     }
 }
