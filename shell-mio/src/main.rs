@@ -100,10 +100,8 @@ fn help_for(group: &str) -> i32 {
 }
 
 /// `clawgate gateway run …`: the gateway itself.
-fn run_gateway(_args: Vec<OsString>) -> i32 {
-    finish(Err(cli::Failure::failed(
-        "`clawgate gateway run` is not available in this build",
-    )))
+fn run_gateway(args: Vec<OsString>) -> i32 {
+    clawgate::run::main(args)
 }
 
 /// `clawgate gateway discover …`: find gateways over mDNS.
