@@ -148,13 +148,29 @@ pub fn connect_failure(
                 "the gateway at {url} refused the connection: {}",
                 error.message
             );
-            if let Some(c) = close {
-                m.push_str(&format!(" (closed with {})", describe_close(c)));
+            match close {
+                // The reason repeats the message (truncated): the code is what is new.
+                Some(Close {
+                    code: Some(code),
+                    reason,
+                }) if error.message.starts_with(reason.as_str()) => {
+                    m.push_str(&format!(" (closed with code {code})"));
+                }
+                Some(c) => m.push_str(&format!(" (closed with {})", describe_close(c))),
+                None => {}
             }
             if let Some(h) = auth_hint(target, error) {
                 m.push_str(&format!("\nhint: {h}"));
                 if matches!(target.source, UrlSource::Local | UrlSource::RemoteConfig) {
-                    m.push_str(&format!("\nconfig file: {}", target.config_path.display()));
+                    let missing = if target.config_path.exists() {
+                        ""
+                    } else {
+                        " (does not exist)"
+                    };
+                    m.push_str(&format!(
+                        "\nconfig file: {}{missing}",
+                        target.config_path.display()
+                    ));
                 }
             }
             (m, request_error_json(error))

@@ -1,0 +1,524 @@
+//! The client commands of `clawgate` as a black box: the real binary runs
+//! `clawgate gateway run` on a free loopback port with a private HOME and state directory,
+//! and the client commands talk to it as a user would.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Patience for anything the gateway does on a busy machine.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A private HOME and state directory, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("clawgate-cli-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(path.join("home")).unwrap();
+        Self(path)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.0.join("state")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.state().join("openclaw.json")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn command(dir: &Dir, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawgate"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.0.join("home"))
+        .env("OPENCLAW_STATE_DIR", dir.state())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// A running gateway, killed on drop.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `clawgate gateway run --port P <args>` and wait until it accepts connections.
+fn gateway(dir: &Dir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+    let child = command(dir, env)
+        .args(["gateway", "run", "--port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gw = Gateway(child);
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw
+}
+
+/// Run a client command to its end.
+fn run(dir: &Dir, args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(dir, env)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout_json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(o)
+        )
+    })
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn url(port: u16) -> String {
+    format!("ws://127.0.0.1:{port}")
+}
+
+#[test]
+fn call_health_probe_and_lists_with_a_token() {
+    let dir = Dir::new();
+    let port = free_port();
+    let _gw = gateway(&dir, port, &["--token", "tok-one-2345"], &[]);
+    let u = url(port);
+
+    let o = run(
+        &dir,
+        &[
+            "gateway",
+            "call",
+            "health",
+            "--url",
+            &u,
+            "--token",
+            "tok-one-2345",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout_json(&o)["ok"], true);
+
+    let o = run(
+        &dir,
+        &["gateway", "health", "--url", &u, "--token", "tok-one-2345"],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with(&format!("Gateway healthy at {u}")));
+
+    let o = run(
+        &dir,
+        &[
+            "gateway",
+            "call",
+            "status",
+            "--params",
+            "{}",
+            "--url",
+            &u,
+            "--token",
+            "tok-one-2345",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout_json(&o)["authMode"], "token");
+
+    // The probe client (mode probe, no device) is reachable but scope-limited, as upstream.
+    let o = run(
+        &dir,
+        &[
+            "gateway",
+            "probe",
+            "--url",
+            &u,
+            "--token",
+            "tok-one-2345",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let p = stdout_json(&o);
+    assert_eq!(p["ok"], true);
+    assert_eq!(p["degraded"], true);
+    assert_eq!(p["capability"], "connected_no_operator_scope");
+    assert_eq!(p["timeoutMs"], 3000);
+    let t = &p["targets"][0];
+    assert_eq!(t["url"], u.as_str());
+    assert_eq!(t["connect"]["ok"], true);
+    assert_eq!(t["connect"]["rpcOk"], false);
+    assert_eq!(t["connect"]["scopeLimited"], true);
+    assert_eq!(t["auth"]["scopes"], serde_json::json!([]));
+    assert_eq!(t["health"]["ok"], true, "health needs no scope");
+    assert_eq!(p["warnings"][0]["code"], "probe_scope_limited");
+
+    let o = run(
+        &dir,
+        &[
+            "devices",
+            "list",
+            "--url",
+            &u,
+            "--token",
+            "tok-one-2345",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout_json(&o),
+        serde_json::json!({"pending": [], "paired": []})
+    );
+    let o = run(
+        &dir,
+        &[
+            "nodes",
+            "list",
+            "--url",
+            &u,
+            "--token",
+            "tok-one-2345",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout_json(&o)["nodes"], serde_json::json!([]));
+    let o = run(
+        &dir,
+        &[
+            "nodes",
+            "invoke",
+            "--node",
+            "nope",
+            "--command",
+            "system.which",
+            "--url",
+            &u,
+            "--token",
+            "tok-one-2345",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 1);
+    assert_eq!(stdout_json(&o)["error"]["type"], "gateway_request_error");
+    assert_eq!(stdout_json(&o)["error"]["code"], "UNAVAILABLE");
+}
+
+#[test]
+fn wrong_or_missing_secrets_fail_clearly() {
+    let dir = Dir::new();
+    let port = free_port();
+    let _gw = gateway(&dir, port, &["--token", "tok-right-678"], &[]);
+    let u = url(port);
+
+    let o = run(
+        &dir,
+        &[
+            "gateway",
+            "call",
+            "health",
+            "--url",
+            &u,
+            "--token",
+            "tok-wrong",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 1);
+    let e = &stdout_json(&o)["error"];
+    assert_eq!(e["type"], "gateway_request_error");
+    assert_eq!(e["code"], "INVALID_REQUEST");
+    assert_eq!(e["details"]["code"], "AUTH_TOKEN_MISMATCH");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("gateway token mismatch")
+    );
+    assert_eq!(e["retryable"], false);
+
+    let o = run(
+        &dir,
+        &[
+            "gateway",
+            "call",
+            "health",
+            "--url",
+            &u,
+            "--token",
+            "tok-wrong",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("gateway token mismatch") && err.contains("hint: the token from --token"),
+        "{err}"
+    );
+
+    // --url never borrows a configured secret, and says what it needs.
+    let o = run(
+        &dir,
+        &["gateway", "call", "health", "--url", &u, "--json"],
+        &[("OPENCLAW_GATEWAY_TOKEN", "tok-right-678")],
+    );
+    assert_eq!(code(&o), 1);
+    let e = &stdout_json(&o)["error"];
+    assert_eq!(e["type"], "gateway_credentials_required");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("--url needs --token or --password"),
+        "{e}"
+    );
+    let o = run(&dir, &["gateway", "health", "--url", &u], &[]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("--url needs --token or --password"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Without --url, a missing secret names the keys to set.
+    let o = run(
+        &dir,
+        &["gateway", "health"],
+        &[("OPENCLAW_GATEWAY_PORT", &port.to_string())],
+    );
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("set gateway.remote.token"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn url_without_secret_works_against_a_gateway_without_auth() {
+    let dir = Dir::new();
+    let port = free_port();
+    let _gw = gateway(&dir, port, &[], &[]);
+    let o = run(
+        &dir,
+        &["gateway", "call", "status", "--url", &url(port), "--json"],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout_json(&o)["authMode"], "none");
+}
+
+#[test]
+fn generated_token_is_used_by_gateway_and_clients_without_url() {
+    let dir = Dir::new();
+    let port = free_port();
+    let port_env = [("OPENCLAW_GATEWAY_PORT", port.to_string())];
+    let env: Vec<(&str, &str)> = port_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    std::fs::create_dir_all(dir.state()).unwrap();
+    std::fs::write(dir.config(), "{ // mine\n agents: {defaults: {x: 1}}, gateway: {auth: {token: 'old-aaa-111'}, remote: {token: 'old-bbb-222'}} }").unwrap();
+    std::fs::set_permissions(
+        dir.config(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.state(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+
+    let o = run(&dir, &["doctor"], &env);
+    assert_eq!(code(&o), 1);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("gateway.remote.token differs from gateway.auth.token"),
+        "{out}"
+    );
+
+    let o = run(&dir, &["doctor", "--generate-gateway-token"], &env);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&std::fs::read(dir.config()).unwrap()).unwrap();
+    let token = doc["gateway"]["auth"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 48);
+    assert_eq!(doc["gateway"]["remote"]["token"], token.as_str());
+    assert_eq!(doc["agents"]["defaults"]["x"], 1);
+    let mode = std::fs::metadata(dir.config()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    let _gw = gateway(&dir, port, &[], &env);
+    let o = run(&dir, &["gateway", "call", "health", "--json"], &env);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout_json(&o)["ok"], true);
+    assert!(
+        stderr(&o).is_empty(),
+        "no warnings expected: {}",
+        stderr(&o)
+    );
+
+    let o = run(&dir, &["gateway", "status", "--json"], &env);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let s = stdout_json(&o);
+    assert_eq!(s["rpc"]["ok"], true);
+    assert_eq!(s["socket"]["reachable"], true);
+    assert_eq!(s["service"]["installed"], false);
+    assert_eq!(s["gateway"]["urlSource"], "local loopback");
+
+    let o = run(&dir, &["doctor"], &env);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("a gateway is already running"));
+
+    let o = run(&dir, &["logs", "-n", "1"], &env);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+}
+
+#[test]
+fn unreachable_and_silent_gateways() {
+    let dir = Dir::new();
+    let port = free_port();
+    let u = url(port);
+    let o = run(
+        &dir,
+        &[
+            "gateway", "call", "health", "--url", &u, "--token", "t-123456", "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 1);
+    let d = stdout_json(&o);
+    assert_eq!(d["error"]["type"], "gateway_transport_error");
+    assert_eq!(d["error"]["kind"], "closed");
+    assert_eq!(
+        d["error"]["message"],
+        format!("Gateway not reachable at {u} (ECONNREFUSED).")
+    );
+    assert_eq!(d["gateway"]["urlSource"], "cli --url");
+
+    let o = run(
+        &dir,
+        &[
+            "gateway", "probe", "--url", &u, "--token", "t-123456", "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 1);
+    let p = stdout_json(&o);
+    assert_eq!(p["ok"], false);
+    assert_eq!(p["targets"][0]["connect"]["close"]["code"], 1006);
+
+    // Something that accepts and never answers: the deadline holds.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let u = url(silent.local_addr().unwrap().port());
+    let started = Instant::now();
+    let o = run(
+        &dir,
+        &[
+            "gateway",
+            "call",
+            "health",
+            "--url",
+            &u,
+            "--token",
+            "t-123456",
+            "--timeout",
+            "300",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 1);
+    assert!(started.elapsed() < PATIENCE);
+    assert_eq!(stdout_json(&o)["error"]["kind"], "timeout");
+    assert_eq!(stdout_json(&o)["error"]["timeoutMs"], 300);
+}
+
+#[test]
+fn usage_errors_and_missing_log() {
+    let dir = Dir::new();
+    for args in [
+        &["gateway", "call"][..],
+        &["gateway", "health", "--bogus"],
+        &["gateway", "health", "--url", "wss://gw:443"],
+        &["gateway", "call", "x", "--params", "{nope"],
+        &["devices", "revoke", "--device", "d"],
+        &["nodes", "frobnicate"],
+        &["frobnicate"],
+    ] {
+        let o = run(&dir, args, &[]);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).is_empty());
+    }
+    let o = run(&dir, &["gateway", "health", "--url", "wss://gw:443"], &[]);
+    assert!(stderr(&o).contains("TLS (wss://) is not supported"));
+    let o = run(&dir, &["logs"], &[]);
+    assert_eq!(code(&o), 1);
+    let log = Path::new("logs").join("clawgate-gateway.log");
+    assert!(
+        stderr(&o).contains(&dir.state().join(log).display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+}
