@@ -176,6 +176,8 @@ fn call_health_probe_and_lists_with_a_token() {
     assert_eq!(stdout_json(&o)["authMode"], "token");
 
     // The probe client (mode probe, no device) is reachable but scope-limited, as upstream.
+    // It also tries the local gateway's port, as upstream does: make that one nobody's.
+    let unused = free_port().to_string();
     let o = run(
         &dir,
         &[
@@ -187,11 +189,12 @@ fn call_health_probe_and_lists_with_a_token() {
             "tok-one-2345",
             "--json",
         ],
-        &[],
+        &[("OPENCLAW_GATEWAY_PORT", &unused)],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let p = stdout_json(&o);
     assert_eq!(p["ok"], true);
+    assert_eq!(p["primaryTargetId"], "explicit");
     assert_eq!(p["degraded"], true);
     assert_eq!(p["capability"], "connected_no_operator_scope");
     assert_eq!(p["timeoutMs"], 3000);
@@ -203,6 +206,11 @@ fn call_health_probe_and_lists_with_a_token() {
     assert_eq!(t["auth"]["scopes"], serde_json::json!([]));
     assert_eq!(t["health"]["ok"], true, "health needs no scope");
     assert_eq!(p["warnings"][0]["code"], "probe_scope_limited");
+    let local = &p["targets"][1];
+    assert_eq!(local["id"], "localLoopback");
+    assert_eq!(local["url"], format!("ws://127.0.0.1:{unused}"));
+    assert_eq!(local["connect"]["ok"], false);
+    assert_eq!(local["connect"]["close"]["code"], 1006);
 
     let o = run(
         &dir,
@@ -462,11 +470,17 @@ fn unreachable_and_silent_gateways() {
         &[
             "gateway", "probe", "--url", &u, "--token", "t-123456", "--json",
         ],
-        &[],
+        &[("OPENCLAW_GATEWAY_PORT", &port.to_string())],
     );
     assert_eq!(code(&o), 1);
     let p = stdout_json(&o);
     assert_eq!(p["ok"], false);
+    assert_eq!(
+        p["targets"].as_array().map(Vec::len),
+        Some(1),
+        "same URL probed once"
+    );
+    assert_eq!(p["warnings"][0]["code"], "no_gateway_reachable");
     assert_eq!(p["targets"][0]["connect"]["close"]["code"], 1006);
 
     // Something that accepts and never answers: the deadline holds.

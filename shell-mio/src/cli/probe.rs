@@ -11,12 +11,14 @@ use serde_json::{Value, json};
 
 use super::args::{self, QUERY};
 use super::connection::{CallError, Close, ConnectError, Session};
-use super::credentials::UrlSource;
+use super::credentials::{Flags, UrlSource};
 use super::output::print_json;
 use super::report::{self, describe_close, detail_code};
 use super::rpc;
-use super::target::Target;
+use super::target::{self, Target};
+use super::url::GatewayUrl;
 use super::{Exit, Failure, Outcome};
+use clawgate_core::config::DEFAULT_PORT;
 
 /// Default overall timeout of a probe.
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
@@ -80,24 +82,6 @@ impl Finding {
             "unknown"
         }
     }
-
-    /// Upstream's warnings for this finding.
-    pub fn warnings(&self, target_id: &str) -> Vec<Value> {
-        let mut w = Vec::new();
-        if !self.reached {
-            w.push(json!({"code": "no_gateway_reachable", "message": format!("No gateway answered: {}", self.error.as_deref().unwrap_or("unreachable")), "targetIds": [target_id]}));
-        } else if self.scope_limited {
-            w.push(json!({"code": "probe_scope_limited", "message": "Read-probe diagnostics are limited by gateway scopes (missing operator.read). Connection succeeded, but read-only status calls are incomplete. Hint: pair device identity or use credentials with operator.read.", "targetIds": [target_id]}));
-        } else if !self.rpc_ok {
-            let detail = self
-                .error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_else(|| ".".into());
-            w.push(json!({"code": "probe_detail_failed", "message": format!("Gateway accepted the WebSocket connection, but follow-up read diagnostics failed{detail}"), "targetIds": [target_id]}));
-        }
-        w
-    }
 }
 
 fn close_json(c: &Option<Close>) -> Value {
@@ -111,11 +95,8 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
     cfg.client.version = "dev".into();
     cfg.min_protocol = 3;
     let mut f = Finding {
-        health: Value::Null,
-        status: Value::Null,
-        presence: Value::Null,
-        server: Value::Null,
-        ..Default::default()
+        server: json!({"version": null, "connId": null}),
+        ..Finding::default()
     };
     let mut session = match Session::connect(&target.url, cfg, deadline) {
         Ok(s) => s,
@@ -214,127 +195,225 @@ fn note_connect_error(f: &mut Finding, target: &Target, e: ConnectError) {
     }
 }
 
-/// The probe's JSON document, in upstream's shape.
+/// The id and kind upstream gives a target.
+fn target_id(t: &Target) -> &'static str {
+    match t.source {
+        UrlSource::CliFlag | UrlSource::Env => "explicit",
+        UrlSource::RemoteConfig => "configRemote",
+        UrlSource::Local => "localLoopback",
+    }
+}
+
+/// Capabilities from best to worst, as upstream ranks them.
+const CAPABILITY_RANK: &[&str] = &[
+    "admin_capable",
+    "write_capable",
+    "read_only",
+    "connected_no_operator_scope",
+    "pairing_pending",
+    "unknown",
+];
+
+/// The best capability any target offers.
+fn best_capability(probed: &[(Target, Finding)]) -> &'static str {
+    CAPABILITY_RANK
+        .iter()
+        .find(|c| probed.iter().any(|(_, f)| f.capability() == **c))
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// Upstream's warnings over all targets.
+fn warnings(probed: &[(Target, Finding)]) -> Vec<Value> {
+    let mut w = Vec::new();
+    if probed.iter().all(|(_, f)| !f.reached) {
+        let errors: Vec<String> = probed
+            .iter()
+            .map(|(t, f)| format!("{}: {}", t.url, f.error.as_deref().unwrap_or("unreachable")))
+            .collect();
+        let ids: Vec<&str> = probed.iter().map(|(t, _)| target_id(t)).collect();
+        w.push(json!({"code": "no_gateway_reachable", "message": format!("No gateway answered ({})", errors.join("; ")), "targetIds": ids}));
+    }
+    for (t, f) in probed.iter().filter(|(_, f)| f.reached && !f.rpc_ok) {
+        w.push(if f.scope_limited {
+            json!({"code": "probe_scope_limited", "message": "Read-probe diagnostics are limited by gateway scopes (missing operator.read). Connection succeeded, but read-only status calls are incomplete. Hint: pair device identity or use credentials with operator.read.", "targetIds": [target_id(t)]})
+        } else {
+            let detail = f.error.as_deref().map(|e| format!(": {e}")).unwrap_or_else(|| ".".into());
+            json!({"code": "probe_detail_failed", "message": format!("Gateway accepted the WebSocket connection, but follow-up read diagnostics failed{detail}"), "targetIds": [target_id(t)]})
+        });
+    }
+    w
+}
+
+/// One target's entry of the JSON document.
+fn target_json(t: &Target, f: &Finding) -> Value {
+    json!({
+        "id": target_id(t),
+        "kind": target_id(t),
+        "url": t.url.to_string(),
+        "active": true,
+        "tunnel": null,
+        "connect": {
+            "ok": f.reached,
+            "rpcOk": f.rpc_ok,
+            "scopeLimited": f.scope_limited,
+            "latencyMs": f.latency_ms,
+            "error": f.error,
+            "close": close_json(&f.close),
+        },
+        "auth": {"role": f.role, "scopes": f.scopes, "capability": f.capability()},
+        "server": f.server,
+        "self": null,
+        "config": null,
+        "health": f.health,
+        "summary": f.status,
+        "presence": f.presence,
+    })
+}
+
+/// The probe's JSON document, in upstream's shape (discovery is `clawgate gateway discover`'s
+/// job, so `discovery` reports none).
 pub fn to_json(
-    target: &Target,
-    f: &Finding,
+    probed: &[(Target, Finding)],
+    local_url: &str,
     timeout_ms: u64,
     duration: Duration,
     ts: u64,
 ) -> Value {
-    let (id, kind) = match target.source {
-        UrlSource::CliFlag | UrlSource::Env => ("explicit", "explicit"),
-        UrlSource::RemoteConfig => ("configRemote", "configRemote"),
-        UrlSource::Local => ("localLoopback", "localLoopback"),
-    };
+    let primary = probed
+        .iter()
+        .find(|(_, f)| f.reached)
+        .map(|(t, _)| target_id(t));
     json!({
-        "ok": f.reached,
-        "degraded": f.reached && !f.rpc_ok,
-        "capability": f.capability(),
+        "ok": primary.is_some(),
+        "degraded": probed.iter().any(|(_, f)| f.reached && !f.rpc_ok),
+        "capability": best_capability(probed),
         "ts": ts,
         "durationMs": duration.as_millis() as u64,
         "timeoutMs": timeout_ms,
-        "primaryTargetId": if f.reached { Value::from(id) } else { Value::Null },
-        "warnings": f.warnings(id),
-        "targets": [{
-            "id": id,
-            "kind": kind,
-            "url": target.url.to_string(),
-            "active": true,
-            "tunnel": null,
-            "connect": {
-                "ok": f.reached,
-                "rpcOk": f.rpc_ok,
-                "scopeLimited": f.scope_limited,
-                "latencyMs": f.latency_ms,
-                "error": f.error,
-                "close": close_json(&f.close),
-            },
-            "auth": {"role": f.role, "scopes": f.scopes, "capability": f.capability()},
-            "server": f.server,
-            "health": f.health,
-            "summary": f.status,
-            "presence": f.presence,
-        }],
+        "primaryTargetId": primary,
+        "warnings": warnings(probed),
+        "network": {"localLoopbackUrl": local_url, "localTailnetUrl": null, "tailnetIPv4": null},
+        "discovery": {"timeoutMs": 0, "count": 0, "beacons": []},
+        "targets": probed.iter().map(|(t, f)| target_json(t, f)).collect::<Vec<_>>(),
     })
 }
 
-fn print_human(target: &Target, f: &Finding, timeout_ms: u64) {
+fn print_human(probed: &[(Target, Finding)], timeout_ms: u64) {
     let yes_no = |b: bool| if b { "yes" } else { "no" };
-    println!("Gateway probe: {} ({})", target.url, target.source.as_str());
-    match f.latency_ms {
-        Some(ms) => println!("Reachable: yes (hello in {ms} ms)"),
-        None => println!("Reachable: no"),
-    }
-    println!(
-        "RPC: {}",
-        if f.rpc_ok {
+    let reachable = probed.iter().any(|(_, f)| f.reached);
+    println!("Gateway probe");
+    println!("Reachable: {}", yes_no(reachable));
+    println!("Capability: {}", best_capability(probed).replace('_', "-"));
+    println!("Probe budget: {timeout_ms}ms");
+    for (t, f) in probed {
+        println!();
+        println!("{} {} ({})", target_id(t), t.url, t.source.as_str());
+        match f.latency_ms {
+            Some(ms) => println!("  Reachable: yes (hello in {ms} ms)"),
+            None => println!("  Reachable: no"),
+        }
+        let rpc = if f.rpc_ok {
             "ok".to_string()
         } else {
             format!("failed: {}", f.error.as_deref().unwrap_or("unknown"))
-        }
-    );
-    println!("Scope-limited: {}", yes_no(f.scope_limited));
-    println!("Capability: {}", f.capability().replace('_', "-"));
-    println!(
-        "Last close: {}",
-        f.close
-            .as_ref()
-            .map_or_else(|| "none".to_string(), describe_close)
-    );
-    if let Some(v) = f.server.get("version").and_then(Value::as_str) {
+        };
+        println!("  RPC: {rpc}");
+        println!("  Scope-limited: {}", yes_no(f.scope_limited));
         println!(
-            "Server: version {v}, connId {}",
-            f.server
+            "  Last close: {}",
+            f.close
+                .as_ref()
+                .map_or_else(|| "none".to_string(), describe_close)
+        );
+        if let Some(v) = f.server.get("version").and_then(Value::as_str) {
+            let conn = f
+                .server
                 .get("connId")
                 .and_then(Value::as_str)
-                .unwrap_or("?")
-        );
+                .unwrap_or("?");
+            println!("  Server: version {v}, connId {conn}");
+        }
+        if let Some(h) = f
+            .connect_error
+            .as_ref()
+            .and_then(|e| report::auth_hint(t, e))
+        {
+            println!("  Hint: {h}");
+        }
     }
-    println!("Probe budget: {timeout_ms}ms");
-    for w in f.warnings("") {
-        println!(
-            "Warning: {}",
-            w.get("message").and_then(Value::as_str).unwrap_or("")
-        );
-    }
-    if let Some(h) = f
-        .connect_error
-        .as_ref()
-        .and_then(|e| report::auth_hint(target, e))
-    {
-        println!("Hint: {h}");
+    let w = warnings(probed);
+    if !w.is_empty() {
+        println!();
+        for w in w {
+            println!(
+                "Warning: {}",
+                w.get("message").and_then(Value::as_str).unwrap_or("")
+            );
+        }
     }
 }
+
+/// Budget of the local loopback target when it is not the one asked for, as upstream.
+const LOCAL_BUDGET: Duration = Duration::from_millis(800);
 
 /// `gateway probe`.
 pub fn run(argv: Vec<OsString>) -> Outcome {
     let p = args::parse(argv, QUERY, &[])?;
     p.expect_positionals(0, USAGE)?;
     let timeout_ms = p.number("timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS);
-    let target = rpc::resolve_target(&p)?;
+    let primary = rpc::resolve_target(&p)?;
+    let flags = Flags {
+        token: p.value("token"),
+        password: p.value("password"),
+    };
+    let local = target::local(flags, &clawgate::paths::env_map()).ok();
+    let local_url = local.as_ref().map_or_else(
+        || GatewayUrl::local(DEFAULT_PORT).to_string(),
+        |t| t.url.to_string(),
+    );
     let started = Instant::now();
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let finding = probe(&target, started + Duration::from_millis(timeout_ms));
+    let deadline = started + Duration::from_millis(timeout_ms);
+    let mut targets = vec![(primary, deadline)];
+    if let Some(l) = local.filter(|l| targets.iter().all(|(t, _)| t.url != l.url)) {
+        targets.push((l, deadline.min(started + LOCAL_BUDGET)));
+    }
+    // Probe the targets at once, as upstream does, so the budget is not spent twice.
+    let probed: Vec<(Target, Finding)> = std::thread::scope(|s| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|(t, d)| s.spawn(move || probe(t, *d)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .zip(targets)
+    .map(|(f, (t, _))| (t, f))
+    .collect();
     if p.switch("json") {
         print_json(&to_json(
-            &target,
-            &finding,
+            &probed,
+            &local_url,
             timeout_ms,
             started.elapsed(),
             ts,
         ));
     } else {
-        print_human(&target, &finding, timeout_ms);
+        print_human(&probed, timeout_ms);
     }
-    if finding.reached {
+    if probed.iter().any(|(_, f)| f.reached) {
         Ok(())
     } else {
+        let urls: Vec<String> = probed.iter().map(|(t, _)| t.url.to_string()).collect();
         Err(Failure::new(
             Exit::Failed,
-            format!("no gateway reachable at {}", target.url),
+            format!("no gateway reachable at {}", urls.join(" or ")),
         ))
     }
 }

@@ -107,6 +107,21 @@ pub fn resolve(
     })
 }
 
+/// The local gateway on loopback (`ws://127.0.0.1:<port>`), whatever `--url` or the
+/// environment name: the second target a probe always checks, as upstream's does.
+pub fn local(flags: Flags<'_>, env: &BTreeMap<String, String>) -> Result<Target, Failure> {
+    let config_path = clawgate::paths::config_path(env);
+    let file = load_config(&config_path)?;
+    let url = GatewayUrl::local(local_port(env, &file)?);
+    let credentials = credentials::resolve(UrlSource::Local, flags, env, &file);
+    Ok(Target {
+        url,
+        source: UrlSource::Local,
+        credentials,
+        config_path,
+    })
+}
+
 fn parse_url(s: &str, from: &str) -> Result<GatewayUrl, Failure> {
     let exit = if from == "--url" {
         Exit::Usage
