@@ -34,11 +34,9 @@ pub fn health(argv: Vec<OsString>) -> Outcome {
         .and_then(Value::as_str)
         .unwrap_or("?")
         .to_string();
-    let auth_mode = open
-        .session
-        .hello
-        .pointer("/snapshot/authMode")
-        .and_then(Value::as_str)
+    let auth_mode = ["/snapshot/authMode", "/auth/method"]
+        .iter()
+        .find_map(|p| open.session.hello.pointer(p).and_then(Value::as_str))
         .unwrap_or("?")
         .to_string();
     let payload = open.call_once("health", None)?;
