@@ -54,3 +54,25 @@ pub fn field(v: &Value, key: &str) -> String {
 pub fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
 }
+
+/// A list field as a count and its first few entries (`21: a,b,c,…`).
+pub fn count_list(v: &Value, key: &str) -> String {
+    const SHOWN: usize = 3;
+    let items: Vec<String> = v
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    match items.len() {
+        0 => "-".into(),
+        n if n <= SHOWN => items.join(","),
+        n => format!(
+            "{n}: {},…",
+            items.get(..SHOWN).unwrap_or_default().join(",")
+        ),
+    }
+}

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::args::{self, Opt, QUERY};
 use super::output::print_json;
 use super::rpc::{self, DEFAULT_TIMEOUT_MS};
-use super::{Failure, Outcome};
+use super::{Failure, Outcome, scopes};
 
 const HEALTH_USAGE: &str = "clawgate gateway health [--url ws://HOST:PORT] [--token T | --password P] [--timeout MS] [--json]";
 const CALL_USAGE: &str = "clawgate gateway call <method> [--params JSON] [--url ws://HOST:PORT] [--token T | --password P] [--timeout MS] [--json]";
@@ -25,7 +25,7 @@ pub fn parse_params(text: Option<&str>) -> Result<Option<Value>, Failure> {
 pub fn health(argv: Vec<OsString>) -> Outcome {
     let p = args::parse(argv, QUERY, &[])?;
     p.expect_positionals(0, HEALTH_USAGE)?;
-    let open = rpc::open(&p, "health", &Value::Null, DEFAULT_TIMEOUT_MS)?;
+    let open = rpc::open(&p, scopes::for_method("health"), DEFAULT_TIMEOUT_MS)?;
     let (url, latency) = (open.target.url.to_string(), open.session.latency);
     let version = open
         .session

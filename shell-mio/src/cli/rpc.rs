@@ -56,14 +56,12 @@ pub fn client_config(target: &Target, mode: &str, scopes: Vec<String>) -> Client
     cfg
 }
 
-/// Connect for calling `method` with `params` (scopes chosen for them), within `--timeout` or
-/// `default_ms`.
-pub fn open(p: &Parsed, method: &str, params: &Value, default_ms: u64) -> Result<Open, Failure> {
+/// Connect asking for `requested` scopes, within `--timeout` or `default_ms`.
+pub fn open(p: &Parsed, requested: Vec<String>, default_ms: u64) -> Result<Open, Failure> {
     let timeout_ms = p.number("timeout")?.unwrap_or(default_ms);
     let json = p.switch("json");
     let target = resolve_target(p)?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    let requested = scopes::for_call(method, params);
     let session = Session::connect(
         &target.url,
         client_config(&target, "cli", requested.clone()),
@@ -75,7 +73,7 @@ pub fn open(p: &Parsed, method: &str, params: &Value, default_ms: u64) -> Result
         .pointer("/auth/scopes")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
-    if granted == 0 && method != "health" {
+    if granted == 0 {
         warn(&format!(
             "the gateway at {} granted this connection no scopes (asked for {}){}",
             target.url,
@@ -96,29 +94,29 @@ pub fn open(p: &Parsed, method: &str, params: &Value, default_ms: u64) -> Result
 }
 
 impl Open {
+    /// Call `method`; the connection stays open for more.
+    pub fn call(&mut self, method: &str, params: Option<Value>) -> Result<Value, Failure> {
+        self.session
+            .call(method, params)
+            .map_err(|e| report::call_failure(&self.target, method, &e, self.timeout_ms, self.json))
+    }
+
     /// Call `method` and close the connection.
     pub fn call_once(mut self, method: &str, params: Option<Value>) -> Result<Value, Failure> {
-        let result = self.session.call(method, params);
-        let out = result.map_err(|e| {
-            report::call_failure(&self.target, method, &e, self.timeout_ms, self.json)
-        });
+        let out = self.call(method, params);
         self.session.close();
         out
     }
 }
 
-/// Connect, call `method` with `params`, close: the whole of most commands.
+/// Connect with the scopes `method` needs, call it with `params`, close: the whole of most
+/// commands.
 pub fn call(
     p: &Parsed,
     method: &str,
     params: Option<Value>,
     default_ms: u64,
 ) -> Result<Value, Failure> {
-    open(
-        p,
-        method,
-        params.as_ref().unwrap_or(&Value::Null),
-        default_ms,
-    )?
-    .call_once(method, params)
+    let requested = scopes::for_call(method, params.as_ref().unwrap_or(&Value::Null));
+    open(p, requested, default_ms)?.call_once(method, params)
 }
