@@ -244,7 +244,34 @@ fn call_health_probe_and_lists_with_a_token() {
         &[],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(stdout_json(&o)["nodes"], serde_json::json!([]));
+    assert_eq!(
+        stdout_json(&o),
+        serde_json::json!({"pending": [], "paired": []})
+    );
+    for (sub, want) in [
+        ("status", serde_json::json!({"nodes": []})),
+        ("pending", serde_json::json!([])),
+    ] {
+        let o = run(
+            &dir,
+            &[
+                "nodes",
+                sub,
+                "--url",
+                &u,
+                "--token",
+                "tok-one-2345",
+                "--json",
+            ],
+            &[],
+        );
+        assert_eq!(code(&o), 0, "{sub}: {}", stderr(&o));
+        let got = stdout_json(&o);
+        match want.get("nodes") {
+            Some(nodes) => assert_eq!(&got["nodes"], nodes),
+            None => assert_eq!(got, want),
+        }
+    }
     let o = run(
         &dir,
         &[
@@ -535,4 +562,95 @@ fn usage_errors_and_missing_log() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn service_commands_without_systemd_say_what_to_do() {
+    let dir = Dir::new();
+    let empty = dir.0.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    for action in ["install", "start", "stop", "restart", "uninstall"] {
+        let o = command(&dir, &[])
+            .env("PATH", &empty)
+            .args(["gateway", action])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 1, "{action}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("`systemctl` was not found"), "{action}: {err}");
+        assert!(err.contains("clawgate gateway run"), "{action}: {err}");
+    }
+    let unit = dir
+        .0
+        .join("home/.config/systemd/user/clawgate-gateway.service");
+    assert!(!unit.exists(), "nothing is written when systemd is absent");
+
+    let port = free_port().to_string();
+    let o = command(&dir, &[("OPENCLAW_GATEWAY_PORT", &port)])
+        .env("PATH", &empty)
+        .args(["gateway", "status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    let s = stdout_json(&o);
+    assert_eq!(s["service"]["manager"], Value::Null);
+    assert!(
+        s["service"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("systemctl")
+    );
+    assert_eq!(s["socket"]["reachable"], false);
+    assert_eq!(s["rpc"]["ok"], false);
+}
+
+#[test]
+fn logs_follow_survives_truncation_and_rotation() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = Dir::new();
+    let logs = dir.state().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let path = logs.join("clawgate-gateway.log");
+    std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
+    let mut child = command(&dir, &[])
+        .args(["logs", "-f", "-n", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || rx.recv_timeout(PATIENCE).expect("a line from logs -f");
+    assert_eq!(next(), "two");
+    assert_eq!(next(), "three");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"four\n")
+        .unwrap();
+    assert_eq!(next(), "four");
+    // Truncated and rewritten: read again from the start.
+    std::fs::write(&path, "").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"five\n")
+        .unwrap();
+    assert_eq!(next(), "five");
+    // Rotated: a new file under the same name.
+    std::fs::rename(&path, logs.join("clawgate-gateway.log.1")).unwrap();
+    std::fs::write(&path, "six\n").unwrap();
+    assert_eq!(next(), "six");
+    let _ = child.kill();
+    let _ = child.wait();
 }
