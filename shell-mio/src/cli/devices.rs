@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::args::{self, Opt, Parsed, QUERY};
 use super::output::{field, print_json, short_id, table};
 use super::rpc::{self, DEFAULT_TIMEOUT_MS};
-use super::{Failure, Outcome};
+use super::{Failure, Outcome, scopes};
+use clawgate_core::scopes::ADMIN;
 
 /// Usage of the group.
 pub const USAGE: &[&str] = &[
@@ -64,13 +65,15 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
         "revoke" | "rotate" => {
             let usage = if sub == "revoke" { USAGE[3] } else { USAGE[4] };
             p.expect_positionals(0, usage)?;
-            let params = json!({"deviceId": p.required("device", usage)?, "role": p.required("role", usage)?});
-            let v = rpc::call(
-                &p,
-                &format!("device.token.{sub}"),
-                Some(params),
-                DEFAULT_TIMEOUT_MS,
-            )?;
+            let role = p.required("role", usage)?;
+            let params = json!({"deviceId": p.required("device", usage)?, "role": role});
+            let method = format!("device.token.{sub}");
+            // Tokens of roles other than operator (a node's) need admin too, as upstream.
+            let mut wanted = scopes::for_method(&method);
+            if role != "operator" {
+                wanted.push(ADMIN.into());
+            }
+            let v = rpc::open(&p, wanted, DEFAULT_TIMEOUT_MS)?.call_once(&method, Some(params))?;
             show(&p, &v, |v| match sub.as_str() {
                 "revoke" => println!(
                     "Revoked the {} token of device {}",
