@@ -74,6 +74,11 @@ fn gateway(args: Vec<OsString>) -> i32 {
         return help_for("gateway");
     }
     match sub.as_str() {
+        "-h" | "--help" | "help" => {
+            help_for("gateway");
+            println!("the gateway's own options: clawgate gateway run --help");
+            Exit::Ok as i32
+        }
         "run" => run_gateway(rest),
         "discover" => discover(rest),
         "health" => finish(cli::query::health(rest)),
