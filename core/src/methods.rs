@@ -24,6 +24,7 @@ pub const METHODS: &[&str] = &[
     "node.rename",
     "node.invoke",
     "node.invoke.result",
+    "node.invoke.progress",
     "node.event",
     "node.pair.list",
     "node.pair.approve",
@@ -45,6 +46,7 @@ pub const EVENTS: &[&str] = &[
     "presence",
     "node.invoke.request",
     "node.invoke.cancel",
+    "node.invoke.progress",
     "node.pair.requested",
     "node.pair.resolved",
     "device.pair.requested",
@@ -185,6 +187,7 @@ impl Gateway {
             "node.rename" => self.node_rename(params),
             "node.invoke" => return self.node_invoke(now, id, rid, params),
             "node.invoke.result" => return self.node_invoke_result(now, id, rid, params),
+            "node.invoke.progress" => return self.node_invoke_progress(now, id, rid, params),
             "node.event" => check_params(params, &["event", "payload", "payloadJSON"], &["event"])
                 .map(|_| json!({"ok": true})),
             "node.pair.list" | "device.pair.list" => {

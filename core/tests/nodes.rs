@@ -307,3 +307,54 @@ fn presence_is_broadcast_with_seq_on_node_connect_and_disconnect() {
         .collect();
     assert_eq!(seqs, vec![Some(2)]);
 }
+
+#[test]
+fn progress_chunks_reach_the_caller_and_nodes_speak_only_for_themselves() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let (node, node_id, op) = approved_node(&mut p);
+    p.request(
+        op,
+        "node.invoke",
+        Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "p1"})),
+    );
+    let req = node_events(&mut p, node, "node.invoke.request").remove(0);
+    let chunk =
+        json!({"invokeId": req["id"], "nodeId": node_id, "seq": 0, "chunk": "partial output"});
+    assert_eq!(
+        p.call(node, "node.invoke.progress", Some(chunk.clone()))
+            .unwrap(),
+        json!({"ok": true, "ignored": false})
+    );
+    let forwarded: Vec<Value> = p
+        .events(op)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event {
+                event,
+                payload,
+                seq: None,
+            } if event == "node.invoke.progress" => Some(payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwarded, vec![chunk]);
+    let big = json!({"invokeId": req["id"], "nodeId": node_id, "seq": 1, "chunk": "x".repeat(16 * 1024 + 1)});
+    assert_eq!(
+        p.call(node, "node.invoke.progress", Some(big))
+            .unwrap_err()
+            .message,
+        "progress chunk too large"
+    );
+    let other = json!({"id": req["id"], "nodeId": "someone-else", "ok": true});
+    assert_eq!(
+        p.call(node, "node.invoke.result", Some(other))
+            .unwrap_err()
+            .message,
+        "nodeId mismatch"
+    );
+    let stray = json!({"invokeId": "nope", "nodeId": node_id, "seq": 2, "chunk": "late"});
+    assert_eq!(
+        p.call(node, "node.invoke.progress", Some(stray)).unwrap(),
+        json!({"ok": true, "ignored": true})
+    );
+}
