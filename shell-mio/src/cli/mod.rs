@@ -8,6 +8,7 @@ pub mod connection;
 pub mod credentials;
 pub mod devices;
 pub mod doctor;
+pub mod identity;
 pub mod logs;
 pub mod nodes;
 pub mod output;

@@ -101,12 +101,16 @@ pub fn auth_hint(target: &Target, e: &ErrorShape) -> Option<String> {
         c if SECRET_MISSING.contains(&c) && !target.credentials.any() => {
             format!("the gateway requires a token or password and none was sent: {set_keys}")
         }
-        "DEVICE_IDENTITY_REQUIRED" | "PAIRING_REQUIRED" if !target.url.is_loopback() => {
-            "connections from another machine need a paired device identity, which clawgate's client does not have: run the command on the gateway host, or tunnel to its loopback port (ssh -L 18789:127.0.0.1:18789 <host>) and use --url ws://127.0.0.1:18789".into()
+        "DEVICE_IDENTITY_REQUIRED" if !target.url.is_loopback() => {
+            "connections from another machine need a signed device identity: use `clawgate gateway call` or the other clawgate commands (they sign with this machine's identity), or tunnel to the gateway's loopback port (ssh -L 18789:127.0.0.1:18789 <host>)".into()
         }
         "PAIRING_REQUIRED" => {
-            let id = e.details.as_ref().and_then(|d| d.get("requestId")).and_then(Value::as_str).unwrap_or("<requestId>");
-            format!("approve the device on the gateway host: clawgate devices approve {id}")
+            let d = e.details.as_ref();
+            let id = d.and_then(|d| d.get("requestId")).and_then(Value::as_str).unwrap_or("<requestId>");
+            let device = d.and_then(|d| d.get("deviceId")).and_then(Value::as_str).unwrap_or("this machine");
+            format!(
+                "approve this machine's device ({device}) once, on the gateway host: clawgate devices approve {id}; then run the command again"
+            )
         }
         "AUTH_RATE_LIMITED" => format!(
             "too many failed attempts from this address; wait {} s and check the secret",
@@ -115,7 +119,7 @@ pub fn auth_hint(target: &Target, e: &ErrorShape) -> Option<String> {
         "AUTH_REQUIRED" => "the gateway runs without auth and accepts only local connections: run the command on the gateway host, or configure gateway.auth.token on the gateway".into(),
         "PROTOCOL_MISMATCH" => "the gateway speaks another protocol version: update clawgate or the gateway".into(),
         "MISSING_SCOPE" if !target.url.is_loopback() => {
-            "a client without a paired device gets scopes only on a loopback connection: run the command on the gateway host, or tunnel to its loopback port (ssh -L)".into()
+            "from another machine the scopes are those approved for this machine's device: check them with `clawgate devices list` on the gateway host".into()
         }
         "MISSING_SCOPE" => "the connection lacks that scope: is the gateway's auth mode what you expect (`clawgate doctor`)?".into(),
         _ => return None,

@@ -11,7 +11,7 @@ use super::connection::Session;
 use super::credentials::Flags;
 use super::output::warn;
 use super::target::{self, Target};
-use super::{Failure, report, scopes};
+use super::{Failure, identity, report, scopes};
 
 /// Default overall timeout of `call`, `health`, `status`, `devices` and `nodes`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -62,12 +62,14 @@ pub fn open(p: &Parsed, requested: Vec<String>, default_ms: u64) -> Result<Open,
     let json = p.switch("json");
     let target = resolve_target(p)?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    let session = Session::connect(
-        &target.url,
-        client_config(&target, "cli", requested.clone()),
-        deadline,
-    )
-    .map_err(|e| report::connect_failure(&target, &e, timeout_ms, json))?;
+    let mut cfg = client_config(&target, "cli", requested.clone());
+    // Off loopback a device-less client gets no scopes: sign with this machine's identity.
+    if !target.url.is_loopback() {
+        let state_dir = clawgate::paths::state_dir(&clawgate::paths::env_map());
+        cfg.device = Some(identity::load_or_create(&identity::path(&state_dir))?);
+    }
+    let session = Session::connect(&target.url, cfg, deadline)
+        .map_err(|e| report::connect_failure(&target, &e, timeout_ms, json))?;
     let granted = session
         .hello
         .pointer("/auth/scopes")
@@ -81,7 +83,7 @@ pub fn open(p: &Parsed, requested: Vec<String>, default_ms: u64) -> Result<Open,
             if target.url.is_loopback() {
                 ""
             } else {
-                "; a client without a paired device gets scopes only on loopback"
+                "; its scopes are those approved for this machine's device (`clawgate devices list` on the gateway host)"
             }
         ));
     }
