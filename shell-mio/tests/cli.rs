@@ -301,6 +301,42 @@ fn wrong_or_missing_secrets_fail_clearly() {
     let _gw = gateway(&dir, port, &["--token", "tok-right-678"], &[]);
     let u = url(port);
 
+    // A refused probe is reachable but degraded, with the close that explains it (as upstream).
+    let unused = free_port().to_string();
+    let o = run(
+        &dir,
+        &[
+            "gateway",
+            "probe",
+            "--url",
+            &u,
+            "--token",
+            "tok-wrong",
+            "--json",
+        ],
+        &[("OPENCLAW_GATEWAY_PORT", &unused)],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let p = stdout_json(&o);
+    assert_eq!(
+        (p["ok"].clone(), p["degraded"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(p["capability"], "unknown");
+    let c = &p["targets"][0]["connect"];
+    assert_eq!(
+        (c["ok"].clone(), c["rpcOk"].clone()),
+        (true.into(), false.into())
+    );
+    assert_eq!(c["close"]["code"], 1008);
+    assert!(
+        c["close"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("token mismatch")
+    );
+    assert_eq!(p["warnings"][0]["code"], "probe_detail_failed");
+
     let o = run(
         &dir,
         &[

@@ -36,8 +36,10 @@ const PROBE_CALLS: &[(&str, Option<&str>)] = &[
 /// What one probe found.
 #[derive(Debug, Default)]
 pub struct Finding {
-    /// `hello-ok` arrived.
+    /// The gateway answered: `hello-ok`, or a refusal of `connect`.
     pub reached: bool,
+    /// `hello-ok` arrived (a refused `connect` still counts as reached, as upstream).
+    pub connected: bool,
     /// Every pipelined call succeeded.
     pub rpc_ok: bool,
     /// A call failed for want of `operator.read`.
@@ -74,9 +76,9 @@ impl Finding {
             "admin_capable"
         } else if has(clawgate_core::scopes::WRITE) {
             "write_capable"
-        } else if has(clawgate_core::scopes::READ) || (self.reached && self.rpc_ok) {
+        } else if has(clawgate_core::scopes::READ) || (self.connected && self.rpc_ok) {
             "read_only"
-        } else if self.reached {
+        } else if self.connected {
             "connected_no_operator_scope"
         } else {
             "unknown"
@@ -91,6 +93,7 @@ fn close_json(c: &Option<Close>) -> Value {
 
 /// Probe `target` before `deadline`.
 pub fn probe(target: &Target, deadline: Instant) -> Finding {
+    let started = Instant::now();
     let mut cfg = rpc::client_config(target, "probe", vec![clawgate_core::scopes::READ.into()]);
     cfg.client.version = "dev".into();
     cfg.min_protocol = 3;
@@ -101,11 +104,12 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
     let mut session = match Session::connect(&target.url, cfg, deadline) {
         Ok(s) => s,
         Err(e) => {
-            note_connect_error(&mut f, target, e);
+            note_connect_error(&mut f, target, e, started);
             return f;
         }
     };
     f.reached = true;
+    f.connected = true;
     f.latency_ms = Some(session.latency.as_millis() as u64);
     f.role = session
         .hello
@@ -166,9 +170,11 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
     f
 }
 
-fn note_connect_error(f: &mut Finding, target: &Target, e: ConnectError) {
+fn note_connect_error(f: &mut Finding, target: &Target, e: ConnectError, started: Instant) {
     match e {
         ConnectError::Refused { error, close } => {
+            f.reached = true;
+            f.latency_ms = Some(started.elapsed().as_millis() as u64);
             f.error = Some(error.message.clone());
             f.close = close;
             f.connect_error = Some(error);
@@ -309,9 +315,12 @@ fn print_human(probed: &[(Target, Finding)], timeout_ms: u64) {
     for (t, f) in probed {
         println!();
         println!("{} {} ({})", target_id(t), t.url, t.source.as_str());
-        match f.latency_ms {
-            Some(ms) => println!("  Reachable: yes (hello in {ms} ms)"),
-            None => println!("  Reachable: no"),
+        match (f.connected, f.latency_ms) {
+            (true, Some(ms)) => println!("  Reachable: yes (hello in {ms} ms)"),
+            (false, Some(ms)) => {
+                println!("  Reachable: yes, but it refused the connection ({ms} ms)")
+            }
+            _ => println!("  Reachable: no"),
         }
         let rpc = if f.rpc_ok {
             "ok".to_string()
