@@ -109,6 +109,16 @@ pub fn wants_help(args: &[OsString]) -> bool {
     args.iter().any(|a| a == "-h" || a == "--help") || args.first().is_some_and(|a| a == "help")
 }
 
+/// The usage error for a missing or unknown subcommand of `group`.
+pub fn bad_subcommand(group: &str, sub: &str, usage: &[&str]) -> Failure {
+    let what = if sub.is_empty() {
+        format!("{group} needs a subcommand")
+    } else {
+        format!("unknown {group} subcommand {sub:?}")
+    };
+    Failure::usage(format!("{what}\nusage:\n  {}", usage.join("\n  ")))
+}
+
 /// Parse `args` against the options in `opts` (and `extra`).
 pub fn parse(args: Vec<OsString>, opts: &[Opt], extra: &[Opt]) -> Result<Parsed, Failure> {
     use lexopt::Arg;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::args::{self, Opt, Parsed, QUERY};
 use super::output::{field, print_json, short_id, table};
 use super::rpc::{self, DEFAULT_TIMEOUT_MS};
-use super::{Failure, Outcome, scopes};
+use super::{Outcome, scopes};
 use clawgate_core::scopes::ADMIN;
 
 /// Usage of the group.
@@ -88,14 +88,7 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
                 ),
             })
         }
-        "" => Err(Failure::usage(format!(
-            "devices needs a subcommand\nusage:\n  {}",
-            USAGE.join("\n  ")
-        ))),
-        other => Err(Failure::usage(format!(
-            "unknown devices subcommand {other:?}\nusage:\n  {}",
-            USAGE.join("\n  ")
-        ))),
+        other => Err(args::bad_subcommand("devices", other, USAGE)),
     }
 }
 

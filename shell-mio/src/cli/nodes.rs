@@ -5,12 +5,12 @@ use std::ffi::OsString;
 
 use serde_json::{Value, json};
 
+use super::Outcome;
 use super::args::{self, Opt, QUERY};
 use super::devices::show;
 use super::output::{count_list, field, print_json, short_id, table};
 use super::query::parse_params;
 use super::rpc::{self, DEFAULT_TIMEOUT_MS};
-use super::{Failure, Outcome};
 use clawgate_core::scopes::{PAIRING, READ};
 
 /// Usage of the group.
@@ -102,14 +102,7 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
             let v = rpc::call(&p, "node.invoke", Some(params), overall)?;
             show(&p, &v, |v| print_json(v.get("payload").unwrap_or(v)))
         }
-        "" => Err(Failure::usage(format!(
-            "nodes needs a subcommand\nusage:\n  {}",
-            USAGE.join("\n  ")
-        ))),
-        other => Err(Failure::usage(format!(
-            "unknown nodes subcommand {other:?}\nusage:\n  {}",
-            USAGE.join("\n  ")
-        ))),
+        other => Err(args::bad_subcommand("nodes", other, USAGE)),
     }
 }
 
