@@ -15,7 +15,7 @@ const USAGE: &str = "usage:
   clawgate gateway install|start|stop|restart|uninstall
   clawgate gateway discover [--timeout MS] [--json]
   clawgate devices list|approve <requestId>|reject <requestId>|revoke|rotate --device ID --role ROLE [QUERY FLAGS]
-  clawgate nodes list|pending|approve <requestId>|invoke --node ID --command CMD [--params JSON] [QUERY FLAGS]
+  clawgate nodes list|status|pending|approve <requestId>|invoke --node ID --command CMD [--params JSON] [QUERY FLAGS]
   clawgate doctor [--generate-gateway-token]
   clawgate logs [-f] [-n N]
 QUERY FLAGS: --url ws://HOST:PORT --token T --password P --timeout MS --json
