@@ -52,7 +52,7 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
                 let device = v
                     .get("device")
                     .map_or_else(|| field(v, "deviceId"), |d| field(d, "deviceId"));
-                println!(
+                say!(
                     "{} request {id} (device {device})",
                     if sub == "approve" {
                         "Approved"
@@ -75,12 +75,12 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
             }
             let v = rpc::open(&p, wanted, DEFAULT_TIMEOUT_MS)?.call_once(&method, Some(params))?;
             show(&p, &v, |v| match sub.as_str() {
-                "revoke" => println!(
+                "revoke" => say!(
                     "Revoked the {} token of device {}",
                     field(v, "role"),
                     field(v, "deviceId")
                 ),
-                _ => println!(
+                _ => say!(
                     "Rotated the {} token of device {}: {}",
                     field(v, "role"),
                     field(v, "deviceId"),
@@ -113,7 +113,7 @@ fn print_list(v: &Value) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    println!("Pending ({}):", pending.len());
+    say!("Pending ({}):", pending.len());
     if !pending.is_empty() {
         let mut rows = vec![
             [
@@ -134,9 +134,9 @@ fn print_list(v: &Value) {
             ]
         }));
         table(&rows);
-        println!("Approve with: clawgate devices approve <REQUEST>");
+        say!("Approve with: clawgate devices approve <REQUEST>");
     }
-    println!("Paired ({}):", paired.len());
+    say!("Paired ({}):", paired.len());
     if !paired.is_empty() {
         let mut rows = vec![
             ["DEVICE", "NAME", "CLIENT", "ROLES", "SCOPES"]

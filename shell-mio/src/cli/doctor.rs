@@ -51,13 +51,13 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
     }
     let (findings, notes) = check(&env);
     for n in &notes {
-        println!("ok   {n}");
+        say!("ok   {n}");
     }
     for f in &findings {
-        println!("FIX  {}\n     → {}", f.problem, f.fix);
+        say!("FIX  {}\n     → {}", f.problem, f.fix);
     }
     if findings.is_empty() {
-        println!("No problems found.");
+        say!("No problems found.");
         Ok(())
     } else {
         Err(Failure::failed(format!(
@@ -309,24 +309,24 @@ fn object_path<'a>(
 }
 
 fn print_generated(path: &Path, g: &Generated) {
-    println!(
+    say!(
         "Wrote a new gateway token to {} (mode 0600)",
         path.display()
     );
-    println!(
+    say!(
         "  under gateway.auth.token (what the gateway checks) and gateway.remote.token (what clients send),"
     );
-    println!("  with gateway.auth.mode = \"token\".");
+    say!("  with gateway.auth.mode = \"token\".");
     if g.dropped_comments {
-        println!(
+        say!(
             "  Note: the file was rewritten as plain JSON; its comments and JSON5 syntax were not kept."
         );
     }
-    println!("Token: {}", g.token);
-    println!(
+    say!("Token: {}", g.token);
+    say!(
         "Restart the gateway to use it: `clawgate gateway restart` (service) or restart `clawgate gateway run`."
     );
-    println!(
+    say!(
         "Clients on this machine read it from the config; elsewhere pass it: clawgate gateway health --url ws://<host>:<port> --token <token>"
     );
 }

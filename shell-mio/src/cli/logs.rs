@@ -32,6 +32,11 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
     let path = clawgate::paths::log_file(&clawgate::paths::state_dir(&clawgate::paths::env_map()));
     let mut out = io::stdout().lock();
     let io_err = |e: io::Error| Failure::failed(format!("cannot read {}: {e}", path.display()));
+    // The reader went away (`clawgate logs -f | head`): that ends the command, it is no error.
+    let ended = |r: io::Result<()>| match r {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(io_err),
+    };
     let file = match File::open(&path) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -46,12 +51,15 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
             return Err(Failure::failed(missing));
         }
         eprintln!("clawgate: {missing}; waiting for it");
-        return follow(&path, None, 0, &mut out).map_err(io_err);
+        return ended(follow(&path, None, 0, &mut out));
     };
-    let pos = tail(&mut file, lines, &mut out).map_err(io_err)?;
+    let pos = match tail(&mut file, lines, &mut out) {
+        Ok(pos) => pos,
+        Err(e) => return ended(Err(e)),
+    };
     if p.switch("follow") {
         let ino = file.metadata().map_err(io_err)?.ino();
-        follow(&path, Some((file, ino)), pos, &mut out).map_err(io_err)?;
+        ended(follow(&path, Some((file, ino)), pos, &mut out))?;
     }
     Ok(())
 }

@@ -3,6 +3,14 @@
 //! its service (`gateway install|start|…`). Every command returns an [`Outcome`]; `main` prints
 //! the failure and exits with its [`Exit`] code.
 
+/// `println!` that ignores a closed stdout (`clawgate … | head`) instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 pub mod args;
 pub mod connection;
 pub mod credentials;

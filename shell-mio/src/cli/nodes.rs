@@ -74,7 +74,7 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
             )?;
             show(&p, &v, |v| {
                 let node = v.get("node").cloned().unwrap_or(Value::Null);
-                println!(
+                say!(
                     "Approved request {id}: node {} ({}), commands {}",
                     field(&node, "nodeId"),
                     field(&node, "displayName"),
@@ -120,7 +120,7 @@ fn print_nodes(v: &Value) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    println!("Nodes ({}):", nodes.len());
+    say!("Nodes ({}):", nodes.len());
     if nodes.is_empty() {
         return;
     }
@@ -200,7 +200,7 @@ fn print_list(v: &Value) {
 
 fn print_pending(pending: &Value) {
     let pending = pending.as_array().cloned().unwrap_or_default();
-    println!("Pending node approvals ({}):", pending.len());
+    say!("Pending node approvals ({}):", pending.len());
     if pending.is_empty() {
         return;
     }
@@ -219,7 +219,7 @@ fn print_pending(pending: &Value) {
         ]
     }));
     table(&rows);
-    println!("Approve with: clawgate nodes approve <REQUEST>");
+    say!("Approve with: clawgate nodes approve <REQUEST>");
 }
 
 #[cfg(test)]

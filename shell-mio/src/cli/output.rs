@@ -5,7 +5,7 @@ use serde_json::Value;
 /// Print a JSON document on stdout, indented by two spaces.
 pub fn print_json(doc: &Value) {
     match serde_json::to_string_pretty(doc) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => say!("{s}"),
         Err(e) => eprintln!("clawgate: cannot print JSON: {e}"),
     }
 }
@@ -31,7 +31,7 @@ pub fn table(rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        say!("{}", line.join("  ").trim_end());
     }
 }
 

@@ -308,28 +308,28 @@ pub fn to_json(
 fn print_human(probed: &[(Target, Finding)], timeout_ms: u64) {
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     let reachable = probed.iter().any(|(_, f)| f.reached);
-    println!("Gateway probe");
-    println!("Reachable: {}", yes_no(reachable));
-    println!("Capability: {}", best_capability(probed).replace('_', "-"));
-    println!("Probe budget: {timeout_ms}ms");
+    say!("Gateway probe");
+    say!("Reachable: {}", yes_no(reachable));
+    say!("Capability: {}", best_capability(probed).replace('_', "-"));
+    say!("Probe budget: {timeout_ms}ms");
     for (t, f) in probed {
-        println!();
-        println!("{} {} ({})", target_id(t), t.url, t.source.as_str());
+        say!();
+        say!("{} {} ({})", target_id(t), t.url, t.source.as_str());
         match (f.connected, f.latency_ms) {
-            (true, Some(ms)) => println!("  Reachable: yes (hello in {ms} ms)"),
+            (true, Some(ms)) => say!("  Reachable: yes (hello in {ms} ms)"),
             (false, Some(ms)) => {
-                println!("  Reachable: yes, but it refused the connection ({ms} ms)")
+                say!("  Reachable: yes, but it refused the connection ({ms} ms)")
             }
-            _ => println!("  Reachable: no"),
+            _ => say!("  Reachable: no"),
         }
         let rpc = if f.rpc_ok {
             "ok".to_string()
         } else {
             format!("failed: {}", f.error.as_deref().unwrap_or("unknown"))
         };
-        println!("  RPC: {rpc}");
-        println!("  Scope-limited: {}", yes_no(f.scope_limited));
-        println!(
+        say!("  RPC: {rpc}");
+        say!("  Scope-limited: {}", yes_no(f.scope_limited));
+        say!(
             "  Last close: {}",
             f.close
                 .as_ref()
@@ -341,21 +341,21 @@ fn print_human(probed: &[(Target, Finding)], timeout_ms: u64) {
                 .get("connId")
                 .and_then(Value::as_str)
                 .unwrap_or("?");
-            println!("  Server: version {v}, connId {conn}");
+            say!("  Server: version {v}, connId {conn}");
         }
         if let Some(h) = f
             .connect_error
             .as_ref()
             .and_then(|e| report::auth_hint(t, e))
         {
-            println!("  Hint: {h}");
+            say!("  Hint: {h}");
         }
     }
     let w = warnings(probed);
     if !w.is_empty() {
-        println!();
+        say!();
         for w in w {
-            println!(
+            say!(
                 "Warning: {}",
                 w.get("message").and_then(Value::as_str).unwrap_or("")
             );

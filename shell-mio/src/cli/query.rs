@@ -44,12 +44,12 @@ pub fn health(argv: Vec<OsString>) -> Outcome {
     if p.switch("json") {
         print_json(&payload);
     } else {
-        println!(
+        say!(
             "Gateway {} at {url} (hello in {} ms)",
             if ok { "healthy" } else { "UNHEALTHY" },
             latency.as_millis()
         );
-        println!("version {version} · auth {auth_mode}");
+        say!("version {version} · auth {auth_mode}");
     }
     if ok {
         Ok(())

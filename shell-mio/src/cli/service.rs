@@ -184,8 +184,8 @@ pub fn manage(action: &str, argv: Vec<OsString>) -> Outcome {
                 .map_err(|e| Failure::failed(format!("cannot write {}: {e}", unit.display())))?;
             step(&["daemon-reload"])?;
             step(&["enable", "--now", UNIT])?;
-            println!("Installed and started {} ({})", UNIT, unit.display());
-            println!(
+            say!("Installed and started {} ({})", UNIT, unit.display());
+            say!(
                 "It starts at login; to keep it running without a login session: loginctl enable-linger $USER"
             );
         }
@@ -196,9 +196,9 @@ pub fn manage(action: &str, argv: Vec<OsString>) -> Outcome {
                     Failure::failed(format!("cannot remove {}: {e}", unit.display()))
                 })?;
                 step(&["daemon-reload"])?;
-                println!("Stopped, disabled and removed {}", unit.display());
+                say!("Stopped, disabled and removed {}", unit.display());
             } else {
-                println!(
+                say!(
                     "{UNIT} is not installed ({} does not exist)",
                     unit.display()
                 );
@@ -212,7 +212,7 @@ pub fn manage(action: &str, argv: Vec<OsString>) -> Outcome {
                 )));
             }
             step(&[verb, UNIT])?;
-            println!("{verb}: done ({UNIT})");
+            say!("{verb}: done ({UNIT})");
         }
     }
     Ok(())
@@ -330,25 +330,25 @@ fn print_status(doc: &Value) {
     } else {
         "not installed (`clawgate gateway install`)".to_string()
     };
-    println!("Service: {service_line}");
-    println!("  unit {}", s(&svc["unit"]));
+    say!("Service: {service_line}");
+    say!("  unit {}", s(&svc["unit"]));
     let url = s(&doc["gateway"]["url"]);
     match doc["socket"]["reachable"].as_bool() {
-        Some(true) => println!("Socket:  {url} accepts connections"),
-        _ => println!(
+        Some(true) => say!("Socket:  {url} accepts connections"),
+        _ => say!(
             "Socket:  {url} refuses connections ({})",
             s(&doc["socket"]["error"])
         ),
     }
     let rpc = &doc["rpc"];
     if rpc["ok"].as_bool() == Some(true) {
-        println!(
+        say!(
             "RPC:     health ok in {} ms (version {})",
             rpc["latencyMs"],
             s(&rpc["version"])
         );
     } else {
-        println!("RPC:     failed: {}", s(&rpc["error"]));
+        say!("RPC:     failed: {}", s(&rpc["error"]));
     }
 }
 
