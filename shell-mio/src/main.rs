@@ -110,8 +110,6 @@ fn run_gateway(args: Vec<OsString>) -> i32 {
 }
 
 /// `clawgate gateway discover …`: find gateways over mDNS.
-fn discover(_args: Vec<OsString>) -> i32 {
-    finish(Err(cli::Failure::failed(
-        "`clawgate gateway discover` is not available in this build",
-    )))
+fn discover(args: Vec<OsString>) -> i32 {
+    clawgate::discovery::discover_main(args)
 }

@@ -56,6 +56,8 @@ fn command(dir: &Dir, env: &[(&str, &str)]) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", dir.0.join("home"))
         .env("OPENCLAW_STATE_DIR", dir.state())
+        // No mDNS: these tests keep their traffic on loopback.
+        .env("OPENCLAW_DISABLE_BONJOUR", "1")
         .envs(env.iter().copied())
         .stdin(Stdio::null());
     cmd
@@ -206,6 +208,10 @@ fn call_health_probe_and_lists_with_a_token() {
     assert_eq!(t["auth"]["scopes"], serde_json::json!([]));
     assert_eq!(t["health"]["ok"], true, "health needs no scope");
     assert_eq!(p["warnings"][0]["code"], "probe_scope_limited");
+    assert_eq!(
+        p["discovery"],
+        serde_json::json!({"timeoutMs": 0, "count": 0, "beacons": []})
+    );
     let local = &p["targets"][1];
     assert_eq!(local["id"], "localLoopback");
     assert_eq!(local["url"], format!("ws://127.0.0.1:{unused}"));

@@ -18,6 +18,7 @@ use super::rpc;
 use super::target::{self, Target};
 use super::url::GatewayUrl;
 use super::{Exit, Failure, Outcome};
+use clawgate::discovery::{Beacon, beacons_json};
 use clawgate_core::config::DEFAULT_PORT;
 
 /// Default overall timeout of a probe.
@@ -277,11 +278,11 @@ fn target_json(t: &Target, f: &Finding) -> Value {
     })
 }
 
-/// The probe's JSON document, in upstream's shape (discovery is `clawgate gateway discover`'s
-/// job, so `discovery` reports none).
+/// The probe's JSON document, in upstream's shape.
 pub fn to_json(
     probed: &[(Target, Finding)],
     local_url: &str,
+    discovery: Value,
     timeout_ms: u64,
     duration: Duration,
     ts: u64,
@@ -300,7 +301,7 @@ pub fn to_json(
         "primaryTargetId": primary,
         "warnings": warnings(probed),
         "network": {"localLoopbackUrl": local_url, "localTailnetUrl": null, "tailnetIPv4": null},
-        "discovery": {"timeoutMs": 0, "count": 0, "beacons": []},
+        "discovery": discovery,
         "targets": probed.iter().map(|(t, f)| target_json(t, f)).collect::<Vec<_>>(),
     })
 }
@@ -363,6 +364,23 @@ fn print_human(probed: &[(Target, Finding)], timeout_ms: u64) {
     }
 }
 
+/// How long a probe browses mDNS for gateways, at most, as upstream.
+const DISCOVERY_BUDGET_MS: u64 = 1_200;
+
+/// Whether mDNS is switched off (`OPENCLAW_DISABLE_BONJOUR`): then a probe does not browse.
+fn bonjour_disabled(env: &std::collections::BTreeMap<String, String>) -> bool {
+    env.get("OPENCLAW_DISABLE_BONJOUR")
+        .is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Gateways announced over mDNS within `ms` (none when `ms` is 0 or browsing fails).
+fn browse(ms: u64) -> Vec<Beacon> {
+    if ms == 0 {
+        return Vec::new();
+    }
+    clawgate::discovery::browse(Duration::from_millis(ms)).unwrap_or_default()
+}
+
 /// Budget of the local loopback target when it is not the one asked for, as upstream.
 const LOCAL_BUDGET: Duration = Duration::from_millis(800);
 
@@ -376,7 +394,8 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
         token: p.value("token"),
         password: p.value("password"),
     };
-    let local = target::local(flags, &clawgate::paths::env_map()).ok();
+    let env = clawgate::paths::env_map();
+    let local = target::local(flags, &env).ok();
     let local_url = local.as_ref().map_or_else(
         || GatewayUrl::local(DEFAULT_PORT).to_string(),
         |t| t.url.to_string(),
@@ -390,31 +409,51 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
     if let Some(l) = local.filter(|l| targets.iter().all(|(t, _)| t.url != l.url)) {
         targets.push((l, deadline.min(started + LOCAL_BUDGET)));
     }
-    // Probe the targets at once, as upstream does, so the budget is not spent twice.
-    let probed: Vec<(Target, Finding)> = std::thread::scope(|s| {
+    let browse_ms = if bonjour_disabled(&env) {
+        0
+    } else {
+        timeout_ms.min(DISCOVERY_BUDGET_MS)
+    };
+    // Probe the targets and browse at once, as upstream does, so the budget is not spent twice.
+    let (found, probed) = std::thread::scope(|s| {
+        let browsing = s.spawn(move || browse(browse_ms));
         let handles: Vec<_> = targets
             .iter()
             .map(|(t, d)| s.spawn(move || probe(t, *d)))
             .collect();
-        handles
+        let probed = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_default())
-            .collect::<Vec<_>>()
-    })
-    .into_iter()
-    .zip(targets)
-    .map(|(f, (t, _))| (t, f))
-    .collect();
+            .collect::<Vec<_>>();
+        (browsing.join().unwrap_or_default(), probed)
+    });
+    let probed: Vec<(Target, Finding)> = probed
+        .into_iter()
+        .zip(targets)
+        .map(|(f, (t, _))| (t, f))
+        .collect();
     if p.switch("json") {
+        let discovery = beacons_json(browse_ms, &found);
         print_json(&to_json(
             &probed,
             &local_url,
+            discovery,
             timeout_ms,
             started.elapsed(),
             ts,
         ));
     } else {
         print_human(&probed, timeout_ms);
+        if browse_ms > 0 {
+            say!();
+            say!(
+                "Discovery (this machine, {browse_ms} ms): {} gateway(s) via mDNS",
+                found.len()
+            );
+            for b in &found {
+                say!("  {} {}", b.display_name(), b.ws_url().unwrap_or_default());
+            }
+        }
     }
     if probed.iter().any(|(_, f)| f.reached) {
         Ok(())
