@@ -130,6 +130,8 @@ pub fn check(env: &BTreeMap<String, String>) -> (Vec<Finding>, Vec<String>) {
 /// `gateway.auth.*` against `gateway.remote.*` and the environment.
 fn secret_mismatches(env: &BTreeMap<String, String>, file: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
+    // In remote mode gateway.remote.* belongs to another gateway: it may differ.
+    let remote_mode = str_at(file, &["gateway", "mode"]).as_deref() == Some("remote");
     for (field, env_key) in [
         ("token", "OPENCLAW_GATEWAY_TOKEN"),
         ("password", "OPENCLAW_GATEWAY_PASSWORD"),
@@ -138,7 +140,8 @@ fn secret_mismatches(env: &BTreeMap<String, String>, file: &Value) -> Vec<Findin
             continue;
         };
         let auth_key = format!("gateway.auth.{field}");
-        if str_at(file, &["gateway", "remote", field]).is_some_and(|r| r != server) {
+        if !remote_mode && str_at(file, &["gateway", "remote", field]).is_some_and(|r| r != server)
+        {
             out.push(finding(
                 format!("gateway.remote.{field} differs from {auth_key}: clients on this machine send gateway.remote.{field} and the gateway refuses it"),
                 "make them equal, or run `clawgate doctor --generate-gateway-token` to write one fresh token under both keys",
@@ -233,10 +236,15 @@ pub struct Generated {
     pub token: String,
     /// Whether the old file used JSON5 syntax (comments, unquoted keys), which a JSON rewrite drops.
     pub dropped_comments: bool,
+    /// Whether `gateway.remote.token` was written too (not in remote mode, where it belongs to
+    /// another gateway).
+    pub wrote_remote: bool,
 }
 
 /// Write one fresh token (24 random bytes, hex) under `gateway.auth.token` and
-/// `gateway.remote.token`, with `gateway.auth.mode: "token"`, keeping every other key.
+/// `gateway.remote.token`, with `gateway.auth.mode: "token"`, keeping every other key. In
+/// remote mode (`gateway.mode: "remote"`) `gateway.remote.token` is another gateway's and is
+/// left alone.
 pub fn generate_token(path: &Path) -> Result<Generated, Failure> {
     let refuse = |m: String| Failure::new(Exit::Config, m);
     let text = settings::read_config_text(path).map_err(|e| refuse(e.to_string()))?;
@@ -253,7 +261,8 @@ pub fn generate_token(path: &Path) -> Result<Generated, Failure> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    set_token(&mut doc, &token).map_err(|k| {
+    let wrote_remote = str_at(&doc, &["gateway", "mode"]).as_deref() != Some("remote");
+    set_token(&mut doc, &token, wrote_remote).map_err(|k| {
         refuse(format!(
             "{k} in {} is not an object; fix it first (nothing was written)",
             path.display()
@@ -268,15 +277,19 @@ pub fn generate_token(path: &Path) -> Result<Generated, Failure> {
     Ok(Generated {
         token,
         dropped_comments,
+        wrote_remote,
     })
 }
 
-/// Set the token keys in `doc`; on failure, names the key that is in the way.
-fn set_token(doc: &mut Value, token: &str) -> Result<(), String> {
+/// Set the token keys in `doc` (`gateway.remote.token` too when `remote`); on failure, names
+/// the key that is in the way.
+fn set_token(doc: &mut Value, token: &str, remote: bool) -> Result<(), String> {
     let auth = object_path(doc, &["gateway", "auth"])?;
     auth.insert("mode".into(), json!("token"));
     auth.insert("token".into(), json!(token));
-    object_path(doc, &["gateway", "remote"])?.insert("token".into(), json!(token));
+    if remote {
+        object_path(doc, &["gateway", "remote"])?.insert("token".into(), json!(token));
+    }
     Ok(())
 }
 
@@ -313,9 +326,16 @@ fn print_generated(path: &Path, g: &Generated) {
         "Wrote a new gateway token to {} (mode 0600)",
         path.display()
     );
-    say!(
-        "  under gateway.auth.token (what the gateway checks) and gateway.remote.token (what clients send),"
-    );
+    if g.wrote_remote {
+        say!(
+            "  under gateway.auth.token (what the gateway checks) and gateway.remote.token (what clients send),"
+        );
+    } else {
+        say!(
+            "  under gateway.auth.token (what this machine's gateway checks); gateway.remote.token was left alone:"
+        );
+        say!("  gateway.mode is \"remote\", so it holds the token of the remote gateway,");
+    }
     say!("  with gateway.auth.mode = \"token\".");
     if g.dropped_comments {
         say!(
@@ -362,6 +382,18 @@ mod tests {
         let again = generate_token(&path).unwrap();
         assert_ne!(again.token, g.token);
         assert!(!again.dropped_comments);
+        assert!(again.wrote_remote);
+        // Remote mode: gateway.remote.token is the remote gateway's, and stays.
+        std::fs::write(
+            &path,
+            r#"{"gateway":{"mode":"remote","remote":{"url":"ws://10.0.0.2:1","token":"theirs"}}}"#,
+        )
+        .unwrap();
+        let g = generate_token(&path).unwrap();
+        assert!(!g.wrote_remote);
+        let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["gateway"]["auth"]["token"], g.token.as_str());
+        assert_eq!(doc["gateway"]["remote"]["token"], "theirs");
     }
 
     #[test]
@@ -425,6 +457,14 @@ mod tests {
                 .problem
                 .contains("gateway.remote.token differs from gateway.auth.token")
         );
+        // In remote mode the remote token is another gateway's: no finding.
+        clawgate::store::write_atomic(
+            &cfg,
+            br#"{"gateway":{"mode":"remote","auth":{"token":"aaaa1111"},"remote":{"token":"bbbb2222"}}}"#,
+        )
+        .unwrap();
+        let (findings, _) = check(&env);
+        assert!(findings.is_empty(), "{findings:?}");
 
         generate_token(&cfg).unwrap();
         let (findings, notes) = check(&env);
