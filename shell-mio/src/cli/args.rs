@@ -85,6 +85,18 @@ impl Parsed {
         }
     }
 
+    /// A duration in milliseconds (`--timeout`, `--invoke-timeout`): at most a day, so that a
+    /// deadline computed from it never overflows.
+    pub fn millis(&self, long: &str) -> Result<Option<u64>, Failure> {
+        const MAX_MS: u64 = 24 * 60 * 60 * 1000;
+        match self.number(long)? {
+            Some(ms) if ms > MAX_MS => Err(Failure::usage(format!(
+                "--{long} {ms} is more than a day ({MAX_MS} ms)"
+            ))),
+            other => Ok(other),
+        }
+    }
+
     /// A value that must be given.
     pub fn required(&self, long: &str, usage: &str) -> Result<&str, Failure> {
         self.value(long)
@@ -187,6 +199,7 @@ mod tests {
         assert_eq!(p.value("url"), Some("ws://x:1"));
         assert!(p.switch("json"));
         assert_eq!(p.number("timeout").unwrap(), Some(5));
+        assert_eq!(p.millis("timeout").unwrap(), Some(5));
         assert_eq!(p.number("lines").unwrap(), Some(3));
     }
 
@@ -201,5 +214,10 @@ mod tests {
             super::super::Exit::Usage
         );
         assert!(parse(os(&["--url"]), QUERY, &[]).is_err());
+        let p = parse(os(&["--timeout", "18446744073709551615"]), QUERY, &[]).unwrap();
+        assert_eq!(
+            p.millis("timeout").unwrap_err().exit,
+            super::super::Exit::Usage
+        );
     }
 }

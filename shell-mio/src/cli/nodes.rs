@@ -92,12 +92,12 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
             if let Some(v) = parse_params(p.value("params"))? {
                 params["params"] = v;
             }
-            let invoke_ms = p.number("invoke-timeout")?;
+            let invoke_ms = p.millis("invoke-timeout")?;
             if let Some(ms) = invoke_ms {
                 params["timeoutMs"] = json!(ms);
             }
             let overall = invoke_ms.map_or(DEFAULT_TIMEOUT_MS, |ms| {
-                DEFAULT_TIMEOUT_MS.max(ms + INVOKE_SLACK_MS)
+                DEFAULT_TIMEOUT_MS.max(ms.saturating_add(INVOKE_SLACK_MS))
             });
             let v = rpc::call(&p, "node.invoke", Some(params), overall)?;
             show(&p, &v, |v| print_json(v.get("payload").unwrap_or(v)))

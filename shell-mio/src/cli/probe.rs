@@ -388,7 +388,7 @@ const LOCAL_BUDGET: Duration = Duration::from_millis(800);
 pub fn run(argv: Vec<OsString>) -> Outcome {
     let p = args::parse(argv, QUERY, &[])?;
     p.expect_positionals(0, USAGE)?;
-    let timeout_ms = p.number("timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS);
+    let timeout_ms = p.millis("timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS);
     let primary = rpc::resolve_target(&p)?;
     let flags = Flags {
         token: p.value("token"),

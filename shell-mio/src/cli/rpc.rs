@@ -58,7 +58,7 @@ pub fn client_config(target: &Target, mode: &str, scopes: Vec<String>) -> Client
 
 /// Connect asking for `requested` scopes, within `--timeout` or `default_ms`.
 pub fn open(p: &Parsed, requested: Vec<String>, default_ms: u64) -> Result<Open, Failure> {
-    let timeout_ms = p.number("timeout")?.unwrap_or(default_ms);
+    let timeout_ms = p.millis("timeout")?.unwrap_or(default_ms);
     let json = p.switch("json");
     let target = resolve_target(p)?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);

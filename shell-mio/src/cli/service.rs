@@ -263,7 +263,7 @@ pub fn status(argv: Vec<OsString>) -> Outcome {
     let usage = "clawgate gateway status [--url ws://HOST:PORT] [--token T | --password P] [--timeout MS] [--json]";
     let p = args::parse(argv, QUERY, &[])?;
     p.expect_positionals(0, usage)?;
-    let timeout_ms = p.number("timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS);
+    let timeout_ms = p.millis("timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS);
     let env = clawgate::paths::env_map();
     let target = rpc::resolve_target(&p)?;
     let service = service_status(&env);
