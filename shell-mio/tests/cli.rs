@@ -218,6 +218,17 @@ fn call_health_probe_and_lists_with_a_token() {
     assert_eq!(local["connect"]["ok"], false);
     assert_eq!(local["connect"]["close"]["code"], 1006);
 
+    // The log of a gateway elsewhere, over logs.tail.
+    let o = run(
+        &dir,
+        &["logs", "--url", &u, "--token", "tok-one-2345", "-n", "2"],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("conn="), "{out}");
+
     let o = run(
         &dir,
         &[
@@ -589,6 +600,8 @@ fn usage_errors_and_missing_log() {
         &["devices", "revoke", "--device", "d"],
         &["nodes", "frobnicate"],
         &["frobnicate"],
+        &["logs", "--json"],
+        &["gateway", "health", "--timeout", "99999999999"],
     ] {
         let o = run(&dir, args, &[]);
         assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));

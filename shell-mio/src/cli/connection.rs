@@ -252,6 +252,11 @@ impl Session {
         }
     }
 
+    /// Give the session `more` time from now (a long-lived `logs -f`).
+    pub fn extend_deadline(&mut self, more: Duration) {
+        self.deadline = Instant::now() + more;
+    }
+
     /// Send a request now, answer later with [`Session::collect`]; returns its id.
     pub fn send(&mut self, method: &str, params: Option<Value>) -> String {
         self.wire.client.request(method, params)

@@ -1,5 +1,6 @@
 //! `clawgate logs [-f] [--lines N]`: the tail of the gateway's log file, and following it
-//! across truncation and rotation.
+//! across truncation and rotation; with `--url`, the log of a gateway elsewhere, over its
+//! `logs.tail` method.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -8,27 +9,46 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
-use super::args::{self, Opt};
-use super::{Failure, Outcome};
+use serde_json::{Value, json};
 
-const USAGE: &str = "clawgate logs [-f|--follow] [-n|--lines N]";
+use super::args::{self, Opt, Parsed, QUERY};
+use super::rpc::{self, DEFAULT_TIMEOUT_MS};
+use super::{Failure, Outcome, scopes};
+
+const USAGE: &str = "clawgate logs [-f|--follow] [-n|--lines N] [--url ws://HOST:PORT [--token T | --password P] [--timeout MS]]";
 /// Lines shown when `--lines` is not given.
 const DEFAULT_LINES: u64 = 200;
-/// How often `--follow` looks for new lines.
+/// How often `--follow` looks for new lines in the file.
 const POLL: Duration = Duration::from_millis(250);
+/// How often `--follow --url` asks the gateway for new lines.
+const REMOTE_POLL: Duration = Duration::from_millis(1_000);
+/// `maxBytes` of each `logs.tail` call, as upstream's CLI.
+const REMOTE_MAX_BYTES: u64 = 250_000;
 
 /// `logs`.
 pub fn run(argv: Vec<OsString>) -> Outcome {
     let p = args::parse(
         argv,
+        QUERY,
         &[
             Opt::switch("follow").short('f'),
             Opt::value("lines").short('n'),
         ],
-        &[],
     )?;
     p.expect_positionals(0, USAGE)?;
     let lines = p.number("lines")?.unwrap_or(DEFAULT_LINES);
+    if p.value("url").is_some() {
+        return remote(&p, lines);
+    }
+    if p.switch("json")
+        || ["token", "password", "timeout"]
+            .iter()
+            .any(|o| p.value(o).is_some())
+    {
+        return Err(Failure::usage(format!(
+            "--token, --password, --timeout and --json go with --url (the log of a gateway elsewhere)\nusage: {USAGE}"
+        )));
+    }
     let path = clawgate::paths::log_file(&clawgate::paths::state_dir(&clawgate::paths::env_map()));
     let mut out = io::stdout().lock();
     let io_err = |e: io::Error| Failure::failed(format!("cannot read {}: {e}", path.display()));
@@ -62,6 +82,55 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
         ended(follow(&path, Some((file, ino)), pos, &mut out))?;
     }
     Ok(())
+}
+
+/// `logs --url`: the last lines from `logs.tail`, and with `-f` the new ones every second.
+fn remote(p: &Parsed, lines: u64) -> Outcome {
+    let timeout = Duration::from_millis(p.millis("timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS));
+    let mut open = rpc::open(p, scopes::for_method("logs.tail"), DEFAULT_TIMEOUT_MS)?;
+    let params = json!({"limit": lines.min(5_000), "maxBytes": REMOTE_MAX_BYTES});
+    let first = open.call("logs.tail", Some(params))?;
+    let mut cursor = first.get("cursor").and_then(Value::as_u64).unwrap_or(0);
+    print_lines(p, &first, usize::MAX);
+    while p.switch("follow") {
+        std::thread::sleep(REMOTE_POLL);
+        open.session.extend_deadline(timeout);
+        // Ask for as much as the gateway keeps: more may have been logged than `--lines`.
+        let more = json!({"limit": 5_000, "maxBytes": REMOTE_MAX_BYTES});
+        let next = open.call("logs.tail", Some(more))?;
+        let now = next.get("cursor").and_then(Value::as_u64).unwrap_or(cursor);
+        // The cursor counts bytes logged (each line plus a newline): print what is new.
+        print_lines(p, &next, now.saturating_sub(cursor) as usize);
+        cursor = now;
+    }
+    open.session.close();
+    Ok(())
+}
+
+/// Print the last lines of a `logs.tail` result that add up to at most `new_bytes`.
+fn print_lines(p: &Parsed, result: &Value, new_bytes: usize) {
+    let all: Vec<&str> = result
+        .get("lines")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut budget = new_bytes;
+    let fresh = all
+        .iter()
+        .rev()
+        .take_while(|l| {
+            let fits = l.len() < budget;
+            budget = budget.saturating_sub(l.len() + 1);
+            fits
+        })
+        .count();
+    for line in all.get(all.len() - fresh..).unwrap_or_default() {
+        if p.switch("json") {
+            say!("{}", json!({"type": "log", "raw": line}));
+        } else {
+            say!("{line}");
+        }
+    }
 }
 
 /// Write the last `n` lines of `file` to `out`; returns the offset read up to.
