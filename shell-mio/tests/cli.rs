@@ -709,3 +709,151 @@ fn logs_follow_survives_truncation_and_rotation() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A device client driven over a real socket with the core's sans-IO client.
+struct Peer {
+    stream: std::net::TcpStream,
+    client: clawgate_core::client::Client,
+}
+
+impl Peer {
+    fn connect(port: u16, cfg: clawgate_core::client::ClientConfig) -> Self {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        Self {
+            stream,
+            client: clawgate_core::client::Client::new(cfg, *b"fedcba9876543210"),
+        }
+    }
+
+    /// `hello-ok`'s payload, or the error `connect` got.
+    fn outcome(&mut self) -> Result<Value, clawgate_core::frame::ErrorShape> {
+        use clawgate_core::client::Event;
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + PATIENCE;
+        let mut buf = [0u8; 16 * 1024];
+        while Instant::now() < deadline {
+            while let Some(bytes) = self.client.poll_transmit() {
+                self.stream.write_all(&bytes).unwrap();
+            }
+            match self.client.poll_event() {
+                Some(Event::Hello(v)) => return Ok(v),
+                Some(Event::ConnectFailed(e)) => return Err(e),
+                Some(Event::Closed { code, reason }) => panic!("closed {code:?} {reason}"),
+                Some(_) => continue,
+                None => {}
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.client.handle_eof(),
+                Ok(n) => self.client.handle_input(buf.get(..n).unwrap_or_default()),
+                Err(_) => {}
+            }
+        }
+        panic!("no hello or refusal in time");
+    }
+}
+
+fn device_config(
+    port: u16,
+    seed: u8,
+    token: &str,
+    node: bool,
+) -> clawgate_core::client::ClientConfig {
+    let mut cfg = clawgate_core::client::ClientConfig::cli(&format!("127.0.0.1:{port}"));
+    cfg.token = Some(token.to_string());
+    cfg.device = Some(clawgate_core::device::DeviceKey::from_seed([seed; 32]));
+    if node {
+        cfg.client.id = "node-host".into();
+        cfg.client.mode = "node".into();
+        cfg.role = clawgate_core::scopes::Role::Node;
+        cfg.scopes = Vec::new();
+        cfg.caps = vec!["system".into()];
+        cfg.commands = vec!["system.which".into()];
+    }
+    cfg
+}
+
+#[test]
+fn devices_and_nodes_approved_and_tokens_managed_from_the_cli() {
+    let dir = Dir::new();
+    let port = free_port();
+    std::fs::create_dir_all(dir.state()).unwrap();
+    std::fs::write(
+        dir.config(),
+        r#"{"gateway":{"auth":{"token":"tok-dev-4567"},"nodes":{"pairing":{"autoApproveLocal":false}}}}"#,
+    )
+    .unwrap();
+    let _gw = gateway(&dir, port, &[], &[]);
+    let u = url(port);
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--url", &u, "--token", "tok-dev-4567", "--json"]);
+        let o = run(&dir, &all, &[]);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        stdout_json(&o)
+    };
+
+    // An operator device asks to pair; the CLI sees the request, approves it, rotates and
+    // revokes its token.
+    let err = Peer::connect(port, device_config(port, 7, "tok-dev-4567", false))
+        .outcome()
+        .unwrap_err();
+    let details = err.details.unwrap();
+    assert_eq!(details["code"], "PAIRING_REQUIRED");
+    let request = details["requestId"].as_str().unwrap().to_string();
+    let device = details["deviceId"].as_str().unwrap().to_string();
+    let list = cli(&["devices", "list"]);
+    assert_eq!(list["pending"][0]["requestId"], request.as_str());
+    assert_eq!(list["pending"][0]["deviceId"], device.as_str());
+    cli(&["devices", "approve", &request]);
+    let list = cli(&["devices", "list"]);
+    assert_eq!(list["pending"], serde_json::json!([]));
+    assert_eq!(list["paired"][0]["deviceId"], device.as_str());
+    let hello = Peer::connect(port, device_config(port, 7, "tok-dev-4567", false))
+        .outcome()
+        .unwrap();
+    assert!(hello["auth"]["deviceToken"].is_string());
+    let rotated = cli(&[
+        "devices", "rotate", "--device", &device, "--role", "operator",
+    ]);
+    assert!(rotated["token"].as_str().is_some_and(|t| !t.is_empty()));
+    let revoked = cli(&[
+        "devices", "revoke", "--device", &device, "--role", "operator",
+    ]);
+    assert_eq!(revoked["deviceId"], device.as_str());
+
+    // A request rejected from the CLI is gone.
+    let err = Peer::connect(port, device_config(port, 8, "tok-dev-4567", false))
+        .outcome()
+        .unwrap_err();
+    let other = err.details.unwrap()["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli(&["devices", "reject", &other]);
+    assert_eq!(cli(&["devices", "list"])["pending"], serde_json::json!([]));
+
+    // A node: its device is approved, then its commands.
+    let err = Peer::connect(port, device_config(port, 9, "tok-dev-4567", true))
+        .outcome()
+        .unwrap_err();
+    let node_request = err.details.unwrap()["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli(&["devices", "approve", &node_request]);
+    let mut node = Peer::connect(port, device_config(port, 9, "tok-dev-4567", true));
+    node.outcome().unwrap();
+    let pending = cli(&["nodes", "pending"]);
+    let commands_request = pending[0]["requestId"].as_str().unwrap().to_string();
+    assert_eq!(pending[0]["commands"], serde_json::json!(["system.which"]));
+    let approved = cli(&["nodes", "approve", &commands_request]);
+    assert_eq!(approved["requestId"], commands_request.as_str());
+    let list = cli(&["nodes", "list"]);
+    assert_eq!(list["pending"], serde_json::json!([]));
+    assert_eq!(list["paired"][0]["approvalState"], "approved");
+    assert_eq!(list["paired"][0]["connected"], true);
+    drop(node);
+}
