@@ -26,7 +26,8 @@ pub enum Shell {
 }
 
 impl Shell {
-    /// The built binary in the workspace's target directory (profile `debug`).
+    /// The built binary: `$CARGO_TARGET_DIR` (else the workspace's `target`), profile
+    /// `$CLAWGATE_TEST_PROFILE` (else `debug`), as `scripts/test.sh` builds it.
     pub fn binary(self) -> PathBuf {
         let name = match self {
             Shell::Mio => "clawgate",
@@ -35,7 +36,8 @@ impl Shell {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        let path = target.join("debug").join(name);
+        let profile = std::env::var("CLAWGATE_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
+        let path = target.join(profile).join(name);
         assert!(
             path.is_file(),
             "{} not found: run `cargo build --workspace --bins` first",
