@@ -207,6 +207,8 @@ fn a_full_in_memory_session_conforms() {
         "event node.invoke.request",
         "event node.invoke.cancel",
         "event node.pair.resolved",
+        "event device.pair.resolved",
+        "event presence",
         "event tick",
         "event shutdown",
         "error MISSING_SCOPE",
