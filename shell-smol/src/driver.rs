@@ -178,6 +178,8 @@ impl<H: Host> Driver<'_, '_, H> {
     }
 
     fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
+        // Frames are small and written whole: Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
         let id = self.gw.accept(now, peer, self.local);
         let (queue, queued) = smol::channel::unbounded();
         let events = self.events_tx.clone();

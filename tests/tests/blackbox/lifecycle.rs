@@ -1,0 +1,75 @@
+//! Start-up refusals with their exit codes, and shutdown on SIGTERM.
+
+use std::time::Duration;
+
+use clawgate_core::client::Event;
+use clawgate_tests::both;
+use clawgate_tests::harness::raw::{self, Next};
+use clawgate_tests::harness::{Options, Shell, WAIT};
+
+fn shutdown_on_sigterm(shell: Shell) {
+    let mut gw = Options::new().start(shell);
+    let mut authed = gw.ws(gw.cli());
+    authed.hello().expect("hello-ok");
+    let (mut preauth, _) = smol::block_on(raw::challenged(gw.port()));
+    gw.terminate();
+    let seq = authed.expect("the shutdown event", |e| match e {
+        Event::Event { event, seq, .. } if event == "shutdown" => Some(*seq),
+        _ => None,
+    });
+    assert!(
+        seq.is_some_and(|s| s >= 1),
+        "shutdown is a broadcast with a seq: {seq:?}"
+    );
+    assert_eq!(authed.closed(), (Some(1012), "service restart".into()));
+    // A socket still in its handshake gets only the close.
+    assert_eq!(
+        smol::block_on(raw::next(&mut preauth)),
+        Next::Close(1012, "service restart".into())
+    );
+    let status = gw.wait_exit(WAIT).expect("exited after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", gw.stderr());
+}
+
+fn lan_bind_without_auth_exits_78(shell: Shell) {
+    let (code, stderr) = Options::new()
+        .arg("--bind")
+        .arg("lan")
+        .run_to_exit(shell, Duration::from_secs(10));
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("Refusing to bind gateway to lan without auth."),
+        "{stderr}"
+    );
+}
+
+fn placeholder_token_exits_78(shell: Shell) {
+    let (code, stderr) = Options::new()
+        .token("undefined")
+        .run_to_exit(shell, Duration::from_secs(10));
+    assert_eq!(code, Some(78), "{stderr}");
+}
+
+fn unknown_flag_exits_2(shell: Shell) {
+    let (code, stderr) = Options::new()
+        .arg("--no-such-flag")
+        .run_to_exit(shell, Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+fn port_in_use_exits_1(shell: Shell) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let (code, stderr) = Options::new()
+        .port(port)
+        .run_to_exit(shell, Duration::from_secs(10));
+    assert_eq!(code, Some(1), "{stderr}");
+}
+
+both!(
+    shutdown_on_sigterm,
+    lan_bind_without_auth_exits_78,
+    placeholder_token_exits_78,
+    unknown_flag_exits_2,
+    port_in_use_exits_1,
+);
