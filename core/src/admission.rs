@@ -40,13 +40,19 @@ impl Gateway {
     ) -> Result<Admitted, Refusal> {
         let now_ms = self.unix_ms(now);
         let role = p.role.as_str().to_string();
-        let requested = if p.role == Role::Operator { scopes::normalize(&p.scopes) } else { Vec::new() };
+        let requested = if p.role == Role::Operator {
+            scopes::normalize(&p.scopes)
+        } else {
+            Vec::new()
+        };
         self.store.expire(now_ms);
         let paired = self.store.devices.get(&dev.id);
         let reason = match paired {
             None => Some("not-paired"),
             Some(d) if !d.roles.contains(&role) => Some("role-upgrade"),
-            Some(d) if !requested.iter().all(|s| scopes::satisfied(&d.scopes, s)) => Some("scope-upgrade"),
+            Some(d) if !requested.iter().all(|s| scopes::satisfied(&d.scopes, s)) => {
+                Some("scope-upgrade")
+            }
             Some(_) => None,
         };
         let mut events: Vec<(&'static str, Value)> = Vec::new();
@@ -72,7 +78,12 @@ impl Gateway {
             if local && self.config.auto_approve_local {
                 self.store.pending.remove(&req.request_id);
                 self.store.approve_device(&req, now_ms);
-                self.log_at(now, Level::Info, None, format!("device {} approved silently (local)", short(&dev.id)));
+                self.log(
+                    now,
+                    Level::Info,
+                    None,
+                    format!("device {} approved silently (local)", short(&dev.id)),
+                );
                 events.push((
                     "device.pair.resolved",
                     json!({"requestId": req.request_id, "deviceId": dev.id, "decision": "approved", "ts": now_ms}),
@@ -108,11 +119,17 @@ impl Gateway {
                 return Err(Refusal {
                     error: ErrorShape::new(ErrorCode::NotPaired, message).with_details(details),
                     close_reason: Some(format!("{message} (requestId: {})", req.request_id)),
+                    delay: None,
                 });
             }
         }
         // Paired: reuse the role's token or issue one.
-        let token = match self.store.devices.get(&dev.id).and_then(|d| d.tokens.get(&role)) {
+        let token = match self
+            .store
+            .devices
+            .get(&dev.id)
+            .and_then(|d| d.tokens.get(&role))
+        {
             Some(t) => (t.token.clone(), t.issued_at_ms),
             None => {
                 let t = self.new_token();
@@ -135,11 +152,19 @@ impl Gateway {
     }
 
     /// A node whose declared commands are not all approved gets a pending node request.
-    fn request_node_approval(&mut self, now: Instant, p: &ConnectParams, dev: &DeviceProof, local: bool, events: &mut Vec<(&'static str, Value)>) {
+    fn request_node_approval(
+        &mut self,
+        now: Instant,
+        p: &ConnectParams,
+        dev: &DeviceProof,
+        local: bool,
+        events: &mut Vec<(&'static str, Value)>,
+    ) {
         let now_ms = self.unix_ms(now);
         let approval = self.store.devices.get(&dev.id).and_then(|d| d.node.clone());
         let covered = approval.as_ref().is_some_and(|a| {
-            p.commands.iter().all(|c| a.commands.contains(c)) && p.caps.iter().all(|c| a.caps.contains(c))
+            p.commands.iter().all(|c| a.commands.contains(c))
+                && p.caps.iter().all(|c| a.caps.contains(c))
         });
         if covered {
             return;

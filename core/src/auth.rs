@@ -19,7 +19,10 @@ pub struct Secret {
 impl Secret {
     /// Wrap a secret value.
     pub fn new(value: &str) -> Self {
-        Self { value: value.to_string(), digest: Sha256::digest(value.as_bytes()).into() }
+        Self {
+            value: value.to_string(),
+            digest: Sha256::digest(value.as_bytes()).into(),
+        }
     }
 
     /// Whether `candidate` equals the secret, in constant time.
@@ -49,7 +52,10 @@ impl core::fmt::Debug for Secret {
 /// Whether `origin` (an `Origin` header value) is a loopback origin:
 /// `http(s)://localhost|127.x.x.x|[::1]` on any port.
 pub fn is_loopback_origin(origin: &str) -> bool {
-    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
         return false;
     };
     if rest.contains('/') || rest.contains('@') {
@@ -74,13 +80,17 @@ pub fn is_loopback_origin(origin: &str) -> bool {
 }
 
 fn valid_port(p: &str) -> bool {
-    p.strip_prefix(':').is_some_and(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+    p.strip_prefix(':')
+        .is_some_and(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Whether a browser origin may open a socket: loopback origins always, others only when
 /// listed exactly in `gateway.controlUi.allowedOrigins`.
 pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
-    is_loopback_origin(origin) || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+    is_loopback_origin(origin)
+        || allowed
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
 }
 
 /// A connection is local only when its (forwarded) client address is loopback and any
@@ -92,7 +102,9 @@ pub fn is_local(client_ip: IpAddr, origin: Option<&str>) -> bool {
 /// Loopback, counting IPv4-mapped IPv6 loopback too.
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
         IpAddr::V4(v4) => v4.is_loopback(),
     }
 }
@@ -110,13 +122,19 @@ pub struct Forwarding {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
     /// Forwarding headers from a peer that is not a trusted proxy.
-    #[error("proxy_attribution_required: forwarding headers from an untrusted peer; list the proxy in gateway.trustedProxies")]
+    #[error(
+        "proxy_attribution_required: forwarding headers from an untrusted peer; list the proxy in gateway.trustedProxies"
+    )]
     Untrusted,
 }
 
 /// The client address to attribute a connection to: the forwarded one from a trusted proxy,
 /// the peer itself when no forwarding header is present, and a refusal otherwise.
-pub fn client_address(peer: IpAddr, fwd: &Forwarding, trusted: &[IpAddr]) -> Result<IpAddr, ProxyError> {
+pub fn client_address(
+    peer: IpAddr,
+    fwd: &Forwarding,
+    trusted: &[IpAddr],
+) -> Result<IpAddr, ProxyError> {
     if !fwd.present {
         return Ok(peer);
     }
@@ -125,7 +143,11 @@ pub fn client_address(peer: IpAddr, fwd: &Forwarding, trusted: &[IpAddr]) -> Res
     }
     // A trusted proxy that names no readable client gives nothing local: attribute to the proxy
     // only if it is not loopback, else to an unspecified (remote) address.
-    Ok(fwd.client.unwrap_or(if is_loopback(peer) { IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED) } else { peer }))
+    Ok(fwd.client.unwrap_or(if is_loopback(peer) {
+        IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED)
+    } else {
+        peer
+    }))
 }
 
 fn same_ip(a: IpAddr, b: IpAddr) -> bool {
@@ -138,7 +160,11 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
 
 /// Parse the client address out of `Forwarded`, `X-Forwarded-For` or `X-Real-IP`
 /// (the left-most, i.e. original, client).
-pub fn parse_forwarded(forwarded: Option<&str>, xff: Option<&str>, real_ip: Option<&str>) -> Forwarding {
+pub fn parse_forwarded(
+    forwarded: Option<&str>,
+    xff: Option<&str>,
+    real_ip: Option<&str>,
+) -> Forwarding {
     let present = forwarded.is_some() || xff.is_some() || real_ip.is_some();
     let from_forwarded = forwarded.and_then(|v| {
         v.split([',', ';']).find_map(|part| {
@@ -149,9 +175,14 @@ pub fn parse_forwarded(forwarded: Option<&str>, xff: Option<&str>, real_ip: Opti
             parse_host_ip(val.trim().trim_matches('"'))
         })
     });
-    let from_xff = xff.and_then(|v| v.split(',').next()).and_then(|s| parse_host_ip(s.trim()));
+    let from_xff = xff
+        .and_then(|v| v.split(',').next())
+        .and_then(|s| parse_host_ip(s.trim()));
     let from_real = real_ip.and_then(|s| parse_host_ip(s.trim()));
-    Forwarding { client: from_forwarded.or(from_xff).or(from_real), present }
+    Forwarding {
+        client: from_forwarded.or(from_xff).or(from_real),
+        present,
+    }
 }
 
 fn parse_host_ip(s: &str) -> Option<IpAddr> {
@@ -205,7 +236,9 @@ impl RateLimiter {
         lockout: Duration,
     ) -> Option<Duration> {
         let b = self.buckets.entry((ip, kind)).or_default();
-        if b.window_start.is_none_or(|s| now.saturating_duration_since(s) > window) {
+        if b.window_start
+            .is_none_or(|s| now.saturating_duration_since(s) > window)
+        {
             b.window_start = Some(now);
             b.failures = 0;
         }
@@ -223,7 +256,8 @@ impl RateLimiter {
     pub fn prune(&mut self, now: Instant, window: Duration) {
         self.buckets.retain(|_, b| {
             b.locked_until.is_some_and(|t| t > now)
-                || b.window_start.is_some_and(|s| now.saturating_duration_since(s) <= window)
+                || b.window_start
+                    .is_some_and(|s| now.saturating_duration_since(s) <= window)
         });
     }
 
@@ -244,10 +278,24 @@ mod tests {
 
     #[test]
     fn loopback_origins() {
-        for o in ["http://localhost", "http://localhost:5173", "https://127.0.0.1:1", "http://[::1]:8080", "http://127.9.9.9"] {
+        for o in [
+            "http://localhost",
+            "http://localhost:5173",
+            "https://127.0.0.1:1",
+            "http://[::1]:8080",
+            "http://127.9.9.9",
+        ] {
             assert!(is_loopback_origin(o), "{o}");
         }
-        for o in ["http://evil.com", "http://localhost.evil.com", "http://127.0.0.1.evil.com", "null", "file://", "http://localhost:x", "http://user@localhost"] {
+        for o in [
+            "http://evil.com",
+            "http://localhost.evil.com",
+            "http://127.0.0.1.evil.com",
+            "null",
+            "file://",
+            "http://localhost:x",
+            "http://user@localhost",
+        ] {
             assert!(!is_loopback_origin(o), "{o}");
         }
     }
@@ -265,7 +313,10 @@ mod tests {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let fwd = parse_forwarded(None, Some("203.0.113.9, 10.0.0.1"), None);
         assert_eq!(client_address(lo, &fwd, &[]), Err(ProxyError::Untrusted));
-        assert_eq!(client_address(lo, &fwd, &[lo]), Ok("203.0.113.9".parse().unwrap()));
+        assert_eq!(
+            client_address(lo, &fwd, &[lo]),
+            Ok("203.0.113.9".parse().unwrap())
+        );
         let fwd = parse_forwarded(Some("for=\"[2001:db8::1]:4711\";proto=https"), None, None);
         assert_eq!(fwd.client, Some("2001:db8::1".parse().unwrap()));
     }
@@ -278,11 +329,20 @@ mod tests {
         let w = Duration::from_secs(60);
         let l = Duration::from_secs(300);
         for _ in 0..9 {
-            assert!(rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l).is_none());
+            assert!(
+                rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l)
+                    .is_none()
+            );
         }
-        assert_eq!(rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l), Some(l));
+        assert_eq!(
+            rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l),
+            Some(l)
+        );
         assert!(rl.locked(t0, ip, CredentialKind::SharedSecret).is_some());
         assert!(rl.locked(t0, ip, CredentialKind::DeviceToken).is_none());
-        assert!(rl.locked(t0 + l, ip, CredentialKind::SharedSecret).is_none());
+        assert!(
+            rl.locked(t0 + l, ip, CredentialKind::SharedSecret)
+                .is_none()
+        );
     }
 }

@@ -6,12 +6,12 @@ use std::collections::VecDeque;
 
 use serde_json::{Value, json};
 use tungstenite::Message;
+use tungstenite::handshake::client::Response;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::protocol::Role as WsRole;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::handshake::client::Response;
 
 use crate::conn::{MemIo, ws_context};
 use crate::device::{DeviceKey, SignedFields};
@@ -50,6 +50,8 @@ pub struct ClientConfig {
     pub min_protocol: u64,
     /// `maxProtocol`.
     pub max_protocol: u64,
+    /// Wait for [`Client::send_connect`] after the challenge instead of sending `connect` itself.
+    pub manual_connect: bool,
 }
 
 impl ClientConfig {
@@ -76,13 +78,18 @@ impl ClientConfig {
             device: None,
             min_protocol: PROTOCOL_VERSION,
             max_protocol: PROTOCOL_VERSION,
+            manual_connect: false,
         }
     }
 
     /// The `connect` params for a challenge.
     pub fn connect_params(&self, nonce: &str, challenge_ts: i64) -> Value {
         let mut auth = serde_json::Map::new();
-        for (k, v) in [("token", &self.token), ("password", &self.password), ("deviceToken", &self.device_token)] {
+        for (k, v) in [
+            ("token", &self.token),
+            ("password", &self.password),
+            ("deviceToken", &self.device_token),
+        ] {
             if let Some(v) = v {
                 auth.insert(k.into(), json!(v));
             }
@@ -108,7 +115,11 @@ impl ClientConfig {
             p["auth"] = Value::Object(auth);
         }
         if let Some(key) = &self.device {
-            let token = self.token.as_deref().or(self.device_token.as_deref()).unwrap_or("");
+            let token = self
+                .token
+                .as_deref()
+                .or(self.device_token.as_deref())
+                .unwrap_or("");
             let fields = SignedFields {
                 client_id: &self.client.id,
                 client_mode: &self.client.mode,
@@ -128,10 +139,12 @@ impl ClientConfig {
 /// What the client observed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// The challenge arrived (connect has been queued).
+    /// The challenge arrived (and `connect` was sent, unless `manual_connect`).
     Challenge {
         /// The challenge nonce.
         nonce: String,
+        /// The challenge's `ts` (Unix ms), what clients sign as `signedAt`.
+        ts: i64,
     },
     /// `hello-ok`: the payload.
     Hello(Value),
@@ -204,7 +217,10 @@ impl Client {
         req.push_str("\r\n");
         Self {
             config,
-            phase: Phase::Upgrading { key, buf: Vec::new() },
+            phase: Phase::Upgrading {
+                key,
+                buf: Vec::new(),
+            },
             ctx: ws_context(WsRole::Client, 64 * 1024 * 1024),
             io: MemIo::default(),
             out: req.into_bytes(),
@@ -228,7 +244,11 @@ impl Client {
     /// Bytes to write to the socket, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.out.append(&mut self.io.wr);
-        if self.out.is_empty() { None } else { Some(std::mem::take(&mut self.out)) }
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.out))
+        }
     }
 
     /// The next observation, if any.
@@ -248,6 +268,11 @@ impl Client {
         id
     }
 
+    /// Send `connect` with these params (with `manual_connect`, after [`Event::Challenge`]).
+    pub fn send_connect(&mut self, params: Value) {
+        self.connect_id = Some(self.request("connect", Some(params)));
+    }
+
     /// Send raw text as one frame (tests use it for malformed input).
     pub fn send_text(&mut self, text: String) {
         let _ = self.ctx.write(&mut self.io, Message::text(text));
@@ -255,7 +280,10 @@ impl Client {
 
     /// Start the closing handshake with a code and reason.
     pub fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_string().into(),
+        };
         let _ = self.ctx.close(&mut self.io, Some(frame));
     }
 
@@ -263,7 +291,10 @@ impl Client {
     pub fn handle_eof(&mut self) {
         if !matches!(self.phase, Phase::Closed) {
             self.phase = Phase::Closed;
-            self.events.push_back(Event::Closed { code: None, reason: String::new() });
+            self.events.push_back(Event::Closed {
+                code: None,
+                reason: String::new(),
+            });
         }
     }
 
@@ -280,13 +311,20 @@ impl Client {
                         let accept = derive_accept_key(key.as_bytes());
                         if resp.status().as_u16() != 101 {
                             let body = String::from_utf8_lossy(&rest).into_owned();
-                            self.events.push_back(Event::HttpRefused { status: resp.status().as_u16(), body });
+                            self.events.push_back(Event::HttpRefused {
+                                status: resp.status().as_u16(),
+                                body,
+                            });
                             self.phase = Phase::Closed;
                             return;
                         }
-                        let ok = resp.headers().get("Sec-WebSocket-Accept").is_some_and(|v| v.as_bytes() == accept.as_bytes());
+                        let ok = resp
+                            .headers()
+                            .get("Sec-WebSocket-Accept")
+                            .is_some_and(|v| v.as_bytes() == accept.as_bytes());
                         if !ok {
-                            self.events.push_back(Event::ProtocolError("bad Sec-WebSocket-Accept".into()));
+                            self.events
+                                .push_back(Event::ProtocolError("bad Sec-WebSocket-Accept".into()));
                             self.phase = Phase::Closed;
                             return;
                         }
@@ -295,7 +333,8 @@ impl Client {
                         self.read_frames();
                     }
                     Err(e) => {
-                        self.events.push_back(Event::ProtocolError(format!("bad upgrade response: {e}")));
+                        self.events
+                            .push_back(Event::ProtocolError(format!("bad upgrade response: {e}")));
                         self.phase = Phase::Closed;
                     }
                 }
@@ -313,13 +352,21 @@ impl Client {
             match self.ctx.read(&mut self.io) {
                 Ok(Message::Text(t)) => self.on_text(t.as_str()),
                 Ok(Message::Close(frame)) => {
-                    let (code, reason) = frame.map(|f| (Some(u16::from(f.code)), f.reason.to_string())).unwrap_or((None, String::new()));
-                    self.events.push_back(Event::Closed { code: code.or(Some(1005)), reason });
+                    let (code, reason) = frame
+                        .map(|f| (Some(u16::from(f.code)), f.reason.to_string()))
+                        .unwrap_or((None, String::new()));
+                    self.events.push_back(Event::Closed {
+                        code: code.or(Some(1005)),
+                        reason,
+                    });
                     self.phase = Phase::Closed;
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => {
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return;
+                }
+                Err(tungstenite::Error::ConnectionClosed)
+                | Err(tungstenite::Error::AlreadyClosed) => {
                     self.phase = Phase::Closed;
                     return;
                 }
@@ -334,31 +381,54 @@ impl Client {
 
     fn on_text(&mut self, text: &str) {
         let Ok(v) = serde_json::from_str::<Value>(text) else {
-            self.events.push_back(Event::ProtocolError("non-JSON frame".into()));
+            self.events
+                .push_back(Event::ProtocolError("non-JSON frame".into()));
             return;
         };
         match v.get("type").and_then(Value::as_str) {
             Some("event") => {
-                let event = v.get("event").and_then(Value::as_str).unwrap_or("").to_string();
+                let event = v
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let payload = v.get("payload").cloned().unwrap_or(Value::Null);
                 if event == "connect.challenge" && self.connect_id.is_none() {
-                    let nonce = payload.get("nonce").and_then(Value::as_str).unwrap_or("").to_string();
+                    let nonce = payload
+                        .get("nonce")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
                     let ts = payload.get("ts").and_then(Value::as_i64).unwrap_or(0);
-                    let params = self.config.connect_params(&nonce, ts);
-                    self.connect_id = Some(self.request("connect", Some(params)));
-                    self.events.push_back(Event::Challenge { nonce });
+                    if !self.config.manual_connect {
+                        let params = self.config.connect_params(&nonce, ts);
+                        self.send_connect(params);
+                    }
+                    self.events.push_back(Event::Challenge { nonce, ts });
                     return;
                 }
                 let seq = v.get("seq").and_then(Value::as_u64);
-                self.events.push_back(Event::Event { event, payload, seq });
+                self.events.push_back(Event::Event {
+                    event,
+                    payload,
+                    seq,
+                });
             }
             Some("res") => {
-                let id = v.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+                let id = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let ok = v.get("ok").and_then(Value::as_bool).unwrap_or(false);
                 let result = if ok {
                     Ok(v.get("payload").cloned().unwrap_or(Value::Null))
                 } else {
-                    Err(v.get("error").cloned().and_then(|e| serde_json::from_value(e).ok()).unwrap_or_else(|| ErrorShape::invalid("malformed error")))
+                    Err(v
+                        .get("error")
+                        .cloned()
+                        .and_then(|e| serde_json::from_value(e).ok())
+                        .unwrap_or_else(|| ErrorShape::invalid("malformed error")))
                 };
                 if self.connect_id.as_deref() == Some(id.as_str()) && !self.hello {
                     match result {
@@ -372,7 +442,9 @@ impl Client {
                 }
                 self.events.push_back(Event::Response { id, result });
             }
-            _ => self.events.push_back(Event::ProtocolError("unknown frame type".into())),
+            _ => self
+                .events
+                .push_back(Event::ProtocolError("unknown frame type".into())),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Limits {
     pub auth_lockout: Duration,
     /// Whether local connections are exempt from the lockout.
     pub auth_exempt_loopback: bool,
+    /// Longest delay before answering a failed shared secret from a local address.
+    pub local_auth_penalty_max: Duration,
     /// Allowed clock skew of a device signature.
     pub device_signature_skew: Duration,
     /// Lifetime of a pending pairing request.
@@ -74,6 +76,7 @@ impl Default for Limits {
             auth_window: Duration::from_millis(60_000),
             auth_lockout: Duration::from_millis(300_000),
             auth_exempt_loopback: true,
+            local_auth_penalty_max: Duration::from_millis(5_000),
             device_signature_skew: Duration::from_millis(120_000),
             pairing_request_ttl: Duration::from_millis(300_000),
             dedupe_ttl: Duration::from_millis(300_000),
@@ -135,6 +138,9 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Browser origins allowed besides loopback ones (`scheme://host:port`).
     pub allowed_origins: Vec<String>,
+    /// Let a Control UI without a device identity connect with the shared secret
+    /// (`gateway.controlUi.allowInsecureAuth`).
+    pub allow_insecure_control_ui: bool,
     /// Approve new devices on local connections without asking.
     pub auto_approve_local: bool,
     /// Node commands always allowed.
@@ -155,6 +161,8 @@ pub struct Config {
     pub version: String,
     /// The parsed config file (`Null` when there is none), for `config.get` (redacted there).
     pub file: Value,
+    /// Log every frame in and out (secrets masked) at trace level (`--verbose`).
+    pub log_frames: bool,
 }
 
 impl Config {
@@ -168,6 +176,7 @@ impl Config {
             secret: None,
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
+            allow_insecure_control_ui: false,
             auto_approve_local: true,
             node_commands_allow: Vec::new(),
             node_commands_deny: Vec::new(),
@@ -178,6 +187,7 @@ impl Config {
             host_name: "localhost".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             file: Value::Null,
+            log_frames: false,
         }
     }
 
@@ -205,34 +215,60 @@ impl Config {
             None => Value::Null,
         };
         let gw = file.get("gateway").cloned().unwrap_or(Value::Null);
-        let env = |k: &str| input.env.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let env = |k: &str| {
+            input
+                .env
+                .get(k)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
         let mut cfg = Self::local_default();
         cfg.config_path = input.config_path.clone();
         cfg.state_dir = input.state_dir.clone();
-        cfg.host_name = if input.host_name.is_empty() { "localhost".into() } else { input.host_name.clone() };
+        cfg.host_name = if input.host_name.is_empty() {
+            "localhost".into()
+        } else {
+            input.host_name.clone()
+        };
         cfg.file = file.clone();
 
-        cfg.port = match (&input.flags.port, env("OPENCLAW_GATEWAY_PORT"), gw.get("port")) {
+        cfg.port = match (
+            &input.flags.port,
+            env("OPENCLAW_GATEWAY_PORT"),
+            gw.get("port"),
+        ) {
             (Some(p), _, _) => parse_port(p, "--port")?,
             (None, Some(p), _) => parse_port(p, "OPENCLAW_GATEWAY_PORT")?,
             (None, None, Some(v)) => parse_port(&json_scalar(v), "gateway.port")?,
             _ => DEFAULT_PORT,
         };
 
-        let bind = input.flags.bind.clone().or_else(|| str_at(&gw, &["bind"])).unwrap_or_else(|| "loopback".into());
+        let bind = input
+            .flags
+            .bind
+            .clone()
+            .or_else(|| str_at(&gw, &["bind"]))
+            .unwrap_or_else(|| "loopback".into());
         cfg.bind_host = match bind.as_str() {
             "loopback" | "auto" => IpAddr::V4(Ipv4Addr::LOCALHOST),
             "lan" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             "tailnet" => input.tailnet_ip.ok_or(ConfigError::NoTailnetAddress)?,
             "custom" => {
-                let host = str_at(&gw, &["customBindHost"])
-                    .ok_or(ConfigError::Invalid { key: "gateway.customBindHost", message: "required when gateway.bind is custom".into() })?;
-                host.parse().map_err(|_| ConfigError::Invalid { key: "gateway.customBindHost", message: format!("not an IP address: {host}") })?
+                let host = str_at(&gw, &["customBindHost"]).ok_or(ConfigError::Invalid {
+                    key: "gateway.customBindHost",
+                    message: "required when gateway.bind is custom".into(),
+                })?;
+                host.parse().map_err(|_| ConfigError::Invalid {
+                    key: "gateway.customBindHost",
+                    message: format!("not an IP address: {host}"),
+                })?
             }
             other => {
                 return Err(ConfigError::Invalid {
                     key: "gateway.bind",
-                    message: format!("unknown bind '{other}' (loopback, lan, tailnet, auto, custom)"),
+                    message: format!(
+                        "unknown bind '{other}' (loopback, lan, tailnet, auto, custom)"
+                    ),
                 });
             }
         };
@@ -241,15 +277,31 @@ impl Config {
         let token = pick_secret(&[
             (input.flags.token.as_deref(), "--token"),
             (env("OPENCLAW_GATEWAY_TOKEN"), "OPENCLAW_GATEWAY_TOKEN"),
-            (str_at(&gw, &["auth", "token"]).as_deref(), "gateway.auth.token"),
+            (
+                str_at(&gw, &["auth", "token"]).as_deref(),
+                "gateway.auth.token",
+            ),
         ])?;
         let password = pick_secret(&[
             (input.flags.password.as_deref(), "--password"),
-            (input.flags.password_file_text.as_deref().map(str::trim_end), "--password-file"),
-            (env("OPENCLAW_GATEWAY_PASSWORD"), "OPENCLAW_GATEWAY_PASSWORD"),
-            (str_at(&gw, &["auth", "password"]).as_deref(), "gateway.auth.password"),
+            (
+                input.flags.password_file_text.as_deref().map(str::trim_end),
+                "--password-file",
+            ),
+            (
+                env("OPENCLAW_GATEWAY_PASSWORD"),
+                "OPENCLAW_GATEWAY_PASSWORD",
+            ),
+            (
+                str_at(&gw, &["auth", "password"]).as_deref(),
+                "gateway.auth.password",
+            ),
         ])?;
-        let mode = input.flags.auth.clone().or_else(|| str_at(&gw, &["auth", "mode"]));
+        let mode = input
+            .flags
+            .auth
+            .clone()
+            .or_else(|| str_at(&gw, &["auth", "mode"]));
         cfg.auth_mode = match mode.as_deref() {
             Some("none") => AuthMode::None,
             Some("token") => AuthMode::Token,
@@ -266,22 +318,36 @@ impl Config {
         };
         cfg.secret = match cfg.auth_mode {
             AuthMode::None => None,
-            AuthMode::Token => Some(token.ok_or(ConfigError::MissingSecret { mode: "token", key: "gateway.auth.token" })?),
-            AuthMode::Password => {
-                Some(password.ok_or(ConfigError::MissingSecret { mode: "password", key: "gateway.auth.password" })?)
-            }
+            AuthMode::Token => Some(token.ok_or(ConfigError::MissingSecret {
+                mode: "token",
+                key: "gateway.auth.token",
+            })?),
+            AuthMode::Password => Some(password.ok_or(ConfigError::MissingSecret {
+                mode: "password",
+                key: "gateway.auth.password",
+            })?),
         };
         if cfg.secret.is_none() && !cfg.bind_host.is_loopback() {
-            return Err(ConfigError::RefuseBindWithoutAuth { bind: cfg.bind_label.clone() });
+            return Err(ConfigError::RefuseBindWithoutAuth {
+                bind: cfg.bind_label.clone(),
+            });
         }
 
         cfg.trusted_proxies = str_list(&gw, &["trustedProxies"])
             .iter()
-            .map(|s| s.parse().map_err(|_| ConfigError::Invalid { key: "gateway.trustedProxies", message: format!("not an IP address: {s}") }))
+            .map(|s| {
+                s.parse().map_err(|_| ConfigError::Invalid {
+                    key: "gateway.trustedProxies",
+                    message: format!("not an IP address: {s}"),
+                })
+            })
             .collect::<Result<_, _>>()?;
         cfg.allowed_origins = str_list(&gw, &["controlUi", "allowedOrigins"]);
         cfg.node_commands_allow = str_list(&gw, &["nodes", "commands", "allow"]);
         cfg.node_commands_deny = str_list(&gw, &["nodes", "commands", "deny"]);
+        if let Some(Value::Bool(b)) = at(&gw, &["controlUi", "allowInsecureAuth"]) {
+            cfg.allow_insecure_control_ui = *b;
+        }
         if let Some(Value::Bool(b)) = at(&gw, &["nodes", "pairing", "autoApproveLocal"]) {
             cfg.auto_approve_local = *b;
         }
@@ -295,10 +361,12 @@ impl Config {
         }
         let limits = &mut cfg.limits;
         if let Some(ms) = env("OPENCLAW_HANDSHAKE_TIMEOUT_MS") {
-            limits.handshake_timeout = Duration::from_millis(parse_num(ms, "OPENCLAW_HANDSHAKE_TIMEOUT_MS")?);
+            limits.handshake_timeout =
+                Duration::from_millis(parse_num(ms, "OPENCLAW_HANDSHAKE_TIMEOUT_MS")?);
         }
         if let Some(n) = env("OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP") {
-            limits.max_preauth_per_ip = parse_num(n, "OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP")? as usize;
+            limits.max_preauth_per_ip =
+                parse_num(n, "OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP")? as usize;
         }
         if let Some(n) = num_at(&gw, &["maxConnections"], "gateway.maxConnections")? {
             limits.max_connections = n as usize;
@@ -313,13 +381,25 @@ impl Config {
             limits.tick_interval = Duration::from_millis(n.max(1));
         }
         let rl = ["auth", "rateLimit"];
-        if let Some(n) = num_at(&gw, &[rl[0], rl[1], "maxAttempts"], "gateway.auth.rateLimit.maxAttempts")? {
+        if let Some(n) = num_at(
+            &gw,
+            &[rl[0], rl[1], "maxAttempts"],
+            "gateway.auth.rateLimit.maxAttempts",
+        )? {
             limits.auth_max_attempts = n as u32;
         }
-        if let Some(n) = num_at(&gw, &[rl[0], rl[1], "windowMs"], "gateway.auth.rateLimit.windowMs")? {
+        if let Some(n) = num_at(
+            &gw,
+            &[rl[0], rl[1], "windowMs"],
+            "gateway.auth.rateLimit.windowMs",
+        )? {
             limits.auth_window = Duration::from_millis(n);
         }
-        if let Some(n) = num_at(&gw, &[rl[0], rl[1], "lockoutMs"], "gateway.auth.rateLimit.lockoutMs")? {
+        if let Some(n) = num_at(
+            &gw,
+            &[rl[0], rl[1], "lockoutMs"],
+            "gateway.auth.rateLimit.lockoutMs",
+        )? {
             limits.auth_lockout = Duration::from_millis(n);
         }
         if let Some(Value::Bool(b)) = at(&gw, &[rl[0], rl[1], "exemptLoopback"]) {
@@ -413,9 +493,28 @@ pub enum ConfigError {
 }
 
 const PLACEHOLDERS: &[&str] = &[
-    "undefined", "null", "none", "changeme", "change-me", "change_me", "your-token", "your_token", "yourtoken",
-    "your-password", "your_password", "<token>", "<password>", "token", "password", "secret", "xxx", "todo",
-    "replace-me", "replace_me", "example", "${openclaw_gateway_token}",
+    "undefined",
+    "null",
+    "none",
+    "changeme",
+    "change-me",
+    "change_me",
+    "your-token",
+    "your_token",
+    "yourtoken",
+    "your-password",
+    "your_password",
+    "<token>",
+    "<password>",
+    "token",
+    "password",
+    "secret",
+    "xxx",
+    "todo",
+    "replace-me",
+    "replace_me",
+    "example",
+    "${openclaw_gateway_token}",
 ];
 
 /// Whether a secret value is blank or a well-known placeholder.
@@ -428,7 +527,10 @@ fn pick_secret(candidates: &[(Option<&str>, &'static str)]) -> Result<Option<Sec
     for (value, source_name) in candidates {
         if let Some(v) = value {
             if is_placeholder_secret(v) {
-                return Err(ConfigError::PlaceholderSecret { source_name, value: (*v).to_string() });
+                return Err(ConfigError::PlaceholderSecret {
+                    source_name,
+                    value: (*v).to_string(),
+                });
             }
             return Ok(Some(Secret::new(v)));
         }
@@ -460,7 +562,11 @@ pub fn str_at(v: &Value, path: &[&str]) -> Option<String> {
 
 fn str_list(v: &Value, path: &[&str]) -> Vec<String> {
     match at(v, path) {
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -475,19 +581,25 @@ fn json_scalar(v: &Value) -> String {
 fn num_at(v: &Value, path: &[&str], key: &'static str) -> Result<Option<u64>, ConfigError> {
     match at(v, path) {
         None | Some(Value::Null) => Ok(None),
-        Some(n) => n
-            .as_u64()
-            .map(Some)
-            .ok_or(ConfigError::Invalid { key, message: format!("must be a non-negative integer, got {n}") }),
+        Some(n) => n.as_u64().map(Some).ok_or(ConfigError::Invalid {
+            key,
+            message: format!("must be a non-negative integer, got {n}"),
+        }),
     }
 }
 
 fn parse_num(s: &str, key: &'static str) -> Result<u64, ConfigError> {
-    s.trim().parse().map_err(|_| ConfigError::Invalid { key, message: format!("must be a non-negative integer, got {s:?}") })
+    s.trim().parse().map_err(|_| ConfigError::Invalid {
+        key,
+        message: format!("must be a non-negative integer, got {s:?}"),
+    })
 }
 
 fn parse_port(s: &str, key: &'static str) -> Result<u16, ConfigError> {
-    s.trim().parse().map_err(|_| ConfigError::Invalid { key, message: format!("not a port number: {s:?}") })
+    s.trim().parse().map_err(|_| ConfigError::Invalid {
+        key,
+        message: format!("not a port number: {s:?}"),
+    })
 }
 
 #[cfg(test)]
@@ -498,7 +610,10 @@ mod tests {
         ConfigInput {
             file_text: file.map(str::to_string),
             config_path: "/x/openclaw.json".into(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             flags,
             ..Default::default()
         }
@@ -514,20 +629,36 @@ mod tests {
 
     #[test]
     fn lan_without_secret_is_refused() {
-        let flags = RunFlags { bind: Some("lan".into()), ..Default::default() };
+        let flags = RunFlags {
+            bind: Some("lan".into()),
+            ..Default::default()
+        };
         let e = Config::resolve(&input(None, &[], flags)).unwrap_err();
-        assert_eq!(e.to_string(), "Refusing to bind gateway to lan without auth.");
+        assert_eq!(
+            e.to_string(),
+            "Refusing to bind gateway to lan without auth."
+        );
     }
 
     #[test]
     fn port_precedence() {
-        let file = Some(r#"{gateway: {port: 1111,}, // json5
-        }"#);
+        let file = Some(
+            r#"{gateway: {port: 1111,}, // json5
+        }"#,
+        );
         let c = Config::resolve(&input(file, &[], RunFlags::default())).unwrap();
         assert_eq!(c.port, 1111);
-        let c = Config::resolve(&input(file, &[("OPENCLAW_GATEWAY_PORT", "2222")], RunFlags::default())).unwrap();
+        let c = Config::resolve(&input(
+            file,
+            &[("OPENCLAW_GATEWAY_PORT", "2222")],
+            RunFlags::default(),
+        ))
+        .unwrap();
         assert_eq!(c.port, 2222);
-        let flags = RunFlags { port: Some("3333".into()), ..Default::default() };
+        let flags = RunFlags {
+            port: Some("3333".into()),
+            ..Default::default()
+        };
         let c = Config::resolve(&input(file, &[("OPENCLAW_GATEWAY_PORT", "2222")], flags)).unwrap();
         assert_eq!(c.port, 3333);
     }
@@ -535,16 +666,33 @@ mod tests {
     #[test]
     fn token_sources_and_placeholders() {
         let file = Some(r#"{"gateway":{"auth":{"token":"fromfile"}}}"#);
-        let c = Config::resolve(&input(file, &[("OPENCLAW_GATEWAY_TOKEN", "fromenv")], RunFlags::default())).unwrap();
+        let c = Config::resolve(&input(
+            file,
+            &[("OPENCLAW_GATEWAY_TOKEN", "fromenv")],
+            RunFlags::default(),
+        ))
+        .unwrap();
         assert_eq!(c.auth_mode, AuthMode::Token);
         assert!(c.secret.as_ref().unwrap().matches("fromenv"));
-        let flags = RunFlags { token: Some("undefined".into()), ..Default::default() };
+        let flags = RunFlags {
+            token: Some("undefined".into()),
+            ..Default::default()
+        };
         assert!(matches!(
             Config::resolve(&input(None, &[], flags)),
-            Err(ConfigError::PlaceholderSecret { source_name: "--token", .. })
+            Err(ConfigError::PlaceholderSecret {
+                source_name: "--token",
+                ..
+            })
         ));
-        let flags = RunFlags { auth: Some("token".into()), ..Default::default() };
-        assert!(matches!(Config::resolve(&input(None, &[], flags)), Err(ConfigError::MissingSecret { .. })));
+        let flags = RunFlags {
+            auth: Some("token".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::resolve(&input(None, &[], flags)),
+            Err(ConfigError::MissingSecret { .. })
+        ));
     }
 
     #[test]
@@ -556,6 +704,11 @@ mod tests {
     #[test]
     fn unknown_keys_outside_gateway_are_ignored() {
         let file = Some(r#"{"agents":{"x":1},"models":[1,2],"gateway":{"port":4444}}"#);
-        assert_eq!(Config::resolve(&input(file, &[], RunFlags::default())).unwrap().port, 4444);
+        assert_eq!(
+            Config::resolve(&input(file, &[], RunFlags::default()))
+                .unwrap()
+                .port,
+            4444
+        );
     }
 }

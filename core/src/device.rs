@@ -175,7 +175,8 @@ pub fn verify(
         return Ok(());
     }
     let v2 = payload_v2(&proof.id, fields, proof.signed_at, &proof.nonce);
-    key.verify(v2.as_bytes(), &sig).map_err(|_| DeviceError::SignatureInvalid)
+    key.verify(v2.as_bytes(), &sig)
+        .map_err(|_| DeviceError::SignatureInvalid)
 }
 
 /// A device's own key pair, for the client side.
@@ -187,7 +188,9 @@ pub struct DeviceKey {
 impl DeviceKey {
     /// A key from a 32-byte seed (the shell supplies randomness or a stored seed).
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        Self { signing: SigningKey::from_bytes(&seed) }
+        Self {
+            signing: SigningKey::from_bytes(&seed),
+        }
     }
 
     /// The seed, for storing the identity.
@@ -246,7 +249,10 @@ mod tests {
     fn v3_payload_matches_upstream_layout() {
         let scopes = vec!["operator.admin".to_string(), "operator.read".to_string()];
         let p = payload_v3("abc", &fields(&scopes), 17, "n");
-        assert_eq!(p, "v3|abc|cli|cli|operator|operator.admin,operator.read|17|t|n|linux|");
+        assert_eq!(
+            p,
+            "v3|abc|cli|cli|operator|operator.admin,operator.read|17|t|n|linux|"
+        );
     }
 
     #[test]
@@ -256,16 +262,31 @@ mod tests {
         let f = fields(&scopes);
         let p = key.prove(&f, 1_000_000, "nonce-1");
         assert_eq!(verify(&p, &f, "nonce-1", 1_000_000, 120_000), Ok(()));
-        assert_eq!(verify(&p, &f, "nonce-2", 1_000_000, 120_000), Err(DeviceError::NonceMismatch));
-        assert_eq!(verify(&p, &f, "nonce-1", 1_200_001, 120_000), Err(DeviceError::SignatureExpired));
+        assert_eq!(
+            verify(&p, &f, "nonce-2", 1_000_000, 120_000),
+            Err(DeviceError::NonceMismatch)
+        );
+        assert_eq!(
+            verify(&p, &f, "nonce-1", 1_200_001, 120_000),
+            Err(DeviceError::SignatureExpired)
+        );
         let mut bad = p.clone();
         bad.id = "00".repeat(32);
-        assert_eq!(verify(&bad, &f, "nonce-1", 1_000_000, 120_000), Err(DeviceError::IdMismatch));
+        assert_eq!(
+            verify(&bad, &f, "nonce-1", 1_000_000, 120_000),
+            Err(DeviceError::IdMismatch)
+        );
         let other = vec!["operator.admin".to_string()];
-        assert_eq!(verify(&p, &fields(&other), "nonce-1", 1_000_000, 120_000), Err(DeviceError::SignatureInvalid));
+        assert_eq!(
+            verify(&p, &fields(&other), "nonce-1", 1_000_000, 120_000),
+            Err(DeviceError::SignatureInvalid)
+        );
         let mut blank = p.clone();
         blank.nonce = " ".into();
-        assert_eq!(verify(&blank, &f, " ", 1_000_000, 120_000), Err(DeviceError::NonceRequired));
+        assert_eq!(
+            verify(&blank, &f, " ", 1_000_000, 120_000),
+            Err(DeviceError::NonceRequired)
+        );
     }
 
     #[test]
@@ -275,7 +296,13 @@ mod tests {
         let f = fields(&scopes);
         let id = key.id();
         let sig = key.signing.sign(payload_v2(&id, &f, 5, "n").as_bytes());
-        let p = DeviceProof { id, public_key: b64url(&key.public_raw()), signature: b64url(&sig.to_bytes()), signed_at: 5, nonce: "n".into() };
+        let p = DeviceProof {
+            id,
+            public_key: b64url(&key.public_raw()),
+            signature: b64url(&sig.to_bytes()),
+            signed_at: 5,
+            nonce: "n".into(),
+        };
         assert_eq!(verify(&p, &f, "n", 5, 120_000), Ok(()));
     }
 }

@@ -43,7 +43,13 @@ pub struct ErrorShape {
 impl ErrorShape {
     /// An error with a code and a message and nothing else.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: None, retryable: None, retry_after_ms: None }
+        Self {
+            code,
+            message: message.into(),
+            details: None,
+            retryable: None,
+            retry_after_ms: None,
+        }
     }
 
     /// The same error with `details` set.
@@ -94,17 +100,32 @@ pub enum OutFrame {
 impl OutFrame {
     /// A successful response.
     pub fn ok(id: impl Into<String>, payload: Value) -> Self {
-        OutFrame::Res { id: id.into(), ok: true, payload: Some(payload), error: None }
+        OutFrame::Res {
+            id: id.into(),
+            ok: true,
+            payload: Some(payload),
+            error: None,
+        }
     }
 
     /// A failed response.
     pub fn err(id: impl Into<String>, error: ErrorShape) -> Self {
-        OutFrame::Res { id: id.into(), ok: false, payload: None, error: Some(error) }
+        OutFrame::Res {
+            id: id.into(),
+            ok: false,
+            payload: None,
+            error: Some(error),
+        }
     }
 
     /// An event sent to one connection (no `seq`).
     pub fn direct(event: impl Into<String>, payload: Value) -> Self {
-        OutFrame::Event { event: event.into(), payload: Some(payload), seq: None, state_version: None }
+        OutFrame::Event {
+            event: event.into(),
+            payload: Some(payload),
+            seq: None,
+            state_version: None,
+        }
     }
 
     /// The frame as JSON text.
@@ -141,7 +162,14 @@ pub enum FrameError {
     },
 }
 
-const REQUEST_KEYS: &[&str] = &["type", "id", "method", "params", "traceparent", "expectedProfileId"];
+const REQUEST_KEYS: &[&str] = &[
+    "type",
+    "id",
+    "method",
+    "params",
+    "traceparent",
+    "expectedProfileId",
+];
 
 /// Parse one inbound text frame as a request.
 pub fn parse_request(text: &str) -> Result<Request, FrameError> {
@@ -154,36 +182,55 @@ pub fn parse_request(text: &str) -> Result<Request, FrameError> {
         _ => "invalid".to_string(),
     };
     if let Some(key) = unexpected_key(&obj, REQUEST_KEYS) {
-        return Err(invalid(&id, format!("at root: unexpected property '{key}'")));
+        return Err(invalid(
+            &id,
+            format!("at root: unexpected property '{key}'"),
+        ));
     }
     match obj.get("type") {
         Some(Value::String(t)) if t == "req" => {}
         _ => return Err(invalid(&id, "at /type: must be equal to constant".into())),
     }
     if id == "invalid" && !matches!(obj.get("id"), Some(Value::String(s)) if s == "invalid") {
-        return Err(invalid(&id, "at root: must have required property 'id'".into()));
+        return Err(invalid(
+            &id,
+            "at root: must have required property 'id'".into(),
+        ));
     }
     let method = match obj.get("method") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(_) => return Err(invalid(&id, "at /method: must be non-empty string".into())),
-        None => return Err(invalid(&id, "at root: must have required property 'method'".into())),
-    };
-    if let Some(tp) = obj.get("traceparent") {
-        if !matches!(tp, Value::String(s) if s.len() <= 128) {
-            return Err(invalid(&id, "at /traceparent: must be string of at most 128 characters".into()));
+        None => {
+            return Err(invalid(
+                &id,
+                "at root: must have required property 'method'".into(),
+            ));
         }
+    };
+    if let Some(tp) = obj.get("traceparent")
+        && !matches!(tp, Value::String(s) if s.len() <= 128)
+    {
+        return Err(invalid(
+            &id,
+            "at /traceparent: must be string of at most 128 characters".into(),
+        ));
     }
     let params = obj.remove("params").unwrap_or(Value::Null);
     Ok(Request { id, method, params })
 }
 
 fn invalid(id: &str, message: String) -> FrameError {
-    FrameError::Invalid { id: id.to_string(), message }
+    FrameError::Invalid {
+        id: id.to_string(),
+        message,
+    }
 }
 
 /// The first key of `obj` not in `allowed`, if any.
 pub fn unexpected_key<'a>(obj: &'a Map<String, Value>, allowed: &[&str]) -> Option<&'a str> {
-    obj.keys().map(String::as_str).find(|k| !allowed.contains(k))
+    obj.keys()
+        .map(String::as_str)
+        .find(|k| !allowed.contains(k))
 }
 
 /// Truncate a close reason to at most `max` bytes on a UTF-8 boundary.
@@ -220,10 +267,14 @@ mod tests {
 
     #[test]
     fn unexpected_property_names_the_key() {
-        let e = parse_request(r#"{"type":"req","id":"x1","method":"health","bogus":1}"#).unwrap_err();
+        let e =
+            parse_request(r#"{"type":"req","id":"x1","method":"health","bogus":1}"#).unwrap_err();
         assert_eq!(
             e,
-            FrameError::Invalid { id: "x1".into(), message: "at root: unexpected property 'bogus'".into() }
+            FrameError::Invalid {
+                id: "x1".into(),
+                message: "at root: unexpected property 'bogus'".into()
+            }
         );
     }
 

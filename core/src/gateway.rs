@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use tungstenite::Message;
+use tungstenite::protocol::Role as WsRole;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::Role as WsRole;
 
 use crate::auth::{self, CredentialKind, RateLimiter};
 use crate::config::{AuthMode, Config};
@@ -58,6 +58,7 @@ pub enum Output {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
     Handshake(ConnId),
+    Refusal(ConnId),
     Tick,
     Invoke(u64),
 }
@@ -83,6 +84,10 @@ pub struct Gateway {
     pub(crate) limiter: RateLimiter,
     pub(crate) router: Router,
     pub(crate) logs: LogRing,
+    /// Refusals held back by the local failed-auth penalty, answered when their timer fires.
+    held: HashMap<ConnId, Held>,
+    /// Failed shared-secret attempts by local address: (count in window, window start).
+    local_failures: HashMap<IpAddr, (u32, Instant)>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     out: VecDeque<Output>,
     next_conn: u64,
@@ -98,7 +103,14 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway with its configuration, a randomness source, the pairing store loaded at
     /// start, and the time now (monotonic and as Unix milliseconds).
-    pub fn new(config: Config, entropy: Box<dyn Entropy>, store: PairingStore, now: Instant, unix_ms: u64) -> Self {
+    pub fn new(
+        config: Config,
+        entropy: Box<dyn Entropy>,
+        mut store: PairingStore,
+        now: Instant,
+        unix_ms: u64,
+    ) -> Self {
+        store.version = crate::pairing::STORE_VERSION;
         let mut gw = Self {
             logs: LogRing::new(config.limits.log_ring_records),
             config,
@@ -108,6 +120,8 @@ impl Gateway {
             preauth_by_ip: HashMap::new(),
             limiter: RateLimiter::default(),
             router: Router::default(),
+            held: HashMap::new(),
+            local_failures: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             next_conn: 1,
@@ -123,7 +137,16 @@ impl Gateway {
         let tick = now + gw.config.limits.tick_interval;
         gw.timers.push(Reverse((tick, Timer::Tick)));
         let mode = gw.config.auth_mode.as_str();
-        gw.log(Level::Info, None, format!("gateway ready: auth mode {mode}, bind {}", gw.config.bind_label));
+        let bind = format!("{}:{}", gw.config.bind_host, gw.config.port);
+        gw.log(
+            now,
+            Level::Info,
+            None,
+            format!(
+                "gateway ready: auth mode {mode}, bind {} ({bind})",
+                gw.config.bind_label
+            ),
+        );
         gw
     }
 
@@ -141,7 +164,11 @@ impl Gateway {
     pub fn counts(&self) -> Counts {
         Counts {
             connections: self.conns.len(),
-            authenticated: self.conns.values().filter(|c| c.session().is_some()).count(),
+            authenticated: self
+                .conns
+                .values()
+                .filter(|c| c.session().is_some())
+                .count(),
             nodes: self.router.node_count(),
         }
     }
@@ -166,7 +193,14 @@ impl Gateway {
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
         let h = data_encoding::HEXLOWER.encode(&b);
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 
     /// 32 random bytes, base64url: a device token.
@@ -176,16 +210,19 @@ impl Gateway {
         crate::device::b64url(&b)
     }
 
-    pub(crate) fn log(&mut self, level: Level, conn: Option<ConnId>, message: String) {
-        let rec = LogRecord { level, ts_ms: self.start_unix_ms, conn, message };
-        if level <= Level::Info {
-            self.logs.push(rec.line());
-        }
-        self.out.push_back(Output::Log(rec));
-    }
-
-    pub(crate) fn log_at(&mut self, now: Instant, level: Level, conn: Option<ConnId>, message: String) {
-        let rec = LogRecord { level, ts_ms: self.unix_ms(now), conn, message };
+    pub(crate) fn log(
+        &mut self,
+        now: Instant,
+        level: Level,
+        conn: Option<ConnId>,
+        message: String,
+    ) {
+        let rec = LogRecord {
+            level,
+            ts_ms: self.unix_ms(now),
+            conn,
+            message,
+        };
         if level <= Level::Info {
             self.logs.push(rec.line());
         }
@@ -216,22 +253,39 @@ impl Gateway {
     pub fn accept(&mut self, now: Instant, peer: SocketAddr, _local: SocketAddr) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.conns.insert(id, Conn { peer, state: State::Http(Vec::new()), unsent: 0 });
+        self.conns.insert(
+            id,
+            Conn {
+                peer,
+                state: State::Http(Vec::new()),
+                unsent: 0,
+            },
+        );
         if self.conns.len() > self.config.limits.max_connections {
-            self.log_at(now, Level::Warn, Some(id), format!("refused {peer}: gateway.maxConnections reached"));
+            self.log(
+                now,
+                Level::Warn,
+                Some(id),
+                format!("refused {peer}: gateway.maxConnections reached"),
+            );
             self.transmit(id, http::too_many_connections());
             self.forget(now, id);
             return id;
         }
         // The head must arrive within the handshake timeout too.
-        self.schedule(now + self.config.limits.handshake_timeout, Timer::Handshake(id));
-        self.log_at(now, Level::Debug, Some(id), format!("accepted {peer}"));
+        self.schedule(
+            now + self.config.limits.handshake_timeout,
+            Timer::Handshake(id),
+        );
+        self.log(now, Level::Debug, Some(id), format!("accepted {peer}"));
         id
     }
 
     /// Bytes read from a connection's socket.
     pub fn handle_input(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         match &mut c.state {
             State::Http(buf) => {
                 buf.extend_from_slice(data);
@@ -255,7 +309,7 @@ impl Gateway {
     /// The socket reached EOF or failed.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         if self.conns.contains_key(&conn) {
-            self.log_at(now, Level::Info, Some(conn), "closed by peer".into());
+            self.log(now, Level::Info, Some(conn), "closed by peer".into());
             self.forget(now, conn);
         }
     }
@@ -275,6 +329,11 @@ impl Gateway {
                     self.schedule(next.max(now), Timer::Tick);
                 }
                 Timer::Invoke(invoke) => self.invoke_expired(now, invoke),
+                Timer::Refusal(id) => {
+                    if let Some(d) = self.held.remove(&id) {
+                        self.reject(now, id, &d.req_id, d.error, d.close_reason);
+                    }
+                }
             }
         }
     }
@@ -285,7 +344,7 @@ impl Gateway {
             return;
         }
         let http = matches!(c.state, State::Http(_));
-        self.log_at(now, Level::Info, Some(id), "handshake timeout".into());
+        self.log(now, Level::Info, Some(id), "handshake timeout".into());
         if http {
             self.forget(now, id);
         } else {
@@ -299,6 +358,9 @@ impl Gateway {
         if now.saturating_duration_since(self.last_prune) >= self.config.limits.auth_window {
             self.last_prune = now;
             self.limiter.prune(now, self.config.limits.auth_window);
+            let window = self.config.limits.auth_window;
+            self.local_failures
+                .retain(|_, (_, start)| now.saturating_duration_since(*start) <= window);
         }
         let expired = self.store.expire(ts);
         if !expired.is_empty() {
@@ -311,7 +373,7 @@ impl Gateway {
     /// plain HTTP sockets are closed, and `/ready` answers 503 from now on.
     pub fn shutdown(&mut self, now: Instant) {
         self.draining = true;
-        self.log_at(now, Level::Info, None, "shutting down".into());
+        self.log(now, Level::Info, None, "shutting down".into());
         self.broadcast(now, "shutdown", json!({"reason": "gateway stopping"}), None);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
@@ -327,16 +389,28 @@ impl Gateway {
     /// Apply a new configuration: limits and secrets at once. Connections that rest on a
     /// shared secret that changed are closed 4001 `gateway auth changed`.
     pub fn reload(&mut self, now: Instant, config: Config) {
-        let secret_changed = config.secret != self.config.secret || config.auth_mode != self.config.auth_mode;
+        let secret_changed =
+            config.secret != self.config.secret || config.auth_mode != self.config.auth_mode;
         self.config = config;
-        self.log_at(now, Level::Info, None, format!("config reloaded (auth mode {})", self.config.auth_mode.as_str()));
+        self.log(
+            now,
+            Level::Info,
+            None,
+            format!(
+                "config reloaded (auth mode {})",
+                self.config.auth_mode.as_str()
+            ),
+        );
         if !secret_changed {
             return;
         }
         let victims: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.session().is_some_and(|s| matches!(s.auth, AuthMethod::Token | AuthMethod::Password)))
+            .filter(|(_, c)| {
+                c.session()
+                    .is_some_and(|s| matches!(s.auth, AuthMethod::Token | AuthMethod::Password))
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in victims {
@@ -356,18 +430,19 @@ impl Gateway {
 
     /// Forget a connection: counters, routes, presence; tell the shell to close it.
     pub(crate) fn forget(&mut self, now: Instant, id: ConnId) {
-        let Some(c) = self.conns.remove(&id) else { return };
-        if let State::Ws(ws) = &c.state {
-            if matches!(ws.phase, Phase::PreHello { .. }) {
-                self.release_preauth(ws.client_ip);
-            }
+        let Some(c) = self.conns.remove(&id) else {
+            return;
+        };
+        if let State::Ws(ws) = &c.state
+            && matches!(ws.phase, Phase::PreHello { .. })
+        {
+            self.release_preauth(ws.client_ip);
         }
-        if let Some(s) = c.session() {
-            if s.role == Role::Node {
-                if let Some(dev) = s.device_id.clone() {
-                    self.node_disconnected(now, id, &dev);
-                }
-            }
+        if let Some(s) = c.session()
+            && s.role == Role::Node
+            && let Some(dev) = s.device_id.clone()
+        {
+            self.node_disconnected(now, id, &dev);
         }
         self.router.conn_gone(id);
         self.out.push_back(Output::Close { conn: id });
@@ -385,15 +460,25 @@ impl Gateway {
     /// Close a WebSocket with a code and reason (truncated to 123 bytes), then forget it.
     pub(crate) fn close_ws(&mut self, now: Instant, id: ConnId, code: u16, reason: &str) {
         let reason = truncate_reason(reason, MAX_CLOSE_REASON).to_string();
-        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
         let mut bytes = Vec::new();
         if let State::Ws(ws) = &mut c.state {
-            let frame = CloseFrame { code: CloseCode::from(code), reason: reason.clone().into() };
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.clone().into(),
+            };
             let _ = ws.ctx.close(&mut ws.io, Some(frame));
             bytes = std::mem::take(&mut ws.io.wr);
         }
         self.transmit(id, bytes);
-        self.log_at(now, Level::Info, Some(id), format!("closed {code} {reason:?}"));
+        self.log(
+            now,
+            Level::Info,
+            Some(id),
+            format!("closed {code} {reason:?}"),
+        );
         self.forget(now, id);
     }
 
@@ -405,26 +490,49 @@ impl Gateway {
     }
 
     pub(crate) fn send_text(&mut self, now: Instant, id: ConnId, text: String) {
-        let Some(c) = self.conns.get_mut(&id) else { return };
+        let text_for_log = if self.config.log_frames {
+            text.clone()
+        } else {
+            String::new()
+        };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
         let State::Ws(ws) = &mut c.state else { return };
         let _ = ws.ctx.write(&mut ws.io, Message::text(text));
         let bytes = std::mem::take(&mut ws.io.wr);
         let over = c.unsent + bytes.len() > self.config.limits.max_buffered_bytes;
         if over {
-            self.log_at(now, Level::Warn, Some(id), "slow consumer".into());
+            self.log(now, Level::Warn, Some(id), "slow consumer".into());
             self.close_ws(now, id, 1008, "slow consumer");
             return;
         }
-        self.log_at(now, Level::Trace, Some(id), "frame out".into());
         self.transmit(id, bytes);
+        if self.config.log_frames {
+            self.log(
+                now,
+                Level::Trace,
+                Some(id),
+                format!("frame out: {}", crate::mask::mask_secrets(&text_for_log)),
+            );
+        }
     }
 
     /// Send an event to every authenticated connection allowed to see it, each with its own `seq`.
-    pub(crate) fn broadcast(&mut self, now: Instant, event: &str, payload: Value, state_version: Option<Value>) {
+    pub(crate) fn broadcast(
+        &mut self,
+        now: Instant,
+        event: &str,
+        payload: Value,
+        state_version: Option<Value>,
+    ) {
         let targets: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.session().is_some_and(|s| crate::scopes::may_receive(s.role, &s.scopes, event)))
+            .filter(|(_, c)| {
+                c.session()
+                    .is_some_and(|s| crate::scopes::may_receive(s.role, &s.scopes, event))
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in targets {
@@ -454,45 +562,87 @@ impl Gateway {
                 }
             }
             Err(e) => {
-                self.log_at(now, Level::Warn, Some(id), format!("refused request: {e}"));
+                self.log(now, Level::Warn, Some(id), format!("refused request: {e}"));
                 self.transmit(id, http::bad_head(e));
                 self.forget(now, id);
             }
             Ok(Some((Head::Plain { method, path }, _))) => {
-                let phase = if self.draining { http::Phase::Draining } else { http::Phase::Ready };
-                let body = http::plain_response(&method, &path, phase, self.uptime_ms(now), &self.config.version);
-                self.log_at(now, Level::Debug, Some(id), format!("http {method} {path}"));
+                let phase = if self.draining {
+                    http::Phase::Draining
+                } else {
+                    http::Phase::Ready
+                };
+                let body = http::plain_response(
+                    &method,
+                    &path,
+                    phase,
+                    self.uptime_ms(now),
+                    &self.config.version,
+                );
+                self.log(now, Level::Debug, Some(id), format!("http {method} {path}"));
                 self.transmit(id, body);
                 self.forget(now, id);
             }
-            Ok(Some((Head::Upgrade(up), len))) => self.on_upgrade(now, id, *up, buf.get(len..).unwrap_or(&[]).to_vec()),
+            Ok(Some((Head::Upgrade(up), len))) => {
+                self.on_upgrade(now, id, *up, buf.get(len..).unwrap_or(&[]).to_vec())
+            }
         }
     }
 
     fn on_upgrade(&mut self, now: Instant, id: ConnId, up: http::Upgrade, rest: Vec<u8>) {
-        let Some(peer) = self.conns.get(&id).map(|c| c.peer.ip()) else { return };
-        let fwd = auth::parse_forwarded(up.forwarded.as_deref(), up.x_forwarded_for.as_deref(), up.x_real_ip.as_deref());
+        let Some(peer) = self.conns.get(&id).map(|c| c.peer.ip()) else {
+            return;
+        };
+        let fwd = auth::parse_forwarded(
+            up.forwarded.as_deref(),
+            up.x_forwarded_for.as_deref(),
+            up.x_real_ip.as_deref(),
+        );
         let client_ip = match auth::client_address(peer, &fwd, &self.config.trusted_proxies) {
             Ok(ip) => ip,
             Err(e) => {
-                self.log_at(now, Level::Warn, Some(id), format!("refused upgrade from {peer}: {e}"));
+                self.log(
+                    now,
+                    Level::Warn,
+                    Some(id),
+                    format!("refused upgrade from {peer}: {e}"),
+                );
                 self.transmit(id, http::proxy_refused());
                 self.forget(now, id);
                 return;
             }
         };
         if up.path == "/__openclaw__/worker" {
-            self.log_at(now, Level::Warn, Some(id), "refused worker protocol upgrade".into());
+            self.log(
+                now,
+                Level::Warn,
+                Some(id),
+                "refused worker protocol upgrade".into(),
+            );
         }
         let pre = self.preauth_by_ip.get(&client_ip).copied().unwrap_or(0);
         if pre >= self.config.limits.max_preauth_per_ip {
-            self.log_at(now, Level::Warn, Some(id), format!("refused {client_ip}: too many unauthenticated sockets"));
+            self.log(
+                now,
+                Level::Warn,
+                Some(id),
+                format!("refused {client_ip}: too many unauthenticated sockets"),
+            );
             self.transmit(id, http::too_many_preauth());
             self.forget(now, id);
             return;
         }
         if self.draining {
-            self.transmit(id, http::plain_response("GET", "/ready", http::Phase::Draining, self.uptime_ms(now), &self.config.version));
+            self.transmit(
+                id,
+                http::plain_response(
+                    "GET",
+                    "/ready",
+                    http::Phase::Draining,
+                    self.uptime_ms(now),
+                    &self.config.version,
+                ),
+            );
             self.forget(now, id);
             return;
         }
@@ -520,7 +670,12 @@ impl Gateway {
             }));
         }
         self.transmit(id, bytes);
-        self.log_at(now, Level::Info, Some(id), format!("websocket open from {client_ip} (local: {local})"));
+        self.log(
+            now,
+            Level::Info,
+            Some(id),
+            format!("websocket open from {client_ip} (local: {local})"),
+        );
         if worker {
             self.close_ws(now, id, 1008, "invalid-handshake");
             return;
@@ -532,7 +687,9 @@ impl Gateway {
 
     fn read_frames(&mut self, now: Instant, id: ConnId) {
         loop {
-            let Some(c) = self.conns.get_mut(&id) else { return };
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
             let State::Ws(ws) = &mut c.state else { return };
             let res = ws.ctx.read(&mut ws.io);
             let pending = std::mem::take(&mut ws.io.wr);
@@ -541,16 +698,21 @@ impl Gateway {
             match res {
                 Ok(Message::Text(t)) => self.on_text(now, id, t.as_str()),
                 Ok(Message::Binary(_)) => self.on_other_frame(now, id),
-                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => self.on_other_frame(now, id),
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => {
+                    self.on_other_frame(now, id)
+                }
                 Ok(Message::Close(_)) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => {
-                    self.log_at(now, Level::Info, Some(id), "closed by client".into());
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return;
+                }
+                Err(tungstenite::Error::ConnectionClosed)
+                | Err(tungstenite::Error::AlreadyClosed) => {
+                    self.log(now, Level::Info, Some(id), "closed by client".into());
                     self.forget(now, id);
                     return;
                 }
                 Err(tungstenite::Error::Capacity(e)) => {
-                    self.log_at(now, Level::Warn, Some(id), format!("frame too large: {e}"));
+                    self.log(now, Level::Warn, Some(id), format!("frame too large: {e}"));
                     let reason = if preauth { "" } else { "message too big" };
                     self.close_ws(now, id, 1009, reason);
                     return;
@@ -560,7 +722,12 @@ impl Gateway {
                     return;
                 }
                 Err(e) => {
-                    self.log_at(now, Level::Warn, Some(id), format!("websocket protocol error: {e}"));
+                    self.log(
+                        now,
+                        Level::Warn,
+                        Some(id),
+                        format!("websocket protocol error: {e}"),
+                    );
                     self.close_ws(now, id, 1002, "protocol error");
                     return;
                 }
@@ -571,8 +738,12 @@ impl Gateway {
     /// Count a pre-hello frame; closes on the 16th.
     fn count_preauth_frame(&mut self, now: Instant, id: ConnId) -> bool {
         let max = self.config.limits.max_pending_handshake_frames;
-        let Some(c) = self.conns.get_mut(&id) else { return false };
-        let State::Ws(ws) = &mut c.state else { return false };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        let State::Ws(ws) = &mut c.state else {
+            return false;
+        };
         if let Phase::PreHello { frames, .. } = &mut ws.phase {
             *frames += 1;
             if *frames > max {
@@ -592,18 +763,30 @@ impl Gateway {
 
     fn on_text(&mut self, now: Instant, id: ConnId, text: &str) {
         let preauth = self.conns.get(&id).is_some_and(Conn::is_preauth_ws);
-        self.log_at(now, Level::Trace, Some(id), format!("frame in: {}", crate::mask::mask_secrets(text)));
+        if self.config.log_frames {
+            self.log(
+                now,
+                Level::Trace,
+                Some(id),
+                format!("frame in: {}", crate::mask::mask_secrets(text)),
+            );
+        }
         if !preauth {
             self.on_request_text(now, id, text);
             return;
         }
-        if !self.count_preauth_frame(now, id) {
+        if !self.count_preauth_frame(now, id) || self.held.contains_key(&id) {
             return;
         }
         let req = match parse_request(text) {
             Ok(r) => r,
             Err(FrameError::NotJson) => {
-                self.log_at(now, Level::Warn, Some(id), "handshake frame is not JSON".into());
+                self.log(
+                    now,
+                    Level::Warn,
+                    Some(id),
+                    "handshake frame is not JSON".into(),
+                );
                 self.close_ws(now, id, 1000, "");
                 return;
             }
@@ -618,7 +801,13 @@ impl Gateway {
             }
         };
         if req.method != "connect" {
-            self.reject(now, id, &req.id, ErrorShape::invalid("invalid handshake: first request must be connect"), None);
+            self.reject(
+                now,
+                id,
+                &req.id,
+                ErrorShape::invalid("invalid handshake: first request must be connect"),
+                None,
+            );
             return;
         }
         let params = match handshake::parse_connect(&req.params) {
@@ -629,27 +818,83 @@ impl Gateway {
             }
         };
         if !handshake::protocol_ok(&params) {
-            self.send(now, id, &OutFrame::err(&req.id, handshake::protocol_mismatch(&params)));
-            self.log_at(now, Level::Warn, Some(id), "rejected: protocol mismatch".into());
+            self.send(
+                now,
+                id,
+                &OutFrame::err(&req.id, handshake::protocol_mismatch(&params)),
+            );
+            self.log(
+                now,
+                Level::Warn,
+                Some(id),
+                "rejected: protocol mismatch".into(),
+            );
             self.close_ws(now, id, 1002, "protocol mismatch");
             return;
         }
         match self.admit(now, id, &params) {
             Ok(hello) => self.finish_hello(now, id, &req.id, params, hello),
-            Err(err) => self.reject(now, id, &req.id, err.error, err.close_reason),
+            Err(err) => match err.delay {
+                Some(delay) => self.hold(now, id, req.id, err, delay),
+                None => self.reject(now, id, &req.id, err.error, err.close_reason),
+            },
         }
     }
 
+    /// Hold a refusal back for `delay` (the local failed-auth penalty); frames meanwhile are ignored.
+    fn hold(&mut self, now: Instant, id: ConnId, req_id: String, err: Refusal, delay: Duration) {
+        self.log(
+            now,
+            Level::Debug,
+            Some(id),
+            format!("refusal held {} ms", delay.as_millis()),
+        );
+        self.held.insert(
+            id,
+            Held {
+                req_id,
+                error: err.error,
+                close_reason: err.close_reason,
+            },
+        );
+        self.schedule(now + delay, Timer::Refusal(id));
+    }
+
     /// Answer a failed `connect` and close 1008 with the message (or `close_reason`) as reason.
-    pub(crate) fn reject(&mut self, now: Instant, id: ConnId, req_id: &str, err: ErrorShape, close_reason: Option<String>) {
+    pub(crate) fn reject(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        req_id: &str,
+        err: ErrorShape,
+        close_reason: Option<String>,
+    ) {
         let reason = close_reason.unwrap_or_else(|| err.message.clone());
-        let detail = err.details.as_ref().and_then(|d| d.get("code")).and_then(Value::as_str).unwrap_or("").to_string();
-        self.log_at(now, Level::Warn, Some(id), format!("rejected: {} {detail}", err.message));
+        let detail = err
+            .details
+            .as_ref()
+            .and_then(|d| d.get("code"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        self.log(
+            now,
+            Level::Warn,
+            Some(id),
+            format!("rejected: {} {detail}", err.message),
+        );
         self.send(now, id, &OutFrame::err(req_id, err));
         self.close_ws(now, id, 1008, &reason);
     }
 
-    fn finish_hello(&mut self, now: Instant, id: ConnId, req_id: &str, params: ConnectParams, hello: Admitted) {
+    fn finish_hello(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        req_id: &str,
+        params: ConnectParams,
+        hello: Admitted,
+    ) {
         let conn_uuid = self.uuid();
         let now_ms = self.unix_ms(now);
         let max_payload = self.config.limits.max_payload;
@@ -668,7 +913,9 @@ impl Gateway {
             connected_at_ms: now_ms,
         };
         let ip = {
-            let Some(c) = self.conns.get_mut(&id) else { return };
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
             let State::Ws(ws) = &mut c.state else { return };
             ws.ctx.set_config(|cfg| {
                 cfg.max_message_size = Some(max_payload);
@@ -680,7 +927,7 @@ impl Gateway {
         self.release_preauth(ip);
         let payload = self.hello_payload(now, &conn_uuid, &params, &hello);
         self.send(now, id, &OutFrame::ok(req_id, payload));
-        self.log_at(
+        self.log(
             now,
             Level::Info,
             Some(id),
@@ -697,10 +944,10 @@ impl Gateway {
         for (event, payload) in hello.events {
             self.broadcast(now, event, payload, None);
         }
-        if params.role == Role::Node {
-            if let Some(dev) = hello.device_id {
-                self.node_connected(now, id, &dev);
-            }
+        if params.role == Role::Node
+            && let Some(dev) = hello.device_id
+        {
+            self.node_connected(now, id, &dev);
         }
     }
 }
@@ -715,20 +962,39 @@ pub(crate) struct Admitted {
     pub(crate) events: Vec<(&'static str, Value)>,
 }
 
-/// A refused `connect`: the error and the close reason when it differs from the message.
+/// A refused `connect`: the error, the close reason when it differs from the message, and
+/// how long to hold the answer back (the local failed-auth penalty).
 pub(crate) struct Refusal {
     pub(crate) error: ErrorShape,
     pub(crate) close_reason: Option<String>,
+    pub(crate) delay: Option<Duration>,
 }
 
 impl From<ErrorShape> for Refusal {
     fn from(error: ErrorShape) -> Self {
-        Refusal { error, close_reason: None }
+        Refusal {
+            error,
+            close_reason: None,
+            delay: None,
+        }
     }
 }
 
+/// A refusal waiting for its penalty to pass.
+struct Held {
+    req_id: String,
+    error: ErrorShape,
+    close_reason: Option<String>,
+}
+
 impl Gateway {
-    fn hello_payload(&self, now: Instant, conn_uuid: &str, params: &ConnectParams, hello: &Admitted) -> Value {
+    fn hello_payload(
+        &self,
+        now: Instant,
+        conn_uuid: &str,
+        params: &ConnectParams,
+        hello: &Admitted,
+    ) -> Value {
         let limits = &self.config.limits;
         let mut auth = json!({
             "method": hello.method.as_str(),
@@ -779,21 +1045,35 @@ impl Gateway {
                 return Err(ErrorShape::invalid("connection gone").into());
             };
             let Phase::PreHello { nonce, .. } = &ws.phase else {
-                return Err(ErrorShape::invalid("connect is only valid as the first request").into());
+                return Err(
+                    ErrorShape::invalid("connect is only valid as the first request").into(),
+                );
             };
             (ws.client_ip, ws.local, ws.origin.clone(), nonce.clone())
         };
         let limits = self.config.limits.clone();
         let now_ms = self.unix_ms(now);
-        if let Some(o) = &origin {
-            if !auth::origin_allowed(o, &self.config.allowed_origins) {
-                return Err(handshake::origin_not_allowed(o).into());
-            }
+        if let Some(o) = &origin
+            && !auth::origin_allowed(o, &self.config.allowed_origins)
+        {
+            return Err(handshake::origin_not_allowed(o).into());
         }
         let exempt = local && limits.auth_exempt_loopback;
-        if !exempt {
-            if let Some(left) = self.limiter.locked(now, client_ip, CredentialKind::SharedSecret) {
-                return Err(handshake::rate_limited(left.as_millis() as u64).into());
+        if !exempt
+            && let Some(left) = self
+                .limiter
+                .locked(now, client_ip, CredentialKind::SharedSecret)
+        {
+            return Err(handshake::rate_limited(left.as_millis() as u64).into());
+        }
+        // Upstream decides a missing device identity before the secret: a Control UI needs a
+        // secure context, and a node always needs a device.
+        if p.device.is_none() && self.config.auth_mode != AuthMode::None {
+            if p.client.id == "openclaw-control-ui" && !self.config.allow_insecure_control_ui {
+                return Err(handshake::control_ui_device_required().into());
+            }
+            if p.role == Role::Node {
+                return Err(handshake::device_identity_required().into());
             }
         }
         if let Some(dev) = &p.device {
@@ -826,8 +1106,19 @@ impl Gateway {
                 && origin.is_none()
                 && ((p.client.id == "cli" && p.client.mode == "cli")
                     || (p.client.id == "gateway-client" && p.client.mode == "backend"));
-            let scopes = if keeps_scopes { crate::scopes::normalize(&p.scopes) } else { Vec::new() };
-            return Ok(Admitted { method, scopes, device_id: None, device_token: None, used_device_token, events: Vec::new() });
+            let scopes = if keeps_scopes {
+                crate::scopes::normalize(&p.scopes)
+            } else {
+                Vec::new()
+            };
+            return Ok(Admitted {
+                method,
+                scopes,
+                device_id: None,
+                device_token: None,
+                used_device_token,
+                events: Vec::new(),
+            });
         };
         self.admit_device(now, p, dev, client_ip, local, method, used_device_token)
     }
@@ -842,21 +1133,37 @@ impl Gateway {
         exempt: bool,
     ) -> Result<AuthMethod, Refusal> {
         let mode = self.config.auth_mode;
-        let Some(secret) = self.config.secret.clone().filter(|_| mode != AuthMode::None) else {
-            return if local { Ok(AuthMethod::None) } else { Err(handshake::auth_required().into()) };
+        let Some(secret) = self
+            .config
+            .secret
+            .clone()
+            .filter(|_| mode != AuthMode::None)
+        else {
+            return if local {
+                Ok(AuthMethod::None)
+            } else {
+                Err(handshake::auth_required().into())
+            };
         };
         let password = mode == AuthMode::Password;
         let shared = p.auth.token.as_deref().or(p.auth.password.as_deref());
-        if shared.is_some_and(|s| secret.matches(s)) {
-            return Ok(if password { AuthMethod::Password } else { AuthMethod::Token });
+        let fields = [p.auth.token.as_deref(), p.auth.password.as_deref()];
+        if fields.iter().flatten().any(|s| secret.matches(s)) {
+            return Ok(if password {
+                AuthMethod::Password
+            } else {
+                AuthMethod::Token
+            });
         }
         let role = p.role.as_str();
         if let Some(dev) = &p.device {
             if let Some(dt) = &p.auth.device_token {
-                if !exempt {
-                    if let Some(left) = self.limiter.locked(now, client_ip, CredentialKind::DeviceToken) {
-                        return Err(handshake::rate_limited(left.as_millis() as u64).into());
-                    }
+                if !exempt
+                    && let Some(left) =
+                        self.limiter
+                            .locked(now, client_ip, CredentialKind::DeviceToken)
+                {
+                    return Err(handshake::rate_limited(left.as_millis() as u64).into());
                 }
                 if self.store.token_matches(&dev.id, role, dt) {
                     return Ok(AuthMethod::DeviceToken);
@@ -871,14 +1178,18 @@ impl Gateway {
                 )
                 .into());
             }
-            if let Some(t) = &p.auth.token {
-                if self.store.token_matches(&dev.id, role, t) {
-                    return Ok(AuthMethod::DeviceToken);
-                }
+            if let Some(t) = &p.auth.token
+                && self.store.token_matches(&dev.id, role, t)
+            {
+                return Ok(AuthMethod::DeviceToken);
             }
         }
         let hint = handshake::auth_hint(&p.client, local, password);
-        let (what, key) = if password { ("password", "PASSWORD") } else { ("token", "TOKEN") };
+        let (what, key) = if password {
+            ("password", "PASSWORD")
+        } else {
+            ("token", "TOKEN")
+        };
         if shared.is_none() {
             if p.device.is_none() {
                 return Err(handshake::device_identity_required().into());
@@ -893,15 +1204,44 @@ impl Gateway {
             .into());
         }
         self.count_failure(now, client_ip, CredentialKind::SharedSecret, exempt);
-        let paired = p.device.as_ref().is_some_and(|d| self.store.devices.contains_key(&d.id));
-        Err(handshake::auth_failure(
+        let paired = p
+            .device
+            .as_ref()
+            .is_some_and(|d| self.store.devices.contains_key(&d.id));
+        let error = handshake::auth_failure(
             format!("unauthorized: gateway {what} mismatch ({hint})"),
             &format!("AUTH_{key}_MISMATCH"),
             &format!("{what}_mismatch"),
-            if paired { "retry_with_device_token" } else { "update_auth_credentials" },
+            if paired {
+                "retry_with_device_token"
+            } else {
+                "update_auth_credentials"
+            },
             paired,
-        )
-        .into())
+        );
+        let delay = if exempt {
+            Some(self.local_penalty(now, client_ip))
+        } else {
+            None
+        };
+        Err(Refusal {
+            error,
+            close_reason: None,
+            delay,
+        })
+    }
+
+    /// The delay before answering a failed shared secret from a local address (exempt from the
+    /// lockout): 250 ms doubling per failure in the window, at most 5 s; success does not reset it.
+    fn local_penalty(&mut self, now: Instant, ip: IpAddr) -> Duration {
+        let window = self.config.limits.auth_window;
+        let entry = self.local_failures.entry(ip).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) > window {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        let ms = 250u64.saturating_mul(1u64 << (entry.0 - 1).min(10));
+        Duration::from_millis(ms.min(self.config.limits.local_auth_penalty_max.as_millis() as u64))
     }
 
     fn count_failure(&mut self, now: Instant, ip: IpAddr, kind: CredentialKind, exempt: bool) {
@@ -910,8 +1250,20 @@ impl Gateway {
         }
         let l = &self.config.limits;
         let (max, window, lockout) = (l.auth_max_attempts, l.auth_window, l.auth_lockout);
-        if self.limiter.fail(now, ip, kind, max, window, lockout).is_some() {
-            self.log_at(now, Level::Warn, None, format!("{ip} locked out for {}s after {max} failed attempts", lockout.as_secs()));
+        if self
+            .limiter
+            .fail(now, ip, kind, max, window, lockout)
+            .is_some()
+        {
+            self.log(
+                now,
+                Level::Warn,
+                None,
+                format!(
+                    "{ip} locked out for {}s after {max} failed attempts",
+                    lockout.as_secs()
+                ),
+            );
         }
     }
 }

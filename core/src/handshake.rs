@@ -10,24 +10,67 @@ use crate::scopes::Role;
 
 /// Allowed `client.id` values.
 pub const CLIENT_IDS: &[&str] = &[
-    "webchat-ui", "openclaw-control-ui", "openclaw-browser-copilot", "openclaw-tui", "webchat", "cli", "gateway-client",
-    "openclaw-macos", "openclaw-linux", "openclaw-ios", "openclaw-watchos", "openclaw-android", "node-host",
-    "openclaw-worker", "test", "fingerprint", "openclaw-probe",
+    "webchat-ui",
+    "openclaw-control-ui",
+    "openclaw-browser-copilot",
+    "openclaw-tui",
+    "webchat",
+    "cli",
+    "gateway-client",
+    "openclaw-macos",
+    "openclaw-linux",
+    "openclaw-ios",
+    "openclaw-watchos",
+    "openclaw-android",
+    "node-host",
+    "openclaw-worker",
+    "test",
+    "fingerprint",
+    "openclaw-probe",
 ];
 
 /// Allowed `client.mode` values.
-pub const CLIENT_MODES: &[&str] = &["webchat", "cli", "ui", "backend", "node", "worker", "probe", "test"];
+pub const CLIENT_MODES: &[&str] = &[
+    "webchat", "cli", "ui", "backend", "node", "worker", "probe", "test",
+];
 
 const ROOT_KEYS: &[&str] = &[
-    "minProtocol", "maxProtocol", "client", "caps", "commands", "computerUse", "workerRuns", "permissions", "pathEnv",
-    "role", "scopes", "device", "auth", "locale", "userAgent",
+    "minProtocol",
+    "maxProtocol",
+    "client",
+    "caps",
+    "commands",
+    "computerUse",
+    "workerRuns",
+    "permissions",
+    "pathEnv",
+    "role",
+    "scopes",
+    "device",
+    "auth",
+    "locale",
+    "userAgent",
 ];
 const CLIENT_KEYS: &[&str] = &[
-    "id", "displayName", "version", "buildId", "platform", "deviceFamily", "modelIdentifier", "timeZone", "mode",
+    "id",
+    "displayName",
+    "version",
+    "buildId",
+    "platform",
+    "deviceFamily",
+    "modelIdentifier",
+    "timeZone",
+    "mode",
     "instanceId",
 ];
-const AUTH_KEYS: &[&str] =
-    &["token", "bootstrapToken", "deviceToken", "password", "approvalRuntimeToken", "agentRuntimeIdentityToken"];
+const AUTH_KEYS: &[&str] = &[
+    "token",
+    "bootstrapToken",
+    "deviceToken",
+    "password",
+    "approvalRuntimeToken",
+    "agentRuntimeIdentityToken",
+];
 const DEVICE_KEYS: &[&str] = &["id", "publicKey", "signature", "signedAt", "nonce"];
 
 /// `connect.params.client`.
@@ -67,7 +110,11 @@ pub struct AuthParams {
 impl AuthParams {
     /// The token that goes into the signed payload: `token ?? deviceToken ?? bootstrapToken ?? ""`.
     pub fn signed_token(&self) -> &str {
-        self.token.as_deref().or(self.device_token.as_deref()).or(self.bootstrap_token.as_deref()).unwrap_or("")
+        self.token
+            .as_deref()
+            .or(self.device_token.as_deref())
+            .or(self.bootstrap_token.as_deref())
+            .unwrap_or("")
     }
 }
 
@@ -114,32 +161,46 @@ impl ParamsError {
 }
 
 fn obj<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, ParamsError> {
-    v.as_object().ok_or_else(|| ParamsError::Invalid(format!("at {path}: must be object")))
+    v.as_object()
+        .ok_or_else(|| ParamsError::Invalid(format!("at {path}: must be object")))
 }
 
 fn check_keys(o: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<(), ParamsError> {
     match unexpected_key(o, allowed) {
-        Some(k) => Err(ParamsError::Invalid(format!("at {path}: unexpected property '{k}'"))),
+        Some(k) => Err(ParamsError::Invalid(format!(
+            "at {path}: unexpected property '{k}'"
+        ))),
         None => Ok(()),
     }
 }
 
 fn req_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<String, ParamsError> {
     match o.get(key) {
-        None => Err(ParamsError::Invalid(format!("at {path}: must have required property '{key}'"))),
-        Some(v) => nonempty(v, &format!("{}/{key}", path.trim_start_matches("root"))).map(str::to_string),
+        None => Err(ParamsError::Invalid(format!(
+            "at {path}: must have required property '{key}'"
+        ))),
+        Some(v) => {
+            nonempty(v, &format!("{}/{key}", path.trim_start_matches("root"))).map(str::to_string)
+        }
     }
 }
 
 fn nonempty<'a>(v: &'a Value, path: &str) -> Result<&'a str, ParamsError> {
     match v.as_str() {
         Some(s) if !s.is_empty() => Ok(s),
-        Some(_) => Err(ParamsError::Invalid(format!("at {path}: must NOT have fewer than 1 characters"))),
+        Some(_) => Err(ParamsError::Invalid(format!(
+            "at {path}: must NOT have fewer than 1 characters"
+        ))),
         None => Err(ParamsError::Invalid(format!("at {path}: must be string"))),
     }
 }
 
-fn opt_str(o: &Map<String, Value>, key: &str, path: &str, allow_empty: bool) -> Result<Option<String>, ParamsError> {
+fn opt_str(
+    o: &Map<String, Value>,
+    key: &str,
+    path: &str,
+    allow_empty: bool,
+) -> Result<Option<String>, ParamsError> {
     match o.get(key) {
         None => Ok(None),
         Some(v) if allow_empty => v
@@ -164,11 +225,19 @@ fn str_array(o: &Map<String, Value>, key: &str) -> Result<Vec<String>, ParamsErr
 
 fn int(o: &Map<String, Value>, key: &str, path: &str, min: u64) -> Result<u64, ParamsError> {
     match o.get(key) {
-        None => Err(ParamsError::Invalid(format!("at {path}: must have required property '{key}'"))),
+        None => Err(ParamsError::Invalid(format!(
+            "at {path}: must have required property '{key}'"
+        ))),
         Some(v) => match v.as_u64() {
             Some(n) if n >= min => Ok(n),
-            Some(_) => Err(ParamsError::Invalid(format!("at {}/{key}: must be >= {min}", path.trim_start_matches("root")))),
-            None => Err(ParamsError::Invalid(format!("at {}/{key}: must be integer", path.trim_start_matches("root")))),
+            Some(_) => Err(ParamsError::Invalid(format!(
+                "at {}/{key}: must be >= {min}",
+                path.trim_start_matches("root")
+            ))),
+            None => Err(ParamsError::Invalid(format!(
+                "at {}/{key}: must be integer",
+                path.trim_start_matches("root")
+            ))),
         },
     }
 }
@@ -180,26 +249,36 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
     let min_protocol = int(root, "minProtocol", "root", 1)?;
     let max_protocol = int(root, "maxProtocol", "root", 1)?;
     let c = match root.get("client") {
-        None => return Err(ParamsError::Invalid("at root: must have required property 'client'".into())),
+        None => {
+            return Err(ParamsError::Invalid(
+                "at root: must have required property 'client'".into(),
+            ));
+        }
         Some(v) => obj(v, "/client")?,
     };
     check_keys(c, CLIENT_KEYS, "/client")?;
     let id = req_str(c, "id", "/client")?;
     if !CLIENT_IDS.contains(&id.as_str()) {
-        return Err(ParamsError::Invalid("at /client/id: must be equal to one of the allowed values".into()));
+        return Err(ParamsError::Invalid(
+            "at /client/id: must be equal to one of the allowed values".into(),
+        ));
     }
     let version = req_str(c, "version", "/client")?;
     let platform = req_str(c, "platform", "/client")?;
     let mode = req_str(c, "mode", "/client")?;
     if !CLIENT_MODES.contains(&mode.as_str()) {
-        return Err(ParamsError::Invalid("at /client/mode: must be equal to one of the allowed values".into()));
+        return Err(ParamsError::Invalid(
+            "at /client/mode: must be equal to one of the allowed values".into(),
+        ));
     }
     for key in ["buildId", "timeZone"] {
         let limit = if key == "buildId" { 96 } else { 64 };
-        if let Some(s) = opt_str(c, key, "/client", false)? {
-            if s.chars().count() > limit {
-                return Err(ParamsError::Invalid(format!("at /client/{key}: must NOT have more than {limit} characters")));
-            }
+        if let Some(s) = opt_str(c, key, "/client", false)?
+            && s.chars().count() > limit
+        {
+            return Err(ParamsError::Invalid(format!(
+                "at /client/{key}: must NOT have more than {limit} characters"
+            )));
         }
     }
     let client = ClientInfo {
@@ -221,7 +300,9 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
     if let Some(p) = root.get("permissions") {
         let p = obj(p, "/permissions")?;
         if let Some((k, _)) = p.iter().find(|(_, v)| !v.is_boolean()) {
-            return Err(ParamsError::Invalid(format!("at /permissions/{k}: must be boolean")));
+            return Err(ParamsError::Invalid(format!(
+                "at /permissions/{k}: must be boolean"
+            )));
         }
     }
     let auth = match root.get("auth") {
@@ -253,8 +334,14 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
                 signature: req_str(d, "signature", "/device")?,
                 signed_at: i64::try_from(signed_at).unwrap_or(i64::MAX),
                 nonce: match d.get("nonce") {
-                    None => return Err(ParamsError::Invalid("at /device: must have required property 'nonce'".into())),
-                    Some(v) => v.as_str().map(str::to_string).ok_or_else(|| ParamsError::Invalid("at /device/nonce: must be string".into()))?,
+                    None => {
+                        return Err(ParamsError::Invalid(
+                            "at /device: must have required property 'nonce'".into(),
+                        ));
+                    }
+                    Some(v) => v.as_str().map(str::to_string).ok_or_else(|| {
+                        ParamsError::Invalid("at /device/nonce: must be string".into())
+                    })?,
                 },
             })
         }
@@ -263,7 +350,17 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
         None => Role::Operator,
         Some(v) => Role::parse(nonempty(v, "/role")?).ok_or(ParamsError::Role)?,
     };
-    Ok(ConnectParams { min_protocol, max_protocol, client, role, scopes, caps, commands, auth, device })
+    Ok(ConnectParams {
+        min_protocol,
+        max_protocol,
+        client,
+        role,
+        scopes,
+        caps,
+        commands,
+        auth,
+        device,
+    })
 }
 
 /// Whether the protocol range is acceptable: 4 for everyone; 3..4 for probes and nodes.
@@ -287,10 +384,16 @@ pub fn protocol_mismatch(p: &ConnectParams) -> ErrorShape {
 
 /// The hint upstream appends to token and password failures, by client kind.
 pub fn auth_hint(client: &ClientInfo, local: bool, password: bool) -> &'static str {
-    let ui = matches!(client.id.as_str(), "openclaw-control-ui" | "webchat-ui" | "webchat") || client.mode == "webchat" || client.mode == "ui";
+    let ui = matches!(
+        client.id.as_str(),
+        "openclaw-control-ui" | "webchat-ui" | "webchat"
+    ) || client.mode == "webchat"
+        || client.mode == "ui";
     match (client.mode.as_str(), local, ui, password) {
         (_, _, true, false) => "open the dashboard URL and paste the token in Control UI settings",
-        (_, _, true, true) => "open the dashboard URL and enter the password in Control UI settings",
+        (_, _, true, true) => {
+            "open the dashboard URL and enter the password in Control UI settings"
+        }
         ("cli", true, _, false) => "use this gateway's gateway.auth.token or pair the device",
         ("cli", true, _, true) => "use this gateway's gateway.auth.password or pair the device",
         ("cli", false, _, false) => "set gateway.remote.token to match gateway.auth.token",
@@ -301,7 +404,13 @@ pub fn auth_hint(client: &ClientInfo, local: bool, password: bool) -> &'static s
 }
 
 /// An auth failure of upstream's shape: `INVALID_REQUEST "unauthorized: …"`.
-pub fn auth_failure(message: String, code: &str, auth_reason: &str, next: &str, retry_with_device_token: bool) -> ErrorShape {
+pub fn auth_failure(
+    message: String,
+    code: &str,
+    auth_reason: &str,
+    next: &str,
+    retry_with_device_token: bool,
+) -> ErrorShape {
     ErrorShape::invalid(message).with_details(json!({
         "code": code,
         "authReason": auth_reason,
@@ -312,33 +421,47 @@ pub fn auth_failure(message: String, code: &str, auth_reason: &str, next: &str, 
 
 /// `NOT_PAIRED "device identity required"`.
 pub fn device_identity_required() -> ErrorShape {
-    ErrorShape::new(ErrorCode::NotPaired, "device identity required").with_details(json!({"code": "DEVICE_IDENTITY_REQUIRED"}))
+    ErrorShape::new(ErrorCode::NotPaired, "device identity required")
+        .with_details(json!({"code": "DEVICE_IDENTITY_REQUIRED"}))
+}
+
+/// `CONTROL_UI_DEVICE_IDENTITY_REQUIRED`: a Control UI without a device outside a secure context.
+pub fn control_ui_device_required() -> ErrorShape {
+    ErrorShape::invalid(
+        "control ui requires device identity (use HTTPS or localhost secure context)",
+    )
+    .with_details(json!({"code": "CONTROL_UI_DEVICE_IDENTITY_REQUIRED"}))
 }
 
 /// `CONTROL_UI_ORIGIN_NOT_ALLOWED`.
 pub fn origin_not_allowed(origin: &str) -> ErrorShape {
-    ErrorShape::invalid(format!("origin not allowed: {origin} (add it to gateway.controlUi.allowedOrigins)"))
-        .with_details(json!({"code": "CONTROL_UI_ORIGIN_NOT_ALLOWED", "origin": origin}))
+    ErrorShape::invalid(format!(
+        "origin not allowed: {origin} (add it to gateway.controlUi.allowedOrigins)"
+    ))
+    .with_details(json!({"code": "CONTROL_UI_ORIGIN_NOT_ALLOWED", "origin": origin}))
 }
 
 /// `AUTH_REQUIRED` for a non-local connection in mode `none`.
 pub fn auth_required() -> ErrorShape {
-    ErrorShape::invalid("unauthorized: gateway auth required for non-local connections").with_details(json!({
-        "code": "AUTH_REQUIRED",
-        "authReason": "auth_required",
-        "canRetryWithDeviceToken": false,
-        "recommendedNextStep": "review_auth_configuration",
-    }))
+    ErrorShape::invalid("unauthorized: gateway auth required for non-local connections")
+        .with_details(json!({
+            "code": "AUTH_REQUIRED",
+            "authReason": "auth_required",
+            "canRetryWithDeviceToken": false,
+            "recommendedNextStep": "review_auth_configuration",
+        }))
 }
 
 /// `AUTH_RATE_LIMITED`.
 pub fn rate_limited(retry_after_ms: u64) -> ErrorShape {
-    let mut e = ErrorShape::invalid("unauthorized: too many failed authentication attempts (retry later)").with_details(json!({
-        "code": "AUTH_RATE_LIMITED",
-        "authReason": "rate_limited",
-        "canRetryWithDeviceToken": false,
-        "recommendedNextStep": "wait_then_retry",
-    }));
+    let mut e =
+        ErrorShape::invalid("unauthorized: too many failed authentication attempts (retry later)")
+            .with_details(json!({
+                "code": "AUTH_RATE_LIMITED",
+                "authReason": "rate_limited",
+                "canRetryWithDeviceToken": false,
+                "recommendedNextStep": "wait_then_retry",
+            }));
     e.retryable = Some(true);
     e.retry_after_ms = Some(retry_after_ms);
     e
@@ -363,16 +486,28 @@ mod tests {
     fn unknown_fields_and_enums_are_refused() {
         let mut v = base();
         v["bogusField"] = json!(1);
-        assert_eq!(parse_connect(&v), Err(ParamsError::Invalid("at root: unexpected property 'bogusField'".into())));
+        assert_eq!(
+            parse_connect(&v),
+            Err(ParamsError::Invalid(
+                "at root: unexpected property 'bogusField'".into()
+            ))
+        );
         let mut v = base();
         v["client"]["id"] = json!("nope");
-        assert!(matches!(parse_connect(&v), Err(ParamsError::Invalid(m)) if m.contains("/client/id")));
+        assert!(
+            matches!(parse_connect(&v), Err(ParamsError::Invalid(m)) if m.contains("/client/id"))
+        );
         let mut v = base();
         v["role"] = json!("admin");
         assert_eq!(parse_connect(&v), Err(ParamsError::Role));
         let mut v = base();
         v["device"] = json!({"id":"a","publicKey":"b","signature":"c","signedAt":1});
-        assert_eq!(parse_connect(&v), Err(ParamsError::Invalid("at /device: must have required property 'nonce'".into())));
+        assert_eq!(
+            parse_connect(&v),
+            Err(ParamsError::Invalid(
+                "at /device: must have required property 'nonce'".into()
+            ))
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() >= max_head { Err(HeadError::TooLarge) } else { Ok(None) };
+            return if buf.len() >= max_head {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(_) => return Err(HeadError::Malformed),
@@ -119,21 +123,46 @@ pub enum Phase {
 }
 
 /// Answer a plain HTTP request (`/health`, `/ready`, `/startup` and their `z` forms).
-pub fn plain_response(method: &str, path: &str, phase: Phase, uptime_ms: u64, version: &str) -> Vec<u8> {
+pub fn plain_response(
+    method: &str,
+    path: &str,
+    phase: Phase,
+    uptime_ms: u64,
+    version: &str,
+) -> Vec<u8> {
     if method != "GET" && method != "HEAD" {
-        return response(405, "Method Not Allowed", &json!({"error": {"message": "Method Not Allowed", "type": "method_not_allowed"}}).to_string(), method == "HEAD");
+        return response(
+            405,
+            "Method Not Allowed",
+            &json!({"error": {"message": "Method Not Allowed", "type": "method_not_allowed"}})
+                .to_string(),
+            method == "HEAD",
+        );
     }
     let head_only = method == "HEAD";
     let ready = phase == Phase::Ready;
     let (status, body) = match path {
         "/health" | "/healthz" => (200, json!({"ok": true, "status": "live"})),
-        "/ready" | "/readyz" if ready => (200, json!({"ready": true, "failing": [], "uptimeMs": uptime_ms})),
-        "/ready" | "/readyz" => (503, json!({"ready": false, "failing": ["draining"], "uptimeMs": uptime_ms})),
-        "/startup" | "/startupz" if ready => {
-            (200, json!({"ok": true, "status": "started", "version": version, "uptimeMs": uptime_ms}))
-        }
-        "/startup" | "/startupz" => (503, json!({"ok": false, "status": "draining", "version": version, "uptimeMs": uptime_ms})),
-        _ => (404, json!({"error": {"message": "Not Found", "type": "not_found"}})),
+        "/ready" | "/readyz" if ready => (
+            200,
+            json!({"ready": true, "failing": [], "uptimeMs": uptime_ms}),
+        ),
+        "/ready" | "/readyz" => (
+            503,
+            json!({"ready": false, "failing": ["draining"], "uptimeMs": uptime_ms}),
+        ),
+        "/startup" | "/startupz" if ready => (
+            200,
+            json!({"ok": true, "status": "started", "version": version, "uptimeMs": uptime_ms}),
+        ),
+        "/startup" | "/startupz" => (
+            503,
+            json!({"ok": false, "status": "draining", "version": version, "uptimeMs": uptime_ms}),
+        ),
+        _ => (
+            404,
+            json!({"error": {"message": "Not Found", "type": "not_found"}}),
+        ),
     };
     let reason = match status {
         200 => "OK",
@@ -152,7 +181,11 @@ pub fn proxy_refused() -> Vec<u8> {
 
 /// A `503` refusing another unauthenticated socket from the same address.
 pub fn too_many_preauth() -> Vec<u8> {
-    text_response(503, "Service Unavailable", "Too many unauthenticated sockets")
+    text_response(
+        503,
+        "Service Unavailable",
+        "Too many unauthenticated sockets",
+    )
 }
 
 /// A `503` refusing a socket over `gateway.maxConnections`.
@@ -163,8 +196,14 @@ pub fn too_many_connections() -> Vec<u8> {
 /// A `400` for a malformed head, or `431` for one over the cap.
 pub fn bad_head(err: HeadError) -> Vec<u8> {
     match err {
-        HeadError::TooLarge => text_response(431, "Request Header Fields Too Large", "Request header too large"),
-        HeadError::Malformed | HeadError::BadUpgrade => text_response(400, "Bad Request", "Bad Request"),
+        HeadError::TooLarge => text_response(
+            431,
+            "Request Header Fields Too Large",
+            "Request header too large",
+        ),
+        HeadError::Malformed | HeadError::BadUpgrade => {
+            text_response(400, "Bad Request", "Bad Request")
+        }
     }
 }
 
@@ -197,9 +236,15 @@ mod tests {
 
     #[test]
     fn partial_head_waits_and_oversized_head_fails() {
-        assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 8192), Ok(None)));
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 8192),
+            Ok(None)
+        ));
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
-        assert_eq!(parse_head(big.as_bytes(), 8192).unwrap_err(), HeadError::TooLarge);
+        assert_eq!(
+            parse_head(big.as_bytes(), 8192).unwrap_err(),
+            HeadError::TooLarge
+        );
     }
 
     #[test]
@@ -208,7 +253,8 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 200 OK"));
         assert!(r.ends_with(r#"{"ok":true,"status":"live"}"#));
         assert!(r.contains("X-Content-Type-Options: nosniff"));
-        let r = String::from_utf8(plain_response("GET", "/ready", Phase::Draining, 5, "v")).unwrap();
+        let r =
+            String::from_utf8(plain_response("GET", "/ready", Phase::Draining, 5, "v")).unwrap();
         assert!(r.starts_with("HTTP/1.1 503"));
         let r = String::from_utf8(plain_response("HEAD", "/nope", Phase::Ready, 5, "v")).unwrap();
         assert!(r.starts_with("HTTP/1.1 404") && r.ends_with("\r\n\r\n"));
@@ -219,7 +265,9 @@ mod tests {
         let req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://localhost:3000\r\n\r\nrest";
         let (head, len) = parse_head(req, 8192).unwrap().unwrap();
         assert_eq!(&req[len..], b"rest");
-        let Head::Upgrade(up) = head else { panic!("not an upgrade") };
+        let Head::Upgrade(up) = head else {
+            panic!("not an upgrade")
+        };
         assert_eq!(up.origin.as_deref(), Some("http://localhost:3000"));
         let resp = String::from_utf8(switching_protocols(&up.request)).unwrap();
         assert!(resp.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));

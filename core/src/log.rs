@@ -61,7 +61,13 @@ impl LogRecord {
     /// The record as one line of text.
     pub fn line(&self) -> String {
         match self.conn {
-            Some(c) => format!("{} {} conn={} {}", self.ts_ms, self.level.as_str(), c.0, self.message),
+            Some(c) => format!(
+                "{} {} conn={} {}",
+                self.ts_ms,
+                self.level.as_str(),
+                c.0,
+                self.message
+            ),
             None => format!("{} {} {}", self.ts_ms, self.level.as_str(), self.message),
         }
     }
@@ -79,7 +85,12 @@ pub struct LogRing {
 impl LogRing {
     /// A ring keeping at most `cap` lines.
     pub fn new(cap: usize) -> Self {
-        Self { lines: VecDeque::new(), cap, total: 0, bytes: 0 }
+        Self {
+            lines: VecDeque::new(),
+            cap,
+            total: 0,
+            bytes: 0,
+        }
     }
 
     /// Remember a line.

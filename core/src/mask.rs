@@ -2,11 +2,22 @@
 
 use serde_json::Value;
 
-const SECRET_KEYS: &[&str] =
-    &["token", "password", "deviceToken", "bootstrapToken", "secret", "apiKey", "signature", "approvalRuntimeToken", "agentRuntimeIdentityToken"];
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "password",
+    "deviceToken",
+    "bootstrapToken",
+    "secret",
+    "apiKey",
+    "signature",
+    "approvalRuntimeToken",
+    "agentRuntimeIdentityToken",
+];
 
 fn is_secret_key(k: &str) -> bool {
-    SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k)) || k.to_ascii_lowercase().ends_with("token") || k.to_ascii_lowercase().contains("password")
+    SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k))
+        || k.to_ascii_lowercase().ends_with("token")
+        || k.to_ascii_lowercase().contains("password")
 }
 
 /// A copy of `v` with every secret-looking value replaced by `"__OPENCLAW_REDACTED__"`.
@@ -15,7 +26,11 @@ pub fn redact(v: &Value) -> Value {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, x)| {
-                    let x = if is_secret_key(k) && (x.is_string() || x.is_number()) { Value::String("__OPENCLAW_REDACTED__".into()) } else { redact(x) };
+                    let x = if is_secret_key(k) && (x.is_string() || x.is_number()) {
+                        Value::String("__OPENCLAW_REDACTED__".into())
+                    } else {
+                        redact(x)
+                    };
                     (k.clone(), x)
                 })
                 .collect(),
@@ -39,7 +54,8 @@ mod tests {
 
     #[test]
     fn masks_nested_secrets() {
-        let t = r#"{"params":{"auth":{"token":"s3cret","password":"p"},"device":{"signature":"x"}}}"#;
+        let t =
+            r#"{"params":{"auth":{"token":"s3cret","password":"p"},"device":{"signature":"x"}}}"#;
         let m = mask_secrets(t);
         assert!(!m.contains("s3cret") && !m.contains("\"p\"") && !m.contains("\"x\""));
         assert!(m.contains("__OPENCLAW_REDACTED__"));

@@ -24,6 +24,7 @@ pub const METHODS: &[&str] = &[
     "node.rename",
     "node.invoke",
     "node.invoke.result",
+    "node.invoke.progress",
     "node.event",
     "node.pair.list",
     "node.pair.approve",
@@ -45,6 +46,7 @@ pub const EVENTS: &[&str] = &[
     "presence",
     "node.invoke.request",
     "node.invoke.cancel",
+    "node.invoke.progress",
     "node.pair.requested",
     "node.pair.resolved",
     "device.pair.requested",
@@ -53,21 +55,37 @@ pub const EVENTS: &[&str] = &[
 
 /// Check a params object: only `allowed` keys, all `required` ones present and non-empty strings
 /// where they are strings. `null` params count as `{}`.
-pub(crate) fn check_params(params: &Value, allowed: &[&str], required: &[&str]) -> Result<(), ErrorShape> {
+pub(crate) fn check_params(
+    params: &Value,
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<(), ErrorShape> {
     let empty = Map::new();
     let obj = match params {
         Value::Null => &empty,
         Value::Object(o) => o,
-        _ => return Err(ErrorShape::invalid("invalid params: at root: must be object")),
+        _ => {
+            return Err(ErrorShape::invalid(
+                "invalid params: at root: must be object",
+            ));
+        }
     };
     if let Some(k) = unexpected_key(obj, allowed) {
-        return Err(ErrorShape::invalid(format!("invalid params: at root: unexpected property '{k}'")));
+        return Err(ErrorShape::invalid(format!(
+            "invalid params: at root: unexpected property '{k}'"
+        )));
     }
     for r in required {
         match obj.get(*r) {
-            None => return Err(ErrorShape::invalid(format!("invalid params: at root: must have required property '{r}'"))),
+            None => {
+                return Err(ErrorShape::invalid(format!(
+                    "invalid params: at root: must have required property '{r}'"
+                )));
+            }
             Some(Value::String(s)) if s.is_empty() => {
-                return Err(ErrorShape::invalid(format!("invalid params: at /{r}: must NOT have fewer than 1 characters")));
+                return Err(ErrorShape::invalid(format!(
+                    "invalid params: at /{r}: must NOT have fewer than 1 characters"
+                )));
             }
             Some(_) => {}
         }
@@ -76,7 +94,11 @@ pub(crate) fn check_params(params: &Value, allowed: &[&str], required: &[&str]) 
 }
 
 fn str_param(params: &Value, key: &str) -> String {
-    params.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+    params
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 impl Gateway {
@@ -85,18 +107,34 @@ impl Gateway {
         let req = match parse_request(text) {
             Ok(r) => r,
             Err(FrameError::NotJson) => {
-                self.log_at(now, Level::Debug, Some(id), "ignored non-JSON frame".into());
+                self.log(now, Level::Debug, Some(id), "ignored non-JSON frame".into());
                 return;
             }
             Err(FrameError::Invalid { id: rid, message }) => {
-                self.send(now, id, &OutFrame::err(rid, ErrorShape::invalid(format!("invalid request frame: {message}"))));
+                self.send(
+                    now,
+                    id,
+                    &OutFrame::err(
+                        rid,
+                        ErrorShape::invalid(format!("invalid request frame: {message}")),
+                    ),
+                );
                 return;
             }
         };
-        let Some(s) = self.conns.get(&id).and_then(|c| c.session()) else { return };
+        let Some(s) = self.conns.get(&id).and_then(|c| c.session()) else {
+            return;
+        };
         let (role, scopes) = (s.role, s.scopes.clone());
         if req.method == "connect" {
-            self.send(now, id, &OutFrame::err(req.id, ErrorShape::invalid("connect is only valid as the first request")));
+            self.send(
+                now,
+                id,
+                &OutFrame::err(
+                    req.id,
+                    ErrorShape::invalid("connect is only valid as the first request"),
+                ),
+            );
             return;
         }
         if let Err(e) = scopes::authorize(role, &scopes, &req.method, &req.params) {
@@ -104,10 +142,14 @@ impl Gateway {
             self.send(now, id, &OutFrame::err(&req.id, e));
             if unauthorized_role {
                 let max = self.config.limits.max_unauthorized_calls;
-                let count = self.conns.get_mut(&id).and_then(|c| c.session_mut()).map(|s| {
-                    s.unauthorized_calls += 1;
-                    s.unauthorized_calls
-                });
+                let count = self
+                    .conns
+                    .get_mut(&id)
+                    .and_then(|c| c.session_mut())
+                    .map(|s| {
+                        s.unauthorized_calls += 1;
+                        s.unauthorized_calls
+                    });
                 if count.is_some_and(|n| n > max) {
                     self.close_ws(now, id, 1008, "repeated unauthorized calls");
                 }
@@ -120,7 +162,15 @@ impl Gateway {
         self.dispatch(now, id, role, &req.id, &req.method, &req.params);
     }
 
-    fn dispatch(&mut self, now: Instant, id: ConnId, role: Role, rid: &str, method: &str, params: &Value) {
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        role: Role,
+        rid: &str,
+        method: &str,
+        params: &Value,
+    ) {
         let result: Result<Value, ErrorShape> = match method {
             "health" => Ok(self.health_payload(now)),
             "status" => Ok(self.status_payload(now)),
@@ -131,20 +181,32 @@ impl Gateway {
             "node.list" => Ok(self.node_list(now)),
             "node.describe" => check_params(params, &["nodeId"], &["nodeId"]).and_then(|_| {
                 let nid = str_param(params, "nodeId");
-                self.node_entry(&nid).ok_or_else(|| ErrorShape::invalid(format!("unknown nodeId: {nid}")))
+                self.node_entry(&nid)
+                    .ok_or_else(|| ErrorShape::invalid(format!("unknown nodeId: {nid}")))
             }),
             "node.rename" => self.node_rename(params),
             "node.invoke" => return self.node_invoke(now, id, rid, params),
             "node.invoke.result" => return self.node_invoke_result(now, id, rid, params),
-            "node.event" => check_params(params, &["event", "payload", "payloadJSON"], &["event"]).map(|_| json!({"ok": true})),
+            "node.invoke.progress" => return self.node_invoke_progress(now, id, rid, params),
+            "node.event" => check_params(params, &["event", "payload", "payloadJSON"], &["event"])
+                .map(|_| json!({"ok": true})),
             "node.pair.list" | "device.pair.list" => {
-                let kind = if method == "node.pair.list" { PendingKind::Node } else { PendingKind::Device };
+                let kind = if method == "node.pair.list" {
+                    PendingKind::Node
+                } else {
+                    PendingKind::Device
+                };
                 self.store.expire(self.unix_ms(now));
                 Ok(self.store.list(kind))
             }
             "device.pair.approve" => self.device_pair_approve(now, params),
             "node.pair.approve" => {
-                let granted = self.conns.get(&id).and_then(|c| c.session()).map(|s| s.scopes.clone()).unwrap_or_default();
+                let granted = self
+                    .conns
+                    .get(&id)
+                    .and_then(|c| c.session())
+                    .map(|s| s.scopes.clone())
+                    .unwrap_or_default();
                 self.node_pair_approve(now, &granted, params)
             }
             "device.pair.reject" | "node.pair.reject" => self.pair_reject(now, method, params),
@@ -208,16 +270,35 @@ impl Gateway {
     }
 
     fn logs_tail(&self, params: &Value) -> Value {
-        let limit = params.get("limit").and_then(Value::as_u64).unwrap_or(200).min(5000) as usize;
-        let max_bytes = params.get("maxBytes").and_then(Value::as_u64).unwrap_or(250_000).min(1_000_000) as usize;
+        let limit = params
+            .get("limit")
+            .and_then(Value::as_u64)
+            .unwrap_or(200)
+            .min(5000) as usize;
+        let max_bytes = params
+            .get("maxBytes")
+            .and_then(Value::as_u64)
+            .unwrap_or(250_000)
+            .min(1_000_000) as usize;
         let (lines, cursor, truncated) = self.logs.tail(limit, max_bytes);
         json!({"file": "memory:clawgate", "cursor": cursor, "size": cursor, "lines": lines, "truncated": truncated})
     }
 
     fn node_rename(&mut self, params: &Value) -> Result<Value, ErrorShape> {
-        check_params(params, &["nodeId", "displayName"], &["nodeId", "displayName"])?;
-        let (nid, name) = (str_param(params, "nodeId"), str_param(params, "displayName"));
-        let d = self.store.devices.get_mut(&nid).ok_or_else(|| ErrorShape::invalid(format!("unknown nodeId: {nid}")))?;
+        check_params(
+            params,
+            &["nodeId", "displayName"],
+            &["nodeId", "displayName"],
+        )?;
+        let (nid, name) = (
+            str_param(params, "nodeId"),
+            str_param(params, "displayName"),
+        );
+        let d = self
+            .store
+            .devices
+            .get_mut(&nid)
+            .ok_or_else(|| ErrorShape::invalid(format!("unknown nodeId: {nid}")))?;
         d.meta.display_name = Some(name.clone());
         self.persist();
         Ok(json!({"nodeId": nid, "displayName": name}))
@@ -241,11 +322,21 @@ impl Gateway {
         self.persist();
         let resolved = json!({"requestId": rid, "deviceId": req.device_id, "decision": "approved", "ts": now_ms});
         self.broadcast(now, "device.pair.resolved", resolved, None);
-        let device = self.store.devices.get(&req.device_id).map(pairing::device_json).unwrap_or(Value::Null);
+        let device = self
+            .store
+            .devices
+            .get(&req.device_id)
+            .map(pairing::device_json)
+            .unwrap_or(Value::Null);
         Ok(json!({"requestId": rid, "device": device}))
     }
 
-    fn node_pair_approve(&mut self, now: Instant, granted: &[String], params: &Value) -> Result<Value, ErrorShape> {
+    fn node_pair_approve(
+        &mut self,
+        now: Instant,
+        granted: &[String],
+        params: &Value,
+    ) -> Result<Value, ErrorShape> {
         check_params(params, &["requestId"], &["requestId"])?;
         let rid = str_param(params, "requestId");
         let now_ms = self.unix_ms(now);
@@ -286,16 +377,30 @@ impl Gateway {
         if let Some(c) = self.router.nodes.get(&req.device_id).copied() {
             self.send(now, c, &OutFrame::direct("node.pair.resolved", resolved));
         }
-        let mut node = self.store.devices.get(&req.device_id).map(pairing::node_json).unwrap_or(Value::Null);
+        let mut node = self
+            .store
+            .devices
+            .get(&req.device_id)
+            .map(pairing::node_json)
+            .unwrap_or(Value::Null);
         node["lastSeenAtMs"] = json!(now_ms);
         node["lastSeenReason"] = json!("approve");
         Ok(json!({"requestId": rid, "node": node}))
     }
 
-    fn pair_reject(&mut self, now: Instant, method: &str, params: &Value) -> Result<Value, ErrorShape> {
+    fn pair_reject(
+        &mut self,
+        now: Instant,
+        method: &str,
+        params: &Value,
+    ) -> Result<Value, ErrorShape> {
         check_params(params, &["requestId"], &["requestId"])?;
         let rid = str_param(params, "requestId");
-        let kind = if method.starts_with("node.") { PendingKind::Node } else { PendingKind::Device };
+        let kind = if method.starts_with("node.") {
+            PendingKind::Node
+        } else {
+            PendingKind::Device
+        };
         let req = match self.store.pending.get(&rid) {
             Some(r) if r.kind == kind => r.clone(),
             _ => return Err(unknown_request(&rid)),
@@ -315,12 +420,25 @@ impl Gateway {
         Ok(out)
     }
 
-    fn pair_remove(&mut self, now: Instant, method: &str, params: &Value) -> Result<Value, ErrorShape> {
-        let key = if method.starts_with("node.") { "nodeId" } else { "deviceId" };
+    fn pair_remove(
+        &mut self,
+        now: Instant,
+        method: &str,
+        params: &Value,
+    ) -> Result<Value, ErrorShape> {
+        let key = if method.starts_with("node.") {
+            "nodeId"
+        } else {
+            "deviceId"
+        };
         check_params(params, &[key], &[key])?;
         let did = str_param(params, key);
         let removed = if key == "nodeId" {
-            self.store.devices.get_mut(&did).and_then(|d| d.node.take()).is_some()
+            self.store
+                .devices
+                .get_mut(&did)
+                .and_then(|d| d.node.take())
+                .is_some()
         } else {
             self.store.devices.remove(&did).is_some()
         };
@@ -328,19 +446,38 @@ impl Gateway {
             return Err(ErrorShape::invalid(format!("unknown {key}: {did}")));
         }
         self.persist();
-        let reason = if key == "nodeId" { "client invalidated: node removed" } else { "client invalidated: device removed" };
+        let reason = if key == "nodeId" {
+            "client invalidated: node removed"
+        } else {
+            "client invalidated: device removed"
+        };
         self.close_device_conns(now, &did, None, reason);
         Ok(json!({ key: did }))
     }
 
     fn token_rotate(&mut self, now: Instant, params: &Value) -> Result<Value, ErrorShape> {
-        check_params(params, &["deviceId", "role", "scopes"], &["deviceId", "role"])?;
+        check_params(
+            params,
+            &["deviceId", "role", "scopes"],
+            &["deviceId", "role"],
+        )?;
         let (did, role) = (str_param(params, "deviceId"), str_param(params, "role"));
         let now_ms = self.unix_ms(now);
-        let old = self.store.devices.get(&did).and_then(|d| d.tokens.get(&role)).map(|t| t.token.clone());
-        let has_role = self.store.devices.get(&did).is_some_and(|d| d.roles.contains(&role));
+        let old = self
+            .store
+            .devices
+            .get(&did)
+            .and_then(|d| d.tokens.get(&role))
+            .map(|t| t.token.clone());
+        let has_role = self
+            .store
+            .devices
+            .get(&did)
+            .is_some_and(|d| d.roles.contains(&role));
         if !has_role {
-            return Err(ErrorShape::invalid(format!("unknown device or role: {did} {role}")));
+            return Err(ErrorShape::invalid(format!(
+                "unknown device or role: {did} {role}"
+            )));
         }
         let token = self.new_token();
         let issued = self.store.issue_token(&did, &role, token.clone(), now_ms);
@@ -349,15 +486,24 @@ impl Gateway {
             self.close_device_conns(now, &did, Some(&old), "client invalidated: token rotated");
         }
         let scopes = issued.map(|t| t.scopes).unwrap_or_default();
-        Ok(json!({"deviceId": did, "role": role, "token": token, "scopes": scopes, "rotatedAtMs": now_ms, "tokenDelivery": "in-band"}))
+        Ok(
+            json!({"deviceId": did, "role": role, "token": token, "scopes": scopes, "rotatedAtMs": now_ms, "tokenDelivery": "in-band"}),
+        )
     }
 
     fn token_revoke(&mut self, now: Instant, params: &Value) -> Result<Value, ErrorShape> {
         check_params(params, &["deviceId", "role"], &["deviceId", "role"])?;
         let (did, role) = (str_param(params, "deviceId"), str_param(params, "role"));
-        let old = self.store.devices.get(&did).and_then(|d| d.tokens.get(&role)).map(|t| t.token.clone());
+        let old = self
+            .store
+            .devices
+            .get(&did)
+            .and_then(|d| d.tokens.get(&role))
+            .map(|t| t.token.clone());
         let Some(old) = old.filter(|_| self.store.revoke_token(&did, &role)) else {
-            return Err(ErrorShape::invalid(format!("no token for device {did} role {role}")));
+            return Err(ErrorShape::invalid(format!(
+                "no token for device {did} role {role}"
+            )));
         };
         self.persist();
         self.close_device_conns(now, &did, Some(&old), "client invalidated: token revoked");
@@ -365,13 +511,20 @@ impl Gateway {
     }
 
     /// Close live connections of a device (only those that used `token`, when given) with 4001.
-    fn close_device_conns(&mut self, now: Instant, device_id: &str, token: Option<&str>, reason: &str) {
+    fn close_device_conns(
+        &mut self,
+        now: Instant,
+        device_id: &str,
+        token: Option<&str>,
+        reason: &str,
+    ) {
         let victims: Vec<ConnId> = self
             .conns
             .iter()
             .filter(|(_, c)| {
                 c.session().is_some_and(|s| {
-                    s.device_id.as_deref() == Some(device_id) && token.is_none_or(|t| s.device_token.as_deref() == Some(t))
+                    s.device_id.as_deref() == Some(device_id)
+                        && token.is_none_or(|t| s.device_token.as_deref() == Some(t))
                 })
             })
             .map(|(id, _)| *id)
@@ -383,5 +536,9 @@ impl Gateway {
 }
 
 fn unknown_request(rid: &str) -> ErrorShape {
-    ErrorShape::new(ErrorCode::InvalidRequest, format!("unknown requestId: {rid}")).with_details(json!({"code": "UNKNOWN_REQUEST", "requestId": rid}))
+    ErrorShape::new(
+        ErrorCode::InvalidRequest,
+        format!("unknown requestId: {rid}"),
+    )
+    .with_details(json!({"code": "UNKNOWN_REQUEST", "requestId": rid}))
 }

@@ -174,9 +174,13 @@ impl PairingStore {
     /// Load a snapshot; an empty input is an empty store.
     pub fn load(bytes: &[u8]) -> Result<Self, StoreError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self { version: STORE_VERSION, ..Default::default() });
+            return Ok(Self {
+                version: STORE_VERSION,
+                ..Default::default()
+            });
         }
-        let mut store: Self = serde_json::from_slice(bytes).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut store: Self =
+            serde_json::from_slice(bytes).map_err(|e| StoreError::Invalid(e.to_string()))?;
         if store.version > STORE_VERSION {
             return Err(StoreError::TooNew(store.version));
         }
@@ -199,20 +203,31 @@ impl PairingStore {
 
     /// Drop expired pending requests; returns the removed ones.
     pub fn expire(&mut self, now_ms: u64) -> Vec<PendingRequest> {
-        let expired: Vec<String> =
-            self.pending.values().filter(|p| p.expires_at_ms <= now_ms).map(|p| p.request_id.clone()).collect();
-        expired.iter().filter_map(|id| self.pending.remove(id)).collect()
+        let expired: Vec<String> = self
+            .pending
+            .values()
+            .filter(|p| p.expires_at_ms <= now_ms)
+            .map(|p| p.request_id.clone())
+            .collect();
+        expired
+            .iter()
+            .filter_map(|id| self.pending.remove(id))
+            .collect()
     }
 
     /// The pending request of a device and kind, if any.
     pub fn pending_for(&self, device_id: &str, kind: PendingKind) -> Option<&PendingRequest> {
-        self.pending.values().find(|p| p.device_id == device_id && p.kind == kind)
+        self.pending
+            .values()
+            .find(|p| p.device_id == device_id && p.kind == kind)
     }
 
     /// Create or merge the pending request of a device: the same device keeps the same id
     /// until the request is resolved or expires. Returns the request and whether it is new.
     pub fn request(&mut self, new: PendingRequest) -> (PendingRequest, bool) {
-        let existing = self.pending_for(&new.device_id, new.kind).map(|p| p.request_id.clone());
+        let existing = self
+            .pending_for(&new.device_id, new.kind)
+            .map(|p| p.request_id.clone());
         match existing.and_then(|id| self.pending.get_mut(&id)) {
             Some(p) => {
                 merge(&mut p.roles, &new.roles);
@@ -234,17 +249,20 @@ impl PairingStore {
     /// Approve a device request: merge roles and scopes into the paired device. Tokens for
     /// new roles are issued by the caller with [`PairingStore::issue_token`].
     pub fn approve_device(&mut self, req: &PendingRequest, now_ms: u64) -> &mut PairedDevice {
-        let d = self.devices.entry(req.device_id.clone()).or_insert_with(|| PairedDevice {
-            device_id: req.device_id.clone(),
-            public_key: req.public_key.clone(),
-            meta: req.meta.clone(),
-            roles: Vec::new(),
-            scopes: Vec::new(),
-            tokens: BTreeMap::new(),
-            node: None,
-            created_at_ms: now_ms,
-            approved_at_ms: now_ms,
-        });
+        let d = self
+            .devices
+            .entry(req.device_id.clone())
+            .or_insert_with(|| PairedDevice {
+                device_id: req.device_id.clone(),
+                public_key: req.public_key.clone(),
+                meta: req.meta.clone(),
+                roles: Vec::new(),
+                scopes: Vec::new(),
+                tokens: BTreeMap::new(),
+                node: None,
+                created_at_ms: now_ms,
+                approved_at_ms: now_ms,
+            });
         merge(&mut d.roles, &req.roles);
         merge(&mut d.scopes, &req.scopes);
         d.meta = req.meta.clone();
@@ -253,10 +271,24 @@ impl PairingStore {
     }
 
     /// Issue (or replace) the token of a device for a role.
-    pub fn issue_token(&mut self, device_id: &str, role: &str, token: String, now_ms: u64) -> Option<DeviceToken> {
+    pub fn issue_token(
+        &mut self,
+        device_id: &str,
+        role: &str,
+        token: String,
+        now_ms: u64,
+    ) -> Option<DeviceToken> {
         let d = self.devices.get_mut(device_id)?;
-        let scopes = if role == "operator" { d.scopes.clone() } else { Vec::new() };
-        let t = DeviceToken { token, scopes, issued_at_ms: now_ms };
+        let scopes = if role == "operator" {
+            d.scopes.clone()
+        } else {
+            Vec::new()
+        };
+        let t = DeviceToken {
+            token,
+            scopes,
+            issued_at_ms: now_ms,
+        };
         d.tokens.insert(role.to_string(), t.clone());
         Some(t)
     }
@@ -267,17 +299,27 @@ impl PairingStore {
         self.devices
             .get(device_id)
             .and_then(|d| d.tokens.get(role))
-            .is_some_and(|t| t.token.len() == token.len() && bool::from(t.token.as_bytes().ct_eq(token.as_bytes())))
+            .is_some_and(|t| {
+                t.token.len() == token.len()
+                    && bool::from(t.token.as_bytes().ct_eq(token.as_bytes()))
+            })
     }
 
     /// Revoke a device's token for a role; returns whether one existed.
     pub fn revoke_token(&mut self, device_id: &str, role: &str) -> bool {
-        self.devices.get_mut(device_id).is_some_and(|d| d.tokens.remove(role).is_some())
+        self.devices
+            .get_mut(device_id)
+            .is_some_and(|d| d.tokens.remove(role).is_some())
     }
 
     /// `device.pair.list` / `node.pair.list` payload for one kind.
     pub fn list(&self, kind: PendingKind) -> Value {
-        let pending: Vec<Value> = self.pending.values().filter(|p| p.kind == kind).map(|p| pending_json(p, kind)).collect();
+        let pending: Vec<Value> = self
+            .pending
+            .values()
+            .filter(|p| p.kind == kind)
+            .map(|p| pending_json(p, kind))
+            .collect();
         let paired: Vec<Value> = self
             .devices
             .values()
@@ -334,7 +376,10 @@ pub fn pending_json(p: &PendingRequest, kind: PendingKind) -> Value {
                 m.insert("version".into(), json!(p.meta.version));
                 m.insert("caps".into(), json!(p.caps));
                 m.insert("commands".into(), json!(p.commands));
-                m.insert("requiredApproveScopes".into(), json!(required_approve_scopes(&p.commands)));
+                m.insert(
+                    "requiredApproveScopes".into(),
+                    json!(required_approve_scopes(&p.commands)),
+                );
             }
         }
     }
@@ -343,14 +388,25 @@ pub fn pending_json(p: &PendingRequest, kind: PendingKind) -> Value {
 
 /// Scopes needed to approve a node with these commands (upstream §4.2).
 pub fn required_approve_scopes(commands: &[String]) -> Vec<&'static str> {
-    const ADMIN_COMMANDS: &[&str] = &["system.run", "system.run.prepare", "system.which", "fs.listDir"];
+    const ADMIN_COMMANDS: &[&str] = &[
+        "system.run",
+        "system.run.prepare",
+        "system.which",
+        "fs.listDir",
+    ];
     if commands.is_empty() {
         return vec!["operator.pairing"];
     }
     let admin = commands.iter().any(|c| {
-        ADMIN_COMMANDS.contains(&c.as_str()) || c.starts_with("browser.proxy") || c.starts_with("system.execApprovals.")
+        ADMIN_COMMANDS.contains(&c.as_str())
+            || c.starts_with("browser.proxy")
+            || c.starts_with("system.execApprovals.")
     });
-    if admin { vec!["operator.pairing", "operator.admin"] } else { vec!["operator.pairing", "operator.write"] }
+    if admin {
+        vec!["operator.pairing", "operator.admin"]
+    } else {
+        vec!["operator.pairing", "operator.write"]
+    }
 }
 
 /// A paired device as `device.pair.list` shows it (tokens are never shown).
@@ -444,7 +500,13 @@ mod tests {
 
     #[test]
     fn garbage_and_future_versions_are_refused() {
-        assert!(matches!(PairingStore::load(b"{"), Err(StoreError::Invalid(_))));
-        assert!(matches!(PairingStore::load(br#"{"version":99}"#), Err(StoreError::TooNew(99))));
+        assert!(matches!(
+            PairingStore::load(b"{"),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            PairingStore::load(br#"{"version":99}"#),
+            Err(StoreError::TooNew(99))
+        ));
     }
 }

@@ -13,6 +13,9 @@ use crate::gateway::{Gateway, Timer};
 use crate::log::Level;
 use crate::scopes::Role;
 
+/// Largest `node.invoke.progress` chunk, in bytes (upstream's `MAX_PROGRESS_CHUNK_BYTES`).
+pub(crate) const MAX_PROGRESS_CHUNK_BYTES: usize = 16 * 1024;
+
 /// An invocation waiting for its node.
 #[derive(Debug)]
 pub(crate) struct Invoke {
@@ -53,12 +56,22 @@ impl Router {
     }
 
     pub(crate) fn prune_dedupe(&mut self, now: Instant, ttl: Duration) {
-        while self.dedupe.front().is_some_and(|(t, _, _)| now.saturating_duration_since(*t) > ttl) {
+        while self
+            .dedupe
+            .front()
+            .is_some_and(|(t, _, _)| now.saturating_duration_since(*t) > ttl)
+        {
             self.dedupe.pop_front();
         }
     }
 
-    fn remember(&mut self, now: Instant, key: String, result: Result<Value, ErrorShape>, max: usize) {
+    fn remember(
+        &mut self,
+        now: Instant,
+        key: String,
+        result: Result<Value, ErrorShape>,
+        max: usize,
+    ) {
         if max == 0 {
             return;
         }
@@ -87,7 +100,13 @@ fn respond(result: &Result<Value, ErrorShape>, req: &str) -> OutFrame {
 impl Gateway {
     /// The effective commands of a node: declared ∩ approved ∩ allow/deny.
     pub(crate) fn effective_commands(&self, node_id: &str, declared: &[String]) -> Vec<String> {
-        let approved = self.store.devices.get(node_id).and_then(|d| d.node.as_ref()).map(|n| n.commands.clone()).unwrap_or_default();
+        let approved = self
+            .store
+            .devices
+            .get(node_id)
+            .and_then(|d| d.node.as_ref())
+            .map(|n| n.commands.clone())
+            .unwrap_or_default();
         let mut out: Vec<String> = declared
             .iter()
             .filter(|c| approved.contains(c) || self.config.node_commands_allow.contains(c))
@@ -100,10 +119,15 @@ impl Gateway {
     }
 
     pub(crate) fn node_connected(&mut self, now: Instant, id: ConnId, node_id: &str) {
-        if let Some(old) = self.router.nodes.insert(node_id.to_string(), id) {
-            if old != id {
-                self.log_at(now, Level::Info, Some(old), "node reconnected elsewhere".into());
-            }
+        if let Some(old) = self.router.nodes.insert(node_id.to_string(), id)
+            && old != id
+        {
+            self.log(
+                now,
+                Level::Info,
+                Some(old),
+                "node reconnected elsewhere".into(),
+            );
         }
         self.presence_changed(now);
     }
@@ -112,7 +136,13 @@ impl Gateway {
         if self.router.nodes.get(node_id) == Some(&id) {
             self.router.nodes.remove(node_id);
         }
-        let dead: Vec<u64> = self.router.invokes.iter().filter(|(_, inv)| inv.node_conn == id).map(|(k, _)| *k).collect();
+        let dead: Vec<u64> = self
+            .router
+            .invokes
+            .iter()
+            .filter(|(_, inv)| inv.node_conn == id)
+            .map(|(k, _)| *k)
+            .collect();
         for k in dead {
             let err = ErrorShape::new(ErrorCode::Unavailable, "node disconnected during invoke")
                 .with_details(json!({"code": "NODE_DISCONNECTED", "nodeCommandDispatched": true}));
@@ -138,11 +168,18 @@ impl Gateway {
             "reason": "self", "instanceId": self.boot_id, "ts": ts,
             "text": format!("Gateway: {host} · app {version} · mode gateway · reason self"),
         })];
-        let mut sessions: Vec<(&ConnId, &crate::conn::Session)> =
-            self.conns.iter().filter_map(|(id, c)| c.session().map(|s| (id, s))).collect();
+        let mut sessions: Vec<(&ConnId, &crate::conn::Session)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| c.session().map(|s| (id, s)))
+            .collect();
         sessions.sort_by_key(|(id, _)| **id);
         for (_, s) in sessions {
-            let name = s.client.display_name.clone().unwrap_or_else(|| s.client.id.clone());
+            let name = s
+                .client
+                .display_name
+                .clone()
+                .unwrap_or_else(|| s.client.id.clone());
             let mut e = json!({
                 "host": name, "version": s.client.version, "platform": s.client.platform, "mode": s.client.mode,
                 "roles": [s.role.as_str()], "scopes": s.scopes, "reason": "connect", "ts": s.connected_at_ms,
@@ -162,39 +199,54 @@ impl Gateway {
 
     /// One node as `node.list` and `node.describe` show it.
     pub(crate) fn node_entry(&self, node_id: &str) -> Option<Value> {
-        let live = self.router.nodes.get(node_id).and_then(|c| self.conns.get(c)).and_then(|c| c.session());
+        let live = self
+            .router
+            .nodes
+            .get(node_id)
+            .and_then(|c| self.conns.get(c))
+            .and_then(|c| c.session());
         let paired = self.store.devices.get(node_id);
         let approval = paired.and_then(|d| d.node.as_ref());
         if live.is_none() && approval.is_none() {
             return None;
         }
         let meta = paired.map(|d| d.meta.clone()).unwrap_or_default();
-        let pending = self.store.pending_for(node_id, crate::pairing::PendingKind::Node);
-        let (display, platform, version, client_id, client_mode, family, declared, caps_declared) = match live {
-            Some(s) => (
-                s.client.display_name.clone(),
-                s.client.platform.clone(),
-                s.client.version.clone(),
-                s.client.id.clone(),
-                s.client.mode.clone(),
-                s.client.device_family.clone(),
-                s.commands.clone(),
-                s.caps.clone(),
-            ),
-            None => (
-                meta.display_name.clone(),
-                meta.platform.clone(),
-                meta.version.clone(),
-                meta.client_id.clone(),
-                meta.client_mode.clone(),
-                meta.device_family.clone(),
-                approval.map(|a| a.commands.clone()).unwrap_or_default(),
-                approval.map(|a| a.caps.clone()).unwrap_or_default(),
-            ),
+        let pending = self
+            .store
+            .pending_for(node_id, crate::pairing::PendingKind::Node);
+        let (display, platform, version, client_id, client_mode, family, declared, caps_declared) =
+            match live {
+                Some(s) => (
+                    s.client.display_name.clone(),
+                    s.client.platform.clone(),
+                    s.client.version.clone(),
+                    s.client.id.clone(),
+                    s.client.mode.clone(),
+                    s.client.device_family.clone(),
+                    s.commands.clone(),
+                    s.caps.clone(),
+                ),
+                None => (
+                    meta.display_name.clone(),
+                    meta.platform.clone(),
+                    meta.version.clone(),
+                    meta.client_id.clone(),
+                    meta.client_mode.clone(),
+                    meta.device_family.clone(),
+                    approval.map(|a| a.commands.clone()).unwrap_or_default(),
+                    approval.map(|a| a.caps.clone()).unwrap_or_default(),
+                ),
+            };
+        let commands = if approval.is_some() {
+            self.effective_commands(node_id, &declared)
+        } else {
+            Vec::new()
         };
-        let commands = if approval.is_some() { self.effective_commands(node_id, &declared) } else { Vec::new() };
         let caps: Vec<String> = match approval {
-            Some(a) => caps_declared.into_iter().filter(|c| a.caps.contains(c)).collect(),
+            Some(a) => caps_declared
+                .into_iter()
+                .filter(|c| a.caps.contains(c))
+                .collect(),
             None => Vec::new(),
         };
         let mut e = json!({
@@ -239,39 +291,90 @@ impl Gateway {
     }
 
     /// `node.invoke` from an operator.
-    pub(crate) fn node_invoke(&mut self, now: Instant, caller: ConnId, req_id: &str, params: &Value) {
-        let allowed = ["nodeId", "command", "params", "timeoutMs", "idempotencyKey", "sessionKey", "turnSourceChannel", "turnSourceTo", "turnSourceAccountId", "turnSourceThreadId"];
-        let checked = crate::methods::check_params(params, &allowed, &["nodeId", "command", "idempotencyKey"]);
+    pub(crate) fn node_invoke(
+        &mut self,
+        now: Instant,
+        caller: ConnId,
+        req_id: &str,
+        params: &Value,
+    ) {
+        let allowed = [
+            "nodeId",
+            "command",
+            "params",
+            "timeoutMs",
+            "idempotencyKey",
+            "sessionKey",
+            "turnSourceChannel",
+            "turnSourceTo",
+            "turnSourceAccountId",
+            "turnSourceThreadId",
+        ];
+        let checked = crate::methods::check_params(
+            params,
+            &allowed,
+            &["nodeId", "command", "idempotencyKey"],
+        );
         if let Err(e) = checked {
             self.send(now, caller, &OutFrame::err(req_id, e));
             return;
         }
-        let s = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let s = |k: &str| {
+            params
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let (node_id, command, key) = (s("nodeId"), s("command"), s("idempotencyKey"));
         let ttl = self.config.limits.dedupe_ttl;
         if let Some(result) = self.router.cached(now, &key, ttl) {
             self.send(now, caller, &respond(&result, req_id));
             return;
         }
-        if let Some(inv) = self.router.in_flight.get(&key).and_then(|k| self.router.invokes.get_mut(k)) {
+        if let Some(inv) = self
+            .router
+            .in_flight
+            .get(&key)
+            .and_then(|k| self.router.invokes.get_mut(k))
+        {
             inv.waiters.push((caller, req_id.to_string()));
             return;
         }
         let Some(node_conn) = self.router.nodes.get(&node_id).copied() else {
-            let e = ErrorShape::new(ErrorCode::Unavailable, format!("node not connected: {node_id}"))
-                .with_details(json!({"code": "NODE_NOT_CONNECTED", "nodeId": node_id}));
+            let e = ErrorShape::new(
+                ErrorCode::Unavailable,
+                format!("node not connected: {node_id}"),
+            )
+            .with_details(json!({"code": "NODE_NOT_CONNECTED", "nodeId": node_id}));
             self.send(now, caller, &OutFrame::err(req_id, e));
             return;
         };
-        let declared = self.conns.get(&node_conn).and_then(|c| c.session()).map(|s| s.commands.clone()).unwrap_or_default();
-        let platform = self.conns.get(&node_conn).and_then(|c| c.session()).map(|s| s.client.platform.clone()).unwrap_or_default();
-        if !self.effective_commands(&node_id, &declared).contains(&command) {
+        let declared = self
+            .conns
+            .get(&node_conn)
+            .and_then(|c| c.session())
+            .map(|s| s.commands.clone())
+            .unwrap_or_default();
+        let platform = self
+            .conns
+            .get(&node_conn)
+            .and_then(|c| c.session())
+            .map(|s| s.client.platform.clone())
+            .unwrap_or_default();
+        if !self
+            .effective_commands(&node_id, &declared)
+            .contains(&command)
+        {
             let e = ErrorShape::invalid(format!("node command not allowed: \"{command}\" is not in the allowlist for platform \"{platform}\""))
                 .with_details(json!({"reason": "command not allowlisted", "command": command}));
             self.send(now, caller, &OutFrame::err(req_id, e));
             return;
         }
-        let timeout_ms = params.get("timeoutMs").and_then(Value::as_u64).unwrap_or(self.config.limits.node_invoke_default_timeout.as_millis() as u64);
+        let timeout_ms = params
+            .get("timeoutMs")
+            .and_then(Value::as_u64)
+            .unwrap_or(self.config.limits.node_invoke_default_timeout.as_millis() as u64);
         let uuid = self.uuid();
         let mut payload = json!({"id": uuid, "nodeId": node_id, "command": command, "timeoutMs": timeout_ms, "idempotencyKey": key});
         if let Some(p) = params.get("params") {
@@ -297,28 +400,128 @@ impl Gateway {
         self.router.invoke_by_uuid.insert(uuid, k);
         self.router.in_flight.insert(key, k);
         self.schedule(deadline, Timer::Invoke(k));
-        self.log_at(now, Level::Debug, Some(caller), format!("node.invoke {command} on {node_id}"));
-        self.send(now, node_conn, &OutFrame::direct("node.invoke.request", payload));
+        self.log(
+            now,
+            Level::Debug,
+            Some(caller),
+            format!("node.invoke {command} on {node_id}"),
+        );
+        self.send(
+            now,
+            node_conn,
+            &OutFrame::direct("node.invoke.request", payload),
+        );
+    }
+
+    /// `node.invoke.progress` from a node: a bounded output chunk, forwarded to the caller as a
+    /// direct `node.invoke.progress` event. Chunks of invocations no longer in flight are ignored.
+    pub(crate) fn node_invoke_progress(
+        &mut self,
+        now: Instant,
+        node_conn: ConnId,
+        req_id: &str,
+        params: &Value,
+    ) {
+        let checked = crate::methods::check_params(
+            params,
+            &["invokeId", "nodeId", "seq", "chunk"],
+            &["invokeId", "nodeId", "seq", "chunk"],
+        );
+        let chunk_len = params
+            .get("chunk")
+            .and_then(Value::as_str)
+            .map_or(0, str::len);
+        let result = checked
+            .and_then(|_| self.check_node_identity(node_conn, params))
+            .and_then(|_| {
+                if chunk_len > MAX_PROGRESS_CHUNK_BYTES {
+                    Err(ErrorShape::invalid("progress chunk too large"))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = result {
+            self.send(now, node_conn, &OutFrame::err(req_id, e));
+            return;
+        }
+        let uuid = params.get("invokeId").and_then(Value::as_str).unwrap_or("");
+        let caller = self
+            .router
+            .invoke_by_uuid
+            .get(uuid)
+            .and_then(|k| self.router.invokes.get(k))
+            .filter(|inv| inv.node_conn == node_conn)
+            .map(|inv| inv.caller);
+        self.send(
+            now,
+            node_conn,
+            &OutFrame::ok(req_id, json!({"ok": true, "ignored": caller.is_none()})),
+        );
+        if let Some(caller) = caller {
+            self.send(
+                now,
+                caller,
+                &OutFrame::direct("node.invoke.progress", params.clone()),
+            );
+        }
+    }
+
+    /// A node may only speak for itself.
+    fn check_node_identity(&self, node_conn: ConnId, params: &Value) -> Result<(), ErrorShape> {
+        let own = self
+            .conns
+            .get(&node_conn)
+            .and_then(|c| c.session())
+            .and_then(|s| s.device_id.as_deref());
+        match (own, params.get("nodeId").and_then(Value::as_str)) {
+            (Some(a), Some(b)) if a == b => Ok(()),
+            _ => Err(ErrorShape::invalid("nodeId mismatch")),
+        }
     }
 
     /// `node.invoke.result` from a node.
-    pub(crate) fn node_invoke_result(&mut self, now: Instant, node_conn: ConnId, req_id: &str, params: &Value) {
-        let checked = crate::methods::check_params(params, &["id", "nodeId", "ok", "payload", "payloadJSON", "error"], &["id", "nodeId", "ok"]);
+    pub(crate) fn node_invoke_result(
+        &mut self,
+        now: Instant,
+        node_conn: ConnId,
+        req_id: &str,
+        params: &Value,
+    ) {
+        let checked = crate::methods::check_params(
+            params,
+            &["id", "nodeId", "ok", "payload", "payloadJSON", "error"],
+            &["id", "nodeId", "ok"],
+        );
+        let checked = checked.and_then(|_| self.check_node_identity(node_conn, params));
         if let Err(e) = checked {
             self.send(now, node_conn, &OutFrame::err(req_id, e));
             return;
         }
         let uuid = params.get("id").and_then(Value::as_str).unwrap_or("");
         let k = self.router.invoke_by_uuid.get(uuid).copied();
-        let Some(k) = k.filter(|k| self.router.invokes.get(k).is_some_and(|inv| inv.node_conn == node_conn)) else {
-            self.send(now, node_conn, &OutFrame::ok(req_id, json!({"ok": true, "ignored": true})));
+        let Some(k) = k.filter(|k| {
+            self.router
+                .invokes
+                .get(k)
+                .is_some_and(|inv| inv.node_conn == node_conn)
+        }) else {
+            self.send(
+                now,
+                node_conn,
+                &OutFrame::ok(req_id, json!({"ok": true, "ignored": true})),
+            );
             return;
         };
         self.send(now, node_conn, &OutFrame::ok(req_id, json!({"ok": true})));
-        let Some(inv) = self.router.invokes.get(&k) else { return };
+        let Some(inv) = self.router.invokes.get(&k) else {
+            return;
+        };
         let ok = params.get("ok").and_then(Value::as_bool).unwrap_or(false);
         let result = if ok {
-            let payload_json = params.get("payloadJSON").and_then(Value::as_str).map(str::to_string);
+            let payload_json = params
+                .get("payloadJSON")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let payload = match (&payload_json, params.get("payload")) {
                 (_, Some(p)) => p.clone(),
                 (Some(j), None) => serde_json::from_str(j).unwrap_or(Value::Null),
@@ -331,8 +534,16 @@ impl Gateway {
             Ok(v)
         } else {
             let err = params.get("error").cloned().unwrap_or(json!({}));
-            let code = err.get("code").and_then(Value::as_str).unwrap_or("NODE_ERROR").to_string();
-            let message = err.get("message").and_then(Value::as_str).unwrap_or("node command failed").to_string();
+            let code = err
+                .get("code")
+                .and_then(Value::as_str)
+                .unwrap_or("NODE_ERROR")
+                .to_string();
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("node command failed")
+                .to_string();
             Err(ErrorShape::new(ErrorCode::Unavailable, format!("{code}: {message}"))
                 .with_details(json!({"nodeError": {"code": code, "message": message}, "nodeCommandDispatched": true})))
         };
@@ -340,25 +551,38 @@ impl Gateway {
     }
 
     pub(crate) fn invoke_expired(&mut self, now: Instant, k: u64) {
-        let Some(inv) = self.router.invokes.get(&k) else { return };
+        let Some(inv) = self.router.invokes.get(&k) else {
+            return;
+        };
         if inv.deadline > now {
             return;
         }
-        let (node_conn, cancel) = (inv.node_conn, json!({"invokeId": inv.uuid, "nodeId": inv.node_id}));
-        self.send(now, node_conn, &OutFrame::direct("node.invoke.cancel", cancel));
-        let err = ErrorShape::new(ErrorCode::Unavailable, "TIMEOUT: node invoke timed out").with_details(json!({
-            "nodeError": {"code": "TIMEOUT", "message": "node invoke timed out"},
-            "nodeCommandDispatched": true,
-        }));
+        let (node_conn, cancel) = (
+            inv.node_conn,
+            json!({"invokeId": inv.uuid, "nodeId": inv.node_id}),
+        );
+        self.send(
+            now,
+            node_conn,
+            &OutFrame::direct("node.invoke.cancel", cancel),
+        );
+        let err = ErrorShape::new(ErrorCode::Unavailable, "TIMEOUT: node invoke timed out")
+            .with_details(json!({
+                "nodeError": {"code": "TIMEOUT", "message": "node invoke timed out"},
+                "nodeCommandDispatched": true,
+            }));
         self.finish_invoke(now, k, Err(err));
     }
 
     fn finish_invoke(&mut self, now: Instant, k: u64, result: Result<Value, ErrorShape>) {
-        let Some(inv) = self.router.invokes.remove(&k) else { return };
+        let Some(inv) = self.router.invokes.remove(&k) else {
+            return;
+        };
         self.router.invoke_by_uuid.remove(&inv.uuid);
         self.router.in_flight.remove(&inv.idempotency_key);
         let max = self.config.limits.dedupe_max;
-        self.router.remember(now, inv.idempotency_key.clone(), result.clone(), max);
+        self.router
+            .remember(now, inv.idempotency_key.clone(), result.clone(), max);
         self.send(now, inv.caller, &respond(&result, &inv.caller_req));
         for (c, r) in inv.waiters {
             self.send(now, c, &respond(&result, &r));

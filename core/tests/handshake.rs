@@ -17,15 +17,25 @@ fn local_cli_in_mode_none_gets_hello_with_requested_scopes() {
     assert_eq!(hello["protocol"], 4);
     assert_eq!(hello["auth"]["scopes"], json!(["operator.read"]));
     assert_eq!(hello["policy"]["tickIntervalMs"], 30000);
-    assert!(hello["features"]["methods"].as_array().unwrap().iter().any(|m| m == "health"));
+    assert!(
+        hello["features"]["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "health")
+    );
 }
 
 #[test]
 fn wrong_token_is_refused_with_1008() {
     let mut p = Pair::new(Config::local_default().with_token("secret"));
     let id = p.connect(cli(Some("nope")), loopback());
+    p.settle();
     let err = p.connect_error(id).expect("connect failed");
-    assert_eq!(err.message, "unauthorized: gateway token mismatch (use this gateway's gateway.auth.token or pair the device)");
+    assert_eq!(
+        err.message,
+        "unauthorized: gateway token mismatch (use this gateway's gateway.auth.token or pair the device)"
+    );
     assert_eq!(err.details.as_ref().unwrap()["code"], "AUTH_TOKEN_MISMATCH");
     assert_eq!(p.close_of(id), Some((Some(1008), err.message.clone())));
 }
@@ -36,7 +46,10 @@ fn no_token_no_device_is_device_identity_required() {
     let id = p.connect(cli(None), loopback());
     let err = p.connect_error(id).unwrap();
     assert_eq!(err.message, "device identity required");
-    assert_eq!(p.close_of(id), Some((Some(1008), "device identity required".into())));
+    assert_eq!(
+        p.close_of(id),
+        Some((Some(1008), "device identity required".into()))
+    );
 }
 
 #[test]

@@ -91,7 +91,11 @@ pub enum Requirement {
 
 /// Look up a method of the upstream table.
 pub fn requirement(method: &str) -> Option<Requirement> {
-    table::METHODS.binary_search_by(|(m, _)| (*m).cmp(method)).ok().and_then(|i| table::METHODS.get(i)).map(|(_, r)| *r)
+    table::METHODS
+        .binary_search_by(|(m, _)| (*m).cmp(method))
+        .ok()
+        .and_then(|i| table::METHODS.get(i))
+        .map(|(_, r)| *r)
 }
 
 /// Whether `granted` satisfies `required`, with upstream's implications.
@@ -99,14 +103,23 @@ pub fn satisfied(granted: &[String], required: &str) -> bool {
     granted.iter().any(|g| {
         g == ADMIN
             || g == required
-            || (g == WRITE && matches!(required, READ | TALK | "operator.sessions.read" | "operator.sessions.write"))
+            || (g == WRITE
+                && matches!(
+                    required,
+                    READ | TALK | "operator.sessions.read" | "operator.sessions.write"
+                ))
             || (g == "operator.sessions.write" && required == "operator.sessions.read")
             || (g == READ && required == "operator.sessions.read")
     })
 }
 
 /// Node commands whose invocation needs `operator.admin` rather than write.
-const ADMIN_NODE_COMMANDS: &[&str] = &["browser.proxy", "browser.proxy.upload.v1", "fs.listDir", "terminal.upload"];
+const ADMIN_NODE_COMMANDS: &[&str] = &[
+    "browser.proxy",
+    "browser.proxy.upload.v1",
+    "fs.listDir",
+    "terminal.upload",
+];
 
 /// The scopes a method call needs beyond the role check, in upstream's order.
 fn required_scope(method: &str, params: &Value) -> &'static str {
@@ -131,7 +144,12 @@ fn required_scope(method: &str, params: &Value) -> &'static str {
 
 /// Authorize a method call for a role and granted scopes, as upstream does: `health` always;
 /// node-only methods for nodes only; everything else for operators with the scope the table names.
-pub fn authorize(role: Role, granted: &[String], method: &str, params: &Value) -> Result<(), ErrorShape> {
+pub fn authorize(
+    role: Role,
+    granted: &[String],
+    method: &str,
+    params: &Value,
+) -> Result<(), ErrorShape> {
     if method == "health" {
         return Ok(());
     }
@@ -142,7 +160,11 @@ pub fn authorize(role: Role, granted: &[String], method: &str, params: &Value) -
         (Role::Operator, true) => return Err(ErrorShape::invalid("unauthorized role: operator")),
         (Role::Operator, false) => {}
     }
-    if matches!(method, "device.scopes.requestUpgrade" | "device.scopes.waitUpgrade") || granted.iter().any(|s| s == ADMIN) {
+    if matches!(
+        method,
+        "device.scopes.requestUpgrade" | "device.scopes.waitUpgrade"
+    ) || granted.iter().any(|s| s == ADMIN)
+    {
         return Ok(());
     }
     let need = required_scope(method, params);
@@ -155,29 +177,54 @@ pub fn authorize(role: Role, granted: &[String], method: &str, params: &Value) -
 
 /// The `FORBIDDEN missing scope` error.
 pub fn missing_scope(scope: &str) -> ErrorShape {
-    ErrorShape::new(ErrorCode::Forbidden, format!("missing scope: {scope}"))
-        .with_details(json!({"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]}))
+    ErrorShape::new(ErrorCode::Forbidden, format!("missing scope: {scope}")).with_details(
+        json!({"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]}),
+    )
 }
 
 /// The scope a broadcast event needs, `Some("")` for unrestricted ones, `None` when unknown
 /// (unknown events fail closed).
 pub fn event_scope(event: &str) -> Option<&'static str> {
     Some(match event {
-        "tick" | "health" | "heartbeat" | "shutdown" | "gateway.suspension" | "update.available" => "",
-        "agent" | "chat" | "presence" | "cron" | "config.changed" | "sessions.changed" | "node.presence"
-        | "node.hostStats" | "node.runnerInventory.changed" | "talk.event" | "skills.changed" | "plugins.changed"
-        | "models.snapshot" | "chat.metadata.changed" | "users.prefs.changed" | "portal.changed"
-        | "progressCard.changed" | "mentions.changed" | "ui.command" | "plugins.controlUi.changed"
+        "tick" | "health" | "heartbeat" | "shutdown" | "gateway.suspension"
+        | "update.available" => "",
+        "agent"
+        | "chat"
+        | "presence"
+        | "cron"
+        | "config.changed"
+        | "sessions.changed"
+        | "node.presence"
+        | "node.hostStats"
+        | "node.runnerInventory.changed"
+        | "talk.event"
+        | "skills.changed"
+        | "plugins.changed"
+        | "models.snapshot"
+        | "chat.metadata.changed"
+        | "users.prefs.changed"
+        | "portal.changed"
+        | "progressCard.changed"
+        | "mentions.changed"
+        | "ui.command"
+        | "plugins.controlUi.changed"
         | "controlUi.sessionPullRequests.changed" => READ,
         "session.approval" => APPROVALS,
-        e if e.starts_with("session.") || e.starts_with("task") || e.starts_with("voicewake.") => READ,
+        e if e.starts_with("session.") || e.starts_with("task") || e.starts_with("voicewake.") => {
+            READ
+        }
         e if e.starts_with("device.pair.") || e.starts_with("node.pair.") => PAIRING,
-        e if e.starts_with("exec.approval.") || e.starts_with("plugin.approval.") || e.starts_with("openclaw.approval.") => {
+        e if e.starts_with("exec.approval.")
+            || e.starts_with("plugin.approval.")
+            || e.starts_with("openclaw.approval.") =>
+        {
             APPROVALS
         }
         e if e.starts_with("question.") => QUESTIONS,
         "talk.mode" | "talk.voice.change" => TALK,
-        "terminal.data" | "terminal.exit" | "update.run.changed" | "plugins.install.progress" => ADMIN,
+        "terminal.data" | "terminal.exit" | "update.run.changed" | "plugins.install.progress" => {
+            ADMIN
+        }
         e if e.starts_with("plugin.") => WRITE,
         _ => return None,
     })
@@ -216,9 +263,15 @@ mod tests {
         assert_eq!(table::METHODS.len(), 482);
         assert!(table::METHODS.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(requirement("status"), Some(Requirement::Read));
-        assert_eq!(requirement("node.invoke.result"), Some(Requirement::NodeRole));
+        assert_eq!(
+            requirement("node.invoke.result"),
+            Some(Requirement::NodeRole)
+        );
         assert_eq!(requirement("config.apply"), Some(Requirement::Admin));
-        assert_eq!(requirement("device.token.rotate"), Some(Requirement::Pairing));
+        assert_eq!(
+            requirement("device.token.rotate"),
+            Some(Requirement::Pairing)
+        );
     }
 
     #[test]
@@ -238,22 +291,50 @@ mod tests {
     fn implications() {
         assert!(authorize(Role::Operator, &s(&[WRITE]), "status", &Value::Null).is_ok());
         assert!(authorize(Role::Operator, &s(&[READ]), "send", &Value::Null).is_err());
-        assert!(authorize(Role::Operator, &s(&[ADMIN]), "anything.unknown", &Value::Null).is_ok());
+        assert!(
+            authorize(
+                Role::Operator,
+                &s(&[ADMIN]),
+                "anything.unknown",
+                &Value::Null
+            )
+            .is_ok()
+        );
         let e = authorize(Role::Operator, &s(&[READ]), "nosuch.method", &Value::Null).unwrap_err();
         assert_eq!(e.message, "missing scope: operator.admin");
     }
 
     #[test]
     fn roles_are_separated() {
-        assert_eq!(authorize(Role::Operator, &s(&[ADMIN]), "node.invoke.result", &Value::Null).unwrap_err().message, "unauthorized role: operator");
-        assert_eq!(authorize(Role::Node, &[], "status", &Value::Null).unwrap_err().message, "unauthorized role: node");
+        assert_eq!(
+            authorize(
+                Role::Operator,
+                &s(&[ADMIN]),
+                "node.invoke.result",
+                &Value::Null
+            )
+            .unwrap_err()
+            .message,
+            "unauthorized role: operator"
+        );
+        assert_eq!(
+            authorize(Role::Node, &[], "status", &Value::Null)
+                .unwrap_err()
+                .message,
+            "unauthorized role: node"
+        );
         assert!(authorize(Role::Node, &[], "node.event", &Value::Null).is_ok());
     }
 
     #[test]
     fn node_invoke_is_dynamic() {
         let p = serde_json::json!({"command": "fs.listDir"});
-        assert_eq!(authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p).unwrap_err().message, "missing scope: operator.admin");
+        assert_eq!(
+            authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p)
+                .unwrap_err()
+                .message,
+            "missing scope: operator.admin"
+        );
         let p = serde_json::json!({"command": "system.which"});
         assert!(authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p).is_ok());
     }
@@ -263,8 +344,16 @@ mod tests {
         assert!(may_receive(Role::Node, &[], "tick"));
         assert!(!may_receive(Role::Operator, &[], "presence"));
         assert!(may_receive(Role::Operator, &s(&[READ]), "presence"));
-        assert!(!may_receive(Role::Operator, &s(&[READ]), "device.pair.requested"));
-        assert!(may_receive(Role::Operator, &s(&[PAIRING]), "device.pair.requested"));
+        assert!(!may_receive(
+            Role::Operator,
+            &s(&[READ]),
+            "device.pair.requested"
+        ));
+        assert!(may_receive(
+            Role::Operator,
+            &s(&[PAIRING]),
+            "device.pair.requested"
+        ));
         assert!(!may_receive(Role::Operator, &s(&[ADMIN]), "made.up.event"));
     }
 }

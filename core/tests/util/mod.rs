@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-
 use clawgate_core::client::{Client, ClientConfig, Event};
 use clawgate_core::{Config, ConnId, Entropy, Gateway, LogRecord, Output, PairingStore};
 
@@ -60,8 +59,22 @@ impl Pair {
 
     pub fn with_store(config: Config, store: PairingStore) -> Self {
         let now = Instant::now();
-        let gw = Gateway::new(config, Box::new(SeqEntropy(0x9E37_79B9_7F4A_7C15)), store, now, T0_MS);
-        let mut p = Self { gw, now, start: now, peers: BTreeMap::new(), persisted: Vec::new(), logs: Vec::new(), rng: SeqEntropy(42) };
+        let gw = Gateway::new(
+            config,
+            Box::new(SeqEntropy(0x9E37_79B9_7F4A_7C15)),
+            store,
+            now,
+            T0_MS,
+        );
+        let mut p = Self {
+            gw,
+            now,
+            start: now,
+            peers: BTreeMap::new(),
+            persisted: Vec::new(),
+            logs: Vec::new(),
+            rng: SeqEntropy(42),
+        };
         p.drive();
         p
     }
@@ -75,16 +88,36 @@ impl Pair {
         let mut key = [0u8; 16];
         self.rng.fill(&mut key);
         let client = Client::new(config, key);
-        let id = self.gw.accept(self.now, peer, "127.0.0.1:18789".parse().unwrap());
-        self.peers.insert(id, Peer { client: Some(client), events: VecDeque::new(), closed: false, raw: Vec::new() });
+        let id = self
+            .gw
+            .accept(self.now, peer, "127.0.0.1:18789".parse().unwrap());
+        self.peers.insert(
+            id,
+            Peer {
+                client: Some(client),
+                events: VecDeque::new(),
+                closed: false,
+                raw: Vec::new(),
+            },
+        );
         self.drive();
         id
     }
 
     /// Connect a raw peer and send `bytes`; returns the id.
     pub fn raw(&mut self, bytes: &[u8], peer: SocketAddr) -> ConnId {
-        let id = self.gw.accept(self.now, peer, "127.0.0.1:18789".parse().unwrap());
-        self.peers.insert(id, Peer { client: None, events: VecDeque::new(), closed: false, raw: Vec::new() });
+        let id = self
+            .gw
+            .accept(self.now, peer, "127.0.0.1:18789".parse().unwrap());
+        self.peers.insert(
+            id,
+            Peer {
+                client: None,
+                events: VecDeque::new(),
+                closed: false,
+                raw: Vec::new(),
+            },
+        );
         self.drain_gateway();
         self.gw.handle_input(self.now, id, bytes);
         self.drain_gateway();
@@ -98,7 +131,9 @@ impl Pair {
             let ids: Vec<ConnId> = self.peers.keys().copied().collect();
             for id in ids {
                 let p = self.peers.get_mut(&id).unwrap();
-                let Some(client) = p.client.as_mut() else { continue };
+                let Some(client) = p.client.as_mut() else {
+                    continue;
+                };
                 while let Some(e) = client.poll_event() {
                     p.events.push_back(e);
                 }
@@ -156,6 +191,11 @@ impl Pair {
         self.drive();
     }
 
+    /// Let held refusals (the local failed-auth penalty, at most 5 s) come out.
+    pub fn settle(&mut self) {
+        self.advance(Duration::from_secs(5));
+    }
+
     pub fn peer(&mut self, id: ConnId) -> &mut Peer {
         self.peers.get_mut(&id).unwrap()
     }
@@ -164,21 +204,36 @@ impl Pair {
         self.peer(id).events.drain(..).collect()
     }
 
-    pub fn request(&mut self, id: ConnId, method: &str, params: Option<serde_json::Value>) -> String {
-        let rid = self.peer(id).client.as_mut().expect("not a raw peer").request(method, params);
+    pub fn request(
+        &mut self,
+        id: ConnId,
+        method: &str,
+        params: Option<serde_json::Value>,
+    ) -> String {
+        let rid = self
+            .peer(id)
+            .client
+            .as_mut()
+            .expect("not a raw peer")
+            .request(method, params);
         self.drive();
         rid
     }
 
     /// Request and return the response for it.
-    pub fn call(&mut self, id: ConnId, method: &str, params: Option<serde_json::Value>) -> Result<serde_json::Value, clawgate_core::frame::ErrorShape> {
+    pub fn call(
+        &mut self,
+        id: ConnId,
+        method: &str,
+        params: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, clawgate_core::frame::ErrorShape> {
         let rid = self.request(id, method, params);
         let evs = self.events(id);
         for e in evs {
-            if let Event::Response { id, result } = e {
-                if id == rid {
-                    return result;
-                }
+            if let Event::Response { id, result } = e
+                && id == rid
+            {
+                return result;
             }
         }
         panic!("no response to {method}");

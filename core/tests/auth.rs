@@ -1,0 +1,345 @@
+//! Shared-secret auth, locality, origin, proxies, rate limits and scopes.
+
+mod util;
+
+use std::time::Duration;
+
+use clawgate_core::Config;
+use clawgate_core::client::Event;
+use serde_json::json;
+use util::*;
+
+#[test]
+fn password_mode_accepts_the_password_in_either_field() {
+    let mut p = Pair::new(Config::local_default().with_password("pw"));
+    let mut c = cli(None);
+    c.password = Some("pw".into());
+    let id = p.connect(c, loopback());
+    assert_eq!(p.hello(id).unwrap()["auth"]["method"], "password");
+    let id = p.connect(cli(Some("pw")), loopback());
+    assert!(p.hello(id).is_some(), "the secret may arrive in auth.token");
+    let mut c = cli(None);
+    c.password = Some("wrong".into());
+    let id = p.connect(c, loopback());
+    p.settle();
+    let e = p.connect_error(id).unwrap();
+    assert_eq!(e.details.unwrap()["code"], "AUTH_PASSWORD_MISMATCH");
+    assert_eq!(p.close_of(id).unwrap().0, Some(1008));
+}
+
+#[test]
+fn mode_none_refuses_remote_connections() {
+    let mut p = Pair::new(Config::local_default());
+    let id = p.connect(cli(None), remote());
+    let e = p.connect_error(id).unwrap();
+    assert_eq!(
+        e.message,
+        "unauthorized: gateway auth required for non-local connections"
+    );
+    assert_eq!(e.details.unwrap()["code"], "AUTH_REQUIRED");
+    assert_eq!(p.close_of(id).unwrap().0, Some(1008));
+}
+
+#[test]
+fn mode_none_local_non_cli_client_gets_no_scopes() {
+    let mut p = Pair::new(Config::local_default());
+    let mut c = cli(None);
+    c.client.id = "test".into();
+    c.client.mode = "test".into();
+    c.scopes = vec!["operator.admin".into()];
+    let id = p.connect(c, loopback());
+    assert_eq!(p.hello(id).unwrap()["auth"]["scopes"], json!([]));
+}
+
+#[test]
+fn foreign_origin_is_refused_and_allowed_origin_passes() {
+    let mut cfg = Config::local_default();
+    cfg.allowed_origins = vec!["https://ui.example.com".into()];
+    let mut p = Pair::new(cfg);
+    let mut c = cli(None);
+    c.origin = Some("https://evil.example".into());
+    let id = p.connect(c, loopback());
+    let e = p.connect_error(id).unwrap();
+    assert_eq!(e.details.unwrap()["code"], "CONTROL_UI_ORIGIN_NOT_ALLOWED");
+    assert_eq!(p.close_of(id).unwrap().0, Some(1008));
+    // An allowed but non-loopback origin is not local: mode none refuses it.
+    let mut c = cli(None);
+    c.origin = Some("https://ui.example.com".into());
+    let id = p.connect(c, loopback());
+    assert_eq!(
+        p.connect_error(id).unwrap().details.unwrap()["code"],
+        "AUTH_REQUIRED"
+    );
+    // A loopback origin is local, but a browser-origin cli keeps no scopes.
+    let mut c = cli(None);
+    c.origin = Some("http://localhost:5173".into());
+    let id = p.connect(c, loopback());
+    assert_eq!(p.hello(id).unwrap()["auth"]["scopes"], json!([]));
+}
+
+#[test]
+fn forwarding_headers_from_untrusted_peer_get_403() {
+    let mut p = Pair::new(Config::local_default());
+    let id = p.raw(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: 203.0.113.5\r\n\r\n", loopback());
+    let raw = String::from_utf8_lossy(&p.peer(id).raw).into_owned();
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    assert!(raw.contains("proxy_attribution_required") && raw.contains("gateway.trustedProxies"));
+    assert!(p.peer(id).closed);
+}
+
+#[test]
+fn trusted_proxy_forwarding_a_remote_client_is_not_local() {
+    let mut cfg = Config::local_default().with_token("t");
+    cfg.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let mut p = Pair::new(cfg);
+    let id = p.raw(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: 203.0.113.5\r\n\r\n", loopback());
+    let raw = String::from_utf8_lossy(&p.peer(id).raw).into_owned();
+    assert!(raw.starts_with("HTTP/1.1 101"), "{raw}");
+    assert!(
+        p.logs
+            .iter()
+            .any(|l| l.message.contains("203.0.113.5") && l.message.contains("local: false"))
+    );
+}
+
+#[test]
+fn remote_failures_lock_out_after_ten_and_device_bucket_is_separate() {
+    let mut p = Pair::new(Config::local_default().with_token("right"));
+    for _ in 0..10 {
+        let id = p.connect(cli(Some("wrong")), remote());
+        assert_eq!(
+            p.connect_error(id).unwrap().details.unwrap()["code"],
+            "AUTH_TOKEN_MISMATCH"
+        );
+    }
+    let id = p.connect(cli(Some("right")), remote());
+    let e = p.connect_error(id).unwrap();
+    assert_eq!(e.details.as_ref().unwrap()["code"], "AUTH_RATE_LIMITED");
+    assert_eq!(e.retryable, Some(true));
+    assert!(e.retry_after_ms.unwrap() > 0);
+    assert_eq!(
+        e.message,
+        "unauthorized: too many failed authentication attempts (retry later)"
+    );
+    // Local connections are exempt.
+    let id = p.connect(cli(Some("right")), loopback());
+    assert!(p.hello(id).is_some());
+    // After the lockout the remote address is admitted again (to pairing, as it has no device here).
+    p.advance(Duration::from_secs(301));
+    let id = p.connect(cli(Some("right")), remote());
+    assert!(p.hello(id).is_some());
+}
+
+#[test]
+fn scopes_authorize_methods_and_unknown_methods_come_after_the_scope_check() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut c = cli(Some("t"));
+    c.scopes = vec!["operator.read".into()];
+    let id = p.connect(c, loopback());
+    p.events(id);
+    assert!(p.call(id, "status", None).is_ok());
+    let e = p.call(id, "no.such", None).unwrap_err();
+    assert_eq!(e.message, "missing scope: operator.admin");
+    let e = p.call(id, "config.apply", None).unwrap_err();
+    assert_eq!(e.details.unwrap()["missingScope"], "operator.admin");
+    let mut c = cli(Some("t"));
+    c.scopes = vec!["operator.admin".into()];
+    let id = p.connect(c, loopback());
+    p.events(id);
+    assert_eq!(
+        p.call(id, "no.such", None).unwrap_err().message,
+        "unknown method: no.such"
+    );
+    assert_eq!(
+        p.call(id, "connect", None).unwrap_err().message,
+        "connect is only valid as the first request"
+    );
+    assert!(
+        !p.peer(id).closed,
+        "a second connect leaves the socket open"
+    );
+}
+
+#[test]
+fn invalid_frames_after_hello_are_answered_and_non_json_is_ignored() {
+    let mut p = Pair::new(Config::local_default());
+    let id = p.connect(cli(None), loopback());
+    p.events(id);
+    p.peer(id)
+        .client
+        .as_mut()
+        .unwrap()
+        .send_text(r#"{"type":"req","id":"x1","method":"health","bogus":1}"#.into());
+    p.peer(id)
+        .client
+        .as_mut()
+        .unwrap()
+        .send_text("not json".into());
+    p.peer(id)
+        .client
+        .as_mut()
+        .unwrap()
+        .send_text(r#"{"type":"req","method":"health"}"#.into());
+    p.drive();
+    let evs = p.events(id);
+    let errs: Vec<(String, String)> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::Response {
+                id,
+                result: Err(err),
+            } => Some((id.clone(), err.message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        errs,
+        vec![
+            (
+                "x1".to_string(),
+                "invalid request frame: at root: unexpected property 'bogus'".to_string()
+            ),
+            (
+                "invalid".to_string(),
+                "invalid request frame: at root: must have required property 'id'".to_string()
+            ),
+        ]
+    );
+    assert!(!p.peer(id).closed);
+}
+
+#[test]
+fn control_ui_without_device_needs_a_secure_context() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut c = cli(Some("t"));
+    c.client.id = "openclaw-control-ui".into();
+    c.client.mode = "ui".into();
+    let id = p.connect(c.clone(), loopback());
+    let e = p.connect_error(id).unwrap();
+    assert_eq!(
+        e.message,
+        "control ui requires device identity (use HTTPS or localhost secure context)"
+    );
+    assert_eq!(
+        e.details.unwrap()["code"],
+        "CONTROL_UI_DEVICE_IDENTITY_REQUIRED"
+    );
+    let mut cfg = Config::local_default().with_token("t");
+    cfg.allow_insecure_control_ui = true;
+    let mut p = Pair::new(cfg);
+    let id = p.connect(c.clone(), loopback());
+    assert!(p.hello(id).is_some());
+    // Missing token from a Control UI with a device: the hint points at Control UI settings.
+    c.token = None;
+    c.device = Some(clawgate_core::device::DeviceKey::from_seed([3; 32]));
+    let id = p.connect(c, loopback());
+    let e = p.connect_error(id).unwrap();
+    assert_eq!(
+        e.message,
+        "unauthorized: gateway token missing (open the dashboard URL and paste the token in Control UI settings)"
+    );
+}
+
+#[test]
+fn node_without_device_and_wrong_token_is_told_it_needs_a_device() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut c = cli(Some("wrong"));
+    c.client.id = "node-host".into();
+    c.client.mode = "node".into();
+    c.role = clawgate_core::scopes::Role::Node;
+    let id = p.connect(c, loopback());
+    assert_eq!(
+        p.connect_error(id).unwrap().message,
+        "device identity required"
+    );
+}
+
+#[test]
+fn hello_snapshot_reports_config_path_and_state_dir() {
+    let mut cfg = Config::local_default();
+    cfg.config_path = "/home/me/.openclaw/openclaw.json".into();
+    cfg.state_dir = "/home/me/.openclaw".into();
+    let mut p = Pair::new(cfg);
+    let id = p.connect(cli(None), loopback());
+    let snap = p.hello(id).unwrap()["snapshot"].clone();
+    assert_eq!(snap["configPath"], "/home/me/.openclaw/openclaw.json");
+    assert_eq!(snap["stateDir"], "/home/me/.openclaw");
+    assert_eq!(snap["authMode"], "none");
+    // Omitting scopes never grants anything: the presence entry shows scopes [].
+    let mut c = cli(None);
+    c.scopes = vec![];
+    let id = p.connect(c, loopback());
+    p.events(id);
+    assert!(p.call(id, "health", None).is_ok());
+    let mut admin = cli(None);
+    admin.scopes = vec!["operator.read".into()];
+    let a = p.connect(admin, loopback());
+    p.events(a);
+    let list = p.call(a, "system-presence", None).unwrap();
+    let entries = list.as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["scopes"] == json!([]) && e["mode"] == "cli")
+    );
+}
+
+#[test]
+fn device_token_lockout_does_not_lock_the_shared_secret() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    for _ in 0..10 {
+        let mut c = cli(None);
+        c.device = Some(clawgate_core::device::DeviceKey::from_seed([9; 32]));
+        c.device_token = Some("bad".into());
+        let id = p.connect(c, remote());
+        assert!(p.connect_error(id).is_some());
+    }
+    let mut c = cli(None);
+    c.device = Some(clawgate_core::device::DeviceKey::from_seed([9; 32]));
+    c.device_token = Some("bad".into());
+    let id = p.connect(c, remote());
+    assert_eq!(
+        p.connect_error(id).unwrap().details.unwrap()["code"],
+        "AUTH_RATE_LIMITED"
+    );
+    let id = p.connect(cli(Some("t")), remote());
+    assert!(
+        p.hello(id).is_some(),
+        "the shared-secret bucket is separate"
+    );
+}
+
+#[test]
+fn local_failures_are_answered_after_a_doubling_penalty() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    for expected_ms in [250u64, 500, 1000, 2000, 4000, 5000, 5000] {
+        let id = p.connect(cli(Some("wrong")), loopback());
+        p.advance(Duration::from_millis(expected_ms - 1));
+        assert!(
+            p.connect_error(id).is_none(),
+            "answered before {expected_ms} ms"
+        );
+        // Frames sent meanwhile are ignored, not taken as a second connect.
+        p.peer(id).client.as_mut().unwrap().request("health", None);
+        p.drive();
+        p.advance(Duration::from_millis(1));
+        assert!(
+            p.connect_error(id).is_some(),
+            "not answered at {expected_ms} ms"
+        );
+        assert_eq!(p.close_of(id).unwrap().0, Some(1008));
+    }
+    // A success in between does not reset it, and device-signature failures are not delayed.
+    let ok = p.connect(cli(Some("t")), loopback());
+    assert!(p.hello(ok).is_some());
+    let id = p.connect(cli(Some("wrong")), loopback());
+    p.advance(Duration::from_millis(4999));
+    assert!(p.connect_error(id).is_none());
+    p.advance(Duration::from_millis(1));
+    assert!(p.connect_error(id).is_some());
+    let id = p.connect(cli(None), loopback());
+    assert!(
+        p.connect_error(id).is_some(),
+        "a missing secret is answered at once"
+    );
+}

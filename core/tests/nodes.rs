@@ -1,0 +1,360 @@
+//! Nodes: attachment, approval, node.invoke end to end, timeouts, dedupe, presence.
+
+mod util;
+
+use std::time::Duration;
+
+use clawgate_core::client::{ClientConfig, Event};
+use clawgate_core::device::DeviceKey;
+use clawgate_core::scopes::Role;
+use clawgate_core::{Config, ConnId};
+use serde_json::{Value, json};
+use util::*;
+
+fn node_config(seed: u8, commands: &[&str]) -> ClientConfig {
+    let mut c = cli(Some("t"));
+    c.client.id = "node-host".into();
+    c.client.mode = "node".into();
+    c.client.display_name = Some("sim-node".into());
+    c.role = Role::Node;
+    c.scopes = vec![];
+    c.caps = vec!["system".into()];
+    c.commands = commands.iter().map(|s| s.to_string()).collect();
+    c.device = Some(DeviceKey::from_seed([seed; 32]));
+    c
+}
+
+fn operator(p: &mut Pair, scopes: &[&str]) -> ConnId {
+    let mut c = cli(Some("t"));
+    c.scopes = scopes.iter().map(|s| s.to_string()).collect();
+    let id = p.connect(c, loopback());
+    assert!(p.hello(id).is_some());
+    p.events(id);
+    id
+}
+
+fn node_events(p: &mut Pair, id: ConnId, name: &str) -> Vec<Value> {
+    p.events(id)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event { event, payload, .. } if event == name => Some(payload),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A connected and approved node; returns (node conn, node id, operator conn).
+fn approved_node(p: &mut Pair) -> (ConnId, String, ConnId) {
+    let op = operator(p, &["operator.admin", "operator.pairing"]);
+    let node = p.connect(
+        node_config(50, &["system.which", "system.notify"]),
+        loopback(),
+    );
+    let hello = p.hello(node).expect("node hello");
+    assert_eq!(hello["auth"]["role"], "node");
+    assert_eq!(hello["auth"]["scopes"], json!([]));
+    assert!(hello["auth"]["deviceToken"].is_string());
+    let node_id = DeviceKey::from_seed([50; 32]).id();
+    let list = p.call(op, "node.list", None).unwrap();
+    assert_eq!(list["nodes"][0]["approvalState"], "pending-approval");
+    assert_eq!(list["nodes"][0]["commands"], json!([]));
+    assert_eq!(list["nodes"][0]["connected"], true);
+    let pending = p.call(op, "node.pair.list", None).unwrap();
+    let req = &pending["pending"][0];
+    assert_eq!(req["nodeId"], json!(node_id));
+    assert_eq!(
+        req["requiredApproveScopes"],
+        json!(["operator.pairing", "operator.admin"])
+    );
+    let rid = req["requestId"].clone();
+    let approved = p
+        .call(op, "node.pair.approve", Some(json!({"requestId": rid})))
+        .unwrap();
+    assert_eq!(
+        approved["node"]["commands"],
+        json!(["system.which", "system.notify"])
+    );
+    assert_eq!(node_events(p, node, "node.pair.resolved").len(), 1);
+    let list = p.call(op, "node.list", None).unwrap();
+    assert_eq!(list["nodes"][0]["approvalState"], "approved");
+    assert_eq!(
+        list["nodes"][0]["commands"],
+        json!(["system.notify", "system.which"])
+    );
+    (node, node_id, op)
+}
+
+#[test]
+fn node_without_device_is_refused() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut c = node_config(1, &[]);
+    c.device = None;
+    let id = p.connect(c, loopback());
+    assert_eq!(
+        p.connect_error(id).unwrap().message,
+        "device identity required"
+    );
+    assert_eq!(p.close_of(id).unwrap().0, Some(1008));
+}
+
+#[test]
+fn approval_needs_admin_for_system_commands() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let op = operator(&mut p, &["operator.pairing"]);
+    p.connect(node_config(51, &["system.which"]), loopback());
+    let rid = p.call(op, "node.pair.list", None).unwrap()["pending"][0]["requestId"].clone();
+    let e = p
+        .call(op, "node.pair.approve", Some(json!({"requestId": rid})))
+        .unwrap_err();
+    assert_eq!(e.message, "missing scope: operator.admin");
+}
+
+#[test]
+fn invoke_round_trip() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let (node, node_id, op) = approved_node(&mut p);
+    let params = json!({"nodeId": node_id, "command": "system.which", "params": {"bins": ["ls"]}, "idempotencyKey": "idem-1", "timeoutMs": 5000});
+    let rid = p.request(op, "node.invoke", Some(params));
+    let reqs = node_events(&mut p, node, "node.invoke.request");
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r["paramsJSON"], r#"{"bins":["ls"]}"#);
+    assert_eq!(r["timeoutMs"], 5000);
+    assert_eq!(r["idempotencyKey"], "idem-1");
+    let result = json!({"id": r["id"], "nodeId": node_id, "ok": true, "payloadJSON": r#"{"bins":{"ls":"/bin/ls"}}"#});
+    let ack = p.call(node, "node.invoke.result", Some(result)).unwrap();
+    assert_eq!(ack, json!({"ok": true}));
+    let got = p.events(op).into_iter().find_map(|e| match e {
+        Event::Response { id, result } if id == rid => Some(result),
+        _ => None,
+    });
+    let got = got.expect("operator answered").unwrap();
+    assert_eq!(got["payload"], json!({"bins": {"ls": "/bin/ls"}}));
+    assert_eq!(got["command"], "system.which");
+    // The same idempotency key within 5 minutes gets the same answer without a new request.
+    let again = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "idem-1"})),
+        )
+        .unwrap();
+    assert_eq!(again["payload"], got["payload"]);
+    assert!(node_events(&mut p, node, "node.invoke.request").is_empty());
+}
+
+#[test]
+fn invoke_timeout_cancels_and_late_result_is_ignored() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let (node, node_id, op) = approved_node(&mut p);
+    let rid = p.request(op, "node.invoke", Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "k2", "timeoutMs": 1000})));
+    let req = node_events(&mut p, node, "node.invoke.request").remove(0);
+    p.advance(Duration::from_millis(999));
+    assert!(p.events(op).is_empty());
+    p.advance(Duration::from_millis(2));
+    let err = p.events(op).into_iter().find_map(|e| match e {
+        Event::Response { id, result: Err(e) } if id == rid => Some(e),
+        _ => None,
+    });
+    let err = err.expect("timeout answered");
+    assert_eq!(err.message, "TIMEOUT: node invoke timed out");
+    assert_eq!(err.details.unwrap()["nodeError"]["code"], "TIMEOUT");
+    let cancels = node_events(&mut p, node, "node.invoke.cancel");
+    assert_eq!(
+        cancels,
+        vec![json!({"invokeId": req["id"], "nodeId": node_id})]
+    );
+    let late = p
+        .call(
+            node,
+            "node.invoke.result",
+            Some(json!({"id": req["id"], "nodeId": node_id, "ok": true})),
+        )
+        .unwrap();
+    assert_eq!(late, json!({"ok": true, "ignored": true}));
+}
+
+#[test]
+fn invoke_fails_fast_for_unknown_node_and_disallowed_command() {
+    let mut cfg = Config::local_default().with_token("t");
+    cfg.node_commands_deny = vec!["system.notify".into()];
+    let mut p = Pair::new(cfg);
+    let (node, node_id, op) = approved_node_with_deny(&mut p);
+    let e = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": "nope", "command": "system.which", "idempotencyKey": "a"})),
+        )
+        .unwrap_err();
+    assert_eq!(e.message, "node not connected: nope");
+    let e = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": node_id, "command": "system.run", "idempotencyKey": "b"})),
+        )
+        .unwrap_err();
+    assert!(
+        e.message
+            .starts_with("node command not allowed: \"system.run\"")
+    );
+    let e = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": node_id, "command": "system.notify", "idempotencyKey": "c"})),
+        )
+        .unwrap_err();
+    assert!(
+        e.message.starts_with("node command not allowed"),
+        "denied by gateway.nodes.commands.deny"
+    );
+    let e = p
+        .call(
+            op,
+            "node.invoke",
+            Some(json!({"nodeId": node_id, "command": "system.which"})),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.message,
+        "invalid params: at root: must have required property 'idempotencyKey'"
+    );
+    // The node disconnecting fails an in-flight invoke at once.
+    let rid = p.request(
+        op,
+        "node.invoke",
+        Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "d"})),
+    );
+    p.gw.handle_closed(p.now, node);
+    p.drive();
+    let err = p.events(op).into_iter().find_map(|e| match e {
+        Event::Response { id, result: Err(e) } if id == rid => Some(e),
+        _ => None,
+    });
+    assert_eq!(
+        err.expect("answered").message,
+        "node disconnected during invoke"
+    );
+}
+
+fn approved_node_with_deny(p: &mut Pair) -> (ConnId, String, ConnId) {
+    let op = operator(p, &["operator.admin"]);
+    let node = p.connect(
+        node_config(52, &["system.which", "system.notify"]),
+        loopback(),
+    );
+    let node_id = DeviceKey::from_seed([52; 32]).id();
+    let rid = p.call(op, "node.pair.list", None).unwrap()["pending"][0]["requestId"].clone();
+    p.call(op, "node.pair.approve", Some(json!({"requestId": rid})))
+        .unwrap();
+    (node, node_id, op)
+}
+
+#[test]
+fn operators_may_not_call_node_methods_and_nodes_may_not_call_operator_methods() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let (node, node_id, op) = approved_node(&mut p);
+    let e = p
+        .call(
+            op,
+            "node.invoke.result",
+            Some(json!({"id": "x", "nodeId": node_id, "ok": true})),
+        )
+        .unwrap_err();
+    assert_eq!(e.message, "unauthorized role: operator");
+    let e = p.call(node, "status", None).unwrap_err();
+    assert_eq!(e.message, "unauthorized role: node");
+    assert!(p.call(node, "health", None).is_ok());
+}
+
+#[test]
+fn presence_is_broadcast_with_seq_on_node_connect_and_disconnect() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let op = operator(&mut p, &["operator.read"]);
+    let node = p.connect(node_config(53, &[]), loopback());
+    let evs = p.events(op);
+    let presence: Vec<(Value, Option<u64>)> = evs
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event {
+                event,
+                payload,
+                seq,
+            } if event == "presence" => Some((payload, seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(presence.len(), 1);
+    assert_eq!(presence[0].1, Some(1));
+    assert!(
+        presence[0].0["presence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mode"] == "node")
+    );
+    p.gw.handle_closed(p.now, node);
+    p.drive();
+    let seqs: Vec<Option<u64>> = p
+        .events(op)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event { event, seq, .. } if event == "presence" => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![Some(2)]);
+}
+
+#[test]
+fn progress_chunks_reach_the_caller_and_nodes_speak_only_for_themselves() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let (node, node_id, op) = approved_node(&mut p);
+    p.request(
+        op,
+        "node.invoke",
+        Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "p1"})),
+    );
+    let req = node_events(&mut p, node, "node.invoke.request").remove(0);
+    let chunk =
+        json!({"invokeId": req["id"], "nodeId": node_id, "seq": 0, "chunk": "partial output"});
+    assert_eq!(
+        p.call(node, "node.invoke.progress", Some(chunk.clone()))
+            .unwrap(),
+        json!({"ok": true, "ignored": false})
+    );
+    let forwarded: Vec<Value> = p
+        .events(op)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event {
+                event,
+                payload,
+                seq: None,
+            } if event == "node.invoke.progress" => Some(payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwarded, vec![chunk]);
+    let big = json!({"invokeId": req["id"], "nodeId": node_id, "seq": 1, "chunk": "x".repeat(16 * 1024 + 1)});
+    assert_eq!(
+        p.call(node, "node.invoke.progress", Some(big))
+            .unwrap_err()
+            .message,
+        "progress chunk too large"
+    );
+    let other = json!({"id": req["id"], "nodeId": "someone-else", "ok": true});
+    assert_eq!(
+        p.call(node, "node.invoke.result", Some(other))
+            .unwrap_err()
+            .message,
+        "nodeId mismatch"
+    );
+    let stray = json!({"invokeId": "nope", "nodeId": node_id, "seq": 2, "chunk": "late"});
+    assert_eq!(
+        p.call(node, "node.invoke.progress", Some(stray)).unwrap(),
+        json!({"ok": true, "ignored": true})
+    );
+}
