@@ -456,7 +456,7 @@ impl Ws {
     /// The `connect.challenge` nonce.
     pub fn challenge(&mut self) -> String {
         self.expect("connect.challenge", |e| match e {
-            Event::Challenge { nonce } => Some(nonce.clone()),
+            Event::Challenge { nonce, .. } => Some(nonce.clone()),
             _ => None,
         })
     }
