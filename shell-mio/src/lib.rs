@@ -7,6 +7,7 @@
 
 pub mod entropy;
 pub mod event_loop;
+pub mod grace;
 pub mod listen;
 pub mod lock;
 pub mod logging;

@@ -1,38 +1,28 @@
 //! The driver: the one task that owns the [`Gateway`]. Everything that happens (a socket
-//! accepted, bytes read, bytes written, EOF, a deadline, a signal) reaches it as an
-//! [`Event`] on one queue; after each it drains the core's outputs to the sockets' writers.
+//! accepted, bytes read, bytes written, EOF, an order) reaches it as an [`Event`] on one
+//! queue; a deadline or a signal wakes it directly. After each it drains the core's outputs:
+//! bytes to the sockets' writers, logs and snapshots to the [`Host`].
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Instant;
 
+use clawgate::grace::{ACCEPT_BACKOFF, CLOSE_GRACE, SHUTDOWN_GRACE};
+use clawgate::logging::unix_ms;
 use clawgate_core::{Config, ConnId, Gateway, Level, LogRecord, Output};
 use smol::channel::{Receiver, Sender};
 use smol::net::{Shutdown, TcpListener, TcpStream};
-use smol::{Executor, Timer, future};
+use smol::{Async, Executor, Timer, future};
 
-use crate::socket;
-
-/// How long a closed socket may take to flush its last bytes and see the peer's EOF before
-/// it is shut down hard (upstream's `WEBSOCKET_CLOSE_GRACE_MS`). Shutdown waits at most this.
-pub const CLOSE_GRACE: Duration = Duration::from_millis(1000);
+use crate::{Host, socket};
 
 /// Events queued for the driver at most; readers wait when it is full.
 const EVENT_QUEUE: usize = 1024;
 
-/// Pause after a failed `accept` (out of descriptors), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// What the embedding program provides: durable storage and a log sink.
-pub trait Host {
-    /// Write this pairing-store snapshot durably.
-    fn persist(&mut self, store: &[u8]);
-    /// Record a log line.
-    fn log(&mut self, record: &LogRecord);
-}
-
-/// Orders from outside the gateway (signals, an embedding program).
+/// Orders from the embedding program.
 #[derive(Debug)]
 pub enum Control {
     /// Send `shutdown`, close every socket, and return from [`serve`].
@@ -51,15 +41,9 @@ pub(crate) enum Event {
     Control(Control),
 }
 
-/// The driver's handle on one socket.
-struct Link {
-    queue: Sender<Vec<u8>>,
-    stream: TcpStream,
-}
-
-/// Serve `listener` with `gw` until [`Control::Shutdown`] arrives on `control`; then close
-/// every socket (waiting at most [`CLOSE_GRACE`] for them to flush) and return. Tasks are
-/// spawned on `ex`, which the caller must be running.
+/// Serve `listener` with `gw` until the gateway is shut down (by [`Control::Shutdown`] on
+/// `control`, or by the host's signals); then stop listening, give the sockets
+/// [`SHUTDOWN_GRACE`] to flush, and return. Tasks are spawned on `ex`, which the caller runs.
 pub async fn serve<H: Host>(
     ex: &Executor<'_>,
     listener: std::net::TcpListener,
@@ -69,54 +53,58 @@ pub async fn serve<H: Host>(
 ) -> io::Result<()> {
     let listener = TcpListener::try_from(listener)?;
     let local = listener.local_addr()?;
+    let signals = match host.signals() {
+        Some(s) => Some(Async::new(s.try_clone()?)?),
+        None => None,
+    };
     let (events_tx, events) = smol::channel::bounded(EVENT_QUEUE);
-    let (alive, writers_done) = smol::channel::bounded::<()>(1);
+    let (alive, sockets_done) = smol::channel::bounded::<()>(1);
     let acceptor = ex.spawn(accept_loop(listener, events_tx.clone()));
-    let forwarder = ex.spawn(forward_control(control, events_tx.clone()));
+    let _orders = ex.spawn(forward_orders(control, events_tx.clone()));
     let mut driver = Driver {
         ex,
         gw,
         host,
         local,
-        links: HashMap::new(),
+        writers: HashMap::new(),
         events_tx,
         alive,
     };
-    driver.run(&events).await;
-    drop((acceptor, forwarder));
-    drop(driver);
-    // Every writer holds a clone of `alive`: the channel closes when the last one is done.
-    future::or(
-        async { while writers_done.recv().await.is_ok() {} },
-        async {
-            Timer::after(CLOSE_GRACE).await;
-        },
-    )
-    .await;
+    driver.run(&events, signals.as_ref()).await;
+    drop(acceptor);
+    driver.wind_down(&events, &sockets_done).await;
     Ok(())
 }
 
 async fn accept_loop(listener: TcpListener, events: Sender<Event>) {
     loop {
-        let event = match listener.accept().await {
-            Ok((stream, peer)) => Event::Accepted(stream, peer),
-            Err(e) => Event::AcceptFailed(e),
+        let (event, failed) = match listener.accept().await {
+            Ok((stream, peer)) => (Event::Accepted(stream, peer), false),
+            Err(e) => (Event::AcceptFailed(e), true),
         };
-        let failed = matches!(event, Event::AcceptFailed(_));
         if events.send(event).await.is_err() {
             return;
         }
         if failed {
+            // Out of descriptors or memory: accepting again at once would spin.
             Timer::after(ACCEPT_BACKOFF).await;
         }
     }
 }
 
-async fn forward_control(control: Receiver<Control>, events: Sender<Event>) {
-    while let Ok(c) = control.recv().await {
-        if events.send(Event::Control(c)).await.is_err() {
+async fn forward_orders(control: Receiver<Control>, events: Sender<Event>) {
+    while let Ok(order) = control.recv().await {
+        if events.send(Event::Control(order)).await.is_err() {
             return;
         }
+    }
+}
+
+/// Wait until `sock` is readable; never, if there is none.
+async fn readable(sock: Option<&Async<UnixStream>>) {
+    match sock {
+        Some(s) if s.readable().await.is_ok() => {}
+        _ => future::pending().await,
     }
 }
 
@@ -125,31 +113,42 @@ struct Driver<'e, 'x, H> {
     gw: Gateway,
     host: H,
     local: SocketAddr,
-    links: HashMap<ConnId, Link>,
+    /// Each open socket's writer queue; the core's connection ids are the keys.
+    writers: HashMap<ConnId, (Sender<Vec<u8>>, TcpStream)>,
     events_tx: Sender<Event>,
+    /// Every socket holds a clone (shared by its two tasks); the receiver sees the channel
+    /// close when all are done.
     alive: Sender<()>,
 }
 
 enum Wake {
     Event(Event),
     Deadline,
+    Signals,
 }
 
 impl<H: Host> Driver<'_, '_, H> {
-    async fn run(&mut self, events: &Receiver<Event>) {
+    /// Drive the core until it is draining.
+    async fn run(&mut self, events: &Receiver<Event>, signals: Option<&Async<UnixStream>>) {
         let mut deadline = self.drain();
         let mut timer = Timer::at(deadline);
         let mut armed = Some(deadline);
-        loop {
+        while !self.gw.is_draining() {
             if armed != Some(deadline) {
                 timer.set_at(deadline);
                 armed = Some(deadline);
             }
             let wake = future::or(
-                async { events.recv().await.map_or(Wake::Deadline, Wake::Event) },
+                future::or(
+                    async { events.recv().await.map_or(Wake::Deadline, Wake::Event) },
+                    async {
+                        (&mut timer).await;
+                        Wake::Deadline
+                    },
+                ),
                 async {
-                    (&mut timer).await;
-                    Wake::Deadline
+                    readable(signals).await;
+                    Wake::Signals
                 },
             )
             .await;
@@ -159,43 +158,40 @@ impl<H: Host> Driver<'_, '_, H> {
                     armed = None;
                     self.gw.handle_timeout(now);
                 }
-                Wake::Event(Event::Accepted(stream, peer)) => self.accept(now, stream, peer),
-                Wake::Event(Event::AcceptFailed(e)) => self.warn(format!("accept failed: {e}")),
-                Wake::Event(Event::Data(id, bytes)) => self.gw.handle_input(now, id, &bytes),
-                Wake::Event(Event::Written(id, n)) => self.gw.handle_written(now, id, n),
-                Wake::Event(Event::Eof(id)) => self.gw.handle_closed(now, id),
-                Wake::Event(Event::Control(Control::Reload(config))) => {
-                    self.gw.reload(now, *config)
-                }
-                Wake::Event(Event::Control(Control::Shutdown)) => {
-                    self.gw.shutdown(now);
-                    self.drain();
-                    return;
-                }
+                Wake::Signals => self.host.on_signals(&mut self.gw, now),
+                Wake::Event(event) => self.handle(now, event),
             }
             deadline = self.drain();
+        }
+    }
+
+    fn handle(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Accepted(stream, peer) => self.accept(now, stream, peer),
+            Event::AcceptFailed(e) => {
+                self.log(Level::Warn, format!("cannot accept connections: {e}"))
+            }
+            Event::Data(id, bytes) => self.gw.handle_input(now, id, &bytes),
+            Event::Written(id, n) => self.gw.handle_written(now, id, n),
+            Event::Eof(id) => self.gw.handle_closed(now, id),
+            Event::Control(Control::Reload(config)) => self.gw.reload(now, *config),
+            Event::Control(Control::Shutdown) => self.gw.shutdown(now),
         }
     }
 
     fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
         // Frames are small and written whole: Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let id = self.gw.accept(now, peer, self.local);
+        let local = stream.local_addr().unwrap_or(self.local);
+        let id = self.gw.accept(now, peer, local);
         let (queue, queued) = smol::channel::unbounded();
         let events = self.events_tx.clone();
-        self.ex
-            .spawn(socket::read_side(id, stream.clone(), events.clone()))
-            .detach();
-        self.ex
-            .spawn(socket::write_side(
-                id,
-                stream.clone(),
-                queued,
-                events,
-                self.alive.clone(),
-            ))
-            .detach();
-        self.links.insert(id, Link { queue, stream });
+        let alive = Arc::new(self.alive.clone());
+        let reader = socket::read_side(id, stream.clone(), events.clone(), alive.clone());
+        let writer = socket::write_side(id, stream.clone(), queued, events, alive);
+        self.ex.spawn(reader).detach();
+        self.ex.spawn(writer).detach();
+        self.writers.insert(id, (queue, stream));
     }
 
     /// Act on the core's outputs until it asks to sleep; returns the deadline.
@@ -203,15 +199,15 @@ impl<H: Host> Driver<'_, '_, H> {
         loop {
             match self.gw.poll_output() {
                 Output::Transmit { conn, data } => {
-                    if let Some(link) = self.links.get(&conn) {
+                    if let Some((queue, _)) = self.writers.get(&conn) {
                         // Unbounded: the core caps each connection's unsent bytes itself.
-                        let _ = link.queue.try_send(data);
+                        let _ = queue.try_send(data);
                     }
                 }
                 Output::Close { conn } => {
-                    if let Some(Link { queue, stream }) = self.links.remove(&conn) {
-                        // Dropping the queue lets the writer flush and shut the write half;
-                        // a peer that does not read gets a hard shutdown after the grace.
+                    if let Some((queue, stream)) = self.writers.remove(&conn) {
+                        // Dropping the queue lets the writer flush and half-close; a peer
+                        // that neither reads nor closes is cut off after the grace.
                         drop(queue);
                         self.ex
                             .spawn(async move {
@@ -221,22 +217,58 @@ impl<H: Host> Driver<'_, '_, H> {
                             .detach();
                     }
                 }
-                Output::Persist(bytes) => self.host.persist(&bytes),
+                Output::Persist(snapshot) => self.host.persist(snapshot),
                 Output::Log(record) => self.host.log(&record),
                 Output::Timeout(at) => return at,
             }
         }
     }
 
-    fn warn(&mut self, message: String) {
-        let ts_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.host.log(&LogRecord {
-            level: Level::Warn,
-            ts_ms,
-            conn: None,
-            message,
-        });
+    /// After shutdown: keep the queue moving while the sockets flush and see their peers'
+    /// EOF, for at most [`SHUTDOWN_GRACE`].
+    async fn wind_down(self, events: &Receiver<Event>, sockets_done: &Receiver<()>) {
+        let Driver {
+            mut host,
+            alive,
+            writers,
+            ..
+        } = self;
+        drop((alive, writers));
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let flushed = future::or(
+            async {
+                // Socket tasks may wait on a full queue; what they report no longer matters.
+                while events.recv().await.is_ok() {}
+                false
+            },
+            future::or(async { sockets_done.recv().await.is_err() }, async {
+                Timer::at(deadline).await;
+                false
+            }),
+        )
+        .await;
+        if !flushed {
+            let left = sockets_done.sender_count();
+            log(
+                &mut host,
+                Level::Info,
+                format!("exiting with {left} socket(s) not flushed"),
+            );
+        }
+        log(&mut host, Level::Info, "stopped".into());
     }
+
+    fn log(&mut self, level: Level, message: String) {
+        log(&mut self.host, level, message);
+    }
+}
+
+/// A log line of the shell's own.
+fn log<H: Host>(host: &mut H, level: Level, message: String) {
+    host.log(&LogRecord {
+        level,
+        ts_ms: unix_ms(),
+        conn: None,
+        message,
+    });
 }

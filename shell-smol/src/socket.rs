@@ -1,5 +1,8 @@
 //! The two tasks of one socket: a reader that hands every byte it reads to the driver, and a
-//! writer that writes what the core transmits and reports how much went out.
+//! writer that writes what the core transmits and reports how much went out. Both share the
+//! socket's `_alive` token, dropped when both have ended: shutdown waits for all of them.
+
+use std::sync::Arc;
 
 use clawgate_core::ConnId;
 use smol::channel::{Receiver, Sender};
@@ -12,7 +15,12 @@ use crate::driver::Event;
 const READ_CHUNK: usize = 4096;
 
 /// Read until EOF or an error, forwarding every chunk; then report the end.
-pub(crate) async fn read_side(id: ConnId, mut stream: TcpStream, events: Sender<Event>) {
+pub(crate) async fn read_side(
+    id: ConnId,
+    mut stream: TcpStream,
+    events: Sender<Event>,
+    _alive: Arc<Sender<()>>,
+) {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         match stream.read(&mut buf).await {
@@ -30,14 +38,13 @@ pub(crate) async fn read_side(id: ConnId, mut stream: TcpStream, events: Sender<
 
 /// Write every queued chunk in order, reporting each to the driver. When the driver drops
 /// the queue (the core closed the connection), the rest is flushed and the write half shut,
-/// so the peer sees the close frame and then EOF. `_alive` is dropped on return: the driver
-/// counts live writers by it at shutdown.
+/// so the peer sees the close frame and then EOF.
 pub(crate) async fn write_side(
     id: ConnId,
     mut stream: TcpStream,
     queue: Receiver<Vec<u8>>,
     events: Sender<Event>,
-    _alive: Sender<()>,
+    _alive: Arc<Sender<()>>,
 ) {
     while let Ok(chunk) = queue.recv().await {
         if stream.write_all(&chunk).await.is_err() {
