@@ -215,7 +215,7 @@ impl Options {
             child,
             port,
             stderr_path,
-            _dir: dir,
+            dir,
         })
     }
 }
@@ -233,7 +233,7 @@ pub struct Gateway {
     child: Child,
     port: u16,
     stderr_path: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Gateway {
@@ -268,11 +268,21 @@ impl Gateway {
 
     /// Send it SIGTERM with `kill`.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send it a signal by name (`TERM`, `HUP`) with `kill`.
+    pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "kill -TERM {} failed", self.child.id());
+        assert!(ok, "kill -{name} {} failed", self.child.id());
+    }
+
+    /// Its config file (`$OPENCLAW_STATE_DIR/openclaw.json`), whether written yet or not.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("state").join("openclaw.json")
     }
 
     /// Wait (bounded) for it to exit.

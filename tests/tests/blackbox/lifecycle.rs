@@ -29,6 +29,36 @@ fn shutdown_on_sigterm(shell: Shell) {
     );
     let status = gw.wait_exit(WAIT).expect("exited after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", gw.stderr());
+    let log = gw.stderr();
+    assert!(
+        log.contains("signal received, shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+}
+
+/// SIGHUP re-reads the config file: a rotated token closes the sessions that rest on the old
+/// one (4001) and admits the new one.
+fn reload_on_sighup(shell: Shell) {
+    let gw = Options::new()
+        .config(r#"{gateway: {auth: {token: "first-token"}}}"#)
+        .start(shell);
+    let mut cfg = gw.cli();
+    cfg.token = Some("first-token".into());
+    let mut old = gw.ws(cfg.clone());
+    old.hello().expect("hello-ok with the first token");
+    std::fs::write(
+        gw.config_path(),
+        r#"{gateway: {auth: {token: "second-token"}}}"#,
+    )
+    .expect("rewrite config");
+    gw.signal("HUP");
+    assert_eq!(old.closed(), (Some(4001), "gateway auth changed".into()));
+    cfg.token = Some("second-token".into());
+    assert!(
+        gw.ws(cfg).hello().is_ok(),
+        "the new token is refused: {}",
+        gw.stderr()
+    );
 }
 
 fn lan_bind_without_auth_exits_78(shell: Shell) {
@@ -68,6 +98,7 @@ fn port_in_use_exits_1(shell: Shell) {
 
 both!(
     shutdown_on_sigterm,
+    reload_on_sighup,
     lan_bind_without_auth_exits_78,
     placeholder_token_exits_78,
     unknown_flag_exits_2,
