@@ -157,6 +157,8 @@ pub struct Config {
     pub state_dir: String,
     /// Host name, for presence.
     pub host_name: String,
+    /// Host label to advertise over mDNS instead of the host name (`OPENCLAW_MDNS_HOSTNAME`).
+    pub mdns_host_name: Option<String>,
     /// Server version string.
     pub version: String,
     /// The parsed config file (`Null` when there is none), for `config.get` (redacted there).
@@ -185,6 +187,7 @@ impl Config {
             config_path: String::new(),
             state_dir: String::new(),
             host_name: "localhost".into(),
+            mdns_host_name: None,
             version: env!("CARGO_PKG_VERSION").into(),
             file: Value::Null,
             log_frames: false,
@@ -359,6 +362,7 @@ impl Config {
         if env("OPENCLAW_DISABLE_BONJOUR").is_some_and(|v| v != "0" && v != "false") {
             cfg.mdns = MdnsMode::Off;
         }
+        cfg.mdns_host_name = env("OPENCLAW_MDNS_HOSTNAME").map(str::to_string);
         let limits = &mut cfg.limits;
         if let Some(ms) = env("OPENCLAW_HANDSHAKE_TIMEOUT_MS") {
             limits.handshake_timeout =

@@ -5,6 +5,7 @@
 //! logs, persists and handles signals the same way.
 #![forbid(unsafe_code)]
 
+pub mod discovery;
 pub mod entropy;
 pub mod event_loop;
 pub mod grace;
