@@ -77,17 +77,27 @@ pub async fn serve<H: Host>(
 }
 
 async fn accept_loop(listener: TcpListener, events: Sender<Event>) {
+    let mut failing = false;
     loop {
-        let (event, failed) = match listener.accept().await {
-            Ok((stream, peer)) => (Event::Accepted(stream, peer), false),
-            Err(e) => (Event::AcceptFailed(e), true),
+        let event = match listener.accept().await {
+            Ok((stream, peer)) => {
+                failing = false;
+                Event::Accepted(stream, peer)
+            }
+            // Said once per episode; accepting again at once would spin (out of descriptors
+            // or memory), so pause.
+            Err(e) => {
+                let first = !failing;
+                failing = true;
+                Timer::after(ACCEPT_BACKOFF).await;
+                if !first {
+                    continue;
+                }
+                Event::AcceptFailed(e)
+            }
         };
         if events.send(event).await.is_err() {
             return;
-        }
-        if failed {
-            // Out of descriptors or memory: accepting again at once would spin.
-            Timer::after(ACCEPT_BACKOFF).await;
         }
     }
 }
@@ -168,9 +178,10 @@ impl<H: Host> Driver<'_, '_, H> {
     fn handle(&mut self, now: Instant, event: Event) {
         match event {
             Event::Accepted(stream, peer) => self.accept(now, stream, peer),
-            Event::AcceptFailed(e) => {
-                self.log(Level::Warn, format!("cannot accept connections: {e}"))
-            }
+            Event::AcceptFailed(e) => self.log(
+                Level::Warn,
+                format!("cannot accept connections: {e}; pausing accepts"),
+            ),
             Event::Data(id, bytes) => self.gw.handle_input(now, id, &bytes),
             Event::Written(id, n) => self.gw.handle_written(now, id, n),
             Event::Eof(id) => self.gw.handle_closed(now, id),

@@ -8,7 +8,7 @@
 //! every shell, so a difference between them is a failing test named after the shell.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,9 +45,6 @@ pub enum Shell {
 }
 
 impl Shell {
-    /// Every shell.
-    pub const ALL: [Shell; 2] = [Shell::Mio, Shell::Smol];
-
     /// The binary's file name.
     pub fn binary_name(self) -> &'static str {
         match self {
@@ -211,7 +208,6 @@ impl Options {
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", shell.binary().display()))?;
         Ok(Gateway {
-            shell,
             child,
             port,
             stderr_path,
@@ -229,7 +225,6 @@ pub fn free_port() -> u16 {
 /// A running gateway process; killed on drop.
 #[derive(Debug)]
 pub struct Gateway {
-    shell: Shell,
     child: Child,
     port: u16,
     stderr_path: PathBuf,
@@ -237,11 +232,6 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Which binary this is.
-    pub fn shell(&self) -> Shell {
-        self.shell
-    }
-
     /// The port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
@@ -463,14 +453,6 @@ impl Ws {
         panic!("expected {what}, got {seen:?}");
     }
 
-    /// The `connect.challenge` nonce.
-    pub fn challenge(&mut self) -> String {
-        self.expect("connect.challenge", |e| match e {
-            Event::Challenge { nonce, .. } => Some(nonce.clone()),
-            _ => None,
-        })
-    }
-
     /// The outcome of `connect`: the `hello-ok` payload or the error.
     pub fn hello(&mut self) -> Result<Value, ErrorShape> {
         self.expect("hello-ok or a connect error", |e| match e {
@@ -501,11 +483,6 @@ impl Ws {
     /// The underlying socket.
     pub fn stream(&self) -> &TcpStream {
         &self.stream
-    }
-
-    /// Shut the socket both ways.
-    pub fn shutdown(&self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
 
@@ -582,16 +559,6 @@ pub mod raw {
     /// The next text or close from the server within [`WAIT`].
     pub async fn next(ws: &mut Socket) -> Next {
         next_within(ws, WAIT).await
-    }
-
-    /// Read past text frames to the close frame (or the end) within [`WAIT`].
-    pub async fn close_of(ws: &mut Socket) -> Next {
-        loop {
-            match next(ws).await {
-                Next::Text(_) => continue,
-                other => return other,
-            }
-        }
     }
 
     /// Send one text frame.
