@@ -45,6 +45,9 @@ pub enum Shell {
 }
 
 impl Shell {
+    /// Every shell.
+    pub const ALL: [Shell; 2] = [Shell::Mio, Shell::Smol];
+
     /// The binary's file name.
     pub fn binary_name(self) -> &'static str {
         match self {
@@ -353,13 +356,19 @@ pub fn http_get(port: u16, path: &str) -> io::Result<HttpResponse> {
 
 /// Send a raw request head and read the response until EOF.
 pub fn http_request(port: u16, request: &str) -> io::Result<HttpResponse> {
+    let raw = http_raw(port, request)?;
+    HttpResponse::parse(&raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))
+}
+
+/// Send raw bytes and return everything the gateway answers until it closes.
+pub fn http_raw(port: u16, request: &str) -> io::Result<Vec<u8>> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(WAIT))?;
     s.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    HttpResponse::parse(&raw)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))
+    Ok(raw)
 }
 
 /// A WebSocket session: the core's sans-IO [`Client`] over a blocking socket.

@@ -3,7 +3,7 @@
 
 use clawgate_tests::both;
 use clawgate_tests::harness::raw::{self, Next};
-use clawgate_tests::harness::{HttpResponse, Options, Shell, http_get, http_request};
+use clawgate_tests::harness::{HttpResponse, Options, Shell, http_get, http_raw, http_request};
 use serde_json::{Value, json};
 
 fn json_body(r: &HttpResponse) -> Value {
@@ -103,3 +103,36 @@ fn preauth_socket_budget(shell: Shell) {
 }
 
 both!(probes, preauth_socket_budget);
+
+/// Plain HTTP answers carry no time or randomness, so both shells must send the same bytes.
+#[test]
+fn http_answers_are_byte_identical_across_shells() {
+    let requests = [
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /no/such/page HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        "this is not HTTP\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n",
+    ];
+    let answers: Vec<Vec<Vec<u8>>> = Shell::ALL
+        .iter()
+        .map(|&shell| {
+            let gw = Options::new().start(shell);
+            requests
+                .iter()
+                .map(|r| http_raw(gw.port(), r).expect("answer"))
+                .collect()
+        })
+        .collect();
+    for (i, request) in requests.iter().enumerate() {
+        let (mio, smol) = (&answers[0][i], &answers[1][i]);
+        assert!(!mio.is_empty(), "no answer to {request:?}");
+        assert_eq!(
+            String::from_utf8_lossy(mio),
+            String::from_utf8_lossy(smol),
+            "{request:?}"
+        );
+    }
+}

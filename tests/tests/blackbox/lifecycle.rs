@@ -87,6 +87,34 @@ fn unknown_flag_exits_2(shell: Shell) {
     assert_eq!(code, Some(2), "{stderr}");
 }
 
+fn help_exits_0(shell: Shell) {
+    let (code, stderr) = Options::new()
+        .arg("--help")
+        .run_to_exit(shell, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// A second gateway on the same state directory is refused by the instance lock.
+fn lock_held_exits_1(shell: Shell) {
+    let first = Options::new().start(shell);
+    let state = first
+        .config_path()
+        .parent()
+        .expect("state dir")
+        .to_string_lossy()
+        .into_owned();
+    let (code, stderr) = Options::new()
+        .env("OPENCLAW_STATE_DIR", &state)
+        .run_to_exit(shell, Duration::from_secs(10));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another clawgate gateway is running"),
+        "{stderr}"
+    );
+    // The first one is untouched.
+    assert!(first.ws(first.cli()).hello().is_ok());
+}
+
 fn port_in_use_exits_1(shell: Shell) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
@@ -102,5 +130,7 @@ both!(
     lan_bind_without_auth_exits_78,
     placeholder_token_exits_78,
     unknown_flag_exits_2,
+    help_exits_0,
+    lock_held_exits_1,
     port_in_use_exits_1,
 );
