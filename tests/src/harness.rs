@@ -67,11 +67,16 @@ impl Shell {
                     .join("target")
             });
         let profile = std::env::var("CLAWGATE_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
-        let path = target.join(profile).join(self.binary_name());
+        let path = target.join(&profile).join(self.binary_name());
+        let flag = match profile.as_str() {
+            "debug" => String::new(),
+            "release" => " --release".into(),
+            other => format!(" --profile {other}"),
+        };
         assert!(
             path.is_file(),
-            "{} not found: build the binaries first with `cargo build --workspace --bins` \
-             (or run scripts/test.sh, which does both)",
+            "{} not found: build the binaries first with `cargo build --workspace --bins{flag}` \
+             (or run scripts/test.sh{flag}, which does both)",
             path.display()
         );
         path
