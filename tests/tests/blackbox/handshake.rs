@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use clawgate_core::client::Event;
 use clawgate_core::device::DeviceKey;
 use clawgate_core::frame::ErrorCode;
 use clawgate_tests::both;
@@ -290,8 +291,33 @@ fn scopes_empty_without_paired_device(shell: Shell) {
     );
 }
 
+/// After `hello-ok` the gateway's own clock drives `tick` broadcasts, each with the next `seq`.
+fn ticks_follow_the_configured_interval(shell: Shell) {
+    let gw = Options::new()
+        .config(r#"{gateway: {tickIntervalMs: 200}}"#)
+        .start(shell);
+    let mut ws = gw.ws(gw.cli());
+    let hello = ws.hello().expect("hello-ok");
+    assert_eq!(hello["policy"]["tickIntervalMs"], 200);
+    let mut seqs = Vec::new();
+    while seqs.len() < 2 {
+        let (seq, ts) = ws.expect("a tick", |e| match e {
+            Event::Event {
+                event,
+                seq,
+                payload,
+            } if event == "tick" => Some((*seq, payload["ts"].as_u64())),
+            _ => None,
+        });
+        assert!(ts.is_some(), "tick without ts");
+        seqs.push(seq.expect("a tick is a broadcast with a seq"));
+    }
+    assert_eq!(seqs[1], seqs[0] + 1, "{seqs:?}");
+}
+
 both!(
     challenge,
+    ticks_follow_the_configured_interval,
     hello_ok_fields,
     no_token_no_device,
     wrong_token,
