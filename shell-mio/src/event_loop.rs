@@ -107,6 +107,8 @@ struct EventLoop {
     again: Vec<Token>,
     accept_again: bool,
     accept_paused_until: Option<Instant>,
+    /// Accepting failed for want of resources and has not succeeded since (warned once).
+    accept_starved: bool,
     core_deadline: Instant,
     shutdown_deadline: Option<Instant>,
 }
@@ -153,6 +155,7 @@ fn serve(
         again: Vec::new(),
         accept_again: false,
         accept_paused_until: None,
+        accept_starved: false,
         core_deadline: now,
         shutdown_deadline: None,
     };
@@ -342,7 +345,8 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if out_of_resources(&e) => {
                     // Accepting again at once would spin: pause, and say so once per episode.
-                    if self.accept_paused_until.is_none() {
+                    if !self.accept_starved {
+                        self.accept_starved = true;
                         host.logger().log(
                             Level::Warn,
                             format!("cannot accept connections: {e}; pausing accepts"),
@@ -357,6 +361,11 @@ impl EventLoop {
                     continue;
                 }
             };
+            if self.accept_starved {
+                self.accept_starved = false;
+                host.logger()
+                    .log(Level::Info, "accepting connections again");
+            }
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(self.local_addr);
             let conn = gw.accept(now, peer, local);

@@ -57,7 +57,33 @@ struct Gateway {
 }
 
 fn spawn(dir: &TempDir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawgate"));
+    spawn_with(
+        Command::new(env!("CARGO_BIN_EXE_clawgate")),
+        dir,
+        port,
+        args,
+        env,
+    )
+}
+
+/// Spawn with at most `n` open files (soft and hard), as a small `ulimit -n` would.
+fn spawn_with_file_limit(n: u32, dir: &TempDir, port: u16) -> Gateway {
+    let mut sh = Command::new("sh");
+    sh.args([
+        "-c",
+        &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+        env!("CARGO_BIN_EXE_clawgate"),
+    ]);
+    spawn_with(sh, dir, port, &[], &[])
+}
+
+fn spawn_with(
+    mut cmd: Command,
+    dir: &TempDir,
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Gateway {
     cmd.args(["gateway", "run", "--port", &port.to_string()])
         .args(args)
         .env_clear()
@@ -514,4 +540,35 @@ fn verbose_logs_frames_with_secrets_masked() {
         "the token leaked into the log:\n{all}"
     );
     assert!(all.contains(" trace "), "{all}");
+}
+
+#[test]
+fn running_out_of_file_descriptors_pauses_accepting_and_recovers() {
+    let dir = TempDir::new();
+    let mut gw = spawn_with_file_limit(24, &dir, free_port()).started();
+    // More sockets than descriptors left: the surplus waits in the backlog.
+    let held: Vec<TcpStream> = (0..30)
+        .map(|_| TcpStream::connect(("127.0.0.1", gw.port)).unwrap())
+        .collect();
+    gw.wait_line("cannot accept connections");
+    // Several back-off periods pass while starved: still one warning.
+    std::thread::sleep(Duration::from_millis(600));
+    while let Ok(l) = gw.lines.try_recv() {
+        gw.seen.push(l);
+    }
+    let starved = gw
+        .seen
+        .concat()
+        .matches("cannot accept connections")
+        .count();
+    assert_eq!(starved, 1, "warned once per episode, not once per attempt");
+    drop(held);
+    assert_eq!(
+        gw.connect(None).hello()["type"],
+        "hello-ok",
+        "accepting resumed once descriptors were free"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().code(), Some(0));
+    assert!(gw.stderr_to_end().contains("accepting connections again"));
 }
