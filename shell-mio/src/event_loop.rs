@@ -13,6 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::sockets::{ACCEPT_BACKOFF, CLOSE_GRACE, SHUTDOWN_GRACE, out_of_resources};
 use crate::startup::{Host, Started};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -23,13 +24,6 @@ const READ_BUFFER: usize = 16 * 1024;
 const READS_PER_WAKE: usize = 16;
 /// Accepts per wake-up before the sockets get their turn.
 const ACCEPTS_PER_WAKE: usize = 256;
-/// How long a closed connection may take to flush and see the peer's EOF (upstream's
-/// `WEBSOCKET_CLOSE_GRACE_MS`).
-const CLOSE_GRACE: Duration = Duration::from_millis(1000);
-/// How long shutdown waits for every socket to flush before the process exits.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(750);
-/// Pause of accepting after the process ran out of file descriptors or memory.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const EVENTS_CAPACITY: usize = 1024;
 
 /// One accepted socket and the bytes still to be written to it.
@@ -499,13 +493,4 @@ fn token_of(conn: ConnId) -> Token {
 
 fn conn_of(token: Token) -> ConnId {
     ConnId(token.0 as u64)
-}
-
-/// Accept failures that retrying at once cannot fix: no descriptors or no memory left.
-fn out_of_resources(e: &io::Error) -> bool {
-    use rustix::io::Errno;
-    let errno = Errno::from_io_error(e);
-    [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
-        .into_iter()
-        .any(|x| errno == Some(x))
 }

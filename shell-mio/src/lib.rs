@@ -17,5 +17,6 @@ pub mod run;
 pub mod run_args;
 pub mod settings;
 pub mod signals;
+pub mod sockets;
 pub mod startup;
 pub mod store;
