@@ -174,7 +174,15 @@ impl Gateway {
     }
 
     fn connect(&self, token: Option<&str>) -> Conn {
-        Conn::open(self.port, token)
+        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{}", self.port));
+        cfg.token = token.map(str::to_string);
+        Conn::open(self.port, cfg)
+    }
+
+    fn connect_with_password(&self, password: &str) -> Conn {
+        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{}", self.port));
+        cfg.password = Some(password.to_string());
+        Conn::open(self.port, cfg)
     }
 }
 
@@ -194,9 +202,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(port: u16, token: Option<&str>) -> Self {
-        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
-        cfg.token = token.map(str::to_string);
+    fn open(port: u16, cfg: ClientConfig) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_millis(20)))
@@ -326,6 +332,43 @@ fn lan_without_secret_exits_78_before_listening() {
         !clawgate::paths::lock_file(&dir.state()).exists(),
         "nothing is set up before the configuration is accepted"
     );
+}
+
+#[test]
+fn refused_secrets_exit_78_with_the_reason() {
+    for (args, reason) in [
+        (&["--token", "changeme"][..], "--token is a placeholder"),
+        (
+            &["--auth", "password"][..],
+            "auth mode password needs a secret",
+        ),
+    ] {
+        let dir = TempDir::new();
+        let port = free_port();
+        let mut gw = spawn(&dir, port, args, &[]);
+        assert_eq!(gw.wait_exit().code(), Some(78), "{args:?}");
+        let err = gw.stderr_to_end();
+        assert!(err.starts_with(reason), "{args:?}: {err}");
+        assert!(!listening(port));
+    }
+}
+
+#[test]
+fn password_file_sets_password_mode() {
+    let dir = TempDir::new();
+    let file = dir.0.join("pw");
+    std::fs::write(&file, "pass-from-a-file\n").unwrap();
+    let gw = spawn(
+        &dir,
+        free_port(),
+        &["--password-file", file.to_str().unwrap()],
+        &[],
+    )
+    .started();
+    assert_eq!(gw.connect_with_password("not-it").closed().0, Some(1008));
+    let hello = gw.connect_with_password("pass-from-a-file").hello();
+    assert_eq!(hello["type"], "hello-ok");
+    assert_eq!(hello["snapshot"]["authMode"], "password");
 }
 
 #[test]
