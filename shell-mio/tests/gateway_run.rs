@@ -615,3 +615,50 @@ fn running_out_of_file_descriptors_pauses_accepting_and_recovers() {
     assert_eq!(gw.wait_exit().code(), Some(0));
     assert!(gw.stderr_to_end().contains("accepting connections again"));
 }
+
+#[test]
+fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart() {
+    let dir = TempDir::new();
+    let port = free_port();
+    let key = clawgate_core::device::DeviceKey::from_seed([7u8; 32]);
+    let with_device = || {
+        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
+        cfg.device = Some(clawgate_core::device::DeviceKey::from_seed([7u8; 32]));
+        cfg.scopes = vec!["operator.read".into(), "operator.pairing".into()];
+        cfg
+    };
+    let mut gw = spawn(&dir, port, &[], &[]).started();
+    let hello = Conn::open(port, with_device()).hello();
+    assert!(hello["auth"]["deviceToken"].is_string(), "{hello}");
+    let store = clawgate::paths::pairing_store(&dir.state());
+    let text = std::fs::read_to_string(&store).unwrap();
+    assert!(text.contains(&key.id()), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().code(), Some(0));
+    assert!(gw.stderr_to_end().contains("approved silently"));
+    drop(gw);
+
+    let mut gw = spawn(&dir, port, &[], &[]).started();
+    let mut again = Conn::open(port, with_device());
+    assert!(again.hello()["auth"]["deviceToken"].is_string());
+    let id = again.client.request("device.pair.list", None);
+    let paired = again.until(|e| match e {
+        Event::Response { id: got, result } if *got == id => Some(result.clone()),
+        _ => None,
+    });
+    let paired = paired.expect("device.pair.list");
+    assert!(paired.to_string().contains(&key.id()), "{paired}");
+    gw.signal("TERM");
+    gw.wait_exit();
+    let log = gw.stderr_to_end();
+    assert!(log.contains("hello 127.0.0.1"), "{log}");
+    assert!(
+        !log.contains("approved silently"),
+        "the restarted gateway knew the device already:\n{log}"
+    );
+}
