@@ -57,11 +57,16 @@ struct Gateway {
 }
 
 fn spawn(dir: &TempDir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+    let port_text = port.to_string();
+    let all: Vec<&str> = ["--port", port_text.as_str()]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
     spawn_with(
         Command::new(env!("CARGO_BIN_EXE_clawgate")),
         dir,
         port,
-        args,
+        &all,
         env,
     )
 }
@@ -74,7 +79,7 @@ fn spawn_with_file_limit(n: u32, dir: &TempDir, port: u16) -> Gateway {
         &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
         env!("CARGO_BIN_EXE_clawgate"),
     ]);
-    spawn_with(sh, dir, port, &[], &[])
+    spawn_with(sh, dir, port, &["--port", &port.to_string()], &[])
 }
 
 fn spawn_with(
@@ -84,7 +89,7 @@ fn spawn_with(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Gateway {
-    cmd.args(["gateway", "run", "--port", &port.to_string()])
+    cmd.args(["gateway", "run"])
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -369,6 +374,53 @@ fn password_file_sets_password_mode() {
     let hello = gw.connect_with_password("pass-from-a-file").hello();
     assert_eq!(hello["type"], "hello-ok");
     assert_eq!(hello["snapshot"]["authMode"], "password");
+}
+
+#[test]
+fn port_comes_from_the_environment_then_the_config_file() {
+    let bin = || Command::new(env!("CARGO_BIN_EXE_clawgate"));
+    let dir = TempDir::new();
+    let (env_port, file_port) = (free_port(), free_port());
+    write_config(&dir, &format!("{{ gateway: {{ port: {file_port} }} }}"));
+    let env_text = env_port.to_string();
+    let gw = spawn_with(
+        bin(),
+        &dir,
+        env_port,
+        &[],
+        &[("OPENCLAW_GATEWAY_PORT", &env_text)],
+    )
+    .started();
+    assert!(!listening(file_port));
+    drop(gw);
+    let dir2 = TempDir::new();
+    write_config(&dir2, &format!("{{ gateway: {{ port: {file_port} }} }}"));
+    let gw = spawn_with(bin(), &dir2, file_port, &[], &[]).started();
+    assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
+}
+
+#[test]
+fn help_prints_usage_and_exits_0() {
+    let out = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .args(["gateway", "run", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("Usage: clawgate gateway run"), "{text}");
+    for flag in [
+        "--port",
+        "--bind",
+        "--auth",
+        "--token",
+        "--password",
+        "--password-file",
+        "--verbose",
+        "--allow-unconfigured",
+        "--log-level",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from help");
+    }
 }
 
 #[test]
