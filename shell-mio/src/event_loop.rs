@@ -229,6 +229,8 @@ impl EventLoop {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
             self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+            // The goodbye frames are already written: the sockets flush while mDNS unregisters.
+            host.stop_advertising();
         }
         let over = self.shutdown_deadline.is_some_and(|t| now >= t);
         if self.sockets.is_empty() || over {

@@ -85,23 +85,19 @@ impl Logger {
 
     /// Write a record of the shell's own (start, bind, signals, IO trouble).
     pub fn log(&mut self, level: Level, message: impl Into<String>) {
-        let rec = LogRecord {
-            level,
-            ts_ms: unix_ms(),
-            conn: None,
-            message: message.into(),
-        };
-        self.record(&rec);
+        self.record(&own_record(level, message.into()));
+    }
+
+    /// A logger for another thread, writing to the same places at the same level.
+    pub fn sink(&self) -> LogSink {
+        LogSink {
+            level: self.level,
+            file: self.file.as_ref().and_then(|f| f.try_clone().ok()),
+        }
     }
 
     fn write_line(&mut self, line: &str) {
-        let mut text = String::with_capacity(line.len() + 1);
-        text.push_str(line);
-        text.push('\n');
-        let _ = io::stderr().lock().write_all(text.as_bytes());
-        if let Some(f) = &mut self.file
-            && let Err(e) = f.write_all(text.as_bytes())
-        {
+        if let Err(e) = write_line(line, self.file.as_ref()) {
             // Say it once on stderr and stop writing the file rather than fail every line.
             let _ = writeln!(
                 io::stderr().lock(),
@@ -110,6 +106,47 @@ impl Logger {
             );
             self.file = None;
         }
+    }
+}
+
+/// A [`Logger`] for another thread (the mDNS advertiser): same level, same file.
+#[derive(Debug)]
+pub struct LogSink {
+    level: Level,
+    file: Option<File>,
+}
+
+impl LogSink {
+    /// Write a line of the shell's own if its level is enabled; a failure to write is ignored.
+    pub fn log(&self, level: Level, message: impl Into<String>) {
+        if level <= self.level {
+            let _ = write_line(
+                &own_record(level, message.into()).line(),
+                self.file.as_ref(),
+            );
+        }
+    }
+}
+
+fn own_record(level: Level, message: String) -> LogRecord {
+    LogRecord {
+        level,
+        ts_ms: unix_ms(),
+        conn: None,
+        message,
+    }
+}
+
+/// Write one line to stderr and, if given, to the log file (appends are atomic per line);
+/// the error is the file's.
+fn write_line(line: &str, file: Option<&File>) -> io::Result<()> {
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+    match file {
+        Some(mut f) => f.write_all(text.as_bytes()),
+        None => Ok(()),
     }
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 /// is dropped (upstream's `WEBSOCKET_CLOSE_GRACE_MS`).
 pub const CLOSE_GRACE: Duration = Duration::from_millis(1000);
 
-/// How long shutdown waits for the sockets to flush before the process exits (under the
-/// one second a stop may take).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(750);
+/// How long shutdown waits for the sockets to flush before the process exits; with
+/// [`crate::startup::MDNS_STOP_GRACE`] a stop stays under one second.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
 
 /// Pause of accepting after the process ran out of file descriptors or memory.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
