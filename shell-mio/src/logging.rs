@@ -202,7 +202,15 @@ mod tests {
         l.open_file(&path).unwrap();
         l.log(Level::Info, "kept");
         l.log(Level::Debug, "dropped");
+        let sink = l.sink();
+        std::thread::spawn(move || {
+            sink.log(Level::Info, "from another thread");
+            sink.log(Level::Debug, "also dropped");
+        })
+        .join()
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(" info from another thread\n"), "{text}");
         assert!(
             text.contains(" info kept\n") && !text.contains("dropped"),
             "{text}"
