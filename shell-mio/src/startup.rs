@@ -280,17 +280,21 @@ impl Host {
     /// configuration is logged and the one in force kept.
     pub fn reload(&mut self, gw: &mut Gateway, now: Instant) {
         match resolve(&self.args, paths::env_map(), &self.logger) {
-            Ok((config, _)) => {
-                let old = gw.config();
-                if (old.bind_host, old.port) != (config.bind_host, config.port) {
+            Ok((mut config, _)) => {
+                let (host, port) = (gw.config().bind_host, gw.config().port);
+                // Port 0 asks for any port: the one the listener got still answers it.
+                let same_port = config.port == port || config.port == 0;
+                if config.bind_host != host || !same_port {
                     self.logger.log(
                         Level::Warn,
                         format!(
-                            "bind {}:{} needs a restart; still listening on {}:{}",
-                            config.bind_host, config.port, old.bind_host, old.port
+                            "bind {}:{} needs a restart; still listening on {host}:{port}",
+                            config.bind_host, config.port
                         ),
                     );
                 }
+                // The configuration describes the listener that is really open.
+                (config.bind_host, config.port) = (host, port);
                 gw.reload(now, config);
             }
             Err(e) => self.logger.log(

@@ -714,3 +714,35 @@ fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart() {
         "the restarted gateway knew the device already:\n{log}"
     );
 }
+
+#[test]
+fn sighup_asking_for_another_port_says_it_needs_a_restart_and_keeps_serving() {
+    let bin = || Command::new(env!("CARGO_BIN_EXE_clawgate"));
+    let dir = TempDir::new();
+    let (first, second) = (free_port(), free_port());
+    write_config(&dir, &format!("{{ gateway: {{ port: {first} }} }}"));
+    let mut gw = spawn_with(bin(), &dir, first, &[], &[]).started();
+    write_config(&dir, &format!("{{ gateway: {{ port: {second} }} }}"));
+    gw.signal("HUP");
+    gw.wait_line(&format!(
+        "bind 127.0.0.1:{second} needs a restart; still listening on 127.0.0.1:{first}"
+    ));
+    assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
+    assert!(!listening(second));
+}
+
+#[test]
+fn port_0_takes_any_port_and_a_reload_keeps_it() {
+    let dir = TempDir::new();
+    let bin = Command::new(env!("CARGO_BIN_EXE_clawgate"));
+    let mut gw = spawn_with(bin, &dir, 0, &["--port", "0"], &[]);
+    let line = gw.wait_line("listening on ws://127.0.0.1:");
+    gw.port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(gw.port, 0);
+    gw.signal("HUP");
+    gw.wait_line("config reloaded");
+    assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
+    gw.signal("TERM");
+    gw.wait_exit();
+    assert!(!gw.stderr_to_end().contains("needs a restart"));
+}
