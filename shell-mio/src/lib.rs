@@ -30,3 +30,4 @@ pub mod signals;
 pub mod sockets;
 pub mod startup;
 pub mod store;
+pub mod tailnet;
