@@ -22,17 +22,26 @@ pub fn level(args: &RunArgs, env: &BTreeMap<String, String>) -> Level {
         .unwrap_or(Level::Info)
 }
 
-/// The level a `RUST_LOG` value sets for clawgate: a bare level (`debug`) or a directive for a
-/// `clawgate…` target (`clawgate=trace`); the last one that applies wins.
+/// The level a `RUST_LOG` value sets for clawgate: a directive for a `clawgate…` target
+/// (`clawgate=trace`) wins over a bare level (`debug`), as in `env_logger`; among equals the
+/// last one wins.
 pub fn rust_log_level(value: &str) -> Option<Level> {
-    value
+    // (target, level) per directive; a bare level has no target.
+    let directives: Vec<(Option<&str>, &str)> = value
         .split(',')
-        .rev()
-        .find_map(|directive| match directive.split_once('=') {
-            None => Level::parse(directive),
-            Some((target, level)) if target.trim().starts_with("clawgate") => Level::parse(level),
-            Some(_) => None,
+        .map(|d| match d.split_once('=') {
+            Some((target, level)) => (Some(target.trim()), level),
+            None => (None, d),
         })
+        .collect();
+    let last = |applies: &dyn Fn(Option<&str>) -> bool| {
+        directives
+            .iter()
+            .rev()
+            .filter(|(target, _)| applies(*target))
+            .find_map(|(_, level)| Level::parse(level))
+    };
+    last(&|t| t.is_some_and(|t| t.starts_with("clawgate"))).or_else(|| last(&|t| t.is_none()))
 }
 
 /// The milliseconds since the Unix epoch now.
@@ -164,6 +173,8 @@ mod tests {
         assert_eq!(rust_log_level("clawgate_core=warn"), Some(Level::Warn));
         assert_eq!(rust_log_level("other=debug"), None);
         assert_eq!(rust_log_level("nonsense"), None);
+        assert_eq!(rust_log_level("clawgate=debug,warn"), Some(Level::Debug));
+        assert_eq!(rust_log_level("error,other=trace"), Some(Level::Error));
     }
 
     #[test]
