@@ -358,3 +358,53 @@ fn progress_chunks_reach_the_caller_and_nodes_speak_only_for_themselves() {
         json!({"ok": true, "ignored": true})
     );
 }
+
+#[test]
+fn node_tokens_need_admin_to_rotate_or_revoke() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let (_node, node_id, admin) = approved_node(&mut p);
+    let pairing_only = operator(&mut p, &["operator.pairing"]);
+    for method in ["device.token.rotate", "device.token.revoke"] {
+        let e = p
+            .call(
+                pairing_only,
+                method,
+                Some(json!({"deviceId": node_id, "role": "node"})),
+            )
+            .unwrap_err();
+        assert_eq!(e.message, "missing scope: operator.admin", "{method}");
+    }
+    let r = p
+        .call(
+            admin,
+            "device.token.rotate",
+            Some(json!({"deviceId": node_id, "role": "node"})),
+        )
+        .unwrap();
+    assert_eq!(r["role"], "node");
+}
+
+#[test]
+fn logs_tail_follows_with_a_cursor() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let op = operator(&mut p, &["operator.read"]);
+    let first = p.call(op, "logs.tail", Some(json!({"limit": 5}))).unwrap();
+    assert!(!first["lines"].as_array().unwrap().is_empty());
+    let cursor = first["cursor"].clone();
+    let _ = operator(&mut p, &["operator.read"]);
+    let next = p
+        .call(op, "logs.tail", Some(json!({"cursor": cursor})))
+        .unwrap();
+    let lines = next["lines"].as_array().unwrap();
+    assert!(
+        !lines.is_empty()
+            && lines
+                .iter()
+                .all(|l| !first["lines"].as_array().unwrap().contains(l))
+    );
+    assert_eq!(next["reset"], false);
+    let e = p
+        .call(op, "logs.tail", Some(json!({"limit": 0})))
+        .unwrap_err();
+    assert!(e.message.starts_with("invalid params: at /limit"));
+}

@@ -10,8 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use clawgate::grace::{ACCEPT_BACKOFF, CLOSE_GRACE, SHUTDOWN_GRACE};
 use clawgate::logging::unix_ms;
+use clawgate::sockets::{ACCEPT_BACKOFF, CLOSE_GRACE, SHUTDOWN_GRACE, out_of_resources};
 use clawgate_core::{Config, ConnId, Gateway, Level, LogRecord, Output};
 use smol::channel::{Receiver, Sender};
 use smol::net::{Shutdown, TcpListener, TcpStream};
@@ -34,7 +34,8 @@ pub enum Control {
 /// Something that happened, for the driver.
 pub(crate) enum Event {
     Accepted(TcpStream, SocketAddr),
-    AcceptFailed(io::Error),
+    /// A log line of the shell's own.
+    Note(Level, String),
     Data(ConnId, Vec<u8>),
     Written(ConnId, usize),
     Eof(ConnId),
@@ -77,24 +78,33 @@ pub async fn serve<H: Host>(
 }
 
 async fn accept_loop(listener: TcpListener, events: Sender<Event>) {
-    let mut failing = false;
+    let mut starved = false;
     loop {
         let event = match listener.accept().await {
             Ok((stream, peer)) => {
-                failing = false;
+                if starved {
+                    starved = false;
+                    let note = Event::Note(Level::Info, "accepting connections again".into());
+                    if events.send(note).await.is_err() {
+                        return;
+                    }
+                }
                 Event::Accepted(stream, peer)
             }
-            // Said once per episode; accepting again at once would spin (out of descriptors
-            // or memory), so pause.
-            Err(e) => {
-                let first = !failing;
-                failing = true;
+            Err(e) if out_of_resources(&e) => {
+                // Accepting again at once would spin: pause, and say so once per episode.
+                let first = !starved;
+                starved = true;
                 Timer::after(ACCEPT_BACKOFF).await;
                 if !first {
                     continue;
                 }
-                Event::AcceptFailed(e)
+                Event::Note(
+                    Level::Warn,
+                    format!("cannot accept connections: {e}; pausing accepts"),
+                )
             }
+            Err(e) => Event::Note(Level::Debug, format!("accept failed: {e}")),
         };
         if events.send(event).await.is_err() {
             return;
@@ -178,10 +188,7 @@ impl<H: Host> Driver<'_, '_, H> {
     fn handle(&mut self, now: Instant, event: Event) {
         match event {
             Event::Accepted(stream, peer) => self.accept(now, stream, peer),
-            Event::AcceptFailed(e) => self.log(
-                Level::Warn,
-                format!("cannot accept connections: {e}; pausing accepts"),
-            ),
+            Event::Note(level, message) => self.log(level, message),
             Event::Data(id, bytes) => self.gw.handle_input(now, id, &bytes),
             Event::Written(id, n) => self.gw.handle_written(now, id, n),
             Event::Eof(id) => self.gw.handle_closed(now, id),
@@ -246,6 +253,8 @@ impl<H: Host> Driver<'_, '_, H> {
         } = self;
         drop((alive, writers));
         let deadline = Instant::now() + SHUTDOWN_GRACE;
+        // The goodbye frames are queued: the sockets flush while the host winds down.
+        host.on_draining();
         let flushed = future::or(
             async {
                 // Socket tasks may wait on a full queue; what they report no longer matters.

@@ -56,6 +56,8 @@ pub trait Host {
     }
     /// The signal socket became readable: act on the gateway (shut down, reload).
     fn on_signals(&mut self, _gw: &mut Gateway, _now: Instant) {}
+    /// The gateway started draining: stop what announces it (mDNS).
+    fn on_draining(&mut self) {}
 }
 
 /// The `clawgate` shell's host: its logger, pairing store and signal handlers.
@@ -74,6 +76,10 @@ impl Host for startup::Host {
 
     fn on_signals(&mut self, gw: &mut Gateway, now: Instant) {
         startup::Host::on_signals(self, gw, now);
+    }
+
+    fn on_draining(&mut self) {
+        self.stop_advertising();
     }
 }
 
@@ -114,5 +120,9 @@ impl<H: Host + ?Sized> Host for &mut H {
 
     fn on_signals(&mut self, gw: &mut Gateway, now: Instant) {
         (**self).on_signals(gw, now);
+    }
+
+    fn on_draining(&mut self) {
+        (**self).on_draining();
     }
 }
