@@ -172,6 +172,7 @@ impl Gateway {
             .conns
             .iter()
             .filter_map(|(id, c)| c.session().map(|s| (id, s)))
+            .filter(|(_, s)| !is_ephemeral_mode(&s.client.mode))
             .collect();
         sessions.sort_by_key(|(id, _)| **id);
         for (_, s) in sessions {
@@ -588,4 +589,10 @@ impl Gateway {
             self.send(now, c, &respond(&result, &r));
         }
     }
+}
+
+/// Whether a client mode is an ephemeral control-plane connection (`cli`, `backend`, `probe`),
+/// which upstream leaves out of presence: thousands of them must not grow every `hello-ok`.
+fn is_ephemeral_mode(mode: &str) -> bool {
+    matches!(mode, "cli" | "backend" | "probe")
 }
