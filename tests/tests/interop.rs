@@ -5,16 +5,14 @@
 //!
 //! Under `CI=true` a missing Node or package fails; elsewhere these tests skip loudly.
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clawgate_core::client::ClientConfig;
-use clawgate_tests::{deps, schema};
-use common::{Gateway, Shell, TempDir, Wire};
+use clawgate_tests::harness::{Gateway, Options, Shell, TempDir, Ws};
+use clawgate_tests::{both, deps, schema};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "interop-token-7f3a";
@@ -177,6 +175,16 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A gateway in token mode that logs every frame (`--verbose`).
+fn start(shell: Shell) -> Gateway {
+    Options::new().token(TOKEN).arg("--verbose").start(shell)
+}
+
+/// `ws://127.0.0.1:<port>`.
+fn url(gw: &Gateway) -> String {
+    format!("ws://127.0.0.1:{}", gw.port())
+}
+
 /// A local CLI operator with the scopes node approval and invocation need.
 fn admin() -> ClientConfig {
     let mut c = ClientConfig::cli("127.0.0.1");
@@ -200,13 +208,13 @@ fn frames(gw: &Gateway) -> String {
 }
 
 fn cli_call_health(shell: Shell) {
-    let gw = Gateway::start(shell, TOKEN);
+    let gw = start(shell);
     let Some(run) = openclaw(&[
         "gateway",
         "call",
         "health",
         "--url",
-        &gw.url(),
+        &url(&gw),
         "--token",
         TOKEN,
         "--json",
@@ -218,13 +226,13 @@ fn cli_call_health(shell: Shell) {
 }
 
 fn cli_call_status(shell: Shell) {
-    let gw = Gateway::start(shell, TOKEN);
+    let gw = start(shell);
     let Some(run) = openclaw(&[
         "gateway",
         "call",
         "status",
         "--url",
-        &gw.url(),
+        &url(&gw),
         "--token",
         TOKEN,
         "--json",
@@ -236,12 +244,12 @@ fn cli_call_status(shell: Shell) {
 }
 
 fn cli_probe(shell: Shell) {
-    let gw = Gateway::start(shell, TOKEN);
+    let gw = start(shell);
     let Some(run) = openclaw(&[
         "gateway",
         "probe",
         "--url",
-        &gw.url(),
+        &url(&gw),
         "--token",
         TOKEN,
         "--json",
@@ -254,21 +262,21 @@ fn cli_probe(shell: Shell) {
     let targets = probe["targets"].as_array().expect("targets");
     let ours = targets
         .iter()
-        .find(|t| t["url"] == gw.url())
-        .unwrap_or_else(|| panic!("no target for {}: {run}", gw.url()));
+        .find(|t| t["url"] == url(&gw))
+        .unwrap_or_else(|| panic!("no target for {}: {run}", url(&gw)));
     assert_eq!(ours["connect"]["ok"], true, "{run}");
     // The probe connects as cli/probe without a device, so its scopes are stripped (as upstream).
     assert_eq!(ours["connect"]["scopeLimited"], true, "{run}");
 }
 
 fn cli_wrong_token(shell: Shell) {
-    let gw = Gateway::start(shell, TOKEN);
+    let gw = start(shell);
     let Some(run) = openclaw(&[
         "gateway",
         "call",
         "health",
         "--url",
-        &gw.url(),
+        &url(&gw),
         "--token",
         "not-the-token",
         "--json",
@@ -288,7 +296,7 @@ fn cli_wrong_token(shell: Shell) {
 }
 
 /// The node as `node.list` shows it, once it is connected.
-fn wait_for_node(op: &mut Wire, node: &NodeHost, gw: &Gateway) -> Value {
+fn wait_for_node(op: &mut Ws, node: &NodeHost, gw: &Gateway) -> Value {
     let deadline = Instant::now() + NODE_WAIT;
     loop {
         let list = op.call("node.list", Some(json!({}))).expect("node.list");
@@ -309,17 +317,17 @@ fn wait_for_node(op: &mut Wire, node: &NodeHost, gw: &Gateway) -> Value {
 }
 
 fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
-    let gw = Gateway::start(shell, TOKEN);
+    let gw = start(shell);
     let Some(node) = NodeHost::start(&gw) else {
         return;
     };
-    let mut op = Wire::connect(gw.port(), admin());
+    let mut op = gw.ws(admin());
     op.hello().expect("admin operator hello-ok");
     let listed = wait_for_node(&mut op, &node, &gw);
     assert_eq!(listed["clientId"], "node-host", "{listed}");
     let node_id = listed["nodeId"].as_str().expect("nodeId").to_string();
 
-    let url = gw.url();
+    let url = url(&gw);
     let pending = openclaw(&[
         "nodes", "pending", "--url", &url, "--token", TOKEN, "--json",
     ])
@@ -376,25 +384,13 @@ fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
         .unwrap_or_else(|| panic!("no path for ls: {result}"));
     assert!(ls.ends_with("/ls"), "{result}");
 
-    for text in schema::server_text_frames(&op.received) {
+    for text in schema::server_text_frames(op.received()) {
         let frame: Value = serde_json::from_str(&text).expect("gateway frames are JSON");
         schema::validate_server_frame(&frame).unwrap_or_else(|e| panic!("{e}\n  frame: {text}"));
     }
 }
 
-/// Each case once per binary, as `mio::<case>` and `smol::<case>`.
-macro_rules! for_each_shell {
-    ($($case:ident),* $(,)?) => {
-        mod mio {
-            $( #[test] fn $case() { super::$case(super::Shell::Mio) } )*
-        }
-        mod smol {
-            $( #[test] fn $case() { super::$case(super::Shell::Smol) } )*
-        }
-    };
-}
-
-for_each_shell!(
+both!(
     cli_call_health,
     cli_call_status,
     cli_probe,

@@ -2,16 +2,15 @@
 //! (challenge, hello-ok, the read methods, pairing, node.invoke, every failure row, tick,
 //! shutdown) through the in-memory core, and the same against both binaries.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use clawgate_core::client::{ClientConfig, Event};
 use clawgate_core::fuzzing::{self, Sim, loopback, remote};
 use clawgate_core::{ConnId, PairingStore};
+use clawgate_tests::both;
+use clawgate_tests::harness::{Options, Shell, Ws};
 use clawgate_tests::schema::{self, Schema, server_text_frames};
-use common::{Gateway, Shell, Wire};
 use serde_json::{Value, json};
 
 /// What a session's frames covered, so a session that silently did less fails.
@@ -305,11 +304,11 @@ fn the_schema_rejects_what_upstream_rejects() {
 fn binary_session_conforms(shell: Shell) {
     let Some(s) = schema::schema() else { return };
     let token = "schema-token";
-    let gw = Gateway::start(shell, token);
+    let gw = Options::new().token(token).start(shell);
     let mut seen = Seen::default();
     let mut config = fuzzing::operator_client();
     config.token = Some(token.into());
-    let mut op = Wire::connect(gw.port(), config.clone());
+    let mut op = Ws::connect(gw.port(), config.clone());
     op.hello().expect("hello-ok");
     for (m, p) in [
         ("health", json!({})),
@@ -329,13 +328,15 @@ fn binary_session_conforms(shell: Shell) {
         seen.kinds.insert(format!("result {m}"), 1);
     }
     assert!(op.call("nosuch.method", None).is_err());
-    op.send_text(r#"{"type":"req","id":"bogus","method":"health","bogus":1}"#);
+    op.client()
+        .send_text(r#"{"type":"req","id":"bogus","method":"health","bogus":1}"#.into());
+    op.flush();
     op.expect("the answer to a bogus frame", |e| {
         matches!(e, Event::Response { id, .. } if id == "bogus").then_some(())
     });
     let mut probe = config.clone();
     probe.client.mode = "probe".into();
-    let mut probe = Wire::connect(gw.port(), probe);
+    let mut probe = Ws::connect(gw.port(), probe);
     probe.hello().expect("probe hello-ok");
     assert!(probe.call("status", None).is_err());
     let refusals: [Tweak; 4] = [
@@ -347,18 +348,18 @@ fn binary_session_conforms(shell: Shell) {
     for tweak in refusals {
         let mut c = config.clone();
         tweak(&mut c);
-        let mut w = Wire::connect(gw.port(), c);
+        let mut w = Ws::connect(gw.port(), c);
         assert!(w.hello().is_err());
         w.closed();
-        seen.check(s, &w.received, &HashMap::new());
+        seen.check(s, w.received(), &HashMap::new());
     }
     gw.terminate();
     op.expect("shutdown", |e| {
         matches!(e, Event::Event { event, .. } if event == "shutdown").then_some(())
     });
     assert_eq!(op.closed(), (Some(1012), "service restart".to_string()));
-    seen.check(s, &op.received, &HashMap::new());
-    seen.check(s, &probe.received, &HashMap::new());
+    seen.check(s, op.received(), &HashMap::new());
+    seen.check(s, probe.received(), &HashMap::new());
     seen.assert_covered(&[
         "event connect.challenge",
         "hello-ok",
@@ -374,16 +375,4 @@ fn binary_session_conforms(shell: Shell) {
     ]);
 }
 
-mod mio {
-    #[test]
-    fn binary_session_conforms() {
-        super::binary_session_conforms(super::Shell::Mio);
-    }
-}
-
-mod smol {
-    #[test]
-    fn binary_session_conforms() {
-        super::binary_session_conforms(super::Shell::Smol);
-    }
-}
+both!(binary_session_conforms);
