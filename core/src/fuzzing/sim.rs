@@ -168,11 +168,6 @@ impl Sim {
         self.drive();
     }
 
-    /// Connections in the order they were opened.
-    pub fn conns(&self) -> Vec<ConnId> {
-        self.peers.keys().copied().collect()
-    }
-
     /// The events a client observed so far, drained.
     pub fn events(&mut self, id: ConnId) -> Vec<Event> {
         let Some(c) = self.peers.get_mut(&id).and_then(|p| p.client.as_mut()) else {
