@@ -168,7 +168,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     );
     let mut gateway = Gateway::new(
         config,
-        Box::new(OsEntropy),
+        Box::new(OsEntropy::default()),
         pairing,
         Instant::now(),
         logging::unix_ms(),

@@ -23,7 +23,7 @@
 //!
 //! # fn main() -> std::io::Result<()> {
 //! let listener = std::net::TcpListener::bind("127.0.0.1:18789")?;
-//! let entropy = Box::new(clawgate::entropy::OsEntropy);
+//! let entropy = Box::new(clawgate::entropy::OsEntropy::default());
 //! let gw = Gateway::new(Config::local_default(), entropy, PairingStore::default(), Instant::now(), clawgate::logging::unix_ms());
 //! let (stop, control) = smol::channel::unbounded::<Control>(); // stop.send(Control::Shutdown)
 //! let ex = smol::Executor::new();

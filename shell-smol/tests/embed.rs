@@ -27,7 +27,7 @@ fn serve_applies_reload_and_shuts_down_on_order() {
     let port = listener.local_addr().unwrap().port();
     let gw = Gateway::new(
         Config::local_default(),
-        Box::new(clawgate::entropy::OsEntropy),
+        Box::new(clawgate::entropy::OsEntropy::default()),
         PairingStore::default(),
         Instant::now(),
         0,
