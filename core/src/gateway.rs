@@ -925,6 +925,9 @@ impl Gateway {
             ws.client_ip
         };
         self.release_preauth(ip);
+        if !crate::route::is_ephemeral_mode(&params.client.mode) {
+            self.router.presence.insert(id);
+        }
         let payload = self.hello_payload(now, &conn_uuid, &params, &hello);
         self.send(now, id, &OutFrame::ok(req_id, payload));
         self.log(

@@ -1,7 +1,7 @@
 //! Routing: connected nodes, `node.invoke` in flight with their deadlines, idempotency keys,
 //! and presence.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use core::time::Duration;
@@ -43,6 +43,8 @@ pub struct Router {
     dedupe: VecDeque<(Instant, String, Result<Value, ErrorShape>)>,
     /// In-flight invokes by idempotency key.
     in_flight: HashMap<String, u64>,
+    /// Authenticated connections shown in presence (not CLI, probe or backend ones), in order.
+    pub(crate) presence: BTreeSet<ConnId>,
 }
 
 impl Router {
@@ -52,6 +54,7 @@ impl Router {
     }
 
     pub(crate) fn conn_gone(&mut self, id: ConnId) {
+        self.presence.remove(&id);
         self.nodes.retain(|_, c| *c != id);
     }
 
@@ -168,14 +171,12 @@ impl Gateway {
             "reason": "self", "instanceId": self.boot_id, "ts": ts,
             "text": format!("Gateway: {host} · app {version} · mode gateway · reason self"),
         })];
-        let mut sessions: Vec<(&ConnId, &crate::conn::Session)> = self
-            .conns
+        let sessions = self
+            .router
+            .presence
             .iter()
-            .filter_map(|(id, c)| c.session().map(|s| (id, s)))
-            .filter(|(_, s)| !is_ephemeral_mode(&s.client.mode))
-            .collect();
-        sessions.sort_by_key(|(id, _)| **id);
-        for (_, s) in sessions {
+            .filter_map(|id| self.conns.get(id).and_then(|c| c.session()));
+        for s in sessions {
             let name = s
                 .client
                 .display_name
@@ -596,6 +597,6 @@ impl Gateway {
 
 /// Whether a client mode is an ephemeral control-plane connection (`cli`, `backend`, `probe`),
 /// which upstream leaves out of presence: thousands of them must not grow every `hello-ok`.
-fn is_ephemeral_mode(mode: &str) -> bool {
+pub(crate) fn is_ephemeral_mode(mode: &str) -> bool {
     matches!(mode, "cli" | "backend" | "probe")
 }
