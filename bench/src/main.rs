@@ -30,11 +30,13 @@ const USAGE: &str = "\
 Usage:
   clawgate-bench all [--out PATH] [--connections N] [--churn-secs S] [--only LIST]
                      [--no-upstream] [--no-build] [--spawns N] [--ticks N] [--upstream-dir DIR]
+                     [--bin-dir DIR]
   clawgate-bench bare-server --port P [--tick-ms MS] [--lifetime-secs S]
 
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --churn-secs S  length of the churn run on each clawgate shell (default 600; 0 = none)
   --upstream-dir  where `openclaw` and Node are installed (default ~/.cache/clawgate/interop)
+  --bin-dir DIR   take clawgate and clawgate-smol from DIR (default: next to this binary)
 ";
 
 /// The parsed `all` command line.
@@ -45,6 +47,7 @@ struct AllArgs {
     no_upstream: bool,
     no_build: bool,
     upstream_dir: PathBuf,
+    bin_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +96,7 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
         no_upstream: false,
         no_build: false,
         upstream_dir: home.join(".cache/clawgate/interop"),
+        bin_dir: None,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
@@ -104,6 +108,7 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
             Long("spawns") => a.opts.spawns = value(&mut p, "--spawns")?,
             Long("ticks") => a.opts.ticks = value(&mut p, "--ticks")?,
             Long("upstream-dir") => a.upstream_dir = value(&mut p, "--upstream-dir")?,
+            Long("bin-dir") => a.bin_dir = Some(value(&mut p, "--bin-dir")?),
             Long("only") => {
                 let list: String = value(&mut p, "--only")?;
                 a.only = list.split(',').map(|s| s.trim().to_string()).collect();
@@ -245,7 +250,11 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
         context: "find this binary".into(),
         source: e,
     })?;
-    let bin_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let bin_dir = a
+        .bin_dir
+        .clone()
+        .or_else(|| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
     let list = targets(a, &bin_dir, exe.clone(), &mut skipped);
     let mut figs = Vec::new();
     for t in &list {

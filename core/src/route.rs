@@ -155,7 +155,9 @@ impl Gateway {
         self.broadcast(now, "presence", json!({"presence": list}), Some(sv));
     }
 
-    /// The presence list: the gateway itself, then every authenticated connection.
+    /// The presence list: the gateway itself, then every authenticated connection except the
+    /// ephemeral ones (modes `cli`, `backend`, `probe`), as upstream's `isEphemeralGatewayClient`.
+    /// Listing those would make every `hello-ok` grow with the number of CLI connections.
     pub(crate) fn presence_list(&self, now: Instant) -> Vec<Value> {
         let ts = self.unix_ms(now);
         let host = &self.config.host_name;
@@ -169,6 +171,7 @@ impl Gateway {
             .conns
             .iter()
             .filter_map(|(id, c)| c.session().map(|s| (id, s)))
+            .filter(|(_, s)| !matches!(s.client.mode.as_str(), "cli" | "backend" | "probe"))
             .collect();
         sessions.sort_by_key(|(id, _)| **id);
         for (_, s) in sessions {
