@@ -151,7 +151,15 @@ impl<W: Wire> Pool<W> {
                             eof = true;
                             break;
                         }
-                        Ok(n) => slot.wire.handle_input(self.buf.get(..n).unwrap_or(&[])),
+                        Ok(n) => {
+                            slot.wire.handle_input(self.buf.get(..n).unwrap_or(&[]));
+                            // A short read emptied the socket; with edge-triggered readiness
+                            // the next arrival raises a new event, so skip the extra read
+                            // that would only say `WouldBlock` (unless EOF is already known).
+                            if n < self.buf.len() && !ev.is_read_closed() {
+                                break;
+                            }
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => {
