@@ -119,6 +119,7 @@ impl Gateway {
                 return Err(Refusal {
                     error: ErrorShape::new(ErrorCode::NotPaired, message).with_details(details),
                     close_reason: Some(format!("{message} (requestId: {})", req.request_id)),
+                    delay: None,
                 });
             }
         }

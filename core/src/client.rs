@@ -298,7 +298,7 @@ impl Client {
         }
     }
 
-    /// Bytes read from the socket; `now_ms` is the Unix time (for nothing but symmetry today).
+    /// Bytes read from the socket.
     pub fn handle_input(&mut self, data: &[u8]) {
         match &mut self.phase {
             Phase::Upgrading { key, buf } => {

@@ -42,6 +42,8 @@ pub struct Limits {
     pub auth_lockout: Duration,
     /// Whether local connections are exempt from the lockout.
     pub auth_exempt_loopback: bool,
+    /// Longest delay before answering a failed shared secret from a local address.
+    pub local_auth_penalty_max: Duration,
     /// Allowed clock skew of a device signature.
     pub device_signature_skew: Duration,
     /// Lifetime of a pending pairing request.
@@ -74,6 +76,7 @@ impl Default for Limits {
             auth_window: Duration::from_millis(60_000),
             auth_lockout: Duration::from_millis(300_000),
             auth_exempt_loopback: true,
+            local_auth_penalty_max: Duration::from_millis(5_000),
             device_signature_skew: Duration::from_millis(120_000),
             pairing_request_ttl: Duration::from_millis(300_000),
             dedupe_ttl: Duration::from_millis(300_000),
@@ -135,6 +138,9 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Browser origins allowed besides loopback ones (`scheme://host:port`).
     pub allowed_origins: Vec<String>,
+    /// Let a Control UI without a device identity connect with the shared secret
+    /// (`gateway.controlUi.allowInsecureAuth`).
+    pub allow_insecure_control_ui: bool,
     /// Approve new devices on local connections without asking.
     pub auto_approve_local: bool,
     /// Node commands always allowed.
@@ -151,6 +157,8 @@ pub struct Config {
     pub state_dir: String,
     /// Host name, for presence.
     pub host_name: String,
+    /// Host label to advertise over mDNS instead of the host name (`OPENCLAW_MDNS_HOSTNAME`).
+    pub mdns_host_name: Option<String>,
     /// Server version string.
     pub version: String,
     /// The parsed config file (`Null` when there is none), for `config.get` (redacted there).
@@ -170,6 +178,7 @@ impl Config {
             secret: None,
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
+            allow_insecure_control_ui: false,
             auto_approve_local: true,
             node_commands_allow: Vec::new(),
             node_commands_deny: Vec::new(),
@@ -178,6 +187,7 @@ impl Config {
             config_path: String::new(),
             state_dir: String::new(),
             host_name: "localhost".into(),
+            mdns_host_name: None,
             version: env!("CARGO_PKG_VERSION").into(),
             file: Value::Null,
             log_frames: false,
@@ -338,6 +348,9 @@ impl Config {
         cfg.allowed_origins = str_list(&gw, &["controlUi", "allowedOrigins"]);
         cfg.node_commands_allow = str_list(&gw, &["nodes", "commands", "allow"]);
         cfg.node_commands_deny = str_list(&gw, &["nodes", "commands", "deny"]);
+        if let Some(Value::Bool(b)) = at(&gw, &["controlUi", "allowInsecureAuth"]) {
+            cfg.allow_insecure_control_ui = *b;
+        }
         if let Some(Value::Bool(b)) = at(&gw, &["nodes", "pairing", "autoApproveLocal"]) {
             cfg.auto_approve_local = *b;
         }
@@ -349,6 +362,7 @@ impl Config {
         if env("OPENCLAW_DISABLE_BONJOUR").is_some_and(|v| v != "0" && v != "false") {
             cfg.mdns = MdnsMode::Off;
         }
+        cfg.mdns_host_name = env("OPENCLAW_MDNS_HOSTNAME").map(str::to_string);
         let limits = &mut cfg.limits;
         if let Some(ms) = env("OPENCLAW_HANDSHAKE_TIMEOUT_MS") {
             limits.handshake_timeout =

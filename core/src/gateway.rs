@@ -58,6 +58,7 @@ pub enum Output {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
     Handshake(ConnId),
+    Refusal(ConnId),
     Tick,
     Invoke(u64),
 }
@@ -83,6 +84,10 @@ pub struct Gateway {
     pub(crate) limiter: RateLimiter,
     pub(crate) router: Router,
     pub(crate) logs: LogRing,
+    /// Refusals held back by the local failed-auth penalty, answered when their timer fires.
+    held: HashMap<ConnId, Held>,
+    /// Failed shared-secret attempts by local address: (count in window, window start).
+    local_failures: HashMap<IpAddr, (u32, Instant)>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     out: VecDeque<Output>,
     next_conn: u64,
@@ -115,6 +120,8 @@ impl Gateway {
             preauth_by_ip: HashMap::new(),
             limiter: RateLimiter::default(),
             router: Router::default(),
+            held: HashMap::new(),
+            local_failures: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             next_conn: 1,
@@ -322,6 +329,11 @@ impl Gateway {
                     self.schedule(next.max(now), Timer::Tick);
                 }
                 Timer::Invoke(invoke) => self.invoke_expired(now, invoke),
+                Timer::Refusal(id) => {
+                    if let Some(d) = self.held.remove(&id) {
+                        self.reject(now, id, &d.req_id, d.error, d.close_reason);
+                    }
+                }
             }
         }
     }
@@ -346,6 +358,9 @@ impl Gateway {
         if now.saturating_duration_since(self.last_prune) >= self.config.limits.auth_window {
             self.last_prune = now;
             self.limiter.prune(now, self.config.limits.auth_window);
+            let window = self.config.limits.auth_window;
+            self.local_failures
+                .retain(|_, (_, start)| now.saturating_duration_since(*start) <= window);
         }
         let expired = self.store.expire(ts);
         if !expired.is_empty() {
@@ -760,7 +775,7 @@ impl Gateway {
             self.on_request_text(now, id, text);
             return;
         }
-        if !self.count_preauth_frame(now, id) {
+        if !self.count_preauth_frame(now, id) || self.held.contains_key(&id) {
             return;
         }
         let req = match parse_request(text) {
@@ -819,8 +834,30 @@ impl Gateway {
         }
         match self.admit(now, id, &params) {
             Ok(hello) => self.finish_hello(now, id, &req.id, params, hello),
-            Err(err) => self.reject(now, id, &req.id, err.error, err.close_reason),
+            Err(err) => match err.delay {
+                Some(delay) => self.hold(now, id, req.id, err, delay),
+                None => self.reject(now, id, &req.id, err.error, err.close_reason),
+            },
         }
+    }
+
+    /// Hold a refusal back for `delay` (the local failed-auth penalty); frames meanwhile are ignored.
+    fn hold(&mut self, now: Instant, id: ConnId, req_id: String, err: Refusal, delay: Duration) {
+        self.log(
+            now,
+            Level::Debug,
+            Some(id),
+            format!("refusal held {} ms", delay.as_millis()),
+        );
+        self.held.insert(
+            id,
+            Held {
+                req_id,
+                error: err.error,
+                close_reason: err.close_reason,
+            },
+        );
+        self.schedule(now + delay, Timer::Refusal(id));
     }
 
     /// Answer a failed `connect` and close 1008 with the message (or `close_reason`) as reason.
@@ -925,10 +962,12 @@ pub(crate) struct Admitted {
     pub(crate) events: Vec<(&'static str, Value)>,
 }
 
-/// A refused `connect`: the error and the close reason when it differs from the message.
+/// A refused `connect`: the error, the close reason when it differs from the message, and
+/// how long to hold the answer back (the local failed-auth penalty).
 pub(crate) struct Refusal {
     pub(crate) error: ErrorShape,
     pub(crate) close_reason: Option<String>,
+    pub(crate) delay: Option<Duration>,
 }
 
 impl From<ErrorShape> for Refusal {
@@ -936,8 +975,16 @@ impl From<ErrorShape> for Refusal {
         Refusal {
             error,
             close_reason: None,
+            delay: None,
         }
     }
+}
+
+/// A refusal waiting for its penalty to pass.
+struct Held {
+    req_id: String,
+    error: ErrorShape,
+    close_reason: Option<String>,
 }
 
 impl Gateway {
@@ -1018,6 +1065,16 @@ impl Gateway {
                 .locked(now, client_ip, CredentialKind::SharedSecret)
         {
             return Err(handshake::rate_limited(left.as_millis() as u64).into());
+        }
+        // Upstream decides a missing device identity before the secret: a Control UI needs a
+        // secure context, and a node always needs a device.
+        if p.device.is_none() && self.config.auth_mode != AuthMode::None {
+            if p.client.id == "openclaw-control-ui" && !self.config.allow_insecure_control_ui {
+                return Err(handshake::control_ui_device_required().into());
+            }
+            if p.role == Role::Node {
+                return Err(handshake::device_identity_required().into());
+            }
         }
         if let Some(dev) = &p.device {
             let fields = crate::device::SignedFields {
@@ -1151,7 +1208,7 @@ impl Gateway {
             .device
             .as_ref()
             .is_some_and(|d| self.store.devices.contains_key(&d.id));
-        Err(handshake::auth_failure(
+        let error = handshake::auth_failure(
             format!("unauthorized: gateway {what} mismatch ({hint})"),
             &format!("AUTH_{key}_MISMATCH"),
             &format!("{what}_mismatch"),
@@ -1161,8 +1218,30 @@ impl Gateway {
                 "update_auth_credentials"
             },
             paired,
-        )
-        .into())
+        );
+        let delay = if exempt {
+            Some(self.local_penalty(now, client_ip))
+        } else {
+            None
+        };
+        Err(Refusal {
+            error,
+            close_reason: None,
+            delay,
+        })
+    }
+
+    /// The delay before answering a failed shared secret from a local address (exempt from the
+    /// lockout): 250 ms doubling per failure in the window, at most 5 s; success does not reset it.
+    fn local_penalty(&mut self, now: Instant, ip: IpAddr) -> Duration {
+        let window = self.config.limits.auth_window;
+        let entry = self.local_failures.entry(ip).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) > window {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        let ms = 250u64.saturating_mul(1u64 << (entry.0 - 1).min(10));
+        Duration::from_millis(ms.min(self.config.limits.local_auth_penalty_max.as_millis() as u64))
     }
 
     fn count_failure(&mut self, now: Instant, ip: IpAddr, kind: CredentialKind, exempt: bool) {

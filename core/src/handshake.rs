@@ -425,6 +425,14 @@ pub fn device_identity_required() -> ErrorShape {
         .with_details(json!({"code": "DEVICE_IDENTITY_REQUIRED"}))
 }
 
+/// `CONTROL_UI_DEVICE_IDENTITY_REQUIRED`: a Control UI without a device outside a secure context.
+pub fn control_ui_device_required() -> ErrorShape {
+    ErrorShape::invalid(
+        "control ui requires device identity (use HTTPS or localhost secure context)",
+    )
+    .with_details(json!({"code": "CONTROL_UI_DEVICE_IDENTITY_REQUIRED"}))
+}
+
 /// `CONTROL_UI_ORIGIN_NOT_ALLOWED`.
 pub fn origin_not_allowed(origin: &str) -> ErrorShape {
     ErrorShape::invalid(format!(

@@ -34,7 +34,8 @@
 //! Modules, one per concern: [`http`] (upgrade and plain routes), [`frame`] (envelopes),
 //! [`handshake`] (`connect` params and failure frames), [`auth`] (secrets, locality, rate
 //! limits), [`device`] (Ed25519 proofs), [`pairing`] (the store), [`scopes`] (method table and
-//! authorization), [`config`] (resolution and limits), [`client`] (the other side).
+//! authorization), [`config`] (resolution and limits), [`discovery`] (what to advertise over
+//! mDNS), [`client`] (the other side).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -44,6 +45,7 @@ pub mod client;
 pub mod config;
 mod conn;
 pub mod device;
+pub mod discovery;
 pub mod frame;
 mod gateway;
 pub mod handshake;

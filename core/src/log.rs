@@ -73,13 +73,26 @@ impl LogRecord {
     }
 }
 
-/// The last records at `Info` or above, for `logs.tail`.
+/// The last records at `Info` or above, for `logs.tail`. Each line remembers the byte offset
+/// where it ends in the log as a whole, so a client can follow with a cursor.
 #[derive(Debug, Default)]
 pub struct LogRing {
-    lines: VecDeque<String>,
+    lines: VecDeque<(u64, String)>,
     cap: usize,
-    total: u64,
     bytes: u64,
+}
+
+/// The answer to a `logs.tail`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tail {
+    /// Lines, oldest first.
+    pub lines: Vec<String>,
+    /// Bytes logged so far: the cursor to continue from.
+    pub cursor: u64,
+    /// Some lines in range were left out (limit or size).
+    pub truncated: bool,
+    /// The cursor given is no longer (or not yet) in the ring: reading restarted.
+    pub reset: bool,
 }
 
 impl LogRing {
@@ -88,36 +101,83 @@ impl LogRing {
         Self {
             lines: VecDeque::new(),
             cap,
-            total: 0,
             bytes: 0,
         }
     }
 
     /// Remember a line.
     pub fn push(&mut self, line: String) {
-        self.total += 1;
         self.bytes += line.len() as u64 + 1;
+        if self.cap == 0 {
+            return;
+        }
         if self.lines.len() == self.cap {
             self.lines.pop_front();
         }
-        if self.cap > 0 {
-            self.lines.push_back(line);
-        }
+        self.lines.push_back((self.bytes, line));
     }
 
-    /// The last `limit` lines, newest last, within `max_bytes`; and the cursor (bytes logged so far).
-    pub fn tail(&self, limit: usize, max_bytes: usize) -> (Vec<String>, u64, bool) {
+    /// Lines after `cursor` (all kept lines when `None`), the newest `limit` of them within
+    /// `max_bytes`.
+    pub fn tail(&self, cursor: Option<u64>, limit: usize, max_bytes: usize) -> Tail {
+        let oldest_start = self
+            .lines
+            .front()
+            .map_or(self.bytes, |(end, l)| end - l.len() as u64 - 1);
+        let reset = cursor.is_some_and(|c| c < oldest_start || c > self.bytes);
+        let from = cursor.filter(|_| !reset).unwrap_or(0);
+        let in_range: Vec<&String> = self
+            .lines
+            .iter()
+            .filter(|(end, _)| *end > from)
+            .map(|(_, l)| l)
+            .collect();
         let mut out = Vec::new();
         let mut used = 0usize;
-        for l in self.lines.iter().rev().take(limit) {
+        for l in in_range.iter().rev().take(limit) {
             if used + l.len() + 1 > max_bytes {
                 break;
             }
             used += l.len() + 1;
-            out.push(l.clone());
+            out.push((*l).clone());
         }
         out.reverse();
-        let truncated = out.len() < self.lines.len();
-        (out, self.bytes, truncated)
+        Tail {
+            truncated: out.len() < in_range.len(),
+            lines: out,
+            cursor: self.bytes,
+            reset,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_follows_and_resets() {
+        let mut r = LogRing::new(3);
+        r.push("a".into());
+        r.push("bb".into());
+        let t = r.tail(None, 10, 1000);
+        assert_eq!(t.lines, vec!["a", "bb"]);
+        assert_eq!(t.cursor, 5);
+        r.push("ccc".into());
+        let t2 = r.tail(Some(t.cursor), 10, 1000);
+        assert_eq!(t2.lines, vec!["ccc"]);
+        assert!(!t2.reset);
+        r.push("d".into());
+        r.push("e".into());
+        let t3 = r.tail(Some(t.cursor), 10, 1000);
+        assert!(!t3.reset, "everything after the cursor is still kept");
+        assert_eq!(t3.lines, vec!["ccc", "d", "e"]);
+        r.push("f".into());
+        let t3 = r.tail(Some(t.cursor), 10, 1000);
+        assert!(t3.reset, "ccc fell out of the ring");
+        assert_eq!(t3.lines, vec!["d", "e", "f"]);
+        let t4 = r.tail(None, 2, 1000);
+        assert_eq!(t4.lines, vec!["e", "f"]);
+        assert!(t4.truncated);
     }
 }

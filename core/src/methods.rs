@@ -9,7 +9,7 @@ use crate::frame::{ErrorCode, ErrorShape, FrameError, OutFrame, parse_request, u
 use crate::gateway::Gateway;
 use crate::log::Level;
 use crate::pairing::{self, PendingKind};
-use crate::scopes::{self, Role};
+use crate::scopes;
 
 /// Methods clawgate implements, as advertised in `hello-ok.features.methods`.
 pub const METHODS: &[&str] = &[
@@ -24,6 +24,7 @@ pub const METHODS: &[&str] = &[
     "node.rename",
     "node.invoke",
     "node.invoke.result",
+    "node.invoke.progress",
     "node.event",
     "node.pair.list",
     "node.pair.approve",
@@ -45,6 +46,7 @@ pub const EVENTS: &[&str] = &[
     "presence",
     "node.invoke.request",
     "node.invoke.cancel",
+    "node.invoke.progress",
     "node.pair.requested",
     "node.pair.resolved",
     "device.pair.requested",
@@ -157,14 +159,14 @@ impl Gateway {
         if let Some(s) = self.conns.get_mut(&id).and_then(|c| c.session_mut()) {
             s.unauthorized_calls = 0;
         }
-        self.dispatch(now, id, role, &req.id, &req.method, &req.params);
+        self.dispatch(now, id, &scopes, &req.id, &req.method, &req.params);
     }
 
     fn dispatch(
         &mut self,
         now: Instant,
         id: ConnId,
-        role: Role,
+        granted: &[String],
         rid: &str,
         method: &str,
         params: &Value,
@@ -175,7 +177,7 @@ impl Gateway {
             "system-presence" => Ok(Value::Array(self.presence_list(now))),
             "last-heartbeat" => Ok(Value::Null),
             "config.get" => Ok(self.config_get()),
-            "logs.tail" => Ok(self.logs_tail(params)),
+            "logs.tail" => self.logs_tail(params),
             "node.list" => Ok(self.node_list(now)),
             "node.describe" => check_params(params, &["nodeId"], &["nodeId"]).and_then(|_| {
                 let nid = str_param(params, "nodeId");
@@ -185,6 +187,7 @@ impl Gateway {
             "node.rename" => self.node_rename(params),
             "node.invoke" => return self.node_invoke(now, id, rid, params),
             "node.invoke.result" => return self.node_invoke_result(now, id, rid, params),
+            "node.invoke.progress" => return self.node_invoke_progress(now, id, rid, params),
             "node.event" => check_params(params, &["event", "payload", "payloadJSON"], &["event"])
                 .map(|_| json!({"ok": true})),
             "node.pair.list" | "device.pair.list" => {
@@ -197,22 +200,20 @@ impl Gateway {
                 Ok(self.store.list(kind))
             }
             "device.pair.approve" => self.device_pair_approve(now, params),
-            "node.pair.approve" => {
-                let granted = self
-                    .conns
-                    .get(&id)
-                    .and_then(|c| c.session())
-                    .map(|s| s.scopes.clone())
-                    .unwrap_or_default();
-                self.node_pair_approve(now, &granted, params)
-            }
+            "node.pair.approve" => self.node_pair_approve(now, granted, params),
             "device.pair.reject" | "node.pair.reject" => self.pair_reject(now, method, params),
             "device.pair.remove" | "node.pair.remove" => self.pair_remove(now, method, params),
-            "device.token.rotate" => self.token_rotate(now, params),
-            "device.token.revoke" => self.token_revoke(now, params),
+            "device.token.rotate" | "device.token.revoke" => {
+                non_operator_tokens_need_admin(granted, params).and_then(|_| {
+                    if method == "device.token.rotate" {
+                        self.token_rotate(now, params)
+                    } else {
+                        self.token_revoke(now, params)
+                    }
+                })
+            }
             other => Err(ErrorShape::invalid(format!("unknown method: {other}"))),
         };
-        let _ = role;
         let frame = match result {
             Ok(v) => OutFrame::ok(rid, v),
             Err(e) => OutFrame::err(rid, e),
@@ -266,19 +267,27 @@ impl Gateway {
         })
     }
 
-    fn logs_tail(&self, params: &Value) -> Value {
-        let limit = params
-            .get("limit")
-            .and_then(Value::as_u64)
-            .unwrap_or(200)
-            .min(5000) as usize;
-        let max_bytes = params
-            .get("maxBytes")
-            .and_then(Value::as_u64)
-            .unwrap_or(250_000)
-            .min(1_000_000) as usize;
-        let (lines, cursor, truncated) = self.logs.tail(limit, max_bytes);
-        json!({"file": "memory:clawgate", "cursor": cursor, "size": cursor, "lines": lines, "truncated": truncated})
+    fn logs_tail(&self, params: &Value) -> Result<Value, ErrorShape> {
+        check_params(params, &["cursor", "limit", "maxBytes"], &[])?;
+        let num = |k: &str, lo: u64, hi: u64, default: u64| match params.get(k) {
+            None => Ok(default),
+            Some(v) => v.as_u64().filter(|n| (lo..=hi).contains(n)).ok_or_else(|| {
+                ErrorShape::invalid(format!(
+                    "invalid params: at /{k}: must be an integer from {lo} to {hi}"
+                ))
+            }),
+        };
+        let limit = num("limit", 1, 5000, 200)? as usize;
+        let max_bytes = num("maxBytes", 1, 1_000_000, 250_000)? as usize;
+        let cursor = params
+            .get("cursor")
+            .map(|_| num("cursor", 0, u64::MAX, 0))
+            .transpose()?;
+        let t = self.logs.tail(cursor, limit, max_bytes);
+        Ok(json!({
+            "file": "memory:clawgate", "cursor": t.cursor, "size": t.cursor, "lines": t.lines,
+            "truncated": t.truncated, "reset": t.reset,
+        }))
     }
 
     fn node_rename(&mut self, params: &Value) -> Result<Value, ErrorShape> {
@@ -530,6 +539,18 @@ impl Gateway {
             self.close_ws(now, v, 4001, reason);
         }
     }
+}
+
+/// Tokens of roles other than `operator` are rotated or revoked with `operator.admin` only.
+fn non_operator_tokens_need_admin(granted: &[String], params: &Value) -> Result<(), ErrorShape> {
+    let role = params
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or("operator");
+    if role != "operator" && !scopes::satisfied(granted, scopes::ADMIN) {
+        return Err(scopes::missing_scope(scopes::ADMIN));
+    }
+    Ok(())
 }
 
 fn unknown_request(rid: &str) -> ErrorShape {

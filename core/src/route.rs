@@ -13,6 +13,9 @@ use crate::gateway::{Gateway, Timer};
 use crate::log::Level;
 use crate::scopes::Role;
 
+/// Largest `node.invoke.progress` chunk, in bytes (upstream's `MAX_PROGRESS_CHUNK_BYTES`).
+pub(crate) const MAX_PROGRESS_CHUNK_BYTES: usize = 16 * 1024;
+
 /// An invocation waiting for its node.
 #[derive(Debug)]
 pub(crate) struct Invoke {
@@ -413,6 +416,72 @@ impl Gateway {
         );
     }
 
+    /// `node.invoke.progress` from a node: a bounded output chunk, forwarded to the caller as a
+    /// direct `node.invoke.progress` event. Chunks of invocations no longer in flight are ignored.
+    pub(crate) fn node_invoke_progress(
+        &mut self,
+        now: Instant,
+        node_conn: ConnId,
+        req_id: &str,
+        params: &Value,
+    ) {
+        let checked = crate::methods::check_params(
+            params,
+            &["invokeId", "nodeId", "seq", "chunk"],
+            &["invokeId", "nodeId", "seq", "chunk"],
+        );
+        let chunk_len = params
+            .get("chunk")
+            .and_then(Value::as_str)
+            .map_or(0, str::len);
+        let result = checked
+            .and_then(|_| self.check_node_identity(node_conn, params))
+            .and_then(|_| {
+                if chunk_len > MAX_PROGRESS_CHUNK_BYTES {
+                    Err(ErrorShape::invalid("progress chunk too large"))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = result {
+            self.send(now, node_conn, &OutFrame::err(req_id, e));
+            return;
+        }
+        let uuid = params.get("invokeId").and_then(Value::as_str).unwrap_or("");
+        let caller = self
+            .router
+            .invoke_by_uuid
+            .get(uuid)
+            .and_then(|k| self.router.invokes.get(k))
+            .filter(|inv| inv.node_conn == node_conn)
+            .map(|inv| inv.caller);
+        self.send(
+            now,
+            node_conn,
+            &OutFrame::ok(req_id, json!({"ok": true, "ignored": caller.is_none()})),
+        );
+        if let Some(caller) = caller {
+            self.send(
+                now,
+                caller,
+                &OutFrame::direct("node.invoke.progress", params.clone()),
+            );
+        }
+    }
+
+    /// A node may only speak for itself.
+    fn check_node_identity(&self, node_conn: ConnId, params: &Value) -> Result<(), ErrorShape> {
+        let own = self
+            .conns
+            .get(&node_conn)
+            .and_then(|c| c.session())
+            .and_then(|s| s.device_id.as_deref());
+        match (own, params.get("nodeId").and_then(Value::as_str)) {
+            (Some(a), Some(b)) if a == b => Ok(()),
+            _ => Err(ErrorShape::invalid("nodeId mismatch")),
+        }
+    }
+
     /// `node.invoke.result` from a node.
     pub(crate) fn node_invoke_result(
         &mut self,
@@ -426,6 +495,7 @@ impl Gateway {
             &["id", "nodeId", "ok", "payload", "payloadJSON", "error"],
             &["id", "nodeId", "ok"],
         );
+        let checked = checked.and_then(|_| self.check_node_identity(node_conn, params));
         if let Err(e) = checked {
             self.send(now, node_conn, &OutFrame::err(req_id, e));
             return;

@@ -21,6 +21,7 @@ fn password_mode_accepts_the_password_in_either_field() {
     let mut c = cli(None);
     c.password = Some("wrong".into());
     let id = p.connect(c, loopback());
+    p.settle();
     let e = p.connect_error(id).unwrap();
     assert_eq!(e.details.unwrap()["code"], "AUTH_PASSWORD_MISMATCH");
     assert_eq!(p.close_of(id).unwrap().0, Some(1008));
@@ -205,4 +206,143 @@ fn invalid_frames_after_hello_are_answered_and_non_json_is_ignored() {
         ]
     );
     assert!(!p.peer(id).closed);
+}
+
+#[test]
+fn control_ui_without_device_needs_a_secure_context() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut c = cli(Some("t"));
+    c.client.id = "openclaw-control-ui".into();
+    c.client.mode = "ui".into();
+    let id = p.connect(c.clone(), loopback());
+    let e = p.connect_error(id).unwrap();
+    assert_eq!(
+        e.message,
+        "control ui requires device identity (use HTTPS or localhost secure context)"
+    );
+    assert_eq!(
+        e.details.unwrap()["code"],
+        "CONTROL_UI_DEVICE_IDENTITY_REQUIRED"
+    );
+    let mut cfg = Config::local_default().with_token("t");
+    cfg.allow_insecure_control_ui = true;
+    let mut p = Pair::new(cfg);
+    let id = p.connect(c.clone(), loopback());
+    assert!(p.hello(id).is_some());
+    // Missing token from a Control UI with a device: the hint points at Control UI settings.
+    c.token = None;
+    c.device = Some(clawgate_core::device::DeviceKey::from_seed([3; 32]));
+    let id = p.connect(c, loopback());
+    let e = p.connect_error(id).unwrap();
+    assert_eq!(
+        e.message,
+        "unauthorized: gateway token missing (open the dashboard URL and paste the token in Control UI settings)"
+    );
+}
+
+#[test]
+fn node_without_device_and_wrong_token_is_told_it_needs_a_device() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut c = cli(Some("wrong"));
+    c.client.id = "node-host".into();
+    c.client.mode = "node".into();
+    c.role = clawgate_core::scopes::Role::Node;
+    let id = p.connect(c, loopback());
+    assert_eq!(
+        p.connect_error(id).unwrap().message,
+        "device identity required"
+    );
+}
+
+#[test]
+fn hello_snapshot_reports_config_path_and_state_dir() {
+    let mut cfg = Config::local_default();
+    cfg.config_path = "/home/me/.openclaw/openclaw.json".into();
+    cfg.state_dir = "/home/me/.openclaw".into();
+    let mut p = Pair::new(cfg);
+    let id = p.connect(cli(None), loopback());
+    let snap = p.hello(id).unwrap()["snapshot"].clone();
+    assert_eq!(snap["configPath"], "/home/me/.openclaw/openclaw.json");
+    assert_eq!(snap["stateDir"], "/home/me/.openclaw");
+    assert_eq!(snap["authMode"], "none");
+    // Omitting scopes never grants anything: the presence entry shows scopes []. (A `ui`
+    // client: `cli`, `backend` and `probe` clients are not listed in presence, as upstream.)
+    let mut c = cli(None);
+    c.client.id = "openclaw-tui".into();
+    c.client.mode = "ui".into();
+    c.scopes = vec![];
+    let id = p.connect(c, loopback());
+    p.events(id);
+    assert!(p.call(id, "health", None).is_ok());
+    let mut admin = cli(None);
+    admin.scopes = vec!["operator.read".into()];
+    let a = p.connect(admin, loopback());
+    p.events(a);
+    let list = p.call(a, "system-presence", None).unwrap();
+    let entries = list.as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["scopes"] == json!([]) && e["mode"] == "ui")
+    );
+}
+
+#[test]
+fn device_token_lockout_does_not_lock_the_shared_secret() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    for _ in 0..10 {
+        let mut c = cli(None);
+        c.device = Some(clawgate_core::device::DeviceKey::from_seed([9; 32]));
+        c.device_token = Some("bad".into());
+        let id = p.connect(c, remote());
+        assert!(p.connect_error(id).is_some());
+    }
+    let mut c = cli(None);
+    c.device = Some(clawgate_core::device::DeviceKey::from_seed([9; 32]));
+    c.device_token = Some("bad".into());
+    let id = p.connect(c, remote());
+    assert_eq!(
+        p.connect_error(id).unwrap().details.unwrap()["code"],
+        "AUTH_RATE_LIMITED"
+    );
+    let id = p.connect(cli(Some("t")), remote());
+    assert!(
+        p.hello(id).is_some(),
+        "the shared-secret bucket is separate"
+    );
+}
+
+#[test]
+fn local_failures_are_answered_after_a_doubling_penalty() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    for expected_ms in [250u64, 500, 1000, 2000, 4000, 5000, 5000] {
+        let id = p.connect(cli(Some("wrong")), loopback());
+        p.advance(Duration::from_millis(expected_ms - 1));
+        assert!(
+            p.connect_error(id).is_none(),
+            "answered before {expected_ms} ms"
+        );
+        // Frames sent meanwhile are ignored, not taken as a second connect.
+        p.peer(id).client.as_mut().unwrap().request("health", None);
+        p.drive();
+        p.advance(Duration::from_millis(1));
+        assert!(
+            p.connect_error(id).is_some(),
+            "not answered at {expected_ms} ms"
+        );
+        assert_eq!(p.close_of(id).unwrap().0, Some(1008));
+    }
+    // A success in between does not reset it, and device-signature failures are not delayed.
+    let ok = p.connect(cli(Some("t")), loopback());
+    assert!(p.hello(ok).is_some());
+    let id = p.connect(cli(Some("wrong")), loopback());
+    p.advance(Duration::from_millis(4999));
+    assert!(p.connect_error(id).is_none());
+    p.advance(Duration::from_millis(1));
+    assert!(p.connect_error(id).is_some());
+    let id = p.connect(cli(None), loopback());
+    assert!(
+        p.connect_error(id).is_some(),
+        "a missing secret is answered at once"
+    );
 }

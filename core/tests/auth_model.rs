@@ -223,6 +223,7 @@ fn run(c: &Case) -> Option<Vec<String>> {
         _ => None,
     };
     let id = p.connect(cc, peer);
+    p.settle();
     let hello = p.hello(id)?;
     let scopes = hello["auth"]["scopes"]
         .as_array()

@@ -120,6 +120,7 @@ fn device_token_failures_are_told_apart_from_token_mismatch() {
     );
     // A wrong shared token alone keeps "gateway token mismatch".
     let id = p.connect(device_cli(Some("wrong"), 4, &["operator.read"]), loopback());
+    p.settle();
     let e = p.connect_error(id).unwrap();
     assert!(
         e.message

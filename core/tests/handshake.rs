@@ -30,6 +30,7 @@ fn local_cli_in_mode_none_gets_hello_with_requested_scopes() {
 fn wrong_token_is_refused_with_1008() {
     let mut p = Pair::new(Config::local_default().with_token("secret"));
     let id = p.connect(cli(Some("nope")), loopback());
+    p.settle();
     let err = p.connect_error(id).expect("connect failed");
     assert_eq!(
         err.message,

@@ -261,6 +261,7 @@ fn reload_with_a_new_token_closes_old_secret_holders_4001() {
         Some((Some(4001), "gateway auth changed".into()))
     );
     let bad = p.connect(cli(Some("old")), loopback());
+    p.settle();
     assert!(p.connect_error(bad).is_some());
     let good = p.connect(cli(Some("new")), loopback());
     assert!(p.hello(good).is_some());

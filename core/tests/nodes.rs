@@ -309,6 +309,107 @@ fn presence_is_broadcast_with_seq_on_node_connect_and_disconnect() {
 }
 
 #[test]
+fn progress_chunks_reach_the_caller_and_nodes_speak_only_for_themselves() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let (node, node_id, op) = approved_node(&mut p);
+    p.request(
+        op,
+        "node.invoke",
+        Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "p1"})),
+    );
+    let req = node_events(&mut p, node, "node.invoke.request").remove(0);
+    let chunk =
+        json!({"invokeId": req["id"], "nodeId": node_id, "seq": 0, "chunk": "partial output"});
+    assert_eq!(
+        p.call(node, "node.invoke.progress", Some(chunk.clone()))
+            .unwrap(),
+        json!({"ok": true, "ignored": false})
+    );
+    let forwarded: Vec<Value> = p
+        .events(op)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event {
+                event,
+                payload,
+                seq: None,
+            } if event == "node.invoke.progress" => Some(payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwarded, vec![chunk]);
+    let big = json!({"invokeId": req["id"], "nodeId": node_id, "seq": 1, "chunk": "x".repeat(16 * 1024 + 1)});
+    assert_eq!(
+        p.call(node, "node.invoke.progress", Some(big))
+            .unwrap_err()
+            .message,
+        "progress chunk too large"
+    );
+    let other = json!({"id": req["id"], "nodeId": "someone-else", "ok": true});
+    assert_eq!(
+        p.call(node, "node.invoke.result", Some(other))
+            .unwrap_err()
+            .message,
+        "nodeId mismatch"
+    );
+    let stray = json!({"invokeId": "nope", "nodeId": node_id, "seq": 2, "chunk": "late"});
+    assert_eq!(
+        p.call(node, "node.invoke.progress", Some(stray)).unwrap(),
+        json!({"ok": true, "ignored": true})
+    );
+}
+
+#[test]
+fn node_tokens_need_admin_to_rotate_or_revoke() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let (_node, node_id, admin) = approved_node(&mut p);
+    let pairing_only = operator(&mut p, &["operator.pairing"]);
+    for method in ["device.token.rotate", "device.token.revoke"] {
+        let e = p
+            .call(
+                pairing_only,
+                method,
+                Some(json!({"deviceId": node_id, "role": "node"})),
+            )
+            .unwrap_err();
+        assert_eq!(e.message, "missing scope: operator.admin", "{method}");
+    }
+    let r = p
+        .call(
+            admin,
+            "device.token.rotate",
+            Some(json!({"deviceId": node_id, "role": "node"})),
+        )
+        .unwrap();
+    assert_eq!(r["role"], "node");
+}
+
+#[test]
+fn logs_tail_follows_with_a_cursor() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let op = operator(&mut p, &["operator.read"]);
+    let first = p.call(op, "logs.tail", Some(json!({"limit": 5}))).unwrap();
+    assert!(!first["lines"].as_array().unwrap().is_empty());
+    let cursor = first["cursor"].clone();
+    let _ = operator(&mut p, &["operator.read"]);
+    let next = p
+        .call(op, "logs.tail", Some(json!({"cursor": cursor})))
+        .unwrap();
+    let lines = next["lines"].as_array().unwrap();
+    assert!(
+        !lines.is_empty()
+            && lines
+                .iter()
+                .all(|l| !first["lines"].as_array().unwrap().contains(l))
+    );
+    assert_eq!(next["reset"], false);
+    let e = p
+        .call(op, "logs.tail", Some(json!({"limit": 0})))
+        .unwrap_err();
+    assert!(e.message.starts_with("invalid params: at /limit"));
+}
+
+#[test]
 fn ephemeral_clients_are_not_listed_in_presence_as_upstream() {
     let mut p = Pair::new(Config::local_default().with_token("t"));
     let op = operator(&mut p, &["operator.read"]);

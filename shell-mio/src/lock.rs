@@ -35,7 +35,14 @@ pub fn acquire(path: &Path, who: &str) -> Result<InstanceLock, LockError> {
     if let Some(dir) = path.parent() {
         crate::store::ensure_private_dir(dir).map_err(LockError::Io)?;
     }
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(LockError::Io)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(LockError::Io)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {

@@ -9,7 +9,10 @@ pub fn env_map() -> BTreeMap<String, String> {
 }
 
 fn home(env: &BTreeMap<String, String>) -> PathBuf {
-    env.get("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+    env.get("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// `OPENCLAW_STATE_DIR`, else `~/.openclaw`.

@@ -33,7 +33,9 @@ impl std::fmt::Display for SettingsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SettingsError::Read(p, e) => write!(f, "cannot read config file {}: {e}", p.display()),
-            SettingsError::PasswordFile(p, e) => write!(f, "cannot read --password-file {}: {e}", p.display()),
+            SettingsError::PasswordFile(p, e) => {
+                write!(f, "cannot read --password-file {}: {e}", p.display())
+            }
             SettingsError::Config(e) => write!(f, "{e}"),
         }
     }
@@ -50,17 +52,26 @@ pub fn read_config_text(path: &Path) -> Result<Option<String>, SettingsError> {
 
 /// The machine's host name.
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// Build the core's input from the environment, the files and the flags.
-pub fn input(env: BTreeMap<String, String>, flags: RunFlags, password_file: Option<&Path>) -> Result<(ConfigInput, Sources), SettingsError> {
+pub fn input(
+    env: BTreeMap<String, String>,
+    flags: RunFlags,
+    password_file: Option<&Path>,
+) -> Result<(ConfigInput, Sources), SettingsError> {
     let state_dir = paths::state_dir(&env);
     let config_path = paths::config_path(&env);
     let file_text = read_config_text(&config_path)?;
     let mut flags = flags;
     if let Some(pf) = password_file {
-        flags.password_file_text = Some(std::fs::read_to_string(pf).map_err(|e| SettingsError::PasswordFile(pf.to_path_buf(), e))?);
+        flags.password_file_text = Some(
+            std::fs::read_to_string(pf)
+                .map_err(|e| SettingsError::PasswordFile(pf.to_path_buf(), e))?,
+        );
     }
     let input = ConfigInput {
         file_text,
@@ -71,11 +82,21 @@ pub fn input(env: BTreeMap<String, String>, flags: RunFlags, password_file: Opti
         tailnet_ip: None,
         host_name: host_name(),
     };
-    Ok((input, Sources { config_path, state_dir }))
+    Ok((
+        input,
+        Sources {
+            config_path,
+            state_dir,
+        },
+    ))
 }
 
 /// Resolve a configuration from the environment, files and flags.
-pub fn resolve(env: BTreeMap<String, String>, flags: RunFlags, password_file: Option<&Path>) -> Result<(Config, Sources), SettingsError> {
+pub fn resolve(
+    env: BTreeMap<String, String>,
+    flags: RunFlags,
+    password_file: Option<&Path>,
+) -> Result<(Config, Sources), SettingsError> {
     let (input, sources) = input(env, flags, password_file)?;
     let config = Config::resolve(&input).map_err(SettingsError::Config)?;
     Ok((config, sources))

@@ -13,7 +13,10 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Write `bytes` to `path` atomically with mode 0600: a crash leaves either the old file or
@@ -23,7 +26,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     ensure_private_dir(dir)?;
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -37,7 +45,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -62,8 +73,12 @@ impl std::fmt::Display for LoadError {
 /// Load the pairing store; a missing file is an empty store.
 pub fn load_pairing(path: &Path) -> Result<PairingStore, LoadError> {
     match fs::read(path) {
-        Ok(bytes) => PairingStore::load(&bytes).map_err(|e| LoadError::Invalid(path.to_path_buf(), e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(PairingStore::load(b"").unwrap_or_default()),
+        Ok(bytes) => {
+            PairingStore::load(&bytes).map_err(|e| LoadError::Invalid(path.to_path_buf(), e))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(PairingStore::load(b"").unwrap_or_default())
+        }
         Err(e) => Err(LoadError::Io(path.to_path_buf(), e)),
     }
 }
@@ -79,8 +94,18 @@ mod tests {
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -191,6 +191,11 @@ impl Pair {
         self.drive();
     }
 
+    /// Let held refusals (the local failed-auth penalty, at most 5 s) come out.
+    pub fn settle(&mut self) {
+        self.advance(Duration::from_secs(5));
+    }
+
     pub fn peer(&mut self, id: ConnId) -> &mut Peer {
         self.peers.get_mut(&id).unwrap()
     }

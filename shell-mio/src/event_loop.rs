@@ -1,0 +1,502 @@
+//! The single-threaded mio event loop (the shape of rustls's `tlsserver-mio`): a table of
+//! sockets keyed by [`Token`], write interest only while bytes wait to be sent, one reused read
+//! buffer. Every byte read goes to the core, every output of the core is acted on at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use clawgate_core::{ConnId, Gateway, Level, Output};
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::startup::{Host, Started};
+
+const LISTENER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
+/// The one read buffer every socket shares.
+const READ_BUFFER: usize = 16 * 1024;
+/// Reads per socket per wake-up before the others get their turn.
+const READS_PER_WAKE: usize = 16;
+/// Accepts per wake-up before the sockets get their turn.
+const ACCEPTS_PER_WAKE: usize = 256;
+/// How long a closed connection may take to flush and see the peer's EOF (upstream's
+/// `WEBSOCKET_CLOSE_GRACE_MS`).
+const CLOSE_GRACE: Duration = Duration::from_millis(1000);
+/// How long shutdown waits for every socket to flush before the process exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(750);
+/// Pause of accepting after the process ran out of file descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+const EVENTS_CAPACITY: usize = 1024;
+
+/// One accepted socket and the bytes still to be written to it.
+struct Socket {
+    stream: TcpStream,
+    /// Chunks to write, in order; `sent` bytes of the front one are already written.
+    out: VecDeque<Vec<u8>>,
+    sent: usize,
+    /// The core closed it: flush, half-close, wait for the peer's EOF (bounded), drop.
+    closing: bool,
+    /// The peer's EOF was seen while closing, with bytes still to flush.
+    peer_eof: bool,
+    interest: Interest,
+}
+
+impl Socket {
+    fn wanted_interest(&self) -> Interest {
+        if self.out.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        }
+    }
+
+    /// Write queued bytes until done or the socket is full; the number of bytes written, or
+    /// the error that ended the socket.
+    fn flush(&mut self) -> io::Result<usize> {
+        let mut total = 0;
+        while let Some(front) = self.out.front() {
+            match self
+                .stream
+                .write(front.get(self.sent..).unwrap_or_default())
+            {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    total += n;
+                    self.sent += n;
+                    if self.sent >= front.len() {
+                        self.out.pop_front();
+                        self.sent = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out.is_empty() {
+            // Give the memory of a burst back.
+            self.out = VecDeque::new();
+        }
+        Ok(total)
+    }
+}
+
+/// What happened to a socket that was read.
+enum ReadOutcome {
+    /// Nothing more to read now.
+    Drained,
+    /// The per-wake budget ran out with data possibly left.
+    Budget,
+    /// EOF or an error.
+    Ended,
+}
+
+struct EventLoop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    sockets: HashMap<Token, Socket>,
+    read_buf: Box<[u8]>,
+    /// Deadlines of closing sockets, in order (all are `now + CLOSE_GRACE`).
+    closing: VecDeque<(Instant, Token)>,
+    /// Sockets whose read budget ran out: read again before sleeping.
+    again: Vec<Token>,
+    accept_again: bool,
+    accept_paused_until: Option<Instant>,
+    core_deadline: Instant,
+    shutdown_deadline: Option<Instant>,
+}
+
+/// Run the gateway until it is shut down by a signal. Errors are those of the poller itself.
+pub fn run(started: Started) -> io::Result<()> {
+    let Started {
+        mut gateway,
+        listener,
+        local_addr,
+        mut host,
+    } = started;
+    let result = serve(&mut gateway, listener, local_addr, &mut host);
+    if let Err(e) = &result {
+        host.logger()
+            .log(Level::Error, format!("event loop failed: {e}"));
+    }
+    result
+}
+
+fn serve(
+    gateway: &mut Gateway,
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    host: &mut Host,
+) -> io::Result<()> {
+    let poll = Poll::new()?;
+    let mut listener = TcpListener::from_std(listener);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(
+        &mut SourceFd(&host.signals().as_raw_fd()),
+        SIGNALS,
+        Interest::READABLE,
+    )?;
+    let now = Instant::now();
+    let mut el = EventLoop {
+        poll,
+        listener: Some(listener),
+        local_addr,
+        sockets: HashMap::new(),
+        read_buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+        closing: VecDeque::new(),
+        again: Vec::new(),
+        accept_again: false,
+        accept_paused_until: None,
+        core_deadline: now,
+        shutdown_deadline: None,
+    };
+    el.drain(gateway, host, now);
+    el.run(gateway, host)
+}
+
+impl EventLoop {
+    fn run(&mut self, gw: &mut Gateway, host: &mut Host) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let now = Instant::now();
+            if gw.is_draining() && self.wind_down(now, host) {
+                return Ok(());
+            }
+            let timeout = self.next_wake().saturating_duration_since(now);
+            let timeout = if self.again.is_empty() && !self.accept_again {
+                timeout
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(gw, host, now),
+                    SIGNALS => {
+                        host.on_signals(gw, now);
+                        self.drain(gw, host, now);
+                    }
+                    token => self.socket_ready(
+                        gw,
+                        host,
+                        now,
+                        token,
+                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                        event.is_writable(),
+                    ),
+                }
+            }
+            for token in std::mem::take(&mut self.again) {
+                self.socket_ready(gw, host, now, token, true, false);
+            }
+            let paused = self.accept_paused_until.is_some_and(|t| now < t);
+            if (self.accept_again || self.accept_paused_until.is_some()) && !paused {
+                self.accept_paused_until = None;
+                self.accept(gw, host, now);
+            }
+            self.expire_closing(now);
+            if now >= self.core_deadline {
+                gw.handle_timeout(now);
+                self.drain(gw, host, now);
+            }
+        }
+    }
+
+    /// The earliest instant the loop must wake without IO.
+    fn next_wake(&self) -> Instant {
+        [
+            Some(self.core_deadline),
+            self.closing.front().map(|c| c.0),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.core_deadline)
+    }
+
+    /// After `shutdown`: stop listening, let the sockets flush, and say when to exit.
+    fn wind_down(&mut self, now: Instant, host: &mut Host) -> bool {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+        }
+        let over = self.shutdown_deadline.is_some_and(|t| now >= t);
+        if self.sockets.is_empty() || over {
+            if !self.sockets.is_empty() {
+                host.logger().log(
+                    Level::Info,
+                    format!("exiting with {} socket(s) not flushed", self.sockets.len()),
+                );
+            }
+            host.logger().log(Level::Info, "stopped");
+            return true;
+        }
+        false
+    }
+
+    /// Act on the core's outputs until it has none; remember its next deadline.
+    fn drain(&mut self, gw: &mut Gateway, host: &mut Host, now: Instant) {
+        loop {
+            match gw.poll_output() {
+                Output::Timeout(at) => {
+                    self.core_deadline = at;
+                    return;
+                }
+                output => match host.absorb(output) {
+                    Some(Output::Transmit { conn, data }) => self.transmit(gw, now, conn, data),
+                    Some(Output::Close { conn }) => self.begin_close(now, token_of(conn)),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn transmit(&mut self, gw: &mut Gateway, now: Instant, conn: ConnId, data: Vec<u8>) {
+        let token = token_of(conn);
+        let Some(s) = self.sockets.get_mut(&token) else {
+            return;
+        };
+        s.out.push_back(data);
+        match s.flush() {
+            Ok(n) => {
+                gw.handle_written(now, conn, n);
+                self.update_interest(token);
+            }
+            Err(_) => self.fail(gw, now, token),
+        }
+    }
+
+    /// A socket failed or reached EOF while the core still knew it.
+    fn fail(&mut self, gw: &mut Gateway, now: Instant, token: Token) {
+        self.drop_socket(token);
+        gw.handle_closed(now, conn_of(token));
+    }
+
+    /// The core forgot the connection: flush what is queued, then half-close and wait
+    /// (bounded) for the peer's EOF, so the last bytes are not lost to a reset.
+    fn begin_close(&mut self, now: Instant, token: Token) {
+        let Some(s) = self.sockets.get_mut(&token) else {
+            return;
+        };
+        s.closing = true;
+        if s.out.is_empty() {
+            let _ = s.stream.shutdown(Shutdown::Write);
+        }
+        self.closing.push_back((now + CLOSE_GRACE, token));
+        self.update_interest(token);
+    }
+
+    fn expire_closing(&mut self, now: Instant) {
+        while let Some(&(at, token)) = self.closing.front() {
+            if at > now {
+                break;
+            }
+            self.closing.pop_front();
+            self.drop_socket(token);
+        }
+    }
+
+    fn drop_socket(&mut self, token: Token) {
+        if let Some(mut s) = self.sockets.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut s.stream);
+        }
+    }
+
+    fn update_interest(&mut self, token: Token) {
+        let Some(s) = self.sockets.get_mut(&token) else {
+            return;
+        };
+        let wanted = s.wanted_interest();
+        if wanted != s.interest {
+            s.interest = wanted;
+            // A failure here surfaces as an error on the next read or write.
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut s.stream, token, wanted);
+        }
+    }
+
+    fn accept(&mut self, gw: &mut Gateway, host: &mut Host, now: Instant) {
+        self.accept_again = false;
+        for _ in 0..ACCEPTS_PER_WAKE {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if out_of_resources(&e) => {
+                    // Accepting again at once would spin: pause, and say so once per episode.
+                    if self.accept_paused_until.is_none() {
+                        host.logger().log(
+                            Level::Warn,
+                            format!("cannot accept connections: {e}; pausing accepts"),
+                        );
+                    }
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    host.logger()
+                        .log(Level::Debug, format!("accept failed: {e}"));
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().unwrap_or(self.local_addr);
+            let conn = gw.accept(now, peer, local);
+            let token = token_of(conn);
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
+                .is_err()
+            {
+                gw.handle_closed(now, conn);
+            } else {
+                let socket = Socket {
+                    stream,
+                    out: VecDeque::new(),
+                    sent: 0,
+                    closing: false,
+                    peer_eof: false,
+                    interest: Interest::READABLE,
+                };
+                self.sockets.insert(token, socket);
+            }
+            self.drain(gw, host, now);
+        }
+        self.accept_again = true;
+    }
+
+    fn socket_ready(
+        &mut self,
+        gw: &mut Gateway,
+        host: &mut Host,
+        now: Instant,
+        token: Token,
+        readable: bool,
+        writable: bool,
+    ) {
+        let Some(s) = self.sockets.get_mut(&token) else {
+            return;
+        };
+        if writable && !s.out.is_empty() {
+            let closing = s.closing;
+            match s.flush() {
+                Ok(_) if closing && s.out.is_empty() && s.peer_eof => {
+                    self.drop_socket(token);
+                    return;
+                }
+                Ok(_) if closing => {
+                    if s.out.is_empty() {
+                        let _ = s.stream.shutdown(Shutdown::Write);
+                    }
+                }
+                Ok(n) => gw.handle_written(now, conn_of(token), n),
+                Err(_) if closing => {
+                    self.drop_socket(token);
+                    return;
+                }
+                Err(_) => {
+                    self.fail(gw, now, token);
+                    self.drain(gw, host, now);
+                    return;
+                }
+            }
+        }
+        if readable {
+            match self.read(gw, host, now, token) {
+                ReadOutcome::Drained => {}
+                ReadOutcome::Budget => self.again.push(token),
+                ReadOutcome::Ended => return,
+            }
+        }
+        self.update_interest(token);
+    }
+
+    /// Read what the socket has (within the budget) and feed it to the core; a closing socket's
+    /// bytes are read only to find its EOF.
+    fn read(
+        &mut self,
+        gw: &mut Gateway,
+        host: &mut Host,
+        now: Instant,
+        token: Token,
+    ) -> ReadOutcome {
+        for _ in 0..READS_PER_WAKE {
+            let Some(s) = self.sockets.get_mut(&token) else {
+                return ReadOutcome::Ended;
+            };
+            let closing = s.closing;
+            match s.stream.read(&mut self.read_buf) {
+                Ok(0) if closing && !s.out.is_empty() => {
+                    s.peer_eof = true;
+                    return ReadOutcome::Drained;
+                }
+                Ok(0) if closing => {
+                    self.drop_socket(token);
+                    return ReadOutcome::Ended;
+                }
+                Ok(0) => {
+                    self.fail(gw, now, token);
+                    self.drain(gw, host, now);
+                    return ReadOutcome::Ended;
+                }
+                Ok(_) if closing => {}
+                Ok(n) => {
+                    gw.handle_input(
+                        now,
+                        conn_of(token),
+                        self.read_buf.get(..n).unwrap_or_default(),
+                    );
+                    self.drain(gw, host, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if closing => {
+                    self.drop_socket(token);
+                    return ReadOutcome::Ended;
+                }
+                Err(_) => {
+                    self.fail(gw, now, token);
+                    self.drain(gw, host, now);
+                    return ReadOutcome::Ended;
+                }
+            }
+        }
+        ReadOutcome::Budget
+    }
+}
+
+fn token_of(conn: ConnId) -> Token {
+    Token(conn.0 as usize)
+}
+
+fn conn_of(token: Token) -> ConnId {
+    ConnId(token.0 as u64)
+}
+
+/// Accept failures that retrying at once cannot fix: no descriptors or no memory left.
+fn out_of_resources(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let errno = Errno::from_io_error(e);
+    [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
+        .into_iter()
+        .any(|x| errno == Some(x))
+}

@@ -1,0 +1,270 @@
+//! Start-up and the parts of running that every shell shares: flags → configuration →
+//! state directory (0700) → instance lock → pairing store → listener → [`Gateway`], and then
+//! the outputs that are not about sockets (logs, persistence) and the signals.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clawgate_core::{Config, Gateway, Level, Output};
+
+use crate::entropy::OsEntropy;
+use crate::listen::{self, BindError};
+use crate::lock::{self, InstanceLock, LockError};
+use crate::logging::{self, Logger};
+use crate::run_args::{self, RunArgs, USAGE, UsageError};
+use crate::settings::{self, SettingsError};
+use crate::signals::Signals;
+use crate::store::{self, LoadError};
+use crate::{paths, rlimit};
+
+/// Exit status of a refused configuration (`EX_CONFIG`).
+pub const EXIT_CONFIG: i32 = 78;
+/// Exit status of a usage error.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status of any other start-up failure.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Why the gateway did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// `--help` was asked for (not an error: exit 0).
+    Help,
+    /// The command line is wrong.
+    Usage(UsageError),
+    /// The configuration is refused.
+    Settings(SettingsError),
+    /// The state directory cannot be created.
+    StateDir(PathBuf, std::io::Error),
+    /// Another instance holds the lock.
+    Lock(LockError),
+    /// The pairing store cannot be read.
+    Store(LoadError),
+    /// The signal handlers cannot be installed.
+    Signals(std::io::Error),
+    /// The listener cannot be opened.
+    Bind(BindError),
+}
+
+impl StartError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Help => 0,
+            StartError::Usage(_) => EXIT_USAGE,
+            StartError::Settings(_) => EXIT_CONFIG,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    /// Print what the user needs to read: help on stdout, anything else one line on stderr.
+    pub fn report(&self) {
+        match self {
+            StartError::Help => print!("{USAGE}"),
+            StartError::Usage(e) => {
+                eprintln!("clawgate gateway run: {e}\nTry 'clawgate gateway run --help'.")
+            }
+            // The core's refusals are printed exactly, as upstream prints them.
+            StartError::Settings(e) => eprintln!("{e}"),
+            other => eprintln!("clawgate: {other}"),
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Help => f.write_str("help"),
+            StartError::Usage(e) => write!(f, "{e}"),
+            StartError::Settings(e) => write!(f, "{e}"),
+            StartError::StateDir(p, e) => {
+                write!(f, "cannot create state directory {}: {e}", p.display())
+            }
+            StartError::Lock(e) => write!(f, "{e}"),
+            StartError::Store(e) => write!(f, "cannot load the pairing store: {e}"),
+            StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            StartError::Bind(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A started gateway: the core, its listener, and the host-side state every shell shares.
+pub struct Started {
+    /// The gateway state machine.
+    pub gateway: Gateway,
+    /// The listening socket (nonblocking).
+    pub listener: TcpListener,
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    /// Logs, persistence, signals and reload.
+    pub host: Host,
+}
+
+/// What a running gateway needs besides its sockets.
+pub struct Host {
+    args: RunArgs,
+    state_dir: PathBuf,
+    logger: Logger,
+    signals: Signals,
+    _lock: InstanceLock,
+}
+
+/// Start: every step that can refuse happens here, in the order that keeps a refused
+/// configuration from ever opening a listener. `args` follow `gateway run`.
+pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
+    let args = run_args::parse_run_args(args).map_err(StartError::Usage)?;
+    if args.help {
+        return Err(StartError::Help);
+    }
+    let env = paths::env_map();
+    let mut logger = Logger::stderr(logging::level(&args, &env));
+    let (config, sources) = resolve(&args, env, &logger)?;
+    let state_dir = sources.state_dir;
+    store::ensure_private_dir(&state_dir)
+        .map_err(|e| StartError::StateDir(state_dir.clone(), e))?;
+    let addr = SocketAddr::new(config.bind_host, config.port);
+    let who = format!("pid {}, port {}", std::process::id(), config.port);
+    let lock = lock::acquire(&paths::lock_file(&state_dir), &who).map_err(StartError::Lock)?;
+    let pairing =
+        store::load_pairing(&paths::pairing_store(&state_dir)).map_err(StartError::Store)?;
+    let log_path = paths::log_file(&state_dir);
+    if let Err(e) = logger.open_file(&log_path) {
+        logger.log(
+            Level::Warn,
+            format!(
+                "cannot open log file {}: {e}; logging to stderr only",
+                log_path.display()
+            ),
+        );
+    }
+    match rlimit::raise_nofile() {
+        Ok(Some(n)) => logger.log(Level::Debug, format!("open file limit {n}")),
+        Ok(None) => logger.log(Level::Debug, "open file limit unlimited"),
+        Err(e) => logger.log(
+            Level::Warn,
+            format!("cannot raise the open file limit: {e}"),
+        ),
+    }
+    let signals = Signals::install().map_err(StartError::Signals)?;
+    let listener = listen::bind(addr).map_err(StartError::Bind)?;
+    let local_addr = listener.local_addr().unwrap_or(addr);
+    logger.log(
+        Level::Info,
+        format!(
+            "clawgate {} starting (pid {}), state dir {}",
+            config.version,
+            std::process::id(),
+            state_dir.display()
+        ),
+    );
+    let mut gateway = Gateway::new(
+        config,
+        Box::new(OsEntropy),
+        pairing,
+        Instant::now(),
+        logging::unix_ms(),
+    );
+    let mut host = Host {
+        args,
+        state_dir,
+        logger,
+        signals,
+        _lock: lock,
+    };
+    // Nothing but log records can be pending before the first connection.
+    while let Some(output) =
+        Some(gateway.poll_output()).filter(|o| !matches!(o, Output::Timeout(_)))
+    {
+        host.absorb(output);
+    }
+    host.logger
+        .log(Level::Info, format!("listening on ws://{local_addr}"));
+    Ok(Started {
+        gateway,
+        listener,
+        local_addr,
+        host,
+    })
+}
+
+/// Resolve the configuration; frames are logged when the logger shows trace records.
+fn resolve(
+    args: &RunArgs,
+    env: BTreeMap<String, String>,
+    logger: &Logger,
+) -> Result<(Config, settings::Sources), StartError> {
+    let (mut config, sources) = settings::resolve(env, args.flags(), args.password_file.as_deref())
+        .map_err(StartError::Settings)?;
+    config.log_frames = logger.enabled(Level::Trace);
+    Ok((config, sources))
+}
+
+impl Host {
+    /// The signal handlers (register [`Signals::reader`] with the reactor).
+    pub fn signals(&self) -> &Signals {
+        &self.signals
+    }
+
+    /// The logger, for the shell's own events.
+    pub fn logger(&mut self) -> &mut Logger {
+        &mut self.logger
+    }
+
+    /// Act on the outputs every shell treats alike (`Log`, `Persist`) and hand back the others.
+    pub fn absorb(&mut self, output: Output) -> Option<Output> {
+        match output {
+            Output::Log(rec) => self.logger.record(&rec),
+            Output::Persist(bytes) => {
+                let path = paths::pairing_store(&self.state_dir);
+                if let Err(e) = store::write_atomic(&path, &bytes) {
+                    self.logger.log(
+                        Level::Error,
+                        format!("cannot write pairing store {}: {e}", path.display()),
+                    );
+                }
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// The signal pipe woke the loop: shut the gateway down on SIGTERM/SIGINT, reload it on
+    /// SIGHUP. The shell then drains outputs and, once [`Gateway::is_draining`], winds down.
+    pub fn on_signals(&mut self, gw: &mut Gateway, now: Instant) {
+        let pending = self.signals.take();
+        if pending.reload && !pending.terminate {
+            self.reload(gw, now);
+        }
+        if pending.terminate && !gw.is_draining() {
+            self.logger
+                .log(Level::Info, "signal received, shutting down");
+            gw.shutdown(now);
+        }
+    }
+
+    /// Re-read the config file and environment with the same flags and apply them; a refused
+    /// configuration is logged and the one in force kept.
+    pub fn reload(&mut self, gw: &mut Gateway, now: Instant) {
+        match resolve(&self.args, paths::env_map(), &self.logger) {
+            Ok((config, _)) => {
+                let old = gw.config();
+                if (old.bind_host, old.port) != (config.bind_host, config.port) {
+                    self.logger.log(
+                        Level::Warn,
+                        format!(
+                            "bind {}:{} needs a restart; still listening on {}:{}",
+                            config.bind_host, config.port, old.bind_host, old.port
+                        ),
+                    );
+                }
+                gw.reload(now, config);
+            }
+            Err(e) => self.logger.log(
+                Level::Error,
+                format!("config reload refused, keeping the running configuration: {e}"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! `clawgate gateway run` as a black box: the real binary on a free loopback port, driven
+//! over real sockets with the sans-IO client and raw HTTP, stopped and reloaded with signals.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use clawgate_core::client::{Client, ClientConfig, Event};
+use serde_json::Value;
+
+/// Patience for anything the gateway does on a busy machine.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A private temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("clawgate-run-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(path.join("home")).unwrap();
+        Self(path)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.0.join("state")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `clawgate gateway run`, its stderr collected line by line.
+struct Gateway {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    port: u16,
+}
+
+fn spawn(dir: &TempDir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawgate"));
+    cmd.args(["gateway", "run", "--port", &port.to_string()])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.0.join("home"))
+        .env("OPENCLAW_STATE_DIR", dir.state())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut r = std::io::BufReader::new(stderr);
+        while std::io::BufRead::read_line(&mut r, &mut text).is_ok_and(|n| n > 0) {
+            if tx.send(std::mem::take(&mut text)).is_err() {
+                break;
+            }
+        }
+    });
+    Gateway {
+        child,
+        lines,
+        seen: Vec::new(),
+        port,
+    }
+}
+
+impl Gateway {
+    /// Wait for a stderr line containing `needle`; panics with what was seen otherwise.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
+                    "no line with {needle:?}; stderr so far:\n{}",
+                    self.seen.concat()
+                ),
+            }
+        }
+    }
+
+    /// All of stderr up to the process's exit (call after it exited).
+    fn stderr_to_end(&mut self) -> String {
+        while let Ok(l) = self.lines.recv_timeout(PATIENCE) {
+            self.seen.push(l);
+        }
+        self.seen.concat()
+    }
+
+    fn started(mut self) -> Self {
+        self.wait_line(&format!("listening on ws://127.0.0.1:{}", self.port));
+        self
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -s {sig} failed");
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("gateway did not exit; stderr:\n{}", self.seen.concat());
+    }
+
+    fn connect(&self, token: Option<&str>) -> Conn {
+        Conn::open(self.port, token)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client connection over a real socket.
+struct Conn {
+    stream: TcpStream,
+    client: Client,
+    /// Stop writing after the upgrade (to let the handshake time out).
+    mute: bool,
+}
+
+impl Conn {
+    fn open(port: u16, token: Option<&str>) -> Self {
+        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
+        cfg.token = token.map(str::to_string);
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut c = Self {
+            stream,
+            client: Client::new(cfg, *b"0123456789abcdef"),
+            mute: false,
+        };
+        c.flush();
+        c
+    }
+
+    fn flush(&mut self) {
+        if let Some(bytes) = self.client.poll_transmit()
+            && !self.mute
+        {
+            let _ = self.stream.write_all(&bytes);
+        }
+    }
+
+    fn next_event(&mut self) -> Option<Event> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut buf = [0u8; 16 * 1024];
+        while Instant::now() < deadline {
+            self.flush();
+            if let Some(e) = self.client.poll_event() {
+                return Some(e);
+            }
+            if self.client.is_closed() {
+                return None;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.client.handle_eof(),
+                Ok(n) => self.client.handle_input(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => self.client.handle_eof(),
+            }
+        }
+        None
+    }
+
+    /// Events until (and including) the first one `pick` accepts.
+    fn until<T>(&mut self, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        let mut seen = Vec::new();
+        while let Some(e) = self.next_event() {
+            if let Some(t) = pick(&e) {
+                return t;
+            }
+            seen.push(e);
+        }
+        panic!("not seen; events: {seen:?}");
+    }
+
+    fn hello(&mut self) -> Value {
+        self.until(|e| match e {
+            Event::Hello(v) => Some(v.clone()),
+            Event::ConnectFailed(err) => panic!("connect failed: {err:?}"),
+            Event::Closed { code, reason } => panic!("closed {code:?} {reason}"),
+            _ => None,
+        })
+    }
+
+    fn closed(&mut self) -> (Option<u16>, String) {
+        self.until(|e| match e {
+            Event::Closed { code, reason } => Some((*code, reason.clone())),
+            _ => None,
+        })
+    }
+}
+
+/// Send a raw HTTP request and read the whole answer (the gateway closes after it).
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn write_config(dir: &TempDir, text: &str) {
+    std::fs::create_dir_all(dir.state()).unwrap();
+    std::fs::write(dir.state().join("openclaw.json"), text).unwrap();
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn no_config_serves_local_mode_and_logs_to_a_private_file() {
+    let dir = TempDir::new();
+    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+    gw.wait_line("auth mode none, bind loopback");
+    let hello = gw.connect(None).hello();
+    assert_eq!(hello["type"], "hello-ok");
+    assert_eq!(hello["protocol"], 4);
+    let log = std::fs::read_to_string(clawgate::paths::log_file(&dir.state())).unwrap();
+    assert!(
+        log.contains(&format!("listening on ws://127.0.0.1:{}", gw.port)),
+        "{log}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&clawgate::paths::log_file(&dir.state())), 0o600);
+    assert_eq!(mode(&dir.state()), 0o700);
+}
+
+#[test]
+fn lan_without_secret_exits_78_before_listening() {
+    let dir = TempDir::new();
+    let port = free_port();
+    let mut gw = spawn(&dir, port, &["--bind", "lan"], &[]);
+    let status = gw.wait_exit();
+    assert_eq!(status.code(), Some(78));
+    assert_eq!(
+        gw.stderr_to_end(),
+        "Refusing to bind gateway to lan without auth.\n"
+    );
+    assert!(!listening(port));
+    assert!(
+        !clawgate::paths::lock_file(&dir.state()).exists(),
+        "nothing is set up before the configuration is accepted"
+    );
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let dir = TempDir::new();
+    let mut gw = spawn(&dir, free_port(), &["--no-such-flag"], &[]);
+    assert_eq!(gw.wait_exit().code(), Some(2));
+    assert!(gw.stderr_to_end().contains("--no-such-flag"));
+}
+
+#[test]
+fn token_mode_refuses_a_wrong_token_and_accepts_the_right_one() {
+    let dir = TempDir::new();
+    let gw = spawn(
+        &dir,
+        free_port(),
+        &["--token", "correct-horse-battery"],
+        &[],
+    )
+    .started();
+    let mut bad = gw.connect(Some("wrong-horse"));
+    let err = bad.until(|e| match e {
+        Event::ConnectFailed(err) => Some(err.clone()),
+        _ => None,
+    });
+    assert_eq!(err.details.as_ref().unwrap()["code"], "AUTH_TOKEN_MISMATCH");
+    assert_eq!(bad.closed().0, Some(1008));
+    assert_eq!(
+        gw.connect(Some("correct-horse-battery")).hello()["type"],
+        "hello-ok"
+    );
+}
+
+#[test]
+fn env_token_applies() {
+    let dir = TempDir::new();
+    let gw = spawn(
+        &dir,
+        free_port(),
+        &[],
+        &[("OPENCLAW_GATEWAY_TOKEN", "from-the-environment")],
+    )
+    .started();
+    assert_eq!(gw.connect(Some("wrong")).closed().0, Some(1008));
+    assert_eq!(
+        gw.connect(Some("from-the-environment")).hello()["type"],
+        "hello-ok"
+    );
+}
+
+#[test]
+fn health_and_ready_over_http() {
+    let dir = TempDir::new();
+    let gw = spawn(&dir, free_port(), &[], &[]).started();
+    let health = http_get(gw.port, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        health.ends_with(r#"{"ok":true,"status":"live"}"#),
+        "{health}"
+    );
+    let ready = http_get(gw.port, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains(r#""ready":true"#), "{ready}");
+    assert!(http_get(gw.port, "/nope").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn silent_socket_is_closed_1000_after_the_handshake_timeout() {
+    let dir = TempDir::new();
+    let gw = spawn(
+        &dir,
+        free_port(),
+        &[],
+        &[("OPENCLAW_HANDSHAKE_TIMEOUT_MS", "300")],
+    )
+    .started();
+    let mut c = gw.connect(None);
+    c.mute = true;
+    let started = Instant::now();
+    assert_eq!(c.closed(), (Some(1000), String::new()));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn sigterm_sends_shutdown_closes_1012_and_exits_0() {
+    let dir = TempDir::new();
+    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+    let mut c = gw.connect(None);
+    c.hello();
+    gw.signal("TERM");
+    let reason = c.until(|e| match e {
+        Event::Event { event, payload, .. } if event == "shutdown" => {
+            Some(payload["reason"].clone())
+        }
+        _ => None,
+    });
+    assert_eq!(reason, "gateway stopping");
+    assert_eq!(c.closed(), (Some(1012), "service restart".into()));
+    assert_eq!(gw.wait_exit().code(), Some(0));
+    assert!(gw.stderr_to_end().contains("info stopped"));
+    assert!(!listening(gw.port));
+}
+
+#[test]
+fn sigint_exits_0_with_a_silent_client_still_connected() {
+    let dir = TempDir::new();
+    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+    // This client never reads nor closes: shutdown must not wait for it beyond its grace.
+    let _idle = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    gw.signal("INT");
+    assert_eq!(gw.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn sighup_reload_closes_old_token_connections_4001_and_accepts_the_new_token() {
+    let dir = TempDir::new();
+    write_config(
+        &dir,
+        "{ gateway: { auth: { token: 'first-token-value' } } } // json5",
+    );
+    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+    let mut old = gw.connect(Some("first-token-value"));
+    old.hello();
+    write_config(
+        &dir,
+        r#"{"gateway": {"auth": {"token": "second-token-value"}}}"#,
+    );
+    gw.signal("HUP");
+    assert_eq!(old.closed(), (Some(4001), "gateway auth changed".into()));
+    gw.wait_line("config reloaded");
+    assert_eq!(
+        gw.connect(Some("second-token-value")).hello()["type"],
+        "hello-ok"
+    );
+    assert_eq!(gw.connect(Some("first-token-value")).closed().0, Some(1008));
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_running_one() {
+    let dir = TempDir::new();
+    write_config(
+        &dir,
+        r#"{"gateway": {"auth": {"token": "kept-token-value"}}}"#,
+    );
+    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+    let mut held = gw.connect(Some("kept-token-value"));
+    held.hello();
+    write_config(&dir, "{ gateway: ");
+    gw.signal("HUP");
+    gw.wait_line("config reload refused");
+    assert_eq!(
+        gw.connect(Some("kept-token-value")).hello()["type"],
+        "hello-ok"
+    );
+    let id = held.client.request("health", None);
+    let ok = held.until(|e| match e {
+        Event::Response { id: got, result } if *got == id => Some(result.is_ok()),
+        _ => None,
+    });
+    assert!(ok, "the connection made before the reload still works");
+}
+
+#[test]
+fn a_second_instance_on_the_same_state_dir_refuses() {
+    let dir = TempDir::new();
+    let _first = spawn(&dir, free_port(), &[], &[]).started();
+    let second_port = free_port();
+    let mut second = spawn(&dir, second_port, &[], &[]);
+    assert_eq!(second.wait_exit().code(), Some(1));
+    let err = second.stderr_to_end();
+    assert!(err.contains("another clawgate gateway is running"), "{err}");
+    assert!(!listening(second_port));
+}
+
+#[test]
+fn a_port_in_use_is_named_with_its_holder() {
+    let dir = TempDir::new();
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let mut gw = spawn(&dir, port, &[], &[]);
+    assert_eq!(gw.wait_exit().code(), Some(1));
+    let err = gw.stderr_to_end();
+    assert!(
+        err.contains(&format!(
+            "port {port} is already in use (pid {}",
+            std::process::id()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn verbose_logs_frames_with_secrets_masked() {
+    let dir = TempDir::new();
+    let mut gw = spawn(
+        &dir,
+        free_port(),
+        &["--verbose", "--token", "very-secret-token-value"],
+        &[],
+    )
+    .started();
+    gw.connect(Some("very-secret-token-value")).hello();
+    let line = gw.wait_line("frame in:");
+    assert!(line.contains("\"connect\""), "{line}");
+    let out = gw.wait_line("frame out:");
+    assert!(out.contains("hello-ok"), "{out}");
+    gw.signal("TERM");
+    gw.wait_exit();
+    let all = gw.stderr_to_end();
+    assert!(
+        !all.contains("very-secret-token-value"),
+        "the token leaked into the log:\n{all}"
+    );
+    assert!(all.contains(" trace "), "{all}");
+}
