@@ -25,14 +25,20 @@ pub struct Figures {
     pub hs_c1: Option<Handshakes>,
     /// Handshakes 64 at a time.
     pub hs_c64: Option<Handshakes>,
+    /// Server CPU time per handshake in the c=64 run, µs.
+    pub hs_cpu_us: Option<f64>,
     /// Round trips on one connection.
     pub rtt_1: Option<RoundTrips>,
     /// Round trips on 64 connections.
     pub rtt_64: Option<RoundTrips>,
+    /// Server CPU time per request in the 64-connection run, µs.
+    pub rtt_cpu_us: Option<f64>,
     /// `node.invoke` (or the baseline's two-hop echo) round trip.
     pub invoke: Option<Percentiles>,
     /// Broadcast fan-out to the large hold.
     pub fanout: Option<FanOut>,
+    /// Server CPU time per broadcast to the large hold, ms.
+    pub fanout_cpu_ms: Option<f64>,
     /// Size of the binary on disk, bytes.
     pub binary_bytes: Option<u64>,
     /// The churn run.

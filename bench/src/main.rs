@@ -32,6 +32,9 @@ Usage:
                      [--no-upstream] [--no-build] [--spawns N] [--ticks N] [--upstream-dir DIR]
                      [--bin-dir DIR]
   clawgate-bench bare-server --port P [--tick-ms MS] [--lifetime-secs S]
+  clawgate-bench load --port P [--concurrency C] [--handshakes N]
+                      (handshakes against a gateway already running with the bench token,
+                      for profiling it)
 
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --churn-secs S  length of the churn run on each clawgate shell (default 600; 0 = none)
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     let r = match args.first().map(String::as_str) {
         Some("all") => parse_all(&args[1..]).and_then(|a| all(&a, &args)),
         Some("bare-server") => parse_bare(&args[1..]).and_then(|o| bare::serve(&o)),
+        Some("load") => load(&args[1..]),
         _ => Err(BenchError::Usage("expected a command".into())),
     };
     match r {
@@ -144,6 +148,43 @@ fn parse_bare(args: &[String]) -> Result<bare::BareOptions, BenchError> {
         return Err(BenchError::Usage("bare-server needs --port".into()));
     }
     Ok(o)
+}
+
+/// `load`: handshakes against a running gateway, printed; for profiling the server.
+fn load(args: &[String]) -> Result<(), BenchError> {
+    let (mut port, mut concurrency, mut total) = (0u16, 64usize, 20_000usize);
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
+        use lexopt::Arg::Long;
+        match arg {
+            Long("port") => port = value(&mut p, "--port")?,
+            Long("concurrency") => concurrency = value(&mut p, "--concurrency")?,
+            Long("handshakes") => total = value(&mut p, "--handshakes")?,
+            other => return Err(BenchError::Usage(other.unexpected().to_string())),
+        }
+    }
+    if port == 0 {
+        return Err(BenchError::Usage("load needs --port".into()));
+    }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let host = addr.to_string();
+    let mut n = 0u64;
+    let mut dial = || {
+        n += 1;
+        run::gateway_wire(&host, n)
+    };
+    let h = scenario::handshake::run(
+        addr,
+        &mut dial,
+        total,
+        concurrency,
+        Duration::from_secs(120),
+    )?;
+    println!(
+        "{} handshakes, {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, {} failed",
+        h.latency.n, h.per_sec, h.latency.p50, h.latency.p99, h.failures
+    );
+    Ok(())
 }
 
 /// Build the two shells next to this binary; a failure is reported and the run goes on with

@@ -124,6 +124,26 @@ impl Server {
         }
     }
 
+    /// CPU time used so far by the process and its descendants (all threads), in ns, from
+    /// `/proc/<pid>/task/<tid>/schedstat`.
+    pub fn cpu_ns(&self) -> u64 {
+        let mut total = 0;
+        for p in tree(self.pid()) {
+            let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                let stat = fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+                total += stat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        total
+    }
+
     /// Resident memory of the process and all its descendants, in KiB.
     pub fn rss_kib(&self) -> u64 {
         tree(self.pid()).iter().map(|p| vm_rss_kib(*p)).sum()

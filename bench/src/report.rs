@@ -127,6 +127,12 @@ fn rows() -> Vec<Row> {
             goal: Some(Goal::OfBare(0.8)),
         },
         Row {
+            label: "server CPU per handshake (c=64), µs",
+            get: |f| f.hs_cpu_us,
+            decimals: 1,
+            goal: None,
+        },
+        Row {
             label: "health RTT, 1 conn, p50 µs",
             get: |f| Some(f.rtt_1.as_ref()?.latency.p50),
             decimals: 0,
@@ -163,6 +169,12 @@ fn rows() -> Vec<Row> {
             goal: None,
         },
         Row {
+            label: "server CPU per request (64 conns), µs",
+            get: |f| f.rtt_cpu_us,
+            decimals: 1,
+            goal: None,
+        },
+        Row {
             label: "node.invoke RTT p50, µs (bare: 2 echo hops)",
             get: |f| Some(f.invoke.as_ref()?.p50),
             decimals: 0,
@@ -190,6 +202,12 @@ fn rows() -> Vec<Row> {
                     .copied()
                     .reduce(f64::max)
             },
+            decimals: 1,
+            goal: None,
+        },
+        Row {
+            label: "server CPU per broadcast to large hold, ms",
+            get: |f| f.fanout_cpu_ms,
             decimals: 1,
             goal: None,
         },
@@ -376,6 +394,11 @@ const METHOD: &str = "## Method
 - Fan-out: the spread between the first and the last connection reading the same `tick`
   (keyed by its payload), as seen by the single-threaded load generator. It includes the
   generator's own time to read 10,000 sockets, which the baseline column shows.
+- Server CPU: the server's on-CPU time over a step (`/proc/<pid>/task/*/schedstat`, summed over
+  its process tree) divided by the operations in it. On a shared 2-core machine the load
+  generator competes with the server, so these rows show what each operation costs the server
+  regardless of who was the bottleneck. For the fan-out, the server's CPU while watching the
+  ticks (the hold is otherwise idle) divided by the ticks seen.
 - Churn: the small hold is kept open while connections are replaced at 300 per second;
   the slope is a least-squares fit over the samples after the first tenth of the run.
 ";

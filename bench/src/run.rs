@@ -107,7 +107,8 @@ pub fn measure(target: &Target, opts: &Options) -> Figures {
     f
 }
 
-fn gateway_wire(host: &str, n: u64) -> GatewayWire {
+/// The `n`th benchmark client of a gateway at `host`: `cli`/`cli` with the bench token.
+pub fn gateway_wire(host: &str, n: u64) -> GatewayWire {
     let mut cfg = ClientConfig::cli(host);
     cfg.token = Some(TOKEN.into());
     GatewayWire::new(cfg, ws_key(n))
@@ -115,6 +116,12 @@ fn gateway_wire(host: &str, n: u64) -> GatewayWire {
 
 fn bare_wire(host: &str, n: u64) -> BareWire {
     BareWire::new(host, ws_key(n))
+}
+
+/// Server CPU microseconds per operation (for round trips, the ramp's 64 handshakes are
+/// included, a small share of the tens of thousands of requests).
+fn per_op_us(cpu_ns: u64, ops: usize) -> f64 {
+    cpu_ns as f64 / 1e3 / ops.max(1) as f64
 }
 
 type InvokeFn = fn(SocketAddr, usize, Duration) -> Result<Percentiles, BenchError>;
@@ -170,21 +177,22 @@ fn steps<W: Wire>(
         "handshakes c=1",
         handshake::run(addr, &mut dial, plan.hs_c1, 1, plan.step),
     );
-    f.hs_c64 = note(
-        f,
-        "handshakes c=64",
-        handshake::run(addr, &mut dial, plan.hs_c64, 64, plan.step),
-    );
-    f.rtt_1 = note(
-        f,
-        "round trips x1",
-        rtt::run(addr, &mut dial, 1, plan.step, 1_000_000),
-    );
-    f.rtt_64 = note(
-        f,
-        "round trips x64",
-        rtt::run(addr, &mut dial, 64, plan.step, 10_000_000),
-    );
+    let cpu = server.cpu_ns();
+    let hs = handshake::run(addr, &mut dial, plan.hs_c64, 64, plan.step);
+    f.hs_c64 = note(f, "handshakes c=64", hs);
+    f.hs_cpu_us = f
+        .hs_c64
+        .as_ref()
+        .map(|h| per_op_us(server.cpu_ns() - cpu, h.latency.n));
+    let r1 = rtt::run(addr, &mut dial, 1, plan.step, 1_000_000);
+    f.rtt_1 = note(f, "round trips x1", r1);
+    let cpu = server.cpu_ns();
+    let r64 = rtt::run(addr, &mut dial, 64, plan.step, 10_000_000);
+    f.rtt_64 = note(f, "round trips x64", r64);
+    f.rtt_cpu_us = f
+        .rtt_64
+        .as_ref()
+        .map(|r| per_op_us(server.cpu_ns() - cpu, r.latency.n));
     f.invoke = note(f, "invoke", invoke(addr, plan.invokes, plan.step));
     server.check_alive()?;
     eprintln!("   handshakes, round trips, invoke done");
@@ -202,7 +210,13 @@ fn steps<W: Wire>(
             } else {
                 opts.ticks
             };
+            let cpu = server.cpu_ns();
             f.fanout = note(f, "fan-out", held.fanout(ticks, tick));
+            let used = server.cpu_ns() - cpu;
+            f.fanout_cpu_ms = f
+                .fanout
+                .as_ref()
+                .map(|o| per_op_us(used, o.ticks_seen) / 1e3);
         }
     }
     held.release();

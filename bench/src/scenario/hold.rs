@@ -19,6 +19,8 @@ pub struct FanOut {
     pub spreads_ms: Vec<f64>,
     /// Connections each tick had to reach.
     pub connections: usize,
+    /// Distinct ticks seen while watching, complete or not.
+    pub ticks_seen: usize,
 }
 
 /// Connections kept open and ready.
@@ -65,6 +67,7 @@ impl<W: Wire> Held<W> {
         let mut out = FanOut {
             spreads_ms: Vec::new(),
             connections: n,
+            ticks_seen: 0,
         };
         self.feed.clear();
         while out.spreads_ms.len() < ticks && Instant::now() < end {
@@ -96,6 +99,7 @@ impl<W: Wire> Held<W> {
                 }
             }
         }
+        out.ticks_seen = seen.len();
         if out.spreads_ms.is_empty() {
             return Err(BenchError::Timeout(format!(
                 "a tick reaching all {n} connections"
