@@ -158,9 +158,7 @@ impl Gateway {
         self.broadcast(now, "presence", json!({"presence": list}), Some(sv));
     }
 
-    /// The presence list: the gateway itself, then every authenticated connection except the
-    /// ephemeral ones (modes `cli`, `backend`, `probe`), as upstream's `isEphemeralGatewayClient`.
-    /// Listing those would make every `hello-ok` grow with the number of CLI connections.
+    /// The presence list: the gateway itself, then every authenticated connection.
     pub(crate) fn presence_list(&self, now: Instant) -> Vec<Value> {
         let ts = self.unix_ms(now);
         let host = &self.config.host_name;
@@ -174,7 +172,7 @@ impl Gateway {
             .conns
             .iter()
             .filter_map(|(id, c)| c.session().map(|s| (id, s)))
-            .filter(|(_, s)| !matches!(s.client.mode.as_str(), "cli" | "backend" | "probe"))
+            .filter(|(_, s)| !is_ephemeral_mode(&s.client.mode))
             .collect();
         sessions.sort_by_key(|(id, _)| **id);
         for (_, s) in sessions {
@@ -591,4 +589,10 @@ impl Gateway {
             self.send(now, c, &respond(&result, &r));
         }
     }
+}
+
+/// Whether a client mode is an ephemeral control-plane connection (`cli`, `backend`, `probe`),
+/// which upstream leaves out of presence: thousands of them must not grow every `hello-ok`.
+fn is_ephemeral_mode(mode: &str) -> bool {
+    matches!(mode, "cli" | "backend" | "probe")
 }

@@ -265,26 +265,14 @@ fn hello_snapshot_reports_config_path_and_state_dir() {
     assert_eq!(snap["configPath"], "/home/me/.openclaw/openclaw.json");
     assert_eq!(snap["stateDir"], "/home/me/.openclaw");
     assert_eq!(snap["authMode"], "none");
-    // Omitting scopes never grants anything: the presence entry shows scopes []. (A `ui`
-    // client: `cli`, `backend` and `probe` clients are not listed in presence, as upstream.)
+    // Omitting scopes never grants anything.
     let mut c = cli(None);
-    c.client.id = "openclaw-tui".into();
-    c.client.mode = "ui".into();
     c.scopes = vec![];
     let id = p.connect(c, loopback());
+    assert_eq!(p.hello(id).unwrap()["auth"]["scopes"], json!([]));
     p.events(id);
     assert!(p.call(id, "health", None).is_ok());
-    let mut admin = cli(None);
-    admin.scopes = vec!["operator.read".into()];
-    let a = p.connect(admin, loopback());
-    p.events(a);
-    let list = p.call(a, "system-presence", None).unwrap();
-    let entries = list.as_array().unwrap();
-    assert!(
-        entries
-            .iter()
-            .any(|e| e["scopes"] == json!([]) && e["mode"] == "ui")
-    );
+    assert!(p.call(id, "system-presence", None).is_err());
 }
 
 #[test]

@@ -153,7 +153,7 @@ fn slow_consumer_is_closed_1008() {
     assert!(p.hello(id).is_some());
     // Stop acknowledging writes: the peer never reads. Send requests until the gateway gives up.
     let mut unsent: Vec<u8> = Vec::new();
-    for _ in 0..2000 {
+    for _ in 0..1000 {
         p.peer(id)
             .client
             .as_mut()

@@ -408,22 +408,3 @@ fn logs_tail_follows_with_a_cursor() {
         .unwrap_err();
     assert!(e.message.starts_with("invalid params: at /limit"));
 }
-
-#[test]
-fn ephemeral_clients_are_not_listed_in_presence_as_upstream() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
-    let op = operator(&mut p, &["operator.read"]);
-    for _ in 0..3 {
-        operator(&mut p, &["operator.read"]);
-    }
-    let node = p.connect(node_config(54, &[]), loopback());
-    assert!(p.hello(node).is_some());
-    let list = p.call(op, "system-presence", None).unwrap();
-    let modes: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["mode"].as_str().unwrap())
-        .collect();
-    assert_eq!(modes, ["gateway", "node"]);
-}

@@ -13,6 +13,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::sockets::{ACCEPT_BACKOFF, CLOSE_GRACE, SHUTDOWN_GRACE, out_of_resources};
 use crate::startup::{Host, Started};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -23,13 +24,6 @@ const READ_BUFFER: usize = 16 * 1024;
 const READS_PER_WAKE: usize = 16;
 /// Accepts per wake-up before the sockets get their turn.
 const ACCEPTS_PER_WAKE: usize = 256;
-/// How long a closed connection may take to flush and see the peer's EOF (upstream's
-/// `WEBSOCKET_CLOSE_GRACE_MS`).
-const CLOSE_GRACE: Duration = Duration::from_millis(1000);
-/// How long shutdown waits for every socket to flush before the process exits.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(750);
-/// Pause of accepting after the process ran out of file descriptors or memory.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const EVENTS_CAPACITY: usize = 1024;
 
 /// One accepted socket and the bytes still to be written to it.
@@ -107,6 +101,8 @@ struct EventLoop {
     again: Vec<Token>,
     accept_again: bool,
     accept_paused_until: Option<Instant>,
+    /// Accepting failed for want of resources and has not succeeded since (warned once).
+    accept_starved: bool,
     core_deadline: Instant,
     shutdown_deadline: Option<Instant>,
 }
@@ -153,6 +149,7 @@ fn serve(
         again: Vec::new(),
         accept_again: false,
         accept_paused_until: None,
+        accept_starved: false,
         core_deadline: now,
         shutdown_deadline: None,
     };
@@ -232,6 +229,8 @@ impl EventLoop {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
             self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+            // The goodbye frames are already written: the sockets flush while mDNS unregisters.
+            host.stop_advertising();
         }
         let over = self.shutdown_deadline.is_some_and(|t| now >= t);
         if self.sockets.is_empty() || over {
@@ -342,7 +341,8 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if out_of_resources(&e) => {
                     // Accepting again at once would spin: pause, and say so once per episode.
-                    if self.accept_paused_until.is_none() {
+                    if !self.accept_starved {
+                        self.accept_starved = true;
                         host.logger().log(
                             Level::Warn,
                             format!("cannot accept connections: {e}; pausing accepts"),
@@ -357,6 +357,11 @@ impl EventLoop {
                     continue;
                 }
             };
+            if self.accept_starved {
+                self.accept_starved = false;
+                host.logger()
+                    .log(Level::Info, "accepting connections again");
+            }
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(self.local_addr);
             let conn = gw.accept(now, peer, local);
@@ -490,13 +495,4 @@ fn token_of(conn: ConnId) -> Token {
 
 fn conn_of(token: Token) -> ConnId {
     ConnId(token.0 as u64)
-}
-
-/// Accept failures that retrying at once cannot fix: no descriptors or no memory left.
-fn out_of_resources(e: &io::Error) -> bool {
-    use rustix::io::Errno;
-    let errno = Errno::from_io_error(e);
-    [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
-        .into_iter()
-        .any(|x| errno == Some(x))
 }

@@ -22,17 +22,26 @@ pub fn level(args: &RunArgs, env: &BTreeMap<String, String>) -> Level {
         .unwrap_or(Level::Info)
 }
 
-/// The level a `RUST_LOG` value sets for clawgate: a bare level (`debug`) or a directive for a
-/// `clawgate…` target (`clawgate=trace`); the last one that applies wins.
+/// The level a `RUST_LOG` value sets for clawgate: a directive for a `clawgate…` target
+/// (`clawgate=trace`) wins over a bare level (`debug`), as in `env_logger`; among equals the
+/// last one wins.
 pub fn rust_log_level(value: &str) -> Option<Level> {
-    value
+    // (target, level) per directive; a bare level has no target.
+    let directives: Vec<(Option<&str>, &str)> = value
         .split(',')
-        .rev()
-        .find_map(|directive| match directive.split_once('=') {
-            None => Level::parse(directive),
-            Some((target, level)) if target.trim().starts_with("clawgate") => Level::parse(level),
-            Some(_) => None,
+        .map(|d| match d.split_once('=') {
+            Some((target, level)) => (Some(target.trim()), level),
+            None => (None, d),
         })
+        .collect();
+    let last = |applies: &dyn Fn(Option<&str>) -> bool| {
+        directives
+            .iter()
+            .rev()
+            .filter(|(target, _)| applies(*target))
+            .find_map(|(_, level)| Level::parse(level))
+    };
+    last(&|t| t.is_some_and(|t| t.starts_with("clawgate"))).or_else(|| last(&|t| t.is_none()))
 }
 
 /// The milliseconds since the Unix epoch now.
@@ -85,23 +94,19 @@ impl Logger {
 
     /// Write a record of the shell's own (start, bind, signals, IO trouble).
     pub fn log(&mut self, level: Level, message: impl Into<String>) {
-        let rec = LogRecord {
-            level,
-            ts_ms: unix_ms(),
-            conn: None,
-            message: message.into(),
-        };
-        self.record(&rec);
+        self.record(&own_record(level, message.into()));
+    }
+
+    /// A logger for another thread, writing to the same places at the same level.
+    pub fn sink(&self) -> LogSink {
+        LogSink {
+            level: self.level,
+            file: self.file.as_ref().and_then(|f| f.try_clone().ok()),
+        }
     }
 
     fn write_line(&mut self, line: &str) {
-        let mut text = String::with_capacity(line.len() + 1);
-        text.push_str(line);
-        text.push('\n');
-        let _ = io::stderr().lock().write_all(text.as_bytes());
-        if let Some(f) = &mut self.file
-            && let Err(e) = f.write_all(text.as_bytes())
-        {
+        if let Err(e) = write_line(line, self.file.as_ref()) {
             // Say it once on stderr and stop writing the file rather than fail every line.
             let _ = writeln!(
                 io::stderr().lock(),
@@ -110,6 +115,47 @@ impl Logger {
             );
             self.file = None;
         }
+    }
+}
+
+/// A [`Logger`] for another thread (the mDNS advertiser): same level, same file.
+#[derive(Debug)]
+pub struct LogSink {
+    level: Level,
+    file: Option<File>,
+}
+
+impl LogSink {
+    /// Write a line of the shell's own if its level is enabled; a failure to write is ignored.
+    pub fn log(&self, level: Level, message: impl Into<String>) {
+        if level <= self.level {
+            let _ = write_line(
+                &own_record(level, message.into()).line(),
+                self.file.as_ref(),
+            );
+        }
+    }
+}
+
+fn own_record(level: Level, message: String) -> LogRecord {
+    LogRecord {
+        level,
+        ts_ms: unix_ms(),
+        conn: None,
+        message,
+    }
+}
+
+/// Write one line to stderr and, if given, to the log file (appends are atomic per line);
+/// the error is the file's.
+fn write_line(line: &str, file: Option<&File>) -> io::Result<()> {
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+    match file {
+        Some(mut f) => f.write_all(text.as_bytes()),
+        None => Ok(()),
     }
 }
 
@@ -127,6 +173,8 @@ mod tests {
         assert_eq!(rust_log_level("clawgate_core=warn"), Some(Level::Warn));
         assert_eq!(rust_log_level("other=debug"), None);
         assert_eq!(rust_log_level("nonsense"), None);
+        assert_eq!(rust_log_level("clawgate=debug,warn"), Some(Level::Debug));
+        assert_eq!(rust_log_level("error,other=trace"), Some(Level::Error));
     }
 
     #[test]
@@ -165,7 +213,15 @@ mod tests {
         l.open_file(&path).unwrap();
         l.log(Level::Info, "kept");
         l.log(Level::Debug, "dropped");
+        let sink = l.sink();
+        std::thread::spawn(move || {
+            sink.log(Level::Info, "from another thread");
+            sink.log(Level::Debug, "also dropped");
+        })
+        .join()
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(" info from another thread\n"), "{text}");
         assert!(
             text.contains(" info kept\n") && !text.contains("dropped"),
             "{text}"

@@ -79,7 +79,7 @@ pub fn input(
         state_dir: state_dir.display().to_string(),
         env,
         flags,
-        tailnet_ip: None,
+        tailnet_ip: crate::tailnet::tailnet_ipv4(),
         host_name: host_name(),
     };
     Ok((

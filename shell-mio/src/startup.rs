@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clawgate_core::{Config, Gateway, Level, Output};
 
+use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
 use crate::listen::{self, BindError};
 use crate::lock::{self, InstanceLock, LockError};
@@ -26,6 +27,9 @@ pub const EXIT_CONFIG: i32 = 78;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit status of any other start-up failure.
 pub const EXIT_FAILURE: i32 = 1;
+/// How long stopping waits for the mDNS advertiser to unregister, so that with the sockets'
+/// [`crate::sockets::SHUTDOWN_GRACE`] a stop stays under a second.
+pub const MDNS_STOP_GRACE: Duration = Duration::from_millis(250);
 
 /// Why the gateway did not start.
 #[derive(Debug)]
@@ -108,6 +112,7 @@ pub struct Host {
     state_dir: PathBuf,
     logger: Logger,
     signals: Signals,
+    mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
 }
 
@@ -120,7 +125,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     }
     let env = paths::env_map();
     let mut logger = Logger::stderr(logging::level(&args, &env));
-    let (config, sources) = resolve(&args, env, &logger)?;
+    let (mut config, sources) = resolve(&args, env, &logger)?;
     let state_dir = sources.state_dir;
     store::ensure_private_dir(&state_dir)
         .map_err(|e| StartError::StateDir(state_dir.clone(), e))?;
@@ -150,6 +155,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let signals = Signals::install().map_err(StartError::Signals)?;
     let listener = listen::bind(addr).map_err(StartError::Bind)?;
     let local_addr = listener.local_addr().unwrap_or(addr);
+    // With `--port 0` the port is the one the listener got, for hello-ok and mDNS alike.
+    config.port = local_addr.port();
     logger.log(
         Level::Info,
         format!(
@@ -171,6 +178,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         state_dir,
         logger,
         signals,
+        mdns: None,
         _lock: lock,
     };
     // Nothing but log records can be pending before the first connection.
@@ -181,6 +189,19 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     }
     host.logger
         .log(Level::Info, format!("listening on ws://{local_addr}"));
+    host.mdns = clawgate_core::discovery::advert(gateway.config()).map(|advert| {
+        let sink = host.logger.sink();
+        let policy = RetryPolicy {
+            shutdown_grace: MDNS_STOP_GRACE,
+            ..RetryPolicy::default()
+        };
+        spawn_advertiser_with(
+            MdnsSd::new(),
+            advert,
+            move |line| sink.log(Level::Info, line),
+            policy,
+        )
+    });
     Ok(Started {
         gateway,
         listener,
@@ -244,21 +265,36 @@ impl Host {
         }
     }
 
+    /// Stop advertising over mDNS (waits at most [`MDNS_STOP_GRACE`]); shells call it when
+    /// the gateway starts draining.
+    pub fn stop_advertising(&mut self) {
+        if let Some(mdns) = self.mdns.take()
+            && !mdns.shutdown()
+        {
+            self.logger
+                .log(Level::Debug, "mDNS: advertiser still unregistering at exit");
+        }
+    }
+
     /// Re-read the config file and environment with the same flags and apply them; a refused
     /// configuration is logged and the one in force kept.
     pub fn reload(&mut self, gw: &mut Gateway, now: Instant) {
         match resolve(&self.args, paths::env_map(), &self.logger) {
-            Ok((config, _)) => {
-                let old = gw.config();
-                if (old.bind_host, old.port) != (config.bind_host, config.port) {
+            Ok((mut config, _)) => {
+                let (host, port) = (gw.config().bind_host, gw.config().port);
+                // Port 0 asks for any port: the one the listener got still answers it.
+                let same_port = config.port == port || config.port == 0;
+                if config.bind_host != host || !same_port {
                     self.logger.log(
                         Level::Warn,
                         format!(
-                            "bind {}:{} needs a restart; still listening on {}:{}",
-                            config.bind_host, config.port, old.bind_host, old.port
+                            "bind {}:{} needs a restart; still listening on {host}:{port}",
+                            config.bind_host, config.port
                         ),
                     );
                 }
+                // The configuration describes the listener that is really open.
+                (config.bind_host, config.port) = (host, port);
                 gw.reload(now, config);
             }
             Err(e) => self.logger.log(

@@ -57,8 +57,39 @@ struct Gateway {
 }
 
 fn spawn(dir: &TempDir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawgate"));
-    cmd.args(["gateway", "run", "--port", &port.to_string()])
+    let port_text = port.to_string();
+    let all: Vec<&str> = ["--port", port_text.as_str()]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    spawn_with(
+        Command::new(env!("CARGO_BIN_EXE_clawgate")),
+        dir,
+        port,
+        &all,
+        env,
+    )
+}
+
+/// Spawn with at most `n` open files (soft and hard), as a small `ulimit -n` would.
+fn spawn_with_file_limit(n: u32, dir: &TempDir, port: u16) -> Gateway {
+    let mut sh = Command::new("sh");
+    sh.args([
+        "-c",
+        &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+        env!("CARGO_BIN_EXE_clawgate"),
+    ]);
+    spawn_with(sh, dir, port, &["--port", &port.to_string()], &[])
+}
+
+fn spawn_with(
+    mut cmd: Command,
+    dir: &TempDir,
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Gateway {
+    cmd.args(["gateway", "run"])
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -148,7 +179,15 @@ impl Gateway {
     }
 
     fn connect(&self, token: Option<&str>) -> Conn {
-        Conn::open(self.port, token)
+        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{}", self.port));
+        cfg.token = token.map(str::to_string);
+        Conn::open(self.port, cfg)
+    }
+
+    fn connect_with_password(&self, password: &str) -> Conn {
+        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{}", self.port));
+        cfg.password = Some(password.to_string());
+        Conn::open(self.port, cfg)
     }
 }
 
@@ -168,9 +207,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(port: u16, token: Option<&str>) -> Self {
-        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
-        cfg.token = token.map(str::to_string);
+    fn open(port: u16, cfg: ClientConfig) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_millis(20)))
@@ -300,6 +337,90 @@ fn lan_without_secret_exits_78_before_listening() {
         !clawgate::paths::lock_file(&dir.state()).exists(),
         "nothing is set up before the configuration is accepted"
     );
+}
+
+#[test]
+fn refused_secrets_exit_78_with_the_reason() {
+    for (args, reason) in [
+        (&["--token", "changeme"][..], "--token is a placeholder"),
+        (
+            &["--auth", "password"][..],
+            "auth mode password needs a secret",
+        ),
+    ] {
+        let dir = TempDir::new();
+        let port = free_port();
+        let mut gw = spawn(&dir, port, args, &[]);
+        assert_eq!(gw.wait_exit().code(), Some(78), "{args:?}");
+        let err = gw.stderr_to_end();
+        assert!(err.starts_with(reason), "{args:?}: {err}");
+        assert!(!listening(port));
+    }
+}
+
+#[test]
+fn password_file_sets_password_mode() {
+    let dir = TempDir::new();
+    let file = dir.0.join("pw");
+    std::fs::write(&file, "pass-from-a-file\n").unwrap();
+    let gw = spawn(
+        &dir,
+        free_port(),
+        &["--password-file", file.to_str().unwrap()],
+        &[],
+    )
+    .started();
+    assert_eq!(gw.connect_with_password("not-it").closed().0, Some(1008));
+    let hello = gw.connect_with_password("pass-from-a-file").hello();
+    assert_eq!(hello["type"], "hello-ok");
+    assert_eq!(hello["snapshot"]["authMode"], "password");
+}
+
+#[test]
+fn port_comes_from_the_environment_then_the_config_file() {
+    let bin = || Command::new(env!("CARGO_BIN_EXE_clawgate"));
+    let dir = TempDir::new();
+    let (env_port, file_port) = (free_port(), free_port());
+    write_config(&dir, &format!("{{ gateway: {{ port: {file_port} }} }}"));
+    let env_text = env_port.to_string();
+    let gw = spawn_with(
+        bin(),
+        &dir,
+        env_port,
+        &[],
+        &[("OPENCLAW_GATEWAY_PORT", &env_text)],
+    )
+    .started();
+    assert!(!listening(file_port));
+    drop(gw);
+    let dir2 = TempDir::new();
+    write_config(&dir2, &format!("{{ gateway: {{ port: {file_port} }} }}"));
+    let gw = spawn_with(bin(), &dir2, file_port, &[], &[]).started();
+    assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
+}
+
+#[test]
+fn help_prints_usage_and_exits_0() {
+    let out = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+        .args(["gateway", "run", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("Usage: clawgate gateway run"), "{text}");
+    for flag in [
+        "--port",
+        "--bind",
+        "--auth",
+        "--token",
+        "--password",
+        "--password-file",
+        "--verbose",
+        "--allow-unconfigured",
+        "--log-level",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from help");
+    }
 }
 
 #[test]
@@ -514,4 +635,114 @@ fn verbose_logs_frames_with_secrets_masked() {
         "the token leaked into the log:\n{all}"
     );
     assert!(all.contains(" trace "), "{all}");
+}
+
+#[test]
+fn running_out_of_file_descriptors_pauses_accepting_and_recovers() {
+    let dir = TempDir::new();
+    let mut gw = spawn_with_file_limit(24, &dir, free_port()).started();
+    // More sockets than descriptors left: the surplus waits in the backlog.
+    let held: Vec<TcpStream> = (0..30)
+        .map(|_| TcpStream::connect(("127.0.0.1", gw.port)).unwrap())
+        .collect();
+    gw.wait_line("cannot accept connections");
+    // Several back-off periods pass while starved: still one warning.
+    std::thread::sleep(Duration::from_millis(600));
+    while let Ok(l) = gw.lines.try_recv() {
+        gw.seen.push(l);
+    }
+    let starved = gw
+        .seen
+        .concat()
+        .matches("cannot accept connections")
+        .count();
+    assert_eq!(starved, 1, "warned once per episode, not once per attempt");
+    drop(held);
+    assert_eq!(
+        gw.connect(None).hello()["type"],
+        "hello-ok",
+        "accepting resumed once descriptors were free"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().code(), Some(0));
+    assert!(gw.stderr_to_end().contains("accepting connections again"));
+}
+
+#[test]
+fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart() {
+    let dir = TempDir::new();
+    let port = free_port();
+    let key = clawgate_core::device::DeviceKey::from_seed([7u8; 32]);
+    let with_device = || {
+        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
+        cfg.device = Some(clawgate_core::device::DeviceKey::from_seed([7u8; 32]));
+        cfg.scopes = vec!["operator.read".into(), "operator.pairing".into()];
+        cfg
+    };
+    let mut gw = spawn(&dir, port, &[], &[]).started();
+    let hello = Conn::open(port, with_device()).hello();
+    assert!(hello["auth"]["deviceToken"].is_string(), "{hello}");
+    let store = clawgate::paths::pairing_store(&dir.state());
+    let text = std::fs::read_to_string(&store).unwrap();
+    assert!(text.contains(&key.id()), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().code(), Some(0));
+    assert!(gw.stderr_to_end().contains("approved silently"));
+    drop(gw);
+
+    let mut gw = spawn(&dir, port, &[], &[]).started();
+    let mut again = Conn::open(port, with_device());
+    assert!(again.hello()["auth"]["deviceToken"].is_string());
+    let id = again.client.request("device.pair.list", None);
+    let paired = again.until(|e| match e {
+        Event::Response { id: got, result } if *got == id => Some(result.clone()),
+        _ => None,
+    });
+    let paired = paired.expect("device.pair.list");
+    assert!(paired.to_string().contains(&key.id()), "{paired}");
+    gw.signal("TERM");
+    gw.wait_exit();
+    let log = gw.stderr_to_end();
+    assert!(log.contains("hello 127.0.0.1"), "{log}");
+    assert!(
+        !log.contains("approved silently"),
+        "the restarted gateway knew the device already:\n{log}"
+    );
+}
+
+#[test]
+fn sighup_asking_for_another_port_says_it_needs_a_restart_and_keeps_serving() {
+    let bin = || Command::new(env!("CARGO_BIN_EXE_clawgate"));
+    let dir = TempDir::new();
+    let (first, second) = (free_port(), free_port());
+    write_config(&dir, &format!("{{ gateway: {{ port: {first} }} }}"));
+    let mut gw = spawn_with(bin(), &dir, first, &[], &[]).started();
+    write_config(&dir, &format!("{{ gateway: {{ port: {second} }} }}"));
+    gw.signal("HUP");
+    gw.wait_line(&format!(
+        "bind 127.0.0.1:{second} needs a restart; still listening on 127.0.0.1:{first}"
+    ));
+    assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
+    assert!(!listening(second));
+}
+
+#[test]
+fn port_0_takes_any_port_and_a_reload_keeps_it() {
+    let dir = TempDir::new();
+    let bin = Command::new(env!("CARGO_BIN_EXE_clawgate"));
+    let mut gw = spawn_with(bin, &dir, 0, &["--port", "0"], &[]);
+    let line = gw.wait_line("listening on ws://127.0.0.1:");
+    gw.port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(gw.port, 0);
+    gw.signal("HUP");
+    gw.wait_line("config reloaded");
+    assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
+    gw.signal("TERM");
+    gw.wait_exit();
+    assert!(!gw.stderr_to_end().contains("needs a restart"));
 }

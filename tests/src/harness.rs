@@ -1,1 +1,610 @@
 //! Starting the gateway binaries and talking to them over real sockets.
+//!
+//! [`Shell`] names the two binaries; [`Options`] describes how to start one (flags,
+//! environment, config file) and [`Options::start`] returns a running [`Gateway`] that is
+//! killed when dropped. [`Ws`] is a WebSocket session driven by the core's own sans-IO
+//! [`Client`] over a blocking [`TcpStream`]; [`raw`] speaks through async-tungstenite on smol
+//! for frames the real client would never send. [`both!`](crate::both) runs a case against
+//! every shell, so a difference between them is a failing test named after the shell.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clawgate_core::client::{Client, ClientConfig, Event};
+use clawgate_core::frame::ErrorShape;
+use serde_json::Value;
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Run the named case functions (each `fn(Shell)`) once per shell, as tests named
+/// `mio_shell::<case>` and `smol_shell::<case>`.
+#[macro_export]
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod mio_shell {
+            $( #[test] fn $case() { super::$case($crate::harness::Shell::Mio) } )*
+        }
+        mod smol_shell {
+            $( #[test] fn $case() { super::$case($crate::harness::Shell::Smol) } )*
+        }
+    };
+}
+
+/// One of the gateway binaries under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    /// `clawgate`, the mio event loop.
+    Mio,
+    /// `clawgate-smol`, the smol executor.
+    Smol,
+}
+
+impl Shell {
+    /// Every shell.
+    pub const ALL: [Shell; 2] = [Shell::Mio, Shell::Smol];
+
+    /// The binary's file name.
+    pub fn binary_name(self) -> &'static str {
+        match self {
+            Shell::Mio => "clawgate",
+            Shell::Smol => "clawgate-smol",
+        }
+    }
+
+    /// The built binary: `$CARGO_TARGET_DIR` (else the workspace's `target`), profile
+    /// `$CLAWGATE_TEST_PROFILE` (else `debug`). Panics with what to run when it is missing.
+    pub fn binary(self) -> PathBuf {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join("target")
+            });
+        let profile = std::env::var("CLAWGATE_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
+        let path = target.join(&profile).join(self.binary_name());
+        let flag = match profile.as_str() {
+            "debug" => String::new(),
+            "release" => " --release".into(),
+            other => format!(" --profile {other}"),
+        };
+        assert!(
+            path.is_file(),
+            "{} not found: build the binaries first with `cargo build --workspace --bins{flag}` \
+             (or run scripts/test.sh{flag}, which does both)",
+            path.display()
+        );
+        path
+    }
+}
+
+/// A private scratch directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory under the system temp dir.
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("clawgate-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How to start a gateway: extra flags, environment and an optional config file.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    port: Option<u16>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    config: Option<String>,
+}
+
+impl Options {
+    /// Defaults: `gateway run --port <free>` in local mode with a private `HOME`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Listen on this port instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Token mode with `token` (`--token`).
+    pub fn token(self, token: &str) -> Self {
+        self.arg("--token").arg(token)
+    }
+
+    /// An extra command-line argument.
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    /// An environment variable for the gateway process.
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Write `text` as the gateway's `openclaw.json`.
+    pub fn config(mut self, text: &str) -> Self {
+        self.config = Some(text.to_string());
+        self
+    }
+
+    /// Start `shell` and wait (bounded) until `/readyz` answers 200.
+    pub fn start(&self, shell: Shell) -> Gateway {
+        // A port taken between probing and binding makes the gateway exit 1: try again.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.try_start(shell) {
+                Ok(gw) => return gw,
+                Err(why) => last = why,
+            }
+        }
+        panic!("{shell:?} gateway did not start: {last}");
+    }
+
+    fn try_start(&self, shell: Shell) -> Result<Gateway, String> {
+        let mut gw = self.spawn(shell)?;
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                return Err(format!("exited with {status}: {}", gw.stderr()));
+            }
+            if http_get(gw.port, "/readyz").is_ok_and(|r| r.status == 200) {
+                return Ok(gw);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("/readyz not 200 within {WAIT:?}: {}", gw.stderr()))
+    }
+
+    /// Start `shell` expecting it to exit (a refused start-up): its exit code (`None` if
+    /// killed by a signal, or still running after `timeout` and killed) and its stderr.
+    pub fn run_to_exit(&self, shell: Shell, timeout: Duration) -> (Option<i32>, String) {
+        let mut gw = self.spawn(shell).unwrap_or_else(|e| panic!("{e}"));
+        let code = gw.wait_exit(timeout).and_then(|s| s.code());
+        (code, gw.stderr())
+    }
+
+    fn spawn(&self, shell: Shell) -> Result<Gateway, String> {
+        let dir = TempDir::new(shell.binary_name());
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
+        if let Some(text) = &self.config {
+            std::fs::write(state.join("openclaw.json"), text).map_err(|e| e.to_string())?;
+        }
+        let port = self.port.unwrap_or_else(free_port);
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+        let child = Command::new(shell.binary())
+            .args(["gateway", "run", "--port", &port.to_string()])
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("OPENCLAW_STATE_DIR", &state)
+            .env("OPENCLAW_DISABLE_BONJOUR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", shell.binary().display()))?;
+        Ok(Gateway {
+            child,
+            port,
+            stderr_path,
+            dir,
+        })
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running gateway process; killed on drop.
+#[derive(Debug)]
+pub struct Gateway {
+    child: Child,
+    port: u16,
+    stderr_path: PathBuf,
+    dir: TempDir,
+}
+
+impl Gateway {
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Wait (bounded) until its stderr contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Send it SIGTERM with `kill`.
+    pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send it a signal by name (`TERM`, `HUP`) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {} failed", self.child.id());
+    }
+
+    /// Its config file (`$OPENCLAW_STATE_DIR/openclaw.json`), whether written yet or not.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("state").join("openclaw.json")
+    }
+
+    /// Wait (bounded) for it to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// A CLI client config (`cli`/`cli`, `operator.read`) for this gateway.
+    pub fn cli(&self) -> ClientConfig {
+        ClientConfig::cli(&format!("127.0.0.1:{}", self.port))
+    }
+
+    /// Open a WebSocket session driven by the core's client.
+    pub fn ws(&self, config: ClientConfig) -> Ws {
+        Ws::connect(self.port, config)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP response.
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines as (lowercase name, value).
+    pub headers: Vec<(String, String)>,
+    /// Body text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header with this (lowercase) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Parse a whole response as read until EOF.
+    pub fn parse(raw: &[u8]) -> Option<Self> {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.split("\r\n");
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Some(Self {
+            status,
+            headers,
+            body: body.to_string(),
+        })
+    }
+}
+
+/// `GET path` on the gateway, reading until it closes.
+pub fn http_get(port: u16, path: &str) -> io::Result<HttpResponse> {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
+    )
+}
+
+/// Send a raw request head and read the response until EOF.
+pub fn http_request(port: u16, request: &str) -> io::Result<HttpResponse> {
+    let raw = http_raw(port, request)?;
+    HttpResponse::parse(&raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))
+}
+
+/// Send raw bytes and return everything the gateway answers until it closes.
+pub fn http_raw(port: u16, request: &str) -> io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(WAIT))?;
+    s.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    Ok(raw)
+}
+
+/// A WebSocket session: the core's sans-IO [`Client`] over a blocking socket.
+pub struct Ws {
+    stream: TcpStream,
+    client: Client,
+    eof: bool,
+}
+
+impl Ws {
+    /// Connect to the gateway on `port` and send the upgrade request.
+    pub fn connect(port: u16, config: ClientConfig) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to gateway");
+        stream.set_nodelay(true).expect("nodelay");
+        static KEY: AtomicU64 = AtomicU64::new(1);
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&KEY.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        let mut ws = Self {
+            stream,
+            client: Client::new(config, key),
+            eof: false,
+        };
+        ws.flush();
+        ws
+    }
+
+    /// The client state machine (for requests and raw frames).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Write whatever the client has queued.
+    pub fn flush(&mut self) {
+        while let Some(bytes) = self.client.poll_transmit() {
+            if self.stream.write_all(&bytes).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The next event, reading from the socket as needed; `None` after `timeout`.
+    pub fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            self.flush();
+            if let Some(e) = self.client.poll_event() {
+                self.flush();
+                return Some(e);
+            }
+            if self.eof {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).ok()?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.client.handle_eof();
+                }
+                Ok(n) => self.client.handle_input(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(_) => {
+                    self.eof = true;
+                    self.client.handle_eof();
+                }
+            }
+        }
+    }
+
+    /// Events until one matches `pick`; panics after [`WAIT`] with what came instead.
+    pub fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Some(e) = self.next_event(deadline.saturating_duration_since(Instant::now())) {
+            if let Some(t) = pick(&e) {
+                return t;
+            }
+            seen.push(e);
+        }
+        panic!("expected {what}, got {seen:?}");
+    }
+
+    /// The outcome of `connect`: the `hello-ok` payload or the error.
+    pub fn hello(&mut self) -> Result<Value, ErrorShape> {
+        self.expect("hello-ok or a connect error", |e| match e {
+            Event::Hello(v) => Some(Ok(v.clone())),
+            Event::ConnectFailed(err) => Some(Err(err.clone())),
+            _ => None,
+        })
+    }
+
+    /// Call `method` and wait for its response.
+    pub fn call(&mut self, method: &str, params: Option<Value>) -> Result<Value, ErrorShape> {
+        let rid = self.client.request(method, params);
+        self.flush();
+        self.expect(&format!("the response to {method}"), |e| match e {
+            Event::Response { id, result } if *id == rid => Some(result.clone()),
+            _ => None,
+        })
+    }
+
+    /// The close code and reason the server sent (`None` code: EOF without a close frame).
+    pub fn closed(&mut self) -> (Option<u16>, String) {
+        self.expect("the connection to close", |e| match e {
+            Event::Closed { code, reason } => Some((*code, reason.clone())),
+            _ => None,
+        })
+    }
+
+    /// The underlying socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+/// A WebSocket client that is not ours (async-tungstenite on smol), for raw frames.
+pub mod raw {
+    use std::time::Duration;
+
+    use async_tungstenite::WebSocketStream;
+    use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use async_tungstenite::tungstenite::{Error, Message};
+    use clawgate_core::client::ClientConfig;
+    use serde_json::{Value, json};
+    use smol::net::TcpStream;
+    use smol::stream::StreamExt;
+
+    use super::WAIT;
+
+    /// An open WebSocket from async-tungstenite.
+    pub type Socket = WebSocketStream<TcpStream>;
+
+    /// What the server did next.
+    #[derive(Debug, PartialEq)]
+    pub enum Next {
+        /// A text frame.
+        Text(String),
+        /// A close frame: code and reason.
+        Close(u16, String),
+        /// The stream ended or failed without a close frame.
+        Gone,
+        /// Nothing within the wait.
+        Silent,
+    }
+
+    /// Open a WebSocket to the gateway on `port` (any message size allowed client-side).
+    pub async fn try_connect(port: u16) -> Result<Socket, Error> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        let cfg = WebSocketConfig::default()
+            .max_message_size(None)
+            .max_frame_size(None);
+        let url = format!("ws://127.0.0.1:{port}/");
+        let (ws, _) = async_tungstenite::client_async_with_config(url, tcp, Some(cfg)).await?;
+        Ok(ws)
+    }
+
+    /// [`try_connect`], panicking on failure.
+    pub async fn connect(port: u16) -> Socket {
+        try_connect(port).await.expect("websocket upgrade")
+    }
+
+    /// The next text or close from the server, waiting at most `timeout`.
+    pub async fn next_within(ws: &mut Socket, timeout: Duration) -> Next {
+        let read = async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => return Next::Text(t.to_string()),
+                    Some(Ok(Message::Close(f))) => {
+                        return f.map_or(Next::Close(1005, String::new()), |f| {
+                            Next::Close(f.code.into(), f.reason.to_string())
+                        });
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Next::Gone,
+                }
+            }
+        };
+        smol::future::or(read, async {
+            smol::Timer::after(timeout).await;
+            Next::Silent
+        })
+        .await
+    }
+
+    /// The next text or close from the server within [`WAIT`].
+    pub async fn next(ws: &mut Socket) -> Next {
+        next_within(ws, WAIT).await
+    }
+
+    /// Send one text frame.
+    pub async fn send(ws: &mut Socket, text: String) {
+        ws.send(Message::text(text)).await.expect("send frame");
+    }
+
+    /// The next text frame as JSON; panics on anything else.
+    pub async fn next_json(ws: &mut Socket) -> Value {
+        match next(ws).await {
+            Next::Text(t) => {
+                serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
+            }
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Open a socket and read the `connect.challenge`; returns the socket and its payload.
+    pub async fn challenged(port: u16) -> (Socket, Value) {
+        let mut ws = connect(port).await;
+        let frame = next_json(&mut ws).await;
+        assert_eq!(frame["event"], "connect.challenge", "{frame}");
+        (ws, frame["payload"].clone())
+    }
+
+    /// A valid `connect` request (id `c1`) from a local CLI client answering `challenge`.
+    pub fn connect_frame(port: u16, challenge: &Value) -> Value {
+        let cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
+        let params = cfg.connect_params(
+            challenge["nonce"].as_str().unwrap_or(""),
+            challenge["ts"].as_i64().unwrap_or(0),
+        );
+        json!({"type": "req", "id": "c1", "method": "connect", "params": params})
+    }
+}

@@ -1,0 +1,39 @@
+//! Presence: who appears in `hello-ok.snapshot.presence` and `system-presence`.
+
+mod util;
+
+use clawgate_core::Config;
+use util::*;
+
+fn presence_modes(hello: &serde_json::Value) -> Vec<String> {
+    hello["snapshot"]["presence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["mode"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn ephemeral_cli_probe_and_backend_clients_stay_out_of_presence() {
+    let mut p = Pair::new(Config::local_default());
+    for mode in ["cli", "probe", "backend"] {
+        let mut c = cli(None);
+        c.client.mode = mode.into();
+        let id = p.connect(c, loopback());
+        assert!(p.hello(id).is_some(), "{mode} connected");
+    }
+    let mut ui = cli(None);
+    ui.client.id = "webchat".into();
+    ui.client.mode = "webchat".into();
+    let id = p.connect(ui, loopback());
+    assert_eq!(
+        presence_modes(&p.hello(id).unwrap()),
+        vec!["gateway", "webchat"]
+    );
+    let last = p.connect(cli(None), loopback());
+    assert_eq!(
+        presence_modes(&p.hello(last).unwrap()),
+        vec!["gateway", "webchat"]
+    );
+}

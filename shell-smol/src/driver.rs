@@ -1,0 +1,294 @@
+//! The driver: the one task that owns the [`Gateway`]. Everything that happens (a socket
+//! accepted, bytes read, bytes written, EOF, an order) reaches it as an [`Event`] on one
+//! queue; a deadline or a signal wakes it directly. After each it drains the core's outputs:
+//! bytes to the sockets' writers, logs and snapshots to the [`Host`].
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clawgate::logging::unix_ms;
+use clawgate::sockets::{ACCEPT_BACKOFF, CLOSE_GRACE, SHUTDOWN_GRACE, out_of_resources};
+use clawgate_core::{Config, ConnId, Gateway, Level, LogRecord, Output};
+use smol::channel::{Receiver, Sender};
+use smol::net::{Shutdown, TcpListener, TcpStream};
+use smol::{Async, Executor, Timer, future};
+
+use crate::{Host, socket};
+
+/// Events queued for the driver at most; readers wait when it is full.
+const EVENT_QUEUE: usize = 1024;
+
+/// Orders from the embedding program.
+#[derive(Debug)]
+pub enum Control {
+    /// Send `shutdown`, close every socket, and return from [`serve`].
+    Shutdown,
+    /// Apply a new configuration.
+    Reload(Box<Config>),
+}
+
+/// Something that happened, for the driver.
+pub(crate) enum Event {
+    Accepted(TcpStream, SocketAddr),
+    /// A log line of the shell's own.
+    Note(Level, String),
+    Data(ConnId, Vec<u8>),
+    Written(ConnId, usize),
+    Eof(ConnId),
+    Control(Control),
+}
+
+/// Serve `listener` with `gw` until the gateway is shut down (by [`Control::Shutdown`] on
+/// `control`, or by the host's signals); then stop listening, give the sockets
+/// [`SHUTDOWN_GRACE`] to flush, and return. Tasks are spawned on `ex`, which the caller runs.
+pub async fn serve<H: Host>(
+    ex: &Executor<'_>,
+    listener: std::net::TcpListener,
+    gw: Gateway,
+    host: H,
+    control: Receiver<Control>,
+) -> io::Result<()> {
+    let listener = TcpListener::try_from(listener)?;
+    let local = listener.local_addr()?;
+    let signals = match host.signals() {
+        Some(s) => Some(Async::new(s.try_clone()?)?),
+        None => None,
+    };
+    let (events_tx, events) = smol::channel::bounded(EVENT_QUEUE);
+    let (alive, sockets_done) = smol::channel::bounded::<()>(1);
+    let acceptor = ex.spawn(accept_loop(listener, events_tx.clone()));
+    let _orders = ex.spawn(forward_orders(control, events_tx.clone()));
+    let mut driver = Driver {
+        ex,
+        gw,
+        host,
+        local,
+        writers: HashMap::new(),
+        events_tx,
+        alive,
+    };
+    driver.run(&events, signals.as_ref()).await;
+    drop(acceptor);
+    driver.wind_down(&events, &sockets_done).await;
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, events: Sender<Event>) {
+    let mut starved = false;
+    loop {
+        let event = match listener.accept().await {
+            Ok((stream, peer)) => {
+                if starved {
+                    starved = false;
+                    let note = Event::Note(Level::Info, "accepting connections again".into());
+                    if events.send(note).await.is_err() {
+                        return;
+                    }
+                }
+                Event::Accepted(stream, peer)
+            }
+            Err(e) if out_of_resources(&e) => {
+                // Accepting again at once would spin: pause, and say so once per episode.
+                let first = !starved;
+                starved = true;
+                Timer::after(ACCEPT_BACKOFF).await;
+                if !first {
+                    continue;
+                }
+                Event::Note(
+                    Level::Warn,
+                    format!("cannot accept connections: {e}; pausing accepts"),
+                )
+            }
+            Err(e) => Event::Note(Level::Debug, format!("accept failed: {e}")),
+        };
+        if events.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn forward_orders(control: Receiver<Control>, events: Sender<Event>) {
+    while let Ok(order) = control.recv().await {
+        if events.send(Event::Control(order)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Wait until `sock` is readable; never, if there is none.
+async fn readable(sock: Option<&Async<UnixStream>>) {
+    match sock {
+        Some(s) if s.readable().await.is_ok() => {}
+        _ => future::pending().await,
+    }
+}
+
+struct Driver<'e, 'x, H> {
+    ex: &'e Executor<'x>,
+    gw: Gateway,
+    host: H,
+    local: SocketAddr,
+    /// Each open socket's writer queue; the core's connection ids are the keys.
+    writers: HashMap<ConnId, (Sender<Vec<u8>>, TcpStream)>,
+    events_tx: Sender<Event>,
+    /// Every socket holds a clone (shared by its two tasks); the receiver sees the channel
+    /// close when all are done.
+    alive: Sender<()>,
+}
+
+enum Wake {
+    Event(Event),
+    Deadline,
+    Signals,
+}
+
+impl<H: Host> Driver<'_, '_, H> {
+    /// Drive the core until it is draining.
+    async fn run(&mut self, events: &Receiver<Event>, signals: Option<&Async<UnixStream>>) {
+        let mut deadline = self.drain();
+        let mut timer = Timer::at(deadline);
+        let mut armed = Some(deadline);
+        while !self.gw.is_draining() {
+            if armed != Some(deadline) {
+                timer.set_at(deadline);
+                armed = Some(deadline);
+            }
+            let wake = future::or(
+                future::or(
+                    async { events.recv().await.map_or(Wake::Deadline, Wake::Event) },
+                    async {
+                        (&mut timer).await;
+                        Wake::Deadline
+                    },
+                ),
+                async {
+                    readable(signals).await;
+                    Wake::Signals
+                },
+            )
+            .await;
+            let now = Instant::now();
+            match wake {
+                Wake::Deadline => {
+                    armed = None;
+                    self.gw.handle_timeout(now);
+                }
+                Wake::Signals => self.host.on_signals(&mut self.gw, now),
+                Wake::Event(event) => self.handle(now, event),
+            }
+            deadline = self.drain();
+        }
+    }
+
+    fn handle(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Accepted(stream, peer) => self.accept(now, stream, peer),
+            Event::Note(level, message) => self.log(level, message),
+            Event::Data(id, bytes) => self.gw.handle_input(now, id, &bytes),
+            Event::Written(id, n) => self.gw.handle_written(now, id, n),
+            Event::Eof(id) => self.gw.handle_closed(now, id),
+            Event::Control(Control::Reload(config)) => self.gw.reload(now, *config),
+            Event::Control(Control::Shutdown) => self.gw.shutdown(now),
+        }
+    }
+
+    fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
+        // Frames are small and written whole: Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(self.local);
+        let id = self.gw.accept(now, peer, local);
+        let (queue, queued) = smol::channel::unbounded();
+        let events = self.events_tx.clone();
+        let alive = Arc::new(self.alive.clone());
+        let reader = socket::read_side(id, stream.clone(), events.clone(), alive.clone());
+        let writer = socket::write_side(id, stream.clone(), queued, events, alive);
+        self.ex.spawn(reader).detach();
+        self.ex.spawn(writer).detach();
+        self.writers.insert(id, (queue, stream));
+    }
+
+    /// Act on the core's outputs until it asks to sleep; returns the deadline.
+    fn drain(&mut self) -> Instant {
+        loop {
+            match self.gw.poll_output() {
+                Output::Transmit { conn, data } => {
+                    if let Some((queue, _)) = self.writers.get(&conn) {
+                        // Unbounded: the core caps each connection's unsent bytes itself.
+                        let _ = queue.try_send(data);
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some((queue, stream)) = self.writers.remove(&conn) {
+                        // Dropping the queue lets the writer flush and half-close; a peer
+                        // that neither reads nor closes is cut off after the grace.
+                        drop(queue);
+                        self.ex
+                            .spawn(async move {
+                                Timer::after(CLOSE_GRACE).await;
+                                let _ = stream.shutdown(Shutdown::Both);
+                            })
+                            .detach();
+                    }
+                }
+                Output::Persist(snapshot) => self.host.persist(snapshot),
+                Output::Log(record) => self.host.log(&record),
+                Output::Timeout(at) => return at,
+            }
+        }
+    }
+
+    /// After shutdown: keep the queue moving while the sockets flush and see their peers'
+    /// EOF, for at most [`SHUTDOWN_GRACE`].
+    async fn wind_down(self, events: &Receiver<Event>, sockets_done: &Receiver<()>) {
+        let Driver {
+            mut host,
+            alive,
+            writers,
+            ..
+        } = self;
+        drop((alive, writers));
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        // The goodbye frames are queued: the sockets flush while the host winds down.
+        host.on_draining();
+        let flushed = future::or(
+            async {
+                // Socket tasks may wait on a full queue; what they report no longer matters.
+                while events.recv().await.is_ok() {}
+                false
+            },
+            future::or(async { sockets_done.recv().await.is_err() }, async {
+                Timer::at(deadline).await;
+                false
+            }),
+        )
+        .await;
+        if !flushed {
+            let left = sockets_done.sender_count();
+            log(
+                &mut host,
+                Level::Info,
+                format!("exiting with {left} socket(s) not flushed"),
+            );
+        }
+        log(&mut host, Level::Info, "stopped".into());
+    }
+
+    fn log(&mut self, level: Level, message: String) {
+        log(&mut self.host, level, message);
+    }
+}
+
+/// A log line of the shell's own.
+fn log<H: Host>(host: &mut H, level: Level, message: String) {
+    host.log(&LogRecord {
+        level,
+        ts_ms: unix_ms(),
+        conn: None,
+        message,
+    });
+}

@@ -1,0 +1,8 @@
+//! The black-box suite: every case runs against both binaries (`…::mio_shell::<case>` and `…::smol_shell::<case>`), so a
+//! difference between the shells is a failing test. Build the binaries first
+//! (`scripts/test.sh` does).
+
+mod handshake;
+mod http;
+mod lifecycle;
+mod limits;
