@@ -226,7 +226,14 @@ fn fmt(v: Option<f64>, decimals: usize) -> String {
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
-        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+        (Some(a), Some(b)) if b != 0.0 && a != 0.0 => {
+            let r = a / b;
+            if r >= 0.1 {
+                format!("{r:.2}")
+            } else {
+                format!("1/{:.0}", 1.0 / r)
+            }
+        }
         _ => "–".into(),
     }
 }
@@ -398,7 +405,9 @@ const METHOD: &str = "## Method
   its process tree) divided by the operations in it. On a shared 2-core machine the load
   generator competes with the server, so these rows show what each operation costs the server
   regardless of who was the bottleneck. For the fan-out, the server's CPU while watching the
-  ticks (the hold is otherwise idle) divided by the ticks seen.
-- Churn: the small hold is kept open while connections are replaced at 300 per second;
+  ticks (the hold is otherwise idle) divided by the ticks seen; for upstream this also takes in
+  whatever else Node does in that minute (timers, GC, its worker processes), so it is an upper
+  bound there.
+- Churn runs before the holds: the small hold is kept open while connections are replaced at 300 per second;
   the slope is a least-squares fit over the samples after the first tenth of the run.
 ";

@@ -197,6 +197,19 @@ fn steps<W: Wire>(
     server.check_alive()?;
     eprintln!("   handshakes, round trips, invoke done");
 
+    // Churn before the holds, so its RSS starts from the working set of the small hold and
+    // not from the high-water mark of the large one.
+    if target.churn && opts.churn_secs > 0 {
+        let rss = || server.rss_kib();
+        let keep = opts.small_hold;
+        f.churn = note(
+            f,
+            "churn",
+            churn::run(addr, &mut dial, keep, 300.0, opts.churn_secs, rss),
+        );
+        eprintln!("   churn done");
+    }
+
     let mut held = Held::new(addr)?;
     let small = held.grow_to(&mut dial, opts.small_hold, plan.hold_limit);
     if note(f, "small hold", small).is_some() {
@@ -223,15 +236,5 @@ fn steps<W: Wire>(
     server.check_alive()?;
     eprintln!("   hold and fan-out done");
 
-    if target.churn && opts.churn_secs > 0 {
-        let rss = || server.rss_kib();
-        let keep = opts.small_hold;
-        f.churn = note(
-            f,
-            "churn",
-            churn::run(addr, &mut dial, keep, 300.0, opts.churn_secs, rss),
-        );
-        eprintln!("   churn done");
-    }
     server.check_alive()
 }
