@@ -32,9 +32,9 @@ Usage:
                      [--no-upstream] [--no-build] [--spawns N] [--ticks N] [--upstream-dir DIR]
                      [--bin-dir DIR]
   clawgate-bench bare-server --port P [--tick-ms MS] [--lifetime-secs S]
-  clawgate-bench load --port P [--concurrency C] [--handshakes N]
-                      (handshakes against a gateway already running with the bench token,
-                      for profiling it)
+  clawgate-bench load --port P [--concurrency C] [--handshakes N] [--hold N [--ticks K]]
+                      (handshakes, then optionally N held connections watching K ticks,
+                      against a gateway already running with the bench token: for profiling)
 
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --churn-secs S  length of the churn run on each clawgate shell (default 600; 0 = none)
@@ -153,6 +153,7 @@ fn parse_bare(args: &[String]) -> Result<bare::BareOptions, BenchError> {
 /// `load`: handshakes against a running gateway, printed; for profiling the server.
 fn load(args: &[String]) -> Result<(), BenchError> {
     let (mut port, mut concurrency, mut total) = (0u16, 64usize, 20_000usize);
+    let (mut hold, mut ticks) = (0usize, 3usize);
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
         use lexopt::Arg::Long;
@@ -160,6 +161,8 @@ fn load(args: &[String]) -> Result<(), BenchError> {
             Long("port") => port = value(&mut p, "--port")?,
             Long("concurrency") => concurrency = value(&mut p, "--concurrency")?,
             Long("handshakes") => total = value(&mut p, "--handshakes")?,
+            Long("hold") => hold = value(&mut p, "--hold")?,
+            Long("ticks") => ticks = value(&mut p, "--ticks")?,
             other => return Err(BenchError::Usage(other.unexpected().to_string())),
         }
     }
@@ -184,6 +187,13 @@ fn load(args: &[String]) -> Result<(), BenchError> {
         "{} handshakes, {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, {} failed",
         h.latency.n, h.per_sec, h.latency.p50, h.latency.p99, h.failures
     );
+    if hold > 0 {
+        let mut held = scenario::hold::Held::new(addr)?;
+        held.grow_to(&mut dial, hold, Duration::from_secs(300))?;
+        let tick = Duration::from_millis(procs::TICK_MS);
+        let f = held.fanout(ticks, tick)?;
+        println!("{hold} held; tick spreads, ms: {:?}", f.spreads_ms);
+    }
     Ok(())
 }
 
