@@ -197,24 +197,29 @@ fn load(args: &[String]) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Build the two shells next to this binary; a failure is reported and the run goes on with
+/// Build the two shells next to this binary with `cargo build --release -p clawgate -p
+/// clawgate-smol` (one by one if that fails); a failure is reported and the run goes on with
 /// whatever binaries exist.
 fn build_shells() -> Vec<String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut notes = Vec::new();
-    for pkg in ["clawgate", "clawgate-smol"] {
-        eprintln!("building {pkg} (release)");
-        let ok = Command::new(&cargo)
-            .args(["build", "--release", "-p", pkg])
-            .current_dir(&root)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            notes.push(format!("`cargo build --release -p {pkg}` failed"));
+    let build = |pkgs: &[&str]| {
+        eprintln!("building {} (release)", pkgs.join(", "));
+        let mut c = Command::new(&cargo);
+        c.args(["build", "--release"]).current_dir(&root);
+        for p in pkgs {
+            c.args(["-p", p]);
         }
+        c.status().is_ok_and(|s| s.success())
+    };
+    if build(&["clawgate", "clawgate-smol"]) {
+        return Vec::new();
     }
-    notes
+    ["clawgate", "clawgate-smol"]
+        .into_iter()
+        .filter(|p| !build(&[p]))
+        .map(|p| format!("`cargo build --release -p {p}` failed"))
+        .collect()
 }
 
 fn targets(a: &AllArgs, bin_dir: &Path, exe: PathBuf, skipped: &mut Vec<String>) -> Vec<Target> {

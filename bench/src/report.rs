@@ -381,6 +381,13 @@ fn details(s: &mut String, f: &Figures) {
 
 const METHOD: &str = "## Method
 
+- Run it with `cargo run --release -p clawgate-bench -- all` (or `scripts/bench.sh`, which
+  raises `ulimit -n` first). It builds both shells with `cargo build --release -p clawgate -p
+  clawgate-smol` (`--no-build` skips that), measures each server in turn and rewrites this file.
+  `--no-upstream` skips the Node gateway (skipped with a note when it is not installed),
+  `--churn-secs` sets the churn length (600 by default), `--connections` the large hold,
+  `--only bare,mio,smol,upstream` a subset. Every step is bounded in count and time, traffic
+  stays on 127.0.0.1 and every server is killed with its process group at the end.
 - Every server runs as its own process on a free 127.0.0.1 port with a private state directory,
   token auth, `OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP=100000` (the default 32 per address would
   refuse the 64-way handshake run, all from 127.0.0.1) and `gateway.nodes.commands.allow:
