@@ -1,9 +1,9 @@
-//! Server processes under test: spawned in their own process group with a private state
-//! directory, measured through `/proc`, and killed (with their children) when dropped.
+//! Server processes under test: spawned with a private state directory, measured through
+//! `/proc`, and killed with all their descendants when dropped. They stay in the terminal's
+//! process group, so an interrupted run (Ctrl-C) stops them too.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ impl Launch {
     }
 }
 
-/// A running server; killed with its process group on drop.
+/// A running server; killed with its descendants on drop.
 pub struct Server {
     child: Child,
     /// Its address.
@@ -98,8 +98,7 @@ impl Server {
             .env("OPENCLAW_NO_RESPAWN", "1")
             .env_remove("OPENCLAW_CONFIG_PATH")
             .env_remove("OPENCLAW_GATEWAY_TOKEN")
-            .env_remove("OPENCLAW_GATEWAY_PORT")
-            .process_group(0);
+            .env_remove("OPENCLAW_GATEWAY_PORT");
         let spawned = Instant::now();
         let child = cmd.spawn().context(format!("spawn {name}"))?;
         Ok(Self {
@@ -152,8 +151,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let pids: Vec<String> = tree(self.pid()).iter().map(u32::to_string).collect();
         let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.pid())])
+            .arg("-KILL")
+            .args(&pids)
             .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();

@@ -387,7 +387,7 @@ const METHOD: &str = "## Method
   `--no-upstream` skips the Node gateway (skipped with a note when it is not installed),
   `--churn-secs` sets the churn length (600 by default), `--connections` the large hold,
   `--only bare,mio,smol,upstream` a subset. Every step is bounded in count and time, traffic
-  stays on 127.0.0.1 and every server is killed with its process group at the end.
+  stays on 127.0.0.1 and every server is killed with its child processes at the end.
 - Every server runs as its own process on a free 127.0.0.1 port with a private state directory,
   token auth, `OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP=100000` (the default 32 per address would
   refuse the 64-way handshake run, all from 127.0.0.1) and `gateway.nodes.commands.allow:
