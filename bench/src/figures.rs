@@ -27,6 +27,8 @@ pub struct Figures {
     pub hs_c64: Option<Handshakes>,
     /// Server CPU time per handshake in the c=64 run, µs.
     pub hs_cpu_us: Option<f64>,
+    /// Load-generator CPU time per handshake in the c=64 run, µs.
+    pub hs_gen_cpu_us: Option<f64>,
     /// Round trips on one connection.
     pub rtt_1: Option<RoundTrips>,
     /// Round trips on 64 connections.

@@ -123,24 +123,9 @@ impl Server {
         }
     }
 
-    /// CPU time used so far by the process and its descendants (all threads), in ns, from
-    /// `/proc/<pid>/task/<tid>/schedstat`.
+    /// CPU time used so far by the process and its descendants, in ns.
     pub fn cpu_ns(&self) -> u64 {
-        let mut total = 0;
-        for p in tree(self.pid()) {
-            let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
-                continue;
-            };
-            for t in tasks.flatten() {
-                let stat = fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-                total += stat
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-        total
+        cpu_ns(self.pid())
     }
 
     /// Resident memory of the process and all its descendants, in KiB.
@@ -231,6 +216,26 @@ fn tree(pid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// CPU time used so far by `pid` and its descendants, in ns.
+fn cpu_ns(pid: u32) -> u64 {
+    tree(pid).into_iter().map(own_cpu_ns).sum()
+}
+
+/// CPU time used so far by the threads of `pid` alone, in ns, from
+/// `/proc/<pid>/task/<tid>/schedstat`.
+pub fn own_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let stat = fs::read_to_string(t.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// `VmRSS` of one process in KiB (0 when it is gone).

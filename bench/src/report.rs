@@ -133,6 +133,12 @@ fn rows() -> Vec<Row> {
             goal: None,
         },
         Row {
+            label: "load generator CPU per handshake (c=64), µs",
+            get: |f| f.hs_gen_cpu_us,
+            decimals: 1,
+            goal: None,
+        },
+        Row {
             label: "health RTT, 1 conn, p50 µs",
             get: |f| Some(f.rtt_1.as_ref()?.latency.p50),
             decimals: 0,

@@ -8,7 +8,7 @@ use clawgate_core::client::ClientConfig;
 
 use crate::error::BenchError;
 use crate::figures::Figures;
-use crate::procs::{Launch, Server, TOKEN, settled_rss_kib};
+use crate::procs::{self, Launch, Server, TOKEN, settled_rss_kib};
 use crate::scenario::hold::Held;
 use crate::scenario::{churn, handshake, invoke, ready, rtt, ws_key};
 use crate::stats::Percentiles;
@@ -178,12 +178,15 @@ fn steps<W: Wire>(
         handshake::run(addr, &mut dial, plan.hs_c1, 1, plan.step),
     );
     let cpu = server.cpu_ns();
+    let gen_cpu = procs::own_cpu_ns(std::process::id());
     let hs = handshake::run(addr, &mut dial, plan.hs_c64, 64, plan.step);
+    let gen_used = procs::own_cpu_ns(std::process::id()) - gen_cpu;
     f.hs_c64 = note(f, "handshakes c=64", hs);
     f.hs_cpu_us = f
         .hs_c64
         .as_ref()
         .map(|h| per_op_us(server.cpu_ns() - cpu, h.latency.n));
+    f.hs_gen_cpu_us = f.hs_c64.as_ref().map(|h| per_op_us(gen_used, h.latency.n));
     let r1 = rtt::run(addr, &mut dial, 1, plan.step, 1_000_000);
     f.rtt_1 = note(f, "round trips x1", r1);
     let cpu = server.cpu_ns();
