@@ -47,6 +47,7 @@ mod conn;
 pub mod device;
 pub mod discovery;
 pub mod frame;
+pub mod fuzzing;
 mod gateway;
 pub mod handshake;
 pub mod http;

@@ -310,15 +310,25 @@ impl Gateway {
         Ok(json!({"nodeId": nid, "displayName": name}))
     }
 
-    fn device_pair_approve(&mut self, now: Instant, params: &Value) -> Result<Value, ErrorShape> {
+    /// The pending request of `kind` named by `params.requestId` (expired ones are gone first).
+    fn pending_request(
+        &mut self,
+        now: Instant,
+        params: &Value,
+        kind: PendingKind,
+    ) -> Result<(String, pairing::PendingRequest, u64), ErrorShape> {
         check_params(params, &["requestId"], &["requestId"])?;
         let rid = str_param(params, "requestId");
         let now_ms = self.unix_ms(now);
         self.store.expire(now_ms);
-        let req = match self.store.pending.get(&rid) {
-            Some(r) if r.kind == PendingKind::Device => r.clone(),
-            _ => return Err(unknown_request(&rid)),
-        };
+        match self.store.pending.get(&rid) {
+            Some(r) if r.kind == kind => Ok((rid, r.clone(), now_ms)),
+            _ => Err(unknown_request(&rid)),
+        }
+    }
+
+    fn device_pair_approve(&mut self, now: Instant, params: &Value) -> Result<Value, ErrorShape> {
+        let (rid, req, now_ms) = self.pending_request(now, params, PendingKind::Device)?;
         self.store.pending.remove(&rid);
         self.store.approve_device(&req, now_ms);
         for role in &req.roles {
@@ -343,14 +353,7 @@ impl Gateway {
         granted: &[String],
         params: &Value,
     ) -> Result<Value, ErrorShape> {
-        check_params(params, &["requestId"], &["requestId"])?;
-        let rid = str_param(params, "requestId");
-        let now_ms = self.unix_ms(now);
-        self.store.expire(now_ms);
-        let req = match self.store.pending.get(&rid) {
-            Some(r) if r.kind == PendingKind::Node => r.clone(),
-            _ => return Err(unknown_request(&rid)),
-        };
+        let (rid, req, now_ms) = self.pending_request(now, params, PendingKind::Node)?;
         for need in pairing::required_approve_scopes(&req.commands) {
             if !scopes::satisfied(granted, need) {
                 return Err(scopes::missing_scope(need));
@@ -400,20 +403,14 @@ impl Gateway {
         method: &str,
         params: &Value,
     ) -> Result<Value, ErrorShape> {
-        check_params(params, &["requestId"], &["requestId"])?;
-        let rid = str_param(params, "requestId");
         let kind = if method.starts_with("node.") {
             PendingKind::Node
         } else {
             PendingKind::Device
         };
-        let req = match self.store.pending.get(&rid) {
-            Some(r) if r.kind == kind => r.clone(),
-            _ => return Err(unknown_request(&rid)),
-        };
+        let (rid, req, now_ms) = self.pending_request(now, params, kind)?;
         self.store.pending.remove(&rid);
         self.persist();
-        let now_ms = self.unix_ms(now);
         let (event, id_key) = match kind {
             PendingKind::Node => ("node.pair.resolved", "nodeId"),
             PendingKind::Device => ("device.pair.resolved", "deviceId"),

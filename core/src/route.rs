@@ -423,24 +423,19 @@ impl Gateway {
         req_id: &str,
         params: &Value,
     ) {
-        let checked = crate::methods::check_params(
-            params,
-            &["invokeId", "nodeId", "seq", "chunk"],
-            &["invokeId", "nodeId", "seq", "chunk"],
-        );
+        const KEYS: &[&str] = &["invokeId", "nodeId", "seq", "chunk"];
+        let checked = self.check_node_params(node_conn, params, KEYS, KEYS);
         let chunk_len = params
             .get("chunk")
             .and_then(Value::as_str)
             .map_or(0, str::len);
-        let result = checked
-            .and_then(|_| self.check_node_identity(node_conn, params))
-            .and_then(|_| {
-                if chunk_len > MAX_PROGRESS_CHUNK_BYTES {
-                    Err(ErrorShape::invalid("progress chunk too large"))
-                } else {
-                    Ok(())
-                }
-            });
+        let result = checked.and_then(|_| {
+            if chunk_len > MAX_PROGRESS_CHUNK_BYTES {
+                Err(ErrorShape::invalid("progress chunk too large"))
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = result {
             self.send(now, node_conn, &OutFrame::err(req_id, e));
             return;
@@ -467,8 +462,16 @@ impl Gateway {
         }
     }
 
-    /// A node may only speak for itself.
-    fn check_node_identity(&self, node_conn: ConnId, params: &Value) -> Result<(), ErrorShape> {
+    /// Params of a node's own report: the keys upstream's schema allows, and a `nodeId` that is
+    /// the node's own (a node may only speak for itself).
+    fn check_node_params(
+        &self,
+        node_conn: ConnId,
+        params: &Value,
+        allowed: &[&str],
+        required: &[&str],
+    ) -> Result<(), ErrorShape> {
+        crate::methods::check_params(params, allowed, required)?;
         let own = self
             .conns
             .get(&node_conn)
@@ -488,12 +491,12 @@ impl Gateway {
         req_id: &str,
         params: &Value,
     ) {
-        let checked = crate::methods::check_params(
+        let checked = self.check_node_params(
+            node_conn,
             params,
             &["id", "nodeId", "ok", "payload", "payloadJSON", "error"],
             &["id", "nodeId", "ok"],
         );
-        let checked = checked.and_then(|_| self.check_node_identity(node_conn, params));
         if let Err(e) = checked {
             self.send(now, node_conn, &OutFrame::err(req_id, e));
             return;

@@ -3,54 +3,17 @@
 //! and the client commands talk to it as a user would.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Patience for anything the gateway does on a busy machine.
-const PATIENCE: Duration = Duration::from_secs(10);
+mod common;
 
-/// A private HOME and state directory, removed on drop.
-struct Dir(PathBuf);
+use common::{PATIENCE, TempDir, free_port};
 
-impl Dir {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("clawgate-cli-test-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(path.join("home")).unwrap();
-        Self(path)
-    }
-
-    fn state(&self) -> PathBuf {
-        self.0.join("state")
-    }
-
-    fn config(&self) -> PathBuf {
-        self.state().join("openclaw.json")
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn command(dir: &Dir, env: &[(&str, &str)]) -> Command {
+fn command(dir: &TempDir, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawgate"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -74,7 +37,7 @@ impl Drop for Gateway {
 }
 
 /// Start `clawgate gateway run --port P <args>` and wait until it accepts connections.
-fn gateway(dir: &Dir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+fn gateway(dir: &TempDir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
     let child = command(dir, env)
         .args(["gateway", "run", "--port", &port.to_string()])
         .args(args)
@@ -95,7 +58,7 @@ fn gateway(dir: &Dir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway
 }
 
 /// Run a client command to its end.
-fn run(dir: &Dir, args: &[&str], env: &[(&str, &str)]) -> Output {
+fn run(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
     command(dir, env)
         .args(args)
         .stdout(Stdio::piped())
@@ -128,7 +91,7 @@ fn url(port: u16) -> String {
 
 #[test]
 fn call_health_probe_and_lists_with_a_token() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let port = free_port();
     let _gw = gateway(&dir, port, &["--token", "tok-one-2345"], &[]);
     let u = url(port);
@@ -313,7 +276,7 @@ fn call_health_probe_and_lists_with_a_token() {
 
 #[test]
 fn wrong_or_missing_secrets_fail_clearly() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let port = free_port();
     let _gw = gateway(&dir, port, &["--token", "tok-right-678"], &[]);
     let u = url(port);
@@ -441,7 +404,7 @@ fn wrong_or_missing_secrets_fail_clearly() {
 
 #[test]
 fn url_without_secret_works_against_a_gateway_without_auth() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let port = free_port();
     let _gw = gateway(&dir, port, &[], &[]);
     let o = run(
@@ -455,7 +418,7 @@ fn url_without_secret_works_against_a_gateway_without_auth() {
 
 #[test]
 fn generated_token_is_used_by_gateway_and_clients_without_url() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let port = free_port();
     let port_env = [("OPENCLAW_GATEWAY_PORT", port.to_string())];
     let env: Vec<(&str, &str)> = port_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -525,7 +488,7 @@ fn generated_token_is_used_by_gateway_and_clients_without_url() {
 
 #[test]
 fn unreachable_and_silent_gateways() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let port = free_port();
     let u = url(port);
     let o = run(
@@ -591,7 +554,7 @@ fn unreachable_and_silent_gateways() {
 
 #[test]
 fn usage_errors_and_missing_log() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     for args in [
         &["gateway", "call"][..],
         &["gateway", "health", "--bogus"],
@@ -621,7 +584,7 @@ fn usage_errors_and_missing_log() {
 
 #[test]
 fn service_commands_without_systemd_say_what_to_do() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let empty = dir.0.join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
     for action in ["install", "start", "stop", "restart", "uninstall"] {
@@ -662,7 +625,7 @@ fn service_commands_without_systemd_say_what_to_do() {
 #[test]
 fn logs_follow_survives_truncation_and_rotation() {
     use std::io::{BufRead, BufReader, Write};
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let logs = dir.state().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let path = logs.join("clawgate-gateway.log");
@@ -777,7 +740,7 @@ fn device_config(
 
 #[test]
 fn devices_and_nodes_approved_and_tokens_managed_from_the_cli() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let port = free_port();
     std::fs::create_dir_all(dir.state()).unwrap();
     std::fs::write(

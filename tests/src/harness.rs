@@ -381,6 +381,7 @@ pub struct Ws {
     stream: TcpStream,
     client: Client,
     eof: bool,
+    received: Vec<u8>,
 }
 
 impl Ws {
@@ -395,6 +396,7 @@ impl Ws {
             stream,
             client: Client::new(config, key),
             eof: false,
+            received: Vec::new(),
         };
         ws.flush();
         ws
@@ -437,7 +439,10 @@ impl Ws {
                     self.eof = true;
                     self.client.handle_eof();
                 }
-                Ok(n) => self.client.handle_input(&buf[..n]),
+                Ok(n) => {
+                    self.received.extend_from_slice(&buf[..n]);
+                    self.client.handle_input(&buf[..n]);
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -492,6 +497,12 @@ impl Ws {
             Event::Closed { code, reason } => Some((*code, reason.clone())),
             _ => None,
         })
+    }
+
+    /// Every byte the gateway sent so far (the 101 head, then WebSocket frames), for
+    /// frame-level checks such as schema validation.
+    pub fn received(&self) -> &[u8] {
+        &self.received
     }
 
     /// The underlying socket.

@@ -8,22 +8,9 @@ use std::time::{Duration, Instant};
 use clawgate_core::client::{Client, ClientConfig, Event};
 use clawgate_core::{Config, ConnId, Entropy, Gateway, LogRecord, Output, PairingStore};
 
-/// A deterministic generator (xorshift64*).
-pub struct SeqEntropy(pub u64);
-
-impl Entropy for SeqEntropy {
-    fn fill(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
-        }
-    }
-}
-
-/// Unix ms the fake clock starts at.
-pub const T0_MS: u64 = 1_795_505_861_985;
+/// The fuzzers' deterministic generator and fake-clock origin, shared so every in-memory run
+/// draws the same randomness.
+pub use clawgate_core::fuzzing::{SeqEntropy, T0_MS};
 
 pub struct Peer {
     /// `None` for raw peers that only record bytes.

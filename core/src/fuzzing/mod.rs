@@ -1,0 +1,236 @@
+//! Entry points for the fuzzers in `fuzz/` and for the tests that replay their corpora.
+//!
+//! Each function takes the raw input and checks invariants with `assert!`, so a panic here
+//! is a finding whether it came from the gateway or from an invariant. Time is a fake clock
+//! started at the `Instant` the caller hands in; randomness is a fixed-seed generator; so an
+//! input always replays the same run.
+
+mod sim;
+pub mod stream;
+
+use core::time::Duration;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::client::{ClientConfig, Event};
+use crate::device::DeviceKey;
+use crate::http::{self, Head};
+use crate::pairing::PendingKind;
+use crate::scopes::Role;
+use crate::{Config, Limits, PairingStore, handshake};
+
+pub use sim::{SeqEntropy, Sim, T0_MS, Transcript, loopback, remote};
+
+/// The shared secret of token-mode fuzz gateways.
+pub const TOKEN: &str = "fuzz-token";
+
+/// The configuration of a fuzz gateway: mode `none` or token mode, default or small limits.
+pub fn fuzz_config(token: bool, small_limits: bool) -> Config {
+    let mut c = Config::local_default();
+    if token {
+        c = c.with_token(TOKEN);
+    }
+    if small_limits {
+        c.limits.max_payload = 64 * 1024;
+        c.limits.max_buffered_bytes = 32 * 1024;
+        c.limits.max_preauth_per_ip = 2;
+        c.limits.max_connections = 4;
+        c.limits.dedupe_max = 4;
+        c.limits.log_ring_records = 8;
+    }
+    c
+}
+
+/// The HTTP request head parser on any bytes: a complete head parses the same alone, and its
+/// first half only asks for more bytes (a head cut by the network is never refused).
+pub fn http_head(data: &[u8]) {
+    let cap = Limits::default().max_head_bytes;
+    match http::parse_head(data, cap) {
+        Ok(Some((head, len))) => {
+            assert!(
+                len <= data.len() && len <= cap,
+                "head length {len} out of bounds"
+            );
+            let again = http::parse_head(data.get(..len).unwrap_or(data), cap);
+            assert!(
+                matches!(again, Ok(Some((_, l))) if l == len),
+                "the head alone does not parse the same"
+            );
+            let half = http::parse_head(data.get(..len / 2).unwrap_or_default(), cap);
+            assert!(matches!(half, Ok(None)), "half a head gives {half:?}");
+            let response = match head {
+                Head::Upgrade(up) => http::switching_protocols(&up.request),
+                Head::Plain { method, path } => {
+                    http::plain_response(&method, &path, http::Phase::Ready, 0, "fuzz")
+                }
+            };
+            assert!(response.starts_with(b"HTTP/1.1 "), "not an HTTP response");
+        }
+        Ok(None) => assert!(
+            data.len() < cap,
+            "{} bytes without a head or an error",
+            data.len()
+        ),
+        Err(e) => assert!(
+            http::bad_head(e).starts_with(b"HTTP/1.1 4"),
+            "not a 4xx for {e}"
+        ),
+    }
+}
+
+/// `connect` params: parsed alone, then sent as the first frame of a loopback and of a remote
+/// connection to a token-mode gateway.
+pub fn connect_params(start: Instant, data: &[u8]) {
+    if let Ok(v) = serde_json::from_slice::<Value>(data) {
+        match handshake::parse_connect(&v) {
+            Ok(p) => {
+                if !handshake::protocol_ok(&p) {
+                    let e = handshake::protocol_mismatch(&p);
+                    assert_eq!(
+                        e.details.as_ref().and_then(|d| d.get("code")),
+                        Some(&json!("PROTOCOL_MISMATCH"))
+                    );
+                }
+            }
+            Err(e) => assert!(!e.to_error().message.is_empty()),
+        }
+    }
+    let mut frame = br#"{"type":"req","id":"c1","method":"connect","params":"#.to_vec();
+    frame.extend_from_slice(data);
+    frame.push(b'}');
+    let bytes = [stream::upgrade_head(0), stream::client_text_frame(&frame)].concat();
+    let mut sim = Sim::new(start, fuzz_config(true, false), PairingStore::default());
+    for peer in [loopback(), remote()] {
+        let id = sim.open_raw(peer);
+        sim.input(id, &bytes);
+    }
+    sim.advance(Duration::from_secs(16));
+}
+
+/// A whole gateway's byte stream: connections, chunking and time as the script says
+/// (see [`stream`]). Returns what the gateway did.
+pub fn connection_stream(start: Instant, data: &[u8]) -> Transcript {
+    stream::run(start, data)
+}
+
+/// The device key of the fuzz node.
+fn node_key() -> DeviceKey {
+    DeviceKey::from_seed([7; 32])
+}
+
+/// A local CLI operator with every scope it may ask for.
+pub fn operator_client() -> ClientConfig {
+    let mut c = ClientConfig::cli("127.0.0.1:18789");
+    c.token = Some(TOKEN.into());
+    c.scopes = [
+        "operator.admin",
+        "operator.read",
+        "operator.write",
+        "operator.pairing",
+    ]
+    .map(String::from)
+    .to_vec();
+    c
+}
+
+/// A node host with a signed device, declaring `system.which` and `system.run`.
+pub fn node_client() -> ClientConfig {
+    let mut c = ClientConfig::cli("127.0.0.1:18789");
+    c.token = Some(TOKEN.into());
+    c.client.id = "node-host".into();
+    c.client.mode = "node".into();
+    c.client.display_name = Some("fuzz-node".into());
+    c.role = Role::Node;
+    c.scopes = Vec::new();
+    c.caps = vec!["system".into()];
+    c.commands = vec!["system.which".into(), "system.run".into()];
+    c.device = Some(node_key());
+    c
+}
+
+/// Check a client's observations: the gateway never sends what a client cannot parse.
+fn assert_well_formed(events: &[Event]) {
+    for e in events {
+        assert!(
+            !matches!(e, Event::ProtocolError(_)),
+            "gateway sent a malformed frame: {e:?}"
+        );
+    }
+}
+
+/// Frames after `hello-ok`: an admin operator and a node are connected to a token-mode
+/// gateway, then the input is read line by line. A line starting with `o` or `n` is a text
+/// frame from the operator or the node (the rest of the line); `t<ms>` advances the clock;
+/// `O`/`N` end the operator's or node's socket; `s` shuts the gateway down. Any other line is
+/// an operator frame as it stands. Returns what the gateway did.
+pub fn frames_after_hello(start: Instant, data: &[u8]) -> Transcript {
+    let mut sim = Sim::new(start, fuzz_config(true, false), PairingStore::default());
+    let op = sim.open_client(operator_client(), loopback());
+    let node = sim.open_client(node_client(), loopback());
+    for id in [op, node] {
+        let events = sim.events(id);
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Hello(_))),
+            "no hello-ok: {events:?}"
+        );
+    }
+    for line in data.split(|b| *b == b'\n') {
+        let text = |rest: &[u8]| String::from_utf8_lossy(rest).into_owned();
+        match line.split_first() {
+            Some((b'o', rest)) => sim.send_text(op, text(rest)),
+            Some((b'n', rest)) => sim.send_text(node, text(rest)),
+            Some((b't', rest)) => {
+                let ms = text(rest)
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(1_000)
+                    .min(3_600_000);
+                sim.advance(Duration::from_millis(ms));
+            }
+            Some((b'O', _)) => sim.eof(op),
+            Some((b'N', _)) => sim.eof(node),
+            Some((b's', _)) => sim.shutdown(),
+            _ => sim.send_text(op, text(line)),
+        }
+        for id in [op, node] {
+            assert_well_formed(&sim.events(id));
+        }
+    }
+    sim.transcript
+}
+
+/// The pairing-store loader: any bytes; a store that loads must survive a round trip and
+/// serve the pairing lists of a running gateway.
+pub fn pairing_store(start: Instant, data: &[u8]) {
+    let Ok(store) = PairingStore::load(data) else {
+        return;
+    };
+    let again = PairingStore::load(&store.to_bytes());
+    assert_eq!(
+        again.as_ref().ok(),
+        Some(&store),
+        "store does not survive a round trip"
+    );
+    let _ = (
+        store.list(PendingKind::Device),
+        store.list(PendingKind::Node),
+    );
+    let mut sim = Sim::new(start, fuzz_config(false, false), store);
+    let op = sim.open_client(operator_client(), loopback());
+    let node = sim.open_client(node_client(), loopback());
+    for method in [
+        "device.pair.list",
+        "node.pair.list",
+        "node.list",
+        "system-presence",
+        "status",
+    ] {
+        let frame = json!({"type": "req", "id": method, "method": method, "params": {}});
+        sim.send_text(op, frame.to_string());
+    }
+    sim.advance(Duration::from_secs(301));
+    for id in [op, node] {
+        assert_well_formed(&sim.events(id));
+    }
+}

@@ -1,0 +1,399 @@
+//! Interop with the real OpenClaw clients (npm `openclaw@2026.9.6` on Node 24, installed by
+//! `scripts/interop-deps.sh`) against both binaries: the CLI's `gateway call health|status`,
+//! `gateway probe`, its own auth error for a wrong token, and the real node host attaching,
+//! being approved with `openclaw nodes pending|approve` and answering `node.invoke`.
+//!
+//! Under `CI=true` a missing Node or package fails; elsewhere these tests skip loudly.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clawgate_core::client::ClientConfig;
+use clawgate_tests::harness::{Gateway, Options, Shell, TempDir, Ws};
+use clawgate_tests::{both, deps, schema};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "interop-token-7f3a";
+
+/// How long one CLI command may take (upstream's own timeouts are 3–10 s; Node starts in ~2 s).
+const CLI_WAIT: Duration = Duration::from_secs(60);
+
+/// How long the node host may take to attach (upstream measured 5–9 s).
+const NODE_WAIT: Duration = Duration::from_secs(60);
+
+/// A private home for one openclaw process: HOME, state dir, a config that keeps its log
+/// file inside and its network quiet.
+struct Home(TempDir);
+
+impl Home {
+    /// `None` (skip) when the clients are not installed outside CI; a panic under CI.
+    fn new() -> Option<Self> {
+        let bins = [deps::node_bin_dir().join("node"), deps::openclaw()];
+        deps::available("interop", &bins).then_some(())?;
+        let dir = TempDir::new("openclaw");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        let config = json!({
+            "logging": {"file": dir.path().join("openclaw.log")},
+            "models": {"catalogRefresh": {"enabled": false}},
+            "update": {"checkOnStart": false},
+        });
+        std::fs::write(state.join("openclaw.json"), config.to_string()).expect("config");
+        Some(Self(dir))
+    }
+
+    /// `openclaw <args>` with Node 24 first on PATH and this home, leading its own process group.
+    fn command(&self, args: &[&str]) -> Command {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![deps::node_bin_dir()];
+        paths.extend(std::env::split_paths(&path));
+        let mut c = Command::new(deps::openclaw());
+        c.args(args)
+            .env("PATH", std::env::join_paths(paths).expect("PATH"))
+            .env("HOME", self.0.path())
+            .env("OPENCLAW_STATE_DIR", self.0.path().join("state"))
+            .env("OPENCLAW_SKIP_CHANNELS", "1")
+            .env("OPENCLAW_NO_AUTO_UPDATE", "1")
+            .env("OPENCLAW_DISABLE_BONJOUR", "1")
+            .env("OPENCLAW_NO_RESPAWN", "1")
+            .env_remove("OPENCLAW_GATEWAY_TOKEN")
+            .env_remove("OPENCLAW_GATEWAY_PASSWORD")
+            .env_remove("OPENCLAW_CONFIG_PATH")
+            .stdin(Stdio::null())
+            .process_group(0);
+        c
+    }
+
+    fn out_file(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+}
+
+/// What a finished CLI command printed.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// stdout as JSON, or a panic that shows everything.
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `openclaw <args>` to completion within [`CLI_WAIT`] (killed and failed past it).
+fn openclaw(args: &[&str]) -> Option<Run> {
+    let home = Home::new()?;
+    let (out, err) = (home.out_file("stdout"), home.out_file("stderr"));
+    let mut child = home
+        .command(args)
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn openclaw");
+    let deadline = Instant::now() + CLI_WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait openclaw") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            kill_group(&mut child);
+            panic!(
+                "openclaw {args:?} did not finish within {CLI_WAIT:?}:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    Some(Run {
+        code: status.code(),
+        stdout: read(&out),
+        stderr: read(&err),
+    })
+}
+
+/// The real node host attached to a gateway, killed (and its home removed) on drop.
+struct NodeHost {
+    child: Child,
+    home: Home,
+}
+
+impl NodeHost {
+    fn start(gw: &Gateway) -> Option<Self> {
+        let home = Home::new()?;
+        let log = std::fs::File::create(home.out_file("node.log")).expect("node log");
+        let child = home
+            .command(&[
+                "node",
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &gw.port().to_string(),
+            ])
+            .env("OPENCLAW_GATEWAY_TOKEN", TOKEN)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn openclaw node run");
+        Some(Self { child, home })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.home.out_file("node.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeHost {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+/// Kill an openclaw process and whatever it spawned (it leads its own process group).
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &format!("-{}", child.id())])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A gateway in token mode that logs every frame (`--verbose`).
+fn start(shell: Shell) -> Gateway {
+    Options::new().token(TOKEN).arg("--verbose").start(shell)
+}
+
+/// `ws://127.0.0.1:<port>`.
+fn url(gw: &Gateway) -> String {
+    format!("ws://127.0.0.1:{}", gw.port())
+}
+
+/// A local CLI operator with the scopes node approval and invocation need.
+fn admin() -> ClientConfig {
+    let mut c = ClientConfig::cli("127.0.0.1");
+    c.token = Some(TOKEN.into());
+    c.scopes = [
+        "operator.admin",
+        "operator.read",
+        "operator.write",
+        "operator.pairing",
+    ]
+    .map(String::from)
+    .to_vec();
+    c
+}
+
+/// The last lines of the gateway's log (every frame, with `--verbose`), for failure messages.
+fn frames(gw: &Gateway) -> String {
+    let log = gw.stderr();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
+}
+
+fn cli_call_health(shell: Shell) {
+    let gw = start(shell);
+    let Some(run) = openclaw(&[
+        "gateway",
+        "call",
+        "health",
+        "--url",
+        &url(&gw),
+        "--token",
+        TOKEN,
+        "--json",
+    ]) else {
+        return;
+    };
+    assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(&gw));
+    assert_eq!(run.json()["ok"], true, "{run}");
+}
+
+fn cli_call_status(shell: Shell) {
+    let gw = start(shell);
+    let Some(run) = openclaw(&[
+        "gateway",
+        "call",
+        "status",
+        "--url",
+        &url(&gw),
+        "--token",
+        TOKEN,
+        "--json",
+    ]) else {
+        return;
+    };
+    assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(&gw));
+    assert!(run.json().is_object(), "{run}");
+}
+
+fn cli_probe(shell: Shell) {
+    let gw = start(shell);
+    let Some(run) = openclaw(&[
+        "gateway",
+        "probe",
+        "--url",
+        &url(&gw),
+        "--token",
+        TOKEN,
+        "--json",
+    ]) else {
+        return;
+    };
+    assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(&gw));
+    let probe = run.json();
+    assert_eq!(probe["ok"], true, "{run}");
+    let targets = probe["targets"].as_array().expect("targets");
+    let ours = targets
+        .iter()
+        .find(|t| t["url"] == url(&gw))
+        .unwrap_or_else(|| panic!("no target for {}: {run}", url(&gw)));
+    assert_eq!(ours["connect"]["ok"], true, "{run}");
+    // The probe connects as cli/probe without a device, so its scopes are stripped (as upstream).
+    assert_eq!(ours["connect"]["scopeLimited"], true, "{run}");
+}
+
+fn cli_wrong_token(shell: Shell) {
+    let gw = start(shell);
+    let Some(run) = openclaw(&[
+        "gateway",
+        "call",
+        "health",
+        "--url",
+        &url(&gw),
+        "--token",
+        "not-the-token",
+        "--json",
+    ]) else {
+        return;
+    };
+    assert_eq!(run.code, Some(1), "{run}");
+    let err = &run.json()["error"];
+    assert_eq!(err["type"], "gateway_request_error", "{run}");
+    assert_eq!(err["code"], "INVALID_REQUEST", "{run}");
+    assert_eq!(err["details"]["code"], "AUTH_TOKEN_MISMATCH", "{run}");
+    assert_eq!(
+        err["message"],
+        "unauthorized: gateway token mismatch (use this gateway's gateway.auth.token or pair the device)",
+        "{run}"
+    );
+}
+
+/// The node as `node.list` shows it, once it is connected.
+fn wait_for_node(op: &mut Ws, node: &NodeHost, gw: &Gateway) -> Value {
+    let deadline = Instant::now() + NODE_WAIT;
+    loop {
+        let list = op.call("node.list", Some(json!({}))).expect("node.list");
+        if let Some(n) = list["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["connected"] == true))
+        {
+            return n.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node host did not attach within {NODE_WAIT:?}\n--- node\n{}\n--- gateway\n{}",
+            node.log(),
+            frames(gw)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
+    let gw = start(shell);
+    let Some(node) = NodeHost::start(&gw) else {
+        return;
+    };
+    let mut op = gw.ws(admin());
+    op.hello().expect("admin operator hello-ok");
+    let listed = wait_for_node(&mut op, &node, &gw);
+    assert_eq!(listed["clientId"], "node-host", "{listed}");
+    let node_id = listed["nodeId"].as_str().expect("nodeId").to_string();
+
+    let url = url(&gw);
+    let pending = openclaw(&[
+        "nodes", "pending", "--url", &url, "--token", TOKEN, "--json",
+    ])
+    .expect("installed");
+    assert_eq!(
+        pending.code,
+        Some(0),
+        "{pending}\n--- gateway\n{}",
+        frames(&gw)
+    );
+    let pending = pending.json();
+    let request = pending
+        .as_array()
+        .and_then(|p| p.iter().find(|r| r["nodeId"] == node_id.as_str()))
+        .unwrap_or_else(|| panic!("no pending request for {node_id}: {pending}"));
+    let request_id = request["requestId"].as_str().expect("requestId");
+    assert!(
+        request["commands"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c == "system.which")),
+        "{request}"
+    );
+
+    let approve = openclaw(&[
+        "nodes", "approve", request_id, "--url", &url, "--token", TOKEN,
+    ])
+    .expect("installed");
+    assert_eq!(
+        approve.code,
+        Some(0),
+        "{approve}\n--- gateway\n{}",
+        frames(&gw)
+    );
+
+    let list = op.call("node.list", Some(json!({}))).expect("node.list");
+    let approved = list["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["nodeId"] == node_id.as_str()))
+        .cloned();
+    let approved = approved.unwrap_or_else(|| panic!("node gone after approval: {list}"));
+    assert_eq!(approved["approvalState"], "approved", "{approved}");
+
+    let invoke = json!({"nodeId": node_id, "command": "system.which", "params": {"bins": ["ls"]}, "idempotencyKey": "interop-1", "timeoutMs": 15000});
+    let result = op.call("node.invoke", Some(invoke)).unwrap_or_else(|e| {
+        panic!(
+            "node.invoke failed: {e:?}\n--- node\n{}\n--- gateway\n{}",
+            node.log(),
+            frames(&gw)
+        )
+    });
+    assert_eq!(result["ok"], true, "{result}");
+    let ls = result["payload"]["bins"]["ls"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no path for ls: {result}"));
+    assert!(ls.ends_with("/ls"), "{result}");
+
+    for text in schema::server_text_frames(op.received()) {
+        let frame: Value = serde_json::from_str(&text).expect("gateway frames are JSON");
+        schema::validate_server_frame(&frame).unwrap_or_else(|e| panic!("{e}\n  frame: {text}"));
+    }
+}
+
+both!(
+    cli_call_health,
+    cli_call_status,
+    cli_probe,
+    cli_wrong_token,
+    node_host_attaches_is_approved_and_answers_invoke
+);
