@@ -6,3 +6,4 @@ mod handshake;
 mod http;
 mod lifecycle;
 mod limits;
+mod pairing;
