@@ -417,10 +417,12 @@ const METHOD: &str = "## Method
 - Server CPU: the server's on-CPU time over a step (`/proc/<pid>/task/*/schedstat`, summed over
   its process tree) divided by the operations in it. On a shared 2-core machine the load
   generator competes with the server, so these rows show what each operation costs the server
-  regardless of who was the bottleneck. For the fan-out, the server's CPU while watching the
+  regardless of who was the bottleneck (the load-generator row is the same measure of the
+  bench process's own thread). For the fan-out, the server's CPU while watching the
   ticks (the hold is otherwise idle) divided by the ticks seen; for upstream this also takes in
   whatever else Node does in that minute (timers, GC, its worker processes), so it is an upper
   bound there.
+- Ratios are `mio ÷ column` of the same row; those far below 1 are shown as 1/n.
 - Churn runs before the holds: the small hold is kept open while connections are replaced at 300 per second;
   the slope is a least-squares fit over the samples after the first tenth of the run.
 ";
