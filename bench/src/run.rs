@@ -1,0 +1,243 @@
+//! The `all` command: every server, every measurement, in one run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clawgate_core::client::ClientConfig;
+
+use crate::error::BenchError;
+use crate::figures::Figures;
+use crate::procs::{self, Launch, Server, TOKEN, settled_rss_kib};
+use crate::scenario::hold::Held;
+use crate::scenario::{churn, handshake, invoke, ready, rtt, ws_key};
+use crate::stats::Percentiles;
+use crate::wire::{BareWire, GatewayWire, Wire};
+
+/// What `all` measures and how long it may take.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Connections in the large hold (and the fan-out).
+    pub connections: usize,
+    /// Connections in the small hold.
+    pub small_hold: usize,
+    /// Length of each churn run, seconds (0 = none).
+    pub churn_secs: u64,
+    /// Spawns for the time-to-ready median.
+    pub spawns: usize,
+    /// Broadcasts watched for the fan-out.
+    pub ticks: usize,
+}
+
+/// One server to measure.
+pub struct Target {
+    /// Display name.
+    pub name: String,
+    /// How to start it.
+    pub launch: Launch,
+    /// Its binary, for the size row.
+    pub binary: Option<PathBuf>,
+    /// Whether to run the churn on it.
+    pub churn: bool,
+}
+
+/// How hard to push one server: the upstream gateway is ~100× slower, so it gets smaller
+/// counts (every step is bounded in time as well).
+struct Plan {
+    spawns: usize,
+    ready_limit: Duration,
+    retry: Duration,
+    settle: Duration,
+    hs_c1: usize,
+    hs_c64: usize,
+    step: Duration,
+    invokes: usize,
+    hold_limit: Duration,
+}
+
+impl Plan {
+    fn for_launch(launch: &Launch, opts: &Options) -> Self {
+        match launch {
+            Launch::Upstream { .. } => Self {
+                spawns: 1,
+                ready_limit: Duration::from_secs(90),
+                retry: Duration::from_millis(100),
+                settle: Duration::from_secs(5),
+                hs_c1: 500,
+                hs_c64: 3000,
+                step: Duration::from_secs(10),
+                invokes: 300,
+                hold_limit: Duration::from_secs(300),
+            },
+            _ => Self {
+                spawns: opts.spawns.max(1),
+                ready_limit: Duration::from_secs(10),
+                retry: Duration::from_millis(1),
+                settle: Duration::from_secs(1),
+                hs_c1: 3000,
+                hs_c64: 30_000,
+                step: Duration::from_secs(5),
+                invokes: 3000,
+                hold_limit: Duration::from_secs(120),
+            },
+        }
+    }
+}
+
+/// Measure `target`; a failing step is noted and the rest still run.
+pub fn measure(target: &Target, opts: &Options) -> Figures {
+    let mut f = Figures {
+        name: target.name.clone(),
+        binary_bytes: target
+            .binary
+            .as_ref()
+            .and_then(|b| std::fs::metadata(b).ok())
+            .map(|m| m.len()),
+        large_hold: opts.connections,
+        ..Figures::default()
+    };
+    eprintln!("== {}", target.name);
+    let r = match &target.launch {
+        Launch::Bare { .. } => steps(target, opts, &mut f, bare_wire, invoke::bare),
+        _ => steps(target, opts, &mut f, gateway_wire, invoke::gateway),
+    };
+    if let Err(e) = r {
+        f.notes.push(format!("stopped: {e}"));
+    }
+    f
+}
+
+/// The `n`th benchmark client of a gateway at `host`: `cli`/`cli` with the bench token.
+pub fn gateway_wire(host: &str, n: u64) -> GatewayWire {
+    let mut cfg = ClientConfig::cli(host);
+    cfg.token = Some(TOKEN.into());
+    GatewayWire::new(cfg, ws_key(n))
+}
+
+fn bare_wire(host: &str, n: u64) -> BareWire {
+    BareWire::new(host, ws_key(n))
+}
+
+/// Server CPU microseconds per operation (for round trips, the ramp's 64 handshakes are
+/// included, a small share of the tens of thousands of requests).
+fn per_op_us(cpu_ns: u64, ops: usize) -> f64 {
+    cpu_ns as f64 / 1e3 / ops.max(1) as f64
+}
+
+type InvokeFn = fn(SocketAddr, usize, Duration) -> Result<Percentiles, BenchError>;
+
+/// Record a step's result, or its failure as a note.
+fn note<T>(f: &mut Figures, step: &str, r: Result<T, BenchError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("   {step}: {e}");
+            f.notes.push(format!("{step}: {e}"));
+            None
+        }
+    }
+}
+
+fn steps<W: Wire>(
+    target: &Target,
+    opts: &Options,
+    f: &mut Figures,
+    make: fn(&str, u64) -> W,
+    invoke: InvokeFn,
+) -> Result<(), BenchError> {
+    let plan = Plan::for_launch(&target.launch, opts);
+    let mut n = 0u64;
+    let mut server = None;
+    for _ in 0..plan.spawns {
+        drop(server.take());
+        let mut s = Server::spawn(&target.name, &target.launch)?;
+        let host = s.addr.to_string();
+        let mut dial = || {
+            n += 1;
+            make(&host, n)
+        };
+        let t = ready::time_to_ready(&mut s, &mut dial, plan.ready_limit, plan.retry)?;
+        f.ready_ms.push(t.as_secs_f64() * 1e3);
+        server = Some(s);
+    }
+    let Some(mut server) = server else {
+        return Ok(());
+    };
+    eprintln!("   ready in {:?} ms", f.ready_ms);
+    let addr = server.addr;
+    let host = addr.to_string();
+    let mut dial = || {
+        n += 1;
+        make(&host, n)
+    };
+    f.idle_kib = Some(settled_rss_kib(&server, plan.settle));
+
+    f.hs_c1 = note(
+        f,
+        "handshakes c=1",
+        handshake::run(addr, &mut dial, plan.hs_c1, 1, plan.step),
+    );
+    let cpu = server.cpu_ns();
+    let gen_cpu = procs::own_cpu_ns(std::process::id());
+    let hs = handshake::run(addr, &mut dial, plan.hs_c64, 64, plan.step);
+    let gen_used = procs::own_cpu_ns(std::process::id()) - gen_cpu;
+    f.hs_c64 = note(f, "handshakes c=64", hs);
+    f.hs_cpu_us = f
+        .hs_c64
+        .as_ref()
+        .map(|h| per_op_us(server.cpu_ns() - cpu, h.latency.n));
+    f.hs_gen_cpu_us = f.hs_c64.as_ref().map(|h| per_op_us(gen_used, h.latency.n));
+    let r1 = rtt::run(addr, &mut dial, 1, plan.step, 1_000_000);
+    f.rtt_1 = note(f, "round trips x1", r1);
+    let cpu = server.cpu_ns();
+    let r64 = rtt::run(addr, &mut dial, 64, plan.step, 10_000_000);
+    f.rtt_64 = note(f, "round trips x64", r64);
+    f.rtt_cpu_us = f
+        .rtt_64
+        .as_ref()
+        .map(|r| per_op_us(server.cpu_ns() - cpu, r.latency.n));
+    f.invoke = note(f, "invoke", invoke(addr, plan.invokes, plan.step));
+    server.check_alive()?;
+    eprintln!("   handshakes, round trips, invoke done");
+
+    // Churn before the holds, so its RSS starts from the working set of the small hold and
+    // not from the high-water mark of the large one.
+    if target.churn && opts.churn_secs > 0 {
+        let rss = || server.rss_kib();
+        let keep = opts.small_hold;
+        f.churn = note(
+            f,
+            "churn",
+            churn::run(addr, &mut dial, keep, 300.0, opts.churn_secs, rss),
+        );
+        eprintln!("   churn done");
+    }
+
+    let mut held = Held::new(addr)?;
+    let small = held.grow_to(&mut dial, opts.small_hold, plan.hold_limit);
+    if note(f, "small hold", small).is_some() {
+        f.small_hold_kib = Some(settled_rss_kib(&server, plan.settle));
+        let large = held.grow_to(&mut dial, opts.connections, plan.hold_limit);
+        if note(f, "large hold", large).is_some() {
+            f.large_hold_kib = Some(settled_rss_kib(&server, plan.settle));
+            let tick = target.launch.tick();
+            let ticks = if tick > Duration::from_secs(10) {
+                2
+            } else {
+                opts.ticks
+            };
+            let cpu = server.cpu_ns();
+            f.fanout = note(f, "fan-out", held.fanout(ticks, tick));
+            let used = server.cpu_ns() - cpu;
+            f.fanout_cpu_ms = f
+                .fanout
+                .as_ref()
+                .map(|o| per_op_us(used, o.ticks_seen) / 1e3);
+        }
+    }
+    held.release();
+    server.check_alive()?;
+    eprintln!("   hold and fan-out done");
+
+    server.check_alive()
+}
