@@ -320,29 +320,4 @@ mod tests {
         let fwd = parse_forwarded(Some("for=\"[2001:db8::1]:4711\";proto=https"), None, None);
         assert_eq!(fwd.client, Some("2001:db8::1".parse().unwrap()));
     }
-
-    #[test]
-    fn lockout_after_max_attempts() {
-        let mut rl = RateLimiter::default();
-        let t0 = Instant::now();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let w = Duration::from_secs(60);
-        let l = Duration::from_secs(300);
-        for _ in 0..9 {
-            assert!(
-                rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l)
-                    .is_none()
-            );
-        }
-        assert_eq!(
-            rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l),
-            Some(l)
-        );
-        assert!(rl.locked(t0, ip, CredentialKind::SharedSecret).is_some());
-        assert!(rl.locked(t0, ip, CredentialKind::DeviceToken).is_none());
-        assert!(
-            rl.locked(t0 + l, ip, CredentialKind::SharedSecret)
-                .is_none()
-        );
-    }
 }

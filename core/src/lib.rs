@@ -10,7 +10,7 @@
 //! A shell owns the sockets and the clock and drives one [`Gateway`]:
 //!
 //! ```text
-//! let mut gw = Gateway::new(config, entropy, store, Instant::now(), unix_ms());
+//! let mut gw = Gateway::new(config, entropy, store, now, unix_ms);
 //! loop {
 //!     // 1. Feed what happened:   gw.accept(now, peer, local)        → ConnId
 //!     //                           gw.handle_input(now, conn, &bytes)

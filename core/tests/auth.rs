@@ -334,3 +334,49 @@ fn local_failures_are_answered_after_a_doubling_penalty() {
         "a missing secret is answered at once"
     );
 }
+
+#[test]
+fn the_rate_limiter_locks_an_address_out_per_credential_kind() {
+    use clawgate_core::auth::{CredentialKind, RateLimiter};
+    use std::net::IpAddr;
+    let mut rl = RateLimiter::default();
+    let p = Pair::new(Config::local_default());
+    let t0 = p.now;
+    let ip: IpAddr = "192.0.2.1".parse().unwrap();
+    let w = Duration::from_secs(60);
+    let l = Duration::from_secs(300);
+    for _ in 0..9 {
+        assert!(
+            rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l)
+                .is_none()
+        );
+    }
+    assert_eq!(
+        rl.fail(t0, ip, CredentialKind::SharedSecret, 10, w, l),
+        Some(l)
+    );
+    assert!(rl.locked(t0, ip, CredentialKind::SharedSecret).is_some());
+    assert!(rl.locked(t0, ip, CredentialKind::DeviceToken).is_none());
+    assert!(
+        rl.locked(t0 + l, ip, CredentialKind::SharedSecret)
+            .is_none()
+    );
+    // A window that passed starts the count again.
+    for _ in 0..9 {
+        assert!(
+            rl.fail(t0 + l + w + w, ip, CredentialKind::DeviceToken, 10, w, l)
+                .is_none()
+        );
+    }
+    assert!(
+        rl.fail(
+            t0 + l + w + w + w + w,
+            ip,
+            CredentialKind::DeviceToken,
+            10,
+            w,
+            l
+        )
+        .is_none()
+    );
+}
