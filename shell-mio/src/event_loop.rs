@@ -171,6 +171,7 @@ impl EventLoop {
             } else {
                 Duration::ZERO
             };
+            host.logger().flush();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -241,6 +242,7 @@ impl EventLoop {
                 );
             }
             host.logger().log(Level::Info, "stopped");
+            host.logger().flush();
             return true;
         }
         false

@@ -52,17 +52,27 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes records at or above a level to stderr and to the log file.
+/// Lines held back at most before they are written, in bytes.
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// Writes records at or above a level to stderr and to the log file. Info and lower lines are
+/// gathered and written together when the event loop is about to wait ([`Logger::flush`]), so a
+/// handshake costs no `write(2)` per line; warnings and errors are written at once.
 #[derive(Debug)]
 pub struct Logger {
     level: Level,
     file: Option<File>,
+    pending: String,
 }
 
 impl Logger {
     /// A logger at `level` that writes to stderr only.
     pub fn stderr(level: Level) -> Self {
-        Self { level, file: None }
+        Self {
+            level,
+            file: None,
+            pending: String::new(),
+        }
     }
 
     /// Also append every line to `path` (its directory is created 0700, the file 0600).
@@ -87,9 +97,23 @@ impl Logger {
 
     /// Write a record from the core, if its level is enabled.
     pub fn record(&mut self, rec: &LogRecord) {
-        if self.enabled(rec.level) {
-            self.write_line(&rec.line());
+        if !self.enabled(rec.level) {
+            return;
         }
+        self.pending.push_str(&rec.line());
+        self.pending.push('\n');
+        if rec.level <= Level::Warn || self.pending.len() >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Write the lines held back.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let text = std::mem::take(&mut self.pending);
+        self.write_text(&text);
     }
 
     /// Write a record of the shell's own (start, bind, signals, IO trouble).
@@ -105,8 +129,8 @@ impl Logger {
         }
     }
 
-    fn write_line(&mut self, line: &str) {
-        if let Err(e) = write_line(line, self.file.as_ref()) {
+    fn write_text(&mut self, text: &str) {
+        if let Err(e) = write_text(text, self.file.as_ref()) {
             // Say it once on stderr and stop writing the file rather than fail every line.
             let _ = writeln!(
                 io::stderr().lock(),
@@ -129,10 +153,8 @@ impl LogSink {
     /// Write a line of the shell's own if its level is enabled; a failure to write is ignored.
     pub fn log(&self, level: Level, message: impl Into<String>) {
         if level <= self.level {
-            let _ = write_line(
-                &own_record(level, message.into()).line(),
-                self.file.as_ref(),
-            );
+            let line = own_record(level, message.into()).line() + "\n";
+            let _ = write_text(&line, self.file.as_ref());
         }
     }
 }
@@ -146,16 +168,19 @@ fn own_record(level: Level, message: String) -> LogRecord {
     }
 }
 
-/// Write one line to stderr and, if given, to the log file (appends are atomic per line);
-/// the error is the file's.
-fn write_line(line: &str, file: Option<&File>) -> io::Result<()> {
-    let mut text = String::with_capacity(line.len() + 1);
-    text.push_str(line);
-    text.push('\n');
+/// Write whole lines to stderr and, if given, to the log file (one append per call, so lines of
+/// other writers never interleave inside a line); the error is the file's.
+fn write_text(text: &str, file: Option<&File>) -> io::Result<()> {
     let _ = io::stderr().lock().write_all(text.as_bytes());
     match file {
         Some(mut f) => f.write_all(text.as_bytes()),
         None => Ok(()),
+    }
+}
+
+impl Drop for Logger {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -213,6 +238,16 @@ mod tests {
         l.open_file(&path).unwrap();
         l.log(Level::Info, "kept");
         l.log(Level::Debug, "dropped");
+        // Info lines wait for the flush before the loop sleeps; warnings go out at once.
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("kept"));
+        l.log(Level::Warn, "urgent");
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains(" info kept\n")
+        );
+        l.log(Level::Info, "later");
+        l.flush();
         let sink = l.sink();
         std::thread::spawn(move || {
             sink.log(Level::Info, "from another thread");
@@ -223,7 +258,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(" info from another thread\n"), "{text}");
         assert!(
-            text.contains(" info kept\n") && !text.contains("dropped"),
+            text.contains(" info kept\n")
+                && text.contains(" warn urgent\n")
+                && text.contains(" info later\n")
+                && !text.contains("dropped"),
             "{text}"
         );
         use std::os::unix::fs::PermissionsExt;

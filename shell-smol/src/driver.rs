@@ -158,6 +158,7 @@ impl<H: Host> Driver<'_, '_, H> {
                 timer.set_at(deadline);
                 armed = Some(deadline);
             }
+            self.host.flush_log();
             let wake = future::or(
                 future::or(
                     async { events.recv().await.map_or(Wake::Deadline, Wake::Event) },
@@ -276,6 +277,7 @@ impl<H: Host> Driver<'_, '_, H> {
             );
         }
         log(&mut host, Level::Info, "stopped".into());
+        host.flush_log();
     }
 
     fn log(&mut self, level: Level, message: String) {

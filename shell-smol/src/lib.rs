@@ -58,12 +58,18 @@ pub trait Host {
     fn on_signals(&mut self, _gw: &mut Gateway, _now: Instant) {}
     /// The gateway started draining: stop what announces it (mDNS).
     fn on_draining(&mut self) {}
+    /// The driver is about to wait: write out any log lines held back.
+    fn flush_log(&mut self) {}
 }
 
 /// The `clawgate` shell's host: its logger, pairing store and signal handlers.
 impl Host for startup::Host {
     fn log(&mut self, record: &LogRecord) {
         self.logger().record(record);
+    }
+
+    fn flush_log(&mut self) {
+        self.logger().flush();
     }
 
     fn persist(&mut self, snapshot: Vec<u8>) {
