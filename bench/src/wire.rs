@@ -2,8 +2,9 @@
 //! protocol through the core's client, or the bare baseline's upgrade-and-echo.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 
+use clawgate_core::MemIo;
 use clawgate_core::client::{Client, ClientConfig, Event};
 use serde_json::{Value, json};
 use tungstenite::Message;
@@ -109,33 +110,6 @@ impl Wire for GatewayWire {
     }
 }
 
-/// The in-memory stream under a [`WebSocketContext`]: reads say `WouldBlock` when empty.
-#[derive(Default)]
-struct MemIo {
-    rd: VecDeque<u8>,
-    wr: Vec<u8>,
-}
-
-impl Read for MemIo {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.rd.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        self.rd.read(buf)
-    }
-}
-
-impl Write for MemIo {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.wr.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The WebSocket configuration both baseline ends use: the core's small buffers.
 pub fn small_ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -168,10 +142,7 @@ impl BareWire {
         Self {
             upgrading: Some((key, Vec::new())),
             ctx: WebSocketContext::new(Role::Client, Some(small_ws_config())),
-            io: MemIo {
-                rd: VecDeque::new(),
-                wr: req.into_bytes(),
-            },
+            io: MemIo::with_output(req.into_bytes()),
             ready: false,
             closed: false,
             notes: VecDeque::new(),
@@ -223,16 +194,12 @@ impl BareWire {
 
 impl Wire for BareWire {
     fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        if self.io.wr.is_empty() {
-            None
-        } else {
-            Some(std::mem::take(&mut self.io.wr))
-        }
+        self.io.take_output()
     }
 
     fn handle_input(&mut self, data: &[u8]) {
         let Some((key, buf)) = &mut self.upgrading else {
-            self.io.rd.extend(data);
+            self.io.push(data);
             self.read_frames();
             return;
         };
@@ -250,7 +217,7 @@ impl Wire for BareWire {
                     self.close_with(format!("upgrade refused: {}", resp.status()));
                     return;
                 }
-                self.io.rd.extend(rest);
+                self.io.push(&rest);
                 self.send(HANDSHAKE_ECHO);
                 self.read_frames();
             }

@@ -20,12 +20,37 @@ impl core::fmt::Display for ConnId {
     }
 }
 
-/// The in-memory stream tungstenite reads from and writes to. Reads return `WouldBlock` when
-/// empty (never `Ok(0)`, which tungstenite would take for EOF).
+/// The in-memory stream a tungstenite `WebSocketContext` runs over in a sans-IO driver: bytes
+/// received are pushed in, bytes to send are taken out. Reads return `WouldBlock` when empty
+/// (never `Ok(0)`, which tungstenite would take for EOF).
 #[derive(Debug, Default)]
-pub(crate) struct MemIo {
+pub struct MemIo {
     pub(crate) rd: VecDeque<u8>,
     pub(crate) wr: Vec<u8>,
+}
+
+impl MemIo {
+    /// A stream whose first bytes to send are `out` (an HTTP upgrade request, say).
+    pub fn with_output(out: Vec<u8>) -> Self {
+        Self {
+            rd: VecDeque::new(),
+            wr: out,
+        }
+    }
+
+    /// Bytes received from the peer, for the WebSocket context to read.
+    pub fn push(&mut self, data: &[u8]) {
+        self.rd.extend(data);
+    }
+
+    /// Everything written so far and not yet taken, if anything.
+    pub fn take_output(&mut self) -> Option<Vec<u8>> {
+        if self.wr.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.wr))
+        }
+    }
 }
 
 impl Read for MemIo {

@@ -59,7 +59,7 @@ mod route;
 pub mod scopes;
 
 pub use config::{Config, ConfigError, ConfigInput, Limits};
-pub use conn::{AuthMethod, ConnId};
+pub use conn::{AuthMethod, ConnId, MemIo};
 pub use gateway::{Counts, Entropy, Gateway, MAX_CLOSE_REASON, Output};
 pub use log::{Level, LogRecord};
 pub use methods::{EVENTS, METHODS};
