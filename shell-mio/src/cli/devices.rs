@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use serde_json::{Value, json};
 
 use super::args::{self, Opt, Parsed, QUERY};
-use super::output::{field, print_json, short_id, table};
+use super::output::{field, list, print_json, short_id, table};
 use super::rpc::{self, DEFAULT_TIMEOUT_MS};
 use super::{Outcome, scopes};
 use clawgate_core::scopes::ADMIN;
@@ -103,16 +103,8 @@ pub fn show(p: &Parsed, v: &Value, human: impl FnOnce(&Value)) -> Outcome {
 }
 
 fn print_list(v: &Value) {
-    let pending = v
-        .get("pending")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let paired = v
-        .get("paired")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let pending = list(v, "pending");
+    let paired = list(v, "paired");
     say!("Pending ({}):", pending.len());
     if !pending.is_empty() {
         let mut rows = vec![

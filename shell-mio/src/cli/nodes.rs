@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::Outcome;
 use super::args::{self, Opt, QUERY};
 use super::devices::show;
-use super::output::{count_list, field, print_json, short_id, table};
+use super::output::{count_list, field, list, print_json, short_id, table};
 use super::query::parse_params;
 use super::rpc::{self, DEFAULT_TIMEOUT_MS};
 use clawgate_core::scopes::{PAIRING, READ};
@@ -115,11 +115,7 @@ fn idempotency_key() -> String {
 }
 
 fn print_nodes(v: &Value) {
-    let nodes = v
-        .get("nodes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let nodes = list(v, "nodes");
     say!("Nodes ({}):", nodes.len());
     if nodes.is_empty() {
         return;
@@ -152,12 +148,6 @@ fn print_nodes(v: &Value) {
 /// Upstream's `nodes list`: pending requests, and paired nodes merged with their live view
 /// from `node.list` (live fields win; the pairing's `createdAtMs` stays; tokens never shown).
 pub fn merged_list(pairing: &Value, live: &Value) -> Value {
-    let list = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
     let paired = list(pairing, "paired");
     let id = |n: &Value| n.get("nodeId").and_then(Value::as_str).map(str::to_string);
     let mut rows = Vec::new();

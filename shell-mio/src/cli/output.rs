@@ -50,6 +50,14 @@ pub fn field(v: &Value, key: &str) -> String {
     }
 }
 
+/// A JSON array field's items, none when the field is absent or not an array.
+pub fn list(v: &Value, key: &str) -> Vec<Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The first 12 characters of an id, enough to tell devices apart in a table.
 pub fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
