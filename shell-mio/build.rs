@@ -1,11 +1,18 @@
 //! Link options that keep the release binaries small (`clawgate`, and `clawgate-smol`, which uses
 //! this same script).
 //!
+//! Release builds are stripped here rather than by the profile, so that `CLAWGATE_KEEP_SYMBOLS=1`
+//! gives the very same code (same symbol names, same layout) with its symbols, to profile.
+//!
 //! Only for release builds of `x86_64-unknown-linux-gnu`, where rustc links with its bundled LLD:
 //! - `--icf=all` folds identical functions (monomorphised copies that compiled to the same code);
 //! - the release profile aborts on panic (`panic = "abort"` in the workspace manifest), so nothing
 //!   ever unwinds through the binary and its unwind tables (`.eh_frame`, its lookup header,
 //!   `.gcc_except_table`) are left out: a tenth of the size;
+//! - the functions listed in `shell-mio/hot-functions.txt` (what starting, idling and serving a
+//!   few clients runs; `scripts/hot-functions.sh` regenerates it) are placed together at the front
+//!   of the code: the kernel maps code in 64 KiB windows, so a gateway that has only run those maps
+//!   about 450 KiB of its binary instead of nearly all of it;
 //! - `-z pack-relative-relocs` stores the position-independent executable's relocations in the
 //!   compact RELR form, which needs glibc 2.36 at run time, so it is used only when the build host
 //!   is the target and its glibc is at least 2.36.
@@ -18,8 +25,15 @@ const DISCARD_UNWIND_TABLES: &str = "SECTIONS { /DISCARD/ : { *(.eh_frame) *(.gc
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=CLAWGATE_KEEP_SYMBOLS");
+    if env::var("PROFILE").as_deref() != Ok("release") {
+        return;
+    }
+    if env::var_os("CLAWGATE_KEEP_SYMBOLS").is_none() {
+        link("--strip-all");
+    }
     let target = env::var("TARGET").unwrap_or_default();
-    if target != "x86_64-unknown-linux-gnu" || env::var("PROFILE").as_deref() != Ok("release") {
+    if target != "x86_64-unknown-linux-gnu" {
         return;
     }
     link("--icf=all");
@@ -28,12 +42,34 @@ fn main() {
     std::fs::write(&script, DISCARD_UNWIND_TABLES).expect("write the linker script");
     link("--no-eh-frame-hdr");
     link(&format!("-T,{}", script.display()));
+    let hot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shell-mio/hot-functions.txt");
+    println!("cargo::rerun-if-changed={}", hot.display());
+    if let Ok(list) = std::fs::read_to_string(&hot) {
+        let script = out.join("hot-functions.ld");
+        std::fs::write(&script, hot_section(&list)).expect("write the linker script");
+        link(&format!("-T,{}", script.display()));
+    }
     if env::var("HOST").as_deref() == Ok(target.as_str()) && host_glibc_at_least(2, 36) {
         link("-z,pack-relative-relocs");
     }
 }
 
-/// Pass `arg` to the linker for this package's binaries.
+/// A linker script fragment that puts the functions named in `list` (one glob per line) together
+/// in `.text.hot`, ahead of the rest of the code.
+fn hot_section(list: &str) -> String {
+    let mut script = String::from("SECTIONS { .text.hot : {\n");
+    for name in list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        script.push_str(&format!("  *(.text.{name} .text.unlikely.{name})\n"));
+    }
+    script.push_str("} } INSERT BEFORE .text;\n");
+    script
+}
+
+/// Pass `arg` to the linker (through the C compiler driver) for this package's binaries.
 fn link(arg: &str) {
     println!("cargo::rustc-link-arg-bins=-Wl,{arg}");
 }
