@@ -48,28 +48,35 @@ impl Socket {
         }
     }
 
+    /// Send `data` after whatever is queued: written at once when nothing is waiting (no queue
+    /// allocated for the common case), the rest queued; the number of bytes written.
+    fn send(&mut self, data: Vec<u8>) -> io::Result<usize> {
+        if !self.out.is_empty() {
+            self.out.push_back(data);
+            return self.flush();
+        }
+        let sent = write_until_blocked(&mut self.stream, &data)?;
+        if sent < data.len() {
+            self.out.push_back(data);
+            self.sent = sent;
+        }
+        Ok(sent)
+    }
+
     /// Write queued bytes until done or the socket is full; the number of bytes written, or
     /// the error that ended the socket.
     fn flush(&mut self) -> io::Result<usize> {
         let mut total = 0;
         while let Some(front) = self.out.front() {
-            match self
-                .stream
-                .write(front.get(self.sent..).unwrap_or_default())
-            {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    total += n;
-                    self.sent += n;
-                    if self.sent >= front.len() {
-                        self.out.pop_front();
-                        self.sent = 0;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            let n =
+                write_until_blocked(&mut self.stream, front.get(self.sent..).unwrap_or_default())?;
+            total += n;
+            self.sent += n;
+            if self.sent < front.len() {
+                break;
             }
+            self.out.pop_front();
+            self.sent = 0;
         }
         if self.out.is_empty() {
             // Give the memory of a burst back.
@@ -77,6 +84,21 @@ impl Socket {
         }
         Ok(total)
     }
+}
+
+/// Write `buf` until it is all written or the socket would block; the number of bytes written.
+fn write_until_blocked(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < buf.len() {
+        match stream.write(&buf[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// What happened to a socket that was read.
@@ -270,8 +292,7 @@ impl EventLoop {
         let Some(s) = self.sockets.get_mut(&token) else {
             return;
         };
-        s.out.push_back(data);
-        match s.flush() {
+        match s.send(data) {
             Ok(n) => {
                 gw.handle_written(now, conn, n);
                 self.update_interest(token);
