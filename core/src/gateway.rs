@@ -928,8 +928,8 @@ impl Gateway {
         if !crate::route::is_ephemeral_mode(&params.client.mode) {
             self.router.presence.insert(id);
         }
-        let payload = self.hello_payload(now, &conn_uuid, &params, &hello);
-        self.send(now, id, &OutFrame::ok(req_id, payload));
+        let text = self.hello_text(now, req_id, &conn_uuid, &params, &hello);
+        self.send_text(now, id, text);
         self.log(
             now,
             Level::Info,
@@ -991,54 +991,62 @@ struct Held {
 }
 
 impl Gateway {
-    fn hello_payload(
+    /// The `hello-ok` response frame for request `req_id`, as JSON text.
+    fn hello_text(
         &self,
         now: Instant,
+        req_id: &str,
         conn_uuid: &str,
         params: &ConnectParams,
         hello: &Admitted,
-    ) -> Value {
+    ) -> String {
+        use crate::hello::{
+            Auth, HelloOk, OkFrame, Policy, Server, SessionDefaults, Snapshot, StateVersion,
+            Suspension,
+        };
         let limits = &self.config.limits;
-        let mut auth = json!({
-            "method": hello.method.as_str(),
-            "role": params.role.as_str(),
-            "scopes": hello.scopes,
-        });
-        if let Some((token, issued)) = &hello.device_token {
-            auth["deviceToken"] = json!(token);
-            auth["issuedAtMs"] = json!(issued);
-            if params.role == Role::Operator {
-                auth["recoveryMigrationAllowed"] = json!(true);
-            }
-        }
-        let mut snapshot = json!({
-            "suspension": {"phase": if self.draining { "draining" } else { "accepting" }},
-            "presence": self.presence_list(now),
-            "health": self.health_payload(now),
-            "stateVersion": {"presence": self.presence_version, "health": self.health_version},
-            "uptimeMs": self.uptime_ms(now),
-            "sessionDefaults": {"defaultAgentId": "main", "mainKey": "main", "mainSessionKey": "agent:main:main", "scope": "per-sender"},
-            "authMode": self.config.auth_mode.as_str(),
-        });
-        if !self.config.config_path.is_empty() {
-            snapshot["configPath"] = json!(self.config.config_path);
-        }
-        if !self.config.state_dir.is_empty() {
-            snapshot["stateDir"] = json!(self.config.state_dir);
-        }
-        json!({
-            "type": "hello-ok",
-            "protocol": crate::frame::PROTOCOL_VERSION,
-            "server": {"version": self.config.version, "bootId": self.boot_id, "connId": conn_uuid},
-            "features": {"methods": crate::methods::METHODS, "events": crate::methods::EVENTS, "capabilities": ["model-catalog-snapshot"]},
-            "snapshot": snapshot,
-            "auth": auth,
-            "policy": {
-                "maxPayload": limits.max_payload,
-                "maxBufferedBytes": limits.max_buffered_bytes,
-                "tickIntervalMs": limits.tick_interval.as_millis() as u64,
+        let token = hello.device_token.as_ref();
+        let payload = HelloOk::new(
+            Server {
+                version: &self.config.version,
+                boot_id: &self.boot_id,
+                conn_id: conn_uuid,
             },
-        })
+            Snapshot {
+                suspension: Suspension {
+                    phase: if self.draining {
+                        "draining"
+                    } else {
+                        "accepting"
+                    },
+                },
+                presence: Value::Array(self.presence_list(now)),
+                health: self.health_payload(now),
+                state_version: StateVersion {
+                    presence: self.presence_version,
+                    health: self.health_version,
+                },
+                uptime_ms: self.uptime_ms(now),
+                session_defaults: SessionDefaults,
+                config_path: &self.config.config_path,
+                state_dir: &self.config.state_dir,
+                auth_mode: self.config.auth_mode.as_str(),
+            },
+            Auth {
+                method: hello.method.as_str(),
+                role: params.role.as_str(),
+                scopes: &hello.scopes,
+                device_token: token.map(|(t, _)| t.as_str()),
+                issued_at_ms: token.map(|&(_, at)| at),
+                recovery_migration_allowed: token.is_some() && params.role == Role::Operator,
+            },
+            Policy {
+                max_payload: limits.max_payload,
+                max_buffered_bytes: limits.max_buffered_bytes,
+                tick_interval_ms: limits.tick_interval.as_millis() as u64,
+            },
+        );
+        OkFrame::new(req_id, &payload).to_text()
     }
 
     /// Decide whether a `connect` is admitted, in upstream's order of checks.

@@ -50,6 +50,7 @@ pub mod frame;
 pub mod fuzzing;
 mod gateway;
 pub mod handshake;
+mod hello;
 pub mod http;
 pub mod log;
 pub mod mask;
