@@ -26,7 +26,8 @@ const DISCARD_UNWIND_TABLES: &str = "SECTIONS { /DISCARD/ : { *(.eh_frame) *(.gc
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CLAWGATE_KEEP_SYMBOLS");
-    if env::var("PROFILE").as_deref() != Ok("release") {
+    let linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
+    if env::var("PROFILE").as_deref() != Ok("release") || !linux {
         return;
     }
     if env::var_os("CLAWGATE_KEEP_SYMBOLS").is_none() {
