@@ -167,10 +167,17 @@ impl Drop for NodeHost {
 }
 
 /// Kill an openclaw process and whatever it spawned (it leads its own process group).
+///
+/// A direct `kill(2)` on the group: procps-ng's `kill -KILL -<pgid>` parses `-<pgid>` as an
+/// option and signals the group named by its first digit (`-1`: every process we may signal).
+/// The child is not reaped yet, so its pid (the group's id) cannot have been reused.
 fn kill_group(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{}", child.id())])
-        .status();
+    let group = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(group) = group {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
     let _ = child.kill();
     let _ = child.wait();
 }
