@@ -218,6 +218,12 @@ fn rows() -> Vec<Row> {
             goal: None,
         },
         Row {
+            label: "load generator CPU per broadcast to large hold, ms",
+            get: |f| f.fanout_gen_cpu_ms,
+            decimals: 1,
+            goal: None,
+        },
+        Row {
             label: "churn RSS slope, KiB/min",
             get: |f| Some(f.churn.as_ref()?.slope_kib_per_min()),
             decimals: 1,
@@ -412,12 +418,12 @@ const METHOD: &str = "## Method
   called sequentially and the node answers with `node.invoke.result`. The baseline's figure is
   an echo round trip on one connection followed by one on a second connection.
 - Fan-out: the spread between the first and the last connection reading the same `tick`
-  (keyed by its payload), as seen by the single-threaded load generator. It includes the
+  (told apart by its `ts`), as seen by the single-threaded load generator. It includes the
   generator's own time to read 10,000 sockets, which the baseline column shows.
 - Server CPU: the server's on-CPU time over a step (`/proc/<pid>/task/*/schedstat`, summed over
   its process tree) divided by the operations in it. On a shared 2-core machine the load
   generator competes with the server, so these rows show what each operation costs the server
-  regardless of who was the bottleneck (the load-generator row is the same measure of the
+  regardless of who was the bottleneck (the load-generator rows are the same measure of the
   bench process's own thread). For the fan-out, the server's CPU while watching the
   ticks (the hold is otherwise idle) divided by the ticks seen; for upstream this also takes in
   whatever else Node does in that minute (timers, GC, its worker processes), so it is an upper

@@ -227,12 +227,13 @@ fn steps<W: Wire>(
                 opts.ticks
             };
             let cpu = server.cpu_ns();
+            let gen_cpu = procs::own_cpu_ns(std::process::id());
             f.fanout = note(f, "fan-out", held.fanout(ticks, tick));
+            let gen_used = procs::own_cpu_ns(std::process::id()) - gen_cpu;
             let used = server.cpu_ns() - cpu;
-            f.fanout_cpu_ms = f
-                .fanout
-                .as_ref()
-                .map(|o| per_op_us(used, o.ticks_seen) / 1e3);
+            let per_tick = |ns| f.fanout.as_ref().map(|o| per_op_us(ns, o.ticks_seen) / 1e3);
+            f.fanout_cpu_ms = per_tick(used);
+            f.fanout_gen_cpu_ms = per_tick(gen_used);
         }
     }
     held.release();

@@ -104,7 +104,7 @@ impl Gateway {
                     if let Some(n) = &p.client.display_name {
                         ev["displayName"] = json!(n);
                     }
-                    self.broadcast(now, "device.pair.requested", ev, None);
+                    self.broadcast(now, "device.pair.requested", &ev, None);
                 }
                 let approved = self.store.devices.get(&dev.id);
                 let mut details = json!({

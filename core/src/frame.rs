@@ -135,6 +135,45 @@ impl OutFrame {
     }
 }
 
+/// A broadcast event serialised once: every recipient's frame is the same text but for its
+/// own `seq`, so a broadcast to n connections serialises the payload once, not n times.
+/// Renders exactly what [`OutFrame::Event`] with `seq: Some(..)` serialises to.
+#[derive(Clone, Debug)]
+pub struct SeqEvent {
+    /// Everything up to the `seq` value.
+    head: String,
+    /// Everything after it.
+    tail: String,
+}
+
+impl SeqEvent {
+    /// The frame of `event` with `payload` and, when given, `stateVersion`.
+    pub fn new(event: &str, payload: &Value, state_version: Option<&Value>) -> Self {
+        // Serialising a `str` or a `Value` cannot fail: every map key is a string.
+        let mut head = String::from(r#"{"type":"event","event":"#);
+        head.push_str(&serde_json::to_string(event).unwrap_or_default());
+        head.push_str(r#","payload":"#);
+        head.push_str(&serde_json::to_string(payload).unwrap_or_default());
+        head.push_str(r#","seq":"#);
+        let tail = match state_version {
+            Some(sv) => format!(r#","stateVersion":{sv}}}"#),
+            None => "}".to_string(),
+        };
+        Self { head, tail }
+    }
+
+    /// The frame text for the recipient whose sequence number this is.
+    pub fn with_seq(&self, seq: u64) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(self.head.len() + 20 + self.tail.len());
+        text.push_str(&self.head);
+        // Writing to a `String` cannot fail.
+        let _ = write!(text, "{seq}");
+        text.push_str(&self.tail);
+        text
+    }
+}
+
 /// A request frame received from a peer, validated against upstream's `RequestFrame`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
@@ -248,6 +287,25 @@ pub fn truncate_reason(reason: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seq_event_renders_what_the_event_frame_serialises() {
+        let payload =
+            serde_json::json!({"ts": 17, "text": "quote \" and \u{e9}", "z": [1, {"a": null}]});
+        let sv = serde_json::json!({"presence": 3, "health": 9});
+        for (event, state_version) in [("tick", None), ("presence", Some(&sv)), ("a\"b", None)] {
+            let template = SeqEvent::new(event, &payload, state_version);
+            for seq in [0, 1, 42, u64::MAX] {
+                let frame = OutFrame::Event {
+                    event: event.to_string(),
+                    payload: Some(payload.clone()),
+                    seq: Some(seq),
+                    state_version: state_version.cloned(),
+                };
+                assert_eq!(template.with_seq(seq), frame.to_text());
+            }
+        }
+    }
 
     #[test]
     fn truncates_on_char_boundary() {

@@ -15,7 +15,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::auth::{self, CredentialKind, RateLimiter};
 use crate::config::{AuthMode, Config};
 use crate::conn::{AuthMethod, Conn, ConnId, MemIo, Phase, Session, State, Ws, ws_context};
-use crate::frame::{ErrorShape, FrameError, OutFrame, parse_request, truncate_reason};
+use crate::frame::{ErrorShape, FrameError, OutFrame, SeqEvent, parse_request, truncate_reason};
 use crate::handshake::{self, ConnectParams};
 use crate::http::{self, Head};
 use crate::log::{Level, LogRecord, LogRing};
@@ -354,7 +354,7 @@ impl Gateway {
 
     fn on_tick(&mut self, now: Instant) {
         let ts = self.unix_ms(now);
-        self.broadcast(now, "tick", json!({"ts": ts}), None);
+        self.broadcast(now, "tick", &json!({"ts": ts}), None);
         if now.saturating_duration_since(self.last_prune) >= self.config.limits.auth_window {
             self.last_prune = now;
             self.limiter.prune(now, self.config.limits.auth_window);
@@ -374,7 +374,12 @@ impl Gateway {
     pub fn shutdown(&mut self, now: Instant) {
         self.draining = true;
         self.log(now, Level::Info, None, "shutting down".into());
-        self.broadcast(now, "shutdown", json!({"reason": "gateway stopping"}), None);
+        self.broadcast(
+            now,
+            "shutdown",
+            &json!({"reason": "gateway stopping"}),
+            None,
+        );
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let is_ws = matches!(self.conns.get(&id).map(|c| &c.state), Some(State::Ws(_)));
@@ -523,8 +528,8 @@ impl Gateway {
         &mut self,
         now: Instant,
         event: &str,
-        payload: Value,
-        state_version: Option<Value>,
+        payload: &Value,
+        state_version: Option<&Value>,
     ) {
         let targets: Vec<ConnId> = self
             .conns
@@ -535,6 +540,7 @@ impl Gateway {
             })
             .map(|(id, _)| *id)
             .collect();
+        let frame = SeqEvent::new(event, payload, state_version);
         for id in targets {
             let seq = match self.conns.get_mut(&id).and_then(Conn::session_mut) {
                 Some(s) => {
@@ -543,13 +549,7 @@ impl Gateway {
                 }
                 None => continue,
             };
-            let frame = OutFrame::Event {
-                event: event.to_string(),
-                payload: Some(payload.clone()),
-                seq: Some(seq),
-                state_version: state_version.clone(),
-            };
-            self.send(now, id, &frame);
+            self.send_text(now, id, frame.with_seq(seq));
         }
     }
 
@@ -945,7 +945,7 @@ impl Gateway {
             ),
         );
         for (event, payload) in hello.events {
-            self.broadcast(now, event, payload, None);
+            self.broadcast(now, event, &payload, None);
         }
         if params.role == Role::Node
             && let Some(dev) = hello.device_id

@@ -337,7 +337,7 @@ impl Gateway {
         }
         self.persist();
         let resolved = json!({"requestId": rid, "deviceId": req.device_id, "decision": "approved", "ts": now_ms});
-        self.broadcast(now, "device.pair.resolved", resolved, None);
+        self.broadcast(now, "device.pair.resolved", &resolved, None);
         let device = self
             .store
             .devices
@@ -382,7 +382,7 @@ impl Gateway {
         }
         self.persist();
         let resolved = json!({"requestId": rid, "nodeId": req.device_id, "decision": "approved", "ts": now_ms});
-        self.broadcast(now, "node.pair.resolved", resolved.clone(), None);
+        self.broadcast(now, "node.pair.resolved", &resolved, None);
         if let Some(c) = self.router.nodes.get(&req.device_id).copied() {
             self.send(now, c, &OutFrame::direct("node.pair.resolved", resolved));
         }
@@ -417,7 +417,7 @@ impl Gateway {
         };
         let mut resolved = json!({"requestId": rid, "decision": "rejected", "ts": now_ms});
         resolved[id_key] = json!(req.device_id);
-        self.broadcast(now, event, resolved, None);
+        self.broadcast(now, event, &resolved, None);
         let mut out = json!({"requestId": rid});
         out[id_key] = json!(req.device_id);
         Ok(out)

@@ -158,7 +158,7 @@ impl Gateway {
         self.presence_version += 1;
         let sv = json!({"presence": self.presence_version, "health": self.health_version});
         let list = self.presence_list(now);
-        self.broadcast(now, "presence", json!({"presence": list}), Some(sv));
+        self.broadcast(now, "presence", &json!({"presence": list}), Some(&sv));
     }
 
     /// The presence list: the gateway itself, then every authenticated connection.

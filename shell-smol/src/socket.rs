@@ -2,11 +2,13 @@
 //! writer that writes what the core transmits and reports how much went out. Both share the
 //! socket's `_alive` token, dropped when both have ended: shutdown waits for all of them.
 
+use std::io::Read;
 use std::sync::Arc;
 
 use clawgate_core::ConnId;
+use smol::Async;
 use smol::channel::{Receiver, Sender};
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::AsyncWriteExt;
 use smol::net::{Shutdown, TcpStream};
 
 use crate::driver::Event;
@@ -15,22 +17,31 @@ use crate::driver::Event;
 const READ_CHUNK: usize = 4096;
 
 /// Read until EOF or an error, forwarding every chunk; then report the end.
+///
+/// The read buffer lives on the stack only while a read runs (inside `read_with`, once the
+/// socket is readable), not in the task: an idle connection holds no buffer of its own.
 pub(crate) async fn read_side(
     id: ConnId,
-    mut stream: TcpStream,
+    stream: TcpStream,
     events: Sender<Event>,
     _alive: Arc<Sender<()>>,
 ) {
-    let mut buf = vec![0u8; READ_CHUNK];
+    let stream: Arc<Async<std::net::TcpStream>> = stream.into();
     loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let chunk = buf.get(..n).unwrap_or_default().to_vec();
+        let read = stream
+            .read_with(|s| {
+                let mut buf = [0u8; READ_CHUNK];
+                let n = (&*s).read(&mut buf)?;
+                Ok(buf.get(..n).unwrap_or_default().to_vec())
+            })
+            .await;
+        match read {
+            Ok(chunk) if !chunk.is_empty() => {
                 if events.send(Event::Data(id, chunk)).await.is_err() {
                     return;
                 }
             }
+            Ok(_) | Err(_) => break,
         }
     }
     let _ = events.send(Event::Eof(id)).await;
