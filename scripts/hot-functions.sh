@@ -4,31 +4,50 @@
 # (shell-mio/build.rs) places them together at the front of the code, so a running gateway maps
 # a few 64 KiB windows of its binary instead of nearly all of it (lower resident memory).
 #
-# Needs valgrind. Profiles the release build itself, linked with its symbols
-# (CLAWGATE_KEEP_SYMBOLS=1: same code, same names), then relinks it stripped. Symbol hashes and
-# LLVM suffixes are replaced by `*`, so the list survives unrelated changes; names it no longer
-# matches only cost memory, never correctness.
+# Needs valgrind; perf, when present, adds a native pass. Profiles the release build itself,
+# linked with its symbols (CLAWGATE_KEEP_SYMBOLS=1: same code, same names), then relinks it
+# stripped:
+# 1. under callgrind, which sees every function that runs (but takes the portable path where
+#    the CPU has SHA or AVX extensions);
+# 2. natively, relinked with the list so far, recording the page faults that fetch code: any
+#    fault outside `.text.hot` names a function the list missed; repeated until none is left
+#    (a fault maps a whole 64 KiB window, so each pass may uncover the next miss).
+# Names are stored without their hashes, crate disambiguators and LLVM suffixes, and end in `*`,
+# so the list survives unrelated changes; names it no longer matches only cost memory, never
+# correctness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "hot-functions.sh: valgrind is needed" >&2; exit 1; }
 
 out=shell-mio/hot-functions.txt
+bin=target/release/clawgate
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))
 token=hot-functions-token
+# A configured gateway as the benchmark runs it (discovery off).
+configured='{"gateway":{"tickIntervalMs":2000,"maxConnections":20000,"nodes":{"commands":{"allow":["bench.echo"]}}}}'
 
-# Run `clawgate gateway run ARGS...` (environment from the caller) under callgrind in a fresh state directory (with CONFIG as
-# its openclaw.json when given), wait for its port, call LOAD (a shell function) and stop it;
-# append the hash-free names of the code symbols it ran to $work/list.
-profile_run() {
-    local config=$1 load=$2 state="$work/state" bin=target/release/clawgate
+# Symbol names as globs: hash-free, disambiguator-free, suffix-free, ending in `*`.
+as_globs() {
+    sed -E 's/\.(llvm\.)?[0-9]+$//; s/17h[0-9a-f]{16}E$/17h*E/; s/Cs[0-9A-Za-z]{6,}_/Cs*_/g; s/$/*/'
+}
+
+# Run `[PREFIX...] clawgate gateway run ARGS...` (environment from the caller; PREFIX is a
+# profiler command line, ended by `--`, in which `{n}` stands for the run's number) in a fresh
+# state directory (with CONFIG as its openclaw.json when given), wait for its port, call LOAD
+# (a shell function) and stop it.
+runs=0
+serve() {
+    local config=$1 load=$2 state="$work/state" prefix=()
     shift 2
+    runs=$((runs + 1))
+    while [ "$1" != -- ]; do prefix+=("${1//\{n\}/$runs}"); shift; done
+    shift
     rm -rf "$state" && mkdir -p "$state"
     [ -z "$config" ] || printf '%s\n' "$config" >"$state/openclaw.json"
     OPENCLAW_STATE_DIR="$state" HOME="$state" \
-        valgrind -q --tool=callgrind --demangle=no --callgrind-out-file="$work/cg.out" \
-        "$bin" gateway run --port "$port" "$@" >"$work/gateway.log" 2>&1 &
+        "${prefix[@]}" "$bin" gateway run --port "$port" "$@" >"$work/gateway.log" 2>&1 &
     local pid=$!
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -38,12 +57,6 @@ profile_run() {
     "$load"
     kill -TERM "$pid"
     wait "$pid" || true
-    grep -oE '^c?fn=\([0-9]+\) .+' "$work/cg.out" | sed -E 's/^c?fn=\([0-9]+\) //' | sort -u \
-        >"$work/seen"
-    nm "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$work/code"
-    comm -12 "$work/seen" "$work/code" |
-        sed -E 's/17h[0-9a-f]{16}E$/17h*E/; s/Cs[0-9A-Za-z]{6,}_/Cs*_/g; s/\.(llvm\.)?[0-9]+$/*/' \
-        >>"$work/list"
 }
 
 no_load() { :; }
@@ -57,27 +70,76 @@ client_load() {
     done
 }
 
+# Both scenarios (no configuration at all, the README's first command; then the benchmark's
+# configuration under load) under PREFIX..., twice, as a signal lands at a different point
+# each time.
+scenarios() {
+    for _ in 1 2; do
+        serve "" no_load "$@" --
+        OPENCLAW_DISABLE_BONJOUR=1 OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP=1000 \
+            serve "$configured" client_load "$@" -- --token "$token"
+    done
+}
+
+# Callgrind: every function that ran, appended to $work/list.
+callgrind_pass() {
+    scenarios valgrind -q --tool=callgrind --demangle=no --callgrind-out-file="$work/cg.{n}.out"
+    nm "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$work/code"
+    cat "$work"/cg.*.out | grep -oE '^c?fn=\([0-9]+\) .+' | sed -E 's/^c?fn=\([0-9]+\) //' |
+        sort -u | comm -12 - "$work/code" | as_globs >>"$work/list"
+}
+
+# Rust functions whose code a native run faulted in although no glob of the list names them.
+native_misses() {
+    local data name glob listed globs
+    rm -f "$work"/pf.*.data
+    scenarios perf record -q -e page-faults -c 1 -d -o "$work/pf.{n}.data"
+    mapfile -t globs < <(grep -v '^#' "$out")
+    # Columns: fault address, its symbol, its object, instruction pointer: a code fetch faults
+    # at its own instruction pointer.
+    for data in "$work"/pf.*.data; do
+        perf script -i "$data" -F addr,sym,dso,ip --no-demangle 2>/dev/null
+    done | awk -v obj="($(realpath "$bin"))" '$1 == $4 && $3 == obj { print $2 }' | sort -u |
+        while read -r name; do
+            [[ $name == _R* || $name == _ZN* ]] || continue # crt start-up code stays put
+            listed=0
+            for glob in "${globs[@]}"; do
+                # shellcheck disable=SC2053 # the list holds globs
+                if [[ $name == $glob ]]; then listed=1 && break; fi
+            done
+            [ "$listed" = 1 ] || echo "$name"
+        done
+}
+
+write_list() {
+    {
+        echo "# Generated by scripts/hot-functions.sh; one glob per line (see shell-mio/build.rs)."
+        sort -u "$work/list"
+    } >"$out"
+}
+
 CLAWGATE_KEEP_SYMBOLS=1 cargo build -q --release -p clawgate
 cargo build -q --release -p clawgate-bench
-: >"$work/list"
-# No configuration at all (the README's first command), then a configured gateway under load
-# as the benchmark runs it (discovery off); twice, as a signal lands at a different point each time.
-configured='{"gateway":{"tickIntervalMs":2000,"maxConnections":20000,"nodes":{"commands":{"allow":["bench.echo"]}}}}'
-for _ in 1 2; do
-    profile_run "" no_load
-    OPENCLAW_DISABLE_BONJOUR=1 OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP=1000 \
-        profile_run "$configured" client_load --token "$token"
-done
-# What valgrind cannot see: it runs the portable SHA-256 where the CPU has SHA extensions, and a
-# page-fault trace (`perf record -e page-faults -d`) of a native start also showed the address
-# formatting below outside the list.
-cat >>"$work/list" <<'NATIVE'
+# What callgrind cannot see: it runs the portable SHA-256 where the CPU has SHA extensions.
+cat >"$work/list" <<'NATIVE'
 _ZN4sha26sha2563x86*
-_RNvXs1i_NtCs*_4core3fmtRNtNtNtB8_3net7ip_addr8Ipv4AddrNtB6_7Display3fmtB8_
+_RNvNtNtNtCs*_4core9core_arch3x863sha*
+_ZN4core9core_arch3x865ssse3*
 NATIVE
-{
-    echo "# Generated by scripts/hot-functions.sh; one glob per line (see shell-mio/build.rs)."
-    sort -u "$work/list"
-} >"$out"
+callgrind_pass
+write_list
+if command -v perf >/dev/null && perf stat -e page-faults true >/dev/null 2>&1; then
+    for pass in 1 2 3 4 5 6 7 8; do
+        CLAWGATE_KEEP_SYMBOLS=1 cargo build -q --release -p clawgate # linked with the list so far
+        native_misses >"$work/missed"
+        echo "hot-functions.sh: native pass $pass: $(wc -l <"$work/missed") function(s) missed"
+        sed 's/^/    /' "$work/missed"
+        [ -s "$work/missed" ] || break
+        as_globs <"$work/missed" >>"$work/list"
+        write_list
+    done
+else
+    echo "hot-functions.sh: perf cannot count page faults here; callgrind's list only" >&2
+fi
 cargo build -q --release -p clawgate # stripped again, with the new list
 echo "hot-functions.sh: $(grep -vc '^#' "$out") functions in $out"

@@ -6,6 +6,14 @@ use crate::scenario::hold::FanOut;
 use crate::scenario::rtt::RoundTrips;
 use crate::stats::Percentiles;
 
+impl Figures {
+    /// The median idle RSS over the spawns, KiB.
+    pub fn idle_median_kib(&self) -> Option<f64> {
+        let v: Vec<f64> = self.idle_kib.iter().map(|&k| k as f64).collect();
+        (!v.is_empty()).then(|| crate::stats::median(&v))
+    }
+}
+
 /// The figures of one server; `None` where a step was skipped or failed (see `notes`).
 #[derive(Clone, Debug, Default)]
 pub struct Figures {
@@ -13,8 +21,9 @@ pub struct Figures {
     pub name: String,
     /// Spawn → first ready handshake, ms, one per spawn.
     pub ready_ms: Vec<f64>,
-    /// RSS after start, idle, KiB.
-    pub idle_kib: Option<u64>,
+    /// RSS after start (one handshake, then idle), KiB, one per spawn: where the kernel maps
+    /// code in 64 KiB windows, the address the binary lands at (ASLR) moves this by tens of KiB.
+    pub idle_kib: Vec<u64>,
     /// RSS with the small number of held connections, KiB.
     pub small_hold_kib: Option<u64>,
     /// Connections in the large hold.

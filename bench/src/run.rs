@@ -158,6 +158,7 @@ fn steps<W: Wire>(
         };
         let t = ready::time_to_ready(&mut s, &mut dial, plan.ready_limit, plan.retry)?;
         f.ready_ms.push(t.as_secs_f64() * 1e3);
+        f.idle_kib.push(settled_rss_kib(&s, plan.settle));
         server = Some(s);
     }
     let Some(mut server) = server else {
@@ -170,7 +171,6 @@ fn steps<W: Wire>(
         n += 1;
         make(&host, n)
     };
-    f.idle_kib = Some(settled_rss_kib(&server, plan.settle));
 
     f.hs_c1 = note(
         f,

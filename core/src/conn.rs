@@ -182,6 +182,22 @@ impl Conn {
         }
     }
 
+    /// Frame `text` as a WebSocket message to the peer and count its bytes as unsent: the
+    /// bytes to transmit; `None` when this is not a WebSocket or when the bytes would take the
+    /// unsent total past `max_unsent` (a slow consumer: the bytes are dropped uncounted).
+    pub(crate) fn frame_text(&mut self, text: String, max_unsent: usize) -> Option<Vec<u8>> {
+        let State::Ws(ws) = &mut self.state else {
+            return None;
+        };
+        let _ = ws.ctx.write(&mut ws.io, tungstenite::Message::text(text));
+        let bytes = std::mem::take(&mut ws.io.wr);
+        if self.unsent + bytes.len() > max_unsent {
+            return None;
+        }
+        self.unsent += bytes.len();
+        Some(bytes)
+    }
+
     /// Whether this connection counts against the pre-auth budget of its address.
     pub(crate) fn is_preauth_ws(&self) -> bool {
         matches!(&self.state, State::Ws(ws) if matches!(ws.phase, Phase::PreHello { .. }))

@@ -503,27 +503,36 @@ impl Gateway {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        let State::Ws(ws) = &mut c.state else { return };
-        let _ = ws.ctx.write(&mut ws.io, Message::text(text));
-        let bytes = std::mem::take(&mut ws.io.wr);
-        let over = c.unsent + bytes.len() > self.config.limits.max_buffered_bytes;
-        if over {
-            self.log(now, Level::Warn, Some(id), "slow consumer".into());
-            self.close_ws(now, id, 1008, "slow consumer");
-            return;
+        let is_ws = matches!(c.state, State::Ws(_));
+        match c.frame_text(text, self.config.limits.max_buffered_bytes) {
+            Some(data) => {
+                self.out.push_back(Output::Transmit { conn: id, data });
+                self.log_frame_out(now, id, &text_for_log);
+            }
+            None if is_ws => self.slow_consumer(now, id),
+            None => {}
         }
-        self.transmit(id, bytes);
+    }
+
+    fn slow_consumer(&mut self, now: Instant, id: ConnId) {
+        self.log(now, Level::Warn, Some(id), "slow consumer".into());
+        self.close_ws(now, id, 1008, "slow consumer");
+    }
+
+    /// With `--verbose`, the text of a frame sent (secrets masked).
+    fn log_frame_out(&mut self, now: Instant, id: ConnId, text: &str) {
         if self.config.log_frames {
             self.log(
                 now,
                 Level::Trace,
                 Some(id),
-                format!("frame out: {}", crate::mask::mask_secrets(&text_for_log)),
+                format!("frame out: {}", crate::mask::mask_secrets(text)),
             );
         }
     }
 
-    /// Send an event to every authenticated connection allowed to see it, each with its own `seq`.
+    /// Send an event to every authenticated connection allowed to see it, each with its own
+    /// `seq`: one pass over the connections, the frame serialised once.
     pub(crate) fn broadcast(
         &mut self,
         now: Instant,
@@ -531,25 +540,32 @@ impl Gateway {
         payload: &Value,
         state_version: Option<&Value>,
     ) {
-        let targets: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.session()
-                    .is_some_and(|s| crate::scopes::may_receive(s.role, &s.scopes, event))
-            })
-            .map(|(id, _)| *id)
-            .collect();
         let frame = SeqEvent::new(event, payload, state_version);
-        for id in targets {
-            let seq = match self.conns.get_mut(&id).and_then(Conn::session_mut) {
-                Some(s) => {
-                    s.seq += 1;
-                    s.seq
+        let max_unsent = self.config.limits.max_buffered_bytes;
+        let mut slow = Vec::new();
+        let mut sent = Vec::new();
+        for (&id, c) in &mut self.conns {
+            let Some(s) = c.session_mut() else { continue };
+            if !crate::scopes::may_receive(s.role, &s.scopes, event) {
+                continue;
+            }
+            s.seq += 1;
+            let seq = s.seq;
+            match c.frame_text(frame.with_seq(seq), max_unsent) {
+                Some(data) => {
+                    self.out.push_back(Output::Transmit { conn: id, data });
+                    if self.config.log_frames {
+                        sent.push((id, seq));
+                    }
                 }
-                None => continue,
-            };
-            self.send_text(now, id, frame.with_seq(seq));
+                None => slow.push(id),
+            }
+        }
+        for (id, seq) in sent {
+            self.log_frame_out(now, id, &frame.with_seq(seq));
+        }
+        for id in slow {
+            self.slow_consumer(now, id);
         }
     }
 
