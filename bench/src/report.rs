@@ -392,6 +392,15 @@ fn details(s: &mut String, f: &Figures) {
             max as f64 / MIB,
             c.slope_kib_per_min()
         );
+        let _ = writeln!(
+            s,
+            "- churn RSS at each tenth of the run, MiB: {}",
+            c.tenths_kib()
+                .iter()
+                .map(|&k| format!("{:.2}", k as f64 / MIB))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     for n in &f.notes {
         let _ = writeln!(s, "- note: {n}");

@@ -38,6 +38,16 @@ impl Churn {
             .collect();
         stats::slope(&pts)
     }
+
+    /// The RSS sample (KiB) at the end of each tenth of the run, to show whether growth levels
+    /// off.
+    pub fn tenths_kib(&self) -> Vec<u64> {
+        let n = self.samples.len();
+        (1..=10)
+            .filter_map(|k| self.samples.get((n * k / 10).saturating_sub(1)))
+            .map(|&(_, kib)| kib)
+            .collect()
+    }
 }
 
 /// Hold `keep` connections and replace them at `rate` per second for `secs`, sampling `rss`.
