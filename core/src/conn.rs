@@ -153,6 +153,16 @@ pub(crate) enum State {
     Ws(Box<Ws>),
 }
 
+/// What [`Conn::frame_text`] made of a text frame.
+pub(crate) enum Framed {
+    /// The bytes to transmit (already counted as unsent).
+    Bytes(Vec<u8>),
+    /// They would pass the unsent limit: dropped uncounted, the peer is a slow consumer.
+    SlowConsumer,
+    /// The connection is not (yet) a WebSocket.
+    NotWebSocket,
+}
+
 /// A connection the core knows about.
 pub(crate) struct Conn {
     pub(crate) peer: SocketAddr,
@@ -182,20 +192,19 @@ impl Conn {
         }
     }
 
-    /// Frame `text` as a WebSocket message to the peer and count its bytes as unsent: the
-    /// bytes to transmit; `None` when this is not a WebSocket or when the bytes would take the
-    /// unsent total past `max_unsent` (a slow consumer: the bytes are dropped uncounted).
-    pub(crate) fn frame_text(&mut self, text: String, max_unsent: usize) -> Option<Vec<u8>> {
+    /// Frame `text` as a WebSocket message to the peer and count its bytes as unsent, unless
+    /// they would take the unsent total past `max_unsent`.
+    pub(crate) fn frame_text(&mut self, text: String, max_unsent: usize) -> Framed {
         let State::Ws(ws) = &mut self.state else {
-            return None;
+            return Framed::NotWebSocket;
         };
         let _ = ws.ctx.write(&mut ws.io, tungstenite::Message::text(text));
         let bytes = std::mem::take(&mut ws.io.wr);
         if self.unsent + bytes.len() > max_unsent {
-            return None;
+            return Framed::SlowConsumer;
         }
         self.unsent += bytes.len();
-        Some(bytes)
+        Framed::Bytes(bytes)
     }
 
     /// Whether this connection counts against the pre-auth budget of its address.

@@ -14,7 +14,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::auth::{self, CredentialKind, RateLimiter};
 use crate::config::{AuthMode, Config};
-use crate::conn::{AuthMethod, Conn, ConnId, MemIo, Phase, Session, State, Ws, ws_context};
+use crate::conn::{AuthMethod, Conn, ConnId, Framed, MemIo, Phase, Session, State, Ws, ws_context};
 use crate::frame::{ErrorShape, FrameError, OutFrame, SeqEvent, parse_request, truncate_reason};
 use crate::handshake::{self, ConnectParams};
 use crate::http::{self, Head};
@@ -503,14 +503,13 @@ impl Gateway {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        let is_ws = matches!(c.state, State::Ws(_));
         match c.frame_text(text, self.config.limits.max_buffered_bytes) {
-            Some(data) => {
+            Framed::Bytes(data) => {
                 self.out.push_back(Output::Transmit { conn: id, data });
                 self.log_frame_out(now, id, &text_for_log);
             }
-            None if is_ws => self.slow_consumer(now, id),
-            None => {}
+            Framed::SlowConsumer => self.slow_consumer(now, id),
+            Framed::NotWebSocket => {}
         }
     }
 
@@ -552,13 +551,15 @@ impl Gateway {
             s.seq += 1;
             let seq = s.seq;
             match c.frame_text(frame.with_seq(seq), max_unsent) {
-                Some(data) => {
+                Framed::Bytes(data) => {
                     self.out.push_back(Output::Transmit { conn: id, data });
                     if self.config.log_frames {
                         sent.push((id, seq));
                     }
                 }
-                None => slow.push(id),
+                Framed::SlowConsumer => slow.push(id),
+                // A session is only ever on a WebSocket.
+                Framed::NotWebSocket => {}
             }
         }
         for (id, seq) in sent {
