@@ -338,23 +338,10 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
         t0.elapsed().as_secs_f64(),
         &kept,
     );
-    write_atomically(&a.out, &text).map_err(|e| BenchError::Io {
+    clawgate::store::write_atomic(&a.out, text.as_bytes()).map_err(|e| BenchError::Io {
         context: format!("write {}", a.out.display()),
         source: e,
     })?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
-}
-
-/// Replace `path` with `text` so that a crash leaves the old report or the new one, never half
-/// of one: a temporary file beside it, synced, then renamed over it.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

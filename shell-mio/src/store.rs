@@ -22,7 +22,11 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
 /// Write `bytes` to `path` atomically with mode 0600: a crash leaves either the old file or
 /// the new one, never a half-written one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is the empty path: the current directory.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     ensure_private_dir(dir)?;
     let tmp = temp_path(path);
     let result = (|| {
