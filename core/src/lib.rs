@@ -56,6 +56,7 @@ pub mod log;
 pub mod mask;
 mod methods;
 pub mod pairing;
+pub mod persist;
 mod route;
 pub mod scopes;
 

@@ -185,15 +185,19 @@ impl PairingStore {
             return Err(StoreError::TooNew(store.version));
         }
         store.version = STORE_VERSION;
-        // Repair legacy entries: a device with tokens but no roles gets the roles of its tokens.
-        for d in store.devices.values_mut() {
+        store.repair();
+        Ok(store)
+    }
+
+    /// Repair legacy entries: a device with tokens but no roles gets the roles of its tokens.
+    pub(crate) fn repair(&mut self) {
+        for d in self.devices.values_mut() {
             for role in d.tokens.keys() {
                 if !d.roles.contains(role) {
                     d.roles.push(role.clone());
                 }
             }
         }
-        Ok(store)
     }
 
     /// The snapshot to persist.

@@ -1,0 +1,140 @@
+//! Durable state as typed row changes. The core keeps its pairing store in memory; what must
+//! survive a crash leaves as a batch of [`StoreChange`]s (rows to put or delete), the host
+//! writes the batch in one transaction and acknowledges it, and only then does the protocol
+//! say "ok" where it promises durability. At start the rows come back through
+//! [`PairingStore::from_rows`], the loader the fuzzers drive.
+
+use serde::{Deserialize, Serialize};
+
+use crate::pairing::{PairedDevice, PairingStore, PendingRequest, STORE_VERSION, StoreError};
+
+/// One row change of the durable store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChange {
+    /// Insert or replace a paired device, keyed by its device id.
+    PutDevice(PairedDevice),
+    /// Delete a paired device.
+    DeleteDevice(String),
+    /// Insert or replace a pending request, keyed by its request id.
+    PutPending(PendingRequest),
+    /// Delete a pending request.
+    DeletePending(String),
+    /// Delete every pairing row: the batch that follows a failed write rewrites them all.
+    ClearPairing,
+}
+
+/// The kind of a stored row, so the host can route it to its table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowKind {
+    /// A [`PairedDevice`].
+    Device,
+    /// A [`PendingRequest`].
+    Pending,
+}
+
+impl StoreChange {
+    /// The row's key and its JSON encoding, for a put; `None` for a delete or a clear.
+    pub fn encoded(&self) -> Option<(RowKind, &str, Vec<u8>)> {
+        match self {
+            StoreChange::PutDevice(d) => Some((
+                RowKind::Device,
+                &d.device_id,
+                serde_json::to_vec(d).unwrap_or_default(),
+            )),
+            StoreChange::PutPending(p) => Some((
+                RowKind::Pending,
+                &p.request_id,
+                serde_json::to_vec(p).unwrap_or_default(),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The changes that turn the durable copy `old` into `new`, in a stable order (deletes first,
+/// then puts, each by key). With `full`, the batch clears every row and writes `new` whole.
+pub fn diff(old: &PairingStore, new: &PairingStore, full: bool) -> Vec<StoreChange> {
+    let mut out = Vec::new();
+    if full {
+        out.push(StoreChange::ClearPairing);
+    } else {
+        out.extend(
+            old.devices
+                .keys()
+                .filter(|k| !new.devices.contains_key(*k))
+                .map(|k| StoreChange::DeleteDevice(k.clone())),
+        );
+        out.extend(
+            old.pending
+                .keys()
+                .filter(|k| !new.pending.contains_key(*k))
+                .map(|k| StoreChange::DeletePending(k.clone())),
+        );
+    }
+    out.extend(
+        new.devices
+            .iter()
+            .filter(|(k, d)| full || old.devices.get(*k) != Some(*d))
+            .map(|(_, d)| StoreChange::PutDevice(d.clone())),
+    );
+    out.extend(
+        new.pending
+            .iter()
+            .filter(|(k, p)| full || old.pending.get(*k) != Some(*p))
+            .map(|(_, p)| StoreChange::PutPending(p.clone())),
+    );
+    out
+}
+
+impl PairingStore {
+    /// Rebuild the store from its durable rows (`kind`, JSON). A row that does not decode is
+    /// an error naming its kind: the host reports it rather than dropping an approval.
+    pub fn from_rows<'a>(
+        rows: impl IntoIterator<Item = (RowKind, &'a [u8])>,
+    ) -> Result<Self, StoreError> {
+        let mut store = PairingStore {
+            version: STORE_VERSION,
+            ..Default::default()
+        };
+        for (kind, bytes) in rows {
+            match kind {
+                RowKind::Device => {
+                    let d: PairedDevice = serde_json::from_slice(bytes)
+                        .map_err(|e| StoreError::Invalid(format!("paired device row: {e}")))?;
+                    store.devices.insert(d.device_id.clone(), d);
+                }
+                RowKind::Pending => {
+                    let p: PendingRequest = serde_json::from_slice(bytes)
+                        .map_err(|e| StoreError::Invalid(format!("pending request row: {e}")))?;
+                    store.pending.insert(p.request_id.clone(), p);
+                }
+            }
+        }
+        store.repair();
+        Ok(store)
+    }
+
+    /// Apply a batch to this copy, as the host applies it to its rows.
+    pub fn apply(&mut self, changes: &[StoreChange]) {
+        for change in changes {
+            match change {
+                StoreChange::PutDevice(d) => {
+                    self.devices.insert(d.device_id.clone(), d.clone());
+                }
+                StoreChange::DeleteDevice(id) => {
+                    self.devices.remove(id);
+                }
+                StoreChange::PutPending(p) => {
+                    self.pending.insert(p.request_id.clone(), p.clone());
+                }
+                StoreChange::DeletePending(id) => {
+                    self.pending.remove(id);
+                }
+                StoreChange::ClearPairing => {
+                    self.devices.clear();
+                    self.pending.clear();
+                }
+            }
+        }
+    }
+}

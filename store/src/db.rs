@@ -1,0 +1,241 @@
+//! Opening the database and the row operations: load the pairing rows, commit a batch.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use clawgate_core::PairingStore;
+use clawgate_core::pairing::StoreError;
+use clawgate_core::persist::{RowKind, StoreChange};
+use rusqlite::{Connection, OpenFlags, params};
+
+use crate::schema::{self, Found};
+
+/// How long a statement waits for a lock held by another process (a `doctor` reading).
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// Why the database could not be opened, read or written. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Creating the directory or the file failed.
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// SQLite refused an operation (corrupt file, full disk, locked...).
+    #[error("{}: {source}", path.display())]
+    Sqlite {
+        /// The database.
+        path: PathBuf,
+        /// The error.
+        source: rusqlite::Error,
+    },
+    /// The schema is newer than this build knows.
+    #[error(
+        "{}: schema version {found} is newer than this clawgate understands ({known})",
+        path.display()
+    )]
+    TooNew {
+        /// The database.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+        /// The newest version this build knows.
+        known: u32,
+    },
+    /// A stored row does not decode.
+    #[error("{}: {source}", path.display())]
+    Row {
+        /// The database or legacy file.
+        path: PathBuf,
+        /// The error.
+        source: StoreError,
+    },
+    /// Moving the legacy pairing file aside failed.
+    #[error("cannot rename {}: {source}", path.display())]
+    Rename {
+        /// The legacy file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// The database path inside a state directory.
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("state").join("clawgate.sqlite")
+}
+
+/// The open database. One owner at a time: the start-up code, then the [`crate::Writer`].
+pub struct Db {
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+impl Db {
+    /// Open (creating if needed) the database of a state directory and bring its schema up to
+    /// date. The directory is created 0700 and the file 0600 before SQLite opens it, so the
+    /// WAL and shared-memory files SQLite creates beside it inherit 0600.
+    pub fn open(state_dir: &Path) -> Result<Db, DbError> {
+        let path = db_path(state_dir);
+        let create = |p: &Path, e| DbError::Create {
+            path: p.to_path_buf(),
+            source: e,
+        };
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| create(dir, e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| create(&path, e))?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| create(&path, e))?;
+        drop(file);
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(|e| sqlite(&path, e))?;
+        let mut db = Db { conn, path };
+        db.configure()?;
+        Ok(db)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&mut self) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        self.conn
+            .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(e)?;
+        // WAL keeps readers off the writer's back; FULL makes every commit durable before
+        // it returns, which is what an acknowledgement promises.
+        self.conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+            .map_err(e)?;
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(e)?;
+        let from = match schema::found(&self.conn).map_err(e)? {
+            Found::Known(v) => v,
+            Found::Newer(found) => {
+                return Err(DbError::TooNew {
+                    path: path.clone(),
+                    found,
+                    known: schema::VERSION,
+                });
+            }
+        };
+        if from < schema::VERSION {
+            let tx = self.conn.transaction().map_err(e)?;
+            schema::migrate(&tx, from).map_err(e)?;
+            tx.commit().map_err(e)?;
+        }
+        Ok(())
+    }
+
+    /// The pairing store as its rows say.
+    pub fn load_pairing(&mut self) -> Result<PairingStore, DbError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let mut rows: Vec<(RowKind, Vec<u8>)> = Vec::new();
+        for (kind, sql) in [
+            (RowKind::Device, "SELECT row FROM paired_devices"),
+            (RowKind::Pending, "SELECT row FROM pending_requests"),
+        ] {
+            let mut stmt = self.conn.prepare(sql).map_err(e)?;
+            let found = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(e)?;
+            for row in found {
+                rows.push((kind, row.map_err(e)?.into_bytes()));
+            }
+        }
+        PairingStore::from_rows(rows.iter().map(|(k, b)| (*k, b.as_slice()))).map_err(|source| {
+            DbError::Row {
+                path: path.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Commit a batch in one transaction: all of it is on disk when this returns `Ok`, none
+    /// of it when it returns an error.
+    pub fn apply(&mut self, changes: &[StoreChange]) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        for change in changes {
+            apply_one(&tx, change).map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Whether any pairing row exists.
+    pub fn has_pairing(&self) -> Result<bool, DbError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM paired_devices)
+                     OR EXISTS (SELECT 1 FROM pending_requests)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| sqlite(&self.path, e))
+    }
+}
+
+/// One change, inside the caller's transaction.
+pub(crate) fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    change: &StoreChange,
+) -> rusqlite::Result<()> {
+    match change {
+        StoreChange::DeleteDevice(id) => {
+            tx.execute("DELETE FROM paired_devices WHERE device_id = ?1", [id])?;
+        }
+        StoreChange::DeletePending(id) => {
+            tx.execute("DELETE FROM pending_requests WHERE request_id = ?1", [id])?;
+        }
+        StoreChange::ClearPairing => {
+            tx.execute_batch("DELETE FROM paired_devices; DELETE FROM pending_requests;")?;
+        }
+        put => {
+            if let Some((kind, key, row)) = put.encoded() {
+                let sql = match kind {
+                    RowKind::Device => {
+                        "INSERT OR REPLACE INTO paired_devices (device_id, row) VALUES (?1, ?2)"
+                    }
+                    RowKind::Pending => {
+                        "INSERT OR REPLACE INTO pending_requests (request_id, row) VALUES (?1, ?2)"
+                    }
+                };
+                let row = String::from_utf8_lossy(&row);
+                tx.execute(sql, params![key, row])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> DbError {
+    DbError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,30 @@
+//! clawgate's durable state: one SQLite database, `$OPENCLAW_STATE_DIR/state/clawgate.sqlite`
+//! (WAL, `synchronous=FULL`, file 0600 in a 0700 directory), written by one thread.
+//!
+//! The core never touches it: it emits batches of [`StoreChange`]s, the host hands each batch
+//! to the [`Writer`] thread, which commits it in one transaction and reports back with the
+//! batch's id once it is on disk. Start-up reads the rows on the calling thread, before any
+//! event loop runs ([`Db::load_pairing`]).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), clawgate_store::DbError> {
+//! let state_dir = std::path::Path::new("/tmp/state");
+//! let mut db = clawgate_store::Db::open(state_dir)?;
+//! let pairing = db.load_pairing()?;
+//! let writer = clawgate_store::Writer::spawn(db, |done| println!("{done:?}"));
+//! writer.submit(1, Vec::new());
+//! writer.close(); // waits for every batch submitted
+//! # let _ = pairing; Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod db;
+mod legacy;
+mod schema;
+mod writer;
+
+pub use clawgate_core::persist::StoreChange;
+pub use db::{Db, DbError, db_path};
+pub use legacy::{Migrated, legacy_pairing_path};
+pub use writer::{WriteDone, Writer};

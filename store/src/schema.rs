@@ -1,0 +1,44 @@
+//! The schema, as an ordered list of migrations; `PRAGMA user_version` is the number applied.
+//! A new table is a new entry at the end; an entry is never edited once released.
+
+use rusqlite::{Connection, Transaction};
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: pairing (rows are the core's JSON encodings) and the store's own bookkeeping.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+     CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+     CREATE TABLE pending_requests (request_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
+];
+
+/// The schema version this build writes.
+pub(crate) const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// What the database holds before migrating.
+pub(crate) enum Found {
+    /// At or below [`VERSION`]: migrated in place.
+    Known(u32),
+    /// Written by a newer clawgate.
+    Newer(u32),
+}
+
+/// The schema version stored in the database.
+pub(crate) fn found(conn: &Connection) -> rusqlite::Result<Found> {
+    let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok(if v > VERSION {
+        Found::Newer(v)
+    } else {
+        Found::Known(v)
+    })
+}
+
+/// Apply the migrations after `from`, in the caller's transaction.
+pub(crate) fn migrate(tx: &Transaction<'_>, from: u32) -> rusqlite::Result<()> {
+    for sql in MIGRATIONS.iter().skip(from as usize) {
+        tx.execute_batch(sql)?;
+    }
+    if from < VERSION {
+        tx.pragma_update(None, "user_version", VERSION)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! The database over real files: permissions, round trips, schema versions, the legacy JSON
+//! migration, the writer thread's acknowledgements.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use clawgate_core::PairingStore;
+use clawgate_core::pairing::{DeviceToken, PairedDevice, PendingKind, PendingRequest};
+use clawgate_core::persist::diff;
+use clawgate_store::{Db, DbError, StoreChange, Writer, db_path, legacy_pairing_path};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("clawgate-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn device(id: &str, token: &str) -> PairedDevice {
+    let mut d = PairedDevice {
+        device_id: id.into(),
+        public_key: format!("pk-{id}"),
+        meta: Default::default(),
+        roles: vec!["operator".into()],
+        scopes: vec!["operator.read".into()],
+        tokens: Default::default(),
+        node: None,
+        created_at_ms: 1,
+        approved_at_ms: 2,
+    };
+    d.tokens.insert(
+        "operator".into(),
+        DeviceToken {
+            token: token.into(),
+            scopes: vec!["operator.read".into()],
+            issued_at_ms: 3,
+        },
+    );
+    d
+}
+
+fn pending(id: &str) -> PendingRequest {
+    PendingRequest {
+        request_id: id.into(),
+        kind: PendingKind::Device,
+        device_id: format!("dev-{id}"),
+        public_key: "pk".into(),
+        meta: Default::default(),
+        roles: vec!["operator".into()],
+        scopes: vec![],
+        caps: vec![],
+        commands: vec![],
+        remote_ip: None,
+        silent: false,
+        ts: 5,
+        expires_at_ms: 500,
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_new_database_is_private_and_in_wal_mode() {
+    let dir = Scratch::new("private");
+    let mut db = Db::open(&dir.0).unwrap();
+    db.apply(&[StoreChange::PutDevice(device("a", "t"))])
+        .unwrap();
+    let path = db_path(&dir.0);
+    assert_eq!(db.path(), path);
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    assert_eq!(mode(&wal), 0o600, "the WAL inherits the database's mode");
+}
+
+#[test]
+fn batches_reload_to_the_state_they_describe() {
+    let dir = Scratch::new("roundtrip");
+    let mut mirror = PairingStore::default();
+    let batches = vec![
+        vec![
+            StoreChange::PutDevice(device("a", "t1")),
+            StoreChange::PutPending(pending("p1")),
+            StoreChange::PutPending(pending("p2")),
+        ],
+        vec![
+            StoreChange::PutDevice(device("a", "t2")),
+            StoreChange::DeletePending("p1".into()),
+        ],
+        vec![StoreChange::PutDevice(device("b", "t3"))],
+        vec![StoreChange::DeleteDevice("b".into())],
+    ];
+    {
+        let mut db = Db::open(&dir.0).unwrap();
+        for b in &batches {
+            db.apply(b).unwrap();
+            mirror.apply(b);
+        }
+    }
+    let loaded = Db::open(&dir.0).unwrap().load_pairing().unwrap();
+    assert_eq!(loaded.devices, mirror.devices);
+    assert_eq!(loaded.pending, mirror.pending);
+    assert_eq!(loaded.devices["a"].tokens["operator"].token, "t2");
+    assert!(!loaded.pending.contains_key("p1"));
+
+    // A full rewrite (after a failed write) leaves exactly the new state.
+    let mut only_c = PairingStore::default();
+    only_c.devices.insert("c".into(), device("c", "t4"));
+    let full = diff(&loaded, &only_c, true);
+    assert_eq!(full.first(), Some(&StoreChange::ClearPairing));
+    let mut db = Db::open(&dir.0).unwrap();
+    db.apply(&full).unwrap();
+    let loaded = db.load_pairing().unwrap();
+    assert_eq!(loaded.devices, only_c.devices);
+    assert!(loaded.pending.is_empty());
+}
+
+#[test]
+fn diff_then_apply_gives_the_new_state() {
+    let mut old = PairingStore::default();
+    old.devices.insert("a".into(), device("a", "1"));
+    old.devices.insert("b".into(), device("b", "1"));
+    old.pending.insert("p".into(), pending("p"));
+    let mut new = old.clone();
+    new.devices.remove("b");
+    new.devices.insert("a".into(), device("a", "2"));
+    new.pending.insert("q".into(), pending("q"));
+    let changes = diff(&old, &new, false);
+    assert_eq!(
+        changes,
+        vec![
+            StoreChange::DeleteDevice("b".into()),
+            StoreChange::PutDevice(device("a", "2")),
+            StoreChange::PutPending(pending("q")),
+        ]
+    );
+    let mut applied = old.clone();
+    applied.apply(&changes);
+    assert_eq!(applied, new);
+    assert!(diff(&new, &new, false).is_empty());
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_the_path() {
+    let dir = Scratch::new("newer");
+    drop(Db::open(&dir.0).unwrap());
+    let path = db_path(&dir.0);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = Db::open(&dir.0).unwrap_err();
+    assert!(matches!(err, DbError::TooNew { found: 99, .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("schema version 99"), "{text}");
+}
+
+#[test]
+fn a_corrupt_database_is_an_error_naming_it() {
+    let dir = Scratch::new("corrupt");
+    let path = db_path(&dir.0);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let err = Db::open(&dir.0).unwrap_err();
+    assert!(matches!(err, DbError::Sqlite { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_legacy_json_file_is_migrated_once_and_kept_aside() {
+    let dir = Scratch::new("legacy");
+    let mut legacy = PairingStore::load(b"").unwrap();
+    legacy
+        .devices
+        .insert("old".into(), device("old", "legacy-token"));
+    legacy.pending.insert("p".into(), pending("p"));
+    let json = legacy_pairing_path(&dir.0);
+    fs::create_dir_all(json.parent().unwrap()).unwrap();
+    fs::write(&json, legacy.to_bytes()).unwrap();
+
+    let mut db = Db::open(&dir.0).unwrap();
+    let migrated = db.migrate_legacy_pairing(&dir.0).unwrap().unwrap();
+    assert_eq!((migrated.devices, migrated.pending), (1, 1));
+    assert_eq!(migrated.from, json);
+    assert!(!json.exists());
+    let aside = PathBuf::from(format!("{}.migrated", json.display()));
+    assert!(aside.exists());
+    let loaded = db.load_pairing().unwrap();
+    assert_eq!(
+        loaded.devices["old"].tokens["operator"].token,
+        "legacy-token"
+    );
+    assert_eq!(loaded.pending.len(), 1);
+
+    // A later change, then the file reappearing (a crash between commit and rename leaves
+    // it in place): it is set aside again, not imported over newer rows.
+    db.apply(&[StoreChange::PutDevice(device("old", "rotated"))])
+        .unwrap();
+    fs::copy(&aside, &json).unwrap();
+    assert_eq!(db.migrate_legacy_pairing(&dir.0).unwrap(), None);
+    assert!(!json.exists());
+    assert_eq!(
+        db.load_pairing().unwrap().devices["old"].tokens["operator"].token,
+        "rotated"
+    );
+}
+
+#[test]
+fn an_invalid_legacy_file_is_an_error_and_stays_in_place() {
+    let dir = Scratch::new("legacy-bad");
+    let json = legacy_pairing_path(&dir.0);
+    fs::create_dir_all(json.parent().unwrap()).unwrap();
+    fs::write(&json, b"{ not json").unwrap();
+    let mut db = Db::open(&dir.0).unwrap();
+    let err = db.migrate_legacy_pairing(&dir.0).unwrap_err();
+    assert!(err.to_string().contains("clawgate-pairing.json"), "{err}");
+    assert!(json.exists());
+    assert!(!db.has_pairing().unwrap());
+}
+
+#[test]
+fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
+    let dir = Scratch::new("writer");
+    let (tx, rx) = mpsc::channel();
+    let writer = Writer::spawn(Db::open(&dir.0).unwrap(), move |done| {
+        tx.send((done.id, done.result.is_ok())).unwrap();
+    });
+    for i in 0..200u64 {
+        let d = device(&format!("d{}", i % 7), &format!("t{i}"));
+        assert!(writer.submit(i, vec![StoreChange::PutDevice(d)]));
+    }
+    writer.close();
+    let acks: Vec<(u64, bool)> = rx.try_iter().collect();
+    assert_eq!(acks, (0..200).map(|i| (i, true)).collect::<Vec<_>>());
+    let loaded = Db::open(&dir.0).unwrap().load_pairing().unwrap();
+    assert_eq!(loaded.devices.len(), 7);
+    assert_eq!(loaded.devices["d3"].tokens["operator"].token, "t199");
+}
