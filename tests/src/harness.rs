@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -168,19 +169,23 @@ impl Options {
         panic!("{shell:?} gateway did not start: {last}");
     }
 
-    fn try_start(&self, shell: Shell) -> Result<Gateway, String> {
-        let mut gw = self.spawn(shell)?;
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = gw.child.try_wait() {
-                return Err(format!("exited with {status}: {}", gw.stderr()));
+    /// Kill `gw` with SIGKILL (nothing flushed, no handler runs) and start `shell` again on
+    /// the same state directory and port, waiting (bounded) until `/readyz` answers 200.
+    pub fn crash_and_restart(&self, shell: Shell, gw: Gateway) -> Gateway {
+        let (dir, port) = (Rc::clone(&gw.dir), gw.port);
+        drop(gw); // SIGKILL, and reaped
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.spawn_in(shell, dir.clone(), port).and_then(ready) {
+                Ok(gw) => return gw,
+                Err(why) => last = why,
             }
-            if http_get(gw.port, "/readyz").is_ok_and(|r| r.status == 200) {
-                return Ok(gw);
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("/readyz not 200 within {WAIT:?}: {}", gw.stderr()))
+        panic!("{shell:?} gateway did not restart: {last}");
+    }
+
+    fn try_start(&self, shell: Shell) -> Result<Gateway, String> {
+        ready(self.spawn(shell)?)
     }
 
     /// Start `shell` expecting it to exit (a refused start-up): its exit code (`None` if
@@ -192,13 +197,18 @@ impl Options {
     }
 
     fn spawn(&self, shell: Shell) -> Result<Gateway, String> {
-        let dir = TempDir::new(shell.binary_name());
+        let dir = Rc::new(TempDir::new(shell.binary_name()));
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
         if let Some(text) = &self.config {
             std::fs::write(state.join("openclaw.json"), text).map_err(|e| e.to_string())?;
         }
-        let port = self.port.unwrap_or_else(free_port);
+        self.spawn_in(shell, dir, self.port.unwrap_or_else(free_port))
+    }
+
+    /// Start `shell` on an existing directory (its `state/` and a fresh `stderr.log`).
+    fn spawn_in(&self, shell: Shell, dir: Rc<TempDir>, port: u16) -> Result<Gateway, String> {
+        let state = dir.path().join("state");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
         let child = Command::new(shell.binary())
@@ -224,6 +234,21 @@ impl Options {
     }
 }
 
+/// Wait (bounded) until a spawned gateway answers `/readyz` with 200.
+fn ready(mut gw: Gateway) -> Result<Gateway, String> {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = gw.child.try_wait() {
+            return Err(format!("exited with {status}: {}", gw.stderr()));
+        }
+        if http_get(gw.port, "/readyz").is_ok_and(|r| r.status == 200) {
+            return Ok(gw);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("/readyz not 200 within {WAIT:?}: {}", gw.stderr()))
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -236,7 +261,8 @@ pub struct Gateway {
     child: Child,
     port: u16,
     stderr_path: PathBuf,
-    dir: TempDir,
+    /// Shared with the next process when it is restarted on the same state.
+    dir: Rc<TempDir>,
 }
 
 impl Gateway {
@@ -262,6 +288,11 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Send it SIGTERM with `kill`.
@@ -387,8 +418,13 @@ pub struct Ws {
 impl Ws {
     /// Connect to the gateway on `port` and send the upgrade request.
     pub fn connect(port: u16, config: ClientConfig) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to gateway");
-        stream.set_nodelay(true).expect("nodelay");
+        Self::try_connect(port, config).expect("connect to gateway")
+    }
+
+    /// [`Ws::connect`], or the error when the gateway cannot be reached.
+    pub fn try_connect(port: u16, config: ClientConfig) -> io::Result<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
         static KEY: AtomicU64 = AtomicU64::new(1);
         let mut key = [0u8; 16];
         key[..8].copy_from_slice(&KEY.fetch_add(1, Ordering::Relaxed).to_le_bytes());
@@ -399,7 +435,7 @@ impl Ws {
             received: Vec::new(),
         };
         ws.flush();
-        ws
+        Ok(ws)
     }
 
     /// The client state machine (for requests and raw frames).
@@ -460,35 +496,58 @@ impl Ws {
     }
 
     /// Events until one matches `pick`; panics after [`WAIT`] with what came instead.
-    pub fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
+    pub fn expect<T>(&mut self, what: &str, pick: impl FnMut(&Event) -> Option<T>) -> T {
         let mut seen = Vec::new();
+        self.first(pick, &mut seen)
+            .unwrap_or_else(|| panic!("expected {what}, got {seen:?}"))
+    }
+
+    /// The first event that matches `pick`, or `None` when the connection ends or [`WAIT`]
+    /// passes first; the events that did not match are pushed to `seen`.
+    pub fn first<T>(
+        &mut self,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+        seen: &mut Vec<Event>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + WAIT;
         while let Some(e) = self.next_event(deadline.saturating_duration_since(Instant::now())) {
             if let Some(t) = pick(&e) {
-                return t;
+                return Some(t);
             }
             seen.push(e);
         }
-        panic!("expected {what}, got {seen:?}");
+        None
+    }
+
+    /// [`Ws::call`], or `None` when the connection ends before the response.
+    pub fn try_call(
+        &mut self,
+        method: &str,
+        params: Option<Value>,
+    ) -> Option<Result<Value, ErrorShape>> {
+        let rid = self.client.request(method, params);
+        self.flush();
+        let pick = |e: &Event| match e {
+            Event::Response { id, result } if *id == rid => Some(result.clone()),
+            _ => None,
+        };
+        self.first(pick, &mut Vec::new())
+    }
+
+    /// [`Ws::hello`], or `None` when the connection ends before the outcome.
+    pub fn try_hello(&mut self) -> Option<Result<Value, ErrorShape>> {
+        self.first(hello_outcome, &mut Vec::new())
     }
 
     /// The outcome of `connect`: the `hello-ok` payload or the error.
     pub fn hello(&mut self) -> Result<Value, ErrorShape> {
-        self.expect("hello-ok or a connect error", |e| match e {
-            Event::Hello(v) => Some(Ok(v.clone())),
-            Event::ConnectFailed(err) => Some(Err(err.clone())),
-            _ => None,
-        })
+        self.expect("hello-ok or a connect error", hello_outcome)
     }
 
     /// Call `method` and wait for its response.
     pub fn call(&mut self, method: &str, params: Option<Value>) -> Result<Value, ErrorShape> {
-        let rid = self.client.request(method, params);
-        self.flush();
-        self.expect(&format!("the response to {method}"), |e| match e {
-            Event::Response { id, result } if *id == rid => Some(result.clone()),
-            _ => None,
-        })
+        self.try_call(method, params)
+            .unwrap_or_else(|| panic!("expected the response to {method}"))
     }
 
     /// The close code and reason the server sent (`None` code: EOF without a close frame).
@@ -508,6 +567,15 @@ impl Ws {
     /// The underlying socket.
     pub fn stream(&self) -> &TcpStream {
         &self.stream
+    }
+}
+
+/// The handshake's outcome, if `e` is it.
+fn hello_outcome(e: &Event) -> Option<Result<Value, ErrorShape>> {
+    match e {
+        Event::Hello(v) => Some(Ok(v.clone())),
+        Event::ConnectFailed(err) => Some(Err(err.clone())),
+        _ => None,
     }
 }
 

@@ -1,0 +1,189 @@
+//! Nothing acknowledged is lost to a crash: devices are paired, approved, their tokens rotated
+//! and revoked in a loop while the gateway is killed with SIGKILL at a random moment; after
+//! each restart every approval and token change the gateway answered "ok" to is in force.
+//! An operation whose answer never came may have happened or not; nothing is asserted of it.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clawgate_core::client::ClientConfig;
+use clawgate_core::device::DeviceKey;
+use clawgate_tests::both;
+use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
+use serde_json::{Value, json};
+
+/// Crash-and-restart rounds per shell (a debug build pairs, approves and rotates one device in
+/// about 100 ms, so a kill within 420 ms lands anywhere in that cycle).
+const ROUNDS: usize = 8;
+
+fn options() -> Options {
+    Options::new()
+        .token("t0ken")
+        .config(r#"{gateway: {nodes: {pairing: {autoApproveLocal: false}}}}"#)
+}
+
+/// What the gateway acknowledged about one device.
+#[derive(Debug, Default)]
+struct Acked {
+    approved: bool,
+    /// The operator token it last handed out, until a revoke was acknowledged.
+    token: Option<String>,
+    /// Tokens acknowledged as rotated away or revoked.
+    retired: Vec<String>,
+}
+
+fn device(gw: &Gateway, seed: u8) -> ClientConfig {
+    let mut cfg = gw.cli();
+    cfg.token = Some("t0ken".into());
+    cfg.device = Some(DeviceKey::from_seed([seed; 32]));
+    cfg
+}
+
+fn by_token(gw: &Gateway, seed: u8, token: &str) -> ClientConfig {
+    let mut cfg = device(gw, seed);
+    cfg.token = None;
+    cfg.device_token = Some(token.to_string());
+    cfg
+}
+
+fn admin(gw: &Gateway) -> Option<Ws> {
+    let mut cfg = gw.cli();
+    cfg.token = Some("t0ken".into());
+    cfg.scopes = vec!["operator.admin".into(), "operator.pairing".into()];
+    let mut ws = Ws::try_connect(gw.port(), cfg).ok()?;
+    ws.try_hello()?.ok()?;
+    Some(ws)
+}
+
+/// A small xorshift generator seeded from the clock; the seed is printed for a replay.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        eprintln!("durability seed {seed}");
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Pair, approve, connect, rotate and (every other device) revoke, recording every "ok",
+/// until the gateway dies under it. Returns the next device seed.
+fn churn(gw: &Gateway, acked: &mut BTreeMap<u8, Acked>, mut seed: u8) -> u8 {
+    let Some(mut admin) = admin(gw) else {
+        return seed;
+    };
+    loop {
+        seed = seed.wrapping_add(1).max(1);
+        let id = DeviceKey::from_seed([seed; 32]).id();
+        let Ok(mut first) = Ws::try_connect(gw.port(), device(gw, seed)) else {
+            return seed;
+        };
+        let Some(Err(refused)) = first.try_hello() else {
+            return seed;
+        };
+        let Some(request_id) = refused
+            .details
+            .as_ref()
+            .and_then(|d| d["requestId"].as_str())
+            .map(str::to_string)
+        else {
+            return seed;
+        };
+        match admin.try_call(
+            "device.pair.approve",
+            Some(json!({"requestId": request_id})),
+        ) {
+            Some(Ok(_)) => acked.entry(seed).or_default().approved = true,
+            _ => return seed,
+        }
+        let Ok(mut paired) = Ws::try_connect(gw.port(), device(gw, seed)) else {
+            return seed;
+        };
+        match paired.try_hello() {
+            Some(Ok(hello)) => {
+                let token = hello["auth"]["deviceToken"].as_str().map(str::to_string);
+                acked.entry(seed).or_default().token = token;
+            }
+            _ => return seed,
+        }
+        let params = json!({"deviceId": id, "role": "operator"});
+        match admin.try_call("device.token.rotate", Some(params.clone())) {
+            Some(Ok(v)) => {
+                let a = acked.entry(seed).or_default();
+                a.retired.extend(a.token.take());
+                a.token = v["token"].as_str().map(str::to_string);
+            }
+            _ => return seed,
+        }
+        if seed % 2 == 0 {
+            match admin.try_call("device.token.revoke", Some(params)) {
+                Some(Ok(_)) => {
+                    let a = acked.entry(seed).or_default();
+                    a.retired.extend(a.token.take());
+                }
+                _ => return seed,
+            }
+        }
+    }
+}
+
+/// Every acknowledged approval and token is in force on the restarted gateway.
+fn verify(gw: &Gateway, acked: &BTreeMap<u8, Acked>) {
+    let mut admin = admin(gw).expect("admin connects after the restart");
+    let list: Value = admin
+        .call("device.pair.list", None)
+        .expect("device.pair.list");
+    let paired = list["paired"].to_string();
+    for (seed, a) in acked {
+        let id = DeviceKey::from_seed([*seed; 32]).id();
+        if a.approved {
+            assert!(paired.contains(&id), "approved device {seed} lost: {list}");
+        }
+        if let Some(token) = &a.token {
+            let hello = gw.ws(by_token(gw, *seed, token)).hello();
+            assert!(
+                hello.is_ok(),
+                "device {seed}'s acknowledged token refused: {hello:?}"
+            );
+        }
+        for old in &a.retired {
+            let hello = gw.ws(by_token(gw, *seed, old)).hello();
+            assert!(hello.is_err(), "device {seed}'s retired token accepted");
+        }
+    }
+}
+
+fn kill_9_loses_nothing_acknowledged(shell: Shell) {
+    let opts = options();
+    let mut gw = opts.start(shell);
+    let mut rng = Rng::new();
+    let mut acked = BTreeMap::new();
+    let mut seed = 0u8;
+    for _ in 0..ROUNDS {
+        let pid = gw.pid().to_string();
+        let delay = Duration::from_millis(20 + rng.below(400));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        });
+        seed = churn(&gw, &mut acked, seed);
+        killer.join().expect("killer thread");
+        gw = opts.crash_and_restart(shell, gw);
+        verify(&gw, &acked);
+    }
+    let approved = acked.values().filter(|a| a.approved).count();
+    assert!(approved >= ROUNDS, "too few operations ran: {acked:?}");
+}
+
+both!(kill_9_loses_nothing_acknowledged);
