@@ -126,7 +126,7 @@ fn churn(gw: &Gateway, acked: &mut BTreeMap<u8, Acked>, mut seed: u8) -> u8 {
             }
             _ => return seed,
         }
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             match admin.try_call("device.token.revoke", Some(params)) {
                 Some(Ok(_)) => {
                     let a = acked.entry(seed).or_default();
