@@ -12,7 +12,7 @@
 //! let mut db = clawgate_store::Db::open(state_dir)?;
 //! let pairing = db.load_pairing()?;
 //! let writer = clawgate_store::Writer::spawn(db, |done| println!("{done:?}"));
-//! writer.submit(1, Vec::new());
+//! writer.submit(clawgate_core::WorkId(1), Vec::new());
 //! writer.close(); // waits for every batch submitted
 //! # let _ = pairing; Ok(()) }
 //! ```

@@ -1,10 +1,13 @@
 //! The one thread that writes the database. Batches arrive in order with an id; the thread
 //! commits whatever has queued up in one transaction (one fsync for a burst) and reports
-//! each id, in order, once its transaction is durable or has failed.
+//! each id, in order, once its transaction is durable or has failed. After a failure it fails
+//! every batch until one that starts with [`StoreChange::ClearPairing`] (the core's rewrite),
+//! so the disk always holds a prefix of what was asked for, never a gap.
 
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
+use clawgate_core::WorkId;
 use clawgate_core::persist::StoreChange;
 
 use crate::db::{Db, DbError};
@@ -13,7 +16,7 @@ use crate::db::{Db, DbError};
 #[derive(Debug)]
 pub struct WriteDone {
     /// The id it was submitted with.
-    pub id: u64,
+    pub id: WorkId,
     /// `Ok` once it is on disk; the error when nothing of it was written.
     pub result: Result<(), Arc<DbError>>,
 }
@@ -25,7 +28,7 @@ const MAX_GROUP: usize = 256;
 /// submitted so far is written and reported.
 #[derive(Debug)]
 pub struct Writer {
-    jobs: Option<mpsc::Sender<(u64, Vec<StoreChange>)>>,
+    jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -46,7 +49,7 @@ impl Writer {
 
     /// Queue a batch. `false` when the thread is gone (it could not start): nothing will be
     /// written or reported for it.
-    pub fn submit(&self, id: u64, changes: Vec<StoreChange>) -> bool {
+    pub fn submit(&self, id: WorkId, changes: Vec<StoreChange>) -> bool {
         self.jobs
             .as_ref()
             .is_some_and(|j| j.send((id, changes)).is_ok())
@@ -71,27 +74,63 @@ impl Drop for Writer {
     }
 }
 
-fn run(
-    mut db: Db,
-    rx: mpsc::Receiver<(u64, Vec<StoreChange>)>,
-    mut on_done: impl FnMut(WriteDone),
-) {
+/// A submitted batch.
+type Job = (WorkId, Vec<StoreChange>);
+
+fn run(db: Db, rx: mpsc::Receiver<Job>, on_done: impl FnMut(WriteDone)) {
+    let mut thread = Thread {
+        db,
+        on_done,
+        poisoned: None,
+    };
     while let Ok(first) = rx.recv() {
-        let mut ids = vec![first.0];
-        let mut changes = first.1;
-        while ids.len() < MAX_GROUP {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok((id, more)) => {
-                    ids.push(id);
-                    changes.extend(more);
-                }
+                Ok(job) => group.push(job),
                 Err(_) => break,
             }
         }
-        // A failure is shared by every batch of the transaction: none of them was written.
-        let result = db.apply(&changes).map_err(Arc::new);
-        for id in ids {
-            on_done(WriteDone {
+        thread.write(group);
+    }
+}
+
+/// The writer thread's state.
+struct Thread<F> {
+    db: Db,
+    on_done: F,
+    /// The failure that stopped writing, until a rewrite batch arrives.
+    poisoned: Option<Arc<DbError>>,
+}
+
+impl<F: FnMut(WriteDone)> Thread<F> {
+    /// Write a group of batches: refused while poisoned up to the first rewrite, the rest in
+    /// one transaction (a failure is shared by every batch in it: none of them was written).
+    fn write(&mut self, mut group: Vec<Job>) {
+        if let Some(e) = &self.poisoned {
+            let rewrite = group
+                .iter()
+                .position(|(_, c)| c.first() == Some(&StoreChange::ClearPairing))
+                .unwrap_or(group.len());
+            let e = Arc::clone(e);
+            for (id, _) in group.drain(..rewrite) {
+                (self.on_done)(WriteDone {
+                    id,
+                    result: Err(Arc::clone(&e)),
+                });
+            }
+            if group.is_empty() {
+                return;
+            }
+            self.poisoned = None;
+        }
+        let changes: Vec<StoreChange> = group.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+        let result = self.db.apply(&changes).map_err(Arc::new);
+        if let Err(e) = &result {
+            self.poisoned = Some(Arc::clone(e));
+        }
+        for (id, _) in group {
+            (self.on_done)(WriteDone {
                 id,
                 result: result.clone(),
             });

@@ -6,9 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use clawgate_core::PairingStore;
 use clawgate_core::pairing::{DeviceToken, PairedDevice, PendingKind, PendingRequest};
 use clawgate_core::persist::diff;
+use clawgate_core::{PairingStore, WorkId};
 use clawgate_store::{Db, DbError, StoreChange, Writer, db_path, legacy_pairing_path};
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -241,11 +241,11 @@ fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
     let dir = Scratch::new("writer");
     let (tx, rx) = mpsc::channel();
     let writer = Writer::spawn(Db::open(&dir.0).unwrap(), move |done| {
-        tx.send((done.id, done.result.is_ok())).unwrap();
+        tx.send((done.id.0, done.result.is_ok())).unwrap();
     });
     for i in 0..200u64 {
         let d = device(&format!("d{}", i % 7), &format!("t{i}"));
-        assert!(writer.submit(i, vec![StoreChange::PutDevice(d)]));
+        assert!(writer.submit(WorkId(i), vec![StoreChange::PutDevice(d)]));
     }
     writer.close();
     let acks: Vec<(u64, bool)> = rx.try_iter().collect();
@@ -253,4 +253,43 @@ fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
     let loaded = Db::open(&dir.0).unwrap().load_pairing().unwrap();
     assert_eq!(loaded.devices.len(), 7);
     assert_eq!(loaded.devices["d3"].tokens["operator"].token, "t199");
+}
+
+#[test]
+fn after_a_failed_write_only_a_rewrite_is_written() {
+    let dir = Scratch::new("poison");
+    let (tx, rx) = mpsc::channel();
+    let writer = Writer::spawn(Db::open(&dir.0).unwrap(), move |done| {
+        tx.send((done.id.0, done.result.map_err(|e| e.to_string())))
+            .unwrap();
+    });
+    let wait = |id: u64| {
+        let (got, result) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(got, id);
+        result
+    };
+    let other = rusqlite::Connection::open(db_path(&dir.0)).unwrap();
+    let table =
+        "CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT";
+
+    writer.submit(WorkId(1), vec![StoreChange::PutDevice(device("a", "1"))]);
+    assert_eq!(wait(1), Ok(()));
+    other.execute_batch("DROP TABLE paired_devices").unwrap();
+    writer.submit(WorkId(2), vec![StoreChange::PutDevice(device("b", "1"))]);
+    let failed = wait(2).unwrap_err();
+    assert!(failed.contains("paired_devices"), "{failed}");
+    other.execute_batch(table).unwrap();
+
+    // The table is back, but batch 3 follows a failure: writing it would leave a gap.
+    writer.submit(WorkId(3), vec![StoreChange::PutDevice(device("c", "1"))]);
+    assert_eq!(wait(3), Err(failed));
+    let mut all = PairingStore::default();
+    for id in ["a", "b", "c"] {
+        all.devices.insert(id.into(), device(id, "1"));
+    }
+    writer.submit(WorkId(4), diff(&PairingStore::default(), &all, true));
+    assert_eq!(wait(4), Ok(()));
+    writer.close();
+    let loaded = Db::open(&dir.0).unwrap().load_pairing().unwrap();
+    assert_eq!(loaded.devices, all.devices);
 }

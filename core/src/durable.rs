@@ -1,0 +1,166 @@
+//! Acknowledged durability: the store batches in flight to the host's writer, and the replies
+//! that wait for them. A reply given while a batch is in flight is held until every batch
+//! issued before it is acknowledged, so "ok" never runs ahead of the disk, and replies leave
+//! in the order they were given.
+
+use std::collections::VecDeque;
+
+use crate::pairing::PairingStore;
+use crate::persist::{StoreChange, diff};
+use crate::work::WorkId;
+
+/// The batches and held replies of one gateway. `H` is what the gateway holds (a response,
+/// an admission).
+#[derive(Debug)]
+pub(crate) struct Durability<H> {
+    /// The pairing store as the batches issued so far leave it.
+    written: PairingStore,
+    /// Issued and not yet acknowledged, oldest first.
+    in_flight: VecDeque<WorkId>,
+    /// Held replies: the last batch they wait for, whether a batch they wait for failed.
+    held: VecDeque<(WorkId, bool, H)>,
+    /// A batch failed: the next one rewrites every row.
+    rewrite: bool,
+}
+
+impl<H> Durability<H> {
+    /// Start from the store as it was loaded from disk.
+    pub(crate) fn new(loaded: &PairingStore) -> Self {
+        Durability {
+            written: loaded.clone(),
+            in_flight: VecDeque::new(),
+            held: VecDeque::new(),
+            rewrite: false,
+        }
+    }
+
+    /// The changes that bring the disk to `current`, as batch `id`; `None` when there are
+    /// none (the id is then unused).
+    pub(crate) fn batch(&mut self, id: WorkId, current: &PairingStore) -> Option<Vec<StoreChange>> {
+        let changes = diff(&self.written, current, self.rewrite);
+        if changes.is_empty() {
+            return None;
+        }
+        self.rewrite = false;
+        self.written = current.clone();
+        self.in_flight.push_back(id);
+        Some(changes)
+    }
+
+    /// Hold `item` until every batch issued so far is acknowledged; it comes back at once
+    /// when none is in flight.
+    pub(crate) fn hold(&mut self, item: H) -> Result<(), H> {
+        match self.in_flight.back() {
+            Some(last) => {
+                self.held.push_back((*last, false, item));
+                Ok(())
+            }
+            None => Err(item),
+        }
+    }
+
+    /// Batch `id` is durable (`ok`) or failed. Returns the replies it releases, in the order
+    /// they were held, each with whether everything it waited for is durable. An id that is
+    /// not in flight releases nothing.
+    pub(crate) fn settle(&mut self, id: WorkId, ok: bool) -> Vec<(H, bool)> {
+        let Some(pos) = self.in_flight.iter().position(|b| *b == id) else {
+            return Vec::new();
+        };
+        // Acknowledgements come in order; one that skips ahead settles the earlier ones too.
+        self.in_flight.drain(..=pos);
+        if !ok {
+            self.rewrite = true;
+            for (_, failed, _) in &mut self.held {
+                *failed = true;
+            }
+        }
+        let mut released = Vec::new();
+        while self.held.front().is_some_and(|(waits, _, _)| *waits <= id) {
+            if let Some((_, failed, item)) = self.held.pop_front() {
+                released.push((item, !failed));
+            }
+        }
+        released
+    }
+
+    /// A failed batch left the disk behind and no batch is in flight: the gateway should
+    /// issue a rewrite now (it does on its tick, so a failing disk is retried, not spun on).
+    pub(crate) fn wants_rewrite(&self) -> bool {
+        self.rewrite && self.in_flight.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pairing::PendingRequest;
+
+    fn with_pending(ids: &[&str]) -> PairingStore {
+        let mut s = PairingStore::default();
+        for id in ids {
+            s.pending.insert(
+                (*id).to_string(),
+                PendingRequest {
+                    request_id: (*id).to_string(),
+                    kind: crate::pairing::PendingKind::Device,
+                    device_id: format!("d-{id}"),
+                    public_key: String::new(),
+                    meta: Default::default(),
+                    roles: vec![],
+                    scopes: vec![],
+                    caps: vec![],
+                    commands: vec![],
+                    remote_ip: None,
+                    silent: false,
+                    ts: 0,
+                    expires_at_ms: 1,
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn replies_wait_for_every_batch_before_them_and_leave_in_order() {
+        let mut d: Durability<&str> = Durability::new(&PairingStore::default());
+        assert_eq!(d.hold("idle"), Err("idle"), "nothing in flight: answer now");
+        assert!(d.batch(WorkId(1), &with_pending(&["a"])).is_some());
+        d.hold("after 1").unwrap();
+        assert!(d.batch(WorkId(2), &with_pending(&["a", "b"])).is_some());
+        d.hold("after 2").unwrap();
+        assert_eq!(d.settle(WorkId(1), true), vec![("after 1", true)]);
+        assert_eq!(d.settle(WorkId(2), true), vec![("after 2", true)]);
+        assert_eq!(d.hold("idle again"), Err("idle again"));
+        assert!(
+            d.settle(WorkId(9), true).is_empty(),
+            "unknown ids release nothing"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_store_issues_no_batch() {
+        let mut d: Durability<()> = Durability::new(&with_pending(&["a"]));
+        assert_eq!(d.batch(WorkId(1), &with_pending(&["a"])), None);
+        assert_eq!(d.hold(()), Err(()));
+    }
+
+    #[test]
+    fn a_failure_fails_what_waits_and_the_next_batch_rewrites_everything() {
+        let mut d: Durability<&str> = Durability::new(&PairingStore::default());
+        d.batch(WorkId(1), &with_pending(&["a"])).unwrap();
+        d.hold("waits on 1").unwrap();
+        d.batch(WorkId(2), &with_pending(&["a", "b"])).unwrap();
+        d.hold("waits on 2").unwrap();
+        assert_eq!(d.settle(WorkId(1), false), vec![("waits on 1", false)]);
+        assert!(!d.wants_rewrite(), "batch 2 is still in flight");
+        // The host fails batch 2 too (it follows a failure); it would have anyway.
+        assert_eq!(d.settle(WorkId(2), true), vec![("waits on 2", false)]);
+        assert!(d.wants_rewrite());
+        let rewrite = d.batch(WorkId(3), &with_pending(&["a", "b"])).unwrap();
+        assert_eq!(rewrite.first(), Some(&StoreChange::ClearPairing));
+        assert_eq!(rewrite.len(), 3);
+        assert!(!d.wants_rewrite());
+        d.hold("waits on 3").unwrap();
+        assert_eq!(d.settle(WorkId(3), true), vec![("waits on 3", true)]);
+    }
+}
