@@ -12,6 +12,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use crate::tempdir::TempDir;
 use std::time::{Duration, Instant};
 
 use clawgate_core::client::{Client, ClientConfig, Event};
@@ -80,34 +82,6 @@ impl Shell {
             path.display()
         );
         path
-    }
-}
-
-/// A private scratch directory, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh, empty directory under the system temp dir.
-    pub fn new(tag: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("clawgate-test-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -193,7 +167,7 @@ impl Options {
 
     fn spawn(&self, shell: Shell) -> Result<Gateway, String> {
         let dir = TempDir::new(shell.binary_name());
-        let state = dir.path().join("state");
+        let state = dir.state();
         std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
         if let Some(text) = &self.config {
             std::fs::write(state.join("openclaw.json"), text).map_err(|e| e.to_string())?;
@@ -280,7 +254,7 @@ impl Gateway {
 
     /// Its config file (`$OPENCLAW_STATE_DIR/openclaw.json`), whether written yet or not.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("state").join("openclaw.json")
+        self.dir.config()
     }
 
     /// Wait (bounded) for it to exit.
