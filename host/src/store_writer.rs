@@ -4,9 +4,10 @@
 //! reported back to the loop through a [`WorkerSender`]; [`StoreWriter::finish`] (or dropping
 //! the writer) waits until everything queued is written.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::store;
@@ -23,10 +24,38 @@ pub struct WriteFailed {
     pub source: io::Error,
 }
 
+/// The snapshots waiting for the thread, and whether more may come. (A mutex and a condition
+/// variable rather than `std::sync::mpsc`: the same order and wake-ups in less code.)
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<(VecDeque<Vec<u8>>, bool)>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn state(&self) -> MutexGuard<'_, (VecDeque<Vec<u8>>, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next snapshot, waiting for one; `None` once closed and empty.
+    fn next(&self) -> Option<Vec<u8>> {
+        let mut state = self.state();
+        loop {
+            if let Some(snapshot) = state.0.pop_front() {
+                return Some(snapshot);
+            }
+            if state.1 {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 /// The handle of the writer thread: queue snapshots with [`StoreWriter::write`].
 #[derive(Debug)]
 pub struct StoreWriter {
-    queue: Option<Sender<Vec<u8>>>,
+    queue: Arc<Queue>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -36,11 +65,12 @@ impl StoreWriter {
     where
         T: From<WriteFailed> + Send + 'static,
     {
-        let (queue, snapshots) = mpsc::channel::<Vec<u8>>();
+        let queue = Arc::new(Queue::default());
+        let snapshots = queue.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                for snapshot in snapshots {
+                while let Some(snapshot) = snapshots.next() {
                     if let Err(source) = store::write_atomic(&path, &snapshot) {
                         let path = path.clone();
                         report.send(T::from(WriteFailed { path, source }));
@@ -48,22 +78,21 @@ impl StoreWriter {
                 }
             })?;
         Ok(Self {
-            queue: Some(queue),
+            queue,
             thread: Some(thread),
         })
     }
 
     /// Queue `snapshot` to be written after those queued before it.
     pub fn write(&self, snapshot: Vec<u8>) {
-        if let Some(queue) = &self.queue {
-            // The thread only ends once the queue is dropped, in `finish`.
-            let _ = queue.send(snapshot);
-        }
+        self.queue.state().0.push_back(snapshot);
+        self.queue.ready.notify_one();
     }
 
     /// Wait until every queued snapshot is written, and end the thread.
     pub fn finish(&mut self) {
-        drop(self.queue.take());
+        self.queue.state().1 = true;
+        self.queue.ready.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
