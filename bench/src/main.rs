@@ -338,7 +338,7 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
         t0.elapsed().as_secs_f64(),
         &kept,
     );
-    clawgate::store::write_atomic(&a.out, text.as_bytes()).map_err(|e| BenchError::Io {
+    clawgate_host::store::write_atomic(&a.out, text.as_bytes()).map_err(|e| BenchError::Io {
         context: format!("write {}", a.out.display()),
         source: e,
     })?;

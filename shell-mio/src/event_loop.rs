@@ -1,23 +1,28 @@
 //! The single-threaded mio event loop (the shape of rustls's `tlsserver-mio`): a table of
 //! sockets keyed by [`Token`], write interest only while bytes wait to be sent, one reused read
 //! buffer. Every byte read goes to the core, every output of the core is acted on at once.
+//! Signals and worker threads wake it too (a [`Waker`] feeds it the host's worker inputs).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clawgate_core::{ConnId, Gateway, Level, Output};
+use clawgate_host::Host;
+use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
+use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, CLOSE_GRACE};
+use clawgate_host::startup::Started;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
-
-use crate::sockets::{ACCEPT_BACKOFF, CLOSE_GRACE, SHUTDOWN_GRACE, out_of_resources};
-use crate::startup::{Host, Started};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// The worker threads' [`Waker`].
+const WORKERS: Token = Token(usize::MAX - 2);
 /// The one read buffer every socket shares.
 const READ_BUFFER: usize = 16 * 1024;
 /// Reads per socket per wake-up before the others get their turn.
@@ -123,10 +128,9 @@ struct EventLoop {
     again: Vec<Token>,
     accept_again: bool,
     accept_paused_until: Option<Instant>,
-    /// Accepting failed for want of resources and has not succeeded since (warned once).
-    accept_starved: bool,
+    accept_throttle: AcceptThrottle,
     core_deadline: Instant,
-    shutdown_deadline: Option<Instant>,
+    wind_down: Option<WindDown>,
 }
 
 /// Run the gateway until it is shut down by a signal. Errors are those of the poller itself.
@@ -139,27 +143,34 @@ pub fn run(started: Started) -> io::Result<()> {
     } = started;
     let result = serve(&mut gateway, listener, local_addr, &mut host);
     if let Err(e) = &result {
-        host.logger()
-            .log(Level::Error, format!("event loop failed: {e}"));
+        note(&mut host, Level::Error, format!("event loop failed: {e}"));
     }
     result
 }
 
-fn serve(
+/// Serve `listener` with `gateway` and `host` until the gateway has shut down and wound down.
+fn serve<H: Host>(
     gateway: &mut Gateway,
     listener: std::net::TcpListener,
     local_addr: SocketAddr,
-    host: &mut Host,
+    host: &mut H,
 ) -> io::Result<()> {
     let poll = Poll::new()?;
     let mut listener = TcpListener::from_std(listener);
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    poll.registry().register(
-        &mut SourceFd(&host.signals().as_raw_fd()),
-        SIGNALS,
-        Interest::READABLE,
-    )?;
+    if let Some(signals) = host.signals() {
+        poll.registry().register(
+            &mut SourceFd(&signals.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+    }
+    let waker = Arc::new(Waker::new(poll.registry(), WORKERS)?);
+    host.inbox().set_wake(move || {
+        // A failed wake leaves the inputs queued for the next wake-up.
+        let _ = waker.wake();
+    });
     let now = Instant::now();
     let mut el = EventLoop {
         poll,
@@ -171,16 +182,16 @@ fn serve(
         again: Vec::new(),
         accept_again: false,
         accept_paused_until: None,
-        accept_starved: false,
+        accept_throttle: AcceptThrottle::default(),
         core_deadline: now,
-        shutdown_deadline: None,
+        wind_down: None,
     };
     el.drain(gateway, host, now);
     el.run(gateway, host)
 }
 
 impl EventLoop {
-    fn run(&mut self, gw: &mut Gateway, host: &mut Host) -> io::Result<()> {
+    fn run<H: Host>(&mut self, gw: &mut Gateway, host: &mut H) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let now = Instant::now();
@@ -193,7 +204,7 @@ impl EventLoop {
             } else {
                 Duration::ZERO
             };
-            host.logger().flush();
+            host.flush_log();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -205,6 +216,10 @@ impl EventLoop {
                     LISTENER => self.accept(gw, host, now),
                     SIGNALS => {
                         host.on_signals(gw, now);
+                        self.drain(gw, host, now);
+                    }
+                    WORKERS => {
+                        take_worker_inputs(host, gw, now);
                         self.drain(gw, host, now);
                     }
                     token => self.socket_ready(
@@ -239,7 +254,7 @@ impl EventLoop {
             Some(self.core_deadline),
             self.closing.front().map(|c| c.0),
             self.accept_paused_until,
-            self.shutdown_deadline,
+            self.wind_down.map(|w| w.deadline()),
         ]
         .into_iter()
         .flatten()
@@ -248,37 +263,30 @@ impl EventLoop {
     }
 
     /// After `shutdown`: stop listening, let the sockets flush, and say when to exit.
-    fn wind_down(&mut self, now: Instant, host: &mut Host) -> bool {
+    fn wind_down<H: Host>(&mut self, now: Instant, host: &mut H) -> bool {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
-            self.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-            // The goodbye frames are already written: the sockets flush while mDNS unregisters.
-            host.stop_advertising();
+            self.wind_down = Some(WindDown::begin(host, now));
         }
-        let over = self.shutdown_deadline.is_some_and(|t| now >= t);
-        if self.sockets.is_empty() || over {
-            if !self.sockets.is_empty() {
-                host.logger().log(
-                    Level::Info,
-                    format!("exiting with {} socket(s) not flushed", self.sockets.len()),
-                );
-            }
-            host.logger().log(Level::Info, "stopped");
-            host.logger().flush();
+        let Some(wind_down) = self.wind_down else {
+            return false;
+        };
+        if self.sockets.is_empty() || wind_down.is_over(now) {
+            wind_down.finish(host, self.sockets.len());
             return true;
         }
         false
     }
 
     /// Act on the core's outputs until it has none; remember its next deadline.
-    fn drain(&mut self, gw: &mut Gateway, host: &mut Host, now: Instant) {
+    fn drain<H: Host>(&mut self, gw: &mut Gateway, host: &mut H, now: Instant) {
         loop {
             match gw.poll_output() {
                 Output::Timeout(at) => {
                     self.core_deadline = at;
                     return;
                 }
-                output => match host.absorb(output) {
+                output => match absorb(host, output) {
                     Some(Output::Transmit { conn, data }) => self.transmit(gw, now, conn, data),
                     Some(Output::Close { conn }) => self.begin_close(now, token_of(conn)),
                     _ => {}
@@ -352,7 +360,7 @@ impl EventLoop {
         }
     }
 
-    fn accept(&mut self, gw: &mut Gateway, host: &mut Host, now: Instant) {
+    fn accept<H: Host>(&mut self, gw: &mut Gateway, host: &mut H, now: Instant) {
         self.accept_again = false;
         for _ in 0..ACCEPTS_PER_WAKE {
             let Some(listener) = &self.listener else {
@@ -362,28 +370,20 @@ impl EventLoop {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if out_of_resources(&e) => {
-                    // Accepting again at once would spin: pause, and say so once per episode.
-                    if !self.accept_starved {
-                        self.accept_starved = true;
-                        host.logger().log(
-                            Level::Warn,
-                            format!("cannot accept connections: {e}; pausing accepts"),
-                        );
-                    }
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
                 Err(e) => {
-                    host.logger()
-                        .log(Level::Debug, format!("accept failed: {e}"));
+                    let (after, line) = self.accept_throttle.failed(&e);
+                    if let Some((level, message)) = line {
+                        note(host, level, message);
+                    }
+                    if after == AfterFailure::Pause {
+                        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
                     continue;
                 }
             };
-            if self.accept_starved {
-                self.accept_starved = false;
-                host.logger()
-                    .log(Level::Info, "accepting connections again");
+            if let Some((level, message)) = self.accept_throttle.accepted() {
+                note(host, level, message);
             }
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(self.local_addr);
@@ -412,10 +412,10 @@ impl EventLoop {
         self.accept_again = true;
     }
 
-    fn socket_ready(
+    fn socket_ready<H: Host>(
         &mut self,
         gw: &mut Gateway,
-        host: &mut Host,
+        host: &mut H,
         now: Instant,
         token: Token,
         readable: bool,
@@ -460,10 +460,10 @@ impl EventLoop {
 
     /// Read what the socket has (within the budget) and feed it to the core; a closing socket's
     /// bytes are read only to find its EOF.
-    fn read(
+    fn read<H: Host>(
         &mut self,
         gw: &mut Gateway,
-        host: &mut Host,
+        host: &mut H,
         now: Instant,
         token: Token,
     ) -> ReadOutcome {

@@ -111,5 +111,5 @@ fn run_gateway(args: Vec<OsString>) -> i32 {
 
 /// `clawgate gateway discover …`: find gateways over mDNS.
 fn discover(args: Vec<OsString>) -> i32 {
-    clawgate::discovery::discover_main(args)
+    clawgate_host::discovery::discover_main(args)
 }

@@ -2,7 +2,9 @@
 
 use std::ffi::OsString;
 
-use crate::{event_loop, startup};
+use clawgate_host::startup;
+
+use crate::event_loop;
 
 /// Run the gateway in the foreground; `args` are those after `gateway run`. Returns the exit
 /// status: 0 after a clean shutdown, 1 when it could not start or serve, 2 on a usage error,

@@ -9,15 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod common;
-
-use common::{PATIENCE, TempDir, free_port};
+use clawgate_tests::harness::{TempDir, WAIT as PATIENCE, free_port};
 
 fn command(dir: &TempDir, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawgate"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.0.join("home"))
+        .env("HOME", dir.home())
         .env("OPENCLAW_STATE_DIR", dir.state())
         // No mDNS: these tests keep their traffic on loopback.
         .env("OPENCLAW_DISABLE_BONJOUR", "1")
@@ -91,7 +89,7 @@ fn url(port: u16) -> String {
 
 #[test]
 fn call_health_probe_and_lists_with_a_token() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let port = free_port();
     let _gw = gateway(&dir, port, &["--token", "tok-one-2345"], &[]);
     let u = url(port);
@@ -276,7 +274,7 @@ fn call_health_probe_and_lists_with_a_token() {
 
 #[test]
 fn wrong_or_missing_secrets_fail_clearly() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let port = free_port();
     let _gw = gateway(&dir, port, &["--token", "tok-right-678"], &[]);
     let u = url(port);
@@ -404,7 +402,7 @@ fn wrong_or_missing_secrets_fail_clearly() {
 
 #[test]
 fn url_without_secret_works_against_a_gateway_without_auth() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let port = free_port();
     let _gw = gateway(&dir, port, &[], &[]);
     let o = run(
@@ -418,7 +416,7 @@ fn url_without_secret_works_against_a_gateway_without_auth() {
 
 #[test]
 fn generated_token_is_used_by_gateway_and_clients_without_url() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let port = free_port();
     let port_env = [("OPENCLAW_GATEWAY_PORT", port.to_string())];
     let env: Vec<(&str, &str)> = port_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -488,7 +486,7 @@ fn generated_token_is_used_by_gateway_and_clients_without_url() {
 
 #[test]
 fn unreachable_and_silent_gateways() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let port = free_port();
     let u = url(port);
     let o = run(
@@ -554,7 +552,7 @@ fn unreachable_and_silent_gateways() {
 
 #[test]
 fn usage_errors_and_missing_log() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     for args in [
         &["gateway", "call"][..],
         &["gateway", "health", "--bogus"],
@@ -584,8 +582,8 @@ fn usage_errors_and_missing_log() {
 
 #[test]
 fn service_commands_without_systemd_say_what_to_do() {
-    let dir = TempDir::new();
-    let empty = dir.0.join("empty-path");
+    let dir = TempDir::new("cli");
+    let empty = dir.path().join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
     for action in ["install", "start", "stop", "restart", "uninstall"] {
         let o = command(&dir, &[])
@@ -599,8 +597,8 @@ fn service_commands_without_systemd_say_what_to_do() {
         assert!(err.contains("clawgate gateway run"), "{action}: {err}");
     }
     let unit = dir
-        .0
-        .join("home/.config/systemd/user/clawgate-gateway.service");
+        .home()
+        .join(".config/systemd/user/clawgate-gateway.service");
     assert!(!unit.exists(), "nothing is written when systemd is absent");
 
     let port = free_port().to_string();
@@ -625,7 +623,7 @@ fn service_commands_without_systemd_say_what_to_do() {
 #[test]
 fn logs_follow_survives_truncation_and_rotation() {
     use std::io::{BufRead, BufReader, Write};
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let logs = dir.state().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let path = logs.join("clawgate-gateway.log");
@@ -740,7 +738,7 @@ fn device_config(
 
 #[test]
 fn devices_and_nodes_approved_and_tokens_managed_from_the_cli() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let port = free_port();
     std::fs::create_dir_all(dir.state()).unwrap();
     std::fs::write(

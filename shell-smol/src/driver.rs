@@ -1,7 +1,8 @@
 //! The driver: the one task that owns the [`Gateway`]. Everything that happens (a socket
 //! accepted, bytes read, bytes written, EOF, an order) reaches it as an [`Event`] on one
-//! queue; a deadline or a signal wakes it directly. After each it drains the core's outputs:
-//! bytes to the sockets' writers, logs and snapshots to the [`Host`].
+//! queue; a deadline, a signal or a worker thread's input wakes it directly. After each it
+//! drains the core's outputs: bytes to the sockets' writers, logs and snapshots to the
+//! [`Host`].
 
 use std::collections::HashMap;
 use std::io;
@@ -10,14 +11,15 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use clawgate::logging::unix_ms;
-use clawgate::sockets::{ACCEPT_BACKOFF, CLOSE_GRACE, SHUTDOWN_GRACE, out_of_resources};
-use clawgate_core::{Config, ConnId, Gateway, Level, LogRecord, Output};
+use clawgate_core::{Config, ConnId, Gateway, Level, Output};
+use clawgate_host::Host;
+use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
+use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, CLOSE_GRACE};
 use smol::channel::{Receiver, Sender};
 use smol::net::{Shutdown, TcpListener, TcpStream};
 use smol::{Async, Executor, Timer, future};
 
-use crate::{Host, socket};
+use crate::socket;
 
 /// Events queued for the driver at most; readers wait when it is full.
 const EVENT_QUEUE: usize = 1024;
@@ -44,12 +46,13 @@ pub(crate) enum Event {
 
 /// Serve `listener` with `gw` until the gateway is shut down (by [`Control::Shutdown`] on
 /// `control`, or by the host's signals); then stop listening, give the sockets
-/// [`SHUTDOWN_GRACE`] to flush, and return. Tasks are spawned on `ex`, which the caller runs.
+/// [`SHUTDOWN_GRACE`](clawgate_host::sockets::SHUTDOWN_GRACE) to flush, let the host's workers
+/// finish, and return. Tasks are spawned on `ex`, which the caller runs.
 pub async fn serve<H: Host>(
     ex: &Executor<'_>,
     listener: std::net::TcpListener,
     gw: Gateway,
-    host: H,
+    host: &mut H,
     control: Receiver<Control>,
 ) -> io::Result<()> {
     let listener = TcpListener::try_from(listener)?;
@@ -58,6 +61,11 @@ pub async fn serve<H: Host>(
         Some(s) => Some(Async::new(s.try_clone()?)?),
         None => None,
     };
+    // One pending wake is enough: the driver takes everything queued when it wakes.
+    let (wake, workers) = smol::channel::bounded::<()>(1);
+    host.inbox().set_wake(move || {
+        let _ = wake.try_send(());
+    });
     let (events_tx, events) = smol::channel::bounded(EVENT_QUEUE);
     let (alive, sockets_done) = smol::channel::bounded::<()>(1);
     let acceptor = ex.spawn(accept_loop(listener, events_tx.clone()));
@@ -71,43 +79,33 @@ pub async fn serve<H: Host>(
         events_tx,
         alive,
     };
-    driver.run(&events, signals.as_ref()).await;
+    driver.run(&events, signals.as_ref(), &workers).await;
     drop(acceptor);
     driver.wind_down(&events, &sockets_done).await;
     Ok(())
 }
 
 async fn accept_loop(listener: TcpListener, events: Sender<Event>) {
-    let mut starved = false;
+    let mut throttle = AcceptThrottle::default();
     loop {
-        let event = match listener.accept().await {
-            Ok((stream, peer)) => {
-                if starved {
-                    starved = false;
-                    let note = Event::Note(Level::Info, "accepting connections again".into());
-                    if events.send(note).await.is_err() {
-                        return;
-                    }
+        let (line, event) = match listener.accept().await {
+            Ok((stream, peer)) => (throttle.accepted(), Some(Event::Accepted(stream, peer))),
+            Err(e) => {
+                let (after, line) = throttle.failed(&e);
+                if after == AfterFailure::Pause {
+                    Timer::after(ACCEPT_BACKOFF).await;
                 }
-                Event::Accepted(stream, peer)
+                (line, None)
             }
-            Err(e) if out_of_resources(&e) => {
-                // Accepting again at once would spin: pause, and say so once per episode.
-                let first = !starved;
-                starved = true;
-                Timer::after(ACCEPT_BACKOFF).await;
-                if !first {
-                    continue;
-                }
-                Event::Note(
-                    Level::Warn,
-                    format!("cannot accept connections: {e}; pausing accepts"),
-                )
-            }
-            Err(e) => Event::Note(Level::Debug, format!("accept failed: {e}")),
         };
-        if events.send(event).await.is_err() {
-            return;
+        for event in line
+            .map(|(level, message)| Event::Note(level, message))
+            .into_iter()
+            .chain(event)
+        {
+            if events.send(event).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -128,10 +126,10 @@ async fn readable(sock: Option<&Async<UnixStream>>) {
     }
 }
 
-struct Driver<'e, 'x, H> {
+struct Driver<'e, 'x, 'h, H> {
     ex: &'e Executor<'x>,
     gw: Gateway,
-    host: H,
+    host: &'h mut H,
     local: SocketAddr,
     /// Each open socket's writer queue; the core's connection ids are the keys.
     writers: HashMap<ConnId, (Sender<Vec<u8>>, TcpStream)>,
@@ -145,11 +143,17 @@ enum Wake {
     Event(Event),
     Deadline,
     Signals,
+    Workers,
 }
 
-impl<H: Host> Driver<'_, '_, H> {
+impl<H: Host> Driver<'_, '_, '_, H> {
     /// Drive the core until it is draining.
-    async fn run(&mut self, events: &Receiver<Event>, signals: Option<&Async<UnixStream>>) {
+    async fn run(
+        &mut self,
+        events: &Receiver<Event>,
+        signals: Option<&Async<UnixStream>>,
+        workers: &Receiver<()>,
+    ) {
         let mut deadline = self.drain();
         let mut timer = Timer::at(deadline);
         let mut armed = Some(deadline);
@@ -167,10 +171,18 @@ impl<H: Host> Driver<'_, '_, H> {
                         Wake::Deadline
                     },
                 ),
-                async {
-                    readable(signals).await;
-                    Wake::Signals
-                },
+                future::or(
+                    async {
+                        readable(signals).await;
+                        Wake::Signals
+                    },
+                    async {
+                        match workers.recv().await {
+                            Ok(()) => Wake::Workers,
+                            Err(_) => future::pending().await,
+                        }
+                    },
+                ),
             )
             .await;
             let now = Instant::now();
@@ -180,6 +192,7 @@ impl<H: Host> Driver<'_, '_, H> {
                     self.gw.handle_timeout(now);
                 }
                 Wake::Signals => self.host.on_signals(&mut self.gw, now),
+                Wake::Workers => take_worker_inputs(self.host, &mut self.gw, now),
                 Wake::Event(event) => self.handle(now, event),
             }
             deadline = self.drain();
@@ -189,7 +202,7 @@ impl<H: Host> Driver<'_, '_, H> {
     fn handle(&mut self, now: Instant, event: Event) {
         match event {
             Event::Accepted(stream, peer) => self.accept(now, stream, peer),
-            Event::Note(level, message) => self.log(level, message),
+            Event::Note(level, message) => note(self.host, level, message),
             Event::Data(id, bytes) => self.gw.handle_input(now, id, &bytes),
             Event::Written(id, n) => self.gw.handle_written(now, id, n),
             Event::Eof(id) => self.gw.handle_closed(now, id),
@@ -216,14 +229,15 @@ impl<H: Host> Driver<'_, '_, H> {
     /// Act on the core's outputs until it asks to sleep; returns the deadline.
     fn drain(&mut self) -> Instant {
         loop {
-            match self.gw.poll_output() {
-                Output::Transmit { conn, data } => {
+            let output = self.gw.poll_output();
+            match absorb(self.host, output) {
+                Some(Output::Transmit { conn, data }) => {
                     if let Some((queue, _)) = self.writers.get(&conn) {
                         // Unbounded: the core caps each connection's unsent bytes itself.
                         let _ = queue.try_send(data);
                     }
                 }
-                Output::Close { conn } => {
+                Some(Output::Close { conn }) => {
                     if let Some((queue, stream)) = self.writers.remove(&conn) {
                         // Dropping the queue lets the writer flush and half-close; a peer
                         // that neither reads nor closes is cut off after the grace.
@@ -236,26 +250,24 @@ impl<H: Host> Driver<'_, '_, H> {
                             .detach();
                     }
                 }
-                Output::Persist(snapshot) => self.host.persist(snapshot),
-                Output::Log(record) => self.host.log(&record),
-                Output::Timeout(at) => return at,
+                Some(Output::Timeout(at)) => return at,
+                Some(Output::Log(_) | Output::Persist(_)) | None => {}
             }
         }
     }
 
     /// After shutdown: keep the queue moving while the sockets flush and see their peers'
-    /// EOF, for at most [`SHUTDOWN_GRACE`].
+    /// EOF, for at most the wind-down's grace.
     async fn wind_down(self, events: &Receiver<Event>, sockets_done: &Receiver<()>) {
         let Driver {
-            mut host,
+            host,
             alive,
             writers,
             ..
         } = self;
         drop((alive, writers));
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
         // The goodbye frames are queued: the sockets flush while the host winds down.
-        host.on_draining();
+        let wind_down = WindDown::begin(host, Instant::now());
         let flushed = future::or(
             async {
                 // Socket tasks may wait on a full queue; what they report no longer matters.
@@ -263,34 +275,16 @@ impl<H: Host> Driver<'_, '_, H> {
                 false
             },
             future::or(async { sockets_done.recv().await.is_err() }, async {
-                Timer::at(deadline).await;
+                Timer::at(wind_down.deadline()).await;
                 false
             }),
         )
         .await;
-        if !flushed {
-            let left = sockets_done.sender_count();
-            log(
-                &mut host,
-                Level::Info,
-                format!("exiting with {left} socket(s) not flushed"),
-            );
-        }
-        log(&mut host, Level::Info, "stopped".into());
-        host.flush_log();
+        let unflushed = if flushed {
+            0
+        } else {
+            sockets_done.sender_count()
+        };
+        wind_down.finish(host, unflushed);
     }
-
-    fn log(&mut self, level: Level, message: String) {
-        log(&mut self.host, level, message);
-    }
-}
-
-/// A log line of the shell's own.
-fn log<H: Host>(host: &mut H, level: Level, message: String) {
-    host.log(&LogRecord {
-        level,
-        ts_ms: unix_ms(),
-        conn: None,
-        message,
-    });
 }

@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 
-use clawgate::startup::{self, EXIT_USAGE};
+use clawgate_host::startup::{self, EXIT_USAGE};
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();

@@ -10,24 +10,7 @@ use clawgate_core::pairing::{DeviceToken, PairedDevice, PendingKind, PendingRequ
 use clawgate_core::persist::diff;
 use clawgate_core::{PairingStore, WorkId};
 use clawgate_store::{Db, DbError, StoreChange, Writer, db_path, legacy_pairing_path};
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("clawgate-store-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use clawgate_tests::tempdir::TempDir;
 
 fn device(id: &str, token: &str) -> PairedDevice {
     let mut d = PairedDevice {
@@ -76,11 +59,11 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn a_new_database_is_private_and_in_wal_mode() {
-    let dir = Scratch::new("private");
-    let mut db = Db::open(&dir.0).unwrap();
+    let dir = TempDir::new("store-private");
+    let mut db = Db::open(dir.path()).unwrap();
     db.apply(&[StoreChange::PutDevice(device("a", "t"))])
         .unwrap();
-    let path = db_path(&dir.0);
+    let path = db_path(dir.path());
     assert_eq!(db.path(), path);
     assert_eq!(mode(&path), 0o600);
     assert_eq!(mode(path.parent().unwrap()), 0o700);
@@ -90,7 +73,7 @@ fn a_new_database_is_private_and_in_wal_mode() {
 
 #[test]
 fn batches_reload_to_the_state_they_describe() {
-    let dir = Scratch::new("roundtrip");
+    let dir = TempDir::new("store-roundtrip");
     let mut mirror = PairingStore::default();
     let batches = vec![
         vec![
@@ -106,13 +89,13 @@ fn batches_reload_to_the_state_they_describe() {
         vec![StoreChange::DeleteDevice("b".into())],
     ];
     {
-        let mut db = Db::open(&dir.0).unwrap();
+        let mut db = Db::open(dir.path()).unwrap();
         for b in &batches {
             db.apply(b).unwrap();
             mirror.apply(b);
         }
     }
-    let loaded = Db::open(&dir.0).unwrap().load_pairing().unwrap();
+    let loaded = Db::open(dir.path()).unwrap().load_pairing().unwrap();
     assert_eq!(loaded.devices, mirror.devices);
     assert_eq!(loaded.pending, mirror.pending);
     assert_eq!(loaded.devices["a"].tokens["operator"].token, "t2");
@@ -123,7 +106,7 @@ fn batches_reload_to_the_state_they_describe() {
     only_c.devices.insert("c".into(), device("c", "t4"));
     let full = diff(&loaded, &only_c, true);
     assert_eq!(full.first(), Some(&StoreChange::ClearPairing));
-    let mut db = Db::open(&dir.0).unwrap();
+    let mut db = Db::open(dir.path()).unwrap();
     db.apply(&full).unwrap();
     let loaded = db.load_pairing().unwrap();
     assert_eq!(loaded.devices, only_c.devices);
@@ -157,13 +140,13 @@ fn diff_then_apply_gives_the_new_state() {
 
 #[test]
 fn a_newer_schema_is_refused_with_the_path() {
-    let dir = Scratch::new("newer");
-    drop(Db::open(&dir.0).unwrap());
-    let path = db_path(&dir.0);
+    let dir = TempDir::new("store-newer");
+    drop(Db::open(dir.path()).unwrap());
+    let path = db_path(dir.path());
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    let err = Db::open(&dir.0).unwrap_err();
+    let err = Db::open(dir.path()).unwrap_err();
     assert!(matches!(err, DbError::TooNew { found: 99, .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains(&path.display().to_string()), "{text}");
@@ -172,11 +155,11 @@ fn a_newer_schema_is_refused_with_the_path() {
 
 #[test]
 fn a_corrupt_database_is_an_error_naming_it() {
-    let dir = Scratch::new("corrupt");
-    let path = db_path(&dir.0);
+    let dir = TempDir::new("store-corrupt");
+    let path = db_path(dir.path());
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(&path, vec![0x5a; 8192]).unwrap();
-    let err = Db::open(&dir.0).unwrap_err();
+    let err = Db::open(dir.path()).unwrap_err();
     assert!(matches!(err, DbError::Sqlite { .. }), "{err:?}");
     assert!(
         err.to_string().contains(&path.display().to_string()),
@@ -186,18 +169,18 @@ fn a_corrupt_database_is_an_error_naming_it() {
 
 #[test]
 fn the_legacy_json_file_is_migrated_once_and_kept_aside() {
-    let dir = Scratch::new("legacy");
+    let dir = TempDir::new("store-legacy");
     let mut legacy = PairingStore::load(b"").unwrap();
     legacy
         .devices
         .insert("old".into(), device("old", "legacy-token"));
     legacy.pending.insert("p".into(), pending("p"));
-    let json = legacy_pairing_path(&dir.0);
+    let json = legacy_pairing_path(dir.path());
     fs::create_dir_all(json.parent().unwrap()).unwrap();
     fs::write(&json, legacy.to_bytes()).unwrap();
 
-    let mut db = Db::open(&dir.0).unwrap();
-    let migrated = db.migrate_legacy_pairing(&dir.0).unwrap().unwrap();
+    let mut db = Db::open(dir.path()).unwrap();
+    let migrated = db.migrate_legacy_pairing(dir.path()).unwrap().unwrap();
     assert_eq!((migrated.devices, migrated.pending), (1, 1));
     assert_eq!(migrated.from, json);
     assert!(!json.exists());
@@ -215,7 +198,7 @@ fn the_legacy_json_file_is_migrated_once_and_kept_aside() {
     db.apply(&[StoreChange::PutDevice(device("old", "rotated"))])
         .unwrap();
     fs::copy(&aside, &json).unwrap();
-    assert_eq!(db.migrate_legacy_pairing(&dir.0).unwrap(), None);
+    assert_eq!(db.migrate_legacy_pairing(dir.path()).unwrap(), None);
     assert!(!json.exists());
     assert_eq!(
         db.load_pairing().unwrap().devices["old"].tokens["operator"].token,
@@ -225,12 +208,12 @@ fn the_legacy_json_file_is_migrated_once_and_kept_aside() {
 
 #[test]
 fn an_invalid_legacy_file_is_an_error_and_stays_in_place() {
-    let dir = Scratch::new("legacy-bad");
-    let json = legacy_pairing_path(&dir.0);
+    let dir = TempDir::new("store-legacy-bad");
+    let json = legacy_pairing_path(dir.path());
     fs::create_dir_all(json.parent().unwrap()).unwrap();
     fs::write(&json, b"{ not json").unwrap();
-    let mut db = Db::open(&dir.0).unwrap();
-    let err = db.migrate_legacy_pairing(&dir.0).unwrap_err();
+    let mut db = Db::open(dir.path()).unwrap();
+    let err = db.migrate_legacy_pairing(dir.path()).unwrap_err();
     assert!(err.to_string().contains("clawgate-pairing.json"), "{err}");
     assert!(json.exists());
     assert!(!db.has_pairing().unwrap());
@@ -238,9 +221,9 @@ fn an_invalid_legacy_file_is_an_error_and_stays_in_place() {
 
 #[test]
 fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
-    let dir = Scratch::new("writer");
+    let dir = TempDir::new("store-writer");
     let (tx, rx) = mpsc::channel();
-    let writer = Writer::spawn(Db::open(&dir.0).unwrap(), move |done| {
+    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
         tx.send((done.id.0, done.result.is_ok())).unwrap();
     });
     for i in 0..200u64 {
@@ -250,16 +233,16 @@ fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
     writer.close();
     let acks: Vec<(u64, bool)> = rx.try_iter().collect();
     assert_eq!(acks, (0..200).map(|i| (i, true)).collect::<Vec<_>>());
-    let loaded = Db::open(&dir.0).unwrap().load_pairing().unwrap();
+    let loaded = Db::open(dir.path()).unwrap().load_pairing().unwrap();
     assert_eq!(loaded.devices.len(), 7);
     assert_eq!(loaded.devices["d3"].tokens["operator"].token, "t199");
 }
 
 #[test]
 fn after_a_failed_write_only_a_rewrite_is_written() {
-    let dir = Scratch::new("poison");
+    let dir = TempDir::new("store-poison");
     let (tx, rx) = mpsc::channel();
-    let writer = Writer::spawn(Db::open(&dir.0).unwrap(), move |done| {
+    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
         tx.send((done.id.0, done.result.map_err(|e| e.to_string())))
             .unwrap();
     });
@@ -268,7 +251,7 @@ fn after_a_failed_write_only_a_rewrite_is_written() {
         assert_eq!(got, id);
         result
     };
-    let other = rusqlite::Connection::open(db_path(&dir.0)).unwrap();
+    let other = rusqlite::Connection::open(db_path(dir.path())).unwrap();
     let table =
         "CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT";
 
@@ -290,6 +273,6 @@ fn after_a_failed_write_only_a_rewrite_is_written() {
     writer.submit(WorkId(4), diff(&PairingStore::default(), &all, true));
     assert_eq!(wait(4), Ok(()));
     writer.close();
-    let loaded = Db::open(&dir.0).unwrap().load_pairing().unwrap();
+    let loaded = Db::open(dir.path()).unwrap().load_pairing().unwrap();
     assert_eq!(loaded.devices, all.devices);
 }

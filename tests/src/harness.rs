@@ -19,6 +19,8 @@ use clawgate_core::client::{Client, ClientConfig, Event};
 use clawgate_core::frame::ErrorShape;
 use serde_json::Value;
 
+pub use crate::tempdir::TempDir;
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -81,34 +83,6 @@ impl Shell {
             path.display()
         );
         path
-    }
-}
-
-/// A private scratch directory, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh, empty directory under the system temp dir.
-    pub fn new(tag: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("clawgate-test-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -198,7 +172,7 @@ impl Options {
 
     fn spawn(&self, shell: Shell) -> Result<Gateway, String> {
         let dir = Rc::new(TempDir::new(shell.binary_name()));
-        let state = dir.path().join("state");
+        let state = dir.state();
         std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
         if let Some(text) = &self.config {
             std::fs::write(state.join("openclaw.json"), text).map_err(|e| e.to_string())?;
@@ -208,7 +182,7 @@ impl Options {
 
     /// Start `shell` on an existing directory (its `state/` and a fresh `stderr.log`).
     fn spawn_in(&self, shell: Shell, dir: Rc<TempDir>, port: u16) -> Result<Gateway, String> {
-        let state = dir.path().join("state");
+        let state = dir.state();
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
         let child = Command::new(shell.binary())
@@ -311,7 +285,7 @@ impl Gateway {
 
     /// Its config file (`$OPENCLAW_STATE_DIR/openclaw.json`), whether written yet or not.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("state").join("openclaw.json")
+        self.dir.config()
     }
 
     /// Wait (bounded) for it to exit.

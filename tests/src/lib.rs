@@ -4,3 +4,4 @@
 pub mod deps;
 pub mod harness;
 pub mod schema;
+pub mod tempdir;

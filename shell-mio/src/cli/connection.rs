@@ -221,7 +221,7 @@ impl Session {
         config.path = url.path.clone();
         let stream = tcp_connect(url, deadline)?;
         let _ = stream.set_nodelay(true);
-        let client = Client::new(config, clawgate::entropy::random_bytes::<16>());
+        let client = Client::new(config, clawgate_host::entropy::random_bytes::<16>());
         let mut wire = Wire { stream, client };
         loop {
             match wire.next(deadline) {

@@ -12,9 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clawgate::settings::{self, SettingsError};
 use clawgate_core::config::{RunFlags, parse_file, str_at};
 use clawgate_core::{Config, ConfigError};
+use clawgate_host::settings::{self, SettingsError};
 use serde_json::{Value, json};
 
 use super::args::{self, Opt};
@@ -42,9 +42,9 @@ fn finding(problem: impl Into<String>, fix: impl Into<String>) -> Finding {
 pub fn run(argv: Vec<OsString>) -> Outcome {
     let p = args::parse(argv, &[Opt::switch("generate-gateway-token")], &[])?;
     p.expect_positionals(0, USAGE)?;
-    let env = clawgate::paths::env_map();
+    let env = clawgate_host::paths::env_map();
     if p.switch("generate-gateway-token") {
-        let path = clawgate::paths::config_path(&env);
+        let path = clawgate_host::paths::config_path(&env);
         let written = generate_token(&path)?;
         print_generated(&path, &written);
         return Ok(());
@@ -71,8 +71,8 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
 pub fn check(env: &BTreeMap<String, String>) -> (Vec<Finding>, Vec<String>) {
     let mut findings = Vec::new();
     let mut notes = Vec::new();
-    let config_path = clawgate::paths::config_path(env);
-    let state_dir = clawgate::paths::state_dir(env);
+    let config_path = clawgate_host::paths::config_path(env);
+    let state_dir = clawgate_host::paths::state_dir(env);
     let file = match settings::read_config_text(&config_path) {
         Err(e) => {
             findings.push(finding(
@@ -162,7 +162,7 @@ fn secret_mismatches(env: &BTreeMap<String, String>, file: &Value) -> Vec<Findin
 
 /// Files and directories readable by others.
 fn permissions(config_path: &Path, state_dir: &Path) -> Vec<Finding> {
-    let pairing = clawgate::paths::pairing_store(state_dir);
+    let pairing = clawgate_host::paths::pairing_store(state_dir);
     let mut checks: Vec<(PathBuf, u32)> = vec![
         (config_path.to_path_buf(), 0o600),
         (state_dir.to_path_buf(), 0o700),
@@ -257,7 +257,7 @@ pub fn generate_token(path: &Path) -> Result<Generated, Failure> {
             ))
         })?,
     };
-    let token: String = clawgate::entropy::random_bytes::<24>()
+    let token: String = clawgate_host::entropy::random_bytes::<24>()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -270,7 +270,7 @@ pub fn generate_token(path: &Path) -> Result<Generated, Failure> {
     })?;
     let mut bytes = serde_json::to_vec_pretty(&doc).map_err(|e| refuse(e.to_string()))?;
     bytes.push(b'\n');
-    clawgate::store::write_atomic(path, &bytes)
+    clawgate_host::store::write_atomic(path, &bytes)
         .map_err(|e| Failure::failed(format!("cannot write {}: {e}", path.display())))?;
     let dropped_comments =
         text.is_some_and(|t| !t.trim().is_empty() && serde_json::from_str::<Value>(&t).is_err());
@@ -354,7 +354,7 @@ fn print_generated(path: &Path, g: &Generated) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::testutil::TempDir;
+    use clawgate_tests::tempdir::TempDir;
 
     #[test]
     fn generated_token_goes_under_both_keys_and_keeps_the_rest() {
@@ -445,7 +445,7 @@ mod tests {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         let mut env = env_for(&state);
         let cfg = state.join("openclaw.json");
-        clawgate::store::write_atomic(
+        clawgate_host::store::write_atomic(
             &cfg,
             br#"{"gateway":{"auth":{"token":"aaaa1111"},"remote":{"token":"bbbb2222"}}}"#,
         )
@@ -458,7 +458,7 @@ mod tests {
                 .contains("gateway.remote.token differs from gateway.auth.token")
         );
         // In remote mode the remote token is another gateway's: no finding.
-        clawgate::store::write_atomic(
+        clawgate_host::store::write_atomic(
             &cfg,
             br#"{"gateway":{"mode":"remote","auth":{"token":"aaaa1111"},"remote":{"token":"bbbb2222"}}}"#,
         )
@@ -488,7 +488,7 @@ mod tests {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-        clawgate::store::write_atomic(&cfg, br#"{"gateway":{"bind":"lan"}}"#).unwrap();
+        clawgate_host::store::write_atomic(&cfg, br#"{"gateway":{"bind":"lan"}}"#).unwrap();
         let (findings, _) = check(&env);
         assert_eq!(findings.len(), 1, "{findings:?}");
         assert!(
@@ -497,7 +497,7 @@ mod tests {
                 .contains("Refusing to bind gateway to lan without auth.")
         );
 
-        clawgate::store::write_atomic(&cfg, b"{}").unwrap();
+        clawgate_host::store::write_atomic(&cfg, b"{}").unwrap();
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         env.insert(
             "OPENCLAW_GATEWAY_PORT".into(),

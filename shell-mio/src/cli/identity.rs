@@ -50,11 +50,11 @@ pub fn load_or_create(path: &Path) -> Result<DeviceKey, Failure> {
             Ok(DeviceKey::from_seed(seed))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let key = DeviceKey::from_seed(clawgate::entropy::random_bytes::<32>());
+            let key = DeviceKey::from_seed(clawgate_host::entropy::random_bytes::<32>());
             let doc = json!({"version": 1, "deviceId": key.id(), "seed": hex(&key.seed())});
             let mut text = serde_json::to_vec_pretty(&doc).map_err(|e| broken(e.to_string()))?;
             text.push(b'\n');
-            clawgate::store::write_atomic(path, &text).map_err(|e| broken(e.to_string()))?;
+            clawgate_host::store::write_atomic(path, &text).map_err(|e| broken(e.to_string()))?;
             Ok(key)
         }
         Err(e) => Err(broken(e.to_string())),
@@ -64,7 +64,7 @@ pub fn load_or_create(path: &Path) -> Result<DeviceKey, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::testutil::TempDir;
+    use clawgate_tests::tempdir::TempDir;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -49,7 +49,9 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
             "--token, --password, --timeout and --json go with --url (the log of a gateway elsewhere)\nusage: {USAGE}"
         )));
     }
-    let path = clawgate::paths::log_file(&clawgate::paths::state_dir(&clawgate::paths::env_map()));
+    let path = clawgate_host::paths::log_file(&clawgate_host::paths::state_dir(
+        &clawgate_host::paths::env_map(),
+    ));
     let mut out = io::stdout().lock();
     let io_err = |e: io::Error| Failure::failed(format!("cannot read {}: {e}", path.display()));
     // The reader went away (`clawgate logs -f | head`): that ends the command, it is no error.
@@ -215,7 +217,7 @@ fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::testutil::TempDir;
+    use clawgate_tests::tempdir::TempDir;
 
     fn tail_of(content: &str, n: u64) -> String {
         let dir = TempDir::new("logs");

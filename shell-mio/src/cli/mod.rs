@@ -29,9 +29,6 @@ pub mod service;
 pub mod target;
 pub mod url;
 
-#[cfg(test)]
-pub mod testutil;
-
 /// Process exit codes shared by every command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {

@@ -108,7 +108,7 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
 
 /// A fresh idempotency key: 16 random bytes, hex.
 fn idempotency_key() -> String {
-    clawgate::entropy::random_bytes::<16>()
+    clawgate_host::entropy::random_bytes::<16>()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

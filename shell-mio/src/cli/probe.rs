@@ -18,8 +18,8 @@ use super::rpc;
 use super::target::{self, Target};
 use super::url::GatewayUrl;
 use super::{Exit, Failure, Outcome};
-use clawgate::discovery::{Beacon, beacons_json};
 use clawgate_core::config::DEFAULT_PORT;
+use clawgate_host::discovery::{Beacon, beacons_json};
 
 /// Default overall timeout of a probe.
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
@@ -378,7 +378,7 @@ fn browse(ms: u64) -> Vec<Beacon> {
     if ms == 0 {
         return Vec::new();
     }
-    clawgate::discovery::browse(Duration::from_millis(ms)).unwrap_or_default()
+    clawgate_host::discovery::browse(Duration::from_millis(ms)).unwrap_or_default()
 }
 
 /// Budget of the local loopback target when it is not the one asked for, as upstream.
@@ -394,7 +394,7 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
         token: p.value("token"),
         password: p.value("password"),
     };
-    let env = clawgate::paths::env_map();
+    let env = clawgate_host::paths::env_map();
     let local = target::local(flags, &env).ok();
     let local_url = local.as_ref().map_or_else(
         || GatewayUrl::local(DEFAULT_PORT).to_string(),

@@ -30,7 +30,7 @@ pub struct Open {
 
 /// Resolve the target from the command's flags and print credential warnings.
 pub fn resolve_target(p: &Parsed) -> Result<Target, Failure> {
-    let env = clawgate::paths::env_map();
+    let env = clawgate_host::paths::env_map();
     let flags = Flags {
         token: p.value("token"),
         password: p.value("password"),
@@ -65,7 +65,7 @@ pub fn open(p: &Parsed, requested: Vec<String>, default_ms: u64) -> Result<Open,
     let mut cfg = client_config(&target, "cli", requested.clone());
     // Off loopback a device-less client gets no scopes: sign with this machine's identity.
     if !target.url.is_loopback() {
-        let state_dir = clawgate::paths::state_dir(&clawgate::paths::env_map());
+        let state_dir = clawgate_host::paths::state_dir(&clawgate_host::paths::env_map());
         cfg.device = Some(identity::load_or_create(&identity::path(&state_dir))?);
     }
     let session = Session::connect(&target.url, cfg, deadline)

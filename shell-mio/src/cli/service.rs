@@ -173,14 +173,14 @@ fn step(args: &[&str]) -> Outcome {
 pub fn manage(action: &str, argv: Vec<OsString>) -> Outcome {
     let p = args::parse(argv, &[], &[])?;
     p.expect_positionals(0, &format!("clawgate gateway {action}"))?;
-    let env = clawgate::paths::env_map();
+    let env = clawgate_host::paths::env_map();
     let unit = unit_path(&env);
     require_user_manager().map_err(|u| u.failure())?;
     match action {
         "install" => {
             let exe = std::env::current_exe()
                 .map_err(|e| Failure::failed(format!("cannot find this program's path: {e}")))?;
-            clawgate::store::write_atomic(&unit, unit_text(&exe, &env).as_bytes())
+            clawgate_host::store::write_atomic(&unit, unit_text(&exe, &env).as_bytes())
                 .map_err(|e| Failure::failed(format!("cannot write {}: {e}", unit.display())))?;
             step(&["daemon-reload"])?;
             step(&["enable", "--now", UNIT])?;
@@ -264,7 +264,7 @@ pub fn status(argv: Vec<OsString>) -> Outcome {
     let p = args::parse(argv, QUERY, &[])?;
     p.expect_positionals(0, usage)?;
     let timeout_ms = p.millis("timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS);
-    let env = clawgate::paths::env_map();
+    let env = clawgate_host::paths::env_map();
     let target = rpc::resolve_target(&p)?;
     let service = service_status(&env);
     let socket = socket_status(

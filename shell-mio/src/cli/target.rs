@@ -27,7 +27,7 @@ pub struct Target {
 
 /// The config file as JSON (`Null` when it does not exist).
 pub fn load_config(path: &std::path::Path) -> Result<Value, Failure> {
-    let text = clawgate::settings::read_config_text(path)
+    let text = clawgate_host::settings::read_config_text(path)
         .map_err(|e| Failure::new(Exit::Config, e.to_string()))?;
     match text {
         None => Ok(Value::Null),
@@ -76,7 +76,7 @@ pub fn resolve(
     flags: Flags<'_>,
     env: &BTreeMap<String, String>,
 ) -> Result<Target, Failure> {
-    let config_path = clawgate::paths::config_path(env);
+    let config_path = clawgate_host::paths::config_path(env);
     let file = match load_config(&config_path) {
         Ok(f) => f,
         Err(_) if url_flag.is_some() => Value::Null,
@@ -110,7 +110,7 @@ pub fn resolve(
 /// The local gateway on loopback (`ws://127.0.0.1:<port>`), whatever `--url` or the
 /// environment name: the second target a probe always checks, as upstream's does.
 pub fn local(flags: Flags<'_>, env: &BTreeMap<String, String>) -> Result<Target, Failure> {
-    let config_path = clawgate::paths::config_path(env);
+    let config_path = clawgate_host::paths::config_path(env);
     let file = load_config(&config_path)?;
     let url = GatewayUrl::local(local_port(env, &file)?);
     let credentials = credentials::resolve(UrlSource::Local, flags, env, &file);
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn url_sources() {
-        let dir = crate::cli::testutil::TempDir::new("target");
+        let dir = clawgate_tests::tempdir::TempDir::new("target");
         let mut env = BTreeMap::new();
         env.insert(
             "OPENCLAW_STATE_DIR".to_string(),

@@ -1,5 +1,7 @@
-//! `clawgate gateway run` as a black box: the real binary on a free loopback port, driven
-//! over real sockets with the sans-IO client and raw HTTP, stopped and reloaded with signals.
+//! `gateway run` as a black box, for both shells (`mio_shell::<case>`, `smol_shell::<case>`):
+//! the real binary on a free loopback port, driven over real sockets with the sans-IO client
+//! and raw HTTP, stopped and reloaded with signals; its exit codes and log lines. Build the
+//! binaries first (`scripts/test.sh` does).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,9 +13,8 @@ use std::time::{Duration, Instant};
 use clawgate_core::client::{Client, ClientConfig, Event};
 use serde_json::Value;
 
-mod common;
-
-use common::{PATIENCE, TempDir, free_port};
+use clawgate_tests::both;
+use clawgate_tests::harness::{Shell, TempDir, WAIT as PATIENCE, free_port};
 
 /// A running `clawgate gateway run`, its stderr collected line by line.
 struct Gateway {
@@ -23,29 +24,20 @@ struct Gateway {
     port: u16,
 }
 
-fn spawn(dir: &TempDir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+fn spawn(shell: Shell, dir: &TempDir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
     let port_text = port.to_string();
     let all: Vec<&str> = ["--port", port_text.as_str()]
         .into_iter()
         .chain(args.iter().copied())
         .collect();
-    spawn_with(
-        Command::new(env!("CARGO_BIN_EXE_clawgate")),
-        dir,
-        port,
-        &all,
-        env,
-    )
+    spawn_with(Command::new(shell.binary()), dir, port, &all, env)
 }
 
 /// Spawn with at most `n` open files (soft and hard), as a small `ulimit -n` would.
-fn spawn_with_file_limit(n: u32, dir: &TempDir, port: u16) -> Gateway {
+fn spawn_with_file_limit(shell: Shell, n: u32, dir: &TempDir, port: u16) -> Gateway {
     let mut sh = Command::new("sh");
-    sh.args([
-        "-c",
-        &format!("ulimit -n {n} && exec \"$0\" \"$@\""),
-        env!("CARGO_BIN_EXE_clawgate"),
-    ]);
+    sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")]);
+    sh.arg(shell.binary());
     spawn_with(sh, dir, port, &["--port", &port.to_string()], &[])
 }
 
@@ -60,7 +52,7 @@ fn spawn_with(
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.0.join("home"))
+        .env("HOME", dir.home())
         .env("OPENCLAW_STATE_DIR", dir.state())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -269,30 +261,28 @@ fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
-#[test]
-fn no_config_serves_local_mode_and_logs_to_a_private_file() {
-    let dir = TempDir::new();
-    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+fn no_config_serves_local_mode_and_logs_to_a_private_file(shell: Shell) {
+    let dir = TempDir::new("run");
+    let mut gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     gw.wait_line("auth mode none, bind loopback");
     let hello = gw.connect(None).hello();
     assert_eq!(hello["type"], "hello-ok");
     assert_eq!(hello["protocol"], 4);
-    let log = std::fs::read_to_string(clawgate::paths::log_file(&dir.state())).unwrap();
+    let log = std::fs::read_to_string(clawgate_host::paths::log_file(&dir.state())).unwrap();
     assert!(
         log.contains(&format!("listening on ws://127.0.0.1:{}", gw.port)),
         "{log}"
     );
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&clawgate::paths::log_file(&dir.state())), 0o600);
+    assert_eq!(mode(&clawgate_host::paths::log_file(&dir.state())), 0o600);
     assert_eq!(mode(&dir.state()), 0o700);
 }
 
-#[test]
-fn lan_without_secret_exits_78_before_listening() {
-    let dir = TempDir::new();
+fn lan_without_secret_exits_78_before_listening(shell: Shell) {
+    let dir = TempDir::new("run");
     let port = free_port();
-    let mut gw = spawn(&dir, port, &["--bind", "lan"], &[]);
+    let mut gw = spawn(shell, &dir, port, &["--bind", "lan"], &[]);
     let status = gw.wait_exit();
     assert_eq!(status.code(), Some(78));
     assert_eq!(
@@ -301,13 +291,12 @@ fn lan_without_secret_exits_78_before_listening() {
     );
     assert!(!listening(port));
     assert!(
-        !clawgate::paths::lock_file(&dir.state()).exists(),
+        !clawgate_host::paths::lock_file(&dir.state()).exists(),
         "nothing is set up before the configuration is accepted"
     );
 }
 
-#[test]
-fn refused_secrets_exit_78_with_the_reason() {
+fn refused_secrets_exit_78_with_the_reason(shell: Shell) {
     for (args, reason) in [
         (&["--token", "changeme"][..], "--token is a placeholder"),
         (
@@ -315,9 +304,9 @@ fn refused_secrets_exit_78_with_the_reason() {
             "auth mode password needs a secret",
         ),
     ] {
-        let dir = TempDir::new();
+        let dir = TempDir::new("run");
         let port = free_port();
-        let mut gw = spawn(&dir, port, args, &[]);
+        let mut gw = spawn(shell, &dir, port, args, &[]);
         assert_eq!(gw.wait_exit().code(), Some(78), "{args:?}");
         let err = gw.stderr_to_end();
         assert!(err.starts_with(reason), "{args:?}: {err}");
@@ -325,12 +314,12 @@ fn refused_secrets_exit_78_with_the_reason() {
     }
 }
 
-#[test]
-fn password_file_sets_password_mode() {
-    let dir = TempDir::new();
-    let file = dir.0.join("pw");
+fn password_file_sets_password_mode(shell: Shell) {
+    let dir = TempDir::new("run");
+    let file = dir.path().join("pw");
     std::fs::write(&file, "pass-from-a-file\n").unwrap();
     let gw = spawn(
+        shell,
         &dir,
         free_port(),
         &["--password-file", file.to_str().unwrap()],
@@ -343,10 +332,9 @@ fn password_file_sets_password_mode() {
     assert_eq!(hello["snapshot"]["authMode"], "password");
 }
 
-#[test]
-fn port_comes_from_the_environment_then_the_config_file() {
-    let bin = || Command::new(env!("CARGO_BIN_EXE_clawgate"));
-    let dir = TempDir::new();
+fn port_comes_from_the_environment_then_the_config_file(shell: Shell) {
+    let bin = || Command::new(shell.binary());
+    let dir = TempDir::new("run");
     let (env_port, file_port) = (free_port(), free_port());
     write_config(&dir, &format!("{{ gateway: {{ port: {file_port} }} }}"));
     let env_text = env_port.to_string();
@@ -360,15 +348,14 @@ fn port_comes_from_the_environment_then_the_config_file() {
     .started();
     assert!(!listening(file_port));
     drop(gw);
-    let dir2 = TempDir::new();
+    let dir2 = TempDir::new("run");
     write_config(&dir2, &format!("{{ gateway: {{ port: {file_port} }} }}"));
     let gw = spawn_with(bin(), &dir2, file_port, &[], &[]).started();
     assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
 }
 
-#[test]
-fn help_prints_usage_and_exits_0() {
-    let out = Command::new(env!("CARGO_BIN_EXE_clawgate"))
+fn help_prints_usage_and_exits_0(shell: Shell) {
+    let out = Command::new(shell.binary())
         .args(["gateway", "run", "--help"])
         .output()
         .unwrap();
@@ -390,18 +377,17 @@ fn help_prints_usage_and_exits_0() {
     }
 }
 
-#[test]
-fn usage_error_exits_2() {
-    let dir = TempDir::new();
-    let mut gw = spawn(&dir, free_port(), &["--no-such-flag"], &[]);
+fn usage_error_exits_2(shell: Shell) {
+    let dir = TempDir::new("run");
+    let mut gw = spawn(shell, &dir, free_port(), &["--no-such-flag"], &[]);
     assert_eq!(gw.wait_exit().code(), Some(2));
     assert!(gw.stderr_to_end().contains("--no-such-flag"));
 }
 
-#[test]
-fn token_mode_refuses_a_wrong_token_and_accepts_the_right_one() {
-    let dir = TempDir::new();
+fn token_mode_refuses_a_wrong_token_and_accepts_the_right_one(shell: Shell) {
+    let dir = TempDir::new("run");
     let gw = spawn(
+        shell,
         &dir,
         free_port(),
         &["--token", "correct-horse-battery"],
@@ -421,10 +407,10 @@ fn token_mode_refuses_a_wrong_token_and_accepts_the_right_one() {
     );
 }
 
-#[test]
-fn env_token_applies() {
-    let dir = TempDir::new();
+fn env_token_applies(shell: Shell) {
+    let dir = TempDir::new("run");
     let gw = spawn(
+        shell,
         &dir,
         free_port(),
         &[],
@@ -438,10 +424,9 @@ fn env_token_applies() {
     );
 }
 
-#[test]
-fn health_and_ready_over_http() {
-    let dir = TempDir::new();
-    let gw = spawn(&dir, free_port(), &[], &[]).started();
+fn health_and_ready_over_http(shell: Shell) {
+    let dir = TempDir::new("run");
+    let gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     let health = http_get(gw.port, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(
@@ -454,10 +439,10 @@ fn health_and_ready_over_http() {
     assert!(http_get(gw.port, "/nope").starts_with("HTTP/1.1 404"));
 }
 
-#[test]
-fn silent_socket_is_closed_1000_after_the_handshake_timeout() {
-    let dir = TempDir::new();
+fn silent_socket_is_closed_1000_after_the_handshake_timeout(shell: Shell) {
+    let dir = TempDir::new("run");
     let gw = spawn(
+        shell,
         &dir,
         free_port(),
         &[],
@@ -471,10 +456,9 @@ fn silent_socket_is_closed_1000_after_the_handshake_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
-#[test]
-fn sigterm_sends_shutdown_closes_1012_and_exits_0() {
-    let dir = TempDir::new();
-    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+fn sigterm_sends_shutdown_closes_1012_and_exits_0(shell: Shell) {
+    let dir = TempDir::new("run");
+    let mut gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     let mut c = gw.connect(None);
     c.hello();
     gw.signal("TERM");
@@ -491,24 +475,22 @@ fn sigterm_sends_shutdown_closes_1012_and_exits_0() {
     assert!(!listening(gw.port));
 }
 
-#[test]
-fn sigint_exits_0_with_a_silent_client_still_connected() {
-    let dir = TempDir::new();
-    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+fn sigint_exits_0_with_a_silent_client_still_connected(shell: Shell) {
+    let dir = TempDir::new("run");
+    let mut gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     // This client never reads nor closes: shutdown must not wait for it beyond its grace.
     let _idle = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     gw.signal("INT");
     assert_eq!(gw.wait_exit().code(), Some(0));
 }
 
-#[test]
-fn sighup_reload_closes_old_token_connections_4001_and_accepts_the_new_token() {
-    let dir = TempDir::new();
+fn sighup_reload_closes_old_token_connections_4001_and_accepts_the_new_token(shell: Shell) {
+    let dir = TempDir::new("run");
     write_config(
         &dir,
         "{ gateway: { auth: { token: 'first-token-value' } } } // json5",
     );
-    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+    let mut gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     let mut old = gw.connect(Some("first-token-value"));
     old.hello();
     write_config(
@@ -525,14 +507,13 @@ fn sighup_reload_closes_old_token_connections_4001_and_accepts_the_new_token() {
     assert_eq!(gw.connect(Some("first-token-value")).closed().0, Some(1008));
 }
 
-#[test]
-fn sighup_with_a_broken_config_keeps_the_running_one() {
-    let dir = TempDir::new();
+fn sighup_with_a_broken_config_keeps_the_running_one(shell: Shell) {
+    let dir = TempDir::new("run");
     write_config(
         &dir,
         r#"{"gateway": {"auth": {"token": "kept-token-value"}}}"#,
     );
-    let mut gw = spawn(&dir, free_port(), &[], &[]).started();
+    let mut gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     let mut held = gw.connect(Some("kept-token-value"));
     held.hello();
     write_config(&dir, "{ gateway: ");
@@ -550,24 +531,22 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
     assert!(ok, "the connection made before the reload still works");
 }
 
-#[test]
-fn a_second_instance_on_the_same_state_dir_refuses() {
-    let dir = TempDir::new();
-    let _first = spawn(&dir, free_port(), &[], &[]).started();
+fn a_second_instance_on_the_same_state_dir_refuses(shell: Shell) {
+    let dir = TempDir::new("run");
+    let _first = spawn(shell, &dir, free_port(), &[], &[]).started();
     let second_port = free_port();
-    let mut second = spawn(&dir, second_port, &[], &[]);
+    let mut second = spawn(shell, &dir, second_port, &[], &[]);
     assert_eq!(second.wait_exit().code(), Some(1));
     let err = second.stderr_to_end();
     assert!(err.contains("another clawgate gateway is running"), "{err}");
     assert!(!listening(second_port));
 }
 
-#[test]
-fn a_port_in_use_is_named_with_its_holder() {
-    let dir = TempDir::new();
+fn a_port_in_use_is_named_with_its_holder(shell: Shell) {
+    let dir = TempDir::new("run");
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
-    let mut gw = spawn(&dir, port, &[], &[]);
+    let mut gw = spawn(shell, &dir, port, &[], &[]);
     assert_eq!(gw.wait_exit().code(), Some(1));
     let err = gw.stderr_to_end();
     assert!(
@@ -579,10 +558,10 @@ fn a_port_in_use_is_named_with_its_holder() {
     );
 }
 
-#[test]
-fn verbose_logs_frames_with_secrets_masked() {
-    let dir = TempDir::new();
+fn verbose_logs_frames_with_secrets_masked(shell: Shell) {
+    let dir = TempDir::new("run");
     let mut gw = spawn(
+        shell,
         &dir,
         free_port(),
         &["--verbose", "--token", "very-secret-token-value"],
@@ -604,10 +583,9 @@ fn verbose_logs_frames_with_secrets_masked() {
     assert!(all.contains(" trace "), "{all}");
 }
 
-#[test]
-fn running_out_of_file_descriptors_pauses_accepting_and_recovers() {
-    let dir = TempDir::new();
-    let mut gw = spawn_with_file_limit(24, &dir, free_port()).started();
+fn running_out_of_file_descriptors_pauses_accepting_and_recovers(shell: Shell) {
+    let dir = TempDir::new("run");
+    let mut gw = spawn_with_file_limit(shell, 24, &dir, free_port()).started();
     // More sockets than descriptors left: the surplus waits in the backlog.
     let held: Vec<TcpStream> = (0..30)
         .map(|_| TcpStream::connect(("127.0.0.1", gw.port)).unwrap())
@@ -635,9 +613,8 @@ fn running_out_of_file_descriptors_pauses_accepting_and_recovers() {
     assert!(gw.stderr_to_end().contains("accepting connections again"));
 }
 
-#[test]
-fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart() {
-    let dir = TempDir::new();
+fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart(shell: Shell) {
+    let dir = TempDir::new("run");
     let port = free_port();
     let key = clawgate_core::device::DeviceKey::from_seed([7u8; 32]);
     let with_device = || {
@@ -646,10 +623,14 @@ fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart() {
         cfg.scopes = vec!["operator.read".into(), "operator.pairing".into()];
         cfg
     };
-    let mut gw = spawn(&dir, port, &[], &[]).started();
+    let mut gw = spawn(shell, &dir, port, &[], &[]).started();
     let hello = Conn::open(port, with_device()).hello();
     assert!(hello["auth"]["deviceToken"].is_string(), "{hello}");
-    let store = clawgate::paths::pairing_store(&dir.state());
+    // The store is written by a thread beside the loop; stopping at once must not lose what
+    // it was given.
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().code(), Some(0));
+    let store = clawgate_host::paths::pairing_store(&dir.state());
     let text = std::fs::read_to_string(&store).unwrap();
     assert!(text.contains(&key.id()), "{text}");
     use std::os::unix::fs::PermissionsExt;
@@ -657,12 +638,10 @@ fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart() {
         std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    gw.signal("TERM");
-    assert_eq!(gw.wait_exit().code(), Some(0));
     assert!(gw.stderr_to_end().contains("approved silently"));
     drop(gw);
 
-    let mut gw = spawn(&dir, port, &[], &[]).started();
+    let mut gw = spawn(shell, &dir, port, &[], &[]).started();
     let mut again = Conn::open(port, with_device());
     assert!(again.hello()["auth"]["deviceToken"].is_string());
     let id = again.client.request("device.pair.list", None);
@@ -682,10 +661,9 @@ fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart() {
     );
 }
 
-#[test]
-fn sighup_asking_for_another_port_says_it_needs_a_restart_and_keeps_serving() {
-    let bin = || Command::new(env!("CARGO_BIN_EXE_clawgate"));
-    let dir = TempDir::new();
+fn sighup_asking_for_another_port_says_it_needs_a_restart_and_keeps_serving(shell: Shell) {
+    let bin = || Command::new(shell.binary());
+    let dir = TempDir::new("run");
     let (first, second) = (free_port(), free_port());
     write_config(&dir, &format!("{{ gateway: {{ port: {first} }} }}"));
     let mut gw = spawn_with(bin(), &dir, first, &[], &[]).started();
@@ -698,10 +676,9 @@ fn sighup_asking_for_another_port_says_it_needs_a_restart_and_keeps_serving() {
     assert!(!listening(second));
 }
 
-#[test]
-fn port_0_takes_any_port_and_a_reload_keeps_it() {
-    let dir = TempDir::new();
-    let bin = Command::new(env!("CARGO_BIN_EXE_clawgate"));
+fn port_0_takes_any_port_and_a_reload_keeps_it(shell: Shell) {
+    let dir = TempDir::new("run");
+    let bin = Command::new(shell.binary());
     let mut gw = spawn_with(bin, &dir, 0, &["--port", "0"], &[]);
     let line = gw.wait_line("listening on ws://127.0.0.1:");
     gw.port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
@@ -713,3 +690,28 @@ fn port_0_takes_any_port_and_a_reload_keeps_it() {
     gw.wait_exit();
     assert!(!gw.stderr_to_end().contains("needs a restart"));
 }
+
+both!(
+    no_config_serves_local_mode_and_logs_to_a_private_file,
+    lan_without_secret_exits_78_before_listening,
+    refused_secrets_exit_78_with_the_reason,
+    password_file_sets_password_mode,
+    port_comes_from_the_environment_then_the_config_file,
+    help_prints_usage_and_exits_0,
+    usage_error_exits_2,
+    token_mode_refuses_a_wrong_token_and_accepts_the_right_one,
+    env_token_applies,
+    health_and_ready_over_http,
+    silent_socket_is_closed_1000_after_the_handshake_timeout,
+    sigterm_sends_shutdown_closes_1012_and_exits_0,
+    sigint_exits_0_with_a_silent_client_still_connected,
+    sighup_reload_closes_old_token_connections_4001_and_accepts_the_new_token,
+    sighup_with_a_broken_config_keeps_the_running_one,
+    a_second_instance_on_the_same_state_dir_refuses,
+    a_port_in_use_is_named_with_its_holder,
+    verbose_logs_frames_with_secrets_masked,
+    running_out_of_file_descriptors_pauses_accepting_and_recovers,
+    a_silently_paired_device_is_persisted_privately_and_survives_a_restart,
+    sighup_asking_for_another_port_says_it_needs_a_restart_and_keeps_serving,
+    port_0_takes_any_port_and_a_reload_keeps_it,
+);

@@ -1,14 +1,16 @@
 //! Start-up and the parts of running that every shell shares: flags → configuration →
-//! state directory (0700) → instance lock → pairing store → listener → [`Gateway`], and then
-//! the outputs that are not about sockets (logs, persistence) and the signals.
+//! state directory (0700) → instance lock → pairing store and its writer thread → listener →
+//! [`Gateway`], and then [`RunHost`], the [`Host`] of `gateway run`: logs, persistence, signals
+//! and reload.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clawgate_core::{Config, Gateway, Level, Output};
+use clawgate_core::{Config, Gateway, Level, LogRecord, Output};
 
 use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
@@ -17,8 +19,11 @@ use crate::lock::{self, InstanceLock, LockError};
 use crate::logging::{self, Logger};
 use crate::run_args::{self, RunArgs, USAGE, UsageError};
 use crate::settings::{self, SettingsError};
+use crate::shell::{self, Host};
 use crate::signals::Signals;
 use crate::store::{self, LoadError};
+use crate::store_writer::{StoreWriter, WriteFailed};
+use crate::worker::WorkerQueue;
 use crate::{paths, rlimit};
 
 /// Exit status of a refused configuration (`EX_CONFIG`).
@@ -48,6 +53,8 @@ pub enum StartError {
     Store(LoadError),
     /// The signal handlers cannot be installed.
     Signals(std::io::Error),
+    /// The store writer thread cannot be started.
+    StoreWriter(std::io::Error),
     /// The listener cannot be opened.
     Bind(BindError),
 }
@@ -89,6 +96,7 @@ impl std::fmt::Display for StartError {
             StartError::Lock(e) => write!(f, "{e}"),
             StartError::Store(e) => write!(f, "cannot load the pairing store: {e}"),
             StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            StartError::StoreWriter(e) => write!(f, "cannot start the store writer: {e}"),
             StartError::Bind(e) => write!(f, "{e}"),
         }
     }
@@ -103,15 +111,29 @@ pub struct Started {
     /// The address it listens on.
     pub local_addr: SocketAddr,
     /// Logs, persistence, signals and reload.
-    pub host: Host,
+    pub host: RunHost,
 }
 
-/// What a running gateway needs besides its sockets.
-pub struct Host {
+/// What the host's worker threads report to the loop.
+#[derive(Debug)]
+pub enum HostInput {
+    /// The store writer could not write a snapshot.
+    StoreWriteFailed(WriteFailed),
+}
+
+impl From<WriteFailed> for HostInput {
+    fn from(failed: WriteFailed) -> Self {
+        HostInput::StoreWriteFailed(failed)
+    }
+}
+
+/// The [`Host`] of `gateway run`: what a running gateway needs besides its sockets.
+pub struct RunHost {
     args: RunArgs,
-    state_dir: PathBuf,
     logger: Logger,
     signals: Signals,
+    inbox: WorkerQueue<HostInput>,
+    store: StoreWriter,
     mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
 }
@@ -166,6 +188,9 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
             state_dir.display()
         ),
     );
+    let inbox = WorkerQueue::new();
+    let store = StoreWriter::spawn(paths::pairing_store(&state_dir), inbox.sender())
+        .map_err(StartError::StoreWriter)?;
     let mut gateway = Gateway::new(
         config,
         Box::new(OsEntropy::default()),
@@ -173,11 +198,12 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         Instant::now(),
         logging::unix_ms(),
     );
-    let mut host = Host {
+    let mut host = RunHost {
         args,
-        state_dir,
         logger,
         signals,
+        inbox,
+        store,
         mdns: None,
         _lock: lock,
     };
@@ -185,7 +211,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     while let Some(output) =
         Some(gateway.poll_output()).filter(|o| !matches!(o, Output::Timeout(_)))
     {
-        host.absorb(output);
+        shell::absorb(&mut host, output);
     }
     host.logger
         .log(Level::Info, format!("listening on ws://{local_addr}"));
@@ -222,57 +248,18 @@ fn resolve(
     Ok((config, sources))
 }
 
-impl Host {
-    /// The signal handlers (register [`Signals::reader`] with the reactor).
-    pub fn signals(&self) -> &Signals {
-        &self.signals
-    }
-
+impl RunHost {
     /// The logger, for the shell's own events.
     pub fn logger(&mut self) -> &mut Logger {
         &mut self.logger
     }
 
-    /// Act on the outputs every shell treats alike (`Log`, `Persist`) and hand back the others.
-    pub fn absorb(&mut self, output: Output) -> Option<Output> {
-        match output {
-            Output::Log(rec) => self.logger.record(&rec),
-            Output::Persist(bytes) => {
-                let path = paths::pairing_store(&self.state_dir);
-                if let Err(e) = store::write_atomic(&path, &bytes) {
-                    self.logger.log(
-                        Level::Error,
-                        format!("cannot write pairing store {}: {e}", path.display()),
-                    );
-                }
+    /// Log what a worker reported.
+    fn report(&mut self, input: HostInput) {
+        match input {
+            HostInput::StoreWriteFailed(failed) => {
+                self.logger.log(Level::Error, failed.to_string())
             }
-            other => return Some(other),
-        }
-        None
-    }
-
-    /// The signal pipe woke the loop: shut the gateway down on SIGTERM/SIGINT, reload it on
-    /// SIGHUP. The shell then drains outputs and, once [`Gateway::is_draining`], winds down.
-    pub fn on_signals(&mut self, gw: &mut Gateway, now: Instant) {
-        let pending = self.signals.take();
-        if pending.reload && !pending.terminate {
-            self.reload(gw, now);
-        }
-        if pending.terminate && !gw.is_draining() {
-            self.logger
-                .log(Level::Info, "signal received, shutting down");
-            gw.shutdown(now);
-        }
-    }
-
-    /// Stop advertising over mDNS (waits at most [`MDNS_STOP_GRACE`]); shells call it when
-    /// the gateway starts draining.
-    pub fn stop_advertising(&mut self) {
-        if let Some(mdns) = self.mdns.take()
-            && !mdns.shutdown()
-        {
-            self.logger
-                .log(Level::Debug, "mDNS: advertiser still unregistering at exit");
         }
     }
 
@@ -301,6 +288,66 @@ impl Host {
                 Level::Error,
                 format!("config reload refused, keeping the running configuration: {e}"),
             ),
+        }
+    }
+}
+
+impl Host for RunHost {
+    type Input = HostInput;
+
+    fn log(&mut self, record: &LogRecord) {
+        self.logger.record(record);
+    }
+
+    fn flush_log(&mut self) {
+        self.logger.flush();
+    }
+
+    fn persist(&mut self, snapshot: Vec<u8>) {
+        self.store.write(snapshot);
+    }
+
+    fn signals(&self) -> Option<&UnixStream> {
+        Some(self.signals.reader())
+    }
+
+    /// Shut the gateway down on SIGTERM/SIGINT, reload it on SIGHUP. The loop then drains
+    /// outputs and, once [`Gateway::is_draining`], winds down.
+    fn on_signals(&mut self, gw: &mut Gateway, now: Instant) {
+        let pending = self.signals.take();
+        if pending.reload && !pending.terminate {
+            self.reload(gw, now);
+        }
+        if pending.terminate && !gw.is_draining() {
+            self.logger
+                .log(Level::Info, "signal received, shutting down");
+            gw.shutdown(now);
+        }
+    }
+
+    fn inbox(&self) -> &WorkerQueue<HostInput> {
+        &self.inbox
+    }
+
+    fn on_worker_input(&mut self, _gw: &mut Gateway, _now: Instant, input: HostInput) {
+        self.report(input);
+    }
+
+    /// Stop advertising over mDNS (waits at most [`MDNS_STOP_GRACE`]).
+    fn on_draining(&mut self) {
+        if let Some(mdns) = self.mdns.take()
+            && !mdns.shutdown()
+        {
+            self.logger
+                .log(Level::Debug, "mDNS: advertiser still unregistering at exit");
+        }
+    }
+
+    /// Wait for the store writer to write what is queued, and log what it reported.
+    fn on_stopped(&mut self) {
+        self.store.finish();
+        for input in self.inbox.take() {
+            self.report(input);
         }
     }
 }

@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clawgate::discovery::{
-    AdvertiserHandle, Beacon, MdnsSd, RetryPolicy, browse, discover_main, spawn_advertiser,
-    spawn_advertiser_with,
-};
 use clawgate_core::Config;
 use clawgate_core::config::MdnsMode;
 use clawgate_core::discovery::advert;
+use clawgate_host::discovery::{
+    AdvertiserHandle, Beacon, MdnsSd, RetryPolicy, browse, discover_main, spawn_advertiser,
+    spawn_advertiser_with,
+};
 use serde_json::Value;
 
 /// Set in the helper's environment by the parent test.

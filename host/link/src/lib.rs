@@ -1,0 +1,105 @@
+//! Link options that keep the release binaries small: each gateway binary's `build.rs` (`clawgate`,
+//! `clawgate-smol`) calls [`configure`].
+//!
+//! Release builds are stripped here rather than by the profile, so that `CLAWGATE_KEEP_SYMBOLS=1`
+//! gives the very same code (same symbol names, same layout) with its symbols, to profile.
+//!
+//! Only for release builds of `x86_64-unknown-linux-gnu`, where rustc links with its bundled LLD:
+//! - `--icf=all` folds identical functions (monomorphised copies that compiled to the same code);
+//! - the release profile aborts on panic (`panic = "abort"` in the workspace manifest), so nothing
+//!   ever unwinds through the binary and its unwind tables (`.eh_frame`, its lookup header,
+//!   `.gcc_except_table`) are left out: a tenth of the size;
+//! - the functions listed in `host/link/hot-functions.txt` (what starting, idling and serving a
+//!   few clients runs; `scripts/hot-functions.sh` regenerates it) are placed together at the front
+//!   of the code: the kernel maps code in 64 KiB windows, so a gateway that has only run those maps
+//!   about 450 KiB of its binary instead of nearly all of it;
+//! - `-z pack-relative-relocs` stores the position-independent executable's relocations in the
+//!   compact RELR form, which needs glibc 2.36 at run time, so it is used only when the build host
+//!   is the target and its glibc is at least 2.36.
+
+#![deny(unsafe_code)]
+
+use std::env;
+use std::path::PathBuf;
+
+/// A linker script fragment that drops the unwind tables and keeps LLD's default layout.
+const DISCARD_UNWIND_TABLES: &str = "SECTIONS { /DISCARD/ : { *(.eh_frame) *(.gcc_except_table .gcc_except_table.*) } } INSERT AFTER .text;\n";
+
+/// Emit the link options for the calling package's binaries (call it from `build.rs`).
+pub fn configure() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=CLAWGATE_KEEP_SYMBOLS");
+    let linux = env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
+    if env::var("PROFILE").as_deref() != Ok("release") || !linux {
+        return;
+    }
+    if env::var_os("CLAWGATE_KEEP_SYMBOLS").is_none() {
+        link("--strip-all");
+    }
+    let target = env::var("TARGET").unwrap_or_default();
+    if target != "x86_64-unknown-linux-gnu" {
+        return;
+    }
+    link("--icf=all");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let script = out.join("discard-unwind-tables.ld");
+    std::fs::write(&script, DISCARD_UNWIND_TABLES).expect("write the linker script");
+    link("--no-eh-frame-hdr");
+    link(&format!("-T,{}", script.display()));
+    // This crate's own directory, fixed when it was compiled: the list is shared by every binary.
+    let hot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hot-functions.txt");
+    println!("cargo::rerun-if-changed={}", hot.display());
+    if let Ok(list) = std::fs::read_to_string(&hot) {
+        let script = out.join("hot-functions.ld");
+        std::fs::write(&script, hot_section(&list)).expect("write the linker script");
+        link(&format!("-T,{}", script.display()));
+    }
+    if env::var("HOST").as_deref() == Ok(target.as_str()) && host_glibc_at_least(2, 36) {
+        link("-z,pack-relative-relocs");
+    }
+}
+
+/// A linker script fragment that puts the functions named in `list` (one glob per line) together
+/// in `.text.hot`, ahead of the rest of the code.
+fn hot_section(list: &str) -> String {
+    let mut script = String::from("SECTIONS { .text.hot : {\n");
+    for name in list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        script.push_str(&format!("  *(.text.{name} .text.unlikely.{name})\n"));
+    }
+    script.push_str("} } INSERT BEFORE .text;\n");
+    script
+}
+
+/// Pass `arg` to the linker (through the C compiler driver) for this package's binaries.
+fn link(arg: &str) {
+    println!("cargo::rustc-link-arg-bins=-Wl,{arg}");
+}
+
+/// Whether the glibc this build script runs on is at least `major.minor`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn host_glibc_at_least(major: u32, minor: u32) -> bool {
+    unsafe extern "C" {
+        fn gnu_get_libc_version() -> *const std::ffi::c_char;
+    }
+    // SAFETY: glibc returns a pointer to a static NUL-terminated string such as "2.36".
+    let version = unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) };
+    let mut parts = version.to_str().unwrap_or("").split('.');
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    (next(), next()) >= (major, minor)
+}
+
+/// Not a glibc host: never assume its glibc.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn host_glibc_at_least(_major: u32, _minor: u32) -> bool {
+    false
+}

@@ -1,0 +1,39 @@
+//! clawgate-host: what every clawgate shell shares and that is not a reactor. It owns the files,
+//! the clock, the signals and the threads beside the loop, and nothing else: every protocol
+//! decision is [`clawgate_core`]'s.
+//!
+//! A shell's `gateway run` is:
+//!
+//! ```text
+//! let started = startup::start(args)?;      // flags, config (exit 78), state dir, lock,
+//!                                           // pairing store + its writer thread, log file,
+//!                                           // signals, listener
+//! // then its own loop over started.listener, generic over the [`Host`] trait:
+//! //   wake on host.signals() and on host.inbox() (worker threads), feed the core, drain
+//! //   gateway.poll_output() through shell::absorb (logs, persistence), act on
+//! //   Transmit/Close/Timeout itself, and once gateway.is_draining() wind down with
+//! //   shell::WindDown (stop announcing, flush for at most sockets::SHUTDOWN_GRACE, wait for
+//! //   the workers, say "stopped") and exit 0.
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod discovery;
+pub mod entropy;
+pub mod listen;
+pub mod lock;
+pub mod logging;
+pub mod paths;
+pub mod rlimit;
+pub mod run_args;
+pub mod settings;
+pub mod shell;
+pub mod signals;
+pub mod sockets;
+pub mod startup;
+pub mod store;
+pub mod store_writer;
+pub mod tailnet;
+pub mod worker;
+
+pub use shell::Host;
+pub use worker::{WorkerQueue, WorkerSender};
