@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::close::{CloseReason, PAIRING_REQUIRED};
 use crate::conn::AuthMethod;
 use crate::device::DeviceProof;
 use crate::frame::{ErrorCode, ErrorShape};
@@ -115,10 +116,12 @@ impl Gateway {
                     details["approvedRoles"] = json!(d.roles);
                     details["approvedScopes"] = json!(d.scopes);
                 }
-                let message = "pairing required: device is not approved yet";
                 return Err(Refusal {
-                    error: ErrorShape::new(ErrorCode::NotPaired, message).with_details(details),
-                    close_reason: Some(format!("{message} (requestId: {})", req.request_id)),
+                    error: ErrorShape::new(ErrorCode::NotPaired, PAIRING_REQUIRED)
+                        .with_details(details),
+                    close: Some(CloseReason::PairingRequired {
+                        request_id: req.request_id,
+                    }),
                     delay: None,
                 });
             }

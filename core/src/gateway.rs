@@ -13,9 +13,12 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::auth::{self, CredentialKind, RateLimiter};
+use crate::close::CloseReason;
 use crate::config::{AuthMode, Config};
 use crate::conn::{AuthMethod, Conn, ConnId, Framed, MemIo, Phase, Session, State, Ws, ws_context};
-use crate::frame::{ErrorShape, FrameError, OutFrame, SeqEvent, parse_request, truncate_reason};
+use crate::frame::{
+    ErrorShape, FrameError, InvalidFrame, OutFrame, SeqEvent, parse_request, truncate_reason,
+};
 use crate::handshake::{self, ConnectParams};
 use crate::http::{self, Head};
 use crate::log::{Level, LogRecord, LogRing};
@@ -331,7 +334,7 @@ impl Gateway {
                 Timer::Invoke(invoke) => self.invoke_expired(now, invoke),
                 Timer::Refusal(id) => {
                     if let Some(d) = self.held.remove(&id) {
-                        self.reject(now, id, &d.req_id, d.error, d.close_reason);
+                        self.reject(now, id, &d.req_id, d.error, d.close);
                     }
                 }
             }
@@ -348,7 +351,7 @@ impl Gateway {
         if http {
             self.forget(now, id);
         } else {
-            self.close_ws(now, id, 1000, "");
+            self.close_ws(now, id, CloseReason::HandshakeTimeout);
         }
     }
 
@@ -384,7 +387,7 @@ impl Gateway {
         for id in ids {
             let is_ws = matches!(self.conns.get(&id).map(|c| &c.state), Some(State::Ws(_)));
             if is_ws {
-                self.close_ws(now, id, 1012, "service restart");
+                self.close_ws(now, id, CloseReason::ServiceRestart);
             } else {
                 self.forget(now, id);
             }
@@ -419,7 +422,7 @@ impl Gateway {
             .map(|(id, _)| *id)
             .collect();
         for id in victims {
-            self.close_ws(now, id, 4001, "gateway auth changed");
+            self.close_ws(now, id, CloseReason::AuthChanged);
         }
     }
 
@@ -463,8 +466,10 @@ impl Gateway {
     }
 
     /// Close a WebSocket with a code and reason (truncated to 123 bytes), then forget it.
-    pub(crate) fn close_ws(&mut self, now: Instant, id: ConnId, code: u16, reason: &str) {
-        let reason = truncate_reason(reason, MAX_CLOSE_REASON).to_string();
+    pub(crate) fn close_ws(&mut self, now: Instant, id: ConnId, why: CloseReason) {
+        let code = why.code();
+        let text = why.text();
+        let reason = truncate_reason(&text, MAX_CLOSE_REASON).to_string();
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -515,7 +520,7 @@ impl Gateway {
 
     fn slow_consumer(&mut self, now: Instant, id: ConnId) {
         self.log(now, Level::Warn, Some(id), "slow consumer".into());
-        self.close_ws(now, id, 1008, "slow consumer");
+        self.close_ws(now, id, CloseReason::SlowConsumer);
     }
 
     /// With `--verbose`, the text of a frame sent (secrets masked).
@@ -694,7 +699,7 @@ impl Gateway {
             format!("websocket open from {client_ip} (local: {local})"),
         );
         if worker {
-            self.close_ws(now, id, 1008, "invalid-handshake");
+            self.close_ws(now, id, CloseReason::WorkerProtocol);
             return;
         }
         if !rest.is_empty() {
@@ -730,12 +735,11 @@ impl Gateway {
                 }
                 Err(tungstenite::Error::Capacity(e)) => {
                     self.log(now, Level::Warn, Some(id), format!("frame too large: {e}"));
-                    let reason = if preauth { "" } else { "message too big" };
-                    self.close_ws(now, id, 1009, reason);
+                    self.close_ws(now, id, CloseReason::TooBig { preauth });
                     return;
                 }
                 Err(tungstenite::Error::Utf8(_)) => {
-                    self.close_ws(now, id, 1007, "invalid utf-8");
+                    self.close_ws(now, id, CloseReason::InvalidUtf8);
                     return;
                 }
                 Err(e) => {
@@ -745,7 +749,7 @@ impl Gateway {
                         Some(id),
                         format!("websocket protocol error: {e}"),
                     );
-                    self.close_ws(now, id, 1002, "protocol error");
+                    self.close_ws(now, id, CloseReason::ProtocolError);
                     return;
                 }
             }
@@ -764,7 +768,7 @@ impl Gateway {
         if let Phase::PreHello { frames, .. } = &mut ws.phase {
             *frames += 1;
             if *frames > max {
-                self.close_ws(now, id, 1008, "too many pending handshake frames");
+                self.close_ws(now, id, CloseReason::TooManyHandshakeFrames);
                 return false;
             }
         }
@@ -804,14 +808,15 @@ impl Gateway {
                     Some(id),
                     "handshake frame is not JSON".into(),
                 );
-                self.close_ws(now, id, 1000, "");
+                self.close_ws(now, id, CloseReason::HandshakeNotJson);
                 return;
             }
-            Err(FrameError::Invalid { id: rid, message }) => {
-                let msg = if message.contains("unexpected property") || rid == "invalid" {
+            Err(FrameError::Invalid { id: rid, problem }) => {
+                let unexpected = matches!(problem, InvalidFrame::UnexpectedProperty(_));
+                let msg = if unexpected || rid == "invalid" {
                     "invalid handshake: first request must be connect".to_string()
                 } else {
-                    format!("invalid request frame: {message}")
+                    format!("invalid request frame: {problem}")
                 };
                 self.reject(now, id, &rid, ErrorShape::invalid(msg), None);
                 return;
@@ -846,14 +851,14 @@ impl Gateway {
                 Some(id),
                 "rejected: protocol mismatch".into(),
             );
-            self.close_ws(now, id, 1002, "protocol mismatch");
+            self.close_ws(now, id, CloseReason::ProtocolMismatch);
             return;
         }
         match self.admit(now, id, &params) {
             Ok(hello) => self.finish_hello(now, id, &req.id, params, hello),
             Err(err) => match err.delay {
                 Some(delay) => self.hold(now, id, req.id, err, delay),
-                None => self.reject(now, id, &req.id, err.error, err.close_reason),
+                None => self.reject(now, id, &req.id, err.error, err.close),
             },
         }
     }
@@ -871,22 +876,22 @@ impl Gateway {
             Held {
                 req_id,
                 error: err.error,
-                close_reason: err.close_reason,
+                close: err.close,
             },
         );
         self.schedule(now + delay, Timer::Refusal(id));
     }
 
-    /// Answer a failed `connect` and close 1008 with the message (or `close_reason`) as reason.
+    /// Answer a failed `connect` and close with `close`, by default 1008 with the message.
     pub(crate) fn reject(
         &mut self,
         now: Instant,
         id: ConnId,
         req_id: &str,
         err: ErrorShape,
-        close_reason: Option<String>,
+        close: Option<CloseReason>,
     ) {
-        let reason = close_reason.unwrap_or_else(|| err.message.clone());
+        let close = close.unwrap_or_else(|| CloseReason::Refused(err.message.clone()));
         let detail = err
             .details
             .as_ref()
@@ -901,7 +906,7 @@ impl Gateway {
             format!("rejected: {} {detail}", err.message),
         );
         self.send(now, id, &OutFrame::err(req_id, err));
-        self.close_ws(now, id, 1008, &reason);
+        self.close_ws(now, id, close);
     }
 
     fn finish_hello(
@@ -982,11 +987,11 @@ pub(crate) struct Admitted {
     pub(crate) events: Vec<(&'static str, Value)>,
 }
 
-/// A refused `connect`: the error, the close reason when it differs from the message, and
+/// A refused `connect`: the error, the close reason when it is not the message, and
 /// how long to hold the answer back (the local failed-auth penalty).
 pub(crate) struct Refusal {
     pub(crate) error: ErrorShape,
-    pub(crate) close_reason: Option<String>,
+    pub(crate) close: Option<CloseReason>,
     pub(crate) delay: Option<Duration>,
 }
 
@@ -994,7 +999,7 @@ impl From<ErrorShape> for Refusal {
     fn from(error: ErrorShape) -> Self {
         Refusal {
             error,
-            close_reason: None,
+            close: None,
             delay: None,
         }
     }
@@ -1004,7 +1009,7 @@ impl From<ErrorShape> for Refusal {
 struct Held {
     req_id: String,
     error: ErrorShape,
-    close_reason: Option<String>,
+    close: Option<CloseReason>,
 }
 
 impl Gateway {
@@ -1254,7 +1259,7 @@ impl Gateway {
         };
         Err(Refusal {
             error,
-            close_reason: None,
+            close: None,
             delay,
         })
     }

@@ -42,6 +42,7 @@
 mod admission;
 pub mod auth;
 pub mod client;
+mod close;
 pub mod config;
 mod conn;
 pub mod device;

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
+use crate::close::{CloseReason, Invalidation};
 use crate::conn::ConnId;
 use crate::frame::{ErrorCode, ErrorShape, FrameError, OutFrame, parse_request, unexpected_key};
 use crate::gateway::Gateway;
@@ -110,13 +111,13 @@ impl Gateway {
                 self.log(now, Level::Debug, Some(id), "ignored non-JSON frame".into());
                 return;
             }
-            Err(FrameError::Invalid { id: rid, message }) => {
+            Err(FrameError::Invalid { id: rid, problem }) => {
                 self.send(
                     now,
                     id,
                     &OutFrame::err(
                         rid,
-                        ErrorShape::invalid(format!("invalid request frame: {message}")),
+                        ErrorShape::invalid(format!("invalid request frame: {problem}")),
                     ),
                 );
                 return;
@@ -137,10 +138,9 @@ impl Gateway {
             );
             return;
         }
-        if let Err(e) = scopes::authorize(role, &scopes, &req.method, &req.params) {
-            let unauthorized_role = e.message.starts_with("unauthorized role");
-            self.send(now, id, &OutFrame::err(&req.id, e));
-            if unauthorized_role {
+        if let Err(denied) = scopes::authorize(role, &scopes, &req.method, &req.params) {
+            self.send(now, id, &OutFrame::err(&req.id, denied.to_error()));
+            if matches!(denied, scopes::Denied::Role(_)) {
                 let max = self.config.limits.max_unauthorized_calls;
                 let count = self
                     .conns
@@ -151,7 +151,7 @@ impl Gateway {
                         s.unauthorized_calls
                     });
                 if count.is_some_and(|n| n > max) {
-                    self.close_ws(now, id, 1008, "repeated unauthorized calls");
+                    self.close_ws(now, id, CloseReason::RepeatedUnauthorized);
                 }
             }
             return;
@@ -449,12 +449,12 @@ impl Gateway {
             return Err(ErrorShape::invalid(format!("unknown {key}: {did}")));
         }
         self.persist();
-        let reason = if key == "nodeId" {
-            "client invalidated: node removed"
+        let why = if key == "nodeId" {
+            Invalidation::NodeRemoved
         } else {
-            "client invalidated: device removed"
+            Invalidation::DeviceRemoved
         };
-        self.close_device_conns(now, &did, None, reason);
+        self.close_device_conns(now, &did, None, why);
         Ok(json!({ key: did }))
     }
 
@@ -486,7 +486,7 @@ impl Gateway {
         let issued = self.store.issue_token(&did, &role, token.clone(), now_ms);
         self.persist();
         if let Some(old) = old {
-            self.close_device_conns(now, &did, Some(&old), "client invalidated: token rotated");
+            self.close_device_conns(now, &did, Some(&old), Invalidation::TokenRotated);
         }
         let scopes = issued.map(|t| t.scopes).unwrap_or_default();
         Ok(
@@ -509,7 +509,7 @@ impl Gateway {
             )));
         };
         self.persist();
-        self.close_device_conns(now, &did, Some(&old), "client invalidated: token revoked");
+        self.close_device_conns(now, &did, Some(&old), Invalidation::TokenRevoked);
         Ok(json!({"deviceId": did, "role": role, "revokedAtMs": self.unix_ms(now)}))
     }
 
@@ -519,7 +519,7 @@ impl Gateway {
         now: Instant,
         device_id: &str,
         token: Option<&str>,
-        reason: &str,
+        why: Invalidation,
     ) {
         let victims: Vec<ConnId> = self
             .conns
@@ -533,7 +533,7 @@ impl Gateway {
             .map(|(id, _)| *id)
             .collect();
         for v in victims {
-            self.close_ws(now, v, 4001, reason);
+            self.close_ws(now, v, CloseReason::Invalidated(why));
         }
     }
 }

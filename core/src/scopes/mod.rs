@@ -142,6 +142,27 @@ fn required_scope(method: &str, params: &Value) -> &'static str {
     }
 }
 
+/// Why a method call is refused by [`authorize`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// The method is not for this role (`unauthorized role: …`); repeated, it closes the socket.
+    Role(Role),
+    /// The role may call it, but a scope is missing.
+    MissingScope(&'static str),
+}
+
+impl Denied {
+    /// The error answered to the call.
+    pub fn to_error(self) -> ErrorShape {
+        match self {
+            Denied::Role(role) => {
+                ErrorShape::invalid(format!("unauthorized role: {}", role.as_str()))
+            }
+            Denied::MissingScope(scope) => missing_scope(scope),
+        }
+    }
+}
+
 /// Authorize a method call for a role and granted scopes, as upstream does: `health` always;
 /// node-only methods for nodes only; everything else for operators with the scope the table names.
 pub fn authorize(
@@ -149,15 +170,14 @@ pub fn authorize(
     granted: &[String],
     method: &str,
     params: &Value,
-) -> Result<(), ErrorShape> {
+) -> Result<(), Denied> {
     if method == "health" {
         return Ok(());
     }
     let node_only = requirement(method) == Some(Requirement::NodeRole);
     match (role, node_only) {
         (Role::Node, true) => return Ok(()),
-        (Role::Node, false) => return Err(ErrorShape::invalid("unauthorized role: node")),
-        (Role::Operator, true) => return Err(ErrorShape::invalid("unauthorized role: operator")),
+        (Role::Node, false) | (Role::Operator, true) => return Err(Denied::Role(role)),
         (Role::Operator, false) => {}
     }
     if matches!(
@@ -171,7 +191,7 @@ pub fn authorize(
     if satisfied(granted, need) {
         Ok(())
     } else {
-        Err(missing_scope(need))
+        Err(Denied::MissingScope(need))
     }
 }
 
@@ -282,7 +302,9 @@ mod tests {
 
     #[test]
     fn empty_scopes_cannot_read_status() {
-        let e = authorize(Role::Operator, &[], "status", &Value::Null).unwrap_err();
+        let e = authorize(Role::Operator, &[], "status", &Value::Null)
+            .unwrap_err()
+            .to_error();
         assert_eq!(e.message, "missing scope: operator.read");
         assert_eq!(e.details.unwrap()["code"], "MISSING_SCOPE");
     }
@@ -300,7 +322,9 @@ mod tests {
             )
             .is_ok()
         );
-        let e = authorize(Role::Operator, &s(&[READ]), "nosuch.method", &Value::Null).unwrap_err();
+        let e = authorize(Role::Operator, &s(&[READ]), "nosuch.method", &Value::Null)
+            .unwrap_err()
+            .to_error();
         assert_eq!(e.message, "missing scope: operator.admin");
     }
 
@@ -314,12 +338,14 @@ mod tests {
                 &Value::Null
             )
             .unwrap_err()
+            .to_error()
             .message,
             "unauthorized role: operator"
         );
         assert_eq!(
             authorize(Role::Node, &[], "status", &Value::Null)
                 .unwrap_err()
+                .to_error()
                 .message,
             "unauthorized role: node"
         );
@@ -332,6 +358,7 @@ mod tests {
         assert_eq!(
             authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p)
                 .unwrap_err()
+                .to_error()
                 .message,
             "missing scope: operator.admin"
         );
