@@ -120,7 +120,7 @@ impl Gateway {
                     error: ErrorShape::new(ErrorCode::NotPaired, PAIRING_REQUIRED)
                         .with_details(details),
                     close: Some(CloseReason::PairingRequired {
-                        request_id: req.request_id,
+                        request_id: req.request_id.into(),
                     }),
                     delay: None,
                 });

@@ -26,11 +26,11 @@ pub(crate) enum CloseReason {
     /// A handshake frame that is not JSON (1000, no reason).
     HandshakeNotJson,
     /// A `connect` refused: 1008 with the refusal's message.
-    Refused(String),
+    Refused(Box<str>),
     /// A `connect` refused because the device awaits pairing (1008).
     PairingRequired {
         /// The pending pairing request.
-        request_id: String,
+        request_id: Box<str>,
     },
     /// The client speaks another protocol version (1002).
     ProtocolMismatch,

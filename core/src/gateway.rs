@@ -891,7 +891,7 @@ impl Gateway {
         err: ErrorShape,
         close: Option<CloseReason>,
     ) {
-        let close = close.unwrap_or_else(|| CloseReason::Refused(err.message.clone()));
+        let close = close.unwrap_or_else(|| CloseReason::Refused(err.message.as_str().into()));
         let detail = err
             .details
             .as_ref()

@@ -64,6 +64,7 @@ pub use config::{Config, ConfigError, ConfigInput, Limits};
 pub use conn::{AuthMethod, ConnId, MemIo};
 pub use gateway::{Counts, Entropy, Gateway, MAX_CLOSE_REASON, Output};
 pub use log::{Level, LogRecord};
-pub use methods::{EVENTS, METHODS};
+pub use methods::METHODS;
 pub use pairing::PairingStore;
 pub use route::Router;
+pub use scopes::EVENTS;

@@ -380,3 +380,49 @@ fn the_rate_limiter_locks_an_address_out_per_credential_kind() {
         .is_none()
     );
 }
+
+#[test]
+fn params_are_typed_and_refuse_unknown_properties() {
+    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut c = cli(Some("t"));
+    c.scopes = vec!["operator.admin".into()];
+    let id = p.connect(c, loopback());
+    p.events(id);
+    assert!(p.call(id, "config.get", None).is_ok());
+    assert!(
+        p.call(id, "config.get", Some(serde_json::json!({})))
+            .is_ok()
+    );
+    let e = p
+        .call(id, "config.get", Some(serde_json::json!({"bogusField": 1})))
+        .unwrap_err();
+    assert_eq!(e.code, clawgate_core::frame::ErrorCode::InvalidRequest);
+    assert_eq!(
+        e.message,
+        "invalid params: at root: unexpected property 'bogusField'"
+    );
+    let e = p
+        .call(id, "node.describe", Some(serde_json::json!({"nodeId": 7})))
+        .unwrap_err();
+    assert_eq!(e.message, "invalid params: at /nodeId: must be string");
+    let e = p
+        .call(
+            id,
+            "device.pair.approve",
+            Some(serde_json::json!({"requestId": ""})),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.message,
+        "invalid params: at /requestId: must NOT have fewer than 1 characters"
+    );
+    let e = p
+        .call(id, "node.list", Some(serde_json::json!([])))
+        .unwrap_err();
+    assert_eq!(e.message, "invalid params: at root: must be object");
+    assert!(
+        p.call(id, "health", Some(serde_json::json!({"any": "thing"})))
+            .is_ok(),
+        "methods without a params schema take anything"
+    );
+}

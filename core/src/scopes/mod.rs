@@ -1,7 +1,10 @@
 //! Roles, operator scopes, the method table and the authorization of methods and events
 //! (upstream `authorizeGatewayMethod` and `EVENT_SCOPE_GUARDS`).
 
+mod events;
 mod table;
+
+pub use events::{EVENTS, event_scope, may_receive};
 
 use serde_json::{Value, json};
 
@@ -89,13 +92,16 @@ pub enum Requirement {
     NodeRole,
 }
 
-/// Look up a method of the upstream table.
+/// What a method of upstream's table requires: from the method registry for the methods
+/// clawgate implements, from the table of the others.
 pub fn requirement(method: &str) -> Option<Requirement> {
-    table::METHODS
-        .binary_search_by(|(m, _)| (*m).cmp(method))
-        .ok()
-        .and_then(|i| table::METHODS.get(i))
-        .map(|(_, r)| *r)
+    crate::methods::requirement(method).or_else(|| {
+        table::METHODS
+            .binary_search_by(|(m, _)| (*m).cmp(method))
+            .ok()
+            .and_then(|i| table::METHODS.get(i))
+            .map(|(_, r)| *r)
+    })
 }
 
 /// Whether `granted` satisfies `required`, with upstream's implications.
@@ -202,63 +208,6 @@ pub fn missing_scope(scope: &str) -> ErrorShape {
     )
 }
 
-/// The scope a broadcast event needs, `Some("")` for unrestricted ones, `None` when unknown
-/// (unknown events fail closed).
-pub fn event_scope(event: &str) -> Option<&'static str> {
-    Some(match event {
-        "tick" | "health" | "heartbeat" | "shutdown" | "gateway.suspension"
-        | "update.available" => "",
-        "agent"
-        | "chat"
-        | "presence"
-        | "cron"
-        | "config.changed"
-        | "sessions.changed"
-        | "node.presence"
-        | "node.hostStats"
-        | "node.runnerInventory.changed"
-        | "talk.event"
-        | "skills.changed"
-        | "plugins.changed"
-        | "models.snapshot"
-        | "chat.metadata.changed"
-        | "users.prefs.changed"
-        | "portal.changed"
-        | "progressCard.changed"
-        | "mentions.changed"
-        | "ui.command"
-        | "plugins.controlUi.changed"
-        | "controlUi.sessionPullRequests.changed" => READ,
-        "session.approval" => APPROVALS,
-        e if e.starts_with("session.") || e.starts_with("task") || e.starts_with("voicewake.") => {
-            READ
-        }
-        e if e.starts_with("device.pair.") || e.starts_with("node.pair.") => PAIRING,
-        e if e.starts_with("exec.approval.")
-            || e.starts_with("plugin.approval.")
-            || e.starts_with("openclaw.approval.") =>
-        {
-            APPROVALS
-        }
-        e if e.starts_with("question.") => QUESTIONS,
-        "talk.mode" | "talk.voice.change" => TALK,
-        "terminal.data" | "terminal.exit" | "update.run.changed" | "plugins.install.progress" => {
-            ADMIN
-        }
-        e if e.starts_with("plugin.") => WRITE,
-        _ => return None,
-    })
-}
-
-/// Whether a connection with this role and these scopes may receive a broadcast event.
-pub fn may_receive(role: Role, granted: &[String], event: &str) -> bool {
-    match event_scope(event) {
-        Some("") => true,
-        Some(scope) => role == Role::Operator && satisfied(granted, scope),
-        None => false,
-    }
-}
-
 /// Normalise requested scopes: keep known ones, in order, without duplicates.
 pub fn normalize(requested: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -280,8 +229,14 @@ mod tests {
 
     #[test]
     fn table_is_sorted_and_complete() {
-        assert_eq!(table::METHODS.len(), 482);
+        assert_eq!(table::METHODS.len() + crate::METHODS.len(), 482);
         assert!(table::METHODS.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(
+            crate::METHODS
+                .iter()
+                .all(|m| table::METHODS.binary_search_by(|(t, _)| t.cmp(m)).is_err()),
+            "a method is in the registry and in the table"
+        );
         assert_eq!(requirement("status"), Some(Requirement::Read));
         assert_eq!(
             requirement("node.invoke.result"),
@@ -364,23 +319,5 @@ mod tests {
         );
         let p = serde_json::json!({"command": "system.which"});
         assert!(authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p).is_ok());
-    }
-
-    #[test]
-    fn events_fail_closed() {
-        assert!(may_receive(Role::Node, &[], "tick"));
-        assert!(!may_receive(Role::Operator, &[], "presence"));
-        assert!(may_receive(Role::Operator, &s(&[READ]), "presence"));
-        assert!(!may_receive(
-            Role::Operator,
-            &s(&[READ]),
-            "device.pair.requested"
-        ));
-        assert!(may_receive(
-            Role::Operator,
-            &s(&[PAIRING]),
-            "device.pair.requested"
-        ));
-        assert!(!may_receive(Role::Operator, &s(&[ADMIN]), "made.up.event"));
     }
 }
