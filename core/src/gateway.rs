@@ -35,8 +35,10 @@ pub trait Entropy: Send {
     fn fill(&mut self, dest: &mut [u8]);
 }
 
-/// Something the shell must do, drained with [`Gateway::poll_output`].
+/// Something the shell must do, drained with [`Gateway::poll_output`]. New kinds of work
+/// will be added: a shell's catch-all arm must not drop one silently (log or debug-assert).
 #[derive(Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Output {
     /// Write these bytes to the connection's socket, in order.
     Transmit {
@@ -95,7 +97,8 @@ pub struct Gateway {
     out: VecDeque<Output>,
     next_conn: u64,
     start: Instant,
-    start_unix_ms: u64,
+    /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
+    wall: (Instant, u64),
     pub(crate) boot_id: String,
     draining: bool,
     pub(crate) presence_version: u64,
@@ -129,7 +132,7 @@ impl Gateway {
             out: VecDeque::new(),
             next_conn: 1,
             start: now,
-            start_unix_ms: unix_ms,
+            wall: (now, unix_ms),
             boot_id: String::new(),
             draining: false,
             presence_version: 1,
@@ -181,8 +184,18 @@ impl Gateway {
         self.draining
     }
 
+    /// The wall-clock time at `now`: the latest reading plus the monotonic time since it.
     pub(crate) fn unix_ms(&self, now: Instant) -> u64 {
-        self.start_unix_ms + now.saturating_duration_since(self.start).as_millis() as u64
+        let (at, ms) = self.wall;
+        ms.saturating_add(now.saturating_duration_since(at).as_millis() as u64)
+    }
+
+    /// A wall-clock reading: at `now` it is `unix_ms` milliseconds since the Unix epoch.
+    /// Call it on every wake, before feeding inputs (it is cheap), so a suspend or a clock
+    /// step reaches signature freshness, timestamps and pairing TTLs at once instead of
+    /// wall time drifting from the reading taken at start.
+    pub fn handle_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.wall = (now, unix_ms);
     }
 
     pub(crate) fn uptime_ms(&self, now: Instant) -> u64 {

@@ -48,6 +48,7 @@ mod conn;
 pub mod device;
 pub mod discovery;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gateway;
 pub mod handshake;

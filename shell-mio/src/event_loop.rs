@@ -200,6 +200,7 @@ impl EventLoop {
                 return Err(e);
             }
             let now = Instant::now();
+            gw.handle_wall_clock(now, crate::logging::unix_ms());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(gw, host, now),
@@ -281,7 +282,12 @@ impl EventLoop {
                 output => match host.absorb(output) {
                     Some(Output::Transmit { conn, data }) => self.transmit(gw, now, conn, data),
                     Some(Output::Close { conn }) => self.begin_close(now, token_of(conn)),
-                    _ => {}
+                    Some(other) => {
+                        debug_assert!(false, "unhandled core output {other:?}");
+                        host.logger()
+                            .log(Level::Warn, format!("unhandled core output {other:?}"));
+                    }
+                    None => {}
                 },
             }
         }

@@ -174,6 +174,7 @@ impl<H: Host> Driver<'_, '_, H> {
             )
             .await;
             let now = Instant::now();
+            self.gw.handle_wall_clock(now, unix_ms());
             match wake {
                 Wake::Deadline => {
                     armed = None;
@@ -239,6 +240,10 @@ impl<H: Host> Driver<'_, '_, H> {
                 Output::Persist(snapshot) => self.host.persist(snapshot),
                 Output::Log(record) => self.host.log(&record),
                 Output::Timeout(at) => return at,
+                other => {
+                    debug_assert!(false, "unhandled core output {other:?}");
+                    self.log(Level::Warn, format!("unhandled core output {other:?}"));
+                }
             }
         }
     }

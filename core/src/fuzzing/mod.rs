@@ -5,7 +5,7 @@
 //! started at the `Instant` the caller hands in; randomness is a fixed-seed generator; so an
 //! input always replays the same run.
 
-mod sim;
+pub mod sim;
 pub mod stream;
 
 use core::time::Duration;
@@ -20,7 +20,7 @@ use crate::pairing::PendingKind;
 use crate::scopes::Role;
 use crate::{Config, Limits, PairingStore, handshake};
 
-pub use sim::{SeqEntropy, Sim, T0_MS, Transcript, loopback, remote};
+pub use sim::{SeqEntropy, Sim, T0_MS, Transcript, cli, loopback, remote};
 
 /// The shared secret of token-mode fuzz gateways.
 pub const TOKEN: &str = "fuzz-token";
