@@ -42,7 +42,7 @@ pub struct ErrorShape {
 
 impl ErrorShape {
     /// An error with a code and a message and nothing else.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -53,13 +53,13 @@ impl ErrorShape {
     }
 
     /// The same error with `details` set.
-    pub fn with_details(mut self, details: Value) -> Self {
+    pub(crate) fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
     }
 
     /// `INVALID_REQUEST` with a message.
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)
     }
 }
@@ -283,14 +283,14 @@ fn invalid(id: &str, problem: InvalidFrame) -> FrameError {
 }
 
 /// The first key of `obj` not in `allowed`, if any.
-pub fn unexpected_key<'a>(obj: &'a Map<String, Value>, allowed: &[&str]) -> Option<&'a str> {
+pub(crate) fn unexpected_key<'a>(obj: &'a Map<String, Value>, allowed: &[&str]) -> Option<&'a str> {
     obj.keys()
         .map(String::as_str)
         .find(|k| !allowed.contains(k))
 }
 
 /// Truncate a close reason to at most `max` bytes on a UTF-8 boundary.
-pub fn truncate_reason(reason: &str, max: usize) -> &str {
+pub(crate) fn truncate_reason(reason: &str, max: usize) -> &str {
     if reason.len() <= max {
         return reason;
     }

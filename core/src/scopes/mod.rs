@@ -202,7 +202,7 @@ pub fn authorize(
 }
 
 /// The `FORBIDDEN missing scope` error.
-pub fn missing_scope(scope: &str) -> ErrorShape {
+pub(crate) fn missing_scope(scope: &str) -> ErrorShape {
     ErrorShape::new(ErrorCode::Forbidden, format!("missing scope: {scope}")).with_details(
         json!({"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]}),
     )
