@@ -57,9 +57,11 @@ pub mod client;
 mod close;
 pub mod config;
 mod conn;
+mod connect;
 pub mod device;
 pub mod discovery;
 pub mod frame;
+mod frames;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gateway;
@@ -72,6 +74,7 @@ mod methods;
 pub mod pairing;
 mod route;
 pub mod scopes;
+mod upgrade;
 
 pub use config::{Config, ConfigError, ConfigInput, Limits};
 pub use conn::{AuthMethod, ConnId, MemIo};

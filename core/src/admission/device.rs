@@ -1,4 +1,4 @@
-//! Admission of a signed device: pairing (silent on local connections, a stable pending
+//! The admission of a signed device: pairing (silent on local connections, a stable pending
 //! request otherwise), scope upgrades, device tokens and node approval requests.
 
 use core::net::IpAddr;
@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::{Admitted, Refusal};
 use crate::close::{CloseReason, PAIRING_REQUIRED};
 use crate::conn::AuthMethod;
 use crate::device::DeviceProof;
 use crate::frame::{ErrorCode, ErrorShape};
-use crate::gateway::{Admitted, Gateway, Refusal};
+use crate::gateway::Gateway;
 use crate::handshake::ConnectParams;
 use crate::log::Level;
 use crate::pairing::{DeviceMeta, PendingKind, PendingRequest};
