@@ -275,12 +275,7 @@ impl Gateway {
         role: String,
     ) -> Result<Value, ErrorShape> {
         let now_ms = self.unix_ms(now);
-        let old = self
-            .store
-            .devices
-            .get(&did)
-            .and_then(|d| d.tokens.get(&role))
-            .map(|t| t.token.clone());
+        let old = self.store.token_of(&did, &role);
         let has_role = self
             .store
             .devices
@@ -309,12 +304,7 @@ impl Gateway {
         did: String,
         role: String,
     ) -> Result<Value, ErrorShape> {
-        let old = self
-            .store
-            .devices
-            .get(&did)
-            .and_then(|d| d.tokens.get(&role))
-            .map(|t| t.token.clone());
+        let old = self.store.token_of(&did, &role);
         let Some(old) = old.filter(|_| self.store.revoke_token(&did, &role)) else {
             return Err(ErrorShape::invalid(format!(
                 "no token for device {did} role {role}"

@@ -79,26 +79,26 @@ pub fn may_receive(role: Role, granted: &[String], event: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
     #[test]
     fn events_fail_closed() {
         assert!(may_receive(Role::Node, &[], "tick"));
         assert!(!may_receive(Role::Operator, &[], "presence"));
-        assert!(may_receive(Role::Operator, &s(&[READ]), "presence"));
+        assert!(may_receive(Role::Operator, &[READ.to_string()], "presence"));
         assert!(!may_receive(
             Role::Operator,
-            &s(&[READ]),
+            &[READ.to_string()],
             "device.pair.requested"
         ));
         assert!(may_receive(
             Role::Operator,
-            &s(&[PAIRING]),
+            &[PAIRING.to_string()],
             "device.pair.requested"
         ));
-        assert!(!may_receive(Role::Operator, &s(&[ADMIN]), "made.up.event"));
+        assert!(!may_receive(
+            Role::Operator,
+            &[ADMIN.to_string()],
+            "made.up.event"
+        ));
     }
 
     #[test]
