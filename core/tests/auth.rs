@@ -1,6 +1,6 @@
 //! Shared-secret auth, locality, origin, proxies, rate limits and scopes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clawgate_core::Config;
 use clawgate_core::client::Event;
@@ -9,7 +9,7 @@ use serde_json::json;
 
 #[test]
 fn password_mode_accepts_the_password_in_either_field() {
-    let mut p = Sim::with_config(Config::local_default().with_password("pw"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_password("pw"));
     let mut c = cli(None);
     c.password = Some("pw".into());
     let id = p.open_client(c, loopback());
@@ -27,7 +27,7 @@ fn password_mode_accepts_the_password_in_either_field() {
 
 #[test]
 fn mode_none_refuses_remote_connections() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = p.open_client(cli(None), remote());
     let e = p.connect_error(id).unwrap();
     assert_eq!(
@@ -40,7 +40,7 @@ fn mode_none_refuses_remote_connections() {
 
 #[test]
 fn mode_none_local_non_cli_client_gets_no_scopes() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let mut c = cli(None);
     c.client.id = "test".into();
     c.client.mode = "test".into();
@@ -53,7 +53,7 @@ fn mode_none_local_non_cli_client_gets_no_scopes() {
 fn foreign_origin_is_refused_and_allowed_origin_passes() {
     let mut cfg = Config::local_default();
     cfg.allowed_origins = vec!["https://ui.example.com".into()];
-    let mut p = Sim::with_config(cfg);
+    let mut p = Sim::started(Instant::now(), cfg);
     let mut c = cli(None);
     c.origin = Some("https://evil.example".into());
     let id = p.open_client(c, loopback());
@@ -77,7 +77,7 @@ fn foreign_origin_is_refused_and_allowed_origin_passes() {
 
 #[test]
 fn forwarding_headers_from_untrusted_peer_get_403() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = p.open_raw_sending(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: 203.0.113.5\r\n\r\n", loopback());
     let raw = String::from_utf8_lossy(p.sent(id)).into_owned();
     assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
@@ -89,7 +89,7 @@ fn forwarding_headers_from_untrusted_peer_get_403() {
 fn trusted_proxy_forwarding_a_remote_client_is_not_local() {
     let mut cfg = Config::local_default().with_token("t");
     cfg.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-    let mut p = Sim::with_config(cfg);
+    let mut p = Sim::started(Instant::now(), cfg);
     let id = p.open_raw_sending(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: 203.0.113.5\r\n\r\n", loopback());
     let raw = String::from_utf8_lossy(p.sent(id)).into_owned();
     assert!(raw.starts_with("HTTP/1.1 101"), "{raw}");
@@ -102,7 +102,7 @@ fn trusted_proxy_forwarding_a_remote_client_is_not_local() {
 
 #[test]
 fn remote_failures_lock_out_after_ten_and_device_bucket_is_separate() {
-    let mut p = Sim::with_config(Config::local_default().with_token("right"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("right"));
     for _ in 0..10 {
         let id = p.open_client(cli(Some("wrong")), remote());
         assert_eq!(
@@ -130,7 +130,7 @@ fn remote_failures_lock_out_after_ten_and_device_bucket_is_separate() {
 
 #[test]
 fn scopes_authorize_methods_and_unknown_methods_come_after_the_scope_check() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let mut c = cli(Some("t"));
     c.scopes = vec!["operator.read".into()];
     let id = p.open_client(c, loopback());
@@ -160,7 +160,7 @@ fn scopes_authorize_methods_and_unknown_methods_come_after_the_scope_check() {
 
 #[test]
 fn invalid_frames_after_hello_are_answered_and_non_json_is_ignored() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = p.open_client(cli(None), loopback());
     p.events(id);
     p.peer(id)
@@ -208,7 +208,7 @@ fn invalid_frames_after_hello_are_answered_and_non_json_is_ignored() {
 
 #[test]
 fn control_ui_without_device_needs_a_secure_context() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let mut c = cli(Some("t"));
     c.client.id = "openclaw-control-ui".into();
     c.client.mode = "ui".into();
@@ -224,7 +224,7 @@ fn control_ui_without_device_needs_a_secure_context() {
     );
     let mut cfg = Config::local_default().with_token("t");
     cfg.allow_insecure_control_ui = true;
-    let mut p = Sim::with_config(cfg);
+    let mut p = Sim::started(Instant::now(), cfg);
     let id = p.open_client(c.clone(), loopback());
     assert!(p.hello(id).is_some());
     // Missing token from a Control UI with a device: the hint points at Control UI settings.
@@ -240,7 +240,7 @@ fn control_ui_without_device_needs_a_secure_context() {
 
 #[test]
 fn node_without_device_and_wrong_token_is_told_it_needs_a_device() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let mut c = cli(Some("wrong"));
     c.client.id = "node-host".into();
     c.client.mode = "node".into();
@@ -257,7 +257,7 @@ fn hello_snapshot_reports_config_path_and_state_dir() {
     let mut cfg = Config::local_default();
     cfg.config_path = "/home/me/.openclaw/openclaw.json".into();
     cfg.state_dir = "/home/me/.openclaw".into();
-    let mut p = Sim::with_config(cfg);
+    let mut p = Sim::started(Instant::now(), cfg);
     let id = p.open_client(cli(None), loopback());
     let snap = p.hello(id).unwrap()["snapshot"].clone();
     assert_eq!(snap["configPath"], "/home/me/.openclaw/openclaw.json");
@@ -275,7 +275,7 @@ fn hello_snapshot_reports_config_path_and_state_dir() {
 
 #[test]
 fn device_token_lockout_does_not_lock_the_shared_secret() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     for _ in 0..10 {
         let mut c = cli(None);
         c.device = Some(clawgate_core::device::DeviceKey::from_seed([9; 32]));
@@ -300,7 +300,7 @@ fn device_token_lockout_does_not_lock_the_shared_secret() {
 
 #[test]
 fn local_failures_are_answered_after_a_doubling_penalty() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     for expected_ms in [250u64, 500, 1000, 2000, 4000, 5000, 5000] {
         let id = p.open_client(cli(Some("wrong")), loopback());
         p.advance(Duration::from_millis(expected_ms - 1));
@@ -338,7 +338,7 @@ fn the_rate_limiter_locks_an_address_out_per_credential_kind() {
     use clawgate_core::auth::{CredentialKind, RateLimiter};
     use std::net::IpAddr;
     let mut rl = RateLimiter::default();
-    let p = Sim::with_config(Config::local_default());
+    let p = Sim::started(Instant::now(), Config::local_default());
     let t0 = p.now;
     let ip: IpAddr = "192.0.2.1".parse().unwrap();
     let w = Duration::from_secs(60);
@@ -381,7 +381,7 @@ fn the_rate_limiter_locks_an_address_out_per_credential_kind() {
 
 #[test]
 fn params_are_typed_and_refuse_unknown_properties() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let mut c = cli(Some("t"));
     c.scopes = vec!["operator.admin".into()];
     let id = p.open_client(c, loopback());

@@ -2,6 +2,7 @@
 //! gateway's admission decision matches a small reference model written here independently.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use clawgate_core::Config;
 use clawgate_core::device::{DeviceKey, b64url};
@@ -181,7 +182,7 @@ fn run(c: &Case) -> Option<Vec<String>> {
         };
         store.approve_device(&req, 0);
     }
-    let mut p = Sim::new(std::time::Instant::now(), cfg, store);
+    let mut p = Sim::new(Instant::now(), cfg, store);
     let mut cc = cli(None);
     let pick = |cred: Cred| match cred {
         Cred::Absent => None,

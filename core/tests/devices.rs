@@ -5,6 +5,7 @@ use clawgate_core::device::DeviceKey;
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::{Config, PairingStore};
 use serde_json::json;
+use std::time::Instant;
 
 fn device_cli(token: Option<&str>, seed: u8, scopes: &[&str]) -> ClientConfig {
     let mut c = cli(token);
@@ -25,7 +26,7 @@ fn admin(p: &mut Sim) -> clawgate_core::ConnId {
 
 #[test]
 fn local_device_is_paired_silently_and_reconnects_with_its_token() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let id = p.open_client(device_cli(Some("t"), 1, &["operator.read"]), loopback());
     let hello = p.hello(id).unwrap();
     let token = hello["auth"]["deviceToken"].as_str().unwrap().to_string();
@@ -46,7 +47,7 @@ fn local_device_is_paired_silently_and_reconnects_with_its_token() {
 
 #[test]
 fn remote_device_needs_pairing_with_a_stable_request_id() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let id = p.open_client(device_cli(Some("t"), 2, &["operator.read"]), remote());
     let e = p.connect_error(id).unwrap();
     assert_eq!(e.message, "pairing required: device is not approved yet");
@@ -86,7 +87,7 @@ fn remote_device_needs_pairing_with_a_stable_request_id() {
 
 #[test]
 fn pending_requests_expire_after_five_minutes() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let id = p.open_client(device_cli(Some("t"), 3, &["operator.read"]), remote());
     let rid = p.connect_error(id).unwrap().details.unwrap()["requestId"].clone();
     p.advance(std::time::Duration::from_secs(301));
@@ -97,7 +98,7 @@ fn pending_requests_expire_after_five_minutes() {
 
 #[test]
 fn device_token_failures_are_told_apart_from_token_mismatch() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let id = p.open_client(device_cli(Some("t"), 4, &["operator.read"]), loopback());
     let token = p.hello(id).unwrap()["auth"]["deviceToken"]
         .as_str()
@@ -136,7 +137,7 @@ fn device_token_failures_are_told_apart_from_token_mismatch() {
 
 #[test]
 fn revoking_a_token_closes_its_live_connections() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let id = p.open_client(device_cli(Some("t"), 6, &["operator.read"]), loopback());
     let token = p.hello(id).unwrap()["auth"]["deviceToken"]
         .as_str()
@@ -168,7 +169,7 @@ fn revoking_a_token_closes_its_live_connections() {
 
 #[test]
 fn rotation_issues_a_new_token_and_invalidates_the_old() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let id = p.open_client(device_cli(Some("t"), 7, &["operator.read"]), loopback());
     let old = p.hello(id).unwrap()["auth"]["deviceToken"]
         .as_str()
@@ -230,7 +231,7 @@ fn code_and_reason(e: &clawgate_core::frame::ErrorShape) -> (String, String) {
 
 #[test]
 fn device_proof_failures_have_upstream_codes() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let base = device_cli(Some("t"), 8, &["operator.read"]);
     let e = tampered(&mut p, base.clone(), |v, _, _| {
         v["device"]["nonce"] = json!("stale-nonce")
@@ -304,7 +305,7 @@ fn device_proof_failures_have_upstream_codes() {
 
 #[test]
 fn store_snapshots_reload_to_the_same_state_and_never_lose_an_approved_device() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     for seed in 10..14 {
         let id = p.open_client(device_cli(Some("t"), seed, &["operator.read"]), loopback());
         assert!(p.hello(id).is_some());
@@ -334,7 +335,7 @@ fn store_snapshots_reload_to_the_same_state_and_never_lose_an_approved_device() 
         })
         .unwrap();
     let mut p2 = Sim::new(
-        std::time::Instant::now(),
+        Instant::now(),
         Config::local_default().with_token("t"),
         reloaded,
     );

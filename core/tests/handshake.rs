@@ -1,6 +1,6 @@
 //! Handshake and auth: every row of upstream §3.2 through an in-memory pair.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clawgate_core::Config;
 use clawgate_core::fuzzing::sim::*;
@@ -8,7 +8,7 @@ use serde_json::json;
 
 #[test]
 fn local_cli_in_mode_none_gets_hello_with_requested_scopes() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = p.open_client(cli(None), loopback());
     let hello = p.hello(id).expect("hello-ok");
     assert_eq!(hello["type"], "hello-ok");
@@ -26,7 +26,7 @@ fn local_cli_in_mode_none_gets_hello_with_requested_scopes() {
 
 #[test]
 fn wrong_token_is_refused_with_1008() {
-    let mut p = Sim::with_config(Config::local_default().with_token("secret"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("secret"));
     let id = p.open_client(cli(Some("nope")), loopback());
     p.settle();
     let err = p.connect_error(id).expect("connect failed");
@@ -40,7 +40,7 @@ fn wrong_token_is_refused_with_1008() {
 
 #[test]
 fn no_token_no_device_is_device_identity_required() {
-    let mut p = Sim::with_config(Config::local_default().with_token("secret"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("secret"));
     let id = p.open_client(cli(None), loopback());
     let err = p.connect_error(id).unwrap();
     assert_eq!(err.message, "device identity required");
@@ -52,7 +52,7 @@ fn no_token_no_device_is_device_identity_required() {
 
 #[test]
 fn silent_socket_closes_1000_after_handshake_timeout() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = p.open_raw_sending(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", loopback());
     p.advance(Duration::from_millis(14_999));
     assert!(!p.peer(id).closed);
@@ -62,7 +62,7 @@ fn silent_socket_closes_1000_after_handshake_timeout() {
 
 #[test]
 fn probe_mode_without_device_gets_empty_scopes_and_health_works() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let mut c = cli(Some("t"));
     c.client.mode = "probe".into();
     let id = p.open_client(c, loopback());

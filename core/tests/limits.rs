@@ -1,6 +1,6 @@
 //! Close codes, limits, timers, shutdown and reload.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clawgate_core::Config;
 use clawgate_core::client::Event;
@@ -24,14 +24,14 @@ fn first_frame(p: &mut Sim, text: &str) -> clawgate_core::ConnId {
 
 #[test]
 fn non_json_first_frame_closes_1000() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = first_frame(&mut p, "hello?");
     assert_eq!(p.close_of(id), Some((Some(1000), String::new())));
 }
 
 #[test]
 fn first_request_must_be_connect() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = first_frame(&mut p, r#"{"type":"req","id":"1","method":"health"}"#);
     let msg = "invalid handshake: first request must be connect";
     assert_eq!(p.close_of(id), Some((Some(1008), msg.into())));
@@ -44,7 +44,7 @@ fn first_request_must_be_connect() {
 
 #[test]
 fn invalid_connect_params_close_1008_with_the_message() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = first_frame(
         &mut p,
         r#"{"type":"req","id":"1","method":"connect","params":{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"1","platform":"linux","mode":"cli"},"bogusField":1}}"#,
@@ -60,7 +60,7 @@ fn invalid_connect_params_close_1008_with_the_message() {
 
 #[test]
 fn protocol_mismatch_closes_1002_with_details() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let mut c = cli(None);
     c.min_protocol = 5;
     c.max_protocol = 5;
@@ -79,7 +79,7 @@ fn protocol_mismatch_closes_1002_with_details() {
 
 #[test]
 fn preauth_frame_over_64k_closes_1009_and_64k_exactly_is_parsed() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     // Exactly 65,536 bytes of text: parsed (and refused as not JSON, 1000).
     let id = first_frame(&mut p, &"x".repeat(65_536));
     assert_eq!(p.close_of(id), Some((Some(1000), String::new())));
@@ -89,7 +89,7 @@ fn preauth_frame_over_64k_closes_1009_and_64k_exactly_is_parsed() {
 
 #[test]
 fn sixteen_prehello_frames_close_1008() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     // Binary frames do not decide the handshake but count against the budget.
     let mut raw = Vec::new();
     for _ in 0..16 {
@@ -106,7 +106,7 @@ fn sixteen_prehello_frames_close_1008() {
 
 #[test]
 fn thirty_third_preauth_socket_gets_503() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     for _ in 0..32 {
         let id = p.open_raw_sending(UPGRADE, loopback());
         assert!(String::from_utf8_lossy(p.sent(id)).starts_with("HTTP/1.1 101"));
@@ -126,7 +126,7 @@ fn thirty_third_preauth_socket_gets_503() {
 fn max_connections_is_enforced() {
     let mut cfg = Config::local_default();
     cfg.limits.max_connections = 2;
-    let mut p = Sim::with_config(cfg);
+    let mut p = Sim::started(Instant::now(), cfg);
     p.open_raw_sending(UPGRADE, loopback());
     p.open_raw_sending(UPGRADE, loopback());
     let id = p.open_raw_sending(UPGRADE, loopback());
@@ -135,7 +135,7 @@ fn max_connections_is_enforced() {
 
 #[test]
 fn oversized_head_gets_431() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let head = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
     let id = p.open_raw_sending(head.as_bytes(), loopback());
     assert!(String::from_utf8_lossy(p.sent(id)).starts_with("HTTP/1.1 431"));
@@ -146,7 +146,7 @@ fn oversized_head_gets_431() {
 fn slow_consumer_is_closed_1008() {
     let mut cfg = Config::local_default();
     cfg.limits.max_buffered_bytes = 64 * 1024;
-    let mut p = Sim::with_config(cfg);
+    let mut p = Sim::started(Instant::now(), cfg);
     let id = p.open_client(cli(None), loopback());
     assert!(p.hello(id).is_some());
     // Stop acknowledging writes: the peer never reads. Send requests until the gateway gives up.
@@ -190,7 +190,7 @@ fn slow_consumer_is_closed_1008() {
 
 #[test]
 fn tick_every_interval_with_per_connection_seq() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = p.open_client(cli(None), loopback());
     p.events(id);
     p.advance(Duration::from_secs(30));
@@ -215,7 +215,7 @@ fn tick_every_interval_with_per_connection_seq() {
 
 #[test]
 fn shutdown_sends_event_then_1012_and_preauth_gets_only_close() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = p.open_client(cli(None), loopback());
     p.events(id);
     let pre = {
@@ -249,7 +249,7 @@ fn shutdown_sends_event_then_1012_and_preauth_gets_only_close() {
 
 #[test]
 fn reload_with_a_new_token_closes_old_secret_holders_4001() {
-    let mut p = Sim::with_config(Config::local_default().with_token("old"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("old"));
     let old = p.open_client(cli(Some("old")), loopback());
     assert!(p.hello(old).is_some());
     p.gw.reload(p.now, Config::local_default().with_token("new"));
@@ -271,7 +271,7 @@ fn reload_with_a_new_token_closes_old_secret_holders_4001() {
 
 #[test]
 fn http_routes_on_the_same_port() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     for (path, status) in [
         ("/health", "200"),
         ("/healthz", "200"),
@@ -297,7 +297,7 @@ fn http_routes_on_the_same_port() {
 
 #[test]
 fn wall_time_follows_the_latest_wall_clock_reading() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = p.open_client(cli(None), loopback());
     assert!(p.hello(id).is_some());
     let ts = p.call(id, "health", None).unwrap()["ts"].as_u64();

@@ -1,6 +1,6 @@
 //! Nodes: attachment, approval, node.invoke end to end, timeouts, dedupe, presence.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clawgate_core::client::{ClientConfig, Event};
 use clawgate_core::device::DeviceKey;
@@ -84,7 +84,7 @@ fn approved_node(p: &mut Sim) -> (ConnId, String, ConnId) {
 
 #[test]
 fn node_without_device_is_refused() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let mut c = node_config(1, &[]);
     c.device = None;
     let id = p.open_client(c, loopback());
@@ -97,7 +97,7 @@ fn node_without_device_is_refused() {
 
 #[test]
 fn approval_needs_admin_for_system_commands() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let op = operator(&mut p, &["operator.pairing"]);
     p.open_client(node_config(51, &["system.which"]), loopback());
     let rid = p.call(op, "node.pair.list", None).unwrap()["pending"][0]["requestId"].clone();
@@ -109,7 +109,7 @@ fn approval_needs_admin_for_system_commands() {
 
 #[test]
 fn invoke_round_trip() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (node, node_id, op) = approved_node(&mut p);
     let params = json!({"nodeId": node_id, "command": "system.which", "params": {"bins": ["ls"]}, "idempotencyKey": "idem-1", "timeoutMs": 5000});
     let rid = p.request(op, "node.invoke", Some(params));
@@ -143,7 +143,7 @@ fn invoke_round_trip() {
 
 #[test]
 fn invoke_timeout_cancels_and_late_result_is_ignored() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (node, node_id, op) = approved_node(&mut p);
     let rid = p.request(op, "node.invoke", Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "k2", "timeoutMs": 1000})));
     let req = node_events(&mut p, node, "node.invoke.request").remove(0);
@@ -176,7 +176,7 @@ fn invoke_timeout_cancels_and_late_result_is_ignored() {
 fn invoke_fails_fast_for_unknown_node_and_disallowed_command() {
     let mut cfg = Config::local_default().with_token("t");
     cfg.node_commands_deny = vec!["system.notify".into()];
-    let mut p = Sim::with_config(cfg);
+    let mut p = Sim::started(Instant::now(), cfg);
     let (node, node_id, op) = approved_node_with_deny(&mut p);
     let e = p
         .call(
@@ -252,7 +252,7 @@ fn approved_node_with_deny(p: &mut Sim) -> (ConnId, String, ConnId) {
 
 #[test]
 fn operators_may_not_call_node_methods_and_nodes_may_not_call_operator_methods() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (node, node_id, op) = approved_node(&mut p);
     let e = p
         .call(
@@ -269,7 +269,7 @@ fn operators_may_not_call_node_methods_and_nodes_may_not_call_operator_methods()
 
 #[test]
 fn presence_is_broadcast_with_seq_on_node_connect_and_disconnect() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let op = operator(&mut p, &["operator.read"]);
     let node = p.open_client(node_config(53, &[]), loopback());
     let evs = p.events(op);
@@ -308,7 +308,7 @@ fn presence_is_broadcast_with_seq_on_node_connect_and_disconnect() {
 
 #[test]
 fn progress_chunks_reach_the_caller_and_nodes_speak_only_for_themselves() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (node, node_id, op) = approved_node(&mut p);
     p.request(
         op,
@@ -359,7 +359,7 @@ fn progress_chunks_reach_the_caller_and_nodes_speak_only_for_themselves() {
 
 #[test]
 fn node_tokens_need_admin_to_rotate_or_revoke() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (_node, node_id, admin) = approved_node(&mut p);
     let pairing_only = operator(&mut p, &["operator.pairing"]);
     for method in ["device.token.rotate", "device.token.revoke"] {
@@ -384,7 +384,7 @@ fn node_tokens_need_admin_to_rotate_or_revoke() {
 
 #[test]
 fn logs_tail_follows_with_a_cursor() {
-    let mut p = Sim::with_config(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let op = operator(&mut p, &["operator.read"]);
     let first = p.call(op, "logs.tail", Some(json!({"limit": 5}))).unwrap();
     assert!(!first["lines"].as_array().unwrap().is_empty());

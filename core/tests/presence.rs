@@ -2,6 +2,7 @@
 
 use clawgate_core::Config;
 use clawgate_core::fuzzing::sim::*;
+use std::time::Instant;
 
 fn presence_modes(hello: &serde_json::Value) -> Vec<String> {
     hello["snapshot"]["presence"]
@@ -14,7 +15,7 @@ fn presence_modes(hello: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn ephemeral_cli_probe_and_backend_clients_stay_out_of_presence() {
-    let mut p = Sim::with_config(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     for mode in ["cli", "probe", "backend"] {
         let mut c = cli(None);
         c.client.mode = mode.into();

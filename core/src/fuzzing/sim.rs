@@ -107,9 +107,9 @@ impl Sim {
         sim
     }
 
-    /// A gateway started now with `config` and an empty pairing store.
-    pub fn with_config(config: Config) -> Self {
-        Self::new(Instant::now(), config, PairingStore::default())
+    /// A gateway started at `start` with `config` and an empty pairing store.
+    pub fn started(start: Instant, config: Config) -> Self {
+        Self::new(start, config, PairingStore::default())
     }
 
     /// The fake wall clock: Unix milliseconds now.
