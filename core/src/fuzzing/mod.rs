@@ -1,4 +1,6 @@
-//! Entry points for the fuzzers in `fuzz/` and for the tests that replay their corpora.
+//! Entry points for the fuzzers in `fuzz/` and for the tests that replay their corpora, and
+//! the in-memory harness ([`sim::Sim`]) they and the core's tests share. Compiled only with
+//! the `fuzzing` feature: none of this is the gateway's API.
 //!
 //! Each function takes the raw input and checks invariants with `assert!`, so a panic here
 //! is a finding whether it came from the gateway or from an invariant. Time is a fake clock
