@@ -244,13 +244,34 @@ mod tests {
 
     #[test]
     fn the_advertised_order_is_the_registry_order() {
-        assert_eq!(METHODS.len(), REGISTRY.len());
-        assert_eq!(
-            METHODS.first().copied(),
-            Some("health"),
-            "hello-ok lists health first"
-        );
-        assert_eq!(METHODS.last().copied(), Some("device.token.revoke"));
+        // hello-ok.features.methods, byte for byte as clients have seen it.
+        let advertised = [
+            "health",
+            "status",
+            "system-presence",
+            "last-heartbeat",
+            "config.get",
+            "logs.tail",
+            "node.list",
+            "node.describe",
+            "node.rename",
+            "node.invoke",
+            "node.invoke.result",
+            "node.invoke.progress",
+            "node.event",
+            "node.pair.list",
+            "node.pair.approve",
+            "node.pair.reject",
+            "node.pair.remove",
+            "device.pair.list",
+            "device.pair.approve",
+            "device.pair.reject",
+            "device.pair.remove",
+            "device.token.rotate",
+            "device.token.revoke",
+        ];
+        assert_eq!(METHODS, advertised);
+        assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
         assert_eq!(requirement("node.invoke"), Some(Requirement::Dynamic));
         assert_eq!(requirement("no.such"), None);
     }
