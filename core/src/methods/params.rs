@@ -379,4 +379,64 @@ mod tests {
             (Some(true), Some("c".into()))
         );
     }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let keys = prop::sample::select(vec![
+            "nodeId",
+            "command",
+            "idempotencyKey",
+            "params",
+            "timeoutMs",
+            "id",
+            "ok",
+            "payload",
+            "payloadJSON",
+            "error",
+            "code",
+            "message",
+            "limit",
+            "cursor",
+            "maxBytes",
+            "deviceId",
+            "role",
+            "scopes",
+            "x",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z]{0,3}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever the params, parsing answers a value or an upstream-phrased error.
+        #[test]
+        fn any_params_parse_or_are_phrased(v in json()) {
+            fn check<P: DeserializeOwned>(v: &Value) {
+                if let Err(e) = parse::<P>(v.clone()) {
+                    assert!(e.message.starts_with("invalid params: at "), "{}", e.message);
+                }
+            }
+            check::<crate::route::NodeInvoke>(&v);
+            check::<crate::route::NodeInvokeResult>(&v);
+            check::<crate::route::NodeInvokeProgress>(&v);
+            check::<crate::methods::views::LogsTail>(&v);
+            check::<crate::methods::pairing::TokenRotate>(&v);
+            check::<super::super::NoParams>(&v);
+            check::<super::super::AnyParams>(&v);
+        }
+    }
 }
