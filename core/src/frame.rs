@@ -42,7 +42,7 @@ pub struct ErrorShape {
 
 impl ErrorShape {
     /// An error with a code and a message and nothing else.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -53,13 +53,13 @@ impl ErrorShape {
     }
 
     /// The same error with `details` set.
-    pub fn with_details(mut self, details: Value) -> Self {
+    pub(crate) fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
     }
 
     /// `INVALID_REQUEST` with a message.
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, message)
     }
 }
@@ -192,13 +192,39 @@ pub enum FrameError {
     #[error("frame is not JSON")]
     NotJson,
     /// JSON, but not a valid request frame; `id` is what to answer to.
-    #[error("invalid request frame: {message}")]
+    #[error("invalid request frame: {problem}")]
     Invalid {
         /// The request id if one could be read, else `"invalid"`.
         id: String,
-        /// What was wrong, in upstream's words.
-        message: String,
+        /// What was wrong.
+        problem: InvalidFrame,
     },
+}
+
+/// What is wrong with a request frame; displays in upstream's words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidFrame {
+    /// The frame is not a JSON object.
+    #[error("at root: must be object")]
+    NotObject,
+    /// A key the request schema does not allow.
+    #[error("at root: unexpected property '{0}'")]
+    UnexpectedProperty(String),
+    /// `type` is not `"req"`.
+    #[error("at /type: must be equal to constant")]
+    NotRequest,
+    /// No usable `id`.
+    #[error("at root: must have required property 'id'")]
+    MissingId,
+    /// `method` is not a non-empty string.
+    #[error("at /method: must be non-empty string")]
+    BadMethod,
+    /// No `method`.
+    #[error("at root: must have required property 'method'")]
+    MissingMethod,
+    /// `traceparent` is not a string of at most 128 characters.
+    #[error("at /traceparent: must be string of at most 128 characters")]
+    BadTraceparent,
 }
 
 const REQUEST_KEYS: &[&str] = &[
@@ -214,7 +240,7 @@ const REQUEST_KEYS: &[&str] = &[
 pub fn parse_request(text: &str) -> Result<Request, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
     let Value::Object(mut obj) = value else {
-        return Err(invalid("invalid", "at root: must be object".into()));
+        return Err(invalid("invalid", InvalidFrame::NotObject));
     };
     let id = match obj.get("id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -223,57 +249,48 @@ pub fn parse_request(text: &str) -> Result<Request, FrameError> {
     if let Some(key) = unexpected_key(&obj, REQUEST_KEYS) {
         return Err(invalid(
             &id,
-            format!("at root: unexpected property '{key}'"),
+            InvalidFrame::UnexpectedProperty(key.to_string()),
         ));
     }
     match obj.get("type") {
         Some(Value::String(t)) if t == "req" => {}
-        _ => return Err(invalid(&id, "at /type: must be equal to constant".into())),
+        _ => return Err(invalid(&id, InvalidFrame::NotRequest)),
     }
     if id == "invalid" && !matches!(obj.get("id"), Some(Value::String(s)) if s == "invalid") {
-        return Err(invalid(
-            &id,
-            "at root: must have required property 'id'".into(),
-        ));
+        return Err(invalid(&id, InvalidFrame::MissingId));
     }
     let method = match obj.get("method") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
-        Some(_) => return Err(invalid(&id, "at /method: must be non-empty string".into())),
+        Some(_) => return Err(invalid(&id, InvalidFrame::BadMethod)),
         None => {
-            return Err(invalid(
-                &id,
-                "at root: must have required property 'method'".into(),
-            ));
+            return Err(invalid(&id, InvalidFrame::MissingMethod));
         }
     };
     if let Some(tp) = obj.get("traceparent")
         && !matches!(tp, Value::String(s) if s.len() <= 128)
     {
-        return Err(invalid(
-            &id,
-            "at /traceparent: must be string of at most 128 characters".into(),
-        ));
+        return Err(invalid(&id, InvalidFrame::BadTraceparent));
     }
     let params = obj.remove("params").unwrap_or(Value::Null);
     Ok(Request { id, method, params })
 }
 
-fn invalid(id: &str, message: String) -> FrameError {
+fn invalid(id: &str, problem: InvalidFrame) -> FrameError {
     FrameError::Invalid {
         id: id.to_string(),
-        message,
+        problem,
     }
 }
 
 /// The first key of `obj` not in `allowed`, if any.
-pub fn unexpected_key<'a>(obj: &'a Map<String, Value>, allowed: &[&str]) -> Option<&'a str> {
+pub(crate) fn unexpected_key<'a>(obj: &'a Map<String, Value>, allowed: &[&str]) -> Option<&'a str> {
     obj.keys()
         .map(String::as_str)
         .find(|k| !allowed.contains(k))
 }
 
 /// Truncate a close reason to at most `max` bytes on a UTF-8 boundary.
-pub fn truncate_reason(reason: &str, max: usize) -> &str {
+pub(crate) fn truncate_reason(reason: &str, max: usize) -> &str {
     if reason.len() <= max {
         return reason;
     }
@@ -331,7 +348,7 @@ mod tests {
             e,
             FrameError::Invalid {
                 id: "x1".into(),
-                message: "at root: unexpected property 'bogus'".into()
+                problem: InvalidFrame::UnexpectedProperty("bogus".into())
             }
         );
     }

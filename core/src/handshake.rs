@@ -372,7 +372,7 @@ pub fn protocol_ok(p: &ConnectParams) -> bool {
 }
 
 /// The protocol-mismatch error.
-pub fn protocol_mismatch(p: &ConnectParams) -> ErrorShape {
+pub(crate) fn protocol_mismatch(p: &ConnectParams) -> ErrorShape {
     ErrorShape::invalid("protocol mismatch").with_details(json!({
         "code": "PROTOCOL_MISMATCH",
         "clientMinProtocol": p.min_protocol,
@@ -383,7 +383,7 @@ pub fn protocol_mismatch(p: &ConnectParams) -> ErrorShape {
 }
 
 /// The hint upstream appends to token and password failures, by client kind.
-pub fn auth_hint(client: &ClientInfo, local: bool, password: bool) -> &'static str {
+pub(crate) fn auth_hint(client: &ClientInfo, local: bool, password: bool) -> &'static str {
     let ui = matches!(
         client.id.as_str(),
         "openclaw-control-ui" | "webchat-ui" | "webchat"
@@ -404,7 +404,7 @@ pub fn auth_hint(client: &ClientInfo, local: bool, password: bool) -> &'static s
 }
 
 /// An auth failure of upstream's shape: `INVALID_REQUEST "unauthorized: …"`.
-pub fn auth_failure(
+pub(crate) fn auth_failure(
     message: String,
     code: &str,
     auth_reason: &str,
@@ -420,13 +420,13 @@ pub fn auth_failure(
 }
 
 /// `NOT_PAIRED "device identity required"`.
-pub fn device_identity_required() -> ErrorShape {
+pub(crate) fn device_identity_required() -> ErrorShape {
     ErrorShape::new(ErrorCode::NotPaired, "device identity required")
         .with_details(json!({"code": "DEVICE_IDENTITY_REQUIRED"}))
 }
 
 /// `CONTROL_UI_DEVICE_IDENTITY_REQUIRED`: a Control UI without a device outside a secure context.
-pub fn control_ui_device_required() -> ErrorShape {
+pub(crate) fn control_ui_device_required() -> ErrorShape {
     ErrorShape::invalid(
         "control ui requires device identity (use HTTPS or localhost secure context)",
     )
@@ -434,7 +434,7 @@ pub fn control_ui_device_required() -> ErrorShape {
 }
 
 /// `CONTROL_UI_ORIGIN_NOT_ALLOWED`.
-pub fn origin_not_allowed(origin: &str) -> ErrorShape {
+pub(crate) fn origin_not_allowed(origin: &str) -> ErrorShape {
     ErrorShape::invalid(format!(
         "origin not allowed: {origin} (add it to gateway.controlUi.allowedOrigins)"
     ))
@@ -442,7 +442,7 @@ pub fn origin_not_allowed(origin: &str) -> ErrorShape {
 }
 
 /// `AUTH_REQUIRED` for a non-local connection in mode `none`.
-pub fn auth_required() -> ErrorShape {
+pub(crate) fn auth_required() -> ErrorShape {
     ErrorShape::invalid("unauthorized: gateway auth required for non-local connections")
         .with_details(json!({
             "code": "AUTH_REQUIRED",
@@ -453,7 +453,7 @@ pub fn auth_required() -> ErrorShape {
 }
 
 /// `AUTH_RATE_LIMITED`.
-pub fn rate_limited(retry_after_ms: u64) -> ErrorShape {
+pub(crate) fn rate_limited(retry_after_ms: u64) -> ErrorShape {
     let mut e =
         ErrorShape::invalid("unauthorized: too many failed authentication attempts (retry later)")
             .with_details(json!({

@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::frame::PROTOCOL_VERSION;
-use crate::methods::{EVENTS, METHODS};
+use crate::methods::METHODS;
+use crate::scopes::EVENTS;
 
 /// Capabilities advertised in `features.capabilities`.
 const CAPABILITIES: &[&str] = &["model-catalog-snapshot"];

@@ -12,9 +12,10 @@
 //! ```text
 //! let mut gw = Gateway::new(config, entropy, store, now, unix_ms);
 //! loop {
+//!     // 0. On every wake:        gw.handle_wall_clock(now, unix_ms)   (cheap; wall time)
 //!     // 1. Feed what happened:   gw.accept(now, peer, local)        → ConnId
 //!     //                           gw.handle_input(now, conn, &bytes)
-//!     //                           gw.handle_written(now, conn, n)
+//!     //                           gw.handle_written(now, conn, n)     (mandatory, see below)
 //!     //                           gw.handle_closed(now, conn)
 //!     //                           gw.handle_timeout(now)
 //!     // 2. Drain until Timeout:   match gw.poll_output() {
@@ -22,32 +23,47 @@
 //!     //     Output::Close { conn }          => flush, then drop conn,
 //!     //     Output::Persist(bytes)          => write the pairing store atomically,
 //!     //     Output::Log(record)             => print it,
-//!     //     Output::Timeout(deadline)       => break, and sleep until deadline or IO }
+//!     //     Output::Timeout(deadline)       => break, and sleep until deadline or IO,
+//!     //     other                           => log it: Output is #[non_exhaustive] }
 //! }
 //! ```
 //!
-//! Time enters as an [`Instant`](std::time::Instant) with every input, randomness through the
-//! [`Entropy`] the shell hands in, persistent state as a [`PairingStore`] snapshot at start and
-//! as [`Output::Persist`] afterwards. So a test can run a gateway and a [`client::Client`]
-//! against each other in memory with a fake clock and exercise every timeout in microseconds.
+//! **`handle_written` is mandatory.** The core counts each connection's bytes handed out in
+//! `Transmit` and not yet reported written, and closes a connection whose count passes
+//! `maxBufferedBytes` as a slow consumer (1008). A shell that never calls `handle_written`
+//! sees every busy connection closed once it has been sent that many bytes in total.
+//!
+//! Time enters as an [`Instant`](std::time::Instant) with every input and wall-clock time
+//! as [`Gateway::handle_wall_clock`] readings (wall time is the latest reading plus the
+//! monotonic time since it, so a suspend or a clock step is seen at the next wake);
+//! randomness through the [`Entropy`] the shell hands in; persistent state as a
+//! [`PairingStore`] snapshot at start and as [`Output::Persist`] afterwards. So a test can run
+//! a gateway and a [`client::Client`] against each other in memory with a fake clock and
+//! exercise every timeout in microseconds (the `fuzzing` feature's `fuzzing::sim::Sim` does).
 //!
 //! Modules, one per concern: [`http`] (upgrade and plain routes), [`frame`] (envelopes),
 //! [`handshake`] (`connect` params and failure frames), [`auth`] (secrets, locality, rate
-//! limits), [`device`] (Ed25519 proofs), [`pairing`] (the store), [`scopes`] (method table and
-//! authorization), [`config`] (resolution and limits), [`discovery`] (what to advertise over
-//! mDNS), [`client`] (the other side).
+//! limits), [`device`] (Ed25519 proofs), [`pairing`] (the store), [`scopes`] (authorization
+//! and the events table), [`config`] (resolution and limits), [`discovery`] (what to advertise
+//! over mDNS), [`client`] (the other side). Inside: the method registry (`methods`), close
+//! reasons (`close`), routing (`route`) and the connection phases the gateway composes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
 mod admission;
 pub mod auth;
 pub mod client;
+mod close;
 pub mod config;
 mod conn;
+mod connect;
 pub mod device;
 pub mod discovery;
 mod durable;
 pub mod frame;
+mod frames;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod gateway;
 pub mod handshake;
@@ -60,13 +76,15 @@ pub mod pairing;
 pub mod persist;
 mod route;
 pub mod scopes;
+mod upgrade;
 pub mod work;
 
 pub use config::{Config, ConfigError, ConfigInput, Limits};
 pub use conn::{AuthMethod, ConnId, MemIo};
 pub use gateway::{Counts, Entropy, Gateway, MAX_CLOSE_REASON, Output};
 pub use log::{Level, LogRecord};
-pub use methods::{EVENTS, METHODS};
+pub use methods::METHODS;
 pub use pairing::PairingStore;
 pub use route::Router;
+pub use scopes::EVENTS;
 pub use work::{Work, WorkId, WorkResult};

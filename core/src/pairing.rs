@@ -309,6 +309,14 @@ impl PairingStore {
             })
     }
 
+    /// A device's token for a role, if it has one.
+    pub fn token_of(&self, device_id: &str, role: &str) -> Option<String> {
+        self.devices
+            .get(device_id)
+            .and_then(|d| d.tokens.get(role))
+            .map(|t| t.token.clone())
+    }
+
     /// Revoke a device's token for a role; returns whether one existed.
     pub fn revoke_token(&mut self, device_id: &str, role: &str) -> bool {
         self.devices

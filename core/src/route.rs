@@ -5,16 +5,91 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use core::time::Duration;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::conn::ConnId;
 use crate::frame::{ErrorCode, ErrorShape, OutFrame};
 use crate::gateway::{Gateway, Timer};
 use crate::log::Level;
+use crate::methods::params::{NonEmpty, present};
+use crate::methods::{Call, Reply};
 use crate::scopes::Role;
 
 /// Largest `node.invoke.progress` chunk, in bytes (upstream's `MAX_PROGRESS_CHUNK_BYTES`).
 pub(crate) const MAX_PROGRESS_CHUNK_BYTES: usize = 16 * 1024;
+
+/// `node.invoke` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct NodeInvoke {
+    node_id: NonEmpty,
+    command: NonEmpty,
+    /// The command's params, forwarded as `paramsJSON` when present (even `null`).
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Value>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    idempotency_key: NonEmpty,
+    #[serde(default, rename = "sessionKey")]
+    _session_key: Option<NonEmpty>,
+    #[serde(default, rename = "turnSourceChannel")]
+    _turn_source_channel: Option<String>,
+    #[serde(default, rename = "turnSourceTo")]
+    _turn_source_to: Option<String>,
+    #[serde(default, rename = "turnSourceAccountId")]
+    _turn_source_account_id: Option<String>,
+    /// A string or a number upstream.
+    #[serde(default, rename = "turnSourceThreadId")]
+    _turn_source_thread_id: Option<Value>,
+}
+
+/// `node.invoke.progress` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct NodeInvokeProgress {
+    invoke_id: NonEmpty,
+    node_id: NonEmpty,
+    seq: u64,
+    chunk: String,
+}
+
+/// `node.invoke.result` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct NodeInvokeResult {
+    id: NonEmpty,
+    node_id: NonEmpty,
+    ok: bool,
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<Value>,
+    #[serde(default, rename = "payloadJSON")]
+    payload_json: Option<String>,
+    #[serde(default)]
+    error: Option<NodeError>,
+}
+
+/// The `error` of a failed `node.invoke.result`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NodeError {
+    #[serde(default)]
+    code: Option<NonEmpty>,
+    #[serde(default)]
+    message: Option<NonEmpty>,
+}
+
+/// `node.event` params: accepted and acknowledged.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct NodeEvent {
+    #[serde(rename = "event")]
+    _event: NonEmpty,
+    #[serde(default, rename = "payload", deserialize_with = "present")]
+    _payload: Option<Value>,
+    #[serde(default, rename = "payloadJSON")]
+    _payload_json: Option<String>,
+}
 
 /// An invocation waiting for its node.
 #[derive(Debug)]
@@ -90,13 +165,6 @@ impl Router {
             .rev()
             .find(|(t, k, _)| k == key && now.saturating_duration_since(*t) <= ttl)
             .map(|(_, _, r)| r.clone())
-    }
-}
-
-fn respond(result: &Result<Value, ErrorShape>, req: &str) -> OutFrame {
-    match result {
-        Ok(v) => OutFrame::ok(req, v.clone()),
-        Err(e) => OutFrame::err(req, e.clone()),
     }
 }
 
@@ -292,47 +360,14 @@ impl Gateway {
         json!({"ts": self.unix_ms(now), "nodes": nodes})
     }
 
-    /// `node.invoke` from an operator.
-    pub(crate) fn node_invoke(
-        &mut self,
-        now: Instant,
-        caller: ConnId,
-        req_id: &str,
-        params: &Value,
-    ) {
-        let allowed = [
-            "nodeId",
-            "command",
-            "params",
-            "timeoutMs",
-            "idempotencyKey",
-            "sessionKey",
-            "turnSourceChannel",
-            "turnSourceTo",
-            "turnSourceAccountId",
-            "turnSourceThreadId",
-        ];
-        let checked = crate::methods::check_params(
-            params,
-            &allowed,
-            &["nodeId", "command", "idempotencyKey"],
-        );
-        if let Err(e) = checked {
-            self.send(now, caller, &OutFrame::err(req_id, e));
-            return;
-        }
-        let s = |k: &str| {
-            params
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let (node_id, command, key) = (s("nodeId"), s("command"), s("idempotencyKey"));
+    /// `node.invoke` from an operator: answered now from the idempotency cache or with an
+    /// error, else later, when the node answers or the deadline passes.
+    pub(crate) fn node_invoke(&mut self, now: Instant, call: &Call<'_>, p: NodeInvoke) -> Reply {
+        let (caller, req_id) = (call.conn, call.req_id);
+        let (node_id, command, key) = (p.node_id.0, p.command.0, p.idempotency_key.0);
         let ttl = self.config.limits.dedupe_ttl;
         if let Some(result) = self.router.cached(now, &key, ttl) {
-            self.send(now, caller, &respond(&result, req_id));
-            return;
+            return Reply::Now(result);
         }
         if let Some(inv) = self
             .router
@@ -341,46 +376,35 @@ impl Gateway {
             .and_then(|k| self.router.invokes.get_mut(k))
         {
             inv.waiters.push((caller, req_id.to_string()));
-            return;
+            return Reply::Later;
         }
         let Some(node_conn) = self.router.nodes.get(&node_id).copied() else {
-            let e = ErrorShape::new(
+            return Reply::Now(Err(ErrorShape::new(
                 ErrorCode::Unavailable,
                 format!("node not connected: {node_id}"),
             )
-            .with_details(json!({"code": "NODE_NOT_CONNECTED", "nodeId": node_id}));
-            self.send(now, caller, &OutFrame::err(req_id, e));
-            return;
+            .with_details(json!({"code": "NODE_NOT_CONNECTED", "nodeId": node_id}))));
         };
-        let declared = self
+        let (declared, platform) = self
             .conns
             .get(&node_conn)
             .and_then(|c| c.session())
-            .map(|s| s.commands.clone())
-            .unwrap_or_default();
-        let platform = self
-            .conns
-            .get(&node_conn)
-            .and_then(|c| c.session())
-            .map(|s| s.client.platform.clone())
+            .map(|s| (s.commands.clone(), s.client.platform.clone()))
             .unwrap_or_default();
         if !self
             .effective_commands(&node_id, &declared)
             .contains(&command)
         {
-            let e = ErrorShape::invalid(format!("node command not allowed: \"{command}\" is not in the allowlist for platform \"{platform}\""))
-                .with_details(json!({"reason": "command not allowlisted", "command": command}));
-            self.send(now, caller, &OutFrame::err(req_id, e));
-            return;
+            return Reply::Now(Err(ErrorShape::invalid(format!("node command not allowed: \"{command}\" is not in the allowlist for platform \"{platform}\""))
+                .with_details(json!({"reason": "command not allowlisted", "command": command}))));
         }
-        let timeout_ms = params
-            .get("timeoutMs")
-            .and_then(Value::as_u64)
+        let timeout_ms = p
+            .timeout_ms
             .unwrap_or(self.config.limits.node_invoke_default_timeout.as_millis() as u64);
         let uuid = self.uuid();
         let mut payload = json!({"id": uuid, "nodeId": node_id, "command": command, "timeoutMs": timeout_ms, "idempotencyKey": key});
-        if let Some(p) = params.get("params") {
-            payload["paramsJSON"] = json!(p.to_string());
+        if let Some(params) = p.params {
+            payload["paramsJSON"] = json!(params.to_string());
         }
         let deadline = now + Duration::from_millis(timeout_ms);
         self.router.next_invoke += 1;
@@ -413,6 +437,7 @@ impl Gateway {
             node_conn,
             &OutFrame::direct("node.invoke.request", payload),
         );
+        Reply::Later
     }
 
     /// `node.invoke.progress` from a node: a bounded output chunk, forwarded to the caller as a
@@ -420,139 +445,91 @@ impl Gateway {
     pub(crate) fn node_invoke_progress(
         &mut self,
         now: Instant,
-        node_conn: ConnId,
-        req_id: &str,
-        params: &Value,
-    ) {
-        const KEYS: &[&str] = &["invokeId", "nodeId", "seq", "chunk"];
-        let checked = self.check_node_params(node_conn, params, KEYS, KEYS);
-        let chunk_len = params
-            .get("chunk")
-            .and_then(Value::as_str)
-            .map_or(0, str::len);
-        let result = checked.and_then(|_| {
-            if chunk_len > MAX_PROGRESS_CHUNK_BYTES {
-                Err(ErrorShape::invalid("progress chunk too large"))
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = result {
-            self.send(now, node_conn, &OutFrame::err(req_id, e));
-            return;
+        call: &Call<'_>,
+        p: NodeInvokeProgress,
+    ) -> Reply {
+        if let Err(e) = self.own_node_id(call.conn, &p.node_id.0) {
+            return Reply::Now(Err(e));
         }
-        let uuid = params.get("invokeId").and_then(Value::as_str).unwrap_or("");
+        if p.chunk.len() > MAX_PROGRESS_CHUNK_BYTES {
+            return Reply::Now(Err(ErrorShape::invalid("progress chunk too large")));
+        }
         let caller = self
             .router
             .invoke_by_uuid
-            .get(uuid)
+            .get(&p.invoke_id.0)
             .and_then(|k| self.router.invokes.get(k))
-            .filter(|inv| inv.node_conn == node_conn)
+            .filter(|inv| inv.node_conn == call.conn)
             .map(|inv| inv.caller);
-        self.send(
-            now,
-            node_conn,
-            &OutFrame::ok(req_id, json!({"ok": true, "ignored": caller.is_none()})),
-        );
         if let Some(caller) = caller {
+            let event = json!({"invokeId": p.invoke_id.0, "nodeId": p.node_id.0, "seq": p.seq, "chunk": p.chunk});
             self.send(
                 now,
                 caller,
-                &OutFrame::direct("node.invoke.progress", params.clone()),
+                &OutFrame::direct("node.invoke.progress", event),
             );
         }
+        Reply::Now(Ok(json!({"ok": true, "ignored": caller.is_none()})))
     }
 
-    /// Params of a node's own report: the keys upstream's schema allows, and a `nodeId` that is
-    /// the node's own (a node may only speak for itself).
-    fn check_node_params(
-        &self,
-        node_conn: ConnId,
-        params: &Value,
-        allowed: &[&str],
-        required: &[&str],
-    ) -> Result<(), ErrorShape> {
-        crate::methods::check_params(params, allowed, required)?;
+    /// A node may only speak for itself: the `nodeId` of its reports must be its own.
+    fn own_node_id(&self, node_conn: ConnId, node_id: &str) -> Result<(), ErrorShape> {
         let own = self
             .conns
             .get(&node_conn)
             .and_then(|c| c.session())
             .and_then(|s| s.device_id.as_deref());
-        match (own, params.get("nodeId").and_then(Value::as_str)) {
-            (Some(a), Some(b)) if a == b => Ok(()),
-            _ => Err(ErrorShape::invalid("nodeId mismatch")),
+        if own == Some(node_id) {
+            Ok(())
+        } else {
+            Err(ErrorShape::invalid("nodeId mismatch"))
         }
     }
 
-    /// `node.invoke.result` from a node.
+    /// `node.invoke.result` from a node: acknowledged, and the invocation's callers answered.
     pub(crate) fn node_invoke_result(
         &mut self,
         now: Instant,
-        node_conn: ConnId,
-        req_id: &str,
-        params: &Value,
-    ) {
-        let checked = self.check_node_params(
-            node_conn,
-            params,
-            &["id", "nodeId", "ok", "payload", "payloadJSON", "error"],
-            &["id", "nodeId", "ok"],
-        );
-        if let Err(e) = checked {
-            self.send(now, node_conn, &OutFrame::err(req_id, e));
-            return;
+        call: &Call<'_>,
+        p: NodeInvokeResult,
+    ) -> Reply {
+        let node_conn = call.conn;
+        if let Err(e) = self.own_node_id(node_conn, &p.node_id.0) {
+            return Reply::Now(Err(e));
         }
-        let uuid = params.get("id").and_then(Value::as_str).unwrap_or("");
-        let k = self.router.invoke_by_uuid.get(uuid).copied();
-        let Some(k) = k.filter(|k| {
+        let k = self.router.invoke_by_uuid.get(&p.id.0).copied();
+        let inv = k.and_then(|k| {
             self.router
                 .invokes
-                .get(k)
-                .is_some_and(|inv| inv.node_conn == node_conn)
-        }) else {
-            self.send(
-                now,
-                node_conn,
-                &OutFrame::ok(req_id, json!({"ok": true, "ignored": true})),
-            );
-            return;
+                .get(&k)
+                .filter(|inv| inv.node_conn == node_conn)
+                .map(|inv| (k, inv))
+        });
+        let Some((k, inv)) = inv else {
+            return Reply::Now(Ok(json!({"ok": true, "ignored": true})));
         };
-        self.send(now, node_conn, &OutFrame::ok(req_id, json!({"ok": true})));
-        let Some(inv) = self.router.invokes.get(&k) else {
-            return;
-        };
-        let ok = params.get("ok").and_then(Value::as_bool).unwrap_or(false);
-        let result = if ok {
-            let payload_json = params
-                .get("payloadJSON")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let payload = match (&payload_json, params.get("payload")) {
-                (_, Some(p)) => p.clone(),
+        let result = if p.ok {
+            let payload = match (&p.payload_json, p.payload) {
+                (_, Some(payload)) => payload,
                 (Some(j), None) => serde_json::from_str(j).unwrap_or(Value::Null),
                 (None, None) => Value::Null,
             };
             let mut v = json!({"ok": true, "nodeId": inv.node_id, "command": inv.command, "payload": payload});
-            if let Some(j) = payload_json {
+            if let Some(j) = p.payload_json {
                 v["payloadJSON"] = json!(j);
             }
             Ok(v)
         } else {
-            let err = params.get("error").cloned().unwrap_or(json!({}));
-            let code = err
-                .get("code")
-                .and_then(Value::as_str)
-                .unwrap_or("NODE_ERROR")
-                .to_string();
+            let err = p.error.unwrap_or_default();
+            let code = err.code.map_or_else(|| "NODE_ERROR".to_string(), |c| c.0);
             let message = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("node command failed")
-                .to_string();
+                .message
+                .map_or_else(|| "node command failed".to_string(), |m| m.0);
             Err(ErrorShape::new(ErrorCode::Unavailable, format!("{code}: {message}"))
                 .with_details(json!({"nodeError": {"code": code, "message": message}, "nodeCommandDispatched": true})))
         };
         self.finish_invoke(now, k, result);
+        Reply::Now(Ok(json!({"ok": true})))
     }
 
     pub(crate) fn invoke_expired(&mut self, now: Instant, k: u64) {
@@ -588,9 +565,9 @@ impl Gateway {
         let max = self.config.limits.dedupe_max;
         self.router
             .remember(now, inv.idempotency_key.clone(), result.clone(), max);
-        self.send(now, inv.caller, &respond(&result, &inv.caller_req));
+        self.respond(now, inv.caller, &inv.caller_req, &result);
         for (c, r) in inv.waiters {
-            self.send(now, c, &respond(&result, &r));
+            self.respond(now, c, &r, &result);
         }
     }
 }

@@ -1,16 +1,15 @@
 //! Property test: over generated modes, credentials, devices, localities and clients, the
 //! gateway's admission decision matches a small reference model written here independently.
 
-mod util;
-
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use clawgate_core::Config;
 use clawgate_core::device::{DeviceKey, b64url};
+use clawgate_core::fuzzing::sim::*;
 use clawgate_core::pairing::{DeviceMeta, PairingStore, PendingKind, PendingRequest};
 use clawgate_core::scopes::Role;
 use proptest::prelude::*;
-use util::*;
 
 const SECRET: &str = "s3cret";
 const ALL: [&str; 3] = ["operator.read", "operator.write", "operator.admin"];
@@ -183,7 +182,7 @@ fn run(c: &Case) -> Option<Vec<String>> {
         };
         store.approve_device(&req, 0);
     }
-    let mut p = Pair::with_store(cfg, store);
+    let mut p = Sim::new(Instant::now(), cfg, store);
     let mut cc = cli(None);
     let pick = |cred: Cred| match cred {
         Cred::Absent => None,
@@ -222,7 +221,7 @@ fn run(c: &Case) -> Option<Vec<String>> {
         Place::LoopbackForeignOrigin => Some("https://evil.example".into()),
         _ => None,
     };
-    let id = p.connect(cc, peer);
+    let id = p.open_client(cc, peer);
     p.settle();
     let hello = p.hello(id)?;
     let scopes = hello["auth"]["scopes"]

@@ -1,12 +1,11 @@
 //! Device identity, pairing and device tokens.
 
-mod util;
-
 use clawgate_core::client::{ClientConfig, Event};
 use clawgate_core::device::DeviceKey;
+use clawgate_core::fuzzing::sim::*;
 use clawgate_core::{Config, PairingStore};
 use serde_json::json;
-use util::*;
+use std::time::Instant;
 
 fn device_cli(token: Option<&str>, seed: u8, scopes: &[&str]) -> ClientConfig {
     let mut c = cli(token);
@@ -15,8 +14,8 @@ fn device_cli(token: Option<&str>, seed: u8, scopes: &[&str]) -> ClientConfig {
     c
 }
 
-fn admin(p: &mut Pair) -> clawgate_core::ConnId {
-    let id = p.connect(
+fn admin(p: &mut Sim) -> clawgate_core::ConnId {
+    let id = p.open_client(
         device_cli(Some("t"), 200, &["operator.admin", "operator.pairing"]),
         loopback(),
     );
@@ -27,29 +26,29 @@ fn admin(p: &mut Pair) -> clawgate_core::ConnId {
 
 #[test]
 fn local_device_is_paired_silently_and_reconnects_with_its_token() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
-    let id = p.connect(device_cli(Some("t"), 1, &["operator.read"]), loopback());
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let id = p.open_client(device_cli(Some("t"), 1, &["operator.read"]), loopback());
     let hello = p.hello(id).unwrap();
     let token = hello["auth"]["deviceToken"].as_str().unwrap().to_string();
     assert_eq!(token.len(), 43);
     assert_eq!(hello["auth"]["scopes"], json!(["operator.read"]));
-    assert!(!p.persisted.is_empty(), "pairing is persisted");
+    assert!(!p.transcript.persisted.is_empty(), "pairing is persisted");
     let mut c = device_cli(None, 1, &["operator.read"]);
     c.device_token = Some(token.clone());
-    let id = p.connect(c, loopback());
+    let id = p.open_client(c, loopback());
     let hello = p.hello(id).expect("device token accepted");
     assert_eq!(hello["auth"]["method"], "device-token");
     assert_eq!(hello["auth"]["deviceToken"], json!(token));
     // The device token also works in auth.token.
     let c = device_cli(Some(&token), 1, &["operator.read"]);
-    let id = p.connect(c, loopback());
+    let id = p.open_client(c, loopback());
     assert_eq!(p.hello(id).unwrap()["auth"]["method"], "device-token");
 }
 
 #[test]
 fn remote_device_needs_pairing_with_a_stable_request_id() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
-    let id = p.connect(device_cli(Some("t"), 2, &["operator.read"]), remote());
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let id = p.open_client(device_cli(Some("t"), 2, &["operator.read"]), remote());
     let e = p.connect_error(id).unwrap();
     assert_eq!(e.message, "pairing required: device is not approved yet");
     let d = e.details.unwrap();
@@ -63,7 +62,7 @@ fn remote_device_needs_pairing_with_a_stable_request_id() {
         format!("pairing required: device is not approved yet (requestId: {rid})")
     );
     // Asking again for more keeps the same request and merges the scopes.
-    let id = p.connect(device_cli(Some("t"), 2, &["operator.admin"]), remote());
+    let id = p.open_client(device_cli(Some("t"), 2, &["operator.admin"]), remote());
     let d = p.connect_error(id).unwrap().details.unwrap();
     assert_eq!(d["requestId"], json!(rid));
     let a = admin(&mut p);
@@ -78,29 +77,29 @@ fn remote_device_needs_pairing_with_a_stable_request_id() {
         .call(a, "device.pair.approve", Some(json!({"requestId": rid})))
         .unwrap();
     assert_eq!(approved["requestId"], json!(rid));
-    let id = p.connect(device_cli(Some("t"), 2, &["operator.admin"]), remote());
+    let id = p.open_client(device_cli(Some("t"), 2, &["operator.admin"]), remote());
     let hello = p.hello(id).expect("approved device connects");
     assert_eq!(hello["auth"]["scopes"], json!(["operator.admin"]));
     // A device paired with admin can ask for less without re-pairing.
-    let id = p.connect(device_cli(Some("t"), 2, &["operator.read"]), remote());
+    let id = p.open_client(device_cli(Some("t"), 2, &["operator.read"]), remote());
     assert!(p.hello(id).is_some());
 }
 
 #[test]
 fn pending_requests_expire_after_five_minutes() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
-    let id = p.connect(device_cli(Some("t"), 3, &["operator.read"]), remote());
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let id = p.open_client(device_cli(Some("t"), 3, &["operator.read"]), remote());
     let rid = p.connect_error(id).unwrap().details.unwrap()["requestId"].clone();
     p.advance(std::time::Duration::from_secs(301));
-    let id = p.connect(device_cli(Some("t"), 3, &["operator.read"]), remote());
+    let id = p.open_client(device_cli(Some("t"), 3, &["operator.read"]), remote());
     let rid2 = p.connect_error(id).unwrap().details.unwrap()["requestId"].clone();
     assert_ne!(rid, rid2);
 }
 
 #[test]
 fn device_token_failures_are_told_apart_from_token_mismatch() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
-    let id = p.connect(device_cli(Some("t"), 4, &["operator.read"]), loopback());
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let id = p.open_client(device_cli(Some("t"), 4, &["operator.read"]), loopback());
     let token = p.hello(id).unwrap()["auth"]["deviceToken"]
         .as_str()
         .unwrap()
@@ -108,18 +107,18 @@ fn device_token_failures_are_told_apart_from_token_mismatch() {
     // Wrong shared secret plus a valid explicit device token connects.
     let mut c = device_cli(Some("wrong"), 4, &["operator.read"]);
     c.device_token = Some(token);
-    let id = p.connect(c, loopback());
+    let id = p.open_client(c, loopback());
     assert_eq!(p.hello(id).unwrap()["auth"]["method"], "device-token");
     // A wrong explicit device token says so.
     let mut c = device_cli(None, 4, &["operator.read"]);
     c.device_token = Some("nope".into());
-    let id = p.connect(c, loopback());
+    let id = p.open_client(c, loopback());
     assert_eq!(
         p.connect_error(id).unwrap().details.unwrap()["code"],
         "AUTH_DEVICE_TOKEN_MISMATCH"
     );
     // A wrong shared token alone keeps "gateway token mismatch".
-    let id = p.connect(device_cli(Some("wrong"), 4, &["operator.read"]), loopback());
+    let id = p.open_client(device_cli(Some("wrong"), 4, &["operator.read"]), loopback());
     p.settle();
     let e = p.connect_error(id).unwrap();
     assert!(
@@ -129,7 +128,7 @@ fn device_token_failures_are_told_apart_from_token_mismatch() {
     assert_eq!(e.details.as_ref().unwrap()["code"], "AUTH_TOKEN_MISMATCH");
     assert_eq!(e.details.unwrap()["canRetryWithDeviceToken"], true);
     // A signed device with no secret at all: AUTH_TOKEN_MISSING.
-    let id = p.connect(device_cli(None, 5, &[]), loopback());
+    let id = p.open_client(device_cli(None, 5, &[]), loopback());
     assert_eq!(
         p.connect_error(id).unwrap().details.unwrap()["code"],
         "AUTH_TOKEN_MISSING"
@@ -138,15 +137,15 @@ fn device_token_failures_are_told_apart_from_token_mismatch() {
 
 #[test]
 fn revoking_a_token_closes_its_live_connections() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
-    let id = p.connect(device_cli(Some("t"), 6, &["operator.read"]), loopback());
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let id = p.open_client(device_cli(Some("t"), 6, &["operator.read"]), loopback());
     let token = p.hello(id).unwrap()["auth"]["deviceToken"]
         .as_str()
         .unwrap()
         .to_string();
     let mut c = device_cli(None, 6, &["operator.read"]);
     c.device_token = Some(token.clone());
-    let live = p.connect(c.clone(), loopback());
+    let live = p.open_client(c.clone(), loopback());
     assert!(p.hello(live).is_some());
     let a = admin(&mut p);
     let dev = DeviceKey::from_seed([6; 32]).id();
@@ -161,7 +160,7 @@ fn revoking_a_token_closes_its_live_connections() {
         Some((Some(4001), "client invalidated: token revoked".into()))
     );
     assert!(!p.peer(id).closed, "the shared-secret connection stays");
-    let again = p.connect(c, loopback());
+    let again = p.open_client(c, loopback());
     assert_eq!(
         p.connect_error(again).unwrap().details.unwrap()["code"],
         "AUTH_DEVICE_TOKEN_MISMATCH"
@@ -170,8 +169,8 @@ fn revoking_a_token_closes_its_live_connections() {
 
 #[test]
 fn rotation_issues_a_new_token_and_invalidates_the_old() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
-    let id = p.connect(device_cli(Some("t"), 7, &["operator.read"]), loopback());
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let id = p.open_client(device_cli(Some("t"), 7, &["operator.read"]), loopback());
     let old = p.hello(id).unwrap()["auth"]["deviceToken"]
         .as_str()
         .unwrap()
@@ -190,22 +189,22 @@ fn rotation_issues_a_new_token_and_invalidates_the_old() {
     assert_eq!(r["tokenDelivery"], "in-band");
     let mut c = device_cli(None, 7, &["operator.read"]);
     c.device_token = Some(old);
-    let id = p.connect(c.clone(), loopback());
+    let id = p.open_client(c.clone(), loopback());
     assert!(p.connect_error(id).is_some());
     c.device_token = Some(new);
-    let id = p.connect(c, loopback());
+    let id = p.open_client(c, loopback());
     assert!(p.hello(id).is_some());
 }
 
 /// Connect with `connect` params edited after signing.
 fn tampered(
-    p: &mut Pair,
+    p: &mut Sim,
     c: ClientConfig,
     edit: impl Fn(&mut serde_json::Value, &str, i64),
 ) -> clawgate_core::frame::ErrorShape {
     let mut c = c;
     c.manual_connect = true;
-    let id = p.connect(c.clone(), loopback());
+    let id = p.open_client(c.clone(), loopback());
     let (nonce, ts) = p
         .events(id)
         .into_iter()
@@ -232,7 +231,7 @@ fn code_and_reason(e: &clawgate_core::frame::ErrorShape) -> (String, String) {
 
 #[test]
 fn device_proof_failures_have_upstream_codes() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let base = device_cli(Some("t"), 8, &["operator.read"]);
     let e = tampered(&mut p, base.clone(), |v, _, _| {
         v["device"]["nonce"] = json!("stale-nonce")
@@ -306,18 +305,18 @@ fn device_proof_failures_have_upstream_codes() {
 
 #[test]
 fn store_snapshots_reload_to_the_same_state_and_never_lose_an_approved_device() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     for seed in 10..14 {
-        let id = p.connect(device_cli(Some("t"), seed, &["operator.read"]), loopback());
+        let id = p.open_client(device_cli(Some("t"), seed, &["operator.read"]), loopback());
         assert!(p.hello(id).is_some());
     }
-    let last = p.persisted.last().unwrap().clone();
+    let last = p.transcript.persisted.last().unwrap().clone();
     let reloaded = PairingStore::load(&last).unwrap();
     assert_eq!(&reloaded, p.gw.store());
     // Every snapshot contains every device approved before it: a crash between any two
     // writes (the shell writes each snapshot atomically) loses nothing approved earlier.
     let mut seen = std::collections::BTreeSet::new();
-    for snap in &p.persisted {
+    for snap in &p.transcript.persisted {
         let s = PairingStore::load(snap).unwrap();
         for d in &seen {
             assert!(s.devices.contains_key(d), "snapshot lost {d}");
@@ -335,9 +334,13 @@ fn store_snapshots_reload_to_the_same_state_and_never_lose_an_approved_device() 
                 == DeviceKey::from_seed([*s; 32]).id()
         })
         .unwrap();
-    let mut p2 = Pair::with_store(Config::local_default().with_token("t"), reloaded);
+    let mut p2 = Sim::new(
+        Instant::now(),
+        Config::local_default().with_token("t"),
+        reloaded,
+    );
     let mut c = device_cli(None, dev_seed, &["operator.read"]);
     c.device_token = Some(token);
-    let id = p2.connect(c, remote());
+    let id = p2.open_client(c, remote());
     assert_eq!(p2.hello(id).unwrap()["auth"]["method"], "device-token");
 }

@@ -1,17 +1,15 @@
 //! Handshake and auth: every row of upstream §3.2 through an in-memory pair.
 
-mod util;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clawgate_core::Config;
+use clawgate_core::fuzzing::sim::*;
 use serde_json::json;
-use util::*;
 
 #[test]
 fn local_cli_in_mode_none_gets_hello_with_requested_scopes() {
-    let mut p = Pair::new(Config::local_default());
-    let id = p.connect(cli(None), loopback());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
+    let id = p.open_client(cli(None), loopback());
     let hello = p.hello(id).expect("hello-ok");
     assert_eq!(hello["type"], "hello-ok");
     assert_eq!(hello["protocol"], 4);
@@ -28,8 +26,8 @@ fn local_cli_in_mode_none_gets_hello_with_requested_scopes() {
 
 #[test]
 fn wrong_token_is_refused_with_1008() {
-    let mut p = Pair::new(Config::local_default().with_token("secret"));
-    let id = p.connect(cli(Some("nope")), loopback());
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("secret"));
+    let id = p.open_client(cli(Some("nope")), loopback());
     p.settle();
     let err = p.connect_error(id).expect("connect failed");
     assert_eq!(
@@ -42,8 +40,8 @@ fn wrong_token_is_refused_with_1008() {
 
 #[test]
 fn no_token_no_device_is_device_identity_required() {
-    let mut p = Pair::new(Config::local_default().with_token("secret"));
-    let id = p.connect(cli(None), loopback());
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("secret"));
+    let id = p.open_client(cli(None), loopback());
     let err = p.connect_error(id).unwrap();
     assert_eq!(err.message, "device identity required");
     assert_eq!(
@@ -54,8 +52,8 @@ fn no_token_no_device_is_device_identity_required() {
 
 #[test]
 fn silent_socket_closes_1000_after_handshake_timeout() {
-    let mut p = Pair::new(Config::local_default());
-    let id = p.raw(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", loopback());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
+    let id = p.open_raw_sending(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", loopback());
     p.advance(Duration::from_millis(14_999));
     assert!(!p.peer(id).closed);
     p.advance(Duration::from_millis(2));
@@ -64,10 +62,10 @@ fn silent_socket_closes_1000_after_handshake_timeout() {
 
 #[test]
 fn probe_mode_without_device_gets_empty_scopes_and_health_works() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let mut c = cli(Some("t"));
     c.client.mode = "probe".into();
-    let id = p.connect(c, loopback());
+    let id = p.open_client(c, loopback());
     assert_eq!(p.hello(id).unwrap()["auth"]["scopes"], json!([]));
     p.events(id);
     assert!(p.call(id, "health", None).is_ok());

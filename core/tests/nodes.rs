@@ -1,15 +1,13 @@
 //! Nodes: attachment, approval, node.invoke end to end, timeouts, dedupe, presence.
 
-mod util;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clawgate_core::client::{ClientConfig, Event};
 use clawgate_core::device::DeviceKey;
+use clawgate_core::fuzzing::sim::*;
 use clawgate_core::scopes::Role;
 use clawgate_core::{Config, ConnId};
 use serde_json::{Value, json};
-use util::*;
 
 fn node_config(seed: u8, commands: &[&str]) -> ClientConfig {
     let mut c = cli(Some("t"));
@@ -24,16 +22,16 @@ fn node_config(seed: u8, commands: &[&str]) -> ClientConfig {
     c
 }
 
-fn operator(p: &mut Pair, scopes: &[&str]) -> ConnId {
+fn operator(p: &mut Sim, scopes: &[&str]) -> ConnId {
     let mut c = cli(Some("t"));
     c.scopes = scopes.iter().map(|s| s.to_string()).collect();
-    let id = p.connect(c, loopback());
+    let id = p.open_client(c, loopback());
     assert!(p.hello(id).is_some());
     p.events(id);
     id
 }
 
-fn node_events(p: &mut Pair, id: ConnId, name: &str) -> Vec<Value> {
+fn node_events(p: &mut Sim, id: ConnId, name: &str) -> Vec<Value> {
     p.events(id)
         .into_iter()
         .filter_map(|e| match e {
@@ -44,9 +42,9 @@ fn node_events(p: &mut Pair, id: ConnId, name: &str) -> Vec<Value> {
 }
 
 /// A connected and approved node; returns (node conn, node id, operator conn).
-fn approved_node(p: &mut Pair) -> (ConnId, String, ConnId) {
+fn approved_node(p: &mut Sim) -> (ConnId, String, ConnId) {
     let op = operator(p, &["operator.admin", "operator.pairing"]);
-    let node = p.connect(
+    let node = p.open_client(
         node_config(50, &["system.which", "system.notify"]),
         loopback(),
     );
@@ -86,10 +84,10 @@ fn approved_node(p: &mut Pair) -> (ConnId, String, ConnId) {
 
 #[test]
 fn node_without_device_is_refused() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let mut c = node_config(1, &[]);
     c.device = None;
-    let id = p.connect(c, loopback());
+    let id = p.open_client(c, loopback());
     assert_eq!(
         p.connect_error(id).unwrap().message,
         "device identity required"
@@ -99,9 +97,9 @@ fn node_without_device_is_refused() {
 
 #[test]
 fn approval_needs_admin_for_system_commands() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let op = operator(&mut p, &["operator.pairing"]);
-    p.connect(node_config(51, &["system.which"]), loopback());
+    p.open_client(node_config(51, &["system.which"]), loopback());
     let rid = p.call(op, "node.pair.list", None).unwrap()["pending"][0]["requestId"].clone();
     let e = p
         .call(op, "node.pair.approve", Some(json!({"requestId": rid})))
@@ -111,7 +109,7 @@ fn approval_needs_admin_for_system_commands() {
 
 #[test]
 fn invoke_round_trip() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (node, node_id, op) = approved_node(&mut p);
     let params = json!({"nodeId": node_id, "command": "system.which", "params": {"bins": ["ls"]}, "idempotencyKey": "idem-1", "timeoutMs": 5000});
     let rid = p.request(op, "node.invoke", Some(params));
@@ -145,7 +143,7 @@ fn invoke_round_trip() {
 
 #[test]
 fn invoke_timeout_cancels_and_late_result_is_ignored() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (node, node_id, op) = approved_node(&mut p);
     let rid = p.request(op, "node.invoke", Some(json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "k2", "timeoutMs": 1000})));
     let req = node_events(&mut p, node, "node.invoke.request").remove(0);
@@ -178,7 +176,7 @@ fn invoke_timeout_cancels_and_late_result_is_ignored() {
 fn invoke_fails_fast_for_unknown_node_and_disallowed_command() {
     let mut cfg = Config::local_default().with_token("t");
     cfg.node_commands_deny = vec!["system.notify".into()];
-    let mut p = Pair::new(cfg);
+    let mut p = Sim::started(Instant::now(), cfg);
     let (node, node_id, op) = approved_node_with_deny(&mut p);
     let e = p
         .call(
@@ -239,9 +237,9 @@ fn invoke_fails_fast_for_unknown_node_and_disallowed_command() {
     );
 }
 
-fn approved_node_with_deny(p: &mut Pair) -> (ConnId, String, ConnId) {
+fn approved_node_with_deny(p: &mut Sim) -> (ConnId, String, ConnId) {
     let op = operator(p, &["operator.admin"]);
-    let node = p.connect(
+    let node = p.open_client(
         node_config(52, &["system.which", "system.notify"]),
         loopback(),
     );
@@ -254,7 +252,7 @@ fn approved_node_with_deny(p: &mut Pair) -> (ConnId, String, ConnId) {
 
 #[test]
 fn operators_may_not_call_node_methods_and_nodes_may_not_call_operator_methods() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (node, node_id, op) = approved_node(&mut p);
     let e = p
         .call(
@@ -271,9 +269,9 @@ fn operators_may_not_call_node_methods_and_nodes_may_not_call_operator_methods()
 
 #[test]
 fn presence_is_broadcast_with_seq_on_node_connect_and_disconnect() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let op = operator(&mut p, &["operator.read"]);
-    let node = p.connect(node_config(53, &[]), loopback());
+    let node = p.open_client(node_config(53, &[]), loopback());
     let evs = p.events(op);
     let presence: Vec<(Value, Option<u64>)> = evs
         .into_iter()
@@ -310,7 +308,7 @@ fn presence_is_broadcast_with_seq_on_node_connect_and_disconnect() {
 
 #[test]
 fn progress_chunks_reach_the_caller_and_nodes_speak_only_for_themselves() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (node, node_id, op) = approved_node(&mut p);
     p.request(
         op,
@@ -361,7 +359,7 @@ fn progress_chunks_reach_the_caller_and_nodes_speak_only_for_themselves() {
 
 #[test]
 fn node_tokens_need_admin_to_rotate_or_revoke() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let (_node, node_id, admin) = approved_node(&mut p);
     let pairing_only = operator(&mut p, &["operator.pairing"]);
     for method in ["device.token.rotate", "device.token.revoke"] {
@@ -386,7 +384,7 @@ fn node_tokens_need_admin_to_rotate_or_revoke() {
 
 #[test]
 fn logs_tail_follows_with_a_cursor() {
-    let mut p = Pair::new(Config::local_default().with_token("t"));
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
     let op = operator(&mut p, &["operator.read"]);
     let first = p.call(op, "logs.tail", Some(json!({"limit": 5}))).unwrap();
     assert!(!first["lines"].as_array().unwrap().is_empty());

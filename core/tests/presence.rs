@@ -1,9 +1,8 @@
 //! Presence: who appears in `hello-ok.snapshot.presence` and `system-presence`.
 
-mod util;
-
 use clawgate_core::Config;
-use util::*;
+use clawgate_core::fuzzing::sim::*;
+use std::time::Instant;
 
 fn presence_modes(hello: &serde_json::Value) -> Vec<String> {
     hello["snapshot"]["presence"]
@@ -16,22 +15,22 @@ fn presence_modes(hello: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn ephemeral_cli_probe_and_backend_clients_stay_out_of_presence() {
-    let mut p = Pair::new(Config::local_default());
+    let mut p = Sim::started(Instant::now(), Config::local_default());
     for mode in ["cli", "probe", "backend"] {
         let mut c = cli(None);
         c.client.mode = mode.into();
-        let id = p.connect(c, loopback());
+        let id = p.open_client(c, loopback());
         assert!(p.hello(id).is_some(), "{mode} connected");
     }
     let mut ui = cli(None);
     ui.client.id = "webchat".into();
     ui.client.mode = "webchat".into();
-    let id = p.connect(ui, loopback());
+    let id = p.open_client(ui, loopback());
     assert_eq!(
         presence_modes(&p.hello(id).unwrap()),
         vec!["gateway", "webchat"]
     );
-    let last = p.connect(cli(None), loopback());
+    let last = p.open_client(cli(None), loopback());
     assert_eq!(
         presence_modes(&p.hello(last).unwrap()),
         vec!["gateway", "webchat"]

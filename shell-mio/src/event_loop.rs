@@ -211,6 +211,7 @@ impl EventLoop {
                 return Err(e);
             }
             let now = Instant::now();
+            gw.handle_wall_clock(now, clawgate_host::logging::unix_ms());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(gw, host, now),
@@ -289,7 +290,15 @@ impl EventLoop {
                 output => match absorb(host, output) {
                     Some(Output::Transmit { conn, data }) => self.transmit(gw, now, conn, data),
                     Some(Output::Close { conn }) => self.begin_close(now, token_of(conn)),
-                    _ => {}
+                    Some(other) => {
+                        debug_assert!(false, "unhandled core output {other:?}");
+                        note(
+                            host,
+                            Level::Warn,
+                            format!("unhandled core output {other:?}"),
+                        );
+                    }
+                    None => {}
                 },
             }
         }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use clawgate_core::{Config, ConnId, Gateway, Level, Output};
 use clawgate_host::Host;
+use clawgate_host::logging::unix_ms;
 use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
 use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, CLOSE_GRACE};
 use smol::channel::{Receiver, Sender};
@@ -186,6 +187,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             )
             .await;
             let now = Instant::now();
+            self.gw.handle_wall_clock(now, unix_ms());
             match wake {
                 Wake::Deadline => {
                     armed = None;
@@ -251,7 +253,15 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                     }
                 }
                 Some(Output::Timeout(at)) => return at,
-                Some(Output::Log(_) | Output::Persist(_)) | None => {}
+                Some(other) => {
+                    debug_assert!(false, "unhandled core output {other:?}");
+                    note(
+                        self.host,
+                        Level::Warn,
+                        format!("unhandled core output {other:?}"),
+                    );
+                }
+                None => {}
             }
         }
     }

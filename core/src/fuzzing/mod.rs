@@ -1,11 +1,13 @@
-//! Entry points for the fuzzers in `fuzz/` and for the tests that replay their corpora.
+//! Entry points for the fuzzers in `fuzz/` and for the tests that replay their corpora, and
+//! the in-memory harness ([`sim::Sim`]) they and the core's tests share. Compiled only with
+//! the `fuzzing` feature: none of this is the gateway's API.
 //!
 //! Each function takes the raw input and checks invariants with `assert!`, so a panic here
 //! is a finding whether it came from the gateway or from an invariant. Time is a fake clock
 //! started at the `Instant` the caller hands in; randomness is a fixed-seed generator; so an
 //! input always replays the same run.
 
-mod sim;
+pub mod sim;
 pub mod stream;
 
 use core::time::Duration;
@@ -20,7 +22,7 @@ use crate::pairing::PendingKind;
 use crate::scopes::Role;
 use crate::{Config, Limits, PairingStore, handshake};
 
-pub use sim::{SeqEntropy, Sim, T0_MS, Transcript, loopback, remote};
+pub use sim::{SeqEntropy, Sim, T0_MS, Transcript, cli, loopback, remote};
 
 /// The shared secret of token-mode fuzz gateways.
 pub const TOKEN: &str = "fuzz-token";

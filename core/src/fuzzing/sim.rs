@@ -1,13 +1,17 @@
-//! A gateway on a fake clock with sans-IO clients or raw peers attached, and the invariants
-//! every drain of its outputs must keep.
+//! The in-memory harness (after quinn's `Pair`): a gateway on a fake clock with sans-IO
+//! clients or raw peers attached, and the invariants every drain of its outputs must keep.
+//! The fuzzers, the core's tests and the schema tests all drive the gateway through it.
 
 use core::net::SocketAddr;
 use core::time::Duration;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+use serde_json::Value;
+
 use crate::client::{Client, ClientConfig, Event};
-use crate::{Config, ConnId, Entropy, Gateway, Output, PairingStore};
+use crate::frame::ErrorShape;
+use crate::{Config, ConnId, Entropy, Gateway, LogRecord, Output, PairingStore};
 
 /// Unix milliseconds the fake clock starts at (the challenge `ts` of upstream's capture).
 pub const T0_MS: u64 = 1_795_505_861_985;
@@ -40,9 +44,14 @@ pub struct Transcript {
     pub persisted: Vec<Vec<u8>>,
 }
 
-struct Peer {
-    client: Option<Client>,
-    open: bool,
+/// One peer of the gateway: a sans-IO client, or a raw peer that only receives bytes.
+pub struct Peer {
+    /// The client; `None` for raw peers.
+    pub client: Option<Client>,
+    /// What the client observed and nobody drained yet, in order.
+    pub events: VecDeque<Event>,
+    /// Whether the gateway closed the connection.
+    pub closed: bool,
     acks: bool,
 }
 
@@ -50,10 +59,14 @@ struct Peer {
 pub struct Sim {
     /// The gateway under test.
     pub gw: Gateway,
-    now: Instant,
+    /// The fake clock.
+    pub now: Instant,
+    start: Instant,
     peers: BTreeMap<ConnId, Peer>,
     /// What the gateway did so far.
     pub transcript: Transcript,
+    /// The log records the gateway emitted so far.
+    pub logs: Vec<LogRecord>,
     key_seq: SeqEntropy,
 }
 
@@ -84,12 +97,24 @@ impl Sim {
         let mut sim = Self {
             gw,
             now: start,
+            start,
             peers: BTreeMap::new(),
             transcript: Transcript::default(),
+            logs: Vec::new(),
             key_seq: SeqEntropy(42),
         };
         sim.drive();
         sim
+    }
+
+    /// A gateway started at `start` with `config` and an empty pairing store.
+    pub fn started(start: Instant, config: Config) -> Self {
+        Self::new(start, config, PairingStore::default())
+    }
+
+    /// The fake wall clock: Unix milliseconds now.
+    pub fn unix_ms(&self) -> u64 {
+        T0_MS + self.now.saturating_duration_since(self.start).as_millis() as u64
     }
 
     /// A peer that sends only what it is told to.
@@ -104,13 +129,21 @@ impl Sim {
         self.open(peer, Some(Client::new(config, key)))
     }
 
+    /// A raw peer that sends `bytes` at once.
+    pub fn open_raw_sending(&mut self, bytes: &[u8], peer: SocketAddr) -> ConnId {
+        let id = self.open_raw(peer);
+        self.input(id, bytes);
+        id
+    }
+
     fn open(&mut self, peer: SocketAddr, client: Option<Client>) -> ConnId {
         let id = self.gw.accept(self.now, peer, listener());
         self.peers.insert(
             id,
             Peer {
                 client,
-                open: true,
+                events: VecDeque::new(),
+                closed: false,
                 acks: true,
             },
         );
@@ -118,9 +151,25 @@ impl Sim {
         id
     }
 
+    /// A peer, by connection.
+    ///
+    /// # Panics
+    /// If the connection was never opened here.
+    pub fn peer(&mut self, id: ConnId) -> &mut Peer {
+        match self.peers.get_mut(&id) {
+            Some(p) => p,
+            None => panic!("no peer {id:?}"),
+        }
+    }
+
+    /// The bytes the gateway sent to a connection so far.
+    pub fn sent(&self, id: ConnId) -> &[u8] {
+        self.transcript.sent.get(&id.0).map_or(&[], Vec::as_slice)
+    }
+
     /// Bytes from a peer.
     pub fn input(&mut self, id: ConnId, bytes: &[u8]) {
-        if self.peers.get(&id).is_some_and(|p| p.open) {
+        if self.peers.get(&id).is_some_and(|p| !p.closed) {
             self.gw.handle_input(self.now, id, bytes);
         }
         self.drive();
@@ -136,7 +185,7 @@ impl Sim {
 
     /// The peer's socket reached EOF.
     pub fn eof(&mut self, id: ConnId) {
-        if self.peers.get(&id).is_some_and(|p| p.open) {
+        if self.peers.get(&id).is_some_and(|p| !p.closed) {
             self.gw.handle_closed(self.now, id);
         }
         self.drive();
@@ -156,6 +205,11 @@ impl Sim {
         self.drive();
     }
 
+    /// Let held refusals (the local failed-auth penalty, at most 5 s) come out.
+    pub fn settle(&mut self) {
+        self.advance(Duration::from_secs(5));
+    }
+
     /// Stop the gateway.
     pub fn shutdown(&mut self) {
         self.gw.shutdown(self.now);
@@ -170,10 +224,75 @@ impl Sim {
 
     /// The events a client observed so far, drained.
     pub fn events(&mut self, id: ConnId) -> Vec<Event> {
-        let Some(c) = self.peers.get_mut(&id).and_then(|p| p.client.as_mut()) else {
+        let Some(p) = self.peers.get_mut(&id) else {
             return Vec::new();
         };
-        std::iter::from_fn(|| c.poll_event()).collect()
+        p.collect_events();
+        p.events.drain(..).collect()
+    }
+
+    /// A client sends a request; returns its id. Runs until quiet.
+    ///
+    /// # Panics
+    /// If the peer is a raw one.
+    pub fn request(&mut self, id: ConnId, method: &str, params: Option<Value>) -> String {
+        let Some(client) = self.peer(id).client.as_mut() else {
+            panic!("{id:?} is a raw peer");
+        };
+        let rid = client.request(method, params);
+        self.drive();
+        rid
+    }
+
+    /// A client's request and the response to it (other events are drained).
+    ///
+    /// # Panics
+    /// If no response came.
+    pub fn call(
+        &mut self,
+        id: ConnId,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, ErrorShape> {
+        let rid = self.request(id, method, params);
+        let response = self.events(id).into_iter().find_map(|e| match e {
+            Event::Response { id, result } if id == rid => Some(result),
+            _ => None,
+        });
+        match response {
+            Some(r) => r,
+            None => panic!("no response to {method}"),
+        }
+    }
+
+    /// The `hello-ok` payload the client received, if any (not drained).
+    pub fn hello(&mut self, id: ConnId) -> Option<Value> {
+        self.find_event(id, |e| match e {
+            Event::Hello(v) => Some(v.clone()),
+            _ => None,
+        })
+    }
+
+    /// The close code and reason the client saw, if closed (not drained).
+    pub fn close_of(&mut self, id: ConnId) -> Option<(Option<u16>, String)> {
+        self.find_event(id, |e| match e {
+            Event::Closed { code, reason } => Some((*code, reason.clone())),
+            _ => None,
+        })
+    }
+
+    /// The error that refused the client's `connect`, if any (not drained).
+    pub fn connect_error(&mut self, id: ConnId) -> Option<ErrorShape> {
+        self.find_event(id, |e| match e {
+            Event::ConnectFailed(err) => Some(err.clone()),
+            _ => None,
+        })
+    }
+
+    fn find_event<T>(&mut self, id: ConnId, f: impl FnMut(&Event) -> Option<T>) -> Option<T> {
+        let p = self.peers.get_mut(&id)?;
+        p.collect_events();
+        p.events.iter().find_map(f)
     }
 
     /// Move bytes both ways until nothing moves.
@@ -181,7 +300,8 @@ impl Sim {
         for _ in 0..MAX_ROUNDS {
             let mut moved = self.drain();
             for (id, p) in &mut self.peers {
-                let Some(c) = p.client.as_mut().filter(|_| p.open) else {
+                p.collect_events();
+                let Some(c) = p.client.as_mut().filter(|_| !p.closed) else {
                     continue;
                 };
                 if let Some(bytes) = c.poll_transmit() {
@@ -204,7 +324,7 @@ impl Sim {
             match self.gw.poll_output() {
                 Output::Transmit { conn, data } => {
                     moved = true;
-                    let p = self.peers.get_mut(&conn).filter(|p| p.open);
+                    let p = self.peers.get_mut(&conn).filter(|p| !p.closed);
                     let p = p.unwrap_or_else(|| panic!("transmit to {conn:?}, which is not open"));
                     assert!(!data.is_empty(), "empty transmit to {conn:?}");
                     if p.acks {
@@ -221,12 +341,13 @@ impl Sim {
                 }
                 Output::Close { conn } => {
                     moved = true;
-                    let p = self.peers.get_mut(&conn).filter(|p| p.open);
+                    let p = self.peers.get_mut(&conn).filter(|p| !p.closed);
                     let p = p.unwrap_or_else(|| panic!("close of {conn:?}, which is not open"));
-                    p.open = false;
+                    p.closed = true;
                     if let Some(c) = p.client.as_mut() {
                         c.handle_eof();
                     }
+                    p.collect_events();
                     self.transcript.closed.push(conn.0);
                 }
                 Output::Persist(bytes) => {
@@ -235,14 +356,14 @@ impl Sim {
                     }
                     self.transcript.persisted.push(bytes);
                 }
-                Output::Log(_) => {}
+                Output::Log(record) => self.logs.push(record),
                 Output::Timeout(_) => return moved,
             }
         }
     }
 
     fn check_counts(&self) {
-        let open = self.peers.values().filter(|p| p.open).count();
+        let open = self.peers.values().filter(|p| !p.closed).count();
         let counts = self.gw.counts();
         assert_eq!(
             counts.connections, open,
@@ -250,4 +371,20 @@ impl Sim {
         );
         assert!(counts.authenticated <= counts.connections, "{counts:?}");
     }
+}
+
+impl Peer {
+    /// Move what the client observed into `events`.
+    fn collect_events(&mut self) {
+        if let Some(c) = self.client.as_mut() {
+            self.events.extend(std::iter::from_fn(|| c.poll_event()));
+        }
+    }
+}
+
+/// A `cli`/`cli` client of the simulated gateway, with a shared token when given.
+pub fn cli(token: Option<&str>) -> ClientConfig {
+    let mut c = ClientConfig::cli("127.0.0.1:18789");
+    c.token = token.map(str::to_string);
+    c
 }

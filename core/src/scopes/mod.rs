@@ -1,7 +1,10 @@
 //! Roles, operator scopes, the method table and the authorization of methods and events
 //! (upstream `authorizeGatewayMethod` and `EVENT_SCOPE_GUARDS`).
 
+mod events;
 mod table;
+
+pub use events::{EVENTS, event_scope, may_receive};
 
 use serde_json::{Value, json};
 
@@ -89,13 +92,16 @@ pub enum Requirement {
     NodeRole,
 }
 
-/// Look up a method of the upstream table.
+/// What a method of upstream's table requires: from the method registry for the methods
+/// clawgate implements, from the table of the others.
 pub fn requirement(method: &str) -> Option<Requirement> {
-    table::METHODS
-        .binary_search_by(|(m, _)| (*m).cmp(method))
-        .ok()
-        .and_then(|i| table::METHODS.get(i))
-        .map(|(_, r)| *r)
+    crate::methods::requirement(method).or_else(|| {
+        table::METHODS
+            .binary_search_by(|(m, _)| (*m).cmp(method))
+            .ok()
+            .and_then(|i| table::METHODS.get(i))
+            .map(|(_, r)| *r)
+    })
 }
 
 /// Whether `granted` satisfies `required`, with upstream's implications.
@@ -142,6 +148,27 @@ fn required_scope(method: &str, params: &Value) -> &'static str {
     }
 }
 
+/// Why a method call is refused by [`authorize`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// The method is not for this role (`unauthorized role: …`); repeated, it closes the socket.
+    Role(Role),
+    /// The role may call it, but a scope is missing.
+    MissingScope(&'static str),
+}
+
+impl Denied {
+    /// The error answered to the call.
+    pub fn to_error(self) -> ErrorShape {
+        match self {
+            Denied::Role(role) => {
+                ErrorShape::invalid(format!("unauthorized role: {}", role.as_str()))
+            }
+            Denied::MissingScope(scope) => missing_scope(scope),
+        }
+    }
+}
+
 /// Authorize a method call for a role and granted scopes, as upstream does: `health` always;
 /// node-only methods for nodes only; everything else for operators with the scope the table names.
 pub fn authorize(
@@ -149,15 +176,14 @@ pub fn authorize(
     granted: &[String],
     method: &str,
     params: &Value,
-) -> Result<(), ErrorShape> {
+) -> Result<(), Denied> {
     if method == "health" {
         return Ok(());
     }
     let node_only = requirement(method) == Some(Requirement::NodeRole);
     match (role, node_only) {
         (Role::Node, true) => return Ok(()),
-        (Role::Node, false) => return Err(ErrorShape::invalid("unauthorized role: node")),
-        (Role::Operator, true) => return Err(ErrorShape::invalid("unauthorized role: operator")),
+        (Role::Node, false) | (Role::Operator, true) => return Err(Denied::Role(role)),
         (Role::Operator, false) => {}
     }
     if matches!(
@@ -171,72 +197,15 @@ pub fn authorize(
     if satisfied(granted, need) {
         Ok(())
     } else {
-        Err(missing_scope(need))
+        Err(Denied::MissingScope(need))
     }
 }
 
 /// The `FORBIDDEN missing scope` error.
-pub fn missing_scope(scope: &str) -> ErrorShape {
+pub(crate) fn missing_scope(scope: &str) -> ErrorShape {
     ErrorShape::new(ErrorCode::Forbidden, format!("missing scope: {scope}")).with_details(
         json!({"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]}),
     )
-}
-
-/// The scope a broadcast event needs, `Some("")` for unrestricted ones, `None` when unknown
-/// (unknown events fail closed).
-pub fn event_scope(event: &str) -> Option<&'static str> {
-    Some(match event {
-        "tick" | "health" | "heartbeat" | "shutdown" | "gateway.suspension"
-        | "update.available" => "",
-        "agent"
-        | "chat"
-        | "presence"
-        | "cron"
-        | "config.changed"
-        | "sessions.changed"
-        | "node.presence"
-        | "node.hostStats"
-        | "node.runnerInventory.changed"
-        | "talk.event"
-        | "skills.changed"
-        | "plugins.changed"
-        | "models.snapshot"
-        | "chat.metadata.changed"
-        | "users.prefs.changed"
-        | "portal.changed"
-        | "progressCard.changed"
-        | "mentions.changed"
-        | "ui.command"
-        | "plugins.controlUi.changed"
-        | "controlUi.sessionPullRequests.changed" => READ,
-        "session.approval" => APPROVALS,
-        e if e.starts_with("session.") || e.starts_with("task") || e.starts_with("voicewake.") => {
-            READ
-        }
-        e if e.starts_with("device.pair.") || e.starts_with("node.pair.") => PAIRING,
-        e if e.starts_with("exec.approval.")
-            || e.starts_with("plugin.approval.")
-            || e.starts_with("openclaw.approval.") =>
-        {
-            APPROVALS
-        }
-        e if e.starts_with("question.") => QUESTIONS,
-        "talk.mode" | "talk.voice.change" => TALK,
-        "terminal.data" | "terminal.exit" | "update.run.changed" | "plugins.install.progress" => {
-            ADMIN
-        }
-        e if e.starts_with("plugin.") => WRITE,
-        _ => return None,
-    })
-}
-
-/// Whether a connection with this role and these scopes may receive a broadcast event.
-pub fn may_receive(role: Role, granted: &[String], event: &str) -> bool {
-    match event_scope(event) {
-        Some("") => true,
-        Some(scope) => role == Role::Operator && satisfied(granted, scope),
-        None => false,
-    }
 }
 
 /// Normalise requested scopes: keep known ones, in order, without duplicates.
@@ -260,8 +229,14 @@ mod tests {
 
     #[test]
     fn table_is_sorted_and_complete() {
-        assert_eq!(table::METHODS.len(), 482);
+        assert_eq!(table::METHODS.len() + crate::METHODS.len(), 482);
         assert!(table::METHODS.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(
+            crate::METHODS
+                .iter()
+                .all(|m| table::METHODS.binary_search_by(|(t, _)| t.cmp(m)).is_err()),
+            "a method is in the registry and in the table"
+        );
         assert_eq!(requirement("status"), Some(Requirement::Read));
         assert_eq!(
             requirement("node.invoke.result"),
@@ -282,7 +257,9 @@ mod tests {
 
     #[test]
     fn empty_scopes_cannot_read_status() {
-        let e = authorize(Role::Operator, &[], "status", &Value::Null).unwrap_err();
+        let e = authorize(Role::Operator, &[], "status", &Value::Null)
+            .unwrap_err()
+            .to_error();
         assert_eq!(e.message, "missing scope: operator.read");
         assert_eq!(e.details.unwrap()["code"], "MISSING_SCOPE");
     }
@@ -300,7 +277,9 @@ mod tests {
             )
             .is_ok()
         );
-        let e = authorize(Role::Operator, &s(&[READ]), "nosuch.method", &Value::Null).unwrap_err();
+        let e = authorize(Role::Operator, &s(&[READ]), "nosuch.method", &Value::Null)
+            .unwrap_err()
+            .to_error();
         assert_eq!(e.message, "missing scope: operator.admin");
     }
 
@@ -314,12 +293,14 @@ mod tests {
                 &Value::Null
             )
             .unwrap_err()
+            .to_error()
             .message,
             "unauthorized role: operator"
         );
         assert_eq!(
             authorize(Role::Node, &[], "status", &Value::Null)
                 .unwrap_err()
+                .to_error()
                 .message,
             "unauthorized role: node"
         );
@@ -332,28 +313,11 @@ mod tests {
         assert_eq!(
             authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p)
                 .unwrap_err()
+                .to_error()
                 .message,
             "missing scope: operator.admin"
         );
         let p = serde_json::json!({"command": "system.which"});
         assert!(authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p).is_ok());
-    }
-
-    #[test]
-    fn events_fail_closed() {
-        assert!(may_receive(Role::Node, &[], "tick"));
-        assert!(!may_receive(Role::Operator, &[], "presence"));
-        assert!(may_receive(Role::Operator, &s(&[READ]), "presence"));
-        assert!(!may_receive(
-            Role::Operator,
-            &s(&[READ]),
-            "device.pair.requested"
-        ));
-        assert!(may_receive(
-            Role::Operator,
-            &s(&[PAIRING]),
-            "device.pair.requested"
-        ));
-        assert!(!may_receive(Role::Operator, &s(&[ADMIN]), "made.up.event"));
     }
 }

@@ -93,6 +93,15 @@ fn hello_ok_fields(shell: Shell) {
         json!({"maxPayload": 26_214_400, "maxBufferedBytes": 52_428_800, "tickIntervalMs": 30_000})
     );
     assert!(ws.call("health", None).is_ok());
+    // Params are checked against upstream's schema: unknown properties are refused.
+    let err = ws
+        .call("config.get", Some(json!({"bogusField": 1})))
+        .expect_err("unknown property refused");
+    assert_eq!(err.code, ErrorCode::InvalidRequest);
+    assert_eq!(
+        err.message,
+        "invalid params: at root: unexpected property 'bogusField'"
+    );
 }
 
 fn no_token_no_device(shell: Shell) {

@@ -1,4 +1,4 @@
-//! Admission of a signed device: pairing (silent on local connections, a stable pending
+//! The admission of a signed device: pairing (silent on local connections, a stable pending
 //! request otherwise), scope upgrades, device tokens and node approval requests.
 
 use core::net::IpAddr;
@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::{Admitted, Refusal};
+use crate::close::{CloseReason, PAIRING_REQUIRED};
 use crate::conn::AuthMethod;
 use crate::device::DeviceProof;
 use crate::frame::{ErrorCode, ErrorShape};
-use crate::gateway::{Admitted, Gateway, Refusal};
+use crate::gateway::Gateway;
 use crate::handshake::ConnectParams;
 use crate::log::Level;
 use crate::pairing::{DeviceMeta, PendingKind, PendingRequest};
@@ -115,10 +117,12 @@ impl Gateway {
                     details["approvedRoles"] = json!(d.roles);
                     details["approvedScopes"] = json!(d.scopes);
                 }
-                let message = "pairing required: device is not approved yet";
                 return Err(Refusal {
-                    error: ErrorShape::new(ErrorCode::NotPaired, message).with_details(details),
-                    close_reason: Some(format!("{message} (requestId: {})", req.request_id)),
+                    error: ErrorShape::new(ErrorCode::NotPaired, PAIRING_REQUIRED)
+                        .with_details(details),
+                    close: Some(CloseReason::PairingRequired {
+                        request_id: req.request_id.into(),
+                    }),
                     delay: None,
                 });
             }

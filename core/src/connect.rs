@@ -1,0 +1,275 @@
+//! The connect phase: the first request must be a `connect`; it is admitted (the `hello-ok`
+//! and the session) or refused (an error, then a close), a refusal held back while the local
+//! failed-auth penalty runs.
+
+use core::time::Duration;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::admission::{Admitted, Refusal};
+use crate::close::CloseReason;
+use crate::conn::{ConnId, Phase, Session, State};
+use crate::frame::{ErrorShape, FrameError, InvalidFrame, OutFrame, parse_request};
+use crate::gateway::{Gateway, Timer};
+use crate::handshake::{self, ConnectParams};
+use crate::log::Level;
+use crate::scopes::Role;
+
+/// A refusal waiting for its penalty to pass.
+pub(crate) struct Held {
+    req_id: String,
+    error: ErrorShape,
+    close: Option<CloseReason>,
+}
+
+impl Gateway {
+    /// A text frame before `hello-ok`: it must be a valid `connect`, which is admitted or refused.
+    pub(crate) fn on_connect_text(&mut self, now: Instant, id: ConnId, text: &str) {
+        let req = match parse_request(text) {
+            Ok(r) => r,
+            Err(FrameError::NotJson) => {
+                self.log(
+                    now,
+                    Level::Warn,
+                    Some(id),
+                    "handshake frame is not JSON".into(),
+                );
+                self.close_ws(now, id, CloseReason::HandshakeNotJson);
+                return;
+            }
+            Err(FrameError::Invalid { id: rid, problem }) => {
+                let unexpected = matches!(problem, InvalidFrame::UnexpectedProperty(_));
+                let msg = if unexpected || rid == "invalid" {
+                    "invalid handshake: first request must be connect".to_string()
+                } else {
+                    format!("invalid request frame: {problem}")
+                };
+                self.reject(now, id, &rid, ErrorShape::invalid(msg), None);
+                return;
+            }
+        };
+        if req.method != "connect" {
+            self.reject(
+                now,
+                id,
+                &req.id,
+                ErrorShape::invalid("invalid handshake: first request must be connect"),
+                None,
+            );
+            return;
+        }
+        let params = match handshake::parse_connect(&req.params) {
+            Ok(p) => p,
+            Err(e) => {
+                self.reject(now, id, &req.id, e.to_error(), None);
+                return;
+            }
+        };
+        if !handshake::protocol_ok(&params) {
+            self.send(
+                now,
+                id,
+                &OutFrame::err(&req.id, handshake::protocol_mismatch(&params)),
+            );
+            self.log(
+                now,
+                Level::Warn,
+                Some(id),
+                "rejected: protocol mismatch".into(),
+            );
+            self.close_ws(now, id, CloseReason::ProtocolMismatch);
+            return;
+        }
+        match self.admit(now, id, &params) {
+            Ok(hello) => self.finish_hello(now, id, &req.id, params, hello),
+            Err(err) => match err.delay {
+                Some(delay) => self.hold(now, id, req.id, err, delay),
+                None => self.reject(now, id, &req.id, err.error, err.close),
+            },
+        }
+    }
+
+    /// A held refusal's penalty passed: answer it now.
+    pub(crate) fn refusal_due(&mut self, now: Instant, id: ConnId) {
+        if let Some(d) = self.held.remove(&id) {
+            self.reject(now, id, &d.req_id, d.error, d.close);
+        }
+    }
+
+    /// Whether a refusal is held for this connection (its frames are ignored meanwhile).
+    pub(crate) fn is_held(&self, id: ConnId) -> bool {
+        self.held.contains_key(&id)
+    }
+
+    /// Hold a refusal back for `delay` (the local failed-auth penalty); frames meanwhile are ignored.
+    fn hold(&mut self, now: Instant, id: ConnId, req_id: String, err: Refusal, delay: Duration) {
+        self.log(
+            now,
+            Level::Debug,
+            Some(id),
+            format!("refusal held {} ms", delay.as_millis()),
+        );
+        self.held.insert(
+            id,
+            Held {
+                req_id,
+                error: err.error,
+                close: err.close,
+            },
+        );
+        self.schedule(now + delay, Timer::Refusal(id));
+    }
+
+    /// Answer a failed `connect` and close with `close`, by default 1008 with the message.
+    pub(crate) fn reject(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        req_id: &str,
+        err: ErrorShape,
+        close: Option<CloseReason>,
+    ) {
+        let close = close.unwrap_or_else(|| CloseReason::Refused(err.message.as_str().into()));
+        let detail = err
+            .details
+            .as_ref()
+            .and_then(|d| d.get("code"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        self.log(
+            now,
+            Level::Warn,
+            Some(id),
+            format!("rejected: {} {detail}", err.message),
+        );
+        self.send(now, id, &OutFrame::err(req_id, err));
+        self.close_ws(now, id, close);
+    }
+
+    fn finish_hello(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        req_id: &str,
+        params: ConnectParams,
+        hello: Admitted,
+    ) {
+        let conn_uuid = self.uuid();
+        let now_ms = self.unix_ms(now);
+        let max_payload = self.config.limits.max_payload;
+        let session = Session {
+            role: params.role,
+            scopes: hello.scopes.clone(),
+            client: params.client.clone(),
+            conn_uuid: conn_uuid.clone(),
+            device_id: hello.device_id.clone(),
+            auth: hello.method,
+            device_token: hello.used_device_token.clone(),
+            caps: params.caps.clone(),
+            commands: params.commands.clone(),
+            seq: 0,
+            unauthorized_calls: 0,
+            connected_at_ms: now_ms,
+        };
+        let ip = {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let State::Ws(ws) = &mut c.state else { return };
+            ws.ctx.set_config(|cfg| {
+                cfg.max_message_size = Some(max_payload);
+                cfg.max_frame_size = Some(max_payload);
+            });
+            ws.phase = Phase::Authed(Box::new(session));
+            ws.client_ip
+        };
+        self.preauth.release(ip);
+        if !crate::route::is_ephemeral_mode(&params.client.mode) {
+            self.router.presence.insert(id);
+        }
+        let text = self.hello_text(now, req_id, &conn_uuid, &params, &hello);
+        self.send_text(now, id, text);
+        self.log(
+            now,
+            Level::Info,
+            Some(id),
+            format!(
+                "hello {} {}/{} role={} scopes={:?} auth={}",
+                ip,
+                params.client.id,
+                params.client.mode,
+                params.role.as_str(),
+                hello.scopes,
+                hello.method.as_str()
+            ),
+        );
+        for (event, payload) in hello.events {
+            self.broadcast(now, event, &payload, None);
+        }
+        if params.role == Role::Node
+            && let Some(dev) = hello.device_id
+        {
+            self.node_connected(now, id, &dev);
+        }
+    }
+
+    /// The `hello-ok` response frame for request `req_id`, as JSON text.
+    fn hello_text(
+        &self,
+        now: Instant,
+        req_id: &str,
+        conn_uuid: &str,
+        params: &ConnectParams,
+        hello: &Admitted,
+    ) -> String {
+        use crate::hello::{
+            Auth, HelloOk, OkFrame, Policy, Server, SessionDefaults, Snapshot, StateVersion,
+            Suspension,
+        };
+        let limits = &self.config.limits;
+        let token = hello.device_token.as_ref();
+        let payload = HelloOk::new(
+            Server {
+                version: &self.config.version,
+                boot_id: &self.boot_id,
+                conn_id: conn_uuid,
+            },
+            Snapshot {
+                suspension: Suspension {
+                    phase: if self.is_draining() {
+                        "draining"
+                    } else {
+                        "accepting"
+                    },
+                },
+                presence: Value::Array(self.presence_list(now)),
+                health: self.health_payload(now),
+                state_version: StateVersion {
+                    presence: self.presence_version,
+                    health: self.health_version,
+                },
+                uptime_ms: self.uptime_ms(now),
+                session_defaults: SessionDefaults,
+                config_path: &self.config.config_path,
+                state_dir: &self.config.state_dir,
+                auth_mode: self.config.auth_mode.as_str(),
+            },
+            Auth {
+                method: hello.method.as_str(),
+                role: params.role.as_str(),
+                scopes: &hello.scopes,
+                device_token: token.map(|(t, _)| t.as_str()),
+                issued_at_ms: token.map(|&(_, at)| at),
+                recovery_migration_allowed: token.is_some() && params.role == Role::Operator,
+            },
+            Policy {
+                max_payload: limits.max_payload,
+                max_buffered_bytes: limits.max_buffered_bytes,
+                tick_interval_ms: limits.tick_interval.as_millis() as u64,
+            },
+        );
+        OkFrame::new(req_id, &payload).to_text()
+    }
+}

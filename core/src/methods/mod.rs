@@ -1,0 +1,278 @@
+//! Requests after `hello-ok`: the one registry of the methods clawgate implements, from which
+//! `hello-ok.features.methods`, authorization and dispatch all derive.
+//!
+//! Adding a method is one [`REGISTRY`] line: its name (the advertised order is the table's
+//! order), what it requires, and its handler, whose last argument is its typed params (a serde
+//! struct read by [`params::parse`], which answers upstream's validation errors).
+
+mod pairing;
+pub(crate) mod params;
+mod views;
+
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::{Value, json};
+
+use crate::close::CloseReason;
+use crate::conn::ConnId;
+use crate::frame::{ErrorShape, FrameError, OutFrame, parse_request};
+use crate::gateway::Gateway;
+use crate::log::Level;
+use crate::scopes::{self, Requirement};
+
+/// What a handler answers to its request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// Answer now with this result.
+    Now(Result<Value, ErrorShape>),
+    /// The handler kept the request id and answers later (`node.invoke` waits for its node).
+    Later,
+}
+
+/// The request being handled: who asked, with which id, holding which scopes.
+pub(crate) struct Call<'a> {
+    /// The caller's connection.
+    pub(crate) conn: ConnId,
+    /// The request id to answer to.
+    pub(crate) req_id: &'a str,
+    /// The caller's granted scopes.
+    pub(crate) granted: &'a [String],
+}
+
+/// A handler with its params still JSON; made by [`method!`] from a typed one.
+type Handler = fn(&mut Gateway, Instant, &Call<'_>, Value) -> Reply;
+
+/// One method of the registry.
+pub(crate) struct MethodSpec {
+    /// The wire name.
+    name: &'static str,
+    /// What the caller must hold (upstream's class of the method).
+    requirement: Requirement,
+    handler: Handler,
+}
+
+/// Read the params as `P`, then run the typed handler; invalid params are answered at once.
+fn typed<P: DeserializeOwned>(
+    gw: &mut Gateway,
+    now: Instant,
+    call: &Call<'_>,
+    params: Value,
+    handler: fn(&mut Gateway, Instant, &Call<'_>, P) -> Reply,
+) -> Reply {
+    match params::parse(params) {
+        Ok(p) => handler(gw, now, call, p),
+        Err(e) => Reply::Now(Err(e)),
+    }
+}
+
+/// A registry entry: name, requirement, typed handler.
+macro_rules! method {
+    ($name:literal, $req:ident, $handler:path) => {
+        MethodSpec {
+            name: $name,
+            requirement: Requirement::$req,
+            handler: |gw, now, call, params| typed(gw, now, call, params, $handler),
+        }
+    };
+}
+
+/// Every method clawgate implements, in the order `hello-ok.features.methods` advertises.
+const REGISTRY: &[MethodSpec] = &[
+    method!("health", Read, Gateway::health),
+    method!("status", Read, Gateway::status),
+    method!("system-presence", Read, Gateway::system_presence),
+    method!("last-heartbeat", Read, Gateway::last_heartbeat),
+    method!("config.get", Read, Gateway::config_get),
+    method!("logs.tail", Read, Gateway::logs_tail),
+    method!("node.list", Read, Gateway::node_list_method),
+    method!("node.describe", Read, Gateway::node_describe),
+    method!("node.rename", Pairing, Gateway::node_rename),
+    method!("node.invoke", Dynamic, Gateway::node_invoke),
+    method!("node.invoke.result", NodeRole, Gateway::node_invoke_result),
+    method!(
+        "node.invoke.progress",
+        NodeRole,
+        Gateway::node_invoke_progress
+    ),
+    method!("node.event", NodeRole, Gateway::node_event),
+    method!("node.pair.list", Pairing, Gateway::node_pair_list),
+    method!("node.pair.approve", Pairing, Gateway::node_pair_approve),
+    method!("node.pair.reject", Pairing, Gateway::node_pair_reject),
+    method!("node.pair.remove", Pairing, Gateway::node_pair_remove),
+    method!("device.pair.list", Pairing, Gateway::device_pair_list),
+    method!("device.pair.approve", Pairing, Gateway::device_pair_approve),
+    method!("device.pair.reject", Pairing, Gateway::device_pair_reject),
+    method!("device.pair.remove", Pairing, Gateway::device_pair_remove),
+    method!("device.token.rotate", Pairing, Gateway::token_rotate),
+    method!("device.token.revoke", Pairing, Gateway::token_revoke),
+];
+
+const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = specs[i].name;
+        i += 1;
+    }
+    out
+}
+
+/// Methods clawgate implements, as advertised in `hello-ok.features.methods`.
+pub const METHODS: &[&str] = &names::<{ REGISTRY.len() }>(REGISTRY);
+
+/// What an implemented method requires, if clawgate implements it.
+pub(crate) fn requirement(method: &str) -> Option<Requirement> {
+    REGISTRY
+        .iter()
+        .find(|m| m.name == method)
+        .map(|m| m.requirement)
+}
+
+/// Params of methods whose upstream schema has none: anything is accepted and ignored.
+pub(crate) struct AnyParams;
+
+impl<'de> Deserialize<'de> for AnyParams {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| AnyParams)
+    }
+}
+
+/// Params of methods that take none: `{}` (or no params) only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoParams {}
+
+impl Gateway {
+    /// A text frame from an authenticated connection.
+    pub(crate) fn on_request_text(&mut self, now: Instant, id: ConnId, text: &str) {
+        let req = match parse_request(text) {
+            Ok(r) => r,
+            Err(FrameError::NotJson) => {
+                self.log(now, Level::Debug, Some(id), "ignored non-JSON frame".into());
+                return;
+            }
+            Err(FrameError::Invalid { id: rid, problem }) => {
+                self.send(
+                    now,
+                    id,
+                    &OutFrame::err(
+                        rid,
+                        ErrorShape::invalid(format!("invalid request frame: {problem}")),
+                    ),
+                );
+                return;
+            }
+        };
+        let Some(s) = self.conns.get(&id).and_then(|c| c.session()) else {
+            return;
+        };
+        let (role, scopes) = (s.role, s.scopes.clone());
+        if req.method == "connect" {
+            self.send(
+                now,
+                id,
+                &OutFrame::err(
+                    req.id,
+                    ErrorShape::invalid("connect is only valid as the first request"),
+                ),
+            );
+            return;
+        }
+        if let Err(denied) = scopes::authorize(role, &scopes, &req.method, &req.params) {
+            self.send(now, id, &OutFrame::err(&req.id, denied.to_error()));
+            if matches!(denied, scopes::Denied::Role(_)) {
+                let max = self.config.limits.max_unauthorized_calls;
+                let count = self
+                    .conns
+                    .get_mut(&id)
+                    .and_then(|c| c.session_mut())
+                    .map(|s| {
+                        s.unauthorized_calls += 1;
+                        s.unauthorized_calls
+                    });
+                if count.is_some_and(|n| n > max) {
+                    self.close_ws(now, id, CloseReason::RepeatedUnauthorized);
+                }
+            }
+            return;
+        }
+        if let Some(s) = self.conns.get_mut(&id).and_then(|c| c.session_mut()) {
+            s.unauthorized_calls = 0;
+        }
+        let call = Call {
+            conn: id,
+            req_id: &req.id,
+            granted: &scopes,
+        };
+        let reply = match REGISTRY.iter().find(|m| m.name == req.method) {
+            Some(spec) => (spec.handler)(self, now, &call, req.params),
+            None => Reply::Now(Err(ErrorShape::invalid(format!(
+                "unknown method: {}",
+                req.method
+            )))),
+        };
+        if let Reply::Now(result) = reply {
+            self.respond(now, id, &req.id, &result);
+        }
+    }
+
+    /// Answer request `req_id` of `conn` with `result`.
+    pub(crate) fn respond(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        req_id: &str,
+        result: &Result<Value, ErrorShape>,
+    ) {
+        let frame = match result {
+            Ok(v) => OutFrame::ok(req_id, v.clone()),
+            Err(e) => OutFrame::err(req_id, e.clone()),
+        };
+        self.send(now, conn, &frame);
+    }
+
+    fn node_event(&mut self, _: Instant, _: &Call<'_>, _: crate::route::NodeEvent) -> Reply {
+        Reply::Now(Ok(json!({"ok": true})))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advertised_order_is_the_registry_order() {
+        // hello-ok.features.methods, byte for byte as clients have seen it.
+        let advertised = [
+            "health",
+            "status",
+            "system-presence",
+            "last-heartbeat",
+            "config.get",
+            "logs.tail",
+            "node.list",
+            "node.describe",
+            "node.rename",
+            "node.invoke",
+            "node.invoke.result",
+            "node.invoke.progress",
+            "node.event",
+            "node.pair.list",
+            "node.pair.approve",
+            "node.pair.reject",
+            "node.pair.remove",
+            "device.pair.list",
+            "device.pair.approve",
+            "device.pair.reject",
+            "device.pair.remove",
+            "device.token.rotate",
+            "device.token.revoke",
+        ];
+        assert_eq!(METHODS, advertised);
+        assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
+        assert_eq!(requirement("node.invoke"), Some(Requirement::Dynamic));
+        assert_eq!(requirement("no.such"), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! Methods that read the gateway's state: health, status, presence, config, logs and nodes.
+
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::params::{Bounded, NonEmpty};
+use super::{AnyParams, Call, NoParams, Reply};
+use crate::frame::ErrorShape;
+use crate::gateway::Gateway;
+
+/// `logs.tail` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct LogsTail {
+    #[serde(default)]
+    cursor: Option<Bounded<0, { u64::MAX }>>,
+    #[serde(default)]
+    limit: Option<Bounded<1, 5000>>,
+    #[serde(default)]
+    max_bytes: Option<Bounded<1, 1_000_000>>,
+}
+
+/// `node.describe` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct NodeDescribe {
+    node_id: NonEmpty,
+}
+
+impl Gateway {
+    /// The health summary (`health` result and `snapshot.health`).
+    pub(crate) fn health_payload(&self, now: Instant) -> Value {
+        json!({
+            "ok": true,
+            "ts": self.unix_ms(now),
+            "durationMs": 0,
+            "plugins": {"loaded": [], "errors": []},
+            "configReload": {"hotReloadStatus": "active"},
+            "channels": {},
+            "channelOrder": [],
+            "channelLabels": {},
+            "heartbeatSeconds": 1800,
+            "defaultAgentId": "main",
+            "agents": [],
+            "sessions": {"path": format!("{}/agents/main/sessions/sessions.json", self.config.state_dir), "count": 0, "recent": []},
+        })
+    }
+
+    fn status_payload(&self, now: Instant) -> Value {
+        let counts = self.counts();
+        json!({
+            "ok": true,
+            "ts": self.unix_ms(now),
+            "version": self.config.version,
+            "uptimeMs": self.uptime_ms(now),
+            "authMode": self.config.auth_mode.as_str(),
+            "bind": self.config.bind_label,
+            "port": self.config.port,
+            "connections": {"open": counts.connections, "authenticated": counts.authenticated},
+            "nodes": {"connected": counts.nodes, "paired": self.store.devices.values().filter(|d| d.node.is_some()).count()},
+            "devices": {"paired": self.store.devices.len(), "pending": self.store.pending.len()},
+            "heartbeatSeconds": 1800,
+            "sessions": {"count": 0, "recent": []},
+        })
+    }
+
+    fn config_payload(&self) -> Value {
+        json!({
+            "path": self.config.config_path,
+            "exists": !self.config.file.is_null(),
+            "valid": true,
+            "config": crate::mask::redact(&self.config.file),
+            "issues": [],
+        })
+    }
+
+    pub(super) fn health(&mut self, now: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
+        Reply::Now(Ok(self.health_payload(now)))
+    }
+
+    pub(super) fn status(&mut self, now: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
+        Reply::Now(Ok(self.status_payload(now)))
+    }
+
+    pub(super) fn system_presence(&mut self, now: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
+        Reply::Now(Ok(Value::Array(self.presence_list(now))))
+    }
+
+    pub(super) fn last_heartbeat(&mut self, _: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
+        Reply::Now(Ok(Value::Null))
+    }
+
+    pub(super) fn config_get(&mut self, _: Instant, _: &Call<'_>, _: NoParams) -> Reply {
+        Reply::Now(Ok(self.config_payload()))
+    }
+
+    pub(super) fn logs_tail(&mut self, _: Instant, _: &Call<'_>, p: LogsTail) -> Reply {
+        let limit = p.limit.map_or(200, |b| b.0) as usize;
+        let max_bytes = p.max_bytes.map_or(250_000, |b| b.0) as usize;
+        let t = self.logs.tail(p.cursor.map(|b| b.0), limit, max_bytes);
+        Reply::Now(Ok(json!({
+            "file": "memory:clawgate", "cursor": t.cursor, "size": t.cursor, "lines": t.lines,
+            "truncated": t.truncated, "reset": t.reset,
+        })))
+    }
+
+    pub(super) fn node_list_method(&mut self, now: Instant, _: &Call<'_>, _: NoParams) -> Reply {
+        Reply::Now(Ok(self.node_list(now)))
+    }
+
+    pub(super) fn node_describe(&mut self, _: Instant, _: &Call<'_>, p: NodeDescribe) -> Reply {
+        let nid = p.node_id.0;
+        Reply::Now(
+            self.node_entry(&nid)
+                .ok_or_else(|| ErrorShape::invalid(format!("unknown nodeId: {nid}"))),
+        )
+    }
+}

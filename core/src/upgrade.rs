@@ -1,0 +1,178 @@
+//! The upgrade phase: a socket's HTTP head, answered as a plain route or upgraded to a
+//! WebSocket that is sent its `connect.challenge`; and the per-address count of sockets not
+//! yet past `hello-ok`, which this phase owns.
+
+use core::net::IpAddr;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde_json::json;
+use tungstenite::Message;
+use tungstenite::protocol::Role as WsRole;
+
+use crate::auth;
+use crate::close::CloseReason;
+use crate::conn::{ConnId, MemIo, Phase, State, Ws, ws_context};
+use crate::frame::OutFrame;
+use crate::gateway::Gateway;
+use crate::http::{self, Head};
+use crate::log::Level;
+
+/// Unauthenticated WebSockets by client address (`maxPreauthPerIp`).
+#[derive(Debug, Default)]
+pub(crate) struct Preauth {
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+impl Preauth {
+    fn count(&self, ip: IpAddr) -> usize {
+        self.by_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, ip: IpAddr) {
+        *self.by_ip.entry(ip).or_default() += 1;
+    }
+
+    /// A socket of `ip` passed `hello-ok` or went away.
+    pub(crate) fn release(&mut self, ip: IpAddr) {
+        if let Some(n) = self.by_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+impl Gateway {
+    pub(crate) fn on_head(&mut self, now: Instant, id: ConnId, buf: Vec<u8>) {
+        let max_head = self.config.limits.max_head_bytes;
+        match http::parse_head(&buf, max_head) {
+            Ok(None) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.state = State::Http(buf);
+                }
+            }
+            Err(e) => {
+                self.log(now, Level::Warn, Some(id), format!("refused request: {e}"));
+                self.transmit(id, http::bad_head(e));
+                self.forget(now, id);
+            }
+            Ok(Some((Head::Plain { method, path }, _))) => {
+                let phase = if self.is_draining() {
+                    http::Phase::Draining
+                } else {
+                    http::Phase::Ready
+                };
+                let body = http::plain_response(
+                    &method,
+                    &path,
+                    phase,
+                    self.uptime_ms(now),
+                    &self.config.version,
+                );
+                self.log(now, Level::Debug, Some(id), format!("http {method} {path}"));
+                self.transmit(id, body);
+                self.forget(now, id);
+            }
+            Ok(Some((Head::Upgrade(up), len))) => {
+                self.on_upgrade(now, id, *up, buf.get(len..).unwrap_or(&[]).to_vec())
+            }
+        }
+    }
+
+    fn on_upgrade(&mut self, now: Instant, id: ConnId, up: http::Upgrade, rest: Vec<u8>) {
+        let Some(peer) = self.conns.get(&id).map(|c| c.peer.ip()) else {
+            return;
+        };
+        let fwd = auth::parse_forwarded(
+            up.forwarded.as_deref(),
+            up.x_forwarded_for.as_deref(),
+            up.x_real_ip.as_deref(),
+        );
+        let client_ip = match auth::client_address(peer, &fwd, &self.config.trusted_proxies) {
+            Ok(ip) => ip,
+            Err(e) => {
+                self.log(
+                    now,
+                    Level::Warn,
+                    Some(id),
+                    format!("refused upgrade from {peer}: {e}"),
+                );
+                self.transmit(id, http::proxy_refused());
+                self.forget(now, id);
+                return;
+            }
+        };
+        if up.path == "/__openclaw__/worker" {
+            self.log(
+                now,
+                Level::Warn,
+                Some(id),
+                "refused worker protocol upgrade".into(),
+            );
+        }
+        if self.preauth.count(client_ip) >= self.config.limits.max_preauth_per_ip {
+            self.log(
+                now,
+                Level::Warn,
+                Some(id),
+                format!("refused {client_ip}: too many unauthenticated sockets"),
+            );
+            self.transmit(id, http::too_many_preauth());
+            self.forget(now, id);
+            return;
+        }
+        if self.is_draining() {
+            self.transmit(
+                id,
+                http::plain_response(
+                    "GET",
+                    "/ready",
+                    http::Phase::Draining,
+                    self.uptime_ms(now),
+                    &self.config.version,
+                ),
+            );
+            self.forget(now, id);
+            return;
+        }
+        self.preauth.add(client_ip);
+        let local = auth::is_local(client_ip, up.origin.as_deref());
+        let nonce = self.uuid();
+        let mut ctx = ws_context(WsRole::Server, self.config.limits.max_preauth_payload);
+        let mut io = MemIo::default();
+        let challenge = OutFrame::direct(
+            "connect.challenge",
+            json!({"nonce": nonce, "ts": self.unix_ms(now), "capabilities": ["model-catalog-snapshot"]}),
+        );
+        let _ = ctx.write(&mut io, Message::text(challenge.to_text()));
+        let mut bytes = http::switching_protocols(&up.request);
+        bytes.append(&mut io.wr);
+        let worker = up.path == "/__openclaw__/worker";
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.state = State::Ws(Box::new(Ws {
+                ctx,
+                io,
+                client_ip,
+                local,
+                origin: up.origin,
+                phase: Phase::PreHello { nonce, frames: 0 },
+            }));
+        }
+        self.transmit(id, bytes);
+        self.log(
+            now,
+            Level::Info,
+            Some(id),
+            format!("websocket open from {client_ip} (local: {local})"),
+        );
+        if worker {
+            self.close_ws(now, id, CloseReason::WorkerProtocol);
+            return;
+        }
+        if !rest.is_empty() {
+            self.handle_input(now, id, &rest);
+        }
+    }
+}
