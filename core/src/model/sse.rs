@@ -322,6 +322,7 @@ pub fn decode_all(limits: SseLimits, bytes: &[u8]) -> (Vec<SseEvent>, Option<Sse
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::model_stream::split;
     use proptest::prelude::*;
 
     fn ev(event: &str, data: &str, id: &str) -> SseEvent {
@@ -345,12 +346,7 @@ mod tests {
     ) -> (Vec<SseEvent>, Option<SseError>) {
         let mut d = SseDecoder::new(limits);
         let mut out = Vec::new();
-        let mut at = 0;
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
-        cuts.sort_unstable();
-        for cut in cuts.into_iter().chain([bytes.len()]) {
-            let part = bytes.get(at..cut).unwrap_or_default();
-            at = cut;
+        for part in split(bytes, cuts) {
             if let Err(e) = d.feed(part, &mut out) {
                 return (out, Some(e));
             }

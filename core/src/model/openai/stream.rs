@@ -290,6 +290,7 @@ impl Default for ChatStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::model_stream::{Outcome, feed as run, split};
     use crate::model::openai::ErrorKind;
     use proptest::prelude::*;
 
@@ -324,23 +325,7 @@ mod tests {
         "data: [DONE]\n\n",
     );
 
-    fn run(
-        limits: StreamLimits,
-        parts: &[&[u8]],
-    ) -> (Vec<ChatEvent>, Result<Completion, StreamError>) {
-        let mut s = ChatStream::new(limits);
-        let mut out = Vec::new();
-        for part in parts {
-            if let Err(e) = s.feed(part, &mut out) {
-                return (out, Err(e));
-            }
-            assert!(s.buffered_bytes() <= limits.max_buffered_bytes());
-        }
-        let end = s.finish();
-        (out, end)
-    }
-
-    fn whole(body: &str) -> (Vec<ChatEvent>, Result<Completion, StreamError>) {
+    fn whole(body: &str) -> Outcome {
         run(StreamLimits::default(), &[body.as_bytes()])
     }
 
@@ -492,19 +477,10 @@ mod tests {
         #[test]
         fn any_chunking_gives_the_same_events(
             pick in 0usize..2,
-            mut cuts in proptest::collection::vec(any::<usize>(), 0..24),
+            cuts in proptest::collection::vec(any::<usize>(), 0..24),
         ) {
             let body = if pick == 0 { TEXT } else { TOOLS }.as_bytes();
-            for c in &mut cuts {
-                *c %= body.len() + 1;
-            }
-            cuts.sort_unstable();
-            let mut parts = Vec::new();
-            let mut at = 0;
-            for cut in cuts.into_iter().chain([body.len()]) {
-                parts.push(body.get(at..cut).unwrap_or_default());
-                at = cut;
-            }
+            let parts = split(body, &cuts);
             prop_assert_eq!(run(StreamLimits::default(), &parts), run(StreamLimits::default(), &[body]));
         }
     }
