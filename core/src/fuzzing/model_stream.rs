@@ -112,3 +112,32 @@ pub fn run(data: &[u8]) -> Outcome {
     assert!(refused.message_preview.chars().count() <= PREVIEW_CHARS);
     whole
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fuzz target's checks hold on arbitrary inputs (a cheap stand-in for the fuzzer
+        /// in `cargo test`): bodies built from SSE and JSON pieces, cut anywhere.
+        #[test]
+        fn target_holds_on_arbitrary_bodies(
+            small in any::<bool>(),
+            cuts in proptest::collection::vec(any::<u16>(), 0..MAX_CUTS),
+            pieces in proptest::collection::vec(prop_oneof![
+                Just("data: ".to_owned()),
+                Just("\n\n".to_owned()),
+                Just("\r\n".to_owned()),
+                Just("[DONE]".to_owned()),
+                Just(r#"{"choices":[{"index":0,"delta":{"content":"hé"}}]}"#.to_owned()),
+                Just(r#"{"choices":[{"delta":{"tool_calls":[{"index":3,"id":"c","function":{"name":"f","arguments":"{"}}]},"finish_reason":"tool_calls"}]}"#.to_owned()),
+                Just(r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#.to_owned()),
+                Just(r#"{"error":{"message":"quota","code":429}}"#.to_owned()),
+                "[ -~]{0,12}",
+            ], 0..24),
+        ) {
+            let _outcome = run(&encode(small, &cuts, pieces.concat().as_bytes()));
+        }
+    }
+}
