@@ -72,6 +72,7 @@ pub mod http;
 pub mod log;
 pub mod mask;
 mod methods;
+pub mod model;
 pub mod pairing;
 pub mod persist;
 mod route;

@@ -124,3 +124,49 @@ fn stream_seeds_reach_hello() {
         sent.starts_with(&sent_bytewise[..sent_bytewise.find("2:h").expect("health answered")])
     );
 }
+
+#[test]
+fn model_stream_corpus() {
+    replay("model_stream", |d| {
+        let _outcome = fuzzing::model_stream::run(d);
+    });
+}
+
+/// The model stream seeds reach what they are named for.
+#[test]
+fn model_stream_seeds_reach_their_outcomes() {
+    use clawgate_core::model::openai::{ChatEvent, StreamError};
+    let seeds = corpus("model_stream");
+    let outcome = |name: &str| {
+        let (_, bytes) = seeds.iter().find(|(n, _)| n == name).expect(name);
+        fuzzing::model_stream::run(bytes)
+    };
+    for name in ["text-answer", "text-answer-crlf-bom", "text-answer-cr"] {
+        let (events, end) = outcome(name);
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                ChatEvent::TextDelta(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "Echo from fake LLM: héllo 🦀", "{name}");
+        assert!(end.is_ok(), "{name}: {end:?}");
+    }
+    let tools = outcome("tool-calls").1.expect("tool calls complete");
+    assert_eq!(tools.tool_calls.len(), 2);
+    assert!(matches!(
+        outcome("tool-calls-small-limits").1,
+        Err(StreamError::TooManyToolCalls { limit: 2 })
+    ));
+    assert!(matches!(
+        outcome("in-stream-error").1,
+        Err(StreamError::Provider(_))
+    ));
+    assert_eq!(outcome("truncated").1, Err(StreamError::Truncated));
+    assert!(matches!(
+        outcome("long-line-small-limits").1,
+        Err(StreamError::Sse(_))
+    ));
+    assert!(outcome("fields-and-comments").1.is_ok());
+}

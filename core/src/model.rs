@@ -1,0 +1,83 @@
+//! The model backend's wire formats, sans-IO: what the gateway sends a model provider and how
+//! it reads the answer. A host worker performs the HTTP exchange ([`HttpRequest`] out, status
+//! and body bytes back); these modules build the request and decode the reply, so the fuzzers
+//! and the in-memory simulations reach every byte of it.
+//!
+//! - [`sse`]: an incremental Server-Sent Events decoder with bounded buffering;
+//! - [`openai`]: OpenAI-compatible `POST {baseUrl}/chat/completions` with `stream: true`
+//!   (`api: "openai-completions"`): the request body, the streamed chunks as typed events, and
+//!   non-2xx answers classified as upstream's `errorKind` does.
+
+pub mod openai;
+pub mod sse;
+
+/// An HTTP request for a host worker to perform. Its `Debug` output hides header values that
+/// carry credentials (`Authorization`, `api-key`, `x-api-key`), so it can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// The method, e.g. `"POST"`.
+    pub method: &'static str,
+    /// The absolute URL, e.g. `http://127.0.0.1:8000/v1/chat/completions`.
+    pub url: String,
+    /// Header names and values, in order.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The value of the header `name` (ASCII case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn is_credential_header(name: &str) -> bool {
+    ["authorization", "api-key", "x-api-key"]
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+impl core::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let v = if is_credential_header(n) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (*n, v)
+            })
+            .collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_credentials() {
+        let r = HttpRequest {
+            method: "POST",
+            url: "http://x/v1".into(),
+            headers: vec![("Authorization", "Bearer sk-secret".into())],
+            body: b"{}".to_vec(),
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("sk-secret"), "{shown}");
+        assert_eq!(r.header("authorization"), Some("Bearer sk-secret"));
+    }
+}

@@ -1,0 +1,437 @@
+//! A fake OpenAI-compatible model provider for black-box tests: real HTTP/1.1 on a loopback
+//! port, answering `POST /v1/chat/completions` as each test scripts it.
+//!
+//! ```no_run
+//! use clawgate_tests::fake_model::{FakeModel, Reply};
+//! let model = FakeModel::start(|req| match req.last_user_text().as_deref() {
+//!     Some("slow") => Reply::text(&["a", "b"]).with_delay(std::time::Duration::from_millis(50)),
+//!     _ => Reply::error(429, "Rate limit reached").with_header("Retry-After", "2"),
+//! });
+//! // config: models.providers.fake{baseUrl: model.base_url(), api: "openai-completions", …}
+//! let seen = model.requests(); // path, headers (Authorization), JSON body of each request
+//! ```
+//!
+//! Every request is recorded (any path). `POST {base}/chat/completions` goes to the script;
+//! anything else gets a 404. A [`Reply`] streams its parts with `Transfer-Encoding: chunked`
+//! (the default for streams), or ends the body by closing the connection ([`Framing::Close`]),
+//! or sends one body with `Content-Length` (errors). One thread accepts, one thread serves each
+//! connection; dropping the [`FakeModel`] stops accepting and joins the accept thread.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The path prefix of [`FakeModel::base_url`].
+pub const BASE_PATH: &str = "/v1";
+/// The model id the canned replies name.
+pub const MODEL: &str = "fake-1";
+/// The largest request head or body the fake reads.
+const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// How long a connection may sit idle before the fake drops it.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// One request as it arrived.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedRequest {
+    /// The method, e.g. `POST`.
+    pub method: String,
+    /// The request target, e.g. `/v1/chat/completions`.
+    pub path: String,
+    /// Header names (as sent) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+    /// The body as JSON, `Value::Null` when it is not JSON.
+    pub json: Value,
+}
+
+impl RecordedRequest {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The text of the last `{"role":"user"}` message of the body.
+    pub fn last_user_text(&self) -> Option<String> {
+        self.json["messages"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .and_then(|m| m["content"].as_str())
+            .map(str::to_owned)
+    }
+}
+
+/// How a reply's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `Transfer-Encoding: chunked`, one HTTP chunk per part; the connection stays open.
+    Chunked,
+    /// No length: the body ends when the server closes the connection.
+    Close,
+    /// `Content-Length`: the parts sent as one body.
+    Length,
+}
+
+/// One piece of a reply body, sent after waiting `delay`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// How long to wait before sending it.
+    pub delay: Duration,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What the fake answers one chat completions request with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// Extra headers (`Content-Type` and the framing headers are added).
+    pub headers: Vec<(String, String)>,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// The body, in parts.
+    pub parts: Vec<Part>,
+    /// How the body is delimited.
+    pub framing: Framing,
+}
+
+/// One `chat.completion.chunk` as an SSE event, OpenAI's documented shape.
+pub fn chunk_event(delta: Value, finish_reason: Option<&str>) -> String {
+    sse_data(&json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        "usage": null,
+    }))
+}
+
+/// `data: <json>` and the blank line that dispatches it.
+pub fn sse_data(payload: &Value) -> String {
+    format!("data: {payload}\n\n")
+}
+
+impl Reply {
+    /// A 200 `text/event-stream` whose parts are the given SSE text, chunked, without delays.
+    pub fn sse<S: Into<String>>(events: impl IntoIterator<Item = S>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("Cache-Control".into(), "no-cache".into())],
+            content_type: "text/event-stream".into(),
+            parts: events
+                .into_iter()
+                .map(|e| Part {
+                    delay: Duration::ZERO,
+                    bytes: e.into().into_bytes(),
+                })
+                .collect(),
+            framing: Framing::Chunked,
+        }
+    }
+
+    /// A streamed text answer: the role chunk, one chunk per delta, `finish_reason: "stop"`,
+    /// a usage chunk (one completion token per delta) and `[DONE]`.
+    pub fn text(deltas: &[&str]) -> Reply {
+        let mut events = vec![chunk_event(
+            json!({"role": "assistant", "content": ""}),
+            None,
+        )];
+        events.extend(
+            deltas
+                .iter()
+                .map(|d| chunk_event(json!({"content": d}), None)),
+        );
+        events.push(chunk_event(json!({}), Some("stop")));
+        events.push(sse_data(&json!({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": MODEL,
+            "choices": [],
+            "usage": {"prompt_tokens": 10, "completion_tokens": deltas.len(),
+                      "total_tokens": 10 + deltas.len()},
+        })));
+        events.push("data: [DONE]\n\n".into());
+        Reply::sse(events)
+    }
+
+    /// An error answer with OpenAI's body `{"error":{"message","type","code"}}`, as one
+    /// `Content-Length` body.
+    pub fn error(status: u16, message: &str) -> Reply {
+        let body = json!({"error": {"message": message, "type": "fake_error", "code": null}});
+        Reply {
+            status,
+            headers: Vec::new(),
+            content_type: "application/json".into(),
+            parts: vec![Part {
+                delay: Duration::ZERO,
+                bytes: body.to_string().into_bytes(),
+            }],
+            framing: Framing::Length,
+        }
+    }
+
+    /// The same reply with one more header, e.g. `Retry-After`.
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The same reply waiting `delay` before each part.
+    pub fn with_delay(mut self, delay: Duration) -> Reply {
+        for p in &mut self.parts {
+            p.delay = delay;
+        }
+        self
+    }
+
+    /// The same reply delimited by `framing`.
+    pub fn with_framing(mut self, framing: Framing) -> Reply {
+        self.framing = framing;
+        self
+    }
+}
+
+type Script = dyn Fn(&RecordedRequest) -> Reply + Send + Sync;
+
+/// A running fake provider; stops accepting when dropped.
+pub struct FakeModel {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl FakeModel {
+    /// Listen on `127.0.0.1:0` and answer chat completions with `script`.
+    pub fn start(script: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static) -> FakeModel {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake model");
+        let addr = listener.local_addr().expect("local address");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let script: Arc<Script> = Arc::new(script);
+        let acceptor = {
+            let (requests, stop) = (requests.clone(), stop.clone());
+            thread::Builder::new()
+                .name("fake-model-accept".into())
+                .spawn(move || accept_loop(&listener, &stop, &requests, &script))
+                .expect("spawn the fake model")
+        };
+        FakeModel {
+            addr,
+            requests,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// A fake that answers `Echo from fake LLM: <last user message>` in two deltas, as the
+    /// fake upstream was verified with (upstream-agent.md §1.2).
+    pub fn echo() -> FakeModel {
+        FakeModel::start(|req| {
+            let said = req.last_user_text().unwrap_or_default();
+            Reply::text(&["Echo from fake LLM: ", &said])
+        })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The provider's `baseUrl`: `http://127.0.0.1:<port>/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}{BASE_PATH}", self.addr)
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for FakeModel {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept; the loop sees `stop` and returns, closing the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    stop: &AtomicBool,
+    requests: &Arc<Mutex<Vec<RecordedRequest>>>,
+    script: &Arc<Script>,
+) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(conn) = conn else { continue };
+        let (requests, script) = (requests.clone(), script.clone());
+        let _ = thread::Builder::new()
+            .name("fake-model-conn".into())
+            .spawn(move || {
+                let _ = serve(conn, &requests, &*script);
+            });
+    }
+}
+
+/// Serve requests on one connection until the client closes it or a reply ends it.
+fn serve(
+    conn: TcpStream,
+    requests: &Mutex<Vec<RecordedRequest>>,
+    script: &Script,
+) -> io::Result<()> {
+    conn.set_read_timeout(Some(IDLE))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut writer = conn;
+    while let Some(req) = read_request(&mut reader)? {
+        requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(req.clone());
+        let reply = if req.method == "POST" && req.path == format!("{BASE_PATH}/chat/completions") {
+            script(&req)
+        } else {
+            Reply::error(404, &format!("no route for {} {}", req.method, req.path))
+        };
+        let client_closes = req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        write_reply(&mut writer, &reply, client_closes)?;
+        if client_closes || reply.framing == Framing::Close {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// One request: the request line, the headers, a `Content-Length` body. `None` at a clean EOF.
+fn read_request(reader: &mut impl BufRead) -> io::Result<Option<RecordedRequest>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut words = line.split_whitespace();
+    let (Some(method), Some(path)) = (words.next(), words.next()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad request line",
+        ));
+    };
+    let (method, path) = (method.to_owned(), path.to_owned());
+    let mut headers = Vec::new();
+    let mut head_bytes = line.len();
+    loop {
+        line.clear();
+        head_bytes += reader.read_line(&mut line)?;
+        if head_bytes > MAX_REQUEST_BYTES || line.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad head"));
+        }
+        let text = line.trim_end_matches(['\r', '\n']);
+        if text.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = text.split_once(':') {
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if length > MAX_REQUEST_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Ok(Some(RecordedRequest {
+        method,
+        path,
+        headers,
+        body,
+        json,
+    }))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+fn write_reply(w: &mut TcpStream, reply: &Reply, client_closes: bool) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n",
+        reply.status,
+        reason(reply.status),
+        reply.content_type
+    );
+    for (name, value) in &reply.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    match reply.framing {
+        Framing::Chunked => head.push_str("Transfer-Encoding: chunked\r\n"),
+        Framing::Close => head.push_str("Connection: close\r\n"),
+        Framing::Length => {
+            let len: usize = reply.parts.iter().map(|p| p.bytes.len()).sum();
+            head.push_str(&format!("Content-Length: {len}\r\n"));
+        }
+    }
+    if client_closes && reply.framing != Framing::Close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
+    w.flush()?;
+    for part in &reply.parts {
+        if !part.delay.is_zero() {
+            thread::sleep(part.delay);
+        }
+        match reply.framing {
+            Framing::Chunked if part.bytes.is_empty() => continue,
+            Framing::Chunked => {
+                w.write_all(format!("{:x}\r\n", part.bytes.len()).as_bytes())?;
+                w.write_all(&part.bytes)?;
+                w.write_all(b"\r\n")?;
+            }
+            Framing::Close | Framing::Length => w.write_all(&part.bytes)?,
+        }
+        w.flush()?;
+    }
+    if reply.framing == Framing::Chunked {
+        w.write_all(b"0\r\n\r\n")?;
+    }
+    w.flush()
+}
