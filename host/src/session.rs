@@ -1,5 +1,5 @@
 //! One gateway connection driven over a blocking `TcpStream`: the sans-IO
-//! [`Client`](clawgate_core::client::Client) does the protocol, this module does the socket.
+//! [`Client`] does the protocol, this module does the socket.
 //! The CLI, the black-box test harness and the tests all use it.
 //!
 //! [`Session::connect`] is the CLI's way in: connect, wait for `hello-ok`, then [`Session::call`]
