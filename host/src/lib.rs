@@ -25,6 +25,7 @@ pub mod logging;
 pub mod paths;
 pub mod rlimit;
 pub mod run_args;
+pub mod session;
 pub mod settings;
 pub mod shell;
 pub mod signals;
@@ -33,6 +34,7 @@ pub mod startup;
 pub mod store;
 pub mod store_writer;
 pub mod tailnet;
+pub mod url;
 pub mod worker;
 
 pub use shell::Host;

@@ -2,21 +2,23 @@
 //!
 //! [`Shell`] names the two binaries; [`Options`] describes how to start one (flags,
 //! environment, config file) and [`Options::start`] returns a running [`Gateway`] that is
-//! killed when dropped. [`Ws`] is a WebSocket session driven by the core's own sans-IO
-//! [`Client`] over a blocking [`TcpStream`]; [`raw`] speaks through async-tungstenite on smol
+//! killed when dropped. [`Ws`] is a WebSocket session: clawgate-host's blocking [`Session`]
+//! (the one the CLI uses), which drives the core's own sans-IO client; [`raw`] speaks through async-tungstenite on smol
 //! for frames the real client would never send. [`both!`](crate::both) runs a case against
 //! every shell, so a difference between them is a failing test named after the shell.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clawgate_core::client::{Client, ClientConfig, Event};
+use clawgate_core::client::{ClientConfig, Event};
 use clawgate_core::frame::ErrorShape;
+use clawgate_host::session::{self, ConnectError, ReadErrors, Session};
+use clawgate_host::url::GatewayUrl;
 use serde_json::Value;
 
 pub use crate::tempdir::TempDir;
@@ -381,12 +383,24 @@ pub fn http_raw(port: u16, request: &str) -> io::Result<Vec<u8>> {
     Ok(raw)
 }
 
-/// A WebSocket session: the core's sans-IO [`Client`] over a blocking socket.
-pub struct Ws {
-    stream: TcpStream,
-    client: Client,
-    eof: bool,
-    received: Vec<u8>,
+/// A WebSocket session for tests: the shared blocking [`Session`] recording every byte it
+/// receives and taking a failed socket for its end, every wait bounded by [`WAIT`]. The
+/// session's own methods ([`Session::client`], [`Session::flush`], [`Session::next_event`],
+/// [`Session::received`], [`Session::stream`]) are reached through `Deref`.
+pub struct Ws(Session);
+
+impl Deref for Ws {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.0
+    }
+}
+
+impl DerefMut for Ws {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.0
+    }
 }
 
 impl Ws {
@@ -396,77 +410,13 @@ impl Ws {
     }
 
     /// [`Ws::connect`], or the error when the gateway cannot be reached.
-    pub fn try_connect(port: u16, config: ClientConfig) -> io::Result<Self> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_nodelay(true)?;
-        static KEY: AtomicU64 = AtomicU64::new(1);
-        let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&KEY.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-        let mut ws = Self {
-            stream,
-            client: Client::new(config, key),
-            eof: false,
-            received: Vec::new(),
+    pub fn try_connect(port: u16, config: ClientConfig) -> Result<Self, ConnectError> {
+        let options = session::Options {
+            record: true,
+            errors: ReadErrors::AsEof,
         };
-        ws.flush();
-        Ok(ws)
-    }
-
-    /// The client state machine (for requests and raw frames).
-    pub fn client(&mut self) -> &mut Client {
-        &mut self.client
-    }
-
-    /// Write whatever the client has queued.
-    pub fn flush(&mut self) {
-        while let Some(bytes) = self.client.poll_transmit() {
-            if self.stream.write_all(&bytes).is_err() {
-                return;
-            }
-        }
-    }
-
-    /// The next event, reading from the socket as needed; `None` after `timeout`.
-    pub fn next_event(&mut self, timeout: Duration) -> Option<Event> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            self.flush();
-            if let Some(e) = self.client.poll_event() {
-                self.flush();
-                return Some(e);
-            }
-            if self.eof {
-                return None;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.stream.set_read_timeout(Some(left)).ok()?;
-            match self.stream.read(&mut buf) {
-                Ok(0) => {
-                    self.eof = true;
-                    self.client.handle_eof();
-                }
-                Ok(n) => {
-                    self.received.extend_from_slice(&buf[..n]);
-                    self.client.handle_input(&buf[..n]);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None;
-                }
-                Err(_) => {
-                    self.eof = true;
-                    self.client.handle_eof();
-                }
-            }
-        }
+        let url = GatewayUrl::local(port);
+        Session::dial(&url, config, options, Instant::now() + WAIT).map(Self)
     }
 
     /// Events until one matches `pick`; panics after [`WAIT`] with what came instead.
@@ -480,17 +430,10 @@ impl Ws {
     /// passes first; the events that did not match are pushed to `seen`.
     pub fn first<T>(
         &mut self,
-        mut pick: impl FnMut(&Event) -> Option<T>,
+        pick: impl FnMut(&Event) -> Option<T>,
         seen: &mut Vec<Event>,
     ) -> Option<T> {
-        let deadline = Instant::now() + WAIT;
-        while let Some(e) = self.next_event(deadline.saturating_duration_since(Instant::now())) {
-            if let Some(t) = pick(&e) {
-                return Some(t);
-            }
-            seen.push(e);
-        }
-        None
+        self.0.first_before(Instant::now() + WAIT, pick, seen)
     }
 
     /// [`Ws::call`], or `None` when the connection ends before the response.
@@ -499,7 +442,7 @@ impl Ws {
         method: &str,
         params: Option<Value>,
     ) -> Option<Result<Value, ErrorShape>> {
-        let rid = self.client.request(method, params);
+        let rid = self.client().request(method, params);
         self.flush();
         let pick = |e: &Event| match e {
             Event::Response { id, result } if *id == rid => Some(result.clone()),
@@ -530,17 +473,6 @@ impl Ws {
             Event::Closed { code, reason } => Some((*code, reason.clone())),
             _ => None,
         })
-    }
-
-    /// Every byte the gateway sent so far (the 101 head, then WebSocket frames), for
-    /// frame-level checks such as schema validation.
-    pub fn received(&self) -> &[u8] {
-        &self.received
-    }
-
-    /// The underlying socket.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
     }
 }
 

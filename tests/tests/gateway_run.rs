@@ -10,11 +10,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use clawgate_core::client::{Client, ClientConfig, Event};
-use serde_json::Value;
+use clawgate_core::client::{ClientConfig, Event};
 
 use clawgate_tests::both;
-use clawgate_tests::harness::{Shell, TempDir, WAIT as PATIENCE, free_port};
+use clawgate_tests::harness::{Shell, TempDir, WAIT as PATIENCE, Ws, free_port};
 
 /// A running `clawgate gateway run`, its stderr collected line by line.
 struct Gateway {
@@ -137,16 +136,20 @@ impl Gateway {
         panic!("gateway did not exit; stderr:\n{}", self.seen.concat());
     }
 
-    fn connect(&self, token: Option<&str>) -> Conn {
-        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{}", self.port));
+    fn connect(&self, token: Option<&str>) -> Ws {
+        let mut cfg = self.cli();
         cfg.token = token.map(str::to_string);
-        Conn::open(self.port, cfg)
+        Ws::connect(self.port, cfg)
     }
 
-    fn connect_with_password(&self, password: &str) -> Conn {
-        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{}", self.port));
+    fn connect_with_password(&self, password: &str) -> Ws {
+        let mut cfg = self.cli();
         cfg.password = Some(password.to_string());
-        Conn::open(self.port, cfg)
+        Ws::connect(self.port, cfg)
+    }
+
+    fn cli(&self) -> ClientConfig {
+        ClientConfig::cli(&format!("127.0.0.1:{}", self.port))
     }
 }
 
@@ -154,91 +157,6 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A client connection over a real socket.
-struct Conn {
-    stream: TcpStream,
-    client: Client,
-    /// Stop writing after the upgrade (to let the handshake time out).
-    mute: bool,
-}
-
-impl Conn {
-    fn open(port: u16, cfg: ClientConfig) -> Self {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let mut c = Self {
-            stream,
-            client: Client::new(cfg, *b"0123456789abcdef"),
-            mute: false,
-        };
-        c.flush();
-        c
-    }
-
-    fn flush(&mut self) {
-        if let Some(bytes) = self.client.poll_transmit()
-            && !self.mute
-        {
-            let _ = self.stream.write_all(&bytes);
-        }
-    }
-
-    fn next_event(&mut self) -> Option<Event> {
-        let deadline = Instant::now() + PATIENCE;
-        let mut buf = [0u8; 16 * 1024];
-        while Instant::now() < deadline {
-            self.flush();
-            if let Some(e) = self.client.poll_event() {
-                return Some(e);
-            }
-            if self.client.is_closed() {
-                return None;
-            }
-            match self.stream.read(&mut buf) {
-                Ok(0) => self.client.handle_eof(),
-                Ok(n) => self.client.handle_input(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => self.client.handle_eof(),
-            }
-        }
-        None
-    }
-
-    /// Events until (and including) the first one `pick` accepts.
-    fn until<T>(&mut self, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-        let mut seen = Vec::new();
-        while let Some(e) = self.next_event() {
-            if let Some(t) = pick(&e) {
-                return t;
-            }
-            seen.push(e);
-        }
-        panic!("not seen; events: {seen:?}");
-    }
-
-    fn hello(&mut self) -> Value {
-        self.until(|e| match e {
-            Event::Hello(v) => Some(v.clone()),
-            Event::ConnectFailed(err) => panic!("connect failed: {err:?}"),
-            Event::Closed { code, reason } => panic!("closed {code:?} {reason}"),
-            _ => None,
-        })
-    }
-
-    fn closed(&mut self) -> (Option<u16>, String) {
-        self.until(|e| match e {
-            Event::Closed { code, reason } => Some((*code, reason.clone())),
-            _ => None,
-        })
     }
 }
 
@@ -265,7 +183,7 @@ fn no_config_serves_local_mode_and_logs_to_a_private_file(shell: Shell) {
     let dir = TempDir::new("run");
     let mut gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     gw.wait_line("auth mode none, bind loopback");
-    let hello = gw.connect(None).hello();
+    let hello = gw.connect(None).hello().expect("hello-ok");
     assert_eq!(hello["type"], "hello-ok");
     assert_eq!(hello["protocol"], 4);
     let log = std::fs::read_to_string(clawgate_host::paths::log_file(&dir.state())).unwrap();
@@ -327,7 +245,10 @@ fn password_file_sets_password_mode(shell: Shell) {
     )
     .started();
     assert_eq!(gw.connect_with_password("not-it").closed().0, Some(1008));
-    let hello = gw.connect_with_password("pass-from-a-file").hello();
+    let hello = gw
+        .connect_with_password("pass-from-a-file")
+        .hello()
+        .expect("hello-ok");
     assert_eq!(hello["type"], "hello-ok");
     assert_eq!(hello["snapshot"]["authMode"], "password");
 }
@@ -351,7 +272,10 @@ fn port_comes_from_the_environment_then_the_config_file(shell: Shell) {
     let dir2 = TempDir::new("run");
     write_config(&dir2, &format!("{{ gateway: {{ port: {file_port} }} }}"));
     let gw = spawn_with(bin(), &dir2, file_port, &[], &[]).started();
-    assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
+    assert_eq!(
+        gw.connect(None).hello().expect("hello-ok")["type"],
+        "hello-ok"
+    );
 }
 
 fn help_prints_usage_and_exits_0(shell: Shell) {
@@ -395,14 +319,13 @@ fn token_mode_refuses_a_wrong_token_and_accepts_the_right_one(shell: Shell) {
     )
     .started();
     let mut bad = gw.connect(Some("wrong-horse"));
-    let err = bad.until(|e| match e {
-        Event::ConnectFailed(err) => Some(err.clone()),
-        _ => None,
-    });
+    let err = bad.hello().expect_err("a refused connect");
     assert_eq!(err.details.as_ref().unwrap()["code"], "AUTH_TOKEN_MISMATCH");
     assert_eq!(bad.closed().0, Some(1008));
     assert_eq!(
-        gw.connect(Some("correct-horse-battery")).hello()["type"],
+        gw.connect(Some("correct-horse-battery"))
+            .hello()
+            .expect("hello-ok")["type"],
         "hello-ok"
     );
 }
@@ -419,7 +342,9 @@ fn env_token_applies(shell: Shell) {
     .started();
     assert_eq!(gw.connect(Some("wrong")).closed().0, Some(1008));
     assert_eq!(
-        gw.connect(Some("from-the-environment")).hello()["type"],
+        gw.connect(Some("from-the-environment"))
+            .hello()
+            .expect("hello-ok")["type"],
         "hello-ok"
     );
 }
@@ -449,8 +374,10 @@ fn silent_socket_is_closed_1000_after_the_handshake_timeout(shell: Shell) {
         &[("OPENCLAW_HANDSHAKE_TIMEOUT_MS", "300")],
     )
     .started();
-    let mut c = gw.connect(None);
-    c.mute = true;
+    // A client that sends the upgrade and then nothing: no `connect` on the challenge.
+    let mut cfg = gw.cli();
+    cfg.manual_connect = true;
+    let mut c = Ws::connect(gw.port, cfg);
     let started = Instant::now();
     assert_eq!(c.closed(), (Some(1000), String::new()));
     assert!(started.elapsed() >= Duration::from_millis(250));
@@ -460,9 +387,9 @@ fn sigterm_sends_shutdown_closes_1012_and_exits_0(shell: Shell) {
     let dir = TempDir::new("run");
     let mut gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     let mut c = gw.connect(None);
-    c.hello();
+    c.hello().expect("hello-ok");
     gw.signal("TERM");
-    let reason = c.until(|e| match e {
+    let reason = c.expect("the shutdown event", |e| match e {
         Event::Event { event, payload, .. } if event == "shutdown" => {
             Some(payload["reason"].clone())
         }
@@ -492,7 +419,7 @@ fn sighup_reload_closes_old_token_connections_4001_and_accepts_the_new_token(she
     );
     let mut gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     let mut old = gw.connect(Some("first-token-value"));
-    old.hello();
+    old.hello().expect("hello-ok");
     write_config(
         &dir,
         r#"{"gateway": {"auth": {"token": "second-token-value"}}}"#,
@@ -501,7 +428,9 @@ fn sighup_reload_closes_old_token_connections_4001_and_accepts_the_new_token(she
     assert_eq!(old.closed(), (Some(4001), "gateway auth changed".into()));
     gw.wait_line("config reloaded");
     assert_eq!(
-        gw.connect(Some("second-token-value")).hello()["type"],
+        gw.connect(Some("second-token-value"))
+            .hello()
+            .expect("hello-ok")["type"],
         "hello-ok"
     );
     assert_eq!(gw.connect(Some("first-token-value")).closed().0, Some(1008));
@@ -515,19 +444,17 @@ fn sighup_with_a_broken_config_keeps_the_running_one(shell: Shell) {
     );
     let mut gw = spawn(shell, &dir, free_port(), &[], &[]).started();
     let mut held = gw.connect(Some("kept-token-value"));
-    held.hello();
+    held.hello().expect("hello-ok");
     write_config(&dir, "{ gateway: ");
     gw.signal("HUP");
     gw.wait_line("config reload refused");
     assert_eq!(
-        gw.connect(Some("kept-token-value")).hello()["type"],
+        gw.connect(Some("kept-token-value"))
+            .hello()
+            .expect("hello-ok")["type"],
         "hello-ok"
     );
-    let id = held.client.request("health", None);
-    let ok = held.until(|e| match e {
-        Event::Response { id: got, result } if *got == id => Some(result.is_ok()),
-        _ => None,
-    });
+    let ok = held.call("health", None).is_ok();
     assert!(ok, "the connection made before the reload still works");
 }
 
@@ -568,7 +495,9 @@ fn verbose_logs_frames_with_secrets_masked(shell: Shell) {
         &[],
     )
     .started();
-    gw.connect(Some("very-secret-token-value")).hello();
+    gw.connect(Some("very-secret-token-value"))
+        .hello()
+        .expect("hello-ok");
     let line = gw.wait_line("frame in:");
     assert!(line.contains("\"connect\""), "{line}");
     let out = gw.wait_line("frame out:");
@@ -604,7 +533,7 @@ fn running_out_of_file_descriptors_pauses_accepting_and_recovers(shell: Shell) {
     assert_eq!(starved, 1, "warned once per episode, not once per attempt");
     drop(held);
     assert_eq!(
-        gw.connect(None).hello()["type"],
+        gw.connect(None).hello().expect("hello-ok")["type"],
         "hello-ok",
         "accepting resumed once descriptors were free"
     );
@@ -624,7 +553,7 @@ fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart(shell:
         cfg
     };
     let mut gw = spawn(shell, &dir, port, &[], &[]).started();
-    let hello = Conn::open(port, with_device()).hello();
+    let hello = Ws::connect(port, with_device()).hello().expect("hello-ok");
     assert!(hello["auth"]["deviceToken"].is_string(), "{hello}");
     // The store is written by a thread beside the loop; stopping at once must not lose what
     // it was given.
@@ -642,14 +571,11 @@ fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart(shell:
     drop(gw);
 
     let mut gw = spawn(shell, &dir, port, &[], &[]).started();
-    let mut again = Conn::open(port, with_device());
-    assert!(again.hello()["auth"]["deviceToken"].is_string());
-    let id = again.client.request("device.pair.list", None);
-    let paired = again.until(|e| match e {
-        Event::Response { id: got, result } if *got == id => Some(result.clone()),
-        _ => None,
-    });
-    let paired = paired.expect("device.pair.list");
+    let mut again = Ws::connect(port, with_device());
+    assert!(again.hello().expect("hello-ok")["auth"]["deviceToken"].is_string());
+    let paired = again
+        .call("device.pair.list", None)
+        .expect("device.pair.list");
     assert!(paired.to_string().contains(&key.id()), "{paired}");
     gw.signal("TERM");
     gw.wait_exit();
@@ -672,7 +598,10 @@ fn sighup_asking_for_another_port_says_it_needs_a_restart_and_keeps_serving(shel
     gw.wait_line(&format!(
         "bind 127.0.0.1:{second} needs a restart; still listening on 127.0.0.1:{first}"
     ));
-    assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
+    assert_eq!(
+        gw.connect(None).hello().expect("hello-ok")["type"],
+        "hello-ok"
+    );
     assert!(!listening(second));
 }
 
@@ -685,7 +614,10 @@ fn port_0_takes_any_port_and_a_reload_keeps_it(shell: Shell) {
     assert_ne!(gw.port, 0);
     gw.signal("HUP");
     gw.wait_line("config reloaded");
-    assert_eq!(gw.connect(None).hello()["type"], "hello-ok");
+    assert_eq!(
+        gw.connect(None).hello().expect("hello-ok")["type"],
+        "hello-ok"
+    );
     gw.signal("TERM");
     gw.wait_exit();
     assert!(!gw.stderr_to_end().contains("needs a restart"));

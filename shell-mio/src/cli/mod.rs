@@ -12,7 +12,6 @@ macro_rules! say {
 }
 
 pub mod args;
-pub mod connection;
 pub mod credentials;
 pub mod devices;
 pub mod doctor;
@@ -27,7 +26,6 @@ pub mod rpc;
 pub mod scopes;
 pub mod service;
 pub mod target;
-pub mod url;
 
 /// Process exit codes shared by every command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,16 +10,16 @@ use clawgate_core::frame::ErrorShape;
 use serde_json::{Value, json};
 
 use super::args::{self, QUERY};
-use super::connection::{CallError, Close, ConnectError, Session};
 use super::credentials::{Flags, UrlSource};
 use super::output::print_json;
 use super::report::{self, describe_close, detail_code};
 use super::rpc;
 use super::target::{self, Target};
-use super::url::GatewayUrl;
 use super::{Exit, Failure, Outcome};
 use clawgate_core::config::DEFAULT_PORT;
 use clawgate_host::discovery::{Beacon, beacons_json};
+use clawgate_host::session::{CallError, Close, ConnectError, Session};
+use clawgate_host::url::GatewayUrl;
 
 /// Default overall timeout of a probe.
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
@@ -102,8 +102,8 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
         server: json!({"version": null, "connId": null}),
         ..Finding::default()
     };
-    let mut session = match Session::connect(&target.url, cfg, deadline) {
-        Ok(s) => s,
+    let (mut session, hello) = match Session::connect(&target.url, cfg, deadline) {
+        Ok(connected) => connected,
         Err(e) => {
             note_connect_error(&mut f, target, e, started);
             return f;
@@ -111,14 +111,14 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
     };
     f.reached = true;
     f.connected = true;
-    f.latency_ms = Some(session.latency.as_millis() as u64);
-    f.role = session
-        .hello
+    f.latency_ms = Some(hello.latency.as_millis() as u64);
+    f.role = hello
+        .payload
         .pointer("/auth/role")
         .and_then(Value::as_str)
         .map(str::to_string);
-    f.scopes = session
-        .hello
+    f.scopes = hello
+        .payload
         .pointer("/auth/scopes")
         .and_then(Value::as_array)
         .map(|a| {
@@ -128,7 +128,7 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
                 .collect()
         })
         .unwrap_or_default();
-    let server = session.hello.get("server").cloned().unwrap_or(Value::Null);
+    let server = hello.payload.get("server").cloned().unwrap_or(Value::Null);
     f.server = json!({"version": server.get("version"), "connId": server.get("connId")});
     let ids: Vec<String> = PROBE_CALLS
         .iter()
@@ -166,7 +166,10 @@ pub fn probe(target: &Target, deadline: Instant) -> Finding {
             CallError::Request(e) => e.message.clone(),
         })
     });
-    f.close = session.close.clone();
+    f.close = match &end {
+        Some(CallError::Closed(c)) => Some(c.clone()),
+        _ => None,
+    };
     session.close();
     f
 }

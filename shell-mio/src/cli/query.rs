@@ -26,17 +26,17 @@ pub fn health(argv: Vec<OsString>) -> Outcome {
     let p = args::parse(argv, QUERY, &[])?;
     p.expect_positionals(0, HEALTH_USAGE)?;
     let open = rpc::open(&p, scopes::for_method("health"), DEFAULT_TIMEOUT_MS)?;
-    let (url, latency) = (open.target.url.to_string(), open.session.latency);
+    let (url, latency) = (open.target.url.to_string(), open.hello.latency);
     let version = open
-        .session
         .hello
+        .payload
         .pointer("/server/version")
         .and_then(Value::as_str)
         .unwrap_or("?")
         .to_string();
     let auth_mode = ["/snapshot/authMode", "/auth/method"]
         .iter()
-        .find_map(|p| open.session.hello.pointer(p).and_then(Value::as_str))
+        .find_map(|p| open.hello.payload.pointer(p).and_then(Value::as_str))
         .unwrap_or("?")
         .to_string();
     let payload = open.call_once("health", None)?;

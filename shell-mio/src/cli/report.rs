@@ -7,10 +7,10 @@
 use clawgate_core::frame::ErrorShape;
 use serde_json::{Value, json};
 
-use super::connection::{CallError, Close, ConnectError};
 use super::credentials::UrlSource;
 use super::target::Target;
 use super::{Exit, Failure};
+use clawgate_host::session::{CallError, Close, ConnectError};
 
 /// `details.code` of a gateway error, if any.
 pub fn detail_code(e: &ErrorShape) -> Option<&str> {

@@ -7,11 +7,11 @@ use clawgate_core::client::ClientConfig;
 use serde_json::Value;
 
 use super::args::Parsed;
-use super::connection::Session;
 use super::credentials::Flags;
 use super::output::warn;
 use super::target::{self, Target};
 use super::{Failure, identity, report, scopes};
+use clawgate_host::session::{Hello, Session};
 
 /// Default overall timeout of `call`, `health`, `status`, `devices` and `nodes`.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -20,6 +20,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub struct Open {
     /// The session after `hello-ok`.
     pub session: Session,
+    /// The `hello-ok` it began with.
+    pub hello: Hello,
     /// The gateway it talks to.
     pub target: Target,
     /// The overall timeout in force.
@@ -68,10 +70,10 @@ pub fn open(p: &Parsed, requested: Vec<String>, default_ms: u64) -> Result<Open,
         let state_dir = clawgate_host::paths::state_dir(&clawgate_host::paths::env_map());
         cfg.device = Some(identity::load_or_create(&identity::path(&state_dir))?);
     }
-    let session = Session::connect(&target.url, cfg, deadline)
+    let (session, hello) = Session::connect(&target.url, cfg, deadline)
         .map_err(|e| report::connect_failure(&target, &e, timeout_ms, json))?;
-    let granted = session
-        .hello
+    let granted = hello
+        .payload
         .pointer("/auth/scopes")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
@@ -89,6 +91,7 @@ pub fn open(p: &Parsed, requested: Vec<String>, default_ms: u64) -> Result<Open,
     }
     Ok(Open {
         session,
+        hello,
         target,
         timeout_ms,
         json,

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::args::{self, QUERY};
-use super::connection::Session;
 use super::output::print_json;
 use super::rpc::{self, DEFAULT_TIMEOUT_MS};
 use super::{Exit, Failure, Outcome, report, scopes};
+use clawgate_host::session::Session;
 
 /// The unit's name.
 pub const UNIT: &str = "clawgate-gateway.service";
@@ -278,10 +278,10 @@ pub fn status(argv: Vec<OsString>) -> Outcome {
         Err(e) => {
             json!({"ok": false, "error": report::connect_failure(&target, &e, timeout_ms, false).message})
         }
-        Ok(mut s) => {
-            let latency = s.latency.as_millis() as u64;
-            let version = s
-                .hello
+        Ok((mut s, hello)) => {
+            let latency = hello.latency.as_millis() as u64;
+            let version = hello
+                .payload
                 .pointer("/server/version")
                 .cloned()
                 .unwrap_or(Value::Null);

@@ -9,8 +9,8 @@ use clawgate_core::config::{DEFAULT_PORT, parse_file, str_at};
 use serde_json::Value;
 
 use super::credentials::{self, Credentials, Flags, UrlSource};
-use super::url::GatewayUrl;
 use super::{Exit, Failure};
+use clawgate_host::url::GatewayUrl;
 
 /// A gateway to talk to.
 #[derive(Clone, Debug)]
