@@ -53,6 +53,8 @@ pub(crate) enum CloseReason {
     ProtocolError,
     /// The gateway is stopping (1012).
     ServiceRestart,
+    /// The store could not keep what admitting the connection changed (1011).
+    StoreUnavailable,
     /// The shared secret or auth mode changed under a connection that rests on it (4001).
     AuthChanged,
     /// The device, node approval or token the connection rests on is gone (4001).
@@ -73,6 +75,7 @@ impl CloseReason {
             | CloseReason::RepeatedUnauthorized
             | CloseReason::SlowConsumer => 1008,
             CloseReason::TooBig { .. } => 1009,
+            CloseReason::StoreUnavailable => 1011,
             CloseReason::ServiceRestart => 1012,
             CloseReason::AuthChanged | CloseReason::Invalidated(_) => 4001,
         }
@@ -97,6 +100,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid utf-8",
             CloseReason::ProtocolError => "protocol error",
             CloseReason::ServiceRestart => "service restart",
+            CloseReason::StoreUnavailable => "store unavailable",
             CloseReason::AuthChanged => "gateway auth changed",
             CloseReason::Invalidated(Invalidation::NodeRemoved) => {
                 "client invalidated: node removed"

@@ -16,11 +16,16 @@ use crate::handshake::{self, ConnectParams};
 use crate::log::Level;
 use crate::scopes::Role;
 
-/// A refusal waiting for its penalty to pass.
-pub(crate) struct Held {
-    req_id: String,
-    error: ErrorShape,
-    close: Option<CloseReason>,
+/// A connection whose `connect` is answered later; its frames are ignored meanwhile.
+pub(crate) enum Held {
+    /// A refusal waiting for its penalty to pass.
+    Refusal {
+        req_id: String,
+        error: ErrorShape,
+        close: Option<CloseReason>,
+    },
+    /// An admission waiting for the store to keep what it changed (see `durable`).
+    Admission,
 }
 
 impl Gateway {
@@ -82,7 +87,7 @@ impl Gateway {
             return;
         }
         match self.admit(now, id, &params) {
-            Ok(hello) => self.finish_hello(now, id, &req.id, params, hello),
+            Ok(hello) => self.admit_when_durable(now, id, &req.id, params, hello),
             Err(err) => match err.delay {
                 Some(delay) => self.hold(now, id, req.id, err, delay),
                 None => self.reject(now, id, &req.id, err.error, err.close),
@@ -92,12 +97,27 @@ impl Gateway {
 
     /// A held refusal's penalty passed: answer it now.
     pub(crate) fn refusal_due(&mut self, now: Instant, id: ConnId) {
-        if let Some(d) = self.held.remove(&id) {
-            self.reject(now, id, &d.req_id, d.error, d.close);
+        if let Some(Held::Refusal {
+            req_id,
+            error,
+            close,
+        }) = self.held.remove(&id)
+        {
+            self.reject(now, id, &req_id, error, close);
         }
     }
 
-    /// Whether a refusal is held for this connection (its frames are ignored meanwhile).
+    /// Hold an admitted connection until the store has what admitting it changed.
+    pub(crate) fn hold_admission(&mut self, id: ConnId) {
+        self.held.insert(id, Held::Admission);
+    }
+
+    /// The store answered for a held admission.
+    pub(crate) fn admission_released(&mut self, id: ConnId) {
+        self.held.remove(&id);
+    }
+
+    /// Whether a `connect` is held for this connection (its frames are ignored meanwhile).
     pub(crate) fn is_held(&self, id: ConnId) -> bool {
         self.held.contains_key(&id)
     }
@@ -112,7 +132,7 @@ impl Gateway {
         );
         self.held.insert(
             id,
-            Held {
+            Held::Refusal {
                 req_id,
                 error: err.error,
                 close: err.close,
@@ -148,7 +168,7 @@ impl Gateway {
         self.close_ws(now, id, close);
     }
 
-    fn finish_hello(
+    pub(crate) fn finish_hello(
         &mut self,
         now: Instant,
         id: ConnId,

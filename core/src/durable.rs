@@ -4,14 +4,158 @@
 //! in the order they were given.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
+use serde_json::Value;
+
+use crate::admission::Admitted;
+use crate::close::CloseReason;
+use crate::conn::ConnId;
+use crate::frame::{ErrorCode, ErrorShape};
+use crate::gateway::{Gateway, Output};
+use crate::handshake::ConnectParams;
+use crate::log::Level;
 use crate::pairing::PairingStore;
 use crate::persist::{StoreChange, diff};
-use crate::work::WorkId;
+use crate::work::{Work, WorkId, WorkResult};
+
+/// What the gateway holds until the store has what it answers about.
+pub(crate) enum Deferred {
+    /// A method's answer.
+    Response {
+        conn: ConnId,
+        req_id: String,
+        result: Result<Value, ErrorShape>,
+    },
+    /// An admitted `connect` whose device or token the store must keep: `hello-ok` (with the
+    /// device token) is sent only once it is durable; frames meanwhile are ignored.
+    Hello {
+        conn: ConnId,
+        req_id: String,
+        params: Box<ConnectParams>,
+        hello: Box<Admitted>,
+    },
+}
+
+/// The error a held answer gets when the store could not write what it answers about.
+fn not_saved() -> ErrorShape {
+    ErrorShape::new(
+        ErrorCode::Unavailable,
+        "the change could not be saved to the gateway's store; see the gateway log",
+    )
+}
+
+impl Gateway {
+    /// The outcome of [`Work`] the gateway asked for with [`Output::Work`]. A store batch that
+    /// is durable releases the answers that waited for it; one that failed answers them with
+    /// an error, and the gateway rewrites the whole store on its next tick.
+    pub fn handle_work_result(&mut self, now: Instant, id: WorkId, result: WorkResult) {
+        match result {
+            WorkResult::Stored(outcome) => {
+                if let Err(e) = &outcome {
+                    self.log(
+                        now,
+                        Level::Error,
+                        None,
+                        format!("store write failed, will rewrite it: {e}"),
+                    );
+                }
+                for (item, durable) in self.durable.settle(id, outcome.is_ok()) {
+                    self.release(now, item, durable);
+                }
+            }
+        }
+    }
+
+    /// Ask the host to write the pairing store's changes since the last batch, if any.
+    pub(crate) fn persist(&mut self) {
+        let id = self.next_work_id();
+        if let Some(changes) = self.durable.batch(id, &self.store) {
+            self.out.push_back(Output::Work {
+                id,
+                work: Work::Store(changes),
+            });
+        }
+    }
+
+    /// A failed write left the disk behind and nothing is in flight: rewrite it (on the tick,
+    /// so a failing disk is retried at that pace, not spun on).
+    pub(crate) fn retry_failed_store(&mut self) {
+        if self.durable.wants_rewrite() {
+            self.persist();
+        }
+    }
+
+    /// Answer a request now, or once every store batch issued so far is durable.
+    pub(crate) fn answer(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        req_id: &str,
+        result: Result<Value, ErrorShape>,
+    ) {
+        let item = Deferred::Response {
+            conn,
+            req_id: req_id.to_string(),
+            result,
+        };
+        if let Err(item) = self.durable.hold(item) {
+            self.release(now, item, true);
+        }
+    }
+
+    /// Admit a connection now, or once the store has its device and token.
+    pub(crate) fn admit_when_durable(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        req_id: &str,
+        params: ConnectParams,
+        hello: Admitted,
+    ) {
+        let item = Deferred::Hello {
+            conn,
+            req_id: req_id.to_string(),
+            params: Box::new(params),
+            hello: Box::new(hello),
+        };
+        match self.durable.hold(item) {
+            Ok(()) => self.hold_admission(conn),
+            Err(item) => self.release(now, item, true),
+        }
+    }
+
+    fn release(&mut self, now: Instant, item: Deferred, durable: bool) {
+        match item {
+            Deferred::Response {
+                conn,
+                req_id,
+                result,
+            } => {
+                let result = if durable { result } else { Err(not_saved()) };
+                self.respond(now, conn, &req_id, &result);
+            }
+            Deferred::Hello {
+                conn,
+                req_id,
+                params,
+                hello,
+            } => {
+                self.admission_released(conn);
+                if durable {
+                    self.finish_hello(now, conn, &req_id, *params, *hello);
+                } else {
+                    let err = not_saved();
+                    let close = CloseReason::StoreUnavailable;
+                    self.reject(now, conn, &req_id, err, Some(close));
+                }
+            }
+        }
+    }
+}
 
 /// The batches and held replies of one gateway. `H` is what the gateway holds (a response,
 /// an admission).
-#[derive(Debug)]
 pub(crate) struct Durability<H> {
     /// The pairing store as the batches issued so far leave it.
     written: PairingStore,

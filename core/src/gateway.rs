@@ -20,12 +20,14 @@ use crate::close::CloseReason;
 use crate::config::Config;
 use crate::conn::{AuthMethod, Conn, ConnId, Phase, State};
 use crate::connect::Held;
+use crate::durable::{Deferred, Durability};
 use crate::http;
 use crate::log::{Level, LogRecord, LogRing};
 use crate::pairing::PairingStore;
 use crate::route::Router;
 use crate::scopes::Role;
 use crate::upgrade::Preauth;
+use crate::work::{Work, WorkId};
 
 /// Longest close reason a WebSocket close frame carries.
 pub const MAX_CLOSE_REASON: usize = 123;
@@ -53,8 +55,14 @@ pub enum Output {
         /// The connection.
         conn: ConnId,
     },
-    /// Write this pairing-store snapshot durably (temp file, fsync, rename).
-    Persist(Vec<u8>),
+    /// Do this work off the event loop and report its outcome with
+    /// [`Gateway::handle_work_result`] and the same id.
+    Work {
+        /// The id to report the outcome with.
+        id: WorkId,
+        /// What to do.
+        work: Work,
+    },
     /// A log record.
     Log(LogRecord),
     /// Nothing more to do until this instant or the next input.
@@ -95,6 +103,10 @@ pub struct Gateway {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     pub(crate) out: VecDeque<Output>,
     next_conn: u64,
+    /// The last [`WorkId`] handed out.
+    next_work: u64,
+    /// Store batches in flight and the answers waiting for them.
+    pub(crate) durable: Durability<Deferred>,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -116,6 +128,7 @@ impl Gateway {
         unix_ms: u64,
     ) -> Self {
         store.version = crate::pairing::STORE_VERSION;
+        let durable = Durability::new(&store);
         let mut gw = Self {
             logs: LogRing::new(config.limits.log_ring_records),
             config,
@@ -129,6 +142,8 @@ impl Gateway {
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             next_conn: 1,
+            next_work: 0,
+            durable,
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -243,9 +258,10 @@ impl Gateway {
         self.out.push_back(Output::Log(rec));
     }
 
-    pub(crate) fn persist(&mut self) {
-        let bytes = self.store.to_bytes();
-        self.out.push_back(Output::Persist(bytes));
+    /// A fresh id for a piece of work.
+    pub(crate) fn next_work_id(&mut self) -> WorkId {
+        self.next_work += 1;
+        WorkId(self.next_work)
     }
 
     pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
@@ -375,6 +391,7 @@ impl Gateway {
         if !expired.is_empty() {
             self.persist();
         }
+        self.retry_failed_store();
         self.router.prune_dedupe(now, self.config.limits.dedupe_ttl);
     }
 
@@ -447,6 +464,7 @@ impl Gateway {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
+        self.held.remove(&id);
         if let State::Ws(ws) = &c.state
             && matches!(ws.phase, Phase::PreHello { .. })
         {

@@ -32,7 +32,6 @@ pub mod signals;
 pub mod sockets;
 pub mod startup;
 pub mod store;
-pub mod store_writer;
 pub mod tailnet;
 pub mod url;
 pub mod worker;

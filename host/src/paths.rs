@@ -31,11 +31,6 @@ pub fn config_path(env: &BTreeMap<String, String>) -> PathBuf {
     }
 }
 
-/// The pairing store file inside the state directory.
-pub fn pairing_store(state_dir: &std::path::Path) -> PathBuf {
-    state_dir.join("devices").join("clawgate-pairing.json")
-}
-
 /// The single-instance lock file inside the state directory.
 pub fn lock_file(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("clawgate-gateway.lock")

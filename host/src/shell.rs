@@ -5,7 +5,7 @@
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use clawgate_core::{Gateway, Level, LogRecord, Output};
+use clawgate_core::{Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult};
 
 use crate::logging::unix_ms;
 use crate::sockets::SHUTDOWN_GRACE;
@@ -24,8 +24,11 @@ pub trait Host {
     /// The loop is about to wait: write out any log lines held back.
     fn flush_log(&mut self);
 
-    /// Write this pairing-store snapshot durably (off the loop thread).
-    fn persist(&mut self, snapshot: Vec<u8>);
+    /// Start `work` off the loop thread and return `None`: its outcome comes back as a
+    /// worker input, which [`Host::on_worker_input`] hands to [`Gateway::handle_work_result`]
+    /// with `id`. A host that is done at once (one without a disk acknowledges a store batch
+    /// here) returns the result instead. Work never answered holds the replies waiting on it.
+    fn work(&mut self, id: WorkId, work: Work) -> Option<WorkResult>;
 
     /// A socket that becomes readable when signals arrive, if the host handles signals.
     fn signals(&self) -> Option<&UnixStream>;
@@ -49,11 +52,20 @@ pub trait Host {
     fn on_stopped(&mut self);
 }
 
-/// Act on the outputs every loop treats alike (`Log`, `Persist`) and hand back the others.
-pub fn absorb<H: Host + ?Sized>(host: &mut H, output: Output) -> Option<Output> {
+/// Act on the outputs every loop treats alike (`Log`, `Work`) and hand back the others.
+pub fn absorb<H: Host + ?Sized>(
+    host: &mut H,
+    gw: &mut Gateway,
+    now: Instant,
+    output: Output,
+) -> Option<Output> {
     match output {
         Output::Log(record) => host.log(&record),
-        Output::Persist(snapshot) => host.persist(snapshot),
+        Output::Work { id, work } => {
+            if let Some(done) = host.work(id, work) {
+                gw.handle_work_result(now, id, done);
+            }
+        }
         other => return Some(other),
     }
     None

@@ -10,7 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clawgate_core::{Config, Gateway, Level, LogRecord, Output};
+use clawgate_core::{Config, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult};
+use clawgate_store::{DbError, WriteDone, Writer};
 
 use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
@@ -21,8 +22,7 @@ use crate::run_args::{self, RunArgs, USAGE, UsageError};
 use crate::settings::{self, SettingsError};
 use crate::shell::{self, Host};
 use crate::signals::Signals;
-use crate::store::{self, LoadError};
-use crate::store_writer::{StoreWriter, WriteFailed};
+use crate::store::{self, open_store};
 use crate::worker::WorkerQueue;
 use crate::{paths, rlimit};
 
@@ -50,7 +50,7 @@ pub enum StartError {
     /// Another instance holds the lock.
     Lock(LockError),
     /// The pairing store cannot be read.
-    Store(LoadError),
+    Store(DbError),
     /// The signal handlers cannot be installed.
     Signals(std::io::Error),
     /// The store writer thread cannot be started.
@@ -94,7 +94,7 @@ impl std::fmt::Display for StartError {
                 write!(f, "cannot create state directory {}: {e}", p.display())
             }
             StartError::Lock(e) => write!(f, "{e}"),
-            StartError::Store(e) => write!(f, "cannot load the pairing store: {e}"),
+            StartError::Store(e) => write!(f, "cannot open the store: {e}"),
             StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             StartError::StoreWriter(e) => write!(f, "cannot start the store writer: {e}"),
             StartError::Bind(e) => write!(f, "{e}"),
@@ -117,14 +117,8 @@ pub struct Started {
 /// What the host's worker threads report to the loop.
 #[derive(Debug)]
 pub enum HostInput {
-    /// The store writer could not write a snapshot.
-    StoreWriteFailed(WriteFailed),
-}
-
-impl From<WriteFailed> for HostInput {
-    fn from(failed: WriteFailed) -> Self {
-        HostInput::StoreWriteFailed(failed)
-    }
+    /// The store writer wrote a batch, or failed to.
+    Stored(WriteDone),
 }
 
 /// The [`Host`] of `gateway run`: what a running gateway needs besides its sockets.
@@ -133,7 +127,7 @@ pub struct RunHost {
     logger: Logger,
     signals: Signals,
     inbox: WorkerQueue<HostInput>,
-    store: StoreWriter,
+    store: Option<Writer>,
     mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
 }
@@ -154,8 +148,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let addr = SocketAddr::new(config.bind_host, config.port);
     let who = format!("pid {}, port {}", std::process::id(), config.port);
     let lock = lock::acquire(&paths::lock_file(&state_dir), &who).map_err(StartError::Lock)?;
-    let pairing =
-        store::load_pairing(&paths::pairing_store(&state_dir)).map_err(StartError::Store)?;
+    let (db, pairing, migrated) = open_store(&state_dir).map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);
     if let Err(e) = logger.open_file(&log_path) {
         logger.log(
@@ -188,8 +181,21 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
             state_dir.display()
         ),
     );
-    let inbox = WorkerQueue::new();
-    let store = StoreWriter::spawn(paths::pairing_store(&state_dir), inbox.sender())
+    if let Some(m) = migrated {
+        logger.log(
+            Level::Info,
+            format!(
+                "moved {} paired device(s) and {} pending request(s) from {} into {}; the old file is kept with .migrated appended",
+                m.devices,
+                m.pending,
+                m.from.display(),
+                db.path().display()
+            ),
+        );
+    }
+    let inbox: WorkerQueue<HostInput> = WorkerQueue::new();
+    let acks = inbox.sender();
+    let store = Writer::spawn(db, move |done| acks.send(HostInput::Stored(done)))
         .map_err(StartError::StoreWriter)?;
     let mut gateway = Gateway::new(
         config,
@@ -203,7 +209,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         logger,
         signals,
         inbox,
-        store,
+        store: Some(store),
         mdns: None,
         _lock: lock,
     };
@@ -211,7 +217,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     while let Some(output) =
         Some(gateway.poll_output()).filter(|o| !matches!(o, Output::Timeout(_)))
     {
-        shell::absorb(&mut host, output);
+        shell::absorb(&mut host, &mut gateway, Instant::now(), output);
     }
     host.logger
         .log(Level::Info, format!("listening on ws://{local_addr}"));
@@ -254,15 +260,6 @@ impl RunHost {
         &mut self.logger
     }
 
-    /// Log what a worker reported.
-    fn report(&mut self, input: HostInput) {
-        match input {
-            HostInput::StoreWriteFailed(failed) => {
-                self.logger.log(Level::Error, failed.to_string())
-            }
-        }
-    }
-
     /// Re-read the config file and environment with the same flags and apply them; a refused
     /// configuration is logged and the one in force kept.
     pub fn reload(&mut self, gw: &mut Gateway, now: Instant) {
@@ -303,8 +300,19 @@ impl Host for RunHost {
         self.logger.flush();
     }
 
-    fn persist(&mut self, snapshot: Vec<u8>) {
-        self.store.write(snapshot);
+    fn work(&mut self, id: WorkId, work: Work) -> Option<WorkResult> {
+        match work {
+            Work::Store(changes) => {
+                let queued = self.store.as_ref().is_some_and(|w| w.submit(id, changes));
+                // The writer thread is gone only if it panicked: say so to whoever waits.
+                (!queued).then(|| WorkResult::Stored(Err("the store writer is gone".into())))
+            }
+            other => {
+                self.logger
+                    .log(Level::Warn, format!("unhandled work {other:?}"));
+                None
+            }
+        }
     }
 
     fn signals(&self) -> Option<&UnixStream> {
@@ -329,8 +337,13 @@ impl Host for RunHost {
         &self.inbox
     }
 
-    fn on_worker_input(&mut self, _gw: &mut Gateway, _now: Instant, input: HostInput) {
-        self.report(input);
+    fn on_worker_input(&mut self, gw: &mut Gateway, now: Instant, input: HostInput) {
+        match input {
+            HostInput::Stored(done) => {
+                let result = done.result.map_err(|e| e.to_string());
+                gw.handle_work_result(now, done.id, WorkResult::Stored(result));
+            }
+        }
     }
 
     /// Stop advertising over mDNS (waits at most [`MDNS_STOP_GRACE`]).
@@ -343,11 +356,16 @@ impl Host for RunHost {
         }
     }
 
-    /// Wait for the store writer to write what is queued, and log what it reported.
+    /// Wait for the store writer to write what is queued, and log what failed.
     fn on_stopped(&mut self) {
-        self.store.finish();
-        for input in self.inbox.take() {
-            self.report(input);
+        if let Some(writer) = self.store.take() {
+            writer.close();
+        }
+        for HostInput::Stored(done) in self.inbox.take() {
+            if let Err(e) = done.result {
+                self.logger
+                    .log(Level::Error, format!("store write failed at exit: {e}"));
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Durable files: atomic writes (temp file, fsync, rename, fsync of the directory) with
-//! 0600 permissions in 0700 directories, and the pairing store's load.
+//! 0600 permissions in 0700 directories, and opening the store at start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -7,6 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clawgate_core::PairingStore;
+use clawgate_store::{Db, DbError, Migrated};
 
 /// Create `dir` (and parents) with mode 0700 if missing.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
@@ -56,35 +57,13 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Why the pairing store could not be loaded.
-#[derive(Debug)]
-pub enum LoadError {
-    /// Reading failed.
-    Io(PathBuf, io::Error),
-    /// The file is not a valid store.
-    Invalid(PathBuf, clawgate_core::pairing::StoreError),
-}
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoadError::Io(p, e) => write!(f, "cannot read {}: {e}", p.display()),
-            LoadError::Invalid(p, e) => write!(f, "{}: {e}", p.display()),
-        }
-    }
-}
-
-/// Load the pairing store; a missing file is an empty store.
-pub fn load_pairing(path: &Path) -> Result<PairingStore, LoadError> {
-    match fs::read(path) {
-        Ok(bytes) => {
-            PairingStore::load(&bytes).map_err(|e| LoadError::Invalid(path.to_path_buf(), e))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Ok(PairingStore::load(b"").unwrap_or_default())
-        }
-        Err(e) => Err(LoadError::Io(path.to_path_buf(), e)),
-    }
+/// Open the state directory's database, move a legacy JSON pairing file into it (once), and
+/// load the pairing rows. Every error names the file it is about.
+pub fn open_store(state_dir: &Path) -> Result<(Db, PairingStore, Option<Migrated>), DbError> {
+    let mut db = Db::open(state_dir)?;
+    let migrated = db.migrate_legacy_pairing(state_dir)?;
+    let pairing = db.load_pairing()?;
+    Ok((db, pairing, migrated))
 }
 
 #[cfg(test)]

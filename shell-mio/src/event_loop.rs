@@ -287,7 +287,7 @@ impl EventLoop {
                     self.core_deadline = at;
                     return;
                 }
-                output => match absorb(host, output) {
+                output => match absorb(host, gw, now, output) {
                     Some(Output::Transmit { conn, data }) => self.transmit(gw, now, conn, data),
                     Some(Output::Close { conn }) => self.begin_close(now, token_of(conn)),
                     Some(other) => {

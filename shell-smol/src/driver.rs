@@ -155,7 +155,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
         signals: Option<&Async<UnixStream>>,
         workers: &Receiver<()>,
     ) {
-        let mut deadline = self.drain();
+        let mut deadline = self.drain(Instant::now());
         let mut timer = Timer::at(deadline);
         let mut armed = Some(deadline);
         while !self.gw.is_draining() {
@@ -197,7 +197,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 Wake::Workers => take_worker_inputs(self.host, &mut self.gw, now),
                 Wake::Event(event) => self.handle(now, event),
             }
-            deadline = self.drain();
+            deadline = self.drain(now);
         }
     }
 
@@ -229,10 +229,10 @@ impl<H: Host> Driver<'_, '_, '_, H> {
     }
 
     /// Act on the core's outputs until it asks to sleep; returns the deadline.
-    fn drain(&mut self) -> Instant {
+    fn drain(&mut self, now: Instant) -> Instant {
         loop {
             let output = self.gw.poll_output();
-            match absorb(self.host, output) {
+            match absorb(self.host, &mut self.gw, now, output) {
                 Some(Output::Transmit { conn, data }) => {
                     if let Some((queue, _)) = self.writers.get(&conn) {
                         // Unbounded: the core caps each connection's unsent bytes itself.

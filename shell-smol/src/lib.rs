@@ -15,7 +15,7 @@
 //! use std::convert::Infallible;
 //! use std::os::unix::net::UnixStream;
 //! use std::time::Instant;
-//! use clawgate_core::{Config, Gateway, LogRecord, PairingStore};
+//! use clawgate_core::{Config, Gateway, LogRecord, PairingStore, Work, WorkId, WorkResult};
 //! use clawgate_host::{Host, WorkerQueue};
 //! use clawgate_smol::Control;
 //!
@@ -25,7 +25,11 @@
 //!     type Input = Infallible;
 //!     fn log(&mut self, _record: &LogRecord) {}
 //!     fn flush_log(&mut self) {}
-//!     fn persist(&mut self, _snapshot: Vec<u8>) {}
+//!     // No disk: store batches are acknowledged at once (a real host writes them on a
+//!     // thread and reports through its inbox).
+//!     fn work(&mut self, _id: WorkId, _work: Work) -> Option<WorkResult> {
+//!         Some(WorkResult::Stored(Ok(())))
+//!     }
 //!     fn signals(&self) -> Option<&UnixStream> { None }
 //!     fn on_signals(&mut self, _gw: &mut Gateway, _now: Instant) {}
 //!     fn inbox(&self) -> &WorkerQueue<Infallible> { &self.0 }

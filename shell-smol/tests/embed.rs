@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawgate_core::client::{ClientConfig, Event};
-use clawgate_core::{Config, Gateway, LogRecord, PairingStore};
+use clawgate_core::{Config, Gateway, LogRecord, PairingStore, Work, WorkId, WorkResult};
 use clawgate_host::WorkerQueue;
 use clawgate_smol::{Control, Host};
 use clawgate_tests::harness::Ws;
@@ -28,7 +28,10 @@ impl Host for Recorder {
 
     fn flush_log(&mut self) {}
 
-    fn persist(&mut self, _snapshot: Vec<u8>) {}
+    /// No disk: a store batch is "written" at once.
+    fn work(&mut self, _id: WorkId, _work: Work) -> Option<WorkResult> {
+        Some(WorkResult::Stored(Ok(())))
+    }
 
     fn signals(&self) -> Option<&UnixStream> {
         None

@@ -11,7 +11,8 @@
 //! let state_dir = std::path::Path::new("/tmp/state");
 //! let mut db = clawgate_store::Db::open(state_dir)?;
 //! let pairing = db.load_pairing()?;
-//! let writer = clawgate_store::Writer::spawn(db, |done| println!("{done:?}"));
+//! let writer = clawgate_store::Writer::spawn(db, |done| println!("{done:?}"))
+//!     .expect("a thread");
 //! writer.submit(clawgate_core::WorkId(1), Vec::new());
 //! writer.close(); // waits for every batch submitted
 //! # let _ = pairing; Ok(()) }

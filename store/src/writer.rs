@@ -35,20 +35,22 @@ pub struct Writer {
 impl Writer {
     /// Start the thread; `on_done` runs on it for every batch, in submission order (it must
     /// not block: hand the outcome to the event loop and return).
-    pub fn spawn(db: Db, on_done: impl FnMut(WriteDone) + Send + 'static) -> Writer {
+    pub fn spawn(
+        db: Db,
+        on_done: impl FnMut(WriteDone) + Send + 'static,
+    ) -> std::io::Result<Writer> {
         let (jobs, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("clawgate-store".into())
-            .spawn(move || run(db, rx, on_done))
-            .ok();
-        Writer {
-            jobs: thread.is_some().then_some(jobs),
-            thread,
-        }
+            .spawn(move || run(db, rx, on_done))?;
+        Ok(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
     }
 
-    /// Queue a batch. `false` when the thread is gone (it could not start): nothing will be
-    /// written or reported for it.
+    /// Queue a batch. `false` when the thread is gone (it panicked): nothing will be written
+    /// or reported for it.
     pub fn submit(&self, id: WorkId, changes: Vec<StoreChange>) -> bool {
         self.jobs
             .as_ref()

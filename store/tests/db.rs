@@ -225,7 +225,8 @@ fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
     let (tx, rx) = mpsc::channel();
     let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
         tx.send((done.id.0, done.result.is_ok())).unwrap();
-    });
+    })
+    .unwrap();
     for i in 0..200u64 {
         let d = device(&format!("d{}", i % 7), &format!("t{i}"));
         assert!(writer.submit(WorkId(i), vec![StoreChange::PutDevice(d)]));
@@ -245,7 +246,8 @@ fn after_a_failed_write_only_a_rewrite_is_written() {
     let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
         tx.send((done.id.0, done.result.map_err(|e| e.to_string())))
             .unwrap();
-    });
+    })
+    .unwrap();
     let wait = |id: u64| {
         let (got, result) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(got, id);

@@ -559,9 +559,11 @@ fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart(shell:
     // it was given.
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().code(), Some(0));
-    let store = clawgate_host::paths::pairing_store(&dir.state());
-    let text = std::fs::read_to_string(&store).unwrap();
-    assert!(text.contains(&key.id()), "{text}");
+    let store = clawgate_store::db_path(&dir.state());
+    let stored = clawgate_store::Db::open(&dir.state())
+        .and_then(|mut db| db.load_pairing())
+        .expect("the store opens");
+    assert!(stored.devices.contains_key(&key.id()), "{stored:?}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
@@ -585,6 +587,66 @@ fn a_silently_paired_device_is_persisted_privately_and_survives_a_restart(shell:
         !log.contains("approved silently"),
         "the restarted gateway knew the device already:\n{log}"
     );
+}
+
+fn a_legacy_json_pairing_file_moves_into_the_store_and_its_tokens_keep_working(shell: Shell) {
+    use clawgate_core::PairingStore;
+    use clawgate_core::pairing::{DeviceToken, PairedDevice};
+    let dir = TempDir::new("run");
+    let port = free_port();
+    let key = clawgate_core::device::DeviceKey::from_seed([9u8; 32]);
+    let mut legacy = PairingStore::load(b"").expect("an empty store");
+    let device = PairedDevice {
+        device_id: key.id(),
+        public_key: clawgate_core::device::b64url(&key.public_raw()),
+        meta: Default::default(),
+        roles: vec!["operator".into()],
+        scopes: vec!["operator.read".into()],
+        tokens: [(
+            "operator".to_string(),
+            DeviceToken {
+                token: "legacy-device-token-0123456789abcdefghijklmno".into(),
+                scopes: vec!["operator.read".into()],
+                issued_at_ms: 1,
+            },
+        )]
+        .into(),
+        node: None,
+        created_at_ms: 1,
+        approved_at_ms: 1,
+    };
+    legacy.devices.insert(key.id(), device);
+    let json = clawgate_store::legacy_pairing_path(&dir.state());
+    std::fs::create_dir_all(json.parent().unwrap()).unwrap();
+    std::fs::write(&json, legacy.to_bytes()).unwrap();
+
+    let mut gw = spawn(
+        shell,
+        &dir,
+        port,
+        &["--token", "correct-horse-battery"],
+        &[],
+    )
+    .started();
+    let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
+    cfg.device = Some(clawgate_core::device::DeviceKey::from_seed([9u8; 32]));
+    cfg.device_token = Some("legacy-device-token-0123456789abcdefghijklmno".into());
+    let hello = Ws::connect(port, cfg)
+        .hello()
+        .expect("the legacy token works");
+    assert_eq!(hello["auth"]["method"], "device-token");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().code(), Some(0));
+    let log = gw.stderr_to_end();
+    assert!(
+        log.contains(&format!(
+            "moved 1 paired device(s) and 0 pending request(s) from {}",
+            json.display()
+        )),
+        "{log}"
+    );
+    assert!(!json.exists());
+    assert!(std::path::PathBuf::from(format!("{}.migrated", json.display())).exists());
 }
 
 fn sighup_asking_for_another_port_says_it_needs_a_restart_and_keeps_serving(shell: Shell) {
@@ -644,6 +706,7 @@ both!(
     verbose_logs_frames_with_secrets_masked,
     running_out_of_file_descriptors_pauses_accepting_and_recovers,
     a_silently_paired_device_is_persisted_privately_and_survives_a_restart,
+    a_legacy_json_pairing_file_moves_into_the_store_and_its_tokens_keep_working,
     sighup_asking_for_another_port_says_it_needs_a_restart_and_keeps_serving,
     port_0_takes_any_port_and_a_reload_keeps_it,
 );

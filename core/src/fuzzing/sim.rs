@@ -11,7 +11,10 @@ use serde_json::Value;
 
 use crate::client::{Client, ClientConfig, Event};
 use crate::frame::ErrorShape;
-use crate::{Config, ConnId, Entropy, Gateway, LogRecord, Output, PairingStore};
+use crate::persist::StoreChange;
+use crate::{
+    Config, ConnId, Entropy, Gateway, LogRecord, Output, PairingStore, Work, WorkId, WorkResult,
+};
 
 /// Unix milliseconds the fake clock starts at (the challenge `ts` of upstream's capture).
 pub const T0_MS: u64 = 1_795_505_861_985;
@@ -40,8 +43,8 @@ pub struct Transcript {
     pub sent: BTreeMap<u64, Vec<u8>>,
     /// Connections in the order the gateway closed them.
     pub closed: Vec<u64>,
-    /// Pairing-store snapshots in the order they were persisted.
-    pub persisted: Vec<Vec<u8>>,
+    /// The durable store after each batch was written, in order.
+    pub persisted: Vec<PairingStore>,
 }
 
 /// One peer of the gateway: a sans-IO client, or a raw peer that only receives bytes.
@@ -68,6 +71,11 @@ pub struct Sim {
     /// The log records the gateway emitted so far.
     pub logs: Vec<LogRecord>,
     key_seq: SeqEntropy,
+    /// What the simulated disk holds: the store batches written so far.
+    pub disk: PairingStore,
+    /// Store batches asked for and not yet written, while writes are held.
+    unwritten: VecDeque<(WorkId, Vec<StoreChange>)>,
+    hold_writes: bool,
 }
 
 /// The address of a local peer.
@@ -87,6 +95,7 @@ fn listener() -> SocketAddr {
 impl Sim {
     /// A gateway started at `start` with `config` and `store`.
     pub fn new(start: Instant, config: Config, store: PairingStore) -> Self {
+        let store_copy = store.clone();
         let gw = Gateway::new(
             config,
             Box::new(SeqEntropy(0x9E37_79B9_7F4A_7C15)),
@@ -102,9 +111,46 @@ impl Sim {
             transcript: Transcript::default(),
             logs: Vec::new(),
             key_seq: SeqEntropy(42),
+            disk: store_copy,
+            unwritten: VecDeque::new(),
+            hold_writes: false,
         };
         sim.drive();
         sim
+    }
+
+    /// Hold store writes (`true`) until [`Sim::write_store`], or write each batch as soon as
+    /// the gateway asks (`false`, the default).
+    pub fn hold_store_writes(&mut self, hold: bool) {
+        self.hold_writes = hold;
+    }
+
+    /// Write the held store batches (`ok`) or fail them, report each outcome to the gateway,
+    /// and let the simulation settle.
+    pub fn write_store(&mut self, ok: bool) {
+        while let Some((id, changes)) = self.unwritten.pop_front() {
+            self.write_batch(id, &changes, ok);
+        }
+        self.drive();
+    }
+
+    fn write_batch(&mut self, id: WorkId, changes: &[StoreChange], ok: bool) {
+        let result = if ok {
+            // Each row goes through its durable encoding, as a host's database would keep it.
+            for change in changes {
+                if let Some((kind, _, row)) = change.encoded() {
+                    PairingStore::from_rows([(kind, row.as_slice())])
+                        .unwrap_or_else(|e| panic!("a stored row does not load back: {e}"));
+                }
+            }
+            self.disk.apply(changes);
+            self.transcript.persisted.push(self.disk.clone());
+            Ok(())
+        } else {
+            Err("simulated write failure".to_string())
+        };
+        self.gw
+            .handle_work_result(self.now, id, WorkResult::Stored(result));
     }
 
     /// A gateway started at `start` with `config` and an empty pairing store.
@@ -350,11 +396,16 @@ impl Sim {
                     p.collect_events();
                     self.transcript.closed.push(conn.0);
                 }
-                Output::Persist(bytes) => {
-                    if let Err(e) = PairingStore::load(&bytes) {
-                        panic!("persisted store does not load back: {e}");
+                Output::Work {
+                    id,
+                    work: Work::Store(changes),
+                } => {
+                    moved = true;
+                    if self.hold_writes {
+                        self.unwritten.push_back((id, changes));
+                    } else {
+                        self.write_batch(id, &changes, true);
                     }
-                    self.transcript.persisted.push(bytes);
                 }
                 Output::Log(record) => self.logs.push(record),
                 Output::Timeout(_) => return moved,

@@ -214,7 +214,8 @@ impl Gateway {
             )))),
         };
         if let Reply::Now(result) = reply {
-            self.respond(now, id, &req.id, &result);
+            // Not before the store has every change made so far: "ok" never runs ahead of it.
+            self.answer(now, id, &req.id, result);
         }
     }
 

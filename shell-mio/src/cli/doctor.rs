@@ -162,7 +162,7 @@ fn secret_mismatches(env: &BTreeMap<String, String>, file: &Value) -> Vec<Findin
 
 /// Files and directories readable by others.
 fn permissions(config_path: &Path, state_dir: &Path) -> Vec<Finding> {
-    let pairing = clawgate_host::paths::pairing_store(state_dir);
+    let pairing = clawgate_store::db_path(state_dir);
     let mut checks: Vec<(PathBuf, u32)> = vec![
         (config_path.to_path_buf(), 0o600),
         (state_dir.to_path_buf(), 0o700),
