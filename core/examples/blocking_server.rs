@@ -11,7 +11,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clawgate_core::{Config, Entropy, Gateway, Output, PairingStore};
+use clawgate_core::{Config, Entropy, Gateway, Output, PairingStore, Work, WorkResult};
 
 /// Randomness for nonces and tokens, from the kernel.
 struct Urandom(File);
@@ -55,7 +55,13 @@ pub fn serve_one(gw: &mut Gateway, mut stream: TcpStream) -> io::Result<()> {
                 Output::Close { conn: c } if c == conn => return stream.flush(),
                 Output::Log(record) => eprintln!("{}", record.line()),
                 Output::Timeout(at) => break at,
-                // A real program writes `Output::Persist` snapshots to disk here.
+                // This example keeps nothing on disk: every store batch is "written" at once.
+                // A real program commits the batch on a worker thread and reports it then;
+                // answers that depend on it (approvals, new device tokens) wait until it does.
+                Output::Work {
+                    id,
+                    work: Work::Store(_),
+                } => gw.handle_work_result(Instant::now(), id, WorkResult::Stored(Ok(()))),
                 _ => {}
             }
         };

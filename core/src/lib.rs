@@ -18,10 +18,12 @@
 //!     //                           gw.handle_written(now, conn, n)     (mandatory, see below)
 //!     //                           gw.handle_closed(now, conn)
 //!     //                           gw.handle_timeout(now)
+//!     //                           gw.handle_work_result(now, id, result)  (from a worker)
 //!     // 2. Drain until Timeout:   match gw.poll_output() {
 //!     //     Output::Transmit { conn, data } => write data to conn,
 //!     //     Output::Close { conn }          => flush, then drop conn,
-//!     //     Output::Persist(bytes)          => write the pairing store atomically,
+//!     //     Output::Work { id, work }       => do it off the loop thread (Work::Store: commit
+//!     //                                        the batch), report it with the same id,
 //!     //     Output::Log(record)             => print it,
 //!     //     Output::Timeout(deadline)       => break, and sleep until deadline or IO,
 //!     //     other                           => log it: Output is #[non_exhaustive] }
@@ -37,16 +39,22 @@
 //! as [`Gateway::handle_wall_clock`] readings (wall time is the latest reading plus the
 //! monotonic time since it, so a suspend or a clock step is seen at the next wake);
 //! randomness through the [`Entropy`] the shell hands in; persistent state as a
-//! [`PairingStore`] snapshot at start and as [`Output::Persist`] afterwards. So a test can run
+//! [`PairingStore`] loaded at start and as typed row changes ([`persist::StoreChange`]) in
+//! [`Work::Store`] batches afterwards. An answer that depends on a batch (an approval, a
+//! rotated token, a `hello-ok` carrying a new device token) is held until the host reports
+//! the batch durable, so "ok" never runs ahead of the disk. So a test can run
 //! a gateway and a [`client::Client`] against each other in memory with a fake clock and
 //! exercise every timeout in microseconds (the `fuzzing` feature's `fuzzing::sim::Sim` does).
 //!
 //! Modules, one per concern: [`http`] (upgrade and plain routes), [`frame`] (envelopes),
 //! [`handshake`] (`connect` params and failure frames), [`auth`] (secrets, locality, rate
-//! limits), [`device`] (Ed25519 proofs), [`pairing`] (the store), [`scopes`] (authorization
+//! limits), [`device`] (Ed25519 proofs), [`pairing`] (the store), [`persist`] (its row
+//! changes), [`work`] (work for the host and its results), [`scopes`] (authorization
 //! and the events table), [`config`] (resolution and limits), [`discovery`] (what to advertise
 //! over mDNS), [`client`] (the other side). Inside: the method registry (`methods`), close
-//! reasons (`close`), routing (`route`) and the connection phases the gateway composes.
+//! reasons (`close`), routing (`route`), held answers (`durable`) and the connection phases
+//! the gateway composes. [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
+//! chat completions) the agent will use.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]

@@ -1,6 +1,6 @@
 //! The pairing store: paired devices (operators and nodes alike), their per-role tokens and
 //! approved node commands, and pending requests with stable ids. Pure data: it enters as a
-//! snapshot and leaves as bytes in `Output::Persist`.
+//! snapshot (database rows, or a legacy JSON file) and leaves as row changes (`persist`).
 
 use std::collections::BTreeMap;
 

@@ -20,6 +20,7 @@ use crate::client::{ClientConfig, Event};
 use crate::device::DeviceKey;
 use crate::http::{self, Head};
 use crate::pairing::PendingKind;
+use crate::persist::{RowKind, diff};
 use crate::scopes::Role;
 use crate::{Config, Limits, PairingStore, handshake};
 
@@ -203,17 +204,38 @@ pub fn frames_after_hello(start: Instant, data: &[u8]) -> Transcript {
     sim.transcript
 }
 
-/// The pairing-store loader: any bytes; a store that loads must survive a round trip and
-/// serve the pairing lists of a running gateway.
+/// The pairing-store loaders: any bytes. Input starting with `{` is a legacy JSON file (what
+/// the host migrates once); anything else is database rows, one per line, `d` (paired device)
+/// or `p` (pending request) then the row's JSON. A store that loads must survive a round trip
+/// through its row encoding, serve the pairing lists of a running gateway, and end with the
+/// rows the gateway wrote equal to the store it holds.
 pub fn pairing_store(start: Instant, data: &[u8]) {
-    let Ok(store) = PairingStore::load(data) else {
+    let loaded = if data.first() == Some(&b'{') {
+        PairingStore::load(data)
+    } else {
+        PairingStore::from_rows(data.split(|b| *b == b'\n').filter_map(|line| {
+            let (kind, row) = line.split_first()?;
+            let kind = match kind {
+                b'd' => RowKind::Device,
+                b'p' => RowKind::Pending,
+                _ => return None,
+            };
+            Some((kind, row))
+        }))
+    };
+    let Ok(store) = loaded else {
         return;
     };
-    let again = PairingStore::load(&store.to_bytes());
+    let rows: Vec<(RowKind, Vec<u8>)> = diff(&PairingStore::default(), &store, false)
+        .iter()
+        .filter_map(|c| c.encoded().map(|(kind, _, row)| (kind, row)))
+        .collect();
+    let again = PairingStore::from_rows(rows.iter().map(|(k, r)| (*k, r.as_slice())));
+    let again = again.unwrap_or_else(|e| panic!("stored rows do not load back: {e}"));
     assert_eq!(
-        again.as_ref().ok(),
-        Some(&store),
-        "store does not survive a round trip"
+        (&again.devices, &again.pending),
+        (&store.devices, &store.pending),
+        "store does not survive a round trip through its rows"
     );
     let _ = (
         store.list(PendingKind::Device),
@@ -236,4 +258,9 @@ pub fn pairing_store(start: Instant, data: &[u8]) {
     for id in [op, node] {
         assert_well_formed(&sim.events(id));
     }
+    assert_eq!(
+        (&sim.disk.devices, &sim.disk.pending),
+        (&sim.gw.store().devices, &sim.gw.store().pending),
+        "the rows written differ from the gateway's store"
+    );
 }
