@@ -39,8 +39,9 @@ fn pending_device() -> (Sim, ConnId, String) {
     (p, admin, rid)
 }
 
-#[test]
-fn an_approval_is_answered_only_once_it_is_written() {
+/// [`pending_device`], then the admin approves it while store writes are held; returns the
+/// approval's request id.
+fn approval_with_writes_held() -> (Sim, ConnId, String) {
     let (mut p, admin, rid) = pending_device();
     p.hold_store_writes(true);
     let req = p.request(
@@ -48,6 +49,12 @@ fn an_approval_is_answered_only_once_it_is_written() {
         "device.pair.approve",
         Some(json!({"requestId": rid})),
     );
+    (p, admin, req)
+}
+
+#[test]
+fn an_approval_is_answered_only_once_it_is_written() {
+    let (mut p, admin, req) = approval_with_writes_held();
     assert_eq!(
         response(&mut p, admin, &req),
         None,
@@ -77,13 +84,7 @@ fn an_approval_is_answered_only_once_it_is_written() {
 
 #[test]
 fn a_failed_write_answers_an_error_and_the_tick_rewrites_the_store() {
-    let (mut p, admin, rid) = pending_device();
-    p.hold_store_writes(true);
-    let req = p.request(
-        admin,
-        "device.pair.approve",
-        Some(json!({"requestId": rid})),
-    );
+    let (mut p, admin, req) = approval_with_writes_held();
     p.write_store(false);
     let err = response(&mut p, admin, &req).unwrap().unwrap_err();
     assert!(err.contains("could not be saved"), "{err}");
