@@ -64,6 +64,8 @@ impl Gateway {
                     self.release(now, item, durable);
                 }
             }
+            // Routed to the runs that asked for them (the agent, to come).
+            WorkResult::HttpHead { .. } | WorkResult::HttpBody(_) | WorkResult::HttpEnd(_) => {}
         }
     }
 

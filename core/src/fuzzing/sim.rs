@@ -407,6 +407,7 @@ impl Sim {
                         self.write_batch(id, &changes, true);
                     }
                 }
+                Output::Work { work, .. } => panic!("the simulation cannot do {work:?}"),
                 Output::Log(record) => self.logs.push(record),
                 Output::Timeout(_) => return moved,
             }
