@@ -296,9 +296,15 @@ mod tests {
     fn replies_wait_for_every_batch_before_them_and_leave_in_order() {
         let mut d: Durability<&str> = Durability::new(&PairingStore::default());
         assert_eq!(d.hold("idle"), Err("idle"), "nothing in flight: answer now");
-        assert!(d.batch(WorkId(1), &with_pending(&["a"]), Vec::new()).is_some());
+        assert!(
+            d.batch(WorkId(1), &with_pending(&["a"]), Vec::new())
+                .is_some()
+        );
         d.hold("after 1").unwrap();
-        assert!(d.batch(WorkId(2), &with_pending(&["a", "b"]), Vec::new()).is_some());
+        assert!(
+            d.batch(WorkId(2), &with_pending(&["a", "b"]), Vec::new())
+                .is_some()
+        );
         d.hold("after 2").unwrap();
         assert_eq!(d.settle(WorkId(1), true), vec![("after 1", true)]);
         assert_eq!(d.settle(WorkId(2), true), vec![("after 2", true)]);
@@ -319,16 +325,20 @@ mod tests {
     #[test]
     fn a_failure_fails_what_waits_and_the_next_batch_rewrites_everything() {
         let mut d: Durability<&str> = Durability::new(&PairingStore::default());
-        d.batch(WorkId(1), &with_pending(&["a"]), Vec::new()).unwrap();
+        d.batch(WorkId(1), &with_pending(&["a"]), Vec::new())
+            .unwrap();
         d.hold("waits on 1").unwrap();
-        d.batch(WorkId(2), &with_pending(&["a", "b"]), Vec::new()).unwrap();
+        d.batch(WorkId(2), &with_pending(&["a", "b"]), Vec::new())
+            .unwrap();
         d.hold("waits on 2").unwrap();
         assert_eq!(d.settle(WorkId(1), false), vec![("waits on 1", false)]);
         assert!(!d.wants_rewrite(), "batch 2 is still in flight");
         // The host fails batch 2 too (it follows a failure); it would have anyway.
         assert_eq!(d.settle(WorkId(2), true), vec![("waits on 2", false)]);
         assert!(d.wants_rewrite());
-        let rewrite = d.batch(WorkId(3), &with_pending(&["a", "b"]), Vec::new()).unwrap();
+        let rewrite = d
+            .batch(WorkId(3), &with_pending(&["a", "b"]), Vec::new())
+            .unwrap();
         assert_eq!(rewrite.first(), Some(&StoreChange::ClearPairing));
         assert_eq!(rewrite.len(), 3);
         assert!(!d.wants_rewrite());

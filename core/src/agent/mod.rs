@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use crate::gateway::{Gateway, Output, Timer};
 use crate::log::Level;
-use crate::model::openai::{ChatEvent, ChatRequest, ProviderError, StreamError, classify_http_error};
+use crate::model::openai::{
+    ChatEvent, ChatRequest, ProviderError, StreamError, classify_http_error,
+};
 use crate::persist::{StoreChange, StoredSession};
 use crate::work::{Work, WorkId, WorkResult};
 
@@ -323,12 +325,7 @@ impl Gateway {
         });
     }
 
-    fn complete_run(
-        &mut self,
-        now: Instant,
-        serial: u64,
-        done: crate::model::openai::Completion,
-    ) {
+    fn complete_run(&mut self, now: Instant, serial: u64, done: crate::model::openai::Completion) {
         let ts = self.unix_ms(now);
         let Some(mut run) = self.agent.remove(serial) else {
             return;
@@ -340,7 +337,8 @@ impl Gateway {
             .to_string();
         let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
         if let Some(u) = done.usage {
-            let usage = json!({"inputTokens": u.prompt_tokens, "outputTokens": u.completion_tokens});
+            let usage =
+                json!({"inputTokens": u.prompt_tokens, "outputTokens": u.completion_tokens});
             ev.push(run.agent(ts, "usage", usage));
         }
         let finishing = json!({"stopReason": stop, "aborted": false, "livenessState": "working", "endedAt": ts});
