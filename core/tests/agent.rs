@@ -87,6 +87,26 @@ fn names(frames: &[(String, Value)]) -> Vec<String> {
         .collect()
 }
 
+/// The answer and the two preparing statuses every run starts with.
+const STARTED: [&str; 5] = [
+    "res",
+    "chat:status",
+    "agent:run_status",
+    "chat:status",
+    "agent:run_status",
+];
+
+/// A gateway whose model requests are held, with a writer that started run `key`: the sim,
+/// the writer, and the run's request.
+fn held_run(key: &str) -> (Sim, ConnId, clawgate_core::WorkId) {
+    let mut p = Sim::started(Instant::now(), config(true));
+    p.hold_http(true);
+    let op = operator(&mut p, &["operator.write"]);
+    send(&mut p, op, key, "hi");
+    let id = p.held_http()[0].0;
+    (p, op, id)
+}
+
 fn send(p: &mut Sim, id: ConnId, key: &str, message: &str) {
     let params =
         json!({"sessionKey": "agent:main:main", "message": message, "idempotencyKey": key});
@@ -117,23 +137,22 @@ fn a_streamed_answer_in_upstreams_order_and_shapes() {
     assert_eq!(
         names(&f),
         [
-            "res",
-            "chat:status",
-            "agent:run_status",
-            "chat:status",
-            "agent:run_status",
-            "agent:lifecycle:start",
-            "chat:status",
-            "agent:lifecycle:model",
-            "agent:assistant",
-            "chat:delta",
-            "agent:assistant",
-            "agent:usage",
-            "agent:lifecycle:finishing",
-            "agent:lifecycle:end",
-            "chat:delta",
-            "chat:final",
+            STARTED.as_slice(),
+            &[
+                "agent:lifecycle:start",
+                "chat:status",
+                "agent:lifecycle:model",
+                "agent:assistant",
+                "chat:delta",
+                "agent:assistant",
+                "agent:usage",
+                "agent:lifecycle:finishing",
+                "agent:lifecycle:end",
+                "chat:delta",
+                "chat:final",
+            ],
         ]
+        .concat()
     );
     assert_eq!(f[0].1, json!({"runId": "k-1", "status": "started"}));
     let fin = of(&f, "chat:final")[0];
@@ -182,11 +201,7 @@ fn a_streamed_answer_in_upstreams_order_and_shapes() {
 
 #[test]
 fn deltas_are_coalesced_under_a_fast_model() {
-    let mut p = Sim::started(Instant::now(), config(true));
-    p.hold_http(true);
-    let op = operator(&mut p, &["operator.write"]);
-    send(&mut p, op, "k-fast", "go");
-    let (id, _) = p.held_http()[0].clone();
+    let (mut p, op, id) = held_run("k-fast");
     let results = answer(&["a"; 40]);
     let n = results.len();
     for (i, r) in results.into_iter().enumerate() {
@@ -367,16 +382,15 @@ fn offline_the_run_fails_naming_the_keys_to_set() {
     assert_eq!(
         names(&f),
         [
-            "res",
-            "chat:status",
-            "agent:run_status",
-            "chat:status",
-            "agent:run_status",
-            "agent:lifecycle:model",
-            "agent:lifecycle:error",
-            "chat:error",
-            "chat:error",
+            STARTED.as_slice(),
+            &[
+                "agent:lifecycle:model",
+                "agent:lifecycle:error",
+                "chat:error",
+                "chat:error",
+            ],
         ]
+        .concat()
     );
     let errors = of(&f, "chat:error");
     assert!(
@@ -414,11 +428,7 @@ fn operator_hello(p: &mut Sim) -> Value {
 
 #[test]
 fn abort_mid_stream_cancels_the_request_and_ends_the_run() {
-    let mut p = Sim::started(Instant::now(), config(true));
-    p.hold_http(true);
-    let op = operator(&mut p, &["operator.write"]);
-    send(&mut p, op, "k-ab", "long story");
-    let (id, _) = p.held_http()[0].clone();
+    let (mut p, op, id) = held_run("k-ab");
     let mut results = answer(&["Once", " upon"]).into_iter();
     p.http_result(id, results.next().unwrap());
     p.http_result(id, results.next().unwrap());
@@ -525,10 +535,7 @@ fn params_are_upstreams_closed_schemas() {
 
 #[test]
 fn a_repeated_key_while_live_starts_no_second_run() {
-    let mut p = Sim::started(Instant::now(), config(true));
-    p.hold_http(true);
-    let op = operator(&mut p, &["operator.write"]);
-    send(&mut p, op, "k-dup", "once");
+    let (mut p, op, _) = held_run("k-dup");
     let r = p.call(
         op,
         "chat.send",
@@ -589,11 +596,7 @@ fn messages_leave_as_store_batches_and_a_failed_write_rewrites_sessions() {
 
 #[test]
 fn shutdown_cancels_runs() {
-    let mut p = Sim::started(Instant::now(), config(true));
-    p.hold_http(true);
-    let op = operator(&mut p, &["operator.write"]);
-    send(&mut p, op, "k-sd", "hi");
-    let (id, _) = p.held_http()[0].clone();
+    let (mut p, _, id) = held_run("k-sd");
     p.shutdown();
     assert_eq!(p.cancelled, vec![id]);
 }
