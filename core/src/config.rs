@@ -58,6 +58,14 @@ pub struct Limits {
     pub log_ring_records: usize,
     /// Consecutive unauthorized-role calls before the socket is closed.
     pub max_unauthorized_calls: u32,
+    /// Agent runs in progress at once; `chat.send` beyond it is refused.
+    pub max_agent_runs: usize,
+    /// Most recent transcript messages sent to the model with a turn.
+    pub max_model_messages: usize,
+    /// Bytes of a model provider's error body kept to classify and report it.
+    pub max_error_body_bytes: usize,
+    /// At most one `chat` delta per run per this interval (upstream's `LIVE_TEXT_PACING_MS`).
+    pub live_text_pacing: Duration,
 }
 
 impl Default for Limits {
@@ -84,6 +92,10 @@ impl Default for Limits {
             node_invoke_default_timeout: Duration::from_millis(30_000),
             log_ring_records: 1000,
             max_unauthorized_calls: 10,
+            max_agent_runs: 16,
+            max_model_messages: 200,
+            max_error_body_bytes: 64 * 1024,
+            live_text_pacing: Duration::from_millis(75),
         }
     }
 }
@@ -119,6 +131,20 @@ pub enum MdnsMode {
     Minimal,
     /// Advertise everything upstream does.
     Full,
+}
+
+/// The model the agent's turns go to: `agents.defaults.model.primary` resolved against
+/// `models.providers` (an OpenAI-compatible chat completions endpoint).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelRoute {
+    /// The provider's id (the key under `models.providers`).
+    pub provider: String,
+    /// The model id sent to the provider.
+    pub model: String,
+    /// The provider's `baseUrl`, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// The provider's `apiKey`, sent as a bearer token when set.
+    pub api_key: Option<Secret>,
 }
 
 /// The resolved configuration of a running gateway.
@@ -165,6 +191,9 @@ pub struct Config {
     pub file: Value,
     /// Log every frame in and out (secrets masked) at trace level (`--verbose`).
     pub log_frames: bool,
+    /// The agent's model; `None` runs the agent offline (every turn fails with a message
+    /// naming the keys to set).
+    pub model: Option<ModelRoute>,
 }
 
 impl Config {
@@ -191,6 +220,7 @@ impl Config {
             version: env!("CARGO_PKG_VERSION").into(),
             file: Value::Null,
             log_frames: false,
+            model: None,
         }
     }
 
@@ -409,6 +439,7 @@ impl Config {
         if let Some(Value::Bool(b)) = at(&gw, &[rl[0], rl[1], "exemptLoopback"]) {
             limits.auth_exempt_loopback = *b;
         }
+        cfg.model = model_route(&file)?;
         Ok(cfg)
     }
 }
@@ -486,6 +517,14 @@ pub enum ConfigError {
     /// `--bind tailnet` on a machine with no tailnet address.
     #[error("gateway.bind is tailnet but this machine has no tailnet (100.64.0.0/10) address")]
     NoTailnetAddress,
+    /// A value under a key named at run time (`models.providers.<id>.api`) has the wrong form.
+    #[error("{key}: {message}")]
+    InvalidAt {
+        /// The config key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A value has the wrong form.
     #[error("{key}: {message}")]
     Invalid {
@@ -580,6 +619,101 @@ fn json_scalar(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The one provider API clawgate speaks.
+const OPENAI_COMPLETIONS: &str = "openai-completions";
+
+/// Every provider under `models.providers` checked, then `agents.defaults.model` (a string or
+/// `{primary}`, `"<provider>/<model>"`) resolved against them.
+fn model_route(file: &Value) -> Result<Option<ModelRoute>, ConfigError> {
+    let invalid = |key: String, message: String| ConfigError::InvalidAt { key, message };
+    let providers = match at(file, &["models", "providers"]) {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: "models.providers",
+                message: format!("must be an object of providers by id, got {other}"),
+            });
+        }
+    };
+    for (id, p) in &providers {
+        match p.get("api") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(a)) if a == OPENAI_COMPLETIONS => {}
+            Some(other) => {
+                return Err(invalid(
+                    format!("models.providers.{id}.api"),
+                    format!("unsupported api {other} (clawgate speaks \"{OPENAI_COMPLETIONS}\")"),
+                ));
+            }
+        }
+        if !p.get("baseUrl").is_some_and(Value::is_string) {
+            return Err(invalid(
+                format!("models.providers.{id}.baseUrl"),
+                "required: the provider's URL, e.g. \"http://127.0.0.1:8000/v1\"".into(),
+            ));
+        }
+        if p.get("apiKey")
+            .is_some_and(|k| !k.is_string() && !k.is_null())
+        {
+            return Err(invalid(
+                format!("models.providers.{id}.apiKey"),
+                "must be a string".into(),
+            ));
+        }
+    }
+    const PRIMARY: &str = "agents.defaults.model.primary";
+    let primary = match at(file, &["agents", "defaults", "model"]) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        Some(m @ Value::Object(_)) => match m.get("primary") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: PRIMARY,
+                    message: format!("must be a \"<provider>/<model>\" string, got {other}"),
+                });
+            }
+        },
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: "agents.defaults.model",
+                message: format!(
+                    "must be a \"<provider>/<model>\" string or {{primary}}, got {other}"
+                ),
+            });
+        }
+    };
+    let Some((provider, model)) = primary
+        .split_once('/')
+        .filter(|(p, m)| !p.is_empty() && !m.is_empty())
+    else {
+        return Err(ConfigError::Invalid {
+            key: PRIMARY,
+            message: format!("must be \"<provider>/<model>\", got {primary:?}"),
+        });
+    };
+    let Some(p) = providers.get(provider) else {
+        return Err(ConfigError::Invalid {
+            key: PRIMARY,
+            message: format!(
+                "names provider {provider:?}, which is not defined under models.providers"
+            ),
+        });
+    };
+    Ok(Some(ModelRoute {
+        provider: provider.to_string(),
+        model: model.to_string(),
+        base_url: p
+            .get("baseUrl")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        api_key: p.get("apiKey").and_then(Value::as_str).map(Secret::new),
+    }))
 }
 
 fn num_at(v: &Value, path: &[&str], key: &'static str) -> Result<Option<u64>, ConfigError> {
@@ -703,6 +837,61 @@ mod tests {
     fn bad_json5_names_the_file() {
         let e = Config::resolve(&input(Some("{gateway:"), &[], RunFlags::default())).unwrap_err();
         assert!(matches!(e, ConfigError::Parse { ref path, .. } if path == "/x/openclaw.json"));
+    }
+
+    fn resolve(file: &str) -> Result<Config, ConfigError> {
+        Config::resolve(&input(Some(file), &[], RunFlags::default()))
+    }
+
+    #[test]
+    fn the_primary_model_resolves_against_its_provider() {
+        let providers = r#""models":{"providers":{"fake":{"baseUrl":"http://127.0.0.1:9/v1","api":"openai-completions","apiKey":"sk-1","models":[{"id":"fake-1"}]}}}"#;
+        let c = resolve(&format!(
+            r#"{{{providers},"agents":{{"defaults":{{"model":{{"primary":"fake/fake-1"}}}}}}}}"#
+        ))
+        .unwrap();
+        let m = c.model.unwrap();
+        assert_eq!((m.provider.as_str(), m.model.as_str()), ("fake", "fake-1"));
+        assert_eq!(m.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(
+            m.api_key.map(|k| k.expose().to_string()).as_deref(),
+            Some("sk-1")
+        );
+        let plain = resolve(&format!(
+            r#"{{{providers},"agents":{{"defaults":{{"model":"fake/a/b"}}}}}}"#
+        ));
+        assert_eq!(plain.unwrap().model.unwrap().model, "a/b");
+        assert_eq!(resolve(&format!("{{{providers}}}")).unwrap().model, None);
+    }
+
+    #[test]
+    fn bad_model_config_names_the_key() {
+        let e = resolve(r#"{"agents":{"defaults":{"model":{"primary":"nope/m"}}}}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("agents.defaults.model.primary: names provider \"nope\""),
+            "{e}"
+        );
+        let e =
+            resolve(r#"{"models":{"providers":{"x":{"baseUrl":"u","api":"anthropic-messages"}}}}"#)
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("models.providers.x.api: unsupported"),
+            "{e}"
+        );
+        let e = resolve(r#"{"models":{"providers":{"x":{}}}}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("models.providers.x.baseUrl: required"),
+            "{e}"
+        );
+        let e = resolve(r#"{"agents":{"defaults":{"model":"fake"}}}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("agents.defaults.model.primary: must be"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -271,7 +271,9 @@ impl Gateway {
                     health: self.health_version,
                 },
                 uptime_ms: self.uptime_ms(now),
-                session_defaults: SessionDefaults,
+                session_defaults: SessionDefaults {
+                    model_configured: self.config.model.is_some(),
+                },
                 config_path: &self.config.config_path,
                 state_dir: &self.config.state_dir,
                 auth_mode: self.config.auth_mode.as_str(),

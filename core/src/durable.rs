@@ -35,6 +35,8 @@ pub(crate) enum Deferred {
         params: Box<ConnectParams>,
         hello: Box<Admitted>,
     },
+    /// An agent run whose `chat.send` answer is held: it starts once that answer leaves.
+    StartRun(u64),
 }
 
 /// The error a held answer gets when the store could not write what it answers about.
@@ -64,13 +66,18 @@ impl Gateway {
                     self.release(now, item, durable);
                 }
             }
+            WorkResult::HttpHead { .. } | WorkResult::HttpBody(_) | WorkResult::HttpEnd(_) => {
+                self.on_model_response(now, id, result);
+            }
         }
     }
 
-    /// Ask the host to write the pairing store's changes since the last batch, if any.
+    /// Ask the host to write the changes since the last batch (pairing rows, sessions and
+    /// messages), if any; after a failed write, everything.
     pub(crate) fn persist(&mut self) {
         let id = self.next_work_id();
-        if let Some(changes) = self.durable.batch(id, &self.store) {
+        let sessions = self.agent.store_changes(self.durable.rewriting());
+        if let Some(changes) = self.durable.batch(id, &self.store, sessions) {
             self.out.push_back(Output::Work {
                 id,
                 work: Work::Store(changes),
@@ -100,6 +107,14 @@ impl Gateway {
             result,
         };
         if let Err(item) = self.durable.hold(item) {
+            self.release(now, item, true);
+        }
+    }
+
+    /// Start agent run `serial` once every answer held before it has left (its `chat.send`
+    /// answer among them), so its events follow that answer.
+    pub(crate) fn start_run_when_durable(&mut self, now: Instant, serial: u64) {
+        if let Err(item) = self.durable.hold(Deferred::StartRun(serial)) {
             self.release(now, item, true);
         }
     }
@@ -150,6 +165,8 @@ impl Gateway {
                     self.reject(now, conn, &req_id, err, Some(close));
                 }
             }
+            Deferred::StartRun(serial) if durable => self.start_run(now, serial),
+            Deferred::StartRun(serial) => self.drop_run(serial),
         }
     }
 }
@@ -178,10 +195,21 @@ impl<H> Durability<H> {
         }
     }
 
-    /// The changes that bring the disk to `current`, as batch `id`; `None` when there are
-    /// none (the id is then unused).
-    pub(crate) fn batch(&mut self, id: WorkId, current: &PairingStore) -> Option<Vec<StoreChange>> {
-        let changes = diff(&self.written, current, self.rewrite);
+    /// Whether the next batch rewrites every row (a write failed).
+    pub(crate) fn rewriting(&self) -> bool {
+        self.rewrite
+    }
+
+    /// The changes that bring the disk to `current`, then `more` (the sessions' changes), as
+    /// batch `id`; `None` when there are none (the id is then unused).
+    pub(crate) fn batch(
+        &mut self,
+        id: WorkId,
+        current: &PairingStore,
+        more: Vec<StoreChange>,
+    ) -> Option<Vec<StoreChange>> {
+        let mut changes = diff(&self.written, current, self.rewrite);
+        changes.extend(more);
         if changes.is_empty() {
             return None;
         }
@@ -268,9 +296,15 @@ mod tests {
     fn replies_wait_for_every_batch_before_them_and_leave_in_order() {
         let mut d: Durability<&str> = Durability::new(&PairingStore::default());
         assert_eq!(d.hold("idle"), Err("idle"), "nothing in flight: answer now");
-        assert!(d.batch(WorkId(1), &with_pending(&["a"])).is_some());
+        assert!(
+            d.batch(WorkId(1), &with_pending(&["a"]), Vec::new())
+                .is_some()
+        );
         d.hold("after 1").unwrap();
-        assert!(d.batch(WorkId(2), &with_pending(&["a", "b"])).is_some());
+        assert!(
+            d.batch(WorkId(2), &with_pending(&["a", "b"]), Vec::new())
+                .is_some()
+        );
         d.hold("after 2").unwrap();
         assert_eq!(d.settle(WorkId(1), true), vec![("after 1", true)]);
         assert_eq!(d.settle(WorkId(2), true), vec![("after 2", true)]);
@@ -284,23 +318,27 @@ mod tests {
     #[test]
     fn an_unchanged_store_issues_no_batch() {
         let mut d: Durability<()> = Durability::new(&with_pending(&["a"]));
-        assert_eq!(d.batch(WorkId(1), &with_pending(&["a"])), None);
+        assert_eq!(d.batch(WorkId(1), &with_pending(&["a"]), Vec::new()), None);
         assert_eq!(d.hold(()), Err(()));
     }
 
     #[test]
     fn a_failure_fails_what_waits_and_the_next_batch_rewrites_everything() {
         let mut d: Durability<&str> = Durability::new(&PairingStore::default());
-        d.batch(WorkId(1), &with_pending(&["a"])).unwrap();
+        d.batch(WorkId(1), &with_pending(&["a"]), Vec::new())
+            .unwrap();
         d.hold("waits on 1").unwrap();
-        d.batch(WorkId(2), &with_pending(&["a", "b"])).unwrap();
+        d.batch(WorkId(2), &with_pending(&["a", "b"]), Vec::new())
+            .unwrap();
         d.hold("waits on 2").unwrap();
         assert_eq!(d.settle(WorkId(1), false), vec![("waits on 1", false)]);
         assert!(!d.wants_rewrite(), "batch 2 is still in flight");
         // The host fails batch 2 too (it follows a failure); it would have anyway.
         assert_eq!(d.settle(WorkId(2), true), vec![("waits on 2", false)]);
         assert!(d.wants_rewrite());
-        let rewrite = d.batch(WorkId(3), &with_pending(&["a", "b"])).unwrap();
+        let rewrite = d
+            .batch(WorkId(3), &with_pending(&["a", "b"]), Vec::new())
+            .unwrap();
         assert_eq!(rewrite.first(), Some(&StoreChange::ClearPairing));
         assert_eq!(rewrite.len(), 3);
         assert!(!d.wants_rewrite());

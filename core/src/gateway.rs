@@ -75,6 +75,8 @@ pub(crate) enum Timer {
     Refusal(ConnId),
     Tick,
     Invoke(u64),
+    /// The live-text pacing of an agent run (by serial).
+    LiveText(u64),
 }
 
 /// Live counts, for embedders and status.
@@ -107,6 +109,8 @@ pub struct Gateway {
     next_work: u64,
     /// Store batches in flight and the answers waiting for them.
     pub(crate) durable: Durability<Deferred>,
+    /// Chat sessions and agent runs.
+    pub(crate) agent: crate::agent::Agent,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -144,6 +148,7 @@ impl Gateway {
             next_conn: 1,
             next_work: 0,
             durable,
+            agent: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -209,6 +214,11 @@ impl Gateway {
     /// wall time drifting from the reading taken at start.
     pub fn handle_wall_clock(&mut self, now: Instant, unix_ms: u64) {
         self.wall = (now, unix_ms);
+    }
+
+    /// The instant of the latest wall-clock reading (for logs outside an input).
+    pub(crate) fn last_wake(&self) -> Instant {
+        self.wall.0
     }
 
     pub(crate) fn uptime_ms(&self, now: Instant) -> u64 {
@@ -359,6 +369,7 @@ impl Gateway {
                     self.schedule(next.max(now), Timer::Tick);
                 }
                 Timer::Invoke(invoke) => self.invoke_expired(now, invoke),
+                Timer::LiveText(run) => self.live_text_due(now, run),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }
@@ -400,6 +411,7 @@ impl Gateway {
     pub fn shutdown(&mut self, now: Instant) {
         self.draining = true;
         self.log(now, Level::Info, None, "shutting down".into());
+        self.cancel_runs();
         self.broadcast(
             now,
             "shutdown",

@@ -146,14 +146,18 @@ pub(crate) struct StateVersion {
     pub(crate) health: u64,
 }
 
-/// `snapshot.sessionDefaults`: one agent, `main`.
-pub(crate) struct SessionDefaults;
+/// `snapshot.sessionDefaults`: one agent, `main`; whether a primary model is configured.
+pub(crate) struct SessionDefaults {
+    /// `agents.defaults.model.primary` is set (upstream's `modelConfigured`).
+    pub(crate) model_configured: bool,
+}
 
 impl Serialize for SessionDefaults {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("SessionDefaults", 4)?;
+        let mut st = s.serialize_struct("SessionDefaults", 5)?;
         st.serialize_field("defaultAgentId", "main")?;
+        st.serialize_field("modelConfigured", &self.model_configured)?;
         st.serialize_field("mainKey", "main")?;
         st.serialize_field("mainSessionKey", "agent:main:main")?;
         st.serialize_field("scope", "per-sender")?;
@@ -219,7 +223,9 @@ mod tests {
                     health: 2,
                 },
                 uptime_ms: 3,
-                session_defaults: SessionDefaults,
+                session_defaults: SessionDefaults {
+                    model_configured: false,
+                },
                 config_path: "",
                 state_dir: "/s",
                 auth_mode: "token",
@@ -257,7 +263,7 @@ mod tests {
         let text = sample(None);
         let top = [
             r#"{"type":"res","id":"r1","ok":true,"payload":{"type":"hello-ok","protocol":4,"server":{"version":"0.1.0","bootId":"b","connId":"c"},"features":{"methods":["health","#,
-            r#""snapshot":{"suspension":{"phase":"accepting"},"presence":[],"health":{"ok":true},"stateVersion":{"presence":1,"health":2},"uptimeMs":3,"sessionDefaults":{"defaultAgentId":"main","mainKey":"main","mainSessionKey":"agent:main:main","scope":"per-sender"},"stateDir":"/s","authMode":"token"}"#,
+            r#""snapshot":{"suspension":{"phase":"accepting"},"presence":[],"health":{"ok":true},"stateVersion":{"presence":1,"health":2},"uptimeMs":3,"sessionDefaults":{"defaultAgentId":"main","modelConfigured":false,"mainKey":"main","mainSessionKey":"agent:main:main","scope":"per-sender"},"stateDir":"/s","authMode":"token"}"#,
             r#""auth":{"method":"token","role":"operator","scopes":["operator.read"]}"#,
             r#""policy":{"maxPayload":6,"maxBufferedBytes":7,"tickIntervalMs":8}}}"#,
         ];

@@ -60,6 +60,7 @@
 #![warn(unreachable_pub)]
 
 mod admission;
+mod agent;
 pub mod auth;
 pub mod client;
 mod close;

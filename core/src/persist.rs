@@ -5,11 +5,12 @@
 //! [`PairingStore::from_rows`], the loader the fuzzers drive.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::pairing::{PairedDevice, PairingStore, PendingRequest, STORE_VERSION, StoreError};
 
 /// One row change of the durable store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum StoreChange {
     /// Insert or replace a paired device, keyed by its device id.
     PutDevice(PairedDevice),
@@ -21,6 +22,36 @@ pub enum StoreChange {
     DeletePending(String),
     /// Delete every pairing row: the batch that follows a failed write rewrites them all.
     ClearPairing,
+    /// Insert or replace a chat session's row (its key, and the session as JSON).
+    PutSession {
+        /// `agent:<agentId>:<rest>`.
+        key: String,
+        /// The session, as the core encodes it.
+        row: Value,
+    },
+    /// Append one message to a session's transcript at position `seq` (from 1; a put of the
+    /// same position replaces it, so a rewrite is idempotent).
+    AppendMessage {
+        /// The session's key.
+        session_key: String,
+        /// The message's position in the transcript.
+        seq: u64,
+        /// The message, as `chat.history` shows it.
+        message: Value,
+    },
+    /// Delete every session and transcript row (part of the rewrite after a failed write).
+    ClearSessions,
+}
+
+/// A chat session as the store gives it back at start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSession {
+    /// The session's key.
+    pub key: String,
+    /// The session, as the core encoded it in [`StoreChange::PutSession`].
+    pub row: Value,
+    /// Its transcript, in `seq` order.
+    pub messages: Vec<Value>,
 }
 
 /// The kind of a stored row, so the host can route it to its table.
@@ -134,6 +165,9 @@ impl PairingStore {
                     self.devices.clear();
                     self.pending.clear();
                 }
+                StoreChange::PutSession { .. }
+                | StoreChange::AppendMessage { .. }
+                | StoreChange::ClearSessions => {}
             }
         }
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::client::{Client, ClientConfig, Event};
 use crate::frame::ErrorShape;
+use crate::model::HttpRequest;
 use crate::persist::StoreChange;
 use crate::{
     Config, ConnId, Entropy, Gateway, LogRecord, Output, PairingStore, Work, WorkId, WorkResult,
@@ -76,7 +77,19 @@ pub struct Sim {
     /// Store batches asked for and not yet written, while writes are held.
     unwritten: VecDeque<(WorkId, Vec<StoreChange>)>,
     hold_writes: bool,
+    /// Every store batch written, in order.
+    pub batches: Vec<Vec<StoreChange>>,
+    /// The fake model: answers each [`Work::Http`] at once, unless requests are held.
+    model: Option<FakeModel>,
+    /// HTTP requests held for the test to answer with [`Sim::http_result`].
+    held_http: Vec<(WorkId, HttpRequest)>,
+    hold_http: bool,
+    /// The requests the gateway cancelled, in order.
+    pub cancelled: Vec<WorkId>,
 }
+
+/// A scripted model provider: the results (head, body chunks, end) for a request.
+pub type FakeModel = Box<dyn FnMut(&HttpRequest) -> Vec<WorkResult>>;
 
 /// The address of a local peer.
 pub fn loopback() -> SocketAddr {
@@ -114,6 +127,11 @@ impl Sim {
             disk: store_copy,
             unwritten: VecDeque::new(),
             hold_writes: false,
+            batches: Vec::new(),
+            model: None,
+            held_http: Vec::new(),
+            hold_http: false,
+            cancelled: Vec::new(),
         };
         sim.drive();
         sim
@@ -123,6 +141,31 @@ impl Sim {
     /// the gateway asks (`false`, the default).
     pub fn hold_store_writes(&mut self, hold: bool) {
         self.hold_writes = hold;
+    }
+
+    /// Answer every [`Work::Http`] with `model` (all its results at once, at the same instant).
+    pub fn set_http(&mut self, model: impl FnMut(&HttpRequest) -> Vec<WorkResult> + 'static) {
+        self.model = Some(Box::new(model));
+    }
+
+    /// Hold HTTP requests (`true`) for [`Sim::http_result`] instead of answering them.
+    pub fn hold_http(&mut self, hold: bool) {
+        self.hold_http = hold;
+    }
+
+    /// The HTTP requests held so far and not ended.
+    pub fn held_http(&self) -> &[(WorkId, HttpRequest)] {
+        &self.held_http
+    }
+
+    /// Report one result of a held request and let the simulation settle; an `HttpEnd`
+    /// releases it.
+    pub fn http_result(&mut self, id: WorkId, result: WorkResult) {
+        if matches!(result, WorkResult::HttpEnd(_)) {
+            self.held_http.retain(|(w, _)| *w != id);
+        }
+        self.gw.handle_work_result(self.now, id, result);
+        self.drive();
     }
 
     /// Write the held store batches (`ok`) or fail them, report each outcome to the gateway,
@@ -144,6 +187,7 @@ impl Sim {
                 }
             }
             self.disk.apply(changes);
+            self.batches.push(changes.to_vec());
             self.transcript.persisted.push(self.disk.clone());
             Ok(())
         } else {
@@ -407,9 +451,41 @@ impl Sim {
                         self.write_batch(id, &changes, true);
                     }
                 }
+                Output::Work {
+                    id,
+                    work: Work::Http(request),
+                } => {
+                    moved = true;
+                    self.do_http(id, request);
+                }
+                Output::Work {
+                    work: Work::Cancel(id),
+                    ..
+                } => {
+                    moved = true;
+                    self.cancelled.push(id);
+                    if let Some(pos) = self.held_http.iter().position(|(w, _)| *w == id) {
+                        self.held_http.remove(pos);
+                        let end = WorkResult::HttpEnd(Err("cancelled".into()));
+                        self.gw.handle_work_result(self.now, id, end);
+                    }
+                }
                 Output::Log(record) => self.logs.push(record),
                 Output::Timeout(_) => return moved,
             }
+        }
+    }
+
+    fn do_http(&mut self, id: WorkId, request: HttpRequest) {
+        if self.hold_http {
+            self.held_http.push((id, request));
+            return;
+        }
+        let Some(model) = self.model.as_mut() else {
+            panic!("no fake model for {request:?}: call Sim::set_http or Sim::hold_http");
+        };
+        for result in model(&request) {
+            self.gw.handle_work_result(self.now, id, result);
         }
     }
 

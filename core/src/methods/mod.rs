@@ -107,6 +107,9 @@ const REGISTRY: &[MethodSpec] = &[
     method!("device.pair.remove", Pairing, Gateway::device_pair_remove),
     method!("device.token.rotate", Pairing, Gateway::token_rotate),
     method!("device.token.revoke", Pairing, Gateway::token_revoke),
+    method!("chat.history", Read, Gateway::chat_history),
+    method!("chat.send", Write, Gateway::chat_send),
+    method!("chat.abort", Write, Gateway::chat_abort),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -270,6 +273,9 @@ mod tests {
             "device.pair.remove",
             "device.token.rotate",
             "device.token.revoke",
+            "chat.history",
+            "chat.send",
+            "chat.abort",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));

@@ -16,6 +16,8 @@ pub const EVENTS: &[&str] = &[
     "node.pair.resolved",
     "device.pair.requested",
     "device.pair.resolved",
+    "chat",
+    "agent",
 ];
 
 /// The scope a broadcast event needs, `Some("")` for unrestricted ones, `None` when unknown

@@ -1,0 +1,506 @@
+//! The agent: chat sessions and the runs that answer them. A `chat.send` appends the user's
+//! message to its session and starts a run; the run asks the host for one streamed model
+//! request ([`Work::Http`]), turns the response into `agent` and `chat` events (text paced to
+//! one `chat` delta per `liveTextPacing` per run) and appends the answer to the transcript.
+//! Every transcript change leaves as a store batch with the next [`Gateway::persist`].
+
+mod chat;
+mod run;
+mod session;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::gateway::{Gateway, Output, Timer};
+use crate::log::Level;
+use crate::model::openai::{
+    ChatEvent, ChatRequest, ProviderError, StreamError, classify_http_error,
+};
+use crate::persist::{StoreChange, StoredSession};
+use crate::work::{Work, WorkId, WorkResult};
+
+use run::{Event, Response, Run};
+use session::{ChatSession, failed_before_reply, text_message};
+
+/// Sessions, runs, and the transcript changes not yet in a store batch.
+#[derive(Debug, Default)]
+pub(crate) struct Agent {
+    sessions: BTreeMap<String, ChatSession>,
+    /// Runs by serial (the serial names their timers).
+    runs: BTreeMap<u64, Run>,
+    /// Live runs by `runId`.
+    by_run_id: HashMap<String, u64>,
+    /// Live model requests.
+    by_work: HashMap<WorkId, u64>,
+    next_run: u64,
+    unsaved: Vec<StoreChange>,
+}
+
+impl Agent {
+    /// The session changes for the next store batch: those since the last batch, or with
+    /// `full` (the rewrite after a failed write) a clear and every session and message.
+    pub(crate) fn store_changes(&mut self, full: bool) -> Vec<StoreChange> {
+        let unsaved = std::mem::take(&mut self.unsaved);
+        if !full {
+            return unsaved;
+        }
+        let mut out = vec![StoreChange::ClearSessions];
+        for (key, s) in &self.sessions {
+            out.extend(s.rows(key));
+        }
+        out
+    }
+
+    /// Append `message` to the session `key` (which must exist) and record the changes.
+    fn append(&mut self, key: &str, message: Value, ts: u64) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        s.messages.push(message.clone());
+        s.updated_at = ts;
+        self.unsaved.push(StoreChange::PutSession {
+            key: key.to_string(),
+            row: s.row(key),
+        });
+        self.unsaved.push(StoreChange::AppendMessage {
+            session_key: key.to_string(),
+            seq: s.messages.len() as u64,
+            message,
+        });
+    }
+
+    /// Forget a run; returns it.
+    fn remove(&mut self, serial: u64) -> Option<Run> {
+        let run = self.runs.remove(&serial)?;
+        self.by_run_id.remove(&run.run_id);
+        if let Some(w) = run.work {
+            self.by_work.remove(&w);
+        }
+        Some(run)
+    }
+}
+
+/// Why a run failed, as the `chat` error event reports it.
+struct Failure {
+    message: String,
+    kind: &'static str,
+    detail: Option<Value>,
+}
+
+impl Failure {
+    fn provider(e: &ProviderError, gw: &Gateway) -> Self {
+        let route = gw.config.model.as_ref();
+        Failure {
+            message: e.to_string(),
+            kind: e.kind.chat_error_kind(),
+            detail: Some(json!({
+                "provider": route.map(|m| m.provider.as_str()),
+                "model": route.map(|m| m.model.as_str()),
+                "failoverReason": e.kind.as_str(),
+                "providerErrorType": e.error_type,
+                "httpStatus": e.status,
+                "providerErrorMessagePreview": e.message_preview,
+            })),
+        }
+    }
+
+    fn plain(message: String, kind: &'static str) -> Self {
+        Failure {
+            message,
+            kind,
+            detail: None,
+        }
+    }
+}
+
+/// The message of a turn with no model configured.
+const OFFLINE: &str = "No model is configured: set agents.defaults.model.primary to \"<provider>/<model>\" and define that provider under models.providers in openclaw.json.";
+
+impl Gateway {
+    /// Load the sessions the store kept (at start, before any connection). A row that does
+    /// not decode is logged and skipped.
+    pub fn restore_sessions(&mut self, sessions: Vec<StoredSession>) {
+        let now = self.last_wake();
+        for s in sessions {
+            match ChatSession::from_row(s.row, s.messages) {
+                Ok(session) => {
+                    self.agent.sessions.insert(s.key, session);
+                }
+                Err(e) => self.log(
+                    now,
+                    Level::Warn,
+                    None,
+                    format!("stored session {} does not decode, skipped: {e}", s.key),
+                ),
+            }
+        }
+    }
+
+    fn emit(&mut self, now: Instant, events: impl IntoIterator<Item = Event>) {
+        for (event, payload) in events {
+            self.broadcast(now, event, &payload, None);
+        }
+    }
+
+    /// Build events from a live run and broadcast them.
+    fn with_run<E: IntoIterator<Item = Event>>(
+        &mut self,
+        now: Instant,
+        serial: u64,
+        f: impl FnOnce(&mut Run, u64) -> E,
+    ) {
+        let ts = self.unix_ms(now);
+        let Some(run) = self.agent.runs.get_mut(&serial) else {
+            return;
+        };
+        let events: Vec<Event> = f(run, ts).into_iter().collect();
+        self.emit(now, events);
+    }
+
+    /// Start run `serial` (its `chat.send` was answered): its status events, then the model
+    /// request, or the offline failure.
+    pub(crate) fn start_run(&mut self, now: Instant, serial: u64) {
+        let Some(key) = self.agent.runs.get(&serial).map(|r| r.session_key.clone()) else {
+            return;
+        };
+        self.with_run(now, serial, |run, ts| {
+            let mut ev = Vec::from(run.status(ts, "preparing_workspace"));
+            ev.extend(run.status(ts, "preparing_context"));
+            ev
+        });
+        let Some(route) = self.config.model.clone() else {
+            self.with_run(now, serial, |run, ts| {
+                [run.lifecycle(ts, "model", json!({"provider": null, "model": null}))]
+            });
+            self.fail_run(now, serial, Failure::plain(OFFLINE.into(), "unknown"));
+            return;
+        };
+        self.with_run(now, serial, |run, ts| {
+            let start = run.lifecycle(ts, "start", json!({"startedAt": run.started_at}));
+            let status = run.chat("status", json!({"phase": "starting_model"}));
+            let model = json!({"provider": route.provider, "model": route.model});
+            [start, status, run.lifecycle(ts, "model", model)]
+        });
+        let messages = self
+            .agent
+            .sessions
+            .get(&key)
+            .map(|s| s.to_model(self.config.limits.max_model_messages))
+            .unwrap_or_default();
+        let request = ChatRequest {
+            model: route.model.clone(),
+            messages,
+        }
+        .to_http(&route.base_url, route.api_key.as_ref().map(|k| k.expose()));
+        let id = self.next_work_id();
+        if let Some(run) = self.agent.runs.get_mut(&serial) {
+            run.work = Some(id);
+            self.agent.by_work.insert(id, serial);
+        }
+        self.out.push_back(Output::Work {
+            id,
+            work: Work::Http(request),
+        });
+    }
+
+    /// A run held for its `chat.send` answer is dropped (the answer failed).
+    pub(crate) fn drop_run(&mut self, serial: u64) {
+        self.agent.remove(serial);
+    }
+
+    /// A piece of a model response, for the run that asked for it.
+    pub(crate) fn on_model_response(&mut self, now: Instant, id: WorkId, result: WorkResult) {
+        let Some(&serial) = self.agent.by_work.get(&id) else {
+            return;
+        };
+        let max_body = self.config.limits.max_error_body_bytes;
+        let Some(run) = self.agent.runs.get_mut(&serial) else {
+            return;
+        };
+        match result {
+            WorkResult::HttpHead { status, headers } => {
+                run.response = if (200..300).contains(&status) {
+                    Response::Streaming
+                } else {
+                    let retry_after = headers
+                        .into_iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+                        .map(|(_, v)| v);
+                    Response::Failed {
+                        status,
+                        retry_after,
+                        body: Vec::new(),
+                    }
+                };
+            }
+            WorkResult::HttpBody(bytes) => match &mut run.response {
+                Response::Failed { body, .. } => {
+                    let room = max_body.saturating_sub(body.len());
+                    body.extend(bytes.iter().take(room));
+                }
+                Response::Awaiting | Response::Streaming => {
+                    let mut events = Vec::new();
+                    let fed = run.stream.feed(&bytes, &mut events);
+                    for e in events {
+                        if let ChatEvent::TextDelta(t) = e
+                            && let Some(run) = self.agent.runs.get_mut(&serial)
+                        {
+                            run.text.push_str(&t);
+                            self.pace(now, serial);
+                        }
+                    }
+                    if let Err(e) = fed {
+                        self.stream_failed(now, serial, e);
+                    }
+                }
+            },
+            WorkResult::HttpEnd(Ok(())) => match &run.response {
+                Response::Failed {
+                    status,
+                    retry_after,
+                    body,
+                } => {
+                    let e = classify_http_error(*status, retry_after.as_deref(), body);
+                    let failure = Failure::provider(&e, self);
+                    self.fail_run(now, serial, failure);
+                }
+                Response::Awaiting | Response::Streaming => match run.stream.finish() {
+                    Ok(done) => self.complete_run(now, serial, done),
+                    Err(e) => self.stream_failed(now, serial, e),
+                },
+            },
+            WorkResult::HttpEnd(Err(e)) => {
+                let kind = if e.contains("timed out") {
+                    "timeout"
+                } else {
+                    "unknown"
+                };
+                let failure = Failure::plain(format!("model request failed: {e}"), kind);
+                self.fail_run(now, serial, failure);
+            }
+            WorkResult::Stored(_) => {}
+        }
+    }
+
+    fn stream_failed(&mut self, now: Instant, serial: u64, e: StreamError) {
+        let failure = match &e {
+            StreamError::Provider(p) => Failure::provider(p, self),
+            other => Failure::plain(format!("model response unreadable: {other}"), "unknown"),
+        };
+        self.fail_run(now, serial, failure);
+    }
+
+    /// New text arrived: flush it now, or once the pacing interval since the last flush ends.
+    fn pace(&mut self, now: Instant, serial: u64) {
+        let pacing = self.config.limits.live_text_pacing;
+        let Some(run) = self.agent.runs.get_mut(&serial) else {
+            return;
+        };
+        match run.last_flush.map(|at| at + pacing) {
+            Some(due) if now < due => {
+                if !run.flush_due {
+                    run.flush_due = true;
+                    self.schedule(due, Timer::LiveText(serial));
+                }
+            }
+            _ => self.flush_live_text(now, serial),
+        }
+    }
+
+    /// The pacing timer of run `serial` fired.
+    pub(crate) fn live_text_due(&mut self, now: Instant, serial: u64) {
+        if self.agent.runs.get(&serial).is_some_and(|r| r.flush_due) {
+            self.flush_live_text(now, serial);
+        }
+    }
+
+    fn flush_live_text(&mut self, now: Instant, serial: u64) {
+        self.with_run(now, serial, |run, ts| {
+            run.last_flush = Some(now);
+            run.flush_due = false;
+            let agent = run.flush_agent_text(ts);
+            agent.into_iter().chain(run.flush_chat_text(ts))
+        });
+    }
+
+    fn complete_run(&mut self, now: Instant, serial: u64, done: crate::model::openai::Completion) {
+        let ts = self.unix_ms(now);
+        let Some(mut run) = self.agent.remove(serial) else {
+            return;
+        };
+        let stop = done
+            .finish_reason
+            .as_ref()
+            .map_or("stop", |f| f.as_str())
+            .to_string();
+        let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
+        if let Some(u) = done.usage {
+            let usage =
+                json!({"inputTokens": u.prompt_tokens, "outputTokens": u.completion_tokens});
+            ev.push(run.agent(ts, "usage", usage));
+        }
+        let finishing = json!({"stopReason": stop, "aborted": false, "livenessState": "working", "endedAt": ts});
+        ev.push(run.lifecycle(ts, "finishing", finishing));
+        let end = json!({
+            "stopReason": stop,
+            "aborted": false,
+            "startedAt": run.started_at,
+            "endedAt": ts,
+            "terminalReply": {"disposition": "visible", "text": run.text},
+            "executionSettled": true,
+        });
+        ev.push(run.lifecycle(ts, "end", end));
+        ev.extend(run.flush_chat_text(ts));
+        let message = run.message(ts);
+        ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
+        self.emit(now, ev);
+        self.agent.append(&run.session_key, message, ts);
+        self.persist();
+    }
+
+    fn fail_run(&mut self, now: Instant, serial: u64, failure: Failure) {
+        let ts = self.unix_ms(now);
+        let Some(mut run) = self.agent.remove(serial) else {
+            return;
+        };
+        self.log(
+            now,
+            Level::Warn,
+            Some(run.origin),
+            format!("agent run {} failed: {}", run.run_id, failure.message),
+        );
+        let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
+        let error = json!({
+            "startedAt": run.started_at,
+            "endedAt": ts,
+            "error": failure.message,
+            "executionSettled": true,
+        });
+        ev.push(run.lifecycle(ts, "error", error));
+        ev.extend(run.flush_chat_text(ts));
+        let mut fields = json!({"errorMessage": failure.message, "errorKind": failure.kind});
+        if let (Some(d), Value::Object(f)) = (failure.detail, &mut fields) {
+            f.insert("errorDetail".into(), d);
+        }
+        ev.push(run.chat("error", fields));
+        let row = if run.text.is_empty() {
+            // The user-facing notice (no agentId, seq 1), as upstream sends it.
+            ev.push((
+                "chat",
+                json!({
+                    "runId": run.run_id,
+                    "sessionKey": run.session_key,
+                    "seq": 1,
+                    "state": "error",
+                    "errorMessage": format!("⚠️ Agent failed before reply: {}\nTo view logs, run `clawgate logs --follow` in a terminal.", failure.message),
+                }),
+            ));
+            failed_before_reply(&failure.message, ts)
+        } else {
+            run.message(ts)
+        };
+        self.emit(now, ev);
+        self.agent.append(&run.session_key, row, ts);
+        self.persist();
+    }
+
+    /// Abort the runs of `session_key` (only `run_id` when given): cancel their requests and
+    /// end them `aborted`. Returns their run ids.
+    pub(crate) fn abort_runs(
+        &mut self,
+        now: Instant,
+        session_key: &str,
+        run_id: Option<&str>,
+    ) -> Vec<String> {
+        let serials: Vec<u64> = self
+            .agent
+            .runs
+            .iter()
+            .filter(|(_, r)| r.session_key == session_key && run_id.is_none_or(|id| r.run_id == id))
+            .map(|(s, _)| *s)
+            .collect();
+        let ts = self.unix_ms(now);
+        let mut ids = Vec::new();
+        for serial in serials {
+            let Some(mut run) = self.agent.remove(serial) else {
+                continue;
+            };
+            self.cancel_request(&run);
+            let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
+            let end = json!({"stopReason": "rpc", "aborted": true, "startedAt": run.started_at, "endedAt": ts});
+            ev.push(run.lifecycle(ts, "end", end));
+            let mut fields = json!({"stopReason": "rpc"});
+            if !run.text.is_empty()
+                && let Value::Object(f) = &mut fields
+            {
+                f.insert("message".into(), run.message(ts));
+            }
+            ev.push(run.chat("aborted", fields));
+            self.emit(now, ev);
+            if !run.text.is_empty() {
+                self.agent.append(&run.session_key, run.message(ts), ts);
+            }
+            ids.push(run.run_id);
+        }
+        self.persist();
+        ids
+    }
+
+    fn cancel_request(&mut self, run: &Run) {
+        if let Some(w) = run.work {
+            let id = self.next_work_id();
+            self.out.push_back(Output::Work {
+                id,
+                work: Work::Cancel(w),
+            });
+        }
+    }
+
+    /// The gateway is stopping: cancel every model request and forget the runs.
+    pub(crate) fn cancel_runs(&mut self) {
+        let serials: Vec<u64> = self.agent.runs.keys().copied().collect();
+        for serial in serials {
+            if let Some(run) = self.agent.remove(serial) {
+                self.cancel_request(&run);
+            }
+        }
+    }
+
+    /// The `history` of a session, for `chat.history`.
+    fn session(&self, key: &str) -> Option<&ChatSession> {
+        self.agent.sessions.get(key)
+    }
+
+    /// A new run for `run_id` on `key` (the session exists); its serial.
+    fn new_run(&mut self, run_id: &str, key: &str, origin: crate::ConnId, ts: u64) -> u64 {
+        let session_id = self
+            .agent
+            .sessions
+            .get(key)
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        self.agent.next_run += 1;
+        let serial = self.agent.next_run;
+        let run = Run::new(run_id.into(), key.into(), session_id, origin, ts);
+        self.agent.runs.insert(serial, run);
+        self.agent.by_run_id.insert(run_id.into(), serial);
+        serial
+    }
+
+    /// Append the user's message to session `key`, creating the session if needed.
+    fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
+        if !self.agent.sessions.contains_key(key) {
+            let id = self.uuid();
+            self.agent
+                .sessions
+                .insert(key.to_string(), ChatSession::new(id, ts));
+        }
+        let mut message = text_message("user", text, ts);
+        if let Value::Object(m) = &mut message {
+            m.insert("idempotencyKey".into(), json!(idempotency_key));
+        }
+        self.agent.append(key, message, ts);
+    }
+}

@@ -1,0 +1,170 @@
+//! One agent run: the turn a `chat.send` started, from its model request to its final event.
+//! A run builds its own `chat` and `agent` event payloads (with its per-run `seq`); the
+//! gateway broadcasts them.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use crate::conn::ConnId;
+use crate::model::openai::ChatStream;
+use crate::work::WorkId;
+
+use super::session::text_message;
+
+/// A broadcast event: its name and payload.
+pub(crate) type Event = (&'static str, Value);
+
+/// Where the model's response is.
+#[derive(Debug)]
+pub(crate) enum Response {
+    /// No head yet.
+    Awaiting,
+    /// A 2xx head: the body is the SSE stream.
+    Streaming,
+    /// A non-2xx head: the body (bounded) is the provider's error.
+    Failed {
+        /// The HTTP status.
+        status: u16,
+        /// The `Retry-After` header's value.
+        retry_after: Option<String>,
+        /// The body so far, at most `maxErrorBodyBytes`.
+        body: Vec<u8>,
+    },
+}
+
+/// A run in progress.
+#[derive(Debug)]
+pub(crate) struct Run {
+    /// `runId`: the `chat.send` idempotency key.
+    pub(crate) run_id: String,
+    /// The session it answers.
+    pub(crate) session_key: String,
+    /// That session's id.
+    pub(crate) session_id: String,
+    /// The connection that asked for it (the run outlives it).
+    pub(crate) origin: ConnId,
+    /// The model request, once sent.
+    pub(crate) work: Option<WorkId>,
+    /// The response's state.
+    pub(crate) response: Response,
+    /// The decoder of a 2xx body.
+    pub(crate) stream: ChatStream,
+    /// The assistant text so far.
+    pub(crate) text: String,
+    /// Bytes of `text` already sent in `agent` assistant events.
+    agent_sent: usize,
+    /// Bytes of `text` already sent in `chat` deltas.
+    chat_sent: usize,
+    /// The last `seq` of this run's events.
+    seq: u64,
+    /// When live text was last flushed.
+    pub(crate) last_flush: Option<Instant>,
+    /// A live-text flush timer is pending.
+    pub(crate) flush_due: bool,
+    /// Unix milliseconds the run started at.
+    pub(crate) started_at: u64,
+}
+
+impl Run {
+    /// A run not started yet.
+    pub(crate) fn new(
+        run_id: String,
+        session_key: String,
+        session_id: String,
+        origin: ConnId,
+        started_at: u64,
+    ) -> Self {
+        Self {
+            run_id,
+            session_key,
+            session_id,
+            origin,
+            work: None,
+            response: Response::Awaiting,
+            stream: ChatStream::default(),
+            text: String::new(),
+            agent_sent: 0,
+            chat_sent: 0,
+            seq: 0,
+            last_flush: None,
+            flush_due: false,
+            started_at,
+        }
+    }
+
+    /// An `agent` event on `stream`, with the next `seq`.
+    pub(crate) fn agent(&mut self, ts: u64, stream: &str, data: Value) -> Event {
+        self.seq += 1;
+        (
+            "agent",
+            json!({
+                "runId": self.run_id,
+                "agentId": "main",
+                "sessionId": self.session_id,
+                "sessionKey": self.session_key,
+                "lane": "main",
+                "stream": stream,
+                "data": data,
+                "seq": self.seq,
+                "ts": ts,
+                "isHeartbeat": false,
+            }),
+        )
+    }
+
+    /// A `chat` event in `state` with `fields`, carrying the `seq` of the latest `agent` event.
+    pub(crate) fn chat(&self, state: &str, fields: Value) -> Event {
+        let mut p = Map::new();
+        p.insert("runId".into(), json!(self.run_id));
+        p.insert("sessionKey".into(), json!(self.session_key));
+        p.insert("agentId".into(), json!("main"));
+        p.insert("seq".into(), json!(self.seq));
+        p.insert("state".into(), json!(state));
+        if let Value::Object(f) = fields {
+            p.extend(f);
+        }
+        ("chat", Value::Object(p))
+    }
+
+    /// A `chat` status and its `agent` `run_status`, under one new `seq`.
+    pub(crate) fn status(&mut self, ts: u64, phase: &str) -> [Event; 2] {
+        let agent = self.agent(ts, "run_status", json!({"phase": phase}));
+        [self.chat("status", json!({"phase": phase})), agent]
+    }
+
+    /// An `agent` lifecycle event in `phase` with `fields`.
+    pub(crate) fn lifecycle(&mut self, ts: u64, phase: &str, fields: Value) -> Event {
+        let mut data = Map::new();
+        data.insert("phase".into(), json!(phase));
+        if let Value::Object(f) = fields {
+            data.extend(f);
+        }
+        self.agent(ts, "lifecycle", Value::Object(data))
+    }
+
+    /// The `agent` assistant event for text not sent on that stream yet.
+    pub(crate) fn flush_agent_text(&mut self, ts: u64) -> Option<Event> {
+        let delta = self.text.get(self.agent_sent..).filter(|d| !d.is_empty())?;
+        let data = json!({
+            "text": self.text,
+            "delta": delta,
+            "itemId": format!("{}:1", self.run_id),
+        });
+        self.agent_sent = self.text.len();
+        Some(self.agent(ts, "assistant", data))
+    }
+
+    /// The `chat` delta for text not sent on that stream yet.
+    pub(crate) fn flush_chat_text(&mut self, ts: u64) -> Option<Event> {
+        let delta = self.text.get(self.chat_sent..).filter(|d| !d.is_empty())?;
+        let fields = json!({"deltaText": delta, "message": self.message(ts)});
+        self.chat_sent = self.text.len();
+        Some(self.chat("delta", fields))
+    }
+
+    /// The assistant message so far.
+    pub(crate) fn message(&self, ts: u64) -> Value {
+        text_message("assistant", &self.text, ts)
+    }
+}

@@ -1,0 +1,602 @@
+//! The agent through the simulated gateway: `chat.send` → the model request → `agent` and
+//! `chat` events → the transcript, against a scripted fake model.
+
+use core::time::Duration;
+use std::time::Instant;
+
+use clawgate_core::client::Event;
+use clawgate_core::config::ModelRoute;
+use clawgate_core::fuzzing::sim::*;
+use clawgate_core::persist::{StoreChange, StoredSession};
+use clawgate_core::{Config, ConnId, WorkResult};
+use serde_json::{Value, json};
+
+fn config(model: bool) -> Config {
+    let mut c = Config::local_default().with_token("t");
+    if model {
+        c.model = Some(ModelRoute {
+            provider: "fake".into(),
+            model: "fake-1".into(),
+            base_url: "http://127.0.0.1:9/v1".into(),
+            api_key: None,
+        });
+    }
+    c
+}
+
+fn operator(p: &mut Sim, scopes: &[&str]) -> ConnId {
+    let mut c = cli(Some("t"));
+    c.scopes = scopes.iter().map(|s| s.to_string()).collect();
+    let id = p.open_client(c, loopback());
+    p.events(id);
+    id
+}
+
+fn chunk(text: &str) -> Vec<u8> {
+    let c = json!({"choices":[{"index":0,"delta":{"content":text}}]});
+    format!("data: {c}\n\n").into_bytes()
+}
+
+/// A 200 streaming `chunks`, then `stop`, usage and `[DONE]`.
+fn answer(chunks: &[&str]) -> Vec<WorkResult> {
+    let mut out = vec![WorkResult::HttpHead {
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+    }];
+    out.extend(chunks.iter().map(|c| WorkResult::HttpBody(chunk(c))));
+    let tail = json!({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":5}});
+    out.push(WorkResult::HttpBody(
+        format!("data: {tail}\n\ndata: [DONE]\n\n").into_bytes(),
+    ));
+    out.push(WorkResult::HttpEnd(Ok(())));
+    out
+}
+
+/// The `chat`/`agent` events a client received (`event`, payload), and responses as `res`.
+fn frames(p: &mut Sim, id: ConnId) -> Vec<(String, Value)> {
+    p.events(id)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event { event, payload, .. } if event == "chat" || event == "agent" => {
+                Some((event, payload))
+            }
+            Event::Response { result, .. } => Some((
+                "res".into(),
+                result.unwrap_or_else(|e| json!({"error": e.message})),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A short name per frame: `chat:status`, `agent:lifecycle:start`, `res`.
+fn names(frames: &[(String, Value)]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|(e, p)| match e.as_str() {
+            "chat" => format!("chat:{}", p["state"].as_str().unwrap_or("?")),
+            "agent" if p["stream"] == "lifecycle" => {
+                format!(
+                    "agent:lifecycle:{}",
+                    p["data"]["phase"].as_str().unwrap_or("?")
+                )
+            }
+            "agent" => format!("agent:{}", p["stream"].as_str().unwrap_or("?")),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// The answer and the two preparing statuses every run starts with.
+const STARTED: [&str; 5] = [
+    "res",
+    "chat:status",
+    "agent:run_status",
+    "chat:status",
+    "agent:run_status",
+];
+
+/// A gateway whose model requests are held, with a writer that started run `key`: the sim,
+/// the writer, and the run's request.
+fn held_run(key: &str) -> (Sim, ConnId, clawgate_core::WorkId) {
+    let mut p = Sim::started(Instant::now(), config(true));
+    p.hold_http(true);
+    let op = operator(&mut p, &["operator.write"]);
+    send(&mut p, op, key, "hi");
+    let id = p.held_http()[0].0;
+    (p, op, id)
+}
+
+fn send(p: &mut Sim, id: ConnId, key: &str, message: &str) {
+    let params =
+        json!({"sessionKey": "agent:main:main", "message": message, "idempotencyKey": key});
+    p.request(id, "chat.send", Some(params));
+}
+
+fn of<'a>(frames: &'a [(String, Value)], name: &str) -> Vec<&'a Value> {
+    names(frames)
+        .into_iter()
+        .zip(frames)
+        .filter(|(n, _)| n == name)
+        .map(|(_, (_, p))| p)
+        .collect()
+}
+
+#[test]
+fn a_streamed_answer_in_upstreams_order_and_shapes() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    let requests = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = requests.clone();
+    p.set_http(move |req| {
+        seen.borrow_mut().push(req.clone());
+        answer(&["Echo", " from", " fake"])
+    });
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    send(&mut p, op, "k-1", "hello");
+    let f = frames(&mut p, op);
+    assert_eq!(
+        names(&f),
+        [
+            STARTED.as_slice(),
+            &[
+                "agent:lifecycle:start",
+                "chat:status",
+                "agent:lifecycle:model",
+                "agent:assistant",
+                "chat:delta",
+                "agent:assistant",
+                "agent:usage",
+                "agent:lifecycle:finishing",
+                "agent:lifecycle:end",
+                "chat:delta",
+                "chat:final",
+            ],
+        ]
+        .concat()
+    );
+    assert_eq!(f[0].1, json!({"runId": "k-1", "status": "started"}));
+    let fin = of(&f, "chat:final")[0];
+    assert_eq!(fin["runId"], "k-1");
+    assert_eq!(fin["sessionKey"], "agent:main:main");
+    assert_eq!(fin["agentId"], "main");
+    assert_eq!(fin["stopReason"], "stop");
+    assert_eq!(fin["message"]["role"], "assistant");
+    assert_eq!(
+        fin["message"]["content"],
+        json!([{"type": "text", "text": "Echo from fake"}])
+    );
+    let deltas = of(&f, "chat:delta");
+    assert_eq!(deltas[0]["deltaText"], "Echo");
+    assert_eq!(deltas[1]["deltaText"], " from fake");
+    assert_eq!(deltas[1]["message"]["content"][0]["text"], "Echo from fake");
+    let usage = of(&f, "agent:usage")[0];
+    assert_eq!(usage["data"], json!({"inputTokens": 3, "outputTokens": 5}));
+    let model = of(&f, "agent:lifecycle:model")[0];
+    assert_eq!(
+        model["data"],
+        json!({"phase": "model", "provider": "fake", "model": "fake-1"})
+    );
+    // Every event carries the run, the session and a per-run seq that never goes back.
+    let seqs: Vec<u64> = f[1..]
+        .iter()
+        .map(|(_, p)| p["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
+    for (e, p) in &f[1..] {
+        assert_eq!(p["runId"], "k-1", "{e} {p}");
+        if e == "agent" {
+            assert!(p["ts"].is_u64() && p["sessionId"].is_string(), "{p}");
+        }
+    }
+    let reqs = requests.borrow();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].url, "http://127.0.0.1:9/v1/chat/completions");
+    let body: Value = serde_json::from_slice(&reqs[0].body).unwrap();
+    assert_eq!(body["model"], "fake-1");
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "user", "content": "hello"}])
+    );
+}
+
+#[test]
+fn deltas_are_coalesced_under_a_fast_model() {
+    let (mut p, op, id) = held_run("k-fast");
+    let results = answer(&["a"; 40]);
+    let n = results.len();
+    for (i, r) in results.into_iter().enumerate() {
+        p.http_result(id, r);
+        if i + 2 < n {
+            p.advance(Duration::from_millis(5));
+        }
+    }
+    let f = frames(&mut p, op);
+    let deltas = of(&f, "chat:delta");
+    // 40 chunks over ~200 ms: one delta per 75 ms, plus the last.
+    assert!((2..=5).contains(&deltas.len()), "{} deltas", deltas.len());
+    let joined: String = deltas
+        .iter()
+        .map(|d| d["deltaText"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, "a".repeat(40));
+    assert_eq!(
+        of(&f, "chat:final")[0]["message"]["content"][0]["text"],
+        "a".repeat(40)
+    );
+}
+
+fn stored_sessions(batches: &[Vec<StoreChange>]) -> Vec<StoredSession> {
+    let mut out: Vec<StoredSession> = Vec::new();
+    for change in batches.iter().flatten() {
+        match change {
+            StoreChange::ClearSessions => out.clear(),
+            StoreChange::PutSession { key, row } => match out.iter_mut().find(|s| &s.key == key) {
+                Some(s) => s.row = row.clone(),
+                None => out.push(StoredSession {
+                    key: key.clone(),
+                    row: row.clone(),
+                    messages: vec![],
+                }),
+            },
+            StoreChange::AppendMessage {
+                session_key,
+                seq,
+                message,
+            } => {
+                let s = out.iter_mut().find(|s| &s.key == session_key).unwrap();
+                assert_eq!(*seq as usize, s.messages.len() + 1);
+                s.messages.push(message.clone());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn history_after_a_run_and_after_a_restart() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    p.set_http(|_| answer(&["hi there"]));
+    let op = operator(&mut p, &["operator.write"]);
+    send(&mut p, op, "k-h", "hello");
+    p.events(op);
+    let h = p
+        .call(
+            op,
+            "chat.history",
+            Some(json!({"sessionKey": "agent:main:main"})),
+        )
+        .unwrap();
+    assert_eq!(h["sessionKey"], "agent:main:main");
+    assert!(h["sessionId"].is_string());
+    let msgs = h["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0]["role"], "user");
+    assert_eq!(msgs[0]["content"][0]["text"], "hello");
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(msgs[1]["content"][0]["text"], "hi there");
+    let last = p
+        .call(
+            op,
+            "chat.history",
+            Some(json!({"sessionKey": "main", "limit": 1})),
+        )
+        .unwrap();
+    assert_eq!(last["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(last["hasMore"], true);
+
+    // The store's batches, loaded back into a new gateway, give the same history.
+    let stored = stored_sessions(&p.batches);
+    let mut q = Sim::started(Instant::now(), config(true));
+    q.gw.restore_sessions(stored);
+    let op = operator(&mut q, &["operator.read"]);
+    let again = q
+        .call(
+            op,
+            "chat.history",
+            Some(json!({"sessionKey": "agent:main:main"})),
+        )
+        .unwrap();
+    assert_eq!(again["messages"], h["messages"]);
+    assert_eq!(again["sessionId"], h["sessionId"]);
+}
+
+fn failed(status: Option<u16>, body: &str, end: Result<(), String>) -> Vec<(String, Value)> {
+    let mut p = Sim::started(Instant::now(), config(true));
+    let body = body.as_bytes().to_vec();
+    p.set_http(move |_| {
+        let mut out = Vec::new();
+        if let Some(status) = status {
+            out.push(WorkResult::HttpHead {
+                status,
+                headers: vec![("retry-after".into(), "7".into())],
+            });
+            out.push(WorkResult::HttpBody(body.clone()));
+        }
+        out.push(WorkResult::HttpEnd(end.clone()));
+        out
+    });
+    let op = operator(&mut p, &["operator.write"]);
+    send(&mut p, op, "k-err", "hello");
+    frames(&mut p, op)
+}
+
+#[test]
+fn provider_failures_end_in_a_chat_error_with_its_kind() {
+    let f = failed(
+        Some(429),
+        r#"{"error":{"message":"Rate limit reached","type":"rate_limit_error"}}"#,
+        Ok(()),
+    );
+    let names = names(&f);
+    assert!(
+        names.ends_with(&[
+            "agent:lifecycle:error".into(),
+            "chat:error".into(),
+            "chat:error".into()
+        ]),
+        "{names:?}"
+    );
+    let err = of(&f, "chat:error")[0];
+    assert_eq!(err["errorKind"], "rate_limit");
+    assert_eq!(err["errorDetail"]["httpStatus"], 429);
+    assert_eq!(err["errorDetail"]["provider"], "fake");
+    assert!(
+        err["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("Rate limit reached"),
+        "{err}"
+    );
+    assert_eq!(of(&f, "chat:error")[1]["seq"], 1, "the user-facing notice");
+
+    let f = failed(Some(500), "upstream exploded", Ok(()));
+    assert_eq!(of(&f, "chat:error")[0]["errorKind"], "unknown");
+    assert_eq!(of(&f, "chat:error")[0]["errorDetail"]["httpStatus"], 500);
+
+    let f = failed(None, "", Err("connection refused".into()));
+    let err = of(&f, "chat:error")[0];
+    assert_eq!(err["errorKind"], "unknown");
+    assert!(
+        err["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused")
+    );
+    let lifecycle = of(&f, "agent:lifecycle:error")[0];
+    assert!(
+        lifecycle["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused")
+    );
+}
+
+#[test]
+fn offline_the_run_fails_naming_the_keys_to_set() {
+    let mut p = Sim::started(Instant::now(), config(false));
+    let op = operator(&mut p, &["operator.write"]);
+    assert_eq!(p.hello(op), None, "hello drained");
+    send(&mut p, op, "k-off", "hello offline");
+    let f = frames(&mut p, op);
+    assert_eq!(
+        names(&f),
+        [
+            STARTED.as_slice(),
+            &[
+                "agent:lifecycle:model",
+                "agent:lifecycle:error",
+                "chat:error",
+                "chat:error",
+            ],
+        ]
+        .concat()
+    );
+    let errors = of(&f, "chat:error");
+    assert!(
+        errors[0]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("agents.defaults.model.primary")
+    );
+    assert!(
+        errors[0]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("models.providers")
+    );
+    assert_eq!(errors[1].get("agentId"), None);
+    let h = p
+        .call(
+            op,
+            "chat.history",
+            Some(json!({"sessionKey": "agent:main:main"})),
+        )
+        .unwrap();
+    assert_eq!(h["messages"][1]["customType"], "run-failed-before-reply");
+    let hello_cfg = operator_hello(&mut p);
+    assert_eq!(
+        hello_cfg["snapshot"]["sessionDefaults"]["modelConfigured"],
+        false
+    );
+}
+
+fn operator_hello(p: &mut Sim) -> Value {
+    let id = p.open_client(cli(Some("t")), loopback());
+    p.hello(id).unwrap()
+}
+
+#[test]
+fn abort_mid_stream_cancels_the_request_and_ends_the_run() {
+    let (mut p, op, id) = held_run("k-ab");
+    let mut results = answer(&["Once", " upon"]).into_iter();
+    p.http_result(id, results.next().unwrap());
+    p.http_result(id, results.next().unwrap());
+    p.events(op);
+    let r = p
+        .call(
+            op,
+            "chat.abort",
+            Some(json!({"sessionKey": "agent:main:main"})),
+        )
+        .unwrap();
+    assert_eq!(r, json!({"ok": true, "aborted": true, "runIds": ["k-ab"]}));
+    assert_eq!(p.cancelled, vec![id]);
+    assert!(p.held_http().is_empty());
+    // Late results of the cancelled request change nothing.
+    for r in results {
+        p.http_result(id, r);
+    }
+    let f = frames(&mut p, op);
+    assert!(of(&f, "chat:final").is_empty(), "{f:?}");
+    let r = p
+        .call(
+            op,
+            "chat.abort",
+            Some(json!({"sessionKey": "agent:main:main"})),
+        )
+        .unwrap();
+    assert_eq!(r, json!({"ok": true, "aborted": false, "runIds": []}));
+}
+
+#[test]
+fn aborted_events_and_a_closed_origin_do_not_stop_the_run() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    p.hold_http(true);
+    let watcher = operator(&mut p, &["operator.read"]);
+    let op = operator(&mut p, &["operator.write"]);
+    send(&mut p, op, "k-live", "hi");
+    p.eof(op);
+    let (id, _) = p.held_http()[0].clone();
+    for r in answer(&["still here"]) {
+        p.http_result(id, r);
+    }
+    let f = frames(&mut p, watcher);
+    assert_eq!(
+        of(&f, "chat:final")[0]["message"]["content"][0]["text"],
+        "still here"
+    );
+    send(&mut p, watcher, "k-nope", "no write scope");
+    let f = frames(&mut p, watcher);
+    assert_eq!(f[0].1["error"], "missing scope: operator.write");
+}
+
+#[test]
+fn events_reach_read_scoped_operators_only() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    p.set_http(|_| answer(&["x"]));
+    let reader = operator(&mut p, &["operator.read"]);
+    let blind = operator(&mut p, &[]);
+    let op = operator(&mut p, &["operator.write"]);
+    send(&mut p, op, "k-b", "hi");
+    assert!(!of(&frames(&mut p, reader), "chat:final").is_empty());
+    assert!(frames(&mut p, blind).is_empty());
+    let hello = operator_hello(&mut p);
+    let events = hello["features"]["events"].as_array().unwrap();
+    assert!(events.contains(&json!("chat")) && events.contains(&json!("agent")));
+    assert_eq!(
+        hello["snapshot"]["sessionDefaults"]["modelConfigured"],
+        true
+    );
+}
+
+#[test]
+fn params_are_upstreams_closed_schemas() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    let op = operator(&mut p, &["operator.write"]);
+    let e = p
+        .call(
+            op,
+            "chat.send",
+            Some(json!({"sessionKey": "main", "message": "", "idempotencyKey": "k", "bogus": 1})),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.message,
+        "invalid params: at root: unexpected property 'bogus'"
+    );
+    let e = p
+        .call(
+            op,
+            "chat.send",
+            Some(json!({"sessionKey": "main", "message": "x"})),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.message,
+        "invalid params: at root: must have required property 'idempotencyKey'"
+    );
+    let e = p.call(op, "chat.history", Some(json!({}))).unwrap_err();
+    assert_eq!(
+        e.message,
+        "invalid params: at root: must have required property 'sessionKey'"
+    );
+}
+
+#[test]
+fn a_repeated_key_while_live_starts_no_second_run() {
+    let (mut p, op, _) = held_run("k-dup");
+    let r = p.call(
+        op,
+        "chat.send",
+        Some(
+            json!({"sessionKey": "agent:main:main", "message": "once", "idempotencyKey": "k-dup"}),
+        ),
+    );
+    assert_eq!(r.unwrap(), json!({"runId": "k-dup", "status": "in_flight"}));
+    assert_eq!(p.held_http().len(), 1);
+}
+
+#[test]
+fn messages_leave_as_store_batches_and_a_failed_write_rewrites_sessions() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    p.set_http(|_| answer(&["reply"]));
+    let op = operator(&mut p, &["operator.write"]);
+    send(&mut p, op, "k-s", "hello");
+    p.events(op);
+    let appended: Vec<&Value> = p
+        .batches
+        .iter()
+        .flatten()
+        .filter_map(|c| match c {
+            StoreChange::AppendMessage { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(appended.len(), 2);
+    assert_eq!(appended[0]["role"], "user");
+    assert_eq!(appended[1]["content"][0]["text"], "reply");
+
+    // The next user row fails to write: the answer is an error and no run starts.
+    p.hold_store_writes(true);
+    send(&mut p, op, "k-s2", "again");
+    p.write_store(false);
+    let f = frames(&mut p, op);
+    assert_eq!(names(&f), ["res"]);
+    assert!(
+        f[0].1["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be saved")
+    );
+    // The tick rewrites everything: pairing rows and every session with its messages.
+    p.hold_store_writes(false);
+    p.advance(Duration::from_secs(31));
+    let rewrite = p.batches.last().unwrap();
+    assert_eq!(rewrite.first(), Some(&StoreChange::ClearPairing));
+    assert!(rewrite.contains(&StoreChange::ClearSessions));
+    let rows = stored_sessions(std::slice::from_ref(rewrite));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].messages.len(),
+        3,
+        "user, assistant, and the unsaved user row"
+    );
+}
+
+#[test]
+fn shutdown_cancels_runs() {
+    let (mut p, _, id) = held_run("k-sd");
+    p.shutdown();
+    assert_eq!(p.cancelled, vec![id]);
+}
