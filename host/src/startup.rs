@@ -1,5 +1,5 @@
 //! Start-up and the parts of running that every shell shares: flags → configuration →
-//! state directory (0700) → instance lock → pairing store and its writer thread → listener →
+//! state directory (0700) → instance lock → pairing store, chat sessions and the writer thread → listener →
 //! [`Gateway`], and then [`RunHost`], the [`Host`] of `gateway run`: logs, persistence, signals
 //! and reload.
 
@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use clawgate_core::persist::StoredSession;
 use clawgate_core::{Config, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult};
 use clawgate_store::{DbError, WriteDone, Writer};
 
@@ -49,7 +50,7 @@ pub enum StartError {
     StateDir(PathBuf, std::io::Error),
     /// Another instance holds the lock.
     Lock(LockError),
-    /// The pairing store cannot be read.
+    /// The pairing store or the chat sessions cannot be read.
     Store(DbError),
     /// The signal handlers cannot be installed.
     Signals(std::io::Error),
@@ -112,6 +113,8 @@ pub struct Started {
     pub local_addr: SocketAddr,
     /// Logs, persistence, signals and reload.
     pub host: RunHost,
+    /// The chat sessions and transcripts the store holds, for the gateway to restore.
+    pub sessions: Vec<StoredSession>,
 }
 
 /// What the host's worker threads report to the loop.
@@ -148,7 +151,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let addr = SocketAddr::new(config.bind_host, config.port);
     let who = format!("pid {}, port {}", std::process::id(), config.port);
     let lock = lock::acquire(&paths::lock_file(&state_dir), &who).map_err(StartError::Lock)?;
-    let (db, pairing, migrated) = open_store(&state_dir).map_err(StartError::Store)?;
+    let (mut db, pairing, migrated) = open_store(&state_dir).map_err(StartError::Store)?;
+    let sessions = db.load_sessions().map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);
     if let Err(e) = logger.open_file(&log_path) {
         logger.log(
@@ -239,6 +243,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         listener,
         local_addr,
         host,
+        sessions,
     })
 }
 
