@@ -16,6 +16,7 @@ use clawgate_store::{DbError, WriteDone, Writer};
 
 use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
+use crate::http_worker::{HttpLimits, HttpWorkers};
 use crate::listen::{self, BindError};
 use crate::lock::{self, InstanceLock, LockError};
 use crate::logging::{self, Logger};
@@ -36,6 +37,8 @@ pub const EXIT_FAILURE: i32 = 1;
 /// How long stopping waits for the mDNS advertiser to unregister, so that with the sockets'
 /// [`crate::sockets::SHUTDOWN_GRACE`] a stop stays under a second.
 pub const MDNS_STOP_GRACE: Duration = Duration::from_millis(250);
+/// How long stopping waits for the HTTP workers to notice their cancel.
+pub const HTTP_STOP_GRACE: Duration = Duration::from_millis(250);
 
 /// Why the gateway did not start.
 #[derive(Debug)]
@@ -122,6 +125,8 @@ pub struct Started {
 pub enum HostInput {
     /// The store writer wrote a batch, or failed to.
     Stored(WriteDone),
+    /// An HTTP worker reports on a [`Work::Http`]: its head, a body piece, or its end.
+    Work(WorkId, WorkResult),
 }
 
 /// The [`Host`] of `gateway run`: what a running gateway needs besides its sockets.
@@ -131,6 +136,7 @@ pub struct RunHost {
     signals: Signals,
     inbox: WorkerQueue<HostInput>,
     store: Option<Writer>,
+    http: HttpWorkers,
     mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
 }
@@ -201,6 +207,10 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let acks = inbox.sender();
     let store = Writer::spawn(db, move |done| acks.send(HostInput::Stored(done)))
         .map_err(StartError::StoreWriter)?;
+    let results = inbox.sender();
+    let http = HttpWorkers::new(HttpLimits::default(), move |id, result| {
+        results.send(HostInput::Work(id, result))
+    });
     let mut gateway = Gateway::new(
         config,
         Box::new(OsEntropy::default()),
@@ -214,6 +224,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         signals,
         inbox,
         store: Some(store),
+        http,
         mdns: None,
         _lock: lock,
     };
@@ -312,6 +323,18 @@ impl Host for RunHost {
                 // The writer thread is gone only if it panicked: say so to whoever waits.
                 (!queued).then(|| WorkResult::Stored(Err("the store writer is gone".into())))
             }
+            Work::Http(request) => {
+                // A failure to start a thread is reported as the request's end.
+                if let Err(e) = self.http.submit(id, request) {
+                    self.logger
+                        .log(Level::Error, format!("cannot start an HTTP worker: {e}"));
+                }
+                None
+            }
+            Work::Cancel(of) => {
+                self.http.cancel(of);
+                None
+            }
             other => {
                 self.logger
                     .log(Level::Warn, format!("unhandled work {other:?}"));
@@ -348,6 +371,7 @@ impl Host for RunHost {
                 let result = done.result.map_err(|e| e.to_string());
                 gw.handle_work_result(now, done.id, WorkResult::Stored(result));
             }
+            HostInput::Work(id, result) => gw.handle_work_result(now, id, result),
         }
     }
 
@@ -361,13 +385,20 @@ impl Host for RunHost {
         }
     }
 
-    /// Wait for the store writer to write what is queued, and log what failed.
+    /// Cancel the HTTP requests (waiting at most [`HTTP_STOP_GRACE`] for their threads),
+    /// wait for the store writer to write what is queued, and log what failed.
     fn on_stopped(&mut self) {
+        if !self.http.shutdown(HTTP_STOP_GRACE) {
+            self.logger.log(
+                Level::Debug,
+                "HTTP: a worker is still resolving or connecting at exit",
+            );
+        }
         if let Some(writer) = self.store.take() {
             writer.close();
         }
-        for HostInput::Stored(done) in self.inbox.take() {
-            if let Err(e) = done.result {
+        for input in self.inbox.take() {
+            if let HostInput::Stored(WriteDone { result: Err(e), .. }) = input {
                 self.logger
                     .log(Level::Error, format!("store write failed at exit: {e}"));
             }

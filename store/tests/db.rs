@@ -385,7 +385,10 @@ fn clear_sessions_deletes_sessions_and_transcripts_but_not_pairing() {
     let sessions = db.load_sessions().unwrap();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].key, "agent:main:new");
-    assert!(sessions[0].messages.is_empty(), "the old transcript is gone");
+    assert!(
+        sessions[0].messages.is_empty(),
+        "the old transcript is gone"
+    );
     assert!(db.load_pairing().unwrap().devices.contains_key("a"));
 }
 
