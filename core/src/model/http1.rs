@@ -376,7 +376,7 @@ impl ResponseParser {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         };
-        if let Some(last) = values("transfer-encoding").last() {
+        if let Some(last) = values("transfer-encoding").next_back() {
             return Ok(if last.eq_ignore_ascii_case("chunked") {
                 State::ChunkSize
             } else {
