@@ -304,13 +304,22 @@ impl ResponseParser {
         data: &mut &[u8],
         out: &mut Vec<ResponseEvent>,
     ) -> Result<(), ResponseError> {
+        if self.buf.is_empty() {
+            // Empty lines before a status line are skipped (RFC 9112 §2.2), unbuffered.
+            let lead = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            *data = data.get(lead..).unwrap_or_default();
+            if data.is_empty() {
+                return Ok(());
+            }
+        }
         let limit = self.limits.max_head_bytes;
         let before = self.buf.len();
         let room = limit.saturating_sub(before);
         let take = room.min(data.len());
         self.buf
             .extend_from_slice(data.get(..take).unwrap_or_default());
-        // Only a blank line can end a head: parse once one may be there.
+        // Only a blank line can end a head: parse once one may be there, so the bytes up to
+        // it decide alone (the empty lines before a head were dropped above).
         let from = before.saturating_sub(3);
         let tail = self.buf.get(from..).unwrap_or_default();
         let ended =
