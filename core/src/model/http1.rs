@@ -306,7 +306,10 @@ impl ResponseParser {
     ) -> Result<(), ResponseError> {
         if self.buf.is_empty() {
             // Empty lines before a status line are skipped (RFC 9112 §2.2), unbuffered.
-            let lead = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            let lead = data
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
             *data = data.get(lead..).unwrap_or_default();
             if data.is_empty() {
                 return Ok(());
