@@ -3,11 +3,14 @@
 //! and body bytes back); these modules build the request and decode the reply, so the fuzzers
 //! and the in-memory simulations reach every byte of it.
 //!
+//! - [`http1`]: HTTP/1.1 for the worker: the request's bytes, and a response parser that
+//!   removes the body's transfer framing, in any chunking;
 //! - [`sse`]: an incremental Server-Sent Events decoder with bounded buffering;
 //! - [`openai`]: OpenAI-compatible `POST {baseUrl}/chat/completions` with `stream: true`
 //!   (`api: "openai-completions"`): the request body, the streamed chunks as typed events, and
 //!   non-2xx answers classified as upstream's `errorKind` does.
 
+pub mod http1;
 pub mod openai;
 pub mod sse;
 

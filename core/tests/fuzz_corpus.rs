@@ -170,3 +170,49 @@ fn model_stream_seeds_reach_their_outcomes() {
     ));
     assert!(outcome("fields-and-comments").1.is_ok());
 }
+
+#[test]
+fn http_response_corpus() {
+    replay("http_response", |d| {
+        let _outcome = fuzzing::http_response::run(d);
+    });
+}
+
+/// The HTTP response seeds reach what they are named for.
+#[test]
+fn http_response_seeds_reach_their_outcomes() {
+    use clawgate_core::model::http1::{ResponseError, ResponseEvent};
+    let seeds = corpus("http_response");
+    let outcome = |name: &str| {
+        let (_, bytes) = seeds.iter().find(|(n, _)| n == name).expect(name);
+        fuzzing::http_response::run(bytes)
+    };
+    let body = |events: &[ResponseEvent]| -> Vec<u8> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ResponseEvent::Body(b) => Some(b.clone()),
+                ResponseEvent::Head { .. } => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let (events, end) = outcome("chunked-sse");
+    assert_eq!(end, Ok(()));
+    assert!(body(&events).ends_with(b"[DONE]\n"));
+    let (events, end) = outcome("content-length-429");
+    assert!(matches!(events[0], ResponseEvent::Head { status: 429, .. }));
+    assert_eq!((body(&events).len(), end), (44, Ok(())));
+    assert!(outcome("until-close").1.is_ok());
+    let (events, end) = outcome("interim-then-final");
+    assert!(matches!(
+        events[..],
+        [ResponseEvent::Head { status: 200, .. }]
+    ));
+    assert_eq!(end, Ok(()));
+    assert_eq!(
+        outcome("small-limits-long-chunk-line").1,
+        Err(ResponseError::ChunkLineTooLong { limit: 8 })
+    );
+    assert_eq!(outcome("truncated-chunk").1, Err(ResponseError::Truncated));
+}

@@ -19,6 +19,7 @@
 
 pub mod discovery;
 pub mod entropy;
+pub mod http_worker;
 pub mod listen;
 pub mod lock;
 pub mod logging;

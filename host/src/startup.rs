@@ -1,5 +1,5 @@
 //! Start-up and the parts of running that every shell shares: flags → configuration →
-//! state directory (0700) → instance lock → pairing store and its writer thread → listener →
+//! state directory (0700) → instance lock → pairing store, chat sessions and the writer thread → listener →
 //! [`Gateway`], and then [`RunHost`], the [`Host`] of `gateway run`: logs, persistence, signals
 //! and reload.
 
@@ -10,11 +10,13 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use clawgate_core::persist::StoredSession;
 use clawgate_core::{Config, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult};
 use clawgate_store::{DbError, WriteDone, Writer};
 
 use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
+use crate::http_worker::{HttpLimits, HttpWorkers};
 use crate::listen::{self, BindError};
 use crate::lock::{self, InstanceLock, LockError};
 use crate::logging::{self, Logger};
@@ -35,6 +37,8 @@ pub const EXIT_FAILURE: i32 = 1;
 /// How long stopping waits for the mDNS advertiser to unregister, so that with the sockets'
 /// [`crate::sockets::SHUTDOWN_GRACE`] a stop stays under a second.
 pub const MDNS_STOP_GRACE: Duration = Duration::from_millis(250);
+/// How long stopping waits for the HTTP workers to notice their cancel.
+pub const HTTP_STOP_GRACE: Duration = Duration::from_millis(250);
 
 /// Why the gateway did not start.
 #[derive(Debug)]
@@ -49,7 +53,7 @@ pub enum StartError {
     StateDir(PathBuf, std::io::Error),
     /// Another instance holds the lock.
     Lock(LockError),
-    /// The pairing store cannot be read.
+    /// The pairing store or the chat sessions cannot be read.
     Store(DbError),
     /// The signal handlers cannot be installed.
     Signals(std::io::Error),
@@ -112,6 +116,8 @@ pub struct Started {
     pub local_addr: SocketAddr,
     /// Logs, persistence, signals and reload.
     pub host: RunHost,
+    /// The chat sessions and transcripts the store holds, for the gateway to restore.
+    pub sessions: Vec<StoredSession>,
 }
 
 /// What the host's worker threads report to the loop.
@@ -119,6 +125,8 @@ pub struct Started {
 pub enum HostInput {
     /// The store writer wrote a batch, or failed to.
     Stored(WriteDone),
+    /// An HTTP worker reports on a [`Work::Http`]: its head, a body piece, or its end.
+    Work(WorkId, WorkResult),
 }
 
 /// The [`Host`] of `gateway run`: what a running gateway needs besides its sockets.
@@ -128,6 +136,7 @@ pub struct RunHost {
     signals: Signals,
     inbox: WorkerQueue<HostInput>,
     store: Option<Writer>,
+    http: HttpWorkers,
     mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
 }
@@ -148,7 +157,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let addr = SocketAddr::new(config.bind_host, config.port);
     let who = format!("pid {}, port {}", std::process::id(), config.port);
     let lock = lock::acquire(&paths::lock_file(&state_dir), &who).map_err(StartError::Lock)?;
-    let (db, pairing, migrated) = open_store(&state_dir).map_err(StartError::Store)?;
+    let (mut db, pairing, migrated) = open_store(&state_dir).map_err(StartError::Store)?;
+    let sessions = db.load_sessions().map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);
     if let Err(e) = logger.open_file(&log_path) {
         logger.log(
@@ -197,6 +207,10 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let acks = inbox.sender();
     let store = Writer::spawn(db, move |done| acks.send(HostInput::Stored(done)))
         .map_err(StartError::StoreWriter)?;
+    let results = inbox.sender();
+    let http = HttpWorkers::new(HttpLimits::default(), move |id, result| {
+        results.send(HostInput::Work(id, result))
+    });
     let mut gateway = Gateway::new(
         config,
         Box::new(OsEntropy::default()),
@@ -210,6 +224,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         signals,
         inbox,
         store: Some(store),
+        http,
         mdns: None,
         _lock: lock,
     };
@@ -239,6 +254,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         listener,
         local_addr,
         host,
+        sessions,
     })
 }
 
@@ -307,6 +323,18 @@ impl Host for RunHost {
                 // The writer thread is gone only if it panicked: say so to whoever waits.
                 (!queued).then(|| WorkResult::Stored(Err("the store writer is gone".into())))
             }
+            Work::Http(request) => {
+                // A failure to start a thread is reported as the request's end.
+                if let Err(e) = self.http.submit(id, request) {
+                    self.logger
+                        .log(Level::Error, format!("cannot start an HTTP worker: {e}"));
+                }
+                None
+            }
+            Work::Cancel(of) => {
+                self.http.cancel(of);
+                None
+            }
             other => {
                 self.logger
                     .log(Level::Warn, format!("unhandled work {other:?}"));
@@ -343,6 +371,7 @@ impl Host for RunHost {
                 let result = done.result.map_err(|e| e.to_string());
                 gw.handle_work_result(now, done.id, WorkResult::Stored(result));
             }
+            HostInput::Work(id, result) => gw.handle_work_result(now, id, result),
         }
     }
 
@@ -356,13 +385,20 @@ impl Host for RunHost {
         }
     }
 
-    /// Wait for the store writer to write what is queued, and log what failed.
+    /// Cancel the HTTP requests (waiting at most [`HTTP_STOP_GRACE`] for their threads),
+    /// wait for the store writer to write what is queued, and log what failed.
     fn on_stopped(&mut self) {
+        if !self.http.shutdown(HTTP_STOP_GRACE) {
+            self.logger.log(
+                Level::Debug,
+                "HTTP: a worker is still resolving or connecting at exit",
+            );
+        }
         if let Some(writer) = self.store.take() {
             writer.close();
         }
-        for HostInput::Stored(done) in self.inbox.take() {
-            if let Err(e) = done.result {
+        for input in self.inbox.take() {
+            if let HostInput::Stored(WriteDone { result: Err(e), .. }) = input {
                 self.logger
                     .log(Level::Error, format!("store write failed at exit: {e}"));
             }

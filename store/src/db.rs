@@ -1,4 +1,5 @@
-//! Opening the database and the row operations: load the pairing rows, commit a batch.
+//! Opening the database and the row operations: load the pairing rows and the chat sessions,
+//! commit a batch.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
-use clawgate_core::persist::{RowKind, StoreChange};
+use clawgate_core::persist::{RowKind, StoreChange, StoredSession};
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::schema::{self, Found};
@@ -175,6 +176,51 @@ impl Db {
         })
     }
 
+    /// Every chat session with its transcript (messages in `seq` order), sessions by key.
+    pub fn load_sessions(&mut self) -> Result<Vec<StoredSession>, DbError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let json = |what: &str, key: &str, text: &str| {
+            serde_json::from_str(text).map_err(|err| DbError::Row {
+                path: path.clone(),
+                source: StoreError::Invalid(format!("{what} of session {key:?}: {err}")),
+            })
+        };
+        let mut sessions = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, row FROM sessions ORDER BY key")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(e)?;
+        for found in rows {
+            let (key, row) = found.map_err(e)?;
+            let row = json("row", &key, &row)?;
+            sessions.push(StoredSession {
+                key,
+                row,
+                messages: Vec::new(),
+            });
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT message FROM transcript WHERE session_key = ?1 ORDER BY seq")
+            .map_err(e)?;
+        for session in &mut sessions {
+            let found = stmt
+                .query_map([&session.key], |r| r.get::<_, String>(0))
+                .map_err(e)?;
+            for message in found {
+                let message = message.map_err(e)?;
+                session
+                    .messages
+                    .push(json("message", &session.key, &message)?);
+            }
+        }
+        Ok(sessions)
+    }
+
     /// Commit a batch in one transaction: all of it is on disk when this returns `Ok`, none
     /// of it when it returns an error.
     pub fn apply(&mut self, changes: &[StoreChange]) -> Result<(), DbError> {
@@ -214,6 +260,28 @@ pub(crate) fn apply_one(
         }
         StoreChange::ClearPairing => {
             tx.execute_batch("DELETE FROM paired_devices; DELETE FROM pending_requests;")?;
+        }
+        StoreChange::PutSession { key, row } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO sessions (key, row) VALUES (?1, ?2)",
+                params![key, row.to_string()],
+            )?;
+        }
+        StoreChange::AppendMessage {
+            session_key,
+            seq,
+            message,
+        } => {
+            // SQLite integers are signed: a seq beyond i64 is refused, not wrapped.
+            let seq = i64::try_from(*seq)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO transcript (session_key, seq, message) VALUES (?1, ?2, ?3)",
+                params![session_key, seq, message.to_string()],
+            )?;
+        }
+        StoreChange::ClearSessions => {
+            tx.execute_batch("DELETE FROM transcript; DELETE FROM sessions;")?;
         }
         put => {
             if let Some((kind, key, row)) = put.encoded() {

@@ -4,7 +4,7 @@
 //! The core never touches it: it emits batches of [`StoreChange`]s, the host hands each batch
 //! to the [`Writer`] thread, which commits it in one transaction and reports back with the
 //! batch's id once it is on disk. Start-up reads the rows on the calling thread, before any
-//! event loop runs ([`Db::load_pairing`]).
+//! event loop runs ([`Db::load_pairing`], [`Db::load_sessions`]).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), clawgate_store::DbError> {

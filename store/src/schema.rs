@@ -9,6 +9,14 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
      CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
      CREATE TABLE pending_requests (request_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
+    // 2: chat sessions (the core's JSON encoding) and their transcripts, one row a message.
+    "CREATE TABLE sessions (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+     CREATE TABLE transcript (
+         session_key TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         message TEXT NOT NULL,
+         PRIMARY KEY (session_key, seq)
+     ) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -278,3 +278,130 @@ fn after_a_failed_write_only_a_rewrite_is_written() {
     let loaded = Db::open(dir.path()).unwrap().load_pairing().unwrap();
     assert_eq!(loaded.devices, all.devices);
 }
+
+/// A database written by a build that knew only schema 1 (pairing) is brought to schema 2
+/// in place: its pairing rows stay, and it has no sessions.
+#[test]
+fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
+    let dir = TempDir::new("store-v1");
+    let path = db_path(dir.path());
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+         CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+         CREATE TABLE pending_requests (request_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO paired_devices (device_id, row) VALUES ('a', ?1)",
+        [serde_json::to_string(&device("a", "t1")).unwrap()],
+    )
+    .unwrap();
+    drop(conn);
+
+    let mut db = Db::open(dir.path()).unwrap();
+    let loaded = db.load_pairing().unwrap();
+    assert_eq!(loaded.devices["a"], device("a", "t1"));
+    assert!(db.load_sessions().unwrap().is_empty());
+    let version: u32 = db_version(&path);
+    assert_eq!(version, 2);
+}
+
+fn db_version(path: &Path) -> u32 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+fn message(seq: u64, text: &str) -> StoreChange {
+    StoreChange::AppendMessage {
+        session_key: "agent:main:main".into(),
+        seq,
+        message: serde_json::json!({"role": "user", "content": text}),
+    }
+}
+
+#[test]
+fn sessions_and_transcripts_round_trip_in_seq_order() {
+    let dir = TempDir::new("store-sessions");
+    {
+        let mut db = Db::open(dir.path()).unwrap();
+        db.apply(&[
+            StoreChange::PutSession {
+                key: "agent:main:main".into(),
+                row: serde_json::json!({"sessionId": "s1", "label": "é"}),
+            },
+            StoreChange::PutSession {
+                key: "agent:main:other".into(),
+                row: serde_json::json!({"sessionId": "s2"}),
+            },
+            message(2, "second"),
+            message(1, "first"),
+        ])
+        .unwrap();
+        // A rewrite of the same position replaces it: appends are idempotent.
+        db.apply(&[message(2, "second, again"), message(10, "tenth")])
+            .unwrap();
+    }
+    let sessions = Db::open(dir.path()).unwrap().load_sessions().unwrap();
+    assert_eq!(sessions.len(), 2);
+    let main = &sessions[0];
+    assert_eq!(main.key, "agent:main:main");
+    assert_eq!(main.row["label"], "é");
+    let texts: Vec<&str> = main
+        .messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["first", "second, again", "tenth"]);
+    assert_eq!(sessions[1].key, "agent:main:other");
+    assert!(sessions[1].messages.is_empty());
+}
+
+#[test]
+fn clear_sessions_deletes_sessions_and_transcripts_but_not_pairing() {
+    let dir = TempDir::new("store-clear-sessions");
+    let mut db = Db::open(dir.path()).unwrap();
+    db.apply(&[
+        StoreChange::PutDevice(device("a", "t")),
+        StoreChange::PutSession {
+            key: "agent:main:main".into(),
+            row: serde_json::json!({}),
+        },
+        message(1, "hi"),
+    ])
+    .unwrap();
+    db.apply(&[
+        StoreChange::ClearSessions,
+        StoreChange::PutSession {
+            key: "agent:main:new".into(),
+            row: serde_json::json!({"n": 1}),
+        },
+    ])
+    .unwrap();
+    let sessions = db.load_sessions().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].key, "agent:main:new");
+    assert!(
+        sessions[0].messages.is_empty(),
+        "the old transcript is gone"
+    );
+    assert!(db.load_pairing().unwrap().devices.contains_key("a"));
+}
+
+#[test]
+fn a_session_row_that_is_not_json_is_an_error_naming_the_file() {
+    let dir = TempDir::new("store-bad-session");
+    drop(Db::open(dir.path()).unwrap());
+    let path = db_path(dir.path());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("INSERT INTO sessions (key, row) VALUES ('k', '{nope')", [])
+        .unwrap();
+    let err = Db::open(dir.path()).unwrap().load_sessions().unwrap_err();
+    assert!(matches!(err, DbError::Row { .. }), "{err:?}");
+    assert!(err.to_string().contains(&path.display().to_string()));
+}

@@ -83,8 +83,9 @@ pub fn split<'a>(body: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     parts
 }
 
-/// Run one input (see the module doc). Returns what the whole body gave.
-pub fn run(data: &[u8]) -> Outcome {
+/// Split an input laid out as the module doc says: the flags byte, the cut points, the body.
+/// Other targets that cut a byte stream share this layout.
+pub fn decode(data: &[u8]) -> (u8, Vec<usize>, &[u8]) {
     let (&flags, rest) = data.split_first().unwrap_or((&0, &[]));
     let (&n, mut rest) = rest.split_first().unwrap_or((&0, &[]));
     let mut cuts = Vec::new();
@@ -95,7 +96,12 @@ pub fn run(data: &[u8]) -> Outcome {
         cuts.push(usize::from(u16::from_le_bytes(*c)));
         rest = tail;
     }
-    let body = rest;
+    (flags, cuts, rest)
+}
+
+/// Run one input (see the module doc). Returns what the whole body gave.
+pub fn run(data: &[u8]) -> Outcome {
+    let (flags, cuts, body) = decode(data);
     let limits = limits(flags & 1 == 1);
     let parts = split(body, &cuts);
     let whole = feed(limits, &[body]);

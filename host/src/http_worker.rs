@@ -1,0 +1,326 @@
+//! Outbound HTTP for the core's [`Work::Http`](clawgate_core::Work::Http): each request runs on
+//! a worker thread (at most [`HttpLimits::max_concurrent`] at once; later ones wait in order),
+//! which resolves the host, connects, writes the request ([`encode_request`]) and streams the
+//! response back as it arrives: one [`WorkResult::HttpHead`], [`WorkResult::HttpBody`] pieces
+//! (framing removed by the core's [`ResponseParser`]), then exactly one
+//! [`WorkResult::HttpEnd`]. Nothing here runs on the event loop, DNS included.
+//!
+//! Only `http://` for now: an `https://` URL ends at once with an error naming the setting to
+//! change. TLS slots in at [`open`], which hands the request loop a byte stream.
+//!
+//! A cancel sets the request's flag and shuts its socket down, so a blocked read returns at
+//! once and the request ends with `HttpEnd(Err("cancelled"))`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clawgate_core::model::HttpRequest;
+use clawgate_core::model::http1::{
+    ResponseEvent, ResponseLimits, ResponseParser, Scheme, Target, encode_request,
+};
+use clawgate_core::{WorkId, WorkResult};
+
+/// The default of [`HttpLimits::max_concurrent`].
+pub const MAX_CONCURRENT_REQUESTS: usize = 8;
+/// The default of [`HttpLimits::connect_timeout`]: 10 s.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`HttpLimits::idle_timeout`]: 120 s without a byte ends a request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many bytes one read takes from a socket.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The error of a cancelled request.
+pub const CANCELLED: &str = "cancelled";
+
+/// How the workers perform requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Requests running at once (one thread each); later requests wait in order.
+    pub max_concurrent: usize,
+    /// How long connecting to one address may take.
+    pub connect_timeout: Duration,
+    /// How long a request may go without sending or receiving a byte.
+    pub idle_timeout: Duration,
+    /// The response parser's limits.
+    pub response: ResponseLimits,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_concurrent: MAX_CONCURRENT_REQUESTS,
+            connect_timeout: CONNECT_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            response: ResponseLimits::default(),
+        }
+    }
+}
+
+/// Where results go: called on worker threads, must not block.
+type Report = Box<dyn Fn(WorkId, WorkResult) + Send + Sync>;
+
+/// A request being performed: how to stop it.
+#[derive(Default)]
+struct Running {
+    cancelled: AtomicBool,
+    /// A handle on its socket once connected, to shut it down.
+    socket: Mutex<Option<TcpStream>>,
+}
+
+impl Running {
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        if let Some(s) = lock(&self.socket).as_ref() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<(WorkId, HttpRequest)>,
+    running: HashMap<WorkId, Arc<Running>>,
+    /// Threads waiting for a request.
+    idle: usize,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    limits: HttpLimits,
+    report: Report,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked left consistent data behind (every update is one statement).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The HTTP worker pool.
+pub struct HttpWorkers {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HttpWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpWorkers")
+            .field("threads", &self.threads.len())
+            .field("limits", &self.shared.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpWorkers {
+    /// A pool with these limits; `report` gets every result (on a worker thread, or on the
+    /// caller's for a request cancelled before it started). Threads start as requests come.
+    pub fn new(
+        limits: HttpLimits,
+        report: impl Fn(WorkId, WorkResult) + Send + Sync + 'static,
+    ) -> Self {
+        HttpWorkers {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                ready: Condvar::new(),
+                limits,
+                report: Box::new(report),
+            }),
+            threads: Vec::new(),
+        }
+    }
+
+    /// Perform `req`, reporting with `id`. Fails (the error is also the request's `HttpEnd`)
+    /// only when no thread can be started for it.
+    pub fn submit(&mut self, id: WorkId, req: HttpRequest) -> io::Result<()> {
+        let spawn = {
+            let mut q = lock(&self.shared.queue);
+            q.waiting.push_back((id, req));
+            q.idle < q.waiting.len()
+                && self.threads.len() < self.shared.limits.max_concurrent.max(1)
+        };
+        self.threads.retain(|t| !t.is_finished());
+        if spawn {
+            let shared = self.shared.clone();
+            match std::thread::Builder::new()
+                .name("clawgate-http".into())
+                .spawn(move || serve(&shared))
+            {
+                Ok(t) => self.threads.push(t),
+                Err(e) if self.threads.is_empty() => {
+                    lock(&self.shared.queue).waiting.retain(|(w, _)| *w != id);
+                    (self.shared.report)(
+                        id,
+                        WorkResult::HttpEnd(Err(format!("cannot start an HTTP worker: {e}"))),
+                    );
+                    return Err(e);
+                }
+                // The running threads take it when they are free.
+                Err(_) => {}
+            }
+        }
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+
+    /// Stop the request `id`: a waiting one ends at once, a running one as soon as its
+    /// thread sees it (its socket is shut down). Unknown or finished ids are ignored.
+    pub fn cancel(&self, id: WorkId) {
+        let mut q = lock(&self.shared.queue);
+        if let Some(at) = q.waiting.iter().position(|(w, _)| *w == id) {
+            q.waiting.remove(at);
+            drop(q);
+            (self.shared.report)(id, WorkResult::HttpEnd(Err(CANCELLED.into())));
+        } else if let Some(running) = q.running.get(&id) {
+            running.cancel();
+        }
+    }
+
+    /// Cancel everything and wait up to `grace` for the threads to finish (one blocked in a
+    /// DNS lookup or a connect is left behind). Returns whether they all finished.
+    pub fn shutdown(&mut self, grace: Duration) -> bool {
+        let waiting = {
+            let mut q = lock(&self.shared.queue);
+            q.closed = true;
+            q.running.values().for_each(|r| r.cancel());
+            std::mem::take(&mut q.waiting)
+        };
+        for (id, _) in waiting {
+            (self.shared.report)(id, WorkResult::HttpEnd(Err(CANCELLED.into())));
+        }
+        self.shared.ready.notify_all();
+        let deadline = Instant::now() + grace;
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (done, stuck): (Vec<_>, Vec<_>) = self.threads.drain(..).partition(|t| t.is_finished());
+        for t in done {
+            let _ = t.join();
+        }
+        stuck.is_empty()
+    }
+}
+
+/// A worker thread: take requests until the pool closes.
+fn serve(shared: &Shared) {
+    loop {
+        let (id, req, running) = {
+            let mut q = lock(&shared.queue);
+            loop {
+                if q.closed {
+                    return;
+                }
+                if let Some((id, req)) = q.waiting.pop_front() {
+                    let running = Arc::new(Running::default());
+                    q.running.insert(id, running.clone());
+                    break (id, req, running);
+                }
+                q.idle += 1;
+                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                q.idle -= 1;
+            }
+        };
+        let report = |r| {
+            if !running.is_cancelled() {
+                (shared.report)(id, r);
+            }
+        };
+        let end = perform(&req, &shared.limits, &running, report);
+        lock(&shared.queue).running.remove(&id);
+        let end = if running.is_cancelled() {
+            Err(CANCELLED.to_owned())
+        } else {
+            end
+        };
+        (shared.report)(id, WorkResult::HttpEnd(end));
+    }
+}
+
+/// Perform one request, reporting its head and body; the result is its end.
+fn perform(
+    req: &HttpRequest,
+    limits: &HttpLimits,
+    running: &Running,
+    report: impl Fn(WorkResult),
+) -> Result<(), String> {
+    let target = Target::parse(&req.url).map_err(|e| e.to_string())?;
+    let wire = encode_request(req, &target).map_err(|e| e.to_string())?;
+    let mut stream = open(&target, limits, running)?;
+    let addr = format!("{}:{}", target.host, target.port);
+    let idle = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+            "no data from {addr} for {} s (idle timeout)",
+            limits.idle_timeout.as_secs_f32()
+        ),
+        _ => format!("{addr}: {e}"),
+    };
+    stream.write_all(&wire).map_err(idle)?;
+    let mut parser = ResponseParser::new(limits.response, req.method);
+    let mut buf = vec![0; READ_BUFFER_BYTES];
+    let mut events = Vec::new();
+    loop {
+        let n = stream.read(&mut buf).map_err(idle)?;
+        if n == 0 {
+            return parser.finish().map_err(|e| format!("{addr}: {e}"));
+        }
+        let fed = parser.feed(buf.get(..n).unwrap_or_default(), &mut events);
+        for event in events.drain(..) {
+            report(match event {
+                ResponseEvent::Head { status, headers } => WorkResult::HttpHead { status, headers },
+                ResponseEvent::Body(bytes) => WorkResult::HttpBody(bytes),
+            });
+        }
+        fed.map_err(|e| format!("{addr}: {e}"))?;
+        if parser.is_complete() {
+            return Ok(());
+        }
+    }
+}
+
+/// A connected byte stream to `target`, with the idle timeout set and registered with
+/// `running` so a cancel can shut it down. (A TLS session wraps the socket here.)
+fn open(target: &Target, limits: &HttpLimits, running: &Running) -> Result<TcpStream, String> {
+    if target.scheme == Scheme::Https {
+        return Err(format!(
+            "https:// is not supported yet (no TLS in this build): {}:{} cannot be reached; set models.providers.<id>.baseUrl to an http:// URL",
+            target.host, target.port
+        ));
+    }
+    let name = format!("{}:{}", target.host, target.port);
+    let addrs = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {name}: {e}"))?;
+    let mut last = None;
+    for addr in addrs {
+        if running.is_cancelled() {
+            return Err(CANCELLED.into());
+        }
+        match TcpStream::connect_timeout(&addr, limits.connect_timeout) {
+            Ok(stream) => {
+                let setup = |s: &TcpStream| {
+                    s.set_read_timeout(Some(limits.idle_timeout))?;
+                    s.set_write_timeout(Some(limits.idle_timeout))?;
+                    s.set_nodelay(true)?;
+                    s.try_clone()
+                };
+                let handle = setup(&stream).map_err(|e| format!("{name} ({addr}): {e}"))?;
+                *lock(&running.socket) = Some(handle);
+                // A cancel that came while connecting found no socket to shut down.
+                if running.is_cancelled() {
+                    return Err(CANCELLED.into());
+                }
+                return Ok(stream);
+            }
+            Err(e) => last = Some(format!("cannot connect to {name} ({addr}): {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| format!("cannot resolve {name}: no addresses")))
+}

@@ -1,0 +1,276 @@
+//! The HTTP workers against the fake model provider over real sockets: streaming, each body
+//! framing, error statuses, refused connections and URLs, cancel and the idle timeout.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clawgate_core::model::HttpRequest;
+use clawgate_core::{WorkId, WorkResult};
+use clawgate_host::http_worker::{CANCELLED, HttpLimits, HttpWorkers};
+use clawgate_tests::fake_model::{FakeModel, Framing, Reply};
+
+/// How long a test waits for any one result.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn workers(limits: HttpLimits) -> (HttpWorkers, mpsc::Receiver<(WorkId, WorkResult)>) {
+    let (tx, rx) = mpsc::channel();
+    let pool = HttpWorkers::new(limits, move |id, r| {
+        let _ = tx.send((id, r));
+    });
+    (pool, rx)
+}
+
+fn chat(url: String) -> HttpRequest {
+    HttpRequest {
+        method: "POST",
+        url,
+        headers: vec![
+            ("Authorization", "Bearer sk-test".into()),
+            ("Content-Type", "application/json".into()),
+        ],
+        body: br#"{"model":"fake-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+            .to_vec(),
+    }
+}
+
+/// What one request reported, checked for order: at most one head first, exactly one end last.
+#[derive(Debug, Default)]
+struct Response {
+    head: Option<(u16, Vec<(String, String)>)>,
+    bodies: Vec<Vec<u8>>,
+    end: Option<Result<(), String>>,
+}
+
+impl Response {
+    fn body(&self) -> String {
+        String::from_utf8(self.bodies.concat()).unwrap()
+    }
+
+    fn error(&self) -> String {
+        self.end.clone().unwrap().unwrap_err()
+    }
+}
+
+/// Take results for `id` until its end (results of other ids are not expected).
+fn collect(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> Response {
+    let mut r = Response::default();
+    loop {
+        let (got, result) = rx.recv_timeout(WAIT).expect("a result in time");
+        assert_eq!(got, id);
+        match result {
+            WorkResult::HttpHead { status, headers } => {
+                assert!(r.head.is_none() && r.bodies.is_empty(), "head out of order");
+                r.head = Some((status, headers));
+            }
+            WorkResult::HttpBody(b) => {
+                assert!(r.head.is_some(), "body before head");
+                assert!(!b.is_empty());
+                r.bodies.push(b);
+            }
+            WorkResult::HttpEnd(end) => {
+                r.end = Some(end);
+                assert!(
+                    rx.recv_timeout(Duration::from_millis(50)).is_err(),
+                    "results after the end"
+                );
+                return r;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn url(model: &FakeModel) -> String {
+    format!("{}/chat/completions", model.base_url())
+}
+
+#[test]
+fn a_streamed_answer_arrives_in_pieces_as_it_is_sent() {
+    let model = FakeModel::start(|_| {
+        Reply::text(&["one", "two", "three"]).with_delay(Duration::from_millis(40))
+    });
+    let (mut pool, rx) = workers(HttpLimits::default());
+    pool.submit(WorkId(1), chat(url(&model))).unwrap();
+    let r = collect(&rx, WorkId(1));
+    assert_eq!(r.end, Some(Ok(())));
+    let (status, headers) = r.head.clone().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream"))
+    );
+    assert!(r.bodies.len() >= 4, "{} pieces", r.bodies.len());
+    let body = r.body();
+    for needle in ["\"one\"", "\"two\"", "\"three\"", "data: [DONE]"] {
+        assert!(body.contains(needle), "{needle} not in {body}");
+    }
+    assert!(
+        !body.contains("\r\n0\r\n"),
+        "chunk framing left in the body"
+    );
+    let seen = model.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer sk-test"));
+    assert_eq!(seen[0].json["messages"][0]["content"], "hi");
+    assert!(pool.shutdown(Duration::from_secs(1)));
+}
+
+#[test]
+fn every_framing_gives_the_same_body() {
+    let mut bodies = Vec::new();
+    for framing in [Framing::Chunked, Framing::Close, Framing::Length] {
+        let model = FakeModel::start(move |_| Reply::text(&["a", "b"]).with_framing(framing));
+        let (mut pool, rx) = workers(HttpLimits::default());
+        pool.submit(WorkId(7), chat(url(&model))).unwrap();
+        let r = collect(&rx, WorkId(7));
+        assert_eq!(r.end, Some(Ok(())), "{framing:?}");
+        bodies.push(r.body());
+    }
+    assert!(bodies[0].ends_with("data: [DONE]\n\n"), "{}", bodies[0]);
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
+}
+
+#[test]
+fn an_error_status_comes_with_its_headers_and_body() {
+    let model = FakeModel::start(|_| {
+        Reply::error(429, "Rate limit reached").with_header("Retry-After", "2")
+    });
+    let (mut pool, rx) = workers(HttpLimits::default());
+    pool.submit(WorkId(2), chat(url(&model))).unwrap();
+    let r = collect(&rx, WorkId(2));
+    assert_eq!(r.end, Some(Ok(())));
+    let (status, headers) = r.head.clone().unwrap();
+    assert_eq!(status, 429);
+    assert!(
+        headers.contains(&("retry-after".into(), "2".into())),
+        "{headers:?}"
+    );
+    assert!(r.body().contains("Rate limit reached"));
+}
+
+#[test]
+fn a_refused_connection_ends_with_the_address() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (mut pool, rx) = workers(HttpLimits::default());
+    pool.submit(
+        WorkId(3),
+        chat(format!("http://127.0.0.1:{port}/v1/chat/completions")),
+    )
+    .unwrap();
+    let r = collect(&rx, WorkId(3));
+    assert!(r.head.is_none());
+    assert!(
+        r.error().contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        r.error()
+    );
+}
+
+#[test]
+fn https_is_refused_naming_the_setting() {
+    let (mut pool, rx) = workers(HttpLimits::default());
+    let started = Instant::now();
+    pool.submit(
+        WorkId(4),
+        chat("https://api.example.invalid/v1/chat/completions".into()),
+    )
+    .unwrap();
+    let r = collect(&rx, WorkId(4));
+    assert!(r.head.is_none());
+    let e = r.error();
+    assert!(
+        e.contains("models.providers.<id>.baseUrl") && e.contains("TLS"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no network was tried"
+    );
+}
+
+#[test]
+fn a_cancel_mid_stream_ends_promptly() {
+    let deltas = ["x"; 20];
+    let model =
+        FakeModel::start(move |_| Reply::text(&deltas).with_delay(Duration::from_millis(300)));
+    let (mut pool, rx) = workers(HttpLimits::default());
+    pool.submit(WorkId(5), chat(url(&model))).unwrap();
+    let (id, first) = rx.recv_timeout(WAIT).unwrap();
+    assert!(matches!(
+        (id, first),
+        (WorkId(5), WorkResult::HttpHead { status: 200, .. })
+    ));
+    let cancelled = Instant::now();
+    pool.cancel(WorkId(5));
+    let rest = collect_after_head(&rx, WorkId(5));
+    assert_eq!(rest, Err(CANCELLED.to_owned()));
+    assert!(
+        cancelled.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        cancelled.elapsed()
+    );
+    pool.cancel(WorkId(5)); // an ended request: ignored
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+}
+
+/// The end of `id`, skipping body pieces already on their way.
+fn collect_after_head(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> Result<(), String> {
+    loop {
+        match rx.recv_timeout(WAIT).unwrap() {
+            (got, WorkResult::HttpEnd(end)) if got == id => return end,
+            (got, WorkResult::HttpBody(_)) if got == id => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_silent_server_hits_the_idle_timeout() {
+    let model = FakeModel::start(|_| Reply::text(&["late"]).with_delay(Duration::from_secs(3)));
+    let limits = HttpLimits {
+        idle_timeout: Duration::from_millis(200),
+        ..HttpLimits::default()
+    };
+    let (mut pool, rx) = workers(limits);
+    let started = Instant::now();
+    pool.submit(WorkId(6), chat(url(&model))).unwrap();
+    let end = collect(&rx, WorkId(6)).error();
+    assert!(end.contains("idle timeout"), "{end}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn requests_beyond_the_cap_wait_in_order_and_can_be_cancelled_while_waiting() {
+    let model = FakeModel::start(|_| Reply::text(&["a"]).with_delay(Duration::from_millis(100)));
+    let limits = HttpLimits {
+        max_concurrent: 1,
+        ..HttpLimits::default()
+    };
+    let (mut pool, rx) = workers(limits);
+    for id in 1..=3 {
+        pool.submit(WorkId(id), chat(url(&model))).unwrap();
+    }
+    pool.cancel(WorkId(3));
+    let mut ends = Vec::new();
+    while ends.len() < 3 {
+        let (id, r) = rx.recv_timeout(WAIT).unwrap();
+        if let WorkResult::HttpEnd(end) = r {
+            ends.push((id, end));
+        }
+    }
+    assert_eq!(
+        ends,
+        [
+            (WorkId(3), Err(CANCELLED.to_owned())),
+            (WorkId(1), Ok(())),
+            (WorkId(2), Ok(()))
+        ]
+    );
+    assert_eq!(model.requests().len(), 2);
+}
