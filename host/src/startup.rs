@@ -10,7 +10,6 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clawgate_core::persist::StoredSession;
 use clawgate_core::{Config, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult};
 use clawgate_store::{DbError, WriteDone, Writer};
 
@@ -116,8 +115,6 @@ pub struct Started {
     pub local_addr: SocketAddr,
     /// Logs, persistence, signals and reload.
     pub host: RunHost,
-    /// The chat sessions and transcripts the store holds, for the gateway to restore.
-    pub sessions: Vec<StoredSession>,
 }
 
 /// What the host's worker threads report to the loop.
@@ -218,6 +215,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         Instant::now(),
         logging::unix_ms(),
     );
+    gateway.restore_sessions(sessions);
     let mut host = RunHost {
         args,
         logger,
@@ -254,7 +252,6 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         listener,
         local_addr,
         host,
-        sessions,
     })
 }
 

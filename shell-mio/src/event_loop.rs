@@ -140,8 +140,6 @@ pub fn run(started: Started) -> io::Result<()> {
         listener,
         local_addr,
         mut host,
-        // Restored into the gateway once the core's sessions land (`Gateway::restore_sessions`).
-        sessions: _,
     } = started;
     let result = serve(&mut gateway, listener, local_addr, &mut host);
     if let Err(e) = &result {
