@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clawgate_core::client::ClientConfig;
+use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::harness::{Gateway, Options, Shell, TempDir, Ws};
 use clawgate_tests::{both, deps, schema};
 use serde_json::{Value, json};
@@ -397,10 +398,76 @@ fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
     }
 }
 
+/// `openclaw gateway call <method> --params <params>` against `gw`, exit 0, its JSON.
+fn call(gw: &Gateway, method: &str, params: &Value) -> Option<Value> {
+    let params = params.to_string();
+    let run = openclaw(&[
+        "gateway",
+        "call",
+        method,
+        "--params",
+        &params,
+        "--url",
+        &url(gw),
+        "--token",
+        TOKEN,
+        "--json",
+    ])?;
+    assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(gw));
+    Some(run.json())
+}
+
+fn cli_chat_send_reaches_the_model_and_history_has_the_answer(shell: Shell) {
+    let model = FakeModel::echo();
+    let config = format!(
+        r#"{{ models: {{ providers: {{ fake: {{ baseUrl: "{}", api: "openai-completions", apiKey: "sk-interop", models: [{{ id: "fake-1" }}] }} }} }},
+             agents: {{ defaults: {{ model: {{ primary: "fake/fake-1" }} }} }} }}"#,
+        model.base_url()
+    );
+    let gw = Options::new()
+        .token(TOKEN)
+        .arg("--verbose")
+        .config(&config)
+        .start(shell);
+    let params = json!({"sessionKey": "agent:main:main", "message": "hello from the cli", "idempotencyKey": "k-cli-1"});
+    let Some(started) = call(&gw, "chat.send", &params) else {
+        return;
+    };
+    assert_eq!(started, json!({"runId": "k-cli-1", "status": "started"}));
+    let want = "Echo from fake LLM: hello from the cli";
+    let deadline = Instant::now() + CLI_WAIT;
+    loop {
+        let history = call(
+            &gw,
+            "chat.history",
+            &json!({"sessionKey": "agent:main:main"}),
+        )
+        .expect("openclaw ran once already");
+        let texts: Vec<String> = history["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["role"] == "assistant")
+            .filter_map(|m| m["content"][0]["text"].as_str().map(String::from))
+            .collect();
+        if texts.iter().any(|t| t == want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no assistant answer in the history: {history}\n--- gateway\n{}",
+            frames(&gw)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(model.requests().len(), 1);
+}
+
 both!(
     cli_call_health,
     cli_call_status,
     cli_probe,
     cli_wrong_token,
+    cli_chat_send_reaches_the_model_and_history_has_the_answer,
     node_host_attaches_is_approved_and_answers_invoke
 );
