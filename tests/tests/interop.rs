@@ -463,7 +463,45 @@ fn cli_chat_send_reaches_the_model_and_history_has_the_answer(shell: Shell) {
     assert_eq!(model.requests().len(), 1);
 }
 
+/// `openclaw agent --message …` runs a turn through clawgate (`agent`, answered twice) and
+/// prints the fake model's answer.
+fn cli_agent_prints_the_models_answer(shell: Shell) {
+    let model = FakeModel::echo();
+    let config = format!(
+        r#"{{ models: {{ providers: {{ fake: {{ baseUrl: "{}", api: "openai-completions", apiKey: "sk-interop", models: [{{ id: "fake-1" }}] }} }} }},
+             agents: {{ defaults: {{ model: {{ primary: "fake/fake-1" }} }} }} }}"#,
+        model.base_url()
+    );
+    let gw = Options::new()
+        .token(TOKEN)
+        .arg("--verbose")
+        .config(&config)
+        .start(shell);
+    let Some(run) = openclaw(&[
+        "agent",
+        "--message",
+        "hello from openclaw agent",
+        "--session-key",
+        "agent:main:main",
+        "--url",
+        &url(&gw),
+        "--token",
+        TOKEN,
+    ]) else {
+        return;
+    };
+    assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(&gw));
+    assert!(
+        run.stdout
+            .contains("Echo from fake LLM: hello from openclaw agent"),
+        "{run}\n--- gateway\n{}",
+        frames(&gw)
+    );
+    assert_eq!(model.requests().len(), 1);
+}
+
 both!(
+    cli_agent_prints_the_models_answer,
     cli_call_health,
     cli_call_status,
     cli_probe,
