@@ -99,10 +99,16 @@ impl std::fmt::Display for Run {
 
 /// Run `openclaw <args>` to completion within [`CLI_WAIT`] (killed and failed past it).
 fn openclaw(args: &[&str]) -> Option<Run> {
+    openclaw_with_env(args, &[])
+}
+
+/// [`openclaw`] with `env` set (for commands that take the gateway from the environment).
+fn openclaw_with_env(args: &[&str], env: &[(&str, &str)]) -> Option<Run> {
     let home = Home::new()?;
     let (out, err) = (home.out_file("stdout"), home.out_file("stderr"));
-    let mut child = home
-        .command(args)
+    let mut command = home.command(args);
+    command.envs(env.iter().copied());
+    let mut child = command
         .stdout(std::fs::File::create(&out).expect("stdout file"))
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
@@ -477,17 +483,20 @@ fn cli_agent_prints_the_models_answer(shell: Shell) {
         .arg("--verbose")
         .config(&config)
         .start(shell);
-    let Some(run) = openclaw(&[
-        "agent",
-        "--message",
-        "hello from openclaw agent",
-        "--session-key",
-        "agent:main:main",
-        "--url",
-        &url(&gw),
-        "--token",
-        TOKEN,
-    ]) else {
+    let url = url(&gw);
+    let Some(run) = openclaw_with_env(
+        &[
+            "agent",
+            "--message",
+            "hello from openclaw agent",
+            "--session-key",
+            "agent:main:main",
+        ],
+        &[
+            ("OPENCLAW_GATEWAY_URL", &url),
+            ("OPENCLAW_GATEWAY_TOKEN", TOKEN),
+        ],
+    ) else {
         return;
     };
     assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(&gw));
