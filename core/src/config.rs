@@ -60,6 +60,10 @@ pub struct Limits {
     pub max_unauthorized_calls: u32,
     /// Agent runs in progress at once; `chat.send` beyond it is refused.
     pub max_agent_runs: usize,
+    /// `agent.wait` calls waiting at once; more are refused.
+    pub max_agent_waits: usize,
+    /// Outcomes of ended runs kept for `agent.wait` on a run that already ended.
+    pub max_ended_runs: usize,
     /// Most recent transcript messages sent to the model with a turn.
     pub max_model_messages: usize,
     /// Bytes of a model provider's error body kept to classify and report it.
@@ -93,6 +97,8 @@ impl Default for Limits {
             log_ring_records: 1000,
             max_unauthorized_calls: 10,
             max_agent_runs: 16,
+            max_agent_waits: 256,
+            max_ended_runs: 256,
             max_model_messages: 200,
             max_error_body_bytes: 64 * 1024,
             live_text_pacing: Duration::from_millis(75),

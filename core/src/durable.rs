@@ -26,6 +26,8 @@ pub(crate) enum Deferred {
         conn: ConnId,
         req_id: String,
         result: Result<Value, ErrorShape>,
+        /// What a failure reports beside its error (upstream's final `agent` answer).
+        error_payload: Option<Value>,
     },
     /// An admitted `connect` whose device or token the store must keep: `hello-ok` (with the
     /// device token) is sent only once it is durable; frames meanwhile are ignored.
@@ -101,10 +103,23 @@ impl Gateway {
         req_id: &str,
         result: Result<Value, ErrorShape>,
     ) {
+        self.answer_with(now, conn, req_id, result, None);
+    }
+
+    /// [`Gateway::answer`], with a payload that a failure carries beside its error.
+    pub(crate) fn answer_with(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        req_id: &str,
+        result: Result<Value, ErrorShape>,
+        error_payload: Option<Value>,
+    ) {
         let item = Deferred::Response {
             conn,
             req_id: req_id.to_string(),
             result,
+            error_payload,
         };
         if let Err(item) = self.durable.hold(item) {
             self.release(now, item, true);
@@ -146,9 +161,13 @@ impl Gateway {
                 conn,
                 req_id,
                 result,
+                error_payload,
             } => {
-                let result = if durable { result } else { Err(not_saved()) };
-                self.respond(now, conn, &req_id, &result);
+                if durable {
+                    self.respond(now, conn, &req_id, &result, error_payload);
+                } else {
+                    self.respond(now, conn, &req_id, &Err(not_saved()), None);
+                }
             }
             Deferred::Hello {
                 conn,

@@ -74,7 +74,7 @@ pub enum OutFrame {
         id: String,
         /// Whether the request succeeded.
         ok: bool,
-        /// The result, on success.
+        /// The result, on success; on failure, what some methods (`agent`) report beside the error.
         #[serde(skip_serializing_if = "Option::is_none")]
         payload: Option<Value>,
         /// The error, on failure.
@@ -110,10 +110,16 @@ impl OutFrame {
 
     /// A failed response.
     pub fn err(id: impl Into<String>, error: ErrorShape) -> Self {
+        Self::failed(id, error, None)
+    }
+
+    /// A failed response that carries a payload beside its error, as upstream's final `agent`
+    /// answer does (`{"ok":false,"payload":{runId,status:"error",…},"error":{…}}`).
+    pub fn failed(id: impl Into<String>, error: ErrorShape, payload: Option<Value>) -> Self {
         OutFrame::Res {
             id: id.into(),
             ok: false,
-            payload: None,
+            payload,
             error: Some(error),
         }
     }

@@ -77,6 +77,8 @@ pub(crate) enum Timer {
     Invoke(u64),
     /// The live-text pacing of an agent run (by serial).
     LiveText(u64),
+    /// The timeout of an `agent.wait` call (by serial).
+    AgentWait(u64),
 }
 
 /// Live counts, for embedders and status.
@@ -370,6 +372,7 @@ impl Gateway {
                 }
                 Timer::Invoke(invoke) => self.invoke_expired(now, invoke),
                 Timer::LiveText(run) => self.live_text_due(now, run),
+                Timer::AgentWait(wait) => self.agent_wait_expired(now, wait),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }

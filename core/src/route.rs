@@ -565,9 +565,9 @@ impl Gateway {
         let max = self.config.limits.dedupe_max;
         self.router
             .remember(now, inv.idempotency_key.clone(), result.clone(), max);
-        self.respond(now, inv.caller, &inv.caller_req, &result);
+        self.respond(now, inv.caller, &inv.caller_req, &result, None);
         for (c, r) in inv.waiters {
-            self.respond(now, c, &r, &result);
+            self.respond(now, c, &r, &result, None);
         }
     }
 }

@@ -600,3 +600,228 @@ fn shutdown_cancels_runs() {
     p.shutdown();
     assert_eq!(p.cancelled, vec![id]);
 }
+
+/// The responses to request `rid` a client received, in order.
+fn responses_to(
+    events: &[Event],
+    rid: &str,
+) -> Vec<Result<Value, clawgate_core::frame::ErrorShape>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Response { id, result } if id == rid => Some(result.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn agent(p: &mut Sim, id: ConnId, key: &str, message: &str) -> String {
+    p.request(
+        id,
+        "agent",
+        Some(json!({"message": message, "idempotencyKey": key})),
+    )
+}
+
+#[test]
+fn agent_answers_accepted_then_the_result_on_the_same_id_after_the_runs_events() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    p.set_http(|_| answer(&["Echo", " from", " fake"]));
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    let rid = agent(&mut p, op, "k-ag-1", "hello");
+    let events = p.events(op);
+    let answers = responses_to(&events, &rid);
+    assert_eq!(answers.len(), 2, "{events:?}");
+    let accepted = answers[0].clone().unwrap();
+    assert_eq!(accepted["runId"], "k-ag-1");
+    assert_eq!(accepted["sessionKey"], "agent:main:main");
+    assert_eq!(accepted["agentId"], "main");
+    assert_eq!(accepted["status"], "accepted");
+    assert!(accepted["acceptedAt"].is_u64());
+    let done = answers[1].clone().unwrap();
+    assert_eq!(done["runId"], "k-ag-1");
+    assert_eq!(done["status"], "ok");
+    assert_eq!(done["summary"], "completed");
+    assert_eq!(
+        done["result"]["payloads"],
+        json!([{"text": "Echo from fake", "mediaUrl": null}])
+    );
+    let meta = &done["result"]["meta"];
+    assert_eq!(meta["aborted"], false);
+    assert!(meta["durationMs"].is_u64());
+    assert_eq!(meta["agentMeta"]["provider"], "fake");
+    assert_eq!(meta["agentMeta"]["model"], "fake-1");
+    assert_eq!(meta["agentMeta"]["usage"]["output"], 5);
+    assert!(
+        meta["agentMeta"]["sessionId"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+
+    // accepted first, the run's events between, the result after the final chat event.
+    let order: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Response { .. } => Some("res".to_string()),
+            Event::Event { event, payload, .. } if event == "chat" => {
+                Some(format!("chat:{}", payload["state"].as_str().unwrap_or("?")))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order.first().map(String::as_str), Some("res"), "{order:?}");
+    assert_eq!(
+        &order[order.len() - 2..],
+        ["chat:final", "res"],
+        "{order:?}"
+    );
+
+    let h = p
+        .call(op, "chat.history", Some(json!({"sessionKey": "main"})))
+        .unwrap();
+    assert_eq!(h["messages"][1]["content"][0]["text"], "Echo from fake");
+}
+
+#[test]
+fn a_failed_agent_run_answers_unavailable_with_the_error_payload() {
+    let mut p = Sim::started(Instant::now(), config(false));
+    let op = operator(&mut p, &["operator.write"]);
+    let rid = agent(&mut p, op, "k-ag-off", "hello offline");
+    let answers = responses_to(&p.events(op), &rid);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0].clone().unwrap()["status"], "accepted");
+    let e = answers[1].clone().unwrap_err();
+    assert_eq!(e.code, clawgate_core::frame::ErrorCode::Unavailable);
+    assert!(e.message.starts_with("No model is configured"), "{e:?}");
+    // The failure carries its payload beside the error, as upstream's does.
+    let sent = String::from_utf8_lossy(p.sent(op)).into_owned();
+    let frame = sent
+        .split(|c: char| c.is_control())
+        .filter_map(|t| t.find('{').map(|i| &t[i..]))
+        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
+        .find(|f| f["ok"] == false && f["id"] == rid.as_str())
+        .unwrap_or_else(|| panic!("no failed res in {sent}"));
+    assert_eq!(frame["payload"]["runId"], "k-ag-off");
+    assert_eq!(frame["payload"]["status"], "error");
+    assert_eq!(frame["payload"]["summary"], json!(e.message));
+    assert_eq!(frame["error"]["code"], "UNAVAILABLE");
+}
+
+#[test]
+fn agent_wait_answers_when_the_run_ends_and_at_once_after() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    p.hold_http(true);
+    let op = operator(&mut p, &["operator.write"]);
+    agent(&mut p, op, "k-w", "hi");
+    let id = p.held_http()[0].0;
+    let wait = p.request(op, "agent.wait", Some(json!({"runId": "k-w"})));
+    p.events(op);
+    for r in answer(&["Hello"]) {
+        p.http_result(id, r);
+    }
+    let got = responses_to(&p.events(op), &wait);
+    let ok = got[0].clone().unwrap();
+    assert_eq!(ok["runId"], "k-w");
+    assert_eq!(ok["status"], "ok");
+    assert_eq!(ok["stopReason"], "stop");
+    assert_eq!(ok["terminalReply"]["text"], "Hello");
+    assert!(ok["endedAt"].as_u64() >= ok["startedAt"].as_u64());
+    // Ended: answered at once from the record of recent outcomes.
+    let again = p
+        .call(
+            op,
+            "agent.wait",
+            Some(json!({"runId": "k-w", "timeoutMs": 0})),
+        )
+        .unwrap();
+    assert_eq!(again, ok);
+}
+
+#[test]
+fn agent_wait_reports_an_error_and_times_out_without_cancelling() {
+    let mut p = Sim::started(Instant::now(), config(false));
+    let op = operator(&mut p, &["operator.write"]);
+    agent(&mut p, op, "k-we", "hi");
+    let e = p
+        .call(op, "agent.wait", Some(json!({"runId": "k-we"})))
+        .unwrap();
+    assert_eq!(e["status"], "error");
+    assert!(e["error"].as_str().unwrap().starts_with("No model"), "{e}");
+
+    let (mut p, op, id) = held_run("k-wt");
+    let wait = p.request(
+        op,
+        "agent.wait",
+        Some(json!({"runId": "k-wt", "timeoutMs": 1000})),
+    );
+    p.advance(Duration::from_millis(999));
+    assert!(responses_to(&p.events(op), &wait).is_empty());
+    p.advance(Duration::from_millis(1));
+    let got = responses_to(&p.events(op), &wait);
+    assert_eq!(got, [Ok(json!({"runId": "k-wt", "status": "timeout"}))]);
+    assert!(p.cancelled.is_empty());
+    for r in answer(&["still here"]) {
+        p.http_result(id, r);
+    }
+    let f = frames(&mut p, op);
+    assert_eq!(of(&f, "chat:final").len(), 1, "the run went on");
+    // A timeout past what the clock holds waits for the run's end instead of panicking.
+    let r = p.request(
+        op,
+        "agent.wait",
+        Some(json!({"runId": "k-later", "timeoutMs": u64::MAX})),
+    );
+    p.advance(Duration::from_secs(3600));
+    assert!(responses_to(&p.events(op), &r).is_empty());
+}
+
+#[test]
+fn agent_survives_its_callers_close_and_refuses_unknown_params() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    p.hold_http(true);
+    let op = operator(&mut p, &["operator.write"]);
+    let watcher = operator(&mut p, &["operator.read"]);
+    agent(&mut p, op, "k-gone", "hi");
+    let id = p.held_http()[0].0;
+    p.eof(op);
+    for r in answer(&["done anyway"]) {
+        p.http_result(id, r);
+    }
+    let f = frames(&mut p, watcher);
+    assert_eq!(of(&f, "chat:final").len(), 1, "{f:?}");
+
+    let op = operator(&mut p, &["operator.write"]);
+    for (method, params, want) in [
+        (
+            "agent",
+            json!({"message": "x", "idempotencyKey": "k", "bogus": 1}),
+            "invalid params: at root: unexpected property 'bogus'",
+        ),
+        (
+            "agent",
+            json!({"message": "x"}),
+            "invalid params: at root: must have required property 'idempotencyKey'",
+        ),
+        (
+            "agent.wait",
+            json!({"runId": "k", "bogus": 1}),
+            "invalid params: at root: unexpected property 'bogus'",
+        ),
+        (
+            "agent.wait",
+            json!({"runId": "k", "timeoutMs": -1}),
+            "invalid params: at /timeoutMs: must be integer",
+        ),
+    ] {
+        let e = p.call(op, method, Some(params)).unwrap_err();
+        assert_eq!(e.message, want, "{method}");
+    }
+    let e = p
+        .call(
+            op,
+            "agent",
+            Some(json!({"message": "/reset", "idempotencyKey": "k-r"})),
+        )
+        .unwrap_err();
+    assert_eq!(e.message, "missing scope: operator.admin");
+}

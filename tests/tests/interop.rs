@@ -99,10 +99,16 @@ impl std::fmt::Display for Run {
 
 /// Run `openclaw <args>` to completion within [`CLI_WAIT`] (killed and failed past it).
 fn openclaw(args: &[&str]) -> Option<Run> {
+    openclaw_with_env(args, &[])
+}
+
+/// [`openclaw`] with `env` set (for commands that take the gateway from the environment).
+fn openclaw_with_env(args: &[&str], env: &[(&str, &str)]) -> Option<Run> {
     let home = Home::new()?;
     let (out, err) = (home.out_file("stdout"), home.out_file("stderr"));
-    let mut child = home
-        .command(args)
+    let mut command = home.command(args);
+    command.envs(env.iter().copied());
+    let mut child = command
         .stdout(std::fs::File::create(&out).expect("stdout file"))
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
@@ -463,7 +469,48 @@ fn cli_chat_send_reaches_the_model_and_history_has_the_answer(shell: Shell) {
     assert_eq!(model.requests().len(), 1);
 }
 
+/// `openclaw agent --message …` runs a turn through clawgate (`agent`, answered twice) and
+/// prints the fake model's answer.
+fn cli_agent_prints_the_models_answer(shell: Shell) {
+    let model = FakeModel::echo();
+    let config = format!(
+        r#"{{ models: {{ providers: {{ fake: {{ baseUrl: "{}", api: "openai-completions", apiKey: "sk-interop", models: [{{ id: "fake-1" }}] }} }} }},
+             agents: {{ defaults: {{ model: {{ primary: "fake/fake-1" }} }} }} }}"#,
+        model.base_url()
+    );
+    let gw = Options::new()
+        .token(TOKEN)
+        .arg("--verbose")
+        .config(&config)
+        .start(shell);
+    let url = url(&gw);
+    let Some(run) = openclaw_with_env(
+        &[
+            "agent",
+            "--message",
+            "hello from openclaw agent",
+            "--session-key",
+            "agent:main:main",
+        ],
+        &[
+            ("OPENCLAW_GATEWAY_URL", &url),
+            ("OPENCLAW_GATEWAY_TOKEN", TOKEN),
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(&gw));
+    assert!(
+        run.stdout
+            .contains("Echo from fake LLM: hello from openclaw agent"),
+        "{run}\n--- gateway\n{}",
+        frames(&gw)
+    );
+    assert_eq!(model.requests().len(), 1);
+}
+
 both!(
+    cli_agent_prints_the_models_answer,
     cli_call_health,
     cli_call_status,
     cli_probe,

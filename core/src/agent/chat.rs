@@ -121,24 +121,42 @@ impl Gateway {
     pub(crate) fn chat_send(&mut self, now: Instant, call: &Call<'_>, p: ChatSend) -> Reply {
         let key = canonical_key(&p.session_key.0);
         let run_id = p.idempotency_key.0;
-        if self.agent.by_run_id.contains_key(&run_id) {
-            return Reply::Now(Ok(json!({"runId": run_id, "status": "in_flight"})));
-        }
-        let max = self.config.limits.max_agent_runs;
-        if self.agent.runs.len() >= max {
-            return Reply::Now(Err(ErrorShape::new(
-                ErrorCode::Unavailable,
-                format!("too many agent runs in progress (at most {max}); try again shortly"),
-            )));
-        }
-        let ts = self.unix_ms(now);
-        self.append_user(&key, &p.message, &run_id, ts);
-        self.persist();
-        let serial = self.new_run(&run_id, &key, call.conn, ts);
+        let serial = match self.begin_run(now, call, &key, &p.message, &run_id) {
+            Ok(serial) => serial,
+            Err(reply) => return reply,
+        };
         let answer = json!({"runId": run_id, "status": "started"});
         self.answer(now, call.conn, call.req_id, Ok(answer));
         self.start_run_when_durable(now, serial);
         Reply::Later
+    }
+
+    /// Append `message` to session `key` and make run `run_id` for it (not started yet): its
+    /// serial, or the answer when the key's run is live or too many runs are.
+    pub(crate) fn begin_run(
+        &mut self,
+        now: Instant,
+        call: &Call<'_>,
+        key: &str,
+        message: &str,
+        run_id: &str,
+    ) -> Result<u64, Reply> {
+        if self.agent.by_run_id.contains_key(run_id) {
+            return Err(Reply::Now(Ok(
+                json!({"runId": run_id, "status": "in_flight"}),
+            )));
+        }
+        let max = self.config.limits.max_agent_runs;
+        if self.agent.runs.len() >= max {
+            return Err(Reply::Now(Err(ErrorShape::new(
+                ErrorCode::Unavailable,
+                format!("too many agent runs in progress (at most {max}); try again shortly"),
+            ))));
+        }
+        let ts = self.unix_ms(now);
+        self.append_user(key, message, run_id, ts);
+        self.persist();
+        Ok(self.new_run(run_id, key, call.conn, ts))
     }
 
     /// `chat.history`: the last `limit` messages of a session.

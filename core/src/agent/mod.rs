@@ -2,9 +2,11 @@
 //! message to its session and starts a run; the run asks the host for one streamed model
 //! request ([`Work::Http`]), turns the response into `agent` and `chat` events (text paced to
 //! one `chat` delta per `liveTextPacing` per run) and appends the answer to the transcript.
-//! Every transcript change leaves as a store batch with the next [`Gateway::persist`].
+//! Every transcript change leaves as a store batch with the next [`Gateway::persist`]. An
+//! `agent` call starts the same run and is answered again when it ends (`rpc`).
 
 mod chat;
+mod rpc;
 mod run;
 mod session;
 
@@ -21,6 +23,7 @@ use crate::model::openai::{
 use crate::persist::{StoreChange, StoredSession};
 use crate::work::{Work, WorkId, WorkResult};
 
+use rpc::Outcome;
 use run::{Event, Response, Run};
 use session::{ChatSession, failed_before_reply, text_message};
 
@@ -36,6 +39,8 @@ pub(crate) struct Agent {
     by_work: HashMap<WorkId, u64>,
     next_run: u64,
     unsaved: Vec<StoreChange>,
+    /// Recent run outcomes and `agent.wait` callers.
+    waits: rpc::Waits,
 }
 
 impl Agent {
@@ -336,11 +341,12 @@ impl Gateway {
             .map_or("stop", |f| f.as_str())
             .to_string();
         let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
-        if let Some(u) = done.usage {
+        let usage = done.usage.map(|u| {
             let usage =
                 json!({"inputTokens": u.prompt_tokens, "outputTokens": u.completion_tokens});
             ev.push(run.agent(ts, "usage", usage));
-        }
+            json!({"input": u.prompt_tokens, "output": u.completion_tokens, "total": u.prompt_tokens.saturating_add(u.completion_tokens)})
+        });
         let finishing = json!({"stopReason": stop, "aborted": false, "livenessState": "working", "endedAt": ts});
         ev.push(run.lifecycle(ts, "finishing", finishing));
         let end = json!({
@@ -358,6 +364,12 @@ impl Gateway {
         self.emit(now, ev);
         self.agent.append(&run.session_key, message, ts);
         self.persist();
+        let outcome = Outcome::Ok {
+            stop_reason: stop,
+            aborted: false,
+            usage,
+        };
+        self.run_ended(now, run, outcome);
     }
 
     fn fail_run(&mut self, now: Instant, serial: u64, failure: Failure) {
@@ -404,6 +416,7 @@ impl Gateway {
         self.emit(now, ev);
         self.agent.append(&run.session_key, row, ts);
         self.persist();
+        self.run_ended(now, run, Outcome::Error(failure.message));
     }
 
     /// Abort the runs of `session_key` (only `run_id` when given): cancel their requests and
@@ -423,6 +436,7 @@ impl Gateway {
             .collect();
         let ts = self.unix_ms(now);
         let mut ids = Vec::new();
+        let mut ended = Vec::new();
         for serial in serials {
             let Some(mut run) = self.agent.remove(serial) else {
                 continue;
@@ -442,9 +456,18 @@ impl Gateway {
             if !run.text.is_empty() {
                 self.agent.append(&run.session_key, run.message(ts), ts);
             }
-            ids.push(run.run_id);
+            ids.push(run.run_id.clone());
+            ended.push(run);
         }
         self.persist();
+        for run in ended {
+            let outcome = Outcome::Ok {
+                stop_reason: "rpc".into(),
+                aborted: true,
+                usage: None,
+            };
+            self.run_ended(now, run, outcome);
+        }
         ids
     }
 

@@ -1,4 +1,4 @@
-//! One agent run: the turn a `chat.send` started, from its model request to its final event.
+//! One agent run: the turn a `chat.send` or `agent` started, from its model request to its final event.
 //! A run builds its own `chat` and `agent` event payloads (with its per-run `seq`); the
 //! gateway broadcasts them.
 
@@ -10,6 +10,7 @@ use crate::conn::ConnId;
 use crate::model::openai::ChatStream;
 use crate::work::WorkId;
 
+use super::rpc::FinalAnswer;
 use super::session::text_message;
 
 /// A broadcast event: its name and payload.
@@ -64,6 +65,8 @@ pub(crate) struct Run {
     pub(crate) flush_due: bool,
     /// Unix milliseconds the run started at.
     pub(crate) started_at: u64,
+    /// The `agent` call to answer again when the run ends (none for `chat.send`).
+    pub(crate) final_answer: Option<FinalAnswer>,
 }
 
 impl Run {
@@ -90,6 +93,7 @@ impl Run {
             last_flush: None,
             flush_due: false,
             started_at,
+            final_answer: None,
         }
     }
 

@@ -110,6 +110,8 @@ const REGISTRY: &[MethodSpec] = &[
     method!("chat.history", Read, Gateway::chat_history),
     method!("chat.send", Write, Gateway::chat_send),
     method!("chat.abort", Write, Gateway::chat_abort),
+    method!("agent", Dynamic, Gateway::agent_method),
+    method!("agent.wait", Write, Gateway::agent_wait),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -222,17 +224,19 @@ impl Gateway {
         }
     }
 
-    /// Answer request `req_id` of `conn` with `result`.
+    /// Answer request `req_id` of `conn` with `result`; a failure carries `error_payload` too
+    /// when given.
     pub(crate) fn respond(
         &mut self,
         now: Instant,
         conn: ConnId,
         req_id: &str,
         result: &Result<Value, ErrorShape>,
+        error_payload: Option<Value>,
     ) {
         let frame = match result {
             Ok(v) => OutFrame::ok(req_id, v.clone()),
-            Err(e) => OutFrame::err(req_id, e.clone()),
+            Err(e) => OutFrame::failed(req_id, e.clone(), error_payload),
         };
         self.send(now, conn, &frame);
     }
@@ -276,6 +280,8 @@ mod tests {
             "chat.history",
             "chat.send",
             "chat.abort",
+            "agent",
+            "agent.wait",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));

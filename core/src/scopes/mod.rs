@@ -127,6 +127,22 @@ const ADMIN_NODE_COMMANDS: &[&str] = &[
     "terminal.upload",
 ];
 
+/// Whether an `agent` message is `/new` or `/reset` (optionally followed by whitespace and
+/// more), case-insensitively: upstream's `AGENT_SESSION_RESET_COMMAND_RE`, which makes the call
+/// need `operator.admin`.
+fn is_session_reset_command(message: &str) -> bool {
+    let Some(rest) = message.strip_prefix('/') else {
+        return false;
+    };
+    ["new", "reset"].iter().any(|cmd| {
+        rest.get(..cmd.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(cmd))
+            && rest
+                .get(cmd.len()..)
+                .is_some_and(|tail| tail.chars().next().is_none_or(char::is_whitespace))
+    })
+}
+
 /// The scopes a method call needs beyond the role check, in upstream's order.
 fn required_scope(method: &str, params: &Value) -> &'static str {
     match requirement(method) {
@@ -140,6 +156,12 @@ fn required_scope(method: &str, params: &Value) -> &'static str {
         Some(Requirement::Dynamic) if method == "node.invoke" => {
             match params.get("command").and_then(Value::as_str) {
                 Some(c) if ADMIN_NODE_COMMANDS.contains(&c) => ADMIN,
+                _ => WRITE,
+            }
+        }
+        Some(Requirement::Dynamic) if method == "agent" => {
+            match params.get("message").and_then(Value::as_str) {
+                Some(m) if is_session_reset_command(m) => ADMIN,
                 _ => WRITE,
             }
         }
@@ -222,6 +244,7 @@ pub fn normalize(requested: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -247,6 +270,20 @@ mod tests {
             requirement("device.token.rotate"),
             Some(Requirement::Pairing)
         );
+    }
+
+    #[test]
+    fn agent_needs_admin_for_new_and_reset_only() {
+        let w = s(&[WRITE]);
+        let call = |m: &str| authorize(Role::Operator, &w, "agent", &json!({"message": m}));
+        for reset in ["/new", "/reset", "/NEW", "/reset  keep this", "/new\nnext"] {
+            let e = call(reset).unwrap_err().to_error();
+            assert_eq!(e.message, "missing scope: operator.admin", "{reset:?}");
+        }
+        for plain in ["hello", "/newer", "/resets", "new", " /new", "/"] {
+            assert!(call(plain).is_ok(), "{plain:?}");
+        }
+        assert!(authorize(Role::Operator, &w, "agent.wait", &json!({})).is_ok());
     }
 
     #[test]

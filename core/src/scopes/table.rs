@@ -6,9 +6,7 @@ use super::Requirement::{self, *};
 
 /// Every upstream core method clawgate does not implement, with what it requires, sorted by name.
 pub(super) static METHODS: &[(&str, Requirement)] = &[
-    ("agent", Dynamic),
     ("agent.identity.get", Read),
-    ("agent.wait", Write),
     ("agents.create", Admin),
     ("agents.delete", Admin),
     ("agents.files.get", Read),

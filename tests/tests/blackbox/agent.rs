@@ -1,9 +1,10 @@
 //! The agent over real sockets: `chat.send` against a local fake OpenAI-compatible provider
 //! (real HTTP, SSE), the streamed `chat`/`agent` events, `chat.history` across a kill -9, a
-//! provider error, and the offline answer when no model is configured. Every frame the gateway
-//! sends validates against upstream's schema.
+//! provider error, the offline answer when no model is configured, and `agent` (two answers on
+//! one id) with `agent.wait`. Every frame the gateway sends validates against upstream's schema.
 
 use clawgate_core::client::Event;
+use clawgate_core::frame::{ErrorCode, ErrorShape};
 use clawgate_tests::both;
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
@@ -202,7 +203,94 @@ fn without_a_model_the_error_names_the_key_to_set(shell: Shell) {
     assert_frames_valid(&ws);
 }
 
+/// `agent` with `message`: its `accepted` answer, then its final answer (same id, the only
+/// request in flight) and the events that came between them.
+fn agent_call(
+    ws: &mut Ws,
+    message: &str,
+    key: &str,
+) -> (Value, Result<Value, ErrorShape>, Vec<Event>) {
+    let params =
+        json!({"message": message, "idempotencyKey": key, "sessionKey": "agent:main:main"});
+    let accepted = ws.call("agent", Some(params)).expect("agent accepted");
+    let mut between = Vec::new();
+    let done = ws
+        .first(
+            |e| match e {
+                Event::Response { result, .. } => Some(result.clone()),
+                _ => None,
+            },
+            &mut between,
+        )
+        .expect("the agent call's final answer");
+    (accepted, done, between)
+}
+
+fn agent_answers_twice_and_agent_wait_reports_the_end(shell: Shell) {
+    let model = FakeModel::start(|_| Reply::text(&["Agent", " says", " hi"]));
+    let gw = options(Some(&model)).start(shell);
+    let mut ws = operator(&gw);
+    let (accepted, done, between) = agent_call(&mut ws, "hello agent", "k-bb-agent");
+    assert_eq!(accepted["runId"], "k-bb-agent");
+    assert_eq!(accepted["status"], "accepted");
+    assert_eq!(accepted["sessionKey"], "agent:main:main");
+    let done = done.expect("the run succeeded");
+    assert_eq!(done["status"], "ok", "{done}");
+    assert_eq!(
+        done["result"]["payloads"],
+        json!([{"text": "Agent says hi", "mediaUrl": null}])
+    );
+    assert_eq!(done["result"]["meta"]["agentMeta"]["provider"], "fake");
+    assert!(
+        between
+            .iter()
+            .any(|e| matches!(e, Event::Event { event, payload, .. }
+            if event == "chat" && payload["state"] == "final")),
+        "the final chat event precedes the final answer: {between:?}"
+    );
+    let waited = ws
+        .call("agent.wait", Some(json!({"runId": "k-bb-agent"})))
+        .expect("agent.wait");
+    assert_eq!(waited["status"], "ok", "{waited}");
+    assert_eq!(waited["stopReason"], "stop");
+    let timeout = ws
+        .call(
+            "agent.wait",
+            Some(json!({"runId": "k-never", "timeoutMs": 50})),
+        )
+        .expect("agent.wait");
+    assert_eq!(timeout, json!({"runId": "k-never", "status": "timeout"}));
+    assert_eq!(model.requests().len(), 1);
+    assert_frames_valid(&ws);
+}
+
+fn a_failed_agent_run_answers_unavailable(shell: Shell) {
+    let gw = options(None).start(shell);
+    let mut ws = operator(&gw);
+    let (accepted, done, _) = agent_call(&mut ws, "hello offline", "k-bb-agent-off");
+    assert_eq!(accepted["status"], "accepted");
+    let e = done.expect_err("the run failed");
+    assert_eq!(e.code, ErrorCode::Unavailable);
+    assert!(e.message.contains("agents.defaults.model"), "{e:?}");
+    let failed: Value = server_text_frames(ws.received())
+        .iter()
+        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
+        .find(|f| f["type"] == "res" && f["ok"] == false)
+        .expect("the failed res frame");
+    assert_eq!(
+        failed["payload"],
+        json!({"runId": "k-bb-agent-off", "status": "error", "summary": e.message})
+    );
+    let waited = ws
+        .call("agent.wait", Some(json!({"runId": "k-bb-agent-off"})))
+        .expect("agent.wait");
+    assert_eq!(waited["status"], "error", "{waited}");
+    assert_frames_valid(&ws);
+}
+
 both!(
+    agent_answers_twice_and_agent_wait_reports_the_end,
+    a_failed_agent_run_answers_unavailable,
     chat_send_streams_the_models_answer_and_history_survives_a_crash,
     a_provider_error_reaches_the_client,
     without_a_model_the_error_names_the_key_to_set

@@ -1,0 +1,370 @@
+//! The `agent` and `agent.wait` methods. `agent` starts the same run as `chat.send` and answers
+//! twice on its request id: `accepted` at once, then the run's result when it ends (upstream's
+//! `--expect-final`). `agent.wait` answers when a run ends, from a bounded record of recent
+//! outcomes when it already has, or `timeout` after its `timeoutMs` (the run goes on).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::conn::ConnId;
+use crate::frame::{ErrorCode, ErrorShape};
+use crate::gateway::{Gateway, Timer};
+use crate::methods::params::NonEmpty;
+use crate::methods::{Call, Reply};
+
+use super::run::Run;
+use super::session::canonical_key;
+
+/// `agent` params (upstream's `AgentParams`). The optional fields are accepted; the agent acts
+/// on `sessionKey` and `agentId` only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct AgentParams {
+    message: String,
+    idempotency_key: NonEmpty,
+    #[serde(default)]
+    session_key: Option<NonEmpty>,
+    #[serde(default)]
+    agent_id: Option<NonEmpty>,
+    #[serde(default, rename = "provider")]
+    _provider: Option<Value>,
+    #[serde(default, rename = "model")]
+    _model: Option<Value>,
+    #[serde(default, rename = "to")]
+    _to: Option<Value>,
+    #[serde(default, rename = "replyTo")]
+    _reply_to: Option<Value>,
+    #[serde(default, rename = "sessionId")]
+    _session_id: Option<Value>,
+    #[serde(default, rename = "expectedExistingSessionId")]
+    _expected_existing_session_id: Option<Value>,
+    #[serde(default, rename = "thinking")]
+    _thinking: Option<Value>,
+    #[serde(default, rename = "deliver")]
+    _deliver: Option<Value>,
+    #[serde(default, rename = "attachments")]
+    _attachments: Option<Value>,
+    #[serde(default, rename = "channel")]
+    _channel: Option<Value>,
+    #[serde(default, rename = "replyChannel")]
+    _reply_channel: Option<Value>,
+    #[serde(default, rename = "accountId")]
+    _account_id: Option<Value>,
+    #[serde(default, rename = "replyAccountId")]
+    _reply_account_id: Option<Value>,
+    #[serde(default, rename = "threadId")]
+    _thread_id: Option<Value>,
+    #[serde(default, rename = "groupId")]
+    _group_id: Option<Value>,
+    #[serde(default, rename = "groupChannel")]
+    _group_channel: Option<Value>,
+    #[serde(default, rename = "groupSpace")]
+    _group_space: Option<Value>,
+    #[serde(default, rename = "timeout")]
+    _timeout: Option<Value>,
+    #[serde(default, rename = "bestEffortDeliver")]
+    _best_effort_deliver: Option<Value>,
+    #[serde(default, rename = "lane")]
+    _lane: Option<Value>,
+    #[serde(default, rename = "cwd")]
+    _cwd: Option<Value>,
+    #[serde(default, rename = "cleanupBundleMcpOnRunEnd")]
+    _cleanup_bundle_mcp_on_run_end: Option<Value>,
+    #[serde(default, rename = "modelRun")]
+    _model_run: Option<Value>,
+    #[serde(default, rename = "promptMode")]
+    _prompt_mode: Option<Value>,
+    #[serde(default, rename = "extraSystemPrompt")]
+    _extra_system_prompt: Option<Value>,
+    #[serde(default, rename = "bootstrapContextMode")]
+    _bootstrap_context_mode: Option<Value>,
+    #[serde(default, rename = "bootstrapContextRunKind")]
+    _bootstrap_context_run_kind: Option<Value>,
+    #[serde(default, rename = "acpTurnSource")]
+    _acp_turn_source: Option<Value>,
+    #[serde(default, rename = "internalRuntimeHandoffId")]
+    _internal_runtime_handoff_id: Option<Value>,
+    #[serde(default, rename = "internalExecutionIdentityRetry")]
+    _internal_execution_identity_retry: Option<Value>,
+    #[serde(default, rename = "internalExecutionIdentityRecoveryAttempt")]
+    _internal_execution_identity_recovery_attempt: Option<Value>,
+    #[serde(default, rename = "execApprovalFollowupExpectedSessionId")]
+    _exec_approval_followup_expected_session_id: Option<Value>,
+    #[serde(default, rename = "internalEvents")]
+    _internal_events: Option<Value>,
+    #[serde(default, rename = "inputProvenance")]
+    _input_provenance: Option<Value>,
+    #[serde(default, rename = "suppressPromptPersistence")]
+    _suppress_prompt_persistence: Option<Value>,
+    #[serde(default, rename = "sessionEffects")]
+    _session_effects: Option<Value>,
+    #[serde(default, rename = "sourceReplyDeliveryMode")]
+    _source_reply_delivery_mode: Option<Value>,
+    #[serde(default, rename = "disableMessageTool")]
+    _disable_message_tool: Option<Value>,
+    #[serde(default, rename = "swarmCollector")]
+    _swarm_collector: Option<Value>,
+    #[serde(default, rename = "swarmOutputSchema")]
+    _swarm_output_schema: Option<Value>,
+    #[serde(default, rename = "forceRestartSafeTools")]
+    _force_restart_safe_tools: Option<Value>,
+    #[serde(default, rename = "forceCodeModeTools")]
+    _force_code_mode_tools: Option<Value>,
+    #[serde(default, rename = "voiceWakeTrigger")]
+    _voice_wake_trigger: Option<Value>,
+    #[serde(default, rename = "label")]
+    _label: Option<Value>,
+}
+
+/// `agent.wait` params (upstream's `AgentWaitParams`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct AgentWait {
+    run_id: NonEmpty,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// The only agent clawgate runs.
+const AGENT_ID: &str = "main";
+
+/// How long `agent.wait` waits when the caller gives no `timeoutMs` (upstream's 30 s).
+const DEFAULT_WAIT: Duration = Duration::from_millis(30_000);
+
+/// The request an `agent` call answers a second time when its run ends.
+#[derive(Debug)]
+pub(crate) struct FinalAnswer {
+    conn: ConnId,
+    req_id: String,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub(crate) enum Outcome {
+    /// The model answered (or the run was aborted: `aborted`).
+    Ok {
+        /// Why the model stopped (`stop`, `length`, `rpc` for an abort).
+        stop_reason: String,
+        /// Whether `chat.abort` ended it.
+        aborted: bool,
+        /// Token usage, when the provider reported it.
+        usage: Option<Value>,
+    },
+    /// The run failed with this message.
+    Error(String),
+}
+
+/// A run that ended, as `agent.wait` reports it.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    run_id: String,
+    started_at: u64,
+    ended_at: u64,
+    outcome: Outcome,
+    text: String,
+}
+
+impl Ended {
+    /// The `agent.wait` answer for this run.
+    fn wait_payload(&self) -> Value {
+        match &self.outcome {
+            Outcome::Ok {
+                stop_reason,
+                aborted,
+                ..
+            } => json!({
+                "runId": self.run_id,
+                "status": "ok",
+                "startedAt": self.started_at,
+                "endedAt": self.ended_at,
+                "stopReason": stop_reason,
+                "aborted": aborted,
+                "terminalReply": {"disposition": "visible", "text": self.text},
+            }),
+            Outcome::Error(message) => json!({
+                "runId": self.run_id,
+                "status": "error",
+                "startedAt": self.started_at,
+                "endedAt": self.ended_at,
+                "error": message,
+            }),
+        }
+    }
+}
+
+/// An `agent.wait` call waiting for its run.
+#[derive(Debug)]
+pub(crate) struct Wait {
+    conn: ConnId,
+    req_id: String,
+    run_id: String,
+}
+
+/// What `agent` and `agent.wait` keep: recent outcomes (at most `maxEndedRuns`) and waiters.
+#[derive(Debug, Default)]
+pub(crate) struct Waits {
+    ended: VecDeque<Ended>,
+    waiting: std::collections::BTreeMap<u64, Wait>,
+    next: u64,
+}
+
+impl Gateway {
+    /// `agent`: start a run on the resolved session, answer `accepted` now and the run's
+    /// result when it ends.
+    pub(crate) fn agent_method(&mut self, now: Instant, call: &Call<'_>, p: AgentParams) -> Reply {
+        let agent_id = p.agent_id.map_or_else(|| AGENT_ID.to_string(), |a| a.0);
+        if agent_id != AGENT_ID {
+            return Reply::Now(Err(ErrorShape::invalid(format!(
+                "unknown agent id \"{agent_id}\""
+            ))));
+        }
+        let key = p
+            .session_key
+            .map_or_else(|| format!("agent:{AGENT_ID}:main"), |k| canonical_key(&k.0));
+        let run_id = p.idempotency_key.0;
+        let serial = match self.begin_run(now, call, &key, &p.message, &run_id) {
+            Ok(serial) => serial,
+            Err(reply) => return reply,
+        };
+        if let Some(run) = self.agent.runs.get_mut(&serial) {
+            run.final_answer = Some(FinalAnswer {
+                conn: call.conn,
+                req_id: call.req_id.to_string(),
+            });
+        }
+        let accepted = json!({
+            "runId": run_id,
+            "sessionKey": key,
+            "agentId": AGENT_ID,
+            "status": "accepted",
+            "acceptedAt": self.unix_ms(now),
+        });
+        self.answer(now, call.conn, call.req_id, Ok(accepted));
+        self.start_run_when_durable(now, serial);
+        Reply::Later
+    }
+
+    /// `agent.wait`: answer when run `runId` ends, at once if it has, `timeout` after
+    /// `timeoutMs`.
+    pub(crate) fn agent_wait(&mut self, now: Instant, call: &Call<'_>, p: AgentWait) -> Reply {
+        let run_id = p.run_id.0;
+        if let Some(e) = self.agent.waits.ended.iter().find(|e| e.run_id == run_id) {
+            return Reply::Now(Ok(e.wait_payload()));
+        }
+        let max = self.config.limits.max_agent_waits;
+        if self.agent.waits.waiting.len() >= max {
+            return Reply::Now(Err(ErrorShape::new(
+                ErrorCode::Unavailable,
+                format!("too many agent.wait calls pending (at most {max}); try again shortly"),
+            )));
+        }
+        let wait = p.timeout_ms.map_or(DEFAULT_WAIT, Duration::from_millis);
+        // A deadline past what the clock can hold never comes: the wait lasts until the run ends.
+        let deadline = now.checked_add(wait);
+        let waits = &mut self.agent.waits;
+        waits.next += 1;
+        let serial = waits.next;
+        waits.waiting.insert(
+            serial,
+            Wait {
+                conn: call.conn,
+                req_id: call.req_id.to_string(),
+                run_id,
+            },
+        );
+        if let Some(at) = deadline {
+            self.schedule(at, Timer::AgentWait(serial));
+        }
+        Reply::Later
+    }
+
+    /// The timer of `agent.wait` call `serial` fired: answer `timeout` if it still waits.
+    pub(crate) fn agent_wait_expired(&mut self, now: Instant, serial: u64) {
+        if let Some(w) = self.agent.waits.waiting.remove(&serial) {
+            let timeout = json!({"runId": w.run_id, "status": "timeout"});
+            self.answer(now, w.conn, &w.req_id, Ok(timeout));
+        }
+    }
+
+    /// Run `run` ended (its events are out, its transcript change issued): record the outcome,
+    /// answer its `agent.wait` callers and its `agent` call's final answer.
+    pub(crate) fn run_ended(&mut self, now: Instant, run: Run, outcome: Outcome) {
+        let ended = Ended {
+            run_id: run.run_id,
+            started_at: run.started_at,
+            ended_at: self.unix_ms(now),
+            outcome,
+            text: run.text,
+        };
+        let waiting: Vec<u64> = self
+            .agent
+            .waits
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.run_id == ended.run_id)
+            .map(|(s, _)| *s)
+            .collect();
+        for serial in waiting {
+            if let Some(w) = self.agent.waits.waiting.remove(&serial) {
+                self.answer(now, w.conn, &w.req_id, Ok(ended.wait_payload()));
+            }
+        }
+        if let Some(fa) = run.final_answer {
+            let (result, payload) = self.final_answer(&ended, &run.session_id);
+            self.answer_with(now, fa.conn, &fa.req_id, result, payload);
+        }
+        let waits = &mut self.agent.waits;
+        waits.ended.push_back(ended);
+        while waits.ended.len() > self.config.limits.max_ended_runs {
+            waits.ended.pop_front();
+        }
+    }
+
+    /// The second answer of an `agent` call: the result, or the error with its payload.
+    fn final_answer(
+        &self,
+        ended: &Ended,
+        session_id: &str,
+    ) -> (Result<Value, ErrorShape>, Option<Value>) {
+        match &ended.outcome {
+            Outcome::Ok { aborted, usage, .. } => {
+                let route = self.config.model.as_ref();
+                let mut agent_meta = json!({
+                    "sessionId": session_id,
+                    "provider": route.map(|m| m.provider.as_str()),
+                    "model": route.map(|m| m.model.as_str()),
+                });
+                if let (Some(u), Value::Object(m)) = (usage, &mut agent_meta) {
+                    m.insert("usage".into(), u.clone());
+                }
+                let payloads = if ended.text.is_empty() {
+                    json!([])
+                } else {
+                    json!([{"text": ended.text, "mediaUrl": null}])
+                };
+                let result = json!({
+                    "runId": ended.run_id,
+                    "status": "ok",
+                    "summary": "completed",
+                    "result": {
+                        "payloads": payloads,
+                        "meta": {
+                            "durationMs": ended.ended_at.saturating_sub(ended.started_at),
+                            "agentMeta": agent_meta,
+                            "aborted": aborted,
+                        },
+                    },
+                });
+                (Ok(result), None)
+            }
+            Outcome::Error(message) => {
+                let payload = json!({"runId": ended.run_id, "status": "error", "summary": message});
+                let error = ErrorShape::new(ErrorCode::Unavailable, message.clone());
+                (Err(error), Some(payload))
+            }
+        }
+    }
+}
