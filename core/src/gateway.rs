@@ -492,6 +492,7 @@ impl Gateway {
             self.node_disconnected(now, id, &dev);
         }
         self.router.conn_gone(id);
+        self.agent.conn_gone(id);
         self.out.push_back(Output::Close { conn: id });
     }
 }

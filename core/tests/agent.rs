@@ -825,3 +825,25 @@ fn agent_survives_its_callers_close_and_refuses_unknown_params() {
         .unwrap_err();
     assert_eq!(e.message, "missing scope: operator.admin");
 }
+
+#[test]
+fn agent_wait_calls_of_a_closed_connection_free_their_slots() {
+    let mut cfg = config(true);
+    cfg.limits.max_agent_waits = 1;
+    let mut p = Sim::started(Instant::now(), cfg);
+    let gone = operator(&mut p, &["operator.write"]);
+    let wait = json!({"runId": "k-never", "timeoutMs": 3_600_000});
+    p.request(gone, "agent.wait", Some(wait.clone()));
+    let other = operator(&mut p, &["operator.write"]);
+    let full = p.call(other, "agent.wait", Some(wait.clone())).unwrap_err();
+    assert!(
+        full.message.contains("too many agent.wait calls"),
+        "{full:?}"
+    );
+    p.eof(gone);
+    let r = p.request(other, "agent.wait", Some(wait));
+    assert!(
+        responses_to(&p.events(other), &r).is_empty(),
+        "the closed connection's slot is free: this call waits"
+    );
+}

@@ -44,6 +44,11 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
+    /// A connection closed: forget what waits to answer it (its `agent.wait` calls).
+    pub(crate) fn conn_gone(&mut self, conn: crate::ConnId) {
+        self.waits.conn_gone(conn);
+    }
+
     /// The session changes for the next store batch: those since the last batch, or with
     /// `full` (the rewrite after a failed write) a clear and every session and message.
     pub(crate) fn store_changes(&mut self, full: bool) -> Vec<StoreChange> {

@@ -211,6 +211,13 @@ pub(crate) struct Waits {
     next: u64,
 }
 
+impl Waits {
+    /// A connection closed: its `agent.wait` calls have nobody to answer (their slots free).
+    pub(crate) fn conn_gone(&mut self, conn: ConnId) {
+        self.waiting.retain(|_, w| w.conn != conn);
+    }
+}
+
 impl Gateway {
     /// `agent`: start a run on the resolved session, answer `accepted` now and the run's
     /// result when it ends.
