@@ -246,6 +246,16 @@ impl FakeModel {
         })
     }
 
+    /// The `openclaw.json` keys that make this fake the agent's model (provider `fake`, model
+    /// [`MODEL`], api key `sk-test`), as JSON5 members to put inside the top-level object.
+    pub fn config_members(&self) -> String {
+        format!(
+            r#"models: {{ providers: {{ fake: {{ baseUrl: "{}", api: "openai-completions", apiKey: "sk-test", models: [{{ id: "{MODEL}" }}] }} }} }},
+               agents: {{ defaults: {{ model: {{ primary: "fake/{MODEL}" }} }} }},"#,
+            self.base_url()
+        )
+    }
+
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

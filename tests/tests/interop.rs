@@ -194,6 +194,15 @@ fn start(shell: Shell) -> Gateway {
     Options::new().token(TOKEN).arg("--verbose").start(shell)
 }
 
+/// [`start`], with `model` as the agent's model.
+fn start_with_model(shell: Shell, model: &FakeModel) -> Gateway {
+    Options::new()
+        .token(TOKEN)
+        .arg("--verbose")
+        .config(&format!("{{ {} }}", model.config_members()))
+        .start(shell)
+}
+
 /// `ws://127.0.0.1:<port>`.
 fn url(gw: &Gateway) -> String {
     format!("ws://127.0.0.1:{}", gw.port())
@@ -425,16 +434,7 @@ fn call(gw: &Gateway, method: &str, params: &Value) -> Option<Value> {
 
 fn cli_chat_send_reaches_the_model_and_history_has_the_answer(shell: Shell) {
     let model = FakeModel::echo();
-    let config = format!(
-        r#"{{ models: {{ providers: {{ fake: {{ baseUrl: "{}", api: "openai-completions", apiKey: "sk-interop", models: [{{ id: "fake-1" }}] }} }} }},
-             agents: {{ defaults: {{ model: {{ primary: "fake/fake-1" }} }} }} }}"#,
-        model.base_url()
-    );
-    let gw = Options::new()
-        .token(TOKEN)
-        .arg("--verbose")
-        .config(&config)
-        .start(shell);
+    let gw = start_with_model(shell, &model);
     let params = json!({"sessionKey": "agent:main:main", "message": "hello from the cli", "idempotencyKey": "k-cli-1"});
     let Some(started) = call(&gw, "chat.send", &params) else {
         return;
@@ -473,16 +473,7 @@ fn cli_chat_send_reaches_the_model_and_history_has_the_answer(shell: Shell) {
 /// prints the fake model's answer.
 fn cli_agent_prints_the_models_answer(shell: Shell) {
     let model = FakeModel::echo();
-    let config = format!(
-        r#"{{ models: {{ providers: {{ fake: {{ baseUrl: "{}", api: "openai-completions", apiKey: "sk-interop", models: [{{ id: "fake-1" }}] }} }} }},
-             agents: {{ defaults: {{ model: {{ primary: "fake/fake-1" }} }} }} }}"#,
-        model.base_url()
-    );
-    let gw = Options::new()
-        .token(TOKEN)
-        .arg("--verbose")
-        .config(&config)
-        .start(shell);
+    let gw = start_with_model(shell, &model);
     let url = url(&gw);
     let Some(run) = openclaw_with_env(
         &[

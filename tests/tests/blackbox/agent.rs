@@ -12,13 +12,7 @@ use clawgate_tests::schema::{self, server_text_frames};
 use serde_json::{Value, json};
 
 fn options(model: Option<&FakeModel>) -> Options {
-    let models = model.map_or(String::new(), |m| {
-        format!(
-            r#"models: {{ providers: {{ fake: {{ baseUrl: "{}", api: "openai-completions", apiKey: "sk-test", models: [{{ id: "fake-1" }}] }} }} }},
-               agents: {{ defaults: {{ model: {{ primary: "fake/fake-1" }} }} }},"#,
-            m.base_url()
-        )
-    });
+    let models = model.map_or(String::new(), FakeModel::config_members);
     Options::new()
         .token("t0ken")
         .config(&format!("{{ {models} }}"))
