@@ -847,3 +847,66 @@ fn agent_wait_calls_of_a_closed_connection_free_their_slots() {
         "the closed connection's slot is free: this call waits"
     );
 }
+
+#[test]
+fn a_repeated_idempotency_key_replays_the_ended_run_without_a_second_model_call() {
+    let mut p = Sim::started(Instant::now(), config(true));
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = calls.clone();
+    p.set_http(move |_| {
+        counted.set(counted.get() + 1);
+        answer(&["Once"])
+    });
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    send(&mut p, op, "k-dup", "hello");
+    p.events(op);
+    let again = p.request(
+        op,
+        "chat.send",
+        Some(
+            json!({"sessionKey": "agent:main:main", "message": "hello", "idempotencyKey": "k-dup"}),
+        ),
+    );
+    let events = p.events(op);
+    assert_eq!(
+        responses_to(&events, &again),
+        [Ok(json!({"runId": "k-dup", "status": "ok"}))]
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Event { event, .. } if event == "chat")),
+        "no second run: {events:?}"
+    );
+    // `agent` with the same key answers the run's final result at once.
+    let rid = agent(&mut p, op, "k-dup", "hello");
+    let answers = responses_to(&p.events(op), &rid);
+    assert_eq!(answers.len(), 1);
+    let result = answers[0].clone().unwrap();
+    assert_eq!(result["status"], "ok");
+    assert_eq!(result["result"]["payloads"][0]["text"], "Once");
+    assert_eq!(calls.get(), 1, "one model call for one key");
+    let history = p
+        .call(
+            op,
+            "chat.history",
+            Some(json!({"sessionKey": "agent:main:main"})),
+        )
+        .unwrap();
+    assert_eq!(history["totalMessages"], 2, "{history}");
+
+    // A failed run replays its error with its payload.
+    let mut p = Sim::started(Instant::now(), config(false));
+    let op = operator(&mut p, &["operator.write"]);
+    send(&mut p, op, "k-dup-off", "hello");
+    p.events(op);
+    let again = p.request(
+        op,
+        "chat.send",
+        Some(json!({"sessionKey": "agent:main:main", "message": "hello", "idempotencyKey": "k-dup-off"})),
+    );
+    let got = responses_to(&p.events(op), &again);
+    let err = got[0].clone().unwrap_err();
+    assert_eq!(err.code, clawgate_core::frame::ErrorCode::Unavailable);
+    assert!(err.message.starts_with("No model"), "{err:?}");
+}

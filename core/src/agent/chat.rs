@@ -11,6 +11,7 @@ use crate::gateway::Gateway;
 use crate::methods::params::NonEmpty;
 use crate::methods::{Call, Reply};
 
+use super::rpc::Replay;
 use super::session::canonical_key;
 
 /// `chat.send` params (upstream's `ChatSendParams`). The optional fields are accepted; the
@@ -121,6 +122,9 @@ impl Gateway {
     pub(crate) fn chat_send(&mut self, now: Instant, call: &Call<'_>, p: ChatSend) -> Reply {
         let key = canonical_key(&p.session_key.0);
         let run_id = p.idempotency_key.0;
+        if let Some(reply) = self.replay_ended(now, call, &run_id, Replay::ChatSend) {
+            return reply;
+        }
         let serial = match self.begin_run(now, call, &key, &p.message, &run_id) {
             Ok(serial) => serial,
             Err(reply) => return reply,

@@ -161,13 +161,49 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct Ended {
     run_id: String,
+    session_id: String,
     started_at: u64,
     ended_at: u64,
     outcome: Outcome,
     text: String,
 }
 
+/// Which method repeats an ended run's idempotency key.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Replay {
+    /// `chat.send`.
+    ChatSend,
+    /// `agent`.
+    Agent,
+}
+
 impl Ended {
+    /// What a repeated `chat.send` answers (upstream replays its dedupe entry): `ok`, the abort
+    /// (`status: "timeout"`, `summary: "aborted"`), or the error with its payload.
+    fn chat_send_replay(&self) -> (Result<Value, ErrorShape>, Option<Value>) {
+        match &self.outcome {
+            Outcome::Ok {
+                aborted: true,
+                stop_reason,
+                ..
+            } => (
+                Ok(json!({
+                    "runId": self.run_id,
+                    "status": "timeout",
+                    "summary": "aborted",
+                    "stopReason": stop_reason,
+                    "endedAt": self.ended_at,
+                })),
+                None,
+            ),
+            Outcome::Ok { .. } => (Ok(json!({"runId": self.run_id, "status": "ok"})), None),
+            Outcome::Error(message) => (
+                Err(ErrorShape::new(ErrorCode::Unavailable, message.clone())),
+                Some(json!({"runId": self.run_id, "status": "error", "summary": message})),
+            ),
+        }
+    }
+
     /// The `agent.wait` answer for this run.
     fn wait_payload(&self) -> Value {
         match &self.outcome {
@@ -232,6 +268,9 @@ impl Gateway {
             .session_key
             .map_or_else(|| format!("agent:{AGENT_ID}:main"), |k| canonical_key(&k.0));
         let run_id = p.idempotency_key.0;
+        if let Some(reply) = self.replay_ended(now, call, &run_id, Replay::Agent) {
+            return reply;
+        }
         let serial = match self.begin_run(now, call, &key, &p.message, &run_id) {
             Ok(serial) => serial,
             Err(reply) => return reply,
@@ -252,6 +291,24 @@ impl Gateway {
         self.answer(now, call.conn, call.req_id, Ok(accepted));
         self.start_run_when_durable(now, serial);
         Reply::Later
+    }
+
+    /// A `chat.send` or `agent` whose idempotency key names a run that ended is answered from
+    /// its record, as upstream replays its dedupe entry: no second run, no second model call.
+    pub(crate) fn replay_ended(
+        &mut self,
+        now: Instant,
+        call: &Call<'_>,
+        run_id: &str,
+        method: Replay,
+    ) -> Option<Reply> {
+        let ended = self.agent.waits.ended.iter().find(|e| e.run_id == run_id)?;
+        let (result, payload) = match method {
+            Replay::ChatSend => ended.chat_send_replay(),
+            Replay::Agent => self.final_answer(ended),
+        };
+        self.answer_with(now, call.conn, call.req_id, result, payload);
+        Some(Reply::Later)
     }
 
     /// `agent.wait`: answer when run `runId` ends, at once if it has, `timeout` after
@@ -301,6 +358,7 @@ impl Gateway {
     pub(crate) fn run_ended(&mut self, now: Instant, run: Run, outcome: Outcome) {
         let ended = Ended {
             run_id: run.run_id,
+            session_id: run.session_id,
             started_at: run.started_at,
             ended_at: self.unix_ms(now),
             outcome,
@@ -320,7 +378,7 @@ impl Gateway {
             }
         }
         if let Some(fa) = run.final_answer {
-            let (result, payload) = self.final_answer(&ended, &run.session_id);
+            let (result, payload) = self.final_answer(&ended);
             self.answer_with(now, fa.conn, &fa.req_id, result, payload);
         }
         let waits = &mut self.agent.waits;
@@ -331,16 +389,12 @@ impl Gateway {
     }
 
     /// The second answer of an `agent` call: the result, or the error with its payload.
-    fn final_answer(
-        &self,
-        ended: &Ended,
-        session_id: &str,
-    ) -> (Result<Value, ErrorShape>, Option<Value>) {
+    fn final_answer(&self, ended: &Ended) -> (Result<Value, ErrorShape>, Option<Value>) {
         match &ended.outcome {
             Outcome::Ok { aborted, usage, .. } => {
                 let route = self.config.model.as_ref();
                 let mut agent_meta = json!({
-                    "sessionId": session_id,
+                    "sessionId": ended.session_id,
                     "provider": route.map(|m| m.provider.as_str()),
                     "model": route.map(|m| m.model.as_str()),
                 });
