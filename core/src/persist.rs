@@ -4,7 +4,6 @@
 //! say "ok" where it promises durability. At start the rows come back through
 //! [`PairingStore::from_rows`], the loader the fuzzers drive.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::pairing::{PairedDevice, PairingStore, PendingRequest, STORE_VERSION, StoreError};
@@ -55,7 +54,7 @@ pub struct StoredSession {
 }
 
 /// The kind of a stored row, so the host can route it to its table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowKind {
     /// A [`PairedDevice`].
     Device,
@@ -64,18 +63,18 @@ pub enum RowKind {
 }
 
 impl StoreChange {
-    /// The row's key and its JSON encoding, for a put; `None` for a delete or a clear.
-    pub fn encoded(&self) -> Option<(RowKind, &str, Vec<u8>)> {
+    /// The row's kind, key and JSON encoding, for a pairing put; `None` for anything else.
+    pub fn encoded(&self) -> Option<(RowKind, &str, String)> {
         match self {
             StoreChange::PutDevice(d) => Some((
                 RowKind::Device,
                 &d.device_id,
-                serde_json::to_vec(d).unwrap_or_default(),
+                serde_json::to_string(d).unwrap_or_default(),
             )),
             StoreChange::PutPending(p) => Some((
                 RowKind::Pending,
                 &p.request_id,
-                serde_json::to_vec(p).unwrap_or_default(),
+                serde_json::to_string(p).unwrap_or_default(),
             )),
             _ => None,
         }

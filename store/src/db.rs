@@ -224,12 +224,22 @@ impl Db {
     /// Commit a batch in one transaction: all of it is on disk when this returns `Ok`, none
     /// of it when it returns an error.
     pub fn apply(&mut self, changes: &[StoreChange]) -> Result<(), DbError> {
+        self.commit(changes, |_| Ok(()))
+    }
+
+    /// Commit `changes`, then whatever `also` writes, in one transaction.
+    pub(crate) fn commit(
+        &mut self,
+        changes: &[StoreChange],
+        also: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), DbError> {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
         for change in changes {
             apply_one(&tx, change).map_err(e)?;
         }
+        also(&tx).map_err(e)?;
         tx.commit().map_err(e)
     }
 
@@ -247,10 +257,7 @@ impl Db {
 }
 
 /// One change, inside the caller's transaction.
-pub(crate) fn apply_one(
-    tx: &rusqlite::Transaction<'_>,
-    change: &StoreChange,
-) -> rusqlite::Result<()> {
+fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::Result<()> {
     match change {
         StoreChange::DeleteDevice(id) => {
             tx.execute("DELETE FROM paired_devices WHERE device_id = ?1", [id])?;
@@ -283,7 +290,8 @@ pub(crate) fn apply_one(
         StoreChange::ClearSessions => {
             tx.execute_batch("DELETE FROM transcript; DELETE FROM sessions;")?;
         }
-        put => {
+        put @ (StoreChange::PutDevice(_) | StoreChange::PutPending(_)) => {
+            // The core's encoding, so `PairingStore::from_rows` reads back what it wrote.
             if let Some((kind, key, row)) = put.encoded() {
                 let sql = match kind {
                     RowKind::Device => {
@@ -293,7 +301,6 @@ pub(crate) fn apply_one(
                         "INSERT OR REPLACE INTO pending_requests (request_id, row) VALUES (?1, ?2)"
                     }
                 };
-                let row = String::from_utf8_lossy(&row);
                 tx.execute(sql, params![key, row])?;
             }
         }

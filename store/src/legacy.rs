@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use clawgate_core::PairingStore;
 use clawgate_core::persist::{StoreChange, diff};
 
-use crate::db::{Db, DbError, apply_one, sqlite};
+use crate::db::{Db, DbError, sqlite};
 
 const MARKER: &str = "pairing_json_migrated";
 
@@ -79,18 +79,13 @@ impl Db {
     }
 
     fn commit_with_marker(&mut self, changes: &[StoreChange]) -> Result<(), DbError> {
-        let path = self.path.clone();
-        let e = |e| sqlite(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
-        for change in changes {
-            apply_one(&tx, change).map_err(e)?;
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, 'yes')",
-            [MARKER],
-        )
-        .map_err(e)?;
-        tx.commit().map_err(e)
+        self.commit(changes, |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, 'yes')",
+                [MARKER],
+            )
+            .map(|_| ())
+        })
     }
 }
 

@@ -227,11 +227,11 @@ pub fn pairing_store(start: Instant, data: &[u8]) {
     let Ok(store) = loaded else {
         return;
     };
-    let rows: Vec<(RowKind, Vec<u8>)> = diff(&PairingStore::default(), &store, false)
+    let rows: Vec<(RowKind, String)> = diff(&PairingStore::default(), &store, false)
         .iter()
         .filter_map(|c| c.encoded().map(|(kind, _, row)| (kind, row)))
         .collect();
-    let again = PairingStore::from_rows(rows.iter().map(|(k, r)| (*k, r.as_slice())));
+    let again = PairingStore::from_rows(rows.iter().map(|(k, r)| (*k, r.as_bytes())));
     let again = again.unwrap_or_else(|e| panic!("stored rows do not load back: {e}"));
     assert_eq!(
         (&again.devices, &again.pending),

@@ -182,7 +182,7 @@ impl Sim {
             // Each row goes through its durable encoding, as a host's database would keep it.
             for change in changes {
                 if let Some((kind, _, row)) = change.encoded() {
-                    PairingStore::from_rows([(kind, row.as_slice())])
+                    PairingStore::from_rows([(kind, row.as_bytes())])
                         .unwrap_or_else(|e| panic!("a stored row does not load back: {e}"));
                 }
             }
