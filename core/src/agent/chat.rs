@@ -122,10 +122,7 @@ impl Gateway {
     pub(crate) fn chat_send(&mut self, now: Instant, call: &Call<'_>, p: ChatSend) -> Reply {
         let key = canonical_key(&p.session_key.0);
         let run_id = p.idempotency_key.0;
-        if let Some(reply) = self.replay_ended(now, call, &run_id, Replay::ChatSend) {
-            return reply;
-        }
-        let serial = match self.begin_run(now, call, &key, &p.message, &run_id) {
+        let serial = match self.begin_run(now, call, &key, &p.message, &run_id, Replay::ChatSend) {
             Ok(serial) => serial,
             Err(reply) => return reply,
         };
@@ -136,7 +133,8 @@ impl Gateway {
     }
 
     /// Append `message` to session `key` and make run `run_id` for it (not started yet): its
-    /// serial, or the answer when the key's run is live or too many runs are.
+    /// serial, or the answer when the key was used already (its run live, or ended: `method`
+    /// says how to replay it) or too many runs are live.
     pub(crate) fn begin_run(
         &mut self,
         now: Instant,
@@ -144,7 +142,11 @@ impl Gateway {
         key: &str,
         message: &str,
         run_id: &str,
+        method: Replay,
     ) -> Result<u64, Reply> {
+        if let Some(reply) = self.replay_ended(now, call, run_id, method) {
+            return Err(reply);
+        }
         if self.agent.by_run_id.contains_key(run_id) {
             return Err(Reply::Now(Ok(
                 json!({"runId": run_id, "status": "in_flight"}),

@@ -248,6 +248,11 @@ pub(crate) struct Waits {
 }
 
 impl Waits {
+    /// The record of run `run_id`, if it ended recently.
+    fn ended(&self, run_id: &str) -> Option<&Ended> {
+        self.ended.iter().find(|e| e.run_id == run_id)
+    }
+
     /// A connection closed: its `agent.wait` calls have nobody to answer (their slots free).
     pub(crate) fn conn_gone(&mut self, conn: ConnId) {
         self.waiting.retain(|_, w| w.conn != conn);
@@ -268,10 +273,7 @@ impl Gateway {
             .session_key
             .map_or_else(|| format!("agent:{AGENT_ID}:main"), |k| canonical_key(&k.0));
         let run_id = p.idempotency_key.0;
-        if let Some(reply) = self.replay_ended(now, call, &run_id, Replay::Agent) {
-            return reply;
-        }
-        let serial = match self.begin_run(now, call, &key, &p.message, &run_id) {
+        let serial = match self.begin_run(now, call, &key, &p.message, &run_id, Replay::Agent) {
             Ok(serial) => serial,
             Err(reply) => return reply,
         };
@@ -302,7 +304,7 @@ impl Gateway {
         run_id: &str,
         method: Replay,
     ) -> Option<Reply> {
-        let ended = self.agent.waits.ended.iter().find(|e| e.run_id == run_id)?;
+        let ended = self.agent.waits.ended(run_id)?;
         let (result, payload) = match method {
             Replay::ChatSend => ended.chat_send_replay(),
             Replay::Agent => self.final_answer(ended),
@@ -315,7 +317,7 @@ impl Gateway {
     /// `timeoutMs`.
     pub(crate) fn agent_wait(&mut self, now: Instant, call: &Call<'_>, p: AgentWait) -> Reply {
         let run_id = p.run_id.0;
-        if let Some(e) = self.agent.waits.ended.iter().find(|e| e.run_id == run_id) {
+        if let Some(e) = self.agent.waits.ended(&run_id) {
             return Reply::Now(Ok(e.wait_payload()));
         }
         let max = self.config.limits.max_agent_waits;
