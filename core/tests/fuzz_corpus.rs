@@ -32,6 +32,15 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Run `entry` on every input of `target`; report every input that panics.
+/// The seed `name` of `target`'s corpus.
+fn seed(target: &str, name: &str) -> Vec<u8> {
+    corpus(target)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, bytes)| bytes)
+        .unwrap_or_else(|| panic!("{target}: no seed {name}"))
+}
+
 fn replay(target: &str, entry: impl Fn(&[u8])) {
     let failed: Vec<String> = corpus(target)
         .into_iter()
@@ -82,11 +91,10 @@ fn pairing_store_corpus() {
 /// core draws randomness must come with new seeds.
 #[test]
 fn frame_seeds_complete_the_invoke_round_trip() {
-    let (_, seed) = corpus("frames_after_hello")
-        .into_iter()
-        .find(|(n, _)| n == "invoke-roundtrip")
-        .expect("seed");
-    let t = fuzzing::frames_after_hello(Instant::now(), &seed);
+    let t = fuzzing::frames_after_hello(
+        Instant::now(),
+        &seed("frames_after_hello", "invoke-roundtrip"),
+    );
     let all: String = t
         .sent
         .values()
@@ -105,13 +113,7 @@ fn frame_seeds_complete_the_invoke_round_trip() {
 /// `health`, and the byte-by-byte seed gets the very same bytes back.
 #[test]
 fn stream_seeds_reach_hello() {
-    let by_name = |name: &str| {
-        corpus("connection_stream")
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, b)| b)
-            .expect(name)
-    };
+    let by_name = |name: &str| seed("connection_stream", name);
     let whole = fuzzing::connection_stream(Instant::now(), &by_name("token-session"));
     let sent =
         String::from_utf8_lossy(whole.sent.values().next().expect("bytes sent")).into_owned();
@@ -136,11 +138,7 @@ fn model_stream_corpus() {
 #[test]
 fn model_stream_seeds_reach_their_outcomes() {
     use clawgate_core::model::openai::{ChatEvent, StreamError};
-    let seeds = corpus("model_stream");
-    let outcome = |name: &str| {
-        let (_, bytes) = seeds.iter().find(|(n, _)| n == name).expect(name);
-        fuzzing::model_stream::run(bytes)
-    };
+    let outcome = |name: &str| fuzzing::model_stream::run(&seed("model_stream", name));
     for name in ["text-answer", "text-answer-crlf-bom", "text-answer-cr"] {
         let (events, end) = outcome(name);
         let text: String = events
@@ -182,11 +180,7 @@ fn http_response_corpus() {
 #[test]
 fn http_response_seeds_reach_their_outcomes() {
     use clawgate_core::model::http1::{ResponseError, ResponseEvent};
-    let seeds = corpus("http_response");
-    let outcome = |name: &str| {
-        let (_, bytes) = seeds.iter().find(|(n, _)| n == name).expect(name);
-        fuzzing::http_response::run(bytes)
-    };
+    let outcome = |name: &str| fuzzing::http_response::run(&seed("http_response", name));
     let body = |events: &[ResponseEvent]| -> Vec<u8> {
         events
             .iter()
