@@ -228,12 +228,15 @@ impl<H> Durability<H> {
         more: Vec<StoreChange>,
     ) -> Option<Vec<StoreChange>> {
         let mut changes = diff(&self.written, current, self.rewrite);
+        if !changes.is_empty() {
+            // Only when pairing changed: a batch of chat messages copies nothing.
+            self.written = current.clone();
+        }
         changes.extend(more);
         if changes.is_empty() {
             return None;
         }
         self.rewrite = false;
-        self.written = current.clone();
         self.in_flight.push_back(id);
         Some(changes)
     }
