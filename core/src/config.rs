@@ -64,6 +64,8 @@ pub struct Limits {
     pub max_agent_waits: usize,
     /// Outcomes of ended runs kept for `agent.wait` on a run that already ended.
     pub max_ended_runs: usize,
+    /// Sessions one connection may watch with `sessions.messages.subscribe`.
+    pub max_session_subscriptions: usize,
     /// Most recent transcript messages sent to the model with a turn.
     pub max_model_messages: usize,
     /// Bytes of a model provider's error body kept to classify and report it.
@@ -99,6 +101,7 @@ impl Default for Limits {
             max_agent_runs: 16,
             max_agent_waits: 256,
             max_ended_runs: 256,
+            max_session_subscriptions: 256,
             max_model_messages: 200,
             max_error_body_bytes: 64 * 1024,
             live_text_pacing: Duration::from_millis(75),

@@ -40,6 +40,12 @@ pub enum StoreChange {
     },
     /// Delete every session and transcript row (part of the rewrite after a failed write).
     ClearSessions,
+    /// Delete one session's row and its transcript (`sessions.delete`, and `sessions.reset`
+    /// before the new session's row).
+    DeleteSession {
+        /// The session's key.
+        key: String,
+    },
 }
 
 /// A chat session as the store gives it back at start.
@@ -166,7 +172,8 @@ impl PairingStore {
                 }
                 StoreChange::PutSession { .. }
                 | StoreChange::AppendMessage { .. }
-                | StoreChange::ClearSessions => {}
+                | StoreChange::ClearSessions
+                | StoreChange::DeleteSession { .. } => {}
             }
         }
     }

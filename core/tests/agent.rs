@@ -230,6 +230,7 @@ fn stored_sessions(batches: &[Vec<StoreChange>]) -> Vec<StoredSession> {
     for change in batches.iter().flatten() {
         match change {
             StoreChange::ClearSessions => out.clear(),
+            StoreChange::DeleteSession { key } => out.retain(|s| &s.key != key),
             StoreChange::PutSession { key, row } => match out.iter_mut().find(|s| &s.key == key) {
                 Some(s) => s.row = row.clone(),
                 None => out.push(StoredSession {

@@ -121,8 +121,20 @@ impl Gateway {
     /// `chat.send`: append the message, answer `started` once it is durable, then run.
     pub(crate) fn chat_send(&mut self, now: Instant, call: &Call<'_>, p: ChatSend) -> Reply {
         let key = canonical_key(&p.session_key.0);
-        let run_id = p.idempotency_key.0;
-        let serial = match self.begin_run(now, call, &key, &p.message, &run_id, Replay::ChatSend) {
+        self.start_turn(now, call, &key, &p.message, p.idempotency_key.0)
+    }
+
+    /// Start a turn on session `key` as `chat.send` does (`sessions.send` too): answer
+    /// `started` once the user's message is durable, then run.
+    pub(crate) fn start_turn(
+        &mut self,
+        now: Instant,
+        call: &Call<'_>,
+        key: &str,
+        message: &str,
+        run_id: String,
+    ) -> Reply {
+        let serial = match self.begin_run(now, call, key, message, &run_id, Replay::ChatSend) {
             Ok(serial) => serial,
             Err(reply) => return reply,
         };
@@ -159,9 +171,9 @@ impl Gateway {
                 format!("too many agent runs in progress (at most {max}); try again shortly"),
             ))));
         }
-        let ts = self.unix_ms(now);
-        self.append_user(key, message, run_id, ts);
+        self.append_user(now, key, message, run_id);
         self.persist();
+        let ts = self.unix_ms(now);
         Ok(self.new_run(run_id, key, call.conn, ts))
     }
 

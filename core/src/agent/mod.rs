@@ -5,10 +5,14 @@
 //! Every transcript change leaves as a store batch with the next [`Gateway::persist`]. An
 //! `agent` call starts the same run and is answered again when it ends (`rpc`).
 
+mod catalog;
 mod chat;
 mod rpc;
 mod run;
 mod session;
+mod session_edit;
+mod sessions;
+mod subscribers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -27,6 +31,9 @@ use rpc::Outcome;
 use run::{Event, Response, Run};
 use session::{ChatSession, failed_before_reply, text_message};
 
+/// The only agent clawgate runs.
+pub(crate) const AGENT_ID: &str = "main";
+
 /// Sessions, runs, and the transcript changes not yet in a store batch.
 #[derive(Debug, Default)]
 pub(crate) struct Agent {
@@ -41,12 +48,15 @@ pub(crate) struct Agent {
     unsaved: Vec<StoreChange>,
     /// Recent run outcomes and `agent.wait` callers.
     waits: rpc::Waits,
+    /// Who receives session events.
+    subscribers: subscribers::Subscribers,
 }
 
 impl Agent {
     /// A connection closed: forget what waits to answer it (its `agent.wait` calls).
     pub(crate) fn conn_gone(&mut self, conn: crate::ConnId) {
         self.waits.conn_gone(conn);
+        self.subscribers.conn_gone(conn);
     }
 
     /// The session changes for the next store batch: those since the last batch, or with
@@ -63,22 +73,23 @@ impl Agent {
         out
     }
 
-    /// Append `message` to the session `key` (which must exist) and record the changes.
-    fn append(&mut self, key: &str, message: Value, ts: u64) {
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
+    /// Append `message` to the session `key` (which must exist) and record the changes; the
+    /// message's position (from 1).
+    fn append(&mut self, key: &str, message: Value, ts: u64) -> Option<u64> {
+        let s = self.sessions.get_mut(key)?;
         s.messages.push(message.clone());
         s.updated_at = ts;
         self.unsaved.push(StoreChange::PutSession {
             key: key.to_string(),
             row: s.row(key),
         });
+        let seq = s.messages.len() as u64;
         self.unsaved.push(StoreChange::AppendMessage {
             session_key: key.to_string(),
-            seq: s.messages.len() as u64,
+            seq,
             message,
         });
+        Some(seq)
     }
 
     /// Forget a run; returns it.
@@ -367,7 +378,7 @@ impl Gateway {
         let message = run.message(ts);
         ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
         self.emit(now, ev);
-        self.agent.append(&run.session_key, message, ts);
+        self.append_message(now, &run.session_key, message, ts);
         self.persist();
         let outcome = Outcome::Ok {
             stop_reason: stop,
@@ -419,7 +430,7 @@ impl Gateway {
             run.message(ts)
         };
         self.emit(now, ev);
-        self.agent.append(&run.session_key, row, ts);
+        self.append_message(now, &run.session_key, row, ts);
         self.persist();
         self.run_ended(now, run, Outcome::Error(failure.message));
     }
@@ -459,7 +470,7 @@ impl Gateway {
             ev.push(run.chat("aborted", fields));
             self.emit(now, ev);
             if !run.text.is_empty() {
-                self.agent.append(&run.session_key, run.message(ts), ts);
+                self.append_message(now, &run.session_key, run.message(ts), ts);
             }
             ids.push(run.run_id.clone());
             ended.push(run);
@@ -496,6 +507,12 @@ impl Gateway {
         }
     }
 
+    /// The session key of live run `run_id`.
+    pub(crate) fn run_session(&self, run_id: &str) -> Option<String> {
+        let serial = self.agent.by_run_id.get(run_id)?;
+        self.agent.runs.get(serial).map(|r| r.session_key.clone())
+    }
+
     /// The `history` of a session, for `chat.history`.
     fn session(&self, key: &str) -> Option<&ChatSession> {
         self.agent.sessions.get(key)
@@ -517,18 +534,33 @@ impl Gateway {
         serial
     }
 
-    /// Append the user's message to session `key`, creating the session if needed.
-    fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
+    /// Append `message` to session `key` (which must exist) and tell who watches it.
+    pub(crate) fn append_message(&mut self, now: Instant, key: &str, message: Value, ts: u64) {
+        if let Some(seq) = self.agent.append(key, message.clone(), ts) {
+            self.message_appended(now, key, &message, seq);
+        }
+    }
+
+    /// Session `key`, created (and announced) if it does not exist yet.
+    pub(crate) fn ensure_session(&mut self, now: Instant, key: &str) {
         if !self.agent.sessions.contains_key(key) {
             let id = self.uuid();
+            let ts = self.unix_ms(now);
             self.agent
                 .sessions
                 .insert(key.to_string(), ChatSession::new(id, ts));
+            self.session_changed(now, key, subscribers::Change::Create);
         }
+    }
+
+    /// Append the user's message to session `key`, creating the session if needed.
+    fn append_user(&mut self, now: Instant, key: &str, text: &str, idempotency_key: &str) {
+        self.ensure_session(now, key);
+        let ts = self.unix_ms(now);
         let mut message = text_message("user", text, ts);
         if let Value::Object(m) = &mut message {
             m.insert("idempotencyKey".into(), json!(idempotency_key));
         }
-        self.agent.append(key, message, ts);
+        self.append_message(now, key, message, ts);
     }
 }

@@ -2,7 +2,7 @@
 //! The transcript is the one copy; the model's messages and the store rows derive from it.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::model::openai::Message;
 use crate::persist::StoreChange;
@@ -20,6 +20,8 @@ pub(crate) struct ChatSession {
     pub(crate) updated_at: u64,
     /// The transcript, oldest first.
     pub(crate) messages: Vec<Value>,
+    /// The fields `sessions.patch` set (`label`, `thinkingLevel`, `model`, …), by wire name.
+    pub(crate) overrides: Map<String, Value>,
 }
 
 /// The stored row of a session (the transcript is stored message by message).
@@ -33,6 +35,8 @@ pub(crate) struct SessionRow {
     created_at: u64,
     #[serde(default)]
     updated_at: u64,
+    #[serde(default)]
+    overrides: Map<String, Value>,
 }
 
 impl ChatSession {
@@ -44,6 +48,7 @@ impl ChatSession {
             created_at: now_ms,
             updated_at: now_ms,
             messages: Vec::new(),
+            overrides: Map::new(),
         }
     }
 
@@ -56,6 +61,7 @@ impl ChatSession {
             created_at: row.created_at,
             updated_at: row.updated_at,
             messages,
+            overrides: row.overrides,
         })
     }
 
@@ -69,6 +75,7 @@ impl ChatSession {
             "classification": "direct",
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
+            "overrides": self.overrides,
         })
     }
 
@@ -110,7 +117,7 @@ impl ChatSession {
 }
 
 /// The text of a message: its `content` string, or its `text` parts joined.
-fn text_of(message: &Value) -> String {
+pub(crate) fn text_of(message: &Value) -> String {
     match message.get("content") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts
@@ -160,6 +167,7 @@ mod tests {
         s.messages.push(text_message("user", "hi", 6));
         s.messages.push(failed_before_reply("boom", 7));
         s.messages.push(text_message("assistant", "hello", 8));
+        s.overrides.insert("label".into(), json!("work"));
         let rows: Vec<StoreChange> = s.rows(MAIN_SESSION_KEY).collect();
         assert_eq!(rows.len(), 4);
         let back = ChatSession::from_row(s.row(MAIN_SESSION_KEY), s.messages.clone()).unwrap();

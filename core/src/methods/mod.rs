@@ -112,6 +112,26 @@ const REGISTRY: &[MethodSpec] = &[
     method!("chat.abort", Write, Gateway::chat_abort),
     method!("agent", Dynamic, Gateway::agent_method),
     method!("agent.wait", Write, Gateway::agent_wait),
+    method!("chat.inject", Admin, Gateway::chat_inject),
+    method!("sessions.list", Read, Gateway::sessions_list),
+    method!("sessions.subscribe", Read, Gateway::sessions_subscribe),
+    method!(
+        "sessions.messages.subscribe",
+        Read,
+        Gateway::sessions_messages_subscribe
+    ),
+    method!(
+        "sessions.messages.unsubscribe",
+        Read,
+        Gateway::sessions_messages_unsubscribe
+    ),
+    method!("sessions.send", Write, Gateway::sessions_send),
+    method!("sessions.abort", Write, Gateway::sessions_abort),
+    method!("sessions.patch", Dynamic, Gateway::sessions_patch),
+    method!("sessions.reset", Admin, Gateway::sessions_reset),
+    method!("sessions.delete", Dynamic, Gateway::sessions_delete),
+    method!("models.list", Read, Gateway::models_list),
+    method!("agents.list", Read, Gateway::agents_list),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -282,6 +302,18 @@ mod tests {
             "chat.abort",
             "agent",
             "agent.wait",
+            "chat.inject",
+            "sessions.list",
+            "sessions.subscribe",
+            "sessions.messages.subscribe",
+            "sessions.messages.unsubscribe",
+            "sessions.send",
+            "sessions.abort",
+            "sessions.patch",
+            "sessions.reset",
+            "sessions.delete",
+            "models.list",
+            "agents.list",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
