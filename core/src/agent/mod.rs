@@ -378,7 +378,7 @@ impl Gateway {
         let message = run.message(ts);
         ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
         self.emit(now, ev);
-        self.append_message(now, &run.session_key, message, ts);
+        self.append_message(now, &run.session_key, message, ts, Some(&run.run_id));
         self.persist();
         let outcome = Outcome::Ok {
             stop_reason: stop,
@@ -430,7 +430,7 @@ impl Gateway {
             run.message(ts)
         };
         self.emit(now, ev);
-        self.append_message(now, &run.session_key, row, ts);
+        self.append_message(now, &run.session_key, row, ts, Some(&run.run_id));
         self.persist();
         self.run_ended(now, run, Outcome::Error(failure.message));
     }
@@ -470,7 +470,8 @@ impl Gateway {
             ev.push(run.chat("aborted", fields));
             self.emit(now, ev);
             if !run.text.is_empty() {
-                self.append_message(now, &run.session_key, run.message(ts), ts);
+                let message = run.message(ts);
+                self.append_message(now, &run.session_key, message, ts, Some(&run.run_id));
             }
             ids.push(run.run_id.clone());
             ended.push(run);
@@ -534,10 +535,22 @@ impl Gateway {
         serial
     }
 
-    /// Append `message` to session `key` (which must exist) and tell who watches it.
-    pub(crate) fn append_message(&mut self, now: Instant, key: &str, message: Value, ts: u64) {
+    /// Append `message` to session `key` (which must exist) with a new message id, and tell
+    /// who watches it (`run_id`: the run it belongs to, if any).
+    pub(crate) fn append_message(
+        &mut self,
+        now: Instant,
+        key: &str,
+        mut message: Value,
+        ts: u64,
+        run_id: Option<&str>,
+    ) {
+        let id = self.uuid();
+        if let Value::Object(m) = &mut message {
+            m.insert("__openclaw".into(), json!({"id": id}));
+        }
         if let Some(seq) = self.agent.append(key, message.clone(), ts) {
-            self.message_appended(now, key, &message, seq);
+            self.message_appended(now, key, &message, seq, run_id);
         }
     }
 
@@ -561,6 +574,6 @@ impl Gateway {
         if let Value::Object(m) = &mut message {
             m.insert("idempotencyKey".into(), json!(idempotency_key));
         }
-        self.append_message(now, key, message, ts);
+        self.append_message(now, key, message, ts, Some(idempotency_key));
     }
 }

@@ -492,9 +492,16 @@ impl Gateway {
             "provider": "openclaw",
             "model": "gateway-injected",
         });
-        let message_id = self.uuid();
-        self.append_message(now, &key, message.clone(), ts);
+        self.append_message(now, &key, message, ts, None);
         self.persist();
+        let Some(message) = self.agent.sessions.get(&key).and_then(|s| s.messages.last()) else {
+            return Reply::Now(Err(ErrorShape::invalid("session not found")));
+        };
+        let message_id = message
+            .pointer("/__openclaw/id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let chat = json!({
             "runId": format!("inject-{message_id}"),
             "sessionKey": key,

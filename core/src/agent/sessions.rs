@@ -1,5 +1,5 @@
 //! Reading sessions and watching them: `sessions.list` (upstream's `SessionRow`s, filtered and
-//! paged), `sessions.subscribe` (every session's `sessions.changed` and `session.message`,
+//! paged), `sessions.describe` (one row), `sessions.subscribe` (every session's `sessions.changed` and `session.message`,
 //! with the list when it is given list params), `sessions.messages.subscribe` /
 //! `sessions.messages.unsubscribe` (one session's `session.message`).
 
@@ -67,6 +67,17 @@ pub(crate) struct SessionsList {
     _include_people: Option<bool>,
     #[serde(default, rename = "spawnedBy")]
     _spawned_by: Option<NonEmpty>,
+}
+
+/// `sessions.describe` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct SessionsDescribe {
+    key: NonEmpty,
+    #[serde(default)]
+    include_derived_titles: Option<bool>,
+    #[serde(default)]
+    include_last_message: Option<bool>,
 }
 
 /// `sessions.messages.subscribe` params.
@@ -293,6 +304,19 @@ impl Gateway {
     /// `sessions.list`.
     pub(crate) fn sessions_list(&mut self, now: Instant, _: &Call<'_>, p: SessionsList) -> Reply {
         Reply::Now(self.session_list(now, &p))
+    }
+
+    /// `sessions.describe`: one session's row, `null` when there is none.
+    pub(crate) fn sessions_describe(
+        &mut self,
+        _: Instant,
+        _: &Call<'_>,
+        p: SessionsDescribe,
+    ) -> Reply {
+        let key = canonical_key(&p.key.0);
+        let last = p.include_last_message == Some(true) || p.include_derived_titles == Some(true);
+        let session = self.agent.sessions.get(&key).map(|s| self.present(&key, s, last));
+        Reply::Now(Ok(json!({"session": session})))
     }
 
     /// `sessions.subscribe`: the caller receives session events from now on; with list

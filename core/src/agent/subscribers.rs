@@ -149,17 +149,27 @@ impl Gateway {
         self.broadcast_to(now, "sessions.changed", &payload, &audience);
     }
 
-    /// `message` was appended to session `key` at position `seq` (from 1): send it as
-    /// `session.message` to the connections watching that session. Any code that appends to
-    /// a transcript (operator or channel turns) calls this after the append.
-    pub(crate) fn message_appended(&mut self, now: Instant, key: &str, message: &Value, seq: u64) {
+    /// `message` was appended to session `key` at position `seq` (from 1), as part of run
+    /// `run_id` if any: send it as `session.message` to the connections watching that
+    /// session, with its id (`__openclaw.id`), position and run, which clients use to match it
+    /// with the run's `chat` events. Any code that appends to a transcript (operator or
+    /// channel turns) calls this after the append ([`Gateway::append_message`] does).
+    pub(crate) fn message_appended(
+        &mut self,
+        now: Instant,
+        key: &str,
+        message: &Value,
+        seq: u64,
+        run_id: Option<&str>,
+    ) {
         let audience = self.agent.subscribers.message_audience(key);
         if audience.is_empty() {
             return;
         }
         let mut message = message.clone();
-        if let Value::Object(m) = &mut message {
-            m.insert("__openclaw".into(), json!({"seq": seq}));
+        let id = message.pointer("/__openclaw/id").cloned();
+        if let Some(Value::Object(meta)) = message.get_mut("__openclaw") {
+            meta.insert("seq".into(), json!(seq));
         }
         let mut payload = json!({
             "sessionKey": key,
@@ -167,8 +177,16 @@ impl Gateway {
             "message": message,
             "messageSeq": seq,
         });
-        if let (Some(row), Value::Object(p)) = (self.session_row(key), &mut payload) {
-            p.insert("session".into(), row);
+        if let Value::Object(p) = &mut payload {
+            if let Some(id) = id {
+                p.insert("messageId".into(), id);
+            }
+            if let Some(run_id) = run_id {
+                p.insert("runId".into(), json!(run_id));
+            }
+            if let Some(row) = self.session_row(key) {
+                p.insert("session".into(), row);
+            }
         }
         self.broadcast_to(now, "session.message", &payload, &audience);
     }

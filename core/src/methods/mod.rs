@@ -114,6 +114,7 @@ const REGISTRY: &[MethodSpec] = &[
     method!("agent.wait", Write, Gateway::agent_wait),
     method!("chat.inject", Admin, Gateway::chat_inject),
     method!("sessions.list", Read, Gateway::sessions_list),
+    method!("sessions.describe", Read, Gateway::sessions_describe),
     method!("sessions.subscribe", Read, Gateway::sessions_subscribe),
     method!(
         "sessions.messages.subscribe",
@@ -304,6 +305,7 @@ mod tests {
             "agent.wait",
             "chat.inject",
             "sessions.list",
+            "sessions.describe",
             "sessions.subscribe",
             "sessions.messages.subscribe",
             "sessions.messages.unsubscribe",

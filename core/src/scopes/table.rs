@@ -250,7 +250,6 @@ pub(super) static METHODS: &[(&str, Requirement)] = &[
     ("sessions.companion.reset", Write),
     ("sessions.companion.state", Read),
     ("sessions.create", Dynamic),
-    ("sessions.describe", Read),
     ("sessions.diff", Read),
     ("sessions.dispatch", Dynamic),
     ("sessions.files.get", Read),
