@@ -494,7 +494,12 @@ impl Gateway {
         });
         self.append_message(now, &key, message, ts, None);
         self.persist();
-        let Some(message) = self.agent.sessions.get(&key).and_then(|s| s.messages.last()) else {
+        let Some(message) = self
+            .agent
+            .sessions
+            .get(&key)
+            .and_then(|s| s.messages.last())
+        else {
             return Reply::Now(Err(ErrorShape::invalid("session not found")));
         };
         let message_id = message

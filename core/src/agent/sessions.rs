@@ -315,7 +315,11 @@ impl Gateway {
     ) -> Reply {
         let key = canonical_key(&p.key.0);
         let last = p.include_last_message == Some(true) || p.include_derived_titles == Some(true);
-        let session = self.agent.sessions.get(&key).map(|s| self.present(&key, s, last));
+        let session = self
+            .agent
+            .sessions
+            .get(&key)
+            .map(|s| self.present(&key, s, last));
         Reply::Now(Ok(json!({"session": session})))
     }
 
