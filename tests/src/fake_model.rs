@@ -60,15 +60,19 @@ impl RecordedRequest {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The text of the last `{"role":"user"}` message of the body.
+    /// The text of the last `{"role":"user"}` message of the body: its `content` string, or
+    /// its text parts joined (`[{"type":"text","text":…}]`, the other shape OpenAI accepts).
     pub fn last_user_text(&self) -> Option<String> {
-        self.json["messages"]
+        let content = &self.json["messages"]
             .as_array()?
             .iter()
             .rev()
-            .find(|m| m["role"] == "user")
-            .and_then(|m| m["content"].as_str())
-            .map(str::to_owned)
+            .find(|m| m["role"] == "user")?["content"];
+        if let Some(text) = content.as_str() {
+            return Some(text.to_owned());
+        }
+        let parts = content.as_array()?.iter();
+        Some(parts.filter_map(|p| p["text"].as_str()).collect())
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::client::ClientConfig;
 use clawgate_core::scopes;
-use clawgate_tests::fake_model::{FakeModel, MODEL, Reply};
+use clawgate_tests::fake_model::{FakeModel, MODEL, RecordedRequest, Reply};
 use serde_json::{Value, json};
 
 use crate::error::BenchError;
@@ -50,7 +50,7 @@ pub struct AgentFigures {
 }
 
 /// The message of a concurrent run's turns: the fake answers it slowly.
-const SLOW: &str = "slow";
+const SLOW: &str = "slow answer please";
 
 /// A fake model whose every answer is [`PARTS`] words, each after [`GAP`], or after
 /// [`SLOW_GAP`] when the message is [`SLOW`].
@@ -58,9 +58,14 @@ fn fake_model() -> FakeModel {
     FakeModel::start(|req| {
         let words: Vec<String> = (0..PARTS).map(|i| format!("word{i} ")).collect();
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let slow = req.last_user_text().is_some_and(|t| t.ends_with(SLOW));
+        let slow = mentions(req, SLOW);
         Reply::text(&words).with_delay(if slow { SLOW_GAP } else { GAP })
     })
+}
+
+/// Whether `text` is anywhere in the request's body.
+fn mentions(req: &RecordedRequest, text: &str) -> bool {
+    String::from_utf8_lossy(&req.body).contains(text)
 }
 
 /// The `openclaw.json` members that make `model` the agent's model, and let `sessions` runs
@@ -145,18 +150,20 @@ fn failed(note: &Note) -> Option<String> {
     }
 }
 
-/// `turns` turns one after another on one session, timed against the fake's write times.
+/// `turns` turns one after another on one session, timed against the fake's write times;
+/// `tag` keeps their idempotency keys apart from another call's.
 fn latency(
     addr: SocketAddr,
     model: &FakeModel,
+    tag: &str,
     turns: usize,
 ) -> Result<(Percentiles, Percentiles, Percentiles), BenchError> {
     let (mut pool, mut feed, key) = connect(addr)?;
     let (mut first, mut last, mut whole) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..turns {
         let before = model.requests().len();
-        let text = format!("bench turn {i}");
-        let run = format!("bench-latency-{i}");
+        let text = format!("bench {tag} turn {i}.");
+        let run = format!("bench-{tag}-{i}");
         let sent = Instant::now();
         send(&mut pool, key, "agent:main:bench-latency", &text, &run);
         let deadline = sent + TURN_LIMIT;
@@ -179,12 +186,9 @@ fn latency(
         };
         let requests = model.requests();
         let times = model.write_times();
+        // Upstream adds its own user message after the person's, so look at the whole body.
         let Some(written) = (before..requests.len())
-            .find(|&r| {
-                requests[r]
-                    .last_user_text()
-                    .is_some_and(|t| t.contains(&text))
-            })
+            .rfind(|&r| mentions(&requests[r], &text))
             .and_then(|r| times.get(r))
         else {
             return Err(BenchError::Protocol(format!(
@@ -263,8 +267,8 @@ pub fn measure(
     let limit = Duration::from_secs(120);
     super::ready::time_to_ready(&mut server, &mut dial, limit, Duration::from_millis(20))?;
     // One warm-up turn (upstream prepares its workspace on the first).
-    latency(addr, &model, 1)?;
-    let (first_delta, last_to_final, turn) = latency(addr, &model, turns)?;
+    latency(addr, &model, "warm-up", 1)?;
+    let (first_delta, last_to_final, turn) = latency(addr, &model, "latency", turns)?;
     let rss_before_kib = crate::procs::settled_rss_kib(&server, Duration::from_secs(1));
     let (rss_peak_kib, concurrent_elapsed) = concurrent(&server, sessions)?;
     server.check_alive()?;
