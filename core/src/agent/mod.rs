@@ -11,6 +11,7 @@ mod rpc;
 mod run;
 mod session;
 mod session_edit;
+mod session_patch;
 mod sessions;
 mod subscribers;
 
