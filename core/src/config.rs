@@ -64,8 +64,17 @@ pub struct Limits {
     pub max_agent_waits: usize,
     /// Outcomes of ended runs kept for `agent.wait` on a run that already ended.
     pub max_ended_runs: usize,
-    /// Most recent transcript messages sent to the model with a turn.
+    /// Most recent transcript messages sent to the model with a turn: also the window of each
+    /// session the gateway keeps in memory (the rest of a transcript is read from the store).
     pub max_model_messages: usize,
+    /// Bytes of messages one `chat.history` answer carries at most (upstream's 6 MiB); older
+    /// messages past it are left for the next page.
+    pub max_history_bytes: usize,
+    /// A message longer than this comes back from `chat.history` as a placeholder (upstream's
+    /// 128 KiB).
+    pub max_history_message_bytes: usize,
+    /// `chat.history` reads waiting for the store at once; more are refused.
+    pub max_history_reads: usize,
     /// Bytes of a model provider's error body kept to classify and report it.
     pub max_error_body_bytes: usize,
     /// At most one `chat` delta per run per this interval (upstream's `LIVE_TEXT_PACING_MS`).
@@ -100,6 +109,9 @@ impl Default for Limits {
             max_agent_waits: 256,
             max_ended_runs: 256,
             max_model_messages: 200,
+            max_history_bytes: 6 * 1024 * 1024,
+            max_history_message_bytes: 128 * 1024,
+            max_history_reads: 64,
             max_error_body_bytes: 64 * 1024,
             live_text_pacing: Duration::from_millis(75),
         }

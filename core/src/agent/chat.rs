@@ -1,5 +1,5 @@
-//! The `chat.*` methods: `chat.send` starts a run, `chat.history` reads a transcript,
-//! `chat.abort` stops runs. Params are upstream's closed schemas.
+//! The `chat.send` and `chat.abort` methods: `chat.send` starts a run, `chat.abort` stops
+//! runs (`chat.history` is in `history`). Params are upstream's closed schemas.
 
 use std::time::Instant;
 
@@ -74,33 +74,6 @@ pub(crate) struct ChatSend {
     _expected_tool_overrides: Option<Value>,
 }
 
-/// `chat.history` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct ChatHistory {
-    session_key: NonEmpty,
-    #[serde(default)]
-    limit: Option<u64>,
-    #[serde(default, rename = "agentId")]
-    _agent_id: Option<Value>,
-    #[serde(default, rename = "cursor")]
-    _cursor: Option<Value>,
-    #[serde(default, rename = "maxBytes")]
-    _max_bytes: Option<Value>,
-    #[serde(default, rename = "offset")]
-    _offset: Option<Value>,
-    #[serde(default, rename = "pendingBefore")]
-    _pending_before: Option<Value>,
-    #[serde(default, rename = "inputRunIds")]
-    _input_run_ids: Option<Value>,
-    #[serde(default, rename = "messageId")]
-    _message_id: Option<Value>,
-    #[serde(default, rename = "sessionId")]
-    _session_id: Option<Value>,
-    #[serde(default, rename = "maxChars")]
-    _max_chars: Option<Value>,
-}
-
 /// `chat.abort` params.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -113,9 +86,6 @@ pub(crate) struct ChatAbort {
     #[serde(default, rename = "preserveSideRuns")]
     _preserve_side_runs: Option<Value>,
 }
-
-/// Messages `chat.history` returns when no `limit` is given.
-const DEFAULT_HISTORY_LIMIT: u64 = 200;
 
 impl Gateway {
     /// `chat.send`: append the message, answer `started` once it is durable, then run.
@@ -163,33 +133,6 @@ impl Gateway {
         self.append_user(key, message, run_id, ts);
         self.persist();
         Ok(self.new_run(run_id, key, call.conn, ts))
-    }
-
-    /// `chat.history`: the last `limit` messages of a session.
-    pub(crate) fn chat_history(&mut self, _: Instant, _: &Call<'_>, p: ChatHistory) -> Reply {
-        let key = canonical_key(&p.session_key.0);
-        let limit = p.limit.unwrap_or(DEFAULT_HISTORY_LIMIT).max(1);
-        let (id, messages) = match self.session(&key) {
-            Some(s) => (Some(s.id.clone()), s.messages.as_slice()),
-            None => (None, &[][..]),
-        };
-        let total = messages.len();
-        let skip = total.saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX));
-        let route = self.config.model.as_ref();
-        let mut out = json!({
-            "sessionKey": key,
-            "messages": messages.get(skip..).unwrap_or_default(),
-            "hasMore": skip > 0,
-            "totalMessages": total,
-            "defaults": {
-                "modelProvider": route.map(|m| m.provider.as_str()),
-                "model": route.map(|m| m.model.as_str()),
-            },
-        });
-        if let (Some(id), Value::Object(o)) = (id, &mut out) {
-            o.insert("sessionId".into(), json!(id));
-        }
-        Reply::Now(Ok(out))
     }
 
     /// `chat.abort`: stop the session's runs (or the one named).

@@ -6,6 +6,7 @@
 //! `agent` call starts the same run and is answered again when it ends (`rpc`).
 
 mod chat;
+mod history;
 mod rpc;
 mod run;
 mod session;
@@ -41,34 +42,34 @@ pub(crate) struct Agent {
     unsaved: Vec<StoreChange>,
     /// Recent run outcomes and `agent.wait` callers.
     waits: rpc::Waits,
+    /// `chat.history` calls waiting for the store.
+    reads: history::Reads,
 }
 
 impl Agent {
     /// A connection closed: forget what waits to answer it (its `agent.wait` calls).
     pub(crate) fn conn_gone(&mut self, conn: crate::ConnId) {
         self.waits.conn_gone(conn);
+        self.reads.conn_gone(conn);
     }
 
-    /// The session changes for the next store batch: those since the last batch, or with
-    /// `full` (the rewrite after a failed write) a clear and every session and message.
-    pub(crate) fn store_changes(&mut self, full: bool) -> Vec<StoreChange> {
-        let unsaved = std::mem::take(&mut self.unsaved);
-        if !full {
-            return unsaved;
-        }
-        let mut out = vec![StoreChange::ClearSessions];
-        for (key, s) in &self.sessions {
-            out.extend(s.rows(key));
-        }
-        out
+    /// Whether a run of session `key` is in progress.
+    fn has_active_run(&self, key: &str) -> bool {
+        self.runs.values().any(|r| r.session_key == key)
     }
 
-    /// Append `message` to the session `key` (which must exist) and record the changes.
-    fn append(&mut self, key: &str, message: Value, ts: u64) {
+    /// The session changes since the last store batch.
+    pub(crate) fn store_changes(&mut self) -> Vec<StoreChange> {
+        std::mem::take(&mut self.unsaved)
+    }
+
+    /// Append `message` to the session `key` (which must exist; at most `window` recent
+    /// messages stay in memory) and record the changes.
+    fn append(&mut self, key: &str, message: Value, ts: u64, window: usize) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        s.messages.push(message.clone());
+        let seq = s.push(message.clone(), window);
         s.updated_at = ts;
         self.unsaved.push(StoreChange::PutSession {
             key: key.to_string(),
@@ -76,7 +77,7 @@ impl Agent {
         });
         self.unsaved.push(StoreChange::AppendMessage {
             session_key: key.to_string(),
-            seq: s.messages.len() as u64,
+            seq,
             message,
         });
     }
@@ -90,6 +91,17 @@ impl Agent {
         }
         Some(run)
     }
+}
+
+/// What the agent holds in memory ([`Gateway::held_messages`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldMessages {
+    /// Chat sessions known.
+    pub sessions: usize,
+    /// Transcript messages held, over every session.
+    pub messages: usize,
+    /// Store changes kept until their batch is acknowledged.
+    pub unacked_changes: usize,
 }
 
 /// Why a run failed, as the `chat` error event reports it.
@@ -129,12 +141,14 @@ impl Failure {
 const OFFLINE: &str = "No model is configured: set agents.defaults.model.primary to \"<provider>/<model>\" and define that provider under models.providers in openclaw.json.";
 
 impl Gateway {
-    /// Load the sessions the store kept (at start, before any connection). A row that does
-    /// not decode is logged and skipped.
+    /// Load the sessions the store kept (at start, before any connection): each row with
+    /// the recent end of its transcript (at most `maxModelMessages` messages are kept). A row
+    /// that does not decode is logged and skipped.
     pub fn restore_sessions(&mut self, sessions: Vec<StoredSession>) {
         let now = self.last_wake();
+        let window = self.config.limits.max_model_messages;
         for s in sessions {
-            match ChatSession::from_row(s.row, s.messages) {
+            match ChatSession::from_row(s.row, s.messages, s.total, window) {
                 Ok(session) => {
                     self.agent.sessions.insert(s.key, session);
                 }
@@ -290,7 +304,7 @@ impl Gateway {
                 let failure = Failure::plain(format!("model request failed: {e}"), kind);
                 self.fail_run(now, serial, failure);
             }
-            WorkResult::Stored(_) => {}
+            WorkResult::Stored(_) | WorkResult::History(_) => {}
         }
     }
 
@@ -367,7 +381,7 @@ impl Gateway {
         let message = run.message(ts);
         ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
         self.emit(now, ev);
-        self.agent.append(&run.session_key, message, ts);
+        self.append(&run.session_key, message, ts);
         self.persist();
         let outcome = Outcome::Ok {
             stop_reason: stop,
@@ -419,7 +433,7 @@ impl Gateway {
             run.message(ts)
         };
         self.emit(now, ev);
-        self.agent.append(&run.session_key, row, ts);
+        self.append(&run.session_key, row, ts);
         self.persist();
         self.run_ended(now, run, Outcome::Error(failure.message));
     }
@@ -459,7 +473,7 @@ impl Gateway {
             ev.push(run.chat("aborted", fields));
             self.emit(now, ev);
             if !run.text.is_empty() {
-                self.agent.append(&run.session_key, run.message(ts), ts);
+                self.append(&run.session_key, run.message(ts), ts);
             }
             ids.push(run.run_id.clone());
             ended.push(run);
@@ -496,9 +510,15 @@ impl Gateway {
         }
     }
 
-    /// The `history` of a session, for `chat.history`.
-    fn session(&self, key: &str) -> Option<&ChatSession> {
-        self.agent.sessions.get(key)
+    /// What the agent holds in memory: transcript messages (at most `maxModelMessages` per
+    /// session) and store changes kept until the disk has them (for the replay after a
+    /// failed write). Neither grows with the length of a transcript.
+    pub fn held_messages(&self) -> HeldMessages {
+        HeldMessages {
+            sessions: self.agent.sessions.len(),
+            messages: self.agent.sessions.values().map(ChatSession::held).sum(),
+            unacked_changes: self.durable.unacked_changes(),
+        }
     }
 
     /// A new run for `run_id` on `key` (the session exists); its serial.
@@ -529,6 +549,12 @@ impl Gateway {
         if let Value::Object(m) = &mut message {
             m.insert("idempotencyKey".into(), json!(idempotency_key));
         }
-        self.agent.append(key, message, ts);
+        self.append(key, message, ts);
+    }
+
+    /// Append `message` to session `key` and record the changes for the next batch.
+    fn append(&mut self, key: &str, message: Value, ts: u64) {
+        let window = self.config.limits.max_model_messages;
+        self.agent.append(key, message, ts, window);
     }
 }

@@ -1,11 +1,14 @@
-//! Chat sessions: a key, an id, and a transcript of messages as `chat.history` shows them.
-//! The transcript is the one copy; the model's messages and the store rows derive from it.
+//! Chat sessions: a key, an id, and the recent end of a transcript of messages as
+//! `chat.history` shows them. The whole transcript lives in the store; the core keeps only the
+//! window a turn sends the model (at most `maxModelMessages` messages), so its memory does not
+//! grow with the transcript.
+
+use std::collections::VecDeque;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::model::openai::Message;
-use crate::persist::StoreChange;
 
 /// One chat session.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,8 +21,10 @@ pub(crate) struct ChatSession {
     pub(crate) created_at: u64,
     /// Unix milliseconds of the last message.
     pub(crate) updated_at: u64,
-    /// The transcript, oldest first.
-    pub(crate) messages: Vec<Value>,
+    /// Messages in the whole transcript: the `seq` of the last one.
+    pub(crate) total: u64,
+    /// The most recent messages, oldest first: at most the window the model reads.
+    window: VecDeque<Value>,
 }
 
 /// The stored row of a session (the transcript is stored message by message).
@@ -43,20 +48,44 @@ impl ChatSession {
             created_via: "operator".into(),
             created_at: now_ms,
             updated_at: now_ms,
-            messages: Vec::new(),
+            total: 0,
+            window: VecDeque::new(),
         }
     }
 
-    /// The session as its stored row and its transcript came back from the store.
-    pub(crate) fn from_row(row: Value, messages: Vec<Value>) -> Result<Self, serde_json::Error> {
+    /// The session as the store gave it back: its row, its last `total` messages' tail
+    /// (`recent`, oldest first; at most `window` of them are kept) and their count.
+    pub(crate) fn from_row(
+        row: Value,
+        recent: Vec<Value>,
+        total: u64,
+        window: usize,
+    ) -> Result<Self, serde_json::Error> {
         let row: SessionRow = serde_json::from_value(row)?;
+        let skip = recent.len().saturating_sub(window);
         Ok(Self {
             id: row.session_id,
             created_via: row.created_via.unwrap_or_else(|| "operator".into()),
             created_at: row.created_at,
             updated_at: row.updated_at,
-            messages,
+            total: total.max(recent.len() as u64),
+            window: recent.into_iter().skip(skip).collect(),
         })
+    }
+
+    /// Append `message` (keeping at most `window` recent ones in memory); its `seq`.
+    pub(crate) fn push(&mut self, message: Value, window: usize) -> u64 {
+        self.window.push_back(message);
+        while self.window.len() > window {
+            self.window.pop_front();
+        }
+        self.total += 1;
+        self.total
+    }
+
+    /// Messages held in memory (at most the window).
+    pub(crate) fn held(&self) -> usize {
+        self.window.len()
     }
 
     /// The row [`StoreChange::PutSession`] stores.
@@ -72,26 +101,10 @@ impl ChatSession {
         })
     }
 
-    /// The changes that store this session whole: its row and every message.
-    pub(crate) fn rows(&self, key: &str) -> impl Iterator<Item = StoreChange> + '_ {
-        let put = StoreChange::PutSession {
-            key: key.to_string(),
-            row: self.row(key),
-        };
-        let key = key.to_string();
-        std::iter::once(put).chain(self.messages.iter().zip(1u64..).map(move |(m, seq)| {
-            StoreChange::AppendMessage {
-                session_key: key.clone(),
-                seq,
-                message: m.clone(),
-            }
-        }))
-    }
-
     /// The last `max` messages as the model reads them: user and assistant text only.
     pub(crate) fn to_model(&self, max: usize) -> Vec<Message> {
-        let skip = self.messages.len().saturating_sub(max);
-        self.messages
+        let skip = self.window.len().saturating_sub(max);
+        self.window
             .iter()
             .skip(skip)
             .filter_map(|m| {
@@ -155,15 +168,11 @@ mod tests {
     const MAIN_SESSION_KEY: &str = "agent:main:main";
 
     #[test]
-    fn rows_round_trip_and_the_model_sees_text_turns_only() {
+    fn the_window_is_bounded_and_the_model_sees_text_turns_only() {
         let mut s = ChatSession::new("id-1".into(), 5);
-        s.messages.push(text_message("user", "hi", 6));
-        s.messages.push(failed_before_reply("boom", 7));
-        s.messages.push(text_message("assistant", "hello", 8));
-        let rows: Vec<StoreChange> = s.rows(MAIN_SESSION_KEY).collect();
-        assert_eq!(rows.len(), 4);
-        let back = ChatSession::from_row(s.row(MAIN_SESSION_KEY), s.messages.clone()).unwrap();
-        assert_eq!(back, s);
+        assert_eq!(s.push(text_message("user", "hi", 6), 3), 1);
+        s.push(failed_before_reply("boom", 7), 3);
+        s.push(text_message("assistant", "hello", 8), 3);
         assert_eq!(
             s.to_model(10),
             vec![
@@ -175,6 +184,11 @@ mod tests {
             ]
         );
         assert_eq!(s.to_model(1).len(), 1);
+        assert_eq!(s.push(text_message("user", "again", 9), 3), 4);
+        assert_eq!((s.held(), s.total), (3, 4), "the oldest left the window");
+        let recent: Vec<Value> = s.window.iter().cloned().collect();
+        let back = ChatSession::from_row(s.row(MAIN_SESSION_KEY), recent, 4, 2).unwrap();
+        assert_eq!((back.id.as_str(), back.held(), back.total), ("id-1", 2, 4));
         assert_eq!(canonical_key("main"), MAIN_SESSION_KEY);
         assert_eq!(canonical_key("agent:main:x"), "agent:main:x");
     }
