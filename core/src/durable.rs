@@ -195,7 +195,7 @@ impl Gateway {
                 }
             }
             Deferred::StartRun(serial) if durable => self.start_run(now, serial),
-            Deferred::StartRun(serial) => self.drop_run(serial),
+            Deferred::StartRun(serial) => self.drop_run(now, serial),
         }
     }
 }

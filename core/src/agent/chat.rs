@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::config::QueueMode;
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
 use crate::methods::params::NonEmpty;
@@ -14,8 +15,8 @@ use crate::methods::{Call, Reply};
 use super::rpc::Replay;
 use super::session::canonical_key;
 
-/// `chat.send` params (upstream's `ChatSendParams`). The optional fields are accepted; the
-/// agent does not act on them yet.
+/// `chat.send` params (upstream's `ChatSendParams`). Of the optional fields the agent acts
+/// on `queueMode`; the others are accepted.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChatSend {
@@ -38,8 +39,8 @@ pub(crate) struct ChatSend {
     _fast_mode: Option<Value>,
     #[serde(default, rename = "fastAutoOnSeconds")]
     _fast_auto_on_seconds: Option<Value>,
-    #[serde(default, rename = "queueMode")]
-    _queue_mode: Option<Value>,
+    #[serde(default)]
+    queue_mode: Option<QueueMode>,
     #[serde(default, rename = "deliver")]
     _deliver: Option<Value>,
     #[serde(default, rename = "originatingChannel")]
@@ -88,32 +89,38 @@ pub(crate) struct ChatAbort {
 }
 
 impl Gateway {
-    /// `chat.send`: append the message, answer `started` once it is durable, then run.
+    /// `chat.send`: append the message, answer `started` once it is durable, then run; on a
+    /// busy session, as its `queueMode` says.
     pub(crate) fn chat_send(&mut self, now: Instant, call: &Call<'_>, p: ChatSend) -> Reply {
         let key = canonical_key(&p.session_key.0);
         let run_id = p.idempotency_key.0;
-        let serial = match self.begin_run(now, call, &key, &p.message, &run_id, Replay::ChatSend) {
-            Ok(serial) => serial,
+        let mode = p.queue_mode.unwrap_or(self.config.queue_mode);
+        let msg = (key.as_str(), run_id.as_str(), p.message.as_str());
+        let (serial, holds) = match self.begin_run(now, call, msg, Replay::ChatSend, mode) {
+            Ok(admitted) => admitted,
             Err(reply) => return reply,
         };
         let answer = json!({"runId": run_id, "status": "started"});
         self.answer(now, call.conn, call.req_id, Ok(answer));
-        self.start_run_when_durable(now, serial);
+        if holds {
+            self.start_run_when_durable(now, serial);
+        }
         Reply::Later
     }
 
-    /// Append `message` to session `key` and make run `run_id` for it (not started yet): its
-    /// serial, or the answer when the key was used already (its run live, or ended: `method`
-    /// says how to replay it) or too many runs are live.
+    /// Make run `run_id` for `message` on session `key` (created if new) and give it the
+    /// session's lane (`mode` says what to do when it is held): its serial and whether it holds
+    /// the lane now. Holding it, the message is appended (a queued run's waits until it
+    /// starts). The answer instead when the key was used already (its run live, or ended:
+    /// `method` says how to replay it), too many runs are live or queued.
     pub(crate) fn begin_run(
         &mut self,
         now: Instant,
         call: &Call<'_>,
-        key: &str,
-        message: &str,
-        run_id: &str,
+        (key, run_id, message): (&str, &str, &str),
         method: Replay,
-    ) -> Result<u64, Reply> {
+        mode: QueueMode,
+    ) -> Result<(u64, bool), Reply> {
         if let Some(reply) = self.replay_ended(now, call, run_id, method) {
             return Err(reply);
         }
@@ -129,10 +136,23 @@ impl Gateway {
                 format!("too many agent runs in progress (at most {max}); try again shortly"),
             ))));
         }
+        if !self.lane_has_room(key, mode) {
+            let cap = self.config.limits.max_queued_runs;
+            return Err(Reply::Now(Err(ErrorShape::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "this session already has {cap} messages queued (messages.queue.cap); wait for its runs or abort them"
+                ),
+            ))));
+        }
         let ts = self.unix_ms(now);
-        self.append_user(key, message, run_id, ts);
-        self.persist();
-        Ok(self.new_run(run_id, key, call.conn, ts))
+        self.ensure_session(key, ts);
+        let (serial, holds) = self.admit_run(now, (key, run_id, message), call.conn, mode);
+        if holds {
+            self.append_user(key, message, run_id, ts);
+            self.persist();
+        }
+        Ok((serial, holds))
     }
 
     /// `chat.abort`: stop the session's runs (or the one named).

@@ -7,6 +7,8 @@
 
 mod chat;
 mod history;
+mod lane;
+mod queue;
 mod rpc;
 mod run;
 mod session;
@@ -44,6 +46,8 @@ pub(crate) struct Agent {
     waits: rpc::Waits,
     /// `chat.history` calls waiting for the store.
     reads: history::Reads,
+    /// Which run holds each session and which wait behind it.
+    lanes: lane::Lanes,
 }
 
 impl Agent {
@@ -55,7 +59,7 @@ impl Agent {
 
     /// Whether a run of session `key` is in progress.
     fn has_active_run(&self, key: &str) -> bool {
-        self.runs.values().any(|r| r.session_key == key)
+        self.lanes.active(key).is_some()
     }
 
     /// The session changes since the last store batch.
@@ -136,6 +140,10 @@ impl Failure {
         }
     }
 }
+
+/// Why a run that left the queue failed when its message could not be stored.
+const NOT_SAVED: &str =
+    "the message could not be saved to the gateway's store; see the gateway log";
 
 /// The message of a turn with no model configured.
 const OFFLINE: &str = "No model is configured: set agents.defaults.model.primary to \"<provider>/<model>\" and define that provider under models.providers in openclaw.json.";
@@ -229,9 +237,16 @@ impl Gateway {
         });
     }
 
-    /// A run held for its `chat.send` answer is dropped (the answer failed).
-    pub(crate) fn drop_run(&mut self, serial: u64) {
-        self.agent.remove(serial);
+    /// The message of run `serial` could not be stored. A run whose call waited for that is
+    /// dropped (its caller got the error); one that left the queue (its call was answered
+    /// already) fails, so its callers hear of it.
+    pub(crate) fn drop_run(&mut self, now: Instant, serial: u64) {
+        if self.agent.runs.get(&serial).is_some_and(|r| r.was_queued) {
+            let failure = Failure::plain(NOT_SAVED.into(), "unknown");
+            self.fail_run(now, serial, failure);
+        } else if let Some(run) = self.agent.remove(serial) {
+            self.lane_free(now, &run.session_key, serial);
+        }
     }
 
     /// A piece of a model response, for the run that asked for it.
@@ -388,7 +403,7 @@ impl Gateway {
             aborted: false,
             usage,
         };
-        self.run_ended(now, run, outcome);
+        self.finish_run(now, run, outcome);
     }
 
     fn fail_run(&mut self, now: Instant, serial: u64, failure: Failure) {
@@ -435,59 +450,7 @@ impl Gateway {
         self.emit(now, ev);
         self.append(&run.session_key, row, ts);
         self.persist();
-        self.run_ended(now, run, Outcome::Error(failure.message));
-    }
-
-    /// Abort the runs of `session_key` (only `run_id` when given): cancel their requests and
-    /// end them `aborted`. Returns their run ids.
-    pub(crate) fn abort_runs(
-        &mut self,
-        now: Instant,
-        session_key: &str,
-        run_id: Option<&str>,
-    ) -> Vec<String> {
-        let serials: Vec<u64> = self
-            .agent
-            .runs
-            .iter()
-            .filter(|(_, r)| r.session_key == session_key && run_id.is_none_or(|id| r.run_id == id))
-            .map(|(s, _)| *s)
-            .collect();
-        let ts = self.unix_ms(now);
-        let mut ids = Vec::new();
-        let mut ended = Vec::new();
-        for serial in serials {
-            let Some(mut run) = self.agent.remove(serial) else {
-                continue;
-            };
-            self.cancel_request(&run);
-            let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
-            let end = json!({"stopReason": "rpc", "aborted": true, "startedAt": run.started_at, "endedAt": ts});
-            ev.push(run.lifecycle(ts, "end", end));
-            let mut fields = json!({"stopReason": "rpc"});
-            if !run.text.is_empty()
-                && let Value::Object(f) = &mut fields
-            {
-                f.insert("message".into(), run.message(ts));
-            }
-            ev.push(run.chat("aborted", fields));
-            self.emit(now, ev);
-            if !run.text.is_empty() {
-                self.append(&run.session_key, run.message(ts), ts);
-            }
-            ids.push(run.run_id.clone());
-            ended.push(run);
-        }
-        self.persist();
-        for run in ended {
-            let outcome = Outcome::Ok {
-                stop_reason: "rpc".into(),
-                aborted: true,
-                usage: None,
-            };
-            self.run_ended(now, run, outcome);
-        }
-        ids
+        self.finish_run(now, run, Outcome::Error(failure.message));
     }
 
     fn cancel_request(&mut self, run: &Run) {
@@ -508,6 +471,7 @@ impl Gateway {
                 self.cancel_request(&run);
             }
         }
+        self.agent.lanes.clear();
     }
 
     /// What the agent holds in memory: transcript messages (at most `maxModelMessages` per
@@ -521,7 +485,8 @@ impl Gateway {
         }
     }
 
-    /// A new run for `run_id` on `key` (the session exists); its serial.
+    /// A new run for `run_id` on `key` with the user's `message` (the session exists); its
+    /// serial.
     fn new_run(&mut self, run_id: &str, key: &str, origin: crate::ConnId, ts: u64) -> u64 {
         let session_id = self
             .agent
@@ -531,20 +496,24 @@ impl Gateway {
             .unwrap_or_default();
         self.agent.next_run += 1;
         let serial = self.agent.next_run;
-        let run = Run::new(run_id.into(), key.into(), session_id, origin, ts);
+        let run = Run::new(serial, run_id.into(), key.into(), session_id, origin, ts);
         self.agent.runs.insert(serial, run);
         self.agent.by_run_id.insert(run_id.into(), serial);
         serial
     }
 
-    /// Append the user's message to session `key`, creating the session if needed.
-    fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
+    /// Create session `key` if it does not exist.
+    fn ensure_session(&mut self, key: &str, ts: u64) {
         if !self.agent.sessions.contains_key(key) {
             let id = self.uuid();
             self.agent
                 .sessions
                 .insert(key.to_string(), ChatSession::new(id, ts));
         }
+    }
+
+    /// Append the user's message to session `key` (which exists).
+    fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
         let mut message = text_message("user", text, ts);
         if let Value::Object(m) = &mut message {
             m.insert("idempotencyKey".into(), json!(idempotency_key));
