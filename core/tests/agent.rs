@@ -5,23 +5,17 @@ use core::time::Duration;
 use std::time::Instant;
 
 use clawgate_core::client::Event;
-use clawgate_core::config::ModelRoute;
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::persist::StoreChange;
 use clawgate_core::{Config, ConnId, WorkResult};
 use serde_json::{Value, json};
 
 fn config(model: bool) -> Config {
-    let mut c = Config::local_default().with_token("t");
     if model {
-        c.model = Some(ModelRoute {
-            provider: "fake".into(),
-            model: "fake-1".into(),
-            base_url: "http://127.0.0.1:9/v1".into(),
-            api_key: None,
-        });
+        fake_model_config()
+    } else {
+        Config::local_default().with_token("t")
     }
-    c
 }
 
 fn operator(p: &mut Sim, scopes: &[&str]) -> ConnId {
@@ -520,7 +514,7 @@ fn a_repeated_key_while_live_starts_no_second_run() {
 }
 
 #[test]
-fn messages_leave_as_store_batches_and_a_failed_write_rewrites_sessions() {
+fn messages_leave_as_store_batches_and_a_failed_write_replays_the_unsaved_changes() {
     let mut p = Sim::started(Instant::now(), config(true));
     p.set_http(|_| answer(&["reply"]));
     let op = operator(&mut p, &["operator.write"]);

@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use clawgate_core::config::ModelRoute;
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::{Config, ConnId, WorkResult};
 use serde_json::{Value, json};
@@ -13,13 +12,7 @@ use serde_json::{Value, json};
 const WINDOW: usize = 20;
 
 fn config() -> Config {
-    let mut c = Config::local_default().with_token("t");
-    c.model = Some(ModelRoute {
-        provider: "fake".into(),
-        model: "fake-1".into(),
-        base_url: "http://127.0.0.1:9/v1".into(),
-        api_key: None,
-    });
+    let mut c = fake_model_config();
     c.limits.max_model_messages = WINDOW;
     c
 }

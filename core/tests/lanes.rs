@@ -7,24 +7,13 @@ use core::time::Duration;
 use std::time::Instant;
 
 use clawgate_core::client::Event;
-use clawgate_core::config::{ModelRoute, QueueMode};
+use clawgate_core::config::QueueMode;
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::{Config, ConnId, WorkId, WorkResult};
 use serde_json::{Value, json};
 
 /// Upstream's queue debounce (the default `queueDebounce`).
 const DEBOUNCE: Duration = Duration::from_millis(500);
-
-fn config() -> Config {
-    let mut c = Config::local_default().with_token("t");
-    c.model = Some(ModelRoute {
-        provider: "fake".into(),
-        model: "fake-1".into(),
-        base_url: "http://127.0.0.1:9/v1".into(),
-        api_key: None,
-    });
-    c
-}
 
 /// A gateway holding model requests, and an operator.
 fn gateway(config: Config) -> (Sim, ConnId) {
@@ -111,7 +100,7 @@ fn wait(p: &mut Sim, op: ConnId, run: &str) -> Value {
 
 #[test]
 fn followup_waits_for_the_run_in_progress_then_runs_after_the_debounce() {
-    let (mut p, op) = gateway(config());
+    let (mut p, op) = gateway(fake_model_config());
     send(&mut p, op, "k1", None);
     let queued = send(&mut p, op, "k2", Some("followup"));
     assert_eq!(queued, json!({"runId": "k2", "status": "started"}));
@@ -145,7 +134,7 @@ fn followup_waits_for_the_run_in_progress_then_runs_after_the_debounce() {
 
 #[test]
 fn steer_is_the_default_and_waits_like_a_followup() {
-    let (mut p, op) = gateway(config());
+    let (mut p, op) = gateway(fake_model_config());
     send(&mut p, op, "k1", None);
     send(&mut p, op, "k2", None);
     send(&mut p, op, "k3", Some("steer"));
@@ -167,7 +156,7 @@ fn steer_is_the_default_and_waits_like_a_followup() {
 
 #[test]
 fn collect_coalesces_what_queued_into_one_turn() {
-    let mut cfg = config();
+    let mut cfg = fake_model_config();
     cfg.queue_mode = QueueMode::Collect;
     let (mut p, op) = gateway(cfg);
     send(&mut p, op, "k1", None);
@@ -208,7 +197,7 @@ fn collect_coalesces_what_queued_into_one_turn() {
 
 #[test]
 fn interrupt_aborts_the_run_and_the_queue_then_starts_at_once() {
-    let (mut p, op) = gateway(config());
+    let (mut p, op) = gateway(fake_model_config());
     send(&mut p, op, "k1", None);
     send(&mut p, op, "k2", Some("followup"));
     let (first, _) = requests(&p)[0].clone();
@@ -235,7 +224,7 @@ fn interrupt_aborts_the_run_and_the_queue_then_starts_at_once() {
 
 #[test]
 fn an_aborted_queued_run_never_calls_the_model() {
-    let (mut p, op) = gateway(config());
+    let (mut p, op) = gateway(fake_model_config());
     send(&mut p, op, "k1", None);
     send(&mut p, op, "k2", None);
     let r = p
@@ -277,7 +266,7 @@ fn an_aborted_queued_run_never_calls_the_model() {
 
 #[test]
 fn the_lane_is_released_on_an_error_and_on_a_timeout() {
-    let (mut p, op) = gateway(config());
+    let (mut p, op) = gateway(fake_model_config());
     send(&mut p, op, "k1", None);
     send(&mut p, op, "k2", None);
     send(&mut p, op, "k3", None);
@@ -305,7 +294,7 @@ fn the_lane_is_released_on_an_error_and_on_a_timeout() {
 
 #[test]
 fn a_wait_on_a_queued_run_reports_it_pending_and_the_queue_is_bounded() {
-    let mut cfg = config();
+    let mut cfg = fake_model_config();
     cfg.limits.max_queued_runs = 1;
     let (mut p, op) = gateway(cfg);
     send(&mut p, op, "k1", None);

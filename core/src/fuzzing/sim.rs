@@ -622,6 +622,19 @@ impl Peer {
     }
 }
 
+/// A local configuration with token `t` whose agent talks to the scripted model (provider
+/// `fake`, model `fake-1`; the Sim answers its requests, nothing listens at its URL).
+pub fn fake_model_config() -> Config {
+    let mut c = Config::local_default().with_token("t");
+    c.model = Some(crate::config::ModelRoute {
+        provider: "fake".into(),
+        model: "fake-1".into(),
+        base_url: "http://127.0.0.1:9/v1".into(),
+        api_key: None,
+    });
+    c
+}
+
 /// A `cli`/`cli` client of the simulated gateway, with a shared token when given.
 pub fn cli(token: Option<&str>) -> ClientConfig {
     let mut c = ClientConfig::cli("127.0.0.1:18789");
