@@ -68,6 +68,9 @@ pub struct Limits {
     /// Most recent transcript messages sent to the model with a turn: also the window of each
     /// session the gateway keeps in memory (the rest of a transcript is read from the store).
     pub max_model_messages: usize,
+    /// Bytes (JSON) of those recent messages a session keeps at most; older ones leave the
+    /// window first (the newest message always stays).
+    pub max_window_bytes: usize,
     /// Bytes of messages one `chat.history` answer carries at most (upstream's 6 MiB); older
     /// messages past it are left for the next page.
     pub max_history_bytes: usize,
@@ -116,6 +119,7 @@ impl Default for Limits {
             max_agent_waits: 256,
             max_ended_runs: 256,
             max_model_messages: 200,
+            max_window_bytes: 1024 * 1024,
             max_history_bytes: 6 * 1024 * 1024,
             max_history_message_bytes: 128 * 1024,
             max_history_reads: 64,

@@ -76,9 +76,14 @@ fn memory_held_stays_bounded_after_thousands_of_messages() {
     let early = p.gw.held_messages();
     chat(&mut p, op, 50, 1_500);
     let held = p.gw.held_messages();
-    assert_eq!(held, early, "no growth from 100 to 3000 messages");
     assert_eq!(held.sessions, 1);
-    assert_eq!(held.messages, WINDOW);
+    assert_eq!(
+        (held.messages, early.messages),
+        (WINDOW, WINDOW),
+        "no growth from 100 to 3000 messages"
+    );
+    // The texts grew from "u49" to "u1499": a few bytes each, nothing more.
+    assert!(held.bytes < early.bytes + 4 * WINDOW, "{held:?} {early:?}");
     assert_eq!(held.unacked_changes, 0, "every batch is on disk");
     assert_eq!(p.sessions.transcripts["agent:main:main"].len(), 3_000);
     // The model still gets the recent turns: the window, ending with the new message.
@@ -91,6 +96,23 @@ fn memory_held_stays_bounded_after_thousands_of_messages() {
     q.sessions = p.sessions.clone();
     q.gw.restore_sessions(p.sessions.stored(WINDOW));
     assert_eq!(q.gw.held_messages(), held);
+
+    // The byte bound holds the window too: long messages leave it sooner.
+    let mut cfg = config();
+    cfg.limits.max_window_bytes = 4096;
+    let mut r = Sim::started(Instant::now(), cfg);
+    echo(&mut r);
+    let op2 = operator(&mut r);
+    for i in 0..20 {
+        let long = json!({"sessionKey": "main", "message": format!("{i}{}", "x".repeat(1000)), "idempotencyKey": format!("l{i}")});
+        r.call(op2, "chat.send", Some(long)).unwrap();
+        r.events(op2);
+    }
+    let bounded = r.gw.held_messages();
+    assert!(
+        bounded.bytes <= 4096 && bounded.messages < WINDOW,
+        "{bounded:?}"
+    );
     let op = operator(&mut q);
     let first = history(
         &mut q,

@@ -28,7 +28,7 @@ use crate::work::{Work, WorkId, WorkResult};
 
 use rpc::Outcome;
 use run::{Event, Response, Run};
-use session::{ChatSession, failed_before_reply, text_message};
+use session::{ChatSession, Window, failed_before_reply, text_message};
 
 /// Sessions, runs, and the transcript changes not yet in a store batch.
 #[derive(Debug, Default)]
@@ -67,9 +67,9 @@ impl Agent {
         std::mem::take(&mut self.unsaved)
     }
 
-    /// Append `message` to the session `key` (which must exist; at most `window` recent
-    /// messages stay in memory) and record the changes.
-    fn append(&mut self, key: &str, message: Value, ts: u64, window: usize) {
+    /// Append `message` to the session `key` (which must exist; only `window` stays in
+    /// memory) and record the changes.
+    fn append(&mut self, key: &str, message: Value, ts: u64, window: Window) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
@@ -104,6 +104,8 @@ pub struct HeldMessages {
     pub sessions: usize,
     /// Transcript messages held, over every session.
     pub messages: usize,
+    /// The bytes of their JSON encodings.
+    pub bytes: usize,
     /// Store changes kept until their batch is acknowledged.
     pub unacked_changes: usize,
 }
@@ -154,7 +156,7 @@ impl Gateway {
     /// that does not decode is logged and skipped.
     pub fn restore_sessions(&mut self, sessions: Vec<StoredSession>) {
         let now = self.last_wake();
-        let window = self.config.limits.max_model_messages;
+        let window = Window::of(&self.config.limits);
         for s in sessions {
             match ChatSession::from_row(s.row, s.messages, s.total, window) {
                 Ok(session) => {
@@ -474,13 +476,14 @@ impl Gateway {
         self.agent.lanes.clear();
     }
 
-    /// What the agent holds in memory: transcript messages (at most `maxModelMessages` per
-    /// session) and store changes kept until the disk has them (for the replay after a
+    /// What the agent holds in memory: transcript messages (at most `maxModelMessages` and
+    /// `maxWindowBytes` per session) and store changes kept until the disk has them (for the replay after a
     /// failed write). Neither grows with the length of a transcript.
     pub fn held_messages(&self) -> HeldMessages {
         HeldMessages {
             sessions: self.agent.sessions.len(),
-            messages: self.agent.sessions.values().map(ChatSession::held).sum(),
+            messages: self.agent.sessions.values().map(|s| s.held().0).sum(),
+            bytes: self.agent.sessions.values().map(|s| s.held().1).sum(),
             unacked_changes: self.durable.unacked_changes(),
         }
     }
@@ -523,7 +526,7 @@ impl Gateway {
 
     /// Append `message` to session `key` and record the changes for the next batch.
     fn append(&mut self, key: &str, message: Value, ts: u64) {
-        let window = self.config.limits.max_model_messages;
+        let window = Window::of(&self.config.limits);
         self.agent.append(key, message, ts, window);
     }
 }
