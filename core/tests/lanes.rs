@@ -341,3 +341,37 @@ fn a_wait_on_a_queued_run_reports_it_pending_and_the_queue_is_bounded() {
         "invalid params: at /queueMode: must be equal to one of the allowed values"
     );
 }
+
+#[test]
+fn a_queued_run_whose_message_cannot_be_stored_fails_and_frees_the_lane() {
+    let (mut p, op) = gateway(fake_model_config());
+    send(&mut p, op, "k1", None);
+    send(&mut p, op, "k2", None);
+    send(&mut p, op, "k3", None);
+    let (first, _) = requests(&p)[0].clone();
+    answer(&mut p, first, "a1");
+    chat_states(&mut p, op);
+    // k2 leaves the queue, but its message never reaches the disk.
+    p.hold_store_writes(true);
+    p.advance(DEBOUNCE);
+    p.write_store(false);
+    assert!(requests(&p).is_empty(), "k2 never reaches the model");
+    let states = chat_states(&mut p, op);
+    assert!(
+        states.contains(&("k2".into(), "error".into())),
+        "{states:?}"
+    );
+    // The store writes again: what waited is caught up, and the lane goes on to k3.
+    p.hold_store_writes(false);
+    p.write_store(true);
+    let w = wait(&mut p, op, "k2");
+    assert_eq!(w["status"], "error");
+    assert!(
+        w["error"].as_str().unwrap().contains("could not be saved"),
+        "{w}"
+    );
+    let (third, msgs) = requests(&p)[0].clone();
+    assert_eq!(msgs.last().unwrap()["content"], "m-k3");
+    answer(&mut p, third, "a3");
+    assert_eq!(wait(&mut p, op, "k3")["status"], "ok");
+}
