@@ -7,7 +7,7 @@ use std::time::Duration;
 use clawgate_tests::both;
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Shell, Ws};
-use clawgate_tests::schema::server_text_frames;
+use clawgate_tests::schema::{self, server_text_frames};
 use serde_json::{Value, json};
 
 use super::agent::{assert_frames_valid, chat_send, operator, options, run_events};
@@ -125,6 +125,7 @@ fn history_pages_across_250_messages_and_after_a_restart(shell: Shell) {
         )
         .unwrap_err();
     assert!(too_many.message.contains("/limit"), "{too_many:?}");
+    let cursor = tail["deltaCursor"].clone();
     drop(ws);
 
     // After a crash, start-up loads only a window of each transcript; pages still reach the
@@ -134,6 +135,34 @@ fn history_pages_across_250_messages_and_after_a_restart(shell: Shell) {
     assert_eq!(all_pages(&mut ws), want, "history after kill -9");
     chat_send(&mut ws, "after", "k-page-after");
     run_events(&mut ws, "k-page-after");
+    // The cursor taken before the crash catches up on what came after it.
+    let delta = ws
+        .call(
+            "chat.history",
+            Some(json!({"sessionKey": "main", "cursor": cursor})),
+        )
+        .unwrap();
+    assert_eq!(delta["kind"], "delta", "{delta}");
+    let texts: Vec<&str> = delta["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"][0]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["after", "re: after"]);
+    let stale = ws
+        .call(
+            "chat.history",
+            Some(json!({"sessionKey": "main", "cursor": "stale:9"})),
+        )
+        .unwrap();
+    if let Some(s) = schema::schema() {
+        for result in [&delta, &stale] {
+            let pointer = "/definitions/ChatHistoryCursorResult";
+            s.validate_at(pointer, result)
+                .unwrap_or_else(|e| panic!("{e}: {result}"));
+        }
+    }
     let last = model.requests().pop().unwrap();
     let sent: Vec<&Value> = last.json["messages"]
         .as_array()
