@@ -164,6 +164,16 @@ fn pages_walk_back_with_offsets_to_the_first_message() {
         .flat_map(|i| [format!("u{i}"), format!("re: u{i}")])
         .collect();
     assert_eq!(seen, want, "every message once, in order");
+    // A client's maxBytes lowers the bound: the newest that fit, the rest on later pages.
+    let small = history(
+        &mut p,
+        op,
+        json!({"sessionKey": "main", "limit": 100, "maxBytes": 1024}),
+    );
+    let n = texts(&small).len();
+    assert!((1..20).contains(&n), "{n} messages in 1 KiB");
+    assert_eq!(small["nextOffset"], n);
+    assert_eq!(texts(&small).last().unwrap(), "re: u124");
     // Positions ride along for clients that page by them.
     assert_eq!(tail["messages"][0]["__openclaw"]["seq"], 151);
 }
@@ -241,6 +251,14 @@ fn the_limit_is_bounded_and_so_is_the_size_of_an_answer() {
     assert!(got.len() < 22, "bounded by bytes: {}", got.len());
     assert_eq!(page["hasMore"], true);
     assert_eq!(page["nextOffset"], got.len());
+    let e = p
+        .call(
+            op,
+            "chat.history",
+            Some(json!({"sessionKey": "main", "maxBytes": 1000})),
+        )
+        .unwrap_err();
+    assert_eq!(e.message, "invalid params: at /maxBytes: must be >= 1024");
     let empty = history(&mut p, op, json!({"sessionKey": "nobody"}));
     assert_eq!(empty["messages"], json!([]));
     assert_eq!(empty["totalMessages"], 0);

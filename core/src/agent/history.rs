@@ -25,7 +25,8 @@ use crate::work::{Work, WorkId, WorkResult};
 use super::session::canonical_key;
 
 /// `chat.history` params (upstream's `ChatHistoryParams`). `agentId`, `pendingBefore`,
-/// `inputRunIds`, `messageId`, `sessionId` and `maxChars` are accepted and not acted on.
+/// `inputRunIds`, `messageId`, `sessionId` and `maxChars` are accepted and not acted on;
+/// `maxBytes` lowers the answer's byte bound.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChatHistory {
@@ -38,8 +39,8 @@ pub(crate) struct ChatHistory {
     cursor: Option<String>,
     #[serde(default, rename = "agentId")]
     _agent_id: Option<Value>,
-    #[serde(default, rename = "maxBytes")]
-    _max_bytes: Option<Value>,
+    #[serde(default)]
+    max_bytes: Option<u64>,
     #[serde(default, rename = "pendingBefore")]
     _pending_before: Option<Value>,
     #[serde(default, rename = "inputRunIds")]
@@ -60,6 +61,8 @@ const MAX_HISTORY_LIMIT: u64 = 1000;
 const DELTA_MAX_MESSAGES: u64 = 200;
 /// A catch-up past this many bytes resets to a tail fetch (upstream's 1 MB).
 const DELTA_MAX_BYTES: usize = 1_000_000;
+/// The smallest `maxBytes` upstream's schema takes.
+const MIN_MAX_BYTES: u64 = 1024;
 /// What stands in for a message too large to show (upstream's wording).
 const OVERSIZED: &str = "[chat.history omitted: message too large]";
 
@@ -129,8 +132,17 @@ impl Gateway {
                 "cursor cannot be used with offset or messageId",
             )));
         }
+        if p.max_bytes.is_some_and(|b| b < MIN_MAX_BYTES) {
+            return Reply::Now(Err(ErrorShape::invalid(format!(
+                "invalid params: at /maxBytes: must be >= {MIN_MAX_BYTES}"
+            ))));
+        }
         let key = canonical_key(&p.session_key.0);
         let limits = &self.config.limits;
+        let asked = p
+            .max_bytes
+            .map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX));
+        let answer_bytes = limits.max_history_bytes.min(asked);
         let Some(session) = self.agent.sessions.get(&key) else {
             return Reply::Now(Ok(match p.cursor {
                 Some(_) => json!({"kind": "reset"}),
@@ -148,14 +160,14 @@ impl Gateway {
                     return Reply::Now(Ok(json!({"kind": "reset"})));
                 };
                 let limit = DELTA_MAX_MESSAGES + 1;
-                let bytes = limits.max_history_bytes.min(DELTA_MAX_BYTES);
+                let bytes = answer_bytes.min(DELTA_MAX_BYTES);
                 (HistoryRange::After { seq, limit }, bytes, Some(seq))
             }
             None => {
                 let limit = p.limit.map_or(DEFAULT_HISTORY_LIMIT, |l| l.0);
                 let offset = p.offset.unwrap_or(0);
                 let range = HistoryRange::Tail { offset, limit };
-                (range, limits.max_history_bytes, None)
+                (range, answer_bytes, None)
             }
         };
         if self.agent.reads.pending.len() >= limits.max_history_reads {
