@@ -3,7 +3,10 @@
 //! request ([`Work::Http`]), turns the response into `agent` and `chat` events (text paced to
 //! one `chat` delta per `liveTextPacing` per run) and appends the answer to the transcript.
 //! Every transcript change leaves as a store batch with the next [`Gateway::persist`]. An
-//! `agent` call starts the same run and is answered again when it ends (`rpc`).
+//! `agent` call starts the same run and is answered again when it ends (`rpc`). Runs of one
+//! session take turns in its lane (`lane`, `queue`: the queue modes); the core keeps only the
+//! recent window of each transcript (`session`), and `chat.history` reads pages from the
+//! store (`history`).
 
 mod chat;
 mod history;
@@ -51,7 +54,8 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// A connection closed: forget what waits to answer it (its `agent.wait` calls).
+    /// A connection closed: forget what waits to answer it (its `agent.wait` calls and
+    /// `chat.history` reads).
     pub(crate) fn conn_gone(&mut self, conn: crate::ConnId) {
         self.waits.conn_gone(conn);
         self.reads.conn_gone(conn);
