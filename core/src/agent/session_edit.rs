@@ -129,7 +129,8 @@ impl Gateway {
         }
         let key = canonical_key(&p.key.0);
         let run_id = p.idempotency_key.map_or_else(|| self.uuid(), |k| k.0);
-        self.start_turn(now, call, &key, &p.message, run_id)
+        let mode = self.config.queue_mode;
+        self.start_turn(now, call, (&key, &p.message), run_id, mode)
     }
 
     /// `sessions.abort`: stop the runs of `key` (or the run `runId`).
@@ -283,14 +284,9 @@ impl Gateway {
             "provider": "openclaw",
             "model": "gateway-injected",
         });
-        self.append_message(now, &key, message, ts, None);
+        self.append(&key, message, ts, None);
         self.persist();
-        let Some(message) = self
-            .agent
-            .sessions
-            .get(&key)
-            .and_then(|s| s.messages.last())
-        else {
+        let Some(message) = self.agent.sessions.get(&key).and_then(|s| s.last()) else {
             return Reply::Now(Err(ErrorShape::invalid("session not found")));
         };
         let message_id = message

@@ -131,7 +131,8 @@ impl Gateway {
                 Err(e) => return Reply::Now(Err(e)),
             }
         }
-        self.ensure_session(now, &key);
+        let ts = self.unix_ms(now);
+        self.ensure_session(&key, ts);
         if let Some(s) = self.agent.sessions.get_mut(&key) {
             for (name, value) in changes {
                 if value.is_null() {

@@ -213,7 +213,7 @@ impl Gateway {
         if self.agent.runs.values().any(|r| r.session_key == key) {
             row.insert("status".into(), json!("running"));
         }
-        if last_message && let Some(m) = s.messages.last() {
+        if last_message && let Some(m) = s.last() {
             let text: String = text_of(m).chars().take(PREVIEW_CHARS).collect();
             row.insert("lastMessagePreview".into(), json!(text));
         }
