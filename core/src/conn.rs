@@ -151,6 +151,8 @@ pub(crate) enum State {
     Http(Vec<u8>),
     /// Upgraded.
     Ws(Box<Ws>),
+    /// Answering a Control UI request (the transfer is the gateway's `Serving`'s).
+    Static,
 }
 
 /// What [`Conn::frame_text`] made of a text frame.
@@ -178,7 +180,7 @@ impl Conn {
                 Phase::Authed(s) => Some(s),
                 Phase::PreHello { .. } => None,
             },
-            State::Http(_) => None,
+            State::Http(_) | State::Static => None,
         }
     }
 
@@ -188,7 +190,7 @@ impl Conn {
                 Phase::Authed(s) => Some(s),
                 Phase::PreHello { .. } => None,
             },
-            State::Http(_) => None,
+            State::Http(_) | State::Static => None,
         }
     }
 

@@ -71,6 +71,7 @@ impl Gateway {
             WorkResult::HttpHead { .. } | WorkResult::HttpBody(_) | WorkResult::HttpEnd(_) => {
                 self.on_model_response(now, id, result);
             }
+            WorkResult::File(read) => self.on_file_read(now, id, read),
         }
     }
 
