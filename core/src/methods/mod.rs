@@ -7,6 +7,7 @@
 
 mod pairing;
 pub(crate) mod params;
+mod ui;
 mod views;
 
 use std::time::Instant;
@@ -112,6 +113,7 @@ const REGISTRY: &[MethodSpec] = &[
     method!("chat.abort", Write, Gateway::chat_abort),
     method!("agent", Dynamic, Gateway::agent_method),
     method!("agent.wait", Write, Gateway::agent_wait),
+    method!("chat.startup", Read, Gateway::chat_startup),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -282,6 +284,7 @@ mod tests {
             "chat.abort",
             "agent",
             "agent.wait",
+            "chat.startup",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
