@@ -142,6 +142,8 @@ pub(crate) struct Ws {
     pub(crate) client_ip: IpAddr,
     pub(crate) local: bool,
     pub(crate) origin: Option<String>,
+    /// The `Host` the upgrade was sent to (a same-origin page's `Origin` names it).
+    pub(crate) host: Option<String>,
     pub(crate) phase: Phase,
 }
 

@@ -162,6 +162,7 @@ impl Gateway {
                 client_ip,
                 local,
                 origin: up.origin,
+                host: up.host,
                 phase: Phase::PreHello { nonce, frames: 0 },
             }));
         }
