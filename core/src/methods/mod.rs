@@ -114,6 +114,7 @@ const REGISTRY: &[MethodSpec] = &[
     method!("agent", Dynamic, Gateway::agent_method),
     method!("agent.wait", Write, Gateway::agent_wait),
     method!("chat.startup", Read, Gateway::chat_startup),
+    method!("exec.approvals.get", Admin, Gateway::exec_approvals_get),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -285,6 +286,7 @@ mod tests {
             "agent",
             "agent.wait",
             "chat.startup",
+            "exec.approvals.get",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
