@@ -115,6 +115,7 @@ const REGISTRY: &[MethodSpec] = &[
     method!("agent.wait", Write, Gateway::agent_wait),
     method!("chat.startup", Read, Gateway::chat_startup),
     method!("exec.approvals.get", Admin, Gateway::exec_approvals_get),
+    method!("environments.list", Read, Gateway::environments_list),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -287,6 +288,7 @@ mod tests {
             "agent.wait",
             "chat.startup",
             "exec.approvals.get",
+            "environments.list",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
