@@ -11,7 +11,7 @@ pub enum Head {
     /// A WebSocket upgrade.
     Upgrade(Box<Upgrade>),
     /// A plain HTTP request.
-    Plain(PlainRequest),
+    Plain(Box<PlainRequest>),
 }
 
 /// A plain HTTP request: its method, its target and the headers the gateway decides on.
@@ -118,7 +118,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
             range: header("range"),
             if_range: header("if-range"),
         };
-        return Ok(Some((Head::Plain(plain), len)));
+        return Ok(Some((Head::Plain(Box::new(plain)), len)));
     }
     let request = match Request::try_parse(&buf[..len]) {
         Ok(Some((_, r))) => r,

@@ -60,7 +60,7 @@ impl Gateway {
             }
             Ok(Some((Head::Plain(req), _))) => {
                 let (method, path) = (req.method.clone(), req.path.clone());
-                if !http::is_probe(&path) && self.serve_control_ui(now, id, req) {
+                if !http::is_probe(&path) && self.serve_control_ui(now, id, *req) {
                     self.log(now, Level::Debug, Some(id), format!("http {method} {path}"));
                     return;
                 }

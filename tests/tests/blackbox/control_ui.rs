@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_tests::both;
 use clawgate_tests::harness::{
-    Gateway, HttpResponse, Options, Shell, Ws, http_get, http_raw, http_request,
+    Gateway, HttpResponse, Options, Shell, http_get, http_raw, http_request,
 };
 use clawgate_tests::tempdir::TempDir;
 
@@ -248,7 +248,7 @@ fn base_path_and_switches(shell: Shell) {
     assert!(r.body.contains("gateway.controlUi.root"), "{}", r.body);
 }
 
-/// Read one response whole from a socket; panics past `deadline`.
+/// Read a socket until the gateway closes it (bounded by its read timeout).
 fn read_all(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("read");
