@@ -140,9 +140,6 @@ impl Gateway {
     /// Ask for the first piece of the plan's file: its precompressed variants the request
     /// accepts first, then the file itself.
     fn open_file(&mut self, id: ConnId, mut t: Transfer) {
-        let Some(root) = self.config.control_ui.root.path().map(str::to_string) else {
-            return;
-        };
         let rel = t.plan.rel.clone();
         let mut codings: Vec<Option<Coding>> = Vec::new();
         if !t.plan.is_index() && response::is_compressible(&rel) {
@@ -158,23 +155,29 @@ impl Gateway {
         t.stage = Stage::Opening;
         self.serving.transfers.insert(id, t);
         let max_len = self.config.limits.ui_chunk_bytes;
-        self.read_file(
-            id,
-            FileRead {
-                root,
-                candidates,
-                offset: 0,
-                max_len,
-            },
-        );
+        self.read_file(id, candidates, 0, max_len);
     }
 
-    fn read_file(&mut self, id: ConnId, read: FileRead) {
+    /// Ask the host for `max_len` bytes from `offset` of the first of `candidates` (paths
+    /// under the root) that exists.
+    fn read_file(&mut self, id: ConnId, candidates: Vec<String>, offset: u64, max_len: usize) {
+        let root = self
+            .config
+            .control_ui
+            .root
+            .path()
+            .unwrap_or_default()
+            .to_string();
         let work = self.next_work_id();
         self.serving.reads.insert(work, id);
         self.out.push_back(Output::Work {
             id: work,
-            work: Work::ReadFile(read),
+            work: Work::ReadFile(FileRead {
+                root,
+                candidates,
+                offset,
+                max_len,
+            }),
         });
     }
 
@@ -270,21 +273,11 @@ impl Gateway {
         }
         buf.extend_from_slice(&chunk.data);
         if (buf.len() as u64) < chunk.size && !chunk.data.is_empty() {
-            let read = FileRead {
-                root: self
-                    .config
-                    .control_ui
-                    .root
-                    .path()
-                    .unwrap_or_default()
-                    .to_string(),
-                candidates: vec![t.plan.rel.clone()],
-                offset: buf.len() as u64,
-                max_len: self.config.limits.ui_chunk_bytes,
-            };
+            let (rel, offset) = (t.plan.rel.clone(), buf.len() as u64);
             t.stage = Stage::Html(buf);
             self.serving.transfers.insert(id, t);
-            self.read_file(id, read);
+            let max_len = self.config.limits.ui_chunk_bytes;
+            self.read_file(id, vec![rel], offset, max_len);
             return;
         }
         let html = String::from_utf8_lossy(&buf);
@@ -434,18 +427,8 @@ impl Gateway {
             return;
         }
         body.reading = true;
-        let read = FileRead {
-            root: self
-                .config
-                .control_ui
-                .root
-                .path()
-                .unwrap_or_default()
-                .to_string(),
-            candidates: vec![body.rel.clone()],
-            offset: body.next,
-            max_len: usize::try_from(body.end - body.next).map_or(chunk, |left| left.min(chunk)),
-        };
-        self.read_file(id, read);
+        let max_len = usize::try_from(body.end - body.next).map_or(chunk, |left| left.min(chunk));
+        let (rel, offset) = (body.rel.clone(), body.next);
+        self.read_file(id, vec![rel], offset, max_len);
     }
 }
