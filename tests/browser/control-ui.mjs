@@ -1,17 +1,19 @@
 // Drives upstream's Control UI, served by clawgate, in headless Chromium (playwright-core from
 // the interop cache): it loads the page with the token in the fragment, waits for hello-ok on
 // the page's own WebSocket and the chat composer, sends a message and waits for the fake
-// model's reply to be rendered. Any uncaught page error fails the run. A screenshot of every
-// step is written to the output folder; the last line printed is a JSON summary.
+// model's reply to be rendered, then opens Settings → Devices and approves the pending node
+// named on the command line from its Actions menu. Any uncaught page error fails the run. A
+// screenshot of every step is written to the output folder; the last line printed is a JSON
+// summary.
 //
-//   node control-ui.mjs <url with #token=…> <output dir> <message> <expected reply>
+//   node control-ui.mjs <url with #token=…> <output dir> <message> <expected reply> <node name>
 //
 // Needs CLAWGATE_INTEROP_DIR (where playwright-core is installed) and CLAWGATE_CHROMIUM.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 
-const [url, outDir, message, expected] = process.argv.slice(2);
+const [url, outDir, message, expected, nodeName] = process.argv.slice(2);
 const require = createRequire(path.join(process.env.CLAWGATE_INTEROP_DIR, 'package.json'));
 const { chromium } = require('playwright-core');
 
@@ -69,6 +71,15 @@ try {
   await page.keyboard.press('Enter');
   await page.getByText(expected).first().waitFor({ state: 'visible', timeout: 20000 });
   await step(page, 'replied');
+  await page.goto(new URL('/settings/devices', url).href);
+  const actions = page.getByRole('button', { name: `Actions for ${nodeName}` });
+  await actions.waitFor({ state: 'visible', timeout: 20000 });
+  await page.getByText('approval needed').first().waitFor({ state: 'visible', timeout: 20000 });
+  await step(page, 'pending');
+  await actions.click();
+  await page.getByRole('menuitem', { name: 'Approve' }).first().click();
+  await page.getByText('approval needed').waitFor({ state: 'detached', timeout: 20000 });
+  await step(page, 'approved');
   if (summary.pageErrors.length) throw new Error(`uncaught page errors: ${summary.pageErrors.join(' | ')}`);
 } catch (e) {
   failure = e.message.split('\n')[0];
