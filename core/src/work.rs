@@ -7,7 +7,7 @@
 //! [`Gateway::handle_work_result`]: crate::Gateway::handle_work_result
 
 use crate::model::HttpRequest;
-use crate::persist::StoreChange;
+use crate::persist::{HistoryPage, HistoryQuery, StoreChange};
 
 /// Names one piece of work, unique for the gateway's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +30,10 @@ pub enum Work {
     /// Stop the [`Work::Http`] with this id if it is still running; its `HttpEnd` (an error
     /// saying it was cancelled) still comes, unless it had already ended.
     Cancel(WorkId),
+    /// Read part of a session's transcript from the durable store, after every
+    /// [`Work::Store`] batch asked for before it (the store's writer does both, in order), and
+    /// answer with [`WorkResult::History`].
+    ReadHistory(HistoryQuery),
     /// Read part of a file under a directory (a Control UI asset): one
     /// [`WorkResult::File`] answers it.
     ReadFile(FileRead),
@@ -96,4 +100,6 @@ pub enum WorkResult {
     HttpEnd(Result<(), String>),
     /// The outcome of a [`Work::ReadFile`].
     File(Result<FileChunk, FileError>),
+    /// What a [`Work::ReadHistory`] found, or why the store could not read it.
+    History(Result<HistoryPage, String>),
 }
