@@ -53,7 +53,8 @@
 //! and the events table), [`config`] (resolution and limits), [`discovery`] (what to advertise
 //! over mDNS), [`client`] (the other side). Inside: the method registry (`methods`), close
 //! reasons (`close`), routing (`route`), held answers (`durable`) and the connection phases
-//! the gateway composes. [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
+//! the gateway composes, and the Control UI's static files (`control_ui`: routing, headers and
+//! bounded file reads through [`Work::ReadFile`]). [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
 //! chat completions) the agent will use.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
