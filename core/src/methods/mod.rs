@@ -7,6 +7,7 @@
 
 mod pairing;
 pub(crate) mod params;
+mod ui;
 mod views;
 
 use std::time::Instant;
@@ -133,6 +134,9 @@ const REGISTRY: &[MethodSpec] = &[
     method!("sessions.delete", Dynamic, Gateway::sessions_delete),
     method!("models.list", Read, Gateway::models_list),
     method!("agents.list", Read, Gateway::agents_list),
+    method!("chat.startup", Read, Gateway::chat_startup),
+    method!("exec.approvals.get", Admin, Gateway::exec_approvals_get),
+    method!("environments.list", Read, Gateway::environments_list),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -316,6 +320,9 @@ mod tests {
             "sessions.delete",
             "models.list",
             "agents.list",
+            "chat.startup",
+            "exec.approvals.get",
+            "environments.list",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
