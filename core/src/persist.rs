@@ -38,6 +38,12 @@ pub enum StoreChange {
         /// The message, as `chat.history` shows it.
         message: Value,
     },
+    /// Delete one session's row and its transcript (`sessions.delete`, and `sessions.reset`
+    /// before the new session's row).
+    DeleteSession {
+        /// The session's key.
+        key: String,
+    },
 }
 
 /// A chat session as the store gives it back at start: its row and only the recent end of
@@ -218,7 +224,9 @@ impl PairingStore {
                     self.devices.clear();
                     self.pending.clear();
                 }
-                StoreChange::PutSession { .. } | StoreChange::AppendMessage { .. } => {}
+                StoreChange::PutSession { .. }
+                | StoreChange::AppendMessage { .. }
+                | StoreChange::DeleteSession { .. } => {}
             }
         }
     }

@@ -11,3 +11,4 @@ mod lifecycle;
 mod limits;
 mod pairing;
 mod runs;
+mod sessions;
