@@ -22,6 +22,7 @@
 //!     // 2. Drain until Timeout:   match gw.poll_output() {
 //!     //     Output::Transmit { conn, data } => write data to conn,
 //!     //     Output::Close { conn }          => flush, then drop conn,
+//!     //     Output::Discard { conn }        => drop conn's queued bytes not yet started,
 //!     //     Output::Work { id, work }       => do it off the loop thread (Work::Store: commit
 //!     //                                        the batch), report it with the same id,
 //!     //     Output::Log(record)             => print it,
@@ -62,6 +63,7 @@
 mod admission;
 mod agent;
 pub mod auth;
+mod backpressure;
 pub mod client;
 mod close;
 pub mod config;

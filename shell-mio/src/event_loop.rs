@@ -68,6 +68,13 @@ impl Socket {
         Ok(sent)
     }
 
+    /// Throw away the queued chunks that have not started to go out (the core is cutting a
+    /// slow consumer); a chunk partly written stays, so a close frame can follow it.
+    fn discard(&mut self) {
+        let started = (self.sent > 0).then(|| self.out.pop_front()).flatten();
+        self.out = started.into_iter().collect();
+    }
+
     /// Write queued bytes until done or the socket is full; the number of bytes written, or
     /// the error that ended the socket.
     fn flush(&mut self) -> io::Result<usize> {
@@ -290,6 +297,11 @@ impl EventLoop {
                 output => match absorb(host, gw, now, output) {
                     Some(Output::Transmit { conn, data }) => self.transmit(gw, now, conn, data),
                     Some(Output::Close { conn }) => self.begin_close(now, token_of(conn)),
+                    Some(Output::Discard { conn }) => {
+                        if let Some(s) = self.sockets.get_mut(&token_of(conn)) {
+                            s.discard();
+                        }
+                    }
                     Some(other) => {
                         debug_assert!(false, "unhandled core output {other:?}");
                         note(
@@ -467,8 +479,9 @@ impl EventLoop {
         self.update_interest(token);
     }
 
-    /// Read what the socket has (within the budget) and feed it to the core; a closing socket's
-    /// bytes are read only to find its EOF.
+    /// Read what the socket has (within the budget, and while the core wants more of this
+    /// connection's input) and feed it to the core; a closing socket's bytes are read only to
+    /// find its EOF.
     fn read<H: Host>(
         &mut self,
         gw: &mut Gateway,
@@ -481,6 +494,10 @@ impl EventLoop {
                 return ReadOutcome::Ended;
             };
             let closing = s.closing;
+            if !closing && !gw.wants_input(conn_of(token)) {
+                // What was read waits for its turn in the core: the rest stays in the socket.
+                return ReadOutcome::Budget;
+            }
             match s.stream.read(&mut self.read_buf) {
                 Ok(0) if closing && !s.out.is_empty() => {
                     s.peer_eof = true;
