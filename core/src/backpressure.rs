@@ -57,12 +57,15 @@ impl Gateway {
         self.pressure.unsent += n;
     }
 
-    /// The shell wrote `n` bytes of `id`'s.
-    pub(crate) fn count_written(&mut self, id: ConnId, n: usize) {
+    /// The shell wrote `n` bytes of `id`'s; a stalled connection that caught up gets its turn.
+    pub(crate) fn count_written(&mut self, now: Instant, id: ConnId, n: usize) {
         if let Some(c) = self.conns.get_mut(&id) {
             let n = n.min(c.unsent);
             c.unsent -= n;
             self.pressure.unsent -= n;
+            if c.backlogged && c.unsent <= self.config.limits.slow_consumer_bytes {
+                self.pressure.due.get_or_insert(now);
+            }
         }
     }
 
@@ -106,8 +109,9 @@ impl Gateway {
         self.close_ws(now, id, CloseReason::SlowConsumer);
     }
 
-    /// `id` used up its frame quota this turn: it gets another after the others.
-    pub(crate) fn defer_input(&mut self, now: Instant, id: ConnId) {
+    /// `id` used up its quota this turn: it gets another after the others, or, `stalled`
+    /// (too much of its answers unsent), once the shell has written them.
+    pub(crate) fn defer_input(&mut self, now: Instant, id: ConnId, stalled: bool) {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -115,7 +119,9 @@ impl Gateway {
             c.backlogged = true;
             self.pressure.backlog.push_back(id);
         }
-        self.pressure.due.get_or_insert(now);
+        if !stalled {
+            self.pressure.due.get_or_insert(now);
+        }
     }
 
     /// One round of the backlog: each waiting connection reads up to its quota again.
@@ -134,9 +140,13 @@ impl Gateway {
     }
 
     /// Whether the shell should read more from `id`: not while bytes already read wait for
-    /// their turn (so a flood waits in the socket, not in memory).
+    /// their turn, nor while more than `slowConsumerBytes` of its answers wait to be written
+    /// (a client that does not read gets no more work done), so a flood waits in the socket,
+    /// not in memory or on the CPU. Re-ask after every drain: either can change at any input.
     pub fn wants_input(&self, id: ConnId) -> bool {
-        !self.conns.get(&id).is_some_and(|c| c.backlogged)
+        self.conns
+            .get(&id)
+            .is_none_or(|c| !c.backlogged && c.unsent <= self.config.limits.slow_consumer_bytes)
     }
 }
 

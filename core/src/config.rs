@@ -23,11 +23,13 @@ pub struct Limits {
     /// Unsent bytes all connections together may hold; past it the connection holding the
     /// most is closed as a slow consumer (`gateway.maxBufferedBytesTotal`).
     pub max_buffered_bytes_total: usize,
-    /// Unsent bytes past which a connection is a slow consumer that droppable broadcasts
-    /// (upstream's `dropIfSlow` events) skip rather than queue behind.
+    /// Unsent bytes past which a connection is a slow consumer: droppable broadcasts
+    /// (upstream's `dropIfSlow` events) skip it, and its input is not read until it catches up.
     pub slow_consumer_bytes: usize,
     /// Frames read from one connection before the others get a turn.
     pub max_frames_per_turn: usize,
+    /// Bytes of answers one connection's frames may queue before the others get a turn.
+    pub max_turn_output_bytes: usize,
     /// Largest frame before `hello-ok`; larger closes 1009.
     pub max_preauth_payload: usize,
     /// Largest HTTP request head.
@@ -87,7 +89,8 @@ impl Default for Limits {
             max_buffered_bytes: 50 * 1024 * 1024,
             max_buffered_bytes_total: 64 * 1024 * 1024,
             slow_consumer_bytes: 1024 * 1024,
-            max_frames_per_turn: 32,
+            max_frames_per_turn: 8,
+            max_turn_output_bytes: 64 * 1024,
             max_preauth_payload: 64 * 1024,
             max_head_bytes: 8 * 1024,
             max_pending_handshake_frames: 15,

@@ -16,17 +16,24 @@ use crate::gateway::{Gateway, MAX_CLOSE_REASON, Output};
 use crate::log::Level;
 
 impl Gateway {
-    /// Read and act on the frames `id` has buffered, up to its quota for this turn.
+    /// Read and act on the frames `id` has buffered, up to its quota for this turn (a number
+    /// of frames, and of bytes of answers they queued).
     pub(crate) fn read_frames(&mut self, now: Instant, id: ConnId) {
         let mut quota = self.config.limits.max_frames_per_turn;
+        let output_quota = self.config.limits.max_turn_output_bytes;
+        let Some(unsent_before) = self.conns.get(&id).map(|c| c.unsent) else {
+            return;
+        };
         loop {
-            if quota == 0 {
-                self.defer_input(now, id);
-                return;
-            }
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
             };
+            // A client that does not read its answers gets no more work done until it does.
+            let stalled = c.unsent > self.config.limits.slow_consumer_bytes;
+            if stalled || quota == 0 || c.unsent.saturating_sub(unsent_before) > output_quota {
+                self.defer_input(now, id, stalled);
+                return;
+            }
             let State::Ws(ws) = &mut c.state else { return };
             let res = ws.ctx.read(&mut ws.io);
             let pending = std::mem::take(&mut ws.io.wr);

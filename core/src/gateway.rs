@@ -358,8 +358,8 @@ impl Gateway {
     }
 
     /// The shell wrote `n` bytes of what it was given for this connection.
-    pub fn handle_written(&mut self, _now: Instant, conn: ConnId, n: usize) {
-        self.count_written(conn, n);
+    pub fn handle_written(&mut self, now: Instant, conn: ConnId, n: usize) {
+        self.count_written(now, conn, n);
     }
 
     /// The socket reached EOF or failed.

@@ -92,6 +92,11 @@ fn droppable_broadcasts_skip_a_slow_consumer_and_its_seq_shows_the_gap() {
     }
     p.events(slow);
     p.events(quick);
+    assert!(
+        !p.gw.wants_input(slow),
+        "a client that does not read gets no more work done"
+    );
+    assert!(p.gw.wants_input(quick));
     // A node connects: `presence` is broadcast, with dropIfSlow.
     let mut node = cli(Some("t"));
     node.client.id = "node-host".into();

@@ -41,6 +41,8 @@ struct Socket {
     closing: bool,
     /// The peer's EOF was seen while closing, with bytes still to flush.
     peer_eof: bool,
+    /// Left unread until the core wants its input again (listed in `EventLoop::paused`).
+    paused: bool,
     interest: Interest,
 }
 
@@ -119,6 +121,8 @@ enum ReadOutcome {
     Drained,
     /// The per-wake budget ran out with data possibly left.
     Budget,
+    /// The core wants no more of this connection's input for now.
+    Paused,
     /// EOF or an error.
     Ended,
 }
@@ -133,6 +137,9 @@ struct EventLoop {
     closing: VecDeque<(Instant, Token)>,
     /// Sockets whose read budget ran out: read again before sleeping.
     again: Vec<Token>,
+    /// Sockets left unread because the core wants none of their input for now; read again
+    /// (through `again`) once it does.
+    paused: Vec<Token>,
     accept_again: bool,
     accept_paused_until: Option<Instant>,
     accept_throttle: AcceptThrottle,
@@ -187,6 +194,7 @@ fn serve<H: Host>(
         read_buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
         closing: VecDeque::new(),
         again: Vec::new(),
+        paused: Vec::new(),
         accept_again: false,
         accept_paused_until: None,
         accept_throttle: AcceptThrottle::default(),
@@ -253,7 +261,23 @@ impl EventLoop {
                 gw.handle_timeout(now);
                 self.drain(gw, host, now);
             }
+            self.resume_paused(gw);
         }
+    }
+
+    /// Paused sockets whose input the core wants again are read on the next turn.
+    fn resume_paused(&mut self, gw: &Gateway) {
+        let (again, sockets) = (&mut self.again, &mut self.sockets);
+        self.paused.retain(|token| {
+            let Some(s) = sockets.get_mut(token) else {
+                return false;
+            };
+            s.paused = !gw.wants_input(conn_of(*token));
+            if !s.paused {
+                again.push(*token);
+            }
+            s.paused
+        });
     }
 
     /// The earliest instant the loop must wake without IO.
@@ -424,6 +448,7 @@ impl EventLoop {
                     sent: 0,
                     closing: false,
                     peer_eof: false,
+                    paused: false,
                     interest: Interest::READABLE,
                 };
                 self.sockets.insert(token, socket);
@@ -473,6 +498,13 @@ impl EventLoop {
             match self.read(gw, host, now, token) {
                 ReadOutcome::Drained => {}
                 ReadOutcome::Budget => self.again.push(token),
+                ReadOutcome::Paused => {
+                    if let Some(s) = self.sockets.get_mut(&token)
+                        && !std::mem::replace(&mut s.paused, true)
+                    {
+                        self.paused.push(token);
+                    }
+                }
                 ReadOutcome::Ended => return,
             }
         }
@@ -495,8 +527,8 @@ impl EventLoop {
             };
             let closing = s.closing;
             if !closing && !gw.wants_input(conn_of(token)) {
-                // What was read waits for its turn in the core: the rest stays in the socket.
-                return ReadOutcome::Budget;
+                // The rest stays in the socket until the core has caught up.
+                return ReadOutcome::Paused;
             }
             match s.stream.read(&mut self.read_buf) {
                 Ok(0) if closing && !s.out.is_empty() => {

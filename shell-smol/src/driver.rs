@@ -23,6 +23,8 @@ use crate::socket::Socket;
 
 /// Events queued for the driver at most; readers wait when it is full.
 const EVENT_QUEUE: usize = 1024;
+/// Events handled per turn of the driver before deadlines and the core's backlog.
+const EVENTS_PER_TURN: usize = 64;
 
 /// Orders from the embedding program.
 #[derive(Debug)]
@@ -166,15 +168,18 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 armed = Some(deadline);
             }
             self.host.flush_log();
-            let wake = future::or(
-                future::or(
+            // `race`, not `or`: under a flood the event queue is always ready, and polling it
+            // first would starve the workers (a store ack a hello-ok waits for), signals and
+            // the deadline.
+            let wake = future::race(
+                future::race(
                     async { events.recv().await.map_or(Wake::Deadline, Wake::Event) },
                     async {
                         (&mut timer).await;
                         Wake::Deadline
                     },
                 ),
-                future::or(
+                future::race(
                     async {
                         readable(signals).await;
                         Wake::Signals
@@ -195,6 +200,12 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 Wake::Signals => self.host.on_signals(&mut self.gw, now),
                 Wake::Workers => take_worker_inputs(self.host, &mut self.gw, now),
                 Wake::Event(event) => self.handle(now, event),
+            }
+            // One turn takes what is queued (up to a bound), as a poll turn of mio does: the
+            // backlog's round below then comes once per turn, not once per event.
+            for _ in 1..EVENTS_PER_TURN {
+                let Ok(event) = events.try_recv() else { break };
+                self.handle(now, event);
             }
             // Also when events never stop coming: a deadline (the backlog's next round) is
             // not starved by a busy queue.

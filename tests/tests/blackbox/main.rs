@@ -5,6 +5,7 @@
 mod agent;
 mod durability;
 mod handshake;
+mod hostile;
 mod http;
 mod lifecycle;
 mod limits;

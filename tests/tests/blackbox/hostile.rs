@@ -1,0 +1,385 @@
+//! Hostile load, bounded in time: clients that never read against the gateway-wide budget,
+//! slowloris heads, the pre-auth cap, a frame flood, connection churn, and parallel wrong
+//! tokens. Through each, a legitimate client still completes a handshake and a request
+//! within a second, and the gateway's memory and descriptors stay bounded.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clawgate_core::client::{ClientConfig, Event};
+use clawgate_tests::both;
+use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
+use serde_json::json;
+
+/// How long a legitimate client may take for its handshake and one request under attack.
+const LEGIT: Duration = Duration::from_secs(1);
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Open file descriptors of a process.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A fresh client's upgrade, handshake and one `health` call: how long it took to each.
+fn legit_round_trip(gw: &Gateway) -> [Duration; 3] {
+    let started = Instant::now();
+    let mut ws = gw.ws(gw.cli());
+    let upgraded = started.elapsed();
+    ws.hello().expect("a legitimate client's hello-ok");
+    let hello = started.elapsed();
+    ws.call("health", None)
+        .expect("a legitimate client's health");
+    [upgraded, hello, started.elapsed()]
+}
+
+/// Assert that a legitimate client gets through within [`LEGIT`] while `what` goes on.
+fn legit_gets_through(gw: &Gateway, what: &str) {
+    let [upgraded, hello, done] = legit_round_trip(gw);
+    assert!(
+        done <= LEGIT,
+        "{what}: a legitimate handshake and request took {done:?} (upgraded at {upgraded:?}, \
+         hello-ok at {hello:?})"
+    );
+}
+
+/// Samples a process's RSS every few milliseconds until stopped; keeps the peak.
+struct RssProbe {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<u64>,
+}
+
+impl RssProbe {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(rss(pid));
+                thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        Self { stop, handle }
+    }
+
+    fn peak(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("rss probe")
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+/// The gateway-wide budget the slow-consumer case runs with.
+const BUDGET: u64 = 16 * MIB;
+const SLOW_CLIENTS: usize = 20;
+
+/// Twenty authenticated clients ask for a 100 KB `config.get` again and again and never read:
+/// the gateway cuts the ones holding the most (1008 "slow consumer"), its RSS stays under the
+/// budget plus its idle figure, and a legitimate client gets through meanwhile.
+fn slow_consumers_against_the_budget(shell: Shell) {
+    let padding = "x".repeat(100_000);
+    let config = json!({"gateway": {"maxBufferedBytesTotal": BUDGET}, "notes": padding});
+    let gw = Options::new().config(&config.to_string()).start(shell);
+    let pid = gw.pid();
+    legit_round_trip(&gw);
+    {
+        let mut ws = gw.ws(gw.cli());
+        ws.hello().expect("hello");
+        let t = Instant::now();
+        for _ in 0..20 {
+            ws.call("config.get", Some(json!({}))).expect("config.get");
+        }
+        eprintln!("20 config.get: {:?}", t.elapsed());
+    }
+    let idle = rss(pid);
+    let probe = RssProbe::start(pid);
+    let port = gw.port();
+    let hold = Arc::new(AtomicBool::new(true));
+    let ready = Arc::new(Barrier::new(SLOW_CLIENTS + 1));
+    let floods: Vec<_> = (0..SLOW_CLIENTS)
+        .map(|_| {
+            let (hold, ready) = (hold.clone(), ready.clone());
+            thread::spawn(move || {
+                let mut ws = Ws::connect(port, ClientConfig::cli(&format!("127.0.0.1:{port}")));
+                ws.hello().expect("flooder hello-ok");
+                ws.stream()
+                    .set_write_timeout(Some(Duration::from_millis(500)))
+                    .expect("write timeout");
+                ready.wait();
+                let started = Instant::now();
+                for _ in 0..300 {
+                    ws.client().request("config.get", Some(json!({})));
+                    ws.flush();
+                    if started.elapsed() > Duration::from_secs(6) {
+                        break;
+                    }
+                }
+                // Never read; keep the socket until the test has measured.
+                while hold.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    ready.wait();
+    thread::sleep(Duration::from_millis(500));
+    legit_gets_through(&gw, "20 slow consumers");
+    assert!(
+        gw.wait_for_log("gateway.maxBufferedBytesTotal", Duration::from_secs(10)),
+        "nobody was cut for the budget: {}",
+        gw.stderr()
+    );
+    thread::sleep(Duration::from_secs(1));
+    legit_gets_through(&gw, "20 slow consumers, some cut");
+    hold.store(false, Ordering::Relaxed);
+    for f in floods {
+        f.join().expect("flooder");
+    }
+    let peak = probe.peak();
+    thread::sleep(Duration::from_millis(500));
+    let after = rss(pid);
+    eprintln!(
+        "{shell:?} slow consumers: RSS idle {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
+        idle as f64 / MIB as f64,
+        peak as f64 / MIB as f64,
+        after as f64 / MIB as f64
+    );
+    assert!(
+        peak <= idle + BUDGET,
+        "peak RSS {peak} passed idle {idle} + budget {BUDGET}"
+    );
+    legit_gets_through(&gw, "after the storm");
+}
+
+/// A hundred sockets dribble their HTTP head a byte at a time: a legitimate client gets
+/// through meanwhile, and the dribblers are dropped at the handshake timeout.
+fn slowloris(shell: Shell) {
+    let gw = Options::new()
+        .env("OPENCLAW_HANDSHAKE_TIMEOUT_MS", "1500")
+        .start(shell);
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        gw.port()
+    );
+    let mut socks: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(("127.0.0.1", gw.port())).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    let mut cut = 0;
+    for byte in head.bytes().take(12) {
+        for s in &mut socks {
+            let _ = s.write_all(&[byte]);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    legit_gets_through(&gw, "100 slowloris heads");
+    // Past the timeout, every dribbler has been dropped (a write or read sees the end).
+    thread::sleep(
+        Duration::from_millis(1_500).saturating_sub(started.elapsed()) + Duration::from_millis(700),
+    );
+    for s in &mut socks {
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        if matches!(std::io::Read::read(s, &mut buf), Ok(0) | Err(_)) {
+            cut += 1;
+        }
+    }
+    assert_eq!(
+        cut,
+        socks.len(),
+        "dribblers left open past the handshake timeout"
+    );
+    legit_gets_through(&gw, "after the slowloris");
+}
+
+/// Sockets that upgrade and never send `connect` fill the per-address pre-auth cap: the
+/// next upgrade is refused, and once one of them goes, a legitimate client gets through.
+fn preauth_cap(shell: Shell) {
+    let gw = Options::new()
+        .env("OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP", "8")
+        .start(shell);
+    let port = gw.port();
+    let mut idle: Vec<Ws> = (0..8)
+        .map(|_| {
+            let mut c = ClientConfig::cli(&format!("127.0.0.1:{port}"));
+            c.manual_connect = true;
+            let mut ws = Ws::connect(port, c);
+            ws.expect("the challenge", |e| {
+                matches!(e, Event::Challenge { .. }).then_some(())
+            });
+            ws
+        })
+        .collect();
+    let mut refused = gw.ws(gw.cli());
+    let outcome = refused.first(
+        |e| match e {
+            Event::HttpRefused { status, .. } => Some(*status),
+            Event::Hello(_) => Some(101),
+            _ => None,
+        },
+        &mut Vec::new(),
+    );
+    assert!(
+        outcome.is_some_and(|s| s != 101),
+        "a ninth pre-auth socket was let in: {outcome:?}"
+    );
+    drop(idle.pop());
+    thread::sleep(Duration::from_millis(100));
+    legit_gets_through(&gw, "a full pre-auth cap with one slot freed");
+}
+
+/// One client writes 20,000 requests at once (and reads its answers only later): a
+/// legitimate client gets through meanwhile, and the flooder is answered in full.
+fn frame_flood(shell: Shell) {
+    let gw = Options::new().start(shell);
+    let mut flood = gw.ws(gw.cli());
+    flood.hello().expect("flooder hello-ok");
+    for _ in 0..20_000 {
+        flood.client().request("health", None);
+    }
+    let last = flood.client().request("health", None);
+    let mut bytes = Vec::new();
+    while let Some(b) = flood.client().poll_transmit() {
+        bytes.extend(b);
+    }
+    let mut out = flood
+        .stream()
+        .try_clone()
+        .expect("clone the flooder's socket");
+    let writer = thread::spawn(move || out.write_all(&bytes));
+    thread::sleep(Duration::from_millis(100));
+    legit_gets_through(&gw, "a 20,000-frame flood");
+    let answered = flood.first(
+        |e| matches!(e, Event::Response { id, .. } if *id == last).then_some(()),
+        &mut Vec::new(),
+    );
+    assert!(
+        answered.is_some(),
+        "the flood's last request went unanswered"
+    );
+    writer.join().expect("flood writer").expect("flood written");
+}
+
+/// Churn: clients connect, finish their handshake and leave, from 8 threads at once. The
+/// descriptors the gateway holds stay bounded by what is open, not by what has closed.
+fn churn(shell: Shell) {
+    let (peak, _) = churn_fds(shell);
+    // 8 open at a time, plus the listener, the store, logs and workers; closed sockets
+    // must not pile up (smol held ~1,000 of them before).
+    assert!(peak <= 64, "{shell:?} held {peak} descriptors under churn");
+}
+
+/// Run a churn against `shell`: the peak and the idle count of its descriptors.
+fn churn_fds(shell: Shell) -> (usize, usize) {
+    let gw = Options::new().start(shell);
+    let pid = gw.pid();
+    legit_round_trip(&gw);
+    let idle = fds(pid);
+    let port = gw.port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut ws = Ws::connect(port, ClientConfig::cli(&format!("127.0.0.1:{port}")));
+                    ws.hello().expect("churn hello-ok");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        peak = peak.max(fds(pid));
+        thread::sleep(Duration::from_millis(2));
+    }
+    legit_gets_through(&gw, "churn");
+    stop.store(true, Ordering::Relaxed);
+    let cycles: usize = workers
+        .into_iter()
+        .map(|w| w.join().expect("churner"))
+        .sum();
+    eprintln!("{shell:?} churn: {cycles} handshakes, descriptors idle {idle}, peak {peak}");
+    assert!(cycles > 100, "only {cycles} handshakes in 4 s");
+    (peak, idle)
+}
+
+/// Four wrong tokens at once from one address are answered no sooner than four in a row
+/// would be (250, 500, 1000 ms apart…), and the right token then gets in.
+fn parallel_wrong_tokens(shell: Shell) {
+    let gw = Options::new().token("right-token").start(shell);
+    let port = gw.port();
+    let start = Arc::new(Barrier::new(4));
+    let began = Instant::now();
+    let attempts: Vec<_> = (0..4)
+        .map(|_| {
+            let start = start.clone();
+            thread::spawn(move || {
+                let mut c = ClientConfig::cli(&format!("127.0.0.1:{port}"));
+                c.token = Some("wrong-token".into());
+                let mut ws = Ws::connect(port, c);
+                start.wait();
+                let outcome = ws.hello();
+                assert!(outcome.is_err(), "a wrong token was let in");
+                Instant::now()
+            })
+        })
+        .collect();
+    let mut answered: Vec<Duration> = attempts
+        .into_iter()
+        .map(|a| a.join().expect("attempt") - began)
+        .collect();
+    answered.sort();
+    let mut due = Duration::ZERO;
+    for (at, penalty) in answered.iter().zip([250, 500, 1000, 2000]) {
+        due += Duration::from_millis(penalty);
+        assert!(
+            *at >= due,
+            "answered at {at:?}, before {due:?}: {answered:?}"
+        );
+    }
+    let mut ok = gw.ws(ClientConfig {
+        token: Some("right-token".into()),
+        ..gw.cli()
+    });
+    ok.hello().expect("the right token after the wrong ones");
+}
+
+/// smol's descriptors under churn stay within twice mio's.
+#[test]
+fn churn_fds_of_smol_within_twice_mio() {
+    let (mio, _) = churn_fds(Shell::Mio);
+    let (smol, _) = churn_fds(Shell::Smol);
+    assert!(
+        smol <= 2 * mio,
+        "under churn smol held {smol} descriptors, mio {mio}"
+    );
+}
+
+both!(
+    slow_consumers_against_the_budget,
+    slowloris,
+    preauth_cap,
+    frame_flood,
+    churn,
+    parallel_wrong_tokens,
+);
