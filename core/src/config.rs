@@ -90,7 +90,7 @@ impl Default for Limits {
             max_buffered_bytes_total: 64 * 1024 * 1024,
             slow_consumer_bytes: 1024 * 1024,
             max_frames_per_turn: 8,
-            max_turn_output_bytes: 64 * 1024,
+            max_turn_output_bytes: 16 * 1024,
             max_preauth_payload: 64 * 1024,
             max_head_bytes: 8 * 1024,
             max_pending_handshake_frames: 15,

@@ -214,6 +214,8 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             }
             deadline = self.drain(now);
             self.permit_readers();
+            // Let the socket tasks run between turns even when the queue never empties.
+            future::yield_now().await;
         }
     }
 
