@@ -87,6 +87,8 @@ pub(crate) enum Timer {
     LiveText(u64),
     /// The timeout of an `agent.wait` call (by serial).
     AgentWait(u64),
+    /// Queued agent runs may start (their lanes' debounce is over).
+    Lanes,
 }
 
 /// Live counts, for embedders and status.
@@ -388,6 +390,7 @@ impl Gateway {
                 Timer::Invoke(invoke) => self.invoke_expired(now, invoke),
                 Timer::LiveText(run) => self.live_text_due(now, run),
                 Timer::AgentWait(wait) => self.agent_wait_expired(now, wait),
+                Timer::Lanes => self.drain_lanes(now),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }
