@@ -14,7 +14,9 @@
 //! loop {
 //!     // 0. On every wake:        gw.handle_wall_clock(now, unix_ms)   (cheap; wall time)
 //!     // 1. Feed what happened:   gw.accept(now, peer, local)        → ConnId
-//!     //                           gw.handle_input(now, conn, &bytes)
+//!     //                           gw.handle_input(now, conn, &bytes)  (while gw.wants_input(conn);
+//!     //                                        else leave the bytes in the socket and ask again
+//!     //                                        after the next drain)
 //!     //                           gw.handle_written(now, conn, n)     (mandatory, see below)
 //!     //                           gw.handle_closed(now, conn)
 //!     //                           gw.handle_timeout(now)
