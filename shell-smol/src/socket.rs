@@ -162,8 +162,9 @@ async fn write_side(
 ) {
     while let Ok(chunk) = queue.recv().await {
         if stream.write_all(&chunk).await.is_err() {
-            // The reader sees the same failure and reports the end.
+            // Report the end here too: the reader may be waiting for a permit, not reading.
             let _ = stream.shutdown(Shutdown::Both);
+            let _ = events.send(Event::Eof(id)).await;
             return;
         }
         if events.send(Event::Written(id, chunk.len())).await.is_err() {
