@@ -1,6 +1,6 @@
 //! Hostile load, bounded in time: clients that never read against the gateway-wide budget,
 //! slowloris heads, the pre-auth cap, a frame flood, connection churn, and parallel wrong
-//! tokens. Through each, a legitimate client still completes a handshake and a request
+//! tokens, and the remote lockout behind a trusted proxy. Through each, a legitimate client still completes a handshake and a request
 //! within a second, and the gateway's memory and descriptors stay bounded.
 
 use std::io::Write;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::client::{ClientConfig, Event};
 use clawgate_tests::both;
-use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
+use clawgate_tests::harness::{Gateway, Options, Shell, Ws, raw};
 use serde_json::json;
 
 /// How long a legitimate client may take for its handshake and one request under attack: the
@@ -439,6 +439,70 @@ fn parallel_wrong_tokens(shell: Shell) {
     ok.hello().expect("the right token after the wrong ones");
 }
 
+/// One `connect` through a trusted proxy for `client` (X-Forwarded-For) with `token`: the
+/// error's `details.code`, or `None` on hello-ok.
+fn connect_forwarded(port: u16, client: &str, token: &str) -> Option<String> {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    smol::block_on(async {
+        let mut request = format!("ws://127.0.0.1:{port}/")
+            .into_client_request()
+            .expect("request");
+        let xff = client.parse().expect("header value");
+        request.headers_mut().insert("x-forwarded-for", xff);
+        let tcp = smol::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (mut ws, _) = async_tungstenite::client_async(request, tcp)
+            .await
+            .expect("upgrade through the proxy");
+        let challenge = raw::next_json(&mut ws).await;
+        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
+        cfg.token = Some(token.into());
+        let params = cfg.connect_params(
+            challenge["payload"]["nonce"].as_str().unwrap_or(""),
+            challenge["payload"]["ts"].as_i64().unwrap_or(0),
+        );
+        let frame = json!({"type": "req", "id": "c1", "method": "connect", "params": params});
+        raw::send(&mut ws, frame.to_string()).await;
+        let answer = raw::next_json(&mut ws).await;
+        (answer["ok"] != true).then(|| {
+            answer["error"]["details"]["code"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+    })
+}
+
+/// `gateway.auth.rateLimit` applies to a remote client (here behind a trusted proxy): its
+/// failures are answered at once, no local penalty, and after `maxAttempts` even the right
+/// token is refused for the lockout, while another address is not affected.
+fn remote_lockout(shell: Shell) {
+    let _serial = one_at_a_time();
+    let config = json!({"gateway": {
+        "trustedProxies": ["127.0.0.1"],
+        "auth": {"rateLimit": {"maxAttempts": 3, "windowMs": 60_000, "lockoutMs": 60_000}},
+    }});
+    let gw = Options::new()
+        .token("right-token")
+        .config(&config.to_string())
+        .start(shell);
+    let port = gw.port();
+    let started = Instant::now();
+    for _ in 0..3 {
+        let code = connect_forwarded(port, "203.0.113.9", "wrong-token");
+        assert_eq!(code.as_deref(), Some("AUTH_TOKEN_MISMATCH"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(750),
+        "remote failures were held back like local ones: {:?}",
+        started.elapsed()
+    );
+    let locked = connect_forwarded(port, "203.0.113.9", "right-token");
+    assert_eq!(locked.as_deref(), Some("AUTH_RATE_LIMITED"));
+    assert_eq!(connect_forwarded(port, "203.0.113.10", "right-token"), None);
+}
+
 /// smol's descriptors under churn stay within twice mio's.
 #[test]
 fn churn_fds_of_smol_within_twice_mio() {
@@ -458,4 +522,5 @@ both!(
     frame_flood,
     churn,
     parallel_wrong_tokens,
+    remote_lockout,
 );
