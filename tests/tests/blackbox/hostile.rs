@@ -1,7 +1,8 @@
 //! Hostile load, bounded in time: clients that never read against the gateway-wide budget,
-//! slowloris heads, the pre-auth cap, a frame flood, connection churn, and parallel wrong
-//! tokens, and the remote lockout behind a trusted proxy. Through each, a legitimate client still completes a handshake and a request
-//! within a second, and the gateway's memory and descriptors stay bounded.
+//! slowloris heads, the pre-auth cap, a frame flood, connection churn, parallel wrong tokens,
+//! and the remote lockout behind a trusted proxy. Through each, a legitimate client still
+//! completes a handshake and a request within [`LEGIT`], and the gateway's memory and
+//! descriptors stay bounded.
 
 use std::io::Write;
 use std::net::TcpStream;
