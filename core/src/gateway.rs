@@ -125,6 +125,8 @@ pub struct Gateway {
     pub(crate) durable: Durability<Deferred>,
     /// Chat sessions and agent runs.
     pub(crate) agent: crate::agent::Agent,
+    /// Control UI responses in progress.
+    pub(crate) serving: crate::control_ui::Serving,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -164,6 +166,7 @@ impl Gateway {
             next_work: 0,
             durable,
             agent: Default::default(),
+            serving: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -356,12 +359,21 @@ impl Gateway {
                     self.read_frames(now, conn);
                 }
             }
+            // One request per connection: what follows the head is not read.
+            State::Static => {}
         }
     }
 
     /// The shell wrote `n` bytes of what it was given for this connection.
     pub fn handle_written(&mut self, now: Instant, conn: ConnId, n: usize) {
         self.count_written(now, conn, n);
+        if self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| matches!(c.state, State::Static))
+        {
+            self.pump(now, conn);
+        }
     }
 
     /// The socket reached EOF or failed.
@@ -401,6 +413,22 @@ impl Gateway {
     fn handshake_expired(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get(&id) else { return };
         if c.session().is_some() {
+            return;
+        }
+        if matches!(c.state, State::Static) {
+            // A Control UI response gets the same time again while it moves.
+            if self.serving.progressed(id) {
+                let next = now + self.config.limits.handshake_timeout;
+                self.schedule(next, Timer::Handshake(id));
+            } else {
+                self.log(
+                    now,
+                    Level::Info,
+                    Some(id),
+                    "control ui response stalled".into(),
+                );
+                self.forget(now, id);
+            }
             return;
         }
         let http = matches!(c.state, State::Http(_));
@@ -513,6 +541,7 @@ impl Gateway {
         }
         self.router.conn_gone(id);
         self.agent.conn_gone(id);
+        self.serving.conn_gone(id);
         self.out.push_back(Output::Close { conn: id });
     }
 }
