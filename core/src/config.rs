@@ -21,6 +21,16 @@ pub struct Limits {
     pub max_payload: usize,
     /// Unsent bytes a connection may hold before it is closed as a slow consumer.
     pub max_buffered_bytes: usize,
+    /// Unsent bytes all connections together may hold; past it the connection holding the
+    /// most is closed as a slow consumer (`gateway.maxBufferedBytesTotal`).
+    pub max_buffered_bytes_total: usize,
+    /// Unsent bytes past which a connection is a slow consumer: droppable broadcasts
+    /// (upstream's `dropIfSlow` events) skip it, and its input is not read until it catches up.
+    pub slow_consumer_bytes: usize,
+    /// Frames read from one connection before the others get a turn.
+    pub max_frames_per_turn: usize,
+    /// Bytes of answers one connection's frames may queue before the others get a turn.
+    pub max_turn_output_bytes: usize,
     /// Largest frame before `hello-ok`; larger closes 1009.
     pub max_preauth_payload: usize,
     /// Largest HTTP request head.
@@ -103,6 +113,10 @@ impl Default for Limits {
         Self {
             max_payload: 25 * 1024 * 1024,
             max_buffered_bytes: 50 * 1024 * 1024,
+            max_buffered_bytes_total: 64 * 1024 * 1024,
+            slow_consumer_bytes: 1024 * 1024,
+            max_frames_per_turn: 8,
+            max_turn_output_bytes: 16 * 1024,
             max_preauth_payload: 64 * 1024,
             max_head_bytes: 8 * 1024,
             ui_chunk_bytes: 64 * 1024,
@@ -563,6 +577,13 @@ impl Config {
         }
         if let Some(n) = num_at(&gw, &["maxBufferedBytes"], "gateway.maxBufferedBytes")? {
             limits.max_buffered_bytes = n as usize;
+        }
+        if let Some(n) = num_at(
+            &gw,
+            &["maxBufferedBytesTotal"],
+            "gateway.maxBufferedBytesTotal",
+        )? {
+            limits.max_buffered_bytes_total = n as usize;
         }
         if let Some(n) = num_at(&gw, &["tickIntervalMs"], "gateway.tickIntervalMs")? {
             limits.tick_interval = Duration::from_millis(n.max(1));

@@ -6,6 +6,7 @@ mod agent;
 mod control_ui;
 mod durability;
 mod handshake;
+mod hostile;
 mod http;
 mod lifecycle;
 mod limits;
