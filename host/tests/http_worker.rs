@@ -25,8 +25,8 @@ fn chat(url: String) -> HttpRequest {
         method: "POST",
         url,
         headers: vec![
-            ("Authorization", "Bearer sk-test".into()),
-            ("Content-Type", "application/json".into()),
+            ("Authorization".into(), "Bearer sk-test".into()),
+            ("Content-Type".into(), "application/json".into()),
         ],
         body: br#"{"model":"fake-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
             .to_vec(),

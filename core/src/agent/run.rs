@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 
 use crate::conn::ConnId;
-use crate::model::openai::ChatStream;
+use crate::model::backend::TurnStream;
 use crate::work::WorkId;
 
 use super::rpc::FinalAnswer;
@@ -50,7 +50,9 @@ pub(crate) struct Run {
     /// The response's state.
     pub(crate) response: Response,
     /// The decoder of a 2xx body.
-    pub(crate) stream: ChatStream,
+    pub(crate) stream: TurnStream,
+    /// Retries and the live request's deadline.
+    pub(crate) attempts: super::attempt::Attempts,
     /// The assistant text so far.
     pub(crate) text: String,
     /// Bytes of `text` already sent in `agent` assistant events.
@@ -85,7 +87,8 @@ impl Run {
             origin,
             work: None,
             response: Response::Awaiting,
-            stream: ChatStream::default(),
+            stream: TurnStream::default(),
+            attempts: Default::default(),
             text: String::new(),
             agent_sent: 0,
             chat_sent: 0,
