@@ -34,6 +34,7 @@ pub mod sockets;
 pub mod startup;
 pub mod store;
 pub mod tailnet;
+mod tls;
 pub mod url;
 pub mod worker;
 

@@ -2,8 +2,10 @@
 //! idle deadlines while it runs, and the retries of a request answered 429 or 5xx before the
 //! turn sent any text: exponential backoff with jitter, at least the provider's
 //! `Retry-After`, at most [`Limits::model_max_retries`] of them within
-//! [`Limits::model_retry_window`]. Each retry is announced as upstream does (`agent`
-//! `run_status` `retrying`; `chat` `status` `starting_model` with `retry` for rate limits).
+//! [`Limits::model_retry_window`]. Each retry is announced as upstream does: an `agent`
+//! `run_status` `retrying` event with the attempt, the delay and the reason, and a `chat`
+//! `status` `starting_model` (without upstream's `retry` member, which its published schema
+//! does not allow).
 //!
 //! [`Limits::model_max_retries`]: crate::config::Limits::model_max_retries
 //! [`Limits::model_retry_window`]: crate::config::Limits::model_retry_window
@@ -220,12 +222,10 @@ impl Gateway {
         });
         self.with_run(now, serial, |run, ts| {
             let agent = run.agent(ts, "run_status", data);
-            let mut fields = json!({"phase": "starting_model"});
-            if reason == "rate_limit" {
-                fields["retry"] =
-                    json!({"attempt": attempt + 1, "maxAttempts": max + 1, "reason": reason});
-            }
-            [run.chat("status", fields), agent]
+            [
+                run.chat("status", json!({"phase": "starting_model"})),
+                agent,
+            ]
         });
         let origin = self.agent.runs.get(&serial).map(|r| r.origin);
         let route = self.config.model.as_ref().map(|r| r.describe_refusal(e));

@@ -18,7 +18,7 @@ fn options(model: Option<&FakeModel>) -> Options {
         .config(&format!("{{ {models} }}"))
 }
 
-fn operator(gw: &Gateway) -> Ws {
+pub(crate) fn operator(gw: &Gateway) -> Ws {
     let mut cfg = gw.cli();
     cfg.token = Some("t0ken".into());
     cfg.scopes = vec!["operator.read".into(), "operator.write".into()];
@@ -28,7 +28,7 @@ fn operator(gw: &Gateway) -> Ws {
 }
 
 /// The `chat` and `agent` events of run `run_id` until its terminal `chat` event.
-fn run_events(ws: &mut Ws, run_id: &str) -> Vec<(String, Value)> {
+pub(crate) fn run_events(ws: &mut Ws, run_id: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     loop {
         let (event, payload) = ws.expect("the run's events", |e| match e {
@@ -51,7 +51,7 @@ fn run_events(ws: &mut Ws, run_id: &str) -> Vec<(String, Value)> {
     }
 }
 
-fn chat_send(ws: &mut Ws, message: &str, key: &str) -> Value {
+pub(crate) fn chat_send(ws: &mut Ws, message: &str, key: &str) -> Value {
     ws.call(
         "chat.send",
         Some(json!({"sessionKey": "agent:main:main", "message": message, "idempotencyKey": key})),
@@ -65,7 +65,7 @@ fn chat_send(ws: &mut Ws, message: &str, key: &str) -> Value {
 const AGENT_EVENT_EXTRAS: &[&str] = &["sessionKey", "sessionId", "agentId", "lane"];
 
 /// Every frame the connection received validates against upstream's schema.
-fn assert_frames_valid(ws: &Ws) {
+pub(crate) fn assert_frames_valid(ws: &Ws) {
     let Some(s) = schema::schema() else {
         return; // the schema tests say loudly when it is missing (and fail under CI)
     };
@@ -84,7 +84,7 @@ fn assert_frames_valid(ws: &Ws) {
     }
 }
 
-fn history_texts(ws: &mut Ws) -> Vec<(String, String)> {
+pub(crate) fn history_texts(ws: &mut Ws) -> Vec<(String, String)> {
     let history = ws
         .call(
             "chat.history",
