@@ -198,8 +198,9 @@ impl Gateway {
         attempts.retries += 1;
         attempts.deadline = None;
         let attempt = attempts.retries;
+        // An in-stream refusal leaves its request running; an ended one ignores the cancel.
         if let Some(w) = run.work.take() {
-            self.agent.by_work.remove(&w);
+            self.cancel_work(w);
         }
         let delay_ms = delay.as_millis() as u64;
         let message = if reason == "rate_limit" || reason == "overloaded" {

@@ -189,6 +189,7 @@ fn add_usage(partial: &mut Partial, u: &WireUsage, out: &mut Vec<ChatEvent>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::model_stream::text;
     use crate::model::openai::{Completion, ErrorKind, Usage};
 
     /// A text answer as Anthropic documents it (`event:` lines, a `ping`, CRLF here and there).
@@ -221,16 +222,6 @@ mod tests {
         }
         let end = s.finish();
         (out, end)
-    }
-
-    fn text(events: &[ChatEvent]) -> String {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                ChatEvent::TextDelta(t) => Some(t.as_str()),
-                _ => None,
-            })
-            .collect()
     }
 
     #[test]
