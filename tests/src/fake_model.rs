@@ -11,6 +11,7 @@
 //! });
 //! // config: models.providers.fake{baseUrl: model.base_url(), api: "openai-completions", …}
 //! let seen = model.requests(); // path, headers (Authorization), JSON body of each request
+//! let times = model.write_times(); // when each part of each reply left, for latency figures
 //! ```
 //!
 //! Every request is recorded (any path). The API's path goes to the script; anything else
@@ -24,7 +25,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -90,22 +91,20 @@ impl RecordedRequest {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The text of the last `{"role":"user"}` message of the body (its last text block in
-    /// Anthropic's shape).
+    /// The text of the last `{"role":"user"}` message of the body: its `content` string, or
+    /// its text parts joined (`[{"type":"text","text":…}]`, the other shape OpenAI accepts and
+    /// Anthropic's only one).
     pub fn last_user_text(&self) -> Option<String> {
-        self.json["messages"]
+        let content = &self.json["messages"]
             .as_array()?
             .iter()
             .rev()
-            .find(|m| m["role"] == "user")
-            .and_then(|m| match &m["content"] {
-                Value::String(s) => Some(s.clone()),
-                Value::Array(blocks) => blocks
-                    .iter()
-                    .rev()
-                    .find_map(|b| b["text"].as_str().map(str::to_owned)),
-                _ => None,
-            })
+            .find(|m| m["role"] == "user")?["content"];
+        if let Some(text) = content.as_str() {
+            return Some(text.to_owned());
+        }
+        let parts = content.as_array()?.iter();
+        Some(parts.filter_map(|p| p["text"].as_str()).collect())
     }
 }
 
@@ -301,12 +300,22 @@ impl Reply {
 
 type Script = dyn Fn(&RecordedRequest) -> Reply + Send + Sync;
 
+/// One request and when the parts of its reply were written.
+struct Served {
+    request: RecordedRequest,
+    /// One instant per part flushed to the socket, then one when the body ended.
+    written: Vec<Instant>,
+}
+
+/// Everything served, in arrival order.
+type Log = Mutex<Vec<Served>>;
+
 /// A running fake provider; stops accepting when dropped.
 pub struct FakeModel {
     addr: SocketAddr,
     api: FakeApi,
     tls: bool,
-    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    log: Arc<Log>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -326,22 +335,22 @@ impl FakeModel {
     ) -> FakeModel {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake model");
         let addr = listener.local_addr().expect("local address");
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
         let secure = tls.is_some();
         let acceptor = {
-            let (requests, stop) = (requests.clone(), stop.clone());
+            let (log, stop) = (log.clone(), stop.clone());
             thread::Builder::new()
                 .name("fake-model-accept".into())
-                .spawn(move || accept_loop(&listener, &stop, api, tls, &requests, &script))
+                .spawn(move || accept_loop(&listener, &stop, api, tls, &log, &script))
                 .expect("spawn the fake model")
         };
         FakeModel {
             addr,
             api,
             tls: secure,
-            requests,
+            log,
             stop,
             acceptor: Some(acceptor),
         }
@@ -391,10 +400,18 @@ impl FakeModel {
 
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.lock().iter().map(|s| s.request.clone()).collect()
+    }
+
+    /// For every request so far (as [`FakeModel::requests`] orders them), when each part of
+    /// its reply had been flushed to the socket, then when the body ended: the model's side
+    /// of a latency measurement.
+    pub fn write_times(&self) -> Vec<Vec<Instant>> {
+        self.lock().iter().map(|s| s.written.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Served>> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -414,7 +431,7 @@ fn accept_loop(
     stop: &AtomicBool,
     api: FakeApi,
     tls: Option<Arc<rustls::ServerConfig>>,
-    requests: &Arc<Mutex<Vec<RecordedRequest>>>,
+    log: &Arc<Log>,
     script: &Arc<Script>,
 ) {
     for conn in listener.incoming() {
@@ -422,7 +439,7 @@ fn accept_loop(
             return;
         }
         let Ok(conn) = conn else { continue };
-        let (requests, script, tls) = (requests.clone(), script.clone(), tls.clone());
+        let (log, script, tls) = (log.clone(), script.clone(), tls.clone());
         let _ = thread::Builder::new()
             .name("fake-model-conn".into())
             .spawn(move || {
@@ -430,14 +447,11 @@ fn accept_loop(
                     return;
                 }
                 let _ = match tls {
-                    None => serve(conn, api, &requests, &*script),
+                    None => serve(conn, api, &log, &*script),
                     Some(config) => match rustls::ServerConnection::new(config) {
-                        Ok(session) => serve(
-                            rustls::StreamOwned::new(session, conn),
-                            api,
-                            &requests,
-                            &*script,
-                        ),
+                        Ok(session) => {
+                            serve(rustls::StreamOwned::new(session, conn), api, &log, &*script)
+                        }
                         Err(_) => Ok(()),
                     },
                 };
@@ -446,18 +460,27 @@ fn accept_loop(
 }
 
 /// Serve requests on one connection until the client closes it or a reply ends it.
-fn serve(
-    conn: impl Read + Write,
-    api: FakeApi,
-    requests: &Mutex<Vec<RecordedRequest>>,
-    script: &Script,
-) -> io::Result<()> {
+fn serve(conn: impl Read + Write, api: FakeApi, log: &Log, script: &Script) -> io::Result<()> {
     let mut reader = BufReader::new(conn);
     while let Some(req) = read_request(&mut reader)? {
-        requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(req.clone());
+        let index = {
+            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.push(Served {
+                request: req.clone(),
+                written: Vec::new(),
+            });
+            log.len() - 1
+        };
+        let mark = || {
+            let at = Instant::now();
+            if let Some(s) = log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(index)
+            {
+                s.written.push(at);
+            }
+        };
         let reply = if req.method == "POST" && req.path == api.path() {
             script(&req)
         } else {
@@ -466,7 +489,7 @@ fn serve(
         let client_closes = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        write_reply(reader.get_mut(), &reply, client_closes)?;
+        write_reply(reader.get_mut(), &reply, client_closes, mark)?;
         if client_closes || matches!(reply.framing, Framing::Close | Framing::Dropped) {
             return Ok(());
         }
@@ -539,7 +562,13 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_reply(w: &mut impl Write, reply: &Reply, client_closes: bool) -> io::Result<()> {
+/// Write `reply`, calling `mark` after each part is flushed and once more when the body ends.
+fn write_reply(
+    w: &mut impl Write,
+    reply: &Reply,
+    client_closes: bool,
+    mark: impl Fn(),
+) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n",
         reply.status,
@@ -568,7 +597,7 @@ fn write_reply(w: &mut impl Write, reply: &Reply, client_closes: bool) -> io::Re
             thread::sleep(part.delay);
         }
         match reply.framing {
-            Framing::Chunked | Framing::Dropped if part.bytes.is_empty() => continue,
+            Framing::Chunked | Framing::Dropped if part.bytes.is_empty() => {}
             Framing::Chunked | Framing::Dropped => {
                 w.write_all(format!("{:x}\r\n", part.bytes.len()).as_bytes())?;
                 w.write_all(&part.bytes)?;
@@ -577,9 +606,12 @@ fn write_reply(w: &mut impl Write, reply: &Reply, client_closes: bool) -> io::Re
             Framing::Close | Framing::Length => w.write_all(&part.bytes)?,
         }
         w.flush()?;
+        mark();
     }
     if reply.framing == Framing::Chunked {
         w.write_all(b"0\r\n\r\n")?;
     }
-    w.flush()
+    w.flush()?;
+    mark();
+    Ok(())
 }
