@@ -83,6 +83,8 @@ pub(crate) enum Timer {
     ModelDeadline(u64),
     /// The end of an agent run's backoff before retrying its model request (by run serial).
     ModelRetry(u64),
+    /// Queued agent runs may start (their lanes' debounce is over).
+    Lanes,
 }
 
 /// Live counts, for embedders and status.
@@ -379,6 +381,7 @@ impl Gateway {
                 Timer::AgentWait(wait) => self.agent_wait_expired(now, wait),
                 Timer::ModelDeadline(run) => self.model_deadline_due(now, run),
                 Timer::ModelRetry(run) => self.model_retry_due(now, run),
+                Timer::Lanes => self.drain_lanes(now),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }

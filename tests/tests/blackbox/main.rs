@@ -10,3 +10,4 @@ mod http;
 mod lifecycle;
 mod limits;
 mod pairing;
+mod runs;
