@@ -4,6 +4,7 @@
 
 mod agent;
 mod backends;
+mod control_ui;
 mod durability;
 mod handshake;
 mod http;
