@@ -11,6 +11,10 @@ use serde_json::Value;
 
 use crate::auth::Secret;
 
+mod providers;
+
+pub use providers::{AgentIdentity, DEFAULT_MAX_TOKENS, substitute_env};
+
 /// The default gateway port.
 pub const DEFAULT_PORT: u16 = 18789;
 
@@ -106,6 +110,24 @@ pub struct Limits {
     pub max_error_body_bytes: usize,
     /// At most one `chat` delta per run per this interval (upstream's `LIVE_TEXT_PACING_MS`).
     pub live_text_pacing: Duration,
+    /// How long a model request may wait for its response head and first body bytes (from the
+    /// request, connecting included) before the run fails; a provider's `timeoutSeconds`
+    /// replaces it.
+    pub model_first_byte_timeout: Duration,
+    /// How long a model's response may go without a byte (upstream's cloud idle watchdog);
+    /// a provider's `timeoutSeconds` replaces it.
+    pub model_idle_timeout: Duration,
+    /// Both timeouts above for a self-hosted provider (a loopback or private `baseUrl`),
+    /// upstream's longer idle watchdog for local models.
+    pub model_self_hosted_timeout: Duration,
+    /// Retries of one model request answered 429 or 5xx before the turn sent any text.
+    pub model_max_retries: u32,
+    /// The first retry's delay before jitter; it doubles with each retry.
+    pub model_retry_base_delay: Duration,
+    /// The longest delay between two retries (before a longer `Retry-After`).
+    pub model_retry_max_delay: Duration,
+    /// No retry starts later than this after the first failure, nor waits past it.
+    pub model_retry_window: Duration,
 }
 
 impl Default for Limits {
@@ -151,6 +173,13 @@ impl Default for Limits {
             queue_debounce: Duration::from_millis(500),
             max_error_body_bytes: 64 * 1024,
             live_text_pacing: Duration::from_millis(75),
+            model_first_byte_timeout: Duration::from_secs(120),
+            model_idle_timeout: Duration::from_secs(120),
+            model_self_hosted_timeout: Duration::from_secs(300),
+            model_max_retries: 8,
+            model_retry_base_delay: Duration::from_secs(1),
+            model_retry_max_delay: Duration::from_secs(30),
+            model_retry_window: Duration::from_secs(90),
         }
     }
 }
@@ -188,8 +217,36 @@ pub enum MdnsMode {
     Full,
 }
 
-/// The model the agent's turns go to: `agents.defaults.model.primary` resolved against
-/// `models.providers` (an OpenAI-compatible chat completions endpoint).
+/// Which wire API a model provider speaks (`models.providers.<id>.api`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelApi {
+    /// `openai-completions`: `POST {baseUrl}/chat/completions`, bearer key.
+    OpenAiCompletions,
+    /// `anthropic-messages`: `POST {baseUrl}/v1/messages`, `x-api-key`.
+    AnthropicMessages,
+}
+
+impl ModelApi {
+    /// The config name of an API, if clawgate speaks it.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "openai-completions" => Some(ModelApi::OpenAiCompletions),
+            "anthropic-messages" => Some(ModelApi::AnthropicMessages),
+            _ => None,
+        }
+    }
+
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelApi::OpenAiCompletions => "openai-completions",
+            ModelApi::AnthropicMessages => "anthropic-messages",
+        }
+    }
+}
+
+/// The model the agent's turns go to: its primary `"<provider>/<model>"` resolved against
+/// `models.providers` (see [`providers`] for every key read).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelRoute {
     /// The provider's id (the key under `models.providers`).
@@ -198,8 +255,41 @@ pub struct ModelRoute {
     pub model: String,
     /// The provider's `baseUrl`, e.g. `http://127.0.0.1:8000/v1`.
     pub base_url: String,
-    /// The provider's `apiKey`, sent as a bearer token when set.
+    /// The provider's `apiKey`, else its usual environment variable's value.
     pub api_key: Option<Secret>,
+    /// The wire API.
+    pub api: ModelApi,
+    /// Where the key is set, for error messages: `models.providers.<id>.apiKey (or VAR)`.
+    pub key_hint: String,
+    /// `headers` of the provider, then of the model entry (which wins), values resolved.
+    pub headers: Vec<(String, Secret)>,
+    /// `authHeader`: send the key in the API's auth header (default true).
+    pub auth_header: bool,
+    /// `max_tokens` for APIs that require it (the model's `maxTokens`, capped as upstream).
+    pub max_tokens: u32,
+    /// `timeoutSeconds`: replaces the first-byte and idle timeouts for this provider.
+    pub timeout: Option<Duration>,
+    /// The `baseUrl` is on this machine or a private network (longer default idle timeout).
+    pub self_hosted: bool,
+}
+
+impl ModelRoute {
+    /// An OpenAI-compatible route with no key, no headers and the defaults.
+    pub fn new(provider: &str, model: &str, base_url: &str) -> Self {
+        Self {
+            provider: provider.into(),
+            model: model.into(),
+            base_url: base_url.into(),
+            api_key: None,
+            api: ModelApi::OpenAiCompletions,
+            key_hint: format!("models.providers.{provider}.apiKey"),
+            headers: Vec::new(),
+            auth_header: true,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            timeout: None,
+            self_hosted: false,
+        }
+    }
 }
 
 /// Where the Control UI's files come from (`gateway.controlUi.root`, else an installed
@@ -306,6 +396,8 @@ pub struct Config {
     /// The agent's model; `None` runs the agent offline (every turn fails with a message
     /// naming the keys to set).
     pub model: Option<ModelRoute>,
+    /// The agent's `identity`, for its system prompt.
+    pub identity: AgentIdentity,
     /// What a message does when its session already has a run (`messages.queue.mode`), unless
     /// the call names a `queueMode`.
     pub queue_mode: QueueMode,
@@ -378,6 +470,7 @@ impl Config {
             file: Value::Null,
             log_frames: false,
             model: None,
+            identity: AgentIdentity::default(),
             queue_mode: QueueMode::Steer,
         }
     }
@@ -398,13 +491,14 @@ impl Config {
 
     /// Resolve flags, environment and config file into a configuration, or refuse to start.
     pub fn resolve(input: &ConfigInput) -> Result<Self, ConfigError> {
-        let file = match &input.file_text {
+        let mut file = match &input.file_text {
             Some(text) => parse_file(text).map_err(|message| ConfigError::Parse {
                 path: input.config_path.clone(),
                 message,
             })?,
             None => Value::Null,
         };
+        substitute_env(&mut file, &input.env);
         let gw = file.get("gateway").cloned().unwrap_or(Value::Null);
         let env = |k: &str| {
             input
@@ -613,7 +707,8 @@ impl Config {
         if let Some(Value::Bool(b)) = at(&gw, &[rl[0], rl[1], "exemptLoopback"]) {
             limits.auth_exempt_loopback = *b;
         }
-        cfg.model = model_route(&file)?;
+        cfg.model = providers::model_route(&file, &input.env)?;
+        cfg.identity = providers::agent_identity(&file);
         let queue = at(&file, &["messages", "queue"])
             .cloned()
             .unwrap_or(Value::Null);
@@ -810,101 +905,6 @@ fn json_scalar(v: &Value) -> String {
     }
 }
 
-/// The one provider API clawgate speaks.
-const OPENAI_COMPLETIONS: &str = "openai-completions";
-
-/// Every provider under `models.providers` checked, then `agents.defaults.model` (a string or
-/// `{primary}`, `"<provider>/<model>"`) resolved against them.
-fn model_route(file: &Value) -> Result<Option<ModelRoute>, ConfigError> {
-    let invalid = |key: String, message: String| ConfigError::InvalidAt { key, message };
-    let providers = match at(file, &["models", "providers"]) {
-        None | Some(Value::Null) => serde_json::Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                key: "models.providers",
-                message: format!("must be an object of providers by id, got {other}"),
-            });
-        }
-    };
-    for (id, p) in &providers {
-        match p.get("api") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(a)) if a == OPENAI_COMPLETIONS => {}
-            Some(other) => {
-                return Err(invalid(
-                    format!("models.providers.{id}.api"),
-                    format!("unsupported api {other} (clawgate speaks \"{OPENAI_COMPLETIONS}\")"),
-                ));
-            }
-        }
-        if !p.get("baseUrl").is_some_and(Value::is_string) {
-            return Err(invalid(
-                format!("models.providers.{id}.baseUrl"),
-                "required: the provider's URL, e.g. \"http://127.0.0.1:8000/v1\"".into(),
-            ));
-        }
-        if p.get("apiKey")
-            .is_some_and(|k| !k.is_string() && !k.is_null())
-        {
-            return Err(invalid(
-                format!("models.providers.{id}.apiKey"),
-                "must be a string".into(),
-            ));
-        }
-    }
-    const PRIMARY: &str = "agents.defaults.model.primary";
-    let primary = match at(file, &["agents", "defaults", "model"]) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(s)) => s.clone(),
-        Some(m @ Value::Object(_)) => match m.get("primary") {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    key: PRIMARY,
-                    message: format!("must be a \"<provider>/<model>\" string, got {other}"),
-                });
-            }
-        },
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                key: "agents.defaults.model",
-                message: format!(
-                    "must be a \"<provider>/<model>\" string or {{primary}}, got {other}"
-                ),
-            });
-        }
-    };
-    let Some((provider, model)) = primary
-        .split_once('/')
-        .filter(|(p, m)| !p.is_empty() && !m.is_empty())
-    else {
-        return Err(ConfigError::Invalid {
-            key: PRIMARY,
-            message: format!("must be \"<provider>/<model>\", got {primary:?}"),
-        });
-    };
-    let Some(p) = providers.get(provider) else {
-        return Err(ConfigError::Invalid {
-            key: PRIMARY,
-            message: format!(
-                "names provider {provider:?}, which is not defined under models.providers"
-            ),
-        });
-    };
-    Ok(Some(ModelRoute {
-        provider: provider.to_string(),
-        model: model.to_string(),
-        base_url: p
-            .get("baseUrl")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        api_key: p.get("apiKey").and_then(Value::as_str).map(Secret::new),
-    }))
-}
-
 fn num_at(v: &Value, path: &[&str], key: &'static str) -> Result<Option<u64>, ConfigError> {
     match at(v, path) {
         None | Some(Value::Null) => Ok(None),
@@ -1061,9 +1061,10 @@ mod tests {
                 .starts_with("agents.defaults.model.primary: names provider \"nope\""),
             "{e}"
         );
-        let e =
-            resolve(r#"{"models":{"providers":{"x":{"baseUrl":"u","api":"anthropic-messages"}}}}"#)
-                .unwrap_err();
+        let e = resolve(
+            r#"{"models":{"providers":{"x":{"baseUrl":"http://u","api":"google-generative-ai"}}}}"#,
+        )
+        .unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("models.providers.x.api: unsupported"),

@@ -87,6 +87,10 @@ pub(crate) enum Timer {
     LiveText(u64),
     /// The timeout of an `agent.wait` call (by serial).
     AgentWait(u64),
+    /// The first-byte or idle deadline of an agent run's model request (by run serial).
+    ModelDeadline(u64),
+    /// The end of an agent run's backoff before retrying its model request (by run serial).
+    ModelRetry(u64),
     /// Queued agent runs may start (their lanes' debounce is over).
     Lanes,
 }
@@ -402,6 +406,8 @@ impl Gateway {
                 Timer::Invoke(invoke) => self.invoke_expired(now, invoke),
                 Timer::LiveText(run) => self.live_text_due(now, run),
                 Timer::AgentWait(wait) => self.agent_wait_expired(now, wait),
+                Timer::ModelDeadline(run) => self.model_deadline_due(now, run),
+                Timer::ModelRetry(run) => self.model_retry_due(now, run),
                 Timer::Lanes => self.drain_lanes(now),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);

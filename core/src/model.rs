@@ -8,11 +8,21 @@
 //! - [`sse`]: an incremental Server-Sent Events decoder with bounded buffering;
 //! - [`openai`]: OpenAI-compatible `POST {baseUrl}/chat/completions` with `stream: true`
 //!   (`api: "openai-completions"`): the request body, the streamed chunks as typed events, and
-//!   non-2xx answers classified as upstream's `errorKind` does.
+//!   non-2xx answers classified as upstream's `errorKind` does;
+//! - [`anthropic`]: Anthropic's `POST {baseUrl}/v1/messages` (`api: "anthropic-messages"`),
+//!   its event stream decoded to the same events;
+//! - [`stream`]: what both streams share (events, completion, SSE framing, tool calls);
+//! - [`backend`]: the one interface the agent uses: a route's request, its decoder, and its
+//!   failures worded with the config key that fixes them.
 
+pub mod anthropic;
+pub mod backend;
 pub mod http1;
 pub mod openai;
 pub mod sse;
+pub mod stream;
+
+use std::borrow::Cow;
 
 /// An HTTP request for a host worker to perform. Its `Debug` output hides header values that
 /// carry credentials (`Authorization`, `api-key`, `x-api-key`), so it can be logged.
@@ -22,8 +32,8 @@ pub struct HttpRequest {
     pub method: &'static str,
     /// The absolute URL, e.g. `http://127.0.0.1:8000/v1/chat/completions`.
     pub url: String,
-    /// Header names and values, in order.
-    pub headers: Vec<(&'static str, String)>,
+    /// Header names and values, in order (names are fixed words or come from the config).
+    pub headers: Vec<(Cow<'static, str>, String)>,
     /// The body bytes.
     pub body: Vec<u8>,
 }
@@ -55,7 +65,7 @@ impl core::fmt::Debug for HttpRequest {
                 } else {
                     v.as_str()
                 };
-                (*n, v)
+                (n.as_ref(), v)
             })
             .collect();
         f.debug_struct("HttpRequest")
@@ -76,7 +86,7 @@ mod tests {
         let r = HttpRequest {
             method: "POST",
             url: "http://x/v1".into(),
-            headers: vec![("Authorization", "Bearer sk-secret".into())],
+            headers: vec![("Authorization".into(), "Bearer sk-secret".into())],
             body: b"{}".to_vec(),
         };
         let shown = format!("{r:?}");

@@ -5,6 +5,7 @@ use core::time::Duration;
 use std::time::Instant;
 
 use clawgate_core::client::Event;
+use clawgate_core::config::ModelRoute;
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::persist::StoreChange;
 use clawgate_core::{Config, ConnId, WorkResult};
@@ -187,10 +188,12 @@ fn a_streamed_answer_in_upstreams_order_and_shapes() {
     assert_eq!(reqs[0].url, "http://127.0.0.1:9/v1/chat/completions");
     let body: Value = serde_json::from_slice(&reqs[0].body).unwrap();
     assert_eq!(body["model"], "fake-1");
+    assert_eq!(body["messages"][0]["role"], "system");
     assert_eq!(
-        body["messages"],
-        json!([{"role": "user", "content": "hello"}])
+        body["messages"][1],
+        json!({"role": "user", "content": "hello"})
     );
+    assert_eq!(body["messages"].as_array().map(Vec::len), Some(2));
 }
 
 #[test]
@@ -268,7 +271,9 @@ fn history_after_a_run_and_after_a_restart() {
 }
 
 fn failed(status: Option<u16>, body: &str, end: Result<(), String>) -> Vec<(String, Value)> {
-    let mut p = Sim::started(Instant::now(), config(true));
+    let mut c = config(true);
+    c.limits.model_max_retries = 0;
+    let mut p = Sim::started(Instant::now(), c);
     let body = body.as_bytes().to_vec();
     p.set_http(move |_| {
         let mut out = Vec::new();
@@ -884,4 +889,278 @@ fn a_repeated_idempotency_key_replays_the_ended_run_without_a_second_model_call(
     let err = got[0].clone().unwrap_err();
     assert_eq!(err.code, clawgate_core::frame::ErrorCode::Unavailable);
     assert!(err.message.starts_with("No model"), "{err:?}");
+}
+
+// The model backend: retries, timeouts and the Anthropic route behind the same agent.
+
+/// A sim whose fake model answers request `n` (from 0) with `script(n)`; the requests seen.
+fn scripted(
+    config: Config,
+    script: impl Fn(usize) -> Vec<WorkResult> + 'static,
+) -> (
+    Sim,
+    std::rc::Rc<std::cell::RefCell<Vec<clawgate_core::model::HttpRequest>>>,
+) {
+    let mut p = Sim::started(Instant::now(), config);
+    let requests = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = requests.clone();
+    p.set_http(move |req| {
+        seen.borrow_mut().push(req.clone());
+        let n = seen.borrow().len() - 1;
+        script(n)
+    });
+    (p, requests)
+}
+
+fn refusal(status: u16, retry_after: Option<&str>, body: &str) -> Vec<WorkResult> {
+    vec![
+        WorkResult::HttpHead {
+            status,
+            headers: retry_after
+                .map(|v| ("retry-after".to_string(), v.to_string()))
+                .into_iter()
+                .collect(),
+        },
+        WorkResult::HttpBody(body.as_bytes().to_vec()),
+        WorkResult::HttpEnd(Ok(())),
+    ]
+}
+
+#[test]
+fn a_429_is_retried_after_its_retry_after_and_the_turn_then_answers() {
+    let (mut p, requests) = scripted(config(true), |n| match n {
+        0 => refusal(
+            429,
+            Some("3"),
+            r#"{"error":{"message":"Rate limit reached","type":"rate_limit_error"}}"#,
+        ),
+        _ => answer(&["Second", " try"]),
+    });
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    send(&mut p, op, "k-retry", "hello");
+    let f = frames(&mut p, op);
+    assert_eq!(requests.borrow().len(), 1);
+    let status = of(&f, "chat:status");
+    let retry = status.last().unwrap();
+    assert_eq!(retry["phase"], "starting_model");
+    assert_eq!(
+        retry.get("retry"),
+        None,
+        "not in upstream's published schema"
+    );
+    let retrying = of(&f, "agent:run_status");
+    let data = &retrying.last().unwrap()["data"];
+    assert_eq!(data["phase"], "retrying");
+    assert_eq!(data["delayMs"], 3000, "Retry-After is the floor: {data}");
+    assert_eq!(data["reason"], "rate_limit");
+    assert_eq!(
+        (&data["attempt"], &data["maxAttempts"]),
+        (&json!(2), &json!(9))
+    );
+    assert!(of(&f, "chat:error").is_empty(), "{:?}", names(&f));
+    p.advance(Duration::from_millis(2_999));
+    assert_eq!(requests.borrow().len(), 1, "not before Retry-After");
+    p.advance(Duration::from_millis(1));
+    assert_eq!(requests.borrow().len(), 2);
+    let f = frames(&mut p, op);
+    let fin = of(&f, "chat:final")[0];
+    assert_eq!(fin["message"]["content"][0]["text"], "Second try");
+}
+
+#[test]
+fn retries_are_bounded_and_the_error_names_provider_and_status() {
+    let mut c = config(true);
+    c.limits.model_max_retries = 2;
+    let (mut p, requests) = scripted(c, |_| refusal(503, None, "upstream unavailable"));
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    send(&mut p, op, "k-503", "hello");
+    // Backoff: 1 s then 2 s, each jittered by 0.5–1.5.
+    for _ in 0..10 {
+        p.advance(Duration::from_secs(1));
+    }
+    assert_eq!(requests.borrow().len(), 3, "the first try and two retries");
+    let f = frames(&mut p, op);
+    let delays: Vec<u64> = of(&f, "agent:run_status")
+        .iter()
+        .filter(|e| e["data"]["phase"] == "retrying")
+        .map(|e| e["data"]["delayMs"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays.len(), 2);
+    assert!((500..=1500).contains(&delays[0]), "{delays:?}");
+    assert!((1000..=3000).contains(&delays[1]), "{delays:?}");
+    let reasons: Vec<&Value> = of(&f, "agent:run_status")
+        .iter()
+        .filter(|e| e["data"]["phase"] == "retrying")
+        .map(|e| &e["data"]["reason"])
+        .collect();
+    assert_eq!(reasons, [&json!("server_error"), &json!("server_error")]);
+    let err = of(&f, "chat:error")[0];
+    assert_eq!(err["errorDetail"]["httpStatus"], 503);
+    assert_eq!(
+        err["errorMessage"],
+        "model provider \"fake\" answered HTTP 503 (unknown): upstream unavailable"
+    );
+}
+
+#[test]
+fn no_retry_once_text_reached_clients_nor_past_the_window() {
+    let (mut p, requests) = scripted(config(true), |_| {
+        let text = chunk("partial");
+        let error =
+            b"data: {\"error\":{\"message\":\"Overloaded\",\"type\":\"overloaded_error\"}}\n\n";
+        vec![
+            WorkResult::HttpHead {
+                status: 200,
+                headers: vec![],
+            },
+            WorkResult::HttpBody(text),
+            WorkResult::HttpBody(error.to_vec()),
+            WorkResult::HttpEnd(Ok(())),
+        ]
+    });
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    send(&mut p, op, "k-mid", "hello");
+    p.advance(Duration::from_secs(60));
+    assert_eq!(requests.borrow().len(), 1);
+    let f = frames(&mut p, op);
+    let err = of(&f, "chat:error")[0];
+    assert_eq!(err["errorKind"], "rate_limit");
+    assert!(
+        err["errorMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("model provider \"fake\" reported an error (rate_limit): Overloaded"),
+        "{err}"
+    );
+
+    let (mut p, requests) = scripted(config(true), |_| {
+        refusal(429, Some("120"), "Rate limit reached")
+    });
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    send(&mut p, op, "k-long", "hello");
+    assert_eq!(requests.borrow().len(), 1);
+    let f = frames(&mut p, op);
+    assert_eq!(
+        of(&f, "chat:error")[0]["errorKind"],
+        "rate_limit",
+        "a Retry-After past the retry window fails at once"
+    );
+}
+
+#[test]
+fn a_silent_model_times_out_at_first_byte_then_idle() {
+    let (mut p, op, id) = held_run("k-silent");
+    p.events(op);
+    p.advance(Duration::from_secs(119));
+    assert!(p.cancelled.is_empty());
+    p.advance(Duration::from_secs(1));
+    assert_eq!(p.cancelled, [id], "the request is cancelled");
+    let f = frames(&mut p, op);
+    let err = of(&f, "chat:error")[0];
+    assert_eq!(err["errorKind"], "timeout");
+    assert_eq!(
+        err["errorMessage"],
+        "model provider \"fake\" sent nothing for 120 s (first-byte timeout); raise models.providers.fake.timeoutSeconds if it is just slow"
+    );
+
+    let mut c = config(true);
+    if let Some(m) = c.model.as_mut() {
+        m.timeout = Some(Duration::from_secs(10));
+    }
+    let mut p = Sim::started(Instant::now(), c);
+    p.hold_http(true);
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    send(&mut p, op, "k-idle", "hi");
+    let id = p.held_http()[0].0;
+    p.advance(Duration::from_secs(5));
+    p.http_result(
+        id,
+        WorkResult::HttpHead {
+            status: 200,
+            headers: vec![],
+        },
+    );
+    p.http_result(id, WorkResult::HttpBody(chunk("Hel")));
+    p.advance(Duration::from_secs(9));
+    assert!(p.cancelled.is_empty(), "the stream moved 9 s ago");
+    p.advance(Duration::from_secs(1));
+    assert_eq!(p.cancelled, [id]);
+    let f = frames(&mut p, op);
+    let err = of(&f, "chat:error")[0];
+    assert!(
+        err["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("sent nothing for 10 s (idle timeout)"),
+        "{err}"
+    );
+    let history = p
+        .call(
+            op,
+            "chat.history",
+            Some(json!({"sessionKey": "agent:main:main"})),
+        )
+        .unwrap();
+    assert_eq!(history["messages"][1]["content"][0]["text"], "Hel");
+}
+
+#[test]
+fn an_anthropic_route_streams_through_the_same_agent_with_the_identity() {
+    let mut c = config(true);
+    if let Some(m) = c.model.as_mut() {
+        *m = ModelRoute::new("anthropic", "claude-x", "http://127.0.0.1:9");
+        m.api = clawgate_core::config::ModelApi::AnthropicMessages;
+        m.api_key = Some(clawgate_core::auth::Secret::new("sk-ant-test"));
+    }
+    c.identity.name = Some("Max".into());
+    let (mut p, requests) = scripted(c, |_| {
+        let events = [
+            json!({"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":7,"output_tokens":1}}}),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            json!({"type":"ping"}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi, "}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"I am Max"}}),
+            json!({"type":"content_block_stop","index":0}),
+            json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":4}}),
+            json!({"type":"message_stop"}),
+        ];
+        let mut out = vec![WorkResult::HttpHead {
+            status: 200,
+            headers: vec![],
+        }];
+        out.extend(events.iter().map(|e| {
+            WorkResult::HttpBody(
+                format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()).into_bytes(),
+            )
+        }));
+        out.push(WorkResult::HttpEnd(Ok(())));
+        out
+    });
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    send(&mut p, op, "k-ant", "who are you?");
+    let f = frames(&mut p, op);
+    let fin = of(&f, "chat:final")[0];
+    assert_eq!(fin["message"]["content"][0]["text"], "Hi, I am Max");
+    assert_eq!(fin["stopReason"], "stop");
+    assert_eq!(
+        of(&f, "agent:usage")[0]["data"],
+        json!({"inputTokens": 7, "outputTokens": 4})
+    );
+    let req = requests.borrow()[0].clone();
+    assert_eq!(req.url, "http://127.0.0.1:9/v1/messages");
+    assert_eq!(req.header("x-api-key"), Some("sk-ant-test"));
+    assert_eq!(req.header("anthropic-version"), Some("2023-06-01"));
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(body["max_tokens"], 4096);
+    assert!(
+        body["system"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Your name is Max."),
+        "{body}"
+    );
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "who are you?"}]}])
+    );
 }

@@ -137,17 +137,11 @@ fn model_stream_corpus() {
 /// The model stream seeds reach what they are named for.
 #[test]
 fn model_stream_seeds_reach_their_outcomes() {
-    use clawgate_core::model::openai::{ChatEvent, StreamError};
+    use clawgate_core::model::openai::StreamError;
     let outcome = |name: &str| fuzzing::model_stream::run(&seed("model_stream", name));
     for name in ["text-answer", "text-answer-crlf-bom", "text-answer-cr"] {
         let (events, end) = outcome(name);
-        let text: String = events
-            .iter()
-            .filter_map(|e| match e {
-                ChatEvent::TextDelta(t) => Some(t.as_str()),
-                _ => None,
-            })
-            .collect();
+        let text = fuzzing::model_stream::text(&events);
         assert_eq!(text, "Echo from fake LLM: héllo 🦀", "{name}");
         assert!(end.is_ok(), "{name}: {end:?}");
     }
@@ -167,6 +161,43 @@ fn model_stream_seeds_reach_their_outcomes() {
         Err(StreamError::Sse(_))
     ));
     assert!(outcome("fields-and-comments").1.is_ok());
+}
+
+#[test]
+fn anthropic_stream_corpus() {
+    replay("anthropic_stream", |d| {
+        let _outcome = fuzzing::model_stream::run_anthropic(d);
+    });
+}
+
+/// The Anthropic stream seeds reach what they are named for.
+#[test]
+fn anthropic_stream_seeds_reach_their_outcomes() {
+    use clawgate_core::model::openai::{FinishReason, StreamError};
+    let outcome =
+        |name: &str| fuzzing::model_stream::run_anthropic(&seed("anthropic_stream", name));
+    for name in ["text-answer", "text-answer-cut", "text-answer-crlf"] {
+        let (events, end) = outcome(name);
+        let text = fuzzing::model_stream::text(&events);
+        assert_eq!(text, "Echo from fake LLM: héllo 🦀", "{name}");
+        assert_eq!(
+            end.map(|c| c.finish_reason),
+            Ok(Some(FinishReason::Stop)),
+            "{name}"
+        );
+    }
+    let tools = outcome("tool-use").1.expect("tool calls complete");
+    assert_eq!(tools.tool_calls.len(), 2);
+    assert_eq!(tools.tool_calls[0].arguments, r#"{"city": "Paris"}"#);
+    assert!(matches!(
+        outcome("tool-use-small-limits").1,
+        Err(StreamError::TooManyToolCalls { limit: 2 })
+    ));
+    assert!(matches!(
+        outcome("overloaded-error").1,
+        Err(StreamError::Provider(_))
+    ));
+    assert_eq!(outcome("truncated").1, Err(StreamError::Truncated));
 }
 
 #[test]

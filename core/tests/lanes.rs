@@ -35,13 +35,15 @@ fn send(p: &mut Sim, op: ConnId, key: &str, mode: Option<&str>) -> Value {
     p.call(op, "chat.send", Some(params)).unwrap()
 }
 
-/// The held model requests: (id, the messages they send).
+/// The held model requests: (id, the transcript turns they send, the system prompt left out).
 fn requests(p: &Sim) -> Vec<(WorkId, Vec<Value>)> {
     p.held_http()
         .iter()
         .map(|(id, req)| {
             let body: Value = serde_json::from_slice(&req.body).unwrap();
-            (*id, body["messages"].as_array().unwrap().clone())
+            let transcript = body["messages"].as_array().unwrap().iter();
+            let turns = transcript.filter(|m| m["role"] != "system").cloned();
+            (*id, turns.collect())
         })
         .collect()
 }
@@ -278,7 +280,7 @@ fn the_lane_is_released_on_an_error_and_on_a_timeout() {
     p.http_result(
         second,
         WorkResult::HttpHead {
-            status: 500,
+            status: 400,
             headers: vec![],
         },
     );

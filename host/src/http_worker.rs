@@ -5,8 +5,9 @@
 //! (framing removed by the core's [`ResponseParser`]), then exactly one
 //! [`WorkResult::HttpEnd`]. Nothing here runs on the event loop, DNS included.
 //!
-//! Only `http://` for now: an `https://` URL ends at once with an error naming the setting to
-//! change. TLS slots in at [`open`], which hands the request loop a byte stream.
+//! `https://` goes through rustls ([`crate::tls`]): the handshake, with the server's
+//! certificate checked against the system's roots, completes in [`open`] before the request
+//! is written, so a refused certificate ends the request with its own error.
 //!
 //! A cancel sets the request's flag and shuts its socket down, so a blocked read returns at
 //! once and the request ends with `HttpEnd(Err("cancelled"))`.
@@ -24,6 +25,8 @@ use clawgate_core::model::http1::{
     ResponseEvent, ResponseLimits, ResponseParser, Scheme, Target, encode_request,
 };
 use clawgate_core::{WorkId, WorkResult};
+
+use crate::tls::{self, Stream};
 
 /// The default of [`HttpLimits::max_concurrent`].
 pub const MAX_CONCURRENT_REQUESTS: usize = 8;
@@ -286,14 +289,9 @@ fn perform(
 }
 
 /// A connected byte stream to `target`, with the idle timeout set and registered with
-/// `running` so a cancel can shut it down. (A TLS session wraps the socket here.)
-fn open(target: &Target, limits: &HttpLimits, running: &Running) -> Result<TcpStream, String> {
-    if target.scheme == Scheme::Https {
-        return Err(format!(
-            "https:// is not supported yet (no TLS in this build): {}:{} cannot be reached; set models.providers.<id>.baseUrl to an http:// URL",
-            target.host, target.port
-        ));
-    }
+/// `running` so a cancel can shut it down; for `https://` a TLS session over it, its
+/// handshake done.
+fn open(target: &Target, limits: &HttpLimits, running: &Running) -> Result<Stream, String> {
     let name = format!("{}:{}", target.host, target.port);
     let addrs = (target.host.as_str(), target.port)
         .to_socket_addrs()
@@ -317,7 +315,16 @@ fn open(target: &Target, limits: &HttpLimits, running: &Running) -> Result<TcpSt
                 if running.is_cancelled() {
                     return Err(CANCELLED.into());
                 }
-                return Ok(stream);
+                return match target.scheme {
+                    Scheme::Http => Ok(Stream::Plain(stream)),
+                    Scheme::Https => {
+                        let session = tls::connect(&target.host, &name, stream);
+                        if running.is_cancelled() {
+                            return Err(CANCELLED.into());
+                        }
+                        Ok(Stream::Tls(Box::new(session?)))
+                    }
+                };
             }
             Err(e) => last = Some(format!("cannot connect to {name} ({addr}): {e}")),
         }

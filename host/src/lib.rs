@@ -35,6 +35,7 @@ pub mod sockets;
 pub mod startup;
 pub mod store;
 pub mod tailnet;
+mod tls;
 pub mod ui_root;
 pub mod url;
 pub mod worker;

@@ -1,5 +1,6 @@
 //! The HTTP workers against the fake model provider over real sockets: streaming, each body
-//! framing, error statuses, refused connections and URLs, cancel and the idle timeout.
+//! framing, error statuses, refused connections and URLs, an untrusted TLS certificate, cancel
+//! and the idle timeout.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -7,7 +8,8 @@ use std::time::{Duration, Instant};
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
 use clawgate_host::http_worker::{CANCELLED, HttpLimits, HttpWorkers};
-use clawgate_tests::fake_model::{FakeModel, Framing, Reply};
+use clawgate_tests::fake_model::{FakeApi, FakeModel, Framing, Reply};
+use clawgate_tests::fake_tls::TestCa;
 
 /// How long a test waits for any one result.
 const WAIT: Duration = Duration::from_secs(10);
@@ -25,8 +27,8 @@ fn chat(url: String) -> HttpRequest {
         method: "POST",
         url,
         headers: vec![
-            ("Authorization", "Bearer sk-test".into()),
-            ("Content-Type", "application/json".into()),
+            ("Authorization".into(), "Bearer sk-test".into()),
+            ("Content-Type".into(), "application/json".into()),
         ],
         body: br#"{"model":"fake-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
             .to_vec(),
@@ -173,25 +175,25 @@ fn a_refused_connection_ends_with_the_address() {
 }
 
 #[test]
-fn https_is_refused_naming_the_setting() {
+fn https_to_an_untrusted_certificate_fails_in_the_handshake_before_the_request() {
+    // The system's roots do not include this throwaway CA.
+    let ca = TestCa::new("untrusted test CA");
+    let model = FakeModel::with(FakeApi::OpenAi, Some(ca.server.clone()), |_| {
+        Reply::text(&["never"])
+    });
     let (mut pool, rx) = workers(HttpLimits::default());
-    let started = Instant::now();
-    pool.submit(
-        WorkId(4),
-        chat("https://api.example.invalid/v1/chat/completions".into()),
-    )
-    .unwrap();
+    pool.submit(WorkId(4), chat(url(&model))).unwrap();
     let r = collect(&rx, WorkId(4));
     assert!(r.head.is_none());
-    let e = r.error();
-    assert!(
-        e.contains("models.providers.<id>.baseUrl") && e.contains("TLS"),
-        "{e}"
+    assert_eq!(
+        r.error(),
+        format!(
+            "TLS handshake with {} failed: invalid peer certificate: UnknownIssuer",
+            model.addr()
+        )
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "no network was tried"
-    );
+    assert!(model.requests().is_empty(), "nothing was sent");
+    assert!(pool.shutdown(Duration::from_secs(1)));
 }
 
 #[test]

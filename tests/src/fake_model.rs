@@ -1,5 +1,7 @@
-//! A fake OpenAI-compatible model provider for black-box tests: real HTTP/1.1 on a loopback
-//! port, answering `POST /v1/chat/completions` as each test scripts it.
+//! A fake model provider for black-box tests: real HTTP/1.1 (or HTTPS, [`FakeModel::with`]
+//! and [`crate::fake_tls`]) on a loopback port, answering OpenAI's `POST
+//! /v1/chat/completions` or Anthropic's `POST /v1/messages` ([`FakeApi`]) as each test
+//! scripts it.
 //!
 //! ```no_run
 //! use clawgate_tests::fake_model::{FakeModel, Reply};
@@ -12,13 +14,13 @@
 //! let times = model.write_times(); // when each part of each reply left, for latency figures
 //! ```
 //!
-//! Every request is recorded (any path). `POST {base}/chat/completions` goes to the script;
-//! anything else gets a 404. A [`Reply`] streams its parts with `Transfer-Encoding: chunked`
+//! Every request is recorded (any path). The API's path goes to the script; anything else
+//! gets a 404. A [`Reply`] streams its parts with `Transfer-Encoding: chunked`
 //! (the default for streams), or ends the body by closing the connection ([`Framing::Close`]),
 //! or sends one body with `Content-Length` (errors). One thread accepts, one thread serves each
 //! connection; dropping the [`FakeModel`] stops accepting and joins the accept thread.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,6 +33,35 @@ use serde_json::{Value, json};
 pub const BASE_PATH: &str = "/v1";
 /// The model id the canned replies name.
 pub const MODEL: &str = "fake-1";
+/// The API key [`FakeModel::config_members`] configures.
+pub const API_KEY: &str = "sk-test";
+
+/// Which provider API the fake speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FakeApi {
+    /// `POST /v1/chat/completions`, `api: "openai-completions"`.
+    OpenAi,
+    /// `POST /v1/messages`, `api: "anthropic-messages"`.
+    Anthropic,
+}
+
+impl FakeApi {
+    /// The path the script answers.
+    pub fn path(self) -> &'static str {
+        match self {
+            FakeApi::OpenAi => "/v1/chat/completions",
+            FakeApi::Anthropic => "/v1/messages",
+        }
+    }
+
+    /// The config's `api`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FakeApi::OpenAi => "openai-completions",
+            FakeApi::Anthropic => "anthropic-messages",
+        }
+    }
+}
 /// The largest request head or body the fake reads.
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// How long a connection may sit idle before the fake drops it.
@@ -61,7 +92,8 @@ impl RecordedRequest {
     }
 
     /// The text of the last `{"role":"user"}` message of the body: its `content` string, or
-    /// its text parts joined (`[{"type":"text","text":…}]`, the other shape OpenAI accepts).
+    /// its text parts joined (`[{"type":"text","text":…}]`, the other shape OpenAI accepts and
+    /// Anthropic's only one).
     pub fn last_user_text(&self) -> Option<String> {
         let content = &self.json["messages"]
             .as_array()?
@@ -85,6 +117,9 @@ pub enum Framing {
     Close,
     /// `Content-Length`: the parts sent as one body.
     Length,
+    /// Chunked, but the connection closes after the parts without the last chunk: a stream
+    /// dropped mid-answer.
+    Dropped,
 }
 
 /// One piece of a reply body, sent after waiting `delay`.
@@ -121,6 +156,14 @@ pub fn chunk_event(delta: Value, finish_reason: Option<&str>) -> String {
         "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
         "usage": null,
     }))
+}
+
+/// An Anthropic SSE event: `event: <type>`, `data: <json>`, the blank line.
+pub fn anthropic_event(payload: &Value) -> String {
+    format!(
+        "event: {}\ndata: {payload}\n\n",
+        payload["type"].as_str().unwrap_or("message")
+    )
 }
 
 /// `data: <json>` and the blank line that dispatches it.
@@ -172,10 +215,56 @@ impl Reply {
         Reply::sse(events)
     }
 
+    /// A streamed Anthropic text answer: `message_start`, a text block with one
+    /// `text_delta` per delta, a `ping`, `message_delta` (`end_turn`, one output token per
+    /// delta) and `message_stop`.
+    pub fn anthropic_text(deltas: &[&str]) -> Reply {
+        let mut events = vec![
+            anthropic_event(&json!({"type": "message_start", "message": {
+                "id": "msg_fake", "type": "message", "role": "assistant", "content": [],
+                "model": MODEL, "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 1}}})),
+            anthropic_event(&json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}})),
+            anthropic_event(&json!({"type": "ping"})),
+        ];
+        events.extend(deltas.iter().map(|d| {
+            anthropic_event(&json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": d}}))
+        }));
+        events.push(anthropic_event(
+            &json!({"type": "content_block_stop", "index": 0}),
+        ));
+        events.push(anthropic_event(&json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": deltas.len()}})));
+        events.push(anthropic_event(&json!({"type": "message_stop"})));
+        Reply::sse(events)
+    }
+
+    /// An Anthropic error answer, `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_error(status: u16, error_type: &str, message: &str) -> Reply {
+        let body = json!({"type": "error", "error": {"type": error_type, "message": message}});
+        Reply::json(status, &body)
+    }
+
+    /// The same reply without its last `n` parts and its final chunk, the connection
+    /// closed: a stream the server dropped mid-answer.
+    pub fn dropped(mut self, n: usize) -> Reply {
+        self.parts.truncate(self.parts.len().saturating_sub(n));
+        self.framing = Framing::Dropped;
+        self
+    }
+
     /// An error answer with OpenAI's body `{"error":{"message","type","code"}}`, as one
     /// `Content-Length` body.
     pub fn error(status: u16, message: &str) -> Reply {
         let body = json!({"error": {"message": message, "type": "fake_error", "code": null}});
+        Reply::json(status, &body)
+    }
+
+    /// A JSON answer with `status`, as one `Content-Length` body.
+    pub fn json(status: u16, body: &Value) -> Reply {
         Reply {
             status,
             headers: Vec::new(),
@@ -224,28 +313,43 @@ type Log = Mutex<Vec<Served>>;
 /// A running fake provider; stops accepting when dropped.
 pub struct FakeModel {
     addr: SocketAddr,
+    api: FakeApi,
+    tls: bool,
     log: Arc<Log>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
 
 impl FakeModel {
-    /// Listen on `127.0.0.1:0` and answer chat completions with `script`.
+    /// Listen on `127.0.0.1:0` and answer OpenAI chat completions with `script`.
     pub fn start(script: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static) -> FakeModel {
+        FakeModel::with(FakeApi::OpenAi, None, script)
+    }
+
+    /// Listen on `127.0.0.1:0` and answer `api`'s path with `script`, over TLS with `tls`
+    /// (see [`crate::fake_tls`]).
+    pub fn with(
+        api: FakeApi,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        script: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static,
+    ) -> FakeModel {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake model");
         let addr = listener.local_addr().expect("local address");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
+        let secure = tls.is_some();
         let acceptor = {
             let (log, stop) = (log.clone(), stop.clone());
             thread::Builder::new()
                 .name("fake-model-accept".into())
-                .spawn(move || accept_loop(&listener, &stop, &log, &script))
+                .spawn(move || accept_loop(&listener, &stop, api, tls, &log, &script))
                 .expect("spawn the fake model")
         };
         FakeModel {
             addr,
+            api,
+            tls: secure,
             log,
             stop,
             acceptor: Some(acceptor),
@@ -262,12 +366,19 @@ impl FakeModel {
     }
 
     /// The `openclaw.json` keys that make this fake the agent's model (provider `fake`, model
-    /// [`MODEL`], api key `sk-test`), as JSON5 members to put inside the top-level object.
+    /// [`MODEL`], api key [`API_KEY`]), as JSON5 members to put inside the top-level object.
     pub fn config_members(&self) -> String {
+        self.provider_config("fake", &format!(r#"apiKey: "{API_KEY}""#))
+    }
+
+    /// The same keys with provider id `id` and `extra` members in its entry (e.g.
+    /// `timeoutSeconds: 1`, or none to take the key from the provider's usual variable).
+    pub fn provider_config(&self, id: &str, extra: &str) -> String {
         format!(
-            r#"models: {{ providers: {{ fake: {{ baseUrl: "{}", api: "openai-completions", apiKey: "sk-test", models: [{{ id: "{MODEL}" }}] }} }} }},
-               agents: {{ defaults: {{ model: {{ primary: "fake/{MODEL}" }} }} }},"#,
-            self.base_url()
+            r#"models: {{ providers: {{ {id}: {{ baseUrl: "{}", api: "{}", {extra}, models: [{{ id: "{MODEL}" }}] }} }} }},
+               agents: {{ defaults: {{ model: {{ primary: "{id}/{MODEL}" }} }} }},"#,
+            self.base_url(),
+            self.api.name(),
         )
     }
 
@@ -276,9 +387,15 @@ impl FakeModel {
         self.addr
     }
 
-    /// The provider's `baseUrl`: `http://127.0.0.1:<port>/v1`.
+    /// The provider's `baseUrl`: `http(s)://127.0.0.1:<port>/v1` for OpenAI, without the
+    /// `/v1` for Anthropic (whose client adds it, as to `https://api.anthropic.com`).
     pub fn base_url(&self) -> String {
-        format!("http://{}{BASE_PATH}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        let path = match self.api {
+            FakeApi::OpenAi => BASE_PATH,
+            FakeApi::Anthropic => "",
+        };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Every request so far, in arrival order.
@@ -309,26 +426,42 @@ impl Drop for FakeModel {
     }
 }
 
-fn accept_loop(listener: &TcpListener, stop: &AtomicBool, log: &Arc<Log>, script: &Arc<Script>) {
+fn accept_loop(
+    listener: &TcpListener,
+    stop: &AtomicBool,
+    api: FakeApi,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    log: &Arc<Log>,
+    script: &Arc<Script>,
+) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(conn) = conn else { continue };
-        let (log, script) = (log.clone(), script.clone());
+        let (log, script, tls) = (log.clone(), script.clone(), tls.clone());
         let _ = thread::Builder::new()
             .name("fake-model-conn".into())
             .spawn(move || {
-                let _ = serve(conn, &log, &*script);
+                if conn.set_read_timeout(Some(IDLE)).is_err() {
+                    return;
+                }
+                let _ = match tls {
+                    None => serve(conn, api, &log, &*script),
+                    Some(config) => match rustls::ServerConnection::new(config) {
+                        Ok(session) => {
+                            serve(rustls::StreamOwned::new(session, conn), api, &log, &*script)
+                        }
+                        Err(_) => Ok(()),
+                    },
+                };
             });
     }
 }
 
 /// Serve requests on one connection until the client closes it or a reply ends it.
-fn serve(conn: TcpStream, log: &Log, script: &Script) -> io::Result<()> {
-    conn.set_read_timeout(Some(IDLE))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut writer = conn;
+fn serve(conn: impl Read + Write, api: FakeApi, log: &Log, script: &Script) -> io::Result<()> {
+    let mut reader = BufReader::new(conn);
     while let Some(req) = read_request(&mut reader)? {
         let index = {
             let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
@@ -348,7 +481,7 @@ fn serve(conn: TcpStream, log: &Log, script: &Script) -> io::Result<()> {
                 s.written.push(at);
             }
         };
-        let reply = if req.method == "POST" && req.path == format!("{BASE_PATH}/chat/completions") {
+        let reply = if req.method == "POST" && req.path == api.path() {
             script(&req)
         } else {
             Reply::error(404, &format!("no route for {} {}", req.method, req.path))
@@ -356,8 +489,8 @@ fn serve(conn: TcpStream, log: &Log, script: &Script) -> io::Result<()> {
         let client_closes = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        write_reply(&mut writer, &reply, client_closes, mark)?;
-        if client_closes || reply.framing == Framing::Close {
+        write_reply(reader.get_mut(), &reply, client_closes, mark)?;
+        if client_closes || matches!(reply.framing, Framing::Close | Framing::Dropped) {
             return Ok(());
         }
     }
@@ -431,7 +564,7 @@ fn reason(status: u16) -> &'static str {
 
 /// Write `reply`, calling `mark` after each part is flushed and once more when the body ends.
 fn write_reply(
-    w: &mut TcpStream,
+    w: &mut impl Write,
     reply: &Reply,
     client_closes: bool,
     mark: impl Fn(),
@@ -446,7 +579,7 @@ fn write_reply(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     match reply.framing {
-        Framing::Chunked => head.push_str("Transfer-Encoding: chunked\r\n"),
+        Framing::Chunked | Framing::Dropped => head.push_str("Transfer-Encoding: chunked\r\n"),
         Framing::Close => head.push_str("Connection: close\r\n"),
         Framing::Length => {
             let len: usize = reply.parts.iter().map(|p| p.bytes.len()).sum();
@@ -464,8 +597,8 @@ fn write_reply(
             thread::sleep(part.delay);
         }
         match reply.framing {
-            Framing::Chunked if part.bytes.is_empty() => {}
-            Framing::Chunked => {
+            Framing::Chunked | Framing::Dropped if part.bytes.is_empty() => {}
+            Framing::Chunked | Framing::Dropped => {
                 w.write_all(format!("{:x}\r\n", part.bytes.len()).as_bytes())?;
                 w.write_all(&part.bytes)?;
                 w.write_all(b"\r\n")?;

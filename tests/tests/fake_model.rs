@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::openai::{
-    ChatEvent, ChatRequest, ChatStream, ErrorKind, Message, classify_http_error,
+    ChatRequest, ChatStream, ErrorKind, Message, classify_http_error,
 };
 use clawgate_tests::fake_model::{FakeModel, Framing, Reply};
 use serde_json::json;
@@ -107,13 +107,7 @@ fn streamed_text(body: &[u8]) -> String {
     let mut events = Vec::new();
     stream.feed(body, &mut events).expect("a valid stream");
     stream.finish().expect("a complete stream");
-    events
-        .iter()
-        .filter_map(|e| match e {
-            ChatEvent::TextDelta(t) => Some(t.as_str()),
-            _ => None,
-        })
-        .collect()
+    clawgate_core::fuzzing::model_stream::text(&events)
 }
 
 #[test]
@@ -236,4 +230,27 @@ fn dropping_stops_the_server() {
         TcpStream::connect(addr).is_err(),
         "still listening on {addr}"
     );
+}
+
+#[test]
+fn the_anthropic_fake_streams_messages_events_the_core_decodes() {
+    use clawgate_core::model::anthropic::MessagesStream;
+    use clawgate_tests::fake_model::FakeApi;
+    let model = FakeModel::with(FakeApi::Anthropic, None, |req| {
+        Reply::anthropic_text(&["Hi ", &req.last_user_text().unwrap_or_default()])
+    });
+    assert!(!model.base_url().ends_with("/v1"));
+    let body = br#"{"model":"fake-1","max_tokens":10,"stream":true,"messages":[{"role":"user","content":[{"type":"text","text":"there"}]}]}"#;
+    let r = post(&model, "/v1/messages", "unused", body);
+    assert_eq!(r.status, 200);
+    let mut stream = MessagesStream::default();
+    let mut events = Vec::new();
+    stream.feed(&r.body(), &mut events).expect("a valid stream");
+    stream.finish().expect("a complete stream");
+    assert_eq!(
+        clawgate_core::fuzzing::model_stream::text(&events),
+        "Hi there"
+    );
+    let r = post(&model, "/v1/chat/completions", "unused", body);
+    assert_eq!(r.status, 404, "only the API's own path is answered");
 }

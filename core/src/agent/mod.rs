@@ -8,10 +8,12 @@
 //! recent window of each transcript (`session`), and `chat.history` reads pages from the
 //! store (`history`).
 
+mod attempt;
 mod catalog;
 mod chat;
 mod history;
 mod lane;
+mod prompt;
 mod queue;
 mod rpc;
 mod run;
@@ -26,13 +28,11 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::gateway::{Gateway, Output, Timer};
+use crate::gateway::{Gateway, Timer};
 use crate::log::Level;
-use crate::model::openai::{
-    ChatEvent, ChatRequest, ProviderError, StreamError, classify_http_error,
-};
+use crate::model::openai::{ChatEvent, ProviderError, StreamError, classify_http_error};
 use crate::persist::{StoreChange, StoredSession};
-use crate::work::{Work, WorkId, WorkResult};
+use crate::work::{WorkId, WorkResult};
 
 use rpc::Outcome;
 use run::{Event, Response, Run};
@@ -135,7 +135,7 @@ impl Failure {
     fn provider(e: &ProviderError, gw: &Gateway) -> Self {
         let route = gw.config.model.as_ref();
         Failure {
-            message: e.to_string(),
+            message: route.map_or_else(|| e.to_string(), |r| r.describe_refusal(e)),
             kind: e.kind.chat_error_kind(),
             detail: Some(json!({
                 "provider": route.map(|m| m.provider.as_str()),
@@ -210,9 +210,9 @@ impl Gateway {
     /// Start run `serial` (its `chat.send` was answered): its status events, then the model
     /// request, or the offline failure.
     pub(crate) fn start_run(&mut self, now: Instant, serial: u64) {
-        let Some(key) = self.agent.runs.get(&serial).map(|r| r.session_key.clone()) else {
+        if !self.agent.runs.contains_key(&serial) {
             return;
-        };
+        }
         self.with_run(now, serial, |run, ts| {
             let mut ev = Vec::from(run.status(ts, "preparing_workspace"));
             ev.extend(run.status(ts, "preparing_context"));
@@ -231,26 +231,7 @@ impl Gateway {
             let model = json!({"provider": route.provider, "model": route.model});
             [start, status, run.lifecycle(ts, "model", model)]
         });
-        let messages = self
-            .agent
-            .sessions
-            .get(&key)
-            .map(|s| s.to_model(self.config.limits.max_model_messages))
-            .unwrap_or_default();
-        let request = ChatRequest {
-            model: route.model.clone(),
-            messages,
-        }
-        .to_http(&route.base_url, route.api_key.as_ref().map(|k| k.expose()));
-        let id = self.next_work_id();
-        if let Some(run) = self.agent.runs.get_mut(&serial) {
-            run.work = Some(id);
-            self.agent.by_work.insert(id, serial);
-        }
-        self.out.push_back(Output::Work {
-            id,
-            work: Work::Http(request),
-        });
+        self.send_model_request(now, serial, &route);
     }
 
     /// The message of run `serial` could not be stored. A run whose call waited for that is
@@ -270,6 +251,7 @@ impl Gateway {
         let Some(&serial) = self.agent.by_work.get(&id) else {
             return;
         };
+        self.model_progress(now, serial);
         let max_body = self.config.limits.max_error_body_bytes;
         let Some(run) = self.agent.runs.get_mut(&serial) else {
             return;
@@ -318,8 +300,10 @@ impl Gateway {
                     body,
                 } => {
                     let e = classify_http_error(*status, retry_after.as_deref(), body);
-                    let failure = Failure::provider(&e, self);
-                    self.fail_run(now, serial, failure);
+                    if !self.retry_model_request(now, serial, &e) {
+                        let failure = Failure::provider(&e, self);
+                        self.fail_run(now, serial, failure);
+                    }
                 }
                 Response::Awaiting | Response::Streaming => match run.stream.finish() {
                     Ok(done) => self.complete_run(now, serial, done),
@@ -327,19 +311,27 @@ impl Gateway {
                 },
             },
             WorkResult::HttpEnd(Err(e)) => {
-                let kind = if e.contains("timed out") {
+                let kind = if e.contains("timed out") || e.contains("timeout") {
                     "timeout"
                 } else {
                     "unknown"
                 };
-                let failure = Failure::plain(format!("model request failed: {e}"), kind);
-                self.fail_run(now, serial, failure);
+                let message = match (&run.response, self.config.model.as_ref()) {
+                    (Response::Awaiting, Some(route)) => route.describe_unreachable(&e),
+                    _ => format!("the model's response broke off: {e}"),
+                };
+                self.fail_run(now, serial, Failure::plain(message, kind));
             }
             WorkResult::Stored(_) | WorkResult::History(_) | WorkResult::File(_) => {}
         }
     }
 
     fn stream_failed(&mut self, now: Instant, serial: u64, e: StreamError) {
+        if let StreamError::Provider(p) = &e
+            && self.retry_model_request(now, serial, p)
+        {
+            return;
+        }
         let failure = match &e {
             StreamError::Provider(p) => Failure::provider(p, self),
             other => Failure::plain(format!("model response unreadable: {other}"), "unknown"),
@@ -471,11 +463,7 @@ impl Gateway {
 
     fn cancel_request(&mut self, run: &Run) {
         if let Some(w) = run.work {
-            let id = self.next_work_id();
-            self.out.push_back(Output::Work {
-                id,
-                work: Work::Cancel(w),
-            });
+            self.cancel_work(w);
         }
     }
 

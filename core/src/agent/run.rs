@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::QueueMode;
 use crate::conn::ConnId;
-use crate::model::openai::ChatStream;
+use crate::model::backend::TurnStream;
 use crate::work::WorkId;
 
 use super::rpc::FinalAnswer;
@@ -53,7 +53,9 @@ pub(crate) struct Run {
     /// The response's state.
     pub(crate) response: Response,
     /// The decoder of a 2xx body.
-    pub(crate) stream: ChatStream,
+    pub(crate) stream: TurnStream,
+    /// Retries and the live request's deadline.
+    pub(crate) attempts: super::attempt::Attempts,
     /// The assistant text so far.
     pub(crate) text: String,
     /// Bytes of `text` already sent in `agent` assistant events.
@@ -100,7 +102,8 @@ impl Run {
             origin,
             work: None,
             response: Response::Awaiting,
-            stream: ChatStream::default(),
+            stream: TurnStream::default(),
+            attempts: Default::default(),
             text: String::new(),
             agent_sent: 0,
             chat_sent: 0,

@@ -98,7 +98,7 @@ fn request_round_trip(url: &str) {
     let req = HttpRequest {
         method: "POST",
         url: url.to_owned(),
-        headers: vec![("Content-Type", "application/json".into())],
+        headers: vec![("Content-Type".into(), "application/json".into())],
         body: b"{}".to_vec(),
     };
     let Ok(wire) = encode_request(&req, &target) else {

@@ -1,5 +1,7 @@
-//! The model stream target: a response body split at chosen points, fed through the SSE
-//! decoder and the OpenAI chunk decoder. Every byte string is a valid input:
+//! The model stream targets: a response body split at chosen points, fed through the SSE
+//! decoder and one API's event decoder: OpenAI's chunks ([`run`], target `model_stream`) or
+//! Anthropic's Messages events ([`run_anthropic`], target `anthropic_stream`). Every byte
+//! string is a valid input:
 //!
 //! | bytes | meaning |
 //! |---|---|
@@ -12,11 +14,13 @@
 //! decoder never holds more than its limits allow; the body read as an error answer gives a
 //! bounded preview.
 
+use crate::model::anthropic::AnthropicEvents;
+use crate::model::openai::stream::OpenAiChunks;
 use crate::model::openai::{
-    ChatEvent, ChatStream, Completion, PREVIEW_CHARS, StreamError, StreamLimits,
-    classify_http_error,
+    ChatEvent, Completion, PREVIEW_CHARS, StreamError, StreamLimits, classify_http_error,
 };
 use crate::model::sse::SseLimits;
+use crate::model::stream::{Dialect, EventStream};
 
 /// Most cut points one input names.
 pub const MAX_CUTS: usize = 16;
@@ -46,12 +50,28 @@ pub fn encode(small: bool, cuts: &[u16], body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The assistant text `events` carry, joined.
+pub fn text(events: &[ChatEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ChatEvent::TextDelta(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What a body gave: the events, and the completion or the error that stopped it.
 pub type Outcome = (Vec<ChatEvent>, Result<Completion, StreamError>);
 
-/// Feed `parts` in order, checking the buffering bound after each.
+/// Feed `parts` in order to an OpenAI decoder, checking the buffering bound after each.
 pub fn feed(limits: StreamLimits, parts: &[&[u8]]) -> Outcome {
-    let mut stream = ChatStream::new(limits);
+    feed_dialect::<OpenAiChunks>(limits, parts)
+}
+
+/// Feed `parts` in order to a decoder of dialect `D`, checking the buffering bound after each.
+pub fn feed_dialect<D: Dialect>(limits: StreamLimits, parts: &[&[u8]]) -> Outcome {
+    let mut stream = EventStream::<D>::new(limits);
     let mut events = Vec::new();
     for part in parts {
         let fed = stream.feed(part, &mut events);
@@ -99,13 +119,24 @@ pub fn decode(data: &[u8]) -> (u8, Vec<usize>, &[u8]) {
     (flags, cuts, rest)
 }
 
-/// Run one input (see the module doc). Returns what the whole body gave.
+/// Run one input (see the module doc) through the OpenAI decoder. Returns what the whole
+/// body gave.
 pub fn run(data: &[u8]) -> Outcome {
+    run_dialect::<OpenAiChunks>(data)
+}
+
+/// Run one input (see the module doc) through the Anthropic decoder. Returns what the whole
+/// body gave.
+pub fn run_anthropic(data: &[u8]) -> Outcome {
+    run_dialect::<AnthropicEvents>(data)
+}
+
+fn run_dialect<D: Dialect>(data: &[u8]) -> Outcome {
     let (flags, cuts, body) = decode(data);
     let limits = limits(flags & 1 == 1);
     let parts = split(body, &cuts);
-    let whole = feed(limits, &[body]);
-    let chunked = feed(limits, &parts);
+    let whole = feed_dialect::<D>(limits, &[body]);
+    let chunked = feed_dialect::<D>(limits, &parts);
     assert_eq!(chunked, whole, "chunking changed the outcome");
     for e in &whole.0 {
         assert!(
@@ -144,6 +175,29 @@ mod tests {
             ], 0..24),
         ) {
             let _outcome = run(&encode(small, &cuts, pieces.concat().as_bytes()));
+        }
+
+        /// The same for Anthropic's events.
+        #[test]
+        fn anthropic_target_holds_on_arbitrary_bodies(
+            small in any::<bool>(),
+            cuts in proptest::collection::vec(any::<u16>(), 0..MAX_CUTS),
+            pieces in proptest::collection::vec(prop_oneof![
+                Just("event: message_start\n".to_owned()),
+                Just("data: ".to_owned()),
+                Just("\n\n".to_owned()),
+                Just("\r\n".to_owned()),
+                Just(r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":3}}}"#.to_owned()),
+                Just(r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hé"}}"#.to_owned()),
+                Just(r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#.to_owned()),
+                Just(r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{"a""}}"#.to_owned()),
+                Just(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#.to_owned()),
+                Just(r#"{"type":"message_stop"}"#.to_owned()),
+                Just(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.to_owned()),
+                "[ -~]{0,12}",
+            ], 0..24),
+        ) {
+            let _outcome = run_anthropic(&encode(small, &cuts, pieces.concat().as_bytes()));
         }
     }
 }

@@ -682,12 +682,11 @@ impl Peer {
 /// `fake`, model `fake-1`; the Sim answers its requests, nothing listens at its URL).
 pub fn fake_model_config() -> Config {
     let mut c = Config::local_default().with_token("t");
-    c.model = Some(crate::config::ModelRoute {
-        provider: "fake".into(),
-        model: "fake-1".into(),
-        base_url: "http://127.0.0.1:9/v1".into(),
-        api_key: None,
-    });
+    c.model = Some(crate::config::ModelRoute::new(
+        "fake",
+        "fake-1",
+        "http://127.0.0.1:9/v1",
+    ));
     c
 }
 

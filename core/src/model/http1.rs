@@ -722,8 +722,8 @@ mod tests {
             method: "POST",
             url: "http://127.0.0.1:8000/v1/chat/completions?x=1#frag".into(),
             headers: vec![
-                ("Authorization", "Bearer k".into()),
-                ("Connection", "keep-alive".into()),
+                ("Authorization".into(), "Bearer k".into()),
+                ("Connection".into(), "keep-alive".into()),
             ],
             body: b"{}".to_vec(),
         };
@@ -756,7 +756,7 @@ mod tests {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
         let injected = HttpRequest {
-            headers: vec![("X-A", "v\r\nEvil: 1".into())],
+            headers: vec![("X-A".into(), "v\r\nEvil: 1".into())],
             ..req
         };
         assert!(matches!(

@@ -164,7 +164,10 @@ fn chat_send_streams_the_models_answer_and_history_survives_a_crash(shell: Shell
 }
 
 fn a_provider_error_reaches_the_client(shell: Shell) {
-    let model = FakeModel::start(|_| Reply::error(429, "Rate limit reached"));
+    // A Retry-After past the retry window: no retry, the error at once.
+    let model = FakeModel::start(|_| {
+        Reply::error(429, "Rate limit reached").with_header("Retry-After", "120")
+    });
     let gw = options(Some(&model)).start(shell);
     let mut ws = operator(&gw);
     chat_send(&mut ws, "hello", "k-bb-429");

@@ -3,6 +3,7 @@
 //! (`scripts/test.sh` does).
 
 mod agent;
+mod backends;
 mod control_ui;
 mod durability;
 mod handshake;

@@ -41,6 +41,19 @@ impl FinishReason {
         }
     }
 
+    /// Anthropic's `stop_reason` in the same words: `end_turn` and `stop_sequence` are
+    /// [`Stop`](FinishReason::Stop), `max_tokens` is `Length`, `tool_use` is `ToolCalls`,
+    /// `refusal` is `ContentFilter`.
+    pub fn from_anthropic(s: &str) -> Self {
+        match s {
+            "end_turn" | "stop_sequence" => FinishReason::Stop,
+            "max_tokens" => FinishReason::Length,
+            "tool_use" => FinishReason::ToolCalls,
+            "refusal" => FinishReason::ContentFilter,
+            other => FinishReason::Other(other.to_owned()),
+        }
+    }
+
     /// The wire name (upstream's `stopReason` uses the same words).
     pub fn as_str(&self) -> &str {
         match self {

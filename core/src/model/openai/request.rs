@@ -94,11 +94,11 @@ impl ChatRequest {
     /// ignored), with `Authorization: Bearer {api_key}` when there is a key.
     pub fn to_http(&self, base_url: &str, api_key: Option<&str>) -> HttpRequest {
         let mut headers = vec![
-            ("Content-Type", "application/json".to_owned()),
-            ("Accept", "text/event-stream".to_owned()),
+            ("Content-Type".into(), "application/json".to_owned()),
+            ("Accept".into(), "text/event-stream".to_owned()),
         ];
         if let Some(key) = api_key.filter(|k| !k.is_empty()) {
-            headers.push(("Authorization", format!("Bearer {key}")));
+            headers.push(("Authorization".into(), format!("Bearer {key}")));
         }
         HttpRequest {
             method: "POST",

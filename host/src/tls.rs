@@ -1,0 +1,120 @@
+//! TLS for outbound HTTPS: rustls on the ring provider (no OpenSSL, no C toolchain beyond
+//! ring's own), certificates verified against the system's CA roots with the server name
+//! sent (SNI). The roots are the operating system's (`rustls-native-certs`: the
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR` variables when set, else the distribution's bundle), so
+//! a CA the machine trusts, a corporate proxy's included, is trusted here too and updates
+//! come with the system's packages. They are read once, lazily, on the first HTTPS request's
+//! worker thread: a gateway that never calls an HTTPS provider never loads them.
+//!
+//! The handshake completes before the request is written, so a refused certificate is its
+//! own error ("TLS handshake with host:port failed: invalid peer certificate: …").
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, OnceLock};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// The client configuration every HTTPS request shares, or why there is none.
+fn config() -> Result<Arc<ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+    CONFIG.get_or_init(load).clone()
+}
+
+fn load() -> Result<Arc<ClientConfig>, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        return Err(format!(
+            "no trusted CA certificates found{why}: install the system's CA bundle (ca-certificates) or set SSL_CERT_FILE"
+        ));
+    }
+    // ring, not aws-lc-rs: no cmake, and it builds for aarch64 with a plain C compiler. rustls
+    // deprecates it only for lacking post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A TLS session over `socket` to `host` (a name, sent as SNI, or an IP address), its
+/// handshake complete and the server's certificate verified.
+pub(crate) fn connect(
+    host: &str,
+    addr: &str,
+    mut socket: TcpStream,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
+    let config = config()?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host} is not a valid TLS server name: {e}"))?;
+    let mut conn =
+        ClientConnection::new(config, name).map_err(|e| format!("TLS with {addr}: {e}"))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut socket)
+            .map_err(|e| format!("TLS handshake with {addr} failed: {}", reason(&e)))?;
+    }
+    Ok(StreamOwned::new(conn, socket))
+}
+
+/// rustls reports its own errors inside `io::Error`s; show those without the wrapping.
+fn reason(e: &io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => tls.to_string(),
+        None if e.kind() == io::ErrorKind::UnexpectedEof => {
+            "the server closed the connection (is it speaking TLS?)".into()
+        }
+        None => e.to_string(),
+    }
+}
+
+/// A connection's byte stream: plain TCP or TLS over it.
+pub(crate) enum Stream {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://`.
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            // A server that closes without `close_notify` ends the stream like a plain EOF;
+            // the response parser decides whether the body was complete.
+            Stream::Tls(s) => match s.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}

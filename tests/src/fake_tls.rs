@@ -1,0 +1,62 @@
+//! TLS for the local fakes: a throwaway certificate authority made at test time (rcgen), a
+//! server certificate it signs for `127.0.0.1` and `localhost`, and the CA's PEM file, which
+//! a gateway trusts through `SSL_CERT_FILE` (how the host's system-roots loader is pointed at
+//! a private CA).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::tempdir::TempDir;
+
+/// A test CA with one server certificate, and its PEM file on disk (removed on drop).
+pub struct TestCa {
+    _dir: TempDir,
+    /// The CA certificate, PEM: the value for `SSL_CERT_FILE`.
+    pub ca_file: PathBuf,
+    /// A rustls server configuration presenting the certificate the CA signed.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    /// A fresh CA named `name` and a server certificate for `127.0.0.1` and `localhost`.
+    pub fn new(name: &str) -> TestCa {
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, name);
+        let ca_cert = ca.self_signed(&ca_key).expect("self-sign the CA");
+        let leaf_key = KeyPair::generate().expect("server key");
+        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
+            .expect("server params");
+        leaf.distinguished_name
+            .push(DnType::CommonName, "fake model provider");
+        let leaf_cert = leaf
+            .signed_by(&leaf_key, &ca_cert, &ca_key)
+            .expect("sign the server certificate");
+        let dir = TempDir::new("tls");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).expect("write the CA file");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        #[allow(deprecated)] // ring, as the gateway uses
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf_cert.der().clone()], key)
+            .expect("the server certificate");
+        TestCa {
+            _dir: dir,
+            ca_file,
+            server: Arc::new(server),
+        }
+    }
+
+    /// The CA file's path as a string, for `SSL_CERT_FILE`.
+    pub fn ca_path(&self) -> String {
+        self.ca_file.display().to_string()
+    }
+}
