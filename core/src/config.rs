@@ -200,6 +200,8 @@ pub struct Config {
     /// The agent's model; `None` runs the agent offline (every turn fails with a message
     /// naming the keys to set).
     pub model: Option<ModelRoute>,
+    /// Channels (`channels.telegram`), `session.dmScope`, `commands.ownerAllowFrom`.
+    pub channels: crate::channels::config::ChannelsConfig,
 }
 
 impl Config {
@@ -227,6 +229,7 @@ impl Config {
             file: Value::Null,
             log_frames: false,
             model: None,
+            channels: Default::default(),
         }
     }
 
@@ -446,6 +449,11 @@ impl Config {
             limits.auth_exempt_loopback = *b;
         }
         cfg.model = model_route(&file)?;
+        let sources = crate::channels::config::Sources {
+            env: &input.env,
+            files: &input.secret_files,
+        };
+        cfg.channels = crate::channels::config::resolve(&file, &sources)?;
         Ok(cfg)
     }
 }
@@ -468,6 +476,9 @@ pub struct ConfigInput {
     pub tailnet_ip: Option<IpAddr>,
     /// The machine's host name.
     pub host_name: String,
+    /// The files the config names for secrets (`channels.telegram.tokenFile`), read by the
+    /// shell: path → text, or why it could not be read.
+    pub secret_files: BTreeMap<String, Result<String, String>>,
 }
 
 /// Flags of `gateway run` that affect configuration.

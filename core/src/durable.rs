@@ -39,6 +39,8 @@ pub(crate) enum Deferred {
     },
     /// An agent run whose `chat.send` answer is held: it starts once that answer leaves.
     StartRun(u64),
+    /// A channel step that waits for its rows (confirming an offset, sending a reply).
+    Channel(crate::channels::Step),
 }
 
 /// The error a held answer gets when the store could not write what it answers about.
@@ -68,6 +70,11 @@ impl Gateway {
                     self.release(now, item, durable);
                 }
             }
+            WorkResult::HttpHead { .. } | WorkResult::HttpBody(_) | WorkResult::HttpEnd(_)
+                if self.channels.owns(id) =>
+            {
+                self.on_channel_http(now, id, result);
+            }
             WorkResult::HttpHead { .. } | WorkResult::HttpBody(_) | WorkResult::HttpEnd(_) => {
                 self.on_model_response(now, id, result);
             }
@@ -78,7 +85,8 @@ impl Gateway {
     /// messages), if any; after a failed write, everything.
     pub(crate) fn persist(&mut self) {
         let id = self.next_work_id();
-        let sessions = self.agent.store_changes(self.durable.rewriting());
+        let mut sessions = self.agent.store_changes(self.durable.rewriting());
+        sessions.extend(self.channels.store_changes(self.durable.rewriting()));
         if let Some(changes) = self.durable.batch(id, &self.store, sessions) {
             self.out.push_back(Output::Work {
                 id,
@@ -130,6 +138,14 @@ impl Gateway {
     /// answer among them), so its events follow that answer.
     pub(crate) fn start_run_when_durable(&mut self, now: Instant, serial: u64) {
         if let Err(item) = self.durable.hold(Deferred::StartRun(serial)) {
+            self.release(now, item, true);
+        }
+    }
+
+    /// Run a channel step once every batch issued so far is durable (at once when none is in
+    /// flight).
+    pub(crate) fn hold_channel_step(&mut self, now: Instant, step: crate::channels::Step) {
+        if let Err(item) = self.durable.hold(Deferred::Channel(step)) {
             self.release(now, item, true);
         }
     }
@@ -186,6 +202,7 @@ impl Gateway {
             }
             Deferred::StartRun(serial) if durable => self.start_run(now, serial),
             Deferred::StartRun(serial) => self.drop_run(serial),
+            Deferred::Channel(step) => self.channel_step(now, step, durable),
         }
     }
 }

@@ -79,6 +79,8 @@ pub(crate) enum Timer {
     LiveText(u64),
     /// The timeout of an `agent.wait` call (by serial).
     AgentWait(u64),
+    /// A channel's timer (backoff, watchdog, typing, redelivery; by number).
+    Channel(u64),
 }
 
 /// Live counts, for embedders and status.
@@ -113,6 +115,8 @@ pub struct Gateway {
     pub(crate) durable: Durability<Deferred>,
     /// Chat sessions and agent runs.
     pub(crate) agent: crate::agent::Agent,
+    /// Channel accounts, pairing, the inbound queue and the outbox.
+    pub(crate) channels: crate::channels::Channels,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -151,6 +155,7 @@ impl Gateway {
             next_work: 0,
             durable,
             agent: Default::default(),
+            channels: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -173,6 +178,7 @@ impl Gateway {
                 gw.config.bind_label
             ),
         );
+        gw.start_channels(now);
         gw
     }
 
@@ -373,6 +379,7 @@ impl Gateway {
                 Timer::Invoke(invoke) => self.invoke_expired(now, invoke),
                 Timer::LiveText(run) => self.live_text_due(now, run),
                 Timer::AgentWait(wait) => self.agent_wait_expired(now, wait),
+                Timer::Channel(n) => self.channel_timer(now, n),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }
@@ -405,6 +412,7 @@ impl Gateway {
         if !expired.is_empty() {
             self.persist();
         }
+        self.expire_channel_pairing(now);
         self.retry_failed_store();
         self.router.prune_dedupe(now, self.config.limits.dedupe_ttl);
     }
@@ -447,6 +455,7 @@ impl Gateway {
                 self.config.auth_mode.as_str()
             ),
         );
+        self.channels_reloaded(now);
         if !secret_changed {
             return;
         }

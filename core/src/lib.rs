@@ -53,7 +53,8 @@
 //! and the events table), [`config`] (resolution and limits), [`discovery`] (what to advertise
 //! over mDNS), [`client`] (the other side). Inside: the method registry (`methods`), close
 //! reasons (`close`), routing (`route`), held answers (`durable`) and the connection phases
-//! the gateway composes. [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
+//! the gateway composes. [`channels`] runs Telegram inside the gateway (the Bot API over
+//! [`Work::Http`], a durable inbound queue, DM pairing, replies). [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
 //! chat completions) the agent will use.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -62,6 +63,7 @@
 mod admission;
 mod agent;
 pub mod auth;
+pub mod channels;
 pub mod client;
 mod close;
 pub mod config;

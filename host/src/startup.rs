@@ -156,6 +156,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let lock = lock::acquire(&paths::lock_file(&state_dir), &who).map_err(StartError::Lock)?;
     let (mut db, pairing, migrated) = open_store(&state_dir).map_err(StartError::Store)?;
     let sessions = db.load_sessions().map_err(StartError::Store)?;
+    let channel_rows = db.load_channel_rows().map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);
     if let Err(e) = logger.open_file(&log_path) {
         logger.log(
@@ -216,6 +217,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         logging::unix_ms(),
     );
     gateway.restore_sessions(sessions);
+    gateway.restore_channels(channel_rows);
     let mut host = RunHost {
         args,
         logger,

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
-use clawgate_core::persist::{RowKind, StoreChange, StoredSession};
+use clawgate_core::persist::{
+    ChannelRowKind, RowKind, StoreChange, StoredChannelRow, StoredSession,
+};
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::schema::{self, Found};
@@ -221,6 +223,29 @@ impl Db {
         Ok(sessions)
     }
 
+    /// Every channel row (pairing, ingress, outbox, offsets), by table then key.
+    pub fn load_channel_rows(&mut self) -> Result<Vec<StoredChannelRow>, DbError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let mut out = Vec::new();
+        for kind in ChannelRowKind::ALL {
+            let sql = format!("SELECT key, row FROM {} ORDER BY key", kind.table());
+            let mut stmt = self.conn.prepare(&sql).map_err(e)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(e)?;
+            for found in rows {
+                let (key, row) = found.map_err(e)?;
+                let row = serde_json::from_str(&row).map_err(|err| DbError::Row {
+                    path: path.clone(),
+                    source: StoreError::Invalid(format!("{} row {key:?}: {err}", kind.table())),
+                })?;
+                out.push(StoredChannelRow { kind, key, row });
+            }
+        }
+        Ok(out)
+    }
+
     /// Commit a batch in one transaction: all of it is on disk when this returns `Ok`, none
     /// of it when it returns an error.
     pub fn apply(&mut self, changes: &[StoreChange]) -> Result<(), DbError> {
@@ -289,6 +314,24 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
         }
         StoreChange::ClearSessions => {
             tx.execute_batch("DELETE FROM transcript; DELETE FROM sessions;")?;
+        }
+        StoreChange::PutChannelRow { kind, key, row } => {
+            let sql = format!(
+                "INSERT OR REPLACE INTO {} (key, row) VALUES (?1, ?2)",
+                kind.table()
+            );
+            tx.execute(&sql, params![key, row.to_string()])?;
+        }
+        StoreChange::DeleteChannelRow { kind, key } => {
+            tx.execute(
+                &format!("DELETE FROM {} WHERE key = ?1", kind.table()),
+                [key],
+            )?;
+        }
+        StoreChange::ClearChannels => {
+            for kind in ChannelRowKind::ALL {
+                tx.execute(&format!("DELETE FROM {}", kind.table()), [])?;
+            }
         }
         put @ (StoreChange::PutDevice(_) | StoreChange::PutPending(_)) => {
             // The core's encoding, so `PairingStore::from_rows` reads back what it wrote.

@@ -162,7 +162,7 @@ impl Gateway {
         let ts = self.unix_ms(now);
         self.append_user(key, message, run_id, ts);
         self.persist();
-        Ok(self.new_run(run_id, key, call.conn, ts))
+        Ok(self.new_run(run_id, key, Some(call.conn), ts))
     }
 
     /// `chat.history`: the last `limit` messages of a session.

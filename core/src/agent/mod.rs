@@ -148,7 +148,12 @@ impl Gateway {
         }
     }
 
-    fn emit(&mut self, now: Instant, events: impl IntoIterator<Item = Event>) {
+    /// Send a run's events: an operator's run to every operator; a channel's run to nobody
+    /// on the socket (upstream sends those only to the session's subscribers).
+    fn emit(&mut self, now: Instant, to_operators: bool, events: impl IntoIterator<Item = Event>) {
+        if !to_operators {
+            return;
+        }
         for (event, payload) in events {
             self.broadcast(now, event, &payload, None);
         }
@@ -166,7 +171,8 @@ impl Gateway {
             return;
         };
         let events: Vec<Event> = f(run, ts).into_iter().collect();
-        self.emit(now, events);
+        let to_operators = run.origin.is_some();
+        self.emit(now, to_operators, events);
     }
 
     /// Start run `serial` (its `chat.send` was answered): its status events, then the model
@@ -366,8 +372,11 @@ impl Gateway {
         ev.extend(run.flush_chat_text(ts));
         let message = run.message(ts);
         ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
-        self.emit(now, ev);
+        self.emit(now, run.origin.is_some(), ev);
         self.agent.append(&run.session_key, message, ts);
+        if run.origin.is_none() {
+            self.channel_turn_ended(now, &run.run_id, Some(run.text.clone()));
+        }
         self.persist();
         let outcome = Outcome::Ok {
             stop_reason: stop,
@@ -385,7 +394,7 @@ impl Gateway {
         self.log(
             now,
             Level::Warn,
-            Some(run.origin),
+            run.origin,
             format!("agent run {} failed: {}", run.run_id, failure.message),
         );
         let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
@@ -418,8 +427,12 @@ impl Gateway {
         } else {
             run.message(ts)
         };
-        self.emit(now, ev);
+        self.emit(now, run.origin.is_some(), ev);
         self.agent.append(&run.session_key, row, ts);
+        if run.origin.is_none() {
+            let notice = format!("⚠️ Agent failed before reply: {}", failure.message);
+            self.channel_turn_ended(now, &run.run_id, Some(notice));
+        }
         self.persist();
         self.run_ended(now, run, Outcome::Error(failure.message));
     }
@@ -457,9 +470,13 @@ impl Gateway {
                 f.insert("message".into(), run.message(ts));
             }
             ev.push(run.chat("aborted", fields));
-            self.emit(now, ev);
+            self.emit(now, run.origin.is_some(), ev);
             if !run.text.is_empty() {
                 self.agent.append(&run.session_key, run.message(ts), ts);
+            }
+            if run.origin.is_none() {
+                let partial = (!run.text.is_empty()).then(|| run.text.clone());
+                self.channel_turn_ended(now, &run.run_id, partial);
             }
             ids.push(run.run_id.clone());
             ended.push(run);
@@ -501,8 +518,20 @@ impl Gateway {
         self.agent.sessions.get(key)
     }
 
-    /// A new run for `run_id` on `key` (the session exists); its serial.
-    fn new_run(&mut self, run_id: &str, key: &str, origin: crate::ConnId, ts: u64) -> u64 {
+    /// Whether as many runs as `maxAgentRuns` are live.
+    pub(crate) fn agent_runs_full(&self) -> bool {
+        self.agent.runs.len() >= self.config.limits.max_agent_runs
+    }
+
+    /// A new run for `run_id` on `key` (the session exists); its serial. `origin` is the
+    /// connection that asked, `None` for a channel message's turn.
+    pub(crate) fn new_run(
+        &mut self,
+        run_id: &str,
+        key: &str,
+        origin: Option<crate::ConnId>,
+        ts: u64,
+    ) -> u64 {
         let session_id = self
             .agent
             .sessions
@@ -518,7 +547,7 @@ impl Gateway {
     }
 
     /// Append the user's message to session `key`, creating the session if needed.
-    fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
+    pub(crate) fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
         if !self.agent.sessions.contains_key(key) {
             let id = self.uuid();
             self.agent

@@ -112,6 +112,25 @@ const REGISTRY: &[MethodSpec] = &[
     method!("chat.abort", Write, Gateway::chat_abort),
     method!("agent", Dynamic, Gateway::agent_method),
     method!("agent.wait", Write, Gateway::agent_wait),
+    method!("channels.status", Read, Gateway::channels_status),
+    method!("channels.start", Admin, Gateway::channels_start),
+    method!("channels.stop", Admin, Gateway::channels_stop),
+    method!(
+        "channels.pairing.list",
+        Pairing,
+        Gateway::channels_pairing_list
+    ),
+    method!(
+        "channels.pairing.approve",
+        Dynamic,
+        Gateway::channels_pairing_approve
+    ),
+    method!(
+        "channels.pairing.dismiss",
+        Pairing,
+        Gateway::channels_pairing_dismiss
+    ),
+    method!("send", Write, Gateway::send_method),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -282,6 +301,13 @@ mod tests {
             "chat.abort",
             "agent",
             "agent.wait",
+            "channels.status",
+            "channels.start",
+            "channels.stop",
+            "channels.pairing.list",
+            "channels.pairing.approve",
+            "channels.pairing.dismiss",
+            "send",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));

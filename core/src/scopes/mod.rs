@@ -165,6 +165,12 @@ fn required_scope(method: &str, params: &Value) -> &'static str {
                 _ => WRITE,
             }
         }
+        Some(Requirement::Dynamic) if method == "channels.pairing.approve" => {
+            match params.get("bootstrapCommandOwner") {
+                Some(Value::Bool(true)) => ADMIN,
+                _ => PAIRING,
+            }
+        }
         Some(Requirement::Dynamic) => WRITE,
         Some(Requirement::Admin) | Some(Requirement::NodeRole) | None => ADMIN,
     }
