@@ -337,7 +337,7 @@ fn serve(
 }
 
 /// One request: the request line, the headers, a `Content-Length` body. `None` at a clean EOF.
-fn read_request(reader: &mut impl BufRead) -> io::Result<Option<RecordedRequest>> {
+pub(crate) fn read_request(reader: &mut impl BufRead) -> io::Result<Option<RecordedRequest>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -401,7 +401,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_reply(w: &mut TcpStream, reply: &Reply, client_closes: bool) -> io::Result<()> {
+pub(crate) fn write_reply(w: &mut TcpStream, reply: &Reply, client_closes: bool) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n",
         reply.status,

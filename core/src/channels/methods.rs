@@ -7,7 +7,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::pairing::{APPROVED_MESSAGE, MAX_PENDING_PER_ACCOUNT, REQUEST_TTL_MS};
-use super::telegram::account::Phase;
 use super::telegram::api;
 use super::{Purpose, tg_key};
 use crate::frame::{ErrorCode, ErrorShape};
@@ -159,36 +158,24 @@ impl Gateway {
             return invalid(format!("unknown channel: {c}"));
         }
         let (channels, order, labels) = self.channel_summary();
-        let undelivered = self.channels.outbox.undelivered().count();
-        let pending = self.channels.outbox.pending();
+        // (upstream's schema closes the result: no `statusIssues`; each account says its own)
         let accounts: Vec<Value> = self
             .channels
             .accounts
             .values()
-            .map(|a| a.snapshot(undelivered, pending))
-            .collect();
-        let issues: Vec<Value> = self
-            .channels
-            .accounts
-            .values()
-            .filter_map(|a| {
-                let e = a.last_error.as_ref()?;
-                let kind = if a.cfg.token.is_err() {
-                    "config"
-                } else if a.phase == Phase::Stopped && !a.stopped_by_operator {
-                    "auth"
-                } else {
-                    "runtime"
-                };
-                Some(json!({"channel": "telegram", "accountId": a.cfg.account_id, "kind": kind, "message": e}))
+            .map(|a| {
+                let account = a.cfg.account_id.as_str();
+                let mine = |d: &&super::outbox::Delivery| d.target.account == account;
+                let undelivered: Vec<Value> = self
+                    .channels
+                    .outbox
+                    .undelivered()
+                    .filter(mine)
+                    .take(20)
+                    .map(|d| json!({"to": d.target.to, "createdAt": d.created_at, "error": d.last_error}))
+                    .collect();
+                a.snapshot(undelivered, self.channels.outbox.pending())
             })
-            .chain(self.channels.outbox.undelivered().take(20).map(|d| {
-                json!({
-                    "channel": d.target.channel, "accountId": d.target.account, "kind": "runtime",
-                    "message": format!("a reply to chat {} is undelivered: {}", d.target.to, d.last_error.as_deref().unwrap_or("unknown error")),
-                })
-            }))
-            .take(50)
             .collect();
         let configured = !self.channels.accounts.is_empty();
         let meta = json!({"id": "telegram", "label": "Telegram", "detailLabel": "Telegram Bot", "systemImage": "paperplane"});
@@ -205,7 +192,6 @@ impl Gateway {
                 Some(d) => json!({"telegram": d}),
                 None => json!({}),
             },
-            "statusIssues": issues,
         })))
     }
 

@@ -9,3 +9,4 @@ mod http;
 mod lifecycle;
 mod limits;
 mod pairing;
+mod telegram;

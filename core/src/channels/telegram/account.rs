@@ -82,8 +82,9 @@ impl Account {
         self.phase != Phase::Stopped
     }
 
-    /// The account snapshot of `channels.status`.
-    pub fn snapshot(&self, undelivered: usize, pending_replies: usize) -> Value {
+    /// The account snapshot of `channels.status`, with the replies kept as undelivered and
+    /// the number waiting to be sent.
+    pub fn snapshot(&self, undelivered: Vec<Value>, pending_replies: usize) -> Value {
         let connected = self.phase == Phase::Polling && self.last_poll_at.is_some();
         let lifecycle = match self.phase {
             Phase::Stopped => "stopped",
