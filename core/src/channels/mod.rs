@@ -953,7 +953,7 @@ impl Gateway {
 
 /// Unix milliseconds as ISO 8601 UTC (`2026-11-25T01:39:54.224Z`), as upstream's payloads carry
 /// times.
-pub(crate) fn iso_time(ms: u64) -> String {
+pub fn iso_time(ms: u64) -> String {
     let secs = ms / 1000;
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;

@@ -5,6 +5,8 @@
 //! across a kill -9; a turn interrupted by a kill -9 answered exactly once; a bad token (401)
 //! and a 429 on the reply.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clawgate_tests::both;
@@ -310,6 +312,95 @@ fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
     );
 }
 
+/// `clawgate pairing <args>` on the state directory `state` (and the gateway on `port`, if it
+/// runs): exit code and stdout.
+fn pairing_cli(state: &Path, port: u16, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(Shell::Mio.binary())
+        .arg("pairing")
+        .args(args)
+        .env_clear()
+        .env("HOME", state.parent().unwrap())
+        .env("OPENCLAW_STATE_DIR", state)
+        .env("OPENCLAW_GATEWAY_PORT", port.to_string())
+        .env("OPENCLAW_GATEWAY_TOKEN", "t0ken")
+        .output()
+        .expect("run clawgate pairing");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "clawgate pairing {args:?}: {stdout}{stderr}"
+    );
+    (out.status.code(), stdout)
+}
+
+fn the_pairing_cli_lists_and_approves_with_and_without_a_running_gateway(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let opts = options(&model, &tg, "");
+    let gw = opts.start(shell);
+    let state = gw.config_path().parent().unwrap().to_path_buf();
+    tg.push_dm(222, "Mallory", "hi");
+    let code = pairing_code(tg.wait_calls("sendMessage", 1)[0]["text"].as_str().unwrap());
+    let (_, out) = pairing_cli(&state, gw.port(), &["list", "telegram", "--json"]);
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(listed["channel"], "telegram");
+    assert_eq!(listed["requests"][0]["id"], "222");
+    assert_eq!(listed["requests"][0]["code"], code.as_str());
+    assert_eq!(listed["requests"][0]["meta"]["accountId"], "default");
+    // The gateway runs: the approval goes through it and applies at once.
+    let (_, out) = pairing_cli(&state, gw.port(), &["approve", "telegram", &code]);
+    assert!(out.contains("Approved telegram sender 222."), "{out}");
+    assert!(
+        out.contains("Command owner configured telegram:222"),
+        "{out}"
+    );
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.config_path()).unwrap()).unwrap();
+    assert_eq!(
+        config["commands"]["ownerAllowFrom"],
+        json!(["telegram:222"])
+    );
+    assert!(
+        config["channels"]["telegram"]["botToken"].is_string(),
+        "the rest is kept"
+    );
+    tg.push_dm(222, "Mallory", "am I in?");
+    assert_eq!(
+        tg.wait_calls("sendMessage", 2)[1]["text"],
+        "Echo from fake LLM: am I in?"
+    );
+
+    // Another sender, approved while no gateway runs: the store has it at the next start.
+    tg.push_dm(333, "Ola", "me too");
+    let code = pairing_code(tg.wait_calls("sendMessage", 3)[2]["text"].as_str().unwrap());
+    let port = gw.port();
+    let gw = opts.crash_and_restart_after(shell, gw, |state| {
+        let (_, out) = pairing_cli(state, port, &["approve", &code, "--notify"]);
+        assert!(out.contains("Approved telegram sender 333."), "{out}");
+        assert!(
+            !out.contains("Command owner"),
+            "only the first approval bootstraps: {out}"
+        );
+        let (_, out) = pairing_cli(state, port, &["list", "--json"]);
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap()["requests"],
+            json!([])
+        );
+    });
+    let sent = tg.wait_calls("sendMessage", 4);
+    assert_eq!(
+        sent[3]["text"],
+        "✅ OpenClaw access approved. Send a message to start chatting."
+    );
+    tg.push_dm(333, "Ola", "hello");
+    assert_eq!(
+        tg.wait_calls("sendMessage", 5)[4]["text"],
+        "Echo from fake LLM: hello"
+    );
+    drop(gw);
+}
+
 both!(
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     a_long_reply_is_cut_on_paragraphs_under_the_limit,
@@ -318,4 +409,5 @@ both!(
     a_turn_cut_by_kill_9_is_answered_exactly_once,
     a_bad_token_stops_the_account_and_the_gateway_serves_on,
     a_429_on_the_reply_waits_retry_after_then_delivers,
+    the_pairing_cli_lists_and_approves_with_and_without_a_running_gateway,
 );
