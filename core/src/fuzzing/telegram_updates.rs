@@ -23,7 +23,10 @@ pub fn run(data: &[u8]) -> usize {
     };
     let decoded = api::updates(status, body, "default", &me);
     if let Err(ApiError::Refused { code, .. }) = &decoded {
-        assert!(status != 200 || *code != 200, "an ok answer is not a refusal");
+        assert!(
+            status != 200 || *code != 200,
+            "an ok answer is not a refusal"
+        );
     }
     let Ok(updates) = decoded else {
         return 0;
@@ -34,7 +37,10 @@ pub fn run(data: &[u8]) -> usize {
         assert_eq!(m.event_id, u.update_id.to_string());
         assert!(!m.chat_id.is_empty() && !m.sender.id.is_empty() && !m.message_id.is_empty());
         assert!(m.dedupe_key().ends_with(&m.message_id));
-        assert!(m.session_key(DmScope::PerChannelPeer).starts_with("agent:main:"));
+        assert!(
+            m.session_key(DmScope::PerChannelPeer)
+                .starts_with("agent:main:")
+        );
         check_chunks(&m.text);
     }
     if let Ok(text) = std::str::from_utf8(body) {

@@ -401,6 +401,45 @@ fn the_pairing_cli_lists_and_approves_with_and_without_a_running_gateway(shell: 
     drop(gw);
 }
 
+fn an_unknown_telegram_key_is_refused_by_name(shell: Shell) {
+    let (code, stderr) = Options::new()
+        .config(r#"{ channels: { telegram: { botToken: "1:a", dmPolicy: "pairing", bogusKey: true } } }"#)
+        .run_to_exit(shell, Duration::from_secs(10));
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("channels.telegram.bogusKey"), "{stderr}");
+}
+
+fn a_missing_token_is_named_and_the_gateway_serves_on(shell: Shell) {
+    let gw = Options::new()
+        .token("t0ken")
+        .config(r#"{ channels: { telegram: { dmPolicy: "pairing" } } }"#)
+        .start(shell);
+    assert!(
+        gw.wait_for_log(
+            "channels.telegram.botToken is not set",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        gw.stderr()
+    );
+    let mut ws = admin(&gw);
+    let status = ws.call("channels.status", None).expect("channels.status");
+    assert_result_valid("channels.status", &status);
+    let account = &status["channelAccounts"]["telegram"][0];
+    assert_eq!(
+        (account["configured"].clone(), account["running"].clone()),
+        (json!(false), json!(false))
+    );
+    assert!(
+        account["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("channels.telegram.botToken"),
+        "{account}"
+    );
+    assert!(ws.call("health", None).is_ok());
+}
+
 both!(
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     a_long_reply_is_cut_on_paragraphs_under_the_limit,
@@ -410,4 +449,6 @@ both!(
     a_bad_token_stops_the_account_and_the_gateway_serves_on,
     a_429_on_the_reply_waits_retry_after_then_delivers,
     the_pairing_cli_lists_and_approves_with_and_without_a_running_gateway,
+    an_unknown_telegram_key_is_refused_by_name,
+    a_missing_token_is_named_and_the_gateway_serves_on,
 );
