@@ -31,12 +31,18 @@ Usage:
   clawgate-bench all [--out PATH] [--connections N] [--churn-secs S] [--only LIST]
                      [--no-upstream] [--no-build] [--spawns N] [--ticks N] [--upstream-dir DIR]
                      [--bin-dir DIR]
+  clawgate-bench agent [--only LIST] [--turns N] [--sessions N] [--no-upstream] [--no-build]
+                       [--upstream-dir DIR] [--bin-dir DIR]
+                     (agent turns against a fake model in this process: gateway-added latency
+                     and RSS with N sessions streaming at once; prints a Markdown table)
   clawgate-bench bare-server --port P [--tick-ms MS] [--lifetime-secs S]
   clawgate-bench load --port P [--concurrency C] [--handshakes N] [--hold N [--ticks K]]
                       (handshakes, then optionally N held connections watching K ticks,
                       against a gateway already running with the bench token: for profiling)
 
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
+  --turns N       agent: sequential turns timed (default 50)
+  --sessions N    agent: sessions streaming at once (default 100)
   --churn-secs S  length of the churn run on each clawgate shell (default 600; 0 = none)
   --upstream-dir  where `openclaw` and Node are installed (default ~/.cache/clawgate/interop)
   --bin-dir DIR   take clawgate and clawgate-smol from DIR (default: next to this binary)
@@ -51,12 +57,17 @@ struct AllArgs {
     no_build: bool,
     upstream_dir: PathBuf,
     bin_dir: Option<PathBuf>,
+    /// `agent`: sequential turns timed.
+    turns: usize,
+    /// `agent`: sessions streaming at once.
+    sessions: usize,
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
         Some("all") => parse_all(&args[1..]).and_then(|a| all(&a, &args)),
+        Some("agent") => parse_all(&args[1..]).and_then(|a| agent(&a)),
         Some("bare-server") => parse_bare(&args[1..]).and_then(|o| bare::serve(&o)),
         Some("load") => load(&args[1..]),
         _ => Err(BenchError::Usage("expected a command".into())),
@@ -101,6 +112,8 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
         no_build: false,
         upstream_dir: home.join(".cache/clawgate/interop"),
         bin_dir: None,
+        turns: 50,
+        sessions: 100,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
@@ -113,6 +126,8 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
             Long("ticks") => a.opts.ticks = value(&mut p, "--ticks")?,
             Long("upstream-dir") => a.upstream_dir = value(&mut p, "--upstream-dir")?,
             Long("bin-dir") => a.bin_dir = Some(value(&mut p, "--bin-dir")?),
+            Long("turns") => a.turns = value(&mut p, "--turns")?,
+            Long("sessions") => a.sessions = value(&mut p, "--sessions")?,
             Long("only") => {
                 let list: String = value(&mut p, "--only")?;
                 a.only = list.split(',').map(|s| s.trim().to_string()).collect();
@@ -291,12 +306,9 @@ fn check_nofile(connections: usize) -> Option<String> {
     })
 }
 
-fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
-    let t0 = Instant::now();
-    let machine = machine::Machine::read();
-    if let Some(m) = check_nofile(a.opts.connections) {
-        return Err(BenchError::Usage(m));
-    }
+/// Build the shells unless told not to, and list the targets `a` asks for, with what was
+/// skipped and why.
+fn prepare(a: &AllArgs) -> Result<(Vec<Target>, Vec<String>), BenchError> {
     let mut skipped = if a.no_build {
         Vec::new()
     } else {
@@ -311,7 +323,40 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
         .clone()
         .or_else(|| exe.parent().map(Path::to_path_buf))
         .unwrap_or_default();
-    let list = targets(a, &bin_dir, exe.clone(), &mut skipped);
+    let list = targets(a, &bin_dir, exe, &mut skipped);
+    Ok((list, skipped))
+}
+
+/// `agent`: the agent figures of each gateway target, printed as a Markdown table.
+fn agent(a: &AllArgs) -> Result<(), BenchError> {
+    let machine = machine::Machine::read();
+    let (list, skipped) = prepare(a)?;
+    let mut rows = Vec::new();
+    for t in list
+        .iter()
+        .filter(|t| !matches!(t.launch, Launch::Bare { .. }))
+    {
+        eprintln!("== {} (agent)", t.name);
+        let r = scenario::agent::measure(&t.name, &t.launch, a.turns, a.sessions);
+        if let Err(e) = &r {
+            eprintln!("   {e}");
+        }
+        rows.push((t.name.clone(), r));
+    }
+    print!(
+        "{}",
+        report::agent_table(&rows, &machine, a.turns, a.sessions, &skipped)
+    );
+    Ok(())
+}
+
+fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
+    let t0 = Instant::now();
+    let machine = machine::Machine::read();
+    if let Some(m) = check_nofile(a.opts.connections) {
+        return Err(BenchError::Usage(m));
+    }
+    let (list, skipped) = prepare(a)?;
     let mut figs = Vec::new();
     for t in &list {
         figs.push(run::measure(t, &a.opts));

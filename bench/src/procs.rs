@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::error::{BenchError, Context};
 
@@ -83,9 +83,15 @@ fn temp_dir(name: &str) -> Result<PathBuf, BenchError> {
 impl Server {
     /// Start `launch` on a free port; `name` labels it in errors.
     pub fn spawn(name: &str, launch: &Launch) -> Result<Self, BenchError> {
+        Self::spawn_with(name, launch, &json!({}))
+    }
+
+    /// Start `launch` with the top-level members of `extra` added to its `openclaw.json`
+    /// (the bare baseline has no config and ignores them).
+    pub fn spawn_with(name: &str, launch: &Launch, extra: &Value) -> Result<Self, BenchError> {
         let port = free_port()?;
         let dir = temp_dir(name)?;
-        let mut cmd = command(launch, port, &dir)?;
+        let mut cmd = command(launch, port, &dir, extra)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -148,8 +154,9 @@ impl Drop for Server {
     }
 }
 
-/// The command that starts `launch` on `port` with state in `dir` (its config file written).
-fn command(launch: &Launch, port: u16, dir: &Path) -> Result<Command, BenchError> {
+/// The command that starts `launch` on `port` with state in `dir` (its config file written,
+/// with the members of `extra`).
+fn command(launch: &Launch, port: u16, dir: &Path, extra: &Value) -> Result<Command, BenchError> {
     let port_s = port.to_string();
     let allow = json!({"nodes": {"commands": {"allow": ["bench.echo"]}}});
     match launch {
@@ -164,7 +171,7 @@ fn command(launch: &Launch, port: u16, dir: &Path) -> Result<Command, BenchError
             let mut gw = allow;
             gw["tickIntervalMs"] = json!(TICK_MS);
             gw["maxConnections"] = json!(20_000);
-            write_config(dir, &json!({"gateway": gw}))?;
+            write_config(dir, &json!({"gateway": gw}), extra)?;
             let mut c = Command::new(bin);
             c.args(["gateway", "run", "--port", &port_s, "--token", TOKEN]);
             Ok(c)
@@ -179,6 +186,7 @@ fn command(launch: &Launch, port: u16, dir: &Path) -> Result<Command, BenchError
                     "models": {"catalogRefresh": {"enabled": false}},
                     "update": {"checkOnStart": false},
                 }),
+                extra,
             )?;
             let path = std::env::var_os("PATH").unwrap_or_default();
             let mut paths = vec![node_bin.clone()];
@@ -192,9 +200,23 @@ fn command(launch: &Launch, port: u16, dir: &Path) -> Result<Command, BenchError
     }
 }
 
-fn write_config(dir: &Path, v: &serde_json::Value) -> Result<(), BenchError> {
+fn write_config(dir: &Path, base: &Value, extra: &Value) -> Result<(), BenchError> {
+    let mut v = base.clone();
+    merge(&mut v, extra);
     let path = dir.join("openclaw.json");
     fs::write(&path, v.to_string()).context(format!("write {}", path.display()))
+}
+
+/// `extra` laid over `into`: objects merge member by member, anything else replaces.
+fn merge(into: &mut Value, extra: &Value) {
+    match (into, extra) {
+        (Value::Object(into), Value::Object(extra)) => {
+            for (k, v) in extra {
+                merge(into.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (into, extra) => *into = extra.clone(),
+    }
 }
 
 /// `pid` and its descendants (through `/proc/<pid>/task/*/children`), bounded in size.

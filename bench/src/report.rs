@@ -3,9 +3,11 @@
 
 use std::fmt::Write as _;
 
+use crate::error::BenchError;
 use crate::figures::Figures;
 use crate::machine::Machine;
 use crate::run::Options;
+use crate::scenario::agent::AgentFigures;
 use crate::stats;
 
 /// Name of the bare baseline column.
@@ -452,3 +454,99 @@ const METHOD: &str = "## Method
 - Churn runs before the holds: the small hold is kept open while connections are replaced at 300 per second;
   the slope is a least-squares fit over the samples after the first tenth of the run.
 ";
+
+/// One `agent` row: label, how to read it from one gateway's figures, decimals.
+type AgentRow = (&'static str, fn(&AgentFigures) -> f64, usize);
+
+/// The `agent` command's report: one column per gateway, and mio ÷ upstream.
+pub fn agent_table(
+    rows: &[(String, Result<AgentFigures, BenchError>)],
+    m: &Machine,
+    turns: usize,
+    sessions: usize,
+    skipped: &[String],
+) -> String {
+    fn ms(us: f64) -> f64 {
+        us / 1e3
+    }
+    let table: [AgentRow; 8] = [
+        (
+            "model's first text → first `chat` delta, ms p50",
+            |f| ms(f.first_delta.p50),
+            2,
+        ),
+        (
+            "model's first text → first `chat` delta, ms p99",
+            |f| ms(f.first_delta.p99),
+            2,
+        ),
+        (
+            "model's last byte → `chat` final, ms p50",
+            |f| ms(f.last_to_final.p50),
+            2,
+        ),
+        (
+            "model's last byte → `chat` final, ms p99",
+            |f| ms(f.last_to_final.p99),
+            2,
+        ),
+        (
+            "`chat.send` → `chat` final, ms p50 (the answer streams for 240 ms)",
+            |f| ms(f.turn.p50),
+            1,
+        ),
+        (
+            "RSS before the concurrent run, MiB",
+            |f| f.rss_before_kib as f64 / MIB,
+            2,
+        ),
+        (
+            "peak RSS, sessions streaming at once, MiB",
+            |f| f.rss_peak_kib as f64 / MIB,
+            2,
+        ),
+        (
+            "first `chat.send` → last final of the concurrent run, s",
+            |f| f.concurrent_elapsed.as_secs_f64(),
+            2,
+        ),
+    ];
+    let ok = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, r)| r.as_ref().ok())
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Agent turns (commit `{}`): {turns} sequential turns on one session, then {sessions} \
+         sessions streaming at once (each answer 8 parts, 250 ms apart), against a fake \
+         OpenAI-compatible model in the load generator's process. Machine: {} CPUs, {}, \
+         {} MiB RAM, Linux {}; load average at start {}.\n",
+        m.commit, m.nproc, m.cpu, m.mem_mib, m.kernel, m.loadavg
+    );
+    let _ = write!(s, "| metric |");
+    for (name, _) in rows {
+        let _ = write!(s, " {name} |");
+    }
+    let _ = writeln!(s, " mio ÷ upstream |");
+    let _ = writeln!(s, "|---|{}---:|", "---:|".repeat(rows.len()));
+    for (label, get, decimals) in table {
+        let _ = write!(s, "| {label} |");
+        for (_, r) in rows {
+            let v = r.as_ref().ok().map(get);
+            let _ = write!(s, " {} |", fmt(v, decimals));
+        }
+        let (mio, up) = (ok(MIO).map(get), ok(UPSTREAM).map(get));
+        let _ = writeln!(s, " {} |", ratio(mio, up));
+    }
+    for (name, r) in rows {
+        if let Err(e) = r {
+            let _ = writeln!(s, "\n- {name}: {e}");
+        }
+    }
+    for note in skipped {
+        let _ = writeln!(s, "- {note}");
+    }
+    s
+}

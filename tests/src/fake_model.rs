@@ -9,6 +9,7 @@
 //! });
 //! // config: models.providers.fake{baseUrl: model.base_url(), api: "openai-completions", …}
 //! let seen = model.requests(); // path, headers (Authorization), JSON body of each request
+//! let times = model.write_times(); // when each part of each reply left, for latency figures
 //! ```
 //!
 //! Every request is recorded (any path). `POST {base}/chat/completions` goes to the script;
@@ -22,7 +23,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -59,15 +60,19 @@ impl RecordedRequest {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The text of the last `{"role":"user"}` message of the body.
+    /// The text of the last `{"role":"user"}` message of the body: its `content` string, or
+    /// its text parts joined (`[{"type":"text","text":…}]`, the other shape OpenAI accepts).
     pub fn last_user_text(&self) -> Option<String> {
-        self.json["messages"]
+        let content = &self.json["messages"]
             .as_array()?
             .iter()
             .rev()
-            .find(|m| m["role"] == "user")
-            .and_then(|m| m["content"].as_str())
-            .map(str::to_owned)
+            .find(|m| m["role"] == "user")?["content"];
+        if let Some(text) = content.as_str() {
+            return Some(text.to_owned());
+        }
+        let parts = content.as_array()?.iter();
+        Some(parts.filter_map(|p| p["text"].as_str()).collect())
     }
 }
 
@@ -206,10 +211,20 @@ impl Reply {
 
 type Script = dyn Fn(&RecordedRequest) -> Reply + Send + Sync;
 
+/// One request and when the parts of its reply were written.
+struct Served {
+    request: RecordedRequest,
+    /// One instant per part flushed to the socket, then one when the body ended.
+    written: Vec<Instant>,
+}
+
+/// Everything served, in arrival order.
+type Log = Mutex<Vec<Served>>;
+
 /// A running fake provider; stops accepting when dropped.
 pub struct FakeModel {
     addr: SocketAddr,
-    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    log: Arc<Log>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -219,19 +234,19 @@ impl FakeModel {
     pub fn start(script: impl Fn(&RecordedRequest) -> Reply + Send + Sync + 'static) -> FakeModel {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake model");
         let addr = listener.local_addr().expect("local address");
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
         let acceptor = {
-            let (requests, stop) = (requests.clone(), stop.clone());
+            let (log, stop) = (log.clone(), stop.clone());
             thread::Builder::new()
                 .name("fake-model-accept".into())
-                .spawn(move || accept_loop(&listener, &stop, &requests, &script))
+                .spawn(move || accept_loop(&listener, &stop, &log, &script))
                 .expect("spawn the fake model")
         };
         FakeModel {
             addr,
-            requests,
+            log,
             stop,
             acceptor: Some(acceptor),
         }
@@ -268,10 +283,18 @@ impl FakeModel {
 
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.lock().iter().map(|s| s.request.clone()).collect()
+    }
+
+    /// For every request so far (as [`FakeModel::requests`] orders them), when each part of
+    /// its reply had been flushed to the socket, then when the body ended: the model's side
+    /// of a latency measurement.
+    pub fn write_times(&self) -> Vec<Vec<Instant>> {
+        self.lock().iter().map(|s| s.written.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Served>> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -286,40 +309,45 @@ impl Drop for FakeModel {
     }
 }
 
-fn accept_loop(
-    listener: &TcpListener,
-    stop: &AtomicBool,
-    requests: &Arc<Mutex<Vec<RecordedRequest>>>,
-    script: &Arc<Script>,
-) {
+fn accept_loop(listener: &TcpListener, stop: &AtomicBool, log: &Arc<Log>, script: &Arc<Script>) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(conn) = conn else { continue };
-        let (requests, script) = (requests.clone(), script.clone());
+        let (log, script) = (log.clone(), script.clone());
         let _ = thread::Builder::new()
             .name("fake-model-conn".into())
             .spawn(move || {
-                let _ = serve(conn, &requests, &*script);
+                let _ = serve(conn, &log, &*script);
             });
     }
 }
 
 /// Serve requests on one connection until the client closes it or a reply ends it.
-fn serve(
-    conn: TcpStream,
-    requests: &Mutex<Vec<RecordedRequest>>,
-    script: &Script,
-) -> io::Result<()> {
+fn serve(conn: TcpStream, log: &Log, script: &Script) -> io::Result<()> {
     conn.set_read_timeout(Some(IDLE))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut writer = conn;
     while let Some(req) = read_request(&mut reader)? {
-        requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(req.clone());
+        let index = {
+            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+            log.push(Served {
+                request: req.clone(),
+                written: Vec::new(),
+            });
+            log.len() - 1
+        };
+        let mark = || {
+            let at = Instant::now();
+            if let Some(s) = log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(index)
+            {
+                s.written.push(at);
+            }
+        };
         let reply = if req.method == "POST" && req.path == format!("{BASE_PATH}/chat/completions") {
             script(&req)
         } else {
@@ -328,7 +356,7 @@ fn serve(
         let client_closes = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        write_reply(&mut writer, &reply, client_closes)?;
+        write_reply(&mut writer, &reply, client_closes, mark)?;
         if client_closes || reply.framing == Framing::Close {
             return Ok(());
         }
@@ -401,7 +429,13 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-pub(crate) fn write_reply(w: &mut TcpStream, reply: &Reply, client_closes: bool) -> io::Result<()> {
+/// Write `reply`, calling `mark` after each part is flushed and once more when the body ends.
+pub(crate) fn write_reply(
+    w: &mut TcpStream,
+    reply: &Reply,
+    client_closes: bool,
+    mark: impl Fn(),
+) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n",
         reply.status,
@@ -430,7 +464,7 @@ pub(crate) fn write_reply(w: &mut TcpStream, reply: &Reply, client_closes: bool)
             thread::sleep(part.delay);
         }
         match reply.framing {
-            Framing::Chunked if part.bytes.is_empty() => continue,
+            Framing::Chunked if part.bytes.is_empty() => {}
             Framing::Chunked => {
                 w.write_all(format!("{:x}\r\n", part.bytes.len()).as_bytes())?;
                 w.write_all(&part.bytes)?;
@@ -439,9 +473,12 @@ pub(crate) fn write_reply(w: &mut TcpStream, reply: &Reply, client_closes: bool)
             Framing::Close | Framing::Length => w.write_all(&part.bytes)?,
         }
         w.flush()?;
+        mark();
     }
     if reply.framing == Framing::Chunked {
         w.write_all(b"0\r\n\r\n")?;
     }
-    w.flush()
+    w.flush()?;
+    mark();
+    Ok(())
 }

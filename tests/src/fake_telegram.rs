@@ -217,7 +217,7 @@ fn serve(conn: TcpStream, shared: &Shared) {
         let closes = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        if write_reply(&mut writer, &reply, closes).is_err() || closes {
+        if write_reply(&mut writer, &reply, closes, || {}).is_err() || closes {
             return;
         }
     }

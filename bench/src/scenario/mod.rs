@@ -1,5 +1,6 @@
 //! The measurements, each over a [`Pool`] of client connections to one server.
 
+pub mod agent;
 pub mod churn;
 pub mod handshake;
 pub mod hold;
