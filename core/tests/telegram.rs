@@ -43,6 +43,12 @@ struct Fakes {
     poll_failure: Option<(u16, Value)>,
     /// Leave polls unanswered even with updates waiting.
     stall_polls: bool,
+    /// Leave model requests unanswered.
+    hold_model: bool,
+    /// Answer model requests with this HTTP error status.
+    model_error: Option<u16>,
+    /// Answer every sendMessage with this status and body.
+    send_failure: Option<(u16, Value)>,
 }
 
 impl Fakes {
@@ -67,7 +73,21 @@ impl Fakes {
     fn answer(&mut self, req: &HttpRequest) -> Option<Vec<WorkResult>> {
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         if req.url.starts_with("http://model.test") {
+            if self.hold_model {
+                return None;
+            }
             self.model_calls += 1;
+            if let Some(status) = self.model_error {
+                let e = json!({"error": {"message": "upstream exploded", "type": "server_error"}});
+                return Some(vec![
+                    WorkResult::HttpHead {
+                        status,
+                        headers: vec![],
+                    },
+                    WorkResult::HttpBody(e.to_string().into_bytes()),
+                    WorkResult::HttpEnd(Ok(())),
+                ]);
+            }
             let said = body["messages"]
                 .as_array()
                 .and_then(|m| m.last())
@@ -122,6 +142,11 @@ impl Fakes {
             );
         }
         self.calls.push((method.clone(), body));
+        if method == "sendMessage"
+            && let Some((status, v)) = self.send_failure.clone()
+        {
+            return reply(status, v);
+        }
         let result = match method.as_str() {
             "getMe" => json!({"id": 9, "is_bot": true, "username": "bot"}),
             "sendMessage" => json!({"message_id": 1}),
@@ -349,5 +374,77 @@ fn a_429_waits_retry_after_and_a_401_stops_the_account() {
         account["lastError"].as_str().unwrap().contains("401"),
         "{account}"
     );
+    assert!(p.call(op, "health", None).is_ok());
+}
+
+#[test]
+fn typing_repeats_while_the_turn_runs_and_a_failed_turn_says_so() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.hold_model = true;
+    f.dm(222, "slow");
+    pump(&mut p, &mut f);
+    assert_eq!(f.sent("sendChatAction").len(), 1);
+    p.advance(Duration::from_secs(5));
+    pump(&mut p, &mut f);
+    p.advance(Duration::from_secs(5));
+    pump(&mut p, &mut f);
+    assert_eq!(
+        f.sent("sendChatAction").len(),
+        3,
+        "every 5 s while the turn runs"
+    );
+    f.hold_model = false;
+    f.model_error = Some(500);
+    pump(&mut p, &mut f);
+    let text = f.sent("sendMessage")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.starts_with("⚠️ Agent failed before reply: "), "{text}");
+    p.advance(Duration::from_secs(10));
+    pump(&mut p, &mut f);
+    assert_eq!(
+        f.sent("sendChatAction").len(),
+        3,
+        "no typing after the turn"
+    );
+}
+
+#[test]
+fn a_reply_that_keeps_failing_is_kept_as_undelivered() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.send_failure = Some((
+        502,
+        json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
+    ));
+    f.dm(222, "hi");
+    pump(&mut p, &mut f);
+    for _ in 0..6 {
+        p.advance(Duration::from_secs(60));
+        pump(&mut p, &mut f);
+    }
+    assert_eq!(f.sent("sendMessage").len(), 5, "five attempts, then kept");
+    let op = admin(&mut p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let account = &status["channelAccounts"]["telegram"][0];
+    assert_eq!(account["undeliveredReplies"][0]["to"], "222", "{account}");
+    assert!(
+        account["undeliveredReplies"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("502")
+    );
+}
+
+#[test]
+fn a_proxy_is_refused_for_its_account_only() {
+    let (mut p, f) = start(r#"proxy: "http://proxy.test:3128","#, "");
+    assert!(f.calls.is_empty(), "the account never starts");
+    let op = admin(&mut p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let err = status["channelAccounts"]["telegram"][0]["lastError"]
+        .as_str()
+        .unwrap();
+    assert!(err.contains("channels.telegram.proxy"), "{err}");
     assert!(p.call(op, "health", None).is_ok());
 }

@@ -440,6 +440,27 @@ fn a_missing_token_is_named_and_the_gateway_serves_on(shell: Shell) {
     assert!(ws.call("health", None).is_ok());
 }
 
+fn sighup_applies_a_new_allow_list_at_once(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let gw = options(&model, &tg, r#"dmPolicy: "allowlist", allowFrom: ["111"],"#).start(shell);
+    tg.push_dm(222, "Later", "not yet");
+    tg.wait_calls("getUpdates", 2);
+    assert!(gw.wait_for_log("dropped: sender not in allowFrom", Duration::from_secs(5)));
+    let config = std::fs::read_to_string(gw.config_path()).unwrap();
+    std::fs::write(
+        gw.config_path(),
+        config.replace(r#"allowFrom: ["111"]"#, r#"allowFrom: ["111", "222"]"#),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    assert!(gw.wait_for_log("config reloaded", Duration::from_secs(5)));
+    tg.push_dm(222, "Later", "now?");
+    let sent = tg.wait_calls("sendMessage", 1);
+    assert_eq!(sent[0]["text"], "Echo from fake LLM: now?");
+    assert_eq!(tg.calls("getMe").len(), 1, "the account kept running");
+}
+
 both!(
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     a_long_reply_is_cut_on_paragraphs_under_the_limit,
@@ -451,4 +472,5 @@ both!(
     the_pairing_cli_lists_and_approves_with_and_without_a_running_gateway,
     an_unknown_telegram_key_is_refused_by_name,
     a_missing_token_is_named_and_the_gateway_serves_on,
+    sighup_applies_a_new_allow_list_at_once,
 );
