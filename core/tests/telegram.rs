@@ -190,6 +190,11 @@ fn admin(p: &mut Sim) -> ConnId {
     id
 }
 
+fn history(p: &mut Sim, op: ConnId, key: &str) -> Value {
+    p.call(op, "chat.history", Some(json!({"sessionKey": key})))
+        .unwrap()
+}
+
 fn held_polls(p: &Sim) -> Vec<Value> {
     p.held_http()
         .iter()
@@ -250,13 +255,7 @@ fn an_unknown_dm_pairs_and_reaches_the_agent_only_after_approval() {
         ),
         "{events:?}"
     );
-    let history = p
-        .call(
-            op,
-            "chat.history",
-            Some(json!({"sessionKey": "agent:main:main"})),
-        )
-        .unwrap();
+    let history = history(&mut p, op, "agent:main:main");
     assert_eq!(history["messages"].as_array().unwrap().len(), 2);
 }
 
@@ -272,18 +271,10 @@ fn per_channel_peer_dms_get_their_own_session() {
     pump(&mut p, &mut f);
     for (peer, text) in [("222", "a"), ("333", "b")] {
         let key = format!("agent:main:telegram:direct:{peer}");
-        let h = p
-            .call(op, "chat.history", Some(json!({"sessionKey": key})))
-            .unwrap();
+        let h = history(&mut p, op, &key);
         assert_eq!(h["messages"][0]["content"][0]["text"], text);
     }
-    let main = p
-        .call(
-            op,
-            "chat.history",
-            Some(json!({"sessionKey": "agent:main:main"})),
-        )
-        .unwrap();
+    let main = history(&mut p, op, "agent:main:main");
     assert_eq!(main["messages"], json!([]));
 }
 

@@ -350,25 +350,48 @@ pub(crate) fn resolve(file: &Value, src: &Sources<'_>) -> Result<ChannelsConfig,
 }
 
 fn dm_scope(file: &Value) -> Result<DmScope, ConfigError> {
-    match file.get("session").and_then(|s| s.get("dmScope")) {
-        None | Some(Value::Null) => Ok(DmScope::Main),
-        Some(Value::String(s)) => match s.as_str() {
-            "main" => Ok(DmScope::Main),
-            "per-peer" => Ok(DmScope::PerPeer),
-            "per-channel-peer" => Ok(DmScope::PerChannelPeer),
-            "per-account-channel-peer" => Ok(DmScope::PerAccountChannelPeer),
-            other => Err(invalid(
+    let found = match file.get("session").and_then(|s| s.get("dmScope")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some((s.clone(), "session.dmScope".to_string())),
+        Some(v) => {
+            return Err(invalid(
                 "session.dmScope",
-                format!(
-                    "unknown scope {other:?} (main, per-peer, per-channel-peer, per-account-channel-peer)"
-                ),
-            )),
-        },
-        Some(v) => Err(invalid(
-            "session.dmScope",
-            format!("must be a string, got {v}"),
-        )),
-    }
+                format!("must be a string, got {v}"),
+            ));
+        }
+    };
+    one_of(
+        found,
+        DmScope::Main,
+        &[
+            ("main", DmScope::Main),
+            ("per-peer", DmScope::PerPeer),
+            ("per-channel-peer", DmScope::PerChannelPeer),
+            ("per-account-channel-peer", DmScope::PerAccountChannelPeer),
+        ],
+    )
+}
+
+/// The option a string `(value, key)` names among `options`, `default` when absent.
+fn one_of<T: Copy>(
+    found: Option<(String, String)>,
+    default: T,
+    options: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let Some((value, key)) = found else {
+        return Ok(default);
+    };
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            invalid(
+                key,
+                format!("unknown value {value:?} ({})", names.join(", ")),
+            )
+        })
 }
 
 /// A Telegram id list: strings or numbers, `telegram:`/`tg:` prefixes removed.
@@ -455,35 +478,25 @@ fn account(
             ));
         }
     };
-    let dm_policy = match str_field("dmPolicy")? {
-        None => DmPolicy::Pairing,
-        Some((s, key)) => match s.as_str() {
-            "pairing" => DmPolicy::Pairing,
-            "allowlist" => DmPolicy::Allowlist,
-            "open" => DmPolicy::Open,
-            "disabled" => DmPolicy::Disabled,
-            other => {
-                return Err(invalid(
-                    key,
-                    format!("unknown policy {other:?} (pairing, allowlist, open, disabled)"),
-                ));
-            }
-        },
-    };
-    let group_policy = match str_field("groupPolicy")? {
-        None => GroupPolicy::Allowlist,
-        Some((s, key)) => match s.as_str() {
-            "open" => GroupPolicy::Open,
-            "allowlist" => GroupPolicy::Allowlist,
-            "disabled" => GroupPolicy::Disabled,
-            other => {
-                return Err(invalid(
-                    key,
-                    format!("unknown policy {other:?} (open, allowlist, disabled)"),
-                ));
-            }
-        },
-    };
+    let dm_policy = one_of(
+        str_field("dmPolicy")?,
+        DmPolicy::Pairing,
+        &[
+            ("pairing", DmPolicy::Pairing),
+            ("allowlist", DmPolicy::Allowlist),
+            ("open", DmPolicy::Open),
+            ("disabled", DmPolicy::Disabled),
+        ],
+    )?;
+    let group_policy = one_of(
+        str_field("groupPolicy")?,
+        GroupPolicy::Allowlist,
+        &[
+            ("open", GroupPolicy::Open),
+            ("allowlist", GroupPolicy::Allowlist),
+            ("disabled", GroupPolicy::Disabled),
+        ],
+    )?;
     let allow_from = list_field("allowFrom")?.unwrap_or_default();
     let allow_key = format!("{at}.allowFrom");
     if dm_policy == DmPolicy::Allowlist && allow_from.is_empty() {

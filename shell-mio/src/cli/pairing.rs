@@ -33,13 +33,9 @@ const CHANNELS: &[&str] = &["telegram"];
 
 /// `pairing <sub> …`.
 pub fn run(argv: Vec<OsString>) -> Outcome {
-    let mut it = argv.into_iter();
-    let sub = it
-        .next()
-        .and_then(|s| s.into_string().ok())
-        .unwrap_or_default();
+    let (sub, rest) = args::subcommand(argv);
     let p = args::parse(
-        it.collect(),
+        rest,
         QUERY,
         &[
             Opt::value("channel"),
