@@ -461,6 +461,51 @@ fn sighup_applies_a_new_allow_list_at_once(shell: Shell) {
     assert_eq!(tg.calls("getMe").len(), 1, "the account kept running");
 }
 
+fn a_listed_group_is_answered_when_the_bot_is_mentioned(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let gw = options(
+        &model,
+        &tg,
+        r#"groups: { "-1001": { requireMention: true } },"#,
+    )
+    .start(shell);
+    let group = |chat: i64, id: i64, text: &str, mention: bool| {
+        let mut m = json!({
+            "message_id": id, "from": {"id": 222, "is_bot": false, "first_name": "M"},
+            "chat": {"id": chat, "type": "supergroup", "title": "G"}, "date": 1, "text": text,
+        });
+        if mention {
+            m["entities"] = json!([{"type": "mention", "offset": 0, "length": 8}]);
+        }
+        m
+    };
+    tg.push_message(group(-1001, 1, "just chatting", false));
+    tg.push_message(group(-2002, 2, "@clawbot other group", true));
+    tg.push_message(group(-1001, 3, "@clawbot hi all", true));
+    let sent = tg.wait_calls("sendMessage", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(tg.calls("sendMessage").len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["chat_id"], "-1001");
+    assert_eq!(sent[0]["text"], "Echo from fake LLM: @clawbot hi all");
+    assert_eq!(
+        model.requests().len(),
+        1,
+        "no pairing and no turn for the others"
+    );
+    let history = admin(&gw)
+        .call(
+            "chat.history",
+            Some(json!({"sessionKey": "agent:main:telegram:group:-1001"})),
+        )
+        .expect("chat.history");
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+}
+
 both!(
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     a_long_reply_is_cut_on_paragraphs_under_the_limit,
@@ -473,4 +518,5 @@ both!(
     an_unknown_telegram_key_is_refused_by_name,
     a_missing_token_is_named_and_the_gateway_serves_on,
     sighup_applies_a_new_allow_list_at_once,
+    a_listed_group_is_answered_when_the_bot_is_mentioned,
 );
