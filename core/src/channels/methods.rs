@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::pairing::{APPROVED_MESSAGE, MAX_PENDING_PER_ACCOUNT, REQUEST_TTL_MS};
 use super::telegram::api;
-use super::{Purpose, tg_key};
+use super::{Purpose, send_key, tg_key};
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
 use crate::methods::params::NonEmpty;
@@ -340,7 +340,18 @@ impl Gateway {
         ))
     }
 
+    /// `send`: one `sendMessage`, answered with its message id; a repeated idempotency key
+    /// gets the first call's answer (waiting for it while it runs) and sends nothing.
     pub(crate) fn send_method(&mut self, now: Instant, call: &Call<'_>, p: Send) -> Reply {
+        let key = p.idempotency_key.0.clone();
+        let ttl = self.config.limits.dedupe_ttl;
+        if let Some(result) = self.router.cached(now, &send_key(&key), ttl) {
+            return Reply::Now(result);
+        }
+        if let Some(waiters) = self.channels.sends.get_mut(&key) {
+            waiters.push((call.conn, call.req_id.to_string()));
+            return Reply::Later;
+        }
         let (hint, to) = match p.to.0.split_once(':') {
             Some(("telegram" | "tg", rest)) => (Some("telegram"), rest.to_string()),
             _ => (None, p.to.0.clone()),
@@ -349,7 +360,7 @@ impl Gateway {
         if channel != "telegram" || hint.is_some_and(|h| h != channel) {
             return invalid(format!("unsupported channel: {channel}"));
         }
-        let Some(key) = self.named_account(channel, p.account_id.as_deref()) else {
+        let Some(account) = self.named_account(channel, p.account_id.as_deref()) else {
             return Reply::Now(Err(ErrorShape::new(
                 ErrorCode::Unavailable,
                 "telegram is not configured (channels.telegram)",
@@ -367,13 +378,9 @@ impl Gateway {
             &super::telegram::format::escape(&text),
             thread.as_deref(),
         );
-        let purpose = Purpose::Send {
-            conn: call.conn,
-            req_id: call.req_id.to_string(),
-            run_id: p.idempotency_key.0,
-        };
+        let purpose = Purpose::Send(key.clone());
         if self
-            .tg_call(now, &key, purpose, "sendMessage", &body)
+            .tg_call(now, &account, purpose, "sendMessage", &body)
             .is_none()
         {
             return Reply::Now(Err(ErrorShape::new(
@@ -381,6 +388,9 @@ impl Gateway {
                 "telegram has no bot token (channels.telegram.botToken)",
             )));
         }
+        self.channels
+            .sends
+            .insert(key, vec![(call.conn, call.req_id.to_string())]);
         Reply::Later
     }
 }

@@ -53,12 +53,8 @@ enum Purpose {
     Poll,
     Deliver(u64),
     Typing,
-    /// The `send` RPC: answer this request.
-    Send {
-        conn: crate::ConnId,
-        req_id: String,
-        run_id: String,
-    },
+    /// The `send` RPC with this idempotency key: answer its callers.
+    Send(String),
 }
 
 /// A Bot API call in flight.
@@ -103,6 +99,8 @@ pub(crate) struct Channels {
     timers: HashMap<u64, Due>,
     next_timer: u64,
     unsaved: Vec<StoreChange>,
+    /// `send` calls in flight by idempotency key: the callers to answer.
+    sends: HashMap<String, Vec<(crate::ConnId, String)>>,
 }
 
 impl Channels {
@@ -124,6 +122,11 @@ impl Channels {
         out.extend(self.accounts.iter().map(|(k, a)| offset_row(k, a.offset)));
         out
     }
+}
+
+/// The idempotency cache key of a `send`.
+fn send_key(idempotency_key: &str) -> String {
+    format!("send:{idempotency_key}")
 }
 
 fn offset_row(account: &str, offset: i64) -> StoreChange {
@@ -546,14 +549,7 @@ impl Gateway {
             }
             (Purpose::Deliver(seq), r) => self.delivered(now, key, *seq, r),
             (Purpose::Typing, _) => {}
-            (
-                Purpose::Send {
-                    conn,
-                    req_id,
-                    run_id,
-                },
-                r,
-            ) => {
+            (Purpose::Send(run_id), r) => {
                 let answer = match r {
                     Ok(v) => {
                         let ts = self.unix_ms(now);
@@ -568,8 +564,12 @@ impl Gateway {
                         format!("telegram sendMessage failed: {f}"),
                     )),
                 };
-                let (conn, req_id) = (*conn, req_id.clone());
-                self.answer(now, conn, &req_id, answer);
+                let max = self.config.limits.dedupe_max;
+                self.router
+                    .remember(now, send_key(run_id), answer.clone(), max);
+                for (conn, req_id) in self.channels.sends.remove(run_id).unwrap_or_default() {
+                    self.answer(now, conn, &req_id, answer.clone());
+                }
             }
             (Purpose::Poll, _) => {}
         }

@@ -506,6 +506,27 @@ fn a_listed_group_is_answered_when_the_bot_is_mentioned(shell: Shell) {
     );
 }
 
+fn send_delivers_once_per_idempotency_key(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let gw = options(&model, &tg, "").start(shell);
+    tg.wait_calls("getUpdates", 1);
+    let mut ws = admin(&gw);
+    let params = json!({"to": "telegram:222", "channel": "telegram", "message": "direct send via RPC", "idempotencyKey": "k-send-1"});
+    let first = ws.call("send", Some(params.clone())).expect("send");
+    assert_result_valid("send", &first);
+    assert_eq!(first["runId"], "k-send-1");
+    assert_eq!(first["channel"], "telegram");
+    assert!(first["messageId"].is_string(), "{first}");
+    let again = ws.call("send", Some(params)).expect("send again");
+    assert_eq!(again, first);
+    let sent = tg.calls("sendMessage");
+    assert_eq!(
+        sent,
+        [json!({"chat_id": "222", "text": "direct send via RPC", "parse_mode": "HTML"})]
+    );
+}
+
 both!(
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     a_long_reply_is_cut_on_paragraphs_under_the_limit,
@@ -519,4 +540,5 @@ both!(
     a_missing_token_is_named_and_the_gateway_serves_on,
     sighup_applies_a_new_allow_list_at_once,
     a_listed_group_is_answered_when_the_bot_is_mentioned,
+    send_delivers_once_per_idempotency_key,
 );
