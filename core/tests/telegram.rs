@@ -439,3 +439,19 @@ fn a_proxy_is_refused_for_its_account_only() {
     assert!(err.contains("channels.telegram.proxy"), "{err}");
     assert!(p.call(op, "health", None).is_ok());
 }
+
+#[test]
+fn polling_waits_while_too_many_messages_are_unserved() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.hold_model = true;
+    for i in 0..600 {
+        f.dm(1000 + i, "x");
+    }
+    pump(&mut p, &mut f);
+    assert!(held_polls(&p).is_empty(), "600 unserved: no poll");
+    f.hold_model = false;
+    pump(&mut p, &mut f);
+    assert_eq!(f.model_calls, 600);
+    assert_eq!(f.sent("sendMessage").len(), 600);
+    assert_eq!(held_polls(&p).len(), 1, "polling resumed");
+}

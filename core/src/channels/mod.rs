@@ -44,6 +44,9 @@ pub const POLL_MARGIN: Duration = Duration::from_secs(15);
 pub const TYPING_INTERVAL: Duration = Duration::from_secs(5);
 /// The largest Bot API answer read.
 pub const MAX_API_BODY: usize = 8 * 1024 * 1024;
+/// Messages received and not served yet at most: past it, polls wait until turns end, so
+/// memory follows this bound and not the traffic (Telegram keeps what is not confirmed).
+pub const MAX_UNSERVED: usize = 500;
 
 /// What a Bot API call is for.
 #[derive(Clone, Debug)]
@@ -434,6 +437,9 @@ impl Gateway {
             return;
         }
         a.phase = Phase::Polling;
+        if self.channels.ingress.pending() >= MAX_UNSERVED {
+            return; // resumed by `resume_polls` once turns end
+        }
         let body = api::get_updates(a.offset);
         if let Some(id) = self.tg_call(now, key, Purpose::Poll, "getUpdates", &body) {
             if let Some(a) = self.channels.accounts.get_mut(key) {
@@ -678,7 +684,22 @@ impl Gateway {
             Step::Committed => {
                 self.serve_ingress(now);
                 self.pump_outbox(now);
+                self.resume_polls(now);
             }
+        }
+    }
+
+    /// Poll again on accounts that waited for the queue to drain.
+    fn resume_polls(&mut self, now: Instant) {
+        let idle: Vec<String> = self
+            .channels
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.phase == Phase::Polling && a.poll.is_none() && !a.committing)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle {
+            self.poll(now, &key);
         }
     }
 
