@@ -166,7 +166,8 @@ fn private_api_root(root: &str) -> bool {
             ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
         }
         Ok(core::net::IpAddr::V6(ip)) => {
-            ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00
+            let unique_local = ip.segments().first().is_some_and(|s| s & 0xfe00 == 0xfc00);
+            ip.is_loopback() || ip.is_unspecified() || unique_local
         }
         Err(_) => false,
     }
