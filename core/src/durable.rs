@@ -200,7 +200,11 @@ impl Gateway {
                     self.reject(now, conn, &req_id, err, Some(close));
                 }
             }
-            Deferred::StartRun(serial) if durable => self.start_run(now, serial),
+            // A channel message's turn runs even when its batch failed (the rewrite that
+            // follows stores it): dropping it would leave its chat's lane stuck.
+            Deferred::StartRun(serial) if durable || self.is_channel_run(serial) => {
+                self.start_run(now, serial)
+            }
             Deferred::StartRun(serial) => self.drop_run(serial),
             Deferred::Channel(step) => self.channel_step(now, step, durable),
         }

@@ -455,3 +455,31 @@ fn polling_waits_while_too_many_messages_are_unserved() {
     assert_eq!(f.sent("sendMessage").len(), 600);
     assert_eq!(held_polls(&p).len(), 1, "polling resumed");
 }
+
+#[test]
+fn a_failed_write_does_not_leave_a_chat_stuck() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.dm(222, "first");
+    pump(&mut p, &mut f);
+    assert_eq!(f.sent("sendMessage").len(), 1);
+    p.hold_store_writes(true);
+    f.dm(222, "second");
+    pump(&mut p, &mut f);
+    p.write_store(true); // the update batch
+    pump(&mut p, &mut f);
+    p.write_store(false); // the turn's batch fails; the turn runs anyway
+    pump(&mut p, &mut f);
+    assert_eq!(f.model_calls, 2);
+    p.hold_store_writes(false);
+    p.write_store(true); // the rewrite that follows, with the answer and its outbox row
+    pump(&mut p, &mut f);
+    let sent = f.sent("sendMessage");
+    assert_eq!(sent.last().unwrap()["text"], "echo second", "{sent:?}");
+    f.dm(222, "third");
+    pump(&mut p, &mut f);
+    assert_eq!(
+        f.sent("sendMessage").last().unwrap()["text"],
+        "echo third",
+        "the lane is free"
+    );
+}

@@ -518,6 +518,14 @@ impl Gateway {
         self.agent.sessions.get(key)
     }
 
+    /// Whether run `serial` answers a channel message (no connection asked for it).
+    pub(crate) fn is_channel_run(&self, serial: u64) -> bool {
+        self.agent
+            .runs
+            .get(&serial)
+            .is_some_and(|r| r.origin.is_none())
+    }
+
     /// Whether as many runs as `maxAgentRuns` are live.
     pub(crate) fn agent_runs_full(&self) -> bool {
         self.agent.runs.len() >= self.config.limits.max_agent_runs
