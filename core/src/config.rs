@@ -6,6 +6,7 @@ use core::net::{IpAddr, Ipv4Addr};
 use core::time::Duration;
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::Secret;
@@ -64,8 +65,26 @@ pub struct Limits {
     pub max_agent_waits: usize,
     /// Outcomes of ended runs kept for `agent.wait` on a run that already ended.
     pub max_ended_runs: usize,
-    /// Most recent transcript messages sent to the model with a turn.
+    /// Most recent transcript messages sent to the model with a turn: also the window of each
+    /// session the gateway keeps in memory (the rest of a transcript is read from the store).
     pub max_model_messages: usize,
+    /// Bytes (JSON) of those recent messages a session keeps at most; older ones leave the
+    /// window first (the newest message always stays).
+    pub max_window_bytes: usize,
+    /// Bytes of messages one `chat.history` answer carries at most (upstream's 6 MiB); older
+    /// messages past it are left for the next page.
+    pub max_history_bytes: usize,
+    /// A message longer than this comes back from `chat.history` as a placeholder (upstream's
+    /// 128 KiB).
+    pub max_history_message_bytes: usize,
+    /// `chat.history` reads waiting for the store at once; more are refused.
+    pub max_history_reads: usize,
+    /// Runs waiting in one session's lane at once (`messages.queue.cap`, upstream's 20); a
+    /// message past it is refused.
+    pub max_queued_runs: usize,
+    /// A queued run starts once its lane is free and this long has passed since the last
+    /// message joined the queue (upstream's built-in 500 ms debounce).
+    pub queue_debounce: Duration,
     /// Bytes of a model provider's error body kept to classify and report it.
     pub max_error_body_bytes: usize,
     /// At most one `chat` delta per run per this interval (upstream's `LIVE_TEXT_PACING_MS`).
@@ -100,6 +119,12 @@ impl Default for Limits {
             max_agent_waits: 256,
             max_ended_runs: 256,
             max_model_messages: 200,
+            max_window_bytes: 1024 * 1024,
+            max_history_bytes: 6 * 1024 * 1024,
+            max_history_message_bytes: 128 * 1024,
+            max_history_reads: 64,
+            max_queued_runs: 20,
+            queue_debounce: Duration::from_millis(500),
             max_error_body_bytes: 64 * 1024,
             live_text_pacing: Duration::from_millis(75),
         }
@@ -202,6 +227,50 @@ pub struct Config {
     pub model: Option<ModelRoute>,
     /// Channels (`channels.telegram`), `session.dmScope`, `commands.ownerAllowFrom`.
     pub channels: crate::channels::config::ChannelsConfig,
+    /// What a message does when its session already has a run (`messages.queue.mode`), unless
+    /// the call names a `queueMode`.
+    pub queue_mode: QueueMode,
+}
+
+/// What a message does when its session already has a run in progress (upstream's queue
+/// modes). Runs of one session never overlap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueMode {
+    /// Steer the message into the active run. A turn here is one model request, which has no
+    /// point to take a message in, so (as upstream does for a runtime that cannot steer) the
+    /// message waits for the active run to end.
+    #[default]
+    Steer,
+    /// Run the message after the active run ends.
+    Followup,
+    /// Coalesce the messages queued meanwhile into one later turn.
+    Collect,
+    /// Abort the active run (and drop what is queued), then run this message.
+    Interrupt,
+}
+
+impl<'de> Deserialize<'de> for QueueMode {
+    /// One of `steer`, `followup`, `collect`, `interrupt` (worded as upstream's validator
+    /// words any other value).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = QueueMode;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<QueueMode, E> {
+                match s {
+                    "steer" => Ok(QueueMode::Steer),
+                    "followup" => Ok(QueueMode::Followup),
+                    "collect" => Ok(QueueMode::Collect),
+                    "interrupt" => Ok(QueueMode::Interrupt),
+                    _ => Err(E::custom("equal to one of the allowed values")),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 impl Config {
@@ -230,6 +299,7 @@ impl Config {
             log_frames: false,
             model: None,
             channels: Default::default(),
+            queue_mode: QueueMode::Steer,
         }
     }
 
@@ -454,6 +524,21 @@ impl Config {
             files: &input.secret_files,
         };
         cfg.channels = crate::channels::config::resolve(&file, &sources)?;
+        let queue = at(&file, &["messages", "queue"])
+            .cloned()
+            .unwrap_or(Value::Null);
+        if let Some(mode) = at(&queue, &["mode"]).filter(|v| !v.is_null()) {
+            cfg.queue_mode = QueueMode::deserialize(mode).map_err(|_| ConfigError::Invalid {
+                key: "messages.queue.mode",
+                message: format!("must be one of steer, followup, collect, interrupt; got {mode}"),
+            })?;
+        }
+        if let Some(n) = num_at(&queue, &["cap"], "messages.queue.cap")? {
+            // Upstream ignores a cap below 1.
+            if n >= 1 {
+                cfg.limits.max_queued_runs = n as usize;
+            }
+        }
         Ok(cfg)
     }
 }
@@ -919,6 +1004,21 @@ mod tests {
                 .unwrap()
                 .port,
             4444
+        );
+    }
+
+    #[test]
+    fn the_queue_mode_and_cap_come_from_messages_queue() {
+        let c = resolve(r#"{"messages":{"queue":{"mode":"collect","cap":3}}}"#).unwrap();
+        assert_eq!(c.queue_mode, QueueMode::Collect);
+        assert_eq!(c.limits.max_queued_runs, 3);
+        let c = resolve(r#"{"messages":{"queue":{"cap":0}}}"#).unwrap();
+        assert_eq!(c.queue_mode, QueueMode::Steer, "upstream's default");
+        assert_eq!(c.limits.max_queued_runs, 20, "a cap below 1 is ignored");
+        let e = resolve(r#"{"messages":{"queue":{"mode":"later"}}}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("messages.queue.mode: must be one of")
         );
     }
 }

@@ -54,8 +54,14 @@ fn not_saved() -> ErrorShape {
 impl Gateway {
     /// The outcome of [`Work`] the gateway asked for with [`Output::Work`]. A store batch that
     /// is durable releases the answers that waited for it; one that failed answers them with
-    /// an error, and the gateway rewrites the whole store on its next tick.
+    /// an error, and on its next tick the gateway rewrites the pairing rows and replays the
+    /// session changes no batch got onto the disk.
     pub fn handle_work_result(&mut self, now: Instant, id: WorkId, result: WorkResult) {
+        if self.is_history_read(id) {
+            // Whatever a host answers a read with (one without a store acknowledges it).
+            self.on_history(now, id, result);
+            return;
+        }
         match result {
             WorkResult::Stored(outcome) => {
                 if let Err(e) = &outcome {
@@ -75,18 +81,22 @@ impl Gateway {
             {
                 self.on_channel_http(now, id, result);
             }
-            WorkResult::HttpHead { .. } | WorkResult::HttpBody(_) | WorkResult::HttpEnd(_) => {
+            WorkResult::HttpHead { .. }
+            | WorkResult::HttpBody(_)
+            | WorkResult::HttpEnd(_)
+            | WorkResult::History(_) => {
                 self.on_model_response(now, id, result);
             }
         }
     }
 
     /// Ask the host to write the changes since the last batch (pairing rows, sessions and
-    /// messages), if any; after a failed write, everything.
+    /// messages), if any; after a failed write, every pairing row and the session changes
+    /// not yet on disk.
     pub(crate) fn persist(&mut self) {
         let id = self.next_work_id();
-        let mut sessions = self.agent.store_changes(self.durable.rewriting());
-        sessions.extend(self.channels.store_changes(self.durable.rewriting()));
+        let mut sessions = self.agent.store_changes();
+        sessions.extend(self.channels.store_changes());
         if let Some(changes) = self.durable.batch(id, &self.store, sessions) {
             self.out.push_back(Output::Work {
                 id,
@@ -95,7 +105,7 @@ impl Gateway {
         }
     }
 
-    /// A failed write left the disk behind and nothing is in flight: rewrite it (on the tick,
+    /// A failed write left the disk behind and nothing is in flight: catch it up (on the tick,
     /// so a failing disk is retried at that pace, not spun on).
     pub(crate) fn retry_failed_store(&mut self) {
         if self.durable.wants_rewrite() {
@@ -201,11 +211,11 @@ impl Gateway {
                 }
             }
             // A channel message's turn runs even when its batch failed (the rewrite that
-            // follows stores it): dropping it would leave its chat's lane stuck.
+            // follows replays it): dropping it would leave its chat's lane stuck.
             Deferred::StartRun(serial) if durable || self.is_channel_run(serial) => {
                 self.start_run(now, serial)
             }
-            Deferred::StartRun(serial) => self.drop_run(serial),
+            Deferred::StartRun(serial) => self.drop_run(now, serial),
             Deferred::Channel(step) => self.channel_step(now, step, durable),
         }
     }
@@ -213,14 +223,22 @@ impl Gateway {
 
 /// The batches and held replies of one gateway. `H` is what the gateway holds (a response,
 /// an admission).
+///
+/// After a failed write the disk holds a prefix of the batches (the host fails every batch
+/// after a failure until the rewrite). The rewrite brings it back: the pairing store whole
+/// (it is small and in memory anyway) and the session changes of every batch not
+/// acknowledged, replayed in order (each is an idempotent put), so no transcript has to be in
+/// memory to recover.
 pub(crate) struct Durability<H> {
     /// The pairing store as the batches issued so far leave it.
     written: PairingStore,
     /// Issued and not yet acknowledged, oldest first.
     in_flight: VecDeque<WorkId>,
+    /// The session changes of batches not acknowledged yet, oldest first.
+    unacked: VecDeque<(WorkId, Vec<StoreChange>)>,
     /// Held replies: the last batch they wait for, whether a batch they wait for failed.
     held: VecDeque<(WorkId, bool, H)>,
-    /// A batch failed: the next one rewrites every row.
+    /// A batch failed: the next one rewrites the pairing rows and replays `unacked`.
     rewrite: bool,
 }
 
@@ -230,18 +248,15 @@ impl<H> Durability<H> {
         Durability {
             written: loaded.clone(),
             in_flight: VecDeque::new(),
+            unacked: VecDeque::new(),
             held: VecDeque::new(),
             rewrite: false,
         }
     }
 
-    /// Whether the next batch rewrites every row (a write failed).
-    pub(crate) fn rewriting(&self) -> bool {
-        self.rewrite
-    }
-
     /// The changes that bring the disk to `current`, then `more` (the sessions' changes), as
-    /// batch `id`; `None` when there are none (the id is then unused).
+    /// batch `id`; `None` when there are none (the id is then unused). After a failure the
+    /// batch starts with the pairing rewrite and replays the session changes not acknowledged.
     pub(crate) fn batch(
         &mut self,
         id: WorkId,
@@ -253,13 +268,27 @@ impl<H> Durability<H> {
             // Only when pairing changed: a batch of chat messages copies nothing.
             self.written = current.clone();
         }
-        changes.extend(more);
+        let mut sessions: Vec<StoreChange> = if self.rewrite {
+            self.unacked.drain(..).flat_map(|(_, c)| c).collect()
+        } else {
+            Vec::new()
+        };
+        sessions.extend(more);
+        changes.extend(sessions.iter().cloned());
         if changes.is_empty() {
             return None;
         }
         self.rewrite = false;
         self.in_flight.push_back(id);
+        if !sessions.is_empty() {
+            self.unacked.push_back((id, sessions));
+        }
         Some(changes)
+    }
+
+    /// Session changes kept until their batch is acknowledged (for the replay).
+    pub(crate) fn unacked_changes(&self) -> usize {
+        self.unacked.iter().map(|(_, c)| c.len()).sum()
     }
 
     /// Hold `item` until every batch issued so far is acknowledged; it comes back at once
@@ -283,7 +312,11 @@ impl<H> Durability<H> {
         };
         // Acknowledgements come in order; one that skips ahead settles the earlier ones too.
         self.in_flight.drain(..=pos);
-        if !ok {
+        if ok {
+            while self.unacked.front().is_some_and(|(b, _)| *b <= id) {
+                self.unacked.pop_front();
+            }
+        } else {
             self.rewrite = true;
             for (_, failed, _) in &mut self.held {
                 *failed = true;
@@ -363,6 +396,42 @@ mod tests {
         let mut d: Durability<()> = Durability::new(&with_pending(&["a"]));
         assert_eq!(d.batch(WorkId(1), &with_pending(&["a"]), Vec::new()), None);
         assert_eq!(d.hold(()), Err(()));
+    }
+
+    fn message(seq: u64) -> StoreChange {
+        StoreChange::AppendMessage {
+            session_key: "agent:main:main".into(),
+            seq,
+            message: serde_json::json!({"role": "user", "content": "x"}),
+        }
+    }
+
+    #[test]
+    fn the_rewrite_replays_the_session_changes_not_acknowledged_in_order() {
+        let mut d: Durability<()> = Durability::new(&PairingStore::default());
+        let none = PairingStore::default();
+        d.batch(WorkId(1), &none, vec![message(1)]).unwrap();
+        d.batch(WorkId(2), &none, vec![message(2)]).unwrap();
+        d.batch(WorkId(3), &none, vec![message(3)]).unwrap();
+        assert!(d.settle(WorkId(1), true).is_empty());
+        assert_eq!(d.unacked_changes(), 2, "batch 1 is on disk: not kept");
+        d.settle(WorkId(2), false);
+        d.settle(WorkId(3), false);
+        assert!(d.wants_rewrite());
+        let rewrite = d.batch(WorkId(4), &none, vec![message(4)]).unwrap();
+        assert_eq!(
+            rewrite,
+            vec![
+                StoreChange::ClearPairing,
+                message(2),
+                message(3),
+                message(4)
+            ]
+        );
+        assert_eq!(d.unacked_changes(), 3);
+        d.settle(WorkId(4), true);
+        assert_eq!(d.unacked_changes(), 0, "nothing is kept once it is on disk");
+        assert_eq!(d.batch(WorkId(5), &none, Vec::new()), None);
     }
 
     #[test]

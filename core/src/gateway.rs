@@ -81,6 +81,8 @@ pub(crate) enum Timer {
     AgentWait(u64),
     /// A channel's timer (backoff, watchdog, typing, redelivery; by number).
     Channel(u64),
+    /// Queued agent runs may start (their lanes' debounce is over).
+    Lanes,
 }
 
 /// Live counts, for embedders and status.
@@ -380,6 +382,7 @@ impl Gateway {
                 Timer::LiveText(run) => self.live_text_due(now, run),
                 Timer::AgentWait(wait) => self.agent_wait_expired(now, wait),
                 Timer::Channel(n) => self.channel_timer(now, n),
+                Timer::Lanes => self.drain_lanes(now),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }

@@ -91,6 +91,7 @@ pub mod scopes;
 mod upgrade;
 pub mod work;
 
+pub use agent::HeldMessages;
 pub use config::{Config, ConfigError, ConfigInput, Limits};
 pub use conn::{AuthMethod, ConnId, MemIo};
 pub use gateway::{Counts, Entropy, Gateway, MAX_CLOSE_REASON, Output};

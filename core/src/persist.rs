@@ -29,7 +29,7 @@ pub enum StoreChange {
         row: Value,
     },
     /// Append one message to a session's transcript at position `seq` (from 1; a put of the
-    /// same position replaces it, so a rewrite is idempotent).
+    /// same position replaces it, so replaying a batch after a failed write is idempotent).
     AppendMessage {
         /// The session's key.
         session_key: String,
@@ -38,8 +38,6 @@ pub enum StoreChange {
         /// The message, as `chat.history` shows it.
         message: Value,
     },
-    /// Delete every session and transcript row (part of the rewrite after a failed write).
-    ClearSessions,
     /// Insert or replace a channel row (pairing, ingress queue, outbox, poll offset).
     PutChannelRow {
         /// Which table.
@@ -56,8 +54,6 @@ pub enum StoreChange {
         /// Its key.
         key: String,
     },
-    /// Delete every channel row (part of the rewrite after a failed write).
-    ClearChannels,
 }
 
 /// The tables of the channels' durable state.
@@ -108,15 +104,71 @@ pub struct StoredChannelRow {
     pub row: Value,
 }
 
-/// A chat session as the store gives it back at start.
+/// A chat session as the store gives it back at start: its row and only the recent end of
+/// its transcript (the whole transcript stays in the store).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredSession {
     /// The session's key.
     pub key: String,
     /// The session, as the core encoded it in [`StoreChange::PutSession`].
     pub row: Value,
-    /// Its transcript, in `seq` order.
+    /// Its most recent messages, in `seq` order (the core keeps at most `maxModelMessages`).
     pub messages: Vec<Value>,
+    /// The `seq` of its last message: how many the transcript holds.
+    pub total: u64,
+}
+
+/// Which part of a transcript a [`HistoryQuery`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryRange {
+    /// The newest messages: skip the `offset` newest, then up to `limit` older ones.
+    Tail {
+        /// Newest messages to skip (a page further back).
+        offset: u64,
+        /// Messages to return at most.
+        limit: u64,
+    },
+    /// The messages after position `seq` (a delta cursor's catch-up), up to `limit`.
+    After {
+        /// The last position the reader has.
+        seq: u64,
+        /// Messages to return at most.
+        limit: u64,
+    },
+}
+
+/// A read of one session's transcript from the store ([`crate::Work::ReadHistory`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// The session's key.
+    pub session_key: String,
+    /// Which messages.
+    pub range: HistoryRange,
+    /// Stop adding messages (newest first for a tail, oldest first after a position) once
+    /// their encodings would pass this many bytes; the first always comes.
+    pub max_bytes: usize,
+    /// A message whose encoding is longer comes back without its body.
+    pub max_message_bytes: usize,
+}
+
+/// One transcript row a [`HistoryQuery`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// Its position in the transcript (from 1).
+    pub seq: u64,
+    /// The message (`null` when `oversized`).
+    pub message: Value,
+    /// The message is longer than the query's `max_message_bytes`.
+    pub oversized: bool,
+}
+
+/// What a [`HistoryQuery`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The rows, oldest first.
+    pub rows: Vec<HistoryRow>,
+    /// The position of the transcript's last message (0 when it has none).
+    pub total: u64,
 }
 
 /// The kind of a stored row, so the host can route it to its table.
@@ -232,10 +284,8 @@ impl PairingStore {
                 }
                 StoreChange::PutSession { .. }
                 | StoreChange::AppendMessage { .. }
-                | StoreChange::ClearSessions
                 | StoreChange::PutChannelRow { .. }
-                | StoreChange::DeleteChannelRow { .. }
-                | StoreChange::ClearChannels => {}
+                | StoreChange::DeleteChannelRow { .. } => {}
             }
         }
     }

@@ -7,7 +7,7 @@
 //! [`Gateway::handle_work_result`]: crate::Gateway::handle_work_result
 
 use crate::model::HttpRequest;
-use crate::persist::StoreChange;
+use crate::persist::{HistoryPage, HistoryQuery, StoreChange};
 
 /// Names one piece of work, unique for the gateway's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +30,10 @@ pub enum Work {
     /// Stop the [`Work::Http`] with this id if it is still running; its `HttpEnd` (an error
     /// saying it was cancelled) still comes, unless it had already ended.
     Cancel(WorkId),
+    /// Read part of a session's transcript from the durable store, after every
+    /// [`Work::Store`] batch asked for before it (the store's writer does both, in order), and
+    /// answer with [`WorkResult::History`].
+    ReadHistory(HistoryQuery),
 }
 
 /// The outcome of a piece of [`Work`].
@@ -51,4 +55,6 @@ pub enum WorkResult {
     /// The [`Work::Http`] is over: the body ended (`Ok`), or the request failed, timed out or
     /// was cancelled (the error, for the user and the log).
     HttpEnd(Result<(), String>),
+    /// What a [`Work::ReadHistory`] found, or why the store could not read it.
+    History(Result<HistoryPage, String>),
 }

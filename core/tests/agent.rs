@@ -5,23 +5,17 @@ use core::time::Duration;
 use std::time::Instant;
 
 use clawgate_core::client::Event;
-use clawgate_core::config::ModelRoute;
 use clawgate_core::fuzzing::sim::*;
-use clawgate_core::persist::{StoreChange, StoredSession};
+use clawgate_core::persist::StoreChange;
 use clawgate_core::{Config, ConnId, WorkResult};
 use serde_json::{Value, json};
 
 fn config(model: bool) -> Config {
-    let mut c = Config::local_default().with_token("t");
     if model {
-        c.model = Some(ModelRoute {
-            provider: "fake".into(),
-            model: "fake-1".into(),
-            base_url: "http://127.0.0.1:9/v1".into(),
-            api_key: None,
-        });
+        fake_model_config()
+    } else {
+        Config::local_default().with_token("t")
     }
-    c
 }
 
 fn operator(p: &mut Sim, scopes: &[&str]) -> ConnId {
@@ -225,34 +219,6 @@ fn deltas_are_coalesced_under_a_fast_model() {
     );
 }
 
-fn stored_sessions(batches: &[Vec<StoreChange>]) -> Vec<StoredSession> {
-    let mut out: Vec<StoredSession> = Vec::new();
-    for change in batches.iter().flatten() {
-        match change {
-            StoreChange::ClearSessions => out.clear(),
-            StoreChange::PutSession { key, row } => match out.iter_mut().find(|s| &s.key == key) {
-                Some(s) => s.row = row.clone(),
-                None => out.push(StoredSession {
-                    key: key.clone(),
-                    row: row.clone(),
-                    messages: vec![],
-                }),
-            },
-            StoreChange::AppendMessage {
-                session_key,
-                seq,
-                message,
-            } => {
-                let s = out.iter_mut().find(|s| &s.key == session_key).unwrap();
-                assert_eq!(*seq as usize, s.messages.len() + 1);
-                s.messages.push(message.clone());
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 #[test]
 fn history_after_a_run_and_after_a_restart() {
     let mut p = Sim::started(Instant::now(), config(true));
@@ -286,9 +252,9 @@ fn history_after_a_run_and_after_a_restart() {
     assert_eq!(last["hasMore"], true);
 
     // The store's batches, loaded back into a new gateway, give the same history.
-    let stored = stored_sessions(&p.batches);
     let mut q = Sim::started(Instant::now(), config(true));
-    q.gw.restore_sessions(stored);
+    q.sessions = p.sessions.clone();
+    q.gw.restore_sessions(p.sessions.stored(200));
     let op = operator(&mut q, &["operator.read"]);
     let again = q
         .call(
@@ -548,7 +514,7 @@ fn a_repeated_key_while_live_starts_no_second_run() {
 }
 
 #[test]
-fn messages_leave_as_store_batches_and_a_failed_write_rewrites_sessions() {
+fn messages_leave_as_store_batches_and_a_failed_write_replays_the_unsaved_changes() {
     let mut p = Sim::started(Instant::now(), config(true));
     p.set_http(|_| answer(&["reply"]));
     let op = operator(&mut p, &["operator.write"]);
@@ -579,19 +545,28 @@ fn messages_leave_as_store_batches_and_a_failed_write_rewrites_sessions() {
             .unwrap()
             .contains("could not be saved")
     );
-    // The tick rewrites everything: pairing rows and every session with its messages.
+    // The tick catches the disk up: the pairing rows, then only the session changes no
+    // batch got onto the disk, replayed (no transcript is rewritten whole).
     p.hold_store_writes(false);
     p.advance(Duration::from_secs(31));
     let rewrite = p.batches.last().unwrap();
     assert_eq!(rewrite.first(), Some(&StoreChange::ClearPairing));
-    assert!(rewrite.contains(&StoreChange::ClearSessions));
-    let rows = stored_sessions(std::slice::from_ref(rewrite));
+    let replayed: Vec<u64> = rewrite
+        .iter()
+        .filter_map(|c| match c {
+            StoreChange::AppendMessage { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replayed, [3], "the unsaved user row only");
+    let rows = p.sessions.stored(200);
     assert_eq!(rows.len(), 1);
     assert_eq!(
         rows[0].messages.len(),
         3,
         "user, assistant, and the unsaved user row"
     );
+    assert_eq!(p.gw.held_messages().unacked_changes, 0);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clawgate_core::{Config, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult};
-use clawgate_store::{DbError, WriteDone, Writer};
+use clawgate_store::{DbError, StoreDone, WriteDone, Writer};
 
 use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
@@ -122,7 +122,8 @@ pub struct Started {
 pub enum HostInput {
     /// The store writer wrote a batch, or failed to.
     Stored(WriteDone),
-    /// An HTTP worker reports on a [`Work::Http`]: its head, a body piece, or its end.
+    /// A worker reports on other work: an HTTP worker on a [`Work::Http`] (its head, a body
+    /// piece, or its end), the store on a [`Work::ReadHistory`].
     Work(WorkId, WorkResult),
 }
 
@@ -155,7 +156,10 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let who = format!("pid {}, port {}", std::process::id(), config.port);
     let lock = lock::acquire(&paths::lock_file(&state_dir), &who).map_err(StartError::Lock)?;
     let (mut db, pairing, migrated) = open_store(&state_dir).map_err(StartError::Store)?;
-    let sessions = db.load_sessions().map_err(StartError::Store)?;
+    // Only the recent end of each transcript: the rest stays on disk for chat.history.
+    let sessions = db
+        .load_sessions(config.limits.max_model_messages)
+        .map_err(StartError::Store)?;
     let channel_rows = db.load_channel_rows().map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);
     if let Err(e) = logger.open_file(&log_path) {
@@ -203,8 +207,15 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     }
     let inbox: WorkerQueue<HostInput> = WorkerQueue::new();
     let acks = inbox.sender();
-    let store = Writer::spawn(db, move |done| acks.send(HostInput::Stored(done)))
-        .map_err(StartError::StoreWriter)?;
+    let store = Writer::spawn(db, move |done| {
+        acks.send(match done {
+            StoreDone::Written(done) => HostInput::Stored(done),
+            StoreDone::Read(id, page) => {
+                HostInput::Work(id, WorkResult::History(page.map_err(|e| e.to_string())))
+            }
+        })
+    })
+    .map_err(StartError::StoreWriter)?;
     let results = inbox.sender();
     let http = HttpWorkers::new(HttpLimits::default(), move |id, result| {
         results.send(HostInput::Work(id, result))
@@ -333,6 +344,10 @@ impl Host for RunHost {
             Work::Cancel(of) => {
                 self.http.cancel(of);
                 None
+            }
+            Work::ReadHistory(query) => {
+                let queued = self.store.as_ref().is_some_and(|w| w.read(id, query));
+                (!queued).then(|| WorkResult::History(Err("the store writer is gone".into())))
             }
             other => {
                 self.logger

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
 use clawgate_core::persist::{
-    ChannelRowKind, RowKind, StoreChange, StoredChannelRow, StoredSession,
+    ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange,
+    StoredChannelRow, StoredSession,
 };
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -178,8 +179,9 @@ impl Db {
         })
     }
 
-    /// Every chat session with its transcript (messages in `seq` order), sessions by key.
-    pub fn load_sessions(&mut self) -> Result<Vec<StoredSession>, DbError> {
+    /// Every chat session with the recent end of its transcript (at most `window` messages,
+    /// in `seq` order) and its last position, sessions by key. Whole transcripts stay on disk.
+    pub fn load_sessions(&mut self, window: usize) -> Result<Vec<StoredSession>, DbError> {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         let json = |what: &str, key: &str, text: &str| {
@@ -203,15 +205,20 @@ impl Db {
                 key,
                 row,
                 messages: Vec::new(),
+                total: 0,
             });
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT message FROM transcript WHERE session_key = ?1 ORDER BY seq")
+            .prepare(
+                "SELECT message FROM transcript WHERE session_key = ?1 ORDER BY seq DESC LIMIT ?2",
+            )
             .map_err(e)?;
+        let window = i64::try_from(window).unwrap_or(i64::MAX);
         for session in &mut sessions {
+            session.total = last_seq(&self.conn, &session.key).map_err(e)?;
             let found = stmt
-                .query_map([&session.key], |r| r.get::<_, String>(0))
+                .query_map(params![session.key, window], |r| r.get::<_, String>(0))
                 .map_err(e)?;
             for message in found {
                 let message = message.map_err(e)?;
@@ -219,6 +226,7 @@ impl Db {
                     .messages
                     .push(json("message", &session.key, &message)?);
             }
+            session.messages.reverse();
         }
         Ok(sessions)
     }
@@ -244,6 +252,69 @@ impl Db {
             }
         }
         Ok(out)
+    }
+
+    /// Read part of a transcript ([`HistoryQuery`]): rows oldest first, bounded by the
+    /// query's count and bytes, with messages over its per-message bound left out.
+    pub fn read_history(&self, q: &HistoryQuery) -> Result<HistoryPage, DbError> {
+        let e = |e| sqlite(&self.path, e);
+        let total = last_seq(&self.conn, &q.session_key).map_err(e)?;
+        // An oversized message is not even loaded.
+        let cols = "SELECT seq, length(CAST(message AS BLOB)) > ?4, \
+                    CASE WHEN length(CAST(message AS BLOB)) > ?4 THEN NULL ELSE message END \
+                    FROM transcript WHERE session_key = ?1";
+        let (sql, limit, at, newest_first) = match q.range {
+            HistoryRange::Tail { offset, limit } => (
+                format!("{cols} ORDER BY seq DESC LIMIT ?2 OFFSET ?3"),
+                limit,
+                offset,
+                true,
+            ),
+            HistoryRange::After { seq, limit } => (
+                format!("{cols} AND seq > ?3 ORDER BY seq ASC LIMIT ?2"),
+                limit,
+                seq,
+                false,
+            ),
+        };
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let max_message = int(q.max_message_bytes as u64);
+        let mut stmt = self.conn.prepare(&sql).map_err(e)?;
+        let mut found = stmt
+            .query(params![q.session_key, int(limit), int(at), max_message])
+            .map_err(e)?;
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(r) = found.next().map_err(e)? {
+            let seq: i64 = r.get(0).map_err(e)?;
+            let oversized: bool = r.get(1).map_err(e)?;
+            let text: Option<String> = r.get(2).map_err(e)?;
+            // An oversized message costs what its placeholder will.
+            let cost = text.as_ref().map_or(PLACEHOLDER_BYTES, String::len);
+            if !rows.is_empty() && bytes.saturating_add(cost) > q.max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(cost);
+            let message = match text {
+                Some(t) => serde_json::from_str(&t).map_err(|err| DbError::Row {
+                    path: self.path.clone(),
+                    source: StoreError::Invalid(format!(
+                        "message {seq} of session {:?}: {err}",
+                        q.session_key
+                    )),
+                })?,
+                None => serde_json::Value::Null,
+            };
+            rows.push(HistoryRow {
+                seq: seq as u64,
+                message,
+                oversized,
+            });
+        }
+        if newest_first {
+            rows.reverse();
+        }
+        Ok(HistoryPage { rows, total })
     }
 
     /// Commit a batch in one transaction: all of it is on disk when this returns `Ok`, none
@@ -312,9 +383,6 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
                 params![session_key, seq, message.to_string()],
             )?;
         }
-        StoreChange::ClearSessions => {
-            tx.execute_batch("DELETE FROM transcript; DELETE FROM sessions;")?;
-        }
         StoreChange::PutChannelRow { kind, key, row } => {
             let sql = format!(
                 "INSERT OR REPLACE INTO {} (key, row) VALUES (?1, ?2)",
@@ -327,11 +395,6 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
                 &format!("DELETE FROM {} WHERE key = ?1", kind.table()),
                 [key],
             )?;
-        }
-        StoreChange::ClearChannels => {
-            for kind in ChannelRowKind::ALL {
-                tx.execute(&format!("DELETE FROM {}", kind.table()), [])?;
-            }
         }
         put @ (StoreChange::PutDevice(_) | StoreChange::PutPending(_)) => {
             // The core's encoding, so `PairingStore::from_rows` reads back what it wrote.
@@ -349,6 +412,19 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
         }
     }
     Ok(())
+}
+
+/// What an oversized message of a history read counts for against its byte bound.
+const PLACEHOLDER_BYTES: usize = 128;
+
+/// The position of a session's last message (0 when it has none).
+fn last_seq(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM transcript WHERE session_key = ?1",
+        [key],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
 }
 
 pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> DbError {

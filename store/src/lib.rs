@@ -4,7 +4,8 @@
 //! The core never touches it: it emits batches of [`StoreChange`]s, the host hands each batch
 //! to the [`Writer`] thread, which commits it in one transaction and reports back with the
 //! batch's id once it is on disk. Start-up reads the rows on the calling thread, before any
-//! event loop runs ([`Db::load_pairing`], [`Db::load_sessions`]).
+//! event loop runs ([`Db::load_pairing`], [`Db::load_sessions`]); history reads go through the
+//! writer thread, in order with the batches ([`Writer::read`]).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), clawgate_store::DbError> {
@@ -28,4 +29,4 @@ mod writer;
 pub use clawgate_core::persist::StoreChange;
 pub use db::{Db, DbError, db_path};
 pub use legacy::{Migrated, legacy_pairing_path};
-pub use writer::{WriteDone, Writer};
+pub use writer::{StoreDone, WriteDone, Writer};

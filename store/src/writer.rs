@@ -1,14 +1,15 @@
-//! The one thread that writes the database. Batches arrive in order with an id; the thread
+//! The one thread that owns the database. Batches arrive in order with an id; the thread
 //! commits whatever has queued up in one transaction (one fsync for a burst) and reports
 //! each id, in order, once its transaction is durable or has failed. After a failure it fails
 //! every batch until one that starts with [`StoreChange::ClearPairing`] (the core's rewrite),
-//! so the disk always holds a prefix of what was asked for, never a gap.
+//! so the disk always holds a prefix of what was asked for, never a gap. History reads queue
+//! with the batches and run in their turn, so a read sees every batch submitted before it.
 
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use clawgate_core::WorkId;
-use clawgate_core::persist::StoreChange;
+use clawgate_core::persist::{HistoryPage, HistoryQuery, StoreChange};
 
 use crate::db::{Db, DbError};
 
@@ -19,6 +20,15 @@ pub struct WriteDone {
     pub id: WorkId,
     /// `Ok` once it is on disk; the error when nothing of it was written.
     pub result: Result<(), Arc<DbError>>,
+}
+
+/// What the writer thread reports: a batch written (or not), or a history read.
+#[derive(Debug)]
+pub enum StoreDone {
+    /// A batch's outcome.
+    Written(WriteDone),
+    /// A read's outcome, with the id it was submitted with.
+    Read(WorkId, Result<HistoryPage, DbError>),
 }
 
 /// Batches at most this many submissions in one transaction.
@@ -33,11 +43,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Start the thread; `on_done` runs on it for every batch, in submission order (it must
-    /// not block: hand the outcome to the event loop and return).
+    /// Start the thread; `on_done` runs on it for every batch and read, in submission order
+    /// (it must not block: hand the outcome to the event loop and return).
     pub fn spawn(
         db: Db,
-        on_done: impl FnMut(WriteDone) + Send + 'static,
+        on_done: impl FnMut(StoreDone) + Send + 'static,
     ) -> std::io::Result<Writer> {
         let (jobs, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -52,9 +62,17 @@ impl Writer {
     /// Queue a batch. `false` when the thread is gone (it panicked): nothing will be written
     /// or reported for it.
     pub fn submit(&self, id: WorkId, changes: Vec<StoreChange>) -> bool {
-        self.jobs
-            .as_ref()
-            .is_some_and(|j| j.send((id, changes)).is_ok())
+        self.send(Job::Write(id, changes))
+    }
+
+    /// Queue a history read, answered after every batch submitted before it. `false` when
+    /// the thread is gone.
+    pub fn read(&self, id: WorkId, query: HistoryQuery) -> bool {
+        self.send(Job::Read(id, query))
+    }
+
+    fn send(&self, job: Job) -> bool {
+        self.jobs.as_ref().is_some_and(|j| j.send(job).is_ok())
     }
 
     /// Wait until everything submitted is written and reported, then stop the thread.
@@ -76,24 +94,47 @@ impl Drop for Writer {
     }
 }
 
-/// A submitted batch.
-type Job = (WorkId, Vec<StoreChange>);
+/// A submitted batch or read.
+enum Job {
+    Write(WorkId, Vec<StoreChange>),
+    Read(WorkId, HistoryQuery),
+}
 
-fn run(db: Db, rx: mpsc::Receiver<Job>, on_done: impl FnMut(WriteDone)) {
+/// A submitted batch.
+type Batch = (WorkId, Vec<StoreChange>);
+
+fn run(db: Db, rx: mpsc::Receiver<Job>, on_done: impl FnMut(StoreDone)) {
     let mut thread = Thread {
         db,
         on_done,
         poisoned: None,
     };
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+    let mut pending = rx.recv().ok();
+    while let Some(job) = pending.take() {
+        match job {
+            Job::Read(id, query) => {
+                let result = thread.db.read_history(&query);
+                (thread.on_done)(StoreDone::Read(id, result));
+            }
+            Job::Write(id, changes) => {
+                // The batches queued behind it, up to a read, go in the same transaction.
+                let mut group = vec![(id, changes)];
+                while group.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(Job::Write(id, changes)) => group.push((id, changes)),
+                        Ok(read) => {
+                            pending = Some(read);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                thread.write(group);
             }
         }
-        thread.write(group);
+        if pending.is_none() {
+            pending = rx.recv().ok();
+        }
     }
 }
 
@@ -105,10 +146,10 @@ struct Thread<F> {
     poisoned: Option<Arc<DbError>>,
 }
 
-impl<F: FnMut(WriteDone)> Thread<F> {
+impl<F: FnMut(StoreDone)> Thread<F> {
     /// Write a group of batches: refused while poisoned up to the first rewrite, the rest in
     /// one transaction (a failure is shared by every batch in it: none of them was written).
-    fn write(&mut self, mut group: Vec<Job>) {
+    fn write(&mut self, mut group: Vec<Batch>) {
         if let Some(e) = &self.poisoned {
             let rewrite = group
                 .iter()
@@ -116,10 +157,10 @@ impl<F: FnMut(WriteDone)> Thread<F> {
                 .unwrap_or(group.len());
             let e = Arc::clone(e);
             for (id, _) in group.drain(..rewrite) {
-                (self.on_done)(WriteDone {
+                (self.on_done)(StoreDone::Written(WriteDone {
                     id,
                     result: Err(Arc::clone(&e)),
-                });
+                }));
             }
             if group.is_empty() {
                 return;
@@ -132,10 +173,10 @@ impl<F: FnMut(WriteDone)> Thread<F> {
             self.poisoned = Some(Arc::clone(e));
         }
         for (id, _) in group {
-            (self.on_done)(WriteDone {
+            (self.on_done)(StoreDone::Written(WriteDone {
                 id,
                 result: result.clone(),
-            });
+            }));
         }
     }
 }

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use clawgate_core::pairing::{DeviceToken, PairedDevice, PendingKind, PendingRequest};
-use clawgate_core::persist::diff;
+use clawgate_core::persist::{HistoryQuery, HistoryRange, diff};
 use clawgate_core::{PairingStore, WorkId};
-use clawgate_store::{Db, DbError, StoreChange, Writer, db_path, legacy_pairing_path};
+use clawgate_store::{Db, DbError, StoreChange, StoreDone, Writer, db_path, legacy_pairing_path};
 use clawgate_tests::tempdir::TempDir;
 
 fn device(id: &str, token: &str) -> PairedDevice {
@@ -224,6 +224,9 @@ fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
     let dir = TempDir::new("store-writer");
     let (tx, rx) = mpsc::channel();
     let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
+        let StoreDone::Written(done) = done else {
+            panic!("no read was asked for");
+        };
         tx.send((done.id.0, done.result.is_ok())).unwrap();
     })
     .unwrap();
@@ -244,6 +247,9 @@ fn after_a_failed_write_only_a_rewrite_is_written() {
     let dir = TempDir::new("store-poison");
     let (tx, rx) = mpsc::channel();
     let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
+        let StoreDone::Written(done) = done else {
+            panic!("no read was asked for");
+        };
         tx.send((done.id.0, done.result.map_err(|e| e.to_string())))
             .unwrap();
     })
@@ -304,14 +310,14 @@ fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
     let mut db = Db::open(dir.path()).unwrap();
     let loaded = db.load_pairing().unwrap();
     assert_eq!(loaded.devices["a"], device("a", "t1"));
-    assert!(db.load_sessions().unwrap().is_empty());
+    assert!(db.load_sessions(10).unwrap().is_empty());
     assert!(db.load_channel_rows().unwrap().is_empty());
     let version: u32 = db_version(&path);
     assert_eq!(version, 3);
 }
 
 #[test]
-fn channel_rows_are_put_deleted_cleared_and_loaded_by_table() {
+fn channel_rows_are_put_deleted_and_loaded_by_table() {
     use clawgate_core::persist::ChannelRowKind;
     let dir = TempDir::new("store-channels");
     let mut db = Db::open(dir.path()).unwrap();
@@ -346,8 +352,6 @@ fn channel_rows_are_put_deleted_cleared_and_loaded_by_table() {
             (ChannelRowKind::Offset, "telegram:default".into(), 5),
         ]
     );
-    db.apply(&[StoreChange::ClearChannels]).unwrap();
-    assert!(db.load_channel_rows().unwrap().is_empty());
 }
 
 fn db_version(path: &Path) -> u32 {
@@ -387,7 +391,7 @@ fn sessions_and_transcripts_round_trip_in_seq_order() {
         db.apply(&[message(2, "second, again"), message(10, "tenth")])
             .unwrap();
     }
-    let sessions = Db::open(dir.path()).unwrap().load_sessions().unwrap();
+    let sessions = Db::open(dir.path()).unwrap().load_sessions(10).unwrap();
     assert_eq!(sessions.len(), 2);
     let main = &sessions[0];
     assert_eq!(main.key, "agent:main:main");
@@ -398,39 +402,122 @@ fn sessions_and_transcripts_round_trip_in_seq_order() {
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(texts, ["first", "second, again", "tenth"]);
+    assert_eq!(main.total, 10, "the last position");
     assert_eq!(sessions[1].key, "agent:main:other");
     assert!(sessions[1].messages.is_empty());
+    assert_eq!(sessions[1].total, 0);
+    // Start-up loads only the recent end of a transcript.
+    let tail = Db::open(dir.path()).unwrap().load_sessions(2).unwrap();
+    let texts: Vec<&str> = tail[0]
+        .messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["second, again", "tenth"]);
+    assert_eq!(tail[0].total, 10);
+}
+
+fn query(range: HistoryRange) -> HistoryQuery {
+    HistoryQuery {
+        session_key: "agent:main:main".into(),
+        range,
+        max_bytes: 1 << 20,
+        max_message_bytes: 1 << 10,
+    }
+}
+
+fn seqs(page: &clawgate_core::persist::HistoryPage) -> Vec<u64> {
+    page.rows.iter().map(|r| r.seq).collect()
 }
 
 #[test]
-fn clear_sessions_deletes_sessions_and_transcripts_but_not_pairing() {
-    let dir = TempDir::new("store-clear-sessions");
+fn history_reads_page_back_from_the_newest_within_their_bounds() {
+    let dir = TempDir::new("store-history");
     let mut db = Db::open(dir.path()).unwrap();
-    db.apply(&[
-        StoreChange::PutDevice(device("a", "t")),
-        StoreChange::PutSession {
-            key: "agent:main:main".into(),
-            row: serde_json::json!({}),
-        },
-        message(1, "hi"),
-    ])
+    let changes: Vec<StoreChange> = (1..=250).map(|i| message(i, &format!("m{i}"))).collect();
+    db.apply(&changes).unwrap();
+    let tail = db
+        .read_history(&query(HistoryRange::Tail {
+            offset: 0,
+            limit: 100,
+        }))
+        .unwrap();
+    assert_eq!(tail.total, 250);
+    assert_eq!(seqs(&tail), (151..=250).collect::<Vec<_>>(), "oldest first");
+    assert_eq!(tail.rows[0].message["content"], "m151");
+    let back = db
+        .read_history(&query(HistoryRange::Tail {
+            offset: 200,
+            limit: 100,
+        }))
+        .unwrap();
+    assert_eq!(seqs(&back), (1..=50).collect::<Vec<_>>());
+    let after = db
+        .read_history(&query(HistoryRange::After { seq: 245, limit: 3 }))
+        .unwrap();
+    assert_eq!(seqs(&after), [246, 247, 248]);
+    // The byte bound keeps the newest that fit (at least one); an oversized message comes
+    // back without its body.
+    let small = HistoryQuery {
+        max_bytes: 100,
+        ..query(HistoryRange::Tail {
+            offset: 0,
+            limit: 100,
+        })
+    };
+    let page = db.read_history(&small).unwrap();
+    assert_eq!(seqs(&page), [248, 249, 250]);
+    db.apply(&[StoreChange::AppendMessage {
+        session_key: "agent:main:main".into(),
+        seq: 251,
+        message: serde_json::json!({"role": "assistant", "content": "x".repeat(5000), "timestamp": 7}),
+    }])
     .unwrap();
-    db.apply(&[
-        StoreChange::ClearSessions,
-        StoreChange::PutSession {
-            key: "agent:main:new".into(),
-            row: serde_json::json!({"n": 1}),
-        },
-    ])
+    let page = db
+        .read_history(&query(HistoryRange::Tail {
+            offset: 0,
+            limit: 2,
+        }))
+        .unwrap();
+    assert_eq!(seqs(&page), [250, 251]);
+    assert!(!page.rows[0].oversized);
+    assert!(page.rows[1].oversized);
+    assert_eq!(page.rows[1].message, serde_json::Value::Null, "not loaded");
+    let none = HistoryQuery {
+        session_key: "agent:main:none".into(),
+        ..small
+    };
+    assert_eq!(db.read_history(&none).unwrap(), Default::default());
+}
+
+#[test]
+fn a_read_sees_every_batch_submitted_before_it() {
+    let dir = TempDir::new("store-read-order");
+    let (tx, rx) = mpsc::channel();
+    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
+        tx.send(match done {
+            StoreDone::Written(w) => (w.id.0, None),
+            StoreDone::Read(id, page) => (id.0, Some(seqs(&page.unwrap()))),
+        })
+        .unwrap();
+    })
     .unwrap();
-    let sessions = db.load_sessions().unwrap();
-    assert_eq!(sessions.len(), 1);
-    assert_eq!(sessions[0].key, "agent:main:new");
-    assert!(
-        sessions[0].messages.is_empty(),
-        "the old transcript is gone"
-    );
-    assert!(db.load_pairing().unwrap().devices.contains_key("a"));
+    for i in 1..=5u64 {
+        writer.submit(WorkId(i * 2), vec![message(i, "m")]);
+        writer.read(
+            WorkId(i * 2 + 1),
+            query(HistoryRange::Tail {
+                offset: 0,
+                limit: 100,
+            }),
+        );
+    }
+    writer.close();
+    let got: Vec<(u64, Option<Vec<u64>>)> = rx.try_iter().collect();
+    let want: Vec<(u64, Option<Vec<u64>>)> = (1..=5u64)
+        .flat_map(|i| [(i * 2, None), (i * 2 + 1, Some((1..=i).collect()))])
+        .collect();
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -442,7 +529,7 @@ fn a_session_row_that_is_not_json_is_an_error_naming_the_file() {
         .unwrap()
         .execute("INSERT INTO sessions (key, row) VALUES ('k', '{nope')", [])
         .unwrap();
-    let err = Db::open(dir.path()).unwrap().load_sessions().unwrap_err();
+    let err = Db::open(dir.path()).unwrap().load_sessions(10).unwrap_err();
     assert!(matches!(err, DbError::Row { .. }), "{err:?}");
     assert!(err.to_string().contains(&path.display().to_string()));
 }

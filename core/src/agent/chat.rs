@@ -1,11 +1,12 @@
-//! The `chat.*` methods: `chat.send` starts a run, `chat.history` reads a transcript,
-//! `chat.abort` stops runs. Params are upstream's closed schemas.
+//! The `chat.send` and `chat.abort` methods: `chat.send` starts a run, `chat.abort` stops
+//! runs (`chat.history` is in `history`). Params are upstream's closed schemas.
 
 use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::config::QueueMode;
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
 use crate::methods::params::NonEmpty;
@@ -14,8 +15,8 @@ use crate::methods::{Call, Reply};
 use super::rpc::Replay;
 use super::session::canonical_key;
 
-/// `chat.send` params (upstream's `ChatSendParams`). The optional fields are accepted; the
-/// agent does not act on them yet.
+/// `chat.send` params (upstream's `ChatSendParams`). Of the optional fields the agent acts
+/// on `queueMode`; the others are accepted.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChatSend {
@@ -38,8 +39,8 @@ pub(crate) struct ChatSend {
     _fast_mode: Option<Value>,
     #[serde(default, rename = "fastAutoOnSeconds")]
     _fast_auto_on_seconds: Option<Value>,
-    #[serde(default, rename = "queueMode")]
-    _queue_mode: Option<Value>,
+    #[serde(default)]
+    queue_mode: Option<QueueMode>,
     #[serde(default, rename = "deliver")]
     _deliver: Option<Value>,
     #[serde(default, rename = "originatingChannel")]
@@ -74,33 +75,6 @@ pub(crate) struct ChatSend {
     _expected_tool_overrides: Option<Value>,
 }
 
-/// `chat.history` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct ChatHistory {
-    session_key: NonEmpty,
-    #[serde(default)]
-    limit: Option<u64>,
-    #[serde(default, rename = "agentId")]
-    _agent_id: Option<Value>,
-    #[serde(default, rename = "cursor")]
-    _cursor: Option<Value>,
-    #[serde(default, rename = "maxBytes")]
-    _max_bytes: Option<Value>,
-    #[serde(default, rename = "offset")]
-    _offset: Option<Value>,
-    #[serde(default, rename = "pendingBefore")]
-    _pending_before: Option<Value>,
-    #[serde(default, rename = "inputRunIds")]
-    _input_run_ids: Option<Value>,
-    #[serde(default, rename = "messageId")]
-    _message_id: Option<Value>,
-    #[serde(default, rename = "sessionId")]
-    _session_id: Option<Value>,
-    #[serde(default, rename = "maxChars")]
-    _max_chars: Option<Value>,
-}
-
 /// `chat.abort` params.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -114,36 +88,39 @@ pub(crate) struct ChatAbort {
     _preserve_side_runs: Option<Value>,
 }
 
-/// Messages `chat.history` returns when no `limit` is given.
-const DEFAULT_HISTORY_LIMIT: u64 = 200;
-
 impl Gateway {
-    /// `chat.send`: append the message, answer `started` once it is durable, then run.
+    /// `chat.send`: append the message, answer `started` once it is durable, then run; on a
+    /// busy session, as its `queueMode` says.
     pub(crate) fn chat_send(&mut self, now: Instant, call: &Call<'_>, p: ChatSend) -> Reply {
         let key = canonical_key(&p.session_key.0);
         let run_id = p.idempotency_key.0;
-        let serial = match self.begin_run(now, call, &key, &p.message, &run_id, Replay::ChatSend) {
-            Ok(serial) => serial,
+        let mode = p.queue_mode.unwrap_or(self.config.queue_mode);
+        let msg = (key.as_str(), run_id.as_str(), p.message.as_str());
+        let (serial, holds) = match self.begin_run(now, call, msg, Replay::ChatSend, mode) {
+            Ok(admitted) => admitted,
             Err(reply) => return reply,
         };
         let answer = json!({"runId": run_id, "status": "started"});
         self.answer(now, call.conn, call.req_id, Ok(answer));
-        self.start_run_when_durable(now, serial);
+        if holds {
+            self.start_run_when_durable(now, serial);
+        }
         Reply::Later
     }
 
-    /// Append `message` to session `key` and make run `run_id` for it (not started yet): its
-    /// serial, or the answer when the key was used already (its run live, or ended: `method`
-    /// says how to replay it) or too many runs are live.
+    /// Make run `run_id` for `message` on session `key` (created if new) and give it the
+    /// session's lane (`mode` says what to do when it is held): its serial and whether it holds
+    /// the lane now. Holding it, the message is appended (a queued run's waits until it
+    /// starts). The answer instead when the key was used already (its run live, or ended:
+    /// `method` says how to replay it), too many runs are live or queued.
     pub(crate) fn begin_run(
         &mut self,
         now: Instant,
         call: &Call<'_>,
-        key: &str,
-        message: &str,
-        run_id: &str,
+        (key, run_id, message): (&str, &str, &str),
         method: Replay,
-    ) -> Result<u64, Reply> {
+        mode: QueueMode,
+    ) -> Result<(u64, bool), Reply> {
         if let Some(reply) = self.replay_ended(now, call, run_id, method) {
             return Err(reply);
         }
@@ -159,37 +136,23 @@ impl Gateway {
                 format!("too many agent runs in progress (at most {max}); try again shortly"),
             ))));
         }
-        let ts = self.unix_ms(now);
-        self.append_user(key, message, run_id, ts);
-        self.persist();
-        Ok(self.new_run(run_id, key, Some(call.conn), ts))
-    }
-
-    /// `chat.history`: the last `limit` messages of a session.
-    pub(crate) fn chat_history(&mut self, _: Instant, _: &Call<'_>, p: ChatHistory) -> Reply {
-        let key = canonical_key(&p.session_key.0);
-        let limit = p.limit.unwrap_or(DEFAULT_HISTORY_LIMIT).max(1);
-        let (id, messages) = match self.session(&key) {
-            Some(s) => (Some(s.id.clone()), s.messages.as_slice()),
-            None => (None, &[][..]),
-        };
-        let total = messages.len();
-        let skip = total.saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX));
-        let route = self.config.model.as_ref();
-        let mut out = json!({
-            "sessionKey": key,
-            "messages": messages.get(skip..).unwrap_or_default(),
-            "hasMore": skip > 0,
-            "totalMessages": total,
-            "defaults": {
-                "modelProvider": route.map(|m| m.provider.as_str()),
-                "model": route.map(|m| m.model.as_str()),
-            },
-        });
-        if let (Some(id), Value::Object(o)) = (id, &mut out) {
-            o.insert("sessionId".into(), json!(id));
+        if !self.lane_has_room(key, mode) {
+            let cap = self.config.limits.max_queued_runs;
+            return Err(Reply::Now(Err(ErrorShape::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "this session already has {cap} messages queued (messages.queue.cap); wait for its runs or abort them"
+                ),
+            ))));
         }
-        Reply::Now(Ok(out))
+        let ts = self.unix_ms(now);
+        self.ensure_session(key, ts);
+        let (serial, holds) = self.admit_run(now, (key, run_id, message), Some(call.conn), mode);
+        if holds {
+            self.append_user(key, message, run_id, ts);
+            self.persist();
+        }
+        Ok((serial, holds))
     }
 
     /// `chat.abort`: stop the session's runs (or the one named).

@@ -3,9 +3,15 @@
 //! request ([`Work::Http`]), turns the response into `agent` and `chat` events (text paced to
 //! one `chat` delta per `liveTextPacing` per run) and appends the answer to the transcript.
 //! Every transcript change leaves as a store batch with the next [`Gateway::persist`]. An
-//! `agent` call starts the same run and is answered again when it ends (`rpc`).
+//! `agent` call starts the same run and is answered again when it ends (`rpc`). Runs of one
+//! session take turns in its lane (`lane`, `queue`: the queue modes); the core keeps only the
+//! recent window of each transcript (`session`), and `chat.history` reads pages from the
+//! store (`history`).
 
 mod chat;
+mod history;
+mod lane;
+mod queue;
 mod rpc;
 mod run;
 mod session;
@@ -25,7 +31,7 @@ use crate::work::{Work, WorkId, WorkResult};
 
 use rpc::Outcome;
 use run::{Event, Response, Run};
-use session::{ChatSession, failed_before_reply, text_message};
+use session::{ChatSession, Window, failed_before_reply, text_message};
 
 /// Sessions, runs, and the transcript changes not yet in a store batch.
 #[derive(Debug, Default)]
@@ -41,34 +47,37 @@ pub(crate) struct Agent {
     unsaved: Vec<StoreChange>,
     /// Recent run outcomes and `agent.wait` callers.
     waits: rpc::Waits,
+    /// `chat.history` calls waiting for the store.
+    reads: history::Reads,
+    /// Which run holds each session and which wait behind it.
+    lanes: lane::Lanes,
 }
 
 impl Agent {
-    /// A connection closed: forget what waits to answer it (its `agent.wait` calls).
+    /// A connection closed: forget what waits to answer it (its `agent.wait` calls and
+    /// `chat.history` reads).
     pub(crate) fn conn_gone(&mut self, conn: crate::ConnId) {
         self.waits.conn_gone(conn);
+        self.reads.conn_gone(conn);
     }
 
-    /// The session changes for the next store batch: those since the last batch, or with
-    /// `full` (the rewrite after a failed write) a clear and every session and message.
-    pub(crate) fn store_changes(&mut self, full: bool) -> Vec<StoreChange> {
-        let unsaved = std::mem::take(&mut self.unsaved);
-        if !full {
-            return unsaved;
-        }
-        let mut out = vec![StoreChange::ClearSessions];
-        for (key, s) in &self.sessions {
-            out.extend(s.rows(key));
-        }
-        out
+    /// Whether a run of session `key` is in progress.
+    fn has_active_run(&self, key: &str) -> bool {
+        self.lanes.active(key).is_some()
     }
 
-    /// Append `message` to the session `key` (which must exist) and record the changes.
-    fn append(&mut self, key: &str, message: Value, ts: u64) {
+    /// The session changes since the last store batch.
+    pub(crate) fn store_changes(&mut self) -> Vec<StoreChange> {
+        std::mem::take(&mut self.unsaved)
+    }
+
+    /// Append `message` to the session `key` (which must exist; only `window` stays in
+    /// memory) and record the changes.
+    fn append(&mut self, key: &str, message: Value, ts: u64, window: Window) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        s.messages.push(message.clone());
+        let seq = s.push(message.clone(), window);
         s.updated_at = ts;
         self.unsaved.push(StoreChange::PutSession {
             key: key.to_string(),
@@ -76,7 +85,7 @@ impl Agent {
         });
         self.unsaved.push(StoreChange::AppendMessage {
             session_key: key.to_string(),
-            seq: s.messages.len() as u64,
+            seq,
             message,
         });
     }
@@ -90,6 +99,19 @@ impl Agent {
         }
         Some(run)
     }
+}
+
+/// What the agent holds in memory ([`Gateway::held_messages`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldMessages {
+    /// Chat sessions known.
+    pub sessions: usize,
+    /// Transcript messages held, over every session.
+    pub messages: usize,
+    /// The bytes of their JSON encodings.
+    pub bytes: usize,
+    /// Store changes kept until their batch is acknowledged.
+    pub unacked_changes: usize,
 }
 
 /// Why a run failed, as the `chat` error event reports it.
@@ -125,16 +147,22 @@ impl Failure {
     }
 }
 
+/// Why a run that left the queue failed when its message could not be stored.
+const NOT_SAVED: &str =
+    "the message could not be saved to the gateway's store; see the gateway log";
+
 /// The message of a turn with no model configured.
 const OFFLINE: &str = "No model is configured: set agents.defaults.model.primary to \"<provider>/<model>\" and define that provider under models.providers in openclaw.json.";
 
 impl Gateway {
-    /// Load the sessions the store kept (at start, before any connection). A row that does
-    /// not decode is logged and skipped.
+    /// Load the sessions the store kept (at start, before any connection): each row with
+    /// the recent end of its transcript (at most `maxModelMessages` messages are kept). A row
+    /// that does not decode is logged and skipped.
     pub fn restore_sessions(&mut self, sessions: Vec<StoredSession>) {
         let now = self.last_wake();
+        let window = Window::of(&self.config.limits);
         for s in sessions {
-            match ChatSession::from_row(s.row, s.messages) {
+            match ChatSession::from_row(s.row, s.messages, s.total, window) {
                 Ok(session) => {
                     self.agent.sessions.insert(s.key, session);
                 }
@@ -221,9 +249,16 @@ impl Gateway {
         });
     }
 
-    /// A run held for its `chat.send` answer is dropped (the answer failed).
-    pub(crate) fn drop_run(&mut self, serial: u64) {
-        self.agent.remove(serial);
+    /// The message of run `serial` could not be stored. A run whose call waited for that is
+    /// dropped (its caller got the error); one that left the queue (its call was answered
+    /// already) fails, so its callers hear of it.
+    pub(crate) fn drop_run(&mut self, now: Instant, serial: u64) {
+        if self.agent.runs.get(&serial).is_some_and(|r| r.was_queued) {
+            let failure = Failure::plain(NOT_SAVED.into(), "unknown");
+            self.fail_run(now, serial, failure);
+        } else if let Some(run) = self.agent.remove(serial) {
+            self.lane_free(now, &run.session_key, serial);
+        }
     }
 
     /// A piece of a model response, for the run that asked for it.
@@ -296,7 +331,7 @@ impl Gateway {
                 let failure = Failure::plain(format!("model request failed: {e}"), kind);
                 self.fail_run(now, serial, failure);
             }
-            WorkResult::Stored(_) => {}
+            WorkResult::Stored(_) | WorkResult::History(_) => {}
         }
     }
 
@@ -373,7 +408,7 @@ impl Gateway {
         let message = run.message(ts);
         ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
         self.emit(now, run.origin.is_some(), ev);
-        self.agent.append(&run.session_key, message, ts);
+        self.append(&run.session_key, message, ts);
         if run.origin.is_none() {
             self.channel_turn_ended(now, &run.run_id, Some(run.text.clone()));
         }
@@ -383,7 +418,7 @@ impl Gateway {
             aborted: false,
             usage,
         };
-        self.run_ended(now, run, outcome);
+        self.finish_run(now, run, outcome);
     }
 
     fn fail_run(&mut self, now: Instant, serial: u64, failure: Failure) {
@@ -428,69 +463,13 @@ impl Gateway {
             run.message(ts)
         };
         self.emit(now, run.origin.is_some(), ev);
-        self.agent.append(&run.session_key, row, ts);
+        self.append(&run.session_key, row, ts);
         if run.origin.is_none() {
             let notice = format!("⚠️ Agent failed before reply: {}", failure.message);
             self.channel_turn_ended(now, &run.run_id, Some(notice));
         }
         self.persist();
-        self.run_ended(now, run, Outcome::Error(failure.message));
-    }
-
-    /// Abort the runs of `session_key` (only `run_id` when given): cancel their requests and
-    /// end them `aborted`. Returns their run ids.
-    pub(crate) fn abort_runs(
-        &mut self,
-        now: Instant,
-        session_key: &str,
-        run_id: Option<&str>,
-    ) -> Vec<String> {
-        let serials: Vec<u64> = self
-            .agent
-            .runs
-            .iter()
-            .filter(|(_, r)| r.session_key == session_key && run_id.is_none_or(|id| r.run_id == id))
-            .map(|(s, _)| *s)
-            .collect();
-        let ts = self.unix_ms(now);
-        let mut ids = Vec::new();
-        let mut ended = Vec::new();
-        for serial in serials {
-            let Some(mut run) = self.agent.remove(serial) else {
-                continue;
-            };
-            self.cancel_request(&run);
-            let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
-            let end = json!({"stopReason": "rpc", "aborted": true, "startedAt": run.started_at, "endedAt": ts});
-            ev.push(run.lifecycle(ts, "end", end));
-            let mut fields = json!({"stopReason": "rpc"});
-            if !run.text.is_empty()
-                && let Value::Object(f) = &mut fields
-            {
-                f.insert("message".into(), run.message(ts));
-            }
-            ev.push(run.chat("aborted", fields));
-            self.emit(now, run.origin.is_some(), ev);
-            if !run.text.is_empty() {
-                self.agent.append(&run.session_key, run.message(ts), ts);
-            }
-            if run.origin.is_none() {
-                let partial = (!run.text.is_empty()).then(|| run.text.clone());
-                self.channel_turn_ended(now, &run.run_id, partial);
-            }
-            ids.push(run.run_id.clone());
-            ended.push(run);
-        }
-        self.persist();
-        for run in ended {
-            let outcome = Outcome::Ok {
-                stop_reason: "rpc".into(),
-                aborted: true,
-                usage: None,
-            };
-            self.run_ended(now, run, outcome);
-        }
-        ids
+        self.finish_run(now, run, Outcome::Error(failure.message));
     }
 
     fn cancel_request(&mut self, run: &Run) {
@@ -511,11 +490,19 @@ impl Gateway {
                 self.cancel_request(&run);
             }
         }
+        self.agent.lanes.clear();
     }
 
-    /// The `history` of a session, for `chat.history`.
-    fn session(&self, key: &str) -> Option<&ChatSession> {
-        self.agent.sessions.get(key)
+    /// What the agent holds in memory: transcript messages (at most `maxModelMessages` and
+    /// `maxWindowBytes` per session) and store changes kept until the disk has them (for the replay after a
+    /// failed write). Neither grows with the length of a transcript.
+    pub fn held_messages(&self) -> HeldMessages {
+        HeldMessages {
+            sessions: self.agent.sessions.len(),
+            messages: self.agent.sessions.values().map(|s| s.held().0).sum(),
+            bytes: self.agent.sessions.values().map(|s| s.held().1).sum(),
+            unacked_changes: self.durable.unacked_changes(),
+        }
     }
 
     /// Whether run `serial` answers a channel message (no connection asked for it).
@@ -531,15 +518,9 @@ impl Gateway {
         self.agent.runs.len() >= self.config.limits.max_agent_runs
     }
 
-    /// A new run for `run_id` on `key` (the session exists); its serial. `origin` is the
-    /// connection that asked, `None` for a channel message's turn.
-    pub(crate) fn new_run(
-        &mut self,
-        run_id: &str,
-        key: &str,
-        origin: Option<crate::ConnId>,
-        ts: u64,
-    ) -> u64 {
+    /// A new run for `run_id` on `key` with the user's `message` (the session exists); its
+    /// serial. `origin` is the connection that asked, `None` for a channel message's turn.
+    fn new_run(&mut self, run_id: &str, key: &str, origin: Option<crate::ConnId>, ts: u64) -> u64 {
         let session_id = self
             .agent
             .sessions
@@ -548,24 +529,34 @@ impl Gateway {
             .unwrap_or_default();
         self.agent.next_run += 1;
         let serial = self.agent.next_run;
-        let run = Run::new(run_id.into(), key.into(), session_id, origin, ts);
+        let run = Run::new(serial, run_id.into(), key.into(), session_id, origin, ts);
         self.agent.runs.insert(serial, run);
         self.agent.by_run_id.insert(run_id.into(), serial);
         serial
     }
 
-    /// Append the user's message to session `key`, creating the session if needed.
-    pub(crate) fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
+    /// Create session `key` if it does not exist.
+    pub(crate) fn ensure_session(&mut self, key: &str, ts: u64) {
         if !self.agent.sessions.contains_key(key) {
             let id = self.uuid();
             self.agent
                 .sessions
                 .insert(key.to_string(), ChatSession::new(id, ts));
         }
+    }
+
+    /// Append the user's message to session `key` (which exists).
+    pub(crate) fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
         let mut message = text_message("user", text, ts);
         if let Value::Object(m) = &mut message {
             m.insert("idempotencyKey".into(), json!(idempotency_key));
         }
-        self.agent.append(key, message, ts);
+        self.append(key, message, ts);
+    }
+
+    /// Append `message` to session `key` and record the changes for the next batch.
+    fn append(&mut self, key: &str, message: Value, ts: u64) {
+        let window = Window::of(&self.config.limits);
+        self.agent.append(key, message, ts, window);
     }
 }

@@ -273,8 +273,10 @@ impl Gateway {
             .session_key
             .map_or_else(|| format!("agent:{AGENT_ID}:main"), |k| canonical_key(&k.0));
         let run_id = p.idempotency_key.0;
-        let serial = match self.begin_run(now, call, &key, &p.message, &run_id, Replay::Agent) {
-            Ok(serial) => serial,
+        let mode = self.config.queue_mode;
+        let msg = (key.as_str(), run_id.as_str(), p.message.as_str());
+        let (serial, holds) = match self.begin_run(now, call, msg, Replay::Agent, mode) {
+            Ok(admitted) => admitted,
             Err(reply) => return reply,
         };
         if let Some(run) = self.agent.runs.get_mut(&serial) {
@@ -291,7 +293,9 @@ impl Gateway {
             "acceptedAt": self.unix_ms(now),
         });
         self.answer(now, call.conn, call.req_id, Ok(accepted));
-        self.start_run_when_durable(now, serial);
+        if holds {
+            self.start_run_when_durable(now, serial);
+        }
         Reply::Later
     }
 
@@ -347,10 +351,15 @@ impl Gateway {
         Reply::Later
     }
 
-    /// The timer of `agent.wait` call `serial` fired: answer `timeout` if it still waits.
+    /// The timer of `agent.wait` call `serial` fired: answer `timeout` if it still waits
+    /// (`pending` in phase `queue` while its run waits in its lane, as upstream).
     pub(crate) fn agent_wait_expired(&mut self, now: Instant, serial: u64) {
         if let Some(w) = self.agent.waits.waiting.remove(&serial) {
-            let timeout = json!({"runId": w.run_id, "status": "timeout"});
+            let timeout = if self.is_queued(&w.run_id) {
+                json!({"runId": w.run_id, "status": "pending", "timeoutPhase": "queue"})
+            } else {
+                json!({"runId": w.run_id, "status": "timeout"})
+            };
             self.answer(now, w.conn, &w.req_id, Ok(timeout));
         }
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
+use crate::config::QueueMode;
 use crate::conn::ConnId;
 use crate::model::openai::ChatStream;
 use crate::work::WorkId;
@@ -34,9 +35,11 @@ pub(crate) enum Response {
     },
 }
 
-/// A run in progress.
+/// A run waiting in its session's lane or in progress.
 #[derive(Debug)]
 pub(crate) struct Run {
+    /// Its serial (the key of the gateway's runs).
+    pub(crate) serial: u64,
     /// `runId`: the `chat.send` idempotency key.
     pub(crate) run_id: String,
     /// The session it answers.
@@ -68,11 +71,22 @@ pub(crate) struct Run {
     pub(crate) started_at: u64,
     /// The `agent` call to answer again when the run ends (none for `chat.send`).
     pub(crate) final_answer: Option<FinalAnswer>,
+    /// The user's message, appended to the transcript when the run leaves the queue.
+    pub(crate) message: String,
+    /// What it does when its lane is held.
+    pub(crate) mode: QueueMode,
+    /// It waits in its lane (its message is not in the transcript yet).
+    pub(crate) queued: bool,
+    /// It waited in its lane: its call was answered before its message was stored.
+    pub(crate) was_queued: bool,
+    /// Collect runs folded into this one's turn; they end with it.
+    pub(crate) folded: Vec<Run>,
 }
 
 impl Run {
     /// A run not started yet.
     pub(crate) fn new(
+        serial: u64,
         run_id: String,
         session_key: String,
         session_id: String,
@@ -80,6 +94,7 @@ impl Run {
         started_at: u64,
     ) -> Self {
         Self {
+            serial,
             run_id,
             session_key,
             session_id,
@@ -95,6 +110,11 @@ impl Run {
             flush_due: false,
             started_at,
             final_answer: None,
+            message: String::new(),
+            mode: QueueMode::Steer,
+            queued: false,
+            was_queued: false,
+            folded: Vec::new(),
         }
     }
 

@@ -1,11 +1,35 @@
-//! Chat sessions: a key, an id, and a transcript of messages as `chat.history` shows them.
-//! The transcript is the one copy; the model's messages and the store rows derive from it.
+//! Chat sessions: a key, an id, and the recent end of a transcript of messages as
+//! `chat.history` shows them. The whole transcript lives in the store; the core keeps only the
+//! window a turn sends the model (at most `maxModelMessages` messages and `maxWindowBytes`
+//! bytes), so its memory does not grow with the transcript.
+
+use std::collections::VecDeque;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::config::Limits;
 use crate::model::openai::Message;
-use crate::persist::StoreChange;
+
+/// How much of its transcript a session keeps in memory: the newest message always, then
+/// older ones while both bounds hold.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    /// Messages at most.
+    pub(crate) messages: usize,
+    /// Bytes of their JSON encodings at most.
+    pub(crate) bytes: usize,
+}
+
+impl Window {
+    /// The window `limits` set.
+    pub(crate) fn of(limits: &Limits) -> Self {
+        Self {
+            messages: limits.max_model_messages,
+            bytes: limits.max_window_bytes,
+        }
+    }
+}
 
 /// One chat session.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,8 +42,13 @@ pub(crate) struct ChatSession {
     pub(crate) created_at: u64,
     /// Unix milliseconds of the last message.
     pub(crate) updated_at: u64,
-    /// The transcript, oldest first.
-    pub(crate) messages: Vec<Value>,
+    /// Messages in the whole transcript: the `seq` of the last one.
+    pub(crate) total: u64,
+    /// The most recent messages with their encoded sizes, oldest first: the window the
+    /// model reads.
+    window: VecDeque<(Value, usize)>,
+    /// The sum of those sizes.
+    window_bytes: usize,
 }
 
 /// The stored row of a session (the transcript is stored message by message).
@@ -43,20 +72,60 @@ impl ChatSession {
             created_via: "operator".into(),
             created_at: now_ms,
             updated_at: now_ms,
-            messages: Vec::new(),
+            total: 0,
+            window: VecDeque::new(),
+            window_bytes: 0,
         }
     }
 
-    /// The session as its stored row and its transcript came back from the store.
-    pub(crate) fn from_row(row: Value, messages: Vec<Value>) -> Result<Self, serde_json::Error> {
+    /// The session as the store gave it back: its row, the recent end of its transcript
+    /// (`recent`, oldest first; `window` bounds what is kept) and its last position `total`.
+    pub(crate) fn from_row(
+        row: Value,
+        recent: Vec<Value>,
+        total: u64,
+        window: Window,
+    ) -> Result<Self, serde_json::Error> {
         let row: SessionRow = serde_json::from_value(row)?;
-        Ok(Self {
+        let mut s = Self {
             id: row.session_id,
             created_via: row.created_via.unwrap_or_else(|| "operator".into()),
             created_at: row.created_at,
             updated_at: row.updated_at,
-            messages,
-        })
+            total: total.max(recent.len() as u64),
+            window: VecDeque::new(),
+            window_bytes: 0,
+        };
+        for m in recent {
+            s.keep(m, window);
+        }
+        Ok(s)
+    }
+
+    /// Append `message` (keeping only `window` in memory); its `seq`.
+    pub(crate) fn push(&mut self, message: Value, window: Window) -> u64 {
+        self.keep(message, window);
+        self.total += 1;
+        self.total
+    }
+
+    /// Hold `message` as the newest of the window, dropping the oldest past its bounds.
+    fn keep(&mut self, message: Value, window: Window) {
+        let size = message.to_string().len();
+        self.window.push_back((message, size));
+        self.window_bytes = self.window_bytes.saturating_add(size);
+        while self.window.len() > 1
+            && (self.window.len() > window.messages || self.window_bytes > window.bytes)
+        {
+            if let Some((_, size)) = self.window.pop_front() {
+                self.window_bytes = self.window_bytes.saturating_sub(size);
+            }
+        }
+    }
+
+    /// Messages held in memory, and the bytes of their encodings.
+    pub(crate) fn held(&self) -> (usize, usize) {
+        (self.window.len(), self.window_bytes)
     }
 
     /// The row [`StoreChange::PutSession`] stores.
@@ -72,29 +141,13 @@ impl ChatSession {
         })
     }
 
-    /// The changes that store this session whole: its row and every message.
-    pub(crate) fn rows(&self, key: &str) -> impl Iterator<Item = StoreChange> + '_ {
-        let put = StoreChange::PutSession {
-            key: key.to_string(),
-            row: self.row(key),
-        };
-        let key = key.to_string();
-        std::iter::once(put).chain(self.messages.iter().zip(1u64..).map(move |(m, seq)| {
-            StoreChange::AppendMessage {
-                session_key: key.clone(),
-                seq,
-                message: m.clone(),
-            }
-        }))
-    }
-
     /// The last `max` messages as the model reads them: user and assistant text only.
     pub(crate) fn to_model(&self, max: usize) -> Vec<Message> {
-        let skip = self.messages.len().saturating_sub(max);
-        self.messages
+        let skip = self.window.len().saturating_sub(max);
+        self.window
             .iter()
             .skip(skip)
-            .filter_map(|m| {
+            .filter_map(|(m, _)| {
                 let text = text_of(m);
                 match m.get("role").and_then(Value::as_str) {
                     Some("user") => Some(Message::User(text)),
@@ -154,16 +207,17 @@ mod tests {
 
     const MAIN_SESSION_KEY: &str = "agent:main:main";
 
+    fn window(messages: usize, bytes: usize) -> Window {
+        Window { messages, bytes }
+    }
+
     #[test]
-    fn rows_round_trip_and_the_model_sees_text_turns_only() {
+    fn the_window_is_bounded_and_the_model_sees_text_turns_only() {
         let mut s = ChatSession::new("id-1".into(), 5);
-        s.messages.push(text_message("user", "hi", 6));
-        s.messages.push(failed_before_reply("boom", 7));
-        s.messages.push(text_message("assistant", "hello", 8));
-        let rows: Vec<StoreChange> = s.rows(MAIN_SESSION_KEY).collect();
-        assert_eq!(rows.len(), 4);
-        let back = ChatSession::from_row(s.row(MAIN_SESSION_KEY), s.messages.clone()).unwrap();
-        assert_eq!(back, s);
+        let w = window(3, 1 << 20);
+        assert_eq!(s.push(text_message("user", "hi", 6), w), 1);
+        s.push(failed_before_reply("boom", 7), w);
+        s.push(text_message("assistant", "hello", 8), w);
         assert_eq!(
             s.to_model(10),
             vec![
@@ -175,6 +229,25 @@ mod tests {
             ]
         );
         assert_eq!(s.to_model(1).len(), 1);
+        assert_eq!(s.push(text_message("user", "again", 9), w), 4);
+        assert_eq!((s.held().0, s.total), (3, 4), "the oldest left the window");
+        let recent: Vec<Value> = s.window.iter().map(|(m, _)| m.clone()).collect();
+        let row = s.row(MAIN_SESSION_KEY);
+        let back = ChatSession::from_row(row, recent, 4, window(2, 1 << 20)).unwrap();
+        assert_eq!(
+            (back.id.as_str(), back.held().0, back.total),
+            ("id-1", 2, 4)
+        );
+        // The byte bound cuts too, but the newest message always stays.
+        let mut s = ChatSession::new("id-2".into(), 5);
+        let small = window(100, 150);
+        for i in 0..10 {
+            s.push(text_message("user", &format!("message {i}"), 6), small);
+        }
+        let (n, bytes) = s.held();
+        assert!(n < 10 && bytes <= 150, "{n} messages, {bytes} bytes");
+        s.push(text_message("user", &"x".repeat(1000), 7), small);
+        assert_eq!(s.held().0, 1, "a message over the bound alone");
         assert_eq!(canonical_key("main"), MAIN_SESSION_KEY);
         assert_eq!(canonical_key("agent:main:x"), "agent:main:x");
     }

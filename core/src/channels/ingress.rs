@@ -159,11 +159,6 @@ impl Ingress {
         self.events.insert(ev.seq, ev);
         true
     }
-
-    /// Every row, for a rewrite.
-    pub fn rows(&self) -> impl Iterator<Item = StoreChange> + '_ {
-        self.events.values().map(put)
-    }
 }
 
 fn put(ev: &Event) -> StoreChange {
@@ -216,10 +211,8 @@ mod tests {
         q.done(first.seq, &mut ch);
         assert_eq!(q.next_ready().unwrap().inbound.message_id, "b");
         let mut back = Ingress::default();
-        for c in q.rows() {
-            if let StoreChange::PutChannelRow { row, .. } = c {
-                assert!(back.restore(row));
-            }
+        for (_, row) in crate::channels::latest_rows(&ch) {
+            assert!(back.restore(row));
         }
         assert_eq!(back.running_events().len(), 1);
         assert_eq!(back.next_ready().unwrap().inbound.message_id, "b");

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::config::QueueMode;
 use crate::gateway::{Gateway, Output, Timer};
 use crate::log::Level;
 use crate::persist::{ChannelRowKind, StoreChange, StoredChannelRow};
@@ -112,18 +113,10 @@ impl Channels {
         self.calls.contains_key(&id)
     }
 
-    /// The row changes for the next store batch; with `full`, every row after a clear.
-    pub(crate) fn store_changes(&mut self, full: bool) -> Vec<StoreChange> {
-        let unsaved = std::mem::take(&mut self.unsaved);
-        if !full {
-            return unsaved;
-        }
-        let mut out = vec![StoreChange::ClearChannels];
-        out.extend(self.pairing.rows());
-        out.extend(self.ingress.rows());
-        out.extend(self.outbox.rows());
-        out.extend(self.accounts.iter().map(|(k, a)| offset_row(k, a.offset)));
-        out
+    /// The row changes for the next store batch (a failed batch is replayed by the
+    /// durability layer, so these are never needed twice).
+    pub(crate) fn store_changes(&mut self) -> Vec<StoreChange> {
+        std::mem::take(&mut self.unsaved)
     }
 }
 
@@ -469,7 +462,7 @@ impl Gateway {
                 let outcome = end.map(|()| (call.status, call.body.as_slice()));
                 self.call_done(now, id, &call, outcome);
             }
-            WorkResult::Stored(_) => {}
+            WorkResult::Stored(_) | WorkResult::History(_) => {}
         }
     }
 
@@ -820,12 +813,18 @@ impl Gateway {
         append: bool,
     ) {
         let ts = self.unix_ms(now);
-        if append {
-            self.append_user(key, &ev.inbound.text, run_id, ts);
+        self.ensure_session(key, ts);
+        // A channel message waits its turn in the session's lane: it is never folded into
+        // another message's turn nor interrupts one (its reply goes to its own chat).
+        let text = ev.inbound.text.as_str();
+        let (serial, holds) = self.admit_run(now, (key, run_id, text), None, QueueMode::Followup);
+        if holds {
+            if append {
+                self.append_user(key, text, run_id, ts);
+            }
+            self.persist();
+            self.start_run_when_durable(now, serial);
         }
-        let serial = self.new_run(run_id, key, None, ts);
-        self.persist();
-        self.start_run_when_durable(now, serial);
         self.send_typing(now, &ev.inbound);
         self.channel_timer_at(now + TYPING_INTERVAL, Due::Typing(run_id.to_string()));
     }
@@ -1037,6 +1036,24 @@ impl std::fmt::Display for Failure {
             Failure::Api(e) => write!(f, "{e}"),
         }
     }
+}
+
+/// The rows a sequence of changes leaves, as a store applying them would hold them.
+#[cfg(test)]
+pub(crate) fn latest_rows(changes: &[StoreChange]) -> Vec<(ChannelRowKind, Value)> {
+    let mut rows = BTreeMap::new();
+    for c in changes {
+        match c {
+            StoreChange::PutChannelRow { kind, key, row } => {
+                rows.insert((*kind, key.clone()), row.clone());
+            }
+            StoreChange::DeleteChannelRow { kind, key } => {
+                rows.remove(&(*kind, key.clone()));
+            }
+            _ => {}
+        }
+    }
+    rows.into_iter().map(|((k, _), v)| (k, v)).collect()
 }
 
 #[cfg(test)]

@@ -188,11 +188,6 @@ impl Outbox {
         self.items.insert(d.seq, d);
         true
     }
-
-    /// Every row, for a rewrite.
-    pub fn rows(&self) -> impl Iterator<Item = StoreChange> + '_ {
-        self.items.values().map(put)
-    }
 }
 
 #[cfg(test)]
@@ -236,10 +231,8 @@ mod tests {
         );
         assert_eq!(o.undelivered().count(), 1);
         let mut back = Outbox::default();
-        for r in o.rows() {
-            if let StoreChange::PutChannelRow { row, .. } = r {
-                assert!(back.restore(row));
-            }
+        for (_, row) in crate::channels::latest_rows(&ch) {
+            assert!(back.restore(row));
         }
         assert_eq!(back.undelivered().count(), 0, "retried after a restart");
         assert_eq!(back.pending(), 2);

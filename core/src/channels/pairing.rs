@@ -213,17 +213,6 @@ impl ChannelPairing {
             _ => false,
         }
     }
-
-    /// Every row, for a rewrite.
-    pub fn rows(&self) -> impl Iterator<Item = StoreChange> + '_ {
-        let requests = self.requests.values().map(put_request);
-        let approvals = self.approvals.values().map(|a| StoreChange::PutChannelRow {
-            kind: ChannelRowKind::PairingApproval,
-            key: a.key(),
-            row: json!(a),
-        });
-        requests.chain(approvals)
-    }
 }
 
 fn put_request(r: &PairingRequest) -> StoreChange {
@@ -303,10 +292,8 @@ mod tests {
         p.expire(REQUEST_TTL_MS + 5, &mut ch);
         assert_eq!(p.requests().count(), 0);
         let mut back = ChannelPairing::default();
-        for c in p.rows() {
-            if let StoreChange::PutChannelRow { kind, row, .. } = c {
-                assert!(back.restore(kind, row));
-            }
+        for (kind, row) in crate::channels::latest_rows(&ch) {
+            assert!(back.restore(kind, row));
         }
         assert_eq!(back, p);
     }

@@ -12,7 +12,9 @@ use serde_json::Value;
 use crate::client::{Client, ClientConfig, Event};
 use crate::frame::ErrorShape;
 use crate::model::HttpRequest;
-use crate::persist::StoreChange;
+use crate::persist::{
+    HistoryPage, HistoryQuery, HistoryRange, HistoryRow, StoreChange, StoredSession,
+};
 use crate::{
     Config, ConnId, Entropy, Gateway, LogRecord, Output, PairingStore, Work, WorkId, WorkResult,
 };
@@ -74,8 +76,10 @@ pub struct Sim {
     key_seq: SeqEntropy,
     /// What the simulated disk holds: the store batches written so far.
     pub disk: PairingStore,
-    /// Store batches asked for and not yet written, while writes are held.
-    unwritten: VecDeque<(WorkId, Vec<StoreChange>)>,
+    /// The chat sessions on the simulated disk: rows and transcripts.
+    pub sessions: SimSessions,
+    /// Store batches and reads asked for and not yet done, in order, while writes are held.
+    unwritten: VecDeque<(WorkId, Work)>,
     hold_writes: bool,
     /// Every store batch written, in order.
     pub batches: Vec<Vec<StoreChange>>,
@@ -135,6 +139,7 @@ impl Sim {
             logs: Vec::new(),
             key_seq: SeqEntropy(42),
             disk: store_copy,
+            sessions: SimSessions::default(),
             unwritten: VecDeque::new(),
             hold_writes: false,
             batches: Vec::new(),
@@ -178,13 +183,23 @@ impl Sim {
         self.drive();
     }
 
-    /// Write the held store batches (`ok`) or fail them, report each outcome to the gateway,
-    /// and let the simulation settle.
+    /// Write the held store batches (`ok`) or fail them, answer the reads queued between
+    /// them, report each outcome to the gateway, and let the simulation settle.
     pub fn write_store(&mut self, ok: bool) {
-        while let Some((id, changes)) = self.unwritten.pop_front() {
-            self.write_batch(id, &changes, ok);
+        while let Some((id, work)) = self.unwritten.pop_front() {
+            match work {
+                Work::Store(changes) => self.write_batch(id, &changes, ok),
+                Work::ReadHistory(query) => self.read_history(id, &query),
+                _ => {}
+            }
         }
         self.drive();
+    }
+
+    fn read_history(&mut self, id: WorkId, query: &HistoryQuery) {
+        let page = self.sessions.read(query);
+        self.gw
+            .handle_work_result(self.now, id, WorkResult::History(Ok(page)));
     }
 
     fn write_batch(&mut self, id: WorkId, changes: &[StoreChange], ok: bool) {
@@ -197,6 +212,7 @@ impl Sim {
                 }
             }
             self.disk.apply(changes);
+            self.sessions.apply(changes);
             self.batches.push(changes.to_vec());
             self.transcript.persisted.push(self.disk.clone());
             Ok(())
@@ -452,13 +468,14 @@ impl Sim {
                 }
                 Output::Work {
                     id,
-                    work: Work::Store(changes),
+                    work: work @ (Work::Store(_) | Work::ReadHistory(_)),
                 } => {
                     moved = true;
-                    if self.hold_writes {
-                        self.unwritten.push_back((id, changes));
-                    } else {
-                        self.write_batch(id, &changes, true);
+                    match work {
+                        work if self.hold_writes => self.unwritten.push_back((id, work)),
+                        Work::Store(changes) => self.write_batch(id, &changes, true),
+                        Work::ReadHistory(query) => self.read_history(id, &query),
+                        _ => {}
                     }
                 }
                 Output::Work {
@@ -510,6 +527,102 @@ impl Sim {
     }
 }
 
+/// The chat sessions of the simulated disk, as the host's database keeps them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimSessions {
+    /// Session rows by key.
+    pub rows: BTreeMap<String, Value>,
+    /// Transcripts by session key: messages by position.
+    pub transcripts: BTreeMap<String, BTreeMap<u64, Value>>,
+}
+
+impl SimSessions {
+    /// Apply the session changes of a written batch.
+    fn apply(&mut self, changes: &[StoreChange]) {
+        for change in changes {
+            match change {
+                StoreChange::PutSession { key, row } => {
+                    self.rows.insert(key.clone(), row.clone());
+                }
+                StoreChange::AppendMessage {
+                    session_key,
+                    seq,
+                    message,
+                } => {
+                    self.transcripts
+                        .entry(session_key.clone())
+                        .or_default()
+                        .insert(*seq, message.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The sessions as a start-up would load them: each row with its last `window` messages.
+    pub fn stored(&self, window: usize) -> Vec<StoredSession> {
+        let empty = BTreeMap::new();
+        self.rows
+            .iter()
+            .map(|(key, row)| {
+                let t = self.transcripts.get(key).unwrap_or(&empty);
+                let mut messages: Vec<Value> = t.values().rev().take(window).cloned().collect();
+                messages.reverse();
+                StoredSession {
+                    key: key.clone(),
+                    row: row.clone(),
+                    messages,
+                    total: t.keys().next_back().copied().unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+
+    /// Answer a history read as the host's store does.
+    fn read(&self, q: &HistoryQuery) -> HistoryPage {
+        let Some(t) = self.transcripts.get(&q.session_key) else {
+            return HistoryPage::default();
+        };
+        let to = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let found: Vec<(&u64, &Value)> = match q.range {
+            HistoryRange::Tail { offset, limit } => {
+                t.iter().rev().skip(to(offset)).take(to(limit)).collect()
+            }
+            HistoryRange::After { seq, limit } => {
+                t.range(seq.saturating_add(1)..).take(to(limit)).collect()
+            }
+        };
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        for (seq, message) in found {
+            let len = message.to_string().len();
+            let oversized = len > q.max_message_bytes;
+            let cost = if oversized { 128 } else { len };
+            if !rows.is_empty() && bytes.saturating_add(cost) > q.max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(cost);
+            let message = if oversized {
+                Value::Null
+            } else {
+                message.clone()
+            };
+            rows.push(HistoryRow {
+                seq: *seq,
+                message,
+                oversized,
+            });
+        }
+        if matches!(q.range, HistoryRange::Tail { .. }) {
+            rows.reverse();
+        }
+        HistoryPage {
+            rows,
+            total: t.keys().next_back().copied().unwrap_or(0),
+        }
+    }
+}
+
 impl Peer {
     /// Move what the client observed into `events`.
     fn collect_events(&mut self) {
@@ -517,6 +630,19 @@ impl Peer {
             self.events.extend(std::iter::from_fn(|| c.poll_event()));
         }
     }
+}
+
+/// A local configuration with token `t` whose agent talks to the scripted model (provider
+/// `fake`, model `fake-1`; the Sim answers its requests, nothing listens at its URL).
+pub fn fake_model_config() -> Config {
+    let mut c = Config::local_default().with_token("t");
+    c.model = Some(crate::config::ModelRoute {
+        provider: "fake".into(),
+        model: "fake-1".into(),
+        base_url: "http://127.0.0.1:9/v1".into(),
+        api_key: None,
+    });
+    c
 }
 
 /// A `cli`/`cli` client of the simulated gateway, with a shared token when given.

@@ -11,14 +11,14 @@ use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
 use clawgate_tests::schema::{self, server_text_frames};
 use serde_json::{Value, json};
 
-fn options(model: Option<&FakeModel>) -> Options {
+pub(super) fn options(model: Option<&FakeModel>) -> Options {
     let models = model.map_or(String::new(), FakeModel::config_members);
     Options::new()
         .token("t0ken")
         .config(&format!("{{ {models} }}"))
 }
 
-fn operator(gw: &Gateway) -> Ws {
+pub(super) fn operator(gw: &Gateway) -> Ws {
     let mut cfg = gw.cli();
     cfg.token = Some("t0ken".into());
     cfg.scopes = vec!["operator.read".into(), "operator.write".into()];
@@ -28,7 +28,7 @@ fn operator(gw: &Gateway) -> Ws {
 }
 
 /// The `chat` and `agent` events of run `run_id` until its terminal `chat` event.
-fn run_events(ws: &mut Ws, run_id: &str) -> Vec<(String, Value)> {
+pub(super) fn run_events(ws: &mut Ws, run_id: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     loop {
         let (event, payload) = ws.expect("the run's events", |e| match e {
@@ -51,7 +51,7 @@ fn run_events(ws: &mut Ws, run_id: &str) -> Vec<(String, Value)> {
     }
 }
 
-fn chat_send(ws: &mut Ws, message: &str, key: &str) -> Value {
+pub(super) fn chat_send(ws: &mut Ws, message: &str, key: &str) -> Value {
     ws.call(
         "chat.send",
         Some(json!({"sessionKey": "agent:main:main", "message": message, "idempotencyKey": key})),
@@ -65,7 +65,7 @@ fn chat_send(ws: &mut Ws, message: &str, key: &str) -> Value {
 const AGENT_EVENT_EXTRAS: &[&str] = &["sessionKey", "sessionId", "agentId", "lane"];
 
 /// Every frame the connection received validates against upstream's schema.
-fn assert_frames_valid(ws: &Ws) {
+pub(super) fn assert_frames_valid(ws: &Ws) {
     let Some(s) = schema::schema() else {
         return; // the schema tests say loudly when it is missing (and fail under CI)
     };

@@ -9,4 +9,5 @@ mod http;
 mod lifecycle;
 mod limits;
 mod pairing;
+mod runs;
 mod telegram;

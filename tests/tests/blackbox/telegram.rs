@@ -116,7 +116,7 @@ fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
     let sent = tg.wait_calls("sendMessage", 2);
     assert_eq!(sent[1]["text"], "Echo from fake LLM: what is 2+2?");
     assert_eq!(sent[1]["chat_id"], "222");
-    let typing = tg.calls("sendChatAction");
+    let typing = tg.wait_calls("sendChatAction", 1);
     assert_eq!(typing[0], json!({"chat_id": "222", "action": "typing"}));
     assert_eq!(model.requests().len(), 1);
 
