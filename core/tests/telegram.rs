@@ -490,3 +490,42 @@ fn a_failed_write_does_not_leave_a_chat_stuck() {
         "the lane is free"
     );
 }
+
+#[test]
+fn channel_messages_queue_as_followups_even_under_collect() {
+    let (mut p, mut f) = start(
+        r#"dmPolicy: "open", allowFrom: ["*"],"#,
+        r#"messages: { queue: { mode: "collect" } },"#,
+    );
+    f.hold_model = true;
+    f.dm(222, "a");
+    f.dm(333, "b");
+    f.dm(444, "c");
+    pump(&mut p, &mut f);
+    f.hold_model = false;
+    for _ in 0..10 {
+        pump(&mut p, &mut f);
+        p.advance(Duration::from_secs(1));
+    }
+    let mut replies: Vec<(String, String)> = f
+        .sent("sendMessage")
+        .iter()
+        .map(|b| {
+            (
+                b["chat_id"].as_str().unwrap().to_string(),
+                b["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    replies.sort();
+    assert_eq!(
+        replies,
+        [
+            ("222".to_string(), "echo a".to_string()),
+            ("333".to_string(), "echo b".to_string()),
+            ("444".to_string(), "echo c".to_string()),
+        ],
+        "one turn per message, each answered in its own chat"
+    );
+    assert_eq!(f.model_calls, 3);
+}
