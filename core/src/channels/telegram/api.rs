@@ -124,8 +124,16 @@ pub fn result(status: u16, body: &[u8]) -> Result<Value, ApiError> {
             });
         }
     };
-    if env.ok && (200..300).contains(&status) {
+    let success = (200..300).contains(&status);
+    if env.ok && success {
         return Ok(env.result);
+    }
+    if success && env.error_code.is_none() {
+        // A refusal without its code on a 2xx is not the Bot API's envelope.
+        return Err(ApiError::Unreadable {
+            status,
+            reason: "ok: false without an error_code".into(),
+        });
     }
     Err(ApiError::Refused {
         code: env.error_code.unwrap_or(status),
