@@ -3,6 +3,7 @@
 //! (`scripts/test.sh` does).
 
 mod agent;
+mod control_ui;
 mod durability;
 mod handshake;
 mod http;
