@@ -70,6 +70,8 @@ pub struct Limits {
     pub max_agent_waits: usize,
     /// Outcomes of ended runs kept for `agent.wait` on a run that already ended.
     pub max_ended_runs: usize,
+    /// Sessions one connection may watch with `sessions.messages.subscribe`.
+    pub max_session_subscriptions: usize,
     /// Most recent transcript messages sent to the model with a turn: also the window of each
     /// session the gateway keeps in memory (the rest of a transcript is read from the store).
     pub max_model_messages: usize,
@@ -125,6 +127,7 @@ impl Default for Limits {
             max_agent_runs: 16,
             max_agent_waits: 256,
             max_ended_runs: 256,
+            max_session_subscriptions: 256,
             max_model_messages: 200,
             max_window_bytes: 1024 * 1024,
             max_history_bytes: 6 * 1024 * 1024,

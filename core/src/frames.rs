@@ -2,6 +2,7 @@
 //! pre-hello frame counts), sending frames and broadcasts within each connection's unsent-byte
 //! budget, and closing with a [`CloseReason`].
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -190,11 +191,36 @@ impl Gateway {
         payload: &Value,
         state_version: Option<&Value>,
     ) {
+        self.broadcast_where(now, event, payload, state_version, |_| true);
+    }
+
+    /// [`Gateway::broadcast`] to the connections of `audience` only (those allowed to see it).
+    pub(crate) fn broadcast_to(
+        &mut self,
+        now: Instant,
+        event: &str,
+        payload: &Value,
+        audience: &BTreeSet<ConnId>,
+    ) {
+        self.broadcast_where(now, event, payload, None, |id| audience.contains(&id));
+    }
+
+    fn broadcast_where(
+        &mut self,
+        now: Instant,
+        event: &str,
+        payload: &Value,
+        state_version: Option<&Value>,
+        wanted: impl Fn(ConnId) -> bool,
+    ) {
         let frame = SeqEvent::new(event, payload, state_version);
         let max_unsent = self.config.limits.max_buffered_bytes;
         let mut slow = Vec::new();
         let mut sent = Vec::new();
         for (&id, c) in &mut self.conns {
+            if !wanted(id) {
+                continue;
+            }
             let Some(s) = c.session_mut() else { continue };
             if !crate::scopes::may_receive(s.role, &s.scopes, event) {
                 continue;

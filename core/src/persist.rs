@@ -38,6 +38,12 @@ pub enum StoreChange {
         /// The message, as `chat.history` shows it.
         message: Value,
     },
+    /// Delete one session's row and its transcript (`sessions.delete`, and `sessions.reset`
+    /// before the new session's row).
+    DeleteSession {
+        /// The session's key.
+        key: String,
+    },
     /// Insert or replace a channel row (pairing, ingress queue, outbox, poll offset).
     PutChannelRow {
         /// Which table.
@@ -284,6 +290,7 @@ impl PairingStore {
                 }
                 StoreChange::PutSession { .. }
                 | StoreChange::AppendMessage { .. }
+                | StoreChange::DeleteSession { .. }
                 | StoreChange::PutChannelRow { .. }
                 | StoreChange::DeleteChannelRow { .. } => {}
             }

@@ -230,7 +230,7 @@ impl Gateway {
             ev.push(run.chat("aborted", fields));
             self.emit(now, run.origin.is_some(), ev);
             if !run.text.is_empty() {
-                self.append(&run.session_key, run.message(ts), ts);
+                self.append(&run.session_key, run.message(ts), ts, Some(&run.run_id));
             }
             if run.origin.is_none() {
                 let partial = (!run.text.is_empty()).then(|| run.text.clone());

@@ -11,4 +11,5 @@ mod lifecycle;
 mod limits;
 mod pairing;
 mod runs;
+mod sessions;
 mod telegram;
