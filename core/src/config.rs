@@ -398,6 +398,8 @@ pub struct Config {
     pub model: Option<ModelRoute>,
     /// The agent's `identity`, for its system prompt.
     pub identity: AgentIdentity,
+    /// Channels (`channels.telegram`), `session.dmScope`, `commands.ownerAllowFrom`.
+    pub channels: crate::channels::config::ChannelsConfig,
     /// What a message does when its session already has a run (`messages.queue.mode`), unless
     /// the call names a `queueMode`.
     pub queue_mode: QueueMode,
@@ -471,6 +473,7 @@ impl Config {
             log_frames: false,
             model: None,
             identity: AgentIdentity::default(),
+            channels: Default::default(),
             queue_mode: QueueMode::Steer,
         }
     }
@@ -709,6 +712,11 @@ impl Config {
         }
         cfg.model = providers::model_route(&file, &input.env)?;
         cfg.identity = providers::agent_identity(&file);
+        let sources = crate::channels::config::Sources {
+            env: &input.env,
+            files: &input.secret_files,
+        };
+        cfg.channels = crate::channels::config::resolve(&file, &sources)?;
         let queue = at(&file, &["messages", "queue"])
             .cloned()
             .unwrap_or(Value::Null);
@@ -746,6 +754,9 @@ pub struct ConfigInput {
     pub tailnet_ip: Option<IpAddr>,
     /// The machine's host name.
     pub host_name: String,
+    /// The files the config names for secrets (`channels.telegram.tokenFile`), read by the
+    /// shell: path → text, or why it could not be read.
+    pub secret_files: BTreeMap<String, Result<String, String>>,
 }
 
 /// Flags of `gateway run` that affect configuration.

@@ -39,6 +39,8 @@ pub(crate) enum Deferred {
     },
     /// An agent run whose `chat.send` answer is held: it starts once that answer leaves.
     StartRun(u64),
+    /// A channel step that waits for its rows (confirming an offset, sending a reply).
+    Channel(crate::channels::Step),
 }
 
 /// The error a held answer gets when the store could not write what it answers about.
@@ -74,6 +76,11 @@ impl Gateway {
                     self.release(now, item, durable);
                 }
             }
+            WorkResult::HttpHead { .. } | WorkResult::HttpBody(_) | WorkResult::HttpEnd(_)
+                if self.channels.owns(id) =>
+            {
+                self.on_channel_http(now, id, result);
+            }
             WorkResult::HttpHead { .. }
             | WorkResult::HttpBody(_)
             | WorkResult::HttpEnd(_)
@@ -89,7 +96,8 @@ impl Gateway {
     /// not yet on disk.
     pub(crate) fn persist(&mut self) {
         let id = self.next_work_id();
-        let sessions = self.agent.store_changes();
+        let mut sessions = self.agent.store_changes();
+        sessions.extend(self.channels.store_changes());
         if let Some(changes) = self.durable.batch(id, &self.store, sessions) {
             self.out.push_back(Output::Work {
                 id,
@@ -145,6 +153,14 @@ impl Gateway {
         }
     }
 
+    /// Run a channel step once every batch issued so far is durable (at once when none is in
+    /// flight).
+    pub(crate) fn hold_channel_step(&mut self, now: Instant, step: crate::channels::Step) {
+        if let Err(item) = self.durable.hold(Deferred::Channel(step)) {
+            self.release(now, item, true);
+        }
+    }
+
     /// Admit a connection now, or once the store has its device and token.
     pub(crate) fn admit_when_durable(
         &mut self,
@@ -195,8 +211,13 @@ impl Gateway {
                     self.reject(now, conn, &req_id, err, Some(close));
                 }
             }
-            Deferred::StartRun(serial) if durable => self.start_run(now, serial),
+            // A channel message's turn runs even when its batch failed (the rewrite that
+            // follows replays it): dropping it would leave its chat's lane stuck.
+            Deferred::StartRun(serial) if durable || self.is_channel_run(serial) => {
+                self.start_run(now, serial)
+            }
             Deferred::StartRun(serial) => self.drop_run(now, serial),
+            Deferred::Channel(step) => self.channel_step(now, step, durable),
         }
     }
 }

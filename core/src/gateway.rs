@@ -91,6 +91,8 @@ pub(crate) enum Timer {
     ModelDeadline(u64),
     /// The end of an agent run's backoff before retrying its model request (by run serial).
     ModelRetry(u64),
+    /// A channel's timer (backoff, watchdog, typing, redelivery; by number).
+    Channel(u64),
     /// Queued agent runs may start (their lanes' debounce is over).
     Lanes,
 }
@@ -129,6 +131,8 @@ pub struct Gateway {
     pub(crate) durable: Durability<Deferred>,
     /// Chat sessions and agent runs.
     pub(crate) agent: crate::agent::Agent,
+    /// Channel accounts, pairing, the inbound queue and the outbox.
+    pub(crate) channels: crate::channels::Channels,
     /// Control UI responses in progress.
     pub(crate) serving: crate::control_ui::Serving,
     start: Instant,
@@ -170,6 +174,7 @@ impl Gateway {
             next_work: 0,
             durable,
             agent: Default::default(),
+            channels: Default::default(),
             serving: Default::default(),
             start: now,
             wall: (now, unix_ms),
@@ -193,6 +198,7 @@ impl Gateway {
                 gw.config.bind_label
             ),
         );
+        gw.start_channels(now);
         gw
     }
 
@@ -294,6 +300,15 @@ impl Gateway {
     pub(crate) fn next_work_id(&mut self) -> WorkId {
         self.next_work += 1;
         WorkId(self.next_work)
+    }
+
+    /// Ask the host to stop the work `of` (its result, if any still comes, is ignored).
+    pub(crate) fn cancel_work(&mut self, of: WorkId) {
+        let id = self.next_work_id();
+        self.out.push_back(Output::Work {
+            id,
+            work: crate::work::Work::Cancel(of),
+        });
     }
 
     pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
@@ -408,6 +423,7 @@ impl Gateway {
                 Timer::AgentWait(wait) => self.agent_wait_expired(now, wait),
                 Timer::ModelDeadline(run) => self.model_deadline_due(now, run),
                 Timer::ModelRetry(run) => self.model_retry_due(now, run),
+                Timer::Channel(n) => self.channel_timer(now, n),
                 Timer::Lanes => self.drain_lanes(now),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
@@ -457,6 +473,7 @@ impl Gateway {
         if !expired.is_empty() {
             self.persist();
         }
+        self.expire_channel_pairing(now);
         self.retry_failed_store();
         self.router.prune_dedupe(now, self.config.limits.dedupe_ttl);
     }
@@ -499,6 +516,7 @@ impl Gateway {
                 self.config.auth_mode.as_str()
             ),
         );
+        self.channels_reloaded(now);
         if !secret_changed {
             return;
         }

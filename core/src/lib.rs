@@ -57,7 +57,9 @@
 //! over mDNS), [`client`] (the other side). Inside: the method registry (`methods`), close
 //! reasons (`close`), routing (`route`), held answers (`durable`) and the connection phases
 //! the gateway composes, and the Control UI's static files (`control_ui`: routing, headers and
-//! bounded file reads through [`Work::ReadFile`]). [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
+//! bounded file reads through [`Work::ReadFile`]). [`channels`] runs Telegram inside the
+//! gateway (the Bot API over [`Work::Http`], a durable inbound queue, DM pairing, replies).
+//! [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
 //! chat completions) the agent will use.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -67,6 +69,7 @@ mod admission;
 mod agent;
 pub mod auth;
 mod backpressure;
+pub mod channels;
 pub mod client;
 mod close;
 pub mod config;

@@ -54,6 +54,20 @@ fn is_credential_header(name: &str) -> bool {
         .any(|h| h.eq_ignore_ascii_case(name))
 }
 
+/// `url` with a Bot API token (`/bot<token>/`) replaced, so a URL can be logged.
+pub fn redacted_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(at) = url.find("/bot") else {
+        return url.into();
+    };
+    let rest = url.get(at + 4..).unwrap_or_default();
+    let end = rest.find('/').unwrap_or(rest.len());
+    if end == 0 {
+        return url.into();
+    }
+    let tail = rest.get(end..).unwrap_or_default();
+    format!("{}/bot<redacted>{tail}", url.get(..at).unwrap_or_default()).into()
+}
+
 impl core::fmt::Debug for HttpRequest {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let headers: Vec<(&str, &str)> = self
@@ -70,7 +84,7 @@ impl core::fmt::Debug for HttpRequest {
             .collect();
         f.debug_struct("HttpRequest")
             .field("method", &self.method)
-            .field("url", &self.url)
+            .field("url", &redacted_url(&self.url))
             .field("headers", &headers)
             .field("body", &String::from_utf8_lossy(&self.body))
             .finish()

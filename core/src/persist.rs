@@ -44,6 +44,70 @@ pub enum StoreChange {
         /// The session's key.
         key: String,
     },
+    /// Insert or replace a channel row (pairing, ingress queue, outbox, poll offset).
+    PutChannelRow {
+        /// Which table.
+        kind: ChannelRowKind,
+        /// Its key in that table.
+        key: String,
+        /// The row, as the core encodes it.
+        row: Value,
+    },
+    /// Delete a channel row.
+    DeleteChannelRow {
+        /// Which table.
+        kind: ChannelRowKind,
+        /// Its key.
+        key: String,
+    },
+}
+
+/// The tables of the channels' durable state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChannelRowKind {
+    /// A pending DM pairing request.
+    PairingRequest,
+    /// An approved DM sender.
+    PairingApproval,
+    /// An inbound message committed before its offset was confirmed.
+    Ingress,
+    /// A reply or notice waiting to be delivered (or kept as undelivered).
+    Outbox,
+    /// An account's next poll offset.
+    Offset,
+}
+
+impl ChannelRowKind {
+    /// Every kind, in load order.
+    pub const ALL: [ChannelRowKind; 5] = [
+        ChannelRowKind::PairingRequest,
+        ChannelRowKind::PairingApproval,
+        ChannelRowKind::Ingress,
+        ChannelRowKind::Outbox,
+        ChannelRowKind::Offset,
+    ];
+
+    /// The table that holds rows of this kind.
+    pub fn table(self) -> &'static str {
+        match self {
+            ChannelRowKind::PairingRequest => "channel_pairing_requests",
+            ChannelRowKind::PairingApproval => "channel_pairing_approvals",
+            ChannelRowKind::Ingress => "channel_ingress",
+            ChannelRowKind::Outbox => "channel_outbox",
+            ChannelRowKind::Offset => "channel_offsets",
+        }
+    }
+}
+
+/// A channel row as the store gives it back at start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredChannelRow {
+    /// Its table.
+    pub kind: ChannelRowKind,
+    /// Its key.
+    pub key: String,
+    /// The row.
+    pub row: Value,
 }
 
 /// A chat session as the store gives it back at start: its row and only the recent end of
@@ -226,7 +290,9 @@ impl PairingStore {
                 }
                 StoreChange::PutSession { .. }
                 | StoreChange::AppendMessage { .. }
-                | StoreChange::DeleteSession { .. } => {}
+                | StoreChange::DeleteSession { .. }
+                | StoreChange::PutChannelRow { .. }
+                | StoreChange::DeleteChannelRow { .. } => {}
             }
         }
     }

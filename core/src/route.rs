@@ -143,7 +143,7 @@ impl Router {
         }
     }
 
-    fn remember(
+    pub(crate) fn remember(
         &mut self,
         now: Instant,
         key: String,
@@ -159,7 +159,12 @@ impl Router {
         self.dedupe.push_back((now, key, result));
     }
 
-    fn cached(&self, now: Instant, key: &str, ttl: Duration) -> Option<Result<Value, ErrorShape>> {
+    pub(crate) fn cached(
+        &self,
+        now: Instant,
+        key: &str,
+        ttl: Duration,
+    ) -> Option<Result<Value, ErrorShape>> {
         self.dedupe
             .iter()
             .rev()

@@ -241,3 +241,14 @@ fn http_response_seeds_reach_their_outcomes() {
     );
     assert_eq!(outcome("truncated-chunk").1, Err(ResponseError::Truncated));
 }
+
+#[test]
+fn telegram_updates_corpus() {
+    replay("telegram_updates", |d| {
+        let _count = fuzzing::telegram_updates::run(d);
+    });
+    assert_eq!(
+        fuzzing::telegram_updates::run(&seed("telegram_updates", "dm-and-group")),
+        3
+    );
+}

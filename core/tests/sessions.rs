@@ -14,12 +14,7 @@ use serde_json::{Value, json};
 
 fn config() -> Config {
     let mut c = Config::local_default().with_token("t");
-    c.model = Some(ModelRoute {
-        provider: "fake".into(),
-        model: "fake-1".into(),
-        base_url: "http://127.0.0.1:9/v1".into(),
-        api_key: None,
-    });
+    c.model = Some(ModelRoute::new("fake", "fake-1", "http://127.0.0.1:9/v1"));
     c
 }
 

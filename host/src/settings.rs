@@ -73,7 +73,9 @@ pub fn input(
                 .map_err(|e| SettingsError::PasswordFile(pf.to_path_buf(), e))?,
         );
     }
+    let secret_files = secret_files(file_text.as_deref());
     let input = ConfigInput {
+        secret_files,
         file_text,
         config_path: config_path.display().to_string(),
         state_dir: state_dir.display().to_string(),
@@ -89,6 +91,21 @@ pub fn input(
             state_dir,
         },
     ))
+}
+
+/// The files the config names for secrets (`tokenFile`), read now: path → text or the error.
+/// A file that does not parse names none (the core reports the parse error).
+fn secret_files(file_text: Option<&str>) -> BTreeMap<String, Result<String, String>> {
+    let Some(file) = file_text.and_then(|t| clawgate_core::config::parse_file(t).ok()) else {
+        return BTreeMap::new();
+    };
+    clawgate_core::channels::config::token_files(&file)
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+            (path, text)
+        })
+        .collect()
 }
 
 /// Resolve a configuration from the environment, files and flags.

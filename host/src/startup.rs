@@ -167,6 +167,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let sessions = db
         .load_sessions(config.limits.max_model_messages)
         .map_err(StartError::Store)?;
+    let channel_rows = db.load_channel_rows().map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);
     if let Err(e) = logger.open_file(&log_path) {
         logger.log(
@@ -239,6 +240,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         logging::unix_ms(),
     );
     gateway.restore_sessions(sessions);
+    gateway.restore_channels(channel_rows);
     let mut host = RunHost {
         args,
         logger,

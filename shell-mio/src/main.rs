@@ -16,6 +16,7 @@ const USAGE: &str = "usage:
   clawgate gateway discover [--timeout MS] [--json]
   clawgate devices list|approve <requestId>|reject <requestId>|revoke|rotate --device ID --role ROLE [QUERY FLAGS]
   clawgate nodes list|status|pending|approve <requestId>|invoke --node ID --command CMD [--params JSON] [QUERY FLAGS]
+  clawgate pairing list [<channel>] [--account A] [--json] | approve [<channel>] <code> [--account A] [--notify]
   clawgate doctor [--generate-gateway-token]
   clawgate logs [-f] [-n N]
 QUERY FLAGS: --url ws://HOST:PORT --token T --password P --timeout MS --json
@@ -49,11 +50,14 @@ fn dispatch(args: Vec<OsString>) -> i32 {
             Exit::Ok as i32
         }
         Some("gateway") => gateway(rest),
-        Some(group @ ("devices" | "nodes" | "doctor" | "logs")) if cli::args::wants_help(&rest) => {
+        Some(group @ ("devices" | "nodes" | "pairing" | "doctor" | "logs"))
+            if cli::args::wants_help(&rest) =>
+        {
             help_for(group)
         }
         Some("devices") => finish(cli::devices::run(rest)),
         Some("nodes") => finish(cli::nodes::run(rest)),
+        Some("pairing") => finish(cli::pairing::run(rest)),
         Some("doctor") => finish(cli::doctor::run(rest)),
         Some("logs") => finish(cli::logs::run(rest)),
         // `clawgate --port 1234` runs the gateway, as `clawgate gateway --port 1234` does.

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
 use clawgate_core::persist::{
-    HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange, StoredSession,
+    ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange,
+    StoredChannelRow, StoredSession,
 };
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -230,6 +231,29 @@ impl Db {
         Ok(sessions)
     }
 
+    /// Every channel row (pairing, ingress, outbox, offsets), by table then key.
+    pub fn load_channel_rows(&mut self) -> Result<Vec<StoredChannelRow>, DbError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let mut out = Vec::new();
+        for kind in ChannelRowKind::ALL {
+            let sql = format!("SELECT key, row FROM {} ORDER BY key", kind.table());
+            let mut stmt = self.conn.prepare(&sql).map_err(e)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(e)?;
+            for found in rows {
+                let (key, row) = found.map_err(e)?;
+                let row = serde_json::from_str(&row).map_err(|err| DbError::Row {
+                    path: path.clone(),
+                    source: StoreError::Invalid(format!("{} row {key:?}: {err}", kind.table())),
+                })?;
+                out.push(StoredChannelRow { kind, key, row });
+            }
+        }
+        Ok(out)
+    }
+
     /// Read part of a transcript ([`HistoryQuery`]): rows oldest first, bounded by the
     /// query's count and bytes, with messages over its per-message bound left out.
     pub fn read_history(&self, q: &HistoryQuery) -> Result<HistoryPage, DbError> {
@@ -357,6 +381,19 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
             tx.execute(
                 "INSERT OR REPLACE INTO transcript (session_key, seq, message) VALUES (?1, ?2, ?3)",
                 params![session_key, seq, message.to_string()],
+            )?;
+        }
+        StoreChange::PutChannelRow { kind, key, row } => {
+            let sql = format!(
+                "INSERT OR REPLACE INTO {} (key, row) VALUES (?1, ?2)",
+                kind.table()
+            );
+            tx.execute(&sql, params![key, row.to_string()])?;
+        }
+        StoreChange::DeleteChannelRow { kind, key } => {
+            tx.execute(
+                &format!("DELETE FROM {} WHERE key = ?1", kind.table()),
+                [key],
             )?;
         }
         StoreChange::DeleteSession { key } => {

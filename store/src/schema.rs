@@ -17,6 +17,13 @@ const MIGRATIONS: &[&str] = &[
          message TEXT NOT NULL,
          PRIMARY KEY (session_key, seq)
      ) STRICT;",
+    // 3: channels: DM pairing, the durable inbound queue, the outbox, poll offsets (the
+    // core's JSON encodings, keyed as the core keys them).
+    "CREATE TABLE channel_pairing_requests (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+     CREATE TABLE channel_pairing_approvals (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+     CREATE TABLE channel_ingress (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+     CREATE TABLE channel_outbox (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+     CREATE TABLE channel_offsets (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
 ];
 
 /// The schema version this build writes.

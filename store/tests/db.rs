@@ -285,8 +285,8 @@ fn after_a_failed_write_only_a_rewrite_is_written() {
     assert_eq!(loaded.devices, all.devices);
 }
 
-/// A database written by a build that knew only schema 1 (pairing) is brought to schema 2
-/// in place: its pairing rows stay, and it has no sessions.
+/// A database written by a build that knew only schema 1 (pairing) is brought to the current
+/// schema in place: its pairing rows stay, and it has no sessions and no channel rows.
 #[test]
 fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
     let dir = TempDir::new("store-v1");
@@ -311,8 +311,47 @@ fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
     let loaded = db.load_pairing().unwrap();
     assert_eq!(loaded.devices["a"], device("a", "t1"));
     assert!(db.load_sessions(10).unwrap().is_empty());
+    assert!(db.load_channel_rows().unwrap().is_empty());
     let version: u32 = db_version(&path);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+}
+
+#[test]
+fn channel_rows_are_put_deleted_and_loaded_by_table() {
+    use clawgate_core::persist::ChannelRowKind;
+    let dir = TempDir::new("store-channels");
+    let mut db = Db::open(dir.path()).unwrap();
+    let put = |kind, key: &str, n: u64| StoreChange::PutChannelRow {
+        kind,
+        key: key.into(),
+        row: serde_json::json!({"n": n}),
+    };
+    db.apply(&[
+        put(ChannelRowKind::Ingress, "00000000000000000002", 2),
+        put(ChannelRowKind::Ingress, "00000000000000000001", 1),
+        put(ChannelRowKind::Outbox, "00000000000000000001", 3),
+        put(ChannelRowKind::Offset, "telegram:default", 4),
+        put(ChannelRowKind::Offset, "telegram:default", 5),
+        StoreChange::DeleteChannelRow {
+            kind: ChannelRowKind::Outbox,
+            key: "00000000000000000001".into(),
+        },
+    ])
+    .unwrap();
+    let rows: Vec<(ChannelRowKind, String, u64)> = db
+        .load_channel_rows()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.kind, r.key, r.row["n"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (ChannelRowKind::Ingress, "00000000000000000001".into(), 1),
+            (ChannelRowKind::Ingress, "00000000000000000002".into(), 2),
+            (ChannelRowKind::Offset, "telegram:default".into(), 5),
+        ]
+    );
 }
 
 fn db_version(path: &Path) -> u32 {

@@ -498,7 +498,7 @@ fn serve(conn: impl Read + Write, api: FakeApi, log: &Log, script: &Script) -> i
 }
 
 /// One request: the request line, the headers, a `Content-Length` body. `None` at a clean EOF.
-fn read_request(reader: &mut impl BufRead) -> io::Result<Option<RecordedRequest>> {
+pub(crate) fn read_request(reader: &mut impl BufRead) -> io::Result<Option<RecordedRequest>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -563,7 +563,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Write `reply`, calling `mark` after each part is flushed and once more when the body ends.
-fn write_reply(
+pub(crate) fn write_reply(
     w: &mut impl Write,
     reply: &Reply,
     client_closes: bool,

@@ -148,8 +148,20 @@ impl Options {
     /// Kill `gw` with SIGKILL (nothing flushed, no handler runs) and start `shell` again on
     /// the same state directory and port, waiting (bounded) until `/readyz` answers 200.
     pub fn crash_and_restart(&self, shell: Shell, gw: Gateway) -> Gateway {
+        self.crash_and_restart_after(shell, gw, |_| {})
+    }
+
+    /// [`Options::crash_and_restart`], running `between` (given the state directory) while
+    /// no gateway runs.
+    pub fn crash_and_restart_after(
+        &self,
+        shell: Shell,
+        gw: Gateway,
+        between: impl FnOnce(&Path),
+    ) -> Gateway {
         let (dir, port) = (Rc::clone(&gw.dir), gw.port);
         drop(gw); // SIGKILL, and reaped
+        between(&dir.state());
         let mut last = String::new();
         for _ in 0..3 {
             match self.spawn_in(shell, dir.clone(), port).and_then(ready) {

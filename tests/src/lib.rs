@@ -1,10 +1,12 @@
 //! Black-box tests of the clawgate binaries: a harness that starts either shell on a free
 //! loopback port, and upstream's frame schema to validate what the gateway sends.
 //! [`fake_model`] is a fake model provider (OpenAI or Anthropic API, HTTP or HTTPS with
-//! [`fake_tls`]) for the agent tests.
+//! [`fake_tls`]) for the agent tests; [`fake_telegram`] a fake Telegram Bot API for the channel
+//! tests.
 
 pub mod deps;
 pub mod fake_model;
+pub mod fake_telegram;
 pub mod fake_tls;
 pub mod harness;
 pub mod schema;

@@ -142,18 +142,14 @@ impl Gateway {
         } else {
             route.describe_timeout(idle, "idle")
         };
-        self.cancel_work(work);
+        self.cancel_model_request(work);
         self.fail_run(now, serial, Failure::plain(message, "timeout"));
     }
 
-    /// Stop the HTTP request `work`.
-    pub(crate) fn cancel_work(&mut self, work: WorkId) {
+    /// Stop the model request `work` and forget which run it served.
+    pub(crate) fn cancel_model_request(&mut self, work: WorkId) {
         self.agent.by_work.remove(&work);
-        let id = self.next_work_id();
-        self.out.push_back(Output::Work {
-            id,
-            work: Work::Cancel(work),
-        });
+        self.cancel_work(work);
     }
 
     /// Run `serial`'s request was refused with `e`: schedule a retry and return true when
@@ -200,7 +196,7 @@ impl Gateway {
         let attempt = attempts.retries;
         // An in-stream refusal leaves its request running; an ended one ignores the cancel.
         if let Some(w) = run.work.take() {
-            self.cancel_work(w);
+            self.cancel_model_request(w);
         }
         let delay_ms = delay.as_millis() as u64;
         let message = if reason == "rate_limit" || reason == "overloaded" {
@@ -228,7 +224,7 @@ impl Gateway {
                 agent,
             ]
         });
-        let origin = self.agent.runs.get(&serial).map(|r| r.origin);
+        let origin = self.agent.runs.get(&serial).and_then(|r| r.origin);
         let route = self.config.model.as_ref().map(|r| r.describe_refusal(e));
         self.log(
             now,

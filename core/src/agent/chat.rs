@@ -160,7 +160,7 @@ impl Gateway {
         }
         let ts = self.unix_ms(now);
         self.ensure_session(key, ts);
-        let (serial, holds) = self.admit_run(now, (key, run_id, message), call.conn, mode);
+        let (serial, holds) = self.admit_run(now, (key, run_id, message), Some(call.conn), mode);
         if holds {
             self.append_user(key, message, run_id, ts);
             self.persist();

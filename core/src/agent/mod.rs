@@ -186,7 +186,12 @@ impl Gateway {
         }
     }
 
-    fn emit(&mut self, now: Instant, events: impl IntoIterator<Item = Event>) {
+    /// Send a run's events: an operator's run to every operator; a channel's run to nobody
+    /// on the socket (upstream sends those only to the session's subscribers).
+    fn emit(&mut self, now: Instant, to_operators: bool, events: impl IntoIterator<Item = Event>) {
+        if !to_operators {
+            return;
+        }
         for (event, payload) in events {
             self.broadcast(now, event, &payload, None);
         }
@@ -204,7 +209,8 @@ impl Gateway {
             return;
         };
         let events: Vec<Event> = f(run, ts).into_iter().collect();
-        self.emit(now, events);
+        let to_operators = run.origin.is_some();
+        self.emit(now, to_operators, events);
     }
 
     /// Start run `serial` (its `chat.send` was answered): its status events, then the model
@@ -403,8 +409,11 @@ impl Gateway {
         ev.extend(run.flush_chat_text(ts));
         let message = run.message(ts);
         ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
-        self.emit(now, ev);
+        self.emit(now, run.origin.is_some(), ev);
         self.append(&run.session_key, message, ts, Some(&run.run_id));
+        if run.origin.is_none() {
+            self.channel_turn_ended(now, &run.run_id, Some(run.text.clone()));
+        }
         self.persist();
         let outcome = Outcome::Ok {
             stop_reason: stop,
@@ -422,7 +431,7 @@ impl Gateway {
         self.log(
             now,
             Level::Warn,
-            Some(run.origin),
+            run.origin,
             format!("agent run {} failed: {}", run.run_id, failure.message),
         );
         let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
@@ -455,15 +464,19 @@ impl Gateway {
         } else {
             run.message(ts)
         };
-        self.emit(now, ev);
+        self.emit(now, run.origin.is_some(), ev);
         self.append(&run.session_key, row, ts, Some(&run.run_id));
+        if run.origin.is_none() {
+            let notice = format!("⚠️ Agent failed before reply: {}", failure.message);
+            self.channel_turn_ended(now, &run.run_id, Some(notice));
+        }
         self.persist();
         self.finish_run(now, run, Outcome::Error(failure.message));
     }
 
     fn cancel_request(&mut self, run: &Run) {
         if let Some(w) = run.work {
-            self.cancel_work(w);
+            self.cancel_model_request(w);
         }
     }
 
@@ -490,9 +503,22 @@ impl Gateway {
         }
     }
 
+    /// Whether run `serial` answers a channel message (no connection asked for it).
+    pub(crate) fn is_channel_run(&self, serial: u64) -> bool {
+        self.agent
+            .runs
+            .get(&serial)
+            .is_some_and(|r| r.origin.is_none())
+    }
+
+    /// Whether as many runs as `maxAgentRuns` are live.
+    pub(crate) fn agent_runs_full(&self) -> bool {
+        self.agent.runs.len() >= self.config.limits.max_agent_runs
+    }
+
     /// A new run for `run_id` on `key` with the user's `message` (the session exists); its
-    /// serial.
-    fn new_run(&mut self, run_id: &str, key: &str, origin: crate::ConnId, ts: u64) -> u64 {
+    /// serial. `origin` is the connection that asked, `None` for a channel message's turn.
+    fn new_run(&mut self, run_id: &str, key: &str, origin: Option<crate::ConnId>, ts: u64) -> u64 {
         let session_id = self
             .agent
             .sessions
@@ -526,7 +552,7 @@ impl Gateway {
     }
 
     /// Append the user's message to session `key` (which exists).
-    fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
+    pub(crate) fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
         let mut message = text_message("user", text, ts);
         if let Value::Object(m) = &mut message {
             m.insert("idempotencyKey".into(), json!(idempotency_key));

@@ -59,7 +59,7 @@ impl Gateway {
         &mut self,
         now: Instant,
         (key, run_id, message): (&str, &str, &str),
-        origin: crate::ConnId,
+        origin: Option<crate::ConnId>,
         mode: QueueMode,
     ) -> (u64, bool) {
         if mode == QueueMode::Interrupt && self.agent.lanes.active(key).is_some() {
@@ -159,7 +159,7 @@ impl Gateway {
                 }
                 Outcome::Error(e) => f.chat("error", json!({"errorMessage": e})),
             };
-            self.emit(now, [event]);
+            self.emit(now, f.origin.is_some(), [event]);
             self.run_ended(now, f, outcome.clone());
         }
         self.lane_free(now, &key, serial);
@@ -196,7 +196,10 @@ impl Gateway {
         for serial in queued {
             if let Some(run) = self.agent.remove(serial) {
                 let event = run.chat("aborted", json!({"stopReason": "rpc"}));
-                self.emit(now, [event]);
+                self.emit(now, run.origin.is_some(), [event]);
+                if run.origin.is_none() {
+                    self.channel_turn_ended(now, &run.run_id, None);
+                }
                 ids.push(run.run_id.clone());
                 self.finish_run(now, run, aborted());
             }
@@ -225,9 +228,13 @@ impl Gateway {
                 f.insert("message".into(), run.message(ts));
             }
             ev.push(run.chat("aborted", fields));
-            self.emit(now, ev);
+            self.emit(now, run.origin.is_some(), ev);
             if !run.text.is_empty() {
                 self.append(&run.session_key, run.message(ts), ts, Some(&run.run_id));
+            }
+            if run.origin.is_none() {
+                let partial = (!run.text.is_empty()).then(|| run.text.clone());
+                self.channel_turn_ended(now, &run.run_id, partial);
             }
             ids.push(run.run_id.clone());
             ended.push(run);

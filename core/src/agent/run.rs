@@ -46,8 +46,9 @@ pub(crate) struct Run {
     pub(crate) session_key: String,
     /// That session's id.
     pub(crate) session_id: String,
-    /// The connection that asked for it (the run outlives it).
-    pub(crate) origin: ConnId,
+    /// The connection that asked for it (the run outlives it); `None` for a channel
+    /// message's turn.
+    pub(crate) origin: Option<ConnId>,
     /// The model request, once sent.
     pub(crate) work: Option<WorkId>,
     /// The response's state.
@@ -91,7 +92,7 @@ impl Run {
         run_id: String,
         session_key: String,
         session_id: String,
-        origin: ConnId,
+        origin: Option<ConnId>,
         started_at: u64,
     ) -> Self {
         Self {

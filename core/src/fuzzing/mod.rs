@@ -11,6 +11,7 @@ pub mod http_response;
 pub mod model_stream;
 pub mod sim;
 pub mod stream;
+pub mod telegram_updates;
 
 use core::time::Duration;
 use std::time::Instant;

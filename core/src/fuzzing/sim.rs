@@ -118,6 +118,16 @@ fn listener() -> SocketAddr {
 impl Sim {
     /// A gateway started at `start` with `config` and `store`.
     pub fn new(start: Instant, config: Config, store: PairingStore) -> Self {
+        Self::build(start, config, store, false)
+    }
+
+    /// A gateway started at `start` with `config` whose HTTP requests are held from the first
+    /// one on (a channel's start-up calls leave with the gateway's construction).
+    pub fn started_holding_http(start: Instant, config: Config) -> Self {
+        Self::build(start, config, PairingStore::default(), true)
+    }
+
+    fn build(start: Instant, config: Config, store: PairingStore, hold_http: bool) -> Self {
         let store_copy = store.clone();
         let gw = Gateway::new(
             config,
@@ -141,7 +151,7 @@ impl Sim {
             batches: Vec::new(),
             model: None,
             held_http: Vec::new(),
-            hold_http: false,
+            hold_http,
             cancelled: Vec::new(),
             files: BTreeMap::new(),
             file_reads: Vec::new(),

@@ -137,6 +137,25 @@ const REGISTRY: &[MethodSpec] = &[
     method!("chat.startup", Read, Gateway::chat_startup),
     method!("exec.approvals.get", Admin, Gateway::exec_approvals_get),
     method!("environments.list", Read, Gateway::environments_list),
+    method!("channels.status", Read, Gateway::channels_status),
+    method!("channels.start", Admin, Gateway::channels_start),
+    method!("channels.stop", Admin, Gateway::channels_stop),
+    method!(
+        "channels.pairing.list",
+        Pairing,
+        Gateway::channels_pairing_list
+    ),
+    method!(
+        "channels.pairing.approve",
+        Dynamic,
+        Gateway::channels_pairing_approve
+    ),
+    method!(
+        "channels.pairing.dismiss",
+        Pairing,
+        Gateway::channels_pairing_dismiss
+    ),
+    method!("send", Write, Gateway::send_method),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -323,6 +342,13 @@ mod tests {
             "chat.startup",
             "exec.approvals.get",
             "environments.list",
+            "channels.status",
+            "channels.start",
+            "channels.stop",
+            "channels.pairing.list",
+            "channels.pairing.approve",
+            "channels.pairing.dismiss",
+            "send",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));

@@ -32,15 +32,16 @@ pub(crate) struct NodeDescribe {
 impl Gateway {
     /// The health summary (`health` result and `snapshot.health`).
     pub(crate) fn health_payload(&self, now: Instant) -> Value {
+        let (channels, order, labels) = self.channel_summary();
         json!({
             "ok": true,
             "ts": self.unix_ms(now),
             "durationMs": 0,
             "plugins": {"loaded": [], "errors": []},
             "configReload": {"hotReloadStatus": "active"},
-            "channels": {},
-            "channelOrder": [],
-            "channelLabels": {},
+            "channels": channels,
+            "channelOrder": order,
+            "channelLabels": labels,
             "heartbeatSeconds": 1800,
             "defaultAgentId": "main",
             "agents": [],

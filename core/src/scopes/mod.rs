@@ -165,6 +165,12 @@ fn required_scope(method: &str, params: &Value) -> &'static str {
                 _ => WRITE,
             }
         }
+        Some(Requirement::Dynamic) if method == "channels.pairing.approve" => {
+            match params.get("bootstrapCommandOwner") {
+                Some(Value::Bool(true)) => ADMIN,
+                _ => PAIRING,
+            }
+        }
         Some(Requirement::Dynamic) if method == "sessions.patch" => sessions_patch_scope(params),
         Some(Requirement::Dynamic) if method == "sessions.delete" => sessions_delete_scope(params),
         Some(Requirement::Dynamic) => WRITE,

@@ -121,6 +121,16 @@ pub fn wants_help(args: &[OsString]) -> bool {
     args.iter().any(|a| a == "-h" || a == "--help") || args.first().is_some_and(|a| a == "help")
 }
 
+/// A group's subcommand (empty when missing) and the arguments after it.
+pub fn subcommand(argv: Vec<OsString>) -> (String, Vec<OsString>) {
+    let mut it = argv.into_iter();
+    let sub = it
+        .next()
+        .and_then(|s| s.into_string().ok())
+        .unwrap_or_default();
+    (sub, it.collect())
+}
+
 /// The usage error for a missing or unknown subcommand of `group`.
 pub fn bad_subcommand(group: &str, sub: &str, usage: &[&str]) -> Failure {
     let what = if sub.is_empty() {

@@ -22,16 +22,8 @@ pub const USAGE: &[&str] = &[
 
 /// `devices <sub> …`.
 pub fn run(argv: Vec<OsString>) -> Outcome {
-    let mut it = argv.into_iter();
-    let sub = it
-        .next()
-        .and_then(|s| s.into_string().ok())
-        .unwrap_or_default();
-    let p = args::parse(
-        it.collect(),
-        QUERY,
-        &[Opt::value("device"), Opt::value("role")],
-    )?;
+    let (sub, rest) = args::subcommand(argv);
+    let p = args::parse(rest, QUERY, &[Opt::value("device"), Opt::value("role")])?;
     match sub.as_str() {
         "list" => {
             p.expect_positionals(0, USAGE[0])?;

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod logs;
 pub mod nodes;
 pub mod output;
+pub mod pairing;
 pub mod probe;
 pub mod query;
 pub mod report;

@@ -27,18 +27,14 @@ const INVOKE_SLACK_MS: u64 = 5_000;
 
 /// `nodes <sub> …`.
 pub fn run(argv: Vec<OsString>) -> Outcome {
-    let mut it = argv.into_iter();
-    let sub = it
-        .next()
-        .and_then(|s| s.into_string().ok())
-        .unwrap_or_default();
+    let (sub, rest) = args::subcommand(argv);
     let extra = [
         Opt::value("node"),
         Opt::value("command"),
         Opt::value("params"),
         Opt::value("invoke-timeout"),
     ];
-    let p = args::parse(it.collect(), QUERY, &extra)?;
+    let p = args::parse(rest, QUERY, &extra)?;
     match sub.as_str() {
         "list" => {
             p.expect_positionals(0, USAGE[0])?;

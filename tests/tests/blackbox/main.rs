@@ -14,3 +14,4 @@ mod limits;
 mod pairing;
 mod runs;
 mod sessions;
+mod telegram;

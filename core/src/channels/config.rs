@@ -1,0 +1,705 @@
+//! The channels' configuration: `channels.telegram` (root fields, `accounts`, `defaultAccount`)
+//! resolved into one [`TelegramAccount`] per account, `session.dmScope`, and
+//! `commands.ownerAllowFrom`. Keys upstream's schema does not know are refused (exit 78, naming
+//! the key), as upstream refuses them; a missing or placeholder token is not a refusal: that
+//! account reports the error and the gateway keeps serving everything else.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::auth::Secret;
+use crate::config::{ConfigError, is_placeholder_secret};
+
+/// Fields upstream's `channels.telegram` schema accepts on an account (and on the root).
+const ACCOUNT_KEYS: &[&str] = &[
+    "ackReaction",
+    "actions",
+    "allowFrom",
+    "apiRoot",
+    "autoTopicLabel",
+    "botToken",
+    "capabilities",
+    "commands",
+    "configWrites",
+    "contextVisibility",
+    "customCommands",
+    "defaultTo",
+    "direct",
+    "dmHistoryLimit",
+    "dmPolicy",
+    "dms",
+    "enabled",
+    "errorPolicy",
+    "execApprovals",
+    "groupAllowFrom",
+    "groupPolicy",
+    "groups",
+    "healthMonitor",
+    "heartbeatVisibility",
+    "historyLimit",
+    "joinIntro",
+    "linkPreview",
+    "markdown",
+    "mediaMaxMb",
+    "mentionPatterns",
+    "name",
+    "network",
+    "proxy",
+    "reactionLevel",
+    "reactionNotifications",
+    "replyToMode",
+    "responsePrefix",
+    "richMessages",
+    "silentErrorReplies",
+    "streaming",
+    "textChunkLimit",
+    "threadBindings",
+    "tokenFile",
+    "trustedLocalFileRoots",
+    "webhookCertPath",
+    "webhookHost",
+    "webhookPath",
+    "webhookPort",
+    "webhookSecret",
+    "webhookUrl",
+];
+/// Fields only the root of `channels.telegram` has.
+const ROOT_ONLY_KEYS: &[&str] = &["accounts", "defaultAccount"];
+/// Fields of `network`.
+const NETWORK_KEYS: &[&str] = &[
+    "autoSelectFamily",
+    "dnsResultOrder",
+    "dangerouslyAllowPrivateNetwork",
+];
+/// Fields of one `groups.<id>` entry.
+const GROUP_KEYS: &[&str] = &[
+    "requireMention",
+    "tools",
+    "toolsBySender",
+    "skills",
+    "enabled",
+    "allowFrom",
+    "systemPrompt",
+    "topics",
+    "groupPolicy",
+];
+
+/// Telegram's own limit on one message's text.
+pub const TELEGRAM_MAX_TEXT: usize = 4096;
+/// The default `textChunkLimit`.
+pub const DEFAULT_TEXT_CHUNK_LIMIT: usize = 4000;
+/// The default Bot API root.
+pub const DEFAULT_API_ROOT: &str = "https://api.telegram.org";
+/// The account id used when `accounts` is absent.
+pub const DEFAULT_ACCOUNT: &str = "default";
+/// The environment variable upstream reads the default account's token from.
+pub const TOKEN_ENV: &str = "TELEGRAM_BOT_TOKEN";
+
+/// Who may DM the bot (`dmPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmPolicy {
+    /// Unknown senders get a pairing code; approved ones are let in (the default).
+    Pairing,
+    /// Only `allowFrom`.
+    Allowlist,
+    /// Anyone matching `allowFrom` (which must hold `"*"` to mean everyone).
+    Open,
+    /// No DMs.
+    Disabled,
+}
+
+impl DmPolicy {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DmPolicy::Pairing => "pairing",
+            DmPolicy::Allowlist => "allowlist",
+            DmPolicy::Open => "open",
+            DmPolicy::Disabled => "disabled",
+        }
+    }
+}
+
+/// Which groups are served (`groupPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupPolicy {
+    /// Any group (senders still checked against `groupAllowFrom` when set).
+    Open,
+    /// Only the groups listed under `groups` (or `"*"`), the default.
+    Allowlist,
+    /// No groups.
+    Disabled,
+}
+
+/// One `groups.<chatId>` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupRule {
+    /// Whether the bot must be mentioned (default `true`).
+    pub require_mention: Option<bool>,
+}
+
+/// Who may reach the agent through one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessPolicy {
+    /// DMs.
+    pub dm_policy: DmPolicy,
+    /// DM senders allowed by configuration (normalised ids, or `"*"`).
+    pub allow_from: Vec<String>,
+    /// Groups.
+    pub group_policy: GroupPolicy,
+    /// Groups by chat id (or `"*"`).
+    pub groups: BTreeMap<String, GroupRule>,
+    /// Group senders allowed; `None` falls back to `allow_from`.
+    pub group_allow_from: Option<Vec<String>>,
+}
+
+impl Default for AccessPolicy {
+    fn default() -> Self {
+        AccessPolicy {
+            dm_policy: DmPolicy::Pairing,
+            allow_from: Vec::new(),
+            group_policy: GroupPolicy::Allowlist,
+            groups: BTreeMap::new(),
+            group_allow_from: None,
+        }
+    }
+}
+
+/// Where an account's token came from (`tokenSource` in `channels.status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `botToken`.
+    Config,
+    /// `tokenFile`.
+    File,
+    /// The environment.
+    Env,
+}
+
+impl TokenSource {
+    /// The status spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Config => "config",
+            TokenSource::File => "tokenFile",
+            TokenSource::Env => "env",
+        }
+    }
+}
+
+/// One Telegram bot account, resolved (account fields over the root's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelegramAccount {
+    /// The account id (`default` without `accounts`).
+    pub account_id: String,
+    /// `enabled` (default `true`).
+    pub enabled: bool,
+    /// The bot token and its source, or why there is none (naming the key to set).
+    pub token: Result<(Secret, TokenSource), String>,
+    /// DM and group access.
+    pub access: AccessPolicy,
+    /// `textChunkLimit`, at most Telegram's 4096.
+    pub text_chunk_limit: usize,
+    /// `apiRoot` without a trailing slash.
+    pub api_root: String,
+    /// `network.dangerouslyAllowPrivateNetwork`.
+    pub allow_private_network: bool,
+    /// `proxy`, which clawgate does not support (the account reports it).
+    pub proxy: Option<String>,
+}
+
+/// Which session a DM lands in (`session.dmScope`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DmScope {
+    /// `agent:main:main` for every DM (the default).
+    #[default]
+    Main,
+    /// `agent:main:direct:<peer>`.
+    PerPeer,
+    /// `agent:main:<channel>:direct:<peer>`.
+    PerChannelPeer,
+    /// `agent:main:<channel>:<account>:direct:<peer>`.
+    PerAccountChannelPeer,
+}
+
+/// Everything about channels in the configuration.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChannelsConfig {
+    /// The Telegram accounts (empty when `channels.telegram` is absent).
+    pub telegram: Vec<TelegramAccount>,
+    /// `channels.telegram.defaultAccount`, else `default`, else the first account.
+    pub telegram_default: Option<String>,
+    /// `session.dmScope`.
+    pub dm_scope: DmScope,
+    /// `commands.ownerAllowFrom`.
+    pub owner_allow_from: Vec<String>,
+}
+
+/// What resolving reads besides the file: the environment and the files named by `tokenFile`.
+pub(crate) struct Sources<'a> {
+    pub(crate) env: &'a BTreeMap<String, String>,
+    /// `tokenFile` path → its text, or why it could not be read.
+    pub(crate) files: &'a BTreeMap<String, Result<String, String>>,
+}
+
+/// Every `tokenFile` path in a parsed config file, so the host can read them before resolving.
+pub fn token_files(file: &Value) -> Vec<String> {
+    let Some(tg) = file.get("channels").and_then(|c| c.get("telegram")) else {
+        return Vec::new();
+    };
+    let accounts = tg
+        .get("accounts")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|a| a.values());
+    std::iter::once(tg)
+        .chain(accounts)
+        .filter_map(|a| a.get("tokenFile").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidAt {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn object<'a>(v: &'a Value, key: &str) -> Result<&'a Map<String, Value>, ConfigError> {
+    v.as_object()
+        .ok_or_else(|| invalid(key, format!("must be an object, got {v}")))
+}
+
+fn refuse_unknown(
+    obj: &Map<String, Value>,
+    known: &[&[&str]],
+    at: &str,
+) -> Result<(), ConfigError> {
+    match obj
+        .keys()
+        .find(|k| !known.iter().any(|set| set.contains(&k.as_str())))
+    {
+        Some(k) => Err(invalid(
+            format!("{at}.{k}"),
+            "Unrecognized key (not in upstream's schema; remove it)",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Resolve the channels' part of a parsed config file.
+pub(crate) fn resolve(file: &Value, src: &Sources<'_>) -> Result<ChannelsConfig, ConfigError> {
+    let mut out = ChannelsConfig {
+        dm_scope: dm_scope(file)?,
+        owner_allow_from: string_list(
+            file.get("commands").and_then(|c| c.get("ownerAllowFrom")),
+            "commands.ownerAllowFrom",
+        )?,
+        ..Default::default()
+    };
+    let Some(tg) = file.get("channels").and_then(|c| c.get("telegram")) else {
+        return Ok(out);
+    };
+    const ROOT: &str = "channels.telegram";
+    let root = object(tg, ROOT)?;
+    refuse_unknown(root, &[ACCOUNT_KEYS, ROOT_ONLY_KEYS], ROOT)?;
+    let default = match root.get("defaultAccount") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(v) => {
+            return Err(invalid(
+                "channels.telegram.defaultAccount",
+                format!("must be a string, got {v}"),
+            ));
+        }
+    };
+    match root.get("accounts") {
+        None | Some(Value::Null) => {
+            out.telegram
+                .push(account(DEFAULT_ACCOUNT, root, None, src)?);
+        }
+        Some(accounts) => {
+            let accounts = object(accounts, "channels.telegram.accounts")?;
+            for (id, acc) in accounts {
+                let at = format!("channels.telegram.accounts.{id}");
+                let acc = object(acc, &at)?;
+                refuse_unknown(acc, &[ACCOUNT_KEYS], &at)?;
+                out.telegram.push(account(id, root, Some((acc, &at)), src)?);
+            }
+        }
+    }
+    if let Some(d) = &default
+        && !out.telegram.iter().any(|a| &a.account_id == d)
+    {
+        return Err(invalid(
+            "channels.telegram.defaultAccount",
+            format!("names account {d:?}, which is not under channels.telegram.accounts"),
+        ));
+    }
+    out.telegram_default = default.or_else(|| {
+        let ids = out.telegram.iter().map(|a| a.account_id.as_str());
+        let first = out.telegram.first().map(|a| a.account_id.clone());
+        ids.clone()
+            .find(|i| *i == DEFAULT_ACCOUNT)
+            .map(str::to_string)
+            .or(first)
+    });
+    Ok(out)
+}
+
+fn dm_scope(file: &Value) -> Result<DmScope, ConfigError> {
+    let found = match file.get("session").and_then(|s| s.get("dmScope")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some((s.clone(), "session.dmScope".to_string())),
+        Some(v) => {
+            return Err(invalid(
+                "session.dmScope",
+                format!("must be a string, got {v}"),
+            ));
+        }
+    };
+    one_of(
+        found,
+        DmScope::Main,
+        &[
+            ("main", DmScope::Main),
+            ("per-peer", DmScope::PerPeer),
+            ("per-channel-peer", DmScope::PerChannelPeer),
+            ("per-account-channel-peer", DmScope::PerAccountChannelPeer),
+        ],
+    )
+}
+
+/// The option a string `(value, key)` names among `options`, `default` when absent.
+fn one_of<T: Copy>(
+    found: Option<(String, String)>,
+    default: T,
+    options: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let Some((value, key)) = found else {
+        return Ok(default);
+    };
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            invalid(
+                key,
+                format!("unknown value {value:?} ({})", names.join(", ")),
+            )
+        })
+}
+
+/// A Telegram id list: strings or numbers, `telegram:`/`tg:` prefixes removed.
+fn string_list(v: Option<&Value>, key: &str) -> Result<Vec<String>, ConfigError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(normalize_id(s)),
+                Value::Number(n) => Ok(n.to_string()),
+                other => Err(invalid(
+                    key,
+                    format!("entries must be strings or numbers, got {other}"),
+                )),
+            })
+            .collect(),
+        Some(other) => Err(invalid(key, format!("must be a list, got {other}"))),
+    }
+}
+
+/// A sender id as allow lists hold it: `telegram:`/`tg:` prefixes dropped, trimmed.
+pub fn normalize_id(s: &str) -> String {
+    let s = s.trim();
+    let lower = s.to_ascii_lowercase();
+    for prefix in ["telegram:", "tg:"] {
+        if lower.starts_with(prefix) {
+            return s.get(prefix.len()..).unwrap_or_default().trim().to_string();
+        }
+    }
+    s.to_string()
+}
+
+/// One account: its own field if set, else the root's.
+fn account(
+    id: &str,
+    root: &Map<String, Value>,
+    own: Option<(&Map<String, Value>, &str)>,
+    src: &Sources<'_>,
+) -> Result<TelegramAccount, ConfigError> {
+    let at = own.map_or("channels.telegram".to_string(), |(_, at)| at.to_string());
+    // (value, the key it was read from)
+    let field = |name: &str| -> Option<(&Value, String)> {
+        if let Some((acc, at)) = own
+            && let Some(v) = acc.get(name).filter(|v| !v.is_null())
+        {
+            return Some((v, format!("{at}.{name}")));
+        }
+        root.get(name)
+            .filter(|v| !v.is_null())
+            .map(|v| (v, format!("channels.telegram.{name}")))
+    };
+    let bool_field = |name: &str, default: bool| -> Result<bool, ConfigError> {
+        match field(name) {
+            None => Ok(default),
+            Some((Value::Bool(b), _)) => Ok(*b),
+            Some((v, key)) => Err(invalid(key, format!("must be true or false, got {v}"))),
+        }
+    };
+    let str_field = |name: &str| -> Result<Option<(String, String)>, ConfigError> {
+        match field(name) {
+            None => Ok(None),
+            Some((Value::String(s), key)) => Ok(Some((s.clone(), key))),
+            Some((v, key)) => Err(invalid(key, format!("must be a string, got {v}"))),
+        }
+    };
+    let list_field = |name: &str| -> Result<Option<Vec<String>>, ConfigError> {
+        field(name)
+            .map(|(v, key)| string_list(Some(v), &key))
+            .transpose()
+    };
+    if let Some((net, key)) = field("network") {
+        refuse_unknown(object(net, &key)?, &[NETWORK_KEYS], &key)?;
+    }
+    let allow_private_network = match field("network")
+        .and_then(|(n, _)| n.get("dangerouslyAllowPrivateNetwork").cloned())
+    {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(v) => {
+            return Err(invalid(
+                format!("{at}.network.dangerouslyAllowPrivateNetwork"),
+                format!("must be true or false, got {v}"),
+            ));
+        }
+    };
+    let dm_policy = one_of(
+        str_field("dmPolicy")?,
+        DmPolicy::Pairing,
+        &[
+            ("pairing", DmPolicy::Pairing),
+            ("allowlist", DmPolicy::Allowlist),
+            ("open", DmPolicy::Open),
+            ("disabled", DmPolicy::Disabled),
+        ],
+    )?;
+    let group_policy = one_of(
+        str_field("groupPolicy")?,
+        GroupPolicy::Allowlist,
+        &[
+            ("open", GroupPolicy::Open),
+            ("allowlist", GroupPolicy::Allowlist),
+            ("disabled", GroupPolicy::Disabled),
+        ],
+    )?;
+    let allow_from = list_field("allowFrom")?.unwrap_or_default();
+    let allow_key = format!("{at}.allowFrom");
+    if dm_policy == DmPolicy::Allowlist && allow_from.is_empty() {
+        return Err(invalid(
+            allow_key,
+            "dmPolicy \"allowlist\" needs at least one entry",
+        ));
+    }
+    if dm_policy == DmPolicy::Open && !allow_from.iter().any(|a| a == "*") {
+        return Err(invalid(
+            allow_key,
+            "dmPolicy \"open\" needs \"*\" in allowFrom",
+        ));
+    }
+    let mut groups = BTreeMap::new();
+    if let Some((g, key)) = field("groups") {
+        for (chat, rule) in object(g, &key)? {
+            let rule_key = format!("{key}.{chat}");
+            let rule = object(rule, &rule_key)?;
+            refuse_unknown(rule, &[GROUP_KEYS], &rule_key)?;
+            let require_mention = match rule.get("requireMention") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(v) => {
+                    return Err(invalid(
+                        format!("{rule_key}.requireMention"),
+                        format!("must be true or false, got {v}"),
+                    ));
+                }
+            };
+            groups.insert(chat.clone(), GroupRule { require_mention });
+        }
+    }
+    let text_chunk_limit = match field("textChunkLimit") {
+        None => DEFAULT_TEXT_CHUNK_LIMIT,
+        Some((v, key)) => match v.as_u64().filter(|n| *n > 0) {
+            Some(n) => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(TELEGRAM_MAX_TEXT),
+            None => return Err(invalid(key, format!("must be a positive integer, got {v}"))),
+        },
+    };
+    let api_root = str_field("apiRoot")?
+        .map(|(s, _)| s)
+        .unwrap_or_else(|| DEFAULT_API_ROOT.into())
+        .trim_end_matches('/')
+        .to_string();
+    Ok(TelegramAccount {
+        account_id: id.to_string(),
+        enabled: bool_field("enabled", true)?,
+        token: token(id, &field, src)?,
+        access: AccessPolicy {
+            dm_policy,
+            allow_from,
+            group_policy,
+            groups,
+            group_allow_from: list_field("groupAllowFrom")?,
+        },
+        text_chunk_limit,
+        api_root,
+        allow_private_network,
+        proxy: str_field("proxy")?.map(|(s, _)| s),
+    })
+}
+
+/// The account's token: `botToken` (a string or an env SecretRef), else `tokenFile`, else
+/// (default account only) `TELEGRAM_BOT_TOKEN`. A missing or placeholder token is the
+/// account's error, not a refusal to start.
+fn token<'a>(
+    id: &str,
+    field: &dyn Fn(&str) -> Option<(&'a Value, String)>,
+    src: &Sources<'_>,
+) -> Result<Result<(Secret, TokenSource), String>, ConfigError> {
+    let check = |value: &str, key: &str, source| {
+        let value = value.trim();
+        if is_placeholder_secret(value) {
+            Err(format!(
+                "{key} is a placeholder ({value:?}); set the bot token from @BotFather"
+            ))
+        } else {
+            Ok((Secret::new(value), source))
+        }
+    };
+    if let Some((v, key)) = field("botToken") {
+        return Ok(match v {
+            Value::String(s) => check(s, &key, TokenSource::Config),
+            Value::Object(r) if r.get("source").and_then(Value::as_str) == Some("env") => {
+                let var = r.get("id").and_then(Value::as_str).unwrap_or_default();
+                match src.env.get(var).filter(|v| !v.is_empty()) {
+                    Some(t) => check(t, &key, TokenSource::Env),
+                    None => Err(format!(
+                        "{key} names the environment variable {var}, which is not set"
+                    )),
+                }
+            }
+            Value::Object(_) => Err(format!(
+                "{key}: only a string or an env SecretRef ({{source:\"env\",provider,id}}) is supported by clawgate"
+            )),
+            other => {
+                return Err(invalid(
+                    key,
+                    format!("must be a string or a SecretRef, got {other}"),
+                ));
+            }
+        });
+    }
+    if let Some((v, key)) = field("tokenFile") {
+        let Some(path) = v.as_str() else {
+            return Err(invalid(key, format!("must be a string, got {v}")));
+        };
+        return Ok(match src.files.get(path) {
+            Some(Ok(text)) => check(text, &key, TokenSource::File),
+            Some(Err(e)) => Err(format!("{key}: cannot read {path}: {e}")),
+            None => Err(format!("{key}: {path} was not read")),
+        });
+    }
+    if id == DEFAULT_ACCOUNT
+        && let Some(t) = src.env.get(TOKEN_ENV).filter(|v| !v.is_empty())
+    {
+        return Ok(check(t, TOKEN_ENV, TokenSource::Env));
+    }
+    let key = if id == DEFAULT_ACCOUNT {
+        "channels.telegram.botToken".to_string()
+    } else {
+        format!("channels.telegram.accounts.{id}.botToken")
+    };
+    Ok(Err(format!(
+        "{key} is not set: set it (or tokenFile) to the bot token from @BotFather"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_text(text: &str) -> Result<ChannelsConfig, ConfigError> {
+        let file = crate::config::parse_file(text).unwrap();
+        let env = BTreeMap::new();
+        let mut files = BTreeMap::new();
+        files.insert("/t".to_string(), Ok("123:file\n".to_string()));
+        resolve(
+            &file,
+            &Sources {
+                env: &env,
+                files: &files,
+            },
+        )
+    }
+
+    #[test]
+    fn accounts_inherit_the_root_and_tokens_resolve() {
+        let c = resolve_text(
+            r#"{channels:{telegram:{dmPolicy:"allowlist", allowFrom:["tg:111", 222],
+                accounts:{default:{botToken:"123:abc"}, other:{tokenFile:"/t", dmPolicy:"pairing", textChunkLimit:9000}}}},
+               session:{dmScope:"per-channel-peer"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.dm_scope, DmScope::PerChannelPeer);
+        let d = &c.telegram[0];
+        assert_eq!(d.access.dm_policy, DmPolicy::Allowlist);
+        assert_eq!(d.access.allow_from, ["111", "222"]);
+        assert_eq!(d.token.as_ref().unwrap().0.expose(), "123:abc");
+        let o = &c.telegram[1];
+        assert_eq!(o.access.dm_policy, DmPolicy::Pairing);
+        assert_eq!(o.token.as_ref().unwrap().1, TokenSource::File);
+        assert_eq!(o.token.as_ref().unwrap().0.expose(), "123:file");
+        assert_eq!(o.text_chunk_limit, TELEGRAM_MAX_TEXT);
+        assert_eq!(c.telegram_default.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_and_missing_tokens_are_account_errors() {
+        let e = resolve_text(r#"{channels:{telegram:{botToken:"1:a", nope:1}}}"#).unwrap_err();
+        assert!(e.to_string().starts_with("channels.telegram.nope:"), "{e}");
+        let e = resolve_text(r#"{channels:{telegram:{network:{x:1}}}}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("channels.telegram.network.x:"),
+            "{e}"
+        );
+        let e = resolve_text(r#"{channels:{telegram:{accounts:{a:{defaultAccount:"a"}}}}}"#)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("channels.telegram.accounts.a.defaultAccount:"),
+            "{e}"
+        );
+        let c = resolve_text(r#"{channels:{telegram:{botToken:"changeme"}}}"#).unwrap();
+        let err = c.telegram[0].token.as_ref().unwrap_err();
+        assert!(
+            err.starts_with("channels.telegram.botToken is a placeholder"),
+            "{err}"
+        );
+        let c = resolve_text(r#"{channels:{telegram:{}}}"#).unwrap();
+        let err = c.telegram[0].token.as_ref().unwrap_err();
+        assert!(
+            err.starts_with("channels.telegram.botToken is not set"),
+            "{err}"
+        );
+        let e = resolve_text(r#"{channels:{telegram:{dmPolicy:"allowlist"}}}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("channels.telegram.allowFrom:"),
+            "{e}"
+        );
+        assert!(resolve_text(r#"{channels:{telegram:{dmPolicy:"open"}}}"#).is_err());
+    }
+}

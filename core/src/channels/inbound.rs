@@ -1,0 +1,277 @@
+//! The channel interface every transport fills in: an inbound message normalised (which
+//! channel and account, which chat and thread, who sent it, its text and ids), where a reply
+//! goes, the access decision and the session it lands in. Telegram is the first transport;
+//! Slack and Discord fill in the same [`Inbound`] and read the same [`Target`].
+
+use serde::{Deserialize, Serialize};
+
+use super::config::{AccessPolicy, DmPolicy, DmScope, GroupPolicy};
+
+/// The kind of conversation a message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatKind {
+    /// A direct message with one person.
+    Direct,
+    /// A group, supergroup or channel room.
+    Group,
+}
+
+/// Who sent a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    /// The transport's user id (Telegram's numeric id as a string, Slack `U…`, Discord
+    /// snowflake).
+    pub id: String,
+    /// A display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A handle (`mallory`, without `@`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+/// One inbound message, normalised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inbound {
+    /// `telegram`, `slack`, `discord`.
+    pub channel: String,
+    /// The account it arrived on.
+    pub account: String,
+    /// The chat (peer or room) id.
+    pub chat_id: String,
+    /// Direct or group.
+    pub kind: ChatKind,
+    /// A thread or topic inside the chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    /// The sender.
+    pub sender: Sender,
+    /// The text.
+    pub text: String,
+    /// The transport's message id (deduplication).
+    pub message_id: String,
+    /// The transport's event id (Telegram `update_id`, Slack `event_id`).
+    pub event_id: String,
+    /// Whether the bot was addressed (always for DMs).
+    pub mentioned: bool,
+}
+
+impl Inbound {
+    /// Where the reply to this message goes.
+    pub fn reply_target(&self) -> Target {
+        Target {
+            channel: self.channel.clone(),
+            account: self.account.clone(),
+            to: self.chat_id.clone(),
+            thread: self.thread.clone(),
+        }
+    }
+
+    /// The lane it is served in: messages of one chat (and thread) in arrival order.
+    pub fn lane(&self) -> String {
+        match &self.thread {
+            Some(t) => format!("{}:{}:{}:{t}", self.channel, self.account, self.chat_id),
+            None => format!("{}:{}:{}", self.channel, self.account, self.chat_id),
+        }
+    }
+
+    /// The key that identifies the message across redeliveries.
+    pub fn dedupe_key(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.channel, self.account, self.chat_id, self.message_id
+        )
+    }
+
+    /// The session this message lands in (upstream-agent.md §5): DMs by `dm_scope`, groups
+    /// per group, topics per topic.
+    pub fn session_key(&self, dm_scope: DmScope) -> String {
+        let (ch, acc, peer) = (&self.channel, &self.account, &self.chat_id);
+        match self.kind {
+            ChatKind::Direct => match dm_scope {
+                DmScope::Main => "agent:main:main".into(),
+                DmScope::PerPeer => format!("agent:main:direct:{peer}"),
+                DmScope::PerChannelPeer => format!("agent:main:{ch}:direct:{peer}"),
+                DmScope::PerAccountChannelPeer => format!("agent:main:{ch}:{acc}:direct:{peer}"),
+            },
+            ChatKind::Group => match &self.thread {
+                Some(t) => format!("agent:main:{ch}:group:{peer}:topic:{t}"),
+                None => format!("agent:main:{ch}:group:{peer}"),
+            },
+        }
+    }
+}
+
+/// Where an outbound message goes: a chat of an account of a channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The channel.
+    pub channel: String,
+    /// The account.
+    pub account: String,
+    /// The chat id.
+    pub to: String,
+    /// A thread or topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+}
+
+/// What happens to an inbound message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// It reaches the agent.
+    Allow,
+    /// An unknown DM sender under `dmPolicy: pairing`: a pairing request, nothing for the agent.
+    Pair,
+    /// Dropped, for this reason (logged).
+    Drop(&'static str),
+}
+
+fn listed(list: &[String], id: &str) -> bool {
+    list.iter().any(|a| a == "*" || a == id)
+}
+
+/// The access decision for `m` under `policy`; `approved` is whether the pairing store lets
+/// the sender in (DMs under `pairing` only: approvals never widen other policies or groups).
+pub fn decide(policy: &AccessPolicy, m: &Inbound, approved: bool) -> Access {
+    let sender = m.sender.id.as_str();
+    match m.kind {
+        ChatKind::Direct => match policy.dm_policy {
+            DmPolicy::Disabled => Access::Drop("dmPolicy is disabled"),
+            DmPolicy::Open | DmPolicy::Allowlist if listed(&policy.allow_from, sender) => {
+                Access::Allow
+            }
+            DmPolicy::Open | DmPolicy::Allowlist => Access::Drop("sender not in allowFrom"),
+            DmPolicy::Pairing if approved || listed(&policy.allow_from, sender) => Access::Allow,
+            DmPolicy::Pairing => Access::Pair,
+        },
+        ChatKind::Group => {
+            let rule = policy
+                .groups
+                .get(&m.chat_id)
+                .or_else(|| policy.groups.get("*"));
+            match policy.group_policy {
+                GroupPolicy::Disabled => return Access::Drop("groupPolicy is disabled"),
+                GroupPolicy::Allowlist if rule.is_none() => {
+                    return Access::Drop("group not in groups");
+                }
+                _ => {}
+            }
+            let senders = policy
+                .group_allow_from
+                .as_ref()
+                .unwrap_or(&policy.allow_from);
+            if !senders.is_empty() && !listed(senders, sender) {
+                return Access::Drop("sender not in groupAllowFrom");
+            }
+            let require_mention = rule.and_then(|r| r.require_mention).unwrap_or(true);
+            if require_mention && !m.mentioned {
+                return Access::Drop("bot not mentioned");
+            }
+            Access::Allow
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::GroupRule;
+    use super::*;
+
+    fn msg(kind: ChatKind, chat: &str, sender: &str, mentioned: bool) -> Inbound {
+        Inbound {
+            channel: "telegram".into(),
+            account: "default".into(),
+            chat_id: chat.into(),
+            kind,
+            thread: None,
+            sender: Sender {
+                id: sender.into(),
+                name: None,
+                username: None,
+            },
+            text: "hi".into(),
+            message_id: "1".into(),
+            event_id: "1".into(),
+            mentioned,
+        }
+    }
+
+    #[test]
+    fn dm_policies_and_pairing() {
+        let mut p = AccessPolicy::default();
+        let dm = msg(ChatKind::Direct, "222", "222", true);
+        assert_eq!(decide(&p, &dm, false), Access::Pair);
+        assert_eq!(decide(&p, &dm, true), Access::Allow);
+        p.allow_from = vec!["222".into()];
+        assert_eq!(decide(&p, &dm, false), Access::Allow);
+        p.dm_policy = DmPolicy::Allowlist;
+        p.allow_from = vec!["111".into()];
+        assert_eq!(
+            decide(&p, &dm, true),
+            Access::Drop("sender not in allowFrom"),
+            "approvals never widen allowlist"
+        );
+        p.dm_policy = DmPolicy::Open;
+        p.allow_from = vec!["*".into()];
+        assert_eq!(decide(&p, &dm, false), Access::Allow);
+        p.dm_policy = DmPolicy::Disabled;
+        assert!(matches!(decide(&p, &dm, true), Access::Drop(_)));
+    }
+
+    #[test]
+    fn groups_need_listing_a_listed_sender_and_a_mention() {
+        let mut p = AccessPolicy::default();
+        let g = msg(ChatKind::Group, "-100", "5", true);
+        assert_eq!(decide(&p, &g, true), Access::Drop("group not in groups"));
+        p.groups.insert("-100".into(), GroupRule::default());
+        assert_eq!(decide(&p, &g, false), Access::Allow);
+        assert_eq!(
+            decide(&p, &msg(ChatKind::Group, "-100", "5", false), false),
+            Access::Drop("bot not mentioned")
+        );
+        p.groups.insert(
+            "-100".into(),
+            GroupRule {
+                require_mention: Some(false),
+            },
+        );
+        assert_eq!(
+            decide(&p, &msg(ChatKind::Group, "-100", "5", false), false),
+            Access::Allow
+        );
+        p.allow_from = vec!["111".into()];
+        assert_eq!(
+            decide(&p, &g, true),
+            Access::Drop("sender not in groupAllowFrom")
+        );
+        p.group_allow_from = Some(vec!["5".into()]);
+        assert_eq!(decide(&p, &g, false), Access::Allow);
+    }
+
+    #[test]
+    fn sessions_follow_dm_scope() {
+        let dm = msg(ChatKind::Direct, "222", "222", true);
+        assert_eq!(dm.session_key(DmScope::Main), "agent:main:main");
+        assert_eq!(
+            dm.session_key(DmScope::PerChannelPeer),
+            "agent:main:telegram:direct:222"
+        );
+        assert_eq!(dm.session_key(DmScope::PerPeer), "agent:main:direct:222");
+        assert_eq!(
+            dm.session_key(DmScope::PerAccountChannelPeer),
+            "agent:main:telegram:default:direct:222"
+        );
+        let mut g = msg(ChatKind::Group, "-100", "5", true);
+        assert_eq!(
+            g.session_key(DmScope::Main),
+            "agent:main:telegram:group:-100"
+        );
+        g.thread = Some("42".into());
+        assert_eq!(
+            g.session_key(DmScope::Main),
+            "agent:main:telegram:group:-100:topic:42"
+        );
+    }
+}

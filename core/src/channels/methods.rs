@@ -1,0 +1,396 @@
+//! The operator methods of channels, with upstream's params and payloads:
+//! `channels.status`, `channels.start|stop`, `channels.pairing.list|approve|dismiss`, `send`.
+
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::pairing::{APPROVED_MESSAGE, MAX_PENDING_PER_ACCOUNT, REQUEST_TTL_MS};
+use super::telegram::api;
+use super::{Purpose, send_key, tg_key};
+use crate::frame::{ErrorCode, ErrorShape};
+use crate::gateway::Gateway;
+use crate::methods::params::NonEmpty;
+use crate::methods::{Call, Reply};
+
+/// `channels.status` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ChannelsStatus {
+    #[serde(default, rename = "probe")]
+    _probe: Option<Value>,
+    #[serde(default, rename = "timeoutMs")]
+    _timeout_ms: Option<Value>,
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+/// `channels.start|stop|logout` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ChannelAccount {
+    channel: NonEmpty,
+    #[serde(default)]
+    account_id: Option<String>,
+}
+
+/// `channels.pairing.list` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct PairingList {
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    account_id: Option<String>,
+}
+
+/// `channels.pairing.approve|dismiss` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct PairingDecision {
+    channel: NonEmpty,
+    #[serde(default)]
+    account_id: Option<String>,
+    request_id: NonEmpty,
+    #[serde(default)]
+    notify: Option<bool>,
+    #[serde(default)]
+    bootstrap_command_owner: Option<bool>,
+}
+
+/// `send` params (upstream's `SendParams`; text messages only).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Send {
+    to: NonEmpty,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    account_id: Option<String>,
+    #[serde(default)]
+    thread_id: Option<Value>,
+    idempotency_key: NonEmpty,
+    #[serde(default, rename = "mediaUrl")]
+    _media_url: Option<Value>,
+    #[serde(default, rename = "mediaUrls")]
+    _media_urls: Option<Value>,
+    #[serde(default, rename = "buffer")]
+    _buffer: Option<Value>,
+    #[serde(default, rename = "filename")]
+    _filename: Option<Value>,
+    #[serde(default, rename = "contentType")]
+    _content_type: Option<Value>,
+    #[serde(default, rename = "asVoice")]
+    _as_voice: Option<Value>,
+    #[serde(default, rename = "gifPlayback")]
+    _gif_playback: Option<Value>,
+    #[serde(default, rename = "agentId")]
+    _agent_id: Option<Value>,
+    #[serde(default, rename = "replyToId")]
+    _reply_to_id: Option<Value>,
+    #[serde(default, rename = "forceDocument")]
+    _force_document: Option<Value>,
+    #[serde(default, rename = "silent")]
+    _silent: Option<Value>,
+    #[serde(default, rename = "parseMode")]
+    _parse_mode: Option<Value>,
+    #[serde(default, rename = "sessionKey")]
+    _session_key: Option<Value>,
+}
+
+fn invalid(message: impl Into<String>) -> Reply {
+    Reply::Now(Err(ErrorShape::invalid(message)))
+}
+
+impl Gateway {
+    /// The account key a request names, when that account is configured.
+    fn named_account(&self, channel: &str, account: Option<&str>) -> Option<String> {
+        if channel != "telegram" {
+            return None;
+        }
+        let id = account
+            .map(str::to_string)
+            .or_else(|| self.config.channels.telegram_default.clone())?;
+        let key = tg_key(&id);
+        self.channels.accounts.contains_key(&key).then_some(key)
+    }
+
+    /// The channel summary `health` and `channels.status` share.
+    pub(crate) fn channel_summary(&self) -> (Value, Value, Value) {
+        if self.channels.accounts.is_empty() {
+            return (json!({}), json!([]), json!({}));
+        }
+        let accounts: Vec<&super::Account> = self.channels.accounts.values().collect();
+        let running = accounts.iter().any(|a| a.running());
+        let first_error = accounts.iter().find_map(|a| a.last_error.clone());
+        let last =
+            |f: fn(&super::Account) -> Option<u64>| accounts.iter().filter_map(|a| f(a)).max();
+        let summary = json!({
+            "telegram": {
+                "configured": accounts.iter().any(|a| a.cfg.token.is_ok()),
+                "running": running,
+                "lastStartAt": last(|a| a.last_start_at),
+                "lastStopAt": last(|a| a.last_stop_at),
+                "lastError": first_error,
+                "lastPollAt": last(|a| a.last_poll_at),
+                "tokenSource": accounts.first().map(|a| a.cfg.token.as_ref().map_or("none", |t| t.1.as_str())),
+                "lastProbeAt": null,
+                "mode": "polling",
+            }
+        });
+        (
+            summary,
+            json!(["telegram"]),
+            json!({"telegram": "Telegram"}),
+        )
+    }
+
+    pub(crate) fn channels_status(
+        &mut self,
+        now: Instant,
+        _: &Call<'_>,
+        p: ChannelsStatus,
+    ) -> Reply {
+        if let Some(c) = p.channel.as_deref().filter(|c| *c != "telegram") {
+            return invalid(format!("unknown channel: {c}"));
+        }
+        let (channels, order, labels) = self.channel_summary();
+        // (upstream's schema closes the result: no `statusIssues`; each account says its own)
+        let accounts: Vec<Value> = self
+            .channels
+            .accounts
+            .values()
+            .map(|a| {
+                let account = a.cfg.account_id.as_str();
+                let mine = |d: &&super::outbox::Delivery| d.target.account == account;
+                let undelivered: Vec<Value> = self
+                    .channels
+                    .outbox
+                    .undelivered()
+                    .filter(mine)
+                    .take(20)
+                    .map(|d| json!({"to": d.target.to, "createdAt": d.created_at, "error": d.last_error}))
+                    .collect();
+                a.snapshot(undelivered, self.channels.outbox.pending())
+            })
+            .collect();
+        let configured = !self.channels.accounts.is_empty();
+        let meta = json!({"id": "telegram", "label": "Telegram", "detailLabel": "Telegram Bot", "systemImage": "paperplane"});
+        Reply::Now(Ok(json!({
+            "ts": self.unix_ms(now),
+            "channelOrder": order,
+            "channelLabels": labels,
+            "channelDetailLabels": if configured { json!({"telegram": "Telegram Bot"}) } else { json!({}) },
+            "channelSystemImages": if configured { json!({"telegram": "paperplane"}) } else { json!({}) },
+            "channelMeta": if configured { json!([meta]) } else { json!([]) },
+            "channels": channels,
+            "channelAccounts": if configured { json!({"telegram": accounts}) } else { json!({}) },
+            "channelDefaultAccountId": match &self.config.channels.telegram_default {
+                Some(d) => json!({"telegram": d}),
+                None => json!({}),
+            },
+        })))
+    }
+
+    pub(crate) fn channels_start(
+        &mut self,
+        now: Instant,
+        _: &Call<'_>,
+        p: ChannelAccount,
+    ) -> Reply {
+        let Some(key) = self.named_account(&p.channel.0, p.account_id.as_deref()) else {
+            return invalid("invalid channels.start channel");
+        };
+        let running = self
+            .channels
+            .accounts
+            .get(&key)
+            .is_some_and(|a| a.running());
+        if !running {
+            self.start_account(now, &key);
+        }
+        let account = key.strip_prefix("telegram:").unwrap_or(&key).to_string();
+        Reply::Now(Ok(json!({
+            "channel": "telegram", "accountId": account, "started": true,
+            "outcome": {"status": if running { "already-running" } else { "handed-off" }},
+        })))
+    }
+
+    pub(crate) fn channels_stop(&mut self, now: Instant, _: &Call<'_>, p: ChannelAccount) -> Reply {
+        let Some(key) = self.named_account(&p.channel.0, p.account_id.as_deref()) else {
+            return invalid("invalid channels.stop channel");
+        };
+        self.stop_account(now, &key);
+        if let Some(a) = self.channels.accounts.get_mut(&key) {
+            a.stopped_by_operator = true;
+        }
+        let account = key.strip_prefix("telegram:").unwrap_or(&key).to_string();
+        Reply::Now(Ok(
+            json!({"channel": "telegram", "accountId": account, "stopped": true}),
+        ))
+    }
+
+    pub(crate) fn channels_pairing_list(
+        &mut self,
+        _: Instant,
+        _: &Call<'_>,
+        p: PairingList,
+    ) -> Reply {
+        let accounts: Vec<Value> = self
+            .channels
+            .accounts
+            .values()
+            .filter(|a| p.account_id.as_ref().is_none_or(|id| *id == a.cfg.account_id))
+            .filter(|_| p.channel.as_deref().is_none_or(|c| c == "telegram"))
+            .map(|a| json!({"channel": "telegram", "channelLabel": "Telegram", "accountId": a.cfg.account_id, "notifySupported": true}))
+            .collect();
+        let iso = crate::channels::iso_time;
+        let requests: Vec<Value> = self
+            .channels
+            .pairing
+            .requests()
+            .filter(|r| p.channel.as_ref().is_none_or(|c| *c == r.channel))
+            .filter(|r| p.account_id.as_ref().is_none_or(|a| *a == r.account_id))
+            .map(|r| {
+                json!({
+                    "requestId": r.request_id, "channel": r.channel, "channelLabel": "Telegram",
+                    "accountId": r.account_id, "senderId": r.sender_id, "senderLabel": "telegramUserId",
+                    "metadata": r.metadata, "createdAt": iso(r.created_at), "lastSeenAt": iso(r.last_seen_at),
+                    "expiresAt": iso(r.expires_at), "notifySupported": true,
+                })
+            })
+            .collect();
+        Reply::Now(Ok(json!({
+            "accounts": accounts,
+            "requests": requests,
+            "commandOwnerConfigured": !self.config.channels.owner_allow_from.is_empty(),
+            "limits": {"pendingPerAccount": MAX_PENDING_PER_ACCOUNT, "ttlMs": REQUEST_TTL_MS},
+        })))
+    }
+
+    pub(crate) fn channels_pairing_approve(
+        &mut self,
+        now: Instant,
+        _: &Call<'_>,
+        p: PairingDecision,
+    ) -> Reply {
+        let Some(r) = self.channels.pairing.request(&p.request_id.0).cloned() else {
+            return invalid(format!("unknown pairing request: {}", p.request_id.0));
+        };
+        if r.channel != p.channel.0 || p.account_id.as_ref().is_some_and(|a| *a != r.account_id) {
+            return invalid(format!("unknown pairing request: {}", p.request_id.0));
+        }
+        let ts = self.unix_ms(now);
+        let mut changes = Vec::new();
+        self.channels
+            .pairing
+            .approve(&r.request_id, ts, &mut changes);
+        let notification = if p.notify == Some(true) {
+            let target = super::inbound::Target {
+                channel: r.channel.clone(),
+                account: r.account_id.clone(),
+                to: r.chat_id.clone(),
+                thread: None,
+            };
+            self.channels
+                .outbox
+                .push(target, vec![APPROVED_MESSAGE.into()], ts, &mut changes);
+            "sent"
+        } else {
+            "not-requested"
+        };
+        self.channels.unsaved.extend(changes);
+        self.persist();
+        self.after_commit(now, super::Step::Committed);
+        self.log(
+            now,
+            crate::log::Level::Info,
+            None,
+            format!("telegram:{}: sender {} approved", r.account_id, r.sender_id),
+        );
+        let bootstrap = match p.bootstrap_command_owner {
+            Some(true) if !self.config.channels.owner_allow_from.is_empty() => "already-configured",
+            // The core writes no files: `clawgate pairing approve` writes the owner.
+            Some(true) => "unavailable",
+            _ => "not-requested",
+        };
+        Reply::Now(Ok(json!({
+            "requestId": r.request_id, "senderId": r.sender_id,
+            "notification": notification, "commandOwnerBootstrap": bootstrap,
+        })))
+    }
+
+    pub(crate) fn channels_pairing_dismiss(
+        &mut self,
+        _: Instant,
+        _: &Call<'_>,
+        p: PairingDecision,
+    ) -> Reply {
+        let mut changes = Vec::new();
+        let Some(r) = self.channels.pairing.dismiss(&p.request_id.0, &mut changes) else {
+            return invalid(format!("unknown pairing request: {}", p.request_id.0));
+        };
+        self.channels.unsaved.extend(changes);
+        self.persist();
+        Reply::Now(Ok(
+            json!({"requestId": r.request_id, "senderId": r.sender_id}),
+        ))
+    }
+
+    /// `send`: one `sendMessage`, answered with its message id; a repeated idempotency key
+    /// gets the first call's answer (waiting for it while it runs) and sends nothing.
+    pub(crate) fn send_method(&mut self, now: Instant, call: &Call<'_>, p: Send) -> Reply {
+        let key = p.idempotency_key.0.clone();
+        let ttl = self.config.limits.dedupe_ttl;
+        if let Some(result) = self.router.cached(now, &send_key(&key), ttl) {
+            return Reply::Now(result);
+        }
+        if let Some(waiters) = self.channels.sends.get_mut(&key) {
+            waiters.push((call.conn, call.req_id.to_string()));
+            return Reply::Later;
+        }
+        let (hint, to) = match p.to.0.split_once(':') {
+            Some(("telegram" | "tg", rest)) => (Some("telegram"), rest.to_string()),
+            _ => (None, p.to.0.clone()),
+        };
+        let channel = p.channel.as_deref().or(hint).unwrap_or("telegram");
+        if channel != "telegram" || hint.is_some_and(|h| h != channel) {
+            return invalid(format!("unsupported channel: {channel}"));
+        }
+        let Some(account) = self.named_account(channel, p.account_id.as_deref()) else {
+            return Reply::Now(Err(ErrorShape::new(
+                ErrorCode::Unavailable,
+                "telegram is not configured (channels.telegram)",
+            )));
+        };
+        let Some(text) = p.message.filter(|m| !m.is_empty()) else {
+            return invalid("send needs a message (media is not supported by clawgate)");
+        };
+        let thread = p.thread_id.as_ref().map(|t| match t {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let body = api::send_message(
+            &to,
+            &super::telegram::format::escape(&text),
+            thread.as_deref(),
+        );
+        let purpose = Purpose::Send(key.clone());
+        if self
+            .tg_call(now, &account, purpose, "sendMessage", &body)
+            .is_none()
+        {
+            return Reply::Now(Err(ErrorShape::new(
+                ErrorCode::Unavailable,
+                "telegram has no bot token (channels.telegram.botToken)",
+            )));
+        }
+        self.channels
+            .sends
+            .insert(key, vec![(call.conn, call.req_id.to_string())]);
+        Reply::Later
+    }
+}

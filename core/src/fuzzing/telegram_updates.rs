@@ -1,0 +1,64 @@
+//! A Bot API `getUpdates` answer: the first byte picks the HTTP status (`'0'` 200, `'1'` 429,
+//! `'2'` 401, `'3'` 502, by its value modulo 4), the rest is the body. Whatever decodes is
+//! normalised into messages whose ids, lanes and sessions are well formed, and whose text,
+//! rendered and cut as a reply would be, never makes a Telegram message over 4096 units.
+
+use crate::channels::config::{DmScope, TELEGRAM_MAX_TEXT};
+use crate::channels::telegram::api::{self, ApiError, Me};
+use crate::channels::telegram::format;
+
+/// Texts longer than this are cut with the default limit only (small limits on long texts
+/// are slow, not more interesting).
+const SMALL_LIMIT_TEXT: usize = 2_000;
+
+/// Check the update decoder and the reply formatter on one input; the decoded updates' count.
+pub fn run(data: &[u8]) -> usize {
+    let Some((selector, body)) = data.split_first() else {
+        return 0;
+    };
+    let status = [200, 429, 401, 502][usize::from(*selector % 4)];
+    let me = Me {
+        id: 9,
+        username: Some("bot".into()),
+    };
+    let decoded = api::updates(status, body, "default", &me);
+    if let Err(ApiError::Refused { code, .. }) = &decoded {
+        assert!(
+            status != 200 || *code != 200,
+            "an ok answer is not a refusal"
+        );
+    }
+    let Ok(updates) = decoded else {
+        return 0;
+    };
+    assert_eq!(status, 200, "only a 2xx answer decodes");
+    for u in &updates {
+        let Some(m) = &u.message else { continue };
+        assert_eq!(m.event_id, u.update_id.to_string());
+        assert!(!m.chat_id.is_empty() && !m.sender.id.is_empty() && !m.message_id.is_empty());
+        assert!(m.dedupe_key().ends_with(&m.message_id));
+        assert!(
+            m.session_key(DmScope::PerChannelPeer)
+                .starts_with("agent:main:")
+        );
+        check_chunks(&m.text);
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        check_chunks(text);
+    }
+    updates.len()
+}
+
+fn check_chunks(text: &str) {
+    let limits: &[usize] = if text.len() <= SMALL_LIMIT_TEXT {
+        &[7, 64, 4000]
+    } else {
+        &[4000]
+    };
+    for limit in limits {
+        for chunk in format::chunks(text, *limit) {
+            let units = chunk.encode_utf16().count();
+            assert!(units <= TELEGRAM_MAX_TEXT, "a chunk of {units} units");
+        }
+    }
+}

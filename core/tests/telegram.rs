@@ -1,0 +1,531 @@
+//! Telegram through the simulated gateway, with a fake Bot API and a fake model as plain
+//! functions over the held HTTP requests: the pairing and routing decisions, the offset
+//! confirmed only once the updates are durable, the watchdog, backoff on 429 and 401.
+
+use core::time::Duration;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use clawgate_core::client::Event;
+use clawgate_core::config::{ConfigInput, RunFlags};
+use clawgate_core::fuzzing::sim::*;
+use clawgate_core::model::HttpRequest;
+use clawgate_core::{Config, ConnId, WorkId, WorkResult};
+use serde_json::{Value, json};
+
+const API: &str = "http://api.telegram.test";
+
+fn config(telegram: &str, session: &str) -> Config {
+    let text = format!(
+        r#"{{ gateway: {{ auth: {{ token: "t" }} }},
+             models: {{ providers: {{ fake: {{ baseUrl: "http://model.test/v1", api: "openai-completions" }} }} }},
+             agents: {{ defaults: {{ model: "fake/fake-1" }} }},
+             channels: {{ telegram: {{ botToken: "1:abc", apiRoot: "{API}", {telegram} }} }},
+             {session} }}"#
+    );
+    Config::resolve(&ConfigInput {
+        file_text: Some(text),
+        flags: RunFlags::default(),
+        ..Default::default()
+    })
+    .expect("config")
+}
+
+/// The fake Bot API and model: updates to hand out, what was sent, the model's answers.
+#[derive(Default)]
+struct Fakes {
+    updates: VecDeque<Value>,
+    next_update: i64,
+    /// (method, body) of every Bot API call, in order.
+    calls: Vec<(String, Value)>,
+    model_calls: usize,
+    /// Answer the next getUpdates with this status and body instead.
+    poll_failure: Option<(u16, Value)>,
+    /// Leave polls unanswered even with updates waiting.
+    stall_polls: bool,
+    /// Leave model requests unanswered.
+    hold_model: bool,
+    /// Answer model requests with this HTTP error status.
+    model_error: Option<u16>,
+    /// Answer every sendMessage with this status and body.
+    send_failure: Option<(u16, Value)>,
+}
+
+impl Fakes {
+    fn dm(&mut self, from: i64, text: &str) -> i64 {
+        self.next_update += 1;
+        let id = self.next_update;
+        self.updates.push_back(json!({"update_id": id, "message": {
+            "message_id": id * 10, "from": {"id": from, "is_bot": false, "first_name": "M"},
+            "chat": {"id": from, "type": "private"}, "date": 1, "text": text}}));
+        id
+    }
+
+    fn sent(&self, method: &str) -> Vec<&Value> {
+        self.calls
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, b)| b)
+            .collect()
+    }
+
+    /// The answer to a held request, or `None` to leave it held (a long poll with nothing).
+    fn answer(&mut self, req: &HttpRequest) -> Option<Vec<WorkResult>> {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        if req.url.starts_with("http://model.test") {
+            if self.hold_model {
+                return None;
+            }
+            self.model_calls += 1;
+            if let Some(status) = self.model_error {
+                let e = json!({"error": {"message": "upstream exploded", "type": "server_error"}});
+                return Some(vec![
+                    WorkResult::HttpHead {
+                        status,
+                        headers: vec![],
+                    },
+                    WorkResult::HttpBody(e.to_string().into_bytes()),
+                    WorkResult::HttpEnd(Ok(())),
+                ]);
+            }
+            let said = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .map(|m| m["content"].clone());
+            let text = format!(
+                "echo {}",
+                said.and_then(|s| s.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            );
+            let c =
+                json!({"choices":[{"index":0,"delta":{"content":text},"finish_reason":"stop"}]});
+            return Some(vec![
+                WorkResult::HttpHead {
+                    status: 200,
+                    headers: vec![],
+                },
+                WorkResult::HttpBody(format!("data: {c}\n\ndata: [DONE]\n\n").into_bytes()),
+                WorkResult::HttpEnd(Ok(())),
+            ]);
+        }
+        let method = req.url.rsplit('/').next().unwrap_or_default().to_string();
+        assert!(
+            req.url.starts_with(&format!("{API}/bot1:abc/")),
+            "{}",
+            req.url
+        );
+        let reply = |status: u16, v: Value| {
+            Some(vec![
+                WorkResult::HttpHead {
+                    status,
+                    headers: vec![],
+                },
+                WorkResult::HttpBody(v.to_string().into_bytes()),
+                WorkResult::HttpEnd(Ok(())),
+            ])
+        };
+        if method == "getUpdates" {
+            if let Some((status, v)) = self.poll_failure.take() {
+                self.calls.push((method, body));
+                return reply(status, v);
+            }
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            self.updates
+                .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            if self.updates.is_empty() || self.stall_polls {
+                return None;
+            }
+            self.calls.push((method, body));
+            return reply(
+                200,
+                json!({"ok": true, "result": self.updates.iter().collect::<Vec<_>>()}),
+            );
+        }
+        self.calls.push((method.clone(), body));
+        if method == "sendMessage"
+            && let Some((status, v)) = self.send_failure.clone()
+        {
+            return reply(status, v);
+        }
+        let result = match method.as_str() {
+            "getMe" => json!({"id": 9, "is_bot": true, "username": "bot"}),
+            "sendMessage" => json!({"message_id": 1}),
+            _ => json!(true),
+        };
+        reply(200, json!({"ok": true, "result": result}))
+    }
+}
+
+/// Answer every held request the fakes can answer until nothing moves; the polls left held.
+fn pump(p: &mut Sim, f: &mut Fakes) -> Vec<(WorkId, HttpRequest)> {
+    loop {
+        let held: Vec<(WorkId, HttpRequest)> = p.held_http().to_vec();
+        let mut moved = false;
+        for (id, req) in held {
+            if let Some(results) = f.answer(&req) {
+                moved = true;
+                for r in results {
+                    p.http_result(id, r);
+                }
+            }
+        }
+        if !moved {
+            return p.held_http().to_vec();
+        }
+    }
+}
+
+fn start(telegram: &str, session: &str) -> (Sim, Fakes) {
+    let mut p = Sim::started_holding_http(Instant::now(), config(telegram, session));
+    let mut f = Fakes::default();
+    pump(&mut p, &mut f);
+    (p, f)
+}
+
+fn admin(p: &mut Sim) -> ConnId {
+    let mut c = cli(Some("t"));
+    c.scopes = vec!["operator.admin".into()];
+    let id = p.open_client(c, loopback());
+    p.events(id);
+    id
+}
+
+fn history(p: &mut Sim, op: ConnId, key: &str) -> Value {
+    p.call(op, "chat.history", Some(json!({"sessionKey": key})))
+        .unwrap()
+}
+
+fn held_polls(p: &Sim) -> Vec<Value> {
+    p.held_http()
+        .iter()
+        .filter(|(_, r)| r.url.ends_with("/getUpdates"))
+        .map(|(_, r)| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[test]
+fn start_up_is_get_me_delete_webhook_then_one_long_poll() {
+    let (p, f) = start("", "");
+    let methods: Vec<&str> = f.calls.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(methods, ["getMe", "deleteWebhook"]);
+    assert_eq!(
+        held_polls(&p),
+        [json!({"timeout": 30, "limit": 100, "allowed_updates": ["message"], "offset": 0})]
+    );
+}
+
+#[test]
+fn an_unknown_dm_pairs_and_reaches_the_agent_only_after_approval() {
+    let (mut p, mut f) = start("", "");
+    let op = admin(&mut p);
+    f.dm(222, "hello");
+    pump(&mut p, &mut f);
+    f.dm(222, "again");
+    pump(&mut p, &mut f);
+    let sent = f.sent("sendMessage");
+    assert_eq!(sent.len(), 1, "one pairing message per request");
+    let text = sent[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("Your Telegram user id: 222\nPairing code:"),
+        "{text}"
+    );
+    assert_eq!(f.model_calls, 0, "nothing reaches the agent");
+    let list = p.call(op, "channels.pairing.list", None).unwrap();
+    let rid = list["requests"][0]["requestId"].clone();
+    assert_eq!(list["requests"][0]["expiresAt"].as_str().unwrap().len(), 24);
+    let ok = p
+        .call(op, "channels.pairing.approve", Some(json!({"channel": "telegram", "accountId": "default", "requestId": rid, "notify": true})))
+        .unwrap();
+    assert_eq!(ok["notification"], "sent");
+    pump(&mut p, &mut f);
+    f.dm(222, "now");
+    pump(&mut p, &mut f);
+    let sent = f.sent("sendMessage");
+    assert_eq!(
+        sent[1]["text"],
+        "✅ OpenClaw access approved. Send a message to start chatting."
+    );
+    assert_eq!(sent[2]["text"], "echo now");
+    assert_eq!(f.model_calls, 1);
+    // A channel turn's events go to the session's subscribers, not to every operator.
+    let events: Vec<Event> = p.events(op);
+    assert!(
+        !events.iter().any(
+            |e| matches!(e, Event::Event { event, .. } if event == "chat" || event == "agent")
+        ),
+        "{events:?}"
+    );
+    let history = history(&mut p, op, "agent:main:main");
+    assert_eq!(history["messages"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn per_channel_peer_dms_get_their_own_session() {
+    let (mut p, mut f) = start(
+        r#"dmPolicy: "open", allowFrom: ["*"],"#,
+        r#"session: { dmScope: "per-channel-peer" },"#,
+    );
+    let op = admin(&mut p);
+    f.dm(222, "a");
+    f.dm(333, "b");
+    pump(&mut p, &mut f);
+    for (peer, text) in [("222", "a"), ("333", "b")] {
+        let key = format!("agent:main:telegram:direct:{peer}");
+        let h = history(&mut p, op, &key);
+        assert_eq!(h["messages"][0]["content"][0]["text"], text);
+    }
+    let main = history(&mut p, op, "agent:main:main");
+    assert_eq!(main["messages"], json!([]));
+}
+
+#[test]
+fn the_offset_is_confirmed_only_once_the_updates_are_durable() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    p.hold_store_writes(true);
+    let id = f.dm(222, "x");
+    pump(&mut p, &mut f);
+    assert!(
+        held_polls(&p).is_empty(),
+        "no getUpdates before the batch is durable"
+    );
+    assert_eq!(f.model_calls, 0, "nothing is served before it is durable");
+    p.write_store(true);
+    pump(&mut p, &mut f);
+    let polls = f.sent("getUpdates");
+    assert_eq!(polls.len(), 1);
+    assert_eq!(held_polls(&p)[0]["offset"], id + 1);
+    // The batch that confirmed it held the message and the offset.
+    let batch = p
+        .batches
+        .iter()
+        .find(|b| b.iter().any(|c| format!("{c:?}").contains("Offset")))
+        .unwrap();
+    assert!(format!("{batch:?}").contains("Ingress"), "{batch:?}");
+}
+
+#[test]
+fn a_stalled_poll_is_restarted_by_the_watchdog() {
+    let (mut p, mut f) = start("", "");
+    let first = p.held_http()[0].0;
+    p.advance(Duration::from_secs(44));
+    assert!(p.cancelled.is_empty());
+    p.advance(Duration::from_secs(2));
+    assert_eq!(p.cancelled, [first]);
+    pump(&mut p, &mut f);
+    assert_eq!(held_polls(&p).len(), 1, "a fresh poll");
+    let op = admin(&mut p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let err = status["channelAccounts"]["telegram"][0]["lastError"]
+        .as_str()
+        .unwrap();
+    assert!(err.contains("watchdog"), "{err}");
+}
+
+#[test]
+fn a_429_waits_retry_after_and_a_401_stops_the_account() {
+    let (mut p, mut f) = start("", "");
+    f.poll_failure = Some((
+        429,
+        json!({"ok": false, "error_code": 429, "description": "Too Many Requests", "parameters": {"retry_after": 7}}),
+    ));
+    f.dm(222, "x");
+    f.stall_polls = true;
+    pump(&mut p, &mut f);
+    assert!(held_polls(&p).is_empty(), "waiting out retry_after");
+    p.advance(Duration::from_secs(6));
+    assert!(held_polls(&p).is_empty());
+    p.advance(Duration::from_secs(6));
+    assert_eq!(held_polls(&p).len(), 1);
+    f.stall_polls = false;
+    let (id, _) = p.held_http()[0].clone();
+    f.calls.clear();
+    let unauthorized = json!({"ok": false, "error_code": 401, "description": "Unauthorized"});
+    p.http_result(
+        id,
+        WorkResult::HttpHead {
+            status: 401,
+            headers: vec![],
+        },
+    );
+    p.http_result(
+        id,
+        WorkResult::HttpBody(unauthorized.to_string().into_bytes()),
+    );
+    p.http_result(id, WorkResult::HttpEnd(Ok(())));
+    p.advance(Duration::from_secs(120));
+    assert!(
+        p.held_http().is_empty(),
+        "a bad token stops the account: no retry"
+    );
+    let op = admin(&mut p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let account = &status["channelAccounts"]["telegram"][0];
+    assert_eq!(account["running"], false);
+    assert!(
+        account["lastError"].as_str().unwrap().contains("401"),
+        "{account}"
+    );
+    assert!(p.call(op, "health", None).is_ok());
+}
+
+#[test]
+fn typing_repeats_while_the_turn_runs_and_a_failed_turn_says_so() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.hold_model = true;
+    f.dm(222, "slow");
+    pump(&mut p, &mut f);
+    assert_eq!(f.sent("sendChatAction").len(), 1);
+    p.advance(Duration::from_secs(5));
+    pump(&mut p, &mut f);
+    p.advance(Duration::from_secs(5));
+    pump(&mut p, &mut f);
+    assert_eq!(
+        f.sent("sendChatAction").len(),
+        3,
+        "every 5 s while the turn runs"
+    );
+    f.hold_model = false;
+    f.model_error = Some(500);
+    pump(&mut p, &mut f);
+    let text = f.sent("sendMessage")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.starts_with("⚠️ Agent failed before reply: "), "{text}");
+    p.advance(Duration::from_secs(10));
+    pump(&mut p, &mut f);
+    assert_eq!(
+        f.sent("sendChatAction").len(),
+        3,
+        "no typing after the turn"
+    );
+}
+
+#[test]
+fn a_reply_that_keeps_failing_is_kept_as_undelivered() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.send_failure = Some((
+        502,
+        json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
+    ));
+    f.dm(222, "hi");
+    pump(&mut p, &mut f);
+    for _ in 0..6 {
+        p.advance(Duration::from_secs(60));
+        pump(&mut p, &mut f);
+    }
+    assert_eq!(f.sent("sendMessage").len(), 5, "five attempts, then kept");
+    let op = admin(&mut p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let account = &status["channelAccounts"]["telegram"][0];
+    assert_eq!(account["undeliveredReplies"][0]["to"], "222", "{account}");
+    assert!(
+        account["undeliveredReplies"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("502")
+    );
+}
+
+#[test]
+fn a_proxy_is_refused_for_its_account_only() {
+    let (mut p, f) = start(r#"proxy: "http://proxy.test:3128","#, "");
+    assert!(f.calls.is_empty(), "the account never starts");
+    let op = admin(&mut p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let err = status["channelAccounts"]["telegram"][0]["lastError"]
+        .as_str()
+        .unwrap();
+    assert!(err.contains("channels.telegram.proxy"), "{err}");
+    assert!(p.call(op, "health", None).is_ok());
+}
+
+#[test]
+fn polling_waits_while_too_many_messages_are_unserved() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.hold_model = true;
+    for i in 0..600 {
+        f.dm(1000 + i, "x");
+    }
+    pump(&mut p, &mut f);
+    assert!(held_polls(&p).is_empty(), "600 unserved: no poll");
+    f.hold_model = false;
+    // One session (agent:main:main): its queued turns start after the lane's debounce.
+    for _ in 0..600 {
+        pump(&mut p, &mut f);
+        if f.model_calls == 600 {
+            break;
+        }
+        p.advance(Duration::from_secs(1));
+    }
+    assert_eq!(f.model_calls, 600);
+    assert_eq!(f.sent("sendMessage").len(), 600);
+    assert_eq!(held_polls(&p).len(), 1, "polling resumed");
+}
+
+#[test]
+fn a_failed_write_does_not_leave_a_chat_stuck() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.dm(222, "first");
+    pump(&mut p, &mut f);
+    assert_eq!(f.sent("sendMessage").len(), 1);
+    p.hold_store_writes(true);
+    f.dm(222, "second");
+    pump(&mut p, &mut f);
+    p.write_store(true); // the update batch
+    pump(&mut p, &mut f);
+    p.write_store(false); // the turn's batch fails; the turn runs anyway
+    pump(&mut p, &mut f);
+    assert_eq!(f.model_calls, 2);
+    p.hold_store_writes(false);
+    p.write_store(true); // the rewrite that follows, with the answer and its outbox row
+    pump(&mut p, &mut f);
+    let sent = f.sent("sendMessage");
+    assert_eq!(sent.last().unwrap()["text"], "echo second", "{sent:?}");
+    f.dm(222, "third");
+    pump(&mut p, &mut f);
+    assert_eq!(
+        f.sent("sendMessage").last().unwrap()["text"],
+        "echo third",
+        "the lane is free"
+    );
+}
+
+#[test]
+fn channel_messages_queue_as_followups_even_under_collect() {
+    let (mut p, mut f) = start(
+        r#"dmPolicy: "open", allowFrom: ["*"],"#,
+        r#"messages: { queue: { mode: "collect" } },"#,
+    );
+    f.hold_model = true;
+    f.dm(222, "a");
+    f.dm(333, "b");
+    f.dm(444, "c");
+    pump(&mut p, &mut f);
+    f.hold_model = false;
+    for _ in 0..10 {
+        pump(&mut p, &mut f);
+        p.advance(Duration::from_secs(1));
+    }
+    let mut replies: Vec<(String, String)> = f
+        .sent("sendMessage")
+        .iter()
+        .map(|b| {
+            (
+                b["chat_id"].as_str().unwrap().to_string(),
+                b["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    replies.sort();
+    assert_eq!(
+        replies,
+        [
+            ("222".to_string(), "echo a".to_string()),
+            ("333".to_string(), "echo b".to_string()),
+            ("444".to_string(), "echo c".to_string()),
+        ],
+        "one turn per message, each answered in its own chat"
+    );
+    assert_eq!(f.model_calls, 3);
+}

@@ -1,0 +1,544 @@
+//! Telegram inside the gateway, over real sockets: a fake Bot API ([`FakeTelegram`]) and a
+//! fake model. An unknown DM gets one pairing code and nothing reaches the agent; approval by
+//! RPC lets the next DM through to a turn whose answer comes back with `sendMessage`; a long
+//! answer is cut into chunks; a redelivered message is answered once; the allowlist; approvals
+//! across a kill -9; a turn interrupted by a kill -9 answered exactly once; a bad token (401)
+//! and a 429 on the reply.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clawgate_tests::both;
+use clawgate_tests::fake_model::{FakeModel, Reply};
+use clawgate_tests::fake_telegram::FakeTelegram;
+use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
+use clawgate_tests::schema;
+use serde_json::{Value, json};
+
+const BOT_TOKEN: &str = "123456:test-token";
+
+fn options(model: &FakeModel, tg: &FakeTelegram, telegram_extra: &str) -> Options {
+    Options::new().token("t0ken").config(&format!(
+        "{{ {} channels: {{ telegram: {{ {} {telegram_extra} }} }} }}",
+        model.config_members(),
+        tg.config_members(BOT_TOKEN)
+    ))
+}
+
+fn admin(gw: &Gateway) -> Ws {
+    let mut cfg = gw.cli();
+    cfg.token = Some("t0ken".into());
+    cfg.scopes = vec!["operator.admin".into()];
+    let mut ws = gw.ws(cfg);
+    ws.hello().expect("admin hello-ok");
+    ws
+}
+
+/// The code of a pairing message.
+fn pairing_code(text: &str) -> String {
+    let start = text.find("<pre><code>").expect("a code block") + "<pre><code>".len();
+    text[start..start + 8].to_string()
+}
+
+fn assert_result_valid(method: &str, payload: &Value) {
+    if let Some(s) = schema::schema() {
+        s.validate_result(method, payload)
+            .unwrap_or_else(|e| panic!("{method} result does not validate: {e}\n{payload}"));
+    }
+}
+
+fn approve_first_request(ws: &mut Ws) -> Value {
+    let list = ws
+        .call(
+            "channels.pairing.list",
+            Some(json!({"channel": "telegram"})),
+        )
+        .expect("channels.pairing.list");
+    let request = list["requests"][0].clone();
+    ws.call(
+        "channels.pairing.approve",
+        Some(json!({"channel": "telegram", "accountId": "default", "requestId": request["requestId"]})),
+    )
+    .expect("channels.pairing.approve");
+    list
+}
+
+fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let gw = options(&model, &tg, "").start(shell);
+    tg.push_dm(222, "Mallory", "hello?");
+    let sent = tg.wait_calls("sendMessage", 1);
+    let text = sent[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "OpenClaw: access not configured.\n\nYour Telegram user id: 222\nPairing code:"
+        ),
+        "{text}"
+    );
+    let code = pairing_code(text);
+    assert!(
+        code.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && !code.contains(['0', 'O', '1', 'I']),
+        "{code}"
+    );
+    assert_eq!(sent[0]["chat_id"], "222");
+    assert_eq!(sent[0]["parse_mode"], "HTML");
+    // A second message from the same sender: no second code, nothing for the agent.
+    tg.push_dm(222, "Mallory", "hello again");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tg.calls("sendMessage").len(),
+        1,
+        "one pairing message per request"
+    );
+    assert!(
+        model.requests().is_empty(),
+        "nothing reaches the agent before approval"
+    );
+
+    let mut ws = admin(&gw);
+    let list = approve_first_request(&mut ws);
+    assert_eq!(list["requests"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["requests"][0]["senderId"], "222");
+    assert_eq!(
+        list["limits"],
+        json!({"pendingPerAccount": 3, "ttlMs": 3_600_000})
+    );
+    assert!(
+        list["requests"][0].get("code").is_none(),
+        "the code is not exposed"
+    );
+
+    tg.push_dm(222, "Mallory", "what is 2+2?");
+    let sent = tg.wait_calls("sendMessage", 2);
+    assert_eq!(sent[1]["text"], "Echo from fake LLM: what is 2+2?");
+    assert_eq!(sent[1]["chat_id"], "222");
+    let typing = tg.wait_calls("sendChatAction", 1);
+    assert_eq!(typing[0], json!({"chat_id": "222", "action": "typing"}));
+    assert_eq!(model.requests().len(), 1);
+
+    let polls = tg.calls("getUpdates");
+    assert_eq!(polls[0]["timeout"], 30);
+    let offsets: Vec<i64> = polls
+        .iter()
+        .map(|p| p["offset"].as_i64().unwrap())
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    assert_eq!(tg.calls("getMe").len(), 1);
+    assert_eq!(
+        tg.calls("deleteWebhook")[0],
+        json!({"drop_pending_updates": false})
+    );
+
+    let history = ws
+        .call(
+            "chat.history",
+            Some(json!({"sessionKey": "agent:main:main"})),
+        )
+        .expect("chat.history");
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"][0]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["what is 2+2?", "Echo from fake LLM: what is 2+2?"]);
+
+    let status = ws.call("channels.status", None).expect("channels.status");
+    assert_result_valid("channels.status", &status);
+    let account = &status["channelAccounts"]["telegram"][0];
+    assert_eq!(
+        (account["running"].clone(), account["connected"].clone()),
+        (json!(true), json!(true))
+    );
+    assert!(
+        account["lastPollAt"].is_u64() && account["lastInboundAt"].is_u64(),
+        "{account}"
+    );
+    let health = ws.call("health", None).expect("health");
+    assert_eq!(health["channelOrder"], json!(["telegram"]));
+    assert_eq!(health["channels"]["telegram"]["running"], true);
+}
+
+fn a_long_reply_is_cut_on_paragraphs_under_the_limit(shell: Shell) {
+    let paragraph = |i: usize| format!("Paragraph {i}: {}", "lorem ipsum ".repeat(40).trim_end());
+    let long: Vec<String> = (0..19).map(paragraph).collect();
+    let long = long.join("\n\n");
+    assert!(long.len() > 9_000);
+    let answer = long.clone();
+    let model = FakeModel::start(move |_| Reply::text(&[&answer]));
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let _gw = options(&model, &tg, r#"dmPolicy: "open", allowFrom: ["*"],"#).start(shell);
+    tg.push_dm(333, "Open", "write a lot");
+    let sent = tg.wait_calls("sendMessage", 3);
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = tg.calls("sendMessage").len().max(sent.len());
+    let bodies = tg.calls("sendMessage");
+    assert_eq!(sent, 3, "9,000+ characters in three messages");
+    for b in &bodies {
+        let t = b["text"].as_str().unwrap();
+        assert!(t.encode_utf16().count() <= 4000, "{}", t.len());
+        assert!(
+            t.starts_with("Paragraph ") && t.ends_with("ipsum"),
+            "cut at paragraph ends"
+        );
+    }
+    let joined: Vec<&str> = bodies.iter().map(|b| b["text"].as_str().unwrap()).collect();
+    assert_eq!(joined.join("\n\n"), long);
+}
+
+fn a_redelivered_message_is_answered_once_and_the_allowlist_holds(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let _gw = options(
+        &model,
+        &tg,
+        r#"dmPolicy: "allowlist", allowFrom: ["tg:111"],"#,
+    )
+    .start(shell);
+    let msg = json!({
+        "message_id": 77, "from": {"id": 111, "is_bot": false, "first_name": "Owner"},
+        "chat": {"id": 111, "type": "private"}, "date": 1, "text": "once",
+    });
+    tg.push_message(msg.clone());
+    tg.push_message(msg);
+    tg.push_dm(222, "Stranger", "let me in");
+    let sent = tg.wait_calls("sendMessage", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        tg.calls("sendMessage").len(),
+        1,
+        "one reply, none to the stranger: {sent:?}"
+    );
+    assert_eq!(sent[0]["chat_id"], "111");
+    assert_eq!(model.requests().len(), 1);
+}
+
+fn approvals_survive_a_restart(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let opts = options(&model, &tg, "");
+    let gw = opts.start(shell);
+    tg.push_dm(222, "Mallory", "hi");
+    tg.wait_calls("sendMessage", 1);
+    approve_first_request(&mut admin(&gw));
+    let gw = opts.crash_and_restart(shell, gw);
+    tg.push_dm(222, "Mallory", "after restart");
+    let sent = tg.wait_calls("sendMessage", 2);
+    assert_eq!(sent[1]["text"], "Echo from fake LLM: after restart");
+    drop(gw);
+}
+
+fn a_turn_cut_by_kill_9_is_answered_exactly_once(shell: Shell) {
+    let model = FakeModel::start(|req| {
+        let said = req.last_user_text().unwrap_or_default();
+        Reply::text(&["Echo: ", &said]).with_delay(Duration::from_millis(400))
+    });
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let opts = options(&model, &tg, r#"dmPolicy: "open", allowFrom: ["*"],"#);
+    let gw = opts.start(shell);
+    tg.push_dm(444, "Kim", "survive this");
+    // The turn is running (the model was asked) when the gateway dies.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while model.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the model was never asked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let gw = opts.crash_and_restart(shell, gw);
+    let sent = tg.wait_calls("sendMessage", 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent_after = tg.calls("sendMessage");
+    assert_eq!(sent_after.len(), 1, "answered exactly once: {sent:?}");
+    assert_eq!(sent_after[0]["text"], "Echo: survive this");
+    drop(gw);
+}
+
+fn a_bad_token_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start("999:the-real-one");
+    let gw = options(&model, &tg, "").start(shell);
+    tg.wait_calls("getMe", 1);
+    let mut ws = admin(&gw);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let account = loop {
+        let status = ws.call("channels.status", None).expect("channels.status");
+        let account = status["channelAccounts"]["telegram"][0].clone();
+        if account["running"] == false {
+            assert_result_valid("channels.status", &status);
+            break account;
+        }
+        assert!(Instant::now() < deadline, "still running: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = account["lastError"].as_str().unwrap();
+    assert!(
+        err.contains("401") && err.contains("channels.telegram.botToken"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(tg.calls("getMe").len(), 1, "no retry loop on a bad token");
+    assert!(tg.calls("getUpdates").is_empty());
+    assert!(ws.call("health", None).is_ok());
+}
+
+fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let _gw = options(&model, &tg, r#"dmPolicy: "open", allowFrom: ["*"],"#).start(shell);
+    tg.fail_next(
+        "sendMessage",
+        429,
+        json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}),
+    );
+    tg.fail_next(
+        "sendMessage",
+        502,
+        json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
+    );
+    tg.push_dm(555, "Lee", "rate me");
+    let first = Instant::now();
+    let sent = tg.wait_calls("sendMessage", 3);
+    assert!(
+        first.elapsed() >= Duration::from_secs(1),
+        "waited out retry_after"
+    );
+    assert_eq!(sent.len(), 3);
+    assert!(
+        sent.iter()
+            .all(|b| b["text"] == "Echo from fake LLM: rate me")
+    );
+}
+
+/// `clawgate pairing <args>` on the state directory `state` (and the gateway on `port`, if it
+/// runs): exit code and stdout.
+fn pairing_cli(state: &Path, port: u16, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(Shell::Mio.binary())
+        .arg("pairing")
+        .args(args)
+        .env_clear()
+        .env("HOME", state.parent().unwrap())
+        .env("OPENCLAW_STATE_DIR", state)
+        .env("OPENCLAW_GATEWAY_PORT", port.to_string())
+        .env("OPENCLAW_GATEWAY_TOKEN", "t0ken")
+        .output()
+        .expect("run clawgate pairing");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "clawgate pairing {args:?}: {stdout}{stderr}"
+    );
+    (out.status.code(), stdout)
+}
+
+fn the_pairing_cli_lists_and_approves_with_and_without_a_running_gateway(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let opts = options(&model, &tg, "");
+    let gw = opts.start(shell);
+    let state = gw.config_path().parent().unwrap().to_path_buf();
+    tg.push_dm(222, "Mallory", "hi");
+    let code = pairing_code(tg.wait_calls("sendMessage", 1)[0]["text"].as_str().unwrap());
+    let (_, out) = pairing_cli(&state, gw.port(), &["list", "telegram", "--json"]);
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(listed["channel"], "telegram");
+    assert_eq!(listed["requests"][0]["id"], "222");
+    assert_eq!(listed["requests"][0]["code"], code.as_str());
+    assert_eq!(listed["requests"][0]["meta"]["accountId"], "default");
+    // The gateway runs: the approval goes through it and applies at once.
+    let (_, out) = pairing_cli(&state, gw.port(), &["approve", "telegram", &code]);
+    assert!(out.contains("Approved telegram sender 222."), "{out}");
+    assert!(
+        out.contains("Command owner configured telegram:222"),
+        "{out}"
+    );
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.config_path()).unwrap()).unwrap();
+    assert_eq!(
+        config["commands"]["ownerAllowFrom"],
+        json!(["telegram:222"])
+    );
+    assert!(
+        config["channels"]["telegram"]["botToken"].is_string(),
+        "the rest is kept"
+    );
+    tg.push_dm(222, "Mallory", "am I in?");
+    assert_eq!(
+        tg.wait_calls("sendMessage", 2)[1]["text"],
+        "Echo from fake LLM: am I in?"
+    );
+
+    // Another sender, approved while no gateway runs: the store has it at the next start.
+    tg.push_dm(333, "Ola", "me too");
+    let code = pairing_code(tg.wait_calls("sendMessage", 3)[2]["text"].as_str().unwrap());
+    let port = gw.port();
+    let gw = opts.crash_and_restart_after(shell, gw, |state| {
+        let (_, out) = pairing_cli(state, port, &["approve", &code, "--notify"]);
+        assert!(out.contains("Approved telegram sender 333."), "{out}");
+        assert!(
+            !out.contains("Command owner"),
+            "only the first approval bootstraps: {out}"
+        );
+        let (_, out) = pairing_cli(state, port, &["list", "--json"]);
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap()["requests"],
+            json!([])
+        );
+    });
+    let sent = tg.wait_calls("sendMessage", 4);
+    assert_eq!(
+        sent[3]["text"],
+        "✅ OpenClaw access approved. Send a message to start chatting."
+    );
+    tg.push_dm(333, "Ola", "hello");
+    assert_eq!(
+        tg.wait_calls("sendMessage", 5)[4]["text"],
+        "Echo from fake LLM: hello"
+    );
+    drop(gw);
+}
+
+fn an_unknown_telegram_key_is_refused_by_name(shell: Shell) {
+    let (code, stderr) = Options::new()
+        .config(r#"{ channels: { telegram: { botToken: "1:a", dmPolicy: "pairing", bogusKey: true } } }"#)
+        .run_to_exit(shell, Duration::from_secs(10));
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("channels.telegram.bogusKey"), "{stderr}");
+}
+
+fn a_missing_token_is_named_and_the_gateway_serves_on(shell: Shell) {
+    let gw = Options::new()
+        .token("t0ken")
+        .config(r#"{ channels: { telegram: { dmPolicy: "pairing" } } }"#)
+        .start(shell);
+    assert!(
+        gw.wait_for_log(
+            "channels.telegram.botToken is not set",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        gw.stderr()
+    );
+    let mut ws = admin(&gw);
+    let status = ws.call("channels.status", None).expect("channels.status");
+    assert_result_valid("channels.status", &status);
+    let account = &status["channelAccounts"]["telegram"][0];
+    assert_eq!(
+        (account["configured"].clone(), account["running"].clone()),
+        (json!(false), json!(false))
+    );
+    assert!(
+        account["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("channels.telegram.botToken"),
+        "{account}"
+    );
+    assert!(ws.call("health", None).is_ok());
+}
+
+fn sighup_applies_a_new_allow_list_at_once(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let gw = options(&model, &tg, r#"dmPolicy: "allowlist", allowFrom: ["111"],"#).start(shell);
+    tg.push_dm(222, "Later", "not yet");
+    tg.wait_calls("getUpdates", 2);
+    assert!(gw.wait_for_log("dropped: sender not in allowFrom", Duration::from_secs(5)));
+    let config = std::fs::read_to_string(gw.config_path()).unwrap();
+    std::fs::write(
+        gw.config_path(),
+        config.replace(r#"allowFrom: ["111"]"#, r#"allowFrom: ["111", "222"]"#),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    assert!(gw.wait_for_log("config reloaded", Duration::from_secs(5)));
+    tg.push_dm(222, "Later", "now?");
+    let sent = tg.wait_calls("sendMessage", 1);
+    assert_eq!(sent[0]["text"], "Echo from fake LLM: now?");
+    assert_eq!(tg.calls("getMe").len(), 1, "the account kept running");
+}
+
+fn a_listed_group_is_answered_when_the_bot_is_mentioned(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let gw = options(
+        &model,
+        &tg,
+        r#"groups: { "-1001": { requireMention: true } },"#,
+    )
+    .start(shell);
+    let group = |chat: i64, id: i64, text: &str, mention: bool| {
+        let mut m = json!({
+            "message_id": id, "from": {"id": 222, "is_bot": false, "first_name": "M"},
+            "chat": {"id": chat, "type": "supergroup", "title": "G"}, "date": 1, "text": text,
+        });
+        if mention {
+            m["entities"] = json!([{"type": "mention", "offset": 0, "length": 8}]);
+        }
+        m
+    };
+    tg.push_message(group(-1001, 1, "just chatting", false));
+    tg.push_message(group(-2002, 2, "@clawbot other group", true));
+    tg.push_message(group(-1001, 3, "@clawbot hi all", true));
+    let sent = tg.wait_calls("sendMessage", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(tg.calls("sendMessage").len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["chat_id"], "-1001");
+    assert_eq!(sent[0]["text"], "Echo from fake LLM: @clawbot hi all");
+    assert_eq!(
+        model.requests().len(),
+        1,
+        "no pairing and no turn for the others"
+    );
+    let history = admin(&gw)
+        .call(
+            "chat.history",
+            Some(json!({"sessionKey": "agent:main:telegram:group:-1001"})),
+        )
+        .expect("chat.history");
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+}
+
+fn send_delivers_once_per_idempotency_key(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let gw = options(&model, &tg, "").start(shell);
+    tg.wait_calls("getUpdates", 1);
+    let mut ws = admin(&gw);
+    let params = json!({"to": "telegram:222", "channel": "telegram", "message": "direct send via RPC", "idempotencyKey": "k-send-1"});
+    let first = ws.call("send", Some(params.clone())).expect("send");
+    assert_result_valid("send", &first);
+    assert_eq!(first["runId"], "k-send-1");
+    assert_eq!(first["channel"], "telegram");
+    assert!(first["messageId"].is_string(), "{first}");
+    let again = ws.call("send", Some(params)).expect("send again");
+    assert_eq!(again, first);
+    let sent = tg.calls("sendMessage");
+    assert_eq!(
+        sent,
+        [json!({"chat_id": "222", "text": "direct send via RPC", "parse_mode": "HTML"})]
+    );
+}
+
+both!(
+    unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
+    a_long_reply_is_cut_on_paragraphs_under_the_limit,
+    a_redelivered_message_is_answered_once_and_the_allowlist_holds,
+    approvals_survive_a_restart,
+    a_turn_cut_by_kill_9_is_answered_exactly_once,
+    a_bad_token_stops_the_account_and_the_gateway_serves_on,
+    a_429_on_the_reply_waits_retry_after_then_delivers,
+    the_pairing_cli_lists_and_approves_with_and_without_a_running_gateway,
+    an_unknown_telegram_key_is_refused_by_name,
+    a_missing_token_is_named_and_the_gateway_serves_on,
+    sighup_applies_a_new_allow_list_at_once,
+    a_listed_group_is_answered_when_the_bot_is_mentioned,
+    send_delivers_once_per_idempotency_key,
+);
