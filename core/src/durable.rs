@@ -39,6 +39,9 @@ pub(crate) enum Deferred {
     },
     /// An agent run whose `chat.send` answer is held: it starts once that answer leaves.
     StartRun(u64),
+    /// A run waiting in its lane whose call's answer is held: it leaves the lane if its
+    /// pending input could not be stored.
+    KeepQueued(u64),
 }
 
 /// The error a held answer gets when the store could not write what it answers about.
@@ -144,6 +147,18 @@ impl Gateway {
         }
     }
 
+    /// Run `serial` was admitted and its call answered (held): once every answer held before
+    /// it has left, start it if it `holds` its lane; else it stays queued, or leaves the lane
+    /// if a batch it waits for (its pending input's) failed.
+    pub(crate) fn proceed_when_durable(&mut self, now: Instant, serial: u64, holds: bool) {
+        if holds {
+            self.start_run_when_durable(now, serial);
+        } else {
+            // Nothing in flight: its pending input is on disk already.
+            let _ = self.durable.hold(Deferred::KeepQueued(serial));
+        }
+    }
+
     /// Admit a connection now, or once the store has its device and token.
     pub(crate) fn admit_when_durable(
         &mut self,
@@ -196,6 +211,8 @@ impl Gateway {
             }
             Deferred::StartRun(serial) if durable => self.start_run(now, serial),
             Deferred::StartRun(serial) => self.drop_run(now, serial),
+            Deferred::KeepQueued(_) if durable => {}
+            Deferred::KeepQueued(serial) => self.drop_queued(serial),
         }
     }
 }

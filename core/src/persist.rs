@@ -38,6 +38,27 @@ pub enum StoreChange {
         /// The message, as `chat.history` shows it.
         message: Value,
     },
+    /// Insert or replace a message waiting in its session's lane (pending input), keyed by
+    /// its run's id: it is answered "started" only once this is durable.
+    PutPendingInput {
+        /// The run's id.
+        run_id: String,
+        /// The pending input, as the core encodes it.
+        row: Value,
+    },
+    /// Delete a pending input: its run started (its message is in the transcript, in the
+    /// same batch) or was aborted.
+    DeletePendingInput(String),
+}
+
+/// A message waiting in its session's lane as the store gives it back at start: its run's
+/// id and the row the core wrote with [`StoreChange::PutPendingInput`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPendingInput {
+    /// The run's id (the call's idempotency key).
+    pub run_id: String,
+    /// The pending input, as the core encodes it.
+    pub row: Value,
 }
 
 /// A chat session as the store gives it back at start: its row and only the recent end of
@@ -218,7 +239,10 @@ impl PairingStore {
                     self.devices.clear();
                     self.pending.clear();
                 }
-                StoreChange::PutSession { .. } | StoreChange::AppendMessage { .. } => {}
+                StoreChange::PutSession { .. }
+                | StoreChange::AppendMessage { .. }
+                | StoreChange::PutPendingInput { .. }
+                | StoreChange::DeletePendingInput(_) => {}
             }
         }
     }

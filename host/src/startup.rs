@@ -160,6 +160,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let sessions = db
         .load_sessions(config.limits.max_model_messages)
         .map_err(StartError::Store)?;
+    let pending_input = db.load_pending_input().map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);
     if let Err(e) = logger.open_file(&log_path) {
         logger.log(
@@ -216,7 +217,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     })
     .map_err(StartError::StoreWriter)?;
     let results = inbox.sender();
-    let http = HttpWorkers::new(HttpLimits::default(), move |id, result| {
+    let http_limits = HttpLimits::for_runs(config.limits.max_concurrent_runs);
+    let http = HttpWorkers::new(http_limits, move |id, result| {
         results.send(HostInput::Work(id, result))
     });
     let mut gateway = Gateway::new(
@@ -227,6 +229,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         logging::unix_ms(),
     );
     gateway.restore_sessions(sessions);
+    gateway.restore_pending_input(pending_input);
     let mut host = RunHost {
         args,
         logger,

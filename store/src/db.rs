@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
 use clawgate_core::persist::{
-    HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange, StoredSession,
+    HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange, StoredPendingInput,
+    StoredSession,
 };
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -230,6 +231,29 @@ impl Db {
         Ok(sessions)
     }
 
+    /// The messages waiting in their sessions' lanes when the gateway stopped, oldest first.
+    pub fn load_pending_input(&mut self) -> Result<Vec<StoredPendingInput>, DbError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT run_id, row FROM pending_input ORDER BY rowid")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(e)?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (run_id, row) = row.map_err(e)?;
+            let row = serde_json::from_str(&row).map_err(|err| DbError::Row {
+                path: path.clone(),
+                source: StoreError::Invalid(format!("pending input {run_id:?}: {err}")),
+            })?;
+            found.push(StoredPendingInput { run_id, row });
+        }
+        Ok(found)
+    }
+
     /// Read part of a transcript ([`HistoryQuery`]): rows oldest first, bounded by the
     /// query's count and bytes, with messages over its per-message bound left out.
     pub fn read_history(&self, q: &HistoryQuery) -> Result<HistoryPage, DbError> {
@@ -358,6 +382,15 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
                 "INSERT OR REPLACE INTO transcript (session_key, seq, message) VALUES (?1, ?2, ?3)",
                 params![session_key, seq, message.to_string()],
             )?;
+        }
+        StoreChange::PutPendingInput { run_id, row } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO pending_input (run_id, row) VALUES (?1, ?2)",
+                params![run_id, row.to_string()],
+            )?;
+        }
+        StoreChange::DeletePendingInput(run_id) => {
+            tx.execute("DELETE FROM pending_input WHERE run_id = ?1", [run_id])?;
         }
         put @ (StoreChange::PutDevice(_) | StoreChange::PutPending(_)) => {
             // The core's encoding, so `PairingStore::from_rows` reads back what it wrote.

@@ -17,6 +17,8 @@ const MIGRATIONS: &[&str] = &[
          message TEXT NOT NULL,
          PRIMARY KEY (session_key, seq)
      ) STRICT;",
+    // 3: messages waiting in a session's lane (pending input), oldest first by rowid.
+    "CREATE TABLE pending_input (run_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
 ];
 
 /// The schema version this build writes.

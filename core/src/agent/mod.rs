@@ -6,11 +6,15 @@
 //! `agent` call starts the same run and is answered again when it ends (`rpc`). Runs of one
 //! session take turns in its lane (`lane`, `queue`: the queue modes); the core keeps only the
 //! recent window of each transcript (`session`), and `chat.history` reads pages from the
-//! store (`history`).
+//! store (`history`). A run holding its lane starts its turn once one of the global slots
+//! (`agents.defaults.maxConcurrent`) is free (`admission`); a message waiting in a lane is
+//! kept in the store as pending input until its run starts (`pending`).
 
+mod admission;
 mod chat;
 mod history;
 mod lane;
+mod pending;
 mod queue;
 mod rpc;
 mod run;
@@ -51,6 +55,8 @@ pub(crate) struct Agent {
     reads: history::Reads,
     /// Which run holds each session and which wait behind it.
     lanes: lane::Lanes,
+    /// Which runs hold one of the global slots and which wait for one.
+    admission: admission::Admission,
 }
 
 impl Agent {
@@ -197,9 +203,31 @@ impl Gateway {
         self.emit(now, events);
     }
 
-    /// Start run `serial` (its `chat.send` was answered): its status events, then the model
-    /// request, or the offline failure.
+    /// Start run `serial` (its `chat.send` was answered) once one of the global slots is
+    /// free; until then it waits for one, after the runs already waiting.
     pub(crate) fn start_run(&mut self, now: Instant, serial: u64) {
+        if !self.agent.runs.contains_key(&serial) {
+            return;
+        }
+        let cap = self.config.limits.max_concurrent_runs;
+        if self.agent.admission.try_start(serial, cap) {
+            self.run_turn(now, serial);
+        } else {
+            self.start_admitted(now);
+        }
+    }
+
+    /// Start the runs waiting for a global slot while slots are free, oldest first.
+    fn start_admitted(&mut self, now: Instant) {
+        let cap = self.config.limits.max_concurrent_runs;
+        while let Some(serial) = self.agent.admission.next(cap) {
+            self.run_turn(now, serial);
+        }
+    }
+
+    /// The turn of run `serial`, which holds a global slot: its status events, then the model
+    /// request, or the offline failure.
+    fn run_turn(&mut self, now: Instant, serial: u64) {
         let Some(key) = self.agent.runs.get(&serial).map(|r| r.session_key.clone()) else {
             return;
         };
@@ -478,6 +506,7 @@ impl Gateway {
             }
         }
         self.agent.lanes.clear();
+        self.agent.admission.clear();
     }
 
     /// What the agent holds in memory: transcript messages (at most `maxModelMessages` and
