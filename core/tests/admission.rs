@@ -297,3 +297,14 @@ fn the_waiting_runs_are_bounded_and_the_refusal_names_the_key() {
     answer(&mut p, reqs[0].0, "a");
     send(&mut p, op, "d", "kd").unwrap();
 }
+
+#[test]
+fn a_larger_max_concurrent_on_reload_starts_the_waiting_runs() {
+    let (mut p, op) = gateway(capped(1));
+    send(&mut p, op, "a", "ka").unwrap();
+    send(&mut p, op, "b", "kb").unwrap();
+    assert_eq!(requests(&p).len(), 1);
+    p.reload(capped(2));
+    let sent: Vec<String> = requests(&p).into_iter().map(|r| r.1).collect();
+    assert_eq!(sent, ["m-ka", "m-kb"]);
+}

@@ -218,7 +218,7 @@ impl Gateway {
     }
 
     /// Start the runs waiting for a global slot while slots are free, oldest first.
-    fn start_admitted(&mut self, now: Instant) {
+    pub(crate) fn start_admitted(&mut self, now: Instant) {
         let cap = self.config.limits.max_concurrent_runs;
         while let Some(serial) = self.agent.admission.next(cap) {
             self.run_turn(now, serial);
