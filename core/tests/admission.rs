@@ -105,16 +105,20 @@ fn texts(p: &Sim, session: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_queued_message_is_answered_only_once_its_pending_input_is_durable() {
+/// A run in progress on `main` (k1), and the request id of a `chat.send` (k2) that waits in
+/// its lane, sent while store writes are held.
+fn queued_with_writes_held() -> (Sim, ConnId, String) {
     let (mut p, op) = gateway(fake_model_config());
     send(&mut p, op, "main", "k1").unwrap();
     p.hold_store_writes(true);
-    let rid = p.request(
-        op,
-        "chat.send",
-        Some(params("main", "k2", Some("followup"))),
-    );
+    let params = params("main", "k2", Some("followup"));
+    let rid = p.request(op, "chat.send", Some(params));
+    (p, op, rid)
+}
+
+#[test]
+fn a_queued_message_is_answered_only_once_its_pending_input_is_durable() {
+    let (mut p, op, rid) = queued_with_writes_held();
     assert_eq!(response(&mut p, op, &rid), None, "not on disk yet");
     p.write_store(true);
     assert_eq!(
@@ -148,14 +152,7 @@ fn a_queued_message_is_answered_only_once_its_pending_input_is_durable() {
 
 #[test]
 fn a_queued_message_whose_pending_input_fails_to_store_is_refused_and_never_runs() {
-    let (mut p, op) = gateway(fake_model_config());
-    send(&mut p, op, "main", "k1").unwrap();
-    p.hold_store_writes(true);
-    let rid = p.request(
-        op,
-        "chat.send",
-        Some(params("main", "k2", Some("followup"))),
-    );
+    let (mut p, op, rid) = queued_with_writes_held();
     p.write_store(false);
     let refused = response(&mut p, op, &rid).unwrap().unwrap_err();
     assert!(refused.contains("could not be saved"), "{refused}");

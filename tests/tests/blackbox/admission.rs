@@ -8,10 +8,10 @@ use std::time::Duration;
 use clawgate_tests::both;
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Shell, Ws};
-use clawgate_tests::schema::server_text_frames;
 use serde_json::{Value, json};
 
 use super::agent::{assert_frames_valid, chat_send, operator, options, run_events};
+use super::runs::assert_ran_one_after_the_other;
 
 fn wait(ws: &mut Ws, run_id: &str, timeout_ms: u64) -> Value {
     ws.call(
@@ -95,16 +95,7 @@ fn with_max_concurrent_1_a_second_session_waits_for_the_first(shell: Shell) {
     assert_eq!(waiting["status"], "pending", "{waiting}");
     let last = run_events(&mut ws, "k-cap-2");
     assert_eq!(last.last().unwrap().1["state"], "final", "{last:?}");
-
-    let runs: Vec<String> = server_text_frames(ws.received())
-        .iter()
-        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
-        .filter(|f| f["event"] == "chat" || f["event"] == "agent")
-        .filter_map(|f| f["payload"]["runId"].as_str().map(str::to_string))
-        .collect();
-    let first_of_second = runs.iter().position(|r| r == "k-cap-2").unwrap();
-    let last_of_first = runs.iter().rposition(|r| r == "k-cap-1").unwrap();
-    assert!(last_of_first < first_of_second, "runs overlapped: {runs:?}");
+    assert_ran_one_after_the_other(&ws, "k-cap-1", "k-cap-2");
     assert_eq!(model.requests().len(), 2);
     assert_eq!(history(&mut ws, "two"), ["two", "re: two"]);
     assert_frames_valid(&ws);
