@@ -49,34 +49,61 @@ impl core::fmt::Debug for Secret {
     }
 }
 
-/// Whether `origin` (an `Origin` header value) is a loopback origin:
-/// `http(s)://localhost|127.x.x.x|[::1]` on any port.
-pub fn is_loopback_origin(origin: &str) -> bool {
-    let Some(rest) = origin
+/// The authority (`host[:port]`) and the host name of an `http(s)://` origin; `None` for
+/// anything else (a path, user info, a bad port, `null`).
+fn origin_parts(origin: &str) -> Option<(&str, &str)> {
+    let rest = origin
         .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    if rest.contains('/') || rest.contains('@') {
-        return false;
+        .or_else(|| origin.strip_prefix("https://"))?;
+    if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+        return None;
     }
     let host = if let Some(v6) = rest.strip_prefix('[') {
         match v6.split_once(']') {
             Some((h, port)) if port.is_empty() || valid_port(port) => h,
-            _ => return false,
+            _ => return None,
         }
     } else {
         match rest.split_once(':') {
             Some((h, port)) if valid_port(&format!(":{port}")) => h,
-            Some(_) => return false,
+            Some(_) => return None,
             None => rest,
         }
     };
-    if host.eq_ignore_ascii_case("localhost") {
+    Some((rest, host))
+}
+
+/// Whether `origin` (an `Origin` header value) is a loopback origin:
+/// `http(s)://localhost|127.x.x.x|[::1]` on any port.
+pub fn is_loopback_origin(origin: &str) -> bool {
+    origin_parts(origin).is_some_and(|(_, host)| is_loopback_name(host))
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// upstream's `isTrustedSameOriginHost`: a host a page may be served from and connect back
+/// to (loopback, a private, link-local or CGNAT address, a `.local` or tailnet `.ts.net` name).
+fn is_trusted_same_origin_host(host: &str) -> bool {
+    if is_loopback_name(host) {
         return true;
     }
-    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || v4.is_link_local() || (a == 100 && (64..128).contains(&b))
+        }
+        Ok(IpAddr::V6(v6)) => {
+            let first = v6.segments()[0];
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+        Err(_) => {
+            let name = host.to_ascii_lowercase();
+            name.ends_with(".local") || name.ends_with(".ts.net")
+        }
+    }
 }
 
 fn valid_port(p: &str) -> bool {
@@ -84,13 +111,26 @@ fn valid_port(p: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Whether a browser origin may open a socket: loopback origins always, others only when
-/// listed exactly in `gateway.controlUi.allowedOrigins`.
-pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
-    is_loopback_origin(origin)
-        || allowed
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+/// Whether a browser origin may open a socket (upstream's `checkBrowserOrigin`): listed in
+/// `gateway.controlUi.allowedOrigins` (or `*` is), a loopback origin, or the page's own
+/// origin — `Origin` names the `Host` the upgrade was sent to — when that host is one a
+/// Control UI is served from on a LAN or tailnet (a private address, `.local`, `.ts.net`).
+pub fn origin_allowed(origin: &str, request_host: Option<&str>, allowed: &[String]) -> bool {
+    let trimmed = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(trimmed))
+    {
+        return true;
+    }
+    let Some((authority, host)) = origin_parts(origin) else {
+        return false;
+    };
+    if is_loopback_name(host) {
+        return true;
+    }
+    request_host.is_some_and(|h| h.trim().eq_ignore_ascii_case(authority))
+        && is_trusted_same_origin_host(host)
 }
 
 /// A connection is local only when its (forwarded) client address is loopback and any
@@ -298,6 +338,40 @@ mod tests {
         ] {
             assert!(!is_loopback_origin(o), "{o}");
         }
+    }
+
+    #[test]
+    fn same_origin_pages_on_lan_and_tailnet_hosts() {
+        let none: &[String] = &[];
+        for (origin, host) in [
+            ("http://192.168.1.20:18789", "192.168.1.20:18789"),
+            ("http://10.0.0.5:18789", "10.0.0.5:18789"),
+            ("http://100.101.102.103:18789", "100.101.102.103:18789"),
+            ("https://box.tail1234.ts.net", "box.tail1234.ts.net"),
+            ("http://pi.local:18789", "PI.local:18789"),
+            ("http://[fd00::1]:18789", "[fd00::1]:18789"),
+        ] {
+            assert!(origin_allowed(origin, Some(host), none), "{origin}");
+        }
+        for (origin, host) in [
+            // Not the host the page was loaded from.
+            ("http://192.168.1.21:18789", "192.168.1.20:18789"),
+            ("http://192.168.1.20:18789", "192.168.1.20:18790"),
+            // The page's own origin, but a public host: only the allowlist admits it.
+            ("http://203.0.113.7:18789", "203.0.113.7:18789"),
+            ("https://gateway.example.com", "gateway.example.com"),
+            ("null", "null"),
+        ] {
+            assert!(!origin_allowed(origin, Some(host), none), "{origin}");
+        }
+        assert!(!origin_allowed("http://192.168.1.20:18789", None, none));
+        let listed = ["https://gateway.example.com".to_string()];
+        assert!(origin_allowed(
+            "https://gateway.example.com/",
+            None,
+            &listed
+        ));
+        assert!(origin_allowed("http://evil.com", None, &["*".to_string()]));
     }
 
     #[test]

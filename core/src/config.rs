@@ -36,6 +36,11 @@ pub struct Limits {
     pub max_preauth_payload: usize,
     /// Largest HTTP request head.
     pub max_head_bytes: usize,
+    /// Bytes of a Control UI file read and sent at a time; the next piece is read once the
+    /// connection has at most this many bytes unsent.
+    pub ui_chunk_bytes: usize,
+    /// Largest Control UI `index.html` served (it is read whole to be rewritten).
+    pub ui_max_html_bytes: usize,
     /// Frames a client may send before `hello-ok`.
     pub max_pending_handshake_frames: usize,
     /// Open sockets at once.
@@ -114,6 +119,8 @@ impl Default for Limits {
             max_buffered_bytes: 50 * 1024 * 1024,
             max_preauth_payload: 64 * 1024,
             max_head_bytes: 8 * 1024,
+            ui_chunk_bytes: 64 * 1024,
+            ui_max_html_bytes: 2 * 1024 * 1024,
             max_pending_handshake_frames: 15,
             max_connections: 10_000,
             max_preauth_per_ip: 32,
@@ -195,6 +202,61 @@ pub struct ModelRoute {
     pub api_key: Option<Secret>,
 }
 
+/// Where the Control UI's files come from (`gateway.controlUi.root`, else an installed
+/// `openclaw` package the host found).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UiRoot {
+    /// `gateway.controlUi.root`.
+    Configured(String),
+    /// The `dist/control-ui` folder of an installed `openclaw` package.
+    Installed(String),
+    /// Neither: a built-in page says where to point `gateway.controlUi.root`.
+    Missing,
+}
+
+impl UiRoot {
+    /// The folder, if there is one.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            UiRoot::Configured(p) | UiRoot::Installed(p) => Some(p),
+            UiRoot::Missing => None,
+        }
+    }
+}
+
+/// The Control UI served on the gateway's port (`gateway.controlUi`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlUi {
+    /// `gateway.controlUi.enabled` (default true).
+    pub enabled: bool,
+    /// `gateway.controlUi.basePath`, normalized: empty, or `/` and segments without a
+    /// trailing `/`.
+    pub base_path: String,
+    /// Where its files are.
+    pub root: UiRoot,
+}
+
+impl Default for ControlUi {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            base_path: String::new(),
+            root: UiRoot::Missing,
+        }
+    }
+}
+
+/// upstream's `normalizeControlUiBasePath`: trimmed, no leading or trailing `/` runs, then
+/// one leading `/` (empty stays empty).
+pub fn normalize_base_path(raw: &str) -> String {
+    let trimmed = raw.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
 /// The resolved configuration of a running gateway.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -215,6 +277,8 @@ pub struct Config {
     /// Let a Control UI without a device identity connect with the shared secret
     /// (`gateway.controlUi.allowInsecureAuth`).
     pub allow_insecure_control_ui: bool,
+    /// The Control UI (`gateway.controlUi`).
+    pub control_ui: ControlUi,
     /// Approve new devices on local connections without asking.
     pub auto_approve_local: bool,
     /// Node commands always allowed.
@@ -312,6 +376,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
             allow_insecure_control_ui: false,
+            control_ui: ControlUi::default(),
             auto_approve_local: true,
             node_commands_allow: Vec::new(),
             node_commands_deny: Vec::new(),
@@ -485,6 +550,15 @@ impl Config {
         cfg.node_commands_deny = str_list(&gw, &["nodes", "commands", "deny"]);
         if let Some(Value::Bool(b)) = at(&gw, &["controlUi", "allowInsecureAuth"]) {
             cfg.allow_insecure_control_ui = *b;
+        }
+        if let Some(Value::Bool(b)) = at(&gw, &["controlUi", "enabled"]) {
+            cfg.control_ui.enabled = *b;
+        }
+        if let Some(p) = str_at(&gw, &["controlUi", "basePath"]) {
+            cfg.control_ui.base_path = normalize_base_path(&p);
+        }
+        if let Some(root) = str_at(&gw, &["controlUi", "root"]).filter(|r| !r.trim().is_empty()) {
+            cfg.control_ui.root = UiRoot::Configured(root);
         }
         if let Some(Value::Bool(b)) = at(&gw, &["nodes", "pairing", "autoApproveLocal"]) {
             cfg.auto_approve_local = *b;

@@ -142,6 +142,8 @@ pub(crate) struct Ws {
     pub(crate) client_ip: IpAddr,
     pub(crate) local: bool,
     pub(crate) origin: Option<String>,
+    /// The `Host` the upgrade was sent to (a same-origin page's `Origin` names it).
+    pub(crate) host: Option<String>,
     pub(crate) phase: Phase,
 }
 
@@ -151,6 +153,8 @@ pub(crate) enum State {
     Http(Vec<u8>),
     /// Upgraded.
     Ws(Box<Ws>),
+    /// Answering a Control UI request (the transfer is the gateway's `Serving`'s).
+    Static,
 }
 
 /// What [`Conn::frame_text`] made of a text frame.
@@ -178,7 +182,7 @@ impl Conn {
                 Phase::Authed(s) => Some(s),
                 Phase::PreHello { .. } => None,
             },
-            State::Http(_) => None,
+            State::Http(_) | State::Static => None,
         }
     }
 
@@ -188,7 +192,7 @@ impl Conn {
                 Phase::Authed(s) => Some(s),
                 Phase::PreHello { .. } => None,
             },
-            State::Http(_) => None,
+            State::Http(_) | State::Static => None,
         }
     }
 

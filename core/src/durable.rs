@@ -83,6 +83,7 @@ impl Gateway {
             | WorkResult::History(_) => {
                 self.on_model_response(now, id, result);
             }
+            WorkResult::File(read) => self.on_file_read(now, id, read),
         }
     }
 

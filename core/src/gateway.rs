@@ -115,6 +115,8 @@ pub struct Gateway {
     pub(crate) durable: Durability<Deferred>,
     /// Chat sessions and agent runs.
     pub(crate) agent: crate::agent::Agent,
+    /// Control UI responses in progress.
+    pub(crate) serving: crate::control_ui::Serving,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -153,6 +155,7 @@ impl Gateway {
             next_work: 0,
             durable,
             agent: Default::default(),
+            serving: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -340,13 +343,18 @@ impl Gateway {
                 ws.io.rd.extend(data);
                 self.read_frames(now, conn);
             }
+            // One request per connection: what follows the head is not read.
+            State::Static => {}
         }
     }
 
     /// The shell wrote `n` bytes of what it was given for this connection.
-    pub fn handle_written(&mut self, _now: Instant, conn: ConnId, n: usize) {
+    pub fn handle_written(&mut self, now: Instant, conn: ConnId, n: usize) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.unsent = c.unsent.saturating_sub(n);
+            if matches!(c.state, State::Static) {
+                self.pump(now, conn);
+            }
         }
     }
 
@@ -386,6 +394,22 @@ impl Gateway {
     fn handshake_expired(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get(&id) else { return };
         if c.session().is_some() {
+            return;
+        }
+        if matches!(c.state, State::Static) {
+            // A Control UI response gets the same time again while it moves.
+            if self.serving.progressed(id) {
+                let next = now + self.config.limits.handshake_timeout;
+                self.schedule(next, Timer::Handshake(id));
+            } else {
+                self.log(
+                    now,
+                    Level::Info,
+                    Some(id),
+                    "control ui response stalled".into(),
+                );
+                self.forget(now, id);
+            }
             return;
         }
         let http = matches!(c.state, State::Http(_));
@@ -498,6 +522,7 @@ impl Gateway {
         }
         self.router.conn_gone(id);
         self.agent.conn_gone(id);
+        self.serving.conn_gone(id);
         self.out.push_back(Output::Close { conn: id });
     }
 }

@@ -50,6 +50,7 @@ const ROOT_KEYS: &[&str] = &[
     "auth",
     "locale",
     "userAgent",
+    "modelCatalog",
 ];
 const CLIENT_KEYS: &[&str] = &[
     "id",
@@ -297,6 +298,19 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
     for key in ["pathEnv", "locale", "userAgent"] {
         opt_str(root, key, "", true)?;
     }
+    if let Some(m) = root.get("modelCatalog") {
+        // The Control UI's model-catalog scope: a session key, or a short session id.
+        let m = obj(m, "/modelCatalog")?;
+        let keys: &[&str] = if m.contains_key("shortId") {
+            &["agentId", "shortId", "slugHint"]
+        } else {
+            &["agentId", "sessionKey"]
+        };
+        check_keys(m, keys, "/modelCatalog")?;
+        for key in keys {
+            opt_str(m, key, "/modelCatalog", false)?;
+        }
+    }
     if let Some(p) = root.get("permissions") {
         let p = obj(p, "/permissions")?;
         if let Some((k, _)) = p.iter().find(|(_, v)| !v.is_boolean()) {
@@ -480,6 +494,29 @@ mod tests {
         let p = parse_connect(&base()).unwrap();
         assert_eq!(p.role, Role::Operator);
         assert!(protocol_ok(&p));
+    }
+
+    #[test]
+    fn the_control_uis_model_catalog_scope_is_accepted_in_either_shape() {
+        for scope in [
+            json!({"sessionKey": "main"}),
+            json!({"agentId": "main", "shortId": "ab12", "slugHint": "x"}),
+        ] {
+            let mut v = base();
+            v["modelCatalog"] = scope;
+            assert!(parse_connect(&v).is_ok());
+        }
+        for bad in [
+            json!({"sessionKey": "main", "shortId": "x"}),
+            json!({"sessionKey": ""}),
+            json!("main"),
+        ] {
+            let mut v = base();
+            v["modelCatalog"] = bad;
+            assert!(
+                matches!(parse_connect(&v), Err(ParamsError::Invalid(m)) if m.contains("/modelCatalog"))
+            );
+        }
     }
 
     #[test]

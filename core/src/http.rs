@@ -11,12 +11,30 @@ pub enum Head {
     /// A WebSocket upgrade.
     Upgrade(Box<Upgrade>),
     /// A plain HTTP request.
-    Plain {
-        /// Method (`GET`, `HEAD`, …).
-        method: String,
-        /// Path without the query.
-        path: String,
-    },
+    Plain(Box<PlainRequest>),
+}
+
+/// A plain HTTP request: its method, its target and the headers the gateway decides on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlainRequest {
+    /// Method (`GET`, `HEAD`, …).
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// The query without its `?`, if the target had one.
+    pub query: Option<String>,
+    /// `Host`.
+    pub host: Option<String>,
+    /// `Accept`.
+    pub accept: Option<String>,
+    /// `Accept-Encoding`.
+    pub accept_encoding: Option<String>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<String>,
+    /// `Range`.
+    pub range: Option<String>,
+    /// `If-Range`.
+    pub if_range: Option<String>,
 }
 
 /// A parsed upgrade request and the headers the gateway decides on.
@@ -26,6 +44,8 @@ pub struct Upgrade {
     pub request: Request,
     /// Request path.
     pub path: String,
+    /// `Host`, if sent.
+    pub host: Option<String>,
     /// `Origin`, if sent.
     pub origin: Option<String>,
     /// `Forwarded`.
@@ -74,7 +94,10 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
     }
     let method = req.method.unwrap_or("").to_string();
     let raw_path = req.path.unwrap_or("/");
-    let path = raw_path.split('?').next().unwrap_or("/").to_string();
+    let (path, query) = match raw_path.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (raw_path.to_string(), None),
+    };
     let header = |name: &str| {
         req.headers
             .iter()
@@ -84,7 +107,18 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
     };
     let is_upgrade = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     if !is_upgrade || method != "GET" {
-        return Ok(Some((Head::Plain { method, path }, len)));
+        let plain = PlainRequest {
+            method,
+            path,
+            query,
+            host: header("host"),
+            accept: header("accept"),
+            accept_encoding: header("accept-encoding"),
+            if_none_match: header("if-none-match"),
+            range: header("range"),
+            if_range: header("if-range"),
+        };
+        return Ok(Some((Head::Plain(Box::new(plain)), len)));
     }
     let request = match Request::try_parse(&buf[..len]) {
         Ok(Some((_, r))) => r,
@@ -96,6 +130,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
     let up = Upgrade {
         request,
         path,
+        host: header("host"),
         origin: header("origin"),
         forwarded: header("forwarded"),
         x_forwarded_for: header("x-forwarded-for"),
@@ -120,6 +155,14 @@ pub enum Phase {
     Ready,
     /// Shutting down.
     Draining,
+}
+
+/// Whether `path` is one of the probes (`/health`, `/ready`, `/startup` and their `z` forms).
+pub fn is_probe(path: &str) -> bool {
+    matches!(
+        path,
+        "/health" | "/healthz" | "/ready" | "/readyz" | "/startup" | "/startupz"
+    )
 }
 
 /// Answer a plain HTTP request (`/health`, `/ready`, `/startup` and their `z` forms).

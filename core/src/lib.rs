@@ -53,7 +53,8 @@
 //! and the events table), [`config`] (resolution and limits), [`discovery`] (what to advertise
 //! over mDNS), [`client`] (the other side). Inside: the method registry (`methods`), close
 //! reasons (`close`), routing (`route`), held answers (`durable`) and the connection phases
-//! the gateway composes. [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
+//! the gateway composes, and the Control UI's static files (`control_ui`: routing, headers and
+//! bounded file reads through [`Work::ReadFile`]). [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
 //! chat completions) the agent will use.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -67,6 +68,7 @@ mod close;
 pub mod config;
 mod conn;
 mod connect;
+mod control_ui;
 pub mod device;
 pub mod discovery;
 mod durable;
@@ -98,4 +100,4 @@ pub use methods::METHODS;
 pub use pairing::PairingStore;
 pub use route::Router;
 pub use scopes::EVENTS;
-pub use work::{Work, WorkId, WorkResult};
+pub use work::{FileChunk, FileError, FileRead, Work, WorkId, WorkResult};

@@ -58,7 +58,12 @@ impl Gateway {
                 self.transmit(id, http::bad_head(e));
                 self.forget(now, id);
             }
-            Ok(Some((Head::Plain { method, path }, _))) => {
+            Ok(Some((Head::Plain(req), _))) => {
+                let (method, path) = (req.method.clone(), req.path.clone());
+                if !http::is_probe(&path) && self.serve_control_ui(now, id, *req) {
+                    self.log(now, Level::Debug, Some(id), format!("http {method} {path}"));
+                    return;
+                }
                 let phase = if self.is_draining() {
                     http::Phase::Draining
                 } else {
@@ -157,6 +162,7 @@ impl Gateway {
                 client_ip,
                 local,
                 origin: up.origin,
+                host: up.host,
                 phase: Phase::PreHello { nonce, frames: 0 },
             }));
         }

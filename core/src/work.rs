@@ -34,6 +34,49 @@ pub enum Work {
     /// [`Work::Store`] batch asked for before it (the store's writer does both, in order), and
     /// answer with [`WorkResult::History`].
     ReadHistory(HistoryQuery),
+    /// Read part of a file under a directory (a Control UI asset): one
+    /// [`WorkResult::File`] answers it.
+    ReadFile(FileRead),
+}
+
+/// A [`Work::ReadFile`]: the first of `candidates` that is a regular file inside `root` once
+/// symlinks are resolved, read from `offset`. A candidate that is missing, not a regular
+/// file, or resolves outside `root` is skipped as if absent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRead {
+    /// The directory every file must stay inside.
+    pub root: String,
+    /// Paths relative to `root` (`/`-separated, without `.` or `..` segments), in order of
+    /// preference.
+    pub candidates: Vec<String>,
+    /// Where to start reading.
+    pub offset: u64,
+    /// Read at most this many bytes (fewer only at the end of the file).
+    pub max_len: usize,
+}
+
+/// What a [`Work::ReadFile`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChunk {
+    /// Which of the candidates was read.
+    pub index: usize,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// Its modification time, in milliseconds since the Unix epoch.
+    pub modified_ms: u64,
+    /// The bytes from the requested offset (empty at or past the end).
+    pub data: Vec<u8>,
+}
+
+/// Why a [`Work::ReadFile`] read nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    /// No candidate is a regular file inside the root.
+    #[error("not found")]
+    NotFound,
+    /// Reading failed (the OS error, for the log).
+    #[error("read failed: {0}")]
+    Io(String),
 }
 
 /// The outcome of a piece of [`Work`].
@@ -55,6 +98,8 @@ pub enum WorkResult {
     /// The [`Work::Http`] is over: the body ended (`Ok`), or the request failed, timed out or
     /// was cancelled (the error, for the user and the log).
     HttpEnd(Result<(), String>),
+    /// The outcome of a [`Work::ReadFile`].
+    File(Result<FileChunk, FileError>),
     /// What a [`Work::ReadHistory`] found, or why the store could not read it.
     History(Result<HistoryPage, String>),
 }

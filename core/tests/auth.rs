@@ -76,6 +76,29 @@ fn foreign_origin_is_refused_and_allowed_origin_passes() {
 }
 
 #[test]
+fn a_page_served_on_a_lan_address_connects_back_to_its_own_origin() {
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let lan = std::net::SocketAddr::from(([192, 168, 1, 30], 50_000));
+    let mut c = cli(Some("t"));
+    c.host = "192.168.1.20:18789".into();
+    c.origin = Some("http://192.168.1.20:18789".into());
+    let id = p.open_client(c, lan);
+    assert!(
+        p.hello(id).is_some(),
+        "the page's own LAN origin is refused"
+    );
+    // The same page's socket to another host's name is a foreign origin.
+    let mut c = cli(Some("t"));
+    c.host = "192.168.1.21:18789".into();
+    c.origin = Some("http://192.168.1.20:18789".into());
+    let id = p.open_client(c, lan);
+    assert_eq!(
+        p.connect_error(id).unwrap().details.unwrap()["code"],
+        "CONTROL_UI_ORIGIN_NOT_ALLOWED"
+    );
+}
+
+#[test]
 fn forwarding_headers_from_untrusted_peer_get_403() {
     let mut p = Sim::started(Instant::now(), Config::local_default());
     let id = p.open_raw_sending(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: 203.0.113.5\r\n\r\n", loopback());

@@ -278,7 +278,9 @@ fn http_routes_on_the_same_port() {
         ("/ready", "200"),
         ("/readyz", "200"),
         ("/startupz", "200"),
-        ("/nope", "404"),
+        ("/api/nope", "404"),
+        // Other paths are the Control UI's: without its files, the page naming the setting.
+        ("/nope", "503"),
     ] {
         let id = p.open_raw_sending(
             format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),

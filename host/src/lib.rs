@@ -19,6 +19,7 @@
 
 pub mod discovery;
 pub mod entropy;
+pub mod file_worker;
 pub mod http_worker;
 pub mod listen;
 pub mod lock;
@@ -34,6 +35,7 @@ pub mod sockets;
 pub mod startup;
 pub mod store;
 pub mod tailnet;
+pub mod ui_root;
 pub mod url;
 pub mod worker;
 

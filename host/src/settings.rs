@@ -99,6 +99,7 @@ pub fn resolve(
     password_file: Option<&Path>,
 ) -> Result<(Config, Sources), SettingsError> {
     let (input, sources) = input(env, flags, password_file)?;
-    let config = Config::resolve(&input).map_err(SettingsError::Config)?;
+    let mut config = Config::resolve(&input).map_err(SettingsError::Config)?;
+    crate::ui_root::resolve(&mut config.control_ui.root, &input.env);
     Ok((config, sources))
 }

@@ -10,11 +10,14 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clawgate_core::{Config, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult};
+use clawgate_core::{
+    Config, FileError, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult,
+};
 use clawgate_store::{DbError, StoreDone, WriteDone, Writer};
 
 use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
+use crate::file_worker::{FILE_THREADS, FileWorkers};
 use crate::http_worker::{HttpLimits, HttpWorkers};
 use crate::listen::{self, BindError};
 use crate::lock::{self, InstanceLock, LockError};
@@ -58,6 +61,8 @@ pub enum StartError {
     Signals(std::io::Error),
     /// The store writer thread cannot be started.
     StoreWriter(std::io::Error),
+    /// The file reader threads cannot be started.
+    FileWorkers(std::io::Error),
     /// The listener cannot be opened.
     Bind(BindError),
 }
@@ -100,6 +105,7 @@ impl std::fmt::Display for StartError {
             StartError::Store(e) => write!(f, "cannot open the store: {e}"),
             StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             StartError::StoreWriter(e) => write!(f, "cannot start the store writer: {e}"),
+            StartError::FileWorkers(e) => write!(f, "cannot start the file readers: {e}"),
             StartError::Bind(e) => write!(f, "{e}"),
         }
     }
@@ -135,6 +141,7 @@ pub struct RunHost {
     inbox: WorkerQueue<HostInput>,
     store: Option<Writer>,
     http: HttpWorkers,
+    files: FileWorkers,
     mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
 }
@@ -221,6 +228,11 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let http = HttpWorkers::new(http_limits, move |id, result| {
         results.send(HostInput::Work(id, result))
     });
+    let reads = inbox.sender();
+    let files = FileWorkers::new(FILE_THREADS, move |id, result| {
+        reads.send(HostInput::Work(id, result))
+    })
+    .map_err(StartError::FileWorkers)?;
     let mut gateway = Gateway::new(
         config,
         Box::new(OsEntropy::default()),
@@ -237,6 +249,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         inbox,
         store: Some(store),
         http,
+        files,
         mdns: None,
         _lock: lock,
     };
@@ -248,6 +261,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     }
     host.logger
         .log(Level::Info, format!("listening on ws://{local_addr}"));
+    log_control_ui(&mut host.logger, gateway.config(), local_addr);
     host.mdns = clawgate_core::discovery::advert(gateway.config()).map(|advert| {
         let sink = host.logger.sink();
         let policy = RetryPolicy {
@@ -267,6 +281,23 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         local_addr,
         host,
     })
+}
+
+/// Say where the Control UI is served from, or why it is not.
+fn log_control_ui(logger: &mut Logger, config: &Config, local_addr: SocketAddr) {
+    let ui = &config.control_ui;
+    let message = match (&ui.root, ui.enabled) {
+        (_, false) => "control ui: disabled (gateway.controlUi.enabled is false)".to_string(),
+        (clawgate_core::config::UiRoot::Missing, true) => {
+            "control ui: no openclaw package found; set gateway.controlUi.root to its dist/control-ui folder".to_string()
+        }
+        (root, true) => format!(
+            "control ui: http://{local_addr}{}/ from {}",
+            ui.base_path,
+            root.path().unwrap_or_default()
+        ),
+    };
+    logger.log(Level::Info, message);
 }
 
 /// Resolve the configuration; frames are logged when the logger shows trace records.
@@ -350,6 +381,8 @@ impl Host for RunHost {
                 let queued = self.store.as_ref().is_some_and(|w| w.read(id, query));
                 (!queued).then(|| WorkResult::History(Err("the store writer is gone".into())))
             }
+            Work::ReadFile(read) => (!self.files.submit(id, read))
+                .then(|| WorkResult::File(Err(FileError::Io("the file readers are gone".into())))),
             other => {
                 self.logger
                     .log(Level::Warn, format!("unhandled work {other:?}"));
@@ -409,6 +442,7 @@ impl Host for RunHost {
                 "HTTP: a worker is still resolving or connecting at exit",
             );
         }
+        self.files.shutdown();
         if let Some(writer) = self.store.take() {
             writer.close();
         }

@@ -32,6 +32,24 @@ pub fn schema_file() -> PathBuf {
     interop_dir().join("gp/package/protocol.schema.json")
 }
 
+/// The browser the Control UI test drives: `$CLAWGATE_CHROMIUM`, else Debian's
+/// `/usr/bin/chromium` (installed by `scripts/interop-deps.sh`).
+pub fn chromium() -> PathBuf {
+    std::env::var_os("CLAWGATE_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// playwright-core's package file (the DevTools-protocol driver of the Control UI test).
+pub fn playwright() -> PathBuf {
+    interop_dir().join("node_modules/playwright-core/package.json")
+}
+
+/// The built Control UI inside the installed openclaw package.
+pub fn control_ui_root() -> PathBuf {
+    interop_dir().join("node_modules/openclaw/dist/control-ui")
+}
+
 /// Whether this run is CI's (`CI=true`), where nothing may be skipped.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")

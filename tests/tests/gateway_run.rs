@@ -361,7 +361,7 @@ fn health_and_ready_over_http(shell: Shell) {
     let ready = http_get(gw.port, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     assert!(ready.contains(r#""ready":true"#), "{ready}");
-    assert!(http_get(gw.port, "/nope").starts_with("HTTP/1.1 404"));
+    assert!(http_get(gw.port, "/api/nope").starts_with("HTTP/1.1 404"));
 }
 
 fn silent_socket_is_closed_1000_after_the_handshake_timeout(shell: Shell) {

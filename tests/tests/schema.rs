@@ -133,6 +133,8 @@ fn a_full_in_memory_session_conforms() {
         ("node.describe", json!({"nodeId": node_id})),
         ("device.pair.list", json!({})),
         ("last-heartbeat", json!({})),
+        ("exec.approvals.get", json!({})),
+        ("environments.list", json!({})),
     ] {
         call(&mut sim, &mut ids, op, m, p);
     }
@@ -201,6 +203,8 @@ fn a_full_in_memory_session_conforms() {
         "result node.pair.list",
         "result node.pair.approve",
         "result device.pair.list",
+        "result exec.approvals.get",
+        "result environments.list",
         "result node.invoke",
         "result node.invoke.result",
         "event node.invoke.request",

@@ -92,7 +92,7 @@ impl Gateway {
         id: ConnId,
         p: &ConnectParams,
     ) -> Result<Admitted, Refusal> {
-        let (client_ip, local, origin, nonce) = {
+        let (client_ip, local, origin, host, nonce) = {
             let Some(State::Ws(ws)) = self.conns.get(&id).map(|c| &c.state) else {
                 return Err(ErrorShape::invalid("connection gone").into());
             };
@@ -101,12 +101,19 @@ impl Gateway {
                     ErrorShape::invalid("connect is only valid as the first request").into(),
                 );
             };
-            (ws.client_ip, ws.local, ws.origin.clone(), nonce.clone())
+            let host = ws.host.clone();
+            (
+                ws.client_ip,
+                ws.local,
+                ws.origin.clone(),
+                host,
+                nonce.clone(),
+            )
         };
         let limits = self.config.limits.clone();
         let now_ms = self.unix_ms(now);
         if let Some(o) = &origin
-            && !auth::origin_allowed(o, &self.config.allowed_origins)
+            && !auth::origin_allowed(o, host.as_deref(), &self.config.allowed_origins)
         {
             return Err(handshake::origin_not_allowed(o).into());
         }

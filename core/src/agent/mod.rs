@@ -353,7 +353,7 @@ impl Gateway {
                 let failure = Failure::plain(format!("model request failed: {e}"), kind);
                 self.fail_run(now, serial, failure);
             }
-            WorkResult::Stored(_) | WorkResult::History(_) => {}
+            WorkResult::Stored(_) | WorkResult::History(_) | WorkResult::File(_) => {}
         }
     }
 

@@ -66,8 +66,8 @@ pub fn http_head(data: &[u8]) {
             assert!(matches!(half, Ok(None)), "half a head gives {half:?}");
             let response = match head {
                 Head::Upgrade(up) => http::switching_protocols(&up.request),
-                Head::Plain { method, path } => {
-                    http::plain_response(&method, &path, http::Phase::Ready, 0, "fuzz")
+                Head::Plain(req) => {
+                    http::plain_response(&req.method, &req.path, http::Phase::Ready, 0, "fuzz")
                 }
             };
             assert!(response.starts_with(b"HTTP/1.1 "), "not an HTTP response");

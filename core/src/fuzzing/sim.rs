@@ -17,7 +17,8 @@ use crate::persist::{
     StoredSession,
 };
 use crate::{
-    Config, ConnId, Entropy, Gateway, LogRecord, Output, PairingStore, Work, WorkId, WorkResult,
+    Config, ConnId, Entropy, FileChunk, FileError, FileRead, Gateway, LogRecord, Output,
+    PairingStore, Work, WorkId, WorkResult,
 };
 
 /// Unix milliseconds the fake clock starts at (the challenge `ts` of upstream's capture).
@@ -91,6 +92,11 @@ pub struct Sim {
     hold_http: bool,
     /// The requests the gateway cancelled, in order.
     pub cancelled: Vec<WorkId>,
+    /// The simulated files [`Work::ReadFile`] reads: contents and modification time (Unix
+    /// ms) by `root/rel`.
+    pub files: BTreeMap<String, (Vec<u8>, u64)>,
+    /// Every file read the gateway asked for, in order.
+    pub file_reads: Vec<FileRead>,
 }
 
 /// A scripted model provider: the results (head, body chunks, end) for a request.
@@ -138,6 +144,8 @@ impl Sim {
             held_http: Vec::new(),
             hold_http: false,
             cancelled: Vec::new(),
+            files: BTreeMap::new(),
+            file_reads: Vec::new(),
         };
         sim.drive();
         sim
@@ -295,6 +303,12 @@ impl Sim {
         if self.peers.get(&id).is_some_and(|p| !p.closed) {
             self.gw.handle_closed(self.now, id);
         }
+        self.drive();
+    }
+
+    /// The peer's socket took `n` more bytes (for a peer whose writes are not acknowledged).
+    pub fn written(&mut self, id: ConnId, n: usize) {
+        self.gw.handle_written(self.now, id, n);
         self.drive();
     }
 
@@ -488,10 +502,39 @@ impl Sim {
                         self.gw.handle_work_result(self.now, id, end);
                     }
                 }
+                Output::Work {
+                    id,
+                    work: Work::ReadFile(read),
+                } => {
+                    moved = true;
+                    let result = self.read_file(&read);
+                    self.file_reads.push(read);
+                    self.gw
+                        .handle_work_result(self.now, id, WorkResult::File(result));
+                }
                 Output::Log(record) => self.logs.push(record),
                 Output::Timeout(_) => return moved,
             }
         }
+    }
+
+    fn read_file(&self, read: &FileRead) -> Result<FileChunk, FileError> {
+        let (index, (data, modified_ms)) = read
+            .candidates
+            .iter()
+            .enumerate()
+            .find_map(|(i, rel)| Some((i, self.files.get(&format!("{}/{rel}", read.root))?)))
+            .ok_or(FileError::NotFound)?;
+        let start = usize::try_from(read.offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let end = start.saturating_add(read.max_len).min(data.len());
+        Ok(FileChunk {
+            index,
+            size: data.len() as u64,
+            modified_ms: *modified_ms,
+            data: data.get(start..end).unwrap_or_default().to_vec(),
+        })
     }
 
     fn do_http(&mut self, id: WorkId, request: HttpRequest) {

@@ -7,6 +7,7 @@
 
 mod pairing;
 pub(crate) mod params;
+mod ui;
 mod views;
 
 use std::time::Instant;
@@ -112,6 +113,9 @@ const REGISTRY: &[MethodSpec] = &[
     method!("chat.abort", Write, Gateway::chat_abort),
     method!("agent", Dynamic, Gateway::agent_method),
     method!("agent.wait", Write, Gateway::agent_wait),
+    method!("chat.startup", Read, Gateway::chat_startup),
+    method!("exec.approvals.get", Admin, Gateway::exec_approvals_get),
+    method!("environments.list", Read, Gateway::environments_list),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -282,6 +286,9 @@ mod tests {
             "chat.abort",
             "agent",
             "agent.wait",
+            "chat.startup",
+            "exec.approvals.get",
+            "environments.list",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));

@@ -49,7 +49,7 @@ fn probes(shell: Shell) {
         (r.status, json_body(&r)["status"].clone()),
         (200, json!("started"))
     );
-    let r = http_get(gw.port(), "/no/such/page").expect("404");
+    let r = http_get(gw.port(), "/api/no/such/page").expect("404");
     assert_eq!(r.status, 404);
     assert_probe_headers(&r);
     let head = http_request(
@@ -110,7 +110,7 @@ fn http_answers_are_byte_identical_across_shells() {
     let requests = [
         "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
         "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n",
-        "GET /no/such/page HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /api/no/such/page HTTP/1.1\r\nHost: x\r\n\r\n",
         "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
         "this is not HTTP\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\

@@ -4,6 +4,7 @@
 
 mod admission;
 mod agent;
+mod control_ui;
 mod durability;
 mod handshake;
 mod http;

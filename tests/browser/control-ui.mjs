@@ -1,0 +1,96 @@
+// Drives upstream's Control UI, served by clawgate, in headless Chromium (playwright-core from
+// the interop cache): it loads the page with the token in the fragment, waits for hello-ok on
+// the page's own WebSocket and the chat composer, sends a message and waits for the fake
+// model's reply to be rendered, then opens Settings → Devices and approves the pending node
+// named on the command line from its Actions menu. Any uncaught page error fails the run. A
+// screenshot of every step is written to the output folder; the last line printed is a JSON
+// summary.
+//
+//   node control-ui.mjs <url with #token=…> <output dir> <message> <expected reply> <node name>
+//
+// Needs CLAWGATE_INTEROP_DIR (where playwright-core is installed) and CLAWGATE_CHROMIUM.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+
+const [url, outDir, message, expected, nodeName] = process.argv.slice(2);
+const require = createRequire(path.join(process.env.CLAWGATE_INTEROP_DIR, 'package.json'));
+const { chromium } = require('playwright-core');
+
+fs.mkdirSync(outDir, { recursive: true });
+const summary = { steps: [], pageErrors: [], methods: [], failedMethods: {} };
+const step = async (page, name) => {
+  summary.steps.push(name);
+  await page.screenshot({ path: path.join(outDir, `${summary.steps.length}-${name}.png`) });
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CLAWGATE_CHROMIUM,
+  headless: true,
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ],
+});
+let failure = null;
+try {
+  // A fresh profile per run (playwright's default context is a new user-data-dir).
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => summary.pageErrors.push(e.message));
+  let helloOk;
+  const hello = new Promise((resolve) => { helloOk = resolve; });
+  const ids = new Map();
+  page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => {
+      try {
+        const frame = JSON.parse(f.payload.toString());
+        if (frame.type === 'req') { ids.set(frame.id, frame.method); summary.methods.push(frame.method); }
+      } catch {}
+    });
+    ws.on('framereceived', (f) => {
+      try {
+        const frame = JSON.parse(f.payload.toString());
+        if (frame.type === 'res' && frame.ok && frame.payload?.type === 'hello-ok') helloOk(frame.payload);
+        if (frame.type === 'res' && !frame.ok) summary.failedMethods[ids.get(frame.id)] = frame.error?.message;
+      } catch {}
+    });
+  });
+  await page.goto(url);
+  await step(page, 'loaded');
+  const helloPayload = await Promise.race([
+    hello,
+    new Promise((_, reject) => setTimeout(() => reject(new Error('no hello-ok within 20 s')), 20000)),
+  ]);
+  summary.server = helloPayload.server;
+  const composer = page.getByPlaceholder(/Message/);
+  await composer.waitFor({ state: 'visible', timeout: 20000 });
+  await step(page, 'connected');
+  await composer.click();
+  await composer.fill(message);
+  await page.keyboard.press('Enter');
+  await page.getByText(expected).first().waitFor({ state: 'visible', timeout: 20000 });
+  await step(page, 'replied');
+  await page.goto(new URL('/settings/devices', url).href);
+  const actions = page.getByRole('button', { name: `Actions for ${nodeName}` });
+  await actions.waitFor({ state: 'visible', timeout: 20000 });
+  await page.getByText('approval needed').first().waitFor({ state: 'visible', timeout: 20000 });
+  await step(page, 'pending');
+  await actions.click();
+  await page.getByRole('menuitem', { name: 'Approve' }).first().click();
+  await page.getByText('approval needed').waitFor({ state: 'detached', timeout: 20000 });
+  await step(page, 'approved');
+  if (summary.pageErrors.length) throw new Error(`uncaught page errors: ${summary.pageErrors.join(' | ')}`);
+} catch (e) {
+  failure = e.message.split('\n')[0];
+  try {
+    const pages = browser.contexts().flatMap((c) => c.pages());
+    if (pages[0]) await step(pages[0], 'failed');
+  } catch {}
+} finally {
+  await browser.close();
+}
+summary.ok = failure === null;
+summary.failure = failure;
+console.log(JSON.stringify(summary));
+process.exit(failure === null ? 0 : 1);
