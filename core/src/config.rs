@@ -32,6 +32,16 @@ pub struct Limits {
     pub max_payload: usize,
     /// Unsent bytes a connection may hold before it is closed as a slow consumer.
     pub max_buffered_bytes: usize,
+    /// Unsent bytes all connections together may hold; past it the connection holding the
+    /// most is closed as a slow consumer (`gateway.maxBufferedBytesTotal`).
+    pub max_buffered_bytes_total: usize,
+    /// Unsent bytes past which a connection is a slow consumer: droppable broadcasts
+    /// (upstream's `dropIfSlow` events) skip it, and its input is not read until it catches up.
+    pub slow_consumer_bytes: usize,
+    /// Frames read from one connection before the others get a turn.
+    pub max_frames_per_turn: usize,
+    /// Bytes of answers one connection's frames may queue before the others get a turn.
+    pub max_turn_output_bytes: usize,
     /// Largest frame before `hello-ok`; larger closes 1009.
     pub max_preauth_payload: usize,
     /// Largest HTTP request head.
@@ -86,6 +96,8 @@ pub struct Limits {
     pub max_agent_waits: usize,
     /// Outcomes of ended runs kept for `agent.wait` on a run that already ended.
     pub max_ended_runs: usize,
+    /// Sessions one connection may watch with `sessions.messages.subscribe`.
+    pub max_session_subscriptions: usize,
     /// Most recent transcript messages sent to the model with a turn: also the window of each
     /// session the gateway keeps in memory (the rest of a transcript is read from the store).
     pub max_model_messages: usize,
@@ -117,6 +129,10 @@ impl Default for Limits {
         Self {
             max_payload: 25 * 1024 * 1024,
             max_buffered_bytes: 50 * 1024 * 1024,
+            max_buffered_bytes_total: 64 * 1024 * 1024,
+            slow_consumer_bytes: 1024 * 1024,
+            max_frames_per_turn: 8,
+            max_turn_output_bytes: 16 * 1024,
             max_preauth_payload: 64 * 1024,
             max_head_bytes: 8 * 1024,
             ui_chunk_bytes: 64 * 1024,
@@ -142,6 +158,7 @@ impl Default for Limits {
             max_waiting_runs: 256,
             max_agent_waits: 256,
             max_ended_runs: 256,
+            max_session_subscriptions: 256,
             max_model_messages: 200,
             max_window_bytes: 1024 * 1024,
             max_history_bytes: 6 * 1024 * 1024,
@@ -589,6 +606,13 @@ impl Config {
         }
         if let Some(n) = num_at(&gw, &["maxBufferedBytes"], "gateway.maxBufferedBytes")? {
             limits.max_buffered_bytes = n as usize;
+        }
+        if let Some(n) = num_at(
+            &gw,
+            &["maxBufferedBytesTotal"],
+            "gateway.maxBufferedBytesTotal",
+        )? {
+            limits.max_buffered_bytes_total = n as usize;
         }
         if let Some(n) = num_at(&gw, &["tickIntervalMs"], "gateway.tickIntervalMs")? {
             limits.tick_interval = Duration::from_millis(n.max(1));

@@ -173,6 +173,8 @@ pub(crate) struct Conn {
     pub(crate) state: State,
     /// Bytes handed to the shell and not yet reported written.
     pub(crate) unsent: usize,
+    /// Its frame quota ran out with input left: it waits in the backlog for another turn.
+    pub(crate) backlogged: bool,
 }
 
 impl Conn {

@@ -26,6 +26,11 @@ pub(crate) enum Held {
     },
     /// An admission waiting for the store to keep what it changed (see `durable`).
     Admission,
+    /// A `connect` waiting for the held refusal of another attempt from its address.
+    Queued {
+        /// The `connect` frame, decided when its turn comes.
+        text: String,
+    },
 }
 
 impl Gateway {
@@ -86,6 +91,17 @@ impl Gateway {
             self.close_ws(now, id, CloseReason::ProtocolMismatch);
             return;
         }
+        if let Some(turn) = self.queued_behind(now, id) {
+            self.log(
+                now,
+                Level::Debug,
+                Some(id),
+                "connect waits for a held refusal of its address".into(),
+            );
+            self.held.insert(id, Held::Queued { text: text.into() });
+            self.schedule(turn, Timer::Refusal(id));
+            return;
+        }
         match self.admit(now, id, &params) {
             Ok(hello) => self.admit_when_durable(now, id, &req.id, params, hello),
             Err(err) => match err.delay {
@@ -95,16 +111,29 @@ impl Gateway {
         }
     }
 
-    /// A held refusal's penalty passed: answer it now.
+    /// A held refusal's penalty passed: answer it now; a queued `connect`'s turn came: decide it.
     pub(crate) fn refusal_due(&mut self, now: Instant, id: ConnId) {
-        if let Some(Held::Refusal {
-            req_id,
-            error,
-            close,
-        }) = self.held.remove(&id)
-        {
-            self.reject(now, id, &req_id, error, close);
+        match self.held.remove(&id) {
+            Some(Held::Refusal {
+                req_id,
+                error,
+                close,
+            }) => self.reject(now, id, &req_id, error, close),
+            Some(Held::Queued { text }) => self.on_connect_text(now, id, &text),
+            Some(held @ Held::Admission) => {
+                self.held.insert(id, held);
+            }
+            None => {}
         }
+    }
+
+    /// When a `connect` on `id` may be decided, if another attempt from its address is
+    /// still waiting out its failed-auth penalty.
+    fn queued_behind(&self, now: Instant, id: ConnId) -> Option<Instant> {
+        let Some(State::Ws(ws)) = self.conns.get(&id).map(|c| &c.state) else {
+            return None;
+        };
+        self.guard.answering(now, ws.client_ip)
     }
 
     /// Hold an admitted connection until the store has what admitting it changed.

@@ -2,6 +2,7 @@
 //! pre-hello frame counts), sending frames and broadcasts within each connection's unsent-byte
 //! budget, and closing with a [`CloseReason`].
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -16,16 +17,32 @@ use crate::gateway::{Gateway, MAX_CLOSE_REASON, Output};
 use crate::log::Level;
 
 impl Gateway {
+    /// Read and act on the frames `id` has buffered, up to its quota for this turn (a number
+    /// of frames, and of bytes of answers they queued).
     pub(crate) fn read_frames(&mut self, now: Instant, id: ConnId) {
+        let mut quota = self.config.limits.max_frames_per_turn;
+        let output_quota = self.config.limits.max_turn_output_bytes;
+        let Some(unsent_before) = self.conns.get(&id).map(|c| c.unsent) else {
+            return;
+        };
         loop {
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
             };
+            // A client that does not read its answers gets no more work done until it does.
+            let stalled = c.unsent > self.config.limits.slow_consumer_bytes;
+            if stalled || quota == 0 || c.unsent.saturating_sub(unsent_before) > output_quota {
+                self.defer_input(now, id, stalled);
+                return;
+            }
             let State::Ws(ws) = &mut c.state else { return };
             let res = ws.ctx.read(&mut ws.io);
             let pending = std::mem::take(&mut ws.io.wr);
             let preauth = matches!(ws.phase, Phase::PreHello { .. });
             self.transmit(id, pending);
+            if res.is_ok() {
+                quota -= 1;
+            }
             match res {
                 Ok(Message::Text(t)) => self.on_text(now, id, t.as_str()),
                 Ok(Message::Binary(_)) => self.on_other_frame(now, id),
@@ -156,8 +173,10 @@ impl Gateway {
         };
         match c.frame_text(text, self.config.limits.max_buffered_bytes) {
             Framed::Bytes(data) => {
+                self.count_unsent(data.len());
                 self.out.push_back(Output::Transmit { conn: id, data });
                 self.log_frame_out(now, id, &text_for_log);
+                self.enforce_budget(now);
             }
             Framed::SlowConsumer => self.slow_consumer(now, id),
             Framed::NotWebSocket => {}
@@ -166,7 +185,7 @@ impl Gateway {
 
     fn slow_consumer(&mut self, now: Instant, id: ConnId) {
         self.log(now, Level::Warn, Some(id), "slow consumer".into());
-        self.close_ws(now, id, CloseReason::SlowConsumer);
+        self.cut_slow_consumer(now, id);
     }
 
     /// With `--verbose`, the text of a frame sent (secrets masked).
@@ -182,7 +201,8 @@ impl Gateway {
     }
 
     /// Send an event to every authenticated connection allowed to see it, each with its own
-    /// `seq`: one pass over the connections, the frame serialised once.
+    /// `seq`: one pass over the connections, the frame serialised once. A droppable event
+    /// skips slow consumers (their `seq` still advances), as upstream's `dropIfSlow`.
     pub(crate) fn broadcast(
         &mut self,
         now: Instant,
@@ -190,19 +210,52 @@ impl Gateway {
         payload: &Value,
         state_version: Option<&Value>,
     ) {
+        self.broadcast_where(now, event, payload, state_version, |_| true);
+    }
+
+    /// [`Gateway::broadcast`] to the connections of `audience` only (those allowed to see it).
+    pub(crate) fn broadcast_to(
+        &mut self,
+        now: Instant,
+        event: &str,
+        payload: &Value,
+        audience: &BTreeSet<ConnId>,
+    ) {
+        self.broadcast_where(now, event, payload, None, |id| audience.contains(&id));
+    }
+
+    fn broadcast_where(
+        &mut self,
+        now: Instant,
+        event: &str,
+        payload: &Value,
+        state_version: Option<&Value>,
+        wanted: impl Fn(ConnId) -> bool,
+    ) {
         let frame = SeqEvent::new(event, payload, state_version);
         let max_unsent = self.config.limits.max_buffered_bytes;
+        let droppable = crate::backpressure::drop_if_slow(event, payload);
+        let slow_bytes = self.config.limits.slow_consumer_bytes;
         let mut slow = Vec::new();
         let mut sent = Vec::new();
+        let mut queued = 0;
         for (&id, c) in &mut self.conns {
+            if !wanted(id) {
+                continue;
+            }
+            let unsent = c.unsent;
             let Some(s) = c.session_mut() else { continue };
             if !crate::scopes::may_receive(s.role, &s.scopes, event) {
                 continue;
             }
             s.seq += 1;
             let seq = s.seq;
+            if droppable && unsent > slow_bytes {
+                continue;
+            }
             match c.frame_text(frame.with_seq(seq), max_unsent) {
                 Framed::Bytes(data) => {
+                    queued += data.len();
                     self.out.push_back(Output::Transmit { conn: id, data });
                     if self.config.log_frames {
                         sent.push((id, seq));
@@ -216,8 +269,10 @@ impl Gateway {
         for (id, seq) in sent {
             self.log_frame_out(now, id, &frame.with_seq(seq));
         }
+        self.count_unsent(queued);
         for id in slow {
             self.slow_consumer(now, id);
         }
+        self.enforce_budget(now);
     }
 }

@@ -16,6 +16,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::admission::Guard;
+use crate::backpressure::Backpressure;
 use crate::close::CloseReason;
 use crate::config::Config;
 use crate::conn::{AuthMethod, Conn, ConnId, Phase, State};
@@ -52,6 +53,13 @@ pub enum Output {
     },
     /// Flush what was transmitted, then close the socket. The core has forgotten the connection.
     Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Throw away the bytes queued for this connection that have not started to go out (a
+    /// chunk partly written may be finished): the peer is a slow consumer being cut, and a
+    /// close frame and [`Output::Close`] follow.
+    Discard {
         /// The connection.
         conn: ConnId,
     },
@@ -102,6 +110,8 @@ pub struct Gateway {
     pub(crate) conns: HashMap<ConnId, Conn>,
     pub(crate) preauth: Preauth,
     pub(crate) guard: Guard,
+    /// Unsent bytes over all connections and the connections waiting for another turn.
+    pub(crate) pressure: Backpressure,
     pub(crate) router: Router,
     pub(crate) logs: LogRing,
     /// Refusals held back by the local failed-auth penalty, answered when their timer fires.
@@ -147,6 +157,7 @@ impl Gateway {
             conns: HashMap::new(),
             preauth: Preauth::default(),
             guard: Guard::default(),
+            pressure: Backpressure::default(),
             router: Router::default(),
             held: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -290,8 +301,9 @@ impl Gateway {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
-        match self.timers.peek() {
-            Some(Reverse((at, _))) => Output::Timeout(*at),
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        match timer.into_iter().chain(self.pressure.due()).min() {
+            Some(at) => Output::Timeout(at),
             None => Output::Timeout(self.start + Duration::from_secs(86_400 * 365)),
         }
     }
@@ -306,6 +318,7 @@ impl Gateway {
                 peer,
                 state: State::Http(Vec::new()),
                 unsent: 0,
+                backlogged: false,
             },
         );
         if self.conns.len() > self.config.limits.max_connections {
@@ -341,7 +354,10 @@ impl Gateway {
             }
             State::Ws(ws) => {
                 ws.io.rd.extend(data);
-                self.read_frames(now, conn);
+                // A connection waiting for its turn is read in the backlog's round.
+                if !c.backlogged {
+                    self.read_frames(now, conn);
+                }
             }
             // One request per connection: what follows the head is not read.
             State::Static => {}
@@ -350,11 +366,13 @@ impl Gateway {
 
     /// The shell wrote `n` bytes of what it was given for this connection.
     pub fn handle_written(&mut self, now: Instant, conn: ConnId, n: usize) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.unsent = c.unsent.saturating_sub(n);
-            if matches!(c.state, State::Static) {
-                self.pump(now, conn);
-            }
+        self.count_written(now, conn, n);
+        if self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| matches!(c.state, State::Static))
+        {
+            self.pump(now, conn);
         }
     }
 
@@ -368,6 +386,7 @@ impl Gateway {
 
     /// A deadline passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.backlog_round(now);
         while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -499,6 +518,7 @@ impl Gateway {
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.unsent += data.len();
+            self.count_unsent(data.len());
         }
         self.out.push_back(Output::Transmit { conn, data });
     }
@@ -508,6 +528,7 @@ impl Gateway {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
+        self.release_unsent(c.unsent);
         self.held.remove(&id);
         if let State::Ws(ws) = &c.state
             && matches!(ws.phase, Phase::PreHello { .. })

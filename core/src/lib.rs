@@ -14,7 +14,9 @@
 //! loop {
 //!     // 0. On every wake:        gw.handle_wall_clock(now, unix_ms)   (cheap; wall time)
 //!     // 1. Feed what happened:   gw.accept(now, peer, local)        → ConnId
-//!     //                           gw.handle_input(now, conn, &bytes)
+//!     //                           gw.handle_input(now, conn, &bytes)  (while gw.wants_input(conn);
+//!     //                                        else leave the bytes in the socket and ask again
+//!     //                                        after the next drain)
 //!     //                           gw.handle_written(now, conn, n)     (mandatory, see below)
 //!     //                           gw.handle_closed(now, conn)
 //!     //                           gw.handle_timeout(now)
@@ -22,6 +24,7 @@
 //!     // 2. Drain until Timeout:   match gw.poll_output() {
 //!     //     Output::Transmit { conn, data } => write data to conn,
 //!     //     Output::Close { conn }          => flush, then drop conn,
+//!     //     Output::Discard { conn }        => drop conn's queued bytes not yet started,
 //!     //     Output::Work { id, work }       => do it off the loop thread (Work::Store: commit
 //!     //                                        the batch), report it with the same id,
 //!     //     Output::Log(record)             => print it,
@@ -63,6 +66,7 @@
 mod admission;
 mod agent;
 pub mod auth;
+mod backpressure;
 pub mod client;
 mod close;
 pub mod config;

@@ -38,6 +38,12 @@ pub enum StoreChange {
         /// The message, as `chat.history` shows it.
         message: Value,
     },
+    /// Delete one session's row and its transcript (`sessions.delete`, and `sessions.reset`
+    /// before the new session's row).
+    DeleteSession {
+        /// The session's key.
+        key: String,
+    },
     /// Insert or replace a message waiting in its session's lane (pending input), keyed by
     /// its run's id: it is answered "started" only once this is durable.
     PutPendingInput {
@@ -241,6 +247,7 @@ impl PairingStore {
                 }
                 StoreChange::PutSession { .. }
                 | StoreChange::AppendMessage { .. }
+                | StoreChange::DeleteSession { .. }
                 | StoreChange::PutPendingInput { .. }
                 | StoreChange::DeletePendingInput(_) => {}
             }

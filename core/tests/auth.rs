@@ -357,6 +357,35 @@ fn local_failures_are_answered_after_a_doubling_penalty() {
 }
 
 #[test]
+fn parallel_local_failures_wait_their_turn() {
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let start = p.now;
+    let ids: Vec<_> = (0..5)
+        .map(|_| p.open_client(cli(Some("wrong")), loopback()))
+        .collect();
+    let mut answered = vec![None; ids.len()];
+    while answered.iter().any(Option::is_none) && p.now - start < Duration::from_secs(14) {
+        p.advance(Duration::from_millis(10));
+        for (i, id) in ids.iter().enumerate() {
+            if answered[i].is_none() && p.connect_error(*id).is_some() {
+                answered[i] = Some(p.now - start);
+            }
+        }
+    }
+    let mut times: Vec<Duration> = answered.into_iter().map(Option::unwrap).collect();
+    times.sort();
+    // Sequential attempts are answered 250, 500, 1000, 2000, 4000 ms apart: so are these.
+    let mut due = Duration::ZERO;
+    for (t, penalty) in times.iter().zip([250, 500, 1000, 2000, 4000]) {
+        due += Duration::from_millis(penalty);
+        assert!(*t >= due, "answered at {t:?}, before {due:?}: {times:?}");
+    }
+    // A correct token from the address waits out the held refusals too, then gets in.
+    let ok = p.open_client(cli(Some("t")), loopback());
+    assert!(p.hello(ok).is_some());
+}
+
+#[test]
 fn the_rate_limiter_locks_an_address_out_per_credential_kind() {
     use clawgate_core::auth::{CredentialKind, RateLimiter};
     use std::net::IpAddr;

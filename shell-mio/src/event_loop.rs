@@ -41,6 +41,8 @@ struct Socket {
     closing: bool,
     /// The peer's EOF was seen while closing, with bytes still to flush.
     peer_eof: bool,
+    /// Left unread until the core wants its input again (listed in `EventLoop::paused`).
+    paused: bool,
     interest: Interest,
 }
 
@@ -66,6 +68,13 @@ impl Socket {
             self.sent = sent;
         }
         Ok(sent)
+    }
+
+    /// Throw away the queued chunks that have not started to go out (the core is cutting a
+    /// slow consumer); a chunk partly written stays, so a close frame can follow it.
+    fn discard(&mut self) {
+        let started = (self.sent > 0).then(|| self.out.pop_front()).flatten();
+        self.out = started.into_iter().collect();
     }
 
     /// Write queued bytes until done or the socket is full; the number of bytes written, or
@@ -112,6 +121,8 @@ enum ReadOutcome {
     Drained,
     /// The per-wake budget ran out with data possibly left.
     Budget,
+    /// The core wants no more of this connection's input for now.
+    Paused,
     /// EOF or an error.
     Ended,
 }
@@ -126,6 +137,9 @@ struct EventLoop {
     closing: VecDeque<(Instant, Token)>,
     /// Sockets whose read budget ran out: read again before sleeping.
     again: Vec<Token>,
+    /// Sockets left unread because the core wants none of their input for now; read again
+    /// (through `again`) once it does.
+    paused: Vec<Token>,
     accept_again: bool,
     accept_paused_until: Option<Instant>,
     accept_throttle: AcceptThrottle,
@@ -180,6 +194,7 @@ fn serve<H: Host>(
         read_buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
         closing: VecDeque::new(),
         again: Vec::new(),
+        paused: Vec::new(),
         accept_again: false,
         accept_paused_until: None,
         accept_throttle: AcceptThrottle::default(),
@@ -246,7 +261,23 @@ impl EventLoop {
                 gw.handle_timeout(now);
                 self.drain(gw, host, now);
             }
+            self.resume_paused(gw);
         }
+    }
+
+    /// Paused sockets whose input the core wants again are read on the next turn.
+    fn resume_paused(&mut self, gw: &Gateway) {
+        let (again, sockets) = (&mut self.again, &mut self.sockets);
+        self.paused.retain(|token| {
+            let Some(s) = sockets.get_mut(token) else {
+                return false;
+            };
+            s.paused = !gw.wants_input(conn_of(*token));
+            if !s.paused {
+                again.push(*token);
+            }
+            s.paused
+        });
     }
 
     /// The earliest instant the loop must wake without IO.
@@ -290,6 +321,11 @@ impl EventLoop {
                 output => match absorb(host, gw, now, output) {
                     Some(Output::Transmit { conn, data }) => self.transmit(gw, now, conn, data),
                     Some(Output::Close { conn }) => self.begin_close(now, token_of(conn)),
+                    Some(Output::Discard { conn }) => {
+                        if let Some(s) = self.sockets.get_mut(&token_of(conn)) {
+                            s.discard();
+                        }
+                    }
                     Some(other) => {
                         debug_assert!(false, "unhandled core output {other:?}");
                         note(
@@ -412,6 +448,7 @@ impl EventLoop {
                     sent: 0,
                     closing: false,
                     peer_eof: false,
+                    paused: false,
                     interest: Interest::READABLE,
                 };
                 self.sockets.insert(token, socket);
@@ -461,14 +498,22 @@ impl EventLoop {
             match self.read(gw, host, now, token) {
                 ReadOutcome::Drained => {}
                 ReadOutcome::Budget => self.again.push(token),
+                ReadOutcome::Paused => {
+                    if let Some(s) = self.sockets.get_mut(&token)
+                        && !std::mem::replace(&mut s.paused, true)
+                    {
+                        self.paused.push(token);
+                    }
+                }
                 ReadOutcome::Ended => return,
             }
         }
         self.update_interest(token);
     }
 
-    /// Read what the socket has (within the budget) and feed it to the core; a closing socket's
-    /// bytes are read only to find its EOF.
+    /// Read what the socket has (within the budget, and while the core wants more of this
+    /// connection's input) and feed it to the core; a closing socket's bytes are read only to
+    /// find its EOF.
     fn read<H: Host>(
         &mut self,
         gw: &mut Gateway,
@@ -481,6 +526,10 @@ impl EventLoop {
                 return ReadOutcome::Ended;
             };
             let closing = s.closing;
+            if !closing && !gw.wants_input(conn_of(token)) {
+                // The rest stays in the socket until the core has caught up.
+                return ReadOutcome::Paused;
+            }
             match s.stream.read(&mut self.read_buf) {
                 Ok(0) if closing && !s.out.is_empty() => {
                     s.peer_eof = true;

@@ -8,22 +8,23 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::time::Instant;
 
 use clawgate_core::{Config, ConnId, Gateway, Level, Output};
 use clawgate_host::Host;
 use clawgate_host::logging::unix_ms;
 use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
-use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, CLOSE_GRACE};
+use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure};
 use smol::channel::{Receiver, Sender};
-use smol::net::{Shutdown, TcpListener, TcpStream};
+use smol::net::{TcpListener, TcpStream};
 use smol::{Async, Executor, Timer, future};
 
-use crate::socket;
+use crate::socket::Socket;
 
 /// Events queued for the driver at most; readers wait when it is full.
 const EVENT_QUEUE: usize = 1024;
+/// Events handled per turn of the driver before deadlines and the core's backlog.
+const EVENTS_PER_TURN: usize = 64;
 
 /// Orders from the embedding program.
 #[derive(Debug)]
@@ -76,7 +77,8 @@ pub async fn serve<H: Host>(
         gw,
         host,
         local,
-        writers: HashMap::new(),
+        sockets: HashMap::new(),
+        unpermitted: Vec::new(),
         events_tx,
         alive,
     };
@@ -132,11 +134,13 @@ struct Driver<'e, 'x, 'h, H> {
     gw: Gateway,
     host: &'h mut H,
     local: SocketAddr,
-    /// Each open socket's writer queue; the core's connection ids are the keys.
-    writers: HashMap<ConnId, (Sender<Vec<u8>>, TcpStream)>,
+    /// Each open socket's tasks; the core's connection ids are the keys.
+    sockets: HashMap<ConnId, Socket>,
+    /// Sockets whose reader waits for a permit until the core wants more of their input.
+    unpermitted: Vec<ConnId>,
     events_tx: Sender<Event>,
-    /// Every socket holds a clone (shared by its two tasks); the receiver sees the channel
-    /// close when all are done.
+    /// Every socket's tasks hold a clone; the receiver sees the channel close when all are
+    /// done.
     alive: Sender<()>,
 }
 
@@ -164,15 +168,18 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 armed = Some(deadline);
             }
             self.host.flush_log();
-            let wake = future::or(
-                future::or(
+            // `race`, not `or`: under a flood the event queue is always ready, and polling it
+            // first would starve the workers (a store ack a hello-ok waits for), signals and
+            // the deadline.
+            let wake = future::race(
+                future::race(
                     async { events.recv().await.map_or(Wake::Deadline, Wake::Event) },
                     async {
                         (&mut timer).await;
                         Wake::Deadline
                     },
                 ),
-                future::or(
+                future::race(
                     async {
                         readable(signals).await;
                         Wake::Signals
@@ -189,15 +196,26 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             let now = Instant::now();
             self.gw.handle_wall_clock(now, unix_ms());
             match wake {
-                Wake::Deadline => {
-                    armed = None;
-                    self.gw.handle_timeout(now);
-                }
+                Wake::Deadline => armed = None,
                 Wake::Signals => self.host.on_signals(&mut self.gw, now),
                 Wake::Workers => take_worker_inputs(self.host, &mut self.gw, now),
                 Wake::Event(event) => self.handle(now, event),
             }
+            // One turn takes what is queued (up to a bound), as a poll turn of mio does: the
+            // backlog's round below then comes once per turn, not once per event.
+            for _ in 1..EVENTS_PER_TURN {
+                let Ok(event) = events.try_recv() else { break };
+                self.handle(now, event);
+            }
+            // Also when events never stop coming: a deadline (the backlog's next round) is
+            // not starved by a busy queue.
+            if now >= deadline {
+                self.gw.handle_timeout(now);
+            }
             deadline = self.drain(now);
+            self.permit_readers();
+            // Let the socket tasks run between turns even when the queue never empties.
+            future::yield_now().await;
         }
     }
 
@@ -205,7 +223,10 @@ impl<H: Host> Driver<'_, '_, '_, H> {
         match event {
             Event::Accepted(stream, peer) => self.accept(now, stream, peer),
             Event::Note(level, message) => note(self.host, level, message),
-            Event::Data(id, bytes) => self.gw.handle_input(now, id, &bytes),
+            Event::Data(id, bytes) => {
+                self.gw.handle_input(now, id, &bytes);
+                self.unpermitted.push(id);
+            }
             Event::Written(id, n) => self.gw.handle_written(now, id, n),
             Event::Eof(id) => self.gw.handle_closed(now, id),
             Event::Control(Control::Reload(config)) => self.gw.reload(now, *config),
@@ -218,14 +239,23 @@ impl<H: Host> Driver<'_, '_, '_, H> {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(self.local);
         let id = self.gw.accept(now, peer, local);
-        let (queue, queued) = smol::channel::unbounded();
-        let events = self.events_tx.clone();
-        let alive = Arc::new(self.alive.clone());
-        let reader = socket::read_side(id, stream.clone(), events.clone(), alive.clone());
-        let writer = socket::write_side(id, stream.clone(), queued, events, alive);
-        self.ex.spawn(reader).detach();
-        self.ex.spawn(writer).detach();
-        self.writers.insert(id, (queue, stream));
+        let socket = Socket::spawn(self.ex, id, stream, self.events_tx.clone(), &self.alive);
+        self.sockets.insert(id, socket);
+    }
+
+    /// Let the readers whose input the core has worked through read their next chunk.
+    fn permit_readers(&mut self) {
+        let (gw, sockets) = (&self.gw, &self.sockets);
+        self.unpermitted.retain(|id| {
+            let Some(socket) = sockets.get(id) else {
+                return false;
+            };
+            let go = gw.wants_input(*id);
+            if go {
+                socket.permit();
+            }
+            !go
+        });
     }
 
     /// Act on the core's outputs until it asks to sleep; returns the deadline.
@@ -234,22 +264,18 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             let output = self.gw.poll_output();
             match absorb(self.host, &mut self.gw, now, output) {
                 Some(Output::Transmit { conn, data }) => {
-                    if let Some((queue, _)) = self.writers.get(&conn) {
-                        // Unbounded: the core caps each connection's unsent bytes itself.
-                        let _ = queue.try_send(data);
+                    if let Some(socket) = self.sockets.get(&conn) {
+                        socket.send(data);
+                    }
+                }
+                Some(Output::Discard { conn }) => {
+                    if let Some(socket) = self.sockets.get(&conn) {
+                        socket.discard();
                     }
                 }
                 Some(Output::Close { conn }) => {
-                    if let Some((queue, stream)) = self.writers.remove(&conn) {
-                        // Dropping the queue lets the writer flush and half-close; a peer
-                        // that neither reads nor closes is cut off after the grace.
-                        drop(queue);
-                        self.ex
-                            .spawn(async move {
-                                Timer::after(CLOSE_GRACE).await;
-                                let _ = stream.shutdown(Shutdown::Both);
-                            })
-                            .detach();
+                    if let Some(socket) = self.sockets.remove(&conn) {
+                        socket.close(self.ex);
                     }
                 }
                 Some(Output::Timeout(at)) => return at,
@@ -272,10 +298,10 @@ impl<H: Host> Driver<'_, '_, '_, H> {
         let Driver {
             host,
             alive,
-            writers,
+            sockets,
             ..
         } = self;
-        drop((alive, writers));
+        drop((alive, sockets));
         // The goodbye frames are queued: the sockets flush while the host winds down.
         let wind_down = WindDown::begin(host, Instant::now());
         let flushed = future::or(

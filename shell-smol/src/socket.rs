@@ -1,32 +1,132 @@
-//! The two tasks of one socket: a reader that hands every byte it reads to the driver, and a
-//! writer that writes what the core transmits and reports how much went out. Both share the
-//! socket's `_alive` token, dropped when both have ended: shutdown waits for all of them.
+//! The two tasks of one socket and the driver's handle on them: a reader that hands each chunk
+//! it reads to the driver and waits for a permit before reading the next (so a flood waits in
+//! the socket while the core works through what it has), and a writer that writes what the
+//! core transmits and reports how much went out. When the core closes the connection, the
+//! handle's [`Socket::close`] lets the writer flush and half-close, and releases the socket
+//! as soon as both tasks are done (the peer's EOF seen), or after the close grace at most.
 
 use std::io::Read;
 use std::sync::Arc;
 
 use clawgate_core::ConnId;
-use smol::Async;
+use clawgate_host::sockets::CLOSE_GRACE;
 use smol::channel::{Receiver, Sender};
 use smol::io::AsyncWriteExt;
 use smol::net::{Shutdown, TcpStream};
+use smol::{Async, Executor, Timer, future};
 
 use crate::driver::Event;
 
 /// Bytes asked of the socket per read; the core buffers frames itself.
 const READ_CHUNK: usize = 4096;
 
-/// Read until EOF or an error, forwarding every chunk; then report the end.
+/// Held by both tasks of a socket: `_all` (every socket's, for shutdown) and `_own` (this
+/// socket's, for its close) see their channels close once every task has ended.
+struct Alive {
+    _all: Sender<()>,
+    _own: Sender<()>,
+}
+
+/// The driver's handle on one socket's tasks.
+pub(crate) struct Socket {
+    /// Chunks for the writer; a clone of its receiving end, to discard them.
+    queue: Sender<Vec<u8>>,
+    queued: Receiver<Vec<u8>>,
+    /// One permit lets the reader read one more chunk.
+    permits: Sender<()>,
+    /// Closes when both tasks have ended.
+    ended: Receiver<()>,
+    stream: TcpStream,
+}
+
+impl Socket {
+    /// Start the reader and writer of `stream` for connection `id`; `all` is the shutdown
+    /// token every socket's tasks hold.
+    pub(crate) fn spawn(
+        ex: &Executor<'_>,
+        id: ConnId,
+        stream: TcpStream,
+        events: Sender<Event>,
+        all: &Sender<()>,
+    ) -> Self {
+        let (queue, queued) = smol::channel::unbounded();
+        let (permits, permitted) = smol::channel::bounded(1);
+        let (own, ended) = smol::channel::bounded(1);
+        let alive = Arc::new(Alive {
+            _all: all.clone(),
+            _own: own,
+        });
+        let reader = read_side(id, stream.clone(), events.clone(), permitted, alive.clone());
+        let writer = write_side(id, stream.clone(), queued.clone(), events, alive);
+        ex.spawn(reader).detach();
+        ex.spawn(writer).detach();
+        Self {
+            queue,
+            queued,
+            permits,
+            ended,
+            stream,
+        }
+    }
+
+    /// Queue bytes for the writer.
+    pub(crate) fn send(&self, data: Vec<u8>) {
+        // Unbounded: the core caps each connection's unsent bytes and all of them together.
+        let _ = self.queue.try_send(data);
+    }
+
+    /// Let the reader read its next chunk.
+    pub(crate) fn permit(&self) {
+        let _ = self.permits.try_send(());
+    }
+
+    /// Throw away the chunks the writer has not started on.
+    pub(crate) fn discard(&self) {
+        while self.queued.try_recv().is_ok() {}
+    }
+
+    /// The core closed the connection: the writer flushes and half-closes, the reader reads
+    /// on (without forwarding) until the peer's EOF; the socket is released when both are
+    /// done, or cut off after [`CLOSE_GRACE`].
+    pub(crate) fn close(self, ex: &Executor<'_>) {
+        let Socket {
+            queue,
+            permits,
+            ended,
+            stream,
+            ..
+        } = self;
+        drop((queue, permits));
+        ex.spawn(async move {
+            future::or(
+                async {
+                    let _ = ended.recv().await;
+                },
+                async {
+                    Timer::after(CLOSE_GRACE).await;
+                },
+            )
+            .await;
+            let _ = stream.shutdown(Shutdown::Both);
+        })
+        .detach();
+    }
+}
+
+/// Read until EOF or an error, forwarding every chunk while the connection is open and
+/// waiting for a permit after each; then report the end.
 ///
 /// The read buffer lives on the stack only while a read runs (inside `read_with`, once the
 /// socket is readable), not in the task: an idle connection holds no buffer of its own.
-pub(crate) async fn read_side(
+async fn read_side(
     id: ConnId,
     stream: TcpStream,
     events: Sender<Event>,
-    _alive: Arc<Sender<()>>,
+    permits: Receiver<()>,
+    _alive: Arc<Alive>,
 ) {
     let stream: Arc<Async<std::net::TcpStream>> = stream.into();
+    let mut forwarding = true;
     loop {
         let read = stream
             .read_with(|s| {
@@ -37,30 +137,34 @@ pub(crate) async fn read_side(
             .await;
         match read {
             Ok(chunk) if !chunk.is_empty() => {
-                if events.send(Event::Data(id, chunk)).await.is_err() {
-                    return;
+                if forwarding {
+                    forwarding = events.send(Event::Data(id, chunk)).await.is_ok()
+                        && permits.recv().await.is_ok();
                 }
             }
             Ok(_) | Err(_) => break,
         }
     }
-    let _ = events.send(Event::Eof(id)).await;
+    if forwarding {
+        let _ = events.send(Event::Eof(id)).await;
+    }
 }
 
 /// Write every queued chunk in order, reporting each to the driver. When the driver drops
 /// the queue (the core closed the connection), the rest is flushed and the write half shut,
 /// so the peer sees the close frame and then EOF.
-pub(crate) async fn write_side(
+async fn write_side(
     id: ConnId,
     mut stream: TcpStream,
     queue: Receiver<Vec<u8>>,
     events: Sender<Event>,
-    _alive: Arc<Sender<()>>,
+    _alive: Arc<Alive>,
 ) {
     while let Ok(chunk) = queue.recv().await {
         if stream.write_all(&chunk).await.is_err() {
-            // The reader sees the same failure and reports the end.
+            // Report the end here too: the reader may be waiting for a permit, not reading.
             let _ = stream.shutdown(Shutdown::Both);
+            let _ = events.send(Event::Eof(id)).await;
             return;
         }
         if events.send(Event::Written(id, chunk.len())).await.is_err() {

@@ -392,6 +392,10 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
         StoreChange::DeletePendingInput(run_id) => {
             tx.execute("DELETE FROM pending_input WHERE run_id = ?1", [run_id])?;
         }
+        StoreChange::DeleteSession { key } => {
+            tx.execute("DELETE FROM transcript WHERE session_key = ?1", [key])?;
+            tx.execute("DELETE FROM sessions WHERE key = ?1", [key])?;
+        }
         put @ (StoreChange::PutDevice(_) | StoreChange::PutPending(_)) => {
             // The core's encoding, so `PairingStore::from_rows` reads back what it wrote.
             if let Some((kind, key, row)) = put.encoded() {

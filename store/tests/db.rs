@@ -502,6 +502,47 @@ fn pending_input_round_trips_oldest_first_and_leaves_when_deleted() {
 }
 
 #[test]
+fn delete_session_removes_one_session_and_its_transcript() {
+    let dir = TempDir::new("store-delete-session");
+    let mut db = Db::open(dir.path()).unwrap();
+    let put = |key: &str| StoreChange::PutSession {
+        key: key.into(),
+        row: serde_json::json!({"k": key}),
+    };
+    db.apply(&[
+        put("agent:main:main"),
+        message(1, "hi"),
+        put("agent:main:other"),
+    ])
+    .unwrap();
+    db.apply(&[
+        StoreChange::DeleteSession {
+            key: "agent:main:main".into(),
+        },
+        put("agent:main:main"),
+        message(1, "fresh"),
+    ])
+    .unwrap();
+    let sessions = db.load_sessions(10).unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions[0].key, "agent:main:main");
+    assert_eq!(sessions[0].messages.len(), 1, "the old transcript is gone");
+    assert_eq!(sessions[0].total, 1);
+    assert_eq!(sessions[0].messages[0]["content"], "fresh");
+    db.apply(&[StoreChange::DeleteSession {
+        key: "agent:main:other".into(),
+    }])
+    .unwrap();
+    let keys: Vec<String> = db
+        .load_sessions(10)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(keys, ["agent:main:main"]);
+}
+
+#[test]
 fn a_session_row_that_is_not_json_is_an_error_naming_the_file() {
     let dir = TempDir::new("store-bad-session");
     drop(Db::open(dir.path()).unwrap());

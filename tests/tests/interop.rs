@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clawgate_core::client::ClientConfig;
-use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Gateway, Options, Shell, TempDir, Ws};
 use clawgate_tests::{both, deps, schema};
 use serde_json::{Value, json};
@@ -500,7 +500,149 @@ fn cli_agent_prints_the_models_answer(shell: Shell) {
     assert_eq!(model.requests().len(), 1);
 }
 
+/// The real `openclaw tui` in a detached tmux session of its own tmux server (a private
+/// socket in the client's home), killed with that server on drop.
+struct Tui {
+    home: Home,
+    tmux: PathBuf,
+}
+
+/// How long the TUI may take to connect, or to show an answer (Node starts in ~2 s; the
+/// TUI loads its plugins first).
+const TUI_WAIT: Duration = Duration::from_secs(90);
+
+impl Tui {
+    /// `openclaw tui --url … --token …` against `gw` in a 120×40 pane.
+    fn start(gw: &Gateway) -> Option<Self> {
+        let home = Home::new()?;
+        let tmux = find_tmux();
+        deps::available("tui", std::slice::from_ref(&tmux)).then_some(())?;
+        let tui = home.command(&["tui", "--url", &url(gw), "--token", TOKEN]);
+        let mut c = Command::new(&tmux);
+        c.arg("-S")
+            .arg(home.out_file("tmux.sock"))
+            .args(["-f", "/dev/null", "new-session", "-d", "-s", "tui"])
+            .args(["-x", "120", "-y", "40", "--"])
+            .arg(tui.get_program())
+            .args(tui.get_args());
+        for (k, v) in tui.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let status = c.env("TERM", "xterm-256color").status().expect("run tmux");
+        assert!(status.success(), "tmux new-session failed: {status}");
+        Some(Self { home, tmux })
+    }
+
+    /// `tmux <args>` on this TUI's server.
+    fn tmux(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.tmux)
+            .arg("-S")
+            .arg(self.home.out_file("tmux.sock"))
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    /// What the pane shows (wrapped lines joined).
+    fn screen(&self) -> String {
+        let out = self.tmux(&["capture-pane", "-p", "-J", "-t", "tui"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Wait until the pane shows `text`; `None` if it never did within [`TUI_WAIT`].
+    fn wait_for(&self, text: &str, mut meanwhile: impl FnMut()) -> Option<String> {
+        let deadline = Instant::now() + TUI_WAIT;
+        while Instant::now() < deadline {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return Some(screen);
+            }
+            meanwhile();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        None
+    }
+
+    /// Type `text` into the editor and press Enter.
+    fn type_line(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "tui", "-l", text]);
+        std::thread::sleep(Duration::from_millis(300));
+        self.tmux(&["send-keys", "-t", "tui", "Enter"]);
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        self.tmux(&["kill-server"]);
+    }
+}
+
+/// `tmux` on PATH (`/usr/bin/tmux` when PATH has none, so a missing tmux is reported there).
+fn find_tmux() -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("tmux"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/tmux"))
+}
+
+/// The real `openclaw tui` connects to clawgate (`sessions.subscribe`, `agents.list`,
+/// `sessions.describe`, `chat.history`, …), and a typed message gets the fake model's answer
+/// on screen, twice (the second shows the TUI came back to idle after the first). The model
+/// waits 300 ms before answering, as a real one does: the TUI handles a run that ends before
+/// it has read the `chat.send` answer as still running (it reads that answer after the
+/// events that arrived with it), which upstream's slower start never shows it.
+fn tui_connects_and_shows_the_models_answer(shell: Shell) {
+    let model = FakeModel::start(|req| {
+        let said = req.last_user_text().unwrap_or_default();
+        Reply::text(&["Echo from fake LLM: ", &said]).with_delay(Duration::from_millis(300))
+    });
+    let gw = start_with_model(shell, &model);
+    let Some(tui) = Tui::start(&gw) else {
+        return;
+    };
+    let failed = |what: &str| -> ! {
+        panic!(
+            "{what}
+--- screen
+{}
+--- gateway
+{}",
+            tui.screen(),
+            frames(&gw)
+        )
+    };
+    if tui.wait_for("gateway connected", || {}).is_none() {
+        failed("the TUI never connected");
+    }
+    for (n, said) in ["hello from the tui", "and once more"].iter().enumerate() {
+        tui.type_line(said);
+        let mut pressed = Instant::now();
+        let answer = format!("Echo from fake LLM: {said}");
+        // A key pressed while the TUI is still settling can be dropped: press Enter again
+        // while the model has not been asked.
+        let shown = tui.wait_for(&answer, || {
+            if model.requests().len() == n && pressed.elapsed() > Duration::from_secs(3) {
+                tui.tmux(&["send-keys", "-t", "tui", "Enter"]);
+                pressed = Instant::now();
+            }
+        });
+        if shown.is_none() {
+            failed(&format!("the answer {answer:?} never showed"));
+        }
+        if tui.wait_for("idle", || {}).is_none() {
+            failed("the TUI did not come back to idle");
+        }
+    }
+    assert_eq!(model.requests().len(), 2);
+}
+
 both!(
+    tui_connects_and_shows_the_models_answer,
     cli_agent_prints_the_models_answer,
     cli_call_health,
     cli_call_status,

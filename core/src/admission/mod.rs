@@ -55,6 +55,9 @@ pub(crate) struct Guard {
     pub(crate) limiter: RateLimiter,
     /// Failed shared-secret attempts by local address: (count in window, window start).
     local_failures: HashMap<IpAddr, (u32, Instant)>,
+    /// When the latest held refusal of a local address is answered: the next `connect` from
+    /// that address waits until then, so parallel guesses are no faster than sequential ones.
+    answering: HashMap<IpAddr, Instant>,
 }
 
 impl Guard {
@@ -63,10 +66,17 @@ impl Guard {
         self.limiter.prune(now, window);
         self.local_failures
             .retain(|_, (_, start)| now.saturating_duration_since(*start) <= window);
+        self.answering.retain(|_, at| *at > now);
+    }
+
+    /// If a refusal of `ip` is still held at `now`, when it will be answered.
+    pub(crate) fn answering(&self, now: Instant, ip: IpAddr) -> Option<Instant> {
+        self.answering.get(&ip).copied().filter(|at| *at > now)
     }
 
     /// The delay before answering a failed shared secret from a local address (exempt from the
-    /// lockout): 250 ms doubling per failure in the window, at most `max`; success does not reset it.
+    /// lockout): 250 ms doubling per failure in the window, at most `max`; success does not reset
+    /// it. Until it has passed, further attempts from the address wait ([`Guard::answering`]).
     fn local_penalty(
         &mut self,
         now: Instant,
@@ -80,7 +90,9 @@ impl Guard {
         }
         entry.0 += 1;
         let ms = 250u64.saturating_mul(1u64 << (entry.0 - 1).min(10));
-        Duration::from_millis(ms.min(max.as_millis() as u64))
+        let delay = Duration::from_millis(ms.min(max.as_millis() as u64));
+        self.answering.insert(ip, now + delay);
+        delay
     }
 }
 

@@ -93,9 +93,22 @@ impl Gateway {
     /// busy session, as its `queueMode` says.
     pub(crate) fn chat_send(&mut self, now: Instant, call: &Call<'_>, p: ChatSend) -> Reply {
         let key = canonical_key(&p.session_key.0);
-        let run_id = p.idempotency_key.0;
         let mode = p.queue_mode.unwrap_or(self.config.queue_mode);
-        let msg = (key.as_str(), run_id.as_str(), p.message.as_str());
+        self.start_turn(now, call, (&key, &p.message), p.idempotency_key.0, mode)
+    }
+
+    /// Start a turn on session `key` with `message` as `chat.send` does (`sessions.send`
+    /// too): answer `started` once the user's message is durable, then run (or queue, as
+    /// `mode` says).
+    pub(crate) fn start_turn(
+        &mut self,
+        now: Instant,
+        call: &Call<'_>,
+        (key, message): (&str, &str),
+        run_id: String,
+        mode: QueueMode,
+    ) -> Reply {
+        let msg = (key, run_id.as_str(), message);
         let (serial, holds) = match self.begin_run(now, call, msg, Replay::ChatSend, mode) {
             Ok(admitted) => admitted,
             Err(reply) => return reply,

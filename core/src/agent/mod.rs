@@ -11,6 +11,7 @@
 //! kept in the store as pending input until its run starts (`pending`).
 
 mod admission;
+mod catalog;
 mod chat;
 mod history;
 mod lane;
@@ -19,6 +20,10 @@ mod queue;
 mod rpc;
 mod run;
 mod session;
+mod session_edit;
+mod session_patch;
+mod sessions;
+mod subscribers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -36,6 +41,9 @@ use crate::work::{Work, WorkId, WorkResult};
 use rpc::Outcome;
 use run::{Event, Response, Run};
 use session::{ChatSession, Window, failed_before_reply, text_message};
+
+/// The only agent clawgate runs.
+pub(crate) const AGENT_ID: &str = "main";
 
 /// Sessions, runs, and the transcript changes not yet in a store batch.
 #[derive(Debug, Default)]
@@ -57,6 +65,8 @@ pub(crate) struct Agent {
     lanes: lane::Lanes,
     /// Which runs hold one of the global slots and which wait for one.
     admission: admission::Admission,
+    /// Who receives session events.
+    subscribers: subscribers::Subscribers,
 }
 
 impl Agent {
@@ -65,6 +75,7 @@ impl Agent {
     pub(crate) fn conn_gone(&mut self, conn: crate::ConnId) {
         self.waits.conn_gone(conn);
         self.reads.conn_gone(conn);
+        self.subscribers.conn_gone(conn);
     }
 
     /// Whether a run of session `key` is in progress.
@@ -78,11 +89,9 @@ impl Agent {
     }
 
     /// Append `message` to the session `key` (which must exist; only `window` stays in
-    /// memory) and record the changes.
-    fn append(&mut self, key: &str, message: Value, ts: u64, window: Window) {
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
+    /// memory) and record the changes; the message's position (from 1).
+    fn append(&mut self, key: &str, message: Value, ts: u64, window: Window) -> Option<u64> {
+        let s = self.sessions.get_mut(key)?;
         let seq = s.push(message.clone(), window);
         s.updated_at = ts;
         self.unsaved.push(StoreChange::PutSession {
@@ -94,6 +103,7 @@ impl Agent {
             seq,
             message,
         });
+        Some(seq)
     }
 
     /// Forget a run; returns it.
@@ -430,7 +440,7 @@ impl Gateway {
         let message = run.message(ts);
         ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
         self.emit(now, ev);
-        self.append(&run.session_key, message, ts);
+        self.append(&run.session_key, message, ts, Some(&run.run_id));
         self.persist();
         let outcome = Outcome::Ok {
             stop_reason: stop,
@@ -482,7 +492,7 @@ impl Gateway {
             run.message(ts)
         };
         self.emit(now, ev);
-        self.append(&run.session_key, row, ts);
+        self.append(&run.session_key, row, ts, Some(&run.run_id));
         self.persist();
         self.finish_run(now, run, Outcome::Error(failure.message));
     }
@@ -538,14 +548,22 @@ impl Gateway {
         serial
     }
 
-    /// Create session `key` if it does not exist.
-    fn ensure_session(&mut self, key: &str, ts: u64) {
+    /// Create session `key` if it does not exist (and announce it).
+    pub(crate) fn ensure_session(&mut self, key: &str, ts: u64) {
         if !self.agent.sessions.contains_key(key) {
             let id = self.uuid();
             self.agent
                 .sessions
                 .insert(key.to_string(), ChatSession::new(id, ts));
+            let now = self.last_wake();
+            self.session_changed(now, key, subscribers::Change::Create);
         }
+    }
+
+    /// The session key of live run `run_id`.
+    pub(crate) fn run_session(&self, run_id: &str) -> Option<String> {
+        let serial = self.agent.by_run_id.get(run_id)?;
+        self.agent.runs.get(serial).map(|r| r.session_key.clone())
     }
 
     /// Append the user's message to session `key` (which exists).
@@ -554,12 +572,22 @@ impl Gateway {
         if let Value::Object(m) = &mut message {
             m.insert("idempotencyKey".into(), json!(idempotency_key));
         }
-        self.append(key, message, ts);
+        self.append(key, message, ts, Some(idempotency_key));
     }
 
-    /// Append `message` to session `key` and record the changes for the next batch.
-    fn append(&mut self, key: &str, message: Value, ts: u64) {
+    /// Append `message` to session `key` with a new message id (its `__openclaw.id`), record
+    /// the changes for the next batch, and tell who watches the session (`run_id`: the run it
+    /// belongs to, if any). Any code that appends to a transcript (operator or channel turns)
+    /// goes through here.
+    pub(crate) fn append(&mut self, key: &str, mut message: Value, ts: u64, run_id: Option<&str>) {
+        let id = self.uuid();
+        if let Value::Object(m) = &mut message {
+            m.insert("__openclaw".into(), json!({"id": id}));
+        }
         let window = Window::of(&self.config.limits);
-        self.agent.append(key, message, ts, window);
+        if let Some(seq) = self.agent.append(key, message.clone(), ts, window) {
+            let now = self.last_wake();
+            self.message_appended(now, key, &message, seq, run_id);
+        }
     }
 }

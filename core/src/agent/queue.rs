@@ -264,7 +264,7 @@ impl Gateway {
             ev.push(run.chat("aborted", fields));
             self.emit(now, ev);
             if !run.text.is_empty() {
-                self.append(&run.session_key, run.message(ts), ts);
+                self.append(&run.session_key, run.message(ts), ts, Some(&run.run_id));
             }
             ids.push(run.run_id.clone());
             ended.push(run);

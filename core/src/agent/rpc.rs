@@ -15,6 +15,7 @@ use crate::gateway::{Gateway, Timer};
 use crate::methods::params::NonEmpty;
 use crate::methods::{Call, Reply};
 
+use super::AGENT_ID;
 use super::run::Run;
 use super::session::canonical_key;
 
@@ -127,9 +128,6 @@ pub(crate) struct AgentWait {
     #[serde(default)]
     timeout_ms: Option<u64>,
 }
-
-/// The only agent clawgate runs.
-const AGENT_ID: &str = "main";
 
 /// How long `agent.wait` waits when the caller gives no `timeoutMs` (upstream's 30 s).
 const DEFAULT_WAIT: Duration = Duration::from_millis(30_000);

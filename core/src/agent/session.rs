@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::config::Limits;
 use crate::model::openai::Message;
@@ -49,6 +49,8 @@ pub(crate) struct ChatSession {
     window: VecDeque<(Value, usize)>,
     /// The sum of those sizes.
     window_bytes: usize,
+    /// The fields `sessions.patch` set (`label`, `thinkingLevel`, `model`, …), by wire name.
+    pub(crate) overrides: Map<String, Value>,
 }
 
 /// The stored row of a session (the transcript is stored message by message).
@@ -62,6 +64,8 @@ pub(crate) struct SessionRow {
     created_at: u64,
     #[serde(default)]
     updated_at: u64,
+    #[serde(default)]
+    overrides: Map<String, Value>,
 }
 
 impl ChatSession {
@@ -75,6 +79,7 @@ impl ChatSession {
             total: 0,
             window: VecDeque::new(),
             window_bytes: 0,
+            overrides: Map::new(),
         }
     }
 
@@ -95,6 +100,7 @@ impl ChatSession {
             total: total.max(recent.len() as u64),
             window: VecDeque::new(),
             window_bytes: 0,
+            overrides: row.overrides,
         };
         for m in recent {
             s.keep(m, window);
@@ -138,7 +144,13 @@ impl ChatSession {
             "classification": "direct",
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
+            "overrides": self.overrides,
         })
+    }
+
+    /// The newest message, if the session has one.
+    pub(crate) fn last(&self) -> Option<&Value> {
+        self.window.back().map(|(m, _)| m)
     }
 
     /// The last `max` messages as the model reads them: user and assistant text only.
@@ -163,7 +175,7 @@ impl ChatSession {
 }
 
 /// The text of a message: its `content` string, or its `text` parts joined.
-fn text_of(message: &Value) -> String {
+pub(crate) fn text_of(message: &Value) -> String {
     match message.get("content") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts

@@ -460,6 +460,14 @@ impl Sim {
                         .or_default()
                         .extend_from_slice(&data);
                 }
+                // Transmits reach the peer at once here: nothing is queued to throw away.
+                Output::Discard { conn } => {
+                    moved = true;
+                    assert!(
+                        self.peers.get(&conn).is_some_and(|p| !p.closed),
+                        "discard of {conn:?}, which is not open"
+                    );
+                }
                 Output::Close { conn } => {
                     moved = true;
                     let p = self.peers.get_mut(&conn).filter(|p| !p.closed);
@@ -513,6 +521,11 @@ impl Sim {
                         .handle_work_result(self.now, id, WorkResult::File(result));
                 }
                 Output::Log(record) => self.logs.push(record),
+                // A deadline already due (the backlog's next round): a shell fires it at once.
+                Output::Timeout(at) if at <= self.now => {
+                    moved = true;
+                    self.gw.handle_timeout(self.now);
+                }
                 Output::Timeout(_) => return moved,
             }
         }

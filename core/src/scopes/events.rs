@@ -18,6 +18,8 @@ pub const EVENTS: &[&str] = &[
     "device.pair.resolved",
     "chat",
     "agent",
+    "sessions.changed",
+    "session.message",
 ];
 
 /// The scope a broadcast event needs, `Some("")` for unrestricted ones, `None` when unknown

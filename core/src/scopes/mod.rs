@@ -165,8 +165,73 @@ fn required_scope(method: &str, params: &Value) -> &'static str {
                 _ => WRITE,
             }
         }
+        Some(Requirement::Dynamic) if method == "sessions.patch" => sessions_patch_scope(params),
+        Some(Requirement::Dynamic) if method == "sessions.delete" => sessions_delete_scope(params),
         Some(Requirement::Dynamic) => WRITE,
         Some(Requirement::Admin) | Some(Requirement::NodeRole) | None => ADMIN,
+    }
+}
+
+/// `sessions.patch` fields a writer may set; any other field needs admin (upstream's
+/// `resolveSessionsPatchRequiredScope`).
+const SESSIONS_PATCH_WRITE_FIELDS: &[&str] = &[
+    "key",
+    "agentId",
+    "expectedSessionId",
+    "expectedLifecycleRevision",
+    "expectedPermissionMode",
+    "expectedMarkedUnreadAt",
+    "label",
+    "autoLabel",
+    "icon",
+    "color",
+    "category",
+    "boardFace",
+    "boardPresentation",
+    "pinned",
+    "archived",
+    "unread",
+    "model",
+    "agentRuntime",
+    "thinkingLevel",
+    "fastMode",
+    "permissionMode",
+];
+
+fn sessions_patch_scope(params: &Value) -> &'static str {
+    let Some(p) = params.as_object() else {
+        return WRITE;
+    };
+    if p.get("permissionMode").and_then(Value::as_str) == Some("full")
+        || p.contains_key("sandboxMode")
+        || !p
+            .keys()
+            .all(|k| SESSIONS_PATCH_WRITE_FIELDS.contains(&k.as_str()))
+    {
+        ADMIN
+    } else {
+        WRITE
+    }
+}
+
+/// `sessions.delete` needs admin unless it deletes an archived session only, with these
+/// fields (upstream's `resolveSessionsDeleteRequiredScope`).
+fn sessions_delete_scope(params: &Value) -> &'static str {
+    const WRITE_FIELDS: &[&str] = &[
+        "key",
+        "agentId",
+        "deleteTranscript",
+        "expectedSessionId",
+        "archivedOnly",
+    ];
+    match params.as_object() {
+        Some(p)
+            if p.get("archivedOnly") == Some(&Value::Bool(true))
+                && p.keys().all(|k| WRITE_FIELDS.contains(&k.as_str())) =>
+        {
+            WRITE
+        }
+        _ => ADMIN,
     }
 }
 
@@ -284,6 +349,25 @@ mod tests {
             assert!(call(plain).is_ok(), "{plain:?}");
         }
         assert!(authorize(Role::Operator, &w, "agent.wait", &json!({})).is_ok());
+    }
+
+    #[test]
+    fn session_patch_and_delete_scopes_follow_their_params() {
+        let w = s(&[WRITE]);
+        let call = |m: &str, p: Value| authorize(Role::Operator, &w, m, &p);
+        assert!(call("sessions.patch", json!({"key": "k", "label": "x"})).is_ok());
+        for admin in [
+            json!({"key": "k", "execHost": "gateway"}),
+            json!({"key": "k", "permissionMode": "full"}),
+            json!({"key": "k", "sandboxMode": "x"}),
+        ] {
+            let e = call("sessions.patch", admin).unwrap_err().to_error();
+            assert_eq!(e.message, "missing scope: operator.admin");
+        }
+        assert!(call("sessions.delete", json!({"key": "k"})).is_err());
+        assert!(call("sessions.delete", json!({"key": "k", "archivedOnly": true})).is_ok());
+        let extra = json!({"key": "k", "archivedOnly": true, "emitLifecycleHooks": true});
+        assert!(call("sessions.delete", extra).is_err());
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub(super) fn assert_frames_valid(ws: &Ws) {
     }
 }
 
-fn history_texts(ws: &mut Ws) -> Vec<(String, String)> {
+pub(crate) fn history_texts(ws: &mut Ws) -> Vec<(String, String)> {
     let history = ws
         .call(
             "chat.history",

@@ -236,8 +236,11 @@ fn kill_9_loses_nothing_acknowledged(shell: Shell) {
         gw = opts.crash_and_restart(shell, gw);
         verify(&gw, &acked);
     }
+    // Each odd round is killed only after at least one acknowledged approval, so at least
+    // ROUNDS / 2 ran whatever the machine's load; the even rounds' timed kills may land before
+    // any operation of theirs.
     let approved = acked.values().filter(|a| a.approved).count();
-    assert!(approved >= ROUNDS, "too few operations ran: {acked:?}");
+    assert!(approved >= ROUNDS / 2, "too few operations ran: {acked:?}");
 }
 
 both!(kill_9_loses_nothing_acknowledged);

@@ -1,0 +1,223 @@
+//! What the config offers: `models.list` (the models of `models.providers.*.models[]`, and
+//! the `agents.defaults.model.primary` one) and `agents.list` (`agents.list[]`, or the default
+//! `main` agent), in upstream's result shapes.
+
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::frame::ErrorShape;
+use crate::gateway::Gateway;
+use crate::methods::params::NonEmpty;
+use crate::methods::{Call, NoParams, Reply};
+
+use super::AGENT_ID;
+
+/// `models.list` params (upstream's `ModelsListParams`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ModelsList {
+    #[serde(default, rename = "agentId")]
+    _agent_id: Option<NonEmpty>,
+    #[serde(default, rename = "includeProviderCapabilities")]
+    _include_provider_capabilities: Option<bool>,
+    #[serde(default)]
+    prepared_only: Option<bool>,
+    #[serde(default)]
+    refresh: Option<bool>,
+    #[serde(default)]
+    view: Option<Value>,
+}
+
+/// The `input` kinds upstream's `ModelChoice` allows.
+const INPUTS: &[&str] = &["text", "image", "audio", "video", "document"];
+
+/// The fields of an `agents.list[]` entry's `identity` that upstream shows.
+const IDENTITY_FIELDS: &[&str] = &["name", "theme", "emoji", "avatar", "avatarUrl"];
+
+/// A non-empty string at `v`.
+fn text(v: Option<&Value>) -> Option<&str> {
+    v.and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// One `ModelChoice` from a provider's `models[]` entry (`id`, and `name`, `contextWindow`,
+/// `reasoning`, `input` where the config gives them).
+fn model_choice(provider: &str, id: &str, entry: &Value) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(id));
+    m.insert("name".into(), json!(text(entry.get("name")).unwrap_or(id)));
+    m.insert("provider".into(), json!(provider));
+    if let Some(n) = entry
+        .get("contextWindow")
+        .and_then(Value::as_u64)
+        .filter(|n| *n >= 1)
+    {
+        m.insert("contextWindow".into(), json!(n));
+    }
+    if let Some(b) = entry.get("reasoning").and_then(Value::as_bool) {
+        m.insert("reasoning".into(), json!(b));
+    }
+    if let Some(input) = entry.get("input").and_then(Value::as_array) {
+        let kinds: Vec<&str> = input
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|k| INPUTS.contains(k))
+            .collect();
+        m.insert("input".into(), json!(kinds));
+    }
+    Value::Object(m)
+}
+
+/// One `AgentSummary` from an `agents.list[]` entry, or `None` without an `id`.
+fn agent_summary(entry: &Value) -> Option<Value> {
+    let id = text(entry.get("id"))?;
+    let mut a = Map::new();
+    a.insert("id".into(), json!(id));
+    if let Some(name) = text(entry.get("name")) {
+        a.insert("name".into(), json!(name));
+    }
+    if let Some(identity) = entry.get("identity").and_then(Value::as_object) {
+        let shown: Map<String, Value> = identity
+            .iter()
+            .filter(|(k, v)| IDENTITY_FIELDS.contains(&k.as_str()) && text(Some(v)).is_some())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        a.insert("identity".into(), Value::Object(shown));
+    }
+    if let Some(ws) = text(entry.get("workspace")) {
+        a.insert("workspace".into(), json!(ws));
+    }
+    let primary = match entry.get("model") {
+        Some(Value::String(p)) => Some(p.as_str()),
+        Some(m) => text(m.get("primary")),
+        None => None,
+    };
+    if let Some(p) = primary.filter(|p| !p.is_empty()) {
+        a.insert("model".into(), json!({"primary": p}));
+    }
+    Some(Value::Object(a))
+}
+
+impl Gateway {
+    /// Every configured model as `(provider, model id, its models[] entry)`, in config order,
+    /// with the default model first added if no provider lists it.
+    pub(crate) fn configured_models(&self) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        let providers = self
+            .config
+            .file
+            .pointer("/models/providers")
+            .and_then(Value::as_object);
+        for (provider, p) in providers.into_iter().flatten() {
+            let models = p.get("models").and_then(Value::as_array);
+            for entry in models.into_iter().flatten() {
+                if let Some(id) = text(entry.get("id")) {
+                    out.push((provider.clone(), id.to_string(), entry.clone()));
+                }
+            }
+        }
+        if let Some((provider, model)) = self.default_model()
+            && !out.iter().any(|(p, m, _)| p == provider && m == model)
+        {
+            out.insert(0, (provider.to_string(), model.to_string(), Value::Null));
+        }
+        out
+    }
+
+    /// `models.list`: the configured models.
+    pub(crate) fn models_list(&mut self, _: Instant, _: &Call<'_>, p: ModelsList) -> Reply {
+        if p.prepared_only == Some(true) && p.refresh == Some(true) {
+            return Reply::Now(Err(ErrorShape::invalid(
+                "invalid params: at root: must NOT be valid",
+            )));
+        }
+        if let Some(v) = &p.view {
+            let views = ["default", "configured", "provider-config", "all"];
+            if !v.as_str().is_some_and(|s| views.contains(&s)) {
+                return Reply::Now(Err(ErrorShape::invalid(format!(
+                    "invalid params: at /view: must be one of \"{}\"",
+                    views.join("\", \"")
+                ))));
+            }
+        }
+        let models: Vec<Value> = self
+            .configured_models()
+            .iter()
+            .map(|(provider, id, entry)| model_choice(provider, id, entry))
+            .collect();
+        Reply::Now(Ok(json!({"models": models})))
+    }
+
+    /// `agents.list`: the agents of `agents.list[]`, or the default `main` agent.
+    pub(crate) fn agents_list(&mut self, _: Instant, _: &Call<'_>, _: NoParams) -> Reply {
+        let entries = self
+            .config
+            .file
+            .pointer("/agents/list")
+            .and_then(Value::as_array);
+        let mut agents: Vec<Value> = entries
+            .into_iter()
+            .flatten()
+            .filter_map(agent_summary)
+            .collect();
+        let default_entry = entries
+            .into_iter()
+            .flatten()
+            .find(|e| e.get("default") == Some(&json!(true)));
+        let mut default_id = default_entry
+            .or_else(|| entries.and_then(|e| e.first()))
+            .and_then(|e| text(e.get("id")))
+            .unwrap_or(AGENT_ID)
+            .to_string();
+        if agents.is_empty() {
+            agents.push(json!({"id": AGENT_ID}));
+            default_id = AGENT_ID.to_string();
+        }
+        Reply::Now(Ok(json!({
+            "defaultId": default_id,
+            "mainKey": "main",
+            "scope": "per-sender",
+            "agents": agents,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_models_entry_shows_the_fields_upstream_allows() {
+        let entry = json!({"id": "m", "name": "M", "contextWindow": 8192, "reasoning": true,
+            "input": ["text", "smell"], "cost": {"input": 1}});
+        assert_eq!(
+            model_choice("p", "m", &entry),
+            json!({"id": "m", "name": "M", "provider": "p", "contextWindow": 8192,
+                "reasoning": true, "input": ["text"]})
+        );
+        assert_eq!(
+            model_choice("p", "m", &Value::Null),
+            json!({"id": "m", "name": "m", "provider": "p"})
+        );
+    }
+
+    #[test]
+    fn an_agent_entry_shows_its_id_name_identity_and_model() {
+        let entry = json!({"id": "w", "name": "Work", "default": true, "tools": {},
+            "identity": {"name": "W", "emoji": "🛠", "bio": "x", "theme": ""},
+            "model": {"primary": "p/m", "fallbacks": []}});
+        assert_eq!(
+            agent_summary(&entry),
+            Some(
+                json!({"id": "w", "name": "Work", "identity": {"name": "W", "emoji": "🛠"},
+                "model": {"primary": "p/m"}})
+            )
+        );
+        assert_eq!(
+            agent_summary(&json!({"id": "x", "model": "p/m"})),
+            Some(json!({"id": "x", "model": {"primary": "p/m"}}))
+        );
+        assert_eq!(agent_summary(&json!({"name": "no id"})), None);
+    }
+}
