@@ -18,6 +18,17 @@ pub use providers::{AgentIdentity, DEFAULT_MAX_TOKENS, substitute_env};
 /// The default gateway port.
 pub const DEFAULT_PORT: u16 = 18789;
 
+/// The least default of `agents.defaults.maxConcurrent` (upstream's).
+pub const MIN_DEFAULT_CONCURRENT_RUNS: usize = 8;
+
+/// The default of `agents.defaults.maxConcurrent` on a machine that runs `parallelism`
+/// threads at once: max(8, parallelism × 4), as upstream.
+pub fn default_concurrent_runs(parallelism: usize) -> usize {
+    parallelism
+        .saturating_mul(4)
+        .max(MIN_DEFAULT_CONCURRENT_RUNS)
+}
+
 /// Every limit the gateway enforces, with its default in one place.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
@@ -78,8 +89,13 @@ pub struct Limits {
     pub log_ring_records: usize,
     /// Consecutive unauthorized-role calls before the socket is closed.
     pub max_unauthorized_calls: u32,
-    /// Agent runs in progress at once; `chat.send` beyond it is refused.
-    pub max_agent_runs: usize,
+    /// Agent runs in progress at once, over every session (`agents.defaults.maxConcurrent`,
+    /// upstream's default max(8, CPU parallelism × 4)); more wait in a global queue, oldest
+    /// first.
+    pub max_concurrent_runs: usize,
+    /// Runs waiting at once (in a session's lane or for one of `max_concurrent_runs`); a
+    /// message that would wait past it is refused.
+    pub max_waiting_runs: usize,
     /// `agent.wait` calls waiting at once; more are refused.
     pub max_agent_waits: usize,
     /// Outcomes of ended runs kept for `agent.wait` on a run that already ended.
@@ -160,7 +176,8 @@ impl Default for Limits {
             node_invoke_default_timeout: Duration::from_millis(30_000),
             log_ring_records: 1000,
             max_unauthorized_calls: 10,
-            max_agent_runs: 16,
+            max_concurrent_runs: MIN_DEFAULT_CONCURRENT_RUNS,
+            max_waiting_runs: 256,
             max_agent_waits: 256,
             max_ended_runs: 256,
             max_session_subscriptions: 256,
@@ -420,6 +437,18 @@ pub enum QueueMode {
     Collect,
     /// Abort the active run (and drop what is queued), then run this message.
     Interrupt,
+}
+
+impl QueueMode {
+    /// The mode's name, as `messages.queue.mode` and `queueMode` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueMode::Steer => "steer",
+            QueueMode::Followup => "followup",
+            QueueMode::Collect => "collect",
+            QueueMode::Interrupt => "interrupt",
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for QueueMode {
@@ -726,6 +755,17 @@ impl Config {
                 message: format!("must be one of steer, followup, collect, interrupt; got {mode}"),
             })?;
         }
+        cfg.limits.max_concurrent_runs = default_concurrent_runs(input.cpu_parallelism);
+        let key = "agents.defaults.maxConcurrent";
+        if let Some(n) = num_at(&file, &["agents", "defaults", "maxConcurrent"], key)? {
+            if n < 1 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("must be at least 1, got {n}"),
+                });
+            }
+            cfg.limits.max_concurrent_runs = usize::try_from(n).unwrap_or(usize::MAX);
+        }
         if let Some(n) = num_at(&queue, &["cap"], "messages.queue.cap")? {
             // Upstream ignores a cap below 1.
             if n >= 1 {
@@ -757,6 +797,9 @@ pub struct ConfigInput {
     /// The files the config names for secrets (`channels.telegram.tokenFile`), read by the
     /// shell: path → text, or why it could not be read.
     pub secret_files: BTreeMap<String, Result<String, String>>,
+    /// Threads the machine runs at once (the default of `agents.defaults.maxConcurrent`
+    /// follows it); 0 when unknown.
+    pub cpu_parallelism: usize,
 }
 
 /// Flags of `gateway run` that affect configuration.
@@ -1103,6 +1146,22 @@ mod tests {
                 .unwrap()
                 .port,
             4444
+        );
+    }
+
+    #[test]
+    fn max_concurrent_defaults_to_the_cpus_and_comes_from_agents_defaults() {
+        let mut i = input(Some("{}"), &[], RunFlags::default());
+        i.cpu_parallelism = 4;
+        assert_eq!(Config::resolve(&i).unwrap().limits.max_concurrent_runs, 16);
+        i.cpu_parallelism = 0;
+        assert_eq!(Config::resolve(&i).unwrap().limits.max_concurrent_runs, 8);
+        let c = resolve(r#"{"agents":{"defaults":{"maxConcurrent":1}}}"#).unwrap();
+        assert_eq!(c.limits.max_concurrent_runs, 1);
+        let e = resolve(r#"{"agents":{"defaults":{"maxConcurrent":0}}}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("agents.defaults.maxConcurrent"),
+            "{e}"
         );
     }
 

@@ -41,6 +41,9 @@ pub(crate) enum Deferred {
     StartRun(u64),
     /// A channel step that waits for its rows (confirming an offset, sending a reply).
     Channel(crate::channels::Step),
+    /// A run waiting in its lane whose call's answer is held: it leaves the lane if its
+    /// pending input could not be stored.
+    KeepQueued(u64),
 }
 
 /// The error a held answer gets when the store could not write what it answers about.
@@ -161,6 +164,18 @@ impl Gateway {
         }
     }
 
+    /// Run `serial` was admitted and its call answered (held): once every answer held before
+    /// it has left, start it if it `holds` its lane; else it stays queued, or leaves the lane
+    /// if a batch it waits for (its pending input's) failed.
+    pub(crate) fn proceed_when_durable(&mut self, now: Instant, serial: u64, holds: bool) {
+        if holds {
+            self.start_run_when_durable(now, serial);
+        } else {
+            // Nothing in flight: its pending input is on disk already.
+            let _ = self.durable.hold(Deferred::KeepQueued(serial));
+        }
+    }
+
     /// Admit a connection now, or once the store has its device and token.
     pub(crate) fn admit_when_durable(
         &mut self,
@@ -218,6 +233,8 @@ impl Gateway {
             }
             Deferred::StartRun(serial) => self.drop_run(now, serial),
             Deferred::Channel(step) => self.channel_step(now, step, durable),
+            Deferred::KeepQueued(_) if durable => {}
+            Deferred::KeepQueued(serial) => self.drop_queued(serial),
         }
     }
 }

@@ -507,6 +507,8 @@ impl Gateway {
         let secret_changed =
             config.secret != self.config.secret || config.auth_mode != self.config.auth_mode;
         self.config = config;
+        // A larger agents.defaults.maxConcurrent starts runs waiting for a slot.
+        self.start_admitted(now);
         self.log(
             now,
             Level::Info,

@@ -60,6 +60,17 @@ pub enum StoreChange {
         /// Its key.
         key: String,
     },
+    /// Insert or replace a message waiting in its session's lane (pending input), keyed by
+    /// its run's id: it is answered "started" only once this is durable.
+    PutPendingInput {
+        /// The run's id.
+        run_id: String,
+        /// The pending input, as the core encodes it.
+        row: Value,
+    },
+    /// Delete a pending input: its run started (its message is in the transcript, in the
+    /// same batch) or was aborted.
+    DeletePendingInput(String),
 }
 
 /// The tables of the channels' durable state.
@@ -107,6 +118,16 @@ pub struct StoredChannelRow {
     /// Its key.
     pub key: String,
     /// The row.
+    pub row: Value,
+}
+
+/// A message waiting in its session's lane as the store gives it back at start: its run's
+/// id and the row the core wrote with [`StoreChange::PutPendingInput`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPendingInput {
+    /// The run's id (the call's idempotency key).
+    pub run_id: String,
+    /// The pending input, as the core encodes it.
     pub row: Value,
 }
 
@@ -292,7 +313,9 @@ impl PairingStore {
                 | StoreChange::AppendMessage { .. }
                 | StoreChange::DeleteSession { .. }
                 | StoreChange::PutChannelRow { .. }
-                | StoreChange::DeleteChannelRow { .. } => {}
+                | StoreChange::DeleteChannelRow { .. }
+                | StoreChange::PutPendingInput { .. }
+                | StoreChange::DeletePendingInput(_) => {}
             }
         }
     }

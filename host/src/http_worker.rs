@@ -30,6 +30,13 @@ use crate::tls::{self, Stream};
 
 /// The default of [`HttpLimits::max_concurrent`].
 pub const MAX_CONCURRENT_REQUESTS: usize = 8;
+/// Threads beyond the model requests' for other HTTP work (a channel's long poll, one per
+/// account, and its sends): model requests are at most `agents.defaults.maxConcurrent` at
+/// once (the core holds the others back), so with this much room neither kind waits for
+/// the other ([`HttpLimits::for_runs`]).
+pub const OTHER_REQUESTS: usize = 16;
+/// The stack of a worker thread: a request needs little (its buffers are on the heap).
+const WORKER_STACK_BYTES: usize = 512 * 1024;
 /// The default of [`HttpLimits::connect_timeout`]: 10 s.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of [`HttpLimits::idle_timeout`]: 120 s without a byte ends a request.
@@ -50,6 +57,17 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
     /// The response parser's limits.
     pub response: ResponseLimits,
+}
+
+impl HttpLimits {
+    /// The defaults, with room for `max_runs` model requests at once besides
+    /// [`OTHER_REQUESTS`] others.
+    pub fn for_runs(max_runs: usize) -> Self {
+        HttpLimits {
+            max_concurrent: max_runs.saturating_add(OTHER_REQUESTS),
+            ..HttpLimits::default()
+        }
+    }
 }
 
 impl Default for HttpLimits {
@@ -155,6 +173,7 @@ impl HttpWorkers {
             let shared = self.shared.clone();
             match std::thread::Builder::new()
                 .name("clawgate-http".into())
+                .stack_size(WORKER_STACK_BYTES)
                 .spawn(move || serve(&shared))
             {
                 Ok(t) => self.threads.push(t),

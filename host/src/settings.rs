@@ -83,6 +83,7 @@ pub fn input(
         flags,
         tailnet_ip: crate::tailnet::tailnet_ipv4(),
         host_name: host_name(),
+        cpu_parallelism: std::thread::available_parallelism().map_or(0, |n| n.get()),
     };
     Ok((
         input,

@@ -168,6 +168,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         .load_sessions(config.limits.max_model_messages)
         .map_err(StartError::Store)?;
     let channel_rows = db.load_channel_rows().map_err(StartError::Store)?;
+    let pending_input = db.load_pending_input().map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);
     if let Err(e) = logger.open_file(&log_path) {
         logger.log(
@@ -224,7 +225,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     })
     .map_err(StartError::StoreWriter)?;
     let results = inbox.sender();
-    let http = HttpWorkers::new(HttpLimits::default(), move |id, result| {
+    let http_limits = HttpLimits::for_runs(config.limits.max_concurrent_runs);
+    let http = HttpWorkers::new(http_limits, move |id, result| {
         results.send(HostInput::Work(id, result))
     });
     let reads = inbox.sender();
@@ -241,6 +243,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     );
     gateway.restore_sessions(sessions);
     gateway.restore_channels(channel_rows);
+    gateway.restore_pending_input(pending_input);
     let mut host = RunHost {
         args,
         logger,

@@ -10,7 +10,7 @@ use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
 use clawgate_core::persist::{
     ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange,
-    StoredChannelRow, StoredSession,
+    StoredChannelRow, StoredPendingInput, StoredSession,
 };
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -254,6 +254,29 @@ impl Db {
         Ok(out)
     }
 
+    /// The messages waiting in their sessions' lanes when the gateway stopped, oldest first.
+    pub fn load_pending_input(&mut self) -> Result<Vec<StoredPendingInput>, DbError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT run_id, row FROM pending_input ORDER BY rowid")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(e)?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (run_id, row) = row.map_err(e)?;
+            let row = serde_json::from_str(&row).map_err(|err| DbError::Row {
+                path: path.clone(),
+                source: StoreError::Invalid(format!("pending input {run_id:?}: {err}")),
+            })?;
+            found.push(StoredPendingInput { run_id, row });
+        }
+        Ok(found)
+    }
+
     /// Read part of a transcript ([`HistoryQuery`]): rows oldest first, bounded by the
     /// query's count and bytes, with messages over its per-message bound left out.
     pub fn read_history(&self, q: &HistoryQuery) -> Result<HistoryPage, DbError> {
@@ -395,6 +418,15 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
                 &format!("DELETE FROM {} WHERE key = ?1", kind.table()),
                 [key],
             )?;
+        }
+        StoreChange::PutPendingInput { run_id, row } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO pending_input (run_id, row) VALUES (?1, ?2)",
+                params![run_id, row.to_string()],
+            )?;
+        }
+        StoreChange::DeletePendingInput(run_id) => {
+            tx.execute("DELETE FROM pending_input WHERE run_id = ?1", [run_id])?;
         }
         StoreChange::DeleteSession { key } => {
             tx.execute("DELETE FROM transcript WHERE session_key = ?1", [key])?;

@@ -24,6 +24,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE channel_ingress (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
      CREATE TABLE channel_outbox (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
      CREATE TABLE channel_offsets (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
+    // 4: messages waiting in a session's lane (pending input), oldest first by rowid.
+    "CREATE TABLE pending_input (run_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -286,7 +286,8 @@ fn after_a_failed_write_only_a_rewrite_is_written() {
 }
 
 /// A database written by a build that knew only schema 1 (pairing) is brought to the current
-/// schema in place: its pairing rows stay, and it has no sessions and no channel rows.
+/// schema in place: its pairing rows stay, and it has no sessions, no channel rows and no
+/// pending input.
 #[test]
 fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
     let dir = TempDir::new("store-v1");
@@ -312,8 +313,9 @@ fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
     assert_eq!(loaded.devices["a"], device("a", "t1"));
     assert!(db.load_sessions(10).unwrap().is_empty());
     assert!(db.load_channel_rows().unwrap().is_empty());
+    assert!(db.load_pending_input().unwrap().is_empty());
     let version: u32 = db_version(&path);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[test]
@@ -518,6 +520,25 @@ fn a_read_sees_every_batch_submitted_before_it() {
         .flat_map(|i| [(i * 2, None), (i * 2 + 1, Some((1..=i).collect()))])
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn pending_input_round_trips_oldest_first_and_leaves_when_deleted() {
+    let dir = TempDir::new("store-pending-input");
+    let put = |run: &str| StoreChange::PutPendingInput {
+        run_id: run.into(),
+        row: serde_json::json!({"sessionKey": "agent:main:main", "message": run}),
+    };
+    {
+        let mut db = Db::open(dir.path()).unwrap();
+        db.apply(&[put("k2"), put("k1"), put("k3")]).unwrap();
+        db.apply(&[StoreChange::DeletePendingInput("k1".into())])
+            .unwrap();
+    }
+    let found = Db::open(dir.path()).unwrap().load_pending_input().unwrap();
+    let runs: Vec<&str> = found.iter().map(|p| p.run_id.as_str()).collect();
+    assert_eq!(runs, ["k2", "k3"], "in the order they were queued");
+    assert_eq!(found[0].row["message"], "k2");
 }
 
 #[test]

@@ -115,17 +115,16 @@ impl Gateway {
         };
         let answer = json!({"runId": run_id, "status": "started"});
         self.answer(now, call.conn, call.req_id, Ok(answer));
-        if holds {
-            self.start_run_when_durable(now, serial);
-        }
+        self.proceed_when_durable(now, serial, holds);
         Reply::Later
     }
 
     /// Make run `run_id` for `message` on session `key` (created if new) and give it the
     /// session's lane (`mode` says what to do when it is held): its serial and whether it holds
     /// the lane now. Holding it, the message is appended (a queued run's waits until it
-    /// starts). The answer instead when the key was used already (its run live, or ended:
-    /// `method` says how to replay it), too many runs are live or queued.
+    /// starts, kept meanwhile as pending input). The answer instead when the key was used
+    /// already (its run live, or ended: `method` says how to replay it), or the message would
+    /// wait and too many runs wait already.
     pub(crate) fn begin_run(
         &mut self,
         now: Instant,
@@ -142,11 +141,14 @@ impl Gateway {
                 json!({"runId": run_id, "status": "in_flight"}),
             )));
         }
-        let max = self.config.limits.max_agent_runs;
-        if self.agent.runs.len() >= max {
+        if self.waiting_is_full(key, mode) {
+            let max = self.config.limits.max_waiting_runs;
+            let cap = self.config.limits.max_concurrent_runs;
             return Err(Reply::Now(Err(ErrorShape::new(
                 ErrorCode::Unavailable,
-                format!("too many agent runs in progress (at most {max}); try again shortly"),
+                format!(
+                    "too many agent runs waiting (at most {max} beyond the {cap} of agents.defaults.maxConcurrent); try again shortly"
+                ),
             ))));
         }
         if !self.lane_has_room(key, mode) {
@@ -163,8 +165,9 @@ impl Gateway {
         let (serial, holds) = self.admit_run(now, (key, run_id, message), Some(call.conn), mode);
         if holds {
             self.append_user(key, message, run_id, ts);
-            self.persist();
         }
+        // The message, or its pending input, is durable before the call is answered.
+        self.persist();
         Ok((serial, holds))
     }
 

@@ -6,13 +6,17 @@
 //! `agent` call starts the same run and is answered again when it ends (`rpc`). Runs of one
 //! session take turns in its lane (`lane`, `queue`: the queue modes); the core keeps only the
 //! recent window of each transcript (`session`), and `chat.history` reads pages from the
-//! store (`history`).
+//! store (`history`). A run holding its lane starts its turn once one of the global slots
+//! (`agents.defaults.maxConcurrent`) is free (`admission`); a message waiting in a lane is
+//! kept in the store as pending input until its run starts (`pending`).
 
+mod admission;
 mod attempt;
 mod catalog;
 mod chat;
 mod history;
 mod lane;
+mod pending;
 mod prompt;
 mod queue;
 mod rpc;
@@ -59,6 +63,8 @@ pub(crate) struct Agent {
     reads: history::Reads,
     /// Which run holds each session and which wait behind it.
     lanes: lane::Lanes,
+    /// Which runs hold one of the global slots and which wait for one.
+    admission: admission::Admission,
     /// Who receives session events.
     subscribers: subscribers::Subscribers,
 }
@@ -213,9 +219,31 @@ impl Gateway {
         self.emit(now, to_operators, events);
     }
 
-    /// Start run `serial` (its `chat.send` was answered): its status events, then the model
-    /// request, or the offline failure.
+    /// Start run `serial` (its `chat.send` was answered) once one of the global slots is
+    /// free; until then it waits for one, after the runs already waiting.
     pub(crate) fn start_run(&mut self, now: Instant, serial: u64) {
+        if !self.agent.runs.contains_key(&serial) {
+            return;
+        }
+        let cap = self.config.limits.max_concurrent_runs;
+        if self.agent.admission.try_start(serial, cap) {
+            self.run_turn(now, serial);
+        } else {
+            self.start_admitted(now);
+        }
+    }
+
+    /// Start the runs waiting for a global slot while slots are free, oldest first.
+    pub(crate) fn start_admitted(&mut self, now: Instant) {
+        let cap = self.config.limits.max_concurrent_runs;
+        while let Some(serial) = self.agent.admission.next(cap) {
+            self.run_turn(now, serial);
+        }
+    }
+
+    /// The turn of run `serial`, which holds a global slot: its status events, then the model
+    /// request, or the offline failure.
+    fn run_turn(&mut self, now: Instant, serial: u64) {
         if !self.agent.runs.contains_key(&serial) {
             return;
         }
@@ -489,6 +517,7 @@ impl Gateway {
             }
         }
         self.agent.lanes.clear();
+        self.agent.admission.clear();
     }
 
     /// What the agent holds in memory: transcript messages (at most `maxModelMessages` and
@@ -511,9 +540,11 @@ impl Gateway {
             .is_some_and(|r| r.origin.is_none())
     }
 
-    /// Whether as many runs as `maxAgentRuns` are live.
+    /// Whether as many runs are live as the gateway admits (`agents.defaults.maxConcurrent`
+    /// running plus `maxWaitingRuns` waiting).
     pub(crate) fn agent_runs_full(&self) -> bool {
-        self.agent.runs.len() >= self.config.limits.max_agent_runs
+        let limits = &self.config.limits;
+        self.agent.runs.len() >= limits.max_concurrent_runs + limits.max_waiting_runs
     }
 
     /// A new run for `run_id` on `key` with the user's `message` (the session exists); its

@@ -13,9 +13,11 @@ use serde_json::{Value, json};
 
 use crate::config::QueueMode;
 use crate::gateway::{Gateway, Timer};
+use crate::persist::StoreChange;
 
 use super::Event;
 use super::lane::Next;
+use super::pending;
 use super::rpc::Outcome;
 use super::run::Run;
 
@@ -52,6 +54,20 @@ impl Gateway {
             || self.agent.lanes.queued(key) < self.config.limits.max_queued_runs
     }
 
+    /// Whether a message for session `key` would wait (its lane is held, or every global
+    /// slot is taken) when `maxWaitingRuns` runs wait already.
+    pub(crate) fn waiting_is_full(&self, key: &str, mode: QueueMode) -> bool {
+        let limits = &self.config.limits;
+        let lane_held = mode != QueueMode::Interrupt && self.agent.lanes.active(key).is_some();
+        let would_wait = lane_held || self.agent.admission.running() >= limits.max_concurrent_runs;
+        let waiting = self
+            .agent
+            .runs
+            .len()
+            .saturating_sub(self.agent.admission.running());
+        would_wait && waiting >= limits.max_waiting_runs
+    }
+
     /// Make run `run_id` for `message` on session `key` (which exists) and give it the lane:
     /// its serial and whether it holds the lane now (else it waits in it). `interrupt` first
     /// aborts the session's runs.
@@ -75,12 +91,19 @@ impl Gateway {
         }
         if !holds {
             self.agent.lanes.enqueue(key, serial, now);
+            // A channel message waits durably in its channel's ingress queue already.
+            if origin.is_some() {
+                self.keep_pending(serial);
+            }
         }
         (serial, holds)
     }
 
-    /// Run `serial` of session `key` ended or was dropped: free its lane and start what waits.
+    /// Run `serial` of session `key` ended or was dropped: free its global slot and its
+    /// lane, and start what waits (for a slot first: they waited longer).
     pub(crate) fn lane_free(&mut self, now: Instant, key: &str, serial: u64) {
+        self.agent.admission.release(serial);
+        self.start_admitted(now);
         self.agent.lanes.release(key, serial);
         self.drain_lane(now, key);
     }
@@ -115,6 +138,13 @@ impl Gateway {
             .iter()
             .filter_map(|s| self.agent.runs.remove(s))
             .collect();
+        // Their pending input leaves the store with the transcript append, in one batch.
+        let gone: Vec<StoreChange> = folded
+            .iter()
+            .chain(self.agent.runs.get(&first))
+            .filter_map(pending::gone)
+            .collect();
+        self.agent.unsaved.extend(gone);
         let ts = self.unix_ms(now);
         let Some(run) = self.agent.runs.get_mut(&first) else {
             return;
@@ -176,7 +206,7 @@ impl Gateway {
     ) -> Vec<String> {
         let matching =
             |r: &Run| r.session_key == session_key && run_id.is_none_or(|id| r.run_id == id);
-        let queued: Vec<u64> = match run_id {
+        let mut queued: Vec<u64> = match run_id {
             None => self.agent.lanes.take_queued(session_key),
             Some(_) => {
                 let found: Vec<u64> = self
@@ -192,9 +222,19 @@ impl Gateway {
                 found
             }
         };
+        // A run waiting for a global slot has not started either.
+        let admission = &self.agent.admission;
+        queued.extend(
+            self.agent
+                .runs
+                .values()
+                .filter(|r| matching(r) && admission.is_waiting(r.serial))
+                .map(|r| r.serial),
+        );
         let mut ids = Vec::new();
         for serial in queued {
             if let Some(run) = self.agent.remove(serial) {
+                self.agent.unsaved.extend(pending::gone(&run));
                 let event = run.chat("aborted", json!({"stopReason": "rpc"}));
                 self.emit(now, run.origin.is_some(), [event]);
                 if run.origin.is_none() {
@@ -246,13 +286,13 @@ impl Gateway {
         ids
     }
 
-    /// Whether run `run_id` waits in its lane.
+    /// Whether run `run_id` waits in its lane or for a global slot.
     pub(crate) fn is_queued(&self, run_id: &str) -> bool {
         self.agent
             .by_run_id
             .get(run_id)
             .and_then(|s| self.agent.runs.get(s))
-            .is_some_and(|r| r.queued)
+            .is_some_and(|r| r.queued || self.agent.admission.is_waiting(r.serial))
     }
 }
 

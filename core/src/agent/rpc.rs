@@ -291,9 +291,7 @@ impl Gateway {
             "acceptedAt": self.unix_ms(now),
         });
         self.answer(now, call.conn, call.req_id, Ok(accepted));
-        if holds {
-            self.start_run_when_durable(now, serial);
-        }
+        self.proceed_when_durable(now, serial, holds);
         Reply::Later
     }
 

@@ -13,7 +13,8 @@ use crate::client::{Client, ClientConfig, Event};
 use crate::frame::ErrorShape;
 use crate::model::HttpRequest;
 use crate::persist::{
-    HistoryPage, HistoryQuery, HistoryRange, HistoryRow, StoreChange, StoredSession,
+    HistoryPage, HistoryQuery, HistoryRange, HistoryRow, StoreChange, StoredPendingInput,
+    StoredSession,
 };
 use crate::{
     Config, ConnId, Entropy, FileChunk, FileError, FileRead, Gateway, LogRecord, Output,
@@ -590,6 +591,9 @@ pub struct SimSessions {
     pub rows: BTreeMap<String, Value>,
     /// Transcripts by session key: messages by position.
     pub transcripts: BTreeMap<String, BTreeMap<u64, Value>>,
+    /// Pending input, oldest first (a put of a known run moves it to the end, as a
+    /// database's replace does).
+    pub pending: Vec<StoredPendingInput>,
 }
 
 impl SimSessions {
@@ -609,6 +613,16 @@ impl SimSessions {
                         .entry(session_key.clone())
                         .or_default()
                         .insert(*seq, message.clone());
+                }
+                StoreChange::PutPendingInput { run_id, row } => {
+                    self.pending.retain(|p| p.run_id != *run_id);
+                    self.pending.push(StoredPendingInput {
+                        run_id: run_id.clone(),
+                        row: row.clone(),
+                    });
+                }
+                StoreChange::DeletePendingInput(run_id) => {
+                    self.pending.retain(|p| p.run_id != *run_id);
                 }
                 _ => {}
             }

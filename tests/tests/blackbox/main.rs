@@ -2,6 +2,7 @@
 //! difference between the shells is a failing test. Build the binaries first
 //! (`scripts/test.sh` does).
 
+mod admission;
 mod agent;
 mod backends;
 mod control_ui;

@@ -28,16 +28,7 @@ fn two_chat_sends_on_one_session_are_answered_in_order(shell: Shell) {
     let last = run_events(&mut ws, "k-lane-2");
     assert_eq!(last.last().unwrap().1["state"], "final", "{last:?}");
 
-    // Every event of the first run came before any of the second's.
-    let runs: Vec<String> = server_text_frames(ws.received())
-        .iter()
-        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
-        .filter(|f| f["event"] == "chat" || f["event"] == "agent")
-        .filter_map(|f| f["payload"]["runId"].as_str().map(str::to_string))
-        .collect();
-    let first_of_second = runs.iter().position(|r| r == "k-lane-2").unwrap();
-    let last_of_first = runs.iter().rposition(|r| r == "k-lane-1").unwrap();
-    assert!(last_of_first < first_of_second, "runs overlapped: {runs:?}");
+    assert_ran_one_after_the_other(&ws, "k-lane-1", "k-lane-2");
 
     let requests = model.requests();
     assert_eq!(requests.len(), 2);
@@ -59,6 +50,19 @@ fn two_chat_sends_on_one_session_are_answered_in_order(shell: Shell) {
         .collect();
     assert_eq!(texts, ["first", "re: first", "second", "re: second"]);
     assert_frames_valid(&ws);
+}
+
+/// Every `chat` and `agent` event of run `first` came before any of run `second`'s.
+pub(super) fn assert_ran_one_after_the_other(ws: &Ws, first: &str, second: &str) {
+    let runs: Vec<String> = server_text_frames(ws.received())
+        .iter()
+        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
+        .filter(|f| f["event"] == "chat" || f["event"] == "agent")
+        .filter_map(|f| f["payload"]["runId"].as_str().map(str::to_string))
+        .collect();
+    let first_of_second = runs.iter().position(|r| r == second).unwrap();
+    let last_of_first = runs.iter().rposition(|r| r == first).unwrap();
+    assert!(last_of_first < first_of_second, "runs overlapped: {runs:?}");
 }
 
 /// Every message of the session, paging back from the newest 100 at a time.
