@@ -20,8 +20,18 @@ use super::AGENT_ID;
 pub(crate) struct ModelsList {
     #[serde(default, rename = "agentId")]
     _agent_id: Option<NonEmpty>,
+    #[serde(default)]
+    session_key: Option<NonEmpty>,
+    #[serde(default)]
+    auth_profile_id: Option<NonEmpty>,
+    #[serde(default)]
+    provider: Option<NonEmpty>,
+    #[serde(default, rename = "includeDetails")]
+    _include_details: Option<bool>,
     #[serde(default, rename = "includeProviderCapabilities")]
     _include_provider_capabilities: Option<bool>,
+    #[serde(default, rename = "includeDefaultModels")]
+    _include_default_models: Option<bool>,
     #[serde(default)]
     prepared_only: Option<bool>,
     #[serde(default)]
@@ -127,7 +137,9 @@ impl Gateway {
 
     /// `models.list`: the configured models.
     pub(crate) fn models_list(&mut self, _: Instant, _: &Call<'_>, p: ModelsList) -> Reply {
-        if p.prepared_only == Some(true) && p.refresh == Some(true) {
+        if (p.prepared_only == Some(true) && p.refresh == Some(true))
+            || (p.session_key.is_some() && p.auth_profile_id.is_some())
+        {
             return Reply::Now(Err(ErrorShape::invalid(
                 "invalid params: at root: must NOT be valid",
             )));
@@ -144,6 +156,7 @@ impl Gateway {
         let models: Vec<Value> = self
             .configured_models()
             .iter()
+            .filter(|(provider, _, _)| p.provider.as_ref().is_none_or(|want| want.0 == *provider))
             .map(|(provider, id, entry)| model_choice(provider, id, entry))
             .collect();
         Reply::Now(Ok(json!({"models": models})))
@@ -173,6 +186,23 @@ impl Gateway {
         if agents.is_empty() {
             agents.push(json!({"id": AGENT_ID}));
             default_id = AGENT_ID.to_string();
+        }
+        // An agent without a model of its own runs on the default one (upstream lists it, and
+        // the Control UI asks for model setup when it is missing).
+        let defaults = self.config.file.pointer("/agents/defaults/model");
+        let primary = match defaults {
+            Some(Value::String(p)) => Some(p.clone()),
+            Some(m) => text(m.get("primary")).map(str::to_string),
+            None => None,
+        }
+        .or_else(|| {
+            let route = self.config.model.as_ref()?;
+            Some(format!("{}/{}", route.provider, route.model))
+        });
+        if let Some(primary) = primary {
+            for a in agents.iter_mut().filter(|a| a.get("model").is_none()) {
+                a["model"] = json!({"primary": primary});
+            }
         }
         Reply::Now(Ok(json!({
             "defaultId": default_id,

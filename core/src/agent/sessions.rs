@@ -346,28 +346,33 @@ impl Gateway {
     /// `sessions.messages.subscribe`: the caller receives `session.message` for `key`.
     pub(crate) fn sessions_messages_subscribe(
         &mut self,
-        _: Instant,
+        now: Instant,
         call: &Call<'_>,
         p: MessagesSubscribe,
     ) -> Reply {
         if let Err(e) = check_agent(p.agent_id.as_ref()) {
             return Reply::Now(Err(e));
         }
-        if p.include_approvals.is_some() {
-            // Approvals are not implemented: upstream answers this when it has no replay.
-            return Reply::Now(Err(ErrorShape::new(
-                ErrorCode::Unavailable,
-                "session approval replay unavailable",
-            )));
-        }
         let key = canonical_key(&p.key.0);
+        // clawgate has no operator approvals (it runs no exec host), so a replay asked for
+        // (`includeApprovals`, only ever `true`) is upstream's snapshot with none pending.
+        let replay = p.include_approvals.is_some().then(|| {
+            json!({"sessionKey": key, "updatedAtMs": self.unix_ms(now), "approvals": [],
+                   "truncated": false})
+        });
         let max = self.config.limits.max_session_subscriptions;
         match self
             .agent
             .subscribers
             .subscribe_messages(call.conn, &key, max)
         {
-            Ok(()) => Reply::Now(Ok(json!({"subscribed": true, "key": key}))),
+            Ok(()) => {
+                let mut answer = json!({"subscribed": true, "key": key});
+                if let Some(replay) = replay {
+                    answer["approvalReplay"] = replay;
+                }
+                Reply::Now(Ok(answer))
+            }
             Err(TooMany) => Reply::Now(Err(ErrorShape::new(
                 ErrorCode::Unavailable,
                 format!("too many session subscriptions on this connection (at most {max})"),

@@ -686,7 +686,8 @@ fn models_and_agents_come_from_the_config(shell: Shell) {
     assert_eq!(
         agents["agents"],
         json!([
-            {"id": "main", "name": "Main", "identity": {"name": "Claw", "emoji": "🦀"}},
+            {"id": "main", "name": "Main", "identity": {"name": "Claw", "emoji": "🦀"},
+             "model": {"primary": "local/llama"}},
             {"id": "ops", "model": {"primary": "local/qwen"}},
         ])
     );
