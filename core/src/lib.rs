@@ -54,9 +54,9 @@
 //! limits), [`device`] (Ed25519 proofs), [`pairing`] (the store), [`persist`] (its row
 //! changes), [`work`] (work for the host and its results), [`scopes`] (authorization
 //! and the events table), [`config`] (resolution and limits), [`discovery`] (what to advertise
-//! over mDNS), [`client`] (the other side). Inside: the method registry (`methods`), close
-//! reasons (`close`), routing (`route`), held answers (`durable`) and the connection phases
-//! the gateway composes, and the Control UI's static files (`control_ui`: routing, headers and
+//! over mDNS), [`client`] (the other side), [`dates`] (times as the wire writes them). Inside:
+//! the method registry (`methods`), close reasons (`close`), routing (`route`), held answers
+//! (`durable`) and the connection phases the gateway composes, and the Control UI's static files (`control_ui`: routing, headers and
 //! bounded file reads through [`Work::ReadFile`]). [`channels`] runs Telegram inside the
 //! gateway (the Bot API over [`Work::Http`], a durable inbound queue, DM pairing, replies).
 //! [`model`] holds the sans-IO codecs of model providers (SSE, OpenAI
@@ -76,6 +76,7 @@ pub mod config;
 mod conn;
 mod connect;
 mod control_ui;
+pub mod dates;
 pub mod device;
 pub mod discovery;
 mod durable;

@@ -247,7 +247,7 @@ impl Gateway {
             .filter(|_| p.channel.as_deref().is_none_or(|c| c == "telegram"))
             .map(|a| json!({"channel": "telegram", "channelLabel": "Telegram", "accountId": a.cfg.account_id, "notifySupported": true}))
             .collect();
-        let iso = crate::channels::iso_time;
+        let iso = crate::dates::iso_time;
         let requests: Vec<Value> = self
             .channels
             .pairing

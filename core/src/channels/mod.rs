@@ -964,31 +964,6 @@ impl Gateway {
     }
 }
 
-/// Unix milliseconds as ISO 8601 UTC (`2026-11-25T01:39:54.224Z`), as upstream's payloads carry
-/// times.
-pub fn iso_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 /// Why a Bot API call failed.
 #[derive(Debug)]
 enum Failure {
@@ -1051,12 +1026,6 @@ pub(crate) fn latest_rows(changes: &[StoreChange]) -> Vec<(ChannelRowKind, Value
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_iso_utc() {
-        assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso_time(1_795_571_081_538), "2026-11-25T01:44:41.538Z");
-    }
 
     #[test]
     fn private_roots_are_recognised() {

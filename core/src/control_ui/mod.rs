@@ -306,7 +306,7 @@ impl Gateway {
         } else {
             response::NO_CACHE
         };
-        let last_modified = response::http_date(chunk.modified_ms);
+        let last_modified = crate::dates::http_date(chunk.modified_ms);
         let csp = response::csp(&[], None);
         let validators = |status: u16| {
             Head::new(status, &csp)

@@ -8,9 +8,9 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use clawgate_core::channels::inbound::Target;
-use clawgate_core::channels::iso_time;
 use clawgate_core::channels::outbox::Outbox;
 use clawgate_core::channels::pairing::{APPROVED_MESSAGE, ChannelPairing, PairingRequest};
+use clawgate_core::dates::iso_time;
 use clawgate_core::persist::ChannelRowKind;
 use clawgate_host::lock::{self, LockError};
 use clawgate_host::paths;
