@@ -385,7 +385,8 @@ fn typing_repeats_while_the_turn_runs_and_a_failed_turn_says_so() {
         "every 5 s while the turn runs"
     );
     f.hold_model = false;
-    f.model_error = Some(500);
+    // A 400: a 5xx would be retried first.
+    f.model_error = Some(400);
     pump(&mut p, &mut f);
     let text = f.sent("sendMessage")[0]["text"]
         .as_str()
