@@ -10,6 +10,7 @@ mod error;
 mod feed;
 mod figures;
 mod machine;
+mod paths;
 mod pool;
 mod procs;
 mod report;
@@ -30,7 +31,14 @@ const USAGE: &str = "\
 Usage:
   clawgate-bench all [--out PATH] [--connections N] [--churn-secs S] [--only LIST]
                      [--no-upstream] [--no-build] [--spawns N] [--ticks N] [--upstream-dir DIR]
-                     [--bin-dir DIR]
+                     [--bin-dir DIR] [--quick] [--no-paths]
+                     (every table of BENCHMARKS.md: the control plane, then the agent and
+                     channel paths unless --no-paths)
+  clawgate-bench paths [--out PATH] [--quick] [--only LIST] [--no-upstream] [--no-build]
+                       [--upstream-dir DIR] [--bin-dir DIR]
+                     (the agent and channel paths only: agent turns, a delta broadcast to 100
+                     operators, RSS with stored transcripts, Telegram through a fake Bot API,
+                     idle cost; replaces their section of BENCHMARKS.md)
   clawgate-bench agent [--only LIST] [--turns N] [--sessions N] [--no-upstream] [--no-build]
                        [--upstream-dir DIR] [--bin-dir DIR]
                      (agent turns against a fake model in this process: gateway-added latency
@@ -44,6 +52,8 @@ Usage:
   --turns N       agent: sequential turns timed (default 50)
   --sessions N    agent: sessions streaming at once (default 100)
   --churn-secs S  length of the churn run on each clawgate shell (default 600; 0 = none)
+  --quick         a short run (under 5 minutes for paths, a few more for all): smaller holds,
+                  counts and windows; the figures say so
   --upstream-dir  where `openclaw` and Node are installed (default ~/.cache/clawgate/interop)
   --bin-dir DIR   take clawgate and clawgate-smol from DIR (default: next to this binary)
 ";
@@ -61,6 +71,10 @@ struct AllArgs {
     turns: usize,
     /// `agent`: sessions streaming at once.
     sessions: usize,
+    /// The short plan.
+    quick: bool,
+    /// `all` without the agent and channel paths.
+    no_paths: bool,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +82,7 @@ fn main() -> ExitCode {
     let r = match args.first().map(String::as_str) {
         Some("all") => parse_all(&args[1..]).and_then(|a| all(&a, &args)),
         Some("agent") => parse_all(&args[1..]).and_then(|a| agent(&a)),
+        Some("paths") => parse_all(&args[1..]).and_then(|a| paths_only(&a, &args)),
         Some("bare-server") => parse_bare(&args[1..]).and_then(|o| bare::serve(&o)),
         Some("load") => load(&args[1..]),
         _ => Err(BenchError::Usage("expected a command".into())),
@@ -114,6 +129,8 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
         bin_dir: None,
         turns: 50,
         sessions: 100,
+        quick: false,
+        no_paths: false,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
@@ -134,6 +151,14 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
             }
             Long("no-upstream") => a.no_upstream = true,
             Long("no-build") => a.no_build = true,
+            Long("no-paths") => a.no_paths = true,
+            Long("quick") => {
+                a.quick = true;
+                a.opts.connections = a.opts.connections.min(2_000);
+                a.opts.churn_secs = a.opts.churn_secs.min(20);
+                a.opts.spawns = a.opts.spawns.min(2);
+                a.opts.ticks = a.opts.ticks.min(3);
+            }
             other => return Err(BenchError::Usage(other.unexpected().to_string())),
         }
     }
@@ -350,6 +375,47 @@ fn agent(a: &AllArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The agent and channel paths of every gateway target, as their report section.
+fn run_paths(a: &AllArgs, list: &[Target], command: &str) -> String {
+    let t0 = Instant::now();
+    let machine = machine::Machine::read();
+    let plan = paths::PathPlan::new(a.quick);
+    let figs: Vec<paths::PathFigures> = list
+        .iter()
+        .filter(|t| !matches!(t.launch, Launch::Bare { .. }))
+        .map(|t| paths::measure(t, &plan))
+        .collect();
+    paths::render(&figs, &plan, &machine, command, t0.elapsed())
+}
+
+/// The command line as the report quotes it.
+fn command_line(argv: &[String]) -> String {
+    format!(
+        "cargo run --release -p clawgate-bench -- {}",
+        argv.join(" ")
+    )
+}
+
+fn write_report(out: &Path, text: &str) -> Result<(), BenchError> {
+    clawgate_host::store::write_atomic(out, text.as_bytes()).map_err(|e| BenchError::Io {
+        context: format!("write {}", out.display()),
+        source: e,
+    })?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `paths`: run the agent and channel paths and replace their section of the report.
+fn paths_only(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
+    let (list, skipped) = prepare(a)?;
+    for s in &skipped {
+        eprintln!("{s}");
+    }
+    let section = run_paths(a, &list, &command_line(argv));
+    let old = std::fs::read_to_string(&a.out).unwrap_or_else(|_| "# clawgate benchmarks\n".into());
+    write_report(&a.out, &paths::splice(&old, &section))
+}
+
 fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
     let t0 = Instant::now();
     let machine = machine::Machine::read();
@@ -364,17 +430,16 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
     if let Some(f) = figs.first_mut() {
         f.notes.extend(skipped.iter().map(|s| format!("run: {s}")));
     }
-    let kept = std::fs::read_to_string(&a.out)
-        .ok()
-        .and_then(|old| {
-            old.split_once(report::KEEP_MARKER)
-                .map(|(_, k)| k.to_string())
-        })
-        .unwrap_or_else(|| "\n".into());
-    let command = format!(
-        "cargo run --release -p clawgate-bench -- {}",
-        argv.join(" ")
-    );
+    let old = std::fs::read_to_string(&a.out).unwrap_or_default();
+    let kept = old
+        .split_once(report::KEEP_MARKER)
+        .map_or_else(|| "\n".into(), |(_, k)| k.to_string());
+    let command = command_line(argv);
+    let section = if a.no_paths {
+        paths::section_of(&old)
+    } else {
+        Some(run_paths(a, &list, &command))
+    };
     let text = report::render(
         &figs,
         &machine,
@@ -383,10 +448,9 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
         t0.elapsed().as_secs_f64(),
         &kept,
     );
-    clawgate_host::store::write_atomic(&a.out, text.as_bytes()).map_err(|e| BenchError::Io {
-        context: format!("write {}", a.out.display()),
-        source: e,
-    })?;
-    eprintln!("wrote {}", a.out.display());
-    Ok(())
+    let text = match section {
+        Some(section) => paths::splice(&text, &section),
+        None => text,
+    };
+    write_report(&a.out, &text)
 }
