@@ -45,8 +45,11 @@ Usage:
                      and RSS with N sessions streaming at once; prints a Markdown table)
   clawgate-bench bare-server --port P [--tick-ms MS] [--lifetime-secs S]
   clawgate-bench load --port P [--concurrency C] [--handshakes N] [--hold N [--ticks K]]
-                      (handshakes, then optionally N held connections watching K ticks,
-                      against a gateway already running with the bench token: for profiling)
+                      [--rtt SECS] [--bare]
+                      (handshakes, then optionally C connections doing closed-loop `health`
+                      round trips for SECS, then N held connections watching K ticks, against
+                      a gateway already running with the bench token, or a bare-server with
+                      --bare; prints this process's CPU per operation: for profiling)
 
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --turns N       agent: sequential turns timed (default 50)
@@ -190,49 +193,104 @@ fn parse_bare(args: &[String]) -> Result<bare::BareOptions, BenchError> {
     Ok(o)
 }
 
-/// `load`: handshakes against a running gateway, printed; for profiling the server.
+/// What `load` does.
+struct LoadArgs {
+    port: u16,
+    concurrency: usize,
+    total: usize,
+    hold: usize,
+    ticks: usize,
+    rtt_secs: u64,
+    bare: bool,
+}
+
+/// `load`: handshakes (then round trips, then a hold) against a running server, printed with
+/// this process's CPU per operation; for profiling the server.
 fn load(args: &[String]) -> Result<(), BenchError> {
-    let (mut port, mut concurrency, mut total) = (0u16, 64usize, 20_000usize);
-    let (mut hold, mut ticks) = (0usize, 3usize);
+    let mut a = LoadArgs {
+        port: 0,
+        concurrency: 64,
+        total: 20_000,
+        hold: 0,
+        ticks: 3,
+        rtt_secs: 0,
+        bare: false,
+    };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
         use lexopt::Arg::Long;
         match arg {
-            Long("port") => port = value(&mut p, "--port")?,
-            Long("concurrency") => concurrency = value(&mut p, "--concurrency")?,
-            Long("handshakes") => total = value(&mut p, "--handshakes")?,
-            Long("hold") => hold = value(&mut p, "--hold")?,
-            Long("ticks") => ticks = value(&mut p, "--ticks")?,
+            Long("port") => a.port = value(&mut p, "--port")?,
+            Long("concurrency") => a.concurrency = value(&mut p, "--concurrency")?,
+            Long("handshakes") => a.total = value(&mut p, "--handshakes")?,
+            Long("hold") => a.hold = value(&mut p, "--hold")?,
+            Long("ticks") => a.ticks = value(&mut p, "--ticks")?,
+            Long("rtt") => a.rtt_secs = value(&mut p, "--rtt")?,
+            Long("bare") => a.bare = true,
             other => return Err(BenchError::Usage(other.unexpected().to_string())),
         }
     }
-    if port == 0 {
+    if a.port == 0 {
         return Err(BenchError::Usage("load needs --port".into()));
     }
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let host = addr.to_string();
+    let host = std::net::SocketAddr::from(([127, 0, 0, 1], a.port)).to_string();
     let mut n = 0u64;
-    let mut dial = || {
-        n += 1;
-        run::gateway_wire(&host, n)
+    if a.bare {
+        load_with(&a, || {
+            n += 1;
+            wire::BareWire::new(&host, scenario::ws_key(n))
+        })
+    } else {
+        load_with(&a, || {
+            n += 1;
+            run::gateway_wire(&host, n)
+        })
+    }
+}
+
+fn load_with<W: wire::Wire>(a: &LoadArgs, mut dial: impl FnMut() -> W) -> Result<(), BenchError> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], a.port));
+    let me = std::process::id();
+    let per_op = |cpu0: u64, ops: usize| {
+        (procs::own_cpu_ns(me) - cpu0) as f64 / 1e3 / ops.max(1) as f64
     };
+    let cpu0 = procs::own_cpu_ns(me);
     let h = scenario::handshake::run(
         addr,
         &mut dial,
-        total,
-        concurrency,
+        a.total,
+        a.concurrency,
         Duration::from_secs(120),
     )?;
     println!(
-        "{} handshakes, {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, {} failed",
-        h.latency.n, h.per_sec, h.latency.p50, h.latency.p99, h.failures
+        "{} handshakes, {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, {} failed; load generator CPU {:.1} µs per handshake",
+        h.latency.n,
+        h.per_sec,
+        h.latency.p50,
+        h.latency.p99,
+        h.failures,
+        per_op(cpu0, h.latency.n)
     );
-    if hold > 0 {
+    if a.rtt_secs > 0 {
+        let cpu0 = procs::own_cpu_ns(me);
+        let limit = Duration::from_secs(a.rtt_secs);
+        let r = scenario::rtt::run(addr, &mut dial, a.concurrency, limit, usize::MAX)?;
+        println!(
+            "{} round trips on {} connections, {:.0}/s, p50 {:.0} µs, p99 {:.0} µs; load generator CPU {:.2} µs per round trip",
+            r.latency.n,
+            a.concurrency,
+            r.per_sec,
+            r.latency.p50,
+            r.latency.p99,
+            per_op(cpu0, r.latency.n)
+        );
+    }
+    if a.hold > 0 {
         let mut held = scenario::hold::Held::new(addr)?;
-        held.grow_to(&mut dial, hold, Duration::from_secs(300))?;
+        held.grow_to(&mut dial, a.hold, Duration::from_secs(300))?;
         let tick = Duration::from_millis(procs::TICK_MS);
-        let f = held.fanout(ticks, tick)?;
-        println!("{hold} held; tick spreads, ms: {:?}", f.spreads_ms);
+        let f = held.fanout(a.ticks, tick)?;
+        println!("{} held; tick spreads, ms: {:?}", a.hold, f.spreads_ms);
     }
     Ok(())
 }

@@ -115,6 +115,32 @@ fn write_until_blocked(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> 
     Ok(sent)
 }
 
+/// What a socket's readiness says about the bytes waiting in it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readable {
+    /// Nothing to read.
+    No,
+    /// New bytes arrived (an edge): a read that does not fill the buffer has taken every
+    /// byte there was, and bytes arriving after it raise a new edge, so the loop need not
+    /// read again to see `WouldBlock` (one `recvfrom` per request instead of two).
+    Arrived,
+    /// Read until `WouldBlock`: the peer's EOF or an error was reported (it raises no edge
+    /// of its own), or an earlier turn stopped reading before the end.
+    UntilBlocked,
+}
+
+impl Readable {
+    fn of(event: &mio::event::Event) -> Self {
+        if event.is_read_closed() || event.is_error() {
+            Readable::UntilBlocked
+        } else if event.is_readable() {
+            Readable::Arrived
+        } else {
+            Readable::No
+        }
+    }
+}
+
 /// What happened to a socket that was read.
 enum ReadOutcome {
     /// Nothing more to read now.
@@ -213,13 +239,16 @@ impl EventLoop {
             if gw.is_draining() && self.wind_down(now, host) {
                 return Ok(());
             }
-            let timeout = self.next_wake().saturating_duration_since(now);
+            // Log lines are written in batches: wake to write them if nothing else comes.
+            let wake = match host.flush_log_due(now) {
+                Some(due) => due.min(self.next_wake()),
+                None => self.next_wake(),
+            };
             let timeout = if self.again.is_empty() && !self.accept_again {
-                timeout
+                wake.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
-            host.flush_log();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -243,13 +272,13 @@ impl EventLoop {
                         host,
                         now,
                         token,
-                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                        Readable::of(event),
                         event.is_writable(),
                     ),
                 }
             }
             for token in std::mem::take(&mut self.again) {
-                self.socket_ready(gw, host, now, token, true, false);
+                self.socket_ready(gw, host, now, token, Readable::UntilBlocked, false);
             }
             let paused = self.accept_paused_until.is_some_and(|t| now < t);
             if (self.accept_again || self.accept_paused_until.is_some()) && !paused {
@@ -384,10 +413,10 @@ impl EventLoop {
         }
     }
 
+    /// Close the socket. Closing its (only) descriptor takes it out of the poll: no
+    /// `epoll_ctl` per connection for that.
     fn drop_socket(&mut self, token: Token) {
-        if let Some(mut s) = self.sockets.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut s.stream);
-        }
+        self.sockets.remove(&token);
     }
 
     fn update_interest(&mut self, token: Token) {
@@ -431,7 +460,13 @@ impl EventLoop {
                 note(host, level, message);
             }
             let _ = stream.set_nodelay(true);
-            let local = stream.local_addr().unwrap_or(self.local_addr);
+            // A listener bound to one address accepts on that address only: ask the kernel
+            // only when it is bound to all of them.
+            let local = if self.local_addr.ip().is_unspecified() {
+                stream.local_addr().unwrap_or(self.local_addr)
+            } else {
+                self.local_addr
+            };
             let conn = gw.accept(now, peer, local);
             let token = token_of(conn);
             if self
@@ -464,7 +499,7 @@ impl EventLoop {
         host: &mut H,
         now: Instant,
         token: Token,
-        readable: bool,
+        readable: Readable,
         writable: bool,
     ) {
         let Some(s) = self.sockets.get_mut(&token) else {
@@ -494,8 +529,8 @@ impl EventLoop {
                 }
             }
         }
-        if readable {
-            match self.read(gw, host, now, token) {
+        if readable != Readable::No {
+            match self.read(gw, host, now, token, readable) {
                 ReadOutcome::Drained => {}
                 ReadOutcome::Budget => self.again.push(token),
                 ReadOutcome::Paused => {
@@ -520,6 +555,7 @@ impl EventLoop {
         host: &mut H,
         now: Instant,
         token: Token,
+        readable: Readable,
     ) -> ReadOutcome {
         for _ in 0..READS_PER_WAKE {
             let Some(s) = self.sockets.get_mut(&token) else {
@@ -552,6 +588,9 @@ impl EventLoop {
                         self.read_buf.get(..n).unwrap_or_default(),
                     );
                     self.drain(gw, host, now);
+                    if readable == Readable::Arrived && n < self.read_buf.len() {
+                        return ReadOutcome::Drained;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
