@@ -112,7 +112,8 @@ impl AuthMethod {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) role: Role,
-    pub(crate) scopes: Vec<String>,
+    /// Shared, so a request borrows them for its whole call for a reference count.
+    pub(crate) scopes: std::sync::Arc<[String]>,
     pub(crate) client: ClientInfo,
     pub(crate) conn_uuid: String,
     pub(crate) device_id: Option<String>,
