@@ -251,9 +251,8 @@ fn load(args: &[String]) -> Result<(), BenchError> {
 fn load_with<W: wire::Wire>(a: &LoadArgs, mut dial: impl FnMut() -> W) -> Result<(), BenchError> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], a.port));
     let me = std::process::id();
-    let per_op = |cpu0: u64, ops: usize| {
-        (procs::own_cpu_ns(me) - cpu0) as f64 / 1e3 / ops.max(1) as f64
-    };
+    let per_op =
+        |cpu0: u64, ops: usize| (procs::own_cpu_ns(me) - cpu0) as f64 / 1e3 / ops.max(1) as f64;
     let cpu0 = procs::own_cpu_ns(me);
     let h = scenario::handshake::run(
         addr,

@@ -98,7 +98,12 @@ impl Server {
         Self::start(name, launch, extra, true)
     }
 
-    fn start(name: &str, launch: &Launch, extra: &Value, channels: bool) -> Result<Self, BenchError> {
+    fn start(
+        name: &str,
+        launch: &Launch,
+        extra: &Value,
+        channels: bool,
+    ) -> Result<Self, BenchError> {
         let port = free_port()?;
         let dir = temp_dir(name)?;
         let mut cmd = command(launch, port, &dir, extra)?;
@@ -267,7 +272,11 @@ fn cpu_ns(pid: u32) -> u64 {
 fn ctx_switches(pid: u32) -> u64 {
     tree(pid)
         .into_iter()
-        .flat_map(|p| fs::read_dir(format!("/proc/{p}/task")).into_iter().flatten())
+        .flat_map(|p| {
+            fs::read_dir(format!("/proc/{p}/task"))
+                .into_iter()
+                .flatten()
+        })
         .flatten()
         .map(|t| {
             let status = fs::read_to_string(t.path().join("status")).unwrap_or_default();

@@ -234,7 +234,12 @@ impl Writer {
                 batch += c.len();
                 chunk = self.queue.try_recv().ok();
             }
-            if self.events.send(Event::Written(self.id, batch)).await.is_err() {
+            if self
+                .events
+                .send(Event::Written(self.id, batch))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -68,7 +68,13 @@ fn turns(
     let mut seen: HashMap<usize, (usize, usize, usize)> = HashMap::new();
     for i in 0..turns {
         let run = format!("bench-watch-{tag}-{i}");
-        send(pool, sender, "agent:main:bench-watch", "stream please", &run);
+        send(
+            pool,
+            sender,
+            "agent:main:bench-watch",
+            "stream please",
+            &run,
+        );
         let deadline = Instant::now() + TURN_LIMIT;
         loop {
             let a = feed.next(pool, deadline, "a watched turn's final")?;
