@@ -268,9 +268,8 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             let output = self.gw.poll_output();
             match absorb(self.host, &mut self.gw, now, output) {
                 Some(Output::Transmit { conn, data }) => {
-                    let written = self.sockets.get(&conn).map_or(0, |s| s.send(data));
-                    if written > 0 {
-                        self.gw.handle_written(now, conn, written);
+                    if let Some(socket) = self.sockets.get(&conn) {
+                        socket.send(data);
                     }
                 }
                 Some(Output::Discard { conn }) => {

@@ -1,17 +1,12 @@
 //! The two tasks of one socket and the driver's handle on them: a reader that hands each chunk
 //! it reads to the driver and waits for a permit before reading the next (so a flood waits in
-//! the socket while the core works through what it has), and a writer for what the socket
-//! could not take at once. The driver writes a frame straight to the socket when nothing is
-//! waiting for it (no task wake-up, no channel hop: a broadcast to 10,000 sockets is 10,000
-//! `write`s from the driver, as in the mio shell) and hands the writer only the rest; the
-//! writer reports what it wrote once per batch of chunks. When the core closes the
-//! connection, the handle's [`Socket::close`] lets the writer flush and half-close, and
-//! releases the socket as soon as both tasks are done (the peer's EOF seen), or after the
-//! close grace at most.
+//! the socket while the core works through what it has), and a writer that writes what the
+//! core transmits and reports how much went out. When the core closes the connection, the
+//! handle's [`Socket::close`] lets the writer flush and half-close, and releases the socket
+//! as soon as both tasks are done (the peer's EOF seen), or after the close grace at most.
 
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clawgate_core::ConnId;
 use clawgate_host::sockets::CLOSE_GRACE;
@@ -37,11 +32,6 @@ pub(crate) struct Socket {
     /// Chunks for the writer; a clone of its receiving end, to discard them.
     queue: Sender<Vec<u8>>,
     queued: Receiver<Vec<u8>>,
-    /// Bytes handed to the writer and not yet written by it: while any are, new bytes go
-    /// behind them; when none are, the driver writes straight to the socket.
-    backlog: Arc<AtomicUsize>,
-    /// The socket, for the driver's own writes.
-    direct: Arc<Async<std::net::TcpStream>>,
     /// One permit lets the reader read one more chunk.
     permits: Sender<()>,
     /// Closes when both tasks have ended.
@@ -66,49 +56,23 @@ impl Socket {
             _all: all.clone(),
             _own: own,
         });
-        let backlog = Arc::new(AtomicUsize::new(0));
         let reader = read_side(id, stream.clone(), events.clone(), permitted, alive.clone());
-        let writer = Writer {
-            id,
-            stream: stream.clone(),
-            queue: queued.clone(),
-            backlog: backlog.clone(),
-            events,
-            _alive: alive,
-        };
+        let writer = write_side(id, stream.clone(), queued.clone(), events, alive);
         ex.spawn(reader).detach();
-        ex.spawn(writer.run()).detach();
+        ex.spawn(writer).detach();
         Self {
             queue,
             queued,
-            backlog,
-            direct: stream.clone().into(),
             permits,
             ended,
             stream,
         }
     }
 
-    /// Send `data` after whatever is waiting: written at once when nothing is (as much as the
-    /// socket takes), the rest handed to the writer, which reports it when written. Returns the
-    /// bytes written here.
-    pub(crate) fn send(&self, data: Vec<u8>) -> usize {
-        let written = if self.backlog.load(Ordering::Acquire) == 0 {
-            write_now(&self.direct, &data)
-        } else {
-            0
-        };
-        if written < data.len() {
-            let rest = if written == 0 {
-                data
-            } else {
-                data.get(written..).unwrap_or_default().to_vec()
-            };
-            self.backlog.fetch_add(rest.len(), Ordering::AcqRel);
-            // Unbounded: the core caps each connection's unsent bytes and all of them together.
-            let _ = self.queue.try_send(rest);
-        }
-        written
+    /// Queue bytes for the writer.
+    pub(crate) fn send(&self, data: Vec<u8>) {
+        // Unbounded: the core caps each connection's unsent bytes and all of them together.
+        let _ = self.queue.try_send(data);
     }
 
     /// Let the reader read its next chunk.
@@ -118,9 +82,7 @@ impl Socket {
 
     /// Throw away the chunks the writer has not started on.
     pub(crate) fn discard(&self) {
-        while let Ok(chunk) = self.queued.try_recv() {
-            self.backlog.fetch_sub(chunk.len(), Ordering::AcqRel);
-        }
+        while self.queued.try_recv().is_ok() {}
     }
 
     /// The core closed the connection: the writer flushes and half-closes, the reader reads
@@ -188,62 +150,27 @@ async fn read_side(
     }
 }
 
-/// Write `data` to the non-blocking socket until it is all written or the socket is full; the
-/// bytes written. An error writes nothing more here: the writer meets it again on the rest and
-/// reports the end.
-fn write_now(stream: &Async<std::net::TcpStream>, data: &[u8]) -> usize {
-    let mut sent = 0;
-    while sent < data.len() {
-        match (&*stream.get_ref()).write(data.get(sent..).unwrap_or_default()) {
-            Ok(0) => break,
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    sent
-}
-
-/// The task that writes what the socket could not take at once.
-struct Writer {
+/// Write every queued chunk in order, reporting each to the driver. When the driver drops
+/// the queue (the core closed the connection), the rest is flushed and the write half shut,
+/// so the peer sees the close frame and then EOF.
+async fn write_side(
     id: ConnId,
-    stream: TcpStream,
+    mut stream: TcpStream,
     queue: Receiver<Vec<u8>>,
-    backlog: Arc<AtomicUsize>,
     events: Sender<Event>,
     _alive: Arc<Alive>,
-}
-
-impl Writer {
-    /// Write every queued chunk in order; after each batch (what was queued when it woke),
-    /// report the bytes to the driver once. When the driver drops the queue (the core closed
-    /// the connection), the rest is flushed and the write half shut, so the peer sees the
-    /// close frame and then EOF.
-    async fn run(mut self) {
-        while let Ok(first) = self.queue.recv().await {
-            let mut chunk = Some(first);
-            let mut batch = 0;
-            while let Some(c) = chunk.take() {
-                if self.stream.write_all(&c).await.is_err() {
-                    // Report the end here too: the reader may be waiting for a permit.
-                    let _ = self.stream.shutdown(Shutdown::Both);
-                    let _ = self.events.send(Event::Eof(self.id)).await;
-                    return;
-                }
-                self.backlog.fetch_sub(c.len(), Ordering::AcqRel);
-                batch += c.len();
-                chunk = self.queue.try_recv().ok();
-            }
-            if self
-                .events
-                .send(Event::Written(self.id, batch))
-                .await
-                .is_err()
-            {
-                return;
-            }
+) {
+    while let Ok(chunk) = queue.recv().await {
+        if stream.write_all(&chunk).await.is_err() {
+            // Report the end here too: the reader may be waiting for a permit, not reading.
+            let _ = stream.shutdown(Shutdown::Both);
+            let _ = events.send(Event::Eof(id)).await;
+            return;
         }
-        let _ = self.stream.flush().await;
-        let _ = self.stream.shutdown(Shutdown::Write);
+        if events.send(Event::Written(id, chunk.len())).await.is_err() {
+            return;
+        }
     }
+    let _ = stream.flush().await;
+    let _ = stream.shutdown(Shutdown::Write);
 }
