@@ -85,6 +85,7 @@ const REGISTRY: &[MethodSpec] = &[
     method!("status", Read, Gateway::status),
     method!("system-presence", Read, Gateway::system_presence),
     method!("last-heartbeat", Read, Gateway::last_heartbeat),
+    method!("gateway.identity.get", Read, Gateway::gateway_identity_get),
     method!("config.get", Read, Gateway::config_get),
     method!("logs.tail", Read, Gateway::logs_tail),
     method!("node.list", Read, Gateway::node_list_method),
