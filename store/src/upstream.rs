@@ -129,9 +129,7 @@ pub fn read_upstream(state_dir: &Path) -> Result<Option<Upstream>, UpstreamError
         path: path.clone(),
         what,
     };
-    let pairing = upstream_rows::pairing(&tx)
-        .map_err(e)?
-        .map_err(row)?;
+    let pairing = upstream_rows::pairing(&tx).map_err(e)?.map_err(row)?;
     let approvals = upstream_rows::approvals(&tx).map_err(e)?;
     let identity = upstream_rows::identity(&tx).map_err(e)?.map_err(row)?;
     tx.finish().map_err(e)?;
@@ -166,12 +164,9 @@ impl Db {
         merged.pending.append(&mut current.pending);
         let mut changes = diff(&PairingStore::default(), &merged, false);
         let known = self.approval_keys()?;
-        changes.extend(
-            up.approvals
-                .iter()
-                .map(Approval::stored)
-                .filter(|c| !matches!(c, StoreChange::PutChannelRow { key, .. } if known.contains(key))),
-        );
+        changes.extend(up.approvals.iter().map(Approval::stored).filter(
+            |c| !matches!(c, StoreChange::PutChannelRow { key, .. } if known.contains(key)),
+        ));
         let from = up.path.display().to_string();
         let identity = up.identity.as_ref();
         self.commit(&changes, |tx| {

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use clawgate_core::channels::pairing::Approval;
 use clawgate_core::device::{DeviceKey, b64url, decode_private_key_pem, decode_public_key};
 use clawgate_core::pairing::{
-    DeviceMeta, DeviceToken, NodeApproval, PairedDevice, PairingStore, PendingKind,
-    PendingRequest, STORE_VERSION,
+    DeviceMeta, DeviceToken, NodeApproval, PairedDevice, PairingStore, PendingKind, PendingRequest,
+    STORE_VERSION,
 };
 use rusqlite::{OptionalExtension, Row, Transaction};
 use serde_json::Value;
@@ -213,9 +213,7 @@ fn roles(role: Option<String>, roles_json: Option<&Value>) -> Vec<String> {
 }
 
 /// One `device_pairing_paired` row: the device, and its pending node approval if any.
-fn paired(
-    r: &Row<'_>,
-) -> rusqlite::Result<Result<(PairedDevice, Option<PendingRequest>), BadRow>> {
+fn paired(r: &Row<'_>) -> rusqlite::Result<Result<(PairedDevice, Option<PendingRequest>), BadRow>> {
     let device_id: String = r.get(0)?;
     let mut cols = BTreeMap::new();
     for (i, name) in [
