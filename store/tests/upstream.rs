@@ -34,11 +34,21 @@ fn devices_nodes_tokens_requests_approvals_and_identity_come_over() {
     assert_eq!(up.schema_version, UPSTREAM_SCHEMA);
     let op = &up.pairing.devices[OPERATOR_ID];
     assert_eq!(op.roles, ["operator"]);
-    assert_eq!(op.scopes, ["operator.read", "operator.write"], "approved scopes");
+    assert_eq!(
+        op.scopes,
+        ["operator.read", "operator.write"],
+        "approved scopes"
+    );
     assert_eq!(op.tokens["operator"].token, OPERATOR_TOKEN);
     assert_eq!(op.tokens["operator"].issued_at_ms, 1_700_000_000_100);
-    assert!(!op.tokens.contains_key("node"), "a revoked token stays behind");
-    assert_eq!((op.created_at_ms, op.approved_at_ms), (1_700_000_000_010, 1_700_000_000_020));
+    assert!(
+        !op.tokens.contains_key("node"),
+        "a revoked token stays behind"
+    );
+    assert_eq!(
+        (op.created_at_ms, op.approved_at_ms),
+        (1_700_000_000_010, 1_700_000_000_020)
+    );
     assert_eq!(op.meta.display_name.as_deref(), Some("laptop"));
     let node = &up.pairing.devices[NODE_ID];
     assert_eq!(node.tokens["node"].token, NODE_TOKEN);
@@ -48,14 +58,20 @@ fn devices_nodes_tokens_requests_approvals_and_identity_come_over() {
     assert_eq!(node.meta.version, "2026.9.6");
     let asked = &up.pairing.pending[NODE_REQUEST];
     assert_eq!(asked.kind, PendingKind::Node);
-    assert_eq!(asked.commands, ["system.which", "system.run", "browser.proxy"]);
+    assert_eq!(
+        asked.commands,
+        ["system.which", "system.run", "browser.proxy"]
+    );
     assert_eq!(asked.expires_at_ms, 1_700_000_000_600 + 300_000);
     let request = &up.pairing.pending[DEVICE_REQUEST];
     assert_eq!(request.kind, PendingKind::Device);
     assert_eq!(request.scopes, ["operator.read"]);
     assert_eq!(request.remote_ip.as_deref(), Some("10.0.0.9"));
     assert_eq!(up.approvals.len(), 1);
-    assert_eq!(up.approvals[0].sender_id, "4242", "upstream's tg: prefix is dropped");
+    assert_eq!(
+        up.approvals[0].sender_id, "4242",
+        "upstream's tg: prefix is dropped"
+    );
     let identity = up.identity.clone().expect("identity");
     assert_eq!(identity.seed, IDENTITY_SEED);
     assert_eq!(identity.created_at_ms, 1_700_000_000_000);
@@ -93,7 +109,10 @@ fn a_newer_schema_is_refused_with_its_path() {
         matches!(err, UpstreamError::TooNew { found, .. } if found == UPSTREAM_SCHEMA + 1),
         "{err}"
     );
-    assert!(err.to_string().contains(&upstream_db::path(dir.path()).display().to_string()));
+    assert!(
+        err.to_string()
+            .contains(&upstream_db::path(dir.path()).display().to_string())
+    );
 }
 
 #[test]
@@ -101,12 +120,22 @@ fn a_corrupt_file_is_reported_with_its_path() {
     let dir = TempDir::new("upstream-corrupt");
     let path = upstream_db::path(dir.path());
     fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(&path, b"this is not a database, not even close to one.........".repeat(100))
-        .unwrap();
+    fs::write(
+        &path,
+        b"this is not a database, not even close to one.........".repeat(100),
+    )
+    .unwrap();
     let err = read_upstream(dir.path()).unwrap_err();
     assert!(matches!(err, UpstreamError::Sqlite { .. }), "{err}");
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
-    assert!(read_upstream(&dir.path().join("elsewhere")).unwrap().is_none());
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        read_upstream(&dir.path().join("elsewhere"))
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -123,7 +152,10 @@ fn a_locked_database_is_reported_after_a_short_wait() {
     let err = read_upstream(dir.path()).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(err.to_string().contains("locked"), "{err}");
-    assert!(err.to_string().contains(&upstream_db::path(dir.path()).display().to_string()));
+    assert!(
+        err.to_string()
+            .contains(&upstream_db::path(dir.path()).display().to_string())
+    );
     holder.execute_batch("ROLLBACK").unwrap();
     assert!(read_upstream(dir.path()).unwrap().is_some());
 }

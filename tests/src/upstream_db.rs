@@ -138,7 +138,13 @@ pub fn create(state_dir: &Path, schema_version: u32) -> Connection {
            approved_at_ms)
          VALUES (?1, ?2, 'vm', 'linux', 'Linux', 'node-host', 'node', 'node', '[\"node\"]', '[]',
            ?3, 'silent', ?4, ?5, 1700000000030, 1700000000040)",
-        params![NODE_ID, b64url(&[2; 32]), node_tokens, surface, pending_surface],
+        params![
+            NODE_ID,
+            b64url(&[2; 32]),
+            node_tokens,
+            surface,
+            pending_surface
+        ],
     )
     .expect("node");
     conn.execute(
