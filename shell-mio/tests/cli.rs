@@ -864,8 +864,7 @@ fn import_upstream_dry_run_writes_nothing_then_imports() {
         "upstream's files are only read"
     );
 
-    // The imported operator connects with its device token (and its key, which the
-    // synthetic database does not have: here the token alone is checked by listing it).
+    // A gateway started on the same state directory has the imported devices.
     let port = free_port();
     let _gw = gateway(&dir, port, &[], &[]);
     let list = run(

@@ -145,13 +145,7 @@ pub fn read_upstream(state_dir: &Path) -> Result<Option<Upstream>, UpstreamError
 impl Db {
     /// Whether an upstream import was committed before (by the start-up or on demand).
     pub fn upstream_imported(&self) -> Result<bool, DbError> {
-        self.conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?1)",
-                [MARKER],
-                |r| r.get(0),
-            )
-            .map_err(|e| sqlite(&self.path, e))
+        self.has_meta(MARKER)
     }
 
     /// Commit what `up` holds, with the marker, in one transaction. Devices, requests and
