@@ -58,27 +58,8 @@ pub fn path(state_dir: &Path) -> PathBuf {
 fn pem(label: &str, prefix: &[u8], key: &[u8]) -> String {
     let mut der = prefix.to_vec();
     der.extend_from_slice(key);
-    let body = base64_std(&der);
+    let body = data_encoding::BASE64.encode(&der);
     format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
-}
-
-fn base64_std(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(A[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Create the database in `state_dir` with `schema_version` in `schema_meta` and the rows

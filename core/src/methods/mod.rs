@@ -85,7 +85,6 @@ const REGISTRY: &[MethodSpec] = &[
     method!("status", Read, Gateway::status),
     method!("system-presence", Read, Gateway::system_presence),
     method!("last-heartbeat", Read, Gateway::last_heartbeat),
-    method!("gateway.identity.get", Read, Gateway::gateway_identity_get),
     method!("config.get", Read, Gateway::config_get),
     method!("logs.tail", Read, Gateway::logs_tail),
     method!("node.list", Read, Gateway::node_list_method),
@@ -157,6 +156,7 @@ const REGISTRY: &[MethodSpec] = &[
         Gateway::channels_pairing_dismiss
     ),
     method!("send", Write, Gateway::send_method),
+    method!("gateway.identity.get", Read, Gateway::gateway_identity_get),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -350,6 +350,7 @@ mod tests {
             "channels.pairing.approve",
             "channels.pairing.dismiss",
             "send",
+            "gateway.identity.get",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
