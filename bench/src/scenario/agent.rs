@@ -249,6 +249,19 @@ fn concurrent(server: &Server, sessions: usize) -> Result<(u64, Duration), Bench
     Ok((peak, elapsed))
 }
 
+/// Wait (up to 120 s) until `server` answers an operator's handshake.
+pub(crate) fn await_ready(server: &mut Server) -> Result<(), BenchError> {
+    let addr = server.addr;
+    let mut n = 1u64;
+    let mut dial = || {
+        n += 1;
+        operator(addr, n)
+    };
+    let limit = Duration::from_secs(120);
+    super::ready::time_to_ready(server, &mut dial, limit, Duration::from_millis(20))?;
+    Ok(())
+}
+
 /// Everything [`AgentFigures`] holds, for the gateway `launch` starts.
 pub fn measure(
     name: &str,
@@ -259,13 +272,7 @@ pub fn measure(
     let model = fake_model();
     let mut server = Server::spawn_with(name, launch, &config(&model, sessions))?;
     let addr = server.addr;
-    let mut n = 1u64;
-    let mut dial = || {
-        n += 1;
-        operator(addr, n)
-    };
-    let limit = Duration::from_secs(120);
-    super::ready::time_to_ready(&mut server, &mut dial, limit, Duration::from_millis(20))?;
+    await_ready(&mut server)?;
     // One warm-up turn (upstream prepares its workspace on the first).
     latency(addr, &model, "warm-up", 1)?;
     let (first_delta, last_to_final, turn) = latency(addr, &model, "latency", turns)?;

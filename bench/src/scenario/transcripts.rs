@@ -120,17 +120,7 @@ pub fn measure(
     let config = super::channels::config(&model, &tg, plan.sessions);
     let mut server = Server::spawn_channels(name, launch, &config)?;
     let addr = server.addr;
-    let mut n = 1u64;
-    let mut dial = || {
-        n += 1;
-        super::agent::operator(addr, n)
-    };
-    super::ready::time_to_ready(
-        &mut server,
-        &mut dial,
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-    )?;
+    super::agent::await_ready(&mut server)?;
     let deadline = Instant::now() + plan.limit;
     let (mut pool, mut feed, key) = connect(addr)?;
     seed(&mut pool, &mut feed, key, plan.sessions, deadline)?;

@@ -130,17 +130,7 @@ pub fn measure(
     });
     let mut server = Server::spawn_with(name, launch, &config(&model, 4))?;
     let addr = server.addr;
-    let mut n = 1u64;
-    let mut dial = || {
-        n += 1;
-        operator(addr, n)
-    };
-    super::ready::time_to_ready(
-        &mut server,
-        &mut dial,
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-    )?;
+    super::agent::await_ready(&mut server)?;
     let (mut pool, mut feed, sender) = super::agent::connect(addr)?;
     // Warm-up (upstream prepares its workspace on the first turn).
     turns(&mut pool, &mut feed, sender, "warm-up", 1)?;
