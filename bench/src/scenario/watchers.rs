@@ -15,7 +15,7 @@ use crate::error::BenchError;
 use crate::feed::Feed;
 use crate::pool::Pool;
 use crate::procs::{Launch, Server, TOKEN};
-use crate::scenario::agent::{chat_state, config, failed, operator, send};
+use crate::scenario::agent::{chat_state, config, failed, send};
 use crate::wire::{GatewayWire, Note};
 
 /// Text parts of each answer, and the pause before each (long enough that the gateway's
