@@ -117,10 +117,13 @@ pub fn measure(t: &Target, plan: &PathPlan) -> PathFigures {
     }
 }
 
+/// How a row reads its value from one gateway's figures.
+type Getter = Box<dyn Fn(&PathFigures) -> Option<f64>>;
+
 /// One row: label, the value from one gateway's figures, decimals, the goal for mio.
 struct Row {
     label: String,
-    get: Box<dyn Fn(&PathFigures) -> Option<f64>>,
+    get: Getter,
     decimals: usize,
     goal: &'static str,
 }

@@ -115,32 +115,6 @@ fn write_until_blocked(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> 
     Ok(sent)
 }
 
-/// What a socket's readiness says about the bytes waiting in it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Readable {
-    /// Nothing to read.
-    No,
-    /// New bytes arrived (an edge): a read that does not fill the buffer has taken every
-    /// byte there was, and bytes arriving after it raise a new edge, so the loop need not
-    /// read again to see `WouldBlock` (one `recvfrom` per request instead of two).
-    Arrived,
-    /// Read until `WouldBlock`: the peer's EOF or an error was reported (it raises no edge
-    /// of its own), or an earlier turn stopped reading before the end.
-    UntilBlocked,
-}
-
-impl Readable {
-    fn of(event: &mio::event::Event) -> Self {
-        if event.is_read_closed() || event.is_error() {
-            Readable::UntilBlocked
-        } else if event.is_readable() {
-            Readable::Arrived
-        } else {
-            Readable::No
-        }
-    }
-}
-
 /// What happened to a socket that was read.
 enum ReadOutcome {
     /// Nothing more to read now.
@@ -272,13 +246,13 @@ impl EventLoop {
                         host,
                         now,
                         token,
-                        Readable::of(event),
+                        event.is_readable() || event.is_read_closed() || event.is_error(),
                         event.is_writable(),
                     ),
                 }
             }
             for token in std::mem::take(&mut self.again) {
-                self.socket_ready(gw, host, now, token, Readable::UntilBlocked, false);
+                self.socket_ready(gw, host, now, token, true, false);
             }
             let paused = self.accept_paused_until.is_some_and(|t| now < t);
             if (self.accept_again || self.accept_paused_until.is_some()) && !paused {
@@ -499,7 +473,7 @@ impl EventLoop {
         host: &mut H,
         now: Instant,
         token: Token,
-        readable: Readable,
+        readable: bool,
         writable: bool,
     ) {
         let Some(s) = self.sockets.get_mut(&token) else {
@@ -529,8 +503,8 @@ impl EventLoop {
                 }
             }
         }
-        if readable != Readable::No {
-            match self.read(gw, host, now, token, readable) {
+        if readable {
+            match self.read(gw, host, now, token) {
                 ReadOutcome::Drained => {}
                 ReadOutcome::Budget => self.again.push(token),
                 ReadOutcome::Paused => {
@@ -555,7 +529,6 @@ impl EventLoop {
         host: &mut H,
         now: Instant,
         token: Token,
-        readable: Readable,
     ) -> ReadOutcome {
         for _ in 0..READS_PER_WAKE {
             let Some(s) = self.sockets.get_mut(&token) else {
@@ -588,9 +561,6 @@ impl EventLoop {
                         self.read_buf.get(..n).unwrap_or_default(),
                     );
                     self.drain(gw, host, now);
-                    if readable == Readable::Arrived && n < self.read_buf.len() {
-                        return ReadOutcome::Drained;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
