@@ -258,16 +258,16 @@ fn slow_consumers_against_the_budget(shell: Shell) {
     legit_gets_through(&gw, "after the storm");
 }
 
-/// The gateway-wide budget, configured small (2.4 MB) so four clients that never read pass
-/// it together though none passes it alone (each is answered until it holds its 1 MiB
-/// slow-consumer share): the biggest queue is cut as a slow consumer, 1008, until the rest
-/// fit; the others, once they read, get every answer and go on; a legitimate client gets
-/// through meanwhile; RSS during and after the storm stays near the idle figure.
+/// The gateway-wide budget, configured small (2.5 MB) so that three clients that never read
+/// pass it together though two do not (each is answered, past what the kernel buffers, until
+/// it holds its 1 MiB slow-consumer share): the biggest queue is cut as a slow consumer,
+/// 1008, and only it; the others, once they read, get every answer and go on; a legitimate
+/// client gets through meanwhile; RSS during and after the storm stays near the idle figure.
 fn budget_cuts_the_biggest(shell: Shell) {
-    const FLOODERS: usize = 4;
-    const REQUESTS: usize = 60;
+    const FLOODERS: usize = 3;
+    const REQUESTS: usize = 70;
     let _serial = one_at_a_time();
-    let budget = 2_500_000;
+    let budget: u64 = 2_500_000;
     let config = json!({"gateway": {"maxBufferedBytesTotal": budget}});
     let gw = Options::new().config(&config.to_string()).start(shell);
     let pid = gw.pid();
@@ -296,7 +296,7 @@ fn budget_cuts_the_biggest(shell: Shell) {
         settles(pid, Duration::from_secs(20)),
         "the gateway kept working for clients that do not read"
     );
-    legit_gets_through(&gw, "four slow consumers past the budget");
+    legit_gets_through(&gw, "three slow consumers past the budget");
     // Now they read: a cut one finds its close, the others every answer.
     let mut cut = 0;
     for (ws, ids) in flooders.iter_mut().zip(&sent) {
@@ -333,20 +333,19 @@ fn budget_cuts_the_biggest(shell: Shell) {
     drop(flooders);
     let Rss { idle, peak, after } = storm.end(
         shell,
-        "4 clients never read, `maxBufferedBytesTotal` 2.5 MB",
+        "3 clients never read, `maxBufferedBytesTotal` 2.5 MB",
         &format!("{cut} cut"),
     );
     let logged = gw
         .stderr()
         .matches("over gateway.maxBufferedBytesTotal")
         .count();
-    assert!(
-        (1..FLOODERS).contains(&cut),
-        "{cut} of {FLOODERS} flooders cut (the budget holds two or three of them)"
-    );
+    assert_eq!(cut, 1, "flooders cut (the budget holds two of them)");
     assert_eq!(logged, cut, "cuts logged vs. seen by the clients");
+    // At the peak the budget is queued besides answers being built; after it nothing is,
+    // and what the allocator keeps must stay under the budget.
     assert!(
-        peak <= idle + 32 * MIB && after <= idle + 16 * MIB,
+        peak <= idle + 4 * budget && after <= idle + budget,
         "RSS idle {idle}, peak {peak}, after {after}"
     );
 }
