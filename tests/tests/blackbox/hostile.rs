@@ -2,7 +2,9 @@
 //! slowloris heads, the pre-auth cap, a frame flood, connection churn, parallel wrong tokens,
 //! and the remote lockout behind a trusted proxy. Through each, a legitimate client still
 //! completes a handshake and a request within [`LEGIT`], and the gateway's memory and
-//! descriptors stay bounded.
+//! descriptors stay bounded. Each attack prints its RSS (idle, peak, after) as a row of
+//! BENCHMARKS.md's hostile-load table: run with `--nocapture` and keep the lines that start
+//! with `|` (`scripts/hostile-table.sh` does, on release builds).
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -155,7 +157,8 @@ impl Storm {
     }
 
     /// The attackers are gone: the figure half a second later, printed as a row of
-    /// BENCHMARKS.md's hostile-load table (`attack | shell | idle | peak | after | note`).
+    /// BENCHMARKS.md's hostile-load table (`attack | shell | idle | peak | after | note`),
+    /// and asserted to be back within [`AFTER_STORM`] of the idle figure.
     fn end(self, shell: Shell, attack: &str, note: &str) -> Rss {
         let peak = self.probe.peak();
         thread::sleep(Duration::from_millis(500));
@@ -171,11 +174,18 @@ impl Storm {
             mib(figures.peak),
             mib(figures.after)
         );
+        assert!(
+            figures.after <= figures.idle + AFTER_STORM,
+            "{shell:?} after {attack}: RSS {figures:?}"
+        );
         figures
     }
 }
 
 const MIB: u64 = 1024 * 1024;
+/// How far above its idle figure a gateway's RSS may stay once an attack is over (what the
+/// allocator keeps of the memory the attack made it use).
+const AFTER_STORM: u64 = 8 * MIB;
 /// The gateway-wide budget (`gateway.maxBufferedBytesTotal`'s default).
 const BUDGET: u64 = 64 * MIB;
 const SLOW_CLIENTS: usize = 20;
