@@ -169,7 +169,7 @@ impl Storm {
         };
         let mib = |b: u64| b as f64 / MIB as f64;
         eprintln!(
-            "| {attack} | {shell:?} | {:.1} | {:.1} | {:.1} | {note} |",
+            "\n| {attack} | {shell:?} | {:.1} | {:.1} | {:.1} | {note} |",
             mib(figures.idle),
             mib(figures.peak),
             mib(figures.after)
