@@ -190,7 +190,7 @@ const AFTER_STORM: u64 = 8 * MIB;
 const BUDGET: u64 = 64 * MIB;
 const SLOW_CLIENTS: usize = 20;
 
-/// Twenty authenticated clients ask for `logs.tail` (the whole ring, ~100 KB) in a loop and
+/// Twenty authenticated clients ask for `logs.tail` (the whole ring, ~75 KB) in a loop and
 /// never read (the attack of issue 21): the gateway stops answering each once it holds its
 /// slow-consumer share, its RSS stays under the budget plus its idle figure (the twenty
 /// sessions open and quiet), and a legitimate client gets through meanwhile.
@@ -253,7 +253,7 @@ fn slow_consumers_against_the_budget(shell: Shell) {
     let cut = gw.stderr().matches("slow consumer").count();
     let Rss { idle, peak, .. } = storm.end(
         shell,
-        "20 clients loop `logs.tail` (~100 KB) and never read",
+        "20 clients loop `logs.tail` (~75 KB) and never read",
         &format!("{cut} cut"),
     );
     assert!(
