@@ -145,6 +145,8 @@ pub(crate) struct Ws {
     pub(crate) origin: Option<String>,
     /// The `Host` the upgrade was sent to (a same-origin page's `Origin` names it).
     pub(crate) host: Option<String>,
+    /// The upgrade's `x-openclaw-scopes` header: admitted scopes are capped to it.
+    pub(crate) scope_cap: Option<String>,
     pub(crate) phase: Phase,
 }
 

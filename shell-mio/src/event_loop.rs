@@ -491,7 +491,12 @@ impl EventLoop {
                         let _ = s.stream.shutdown(Shutdown::Write);
                     }
                 }
-                Ok(n) => gw.handle_written(now, conn_of(token), n),
+                Ok(n) => {
+                    // A stalled connection that caught up is due another turn: take the
+                    // core's new deadline now, not at whatever wakes the loop next.
+                    gw.handle_written(now, conn_of(token), n);
+                    self.drain(gw, host, now);
+                }
                 Err(_) if closing => {
                     self.drop_socket(token);
                     return;
