@@ -41,10 +41,13 @@ pub struct Call {
     pub body: Value,
 }
 
+/// A scripted REST answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Value);
+
 #[derive(Default)]
 struct State {
     calls: Vec<Call>,
-    failures: HashMap<String, VecDeque<(u16, Vec<(String, String)>, Value)>>,
+    failures: HashMap<String, VecDeque<Answer>>,
     /// Every Identify's token.
     identifies: Vec<String>,
     /// Every Resume: session id and sequence.
@@ -323,8 +326,6 @@ fn serve(conn: TcpStream, shared: &Shared) {
         }
     }
 }
-
-type Answer = (u16, Vec<(String, String)>, Value);
 
 fn rest(shared: &Shared, req: &RecordedRequest) -> Answer {
     let path = req
