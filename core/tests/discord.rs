@@ -106,6 +106,15 @@ fn admin(p: &mut Sim) -> ConnId {
     id
 }
 
+/// The account's `lastError`, once `channels.status` shows it stopped.
+fn stopped_error(p: &mut Sim) -> String {
+    let op = admin(p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let account = &status["channelAccounts"]["discord"][0];
+    assert_eq!(account["running"], false, "{account}");
+    account["lastError"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn heartbeats_carry_the_sequence_and_a_missed_ack_resumes() {
     let (mut p, socket) = ready();
@@ -164,11 +173,7 @@ fn a_4004_close_stops_the_account_without_reconnecting() {
     p.advance(Duration::from_secs(120));
     assert_eq!(opened(&p).len(), 1, "no reconnect loop");
     assert!(p.held_http().is_empty(), "no new GET /gateway/bot");
-    let op = admin(&mut p);
-    let status = p.call(op, "channels.status", None).unwrap();
-    let account = &status["channelAccounts"]["discord"][0];
-    assert_eq!(account["running"], false);
-    let err = account["lastError"].as_str().unwrap();
+    let err = stopped_error(&mut p);
     assert!(
         err.contains("4004") && err.contains("channels.discord.token"),
         "{err}"
@@ -202,11 +207,7 @@ fn no_ready_within_30_s_restarts_and_a_4014_stops_with_its_reason() {
     );
     p.advance(Duration::from_secs(120));
     assert_eq!(opened(&p).len(), 2, "no reconnect after 4014");
-    let op = admin(&mut p);
-    let status = p.call(op, "channels.status", None).unwrap();
-    let account = &status["channelAccounts"]["discord"][0];
-    assert_eq!(account["running"], false);
-    let err = account["lastError"].as_str().unwrap();
+    let err = stopped_error(&mut p);
     assert!(
         err.contains("4014") && err.contains("disallowed intents"),
         "{err}"

@@ -137,6 +137,24 @@ pub enum Transport {
     Discord(discord::account::Account),
 }
 
+impl Transport {
+    /// The configuration's common part.
+    pub fn common(&self) -> &super::config::Common {
+        match self {
+            Transport::Telegram(t) => &t.cfg.common,
+            Transport::Discord(d) => &d.cfg.common,
+        }
+    }
+
+    /// Where its API is (a change restarts the account).
+    fn endpoint(&self) -> &str {
+        match self {
+            Transport::Telegram(t) => &t.cfg.api_root,
+            Transport::Discord(d) => &d.cfg.api_url,
+        }
+    }
+}
+
 /// One account.
 #[derive(Debug)]
 pub struct Account {
@@ -165,10 +183,7 @@ impl Account {
 
     /// Its configuration's common part.
     pub fn common(&self) -> &super::config::Common {
-        match &self.transport {
-            Transport::Telegram(t) => &t.cfg.common,
-            Transport::Discord(d) => &d.cfg.common,
-        }
+        self.transport.common()
     }
 
     /// Its account id.
@@ -197,21 +212,28 @@ impl Account {
     /// Take a new configuration of the same account; whether the transport must restart
     /// for it (its token or endpoint changed). Policies and limits apply at once.
     pub fn reconfigure(&mut self, new: Transport) -> bool {
+        let restart = self.common().token != new.common().token
+            || self.transport.endpoint() != new.endpoint();
         match (&mut self.transport, new) {
-            (Transport::Telegram(a), Transport::Telegram(b)) => a.reconfigure(b.cfg),
-            (Transport::Discord(a), Transport::Discord(b)) => a.reconfigure(b.cfg),
+            (Transport::Telegram(a), Transport::Telegram(b)) => a.cfg = b.cfg,
+            (Transport::Discord(a), Transport::Discord(b)) => a.cfg = b.cfg,
             // Keys carry the kind: an account never changes transport.
-            _ => false,
+            _ => return false,
         }
+        restart
     }
 
     /// Mark it as waiting out a backoff (after a failure); false when it is stopped (a
     /// stopped account does not retry).
     pub fn wait(&mut self) -> bool {
-        match &mut self.transport {
-            Transport::Telegram(t) => t.wait(),
-            Transport::Discord(d) => d.wait(),
+        if !self.running() {
+            return false;
         }
+        match &mut self.transport {
+            Transport::Telegram(t) => t.phase = telegram::account::Phase::Waiting,
+            Transport::Discord(d) => d.phase = discord::account::Phase::Waiting,
+        }
+        true
     }
 
     /// Plain text (the `send` method's message) as this transport sends it.
