@@ -50,7 +50,8 @@ pub enum Work {
         /// The frame's text.
         text: String,
     },
-    /// Close the socket opened by the [`Work::WsOpen`] with id `socket` with this code; its [`WorkResult::WsClosed`] still comes, unless it had already ended.
+    /// Close the socket opened by the [`Work::WsOpen`] with id `socket` with this code; its
+    /// [`WorkResult::WsClosed`] still comes, unless it had already ended.
     WsClose {
         /// The socket's [`Work::WsOpen`] id.
         socket: WorkId,
