@@ -6,6 +6,7 @@
 //! [`netns`] network namespaces for remote peers.
 
 pub mod deps;
+pub mod fake_discord;
 pub mod fake_model;
 pub mod fake_telegram;
 pub mod fake_tls;
