@@ -252,3 +252,18 @@ fn telegram_updates_corpus() {
         3
     );
 }
+
+#[test]
+fn slack_envelope_corpus() {
+    replay("slack_envelope", |d| {
+        let _found = fuzzing::slack_envelope::run(d);
+    });
+    assert!(fuzzing::slack_envelope::run(&seed(
+        "slack_envelope",
+        "dm_envelope.json"
+    )));
+    assert!(!fuzzing::slack_envelope::run(&seed(
+        "slack_envelope",
+        "disconnect.json"
+    )));
+}

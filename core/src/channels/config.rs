@@ -234,6 +234,8 @@ pub struct ChannelsConfig {
     pub dm_scope: DmScope,
     /// `commands.ownerAllowFrom`.
     pub owner_allow_from: Vec<String>,
+    /// The Slack accounts (empty when `channels.slack` is absent).
+    pub slack: Vec<super::slack::config::SlackAccount>,
 }
 
 /// What resolving reads besides the file: the environment and the files named by `tokenFile`.
@@ -260,19 +262,19 @@ pub fn token_files(file: &Value) -> Vec<String> {
         .collect()
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::InvalidAt {
         key: key.into(),
         message: message.into(),
     }
 }
 
-fn object<'a>(v: &'a Value, key: &str) -> Result<&'a Map<String, Value>, ConfigError> {
+pub(crate) fn object<'a>(v: &'a Value, key: &str) -> Result<&'a Map<String, Value>, ConfigError> {
     v.as_object()
         .ok_or_else(|| invalid(key, format!("must be an object, got {v}")))
 }
 
-fn refuse_unknown(
+pub(crate) fn refuse_unknown(
     obj: &Map<String, Value>,
     known: &[&[&str]],
     at: &str,
@@ -299,6 +301,7 @@ pub(crate) fn resolve(file: &Value, src: &Sources<'_>) -> Result<ChannelsConfig,
         )?,
         ..Default::default()
     };
+    out.slack = super::slack::config::resolve(file, src.env)?;
     let Some(tg) = file.get("channels").and_then(|c| c.get("telegram")) else {
         return Ok(out);
     };
@@ -372,8 +375,50 @@ fn dm_scope(file: &Value) -> Result<DmScope, ConfigError> {
     )
 }
 
+/// `dmPolicy` and `groupPolicy` (each `(value, key)` when set) with upstream's checks of
+/// `allowFrom` (read from `allow_key`): an allowlist needs an entry, `open` needs `"*"`.
+pub(crate) fn policies(
+    dm: Option<(String, String)>,
+    group: Option<(String, String)>,
+    allow_from: &[String],
+    allow_key: &str,
+) -> Result<(DmPolicy, GroupPolicy), ConfigError> {
+    let dm_policy = one_of(
+        dm,
+        DmPolicy::Pairing,
+        &[
+            ("pairing", DmPolicy::Pairing),
+            ("allowlist", DmPolicy::Allowlist),
+            ("open", DmPolicy::Open),
+            ("disabled", DmPolicy::Disabled),
+        ],
+    )?;
+    let group_policy = one_of(
+        group,
+        GroupPolicy::Allowlist,
+        &[
+            ("open", GroupPolicy::Open),
+            ("allowlist", GroupPolicy::Allowlist),
+            ("disabled", GroupPolicy::Disabled),
+        ],
+    )?;
+    if dm_policy == DmPolicy::Allowlist && allow_from.is_empty() {
+        return Err(invalid(
+            allow_key,
+            "dmPolicy \"allowlist\" needs at least one entry",
+        ));
+    }
+    if dm_policy == DmPolicy::Open && !allow_from.iter().any(|a| a == "*") {
+        return Err(invalid(
+            allow_key,
+            "dmPolicy \"open\" needs \"*\" in allowFrom",
+        ));
+    }
+    Ok((dm_policy, group_policy))
+}
+
 /// The option a string `(value, key)` names among `options`, `default` when absent.
-fn one_of<T: Copy>(
+pub(crate) fn one_of<T: Copy>(
     found: Option<(String, String)>,
     default: T,
     options: &[(&str, T)],
@@ -478,39 +523,13 @@ fn account(
             ));
         }
     };
-    let dm_policy = one_of(
-        str_field("dmPolicy")?,
-        DmPolicy::Pairing,
-        &[
-            ("pairing", DmPolicy::Pairing),
-            ("allowlist", DmPolicy::Allowlist),
-            ("open", DmPolicy::Open),
-            ("disabled", DmPolicy::Disabled),
-        ],
-    )?;
-    let group_policy = one_of(
-        str_field("groupPolicy")?,
-        GroupPolicy::Allowlist,
-        &[
-            ("open", GroupPolicy::Open),
-            ("allowlist", GroupPolicy::Allowlist),
-            ("disabled", GroupPolicy::Disabled),
-        ],
-    )?;
     let allow_from = list_field("allowFrom")?.unwrap_or_default();
-    let allow_key = format!("{at}.allowFrom");
-    if dm_policy == DmPolicy::Allowlist && allow_from.is_empty() {
-        return Err(invalid(
-            allow_key,
-            "dmPolicy \"allowlist\" needs at least one entry",
-        ));
-    }
-    if dm_policy == DmPolicy::Open && !allow_from.iter().any(|a| a == "*") {
-        return Err(invalid(
-            allow_key,
-            "dmPolicy \"open\" needs \"*\" in allowFrom",
-        ));
-    }
+    let (dm_policy, group_policy) = policies(
+        str_field("dmPolicy")?,
+        str_field("groupPolicy")?,
+        &allow_from,
+        &format!("{at}.allowFrom"),
+    )?;
     let mut groups = BTreeMap::new();
     if let Some((g, key)) = field("groups") {
         for (chat, rule) in object(g, &key)? {

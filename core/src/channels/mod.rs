@@ -16,6 +16,7 @@ pub mod ingress;
 mod methods;
 pub mod outbox;
 pub mod pairing;
+pub mod slack;
 pub mod telegram;
 
 use std::collections::{BTreeMap, HashMap};
@@ -90,6 +91,8 @@ pub(crate) enum Step {
     Polled(String, i64),
     /// Rows were committed: serve the queue and send what waits.
     Committed,
+    /// A Slack message is committed: acknowledge it.
+    Slack(slack::Ack),
 }
 
 /// The channels' state: accounts, pairing, the queue, the outbox, calls and timers.
@@ -667,6 +670,7 @@ impl Gateway {
                 }
                 self.serve_ingress(now);
             }
+            Step::Slack(ack) => self.slack_committed(now, ack, durable),
             Step::Committed => {
                 self.serve_ingress(now);
                 self.pump_outbox(now);
