@@ -15,4 +15,5 @@ mod limits;
 mod pairing;
 mod runs;
 mod sessions;
+mod slack;
 mod telegram;

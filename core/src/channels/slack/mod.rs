@@ -4,8 +4,10 @@
 //! arrived (the HTTP 200, or the Socket Mode ack), so a crash between the two only means
 //! Slack delivers it again and the queue recognises it.
 
+pub mod api;
 pub mod config;
 pub mod events;
+pub mod format;
 pub mod verify;
 
 use std::time::Instant;

@@ -152,7 +152,7 @@ fn render_within(piece: &str, out: &mut Vec<String>) {
 
 /// Cut `text` into pieces of at most `limit` units: blank-line boundaries first, then line
 /// boundaries, then a hard cut on a character boundary.
-fn split_markdown(text: &str, limit: usize) -> Vec<String> {
+pub(crate) fn split_markdown(text: &str, limit: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut cur = String::new();
     for para in text.split("\n\n") {
