@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn long_replies_are_cut_under_the_limit() {
         let para = "word ".repeat(400);
-        let text = vec![para.trim(); 10].join("\n\n");
+        let text = [para.trim(); 10].join("\n\n");
         let parts = chunks(&text, 8000);
         assert!(parts.len() >= 2, "{}", parts.len());
         assert!(parts.iter().all(|p| units(p) <= 8000));
