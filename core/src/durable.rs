@@ -91,6 +91,9 @@ impl Gateway {
                 self.on_model_response(now, id, result);
             }
             WorkResult::File(read) => self.on_file_read(now, id, read),
+            WorkResult::WsOpened | WorkResult::WsText(_) | WorkResult::WsClosed { .. } => {
+                self.on_channel_ws(now, id, result);
+            }
         }
     }
 

@@ -37,6 +37,49 @@ pub enum Work {
     /// Read part of a file under a directory (a Control UI asset): one
     /// [`WorkResult::File`] answers it.
     ReadFile(FileRead),
+    /// Open an outbound WebSocket client connection (a channel's socket), named by this
+    /// work's id from now on: [`WorkResult::WsOpened`], then [`WorkResult::WsText`] per text
+    /// message, then exactly one [`WorkResult::WsClosed`] (a failure before the open is just
+    /// that end).
+    WsOpen(WsOpen),
+    /// Send a text frame on the socket opened by the [`Work::WsOpen`] with id `socket`
+    /// (ignored once it is closed).
+    WsSend {
+        /// The socket's [`Work::WsOpen`] id.
+        socket: WorkId,
+        /// The frame's text.
+        text: String,
+    },
+    /// Close the socket opened by the [`Work::WsOpen`] with id `socket` with this code; its [`WorkResult::WsClosed`] still comes, unless it had already ended.
+    WsClose {
+        /// The socket's [`Work::WsOpen`] id.
+        socket: WorkId,
+        /// The close code sent.
+        code: u16,
+    },
+}
+
+/// A [`Work::WsOpen`]: where to connect and what to send in the upgrade.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WsOpen {
+    /// `wss://` (TLS through rustls) or `ws://` (loopback addresses only).
+    pub url: String,
+    /// Extra upgrade request headers.
+    pub headers: Vec<(String, String)>,
+    /// The largest message read; a larger one closes the socket.
+    pub max_message: usize,
+}
+
+impl std::fmt::Debug for WsOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values may carry tokens: only their names reach a log.
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("WsOpen")
+            .field("url", &self.url)
+            .field("headers", &names)
+            .field("max_message", &self.max_message)
+            .finish()
+    }
 }
 
 /// A [`Work::ReadFile`]: the first of `candidates` that is a regular file inside `root` once
@@ -102,4 +145,16 @@ pub enum WorkResult {
     File(Result<FileChunk, FileError>),
     /// What a [`Work::ReadHistory`] found, or why the store could not read it.
     History(Result<HistoryPage, String>),
+    /// The [`Work::WsOpen`]'s upgrade succeeded.
+    WsOpened,
+    /// A text message arrived on the socket (binary messages are not passed on).
+    WsText(String),
+    /// The socket is over: the peer's close frame (`code`, `reason`), or `code: None` when it
+    /// failed, could not be opened or was closed by a [`Work::WsClose`] (`reason` says which).
+    WsClosed {
+        /// The peer's close code, when it sent one.
+        code: Option<u16>,
+        /// The close reason, or what went wrong.
+        reason: String,
+    },
 }

@@ -63,7 +63,7 @@ fn status(sim: &Sim, id: ConnId) -> Option<u16> {
 
 #[test]
 fn body_is_bounded_before_it_is_read() {
-    let mut sim = Sim::started(Instant::now(), config());
+    let mut sim = Sim::started_holding_http(Instant::now(), config());
     let no_len = sim.open_raw_sending(&post("/slack/events", &[], b""), remote());
     assert_eq!(status(&sim, no_len), Some(411));
     let chunked = sim.open_raw_sending(
@@ -108,7 +108,7 @@ fn body_is_bounded_before_it_is_read() {
 
 #[test]
 fn signature_is_checked_first() {
-    let mut sim = Sim::started(Instant::now(), config());
+    let mut sim = Sim::started_holding_http(Instant::now(), config());
     let body = json!({"type": "url_verification", "challenge": "c-123"}).to_string();
     let ok = sim.open_raw_sending(&signed(&sim, body.as_bytes(), 0), remote());
     assert_eq!(status(&sim, ok), Some(200));
@@ -135,7 +135,7 @@ fn signature_is_checked_first() {
 
 #[test]
 fn message_is_answered_once_durable_and_queued_once() {
-    let mut sim = Sim::started(Instant::now(), config());
+    let mut sim = Sim::started_holding_http(Instant::now(), config());
     let body = json!({"type": "event_callback", "event_id": "Ev1", "team_id": "T1",
         "event": {"type": "message", "channel": "D1", "channel_type": "im", "user": "U1",
             "text": "hi", "ts": "1.000100"}})

@@ -84,24 +84,33 @@ impl Default for HttpLimits {
 /// Where results go: called on worker threads, must not block.
 type Report = Box<dyn Fn(WorkId, WorkResult) + Send + Sync>;
 
-/// A request being performed: how to stop it.
+/// A request (or socket) being performed: how to stop it.
 #[derive(Default)]
-struct Running {
+pub(crate) struct Running {
     cancelled: AtomicBool,
     /// A handle on its socket once connected, to shut it down.
     socket: Mutex<Option<TcpStream>>,
 }
 
 impl Running {
-    fn cancel(&self) {
+    /// Stop it: its socket is shut down so a blocked read returns.
+    pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
         if let Some(s) = lock(&self.socket).as_ref() {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
 
-    fn is_cancelled(&self) -> bool {
+    /// Whether it was stopped.
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Set its socket's read timeout (a socket thread's poll interval).
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) {
+        if let Some(s) = lock(&self.socket).as_ref() {
+            let _ = s.set_read_timeout(timeout);
+        }
     }
 }
 
@@ -310,7 +319,11 @@ fn perform(
 /// A connected byte stream to `target`, with the idle timeout set and registered with
 /// `running` so a cancel can shut it down; for `https://` a TLS session over it, its
 /// handshake done.
-fn open(target: &Target, limits: &HttpLimits, running: &Running) -> Result<Stream, String> {
+pub(crate) fn open(
+    target: &Target,
+    limits: &HttpLimits,
+    running: &Running,
+) -> Result<Stream, String> {
     let name = format!("{}:{}", target.host, target.port);
     let addrs = (target.host.as_str(), target.port)
         .to_socket_addrs()

@@ -39,6 +39,7 @@ mod tls;
 pub mod ui_root;
 pub mod url;
 pub mod worker;
+pub mod ws_worker;
 
 pub use shell::Host;
 pub use worker::{WorkerQueue, WorkerSender};

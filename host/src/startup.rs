@@ -28,6 +28,7 @@ use crate::shell::{self, Host};
 use crate::signals::Signals;
 use crate::store::{self, open_store};
 use crate::worker::WorkerQueue;
+use crate::ws_worker::WsWorkers;
 use crate::{paths, rlimit};
 
 /// Exit status of a refused configuration (`EX_CONFIG`).
@@ -141,6 +142,7 @@ pub struct RunHost {
     inbox: WorkerQueue<HostInput>,
     store: Option<Writer>,
     http: HttpWorkers,
+    ws: WsWorkers,
     files: FileWorkers,
     mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
@@ -229,6 +231,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let http = HttpWorkers::new(http_limits, move |id, result| {
         results.send(HostInput::Work(id, result))
     });
+    let socket_results = inbox.sender();
+    let ws = WsWorkers::new(move |id, result| socket_results.send(HostInput::Work(id, result)));
     let reads = inbox.sender();
     let files = FileWorkers::new(FILE_THREADS, move |id, result| {
         reads.send(HostInput::Work(id, result))
@@ -251,6 +255,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         inbox,
         store: Some(store),
         http,
+        ws,
         files,
         mdns: None,
         _lock: lock,
@@ -385,6 +390,18 @@ impl Host for RunHost {
             }
             Work::ReadFile(read) => (!self.files.submit(id, read))
                 .then(|| WorkResult::File(Err(FileError::Io("the file readers are gone".into())))),
+            Work::WsOpen(open) => {
+                self.ws.open(id, open);
+                None
+            }
+            Work::WsSend { socket, text } => {
+                self.ws.send(socket, text);
+                None
+            }
+            Work::WsClose { socket, code } => {
+                self.ws.close(socket, code);
+                None
+            }
             other => {
                 self.logger
                     .log(Level::Warn, format!("unhandled work {other:?}"));
@@ -445,6 +462,7 @@ impl Host for RunHost {
             );
         }
         self.files.shutdown();
+        self.ws.shutdown();
         if let Some(writer) = self.store.take() {
             writer.close();
         }

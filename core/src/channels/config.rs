@@ -188,9 +188,9 @@ impl TokenSource {
     }
 }
 
-/// One Telegram bot account, resolved (account fields over the root's).
+/// What every transport's account configures the same way.
 #[derive(Clone, Debug, PartialEq)]
-pub struct TelegramAccount {
+pub struct Common {
     /// The account id (`default` without `accounts`).
     pub account_id: String,
     /// `enabled` (default `true`).
@@ -199,8 +199,15 @@ pub struct TelegramAccount {
     pub token: Result<(Secret, TokenSource), String>,
     /// DM and group access.
     pub access: AccessPolicy,
-    /// `textChunkLimit`, at most Telegram's 4096.
+    /// `textChunkLimit`, at most the transport's own limit.
     pub text_chunk_limit: usize,
+}
+
+/// One Telegram bot account, resolved (account fields over the root's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TelegramAccount {
+    /// What every transport has.
+    pub common: Common,
     /// `apiRoot` without a trailing slash.
     pub api_root: String,
     /// `network.dangerouslyAllowPrivateNetwork`.
@@ -230,12 +237,18 @@ pub struct ChannelsConfig {
     pub telegram: Vec<TelegramAccount>,
     /// `channels.telegram.defaultAccount`, else `default`, else the first account.
     pub telegram_default: Option<String>,
+    /// `channels.discord` accounts.
+    pub discord: Vec<super::discord::config::DiscordAccount>,
+    /// `channels.discord.defaultAccount`, else `default`, else the first account.
+    pub discord_default: Option<String>,
+    /// `channels.slack` accounts.
+    pub slack: Vec<super::slack::config::SlackAccount>,
+    /// `channels.slack.defaultAccount`, else `default`, else the first account.
+    pub slack_default: Option<String>,
     /// `session.dmScope`.
     pub dm_scope: DmScope,
     /// `commands.ownerAllowFrom`.
     pub owner_allow_from: Vec<String>,
-    /// The Slack accounts (empty when `channels.slack` is absent).
-    pub slack: Vec<super::slack::config::SlackAccount>,
 }
 
 /// What resolving reads besides the file: the environment and the files named by `tokenFile`.
@@ -301,55 +314,154 @@ pub(crate) fn resolve(file: &Value, src: &Sources<'_>) -> Result<ChannelsConfig,
         )?,
         ..Default::default()
     };
-    out.slack = super::slack::config::resolve(file, src.env)?;
-    let Some(tg) = file.get("channels").and_then(|c| c.get("telegram")) else {
-        return Ok(out);
+    let (telegram, telegram_default) = section(file, &TELEGRAM, |f| telegram_account(f, src))?;
+    out.telegram = telegram;
+    out.telegram_default = telegram_default;
+    let (discord, discord_default) =
+        section(file, &DISCORD, |f| super::discord::config::account(f, src))?;
+    out.discord = discord;
+    out.discord_default = discord_default;
+    let (slack, slack_default) = section(file, &super::slack::config::SECTION, |f| {
+        super::slack::config::account(f, src)
+    })?;
+    out.slack = slack;
+    out.slack_default = slack_default;
+    Ok(out)
+}
+
+/// How a channel's config section is read: its name, whether unknown keys are refused,
+/// and where its token comes from.
+pub(crate) struct Section {
+    /// `telegram`: the section is `channels.telegram`.
+    pub(crate) name: &'static str,
+    /// The keys an account may have, when unknown keys are refused.
+    pub(crate) account_keys: Option<&'static [&'static str]>,
+    /// The token's key (`botToken`).
+    pub(crate) token_key: &'static str,
+    /// Whether a `tokenFile` key is read.
+    pub(crate) token_file: bool,
+    /// The environment variable of the default account's token.
+    pub(crate) token_env: &'static str,
+    /// Where the operator gets a token, for the error when none is set.
+    pub(crate) token_hint: &'static str,
+    /// The most characters one message may carry (and the default `textChunkLimit`).
+    pub(crate) max_text: usize,
+    /// The default `textChunkLimit`.
+    pub(crate) default_chunk: usize,
+    /// The key of the group rules (`groups`, Discord's `guilds`) and whether unknown keys
+    /// in a rule are refused.
+    pub(crate) groups_key: &'static str,
+    /// Whether unknown keys in a group rule are refused.
+    pub(crate) strict_groups: bool,
+}
+
+/// Telegram's section.
+const TELEGRAM: Section = Section {
+    name: "telegram",
+    account_keys: Some(ACCOUNT_KEYS),
+    token_key: "botToken",
+    token_file: true,
+    token_env: TOKEN_ENV,
+    token_hint: "the bot token from @BotFather",
+    max_text: TELEGRAM_MAX_TEXT,
+    default_chunk: DEFAULT_TEXT_CHUNK_LIMIT,
+    groups_key: "groups",
+    strict_groups: true,
+};
+
+/// Discord's section (upstream's schema has many keys clawgate does not use: they are
+/// read past, not refused).
+const DISCORD: Section = Section {
+    name: "discord",
+    account_keys: None,
+    token_key: "token",
+    token_file: false,
+    token_env: "DISCORD_BOT_TOKEN",
+    token_hint: "the bot token from the Discord Developer Portal",
+    max_text: super::discord::format::DISCORD_MAX_TEXT,
+    default_chunk: super::discord::format::DISCORD_MAX_TEXT,
+    groups_key: "guilds",
+    strict_groups: false,
+};
+
+/// A channel section's accounts (`accounts.<id>` over the root's fields, else one
+/// `default` account from the root) and its default account.
+fn section<T: HasCommon>(
+    file: &Value,
+    sec: &'static Section,
+    parse: impl Fn(&Fields<'_>) -> Result<T, ConfigError>,
+) -> Result<(Vec<T>, Option<String>), ConfigError> {
+    let Some(v) = file.get("channels").and_then(|c| c.get(sec.name)) else {
+        return Ok((Vec::new(), None));
     };
-    const ROOT: &str = "channels.telegram";
-    let root = object(tg, ROOT)?;
-    refuse_unknown(root, &[ACCOUNT_KEYS, ROOT_ONLY_KEYS], ROOT)?;
+    let at_root = format!("channels.{}", sec.name);
+    let root = object(v, &at_root)?;
+    if let Some(keys) = sec.account_keys {
+        refuse_unknown(root, &[keys, ROOT_ONLY_KEYS], &at_root)?;
+    }
     let default = match root.get("defaultAccount") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(v) => {
             return Err(invalid(
-                "channels.telegram.defaultAccount",
+                format!("{at_root}.defaultAccount"),
                 format!("must be a string, got {v}"),
             ));
         }
     };
+    let mut out = Vec::new();
     match root.get("accounts") {
         None | Some(Value::Null) => {
-            out.telegram
-                .push(account(DEFAULT_ACCOUNT, root, None, src)?);
+            out.push(parse(&Fields {
+                sec,
+                id: DEFAULT_ACCOUNT.into(),
+                root,
+                own: None,
+            })?);
         }
         Some(accounts) => {
-            let accounts = object(accounts, "channels.telegram.accounts")?;
+            let accounts = object(accounts, &format!("{at_root}.accounts"))?;
             for (id, acc) in accounts {
-                let at = format!("channels.telegram.accounts.{id}");
+                let at = format!("{at_root}.accounts.{id}");
                 let acc = object(acc, &at)?;
-                refuse_unknown(acc, &[ACCOUNT_KEYS], &at)?;
-                out.telegram.push(account(id, root, Some((acc, &at)), src)?);
+                if let Some(keys) = sec.account_keys {
+                    refuse_unknown(acc, &[keys], &at)?;
+                }
+                out.push(parse(&Fields {
+                    sec,
+                    id: id.clone(),
+                    root,
+                    own: Some((acc, at)),
+                })?);
             }
         }
     }
+    let ids: Vec<&str> = out.iter().map(|a| a.common().account_id.as_str()).collect();
     if let Some(d) = &default
-        && !out.telegram.iter().any(|a| &a.account_id == d)
+        && !ids.contains(&d.as_str())
     {
         return Err(invalid(
-            "channels.telegram.defaultAccount",
-            format!("names account {d:?}, which is not under channels.telegram.accounts"),
+            format!("{at_root}.defaultAccount"),
+            format!("names account {d:?}, which is not under {at_root}.accounts"),
         ));
     }
-    out.telegram_default = default.or_else(|| {
-        let ids = out.telegram.iter().map(|a| a.account_id.as_str());
-        let first = out.telegram.first().map(|a| a.account_id.clone());
-        ids.clone()
-            .find(|i| *i == DEFAULT_ACCOUNT)
-            .map(str::to_string)
-            .or(first)
+    let default = default.or_else(|| {
+        let named = ids.iter().find(|i| **i == DEFAULT_ACCOUNT);
+        named.or(ids.first()).map(|i| (*i).to_string())
     });
-    Ok(out)
+    Ok((out, default))
+}
+
+/// An account configuration with the [`Common`] part.
+pub(crate) trait HasCommon {
+    /// Its common part.
+    fn common(&self) -> &Common;
+}
+
+impl HasCommon for TelegramAccount {
+    fn common(&self) -> &Common {
+        &self.common
+    }
 }
 
 fn dm_scope(file: &Value) -> Result<DmScope, ConfigError> {
@@ -373,48 +485,6 @@ fn dm_scope(file: &Value) -> Result<DmScope, ConfigError> {
             ("per-account-channel-peer", DmScope::PerAccountChannelPeer),
         ],
     )
-}
-
-/// `dmPolicy` and `groupPolicy` (each `(value, key)` when set) with upstream's checks of
-/// `allowFrom` (read from `allow_key`): an allowlist needs an entry, `open` needs `"*"`.
-pub(crate) fn policies(
-    dm: Option<(String, String)>,
-    group: Option<(String, String)>,
-    allow_from: &[String],
-    allow_key: &str,
-) -> Result<(DmPolicy, GroupPolicy), ConfigError> {
-    let dm_policy = one_of(
-        dm,
-        DmPolicy::Pairing,
-        &[
-            ("pairing", DmPolicy::Pairing),
-            ("allowlist", DmPolicy::Allowlist),
-            ("open", DmPolicy::Open),
-            ("disabled", DmPolicy::Disabled),
-        ],
-    )?;
-    let group_policy = one_of(
-        group,
-        GroupPolicy::Allowlist,
-        &[
-            ("open", GroupPolicy::Open),
-            ("allowlist", GroupPolicy::Allowlist),
-            ("disabled", GroupPolicy::Disabled),
-        ],
-    )?;
-    if dm_policy == DmPolicy::Allowlist && allow_from.is_empty() {
-        return Err(invalid(
-            allow_key,
-            "dmPolicy \"allowlist\" needs at least one entry",
-        ));
-    }
-    if dm_policy == DmPolicy::Open && !allow_from.iter().any(|a| a == "*") {
-        return Err(invalid(
-            allow_key,
-            "dmPolicy \"open\" needs \"*\" in allowFrom",
-        ));
-    }
-    Ok((dm_policy, group_policy))
 }
 
 /// The option a string `(value, key)` names among `options`, `default` when absent.
@@ -470,48 +540,149 @@ pub fn normalize_id(s: &str) -> String {
     s.to_string()
 }
 
-/// One account: its own field if set, else the root's.
-fn account(
-    id: &str,
-    root: &Map<String, Value>,
-    own: Option<(&Map<String, Value>, &str)>,
-    src: &Sources<'_>,
-) -> Result<TelegramAccount, ConfigError> {
-    let at = own.map_or("channels.telegram".to_string(), |(_, at)| at.to_string());
-    // (value, the key it was read from)
-    let field = |name: &str| -> Option<(&Value, String)> {
-        if let Some((acc, at)) = own
+/// One account's fields: its own if set, else the root's.
+pub(crate) struct Fields<'a> {
+    sec: &'static Section,
+    id: String,
+    root: &'a Map<String, Value>,
+    own: Option<(&'a Map<String, Value>, String)>,
+}
+
+impl<'a> Fields<'a> {
+    /// Where the account's own keys are (`channels.telegram.accounts.a`).
+    pub(crate) fn at(&self) -> String {
+        match &self.own {
+            Some((_, at)) => at.clone(),
+            None => format!("channels.{}", self.sec.name),
+        }
+    }
+
+    /// The value of `name` and the key it was read from.
+    pub(crate) fn field(&self, name: &str) -> Option<(&'a Value, String)> {
+        if let Some((acc, at)) = &self.own
             && let Some(v) = acc.get(name).filter(|v| !v.is_null())
         {
             return Some((v, format!("{at}.{name}")));
         }
-        root.get(name)
+        self.root
+            .get(name)
             .filter(|v| !v.is_null())
-            .map(|v| (v, format!("channels.telegram.{name}")))
-    };
-    let bool_field = |name: &str, default: bool| -> Result<bool, ConfigError> {
-        match field(name) {
+            .map(|v| (v, format!("channels.{}.{name}", self.sec.name)))
+    }
+
+    fn bool_field(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.field(name) {
             None => Ok(default),
             Some((Value::Bool(b), _)) => Ok(*b),
             Some((v, key)) => Err(invalid(key, format!("must be true or false, got {v}"))),
         }
-    };
-    let str_field = |name: &str| -> Result<Option<(String, String)>, ConfigError> {
-        match field(name) {
+    }
+
+    /// A string field and its key.
+    pub(crate) fn str_field(&self, name: &str) -> Result<Option<(String, String)>, ConfigError> {
+        match self.field(name) {
             None => Ok(None),
             Some((Value::String(s), key)) => Ok(Some((s.clone(), key))),
             Some((v, key)) => Err(invalid(key, format!("must be a string, got {v}"))),
         }
-    };
-    let list_field = |name: &str| -> Result<Option<Vec<String>>, ConfigError> {
-        field(name)
+    }
+
+    fn list_field(&self, name: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        self.field(name)
             .map(|(v, key)| string_list(Some(v), &key))
             .transpose()
-    };
-    if let Some((net, key)) = field("network") {
+    }
+
+    /// What every transport's account has: enabled, token, access, textChunkLimit.
+    pub(crate) fn common(&self, src: &Sources<'_>) -> Result<Common, ConfigError> {
+        let at = self.at();
+        let dm_policy = one_of(
+            self.str_field("dmPolicy")?,
+            DmPolicy::Pairing,
+            &[
+                ("pairing", DmPolicy::Pairing),
+                ("allowlist", DmPolicy::Allowlist),
+                ("open", DmPolicy::Open),
+                ("disabled", DmPolicy::Disabled),
+            ],
+        )?;
+        let group_policy = one_of(
+            self.str_field("groupPolicy")?,
+            GroupPolicy::Allowlist,
+            &[
+                ("open", GroupPolicy::Open),
+                ("allowlist", GroupPolicy::Allowlist),
+                ("disabled", GroupPolicy::Disabled),
+            ],
+        )?;
+        let allow_from = self.list_field("allowFrom")?.unwrap_or_default();
+        let allow_key = format!("{at}.allowFrom");
+        if dm_policy == DmPolicy::Allowlist && allow_from.is_empty() {
+            return Err(invalid(
+                allow_key,
+                "dmPolicy \"allowlist\" needs at least one entry",
+            ));
+        }
+        if dm_policy == DmPolicy::Open && !allow_from.iter().any(|a| a == "*") {
+            return Err(invalid(
+                allow_key,
+                "dmPolicy \"open\" needs \"*\" in allowFrom",
+            ));
+        }
+        let mut groups = BTreeMap::new();
+        if let Some((g, key)) = self.field(self.sec.groups_key) {
+            for (chat, rule) in object(g, &key)? {
+                let rule_key = format!("{key}.{chat}");
+                let rule = object(rule, &rule_key)?;
+                if self.sec.strict_groups {
+                    refuse_unknown(rule, &[GROUP_KEYS], &rule_key)?;
+                }
+                let require_mention = match rule.get("requireMention") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Bool(b)) => Some(*b),
+                    Some(v) => {
+                        return Err(invalid(
+                            format!("{rule_key}.requireMention"),
+                            format!("must be true or false, got {v}"),
+                        ));
+                    }
+                };
+                groups.insert(chat.clone(), GroupRule { require_mention });
+            }
+        }
+        let text_chunk_limit = match self.field("textChunkLimit") {
+            None => self.sec.default_chunk,
+            Some((v, key)) => match v.as_u64().filter(|n| *n > 0) {
+                Some(n) => usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(self.sec.max_text),
+                None => return Err(invalid(key, format!("must be a positive integer, got {v}"))),
+            },
+        };
+        Ok(Common {
+            account_id: self.id.clone(),
+            enabled: self.bool_field("enabled", true)?,
+            token: token(self, src)?,
+            access: AccessPolicy {
+                dm_policy,
+                allow_from,
+                group_policy,
+                groups,
+                group_allow_from: self.list_field("groupAllowFrom")?,
+            },
+            text_chunk_limit,
+        })
+    }
+}
+
+/// One Telegram account.
+fn telegram_account(f: &Fields<'_>, src: &Sources<'_>) -> Result<TelegramAccount, ConfigError> {
+    let at = f.at();
+    if let Some((net, key)) = f.field("network") {
         refuse_unknown(object(net, &key)?, &[NETWORK_KEYS], &key)?;
     }
-    let allow_private_network = match field("network")
+    let allow_private_network = match f
+        .field("network")
         .and_then(|(n, _)| n.get("dangerouslyAllowPrivateNetwork").cloned())
     {
         None | Some(Value::Null) => false,
@@ -523,83 +694,42 @@ fn account(
             ));
         }
     };
-    let allow_from = list_field("allowFrom")?.unwrap_or_default();
-    let (dm_policy, group_policy) = policies(
-        str_field("dmPolicy")?,
-        str_field("groupPolicy")?,
-        &allow_from,
-        &format!("{at}.allowFrom"),
-    )?;
-    let mut groups = BTreeMap::new();
-    if let Some((g, key)) = field("groups") {
-        for (chat, rule) in object(g, &key)? {
-            let rule_key = format!("{key}.{chat}");
-            let rule = object(rule, &rule_key)?;
-            refuse_unknown(rule, &[GROUP_KEYS], &rule_key)?;
-            let require_mention = match rule.get("requireMention") {
-                None | Some(Value::Null) => None,
-                Some(Value::Bool(b)) => Some(*b),
-                Some(v) => {
-                    return Err(invalid(
-                        format!("{rule_key}.requireMention"),
-                        format!("must be true or false, got {v}"),
-                    ));
-                }
-            };
-            groups.insert(chat.clone(), GroupRule { require_mention });
-        }
-    }
-    let text_chunk_limit = match field("textChunkLimit") {
-        None => DEFAULT_TEXT_CHUNK_LIMIT,
-        Some((v, key)) => match v.as_u64().filter(|n| *n > 0) {
-            Some(n) => usize::try_from(n)
-                .unwrap_or(usize::MAX)
-                .min(TELEGRAM_MAX_TEXT),
-            None => return Err(invalid(key, format!("must be a positive integer, got {v}"))),
-        },
-    };
-    let api_root = str_field("apiRoot")?
+    let api_root = f
+        .str_field("apiRoot")?
         .map(|(s, _)| s)
         .unwrap_or_else(|| DEFAULT_API_ROOT.into())
         .trim_end_matches('/')
         .to_string();
     Ok(TelegramAccount {
-        account_id: id.to_string(),
-        enabled: bool_field("enabled", true)?,
-        token: token(id, &field, src)?,
-        access: AccessPolicy {
-            dm_policy,
-            allow_from,
-            group_policy,
-            groups,
-            group_allow_from: list_field("groupAllowFrom")?,
-        },
-        text_chunk_limit,
+        common: f.common(src)?,
         api_root,
         allow_private_network,
-        proxy: str_field("proxy")?.map(|(s, _)| s),
+        proxy: f.str_field("proxy")?.map(|(s, _)| s),
     })
 }
 
-/// The account's token: `botToken` (a string or an env SecretRef), else `tokenFile`, else
-/// (default account only) `TELEGRAM_BOT_TOKEN`. A missing or placeholder token is the
-/// account's error, not a refusal to start.
-fn token<'a>(
-    id: &str,
-    field: &dyn Fn(&str) -> Option<(&'a Value, String)>,
+/// The account's token: the section's token key (a string or an env SecretRef), else
+/// `tokenFile` (Telegram), else (default account only) the section's environment variable
+/// (`TELEGRAM_BOT_TOKEN`). A missing or placeholder token is the account's error, not a
+/// refusal to start.
+fn token(
+    f: &Fields<'_>,
     src: &Sources<'_>,
 ) -> Result<Result<(Secret, TokenSource), String>, ConfigError> {
+    let sec = f.sec;
+    let id = f.id.as_str();
     let check = |value: &str, key: &str, source| {
         let value = value.trim();
         if is_placeholder_secret(value) {
             Err(format!(
-                "{key} is a placeholder ({value:?}); set the bot token from @BotFather"
+                "{key} is a placeholder ({value:?}); set {}",
+                sec.token_hint
             ))
         } else {
             Ok((Secret::new(value), source))
         }
     };
-    if let Some((v, key)) = field("botToken") {
+    if let Some((v, key)) = f.field(sec.token_key) {
         return Ok(match v {
             Value::String(s) => check(s, &key, TokenSource::Config),
             Value::Object(r) if r.get("source").and_then(Value::as_str) == Some("env") => {
@@ -622,7 +752,7 @@ fn token<'a>(
             }
         });
     }
-    if let Some((v, key)) = field("tokenFile") {
+    if let Some((v, key)) = f.field("tokenFile").filter(|_| sec.token_file) {
         let Some(path) = v.as_str() else {
             return Err(invalid(key, format!("must be a string, got {v}")));
         };
@@ -633,17 +763,19 @@ fn token<'a>(
         });
     }
     if id == DEFAULT_ACCOUNT
-        && let Some(t) = src.env.get(TOKEN_ENV).filter(|v| !v.is_empty())
+        && let Some(t) = src.env.get(sec.token_env).filter(|v| !v.is_empty())
     {
-        return Ok(check(t, TOKEN_ENV, TokenSource::Env));
+        return Ok(check(t, sec.token_env, TokenSource::Env));
     }
-    let key = if id == DEFAULT_ACCOUNT {
-        "channels.telegram.botToken".to_string()
+    let key = format!("{}.{}", f.at(), sec.token_key);
+    let file = if sec.token_file {
+        " (or tokenFile)"
     } else {
-        format!("channels.telegram.accounts.{id}.botToken")
+        ""
     };
     Ok(Err(format!(
-        "{key} is not set: set it (or tokenFile) to the bot token from @BotFather"
+        "{key} is not set: set it{file} to {}",
+        sec.token_hint
     )))
 }
 
@@ -675,14 +807,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.dm_scope, DmScope::PerChannelPeer);
         let d = &c.telegram[0];
-        assert_eq!(d.access.dm_policy, DmPolicy::Allowlist);
-        assert_eq!(d.access.allow_from, ["111", "222"]);
-        assert_eq!(d.token.as_ref().unwrap().0.expose(), "123:abc");
+        assert_eq!(d.common.access.dm_policy, DmPolicy::Allowlist);
+        assert_eq!(d.common.access.allow_from, ["111", "222"]);
+        assert_eq!(d.common.token.as_ref().unwrap().0.expose(), "123:abc");
         let o = &c.telegram[1];
-        assert_eq!(o.access.dm_policy, DmPolicy::Pairing);
-        assert_eq!(o.token.as_ref().unwrap().1, TokenSource::File);
-        assert_eq!(o.token.as_ref().unwrap().0.expose(), "123:file");
-        assert_eq!(o.text_chunk_limit, TELEGRAM_MAX_TEXT);
+        assert_eq!(o.common.access.dm_policy, DmPolicy::Pairing);
+        assert_eq!(o.common.token.as_ref().unwrap().1, TokenSource::File);
+        assert_eq!(o.common.token.as_ref().unwrap().0.expose(), "123:file");
+        assert_eq!(o.common.text_chunk_limit, TELEGRAM_MAX_TEXT);
         assert_eq!(c.telegram_default.as_deref(), Some("default"));
     }
 
@@ -703,13 +835,13 @@ mod tests {
             "{e}"
         );
         let c = resolve_text(r#"{channels:{telegram:{botToken:"changeme"}}}"#).unwrap();
-        let err = c.telegram[0].token.as_ref().unwrap_err();
+        let err = c.telegram[0].common.token.as_ref().unwrap_err();
         assert!(
             err.starts_with("channels.telegram.botToken is a placeholder"),
             "{err}"
         );
         let c = resolve_text(r#"{channels:{telegram:{}}}"#).unwrap();
-        let err = c.telegram[0].token.as_ref().unwrap_err();
+        let err = c.telegram[0].common.token.as_ref().unwrap_err();
         assert!(
             err.starts_with("channels.telegram.botToken is not set"),
             "{err}"

@@ -55,6 +55,10 @@ pub struct Inbound {
     pub event_id: String,
     /// Whether the bot was addressed (always for DMs).
     pub mentioned: bool,
+    /// The key of the group rule that applies when it is not the chat's (a Discord guild's
+    /// channels share the guild's rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Inbound {
@@ -87,17 +91,21 @@ impl Inbound {
     /// The session this message lands in (upstream-agent.md §5): DMs by `dm_scope`, groups
     /// per group, topics per topic.
     pub fn session_key(&self, dm_scope: DmScope) -> String {
-        let (ch, acc, peer) = (&self.channel, &self.account, &self.chat_id);
+        let (ch, acc) = (&self.channel, &self.account);
         match self.kind {
+            // A DM's peer is its sender (Telegram's private chat id is the user's; Discord's
+            // DM channel is not).
             ChatKind::Direct => match dm_scope {
                 DmScope::Main => "agent:main:main".into(),
-                DmScope::PerPeer => format!("agent:main:direct:{peer}"),
-                DmScope::PerChannelPeer => format!("agent:main:{ch}:direct:{peer}"),
-                DmScope::PerAccountChannelPeer => format!("agent:main:{ch}:{acc}:direct:{peer}"),
+                DmScope::PerPeer => format!("agent:main:direct:{}", self.sender.id),
+                DmScope::PerChannelPeer => format!("agent:main:{ch}:direct:{}", self.sender.id),
+                DmScope::PerAccountChannelPeer => {
+                    format!("agent:main:{ch}:{acc}:direct:{}", self.sender.id)
+                }
             },
             ChatKind::Group => match &self.thread {
-                Some(t) => format!("agent:main:{ch}:group:{peer}:topic:{t}"),
-                None => format!("agent:main:{ch}:group:{peer}"),
+                Some(t) => format!("agent:main:{ch}:group:{}:topic:{t}", self.chat_id),
+                None => format!("agent:main:{ch}:group:{}", self.chat_id),
             },
         }
     }
@@ -149,7 +157,7 @@ pub fn decide(policy: &AccessPolicy, m: &Inbound, approved: bool) -> Access {
         ChatKind::Group => {
             let rule = policy
                 .groups
-                .get(&m.chat_id)
+                .get(m.group.as_ref().unwrap_or(&m.chat_id))
                 .or_else(|| policy.groups.get("*"));
             match policy.group_policy {
                 GroupPolicy::Disabled => return Access::Drop("groupPolicy is disabled"),
@@ -195,6 +203,7 @@ mod tests {
             message_id: "1".into(),
             event_id: "1".into(),
             mentioned,
+            group: None,
         }
     }
 

@@ -190,6 +190,7 @@ mod tests {
             message_id: id.into(),
             event_id: id.into(),
             mentioned: true,
+            group: None,
         }
     }
 

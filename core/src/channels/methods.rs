@@ -6,9 +6,9 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::account::{Account, Kind};
 use super::pairing::{APPROVED_MESSAGE, MAX_PENDING_PER_ACCOUNT, REQUEST_TTL_MS};
-use super::telegram::api;
-use super::{Purpose, send_key, tg_key};
+use super::{Purpose, send_key};
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
 use crate::methods::params::NonEmpty;
@@ -105,47 +105,83 @@ fn invalid(message: impl Into<String>) -> Reply {
     Reply::Now(Err(ErrorShape::invalid(message)))
 }
 
+/// The largest of a numeric field over account snapshots, else the first value.
+fn merged(snapshots: &[Value], field: &str) -> Value {
+    let numbers = snapshots
+        .iter()
+        .filter_map(|s| s.get(field)?.as_u64())
+        .max();
+    match numbers {
+        Some(n) => json!(n),
+        None => snapshots
+            .iter()
+            .find_map(|s| s.get(field).filter(|v| !v.is_null()).cloned())
+            .unwrap_or(Value::Null),
+    }
+}
+
 impl Gateway {
+    /// The default account of a channel.
+    fn default_account(&self, kind: Kind) -> Option<String> {
+        match kind {
+            Kind::Telegram => self.config.channels.telegram_default.clone(),
+            Kind::Discord => self.config.channels.discord_default.clone(),
+            Kind::Slack => self.config.channels.slack_default.clone(),
+        }
+    }
+
     /// The account key a request names, when that account is configured.
     fn named_account(&self, channel: &str, account: Option<&str>) -> Option<String> {
-        if channel != "telegram" {
-            return None;
-        }
+        let kind = Kind::from_id(channel)?;
         let id = account
             .map(str::to_string)
-            .or_else(|| self.config.channels.telegram_default.clone())?;
-        let key = tg_key(&id);
+            .or_else(|| self.default_account(kind))?;
+        let key = kind.key(&id);
         self.channels.accounts.contains_key(&key).then_some(key)
+    }
+
+    /// The channels that have accounts, in `channelOrder` order.
+    fn configured_kinds(&self) -> Vec<Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(|k| self.channels.accounts.values().any(|a| a.kind() == *k))
+            .collect()
     }
 
     /// The channel summary `health` and `channels.status` share.
     pub(crate) fn channel_summary(&self) -> (Value, Value, Value) {
-        if self.channels.accounts.is_empty() {
-            return (json!({}), json!([]), json!({}));
-        }
-        let accounts: Vec<&super::Account> = self.channels.accounts.values().collect();
-        let running = accounts.iter().any(|a| a.running());
-        let first_error = accounts.iter().find_map(|a| a.last_error.clone());
-        let last =
-            |f: fn(&super::Account) -> Option<u64>| accounts.iter().filter_map(|a| f(a)).max();
-        let summary = json!({
-            "telegram": {
-                "configured": accounts.iter().any(|a| a.cfg.token.is_ok()),
-                "running": running,
-                "lastStartAt": last(|a| a.last_start_at),
-                "lastStopAt": last(|a| a.last_stop_at),
-                "lastError": first_error,
-                "lastPollAt": last(|a| a.last_poll_at),
-                "tokenSource": accounts.first().map(|a| a.cfg.token.as_ref().map_or("none", |t| t.1.as_str())),
+        let mut summary = serde_json::Map::new();
+        let mut labels = serde_json::Map::new();
+        let kinds = self.configured_kinds();
+        for kind in &kinds {
+            let accounts: Vec<&Account> = self
+                .channels
+                .accounts
+                .values()
+                .filter(|a| a.kind() == *kind)
+                .collect();
+            let last = |f: fn(&Account) -> Option<u64>| accounts.iter().filter_map(|a| f(a)).max();
+            let own: Vec<Value> = accounts.iter().map(|a| a.snapshot(Vec::new(), 0)).collect();
+            let mut entry = json!({
+                "configured": accounts.iter().any(|a| a.configured()),
+                "running": accounts.iter().any(|a| a.running()),
+                "lastStartAt": last(|a| a.status.last_start_at),
+                "lastStopAt": last(|a| a.status.last_stop_at),
+                "lastError": accounts.iter().find_map(|a| a.status.last_error.clone()),
+                "tokenSource": merged(&own, "tokenSource"),
                 "lastProbeAt": null,
-                "mode": "polling",
+                "mode": merged(&own, "mode"),
+            });
+            if let Some(o) = entry.as_object_mut() {
+                for field in kind.summary_fields() {
+                    o.insert((*field).to_string(), merged(&own, field));
+                }
             }
-        });
-        (
-            summary,
-            json!(["telegram"]),
-            json!({"telegram": "Telegram"}),
-        )
+            summary.insert(kind.id().into(), entry);
+            labels.insert(kind.id().into(), json!(kind.label()));
+        }
+        let order: Vec<&str> = kinds.iter().map(|k| k.id()).collect();
+        (Value::Object(summary), json!(order), Value::Object(labels))
     }
 
     pub(crate) fn channels_status(
@@ -154,44 +190,57 @@ impl Gateway {
         _: &Call<'_>,
         p: ChannelsStatus,
     ) -> Reply {
-        if let Some(c) = p.channel.as_deref().filter(|c| *c != "telegram") {
+        if let Some(c) = p.channel.as_deref().filter(|c| Kind::from_id(c).is_none()) {
             return invalid(format!("unknown channel: {c}"));
         }
         let (channels, order, labels) = self.channel_summary();
         // (upstream's schema closes the result: no `statusIssues`; each account says its own)
-        let accounts: Vec<Value> = self
-            .channels
-            .accounts
-            .values()
-            .map(|a| {
-                let account = a.cfg.account_id.as_str();
-                let mine = |d: &&super::outbox::Delivery| d.target.account == account;
-                let undelivered: Vec<Value> = self
-                    .channels
-                    .outbox
-                    .undelivered()
-                    .filter(mine)
-                    .take(20)
-                    .map(|d| json!({"to": d.target.to, "createdAt": d.created_at, "error": d.last_error}))
-                    .collect();
-                a.snapshot(undelivered, self.channels.outbox.pending())
-            })
-            .collect();
-        let configured = !self.channels.accounts.is_empty();
-        let meta = json!({"id": "telegram", "label": "Telegram", "detailLabel": "Telegram Bot", "systemImage": "paperplane"});
+        let mut accounts = serde_json::Map::new();
+        let mut details = serde_json::Map::new();
+        let mut images = serde_json::Map::new();
+        let mut meta = Vec::new();
+        let mut defaults = serde_json::Map::new();
+        for kind in self.configured_kinds() {
+            let list: Vec<Value> = self
+                .channels
+                .accounts
+                .values()
+                .filter(|a| a.kind() == kind)
+                .map(|a| {
+                    let account = a.account_id();
+                    let mine = |d: &&super::outbox::Delivery| {
+                        d.target.channel == kind.id() && d.target.account == account
+                    };
+                    let undelivered: Vec<Value> = self
+                        .channels
+                        .outbox
+                        .undelivered()
+                        .filter(mine)
+                        .take(20)
+                        .map(|d| json!({"to": d.target.to, "createdAt": d.created_at, "error": d.last_error}))
+                        .collect();
+                    a.snapshot(undelivered, self.channels.outbox.pending())
+                })
+                .collect();
+            let id = kind.id().to_string();
+            accounts.insert(id.clone(), json!(list));
+            details.insert(id.clone(), json!(kind.detail_label()));
+            images.insert(id.clone(), json!(kind.system_image()));
+            meta.push(json!({"id": id, "label": kind.label(), "detailLabel": kind.detail_label(), "systemImage": kind.system_image()}));
+            if let Some(d) = self.default_account(kind) {
+                defaults.insert(id, json!(d));
+            }
+        }
         Reply::Now(Ok(json!({
             "ts": self.unix_ms(now),
             "channelOrder": order,
             "channelLabels": labels,
-            "channelDetailLabels": if configured { json!({"telegram": "Telegram Bot"}) } else { json!({}) },
-            "channelSystemImages": if configured { json!({"telegram": "paperplane"}) } else { json!({}) },
-            "channelMeta": if configured { json!([meta]) } else { json!([]) },
+            "channelDetailLabels": details,
+            "channelSystemImages": images,
+            "channelMeta": meta,
             "channels": channels,
-            "channelAccounts": if configured { json!({"telegram": accounts}) } else { json!({}) },
-            "channelDefaultAccountId": match &self.config.channels.telegram_default {
-                Some(d) => json!({"telegram": d}),
-                None => json!({}),
-            },
+            "channelAccounts": accounts,
+            "channelDefaultAccountId": defaults,
         })))
     }
 
@@ -212,9 +261,9 @@ impl Gateway {
         if !running {
             self.start_account(now, &key);
         }
-        let account = key.strip_prefix("telegram:").unwrap_or(&key).to_string();
+        let (channel, account) = key.split_once(':').unwrap_or_default();
         Reply::Now(Ok(json!({
-            "channel": "telegram", "accountId": account, "started": true,
+            "channel": channel, "accountId": account, "started": true,
             "outcome": {"status": if running { "already-running" } else { "handed-off" }},
         })))
     }
@@ -225,11 +274,11 @@ impl Gateway {
         };
         self.stop_account(now, &key);
         if let Some(a) = self.channels.accounts.get_mut(&key) {
-            a.stopped_by_operator = true;
+            a.status.stopped_by_operator = true;
         }
-        let account = key.strip_prefix("telegram:").unwrap_or(&key).to_string();
+        let (channel, account) = key.split_once(':').unwrap_or_default();
         Reply::Now(Ok(
-            json!({"channel": "telegram", "accountId": account, "stopped": true}),
+            json!({"channel": channel, "accountId": account, "stopped": true}),
         ))
     }
 
@@ -243,9 +292,9 @@ impl Gateway {
             .channels
             .accounts
             .values()
-            .filter(|a| p.account_id.as_ref().is_none_or(|id| *id == a.cfg.account_id))
-            .filter(|_| p.channel.as_deref().is_none_or(|c| c == "telegram"))
-            .map(|a| json!({"channel": "telegram", "channelLabel": "Telegram", "accountId": a.cfg.account_id, "notifySupported": true}))
+            .filter(|a| p.account_id.as_ref().is_none_or(|id| id == a.account_id()))
+            .filter(|a| p.channel.as_deref().is_none_or(|c| c == a.kind().id()))
+            .map(|a| json!({"channel": a.kind().id(), "channelLabel": a.kind().label(), "accountId": a.account_id(), "notifySupported": true}))
             .collect();
         let iso = crate::dates::iso_time;
         let requests: Vec<Value> = self
@@ -255,9 +304,10 @@ impl Gateway {
             .filter(|r| p.channel.as_ref().is_none_or(|c| *c == r.channel))
             .filter(|r| p.account_id.as_ref().is_none_or(|a| *a == r.account_id))
             .map(|r| {
+                let kind = Kind::from_id(&r.channel);
                 json!({
-                    "requestId": r.request_id, "channel": r.channel, "channelLabel": "Telegram",
-                    "accountId": r.account_id, "senderId": r.sender_id, "senderLabel": "telegramUserId",
+                    "requestId": r.request_id, "channel": r.channel, "channelLabel": kind.map_or(r.channel.clone(), |k| k.label().to_string()),
+                    "accountId": r.account_id, "senderId": r.sender_id, "senderLabel": kind.map_or("userId", Kind::sender_label),
                     "metadata": r.metadata, "createdAt": iso(r.created_at), "lastSeenAt": iso(r.last_seen_at),
                     "expiresAt": iso(r.expires_at), "notifySupported": true,
                 })
@@ -309,7 +359,10 @@ impl Gateway {
             now,
             crate::log::Level::Info,
             None,
-            format!("telegram:{}: sender {} approved", r.account_id, r.sender_id),
+            format!(
+                "{}:{}: sender {} approved",
+                r.channel, r.account_id, r.sender_id
+            ),
         );
         let bootstrap = match p.bootstrap_command_owner {
             Some(true) if !self.config.channels.owner_allow_from.is_empty() => "already-configured",
@@ -352,18 +405,23 @@ impl Gateway {
             waiters.push((call.conn, call.req_id.to_string()));
             return Reply::Later;
         }
-        let (hint, to) = match p.to.0.split_once(':') {
-            Some(("telegram" | "tg", rest)) => (Some("telegram"), rest.to_string()),
+        let (hint, to) = match p.to.0.split_once(':').map(|(h, to)| (Kind::parse(h), to)) {
+            Some((Some(kind), rest)) => (Some(kind), rest.to_string()),
             _ => (None, p.to.0.clone()),
         };
-        let channel = p.channel.as_deref().or(hint).unwrap_or("telegram");
-        if channel != "telegram" || hint.is_some_and(|h| h != channel) {
-            return invalid(format!("unsupported channel: {channel}"));
-        }
+        let named = p.channel.as_deref().map(|c| (c, Kind::from_id(c)));
+        let kind = match (named, hint) {
+            (Some((_, Some(k))), None) => k,
+            (Some((_, Some(k))), Some(h)) if k == h => k,
+            (None, Some(h)) => h,
+            (None, None) => Kind::Telegram,
+            (Some((c, _)), _) => return invalid(format!("unsupported channel: {c}")),
+        };
+        let channel = kind.id();
         let Some(account) = self.named_account(channel, p.account_id.as_deref()) else {
             return Reply::Now(Err(ErrorShape::new(
                 ErrorCode::Unavailable,
-                "telegram is not configured (channels.telegram)",
+                format!("{channel} is not configured (channels.{channel})"),
             )));
         };
         let Some(text) = p.message.filter(|m| !m.is_empty()) else {
@@ -373,19 +431,23 @@ impl Gateway {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         });
-        let body = api::send_message(
-            &to,
-            &super::telegram::format::escape(&text),
-            thread.as_deref(),
-        );
+        let target = super::inbound::Target {
+            channel: channel.to_string(),
+            account: account.split_once(':').map_or("", |(_, a)| a).to_string(),
+            to,
+            thread,
+        };
+        let text = self
+            .channels
+            .accounts
+            .get(&account)
+            .map(|a| a.plain(&text))
+            .unwrap_or_default();
         let purpose = Purpose::Send(key.clone());
-        if self
-            .tg_call(now, &account, purpose, "sendMessage", &body)
-            .is_none()
-        {
+        if !self.deliver_chunk(now, &account, purpose, &target, &text) {
             return Reply::Now(Err(ErrorShape::new(
                 ErrorCode::Unavailable,
-                "telegram has no bot token (channels.telegram.botToken)",
+                format!("{channel} has no bot token ({})", kind.token_key()),
             )));
         }
         self.channels

@@ -1,16 +1,22 @@
-//! Channels inside the gateway (Telegram first), sans-IO. A transport's calls leave as
-//! [`Work::Http`] and come back as results; its messages are normalised into the general
-//! [`inbound::Inbound`], committed to the durable queue ([`ingress`]) before the offset that
-//! confirms them is requested, checked ([`inbound::decide`], [`pairing`]), and served in
-//! per-chat lanes: an allowed message becomes a turn of the agent in the session
-//! [`inbound::Inbound::session_key`] names; the turn's answer is rendered, cut, stored in the
-//! [`outbox`] with the transcript, and delivered with retries.
+//! Channels inside the gateway, sans-IO, transport-generic. A transport (Telegram today;
+//! its calls leave as [`Work::Http`] and, for socket transports, [`Work::WsOpen`]) normalises
+//! what arrives into the general [`inbound::Inbound`] and hands it to [`Gateway::receive`],
+//! which commits it to the durable queue ([`ingress`]) before the transport's receipt (an
+//! offset, an ack) is confirmed. Everything after is the same for every transport: the
+//! access check ([`inbound::decide`], [`pairing`]), per-chat lanes, the agent turn in the
+//! session [`inbound::Inbound::session_key`] names, the reply rendered by the account's
+//! transport ([`account::Account::render`]), stored in the [`outbox`] with the transcript and
+//! delivered with retries, `channels.status|start|stop`.
 //!
-//! The interface a transport fills in is [`inbound`]: Slack or Discord produce the same
-//! `Inbound` and deliver to the same `Target`; the queue, access, routing and outbox are theirs
-//! unchanged.
+//! What a transport supplies (see [`telegram::driver`]): start and stop of an account, how
+//! its inbound arrives, the request that delivers one rendered message and the one that
+//! shows typing, how its answers decode into [`Failure`]s, its status fields and its config
+//! section ([`config`]).
 
+pub mod account;
+pub mod chunk;
 pub mod config;
+pub mod discord;
 pub mod inbound;
 pub mod ingress;
 mod methods;
@@ -27,72 +33,98 @@ use serde_json::{Value, json};
 use crate::config::QueueMode;
 use crate::gateway::{Gateway, Output, Timer};
 use crate::log::Level;
+use crate::model::HttpRequest;
 use crate::persist::{ChannelRowKind, StoreChange, StoredChannelRow};
-use crate::work::{Work, WorkId, WorkResult};
+use crate::work::{Work, WorkId, WorkResult, WsOpen};
 
+use account::{Account, Kind, Transport};
 use inbound::{Access, Inbound};
 use outbox::AfterFailure;
 use pairing::{PairingRequest, Requested};
-use telegram::account::{Account, Phase};
-use telegram::api::{self, ApiError};
 
 /// The first backoff after a failure; it doubles per failure up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest backoff.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long past its own timeout a poll may run before the watchdog restarts it.
-pub const POLL_MARGIN: Duration = Duration::from_secs(15);
 /// How often the typing action is repeated while a turn runs.
 pub const TYPING_INTERVAL: Duration = Duration::from_secs(5);
-/// The largest Bot API answer read.
+/// The largest API answer read.
 pub const MAX_API_BODY: usize = 8 * 1024 * 1024;
 /// Messages received and not served yet at most: past it, polls wait until turns end, so
 /// memory follows this bound and not the traffic (Telegram keeps what is not confirmed).
 pub const MAX_UNSERVED: usize = 500;
 
-/// What a Bot API call is for.
+/// What an API call is for.
 #[derive(Clone, Debug)]
-enum Purpose {
-    GetMe,
-    DeleteWebhook,
-    Poll,
+pub(crate) enum Purpose {
+    /// A chunk of this outbox delivery.
     Deliver(u64),
+    /// The typing indicator.
     Typing,
     /// The `send` RPC with this idempotency key: answer its callers.
     Send(String),
+    /// A Telegram call of its own.
+    Telegram(telegram::driver::Purpose),
+    /// A Discord call of its own.
+    Discord(discord::driver::Purpose),
+    /// A Slack call of its own.
+    Slack(slack::driver::Purpose),
 }
 
-/// A Bot API call in flight.
+/// An API call in flight.
 #[derive(Debug)]
 struct Call {
     account: String,
     purpose: Purpose,
     status: u16,
+    headers: Vec<(String, String)>,
     body: Vec<u8>,
+}
+
+/// A finished call's answer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Answer<'a> {
+    /// The HTTP status.
+    pub(crate) status: u16,
+    /// The response headers (lowercase names).
+    pub(crate) headers: &'a [(String, String)],
+    /// The body (at most [`MAX_API_BODY`]).
+    pub(crate) body: &'a [u8],
 }
 
 /// A channel timer.
 #[derive(Clone, Debug)]
-enum Due {
-    /// An account's backoff is over: start (or poll) again.
+pub(crate) enum Due {
+    /// An account's backoff is over: start (or resume) again.
     Retry(String),
-    /// A poll should have returned by now.
-    Watchdog(String, WorkId),
     /// Repeat the typing action while this run lasts.
     Typing(String),
     /// A delivery's backoff is over.
     Redeliver(u64),
+    /// A Telegram timer of this account.
+    Telegram(String, telegram::driver::Due),
+    /// A Discord timer of this account.
+    Discord(String, discord::driver::Due),
+}
+
+/// What a transport confirms once the messages it handed over are durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Receipt {
+    /// Telegram: the `getUpdates` offset past them.
+    Offset(i64),
+    /// Nothing to confirm (Discord: the Gateway does not redeliver).
+    Nothing,
+    /// Slack: the HTTP 200 or the envelope's ack.
+    Slack(slack::Ack),
 }
 
 /// What waits for a store batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// New updates of this account are committed: confirm them with this offset.
-    Polled(String, i64),
+    /// Messages of this account are committed: confirm the receipt.
+    Received(String, Receipt),
     /// Rows were committed: serve the queue and send what waits.
     Committed,
-    /// A Slack message is committed: acknowledge it.
-    Slack(slack::Ack),
 }
 
 /// The channels' state: accounts, pairing, the queue, the outbox, calls and timers.
@@ -103,6 +135,8 @@ pub(crate) struct Channels {
     ingress: ingress::Ingress,
     outbox: outbox::Outbox,
     calls: HashMap<WorkId, Call>,
+    /// Open sockets (their [`Work::WsOpen`] ids) by account key.
+    sockets: HashMap<WorkId, String>,
     timers: HashMap<u64, Due>,
     next_timer: u64,
     unsaved: Vec<StoreChange>,
@@ -128,82 +162,50 @@ fn send_key(idempotency_key: &str) -> String {
     format!("send:{idempotency_key}")
 }
 
-fn offset_row(account: &str, offset: i64) -> StoreChange {
-    StoreChange::PutChannelRow {
-        kind: ChannelRowKind::Offset,
-        key: account.to_string(),
-        row: json!({"offset": offset}),
-    }
-}
-
-/// The key of a Telegram account in [`Channels`].
-fn tg_key(account: &str) -> String {
-    format!("telegram:{account}")
-}
-
-/// Whether an API root points at a loopback or private address (refused unless
-/// `network.dangerouslyAllowPrivateNetwork`).
-fn private_api_root(root: &str) -> bool {
-    let host = root
-        .split_once("://")
-        .map_or(root, |(_, r)| r)
-        .split(['/', '?'])
-        .next()
-        .unwrap_or_default();
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    match host.parse::<core::net::IpAddr>() {
-        Ok(core::net::IpAddr::V4(ip)) => {
-            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
-        }
-        Ok(core::net::IpAddr::V6(ip)) => {
-            let unique_local = ip.segments().first().is_some_and(|s| s & 0xfe00 == 0xfc00);
-            ip.is_loopback() || ip.is_unspecified() || unique_local
-        }
-        Err(_) => false,
-    }
+/// Every configured account, as a stopped transport state, by key.
+fn configured(cfg: &config::ChannelsConfig) -> Vec<(String, Transport)> {
+    let telegram = cfg.telegram.iter().map(|c| {
+        let t = Transport::Telegram(telegram::account::Account::new(c.clone()));
+        (Kind::Telegram.key(&c.common.account_id), t)
+    });
+    let discord = cfg.discord.iter().map(|c| {
+        let t = Transport::Discord(discord::account::Account::new(c.clone()));
+        (Kind::Discord.key(&c.common.account_id), t)
+    });
+    let slack = cfg.slack.iter().map(|c| {
+        let t = Transport::Slack(slack::account::Account::new(c.clone()));
+        (Kind::Slack.key(&c.common.account_id), t)
+    });
+    telegram.chain(discord).chain(slack).collect()
 }
 
 impl Gateway {
     /// Start every configured account (at start-up).
     pub(crate) fn start_channels(&mut self, now: Instant) {
-        for cfg in self.config.channels.telegram.clone() {
-            let key = tg_key(&cfg.account_id);
-            self.channels
-                .accounts
-                .insert(key.clone(), Account::new(cfg));
+        for (key, t) in configured(&self.config.channels) {
+            self.channels.accounts.insert(key.clone(), Account::new(t));
             self.start_account(now, &key);
         }
     }
 
     /// A new configuration: accounts keep their transport; policies and limits apply at once.
     pub(crate) fn channels_reloaded(&mut self, now: Instant) {
-        for cfg in self.config.channels.telegram.clone() {
-            let key = tg_key(&cfg.account_id);
+        for (key, t) in configured(&self.config.channels) {
             match self.channels.accounts.get_mut(&key) {
                 Some(a) => {
-                    let token_changed = a.cfg.token != cfg.token || a.cfg.api_root != cfg.api_root;
-                    a.cfg = cfg;
-                    if token_changed {
+                    if a.reconfigure(t) {
                         self.log(
                             now,
                             Level::Info,
                             None,
-                            format!("{key}: token or apiRoot changed; restarting"),
+                            format!("{key}: token or endpoint changed; restarting"),
                         );
                         self.stop_account(now, &key);
                         self.start_account(now, &key);
                     }
                 }
                 None => {
-                    self.channels
-                        .accounts
-                        .insert(key.clone(), Account::new(cfg));
+                    self.channels.accounts.insert(key.clone(), Account::new(t));
                     self.start_account(now, &key);
                 }
             }
@@ -222,15 +224,7 @@ impl Gateway {
                 }
                 ChannelRowKind::Ingress => self.channels.ingress.restore(r.row),
                 ChannelRowKind::Outbox => self.channels.outbox.restore(r.row),
-                ChannelRowKind::Offset => match r.row.get("offset").and_then(Value::as_i64) {
-                    Some(o) => {
-                        if let Some(a) = self.channels.accounts.get_mut(&r.key) {
-                            a.offset = a.offset.max(o);
-                        }
-                        true
-                    }
-                    None => false,
-                },
+                ChannelRowKind::Offset => self.restore_offset(&r.key, &r.row),
             };
             if !ok {
                 let table = r.kind.table();
@@ -262,41 +256,47 @@ impl Gateway {
         self.pump_outbox(now);
     }
 
+    /// A stored receipt row of account `key` (its transport's own position).
+    fn restore_offset(&mut self, key: &str, row: &Value) -> bool {
+        match self
+            .channels
+            .accounts
+            .get_mut(key)
+            .map(|a| &mut a.transport)
+        {
+            Some(Transport::Telegram(t)) => t.restore_offset(row),
+            Some(Transport::Discord(_) | Transport::Slack(_)) | None => row.is_object(),
+        }
+    }
+
     fn start_account(&mut self, now: Instant, key: &str) {
         let ts = self.unix_ms(now);
         let Some(a) = self.channels.accounts.get_mut(key) else {
             return;
         };
-        a.stopped_by_operator = false;
-        let refusal = if !a.cfg.enabled {
-            None
-        } else if let Err(e) = &a.cfg.token {
-            Some(e.clone())
-        } else if a.cfg.proxy.is_some() {
-            Some(format!(
-                "channels.telegram.proxy is not supported by clawgate; remove it to reach {} directly",
-                a.cfg.api_root
-            ))
-        } else if private_api_root(&a.cfg.api_root) && !a.cfg.allow_private_network {
-            Some(format!(
-                "channels.telegram.apiRoot {} is a private address: set channels.telegram.network.dangerouslyAllowPrivateNetwork to true to allow it",
-                a.cfg.api_root
-            ))
-        } else {
-            a.phase = Phase::Identifying;
-            a.last_start_at = Some(ts);
-            None
+        a.status.stopped_by_operator = false;
+        if !a.common().enabled {
+            return;
+        }
+        let kind = a.kind();
+        let started = match a.common().token.clone() {
+            Err(e) => Err(e),
+            Ok(_) => match kind {
+                Kind::Telegram => self.tg_start(now, key),
+                Kind::Discord => self.dc_start(now, key),
+                Kind::Slack => self.sl_start(now, key),
+            },
         };
-        if !a.cfg.enabled {
+        let Some(a) = self.channels.accounts.get_mut(key) else {
             return;
+        };
+        match started {
+            Ok(()) => a.status.last_start_at = Some(ts),
+            Err(e) => {
+                a.status.last_error = Some(e.clone());
+                self.log(now, Level::Error, None, format!("{key} not started: {e}"));
+            }
         }
-        if let Some(e) = refusal {
-            a.last_error = Some(e.clone());
-            self.log(now, Level::Error, None, format!("{key} not started: {e}"));
-            return;
-        }
-        self.log(now, Level::Info, None, format!("{key}: starting (getMe)"));
-        self.tg_call(now, key, Purpose::GetMe, "getMe", &json!({}));
     }
 
     fn stop_account(&mut self, now: Instant, key: &str) {
@@ -304,25 +304,16 @@ impl Gateway {
         let Some(a) = self.channels.accounts.get_mut(key) else {
             return;
         };
-        a.phase = Phase::Stopped;
-        a.last_stop_at = Some(ts);
-        if let Some(poll) = a.poll.take() {
-            self.cancel_work(poll);
+        a.status.last_stop_at = Some(ts);
+        match a.kind() {
+            Kind::Telegram => self.tg_stop(key),
+            Kind::Discord => self.dc_stop(key),
+            Kind::Slack => self.sl_stop(key),
         }
     }
 
-    /// Issue Bot API `method` for account `key`; its id.
-    fn tg_call(
-        &mut self,
-        _now: Instant,
-        key: &str,
-        purpose: Purpose,
-        method: &str,
-        body: &Value,
-    ) -> Option<WorkId> {
-        let a = self.channels.accounts.get(key)?;
-        let (token, _) = a.cfg.token.as_ref().ok()?;
-        let request = api::request(&a.cfg.api_root, token.expose(), method, body);
+    /// Issue `request` for account `key` with this purpose; its id.
+    fn channel_call(&mut self, key: &str, purpose: Purpose, request: HttpRequest) -> WorkId {
         let id = self.next_work_id();
         self.channels.calls.insert(
             id,
@@ -330,6 +321,7 @@ impl Gateway {
                 account: key.to_string(),
                 purpose,
                 status: 0,
+                headers: Vec::new(),
                 body: Vec::new(),
             },
         );
@@ -337,7 +329,54 @@ impl Gateway {
             id,
             work: Work::Http(request),
         });
-        Some(id)
+        id
+    }
+
+    /// Open a WebSocket for account `key` (a socket transport's connection); its id, which
+    /// its results come back with to [`Gateway::on_channel_ws`].
+    fn open_socket(&mut self, key: &str, open: WsOpen) -> WorkId {
+        let id = self.next_work_id();
+        self.channels.sockets.insert(id, key.to_string());
+        self.out.push_back(Output::Work {
+            id,
+            work: Work::WsOpen(open),
+        });
+        id
+    }
+
+    /// Send a text frame on `socket`.
+    fn socket_send(&mut self, socket: WorkId, text: String) {
+        let id = self.next_work_id();
+        self.out.push_back(Output::Work {
+            id,
+            work: Work::WsSend { socket, text },
+        });
+    }
+
+    /// Close `socket` with `code`; nothing more of it reaches its transport.
+    fn close_socket(&mut self, socket: WorkId, code: u16) {
+        if self.channels.sockets.remove(&socket).is_some() {
+            let id = self.next_work_id();
+            self.out.push_back(Output::Work {
+                id,
+                work: Work::WsClose { socket, code },
+            });
+        }
+    }
+
+    /// A result of a channel socket, for its account's transport.
+    pub(crate) fn on_channel_ws(&mut self, now: Instant, id: WorkId, result: WorkResult) {
+        let Some(key) = self.channels.sockets.get(&id).cloned() else {
+            return;
+        };
+        if let WorkResult::WsClosed { .. } = result {
+            self.channels.sockets.remove(&id);
+        }
+        match self.channels.accounts.get(&key).map(Account::kind) {
+            Some(Kind::Discord) => self.dc_socket(now, &key, id, result),
+            Some(Kind::Slack) => self.sl_socket(now, &key, id, result),
+            Some(Kind::Telegram) | None => {}
+        }
     }
 
     fn channel_timer_at(&mut self, at: Instant, due: Due) {
@@ -349,7 +388,7 @@ impl Gateway {
 
     /// A backoff: doubling from [`BASE_BACKOFF`] per failure up to [`MAX_BACKOFF`], plus up
     /// to half again of random jitter; `retry_after` (a 429's) wins when longer.
-    fn backoff(&mut self, failures: u32, retry_after: Option<u64>) -> Duration {
+    fn backoff(&mut self, failures: u32, retry_after: Option<Duration>) -> Duration {
         let exp = BASE_BACKOFF
             .saturating_mul(1u32 << failures.min(5).saturating_sub(1))
             .min(MAX_BACKOFF);
@@ -358,7 +397,7 @@ impl Gateway {
         let jitter = exp.mul_f64(f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) / 2.0);
         let wait = exp + jitter;
         match retry_after {
-            Some(s) => wait.max(Duration::from_secs(s)),
+            Some(r) => wait.max(r),
             None => wait,
         }
     }
@@ -369,45 +408,15 @@ impl Gateway {
             return;
         };
         match due {
-            Due::Retry(key) => {
-                let Some(a) = self.channels.accounts.get_mut(&key) else {
-                    return;
-                };
-                if a.phase != Phase::Waiting {
-                    return;
-                }
-                if a.me.id == 0 {
-                    a.phase = Phase::Identifying;
-                    self.tg_call(now, &key, Purpose::GetMe, "getMe", &json!({}));
-                } else {
-                    self.poll(now, &key);
-                }
-            }
-            Due::Watchdog(key, id) => {
-                let stalled = self
-                    .channels
-                    .accounts
-                    .get(&key)
-                    .is_some_and(|a| a.poll == Some(id));
-                if stalled {
-                    let limit = Duration::from_secs(api::POLL_TIMEOUT_SECS) + POLL_MARGIN;
-                    let e = format!(
-                        "getUpdates did not return within {} s; restarted by the watchdog",
-                        limit.as_secs()
-                    );
-                    self.log(now, Level::Warn, None, format!("{key}: {e}"));
-                    if let Some(a) = self.channels.accounts.get_mut(&key) {
-                        a.last_error = Some(e);
-                        a.poll = None;
-                    }
-                    self.channels.calls.remove(&id);
-                    self.cancel_work(id);
-                    self.poll(now, &key);
-                }
-            }
+            Due::Retry(key) => match self.channels.accounts.get(&key).map(Account::kind) {
+                Some(Kind::Telegram) => self.tg_retry(now, &key),
+                Some(Kind::Discord) => self.dc_retry(now, &key),
+                Some(Kind::Slack) => self.sl_retry(now, &key),
+                None => {}
+            },
             Due::Typing(run_id) => {
                 if let Some(ev) = self.channels.ingress.by_run(&run_id).cloned() {
-                    self.send_typing(now, &ev.inbound);
+                    self.send_typing(&ev.inbound);
                     self.channel_timer_at(now + TYPING_INTERVAL, Due::Typing(run_id));
                 }
             }
@@ -415,27 +424,8 @@ impl Gateway {
                 self.channels.outbox.release(seq);
                 self.pump_outbox(now);
             }
-        }
-    }
-
-    fn poll(&mut self, now: Instant, key: &str) {
-        let Some(a) = self.channels.accounts.get_mut(key) else {
-            return;
-        };
-        if a.poll.is_some() || a.committing || a.phase == Phase::Stopped {
-            return;
-        }
-        a.phase = Phase::Polling;
-        if self.channels.ingress.pending() >= MAX_UNSERVED {
-            return; // resumed by `resume_polls` once turns end
-        }
-        let body = api::get_updates(a.offset);
-        if let Some(id) = self.tg_call(now, key, Purpose::Poll, "getUpdates", &body) {
-            if let Some(a) = self.channels.accounts.get_mut(key) {
-                a.poll = Some(id);
-            }
-            let limit = Duration::from_secs(api::POLL_TIMEOUT_SECS) + POLL_MARGIN;
-            self.channel_timer_at(now + limit, Due::Watchdog(key.to_string(), id));
+            Due::Telegram(key, due) => self.tg_timer(now, &key, due),
+            Due::Discord(key, due) => self.dc_timer(now, &key, due),
         }
     }
 
@@ -445,7 +435,10 @@ impl Gateway {
             return;
         };
         match result {
-            WorkResult::HttpHead { status, .. } => call.status = status,
+            WorkResult::HttpHead { status, headers } => {
+                call.status = status;
+                call.headers = headers;
+            }
             WorkResult::HttpBody(bytes) => {
                 let room = MAX_API_BODY.saturating_sub(call.body.len());
                 call.body.extend(bytes.iter().take(room));
@@ -454,10 +447,14 @@ impl Gateway {
                 let Some(call) = self.channels.calls.remove(&id) else {
                     return;
                 };
-                let outcome = end.map(|()| (call.status, call.body.as_slice()));
-                self.call_done(now, id, &call, outcome);
+                let answer = end.map(|()| Answer {
+                    status: call.status,
+                    headers: &call.headers,
+                    body: &call.body,
+                });
+                self.call_done(now, id, &call, answer);
             }
-            WorkResult::Stored(_) | WorkResult::History(_) | WorkResult::File(_) => {}
+            _ => {}
         }
     }
 
@@ -466,137 +463,85 @@ impl Gateway {
         now: Instant,
         id: WorkId,
         call: &Call,
-        outcome: Result<(u16, &[u8]), String>,
+        answer: Result<Answer<'_>, String>,
     ) {
         let key = call.account.as_str();
-        if let Purpose::Poll = call.purpose {
-            let ours = self
-                .channels
-                .accounts
-                .get(key)
-                .is_some_and(|a| a.poll == Some(id));
-            if !ours {
-                return; // cancelled by the watchdog or a stop
-            }
-            if let Some(a) = self.channels.accounts.get_mut(key) {
-                a.poll = None;
-            }
-            let me = self
-                .channels
-                .accounts
-                .get(key)
-                .map(|a| a.me.clone())
-                .unwrap_or_default();
-            let account = key.strip_prefix("telegram:").unwrap_or(key).to_string();
-            match outcome
-                .map_err(Failure::Transport)
-                .and_then(|(s, b)| api::updates(s, b, &account, &me).map_err(Failure::Api))
-            {
-                Ok(updates) => self.polled(now, key, updates),
-                Err(f) => self.account_failed(now, key, "getUpdates", f),
-            }
+        let Some(kind) = self.channels.accounts.get(key).map(Account::kind) else {
             return;
-        }
-        let result = outcome
-            .map_err(Failure::Transport)
-            .and_then(|(s, b)| api::result(s, b).map_err(Failure::Api));
-        match (&call.purpose, result) {
-            (Purpose::GetMe, Ok(v)) => match api::me(v) {
-                Ok(me) => {
-                    self.log(
-                        now,
-                        Level::Info,
-                        None,
-                        format!(
-                            "{key}: bot @{} (id {})",
-                            me.username.as_deref().unwrap_or("?"),
-                            me.id
-                        ),
-                    );
-                    if let Some(a) = self.channels.accounts.get_mut(key) {
-                        a.me = me;
-                        a.phase = Phase::ClearingWebhook;
-                    }
-                    self.tg_call(
-                        now,
-                        key,
-                        Purpose::DeleteWebhook,
-                        "deleteWebhook",
-                        &json!({"drop_pending_updates": false}),
-                    );
+        };
+        let result = match &call.purpose {
+            Purpose::Telegram(p) => return self.tg_call_done(now, id, key, p, answer),
+            Purpose::Discord(p) => return self.dc_call_done(now, key, p, answer),
+            Purpose::Slack(p) => return self.sl_call_done(now, key, p, answer),
+            _ => match kind {
+                Kind::Telegram => telegram::driver::result(answer),
+                Kind::Slack => slack::driver::result(answer),
+                Kind::Discord => {
+                    self.dc_note(now, key, id, &answer);
+                    discord::rest::result(answer)
                 }
-                Err(e) => self.account_failed(now, key, "getMe", Failure::Api(e)),
             },
-            (Purpose::GetMe, Err(f)) => self.account_failed(now, key, "getMe", f),
-            (Purpose::DeleteWebhook, r) => {
-                if let Err(f) = r {
-                    if f.is_auth() {
-                        return self.account_failed(now, key, "deleteWebhook", f);
-                    }
-                    self.log(
-                        now,
-                        Level::Warn,
-                        None,
-                        format!("{key}: deleteWebhook failed ({f}); continuing to polling"),
-                    );
+        };
+        match &call.purpose {
+            Purpose::Deliver(seq) => self.delivered(now, key, *seq, result),
+            Purpose::Send(idempotency_key) => self.sent(now, key, kind, idempotency_key, result),
+            Purpose::Typing | Purpose::Telegram(_) | Purpose::Discord(_) | Purpose::Slack(_) => {}
+        }
+    }
+
+    /// The `send` RPC's message was sent (or not): answer its callers.
+    fn sent(
+        &mut self,
+        now: Instant,
+        key: &str,
+        kind: Kind,
+        run_id: &str,
+        r: Result<Value, Failure>,
+    ) {
+        let answer = match r {
+            Ok(v) => {
+                let ts = self.unix_ms(now);
+                if let Some(a) = self.channels.accounts.get_mut(key) {
+                    a.status.last_outbound_at = Some(ts);
                 }
-                self.poll(now, key);
+                let mid = sent_message_id(&v);
+                Ok(json!({"runId": run_id, "messageId": mid, "channel": kind.id()}))
             }
-            (Purpose::Deliver(seq), r) => self.delivered(now, key, *seq, r),
-            (Purpose::Typing, _) => {}
-            (Purpose::Send(run_id), r) => {
-                let answer = match r {
-                    Ok(v) => {
-                        let ts = self.unix_ms(now);
-                        if let Some(a) = self.channels.accounts.get_mut(key) {
-                            a.last_outbound_at = Some(ts);
-                        }
-                        let mid = api::sent_message_id(&v).map(|m| m.to_string());
-                        Ok(json!({"runId": run_id, "messageId": mid, "channel": "telegram"}))
-                    }
-                    Err(f) => Err(crate::frame::ErrorShape::new(
-                        crate::frame::ErrorCode::Unavailable,
-                        format!("telegram sendMessage failed: {f}"),
-                    )),
-                };
-                let max = self.config.limits.dedupe_max;
-                self.router
-                    .remember(now, send_key(run_id), answer.clone(), max);
-                for (conn, req_id) in self.channels.sends.remove(run_id).unwrap_or_default() {
-                    self.answer(now, conn, &req_id, answer.clone());
-                }
-            }
-            (Purpose::Poll, _) => {}
+            Err(f) => Err(crate::frame::ErrorShape::new(
+                crate::frame::ErrorCode::Unavailable,
+                format!("{} sendMessage failed: {f}", kind.id()),
+            )),
+        };
+        let max = self.config.limits.dedupe_max;
+        self.router
+            .remember(now, send_key(run_id), answer.clone(), max);
+        for (conn, req_id) in self.channels.sends.remove(run_id).unwrap_or_default() {
+            self.answer(now, conn, &req_id, answer.clone());
         }
     }
 
     /// A call of account `key` failed: a bad token stops the account; anything else waits
-    /// out a backoff (a 429's `retry_after` at least) and tries again.
+    /// out a backoff (a 429's retry-after at least) and tries again.
     fn account_failed(&mut self, now: Instant, key: &str, method: &str, f: Failure) {
         let e = format!("{method}: {f}");
-        if f.is_auth() {
-            self.log(
-                now,
-                Level::Error,
-                None,
-                format!("{key} stopped: {e} (check channels.telegram.botToken)"),
-            );
-            self.stop_account(now, key);
-            if let Some(a) = self.channels.accounts.get_mut(key) {
-                a.last_error = Some(format!("{e} (check channels.telegram.botToken)"));
-            }
-            return;
-        }
         let Some(a) = self.channels.accounts.get_mut(key) else {
             return;
         };
-        if a.phase == Phase::Stopped {
+        if f.is_auth() {
+            let hint = format!("{e} (check {})", a.kind().token_key());
+            self.log(now, Level::Error, None, format!("{key} stopped: {hint}"));
+            self.stop_account(now, key);
+            if let Some(a) = self.channels.accounts.get_mut(key) {
+                a.status.last_error = Some(hint);
+            }
             return;
         }
-        a.failures += 1;
-        a.phase = Phase::Waiting;
-        a.last_error = Some(e.clone());
-        let failures = a.failures;
+        if !a.wait() {
+            return;
+        }
+        a.status.failures += 1;
+        a.status.last_error = Some(e.clone());
+        let failures = a.status.failures;
         let wait = self.backoff(failures, f.retry_after());
         self.log(
             now,
@@ -607,40 +552,36 @@ impl Gateway {
         self.channel_timer_at(now + wait, Due::Retry(key.to_string()));
     }
 
-    /// A poll answered: commit the new messages and the offset past them, then confirm.
-    fn polled(&mut self, now: Instant, key: &str, updates: Vec<api::Update>) {
+    /// Messages of account `key` arrived: the new ones (not seen before) are committed to
+    /// the queue with `rows` (the transport's own, such as its offset) and `receipt` is
+    /// confirmed to the transport once durable. Returns false when nothing was to commit
+    /// (then no receipt follows).
+    pub(crate) fn receive(
+        &mut self,
+        now: Instant,
+        key: &str,
+        messages: Vec<Inbound>,
+        rows: Vec<StoreChange>,
+        receipt: Receipt,
+    ) -> bool {
         let ts = self.unix_ms(now);
-        let Some(a) = self.channels.accounts.get_mut(key) else {
-            return;
-        };
-        a.failures = 0;
-        a.last_poll_at = Some(ts);
-        let offset = a.offset;
-        let mut next = offset;
-        let mut changes = Vec::new();
-        for u in updates.into_iter().filter(|u| u.update_id >= offset) {
-            next = next.max(u.update_id.saturating_add(1));
-            if let Some(m) = u.message {
-                if self.channels.ingress.has_seen(&m.dedupe_key()) {
-                    continue;
-                }
-                if let Some(a) = self.channels.accounts.get_mut(key) {
-                    a.last_inbound_at = Some(ts);
-                }
-                self.channels.ingress.push(m, &mut changes);
+        let mut changes = rows;
+        for m in messages {
+            if self.channels.ingress.has_seen(&m.dedupe_key()) {
+                continue;
             }
+            if let Some(a) = self.channels.accounts.get_mut(key) {
+                a.status.last_inbound_at = Some(ts);
+            }
+            self.channels.ingress.push(m, &mut changes);
         }
-        if next == offset {
-            self.poll(now, key);
-            return;
+        if changes.is_empty() {
+            return false;
         }
-        changes.push(offset_row(key, next));
         self.channels.unsaved.extend(changes);
-        if let Some(a) = self.channels.accounts.get_mut(key) {
-            a.committing = true;
-        }
         self.persist();
-        self.after_commit(now, Step::Polled(key.to_string(), next));
+        self.after_commit(now, Step::Received(key.to_string(), receipt));
+        true
     }
 
     /// Run `step` once every batch issued so far is durable.
@@ -651,45 +592,19 @@ impl Gateway {
     /// A held channel step: its batch is durable (`durable`) or failed.
     pub(crate) fn channel_step(&mut self, now: Instant, step: Step, durable: bool) {
         match step {
-            Step::Polled(key, offset) => {
-                if let Some(a) = self.channels.accounts.get_mut(&key) {
-                    a.committing = false;
-                    if durable {
-                        a.offset = a.offset.max(offset);
-                    }
-                }
-                if durable {
-                    self.poll(now, &key);
-                } else {
-                    self.account_failed(
-                        now,
-                        &key,
-                        "store",
-                        Failure::Transport("the update batch was not saved".into()),
-                    );
+            Step::Received(key, receipt) => {
+                match receipt {
+                    Receipt::Offset(offset) => self.tg_received(now, &key, offset, durable),
+                    Receipt::Slack(ack) => self.slack_acked(now, ack, durable),
+                    Receipt::Nothing => {}
                 }
                 self.serve_ingress(now);
             }
-            Step::Slack(ack) => self.slack_committed(now, ack, durable),
             Step::Committed => {
                 self.serve_ingress(now);
                 self.pump_outbox(now);
-                self.resume_polls(now);
+                self.tg_resume_polls(now);
             }
-        }
-    }
-
-    /// Poll again on accounts that waited for the queue to drain.
-    fn resume_polls(&mut self, now: Instant) {
-        let idle: Vec<String> = self
-            .channels
-            .accounts
-            .iter()
-            .filter(|(_, a)| a.phase == Phase::Polling && a.poll.is_none() && !a.committing)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in idle {
-            self.poll(now, &key);
         }
     }
 
@@ -712,16 +627,20 @@ impl Gateway {
     fn serve(&mut self, now: Instant, ev: ingress::Event) {
         let m = &ev.inbound;
         let mut changes = Vec::new();
-        let Some(a) = self.channels.accounts.get(&tg_key(&m.account)) else {
+        let account = Kind::parse(&m.channel)
+            .map(|k| k.key(&m.account))
+            .and_then(|key| self.channels.accounts.get(&key));
+        let Some(a) = account else {
             self.channels.ingress.done(ev.seq, &mut changes);
             self.channels.unsaved.extend(changes);
             return;
         };
+        let label = a.kind().label();
         let approved = self
             .channels
             .pairing
             .is_approved(&m.channel, &m.account, &m.sender.id);
-        let access = inbound::decide(&a.cfg.access, m, approved);
+        let access = inbound::decide(a.access(), m, approved);
         match access {
             Access::Drop(why) => {
                 self.log(
@@ -767,7 +686,7 @@ impl Gateway {
                             ),
                         );
                         let text =
-                            pairing::pairing_message("Telegram", &m.sender.id, &r.code, &m.channel);
+                            pairing::pairing_message(label, &m.sender.id, &r.code, &m.channel);
                         self.channels
                             .outbox
                             .push(m.reply_target(), vec![text], ts, &mut changes);
@@ -821,25 +740,39 @@ impl Gateway {
             self.persist();
             self.start_run_when_durable(now, serial);
         }
-        self.send_typing(now, &ev.inbound);
+        self.send_typing(&ev.inbound);
         self.channel_timer_at(now + TYPING_INTERVAL, Due::Typing(run_id.to_string()));
     }
 
-    fn send_typing(&mut self, now: Instant, m: &Inbound) {
-        let mut body = json!({"chat_id": m.chat_id, "action": "typing"});
-        if let (Some(t), Some(o)) = (
-            m.thread.as_ref().and_then(|t| t.parse::<i64>().ok()),
-            body.as_object_mut(),
-        ) {
-            o.insert("message_thread_id".into(), json!(t));
+    fn send_typing(&mut self, m: &Inbound) {
+        let Some(kind) = Kind::parse(&m.channel) else {
+            return;
+        };
+        let key = kind.key(&m.account);
+        match kind {
+            Kind::Telegram => self.tg_typing(&key, m),
+            Kind::Discord => self.dc_typing(&key, m),
+            // Slack shows no typing for a bot outside the assistant APIs.
+            Kind::Slack => {}
         }
-        self.tg_call(
-            now,
-            &tg_key(&m.account),
-            Purpose::Typing,
-            "sendChatAction",
-            &body,
-        );
+    }
+
+    /// Send one rendered message `text` to `target` for account `key`; false when the
+    /// account cannot send (no such account, no token).
+    fn deliver_chunk(
+        &mut self,
+        now: Instant,
+        key: &str,
+        purpose: Purpose,
+        target: &inbound::Target,
+        text: &str,
+    ) -> bool {
+        match self.channels.accounts.get(key).map(Account::kind) {
+            Some(Kind::Telegram) => self.tg_send(key, purpose, target, text),
+            Some(Kind::Discord) => self.dc_send(now, key, purpose, target, text),
+            Some(Kind::Slack) => self.sl_send(key, purpose, target, text),
+            None => false,
+        }
     }
 
     /// A channel turn ended with `reply` (the answer, or the notice of a failure): the message
@@ -851,13 +784,10 @@ impl Gateway {
         let ts = self.unix_ms(now);
         let mut changes = Vec::new();
         self.channels.ingress.done(ev.seq, &mut changes);
-        let limit = self
-            .channels
-            .accounts
-            .get(&tg_key(&ev.inbound.account))
-            .map_or(config::DEFAULT_TEXT_CHUNK_LIMIT, |a| a.cfg.text_chunk_limit);
-        if let Some(text) = reply.filter(|t| !t.trim().is_empty()) {
-            let chunks = telegram::format::chunks(&text, limit);
+        let account = Kind::parse(&ev.inbound.channel)
+            .and_then(|k| self.channels.accounts.get(&k.key(&ev.inbound.account)));
+        if let (Some(text), Some(a)) = (reply.filter(|t| !t.trim().is_empty()), account) {
+            let chunks = a.render(&text);
             self.channels
                 .outbox
                 .push(ev.inbound.reply_target(), chunks, ts, &mut changes);
@@ -870,12 +800,14 @@ impl Gateway {
     /// Send what the outbox has ready.
     fn pump_outbox(&mut self, now: Instant) {
         for d in self.channels.outbox.take_ready() {
-            let key = tg_key(&d.target.account);
+            let key = Kind::parse(&d.target.channel)
+                .map(|k| k.key(&d.target.account))
+                .unwrap_or_default();
             let running = self
                 .channels
                 .accounts
                 .get(&key)
-                .is_some_and(|a| a.cfg.token.is_ok() && a.phase != Phase::Stopped);
+                .is_some_and(|a| a.configured() && a.running());
             let Some(chunk) = d.chunks.get(d.next).filter(|_| running) else {
                 // The account is not running: try again later.
                 self.channels.outbox.release(d.seq);
@@ -885,8 +817,7 @@ impl Gateway {
                 self.channel_timer_at(now + MAX_BACKOFF, Due::Redeliver(d.seq));
                 continue;
             };
-            let body = api::send_message(&d.target.to, chunk, d.target.thread.as_deref());
-            self.tg_call(now, &key, Purpose::Deliver(d.seq), "sendMessage", &body);
+            self.deliver_chunk(now, &key, Purpose::Deliver(d.seq), &d.target, chunk);
         }
     }
 
@@ -896,7 +827,7 @@ impl Gateway {
             Ok(_) => {
                 let ts = self.unix_ms(now);
                 if let Some(a) = self.channels.accounts.get_mut(key) {
-                    a.last_outbound_at = Some(ts);
+                    a.status.last_outbound_at = Some(ts);
                 }
                 let complete = self.channels.outbox.accepted(seq, &mut changes);
                 self.channels.unsaved.extend(changes);
@@ -906,19 +837,19 @@ impl Gateway {
                 } else if let Some(d) = self.channels.outbox.get(seq).cloned() {
                     // The next chunk of the same message, at once.
                     if let Some(chunk) = d.chunks.get(d.next) {
-                        let body =
-                            api::send_message(&d.target.to, chunk, d.target.thread.as_deref());
-                        self.tg_call(now, key, Purpose::Deliver(seq), "sendMessage", &body);
+                        self.deliver_chunk(now, key, Purpose::Deliver(seq), &d.target, chunk);
                     }
                 }
             }
             Err(f) => {
                 let permanent = f.is_permanent();
                 let retry_after = f.retry_after();
-                let e = format!("sendMessage: {f}");
-                if let Some(a) = self.channels.accounts.get_mut(key) {
-                    a.last_error = Some(e.clone());
-                }
+                let Some(a) = self.channels.accounts.get_mut(key) else {
+                    return;
+                };
+                let method = a.kind().send_call();
+                let e = format!("{method}: {f}");
+                a.status.last_error = Some(e.clone());
                 let after = self
                     .channels
                     .outbox
@@ -950,7 +881,7 @@ impl Gateway {
                     }
                 }
                 if f.is_auth() {
-                    self.account_failed(now, key, "sendMessage", f);
+                    self.account_failed(now, key, method, f);
                 }
             }
         }
@@ -968,34 +899,45 @@ impl Gateway {
     }
 }
 
-/// Why a Bot API call failed.
-#[derive(Debug)]
-enum Failure {
-    /// No answer (connect, timeout, cancel).
+/// Why an API call failed, as the transport decoded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No usable answer (connect, timeout, cancel, an unreadable body).
     Transport(String),
-    /// Telegram's answer.
-    Api(ApiError),
+    /// The API refused.
+    Refused {
+        /// The API's error code (else the HTTP status).
+        code: u16,
+        /// Its description.
+        description: String,
+        /// How long it asked to wait (a 429's).
+        retry_after: Option<Duration>,
+        /// The token is bad: the account stops.
+        auth: bool,
+        /// Retrying cannot help.
+        permanent: bool,
+    },
 }
 
 impl Failure {
     fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            Failure::Api(ApiError::Refused {
-                code: 401 | 404,
-                ..
-            })
-        )
+        matches!(self, Failure::Refused { auth: true, .. })
     }
 
     fn is_permanent(&self) -> bool {
-        matches!(self, Failure::Api(e) if e.is_permanent())
+        matches!(
+            self,
+            Failure::Refused {
+                permanent: true,
+                ..
+            }
+        )
     }
 
-    fn retry_after(&self) -> Option<u64> {
+    fn retry_after(&self) -> Option<Duration> {
         match self {
-            Failure::Api(ApiError::Refused { retry_after, .. }) => *retry_after,
-            _ => None,
+            Failure::Refused { retry_after, .. } => *retry_after,
+            Failure::Transport(_) => None,
         }
     }
 }
@@ -1004,8 +946,19 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Transport(e) => f.write_str(e),
-            Failure::Api(e) => write!(f, "{e}"),
+            Failure::Refused {
+                code, description, ..
+            } => write!(f, "{code} {description}"),
         }
+    }
+}
+
+/// The id of a sent message in a send call's result (`message_id` or `id`).
+fn sent_message_id(result: &Value) -> Option<String> {
+    match result.get("message_id").or_else(|| result.get("id")) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -1025,25 +978,4 @@ pub(crate) fn latest_rows(changes: &[StoreChange]) -> Vec<(ChannelRowKind, Value
         }
     }
     rows.into_iter().map(|((k, _), v)| (k, v)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_roots_are_recognised() {
-        for r in [
-            "http://127.0.0.1:9",
-            "http://localhost",
-            "http://10.1.2.3/x",
-            "http://[::1]:8/",
-            "http://192.168.0.1",
-        ] {
-            assert!(private_api_root(r), "{r}");
-        }
-        for r in ["https://api.telegram.org", "http://8.8.8.8:80"] {
-            assert!(!private_api_root(r), "{r}");
-        }
-    }
 }

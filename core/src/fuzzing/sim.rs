@@ -97,6 +97,9 @@ pub struct Sim {
     pub files: BTreeMap<String, (Vec<u8>, u64)>,
     /// Every file read the gateway asked for, in order.
     pub file_reads: Vec<FileRead>,
+    /// Every [`Work::WsOpen`], [`Work::WsSend`] and [`Work::WsClose`] the gateway asked for,
+    /// in order: a test plays the far end and answers with [`Sim::socket_result`].
+    pub sockets: Vec<(WorkId, Work)>,
 }
 
 /// A scripted model provider: the results (head, body chunks, end) for a request.
@@ -156,6 +159,7 @@ impl Sim {
             cancelled: Vec::new(),
             files: BTreeMap::new(),
             file_reads: Vec::new(),
+            sockets: Vec::new(),
         };
         sim.drive();
         sim
@@ -189,6 +193,13 @@ impl Sim {
             self.held_http.retain(|(w, _)| *w != id);
         }
         self.gw.handle_work_result(self.now, id, result);
+        self.drive();
+    }
+
+    /// Report a result of the socket opened by the [`Work::WsOpen`] with id `socket` and let
+    /// the simulation settle.
+    pub fn socket_result(&mut self, socket: WorkId, result: WorkResult) {
+        self.gw.handle_work_result(self.now, socket, result);
         self.drive();
     }
 
@@ -529,6 +540,13 @@ impl Sim {
                     self.file_reads.push(read);
                     self.gw
                         .handle_work_result(self.now, id, WorkResult::File(result));
+                }
+                Output::Work {
+                    id,
+                    work: work @ (Work::WsOpen(_) | Work::WsSend { .. } | Work::WsClose { .. }),
+                } => {
+                    moved = true;
+                    self.sockets.push((id, work));
                 }
                 Output::Log(record) => self.logs.push(record),
                 // A deadline already due (the backlog's next round): a shell fires it at once.

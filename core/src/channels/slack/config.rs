@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::api::{API_URL_ENV, DEFAULT_API_URL};
 use crate::auth::Secret;
 use crate::channels::config::{
-    AccessPolicy, GroupRule, invalid, object, one_of, policies, refuse_unknown,
+    Common, Fields, HasCommon, Section, Sources, invalid, object, one_of, refuse_unknown,
 };
 use crate::config::{ConfigError, is_placeholder_secret};
 
@@ -67,8 +68,6 @@ const ACCOUNT_KEYS: &[&str] = &[
     "userTokenReadOnly",
     "webhookPath",
 ];
-/// Fields only the root of `channels.slack` has.
-const ROOT_ONLY_KEYS: &[&str] = &["accounts", "defaultAccount"];
 /// Fields of one `channels.<id>` entry.
 const CHANNEL_KEYS: &[&str] = &[
     "allowBots",
@@ -91,6 +90,8 @@ pub const DEFAULT_ACCOUNT: &str = "default";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/slack/events";
 /// The default `textChunkLimit` (upstream's Slack chunk size).
 pub const DEFAULT_TEXT_CHUNK_LIMIT: usize = 8000;
+/// The longest text one Slack message carries (Slack truncates past it).
+pub const SLACK_MAX_TEXT: usize = 40_000;
 /// Where the default account's bot token is read from when the config has none.
 pub const BOT_TOKEN_ENV: &str = "SLACK_BOT_TOKEN";
 /// Where the default account's app token is read from when the config has none.
@@ -121,30 +122,25 @@ impl SlackMode {
 /// One Slack account, resolved (account fields over the root's).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SlackAccount {
-    /// The account id (`default` without `accounts`).
-    pub account_id: String,
-    /// `enabled` (default `true`).
-    pub enabled: bool,
+    /// What every transport has (the token is the bot token, `xoxb-…`; `channels` are the
+    /// group rules).
+    pub common: Common,
     /// `mode`.
     pub mode: SlackMode,
-    /// The bot token (`xoxb-…`), or why there is none (naming the key to set).
-    pub bot_token: Result<Secret, String>,
     /// The app token (`xapp-…`, Socket Mode), or why there is none.
     pub app_token: Result<Secret, String>,
     /// The signing secret (HTTP mode; the config is refused without one there).
     pub signing_secret: Option<Secret>,
     /// `webhookPath`, with its leading `/`.
     pub webhook_path: String,
-    /// DM and channel access (`channels` are the groups, by channel id).
-    pub access: AccessPolicy,
-    /// `textChunkLimit` (default 8000).
-    pub text_chunk_limit: usize,
+    /// The Web API base: `SLACK_API_URL` (upstream's variable) or Slack's own.
+    pub api_url: String,
 }
 
 impl SlackAccount {
     /// Whether this account takes Events API POSTs on the gateway's port.
     pub fn serves_webhook(&self) -> bool {
-        self.enabled && self.mode == SlackMode::Http && self.signing_secret.is_some()
+        self.common.enabled && self.mode == SlackMode::Http && self.signing_secret.is_some()
     }
 }
 
@@ -153,7 +149,7 @@ pub fn webhooks(accounts: &[SlackAccount]) -> Vec<(String, String)> {
     accounts
         .iter()
         .filter(|a| a.serves_webhook())
-        .map(|a| (a.webhook_path.clone(), a.account_id.clone()))
+        .map(|a| (a.webhook_path.clone(), a.common.account_id.clone()))
         .collect()
 }
 
@@ -180,94 +176,42 @@ pub fn normalize_id(s: &str) -> String {
     s.to_ascii_uppercase()
 }
 
-/// Resolve `channels.slack` of a parsed config file (`env` for the tokens' fallbacks and env
-/// SecretRefs).
-pub(crate) fn resolve(
-    file: &Value,
-    env: &BTreeMap<String, String>,
-) -> Result<Vec<SlackAccount>, ConfigError> {
-    let Some(sl) = file.get("channels").and_then(|c| c.get("slack")) else {
-        return Ok(Vec::new());
-    };
-    const ROOT: &str = "channels.slack";
-    let root = object(sl, ROOT)?;
-    refuse_unknown(root, &[ACCOUNT_KEYS, ROOT_ONLY_KEYS], ROOT)?;
-    let mut out = Vec::new();
-    match root.get("accounts") {
-        None | Some(Value::Null) => out.push(account(DEFAULT_ACCOUNT, root, None, env)?),
-        Some(accounts) => {
-            for (id, acc) in object(accounts, "channels.slack.accounts")? {
-                let at = format!("channels.slack.accounts.{id}");
-                let acc = object(acc, &at)?;
-                refuse_unknown(acc, &[ACCOUNT_KEYS], &at)?;
-                out.push(account(id, root, Some((acc, &at)), env)?);
-            }
-        }
+/// Slack's section: `botToken` (or `SLACK_BOT_TOKEN`) is the account's token, `channels` its
+/// group rules.
+pub(crate) const SECTION: Section = Section {
+    name: "slack",
+    account_keys: Some(ACCOUNT_KEYS),
+    token_key: "botToken",
+    token_file: false,
+    token_env: BOT_TOKEN_ENV,
+    token_hint: "the bot token (xoxb-…) from the Slack app's OAuth & Permissions page",
+    max_text: SLACK_MAX_TEXT,
+    default_chunk: DEFAULT_TEXT_CHUNK_LIMIT,
+    groups_key: "channels",
+    strict_groups: false,
+};
+
+impl HasCommon for SlackAccount {
+    fn common(&self) -> &Common {
+        &self.common
     }
-    if let Some(d) = root.get("defaultAccount").filter(|v| !v.is_null()) {
-        let known = d
-            .as_str()
-            .is_some_and(|d| out.iter().any(|a| a.account_id == d));
-        if !known {
-            return Err(invalid(
-                "channels.slack.defaultAccount",
-                format!("names {d}, which is not under channels.slack.accounts"),
-            ));
-        }
-    }
-    Ok(out)
 }
 
-/// A Slack id list: strings or numbers, normalised.
-fn id_list(v: &Value, key: &str) -> Result<Vec<String>, ConfigError> {
-    let Value::Array(items) = v else {
-        return Err(invalid(key, format!("must be a list, got {v}")));
-    };
-    items
-        .iter()
-        .map(|i| match i {
-            Value::String(s) => Ok(normalize_id(s)),
-            Value::Number(n) => Ok(n.to_string()),
-            other => Err(invalid(
-                key,
-                format!("entries must be strings or numbers, got {other}"),
-            )),
-        })
-        .collect()
-}
-
-/// One account: its own field if set, else the root's.
-fn account(
-    id: &str,
-    root: &Map<String, Value>,
-    own: Option<(&Map<String, Value>, &str)>,
-    env: &BTreeMap<String, String>,
-) -> Result<SlackAccount, ConfigError> {
-    let at = own.map_or("channels.slack".to_string(), |(_, at)| at.to_string());
-    let field = |name: &str| -> Option<(&Value, String)> {
-        if let Some((acc, at)) = own
-            && let Some(v) = acc.get(name).filter(|v| !v.is_null())
-        {
-            return Some((v, format!("{at}.{name}")));
+/// One Slack account.
+pub(crate) fn account(f: &Fields<'_>, src: &Sources<'_>) -> Result<SlackAccount, ConfigError> {
+    let at = f.at();
+    if let Some((chans, key)) = f.field("channels") {
+        for (chan, rule) in object(chans, &key)? {
+            let rule_key = format!("{key}.{chan}");
+            refuse_unknown(object(rule, &rule_key)?, &[CHANNEL_KEYS], &rule_key)?;
         }
-        root.get(name)
-            .filter(|v| !v.is_null())
-            .map(|v| (v, format!("channels.slack.{name}")))
-    };
-    let str_field = |name: &str| -> Result<Option<(String, String)>, ConfigError> {
-        match field(name) {
-            None => Ok(None),
-            Some((Value::String(s), key)) => Ok(Some((s.clone(), key))),
-            Some((v, key)) => Err(invalid(key, format!("must be a string, got {v}"))),
-        }
-    };
-    let enabled = match field("enabled") {
-        None => true,
-        Some((Value::Bool(b), _)) => *b,
-        Some((v, key)) => return Err(invalid(key, format!("must be true or false, got {v}"))),
-    };
+    }
+    let mut common = f.common(src)?;
+    for id in &mut common.access.allow_from {
+        *id = normalize_id(id);
+    }
     let mode = one_of(
-        str_field("mode")?,
+        f.str_field("mode")?,
         SlackMode::Socket,
         &[
             ("socket", SlackMode::Socket),
@@ -275,78 +219,37 @@ fn account(
             ("relay", SlackMode::Relay),
         ],
     )?;
-    let allow_from = match field("allowFrom") {
-        None => Vec::new(),
-        Some((v, key)) => id_list(v, &key)?,
-    };
-    let (dm_policy, group_policy) = policies(
-        str_field("dmPolicy")?,
-        str_field("groupPolicy")?,
-        &allow_from,
-        &format!("{at}.allowFrom"),
-    )?;
-    let mut groups = BTreeMap::new();
-    if let Some((chans, key)) = field("channels") {
-        for (chan, rule) in object(chans, &key)? {
-            let rule_key = format!("{key}.{chan}");
-            let rule = object(rule, &rule_key)?;
-            refuse_unknown(rule, &[CHANNEL_KEYS], &rule_key)?;
-            let require_mention = match rule.get("requireMention") {
-                None | Some(Value::Null) => None,
-                Some(Value::Bool(b)) => Some(*b),
-                Some(v) => {
-                    return Err(invalid(
-                        format!("{rule_key}.requireMention"),
-                        format!("must be true or false, got {v}"),
-                    ));
-                }
-            };
-            groups.insert(chan.clone(), GroupRule { require_mention });
-        }
-    }
-    let text_chunk_limit = match field("textChunkLimit") {
-        None => DEFAULT_TEXT_CHUNK_LIMIT,
-        Some((v, key)) => match v.as_u64().filter(|n| *n > 0) {
-            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            None => return Err(invalid(key, format!("must be a positive integer, got {v}"))),
-        },
-    };
-    let default_env = |var: &'static str| (id == DEFAULT_ACCOUNT).then_some(var);
-    let bot_token = secret(&field, "botToken", default_env(BOT_TOKEN_ENV), env, &at)?;
-    let app_token = secret(&field, "appToken", default_env(APP_TOKEN_ENV), env, &at)?;
-    let signing_secret = secret(&field, "signingSecret", None, env, &at)?.ok();
-    if enabled && mode == SlackMode::Http && signing_secret.is_none() {
+    let default_env = (common.account_id == DEFAULT_ACCOUNT).then_some(APP_TOKEN_ENV);
+    let app_token = secret(f, "appToken", default_env, src.env, &at)?;
+    let signing_secret = secret(f, "signingSecret", None, src.env, &at)?.ok();
+    if common.enabled && mode == SlackMode::Http && signing_secret.is_none() {
         return Err(invalid(
             format!("{at}.signingSecret"),
             "mode \"http\" requires channels.slack.signingSecret or channels.slack.accounts.*.signingSecret",
         ));
     }
-    let webhook_path = match str_field("webhookPath")? {
-        Some((p, _)) => normalize_webhook_path(Some(&p)),
-        None => normalize_webhook_path(None),
-    };
+    let webhook_path =
+        normalize_webhook_path(f.str_field("webhookPath")?.map(|(p, _)| p).as_deref());
+    let api_url = src
+        .env
+        .get(API_URL_ENV)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .unwrap_or(DEFAULT_API_URL)
+        .to_string();
     Ok(SlackAccount {
-        account_id: id.to_string(),
-        enabled,
+        common,
         mode,
-        bot_token,
         app_token,
         signing_secret,
         webhook_path,
-        access: AccessPolicy {
-            dm_policy,
-            allow_from,
-            group_policy,
-            groups,
-            group_allow_from: None,
-        },
-        text_chunk_limit,
+        api_url,
     })
 }
 
 /// A secret field: a string, or an env SecretRef; else `fallback_env`; else why there is none.
-fn secret<'a>(
-    field: &dyn Fn(&str) -> Option<(&'a Value, String)>,
+fn secret(
+    f: &Fields<'_>,
     name: &str,
     fallback_env: Option<&str>,
     env: &BTreeMap<String, String>,
@@ -360,7 +263,7 @@ fn secret<'a>(
             Ok(Secret::new(value))
         }
     };
-    if let Some((v, key)) = field(name) {
+    if let Some((v, key)) = f.field(name) {
         return match v {
             Value::String(s) => Ok(check(s, &key)),
             Value::Object(r) if r.get("source").and_then(Value::as_str) == Some("env") => {
@@ -393,10 +296,17 @@ fn secret<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::config::DmPolicy;
     use serde_json::json;
 
     fn resolve_json(v: Value) -> Result<Vec<SlackAccount>, ConfigError> {
-        resolve(&json!({"channels": {"slack": v}}), &BTreeMap::new())
+        let file = json!({"channels": {"slack": v}});
+        let (env, files) = (BTreeMap::new(), BTreeMap::new());
+        let src = Sources {
+            env: &env,
+            files: &files,
+        };
+        crate::channels::config::resolve(&file, &src).map(|c| c.slack)
     }
 
     #[test]
@@ -405,7 +315,8 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].mode, SlackMode::Socket);
         assert_eq!(a[0].webhook_path, "/slack/events");
-        assert_eq!(a[0].text_chunk_limit, 8000);
+        assert_eq!(a[0].common.text_chunk_limit, 8000);
+        assert_eq!(a[0].api_url, DEFAULT_API_URL);
         assert!(!a[0].serves_webhook());
         let a = resolve_json(json!({"mode": "http", "botToken": "xoxb-1",
             "signingSecret": "s", "webhookPath": "hooks/slack"}))
@@ -430,14 +341,22 @@ mod tests {
             e.to_string().contains("channels.slack.accounts.a.mode"),
             "{e}"
         );
+        let e = resolve_json(json!({"channels": {"C1": {"nope": true}}})).unwrap_err();
+        assert!(
+            e.to_string().contains("channels.slack.channels.C1.nope"),
+            "{e}"
+        );
     }
 
     #[test]
     fn ids_and_missing_tokens() {
         let a = resolve_json(json!({"dmPolicy": "allowlist", "allowFrom": ["slack:u123", "*"]}))
             .unwrap();
-        assert_eq!(a[0].access.allow_from, vec!["U123", "*"]);
-        let why = a[0].bot_token.clone().unwrap_err();
-        assert!(why.contains("channels.slack.botToken") && why.contains(BOT_TOKEN_ENV));
+        assert_eq!(a[0].common.access.dm_policy, DmPolicy::Allowlist);
+        assert_eq!(a[0].common.access.allow_from, vec!["U123", "*"]);
+        let why = a[0].common.token.clone().unwrap_err();
+        assert!(why.contains("channels.slack.botToken"), "{why}");
+        let why = a[0].app_token.clone().unwrap_err();
+        assert!(why.contains(APP_TOKEN_ENV), "{why}");
     }
 }

@@ -77,6 +77,7 @@ impl SlackMessage {
             message_id: self.ts,
             event_id: self.event_id,
             mentioned,
+            group: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! account's `textChunkLimit` (upstream's 8,000 by default): paragraphs first, then lines,
 //! then characters, counting as upstream does (UTF-16 units).
 
-use crate::channels::telegram::format::split_markdown;
+use crate::channels::chunk::{split_markdown, units};
 
 /// `&`, `<` and `>` escaped as Slack requires.
 pub fn escape(text: &str) -> String {
@@ -101,16 +101,11 @@ fn span(s: &str) -> Option<(String, usize)> {
     None
 }
 
-/// UTF-16 units, as upstream counts a message's length.
-fn units(s: &str) -> usize {
-    s.encode_utf16().count()
-}
-
 /// The reply as Slack messages, each at most `limit` units once written as mrkdwn.
 pub fn chunks(md: &str, limit: usize) -> Vec<String> {
     let limit = limit.max(1);
     let mut out = Vec::new();
-    for piece in split_markdown(md, limit) {
+    for piece in split_markdown(md, limit, false) {
         render_within(&piece, limit, &mut out);
     }
     out
@@ -124,7 +119,7 @@ fn render_within(piece: &str, limit: usize, out: &mut Vec<String>) {
         return;
     }
     let smaller = (units(piece) / 2).max(1);
-    for p in split_markdown(piece, smaller) {
+    for p in split_markdown(piece, smaller, false) {
         render_within(&p, limit, out);
     }
 }

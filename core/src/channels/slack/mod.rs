@@ -4,8 +4,10 @@
 //! arrived (the HTTP 200, or the Socket Mode ack), so a crash between the two only means
 //! Slack delivers it again and the queue recognises it.
 
+pub mod account;
 pub mod api;
 pub mod config;
+pub mod driver;
 pub mod events;
 pub mod format;
 pub mod verify;
@@ -14,19 +16,29 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::channels::Step;
+use crate::channels::account::Kind;
 use crate::conn::ConnId;
 use crate::gateway::Gateway;
 use crate::http::PlainRequest;
 use crate::log::Level;
+use crate::work::WorkId;
 
-use events::{Callback, SlackMessage};
+use events::Callback;
 
 /// Who is told that a Slack message is safe, once its batch is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ack {
-    /// An Events API POST, answered with an empty 200 (500 if the batch failed).
+    /// An Events API POST, answered with an empty 200 (500 if the batch failed, so Slack
+    /// retries).
     Http(ConnId),
+    /// A Socket Mode envelope, acknowledged by its id on the socket it came on (not at all
+    /// if the batch failed, so Slack redelivers).
+    Socket {
+        /// The socket (its `WsOpen` id).
+        socket: WorkId,
+        /// The envelope's id.
+        envelope_id: String,
+    },
 }
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -46,7 +58,7 @@ impl Gateway {
             .channels
             .slack
             .iter()
-            .find(|a| a.account_id == account)
+            .find(|a| a.common.account_id == account)
             .and_then(|a| a.signing_secret.clone());
         let Some(secret) = secret else {
             self.answer_post(now, id, 404, None, b"");
@@ -87,38 +99,28 @@ impl Gateway {
                 );
                 self.answer_post(now, id, 200, None, b"");
             }
-            Ok(Callback::Message(m)) => self.slack_ingest(now, account, *m, Ack::Http(id)),
+            Ok(Callback::Message(m)) => {
+                let key = Kind::Slack.key(account);
+                self.slack_ingest(now, &key, *m, Ack::Http(id));
+            }
         }
     }
 
-    /// Queue a Slack message durably (unless it is a redelivery), then acknowledge it.
-    fn slack_ingest(&mut self, now: Instant, account: &str, m: SlackMessage, ack: Ack) {
-        let inbound = m.into_inbound(account, None);
-        if self.channels.ingress.has_seen(&inbound.dedupe_key()) {
-            self.log(
-                now,
-                Level::Info,
-                None,
-                format!(
-                    "slack:{account}: message {} redelivered; already queued",
-                    inbound.message_id
-                ),
-            );
-        } else {
-            let mut changes = Vec::new();
-            self.channels.ingress.push(inbound, &mut changes);
-            self.channels.unsaved.extend(changes);
-            self.persist();
-        }
-        self.hold_channel_step(now, Step::Slack(ack));
-    }
-
-    /// Every batch up to a Slack message's is durable (or failed): tell Slack, and serve.
-    pub(crate) fn slack_committed(&mut self, now: Instant, ack: Ack, durable: bool) {
+    /// Every batch up to a Slack message's is durable (`durable`) or failed: tell Slack.
+    pub(crate) fn slack_acked(&mut self, now: Instant, ack: Ack, durable: bool) {
         match ack {
             Ack::Http(id) if durable => self.answer_post(now, id, 200, None, b""),
             Ack::Http(id) => self.answer_post(now, id, 500, None, b""),
+            Ack::Socket {
+                socket,
+                envelope_id,
+            } if durable => self.socket_send(socket, events::ack(&envelope_id)),
+            Ack::Socket { envelope_id, .. } => self.log(
+                now,
+                Level::Warn,
+                None,
+                format!("slack: envelope {envelope_id} not acknowledged: its batch failed"),
+            ),
         }
-        self.serve_ingress(now);
     }
 }

@@ -305,6 +305,7 @@ fn normalize(m: RawMessage, account: &str, me: &Me, update_id: i64) -> Option<In
         message_id: m.message_id.to_string(),
         event_id: update_id.to_string(),
         mentioned,
+        group: None,
     })
 }
 

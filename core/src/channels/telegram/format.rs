@@ -2,6 +2,7 @@
 //! messages: at `textChunkLimit` on paragraph, then line, then character boundaries, each
 //! rendered message never over Telegram's 4096 (counted in UTF-16 units, as Telegram counts).
 
+use super::super::chunk::{split_markdown, units};
 use super::super::config::TELEGRAM_MAX_TEXT;
 
 /// `text` with `&`, `<` and `>` escaped for Telegram HTML.
@@ -120,17 +121,12 @@ fn span(s: &str) -> Option<(String, usize)> {
     None
 }
 
-/// Length as Telegram counts it.
-fn units(s: &str) -> usize {
-    s.encode_utf16().count()
-}
-
 /// The reply as Telegram messages: Markdown cut at `limit` (paragraphs, then lines, then
 /// characters), each piece rendered to HTML; a piece whose HTML passes 4096 is cut again.
 pub fn chunks(md: &str, limit: usize) -> Vec<String> {
     let limit = limit.clamp(1, TELEGRAM_MAX_TEXT);
     let mut out = Vec::new();
-    for piece in split_markdown(md.trim_end(), limit) {
+    for piece in split_markdown(md.trim_end(), limit, false) {
         render_within(&piece, &mut out);
     }
     if out.is_empty() {
@@ -145,80 +141,9 @@ fn render_within(piece: &str, out: &mut Vec<String>) {
         out.push(html);
         return;
     }
-    for half in split_markdown(piece, piece.chars().count() / 2) {
+    for half in split_markdown(piece, piece.chars().count() / 2, false) {
         render_within(&half, out);
     }
-}
-
-/// Cut `text` into pieces of at most `limit` units: blank-line boundaries first, then line
-/// boundaries, then a hard cut on a character boundary.
-pub(crate) fn split_markdown(text: &str, limit: usize) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    for para in text.split("\n\n") {
-        for piece in fit(para, limit, "\n") {
-            let joined = if cur.is_empty() { 0 } else { units(&cur) + 2 };
-            if joined + units(&piece) <= limit && !cur.is_empty() && !piece.is_empty() {
-                cur.push_str("\n\n");
-                cur.push_str(&piece);
-            } else {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-                cur = piece;
-            }
-        }
-    }
-    if !cur.trim().is_empty() {
-        out.push(cur);
-    }
-    out.retain(|p| !p.trim().is_empty());
-    out
-}
-
-/// `para` as pieces of at most `limit` units, cut on `sep` where possible.
-fn fit(para: &str, limit: usize, sep: &str) -> Vec<String> {
-    if units(para) <= limit {
-        return vec![para.to_string()];
-    }
-    let mut out: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    for line in para.split(sep) {
-        let mut line = line.to_string();
-        while units(&line) > limit {
-            let cut = hard_cut(&line, limit);
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            out.push(line[..cut].to_string());
-            line = line[cut..].to_string();
-        }
-        let extra = if cur.is_empty() { 0 } else { units(sep) };
-        if units(&cur) + extra + units(&line) <= limit {
-            if !cur.is_empty() {
-                cur.push_str(sep);
-            }
-            cur.push_str(&line);
-        } else {
-            out.push(std::mem::replace(&mut cur, line));
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// The byte index of the longest prefix of `s` within `limit` units (at least one char).
-fn hard_cut(s: &str, limit: usize) -> usize {
-    let mut used = 0;
-    for (i, c) in s.char_indices() {
-        used += c.len_utf16();
-        if used > limit {
-            return i.max(c.len_utf8());
-        }
-    }
-    s.len()
 }
 
 #[cfg(test)]

@@ -1,0 +1,289 @@
+//! An account of any transport, as the transport-generic layer sees it: which channel it
+//! belongs to ([`Kind`]), the state every transport shares ([`Status`]: failures, the
+//! operator's stop, the times and the last error `channels.status` shows), and the
+//! transport's own state ([`Transport`]), which answers the questions that differ: its
+//! access policy, whether it runs, how a reply is cut and rendered, its status fields.
+
+use serde_json::{Value, json};
+
+use super::config::AccessPolicy;
+use super::discord;
+use super::slack;
+use super::telegram;
+
+/// A channel (transport) clawgate runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Telegram, over the Bot API.
+    Telegram,
+    /// Discord, over its Gateway WebSocket and REST API.
+    Discord,
+    /// Slack, over Socket Mode or the Events API, and the Web API.
+    Slack,
+}
+
+impl Kind {
+    /// Every kind, in `channelOrder` order.
+    pub const ALL: [Kind; 3] = [Kind::Telegram, Kind::Discord, Kind::Slack];
+
+    /// The channel id (`telegram`).
+    pub fn id(self) -> &'static str {
+        match self {
+            Kind::Telegram => "telegram",
+            Kind::Discord => "discord",
+            Kind::Slack => "slack",
+        }
+    }
+
+    /// The kind a channel id names exactly.
+    pub fn from_id(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.id() == s)
+    }
+
+    /// Fields of its accounts' snapshots its `channels` summary carries too.
+    pub fn summary_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Telegram => &["lastPollAt"],
+            Kind::Discord | Kind::Slack => &[],
+        }
+    }
+
+    /// The kind a channel id (or its short alias) names.
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "telegram" | "tg" => Some(Kind::Telegram),
+            "discord" => Some(Kind::Discord),
+            "slack" => Some(Kind::Slack),
+            _ => None,
+        }
+    }
+
+    /// Its label (`Telegram`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Telegram => "Telegram",
+            Kind::Discord => "Discord",
+            Kind::Slack => "Slack",
+        }
+    }
+
+    /// Its detail label (`Telegram Bot`).
+    pub fn detail_label(self) -> &'static str {
+        match self {
+            Kind::Telegram => "Telegram Bot",
+            Kind::Discord => "Discord Bot",
+            Kind::Slack => "Slack Bot",
+        }
+    }
+
+    /// Its system image, as upstream names it.
+    pub fn system_image(self) -> &'static str {
+        match self {
+            Kind::Telegram => "paperplane",
+            Kind::Discord => "bubble.left.and.bubble.right",
+            Kind::Slack => "number",
+        }
+    }
+
+    /// What a sender id is called in pairing lists (`telegramUserId`).
+    pub fn sender_label(self) -> &'static str {
+        match self {
+            Kind::Telegram => "telegramUserId",
+            Kind::Discord => "discordUserId",
+            Kind::Slack => "slackUserId",
+        }
+    }
+
+    /// The config key of its token, for errors that send the operator there.
+    pub fn token_key(self) -> &'static str {
+        match self {
+            Kind::Telegram => "channels.telegram.botToken",
+            Kind::Discord => "channels.discord.token",
+            Kind::Slack => "channels.slack.botToken",
+        }
+    }
+
+    /// The name of its call that sends a message, for errors.
+    pub fn send_call(self) -> &'static str {
+        match self {
+            Kind::Telegram => "sendMessage",
+            Kind::Discord => "POST /channels/{id}/messages",
+            Kind::Slack => "chat.postMessage",
+        }
+    }
+
+    /// The key of account `account` of this kind in the channels' account table.
+    pub fn key(self, account: &str) -> String {
+        format!("{}:{account}", self.id())
+    }
+}
+
+/// The state every transport's account keeps the same way.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Consecutive failures (the backoff exponent; `reconnectAttempts`).
+    pub failures: u32,
+    /// Stopped by `channels.stop` (stays stopped until `channels.start`).
+    pub stopped_by_operator: bool,
+    /// Unix ms of the last start.
+    pub last_start_at: Option<u64>,
+    /// Unix ms of the last stop.
+    pub last_stop_at: Option<u64>,
+    /// Unix ms of the last message received.
+    pub last_inbound_at: Option<u64>,
+    /// Unix ms of the last message delivered.
+    pub last_outbound_at: Option<u64>,
+    /// The last error, for `channels.status`.
+    pub last_error: Option<String>,
+}
+
+/// A transport's own account state.
+// A handful of accounts at most: boxing the larger one would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Transport {
+    /// A Telegram bot.
+    Telegram(telegram::account::Account),
+    /// A Discord bot.
+    Discord(discord::account::Account),
+    /// A Slack app.
+    Slack(slack::account::Account),
+}
+
+/// One account.
+#[derive(Debug)]
+pub struct Account {
+    /// What every transport keeps.
+    pub status: Status,
+    /// The transport's state.
+    pub transport: Transport,
+}
+
+impl Account {
+    /// A stopped account around a transport's state.
+    pub fn new(transport: Transport) -> Self {
+        Account {
+            status: Status::default(),
+            transport,
+        }
+    }
+
+    /// Its channel.
+    pub fn kind(&self) -> Kind {
+        match &self.transport {
+            Transport::Telegram(_) => Kind::Telegram,
+            Transport::Discord(_) => Kind::Discord,
+            Transport::Slack(_) => Kind::Slack,
+        }
+    }
+
+    /// Its configuration's common part.
+    pub fn common(&self) -> &super::config::Common {
+        match &self.transport {
+            Transport::Telegram(t) => &t.cfg.common,
+            Transport::Discord(d) => &d.cfg.common,
+            Transport::Slack(s) => &s.cfg.common,
+        }
+    }
+
+    /// Its account id.
+    pub fn account_id(&self) -> &str {
+        &self.common().account_id
+    }
+
+    /// Its access policy.
+    pub fn access(&self) -> &AccessPolicy {
+        &self.common().access
+    }
+
+    /// Whether it has a usable token.
+    pub fn configured(&self) -> bool {
+        self.common().token.is_ok()
+    }
+
+    /// Whether it is started (in any phase but stopped).
+    pub fn running(&self) -> bool {
+        match &self.transport {
+            Transport::Telegram(t) => t.running(),
+            Transport::Discord(d) => d.running(),
+            Transport::Slack(s) => s.running(),
+        }
+    }
+
+    /// Take a new configuration of the same account; whether the transport must restart
+    /// for it (its token or endpoint changed). Policies and limits apply at once.
+    pub fn reconfigure(&mut self, new: Transport) -> bool {
+        match (&mut self.transport, new) {
+            (Transport::Telegram(a), Transport::Telegram(b)) => a.reconfigure(b.cfg),
+            (Transport::Discord(a), Transport::Discord(b)) => a.reconfigure(b.cfg),
+            (Transport::Slack(a), Transport::Slack(b)) => a.reconfigure(b.cfg),
+            // Keys carry the kind: an account never changes transport.
+            _ => false,
+        }
+    }
+
+    /// Mark it as waiting out a backoff (after a failure); false when it is stopped (a
+    /// stopped account does not retry).
+    pub fn wait(&mut self) -> bool {
+        match &mut self.transport {
+            Transport::Telegram(t) => t.wait(),
+            Transport::Discord(d) => d.wait(),
+            Transport::Slack(s) => s.wait(),
+        }
+    }
+
+    /// Plain text (the `send` method's message) as this transport sends it.
+    pub fn plain(&self, text: &str) -> String {
+        match &self.transport {
+            Transport::Telegram(_) => telegram::format::escape(text),
+            Transport::Discord(_) => text.to_string(),
+            Transport::Slack(_) => slack::format::escape(text),
+        }
+    }
+
+    /// A reply (the agent's Markdown) as the messages this transport sends.
+    pub fn render(&self, text: &str) -> Vec<String> {
+        let limit = self.common().text_chunk_limit;
+        match &self.transport {
+            Transport::Telegram(_) => telegram::format::chunks(text, limit),
+            Transport::Discord(_) => discord::format::chunks(text, limit),
+            Transport::Slack(_) => slack::format::chunks(text, limit),
+        }
+    }
+
+    /// The account snapshot of `channels.status`, with the replies kept as undelivered and
+    /// the number waiting to be sent.
+    pub fn snapshot(&self, undelivered: Vec<Value>, pending_replies: usize) -> Value {
+        let c = self.common();
+        let s = &self.status;
+        let mut out = json!({
+            "accountId": c.account_id,
+            "enabled": c.enabled,
+            "configured": c.token.is_ok(),
+            "running": self.running(),
+            "reconnectAttempts": s.failures,
+            "lastStartAt": s.last_start_at,
+            "lastStopAt": s.last_stop_at,
+            "lastEventAt": s.last_inbound_at,
+            "lastInboundAt": s.last_inbound_at,
+            "lastOutboundAt": s.last_outbound_at,
+            "lastError": s.last_error,
+            "tokenSource": c.token.as_ref().map_or("none", |t| t.1.as_str()),
+            "tokenStatus": if c.token.is_ok() { "available" } else { "missing" },
+            "dmPolicy": c.access.dm_policy.as_str(),
+            "allowFrom": c.access.allow_from,
+            "allowUnmentionedGroups": false,
+            "pendingReplies": pending_replies,
+            "undeliveredReplies": undelivered,
+        });
+        let own = match &self.transport {
+            Transport::Telegram(t) => t.snapshot(),
+            Transport::Discord(d) => d.snapshot(),
+            Transport::Slack(s) => s.snapshot(),
+        };
+        if let (Some(out), Value::Object(own)) = (out.as_object_mut(), own) {
+            out.extend(own);
+        }
+        out
+    }
+}

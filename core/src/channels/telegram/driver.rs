@@ -1,0 +1,429 @@
+//! What Telegram supplies to the transport-generic channels: an account's start (`getMe`,
+//! `deleteWebhook`, then the long poll) and stop, the poll and its watchdog, the updates it
+//! hands to [`Gateway::receive`] with the offset that confirms them, and the `sendMessage`
+//! and `sendChatAction` calls that deliver a reply and show typing.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::api::{self, ApiError};
+use crate::channels::account::Transport;
+use crate::channels::inbound::{Inbound, Target};
+use crate::channels::{Answer, Due as ChannelDue, Failure, Purpose as ChannelPurpose, Receipt};
+use crate::gateway::Gateway;
+use crate::log::Level;
+use crate::persist::{ChannelRowKind, StoreChange};
+use crate::work::WorkId;
+
+use super::account::{Account, Phase};
+
+/// How long past its own timeout a poll may run before the watchdog restarts it.
+pub const POLL_MARGIN: Duration = Duration::from_secs(15);
+
+/// What a Telegram call of its own is for.
+#[derive(Clone, Debug)]
+pub enum Purpose {
+    /// `getMe` at start.
+    GetMe,
+    /// `deleteWebhook` before polling.
+    DeleteWebhook,
+    /// `getUpdates`.
+    Poll,
+}
+
+/// A Telegram timer.
+#[derive(Clone, Debug)]
+pub enum Due {
+    /// This poll should have returned by now.
+    Watchdog(WorkId),
+}
+
+/// A Bot API answer decoded: the `result`, or why the call failed.
+pub(crate) fn result(answer: Result<Answer<'_>, String>) -> Result<Value, Failure> {
+    answer
+        .map_err(Failure::Transport)
+        .and_then(|a| api::result(a.status, a.body).map_err(failure))
+}
+
+/// A Bot API error as the channels' failure: 401 and 404 mean a bad token.
+fn failure(e: ApiError) -> Failure {
+    let permanent = e.is_permanent();
+    match e {
+        ApiError::Refused {
+            code,
+            description,
+            retry_after,
+        } => Failure::Refused {
+            code,
+            description,
+            retry_after: retry_after.map(Duration::from_secs),
+            auth: matches!(code, 401 | 404),
+            permanent,
+        },
+        e @ ApiError::Unreadable { .. } => Failure::Transport(e.to_string()),
+    }
+}
+
+fn offset_row(account: &str, offset: i64) -> StoreChange {
+    StoreChange::PutChannelRow {
+        kind: ChannelRowKind::Offset,
+        key: account.to_string(),
+        row: json!({"offset": offset}),
+    }
+}
+
+/// Whether an API root points at a loopback or private address (refused unless
+/// `network.dangerouslyAllowPrivateNetwork`).
+fn private_api_root(root: &str) -> bool {
+    let host = root
+        .split_once("://")
+        .map_or(root, |(_, r)| r)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.parse::<core::net::IpAddr>() {
+        Ok(core::net::IpAddr::V4(ip)) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+        }
+        Ok(core::net::IpAddr::V6(ip)) => {
+            let unique_local = ip.segments().first().is_some_and(|s| s & 0xfe00 == 0xfc00);
+            ip.is_loopback() || ip.is_unspecified() || unique_local
+        }
+        Err(_) => false,
+    }
+}
+
+impl Account {
+    /// Take a stored offset row.
+    pub(crate) fn restore_offset(&mut self, row: &Value) -> bool {
+        match row.get("offset").and_then(Value::as_i64) {
+            Some(o) => {
+                self.offset = self.offset.max(o);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Gateway {
+    fn tg(&mut self, key: &str) -> Option<&mut Account> {
+        match self
+            .channels
+            .accounts
+            .get_mut(key)
+            .map(|a| &mut a.transport)
+        {
+            Some(Transport::Telegram(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Start account `key` (its token is there): `getMe` first; or why it cannot start.
+    pub(crate) fn tg_start(&mut self, now: Instant, key: &str) -> Result<(), String> {
+        let Some(a) = self.tg(key) else {
+            return Ok(());
+        };
+        if a.cfg.proxy.is_some() {
+            return Err(format!(
+                "channels.telegram.proxy is not supported by clawgate; remove it to reach {} directly",
+                a.cfg.api_root
+            ));
+        }
+        if private_api_root(&a.cfg.api_root) && !a.cfg.allow_private_network {
+            return Err(format!(
+                "channels.telegram.apiRoot {} is a private address: set channels.telegram.network.dangerouslyAllowPrivateNetwork to true to allow it",
+                a.cfg.api_root
+            ));
+        }
+        a.phase = Phase::Identifying;
+        self.log(now, Level::Info, None, format!("{key}: starting (getMe)"));
+        self.tg_call(key, Purpose::GetMe.into(), "getMe", &json!({}));
+        Ok(())
+    }
+
+    /// Stop account `key`: its poll is cancelled.
+    pub(crate) fn tg_stop(&mut self, key: &str) {
+        let Some(a) = self.tg(key) else {
+            return;
+        };
+        a.phase = Phase::Stopped;
+        if let Some(poll) = a.poll.take() {
+            self.cancel_work(poll);
+        }
+    }
+
+    /// Issue Bot API `method` for account `key`; its id.
+    fn tg_call(
+        &mut self,
+        key: &str,
+        purpose: ChannelPurpose,
+        method: &str,
+        body: &Value,
+    ) -> Option<WorkId> {
+        let a = self.tg(key)?;
+        let (token, _) = a.cfg.common.token.as_ref().ok()?;
+        let request = api::request(&a.cfg.api_root, token.expose(), method, body);
+        Some(self.channel_call(key, purpose, request))
+    }
+
+    /// A backoff is over: identify again, or poll.
+    pub(crate) fn tg_retry(&mut self, now: Instant, key: &str) {
+        let Some(a) = self.tg(key) else {
+            return;
+        };
+        if a.phase != Phase::Waiting {
+            return;
+        }
+        if a.me.id == 0 {
+            a.phase = Phase::Identifying;
+            self.tg_call(key, Purpose::GetMe.into(), "getMe", &json!({}));
+        } else {
+            self.poll(now, key);
+        }
+    }
+
+    /// A Telegram timer fired.
+    pub(crate) fn tg_timer(&mut self, now: Instant, key: &str, due: Due) {
+        let Due::Watchdog(id) = due;
+        let stalled = self.tg(key).is_some_and(|a| a.poll == Some(id));
+        if stalled {
+            let limit = Duration::from_secs(api::POLL_TIMEOUT_SECS) + POLL_MARGIN;
+            let e = format!(
+                "getUpdates did not return within {} s; restarted by the watchdog",
+                limit.as_secs()
+            );
+            self.log(now, Level::Warn, None, format!("{key}: {e}"));
+            if let Some(a) = self.tg(key) {
+                a.poll = None;
+            }
+            if let Some(a) = self.channels.accounts.get_mut(key) {
+                a.status.last_error = Some(e);
+            }
+            self.channels.calls.remove(&id);
+            self.cancel_work(id);
+            self.poll(now, key);
+        }
+    }
+
+    fn poll(&mut self, now: Instant, key: &str) {
+        let pending = self.channels.ingress.pending();
+        let Some(a) = self.tg(key) else {
+            return;
+        };
+        if a.poll.is_some() || a.committing || a.phase == Phase::Stopped {
+            return;
+        }
+        a.phase = Phase::Polling;
+        if pending >= crate::channels::MAX_UNSERVED {
+            return; // resumed by `tg_resume_polls` once turns end
+        }
+        let body = api::get_updates(a.offset);
+        if let Some(id) = self.tg_call(key, Purpose::Poll.into(), "getUpdates", &body) {
+            if let Some(a) = self.tg(key) {
+                a.poll = Some(id);
+            }
+            let limit = Duration::from_secs(api::POLL_TIMEOUT_SECS) + POLL_MARGIN;
+            self.channel_timer_at(
+                now + limit,
+                ChannelDue::Telegram(key.to_string(), Due::Watchdog(id)),
+            );
+        }
+    }
+
+    /// A Telegram call of its own ended.
+    pub(crate) fn tg_call_done(
+        &mut self,
+        now: Instant,
+        id: WorkId,
+        key: &str,
+        purpose: &Purpose,
+        answer: Result<Answer<'_>, String>,
+    ) {
+        if let Purpose::Poll = purpose {
+            let Some(a) = self.tg(key).filter(|a| a.poll == Some(id)) else {
+                return; // cancelled by the watchdog or a stop
+            };
+            a.poll = None;
+            let me = a.me.clone();
+            let account = key.strip_prefix("telegram:").unwrap_or(key).to_string();
+            match answer
+                .map_err(Failure::Transport)
+                .and_then(|a| api::updates(a.status, a.body, &account, &me).map_err(failure))
+            {
+                Ok(updates) => self.polled(now, key, updates),
+                Err(f) => self.account_failed(now, key, "getUpdates", f),
+            }
+            return;
+        }
+        match (purpose, result(answer)) {
+            (Purpose::GetMe, Ok(v)) => match api::me(v) {
+                Ok(me) => {
+                    self.log(
+                        now,
+                        Level::Info,
+                        None,
+                        format!(
+                            "{key}: bot @{} (id {})",
+                            me.username.as_deref().unwrap_or("?"),
+                            me.id
+                        ),
+                    );
+                    if let Some(a) = self.tg(key) {
+                        a.me = me;
+                        a.phase = Phase::ClearingWebhook;
+                    }
+                    self.tg_call(
+                        key,
+                        Purpose::DeleteWebhook.into(),
+                        "deleteWebhook",
+                        &json!({"drop_pending_updates": false}),
+                    );
+                }
+                Err(e) => self.account_failed(now, key, "getMe", failure(e)),
+            },
+            (Purpose::GetMe, Err(f)) => self.account_failed(now, key, "getMe", f),
+            (Purpose::DeleteWebhook, r) => {
+                if let Err(f) = r {
+                    if f.is_auth() {
+                        return self.account_failed(now, key, "deleteWebhook", f);
+                    }
+                    self.log(
+                        now,
+                        Level::Warn,
+                        None,
+                        format!("{key}: deleteWebhook failed ({f}); continuing to polling"),
+                    );
+                }
+                self.poll(now, key);
+            }
+            (Purpose::Poll, _) => {}
+        }
+    }
+
+    /// A poll answered: commit the new messages and the offset past them, then confirm.
+    fn polled(&mut self, now: Instant, key: &str, updates: Vec<api::Update>) {
+        let ts = self.unix_ms(now);
+        if let Some(a) = self.channels.accounts.get_mut(key) {
+            a.status.failures = 0;
+        }
+        let Some(a) = self.tg(key) else {
+            return;
+        };
+        a.last_poll_at = Some(ts);
+        let offset = a.offset;
+        let mut next = offset;
+        let mut messages = Vec::new();
+        for u in updates.into_iter().filter(|u| u.update_id >= offset) {
+            next = next.max(u.update_id.saturating_add(1));
+            messages.extend(u.message);
+        }
+        if next == offset {
+            self.poll(now, key);
+            return;
+        }
+        if let Some(a) = self.tg(key) {
+            a.committing = true;
+        }
+        let rows = vec![offset_row(key, next)];
+        self.receive(now, key, messages, rows, Receipt::Offset(next));
+    }
+
+    /// The updates up to `offset` are durable (or failed to be): poll on from there.
+    pub(crate) fn tg_received(&mut self, now: Instant, key: &str, offset: i64, durable: bool) {
+        if let Some(a) = self.tg(key) {
+            a.committing = false;
+            if durable {
+                a.offset = a.offset.max(offset);
+            }
+        }
+        if durable {
+            self.poll(now, key);
+        } else {
+            self.account_failed(
+                now,
+                key,
+                "store",
+                Failure::Transport("the update batch was not saved".into()),
+            );
+        }
+    }
+
+    /// Poll again on accounts that waited for the queue to drain.
+    pub(crate) fn tg_resume_polls(&mut self, now: Instant) {
+        let idle: Vec<String> = self
+            .channels
+            .accounts
+            .iter()
+            .filter(|(_, a)| match &a.transport {
+                Transport::Telegram(t) => {
+                    t.phase == Phase::Polling && t.poll.is_none() && !t.committing
+                }
+                Transport::Discord(_) | Transport::Slack(_) => false,
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle {
+            self.poll(now, &key);
+        }
+    }
+
+    /// Show typing in the chat of `m`.
+    pub(crate) fn tg_typing(&mut self, key: &str, m: &Inbound) {
+        let mut body = json!({"chat_id": m.chat_id, "action": "typing"});
+        if let (Some(t), Some(o)) = (
+            m.thread.as_ref().and_then(|t| t.parse::<i64>().ok()),
+            body.as_object_mut(),
+        ) {
+            o.insert("message_thread_id".into(), json!(t));
+        }
+        self.tg_call(key, ChannelPurpose::Typing, "sendChatAction", &body);
+    }
+
+    /// Send one rendered (HTML) message; false when the account has no token.
+    pub(crate) fn tg_send(
+        &mut self,
+        key: &str,
+        purpose: ChannelPurpose,
+        to: &Target,
+        html: &str,
+    ) -> bool {
+        let body = api::send_message(&to.to, html, to.thread.as_deref());
+        self.tg_call(key, purpose, "sendMessage", &body).is_some()
+    }
+}
+
+impl From<Purpose> for ChannelPurpose {
+    fn from(p: Purpose) -> Self {
+        ChannelPurpose::Telegram(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_roots_are_recognised() {
+        for r in [
+            "http://127.0.0.1:9",
+            "http://localhost",
+            "http://10.1.2.3/x",
+            "http://[::1]:8/",
+            "http://192.168.0.1",
+        ] {
+            assert!(private_api_root(r), "{r}");
+        }
+        for r in ["https://api.telegram.org", "http://8.8.8.8:80"] {
+            assert!(!private_api_root(r), "{r}");
+        }
+    }
+}
