@@ -267,3 +267,18 @@ fn slack_envelope_corpus() {
         "disconnect.json"
     )));
 }
+
+#[test]
+fn discord_dispatch_corpus() {
+    replay("discord_dispatch", |d| {
+        let _parsed = fuzzing::discord_dispatch::run(d);
+    });
+    assert!(fuzzing::discord_dispatch::run(&seed(
+        "discord_dispatch",
+        "dm"
+    )));
+    assert!(!fuzzing::discord_dispatch::run(&seed(
+        "discord_dispatch",
+        "rest-429-huge-retry"
+    )));
+}

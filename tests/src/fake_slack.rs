@@ -278,12 +278,7 @@ fn serve(conn: TcpStream, shared: &Shared) {
     }
 }
 
-fn answer(
-    shared: &Shared,
-    method: &str,
-    auth: &str,
-    body: Value,
-) -> Scripted {
+fn answer(shared: &Shared, method: &str, auth: &str, body: Value) -> Scripted {
     let mut s = shared.state();
     s.calls
         .push((method.to_string(), auth.to_string(), body.clone()));

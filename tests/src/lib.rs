@@ -5,6 +5,7 @@
 //! tests.
 
 pub mod deps;
+pub mod fake_discord;
 pub mod fake_model;
 pub mod fake_slack;
 pub mod fake_telegram;

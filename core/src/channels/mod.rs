@@ -635,7 +635,7 @@ impl Gateway {
             self.channels.unsaved.extend(changes);
             return;
         };
-        let label = a.kind().label();
+        let (kind, label) = (a.kind(), a.kind().label());
         let approved = self
             .channels
             .pairing
@@ -687,9 +687,15 @@ impl Gateway {
                         );
                         let text =
                             pairing::pairing_message(label, &m.sender.id, &r.code, &m.channel);
+                        let chunks = self
+                            .channels
+                            .accounts
+                            .get(&kind.key(&m.account))
+                            .map(|a| a.render(&text))
+                            .unwrap_or_default();
                         self.channels
                             .outbox
-                            .push(m.reply_target(), vec![text], ts, &mut changes);
+                            .push(m.reply_target(), chunks, ts, &mut changes);
                     }
                     Requested::Pending => {}
                     Requested::Full => self.log(

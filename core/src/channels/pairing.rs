@@ -223,10 +223,11 @@ fn put_request(r: &PairingRequest) -> StoreChange {
     }
 }
 
-/// The message an unknown DM sender gets, upstream's wording with clawgate's command.
+/// The message an unknown DM sender gets, upstream's wording with clawgate's command, in
+/// Markdown (each transport renders it as it renders replies).
 pub fn pairing_message(channel_label: &str, sender_id: &str, code: &str, channel: &str) -> String {
     format!(
-        "OpenClaw: access not configured.\n\nYour {channel_label} user id: {sender_id}\nPairing code:\n\n<pre><code>{code}\n</code></pre>\nAsk the bot owner to approve with:\n\n<pre><code>clawgate pairing approve {channel} {code}\n</code></pre>"
+        "OpenClaw: access not configured.\n\nYour {channel_label} user id: {sender_id}\nPairing code:\n\n```\n{code}\n```\nAsk the bot owner to approve with:\n\n```\nclawgate pairing approve {channel} {code}\n```"
     )
 }
 

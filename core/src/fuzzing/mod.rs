@@ -7,6 +7,7 @@
 //! started at the `Instant` the caller hands in; randomness is a fixed-seed generator; so an
 //! input always replays the same run.
 
+pub mod discord_dispatch;
 pub mod http_response;
 pub mod model_stream;
 pub mod sim;

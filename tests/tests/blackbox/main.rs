@@ -6,6 +6,7 @@ mod admission;
 mod agent;
 mod backends;
 mod control_ui;
+mod discord;
 mod durability;
 mod handshake;
 mod hostile;

@@ -1,0 +1,176 @@
+//! Discord's Gateway through the simulated gateway, with the test playing Discord on the
+//! held REST call and the socket work: Identify with the intents, heartbeats carrying the
+//! sequence, a missed ACK resumed, op 7 resumed after the pause, and a 4004 close stopping
+//! the account without a reconnect loop. Timers run on the fake clock.
+
+use core::time::Duration;
+use std::time::Instant;
+
+use clawgate_core::config::{ConfigInput, RunFlags};
+use clawgate_core::fuzzing::sim::*;
+use clawgate_core::{Config, ConnId, Work, WorkId, WorkResult};
+use serde_json::{Value, json};
+
+fn config() -> Config {
+    let text = r#"{ gateway: { auth: { token: "t" } },
+        channels: { discord: { token: "tok", dmPolicy: "open", allowFrom: ["*"] } } }"#;
+    Config::resolve(&ConfigInput {
+        file_text: Some(text.into()),
+        flags: RunFlags::default(),
+        ..Default::default()
+    })
+    .expect("config")
+}
+
+fn answer(p: &mut Sim, id: WorkId, status: u16, body: Value) {
+    p.http_result(
+        id,
+        WorkResult::HttpHead {
+            status,
+            headers: Vec::new(),
+        },
+    );
+    p.http_result(id, WorkResult::HttpBody(body.to_string().into_bytes()));
+    p.http_result(id, WorkResult::HttpEnd(Ok(())));
+}
+
+/// The sockets opened so far: id and URL.
+fn opened(p: &Sim) -> Vec<(WorkId, String)> {
+    p.sockets
+        .iter()
+        .filter_map(|(id, w)| match w {
+            Work::WsOpen(o) => Some((*id, o.url.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The payloads sent on `socket`.
+fn sent(p: &Sim, socket: WorkId) -> Vec<Value> {
+    p.sockets
+        .iter()
+        .filter_map(|(_, w)| match w {
+            Work::WsSend { socket: s, text } if *s == socket => serde_json::from_str(text).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(p: &Sim, socket: WorkId) -> Option<u16> {
+    p.sockets.iter().find_map(|(_, w)| match w {
+        Work::WsClose { socket: s, code } if *s == socket => Some(*code),
+        _ => None,
+    })
+}
+
+fn text(p: &mut Sim, socket: WorkId, v: Value) {
+    p.socket_result(socket, WorkResult::WsText(v.to_string()));
+}
+
+/// Started, `GET /gateway/bot` answered, the socket open, Hello (1 s) and READY (seq 1) in.
+fn ready() -> (Sim, WorkId) {
+    let mut p = Sim::started_holding_http(Instant::now(), config());
+    let (id, req) = p.held_http()[0].clone();
+    assert_eq!(req.url, "https://discord.com/api/v10/gateway/bot");
+    assert_eq!(req.header("authorization"), Some("Bot tok"));
+    answer(&mut p, id, 200, json!({"url": "wss://gateway.discord.gg"}));
+    let (socket, url) = opened(&p)[0].clone();
+    assert_eq!(url, "wss://gateway.discord.gg/?v=10&encoding=json");
+    p.socket_result(socket, WorkResult::WsOpened);
+    text(
+        &mut p,
+        socket,
+        json!({"op": 10, "d": {"heartbeat_interval": 1000}}),
+    );
+    let identify = &sent(&p, socket)[0];
+    assert_eq!(
+        (identify["op"].as_u64(), identify["d"]["intents"].as_u64()),
+        (Some(2), Some(46601))
+    );
+    assert_eq!(identify["d"]["token"], "tok");
+    text(
+        &mut p,
+        socket,
+        json!({"op": 0, "t": "READY", "s": 1, "d": {
+        "session_id": "sess", "resume_gateway_url": "wss://resume.discord.gg",
+        "user": {"id": "900", "username": "claw"}}}),
+    );
+    (p, socket)
+}
+
+fn admin(p: &mut Sim) -> ConnId {
+    let mut c = cli(Some("t"));
+    c.scopes = vec!["operator.admin".into()];
+    let id = p.open_client(c, loopback());
+    p.events(id);
+    id
+}
+
+#[test]
+fn heartbeats_carry_the_sequence_and_a_missed_ack_resumes() {
+    let (mut p, socket) = ready();
+    p.advance(Duration::from_millis(1000));
+    let beats: Vec<Value> = sent(&p, socket)
+        .into_iter()
+        .filter(|v| v["op"] == 1)
+        .collect();
+    assert_eq!(
+        beats,
+        [json!({"op": 1, "d": 1})],
+        "the first beat within one interval"
+    );
+    text(&mut p, socket, json!({"op": 11}));
+    p.advance(Duration::from_millis(1000));
+    assert_eq!(sent(&p, socket).iter().filter(|v| v["op"] == 1).count(), 2);
+    // No ACK for the second beat: the third interval closes the socket and resumes.
+    p.advance(Duration::from_millis(1000));
+    assert_eq!(closed(&p, socket), Some(4000));
+    p.advance(Duration::from_secs(2));
+    let (second, url) = opened(&p)[1].clone();
+    assert_eq!(url, "wss://resume.discord.gg/?v=10&encoding=json");
+    p.socket_result(second, WorkResult::WsOpened);
+    text(
+        &mut p,
+        second,
+        json!({"op": 10, "d": {"heartbeat_interval": 1000}}),
+    );
+    assert_eq!(
+        sent(&p, second)[0],
+        json!({"op": 6, "d": {"token": "tok", "session_id": "sess", "seq": 1}})
+    );
+}
+
+#[test]
+fn op_7_resumes_after_the_pause() {
+    let (mut p, socket) = ready();
+    text(&mut p, socket, json!({"op": 7, "d": null}));
+    assert_eq!(closed(&p, socket), Some(4000));
+    p.advance(Duration::from_millis(1900));
+    assert_eq!(opened(&p).len(), 1, "not before 2 s");
+    p.advance(Duration::from_millis(200));
+    assert_eq!(opened(&p).len(), 2);
+}
+
+#[test]
+fn a_4004_close_stops_the_account_without_reconnecting() {
+    let (mut p, socket) = ready();
+    p.socket_result(
+        socket,
+        WorkResult::WsClosed {
+            code: Some(4004),
+            reason: "Authentication failed.".into(),
+        },
+    );
+    p.advance(Duration::from_secs(120));
+    assert_eq!(opened(&p).len(), 1, "no reconnect loop");
+    assert!(p.held_http().is_empty(), "no new GET /gateway/bot");
+    let op = admin(&mut p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let account = &status["channelAccounts"]["discord"][0];
+    assert_eq!(account["running"], false);
+    let err = account["lastError"].as_str().unwrap();
+    assert!(
+        err.contains("4004") && err.contains("channels.discord.token"),
+        "{err}"
+    );
+}

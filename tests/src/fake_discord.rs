@@ -1,0 +1,550 @@
+//! A fake Discord for black-box tests: REST and the Gateway WebSocket on one loopback port
+//! (point `DISCORD_API_URL` at [`FakeDiscord::api_url`]). REST answers `GET /gateway/bot`
+//! (the Gateway on the same origin), `POST /channels/{id}/messages` and
+//! `POST /channels/{id}/typing`, refuses other tokens with 401, and can be told to answer
+//! the next calls of a route with a scripted failure (a 429 with its headers). The Gateway
+//! sends Hello, answers heartbeats with ACKs, Identify with READY (a bad token with a 4004
+//! close), Resume with the dispatches missed since the given sequence then RESUMED (an
+//! unknown session with op 9), and lets the test dispatch `MESSAGE_CREATE`s, send op 7 or
+//! op 9, and drop the socket. Every REST call, Identify, Resume and heartbeat is recorded.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::protocol::Role;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocket};
+use async_tungstenite::tungstenite::{Message, handshake};
+use serde_json::{Value, json};
+
+use crate::fake_model::{Framing, Part, RecordedRequest, Reply, read_request, write_reply};
+use crate::harness::WAIT;
+
+/// The bot's user id in READY.
+pub const BOT_ID: &str = "900000000000000001";
+/// The bot's username in READY.
+pub const BOT_USERNAME: &str = "clawbot";
+
+/// A REST call: method, path (under the API base) and JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// `POST`.
+    pub method: String,
+    /// `/channels/500/messages`.
+    pub path: String,
+    /// The JSON body.
+    pub body: Value,
+}
+
+/// A scripted REST answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Value);
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    failures: HashMap<String, VecDeque<Answer>>,
+    /// Every Identify's token.
+    identifies: Vec<String>,
+    /// Every Resume: session id and sequence.
+    resumes: Vec<(String, Option<u64>)>,
+    /// Every heartbeat's sequence.
+    heartbeats: Vec<Value>,
+    session: Option<String>,
+    sessions: u64,
+    seq: u64,
+    /// The session's dispatches, by sequence, for Resume to replay.
+    dispatched: Vec<(u64, Value)>,
+    /// The live connection and what waits to be sent on it.
+    live: Option<u64>,
+    connections: u64,
+    outgoing: VecDeque<String>,
+    drop_live: bool,
+    next_message: u64,
+    /// Close every Identify with 4004 (a token the Gateway refuses).
+    refuse_identify: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    token: String,
+    interval_ms: u64,
+    stop: AtomicBool,
+    addr: SocketAddr,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running fake Discord; stops when dropped.
+pub struct FakeDiscord {
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl FakeDiscord {
+    /// Listen on `127.0.0.1:0`, accepting the bot token `token`.
+    pub fn start(token: &str) -> FakeDiscord {
+        Self::start_with(token, 41_250)
+    }
+
+    /// [`FakeDiscord::start`] with Hello's heartbeat interval.
+    pub fn start_with(token: &str, interval_ms: u64) -> FakeDiscord {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake Discord");
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                next_message: 1_300_000_000_000_000_000,
+                ..State::default()
+            }),
+            token: token.to_string(),
+            interval_ms,
+            stop: AtomicBool::new(false),
+            addr,
+        });
+        let acceptor = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("fake-discord-accept".into())
+                .spawn(move || {
+                    for conn in listener.incoming() {
+                        if shared.stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let Ok(conn) = conn else { continue };
+                        let shared = shared.clone();
+                        let _ = thread::Builder::new()
+                            .name("fake-discord-conn".into())
+                            .spawn(move || serve(conn, &shared));
+                    }
+                })
+                .expect("spawn the fake Discord")
+        };
+        FakeDiscord {
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The REST base to put in `DISCORD_API_URL`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/v10", self.shared.addr)
+    }
+
+    /// Dispatch a `MESSAGE_CREATE` of a DM from user `from` in DM channel `channel`; its
+    /// message id. Sent at once when a session is live, else replayed by the next Resume.
+    pub fn push_dm(&self, from: &str, channel: &str, text: &str) -> String {
+        let id = {
+            let mut s = self.shared.state();
+            s.next_message += 1;
+            s.next_message.to_string()
+        };
+        self.dispatch_message(json!({
+            "id": id, "channel_id": channel, "type": 0, "content": text,
+            "author": {"id": from, "username": format!("user{from}"), "global_name": "Mallory"},
+            "mentions": [], "timestamp": "2026-12-06T10:00:00.000000+00:00",
+        }));
+        id
+    }
+
+    /// Dispatch a `MESSAGE_CREATE` carrying `message` (again, if it was already).
+    pub fn dispatch_message(&self, message: Value) {
+        self.dispatch("MESSAGE_CREATE", message);
+    }
+
+    fn dispatch(&self, t: &str, d: Value) {
+        let mut s = self.shared.state();
+        s.seq += 1;
+        let seq = s.seq;
+        let payload = json!({"op": 0, "t": t, "s": seq, "d": d});
+        s.dispatched.push((seq, payload.clone()));
+        if s.live.is_some() {
+            s.outgoing.push_back(payload.to_string());
+        }
+    }
+
+    /// Send op 7 (Reconnect).
+    pub fn reconnect(&self) {
+        self.send_raw(json!({"op": 7, "d": null}));
+    }
+
+    /// Send op 9 (Invalid Session, not resumable): the session is forgotten.
+    pub fn invalidate_session(&self) {
+        let mut s = self.shared.state();
+        s.session = None;
+        s.outgoing
+            .push_back(json!({"op": 9, "d": false}).to_string());
+    }
+
+    fn send_raw(&self, payload: Value) {
+        self.shared.state().outgoing.push_back(payload.to_string());
+    }
+
+    /// Refuse every Identify with a 4004 close (REST still accepts the token).
+    pub fn refuse_identify(&self) {
+        self.shared.state().refuse_identify = true;
+    }
+
+    /// Drop the live socket without a close frame (a network failure).
+    pub fn drop_socket(&self) {
+        self.shared.state().drop_live = true;
+    }
+
+    /// Answer the next call whose path ends with `suffix` with this status, headers, body.
+    pub fn fail_next(&self, suffix: &str, status: u16, headers: &[(&str, &str)], body: Value) {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.shared
+            .state()
+            .failures
+            .entry(suffix.to_string())
+            .or_default()
+            .push_back((status, headers, body));
+    }
+
+    /// Every REST call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.state().calls.clone()
+    }
+
+    /// The message bodies posted so far: channel id and content.
+    pub fn messages(&self) -> Vec<(String, String)> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == "POST" && c.path.ends_with("/messages"))
+            .map(|c| {
+                let channel = c.path.split('/').nth(2).unwrap_or_default().to_string();
+                (
+                    channel,
+                    c.body["content"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Wait (up to [`WAIT`]) for at least `n` posted messages.
+    pub fn wait_messages(&self, n: usize) -> Vec<(String, String)> {
+        self.wait(|f| {
+            let m = f.messages();
+            (m.len() >= n).then_some(m)
+        })
+        .unwrap_or_else(|| panic!("wanted {n} messages, calls: {:?}", self.calls()))
+    }
+
+    /// Every Identify's token so far.
+    pub fn identifies(&self) -> Vec<String> {
+        self.shared.state().identifies.clone()
+    }
+
+    /// Every Resume so far: session id and sequence.
+    pub fn resumes(&self) -> Vec<(String, Option<u64>)> {
+        self.shared.state().resumes.clone()
+    }
+
+    /// Every heartbeat's `d` so far.
+    pub fn heartbeats(&self) -> Vec<Value> {
+        self.shared.state().heartbeats.clone()
+    }
+
+    /// How many sockets were opened.
+    pub fn connections(&self) -> u64 {
+        self.shared.state().connections
+    }
+
+    /// Whether a session is live (READY or RESUMED sent on an open socket).
+    pub fn is_live(&self) -> bool {
+        let s = self.shared.state();
+        s.live.is_some() && s.session.is_some()
+    }
+
+    /// Poll `check` until it answers or [`WAIT`] passes.
+    pub fn wait<T>(&self, check: impl Fn(&FakeDiscord) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = check(self) {
+                return Some(v);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for FakeDiscord {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.shared.addr);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(conn: TcpStream, shared: &Shared) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+    let Ok(clone) = conn.try_clone() else { return };
+    let mut reader = BufReader::new(clone);
+    let mut writer = conn;
+    while let Ok(Some(req)) = read_request(&mut reader) {
+        if req
+            .header("upgrade")
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        {
+            return gateway(writer, &req, shared);
+        }
+        let (status, headers, body) = rest(shared, &req);
+        let reply = Reply {
+            status,
+            headers,
+            content_type: "application/json".into(),
+            parts: vec![Part {
+                delay: Duration::ZERO,
+                bytes: if status == 204 {
+                    Vec::new()
+                } else {
+                    body.to_string().into_bytes()
+                },
+            }],
+            framing: Framing::Length,
+        };
+        let closes = req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if write_reply(&mut writer, &reply, closes, || {}).is_err() || closes {
+            return;
+        }
+    }
+}
+
+fn rest(shared: &Shared, req: &RecordedRequest) -> Answer {
+    let path = req
+        .path
+        .strip_prefix("/api/v10")
+        .unwrap_or(&req.path)
+        .to_string();
+    let mut s = shared.state();
+    s.calls.push(Call {
+        method: req.method.clone(),
+        path: path.clone(),
+        body: req.json.clone(),
+    });
+    let auth = req.header("authorization").unwrap_or_default();
+    if auth != format!("Bot {}", shared.token) {
+        return (
+            401,
+            Vec::new(),
+            json!({"message": "401: Unauthorized", "code": 0}),
+        );
+    }
+    let scripted = s
+        .failures
+        .iter_mut()
+        .find(|(suffix, q)| path.ends_with(suffix.as_str()) && !q.is_empty())
+        .and_then(|(_, q)| q.pop_front());
+    if let Some(f) = scripted {
+        return f;
+    }
+    match (
+        req.method.as_str(),
+        path.split('/').collect::<Vec<_>>().as_slice(),
+    ) {
+        ("GET", ["", "gateway", "bot"]) => (
+            200,
+            Vec::new(),
+            json!({"url": format!("ws://{}", shared.addr), "shards": 1,
+                   "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
+        ),
+        ("POST", ["", "channels", channel, "messages"]) => {
+            s.next_message += 1;
+            let id = s.next_message.to_string();
+            let headers = vec![
+                ("X-RateLimit-Limit".into(), "5".into()),
+                ("X-RateLimit-Remaining".into(), "4".into()),
+                ("X-RateLimit-Reset-After".into(), "1.000".into()),
+                ("X-RateLimit-Bucket".into(), "fake-bucket".into()),
+            ];
+            (
+                200,
+                headers,
+                json!({"id": id, "channel_id": channel, "content": req.json["content"],
+                       "author": {"id": BOT_ID, "username": BOT_USERNAME, "bot": true}}),
+            )
+        }
+        ("POST", ["", "channels", _, "typing"]) => (204, Vec::new(), Value::Null),
+        _ => (
+            404,
+            Vec::new(),
+            json!({"message": "404: Not Found", "code": 0}),
+        ),
+    }
+}
+
+/// Complete the upgrade and run the Gateway on this connection.
+fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
+    let Some(key) = req.header("sec-websocket-key") else {
+        return;
+    };
+    let accept = handshake::derive_accept_key(key.as_bytes());
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if stream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(10)));
+    let raw = stream.try_clone().ok();
+    let mut ws = WebSocket::from_raw_socket(stream, Role::Server, None);
+    let conn = {
+        let mut s = shared.state();
+        s.connections += 1;
+        s.live = Some(s.connections);
+        s.outgoing.clear();
+        s.drop_live = false;
+        s.connections
+    };
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": shared.interval_ms}});
+    if ws.send(Message::text(hello.to_string())).is_err() {
+        return;
+    }
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let (out, drop_now, still_live) = {
+            let mut s = shared.state();
+            let live = s.live == Some(conn);
+            let out: Vec<String> = if live {
+                s.outgoing.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            let drop_now = live && std::mem::take(&mut s.drop_live);
+            (out, drop_now, live)
+        };
+        if !still_live || drop_now {
+            if let Some(r) = &raw {
+                let _ = r.shutdown(Shutdown::Both);
+            }
+            if drop_now {
+                shared.state().live = None;
+            }
+            return;
+        }
+        for text in out {
+            if ws.send(Message::text(text)).is_err() {
+                return;
+            }
+        }
+        match ws.read() {
+            Ok(Message::Text(text)) => {
+                let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
+                if let Some(close) = on_payload(shared, &v) {
+                    let _ = ws.close(Some(CloseFrame {
+                        code: CloseCode::from(close.0),
+                        reason: close.1.into(),
+                    }));
+                    let _ = ws.flush();
+                    let mut s = shared.state();
+                    if s.live == Some(conn) {
+                        s.live = None;
+                    }
+                    return;
+                }
+            }
+            Ok(Message::Close(_)) => {
+                let mut s = shared.state();
+                if s.live == Some(conn) {
+                    s.live = None;
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(async_tungstenite::tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                let mut s = shared.state();
+                if s.live == Some(conn) {
+                    s.live = None;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Answer one client payload (queued on the live socket); a close code and reason when
+/// the socket must close.
+fn on_payload(shared: &Shared, v: &Value) -> Option<(u16, &'static str)> {
+    let mut s = shared.state();
+    match v["op"].as_u64() {
+        Some(1) => {
+            s.heartbeats.push(v["d"].clone());
+            s.outgoing.push_back(json!({"op": 11}).to_string());
+        }
+        Some(2) => {
+            let token = v["d"]["token"].as_str().unwrap_or_default().to_string();
+            s.identifies.push(token.clone());
+            if token != shared.token || s.refuse_identify {
+                return Some((4004, "Authentication failed."));
+            }
+            if v["d"]["intents"].as_u64() != Some(46601) {
+                return Some((4013, "Invalid intent(s)."));
+            }
+            s.sessions += 1;
+            let session = format!("session-{}", s.sessions);
+            s.session = Some(session.clone());
+            s.seq += 1;
+            let seq = s.seq;
+            s.dispatched.clear();
+            let ready = json!({"op": 0, "t": "READY", "s": seq, "d": {
+                "v": 10, "session_id": session, "resume_gateway_url": format!("ws://{}", shared.addr),
+                "user": {"id": BOT_ID, "username": BOT_USERNAME, "bot": true},
+                "guilds": [], "application": {"id": BOT_ID},
+            }});
+            s.outgoing.push_back(ready.to_string());
+        }
+        Some(6) => {
+            let session = v["d"]["session_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let seq = v["d"]["seq"].as_u64();
+            s.resumes.push((session.clone(), seq));
+            if s.session.as_deref() != Some(session.as_str())
+                || v["d"]["token"] != shared.token.as_str()
+            {
+                s.outgoing
+                    .push_back(json!({"op": 9, "d": false}).to_string());
+                return None;
+            }
+            let missed: Vec<String> = s
+                .dispatched
+                .iter()
+                .filter(|(n, _)| Some(*n) > seq)
+                .map(|(_, p)| p.to_string())
+                .collect();
+            s.outgoing.extend(missed);
+            s.seq += 1;
+            let resumed = json!({"op": 0, "t": "RESUMED", "s": s.seq, "d": {}});
+            s.outgoing.push_back(resumed.to_string());
+        }
+        _ => {}
+    }
+    None
+}
