@@ -2,7 +2,8 @@
 //! `SLACK_API_URL` at [`FakeSlack::api_url`]) answering `auth.test`, `apps.connections.open`
 //! (a fresh `ws://` URL on a second loopback port each time) and `chat.postMessage`, and a
 //! Socket Mode WebSocket that sends `hello`, `events_api` envelopes and `disconnect`, and
-//! records every ack (an ack for an envelope it never sent fails [`FakeSlack::check_acks`]).
+//! records every ack (an ack for an envelope it never sent fails [`FakeSlack::check_acks`]);
+//! an envelope not acknowledged is sent again on the next socket, as Slack retries.
 //! Any method can be told to fail next (`invalid_auth`, a 429 with `Retry-After`).
 
 use std::collections::{HashMap, VecDeque};
@@ -33,8 +34,8 @@ struct State {
     failures: HashMap<String, VecDeque<Scripted>>,
     /// Frames waiting for a socket.
     outgoing: VecDeque<String>,
-    /// Envelope ids sent, and acks received, in order.
-    sent_envelopes: Vec<String>,
+    /// Envelopes sent (id and frame), and acks received, in order.
+    sent_envelopes: Vec<(String, String)>,
     acks: Vec<String>,
     /// Sockets opened so far.
     sockets: usize,
@@ -222,13 +223,26 @@ impl FakeSlack {
         self.shared.state().sockets
     }
 
-    /// Every ack named an envelope that was sent, and every envelope sent was acknowledged.
+    /// Every ack named an envelope that was sent, and every envelope sent was acknowledged
+    /// (waiting up to [`WAIT`] for acks still on their way).
     pub fn check_acks(&self) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let s = self.shared.state();
+            if s.sent_envelopes.iter().all(|(e, _)| s.acks.contains(e)) {
+                break;
+            }
+            drop(s);
+            thread::sleep(Duration::from_millis(10));
+        }
         let s = self.shared.state();
         for a in &s.acks {
-            assert!(s.sent_envelopes.contains(a), "ack for unknown envelope {a}");
+            assert!(
+                s.sent_envelopes.iter().any(|(e, _)| e == a),
+                "ack for unknown envelope {a}"
+            );
         }
-        for e in &s.sent_envelopes {
+        for (e, _) in &s.sent_envelopes {
             assert!(s.acks.contains(e), "envelope {e} never acknowledged");
         }
     }
@@ -313,7 +327,20 @@ fn socket(conn: TcpStream, shared: &Shared) {
     let _ = ws
         .get_ref()
         .set_read_timeout(Some(Duration::from_millis(20)));
-    shared.state().sockets += 1;
+    {
+        // As Slack does, what was sent and never acknowledged is sent again on the next socket.
+        let mut s = shared.state();
+        s.sockets += 1;
+        let unacked: Vec<String> = s
+            .sent_envelopes
+            .iter()
+            .filter(|(id, _)| !s.acks.contains(id))
+            .map(|(_, f)| f.clone())
+            .collect();
+        for f in unacked.into_iter().rev() {
+            s.outgoing.push_front(f);
+        }
+    }
     let hello = json!({"type": "hello", "num_connections": 1,
         "connection_info": {"app_id": "A1"}, "debug_info": {"host": "fake"}});
     if ws.send(Message::text(hello.to_string())).is_err() {
@@ -331,7 +358,7 @@ fn socket(conn: TcpStream, shared: &Shared) {
                     .ok()
                     .and_then(|v| v["envelope_id"].as_str().map(str::to_string))
                 {
-                    s.sent_envelopes.push(id);
+                    s.sent_envelopes.push((id, f.clone()));
                 }
             }
             (frames, std::mem::take(&mut s.drop_socket))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clawgate_core::channels::slack::verify::sign;
 use clawgate_tests::both;
-use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_slack::FakeSlack;
 use clawgate_tests::harness::{Gateway, HttpResponse, Options, Shell, Ws, http_request};
 use clawgate_tests::schema;
@@ -51,7 +51,7 @@ fn assert_result_valid(method: &str, payload: &Value) {
 
 /// The code of a pairing message.
 fn pairing_code(text: &str) -> String {
-    let start = text.find("<pre><code>").expect("a code block") + "<pre><code>".len();
+    let start = text.find("```\n").expect("a code block") + "```\n".len();
     text[start..start + 8].to_string()
 }
 
@@ -142,6 +142,36 @@ fn a_redelivered_event_and_a_disconnect_are_answered_once(shell: Shell) {
     );
     assert!(slack.sockets() >= 2);
     slack.check_acks();
+}
+
+fn a_turn_cut_by_kill_9_is_answered_exactly_once(shell: Shell) {
+    let model = FakeModel::start(|req| {
+        let said = req.last_user_text().unwrap_or_default();
+        Reply::text(&["Echo: ", &said]).with_delay(Duration::from_millis(400))
+    });
+    let slack = FakeSlack::start();
+    let opts = socket_mode(&model, &slack, r#", dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = opts.start(shell);
+    slack.wait_calls("apps.connections.open", 1);
+    let envelope_ts = slack.push_dm("U7", "survive this", None);
+    // The turn is running (the model was asked) when the gateway dies.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while model.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the model was never asked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let gw = opts.crash_and_restart(shell, gw);
+    slack.wait_calls("chat.postMessage", 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = slack.calls("chat.postMessage");
+    assert_eq!(
+        sent.len(),
+        1,
+        "answered exactly once: {sent:?} ({envelope_ts})"
+    );
+    assert_eq!(sent[0]["text"], "Echo: survive this");
+    slack.check_acks();
+    drop(gw);
 }
 
 fn invalid_auth_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
@@ -334,6 +364,7 @@ fn http_mode_without_a_signing_secret_is_refused_by_name(shell: Shell) {
 both!(
     unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread,
     a_redelivered_event_and_a_disconnect_are_answered_once,
+    a_turn_cut_by_kill_9_is_answered_exactly_once,
     invalid_auth_stops_the_account_and_the_gateway_serves_on,
     a_429_on_the_reply_waits_retry_after_then_delivers,
     http_mode_answers_signed_requests_and_refuses_the_rest,
