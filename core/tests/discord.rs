@@ -106,6 +106,15 @@ fn admin(p: &mut Sim) -> ConnId {
     id
 }
 
+/// The account's `lastError`, once `channels.status` shows it stopped.
+fn stopped_error(p: &mut Sim) -> String {
+    let op = admin(p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let account = &status["channelAccounts"]["discord"][0];
+    assert_eq!(account["running"], false, "{account}");
+    account["lastError"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn heartbeats_carry_the_sequence_and_a_missed_ack_resumes() {
     let (mut p, socket) = ready();
@@ -164,13 +173,43 @@ fn a_4004_close_stops_the_account_without_reconnecting() {
     p.advance(Duration::from_secs(120));
     assert_eq!(opened(&p).len(), 1, "no reconnect loop");
     assert!(p.held_http().is_empty(), "no new GET /gateway/bot");
-    let op = admin(&mut p);
-    let status = p.call(op, "channels.status", None).unwrap();
-    let account = &status["channelAccounts"]["discord"][0];
-    assert_eq!(account["running"], false);
-    let err = account["lastError"].as_str().unwrap();
+    let err = stopped_error(&mut p);
     assert!(
         err.contains("4004") && err.contains("channels.discord.token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_ready_within_30_s_restarts_and_a_4014_stops_with_its_reason() {
+    let mut p = Sim::started_holding_http(Instant::now(), config());
+    let (id, _) = p.held_http()[0].clone();
+    answer(&mut p, id, 200, json!({"url": "wss://gateway.discord.gg"}));
+    let (socket, _) = opened(&p)[0].clone();
+    p.socket_result(socket, WorkResult::WsOpened);
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": 45000}});
+    text(&mut p, socket, hello.clone());
+    p.advance(Duration::from_secs(29));
+    assert_eq!(closed(&p, socket), None);
+    p.advance(Duration::from_secs(2));
+    assert_eq!(closed(&p, socket), Some(4000), "no READY in 30 s");
+    p.advance(Duration::from_secs(2));
+    let (second, _) = opened(&p)[1].clone();
+    p.socket_result(second, WorkResult::WsOpened);
+    text(&mut p, second, hello);
+    assert_eq!(sent(&p, second)[0]["op"], 2, "a fresh Identify");
+    p.socket_result(
+        second,
+        WorkResult::WsClosed {
+            code: Some(4014),
+            reason: "Disallowed intent(s).".into(),
+        },
+    );
+    p.advance(Duration::from_secs(120));
+    assert_eq!(opened(&p).len(), 2, "no reconnect after 4014");
+    let err = stopped_error(&mut p);
+    assert!(
+        err.contains("4014") && err.contains("disallowed intents"),
         "{err}"
     );
 }

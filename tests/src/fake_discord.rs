@@ -23,7 +23,7 @@ use async_tungstenite::tungstenite::{Message, handshake};
 use serde_json::{Value, json};
 
 use crate::fake_model::{Framing, Part, RecordedRequest, Reply, read_request, write_reply};
-use crate::harness::WAIT;
+use crate::harness::{WAIT, accept_each};
 
 /// The bot's user id in READY.
 pub const BOT_ID: &str = "900000000000000001";
@@ -110,22 +110,13 @@ impl FakeDiscord {
             addr,
         });
         let acceptor = {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name("fake-discord-accept".into())
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        if shared.stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let Ok(conn) = conn else { continue };
-                        let shared = shared.clone();
-                        let _ = thread::Builder::new()
-                            .name("fake-discord-conn".into())
-                            .spawn(move || serve(conn, &shared));
-                    }
-                })
-                .expect("spawn the fake Discord")
+            let (stop, conns) = (shared.clone(), shared.clone());
+            accept_each(
+                listener,
+                "fake-discord",
+                move || stop.stop.load(Ordering::SeqCst),
+                move |conn| serve(conn, &conns),
+            )
         };
         FakeDiscord {
             shared,

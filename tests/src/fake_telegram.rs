@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::fake_model::{Reply, read_request, write_reply};
-use crate::harness::WAIT;
+use crate::harness::{WAIT, accept_each};
 
 /// The bot's id in `getMe`.
 pub const BOT_ID: i64 = 999;
@@ -77,22 +77,13 @@ impl FakeTelegram {
             stop: AtomicBool::new(false),
         });
         let acceptor = {
-            let shared = shared.clone();
-            thread::Builder::new()
-                .name("fake-telegram-accept".into())
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        if shared.stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let Ok(conn) = conn else { continue };
-                        let shared = shared.clone();
-                        let _ = thread::Builder::new()
-                            .name("fake-telegram-conn".into())
-                            .spawn(move || serve(conn, &shared));
-                    }
-                })
-                .expect("spawn the fake Bot API")
+            let (stop, conns) = (shared.clone(), shared.clone());
+            accept_each(
+                listener,
+                "fake-telegram",
+                move || stop.stop.load(Ordering::SeqCst),
+                move |conn| serve(conn, &conns),
+            )
         };
         FakeTelegram {
             addr,

@@ -605,3 +605,30 @@ pub mod raw {
         json!({"type": "req", "id": "c1", "method": "connect", "params": params})
     }
 }
+
+/// Accept connections on `listener` on a thread named `name`, serving each on its own
+/// thread with `serve`, until `stopped` says so (checked at each connection: whoever stops
+/// it connects once to wake it). The fakes' listeners.
+pub fn accept_each(
+    listener: std::net::TcpListener,
+    name: &str,
+    stopped: impl Fn() -> bool + Send + 'static,
+    serve: impl Fn(std::net::TcpStream) + Clone + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let conn_name = format!("{name}-conn");
+    std::thread::Builder::new()
+        .name(format!("{name}-accept"))
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if stopped() {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let serve = serve.clone();
+                let _ = std::thread::Builder::new()
+                    .name(conn_name.clone())
+                    .spawn(move || serve(conn));
+            }
+        })
+        .expect("spawn an acceptor")
+}

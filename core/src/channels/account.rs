@@ -150,6 +150,26 @@ pub enum Transport {
     Slack(slack::account::Account),
 }
 
+impl Transport {
+    /// The configuration's common part.
+    pub fn common(&self) -> &super::config::Common {
+        match self {
+            Transport::Telegram(t) => &t.cfg.common,
+            Transport::Discord(d) => &d.cfg.common,
+            Transport::Slack(s) => &s.cfg.common,
+        }
+    }
+
+    /// Where its API is (a change restarts the account).
+    fn endpoint(&self) -> &str {
+        match self {
+            Transport::Telegram(t) => &t.cfg.api_root,
+            Transport::Discord(d) => &d.cfg.api_url,
+            Transport::Slack(s) => &s.cfg.api_url,
+        }
+    }
+}
+
 /// One account.
 #[derive(Debug)]
 pub struct Account {
@@ -179,11 +199,7 @@ impl Account {
 
     /// Its configuration's common part.
     pub fn common(&self) -> &super::config::Common {
-        match &self.transport {
-            Transport::Telegram(t) => &t.cfg.common,
-            Transport::Discord(d) => &d.cfg.common,
-            Transport::Slack(s) => &s.cfg.common,
-        }
+        self.transport.common()
     }
 
     /// Its account id.
@@ -213,23 +229,35 @@ impl Account {
     /// Take a new configuration of the same account; whether the transport must restart
     /// for it (its token or endpoint changed). Policies and limits apply at once.
     pub fn reconfigure(&mut self, new: Transport) -> bool {
+        let restart = self.common().token != new.common().token
+            || self.transport.endpoint() != new.endpoint();
         match (&mut self.transport, new) {
-            (Transport::Telegram(a), Transport::Telegram(b)) => a.reconfigure(b.cfg),
-            (Transport::Discord(a), Transport::Discord(b)) => a.reconfigure(b.cfg),
-            (Transport::Slack(a), Transport::Slack(b)) => a.reconfigure(b.cfg),
+            (Transport::Telegram(a), Transport::Telegram(b)) => a.cfg = b.cfg,
+            (Transport::Discord(a), Transport::Discord(b)) => a.cfg = b.cfg,
+            (Transport::Slack(a), Transport::Slack(b)) => {
+                // The app token and the mode are where Slack's events come from.
+                let moved = a.cfg.app_token != b.cfg.app_token || a.cfg.mode != b.cfg.mode;
+                a.cfg = b.cfg;
+                return restart || moved;
+            }
             // Keys carry the kind: an account never changes transport.
-            _ => false,
+            _ => return false,
         }
+        restart
     }
 
     /// Mark it as waiting out a backoff (after a failure); false when it is stopped (a
     /// stopped account does not retry).
     pub fn wait(&mut self) -> bool {
-        match &mut self.transport {
-            Transport::Telegram(t) => t.wait(),
-            Transport::Discord(d) => d.wait(),
-            Transport::Slack(s) => s.wait(),
+        if !self.running() {
+            return false;
         }
+        match &mut self.transport {
+            Transport::Telegram(t) => t.phase = telegram::account::Phase::Waiting,
+            Transport::Discord(d) => d.phase = discord::account::Phase::Waiting,
+            Transport::Slack(s) => s.phase = slack::account::Phase::Waiting,
+        }
+        true
     }
 
     /// Plain text (the `send` method's message) as this transport sends it.

@@ -528,11 +528,11 @@ fn string_list(v: Option<&Value>, key: &str) -> Result<Vec<String>, ConfigError>
     }
 }
 
-/// A sender id as allow lists hold it: `telegram:`/`tg:` prefixes dropped, trimmed.
+/// A sender id as allow lists hold it: `telegram:`/`tg:`/`discord:` prefixes dropped, trimmed.
 pub fn normalize_id(s: &str) -> String {
     let s = s.trim();
     let lower = s.to_ascii_lowercase();
-    for prefix in ["telegram:", "tg:"] {
+    for prefix in ["telegram:", "tg:", "discord:"] {
         if lower.starts_with(prefix) {
             return s.get(prefix.len()..).unwrap_or_default().trim().to_string();
         }

@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
+use clawgate_core::channels::account::Kind;
 use clawgate_core::channels::inbound::Target;
 use clawgate_core::channels::outbox::Outbox;
 use clawgate_core::channels::pairing::{APPROVED_MESSAGE, ChannelPairing, PairingRequest};
@@ -28,8 +29,10 @@ pub const USAGE: &[&str] = &[
     "clawgate pairing approve [<channel>] <code> [--channel C] [--account A] [--notify] [QUERY FLAGS]",
 ];
 
-/// The channels that pair DM senders.
-const CHANNELS: &[&str] = &["telegram"];
+/// The channels that pair DM senders (every channel clawgate runs; the first is the default).
+fn channels() -> Vec<&'static str> {
+    Kind::ALL.iter().map(|k| k.id()).collect()
+}
 
 /// `pairing <sub> …`.
 pub fn run(argv: Vec<OsString>) -> Outcome {
@@ -74,12 +77,12 @@ fn channel(p: &Parsed, max: usize, usage: &str) -> Result<String, Failure> {
         }
         (Some(c), _) => c.to_string(),
         (None, Some(pc)) => pc,
-        (None, None) => CHANNELS[0].to_string(),
+        (None, None) => Kind::Telegram.id().to_string(),
     };
-    if !CHANNELS.contains(&channel.as_str()) {
+    if !channels().contains(&channel.as_str()) {
         return Err(Failure::usage(format!(
             "channel {channel:?} does not support pairing (supported: {})",
-            CHANNELS.join(", ")
+            channels().join(", ")
         )));
     }
     if p.value("account").is_some_and(|a| a.trim().is_empty()) {

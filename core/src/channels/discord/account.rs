@@ -95,22 +95,6 @@ impl Account {
         self.phase != Phase::Stopped
     }
 
-    /// Take a new configuration; whether the bot must restart (token or REST base changed).
-    pub fn reconfigure(&mut self, cfg: DiscordAccount) -> bool {
-        let restart = self.cfg.common.token != cfg.common.token || self.cfg.api_url != cfg.api_url;
-        self.cfg = cfg;
-        restart
-    }
-
-    /// Wait out a backoff; false when stopped.
-    pub fn wait(&mut self) -> bool {
-        if self.phase == Phase::Stopped {
-            return false;
-        }
-        self.phase = Phase::Waiting;
-        true
-    }
-
     /// Its own fields of the `channels.status` account snapshot.
     pub fn snapshot(&self) -> Value {
         let lifecycle = match self.phase {

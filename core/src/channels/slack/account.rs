@@ -55,26 +55,6 @@ impl Account {
         self.phase != Phase::Stopped
     }
 
-    /// Take a new configuration; whether the app must restart (a token, the mode or the API
-    /// base changed).
-    pub fn reconfigure(&mut self, cfg: SlackAccount) -> bool {
-        let restart = self.cfg.common.token != cfg.common.token
-            || self.cfg.app_token != cfg.app_token
-            || self.cfg.mode != cfg.mode
-            || self.cfg.api_url != cfg.api_url;
-        self.cfg = cfg;
-        restart
-    }
-
-    /// Wait out a backoff; false when stopped.
-    pub fn wait(&mut self) -> bool {
-        if self.phase == Phase::Stopped {
-            return false;
-        }
-        self.phase = Phase::Waiting;
-        true
-    }
-
     /// Its own fields of the `channels.status` account snapshot.
     pub fn snapshot(&self) -> Value {
         let lifecycle = match self.phase {
