@@ -51,6 +51,12 @@ pub struct Limits {
     pub max_preauth_payload: usize,
     /// Largest HTTP request head.
     pub max_head_bytes: usize,
+    /// Largest body of a request to a route that takes one (a webhook's POST), upstream's
+    /// 1 MiB webhook limit; a larger `Content-Length` is answered 413.
+    pub max_http_body_bytes: usize,
+    /// How long after its head a request's body may take to arrive before it is cut with a
+    /// 408 (upstream's 30 s webhook body timeout).
+    pub http_body_timeout: Duration,
     /// Bytes of a Control UI file read and sent at a time; the next piece is read once the
     /// connection has at most this many bytes unsent.
     pub ui_chunk_bytes: usize,
@@ -158,6 +164,8 @@ impl Default for Limits {
             max_turn_output_bytes: 16 * 1024,
             max_preauth_payload: 64 * 1024,
             max_head_bytes: 8 * 1024,
+            max_http_body_bytes: 1024 * 1024,
+            http_body_timeout: Duration::from_secs(30),
             ui_chunk_bytes: 64 * 1024,
             ui_max_html_bytes: 2 * 1024 * 1024,
             max_pending_handshake_frames: 15,

@@ -158,6 +158,10 @@ pub(crate) enum State {
     Ws(Box<Ws>),
     /// Answering a Control UI request (the transfer is the gateway's `Serving`'s).
     Static,
+    /// Reading the body of a request to a route that takes one.
+    Body(Box<crate::http_post::BodyRead>),
+    /// A request with a body is with its route's handler, which answers it.
+    Answering,
 }
 
 /// What [`Conn::frame_text`] made of a text frame.
@@ -187,7 +191,7 @@ impl Conn {
                 Phase::Authed(s) => Some(s),
                 Phase::PreHello { .. } => None,
             },
-            State::Http(_) | State::Static => None,
+            State::Http(_) | State::Static | State::Body(_) | State::Answering => None,
         }
     }
 
@@ -197,7 +201,7 @@ impl Conn {
                 Phase::Authed(s) => Some(s),
                 Phase::PreHello { .. } => None,
             },
-            State::Http(_) | State::Static => None,
+            State::Http(_) | State::Static | State::Body(_) | State::Answering => None,
         }
     }
 

@@ -95,6 +95,8 @@ pub(crate) enum Timer {
     Channel(u64),
     /// Queued agent runs may start (their lanes' debounce is over).
     Lanes,
+    /// The body of a request with one must have arrived (by connection).
+    HttpBody(ConnId),
 }
 
 /// Live counts, for embedders and status.
@@ -135,6 +137,8 @@ pub struct Gateway {
     pub(crate) channels: crate::channels::Channels,
     /// Control UI responses in progress.
     pub(crate) serving: crate::control_ui::Serving,
+    /// The routes that take a request body, by path.
+    pub(crate) post_routes: crate::http_post::PostRoutes,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -178,6 +182,7 @@ impl Gateway {
             agent: Default::default(),
             channels: Default::default(),
             serving: Default::default(),
+            post_routes: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -188,6 +193,7 @@ impl Gateway {
             last_prune: now,
         };
         gw.boot_id = gw.uuid();
+        gw.post_routes = crate::http_post::PostRoutes::from_config(&gw.config);
         let tick = now + gw.config.limits.tick_interval;
         gw.timers.push(Reverse((tick, Timer::Tick)));
         let mode = gw.config.auth_mode.as_str();
@@ -387,8 +393,9 @@ impl Gateway {
                     self.read_frames(now, conn);
                 }
             }
-            // One request per connection: what follows the head is not read.
-            State::Static => {}
+            State::Body(_) => self.read_body(now, conn, data),
+            // One request per connection: what follows the head (or body) is not read.
+            State::Static | State::Answering => {}
         }
     }
 
@@ -434,6 +441,7 @@ impl Gateway {
                 Timer::ModelRetry(run) => self.model_retry_due(now, run),
                 Timer::Channel(n) => self.channel_timer(now, n),
                 Timer::Lanes => self.drain_lanes(now),
+                Timer::HttpBody(id) => self.body_expired(now, id),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }
@@ -443,7 +451,8 @@ impl Gateway {
 
     fn handshake_expired(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get(&id) else { return };
-        if c.session().is_some() {
+        // A body has its own timer; an answer is its handler's.
+        if c.session().is_some() || matches!(c.state, State::Body(_) | State::Answering) {
             return;
         }
         if matches!(c.state, State::Static) {
@@ -516,6 +525,7 @@ impl Gateway {
         let secret_changed =
             config.secret != self.config.secret || config.auth_mode != self.config.auth_mode;
         self.config = config;
+        self.post_routes = crate::http_post::PostRoutes::from_config(&self.config);
         // A larger agents.defaults.maxConcurrent starts runs waiting for a slot.
         self.start_admitted(now);
         self.log(

@@ -35,6 +35,26 @@ pub struct PlainRequest {
     pub range: Option<String>,
     /// `If-Range`.
     pub if_range: Option<String>,
+    /// Every header (names lowercase, values as sent), for a `POST` only: the routes that
+    /// take a body read their own headers (a signature, an authorization) from here.
+    pub headers: Vec<(String, String)>,
+}
+
+impl PlainRequest {
+    /// The values of every header named `name` (lowercase), in order (a `POST`'s only).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The one value of header `name` (lowercase), if it was sent exactly once.
+    pub fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        let mut values = self.header_values(name);
+        let first = values.next()?;
+        values.next().is_none().then_some(first)
+    }
 }
 
 /// A parsed upgrade request and the headers the gateway decides on.
@@ -109,6 +129,17 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
     };
     let is_upgrade = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     if !is_upgrade || method != "GET" {
+        let headers = if method == "POST" {
+            req.headers
+                .iter()
+                .map(|h| {
+                    let value = String::from_utf8_lossy(h.value).into_owned();
+                    (h.name.to_ascii_lowercase(), value)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let plain = PlainRequest {
             method,
             path,
@@ -119,6 +150,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
             if_none_match: header("if-none-match"),
             range: header("range"),
             if_range: header("if-range"),
+            headers,
         };
         return Ok(Some((Head::Plain(Box::new(plain)), len)));
     }
@@ -251,6 +283,42 @@ pub fn bad_head(err: HeadError) -> Vec<u8> {
             text_response(400, "Bad Request", "Bad Request")
         }
     }
+}
+
+/// The reason phrase of the statuses the gateway answers with.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// A whole response that closes the connection: `status`, then `body` with its
+/// `Content-Type` (no type for an empty body).
+pub fn answer(status: u16, content_type: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    if let Some(t) = content_type {
+        out.push_str(&format!("Content-Type: {t}\r\n"));
+    }
+    out.push_str(&format!(
+        "Content-Length: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 fn text_response(status: u16, reason: &str, body: &str) -> Vec<u8> {

@@ -58,7 +58,12 @@ impl Gateway {
                 self.transmit(id, http::bad_head(e));
                 self.forget(now, id);
             }
-            Ok(Some((Head::Plain(req), _))) => {
+            Ok(Some((Head::Plain(req), len))) => {
+                if let Some(route) = self.post_route(&req.path) {
+                    let rest = buf.get(len..).unwrap_or_default();
+                    self.on_post_head(now, id, *req, route, rest);
+                    return;
+                }
                 let (method, path) = (req.method.clone(), req.path.clone());
                 if !http::is_probe(&path) && self.serve_control_ui(now, id, *req) {
                     self.log(now, Level::Debug, Some(id), format!("http {method} {path}"));

@@ -254,6 +254,21 @@ fn telegram_updates_corpus() {
 }
 
 #[test]
+fn slack_envelope_corpus() {
+    replay("slack_envelope", |d| {
+        let _found = fuzzing::slack_envelope::run(d);
+    });
+    assert!(fuzzing::slack_envelope::run(&seed(
+        "slack_envelope",
+        "dm_envelope.json"
+    )));
+    assert!(!fuzzing::slack_envelope::run(&seed(
+        "slack_envelope",
+        "disconnect.json"
+    )));
+}
+
+#[test]
 fn discord_dispatch_corpus() {
     replay("discord_dispatch", |d| {
         let _parsed = fuzzing::discord_dispatch::run(d);

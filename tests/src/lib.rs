@@ -8,6 +8,7 @@
 pub mod deps;
 pub mod fake_discord;
 pub mod fake_model;
+pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_tls;
 pub mod harness;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::config::AccessPolicy;
 use super::discord;
+use super::slack;
 use super::telegram;
 
 /// A channel (transport) clawgate runs.
@@ -17,17 +18,20 @@ pub enum Kind {
     Telegram,
     /// Discord, over its Gateway WebSocket and REST API.
     Discord,
+    /// Slack, over Socket Mode or the Events API, and the Web API.
+    Slack,
 }
 
 impl Kind {
     /// Every kind, in `channelOrder` order.
-    pub const ALL: [Kind; 2] = [Kind::Telegram, Kind::Discord];
+    pub const ALL: [Kind; 3] = [Kind::Telegram, Kind::Discord, Kind::Slack];
 
     /// The channel id (`telegram`).
     pub fn id(self) -> &'static str {
         match self {
             Kind::Telegram => "telegram",
             Kind::Discord => "discord",
+            Kind::Slack => "slack",
         }
     }
 
@@ -40,7 +44,7 @@ impl Kind {
     pub fn summary_fields(self) -> &'static [&'static str] {
         match self {
             Kind::Telegram => &["lastPollAt"],
-            Kind::Discord => &[],
+            Kind::Discord | Kind::Slack => &[],
         }
     }
 
@@ -49,6 +53,7 @@ impl Kind {
         match s {
             "telegram" | "tg" => Some(Kind::Telegram),
             "discord" => Some(Kind::Discord),
+            "slack" => Some(Kind::Slack),
             _ => None,
         }
     }
@@ -58,6 +63,7 @@ impl Kind {
         match self {
             Kind::Telegram => "Telegram",
             Kind::Discord => "Discord",
+            Kind::Slack => "Slack",
         }
     }
 
@@ -66,6 +72,7 @@ impl Kind {
         match self {
             Kind::Telegram => "Telegram Bot",
             Kind::Discord => "Discord Bot",
+            Kind::Slack => "Slack Bot",
         }
     }
 
@@ -74,6 +81,7 @@ impl Kind {
         match self {
             Kind::Telegram => "paperplane",
             Kind::Discord => "bubble.left.and.bubble.right",
+            Kind::Slack => "number",
         }
     }
 
@@ -82,6 +90,7 @@ impl Kind {
         match self {
             Kind::Telegram => "telegramUserId",
             Kind::Discord => "discordUserId",
+            Kind::Slack => "slackUserId",
         }
     }
 
@@ -90,6 +99,7 @@ impl Kind {
         match self {
             Kind::Telegram => "channels.telegram.botToken",
             Kind::Discord => "channels.discord.token",
+            Kind::Slack => "channels.slack.botToken",
         }
     }
 
@@ -98,6 +108,7 @@ impl Kind {
         match self {
             Kind::Telegram => "sendMessage",
             Kind::Discord => "POST /channels/{id}/messages",
+            Kind::Slack => "chat.postMessage",
         }
     }
 
@@ -135,6 +146,8 @@ pub enum Transport {
     Telegram(telegram::account::Account),
     /// A Discord bot.
     Discord(discord::account::Account),
+    /// A Slack app.
+    Slack(slack::account::Account),
 }
 
 impl Transport {
@@ -143,6 +156,7 @@ impl Transport {
         match self {
             Transport::Telegram(t) => &t.cfg.common,
             Transport::Discord(d) => &d.cfg.common,
+            Transport::Slack(s) => &s.cfg.common,
         }
     }
 
@@ -151,6 +165,7 @@ impl Transport {
         match self {
             Transport::Telegram(t) => &t.cfg.api_root,
             Transport::Discord(d) => &d.cfg.api_url,
+            Transport::Slack(s) => &s.cfg.api_url,
         }
     }
 }
@@ -178,6 +193,7 @@ impl Account {
         match &self.transport {
             Transport::Telegram(_) => Kind::Telegram,
             Transport::Discord(_) => Kind::Discord,
+            Transport::Slack(_) => Kind::Slack,
         }
     }
 
@@ -206,6 +222,7 @@ impl Account {
         match &self.transport {
             Transport::Telegram(t) => t.running(),
             Transport::Discord(d) => d.running(),
+            Transport::Slack(s) => s.running(),
         }
     }
 
@@ -217,6 +234,12 @@ impl Account {
         match (&mut self.transport, new) {
             (Transport::Telegram(a), Transport::Telegram(b)) => a.cfg = b.cfg,
             (Transport::Discord(a), Transport::Discord(b)) => a.cfg = b.cfg,
+            (Transport::Slack(a), Transport::Slack(b)) => {
+                // The app token and the mode are where Slack's events come from.
+                let moved = a.cfg.app_token != b.cfg.app_token || a.cfg.mode != b.cfg.mode;
+                a.cfg = b.cfg;
+                return restart || moved;
+            }
             // Keys carry the kind: an account never changes transport.
             _ => return false,
         }
@@ -232,6 +255,7 @@ impl Account {
         match &mut self.transport {
             Transport::Telegram(t) => t.phase = telegram::account::Phase::Waiting,
             Transport::Discord(d) => d.phase = discord::account::Phase::Waiting,
+            Transport::Slack(s) => s.phase = slack::account::Phase::Waiting,
         }
         true
     }
@@ -241,6 +265,7 @@ impl Account {
         match &self.transport {
             Transport::Telegram(_) => telegram::format::escape(text),
             Transport::Discord(_) => text.to_string(),
+            Transport::Slack(_) => slack::format::escape(text),
         }
     }
 
@@ -250,6 +275,7 @@ impl Account {
         match &self.transport {
             Transport::Telegram(_) => telegram::format::chunks(text, limit),
             Transport::Discord(_) => discord::format::chunks(text, limit),
+            Transport::Slack(_) => slack::format::chunks(text, limit),
         }
     }
 
@@ -281,6 +307,7 @@ impl Account {
         let own = match &self.transport {
             Transport::Telegram(t) => t.snapshot(),
             Transport::Discord(d) => d.snapshot(),
+            Transport::Slack(s) => s.snapshot(),
         };
         if let (Some(out), Value::Object(own)) = (out.as_object_mut(), own) {
             out.extend(own);

@@ -241,6 +241,10 @@ pub struct ChannelsConfig {
     pub discord: Vec<super::discord::config::DiscordAccount>,
     /// `channels.discord.defaultAccount`, else `default`, else the first account.
     pub discord_default: Option<String>,
+    /// `channels.slack` accounts.
+    pub slack: Vec<super::slack::config::SlackAccount>,
+    /// `channels.slack.defaultAccount`, else `default`, else the first account.
+    pub slack_default: Option<String>,
     /// `session.dmScope`.
     pub dm_scope: DmScope,
     /// `commands.ownerAllowFrom`.
@@ -271,19 +275,19 @@ pub fn token_files(file: &Value) -> Vec<String> {
         .collect()
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::InvalidAt {
         key: key.into(),
         message: message.into(),
     }
 }
 
-fn object<'a>(v: &'a Value, key: &str) -> Result<&'a Map<String, Value>, ConfigError> {
+pub(crate) fn object<'a>(v: &'a Value, key: &str) -> Result<&'a Map<String, Value>, ConfigError> {
     v.as_object()
         .ok_or_else(|| invalid(key, format!("must be an object, got {v}")))
 }
 
-fn refuse_unknown(
+pub(crate) fn refuse_unknown(
     obj: &Map<String, Value>,
     known: &[&[&str]],
     at: &str,
@@ -317,6 +321,11 @@ pub(crate) fn resolve(file: &Value, src: &Sources<'_>) -> Result<ChannelsConfig,
         section(file, &DISCORD, |f| super::discord::config::account(f, src))?;
     out.discord = discord;
     out.discord_default = discord_default;
+    let (slack, slack_default) = section(file, &super::slack::config::SECTION, |f| {
+        super::slack::config::account(f, src)
+    })?;
+    out.slack = slack;
+    out.slack_default = slack_default;
     Ok(out)
 }
 
@@ -479,7 +488,7 @@ fn dm_scope(file: &Value) -> Result<DmScope, ConfigError> {
 }
 
 /// The option a string `(value, key)` names among `options`, `default` when absent.
-fn one_of<T: Copy>(
+pub(crate) fn one_of<T: Copy>(
     found: Option<(String, String)>,
     default: T,
     options: &[(&str, T)],

@@ -126,6 +126,7 @@ impl Gateway {
         match kind {
             Kind::Telegram => self.config.channels.telegram_default.clone(),
             Kind::Discord => self.config.channels.discord_default.clone(),
+            Kind::Slack => self.config.channels.slack_default.clone(),
         }
     }
 

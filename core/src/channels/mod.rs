@@ -22,6 +22,7 @@ pub mod ingress;
 mod methods;
 pub mod outbox;
 pub mod pairing;
+pub mod slack;
 pub mod telegram;
 
 use std::collections::{BTreeMap, HashMap};
@@ -66,6 +67,8 @@ pub(crate) enum Purpose {
     Telegram(telegram::driver::Purpose),
     /// A Discord call of its own.
     Discord(discord::driver::Purpose),
+    /// A Slack call of its own.
+    Slack(slack::driver::Purpose),
 }
 
 /// An API call in flight.
@@ -111,6 +114,8 @@ pub(crate) enum Receipt {
     Offset(i64),
     /// Nothing to confirm (Discord: the Gateway does not redeliver).
     Nothing,
+    /// Slack: the HTTP 200 or the envelope's ack.
+    Slack(slack::Ack),
 }
 
 /// What waits for a store batch.
@@ -167,7 +172,11 @@ fn configured(cfg: &config::ChannelsConfig) -> Vec<(String, Transport)> {
         let t = Transport::Discord(discord::account::Account::new(c.clone()));
         (Kind::Discord.key(&c.common.account_id), t)
     });
-    telegram.chain(discord).collect()
+    let slack = cfg.slack.iter().map(|c| {
+        let t = Transport::Slack(slack::account::Account::new(c.clone()));
+        (Kind::Slack.key(&c.common.account_id), t)
+    });
+    telegram.chain(discord).chain(slack).collect()
 }
 
 impl Gateway {
@@ -256,7 +265,7 @@ impl Gateway {
             .map(|a| &mut a.transport)
         {
             Some(Transport::Telegram(t)) => t.restore_offset(row),
-            Some(Transport::Discord(_)) | None => row.is_object(),
+            Some(Transport::Discord(_) | Transport::Slack(_)) | None => row.is_object(),
         }
     }
 
@@ -275,6 +284,7 @@ impl Gateway {
             Ok(_) => match kind {
                 Kind::Telegram => self.tg_start(now, key),
                 Kind::Discord => self.dc_start(now, key),
+                Kind::Slack => self.sl_start(now, key),
             },
         };
         let Some(a) = self.channels.accounts.get_mut(key) else {
@@ -298,6 +308,7 @@ impl Gateway {
         match a.kind() {
             Kind::Telegram => self.tg_stop(key),
             Kind::Discord => self.dc_stop(key),
+            Kind::Slack => self.sl_stop(key),
         }
     }
 
@@ -363,6 +374,7 @@ impl Gateway {
         }
         match self.channels.accounts.get(&key).map(Account::kind) {
             Some(Kind::Discord) => self.dc_socket(now, &key, id, result),
+            Some(Kind::Slack) => self.sl_socket(now, &key, id, result),
             Some(Kind::Telegram) | None => {}
         }
     }
@@ -399,6 +411,7 @@ impl Gateway {
             Due::Retry(key) => match self.channels.accounts.get(&key).map(Account::kind) {
                 Some(Kind::Telegram) => self.tg_retry(now, &key),
                 Some(Kind::Discord) => self.dc_retry(now, &key),
+                Some(Kind::Slack) => self.sl_retry(now, &key),
                 None => {}
             },
             Due::Typing(run_id) => {
@@ -459,8 +472,10 @@ impl Gateway {
         let result = match &call.purpose {
             Purpose::Telegram(p) => return self.tg_call_done(now, id, key, p, answer),
             Purpose::Discord(p) => return self.dc_call_done(now, key, p, answer),
+            Purpose::Slack(p) => return self.sl_call_done(now, key, p, answer),
             _ => match kind {
                 Kind::Telegram => telegram::driver::result(answer),
+                Kind::Slack => slack::driver::result(answer),
                 Kind::Discord => {
                     self.dc_note(now, key, id, &answer);
                     discord::rest::result(answer)
@@ -470,7 +485,7 @@ impl Gateway {
         match &call.purpose {
             Purpose::Deliver(seq) => self.delivered(now, key, *seq, result),
             Purpose::Send(idempotency_key) => self.sent(now, key, kind, idempotency_key, result),
-            Purpose::Typing | Purpose::Telegram(_) | Purpose::Discord(_) => {}
+            Purpose::Typing | Purpose::Telegram(_) | Purpose::Discord(_) | Purpose::Slack(_) => {}
         }
     }
 
@@ -580,6 +595,7 @@ impl Gateway {
             Step::Received(key, receipt) => {
                 match receipt {
                     Receipt::Offset(offset) => self.tg_received(now, &key, offset, durable),
+                    Receipt::Slack(ack) => self.slack_acked(now, ack, durable),
                     Receipt::Nothing => {}
                 }
                 self.serve_ingress(now);
@@ -742,6 +758,8 @@ impl Gateway {
         match kind {
             Kind::Telegram => self.tg_typing(&key, m),
             Kind::Discord => self.dc_typing(&key, m),
+            // Slack shows no typing for a bot outside the assistant APIs.
+            Kind::Slack => {}
         }
     }
 
@@ -758,6 +776,7 @@ impl Gateway {
         match self.channels.accounts.get(key).map(Account::kind) {
             Some(Kind::Telegram) => self.tg_send(key, purpose, target, text),
             Some(Kind::Discord) => self.dc_send(now, key, purpose, target, text),
+            Some(Kind::Slack) => self.sl_send(key, purpose, target, text),
             None => false,
         }
     }

@@ -11,6 +11,7 @@ pub mod discord_dispatch;
 pub mod http_response;
 pub mod model_stream;
 pub mod sim;
+pub mod slack_envelope;
 pub mod stream;
 pub mod telegram_updates;
 
@@ -50,7 +51,8 @@ pub fn fuzz_config(token: bool, small_limits: bool) -> Config {
 }
 
 /// The HTTP request head parser on any bytes: a complete head parses the same alone, and its
-/// first half only asks for more bytes (a head cut by the network is never refused).
+/// first half only asks for more bytes (a head cut by the network is never refused). A
+/// `POST`'s body length is either within the body limit or refused with a 4xx.
 pub fn http_head(data: &[u8]) {
     let cap = Limits::default().max_head_bytes;
     match http::parse_head(data, cap) {
@@ -69,6 +71,11 @@ pub fn http_head(data: &[u8]) {
             let response = match head {
                 Head::Upgrade(up) => http::switching_protocols(&up.request),
                 Head::Plain(req) => {
+                    let max = Limits::default().max_http_body_bytes;
+                    match crate::http_post::body_length(&req, max) {
+                        Ok(n) => assert!(req.method == "POST" && n <= max, "length {n}"),
+                        Err(e) => assert!((400..500).contains(&e.status()), "{e}"),
+                    }
                     http::plain_response(&req.method, &req.path, http::Phase::Ready, 0, "fuzz")
                 }
             };

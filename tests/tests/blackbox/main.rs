@@ -17,4 +17,5 @@ mod pairing;
 mod remote;
 mod runs;
 mod sessions;
+mod slack;
 mod telegram;

@@ -367,7 +367,7 @@ impl Gateway {
                 Transport::Telegram(t) => {
                     t.phase == Phase::Polling && t.poll.is_none() && !t.committing
                 }
-                Transport::Discord(_) => false,
+                Transport::Discord(_) | Transport::Slack(_) => false,
             })
             .map(|(k, _)| k.clone())
             .collect();

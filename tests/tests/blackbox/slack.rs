@@ -1,0 +1,373 @@
+//! Slack inside the gateway, over real sockets, against a fake Slack ([`FakeSlack`]: Web API
+//! and Socket Mode) and a fake model. Socket Mode: `auth.test`, `apps.connections.open`, one
+//! socket and `hello`; an unknown DM gets one pairing message and nothing reaches the agent;
+//! approval lets the next DM through to a turn whose answer comes back with
+//! `chat.postMessage` in the DM's thread; every envelope is acknowledged; a redelivered
+//! event is answered once; after `disconnect` a fresh URL is asked for and what arrived
+//! meanwhile is answered once; `invalid_auth` stops the account with the error while the
+//! gateway serves on; a 429 on the reply waits its `Retry-After`. HTTP mode: Events API POSTs
+//! on the gateway's own port at `webhookPath`, each verified with the signing secret before
+//! anything else is read: a signed `url_verification` is answered with its challenge, a signed
+//! event with an empty 200 (and answered by the agent), a bad signature or a timestamp older
+//! than five minutes with an empty 401, and a body over the limit with a 413 before it is read.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clawgate_core::channels::slack::verify::sign;
+use clawgate_tests::both;
+use clawgate_tests::fake_model::{FakeModel, Reply};
+use clawgate_tests::fake_slack::FakeSlack;
+use clawgate_tests::harness::{Gateway, HttpResponse, Options, Shell, Ws, http_request};
+use clawgate_tests::schema;
+use serde_json::{Value, json};
+
+const SECRET: &str = "test-signing-secret";
+
+fn socket_mode(model: &FakeModel, slack: &FakeSlack, extra: &str) -> Options {
+    Options::new()
+        .token("t0ken")
+        .env("SLACK_API_URL", &slack.api_url())
+        .config(&format!(
+            r#"{{ {} channels: {{ slack: {{ botToken: "xoxb-test", appToken: "xapp-1-test" {extra} }} }} }}"#,
+            model.config_members()
+        ))
+}
+
+fn admin(gw: &Gateway) -> Ws {
+    let mut cfg = gw.cli();
+    cfg.token = Some("t0ken".into());
+    cfg.scopes = vec!["operator.admin".into()];
+    let mut ws = gw.ws(cfg);
+    ws.hello().expect("admin hello-ok");
+    ws
+}
+
+fn assert_result_valid(method: &str, payload: &Value) {
+    if let Some(s) = schema::schema() {
+        s.validate_result(method, payload)
+            .unwrap_or_else(|e| panic!("{method} result does not validate: {e}\n{payload}"));
+    }
+}
+
+/// The code of a pairing message.
+fn pairing_code(text: &str) -> String {
+    let start = text.find("```\n").expect("a code block") + "```\n".len();
+    text[start..start + 8].to_string()
+}
+
+fn unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread(shell: Shell) {
+    let model = FakeModel::echo();
+    let slack = FakeSlack::start();
+    let gw = socket_mode(&model, &slack, "").start(shell);
+    slack.wait_calls("auth.test", 1);
+    slack.wait_calls("apps.connections.open", 1);
+    assert_eq!(slack.auth_headers("auth.test"), ["Bearer xoxb-test"]);
+    assert_eq!(
+        slack.auth_headers("apps.connections.open"),
+        ["Bearer xapp-1-test"]
+    );
+    slack.push_dm("U222", "hello?", None);
+    let sent = slack.wait_calls("chat.postMessage", 1);
+    assert_eq!(sent[0]["channel"], "DU222");
+    assert!(
+        sent[0].get("thread_ts").is_none(),
+        "the pairing message is top level: {sent:?}"
+    );
+    let text = sent[0]["text"].as_str().unwrap();
+    assert!(text.contains("Your Slack user id: U222"), "{text}");
+    let code = pairing_code(text);
+    assert!(
+        model.requests().is_empty(),
+        "nothing reaches the agent before approval"
+    );
+    let mut ws = admin(&gw);
+    let list = ws
+        .call("channels.pairing.list", Some(json!({"channel": "slack"})))
+        .expect("channels.pairing.list");
+    assert_eq!(list["requests"][0]["senderId"], "U222", "{list}");
+    assert_eq!(code.len(), 8);
+    ws.call(
+        "channels.pairing.approve",
+        Some(json!({"channel": "slack", "accountId": "default", "requestId": list["requests"][0]["requestId"]})),
+    )
+    .expect("channels.pairing.approve");
+    let ts = slack.push_dm("U222", "what is 2+2?", Some("1795500000.000100"));
+    let sent = slack.wait_calls("chat.postMessage", 2);
+    assert_eq!(sent[1]["channel"], "DU222");
+    assert_eq!(sent[1]["thread_ts"], "1795500000.000100", "{sent:?}");
+    assert!(
+        sent[1]["text"].as_str().unwrap().contains("what is 2+2?"),
+        "{sent:?}"
+    );
+    assert!(!ts.is_empty());
+    let status = ws.call("channels.status", None).expect("channels.status");
+    assert_result_valid("channels.status", &status);
+    let account = &status["channelAccounts"]["slack"][0];
+    assert_eq!(account["running"], true, "{status}");
+    assert_eq!(account["mode"], "socket", "{status}");
+    slack.check_acks();
+}
+
+fn a_redelivered_event_and_a_disconnect_are_answered_once(shell: Shell) {
+    let model = FakeModel::echo();
+    let slack = FakeSlack::start();
+    let _gw = socket_mode(&model, &slack, r#", dmPolicy: "open", allowFrom: ["*"]"#).start(shell);
+    slack.wait_calls("apps.connections.open", 1);
+    let event = json!({"type": "message", "channel": "DU5", "channel_type": "im", "user": "U5",
+        "text": "once please", "ts": "1795500000.000777"});
+    let first = slack.push_event(event.clone());
+    slack.wait_ack(&first);
+    let again = slack.push_event(event);
+    slack.wait_ack(&again);
+    slack.wait_calls("chat.postMessage", 1);
+    // Slack asks to reconnect; a message sent meanwhile is answered once, on the new socket.
+    slack.disconnect();
+    slack.wait_calls("apps.connections.open", 2);
+    slack.push_dm("U5", "after the reconnect", None);
+    let sent = slack.wait_calls("chat.postMessage", 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent_after = slack.calls("chat.postMessage");
+    assert_eq!(sent_after.len(), 2, "each answered once: {sent:?}");
+    assert!(
+        sent_after[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("once please")
+    );
+    assert!(
+        sent_after[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("after the reconnect")
+    );
+    assert!(slack.sockets() >= 2);
+    slack.check_acks();
+}
+
+fn a_turn_cut_by_kill_9_is_answered_exactly_once(shell: Shell) {
+    let model = FakeModel::start(|req| {
+        let said = req.last_user_text().unwrap_or_default();
+        Reply::text(&["Echo: ", &said]).with_delay(Duration::from_millis(400))
+    });
+    let slack = FakeSlack::start();
+    let opts = socket_mode(&model, &slack, r#", dmPolicy: "open", allowFrom: ["*"]"#);
+    let gw = opts.start(shell);
+    slack.wait_calls("apps.connections.open", 1);
+    let envelope_ts = slack.push_dm("U7", "survive this", None);
+    // The turn is running (the model was asked) when the gateway dies.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while model.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the model was never asked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let gw = opts.crash_and_restart(shell, gw);
+    slack.wait_calls("chat.postMessage", 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = slack.calls("chat.postMessage");
+    assert_eq!(
+        sent.len(),
+        1,
+        "answered exactly once: {sent:?} ({envelope_ts})"
+    );
+    assert_eq!(sent[0]["text"], "Echo: survive this");
+    slack.check_acks();
+    drop(gw);
+}
+
+fn invalid_auth_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
+    let model = FakeModel::echo();
+    let slack = FakeSlack::start();
+    slack.fail_next(
+        "auth.test",
+        200,
+        &[],
+        json!({"ok": false, "error": "invalid_auth"}),
+    );
+    let gw = socket_mode(&model, &slack, "").start(shell);
+    slack.wait_calls("auth.test", 1);
+    let mut ws = admin(&gw);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let account = loop {
+        let status = ws.call("channels.status", None).expect("channels.status");
+        let account = status["channelAccounts"]["slack"][0].clone();
+        if account["running"] == false {
+            assert_result_valid("channels.status", &status);
+            break account;
+        }
+        assert!(Instant::now() < deadline, "still running: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = account["lastError"].as_str().unwrap();
+    assert!(
+        err.contains("invalid_auth") && err.contains("channels.slack.botToken"),
+        "{err}"
+    );
+    assert!(slack.calls("apps.connections.open").is_empty());
+    let r = clawgate_tests::harness::http_get(gw.port(), "/health").unwrap();
+    assert_eq!(r.status, 200);
+}
+
+fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
+    let model = FakeModel::echo();
+    let slack = FakeSlack::start();
+    slack.fail_next(
+        "chat.postMessage",
+        429,
+        &[("Retry-After", "2")],
+        json!({"ok": false, "error": "ratelimited"}),
+    );
+    let _gw = socket_mode(&model, &slack, r#", dmPolicy: "open", allowFrom: ["*"]"#).start(shell);
+    slack.wait_calls("apps.connections.open", 1);
+    slack.push_dm("U9", "slowly", None);
+    let first = Instant::now();
+    slack.wait_calls("chat.postMessage", 1);
+    let sent = slack.wait_calls("chat.postMessage", 2);
+    assert!(
+        first.elapsed() >= Duration::from_millis(1900),
+        "retried after {:?}",
+        first.elapsed()
+    );
+    assert_eq!(sent[0], sent[1], "the same message again");
+}
+
+fn http_mode(model: &FakeModel, slack: &FakeSlack, extra: &str) -> Options {
+    Options::new()
+        .token("t0ken")
+        .env("SLACK_API_URL", &slack.api_url())
+        .config(&format!(
+            r#"{{ {} channels: {{ slack: {{ mode: "http", botToken: "xoxb-test", signingSecret: "{SECRET}" {extra} }} }} }}"#,
+            model.config_members()
+        ))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// POST `body` to `path`, signed as Slack signs (with `secret`), timestamped `age` seconds ago.
+fn post_signed(port: u16, path: &str, body: &str, secret: &str, age: u64) -> HttpResponse {
+    let ts = (now_secs() - age).to_string();
+    let sig = sign(secret.as_bytes(), &ts, body.as_bytes());
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         X-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {sig}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_request(port, &req).expect("an HTTP answer")
+}
+
+fn dm_event(ts: &str) -> String {
+    json!({"type": "event_callback", "team_id": "T1", "event_id": format!("Ev{ts}"),
+        "event": {"type": "message", "channel": "D1", "channel_type": "im", "user": "U1",
+            "text": "hello", "ts": ts}})
+    .to_string()
+}
+
+fn http_mode_answers_signed_requests_and_refuses_the_rest(shell: Shell) {
+    let (model, slack) = (FakeModel::echo(), FakeSlack::start());
+    let gw = http_mode(&model, &slack, r#", dmPolicy: "open", allowFrom: ["*"]"#).start(shell);
+    slack.wait_calls("auth.test", 1);
+    let port = gw.port();
+    let challenge =
+        json!({"type": "url_verification", "challenge": "ch-42", "token": "x"}).to_string();
+    let r = post_signed(port, "/slack/events", &challenge, SECRET, 0);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap(),
+        json!({"challenge": "ch-42"})
+    );
+    let r = post_signed(port, "/slack/events", &dm_event("1.0001"), SECRET, 0);
+    assert_eq!((r.status, r.body.as_str()), (200, ""), "{r:?}");
+    // Slack retries what it thinks was lost: the same event again is answered once.
+    let r = post_signed(port, "/slack/events", &dm_event("1.0001"), SECRET, 0);
+    assert_eq!(r.status, 200, "{r:?}");
+    let sent = slack.wait_calls("chat.postMessage", 1);
+    assert_eq!(sent[0]["channel"], "D1");
+    assert!(
+        sent[0]["text"].as_str().unwrap().contains("hello"),
+        "{sent:?}"
+    );
+    let r = post_signed(port, "/slack/events", &challenge, "not-the-secret", 0);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, ""),
+        "bad signature: {r:?}"
+    );
+    let r = post_signed(port, "/slack/events", &challenge, SECRET, 6 * 60);
+    assert_eq!((r.status, r.body.as_str()), (401, ""), "stale: {r:?}");
+    // Unsigned junk is refused on its signature, never parsed.
+    let r = http_request(
+        port,
+        &format!("POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 3\r\n\r\n{{{{{{"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{r:?}");
+    // The body is bounded before it is read.
+    let r = http_request(
+        port,
+        &format!(
+            "POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\r\n",
+            1024 * 1024 + 1
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 413, "{r:?}");
+    let r = http_request(
+        port,
+        &format!("POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 411, "{r:?}");
+    let r = http_request(
+        port,
+        &format!(
+            "POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 411, "{r:?}");
+    // The gateway serves on.
+    let r = clawgate_tests::harness::http_get(port, "/health").unwrap();
+    assert_eq!(r.status, 200);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(slack.calls("chat.postMessage").len(), 1, "answered once");
+    assert!(
+        slack.calls("apps.connections.open").is_empty(),
+        "no socket in HTTP mode"
+    );
+}
+
+fn a_custom_webhook_path_is_the_route(shell: Shell) {
+    let (model, slack) = (FakeModel::echo(), FakeSlack::start());
+    let gw = http_mode(&model, &slack, r#", webhookPath: "hooks/slack""#).start(shell);
+    let port = gw.port();
+    let challenge = json!({"type": "url_verification", "challenge": "c"}).to_string();
+    let r = post_signed(port, "/hooks/slack", &challenge, SECRET, 0);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = post_signed(port, "/slack/events", &challenge, SECRET, 0);
+    assert_ne!(r.status, 200, "the default path is not a route now: {r:?}");
+}
+
+fn http_mode_without_a_signing_secret_is_refused_by_name(shell: Shell) {
+    let (code, stderr) = Options::new()
+        .token("t0ken")
+        .config(r#"{ channels: { slack: { mode: "http", botToken: "xoxb-test" } } }"#)
+        .run_to_exit(shell, std::time::Duration::from_secs(20));
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("channels.slack.signingSecret"), "{stderr}");
+}
+
+both!(
+    unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread,
+    a_redelivered_event_and_a_disconnect_are_answered_once,
+    a_turn_cut_by_kill_9_is_answered_exactly_once,
+    invalid_auth_stops_the_account_and_the_gateway_serves_on,
+    a_429_on_the_reply_waits_retry_after_then_delivers,
+    http_mode_answers_signed_requests_and_refuses_the_rest,
+    a_custom_webhook_path_is_the_route,
+    http_mode_without_a_signing_secret_is_refused_by_name,
+);
