@@ -65,6 +65,10 @@ impl Gateway {
             self.on_history(now, id, result);
             return;
         }
+        if self.tools.owns(id) {
+            self.on_tool_work(now, id, result);
+            return;
+        }
         match result {
             WorkResult::Stored(outcome) => {
                 if let Err(e) = &outcome {

@@ -95,6 +95,10 @@ pub(crate) enum Timer {
     Channel(u64),
     /// Queued agent runs may start (their lanes' debounce is over).
     Lanes,
+    /// A tool call's deadline.
+    ToolCall(crate::tools::CallId),
+    /// A tool provider asked to be woken (by index).
+    ToolProvider(usize),
 }
 
 /// Live counts, for embedders and status.
@@ -135,6 +139,8 @@ pub struct Gateway {
     pub(crate) channels: crate::channels::Channels,
     /// Control UI responses in progress.
     pub(crate) serving: crate::control_ui::Serving,
+    /// The tool router: providers and calls in flight.
+    pub(crate) tools: crate::tools::ToolRouter,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -176,6 +182,7 @@ impl Gateway {
             agent: Default::default(),
             channels: Default::default(),
             serving: Default::default(),
+            tools: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -425,6 +432,8 @@ impl Gateway {
                 Timer::ModelRetry(run) => self.model_retry_due(now, run),
                 Timer::Channel(n) => self.channel_timer(now, n),
                 Timer::Lanes => self.drain_lanes(now),
+                Timer::ToolCall(call) => self.tool_call_due(now, call),
+                Timer::ToolProvider(index) => self.tool_provider_due(now, index),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }

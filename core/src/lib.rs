@@ -96,6 +96,7 @@ pub mod pairing;
 pub mod persist;
 mod route;
 pub mod scopes;
+pub mod tools;
 mod upgrade;
 pub mod work;
 

@@ -79,6 +79,13 @@ pub enum FileError {
     Io(String),
 }
 
+impl WorkResult {
+    /// Whether this is the last result of its work (an HTTP head or body piece is not).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, WorkResult::HttpHead { .. } | WorkResult::HttpBody(_))
+    }
+}
+
 /// The outcome of a piece of [`Work`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
