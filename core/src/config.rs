@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::auth::Secret;
 
 mod providers;
+pub mod tools;
 
 pub use providers::{AgentIdentity, DEFAULT_MAX_TOKENS, substitute_env};
 
@@ -432,6 +433,8 @@ pub struct Config {
     /// What a message does when its session already has a run (`messages.queue.mode`), unless
     /// the call names a `queueMode`.
     pub queue_mode: QueueMode,
+    /// `tools.*`: tool search and the gateway host's `exec`.
+    pub tools: tools::ToolsConfig,
 }
 
 /// What a message does when its session already has a run in progress (upstream's queue
@@ -516,6 +519,7 @@ impl Config {
             identity: AgentIdentity::default(),
             channels: Default::default(),
             queue_mode: QueueMode::Steer,
+            tools: Default::default(),
         }
     }
 
@@ -767,6 +771,7 @@ impl Config {
                 message: format!("must be one of steer, followup, collect, interrupt; got {mode}"),
             })?;
         }
+        cfg.tools = tools::resolve(&file, &mut cfg.limits)?;
         cfg.limits.max_concurrent_runs = default_concurrent_runs(input.cpu_parallelism);
         let key = "agents.defaults.maxConcurrent";
         if let Some(n) = num_at(&file, &["agents", "defaults", "maxConcurrent"], key)? {
@@ -971,7 +976,7 @@ fn json_scalar(v: &Value) -> String {
     }
 }
 
-fn num_at(v: &Value, path: &[&str], key: &'static str) -> Result<Option<u64>, ConfigError> {
+pub(crate) fn num_at(v: &Value, path: &[&str], key: &'static str) -> Result<Option<u64>, ConfigError> {
     match at(v, path) {
         None | Some(Value::Null) => Ok(None),
         Some(n) => n.as_u64().map(Some).ok_or(ConfigError::Invalid {

@@ -95,6 +95,8 @@ impl Gateway {
                 self.on_model_response(now, id, result);
             }
             WorkResult::File(read) => self.on_file_read(now, id, read),
+            // Only a command's work answers with this, and the router owns it.
+            WorkResult::Exec(_) => {}
         }
     }
 

@@ -99,6 +99,8 @@ pub(crate) enum Timer {
     ToolCall(crate::tools::CallId),
     /// A tool provider asked to be woken (by index).
     ToolProvider(usize),
+    /// An exec approval request's time runs out (by serial).
+    ExecApproval(u64),
 }
 
 /// Live counts, for embedders and status.
@@ -434,6 +436,7 @@ impl Gateway {
                 Timer::Lanes => self.drain_lanes(now),
                 Timer::ToolCall(call) => self.tool_call_due(now, call),
                 Timer::ToolProvider(index) => self.tool_provider_due(now, index),
+                Timer::ExecApproval(serial) => self.exec_approval_due(now, serial),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }

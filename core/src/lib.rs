@@ -109,4 +109,6 @@ pub use methods::METHODS;
 pub use pairing::PairingStore;
 pub use route::Router;
 pub use scopes::EVENTS;
-pub use work::{FileChunk, FileError, FileRead, Work, WorkId, WorkResult};
+pub use work::{
+    ExecOutput, ExecRequest, FileChunk, FileError, FileRead, Work, WorkId, WorkResult,
+};

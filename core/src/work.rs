@@ -37,6 +37,38 @@ pub enum Work {
     /// Read part of a file under a directory (a Control UI asset): one
     /// [`WorkResult::File`] answers it.
     ReadFile(FileRead),
+    /// Run a shell command on the gateway host (the `exec` tool, once policy allowed it):
+    /// one [`WorkResult::Exec`] answers it. [`Work::Cancel`] with this id kills it.
+    Exec(ExecRequest),
+}
+
+/// A [`Work::Exec`]: `sh -c command` in its own process group, stdin empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// The shell command.
+    pub command: String,
+    /// The working directory (the gateway's own when `None`).
+    pub cwd: Option<String>,
+    /// Kill the process group after this long.
+    pub timeout: core::time::Duration,
+    /// Keep at most this many bytes of output (stdout then stderr); the rest is read and
+    /// dropped.
+    pub max_output_bytes: usize,
+}
+
+/// What a [`Work::Exec`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code (`None` when a signal ended it).
+    pub exit_code: Option<i32>,
+    /// Standard output then standard error, lossily decoded, at most the bound.
+    pub output: String,
+    /// Output past the bound was dropped.
+    pub truncated: bool,
+    /// It was killed at its timeout.
+    pub timed_out: bool,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: u64,
 }
 
 /// A [`Work::ReadFile`]: the first of `candidates` that is a regular file inside `root` once
@@ -109,4 +141,6 @@ pub enum WorkResult {
     File(Result<FileChunk, FileError>),
     /// What a [`Work::ReadHistory`] found, or why the store could not read it.
     History(Result<HistoryPage, String>),
+    /// What a [`Work::Exec`] did, or why it could not start (or was cancelled).
+    Exec(Result<ExecOutput, String>),
 }

@@ -2,6 +2,8 @@
 
 use serde_json::{Value, json};
 
+use crate::model::openai::ToolSpec;
+
 /// Where a tool comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ToolSource {
@@ -72,25 +74,13 @@ impl ToolEntry {
         self.availability == Availability::Ready
     }
 
-    /// The tool as OpenAI's `tools[]` element.
-    pub fn to_openai(&self) -> Value {
-        json!({
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": self.parameters,
-            }
-        })
-    }
-
-    /// The tool as Anthropic's `tools[]` element.
-    pub fn to_anthropic(&self) -> Value {
-        json!({
-            "name": self.name,
-            "description": self.description,
-            "input_schema": self.parameters,
-        })
+    /// The tool as the model is offered it.
+    pub fn to_spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            parameters: self.parameters.clone(),
+        }
     }
 
     /// The description shown to operators: an unavailable tool's says why.

@@ -9,9 +9,14 @@ use serde_json::json;
 use crate::gateway::{Gateway, Output, Timer};
 use crate::work::{WorkId, WorkResult};
 
+use super::builtin;
 use super::provider::{CallContext, CallId, ProviderIo};
 use super::router::{CallOwner, Handler, Pending};
 use super::{ToolCall, ToolEntry, ToolOutcome};
+
+/// How much longer than its approval wait and its own timeout an `exec` call may take
+/// before the router gives up on it (the worker kills it at its timeout).
+const EXEC_GRACE: core::time::Duration = core::time::Duration::from_secs(5);
 
 impl Gateway {
     /// Add a source of tools (an MCP client, the skills): its tools join the catalog.
@@ -19,17 +24,48 @@ impl Gateway {
         self.tools.add_provider(provider);
     }
 
-    /// Every tool the gateway knows now, ready or not, in a stable order.
+    /// Every tool the gateway knows now, ready or not, in a stable order: the built-in
+    /// ones, then each provider's.
     pub(crate) fn tool_catalog(&self) -> Vec<ToolEntry> {
-        let mut all: Vec<ToolEntry> = Vec::new();
+        let mut all: Vec<ToolEntry> = vec![builtin::nodes_entry(), builtin::exec_entry()];
         for p in &self.tools.providers {
             all.extend(p.tools());
         }
         all
     }
 
-    /// Which code runs the tool `name`, if the catalog has it ready.
+    /// The tools behind search: ready ones that are not built in.
+    fn deferred_tools(&self) -> Vec<ToolEntry> {
+        self.tool_catalog()
+            .into_iter()
+            .filter(|t| t.is_ready() && !builtin::is_direct(t))
+            .collect()
+    }
+
+    /// The tools a turn's model is offered: every ready tool, or with `tools.toolSearch` the
+    /// built-in ones and the search trio standing in for the rest.
+    pub(crate) fn model_tools(&self, _ctx: &CallContext) -> Vec<ToolEntry> {
+        let ready = self.tool_catalog().into_iter().filter(ToolEntry::is_ready);
+        if !self.config.tools.tool_search {
+            return ready.collect();
+        }
+        let (direct, deferred): (Vec<ToolEntry>, Vec<ToolEntry>) =
+            ready.partition(builtin::is_direct);
+        let mut offered = direct;
+        if !deferred.is_empty() {
+            offered.extend(builtin::search_entries());
+        }
+        offered
+    }
+
+    /// Which code runs the tool `name`, if it is ready.
     fn handler_of(&self, name: &str) -> Option<Handler> {
+        match name {
+            builtin::NODES => return Some(Handler::Nodes),
+            builtin::EXEC => return Some(Handler::Exec),
+            builtin::TOOL_SEARCH | builtin::TOOL_DESCRIBE => return Some(Handler::Search),
+            _ => {}
+        }
         self.tools
             .providers
             .iter()
@@ -47,12 +83,28 @@ impl Gateway {
         owner: CallOwner,
     ) -> CallId {
         let id = self.tools.next_call();
+        let call = if call.name == builtin::TOOL_CALL {
+            match builtin::unwrap_call(&call) {
+                Ok(inner) => inner,
+                Err(outcome) => {
+                    self.deliver_tool_outcome(now, id, &owner, &call.name, outcome);
+                    return id;
+                }
+            }
+        } else {
+            call
+        };
         let Some(handler) = self.handler_of(&call.name) else {
             let outcome = ToolOutcome::error(format!("Tool not found: {}", call.name));
             self.deliver_tool_outcome(now, id, &owner, &call.name, outcome);
             return id;
         };
-        let deadline = now + self.config.limits.tool_timeout;
+        let exec = &self.config.tools.exec;
+        let deadline = match handler {
+            // A command may wait for its approval, then run its own time.
+            Handler::Exec => now + exec.approval_timeout + exec.timeout + EXEC_GRACE,
+            _ => now + self.config.limits.tool_timeout,
+        };
         self.tools.calls.insert(
             id,
             Pending {
@@ -71,6 +123,17 @@ impl Gateway {
                 }
                 self.drain_provider(now, index, io);
             }
+            Handler::Search => {
+                let deferred = self.deferred_tools();
+                let outcome = if call.name == builtin::TOOL_SEARCH {
+                    builtin::search(&call, &deferred)
+                } else {
+                    builtin::describe(&call, &deferred)
+                };
+                self.finish_tool_call(now, id, outcome);
+            }
+            Handler::Nodes => self.start_nodes_call(now, id, &call),
+            Handler::Exec => self.start_exec_call(now, id, &call, &ctx),
         }
         id
     }
@@ -104,8 +167,12 @@ impl Gateway {
         }
     }
 
-    /// Work a provider asked for answered.
+    /// Work a provider or a command asked for answered.
     pub(crate) fn on_tool_work(&mut self, now: Instant, id: WorkId, result: WorkResult) {
+        if let WorkResult::Exec(r) = result {
+            self.on_exec_result(now, id, r);
+            return;
+        }
         let Some(&(index, token)) = self.tools.work.get(&id) else {
             return;
         };
@@ -144,10 +211,11 @@ impl Gateway {
             return;
         }
         let secs = self.config.limits.tool_timeout.as_secs();
-        let text = format!(
-            "Tool {} timed out after {secs} s (tools.timeoutSeconds)",
-            p.name
-        );
+        let text = if p.handler == Handler::Exec {
+            format!("Tool {} took too long and was stopped (tools.exec.timeoutSeconds)", p.name)
+        } else {
+            format!("Tool {} timed out after {secs} s (tools.timeoutSeconds)", p.name)
+        };
         self.stop_tool_call(now, id);
         self.finish_tool_call(now, id, ToolOutcome::error(text));
     }
@@ -166,6 +234,9 @@ impl Gateway {
                 // Outcomes the provider reports while cancelling are the call's end.
                 self.drain_provider(now, index, io);
             }
+            Handler::Nodes => self.cancel_tool_invoke(now, id),
+            Handler::Exec => self.cancel_exec(now, id),
+            Handler::Search => {}
         }
     }
 
@@ -181,13 +252,14 @@ impl Gateway {
     fn deliver_tool_outcome(
         &mut self,
         now: Instant,
-        _id: CallId,
+        id: CallId,
         owner: &CallOwner,
         name: &str,
         outcome: ToolOutcome,
     ) {
         let outcome = outcome.bounded(self.config.limits.tool_result_max_bytes);
         match owner {
+            CallOwner::Run(serial) => self.run_tool_done(now, *serial, id, outcome),
             CallOwner::Invoke { conn, req } => {
                 let result = invoke_result(name, &outcome);
                 self.respond(now, *conn, req, &Ok(result), None);

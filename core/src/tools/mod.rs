@@ -10,12 +10,15 @@
 //! - `dispatch`: the router inside the gateway (start, deadline, deliver);
 //! - `methods`: `tools.catalog`, `tools.effective`, `tools.invoke`.
 
+mod builtin;
 pub mod call;
 pub mod catalog;
 mod dispatch;
+mod exec;
 mod methods;
+mod nodes;
 pub mod provider;
-mod router;
+pub(crate) mod router;
 
 pub use call::{TRUNCATED_MARKER, ToolCall, ToolContent, ToolOutcome};
 pub use catalog::{Availability, ToolEntry, ToolSource};

@@ -13,6 +13,8 @@ use super::provider::{CallId, ToolProvider};
 /// Who waits for a call's outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum CallOwner {
+    /// An agent run (by serial): the outcome goes back to its model.
+    Run(u64),
     /// A `tools.invoke` request: the outcome is its response.
     Invoke {
         /// The caller.
@@ -27,6 +29,12 @@ pub(crate) enum CallOwner {
 pub(crate) enum Handler {
     /// A provider, by index.
     Provider(usize),
+    /// The `nodes` tool (a `node.invoke` for the call).
+    Nodes,
+    /// The `exec` tool.
+    Exec,
+    /// `tool_search` or `tool_describe` (answered at once).
+    Search,
 }
 
 /// One call in flight.
@@ -53,6 +61,8 @@ pub struct ToolRouter {
     pub(crate) work: HashMap<WorkId, (usize, u64)>,
     /// The same, the other way (to cancel a provider's work by its token).
     pub(crate) tokens: HashMap<(usize, u64), WorkId>,
+    /// `exec` approvals and commands.
+    pub(crate) exec: super::exec::ExecState,
     /// The earliest wake-up each provider asked for.
     pub(crate) wakes: HashMap<usize, Instant>,
     next_call: u64,
@@ -72,11 +82,23 @@ impl ToolRouter {
 
     /// Whether `work` belongs to a provider.
     pub(crate) fn owns(&self, work: WorkId) -> bool {
-        self.work.contains_key(&work)
+        self.work.contains_key(&work) || self.exec.owns(work)
     }
 
     /// Calls in flight.
     pub fn calls_in_flight(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The calls `owner` waits for, oldest first.
+    pub(crate) fn calls_of(&self, owner: &CallOwner) -> Vec<CallId> {
+        let mut ids: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, p)| &p.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
     }
 }
