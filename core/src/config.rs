@@ -976,7 +976,11 @@ fn json_scalar(v: &Value) -> String {
     }
 }
 
-pub(crate) fn num_at(v: &Value, path: &[&str], key: &'static str) -> Result<Option<u64>, ConfigError> {
+pub(crate) fn num_at(
+    v: &Value,
+    path: &[&str],
+    key: &'static str,
+) -> Result<Option<u64>, ConfigError> {
     match at(v, path) {
         None | Some(Value::Null) => Ok(None),
         Some(n) => n.as_u64().map(Some).ok_or(ConfigError::Invalid {

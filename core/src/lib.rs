@@ -109,6 +109,4 @@ pub use methods::METHODS;
 pub use pairing::PairingStore;
 pub use route::Router;
 pub use scopes::EVENTS;
-pub use work::{
-    ExecOutput, ExecRequest, FileChunk, FileError, FileRead, Work, WorkId, WorkResult,
-};
+pub use work::{ExecOutput, ExecRequest, FileChunk, FileError, FileRead, Work, WorkId, WorkResult};

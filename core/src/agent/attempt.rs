@@ -90,7 +90,11 @@ impl Gateway {
         let system = system_prompt(&self.config.identity, route);
         let ctx = crate::tools::CallContext {
             session_key: Some(key.clone()),
-            owner: self.agent.runs.get(&serial).is_some_and(|r| r.origin.is_some()),
+            owner: self
+                .agent
+                .runs
+                .get(&serial)
+                .is_some_and(|r| r.origin.is_some()),
         };
         let tools = self.offered_tools(&ctx);
         let request = route.turn_request(Some(&system), messages, tools);

@@ -236,13 +236,22 @@ fn tool_calls_of(message: &Value) -> Vec<crate::model::openai::ToolCall> {
         .iter()
         .filter(|p| p.get("type").and_then(Value::as_str) == Some("toolCall"))
         .map(|p| crate::model::openai::ToolCall {
-            id: p.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
-            name: p.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-            arguments: p.get("arguments").map_or_else(|| "{}".into(), Value::to_string),
+            id: p
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            name: p
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            arguments: p
+                .get("arguments")
+                .map_or_else(|| "{}".into(), Value::to_string),
         })
         .collect()
 }
-
 
 /// The text of a message: its `content` string, or its `text` parts joined.
 pub(crate) fn text_of(message: &Value) -> String {
@@ -268,9 +277,9 @@ pub(crate) fn tool_call_message(text: &str, calls: &[crate::tools::ToolCall], ts
     if !text.is_empty() {
         content.push(json!({"type": "text", "text": text}));
     }
-    content.extend(calls.iter().map(|c| {
-        json!({"type": "toolCall", "id": c.id, "name": c.name, "arguments": c.arguments})
-    }));
+    content.extend(calls.iter().map(
+        |c| json!({"type": "toolCall", "id": c.id, "name": c.name, "arguments": c.arguments}),
+    ));
     json!({"role": "assistant", "content": content, "stopReason": "toolUse", "timestamp": ts})
 }
 

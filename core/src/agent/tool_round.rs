@@ -71,9 +71,9 @@ impl Gateway {
         }
         run.attempts.reset();
         run.round += 1;
-        if run.round > max {
+        if run.round >= max {
             let message = format!(
-                "the model kept calling tools: stopped after {max} rounds (tools.maxRounds)"
+                "the model kept calling tools: stopped after {max} model requests (tools.maxRounds)"
             );
             self.fail_run(now, serial, Failure::plain(message, "unknown"));
             return true;
@@ -83,7 +83,11 @@ impl Gateway {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let id = if c.id.is_empty() { format!("call_{}_{i}", run.round) } else { c.id.clone() };
+                let id = if c.id.is_empty() {
+                    format!("call_{}_{i}", run.round)
+                } else {
+                    c.id.clone()
+                };
                 ToolCall::from_model(&id, &c.name, &c.arguments)
             })
             .collect();
@@ -106,7 +110,11 @@ impl Gateway {
         self.persist();
         let ctx = CallContext {
             session_key: Some(key),
-            owner: self.agent.runs.get(&serial).is_some_and(|r| r.origin.is_some()),
+            owner: self
+                .agent
+                .runs
+                .get(&serial)
+                .is_some_and(|r| r.origin.is_some()),
         };
         let mut ended = Vec::new();
         for call in calls {
@@ -151,7 +159,11 @@ impl Gateway {
         let started_at = rc.started_at;
         rc.outcome = Some(outcome.clone());
         self.with_run(now, serial, |run, ts| {
-            let status = if outcome.is_error { "failed" } else { "completed" };
+            let status = if outcome.is_error {
+                "failed"
+            } else {
+                "completed"
+            };
             let mut data = item(&call, "end", status);
             data["startedAt"] = json!(started_at);
             data["endedAt"] = json!(ts);
@@ -160,7 +172,11 @@ impl Gateway {
             }
             let mut ev = vec![run.agent(ts, "item", data)];
             if call.name == "exec" {
-                ev.push(run.agent(ts, "command_output", command_output(&call, &outcome, status)));
+                ev.push(run.agent(
+                    ts,
+                    "command_output",
+                    command_output(&call, &outcome, status),
+                ));
             }
             ev
         });

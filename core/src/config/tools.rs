@@ -136,7 +136,10 @@ pub(crate) fn resolve(file: &Value, limits: &mut Limits) -> Result<ToolsConfig, 
             .map(str::to_string)
             .collect();
     }
-    if let Some(d) = secs(&["tools", "exec", "timeoutSeconds"], "tools.exec.timeoutSeconds")? {
+    if let Some(d) = secs(
+        &["tools", "exec", "timeoutSeconds"],
+        "tools.exec.timeoutSeconds",
+    )? {
         e.timeout = d;
     }
     let key = "tools.exec.approvalTimeoutSeconds";

@@ -159,7 +159,11 @@ const REGISTRY: &[MethodSpec] = &[
     method!("tools.catalog", Read, Gateway::tools_catalog),
     method!("tools.effective", Read, Gateway::tools_effective),
     method!("tools.invoke", Write, Gateway::tools_invoke),
-    method!("exec.approval.resolve", Approvals, Gateway::exec_approval_resolve),
+    method!(
+        "exec.approval.resolve",
+        Approvals,
+        Gateway::exec_approval_resolve
+    ),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {

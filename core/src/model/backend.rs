@@ -191,7 +191,11 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["messages"][0]["role"], "system");
         o.auth_header = false;
-        assert_eq!(o.turn_request(None, messages, vec![]).header("authorization"), None);
+        assert_eq!(
+            o.turn_request(None, messages, vec![])
+                .header("authorization"),
+            None
+        );
     }
 
     #[test]

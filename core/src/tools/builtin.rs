@@ -108,7 +108,9 @@ pub(crate) fn search(call: &ToolCall, deferred: &[ToolEntry]) -> ToolOutcome {
         .arguments
         .get("limit")
         .and_then(Value::as_u64)
-        .map_or(SEARCH_DEFAULT_LIMIT, |l| (l as usize).clamp(1, SEARCH_MAX_LIMIT));
+        .map_or(SEARCH_DEFAULT_LIMIT, |l| {
+            (l as usize).clamp(1, SEARCH_MAX_LIMIT)
+        });
     let mut hits: Vec<(usize, &ToolEntry)> = deferred
         .iter()
         .map(|t| {
@@ -137,14 +139,18 @@ pub(crate) fn describe(call: &ToolCall, deferred: &[ToolEntry]) -> ToolOutcome {
             "parameters": t.parameters,
             "source": t.source.as_str(),
         })),
-        None => ToolOutcome::error(format!("Unknown tool id: {id}; use tool_search to find one")),
+        None => ToolOutcome::error(format!(
+            "Unknown tool id: {id}; use tool_search to find one"
+        )),
     }
 }
 
 /// The call `tool_call` stands for (same call id), or why there is none.
 pub(crate) fn unwrap_call(call: &ToolCall) -> Result<ToolCall, ToolOutcome> {
     let Some(id) = call.str_arg("id").filter(|i| !i.is_empty()) else {
-        return Err(ToolOutcome::error("tool_call needs the id of a tool_search result"));
+        return Err(ToolOutcome::error(
+            "tool_call needs the id of a tool_search result",
+        ));
     };
     if [TOOL_SEARCH, TOOL_DESCRIBE, TOOL_CALL].contains(&id) {
         return Err(ToolOutcome::error("tool_call cannot call the search tools"));
@@ -165,7 +171,12 @@ mod tests {
     use super::*;
 
     fn tool(name: &str, description: &str) -> ToolEntry {
-        ToolEntry::new(name, description, json!({"type": "object"}), ToolSource::Mcp)
+        ToolEntry::new(
+            name,
+            description,
+            json!({"type": "object"}),
+            ToolSource::Mcp,
+        )
     }
 
     #[test]
@@ -179,18 +190,31 @@ mod tests {
             name: name.into(),
             arguments: args,
         };
-        let found = search(&call(TOOL_SEARCH, json!({"query": "weather city"})), &deferred);
+        let found = search(
+            &call(TOOL_SEARCH, json!({"query": "weather city"})),
+            &deferred,
+        );
         let v = match found.content {
             super::super::ToolContent::Json(v) => v,
             other => panic!("{other:?}"),
         };
         assert_eq!(v["results"][0]["id"], "weather__now");
         assert_eq!(v["results"].as_array().unwrap().len(), 1);
-        let d = describe(&call(TOOL_DESCRIBE, json!({"id": "files__read"})), &deferred);
+        let d = describe(
+            &call(TOOL_DESCRIBE, json!({"id": "files__read"})),
+            &deferred,
+        );
         assert!(!d.is_error && d.as_text().contains("\"parameters\""));
         assert!(describe(&call(TOOL_DESCRIBE, json!({"id": "nope"})), &deferred).is_error);
-        let inner = unwrap_call(&call(TOOL_CALL, json!({"id": "files__read", "args": {"path": "/x"}}))).unwrap();
-        assert_eq!((inner.name.as_str(), inner.id.as_str()), ("files__read", "c1"));
+        let inner = unwrap_call(&call(
+            TOOL_CALL,
+            json!({"id": "files__read", "args": {"path": "/x"}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (inner.name.as_str(), inner.id.as_str()),
+            ("files__read", "c1")
+        );
         assert_eq!(inner.arguments, json!({"path": "/x"}));
         assert!(unwrap_call(&call(TOOL_CALL, json!({}))).is_err());
     }

@@ -24,6 +24,11 @@ impl Gateway {
         self.tools.add_provider(provider);
     }
 
+    /// Tool calls in flight (for embedders and tests).
+    pub fn tool_calls_in_flight(&self) -> usize {
+        self.tools.calls_in_flight()
+    }
+
     /// Every tool the gateway knows now, ready or not, in a stable order: the built-in
     /// ones, then each provider's.
     pub(crate) fn tool_catalog(&self) -> Vec<ToolEntry> {
@@ -212,9 +217,15 @@ impl Gateway {
         }
         let secs = self.config.limits.tool_timeout.as_secs();
         let text = if p.handler == Handler::Exec {
-            format!("Tool {} took too long and was stopped (tools.exec.timeoutSeconds)", p.name)
+            format!(
+                "Tool {} took too long and was stopped (tools.exec.timeoutSeconds)",
+                p.name
+            )
         } else {
-            format!("Tool {} timed out after {secs} s (tools.timeoutSeconds)", p.name)
+            format!(
+                "Tool {} timed out after {secs} s (tools.timeoutSeconds)",
+                p.name
+            )
         };
         self.stop_tool_call(now, id);
         self.finish_tool_call(now, id, ToolOutcome::error(text));

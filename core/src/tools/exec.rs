@@ -45,7 +45,10 @@ pub(crate) struct ExecState {
 impl ExecState {
     /// The serial of approval `id`.
     fn serial_of(&self, id: &str) -> Option<u64> {
-        self.approvals.iter().find(|(_, a)| a.id == id).map(|(k, _)| *k)
+        self.approvals
+            .iter()
+            .find(|(_, a)| a.id == id)
+            .map(|(k, _)| *k)
     }
 
     /// Whether `work` is a command's.
@@ -169,7 +172,10 @@ impl Gateway {
                 command,
             )
         } else {
-            Decision::Deny("exec is only for the gateway's owner: a channel turn can never run a command".into())
+            Decision::Deny(
+                "exec is only for the gateway's owner: a channel turn can never run a command"
+                    .into(),
+            )
         };
         match decision {
             Decision::Allow => {
@@ -190,7 +196,12 @@ impl Gateway {
     }
 
     fn exec_log(&mut self, now: Instant, command: &str, decision: &str) {
-        self.log(now, Level::Info, None, format!("exec {command:?}: {decision}"));
+        self.log(
+            now,
+            Level::Info,
+            None,
+            format!("exec {command:?}: {decision}"),
+        );
     }
 
     fn run_exec(&mut self, id: CallId, request: ExecRequest) {
@@ -219,7 +230,11 @@ impl Gateway {
             "createdAtMs": created,
             "expiresAtMs": created + wait.as_millis() as u64,
         });
-        self.exec_log(now, &request.command, &format!("approval {approval_id} requested"));
+        self.exec_log(
+            now,
+            &request.command,
+            &format!("approval {approval_id} requested"),
+        );
         self.tools.exec.next_approval += 1;
         let serial = self.tools.exec.next_approval;
         self.tools.exec.approvals.insert(
@@ -268,7 +283,12 @@ impl Gateway {
             .conns
             .get(&call.conn)
             .and_then(|c| c.session())
-            .map(|s| s.client.display_name.clone().unwrap_or_else(|| s.client.id.clone()));
+            .map(|s| {
+                s.client
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| s.client.id.clone())
+            });
         self.settle_approval(now, serial, &p.decision, by, None);
         Reply::Now(Ok(json!({"ok": true})))
     }
@@ -299,7 +319,11 @@ impl Gateway {
             self.finish_tool_call(now, a.call, ToolOutcome::error(why));
         } else {
             let who = by.unwrap_or_else(|| "an operator".into());
-            self.exec_log(now, &a.request.command, &format!("approved ({decision}) by {who}"));
+            self.exec_log(
+                now,
+                &a.request.command,
+                &format!("approved ({decision}) by {who}"),
+            );
             if self.tools.calls.contains_key(&a.call) {
                 self.run_exec(a.call, a.request);
             }
@@ -323,15 +347,29 @@ impl Gateway {
                 if out.truncated {
                     output.push_str(super::TRUNCATED_MARKER);
                 }
-                let status = if out.timed_out { "timed out (tools.exec.timeoutSeconds)" } else if failed { "failed" } else { "completed" };
+                let status = if out.timed_out {
+                    "timed out (tools.exec.timeoutSeconds)"
+                } else if failed {
+                    "failed"
+                } else {
+                    "completed"
+                };
                 let v = json!({
                     "status": status,
                     "exitCode": out.exit_code,
                     "durationMs": out.duration_ms,
                     "output": output,
                 });
-                self.log(now, Level::Info, None, format!("exec ended: {status}, exit code {:?}", out.exit_code));
-                ToolOutcome { is_error: failed, ..ToolOutcome::json(v) }
+                self.log(
+                    now,
+                    Level::Info,
+                    None,
+                    format!("exec ended: {status}, exit code {:?}", out.exit_code),
+                );
+                ToolOutcome {
+                    is_error: failed,
+                    ..ToolOutcome::json(v)
+                }
             }
             Err(e) => ToolOutcome::error(format!("the command could not run: {e}")),
         };
@@ -371,17 +409,47 @@ mod tests {
     #[test]
     fn policy() {
         let bins = vec!["echo".to_string(), "/usr/bin/uname".to_string()];
-        assert!(matches!(decide(ExecMode::Deny, &bins, "echo hi"), Decision::Deny(w) if w.contains("tools.exec.mode")));
-        assert_eq!(decide(ExecMode::Allowlist, &bins, "echo hi"), Decision::Allow);
-        assert_eq!(decide(ExecMode::Allowlist, &bins, "/usr/bin/uname -a"), Decision::Allow);
-        assert!(matches!(decide(ExecMode::Allowlist, &bins, "echo hi; rm -rf /"), Decision::Deny(_)));
-        assert!(matches!(decide(ExecMode::Allowlist, &bins, "/tmp/echo hi"), Decision::Deny(_)));
-        assert!(matches!(decide(ExecMode::Allowlist, &bins, "uname"), Decision::Deny(_)));
+        assert!(
+            matches!(decide(ExecMode::Deny, &bins, "echo hi"), Decision::Deny(w) if w.contains("tools.exec.mode"))
+        );
+        assert_eq!(
+            decide(ExecMode::Allowlist, &bins, "echo hi"),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(ExecMode::Allowlist, &bins, "/usr/bin/uname -a"),
+            Decision::Allow
+        );
+        assert!(matches!(
+            decide(ExecMode::Allowlist, &bins, "echo hi; rm -rf /"),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            decide(ExecMode::Allowlist, &bins, "/tmp/echo hi"),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            decide(ExecMode::Allowlist, &bins, "uname"),
+            Decision::Deny(_)
+        ));
         assert_eq!(decide(ExecMode::Ask, &bins, "echo $(id)"), Decision::Ask);
         assert_eq!(decide(ExecMode::Ask, &bins, "echo ok"), Decision::Allow);
-        assert_eq!(decide(ExecMode::Full, &bins, "anything | at all"), Decision::Allow);
-        assert_eq!(ExecMode::Full.min(session_cap(Some("read-only"))), ExecMode::Deny);
-        assert_eq!(ExecMode::Deny.min(session_cap(Some("full"))), ExecMode::Deny, "a session only tightens");
-        assert_eq!(ExecMode::Full.min(session_cap(Some("guarded"))), ExecMode::Ask);
+        assert_eq!(
+            decide(ExecMode::Full, &bins, "anything | at all"),
+            Decision::Allow
+        );
+        assert_eq!(
+            ExecMode::Full.min(session_cap(Some("read-only"))),
+            ExecMode::Deny
+        );
+        assert_eq!(
+            ExecMode::Deny.min(session_cap(Some("full"))),
+            ExecMode::Deny,
+            "a session only tightens"
+        );
+        assert_eq!(
+            ExecMode::Full.min(session_cap(Some("guarded"))),
+            ExecMode::Ask
+        );
     }
 }

@@ -94,7 +94,10 @@ impl Gateway {
                     ToolOutcome::error(format!("invokeParamsJson is not JSON: {e}"))
                 })?,
             };
-            let timeout = call.arguments.get("invokeTimeoutMs").and_then(Value::as_u64);
+            let timeout = call
+                .arguments
+                .get("invokeTimeoutMs")
+                .and_then(Value::as_u64);
             (command.to_string(), params, timeout)
         };
         let request = InvokeRequest {
