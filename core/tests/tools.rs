@@ -3,6 +3,8 @@
 //! per-call deadline, and an unknown tool.
 
 use core::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use clawgate_core::fuzzing::sim::*;
@@ -19,7 +21,7 @@ use serde_json::{Value, json};
 #[derive(Debug, Default)]
 struct Fake {
     waiting: Vec<(u64, CallId, String)>,
-    cancelled: std::rc::Rc<std::cell::Cell<u32>>,
+    cancelled: Arc<AtomicU32>,
     next: u64,
 }
 
@@ -84,11 +86,11 @@ impl ToolProvider for Fake {
     }
 
     fn cancel(&mut self, _: Instant, _: CallId, _: &mut ProviderIo) {
-        self.cancelled.set(self.cancelled.get() + 1);
+        self.cancelled.fetch_add(1, Ordering::SeqCst);
     }
 }
 
-fn setup() -> (Sim, ConnId, std::rc::Rc<std::cell::Cell<u32>>) {
+fn setup() -> (Sim, ConnId, Arc<AtomicU32>) {
     let mut config: Config = Config::local_default().with_token("t");
     config.limits.tool_timeout = Duration::from_secs(5);
     let mut p = Sim::started(Instant::now(), config);
@@ -168,7 +170,7 @@ fn a_hanging_tool_times_out_and_is_cancelled() {
             .unwrap()
             .contains("timed out after 5 s (tools.timeoutSeconds)")
     );
-    assert_eq!(cancelled.get(), 1);
+    assert_eq!(cancelled.load(Ordering::SeqCst), 1);
 }
 
 #[test]

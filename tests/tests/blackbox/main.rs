@@ -16,3 +16,4 @@ mod pairing;
 mod runs;
 mod sessions;
 mod telegram;
+mod tools;
