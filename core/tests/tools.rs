@@ -426,12 +426,7 @@ fn exec_is_refused_by_default_naming_the_key() {
     assert!(p.execs.is_empty(), "nothing ran");
     let h = history(&mut p, op);
     assert_eq!(h[2]["isError"], true);
-    assert!(
-        h[2]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("tools.exec.mode is \"deny\"")
-    );
+    assert!(tool_result(&h).contains("tools.exec.mode is \"deny\""));
     let out = agent_events(&events, "command_output");
     assert_eq!(out[0]["status"], "failed");
     assert!(
@@ -447,6 +442,16 @@ fn ask_mode(c: &mut Config) {
 }
 
 const APPROVER: &[&str] = &["operator.write", "operator.read", "operator.approvals"];
+
+/// A turn calling `exec` with `command` under `tools.exec.mode: "ask"`, an approver connected.
+fn asking(command: &'static str) -> (Sim, ConnId, Rc<RefCell<Vec<Value>>>) {
+    looping("exec", json!({"command": command}), ask_mode, APPROVER)
+}
+
+/// The text of the first tool result of history `h` (user, assistant, toolResult, …).
+fn tool_result(h: &[Value]) -> String {
+    h[2]["content"][0]["text"].as_str().unwrap().to_string()
+}
 
 fn approval_request(events: &[Event]) -> Value {
     events
@@ -504,12 +509,7 @@ fn approval_granted_runs_the_command_on_a_worker() {
 
 #[test]
 fn approval_denied_or_unanswered_tells_the_turn() {
-    let (mut p, op, _) = looping(
-        "exec",
-        json!({"command": "rm -rf /tmp/x"}),
-        ask_mode,
-        APPROVER,
-    );
+    let (mut p, op, _) = asking("rm -rf /tmp/x");
     chat_send(&mut p, op, "clean");
     let req = approval_request(&p.events(op));
     p.call(
@@ -520,19 +520,9 @@ fn approval_denied_or_unanswered_tells_the_turn() {
     .unwrap();
     assert!(p.execs.is_empty());
     let h = history(&mut p, op);
-    assert!(
-        h[2]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("an operator denied")
-    );
+    assert!(tool_result(&h).contains("an operator denied"));
 
-    let (mut p, op, _) = looping(
-        "exec",
-        json!({"command": "rm -rf /tmp/x"}),
-        ask_mode,
-        APPROVER,
-    );
+    let (mut p, op, _) = asking("rm -rf /tmp/x");
     chat_send(&mut p, op, "clean");
     approval_request(&p.events(op));
     p.advance(Duration::from_secs(11));
@@ -544,12 +534,7 @@ fn approval_denied_or_unanswered_tells_the_turn() {
             .any(|e| matches!(e, Event::Event { event, .. } if event == "exec.approval.resolved"))
     );
     let h = history(&mut p, op);
-    assert!(
-        h[2]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("within 10 s (tools.exec.approvalTimeoutSeconds)")
-    );
+    assert!(tool_result(&h).contains("within 10 s (tools.exec.approvalTimeoutSeconds)"));
     assert!(p.execs.is_empty());
 }
 
@@ -565,12 +550,7 @@ fn no_approver_connected_is_denied_at_once() {
     let events = p.events(op);
     assert_eq!(final_text(&events).as_deref(), Some("done"), "no wait");
     let h = history(&mut p, op);
-    assert!(
-        h[2]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("no operator with operator.approvals is connected")
-    );
+    assert!(tool_result(&h).contains("no operator with operator.approvals is connected"));
 }
 
 #[test]
