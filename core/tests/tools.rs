@@ -631,3 +631,86 @@ fn aborting_a_turn_stops_its_tool_calls() {
     .unwrap();
     assert_eq!(p.gw.tool_calls_in_flight(), 0);
 }
+
+/// A provider that starts lazily: its tool is ready once a turn warmed it up.
+#[derive(Debug, Default)]
+struct Lazy {
+    started: bool,
+}
+
+impl ToolProvider for Lazy {
+    fn source(&self) -> ToolSource {
+        ToolSource::Mcp
+    }
+
+    fn tools(&self) -> Vec<ToolEntry> {
+        let mut t = ToolEntry::new(
+            "lazy__ping",
+            "Ping.",
+            json!({"type": "object"}),
+            ToolSource::Mcp,
+        );
+        if !self.started {
+            t.availability = Availability::Unavailable("not started yet".into());
+        }
+        vec![t]
+    }
+
+    fn start(
+        &mut self,
+        _: Instant,
+        id: CallId,
+        _: &ToolCall,
+        _: &CallContext,
+        io: &mut ProviderIo,
+    ) {
+        io.finish(id, ToolOutcome::text("pong"));
+    }
+
+    fn work_result(&mut self, _: Instant, _: u64, _: WorkResult, _: &mut ProviderIo) {}
+
+    fn cancel(&mut self, _: Instant, _: CallId, _: &mut ProviderIo) {}
+
+    fn warm_up(&mut self, _: Instant, io: &mut ProviderIo) {
+        if !self.started {
+            self.started = true;
+            io.catalog_changed = true;
+        }
+    }
+}
+
+#[test]
+fn a_lazy_provider_starts_when_a_turn_needs_tools() {
+    let mut config = fake_model_config();
+    config.tools.tool_search = false;
+    let mut p = Sim::started(Instant::now(), config);
+    p.gw.add_tool_provider(Box::new(Lazy::default()));
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let bodies = seen.clone();
+    p.set_http(move |req| {
+        bodies
+            .borrow_mut()
+            .push(serde_json::from_slice::<Value>(&req.body).unwrap());
+        model_answer("", json!(null), "ok")
+    });
+    let mut c = cli(Some("t"));
+    c.scopes = vec!["operator.write".into(), "operator.read".into()];
+    let op = p.open_client(c, loopback());
+    let before = p
+        .call(op, "tools.invoke", Some(json!({"name": "lazy__ping"})))
+        .unwrap();
+    assert_eq!(before["ok"], false);
+    chat_send(&mut p, op, "hi");
+    assert!(
+        seen.borrow()[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["function"]["name"] == "lazy__ping")
+    );
+    assert!(
+        p.logs
+            .iter()
+            .any(|l| l.message.contains("changed its catalog (1 tools)"))
+    );
+}

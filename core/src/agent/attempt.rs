@@ -96,6 +96,7 @@ impl Gateway {
                 .get(&serial)
                 .is_some_and(|r| r.origin.is_some()),
         };
+        self.warm_up_tools(now);
         let tools = self.offered_tools(&ctx);
         let request = route.turn_request(Some(&system), messages, tools);
         let (first_byte, _) = timeouts(&self.config.limits, route);

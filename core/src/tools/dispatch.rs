@@ -160,6 +160,15 @@ impl Gateway {
         for (level, line) in io.logs {
             self.log(now, level, None, line);
         }
+        if io.catalog_changed {
+            let count = self
+                .tools
+                .providers
+                .get(index)
+                .map_or(0, |p| p.tools().len());
+            let line = format!("tool provider {index} changed its catalog ({count} tools)");
+            self.log(now, crate::log::Level::Info, None, line);
+        }
         if let Some(at) = io.wake_at {
             let earlier = self.tools.wakes.get(&index).is_none_or(|w| at < *w);
             if earlier {
@@ -169,6 +178,17 @@ impl Gateway {
         }
         for (call, outcome) in io.done {
             self.finish_tool_call(now, call, outcome);
+        }
+    }
+
+    /// A turn is about to call its model: let lazily started providers start.
+    pub(crate) fn warm_up_tools(&mut self, now: Instant) {
+        for index in 0..self.tools.providers.len() {
+            let mut io = ProviderIo::default();
+            if let Some(p) = self.tools.providers.get_mut(index) {
+                p.warm_up(now, &mut io);
+            }
+            self.drain_provider(now, index, io);
         }
     }
 

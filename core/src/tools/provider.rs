@@ -40,7 +40,8 @@ pub struct ProviderIo {
     pub logs: Vec<(Level, String)>,
     /// Call the provider's [`ToolProvider::timeout`] at this time (the earliest asked wins).
     pub wake_at: Option<Instant>,
-    /// The provider's catalog changed (an MCP server listed new tools, or failed).
+    /// The provider's catalog changed (an MCP server listed new tools, or failed); the
+    /// gateway logs it, and the next turn is offered the new catalog.
     pub catalog_changed: bool,
 }
 
@@ -97,9 +98,4 @@ pub trait ToolProvider: std::fmt::Debug + Send {
     /// A turn is about to be offered the catalog: a provider that starts lazily (an MCP
     /// server) may start now.
     fn warm_up(&mut self, _now: Instant, _io: &mut ProviderIo) {}
-
-    /// Its status for `health`: a name and an error, for each part that is broken.
-    fn problems(&self) -> Vec<(String, String)> {
-        Vec::new()
-    }
 }
