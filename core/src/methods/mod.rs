@@ -164,6 +164,7 @@ const REGISTRY: &[MethodSpec] = &[
         Approvals,
         Gateway::exec_approval_resolve
     ),
+    method!("gateway.identity.get", Read, Gateway::gateway_identity_get),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -361,6 +362,7 @@ mod tests {
             "tools.effective",
             "tools.invoke",
             "exec.approval.resolve",
+            "gateway.identity.get",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
