@@ -13,6 +13,7 @@ use crate::auth::Secret;
 
 pub mod known;
 mod providers;
+pub mod tools;
 
 pub use providers::{AgentIdentity, DEFAULT_MAX_TOKENS, substitute_env};
 
@@ -151,6 +152,15 @@ pub struct Limits {
     pub model_retry_max_delay: Duration,
     /// No retry starts later than this after the first failure, nor waits past it.
     pub model_retry_window: Duration,
+    /// How long one tool call may take before the turn is told it timed out
+    /// (`tools.timeoutSeconds`).
+    pub tool_timeout: Duration,
+    /// Bytes of one tool result the model sees at most; the rest is cut with a marker
+    /// (`tools.maxResultBytes`).
+    pub tool_result_max_bytes: usize,
+    /// Model requests one turn may make while the model keeps calling tools
+    /// (`tools.maxRounds`); the turn ends with an error past it.
+    pub tool_max_rounds: u32,
 }
 
 impl Default for Limits {
@@ -206,6 +216,9 @@ impl Default for Limits {
             model_retry_base_delay: Duration::from_secs(1),
             model_retry_max_delay: Duration::from_secs(30),
             model_retry_window: Duration::from_secs(90),
+            tool_timeout: Duration::from_secs(120),
+            tool_result_max_bytes: 64 * 1024,
+            tool_max_rounds: 16,
         }
     }
 }
@@ -432,6 +445,8 @@ pub struct Config {
     /// What a message does when its session already has a run (`messages.queue.mode`), unless
     /// the call names a `queueMode`.
     pub queue_mode: QueueMode,
+    /// `tools.*`: tool search and the gateway host's `exec`.
+    pub tools: tools::ToolsConfig,
 }
 
 /// What a message does when its session already has a run in progress (upstream's queue
@@ -517,6 +532,7 @@ impl Config {
             identity: AgentIdentity::default(),
             channels: Default::default(),
             queue_mode: QueueMode::Steer,
+            tools: Default::default(),
         }
     }
 
@@ -771,6 +787,7 @@ impl Config {
                 message: format!("must be one of steer, followup, collect, interrupt; got {mode}"),
             })?;
         }
+        cfg.tools = tools::resolve(&file, &mut cfg.limits)?;
         cfg.limits.max_concurrent_runs = default_concurrent_runs(input.cpu_parallelism);
         let key = "agents.defaults.maxConcurrent";
         if let Some(n) = num_at(&file, &["agents", "defaults", "maxConcurrent"], key)? {
@@ -975,7 +992,11 @@ fn json_scalar(v: &Value) -> String {
     }
 }
 
-fn num_at(v: &Value, path: &[&str], key: &'static str) -> Result<Option<u64>, ConfigError> {
+pub(crate) fn num_at(
+    v: &Value,
+    path: &[&str],
+    key: &'static str,
+) -> Result<Option<u64>, ConfigError> {
     match at(v, path) {
         None | Some(Value::Null) => Ok(None),
         Some(n) => n.as_u64().map(Some).ok_or(ConfigError::Invalid {

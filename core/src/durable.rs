@@ -65,6 +65,10 @@ impl Gateway {
             self.on_history(now, id, result);
             return;
         }
+        if self.tools.owns(id) {
+            self.on_tool_work(now, id, result);
+            return;
+        }
         match result {
             WorkResult::Stored(outcome) => {
                 if let Err(e) = &outcome {
@@ -94,6 +98,8 @@ impl Gateway {
             WorkResult::WsOpened | WorkResult::WsText(_) | WorkResult::WsClosed { .. } => {
                 self.on_channel_ws(now, id, result);
             }
+            // Only a command's work answers with this, and the router owns it.
+            WorkResult::Exec(_) => {}
         }
     }
 

@@ -97,6 +97,12 @@ pub(crate) enum Timer {
     Lanes,
     /// The body of a request with one must have arrived (by connection).
     HttpBody(ConnId),
+    /// A tool call's deadline.
+    ToolCall(crate::tools::CallId),
+    /// A tool provider asked to be woken (by index).
+    ToolProvider(usize),
+    /// An exec approval request's time runs out (by serial).
+    ExecApproval(u64),
 }
 
 /// Live counts, for embedders and status.
@@ -139,6 +145,8 @@ pub struct Gateway {
     pub(crate) serving: crate::control_ui::Serving,
     /// The routes that take a request body, by path.
     pub(crate) post_routes: crate::http_post::PostRoutes,
+    /// The tool router: providers and calls in flight.
+    pub(crate) tools: crate::tools::ToolRouter,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -183,6 +191,7 @@ impl Gateway {
             channels: Default::default(),
             serving: Default::default(),
             post_routes: Default::default(),
+            tools: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -442,6 +451,9 @@ impl Gateway {
                 Timer::Channel(n) => self.channel_timer(now, n),
                 Timer::Lanes => self.drain_lanes(now),
                 Timer::HttpBody(id) => self.body_expired(now, id),
+                Timer::ToolCall(call) => self.tool_call_due(now, call),
+                Timer::ToolProvider(index) => self.tool_provider_due(now, index),
+                Timer::ExecApproval(serial) => self.exec_approval_due(now, serial),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }

@@ -97,6 +97,7 @@ pub mod pairing;
 pub mod persist;
 mod route;
 pub mod scopes;
+pub mod tools;
 mod upgrade;
 pub mod work;
 
@@ -109,4 +110,6 @@ pub use methods::METHODS;
 pub use pairing::PairingStore;
 pub use route::Router;
 pub use scopes::EVENTS;
-pub use work::{FileChunk, FileError, FileRead, Work, WorkId, WorkResult, WsOpen};
+pub use work::{
+    ExecOutput, ExecRequest, FileChunk, FileError, FileRead, Work, WorkId, WorkResult, WsOpen,
+};

@@ -44,6 +44,20 @@ pub(crate) struct NodeInvoke {
     _turn_source_thread_id: Option<Value>,
 }
 
+/// A node invocation to send, from `node.invoke` or the `nodes` tool.
+pub(crate) struct InvokeRequest {
+    /// The node.
+    pub(crate) node_id: String,
+    /// The command.
+    pub(crate) command: String,
+    /// The command's params (sent as `paramsJSON` when present).
+    pub(crate) params: Option<Value>,
+    /// The node's time for it (the default when `None`).
+    pub(crate) timeout_ms: Option<u64>,
+    /// Its idempotency key.
+    pub(crate) idempotency_key: String,
+}
+
 /// `node.invoke.progress` params.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -91,11 +105,19 @@ pub(crate) struct NodeEvent {
     _payload_json: Option<String>,
 }
 
+/// Who waits for an invocation's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// An operator's `node.invoke` request (connection, request id).
+    Request(ConnId, String),
+    /// The agent's `nodes` tool call.
+    Tool(crate::tools::CallId),
+}
+
 /// An invocation waiting for its node.
 #[derive(Debug)]
 pub(crate) struct Invoke {
-    pub(crate) caller: ConnId,
-    pub(crate) caller_req: String,
+    pub(crate) caller: Caller,
     pub(crate) node_conn: ConnId,
     pub(crate) node_id: String,
     pub(crate) command: String,
@@ -369,7 +391,7 @@ impl Gateway {
     /// error, else later, when the node answers or the deadline passes.
     pub(crate) fn node_invoke(&mut self, now: Instant, call: &Call<'_>, p: NodeInvoke) -> Reply {
         let (caller, req_id) = (call.conn, call.req_id);
-        let (node_id, command, key) = (p.node_id.0, p.command.0, p.idempotency_key.0);
+        let key = p.idempotency_key.0;
         let ttl = self.config.limits.dedupe_ttl;
         if let Some(result) = self.router.cached(now, &key, ttl) {
             return Reply::Now(result);
@@ -383,12 +405,40 @@ impl Gateway {
             inv.waiters.push((caller, req_id.to_string()));
             return Reply::Later;
         }
+        let request = InvokeRequest {
+            node_id: p.node_id.0,
+            command: p.command.0,
+            params: p.params,
+            timeout_ms: p.timeout_ms,
+            idempotency_key: key,
+        };
+        match self.dispatch_invoke(now, request, Caller::Request(caller, req_id.to_string())) {
+            Ok(()) => Reply::Later,
+            Err(e) => Reply::Now(Err(e)),
+        }
+    }
+
+    /// Send `r` to its node for `caller`, or say why it cannot go: the node is not
+    /// connected, or the command is not allowed (declared, approved, `gateway.nodes.commands`).
+    pub(crate) fn dispatch_invoke(
+        &mut self,
+        now: Instant,
+        r: InvokeRequest,
+        caller: Caller,
+    ) -> Result<(), ErrorShape> {
+        let InvokeRequest {
+            node_id,
+            command,
+            params,
+            timeout_ms,
+            idempotency_key: key,
+        } = r;
         let Some(node_conn) = self.router.nodes.get(&node_id).copied() else {
-            return Reply::Now(Err(ErrorShape::new(
+            return Err(ErrorShape::new(
                 ErrorCode::Unavailable,
                 format!("node not connected: {node_id}"),
             )
-            .with_details(json!({"code": "NODE_NOT_CONNECTED", "nodeId": node_id}))));
+            .with_details(json!({"code": "NODE_NOT_CONNECTED", "nodeId": node_id})));
         };
         let (declared, platform) = self
             .conns
@@ -400,25 +450,27 @@ impl Gateway {
             .effective_commands(&node_id, &declared)
             .contains(&command)
         {
-            return Reply::Now(Err(ErrorShape::invalid(format!("node command not allowed: \"{command}\" is not in the allowlist for platform \"{platform}\""))
-                .with_details(json!({"reason": "command not allowlisted", "command": command}))));
+            return Err(ErrorShape::invalid(format!("node command not allowed: \"{command}\" is not in the allowlist for platform \"{platform}\""))
+                .with_details(json!({"reason": "command not allowlisted", "command": command})));
         }
-        let timeout_ms = p
-            .timeout_ms
-            .unwrap_or(self.config.limits.node_invoke_default_timeout.as_millis() as u64);
+        let timeout_ms =
+            timeout_ms.unwrap_or(self.config.limits.node_invoke_default_timeout.as_millis() as u64);
         let uuid = self.uuid();
         let mut payload = json!({"id": uuid, "nodeId": node_id, "command": command, "timeoutMs": timeout_ms, "idempotencyKey": key});
-        if let Some(params) = p.params {
+        if let Some(params) = params {
             payload["paramsJSON"] = json!(params.to_string());
         }
         let deadline = now + Duration::from_millis(timeout_ms);
         self.router.next_invoke += 1;
         let k = self.router.next_invoke;
+        let by = match &caller {
+            Caller::Request(conn, _) => Some(*conn),
+            Caller::Tool(_) => None,
+        };
         self.router.invokes.insert(
             k,
             Invoke {
                 caller,
-                caller_req: req_id.to_string(),
                 node_conn,
                 node_id: node_id.clone(),
                 command: command.clone(),
@@ -434,7 +486,7 @@ impl Gateway {
         self.log(
             now,
             Level::Debug,
-            Some(caller),
+            by,
             format!("node.invoke {command} on {node_id}"),
         );
         self.send(
@@ -442,7 +494,31 @@ impl Gateway {
             node_conn,
             &OutFrame::direct("node.invoke.request", payload),
         );
-        Reply::Later
+        Ok(())
+    }
+
+    /// Stop the invocation a tool call waits for (its time ran out or its turn ended): the
+    /// node is told to cancel, nobody is answered.
+    pub(crate) fn cancel_tool_invoke(&mut self, now: Instant, call: crate::tools::CallId) {
+        let Some(k) = self
+            .router
+            .invokes
+            .iter()
+            .find(|(_, inv)| inv.caller == Caller::Tool(call))
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        if let Some(inv) = self.router.invokes.remove(&k) {
+            self.router.invoke_by_uuid.remove(&inv.uuid);
+            self.router.in_flight.remove(&inv.idempotency_key);
+            let cancel = json!({"invokeId": inv.uuid, "nodeId": inv.node_id});
+            self.send(
+                now,
+                inv.node_conn,
+                &OutFrame::direct("node.invoke.cancel", cancel),
+            );
+        }
     }
 
     /// `node.invoke.progress` from a node: a bounded output chunk, forwarded to the caller as a
@@ -465,7 +541,10 @@ impl Gateway {
             .get(&p.invoke_id.0)
             .and_then(|k| self.router.invokes.get(k))
             .filter(|inv| inv.node_conn == call.conn)
-            .map(|inv| inv.caller);
+            .and_then(|inv| match &inv.caller {
+                Caller::Request(conn, _) => Some(*conn),
+                Caller::Tool(_) => None,
+            });
         if let Some(caller) = caller {
             let event = json!({"invokeId": p.invoke_id.0, "nodeId": p.node_id.0, "seq": p.seq, "chunk": p.chunk});
             self.send(
@@ -570,7 +649,10 @@ impl Gateway {
         let max = self.config.limits.dedupe_max;
         self.router
             .remember(now, inv.idempotency_key.clone(), result.clone(), max);
-        self.respond(now, inv.caller, &inv.caller_req, result.clone(), None);
+        match inv.caller {
+            Caller::Request(conn, req) => self.respond(now, conn, &req, result.clone(), None),
+            Caller::Tool(call) => self.node_tool_done(now, call, result.clone()),
+        }
         for (c, r) in inv.waiters {
             self.respond(now, c, &r, result.clone(), None);
         }

@@ -58,6 +58,9 @@ pub enum Work {
         /// The close code sent.
         code: u16,
     },
+    /// Run a shell command on the gateway host (the `exec` tool, once policy allowed it):
+    /// one [`WorkResult::Exec`] answers it. [`Work::Cancel`] with this id kills it.
+    Exec(ExecRequest),
 }
 
 /// A [`Work::WsOpen`]: where to connect and what to send in the upgrade.
@@ -81,6 +84,35 @@ impl std::fmt::Debug for WsOpen {
             .field("max_message", &self.max_message)
             .finish()
     }
+}
+
+/// A [`Work::Exec`]: `sh -c command` in its own process group, stdin empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// The shell command.
+    pub command: String,
+    /// The working directory (the gateway's own when `None`).
+    pub cwd: Option<String>,
+    /// Kill the process group after this long.
+    pub timeout: core::time::Duration,
+    /// Keep at most this many bytes of output (stdout then stderr); the rest is read and
+    /// dropped.
+    pub max_output_bytes: usize,
+}
+
+/// What a [`Work::Exec`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code (`None` when a signal ended it).
+    pub exit_code: Option<i32>,
+    /// Standard output then standard error, lossily decoded, at most the bound.
+    pub output: String,
+    /// Output past the bound was dropped.
+    pub truncated: bool,
+    /// It was killed at its timeout.
+    pub timed_out: bool,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: u64,
 }
 
 /// A [`Work::ReadFile`]: the first of `candidates` that is a regular file inside `root` once
@@ -123,6 +155,13 @@ pub enum FileError {
     Io(String),
 }
 
+impl WorkResult {
+    /// Whether this is the last result of its work (an HTTP head or body piece is not).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, WorkResult::HttpHead { .. } | WorkResult::HttpBody(_))
+    }
+}
+
 /// The outcome of a piece of [`Work`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -158,4 +197,6 @@ pub enum WorkResult {
         /// The close reason, or what went wrong.
         reason: String,
     },
+    /// What a [`Work::Exec`] did, or why it could not start (or was cancelled).
+    Exec(Result<ExecOutput, String>),
 }

@@ -406,3 +406,54 @@ fn logs_tail_follows_with_a_cursor() {
         .unwrap_err();
     assert!(e.message.starts_with("invalid params: at /limit"));
 }
+
+#[test]
+fn the_nodes_tool_invokes_and_a_disconnect_ends_the_call() {
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let (node, node_id, _) = approved_node(&mut p);
+    let op = operator(&mut p, &["operator.write", "operator.read"]);
+    let which =
+        json!({"name": "nodes", "args": {"action": "which", "node": "sim-node", "bins": ["ls"]}});
+    let rid = p.request(op, "tools.invoke", Some(which.clone()));
+    let reqs = node_events(&mut p, node, "node.invoke.request");
+    assert_eq!(reqs[0]["command"], "system.which");
+    assert_eq!(reqs[0]["paramsJSON"], r#"{"bins":["ls"]}"#);
+    let result = json!({"id": reqs[0]["id"], "nodeId": node_id, "ok": true, "payload": {"bins": {"ls": "/bin/ls"}}});
+    p.call(node, "node.invoke.result", Some(result)).unwrap();
+    let got = p.events(op).into_iter().find_map(|e| match e {
+        Event::Response { id, result } if id == rid => Some(result),
+        _ => None,
+    });
+    assert_eq!(
+        got.expect("answered").unwrap(),
+        json!({"ok": true, "toolName": "nodes", "output": {"bins": {"ls": "/bin/ls"}}})
+    );
+    // A command the node was not approved for is refused by the same routing.
+    let denied = json!({"name": "nodes", "args": {"action": "invoke", "node": node_id, "invokeCommand": "camera.snap"}});
+    let r = p.call(op, "tools.invoke", Some(denied)).unwrap();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("node command not allowed"),
+        "{r}"
+    );
+    // The node leaves mid-call: the call ends with an error, not a hang.
+    let rid = p.request(op, "tools.invoke", Some(which));
+    assert_eq!(node_events(&mut p, node, "node.invoke.request").len(), 1);
+    p.eof(node);
+    let got = p.events(op).into_iter().find_map(|e| match e {
+        Event::Response { id, result } if id == rid => Some(result),
+        _ => None,
+    });
+    let got = got.expect("answered at the disconnect").unwrap();
+    assert_eq!(got["ok"], false);
+    assert!(
+        got["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("node disconnected"),
+        "{got}"
+    );
+    assert_eq!(p.gw.tool_calls_in_flight(), 0);
+}

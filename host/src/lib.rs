@@ -19,6 +19,7 @@
 
 pub mod discovery;
 pub mod entropy;
+pub mod exec_worker;
 pub mod file_worker;
 pub mod http_worker;
 pub mod listen;

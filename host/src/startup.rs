@@ -17,6 +17,7 @@ use clawgate_store::{DbError, StoreDone, WriteDone, Writer};
 
 use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
+use crate::exec_worker::ExecWorkers;
 use crate::file_worker::{FILE_THREADS, FileWorkers};
 use crate::http_worker::{HttpLimits, HttpWorkers};
 use crate::listen::{self, BindError};
@@ -144,6 +145,7 @@ pub struct RunHost {
     http: HttpWorkers,
     ws: WsWorkers,
     files: FileWorkers,
+    execs: ExecWorkers,
     mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
 }
@@ -260,6 +262,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         reads.send(HostInput::Work(id, result))
     })
     .map_err(StartError::FileWorkers)?;
+    let ran = inbox.sender();
+    let execs = ExecWorkers::new(move |id, result| ran.send(HostInput::Work(id, result)));
     let mut gateway = Gateway::new(
         config,
         Box::new(OsEntropy::default()),
@@ -280,6 +284,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         http,
         ws,
         files,
+        execs,
         mdns: None,
         _lock: lock,
     };
@@ -409,6 +414,11 @@ impl Host for RunHost {
             }
             Work::Cancel(of) => {
                 self.http.cancel(of);
+                self.execs.cancel(of);
+                None
+            }
+            Work::Exec(request) => {
+                self.execs.submit(id, request);
                 None
             }
             Work::ReadHistory(query) => {
@@ -490,6 +500,7 @@ impl Host for RunHost {
         }
         self.files.shutdown();
         self.ws.shutdown();
+        self.execs.shutdown();
         if let Some(writer) = self.store.take() {
             writer.close();
         }

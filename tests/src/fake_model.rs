@@ -91,6 +91,22 @@ impl RecordedRequest {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The result text of the tool call the body ends with, if it ends with one: OpenAI's
+    /// `{"role":"tool"}` message, or Anthropic's user message of `tool_result` blocks (the
+    /// last one).
+    pub fn last_tool_result(&self) -> Option<String> {
+        let last = self.json["messages"].as_array()?.last()?;
+        if last["role"] == "tool" {
+            return last["content"].as_str().map(str::to_owned);
+        }
+        let block = last["content"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|b| b["type"] == "tool_result")?;
+        block["content"].as_str().map(str::to_owned)
+    }
+
     /// The text of the last `{"role":"user"}` message of the body: its `content` string, or
     /// its text parts joined (`[{"type":"text","text":…}]`, the other shape OpenAI accepts and
     /// Anthropic's only one).
@@ -212,6 +228,65 @@ impl Reply {
                       "total_tokens": 10 + deltas.len()},
         })));
         events.push("data: [DONE]\n\n".into());
+        Reply::sse(events)
+    }
+
+    /// A streamed answer calling tools: one `tool_calls` delta per call (its id, function
+    /// name and JSON arguments, the arguments split in two fragments as OpenAI streams them),
+    /// then `finish_reason: "tool_calls"` and `[DONE]`.
+    pub fn tool_calls(calls: &[(&str, &str, Value)]) -> Reply {
+        let mut events = vec![chunk_event(
+            json!({"role": "assistant", "content": null}),
+            None,
+        )];
+        for (i, (id, name, args)) in calls.iter().enumerate() {
+            let text = args.to_string();
+            let (a, b) = text.split_at(text.len() / 2);
+            events.push(chunk_event(
+                json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                    "function": {"name": name, "arguments": a}}]}),
+                None,
+            ));
+            events.push(chunk_event(
+                json!({"tool_calls": [{"index": i, "function": {"arguments": b}}]}),
+                None,
+            ));
+        }
+        events.push(chunk_event(json!({}), Some("tool_calls")));
+        events.push("data: [DONE]\n\n".into());
+        Reply::sse(events)
+    }
+
+    /// A streamed Anthropic answer calling tools: a `tool_use` block per call with its
+    /// input in two `input_json_delta` pieces, then `stop_reason: "tool_use"`.
+    pub fn anthropic_tool_use(calls: &[(&str, &str, Value)]) -> Reply {
+        let mut events = vec![anthropic_event(
+            &json!({"type": "message_start", "message": {
+            "id": "msg_fake", "type": "message", "role": "assistant", "content": [],
+            "model": MODEL, "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        )];
+        for (i, (id, name, args)) in calls.iter().enumerate() {
+            let text = args.to_string();
+            let (a, b) = text.split_at(text.len() / 2);
+            events.push(anthropic_event(
+                &json!({"type": "content_block_start", "index": i,
+                "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+            ));
+            for piece in [a, b] {
+                events.push(anthropic_event(
+                    &json!({"type": "content_block_delta", "index": i,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                ));
+            }
+            events.push(anthropic_event(
+                &json!({"type": "content_block_stop", "index": i}),
+            ));
+        }
+        events.push(anthropic_event(&json!({"type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+            "usage": {"output_tokens": 5}})));
+        events.push(anthropic_event(&json!({"type": "message_stop"})));
         Reply::sse(events)
     }
 

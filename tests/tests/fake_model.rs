@@ -96,6 +96,7 @@ fn request_body(user: &str) -> Vec<u8> {
             Message::System("Be brief.".into()),
             Message::User(user.into()),
         ],
+        tools: vec![],
     }
     .to_http("unused", None)
     .body

@@ -353,18 +353,14 @@ fn wait_for_node_of(op: &mut Ws, node: &NodeHost, gateway_log: impl Fn() -> Stri
     }
 }
 
-fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
-    let gw = start(shell);
-    let Some(node) = NodeHost::start(&gw) else {
-        return;
-    };
-    let mut op = gw.ws(admin());
-    op.hello().expect("admin operator hello-ok");
-    let listed = wait_for_node(&mut op, &node, &gw);
+/// The node host attached to `gw` and approved with the real CLI (`openclaw nodes pending`,
+/// `openclaw nodes approve`): its node id.
+fn attach_and_approve(gw: &Gateway, node: &NodeHost, op: &mut Ws) -> String {
+    let listed = wait_for_node(op, node, gw);
     assert_eq!(listed["clientId"], "node-host", "{listed}");
     let node_id = listed["nodeId"].as_str().expect("nodeId").to_string();
 
-    let url = url(&gw);
+    let url = url(gw);
     let pending = openclaw(&[
         "nodes", "pending", "--url", &url, "--token", TOKEN, "--json",
     ])
@@ -373,7 +369,7 @@ fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
         pending.code,
         Some(0),
         "{pending}\n--- gateway\n{}",
-        frames(&gw)
+        frames(gw)
     );
     let pending = pending.json();
     let request = pending
@@ -396,7 +392,7 @@ fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
         approve.code,
         Some(0),
         "{approve}\n--- gateway\n{}",
-        frames(&gw)
+        frames(gw)
     );
 
     let list = op.call("node.list", Some(json!({}))).expect("node.list");
@@ -406,6 +402,17 @@ fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
         .cloned();
     let approved = approved.unwrap_or_else(|| panic!("node gone after approval: {list}"));
     assert_eq!(approved["approvalState"], "approved", "{approved}");
+    node_id
+}
+
+fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
+    let gw = start(shell);
+    let Some(node) = NodeHost::start(&gw) else {
+        return;
+    };
+    let mut op = gw.ws(admin());
+    op.hello().expect("admin operator hello-ok");
+    let node_id = attach_and_approve(&gw, &node, &mut op);
 
     let invoke = json!({"nodeId": node_id, "command": "system.which", "params": {"bins": ["ls"]}, "idempotencyKey": "interop-1", "timeoutMs": 15000});
     let result = op.call("node.invoke", Some(invoke)).unwrap_or_else(|e| {
@@ -423,6 +430,67 @@ fn node_host_attaches_is_approved_and_answers_invoke(shell: Shell) {
 
     for text in schema::server_text_frames(op.received()) {
         let frame: Value = serde_json::from_str(&text).expect("gateway frames are JSON");
+        schema::validate_server_frame(&frame).unwrap_or_else(|e| panic!("{e}\n  frame: {text}"));
+    }
+}
+
+/// The agent's `nodes` tool reaches the real node host: the fake model asks for
+/// `system.which` of `ls` through `nodes` action `which`, the node answers, and the model's
+/// second request carries the path back.
+fn the_agent_calls_system_which_on_the_real_node_host(shell: Shell) {
+    let target = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let wanted = target.clone();
+    let model = FakeModel::start(move |req| match req.last_tool_result() {
+        Some(result) => Reply::text(&["node said: ", &result]),
+        None => {
+            let node = wanted.lock().unwrap().clone();
+            let args = json!({"action": "which", "node": node, "bins": ["ls"]});
+            Reply::tool_calls(&[("call_which", "nodes", args)])
+        }
+    });
+    let gw = start_with_model(shell, &model);
+    let Some(node) = NodeHost::start(&gw) else {
+        return;
+    };
+    let mut op = gw.ws(admin());
+    op.hello().expect("admin operator hello-ok");
+    let node_id = attach_and_approve(&gw, &node, &mut op);
+    *target.lock().unwrap() = node_id;
+    let params = json!({"sessionKey": "agent:main:main", "message": "where is ls?", "idempotencyKey": "k-node-tool"});
+    op.call("chat.send", Some(params)).expect("chat.send");
+    let text = op.expect("the final answer", |e| match e {
+        clawgate_core::client::Event::Event { event, payload, .. }
+            if event == "chat" && payload["state"] != "delta" && payload["state"] != "status" =>
+        {
+            Some(payload.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(
+        text["state"],
+        "final",
+        "{text}\n--- node\n{}\n--- gateway\n{}",
+        node.log(),
+        frames(&gw)
+    );
+    let requests = model.requests();
+    let result = requests[1]
+        .last_tool_result()
+        .expect("the tool result went back");
+    let payload: Value = serde_json::from_str(&result).expect("the node's JSON payload");
+    let ls = payload["bins"]["ls"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{payload}"));
+    assert!(ls.ends_with("/ls"), "{payload}");
+    for text in schema::server_text_frames(op.received()) {
+        let mut frame: Value = serde_json::from_str(&text).expect("gateway frames are JSON");
+        if frame["event"] == "agent"
+            && let Some(p) = frame["payload"].as_object_mut()
+        {
+            for key in ["sessionKey", "sessionId", "agentId", "lane"] {
+                p.remove(key);
+            }
+        }
         schema::validate_server_frame(&frame).unwrap_or_else(|e| panic!("{e}\n  frame: {text}"));
     }
 }
@@ -663,5 +731,6 @@ both!(
     cli_probe,
     cli_wrong_token,
     cli_chat_send_reaches_the_model_and_history_has_the_answer,
-    node_host_attaches_is_approved_and_answers_invoke
+    node_host_attaches_is_approved_and_answers_invoke,
+    the_agent_calls_system_which_on_the_real_node_host
 );

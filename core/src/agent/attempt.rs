@@ -38,6 +38,15 @@ pub(crate) struct Attempts {
     armed: bool,
 }
 
+impl Attempts {
+    /// A new model request of the same turn (after a tool round): a fresh retry budget.
+    pub(crate) fn reset(&mut self) {
+        self.retries = 0;
+        self.first_failure = None;
+        self.deadline = None;
+    }
+}
+
 /// The first-byte and idle timeouts of `route`.
 fn timeouts(limits: &Limits, route: &ModelRoute) -> (Duration, Duration) {
     match route.timeout {
@@ -79,7 +88,17 @@ impl Gateway {
             .map(|s| s.to_model(self.config.limits.max_model_messages))
             .unwrap_or_default();
         let system = system_prompt(&self.config.identity, route);
-        let request = route.turn_request(Some(&system), messages);
+        let ctx = crate::tools::CallContext {
+            session_key: Some(key.clone()),
+            owner: self
+                .agent
+                .runs
+                .get(&serial)
+                .is_some_and(|r| r.origin.is_some()),
+        };
+        self.warm_up_tools(now);
+        let tools = self.offered_tools(&ctx);
+        let request = route.turn_request(Some(&system), messages, tools);
         let (first_byte, _) = timeouts(&self.config.limits, route);
         let id = self.next_work_id();
         let Some(run) = self.agent.runs.get_mut(&serial) else {

@@ -26,6 +26,7 @@ mod session_edit;
 mod session_patch;
 mod sessions;
 mod subscribers;
+mod tool_round;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -407,6 +408,9 @@ impl Gateway {
     }
 
     fn complete_run(&mut self, now: Instant, serial: u64, done: crate::model::openai::Completion) {
+        if self.start_tool_round(now, serial, &done) {
+            return;
+        }
         let ts = self.unix_ms(now);
         let Some(mut run) = self.agent.remove(serial) else {
             return;
@@ -452,6 +456,7 @@ impl Gateway {
     }
 
     fn fail_run(&mut self, now: Instant, serial: u64, failure: Failure) {
+        self.stop_run_tools(now, serial);
         let ts = self.unix_ms(now);
         let Some(mut run) = self.agent.remove(serial) else {
             return;
@@ -506,6 +511,8 @@ impl Gateway {
         if let Some(w) = run.work {
             self.cancel_model_request(w);
         }
+        let now = self.last_wake();
+        self.stop_run_tools(now, run.serial);
     }
 
     /// The gateway is stopping: cancel every model request and forget the runs.
@@ -574,6 +581,12 @@ impl Gateway {
             let now = self.last_wake();
             self.session_changed(now, key, subscribers::Change::Create);
         }
+    }
+
+    /// The value session `key` holds for the `sessions.patch` field `name`, as text.
+    pub(crate) fn session_override(&self, key: &str, name: &str) -> Option<String> {
+        let s = self.agent.sessions.get(key)?;
+        s.overrides.get(name)?.as_str().map(str::to_string)
     }
 
     /// The session key of live run `run_id`.

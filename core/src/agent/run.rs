@@ -83,6 +83,14 @@ pub(crate) struct Run {
     pub(crate) was_queued: bool,
     /// Collect runs folded into this one's turn; they end with it.
     pub(crate) folded: Vec<Run>,
+    /// Model requests answered with tool calls so far (`tools.maxRounds` bounds them).
+    pub(crate) round: u32,
+    /// The calls of the tool round in progress.
+    pub(crate) calls: Vec<super::tool_round::RoundCall>,
+    /// Outcomes of calls that ended before the round listed them.
+    pub(crate) early: std::collections::HashMap<crate::tools::CallId, crate::tools::ToolOutcome>,
+    /// Assistant messages of this turn before the current one (for `itemId`s).
+    message_index: u32,
 }
 
 impl Run {
@@ -118,6 +126,10 @@ impl Run {
             queued: false,
             was_queued: false,
             folded: Vec::new(),
+            round: 0,
+            calls: Vec::new(),
+            early: Default::default(),
+            message_index: 1,
         }
     }
 
@@ -177,7 +189,7 @@ impl Run {
         let data = json!({
             "text": self.text,
             "delta": delta,
-            "itemId": format!("{}:1", self.run_id),
+            "itemId": format!("{}:{}", self.run_id, self.message_index),
         });
         self.agent_sent = self.text.len();
         Some(self.agent(ts, "assistant", data))
@@ -189,6 +201,15 @@ impl Run {
         let fields = json!({"deltaText": delta, "message": self.message(ts)});
         self.chat_sent = self.text.len();
         Some(self.chat("delta", fields))
+    }
+
+    /// The current assistant message ended (it called tools): the next text starts a new
+    /// one, sent from its start on both streams.
+    pub(crate) fn next_message(&mut self) {
+        self.text.clear();
+        self.agent_sent = 0;
+        self.chat_sent = 0;
+        self.message_index += 1;
     }
 
     /// The assistant message so far.

@@ -153,10 +153,14 @@ impl ChatSession {
         self.window.back().map(|(m, _)| m)
     }
 
-    /// The last `max` messages as the model reads them: user and assistant text only.
+    /// The last `max` messages as the model reads them: user and assistant turns with the
+    /// tools the assistant called and their results. A call without its result (a turn that
+    /// ended mid-round) and a result without its call (cut off by the window) are left
+    /// out, as every provider refuses them.
     pub(crate) fn to_model(&self, max: usize) -> Vec<Message> {
         let skip = self.window.len().saturating_sub(max);
-        self.window
+        let messages: Vec<Message> = self
+            .window
             .iter()
             .skip(skip)
             .filter_map(|(m, _)| {
@@ -165,13 +169,88 @@ impl ChatSession {
                     Some("user") => Some(Message::User(text)),
                     Some("assistant") => Some(Message::Assistant {
                         text,
-                        tool_calls: Vec::new(),
+                        tool_calls: tool_calls_of(m),
+                    }),
+                    Some("toolResult") => Some(Message::ToolResult {
+                        call_id: m.get("toolCallId")?.as_str()?.to_string(),
+                        content: text,
                     }),
                     _ => None,
                 }
             })
-            .collect()
+            .collect();
+        paired(messages)
     }
+}
+
+/// `messages` with every tool call answered by a result right after its assistant turn,
+/// and every result answering such a call.
+fn paired(messages: Vec<Message>) -> Vec<Message> {
+    let answered = |at: usize, id: &str| {
+        messages
+            .get(at + 1..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|m| matches!(m, Message::ToolResult { .. }))
+            .any(|m| matches!(m, Message::ToolResult { call_id, .. } if call_id == id))
+    };
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    let mut open: Vec<String> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        match m {
+            Message::Assistant { text, tool_calls } => {
+                let kept: Vec<_> = tool_calls
+                    .iter()
+                    .filter(|c| answered(i, &c.id))
+                    .cloned()
+                    .collect();
+                open = kept.iter().map(|c| c.id.clone()).collect();
+                if !text.is_empty() || !kept.is_empty() || tool_calls.is_empty() {
+                    out.push(Message::Assistant {
+                        text: text.clone(),
+                        tool_calls: kept,
+                    });
+                }
+            }
+            Message::ToolResult { call_id, .. } => {
+                if let Some(at) = open.iter().position(|id| id == call_id) {
+                    open.swap_remove(at);
+                    out.push(m.clone());
+                }
+            }
+            other => {
+                open.clear();
+                out.push(other.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The tool calls of an assistant row (its `toolCall` content blocks).
+fn tool_calls_of(message: &Value) -> Vec<crate::model::openai::ToolCall> {
+    let Some(Value::Array(parts)) = message.get("content") else {
+        return Vec::new();
+    };
+    parts
+        .iter()
+        .filter(|p| p.get("type").and_then(Value::as_str) == Some("toolCall"))
+        .map(|p| crate::model::openai::ToolCall {
+            id: p
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            name: p
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            arguments: p
+                .get("arguments")
+                .map_or_else(|| "{}".into(), Value::to_string),
+        })
+        .collect()
 }
 
 /// The text of a message: its `content` string, or its `text` parts joined.
@@ -190,6 +269,34 @@ pub(crate) fn text_of(message: &Value) -> String {
 /// A text message of `role` as the transcript and the `chat` events carry it.
 pub(crate) fn text_message(role: &str, text: &str, ts: u64) -> Value {
     json!({"role": role, "content": [{"type": "text", "text": text}], "timestamp": ts})
+}
+
+/// An assistant row that called tools: its text (if any) then one `toolCall` block per call.
+pub(crate) fn tool_call_message(text: &str, calls: &[crate::tools::ToolCall], ts: u64) -> Value {
+    let mut content: Vec<Value> = Vec::new();
+    if !text.is_empty() {
+        content.push(json!({"type": "text", "text": text}));
+    }
+    content.extend(calls.iter().map(
+        |c| json!({"type": "toolCall", "id": c.id, "name": c.name, "arguments": c.arguments}),
+    ));
+    json!({"role": "assistant", "content": content, "stopReason": "toolUse", "timestamp": ts})
+}
+
+/// The row of one tool's result, as upstream writes it.
+pub(crate) fn tool_result_message(
+    call: &crate::tools::ToolCall,
+    outcome: &crate::tools::ToolOutcome,
+    ts: u64,
+) -> Value {
+    json!({
+        "role": "toolResult",
+        "toolCallId": call.id,
+        "toolName": call.name,
+        "content": [{"type": "text", "text": outcome.as_text()}],
+        "isError": outcome.is_error,
+        "timestamp": ts,
+    })
 }
 
 /// The row upstream leaves in the transcript when a turn fails before any reply.

@@ -64,6 +64,10 @@ const PATCH_FIELDS: &[(&str, Kind)] = &[
     ("model", Kind::Model),
     ("sendPolicy", Kind::OneOf(&["allow", "deny"], true)),
     ("groupActivation", Kind::OneOf(&["mention", "always"], true)),
+    (
+        "permissionMode",
+        Kind::OneOf(&["read-only", "guarded", "workspace", "full"], true),
+    ),
 ];
 
 /// Fields of upstream's `SessionsPatchParams` that name the target or guard the change.
@@ -92,7 +96,6 @@ const PATCH_UNSUPPORTED: &[&str] = &[
     "execSecurity",
     "execAsk",
     "execNode",
-    "permissionMode",
     "completionOwnerSessionKey",
     "inheritedToolPolicyVersion",
     "inheritedToolAllow",

@@ -100,6 +100,9 @@ pub struct Sim {
     /// Every [`Work::WsOpen`], [`Work::WsSend`] and [`Work::WsClose`] the gateway asked for,
     /// in order: a test plays the far end and answers with [`Sim::socket_result`].
     pub sockets: Vec<(WorkId, Work)>,
+    /// Commands the gateway asked to run and the test has not answered
+    /// ([`Sim::exec_result`]).
+    pub execs: Vec<(WorkId, crate::work::ExecRequest)>,
 }
 
 /// A scripted model provider: the results (head, body chunks, end) for a request.
@@ -160,6 +163,7 @@ impl Sim {
             files: BTreeMap::new(),
             file_reads: Vec::new(),
             sockets: Vec::new(),
+            execs: Vec::new(),
         };
         sim.drive();
         sim
@@ -184,6 +188,14 @@ impl Sim {
     /// The HTTP requests held so far and not ended.
     pub fn held_http(&self) -> &[(WorkId, HttpRequest)] {
         &self.held_http
+    }
+
+    /// Answer the command the gateway asked to run with `id` and let the simulation settle.
+    pub fn exec_result(&mut self, id: WorkId, result: Result<crate::work::ExecOutput, String>) {
+        self.execs.retain(|(w, _)| *w != id);
+        self.gw
+            .handle_work_result(self.now, id, WorkResult::Exec(result));
+        self.drive();
     }
 
     /// Report one result of a held request and let the simulation settle; an `HttpEnd`
@@ -525,11 +537,19 @@ impl Sim {
                 } => {
                     moved = true;
                     self.cancelled.push(id);
+                    self.execs.retain(|(w, _)| *w != id);
                     if let Some(pos) = self.held_http.iter().position(|(w, _)| *w == id) {
                         self.held_http.remove(pos);
                         let end = WorkResult::HttpEnd(Err("cancelled".into()));
                         self.gw.handle_work_result(self.now, id, end);
                     }
+                }
+                Output::Work {
+                    id,
+                    work: Work::Exec(request),
+                } => {
+                    moved = true;
+                    self.execs.push((id, request));
                 }
                 Output::Work {
                     id,

@@ -156,6 +156,14 @@ const REGISTRY: &[MethodSpec] = &[
         Gateway::channels_pairing_dismiss
     ),
     method!("send", Write, Gateway::send_method),
+    method!("tools.catalog", Read, Gateway::tools_catalog),
+    method!("tools.effective", Read, Gateway::tools_effective),
+    method!("tools.invoke", Write, Gateway::tools_invoke),
+    method!(
+        "exec.approval.resolve",
+        Approvals,
+        Gateway::exec_approval_resolve
+    ),
     method!("gateway.identity.get", Read, Gateway::gateway_identity_get),
 ];
 
@@ -350,6 +358,10 @@ mod tests {
             "channels.pairing.approve",
             "channels.pairing.dismiss",
             "send",
+            "tools.catalog",
+            "tools.effective",
+            "tools.invoke",
+            "exec.approval.resolve",
             "gateway.identity.get",
         ];
         assert_eq!(METHODS, advertised);

@@ -11,7 +11,7 @@ use crate::model::HttpRequest;
 use crate::model::anthropic::{MessagesRequest, MessagesStream};
 use crate::model::openai::{
     ChatEvent, ChatRequest, ChatStream, Completion, ErrorKind, Message, ProviderError, StreamError,
-    StreamLimits,
+    StreamLimits, ToolSpec,
 };
 
 /// The decoder of one turn's 2xx response body, in its API's dialect.
@@ -59,7 +59,12 @@ impl ModelRoute {
     /// The request of one streamed turn: `system` (if any) then `messages`, in this route's
     /// API, with its key (unless `authHeader: false`) and its configured headers, which
     /// replace a default header of the same name.
-    pub fn turn_request(&self, system: Option<&str>, messages: Vec<Message>) -> HttpRequest {
+    pub fn turn_request(
+        &self,
+        system: Option<&str>,
+        messages: Vec<Message>,
+        tools: Vec<ToolSpec>,
+    ) -> HttpRequest {
         let key = self
             .api_key
             .as_ref()
@@ -74,12 +79,14 @@ impl ModelRoute {
             ModelApi::OpenAiCompletions => ChatRequest {
                 model: self.model.clone(),
                 messages,
+                tools,
             }
             .to_http(&self.base_url, key),
             ModelApi::AnthropicMessages => MessagesRequest {
                 model: self.model.clone(),
                 max_tokens: self.max_tokens,
                 messages,
+                tools,
             }
             .to_http(&self.base_url, key),
         };
@@ -167,7 +174,7 @@ mod tests {
     #[test]
     fn one_interface_two_wire_formats() {
         let messages = vec![Message::User("hi".into())];
-        let a = anthropic().turn_request(Some("Be brief."), messages.clone());
+        let a = anthropic().turn_request(Some("Be brief."), messages.clone(), vec![]);
         assert_eq!(a.url, "http://127.0.0.1:9/v1/messages");
         assert_eq!(a.header("x-api-key"), Some("sk-ant"));
         assert_eq!(a.header("anthropic-version"), Some("2099-01-01"));
@@ -178,13 +185,17 @@ mod tests {
 
         let mut o = ModelRoute::new("fake", "fake-1", "http://127.0.0.1:9/v1");
         o.api_key = Some(Secret::new("sk-o"));
-        let r = o.turn_request(Some("Be brief."), messages.clone());
+        let r = o.turn_request(Some("Be brief."), messages.clone(), vec![]);
         assert_eq!(r.url, "http://127.0.0.1:9/v1/chat/completions");
         assert_eq!(r.header("authorization"), Some("Bearer sk-o"));
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["messages"][0]["role"], "system");
         o.auth_header = false;
-        assert_eq!(o.turn_request(None, messages).header("authorization"), None);
+        assert_eq!(
+            o.turn_request(None, messages, vec![])
+                .header("authorization"),
+            None
+        );
     }
 
     #[test]

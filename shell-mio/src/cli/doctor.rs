@@ -71,6 +71,15 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
     }
 }
 
+/// What the `exec` tool may run, and why clawgate's default differs from upstream's.
+fn exec_note(mode: clawgate_core::config::tools::ExecMode) -> String {
+    use clawgate_core::config::tools::ExecMode;
+    match mode {
+        ExecMode::Deny => "tools.exec.mode is \"deny\" (clawgate's default; upstream's is \"full\"): the agent cannot run commands on this host".into(),
+        other => format!("tools.exec.mode is \"{}\": the agent may run commands on this host (only for operator turns)", other.as_str()),
+    }
+}
+
 /// Run every check; returns the problems and the lines of what was checked and found fine.
 pub fn check(env: &BTreeMap<String, String>) -> (Vec<Finding>, Vec<String>) {
     let mut findings = Vec::new();
@@ -111,6 +120,7 @@ pub fn check(env: &BTreeMap<String, String>) -> (Vec<Finding>, Vec<String>) {
     match settings::resolve(env.clone(), RunFlags::default(), None) {
         Ok((config, _)) => {
             notes.push(format!("the gateway would start: bind {} ({}), port {}, auth {}", config.bind_label, config.bind_host, config.port, config.auth_mode.as_str()));
+            notes.push(exec_note(config.tools.exec.mode));
             match port_check(&config) {
                 PortState::Free => notes.push(format!("port {} on {} is free", config.port, config.bind_host)),
                 PortState::Gateway => notes.push(format!("a gateway is already running on port {}", config.port)),
@@ -474,6 +484,12 @@ mod tests {
         let (findings, notes) = check(&env);
         assert!(findings.is_empty(), "{findings:?}");
         assert!(notes.iter().any(|n| n.contains("is free")), "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("tools.exec.mode is \"deny\" (clawgate's default")),
+            "{notes:?}"
+        );
 
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -19,3 +19,4 @@ mod runs;
 mod sessions;
 mod slack;
 mod telegram;
+mod tools;

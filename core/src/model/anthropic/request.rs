@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::model::HttpRequest;
-use crate::model::openai::Message;
+use crate::model::openai::{Message, ToolSpec};
 
 /// The `anthropic-version` header upstream sends.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -17,6 +17,8 @@ pub struct MessagesRequest {
     pub max_tokens: u32,
     /// The transcript, oldest first; its [`Message::System`] entries become `system`.
     pub messages: Vec<Message>,
+    /// The tools the model may call (none: no `tools` member).
+    pub tools: Vec<ToolSpec>,
 }
 
 /// A `{"type":"text"}` content block, `None` for empty text (the API refuses empty blocks).
@@ -82,6 +84,9 @@ impl MessagesRequest {
         if let (false, Value::Object(b)) = (system.is_empty(), &mut body) {
             b.insert("system".into(), Value::Array(system));
         }
+        if !self.tools.is_empty() {
+            body["tools"] = self.tools.iter().map(ToolSpec::to_anthropic).collect();
+        }
         body
     }
 
@@ -142,6 +147,7 @@ mod tests {
                 Message::User("Thanks".into()),
                 Message::User(String::new()),
             ],
+            tools: vec![],
         }
     }
 
@@ -184,5 +190,17 @@ mod tests {
             ..request()
         };
         assert!(no_system.body().get("system").is_none());
+        let with_tools = MessagesRequest {
+            tools: vec![ToolSpec {
+                name: "get_weather".into(),
+                description: "The weather.".into(),
+                parameters: json!({"type": "object"}),
+            }],
+            ..request()
+        };
+        assert_eq!(
+            with_tools.body()["tools"],
+            json!([{"name": "get_weather", "description": "The weather.", "input_schema": {"type": "object"}}])
+        );
     }
 }

@@ -69,6 +69,40 @@ impl Message {
     }
 }
 
+/// A tool the model may call: its name, what it does, and its arguments' JSON schema.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolSpec {
+    /// The name the model calls it by.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Its arguments as a JSON schema object.
+    pub parameters: Value,
+}
+
+impl ToolSpec {
+    /// The tool as an OpenAI `tools[]` element.
+    fn to_openai(&self) -> Value {
+        json!({
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            }
+        })
+    }
+
+    /// The tool as an Anthropic `tools[]` element.
+    pub fn to_anthropic(&self) -> Value {
+        json!({
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.parameters,
+        })
+    }
+}
+
 /// A streamed chat completion request for one model turn.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatRequest {
@@ -76,18 +110,25 @@ pub struct ChatRequest {
     pub model: String,
     /// The transcript, oldest first.
     pub messages: Vec<Message>,
+    /// The tools the model may call (none: no `tools` member).
+    pub tools: Vec<ToolSpec>,
 }
 
 impl ChatRequest {
     /// The JSON body: `model`, `messages`, `stream: true`,
-    /// `stream_options: {include_usage: true}` (so the last chunk carries the token counts).
+    /// `stream_options: {include_usage: true}` (so the last chunk carries the token counts),
+    /// and `tools` when there are any.
     pub fn body(&self) -> Value {
-        json!({
+        let mut body = json!({
             "model": self.model,
             "messages": self.messages.iter().map(Message::to_json).collect::<Vec<_>>(),
             "stream": true,
             "stream_options": { "include_usage": true },
-        })
+        });
+        if !self.tools.is_empty() {
+            body["tools"] = self.tools.iter().map(ToolSpec::to_openai).collect();
+        }
+        body
     }
 
     /// The HTTP request to `POST {base_url}/chat/completions` (one trailing `/` of the base is
@@ -140,6 +181,7 @@ mod tests {
                 },
                 Message::User("Thanks".into()),
             ],
+            tools: vec![],
         }
     }
 
@@ -176,6 +218,16 @@ mod tests {
         assert_eq!(r.header("accept"), Some("text/event-stream"));
         let body: Value = serde_json::from_slice(&r.body).expect("json body");
         assert_eq!(body, transcript().body());
+        let mut with_tools = transcript();
+        with_tools.tools = vec![ToolSpec {
+            name: "get_weather".into(),
+            description: "The weather.".into(),
+            parameters: json!({"type": "object"}),
+        }];
+        assert_eq!(
+            with_tools.body()["tools"],
+            json!([{"type": "function", "function": {"name": "get_weather", "description": "The weather.", "parameters": {"type": "object"}}}])
+        );
         let keyless = transcript().to_http("http://h/v1", None);
         assert_eq!(keyless.url, "http://h/v1/chat/completions");
         assert_eq!(keyless.header("authorization"), None);

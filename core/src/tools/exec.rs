@@ -1,0 +1,455 @@
+//! The `exec` tool: shell commands on the gateway host. `tools.exec.mode` decides (deny,
+//! clawgate's default; allowlist; ask; full), a session's `permissionMode` can only tighten
+//! it, and only the gateway's owner (an operator's turn, never a channel sender's) may run
+//! anything. `ask` sends `exec.approval.requested` to the operators who may approve
+//! (`operator.approvals` or admin) and waits for `exec.approval.resolve` at most
+//! `tools.exec.approvalTimeoutSeconds`; with no such operator connected it is denied at
+//! once. The command runs on a host worker ([`Work::Exec`]) with its time and output
+//! bounds. Every command is logged with its decision.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::tools::ExecMode;
+use crate::frame::ErrorShape;
+use crate::gateway::{Gateway, Output, Timer};
+use crate::log::Level;
+use crate::methods::{Call, Reply};
+use crate::work::{ExecOutput, ExecRequest, Work, WorkId};
+
+use super::{CallContext, CallId, ToolCall, ToolOutcome};
+
+/// A command waiting for an operator.
+#[derive(Debug)]
+struct Approval {
+    /// The id operators answer (`exec.approval.resolve`).
+    id: String,
+    call: CallId,
+    request: ExecRequest,
+    expires_at: Instant,
+}
+
+/// Commands waiting for approval or running.
+#[derive(Debug, Default)]
+pub(crate) struct ExecState {
+    /// Approvals by serial (the serial names their timers).
+    approvals: HashMap<u64, Approval>,
+    next_approval: u64,
+    /// Commands running, by their work.
+    running: HashMap<WorkId, CallId>,
+}
+
+impl ExecState {
+    /// The serial of approval `id`.
+    fn serial_of(&self, id: &str) -> Option<u64> {
+        self.approvals
+            .iter()
+            .find(|(_, a)| a.id == id)
+            .map(|(k, _)| *k)
+    }
+
+    /// Whether `work` is a command's.
+    pub(crate) fn owns(&self, work: WorkId) -> bool {
+        self.running.contains_key(&work)
+    }
+}
+
+/// What policy says about one command.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Run it.
+    Allow,
+    /// Ask an operator first.
+    Ask,
+    /// Refuse it, saying why (naming the key that decides).
+    Deny(String),
+}
+
+/// The program a shell command starts with (its first word, without a path).
+fn program(command: &str) -> &str {
+    let first = command.split_whitespace().next().unwrap_or_default();
+    first.rsplit('/').next().unwrap_or(first)
+}
+
+/// Whether `command` is one program from `safe_bins` with plain arguments: no chaining,
+/// pipes, substitutions or redirections.
+fn on_allowlist(command: &str, safe_bins: &[String]) -> bool {
+    let plain = !command.contains([';', '&', '|', '`', '$', '>', '<', '\n', '(', ')']);
+    let first = command.split_whitespace().next().unwrap_or_default();
+    plain && safe_bins.iter().any(|b| b == first)
+}
+
+/// The policy decision for `command` under `mode`.
+pub(crate) fn decide(mode: ExecMode, safe_bins: &[String], command: &str) -> Decision {
+    match mode {
+        ExecMode::Deny => Decision::Deny(
+            "exec is disabled on this gateway: tools.exec.mode is \"deny\" (clawgate's default); the owner can set it to allowlist, ask or full".into(),
+        ),
+        ExecMode::Full => Decision::Allow,
+        _ if on_allowlist(command, safe_bins) => Decision::Allow,
+        ExecMode::Allowlist => Decision::Deny(format!(
+            "{:?} is not allowed: tools.exec.mode is \"allowlist\" and tools.exec.safeBins does not list it (no chaining, pipes or redirections)",
+            program(command)
+        )),
+        ExecMode::Ask => Decision::Ask,
+    }
+}
+
+/// The exec mode a session's `permissionMode` allows at most.
+fn session_cap(permission_mode: Option<&str>) -> ExecMode {
+    match permission_mode {
+        Some("read-only") => ExecMode::Deny,
+        Some("guarded" | "workspace") => ExecMode::Ask,
+        _ => ExecMode::Full,
+    }
+}
+
+/// `exec.approval.resolve` params.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ResolveParams {
+    id: String,
+    decision: String,
+    #[serde(default, rename = "reviewer")]
+    _reviewer: Option<serde_json::Value>,
+    #[serde(default, rename = "grantExpiresInDays")]
+    _grant_expires_in_days: Option<u64>,
+}
+
+impl Gateway {
+    /// The exec mode in force for a turn of `session_key`: the config's, tightened by the
+    /// session's `permissionMode`.
+    fn exec_mode(&self, session_key: Option<&str>) -> ExecMode {
+        let permission = session_key.and_then(|k| self.session_override(k, "permissionMode"));
+        self.config
+            .tools
+            .exec
+            .mode
+            .min(session_cap(permission.as_deref()))
+    }
+
+    /// Whether an operator who may approve commands is connected.
+    fn approver_connected(&self) -> bool {
+        self.conns.values().filter_map(|c| c.session()).any(|s| {
+            s.role == crate::scopes::Role::Operator
+                && crate::scopes::satisfied(&s.scopes, crate::scopes::APPROVALS)
+        })
+    }
+
+    /// Start an `exec` call: refuse it, ask, or run it.
+    pub(crate) fn start_exec_call(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        call: &ToolCall,
+        ctx: &CallContext,
+    ) {
+        let Some(command) = call.str_arg("command").filter(|c| !c.trim().is_empty()) else {
+            self.finish_tool_call(now, id, ToolOutcome::error("command required"));
+            return;
+        };
+        let exec = &self.config.tools.exec;
+        let timeout = call
+            .arguments
+            .get("timeoutSeconds")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(exec.timeout, |s| {
+                core::time::Duration::from_secs(s).min(exec.timeout)
+            });
+        let request = ExecRequest {
+            command: command.to_string(),
+            cwd: call.str_arg("workdir").map(str::to_string),
+            timeout,
+            max_output_bytes: exec.max_output_bytes,
+        };
+        let decision = if ctx.owner {
+            decide(
+                self.exec_mode(ctx.session_key.as_deref()),
+                &exec.safe_bins,
+                command,
+            )
+        } else {
+            Decision::Deny(
+                "exec is only for the gateway's owner: a channel turn can never run a command"
+                    .into(),
+            )
+        };
+        match decision {
+            Decision::Allow => {
+                self.exec_log(now, command, "allowed by tools.exec.mode");
+                self.run_exec(id, request);
+            }
+            Decision::Deny(why) => {
+                self.exec_log(now, command, &format!("denied: {why}"));
+                self.finish_tool_call(now, id, ToolOutcome::error(why));
+            }
+            Decision::Ask if !self.approver_connected() => {
+                let why = "exec needs an operator's approval (tools.exec.mode is \"ask\") and no operator with operator.approvals is connected: denied";
+                self.exec_log(now, command, why);
+                self.finish_tool_call(now, id, ToolOutcome::error(why));
+            }
+            Decision::Ask => self.ask_approval(now, id, request, ctx),
+        }
+    }
+
+    fn exec_log(&mut self, now: Instant, command: &str, decision: &str) {
+        self.log(
+            now,
+            Level::Info,
+            None,
+            format!("exec {command:?}: {decision}"),
+        );
+    }
+
+    fn run_exec(&mut self, id: CallId, request: ExecRequest) {
+        let work = self.next_work_id();
+        self.tools.exec.running.insert(work, id);
+        self.out.push_back(Output::Work {
+            id: work,
+            work: Work::Exec(request),
+        });
+    }
+
+    fn ask_approval(&mut self, now: Instant, id: CallId, request: ExecRequest, ctx: &CallContext) {
+        let approval_id = self.uuid();
+        let wait = self.config.tools.exec.approval_timeout;
+        let created = self.unix_ms(now);
+        let payload = json!({
+            "approvalKind": "exec",
+            "id": approval_id,
+            "request": {
+                "command": request.command,
+                "cwd": request.cwd,
+                "host": "gateway",
+                "agentId": crate::agent::AGENT_ID,
+                "sessionKey": ctx.session_key,
+            },
+            "createdAtMs": created,
+            "expiresAtMs": created + wait.as_millis() as u64,
+        });
+        self.exec_log(
+            now,
+            &request.command,
+            &format!("approval {approval_id} requested"),
+        );
+        self.tools.exec.next_approval += 1;
+        let serial = self.tools.exec.next_approval;
+        self.tools.exec.approvals.insert(
+            serial,
+            Approval {
+                id: approval_id,
+                call: id,
+                request,
+                expires_at: now + wait,
+            },
+        );
+        self.schedule(now + wait, Timer::ExecApproval(serial));
+        self.broadcast(now, "exec.approval.requested", &payload, None);
+    }
+
+    /// An approval's time ran out: the command is denied and the turn told.
+    pub(crate) fn exec_approval_due(&mut self, now: Instant, serial: u64) {
+        let due = self
+            .tools
+            .exec
+            .approvals
+            .get(&serial)
+            .is_some_and(|a| a.expires_at <= now);
+        if due {
+            let secs = self.config.tools.exec.approval_timeout.as_secs();
+            self.settle_approval(now, serial, "deny", None, Some(format!(
+                "no operator answered the approval request within {secs} s (tools.exec.approvalTimeoutSeconds): denied"
+            )));
+        }
+    }
+
+    /// `exec.approval.resolve`: allow (`allow-once`, `allow-always`) or `deny` a command.
+    pub(crate) fn exec_approval_resolve(
+        &mut self,
+        now: Instant,
+        call: &Call<'_>,
+        p: ResolveParams,
+    ) -> Reply {
+        if !matches!(p.decision.as_str(), "allow-once" | "allow-always" | "deny") {
+            return Reply::Now(Err(ErrorShape::invalid("invalid decision")));
+        }
+        let Some(serial) = self.tools.exec.serial_of(&p.id) else {
+            return Reply::Now(Err(ErrorShape::invalid("unknown or expired approval id")));
+        };
+        let by = self
+            .conns
+            .get(&call.conn)
+            .and_then(|c| c.session())
+            .map(|s| {
+                s.client
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| s.client.id.clone())
+            });
+        self.settle_approval(now, serial, &p.decision, by, None);
+        Reply::Now(Ok(json!({"ok": true})))
+    }
+
+    fn settle_approval(
+        &mut self,
+        now: Instant,
+        serial: u64,
+        decision: &str,
+        by: Option<String>,
+        expired: Option<String>,
+    ) {
+        let Some(a) = self.tools.exec.approvals.remove(&serial) else {
+            return;
+        };
+        let ts = self.unix_ms(now);
+        let event = json!({
+            "id": a.id,
+            "decision": decision,
+            "resolvedBy": by,
+            "ts": ts,
+            "request": {"command": a.request.command, "cwd": a.request.cwd, "host": "gateway"},
+        });
+        self.broadcast(now, "exec.approval.resolved", &event, None);
+        if decision == "deny" {
+            let why = expired.unwrap_or_else(|| "an operator denied the command".into());
+            self.exec_log(now, &a.request.command, &format!("denied: {why}"));
+            self.finish_tool_call(now, a.call, ToolOutcome::error(why));
+        } else {
+            let who = by.unwrap_or_else(|| "an operator".into());
+            self.exec_log(
+                now,
+                &a.request.command,
+                &format!("approved ({decision}) by {who}"),
+            );
+            if self.tools.calls.contains_key(&a.call) {
+                self.run_exec(a.call, a.request);
+            }
+        }
+    }
+
+    /// A command ended.
+    pub(crate) fn on_exec_result(
+        &mut self,
+        now: Instant,
+        work: WorkId,
+        result: Result<ExecOutput, String>,
+    ) {
+        let Some(id) = self.tools.exec.running.remove(&work) else {
+            return;
+        };
+        let outcome = match result {
+            Ok(out) => {
+                let failed = out.timed_out || out.exit_code != Some(0);
+                let mut output = out.output;
+                if out.truncated {
+                    output.push_str(super::TRUNCATED_MARKER);
+                }
+                let status = if out.timed_out {
+                    "timed out (tools.exec.timeoutSeconds)"
+                } else if failed {
+                    "failed"
+                } else {
+                    "completed"
+                };
+                let v = json!({
+                    "status": status,
+                    "exitCode": out.exit_code,
+                    "durationMs": out.duration_ms,
+                    "output": output,
+                });
+                self.log(
+                    now,
+                    Level::Info,
+                    None,
+                    format!("exec ended: {status}, exit code {:?}", out.exit_code),
+                );
+                ToolOutcome {
+                    is_error: failed,
+                    ..ToolOutcome::json(v)
+                }
+            }
+            Err(e) => ToolOutcome::error(format!("the command could not run: {e}")),
+        };
+        self.finish_tool_call(now, id, outcome);
+    }
+
+    /// Stop exec call `id`: withdraw its approval request or kill its command.
+    pub(crate) fn cancel_exec(&mut self, now: Instant, id: CallId) {
+        let approval = self
+            .tools
+            .exec
+            .approvals
+            .iter()
+            .find(|(_, a)| a.call == id)
+            .map(|(k, _)| *k);
+        if let Some(k) = approval {
+            self.settle_approval(now, k, "deny", None, Some("the call ended first".into()));
+        }
+        let work = self
+            .tools
+            .exec
+            .running
+            .iter()
+            .find(|(_, c)| **c == id)
+            .map(|(w, _)| *w);
+        if let Some(w) = work {
+            self.tools.exec.running.remove(&w);
+            self.cancel_work(w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy() {
+        let bins = vec!["echo".to_string(), "/usr/bin/uname".to_string()];
+        assert!(
+            matches!(decide(ExecMode::Deny, &bins, "echo hi"), Decision::Deny(w) if w.contains("tools.exec.mode"))
+        );
+        assert_eq!(
+            decide(ExecMode::Allowlist, &bins, "echo hi"),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(ExecMode::Allowlist, &bins, "/usr/bin/uname -a"),
+            Decision::Allow
+        );
+        assert!(matches!(
+            decide(ExecMode::Allowlist, &bins, "echo hi; rm -rf /"),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            decide(ExecMode::Allowlist, &bins, "/tmp/echo hi"),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            decide(ExecMode::Allowlist, &bins, "uname"),
+            Decision::Deny(_)
+        ));
+        assert_eq!(decide(ExecMode::Ask, &bins, "echo $(id)"), Decision::Ask);
+        assert_eq!(decide(ExecMode::Ask, &bins, "echo ok"), Decision::Allow);
+        assert_eq!(
+            decide(ExecMode::Full, &bins, "anything | at all"),
+            Decision::Allow
+        );
+        assert_eq!(
+            ExecMode::Full.min(session_cap(Some("read-only"))),
+            ExecMode::Deny
+        );
+        assert_eq!(
+            ExecMode::Deny.min(session_cap(Some("full"))),
+            ExecMode::Deny,
+            "a session only tightens"
+        );
+        assert_eq!(
+            ExecMode::Full.min(session_cap(Some("guarded"))),
+            ExecMode::Ask
+        );
+    }
+}
