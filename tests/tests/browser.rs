@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::device::DeviceKey;
 use clawgate_core::scopes::Role;
-use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
 use clawgate_tests::{both, deps};
 use serde_json::Value;
@@ -25,6 +25,8 @@ const TOKEN: &str = "browser-token-51c2";
 const NODE: &str = "kitchen-pi";
 /// The whole browser run: start-up, connect, one chat turn (each step waits at most 20 s).
 const RUN_WAIT: Duration = Duration::from_secs(120);
+/// The pause before each streamed word of the model's answer.
+const STREAM_PACE: Duration = Duration::from_millis(300);
 
 fn artifacts(shell: Shell) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -63,7 +65,16 @@ fn chat_in_the_browser(shell: Shell) {
     if !deps::available("control ui in a browser", &needed) {
         return;
     }
-    let model = FakeModel::echo();
+    // The echo streamed word by word, slowly enough for the page to render the live reply
+    // before the run's final event and the transcript's copy of it arrive.
+    let model = FakeModel::start(|req| {
+        let said = format!(
+            "Echo from fake LLM: {}",
+            req.last_user_text().unwrap_or_default()
+        );
+        let words: Vec<&str> = said.split_inclusive(' ').collect();
+        Reply::text(&words).with_delay(STREAM_PACE)
+    });
     let root = deps::control_ui_root().display().to_string();
     let gw = Options::new()
         .config(&format!(
@@ -137,7 +148,14 @@ fn chat_in_the_browser(shell: Shell) {
     assert_eq!(summary["pageErrors"], Value::Array(vec![]), "{summary}");
     assert_eq!(
         summary["steps"],
-        serde_json::json!(["loaded", "connected", "replied", "pending", "approved"])
+        serde_json::json!([
+            "loaded",
+            "connected",
+            "replied",
+            "replied-again",
+            "pending",
+            "approved"
+        ])
     );
     // The approval the page made is the gateway's: nothing pending, the commands granted.
     let pending = admin.call("node.pair.list", None).expect("node.pair.list");
@@ -154,7 +172,11 @@ fn chat_in_the_browser(shell: Shell) {
         .iter()
         .filter_map(|r| r.last_user_text())
         .collect();
-    assert_eq!(asked, [message], "{summary}");
+    assert_eq!(
+        asked,
+        [message.to_string(), format!("{message} again")],
+        "{summary}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{AccessPolicy, DmPolicy, DmScope, GroupPolicy};
+use super::config::{AccessPolicy, DmPolicy, GroupPolicy};
 
 /// The kind of conversation a message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,24 +82,6 @@ impl Inbound {
             "{}:{}:{}:{}",
             self.channel, self.account, self.chat_id, self.message_id
         )
-    }
-
-    /// The session this message lands in (upstream-agent.md §5): DMs by `dm_scope`, groups
-    /// per group, topics per topic.
-    pub fn session_key(&self, dm_scope: DmScope) -> String {
-        let (ch, acc, peer) = (&self.channel, &self.account, &self.chat_id);
-        match self.kind {
-            ChatKind::Direct => match dm_scope {
-                DmScope::Main => "agent:main:main".into(),
-                DmScope::PerPeer => format!("agent:main:direct:{peer}"),
-                DmScope::PerChannelPeer => format!("agent:main:{ch}:direct:{peer}"),
-                DmScope::PerAccountChannelPeer => format!("agent:main:{ch}:{acc}:direct:{peer}"),
-            },
-            ChatKind::Group => match &self.thread {
-                Some(t) => format!("agent:main:{ch}:group:{peer}:topic:{t}"),
-                None => format!("agent:main:{ch}:group:{peer}"),
-            },
-        }
     }
 }
 
@@ -248,30 +230,5 @@ mod tests {
         );
         p.group_allow_from = Some(vec!["5".into()]);
         assert_eq!(decide(&p, &g, false), Access::Allow);
-    }
-
-    #[test]
-    fn sessions_follow_dm_scope() {
-        let dm = msg(ChatKind::Direct, "222", "222", true);
-        assert_eq!(dm.session_key(DmScope::Main), "agent:main:main");
-        assert_eq!(
-            dm.session_key(DmScope::PerChannelPeer),
-            "agent:main:telegram:direct:222"
-        );
-        assert_eq!(dm.session_key(DmScope::PerPeer), "agent:main:direct:222");
-        assert_eq!(
-            dm.session_key(DmScope::PerAccountChannelPeer),
-            "agent:main:telegram:default:direct:222"
-        );
-        let mut g = msg(ChatKind::Group, "-100", "5", true);
-        assert_eq!(
-            g.session_key(DmScope::Main),
-            "agent:main:telegram:group:-100"
-        );
-        g.thread = Some("42".into());
-        assert_eq!(
-            g.session_key(DmScope::Main),
-            "agent:main:telegram:group:-100:topic:42"
-        );
     }
 }
