@@ -91,6 +91,7 @@ impl Gateway {
                 self.on_model_response(now, id, result);
             }
             WorkResult::File(read) => self.on_file_read(now, id, read),
+            WorkResult::Machine(info) => self.on_machine(now, id, info),
         }
     }
 

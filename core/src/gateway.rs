@@ -135,6 +135,8 @@ pub struct Gateway {
     pub(crate) channels: crate::channels::Channels,
     /// Control UI responses in progress.
     pub(crate) serving: crate::control_ui::Serving,
+    /// `system.info` calls waiting for the host's description of the machine.
+    pub(crate) machine_calls: crate::methods::MachineCalls,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -176,6 +178,7 @@ impl Gateway {
             agent: Default::default(),
             channels: Default::default(),
             serving: Default::default(),
+            machine_calls: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -291,7 +294,7 @@ impl Gateway {
             message,
         };
         if level <= Level::Info {
-            self.logs.push(rec.line());
+            self.logs.push(rec.json_line());
         }
         self.out.push_back(Output::Log(rec));
     }

@@ -108,4 +108,4 @@ pub use methods::METHODS;
 pub use pairing::PairingStore;
 pub use route::Router;
 pub use scopes::EVENTS;
-pub use work::{FileChunk, FileError, FileRead, Work, WorkId, WorkResult};
+pub use work::{FileChunk, FileError, FileRead, MachineInfo, Work, WorkId, WorkResult};

@@ -20,6 +20,17 @@ pub enum Level {
 }
 
 impl Level {
+    /// Upstream's `_meta.logLevelName` and its `logLevelId` (tslog's numbering).
+    fn upstream_name(self) -> (&'static str, u8) {
+        match self {
+            Level::Error => ("ERROR", 5),
+            Level::Warn => ("WARN", 4),
+            Level::Info => ("INFO", 3),
+            Level::Debug => ("DEBUG", 2),
+            Level::Trace => ("TRACE", 1),
+        }
+    }
+
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -70,6 +81,37 @@ impl LogRecord {
             ),
             None => format!("{} {} {}", self.ts_ms, self.level.as_str(), self.message),
         }
+    }
+}
+
+/// The subsystem every clawgate record is filed under in its JSON line.
+const SUBSYSTEM: &str = r#"{"subsystem":"gateway"}"#;
+
+impl LogRecord {
+    /// The record as one JSON line shaped like upstream's file log (tslog's `{"0": name,
+    /// "1": message, "_meta": {logLevelName, date, name}, "time", "message"}`), which the
+    /// Control UI's Logs view parses into its time, level, subsystem and message columns.
+    pub fn json_line(&self) -> String {
+        let (level, level_id) = self.level.upstream_name();
+        let time = crate::dates::iso_time(self.ts_ms);
+        let message = match self.conn {
+            Some(c) => format!("conn={} {}", c.0, self.message),
+            None => self.message.clone(),
+        };
+        serde_json::json!({
+            "0": SUBSYSTEM,
+            "1": message,
+            "_meta": {
+                "logLevelId": level_id,
+                "logLevelName": level,
+                "date": time,
+                "name": SUBSYSTEM,
+                "parentNames": ["clawgate"],
+            },
+            "time": time,
+            "message": message,
+        })
+        .to_string()
     }
 }
 
@@ -154,6 +196,23 @@ impl LogRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_line_carries_what_the_logs_view_reads() {
+        let rec = LogRecord {
+            level: Level::Warn,
+            ts_ms: 1_796_553_983_527,
+            conn: Some(ConnId(7)),
+            message: "slow consumer".into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&rec.json_line()).unwrap();
+        assert_eq!(v["time"], "2026-12-06T10:46:23.527Z");
+        assert_eq!(v["_meta"]["logLevelName"], "WARN");
+        assert_eq!(v["_meta"]["name"], v["0"]);
+        assert_eq!(v["0"], r#"{"subsystem":"gateway"}"#);
+        assert_eq!(v["message"], "conn=7 slow consumer");
+        assert_eq!(v["1"], v["message"]);
+    }
 
     #[test]
     fn cursor_follows_and_resets() {

@@ -37,6 +37,30 @@ pub enum Work {
     /// Read part of a file under a directory (a Control UI asset): one
     /// [`WorkResult::File`] answers it.
     ReadFile(FileRead),
+    /// Describe the machine the gateway runs on (`system.info`): one
+    /// [`WorkResult::Machine`] answers it.
+    DescribeMachine,
+}
+
+/// What a [`Work::DescribeMachine`] found; what the host could not read stays empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineInfo {
+    /// The host name.
+    pub hostname: String,
+    /// The kernel release (`uname -r`).
+    pub release: String,
+    /// The gateway's process id.
+    pub pid: u32,
+    /// Logical CPUs.
+    pub cpu_count: u32,
+    /// The CPU's model name.
+    pub cpu_model: Option<String>,
+    /// The 1, 5 and 15 minute load averages, in thousandths.
+    pub load_milli: Option<[u64; 3]>,
+    /// Total memory in bytes.
+    pub memory_total_bytes: u64,
+    /// Memory available to new work, in bytes.
+    pub memory_free_bytes: u64,
 }
 
 /// A [`Work::ReadFile`]: the first of `candidates` that is a regular file inside `root` once
@@ -102,4 +126,6 @@ pub enum WorkResult {
     File(Result<FileChunk, FileError>),
     /// What a [`Work::ReadHistory`] found, or why the store could not read it.
     History(Result<HistoryPage, String>),
+    /// What a [`Work::DescribeMachine`] found.
+    Machine(MachineInfo),
 }

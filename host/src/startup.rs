@@ -385,6 +385,7 @@ impl Host for RunHost {
             }
             Work::ReadFile(read) => (!self.files.submit(id, read))
                 .then(|| WorkResult::File(Err(FileError::Io("the file readers are gone".into())))),
+            Work::DescribeMachine => Some(WorkResult::Machine(crate::machine::describe())),
             other => {
                 self.logger
                     .log(Level::Warn, format!("unhandled work {other:?}"));

@@ -20,7 +20,7 @@ const require = createRequire(path.join(process.env.CLAWGATE_INTEROP_DIR, 'packa
 const { chromium } = require('playwright-core');
 
 fs.mkdirSync(outDir, { recursive: true });
-const summary = { steps: [], pageErrors: [], methods: [], failedMethods: {}, replyBubbles: [] };
+const summary = { steps: [], pageErrors: [], methods: [], failedMethods: {}, replyBubbles: [], banners: {} };
 const step = async (page, name) => {
   summary.steps.push(name);
   await page.screenshot({ path: path.join(outDir, `${summary.steps.length}-${name}.png`) });
@@ -99,6 +99,19 @@ try {
   await page.getByRole('menuitem', { name: 'Approve' }).first().click();
   await page.getByText('approval needed').waitFor({ state: 'detached', timeout: WAIT });
   await step(page, 'approved');
+  // The other views a user reaches for: each must settle without an error banner.
+  for (const [view, name] of [['/systems', 'systems'], ['/settings/channels', 'channels'], ['/logs', 'logs']]) {
+    await page.goto(new URL(view, url).href);
+    await page.waitForTimeout(3000);
+    await step(page, name);
+    const banners = await page.locator('.callout.danger:visible, [role="alert"]:visible').allInnerTexts();
+    const shown = banners.map((b) => b.trim()).filter(Boolean);
+    if (shown.length) {
+      summary.banners[name] = shown;
+      fs.writeFileSync(path.join(outDir, `${name}.html`), await page.content());
+    }
+  }
+  if (Object.keys(summary.banners).length) throw new Error(`error banners: ${JSON.stringify(summary.banners)}`);
   if (summary.pageErrors.length) throw new Error(`uncaught page errors: ${summary.pageErrors.join(' | ')}`);
 } catch (e) {
   failure = e.message.split('\n')[0];

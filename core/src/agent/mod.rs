@@ -362,7 +362,10 @@ impl Gateway {
                 };
                 self.fail_run(now, serial, Failure::plain(message, kind));
             }
-            WorkResult::Stored(_) | WorkResult::History(_) | WorkResult::File(_) => {}
+            WorkResult::Stored(_)
+            | WorkResult::History(_)
+            | WorkResult::File(_)
+            | WorkResult::Machine(_) => {}
         }
     }
 

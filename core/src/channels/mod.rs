@@ -458,7 +458,10 @@ impl Gateway {
                 let outcome = end.map(|()| (call.status, call.body.as_slice()));
                 self.call_done(now, id, &call, outcome);
             }
-            WorkResult::Stored(_) | WorkResult::History(_) | WorkResult::File(_) => {}
+            WorkResult::Stored(_)
+            | WorkResult::History(_)
+            | WorkResult::File(_)
+            | WorkResult::Machine(_) => {}
         }
     }
 

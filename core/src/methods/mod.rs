@@ -7,6 +7,7 @@
 
 mod pairing;
 pub(crate) mod params;
+mod system_info;
 mod ui;
 mod views;
 
@@ -22,6 +23,8 @@ use crate::frame::{ErrorShape, FrameError, OutFrame, parse_request};
 use crate::gateway::Gateway;
 use crate::log::Level;
 use crate::scopes::{self, Requirement};
+
+pub(crate) use system_info::MachineCalls;
 
 /// What a handler answers to its request.
 #[derive(Debug)]
@@ -138,6 +141,7 @@ const REGISTRY: &[MethodSpec] = &[
     method!("chat.startup", Read, Gateway::chat_startup),
     method!("exec.approvals.get", Admin, Gateway::exec_approvals_get),
     method!("environments.list", Read, Gateway::environments_list),
+    method!("system.info", Read, Gateway::system_info),
     method!("channels.status", Read, Gateway::channels_status),
     method!("channels.start", Admin, Gateway::channels_start),
     method!("channels.stop", Admin, Gateway::channels_stop),
@@ -344,6 +348,7 @@ mod tests {
             "chat.startup",
             "exec.approvals.get",
             "environments.list",
+            "system.info",
             "channels.status",
             "channels.start",
             "channels.stop",
