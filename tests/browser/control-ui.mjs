@@ -2,7 +2,9 @@
 // the interop cache): it loads the page with the token in the fragment, waits for hello-ok on
 // the page's own WebSocket and the chat composer, sends a message and waits for the fake
 // model's reply to be rendered, then opens Settings → Devices and approves the pending node
-// named on the command line from its Actions menu. Any uncaught page error fails the run. A
+// named on the command line from its Actions menu, and opens the Systems, Channels and Logs
+// views. Any uncaught page error, a reply shown in more than one chat bubble, or a visible
+// error banner fails the run; every WebSocket frame is written to frames.jsonl. A
 // screenshot of every step is written to the output folder; the last line printed is a JSON
 // summary.
 //
@@ -105,7 +107,8 @@ try {
     await page.waitForTimeout(3000);
     await step(page, name);
     const banners = await page.locator('.callout.danger:visible, [role="alert"]:visible').allInnerTexts();
-    const shown = banners.map((b) => b.trim()).filter(Boolean);
+    const notices = await page.getByText(/could not be (refreshed|loaded)/).filter({ visible: true }).allInnerTexts();
+    const shown = [...banners, ...notices].map((b) => b.trim()).filter(Boolean);
     if (shown.length) {
       summary.banners[name] = shown;
       fs.writeFileSync(path.join(outDir, `${name}.html`), await page.content());

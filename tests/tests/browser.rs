@@ -1,9 +1,11 @@
 //! Upstream's Control UI in a real browser against both binaries: headless Chromium
 //! (Debian's `chromium`, driven over the DevTools protocol by playwright-core, both installed
 //! by `scripts/interop-deps.sh`) loads the UI from clawgate with the token in the URL
-//! fragment, reaches hello-ok and the chat composer, sends a message and sees the fake
-//! model's reply rendered, then approves a connected node's pending pairing from the Devices
-//! page, with no uncaught page error. The driver is
+//! fragment, reaches hello-ok and the chat composer, sends two messages and sees each of the
+//! fake model's streamed replies rendered once, then approves a node's pending pairing from the Devices
+//! page, then opens the Systems, Channels and Logs views, with no uncaught page error, no
+//! reply shown twice and no visible error banner or "could not be refreshed" notice. The
+//! driver is
 //! `tests/browser/control-ui.mjs`; its screenshots of every step are kept under
 //! `target/control-ui-artifacts/` when a run fails.
 //!
@@ -154,7 +156,10 @@ fn chat_in_the_browser(shell: Shell) {
             "replied",
             "replied-again",
             "pending",
-            "approved"
+            "approved",
+            "systems",
+            "channels",
+            "logs"
         ])
     );
     // The approval the page made is the gateway's: nothing pending, the commands granted.

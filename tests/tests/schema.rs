@@ -329,7 +329,10 @@ fn binary_session_conforms(shell: Shell) {
         ("device.pair.list", json!({})),
         ("last-heartbeat", json!({})),
         ("system.info", json!({})),
-        ("agent.identity.get", json!({"sessionKey": "agent:main:main"})),
+        (
+            "agent.identity.get",
+            json!({"sessionKey": "agent:main:main"}),
+        ),
     ] {
         let payload = op.call(m, Some(p)).unwrap_or_else(|e| panic!("{m}: {e:?}"));
         if let Err(e) = s.validate_result(m, &payload) {
