@@ -83,11 +83,13 @@ try {
     await page.getByText(reply).first().waitFor({ state: 'visible', timeout: WAIT });
     await step(page, name);
     await page.waitForTimeout(3000);
+    // The UI folds a message repeated in a row into one bubble with a "×N" badge.
     const bubbles = await page.locator('.chat-bubble', { hasText: reply }).count();
-    summary.replyBubbles.push(bubbles);
-    if (bubbles !== 1) {
+    const folded = await page.locator('.chat-duplicate-count').allInnerTexts();
+    summary.replyBubbles.push({ bubbles, folded });
+    if (bubbles !== 1 || folded.length) {
       fs.writeFileSync(path.join(outDir, `${name}.html`), await page.content());
-      throw new Error(`the reply "${reply}" is shown in ${bubbles} chat bubbles`);
+      throw new Error(`the reply "${reply}" is shown in ${bubbles} chat bubbles, repeats ${JSON.stringify(folded)}`);
     }
   };
   await turn(message, expected, 'replied');
