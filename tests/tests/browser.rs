@@ -67,14 +67,16 @@ fn chat_in_the_browser(shell: Shell) {
     if !deps::available("control ui in a browser", &needed) {
         return;
     }
-    // The echo streamed word by word, slowly enough for the page to render the live reply
-    // before the run's final event and the transcript's copy of it arrive.
+    // The first reply comes at once in two deltas (the run ends in the same instant as its
+    // last delta); the second streams word by word, slowly enough for the page to render the
+    // live reply before the run's final event and the transcript's copy of it arrive.
     let model = FakeModel::start(|req| {
-        let said = format!(
-            "Echo from fake LLM: {}",
-            req.last_user_text().unwrap_or_default()
-        );
-        let words: Vec<&str> = said.split_inclusive(' ').collect();
+        let said = req.last_user_text().unwrap_or_default();
+        if !said.ends_with(" again") {
+            return Reply::text(&["Echo from fake LLM: ", &said]);
+        }
+        let echo = format!("Echo from fake LLM: {said}");
+        let words: Vec<&str> = echo.split_inclusive(' ').collect();
         Reply::text(&words).with_delay(STREAM_PACE)
     });
     let root = deps::control_ui_root().display().to_string();

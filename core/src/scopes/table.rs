@@ -317,7 +317,6 @@ pub(super) static METHODS: &[(&str, Requirement)] = &[
     ("skills.upload.commit", Admin),
     ("skills.workshop.read", Read),
     ("system-event", Admin),
-    ("system.info", Read),
     ("talk.catalog", Read),
     ("talk.client.close", Talk),
     ("talk.client.create", Talk),
