@@ -20,17 +20,6 @@ pub enum Level {
 }
 
 impl Level {
-    /// Upstream's `_meta.logLevelName` and its `logLevelId` (tslog's numbering).
-    fn upstream_name(self) -> (&'static str, u8) {
-        match self {
-            Level::Error => ("ERROR", 5),
-            Level::Warn => ("WARN", 4),
-            Level::Info => ("INFO", 3),
-            Level::Debug => ("DEBUG", 2),
-            Level::Trace => ("TRACE", 1),
-        }
-    }
-
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,31 +73,21 @@ impl LogRecord {
     }
 }
 
-/// The subsystem every clawgate record is filed under in its JSON line.
-const SUBSYSTEM: &str = r#"{"subsystem":"gateway"}"#;
-
 impl LogRecord {
-    /// The record as one JSON line shaped like upstream's file log (tslog's `{"0": name,
-    /// "1": message, "_meta": {logLevelName, date, name}, "time", "message"}`), which the
-    /// Control UI's Logs view parses into its time, level, subsystem and message columns.
+    /// The record as one JSON line the Control UI's Logs view parses into its time, level,
+    /// subsystem and message columns: `{"time", "level", "subsystem", "message"}`, the
+    /// fields its parser reads when a line lacks tslog's `_meta` (upstream's file log lines
+    /// carry the same facts under `_meta`, several times over; these stay small, as
+    /// `logs.tail` answers a thousand of them).
     pub fn json_line(&self) -> String {
-        let (level, level_id) = self.level.upstream_name();
-        let time = crate::dates::iso_time(self.ts_ms);
         let message = match self.conn {
             Some(c) => format!("conn={} {}", c.0, self.message),
             None => self.message.clone(),
         };
         serde_json::json!({
-            "0": SUBSYSTEM,
-            "1": message,
-            "_meta": {
-                "logLevelId": level_id,
-                "logLevelName": level,
-                "date": time,
-                "name": SUBSYSTEM,
-                "parentNames": ["clawgate"],
-            },
-            "time": time,
+            "time": crate::dates::iso_time(self.ts_ms),
+            "level": self.level.as_str(),
+            "subsystem": "gateway",
             "message": message,
         })
         .to_string()
@@ -207,11 +186,9 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_str(&rec.json_line()).unwrap();
         assert_eq!(v["time"], "2026-12-06T10:46:23.527Z");
-        assert_eq!(v["_meta"]["logLevelName"], "WARN");
-        assert_eq!(v["_meta"]["name"], v["0"]);
-        assert_eq!(v["0"], r#"{"subsystem":"gateway"}"#);
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["subsystem"], "gateway");
         assert_eq!(v["message"], "conn=7 slow consumer");
-        assert_eq!(v["1"], v["message"]);
     }
 
     #[test]
