@@ -294,7 +294,7 @@ impl Gateway {
             message,
         };
         if level <= Level::Info {
-            self.logs.push(rec.json_line());
+            self.logs.push(rec.line());
         }
         self.out.push_back(Output::Log(rec));
     }

@@ -73,27 +73,6 @@ impl LogRecord {
     }
 }
 
-impl LogRecord {
-    /// The record as one JSON line the Control UI's Logs view parses into its time, level,
-    /// subsystem and message columns: `{"time", "level", "subsystem", "message"}`, the
-    /// fields its parser reads when a line lacks tslog's `_meta` (upstream's file log lines
-    /// carry the same facts under `_meta`, several times over; these stay small, as
-    /// `logs.tail` answers a thousand of them).
-    pub fn json_line(&self) -> String {
-        let message = match self.conn {
-            Some(c) => format!("conn={} {}", c.0, self.message),
-            None => self.message.clone(),
-        };
-        serde_json::json!({
-            "time": crate::dates::iso_time(self.ts_ms),
-            "level": self.level.as_str(),
-            "subsystem": "gateway",
-            "message": message,
-        })
-        .to_string()
-    }
-}
-
 /// The last records at `Info` or above, for `logs.tail`. Each line remembers the byte offset
 /// where it ends in the log as a whole, so a client can follow with a cursor.
 #[derive(Debug, Default)]
@@ -175,21 +154,6 @@ impl LogRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_json_line_carries_what_the_logs_view_reads() {
-        let rec = LogRecord {
-            level: Level::Warn,
-            ts_ms: 1_796_553_983_527,
-            conn: Some(ConnId(7)),
-            message: "slow consumer".into(),
-        };
-        let v: serde_json::Value = serde_json::from_str(&rec.json_line()).unwrap();
-        assert_eq!(v["time"], "2026-12-06T10:46:23.527Z");
-        assert_eq!(v["level"], "warn");
-        assert_eq!(v["subsystem"], "gateway");
-        assert_eq!(v["message"], "conn=7 slow consumer");
-    }
 
     #[test]
     fn cursor_follows_and_resets() {

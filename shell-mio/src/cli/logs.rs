@@ -130,24 +130,8 @@ fn print_lines(p: &Parsed, result: &Value, new_bytes: usize) {
         if p.switch("json") {
             say!("{}", json!({"type": "log", "raw": line}));
         } else {
-            say!("{}", readable(line));
+            say!("{line}");
         }
-    }
-}
-
-/// A `logs.tail` line as text: a JSON log line (clawgate's `level`, or upstream's
-/// `_meta.logLevelName`) as `time level message`, anything else as it is.
-fn readable(line: &str) -> String {
-    let Ok(v) = serde_json::from_str::<Value>(line) else {
-        return line.to_string();
-    };
-    let field = |ptr: &str| v.pointer(ptr).and_then(Value::as_str);
-    let level = field("/level").or_else(|| field("/_meta/logLevelName"));
-    match (field("/time"), level, field("/message")) {
-        (Some(time), Some(level), Some(message)) => {
-            format!("{time} {} {message}", level.to_ascii_lowercase())
-        }
-        _ => line.to_string(),
     }
 }
 
@@ -233,15 +217,6 @@ fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_log_lines_read_as_text() {
-        let line = r#"{"0":"g","1":"up","_meta":{"logLevelName":"INFO"},"time":"2026-12-06T10:46:23.527Z","message":"up"}"#;
-        assert_eq!(readable(line), "2026-12-06T10:46:23.527Z info up");
-        let ours = r#"{"time":"2026-12-06T10:46:23.527Z","level":"warn","subsystem":"gateway","message":"x"}"#;
-        assert_eq!(readable(ours), "2026-12-06T10:46:23.527Z warn x");
-        assert_eq!(readable("plain text"), "plain text");
-    }
     use clawgate_tests::tempdir::TempDir;
 
     fn tail_of(content: &str, n: u64) -> String {
