@@ -161,6 +161,7 @@ const REGISTRY: &[MethodSpec] = &[
         Gateway::channels_pairing_dismiss
     ),
     method!("send", Write, Gateway::send_method),
+    method!("gateway.identity.get", Read, Gateway::gateway_identity_get),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -356,6 +357,7 @@ mod tests {
             "channels.pairing.approve",
             "channels.pairing.dismiss",
             "send",
+            "gateway.identity.get",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));
