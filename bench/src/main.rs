@@ -10,6 +10,7 @@ mod error;
 mod feed;
 mod figures;
 mod machine;
+mod paths;
 mod pool;
 mod procs;
 mod report;
@@ -30,20 +31,32 @@ const USAGE: &str = "\
 Usage:
   clawgate-bench all [--out PATH] [--connections N] [--churn-secs S] [--only LIST]
                      [--no-upstream] [--no-build] [--spawns N] [--ticks N] [--upstream-dir DIR]
-                     [--bin-dir DIR]
+                     [--bin-dir DIR] [--quick] [--no-paths]
+                     (every table of BENCHMARKS.md: the control plane, then the agent and
+                     channel paths unless --no-paths)
+  clawgate-bench paths [--out PATH] [--quick] [--only LIST] [--no-upstream] [--no-build]
+                       [--upstream-dir DIR] [--bin-dir DIR]
+                     (the agent and channel paths only: agent turns, a delta broadcast to 100
+                     operators, RSS with stored transcripts, Telegram through a fake Bot API,
+                     idle cost; replaces their section of BENCHMARKS.md)
   clawgate-bench agent [--only LIST] [--turns N] [--sessions N] [--no-upstream] [--no-build]
                        [--upstream-dir DIR] [--bin-dir DIR]
                      (agent turns against a fake model in this process: gateway-added latency
                      and RSS with N sessions streaming at once; prints a Markdown table)
   clawgate-bench bare-server --port P [--tick-ms MS] [--lifetime-secs S]
   clawgate-bench load --port P [--concurrency C] [--handshakes N] [--hold N [--ticks K]]
-                      (handshakes, then optionally N held connections watching K ticks,
-                      against a gateway already running with the bench token: for profiling)
+                      [--rtt SECS] [--bare]
+                      (handshakes, then optionally C connections doing closed-loop `health`
+                      round trips for SECS, then N held connections watching K ticks, against
+                      a gateway already running with the bench token, or a bare-server with
+                      --bare; prints this process's CPU per operation: for profiling)
 
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --turns N       agent: sequential turns timed (default 50)
   --sessions N    agent: sessions streaming at once (default 100)
   --churn-secs S  length of the churn run on each clawgate shell (default 600; 0 = none)
+  --quick         a short run (under 5 minutes for paths, a few more for all): smaller holds,
+                  counts and windows; the figures say so
   --upstream-dir  where `openclaw` and Node are installed (default ~/.cache/clawgate/interop)
   --bin-dir DIR   take clawgate and clawgate-smol from DIR (default: next to this binary)
 ";
@@ -61,6 +74,10 @@ struct AllArgs {
     turns: usize,
     /// `agent`: sessions streaming at once.
     sessions: usize,
+    /// The short plan.
+    quick: bool,
+    /// `all` without the agent and channel paths.
+    no_paths: bool,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +85,7 @@ fn main() -> ExitCode {
     let r = match args.first().map(String::as_str) {
         Some("all") => parse_all(&args[1..]).and_then(|a| all(&a, &args)),
         Some("agent") => parse_all(&args[1..]).and_then(|a| agent(&a)),
+        Some("paths") => parse_all(&args[1..]).and_then(|a| paths_only(&a, &args)),
         Some("bare-server") => parse_bare(&args[1..]).and_then(|o| bare::serve(&o)),
         Some("load") => load(&args[1..]),
         _ => Err(BenchError::Usage("expected a command".into())),
@@ -114,6 +132,8 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
         bin_dir: None,
         turns: 50,
         sessions: 100,
+        quick: false,
+        no_paths: false,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
@@ -134,6 +154,14 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
             }
             Long("no-upstream") => a.no_upstream = true,
             Long("no-build") => a.no_build = true,
+            Long("no-paths") => a.no_paths = true,
+            Long("quick") => {
+                a.quick = true;
+                a.opts.connections = a.opts.connections.min(2_000);
+                a.opts.churn_secs = a.opts.churn_secs.min(20);
+                a.opts.spawns = a.opts.spawns.min(2);
+                a.opts.ticks = a.opts.ticks.min(3);
+            }
             other => return Err(BenchError::Usage(other.unexpected().to_string())),
         }
     }
@@ -165,49 +193,103 @@ fn parse_bare(args: &[String]) -> Result<bare::BareOptions, BenchError> {
     Ok(o)
 }
 
-/// `load`: handshakes against a running gateway, printed; for profiling the server.
+/// What `load` does.
+struct LoadArgs {
+    port: u16,
+    concurrency: usize,
+    total: usize,
+    hold: usize,
+    ticks: usize,
+    rtt_secs: u64,
+    bare: bool,
+}
+
+/// `load`: handshakes (then round trips, then a hold) against a running server, printed with
+/// this process's CPU per operation; for profiling the server.
 fn load(args: &[String]) -> Result<(), BenchError> {
-    let (mut port, mut concurrency, mut total) = (0u16, 64usize, 20_000usize);
-    let (mut hold, mut ticks) = (0usize, 3usize);
+    let mut a = LoadArgs {
+        port: 0,
+        concurrency: 64,
+        total: 20_000,
+        hold: 0,
+        ticks: 3,
+        rtt_secs: 0,
+        bare: false,
+    };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
         use lexopt::Arg::Long;
         match arg {
-            Long("port") => port = value(&mut p, "--port")?,
-            Long("concurrency") => concurrency = value(&mut p, "--concurrency")?,
-            Long("handshakes") => total = value(&mut p, "--handshakes")?,
-            Long("hold") => hold = value(&mut p, "--hold")?,
-            Long("ticks") => ticks = value(&mut p, "--ticks")?,
+            Long("port") => a.port = value(&mut p, "--port")?,
+            Long("concurrency") => a.concurrency = value(&mut p, "--concurrency")?,
+            Long("handshakes") => a.total = value(&mut p, "--handshakes")?,
+            Long("hold") => a.hold = value(&mut p, "--hold")?,
+            Long("ticks") => a.ticks = value(&mut p, "--ticks")?,
+            Long("rtt") => a.rtt_secs = value(&mut p, "--rtt")?,
+            Long("bare") => a.bare = true,
             other => return Err(BenchError::Usage(other.unexpected().to_string())),
         }
     }
-    if port == 0 {
+    if a.port == 0 {
         return Err(BenchError::Usage("load needs --port".into()));
     }
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let host = addr.to_string();
+    let host = std::net::SocketAddr::from(([127, 0, 0, 1], a.port)).to_string();
     let mut n = 0u64;
-    let mut dial = || {
-        n += 1;
-        run::gateway_wire(&host, n)
-    };
+    if a.bare {
+        load_with(&a, || {
+            n += 1;
+            wire::BareWire::new(&host, scenario::ws_key(n))
+        })
+    } else {
+        load_with(&a, || {
+            n += 1;
+            run::gateway_wire(&host, n)
+        })
+    }
+}
+
+fn load_with<W: wire::Wire>(a: &LoadArgs, mut dial: impl FnMut() -> W) -> Result<(), BenchError> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], a.port));
+    let me = std::process::id();
+    let per_op =
+        |cpu0: u64, ops: usize| (procs::own_cpu_ns(me) - cpu0) as f64 / 1e3 / ops.max(1) as f64;
+    let cpu0 = procs::own_cpu_ns(me);
     let h = scenario::handshake::run(
         addr,
         &mut dial,
-        total,
-        concurrency,
+        a.total,
+        a.concurrency,
         Duration::from_secs(120),
     )?;
     println!(
-        "{} handshakes, {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, {} failed",
-        h.latency.n, h.per_sec, h.latency.p50, h.latency.p99, h.failures
+        "{} handshakes, {:.0}/s, p50 {:.0} µs, p99 {:.0} µs, {} failed; load generator CPU {:.1} µs per handshake",
+        h.latency.n,
+        h.per_sec,
+        h.latency.p50,
+        h.latency.p99,
+        h.failures,
+        per_op(cpu0, h.latency.n)
     );
-    if hold > 0 {
+    if a.rtt_secs > 0 {
+        let cpu0 = procs::own_cpu_ns(me);
+        let limit = Duration::from_secs(a.rtt_secs);
+        let r = scenario::rtt::run(addr, &mut dial, a.concurrency, limit, usize::MAX)?;
+        println!(
+            "{} round trips on {} connections, {:.0}/s, p50 {:.0} µs, p99 {:.0} µs; load generator CPU {:.2} µs per round trip",
+            r.latency.n,
+            a.concurrency,
+            r.per_sec,
+            r.latency.p50,
+            r.latency.p99,
+            per_op(cpu0, r.latency.n)
+        );
+    }
+    if a.hold > 0 {
         let mut held = scenario::hold::Held::new(addr)?;
-        held.grow_to(&mut dial, hold, Duration::from_secs(300))?;
+        held.grow_to(&mut dial, a.hold, Duration::from_secs(300))?;
         let tick = Duration::from_millis(procs::TICK_MS);
-        let f = held.fanout(ticks, tick)?;
-        println!("{hold} held; tick spreads, ms: {:?}", f.spreads_ms);
+        let f = held.fanout(a.ticks, tick)?;
+        println!("{} held; tick spreads, ms: {:?}", a.hold, f.spreads_ms);
     }
     Ok(())
 }
@@ -350,6 +432,47 @@ fn agent(a: &AllArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The agent and channel paths of every gateway target, as their report section.
+fn run_paths(a: &AllArgs, list: &[Target], command: &str) -> String {
+    let t0 = Instant::now();
+    let machine = machine::Machine::read();
+    let plan = paths::PathPlan::new(a.quick);
+    let figs: Vec<paths::PathFigures> = list
+        .iter()
+        .filter(|t| !matches!(t.launch, Launch::Bare { .. }))
+        .map(|t| paths::measure(t, &plan))
+        .collect();
+    paths::render(&figs, &plan, &machine, command, t0.elapsed())
+}
+
+/// The command line as the report quotes it.
+fn command_line(argv: &[String]) -> String {
+    format!(
+        "cargo run --release -p clawgate-bench -- {}",
+        argv.join(" ")
+    )
+}
+
+fn write_report(out: &Path, text: &str) -> Result<(), BenchError> {
+    clawgate_host::store::write_atomic(out, text.as_bytes()).map_err(|e| BenchError::Io {
+        context: format!("write {}", out.display()),
+        source: e,
+    })?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `paths`: run the agent and channel paths and replace their section of the report.
+fn paths_only(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
+    let (list, skipped) = prepare(a)?;
+    for s in &skipped {
+        eprintln!("{s}");
+    }
+    let section = run_paths(a, &list, &command_line(argv));
+    let old = std::fs::read_to_string(&a.out).unwrap_or_else(|_| "# clawgate benchmarks\n".into());
+    write_report(&a.out, &paths::splice(&old, &section))
+}
+
 fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
     let t0 = Instant::now();
     let machine = machine::Machine::read();
@@ -364,17 +487,16 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
     if let Some(f) = figs.first_mut() {
         f.notes.extend(skipped.iter().map(|s| format!("run: {s}")));
     }
-    let kept = std::fs::read_to_string(&a.out)
-        .ok()
-        .and_then(|old| {
-            old.split_once(report::KEEP_MARKER)
-                .map(|(_, k)| k.to_string())
-        })
-        .unwrap_or_else(|| "\n".into());
-    let command = format!(
-        "cargo run --release -p clawgate-bench -- {}",
-        argv.join(" ")
-    );
+    let old = std::fs::read_to_string(&a.out).unwrap_or_default();
+    let kept = old
+        .split_once(report::KEEP_MARKER)
+        .map_or_else(|| "\n".into(), |(_, k)| k.to_string());
+    let command = command_line(argv);
+    let section = if a.no_paths {
+        paths::section_of(&old)
+    } else {
+        Some(run_paths(a, &list, &command))
+    };
     let text = report::render(
         &figs,
         &machine,
@@ -383,10 +505,9 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
         t0.elapsed().as_secs_f64(),
         &kept,
     );
-    clawgate_host::store::write_atomic(&a.out, text.as_bytes()).map_err(|e| BenchError::Io {
-        context: format!("write {}", a.out.display()),
-        source: e,
-    })?;
-    eprintln!("wrote {}", a.out.display());
-    Ok(())
+    let text = match section {
+        Some(section) => paths::splice(&text, &section),
+        None => text,
+    };
+    write_report(&a.out, &text)
 }

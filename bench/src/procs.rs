@@ -89,6 +89,21 @@ impl Server {
     /// Start `launch` with the top-level members of `extra` added to its `openclaw.json`
     /// (the bare baseline has no config and ignores them).
     pub fn spawn_with(name: &str, launch: &Launch, extra: &Value) -> Result<Self, BenchError> {
+        Self::start(name, launch, extra, false)
+    }
+
+    /// [`Server::spawn_with`] with the channels configured in `extra` running (upstream is
+    /// otherwise started with `OPENCLAW_SKIP_CHANNELS=1`).
+    pub fn spawn_channels(name: &str, launch: &Launch, extra: &Value) -> Result<Self, BenchError> {
+        Self::start(name, launch, extra, true)
+    }
+
+    fn start(
+        name: &str,
+        launch: &Launch,
+        extra: &Value,
+        channels: bool,
+    ) -> Result<Self, BenchError> {
         let port = free_port()?;
         let dir = temp_dir(name)?;
         let mut cmd = command(launch, port, &dir, extra)?;
@@ -98,13 +113,15 @@ impl Server {
             .env("OPENCLAW_STATE_DIR", &dir)
             .env("HOME", &dir)
             .env("OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP", "100000")
-            .env("OPENCLAW_SKIP_CHANNELS", "1")
             .env("OPENCLAW_NO_AUTO_UPDATE", "1")
             .env("OPENCLAW_DISABLE_BONJOUR", "1")
             .env("OPENCLAW_NO_RESPAWN", "1")
             .env_remove("OPENCLAW_CONFIG_PATH")
             .env_remove("OPENCLAW_GATEWAY_TOKEN")
             .env_remove("OPENCLAW_GATEWAY_PORT");
+        if !channels {
+            cmd.env("OPENCLAW_SKIP_CHANNELS", "1");
+        }
         let spawned = Instant::now();
         let child = cmd.spawn().context(format!("spawn {name}"))?;
         Ok(Self {
@@ -132,6 +149,11 @@ impl Server {
     /// CPU time used so far by the process and its descendants, in ns.
     pub fn cpu_ns(&self) -> u64 {
         cpu_ns(self.pid())
+    }
+
+    /// Context switches so far of the process and its descendants, every thread.
+    pub fn ctx_switches(&self) -> u64 {
+        ctx_switches(self.pid())
     }
 
     /// Resident memory of the process and all its descendants, in KiB.
@@ -243,6 +265,28 @@ fn tree(pid: u32) -> Vec<u32> {
 /// CPU time used so far by `pid` and its descendants, in ns.
 fn cpu_ns(pid: u32) -> u64 {
     tree(pid).into_iter().map(own_cpu_ns).sum()
+}
+
+/// Context switches so far (voluntary and involuntary) of every thread of `pid` and its
+/// descendants: each is a wake-up of a thread that had gone to sleep or was preempted.
+fn ctx_switches(pid: u32) -> u64 {
+    tree(pid)
+        .into_iter()
+        .flat_map(|p| {
+            fs::read_dir(format!("/proc/{p}/task"))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .map(|t| {
+            let status = fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 /// CPU time used so far by the threads of `pid` alone, in ns, from

@@ -234,11 +234,13 @@ fn rows() -> Vec<Row> {
     ]
 }
 
-fn fmt(v: Option<f64>, decimals: usize) -> String {
+/// `v` with `decimals` decimals, or a dash when there is none.
+pub fn fmt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.decimals$}"))
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+/// `a ÷ b` with two decimals (as `1/n` when far below 1), or a dash.
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b != 0.0 && a != 0.0 => {
             let r = a / b;

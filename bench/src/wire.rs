@@ -37,7 +37,7 @@ pub enum Note {
 }
 
 /// One side of a connection the load generator drives.
-pub trait Wire {
+pub trait Wire: Send {
     /// Bytes to write, if any.
     fn poll_transmit(&mut self) -> Option<Vec<u8>>;
     /// Bytes read from the socket.

@@ -152,9 +152,11 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 /// The forwarding headers of an upgrade request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Forwarding {
-    /// The client address the headers name, if one could be read.
-    pub client: Option<IpAddr>,
-    /// Whether any forwarding header was present at all.
+    /// The addresses `X-Forwarded-For` names, left (original client) to right (last hop).
+    pub chain: Vec<IpAddr>,
+    /// The address `X-Real-IP` names.
+    pub real_ip: Option<IpAddr>,
+    /// Whether any forwarding header (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`) was present.
     pub present: bool,
 }
 
@@ -166,62 +168,73 @@ pub enum ProxyError {
         "proxy_attribution_required: forwarding headers from an untrusted peer; list the proxy in gateway.trustedProxies"
     )]
     Untrusted,
+    /// A trusted proxy named no remote client (none, or only loopback and proxy hops).
+    #[error(
+        "proxy_attribution_required: the trusted proxy named no remote client; make it overwrite X-Forwarded-For"
+    )]
+    NoClient,
 }
 
-/// The client address to attribute a connection to: the forwarded one from a trusted proxy,
-/// the peer itself when no forwarding header is present, and a refusal otherwise.
+/// The client address to attribute a connection to (upstream's ingress attribution): the
+/// peer itself when it sent no forwarding header and is not a trusted proxy; for a trusted
+/// proxy the right-most `X-Forwarded-For` hop that is neither loopback nor a trusted proxy
+/// (what the client itself wrote further left is not believed), else `X-Real-IP` when
+/// `real_ip_fallback`; a refusal otherwise. A forwarded address is never loopback, so a
+/// connection through a proxy is never local.
 pub fn client_address(
     peer: IpAddr,
     fwd: &Forwarding,
     trusted: &[IpAddr],
+    real_ip_fallback: bool,
 ) -> Result<IpAddr, ProxyError> {
-    if !fwd.present {
+    let peer = canonical(peer);
+    if !fwd.present && is_loopback(peer) {
         return Ok(peer);
     }
-    if !trusted.iter().any(|t| same_ip(*t, peer)) {
-        return Err(ProxyError::Untrusted);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| canonical(*t) == ip);
+    if !is_trusted(peer) {
+        return if fwd.present {
+            Err(ProxyError::Untrusted)
+        } else {
+            Ok(peer)
+        };
     }
-    // A trusted proxy that names no readable client gives nothing local: attribute to the proxy
-    // only if it is not loopback, else to an unspecified (remote) address.
-    Ok(fwd.client.unwrap_or(if is_loopback(peer) {
-        IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED)
-    } else {
-        peer
-    }))
+    let hop = fwd
+        .chain
+        .iter()
+        .rev()
+        .map(|ip| canonical(*ip))
+        .find(|ip| !is_loopback(*ip) && !is_trusted(*ip));
+    hop.or(fwd.real_ip.filter(|_| real_ip_fallback).map(canonical))
+        .filter(|ip| !is_loopback(*ip))
+        .ok_or(ProxyError::NoClient)
 }
 
-fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    let canon = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+/// An IPv4-mapped IPv6 address as IPv4, anything else as it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
-    };
-    canon(a) == canon(b)
+    }
 }
 
-/// Parse the client address out of `Forwarded`, `X-Forwarded-For` or `X-Real-IP`
-/// (the left-most, i.e. original, client).
+/// Read the forwarding headers of an upgrade: the `X-Forwarded-For` chain and `X-Real-IP`
+/// (unreadable entries skipped); `Forwarded` only counts as present, as upstream's.
 pub fn parse_forwarded(
     forwarded: Option<&str>,
     xff: Option<&str>,
     real_ip: Option<&str>,
 ) -> Forwarding {
-    let present = forwarded.is_some() || xff.is_some() || real_ip.is_some();
-    let from_forwarded = forwarded.and_then(|v| {
-        v.split([',', ';']).find_map(|part| {
-            let (k, val) = part.trim().split_once('=')?;
-            if !k.trim().eq_ignore_ascii_case("for") {
-                return None;
-            }
-            parse_host_ip(val.trim().trim_matches('"'))
-        })
-    });
-    let from_xff = xff
-        .and_then(|v| v.split(',').next())
-        .and_then(|s| parse_host_ip(s.trim()));
-    let from_real = real_ip.and_then(|s| parse_host_ip(s.trim()));
     Forwarding {
-        client: from_forwarded.or(from_xff).or(from_real),
-        present,
+        chain: xff
+            .map(|v| {
+                v.split(',')
+                    .filter_map(|s| parse_host_ip(s.trim()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        real_ip: real_ip.and_then(|s| parse_host_ip(s.trim())),
+        present: forwarded.is_some() || xff.is_some() || real_ip.is_some(),
     }
 }
 
@@ -383,15 +396,62 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_from_untrusted_peer_is_refused() {
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    fn forwarding_is_believed_from_trusted_proxies_only() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let lo = ip("127.0.0.1");
+        let proxy = ip("10.0.0.1");
         let fwd = parse_forwarded(None, Some("203.0.113.9, 10.0.0.1"), None);
-        assert_eq!(client_address(lo, &fwd, &[]), Err(ProxyError::Untrusted));
         assert_eq!(
-            client_address(lo, &fwd, &[lo]),
-            Ok("203.0.113.9".parse().unwrap())
+            client_address(lo, &fwd, &[], false),
+            Err(ProxyError::Untrusted)
         );
-        let fwd = parse_forwarded(Some("for=\"[2001:db8::1]:4711\";proto=https"), None, None);
-        assert_eq!(fwd.client, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            client_address(proxy, &fwd, &[lo], false),
+            Err(ProxyError::Untrusted)
+        );
+        // The right-most hop that is not a trusted proxy is the client: what the client
+        // wrote itself further left is not believed.
+        assert_eq!(client_address(lo, &fwd, &[lo], false), Ok(ip("10.0.0.1")));
+        assert_eq!(
+            client_address(lo, &fwd, &[lo, proxy], false),
+            Ok(ip("203.0.113.9"))
+        );
+        let spoof = parse_forwarded(None, Some("198.51.100.1, 203.0.113.9"), None);
+        assert_eq!(
+            client_address(proxy, &spoof, &[proxy], false),
+            Ok(ip("203.0.113.9"))
+        );
+        // A loopback client through a proxy is never local: refused.
+        let local = parse_forwarded(None, Some("127.0.0.1"), None);
+        assert_eq!(
+            client_address(proxy, &local, &[proxy], false),
+            Err(ProxyError::NoClient)
+        );
+        let none = parse_forwarded(Some("for=192.0.2.1"), None, Some("192.0.2.7"));
+        assert_eq!(
+            client_address(proxy, &none, &[proxy], false),
+            Err(ProxyError::NoClient)
+        );
+        assert_eq!(
+            client_address(proxy, &none, &[proxy], true),
+            Ok(ip("192.0.2.7"))
+        );
+        // No headers: the peer itself, loopback or not; a trusted remote proxy without them
+        // names no client.
+        let bare = Forwarding::default();
+        assert_eq!(client_address(lo, &bare, &[lo], false), Ok(lo));
+        assert_eq!(
+            client_address(ip("192.0.2.3"), &bare, &[], false),
+            Ok(ip("192.0.2.3"))
+        );
+        assert_eq!(
+            client_address(proxy, &bare, &[proxy], false),
+            Err(ProxyError::NoClient)
+        );
+        let mapped = parse_forwarded(None, Some("[::ffff:203.0.113.5]:443"), None);
+        assert_eq!(
+            client_address(lo, &mapped, &[lo], false),
+            Ok(ip("203.0.113.5"))
+        );
     }
 }

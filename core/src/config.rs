@@ -380,6 +380,9 @@ pub struct Config {
     pub secret: Option<Secret>,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Believe a trusted proxy's `X-Real-IP` when it sends no `X-Forwarded-For`
+    /// (`gateway.allowRealIpFallback`, default false).
+    pub allow_real_ip_fallback: bool,
     /// Browser origins allowed besides loopback ones (`scheme://host:port`).
     pub allowed_origins: Vec<String>,
     /// Let a Control UI without a device identity connect with the shared secret
@@ -486,6 +489,7 @@ impl Config {
             auth_mode: AuthMode::None,
             secret: None,
             trusted_proxies: Vec::new(),
+            allow_real_ip_fallback: false,
             allowed_origins: Vec::new(),
             allow_insecure_control_ui: false,
             control_ui: ControlUi::default(),
@@ -660,6 +664,9 @@ impl Config {
                 })
             })
             .collect::<Result<_, _>>()?;
+        if let Some(Value::Bool(b)) = at(&gw, &["allowRealIpFallback"]) {
+            cfg.allow_real_ip_fallback = *b;
+        }
         cfg.allowed_origins = str_list(&gw, &["controlUi", "allowedOrigins"]);
         cfg.node_commands_allow = str_list(&gw, &["nodes", "commands", "allow"]);
         cfg.node_commands_deny = str_list(&gw, &["nodes", "commands", "deny"]);

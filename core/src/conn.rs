@@ -112,7 +112,8 @@ impl AuthMethod {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) role: Role,
-    pub(crate) scopes: Vec<String>,
+    /// Shared, so a request borrows them for its whole call for a reference count.
+    pub(crate) scopes: std::sync::Arc<[String]>,
     pub(crate) client: ClientInfo,
     pub(crate) conn_uuid: String,
     pub(crate) device_id: Option<String>,
@@ -144,6 +145,8 @@ pub(crate) struct Ws {
     pub(crate) origin: Option<String>,
     /// The `Host` the upgrade was sent to (a same-origin page's `Origin` names it).
     pub(crate) host: Option<String>,
+    /// The upgrade's `x-openclaw-scopes` header: admitted scopes are capped to it.
+    pub(crate) scope_cap: Option<String>,
     pub(crate) phase: Phase,
 }
 

@@ -210,7 +210,7 @@ impl Gateway {
         let max_payload = self.config.limits.max_payload;
         let session = Session {
             role: params.role,
-            scopes: hello.scopes.clone(),
+            scopes: hello.scopes.as_slice().into(),
             client: params.client.clone(),
             conn_uuid: conn_uuid.clone(),
             device_id: hello.device_id.clone(),

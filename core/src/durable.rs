@@ -207,9 +207,9 @@ impl Gateway {
                 error_payload,
             } => {
                 if durable {
-                    self.respond(now, conn, &req_id, &result, error_payload);
+                    self.respond(now, conn, &req_id, result, error_payload);
                 } else {
-                    self.respond(now, conn, &req_id, &Err(not_saved()), None);
+                    self.respond(now, conn, &req_id, Err(not_saved()), None);
                 }
             }
             Deferred::Hello {

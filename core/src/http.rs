@@ -54,6 +54,8 @@ pub struct Upgrade {
     pub x_forwarded_for: Option<String>,
     /// `X-Real-IP`.
     pub x_real_ip: Option<String>,
+    /// `x-openclaw-scopes`: the scopes this connection may hold at most.
+    pub scope_cap: Option<String>,
 }
 
 /// Why a request head is refused.
@@ -135,6 +137,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
         forwarded: header("forwarded"),
         x_forwarded_for: header("x-forwarded-for"),
         x_real_ip: header("x-real-ip"),
+        scope_cap: header("x-openclaw-scopes"),
     };
     Ok(Some((Head::Upgrade(Box::new(up)), len)))
 }

@@ -257,7 +257,7 @@ impl Gateway {
                 .unwrap_or_else(|| s.client.id.clone());
             let mut e = json!({
                 "host": name, "version": s.client.version, "platform": s.client.platform, "mode": s.client.mode,
-                "roles": [s.role.as_str()], "scopes": s.scopes, "reason": "connect", "ts": s.connected_at_ms,
+                "roles": [s.role.as_str()], "scopes": &s.scopes[..], "reason": "connect", "ts": s.connected_at_ms,
                 "instanceId": s.client.instance_id.clone().unwrap_or_else(|| s.conn_uuid.clone()),
                 "text": format!("{}: {name} · mode {}", if s.role == Role::Node { "Node" } else { "Client" }, s.client.mode),
             });
@@ -570,9 +570,9 @@ impl Gateway {
         let max = self.config.limits.dedupe_max;
         self.router
             .remember(now, inv.idempotency_key.clone(), result.clone(), max);
-        self.respond(now, inv.caller, &inv.caller_req, &result, None);
+        self.respond(now, inv.caller, &inv.caller_req, result.clone(), None);
         for (c, r) in inv.waiters {
-            self.respond(now, c, &r, &result, None);
+            self.respond(now, c, &r, result.clone(), None);
         }
     }
 }

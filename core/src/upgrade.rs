@@ -95,7 +95,12 @@ impl Gateway {
             up.x_forwarded_for.as_deref(),
             up.x_real_ip.as_deref(),
         );
-        let client_ip = match auth::client_address(peer, &fwd, &self.config.trusted_proxies) {
+        let client_ip = match auth::client_address(
+            peer,
+            &fwd,
+            &self.config.trusted_proxies,
+            self.config.allow_real_ip_fallback,
+        ) {
             Ok(ip) => ip,
             Err(e) => {
                 self.log(
@@ -163,6 +168,7 @@ impl Gateway {
                 local,
                 origin: up.origin,
                 host: up.host,
+                scope_cap: up.scope_cap,
                 phase: Phase::PreHello { nonce, frames: 0 },
             }));
         }

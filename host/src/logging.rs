@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use clawgate_core::{Level, LogRecord};
 
@@ -54,15 +55,21 @@ pub fn unix_ms() -> u64 {
 
 /// Lines held back at most before they are written, in bytes.
 const BATCH_BYTES: usize = 16 * 1024;
+/// Longest an info (or lower) line is held back before it is written.
+pub const LOG_DELAY: Duration = Duration::from_millis(50);
 
 /// Writes records at or above a level to stderr and to the log file. Info and lower lines are
-/// gathered and written together when the event loop is about to wait ([`Logger::flush`]), so a
-/// handshake costs no `write(2)` per line; warnings and errors are written at once.
+/// gathered and written together once the oldest has waited [`LOG_DELAY`]
+/// ([`Logger::flush_due`], when the event loop is about to wait), so a busy gateway costs two
+/// `write(2)`s per batch of lines, not per line or per turn of its loop; warnings and errors
+/// are written at once, with what is held back before them.
 #[derive(Debug)]
 pub struct Logger {
     level: Level,
     file: Option<File>,
     pending: String,
+    /// When the oldest line held back was recorded.
+    pending_since: Option<Instant>,
 }
 
 impl Logger {
@@ -72,6 +79,7 @@ impl Logger {
             level,
             file: None,
             pending: String::new(),
+            pending_since: None,
         }
     }
 
@@ -104,16 +112,30 @@ impl Logger {
         self.pending.push('\n');
         if rec.level <= Level::Warn || self.pending.len() >= BATCH_BYTES {
             self.flush();
+        } else if self.pending_since.is_none() {
+            self.pending_since = Some(Instant::now());
         }
     }
 
     /// Write the lines held back.
     pub fn flush(&mut self) {
+        self.pending_since = None;
         if self.pending.is_empty() {
             return;
         }
         let text = std::mem::take(&mut self.pending);
         self.write_text(&text);
+    }
+
+    /// Write the lines held back if the oldest has waited [`LOG_DELAY`] at `now`; otherwise
+    /// when it will have (`None` when nothing is held back).
+    pub fn flush_due(&mut self, now: Instant) -> Option<Instant> {
+        let due = self.pending_since? + LOG_DELAY;
+        if now < due {
+            return Some(due);
+        }
+        self.flush();
+        None
     }
 
     /// Write a record of the shell's own (start, bind, signals, IO trouble).

@@ -21,8 +21,16 @@ pub trait Host {
     /// Record a log line (from the core, or the shell's own).
     fn log(&mut self, record: &LogRecord);
 
-    /// The loop is about to wait: write out any log lines held back.
+    /// Write out every log line held back (the loop is stopping).
     fn flush_log(&mut self);
+
+    /// The loop is about to wait: write out the log lines held back long enough, and say
+    /// when to wake to write the rest (`None`: nothing is held back). A host that holds
+    /// nothing back flushes here.
+    fn flush_log_due(&mut self, _now: Instant) -> Option<Instant> {
+        self.flush_log();
+        None
+    }
 
     /// Start `work` off the loop thread and return `None`: its outcome comes back as a
     /// worker input, which [`Host::on_worker_input`] hands to [`Gateway::handle_work_result`]

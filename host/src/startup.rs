@@ -383,6 +383,10 @@ impl Host for RunHost {
         self.logger.flush();
     }
 
+    fn flush_log_due(&mut self, now: Instant) -> Option<Instant> {
+        self.logger.flush_due(now)
+    }
+
     fn work(&mut self, id: WorkId, work: Work) -> Option<WorkResult> {
         match work {
             Work::Store(changes) => {

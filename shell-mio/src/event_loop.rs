@@ -213,13 +213,16 @@ impl EventLoop {
             if gw.is_draining() && self.wind_down(now, host) {
                 return Ok(());
             }
-            let timeout = self.next_wake().saturating_duration_since(now);
+            // Log lines are written in batches: wake to write them if nothing else comes.
+            let wake = match host.flush_log_due(now) {
+                Some(due) => due.min(self.next_wake()),
+                None => self.next_wake(),
+            };
             let timeout = if self.again.is_empty() && !self.accept_again {
-                timeout
+                wake.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
-            host.flush_log();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -384,10 +387,10 @@ impl EventLoop {
         }
     }
 
+    /// Close the socket. Closing its (only) descriptor takes it out of the poll: no
+    /// `epoll_ctl` per connection for that.
     fn drop_socket(&mut self, token: Token) {
-        if let Some(mut s) = self.sockets.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut s.stream);
-        }
+        self.sockets.remove(&token);
     }
 
     fn update_interest(&mut self, token: Token) {
@@ -431,7 +434,13 @@ impl EventLoop {
                 note(host, level, message);
             }
             let _ = stream.set_nodelay(true);
-            let local = stream.local_addr().unwrap_or(self.local_addr);
+            // A listener bound to one address accepts on that address only: ask the kernel
+            // only when it is bound to all of them.
+            let local = if self.local_addr.ip().is_unspecified() {
+                stream.local_addr().unwrap_or(self.local_addr)
+            } else {
+                self.local_addr
+            };
             let conn = gw.accept(now, peer, local);
             let token = token_of(conn);
             if self
@@ -482,7 +491,12 @@ impl EventLoop {
                         let _ = s.stream.shutdown(Shutdown::Write);
                     }
                 }
-                Ok(n) => gw.handle_written(now, conn_of(token), n),
+                Ok(n) => {
+                    // A stalled connection that caught up is due another turn: take the
+                    // core's new deadline now, not at whatever wakes the loop next.
+                    gw.handle_written(now, conn_of(token), n);
+                    self.drain(gw, host, now);
+                }
                 Err(_) if closing => {
                     self.drop_socket(token);
                     return;

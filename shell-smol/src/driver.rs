@@ -163,11 +163,15 @@ impl<H: Host> Driver<'_, '_, '_, H> {
         let mut timer = Timer::at(deadline);
         let mut armed = Some(deadline);
         while !self.gw.is_draining() {
-            if armed != Some(deadline) {
-                timer.set_at(deadline);
-                armed = Some(deadline);
+            // Log lines are written in batches: wake to write them if nothing else comes.
+            let wake_at = match self.host.flush_log_due(Instant::now()) {
+                Some(due) => due.min(deadline),
+                None => deadline,
+            };
+            if armed != Some(wake_at) {
+                timer.set_at(wake_at);
+                armed = Some(wake_at);
             }
-            self.host.flush_log();
             // `race`, not `or`: under a flood the event queue is always ready, and polling it
             // first would starve the workers (a store ack a hello-ok waits for), signals and
             // the deadline.

@@ -37,6 +37,10 @@ struct State {
     next_message: i64,
     /// Every call: method and JSON body.
     calls: Vec<(String, Value)>,
+    /// When each call of `calls` arrived (its body read), in the same order.
+    arrived: Vec<Instant>,
+    /// Each `getUpdates` answer that carried updates: when it was answered, and their ids.
+    deliveries: Vec<(Instant, Vec<i64>)>,
     /// Scripted answers for the next calls of a method.
     failures: HashMap<String, VecDeque<(u16, Value)>>,
 }
@@ -162,6 +166,23 @@ impl FakeTelegram {
             .collect()
     }
 
+    /// The bodies of every call of `method` so far, each with when it arrived.
+    pub fn timed_calls(&self, method: &str) -> Vec<(Instant, Value)> {
+        let s = self.shared.state();
+        s.calls
+            .iter()
+            .zip(&s.arrived)
+            .filter(|((m, _), _)| m == method)
+            .map(|((_, b), at)| (*at, b.clone()))
+            .collect()
+    }
+
+    /// Every `getUpdates` answer that carried updates: when it was answered (just before its
+    /// bytes were written), and the ids of the updates in it.
+    pub fn deliveries(&self) -> Vec<(Instant, Vec<i64>)> {
+        self.shared.state().deliveries.clone()
+    }
+
     /// Wait (up to [`WAIT`]) until `method` was called at least `n` times; the bodies.
     pub fn wait_calls(&self, method: &str, n: usize) -> Vec<Value> {
         self.wait_calls_for(method, n, WAIT)
@@ -235,7 +256,10 @@ fn answer(shared: &Shared, path: &str, body: Value) -> (u16, Value) {
         );
     };
     let method = method.to_string();
-    shared.state().calls.push((method.clone(), body.clone()));
+    let mut s = shared.state();
+    s.calls.push((method.clone(), body.clone()));
+    s.arrived.push(Instant::now());
+    drop(s);
     if token != shared.token {
         return (
             401,
@@ -264,7 +288,17 @@ fn answer(shared: &Shared, path: &str, body: Value) -> (u16, Value) {
                 json!({"message_id": id, "chat": {"id": body["chat_id"]}, "date": 1_795_500_000, "text": body["text"]}),
             )
         }
-        "getUpdates" => ok(Value::Array(long_poll(shared, &body))),
+        "getUpdates" => {
+            let updates = long_poll(shared, &body);
+            if !updates.is_empty() {
+                let ids = updates
+                    .iter()
+                    .filter_map(|u| u["update_id"].as_i64())
+                    .collect();
+                shared.state().deliveries.push((Instant::now(), ids));
+            }
+            ok(Value::Array(updates))
+        }
         _ => (
             404,
             json!({"ok": false, "error_code": 404, "description": "Not Found: method not found"}),

@@ -95,6 +95,7 @@ pub struct Options {
     args: Vec<String>,
     env: Vec<(String, String)>,
     config: Option<String>,
+    netns: Option<String>,
 }
 
 impl Options {
@@ -123,6 +124,13 @@ impl Options {
     /// An environment variable for the gateway process.
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Run the gateway in the network namespace `ns` (`ip netns exec`); its readiness is
+    /// probed from inside it.
+    pub fn netns(mut self, ns: &crate::netns::Netns) -> Self {
+        self.netns = Some(ns.name().to_string());
         self
     }
 
@@ -199,7 +207,15 @@ impl Options {
         let state = dir.state();
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
-        let child = Command::new(shell.binary())
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(shell.binary());
+                c
+            }
+            None => Command::new(shell.binary()),
+        };
+        let child = command
             .args(["gateway", "run", "--port", &port.to_string()])
             .args(&self.args)
             .env_clear()
@@ -218,6 +234,7 @@ impl Options {
             port,
             stderr_path,
             dir,
+            netns: self.netns.clone(),
         })
     }
 }
@@ -229,7 +246,12 @@ fn ready(mut gw: Gateway) -> Result<Gateway, String> {
         if let Ok(Some(status)) = gw.child.try_wait() {
             return Err(format!("exited with {status}: {}", gw.stderr()));
         }
-        if http_get(gw.port, "/readyz").is_ok_and(|r| r.status == 200) {
+        let probe = || http_get(gw.port, "/readyz").is_ok_and(|r| r.status == 200);
+        let ready = match &gw.netns {
+            Some(ns) => crate::netns::within(ns, probe),
+            None => probe(),
+        };
+        if ready {
             return Ok(gw);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -251,6 +273,8 @@ pub struct Gateway {
     stderr_path: PathBuf,
     /// Shared with the next process when it is restarted on the same state.
     dir: Rc<TempDir>,
+    /// The network namespace it runs in, if not this process's.
+    netns: Option<String>,
 }
 
 impl Gateway {
@@ -423,12 +447,17 @@ impl Ws {
 
     /// [`Ws::connect`], or the error when the gateway cannot be reached.
     pub fn try_connect(port: u16, config: ClientConfig) -> Result<Self, ConnectError> {
+        Self::try_dial(&GatewayUrl::local(port), config)
+    }
+
+    /// Connect to the gateway at `url` (from this thread's network namespace) and send the
+    /// upgrade request; `config.host` is sent as it is.
+    pub fn try_dial(url: &GatewayUrl, config: ClientConfig) -> Result<Self, ConnectError> {
         let options = session::Options {
             record: true,
             errors: ReadErrors::AsEof,
         };
-        let url = GatewayUrl::local(port);
-        Session::dial(&url, config, options, Instant::now() + WAIT).map(Self)
+        Session::dial(url, config, options, Instant::now() + WAIT).map(Self)
     }
 
     /// Events until one matches `pick`; panics after [`WAIT`] with what came instead.
@@ -593,6 +622,44 @@ pub mod raw {
         let frame = next_json(&mut ws).await;
         assert_eq!(frame["event"], "connect.challenge", "{frame}");
         (ws, frame["payload"].clone())
+    }
+
+    /// Upgrade over `tcp` (sent to `host`, with the extra request `headers`), then answer the
+    /// challenge with `config`'s `connect` (id `c1`): the server's answer to it, or the HTTP
+    /// status of a refused upgrade.
+    pub fn connect_over(
+        tcp: std::net::TcpStream,
+        host: &str,
+        headers: &[(&str, &str)],
+        config: &ClientConfig,
+    ) -> Result<Value, u16> {
+        use async_tungstenite::tungstenite::client::IntoClientRequest;
+        use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        smol::block_on(async {
+            let mut request = format!("ws://{host}/")
+                .into_client_request()
+                .expect("request");
+            for (name, value) in headers {
+                request.headers_mut().insert(
+                    HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                    HeaderValue::from_str(value).expect("header value"),
+                );
+            }
+            let tcp = TcpStream::try_from(tcp).expect("async socket");
+            let mut ws = match async_tungstenite::client_async(request, tcp).await {
+                Ok((ws, _)) => ws,
+                Err(Error::Http(response)) => return Err(response.status().as_u16()),
+                Err(e) => panic!("upgrade: {e}"),
+            };
+            let challenge = next_json(&mut ws).await;
+            let params = config.connect_params(
+                challenge["payload"]["nonce"].as_str().unwrap_or(""),
+                challenge["payload"]["ts"].as_i64().unwrap_or(0),
+            );
+            let frame = json!({"type": "req", "id": "c1", "method": "connect", "params": params});
+            send(&mut ws, frame.to_string()).await;
+            Ok(next_json(&mut ws).await)
+        })
     }
 
     /// A valid `connect` request (id `c1`) from a local CLI client answering `challenge`.

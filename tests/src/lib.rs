@@ -2,13 +2,15 @@
 //! loopback port, and upstream's frame schema to validate what the gateway sends.
 //! [`fake_model`] is a fake model provider (OpenAI or Anthropic API, HTTP or HTTPS with
 //! [`fake_tls`]) for the agent tests; [`fake_telegram`] a fake Telegram Bot API for the channel
-//! tests; [`upstream_db`] a synthetic upstream OpenClaw state database for the import tests.
+//! tests; [`upstream_db`] a synthetic upstream OpenClaw state database for the import tests;
+//! [`netns`] network namespaces for remote peers.
 
 pub mod deps;
 pub mod fake_model;
 pub mod fake_telegram;
 pub mod fake_tls;
 pub mod harness;
+pub mod netns;
 pub mod schema;
 pub mod tempdir;
 pub mod upstream_db;

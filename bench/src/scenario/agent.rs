@@ -70,7 +70,7 @@ fn mentions(req: &RecordedRequest, text: &str) -> bool {
 
 /// The `openclaw.json` members that make `model` the agent's model, and let `sessions` runs
 /// go at once.
-fn config(model: &FakeModel, sessions: usize) -> Value {
+pub(crate) fn config(model: &FakeModel, sessions: usize) -> Value {
     json!({
         "models": {"providers": {"fake": {
             "baseUrl": model.base_url(),
@@ -86,7 +86,7 @@ fn config(model: &FakeModel, sessions: usize) -> Value {
 }
 
 /// An operator that may chat (`operator.admin` implies write and read).
-fn operator(addr: SocketAddr, n: u64) -> GatewayWire {
+pub(crate) fn operator(addr: SocketAddr, n: u64) -> GatewayWire {
     let mut cfg = ClientConfig::cli(&addr.to_string());
     cfg.token = Some(TOKEN.into());
     cfg.scopes = vec![scopes::ADMIN.into()];
@@ -94,7 +94,7 @@ fn operator(addr: SocketAddr, n: u64) -> GatewayWire {
 }
 
 /// Open one operator connection and wait for its `hello-ok`.
-fn connect(addr: SocketAddr) -> Result<(Pool<GatewayWire>, Feed, usize), BenchError> {
+pub(crate) fn connect(addr: SocketAddr) -> Result<(Pool<GatewayWire>, Feed, usize), BenchError> {
     let mut pool = super::pool(addr)?;
     let mut feed = Feed::default();
     let key = pool
@@ -112,7 +112,7 @@ fn connect(addr: SocketAddr) -> Result<(Pool<GatewayWire>, Feed, usize), BenchEr
 }
 
 /// Send `chat.send` for `text` on `session` with idempotency key `run`.
-fn send(pool: &mut Pool<GatewayWire>, key: usize, session: &str, text: &str, run: &str) {
+pub(crate) fn send(pool: &mut Pool<GatewayWire>, key: usize, session: &str, text: &str, run: &str) {
     pool.with(key, |w| {
         w.request(
             "chat.send",
@@ -122,7 +122,7 @@ fn send(pool: &mut Pool<GatewayWire>, key: usize, session: &str, text: &str, run
 }
 
 /// The `runId` and `state` of a `chat` event.
-fn chat_state(note: &Note) -> Option<(&str, &str)> {
+pub(crate) fn chat_state(note: &Note) -> Option<(&str, &str)> {
     let Note::Event { event, payload } = note else {
         return None;
     };
@@ -133,7 +133,7 @@ fn chat_state(note: &Note) -> Option<(&str, &str)> {
 }
 
 /// A refused `chat.send` or an `error`/`aborted` end, as an error.
-fn failed(note: &Note) -> Option<String> {
+pub(crate) fn failed(note: &Note) -> Option<String> {
     match note {
         Note::Response { result: Err(e), .. } => Some(format!("chat.send refused: {e}")),
         Note::Event { event, payload }
@@ -249,6 +249,19 @@ fn concurrent(server: &Server, sessions: usize) -> Result<(u64, Duration), Bench
     Ok((peak, elapsed))
 }
 
+/// Wait (up to 120 s) until `server` answers an operator's handshake.
+pub(crate) fn await_ready(server: &mut Server) -> Result<(), BenchError> {
+    let addr = server.addr;
+    let mut n = 1u64;
+    let mut dial = || {
+        n += 1;
+        operator(addr, n)
+    };
+    let limit = Duration::from_secs(120);
+    super::ready::time_to_ready(server, &mut dial, limit, Duration::from_millis(20))?;
+    Ok(())
+}
+
 /// Everything [`AgentFigures`] holds, for the gateway `launch` starts.
 pub fn measure(
     name: &str,
@@ -259,13 +272,7 @@ pub fn measure(
     let model = fake_model();
     let mut server = Server::spawn_with(name, launch, &config(&model, sessions))?;
     let addr = server.addr;
-    let mut n = 1u64;
-    let mut dial = || {
-        n += 1;
-        operator(addr, n)
-    };
-    let limit = Duration::from_secs(120);
-    super::ready::time_to_ready(&mut server, &mut dial, limit, Duration::from_millis(20))?;
+    await_ready(&mut server)?;
     // One warm-up turn (upstream prepares its workspace on the first).
     latency(addr, &model, "warm-up", 1)?;
     let (first_delta, last_to_final, turn) = latency(addr, &model, "latency", turns)?;

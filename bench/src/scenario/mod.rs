@@ -1,12 +1,15 @@
 //! The measurements, each over a [`Pool`] of client connections to one server.
 
 pub mod agent;
+pub mod channels;
 pub mod churn;
 pub mod handshake;
 pub mod hold;
 pub mod invoke;
 pub mod ready;
 pub mod rtt;
+pub mod transcripts;
+pub mod watchers;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

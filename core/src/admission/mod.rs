@@ -104,7 +104,7 @@ impl Gateway {
         id: ConnId,
         p: &ConnectParams,
     ) -> Result<Admitted, Refusal> {
-        let (client_ip, local, origin, host, nonce) = {
+        let (client_ip, local, origin, host, nonce, scope_cap) = {
             let Some(State::Ws(ws)) = self.conns.get(&id).map(|c| &c.state) else {
                 return Err(ErrorShape::invalid("connection gone").into());
             };
@@ -120,6 +120,7 @@ impl Gateway {
                 ws.origin.clone(),
                 host,
                 nonce.clone(),
+                ws.scope_cap.clone(),
             )
         };
         let limits = self.config.limits.clone();
@@ -185,13 +186,16 @@ impl Gateway {
             };
             return Ok(Admitted {
                 method,
-                scopes,
+                scopes: crate::scopes::cap(scopes, scope_cap.as_deref()),
                 device_id: None,
                 device_token: None,
                 used_device_token,
                 events: Vec::new(),
             });
         };
-        self.admit_device(now, p, dev, client_ip, local, method, used_device_token)
+        let mut admitted =
+            self.admit_device(now, p, dev, client_ip, local, method, used_device_token)?;
+        admitted.scopes = crate::scopes::cap(admitted.scopes, scope_cap.as_deref());
+        Ok(admitted)
     }
 }

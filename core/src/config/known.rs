@@ -24,6 +24,7 @@ pub const UNDERSTOOD: &[&str] = &[
     "gateway.nodes.commands.deny",
     "gateway.nodes.pairing.autoApproveLocal",
     "gateway.trustedProxies",
+    "gateway.allowRealIpFallback",
     "gateway.tickIntervalMs",
     "gateway.maxPayloadBytes",
     "gateway.maxBufferedBytes",

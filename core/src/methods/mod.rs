@@ -281,12 +281,12 @@ impl Gateway {
         now: Instant,
         conn: ConnId,
         req_id: &str,
-        result: &Result<Value, ErrorShape>,
+        result: Result<Value, ErrorShape>,
         error_payload: Option<Value>,
     ) {
         let frame = match result {
-            Ok(v) => OutFrame::ok(req_id, v.clone()),
-            Err(e) => OutFrame::failed(req_id, e.clone(), error_payload),
+            Ok(v) => OutFrame::ok(req_id, v),
+            Err(e) => OutFrame::failed(req_id, e, error_payload),
         };
         self.send(now, conn, &frame);
     }

@@ -312,6 +312,24 @@ pub fn normalize(requested: &[String]) -> Vec<String> {
     out
 }
 
+/// Cap admitted scopes to an upgrade's `x-openclaw-scopes` header (comma-separated), as
+/// upstream's `applyConnectionScopeCap`: no header keeps them all, a header naming none
+/// leaves none, otherwise only the scopes it names are kept.
+pub fn cap(scopes: Vec<String>, header: Option<&str>) -> Vec<String> {
+    let Some(header) = header else {
+        return scopes;
+    };
+    let declared: Vec<&str> = header
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    scopes
+        .into_iter()
+        .filter(|s| declared.contains(&s.as_str()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,5 +464,17 @@ mod tests {
         );
         let p = serde_json::json!({"command": "system.which"});
         assert!(authorize(Role::Operator, &s(&[WRITE]), "node.invoke", &p).is_ok());
+    }
+
+    #[test]
+    fn header_caps_scopes() {
+        let granted = s(&["operator.read", "operator.write", "operator.admin"]);
+        assert_eq!(cap(granted.clone(), None), granted);
+        assert_eq!(
+            cap(granted.clone(), Some(" operator.read ,operator.pairing")),
+            s(&["operator.read"])
+        );
+        assert!(cap(granted.clone(), Some("")).is_empty());
+        assert!(cap(granted, Some(" , ")).is_empty());
     }
 }

@@ -2,7 +2,9 @@
 //! slowloris heads, the pre-auth cap, a frame flood, connection churn, parallel wrong tokens,
 //! and the remote lockout behind a trusted proxy. Through each, a legitimate client still
 //! completes a handshake and a request within [`LEGIT`], and the gateway's memory and
-//! descriptors stay bounded.
+//! descriptors stay bounded. Each attack prints its RSS (idle, peak, after) as a row of
+//! BENCHMARKS.md's hostile-load table: run with `--nocapture` and keep the lines that start
+//! with `|` (`scripts/hostile-table.sh` does, on release builds).
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -129,12 +131,66 @@ impl RssProbe {
     }
 }
 
+/// A gateway's RSS around an attack: idle before it, the peak during it, and after it.
+#[derive(Clone, Copy, Debug)]
+struct Rss {
+    idle: u64,
+    peak: u64,
+    after: u64,
+}
+
+/// Measures [`Rss`] around an attack, from [`Storm::begin`] to [`Storm::end`].
+struct Storm {
+    pid: u32,
+    idle: u64,
+    probe: RssProbe,
+}
+
+impl Storm {
+    /// The attack begins: the idle figure now, the peak sampled from now on.
+    fn begin(pid: u32) -> Self {
+        Self {
+            pid,
+            idle: rss(pid),
+            probe: RssProbe::start(pid),
+        }
+    }
+
+    /// The attackers are gone: the figure half a second later, printed as a row of
+    /// BENCHMARKS.md's hostile-load table (`attack | shell | idle | peak | after | note`),
+    /// and asserted to be back within [`AFTER_STORM`] of the idle figure.
+    fn end(self, shell: Shell, attack: &str, note: &str) -> Rss {
+        let peak = self.probe.peak();
+        thread::sleep(Duration::from_millis(500));
+        let figures = Rss {
+            idle: self.idle,
+            peak,
+            after: rss(self.pid),
+        };
+        let mib = |b: u64| b as f64 / MIB as f64;
+        eprintln!(
+            "\n| {attack} | {shell:?} | {:.1} | {:.1} | {:.1} | {note} |",
+            mib(figures.idle),
+            mib(figures.peak),
+            mib(figures.after)
+        );
+        assert!(
+            figures.after <= figures.idle + AFTER_STORM,
+            "{shell:?} after {attack}: RSS {figures:?}"
+        );
+        figures
+    }
+}
+
 const MIB: u64 = 1024 * 1024;
+/// How far above its idle figure a gateway's RSS may stay once an attack is over (what the
+/// allocator keeps of the memory the attack made it use).
+const AFTER_STORM: u64 = 8 * MIB;
 /// The gateway-wide budget (`gateway.maxBufferedBytesTotal`'s default).
 const BUDGET: u64 = 64 * MIB;
 const SLOW_CLIENTS: usize = 20;
 
-/// Twenty authenticated clients ask for `logs.tail` (the whole ring, ~100 KB) in a loop and
+/// Twenty authenticated clients ask for `logs.tail` (the whole ring, ~75 KB) in a loop and
 /// never read (the attack of issue 21): the gateway stops answering each once it holds its
 /// slow-consumer share, its RSS stays under the budget plus its idle figure (the twenty
 /// sessions open and quiet), and a legitimate client gets through meanwhile.
@@ -178,8 +234,7 @@ fn slow_consumers_against_the_budget(shell: Shell) {
     // Idle: the twenty sessions are open and quiet.
     connected.wait();
     thread::sleep(Duration::from_millis(200));
-    let idle = rss(pid);
-    let probe = RssProbe::start(pid);
+    let storm = Storm::begin(pid);
     ready.wait();
     // Each flooder is answered until it holds more than the slow-consumer threshold unsent
     // (the cut of the biggest past the budget is shown in the core's simulation tests); then
@@ -195,15 +250,11 @@ fn slow_consumers_against_the_budget(shell: Shell) {
     for f in floods {
         f.join().expect("flooder");
     }
-    let peak = probe.peak();
-    thread::sleep(Duration::from_millis(500));
-    let after = rss(pid);
     let cut = gw.stderr().matches("slow consumer").count();
-    eprintln!(
-        "{shell:?} slow consumers ({cut} cut): RSS idle {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
-        idle as f64 / MIB as f64,
-        peak as f64 / MIB as f64,
-        after as f64 / MIB as f64
+    let Rss { idle, peak, .. } = storm.end(
+        shell,
+        "20 clients loop `logs.tail` (~75 KB) and never read",
+        &format!("{cut} cut"),
     );
     assert!(
         during.as_ref().is_ok_and(|t| t[2] <= LEGIT),
@@ -215,6 +266,98 @@ fn slow_consumers_against_the_budget(shell: Shell) {
     );
     thread::sleep(Duration::from_millis(500));
     legit_gets_through(&gw, "after the storm");
+}
+
+/// The gateway-wide budget, configured small (2.5 MB) so that three clients that never read
+/// pass it together though two do not (each is answered, past what the kernel buffers, until
+/// it holds its 1 MiB slow-consumer share): the biggest queue is cut as a slow consumer,
+/// 1008, and only it; the others, once they read, get every answer and go on; a legitimate
+/// client gets through meanwhile; RSS during and after the storm stays near the idle figure.
+fn budget_cuts_the_biggest(shell: Shell) {
+    const FLOODERS: usize = 3;
+    const REQUESTS: usize = 70;
+    let _serial = one_at_a_time();
+    let budget: u64 = 2_500_000;
+    let config = json!({"gateway": {"maxBufferedBytesTotal": budget}});
+    let gw = Options::new().config(&config.to_string()).start(shell);
+    let pid = gw.pid();
+    fill_log_ring(&gw);
+    let mut flooders: Vec<Ws> = (0..FLOODERS)
+        .map(|_| {
+            let mut ws = gw.ws(gw.cli());
+            ws.hello().expect("flooder hello-ok");
+            ws
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let storm = Storm::begin(pid);
+    let tail = json!({"limit": 1000, "maxBytes": 1_000_000});
+    let sent: Vec<Vec<String>> = flooders
+        .iter_mut()
+        .map(|ws| {
+            let ids = (0..REQUESTS)
+                .map(|_| ws.client().request("logs.tail", Some(tail.clone())))
+                .collect();
+            ws.flush();
+            ids
+        })
+        .collect();
+    assert!(
+        settles(pid, Duration::from_secs(20)),
+        "the gateway kept working for clients that do not read"
+    );
+    legit_gets_through(&gw, "three slow consumers past the budget");
+    // Now they read: a cut one finds its close, the others every answer.
+    let mut cut = 0;
+    for (ws, ids) in flooders.iter_mut().zip(&sent) {
+        let mut answered = 0;
+        let end = ws.first(
+            |e| match e {
+                Event::Response { id, .. } if ids.contains(id) => {
+                    answered += 1;
+                    (answered == ids.len()).then_some(None)
+                }
+                Event::Closed { code, reason } => Some(Some((*code, reason.clone()))),
+                _ => None,
+            },
+            &mut Vec::new(),
+        );
+        match end {
+            Some(None) => {
+                let health = ws.try_call("health", None);
+                assert!(
+                    matches!(health, Some(Ok(_))),
+                    "a flooder under the budget, answered in full, then: {health:?}"
+                );
+            }
+            Some(Some(close)) => {
+                cut += 1;
+                assert!(
+                    close.0.is_none() || close == (Some(1008), "slow consumer".into()),
+                    "a cut flooder saw {close:?}"
+                );
+            }
+            None => panic!("a flooder got {answered} of {REQUESTS} answers and no close"),
+        }
+    }
+    drop(flooders);
+    let Rss { idle, peak, after } = storm.end(
+        shell,
+        "3 clients never read, `maxBufferedBytesTotal` 2.5 MB",
+        &format!("{cut} cut"),
+    );
+    let logged = gw
+        .stderr()
+        .matches("over gateway.maxBufferedBytesTotal")
+        .count();
+    assert_eq!(cut, 1, "flooders cut (the budget holds two of them)");
+    assert_eq!(logged, cut, "cuts logged vs. seen by the clients");
+    // At the peak the budget is queued besides answers being built; after it nothing is,
+    // and what the allocator keeps must stay under the budget.
+    assert!(
+        peak <= idle + 4 * budget && after <= idle + budget,
+        "RSS idle {idle}, peak {peak}, after {after}"
+    );
 }
 
 /// Handshakes until the gateway's log ring (1,000 lines) is full, so `logs.tail` is large.
@@ -247,6 +390,7 @@ fn slowloris(shell: Shell) {
         "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
         gw.port()
     );
+    let storm = Storm::begin(gw.pid());
     let mut socks: Vec<TcpStream> = (0..100)
         .map(|_| TcpStream::connect(("127.0.0.1", gw.port())).expect("connect"))
         .collect();
@@ -276,6 +420,8 @@ fn slowloris(shell: Shell) {
         socks.len(),
         "dribblers left open past the handshake timeout"
     );
+    drop(socks);
+    storm.end(shell, "100 slowloris heads (a byte per 100 ms)", "");
     legit_gets_through(&gw, "after the slowloris");
 }
 
@@ -323,6 +469,7 @@ fn frame_flood(shell: Shell) {
     let gw = Options::new().start(shell);
     let mut flood = gw.ws(gw.cli());
     flood.hello().expect("flooder hello-ok");
+    let storm = Storm::begin(gw.pid());
     for _ in 0..20_000 {
         flood.client().request("health", None);
     }
@@ -347,6 +494,12 @@ fn frame_flood(shell: Shell) {
         "the flood's last request went unanswered"
     );
     writer.join().expect("flood writer").expect("flood written");
+    drop(flood);
+    storm.end(
+        shell,
+        "one client writes 20,000 `health` frames at once",
+        "",
+    );
 }
 
 /// Churn: clients connect, finish their handshake and leave, from 8 threads at once. The
@@ -366,6 +519,7 @@ fn churn_fds(shell: Shell) -> (usize, usize) {
     legit_gets_through(&gw, "idle");
     let idle = fds(pid);
     let port = gw.port();
+    let storm = Storm::begin(pid);
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..8)
         .map(|_| {
@@ -393,7 +547,11 @@ fn churn_fds(shell: Shell) -> (usize, usize) {
         .into_iter()
         .map(|w| w.join().expect("churner"))
         .sum();
-    eprintln!("{shell:?} churn: {cycles} handshakes, descriptors idle {idle}, peak {peak}");
+    storm.end(
+        shell,
+        "churn: 8 threads connect, handshake, leave (4 s)",
+        &format!("{cycles} handshakes; descriptors idle {idle}, peak {peak}"),
+    );
     assert!(cycles > 100, "only {cycles} handshakes in 4 s");
     (peak, idle)
 }
@@ -443,35 +601,16 @@ fn parallel_wrong_tokens(shell: Shell) {
 /// One `connect` through a trusted proxy for `client` (X-Forwarded-For) with `token`: the
 /// error's `details.code`, or `None` on hello-ok.
 fn connect_forwarded(port: u16, client: &str, token: &str) -> Option<String> {
-    use async_tungstenite::tungstenite::client::IntoClientRequest;
-    smol::block_on(async {
-        let mut request = format!("ws://127.0.0.1:{port}/")
-            .into_client_request()
-            .expect("request");
-        let xff = client.parse().expect("header value");
-        request.headers_mut().insert("x-forwarded-for", xff);
-        let tcp = smol::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        let (mut ws, _) = async_tungstenite::client_async(request, tcp)
-            .await
-            .expect("upgrade through the proxy");
-        let challenge = raw::next_json(&mut ws).await;
-        let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
-        cfg.token = Some(token.into());
-        let params = cfg.connect_params(
-            challenge["payload"]["nonce"].as_str().unwrap_or(""),
-            challenge["payload"]["ts"].as_i64().unwrap_or(0),
-        );
-        let frame = json!({"type": "req", "id": "c1", "method": "connect", "params": params});
-        raw::send(&mut ws, frame.to_string()).await;
-        let answer = raw::next_json(&mut ws).await;
-        (answer["ok"] != true).then(|| {
-            answer["error"]["details"]["code"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut cfg = ClientConfig::cli(&format!("127.0.0.1:{port}"));
+    cfg.token = Some(token.into());
+    let answer = raw::connect_over(tcp, &cfg.host.clone(), &[("x-forwarded-for", client)], &cfg)
+        .expect("upgrade through the proxy");
+    (answer["ok"] != true).then(|| {
+        answer["error"]["details"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     })
 }
 
@@ -518,6 +657,7 @@ fn churn_fds_of_smol_within_twice_mio() {
 
 both!(
     slow_consumers_against_the_budget,
+    budget_cuts_the_biggest,
     slowloris,
     preauth_cap,
     frame_flood,

@@ -13,6 +13,7 @@ mod http;
 mod lifecycle;
 mod limits;
 mod pairing;
+mod remote;
 mod runs;
 mod sessions;
 mod telegram;

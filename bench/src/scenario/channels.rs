@@ -1,0 +1,230 @@
+//! Telegram through a gateway: a fake Bot API ([`FakeTelegram`]) and a fake model answering
+//! at once, both in this process. The latency from an update being available on the fake to
+//! the matching `sendMessage` reaching it (and the same from the `getUpdates` answer that
+//! carried it, without the long-poll hop), messages per second with many chats at once
+//! (every one answered), and the cost of the gateway sitting idle with the channel polling:
+//! RSS, wake-ups (context switches) per minute and CPU per hour.
+//!
+//! The fake records when each call arrived and when each `getUpdates` answer was written, on
+//! the load generator's clock, so the figures are what the gateway (the long poll, the
+//! channel's ingress, the agent turn with its model request, the `sendMessage` request) adds.
+
+use std::time::{Duration, Instant};
+
+use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_telegram::FakeTelegram;
+use serde_json::{Value, json};
+
+use crate::error::BenchError;
+use crate::procs::{Launch, Server, settled_rss_kib};
+use crate::stats::Percentiles;
+
+/// The bot token the fake accepts.
+pub(crate) const BOT_TOKEN: &str = "4242:bench-bot";
+/// First chat id of the burst's chats (the latency run uses the one before it).
+const FIRST_CHAT: i64 = 7000;
+/// Longest wait for one answer, or one wave of the burst.
+const ANSWER_LIMIT: Duration = Duration::from_secs(120);
+/// Tick interval the gateways run with here (upstream's fixed tick), so the idle figures are
+/// those of a gateway as configured in use, not the bench's 2 s tick.
+const IDLE_TICK_MS: u64 = 30_000;
+
+/// How much of the channel path to run.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelPlan {
+    /// Sequential messages timed on one chat.
+    pub messages: usize,
+    /// Chats writing at once in the burst.
+    pub chats: usize,
+    /// Waves of the burst (one message per chat per wave).
+    pub waves: usize,
+    /// Length of the idle measurement.
+    pub idle: Duration,
+}
+
+/// What one gateway measured.
+#[derive(Clone, Debug, Default)]
+pub struct ChannelFigures {
+    /// Update available on the fake → the matching `sendMessage` arrived at it.
+    pub update_to_send: Percentiles,
+    /// The `getUpdates` answer carrying the update written → the `sendMessage` arrived.
+    pub poll_to_send: Percentiles,
+    /// Messages answered per second in the burst.
+    pub burst_per_sec: f64,
+    /// Messages the burst sent.
+    pub burst_sent: usize,
+    /// Messages of the burst with no answer.
+    pub burst_lost: usize,
+    /// RSS once the channel polls, before any message, KiB.
+    pub rss_start_kib: u64,
+    /// RSS after the burst (its sessions held), KiB.
+    pub rss_after_kib: u64,
+    /// The idle window's length.
+    pub idle_secs: f64,
+    /// Context switches (voluntary and not) per minute while idle, every thread.
+    pub wakeups_per_min: f64,
+    /// CPU time per hour while idle, ms.
+    pub idle_cpu_ms_per_hour: f64,
+    /// `getUpdates` calls per minute while idle (the long poll's own rhythm).
+    pub polls_per_min: f64,
+}
+
+/// The `openclaw.json` members: the fake model as the agent's model (`maxConcurrent` runs at
+/// once), Telegram open to everyone and pointed at the fake, upstream's tick.
+pub(crate) fn config(model: &FakeModel, tg: &FakeTelegram, max_concurrent: usize) -> Value {
+    let mut c = super::agent::config(model, max_concurrent);
+    c["channels"] = json!({"telegram": {
+        "botToken": BOT_TOKEN,
+        "apiRoot": tg.api_root(),
+        "network": {"dangerouslyAllowPrivateNetwork": true},
+        "dmPolicy": "open",
+        "allowFrom": ["*"],
+    }});
+    c["gateway"] = json!({"tickIntervalMs": IDLE_TICK_MS});
+    c
+}
+
+/// The unique token of message `n`, which the echoed answer carries back.
+fn token(n: usize) -> String {
+    format!("q{n}z")
+}
+
+/// `sendMessage` calls so far that carry `token`, with when each arrived.
+fn answered(tg: &FakeTelegram, token: &str) -> Option<Instant> {
+    tg.timed_calls("sendMessage")
+        .into_iter()
+        .find(|(_, b)| b["text"].as_str().is_some_and(|t| t.contains(token)))
+        .map(|(at, _)| at)
+}
+
+/// Wait until the gateway has started its long poll.
+fn wait_polling(tg: &FakeTelegram, limit: Duration) -> Result<(), BenchError> {
+    let end = Instant::now() + limit;
+    while tg.timed_calls("getUpdates").is_empty() {
+        if Instant::now() >= end {
+            return Err(BenchError::Timeout("the gateway's first getUpdates".into()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `n` messages one after another on one chat, each timed from being pushed and from the
+/// `getUpdates` answer that carried it to its `sendMessage`; `first` numbers their tokens.
+fn latency(
+    tg: &FakeTelegram,
+    first: usize,
+    n: usize,
+) -> Result<(Percentiles, Percentiles), BenchError> {
+    let (mut whole, mut hop) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in first..first + n {
+        let tok = token(i);
+        let pushed = Instant::now();
+        tg.push_dm(FIRST_CHAT - 1, "Bench", &format!("hello {tok}"));
+        let end = pushed + ANSWER_LIMIT;
+        let sent = loop {
+            if let Some(at) = answered(tg, &tok) {
+                break at;
+            }
+            if Instant::now() >= end {
+                return Err(BenchError::Timeout(format!("the answer to message {i}")));
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        // One message in flight at a time: the first answer with updates after the push
+        // carried it.
+        let delivered = tg
+            .deliveries()
+            .into_iter()
+            .find(|(at, _)| *at >= pushed)
+            .map(|(at, _)| at);
+        whole.push(sent.saturating_duration_since(pushed));
+        if let Some(d) = delivered {
+            hop.push(sent.saturating_duration_since(d));
+        }
+    }
+    Ok((Percentiles::of(&whole), Percentiles::of(&hop)))
+}
+
+/// `waves` rounds of one message from each of `chats` chats at once; messages per second
+/// over the whole burst, messages sent, messages never answered.
+fn burst(
+    tg: &FakeTelegram,
+    first: usize,
+    chats: usize,
+    waves: usize,
+) -> Result<(f64, usize, usize), BenchError> {
+    let t0 = Instant::now();
+    let (mut sent, mut lost) = (0usize, 0usize);
+    for w in 0..waves {
+        let toks: Vec<String> = (0..chats).map(|c| token(first + w * chats + c)).collect();
+        for (c, tok) in toks.iter().enumerate() {
+            tg.push_dm(FIRST_CHAT + c as i64, "Bench", &format!("hi {tok}"));
+        }
+        sent += chats;
+        let end = Instant::now() + ANSWER_LIMIT;
+        let mut pending = toks;
+        while !pending.is_empty() && Instant::now() < end {
+            let calls = tg.timed_calls("sendMessage");
+            pending.retain(|tok| {
+                !calls
+                    .iter()
+                    .any(|(_, b)| b["text"].as_str().is_some_and(|t| t.contains(tok.as_str())))
+            });
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        lost += pending.len();
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    Ok(((sent - lost) as f64 / elapsed.max(1e-9), sent, lost))
+}
+
+/// Everything [`ChannelFigures`] holds, for the gateway `launch` starts.
+pub fn measure(
+    name: &str,
+    launch: &Launch,
+    plan: &ChannelPlan,
+) -> Result<ChannelFigures, BenchError> {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let server = Server::spawn_channels(name, launch, &config(&model, &tg, plan.chats))?;
+    let limit = if matches!(launch, Launch::Upstream { .. }) {
+        Duration::from_secs(120)
+    } else {
+        Duration::from_secs(20)
+    };
+    wait_polling(&tg, limit)?;
+    let rss_start_kib = settled_rss_kib(&server, Duration::from_secs(1));
+    // Warm-up (upstream prepares its workspace on the first turn).
+    latency(&tg, 0, 1)?;
+    let (update_to_send, poll_to_send) = latency(&tg, 1, plan.messages)?;
+    let (burst_per_sec, burst_sent, burst_lost) =
+        burst(&tg, 1 + plan.messages, plan.chats, plan.waves)?;
+    let rss_after_kib = settled_rss_kib(&server, Duration::from_secs(2));
+    let (cpu0, ctx0, polls0) = (
+        server.cpu_ns(),
+        server.ctx_switches(),
+        tg.calls("getUpdates").len(),
+    );
+    let t0 = Instant::now();
+    std::thread::sleep(plan.idle);
+    let secs = t0.elapsed().as_secs_f64();
+    let (cpu, ctx, polls) = (
+        server.cpu_ns() - cpu0,
+        server.ctx_switches().saturating_sub(ctx0),
+        tg.calls("getUpdates").len() - polls0,
+    );
+    Ok(ChannelFigures {
+        update_to_send,
+        poll_to_send,
+        burst_per_sec,
+        burst_sent,
+        burst_lost,
+        rss_start_kib,
+        rss_after_kib,
+        idle_secs: secs,
+        wakeups_per_min: ctx as f64 * 60.0 / secs,
+        idle_cpu_ms_per_hour: cpu as f64 / 1e6 * 3600.0 / secs,
+        polls_per_min: polls as f64 * 60.0 / secs,
+    })
+}
