@@ -100,6 +100,7 @@ impl Gateway {
             }
             // Only a command's work answers with this, and the router owns it.
             WorkResult::Exec(_) => {}
+            WorkResult::Machine(info) => self.on_machine(now, id, info),
         }
     }
 

@@ -147,6 +147,8 @@ pub struct Gateway {
     pub(crate) post_routes: crate::http_post::PostRoutes,
     /// The tool router: providers and calls in flight.
     pub(crate) tools: crate::tools::ToolRouter,
+    /// `system.info` calls waiting for the host's description of the machine.
+    pub(crate) machine_calls: crate::methods::MachineCalls,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -192,6 +194,7 @@ impl Gateway {
             serving: Default::default(),
             post_routes: Default::default(),
             tools: Default::default(),
+            machine_calls: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),

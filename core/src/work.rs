@@ -61,6 +61,9 @@ pub enum Work {
     /// Run a shell command on the gateway host (the `exec` tool, once policy allowed it):
     /// one [`WorkResult::Exec`] answers it. [`Work::Cancel`] with this id kills it.
     Exec(ExecRequest),
+    /// Describe the machine the gateway runs on (`system.info`): one
+    /// [`WorkResult::Machine`] answers it.
+    DescribeMachine,
 }
 
 /// A [`Work::WsOpen`]: where to connect and what to send in the upgrade.
@@ -113,6 +116,27 @@ pub struct ExecOutput {
     pub timed_out: bool,
     /// How long it ran, in milliseconds.
     pub duration_ms: u64,
+}
+
+/// What a [`Work::DescribeMachine`] found; what the host could not read stays empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineInfo {
+    /// The host name.
+    pub hostname: String,
+    /// The kernel release (`uname -r`).
+    pub release: String,
+    /// The gateway's process id.
+    pub pid: u32,
+    /// Logical CPUs.
+    pub cpu_count: u32,
+    /// The CPU's model name.
+    pub cpu_model: Option<String>,
+    /// The 1, 5 and 15 minute load averages, in thousandths.
+    pub load_milli: Option<[u64; 3]>,
+    /// Total memory in bytes.
+    pub memory_total_bytes: u64,
+    /// Memory available to new work, in bytes.
+    pub memory_free_bytes: u64,
 }
 
 /// A [`Work::ReadFile`]: the first of `candidates` that is a regular file inside `root` once
@@ -199,4 +223,6 @@ pub enum WorkResult {
     },
     /// What a [`Work::Exec`] did, or why it could not start (or was cancelled).
     Exec(Result<ExecOutput, String>),
+    /// What a [`Work::DescribeMachine`] found.
+    Machine(MachineInfo),
 }

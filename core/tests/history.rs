@@ -82,8 +82,9 @@ fn memory_held_stays_bounded_after_thousands_of_messages() {
         (WINDOW, WINDOW),
         "no growth from 100 to 3000 messages"
     );
-    // The texts grew from "u49" to "u1499": a few bytes each, nothing more.
-    assert!(held.bytes < early.bytes + 4 * WINDOW, "{held:?} {early:?}");
+    // The numbers grew from 49 to 1499: two more digits in each text and in each user's
+    // idempotency key and answer's run id (4 per message on average), nothing more.
+    assert!(held.bytes <= early.bytes + 4 * WINDOW, "{held:?} {early:?}");
     assert_eq!(held.unacked_changes, 0, "every batch is on disk");
     assert_eq!(p.sessions.transcripts["agent:main:main"].len(), 3_000);
     // The model still gets the recent turns: the window, ending with the new message.

@@ -25,6 +25,7 @@ pub mod http_worker;
 pub mod listen;
 pub mod lock;
 pub mod logging;
+pub mod machine;
 pub mod paths;
 pub mod rlimit;
 pub mod run_args;

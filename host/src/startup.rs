@@ -439,6 +439,7 @@ impl Host for RunHost {
                 self.ws.close(socket, code);
                 None
             }
+            Work::DescribeMachine => Some(WorkResult::Machine(crate::machine::describe())),
             other => {
                 self.logger
                     .log(Level::Warn, format!("unhandled work {other:?}"));

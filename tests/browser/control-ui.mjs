@@ -2,7 +2,9 @@
 // the interop cache): it loads the page with the token in the fragment, waits for hello-ok on
 // the page's own WebSocket and the chat composer, sends a message and waits for the fake
 // model's reply to be rendered, then opens Settings → Devices and approves the pending node
-// named on the command line from its Actions menu. Any uncaught page error fails the run. A
+// named on the command line from its Actions menu, and opens the Systems, Channels and Logs
+// views. Any uncaught page error, a reply shown in more than one chat bubble, or a visible
+// error banner fails the run; every WebSocket frame is written to frames.jsonl. A
 // screenshot of every step is written to the output folder; the last line printed is a JSON
 // summary.
 //
@@ -14,11 +16,13 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 
 const [url, outDir, message, expected, nodeName] = process.argv.slice(2);
+// How long each step may take (CLAWGATE_UI_WAIT_MS; upstream itself needs longer on a loaded machine).
+const WAIT = Number(process.env.CLAWGATE_UI_WAIT_MS || 20000);
 const require = createRequire(path.join(process.env.CLAWGATE_INTEROP_DIR, 'package.json'));
 const { chromium } = require('playwright-core');
 
 fs.mkdirSync(outDir, { recursive: true });
-const summary = { steps: [], pageErrors: [], methods: [], failedMethods: {} };
+const summary = { steps: [], pageErrors: [], methods: [], failedMethods: {}, replyBubbles: [], banners: {} };
 const step = async (page, name) => {
   summary.steps.push(name);
   await page.screenshot({ path: path.join(outDir, `${summary.steps.length}-${name}.png`) });
@@ -41,14 +45,18 @@ try {
   let helloOk;
   const hello = new Promise((resolve) => { helloOk = resolve; });
   const ids = new Map();
+  const frames = fs.createWriteStream(path.join(outDir, 'frames.jsonl'));
+  const t0 = Date.now();
   page.on('websocket', (ws) => {
     ws.on('framesent', (f) => {
+      frames.write(JSON.stringify({ t: Date.now() - t0, dir: 'out', frame: f.payload.toString() }) + '\n');
       try {
         const frame = JSON.parse(f.payload.toString());
         if (frame.type === 'req') { ids.set(frame.id, frame.method); summary.methods.push(frame.method); }
       } catch {}
     });
     ws.on('framereceived', (f) => {
+      frames.write(JSON.stringify({ t: Date.now() - t0, dir: 'in', frame: f.payload.toString() }) + '\n');
       try {
         const frame = JSON.parse(f.payload.toString());
         if (frame.type === 'res' && frame.ok && frame.payload?.type === 'hello-ok') helloOk(frame.payload);
@@ -60,26 +68,55 @@ try {
   await step(page, 'loaded');
   const helloPayload = await Promise.race([
     hello,
-    new Promise((_, reject) => setTimeout(() => reject(new Error('no hello-ok within 20 s')), 20000)),
+    new Promise((_, reject) => setTimeout(() => reject(new Error('no hello-ok in time')), WAIT)),
   ]);
   summary.server = helloPayload.server;
   const composer = page.getByPlaceholder(/Message/);
-  await composer.waitFor({ state: 'visible', timeout: 20000 });
+  await composer.waitFor({ state: 'visible', timeout: WAIT });
   await step(page, 'connected');
-  await composer.click();
-  await composer.fill(message);
-  await page.keyboard.press('Enter');
-  await page.getByText(expected).first().waitFor({ state: 'visible', timeout: 20000 });
-  await step(page, 'replied');
+  // Each turn's reply must end up in exactly one chat bubble once the run has settled (the
+  // live stream, the final event and the transcript's copy are one message).
+  const turn = async (text, reply, name) => {
+    await composer.click();
+    await composer.fill(text);
+    await page.keyboard.press('Enter');
+    await page.getByText(reply).first().waitFor({ state: 'visible', timeout: WAIT });
+    await step(page, name);
+    await page.waitForTimeout(3000);
+    // The UI folds a message repeated in a row into one bubble with a "×N" badge.
+    const bubbles = await page.locator('.chat-bubble', { hasText: reply }).count();
+    const folded = await page.locator('.chat-duplicate-count').allInnerTexts();
+    summary.replyBubbles.push({ bubbles, folded });
+    if (bubbles !== 1 || folded.length) {
+      fs.writeFileSync(path.join(outDir, `${name}.html`), await page.content());
+      throw new Error(`the reply "${reply}" is shown in ${bubbles} chat bubbles, repeats ${JSON.stringify(folded)}`);
+    }
+  };
+  await turn(message, expected, 'replied');
+  await turn(`${message} again`, `${expected} again`, 'replied-again');
   await page.goto(new URL('/settings/devices', url).href);
   const actions = page.getByRole('button', { name: `Actions for ${nodeName}` });
-  await actions.waitFor({ state: 'visible', timeout: 20000 });
-  await page.getByText('approval needed').first().waitFor({ state: 'visible', timeout: 20000 });
+  await actions.waitFor({ state: 'visible', timeout: WAIT });
+  await page.getByText('approval needed').first().waitFor({ state: 'visible', timeout: WAIT });
   await step(page, 'pending');
   await actions.click();
   await page.getByRole('menuitem', { name: 'Approve' }).first().click();
-  await page.getByText('approval needed').waitFor({ state: 'detached', timeout: 20000 });
+  await page.getByText('approval needed').waitFor({ state: 'detached', timeout: WAIT });
   await step(page, 'approved');
+  // The other views a user reaches for: each must settle without an error banner.
+  for (const [view, name] of [['/systems', 'systems'], ['/settings/channels', 'channels'], ['/logs', 'logs']]) {
+    await page.goto(new URL(view, url).href);
+    await page.waitForTimeout(3000);
+    await step(page, name);
+    const banners = await page.locator('.callout.danger:visible, [role="alert"]:visible').allInnerTexts();
+    const notices = await page.getByText(/could not be (refreshed|loaded)/).filter({ visible: true }).allInnerTexts();
+    const shown = [...banners, ...notices].map((b) => b.trim()).filter(Boolean);
+    if (shown.length) {
+      summary.banners[name] = shown;
+      fs.writeFileSync(path.join(outDir, `${name}.html`), await page.content());
+    }
+  }
+  if (Object.keys(summary.banners).length) throw new Error(`error banners: ${JSON.stringify(summary.banners)}`);
   if (summary.pageErrors.length) throw new Error(`uncaught page errors: ${summary.pageErrors.join(' | ')}`);
 } catch (e) {
   failure = e.message.split('\n')[0];

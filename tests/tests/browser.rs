@@ -1,9 +1,11 @@
 //! Upstream's Control UI in a real browser against both binaries: headless Chromium
 //! (Debian's `chromium`, driven over the DevTools protocol by playwright-core, both installed
 //! by `scripts/interop-deps.sh`) loads the UI from clawgate with the token in the URL
-//! fragment, reaches hello-ok and the chat composer, sends a message and sees the fake
-//! model's reply rendered, then approves a connected node's pending pairing from the Devices
-//! page, with no uncaught page error. The driver is
+//! fragment, reaches hello-ok and the chat composer, sends two messages and sees each of the
+//! fake model's streamed replies rendered once, then approves a node's pending pairing from the Devices
+//! page, then opens the Systems, Channels and Logs views, with no uncaught page error, no
+//! reply shown twice and no visible error banner or "could not be refreshed" notice. The
+//! driver is
 //! `tests/browser/control-ui.mjs`; its screenshots of every step are kept under
 //! `target/control-ui-artifacts/` when a run fails.
 //!
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::device::DeviceKey;
 use clawgate_core::scopes::Role;
-use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
 use clawgate_tests::{both, deps};
 use serde_json::Value;
@@ -25,6 +27,8 @@ const TOKEN: &str = "browser-token-51c2";
 const NODE: &str = "kitchen-pi";
 /// The whole browser run: start-up, connect, one chat turn (each step waits at most 20 s).
 const RUN_WAIT: Duration = Duration::from_secs(120);
+/// The pause before each streamed word of the model's answer.
+const STREAM_PACE: Duration = Duration::from_millis(300);
 
 fn artifacts(shell: Shell) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -63,7 +67,18 @@ fn chat_in_the_browser(shell: Shell) {
     if !deps::available("control ui in a browser", &needed) {
         return;
     }
-    let model = FakeModel::echo();
+    // The first reply comes at once in two deltas (the run ends in the same instant as its
+    // last delta); the second streams word by word, slowly enough for the page to render the
+    // live reply before the run's final event and the transcript's copy of it arrive.
+    let model = FakeModel::start(|req| {
+        let said = req.last_user_text().unwrap_or_default();
+        if !said.ends_with(" again") {
+            return Reply::text(&["Echo from fake LLM: ", &said]);
+        }
+        let echo = format!("Echo from fake LLM: {said}");
+        let words: Vec<&str> = echo.split_inclusive(' ').collect();
+        Reply::text(&words).with_delay(STREAM_PACE)
+    });
     let root = deps::control_ui_root().display().to_string();
     let gw = Options::new()
         .config(&format!(
@@ -137,7 +152,17 @@ fn chat_in_the_browser(shell: Shell) {
     assert_eq!(summary["pageErrors"], Value::Array(vec![]), "{summary}");
     assert_eq!(
         summary["steps"],
-        serde_json::json!(["loaded", "connected", "replied", "pending", "approved"])
+        serde_json::json!([
+            "loaded",
+            "connected",
+            "replied",
+            "replied-again",
+            "pending",
+            "approved",
+            "systems",
+            "channels",
+            "logs"
+        ])
     );
     // The approval the page made is the gateway's: nothing pending, the commands granted.
     let pending = admin.call("node.pair.list", None).expect("node.pair.list");
@@ -154,7 +179,11 @@ fn chat_in_the_browser(shell: Shell) {
         .iter()
         .filter_map(|r| r.last_user_text())
         .collect();
-    assert_eq!(asked, [message], "{summary}");
+    assert_eq!(
+        asked,
+        [message.to_string(), format!("{message} again")],
+        "{summary}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -135,6 +135,8 @@ fn a_full_in_memory_session_conforms() {
         ("last-heartbeat", json!({})),
         ("exec.approvals.get", json!({})),
         ("environments.list", json!({})),
+        ("system.info", json!({})),
+        ("agent.identity.get", json!({"agentId": "main"})),
     ] {
         call(&mut sim, &mut ids, op, m, p);
     }
@@ -205,6 +207,8 @@ fn a_full_in_memory_session_conforms() {
         "result device.pair.list",
         "result exec.approvals.get",
         "result environments.list",
+        "result system.info",
+        "result agent.identity.get",
         "result node.invoke",
         "result node.invoke.result",
         "event node.invoke.request",
@@ -324,6 +328,11 @@ fn binary_session_conforms(shell: Shell) {
         ("node.pair.list", json!({})),
         ("device.pair.list", json!({})),
         ("last-heartbeat", json!({})),
+        ("system.info", json!({})),
+        (
+            "agent.identity.get",
+            json!({"sessionKey": "agent:main:main"}),
+        ),
     ] {
         let payload = op.call(m, Some(p)).unwrap_or_else(|e| panic!("{m}: {e:?}"));
         if let Err(e) = s.validate_result(m, &payload) {

@@ -1,6 +1,7 @@
 //! What the config offers: `models.list` (the models of `models.providers.*.models[]`, and
-//! the `agents.defaults.model.primary` one) and `agents.list` (`agents.list[]`, or the default
-//! `main` agent), in upstream's result shapes.
+//! the `agents.defaults.model.primary` one), `agents.list` (`agents.list[]`, or the default
+//! `main` agent) and `agent.identity.get` (the agent's configured `identity`), in upstream's
+//! result shapes.
 
 use std::time::Instant;
 
@@ -39,6 +40,21 @@ pub(crate) struct ModelsList {
     #[serde(default)]
     view: Option<Value>,
 }
+
+/// `agent.identity.get` params (upstream's `AgentIdentityParams`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct AgentIdentityGet {
+    #[serde(default)]
+    agent_id: Option<NonEmpty>,
+    #[serde(default)]
+    session_key: Option<String>,
+}
+
+/// The name an agent without a configured one shows (upstream's `DEFAULT_ASSISTANT_IDENTITY`).
+const DEFAULT_NAME: &str = "Assistant";
+/// The avatar an agent without a configured one shows.
+const DEFAULT_AVATAR: &str = "A";
 
 /// The `input` kinds upstream's `ModelChoice` allows.
 const INPUTS: &[&str] = &["text", "image", "audio", "video", "document"];
@@ -160,6 +176,48 @@ impl Gateway {
             .map(|(provider, id, entry)| model_choice(provider, id, entry))
             .collect();
         Reply::Now(Ok(json!({"models": models})))
+    }
+
+    /// `agent.identity.get`: the name and avatar the UI shows for the agent of `agentId` or
+    /// of `sessionKey` (`agent:<id>:…`): its `identity.name` (`nameSource: "agent"`) else
+    /// upstream's default, its `identity.emoji` as avatar else `A`. clawgate reads no
+    /// workspace `IDENTITY.md`.
+    pub(crate) fn agent_identity_get(
+        &mut self,
+        _: Instant,
+        _: &Call<'_>,
+        p: AgentIdentityGet,
+    ) -> Reply {
+        let from_key = match p.session_key.as_deref().map(str::trim) {
+            Some(key) if key.starts_with("agent:") => match key.split(':').nth(1) {
+                Some(id) if !id.is_empty() => Some(NonEmpty(id.to_string())),
+                _ => {
+                    return Reply::Now(Err(ErrorShape::invalid(format!(
+                        "invalid agent.identity.get params: malformed session key \"{key}\""
+                    ))));
+                }
+            },
+            _ => None,
+        };
+        let agent = from_key.or(p.agent_id);
+        if let Err(e) = super::sessions::check_agent(agent.as_ref()) {
+            return Reply::Now(Err(e));
+        }
+        let identity = &self.config.identity;
+        let (name, source) = match &identity.name {
+            Some(n) => (n.as_str(), "agent"),
+            None => (DEFAULT_NAME, "default"),
+        };
+        let mut out = json!({
+            "agentId": AGENT_ID,
+            "name": name,
+            "nameSource": source,
+            "avatar": identity.emoji.as_deref().unwrap_or(DEFAULT_AVATAR),
+        });
+        if let (Some(e), Value::Object(o)) = (&identity.emoji, &mut out) {
+            o.insert("emoji".into(), json!(e));
+        }
+        Reply::Now(Ok(out))
     }
 
     /// `agents.list`: the agents of `agents.list[]`, or the default `main` agent.

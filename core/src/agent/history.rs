@@ -285,6 +285,9 @@ impl Gateway {
             }),
         );
         out.insert("sessionInfo".into(), self.session_info(key));
+        if let Some(run) = self.in_flight_run(key) {
+            out.insert("inFlightRun".into(), run);
+        }
         Value::Object(out)
     }
 
@@ -303,23 +306,54 @@ impl Gateway {
         }
         let now_ms = self.unix_ms(now);
         let messages: Vec<Value> = page.rows.into_iter().map(|r| shown(r, now_ms)).collect();
-        json!({
+        let mut out = json!({
             "kind": "delta",
             "messages": messages,
             "deltaCursor": cursor(&read.session_id, last),
             "sessionInfo": self.session_info(&read.session_key),
-        })
+        });
+        if let (Some(run), Value::Object(o)) = (self.in_flight_run(&read.session_key), &mut out) {
+            o.insert("inFlightRun".into(), run);
+        }
+        out
     }
 
-    /// What `chat.history` reports of a session: its row and whether a run is active.
+    /// What `chat.history` reports of a session: its row, whether a run is active and which
+    /// (`activeRunIds`, `status`), and the run that answered last (`lastRunId`, from the
+    /// newest answer's `__openclaw.runId`).
     fn session_info(&self, key: &str) -> Value {
-        let mut info = match self.agent.sessions.get(key) {
+        let session = self.agent.sessions.get(key);
+        let mut info = match session {
             Some(s) => s.row(key),
             None => json!({"key": key}),
         };
+        let active = self.in_flight_run(key);
+        let last_run = session
+            .and_then(|s| s.last())
+            .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+            .and_then(|m| m.pointer("/__openclaw/runId"))
+            .cloned();
         if let Value::Object(m) = &mut info {
-            m.insert("hasActiveRun".into(), json!(self.agent.has_active_run(key)));
+            m.insert("hasActiveRun".into(), json!(active.is_some()));
+            let ids: Vec<&Value> = active.iter().filter_map(|r| r.get("runId")).collect();
+            m.insert("activeRunIds".into(), json!(ids));
+            if active.is_some() {
+                m.insert("status".into(), json!("running"));
+            } else if last_run.is_some() {
+                m.insert("status".into(), json!("done"));
+            }
+            if let Some(id) = last_run {
+                m.insert("lastRunId".into(), id);
+            }
         }
         info
+    }
+
+    /// The run answering session `key` now, as upstream's `inFlightRun`: its id, the text so
+    /// far and when it started.
+    fn in_flight_run(&self, key: &str) -> Option<Value> {
+        let serial = self.agent.lanes.active(key)?;
+        let run = self.agent.runs.get(&serial)?;
+        Some(json!({"runId": run.run_id, "text": run.text, "startedAt": run.started_at}))
     }
 }

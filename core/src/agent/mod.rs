@@ -40,7 +40,7 @@ use crate::persist::{StoreChange, StoredSession};
 use crate::work::{WorkId, WorkResult};
 
 use rpc::Outcome;
-use run::{Event, Response, Run};
+use run::{Audience, Event, Response, Run};
 use session::{ChatSession, Window, failed_before_reply, text_message};
 
 /// The only agent clawgate runs.
@@ -77,11 +77,6 @@ impl Agent {
         self.waits.conn_gone(conn);
         self.reads.conn_gone(conn);
         self.subscribers.conn_gone(conn);
-    }
-
-    /// Whether a run of session `key` is in progress.
-    fn has_active_run(&self, key: &str) -> bool {
-        self.lanes.active(key).is_some()
     }
 
     /// The session changes since the last store batch.
@@ -193,14 +188,25 @@ impl Gateway {
         }
     }
 
-    /// Send a run's events: an operator's run to every operator; a channel's run to nobody
-    /// on the socket (upstream sends those only to the session's subscribers).
-    fn emit(&mut self, now: Instant, to_operators: bool, events: impl IntoIterator<Item = Event>) {
-        if !to_operators {
-            return;
-        }
-        for (event, payload) in events {
-            self.broadcast(now, event, &payload, None);
+    /// Send a run's events to its [`Audience`]: an operator's run to every operator; a
+    /// channel's run only to the connections watching its session with
+    /// `sessions.messages.subscribe` (upstream's `sessionMessageSubscribers`).
+    fn emit(&mut self, now: Instant, audience: Audience, events: impl IntoIterator<Item = Event>) {
+        match audience {
+            Audience::Operators => {
+                for (event, payload) in events {
+                    self.broadcast(now, event, &payload, None);
+                }
+            }
+            Audience::Watchers(key) => {
+                let watchers = self.agent.subscribers.watchers(&key);
+                if watchers.is_empty() {
+                    return;
+                }
+                for (event, payload) in events {
+                    self.broadcast_to(now, event, &payload, &watchers);
+                }
+            }
         }
     }
 
@@ -216,8 +222,8 @@ impl Gateway {
             return;
         };
         let events: Vec<Event> = f(run, ts).into_iter().collect();
-        let to_operators = run.origin.is_some();
-        self.emit(now, to_operators, events);
+        let audience = run.audience();
+        self.emit(now, audience, events);
     }
 
     /// Start run `serial` (its `chat.send` was answered) once one of the global slots is
@@ -441,7 +447,7 @@ impl Gateway {
         ev.extend(run.flush_chat_text(ts));
         let message = run.message(ts);
         ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
-        self.emit(now, run.origin.is_some(), ev);
+        self.emit(now, run.audience(), ev);
         self.append(&run.session_key, message, ts, Some(&run.run_id));
         if run.origin.is_none() {
             self.channel_turn_ended(now, &run.run_id, Some(run.text.clone()));
@@ -497,7 +503,7 @@ impl Gateway {
         } else {
             run.message(ts)
         };
-        self.emit(now, run.origin.is_some(), ev);
+        self.emit(now, run.audience(), ev);
         self.append(&run.session_key, row, ts, Some(&run.run_id));
         if run.origin.is_none() {
             let notice = format!("⚠️ Agent failed before reply: {}", failure.message);
@@ -545,13 +551,6 @@ impl Gateway {
             .runs
             .get(&serial)
             .is_some_and(|r| r.origin.is_none())
-    }
-
-    /// Whether as many runs are live as the gateway admits (`agents.defaults.maxConcurrent`
-    /// running plus `maxWaitingRuns` waiting).
-    pub(crate) fn agent_runs_full(&self) -> bool {
-        let limits = &self.config.limits;
-        self.agent.runs.len() >= limits.max_concurrent_runs + limits.max_waiting_runs
     }
 
     /// A new run for `run_id` on `key` with the user's `message` (the session exists); its
@@ -611,7 +610,15 @@ impl Gateway {
     pub(crate) fn append(&mut self, key: &str, mut message: Value, ts: u64, run_id: Option<&str>) {
         let id = self.uuid();
         if let Value::Object(m) = &mut message {
-            m.insert("__openclaw".into(), json!({"id": id}));
+            let mut meta = json!({"id": id});
+            // An answer names its run, as upstream's transcript does: clients match it with
+            // the run's live stream by it (and `chat.history` reports the session's last run).
+            if let (Some(run_id), Some("assistant"), Value::Object(meta)) =
+                (run_id, m.get("role").and_then(Value::as_str), &mut meta)
+            {
+                meta.insert("runId".into(), json!(run_id));
+            }
+            m.insert("__openclaw".into(), meta);
         }
         let window = Window::of(&self.config.limits);
         if let Some(seq) = self.agent.append(key, message.clone(), ts, window) {

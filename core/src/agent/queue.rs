@@ -189,7 +189,7 @@ impl Gateway {
                 }
                 Outcome::Error(e) => f.chat("error", json!({"errorMessage": e})),
             };
-            self.emit(now, f.origin.is_some(), [event]);
+            self.emit(now, f.audience(), [event]);
             self.run_ended(now, f, outcome.clone());
         }
         self.lane_free(now, &key, serial);
@@ -236,7 +236,7 @@ impl Gateway {
             if let Some(run) = self.agent.remove(serial) {
                 self.agent.unsaved.extend(pending::gone(&run));
                 let event = run.chat("aborted", json!({"stopReason": "rpc"}));
-                self.emit(now, run.origin.is_some(), [event]);
+                self.emit(now, run.audience(), [event]);
                 if run.origin.is_none() {
                     self.channel_turn_ended(now, &run.run_id, None);
                 }
@@ -268,7 +268,7 @@ impl Gateway {
                 f.insert("message".into(), run.message(ts));
             }
             ev.push(run.chat("aborted", fields));
-            self.emit(now, run.origin.is_some(), ev);
+            self.emit(now, run.audience(), ev);
             if !run.text.is_empty() {
                 self.append(&run.session_key, run.message(ts), ts, Some(&run.run_id));
             }

@@ -35,6 +35,15 @@ pub(crate) enum Response {
     },
 }
 
+/// Who receives a run's `chat` and `agent` events.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// Every operator (a run an operator asked for).
+    Operators,
+    /// The connections watching this session's messages (a channel message's run).
+    Watchers(String),
+}
+
 /// A run waiting in its session's lane or in progress.
 #[derive(Debug)]
 pub(crate) struct Run {
@@ -130,6 +139,14 @@ impl Run {
             calls: Vec::new(),
             early: Default::default(),
             message_index: 1,
+        }
+    }
+
+    /// Who receives its events.
+    pub(crate) fn audience(&self) -> Audience {
+        match self.origin {
+            Some(_) => Audience::Operators,
+            None => Audience::Watchers(self.session_key.clone()),
         }
     }
 

@@ -88,6 +88,12 @@ impl Subscribers {
         self.sessions.clone()
     }
 
+    /// Who watches session `key` with `sessions.messages.subscribe` (and so hears its
+    /// channel runs' `chat` and `agent` events).
+    pub(crate) fn watchers(&self, key: &str) -> BTreeSet<ConnId> {
+        self.messages.get(key).cloned().unwrap_or_default()
+    }
+
     /// Who hears of a message appended to session `key`: the `sessions.subscribe`
     /// connections and those watching `key`.
     pub(crate) fn message_audience(&self, key: &str) -> BTreeSet<ConnId> {
@@ -211,6 +217,8 @@ mod tests {
         assert_eq!(s.changes_audience(), set(&[A]));
         assert_eq!(s.message_audience("agent:main:x"), set(&[A, B]));
         assert_eq!(s.message_audience("agent:main:y"), set(&[A]));
+        assert_eq!(s.watchers("agent:main:x"), set(&[B]));
+        assert!(s.watchers("agent:main:y").is_empty());
         s.unsubscribe_messages(B, "agent:main:x");
         assert_eq!(s.message_audience("agent:main:x"), set(&[A]));
         s.unsubscribe_messages(B, "agent:main:never");

@@ -230,6 +230,16 @@ pub enum DmScope {
     PerAccountChannelPeer,
 }
 
+/// Which session a group message lands in (`session.groupScope`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GroupScope {
+    /// `agent:<id>:<channel>:group:<id>` (topics appended): the default.
+    #[default]
+    PerGroup,
+    /// The agent's main session.
+    Main,
+}
+
 /// Everything about channels in the configuration.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChannelsConfig {
@@ -247,6 +257,10 @@ pub struct ChannelsConfig {
     pub slack_default: Option<String>,
     /// `session.dmScope`.
     pub dm_scope: DmScope,
+    /// `session.groupScope`.
+    pub group_scope: GroupScope,
+    /// `bindings[]`: the route bindings, in order.
+    pub bindings: Vec<super::bindings::Binding>,
     /// `commands.ownerAllowFrom`.
     pub owner_allow_from: Vec<String>,
 }
@@ -308,6 +322,8 @@ pub(crate) fn refuse_unknown(
 pub(crate) fn resolve(file: &Value, src: &Sources<'_>) -> Result<ChannelsConfig, ConfigError> {
     let mut out = ChannelsConfig {
         dm_scope: dm_scope(file)?,
+        group_scope: group_scope(file)?,
+        bindings: super::bindings::resolve(file)?,
         owner_allow_from: string_list(
             file.get("commands").and_then(|c| c.get("ownerAllowFrom")),
             "commands.ownerAllowFrom",
@@ -464,26 +480,53 @@ impl HasCommon for TelegramAccount {
     }
 }
 
+/// The DM scopes by their config names.
+const DM_SCOPES: &[(&str, DmScope)] = &[
+    ("main", DmScope::Main),
+    ("per-peer", DmScope::PerPeer),
+    ("per-channel-peer", DmScope::PerChannelPeer),
+    ("per-account-channel-peer", DmScope::PerAccountChannelPeer),
+];
+
+/// The group scopes by their config names.
+const GROUP_SCOPES: &[(&str, GroupScope)] = &[
+    ("per-group", GroupScope::PerGroup),
+    ("main", GroupScope::Main),
+];
+
+/// A string at `key` under `session`, if set.
+fn session_string(file: &Value, key: &str) -> Result<Option<(String, String)>, ConfigError> {
+    let at = format!("session.{key}");
+    match file.get("session").and_then(|s| s.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some((s.clone(), at))),
+        Some(v) => Err(invalid(at, format!("must be a string, got {v}"))),
+    }
+}
+
 fn dm_scope(file: &Value) -> Result<DmScope, ConfigError> {
-    let found = match file.get("session").and_then(|s| s.get("dmScope")) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some((s.clone(), "session.dmScope".to_string())),
-        Some(v) => {
-            return Err(invalid(
-                "session.dmScope",
-                format!("must be a string, got {v}"),
-            ));
-        }
-    };
+    one_of(session_string(file, "dmScope")?, DmScope::Main, DM_SCOPES)
+}
+
+fn group_scope(file: &Value) -> Result<GroupScope, ConfigError> {
     one_of(
-        found,
-        DmScope::Main,
-        &[
-            ("main", DmScope::Main),
-            ("per-peer", DmScope::PerPeer),
-            ("per-channel-peer", DmScope::PerChannelPeer),
-            ("per-account-channel-peer", DmScope::PerAccountChannelPeer),
-        ],
+        session_string(file, "groupScope")?,
+        GroupScope::PerGroup,
+        GROUP_SCOPES,
+    )
+}
+
+/// The DM scope named `value` (at config key `key`).
+pub(super) fn dm_scope_named(value: &str, key: &str) -> Result<DmScope, ConfigError> {
+    one_of(Some((value.into(), key.into())), DmScope::Main, DM_SCOPES)
+}
+
+/// The group scope named `value` (at config key `key`).
+pub(super) fn group_scope_named(value: &str, key: &str) -> Result<GroupScope, ConfigError> {
+    one_of(
+        Some((value.into(), key.into())),
+        GroupScope::PerGroup,
+        GROUP_SCOPES,
     )
 }
 

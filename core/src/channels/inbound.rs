@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{AccessPolicy, DmPolicy, DmScope, GroupPolicy};
+use super::config::{AccessPolicy, DmPolicy, GroupPolicy};
 
 /// The kind of conversation a message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,25 +88,12 @@ impl Inbound {
         )
     }
 
-    /// The session this message lands in (upstream-agent.md §5): DMs by `dm_scope`, groups
-    /// per group, topics per topic.
-    pub fn session_key(&self, dm_scope: DmScope) -> String {
-        let (ch, acc) = (&self.channel, &self.account);
+    /// The peer a session key or a binding names: a DM's sender (Telegram's private chat id
+    /// is the user's; Discord's DM channel is not), a group's chat.
+    pub fn peer(&self) -> &str {
         match self.kind {
-            // A DM's peer is its sender (Telegram's private chat id is the user's; Discord's
-            // DM channel is not).
-            ChatKind::Direct => match dm_scope {
-                DmScope::Main => "agent:main:main".into(),
-                DmScope::PerPeer => format!("agent:main:direct:{}", self.sender.id),
-                DmScope::PerChannelPeer => format!("agent:main:{ch}:direct:{}", self.sender.id),
-                DmScope::PerAccountChannelPeer => {
-                    format!("agent:main:{ch}:{acc}:direct:{}", self.sender.id)
-                }
-            },
-            ChatKind::Group => match &self.thread {
-                Some(t) => format!("agent:main:{ch}:group:{}:topic:{t}", self.chat_id),
-                None => format!("agent:main:{ch}:group:{}", self.chat_id),
-            },
+            ChatKind::Direct => &self.sender.id,
+            ChatKind::Group => &self.chat_id,
         }
     }
 }
@@ -257,30 +244,5 @@ mod tests {
         );
         p.group_allow_from = Some(vec!["5".into()]);
         assert_eq!(decide(&p, &g, false), Access::Allow);
-    }
-
-    #[test]
-    fn sessions_follow_dm_scope() {
-        let dm = msg(ChatKind::Direct, "222", "222", true);
-        assert_eq!(dm.session_key(DmScope::Main), "agent:main:main");
-        assert_eq!(
-            dm.session_key(DmScope::PerChannelPeer),
-            "agent:main:telegram:direct:222"
-        );
-        assert_eq!(dm.session_key(DmScope::PerPeer), "agent:main:direct:222");
-        assert_eq!(
-            dm.session_key(DmScope::PerAccountChannelPeer),
-            "agent:main:telegram:default:direct:222"
-        );
-        let mut g = msg(ChatKind::Group, "-100", "5", true);
-        assert_eq!(
-            g.session_key(DmScope::Main),
-            "agent:main:telegram:group:-100"
-        );
-        g.thread = Some("42".into());
-        assert_eq!(
-            g.session_key(DmScope::Main),
-            "agent:main:telegram:group:-100:topic:42"
-        );
     }
 }

@@ -14,6 +14,7 @@
 //! section ([`config`]).
 
 pub mod account;
+pub mod bindings;
 pub mod chunk;
 pub mod config;
 pub mod discord;
@@ -53,6 +54,9 @@ pub const MAX_API_BODY: usize = 8 * 1024 * 1024;
 /// Messages received and not served yet at most: past it, polls wait until turns end, so
 /// memory follows this bound and not the traffic (Telegram keeps what is not confirmed).
 pub const MAX_UNSERVED: usize = 500;
+/// How a channel message waits in its session's lane: never folded into another message's
+/// turn nor interrupting one (its reply goes to its own chat).
+const CHANNEL_QUEUE_MODE: QueueMode = QueueMode::Followup;
 
 /// What an API call is for.
 #[derive(Clone, Debug)]
@@ -248,7 +252,7 @@ impl Gateway {
                         ev.inbound.message_id
                     ),
                 );
-                let key = ev.inbound.session_key(self.config.channels.dm_scope);
+                let key = self.channel_session_key(&ev.inbound);
                 self.run_channel_turn(now, &ev, &key, run_id, false);
             }
         }
@@ -612,7 +616,8 @@ impl Gateway {
     fn serve_ingress(&mut self, now: Instant) {
         let mut changed = false;
         while let Some(ev) = self.channels.ingress.next_ready() {
-            if self.agent_runs_full() {
+            let key = self.channel_session_key(&ev.inbound);
+            if self.waiting_is_full(&key, CHANNEL_QUEUE_MODE) {
                 break;
             }
             changed = true;
@@ -713,7 +718,7 @@ impl Gateway {
                 self.channels.ingress.done(ev.seq, &mut changes);
             }
             Access::Allow => {
-                let key = m.session_key(self.config.channels.dm_scope);
+                let key = self.channel_session_key(m);
                 let run_id = format!("{}:{}", m.lane(), m.message_id);
                 self.channels.ingress.running(ev.seq, &run_id, &mut changes);
                 self.channels.unsaved.extend(changes);
@@ -735,10 +740,8 @@ impl Gateway {
     ) {
         let ts = self.unix_ms(now);
         self.ensure_session(key, ts);
-        // A channel message waits its turn in the session's lane: it is never folded into
-        // another message's turn nor interrupts one (its reply goes to its own chat).
         let text = ev.inbound.text.as_str();
-        let (serial, holds) = self.admit_run(now, (key, run_id, text), None, QueueMode::Followup);
+        let (serial, holds) = self.admit_run(now, (key, run_id, text), None, CHANNEL_QUEUE_MODE);
         if holds {
             if append {
                 self.append_user(key, text, run_id, ts);

@@ -39,6 +39,8 @@ pub const UNDERSTOOD: &[&str] = &[
     "channels.telegram",
     "commands.ownerAllowFrom",
     "session.dmScope",
+    "session.groupScope",
+    "bindings",
     "messages.queue",
 ];
 

@@ -4,8 +4,9 @@
 //! gets the same bytes as a body.
 
 use crate::channels::Answer;
+use crate::channels::bindings;
 use crate::channels::chunk::units;
-use crate::channels::config::DmScope;
+use crate::channels::config::{DmScope, GroupScope};
 use crate::channels::discord::format::{self, DISCORD_MAX_TEXT};
 use crate::channels::discord::gateway::{self, Event, Me};
 use crate::channels::discord::rest;
@@ -37,7 +38,8 @@ pub fn run(data: &[u8]) -> bool {
         assert_ne!(m.sender.id, me.id, "the bot's own messages are not served");
         assert!(m.dedupe_key().ends_with(&m.message_id));
         assert!(
-            m.session_key(DmScope::PerChannelPeer)
+            bindings::route(&[], &m, DmScope::PerChannelPeer, GroupScope::PerGroup)
+                .session_key(&m)
                 .starts_with("agent:main:discord:")
         );
         for chunk in format::chunks(&m.text, DISCORD_MAX_TEXT) {

@@ -17,8 +17,8 @@ use crate::persist::{
     StoredSession,
 };
 use crate::{
-    Config, ConnId, Entropy, FileChunk, FileError, FileRead, Gateway, LogRecord, Output,
-    PairingStore, Work, WorkId, WorkResult,
+    Config, ConnId, Entropy, FileChunk, FileError, FileRead, Gateway, LogRecord, MachineInfo,
+    Output, PairingStore, Work, WorkId, WorkResult,
 };
 
 /// Unix milliseconds the fake clock starts at (the challenge `ts` of upstream's capture).
@@ -567,6 +567,19 @@ impl Sim {
                 } => {
                     moved = true;
                     self.sockets.push((id, work));
+                }
+                Output::Work {
+                    id,
+                    work: Work::DescribeMachine,
+                } => {
+                    moved = true;
+                    let machine = MachineInfo {
+                        hostname: "sim".into(),
+                        cpu_count: 1,
+                        ..MachineInfo::default()
+                    };
+                    self.gw
+                        .handle_work_result(self.now, id, WorkResult::Machine(machine));
                 }
                 Output::Log(record) => self.logs.push(record),
                 // A deadline already due (the backlog's next round): a shell fires it at once.

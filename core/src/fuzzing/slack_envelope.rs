@@ -2,7 +2,8 @@
 //! Whatever parses as a user's message becomes an `Inbound` whose ids, lane and dedupe key
 //! are well formed; an envelope always carries the id its ack needs.
 
-use crate::channels::config::DmScope;
+use crate::channels::bindings;
+use crate::channels::config::{DmScope, GroupScope};
 use crate::channels::slack::events::{self, Callback, SocketFrame};
 
 /// Check both parsers on one input; whether a message came out.
@@ -35,7 +36,8 @@ fn check(callback: Callback) -> bool {
     assert!(i.dedupe_key().ends_with(&i.message_id));
     assert!(i.lane().starts_with("slack:default:"));
     assert!(
-        i.session_key(DmScope::PerChannelPeer)
+        bindings::route(&[], &i, DmScope::PerChannelPeer, GroupScope::PerGroup)
+            .session_key(&i)
             .starts_with("agent:main:")
     );
     true

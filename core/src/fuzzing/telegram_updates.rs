@@ -3,7 +3,8 @@
 //! normalised into messages whose ids, lanes and sessions are well formed, and whose text,
 //! rendered and cut as a reply would be, never makes a Telegram message over 4096 units.
 
-use crate::channels::config::{DmScope, TELEGRAM_MAX_TEXT};
+use crate::channels::bindings;
+use crate::channels::config::{DmScope, GroupScope, TELEGRAM_MAX_TEXT};
 use crate::channels::telegram::api::{self, ApiError, Me};
 use crate::channels::telegram::format;
 
@@ -38,7 +39,8 @@ pub fn run(data: &[u8]) -> usize {
         assert!(!m.chat_id.is_empty() && !m.sender.id.is_empty() && !m.message_id.is_empty());
         assert!(m.dedupe_key().ends_with(&m.message_id));
         assert!(
-            m.session_key(DmScope::PerChannelPeer)
+            bindings::route(&[], m, DmScope::PerChannelPeer, GroupScope::PerGroup)
+                .session_key(m)
                 .starts_with("agent:main:")
         );
         check_chunks(&m.text);

@@ -7,6 +7,7 @@
 
 mod pairing;
 pub(crate) mod params;
+mod system_info;
 mod ui;
 mod views;
 
@@ -22,6 +23,8 @@ use crate::frame::{ErrorShape, FrameError, OutFrame, parse_request};
 use crate::gateway::Gateway;
 use crate::log::Level;
 use crate::scopes::{self, Requirement};
+
+pub(crate) use system_info::MachineCalls;
 
 /// What a handler answers to its request.
 #[derive(Debug)]
@@ -134,9 +137,11 @@ const REGISTRY: &[MethodSpec] = &[
     method!("sessions.delete", Dynamic, Gateway::sessions_delete),
     method!("models.list", Read, Gateway::models_list),
     method!("agents.list", Read, Gateway::agents_list),
+    method!("agent.identity.get", Read, Gateway::agent_identity_get),
     method!("chat.startup", Read, Gateway::chat_startup),
     method!("exec.approvals.get", Admin, Gateway::exec_approvals_get),
     method!("environments.list", Read, Gateway::environments_list),
+    method!("system.info", Read, Gateway::system_info),
     method!("channels.status", Read, Gateway::channels_status),
     method!("channels.start", Admin, Gateway::channels_start),
     method!("channels.stop", Admin, Gateway::channels_stop),
@@ -348,9 +353,11 @@ mod tests {
             "sessions.delete",
             "models.list",
             "agents.list",
+            "agent.identity.get",
             "chat.startup",
             "exec.approvals.get",
             "environments.list",
+            "system.info",
             "channels.status",
             "channels.start",
             "channels.stop",

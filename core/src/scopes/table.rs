@@ -6,7 +6,6 @@ use super::Requirement::{self, *};
 
 /// Every upstream core method clawgate does not implement, with what it requires, sorted by name.
 pub(super) static METHODS: &[(&str, Requirement)] = &[
-    ("agent.identity.get", Read),
     ("agents.create", Admin),
     ("agents.delete", Admin),
     ("agents.files.get", Read),
@@ -316,7 +315,6 @@ pub(super) static METHODS: &[(&str, Requirement)] = &[
     ("skills.upload.commit", Admin),
     ("skills.workshop.read", Read),
     ("system-event", Admin),
-    ("system.info", Read),
     ("talk.catalog", Read),
     ("talk.client.close", Talk),
     ("talk.client.create", Talk),

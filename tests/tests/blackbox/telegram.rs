@@ -3,18 +3,22 @@
 //! RPC lets the next DM through to a turn whose answer comes back with `sendMessage`; a long
 //! answer is cut into chunks; a redelivered message is answered once; the allowlist; approvals
 //! across a kill -9; a turn interrupted by a kill -9 answered exactly once; a bad token (401)
-//! and a 429 on the reply.
+//! and a 429 on the reply; a `bindings[]` entry choosing the session, whose turn streams to the
+//! operators watching it and to nobody else.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use clawgate_core::client::Event;
 use clawgate_tests::both;
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
 use clawgate_tests::schema;
 use serde_json::{Value, json};
+
+use super::agent::assert_frames_valid;
 
 const BOT_TOKEN: &str = "123456:test-token";
 
@@ -527,7 +531,136 @@ fn send_delivers_once_per_idempotency_key(shell: Shell) {
     );
 }
 
+/// The `(event, payload)` pairs of the event frames `ws` receives until `done` holds for them.
+fn events_until(
+    ws: &mut Ws,
+    what: &str,
+    done: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        seen.push(ws.expect(what, |e| match e {
+            Event::Event { event, payload, .. } => Some((event.clone(), payload.clone())),
+            _ => None,
+        }));
+    }
+    seen
+}
+
+/// The events a connection received before the answer to one more request (so every event
+/// sent before that answer is counted).
+fn events_so_far(ws: &mut Ws) -> Vec<String> {
+    let mut seen = Vec::new();
+    let rid = ws.client().request("health", None);
+    ws.flush();
+    ws.first(
+        |e| matches!(e, Event::Response { id, .. } if *id == rid).then_some(()),
+        &mut seen,
+    );
+    seen.into_iter()
+        .filter_map(|e| match e {
+            Event::Event { event, .. } if event != "tick" && event != "health" => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+fn a_bound_dm_streams_to_its_watchers_only(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let binding = r#"bindings: [{ agentId: "main", session: { dmScope: "per-channel-peer" },
+        match: { channel: "telegram", peer: { kind: "direct", id: "111" } } }],"#;
+    let gw = Options::new()
+        .token("t0ken")
+        .config(&format!(
+            "{{ {} {binding} channels: {{ telegram: {{ {} dmPolicy: \"allowlist\", allowFrom: [\"111\"] }} }} }}",
+            model.config_members(),
+            tg.config_members(BOT_TOKEN)
+        ))
+        .start(shell);
+    let key = "agent:main:telegram:direct:111";
+    let mut watcher = admin(&gw);
+    watcher
+        .call("sessions.messages.subscribe", Some(json!({"key": key})))
+        .expect("sessions.messages.subscribe");
+    let mut lister = admin(&gw);
+    lister
+        .call("sessions.subscribe", Some(json!({})))
+        .expect("sessions.subscribe");
+    let mut other = admin(&gw);
+    tg.push_dm(111, "Owner", "hello bound");
+    let sent = tg.wait_calls("sendMessage", 1);
+    assert_eq!(sent[0]["text"], "Echo from fake LLM: hello bound");
+
+    // The watcher sees the turn as it happens: the user's message, the run's stream and its
+    // final, and the answer's session.message naming the run.
+    let answered = |seen: &[(String, Value)]| {
+        let final_seen = seen
+            .iter()
+            .any(|(e, p)| e == "chat" && p["state"] == "final");
+        let answer = seen
+            .iter()
+            .any(|(e, p)| e == "session.message" && p["message"]["role"] == "assistant");
+        final_seen && answer
+    };
+    let seen = events_until(&mut watcher, "the bound turn's events", answered);
+    let chat: Vec<&Value> = seen
+        .iter()
+        .filter(|(e, _)| e == "chat")
+        .map(|(_, p)| p)
+        .collect();
+    assert!(chat.iter().all(|p| p["sessionKey"] == key), "{seen:?}");
+    assert!(chat.iter().any(|p| p["state"] == "delta"), "{seen:?}");
+    let final_ = chat.iter().find(|p| p["state"] == "final").expect("final");
+    assert_eq!(
+        final_["message"]["content"][0]["text"],
+        "Echo from fake LLM: hello bound"
+    );
+    assert!(
+        seen.iter()
+            .any(|(e, p)| e == "agent" && p["stream"] == "lifecycle"),
+        "{seen:?}"
+    );
+    let answer = seen
+        .iter()
+        .find(|(e, p)| e == "session.message" && p["message"]["role"] == "assistant")
+        .map(|(_, p)| p)
+        .expect("the answer");
+    assert_eq!(answer["runId"], final_["runId"]);
+    assert_eq!(answer["message"]["__openclaw"]["runId"], final_["runId"]);
+    assert_frames_valid(&watcher);
+
+    // sessions.subscribe hears the messages, not the stream; an operator that subscribed to
+    // nothing hears nothing of a channel's turn.
+    let seen = events_until(&mut lister, "the bound turn's messages", |seen| {
+        seen.iter()
+            .any(|(e, p)| e == "session.message" && p["message"]["role"] == "assistant")
+    });
+    assert!(
+        seen.iter().all(|(e, _)| e != "chat" && e != "agent"),
+        "{seen:?}"
+    );
+    let heard = events_so_far(&mut other);
+    assert!(
+        heard
+            .iter()
+            .all(|e| e != "chat" && e != "agent" && e != "session.message"),
+        "{heard:?}"
+    );
+    let history = other
+        .call("chat.history", Some(json!({"sessionKey": key})))
+        .expect("chat.history");
+    assert_eq!(
+        history["messages"].as_array().map(Vec::len),
+        Some(2),
+        "{history}"
+    );
+    assert_eq!(history["sessionInfo"]["lastRunId"], final_["runId"]);
+    assert_eq!(history["sessionInfo"]["status"], "done");
+}
+
 both!(
+    a_bound_dm_streams_to_its_watchers_only,
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     a_long_reply_is_cut_on_paragraphs_under_the_limit,
     a_redelivered_message_is_answered_once_and_the_allowlist_holds,
