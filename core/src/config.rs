@@ -420,6 +420,8 @@ pub struct Config {
     /// What a message does when its session already has a run (`messages.queue.mode`), unless
     /// the call names a `queueMode`.
     pub queue_mode: QueueMode,
+    /// The MCP servers (`mcp.servers`).
+    pub mcp: crate::tools::mcp::McpConfig,
 }
 
 /// What a message does when its session already has a run in progress (upstream's queue
@@ -504,6 +506,7 @@ impl Config {
             identity: AgentIdentity::default(),
             channels: Default::default(),
             queue_mode: QueueMode::Steer,
+            mcp: Default::default(),
         }
     }
 
@@ -746,6 +749,7 @@ impl Config {
             files: &input.secret_files,
         };
         cfg.channels = crate::channels::config::resolve(&file, &sources)?;
+        cfg.mcp = crate::tools::mcp::config::resolve(&file)?;
         let queue = at(&file, &["messages", "queue"])
             .cloned()
             .unwrap_or(Value::Null);

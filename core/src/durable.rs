@@ -60,6 +60,10 @@ impl Gateway {
     /// an error, and on its next tick the gateway rewrites the pairing rows and replays the
     /// session changes no batch got onto the disk.
     pub fn handle_work_result(&mut self, now: Instant, id: WorkId, result: WorkResult) {
+        if self.mcp.owns(id) {
+            self.on_mcp_work(now, id, result);
+            return;
+        }
         if self.is_history_read(id) {
             // Whatever a host answers a read with (one without a store acknowledges it).
             self.on_history(now, id, result);
@@ -91,6 +95,8 @@ impl Gateway {
                 self.on_model_response(now, id, result);
             }
             WorkResult::File(read) => self.on_file_read(now, id, read),
+            // A process that is no MCP server's any more (stopped): nothing to do.
+            WorkResult::ProcessLine(_) | WorkResult::ProcessExited(_) => {}
         }
     }
 

@@ -95,6 +95,8 @@ pub(crate) enum Timer {
     Channel(u64),
     /// Queued agent runs may start (their lanes' debounce is over).
     Lanes,
+    /// An MCP request's deadline or a server's restart.
+    Mcp,
 }
 
 /// Live counts, for embedders and status.
@@ -135,6 +137,10 @@ pub struct Gateway {
     pub(crate) channels: crate::channels::Channels,
     /// Control UI responses in progress.
     pub(crate) serving: crate::control_ui::Serving,
+    /// The MCP servers (`mcp.servers`).
+    pub(crate) mcp: crate::tools::mcp::McpServers,
+    /// When the MCP timer is set for, if it is.
+    pub(crate) mcp_timer: Option<Instant>,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -157,6 +163,7 @@ impl Gateway {
     ) -> Self {
         store.version = crate::pairing::STORE_VERSION;
         let durable = Durability::new(&store);
+        let mcp = crate::tools::mcp::McpServers::new(&config.mcp, &config.version);
         let mut gw = Self {
             logs: LogRing::new(config.limits.log_ring_records),
             config,
@@ -176,6 +183,8 @@ impl Gateway {
             agent: Default::default(),
             channels: Default::default(),
             serving: Default::default(),
+            mcp,
+            mcp_timer: None,
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -302,6 +311,16 @@ impl Gateway {
         WorkId(self.next_work)
     }
 
+    /// The last work id handed out.
+    pub(crate) fn last_work_id(&self) -> u64 {
+        self.next_work
+    }
+
+    /// Record that ids up to `last` were handed out.
+    pub(crate) fn set_last_work_id(&mut self, last: u64) {
+        self.next_work = self.next_work.max(last);
+    }
+
     /// Ask the host to stop the work `of` (its result, if any still comes, is ignored).
     pub(crate) fn cancel_work(&mut self, of: WorkId) {
         let id = self.next_work_id();
@@ -425,6 +444,7 @@ impl Gateway {
                 Timer::ModelRetry(run) => self.model_retry_due(now, run),
                 Timer::Channel(n) => self.channel_timer(now, n),
                 Timer::Lanes => self.drain_lanes(now),
+                Timer::Mcp => self.mcp_timeout(now),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }
@@ -484,6 +504,7 @@ impl Gateway {
         self.draining = true;
         self.log(now, Level::Info, None, "shutting down".into());
         self.cancel_runs();
+        self.mcp_stop(now);
         self.broadcast(
             now,
             "shutdown",
@@ -519,6 +540,7 @@ impl Gateway {
             ),
         );
         self.channels_reloaded(now);
+        self.mcp_reconfigure(now);
         if !secret_changed {
             return;
         }

@@ -96,6 +96,7 @@ pub mod pairing;
 pub mod persist;
 mod route;
 pub mod scopes;
+pub mod tools;
 mod upgrade;
 pub mod work;
 
@@ -108,4 +109,4 @@ pub use methods::METHODS;
 pub use pairing::PairingStore;
 pub use route::Router;
 pub use scopes::EVENTS;
-pub use work::{FileChunk, FileError, FileRead, Work, WorkId, WorkResult};
+pub use work::{FileChunk, FileError, FileRead, ProcessSpec, Work, WorkId, WorkResult};

@@ -37,6 +37,33 @@ pub enum Work {
     /// Read part of a file under a directory (a Control UI asset): one
     /// [`WorkResult::File`] answers it.
     ReadFile(FileRead),
+    /// Start a child process (an MCP stdio server) that lives until it exits or a
+    /// [`Work::Cancel`] with this id kills it: each line it writes to stdout comes back as a
+    /// [`WorkResult::ProcessLine`] with this id (without the newline; a line over the
+    /// host's bound is cut), its stderr goes to the log, and exactly one
+    /// [`WorkResult::ProcessExited`] ends it (a failure to start included).
+    Spawn(ProcessSpec),
+    /// Write `line` and a newline to the stdin of the [`Work::Spawn`] `process`. No result: a
+    /// failed write shows as the process's exit.
+    WriteLine {
+        /// The id of the [`Work::Spawn`].
+        process: WorkId,
+        /// The bytes, without the newline.
+        line: Vec<u8>,
+    },
+}
+
+/// A [`Work::Spawn`]: what to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// The program (looked up on `PATH` when it has no `/`).
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment variables added to the gateway's own.
+    pub env: Vec<(String, String)>,
+    /// The working directory (the gateway's own when `None`).
+    pub cwd: Option<String>,
 }
 
 /// A [`Work::ReadFile`]: the first of `candidates` that is a regular file inside `root` once
@@ -102,4 +129,8 @@ pub enum WorkResult {
     File(Result<FileChunk, FileError>),
     /// What a [`Work::ReadHistory`] found, or why the store could not read it.
     History(Result<HistoryPage, String>),
+    /// A line a [`Work::Spawn`] process wrote to stdout.
+    ProcessLine(Vec<u8>),
+    /// The [`Work::Spawn`] process exited, was killed, or could not start (how, for the log).
+    ProcessExited(String),
 }

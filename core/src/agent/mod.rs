@@ -357,6 +357,7 @@ impl Gateway {
                 self.fail_run(now, serial, Failure::plain(message, kind));
             }
             WorkResult::Stored(_) | WorkResult::History(_) | WorkResult::File(_) => {}
+            WorkResult::ProcessLine(_) | WorkResult::ProcessExited(_) => {}
         }
     }
 

@@ -455,6 +455,7 @@ impl Gateway {
                 self.call_done(now, id, &call, outcome);
             }
             WorkResult::Stored(_) | WorkResult::History(_) | WorkResult::File(_) => {}
+            WorkResult::ProcessLine(_) | WorkResult::ProcessExited(_) => {}
         }
     }
 

@@ -1,0 +1,3 @@
+//! The agent's tools.
+
+pub mod mcp;
