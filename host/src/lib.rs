@@ -25,6 +25,7 @@ pub mod listen;
 pub mod lock;
 pub mod logging;
 pub mod paths;
+pub mod process_worker;
 pub mod rlimit;
 pub mod run_args;
 pub mod session;

@@ -22,6 +22,7 @@ use crate::http_worker::{HttpLimits, HttpWorkers};
 use crate::listen::{self, BindError};
 use crate::lock::{self, InstanceLock, LockError};
 use crate::logging::{self, Logger};
+use crate::process_worker::ProcessWorkers;
 use crate::run_args::{self, RunArgs, USAGE, UsageError};
 use crate::settings::{self, SettingsError};
 use crate::shell::{self, Host};
@@ -142,6 +143,7 @@ pub struct RunHost {
     store: Option<Writer>,
     http: HttpWorkers,
     files: FileWorkers,
+    processes: ProcessWorkers,
     mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
 }
@@ -234,6 +236,12 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         reads.send(HostInput::Work(id, result))
     })
     .map_err(StartError::FileWorkers)?;
+    let lines = inbox.sender();
+    let stderr = logger.sink();
+    let processes = ProcessWorkers::new(
+        move |id, result| lines.send(HostInput::Work(id, result)),
+        move |level, line| stderr.log(level, line),
+    );
     let mut gateway = Gateway::new(
         config,
         Box::new(OsEntropy::default()),
@@ -252,6 +260,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         store: Some(store),
         http,
         files,
+        processes,
         mdns: None,
         _lock: lock,
     };
@@ -376,7 +385,17 @@ impl Host for RunHost {
                 None
             }
             Work::Cancel(of) => {
-                self.http.cancel(of);
+                if !self.processes.kill(of) {
+                    self.http.cancel(of);
+                }
+                None
+            }
+            Work::Spawn(spec) => {
+                self.processes.spawn(id, spec);
+                None
+            }
+            Work::WriteLine { process, line } => {
+                self.processes.write_line(process, line);
                 None
             }
             Work::ReadHistory(query) => {
@@ -445,6 +464,7 @@ impl Host for RunHost {
             );
         }
         self.files.shutdown();
+        self.processes.shutdown();
         if let Some(writer) = self.store.take() {
             writer.close();
         }
