@@ -5,6 +5,7 @@
 //! tests.
 
 pub mod deps;
+pub mod fake_mcp;
 pub mod fake_model;
 pub mod fake_telegram;
 pub mod fake_tls;
