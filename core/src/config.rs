@@ -144,6 +144,15 @@ pub struct Limits {
     pub model_retry_max_delay: Duration,
     /// No retry starts later than this after the first failure, nor waits past it.
     pub model_retry_window: Duration,
+    /// How long one tool call may take before the turn is told it timed out
+    /// (`tools.timeoutSeconds`).
+    pub tool_timeout: Duration,
+    /// Bytes of one tool result the model sees at most; the rest is cut with a marker
+    /// (`tools.maxResultBytes`).
+    pub tool_result_max_bytes: usize,
+    /// Model requests one turn may make while the model keeps calling tools
+    /// (`tools.maxRounds`); the turn ends with an error past it.
+    pub tool_max_rounds: u32,
 }
 
 impl Default for Limits {
@@ -197,6 +206,9 @@ impl Default for Limits {
             model_retry_base_delay: Duration::from_secs(1),
             model_retry_max_delay: Duration::from_secs(30),
             model_retry_window: Duration::from_secs(90),
+            tool_timeout: Duration::from_secs(120),
+            tool_result_max_bytes: 64 * 1024,
+            tool_max_rounds: 16,
         }
     }
 }

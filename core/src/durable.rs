@@ -60,13 +60,13 @@ impl Gateway {
     /// an error, and on its next tick the gateway rewrites the pairing rows and replays the
     /// session changes no batch got onto the disk.
     pub fn handle_work_result(&mut self, now: Instant, id: WorkId, result: WorkResult) {
-        if self.mcp.owns(id) {
-            self.on_mcp_work(now, id, result);
-            return;
-        }
         if self.is_history_read(id) {
             // Whatever a host answers a read with (one without a store acknowledges it).
             self.on_history(now, id, result);
+            return;
+        }
+        if self.tools.owns(id) {
+            self.on_tool_work(now, id, result);
             return;
         }
         match result {

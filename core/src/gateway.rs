@@ -95,8 +95,10 @@ pub(crate) enum Timer {
     Channel(u64),
     /// Queued agent runs may start (their lanes' debounce is over).
     Lanes,
-    /// An MCP request's deadline or a server's restart.
-    Mcp,
+    /// A tool call's deadline.
+    ToolCall(crate::tools::CallId),
+    /// A tool provider asked to be woken (by index).
+    ToolProvider(usize),
 }
 
 /// Live counts, for embedders and status.
@@ -137,10 +139,8 @@ pub struct Gateway {
     pub(crate) channels: crate::channels::Channels,
     /// Control UI responses in progress.
     pub(crate) serving: crate::control_ui::Serving,
-    /// The MCP servers (`mcp.servers`).
-    pub(crate) mcp: crate::tools::mcp::McpServers,
-    /// When the MCP timer is set for, if it is.
-    pub(crate) mcp_timer: Option<Instant>,
+    /// The tool router: providers and calls in flight.
+    pub(crate) tools: crate::tools::ToolRouter,
     start: Instant,
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
@@ -163,7 +163,6 @@ impl Gateway {
     ) -> Self {
         store.version = crate::pairing::STORE_VERSION;
         let durable = Durability::new(&store);
-        let mcp = crate::tools::mcp::McpServers::new(&config.mcp, &config.version);
         let mut gw = Self {
             logs: LogRing::new(config.limits.log_ring_records),
             config,
@@ -183,8 +182,7 @@ impl Gateway {
             agent: Default::default(),
             channels: Default::default(),
             serving: Default::default(),
-            mcp,
-            mcp_timer: None,
+            tools: Default::default(),
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
@@ -194,6 +192,10 @@ impl Gateway {
             last_prune: now,
         };
         gw.boot_id = gw.uuid();
+        if !gw.config.mcp.servers.is_empty() {
+            let mcp = crate::tools::mcp::McpServers::new(&gw.config.mcp, &gw.config.version);
+            gw.tools.add_provider(Box::new(mcp));
+        }
         let tick = now + gw.config.limits.tick_interval;
         gw.timers.push(Reverse((tick, Timer::Tick)));
         let mode = gw.config.auth_mode.as_str();
@@ -309,16 +311,6 @@ impl Gateway {
     pub(crate) fn next_work_id(&mut self) -> WorkId {
         self.next_work += 1;
         WorkId(self.next_work)
-    }
-
-    /// The last work id handed out.
-    pub(crate) fn last_work_id(&self) -> u64 {
-        self.next_work
-    }
-
-    /// Record that ids up to `last` were handed out.
-    pub(crate) fn set_last_work_id(&mut self, last: u64) {
-        self.next_work = self.next_work.max(last);
     }
 
     /// Ask the host to stop the work `of` (its result, if any still comes, is ignored).
@@ -444,7 +436,8 @@ impl Gateway {
                 Timer::ModelRetry(run) => self.model_retry_due(now, run),
                 Timer::Channel(n) => self.channel_timer(now, n),
                 Timer::Lanes => self.drain_lanes(now),
-                Timer::Mcp => self.mcp_timeout(now),
+                Timer::ToolCall(call) => self.tool_call_due(now, call),
+                Timer::ToolProvider(index) => self.tool_provider_due(now, index),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }
@@ -504,7 +497,6 @@ impl Gateway {
         self.draining = true;
         self.log(now, Level::Info, None, "shutting down".into());
         self.cancel_runs();
-        self.mcp_stop(now);
         self.broadcast(
             now,
             "shutdown",
@@ -540,7 +532,6 @@ impl Gateway {
             ),
         );
         self.channels_reloaded(now);
-        self.mcp_reconfigure(now);
         if !secret_changed {
             return;
         }

@@ -106,6 +106,17 @@ pub enum FileError {
     Io(String),
 }
 
+impl WorkResult {
+    /// Whether this is the last result of its work (an HTTP head or body piece, or a
+    /// process's line, is not).
+    pub fn is_final(&self) -> bool {
+        !matches!(
+            self,
+            WorkResult::HttpHead { .. } | WorkResult::HttpBody(_) | WorkResult::ProcessLine(_)
+        )
+    }
+}
+
 /// The outcome of a piece of [`Work`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -156,6 +156,9 @@ const REGISTRY: &[MethodSpec] = &[
         Gateway::channels_pairing_dismiss
     ),
     method!("send", Write, Gateway::send_method),
+    method!("tools.catalog", Read, Gateway::tools_catalog),
+    method!("tools.effective", Read, Gateway::tools_effective),
+    method!("tools.invoke", Write, Gateway::tools_invoke),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -349,6 +352,9 @@ mod tests {
             "channels.pairing.approve",
             "channels.pairing.dismiss",
             "send",
+            "tools.catalog",
+            "tools.effective",
+            "tools.invoke",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));

@@ -46,7 +46,6 @@ impl Gateway {
             "defaultAgentId": "main",
             "agents": [],
             "sessions": {"path": format!("{}/agents/main/sessions/sessions.json", self.config.state_dir), "count": 0, "recent": []},
-            "mcp": self.mcp_status(),
         })
     }
 

@@ -1,3 +1,24 @@
-//! The agent's tools.
+//! The tool router: how the agent reaches node commands, MCP servers, skills and local
+//! commands.
+//!
+//! - [`catalog`]: a tool as the model and operators see it ([`ToolEntry`]);
+//! - [`call`]: a call ([`ToolCall`]) and its outcome ([`ToolOutcome`]), cut to
+//!   `tools.maxResultBytes` with a marker;
+//! - [`provider`]: the interface a source of tools implements ([`ToolProvider`]): its tools,
+//!   and calls started now and answered later through the core's work and results;
+//! - `router`: the calls in flight and the providers' work ([`ToolRouter`]);
+//! - `dispatch`: the router inside the gateway (start, deadline, deliver);
+//! - `methods`: `tools.catalog`, `tools.effective`, `tools.invoke`.
 
+pub mod call;
+pub mod catalog;
+mod dispatch;
 pub mod mcp;
+mod methods;
+pub mod provider;
+mod router;
+
+pub use call::{TRUNCATED_MARKER, ToolCall, ToolContent, ToolOutcome};
+pub use catalog::{Availability, ToolEntry, ToolSource};
+pub use provider::{CallContext, CallId, ProviderIo, ToolProvider};
+pub use router::ToolRouter;

@@ -92,8 +92,6 @@ pub struct ServerConfig {
 pub struct McpLimits {
     /// Largest message read from a server.
     pub max_message_bytes: usize,
-    /// Largest tool result text handed to the model; longer results are cut with a marker.
-    pub max_result_chars: usize,
     /// Most tools/list pages one listing follows.
     pub max_list_pages: usize,
     /// Most tools kept from one server.
@@ -108,7 +106,6 @@ impl Default for McpLimits {
     fn default() -> Self {
         McpLimits {
             max_message_bytes: super::jsonrpc::MAX_MESSAGE_BYTES,
-            max_result_chars: 64 * 1024,
             max_list_pages: 128,
             max_tools: 1024,
             restart_initial: Duration::from_millis(250),

@@ -4,8 +4,8 @@
 //! transport (processes and HTTP requests are the host's work), [`config`] reads the keys.
 
 pub mod config;
-mod gateway;
 pub mod jsonrpc;
+mod provider;
 pub mod servers;
 pub mod session;
 

@@ -84,8 +84,11 @@ pub struct ServerStatus {
 /// What the servers want done or report, drained with [`McpServers::poll`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum McpOutput {
-    /// Work for the host, with the id to report it with.
+    /// Work for the host, under this token (a [`Work::WriteLine`] names its process by
+    /// the token of its [`Work::Spawn`]).
     Work(WorkId, Work),
+    /// Stop the work with this token.
+    Cancel(WorkId),
     /// A call ended.
     CallDone {
         /// The caller's id.
@@ -93,9 +96,8 @@ pub enum McpOutput {
         /// Its outcome.
         outcome: Result<CallResult, CallError>,
     },
-    /// Every server that was starting is ready or broken: a turn waiting for the catalog
-    /// may go on.
-    Settled,
+    /// The catalog changed (a server listed its tools, or failed).
+    CatalogChanged,
     /// A log line.
     Log(Level, String),
 }
@@ -170,7 +172,7 @@ pub struct McpServers {
     limits: McpLimits,
     client_version: String,
     out: VecDeque<McpOutput>,
-    settling: bool,
+    last_token: u64,
 }
 
 impl McpServers {
@@ -193,7 +195,7 @@ impl McpServers {
             limits: config.limits,
             client_version: client_version.to_string(),
             out: VecDeque::new(),
-            settling: false,
+            last_token: 0,
         }
     }
 
@@ -207,25 +209,17 @@ impl McpServers {
         self.servers.is_empty()
     }
 
-    /// The tools need to be known: start every server not started yet. Returns whether one
-    /// is still starting ([`McpOutput::Settled`] follows once none is).
-    pub fn need(&mut self, now: Instant, ids: &mut dyn FnMut() -> WorkId) -> bool {
+    /// The tools need to be known: start every server not started yet.
+    pub fn need(&mut self, now: Instant) {
         for i in 0..self.servers.len() {
             if matches!(self.servers[i].run, Run::Idle) {
-                self.start(now, i, ids);
+                self.start(now, i);
             }
         }
-        self.settling = self.is_starting();
-        self.settling
     }
 
-    fn is_starting(&self) -> bool {
-        self.servers
-            .iter()
-            .any(|s| s.state() == ServerState::Starting)
-    }
 
-    fn start(&mut self, now: Instant, i: usize, ids: &mut dyn FnMut() -> WorkId) {
+    fn start(&mut self, now: Instant, i: usize) {
         let limits = self.limits;
         let server = &mut self.servers[i];
         let c = &server.config;
@@ -239,7 +233,7 @@ impl McpServers {
         );
         let link = match &c.transport {
             Transport::Stdio(spec) => {
-                let process = ids();
+                let process = next_token(&mut self.last_token);
                 self.out
                     .push_back(McpOutput::Work(process, Work::Spawn(spec.clone())));
                 Link::Stdio { process }
@@ -254,11 +248,11 @@ impl McpServers {
             format!("mcp: starting server {}", c.name),
         ));
         server.run = Run::Up { session, link };
-        self.flush(now, i, ids);
+        self.flush(now, i);
     }
 
     /// Send what server `i`'s session queued and report its events.
-    fn flush(&mut self, now: Instant, i: usize, ids: &mut dyn FnMut() -> WorkId) {
+    fn flush(&mut self, now: Instant, i: usize) {
         loop {
             let server = &mut self.servers[i];
             let Run::Up { session, link } = &mut server.run else {
@@ -274,7 +268,7 @@ impl McpServers {
                         session_id,
                         exchanges,
                     } => {
-                        let id = ids();
+                        let id = next_token(&mut self.last_token);
                         exchanges.insert(
                             id,
                             Exchange {
@@ -297,7 +291,7 @@ impl McpServers {
                         continue;
                     }
                 };
-                let id = ids();
+                let id = next_token(&mut self.last_token);
                 self.out.push_back(McpOutput::Work(id, work));
                 continue;
             }
@@ -313,9 +307,9 @@ impl McpServers {
                         Level::Info,
                         format!("mcp: server {name} ready with {n} tool(s)"),
                     ));
-                    self.settle();
+                    self.out.push_back(McpOutput::CatalogChanged);
                 }
-                SessionEvent::ToolsChanged => {}
+                SessionEvent::ToolsChanged => self.out.push_back(McpOutput::CatalogChanged),
                 SessionEvent::CallDone { call, outcome } => {
                     server.calls.retain(|c| *c != call);
                     if outcome.is_ok() {
@@ -325,22 +319,16 @@ impl McpServers {
                 }
                 SessionEvent::Failed(e) => {
                     let reason = e.to_string();
-                    self.fail(now, i, reason, ids);
+                    self.fail(now, i, reason);
                 }
             }
         }
     }
 
-    fn settle(&mut self) {
-        if self.settling && !self.is_starting() {
-            self.settling = false;
-            self.out.push_back(McpOutput::Settled);
-        }
-    }
 
     /// Stop server `i`'s transport and end its calls with `reason`; it is left idle.
     /// Returns whether it was running.
-    fn stop(&mut self, i: usize, reason: &str, ids: &mut dyn FnMut() -> WorkId) -> bool {
+    fn stop(&mut self, i: usize, reason: &str) -> bool {
         let server = &mut self.servers[i];
         let Run::Up { mut session, link } = std::mem::replace(&mut server.run, Run::Idle) else {
             return false;
@@ -353,12 +341,10 @@ impl McpServers {
         }
         server.calls.clear();
         match link {
-            Link::Stdio { process } => self
-                .out
-                .push_back(McpOutput::Work(ids(), Work::Cancel(process))),
+            Link::Stdio { process } => self.out.push_back(McpOutput::Cancel(process)),
             Link::Http { exchanges, .. } => {
                 for id in exchanges.into_keys() {
-                    self.out.push_back(McpOutput::Work(ids(), Work::Cancel(id)));
+                    self.out.push_back(McpOutput::Cancel(id));
                 }
             }
         }
@@ -366,8 +352,8 @@ impl McpServers {
     }
 
     /// Server `i` failed: stop it, back off, and restart it once the backoff is over.
-    fn fail(&mut self, now: Instant, i: usize, reason: String, ids: &mut dyn FnMut() -> WorkId) {
-        if !self.stop(i, &reason, ids) {
+    fn fail(&mut self, now: Instant, i: usize, reason: String) {
+        if !self.stop(i, &reason) {
             return;
         }
         let limits = self.limits;
@@ -390,7 +376,7 @@ impl McpServers {
         ));
         server.error = Some(reason);
         server.run = Run::Down { until: now + delay };
-        self.settle();
+        self.out.push_back(McpOutput::CatalogChanged);
     }
 
     /// The tools of every ready server, `<server>__<tool>`.
@@ -446,7 +432,6 @@ impl McpServers {
         call: u64,
         name: &str,
         arguments: Value,
-        ids: &mut dyn FnMut() -> WorkId,
     ) -> Result<(), CallError> {
         let not_found = || CallError::NotFound(name.to_string());
         let (server, tool) = name.split_once(NAME_SEPARATOR).ok_or_else(not_found)?;
@@ -473,12 +458,12 @@ impl McpServers {
         }
         session.call(now, call, tool, arguments)?;
         s.calls.push(call);
-        self.flush(now, i, ids);
+        self.flush(now, i);
         Ok(())
     }
 
     /// Give up the call `call` (the server is told; no [`McpOutput::CallDone`] follows).
-    pub fn cancel(&mut self, now: Instant, call: u64, ids: &mut dyn FnMut() -> WorkId) {
+    pub fn cancel(&mut self, now: Instant, call: u64) {
         let Some(i) = self.servers.iter().position(|s| s.calls.contains(&call)) else {
             return;
         };
@@ -487,7 +472,7 @@ impl McpServers {
         if let Run::Up { session, .. } = &mut server.run {
             session.cancel(call, "aborted");
         }
-        self.flush(now, i, ids);
+        self.flush(now, i);
     }
 
     /// The earliest instant [`McpServers::handle_timeout`] has something to do.
@@ -503,16 +488,16 @@ impl McpServers {
     }
 
     /// Expire requests and restart servers whose backoff is over.
-    pub fn handle_timeout(&mut self, now: Instant, ids: &mut dyn FnMut() -> WorkId) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         for i in 0..self.servers.len() {
             match &mut self.servers[i].run {
                 Run::Up { session, .. } => {
                     session.handle_timeout(now);
-                    self.flush(now, i, ids);
+                    self.flush(now, i);
                 }
                 Run::Down { until } if *until <= now => {
                     self.servers[i].restarts += 1;
-                    self.start(now, i, ids);
+                    self.start(now, i);
                 }
                 _ => {}
             }
@@ -530,7 +515,6 @@ impl McpServers {
         now: Instant,
         id: WorkId,
         result: WorkResult,
-        ids: &mut dyn FnMut() -> WorkId,
     ) {
         let Some(i) = self.servers.iter().position(|s| s.owns(id)) else {
             return;
@@ -623,26 +607,32 @@ impl McpServers {
         }
         match failure {
             Some(reason) => {
-                self.flush(now, i, ids);
-                self.fail(now, i, reason, ids);
+                self.flush(now, i);
+                self.fail(now, i, reason);
             }
-            None => self.flush(now, i, ids),
+            None => self.flush(now, i),
         }
     }
 
     /// Stop every server (shutdown, or a reload that changed `mcp`).
-    pub fn stop_all(&mut self, ids: &mut dyn FnMut() -> WorkId) {
+    pub fn stop_all(&mut self) {
         for i in 0..self.servers.len() {
-            self.stop(i, "stopped", ids);
+            self.stop(i, "stopped");
             self.servers[i].run = Run::Idle;
         }
-        self.settle();
+        self.out.push_back(McpOutput::CatalogChanged);
     }
 
     /// The next output, if any.
     pub fn poll(&mut self) -> Option<McpOutput> {
         self.out.pop_front()
     }
+}
+
+/// A fresh token for a piece of work (the router maps it to a work id).
+fn next_token(last: &mut u64) -> WorkId {
+    *last += 1;
+    WorkId(*last)
 }
 
 /// The POST carrying `message` to a Streamable HTTP server.

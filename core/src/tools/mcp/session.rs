@@ -30,12 +30,10 @@ pub struct Tool {
 /// What a tool call returned, as text for the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallResult {
-    /// The text content, non-text parts named in brackets, cut at the limit with a marker.
+    /// The text content, non-text parts named in brackets (the router bounds its size).
     pub text: String,
     /// The server's `isError`.
     pub is_error: bool,
-    /// Whether the text was cut.
-    pub truncated: bool,
 }
 
 /// Why a tool call has no result.
@@ -392,7 +390,7 @@ impl Session {
             },
             Kind::Call(call) => {
                 let outcome = match outcome {
-                    Ok(result) => tool_result(&result, self.limits.max_result_chars)
+                    Ok(result) => tool_result(&result, self.limits.max_message_bytes)
                         .ok_or(CallError::Malformed),
                     Err(e) => Err(CallError::Rpc {
                         code: e.code,
@@ -489,9 +487,10 @@ impl Session {
 }
 
 /// The text of a `tools/call` result: text parts joined by newlines, other parts named
-/// (`[image]`), `structuredContent` when there is no content, cut at `max_chars` with a
-/// marker. `None` when it is not a result object.
-fn tool_result(result: &Value, max_chars: usize) -> Option<CallResult> {
+/// (`[image]`), `structuredContent` when there is no content. The text stops growing past
+/// `max_bytes` (the message bound already limits it; the router cuts it to its own bound).
+/// `None` when it is not a result object.
+fn tool_result(result: &Value, max_bytes: usize) -> Option<CallResult> {
     let is_error = result.get("isError").and_then(Value::as_bool) == Some(true);
     let mut text = String::new();
     match result.get("content") {
@@ -505,7 +504,7 @@ fn tool_result(result: &Value, max_chars: usize) -> Option<CallResult> {
                     (Some(kind), _) => text.push_str(&format!("[{kind}]")),
                     _ => text.push_str("[content]"),
                 }
-                if text.len() > max_chars.saturating_mul(4) {
+                if text.len() > max_bytes {
                     break;
                 }
             }
@@ -517,23 +516,7 @@ fn tool_result(result: &Value, max_chars: usize) -> Option<CallResult> {
         },
         Some(_) => return None,
     }
-    let (text, truncated) = truncate(text, max_chars);
-    Some(CallResult {
-        text,
-        is_error,
-        truncated,
-    })
-}
-
-/// `text` cut to at most `max_chars` characters with a marker saying how much was left out.
-pub fn truncate(text: String, max_chars: usize) -> (String, bool) {
-    let Some((cut, _)) = text.char_indices().nth(max_chars) else {
-        return (text, false);
-    };
-    let dropped = text[cut..].chars().count();
-    let mut kept = text[..cut].to_string();
-    kept.push_str(&format!("\n…[truncated: {dropped} more characters]"));
-    (kept, true)
+    Some(CallResult { text, is_error })
 }
 
 #[cfg(test)]
@@ -634,7 +617,6 @@ mod tests {
                 outcome: Ok(CallResult {
                     text: "hi\n[image]".into(),
                     is_error: false,
-                    truncated: false
                 })
             }]
         );
@@ -657,35 +639,6 @@ mod tests {
         s.cancel(3, "aborted");
         assert_eq!(sent(&mut s)[1]["method"], "notifications/cancelled");
         assert_eq!(s.next_deadline(), None);
-    }
-
-    #[test]
-    fn long_results_are_cut_with_a_marker() {
-        let now = Instant::now();
-        let limits = McpLimits {
-            max_result_chars: 10,
-            ..McpLimits::default()
-        };
-        let mut s = started(now, limits);
-        s.call(now, 1, "echo", json!({})).unwrap();
-        let out = sent(&mut s);
-        let big = "é".repeat(100_000);
-        answer(
-            &mut s,
-            now,
-            &out[0]["id"],
-            json!({"content": [{"type": "text", "text": big}], "isError": true}),
-        );
-        let [SessionEvent::CallDone { outcome: Ok(r), .. }] = &events(&mut s)[..] else {
-            panic!("no result")
-        };
-        assert!(r.truncated && r.is_error);
-        assert!(r.text.starts_with(&"é".repeat(10)));
-        assert!(
-            r.text.ends_with("[truncated: 99990 more characters]"),
-            "{}",
-            r.text
-        );
     }
 
     #[test]
