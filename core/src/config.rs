@@ -434,6 +434,8 @@ pub struct Config {
     pub queue_mode: QueueMode,
     /// The MCP servers (`mcp.servers`).
     pub mcp: crate::tools::mcp::McpConfig,
+    /// The skills the host found ([`crate::tools::skills::roots`]), by precedence.
+    pub skills: Vec<crate::tools::skills::Skill>,
 }
 
 /// What a message does when its session already has a run in progress (upstream's queue
@@ -519,6 +521,7 @@ impl Config {
             channels: Default::default(),
             queue_mode: QueueMode::Steer,
             mcp: Default::default(),
+            skills: Vec::new(),
         }
     }
 

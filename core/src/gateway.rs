@@ -196,6 +196,10 @@ impl Gateway {
             let mcp = crate::tools::mcp::McpServers::new(&gw.config.mcp, &gw.config.version);
             gw.tools.add_provider(Box::new(mcp));
         }
+        if !gw.config.skills.is_empty() {
+            let skills = crate::tools::skills::SkillsProvider::new(gw.config.skills.clone());
+            gw.tools.add_provider(Box::new(skills));
+        }
         let tick = now + gw.config.limits.tick_interval;
         gw.timers.push(Reverse((tick, Timer::Tick)));
         let mode = gw.config.auth_mode.as_str();

@@ -19,9 +19,13 @@ fn answer(m: &Value) -> Option<Option<Value>> {
     let result = match m["method"].as_str()? {
         "initialize" => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}}),
         "tools/list" if m["params"]["cursor"] == "2" => json!({"tools": [{"name": "crash"}]}),
-        "tools/list" => json!({"tools": [{"name": "echo", "description": "Echo"}, {"name": "hang"}], "nextCursor": "2"}),
+        "tools/list" => {
+            json!({"tools": [{"name": "echo", "description": "Echo"}, {"name": "hang"}], "nextCursor": "2"})
+        }
         "tools/call" => match m["params"]["name"].as_str()? {
-            "echo" => json!({"content": [{"type": "text", "text": m["params"]["arguments"]["text"]}]}),
+            "echo" => {
+                json!({"content": [{"type": "text", "text": m["params"]["arguments"]["text"]}]})
+            }
             "crash" => return Some(None),
             _ => return None,
         },
@@ -97,16 +101,21 @@ impl Sim {
                 }
                 McpOutput::Work(id, Work::Http(req)) => {
                     let m: Value = serde_json::from_slice(&req.body).expect("JSON body");
-                    assert_eq!(req.header("accept"), Some("application/json, text/event-stream"));
+                    assert_eq!(
+                        req.header("accept"),
+                        Some("application/json, text/event-stream")
+                    );
                     self.seen.http.push((
                         req.header("mcp-session-id").map(str::to_string),
                         req.header("mcp-protocol-version").map(str::to_string),
                     ));
                     self.seen.messages.push(m.clone());
                     let (status, kind, body) = match answer(&m) {
-                        Some(Some(reply)) if m["method"] == "tools/call" => {
-                            (200, "text/event-stream", format!("event: message\ndata: {reply}\n\n"))
-                        }
+                        Some(Some(reply)) if m["method"] == "tools/call" => (
+                            200,
+                            "text/event-stream",
+                            format!("event: message\ndata: {reply}\n\n"),
+                        ),
                         Some(Some(reply)) => (200, "application/json", reply.to_string()),
                         _ => (202, "application/json", String::new()),
                     };
@@ -160,14 +169,24 @@ fn both_transports_list_every_page_and_answer_calls() {
         "local": {"command": "fake"},
         "remote": {"url": "http://127.0.0.1:1/mcp", "toolFilter": {"exclude": ["crash"]}},
     }}}));
-    assert_eq!(sim.state("local"), ServerState::Idle, "lazy: nothing started yet");
+    assert_eq!(
+        sim.state("local"),
+        ServerState::Idle,
+        "lazy: nothing started yet"
+    );
     sim.servers.need(sim.now);
     sim.pump();
     assert_eq!(sim.state("local"), ServerState::Ready);
     assert_eq!(sim.state("remote"), ServerState::Ready);
     assert_eq!(
         names(&sim),
-        ["local__echo", "local__hang", "local__crash", "remote__echo", "remote__hang"]
+        [
+            "local__echo",
+            "local__hang",
+            "local__crash",
+            "remote__echo",
+            "remote__hang"
+        ]
     );
     let initialized = sim
         .seen
@@ -179,9 +198,11 @@ fn both_transports_list_every_page_and_answer_calls() {
     // HTTP: no session id on initialize, the server's on every later request, with the
     // negotiated version.
     assert_eq!(sim.seen.http[0], (None, None));
-    assert!(sim.seen.http[1..]
-        .iter()
-        .all(|h| *h == (Some("s-1".into()), Some("2025-06-18".into()))));
+    assert!(
+        sim.seen.http[1..]
+            .iter()
+            .all(|h| *h == (Some("s-1".into()), Some("2025-06-18".into())))
+    );
 
     for (call, name) in [(1, "local__echo"), (2, "remote__echo")] {
         sim.servers
@@ -189,7 +210,12 @@ fn both_transports_list_every_page_and_answer_calls() {
             .expect("call starts");
     }
     sim.pump();
-    let ok = |text: &str| Ok(CallResult { text: text.into(), is_error: false });
+    let ok = |text: &str| {
+        Ok(CallResult {
+            text: text.into(),
+            is_error: false,
+        })
+    };
     assert_eq!(sim.seen.done, [(1, ok("hi")), (2, ok("hi"))]);
     assert_eq!(
         sim.servers.call(sim.now, 3, "remote__crash", json!({})),
@@ -205,7 +231,9 @@ fn a_hanging_call_times_out_and_the_server_is_told() {
     }}}));
     sim.servers.need(sim.now);
     sim.pump();
-    sim.servers.call(sim.now, 7, "local__hang", json!({})).unwrap();
+    sim.servers
+        .call(sim.now, 7, "local__hang", json!({}))
+        .unwrap();
     sim.pump();
     sim.advance(Duration::from_millis(999));
     assert!(sim.seen.done.is_empty());
@@ -213,7 +241,11 @@ fn a_hanging_call_times_out_and_the_server_is_told() {
     assert_eq!(sim.seen.done, [(7, Err(CallError::Timeout(1000)))]);
     let last = sim.seen.messages.last().unwrap();
     assert_eq!(last["method"], "notifications/cancelled");
-    assert_eq!(sim.state("local"), ServerState::Ready, "a slow tool is no crash");
+    assert_eq!(
+        sim.state("local"),
+        ServerState::Ready,
+        "a slow tool is no crash"
+    );
 }
 
 #[test]
@@ -225,9 +257,17 @@ fn a_crash_is_reported_and_restarted_after_its_backoff() {
     sim.servers.need(sim.now);
     sim.pump();
     assert_eq!(sim.state("broken"), ServerState::Broken);
-    assert_eq!(sim.state("local"), ServerState::Ready, "the others are not taken down");
-    sim.servers.call(sim.now, 1, "local__echo", json!({"text": "a"})).unwrap();
-    sim.servers.call(sim.now, 2, "local__crash", json!({})).unwrap();
+    assert_eq!(
+        sim.state("local"),
+        ServerState::Ready,
+        "the others are not taken down"
+    );
+    sim.servers
+        .call(sim.now, 1, "local__echo", json!({"text": "a"}))
+        .unwrap();
+    sim.servers
+        .call(sim.now, 2, "local__crash", json!({}))
+        .unwrap();
     sim.pump();
     assert!(matches!(&sim.seen.done[1], (2, Err(CallError::Gone(why))) if why == "exit 3"));
     assert_eq!(sim.state("local"), ServerState::Broken);
@@ -250,5 +290,9 @@ fn a_crash_is_reported_and_restarted_after_its_backoff() {
     sim.advance(Duration::from_millis(499));
     assert_eq!(sim.seen.spawns, spawns + 2);
     sim.advance(Duration::from_millis(1));
-    assert_eq!(sim.seen.spawns, spawns + 3, "the broken one again after 500 ms");
+    assert_eq!(
+        sim.seen.spawns,
+        spawns + 3,
+        "the broken one again after 500 ms"
+    );
 }

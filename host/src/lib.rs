@@ -32,6 +32,7 @@ pub mod session;
 pub mod settings;
 pub mod shell;
 pub mod signals;
+pub mod skills;
 pub mod sockets;
 pub mod startup;
 pub mod store;

@@ -78,7 +78,10 @@ pub fn answer(message: &Value) -> Answer {
         "tools/call" => {
             let args = &message["params"]["arguments"];
             match message["params"]["name"].as_str().unwrap_or_default() {
-                "echo" => text(id, format!("echo: {}", args["text"].as_str().unwrap_or_default())),
+                "echo" => text(
+                    id,
+                    format!("echo: {}", args["text"].as_str().unwrap_or_default()),
+                ),
                 "big" => text(id, "x".repeat(args["chars"].as_u64().unwrap_or(0) as usize)),
                 "hang" => Answer::Nothing,
                 "crash" => Answer::Crash,
@@ -187,7 +190,13 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<RecordedRequest>>) -> io::Result<()
             Answer::Crash => {
                 let reply = json!({"jsonrpc": "2.0", "id": message["id"],
                     "result": {"content": [{"type": "text", "text": "cannot crash over HTTP"}], "isError": true}});
-                respond(&mut out, "200 OK", "application/json", &[], &reply.to_string())?
+                respond(
+                    &mut out,
+                    "200 OK",
+                    "application/json",
+                    &[],
+                    &reply.to_string(),
+                )?
             }
             Answer::Reply(reply) if message["method"] == "tools/call" => {
                 let body = format!("event: message\ndata: {reply}\n\n");
@@ -199,7 +208,13 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<RecordedRequest>>) -> io::Result<()
                 } else {
                     &[]
                 };
-                respond(&mut out, "200 OK", "application/json", extra, &reply.to_string())?
+                respond(
+                    &mut out,
+                    "200 OK",
+                    "application/json",
+                    extra,
+                    &reply.to_string(),
+                )?
             }
         }
     }
@@ -242,6 +257,9 @@ mod tests {
             answer(&json!({"id": 2, "method": "tools/call", "params": {"name": "hang"}})),
             Answer::Nothing
         );
-        assert_eq!(answer(&json!({"method": "notifications/initialized"})), Answer::Nothing);
+        assert_eq!(
+            answer(&json!({"method": "notifications/initialized"})),
+            Answer::Nothing
+        );
     }
 }

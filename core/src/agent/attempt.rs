@@ -78,7 +78,7 @@ impl Gateway {
             .get(&key)
             .map(|s| s.to_model(self.config.limits.max_model_messages))
             .unwrap_or_default();
-        let system = system_prompt(&self.config.identity, route);
+        let system = system_prompt(&self.config.identity, route, &self.config.skills);
         let request = route.turn_request(Some(&system), messages);
         let (first_byte, _) = timeouts(&self.config.limits, route);
         let id = self.next_work_id();

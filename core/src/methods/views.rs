@@ -46,6 +46,7 @@ impl Gateway {
             "defaultAgentId": "main",
             "agents": [],
             "sessions": {"path": format!("{}/agents/main/sessions/sessions.json", self.config.state_dir), "count": 0, "recent": []},
+            "tools": self.tool_problems(),
         })
     }
 

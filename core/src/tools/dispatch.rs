@@ -28,6 +28,30 @@ impl Gateway {
         all
     }
 
+    /// A turn or an operator is about to see the catalog: providers that start lazily (MCP
+    /// servers) start now.
+    pub(crate) fn warm_up_tools(&mut self, now: Instant) {
+        for index in 0..self.tools.providers.len() {
+            let mut io = ProviderIo::default();
+            if let Some(p) = self.tools.providers.get_mut(index) {
+                p.warm_up(now, &mut io);
+            }
+            self.drain_provider(now, index, io);
+        }
+    }
+
+    /// What is broken in the providers (an MCP server that failed), for `health`.
+    pub(crate) fn tool_problems(&self) -> serde_json::Value {
+        let problems: Vec<serde_json::Value> = self
+            .tools
+            .providers
+            .iter()
+            .flat_map(|p| p.problems())
+            .map(|(name, error)| json!({"name": name, "error": error}))
+            .collect();
+        json!({ "problems": problems })
+    }
+
     /// Which code runs the tool `name`, if the catalog has it ready.
     fn handler_of(&self, name: &str) -> Option<Handler> {
         self.tools

@@ -17,6 +17,7 @@ pub mod mcp;
 mod methods;
 pub mod provider;
 mod router;
+pub mod skills;
 
 pub use call::{TRUNCATED_MARKER, ToolCall, ToolContent, ToolOutcome};
 pub use catalog::{Availability, ToolEntry, ToolSource};

@@ -105,6 +105,9 @@ pub enum McpOutput {
 /// A Streamable HTTP exchange: one POST and its answer.
 #[derive(Debug)]
 struct Exchange {
+    /// The call the POST starts, if it is a `tools/call` (its stream is stopped when the
+    /// call is given up).
+    call: Option<u64>,
     status: u16,
     sse: Option<SseDecoder>,
     body: Vec<u8>,
@@ -218,7 +221,6 @@ impl McpServers {
         }
     }
 
-
     fn start(&mut self, now: Instant, i: usize) {
         let limits = self.limits;
         let server = &mut self.servers[i];
@@ -258,7 +260,8 @@ impl McpServers {
             let Run::Up { session, link } = &mut server.run else {
                 return;
             };
-            if let Some(message) = session.poll_transmit() {
+            if let Some(outgoing) = session.poll_transmit() {
+                let message = outgoing.bytes;
                 let work = match link {
                     Link::Stdio { process } => Work::WriteLine {
                         process: *process,
@@ -272,6 +275,7 @@ impl McpServers {
                         exchanges.insert(
                             id,
                             Exchange {
+                                call: outgoing.call,
                                 status: 0,
                                 sse: None,
                                 body: Vec::new(),
@@ -312,6 +316,9 @@ impl McpServers {
                 SessionEvent::ToolsChanged => self.out.push_back(McpOutput::CatalogChanged),
                 SessionEvent::CallDone { call, outcome } => {
                     server.calls.retain(|c| *c != call);
+                    if let Link::Http { exchanges, .. } = link {
+                        stop_exchanges(exchanges, call, &mut self.out);
+                    }
                     if outcome.is_ok() {
                         server.failures = 0;
                     }
@@ -324,7 +331,6 @@ impl McpServers {
             }
         }
     }
-
 
     /// Stop server `i`'s transport and end its calls with `reason`; it is left idle.
     /// Returns whether it was running.
@@ -469,8 +475,11 @@ impl McpServers {
         };
         let server = &mut self.servers[i];
         server.calls.retain(|c| *c != call);
-        if let Run::Up { session, .. } = &mut server.run {
+        if let Run::Up { session, link } = &mut server.run {
             session.cancel(call, "aborted");
+            if let Link::Http { exchanges, .. } = link {
+                stop_exchanges(exchanges, call, &mut self.out);
+            }
         }
         self.flush(now, i);
     }
@@ -510,12 +519,7 @@ impl McpServers {
     }
 
     /// The outcome of work [`McpServers::owns`].
-    pub fn handle_work_result(
-        &mut self,
-        now: Instant,
-        id: WorkId,
-        result: WorkResult,
-    ) {
+    pub fn handle_work_result(&mut self, now: Instant, id: WorkId, result: WorkResult) {
         let Some(i) = self.servers.iter().position(|s| s.owns(id)) else {
             return;
         };
@@ -627,6 +631,21 @@ impl McpServers {
     pub fn poll(&mut self) -> Option<McpOutput> {
         self.out.pop_front()
     }
+}
+
+/// Stop the POSTs of `call` still streaming (a call given up, or answered early).
+fn stop_exchanges(
+    exchanges: &mut HashMap<WorkId, Exchange>,
+    call: u64,
+    out: &mut VecDeque<McpOutput>,
+) {
+    exchanges.retain(|id, ex| {
+        let keep = ex.call != Some(call);
+        if !keep {
+            out.push_back(McpOutput::Cancel(*id));
+        }
+        keep
+    });
 }
 
 /// A fresh token for a piece of work (the router maps it to a work id).

@@ -125,6 +125,15 @@ struct Pending {
     deadline: Instant,
 }
 
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The message.
+    pub bytes: Vec<u8>,
+    /// The call it starts, if it is a `tools/call`.
+    pub call: Option<u64>,
+}
+
 /// Where the session is in its lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -153,7 +162,7 @@ pub struct Session {
     filter: ToolFilter,
     connection_timeout: Duration,
     request_timeout: Duration,
-    out: VecDeque<Vec<u8>>,
+    out: VecDeque<Outgoing>,
     events: VecDeque<SessionEvent>,
 }
 
@@ -222,8 +231,12 @@ impl Session {
                 deadline: now + timeout,
             },
         );
-        self.out
-            .push_back(jsonrpc::encode_request(self.next_id, method, params));
+        let call = match kind {
+            Kind::Call(call) => Some(call),
+            _ => None,
+        };
+        let bytes = jsonrpc::encode_request(self.next_id, method, params);
+        self.out.push_back(Outgoing { bytes, call });
     }
 
     /// Call `tool` with `arguments`; the outcome comes as [`SessionEvent::CallDone`] with
@@ -258,7 +271,7 @@ impl Session {
     }
 
     fn send_cancelled(&mut self, id: i64, reason: &str) {
-        self.out.push_back(jsonrpc::encode_notification(
+        self.send(jsonrpc::encode_notification(
             "notifications/cancelled",
             json!({"requestId": id, "reason": reason}),
         ));
@@ -331,7 +344,7 @@ impl Session {
                         message: format!("method not found: {method}"),
                     })
                 };
-                self.out.push_back(jsonrpc::encode_response(&id, outcome));
+                self.send(jsonrpc::encode_response(&id, outcome));
             }
             Message::Notification { method, .. } => {
                 if method == "notifications/tools/list_changed" {
@@ -412,7 +425,7 @@ impl Session {
             return self.fail(SessionError::Version(version.to_string()));
         }
         self.version = Some(version.to_string());
-        self.out.push_back(jsonrpc::encode_notification(
+        self.send(jsonrpc::encode_notification(
             "notifications/initialized",
             Value::Null,
         ));
@@ -475,8 +488,12 @@ impl Session {
         }
     }
 
+    fn send(&mut self, bytes: Vec<u8>) {
+        self.out.push_back(Outgoing { bytes, call: None });
+    }
+
     /// The next message to send, if any.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
         self.out.pop_front()
     }
 
@@ -526,7 +543,7 @@ mod tests {
 
     fn sent(s: &mut Session) -> Vec<Value> {
         std::iter::from_fn(|| s.poll_transmit())
-            .map(|b| serde_json::from_slice(&b).unwrap())
+            .map(|o| serde_json::from_slice(&o.bytes).unwrap())
             .collect()
     }
 
