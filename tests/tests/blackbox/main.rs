@@ -12,6 +12,7 @@ mod hostile;
 mod http;
 mod lifecycle;
 mod limits;
+mod mcp;
 mod pairing;
 mod runs;
 mod sessions;
