@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 #[derive(Debug, Default)]
 struct Fake {
     waiting: Vec<(u64, CallId, String)>,
-    cancelled: std::rc::Rc<std::cell::Cell<u32>>,
+    cancelled: std::sync::Arc<std::sync::atomic::AtomicU32>,
     next: u64,
 }
 
@@ -84,11 +84,12 @@ impl ToolProvider for Fake {
     }
 
     fn cancel(&mut self, _: Instant, _: CallId, _: &mut ProviderIo) {
-        self.cancelled.set(self.cancelled.get() + 1);
+        self.cancelled
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
-fn setup() -> (Sim, ConnId, std::rc::Rc<std::cell::Cell<u32>>) {
+fn setup() -> (Sim, ConnId, std::sync::Arc<std::sync::atomic::AtomicU32>) {
     let mut config: Config = Config::local_default().with_token("t");
     config.limits.tool_timeout = Duration::from_secs(5);
     let mut p = Sim::started(Instant::now(), config);
@@ -168,7 +169,7 @@ fn a_hanging_tool_times_out_and_is_cancelled() {
             .unwrap()
             .contains("timed out after 5 s (tools.timeoutSeconds)")
     );
-    assert_eq!(cancelled.get(), 1);
+    assert_eq!(cancelled.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[test]

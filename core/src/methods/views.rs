@@ -37,7 +37,7 @@ impl Gateway {
             "ok": true,
             "ts": self.unix_ms(now),
             "durationMs": 0,
-            "plugins": {"loaded": [], "errors": []},
+            "plugins": {"loaded": [], "errors": self.tool_problems()},
             "configReload": {"hotReloadStatus": "active"},
             "channels": channels,
             "channelOrder": order,
@@ -46,7 +46,6 @@ impl Gateway {
             "defaultAgentId": "main",
             "agents": [],
             "sessions": {"path": format!("{}/agents/main/sessions/sessions.json", self.config.state_dir), "count": 0, "recent": []},
-            "tools": self.tool_problems(),
         })
     }
 

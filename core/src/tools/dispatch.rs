@@ -40,16 +40,19 @@ impl Gateway {
         }
     }
 
-    /// What is broken in the providers (an MCP server that failed), for `health`.
-    pub(crate) fn tool_problems(&self) -> serde_json::Value {
-        let problems: Vec<serde_json::Value> = self
-            .tools
+    /// What is broken in the providers (an MCP server that failed), as `health`'s
+    /// `plugins.errors` entries.
+    pub(crate) fn tool_problems(&self) -> Vec<serde_json::Value> {
+        self.tools
             .providers
             .iter()
-            .flat_map(|p| p.problems())
-            .map(|(name, error)| json!({"name": name, "error": error}))
-            .collect();
-        json!({ "problems": problems })
+            .flat_map(|p| {
+                let origin = p.source().as_str();
+                p.problems().into_iter().map(move |(id, error)| {
+                    json!({"id": id, "origin": origin, "activated": false, "failurePhase": "start", "error": error})
+                })
+            })
+            .collect()
     }
 
     /// Which code runs the tool `name`, if the catalog has it ready.

@@ -67,7 +67,7 @@ impl ProviderIo {
 }
 
 /// A source of tools the router dispatches to (MCP servers, skills).
-pub trait ToolProvider: std::fmt::Debug {
+pub trait ToolProvider: std::fmt::Debug + Send {
     /// What kind of source it is.
     fn source(&self) -> ToolSource;
 

@@ -2,7 +2,7 @@
 //! tests over stdio (the `fake-mcp` binary, spawned by the gateway) and over Streamable HTTP
 //! (JSON answers, SSE for calls, a session id), its tools in `tools.catalog` once started,
 //! called through `tools.invoke`; a server that cannot start reported in the catalog and in
-//! `health` beside working ones; a hanging tool timed out (and the server told); a result
+//! `health` (`plugins.errors`) beside working ones; a hanging tool timed out (and the server told); a result
 //! too large cut with a marker; a crashed server restarted; a skill in the system prompt and
 //! read by `read_skill`.
 
@@ -139,15 +139,16 @@ fn mcp_tools_are_listed_and_called_over_both_transports(shell: Shell) {
         );
     }
     let health = ws.call("health", None).expect("health");
-    let problems = health["tools"]["problems"].as_array().expect("problems");
+    let problems = health["plugins"]["errors"]
+        .as_array()
+        .expect("plugin errors");
     assert!(
-        problems.iter().any(|p| p["name"] == "mcp:broken"),
+        problems
+            .iter()
+            .any(|p| p["id"] == "mcp:broken" && p["origin"] == "mcp"),
         "{health}"
     );
-    assert!(
-        !problems.iter().any(|p| p["name"] == "mcp:local"),
-        "{health}"
-    );
+    assert!(!problems.iter().any(|p| p["id"] == "mcp:local"), "{health}");
     assert_frames_valid(&ws);
 }
 
