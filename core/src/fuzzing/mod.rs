@@ -8,6 +8,7 @@
 //! input always replays the same run.
 
 pub mod http_response;
+pub mod mcp_message;
 pub mod model_stream;
 pub mod sim;
 pub mod stream;
