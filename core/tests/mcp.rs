@@ -7,9 +7,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use clawgate_core::tools::mcp::{
-    CallError, CallResult, McpConfig, McpOutput, McpServers, ServerState,
-};
+use clawgate_core::tools::mcp::{CallError, CallResult, McpOutput, McpServers, ServerState};
 use clawgate_core::{Work, WorkId, WorkResult};
 use serde_json::{Value, json};
 

@@ -127,7 +127,7 @@ enum Link {
 #[derive(Debug)]
 enum Run {
     Idle,
-    Up { session: Session, link: Link },
+    Up { session: Box<Session>, link: Link },
     Down { until: Instant },
 }
 
@@ -249,7 +249,10 @@ impl McpServers {
             Level::Info,
             format!("mcp: starting server {}", c.name),
         ));
-        server.run = Run::Up { session, link };
+        server.run = Run::Up {
+            session: Box::new(session),
+            link,
+        };
         self.flush(now, i);
     }
 
