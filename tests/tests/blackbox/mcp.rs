@@ -4,7 +4,7 @@
 //! called through `tools.invoke`; a server that cannot start reported in the catalog and in
 //! `health` (`plugins.errors`) beside working ones; a hanging tool timed out (and the server told); a result
 //! too large cut with a marker; a crashed server restarted; a skill in the system prompt and
-//! read by `read_skill`.
+//! read by `read_skill`, and the first model turn starting the servers.
 
 use std::time::{Duration, Instant};
 
@@ -242,6 +242,16 @@ fn a_skill_is_offered_in_the_prompt_and_read_on_demand(shell: Shell) {
     );
     chat_send(&mut ws, "write notes", "k-skill");
     run_events(&mut ws, "k-skill");
+    // The turn started the MCP servers (nothing asked for the catalog before it).
+    let log = s.dir.path().join("mcp.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("\"initialize\"")) {
+        assert!(
+            Instant::now() < deadline,
+            "the turn did not start the stdio server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let system = model.requests()[0].json["messages"][0]["content"]
         .as_str()
         .unwrap_or_default()

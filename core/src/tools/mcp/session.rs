@@ -697,17 +697,21 @@ mod tests {
         assert_eq!(out[1]["error"]["code"], METHOD_NOT_FOUND);
     }
 
-    #[test]
-    fn start_up_failures_fail_the_session_and_calls_end_on_close() {
-        let now = Instant::now();
-        let mut s = Session::start(
+    fn bare(now: Instant) -> Session {
+        Session::start(
             now,
             McpLimits::default(),
             ToolFilter::default(),
             Duration::from_secs(1),
             Duration::from_secs(1),
             "t",
-        );
+        )
+    }
+
+    #[test]
+    fn start_up_failures_fail_the_session_and_calls_end_on_close() {
+        let now = Instant::now();
+        let mut s = bare(now);
         let init = sent(&mut s);
         answer(
             &mut s,
@@ -721,14 +725,7 @@ mod tests {
                 "1999-01-01".into()
             ))]
         );
-        let mut s = Session::start(
-            now,
-            McpLimits::default(),
-            ToolFilter::default(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-            "t",
-        );
+        let mut s = bare(now);
         s.handle_timeout(now + Duration::from_secs(1));
         assert_eq!(
             events(&mut s),
