@@ -161,7 +161,7 @@ mod tests {
         let small = ToolOutcome::json(json!({"a": 1})).bounded(100);
         assert!(!small.truncated);
         let big = ToolOutcome::json(json!({"a": "x".repeat(200)})).bounded(10);
-        assert_eq!(big.as_text(), format!("{{\"a\":\"xxx{TRUNCATED_MARKER}"));
+        assert_eq!(big.as_text(), format!("{{\"a\":\"xxxx{TRUNCATED_MARKER}"));
     }
 
     #[test]
