@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::auth::Secret;
 
+pub mod known;
 mod providers;
 
 pub use providers::{AgentIdentity, DEFAULT_MAX_TOKENS, substitute_env};

@@ -105,6 +105,24 @@ pub fn decode_public_key(s: &str) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
+/// The DER prefix of an Ed25519 private key in PKCS#8 (RFC 8410), before its 32-byte seed.
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Decode an Ed25519 private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`, as Node's
+/// `crypto` writes it) into its 32-byte seed.
+pub fn decode_private_key_pem(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if !s.starts_with("-----BEGIN PRIVATE KEY-----") {
+        return None;
+    }
+    let body: String = s.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = data_encoding::BASE64.decode(body.trim().as_bytes()).ok()?;
+    let seed = der.strip_prefix(&PKCS8_ED25519_PREFIX[..])?;
+    seed.try_into().ok()
+}
+
 /// Decode base64 in url-safe or standard alphabet, padded or not.
 pub fn decode_b64_any(s: &str) -> Option<Vec<u8>> {
     let trimmed = s.trim_end_matches('=');

@@ -145,6 +145,8 @@ pub struct Gateway {
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
     pub(crate) boot_id: String,
+    /// The gateway's own Ed25519 identity (`gateway.identity.get`), set by the host.
+    pub(crate) identity: Option<crate::device::DeviceKey>,
     draining: bool,
     pub(crate) presence_version: u64,
     pub(crate) health_version: u64,
@@ -186,6 +188,7 @@ impl Gateway {
             start: now,
             wall: (now, unix_ms),
             boot_id: String::new(),
+            identity: None,
             draining: false,
             presence_version: 1,
             health_version: 1,
@@ -220,6 +223,12 @@ impl Gateway {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Set the gateway's own identity, which `gateway.identity.get` shows (the host keeps
+    /// it in the store, created once or imported from upstream).
+    pub fn set_identity(&mut self, key: crate::device::DeviceKey) {
+        self.identity = Some(key);
     }
 
     /// The pairing store as it is now.

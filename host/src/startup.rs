@@ -164,7 +164,13 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let addr = SocketAddr::new(config.bind_host, config.port);
     let who = format!("pid {}, port {}", std::process::id(), config.port);
     let lock = lock::acquire(&paths::lock_file(&state_dir), &who).map_err(StartError::Lock)?;
-    let (mut db, pairing, migrated) = open_store(&state_dir).map_err(StartError::Store)?;
+    let store::Opened {
+        mut db,
+        pairing,
+        identity,
+        migrated,
+        upstream,
+    } = open_store(&state_dir).map_err(StartError::Store)?;
     // Only the recent end of each transcript: the rest stays on disk for chat.history.
     let sessions = db
         .load_sessions(config.limits.max_model_messages)
@@ -215,6 +221,22 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
             ),
         );
     }
+    match upstream {
+        Some(Ok(up)) => logger.log(
+            Level::Info,
+            format!(
+                "imported from upstream's {} (schema {}): {}",
+                up.path.display(),
+                up.schema_version,
+                up.summary()
+            ),
+        ),
+        Some(Err(e)) => logger.log(
+            Level::Warn,
+            format!("upstream state not imported: {e}; starting without it"),
+        ),
+        None => {}
+    }
     let inbox: WorkerQueue<HostInput> = WorkerQueue::new();
     let acks = inbox.sender();
     let store = Writer::spawn(db, move |done| {
@@ -249,6 +271,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         Instant::now(),
         logging::unix_ms(),
     );
+    gateway.set_identity(identity.key());
     gateway.restore_sessions(sessions);
     gateway.restore_channels(channel_rows);
     gateway.restore_pending_input(pending_input);

@@ -7,7 +7,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clawgate_core::PairingStore;
-use clawgate_store::{Db, DbError, Migrated};
+use clawgate_store::{
+    Db, DbError, Migrated, StoredIdentity, Upstream, UpstreamError, read_upstream,
+};
+
+use crate::entropy::random_bytes;
+use crate::logging::unix_ms;
 
 /// Create `dir` (and parents) with mode 0700 if missing.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
@@ -57,13 +62,49 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Open the state directory's database, move a legacy JSON pairing file into it (once), and
-/// load the pairing rows. Every error names the file it is about.
-pub fn open_store(state_dir: &Path) -> Result<(Db, PairingStore, Option<Migrated>), DbError> {
+/// The state directory's database as start-up leaves it.
+pub struct Opened {
+    /// The database, for the writer thread.
+    pub db: Db,
+    /// The pairing rows (imported ones included).
+    pub pairing: PairingStore,
+    /// The gateway's own identity.
+    pub identity: StoredIdentity,
+    /// A legacy JSON pairing file moved in.
+    pub migrated: Option<Migrated>,
+    /// Upstream's database imported (`Ok`) or reported and skipped (`Err`).
+    pub upstream: Option<Result<Upstream, UpstreamError>>,
+}
+
+/// Open the state directory's database, move a legacy JSON pairing file into it (once),
+/// import upstream OpenClaw's state database when clawgate has no pairing yet and never
+/// imported one (an unreadable upstream file is reported in [`Opened::upstream`] and
+/// skipped), make sure the gateway has its identity, and load the pairing rows. Every
+/// error names the file it is about.
+pub fn open_store(state_dir: &Path) -> Result<Opened, DbError> {
     let mut db = Db::open(state_dir)?;
     let migrated = db.migrate_legacy_pairing(state_dir)?;
+    let upstream = if db.has_pairing()? || db.upstream_imported()? {
+        None
+    } else {
+        match read_upstream(state_dir) {
+            Ok(Some(up)) => {
+                db.import_upstream(&up)?;
+                Some(Ok(up))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    };
+    let identity = db.gateway_identity_or_create(random_bytes(), unix_ms())?;
     let pairing = db.load_pairing()?;
-    Ok((db, pairing, migrated))
+    Ok(Opened {
+        db,
+        pairing,
+        identity,
+        migrated,
+        upstream,
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ const USAGE: &str = "usage:
   clawgate gateway call <method> [--params JSON] [QUERY FLAGS]
   clawgate gateway install|start|stop|restart|uninstall
   clawgate gateway discover [--timeout MS] [--json]
+  clawgate gateway import-upstream [--dry-run]
   clawgate devices list|approve <requestId>|reject <requestId>|revoke|rotate --device ID --role ROLE [QUERY FLAGS]
   clawgate nodes list|status|pending|approve <requestId>|invoke --node ID --command CMD [--params JSON] [QUERY FLAGS]
   clawgate pairing list [<channel>] [--account A] [--json] | approve [<channel>] <code> [--account A] [--notify]
@@ -85,6 +86,7 @@ fn gateway(args: Vec<OsString>) -> i32 {
         }
         "run" => run_gateway(rest),
         "discover" => discover(rest),
+        "import-upstream" => finish(cli::upstream::run(rest)),
         "health" => finish(cli::query::health(rest)),
         "call" => finish(cli::query::call(rest)),
         "probe" => finish(cli::probe::run(rest)),

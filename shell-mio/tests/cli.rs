@@ -818,3 +818,93 @@ fn devices_and_nodes_approved_and_tokens_managed_from_the_cli() {
     assert_eq!(list["paired"][0]["connected"], true);
     drop(node);
 }
+
+/// The bytes of upstream's database and its WAL in `state`.
+fn upstream_files(state: &Path) -> Vec<Vec<u8>> {
+    let db = clawgate_tests::upstream_db::path(state);
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    [db, wal.into()]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn import_upstream_dry_run_writes_nothing_then_imports() {
+    use clawgate_tests::upstream_db;
+    let dir = TempDir::new("cli-import");
+    let writer = upstream_db::create(&dir.state(), 18);
+    let before = upstream_files(&dir.state());
+    let ours = dir.state().join("state").join("clawgate.sqlite");
+
+    let doctor = run(&dir, &["doctor"], &[]);
+    let said = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        said.contains("2 paired device(s) (1 node(s), 2 device token(s)), 2 pending request(s), 1 channel approval(s)"),
+        "{said}"
+    );
+
+    let dry = run(&dir, &["gateway", "import-upstream", "--dry-run"], &[]);
+    let said = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert_eq!(code(&dry), 0, "{said}\n{}", stderr(&dry));
+    assert!(said.contains("dry run: nothing written"), "{said}");
+    assert!(said.contains(upstream_db::OPERATOR_ID), "{said}");
+    assert!(!ours.exists(), "a dry run creates no database");
+    assert_eq!(upstream_files(&dir.state()), before);
+
+    let real = run(&dir, &["gateway", "import-upstream"], &[]);
+    let said = String::from_utf8_lossy(&real.stdout).into_owned();
+    assert_eq!(code(&real), 0, "{said}\n{}", stderr(&real));
+    assert!(said.contains("Imported from"), "{said}");
+    assert!(ours.exists());
+    assert_eq!(
+        upstream_files(&dir.state()),
+        before,
+        "upstream's files are only read"
+    );
+
+    // A gateway started on the same state directory has the imported devices.
+    let port = free_port();
+    let _gw = gateway(&dir, port, &[], &[]);
+    let list = run(
+        &dir,
+        &["devices", "list", "--url", &url(port), "--json"],
+        &[],
+    );
+    let devices = stdout_json(&list);
+    assert!(
+        devices.to_string().contains(upstream_db::OPERATOR_ID),
+        "{devices}"
+    );
+    drop(writer);
+}
+
+#[test]
+fn a_corrupt_upstream_database_is_reported_and_the_gateway_starts() {
+    let dir = TempDir::new("cli-import-corrupt");
+    let path = clawgate_tests::upstream_db::path(&dir.state());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    let failed = run(&dir, &["gateway", "import-upstream"], &[]);
+    assert_eq!(code(&failed), 1);
+    assert!(
+        stderr(&failed).contains(&path.display().to_string()),
+        "{}",
+        stderr(&failed)
+    );
+    let port = free_port();
+    let _gw = gateway(&dir, port, &[], &[]);
+    let health = run(
+        &dir,
+        &["gateway", "health", "--url", &url(port), "--json"],
+        &[],
+    );
+    assert_eq!(code(&health), 0, "{}", stderr(&health));
+    let log = std::fs::read_to_string(dir.state().join("logs").join("clawgate-gateway.log"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("upstream state not imported") && log.contains(&path.display().to_string()),
+        "{log}"
+    );
+}

@@ -362,6 +362,17 @@ impl Db {
         tx.commit().map_err(e)
     }
 
+    /// Whether the store's bookkeeping has a row `key` (a one-time step's marker).
+    pub(crate) fn has_meta(&self, key: &str) -> Result<bool, DbError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?1)",
+                [key],
+                |r| r.get(0),
+            )
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
     /// Whether any pairing row exists.
     pub fn has_pairing(&self) -> Result<bool, DbError> {
         self.conn

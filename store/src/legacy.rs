@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use clawgate_core::PairingStore;
 use clawgate_core::persist::{StoreChange, diff};
 
-use crate::db::{Db, DbError, sqlite};
+use crate::db::{Db, DbError};
 
 const MARKER: &str = "pairing_json_migrated";
 
@@ -69,13 +69,7 @@ impl Db {
     }
 
     fn marker(&self) -> Result<bool, DbError> {
-        self.conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM meta WHERE key = ?1)",
-                [MARKER],
-                |r| r.get(0),
-            )
-            .map_err(|e| sqlite(&self.path, e))
+        self.has_meta(MARKER)
     }
 
     fn commit_with_marker(&mut self, changes: &[StoreChange]) -> Result<(), DbError> {

@@ -22,11 +22,16 @@
 #![deny(missing_docs)]
 
 mod db;
+mod identity;
 mod legacy;
 mod schema;
+mod upstream;
+mod upstream_rows;
 mod writer;
 
 pub use clawgate_core::persist::StoreChange;
 pub use db::{Db, DbError, db_path};
+pub use identity::StoredIdentity;
 pub use legacy::{Migrated, legacy_pairing_path};
+pub use upstream::{UPSTREAM_SCHEMA, Upstream, UpstreamError, read_upstream, upstream_db_path};
 pub use writer::{StoreDone, WriteDone, Writer};

@@ -2,7 +2,7 @@
 //! loopback port, and upstream's frame schema to validate what the gateway sends.
 //! [`fake_model`] is a fake model provider (OpenAI or Anthropic API, HTTP or HTTPS with
 //! [`fake_tls`]) for the agent tests; [`fake_telegram`] a fake Telegram Bot API for the channel
-//! tests.
+//! tests; [`upstream_db`] a synthetic upstream OpenClaw state database for the import tests.
 
 pub mod deps;
 pub mod fake_mcp;
@@ -12,3 +12,4 @@ pub mod fake_tls;
 pub mod harness;
 pub mod schema;
 pub mod tempdir;
+pub mod upstream_db;

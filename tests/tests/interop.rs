@@ -1,7 +1,8 @@
 //! Interop with the real OpenClaw clients (npm `openclaw@2026.9.6` on Node 24, installed by
 //! `scripts/interop-deps.sh`) against both binaries: the CLI's `gateway call health|status`,
 //! `gateway probe`, its own auth error for a wrong token, and the real node host attaching,
-//! being approved with `openclaw nodes pending|approve` and answering `node.invoke`.
+//! being approved with `openclaw nodes pending|approve` and answering `node.invoke`; and the
+//! switch from upstream's own gateway ([`switch_from_upstream`]).
 //!
 //! Under `CI=true` a missing Node or package fails; elsewhere these tests skip loudly.
 
@@ -15,6 +16,9 @@ use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Gateway, Options, Shell, TempDir, Ws};
 use clawgate_tests::{both, deps, schema};
 use serde_json::{Value, json};
+
+#[path = "interop/switch_from_upstream.rs"]
+mod switch_from_upstream;
 
 const TOKEN: &str = "interop-token-7f3a";
 
@@ -143,6 +147,11 @@ struct NodeHost {
 
 impl NodeHost {
     fn start(gw: &Gateway) -> Option<Self> {
+        Self::start_on(gw.port())
+    }
+
+    /// A node host for the gateway on `port` (upstream's or clawgate's).
+    fn start_on(port: u16) -> Option<Self> {
         let home = Home::new()?;
         let log = std::fs::File::create(home.out_file("node.log")).expect("node log");
         let child = home
@@ -152,7 +161,7 @@ impl NodeHost {
                 "--host",
                 "127.0.0.1",
                 "--port",
-                &gw.port().to_string(),
+                &port.to_string(),
             ])
             .env("OPENCLAW_GATEWAY_TOKEN", TOKEN)
             .stdout(log.try_clone().expect("log"))
@@ -320,6 +329,11 @@ fn cli_wrong_token(shell: Shell) {
 
 /// The node as `node.list` shows it, once it is connected.
 fn wait_for_node(op: &mut Ws, node: &NodeHost, gw: &Gateway) -> Value {
+    wait_for_node_of(op, node, || frames(gw))
+}
+
+/// [`wait_for_node`] on any gateway, with `gateway_log` for failure messages.
+fn wait_for_node_of(op: &mut Ws, node: &NodeHost, gateway_log: impl Fn() -> String) -> Value {
     let deadline = Instant::now() + NODE_WAIT;
     loop {
         let list = op.call("node.list", Some(json!({}))).expect("node.list");
@@ -333,7 +347,7 @@ fn wait_for_node(op: &mut Ws, node: &NodeHost, gw: &Gateway) -> Value {
             Instant::now() < deadline,
             "the node host did not attach within {NODE_WAIT:?}\n--- node\n{}\n--- gateway\n{}",
             node.log(),
-            frames(gw)
+            gateway_log()
         );
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -71,6 +71,15 @@ impl Approval {
     fn key(&self) -> String {
         approval_key(&self.channel, &self.account_id, &self.sender_id)
     }
+
+    /// The row change that stores this approval (an import writes it as approving does).
+    pub fn stored(&self) -> StoreChange {
+        StoreChange::PutChannelRow {
+            kind: ChannelRowKind::PairingApproval,
+            key: self.key(),
+            row: json!(self),
+        }
+    }
 }
 
 fn approval_key(channel: &str, account: &str, sender: &str) -> String {
@@ -169,11 +178,7 @@ impl ChannelPairing {
             sender_id: r.sender_id.clone(),
             approved_at: now_ms,
         };
-        changes.push(StoreChange::PutChannelRow {
-            kind: ChannelRowKind::PairingApproval,
-            key: a.key(),
-            row: json!(a),
-        });
+        changes.push(a.stored());
         self.approvals.insert(a.key(), a);
         Some(r)
     }

@@ -159,6 +159,7 @@ const REGISTRY: &[MethodSpec] = &[
     method!("tools.catalog", Read, Gateway::tools_catalog),
     method!("tools.effective", Read, Gateway::tools_effective),
     method!("tools.invoke", Write, Gateway::tools_invoke),
+    method!("gateway.identity.get", Read, Gateway::gateway_identity_get),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -355,6 +356,7 @@ mod tests {
             "tools.catalog",
             "tools.effective",
             "tools.invoke",
+            "gateway.identity.get",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));

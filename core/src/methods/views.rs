@@ -93,6 +93,19 @@ impl Gateway {
         Reply::Now(Ok(Value::Null))
     }
 
+    pub(super) fn gateway_identity_get(&mut self, _: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
+        Reply::Now(match &self.identity {
+            Some(key) => Ok(json!({
+                "deviceId": key.id(),
+                "publicKey": crate::device::b64url(&key.public_raw()),
+            })),
+            None => Err(ErrorShape::new(
+                crate::frame::ErrorCode::Unavailable,
+                "gateway identity unavailable",
+            )),
+        })
+    }
+
     pub(super) fn config_get(&mut self, _: Instant, _: &Call<'_>, _: NoParams) -> Reply {
         Reply::Now(Ok(self.config_payload()))
     }

@@ -112,7 +112,6 @@ pub(super) static METHODS: &[(&str, Requirement)] = &[
     ("exec.approvals.node.set", Admin),
     ("exec.approvals.set", Admin),
     ("fs.listDir", Dynamic),
-    ("gateway.identity.get", Read),
     ("gateway.restart.preflight", Read),
     ("gateway.restart.request", Admin),
     ("gateway.suspend.handoff", Admin),

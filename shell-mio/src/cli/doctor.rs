@@ -2,7 +2,8 @@
 //! clients from working — a config file that does not parse or would be refused, a token
 //! under `gateway.auth.token` that differs from the one clients send, files readable by
 //! others, a non-loopback bind without auth, a port already taken — one line each, with what
-//! to do; and write one fresh token under both keys.
+//! to do; say what an import from upstream's state database would bring and which keys of
+//! the config file clawgate ignores; and write one fresh token under both keys.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -52,6 +53,9 @@ pub fn run(argv: Vec<OsString>) -> Outcome {
     let (findings, notes) = check(&env);
     for n in &notes {
         say!("ok   {n}");
+    }
+    for n in super::upstream::doctor_notes(&env) {
+        say!("note {n}");
     }
     for f in &findings {
         say!("FIX  {}\n     → {}", f.problem, f.fix);

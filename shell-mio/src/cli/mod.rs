@@ -1,6 +1,7 @@
 //! The client side of `clawgate`: the commands that talk to a running gateway (`gateway
 //! health|status|call|probe`, `devices`, `nodes`), look after its files (`doctor`, `logs`) and
-//! its service (`gateway install|start|…`). Every command returns an [`Outcome`]; `main` prints
+//! its service (`gateway install|start|…`), and carry upstream's pairing over (`gateway
+//! import-upstream`). Every command returns an [`Outcome`]; `main` prints
 //! the failure and exits with its [`Exit`] code.
 
 /// `println!` that ignores a closed stdout (`clawgate … | head`) instead of panicking.
@@ -27,6 +28,7 @@ pub mod rpc;
 pub mod scopes;
 pub mod service;
 pub mod target;
+pub mod upstream;
 
 /// Process exit codes shared by every command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
