@@ -167,7 +167,13 @@ fn a_hanging_tool_times_out_and_a_large_result_is_cut(shell: Shell) {
         "{hung}"
     );
     assert!(started.elapsed() >= Duration::from_millis(1400));
-    let log = std::fs::read_to_string(s.dir.path().join("mcp.log")).expect("the server's log");
+    // The server is told (it writes what it reads to its log as it reads it).
+    let log = s.dir.path().join("mcp.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("notifications/cancelled")) {
+        assert!(Instant::now() < deadline, "the server was not told");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         log.contains("notifications/cancelled"),
         "the server is told: {log}"
