@@ -174,10 +174,6 @@ fn a_hanging_tool_times_out_and_a_large_result_is_cut(shell: Shell) {
         assert!(Instant::now() < deadline, "the server was not told");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        log.contains("notifications/cancelled"),
-        "the server is told: {log}"
-    );
     let big = invoke(&mut ws, "local__big", json!({"chars": 300_000}));
     let output = big["output"].as_str().expect("text output");
     assert!(
