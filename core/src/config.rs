@@ -447,6 +447,10 @@ pub struct Config {
     pub queue_mode: QueueMode,
     /// `tools.*`: tool search and the gateway host's `exec`.
     pub tools: tools::ToolsConfig,
+    /// The MCP servers (`mcp.servers`).
+    pub mcp: crate::tools::mcp::McpConfig,
+    /// The skills the host found ([`crate::tools::skills::roots`]), by precedence.
+    pub skills: Vec<crate::tools::skills::Skill>,
 }
 
 /// What a message does when its session already has a run in progress (upstream's queue
@@ -533,6 +537,8 @@ impl Config {
             channels: Default::default(),
             queue_mode: QueueMode::Steer,
             tools: Default::default(),
+            mcp: Default::default(),
+            skills: Vec::new(),
         }
     }
 
@@ -778,6 +784,7 @@ impl Config {
             files: &input.secret_files,
         };
         cfg.channels = crate::channels::config::resolve(&file, &sources)?;
+        cfg.mcp = crate::tools::mcp::config::resolve(&file)?;
         let queue = at(&file, &["messages", "queue"])
             .cloned()
             .unwrap_or(Value::Null);

@@ -206,6 +206,14 @@ impl Gateway {
         };
         gw.boot_id = gw.uuid();
         gw.post_routes = crate::http_post::PostRoutes::from_config(&gw.config);
+        if !gw.config.mcp.servers.is_empty() {
+            let mcp = crate::tools::mcp::McpServers::new(&gw.config.mcp, &gw.config.version);
+            gw.tools.add_provider(Box::new(mcp));
+        }
+        if !gw.config.skills.is_empty() {
+            let skills = crate::tools::skills::SkillsProvider::new(gw.config.skills.clone());
+            gw.tools.add_provider(Box::new(skills));
+        }
         let tick = now + gw.config.limits.tick_interval;
         gw.timers.push(Reverse((tick, Timer::Tick)));
         let mode = gw.config.auth_mode.as_str();

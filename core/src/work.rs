@@ -64,6 +64,20 @@ pub enum Work {
     /// Describe the machine the gateway runs on (`system.info`): one
     /// [`WorkResult::Machine`] answers it.
     DescribeMachine,
+    /// Start a child process (an MCP stdio server) that lives until it exits or a
+    /// [`Work::Cancel`] with this id kills it: each line it writes to stdout comes back as a
+    /// [`WorkResult::ProcessLine`] with this id (without the newline; a line over the
+    /// host's bound is cut), its stderr goes to the log, and exactly one
+    /// [`WorkResult::ProcessExited`] ends it (a failure to start included).
+    Spawn(ProcessSpec),
+    /// Write `line` and a newline to the stdin of the [`Work::Spawn`] `process`. No result: a
+    /// failed write shows as the process's exit.
+    WriteLine {
+        /// The id of the [`Work::Spawn`].
+        process: WorkId,
+        /// The bytes, without the newline.
+        line: Vec<u8>,
+    },
 }
 
 /// A [`Work::WsOpen`]: where to connect and what to send in the upgrade.
@@ -139,6 +153,19 @@ pub struct MachineInfo {
     pub memory_free_bytes: u64,
 }
 
+/// A [`Work::Spawn`]: what to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// The program (looked up on `PATH` when it has no `/`).
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment variables added to the gateway's own.
+    pub env: Vec<(String, String)>,
+    /// The working directory (the gateway's own when `None`).
+    pub cwd: Option<String>,
+}
+
 /// A [`Work::ReadFile`]: the first of `candidates` that is a regular file inside `root` once
 /// symlinks are resolved, read from `offset`. A candidate that is missing, not a regular
 /// file, or resolves outside `root` is skipped as if absent.
@@ -180,9 +207,13 @@ pub enum FileError {
 }
 
 impl WorkResult {
-    /// Whether this is the last result of its work (an HTTP head or body piece is not).
+    /// Whether this is the last result of its work (an HTTP head or body piece, or a
+    /// process's line, is not).
     pub fn is_final(&self) -> bool {
-        !matches!(self, WorkResult::HttpHead { .. } | WorkResult::HttpBody(_))
+        !matches!(
+            self,
+            WorkResult::HttpHead { .. } | WorkResult::HttpBody(_) | WorkResult::ProcessLine(_)
+        )
     }
 }
 
@@ -225,4 +256,8 @@ pub enum WorkResult {
     Exec(Result<ExecOutput, String>),
     /// What a [`Work::DescribeMachine`] found.
     Machine(MachineInfo),
+    /// A line a [`Work::Spawn`] process wrote to stdout.
+    ProcessLine(Vec<u8>),
+    /// The [`Work::Spawn`] process exited, was killed, or could not start (how, for the log).
+    ProcessExited(String),
 }

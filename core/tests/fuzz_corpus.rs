@@ -282,3 +282,15 @@ fn discord_dispatch_corpus() {
         "rest-429-huge-retry"
     )));
 }
+
+#[test]
+fn mcp_message_corpus() {
+    replay("mcp_message", |d| {
+        let _parsed = fuzzing::mcp_message::run(d);
+    });
+    assert_eq!(
+        fuzzing::mcp_message::run(&seed("mcp_message", "lifecycle")),
+        6,
+        "every message of the seed parses"
+    );
+}

@@ -118,5 +118,6 @@ pub fn resolve(
     let (input, sources) = input(env, flags, password_file)?;
     let mut config = Config::resolve(&input).map_err(SettingsError::Config)?;
     crate::ui_root::resolve(&mut config.control_ui.root, &input.env);
+    config.skills = crate::skills::load(&config.file, &config.state_dir, &input.env);
     Ok((config, sources))
 }

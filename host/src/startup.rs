@@ -23,6 +23,7 @@ use crate::http_worker::{HttpLimits, HttpWorkers};
 use crate::listen::{self, BindError};
 use crate::lock::{self, InstanceLock, LockError};
 use crate::logging::{self, Logger};
+use crate::process_worker::ProcessWorkers;
 use crate::run_args::{self, RunArgs, USAGE, UsageError};
 use crate::settings::{self, SettingsError};
 use crate::shell::{self, Host};
@@ -146,6 +147,7 @@ pub struct RunHost {
     ws: WsWorkers,
     files: FileWorkers,
     execs: ExecWorkers,
+    processes: ProcessWorkers,
     mdns: Option<AdvertiserHandle>,
     _lock: InstanceLock,
 }
@@ -264,6 +266,12 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     .map_err(StartError::FileWorkers)?;
     let ran = inbox.sender();
     let execs = ExecWorkers::new(move |id, result| ran.send(HostInput::Work(id, result)));
+    let lines = inbox.sender();
+    let stderr = logger.sink();
+    let processes = ProcessWorkers::new(
+        move |id, result| lines.send(HostInput::Work(id, result)),
+        move |level, line| stderr.log(level, line),
+    );
     let mut gateway = Gateway::new(
         config,
         Box::new(OsEntropy::default()),
@@ -285,6 +293,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         ws,
         files,
         execs,
+        processes,
         mdns: None,
         _lock: lock,
     };
@@ -413,12 +422,22 @@ impl Host for RunHost {
                 None
             }
             Work::Cancel(of) => {
-                self.http.cancel(of);
-                self.execs.cancel(of);
+                if !self.processes.kill(of) {
+                    self.http.cancel(of);
+                    self.execs.cancel(of);
+                }
                 None
             }
             Work::Exec(request) => {
                 self.execs.submit(id, request);
+                None
+            }
+            Work::Spawn(spec) => {
+                self.processes.spawn(id, spec);
+                None
+            }
+            Work::WriteLine { process, line } => {
+                self.processes.write_line(process, line);
                 None
             }
             Work::ReadHistory(query) => {
@@ -502,6 +521,7 @@ impl Host for RunHost {
         self.files.shutdown();
         self.ws.shutdown();
         self.execs.shutdown();
+        self.processes.shutdown();
         if let Some(writer) = self.store.take() {
             writer.close();
         }

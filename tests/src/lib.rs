@@ -7,6 +7,7 @@
 
 pub mod deps;
 pub mod fake_discord;
+pub mod fake_mcp;
 pub mod fake_model;
 pub mod fake_slack;
 pub mod fake_telegram;

@@ -78,6 +78,8 @@ impl Gateway {
     /// Send run `serial`'s model request (its first or a retry): the system prompt and the
     /// session's recent transcript in the route's API, with a first-byte deadline.
     pub(crate) fn send_model_request(&mut self, now: Instant, serial: u64, route: &ModelRoute) {
+        // A turn needs the tools: servers that start lazily start now.
+        self.warm_up_tools(now);
         let Some(key) = self.agent.runs.get(&serial).map(|r| r.session_key.clone()) else {
             return;
         };
@@ -87,7 +89,7 @@ impl Gateway {
             .get(&key)
             .map(|s| s.to_model(self.config.limits.max_model_messages))
             .unwrap_or_default();
-        let system = system_prompt(&self.config.identity, route);
+        let system = system_prompt(&self.config.identity, route, &self.config.skills);
         let ctx = crate::tools::CallContext {
             session_key: Some(key.clone()),
             owner: self

@@ -581,6 +581,19 @@ impl Sim {
                     self.gw
                         .handle_work_result(self.now, id, WorkResult::Machine(machine));
                 }
+                // The simulation runs no processes: a spawn fails at once.
+                Output::Work {
+                    id,
+                    work: Work::Spawn(_),
+                } => {
+                    moved = true;
+                    let exited = WorkResult::ProcessExited("no processes here".into());
+                    self.gw.handle_work_result(self.now, id, exited);
+                }
+                Output::Work {
+                    work: Work::WriteLine { .. },
+                    ..
+                } => moved = true,
                 Output::Log(record) => self.logs.push(record),
                 // A deadline already due (the backlog's next round): a shell fires it at once.
                 Output::Timeout(at) if at <= self.now => {

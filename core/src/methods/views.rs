@@ -37,7 +37,7 @@ impl Gateway {
             "ok": true,
             "ts": self.unix_ms(now),
             "durationMs": 0,
-            "plugins": {"loaded": [], "errors": []},
+            "plugins": {"loaded": [], "errors": self.tool_problems()},
             "configReload": {"hotReloadStatus": "active"},
             "channels": channels,
             "channelOrder": order,

@@ -7,12 +7,12 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::gateway::{Gateway, Output, Timer};
-use crate::work::{WorkId, WorkResult};
+use crate::work::{Work, WorkId, WorkResult};
 
 use super::builtin;
 use super::provider::{CallContext, CallId, ProviderIo};
 use super::router::{CallOwner, Handler, Pending};
-use super::{ToolCall, ToolEntry, ToolOutcome};
+use super::{Availability, ToolCall, ToolEntry, ToolOutcome, ToolSource};
 
 /// How much longer than its approval wait and its own timeout an `exec` call may take
 /// before the router gives up on it (the worker kills it at its timeout).
@@ -61,6 +61,22 @@ impl Gateway {
             offered.extend(builtin::search_entries());
         }
         offered
+    }
+
+    /// What is broken in the providers (an MCP server that failed to start), as `health`'s
+    /// `plugins.errors` entries: the MCP entries the catalog shows unavailable.
+    pub(crate) fn tool_problems(&self) -> Vec<serde_json::Value> {
+        self.tool_catalog()
+            .into_iter()
+            .filter(|t| t.source == ToolSource::Mcp)
+            .filter_map(|t| {
+                let Availability::Unavailable(error) = t.availability else {
+                    return None;
+                };
+                let id = format!("mcp:{}", t.origin.as_deref().unwrap_or(&t.name));
+                Some(json!({"id": id, "origin": "mcp", "activated": false, "failurePhase": "start", "error": error}))
+            })
+            .collect()
     }
 
     /// Which code runs the tool `name`, if it is ready.
@@ -146,6 +162,16 @@ impl Gateway {
     /// Carry out what provider `index` asked for.
     pub(crate) fn drain_provider(&mut self, now: Instant, index: usize, io: ProviderIo) {
         for (token, work) in io.work {
+            // A line for a provider's process names the process by the provider's token.
+            let work = match work {
+                Work::WriteLine { process, line } => {
+                    match self.tools.tokens.get(&(index, process.0)) {
+                        Some(id) => Work::WriteLine { process: *id, line },
+                        None => continue,
+                    }
+                }
+                other => other,
+            };
             let id = self.next_work_id();
             self.tools.work.insert(id, (index, token));
             self.tools.tokens.insert((index, token), id);

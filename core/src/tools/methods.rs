@@ -72,7 +72,8 @@ fn grouped(
 impl Gateway {
     /// `tools.catalog`: every tool, built-in ones in group `core`, the others by provider
     /// (an unavailable tool is listed with its reason and the tag `unavailable`).
-    pub(crate) fn tools_catalog(&mut self, _: Instant, _: &Call<'_>, _: CatalogParams) -> Reply {
+    pub(crate) fn tools_catalog(&mut self, now: Instant, _: &Call<'_>, _: CatalogParams) -> Reply {
+        self.warm_up_tools(now);
         let tools = self.tool_catalog();
         let groups: Vec<Value> = grouped(&tools, |t| {
             t.to_catalog()["pluginId"]

@@ -15,10 +15,12 @@ pub mod call;
 pub mod catalog;
 mod dispatch;
 mod exec;
+pub mod mcp;
 mod methods;
 mod nodes;
 pub mod provider;
 pub(crate) mod router;
+pub mod skills;
 
 pub use call::{TRUNCATED_MARKER, ToolCall, ToolContent, ToolOutcome};
 pub use catalog::{Availability, ToolEntry, ToolSource};

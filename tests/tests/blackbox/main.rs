@@ -13,6 +13,7 @@ mod hostile;
 mod http;
 mod lifecycle;
 mod limits;
+mod mcp;
 mod pairing;
 mod remote;
 mod runs;
