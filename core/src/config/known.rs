@@ -34,14 +34,28 @@ pub const UNDERSTOOD: &[&str] = &[
     "models.providers",
     "agents.defaults.model",
     "agents.defaults.maxConcurrent",
+    "agents.defaults.workspace",
     "agents.list",
     "agents.entries",
     "channels.telegram",
+    "channels.discord",
+    "channels.slack",
     "commands.ownerAllowFrom",
     "session.dmScope",
     "session.groupScope",
     "bindings",
     "messages.queue",
+    "mcp.servers",
+    "skills.load.extraDirs",
+    "tools.toolSearch",
+    "tools.maxRounds",
+    "tools.timeoutSeconds",
+    "tools.maxResultBytes",
+    "tools.exec.mode",
+    "tools.exec.safeBins",
+    "tools.exec.timeoutSeconds",
+    "tools.exec.approvalTimeoutSeconds",
+    "tools.exec.maxOutputBytes",
 ];
 
 /// Every key of `file` that clawgate ignores, as dotted paths in key order: the highest
@@ -86,16 +100,16 @@ mod tests {
     fn names_the_highest_ignored_key_of_each_subtree() {
         let file = json!({
             "gateway": {"port": 1, "auth": {"token": "t", "allowTailscale": true}, "tls": {"enabled": true}},
-            "channels": {"telegram": {"botToken": "x", "anything": 1}, "discord": {"token": "y"}},
+            "channels": {"telegram": {"botToken": "x", "anything": 1}, "whatsapp": {"enabled": true}},
             "models": {"providers": {"a": {}}, "catalogRefresh": {"enabled": false}},
             "logging": {"file": "/x"},
-            "agents": {"defaults": {"model": "a/b", "workspace": "/w"}},
+            "agents": {"defaults": {"model": "a/b", "sandbox": {"mode": "all"}}},
         });
         assert_eq!(
             ignored_keys(&file),
             [
-                "agents.defaults.workspace",
-                "channels.discord",
+                "agents.defaults.sandbox",
+                "channels.whatsapp",
                 "gateway.auth.allowTailscale",
                 "gateway.tls",
                 "logging",
