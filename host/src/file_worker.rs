@@ -1,7 +1,9 @@
 //! File reads for the core's [`Work::ReadFile`](clawgate_core::Work::ReadFile) (the Control
 //! UI's assets), on worker threads: the loop never opens, stats or reads a file. A read takes
 //! the first candidate that is a regular file inside the root once symlinks are resolved, so
-//! a symlink pointing out of the root is as good as absent.
+//! a symlink pointing out of the root is as good as absent. The same threads describe the
+//! machine for `system.info` ([`Work::DescribeMachine`](clawgate_core::Work::DescribeMachine)):
+//! reading `/proc` is file IO too.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -19,9 +21,15 @@ pub const FILE_THREADS: usize = 2;
 /// Where results go: called on worker threads, must not block.
 type Report = Arc<dyn Fn(WorkId, WorkResult) + Send + Sync>;
 
+/// What a file thread is asked to do.
+enum Job {
+    Read(FileRead),
+    DescribeMachine,
+}
+
 /// The file-reading threads and the queue that feeds them.
 pub struct FileWorkers {
-    queue: Option<Sender<(WorkId, FileRead)>>,
+    queue: Option<Sender<(WorkId, Job)>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -31,7 +39,7 @@ impl FileWorkers {
         threads: usize,
         report: impl Fn(WorkId, WorkResult) + Send + Sync + 'static,
     ) -> io::Result<Self> {
-        let (queue, jobs) = mpsc::channel::<(WorkId, FileRead)>();
+        let (queue, jobs) = mpsc::channel::<(WorkId, Job)>();
         let jobs = Arc::new(Mutex::new(jobs));
         let report: Report = Arc::new(report);
         let mut handles = Vec::with_capacity(threads);
@@ -51,9 +59,18 @@ impl FileWorkers {
 
     /// Queue a read; `false` when the readers are gone.
     pub fn submit(&self, id: WorkId, read: FileRead) -> bool {
+        self.queue(id, Job::Read(read))
+    }
+
+    /// Queue a description of the machine; `false` when the readers are gone.
+    pub fn describe_machine(&self, id: WorkId) -> bool {
+        self.queue(id, Job::DescribeMachine)
+    }
+
+    fn queue(&self, id: WorkId, job: Job) -> bool {
         self.queue
             .as_ref()
-            .is_some_and(|q| q.send((id, read)).is_ok())
+            .is_some_and(|q| q.send((id, job)).is_ok())
     }
 
     /// Stop taking reads and wait for the threads to finish the one they are on.
@@ -66,16 +83,20 @@ impl FileWorkers {
 }
 
 fn serve(
-    jobs: &Mutex<Receiver<(WorkId, FileRead)>>,
+    jobs: &Mutex<Receiver<(WorkId, Job)>>,
     report: &(dyn Fn(WorkId, WorkResult) + Send + Sync),
 ) {
     loop {
         // A reader that panicked while holding the lock left a whole queue behind.
         let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok((id, read)) = next else {
+        let Ok((id, job)) = next else {
             return;
         };
-        report(id, WorkResult::File(read_file(&read)));
+        let result = match job {
+            Job::Read(read) => WorkResult::File(read_file(&read)),
+            Job::DescribeMachine => WorkResult::Machine(crate::machine::describe()),
+        };
+        report(id, result);
     }
 }
 

@@ -1,8 +1,7 @@
 //! What the host reads about the machine for the core's
 //! [`Work::DescribeMachine`](clawgate_core::Work::DescribeMachine) (`system.info`): host name,
-//! kernel release, CPUs, load and memory, from Linux's `/proc` (in-memory kernel files whose
-//! reads never wait on a disk, so they are read where the work is asked for). Elsewhere, or
-//! when a file is missing, the fields stay empty.
+//! kernel release, CPUs, load and memory, from Linux's `/proc`, read on a file worker thread
+//! like any other file. Elsewhere, or when a file is missing, the fields stay empty.
 
 use std::fs;
 

@@ -458,7 +458,8 @@ impl Host for RunHost {
                 self.ws.close(socket, code);
                 None
             }
-            Work::DescribeMachine => Some(WorkResult::Machine(crate::machine::describe())),
+            Work::DescribeMachine => (!self.files.describe_machine(id))
+                .then(|| WorkResult::Machine(clawgate_core::MachineInfo::default())),
             other => {
                 self.logger
                     .log(Level::Warn, format!("unhandled work {other:?}"));
