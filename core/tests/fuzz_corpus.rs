@@ -286,10 +286,10 @@ fn discord_dispatch_corpus() {
 #[test]
 fn mcp_message_corpus() {
     replay("mcp_message", |d| {
-        let _parsed = fuzzing::mcp_message::run(d);
+        let _parsed = fuzzing::mcp_message::run(Instant::now(), d);
     });
     assert_eq!(
-        fuzzing::mcp_message::run(&seed("mcp_message", "lifecycle")),
+        fuzzing::mcp_message::run(Instant::now(), &seed("mcp_message", "lifecycle")),
         6,
         "every message of the seed parses"
     );

@@ -3,5 +3,5 @@
 #![forbid(unsafe_code)]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _parsed = clawgate_core::fuzzing::mcp_message::run(data);
+    let _parsed = clawgate_core::fuzzing::mcp_message::run(std::time::Instant::now(), data);
 });

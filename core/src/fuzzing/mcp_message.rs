@@ -16,9 +16,9 @@ use crate::tools::mcp::{McpLimits, ToolFilter};
 /// The message bound the target uses (small, so the bound is reached).
 const MAX: usize = 64 * 1024;
 
-/// Check the parser and the session on one input; the count of messages that parsed.
-pub fn run(data: &[u8]) -> usize {
-    let now = Instant::now();
+/// Check the parser and the session on one input, the session's clock starting at `now`;
+/// the count of messages that parsed.
+pub fn run(now: Instant, data: &[u8]) -> usize {
     let limits = McpLimits {
         max_message_bytes: MAX,
         max_tools: 8,
