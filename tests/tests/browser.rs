@@ -7,7 +7,8 @@
 //! reply shown twice and no visible error banner or "could not be refreshed" notice. The
 //! driver is
 //! `tests/browser/control-ui.mjs`; its screenshots of every step are kept under
-//! `target/control-ui-artifacts/` when a run fails.
+//! `target/control-ui-artifacts/` when a run fails (or always, with
+//! `CLAWGATE_KEEP_SCREENSHOTS=1`).
 //!
 //! Under `CI=true` a missing browser, Node or package fails; elsewhere the test skips loudly.
 
@@ -184,7 +185,10 @@ fn chat_in_the_browser(shell: Shell) {
         [message.to_string(), format!("{message} again")],
         "{summary}"
     );
-    let _ = std::fs::remove_dir_all(&out);
+    // `CLAWGATE_KEEP_SCREENSHOTS=1` keeps a passing run's screenshots (the README's picture).
+    if std::env::var_os("CLAWGATE_KEEP_SCREENSHOTS").is_none() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }
 
 both!(chat_in_the_browser);

@@ -277,8 +277,12 @@ mod tests {
             chat_id: chat.into(),
             kind,
             thread: thread.map(str::to_string),
+            // A Telegram DM's chat is its sender's id.
             sender: Sender {
-                id: "222".into(),
+                id: match kind {
+                    ChatKind::Direct => chat.into(),
+                    ChatKind::Group => "222".into(),
+                },
                 name: None,
                 username: None,
             },
