@@ -214,11 +214,10 @@ fn switching_from_upstream_keeps_the_node_the_device_and_the_identity() {
             .env("OPENCLAW_STATE_DIR", &state.display().to_string())
             .start(shell);
         if shell == Shell::Mio {
+            // Info lines are written in batches: wait for the import's line.
+            let imported = gw.wait_for_log("imported from upstream's", Duration::from_secs(5));
             let log = gw.stderr();
-            assert!(
-                log.contains("imported from upstream's") && log.contains("1 node(s)"),
-                "{log}"
-            );
+            assert!(imported && log.contains("1 node(s)"), "{log}");
         }
         let log = || frames(&gw);
 
