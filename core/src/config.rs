@@ -110,12 +110,18 @@ pub struct Limits {
     pub max_ended_runs: usize,
     /// Sessions one connection may watch with `sessions.messages.subscribe`.
     pub max_session_subscriptions: usize,
-    /// Most recent transcript messages sent to the model with a turn: also the window of each
-    /// session the gateway keeps in memory (the rest of a transcript is read from the store).
+    /// Most recent transcript messages sent to the model with a turn: the window of a
+    /// session the gateway keeps in memory (see `max_loaded_windows`; the rest of a
+    /// transcript is read from the store).
     pub max_model_messages: usize,
     /// Bytes (JSON) of those recent messages a session keeps at most; older ones leave the
     /// window first (the newest message always stays).
     pub max_window_bytes: usize,
+    /// Model windows (each at most `max_model_messages` and `max_window_bytes`) kept in
+    /// memory, the most recently used sessions'; a session whose run is in progress keeps
+    /// its window past the bound, and any other reads its window back from the store when a
+    /// turn needs it.
+    pub max_loaded_windows: usize,
     /// Bytes of messages one `chat.history` answer carries at most (upstream's 6 MiB); older
     /// messages past it are left for the next page.
     pub max_history_bytes: usize,
@@ -202,6 +208,7 @@ impl Default for Limits {
             max_session_subscriptions: 256,
             max_model_messages: 200,
             max_window_bytes: 1024 * 1024,
+            max_loaded_windows: 16,
             max_history_bytes: 6 * 1024 * 1024,
             max_history_message_bytes: 128 * 1024,
             max_history_reads: 64,

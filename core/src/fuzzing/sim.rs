@@ -228,6 +228,23 @@ impl Sim {
         self.drive();
     }
 
+    /// Fail every held store read with `why` (the held batches stay held) and let the
+    /// simulation settle; how many reads there were.
+    pub fn fail_reads(&mut self, why: &str) -> usize {
+        let mut failed = 0;
+        self.unwritten.retain(|(id, work)| {
+            let read = matches!(work, Work::ReadHistory(_));
+            if read {
+                self.gw
+                    .handle_work_result(self.now, *id, WorkResult::History(Err(why.into())));
+                failed += 1;
+            }
+            !read
+        });
+        self.drive();
+        failed
+    }
+
     fn read_history(&mut self, id: WorkId, query: &HistoryQuery) {
         let page = self.sessions.read(query);
         self.gw
