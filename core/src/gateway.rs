@@ -608,6 +608,7 @@ impl Gateway {
             self.node_disconnected(now, id, &dev);
         }
         self.router.conn_gone(id);
+        self.http_invoke_gone(now, id);
         self.agent.conn_gone(id);
         self.serving.conn_gone(id);
         self.out.push_back(Output::Close { conn: id });

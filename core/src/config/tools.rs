@@ -82,6 +82,10 @@ pub struct ToolsConfig {
     pub tool_search: bool,
     /// `tools.exec`.
     pub exec: ExecConfig,
+    /// `gateway.tools.allow`: names taken off `POST /tools/invoke`'s default deny list.
+    pub http_allow: Vec<String>,
+    /// `gateway.tools.deny`: names denied over `POST /tools/invoke` beside the default list.
+    pub http_deny: Vec<String>,
 }
 
 impl Default for ToolsConfig {
@@ -89,7 +93,21 @@ impl Default for ToolsConfig {
         Self {
             tool_search: true,
             exec: ExecConfig::default(),
+            http_allow: Vec::new(),
+            http_deny: Vec::new(),
         }
+    }
+}
+
+/// The strings of the array at `path` (anything else in it is skipped).
+fn strings_at(file: &Value, path: &[&str]) -> Vec<String> {
+    match at(file, path) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -129,13 +147,7 @@ pub(crate) fn resolve(file: &Value, limits: &mut Limits) -> Result<ToolsConfig, 
                 })?;
         }
     }
-    if let Some(Value::Array(bins)) = at(file, &["tools", "exec", "safeBins"]) {
-        e.safe_bins = bins
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect();
-    }
+    e.safe_bins = strings_at(file, &["tools", "exec", "safeBins"]);
     if let Some(d) = secs(
         &["tools", "exec", "timeoutSeconds"],
         "tools.exec.timeoutSeconds",
@@ -150,6 +162,8 @@ pub(crate) fn resolve(file: &Value, limits: &mut Limits) -> Result<ToolsConfig, 
     if let Some(n) = num_at(file, &["tools", "exec", "maxOutputBytes"], key)? {
         e.max_output_bytes = usize::try_from(n).unwrap_or(usize::MAX);
     }
+    t.http_allow = strings_at(file, &["gateway", "tools", "allow"]);
+    t.http_deny = strings_at(file, &["gateway", "tools", "deny"]);
     Ok(t)
 }
 
@@ -173,6 +187,10 @@ mod tests {
         assert!(!t.tool_search);
         assert_eq!(limits.tool_max_rounds, 3);
         assert_eq!(limits.tool_timeout, Duration::from_secs(7));
+        let file = json!({"gateway": {"tools": {"allow": ["nodes"], "deny": ["read_skill", 3]}}});
+        let t = resolve(&file, &mut limits).unwrap();
+        assert_eq!(t.http_allow, ["nodes"]);
+        assert_eq!(t.http_deny, ["read_skill"]);
         let bad = json!({"tools": {"exec": {"mode": "yolo"}}});
         assert!(resolve(&bad, &mut limits).is_err());
     }

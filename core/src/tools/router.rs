@@ -22,6 +22,11 @@ pub(crate) enum CallOwner {
         /// Its request id.
         req: String,
     },
+    /// A `POST /tools/invoke`: the outcome is its HTTP answer.
+    Http {
+        /// The caller.
+        conn: ConnId,
+    },
 }
 
 /// Which code runs a call.
