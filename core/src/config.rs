@@ -61,6 +61,9 @@ pub struct Limits {
     /// Largest body of a `POST /tools/invoke` (upstream's 2 MB); a larger `Content-Length`
     /// is answered 413.
     pub tools_invoke_max_body_bytes: usize,
+    /// How long a turn's model request (or a `POST /tools/invoke`) waits for tool providers
+    /// still starting (an MCP server initializing) before going on without them.
+    pub tools_start_wait: Duration,
     /// Bytes of a Control UI file read and sent at a time; the next piece is read once the
     /// connection has at most this many bytes unsent.
     pub ui_chunk_bytes: usize,
@@ -180,6 +183,7 @@ impl Default for Limits {
             max_http_body_bytes: 1024 * 1024,
             http_body_timeout: Duration::from_secs(30),
             tools_invoke_max_body_bytes: 2 * 1024 * 1024,
+            tools_start_wait: Duration::from_secs(30),
             ui_chunk_bytes: 64 * 1024,
             ui_max_html_bytes: 2 * 1024 * 1024,
             max_pending_handshake_frames: 15,

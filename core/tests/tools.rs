@@ -714,3 +714,125 @@ fn a_lazy_provider_starts_when_a_turn_needs_tools() {
             .any(|l| l.message.contains("changed its catalog (1 tools)"))
     );
 }
+
+// ---- The first turn waits for providers still starting ----
+
+/// A provider that starts at its first warm-up with one HTTP request and offers
+/// `slow__ping` once that request ends; until then it is starting.
+#[derive(Debug, Default)]
+struct Slow {
+    asked: bool,
+    up: bool,
+}
+
+impl ToolProvider for Slow {
+    fn source(&self) -> ToolSource {
+        ToolSource::Mcp
+    }
+
+    fn tools(&self) -> Vec<ToolEntry> {
+        let schema = json!({"type": "object"});
+        let ping = ToolEntry::new("slow__ping", "Answers pong.", schema, ToolSource::Mcp);
+        if self.up { vec![ping] } else { vec![] }
+    }
+
+    fn start(
+        &mut self,
+        _: Instant,
+        id: CallId,
+        _: &ToolCall,
+        _: &CallContext,
+        io: &mut ProviderIo,
+    ) {
+        io.finish(id, ToolOutcome::text("pong"));
+    }
+
+    fn work_result(&mut self, _: Instant, _: u64, result: WorkResult, io: &mut ProviderIo) {
+        if let WorkResult::HttpEnd(_) = result {
+            self.up = true;
+            io.catalog_changed = true;
+        }
+    }
+
+    fn cancel(&mut self, _: Instant, _: CallId, _: &mut ProviderIo) {}
+
+    fn warm_up(&mut self, _: Instant, io: &mut ProviderIo) {
+        if !self.asked {
+            self.asked = true;
+            let req = HttpRequest {
+                method: "POST",
+                url: "http://127.0.0.1:9/slow/mcp".into(),
+                headers: vec![],
+                body: vec![],
+            };
+            io.submit(1, Work::Http(req));
+        }
+    }
+
+    fn starting(&self) -> bool {
+        self.asked && !self.up
+    }
+}
+
+/// A gateway with the slow provider and direct tool schemas, holding every HTTP request,
+/// with a turn sent: the held requests' URLs.
+fn turn_with_slow_provider(start_wait: Duration) -> (Sim, Vec<String>) {
+    let mut config = fake_model_config();
+    config.tools.tool_search = false;
+    config.limits.tools_start_wait = start_wait;
+    let mut p = Sim::started(Instant::now(), config);
+    p.gw.add_tool_provider(Box::new(Slow::default()));
+    p.hold_http(true);
+    let mut c = cli(Some("t"));
+    c.scopes = vec!["operator.write".into(), "operator.read".into()];
+    let op = p.open_client(c, loopback());
+    chat_send(&mut p, op, "ping it");
+    let urls = p.held_http().iter().map(|(_, r)| r.url.clone()).collect();
+    (p, urls)
+}
+
+/// The tool names of the held model request.
+fn offered(p: &Sim) -> Vec<String> {
+    let (_, req) = p
+        .held_http()
+        .iter()
+        .find(|(_, r)| r.url.contains("/v1"))
+        .expect("a model request");
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    body["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_first_turn_waits_for_a_provider_still_starting() {
+    let (mut p, urls) = turn_with_slow_provider(Duration::from_secs(30));
+    assert_eq!(
+        urls,
+        ["http://127.0.0.1:9/slow/mcp"],
+        "no model request yet"
+    );
+    let (start, _) = p.held_http()[0].clone();
+    p.http_result(start, WorkResult::HttpEnd(Ok(())));
+    assert!(
+        offered(&p).contains(&"slow__ping".to_string()),
+        "{:?}",
+        offered(&p)
+    );
+}
+
+#[test]
+fn the_wait_for_a_starting_provider_is_bounded() {
+    let (mut p, urls) = turn_with_slow_provider(Duration::from_secs(2));
+    assert_eq!(urls.len(), 1);
+    p.advance(Duration::from_millis(1900));
+    assert_eq!(p.held_http().len(), 1, "still waiting");
+    p.advance(Duration::from_millis(200));
+    assert_eq!(p.held_http().len(), 2, "the model request went out");
+    assert!(!offered(&p).contains(&"slow__ping".to_string()));
+}

@@ -210,6 +210,7 @@ impl Gateway {
         for (call, outcome) in io.done {
             self.finish_tool_call(now, call, outcome);
         }
+        self.tools_maybe_settled(now);
     }
 
     /// A turn is about to call its model: let lazily started providers start.

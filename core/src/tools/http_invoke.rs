@@ -17,7 +17,8 @@ use crate::log::Level;
 
 use super::provider::CallContext;
 use super::router::CallOwner;
-use super::{ToolCall, ToolContent, ToolOutcome};
+use super::settle::Waiter;
+use super::{ToolCall, ToolContent, ToolEntry, ToolOutcome};
 
 /// The route's path.
 pub(crate) const PATH: &str = "/tools/invoke";
@@ -127,9 +128,26 @@ impl Gateway {
     /// A whole `POST /tools/invoke` body from an authorised caller: start the call (answered
     /// when it ends) or refuse it now.
     pub(crate) fn tools_invoke_http(&mut self, now: Instant, id: ConnId, body: &[u8]) {
+        // The tools are needed: servers that start lazily start now.
+        self.warm_up_tools(now);
         let started = parse_body(body)
             .map_err(Refused::invalid_json)
-            .and_then(|body| self.start_http_invoke(now, id, &body));
+            .and_then(|body| self.start_http_invoke(now, id, body, true));
+        self.refuse_http_invoke(now, id, started);
+    }
+
+    /// A `POST /tools/invoke` that waited for starting providers: look its tool up again.
+    pub(crate) fn resume_http_invoke(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        body: Map<String, Value>,
+    ) {
+        let started = self.start_http_invoke(now, id, body, false);
+        self.refuse_http_invoke(now, id, started);
+    }
+
+    fn refuse_http_invoke(&mut self, now: Instant, id: ConnId, started: Result<(), Refused>) {
         if let Err(r) = started {
             let line = format!("POST {PATH} refused {}: {}", r.status, r.body);
             self.log(now, Level::Info, Some(id), line);
@@ -137,12 +155,16 @@ impl Gateway {
         }
     }
 
+    /// Start the call `body` asks for; a tool not known yet while providers are starting
+    /// waits for them when `may_wait`.
     fn start_http_invoke(
         &mut self,
         now: Instant,
         id: ConnId,
-        body: &Map<String, Value>,
+        body: Map<String, Value>,
+        may_wait: bool,
     ) -> Result<(), Refused> {
+        let body = &body;
         // `name` wins over `tool` when both are sent.
         let name = match body.get("name") {
             Some(_) => text(body, "name"),
@@ -158,11 +180,28 @@ impl Gateway {
             return Err(Refused::new(400, "invalid_request", message));
         }
         let tools = &self.config.tools;
-        let entry = self
-            .catalog_entry(&name)
-            .filter(|t| t.is_ready())
-            .filter(|_| !http_denied(&name, &tools.http_allow, &tools.http_deny))
-            .ok_or_else(|| Refused::new(404, "not_found", format!("Tool not available: {name}")))?;
+        if http_denied(&name, &tools.http_allow, &tools.http_deny) {
+            return Err(Refused::new(
+                404,
+                "not_found",
+                format!("Tool not available: {name}"),
+            ));
+        }
+        let Some(entry) = self.catalog_entry(&name).filter(ToolEntry::is_ready) else {
+            if may_wait && self.tools_starting() {
+                let waiter = Waiter::Http {
+                    conn: id,
+                    body: body.clone(),
+                };
+                self.wait_for_tools(now, waiter);
+                return Ok(());
+            }
+            return Err(Refused::new(
+                404,
+                "not_found",
+                format!("Tool not available: {name}"),
+            ));
+        };
         let args = match body.get("args") {
             Some(Value::Object(args)) => args.clone(),
             _ => Map::new(),

@@ -9,7 +9,8 @@
 //! - `router`: the calls in flight and the providers' work ([`ToolRouter`]);
 //! - `dispatch`: the router inside the gateway (start, deadline, deliver);
 //! - `methods`: `tools.catalog`, `tools.effective`, `tools.invoke`;
-//! - `http_invoke`: `POST /tools/invoke`.
+//! - `http_invoke`: `POST /tools/invoke`;
+//! - `settle`: a turn or an invocation waiting for providers still starting.
 
 mod builtin;
 pub mod call;
@@ -22,6 +23,7 @@ mod methods;
 mod nodes;
 pub mod provider;
 pub(crate) mod router;
+pub(crate) mod settle;
 pub mod skills;
 
 pub use call::{TRUNCATED_MARKER, ToolCall, ToolContent, ToolOutcome};

@@ -70,6 +70,8 @@ pub struct ToolRouter {
     pub(crate) exec: super::exec::ExecState,
     /// The earliest wake-up each provider asked for.
     pub(crate) wakes: HashMap<usize, Instant>,
+    /// What waits for starting providers, and until when at most.
+    pub(crate) settling: Vec<(super::settle::Waiter, Instant)>,
     next_call: u64,
 }
 
