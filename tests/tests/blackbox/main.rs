@@ -21,3 +21,4 @@ mod sessions;
 mod slack;
 mod telegram;
 mod tools;
+mod tools_http;

@@ -71,7 +71,11 @@ fn the_bearer_token_is_operator_access_and_nothing_else_is(shell: Shell) {
         "Authorization: Basic dDBrZW4=\r\n".to_string(),
         "Authorization: t0ken\r\n".to_string(),
     ] {
-        let r = post(&gw, &headers, r#"{"tool":"local__echo","args":{"text":"x"}}"#);
+        let r = post(
+            &gw,
+            &headers,
+            r#"{"tool":"local__echo","args":{"text":"x"}}"#,
+        );
         assert_eq!(r.status, 401, "{headers:?}: {r:?}");
         assert_eq!(json_of(&r), unauthorized);
     }
@@ -85,7 +89,10 @@ fn the_bearer_token_is_operator_access_and_nothing_else_is(shell: Shell) {
     assert_eq!(r.status, 401, "{r:?}");
     let ok = echo(&gw, &bearer("t0ken"), "over HTTP");
     assert_eq!(ok.status, 200, "{ok:?}");
-    assert_eq!(json_of(&ok), json!({"ok": true, "result": "echo: over HTTP"}));
+    assert_eq!(
+        json_of(&ok),
+        json!({"ok": true, "result": "echo: over HTTP"})
+    );
     let get = http_request(
         port,
         &format!("GET /tools/invoke HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
@@ -155,7 +162,8 @@ fn a_node_command_runs_over_http_when_allowed(shell: Shell) {
     );
     assert_eq!(denied.status, 404, "gateway.tools.deny: {denied:?}");
     // `action` is merged into the arguments (the `nodes` schema has one).
-    let body = json!({"tool": "nodes", "action": "which", "args": {"node": node_id, "bins": ["ls"]}});
+    let body =
+        json!({"tool": "nodes", "action": "which", "args": {"node": node_id, "bins": ["ls"]}});
     let port = gw.port();
     let caller = std::thread::spawn(move || {
         let request = format!(
@@ -187,7 +195,13 @@ fn bad_bodies_are_refused_as_upstream_does(shell: Shell) {
     let r = post(&gw, &auth, "{not json");
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(json_of(&r)["error"]["type"], "invalid_request_error");
-    for body in ["", "null", "[]", r#"{"args":{}}"#, r#"{"name":" ","tool":"local__echo"}"#] {
+    for body in [
+        "",
+        "null",
+        "[]",
+        r#"{"args":{}}"#,
+        r#"{"name":" ","tool":"local__echo"}"#,
+    ] {
         let r = post(&gw, &auth, body);
         assert_eq!(r.status, 400, "{body}: {r:?}");
         assert_eq!(
@@ -204,7 +218,10 @@ fn bad_bodies_are_refused_as_upstream_does(shell: Shell) {
     )
     .unwrap();
     assert_eq!(too_large.status, 413, "{too_large:?}");
-    assert_eq!(json_of(&too_large)["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        json_of(&too_large)["error"]["type"],
+        "invalid_request_error"
+    );
     let no_length = http_request(
         port,
         &format!("POST /tools/invoke HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n"),
