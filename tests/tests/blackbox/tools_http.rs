@@ -49,17 +49,13 @@ fn json_of(r: &HttpResponse) -> Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
 }
 
-/// Invoke `local__echo` until the server has started (it starts on first use), bounded.
+/// Invoke `local__echo` (the first call waits for the server, which it starts).
 fn echo(gw: &Gateway, auth: &str, text: &str) -> HttpResponse {
-    let body = json!({"tool": "local__echo", "args": {"text": text}}).to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = post(gw, auth, &body);
-        if r.status != 404 || std::time::Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    post(
+        gw,
+        auth,
+        &json!({"tool": "local__echo", "args": {"text": text}}).to_string(),
+    )
 }
 
 fn the_bearer_token_is_operator_access_and_nothing_else_is(shell: Shell) {
