@@ -989,7 +989,8 @@ pub fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     at(v, path).and_then(Value::as_str).map(str::to_string)
 }
 
-fn str_list(v: &Value, path: &[&str]) -> Vec<String> {
+/// The strings of the array at a key path (anything else in it skipped).
+pub(crate) fn str_list(v: &Value, path: &[&str]) -> Vec<String> {
     match at(v, path) {
         Some(Value::Array(items)) => items
             .iter()

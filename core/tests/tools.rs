@@ -632,9 +632,12 @@ fn aborting_a_turn_stops_its_tool_calls() {
     assert_eq!(p.gw.tool_calls_in_flight(), 0);
 }
 
-/// A provider that starts lazily: its tool is ready once a turn warmed it up.
+/// A provider that starts lazily: its tool is ready once a turn warmed it up, or, when
+/// `slow`, once the HTTP request the warm-up sends has ended (it is starting until then).
 #[derive(Debug, Default)]
 struct Lazy {
+    slow: bool,
+    asked: bool,
     started: bool,
 }
 
@@ -667,15 +670,36 @@ impl ToolProvider for Lazy {
         io.finish(id, ToolOutcome::text("pong"));
     }
 
-    fn work_result(&mut self, _: Instant, _: u64, _: WorkResult, _: &mut ProviderIo) {}
+    fn work_result(&mut self, _: Instant, _: u64, result: WorkResult, io: &mut ProviderIo) {
+        if let WorkResult::HttpEnd(_) = result {
+            self.started = true;
+            io.catalog_changed = true;
+        }
+    }
 
     fn cancel(&mut self, _: Instant, _: CallId, _: &mut ProviderIo) {}
 
     fn warm_up(&mut self, _: Instant, io: &mut ProviderIo) {
-        if !self.started {
+        if self.asked {
+            return;
+        }
+        self.asked = true;
+        if self.slow {
+            let req = HttpRequest {
+                method: "POST",
+                url: "http://127.0.0.1:9/slow/mcp".into(),
+                headers: vec![],
+                body: vec![],
+            };
+            io.submit(1, Work::Http(req));
+        } else {
             self.started = true;
             io.catalog_changed = true;
         }
+    }
+
+    fn starting(&self) -> bool {
+        self.asked && !self.started
     }
 }
 
@@ -717,63 +741,6 @@ fn a_lazy_provider_starts_when_a_turn_needs_tools() {
 
 // ---- The first turn waits for providers still starting ----
 
-/// A provider that starts at its first warm-up with one HTTP request and offers
-/// `slow__ping` once that request ends; until then it is starting.
-#[derive(Debug, Default)]
-struct Slow {
-    asked: bool,
-    up: bool,
-}
-
-impl ToolProvider for Slow {
-    fn source(&self) -> ToolSource {
-        ToolSource::Mcp
-    }
-
-    fn tools(&self) -> Vec<ToolEntry> {
-        let schema = json!({"type": "object"});
-        let ping = ToolEntry::new("slow__ping", "Answers pong.", schema, ToolSource::Mcp);
-        if self.up { vec![ping] } else { vec![] }
-    }
-
-    fn start(
-        &mut self,
-        _: Instant,
-        id: CallId,
-        _: &ToolCall,
-        _: &CallContext,
-        io: &mut ProviderIo,
-    ) {
-        io.finish(id, ToolOutcome::text("pong"));
-    }
-
-    fn work_result(&mut self, _: Instant, _: u64, result: WorkResult, io: &mut ProviderIo) {
-        if let WorkResult::HttpEnd(_) = result {
-            self.up = true;
-            io.catalog_changed = true;
-        }
-    }
-
-    fn cancel(&mut self, _: Instant, _: CallId, _: &mut ProviderIo) {}
-
-    fn warm_up(&mut self, _: Instant, io: &mut ProviderIo) {
-        if !self.asked {
-            self.asked = true;
-            let req = HttpRequest {
-                method: "POST",
-                url: "http://127.0.0.1:9/slow/mcp".into(),
-                headers: vec![],
-                body: vec![],
-            };
-            io.submit(1, Work::Http(req));
-        }
-    }
-
-    fn starting(&self) -> bool {
-        self.asked && !self.up
-    }
-}
-
 /// A gateway with the slow provider and direct tool schemas, holding every HTTP request,
 /// with a turn sent: the held requests' URLs.
 fn turn_with_slow_provider(start_wait: Duration) -> (Sim, Vec<String>) {
@@ -781,7 +748,10 @@ fn turn_with_slow_provider(start_wait: Duration) -> (Sim, Vec<String>) {
     config.tools.tool_search = false;
     config.limits.tools_start_wait = start_wait;
     let mut p = Sim::started(Instant::now(), config);
-    p.gw.add_tool_provider(Box::new(Slow::default()));
+    p.gw.add_tool_provider(Box::new(Lazy {
+        slow: true,
+        ..Lazy::default()
+    }));
     p.hold_http(true);
     let mut c = cli(Some("t"));
     c.scopes = vec!["operator.write".into(), "operator.read".into()];
@@ -820,7 +790,7 @@ fn the_first_turn_waits_for_a_provider_still_starting() {
     let (start, _) = p.held_http()[0].clone();
     p.http_result(start, WorkResult::HttpEnd(Ok(())));
     assert!(
-        offered(&p).contains(&"slow__ping".to_string()),
+        offered(&p).contains(&"lazy__ping".to_string()),
         "{:?}",
         offered(&p)
     );
@@ -834,5 +804,5 @@ fn the_wait_for_a_starting_provider_is_bounded() {
     assert_eq!(p.held_http().len(), 1, "still waiting");
     p.advance(Duration::from_millis(200));
     assert_eq!(p.held_http().len(), 2, "the model request went out");
-    assert!(!offered(&p).contains(&"slow__ping".to_string()));
+    assert!(!offered(&p).contains(&"lazy__ping".to_string()));
 }

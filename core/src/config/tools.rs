@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use serde_json::Value;
 
-use super::{ConfigError, Limits, at, num_at};
+use super::{ConfigError, Limits, at, num_at, str_list};
 
 /// `tools.exec.mode`: what the `exec` tool may run on the gateway host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -99,18 +99,6 @@ impl Default for ToolsConfig {
     }
 }
 
-/// The strings of the array at `path` (anything else in it is skipped).
-fn strings_at(file: &Value, path: &[&str]) -> Vec<String> {
-    match at(file, path) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// Read `tools` from the config file, and its bounds into `limits`.
 pub(crate) fn resolve(file: &Value, limits: &mut Limits) -> Result<ToolsConfig, ConfigError> {
     let mut t = ToolsConfig::default();
@@ -147,7 +135,7 @@ pub(crate) fn resolve(file: &Value, limits: &mut Limits) -> Result<ToolsConfig, 
                 })?;
         }
     }
-    e.safe_bins = strings_at(file, &["tools", "exec", "safeBins"]);
+    e.safe_bins = str_list(file, &["tools", "exec", "safeBins"]);
     if let Some(d) = secs(
         &["tools", "exec", "timeoutSeconds"],
         "tools.exec.timeoutSeconds",
@@ -162,8 +150,8 @@ pub(crate) fn resolve(file: &Value, limits: &mut Limits) -> Result<ToolsConfig, 
     if let Some(n) = num_at(file, &["tools", "exec", "maxOutputBytes"], key)? {
         e.max_output_bytes = usize::try_from(n).unwrap_or(usize::MAX);
     }
-    t.http_allow = strings_at(file, &["gateway", "tools", "allow"]);
-    t.http_deny = strings_at(file, &["gateway", "tools", "deny"]);
+    t.http_allow = str_list(file, &["gateway", "tools", "allow"]);
+    t.http_deny = str_list(file, &["gateway", "tools", "deny"]);
     Ok(t)
 }
 

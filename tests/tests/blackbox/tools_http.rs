@@ -36,6 +36,13 @@ fn post(gw: &Gateway, headers: &str, body: &str) -> HttpResponse {
     http_request(port, &request).expect("an HTTP answer")
 }
 
+/// `<method> /tools/invoke` with `headers` (whole lines) and no body.
+fn head_only(port: u16, method: &str, headers: &str) -> HttpResponse {
+    let request =
+        format!("{method} /tools/invoke HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n");
+    http_request(port, &request).expect("an HTTP answer")
+}
+
 fn bearer(secret: &str) -> String {
     format!("Authorization: Bearer {secret}\r\n")
 }
@@ -77,11 +84,7 @@ fn the_bearer_token_is_operator_access_and_nothing_else_is(shell: Shell) {
     }
     // Refused before the body is read: no length needed, no size too large.
     let port = gw.port();
-    let r = http_request(
-        port,
-        &format!("POST /tools/invoke HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 99999999\r\n\r\n"),
-    )
-    .unwrap();
+    let r = head_only(port, "POST", "Content-Length: 99999999\r\n");
     assert_eq!(r.status, 401, "{r:?}");
     let ok = echo(&gw, &bearer("t0ken"), "over HTTP");
     assert_eq!(ok.status, 200, "{ok:?}");
@@ -89,12 +92,7 @@ fn the_bearer_token_is_operator_access_and_nothing_else_is(shell: Shell) {
         json_of(&ok),
         json!({"ok": true, "result": "echo: over HTTP"})
     );
-    let get = http_request(
-        port,
-        &format!("GET /tools/invoke HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
-    )
-    .unwrap();
-    assert_eq!(get.status, 405);
+    assert_eq!(head_only(port, "GET", "").status, 405);
     assert!(gw.wait_for_log("POST /tools/invoke: local__echo", Duration::from_secs(5)));
 }
 
@@ -208,21 +206,13 @@ fn bad_bodies_are_refused_as_upstream_does(shell: Shell) {
     let r = post(&gw, &auth, r#"{"tool":"local__echo","agentId":"other"}"#);
     assert_eq!(r.status, 400, "{r:?}");
     let port = gw.port();
-    let too_large = http_request(
-        port,
-        &format!("POST /tools/invoke HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Length: 2097153\r\n\r\n"),
-    )
-    .unwrap();
+    let too_large = head_only(port, "POST", &format!("{auth}Content-Length: 2097153\r\n"));
     assert_eq!(too_large.status, 413, "{too_large:?}");
     assert_eq!(
         json_of(&too_large)["error"]["type"],
         "invalid_request_error"
     );
-    let no_length = http_request(
-        port,
-        &format!("POST /tools/invoke HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n"),
-    )
-    .unwrap();
+    let no_length = head_only(port, "POST", &auth);
     assert_eq!(no_length.status, 411, "{no_length:?}");
     // A body just under the limit is read and answered.
     let padding = "x".repeat(2 * 1024 * 1024 - 100);
