@@ -55,9 +55,10 @@ Usage:
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --turns N       agent: sequential turns timed (default 50)
   --sessions N    agent: sessions streaming at once (default 100)
-  --churn-secs S  length of the churn run on each clawgate shell (default 600; 0 = none)
-  --quick         a short run (under 5 minutes for paths, a few more for all): smaller holds,
-                  counts and windows; the figures say so
+  --churn-secs S  length of the churn run on each clawgate shell (default 300; 0 = none)
+  --quick         a short run (about 5 minutes on a quiet 2-core machine with upstream; far
+                  longer when it is loaded): smaller holds, counts and windows; the figures
+                  say so
   --upstream-dir  where `openclaw` and Node are installed (default ~/.cache/clawgate/interop)
   --bin-dir DIR   take clawgate and clawgate-smol from DIR (default: next to this binary)
 ";
@@ -120,7 +121,7 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
         opts: Options {
             connections: 10_000,
             small_hold: 1_000,
-            churn_secs: 600,
+            churn_secs: 300,
             spawns: 5,
             ticks: 5,
             quick: false,
@@ -161,7 +162,7 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
                 a.quick = true;
                 a.opts.quick = true;
                 a.opts.connections = a.opts.connections.min(2_000);
-                a.opts.churn_secs = a.opts.churn_secs.min(20);
+                a.opts.churn_secs = a.opts.churn_secs.min(10);
                 a.opts.spawns = a.opts.spawns.min(2);
                 a.opts.ticks = a.opts.ticks.min(3);
             }
@@ -450,14 +451,26 @@ fn agent(a: &AllArgs) -> Result<(), BenchError> {
 
 /// The agent and channel paths of every gateway target, as their report section and the
 /// goals it checked.
-fn run_paths(a: &AllArgs, list: &[Target], command: &str) -> (String, Vec<report::GoalCheck>) {
+fn run_paths(
+    a: &AllArgs,
+    list: &[Target],
+    command: &str,
+    commit: &str,
+) -> (String, Vec<report::GoalCheck>) {
     let t0 = Instant::now();
-    let machine = machine::Machine::read();
+    let machine = machine::Machine {
+        commit: commit.to_string(),
+        ..machine::Machine::read()
+    };
     let plan = paths::PathPlan::new(a.quick);
     let figs: Vec<paths::PathFigures> = list
         .iter()
         .filter(|t| !matches!(t.launch, Launch::Bare { .. }))
-        .map(|t| paths::measure(t, &plan))
+        .map(|t| {
+            let f = paths::measure(t, &plan);
+            eprintln!("   ({:.0} s into the paths)", t0.elapsed().as_secs_f64());
+            f
+        })
         .collect();
     paths::render(&figs, &plan, &machine, command, t0.elapsed())
 }
@@ -485,7 +498,8 @@ fn paths_only(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
     for s in &skipped {
         eprintln!("{s}");
     }
-    let (section, _) = run_paths(a, &list, &command_line(argv));
+    let commit = machine::Machine::read().commit;
+    let (section, _) = run_paths(a, &list, &command_line(argv), &commit);
     let old = std::fs::read_to_string(&a.out).unwrap_or_else(|_| "# clawgate benchmarks\n".into());
     write_report(&a.out, &paths::splice(&old, &section))
 }
@@ -514,6 +528,7 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
     let mut figs = Vec::new();
     for t in &list {
         figs.push(run::measure(t, &a.opts));
+        eprintln!("   ({:.0} s into the run)", t0.elapsed().as_secs_f64());
     }
     if let Some(f) = figs.first_mut() {
         f.notes.extend(skipped.iter().map(|s| format!("run: {s}")));
@@ -526,7 +541,7 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
     let paths = if a.no_paths {
         paths::section_of(&old).map(|s| (s, Vec::new()))
     } else {
-        Some(run_paths(a, &list, &command))
+        Some(run_paths(a, &list, &command, &machine.commit))
     };
     let text = report::render(&report::Report {
         figs: &figs,

@@ -47,7 +47,7 @@ impl PathPlan {
         let secs = |q: u64, f: u64| Duration::from_secs(if quick { q } else { f });
         Self {
             turns: pick(10, 40),
-            sessions: 100,
+            sessions: pick(30, 100),
             watchers: 100,
             watched_turns: pick(5, 20),
             transcripts: TranscriptPlan {
@@ -60,7 +60,7 @@ impl PathPlan {
                 messages: pick(20, 100),
                 chats: 50,
                 waves: pick(2, 10),
-                idle: secs(20, 60),
+                idle: secs(10, 60),
             },
             quick,
         }
@@ -375,7 +375,7 @@ pub fn render(
             );
         }
     }
-    let _ = writeln!(s, "{METHOD}");
+    let _ = writeln!(s, "\n{METHOD}");
     let _ = writeln!(s, "{END}");
     (s, checks)
 }

@@ -564,14 +564,15 @@ fn details(s: &mut String, f: &Figures) {
 const METHOD: &str = "## Method
 
 - Run it with `cargo run --release -p clawgate-bench -- all` (or `scripts/bench.sh`, which
-  raises `ulimit -n` first); `--quick` is the short plan (2,000 held connections, 20 s churn,
-  fewer turns and messages, a 20 s idle window). It builds both shells with `cargo build
+  raises `ulimit -n` first); `--quick` is the short plan (2,000 held connections, 10 s churn,
+  2 s steps, one upstream tick, 30 sessions streaming at once instead of 100, fewer turns and
+  messages, a 10 s idle window). It builds both shells with `cargo build
   --release -p clawgate -p clawgate-smol` and, where the aarch64 cross toolchain is installed,
   the same for `aarch64-unknown-linux-gnu` (the Pi column of the size table); `--no-build` skips
   both. It then measures each server in turn on the control plane, then each gateway on the
   agent and channel paths (`--no-paths` keeps the previous run's section), and rewrites this
   file above the analysis heading. `--no-upstream` skips the Node gateway (skipped with a note
-  when it is not installed), `--churn-secs` sets the churn length (600 by default),
+  when it is not installed), `--churn-secs` sets the churn length (300 by default),
   `--connections` the large hold, `--only bare,mio,smol,upstream` a subset. Every step is
   bounded in count and time, traffic stays on 127.0.0.1 and every server is killed with its
   child processes at the end.
@@ -581,7 +582,7 @@ const METHOD: &str = "## Method
   refuse the 64-way handshake run, all from 127.0.0.1) and `gateway.nodes.commands.allow:
   [\"bench.echo\"]`. The clawgate shells also get `gateway.tickIntervalMs: 2000` and
   `gateway.maxConnections: 20000`; upstream's tick is fixed at 30 s, so its fan-out is watched over
-  two ticks.
+  two ticks (one in the quick run).
 - RSS is `VmRSS` from `/proc/<pid>/status`, summed over the process tree (upstream runs three
   processes), the median of three samples after a settle time. Idle RSS is taken on every
   spawn of the time-to-ready step, after its one handshake, and the median is shown: the kernel
@@ -707,4 +708,32 @@ pub fn agent_table(
         let _ = writeln!(s, "- {note}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Goal, verdict};
+
+    #[test]
+    fn a_goal_is_met_or_missed_by_the_mio_figure() {
+        assert_eq!(verdict(Some(Goal::AtMost(4.0)), Some(3.9), None), "≤ 4 ✅");
+        assert_eq!(verdict(Some(Goal::AtMost(4.0)), Some(4.3), None), "≤ 4 ❌");
+        assert_eq!(verdict(Some(Goal::AtMost(0.0)), Some(0.0), None), "≤ 0 ✅");
+        assert_eq!(
+            verdict(Some(Goal::AtMost(8.0)), None, None),
+            "≤ 8 (no figure)"
+        );
+        assert_eq!(verdict(None, Some(1.0), Some(1.0)), "");
+    }
+
+    #[test]
+    fn a_goal_relative_to_bare_needs_the_baseline() {
+        let at_least = Some(Goal::OfBareAtLeast(0.9));
+        assert_eq!(verdict(at_least, Some(95.0), Some(100.0)), "≥ 0.9× bare ✅");
+        assert_eq!(verdict(at_least, Some(85.0), Some(100.0)), "≥ 0.9× bare ❌");
+        let at_most = Some(Goal::OfBareAtMost(1.2));
+        assert_eq!(verdict(at_most, Some(110.0), Some(100.0)), "≤ 1.2× bare ✅");
+        assert_eq!(verdict(at_most, Some(130.0), Some(100.0)), "≤ 1.2× bare ❌");
+        assert_eq!(verdict(at_most, Some(1.0), None), "≤ 1.2× bare (no figure)");
+    }
 }

@@ -81,7 +81,7 @@ impl Plan {
                 settle: Duration::from_secs(1),
                 hs_c1: 3000,
                 hs_c64: 30_000,
-                step: Duration::from_secs(5),
+                step: Duration::from_secs(if opts.quick { 2 } else { 5 }),
                 invokes: 3000,
                 hold_limit: Duration::from_secs(120),
                 slow_ticks: 2,
