@@ -248,10 +248,10 @@ pub fn fmt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.decimals$}"))
 }
 
-/// `a ÷ b` with two decimals (as `1/n` when far below 1), or a dash.
+/// `a ÷ b` with two decimals (as `1/n` when far below 1), or a dash unless both are positive.
 pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
-        (Some(a), Some(b)) if b != 0.0 && a != 0.0 => {
+        (Some(a), Some(b)) if b > 0.0 && a > 0.0 => {
             let r = a / b;
             if r >= 0.1 {
                 format!("{r:.2}")
