@@ -89,8 +89,11 @@ impl Transport for FakeDiscord {
 }
 
 fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
-    let Story { gw, fake: dc, .. } =
-        story::unknown_dm_pairs_then_approved_dm_is_answered::<FakeDiscord>(shell);
+    let Story {
+        gw,
+        fake: dc,
+        model: _model,
+    } = story::unknown_dm_pairs_then_approved_dm_is_answered::<FakeDiscord>(shell);
     assert_eq!(dc.identifies(), [TOKEN]);
     assert_eq!(
         dc.all_calls()[0].name,
@@ -199,14 +202,20 @@ fn a_4004_close_stops_the_account_without_a_reconnect_loop(shell: Shell) {
 }
 
 fn a_bad_token_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
-    let Story { fake: dc, .. } =
-        story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeDiscord>(shell);
+    let Story {
+        fake: dc,
+        gw: _gw,
+        model: _model,
+    } = story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeDiscord>(shell);
     assert_eq!(dc.connections(), 0, "no socket on a refused token");
 }
 
 fn a_429_on_the_reply_waits_then_delivers_and_long_replies_cut_at_words(shell: Shell) {
-    let Story { fake: dc, .. } =
-        story::a_429_on_the_reply_is_waited_out_then_delivered::<FakeDiscord>(shell);
+    let Story {
+        fake: dc,
+        gw: _gw,
+        model: _model,
+    } = story::a_429_on_the_reply_is_waited_out_then_delivered::<FakeDiscord>(shell);
     let long = (0..700)
         .map(|i| format!("word{i}"))
         .collect::<Vec<_>>()

@@ -102,7 +102,9 @@ impl Transport for FakeSlack {
 
 fn unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread(shell: Shell) {
     let Story {
-        gw, fake: slack, ..
+        gw,
+        fake: slack,
+        model: _model,
     } = story::unknown_dm_pairs_then_approved_dm_is_answered::<FakeSlack>(shell);
     assert_eq!(slack.auth_headers("auth.test"), ["Bearer xoxb-test"]);
     assert_eq!(
@@ -126,8 +128,11 @@ fn unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread(shell: Shell) {
 }
 
 fn a_redelivered_event_and_a_disconnect_are_answered_once(shell: Shell) {
-    let Story { fake: slack, .. } =
-        story::the_allowlist_holds_and_a_redelivered_dm_is_answered_once::<FakeSlack>(shell);
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::the_allowlist_holds_and_a_redelivered_dm_is_answered_once::<FakeSlack>(shell);
     // Slack asks to reconnect; a message sent meanwhile is answered once, on the new socket.
     slack.disconnect();
     slack.wait_calls("apps.connections.open", 2);
@@ -142,20 +147,29 @@ fn a_redelivered_event_and_a_disconnect_are_answered_once(shell: Shell) {
 }
 
 fn a_turn_cut_by_kill_9_is_answered_exactly_once(shell: Shell) {
-    let Story { fake: slack, .. } =
-        story::a_turn_cut_by_kill_9_is_answered_exactly_once::<FakeSlack>(shell);
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::a_turn_cut_by_kill_9_is_answered_exactly_once::<FakeSlack>(shell);
     slack.check_acks();
 }
 
 fn invalid_auth_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
-    let Story { fake: slack, .. } =
-        story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeSlack>(shell);
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeSlack>(shell);
     assert!(slack.calls("apps.connections.open").is_empty());
 }
 
 fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
-    let Story { fake: slack, .. } =
-        story::a_429_on_the_reply_is_waited_out_then_delivered::<FakeSlack>(shell);
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::a_429_on_the_reply_is_waited_out_then_delivered::<FakeSlack>(shell);
     let sent = slack.calls("chat.postMessage");
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0], sent[1], "the same message again");

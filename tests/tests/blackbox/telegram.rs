@@ -125,8 +125,11 @@ fn approve_first_request(ws: &mut Ws) -> Value {
 }
 
 fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
-    let Story { gw, fake: tg, .. } =
-        story::unknown_dm_pairs_then_approved_dm_is_answered::<FakeTelegram>(shell);
+    let Story {
+        gw,
+        fake: tg,
+        model: _model,
+    } = story::unknown_dm_pairs_then_approved_dm_is_answered::<FakeTelegram>(shell);
     let sent = tg.calls("sendMessage");
     assert_eq!(sent[0]["parse_mode"], "HTML");
     let typing = tg.wait_calls("sendChatAction", 1);
@@ -216,14 +219,19 @@ fn a_turn_cut_by_kill_9_is_answered_exactly_once(shell: Shell) {
 }
 
 fn a_bad_token_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
-    let Story { fake: tg, .. } =
-        story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeTelegram>(shell);
+    let Story {
+        fake: tg,
+        gw: _gw,
+        model: _model,
+    } = story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeTelegram>(shell);
     assert_eq!(tg.calls("getMe").len(), 1, "the token is checked first");
 }
 
 fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
     let Story {
-        fake: tg, model, ..
+        fake: tg,
+        model,
+        gw: _gw,
     } = story::a_429_on_the_reply_is_waited_out_then_delivered::<FakeTelegram>(shell);
     assert_eq!(
         tg.calls("sendMessage").len(),
