@@ -4,7 +4,8 @@
 //! the next DM through to the agent and back; the allowlist holds and a redelivered DM is
 //! answered once; a turn cut by kill -9 is answered exactly once; a refused token stops the
 //! account (error naming the key, no retry loop) while the gateway serves on; a 429 on the
-//! reply is waited out and the reply delivered.
+//! reply is waited out and the reply delivered; a key upstream's schema does not know is
+//! refused at start by name (exit 78) while upstream's own keys start.
 
 use std::ops::Deref;
 use std::time::{Duration, Instant};
@@ -292,4 +293,29 @@ pub fn a_429_on_the_reply_is_waited_out_then_delivered<T: Transport>(shell: Shel
     let reply = (T::dm_chat(5), "Echo from fake LLM: rate me".to_string());
     assert!(sent.iter().all(|s| *s == reply), "{sent:?}");
     Story { gw, fake, model }
+}
+
+/// A key upstream's schema does not know stops the start (exit 78) naming it, at the root and
+/// in an account; a section using only upstream's keys (some clawgate reads past) starts.
+pub fn an_unknown_key_is_refused_by_name<T: Transport>(shell: Shell, upstream_only: &str) {
+    let (model, fake) = (FakeModel::echo(), T::start());
+    for (members, key) in [
+        (
+            "bogusKey: true,",
+            format!("channels.{}.bogusKey", T::CHANNEL),
+        ),
+        (
+            "accounts: { work: { enabled: false, bogusKey: true } },",
+            format!("channels.{}.accounts.work.bogusKey", T::CHANNEL),
+        ),
+    ] {
+        let (code, stderr) = fake
+            .options(&model, members)
+            .run_to_exit(shell, Duration::from_secs(10));
+        assert_eq!(code, Some(78), "{stderr}");
+        assert!(stderr.contains(&key), "{key}: {stderr}");
+    }
+    let gw = fake.options(&model, upstream_only).start(shell);
+    fake.ready();
+    assert_eq!(http_get(gw.port(), "/health").unwrap().status, 200);
 }

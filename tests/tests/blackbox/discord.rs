@@ -237,6 +237,13 @@ fn a_429_on_the_reply_waits_then_delivers_and_long_replies_cut_at_words(shell: S
     );
 }
 
+fn an_unknown_discord_key_is_refused_by_name(shell: Shell) {
+    story::an_unknown_key_is_refused_by_name::<FakeDiscord>(
+        shell,
+        r#"intents: { presence: false }, suppressEmbeds: true, guilds: { "1": { slug: "g", roles: ["2"] } },"#,
+    );
+}
+
 both!(
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     the_allowlist_holds_and_a_message_dispatched_twice_is_answered_once,
@@ -245,4 +252,5 @@ both!(
     a_bad_token_stops_the_account_and_the_gateway_serves_on,
     a_4004_close_stops_the_account_without_a_reconnect_loop,
     a_429_on_the_reply_waits_then_delivers_and_long_replies_cut_at_words,
+    an_unknown_discord_key_is_refused_by_name,
 );

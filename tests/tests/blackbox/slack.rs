@@ -175,6 +175,13 @@ fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
     assert_eq!(sent[0], sent[1], "the same message again");
 }
 
+fn an_unknown_slack_key_is_refused_by_name(shell: Shell) {
+    story::an_unknown_key_is_refused_by_name::<FakeSlack>(
+        shell,
+        r#"replyToMode: "off", unfurlLinks: false, channels: { C1: { requireMention: true, users: ["U1"] } },"#,
+    );
+}
+
 fn http_mode(model: &FakeModel, slack: &FakeSlack, extra: &str) -> Options {
     Options::new()
         .token("t0ken")
@@ -315,4 +322,5 @@ both!(
     http_mode_answers_signed_requests_and_refuses_the_rest,
     a_custom_webhook_path_is_the_route,
     http_mode_without_a_signing_secret_is_refused_by_name,
+    an_unknown_slack_key_is_refused_by_name,
 );
