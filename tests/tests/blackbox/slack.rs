@@ -182,6 +182,36 @@ fn an_unknown_slack_key_is_refused_by_name(shell: Shell) {
     );
 }
 
+fn a_listed_channel_is_answered_when_the_bot_is_mentioned(shell: Shell) {
+    let model = FakeModel::echo();
+    let slack = FakeSlack::start();
+    let _gw = socket_mode(
+        &model,
+        &slack,
+        r#"channels: { C1: { requireMention: true } },"#,
+    )
+    .start(shell);
+    slack.ready();
+    let in_channel = |channel: &str, ts: &str, text: &str| {
+        slack.push_event(json!({"type": "message", "channel": channel,
+            "channel_type": "channel", "user": "U3", "text": text, "ts": ts}))
+    };
+    in_channel("C1", "1795500000.000001", "just chatting");
+    in_channel("C2", "1795500000.000002", "<@UBOT> an unlisted channel");
+    in_channel("C1", "1795500000.000003", "<@UBOT> hi all");
+    let sent = slack.wait_sent(1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(slack.sent(), sent, "only the mention in the listed channel");
+    assert_eq!(sent[0].0, "C1");
+    assert!(sent[0].1.ends_with("hi all"), "{sent:?}");
+    assert_eq!(
+        model.requests().len(),
+        1,
+        "no pairing and no turn for the others"
+    );
+    slack.check_acks();
+}
+
 fn http_mode(model: &FakeModel, slack: &FakeSlack, extra: &str) -> Options {
     Options::new()
         .token("t0ken")
@@ -323,4 +353,5 @@ both!(
     a_custom_webhook_path_is_the_route,
     http_mode_without_a_signing_secret_is_refused_by_name,
     an_unknown_slack_key_is_refused_by_name,
+    a_listed_channel_is_answered_when_the_bot_is_mentioned,
 );
