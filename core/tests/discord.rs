@@ -274,8 +274,20 @@ fn a_burst_past_the_unserved_bound_holds_the_socket_and_resumes_once_served() {
         }
     }
     if opened(&p).len() < 2 {
-        let tail: Vec<_> = p.logs.iter().rev().take(8).map(|l| l.message.clone()).collect();
-        panic!("held {:?} logs {tail:#?}", p.held_http().iter().map(|(_, r)| r.url.clone()).collect::<Vec<_>>());
+        let tail: Vec<_> = p
+            .logs
+            .iter()
+            .rev()
+            .take(8)
+            .map(|l| l.message.clone())
+            .collect();
+        panic!(
+            "held {:?} logs {tail:#?}",
+            p.held_http()
+                .iter()
+                .map(|(_, r)| r.url.clone())
+                .collect::<Vec<_>>()
+        );
     }
     let (second, url) = opened(&p)[1].clone();
     assert_eq!(url, "wss://resume.discord.gg/?v=10&encoding=json");

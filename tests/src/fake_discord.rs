@@ -222,7 +222,16 @@ impl FakeDiscord {
 
     /// Poll `check` until it answers or [`WAIT`] passes.
     pub fn wait<T>(&self, check: impl Fn(&FakeDiscord) -> Option<T>) -> Option<T> {
-        poll_for(WAIT, || check(self))
+        self.wait_for(WAIT, check)
+    }
+
+    /// [`FakeDiscord::wait`] with its own timeout.
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        check: impl Fn(&FakeDiscord) -> Option<T>,
+    ) -> Option<T> {
+        poll_for(timeout, || check(self))
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_tests::both;
 use clawgate_tests::fake_discord::FakeDiscord;
-use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Options, Shell};
 use serde_json::json;
 
@@ -237,6 +237,55 @@ fn a_429_on_the_reply_waits_then_delivers_and_long_replies_cut_at_words(shell: S
     );
 }
 
+/// A burst past the unserved bound (500) while the model is stuck: the socket is closed and
+/// the status says `held`, a log line says why; once the turns end the session is resumed,
+/// Discord replays what came meanwhile, and every message is answered exactly once.
+fn a_burst_past_the_unserved_bound_is_held_then_resumed_with_nothing_lost(shell: Shell) {
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = release.clone();
+    let model = FakeModel::start(move |req| {
+        while !gate.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Reply::text(&["Echo: ", &req.last_user_text().unwrap_or_default()])
+    });
+    let dc = FakeDiscord::start(TOKEN);
+    let gw = options(&model, &dc, TOKEN, story::OPEN).start(shell);
+    live(&dc);
+    let burst = 560;
+    for n in 0..burst {
+        dc.push_dm(USER, DM, &format!("m{n}"));
+    }
+    assert!(
+        gw.wait_for_log("500 messages wait for a turn", Duration::from_secs(20)),
+        "a log line names the bound"
+    );
+    let mut ws = admin(&gw);
+    let account = story::account_when(&mut ws, "discord", |a| a["lifecycle"] == "held");
+    assert_eq!(account["connected"], false, "{account}");
+    assert!(!dc.is_live(), "the socket is closed while held");
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = dc
+        .wait_for(Duration::from_secs(60), |d| {
+            let m = d.messages();
+            (m.len() >= burst).then_some(m)
+        })
+        .unwrap_or_else(|| panic!("answered {} of {burst}", dc.messages().len()));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut texts: Vec<String> = dc.messages().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts.len(), sent.len(), "nothing answered twice");
+    texts.sort();
+    let mut want: Vec<String> = (0..burst).map(|n| format!("Echo: m{n}")).collect();
+    want.sort();
+    assert_eq!(texts, want, "every message answered once");
+    assert!(
+        dc.resumes().iter().all(|(s, _)| s == "session-1") && !dc.resumes().is_empty(),
+        "resumed, not identified again: {:?}",
+        dc.resumes()
+    );
+    assert_eq!(dc.identifies().len(), 1);
+}
+
 fn an_unknown_discord_key_is_refused_by_name(shell: Shell) {
     story::an_unknown_key_is_refused_by_name::<FakeDiscord>(
         shell,
@@ -253,4 +302,5 @@ both!(
     a_4004_close_stops_the_account_without_a_reconnect_loop,
     a_429_on_the_reply_waits_then_delivers_and_long_replies_cut_at_words,
     an_unknown_discord_key_is_refused_by_name,
+    a_burst_past_the_unserved_bound_is_held_then_resumed_with_nothing_lost,
 );
