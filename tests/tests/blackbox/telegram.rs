@@ -331,11 +331,10 @@ fn the_pairing_cli_lists_and_approves_with_and_without_a_running_gateway(shell: 
 }
 
 fn an_unknown_telegram_key_is_refused_by_name(shell: Shell) {
-    let (code, stderr) = Options::new()
-        .config(r#"{ channels: { telegram: { botToken: "1:a", dmPolicy: "pairing", bogusKey: true } } }"#)
-        .run_to_exit(shell, Duration::from_secs(10));
-    assert_eq!(code, Some(78), "{stderr}");
-    assert!(stderr.contains("channels.telegram.bogusKey"), "{stderr}");
+    story::an_unknown_key_is_refused_by_name::<FakeTelegram>(
+        shell,
+        r#"linkPreview: false, groups: { "-1001": { requireMention: true, topics: {} } },"#,
+    );
 }
 
 fn a_missing_token_is_named_and_the_gateway_serves_on(shell: Shell) {
