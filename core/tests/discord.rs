@@ -140,18 +140,23 @@ fn heartbeats_carry_the_sequence_and_a_missed_ack_resumes() {
     p.advance(Duration::from_millis(1000));
     assert_eq!(closed(&p, socket), Some(4000));
     p.advance(Duration::from_secs(2));
-    let (second, url) = opened(&p)[1].clone();
+    assert_eq!(
+        resume(&mut p),
+        json!({"op": 6, "d": {"token": "tok", "session_id": "sess", "seq": 1}})
+    );
+}
+
+/// The second socket opened (on the resume URL) with Hello in: the first payload sent on it.
+fn resume(p: &mut Sim) -> Value {
+    let (second, url) = opened(p)[1].clone();
     assert_eq!(url, "wss://resume.discord.gg/?v=10&encoding=json");
     p.socket_result(second, WorkResult::WsOpened);
     text(
-        &mut p,
+        p,
         second,
         json!({"op": 10, "d": {"heartbeat_interval": 1000}}),
     );
-    assert_eq!(
-        sent(&p, second)[0],
-        json!({"op": 6, "d": {"token": "tok", "session_id": "sess", "seq": 1}})
-    );
+    sent(p, second)[0].clone()
 }
 
 #[test]
@@ -259,8 +264,8 @@ fn a_burst_past_the_unserved_bound_holds_the_socket_and_resumes_once_served() {
     text(&mut p, socket, dm(2 + bound, bound));
     p.advance(Duration::from_secs(60));
     assert_eq!(opened(&p).len(), 1, "no reconnect while the queue is full");
-    // The turns end (the model refuses each at once, not to be retried): the queue drains and the session
-    // resumes from the last sequence read.
+    // The turns end (the model refuses each at once, not to be retried): the queue drains
+    // and the session resumes from the last sequence read.
     for _ in 0..10_000 {
         if opened(&p).len() > 1 {
             break;
@@ -273,32 +278,9 @@ fn a_burst_past_the_unserved_bound_holds_the_socket_and_resumes_once_served() {
             None => p.advance(Duration::from_secs(1)),
         }
     }
-    if opened(&p).len() < 2 {
-        let tail: Vec<_> = p
-            .logs
-            .iter()
-            .rev()
-            .take(8)
-            .map(|l| l.message.clone())
-            .collect();
-        panic!(
-            "held {:?} logs {tail:#?}",
-            p.held_http()
-                .iter()
-                .map(|(_, r)| r.url.clone())
-                .collect::<Vec<_>>()
-        );
-    }
-    let (second, url) = opened(&p)[1].clone();
-    assert_eq!(url, "wss://resume.discord.gg/?v=10&encoding=json");
-    p.socket_result(second, WorkResult::WsOpened);
-    text(
-        &mut p,
-        second,
-        json!({"op": 10, "d": {"heartbeat_interval": 1000}}),
-    );
+    assert_eq!(opened(&p).len(), 2, "resumed once the queue drained");
     assert_eq!(
-        sent(&p, second)[0],
+        resume(&mut p),
         json!({"op": 6, "d": {"token": "tok", "session_id": "sess", "seq": 1 + bound}})
     );
 }
