@@ -42,7 +42,7 @@ impl Transport for FakeDiscord {
     const LABEL: &'static str = "Discord";
     const TOKEN_KEY: &'static str = "channels.discord.token";
     const REFUSED: &'static str = "401";
-    const TOKEN_CHECK: &\'static str = "/gateway/bot";
+    const TOKEN_CHECK: &'static str = "/gateway/bot";
 
     fn start() -> Self {
         FakeDiscord::start(TOKEN)

@@ -39,7 +39,7 @@ impl Transport for FakeSlack {
     const LABEL: &'static str = "Slack";
     const TOKEN_KEY: &'static str = "channels.slack.botToken";
     const REFUSED: &'static str = "invalid_auth";
-    const TOKEN_CHECK: &\'static str = "auth.test";
+    const TOKEN_CHECK: &'static str = "auth.test";
 
     fn start() -> Self {
         FakeSlack::start()

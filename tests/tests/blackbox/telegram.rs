@@ -46,7 +46,7 @@ impl Transport for FakeTelegram {
     const LABEL: &'static str = "Telegram";
     const TOKEN_KEY: &'static str = "channels.telegram.botToken";
     const REFUSED: &'static str = "401";
-    const TOKEN_CHECK: &\'static str = "getMe";
+    const TOKEN_CHECK: &'static str = "getMe";
 
     fn start() -> Self {
         FakeTelegram::start(BOT_TOKEN)
@@ -225,7 +225,10 @@ fn a_bad_token_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
         gw: _gw,
         model: _model,
     } = story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeTelegram>(shell);
-    assert!(tg.calls("getUpdates").is_empty(), "no poll on a refused token");
+    assert!(
+        tg.calls("getUpdates").is_empty(),
+        "no poll on a refused token"
+    );
 }
 
 fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
