@@ -5,6 +5,7 @@
 mod admission;
 mod agent;
 mod backends;
+mod channel_story;
 mod control_ui;
 mod discord;
 mod durability;
