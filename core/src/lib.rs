@@ -89,6 +89,7 @@ pub mod handshake;
 mod hello;
 pub mod http;
 pub mod http_post;
+pub mod ip_range;
 pub mod log;
 pub mod mask;
 mod methods;
