@@ -100,6 +100,20 @@ fn wait(p: &mut Sim, op: ConnId, run: &str) -> Value {
     .unwrap()
 }
 
+/// `agent.wait` on `run` for 100 ms, waited out on the fake clock: its answer.
+fn wait_out(p: &mut Sim, op: ConnId, run: &str) -> Option<Value> {
+    let r = p.request(
+        op,
+        "agent.wait",
+        Some(json!({"runId": run, "timeoutMs": 100})),
+    );
+    p.advance(Duration::from_millis(100));
+    p.events(op).into_iter().find_map(|e| match e {
+        Event::Response { id, result } if id == r => Some(result.unwrap()),
+        _ => None,
+    })
+}
+
 #[test]
 fn followup_waits_for_the_run_in_progress_then_runs_after_the_debounce() {
     let (mut p, op) = gateway(fake_model_config());
@@ -301,18 +315,8 @@ fn a_wait_on_a_queued_run_reports_it_pending_and_the_queue_is_bounded() {
     let (mut p, op) = gateway(cfg);
     send(&mut p, op, "k1", None);
     send(&mut p, op, "k2", None);
-    let r = p.request(
-        op,
-        "agent.wait",
-        Some(json!({"runId": "k2", "timeoutMs": 100})),
-    );
-    p.advance(Duration::from_millis(100));
-    let got = p.events(op).into_iter().find_map(|e| match e {
-        Event::Response { id, result } if id == r => Some(result.unwrap()),
-        _ => None,
-    });
     assert_eq!(
-        got,
+        wait_out(&mut p, op, "k2"),
         Some(json!({"runId": "k2", "status": "pending", "timeoutPhase": "queue"}))
     );
     let full = p
@@ -463,18 +467,8 @@ fn collect_runs_start_together_and_queued_runs_can_leave() {
         "[Queued messages while agent was busy]\n\n---\nQueued #1\nm-k2\n\n---\nQueued #2\nm-k4",
         "collecting stops at the followup run"
     );
-    let r = p.request(
-        op,
-        "agent.wait",
-        Some(json!({"runId": "k5", "timeoutMs": 100})),
-    );
-    p.advance(Duration::from_millis(100));
-    let got = p.events(op).into_iter().find_map(|e| match e {
-        Event::Response { id, result } if id == r => Some(result.unwrap()),
-        _ => None,
-    });
     assert_eq!(
-        got.map(|w| w["timeoutPhase"].clone()),
+        wait_out(&mut p, op, "k5").map(|w| w["timeoutPhase"].clone()),
         Some(json!("queue")),
         "k5 still waits"
     );
