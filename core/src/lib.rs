@@ -88,6 +88,7 @@ mod gateway;
 pub mod handshake;
 mod hello;
 pub mod http;
+mod http_auth;
 pub mod http_post;
 pub mod ip_range;
 pub mod log;

@@ -149,6 +149,8 @@ pub enum Lifecycle {
     Ready,
     /// Waiting out a backoff (or a pause) before starting again.
     Waiting,
+    /// Receiving is paused until the messages waiting for a turn drain (Discord).
+    Held,
 }
 
 impl Lifecycle {
@@ -157,6 +159,7 @@ impl Lifecycle {
         match self {
             Lifecycle::Stopped => "stopped",
             Lifecycle::Ready => "ready",
+            Lifecycle::Held => "held",
             Lifecycle::Starting | Lifecycle::Waiting => "starting",
         }
     }

@@ -29,6 +29,10 @@ pub enum Phase {
     Ready,
     /// Waiting out a backoff (or the pause before a Resume) before connecting again.
     Waiting,
+    /// [`crate::channels::MAX_UNSERVED`] messages wait for a turn: the socket is closed
+    /// (resumably) until the queue drains, then the session is resumed and Discord replays
+    /// what was dispatched meanwhile, so memory stays bounded and nothing is lost.
+    Held,
 }
 
 /// A Gateway session, kept to resume it.
@@ -97,6 +101,7 @@ impl Account {
             Phase::Stopped => Lifecycle::Stopped,
             Phase::Ready => Lifecycle::Ready,
             Phase::Waiting => Lifecycle::Waiting,
+            Phase::Held => Lifecycle::Held,
             Phase::Discovering | Phase::Connecting | Phase::Identifying => Lifecycle::Starting,
         }
     }
