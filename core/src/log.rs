@@ -73,6 +73,30 @@ impl LogRecord {
     }
 }
 
+/// A ring line (one of [`LogRecord::line`]'s) as upstream's JSON log line, which the Control
+/// UI's Logs view parses: `time` (ISO 8601), `level` and `message` (the connection, if any,
+/// stays in front of the message). A line of another shape is kept whole as the message.
+pub fn json_line(line: &str) -> String {
+    let parsed = line.split_once(' ').and_then(|(ts, rest)| {
+        let ms = ts.parse::<u64>().ok()?;
+        let (level, message) = rest.split_once(' ')?;
+        matches!(level, "error" | "warn" | "info" | "debug" | "trace").then_some((
+            ms,
+            level,
+            message,
+        ))
+    });
+    let message = |m: &str| serde_json::to_string(m).unwrap_or_default();
+    match parsed {
+        Some((ms, level, rest)) => format!(
+            "{{\"time\":\"{}\",\"level\":\"{level}\",\"message\":{}}}",
+            crate::dates::iso_time(ms),
+            message(rest)
+        ),
+        None => format!("{{\"message\":{}}}", message(line)),
+    }
+}
+
 /// The last records at `Info` or above, for `logs.tail`. Each line remembers the byte offset
 /// where it ends in the log as a whole, so a client can follow with a cursor.
 #[derive(Debug, Default)]
@@ -117,9 +141,16 @@ impl LogRing {
         self.lines.push_back((self.bytes, line));
     }
 
-    /// Lines after `cursor` (all kept lines when `None`), the newest `limit` of them within
-    /// `max_bytes`.
-    pub fn tail(&self, cursor: Option<u64>, limit: usize, max_bytes: usize) -> Tail {
+    /// Lines after `cursor` (all kept lines when `None`), the newest `limit` of them as
+    /// `render` writes them, within `max_bytes` of what it wrote (only the lines served are
+    /// rendered).
+    pub fn tail(
+        &self,
+        cursor: Option<u64>,
+        limit: usize,
+        max_bytes: usize,
+        render: impl Fn(&str) -> String,
+    ) -> Tail {
         let oldest_start = self
             .lines
             .front()
@@ -135,11 +166,12 @@ impl LogRing {
         let mut out = Vec::new();
         let mut used = 0usize;
         for l in in_range.iter().rev().take(limit) {
-            if used + l.len() + 1 > max_bytes {
+            let line = render(l);
+            if used + line.len() + 1 > max_bytes {
                 break;
             }
-            used += l.len() + 1;
-            out.push((*l).clone());
+            used += line.len() + 1;
+            out.push(line);
         }
         out.reverse();
         Tail {
@@ -160,24 +192,48 @@ mod tests {
         let mut r = LogRing::new(3);
         r.push("a".into());
         r.push("bb".into());
-        let t = r.tail(None, 10, 1000);
+        let t = r.tail(None, 10, 1000, str::to_string);
         assert_eq!(t.lines, vec!["a", "bb"]);
         assert_eq!(t.cursor, 5);
         r.push("ccc".into());
-        let t2 = r.tail(Some(t.cursor), 10, 1000);
+        let t2 = r.tail(Some(t.cursor), 10, 1000, str::to_string);
         assert_eq!(t2.lines, vec!["ccc"]);
         assert!(!t2.reset);
         r.push("d".into());
         r.push("e".into());
-        let t3 = r.tail(Some(t.cursor), 10, 1000);
+        let t3 = r.tail(Some(t.cursor), 10, 1000, str::to_string);
         assert!(!t3.reset, "everything after the cursor is still kept");
         assert_eq!(t3.lines, vec!["ccc", "d", "e"]);
         r.push("f".into());
-        let t3 = r.tail(Some(t.cursor), 10, 1000);
+        let t3 = r.tail(Some(t.cursor), 10, 1000, str::to_string);
         assert!(t3.reset, "ccc fell out of the ring");
         assert_eq!(t3.lines, vec!["d", "e", "f"]);
-        let t4 = r.tail(None, 2, 1000);
+        let t4 = r.tail(None, 2, 1000, str::to_string);
         assert_eq!(t4.lines, vec!["e", "f"]);
         assert!(t4.truncated);
+    }
+
+    #[test]
+    fn lines_are_served_as_upstreams_json() {
+        let rec = LogRecord {
+            level: Level::Warn,
+            ts_ms: 1_764_982_800_123,
+            conn: Some(ConnId(7)),
+            message: "refused \"x\"".into(),
+        };
+        let line = json_line(&rec.line());
+        assert_eq!(
+            line,
+            r#"{"time":"2025-12-06T01:00:00.123Z","level":"warn","message":"conn=7 refused \"x\""}"#
+        );
+        assert_eq!(json_line("odd"), r#"{"message":"odd"}"#);
+        assert_eq!(json_line("12 loud x"), r#"{"message":"12 loud x"}"#);
+        // The byte budget is the served lines': a line that does not fit is left out.
+        let mut r = LogRing::new(4);
+        r.push(rec.line());
+        r.push(rec.line());
+        let t = r.tail(None, 10, line.len() + 1, json_line);
+        assert_eq!(t.lines, vec![line]);
+        assert!(t.truncated);
     }
 }

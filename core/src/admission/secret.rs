@@ -126,7 +126,15 @@ impl Gateway {
         })
     }
 
-    fn count_failure(&mut self, now: Instant, ip: IpAddr, kind: CredentialKind, exempt: bool) {
+    /// Count a failed credential of `kind` from `ip` (none from an exempt local client);
+    /// too many lock the address out.
+    pub(crate) fn count_failure(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        kind: CredentialKind,
+        exempt: bool,
+    ) {
         if exempt {
             return;
         }
