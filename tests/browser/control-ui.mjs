@@ -3,19 +3,21 @@
 // the page's own WebSocket and the chat composer, sends a message and waits for the fake
 // model's reply to be rendered, then opens Settings → Devices and approves the pending node
 // named on the command line from its Actions menu, and opens the Systems, Channels and Logs
-// views. Any uncaught page error, a reply shown in more than one chat bubble, or a visible
+// views, searching the logs for the line named on the command line. Every request the page
+// sends and every one answered with an error are in the summary (`methods`,
+// `failedMethods`), and so is the page's `/control-ui-config.json` (`bootstrapConfig`). Any uncaught page error, a reply shown in more than one chat bubble, or a visible
 // error banner fails the run; every WebSocket frame is written to frames.jsonl. A
 // screenshot of every step is written to the output folder; the last line printed is a JSON
 // summary.
 //
-//   node control-ui.mjs <url with #token=…> <output dir> <message> <expected reply> <node name>
+//   node control-ui.mjs <url with #token=…> <output dir> <message> <expected reply> <node name> <log line>
 //
 // Needs CLAWGATE_INTEROP_DIR (where playwright-core is installed) and CLAWGATE_CHROMIUM.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 
-const [url, outDir, message, expected, nodeName] = process.argv.slice(2);
+const [url, outDir, message, expected, nodeName, logLine] = process.argv.slice(2);
 // How long each step may take (CLAWGATE_UI_WAIT_MS; upstream itself needs longer on a loaded machine).
 const WAIT = Number(process.env.CLAWGATE_UI_WAIT_MS || 20000);
 const require = createRequire(path.join(process.env.CLAWGATE_INTEROP_DIR, 'package.json'));
@@ -42,6 +44,14 @@ try {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
   page.on('pageerror', (e) => summary.pageErrors.push(e.message));
+  // The settings the page reads before it connects (with the token as a Bearer credential).
+  page.on('response', async (r) => {
+    if (new URL(r.url()).pathname !== '/control-ui-config.json') return;
+    // Read on every page load: the statuses of all, the first body the page kept.
+    const seen = (summary.bootstrapConfig ??= { statuses: [] });
+    seen.statuses.push(r.status());
+    try { seen.body ??= await r.json(); } catch {}
+  });
   let helloOk;
   const hello = new Promise((resolve) => { helloOk = resolve; });
   const ids = new Map();
@@ -60,7 +70,7 @@ try {
       try {
         const frame = JSON.parse(f.payload.toString());
         if (frame.type === 'res' && frame.ok && frame.payload?.type === 'hello-ok') helloOk(frame.payload);
-        if (frame.type === 'res' && !frame.ok) summary.failedMethods[ids.get(frame.id)] = frame.error?.message;
+        if (frame.type === 'res' && !frame.ok) summary.failedMethods[ids.get(frame.id) ?? frame.id] = frame.error?.message;
       } catch {}
     });
   });
@@ -108,6 +118,14 @@ try {
     await page.goto(new URL(view, url).href);
     await page.waitForTimeout(3000);
     await step(page, name);
+    if (name === 'logs') {
+      // clawgate's lines parsed as upstream's JSON: the start-up line found by the search,
+      // with its level in its own column.
+      await page.getByPlaceholder(/Search logs/).fill(logLine);
+      const row = page.getByText(logLine).first();
+      await row.waitFor({ state: 'visible', timeout: WAIT });
+      await step(page, 'log-line');
+    }
     const banners = await page.locator('.callout.danger:visible, [role="alert"]:visible').allInnerTexts();
     const notices = await page.getByText(/could not be (refreshed|loaded)/).filter({ visible: true }).allInnerTexts();
     const shown = [...banners, ...notices].map((b) => b.trim()).filter(Boolean);

@@ -1,7 +1,8 @@
 //! `/control-ui-config.json`: the settings the Control UI reads before it connects (upstream's
 //! bootstrap config): its base path, the assistant's name and avatar, the server's version
 //! and the switches of features clawgate does not have (terminal, CLI agents, plugin frames),
-//! off. Like upstream it needs the gateway's secret as a `Bearer` token (nothing with
+//! off. Like upstream it needs the gateway's secret or a paired device's operator token as a
+//! `Bearer` token (nothing with
 //! `auth.mode: none`, from a loopback client), is never cached (`no-cache`) and answers
 //! under the Control UI's security headers.
 
@@ -16,6 +17,7 @@ use crate::config::{AuthMode, ControlUi};
 use crate::conn::ConnId;
 use crate::gateway::Gateway;
 use crate::http::PlainRequest;
+use crate::scopes::Role;
 
 /// The file name the UI asks for under its base path.
 const CONFIG_FILE: &str = "/control-ui-config.json";
@@ -88,8 +90,9 @@ impl Gateway {
         self.answer_http(now, id, bytes);
     }
 
-    /// upstream's `authorizeControlUiReadRequestOrReply` for a shared secret: the `Bearer`
-    /// token must be the gateway's token or password; wrong ones count towards the lockout.
+    /// upstream's `authorizeControlUiReadRequestOrReply`: the `Bearer` token must be the
+    /// gateway's token or password, or a paired device's operator token; wrong ones count
+    /// towards the lockout.
     fn authorize_ui_read(
         &mut self,
         now: Instant,
@@ -111,7 +114,12 @@ impl Gateway {
             return Err(Refused::RateLimited(left.as_secs_f64().ceil() as u64));
         }
         match bearer(req.authorization.as_deref()) {
-            Some(token) if secret.matches(token) => Ok(()),
+            Some(token)
+                if secret.matches(token)
+                    || self.store.any_token_matches(Role::Operator.as_str(), token) =>
+            {
+                Ok(())
+            }
             Some(_) => {
                 self.count_failure(now, ip, CredentialKind::SharedSecret, exempt);
                 Err(Refused::Unauthorized)
