@@ -80,11 +80,8 @@ pub fn json_line(line: &str) -> String {
     let parsed = line.split_once(' ').and_then(|(ts, rest)| {
         let ms = ts.parse::<u64>().ok()?;
         let (level, message) = rest.split_once(' ')?;
-        matches!(level, "error" | "warn" | "info" | "debug" | "trace").then_some((
-            ms,
-            level,
-            message,
-        ))
+        matches!(level, "error" | "warn" | "info" | "debug" | "trace")
+            .then_some((ms, level, message))
     });
     let message = |m: &str| serde_json::to_string(m).unwrap_or_default();
     match parsed {

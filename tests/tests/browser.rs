@@ -176,7 +176,10 @@ fn chat_in_the_browser(shell: Shell) {
     assert_eq!(summary["failedMethods"], serde_json::json!({}), "{summary}");
     // It read its settings with the token: the assistant and the server as clawgate has them.
     let bootstrap = &summary["bootstrapConfig"];
-    let statuses = bootstrap["statuses"].as_array().cloned().unwrap_or_default();
+    let statuses = bootstrap["statuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         !statuses.is_empty() && statuses.iter().all(|s| s == 200),
         "{summary}"

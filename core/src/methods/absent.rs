@@ -54,12 +54,7 @@ impl Gateway {
 
     /// `sessions.observer.visibility`: accepted; clawgate has no session observer whose
     /// digests it would pause.
-    pub(crate) fn observer_visibility(
-        &mut self,
-        _: Instant,
-        _: &Call<'_>,
-        _: AnyParams,
-    ) -> Reply {
+    pub(crate) fn observer_visibility(&mut self, _: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
         Reply::Now(Ok(json!({"ok": true})))
     }
 
