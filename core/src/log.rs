@@ -98,9 +98,18 @@ pub fn json_line(line: &str) -> String {
 /// where it ends in the log as a whole, so a client can follow with a cursor.
 #[derive(Debug, Default)]
 pub struct LogRing {
-    lines: VecDeque<(u64, String)>,
+    lines: VecDeque<Kept>,
     cap: usize,
     bytes: u64,
+}
+
+/// One kept line: where it ends in the log as a whole, its text, and its [`json_line`] once a
+/// `logs.tail` has served it (kept, so a flood of tails converts each line once).
+#[derive(Debug)]
+struct Kept {
+    end: u64,
+    line: String,
+    served: Option<String>,
 }
 
 /// The answer to a `logs.tail`.
@@ -135,44 +144,37 @@ impl LogRing {
         if self.lines.len() == self.cap {
             self.lines.pop_front();
         }
-        self.lines.push_back((self.bytes, line));
+        self.lines.push_back(Kept {
+            end: self.bytes,
+            line,
+            served: None,
+        });
     }
 
     /// Lines after `cursor` (all kept lines when `None`), the newest `limit` of them as
-    /// `render` writes them, within `max_bytes` of what it wrote (only the lines served are
-    /// rendered).
-    pub fn tail(
-        &self,
-        cursor: Option<u64>,
-        limit: usize,
-        max_bytes: usize,
-        render: impl Fn(&str) -> String,
-    ) -> Tail {
+    /// [`json_line`]s, within `max_bytes` of those. The cursor counts the plain lines' bytes.
+    pub fn tail(&mut self, cursor: Option<u64>, limit: usize, max_bytes: usize) -> Tail {
         let oldest_start = self
             .lines
             .front()
-            .map_or(self.bytes, |(end, l)| end - l.len() as u64 - 1);
+            .map_or(self.bytes, |k| k.end - k.line.len() as u64 - 1);
         let reset = cursor.is_some_and(|c| c < oldest_start || c > self.bytes);
         let from = cursor.filter(|_| !reset).unwrap_or(0);
-        let in_range: Vec<&String> = self
-            .lines
-            .iter()
-            .filter(|(end, _)| *end > from)
-            .map(|(_, l)| l)
-            .collect();
+        let first = self.lines.partition_point(|k| k.end <= from);
+        let in_range = self.lines.len() - first;
         let mut out = Vec::new();
         let mut used = 0usize;
-        for l in in_range.iter().rev().take(limit) {
-            let line = render(l);
-            if used + line.len() + 1 > max_bytes {
+        for k in self.lines.range_mut(first..).rev().take(limit) {
+            let served = k.served.get_or_insert_with(|| json_line(&k.line));
+            if used + served.len() + 1 > max_bytes {
                 break;
             }
-            used += line.len() + 1;
-            out.push(line);
+            used += served.len() + 1;
+            out.push(served.clone());
         }
         out.reverse();
         Tail {
-            truncated: out.len() < in_range.len(),
+            truncated: out.len() < in_range,
             lines: out,
             cursor: self.bytes,
             reset,
@@ -186,27 +188,30 @@ mod tests {
 
     #[test]
     fn cursor_follows_and_resets() {
+        // The ring keeps plain lines and serves them converted.
+        let served =
+            |lines: &[&str]| -> Vec<String> { lines.iter().map(|l| json_line(l)).collect() };
         let mut r = LogRing::new(3);
         r.push("a".into());
         r.push("bb".into());
-        let t = r.tail(None, 10, 1000, str::to_string);
-        assert_eq!(t.lines, vec!["a", "bb"]);
+        let t = r.tail(None, 10, 1000);
+        assert_eq!(t.lines, served(&["a", "bb"]));
         assert_eq!(t.cursor, 5);
         r.push("ccc".into());
-        let t2 = r.tail(Some(t.cursor), 10, 1000, str::to_string);
-        assert_eq!(t2.lines, vec!["ccc"]);
+        let t2 = r.tail(Some(t.cursor), 10, 1000);
+        assert_eq!(t2.lines, served(&["ccc"]));
         assert!(!t2.reset);
         r.push("d".into());
         r.push("e".into());
-        let t3 = r.tail(Some(t.cursor), 10, 1000, str::to_string);
+        let t3 = r.tail(Some(t.cursor), 10, 1000);
         assert!(!t3.reset, "everything after the cursor is still kept");
-        assert_eq!(t3.lines, vec!["ccc", "d", "e"]);
+        assert_eq!(t3.lines, served(&["ccc", "d", "e"]));
         r.push("f".into());
-        let t3 = r.tail(Some(t.cursor), 10, 1000, str::to_string);
+        let t3 = r.tail(Some(t.cursor), 10, 1000);
         assert!(t3.reset, "ccc fell out of the ring");
-        assert_eq!(t3.lines, vec!["d", "e", "f"]);
-        let t4 = r.tail(None, 2, 1000, str::to_string);
-        assert_eq!(t4.lines, vec!["e", "f"]);
+        assert_eq!(t3.lines, served(&["d", "e", "f"]));
+        let t4 = r.tail(None, 2, 1000);
+        assert_eq!(t4.lines, served(&["e", "f"]));
         assert!(t4.truncated);
     }
 
@@ -229,7 +234,7 @@ mod tests {
         let mut r = LogRing::new(4);
         r.push(rec.line());
         r.push(rec.line());
-        let t = r.tail(None, 10, line.len() + 1, json_line);
+        let t = r.tail(None, 10, line.len() + 1);
         assert_eq!(t.lines, vec![line]);
         assert!(t.truncated);
     }

@@ -113,12 +113,7 @@ impl Gateway {
     pub(super) fn logs_tail(&mut self, _: Instant, _: &Call<'_>, p: LogsTail) -> Reply {
         let limit = p.limit.map_or(200, |b| b.0) as usize;
         let max_bytes = p.max_bytes.map_or(250_000, |b| b.0) as usize;
-        let t = self.logs.tail(
-            p.cursor.map(|b| b.0),
-            limit,
-            max_bytes,
-            crate::log::json_line,
-        );
+        let t = self.logs.tail(p.cursor.map(|b| b.0), limit, max_bytes);
         Reply::Now(Ok(json!({
             "file": "memory:clawgate", "cursor": t.cursor, "size": t.cursor, "lines": t.lines,
             "truncated": t.truncated, "reset": t.reset,
