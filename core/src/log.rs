@@ -73,43 +73,13 @@ impl LogRecord {
     }
 }
 
-/// A ring line (one of [`LogRecord::line`]'s) as upstream's JSON log line, which the Control
-/// UI's Logs view parses: `time` (ISO 8601), `level` and `message` (the connection, if any,
-/// stays in front of the message). A line of another shape is kept whole as the message.
-pub fn json_line(line: &str) -> String {
-    let parsed = line.split_once(' ').and_then(|(ts, rest)| {
-        let ms = ts.parse::<u64>().ok()?;
-        let (level, message) = rest.split_once(' ')?;
-        matches!(level, "error" | "warn" | "info" | "debug" | "trace")
-            .then_some((ms, level, message))
-    });
-    let message = |m: &str| serde_json::to_string(m).unwrap_or_default();
-    match parsed {
-        Some((ms, level, rest)) => format!(
-            "{{\"time\":\"{}\",\"level\":\"{level}\",\"message\":{}}}",
-            crate::dates::iso_time(ms),
-            message(rest)
-        ),
-        None => format!("{{\"message\":{}}}", message(line)),
-    }
-}
-
 /// The last records at `Info` or above, for `logs.tail`. Each line remembers the byte offset
 /// where it ends in the log as a whole, so a client can follow with a cursor.
 #[derive(Debug, Default)]
 pub struct LogRing {
-    lines: VecDeque<Kept>,
+    lines: VecDeque<(u64, String)>,
     cap: usize,
     bytes: u64,
-}
-
-/// One kept line: where it ends in the log as a whole, its text, and its [`json_line`] once a
-/// `logs.tail` has served it (kept, so a flood of tails converts each line once).
-#[derive(Debug)]
-struct Kept {
-    end: u64,
-    line: String,
-    served: Option<String>,
 }
 
 /// The answer to a `logs.tail`.
@@ -144,37 +114,36 @@ impl LogRing {
         if self.lines.len() == self.cap {
             self.lines.pop_front();
         }
-        self.lines.push_back(Kept {
-            end: self.bytes,
-            line,
-            served: None,
-        });
+        self.lines.push_back((self.bytes, line));
     }
 
-    /// Lines after `cursor` (all kept lines when `None`), the newest `limit` of them as
-    /// [`json_line`]s, within `max_bytes` of those. The cursor counts the plain lines' bytes.
-    pub fn tail(&mut self, cursor: Option<u64>, limit: usize, max_bytes: usize) -> Tail {
+    /// Lines after `cursor` (all kept lines when `None`), the newest `limit` of them within
+    /// `max_bytes`.
+    pub fn tail(&self, cursor: Option<u64>, limit: usize, max_bytes: usize) -> Tail {
         let oldest_start = self
             .lines
             .front()
-            .map_or(self.bytes, |k| k.end - k.line.len() as u64 - 1);
+            .map_or(self.bytes, |(end, l)| end - l.len() as u64 - 1);
         let reset = cursor.is_some_and(|c| c < oldest_start || c > self.bytes);
         let from = cursor.filter(|_| !reset).unwrap_or(0);
-        let first = self.lines.partition_point(|k| k.end <= from);
-        let in_range = self.lines.len() - first;
+        let in_range: Vec<&String> = self
+            .lines
+            .iter()
+            .filter(|(end, _)| *end > from)
+            .map(|(_, l)| l)
+            .collect();
         let mut out = Vec::new();
         let mut used = 0usize;
-        for k in self.lines.range_mut(first..).rev().take(limit) {
-            let served = k.served.get_or_insert_with(|| json_line(&k.line));
-            if used + served.len() + 1 > max_bytes {
+        for l in in_range.iter().rev().take(limit) {
+            if used + l.len() + 1 > max_bytes {
                 break;
             }
-            used += served.len() + 1;
-            out.push(served.clone());
+            used += l.len() + 1;
+            out.push((*l).clone());
         }
         out.reverse();
         Tail {
-            truncated: out.len() < in_range,
+            truncated: out.len() < in_range.len(),
             lines: out,
             cursor: self.bytes,
             reset,
@@ -188,54 +157,27 @@ mod tests {
 
     #[test]
     fn cursor_follows_and_resets() {
-        // The ring keeps plain lines and serves them converted.
-        let served =
-            |lines: &[&str]| -> Vec<String> { lines.iter().map(|l| json_line(l)).collect() };
         let mut r = LogRing::new(3);
         r.push("a".into());
         r.push("bb".into());
         let t = r.tail(None, 10, 1000);
-        assert_eq!(t.lines, served(&["a", "bb"]));
+        assert_eq!(t.lines, vec!["a", "bb"]);
         assert_eq!(t.cursor, 5);
         r.push("ccc".into());
         let t2 = r.tail(Some(t.cursor), 10, 1000);
-        assert_eq!(t2.lines, served(&["ccc"]));
+        assert_eq!(t2.lines, vec!["ccc"]);
         assert!(!t2.reset);
         r.push("d".into());
         r.push("e".into());
         let t3 = r.tail(Some(t.cursor), 10, 1000);
         assert!(!t3.reset, "everything after the cursor is still kept");
-        assert_eq!(t3.lines, served(&["ccc", "d", "e"]));
+        assert_eq!(t3.lines, vec!["ccc", "d", "e"]);
         r.push("f".into());
         let t3 = r.tail(Some(t.cursor), 10, 1000);
         assert!(t3.reset, "ccc fell out of the ring");
-        assert_eq!(t3.lines, served(&["d", "e", "f"]));
+        assert_eq!(t3.lines, vec!["d", "e", "f"]);
         let t4 = r.tail(None, 2, 1000);
-        assert_eq!(t4.lines, served(&["e", "f"]));
+        assert_eq!(t4.lines, vec!["e", "f"]);
         assert!(t4.truncated);
-    }
-
-    #[test]
-    fn lines_are_served_as_upstreams_json() {
-        let rec = LogRecord {
-            level: Level::Warn,
-            ts_ms: 1_764_982_800_123,
-            conn: Some(ConnId(7)),
-            message: "refused \"x\"".into(),
-        };
-        let line = json_line(&rec.line());
-        assert_eq!(
-            line,
-            r#"{"time":"2025-12-06T01:00:00.123Z","level":"warn","message":"conn=7 refused \"x\""}"#
-        );
-        assert_eq!(json_line("odd"), r#"{"message":"odd"}"#);
-        assert_eq!(json_line("12 loud x"), r#"{"message":"12 loud x"}"#);
-        // The byte budget is the served lines': a line that does not fit is left out.
-        let mut r = LogRing::new(4);
-        r.push(rec.line());
-        r.push(rec.line());
-        let t = r.tail(None, 10, line.len() + 1);
-        assert_eq!(t.lines, vec![line]);
-        assert!(t.truncated);
     }
 }

@@ -126,8 +126,7 @@ try {
     await page.waitForTimeout(3000);
     await step(page, name);
     if (name === 'logs') {
-      // clawgate's lines parsed as upstream's JSON: the start-up line found by the search,
-      // with its level in its own column.
+      // clawgate's start-up line, found by the view's search.
       await page.getByPlaceholder(/Search logs/).fill(logLine);
       const row = page.getByText(logLine).first();
       await row.waitFor({ state: 'visible', timeout: WAIT });

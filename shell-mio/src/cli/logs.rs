@@ -93,45 +93,44 @@ fn remote(p: &Parsed, lines: u64) -> Outcome {
     let params = json!({"limit": lines.min(5_000), "maxBytes": REMOTE_MAX_BYTES});
     let first = open.call("logs.tail", Some(params))?;
     let mut cursor = first.get("cursor").and_then(Value::as_u64).unwrap_or(0);
-    print_lines(p, &first);
+    print_lines(p, &first, usize::MAX);
     while p.switch("follow") {
         std::thread::sleep(REMOTE_POLL);
         open.session.extend_deadline(timeout);
-        // What was logged after the last answer (all that is kept, if the cursor fell out).
-        let more = json!({"cursor": cursor, "limit": 5_000, "maxBytes": REMOTE_MAX_BYTES});
+        // Ask for as much as the gateway keeps: more may have been logged than `--lines`.
+        let more = json!({"limit": 5_000, "maxBytes": REMOTE_MAX_BYTES});
         let next = open.call("logs.tail", Some(more))?;
-        cursor = next.get("cursor").and_then(Value::as_u64).unwrap_or(cursor);
-        print_lines(p, &next);
+        let now = next.get("cursor").and_then(Value::as_u64).unwrap_or(cursor);
+        // The cursor counts bytes logged (each line plus a newline): print what is new.
+        print_lines(p, &next, now.saturating_sub(cursor) as usize);
+        cursor = now;
     }
     open.session.close();
     Ok(())
 }
 
-/// Print the lines of a `logs.tail` result. They are upstream's JSON log lines: shown as
-/// `time level message` (as upstream's CLI shows them plain), or with `--json` as one
-/// `{"type":"log", time, level, message, raw}` object each; a line that is not JSON as it is.
-fn print_lines(p: &Parsed, result: &Value) {
-    let lines = result.get("lines").and_then(Value::as_array);
-    for line in lines.into_iter().flatten().filter_map(Value::as_str) {
-        let parsed = serde_json::from_str::<Value>(line)
-            .ok()
-            .filter(Value::is_object);
-        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        match (p.switch("json"), parsed) {
-            (true, Some(v)) => say!(
-                "{}",
-                json!({"type": "log", "time": field(&v, "time"), "level": field(&v, "level"),
-                       "message": field(&v, "message"), "raw": line})
-            ),
-            (true, None) => say!("{}", json!({"type": "raw", "raw": line})),
-            (false, Some(v)) => {
-                let parts = ["time", "level", "message"].map(|k| field(&v, k));
-                say!(
-                    "{}",
-                    parts.into_iter().flatten().collect::<Vec<_>>().join(" ")
-                );
-            }
-            (false, None) => say!("{line}"),
+/// Print the last lines of a `logs.tail` result that add up to at most `new_bytes`.
+fn print_lines(p: &Parsed, result: &Value, new_bytes: usize) {
+    let all: Vec<&str> = result
+        .get("lines")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut budget = new_bytes;
+    let fresh = all
+        .iter()
+        .rev()
+        .take_while(|l| {
+            let fits = l.len() < budget;
+            budget = budget.saturating_sub(l.len() + 1);
+            fits
+        })
+        .count();
+    for line in all.get(all.len() - fresh..).unwrap_or_default() {
+        if p.switch("json") {
+            say!("{}", json!({"type": "log", "raw": line}));
+        } else {
+            say!("{line}");
         }
     }
 }
