@@ -142,9 +142,18 @@ fn a_full_in_memory_session_conforms() {
         ("question.list", json!({})),
         ("talk.catalog", json!({})),
         ("progressCard.get", json!({"sessionKey": "agent:main:main"})),
-        ("sessions.branches.list", json!({"sessionKey": "agent:main:main"})),
-        ("sessions.companion.state", json!({"sessionKey": "agent:main:main"})),
-        ("tasks.list", json!({"status": ["queued", "running"], "limit": 200})),
+        (
+            "sessions.branches.list",
+            json!({"sessionKey": "agent:main:main"}),
+        ),
+        (
+            "sessions.companion.state",
+            json!({"sessionKey": "agent:main:main"}),
+        ),
+        (
+            "tasks.list",
+            json!({"status": ["queued", "running"], "limit": 200}),
+        ),
         ("plugins.list", json!({})),
         ("sessions.observer.visibility", json!({"visible": true})),
         ("cron.list", json!({"limit": 50, "compact": true})),
