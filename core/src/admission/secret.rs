@@ -126,8 +126,7 @@ impl Gateway {
         })
     }
 
-    /// Count a failed credential of `kind` from `ip` (none from an exempt local client);
-    /// too many lock the address out.
+    /// Count a failed attempt of `ip` (not when `exempt`), and log a lockout it starts.
     pub(crate) fn count_failure(
         &mut self,
         now: Instant,
