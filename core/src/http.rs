@@ -35,6 +35,8 @@ pub struct PlainRequest {
     pub range: Option<String>,
     /// `If-Range`.
     pub if_range: Option<String>,
+    /// `Authorization` (the Control UI's config is read with the gateway's secret).
+    pub authorization: Option<String>,
     /// Every header (names lowercase, values as sent), for a `POST` only: the routes that
     /// take a body read their own headers (a signature, an authorization) from here.
     pub headers: Vec<(String, String)>,
@@ -148,6 +150,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
             accept: header("accept"),
             accept_encoding: header("accept-encoding"),
             if_none_match: header("if-none-match"),
+            authorization: header("authorization"),
             range: header("range"),
             if_range: header("if-range"),
             headers,

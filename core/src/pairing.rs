@@ -319,6 +319,14 @@ impl PairingStore {
             })
     }
 
+    /// Whether `token` is any paired device's token for `role` (an HTTP request names no
+    /// device).
+    pub fn any_token_matches(&self, role: &str, token: &str) -> bool {
+        self.devices
+            .keys()
+            .any(|id| self.token_matches(id, role, token))
+    }
+
     /// A device's token for a role, if it has one.
     pub fn token_of(&self, device_id: &str, role: &str) -> Option<String> {
         self.devices

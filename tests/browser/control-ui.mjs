@@ -3,26 +3,28 @@
 // the page's own WebSocket and the chat composer, sends a message and waits for the fake
 // model's reply to be rendered, then opens Settings → Devices and approves the pending node
 // named on the command line from its Actions menu, and opens the Systems, Channels and Logs
-// views. Any uncaught page error, a reply shown in more than one chat bubble, or a visible
+// views, searching the logs for the line named on the command line. Every request the page
+// sends and every one answered with an error are in the summary (`methods`,
+// `failedMethods`), and so is the page's `/control-ui-config.json` (`bootstrapConfig`). Any uncaught page error, a reply shown in more than one chat bubble, or a visible
 // error banner fails the run; every WebSocket frame is written to frames.jsonl. A
 // screenshot of every step is written to the output folder; the last line printed is a JSON
 // summary.
 //
-//   node control-ui.mjs <url with #token=…> <output dir> <message> <expected reply> <node name>
+//   node control-ui.mjs <url with #token=…> <output dir> <message> <expected reply> <node name> <log line>
 //
 // Needs CLAWGATE_INTEROP_DIR (where playwright-core is installed) and CLAWGATE_CHROMIUM.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 
-const [url, outDir, message, expected, nodeName] = process.argv.slice(2);
+const [url, outDir, message, expected, nodeName, logLine] = process.argv.slice(2);
 // How long each step may take (CLAWGATE_UI_WAIT_MS; upstream itself needs longer on a loaded machine).
 const WAIT = Number(process.env.CLAWGATE_UI_WAIT_MS || 20000);
 const require = createRequire(path.join(process.env.CLAWGATE_INTEROP_DIR, 'package.json'));
 const { chromium } = require('playwright-core');
 
 fs.mkdirSync(outDir, { recursive: true });
-const summary = { steps: [], pageErrors: [], methods: [], failedMethods: {}, replyBubbles: [], banners: {} };
+const summary = { steps: [], pageErrors: [], methods: [], failedMethods: {}, beforeConnect: [], replyBubbles: [], banners: {} };
 const step = async (page, name) => {
   summary.steps.push(name);
   await page.screenshot({ path: path.join(outDir, `${summary.steps.length}-${name}.png`) });
@@ -42,6 +44,14 @@ try {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
   page.on('pageerror', (e) => summary.pageErrors.push(e.message));
+  // The settings the page reads before it connects (with the token as a Bearer credential).
+  page.on('response', async (r) => {
+    if (new URL(r.url()).pathname !== '/control-ui-config.json') return;
+    // Read on every page load: the statuses of all, the first body the page kept.
+    const seen = (summary.bootstrapConfig ??= { statuses: [] });
+    seen.statuses.push(r.status());
+    try { seen.body ??= await r.json(); } catch {}
+  });
   let helloOk;
   const hello = new Promise((resolve) => { helloOk = resolve; });
   const ids = new Map();
@@ -60,7 +70,14 @@ try {
       try {
         const frame = JSON.parse(f.payload.toString());
         if (frame.type === 'res' && frame.ok && frame.payload?.type === 'hello-ok') helloOk(frame.payload);
-        if (frame.type === 'res' && !frame.ok) summary.failedMethods[ids.get(frame.id)] = frame.error?.message;
+        if (frame.type === 'res' && !frame.ok) {
+          const method = ids.get(frame.id) ?? frame.id;
+          // After a page load the UI sometimes sends a request on its new socket before
+          // `connect` (a race of its own): upstream answers it exactly so and closes, and the
+          // UI reconnects. Kept apart; every other error fails the run.
+          if (frame.error?.message === 'invalid handshake: first request must be connect') summary.beforeConnect.push(method);
+          else summary.failedMethods[method] = frame.error?.message;
+        }
       } catch {}
     });
   });
@@ -108,6 +125,13 @@ try {
     await page.goto(new URL(view, url).href);
     await page.waitForTimeout(3000);
     await step(page, name);
+    if (name === 'logs') {
+      // clawgate's start-up line, found by the view's search.
+      await page.getByPlaceholder(/Search logs/).fill(logLine);
+      const row = page.getByText(logLine).first();
+      await row.waitFor({ state: 'visible', timeout: WAIT });
+      await step(page, 'log-line');
+    }
     const banners = await page.locator('.callout.danger:visible, [role="alert"]:visible').allInnerTexts();
     const notices = await page.getByText(/could not be (refreshed|loaded)/).filter({ visible: true }).allInnerTexts();
     const shown = [...banners, ...notices].map((b) => b.trim()).filter(Boolean);

@@ -3,8 +3,10 @@
 //! by `scripts/interop-deps.sh`) loads the UI from clawgate with the token in the URL
 //! fragment, reaches hello-ok and the chat composer, sends two messages and sees each of the
 //! fake model's streamed replies rendered once, then approves a node's pending pairing from the Devices
-//! page, then opens the Systems, Channels and Logs views, with no uncaught page error, no
-//! reply shown twice and no visible error banner or "could not be refreshed" notice. The
+//! page, then opens the Systems, Channels and Logs views (finding the start-up line in the
+//! logs), with no uncaught page error, no reply shown twice, no visible error banner or "could
+//! not be refreshed" notice and no request answered with an error; the page's
+//! `/control-ui-config.json` is read with its token. The
 //! driver is
 //! `tests/browser/control-ui.mjs`; its screenshots of every step are kept under
 //! `target/control-ui-artifacts/` when a run fails (or always, with
@@ -26,6 +28,8 @@ use serde_json::Value;
 const TOKEN: &str = "browser-token-51c2";
 /// The display name of the node whose pairing the page approves.
 const NODE: &str = "kitchen-pi";
+/// The start of the gateway's start-up log line, which the Logs view must show.
+const LOG_LINE: &str = "gateway ready: auth mode token";
 /// The whole browser run: start-up, connect, one chat turn (each step waits at most 20 s).
 const RUN_WAIT: Duration = Duration::from_secs(120);
 /// The pause before each streamed word of the model's answer.
@@ -115,6 +119,7 @@ fn chat_in_the_browser(shell: Shell) {
             message,
             &expected,
             NODE,
+            LOG_LINE,
         ])
         .env("CLAWGATE_INTEROP_DIR", deps::interop_dir())
         .env("CLAWGATE_CHROMIUM", deps::chromium())
@@ -162,8 +167,28 @@ fn chat_in_the_browser(shell: Shell) {
             "approved",
             "systems",
             "channels",
-            "logs"
+            "logs",
+            "log-line"
         ])
+    );
+    // Every request the page made was answered without an error (upstream's UI calls many
+    // methods whatever hello-ok lists).
+    assert_eq!(summary["failedMethods"], serde_json::json!({}), "{summary}");
+    // It read its settings with the token: the assistant and the server as clawgate has them.
+    let bootstrap = &summary["bootstrapConfig"];
+    let statuses = bootstrap["statuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|s| s == 200),
+        "{summary}"
+    );
+    assert_eq!(bootstrap["body"]["assistantName"], "Assistant", "{summary}");
+    assert_eq!(bootstrap["body"]["basePath"], "", "{summary}");
+    assert_eq!(
+        bootstrap["body"]["serverVersion"], summary["server"]["version"],
+        "{summary}"
     );
     // The approval the page made is the gateway's: nothing pending, the commands granted.
     let pending = admin.call("node.pair.list", None).expect("node.pair.list");

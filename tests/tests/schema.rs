@@ -137,6 +137,26 @@ fn a_full_in_memory_session_conforms() {
         ("environments.list", json!({})),
         ("system.info", json!({})),
         ("agent.identity.get", json!({"agentId": "main"})),
+        // What the Control UI calls of features clawgate lacks: empty, in upstream's shape.
+        ("update.status", json!({})),
+        ("question.list", json!({})),
+        ("talk.catalog", json!({})),
+        ("progressCard.get", json!({"sessionKey": "agent:main:main"})),
+        (
+            "sessions.branches.list",
+            json!({"sessionKey": "agent:main:main"}),
+        ),
+        (
+            "sessions.companion.state",
+            json!({"sessionKey": "agent:main:main"}),
+        ),
+        (
+            "tasks.list",
+            json!({"status": ["queued", "running"], "limit": 200}),
+        ),
+        ("plugins.list", json!({})),
+        ("sessions.observer.visibility", json!({"visible": true})),
+        ("cron.list", json!({"limit": 50, "compact": true})),
     ] {
         call(&mut sim, &mut ids, op, m, p);
     }
@@ -209,6 +229,15 @@ fn a_full_in_memory_session_conforms() {
         "result environments.list",
         "result system.info",
         "result agent.identity.get",
+        "result update.status",
+        "result question.list",
+        "result talk.catalog",
+        "result progressCard.get",
+        "result sessions.branches.list",
+        "result sessions.companion.state",
+        "result tasks.list",
+        "result plugins.list",
+        "result sessions.observer.visibility",
         "result node.invoke",
         "result node.invoke.result",
         "event node.invoke.request",

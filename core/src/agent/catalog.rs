@@ -51,6 +51,16 @@ pub(crate) struct AgentIdentityGet {
     session_key: Option<String>,
 }
 
+/// The assistant's name and avatar as the UI shows them.
+pub(crate) struct AssistantIdentity<'a> {
+    /// Its name.
+    pub(crate) name: &'a str,
+    /// Where the name came from (`agent` or `default`).
+    pub(crate) name_source: &'static str,
+    /// Its avatar (an emoji or a letter).
+    pub(crate) avatar: &'a str,
+}
+
 /// The name an agent without a configured one shows (upstream's `DEFAULT_ASSISTANT_IDENTITY`).
 const DEFAULT_NAME: &str = "Assistant";
 /// The avatar an agent without a configured one shows.
@@ -178,6 +188,44 @@ impl Gateway {
         Reply::Now(Ok(json!({"models": models})))
     }
 
+    /// `models.authStatus`: each provider of a configured model, authenticated by the API
+    /// key of its `models.providers` entry (`static`) or by nothing (`missing`). clawgate
+    /// keeps no auth profiles (OAuth sign-ins), so none is listed.
+    pub(crate) fn models_auth_status(
+        &mut self,
+        now: Instant,
+        _: &Call<'_>,
+        _: crate::methods::AnyParams,
+    ) -> Reply {
+        let mut names: Vec<String> = self
+            .configured_models()
+            .into_iter()
+            .map(|(provider, _, _)| provider)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let providers: Vec<Value> = names
+            .iter()
+            .map(|provider| {
+                let keyed = self
+                    .config
+                    .file
+                    .pointer("/models/providers")
+                    .and_then(|all| all.get(provider))
+                    .and_then(|p| p.get("apiKey"))
+                    .is_some_and(|k| !k.is_null() && k.as_str() != Some(""));
+                json!({
+                    "provider": provider,
+                    "authProvider": provider,
+                    "displayName": provider,
+                    "status": if keyed { "static" } else { "missing" },
+                    "profiles": [],
+                })
+            })
+            .collect();
+        Reply::Now(Ok(json!({"ts": self.unix_ms(now), "providers": providers})))
+    }
+
     /// `agent.identity.get`: the name and avatar the UI shows for the agent of `agentId` or
     /// of `sessionKey` (`agent:<id>:…`): its `identity.name` (`nameSource: "agent"`) else
     /// upstream's default, its `identity.emoji` as avatar else `A`. clawgate reads no
@@ -203,21 +251,32 @@ impl Gateway {
         if let Err(e) = super::sessions::check_agent(agent.as_ref()) {
             return Reply::Now(Err(e));
         }
-        let identity = &self.config.identity;
-        let (name, source) = match &identity.name {
-            Some(n) => (n.as_str(), "agent"),
-            None => (DEFAULT_NAME, "default"),
-        };
+        let identity = self.assistant_identity();
         let mut out = json!({
             "agentId": AGENT_ID,
-            "name": name,
-            "nameSource": source,
-            "avatar": identity.emoji.as_deref().unwrap_or(DEFAULT_AVATAR),
+            "name": identity.name,
+            "nameSource": identity.name_source,
+            "avatar": identity.avatar,
         });
-        if let (Some(e), Value::Object(o)) = (&identity.emoji, &mut out) {
+        if let (Some(e), Value::Object(o)) = (&self.config.identity.emoji, &mut out) {
             o.insert("emoji".into(), json!(e));
         }
         Reply::Now(Ok(out))
+    }
+
+    /// The agent's name and avatar as the UI shows them (`identity`, else upstream's
+    /// defaults).
+    pub(crate) fn assistant_identity(&self) -> AssistantIdentity<'_> {
+        let identity = &self.config.identity;
+        let (name, name_source) = match &identity.name {
+            Some(n) => (n.as_str(), "agent"),
+            None => (DEFAULT_NAME, "default"),
+        };
+        AssistantIdentity {
+            name,
+            name_source,
+            avatar: identity.emoji.as_deref().unwrap_or(DEFAULT_AVATAR),
+        }
     }
 
     /// `agents.list`: the agents of `agents.list[]`, or the default `main` agent.

@@ -3,13 +3,14 @@
 //! `gateway.controlUi.basePath`, with upstream's routing, cache rules and security headers.
 //!
 //! The core decides everything ([`route`] maps the request to a file, [`negotiate`] reads the
-//! request headers, [`response`] writes the heads, [`index_html`] prepares the app shell);
-//! the host only reads files ([`Work::ReadFile`], confined to the root). A file goes out in
+//! request headers, [`response`] writes the heads, [`index_html`] prepares the app shell,
+//! [`bootstrap`] answers `/control-ui-config.json`); the host only reads files ([`Work::ReadFile`], confined to the root). A file goes out in
 //! pieces of `limits.ui_chunk_bytes`: the next piece is read only once the connection has
 //! at most that many bytes unsent, so a large asset neither stalls the loop nor piles up in
-//! memory behind a slow reader. Static files need no auth and every response closes its
-//! connection.
+//! memory behind a slow reader. Static files need no auth (the config needs the gateway's
+//! secret) and every response closes its connection.
 
+mod bootstrap;
 mod index_html;
 mod negotiate;
 mod response;
@@ -99,6 +100,12 @@ impl Gateway {
     /// Answer `req` if it is the Control UI's (`false`: the plain routes answer it).
     pub(crate) fn serve_control_ui(&mut self, now: Instant, id: ConnId, req: PlainRequest) -> bool {
         let head_only = req.method == "HEAD";
+        if bootstrap::is_config_request(&self.config.control_ui, &req) {
+            if let Some(ip) = self.conns.get(&id).map(|c| c.peer.ip()) {
+                self.serve_bootstrap_config(now, id, ip, &req);
+            }
+            return true;
+        }
         let plan = match route::classify(&self.config.control_ui, &req) {
             Route::Elsewhere => return false,
             Route::NotFound => {

@@ -5,6 +5,7 @@
 //! order), what it requires, and its handler, whose last argument is its typed params (a serde
 //! struct read by [`params::parse`], which answers upstream's validation errors).
 
+mod absent;
 mod pairing;
 pub(crate) mod params;
 mod system_info;
@@ -170,6 +171,34 @@ const REGISTRY: &[MethodSpec] = &[
         Gateway::exec_approval_resolve
     ),
     method!("gateway.identity.get", Read, Gateway::gateway_identity_get),
+    method!("exec.approval.list", Approvals, Gateway::exec_approval_list),
+    method!("models.authStatus", Read, Gateway::models_auth_status),
+    method!("chat.metadata", Read, Gateway::chat_metadata),
+    method!("update.status", Admin, Gateway::update_status),
+    method!("plugin.approval.list", Approvals, Gateway::no_approvals),
+    method!("openclaw.approval.list", Approvals, Gateway::no_approvals),
+    method!("question.list", Questions, Gateway::question_list),
+    method!(
+        "sessions.observer.visibility",
+        Read,
+        Gateway::observer_visibility
+    ),
+    method!("talk.catalog", Read, Gateway::talk_catalog),
+    method!("cron.list", Read, Gateway::cron_list),
+    method!("cron.status", Read, Gateway::cron_status),
+    method!("progressCard.get", Read, Gateway::progress_card_get),
+    method!(
+        "sessions.branches.list",
+        Read,
+        Gateway::sessions_branches_list
+    ),
+    method!(
+        "sessions.companion.state",
+        Read,
+        Gateway::sessions_companion_state
+    ),
+    method!("tasks.list", Read, Gateway::tasks_list),
+    method!("plugins.list", Read, Gateway::plugins_list),
 ];
 
 const fn names<const N: usize>(specs: &[MethodSpec]) -> [&'static str; N] {
@@ -370,6 +399,22 @@ mod tests {
             "tools.invoke",
             "exec.approval.resolve",
             "gateway.identity.get",
+            "exec.approval.list",
+            "models.authStatus",
+            "chat.metadata",
+            "update.status",
+            "plugin.approval.list",
+            "openclaw.approval.list",
+            "question.list",
+            "sessions.observer.visibility",
+            "talk.catalog",
+            "cron.list",
+            "cron.status",
+            "progressCard.get",
+            "sessions.branches.list",
+            "sessions.companion.state",
+            "tasks.list",
+            "plugins.list",
         ];
         assert_eq!(METHODS, advertised);
         assert!(REGISTRY.iter().map(|m| m.name).eq(advertised));

@@ -1,7 +1,8 @@
 //! Methods only the Control UI calls, answered as upstream does where clawgate has the
 //! state: `chat.startup` (the chat view's first read) and `exec.approvals.get` (clawgate
 //! runs no exec host: the snapshot of an approvals file that does not exist, denying) and
-//! `environments.list` (the Systems page: the gateway and each known node).
+//! `environments.list` (the Systems page: the gateway and each known node) and
+//! `chat.metadata` (no prepared model snapshot).
 
 use std::time::Instant;
 
@@ -21,6 +22,13 @@ impl Gateway {
             return Reply::Now(Ok(json!({"resolution": {"ok": false}})));
         }
         typed(self, now, call, params, Gateway::chat_history)
+    }
+
+    /// `chat.metadata`: upstream answers it from its prepared model-runtime snapshot, and
+    /// with no payload while none is prepared; clawgate prepares none (the chat view takes
+    /// its models from `models.list`), so it always answers so.
+    pub(crate) fn chat_metadata(&mut self, _: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
+        Reply::Now(Ok(Value::Null))
     }
 
     /// `exec.approvals.get`: clawgate has no exec host, so no approvals file: upstream's

@@ -30,6 +30,8 @@ struct Approval {
     call: CallId,
     request: ExecRequest,
     expires_at: Instant,
+    /// What `exec.approval.requested` announced, as `exec.approval.list` lists it.
+    listing: serde_json::Value,
 }
 
 /// Commands waiting for approval or running.
@@ -49,6 +51,17 @@ impl ExecState {
             .iter()
             .find(|(_, a)| a.id == id)
             .map(|(k, _)| *k)
+    }
+
+    /// The approvals waiting, oldest first, as `exec.approval.requested` announced them.
+    pub(crate) fn pending(&self) -> Vec<serde_json::Value> {
+        let mut serials: Vec<&u64> = self.approvals.keys().collect();
+        serials.sort_unstable();
+        serials
+            .into_iter()
+            .filter_map(|k| self.approvals.get(k))
+            .map(|a| a.listing.clone())
+            .collect()
     }
 
     /// Whether `work` is a command's.
@@ -244,6 +257,7 @@ impl Gateway {
                 call: id,
                 request,
                 expires_at: now + wait,
+                listing: payload.clone(),
             },
         );
         self.schedule(now + wait, Timer::ExecApproval(serial));
@@ -264,6 +278,16 @@ impl Gateway {
                 "no operator answered the approval request within {secs} s (tools.exec.approvalTimeoutSeconds): denied"
             )));
         }
+    }
+
+    /// `exec.approval.list`: the commands waiting for an operator, as announced.
+    pub(crate) fn exec_approval_list(
+        &mut self,
+        _: Instant,
+        _: &Call<'_>,
+        _: crate::methods::NoParams,
+    ) -> Reply {
+        Reply::Now(Ok(serde_json::Value::from(self.tools.exec.pending())))
     }
 
     /// `exec.approval.resolve`: allow (`allow-once`, `allow-always`) or `deny` a command.

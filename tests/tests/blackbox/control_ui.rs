@@ -1,7 +1,8 @@
 //! The Control UI's files on the gateway port, both shells: upstream's headers and cache
 //! rules, the SPA fallback and an explicit HTML rejection, `basePath`, precompressed
 //! variants, `ETag` revalidation, ranges, traversal and symlinks out of the root, and a 5 MB
-//! asset that neither stalls other sockets nor arrives damaged.
+//! asset that neither stalls other sockets nor arrives damaged; `/control-ui-config.json`
+//! behind the gateway's token.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -248,6 +249,74 @@ fn base_path_and_switches(shell: Shell) {
     assert!(r.body.contains("gateway.controlUi.root"), "{}", r.body);
 }
 
+/// `/control-ui-config.json` (and upstream's older names for it) needs the gateway's token
+/// as a `Bearer` credential, is never cached, carries the UI's security headers and names
+/// the assistant and base path from the config; a wrong token is refused, `auth.mode: none`
+/// serves a loopback client without one.
+fn bootstrap_config(shell: Shell) {
+    let dir = TempDir::new("ui");
+    let root = ui_root(&dir);
+    let gw = Options::new()
+        .token("ui-config-token")
+        .config(&format!(
+            "{{ agents: {{ list: [{{ id: \"main\", identity: {{ name: \"Clawd\", emoji: \"🦀\" }} }}] }}, gateway: {{ controlUi: {{ root: {root:?}, basePath: \"/claw\" }} }} }}"
+        ))
+        .start(shell);
+    let path = "/claw/control-ui-config.json";
+    for (auth, status) in [
+        ("", 401),
+        ("Authorization: Bearer wrong\r\n", 401),
+        ("Authorization: Basic ui-config-token\r\n", 401),
+    ] {
+        let r = get(&gw, path, auth);
+        assert_eq!(r.status, status, "{auth}: {r:?}");
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{r:?}");
+        assert!(r.body.contains("unauthorized"), "{r:?}");
+        assert_security_headers(&r);
+        assert!(!r.body.contains("ui-config-token"), "{r:?}");
+    }
+    let token = "Authorization: Bearer ui-config-token\r\nAccept: application/json\r\n";
+    for p in [path, "/claw/__openclaw/control-ui-config.json"] {
+        let r = get(&gw, p, token);
+        assert_eq!(r.status, 200, "{p}: {r:?}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
+        assert_eq!(r.header("cache-control"), Some("no-cache"));
+        assert_security_headers(&r);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+        assert_eq!(v["basePath"], "/claw", "{v}");
+        assert_eq!(v["assistantName"], "Clawd", "{v}");
+        assert_eq!(v["assistantAvatar"], "🦀", "{v}");
+        assert_eq!(v["assistantAgentId"], "main", "{v}");
+        assert_eq!(v["terminalEnabled"], false, "{v}");
+        assert_eq!(v["pluginAssetsRequireAuth"], true, "{v}");
+        assert!(v["serverVersion"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(!r.body.contains("ui-config-token"), "{v}");
+    }
+    // Without the base path, or under the default namespace (only without one): not the
+    // config (the JSON 404 outside the UI).
+    assert_eq!(get(&gw, "/control-ui-config.json", token).status, 404);
+    drop(gw);
+    let dir = TempDir::new("ui");
+    let gw = start(shell, &dir, "");
+    for p in [
+        "/control-ui-config.json",
+        "/__openclaw__/control-ui-config.json",
+    ] {
+        let r = get(&gw, p, "");
+        assert_eq!(r.status, 200, "{p}: {r:?}");
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+        assert_eq!(
+            (&v["basePath"], &v["assistantName"]),
+            (&serde_json::json!(""), &serde_json::json!("Assistant")),
+            "{v}"
+        );
+        assert_eq!(v["pluginAssetsRequireAuth"], false, "{v}");
+    }
+}
+
 /// Read a socket until the gateway closes it (bounded by its read timeout).
 fn read_all(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -298,4 +367,5 @@ both!(
     traversal_and_symlinks_are_refused,
     base_path_and_switches,
     a_large_asset_does_not_stall_other_sockets,
+    bootstrap_config,
 );
