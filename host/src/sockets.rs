@@ -3,6 +3,7 @@
 //! ([`AcceptThrottle`]).
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clawgate_core::Level;
@@ -17,6 +18,19 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
 
 /// Pause of accepting after the process ran out of file descriptors or memory.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The local address of a socket accepted by a listener bound to `bound`: that address, unless
+/// the listener is bound to all of them, when the kernel is asked (`ask`, a `getsockname`).
+pub fn accepted_local(
+    bound: SocketAddr,
+    ask: impl FnOnce() -> io::Result<SocketAddr>,
+) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        ask().unwrap_or(bound)
+    } else {
+        bound
+    }
+}
 
 /// Accept failures that retrying at once cannot fix (no descriptors or memory left): pause
 /// accepting for [`ACCEPT_BACKOFF`] rather than spin.
