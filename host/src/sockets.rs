@@ -2,7 +2,7 @@
 //! and shutting down, and the back-off when the process runs out of descriptors
 //! ([`AcceptThrottle`]).
 
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -30,6 +30,22 @@ pub fn accepted_local(
     } else {
         bound
     }
+}
+
+/// Write `buf` to a non-blocking socket until it is all written or the socket would block;
+/// the number of bytes written, or the error that ended the socket.
+pub fn write_until_blocked(stream: &mut impl Write, buf: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while let Some(rest) = buf.get(sent..).filter(|r| !r.is_empty()) {
+        match stream.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// Accept failures that retrying at once cannot fix (no descriptors or memory left): pause

@@ -4,7 +4,7 @@
 //! Signals and worker threads wake it too (a [`Waker`] feeds it the host's worker inputs).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use clawgate_core::{ConnId, Gateway, Level, Output};
 use clawgate_host::Host;
 use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
 use clawgate_host::sockets::{
-    ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, CLOSE_GRACE, accepted_local,
+    ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, CLOSE_GRACE, accepted_local, write_until_blocked,
 };
 use clawgate_host::startup::Started;
 use mio::net::{TcpListener, TcpStream};
@@ -100,21 +100,6 @@ impl Socket {
         }
         Ok(total)
     }
-}
-
-/// Write `buf` until it is all written or the socket would block; the number of bytes written.
-fn write_until_blocked(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < buf.len() {
-        match stream.write(&buf[sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(sent)
 }
 
 /// Why a socket is read now.

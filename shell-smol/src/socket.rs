@@ -8,12 +8,12 @@
 //! releases the socket as soon as both tasks are done (the peer's EOF seen), or after the
 //! close grace at most.
 
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clawgate_core::ConnId;
-use clawgate_host::sockets::CLOSE_GRACE;
+use clawgate_host::sockets::{CLOSE_GRACE, write_until_blocked};
 use smol::channel::{Receiver, Sender};
 use smol::io::AsyncWriteExt;
 use smol::net::{Shutdown, TcpStream};
@@ -95,7 +95,7 @@ impl Socket {
     pub(crate) fn send(&self, data: Vec<u8>) -> usize {
         let sent = if self.backlog.load(Ordering::Acquire) == 0 {
             // A failed socket: the writer meets the same error and reports the end.
-            write_until_blocked(self.direct.get_ref(), &data).unwrap_or(0)
+            write_until_blocked(&mut self.direct.get_ref(), &data).unwrap_or(0)
         } else {
             0
         };
@@ -216,20 +216,4 @@ async fn write_side(
     }
     let _ = stream.flush().await;
     let _ = stream.shutdown(Shutdown::Write);
-}
-
-/// Write `buf` to a non-blocking socket until it is all written or the socket would block;
-/// the number of bytes written.
-fn write_until_blocked(mut stream: &std::net::TcpStream, buf: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while let Some(rest) = buf.get(sent..).filter(|r| !r.is_empty()) {
-        match stream.write(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(sent)
 }
