@@ -126,4 +126,28 @@ mod tests {
         assert_eq!(throttle.accepted().map(|l| l.0), Some(Level::Info));
         assert_eq!(throttle.accepted(), None);
     }
+
+    #[test]
+    fn a_full_socket_takes_part_and_the_rest_is_left_without_an_error() {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        a.set_nonblocking(true).expect("nonblocking");
+        let big = vec![7u8; 16 << 20];
+        let sent = write_until_blocked(&mut a, &big).expect("no error");
+        assert!(sent > 0 && sent < big.len(), "{sent}");
+        drop(b);
+        assert!(write_until_blocked(&mut a, b"more").is_err());
+    }
+
+    #[test]
+    fn accepted_sockets_ask_the_kernel_only_behind_a_wildcard_listener() {
+        let one: SocketAddr = "127.0.0.1:18789".parse().expect("addr");
+        let all: SocketAddr = "0.0.0.0:18789".parse().expect("addr");
+        let asked: SocketAddr = "10.0.0.2:18789".parse().expect("addr");
+        assert_eq!(accepted_local(one, || panic!("asked")), one);
+        assert_eq!(accepted_local(all, || Ok(asked)), asked);
+        assert_eq!(
+            accepted_local(all, || Err(io::ErrorKind::Other.into())),
+            all
+        );
+    }
 }
