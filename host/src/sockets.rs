@@ -2,7 +2,8 @@
 //! and shutting down, and the back-off when the process runs out of descriptors
 //! ([`AcceptThrottle`]).
 
-use std::io;
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clawgate_core::Level;
@@ -17,6 +18,35 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
 
 /// Pause of accepting after the process ran out of file descriptors or memory.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The local address of a socket accepted by a listener bound to `bound`: that address, unless
+/// the listener is bound to all of them, when the kernel is asked (`ask`, a `getsockname`).
+pub fn accepted_local(
+    bound: SocketAddr,
+    ask: impl FnOnce() -> io::Result<SocketAddr>,
+) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        ask().unwrap_or(bound)
+    } else {
+        bound
+    }
+}
+
+/// Write `buf` to a non-blocking socket until it is all written or the socket would block;
+/// the number of bytes written, or the error that ended the socket.
+pub fn write_until_blocked(stream: &mut impl Write, buf: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while let Some(rest) = buf.get(sent..).filter(|r| !r.is_empty()) {
+        match stream.write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
 
 /// Accept failures that retrying at once cannot fix (no descriptors or memory left): pause
 /// accepting for [`ACCEPT_BACKOFF`] rather than spin.
@@ -95,5 +125,29 @@ mod tests {
         assert_eq!(throttle.failed(&reset).0, AfterFailure::Retry);
         assert_eq!(throttle.accepted().map(|l| l.0), Some(Level::Info));
         assert_eq!(throttle.accepted(), None);
+    }
+
+    #[test]
+    fn a_full_socket_takes_part_and_the_rest_is_left_without_an_error() {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        a.set_nonblocking(true).expect("nonblocking");
+        let big = vec![7u8; 16 << 20];
+        let sent = write_until_blocked(&mut a, &big).expect("no error");
+        assert!(sent > 0 && sent < big.len(), "{sent}");
+        drop(b);
+        assert!(write_until_blocked(&mut a, b"more").is_err());
+    }
+
+    #[test]
+    fn accepted_sockets_ask_the_kernel_only_behind_a_wildcard_listener() {
+        let one: SocketAddr = "127.0.0.1:18789".parse().expect("addr");
+        let all: SocketAddr = "0.0.0.0:18789".parse().expect("addr");
+        let asked: SocketAddr = "10.0.0.2:18789".parse().expect("addr");
+        assert_eq!(accepted_local(one, || panic!("asked")), one);
+        assert_eq!(accepted_local(all, || Ok(asked)), asked);
+        assert_eq!(
+            accepted_local(all, || Err(io::ErrorKind::Other.into())),
+            all
+        );
     }
 }

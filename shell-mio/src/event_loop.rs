@@ -4,7 +4,7 @@
 //! Signals and worker threads wake it too (a [`Waker`] feeds it the host's worker inputs).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use clawgate_core::{ConnId, Gateway, Level, Output};
 use clawgate_host::Host;
 use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
-use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, CLOSE_GRACE};
+use clawgate_host::sockets::{
+    ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, CLOSE_GRACE, accepted_local, write_until_blocked,
+};
 use clawgate_host::startup::Started;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
@@ -100,19 +102,29 @@ impl Socket {
     }
 }
 
-/// Write `buf` until it is all written or the socket would block; the number of bytes written.
-fn write_until_blocked(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < buf.len() {
-        match stream.write(&buf[sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Why a socket is read now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadCause {
+    /// Not at all: only written.
+    None,
+    /// A readiness event that said nothing of EOF or an error: a short read empties the
+    /// socket, and (edge-triggered) anything arriving later, EOF included, raises a new event.
+    Data,
+    /// Anything else (EOF or an error seen, a budget or a pause run out): read until the
+    /// socket says `WouldBlock` or EOF.
+    Drain,
+}
+
+impl ReadCause {
+    fn of(event: &mio::event::Event) -> Self {
+        if event.is_read_closed() || event.is_error() {
+            ReadCause::Drain
+        } else if event.is_readable() {
+            ReadCause::Data
+        } else {
+            ReadCause::None
         }
     }
-    Ok(sent)
 }
 
 /// What happened to a socket that was read.
@@ -246,13 +258,13 @@ impl EventLoop {
                         host,
                         now,
                         token,
-                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                        ReadCause::of(event),
                         event.is_writable(),
                     ),
                 }
             }
             for token in std::mem::take(&mut self.again) {
-                self.socket_ready(gw, host, now, token, true, false);
+                self.socket_ready(gw, host, now, token, ReadCause::Drain, false);
             }
             let paused = self.accept_paused_until.is_some_and(|t| now < t);
             if (self.accept_again || self.accept_paused_until.is_some()) && !paused {
@@ -434,13 +446,7 @@ impl EventLoop {
                 note(host, level, message);
             }
             let _ = stream.set_nodelay(true);
-            // A listener bound to one address accepts on that address only: ask the kernel
-            // only when it is bound to all of them.
-            let local = if self.local_addr.ip().is_unspecified() {
-                stream.local_addr().unwrap_or(self.local_addr)
-            } else {
-                self.local_addr
-            };
+            let local = accepted_local(self.local_addr, || stream.local_addr());
             let conn = gw.accept(now, peer, local);
             let token = token_of(conn);
             if self
@@ -473,7 +479,7 @@ impl EventLoop {
         host: &mut H,
         now: Instant,
         token: Token,
-        readable: bool,
+        cause: ReadCause,
         writable: bool,
     ) {
         let Some(s) = self.sockets.get_mut(&token) else {
@@ -508,8 +514,8 @@ impl EventLoop {
                 }
             }
         }
-        if readable {
-            match self.read(gw, host, now, token) {
+        if cause != ReadCause::None {
+            match self.read(gw, host, now, token, cause) {
                 ReadOutcome::Drained => {}
                 ReadOutcome::Budget => self.again.push(token),
                 ReadOutcome::Paused => {
@@ -527,13 +533,15 @@ impl EventLoop {
 
     /// Read what the socket has (within the budget, and while the core wants more of this
     /// connection's input) and feed it to the core; a closing socket's bytes are read only to
-    /// find its EOF.
+    /// find its EOF. For [`ReadCause::Data`], a read that did not fill the buffer ends it
+    /// without the read that would only say `WouldBlock`.
     fn read<H: Host>(
         &mut self,
         gw: &mut Gateway,
         host: &mut H,
         now: Instant,
         token: Token,
+        cause: ReadCause,
     ) -> ReadOutcome {
         for _ in 0..READS_PER_WAKE {
             let Some(s) = self.sockets.get_mut(&token) else {
@@ -558,7 +566,11 @@ impl EventLoop {
                     self.drain(gw, host, now);
                     return ReadOutcome::Ended;
                 }
-                Ok(_) if closing => {}
+                Ok(n) if closing => {
+                    if cause == ReadCause::Data && n < self.read_buf.len() {
+                        return ReadOutcome::Drained;
+                    }
+                }
                 Ok(n) => {
                     gw.handle_input(
                         now,
@@ -566,6 +578,9 @@ impl EventLoop {
                         self.read_buf.get(..n).unwrap_or_default(),
                     );
                     self.drain(gw, host, now);
+                    if cause == ReadCause::Data && n < self.read_buf.len() {
+                        return ReadOutcome::Drained;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

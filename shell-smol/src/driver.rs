@@ -14,7 +14,7 @@ use clawgate_core::{Config, ConnId, Gateway, Level, Output};
 use clawgate_host::Host;
 use clawgate_host::logging::unix_ms;
 use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
-use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure};
+use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, accepted_local};
 use smol::channel::{Receiver, Sender};
 use smol::net::{TcpListener, TcpStream};
 use smol::{Async, Executor, Timer, future};
@@ -241,7 +241,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
     fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
         // Frames are small and written whole: Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(self.local);
+        let local = accepted_local(self.local, || stream.local_addr());
         let id = self.gw.accept(now, peer, local);
         let socket = Socket::spawn(self.ex, id, stream, self.events_tx.clone(), &self.alive);
         self.sockets.insert(id, socket);
@@ -268,8 +268,9 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             let output = self.gw.poll_output();
             match absorb(self.host, &mut self.gw, now, output) {
                 Some(Output::Transmit { conn, data }) => {
-                    if let Some(socket) = self.sockets.get(&conn) {
-                        socket.send(data);
+                    let sent = self.sockets.get(&conn).map_or(0, |s| s.send(data));
+                    if sent > 0 {
+                        self.gw.handle_written(now, conn, sent);
                     }
                 }
                 Some(Output::Discard { conn }) => {

@@ -1,15 +1,19 @@
 //! The two tasks of one socket and the driver's handle on them: a reader that hands each chunk
 //! it reads to the driver and waits for a permit before reading the next (so a flood waits in
 //! the socket while the core works through what it has), and a writer that writes what the
-//! core transmits and reports how much went out. When the core closes the connection, the
-//! handle's [`Socket::close`] lets the writer flush and half-close, and releases the socket
-//! as soon as both tasks are done (the peer's EOF seen), or after the close grace at most.
+//! socket would not take at once and reports how much went out. The driver writes directly
+//! while nothing waits for the writer ([`Socket::send`]), so a broadcast to many sockets costs
+//! one write each, not a channel hop, a task wake-up and a report back. When the core closes
+//! the connection, the handle's [`Socket::close`] lets the writer flush and half-close, and
+//! releases the socket as soon as both tasks are done (the peer's EOF seen), or after the
+//! close grace at most.
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clawgate_core::ConnId;
-use clawgate_host::sockets::CLOSE_GRACE;
+use clawgate_host::sockets::{CLOSE_GRACE, write_until_blocked};
 use smol::channel::{Receiver, Sender};
 use smol::io::AsyncWriteExt;
 use smol::net::{Shutdown, TcpStream};
@@ -34,9 +38,14 @@ pub(crate) struct Socket {
     queued: Receiver<Vec<u8>>,
     /// One permit lets the reader read one more chunk.
     permits: Sender<()>,
+    /// Chunks handed to the writer and not yet all written (queued or being written): while
+    /// there are any, new bytes go behind them.
+    backlog: Arc<AtomicUsize>,
     /// Closes when both tasks have ended.
     ended: Receiver<()>,
     stream: TcpStream,
+    /// The same socket, for the driver's own non-blocking writes.
+    direct: Arc<Async<std::net::TcpStream>>,
 }
 
 impl Socket {
@@ -56,23 +65,52 @@ impl Socket {
             _all: all.clone(),
             _own: own,
         });
+        let backlog = Arc::new(AtomicUsize::new(0));
         let reader = read_side(id, stream.clone(), events.clone(), permitted, alive.clone());
-        let writer = write_side(id, stream.clone(), queued.clone(), events, alive);
+        let writer = write_side(
+            id,
+            stream.clone(),
+            queued.clone(),
+            backlog.clone(),
+            events,
+            alive,
+        );
         ex.spawn(reader).detach();
         ex.spawn(writer).detach();
         Self {
             queue,
             queued,
             permits,
+            backlog,
             ended,
+            direct: stream.clone().into(),
             stream,
         }
     }
 
-    /// Queue bytes for the writer.
-    pub(crate) fn send(&self, data: Vec<u8>) {
-        // Unbounded: the core caps each connection's unsent bytes and all of them together.
-        let _ = self.queue.try_send(data);
+    /// Send `data` after whatever the writer still has: written here at once when nothing
+    /// waits for it, and what the socket does not take is queued for the writer. Returns the
+    /// bytes written here; the writer reports the rest as [`Event::Written`] (or, when the
+    /// socket failed, the end as [`Event::Eof`]).
+    pub(crate) fn send(&self, data: Vec<u8>) -> usize {
+        let sent = if self.backlog.load(Ordering::Acquire) == 0 {
+            // A failed socket: the writer meets the same error and reports the end.
+            write_until_blocked(&mut self.direct.get_ref(), &data).unwrap_or(0)
+        } else {
+            0
+        };
+        if sent < data.len() {
+            let rest = match sent {
+                0 => data,
+                _ => data.get(sent..).unwrap_or_default().to_vec(),
+            };
+            self.backlog.fetch_add(1, Ordering::AcqRel);
+            // Unbounded: the core caps each connection's unsent bytes and all of them together.
+            if self.queue.try_send(rest).is_err() {
+                self.backlog.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        sent
     }
 
     /// Let the reader read its next chunk.
@@ -82,7 +120,9 @@ impl Socket {
 
     /// Throw away the chunks the writer has not started on.
     pub(crate) fn discard(&self) {
-        while self.queued.try_recv().is_ok() {}
+        while self.queued.try_recv().is_ok() {
+            self.backlog.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// The core closed the connection: the writer flushes and half-closes, the reader reads
@@ -157,11 +197,14 @@ async fn write_side(
     id: ConnId,
     mut stream: TcpStream,
     queue: Receiver<Vec<u8>>,
+    backlog: Arc<AtomicUsize>,
     events: Sender<Event>,
     _alive: Arc<Alive>,
 ) {
     while let Ok(chunk) = queue.recv().await {
-        if stream.write_all(&chunk).await.is_err() {
+        let written = stream.write_all(&chunk).await;
+        backlog.fetch_sub(1, Ordering::AcqRel);
+        if written.is_err() {
             // Report the end here too: the reader may be waiting for a permit, not reading.
             let _ = stream.shutdown(Shutdown::Both);
             let _ = events.send(Event::Eof(id)).await;

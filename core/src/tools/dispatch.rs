@@ -70,9 +70,14 @@ impl Gateway {
 
     /// What is broken in the providers (an MCP server that failed to start), as `health`'s
     /// `plugins.errors` entries: the MCP entries the catalog shows unavailable.
+    /// Only the MCP providers are asked: building every schema of the catalog on each
+    /// `health` (and each `hello-ok`'s snapshot) was most of its cost.
     pub(crate) fn tool_problems(&self) -> Vec<serde_json::Value> {
-        self.tool_catalog()
-            .into_iter()
+        self.tools
+            .providers
+            .iter()
+            .filter(|p| p.source() == ToolSource::Mcp)
+            .flat_map(|p| p.tools())
             .filter(|t| t.source == ToolSource::Mcp)
             .filter_map(|t| {
                 let Availability::Unavailable(error) = t.availability else {
