@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::auth::Secret;
 
+pub mod edit;
 pub mod known;
 mod providers;
 pub mod tools;

@@ -149,6 +149,8 @@ pub struct RunHost {
     execs: ExecWorkers,
     processes: ProcessWorkers,
     mdns: Option<AdvertiserHandle>,
+    /// `openclaw.json`, which [`Work::EditConfig`] changes.
+    config_path: PathBuf,
     _lock: InstanceLock,
 }
 
@@ -295,6 +297,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         execs,
         processes,
         mdns: None,
+        config_path: sources.config_path,
         _lock: lock,
     };
     // Nothing but log records can be pending before the first connection.
@@ -457,6 +460,10 @@ impl Host for RunHost {
             Work::WsClose { socket, code } => {
                 self.ws.close(socket, code);
                 None
+            }
+            Work::EditConfig(change) => {
+                (!self.files.edit_config(id, self.config_path.clone(), change))
+                    .then(|| WorkResult::ConfigEdited(Err("the file workers are gone".into())))
             }
             Work::DescribeMachine => (!self.files.describe_machine(id))
                 .then(|| WorkResult::Machine(clawgate_core::MachineInfo::default())),
