@@ -52,8 +52,6 @@ pub struct Figures {
     pub fanout_cpu_ms: Option<f64>,
     /// Load-generator CPU time per broadcast to the large hold (reading it everywhere), ms.
     pub fanout_gen_cpu_ms: Option<f64>,
-    /// Size of the binary on disk, bytes.
-    pub binary_bytes: Option<u64>,
     /// The churn run.
     pub churn: Option<Churn>,
     /// Skipped or failed steps, and anything else worth reading.

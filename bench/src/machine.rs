@@ -18,6 +18,8 @@ pub struct Machine {
     pub loadavg: String,
     /// `git describe` of the tree measured.
     pub commit: String,
+    /// When the run started, UTC (`date -u`).
+    pub date: String,
 }
 
 impl Machine {
@@ -40,22 +42,46 @@ impl Machine {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let commit = Command::new("git")
-            .args(["describe", "--always", "--dirty"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let commit = stdout_of("git", &["describe", "--always", "--dirty"]);
+        let date = stdout_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
         Self {
             nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu,
             mem_mib: mem_kib / 1024,
             kernel: read_trim("/proc/sys/kernel/osrelease"),
-            loadavg: read_trim("/proc/loadavg"),
+            loadavg: loadavg(),
             commit,
+            date,
         }
     }
+
+    /// The one-minute load average at the start, per CPU.
+    pub fn load_per_cpu(&self) -> f64 {
+        let one: f64 = self
+            .loadavg
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        one / self.nproc.max(1) as f64
+    }
+}
+
+/// The 1, 5 and 15 minute load averages now.
+pub fn loadavg() -> String {
+    let all = read_trim("/proc/loadavg");
+    all.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// What `program args` prints, trimmed, or "unknown".
+fn stdout_of(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn read_trim(path: &str) -> String {

@@ -16,6 +16,7 @@ mod procs;
 mod report;
 mod run;
 mod scenario;
+mod sizes;
 mod stats;
 mod wire;
 
@@ -54,9 +55,10 @@ Usage:
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --turns N       agent: sequential turns timed (default 50)
   --sessions N    agent: sessions streaming at once (default 100)
-  --churn-secs S  length of the churn run on each clawgate shell (default 600; 0 = none)
-  --quick         a short run (under 5 minutes for paths, a few more for all): smaller holds,
-                  counts and windows; the figures say so
+  --churn-secs S  length of the churn run on each clawgate shell (default 300; 0 = none)
+  --quick         a short run (about 5 minutes on a quiet 2-core machine with upstream; far
+                  longer when it is loaded): smaller holds, counts and windows; the figures
+                  say so
   --upstream-dir  where `openclaw` and Node are installed (default ~/.cache/clawgate/interop)
   --bin-dir DIR   take clawgate and clawgate-smol from DIR (default: next to this binary)
 ";
@@ -119,9 +121,10 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
         opts: Options {
             connections: 10_000,
             small_hold: 1_000,
-            churn_secs: 600,
+            churn_secs: 300,
             spawns: 5,
             ticks: 5,
+            quick: false,
         },
         only: ["bare", "mio", "smol", "upstream"]
             .map(String::from)
@@ -157,8 +160,9 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
             Long("no-paths") => a.no_paths = true,
             Long("quick") => {
                 a.quick = true;
+                a.opts.quick = true;
                 a.opts.connections = a.opts.connections.min(2_000);
-                a.opts.churn_secs = a.opts.churn_secs.min(20);
+                a.opts.churn_secs = a.opts.churn_secs.min(10);
                 a.opts.spawns = a.opts.spawns.min(2);
                 a.opts.ticks = a.opts.ticks.min(3);
             }
@@ -294,12 +298,17 @@ fn load_with<W: wire::Wire>(a: &LoadArgs, mut dial: impl FnMut() -> W) -> Result
     Ok(())
 }
 
+/// The workspace this binary was built from.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// Build the two shells next to this binary with `cargo build --release -p clawgate -p
 /// clawgate-smol` (one by one if that fails); a failure is reported and the run goes on with
 /// whatever binaries exist.
 fn build_shells() -> Vec<String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = workspace_root();
     let build = |pkgs: &[&str]| {
         eprintln!("building {} (release)", pkgs.join(", "));
         let mut c = Command::new(&cargo);
@@ -309,10 +318,10 @@ fn build_shells() -> Vec<String> {
         }
         c.status().is_ok_and(|s| s.success())
     };
-    if build(&["clawgate", "clawgate-smol"]) {
+    if build(&sizes::SHELLS) {
         return Vec::new();
     }
-    ["clawgate", "clawgate-smol"]
+    sizes::SHELLS
         .into_iter()
         .filter(|p| !build(&[p]))
         .map(|p| format!("`cargo build --release -p {p}` failed"))
@@ -326,7 +335,6 @@ fn targets(a: &AllArgs, bin_dir: &Path, exe: PathBuf, skipped: &mut Vec<String>)
         out.push(Target {
             name: report::BARE.into(),
             launch: Launch::Bare { exe },
-            binary: None,
             churn: false,
         });
     }
@@ -341,8 +349,7 @@ fn targets(a: &AllArgs, bin_dir: &Path, exe: PathBuf, skipped: &mut Vec<String>)
         if bin.is_file() {
             out.push(Target {
                 name: name.into(),
-                launch: Launch::Clawgate { bin: bin.clone() },
-                binary: Some(bin),
+                launch: Launch::Clawgate { bin },
                 churn: true,
             });
         } else {
@@ -356,7 +363,6 @@ fn targets(a: &AllArgs, bin_dir: &Path, exe: PathBuf, skipped: &mut Vec<String>)
             out.push(Target {
                 name: report::UPSTREAM.into(),
                 launch: Launch::Upstream { node_bin, openclaw },
-                binary: None,
                 churn: false,
             });
         } else {
@@ -388,9 +394,16 @@ fn check_nofile(connections: usize) -> Option<String> {
     })
 }
 
+/// What [`prepare`] found: the targets, what was skipped and why, and where the shells are.
+struct Prepared {
+    list: Vec<Target>,
+    skipped: Vec<String>,
+    bin_dir: PathBuf,
+}
+
 /// Build the shells unless told not to, and list the targets `a` asks for, with what was
 /// skipped and why.
-fn prepare(a: &AllArgs) -> Result<(Vec<Target>, Vec<String>), BenchError> {
+fn prepare(a: &AllArgs) -> Result<Prepared, BenchError> {
     let mut skipped = if a.no_build {
         Vec::new()
     } else {
@@ -406,13 +419,17 @@ fn prepare(a: &AllArgs) -> Result<(Vec<Target>, Vec<String>), BenchError> {
         .or_else(|| exe.parent().map(Path::to_path_buf))
         .unwrap_or_default();
     let list = targets(a, &bin_dir, exe, &mut skipped);
-    Ok((list, skipped))
+    Ok(Prepared {
+        list,
+        skipped,
+        bin_dir,
+    })
 }
 
 /// `agent`: the agent figures of each gateway target, printed as a Markdown table.
 fn agent(a: &AllArgs) -> Result<(), BenchError> {
     let machine = machine::Machine::read();
-    let (list, skipped) = prepare(a)?;
+    let Prepared { list, skipped, .. } = prepare(a)?;
     let mut rows = Vec::new();
     for t in list
         .iter()
@@ -432,15 +449,28 @@ fn agent(a: &AllArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// The agent and channel paths of every gateway target, as their report section.
-fn run_paths(a: &AllArgs, list: &[Target], command: &str) -> String {
+/// The agent and channel paths of every gateway target, as their report section and the
+/// goals it checked.
+fn run_paths(
+    a: &AllArgs,
+    list: &[Target],
+    command: &str,
+    commit: &str,
+) -> (String, Vec<report::GoalCheck>) {
     let t0 = Instant::now();
-    let machine = machine::Machine::read();
+    let machine = machine::Machine {
+        commit: commit.to_string(),
+        ..machine::Machine::read()
+    };
     let plan = paths::PathPlan::new(a.quick);
     let figs: Vec<paths::PathFigures> = list
         .iter()
         .filter(|t| !matches!(t.launch, Launch::Bare { .. }))
-        .map(|t| paths::measure(t, &plan))
+        .map(|t| {
+            let f = paths::measure(t, &plan);
+            eprintln!("   ({:.0} s into the paths)", t0.elapsed().as_secs_f64());
+            f
+        })
         .collect();
     paths::render(&figs, &plan, &machine, command, t0.elapsed())
 }
@@ -464,25 +494,41 @@ fn write_report(out: &Path, text: &str) -> Result<(), BenchError> {
 
 /// `paths`: run the agent and channel paths and replace their section of the report.
 fn paths_only(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
-    let (list, skipped) = prepare(a)?;
+    let Prepared { list, skipped, .. } = prepare(a)?;
     for s in &skipped {
         eprintln!("{s}");
     }
-    let section = run_paths(a, &list, &command_line(argv));
+    let commit = machine::Machine::read().commit;
+    let (section, _) = run_paths(a, &list, &command_line(argv), &commit);
     let old = std::fs::read_to_string(&a.out).unwrap_or_else(|_| "# clawgate benchmarks\n".into());
     write_report(&a.out, &paths::splice(&old, &section))
 }
 
+/// `all`: build, measure every server on the control plane and the paths, and write the one
+/// report (keeping the hand-written analysis of the previous one).
 fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
-    let t0 = Instant::now();
     let machine = machine::Machine::read();
     if let Some(m) = check_nofile(a.opts.connections) {
         return Err(BenchError::Usage(m));
     }
-    let (list, skipped) = prepare(a)?;
+    let t_build = Instant::now();
+    let Prepared {
+        list,
+        skipped,
+        bin_dir,
+    } = prepare(a)?;
+    let pi = if a.no_build {
+        sizes::PiBuild::NotRebuilt
+    } else {
+        sizes::build_pi(&workspace_root())
+    };
+    let sizes = sizes::measure(&bin_dir, pi);
+    let build_secs = t_build.elapsed().as_secs_f64();
+    let t0 = Instant::now();
     let mut figs = Vec::new();
     for t in &list {
         figs.push(run::measure(t, &a.opts));
+        eprintln!("   ({:.0} s into the run)", t0.elapsed().as_secs_f64());
     }
     if let Some(f) = figs.first_mut() {
         f.notes.extend(skipped.iter().map(|s| format!("run: {s}")));
@@ -492,22 +538,23 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
         .split_once(report::KEEP_MARKER)
         .map_or_else(|| "\n".into(), |(_, k)| k.to_string());
     let command = command_line(argv);
-    let section = if a.no_paths {
-        paths::section_of(&old)
+    let paths = if a.no_paths {
+        paths::section_of(&old).map(|s| (s, Vec::new()))
     } else {
-        Some(run_paths(a, &list, &command))
+        Some(run_paths(a, &list, &command, &machine.commit))
     };
-    let text = report::render(
-        &figs,
-        &machine,
-        &a.opts,
-        &command,
-        t0.elapsed().as_secs_f64(),
-        &kept,
-    );
-    let text = match section {
-        Some(section) => paths::splice(&text, &section),
-        None => text,
-    };
+    let text = report::render(&report::Report {
+        figs: &figs,
+        paths,
+        sizes: &sizes,
+        machine: &machine,
+        opts: &a.opts,
+        quick: a.quick,
+        command: &command,
+        wall_secs: t0.elapsed().as_secs_f64(),
+        build_secs,
+        load_end: machine::loadavg(),
+        kept: &kept,
+    });
     write_report(&a.out, &text)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::BenchError;
 use crate::machine::Machine;
-use crate::report::{MIO, UPSTREAM, fmt, ratio};
+use crate::report::{Goal, GoalCheck, MIO, UPSTREAM, fmt, ratio, verdict};
 use crate::run::Target;
 use crate::scenario::agent::{self, AgentFigures};
 use crate::scenario::channels::{self, ChannelFigures, ChannelPlan};
@@ -47,7 +47,7 @@ impl PathPlan {
         let secs = |q: u64, f: u64| Duration::from_secs(if quick { q } else { f });
         Self {
             turns: pick(10, 40),
-            sessions: 100,
+            sessions: pick(30, 100),
             watchers: 100,
             watched_turns: pick(5, 20),
             transcripts: TranscriptPlan {
@@ -60,7 +60,7 @@ impl PathPlan {
                 messages: pick(20, 100),
                 chats: 50,
                 waves: pick(2, 10),
-                idle: secs(20, 60),
+                idle: secs(10, 60),
             },
             quick,
         }
@@ -125,13 +125,13 @@ struct Row {
     label: String,
     get: Getter,
     decimals: usize,
-    goal: &'static str,
+    goal: Option<Goal>,
 }
 
 fn row(
     label: impl Into<String>,
     decimals: usize,
-    goal: &'static str,
+    goal: Option<Goal>,
     get: impl Fn(&PathFigures) -> Option<f64> + 'static,
 ) -> Row {
     Row {
@@ -156,25 +156,25 @@ fn rows(p: &PathPlan) -> Vec<Row> {
         row(
             "model's first text → first `chat` delta, ms p50",
             2,
-            "",
+            None,
             |f| Some(ms(f.agent.as_ref().ok()?.first_delta.p50)),
         ),
         row(
             "model's first text → first `chat` delta, ms p99",
             2,
-            "≤ 1",
+            Some(Goal::AtMost(1.0)),
             |f| Some(ms(f.agent.as_ref().ok()?.first_delta.p99)),
         ),
         row(
             "model's last byte → `chat` final, ms p99",
             2,
-            "≤ 1",
+            Some(Goal::AtMost(1.0)),
             |f| Some(ms(f.agent.as_ref().ok()?.last_to_final.p99)),
         ),
         row(
             format!("peak RSS, {} sessions streaming at once, MiB", p.sessions),
             2,
-            "",
+            None,
             |f| Some(f.agent.as_ref().ok()?.rss_peak_kib as f64 / MIB),
         ),
         row(
@@ -183,13 +183,13 @@ fn rows(p: &PathPlan) -> Vec<Row> {
                 p.sessions
             ),
             2,
-            "",
+            None,
             |f| Some(f.agent.as_ref().ok()?.concurrent_elapsed.as_secs_f64()),
         ),
         row(
             "server CPU per streamed turn, 1 operator, µs",
             0,
-            "",
+            None,
             |f| Some(f.watchers.as_ref().ok()?.alone_us),
         ),
         row(
@@ -198,7 +198,7 @@ fn rows(p: &PathPlan) -> Vec<Row> {
                 p.watchers
             ),
             0,
-            "",
+            None,
             |f| Some(f.watchers.as_ref().ok()?.watched_us),
         ),
         row(
@@ -207,13 +207,13 @@ fn rows(p: &PathPlan) -> Vec<Row> {
                 p.watchers
             ),
             1,
-            "",
+            None,
             |f| Some(f.watchers.as_ref().ok()?.per_delta_us()),
         ),
-        row("`chat` deltas per turn (one watcher)", 1, "", |f| {
+        row("`chat` deltas per turn (one watcher)", 1, None, |f| {
             Some(f.watchers.as_ref().ok()?.deltas_per_turn)
         }),
-        row("frames per turn (one watcher, every event)", 1, "", |f| {
+        row("frames per turn (one watcher, every event)", 1, None, |f| {
             Some(f.watchers.as_ref().ok()?.frames_per_turn)
         }),
         row(
@@ -222,7 +222,7 @@ fn rows(p: &PathPlan) -> Vec<Row> {
                 t.sessions, t.short
             ),
             2,
-            "",
+            None,
             |f| Some(f.transcripts.as_ref().ok()?.rss_short_kib as f64 / MIB),
         ),
         row(
@@ -231,104 +231,102 @@ fn rows(p: &PathPlan) -> Vec<Row> {
                 t.sessions, t.long
             ),
             2,
-            "≤ 8",
+            Some(Goal::AtMost(8.0)),
             |f| Some(f.transcripts.as_ref().ok()?.rss_long_kib as f64 / MIB),
         ),
         row(
             "messages appended per second (`chat.inject`, durable)",
             0,
-            "",
+            None,
             |f| Some(f.transcripts.as_ref().ok()?.appends_per_sec),
         ),
         row(
             "Telegram update available → `sendMessage`, ms p50",
             2,
-            "",
+            None,
             |f| Some(ms(f.channels.as_ref().ok()?.update_to_send.p50)),
         ),
         row(
             "Telegram update available → `sendMessage`, ms p99",
             2,
-            "",
+            None,
             |f| Some(ms(f.channels.as_ref().ok()?.update_to_send.p99)),
         ),
         row(
             "`getUpdates` answered → `sendMessage` (no long-poll hop), ms p50",
             2,
-            "",
+            None,
             |f| Some(ms(f.channels.as_ref().ok()?.poll_to_send.p50)),
         ),
         row(
             "`getUpdates` answered → `sendMessage` (no long-poll hop), ms p99",
             2,
-            "≤ 1",
+            Some(Goal::AtMost(1.0)),
             |f| Some(ms(f.channels.as_ref().ok()?.poll_to_send.p99)),
         ),
         row(
             format!("messages/s, {} chats at once ({} waves)", c.chats, c.waves),
             1,
-            "",
+            None,
             |f| Some(f.channels.as_ref().ok()?.burst_per_sec),
         ),
-        row("messages sent in the burst", 0, "", |f| {
+        row("messages sent in the burst", 0, None, |f| {
             Some(f.channels.as_ref().ok()?.burst_sent as f64)
         }),
-        row("messages of the burst not answered", 0, "0", |f| {
-            Some(f.channels.as_ref().ok()?.burst_lost as f64)
-        }),
+        row(
+            "messages of the burst not answered",
+            0,
+            Some(Goal::AtMost(0.0)),
+            |f| Some(f.channels.as_ref().ok()?.burst_lost as f64),
+        ),
         row(
             "RSS, Telegram polling + agent, before any message, MiB",
             2,
-            "",
+            None,
             |f| Some(f.channels.as_ref().ok()?.rss_start_kib as f64 / MIB),
         ),
-        row("RSS after the burst, MiB", 2, "", |f| {
+        row("RSS after the burst, MiB", 2, None, |f| {
             Some(f.channels.as_ref().ok()?.rss_after_kib as f64 / MIB)
         }),
-        row("idle window measured, s", 0, "", |f| {
+        row("idle window measured, s", 0, None, |f| {
             Some(f.channels.as_ref().ok()?.idle_secs)
         }),
         row(
             "idle: wake-ups (context switches) per minute, Telegram polling",
             0,
-            "",
+            None,
             |f| Some(f.channels.as_ref().ok()?.wakeups_per_min),
         ),
-        row("idle: CPU per hour, Telegram polling, ms", 0, "", |f| {
+        row("idle: CPU per hour, Telegram polling, ms", 0, None, |f| {
             Some(f.channels.as_ref().ok()?.idle_cpu_ms_per_hour)
         }),
-        row("idle: `getUpdates` calls per minute", 1, "", |f| {
+        row("idle: `getUpdates` calls per minute", 1, None, |f| {
             Some(f.channels.as_ref().ok()?.polls_per_min)
         }),
     ]
 }
 
-/// The section, markers included.
+/// The section, markers included, and the goals it checked.
 pub fn render(
     figs: &[PathFigures],
     plan: &PathPlan,
     m: &Machine,
     command: &str,
     took: Duration,
-) -> String {
+) -> (String, Vec<GoalCheck>) {
     let mut s = String::new();
+    let mut checks = Vec::new();
     let _ = writeln!(s, "{BEGIN}");
+    let _ = writeln!(s, "## Agent and channel paths\n");
     let _ = writeln!(
         s,
-        "## Agent and channel paths ({} run, commit `{}`)\n",
-        if plan.quick { "quick" } else { "full" },
-        m.commit
-    );
-    let _ = writeln!(
-        s,
-        "`{command}` ({:.0} s). Machine: {} CPUs, {}, {} MiB RAM, Linux {}; load average at \
-         start {} (the other figures of the machine's load are in this line: on a shared \
-         machine, compare the columns of this one run, not runs).\n",
+        "{} run at commit `{}`, {}, {:.0} s, load average {} at its start (`{command}`). Every \
+         gateway gets the same fakes; upstream is the real `openclaw gateway run` of the \
+         interop cache, with its own state directory and `HOME`.\n",
+        if plan.quick { "Quick" } else { "Full" },
+        m.commit,
+        m.date,
         took.as_secs_f64(),
-        m.nproc,
-        m.cpu,
-        m.mem_mib,
-        m.kernel,
         m.loadavg
     );
     let _ = write!(s, "| metric |");
@@ -344,7 +342,15 @@ pub fn render(
             let _ = write!(s, " {} |", fmt((r.get)(f), r.decimals));
         }
         let v = |name: &str| find(name).and_then(|f| (r.get)(f));
-        let _ = writeln!(s, " {} | {} |", ratio(v(MIO), v(UPSTREAM)), r.goal);
+        let verdict = verdict(r.goal, v(MIO), None);
+        let _ = writeln!(s, " {} | {verdict} |", ratio(v(MIO), v(UPSTREAM)));
+        if r.goal.is_some() {
+            checks.push(GoalCheck {
+                metric: r.label.clone(),
+                figure: fmt(v(MIO), r.decimals),
+                verdict,
+            });
+        }
     }
     let _ = writeln!(s);
     for f in figs {
@@ -356,7 +362,7 @@ pub fn render(
         ];
         for (what, e) in errors {
             if let Some(e) = e {
-                let _ = writeln!(s, "- {}: {what} failed: {e}", f.name);
+                let _ = writeln!(s, "- {}: no {what} figures ({e})", f.name);
             }
         }
         if let Ok(w) = &f.watchers
@@ -369,9 +375,9 @@ pub fn render(
             );
         }
     }
-    let _ = writeln!(s, "{METHOD}");
+    let _ = writeln!(s, "\n{METHOD}");
     let _ = writeln!(s, "{END}");
-    s
+    (s, checks)
 }
 
 const METHOD: &str = "\

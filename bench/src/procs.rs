@@ -200,6 +200,11 @@ fn command(launch: &Launch, port: u16, dir: &Path, extra: &Value) -> Result<Comm
         }
         Launch::Upstream { node_bin, openclaw } => {
             let log = dir.join("openclaw.log");
+            // Upstream refuses to start with a key it does not know: its tick is fixed at 30 s.
+            let mut extra = extra.clone();
+            if let Some(gw) = extra.get_mut("gateway").and_then(Value::as_object_mut) {
+                gw.remove("tickIntervalMs");
+            }
             write_config(
                 dir,
                 &json!({
@@ -208,7 +213,7 @@ fn command(launch: &Launch, port: u16, dir: &Path, extra: &Value) -> Result<Comm
                     "models": {"catalogRefresh": {"enabled": false}},
                     "update": {"checkOnStart": false},
                 }),
-                extra,
+                &extra,
             )?;
             let path = std::env::var_os("PATH").unwrap_or_default();
             let mut paths = vec![node_bin.clone()];

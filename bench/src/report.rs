@@ -8,6 +8,7 @@ use crate::figures::Figures;
 use crate::machine::Machine;
 use crate::run::Options;
 use crate::scenario::agent::AgentFigures;
+use crate::sizes::{self, PiBuild, Sizes};
 use crate::stats;
 
 /// Name of the bare baseline column.
@@ -21,12 +22,26 @@ pub const UPSTREAM: &str = "upstream (Node)";
 /// The line after which an existing report's text is kept.
 pub const KEEP_MARKER: &str = "<!-- notes -->";
 
-/// What a target asks of the mio shell.
-#[derive(Clone, Copy)]
-enum Goal {
+/// What issue 22 (or an earlier issue, where 22 set none) asks of the mio shell's figure.
+#[derive(Clone, Copy, Debug)]
+pub enum Goal {
+    /// The figure is at most this.
     AtMost(f64),
-    /// At least this fraction of the bare baseline's value.
-    OfBare(f64),
+    /// The figure is at least this multiple of the bare baseline's.
+    OfBareAtLeast(f64),
+    /// The figure is at most this multiple of the bare baseline's.
+    OfBareAtMost(f64),
+}
+
+/// One goal checked, for the summary at the top of the report.
+#[derive(Clone, Debug)]
+pub struct GoalCheck {
+    /// The row's label.
+    pub metric: String,
+    /// The mio shell's figure, formatted.
+    pub figure: String,
+    /// The goal and whether it was met.
+    pub verdict: String,
 }
 
 struct Row {
@@ -44,12 +59,6 @@ fn per_conn_kib(f: &Figures) -> Option<f64> {
 
 fn rows() -> Vec<Row> {
     vec![
-        Row {
-            label: "stripped binary, MiB",
-            get: |f| Some(f.binary_bytes? as f64 / MIB / MIB),
-            decimals: 2,
-            goal: Some(Goal::AtMost(1.5)),
-        },
         Row {
             label: "spawn → first hello-ok, ms (median)",
             get: |f| (!f.ready_ms.is_empty()).then(|| stats::median(&f.ready_ms)),
@@ -84,7 +93,7 @@ fn rows() -> Vec<Row> {
             label: "handshake c=1 p50, µs",
             get: |f| Some(f.hs_c1.as_ref()?.latency.p50),
             decimals: 0,
-            goal: None,
+            goal: Some(Goal::OfBareAtMost(1.5)),
         },
         Row {
             label: "handshake c=1 p99, µs",
@@ -120,13 +129,13 @@ fn rows() -> Vec<Row> {
             label: "handshakes/s, c=1",
             get: |f| Some(f.hs_c1.as_ref()?.per_sec),
             decimals: 0,
-            goal: None,
+            goal: Some(Goal::OfBareAtLeast(0.9)),
         },
         Row {
             label: "handshakes/s, c=64",
             get: |f| Some(f.hs_c64.as_ref()?.per_sec),
             decimals: 0,
-            goal: Some(Goal::OfBare(0.8)),
+            goal: Some(Goal::OfBareAtLeast(0.9)),
         },
         Row {
             label: "server CPU per handshake (c=64), µs",
@@ -156,7 +165,7 @@ fn rows() -> Vec<Row> {
             label: "requests/s, 1 conn",
             get: |f| Some(f.rtt_1.as_ref()?.per_sec),
             decimals: 0,
-            goal: None,
+            goal: Some(Goal::OfBareAtLeast(0.9)),
         },
         Row {
             label: "health RTT, 64 conns, p50 µs",
@@ -174,7 +183,7 @@ fn rows() -> Vec<Row> {
             label: "requests/s, 64 conns",
             get: |f| Some(f.rtt_64.as_ref()?.per_sec),
             decimals: 0,
-            goal: None,
+            goal: Some(Goal::OfBareAtLeast(0.9)),
         },
         Row {
             label: "server CPU per request (64 conns), µs",
@@ -198,7 +207,7 @@ fn rows() -> Vec<Row> {
             label: "fan-out to large hold, ms (median tick)",
             get: |f| Some(stats::median(&f.fanout.as_ref()?.spreads_ms)),
             decimals: 1,
-            goal: Some(Goal::AtMost(50.0)),
+            goal: Some(Goal::OfBareAtMost(1.2)),
         },
         Row {
             label: "fan-out to large hold, ms (worst tick)",
@@ -239,10 +248,10 @@ pub fn fmt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.decimals$}"))
 }
 
-/// `a ÷ b` with two decimals (as `1/n` when far below 1), or a dash.
+/// `a ÷ b` with two decimals (as `1/n` when far below 1), or a dash unless both are positive.
 pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
-        (Some(a), Some(b)) if b != 0.0 && a != 0.0 => {
+        (Some(a), Some(b)) if b > 0.0 && a > 0.0 => {
             let r = a / b;
             if r >= 0.1 {
                 format!("{r:.2}")
@@ -254,63 +263,41 @@ pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-fn verdict(goal: Option<Goal>, mio: Option<f64>, bare: Option<f64>) -> String {
-    let (Some(goal), Some(v)) = (goal, mio) else {
+/// The goal, and ✅ or ❌ for the mio shell's figure `mio` (`bare`: the baseline's, for the
+/// goals relative to it); empty without a goal.
+pub fn verdict(goal: Option<Goal>, mio: Option<f64>, bare: Option<f64>) -> String {
+    let Some(goal) = goal else {
         return String::new();
     };
+    let mark = |met: bool| if met { "✅" } else { "❌" };
+    let relative = |op: &str, frac: f64, met: fn(f64, f64) -> bool| match (mio, bare) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{op} {frac}× bare {}", mark(met(v / b, frac))),
+        _ => format!("{op} {frac}× bare (no figure)"),
+    };
     match goal {
-        Goal::AtMost(limit) => format!("≤ {limit} {}", if v <= limit { "✅" } else { "❌" }),
-        Goal::OfBare(frac) => match bare {
-            Some(b) if b > 0.0 => format!(
-                "≥ {:.0} % of bare {}",
-                frac * 100.0,
-                if v / b >= frac { "✅" } else { "❌" }
-            ),
-            _ => format!("≥ {:.0} % of bare (no baseline)", frac * 100.0),
+        Goal::AtMost(limit) => match mio {
+            Some(v) => format!("≤ {limit} {}", mark(v <= limit)),
+            None => format!("≤ {limit} (no figure)"),
         },
+        Goal::OfBareAtLeast(frac) => relative("≥", frac, |r, f| r >= f),
+        Goal::OfBareAtMost(frac) => relative("≤", frac, |r, f| r <= f),
     }
 }
 
-/// The whole report; `kept` is the hand-written tail of the previous one.
-pub fn render(
-    figs: &[Figures],
-    m: &Machine,
-    o: &Options,
-    command: &str,
-    wall_secs: f64,
-    kept: &str,
-) -> String {
+/// The control plane's table (one column per server, mio ÷ bare, mio ÷ upstream, the goal),
+/// with the goals it checked.
+pub fn control_table(figs: &[Figures]) -> (String, Vec<GoalCheck>) {
     let find = |name: &str| figs.iter().find(|f| f.name == name);
     let (bare, mio, up) = (find(BARE), find(MIO), find(UPSTREAM));
     let mut s = String::new();
-    let _ = writeln!(s, "# clawgate benchmarks\n");
-    let _ = writeln!(
-        s,
-        "Generated by `clawgate-bench` (commit `{}`); the run took {:.0} s.\n",
-        m.commit, wall_secs
-    );
-    let _ = writeln!(s, "Command:\n\n```\n{command}\n```\n");
-    let _ = writeln!(
-        s,
-        "Machine: {} CPUs, {}, {} MiB RAM, Linux {}; load average at start {}.\n",
-        m.nproc, m.cpu, m.mem_mib, m.kernel, m.loadavg
-    );
-    let _ = writeln!(
-        s,
-        "Small hold = {} connections, large hold = {} connections; churn {} s per clawgate shell.",
-        o.small_hold, o.connections, o.churn_secs
-    );
-    let _ = writeln!(
-        s,
-        "The load generator and the server share the machine; every figure comes from this one run, so compare the ratios more than the absolute numbers.\n"
-    );
+    let mut checks = Vec::new();
     let mut header = String::from("| metric |");
     let mut rule = String::from("|---|");
     for f in figs {
         let _ = write!(header, " {} |", f.name);
         rule.push_str("---:|");
     }
-    header.push_str(" mio ÷ bare | mio ÷ upstream | target (mio) |");
+    header.push_str(" mio ÷ bare | mio ÷ upstream | goal (mio) |");
     rule.push_str("---:|---:|---|");
     let _ = writeln!(s, "{header}\n{rule}");
     for r in rows() {
@@ -319,20 +306,182 @@ pub fn render(
             let _ = write!(s, " {} |", fmt((r.get)(f), r.decimals));
         }
         let v = |f: Option<&Figures>| f.and_then(r.get);
+        let verdict = verdict(r.goal, v(mio), v(bare));
         let _ = writeln!(
             s,
-            " {} | {} | {} |",
+            " {} | {} | {verdict} |",
             ratio(v(mio), v(bare)),
             ratio(v(mio), v(up)),
-            verdict(r.goal, v(mio), v(bare))
+        );
+        if r.goal.is_some() {
+            let figure = match (v(mio), v(bare)) {
+                (Some(m), Some(_)) if !matches!(r.goal, Some(Goal::AtMost(_))) => {
+                    format!(
+                        "{} ({}× bare)",
+                        fmt(Some(m), r.decimals),
+                        ratio(v(mio), v(bare))
+                    )
+                }
+                (m, _) => fmt(m, r.decimals),
+            };
+            checks.push(GoalCheck {
+                metric: r.label.to_string(),
+                figure,
+                verdict,
+            });
+        }
+    }
+    (s, checks)
+}
+
+/// The binary sizes' table, with the goal it checked.
+pub fn sizes_table(z: &Sizes) -> (String, Vec<GoalCheck>) {
+    const GOAL: Goal = Goal::AtMost(4.0);
+    let mib = |b: Option<u64>| b.map(|b| b as f64 / MIB / MIB);
+    let mut s = String::new();
+    let mut checks = Vec::new();
+    let _ = writeln!(
+        s,
+        "| stripped binary (TLS, SQLite, the agent), MiB | this machine | Pi ({}) | goal |\n|---|---:|---:|---|",
+        sizes::PI_TARGET
+    );
+    for (i, name) in sizes::SHELLS.iter().enumerate() {
+        let (host, pi) = (mib(z.host[i]), mib(z.pi[i]));
+        let verdict = verdict(Some(GOAL), host, None);
+        let _ = writeln!(
+            s,
+            "| `{name}` | {} | {} | {verdict} |",
+            fmt(host, 2),
+            fmt(pi, 2)
+        );
+        checks.push(GoalCheck {
+            metric: format!("stripped `{name}` binary, MiB"),
+            figure: fmt(host, 2),
+            verdict: verdict.clone(),
+        });
+        if pi.is_some() {
+            checks.push(GoalCheck {
+                metric: format!("stripped `{name}` binary for the Pi, MiB"),
+                figure: fmt(pi, 2),
+                verdict: self::verdict(Some(GOAL), pi, None),
+            });
+        }
+    }
+    let _ = match &z.pi_build {
+        PiBuild::Built(secs) => {
+            writeln!(s, "\nThe Pi binaries were built by this run ({secs:.0} s).")
+        }
+        PiBuild::NotRebuilt => writeln!(
+            s,
+            "\nThe Pi binaries were not rebuilt by this run (`--no-build`): these are whatever `target/{}/release` held.",
+            sizes::PI_TARGET
+        ),
+        PiBuild::Missing(why) => writeln!(s, "\nNo Pi build: {why}."),
+    };
+    (s, checks)
+}
+
+/// The goals summary: every goal checked, its figure and verdict.
+fn goals_table(checks: &[GoalCheck]) -> String {
+    let mut s = String::from("| goal for clawgate (mio) | figure | goal |\n|---|---:|---|\n");
+    for c in checks {
+        let _ = writeln!(s, "| {} | {} | {} |", c.metric, c.figure, c.verdict);
+    }
+    s
+}
+
+/// Everything one report is made of.
+pub struct Report<'a> {
+    /// The control plane's figures, one per server.
+    pub figs: &'a [Figures],
+    /// The agent and channel paths' section and the goals it checked (`None`: not run).
+    pub paths: Option<(String, Vec<GoalCheck>)>,
+    /// Binary sizes.
+    pub sizes: &'a Sizes,
+    /// The machine, at the start.
+    pub machine: &'a Machine,
+    /// The control plane's options.
+    pub opts: &'a Options,
+    /// Whether this is the quick run.
+    pub quick: bool,
+    /// The command line.
+    pub command: &'a str,
+    /// How long the measurements took (builds excluded), s.
+    pub wall_secs: f64,
+    /// How long the builds took, s.
+    pub build_secs: f64,
+    /// The load averages at the end.
+    pub load_end: String,
+    /// The hand-written tail of the previous report.
+    pub kept: &'a str,
+}
+
+/// The whole report.
+pub fn render(r: &Report) -> String {
+    let m = r.machine;
+    let o = r.opts;
+    let mut s = String::new();
+    let _ = writeln!(s, "# clawgate benchmarks\n");
+    let _ = writeln!(
+        s,
+        "One {} run of `clawgate-bench` at commit `{}`, {}: the measurements took {:.0} s \
+         (the release builds before them {:.0} s). Regenerate this file with the command below; \
+         the text after the analysis heading is hand-written and kept.\n",
+        if r.quick {
+            "quick (`--quick`: smaller holds, counts and windows)"
+        } else {
+            "full"
+        },
+        m.commit,
+        m.date,
+        r.wall_secs,
+        r.build_secs,
+    );
+    let _ = writeln!(s, "```\n{}\n```\n", r.command);
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs, {}, {} MiB RAM, Linux {}; load average {} at the start, {} at the end.\n",
+        m.nproc, m.cpu, m.mem_mib, m.kernel, m.loadavg, r.load_end
+    );
+    if m.load_per_cpu() > 0.5 {
+        let _ = writeln!(
+            s,
+            "**The machine was loaded** ({:.1} runnable per CPU at the start): other processes \
+             took CPU time from the servers and the load generator alike, so times and rates here \
+             are noise; ratios within this run, counts and CPU per operation hold better.\n",
+            m.load_per_cpu()
         );
     }
-    let _ = writeln!(s, "\n## Details\n");
-    for f in figs {
+    let (control, mut checks) = control_table(r.figs);
+    let (sizes, size_checks) = sizes_table(r.sizes);
+    checks.extend(size_checks);
+    if let Some((_, c)) = &r.paths {
+        checks.extend(c.iter().cloned());
+    }
+    let _ = writeln!(
+        s,
+        "## Goals\n\nIssue 22's goals (and the earlier ones it kept), for the mio shell on this \
+         machine; ratios are to the bare mio + tungstenite server of the same run.\n"
+    );
+    let _ = writeln!(s, "{}", goals_table(&checks));
+    let _ = writeln!(s, "## Binary size\n\n{sizes}");
+    let _ = writeln!(
+        s,
+        "## Control plane\n\nSmall hold = {} connections, large hold = {} connections; churn {} s \
+         per clawgate shell. The load generator and the servers share the machine; compare the \
+         ratios of this one run more than the absolute figures.\n",
+        o.small_hold, o.connections, o.churn_secs
+    );
+    let _ = writeln!(s, "{control}");
+    if let Some((section, _)) = &r.paths {
+        let _ = writeln!(s, "{section}");
+    }
+    let _ = writeln!(s, "## Details\n");
+    for f in r.figs {
         details(&mut s, f);
     }
     let _ = writeln!(s, "{}", METHOD);
-    let _ = writeln!(s, "{KEEP_MARKER}{kept}");
+    let _ = writeln!(s, "{KEEP_MARKER}{}", r.kept);
     s
 }
 
@@ -415,18 +564,25 @@ fn details(s: &mut String, f: &Figures) {
 const METHOD: &str = "## Method
 
 - Run it with `cargo run --release -p clawgate-bench -- all` (or `scripts/bench.sh`, which
-  raises `ulimit -n` first). It builds both shells with `cargo build --release -p clawgate -p
-  clawgate-smol` (`--no-build` skips that), measures each server in turn and rewrites this file.
-  `--no-upstream` skips the Node gateway (skipped with a note when it is not installed),
-  `--churn-secs` sets the churn length (600 by default), `--connections` the large hold,
-  `--only bare,mio,smol,upstream` a subset. Every step is bounded in count and time, traffic
-  stays on 127.0.0.1 and every server is killed with its child processes at the end.
+  raises `ulimit -n` first); `--quick` is the short plan (2,000 held connections, 10 s churn,
+  2 s steps, one upstream tick, 30 sessions streaming at once instead of 100, fewer turns and
+  messages, a 10 s idle window). It builds both shells with `cargo build
+  --release -p clawgate -p clawgate-smol` and, where the aarch64 cross toolchain is installed,
+  the same for `aarch64-unknown-linux-gnu` (the Pi column of the size table); `--no-build` skips
+  both. It then measures each server in turn on the control plane, then each gateway on the
+  agent and channel paths (`--no-paths` keeps the previous run's section), and rewrites this
+  file above the analysis heading. `--no-upstream` skips the Node gateway (skipped with a note
+  when it is not installed), `--churn-secs` sets the churn length (300 by default),
+  `--connections` the large hold, `--only bare,mio,smol,upstream` a subset. Every step is
+  bounded in count and time, traffic stays on 127.0.0.1 and every server is killed with its
+  child processes at the end.
+- Binary sizes are the release binaries as linked (stripped at link by `host/link`).
 - Every server runs as its own process on a free 127.0.0.1 port with a private state directory,
   token auth, `OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP=100000` (the default 32 per address would
   refuse the 64-way handshake run, all from 127.0.0.1) and `gateway.nodes.commands.allow:
   [\"bench.echo\"]`. The clawgate shells also get `gateway.tickIntervalMs: 2000` and
   `gateway.maxConnections: 20000`; upstream's tick is fixed at 30 s, so its fan-out is watched over
-  two ticks.
+  two ticks (one in the quick run).
 - RSS is `VmRSS` from `/proc/<pid>/status`, summed over the process tree (upstream runs three
   processes), the median of three samples after a settle time. Idle RSS is taken on every
   spawn of the time-to-ready step, after its one handshake, and the median is shown: the kernel
@@ -442,8 +598,9 @@ const METHOD: &str = "## Method
   called sequentially and the node answers with `node.invoke.result`. The baseline's figure is
   an echo round trip on one connection followed by one on a second connection.
 - Fan-out: the spread between the first and the last connection reading the same `tick`
-  (told apart by its `ts`), as seen by the single-threaded load generator. It includes the
-  generator's own time to read 10,000 sockets, which the baseline column shows.
+  (told apart by its `ts`), as seen by the load generator's receiving threads (one per CPU,
+  each reading its share of the sockets). It includes the generator's own time to read them,
+  which the baseline column shows; the server CPU per broadcast does not depend on it.
 - Server CPU: the server's on-CPU time over a step (`/proc/<pid>/task/*/schedstat`, summed over
   its process tree) divided by the operations in it. On a shared 2-core machine the load
   generator competes with the server, so these rows show what each operation costs the server
@@ -551,4 +708,32 @@ pub fn agent_table(
         let _ = writeln!(s, "- {note}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Goal, verdict};
+
+    #[test]
+    fn a_goal_is_met_or_missed_by_the_mio_figure() {
+        assert_eq!(verdict(Some(Goal::AtMost(4.0)), Some(3.9), None), "≤ 4 ✅");
+        assert_eq!(verdict(Some(Goal::AtMost(4.0)), Some(4.3), None), "≤ 4 ❌");
+        assert_eq!(verdict(Some(Goal::AtMost(0.0)), Some(0.0), None), "≤ 0 ✅");
+        assert_eq!(
+            verdict(Some(Goal::AtMost(8.0)), None, None),
+            "≤ 8 (no figure)"
+        );
+        assert_eq!(verdict(None, Some(1.0), Some(1.0)), "");
+    }
+
+    #[test]
+    fn a_goal_relative_to_bare_needs_the_baseline() {
+        let at_least = Some(Goal::OfBareAtLeast(0.9));
+        assert_eq!(verdict(at_least, Some(95.0), Some(100.0)), "≥ 0.9× bare ✅");
+        assert_eq!(verdict(at_least, Some(85.0), Some(100.0)), "≥ 0.9× bare ❌");
+        let at_most = Some(Goal::OfBareAtMost(1.2));
+        assert_eq!(verdict(at_most, Some(110.0), Some(100.0)), "≤ 1.2× bare ✅");
+        assert_eq!(verdict(at_most, Some(130.0), Some(100.0)), "≤ 1.2× bare ❌");
+        assert_eq!(verdict(at_most, Some(1.0), None), "≤ 1.2× bare (no figure)");
+    }
 }

@@ -1,7 +1,6 @@
 //! The `all` command: every server, every measurement, in one run.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clawgate_core::client::ClientConfig;
@@ -27,6 +26,8 @@ pub struct Options {
     pub spawns: usize,
     /// Broadcasts watched for the fan-out.
     pub ticks: usize,
+    /// The short plan: upstream gets smaller counts and one 30 s tick.
+    pub quick: bool,
 }
 
 /// One server to measure.
@@ -35,8 +36,6 @@ pub struct Target {
     pub name: String,
     /// How to start it.
     pub launch: Launch,
-    /// Its binary, for the size row.
-    pub binary: Option<PathBuf>,
     /// Whether to run the churn on it.
     pub churn: bool,
 }
@@ -53,22 +52,28 @@ struct Plan {
     step: Duration,
     invokes: usize,
     hold_limit: Duration,
+    /// Ticks watched when the server's tick is its fixed 30 s.
+    slow_ticks: usize,
 }
 
 impl Plan {
     fn for_launch(launch: &Launch, opts: &Options) -> Self {
         match launch {
-            Launch::Upstream { .. } => Self {
-                spawns: 1,
-                ready_limit: Duration::from_secs(90),
-                retry: Duration::from_millis(100),
-                settle: Duration::from_secs(5),
-                hs_c1: 500,
-                hs_c64: 3000,
-                step: Duration::from_secs(10),
-                invokes: 300,
-                hold_limit: Duration::from_secs(300),
-            },
+            Launch::Upstream { .. } => {
+                let pick = |quick: usize, full: usize| if opts.quick { quick } else { full };
+                Self {
+                    spawns: 1,
+                    ready_limit: Duration::from_secs(90),
+                    retry: Duration::from_millis(100),
+                    settle: Duration::from_secs(pick(2, 5) as u64),
+                    hs_c1: pick(200, 500),
+                    hs_c64: pick(1000, 3000),
+                    step: Duration::from_secs(pick(5, 10) as u64),
+                    invokes: pick(100, 300),
+                    hold_limit: Duration::from_secs(300),
+                    slow_ticks: pick(1, 2),
+                }
+            }
             _ => Self {
                 spawns: opts.spawns.max(1),
                 ready_limit: Duration::from_secs(10),
@@ -76,9 +81,10 @@ impl Plan {
                 settle: Duration::from_secs(1),
                 hs_c1: 3000,
                 hs_c64: 30_000,
-                step: Duration::from_secs(5),
+                step: Duration::from_secs(if opts.quick { 2 } else { 5 }),
                 invokes: 3000,
                 hold_limit: Duration::from_secs(120),
+                slow_ticks: 2,
             },
         }
     }
@@ -88,11 +94,6 @@ impl Plan {
 pub fn measure(target: &Target, opts: &Options) -> Figures {
     let mut f = Figures {
         name: target.name.clone(),
-        binary_bytes: target
-            .binary
-            .as_ref()
-            .and_then(|b| std::fs::metadata(b).ok())
-            .map(|m| m.len()),
         large_hold: opts.connections,
         ..Figures::default()
     };
@@ -222,7 +223,7 @@ fn steps<W: Wire>(
             f.large_hold_kib = Some(settled_rss_kib(&server, plan.settle));
             let tick = target.launch.tick();
             let ticks = if tick > Duration::from_secs(10) {
-                2
+                plan.slow_ticks
             } else {
                 opts.ticks
             };

@@ -59,6 +59,12 @@ pub struct Limits {
     /// How long after its head a request's body may take to arrive before it is cut with a
     /// 408 (upstream's 30 s webhook body timeout).
     pub http_body_timeout: Duration,
+    /// Largest body of a `POST /tools/invoke` (upstream's 2 MB); a larger `Content-Length`
+    /// is answered 413.
+    pub tools_invoke_max_body_bytes: usize,
+    /// How long a turn's model request (or a `POST /tools/invoke`) waits for tool providers
+    /// still starting (an MCP server initializing) before going on without them.
+    pub tools_start_wait: Duration,
     /// Bytes of a Control UI file read and sent at a time; the next piece is read once the
     /// connection has at most this many bytes unsent.
     pub ui_chunk_bytes: usize,
@@ -177,6 +183,8 @@ impl Default for Limits {
             max_head_bytes: 8 * 1024,
             max_http_body_bytes: 1024 * 1024,
             http_body_timeout: Duration::from_secs(30),
+            tools_invoke_max_body_bytes: 2 * 1024 * 1024,
+            tools_start_wait: Duration::from_secs(30),
             ui_chunk_bytes: 64 * 1024,
             ui_max_html_bytes: 2 * 1024 * 1024,
             max_pending_handshake_frames: 15,
@@ -982,7 +990,8 @@ pub fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     at(v, path).and_then(Value::as_str).map(str::to_string)
 }
 
-fn str_list(v: &Value, path: &[&str]) -> Vec<String> {
+/// The strings of the array at a key path (anything else in it skipped).
+pub(crate) fn str_list(v: &Value, path: &[&str]) -> Vec<String> {
     match at(v, path) {
         Some(Value::Array(items)) => items
             .iter()

@@ -103,6 +103,8 @@ pub(crate) enum Timer {
     ToolProvider(usize),
     /// An exec approval request's time runs out (by serial).
     ExecApproval(u64),
+    /// Something waiting for starting tool providers may have waited long enough.
+    ToolsSettle,
 }
 
 /// Live counts, for embedders and status.
@@ -465,6 +467,7 @@ impl Gateway {
                 Timer::ToolCall(call) => self.tool_call_due(now, call),
                 Timer::ToolProvider(index) => self.tool_provider_due(now, index),
                 Timer::ExecApproval(serial) => self.exec_approval_due(now, serial),
+                Timer::ToolsSettle => self.tools_settle_due(now),
                 Timer::Refusal(id) => {
                     self.refusal_due(now, id);
                 }
@@ -608,6 +611,7 @@ impl Gateway {
             self.node_disconnected(now, id, &dev);
         }
         self.router.conn_gone(id);
+        self.http_invoke_gone(now, id);
         self.agent.conn_gone(id);
         self.serving.conn_gone(id);
         self.out.push_back(Output::Close { conn: id });

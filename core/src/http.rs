@@ -308,9 +308,22 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// A whole response that closes the connection: `status`, then `body` with its
 /// `Content-Type` (no type for an empty body).
 pub fn answer(status: u16, content_type: Option<&str>, body: &[u8]) -> Vec<u8> {
+    answer_with(status, content_type, &[], body)
+}
+
+/// [`answer`] with `headers` (`Retry-After`, say) after the `Content-Type`.
+pub fn answer_with(
+    status: u16,
+    content_type: Option<&str>,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
     if let Some(t) = content_type {
         out.push_str(&format!("Content-Type: {t}\r\n"));
+    }
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
     }
     out.push_str(&format!(
         "Content-Length: {}\r\n{SECURITY_HEADERS}Connection: close\r\n\r\n",

@@ -27,6 +27,30 @@ pub(crate) enum PostRoute {
         /// The Slack account id.
         account: String,
     },
+    /// `POST /tools/invoke`: one tool run for an operator (bearer auth before the body).
+    ToolsInvoke,
+}
+
+impl PostRoute {
+    /// The largest body it takes.
+    fn max_body(&self, limits: &crate::Limits) -> usize {
+        match self {
+            PostRoute::SlackEvents { .. } => limits.max_http_body_bytes,
+            PostRoute::ToolsInvoke => limits.tools_invoke_max_body_bytes,
+        }
+    }
+
+    /// The content type and body of a refusal of its body (413, 408, 411): plain text, or
+    /// for `/tools/invoke` upstream's JSON error.
+    fn body_refusal(&self, message: &str) -> (&'static str, Vec<u8>) {
+        match self {
+            PostRoute::SlackEvents { .. } => (TEXT, message.as_bytes().to_vec()),
+            PostRoute::ToolsInvoke => {
+                let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error"}});
+                (JSON, body.to_string().into_bytes())
+            }
+        }
+    }
 }
 
 /// The routes that take a body, by path.
@@ -40,6 +64,10 @@ impl PostRoutes {
     /// upstream's Slack route registry does).
     pub(crate) fn from_config(config: &Config) -> Self {
         let mut by_path = BTreeMap::new();
+        by_path.insert(
+            crate::tools::http_invoke::PATH.to_string(),
+            PostRoute::ToolsInvoke,
+        );
         for (path, account) in slack_webhooks(&config.channels.slack) {
             by_path
                 .entry(path)
@@ -152,7 +180,28 @@ impl Gateway {
             self.answer_post(now, id, 503, Some(TEXT), b"Service Unavailable");
             return;
         }
-        let want = match body_length(&req, self.config.limits.max_http_body_bytes) {
+        if route == PostRoute::ToolsInvoke
+            && let Err(refusal) = self.http_operator_auth(now, id, &req)
+        {
+            self.log(
+                now,
+                Level::Info,
+                Some(id),
+                format!("refused POST {}: {}", req.path, refusal.status),
+            );
+            self.transmit(
+                id,
+                http::answer_with(
+                    refusal.status,
+                    Some(JSON),
+                    &refusal.headers,
+                    refusal.body.to_string().as_bytes(),
+                ),
+            );
+            self.forget(now, id);
+            return;
+        }
+        let want = match body_length(&req, route.max_body(&self.config.limits)) {
             Ok(n) => n,
             Err(e) => {
                 self.log(
@@ -161,7 +210,8 @@ impl Gateway {
                     Some(id),
                     format!("refused POST {}: {e}", req.path),
                 );
-                self.answer_post(now, id, e.status(), Some(TEXT), e.to_string().as_bytes());
+                let (kind, body) = route.body_refusal(&e.to_string());
+                self.answer_post(now, id, e.status(), Some(kind), &body);
                 return;
             }
         };
@@ -202,19 +252,18 @@ impl Gateway {
             PostRoute::SlackEvents { account } => {
                 self.slack_http_request(now, id, &account, &req, &body)
             }
+            PostRoute::ToolsInvoke => self.tools_invoke_http(now, id, &body),
         }
     }
 
     /// The body timer of `id` fired: a body still arriving is cut with a 408.
     pub(crate) fn body_expired(&mut self, now: Instant, id: ConnId) {
-        if self
-            .conns
-            .get(&id)
-            .is_some_and(|c| matches!(c.state, State::Body(_)))
-        {
-            self.log(now, Level::Info, Some(id), "request body timeout".into());
-            self.answer_post(now, id, 408, Some(TEXT), b"Request body timeout");
-        }
+        let Some(State::Body(read)) = self.conns.get(&id).map(|c| &c.state) else {
+            return;
+        };
+        let (kind, body) = read.route.body_refusal("Request body timeout");
+        self.log(now, Level::Info, Some(id), "request body timeout".into());
+        self.answer_post(now, id, 408, Some(kind), &body);
     }
 
     /// Answer a request with a body (or refused before it) and close the connection.
@@ -233,6 +282,8 @@ impl Gateway {
 
 /// The content type of the plain-text refusals.
 const TEXT: &str = "text/plain; charset=utf-8";
+/// The content type of JSON answers.
+pub(crate) const JSON: &str = "application/json; charset=utf-8";
 
 #[cfg(test)]
 mod tests {

@@ -88,6 +88,7 @@ mod gateway;
 pub mod handshake;
 mod hello;
 pub mod http;
+mod http_auth;
 pub mod http_post;
 pub mod log;
 pub mod mask;

@@ -6,7 +6,7 @@
 use core::time::Duration;
 use std::time::Instant;
 
-use clawgate_core::config::{ConfigInput, RunFlags};
+use clawgate_core::config::{ConfigInput, ModelRoute, RunFlags};
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::{Config, ConnId, Work, WorkId, WorkResult};
 use serde_json::{Value, json};
@@ -69,7 +69,12 @@ fn text(p: &mut Sim, socket: WorkId, v: Value) {
 
 /// Started, `GET /gateway/bot` answered, the socket open, Hello (1 s) and READY (seq 1) in.
 fn ready() -> (Sim, WorkId) {
-    let mut p = Sim::started_holding_http(Instant::now(), config());
+    ready_with(config())
+}
+
+/// [`ready`] with `config`.
+fn ready_with(config: Config) -> (Sim, WorkId) {
+    let mut p = Sim::started_holding_http(Instant::now(), config);
     let (id, req) = p.held_http()[0].clone();
     assert_eq!(req.url, "https://discord.com/api/v10/gateway/bot");
     assert_eq!(req.header("authorization"), Some("Bot tok"));
@@ -135,18 +140,23 @@ fn heartbeats_carry_the_sequence_and_a_missed_ack_resumes() {
     p.advance(Duration::from_millis(1000));
     assert_eq!(closed(&p, socket), Some(4000));
     p.advance(Duration::from_secs(2));
-    let (second, url) = opened(&p)[1].clone();
+    assert_eq!(
+        resume(&mut p),
+        json!({"op": 6, "d": {"token": "tok", "session_id": "sess", "seq": 1}})
+    );
+}
+
+/// The second socket opened (on the resume URL) with Hello in: the first payload sent on it.
+fn resume(p: &mut Sim) -> Value {
+    let (second, url) = opened(p)[1].clone();
     assert_eq!(url, "wss://resume.discord.gg/?v=10&encoding=json");
     p.socket_result(second, WorkResult::WsOpened);
     text(
-        &mut p,
+        p,
         second,
         json!({"op": 10, "d": {"heartbeat_interval": 1000}}),
     );
-    assert_eq!(
-        sent(&p, second)[0],
-        json!({"op": 6, "d": {"token": "tok", "session_id": "sess", "seq": 1}})
-    );
+    sent(p, second)[0].clone()
 }
 
 #[test]
@@ -211,5 +221,66 @@ fn no_ready_within_30_s_restarts_and_a_4014_stops_with_its_reason() {
     assert!(
         err.contains("4014") && err.contains("disallowed intents"),
         "{err}"
+    );
+}
+
+/// A `MESSAGE_CREATE` DM `n` (sequence `seq`) from one sender.
+fn dm(seq: u64, n: u64) -> Value {
+    json!({"op": 0, "t": "MESSAGE_CREATE", "s": seq, "d": {
+        "id": format!("{}", 1000 + n), "channel_id": "500", "type": 0, "content": format!("m{n}"),
+        "author": {"id": "42", "username": "mallory"}, "mentions": []}})
+}
+
+#[test]
+fn a_burst_past_the_unserved_bound_holds_the_socket_and_resumes_once_served() {
+    let mut cfg = config();
+    cfg.model = Some(ModelRoute::new("fake", "fake-1", "http://127.0.0.1:9/v1"));
+    let (mut p, socket) = ready_with(cfg);
+    let bound = clawgate_core::channels::MAX_UNSERVED as u64;
+    // The model call is held, so every message waits behind the first turn.
+    for n in 0..bound {
+        text(&mut p, socket, dm(2 + n, n));
+    }
+    assert_eq!(closed(&p, socket), Some(4000), "held at the bound");
+    let op = admin(&mut p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    let account = &status["channelAccounts"]["discord"][0];
+    assert_eq!(
+        (
+            &account["lifecycle"],
+            &account["connected"],
+            &account["running"]
+        ),
+        (&json!("held"), &json!(false), &json!(true)),
+        "{account}"
+    );
+    assert!(
+        p.logs
+            .iter()
+            .any(|l| l.message.contains("500 messages wait for a turn")),
+        "a log line says why"
+    );
+    // What still comes on the closing socket is not read: Discord replays it on Resume.
+    text(&mut p, socket, dm(2 + bound, bound));
+    p.advance(Duration::from_secs(60));
+    assert_eq!(opened(&p).len(), 1, "no reconnect while the queue is full");
+    // The turns end (the model refuses each at once, not to be retried): the queue drains
+    // and the session resumes from the last sequence read.
+    for _ in 0..10_000 {
+        if opened(&p).len() > 1 {
+            break;
+        }
+        match p.held_http().first().cloned() {
+            Some((id, req)) if req.url.contains("/channels/") => {
+                answer(&mut p, id, 200, json!({"id": "1", "channel_id": "500"}))
+            }
+            Some((id, _)) => answer(&mut p, id, 400, json!({"error": "no"})),
+            None => p.advance(Duration::from_secs(1)),
+        }
+    }
+    assert_eq!(opened(&p).len(), 2, "resumed once the queue drained");
+    assert_eq!(
+        resume(&mut p),
+        json!({"op": 6, "d": {"token": "tok", "session_id": "sess", "seq": 1 + bound}})
     );
 }

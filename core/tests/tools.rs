@@ -632,9 +632,12 @@ fn aborting_a_turn_stops_its_tool_calls() {
     assert_eq!(p.gw.tool_calls_in_flight(), 0);
 }
 
-/// A provider that starts lazily: its tool is ready once a turn warmed it up.
+/// A provider that starts lazily: its tool is ready once a turn warmed it up, or, when
+/// `slow`, once the HTTP request the warm-up sends has ended (it is starting until then).
 #[derive(Debug, Default)]
 struct Lazy {
+    slow: bool,
+    asked: bool,
     started: bool,
 }
 
@@ -667,15 +670,36 @@ impl ToolProvider for Lazy {
         io.finish(id, ToolOutcome::text("pong"));
     }
 
-    fn work_result(&mut self, _: Instant, _: u64, _: WorkResult, _: &mut ProviderIo) {}
+    fn work_result(&mut self, _: Instant, _: u64, result: WorkResult, io: &mut ProviderIo) {
+        if let WorkResult::HttpEnd(_) = result {
+            self.started = true;
+            io.catalog_changed = true;
+        }
+    }
 
     fn cancel(&mut self, _: Instant, _: CallId, _: &mut ProviderIo) {}
 
     fn warm_up(&mut self, _: Instant, io: &mut ProviderIo) {
-        if !self.started {
+        if self.asked {
+            return;
+        }
+        self.asked = true;
+        if self.slow {
+            let req = HttpRequest {
+                method: "POST",
+                url: "http://127.0.0.1:9/slow/mcp".into(),
+                headers: vec![],
+                body: vec![],
+            };
+            io.submit(1, Work::Http(req));
+        } else {
             self.started = true;
             io.catalog_changed = true;
         }
+    }
+
+    fn starting(&self) -> bool {
+        self.asked && !self.started
     }
 }
 
@@ -713,4 +737,72 @@ fn a_lazy_provider_starts_when_a_turn_needs_tools() {
             .iter()
             .any(|l| l.message.contains("changed its catalog (1 tools)"))
     );
+}
+
+// ---- The first turn waits for providers still starting ----
+
+/// A gateway with the slow provider and direct tool schemas, holding every HTTP request,
+/// with a turn sent: the held requests' URLs.
+fn turn_with_slow_provider(start_wait: Duration) -> (Sim, Vec<String>) {
+    let mut config = fake_model_config();
+    config.tools.tool_search = false;
+    config.limits.tools_start_wait = start_wait;
+    let mut p = Sim::started(Instant::now(), config);
+    p.gw.add_tool_provider(Box::new(Lazy {
+        slow: true,
+        ..Lazy::default()
+    }));
+    p.hold_http(true);
+    let mut c = cli(Some("t"));
+    c.scopes = vec!["operator.write".into(), "operator.read".into()];
+    let op = p.open_client(c, loopback());
+    chat_send(&mut p, op, "ping it");
+    let urls = p.held_http().iter().map(|(_, r)| r.url.clone()).collect();
+    (p, urls)
+}
+
+/// The tool names of the held model request.
+fn offered(p: &Sim) -> Vec<String> {
+    let (_, req) = p
+        .held_http()
+        .iter()
+        .find(|(_, r)| r.url.contains("/v1"))
+        .expect("a model request");
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    body["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_first_turn_waits_for_a_provider_still_starting() {
+    let (mut p, urls) = turn_with_slow_provider(Duration::from_secs(30));
+    assert_eq!(
+        urls,
+        ["http://127.0.0.1:9/slow/mcp"],
+        "no model request yet"
+    );
+    let (start, _) = p.held_http()[0].clone();
+    p.http_result(start, WorkResult::HttpEnd(Ok(())));
+    assert!(
+        offered(&p).contains(&"lazy__ping".to_string()),
+        "{:?}",
+        offered(&p)
+    );
+}
+
+#[test]
+fn the_wait_for_a_starting_provider_is_bounded() {
+    let (mut p, urls) = turn_with_slow_provider(Duration::from_secs(2));
+    assert_eq!(urls.len(), 1);
+    p.advance(Duration::from_millis(1900));
+    assert_eq!(p.held_http().len(), 1, "still waiting");
+    p.advance(Duration::from_millis(200));
+    assert_eq!(p.held_http().len(), 2, "the model request went out");
+    assert!(!offered(&p).contains(&"lazy__ping".to_string()));
 }

@@ -8,13 +8,12 @@
 //! unknown session with op 9), and lets the test dispatch `MESSAGE_CREATE`s, send op 7 or
 //! op 9, and drop the socket. Every REST call, Identify, Resume and heartbeat is recorded.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,32 +21,17 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocket};
 use async_tungstenite::tungstenite::{Message, handshake};
 use serde_json::{Value, json};
 
-use crate::fake_model::{Framing, Part, RecordedRequest, Reply, read_request, write_reply};
-use crate::harness::{WAIT, accept_each};
+use crate::fake_api::{Answer, FakeApi, poll_for};
+use crate::fake_model::RecordedRequest;
+use crate::harness::WAIT;
 
 /// The bot's user id in READY.
 pub const BOT_ID: &str = "900000000000000001";
 /// The bot's username in READY.
 pub const BOT_USERNAME: &str = "clawbot";
 
-/// A REST call: method, path (under the API base) and JSON body.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Call {
-    /// `POST`.
-    pub method: String,
-    /// `/channels/500/messages`.
-    pub path: String,
-    /// The JSON body.
-    pub body: Value,
-}
-
-/// A scripted REST answer: status, headers, body.
-type Answer = (u16, Vec<(String, String)>, Value);
-
 #[derive(Default)]
 struct State {
-    calls: Vec<Call>,
-    failures: HashMap<String, VecDeque<Answer>>,
     /// Every Identify's token.
     identifies: Vec<String>,
     /// Every Resume: session id and sequence.
@@ -70,14 +54,18 @@ struct State {
 }
 
 struct Shared {
+    api: Arc<FakeApi>,
     state: Mutex<State>,
     token: String,
     interval_ms: u64,
-    stop: AtomicBool,
-    addr: SocketAddr,
 }
 
 impl Shared {
+    /// The one listener's address: REST and the Gateway.
+    fn addr(&self) -> SocketAddr {
+        self.api.address(0)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -86,7 +74,13 @@ impl Shared {
 /// A running fake Discord; stops when dropped.
 pub struct FakeDiscord {
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Deref for FakeDiscord {
+    type Target = FakeApi;
+    fn deref(&self) -> &FakeApi {
+        &self.shared.api
+    }
 }
 
 impl FakeDiscord {
@@ -97,36 +91,24 @@ impl FakeDiscord {
 
     /// [`FakeDiscord::start`] with Hello's heartbeat interval.
     pub fn start_with(token: &str, interval_ms: u64) -> FakeDiscord {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake Discord");
-        let addr = listener.local_addr().expect("local address");
+        let api = FakeApi::new();
         let shared = Arc::new(Shared {
+            api: api.clone(),
             state: Mutex::new(State {
                 next_message: 1_300_000_000_000_000_000,
                 ..State::default()
             }),
             token: token.to_string(),
             interval_ms,
-            stop: AtomicBool::new(false),
-            addr,
         });
-        let acceptor = {
-            let (stop, conns) = (shared.clone(), shared.clone());
-            accept_each(
-                listener,
-                "fake-discord",
-                move || stop.stop.load(Ordering::SeqCst),
-                move |conn| serve(conn, &conns),
-            )
-        };
-        FakeDiscord {
-            shared,
-            acceptor: Some(acceptor),
-        }
+        let conns = shared.clone();
+        api.listen("fake-discord", move |conn| serve(conn, &conns));
+        FakeDiscord { shared }
     }
 
     /// The REST base to put in `DISCORD_API_URL`.
     pub fn api_url(&self) -> String {
-        format!("http://{}/api/v10", self.shared.addr)
+        format!("http://{}/api/v10", self.shared.addr())
     }
 
     /// Dispatch a `MESSAGE_CREATE` of a DM from user `from` in DM channel `channel`; its
@@ -188,32 +170,13 @@ impl FakeDiscord {
         self.shared.state().drop_live = true;
     }
 
-    /// Answer the next call whose path ends with `suffix` with this status, headers, body.
-    pub fn fail_next(&self, suffix: &str, status: u16, headers: &[(&str, &str)], body: Value) {
-        let headers = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        self.shared
-            .state()
-            .failures
-            .entry(suffix.to_string())
-            .or_default()
-            .push_back((status, headers, body));
-    }
-
-    /// Every REST call so far.
-    pub fn calls(&self) -> Vec<Call> {
-        self.shared.state().calls.clone()
-    }
-
     /// The message bodies posted so far: channel id and content.
     pub fn messages(&self) -> Vec<(String, String)> {
-        self.calls()
+        self.all_calls()
             .into_iter()
-            .filter(|c| c.method == "POST" && c.path.ends_with("/messages"))
+            .filter(|c| c.method == "POST" && c.name.ends_with("/messages"))
             .map(|c| {
-                let channel = c.path.split('/').nth(2).unwrap_or_default().to_string();
+                let channel = c.name.split('/').nth(2).unwrap_or_default().to_string();
                 (
                     channel,
                     c.body["content"].as_str().unwrap_or_default().to_string(),
@@ -228,7 +191,7 @@ impl FakeDiscord {
             let m = f.messages();
             (m.len() >= n).then_some(m)
         })
-        .unwrap_or_else(|| panic!("wanted {n} messages, calls: {:?}", self.calls()))
+        .unwrap_or_else(|| panic!("wanted {n} messages, calls: {:?}", self.all_calls()))
     }
 
     /// Every Identify's token so far.
@@ -259,77 +222,40 @@ impl FakeDiscord {
 
     /// Poll `check` until it answers or [`WAIT`] passes.
     pub fn wait<T>(&self, check: impl Fn(&FakeDiscord) -> Option<T>) -> Option<T> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = check(self) {
-                return Some(v);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.wait_for(WAIT, check)
+    }
+
+    /// [`FakeDiscord::wait`] with its own timeout.
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        check: impl Fn(&FakeDiscord) -> Option<T>,
+    ) -> Option<T> {
+        poll_for(timeout, || check(self))
     }
 }
 
 impl Drop for FakeDiscord {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.shared.addr);
-        if let Some(t) = self.acceptor.take() {
-            let _ = t.join();
-        }
+        self.shared.api.shut_down();
     }
 }
 
 fn serve(conn: TcpStream, shared: &Shared) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-    let Ok(clone) = conn.try_clone() else { return };
-    let mut reader = BufReader::new(clone);
-    let mut writer = conn;
-    while let Ok(Some(req)) = read_request(&mut reader) {
-        if req
+    let upgrade = shared.api.serve_http(conn, "application/json", |req| {
+        let upgrade = req
             .header("upgrade")
-            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
-        {
-            return gateway(writer, &req, shared);
-        }
-        let (status, headers, body) = rest(shared, &req);
-        let reply = Reply {
-            status,
-            headers,
-            content_type: "application/json".into(),
-            parts: vec![Part {
-                delay: Duration::ZERO,
-                bytes: if status == 204 {
-                    Vec::new()
-                } else {
-                    body.to_string().into_bytes()
-                },
-            }],
-            framing: Framing::Length,
-        };
-        let closes = req
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        if write_reply(&mut writer, &reply, closes, || {}).is_err() || closes {
-            return;
-        }
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        (!upgrade).then(|| rest(shared, req))
+    });
+    if let Some((stream, req)) = upgrade {
+        gateway(stream, &req, shared);
     }
 }
 
 fn rest(shared: &Shared, req: &RecordedRequest) -> Answer {
-    let path = req
-        .path
-        .strip_prefix("/api/v10")
-        .unwrap_or(&req.path)
-        .to_string();
-    let mut s = shared.state();
-    s.calls.push(Call {
-        method: req.method.clone(),
-        path: path.clone(),
-        body: req.json.clone(),
-    });
+    let path = req.path.strip_prefix("/api/v10").unwrap_or(&req.path);
+    let scripted = shared.api.record(path, req);
     let auth = req.header("authorization").unwrap_or_default();
     if auth != format!("Bot {}", shared.token) {
         return (
@@ -338,11 +264,6 @@ fn rest(shared: &Shared, req: &RecordedRequest) -> Answer {
             json!({"message": "401: Unauthorized", "code": 0}),
         );
     }
-    let scripted = s
-        .failures
-        .iter_mut()
-        .find(|(suffix, q)| path.ends_with(suffix.as_str()) && !q.is_empty())
-        .and_then(|(_, q)| q.pop_front());
     if let Some(f) = scripted {
         return f;
     }
@@ -353,12 +274,15 @@ fn rest(shared: &Shared, req: &RecordedRequest) -> Answer {
         ("GET", ["", "gateway", "bot"]) => (
             200,
             Vec::new(),
-            json!({"url": format!("ws://{}", shared.addr), "shards": 1,
+            json!({"url": format!("ws://{}", shared.addr()), "shards": 1,
                    "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
         ),
         ("POST", ["", "channels", channel, "messages"]) => {
-            s.next_message += 1;
-            let id = s.next_message.to_string();
+            let id = {
+                let mut s = shared.state();
+                s.next_message += 1;
+                s.next_message.to_string()
+            };
             let headers = vec![
                 ("X-RateLimit-Limit".into(), "5".into()),
                 ("X-RateLimit-Remaining".into(), "4".into()),
@@ -409,7 +333,7 @@ fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
         return;
     }
     loop {
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.api.stopped() {
             return;
         }
         let (out, drop_now, still_live) = {
@@ -504,7 +428,7 @@ fn on_payload(shared: &Shared, v: &Value) -> Option<(u16, &'static str)> {
             let seq = s.seq;
             s.dispatched.clear();
             let ready = json!({"op": 0, "t": "READY", "s": seq, "d": {
-                "v": 10, "session_id": session, "resume_gateway_url": format!("ws://{}", shared.addr),
+                "v": 10, "session_id": session, "resume_gateway_url": format!("ws://{}", shared.addr()),
                 "user": {"id": BOT_ID, "username": BOT_USERNAME, "bot": true},
                 "guilds": [], "application": {"id": BOT_ID},
             }});

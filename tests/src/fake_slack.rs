@@ -6,32 +6,25 @@
 //! an envelope not acknowledged is sent again on the next socket, as Slack retries.
 //! Any method can be told to fail next (`invalid_auth`, a 429 with `Retry-After`).
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{BufReader, ErrorKind};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-use crate::fake_model::{Framing, Part, Reply, read_request, write_reply};
+use crate::fake_api::{Answer, FakeApi, poll_for};
+use crate::fake_model::RecordedRequest;
 use crate::harness::WAIT;
 
 /// The bot user `auth.test` names.
 pub const BOT_USER: &str = "UBOT";
 
-/// A scripted answer: status, headers, body.
-type Scripted = (u16, Vec<(String, String)>, Value);
-
 #[derive(Default)]
 struct State {
-    /// Every Web API call: method, `Authorization` header, JSON body.
-    calls: Vec<(String, String, Value)>,
-    /// Scripted answers for the next calls of a method: status, headers, body.
-    failures: HashMap<String, VecDeque<Scripted>>,
     /// Frames waiting for a socket.
     outgoing: VecDeque<String>,
     /// Envelopes sent (id and frame), and acks received, in order.
@@ -46,9 +39,8 @@ struct State {
 }
 
 struct Shared {
+    api: Arc<FakeApi>,
     state: Mutex<State>,
-    stop: AtomicBool,
-    ws_addr: SocketAddr,
 }
 
 impl Shared {
@@ -57,56 +49,40 @@ impl Shared {
     }
 }
 
-/// A running fake Slack; stops when dropped.
+/// A running fake Slack; stops when dropped. Its Web API calls are recorded by the
+/// [`FakeApi`] it derefs to, named by method.
 pub struct FakeSlack {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+}
+
+impl Deref for FakeSlack {
+    type Target = FakeApi;
+    fn deref(&self) -> &FakeApi {
+        &self.shared.api
+    }
 }
 
 impl FakeSlack {
     /// Listen on two loopback ports: the Web API and the Socket Mode endpoint.
     pub fn start() -> FakeSlack {
-        let api = TcpListener::bind("127.0.0.1:0").expect("bind the fake Web API");
-        let ws = TcpListener::bind("127.0.0.1:0").expect("bind the fake Socket Mode");
-        let addr = api.local_addr().expect("local address");
+        let api = FakeApi::new();
         let shared = Arc::new(Shared {
+            api: api.clone(),
             state: Mutex::new(State::default()),
-            stop: AtomicBool::new(false),
-            ws_addr: ws.local_addr().expect("local address"),
         });
-        let mut threads = Vec::new();
-        for (listener, socket_mode) in [(api, false), (ws, true)] {
-            let shared = shared.clone();
-            threads.push(
-                thread::Builder::new()
-                    .name("fake-slack-accept".into())
-                    .spawn(move || {
-                        for conn in listener.incoming() {
-                            if shared.stop.load(Ordering::SeqCst) {
-                                return;
-                            }
-                            let Ok(conn) = conn else { continue };
-                            let shared = shared.clone();
-                            let _ = thread::Builder::new().name("fake-slack-conn".into()).spawn(
-                                move || {
-                                    if socket_mode {
-                                        socket(conn, &shared)
-                                    } else {
-                                        serve(conn, &shared)
-                                    }
-                                },
-                            );
-                        }
-                    })
-                    .expect("spawn the fake Slack"),
-            );
-        }
-        FakeSlack {
-            addr,
-            shared,
-            threads,
-        }
+        let sockets = shared.clone();
+        // Listener 0: Socket Mode, whose address `apps.connections.open` gives out.
+        api.listen("fake-slack-socket", move |conn| socket(conn, &sockets));
+        let conns = shared.clone();
+        let addr = api.listen("fake-slack", move |conn| {
+            conns
+                .api
+                .serve_http(conn, "application/json; charset=utf-8", |req| {
+                    Some(answer(&conns, req))
+                });
+        });
+        FakeSlack { addr, shared }
     }
 
     /// The value for `SLACK_API_URL`: `http://127.0.0.1:<port>/api/`.
@@ -153,69 +129,22 @@ impl FakeSlack {
         s.drop_socket = true;
     }
 
-    /// Answer the next call of `method` with `status`, `headers` and `body`.
-    pub fn fail_next(&self, method: &str, status: u16, headers: &[(&str, &str)], body: Value) {
-        let headers = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        self.shared
-            .state()
-            .failures
-            .entry(method.to_string())
-            .or_default()
-            .push_back((status, headers, body));
-    }
-
-    /// The bodies of every call of `method` so far.
-    pub fn calls(&self, method: &str) -> Vec<Value> {
-        let s = self.shared.state();
-        s.calls
-            .iter()
-            .filter(|(m, _, _)| m == method)
-            .map(|(_, _, b)| b.clone())
-            .collect()
-    }
-
-    /// The `Authorization` headers of the calls of `method`.
-    pub fn auth_headers(&self, method: &str) -> Vec<String> {
-        let s = self.shared.state();
-        s.calls
-            .iter()
-            .filter(|(m, _, _)| m == method)
-            .map(|(_, a, _)| a.clone())
-            .collect()
-    }
-
-    /// Wait (up to [`WAIT`]) until `method` was called at least `n` times; the bodies.
-    pub fn wait_calls(&self, method: &str, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let calls = self.calls(method);
-            if calls.len() >= n {
-                return calls;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{method} called {} times, wanted {n}; calls: {:?}",
-                calls.len(),
-                self.shared.state().calls
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// Wait until the envelope `id` is acknowledged.
     pub fn wait_ack(&self, id: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.shared.state().acks.iter().any(|a| a == id) {
-            assert!(
-                Instant::now() < deadline,
+        poll_for(WAIT, || {
+            self.shared
+                .state()
+                .acks
+                .iter()
+                .any(|a| a == id)
+                .then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
                 "envelope {id} never acknowledged; acks: {:?}",
                 self.shared.state().acks
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+            )
+        });
     }
 
     /// Sockets opened so far.
@@ -226,15 +155,13 @@ impl FakeSlack {
     /// Every ack named an envelope that was sent, and every envelope sent was acknowledged
     /// (waiting up to [`WAIT`] for acks still on their way).
     pub fn check_acks(&self) {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
+        poll_for(WAIT, || {
             let s = self.shared.state();
-            if s.sent_envelopes.iter().all(|(e, _)| s.acks.contains(e)) {
-                break;
-            }
-            drop(s);
-            thread::sleep(Duration::from_millis(10));
-        }
+            s.sent_envelopes
+                .iter()
+                .all(|(e, _)| s.acks.contains(e))
+                .then_some(())
+        });
         let s = self.shared.state();
         for a in &s.acks {
             assert!(
@@ -250,53 +177,14 @@ impl FakeSlack {
 
 impl Drop for FakeSlack {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        let _ = TcpStream::connect(self.shared.ws_addr);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.shared.api.shut_down();
     }
 }
 
-/// One Web API connection.
-fn serve(conn: TcpStream, shared: &Shared) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-    let Ok(clone) = conn.try_clone() else { return };
-    let mut reader = BufReader::new(clone);
-    let mut writer = conn;
-    while let Ok(Some(req)) = read_request(&mut reader) {
-        let auth = req.header("authorization").unwrap_or_default().to_string();
-        let method = req
-            .path
-            .strip_prefix("/api/")
-            .unwrap_or(&req.path)
-            .to_string();
-        let (status, headers, body) = answer(shared, &method, &auth, req.json.clone());
-        let reply = Reply {
-            status,
-            headers,
-            content_type: "application/json; charset=utf-8".into(),
-            parts: vec![Part {
-                delay: Duration::ZERO,
-                bytes: body.to_string().into_bytes(),
-            }],
-            framing: Framing::Length,
-        };
-        let closes = req
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        if write_reply(&mut writer, &reply, closes, || {}).is_err() || closes {
-            return;
-        }
-    }
-}
-
-fn answer(shared: &Shared, method: &str, auth: &str, body: Value) -> Scripted {
-    let mut s = shared.state();
-    s.calls
-        .push((method.to_string(), auth.to_string(), body.clone()));
-    if let Some(f) = s.failures.get_mut(method).and_then(VecDeque::pop_front) {
+/// The answer to one Web API call, `POST /api/<method>`.
+fn answer(shared: &Shared, req: &RecordedRequest) -> Answer {
+    let method = req.path.strip_prefix("/api/").unwrap_or(&req.path);
+    if let Some(f) = shared.api.record(method, req) {
         return f;
     }
     let ok = |v: Value| (200, Vec::new(), v);
@@ -306,21 +194,23 @@ fn answer(shared: &Shared, method: &str, auth: &str, body: Value) -> Scripted {
             "user": "claw", "team_id": "T1", "user_id": BOT_USER, "bot_id": "B1"}),
         ),
         "apps.connections.open" => {
-            let n = s.sockets + 1;
-            ok(json!({"ok": true, "url": format!("ws://{}/link/?ticket={n}", shared.ws_addr)}))
+            let n = shared.state().sockets + 1;
+            let ws_addr = shared.api.address(0);
+            ok(json!({"ok": true, "url": format!("ws://{ws_addr}/link/?ticket={n}")}))
         }
         "chat.postMessage" => {
+            let mut s = shared.state();
             s.next_ts += 1;
             let ts = format!("1795600000.{:06}", s.next_ts);
-            ok(json!({"ok": true, "channel": body["channel"], "ts": ts,
-                "message": {"text": body["text"], "ts": ts}}))
+            ok(json!({"ok": true, "channel": req.json["channel"], "ts": ts,
+                "message": {"text": req.json["text"], "ts": ts}}))
         }
         _ => ok(json!({"ok": false, "error": "unknown_method"})),
     }
 }
 
 /// One Socket Mode connection: `hello`, then queued frames out and acks in.
-fn socket(conn: TcpStream, shared: &Shared) {
+fn socket(conn: std::net::TcpStream, shared: &Shared) {
     let Ok(mut ws) = tungstenite::accept(conn) else {
         return;
     };
@@ -347,7 +237,7 @@ fn socket(conn: TcpStream, shared: &Shared) {
         return;
     }
     loop {
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.api.stopped() {
             return;
         }
         let (frames, close) = {

@@ -9,21 +9,17 @@
 //! use clawgate_tests::fake_telegram::FakeTelegram;
 //! let tg = FakeTelegram::start("123:abc");
 //! tg.push_dm(222, "Mallory", "hello");
-//! let sent = tg.wait_calls("sendMessage", 1); // the bodies, as JSON
+//! let sent = tg.wait_calls("sendMessage", 1); // the bodies, as JSON (see `FakeApi`)
 //! ```
 
-use std::collections::{HashMap, VecDeque};
-use std::io::BufReader;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::Deref;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fake_model::{Reply, read_request, write_reply};
-use crate::harness::{WAIT, accept_each};
+use crate::fake_api::{Answer, FakeApi};
+use crate::fake_model::RecordedRequest;
 
 /// The bot's id in `getMe`.
 pub const BOT_ID: i64 = 999;
@@ -35,21 +31,15 @@ struct State {
     updates: Vec<Value>,
     next_update: i64,
     next_message: i64,
-    /// Every call: method and JSON body.
-    calls: Vec<(String, Value)>,
-    /// When each call of `calls` arrived (its body read), in the same order.
-    arrived: Vec<Instant>,
     /// Each `getUpdates` answer that carried updates: when it was answered, and their ids.
     deliveries: Vec<(Instant, Vec<i64>)>,
-    /// Scripted answers for the next calls of a method.
-    failures: HashMap<String, VecDeque<(u16, Value)>>,
 }
 
 struct Shared {
+    api: Arc<FakeApi>,
     state: Mutex<State>,
     changed: Condvar,
     token: String,
-    stop: AtomicBool,
 }
 
 impl Shared {
@@ -58,19 +48,26 @@ impl Shared {
     }
 }
 
-/// A running fake Bot API; stops when dropped.
+/// A running fake Bot API; stops when dropped. Its calls are recorded by the [`FakeApi`] it
+/// derefs to, named by method.
 pub struct FakeTelegram {
-    addr: SocketAddr,
+    addr: std::net::SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Deref for FakeTelegram {
+    type Target = FakeApi;
+    fn deref(&self) -> &FakeApi {
+        &self.shared.api
+    }
 }
 
 impl FakeTelegram {
     /// Listen on `127.0.0.1:0`, accepting the bot token `token` (others get 401).
     pub fn start(token: &str) -> FakeTelegram {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake Bot API");
-        let addr = listener.local_addr().expect("local address");
+        let api = FakeApi::new();
         let shared = Arc::new(Shared {
+            api: api.clone(),
             state: Mutex::new(State {
                 next_update: 1000,
                 next_message: 500,
@@ -78,22 +75,14 @@ impl FakeTelegram {
             }),
             changed: Condvar::new(),
             token: token.to_string(),
-            stop: AtomicBool::new(false),
         });
-        let acceptor = {
-            let (stop, conns) = (shared.clone(), shared.clone());
-            accept_each(
-                listener,
-                "fake-telegram",
-                move || stop.stop.load(Ordering::SeqCst),
-                move |conn| serve(conn, &conns),
-            )
-        };
-        FakeTelegram {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        }
+        let conns = shared.clone();
+        let addr = api.listen("fake-telegram", move |conn| {
+            conns
+                .api
+                .serve_http(conn, "application/json", |req| Some(answer(&conns, req)));
+        });
+        FakeTelegram { addr, shared }
     }
 
     /// The `apiRoot` to configure: `http://127.0.0.1:<port>`.
@@ -136,137 +125,45 @@ impl FakeTelegram {
         id
     }
 
-    /// Answer the next call of `method` with `status` and `body` instead of succeeding.
-    pub fn fail_next(&self, method: &str, status: u16, body: Value) {
-        self.shared
-            .state()
-            .failures
-            .entry(method.to_string())
-            .or_default()
-            .push_back((status, body));
-    }
-
-    /// The bodies of every call of `method` so far.
-    pub fn calls(&self, method: &str) -> Vec<Value> {
-        self.shared
-            .state()
-            .calls
-            .iter()
-            .filter(|(m, _)| m == method)
-            .map(|(_, b)| b.clone())
-            .collect()
-    }
-
-    /// The bodies of every call of `method` so far, each with when it arrived.
-    pub fn timed_calls(&self, method: &str) -> Vec<(Instant, Value)> {
-        let s = self.shared.state();
-        s.calls
-            .iter()
-            .zip(&s.arrived)
-            .filter(|((m, _), _)| m == method)
-            .map(|((_, b), at)| (*at, b.clone()))
-            .collect()
-    }
-
     /// Every `getUpdates` answer that carried updates: when it was answered (just before its
     /// bytes were written), and the ids of the updates in it.
     pub fn deliveries(&self) -> Vec<(Instant, Vec<i64>)> {
         self.shared.state().deliveries.clone()
     }
-
-    /// Wait (up to [`WAIT`]) until `method` was called at least `n` times; the bodies.
-    pub fn wait_calls(&self, method: &str, n: usize) -> Vec<Value> {
-        self.wait_calls_for(method, n, WAIT)
-    }
-
-    /// [`FakeTelegram::wait_calls`] with its own timeout; panics when it passes.
-    pub fn wait_calls_for(&self, method: &str, n: usize, timeout: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let calls = self.calls(method);
-            if calls.len() >= n {
-                return calls;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{method} called {} times, wanted {n}; calls: {:?}",
-                calls.len(),
-                self.shared.state().calls
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
 }
 
 impl Drop for FakeTelegram {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.api.shut_down();
         self.shared.changed.notify_all();
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.acceptor.take() {
-            let _ = t.join();
-        }
     }
 }
 
-fn serve(conn: TcpStream, shared: &Shared) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-    let Ok(clone) = conn.try_clone() else { return };
-    let mut reader = BufReader::new(clone);
-    let mut writer = conn;
-    while let Ok(Some(req)) = read_request(&mut reader) {
-        let (status, body) = answer(shared, &req.path, req.json.clone());
-        let reply = Reply {
-            status,
-            headers: Vec::new(),
-            content_type: "application/json".into(),
-            parts: vec![crate::fake_model::Part {
-                delay: Duration::ZERO,
-                bytes: body.to_string().into_bytes(),
-            }],
-            framing: crate::fake_model::Framing::Length,
-        };
-        let closes = req
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        if write_reply(&mut writer, &reply, closes, || {}).is_err() || closes {
-            return;
-        }
-    }
-}
-
-/// The answer to `POST /bot<token>/<method>` with `body`.
-fn answer(shared: &Shared, path: &str, body: Value) -> (u16, Value) {
-    let Some((token, method)) = path
+/// The answer to `POST /bot<token>/<method>`.
+fn answer(shared: &Shared, req: &RecordedRequest) -> Answer {
+    let plain = |status: u16, body: Value| (status, Vec::new(), body);
+    let Some((token, method)) = req
+        .path
         .strip_prefix("/bot")
         .and_then(|rest| rest.split_once('/'))
     else {
-        return (
+        return plain(
             404,
             json!({"ok": false, "error_code": 404, "description": "Not Found"}),
         );
     };
-    let method = method.to_string();
-    let mut s = shared.state();
-    s.calls.push((method.clone(), body.clone()));
-    s.arrived.push(Instant::now());
-    drop(s);
+    let scripted = shared.api.record(method, req);
     if token != shared.token {
-        return (
+        return plain(
             401,
             json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
         );
     }
-    if let Some(f) = shared
-        .state()
-        .failures
-        .get_mut(&method)
-        .and_then(VecDeque::pop_front)
-    {
+    if let Some(f) = scripted {
         return f;
     }
-    let ok = |result: Value| (200, json!({"ok": true, "result": result}));
-    match method.as_str() {
+    let ok = |result: Value| plain(200, json!({"ok": true, "result": result}));
+    match method {
         "getMe" => ok(
             json!({"id": BOT_ID, "is_bot": true, "first_name": "Claw", "username": BOT_USERNAME}),
         ),
@@ -276,11 +173,11 @@ fn answer(shared: &Shared, path: &str, body: Value) -> (u16, Value) {
             s.next_message += 1;
             let id = s.next_message;
             ok(
-                json!({"message_id": id, "chat": {"id": body["chat_id"]}, "date": 1_795_500_000, "text": body["text"]}),
+                json!({"message_id": id, "chat": {"id": req.json["chat_id"]}, "date": 1_795_500_000, "text": req.json["text"]}),
             )
         }
         "getUpdates" => {
-            let updates = long_poll(shared, &body);
+            let updates = long_poll(shared, &req.json);
             if !updates.is_empty() {
                 let ids = updates
                     .iter()
@@ -290,7 +187,7 @@ fn answer(shared: &Shared, path: &str, body: Value) -> (u16, Value) {
             }
             ok(Value::Array(updates))
         }
-        _ => (
+        _ => plain(
             404,
             json!({"ok": false, "error_code": 404, "description": "Not Found: method not found"}),
         ),
@@ -311,7 +208,7 @@ fn long_poll(shared: &Shared, body: &Value) -> Vec<Value> {
             .cloned()
             .collect();
         let now = Instant::now();
-        if !ready.is_empty() || now >= deadline || shared.stop.load(Ordering::SeqCst) {
+        if !ready.is_empty() || now >= deadline || shared.api.stopped() {
             return ready;
         }
         s = shared

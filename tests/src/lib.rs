@@ -6,6 +6,7 @@
 //! [`netns`] network namespaces for remote peers.
 
 pub mod deps;
+pub mod fake_api;
 pub mod fake_discord;
 pub mod fake_mcp;
 pub mod fake_model;

@@ -126,7 +126,14 @@ impl Gateway {
         })
     }
 
-    fn count_failure(&mut self, now: Instant, ip: IpAddr, kind: CredentialKind, exempt: bool) {
+    /// Count a failed attempt of `ip` (not when `exempt`), and log a lockout it starts.
+    pub(crate) fn count_failure(
+        &mut self,
+        now: Instant,
+        ip: IpAddr,
+        kind: CredentialKind,
+        exempt: bool,
+    ) {
         if exempt {
             return;
         }

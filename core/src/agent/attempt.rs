@@ -78,8 +78,18 @@ impl Gateway {
     /// Send run `serial`'s model request (its first or a retry): the system prompt and the
     /// session's recent transcript in the route's API, with a first-byte deadline.
     pub(crate) fn send_model_request(&mut self, now: Instant, serial: u64, route: &ModelRoute) {
-        // A turn needs the tools: servers that start lazily start now.
+        // A turn needs the tools: servers that start lazily start now, and the request
+        // waits (bounded) for those still starting.
         self.warm_up_tools(now);
+        if self.tools_starting() {
+            self.wait_for_tools(now, crate::tools::settle::Waiter::Run(serial));
+            return;
+        }
+        self.request_model(now, serial, route);
+    }
+
+    /// [`Gateway::send_model_request`] once the tools are known.
+    pub(crate) fn request_model(&mut self, now: Instant, serial: u64, route: &ModelRoute) {
         let Some(key) = self.agent.runs.get(&serial).map(|r| r.session_key.clone()) else {
             return;
         };
@@ -98,7 +108,6 @@ impl Gateway {
                 .get(&serial)
                 .is_some_and(|r| r.origin.is_some()),
         };
-        self.warm_up_tools(now);
         let tools = self.offered_tools(&ctx);
         let request = route.turn_request(Some(&system), messages, tools);
         let (first_byte, _) = timeouts(&self.config.limits, route);

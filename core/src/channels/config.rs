@@ -364,11 +364,10 @@ pub(crate) struct Section {
     pub(crate) max_text: usize,
     /// The default `textChunkLimit`.
     pub(crate) default_chunk: usize,
-    /// The key of the group rules (`groups`, Discord's `guilds`) and whether unknown keys
-    /// in a rule are refused.
+    /// The key of the group rules (`groups`, Discord's `guilds`, Slack's `channels`).
     pub(crate) groups_key: &'static str,
-    /// Whether unknown keys in a group rule are refused.
-    pub(crate) strict_groups: bool,
+    /// The keys a group rule may have, when unknown keys in a rule are refused.
+    pub(crate) group_keys: Option<&'static [&'static str]>,
 }
 
 /// Telegram's section.
@@ -382,14 +381,14 @@ const TELEGRAM: Section = Section {
     max_text: TELEGRAM_MAX_TEXT,
     default_chunk: DEFAULT_TEXT_CHUNK_LIMIT,
     groups_key: "groups",
-    strict_groups: true,
+    group_keys: Some(GROUP_KEYS),
 };
 
-/// Discord's section (upstream's schema has many keys clawgate does not use: they are
-/// read past, not refused).
+/// Discord's section: keys upstream's schema does not know are refused, as upstream refuses
+/// them (the many it knows and clawgate does not use are accepted and read past).
 const DISCORD: Section = Section {
     name: "discord",
-    account_keys: None,
+    account_keys: Some(super::discord::config::ACCOUNT_KEYS),
     token_key: "token",
     token_file: false,
     token_env: "DISCORD_BOT_TOKEN",
@@ -397,7 +396,7 @@ const DISCORD: Section = Section {
     max_text: super::discord::format::DISCORD_MAX_TEXT,
     default_chunk: super::discord::format::DISCORD_MAX_TEXT,
     groups_key: "guilds",
-    strict_groups: false,
+    group_keys: Some(super::discord::config::GUILD_KEYS),
 };
 
 /// A channel section's accounts (`accounts.<id>` over the root's fields, else one
@@ -677,8 +676,8 @@ impl<'a> Fields<'a> {
             for (chat, rule) in object(g, &key)? {
                 let rule_key = format!("{key}.{chat}");
                 let rule = object(rule, &rule_key)?;
-                if self.sec.strict_groups {
-                    refuse_unknown(rule, &[GROUP_KEYS], &rule_key)?;
+                if let Some(keys) = self.sec.group_keys {
+                    refuse_unknown(rule, &[keys], &rule_key)?;
                 }
                 let require_mention = match rule.get("requireMention") {
                     None | Some(Value::Null) => None,
@@ -895,5 +894,32 @@ mod tests {
             "{e}"
         );
         assert!(resolve_text(r#"{channels:{telegram:{dmPolicy:"open"}}}"#).is_err());
+    }
+
+    #[test]
+    fn discord_keys_upstream_does_not_know_are_refused_and_the_rest_read_past() {
+        for (text, key) in [
+            (
+                r#"{channels:{discord:{token:"t", nope:1}}}"#,
+                "channels.discord.nope:",
+            ),
+            (
+                r#"{channels:{discord:{accounts:{a:{token:"t", defaultAccount:"a"}}}}}"#,
+                "channels.discord.accounts.a.defaultAccount:",
+            ),
+            (
+                r#"{channels:{discord:{token:"t", guilds:{"1":{requireMention:true, nope:1}}}}}"#,
+                "channels.discord.guilds.1.nope:",
+            ),
+        ] {
+            let e = resolve_text(text).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{text}: {e}");
+        }
+        let c = resolve_text(
+            r#"{channels:{discord:{token:"t", intents:{}, voice:{}, threadBindings:{},
+                guilds:{"1":{slug:"g", roles:["2"], channels:{}}}, defaultAccount:"default"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.discord.len(), 1);
     }
 }

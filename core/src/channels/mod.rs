@@ -617,6 +617,7 @@ impl Gateway {
                 self.serve_ingress(now);
                 self.pump_outbox(now);
                 self.tg_resume_polls(now);
+                self.dc_resume_held(now);
             }
         }
     }

@@ -23,6 +23,8 @@ pub const UNDERSTOOD: &[&str] = &[
     "gateway.nodes.commands.allow",
     "gateway.nodes.commands.deny",
     "gateway.nodes.pairing.autoApproveLocal",
+    "gateway.tools.allow",
+    "gateway.tools.deny",
     "gateway.trustedProxies",
     "gateway.allowRealIpFallback",
     "gateway.tickIntervalMs",

@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use serde_json::Value;
 
-use super::{ConfigError, Limits, at, num_at};
+use super::{ConfigError, Limits, at, num_at, str_list};
 
 /// `tools.exec.mode`: what the `exec` tool may run on the gateway host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,6 +82,10 @@ pub struct ToolsConfig {
     pub tool_search: bool,
     /// `tools.exec`.
     pub exec: ExecConfig,
+    /// `gateway.tools.allow`: names taken off `POST /tools/invoke`'s default deny list.
+    pub http_allow: Vec<String>,
+    /// `gateway.tools.deny`: names denied over `POST /tools/invoke` beside the default list.
+    pub http_deny: Vec<String>,
 }
 
 impl Default for ToolsConfig {
@@ -89,6 +93,8 @@ impl Default for ToolsConfig {
         Self {
             tool_search: true,
             exec: ExecConfig::default(),
+            http_allow: Vec::new(),
+            http_deny: Vec::new(),
         }
     }
 }
@@ -129,13 +135,7 @@ pub(crate) fn resolve(file: &Value, limits: &mut Limits) -> Result<ToolsConfig, 
                 })?;
         }
     }
-    if let Some(Value::Array(bins)) = at(file, &["tools", "exec", "safeBins"]) {
-        e.safe_bins = bins
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect();
-    }
+    e.safe_bins = str_list(file, &["tools", "exec", "safeBins"]);
     if let Some(d) = secs(
         &["tools", "exec", "timeoutSeconds"],
         "tools.exec.timeoutSeconds",
@@ -150,6 +150,8 @@ pub(crate) fn resolve(file: &Value, limits: &mut Limits) -> Result<ToolsConfig, 
     if let Some(n) = num_at(file, &["tools", "exec", "maxOutputBytes"], key)? {
         e.max_output_bytes = usize::try_from(n).unwrap_or(usize::MAX);
     }
+    t.http_allow = str_list(file, &["gateway", "tools", "allow"]);
+    t.http_deny = str_list(file, &["gateway", "tools", "deny"]);
     Ok(t)
 }
 
@@ -173,6 +175,10 @@ mod tests {
         assert!(!t.tool_search);
         assert_eq!(limits.tool_max_rounds, 3);
         assert_eq!(limits.tool_timeout, Duration::from_secs(7));
+        let file = json!({"gateway": {"tools": {"allow": ["nodes"], "deny": ["read_skill", 3]}}});
+        let t = resolve(&file, &mut limits).unwrap();
+        assert_eq!(t.http_allow, ["nodes"]);
+        assert_eq!(t.http_deny, ["read_skill"]);
         let bad = json!({"tools": {"exec": {"mode": "yolo"}}});
         assert!(resolve(&bad, &mut limits).is_err());
     }

@@ -39,6 +39,11 @@ impl Gateway {
         all
     }
 
+    /// The catalog's entry for the tool `name`, ready or not.
+    pub(crate) fn catalog_entry(&self, name: &str) -> Option<ToolEntry> {
+        self.tool_catalog().into_iter().find(|t| t.name == name)
+    }
+
     /// The tools behind search: ready ones that are not built in.
     fn deferred_tools(&self) -> Vec<ToolEntry> {
         self.tool_catalog()
@@ -205,6 +210,7 @@ impl Gateway {
         for (call, outcome) in io.done {
             self.finish_tool_call(now, call, outcome);
         }
+        self.tools_maybe_settled(now);
     }
 
     /// A turn is about to call its model: let lazily started providers start.
@@ -321,6 +327,7 @@ impl Gateway {
                 let result = invoke_result(name, &outcome);
                 self.respond(now, *conn, req, Ok(result), None);
             }
+            CallOwner::Http { conn } => self.answer_http_invoke(now, *conn, &outcome),
         }
     }
 }

@@ -133,19 +133,15 @@ impl Gateway {
     /// `tools.invoke`: run one tool now, for the operator (an unknown tool is an ok response
     /// with `{ok:false, error:{code:"not_found"}}`, as upstream).
     pub(crate) fn tools_invoke(&mut self, now: Instant, call: &Call<'_>, p: InvokeParams) -> Reply {
-        if !self.tool_catalog().iter().any(|t| t.name == p.name) {
+        let Some(entry) = self.catalog_entry(&p.name) else {
             return Reply::Now(Ok(json!({
                 "ok": false,
                 "toolName": p.name,
                 "error": {"code": "not_found", "message": format!("Tool not available: {}", p.name)},
             })));
-        }
-        if let Some(unavailable) = self
-            .tool_catalog()
-            .into_iter()
-            .find(|t| t.name == p.name && !t.is_ready())
-        {
-            let o = ToolOutcome::error(unavailable.to_catalog()["description"].to_string());
+        };
+        if !entry.is_ready() {
+            let o = ToolOutcome::error(entry.to_catalog()["description"].to_string());
             return Reply::Now(Ok(invoke_result(&p.name, &o)));
         }
         let tool_call = ToolCall {

@@ -8,18 +8,22 @@
 //!   and calls started now and answered later through the core's work and results;
 //! - `router`: the calls in flight and the providers' work ([`ToolRouter`]);
 //! - `dispatch`: the router inside the gateway (start, deadline, deliver);
-//! - `methods`: `tools.catalog`, `tools.effective`, `tools.invoke`.
+//! - `methods`: `tools.catalog`, `tools.effective`, `tools.invoke`;
+//! - `http_invoke`: `POST /tools/invoke`;
+//! - `settle`: a turn or an invocation waiting for providers still starting.
 
 mod builtin;
 pub mod call;
 pub mod catalog;
 mod dispatch;
 mod exec;
+pub(crate) mod http_invoke;
 pub mod mcp;
 mod methods;
 mod nodes;
 pub mod provider;
 pub(crate) mod router;
+pub(crate) mod settle;
 pub mod skills;
 
 pub use call::{TRUNCATED_MARKER, ToolCall, ToolContent, ToolOutcome};

@@ -98,4 +98,10 @@ pub trait ToolProvider: std::fmt::Debug + Send {
     /// A turn is about to be offered the catalog: a provider that starts lazily (an MCP
     /// server) may start now.
     fn warm_up(&mut self, _now: Instant, _io: &mut ProviderIo) {}
+
+    /// Whether some of its tools are still coming (a server initializing or listing): a
+    /// turn's model request waits for them, within a bound.
+    fn starting(&self) -> bool {
+        false
+    }
 }

@@ -22,6 +22,11 @@ pub(crate) enum CallOwner {
         /// Its request id.
         req: String,
     },
+    /// A `POST /tools/invoke`: the outcome is its HTTP answer.
+    Http {
+        /// The caller.
+        conn: ConnId,
+    },
 }
 
 /// Which code runs a call.
@@ -65,6 +70,8 @@ pub struct ToolRouter {
     pub(crate) exec: super::exec::ExecState,
     /// The earliest wake-up each provider asked for.
     pub(crate) wakes: HashMap<usize, Instant>,
+    /// What waits for starting providers, and until when at most.
+    pub(crate) settling: Vec<(super::settle::Waiter, Instant)>,
     next_call: u64,
 }
 

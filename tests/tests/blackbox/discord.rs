@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use clawgate_tests::both;
 use clawgate_tests::fake_discord::FakeDiscord;
 use clawgate_tests::fake_model::{FakeModel, Reply};
-use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
-use clawgate_tests::schema;
-use serde_json::{Value, json};
+use clawgate_tests::harness::{Options, Shell};
+use serde_json::json;
+
+use super::channel_story::{self as story, Story, Transport, admin};
 
 const TOKEN: &str = "discord-test-token";
 const USER: &str = "400000000000000042";
@@ -30,144 +31,97 @@ fn options(model: &FakeModel, dc: &FakeDiscord, token: &str, extra: &str) -> Opt
         ))
 }
 
-fn admin(gw: &Gateway) -> Ws {
-    let mut cfg = gw.cli();
-    cfg.token = Some("t0ken".into());
-    cfg.scopes = vec!["operator.admin".into()];
-    let mut ws = gw.ws(cfg);
-    ws.hello().expect("admin hello-ok");
-    ws
-}
-
-fn assert_result_valid(method: &str, payload: &Value) {
-    if let Some(s) = schema::schema() {
-        s.validate_result(method, payload)
-            .unwrap_or_else(|e| panic!("{method} result does not validate: {e}\n{payload}"));
-    }
-}
-
 /// Wait until the fake has a live session (READY or RESUMED sent).
 fn live(dc: &FakeDiscord) {
     dc.wait(|d| d.is_live().then_some(()))
         .expect("the gateway never got a live Discord session");
 }
 
-/// The account's `channels.status` snapshot once `done` holds.
-fn account_when(ws: &mut Ws, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = ws.call("channels.status", None).expect("channels.status");
-        let account = status["channelAccounts"]["discord"][0].clone();
-        if done(&account) {
-            assert_result_valid("channels.status", &status);
-            return account;
-        }
-        assert!(Instant::now() < deadline, "never reached: {status}");
-        std::thread::sleep(Duration::from_millis(50));
+impl Transport for FakeDiscord {
+    const CHANNEL: &'static str = "discord";
+    const LABEL: &'static str = "Discord";
+    const TOKEN_KEY: &'static str = "channels.discord.token";
+    const REFUSED: &'static str = "401";
+    const TOKEN_CHECK: &'static str = "/gateway/bot";
+
+    fn start() -> Self {
+        FakeDiscord::start(TOKEN)
+    }
+    fn start_refusing_token() -> Self {
+        FakeDiscord::start("another-bots-token")
+    }
+    fn options(&self, model: &FakeModel, members: &str) -> Options {
+        options(model, self, TOKEN, members)
+    }
+    fn ready(&self) {
+        live(self);
+    }
+    fn sender(n: u32) -> String {
+        (400_000_000_000_000_000u64 + u64::from(n)).to_string()
+    }
+    fn dm_chat(n: u32) -> String {
+        (500_000_000_000_000_000u64 + u64::from(n)).to_string()
+    }
+    fn send_dm(&self, n: u32, text: &str) {
+        self.push_dm(&Self::sender(n), &Self::dm_chat(n), text);
+    }
+    fn send_dm_twice(&self, n: u32, text: &str) {
+        let id = self.push_dm(&Self::sender(n), &Self::dm_chat(n), text);
+        self.dispatch_message(json!({
+            "id": id, "channel_id": Self::dm_chat(n), "type": 0, "content": text,
+            "author": {"id": Self::sender(n), "username": "mallory"}, "mentions": [],
+        }));
+    }
+    fn sent(&self) -> Vec<(String, String)> {
+        self.messages()
+    }
+    fn pairing_code(text: &str) -> String {
+        text[text.find("```\n").expect("a code block") + 4..][..8].to_string()
+    }
+    fn refuse_next_replies(&self) -> usize {
+        self.fail_next(
+            "/messages",
+            429,
+            &[("Retry-After", "1"), ("X-RateLimit-Scope", "user")],
+            json!({"message": "You are being rate limited.", "retry_after": 1.0, "global": false}),
+        );
+        1
     }
 }
 
 fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
-    let model = FakeModel::echo();
-    let dc = FakeDiscord::start(TOKEN);
-    let gw = options(&model, &dc, TOKEN, "").start(shell);
-    live(&dc);
+    let Story {
+        gw,
+        fake: dc,
+        model: _model,
+    } = story::unknown_dm_pairs_then_approved_dm_is_answered::<FakeDiscord>(shell);
     assert_eq!(dc.identifies(), [TOKEN]);
-    assert_eq!(dc.calls()[0].path, "/gateway/bot", "the Gateway URL first");
-    dc.push_dm(USER, DM, "hello?");
-    let sent = dc.wait_messages(1);
-    assert_eq!(sent[0].0, DM, "the pairing message goes to the DM channel");
-    let text = &sent[0].1;
-    assert!(
-        text.starts_with(&format!(
-            "OpenClaw: access not configured.\n\nYour Discord user id: {USER}\nPairing code:\n\n```\n"
-        )),
-        "{text}"
-    );
-    let code = &text[text.find("```\n").unwrap() + 4..][..8];
-    dc.push_dm(USER, DM, "hello again");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(dc.messages().len(), 1, "one pairing message per request");
-    assert!(
-        model.requests().is_empty(),
-        "nothing reaches the agent before approval"
-    );
-
-    let mut ws = admin(&gw);
-    let list = ws
-        .call("channels.pairing.list", Some(json!({"channel": "discord"})))
-        .expect("channels.pairing.list");
-    assert_eq!(list["requests"][0]["senderId"], USER, "{list}");
-    assert_eq!(list["requests"][0]["senderLabel"], "discordUserId");
-    ws.call(
-        "channels.pairing.approve",
-        Some(json!({"channel": "discord", "accountId": "default", "requestId": list["requests"][0]["requestId"]})),
-    )
-    .expect("channels.pairing.approve");
-    assert_eq!(code.len(), 8);
-
-    dc.push_dm(USER, DM, "what is 2+2?");
-    let sent = dc.wait_messages(2);
     assert_eq!(
-        sent[1],
-        (
-            DM.to_string(),
-            "Echo from fake LLM: what is 2+2?".to_string()
-        )
+        dc.all_calls()[0].name,
+        "/gateway/bot",
+        "the Gateway URL first"
     );
-    let calls = dc.calls();
-    let typing = calls.iter().position(|c| c.path.ends_with("/typing"));
-    let reply = calls.iter().rposition(|c| c.path.ends_with("/messages"));
+    let mut ws = admin(&gw);
+    let calls = dc.all_calls();
+    let typing = calls.iter().position(|c| c.name.ends_with("/typing"));
+    let reply = calls.iter().rposition(|c| c.name.ends_with("/messages"));
     assert!(
         typing.is_some() && typing < reply,
         "typing before the reply: {calls:?}"
     );
     assert_eq!(
-        calls[typing.unwrap()].path,
-        format!("/channels/{DM}/typing")
+        calls[typing.unwrap()].name,
+        format!("/channels/{}/typing", FakeDiscord::dm_chat(1))
     );
 
-    let account = account_when(&mut ws, |a| a["connected"] == true);
+    let account = story::account_when(&mut ws, "discord", |a| a["connected"] == true);
     assert_eq!(account["running"], true);
     assert_eq!(account["mode"], "gateway");
-    assert!(
-        account["lastInboundAt"].is_u64() && account["lastOutboundAt"].is_u64(),
-        "{account}"
-    );
-    let health = ws.call("health", None).expect("health");
-    assert_eq!(health["channelOrder"], json!(["discord"]));
-    assert_eq!(health["channels"]["discord"]["running"], true);
+    assert!(account["lastOutboundAt"].is_u64(), "{account}");
 }
 
 fn the_allowlist_holds_and_a_message_dispatched_twice_is_answered_once(shell: Shell) {
-    let model = FakeModel::echo();
-    let dc = FakeDiscord::start(TOKEN);
-    let _gw = options(
-        &model,
-        &dc,
-        TOKEN,
-        &format!(r#"dmPolicy: "allowlist", allowFrom: ["{USER}"],"#),
-    )
-    .start(shell);
-    live(&dc);
-    dc.push_dm("400000000000000099", "500000000000000099", "let me in");
-    let id = dc.push_dm(USER, DM, "once");
-    dc.dispatch_message(json!({
-        "id": id, "channel_id": DM, "type": 0, "content": "once",
-        "author": {"id": USER, "username": "mallory"}, "mentions": [],
-    }));
-    let sent = dc.wait_messages(1);
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(
-        dc.messages(),
-        sent,
-        "answered once, the stranger not at all"
-    );
-    assert_eq!(
-        sent[0],
-        (DM.to_string(), "Echo from fake LLM: once".to_string())
-    );
-    assert_eq!(model.requests().len(), 1);
+    story::the_allowlist_holds_and_a_redelivered_dm_is_answered_once::<FakeDiscord>(shell);
 }
 
 fn reconnects_resume_without_losing_a_message(shell: Shell) {
@@ -225,29 +179,7 @@ fn reconnects_resume_without_losing_a_message(shell: Shell) {
 }
 
 fn a_turn_cut_by_kill_9_is_answered_exactly_once(shell: Shell) {
-    let model = FakeModel::start(|req| {
-        let said = req.last_user_text().unwrap_or_default();
-        Reply::text(&["Echo: ", &said]).with_delay(Duration::from_millis(400))
-    });
-    let dc = FakeDiscord::start(TOKEN);
-    let opts = options(&model, &dc, TOKEN, r#"dmPolicy: "open", allowFrom: ["*"],"#);
-    let gw = opts.start(shell);
-    live(&dc);
-    dc.push_dm(USER, DM, "survive this");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while model.requests().is_empty() {
-        assert!(Instant::now() < deadline, "the model was never asked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let gw = opts.crash_and_restart(shell, gw);
-    dc.wait_messages(1);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        dc.messages(),
-        [(DM.to_string(), "Echo: survive this".to_string())],
-        "answered exactly once"
-    );
-    drop(gw);
+    story::a_turn_cut_by_kill_9_is_answered_exactly_once::<FakeDiscord>(shell);
 }
 
 fn a_4004_close_stops_the_account_without_a_reconnect_loop(shell: Shell) {
@@ -256,7 +188,7 @@ fn a_4004_close_stops_the_account_without_a_reconnect_loop(shell: Shell) {
     dc.refuse_identify();
     let gw = options(&model, &dc, TOKEN, "").start(shell);
     let mut ws = admin(&gw);
-    let account = account_when(&mut ws, |a| {
+    let account = story::account_when(&mut ws, "discord", |a| {
         a["running"] == false && a["lastError"].is_string()
     });
     let err = account["lastError"].as_str().unwrap();
@@ -271,64 +203,94 @@ fn a_4004_close_stops_the_account_without_a_reconnect_loop(shell: Shell) {
 }
 
 fn a_bad_token_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
-    let model = FakeModel::echo();
-    let dc = FakeDiscord::start(TOKEN);
-    let gw = options(&model, &dc, "wrong-token", "").start(shell);
-    let mut ws = admin(&gw);
-    let account = account_when(&mut ws, |a| {
-        a["running"] == false && a["lastError"].is_string()
-    });
-    let err = account["lastError"].as_str().unwrap();
-    assert!(
-        err.contains("401") && err.contains("channels.discord.token"),
-        "{err}"
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        dc.calls().len(),
-        1,
-        "no retry loop on a bad token: {:?}",
-        dc.calls()
-    );
-    assert_eq!(dc.connections(), 0);
-    assert!(ws.call("health", None).is_ok());
+    let Story {
+        fake: dc,
+        gw: _gw,
+        model: _model,
+    } = story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeDiscord>(shell);
+    assert_eq!(dc.connections(), 0, "no socket on a refused token");
 }
 
 fn a_429_on_the_reply_waits_then_delivers_and_long_replies_cut_at_words(shell: Shell) {
+    let Story {
+        fake: dc,
+        gw: _gw,
+        model: _model,
+    } = story::a_429_on_the_reply_is_waited_out_then_delivered::<FakeDiscord>(shell);
     let long = (0..700)
         .map(|i| format!("word{i}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let answer = long.clone();
-    let model = FakeModel::start(move |_| Reply::text(&[&answer]));
-    let dc = FakeDiscord::start(TOKEN);
-    let _gw = options(&model, &dc, TOKEN, r#"dmPolicy: "open", allowFrom: ["*"],"#).start(shell);
-    live(&dc);
-    dc.fail_next(
-        "/messages",
-        429,
-        &[("Retry-After", "1"), ("X-RateLimit-Scope", "user")],
-        json!({"message": "You are being rate limited.", "retry_after": 1.0, "global": false}),
-    );
-    let asked = Instant::now();
-    dc.push_dm(USER, DM, "write a lot");
-    let sent = dc
-        .wait(|d| {
-            let m = d.messages();
-            (m.len() >= 4).then_some(m)
-        })
-        .expect("the long reply after the 429");
-    assert!(
-        asked.elapsed() >= Duration::from_secs(1),
-        "waited the 429 out"
-    );
-    let chunks: Vec<&str> = sent[1..].iter().map(|(_, t)| t.as_str()).collect();
+    dc.send_dm(5, &long);
+    let sent = dc.wait_sent(5);
+    let chunks: Vec<&str> = sent[2..].iter().map(|(_, t)| t.as_str()).collect();
     assert!(chunks.len() >= 3, "{}", chunks.len());
     assert!(chunks.iter().all(|c| c.encode_utf16().count() <= 2000));
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        chunks.join(" "),
-        long,
+        dc.sent()[2..]
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        format!("Echo from fake LLM: {long}"),
         "cut between words, nothing lost or repeated"
+    );
+}
+
+/// A burst past the unserved bound (500) while the model is stuck: the socket is closed and
+/// the status says `held`, a log line says why; once the turns end the session is resumed,
+/// Discord replays what came meanwhile, and every message is answered exactly once.
+fn a_burst_past_the_unserved_bound_is_held_then_resumed_with_nothing_lost(shell: Shell) {
+    let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = release.clone();
+    let model = FakeModel::start(move |req| {
+        while !gate.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Reply::text(&["Echo: ", &req.last_user_text().unwrap_or_default()])
+    });
+    let dc = FakeDiscord::start(TOKEN);
+    let gw = options(&model, &dc, TOKEN, story::OPEN).start(shell);
+    live(&dc);
+    let burst = 560;
+    for n in 0..burst {
+        dc.push_dm(USER, DM, &format!("m{n}"));
+    }
+    assert!(
+        gw.wait_for_log("500 messages wait for a turn", Duration::from_secs(20)),
+        "a log line names the bound"
+    );
+    let mut ws = admin(&gw);
+    let account = story::account_when(&mut ws, "discord", |a| a["lifecycle"] == "held");
+    assert_eq!(account["connected"], false, "{account}");
+    assert!(!dc.is_live(), "the socket is closed while held");
+    release.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = dc
+        .wait_for(Duration::from_secs(60), |d| {
+            let m = d.messages();
+            (m.len() >= burst).then_some(m)
+        })
+        .unwrap_or_else(|| panic!("answered {} of {burst}", dc.messages().len()));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut texts: Vec<String> = dc.messages().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts.len(), sent.len(), "nothing answered twice");
+    texts.sort();
+    let mut want: Vec<String> = (0..burst).map(|n| format!("Echo: m{n}")).collect();
+    want.sort();
+    assert_eq!(texts, want, "every message answered once");
+    assert!(
+        dc.resumes().iter().all(|(s, _)| s == "session-1") && !dc.resumes().is_empty(),
+        "resumed, not identified again: {:?}",
+        dc.resumes()
+    );
+    assert_eq!(dc.identifies().len(), 1);
+}
+
+fn an_unknown_discord_key_is_refused_by_name(shell: Shell) {
+    story::an_unknown_key_is_refused_by_name::<FakeDiscord>(
+        shell,
+        r#"intents: { presence: false }, suppressEmbeds: true, guilds: { "1": { slug: "g", roles: ["2"] } },"#,
     );
 }
 
@@ -340,4 +302,6 @@ both!(
     a_bad_token_stops_the_account_and_the_gateway_serves_on,
     a_4004_close_stops_the_account_without_a_reconnect_loop,
     a_429_on_the_reply_waits_then_delivers_and_long_replies_cut_at_words,
+    an_unknown_discord_key_is_refused_by_name,
+    a_burst_past_the_unserved_bound_is_held_then_resumed_with_nothing_lost,
 );

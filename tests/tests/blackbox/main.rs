@@ -5,6 +5,7 @@
 mod admission;
 mod agent;
 mod backends;
+mod channel_story;
 mod control_ui;
 mod discord;
 mod durability;
@@ -21,3 +22,4 @@ mod sessions;
 mod slack;
 mod telegram;
 mod tools;
+mod tools_http;

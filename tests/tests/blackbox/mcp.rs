@@ -4,7 +4,11 @@
 //! called through `tools.invoke`; a server that cannot start reported in the catalog and in
 //! `health` (`plugins.errors`) beside working ones; a hanging tool timed out (and the server told); a result
 //! too large cut with a marker; a crashed server restarted; a skill in the system prompt and
-//! read by `read_skill`, and the first model turn starting the servers.
+//! read by `read_skill`, and the first model turn starting the servers. An agent turn started
+//! right after gateway start calls an MCP tool end to end (model → `local__echo` → model →
+//! final), offered directly with `tools.toolSearch: false` and through `tool_search` /
+//! `tool_call` by default: the turn waits for the starting servers, the server records the
+//! call, and the transcript holds upstream's rows.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,7 @@ use clawgate_tests::tempdir::TempDir;
 use serde_json::{Value, json};
 
 use super::agent::{assert_frames_valid, chat_send, operator, run_events};
+use super::tools::{final_text, history};
 
 const FAKE_MCP: &str = env!("CARGO_BIN_EXE_fake-mcp");
 
@@ -264,7 +269,124 @@ fn a_skill_is_offered_in_the_prompt_and_read_on_demand(shell: Shell) {
     );
 }
 
+/// The tool messages of a model request, in order.
+fn tool_results(req: &clawgate_tests::fake_model::RecordedRequest) -> usize {
+    req.json["messages"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count())
+}
+
+/// The names of the tools a model request offered.
+fn offered(req: &clawgate_tests::fake_model::RecordedRequest) -> Vec<String> {
+    req.json["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| t["function"]["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A turn sent right after gateway start whose model makes `calls` (one per request, in
+/// order) and then answers with the last tool result: the final text, and the model's
+/// requests. The server's log must record the echo.
+fn turn_calling_mcp(
+    shell: Shell,
+    tools: &str,
+    calls: Vec<(&'static str, Value)>,
+) -> (
+    String,
+    Vec<clawgate_tests::fake_model::RecordedRequest>,
+    Vec<Value>,
+) {
+    let script = calls.clone();
+    let model = FakeModel::start(move |req| {
+        let done = tool_results(req);
+        match script.get(done) {
+            Some((name, args)) => {
+                Reply::tool_calls(&[(&format!("call_{done}"), name, args.clone())])
+            }
+            None => Reply::text(&["tool said: ", &req.last_tool_result().unwrap_or_default()]),
+        }
+    });
+    let s = start(shell, &format!(", {} {tools}", model.config_members()));
+    let mut ws = operator(&s.gw);
+    chat_send(&mut ws, "echo something", "k-mcp-turn");
+    let events = run_events(&mut ws, "k-mcp-turn");
+    let text = final_text(&events);
+    let log = std::fs::read_to_string(s.dir.path().join("mcp.log")).expect("the server's log");
+    assert!(
+        log.contains("\"tools/call\"") && log.contains("from the turn"),
+        "the server saw no call: {log}"
+    );
+    let items: Vec<&Value> = events
+        .iter()
+        .filter(|(e, p)| e == "agent" && p["stream"] == "item")
+        .map(|(_, p)| &p["data"])
+        .collect();
+    assert!(
+        items
+            .iter()
+            .any(|i| i["kind"] == "tool" && i["phase"] == "end"),
+        "{items:?}"
+    );
+    let h = history(&mut ws);
+    assert_frames_valid(&ws);
+    (text, model.requests(), h)
+}
+
+fn a_turn_calls_an_mcp_tool_offered_directly(shell: Shell) {
+    let call = ("local__echo", json!({"text": "from the turn"}));
+    let (text, requests, h) =
+        turn_calling_mcp(shell, r#""tools": { "toolSearch": false }"#, vec![call]);
+    assert_eq!(text, "tool said: echo: from the turn");
+    // The turn waited for the servers that the turn itself started.
+    let first = offered(&requests[0]);
+    assert!(first.contains(&"local__echo".to_string()), "{first:?}");
+    assert!(first.contains(&"remote__echo".to_string()), "{first:?}");
+    assert!(!first.contains(&"tool_call".to_string()), "{first:?}");
+    let roles: Vec<&str> = h.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "toolResult", "assistant"]);
+    assert_eq!(h[1]["content"][0]["type"], "toolCall");
+    assert_eq!(h[1]["content"][0]["name"], "local__echo");
+    assert_eq!(h[2]["toolCallId"], "call_0");
+    assert_eq!(h[2]["toolName"], "local__echo");
+}
+
+fn a_turn_finds_and_calls_an_mcp_tool_through_tool_search(shell: Shell) {
+    let calls = vec![
+        ("tool_search", json!({"query": "echo"})),
+        (
+            "tool_call",
+            json!({"id": "local__echo", "args": {"text": "from the turn"}}),
+        ),
+    ];
+    let (text, requests, h) = turn_calling_mcp(shell, "", calls);
+    assert_eq!(text, "tool said: echo: from the turn");
+    let first = offered(&requests[0]);
+    assert!(first.contains(&"tool_search".to_string()), "{first:?}");
+    assert!(!first.contains(&"local__echo".to_string()), "{first:?}");
+    let found = requests[1].last_tool_result().unwrap_or_default();
+    assert!(found.contains("local__echo"), "{found}");
+    let roles: Vec<&str> = h.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles,
+        [
+            "user",
+            "assistant",
+            "toolResult",
+            "assistant",
+            "toolResult",
+            "assistant"
+        ]
+    );
+    assert_eq!(h[3]["content"][0]["name"], "tool_call");
+}
+
 both!(
+    a_turn_calls_an_mcp_tool_offered_directly,
+    a_turn_finds_and_calls_an_mcp_tool_through_tool_search,
     mcp_tools_are_listed_and_called_over_both_transports,
     a_hanging_tool_times_out_and_a_large_result_is_cut,
     a_crashed_server_is_reported_and_restarted,

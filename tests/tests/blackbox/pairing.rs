@@ -17,7 +17,7 @@ fn gateway(shell: Shell) -> Gateway {
         .start(shell)
 }
 
-fn admin(gw: &Gateway) -> Ws {
+pub(super) fn admin(gw: &Gateway) -> Ws {
     let mut cfg = gw.cli();
     cfg.token = Some("t0ken".into());
     cfg.scopes = vec!["operator.admin".into(), "operator.pairing".into()];
@@ -98,11 +98,11 @@ fn pair_approve_reconnect_revoke(shell: Shell) {
     assert!(again.call("health", None).is_ok());
 }
 
-fn operator_invokes_a_command_on_a_node(shell: Shell) {
-    let gw = gateway(shell);
-    let node_key = DeviceKey::from_seed([9; 32]);
-    let node_id = node_key.id();
-    let mut node_cfg = device(&gw, 9);
+/// A node device (seed 9) declaring `system.which`, paired and approved by `admin`: its
+/// session and its id.
+pub(super) fn paired_node(gw: &Gateway, admin: &mut Ws) -> (Ws, String) {
+    let node_id = DeviceKey::from_seed([9; 32]).id();
+    let mut node_cfg = device(gw, 9);
     node_cfg.client.id = "node-host".into();
     node_cfg.client.mode = "node".into();
     node_cfg.role = Role::Node;
@@ -110,7 +110,6 @@ fn operator_invokes_a_command_on_a_node(shell: Shell) {
     node_cfg.caps = vec!["system".into()];
     node_cfg.commands = vec!["system.which".into()];
 
-    let mut admin = admin(&gw);
     // The node's device needs approval first, then its commands.
     let err = gw
         .ws(node_cfg.clone())
@@ -129,6 +128,13 @@ fn operator_invokes_a_command_on_a_node(shell: Shell) {
         .expect("approve node");
     let nodes = admin.call("node.list", None).expect("node.list");
     assert_eq!(nodes["nodes"][0]["commands"], json!(["system.which"]));
+    (node, node_id)
+}
+
+fn operator_invokes_a_command_on_a_node(shell: Shell) {
+    let gw = gateway(shell);
+    let mut admin = admin(&gw);
+    let (mut node, node_id) = paired_node(&gw, &mut admin);
 
     let params = json!({"nodeId": node_id, "command": "system.which", "params": {"bins": ["ls"]}, "idempotencyKey": "bb-1"});
     let call_id = admin.client().request("node.invoke", Some(params));

@@ -11,223 +11,206 @@
 //! event with an empty 200 (and answered by the agent), a bad signature or a timestamp older
 //! than five minutes with an empty 401, and a body over the limit with a 413 before it is read.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clawgate_core::channels::slack::verify::sign;
 use clawgate_tests::both;
-use clawgate_tests::fake_model::{FakeModel, Reply};
+use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_slack::FakeSlack;
-use clawgate_tests::harness::{Gateway, HttpResponse, Options, Shell, Ws, http_request};
-use clawgate_tests::schema;
-use serde_json::{Value, json};
+use clawgate_tests::harness::{HttpResponse, Options, Shell, http_request};
+use serde_json::json;
+
+use super::channel_story::{self as story, Story, Transport};
 
 const SECRET: &str = "test-signing-secret";
 
-fn socket_mode(model: &FakeModel, slack: &FakeSlack, extra: &str) -> Options {
+fn socket_mode(model: &FakeModel, slack: &FakeSlack, members: &str) -> Options {
     Options::new()
         .token("t0ken")
         .env("SLACK_API_URL", &slack.api_url())
         .config(&format!(
-            r#"{{ {} channels: {{ slack: {{ botToken: "xoxb-test", appToken: "xapp-1-test" {extra} }} }} }}"#,
+            r#"{{ {} channels: {{ slack: {{ botToken: "xoxb-test", appToken: "xapp-1-test", {members} }} }} }}"#,
             model.config_members()
         ))
 }
 
-fn admin(gw: &Gateway) -> Ws {
-    let mut cfg = gw.cli();
-    cfg.token = Some("t0ken".into());
-    cfg.scopes = vec!["operator.admin".into()];
-    let mut ws = gw.ws(cfg);
-    ws.hello().expect("admin hello-ok");
-    ws
-}
+impl Transport for FakeSlack {
+    const CHANNEL: &'static str = "slack";
+    const LABEL: &'static str = "Slack";
+    const TOKEN_KEY: &'static str = "channels.slack.botToken";
+    const REFUSED: &'static str = "invalid_auth";
+    const TOKEN_CHECK: &'static str = "auth.test";
 
-fn assert_result_valid(method: &str, payload: &Value) {
-    if let Some(s) = schema::schema() {
-        s.validate_result(method, payload)
-            .unwrap_or_else(|e| panic!("{method} result does not validate: {e}\n{payload}"));
+    fn start() -> Self {
+        FakeSlack::start()
+    }
+    fn start_refusing_token() -> Self {
+        let slack = FakeSlack::start();
+        slack.fail_next(
+            "auth.test",
+            200,
+            &[],
+            json!({"ok": false, "error": "invalid_auth"}),
+        );
+        slack
+    }
+    fn options(&self, model: &FakeModel, members: &str) -> Options {
+        socket_mode(model, self, members)
+    }
+    fn ready(&self) {
+        self.wait_calls("apps.connections.open", 1);
+    }
+    fn sender(n: u32) -> String {
+        format!("U{n}")
+    }
+    fn dm_chat(n: u32) -> String {
+        format!("DU{n}")
+    }
+    fn send_dm(&self, n: u32, text: &str) {
+        self.push_dm(&Self::sender(n), text, None);
+    }
+    fn send_dm_twice(&self, n: u32, text: &str) {
+        let event = json!({"type": "message", "channel": Self::dm_chat(n), "channel_type": "im",
+            "user": Self::sender(n), "text": text, "ts": format!("1795500000.{n:06}")});
+        let first = self.push_event(event.clone());
+        self.wait_ack(&first);
+        let again = self.push_event(event);
+        self.wait_ack(&again);
+    }
+    fn sent(&self) -> Vec<(String, String)> {
+        self.calls("chat.postMessage")
+            .iter()
+            .map(|b| {
+                let text = b["text"].as_str().unwrap_or_default().to_string();
+                (b["channel"].as_str().unwrap_or_default().to_string(), text)
+            })
+            .collect()
+    }
+    fn pairing_code(text: &str) -> String {
+        let start = text.find("```\n").expect("a code block") + "```\n".len();
+        text[start..start + 8].to_string()
+    }
+    fn refuse_next_replies(&self) -> usize {
+        self.fail_next(
+            "chat.postMessage",
+            429,
+            &[("Retry-After", "1")],
+            json!({"ok": false, "error": "ratelimited"}),
+        );
+        1
     }
 }
 
-/// The code of a pairing message.
-fn pairing_code(text: &str) -> String {
-    let start = text.find("```\n").expect("a code block") + "```\n".len();
-    text[start..start + 8].to_string()
-}
-
 fn unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread(shell: Shell) {
-    let model = FakeModel::echo();
-    let slack = FakeSlack::start();
-    let gw = socket_mode(&model, &slack, "").start(shell);
-    slack.wait_calls("auth.test", 1);
-    slack.wait_calls("apps.connections.open", 1);
+    let Story {
+        gw,
+        fake: slack,
+        model: _model,
+    } = story::unknown_dm_pairs_then_approved_dm_is_answered::<FakeSlack>(shell);
     assert_eq!(slack.auth_headers("auth.test"), ["Bearer xoxb-test"]);
     assert_eq!(
         slack.auth_headers("apps.connections.open"),
         ["Bearer xapp-1-test"]
     );
-    slack.push_dm("U222", "hello?", None);
-    let sent = slack.wait_calls("chat.postMessage", 1);
-    assert_eq!(sent[0]["channel"], "DU222");
+    let sent = slack.calls("chat.postMessage");
     assert!(
         sent[0].get("thread_ts").is_none(),
         "the pairing message is top level: {sent:?}"
     );
-    let text = sent[0]["text"].as_str().unwrap();
-    assert!(text.contains("Your Slack user id: U222"), "{text}");
-    let code = pairing_code(text);
-    assert!(
-        model.requests().is_empty(),
-        "nothing reaches the agent before approval"
-    );
-    let mut ws = admin(&gw);
-    let list = ws
-        .call("channels.pairing.list", Some(json!({"channel": "slack"})))
-        .expect("channels.pairing.list");
-    assert_eq!(list["requests"][0]["senderId"], "U222", "{list}");
-    assert_eq!(code.len(), 8);
-    ws.call(
-        "channels.pairing.approve",
-        Some(json!({"channel": "slack", "accountId": "default", "requestId": list["requests"][0]["requestId"]})),
-    )
-    .expect("channels.pairing.approve");
-    let ts = slack.push_dm("U222", "what is 2+2?", Some("1795500000.000100"));
-    let sent = slack.wait_calls("chat.postMessage", 2);
-    assert_eq!(sent[1]["channel"], "DU222");
-    assert_eq!(sent[1]["thread_ts"], "1795500000.000100", "{sent:?}");
-    assert!(
-        sent[1]["text"].as_str().unwrap().contains("what is 2+2?"),
-        "{sent:?}"
-    );
-    assert!(!ts.is_empty());
-    let status = ws.call("channels.status", None).expect("channels.status");
-    assert_result_valid("channels.status", &status);
-    let account = &status["channelAccounts"]["slack"][0];
-    assert_eq!(account["running"], true, "{status}");
-    assert_eq!(account["mode"], "socket", "{status}");
+    // A DM posted in a thread is answered in that thread.
+    slack.push_dm("U1", "in a thread", Some("1795500000.000100"));
+    let sent = slack.wait_calls("chat.postMessage", 3);
+    assert_eq!(sent[2]["channel"], "DU1");
+    assert_eq!(sent[2]["thread_ts"], "1795500000.000100", "{sent:?}");
+    assert_eq!(sent[2]["text"], "Echo from fake LLM: in a thread");
+    let account = story::account_when(&mut story::admin(&gw), "slack", |a| a["running"] == true);
+    assert_eq!(account["mode"], "socket", "{account}");
     slack.check_acks();
 }
 
 fn a_redelivered_event_and_a_disconnect_are_answered_once(shell: Shell) {
-    let model = FakeModel::echo();
-    let slack = FakeSlack::start();
-    let _gw = socket_mode(&model, &slack, r#", dmPolicy: "open", allowFrom: ["*"]"#).start(shell);
-    slack.wait_calls("apps.connections.open", 1);
-    let event = json!({"type": "message", "channel": "DU5", "channel_type": "im", "user": "U5",
-        "text": "once please", "ts": "1795500000.000777"});
-    let first = slack.push_event(event.clone());
-    slack.wait_ack(&first);
-    let again = slack.push_event(event);
-    slack.wait_ack(&again);
-    slack.wait_calls("chat.postMessage", 1);
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::the_allowlist_holds_and_a_redelivered_dm_is_answered_once::<FakeSlack>(shell);
     // Slack asks to reconnect; a message sent meanwhile is answered once, on the new socket.
     slack.disconnect();
     slack.wait_calls("apps.connections.open", 2);
-    slack.push_dm("U5", "after the reconnect", None);
-    let sent = slack.wait_calls("chat.postMessage", 2);
+    slack.send_dm(1, "after the reconnect");
+    slack.wait_calls("chat.postMessage", 2);
     std::thread::sleep(Duration::from_millis(1500));
-    let sent_after = slack.calls("chat.postMessage");
-    assert_eq!(sent_after.len(), 2, "each answered once: {sent:?}");
-    assert!(
-        sent_after[0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("once please")
-    );
-    assert!(
-        sent_after[1]["text"]
-            .as_str()
-            .unwrap()
-            .contains("after the reconnect")
-    );
+    let sent = slack.sent();
+    assert_eq!(sent.len(), 2, "each answered once: {sent:?}");
+    assert_eq!(sent[1].1, "Echo from fake LLM: after the reconnect");
     assert!(slack.sockets() >= 2);
     slack.check_acks();
 }
 
 fn a_turn_cut_by_kill_9_is_answered_exactly_once(shell: Shell) {
-    let model = FakeModel::start(|req| {
-        let said = req.last_user_text().unwrap_or_default();
-        Reply::text(&["Echo: ", &said]).with_delay(Duration::from_millis(400))
-    });
-    let slack = FakeSlack::start();
-    let opts = socket_mode(&model, &slack, r#", dmPolicy: "open", allowFrom: ["*"]"#);
-    let gw = opts.start(shell);
-    slack.wait_calls("apps.connections.open", 1);
-    let envelope_ts = slack.push_dm("U7", "survive this", None);
-    // The turn is running (the model was asked) when the gateway dies.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while model.requests().is_empty() {
-        assert!(Instant::now() < deadline, "the model was never asked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let gw = opts.crash_and_restart(shell, gw);
-    slack.wait_calls("chat.postMessage", 1);
-    std::thread::sleep(Duration::from_millis(1500));
-    let sent = slack.calls("chat.postMessage");
-    assert_eq!(
-        sent.len(),
-        1,
-        "answered exactly once: {sent:?} ({envelope_ts})"
-    );
-    assert_eq!(sent[0]["text"], "Echo: survive this");
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::a_turn_cut_by_kill_9_is_answered_exactly_once::<FakeSlack>(shell);
     slack.check_acks();
-    drop(gw);
 }
 
 fn invalid_auth_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
-    let model = FakeModel::echo();
-    let slack = FakeSlack::start();
-    slack.fail_next(
-        "auth.test",
-        200,
-        &[],
-        json!({"ok": false, "error": "invalid_auth"}),
-    );
-    let gw = socket_mode(&model, &slack, "").start(shell);
-    slack.wait_calls("auth.test", 1);
-    let mut ws = admin(&gw);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let account = loop {
-        let status = ws.call("channels.status", None).expect("channels.status");
-        let account = status["channelAccounts"]["slack"][0].clone();
-        if account["running"] == false {
-            assert_result_valid("channels.status", &status);
-            break account;
-        }
-        assert!(Instant::now() < deadline, "still running: {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let err = account["lastError"].as_str().unwrap();
-    assert!(
-        err.contains("invalid_auth") && err.contains("channels.slack.botToken"),
-        "{err}"
-    );
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeSlack>(shell);
     assert!(slack.calls("apps.connections.open").is_empty());
-    let r = clawgate_tests::harness::http_get(gw.port(), "/health").unwrap();
-    assert_eq!(r.status, 200);
 }
 
 fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::a_429_on_the_reply_is_waited_out_then_delivered::<FakeSlack>(shell);
+    let sent = slack.calls("chat.postMessage");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0], sent[1], "the same message again");
+}
+
+fn an_unknown_slack_key_is_refused_by_name(shell: Shell) {
+    story::an_unknown_key_is_refused_by_name::<FakeSlack>(
+        shell,
+        r#"replyToMode: "off", unfurlLinks: false, channels: { C1: { requireMention: true, users: ["U1"] } },"#,
+    );
+}
+
+fn a_listed_channel_is_answered_when_the_bot_is_mentioned(shell: Shell) {
     let model = FakeModel::echo();
     let slack = FakeSlack::start();
-    slack.fail_next(
-        "chat.postMessage",
-        429,
-        &[("Retry-After", "2")],
-        json!({"ok": false, "error": "ratelimited"}),
+    let _gw = socket_mode(
+        &model,
+        &slack,
+        r#"channels: { C1: { requireMention: true } },"#,
+    )
+    .start(shell);
+    slack.ready();
+    let in_channel = |channel: &str, ts: &str, text: &str| {
+        slack.push_event(json!({"type": "message", "channel": channel,
+            "channel_type": "channel", "user": "U3", "text": text, "ts": ts}))
+    };
+    in_channel("C1", "1795500000.000001", "just chatting");
+    in_channel("C2", "1795500000.000002", "<@UBOT> an unlisted channel");
+    in_channel("C1", "1795500000.000003", "<@UBOT> hi all");
+    let sent = slack.wait_sent(1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(slack.sent(), sent, "only the mention in the listed channel");
+    assert_eq!(sent[0].0, "C1");
+    assert!(sent[0].1.ends_with("hi all"), "{sent:?}");
+    assert_eq!(
+        model.requests().len(),
+        1,
+        "no pairing and no turn for the others"
     );
-    let _gw = socket_mode(&model, &slack, r#", dmPolicy: "open", allowFrom: ["*"]"#).start(shell);
-    slack.wait_calls("apps.connections.open", 1);
-    slack.push_dm("U9", "slowly", None);
-    let first = Instant::now();
-    slack.wait_calls("chat.postMessage", 1);
-    let sent = slack.wait_calls("chat.postMessage", 2);
-    assert!(
-        first.elapsed() >= Duration::from_millis(1900),
-        "retried after {:?}",
-        first.elapsed()
-    );
-    assert_eq!(sent[0], sent[1], "the same message again");
+    slack.check_acks();
 }
 
 fn http_mode(model: &FakeModel, slack: &FakeSlack, extra: &str) -> Options {
@@ -370,4 +353,6 @@ both!(
     http_mode_answers_signed_requests_and_refuses_the_rest,
     a_custom_webhook_path_is_the_route,
     http_mode_without_a_signing_secret_is_refused_by_name,
+    an_unknown_slack_key_is_refused_by_name,
+    a_listed_channel_is_answered_when_the_bot_is_mentioned,
 );

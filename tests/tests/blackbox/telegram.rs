@@ -1,24 +1,24 @@
 //! Telegram inside the gateway, over real sockets: a fake Bot API ([`FakeTelegram`]) and a
-//! fake model. An unknown DM gets one pairing code and nothing reaches the agent; approval by
-//! RPC lets the next DM through to a turn whose answer comes back with `sendMessage`; a long
-//! answer is cut into chunks; a redelivered message is answered once; the allowlist; approvals
-//! across a kill -9; a turn interrupted by a kill -9 answered exactly once; a bad token (401)
-//! and a 429 on the reply; a `bindings[]` entry choosing the session, whose turn streams to the
-//! operators watching it and to nobody else.
+//! fake model. The shared channel stories ([`super::channel_story`]) with Telegram's own
+//! details (HTML parse mode, typing, long-poll offsets, `getMe`/`deleteWebhook`, the
+//! transcript); a long answer cut into chunks; approvals across a kill -9; the pairing CLI;
+//! an unknown key refused; a missing token; SIGHUP; a mentioned group; `send` once per key;
+//! a `bindings[]` entry choosing the session, whose turn streams to the operators watching it
+//! and to nobody else.
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clawgate_core::client::Event;
 use clawgate_tests::both;
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_telegram::FakeTelegram;
-use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
-use clawgate_tests::schema;
+use clawgate_tests::harness::{Options, Shell, Ws};
 use serde_json::{Value, json};
 
 use super::agent::assert_frames_valid;
+use super::channel_story::{self as story, Story, Transport, admin, assert_result_valid};
 
 const BOT_TOKEN: &str = "123456:test-token";
 
@@ -30,25 +30,82 @@ fn options(model: &FakeModel, tg: &FakeTelegram, telegram_extra: &str) -> Option
     ))
 }
 
-fn admin(gw: &Gateway) -> Ws {
-    let mut cfg = gw.cli();
-    cfg.token = Some("t0ken".into());
-    cfg.scopes = vec!["operator.admin".into()];
-    let mut ws = gw.ws(cfg);
-    ws.hello().expect("admin hello-ok");
-    ws
-}
-
 /// The code of a pairing message.
 fn pairing_code(text: &str) -> String {
     let start = text.find("<pre><code>").expect("a code block") + "<pre><code>".len();
     text[start..start + 8].to_string()
 }
 
-fn assert_result_valid(method: &str, payload: &Value) {
-    if let Some(s) = schema::schema() {
-        s.validate_result(method, payload)
-            .unwrap_or_else(|e| panic!("{method} result does not validate: {e}\n{payload}"));
+/// Telegram user `n` is `200 + n`, and their DM chat has the same id.
+fn user(n: u32) -> i64 {
+    200 + i64::from(n)
+}
+
+impl Transport for FakeTelegram {
+    const CHANNEL: &'static str = "telegram";
+    const LABEL: &'static str = "Telegram";
+    const TOKEN_KEY: &'static str = "channels.telegram.botToken";
+    const REFUSED: &'static str = "401";
+    const TOKEN_CHECK: &'static str = "getMe";
+
+    fn start() -> Self {
+        FakeTelegram::start(BOT_TOKEN)
+    }
+    fn start_refusing_token() -> Self {
+        FakeTelegram::start("999:the-real-one")
+    }
+    fn options(&self, model: &FakeModel, members: &str) -> Options {
+        options(model, self, members)
+    }
+    fn ready(&self) {
+        self.wait_calls("getUpdates", 1);
+    }
+    fn sender(n: u32) -> String {
+        user(n).to_string()
+    }
+    fn allow_entry(n: u32) -> String {
+        format!("tg:{}", user(n))
+    }
+    fn dm_chat(n: u32) -> String {
+        user(n).to_string()
+    }
+    fn send_dm(&self, n: u32, text: &str) {
+        self.push_dm(user(n), "Mallory", text);
+    }
+    fn send_dm_twice(&self, n: u32, text: &str) {
+        let msg = json!({
+            "message_id": 7000 + n, "from": {"id": user(n), "is_bot": false, "first_name": "Owner"},
+            "chat": {"id": user(n), "type": "private"}, "date": 1, "text": text,
+        });
+        self.push_message(msg.clone());
+        self.push_message(msg);
+    }
+    fn sent(&self) -> Vec<(String, String)> {
+        self.calls("sendMessage")
+            .iter()
+            .map(|b| {
+                let text = b["text"].as_str().unwrap_or_default().to_string();
+                (b["chat_id"].as_str().unwrap_or_default().to_string(), text)
+            })
+            .collect()
+    }
+    fn pairing_code(text: &str) -> String {
+        pairing_code(text)
+    }
+    fn refuse_next_replies(&self) -> usize {
+        self.fail_next(
+            "sendMessage",
+            429,
+            &[],
+            json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}),
+        );
+        self.fail_next(
+            "sendMessage",
+            502,
+            &[],
+            json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
+        );
+        2
     }
 }
 
@@ -69,60 +126,15 @@ fn approve_first_request(ws: &mut Ws) -> Value {
 }
 
 fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
-    let model = FakeModel::echo();
-    let tg = FakeTelegram::start(BOT_TOKEN);
-    let gw = options(&model, &tg, "").start(shell);
-    tg.push_dm(222, "Mallory", "hello?");
-    let sent = tg.wait_calls("sendMessage", 1);
-    let text = sent[0]["text"].as_str().unwrap();
-    assert!(
-        text.starts_with(
-            "OpenClaw: access not configured.\n\nYour Telegram user id: 222\nPairing code:"
-        ),
-        "{text}"
-    );
-    let code = pairing_code(text);
-    assert!(
-        code.chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-            && !code.contains(['0', 'O', '1', 'I']),
-        "{code}"
-    );
-    assert_eq!(sent[0]["chat_id"], "222");
+    let Story {
+        gw,
+        fake: tg,
+        model: _model,
+    } = story::unknown_dm_pairs_then_approved_dm_is_answered::<FakeTelegram>(shell);
+    let sent = tg.calls("sendMessage");
     assert_eq!(sent[0]["parse_mode"], "HTML");
-    // A second message from the same sender: no second code, nothing for the agent.
-    tg.push_dm(222, "Mallory", "hello again");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        tg.calls("sendMessage").len(),
-        1,
-        "one pairing message per request"
-    );
-    assert!(
-        model.requests().is_empty(),
-        "nothing reaches the agent before approval"
-    );
-
-    let mut ws = admin(&gw);
-    let list = approve_first_request(&mut ws);
-    assert_eq!(list["requests"].as_array().unwrap().len(), 1, "{list}");
-    assert_eq!(list["requests"][0]["senderId"], "222");
-    assert_eq!(
-        list["limits"],
-        json!({"pendingPerAccount": 3, "ttlMs": 3_600_000})
-    );
-    assert!(
-        list["requests"][0].get("code").is_none(),
-        "the code is not exposed"
-    );
-
-    tg.push_dm(222, "Mallory", "what is 2+2?");
-    let sent = tg.wait_calls("sendMessage", 2);
-    assert_eq!(sent[1]["text"], "Echo from fake LLM: what is 2+2?");
-    assert_eq!(sent[1]["chat_id"], "222");
     let typing = tg.wait_calls("sendChatAction", 1);
-    assert_eq!(typing[0], json!({"chat_id": "222", "action": "typing"}));
-    assert_eq!(model.requests().len(), 1);
+    assert_eq!(typing[0], json!({"chat_id": "201", "action": "typing"}));
 
     let polls = tg.calls("getUpdates");
     assert_eq!(polls[0]["timeout"], 30);
@@ -137,6 +149,7 @@ fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
         json!({"drop_pending_updates": false})
     );
 
+    let mut ws = admin(&gw);
     let history = ws
         .call(
             "chat.history",
@@ -151,20 +164,9 @@ fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
         .collect();
     assert_eq!(texts, ["what is 2+2?", "Echo from fake LLM: what is 2+2?"]);
 
-    let status = ws.call("channels.status", None).expect("channels.status");
-    assert_result_valid("channels.status", &status);
-    let account = &status["channelAccounts"]["telegram"][0];
-    assert_eq!(
-        (account["running"].clone(), account["connected"].clone()),
-        (json!(true), json!(true))
-    );
-    assert!(
-        account["lastPollAt"].is_u64() && account["lastInboundAt"].is_u64(),
-        "{account}"
-    );
-    let health = ws.call("health", None).expect("health");
-    assert_eq!(health["channelOrder"], json!(["telegram"]));
-    assert_eq!(health["channels"]["telegram"]["running"], true);
+    let account = story::account_when(&mut ws, "telegram", |a| a["connected"] == true);
+    assert_eq!(account["running"], true);
+    assert!(account["lastPollAt"].is_u64(), "{account}");
 }
 
 fn a_long_reply_is_cut_on_paragraphs_under_the_limit(shell: Shell) {
@@ -175,7 +177,7 @@ fn a_long_reply_is_cut_on_paragraphs_under_the_limit(shell: Shell) {
     let answer = long.clone();
     let model = FakeModel::start(move |_| Reply::text(&[&answer]));
     let tg = FakeTelegram::start(BOT_TOKEN);
-    let _gw = options(&model, &tg, r#"dmPolicy: "open", allowFrom: ["*"],"#).start(shell);
+    let _gw = options(&model, &tg, story::OPEN).start(shell);
     tg.push_dm(333, "Open", "write a lot");
     let sent = tg.wait_calls("sendMessage", 3);
     std::thread::sleep(Duration::from_millis(200));
@@ -195,30 +197,7 @@ fn a_long_reply_is_cut_on_paragraphs_under_the_limit(shell: Shell) {
 }
 
 fn a_redelivered_message_is_answered_once_and_the_allowlist_holds(shell: Shell) {
-    let model = FakeModel::echo();
-    let tg = FakeTelegram::start(BOT_TOKEN);
-    let _gw = options(
-        &model,
-        &tg,
-        r#"dmPolicy: "allowlist", allowFrom: ["tg:111"],"#,
-    )
-    .start(shell);
-    let msg = json!({
-        "message_id": 77, "from": {"id": 111, "is_bot": false, "first_name": "Owner"},
-        "chat": {"id": 111, "type": "private"}, "date": 1, "text": "once",
-    });
-    tg.push_message(msg.clone());
-    tg.push_message(msg);
-    tg.push_dm(222, "Stranger", "let me in");
-    let sent = tg.wait_calls("sendMessage", 1);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        tg.calls("sendMessage").len(),
-        1,
-        "one reply, none to the stranger: {sent:?}"
-    );
-    assert_eq!(sent[0]["chat_id"], "111");
-    assert_eq!(model.requests().len(), 1);
+    story::the_allowlist_holds_and_a_redelivered_dm_is_answered_once::<FakeTelegram>(shell);
 }
 
 fn approvals_survive_a_restart(shell: Shell) {
@@ -237,83 +216,33 @@ fn approvals_survive_a_restart(shell: Shell) {
 }
 
 fn a_turn_cut_by_kill_9_is_answered_exactly_once(shell: Shell) {
-    let model = FakeModel::start(|req| {
-        let said = req.last_user_text().unwrap_or_default();
-        Reply::text(&["Echo: ", &said]).with_delay(Duration::from_millis(400))
-    });
-    let tg = FakeTelegram::start(BOT_TOKEN);
-    let opts = options(&model, &tg, r#"dmPolicy: "open", allowFrom: ["*"],"#);
-    let gw = opts.start(shell);
-    tg.push_dm(444, "Kim", "survive this");
-    // The turn is running (the model was asked) when the gateway dies.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while model.requests().is_empty() {
-        assert!(Instant::now() < deadline, "the model was never asked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let gw = opts.crash_and_restart(shell, gw);
-    let sent = tg.wait_calls("sendMessage", 1);
-    std::thread::sleep(Duration::from_millis(1500));
-    let sent_after = tg.calls("sendMessage");
-    assert_eq!(sent_after.len(), 1, "answered exactly once: {sent:?}");
-    assert_eq!(sent_after[0]["text"], "Echo: survive this");
-    drop(gw);
+    story::a_turn_cut_by_kill_9_is_answered_exactly_once::<FakeTelegram>(shell);
 }
 
 fn a_bad_token_stops_the_account_and_the_gateway_serves_on(shell: Shell) {
-    let model = FakeModel::echo();
-    let tg = FakeTelegram::start("999:the-real-one");
-    let gw = options(&model, &tg, "").start(shell);
-    tg.wait_calls("getMe", 1);
-    let mut ws = admin(&gw);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let account = loop {
-        let status = ws.call("channels.status", None).expect("channels.status");
-        let account = status["channelAccounts"]["telegram"][0].clone();
-        if account["running"] == false {
-            assert_result_valid("channels.status", &status);
-            break account;
-        }
-        assert!(Instant::now() < deadline, "still running: {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let err = account["lastError"].as_str().unwrap();
+    let Story {
+        fake: tg,
+        gw: _gw,
+        model: _model,
+    } = story::a_refused_token_stops_the_account_and_the_gateway_serves_on::<FakeTelegram>(shell);
     assert!(
-        err.contains("401") && err.contains("channels.telegram.botToken"),
-        "{err}"
+        tg.calls("getUpdates").is_empty(),
+        "no poll on a refused token"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(tg.calls("getMe").len(), 1, "no retry loop on a bad token");
-    assert!(tg.calls("getUpdates").is_empty());
-    assert!(ws.call("health", None).is_ok());
 }
 
 fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
-    let model = FakeModel::echo();
-    let tg = FakeTelegram::start(BOT_TOKEN);
-    let _gw = options(&model, &tg, r#"dmPolicy: "open", allowFrom: ["*"],"#).start(shell);
-    tg.fail_next(
-        "sendMessage",
-        429,
-        json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}),
+    let Story {
+        fake: tg,
+        model,
+        gw: _gw,
+    } = story::a_429_on_the_reply_is_waited_out_then_delivered::<FakeTelegram>(shell);
+    assert_eq!(
+        tg.calls("sendMessage").len(),
+        3,
+        "a 429, a 502, then delivered"
     );
-    tg.fail_next(
-        "sendMessage",
-        502,
-        json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
-    );
-    tg.push_dm(555, "Lee", "rate me");
-    let first = Instant::now();
-    let sent = tg.wait_calls("sendMessage", 3);
-    assert!(
-        first.elapsed() >= Duration::from_secs(1),
-        "waited out retry_after"
-    );
-    assert_eq!(sent.len(), 3);
-    assert!(
-        sent.iter()
-            .all(|b| b["text"] == "Echo from fake LLM: rate me")
-    );
+    assert_eq!(model.requests().len(), 1, "one turn, its reply retried");
 }
 
 /// `clawgate pairing <args>` on the state directory `state` (and the gateway on `port`, if it
@@ -406,11 +335,10 @@ fn the_pairing_cli_lists_and_approves_with_and_without_a_running_gateway(shell: 
 }
 
 fn an_unknown_telegram_key_is_refused_by_name(shell: Shell) {
-    let (code, stderr) = Options::new()
-        .config(r#"{ channels: { telegram: { botToken: "1:a", dmPolicy: "pairing", bogusKey: true } } }"#)
-        .run_to_exit(shell, Duration::from_secs(10));
-    assert_eq!(code, Some(78), "{stderr}");
-    assert!(stderr.contains("channels.telegram.bogusKey"), "{stderr}");
+    story::an_unknown_key_is_refused_by_name::<FakeTelegram>(
+        shell,
+        r#"linkPreview: false, groups: { "-1001": { requireMention: true, topics: {} } },"#,
+    );
 }
 
 fn a_missing_token_is_named_and_the_gateway_serves_on(shell: Shell) {

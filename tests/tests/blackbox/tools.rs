@@ -52,7 +52,7 @@ fn agent_stream(events: &[(String, Value)], stream: &str) -> Vec<Value> {
         .collect()
 }
 
-fn final_text(events: &[(String, Value)]) -> String {
+pub(super) fn final_text(events: &[(String, Value)]) -> String {
     let (_, last) = events.last().expect("events");
     assert_eq!(last["state"], "final", "{last}");
     last["message"]["content"][0]["text"]
@@ -61,7 +61,7 @@ fn final_text(events: &[(String, Value)]) -> String {
         .to_string()
 }
 
-fn history(ws: &mut Ws) -> Vec<Value> {
+pub(super) fn history(ws: &mut Ws) -> Vec<Value> {
     let h = ws
         .call(
             "chat.history",

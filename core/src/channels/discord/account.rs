@@ -28,6 +28,10 @@ pub enum Phase {
     Ready,
     /// Waiting out a backoff (or the pause before a Resume) before connecting again.
     Waiting,
+    /// [`crate::channels::MAX_UNSERVED`] messages wait for a turn: the socket is closed
+    /// (resumably) until the queue drains, then the session is resumed and Discord replays
+    /// what was dispatched meanwhile, so memory stays bounded and nothing is lost.
+    Held,
 }
 
 /// A Gateway session, kept to resume it.
@@ -100,6 +104,7 @@ impl Account {
         let lifecycle = match self.phase {
             Phase::Stopped => "stopped",
             Phase::Ready => "ready",
+            Phase::Held => "held",
             _ => "starting",
         };
         json!({

@@ -1,6 +1,8 @@
 //! `channels.discord`: the keys every transport shares (`enabled`, `token`, `dmPolicy`,
 //! `allowFrom`, `guilds` as the group rules, `groupPolicy`, `textChunkLimit`, `accounts`),
-//! and the REST base, `DISCORD_API_URL` (upstream's variable) or Discord's own.
+//! and the REST base, `DISCORD_API_URL` (upstream's variable) or Discord's own. Keys
+//! upstream's schema (`openclaw@2026.9.6`) does not know, on the root, an account or a guild,
+//! are refused by name; the ones it knows and clawgate does not use are read past.
 
 use crate::channels::config::{Common, Fields, HasCommon, Sources};
 use crate::config::ConfigError;
@@ -9,6 +11,75 @@ use crate::config::ConfigError;
 pub const DEFAULT_API_URL: &str = "https://discord.com/api/v10";
 /// The environment variable that points the REST base (and so the Gateway) elsewhere.
 pub const API_URL_ENV: &str = "DISCORD_API_URL";
+
+/// Fields upstream's `channels.discord` schema accepts on an account (and on the root).
+pub(crate) const ACCOUNT_KEYS: &[&str] = &[
+    "ackReaction",
+    "ackReactionScope",
+    "actions",
+    "activities",
+    "activity",
+    "activityType",
+    "activityUrl",
+    "agentComponents",
+    "allowBots",
+    "allowFrom",
+    "applicationId",
+    "autoPresence",
+    "botLoopProtection",
+    "capabilities",
+    "commands",
+    "configWrites",
+    "contextVisibility",
+    "dangerouslyAllowNameMatching",
+    "defaultTo",
+    "dm",
+    "dmHistoryLimit",
+    "dmPolicy",
+    "dms",
+    "enabled",
+    "execApprovals",
+    "groupPolicy",
+    "guilds",
+    "healthMonitor",
+    "heartbeatVisibility",
+    "historyLimit",
+    "inboundWorker",
+    "intents",
+    "joinIntro",
+    "markdown",
+    "maxLinesPerMessage",
+    "mediaMaxMb",
+    "mentionAliases",
+    "mentionPatterns",
+    "name",
+    "pluralkit",
+    "proxy",
+    "replyToMode",
+    "responsePrefix",
+    "slashCommand",
+    "status",
+    "streaming",
+    "suppressEmbeds",
+    "textChunkLimit",
+    "thread",
+    "threadBindings",
+    "token",
+    "voice",
+];
+/// Fields of one `guilds.<id>` entry.
+pub(crate) const GUILD_KEYS: &[&str] = &[
+    "channels",
+    "ignoreOtherMentions",
+    "presenceEvents",
+    "reactionNotifications",
+    "requireMention",
+    "roles",
+    "slug",
+    "tools",
+    "toolsBySender",
+    "users",
+];
 
 /// One Discord bot account, resolved.
 #[derive(Clone, Debug, PartialEq)]

@@ -407,6 +407,9 @@ impl Gateway {
                 if let Some(m) = gateway::message(d, &account, &me) {
                     self.receive(now, key, vec![m], Vec::new(), Receipt::Nothing);
                 }
+                if self.channels.ingress.pending() >= crate::channels::MAX_UNSERVED {
+                    self.dc_hold(now, key);
+                }
             }
             gateway::Event::Other => {}
         }
@@ -445,6 +448,54 @@ impl Gateway {
             self.close_socket(socket, CLOSE_RESUMABLE);
         }
         self.dc_timer_at(now + RECONNECT_PAUSE, key, epoch, What::Reconnect);
+    }
+
+    /// Too many messages wait for a turn: close the socket (resumably) and read no more
+    /// until [`Gateway::dc_resume_held`] finds the queue drained. Discord keeps what it
+    /// dispatches meanwhile for the Resume.
+    fn dc_hold(&mut self, now: Instant, key: &str) {
+        self.log(
+            now,
+            Level::Warn,
+            None,
+            format!(
+                "{key}: {} messages wait for a turn; the Gateway socket is closed and resumed once they are served (Discord replays what arrives meanwhile)",
+                crate::channels::MAX_UNSERVED
+            ),
+        );
+        let Some(a) = self.dc(key) else {
+            return;
+        };
+        a.epoch += 1;
+        a.phase = Phase::Held;
+        if let Some(socket) = a.socket.take() {
+            self.close_socket(socket, CLOSE_RESUMABLE);
+        }
+    }
+
+    /// Resume the accounts held by [`Gateway::dc_hold`] once the queue is under half the bound.
+    pub(crate) fn dc_resume_held(&mut self, now: Instant) {
+        if self.channels.ingress.pending() > crate::channels::MAX_UNSERVED / 2 {
+            return;
+        }
+        let held: Vec<String> = self
+            .channels
+            .accounts
+            .iter()
+            .filter(
+                |(_, a)| matches!(&a.transport, Transport::Discord(d) if d.phase == Phase::Held),
+            )
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in held {
+            self.log(
+                now,
+                Level::Info,
+                None,
+                format!("{key}: the queue drained; resuming the Gateway session"),
+            );
+            self.dc_connect(now, &key);
+        }
     }
 
     /// A Discord call of its own ended.

@@ -9,9 +9,7 @@ use serde_json::Value;
 
 use super::api::{API_URL_ENV, DEFAULT_API_URL};
 use crate::auth::Secret;
-use crate::channels::config::{
-    Common, Fields, HasCommon, Section, Sources, invalid, object, one_of, refuse_unknown,
-};
+use crate::channels::config::{Common, Fields, HasCommon, Section, Sources, invalid, one_of};
 use crate::config::{ConfigError, is_placeholder_secret};
 
 /// Fields upstream's `channels.slack` schema accepts on an account (and on the root).
@@ -188,7 +186,7 @@ pub(crate) const SECTION: Section = Section {
     max_text: SLACK_MAX_TEXT,
     default_chunk: DEFAULT_TEXT_CHUNK_LIMIT,
     groups_key: "channels",
-    strict_groups: false,
+    group_keys: Some(CHANNEL_KEYS),
 };
 
 impl HasCommon for SlackAccount {
@@ -200,12 +198,6 @@ impl HasCommon for SlackAccount {
 /// One Slack account.
 pub(crate) fn account(f: &Fields<'_>, src: &Sources<'_>) -> Result<SlackAccount, ConfigError> {
     let at = f.at();
-    if let Some((chans, key)) = f.field("channels") {
-        for (chan, rule) in object(chans, &key)? {
-            let rule_key = format!("{key}.{chan}");
-            refuse_unknown(object(rule, &rule_key)?, &[CHANNEL_KEYS], &rule_key)?;
-        }
-    }
     let mut common = f.common(src)?;
     for id in &mut common.access.allow_from {
         *id = normalize_id(id);

@@ -109,4 +109,10 @@ impl ToolProvider for McpServers {
         self.need(now);
         self.drain(io);
     }
+
+    fn starting(&self) -> bool {
+        self.statuses()
+            .iter()
+            .any(|s| s.state == ServerState::Starting)
+    }
 }

@@ -1,0 +1,323 @@
+//! The stories every channel transport tells the same way, written once against
+//! [`Transport`] and run for Telegram, Slack and Discord (their files instantiate each story
+//! on both shells and add what only their transport does): an unknown DM pairs, approval lets
+//! the next DM through to the agent and back; the allowlist holds and a redelivered DM is
+//! answered once; a turn cut by kill -9 is answered exactly once; a refused token stops the
+//! account (error naming the key, no retry loop) while the gateway serves on; a 429 on the
+//! reply is waited out and the reply delivered; a key upstream's schema does not know is
+//! refused at start by name (exit 78) while upstream's own keys start.
+
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+use clawgate_tests::fake_api::{FakeApi, poll_for};
+use clawgate_tests::fake_model::{FakeModel, Reply};
+use clawgate_tests::harness::{Gateway, Options, Shell, WAIT, Ws, http_get};
+use clawgate_tests::schema;
+use serde_json::{Value, json};
+
+/// A channel transport as the stories see it: a fake of its API, how a DM goes in, and what
+/// the gateway sent back. Users are numbered; each transport maps a number to its ids.
+pub trait Transport: Deref<Target = FakeApi> + Sized {
+    /// The channel id (`telegram`).
+    const CHANNEL: &'static str;
+    /// The name the pairing message gives the transport (`Telegram`).
+    const LABEL: &'static str;
+    /// The config key a refused token is named by.
+    const TOKEN_KEY: &'static str;
+    /// What the account's error says when the token is refused (`401`).
+    const REFUSED: &'static str;
+    /// The call that checks the token at start (`getMe`).
+    const TOKEN_CHECK: &'static str;
+
+    /// A fake that accepts the gateway's token.
+    fn start() -> Self;
+    /// A fake that refuses the gateway's token.
+    fn start_refusing_token() -> Self;
+    /// Options starting a gateway with `model` and an account on this fake, `members`
+    /// (JSON5 members, each followed by a comma) added to the channel's section.
+    fn options(&self, model: &FakeModel, members: &str) -> Options;
+    /// Wait until the gateway is connected to the fake (what is sent before may be lost).
+    fn ready(&self);
+    /// User `n`'s id as the channel writes it (and as `senderId` lists it).
+    fn sender(n: u32) -> String;
+    /// User `n` as an `allowFrom` entry.
+    fn allow_entry(n: u32) -> String {
+        Self::sender(n)
+    }
+    /// The chat in which user `n`'s DMs are answered.
+    fn dm_chat(n: u32) -> String;
+    /// Deliver a DM `text` from user `n`.
+    fn send_dm(&self, n: u32, text: &str);
+    /// Deliver one DM `text` from user `n` twice (the platform redelivering it).
+    fn send_dm_twice(&self, n: u32, text: &str);
+    /// Every message the gateway sent, refused attempts included: chat and text.
+    fn sent(&self) -> Vec<(String, String)>;
+    /// The pairing code in a pairing message.
+    fn pairing_code(text: &str) -> String;
+    /// Make the next reply attempts fail, the first with a 429 asking for a 1 s wait (and
+    /// whatever else the transport retries); how many attempts are refused.
+    fn refuse_next_replies(&self) -> usize;
+
+    /// Wait (up to [`WAIT`]) until at least `n` messages were sent; all of them.
+    fn wait_sent(&self, n: usize) -> Vec<(String, String)> {
+        poll_for(WAIT, || {
+            let sent = self.sent();
+            (sent.len() >= n).then_some(sent)
+        })
+        .unwrap_or_else(|| panic!("wanted {n} messages; calls: {:?}", self.all_calls()))
+    }
+}
+
+/// What a story leaves for the transport's own checks.
+pub struct Story<T> {
+    /// The gateway, still running.
+    pub gw: Gateway,
+    /// The fake API.
+    pub fake: T,
+    /// The fake model (the gateway's provider, so kept alive with it).
+    pub model: FakeModel,
+}
+
+/// `dmPolicy: "open"` for everyone.
+pub const OPEN: &str = r#"dmPolicy: "open", allowFrom: ["*"],"#;
+
+/// An operator connection with `operator.admin`.
+pub fn admin(gw: &Gateway) -> Ws {
+    let mut cfg = gw.cli();
+    cfg.token = Some("t0ken".into());
+    cfg.scopes = vec!["operator.admin".into()];
+    let mut ws = gw.ws(cfg);
+    ws.hello().expect("admin hello-ok");
+    ws
+}
+
+/// Panic unless `payload` validates as the result of `method` in upstream's schema.
+pub fn assert_result_valid(method: &str, payload: &Value) {
+    if let Some(s) = schema::schema() {
+        s.validate_result(method, payload)
+            .unwrap_or_else(|e| panic!("{method} result does not validate: {e}\n{payload}"));
+    }
+}
+
+/// The first account of `channel` in `channels.status` once `done` holds (the status
+/// validated against the schema).
+pub fn account_when(ws: &mut Ws, channel: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = ws.call("channels.status", None).expect("channels.status");
+        let account = status["channelAccounts"][channel][0].clone();
+        if done(&account) {
+            assert_result_valid("channels.status", &status);
+            return account;
+        }
+        assert!(Instant::now() < deadline, "never reached: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait until the model was asked at least once.
+fn wait_model_asked(model: &FakeModel) {
+    poll_for(Duration::from_secs(10), || {
+        (!model.requests().is_empty()).then_some(())
+    })
+    .expect("the model was never asked");
+}
+
+/// An unknown DM gets one pairing message in its DM (a second DM no second code) and nothing
+/// reaches the agent; approval by RPC lets the next DM through to a turn whose answer comes
+/// back in the DM; `channels.status` and `health` show the account running.
+pub fn unknown_dm_pairs_then_approved_dm_is_answered<T: Transport>(shell: Shell) -> Story<T> {
+    let model = FakeModel::echo();
+    let fake = T::start();
+    let gw = fake.options(&model, "").start(shell);
+    fake.ready();
+    fake.send_dm(1, "hello?");
+    let sent = fake.wait_sent(1);
+    assert_eq!(
+        sent[0].0,
+        T::dm_chat(1),
+        "the pairing message goes to the DM"
+    );
+    let text = &sent[0].1;
+    let intro = format!(
+        "OpenClaw: access not configured.\n\nYour {} user id: {}\nPairing code:",
+        T::LABEL,
+        T::sender(1)
+    );
+    assert!(text.starts_with(&intro), "{text}");
+    let code = T::pairing_code(text);
+    assert!(
+        code.len() == 8
+            && code
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && !code.contains(['0', 'O', '1', 'I']),
+        "{code}"
+    );
+    fake.send_dm(1, "hello again");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fake.sent().len(), 1, "one pairing message per request");
+    assert!(
+        model.requests().is_empty(),
+        "nothing reaches the agent before approval"
+    );
+
+    let mut ws = admin(&gw);
+    let list = ws
+        .call(
+            "channels.pairing.list",
+            Some(json!({"channel": T::CHANNEL})),
+        )
+        .expect("channels.pairing.list");
+    let requests = list["requests"].as_array().expect("requests");
+    assert_eq!(requests.len(), 1, "{list}");
+    assert_eq!(requests[0]["senderId"], T::sender(1), "{list}");
+    assert!(requests[0].get("code").is_none(), "the code is not exposed");
+    assert_eq!(
+        list["limits"],
+        json!({"pendingPerAccount": 3, "ttlMs": 3_600_000})
+    );
+    ws.call(
+        "channels.pairing.approve",
+        Some(json!({"channel": T::CHANNEL, "accountId": "default", "requestId": requests[0]["requestId"]})),
+    )
+    .expect("channels.pairing.approve");
+
+    fake.send_dm(1, "what is 2+2?");
+    let sent = fake.wait_sent(2);
+    assert_eq!(
+        sent[1],
+        (T::dm_chat(1), "Echo from fake LLM: what is 2+2?".into())
+    );
+    assert_eq!(model.requests().len(), 1);
+    let account = account_when(&mut ws, T::CHANNEL, |a| a["running"] == true);
+    assert!(account["lastInboundAt"].is_u64(), "{account}");
+    let health = ws.call("health", None).expect("health");
+    assert_eq!(health["channelOrder"], json!([T::CHANNEL]));
+    assert_eq!(health["channels"][T::CHANNEL]["running"], true);
+    Story { gw, fake, model }
+}
+
+/// With `dmPolicy: "allowlist"` a stranger gets nothing, and the listed user's DM delivered
+/// twice is answered once.
+pub fn the_allowlist_holds_and_a_redelivered_dm_is_answered_once<T: Transport>(
+    shell: Shell,
+) -> Story<T> {
+    let model = FakeModel::echo();
+    let fake = T::start();
+    let members = format!(
+        r#"dmPolicy: "allowlist", allowFrom: ["{}"],"#,
+        T::allow_entry(1)
+    );
+    let gw = fake.options(&model, &members).start(shell);
+    fake.ready();
+    fake.send_dm(2, "let me in");
+    fake.send_dm_twice(1, "once");
+    fake.wait_sent(1);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        fake.sent(),
+        [(T::dm_chat(1), "Echo from fake LLM: once".to_string())],
+        "answered once, the stranger not at all"
+    );
+    assert_eq!(model.requests().len(), 1);
+    Story { gw, fake, model }
+}
+
+/// A turn running when the gateway is killed (-9) is answered exactly once after restart.
+pub fn a_turn_cut_by_kill_9_is_answered_exactly_once<T: Transport>(shell: Shell) -> Story<T> {
+    let model = FakeModel::start(|req| {
+        let said = req.last_user_text().unwrap_or_default();
+        Reply::text(&["Echo: ", &said]).with_delay(Duration::from_millis(400))
+    });
+    let fake = T::start();
+    let opts = fake.options(&model, OPEN);
+    let gw = opts.start(shell);
+    fake.ready();
+    fake.send_dm(7, "survive this");
+    wait_model_asked(&model);
+    let gw = opts.crash_and_restart(shell, gw);
+    fake.wait_sent(1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        fake.sent(),
+        [(T::dm_chat(7), "Echo: survive this".to_string())],
+        "answered exactly once"
+    );
+    Story { gw, fake, model }
+}
+
+/// A refused token stops the account with an error naming the key, is not tried again, and
+/// the gateway serves on (each transport checks it made no further progress).
+pub fn a_refused_token_stops_the_account_and_the_gateway_serves_on<T: Transport>(
+    shell: Shell,
+) -> Story<T> {
+    let model = FakeModel::echo();
+    let fake = T::start_refusing_token();
+    let gw = fake.options(&model, "").start(shell);
+    let mut ws = admin(&gw);
+    let account = account_when(&mut ws, T::CHANNEL, |a| {
+        a["running"] == false && a["lastError"].is_string()
+    });
+    let err = account["lastError"].as_str().unwrap();
+    assert!(
+        err.contains(T::REFUSED) && err.contains(T::TOKEN_KEY),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        fake.calls(T::TOKEN_CHECK).len(),
+        1,
+        "the token checked once, no retry loop: {:?}",
+        fake.all_calls()
+    );
+    assert!(ws.call("health", None).is_ok());
+    assert_eq!(http_get(gw.port(), "/health").unwrap().status, 200);
+    Story { gw, fake, model }
+}
+
+/// A reply refused with a 429 is sent again after the wait it asks for, the same message.
+pub fn a_429_on_the_reply_is_waited_out_then_delivered<T: Transport>(shell: Shell) -> Story<T> {
+    let model = FakeModel::echo();
+    let fake = T::start();
+    let gw = fake.options(&model, OPEN).start(shell);
+    fake.ready();
+    let refused = fake.refuse_next_replies();
+    let asked = Instant::now();
+    fake.send_dm(5, "rate me");
+    let sent = fake.wait_sent(refused + 1);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(950),
+        "waited the 429 out: {:?}",
+        asked.elapsed()
+    );
+    let reply = (T::dm_chat(5), "Echo from fake LLM: rate me".to_string());
+    assert!(sent.iter().all(|s| *s == reply), "{sent:?}");
+    Story { gw, fake, model }
+}
+
+/// A key upstream's schema does not know stops the start (exit 78) naming it, at the root and
+/// in an account; a section using only upstream's keys (some clawgate reads past) starts.
+pub fn an_unknown_key_is_refused_by_name<T: Transport>(shell: Shell, upstream_only: &str) {
+    let (model, fake) = (FakeModel::echo(), T::start());
+    for (members, key) in [
+        (
+            "bogusKey: true,",
+            format!("channels.{}.bogusKey", T::CHANNEL),
+        ),
+        (
+            "accounts: { work: { enabled: false, bogusKey: true } },",
+            format!("channels.{}.accounts.work.bogusKey", T::CHANNEL),
+        ),
+    ] {
+        let (code, stderr) = fake
+            .options(&model, members)
+            .run_to_exit(shell, Duration::from_secs(10));
+        assert_eq!(code, Some(78), "{stderr}");
+        assert!(stderr.contains(&key), "{key}: {stderr}");
+    }
+    let gw = fake.options(&model, upstream_only).start(shell);
+    fake.ready();
+    assert_eq!(http_get(gw.port(), "/health").unwrap().status, 200);
+}
