@@ -8,6 +8,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::ip_range::IpRange;
+
 /// A shared secret. Compared in constant time on SHA-256 digests, so neither the content
 /// nor the length leaks through timing; never printed.
 #[derive(Clone)]
@@ -184,14 +186,14 @@ pub enum ProxyError {
 pub fn client_address(
     peer: IpAddr,
     fwd: &Forwarding,
-    trusted: &[IpAddr],
+    trusted: &[IpRange],
     real_ip_fallback: bool,
 ) -> Result<IpAddr, ProxyError> {
     let peer = canonical(peer);
     if !fwd.present && is_loopback(peer) {
         return Ok(peer);
     }
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| canonical(*t) == ip);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.contains(ip));
     if !is_trusted(peer) {
         return if fwd.present {
             Err(ProxyError::Untrusted)
@@ -211,7 +213,7 @@ pub fn client_address(
 }
 
 /// An IPv4-mapped IPv6 address as IPv4, anything else as it is.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -398,6 +400,7 @@ mod tests {
     #[test]
     fn forwarding_is_believed_from_trusted_proxies_only() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let one = IpRange::single;
         let lo = ip("127.0.0.1");
         let proxy = ip("10.0.0.1");
         let fwd = parse_forwarded(None, Some("203.0.113.9, 10.0.0.1"), None);
@@ -406,51 +409,60 @@ mod tests {
             Err(ProxyError::Untrusted)
         );
         assert_eq!(
-            client_address(proxy, &fwd, &[lo], false),
+            client_address(proxy, &fwd, &[one(lo)], false),
             Err(ProxyError::Untrusted)
         );
         // The right-most hop that is not a trusted proxy is the client: what the client
         // wrote itself further left is not believed.
-        assert_eq!(client_address(lo, &fwd, &[lo], false), Ok(ip("10.0.0.1")));
         assert_eq!(
-            client_address(lo, &fwd, &[lo, proxy], false),
+            client_address(lo, &fwd, &[one(lo)], false),
+            Ok(ip("10.0.0.1"))
+        );
+        assert_eq!(
+            client_address(lo, &fwd, &[one(lo), one(proxy)], false),
+            Ok(ip("203.0.113.9"))
+        );
+        // A range trusts every proxy in it.
+        let tens: IpRange = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(
+            client_address(lo, &fwd, &[one(lo), tens], false),
             Ok(ip("203.0.113.9"))
         );
         let spoof = parse_forwarded(None, Some("198.51.100.1, 203.0.113.9"), None);
         assert_eq!(
-            client_address(proxy, &spoof, &[proxy], false),
+            client_address(proxy, &spoof, &[one(proxy)], false),
             Ok(ip("203.0.113.9"))
         );
         // A loopback client through a proxy is never local: refused.
         let local = parse_forwarded(None, Some("127.0.0.1"), None);
         assert_eq!(
-            client_address(proxy, &local, &[proxy], false),
+            client_address(proxy, &local, &[one(proxy)], false),
             Err(ProxyError::NoClient)
         );
         let none = parse_forwarded(Some("for=192.0.2.1"), None, Some("192.0.2.7"));
         assert_eq!(
-            client_address(proxy, &none, &[proxy], false),
+            client_address(proxy, &none, &[one(proxy)], false),
             Err(ProxyError::NoClient)
         );
         assert_eq!(
-            client_address(proxy, &none, &[proxy], true),
+            client_address(proxy, &none, &[one(proxy)], true),
             Ok(ip("192.0.2.7"))
         );
         // No headers: the peer itself, loopback or not; a trusted remote proxy without them
         // names no client.
         let bare = Forwarding::default();
-        assert_eq!(client_address(lo, &bare, &[lo], false), Ok(lo));
+        assert_eq!(client_address(lo, &bare, &[one(lo)], false), Ok(lo));
         assert_eq!(
             client_address(ip("192.0.2.3"), &bare, &[], false),
             Ok(ip("192.0.2.3"))
         );
         assert_eq!(
-            client_address(proxy, &bare, &[proxy], false),
+            client_address(proxy, &bare, &[one(proxy)], false),
             Err(ProxyError::NoClient)
         );
         let mapped = parse_forwarded(None, Some("[::ffff:203.0.113.5]:443"), None);
         assert_eq!(
-            client_address(lo, &mapped, &[lo], false),
+            client_address(lo, &mapped, &[one(lo)], false),
             Ok(ip("203.0.113.5"))
         );
     }

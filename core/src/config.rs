@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::Secret;
+use crate::ip_range::IpRange;
 
 pub mod edit;
 pub mod known;
@@ -117,12 +118,18 @@ pub struct Limits {
     pub max_ended_runs: usize,
     /// Sessions one connection may watch with `sessions.messages.subscribe`.
     pub max_session_subscriptions: usize,
-    /// Most recent transcript messages sent to the model with a turn: also the window of each
-    /// session the gateway keeps in memory (the rest of a transcript is read from the store).
+    /// Most recent transcript messages sent to the model with a turn: the window of a
+    /// session the gateway keeps in memory (see `max_loaded_windows`; the rest of a
+    /// transcript is read from the store).
     pub max_model_messages: usize,
     /// Bytes (JSON) of those recent messages a session keeps at most; older ones leave the
     /// window first (the newest message always stays).
     pub max_window_bytes: usize,
+    /// Model windows (each at most `max_model_messages` and `max_window_bytes`) kept in
+    /// memory, the most recently used sessions'; a session whose run is in progress keeps
+    /// its window past the bound, and any other reads its window back from the store when a
+    /// turn needs it.
+    pub max_loaded_windows: usize,
     /// Bytes of messages one `chat.history` answer carries at most (upstream's 6 MiB); older
     /// messages past it are left for the next page.
     pub max_history_bytes: usize,
@@ -211,6 +218,7 @@ impl Default for Limits {
             max_session_subscriptions: 256,
             max_model_messages: 200,
             max_window_bytes: 1024 * 1024,
+            max_loaded_windows: 16,
             max_history_bytes: 6 * 1024 * 1024,
             max_history_message_bytes: 128 * 1024,
             max_history_reads: 64,
@@ -408,8 +416,12 @@ pub struct Config {
     pub auth_mode: AuthMode,
     /// The shared secret of token or password mode.
     pub secret: Option<Secret>,
-    /// Proxies whose forwarding headers are believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Proxies whose forwarding headers are believed (`gateway.trustedProxies`: addresses
+    /// and CIDR ranges).
+    pub trusted_proxies: Vec<IpRange>,
+    /// Entries of `gateway.trustedProxies` that are not an address or a range, each said
+    /// with its key: as upstream's, they match no peer; the gateway warns of them.
+    pub trusted_proxy_warnings: Vec<String>,
     /// Believe a trusted proxy's `X-Real-IP` when it sends no `X-Forwarded-For`
     /// (`gateway.allowRealIpFallback`, default false).
     pub allow_real_ip_fallback: bool,
@@ -525,6 +537,7 @@ impl Config {
             auth_mode: AuthMode::None,
             secret: None,
             trusted_proxies: Vec::new(),
+            trusted_proxy_warnings: Vec::new(),
             allow_real_ip_fallback: false,
             allowed_origins: Vec::new(),
             allow_insecure_control_ui: false,
@@ -694,15 +707,7 @@ impl Config {
             });
         }
 
-        cfg.trusted_proxies = str_list(&gw, &["trustedProxies"])
-            .iter()
-            .map(|s| {
-                s.parse().map_err(|_| ConfigError::Invalid {
-                    key: "gateway.trustedProxies",
-                    message: format!("not an IP address: {s}"),
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        (cfg.trusted_proxies, cfg.trusted_proxy_warnings) = trusted_proxies(&gw);
         if let Some(Value::Bool(b)) = at(&gw, &["allowRealIpFallback"]) {
             cfg.allow_real_ip_fallback = *b;
         }
@@ -990,6 +995,26 @@ pub fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     at(v, path).and_then(Value::as_str).map(str::to_string)
 }
 
+/// `gateway.trustedProxies`: its address ranges, and for each entry that is not one a
+/// warning naming its key (upstream reads past such entries: they match no peer).
+fn trusted_proxies(gw: &Value) -> (Vec<IpRange>, Vec<String>) {
+    let entries = match at(gw, &["trustedProxies"]) {
+        Some(Value::Array(entries)) => entries.as_slice(),
+        _ => &[],
+    };
+    let mut ranges = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        match json_scalar(entry).parse() {
+            Ok(range) => ranges.push(range),
+            Err(e) => warnings.push(format!(
+                "gateway.trustedProxies[{i}]: {e}; it matches no proxy"
+            )),
+        }
+    }
+    (ranges, warnings)
+}
+
 /// The strings of the array at a key path (anything else in it skipped).
 pub(crate) fn str_list(v: &Value, path: &[&str]) -> Vec<String> {
     match at(v, path) {
@@ -1200,6 +1225,24 @@ mod tests {
                 .unwrap()
                 .port,
             4444
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges_and_name_what_is_neither() {
+        let c = resolve(
+            r#"{"gateway":{"trustedProxies":["10.0.0.1", "172.16.0.0/12", "::1/128", "proxy.lan", "10.0.0.0/33", 7]}}"#,
+        )
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.1", "172.16.0.0/12", "::1/128"]);
+        assert_eq!(
+            c.trusted_proxy_warnings,
+            [
+                "gateway.trustedProxies[3]: \"proxy.lan\" is not an IP address or a CIDR range; it matches no proxy",
+                "gateway.trustedProxies[4]: \"10.0.0.0/33\" is not an IP address or a CIDR range; it matches no proxy",
+                "gateway.trustedProxies[5]: \"7\" is not an IP address or a CIDR range; it matches no proxy",
+            ]
         );
     }
 

@@ -65,6 +65,10 @@ impl Gateway {
             self.on_history(now, id, result);
             return;
         }
+        if self.is_window_read(id) {
+            self.on_window_read(now, id, result);
+            return;
+        }
         if self.tools.owns(id) {
             self.on_tool_work(now, id, result);
             return;

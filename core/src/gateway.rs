@@ -229,8 +229,16 @@ impl Gateway {
                 gw.config.bind_label
             ),
         );
+        gw.warn_of_config(now);
         gw.start_channels(now);
         gw
+    }
+
+    /// Warn of what the configuration holds that matches nothing.
+    fn warn_of_config(&mut self, now: Instant) {
+        for w in self.config.trusted_proxy_warnings.clone() {
+            self.log(now, Level::Warn, None, w);
+        }
     }
 
     /// The configuration in force.
@@ -563,6 +571,7 @@ impl Gateway {
                 self.config.auth_mode.as_str()
             ),
         );
+        self.warn_of_config(now);
         self.channels_reloaded(now);
         if !secret_changed {
             return;

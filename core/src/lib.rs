@@ -90,6 +90,7 @@ mod hello;
 pub mod http;
 mod http_auth;
 pub mod http_post;
+pub mod ip_range;
 pub mod log;
 pub mod mask;
 mod methods;

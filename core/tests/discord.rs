@@ -22,14 +22,24 @@ fn config() -> Config {
     .expect("config")
 }
 
+/// [`config`] with an agent whose model is at `http://model.test` (its requests are held too).
+fn config_with_model() -> Config {
+    let mut cfg = config();
+    cfg.model = Some(ModelRoute::new("fake", "fake-1", "http://model.test/v1"));
+    cfg
+}
+
 fn answer(p: &mut Sim, id: WorkId, status: u16, body: Value) {
-    p.http_result(
-        id,
-        WorkResult::HttpHead {
-            status,
-            headers: Vec::new(),
-        },
-    );
+    answer_with(p, id, status, &[], body);
+}
+
+/// Answer held request `id` with `status`, `headers` and `body`.
+fn answer_with(p: &mut Sim, id: WorkId, status: u16, headers: &[(&str, &str)], body: Value) {
+    let headers = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    p.http_result(id, WorkResult::HttpHead { status, headers });
     p.http_result(id, WorkResult::HttpBody(body.to_string().into_bytes()));
     p.http_result(id, WorkResult::HttpEnd(Ok(())));
 }
@@ -224,6 +234,103 @@ fn no_ready_within_30_s_restarts_and_a_4014_stops_with_its_reason() {
     );
 }
 
+/// A DM from user `from` in channel `channel` arrives with sequence `seq`, and the model's
+/// request for it is answered.
+fn dm_answered(p: &mut Sim, socket: WorkId, seq: u64, (from, channel): (&str, &str)) {
+    let d = json!({"id": format!("m{seq}"), "channel_id": channel, "content": "hi",
+        "author": {"id": from, "username": "u"}});
+    text(
+        p,
+        socket,
+        json!({"op": 0, "t": "MESSAGE_CREATE", "s": seq, "d": d}),
+    );
+    let model: Vec<WorkId> = p
+        .held_http()
+        .iter()
+        .filter(|(_, r)| r.url.starts_with("http://model.test"))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(model.len(), 1, "one model request for the DM");
+    let c = json!({"choices":[{"index":0,"delta":{"content":"reply"},"finish_reason":"stop"}]});
+    p.http_result(
+        model[0],
+        WorkResult::HttpHead {
+            status: 200,
+            headers: vec![],
+        },
+    );
+    p.http_result(
+        model[0],
+        WorkResult::HttpBody(format!("data: {c}\n\ndata: [DONE]\n\n").into_bytes()),
+    );
+    p.http_result(model[0], WorkResult::HttpEnd(Ok(())));
+}
+
+/// The held `POST /channels/{channel}/messages` requests.
+fn deliveries(p: &Sim, channel: &str) -> Vec<WorkId> {
+    let url = format!("https://discord.com/api/v10/channels/{channel}/messages");
+    p.held_http()
+        .iter()
+        .filter(|(_, r)| r.method == "POST" && r.url == url)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+#[test]
+fn an_empty_bucket_and_a_global_429_hold_deliveries_until_they_reset() {
+    let ms = Duration::from_millis;
+    let (mut p, socket) = ready_with(config_with_model());
+    dm_answered(&mut p, socket, 2, ("1", "c1"));
+    let first = deliveries(&p, "c1");
+    assert_eq!(first.len(), 1, "the reply goes out");
+    let empty = [
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset-after", "2"),
+    ];
+    answer_with(&mut p, first[0], 200, &empty, json!({"id": "r1"}));
+    let t0 = p.now;
+    // c1's bucket is empty for 2 s; c2's is its own.
+    dm_answered(&mut p, socket, 3, ("1", "c1"));
+    dm_answered(&mut p, socket, 4, ("2", "c2"));
+    assert!(deliveries(&p, "c1").is_empty(), "c1 waits for its bucket");
+    let c2 = deliveries(&p, "c2");
+    assert_eq!(c2.len(), 1, "c2 is not held back");
+    p.advance(Duration::from_secs(2) - ms(1));
+    assert!(deliveries(&p, "c1").is_empty(), "not before the reset");
+    p.advance(ms(1));
+    assert_eq!(p.now, t0 + Duration::from_secs(2));
+    let held = deliveries(&p, "c1");
+    assert_eq!(
+        held.len(),
+        1,
+        "the held reply goes out when the bucket resets"
+    );
+    answer(&mut p, held[0], 200, json!({"id": "r2"}));
+
+    // A global 429 on c2 holds every route for its retry-after, then the send is retried.
+    let global = [("x-ratelimit-global", "true"), ("retry-after", "5")];
+    let limited =
+        json!({"message": "You are being rate limited.", "retry_after": 5, "global": true});
+    answer_with(&mut p, c2[0], 429, &global, limited);
+    let t1 = p.now;
+    dm_answered(&mut p, socket, 5, ("9", "c9"));
+    assert!(
+        deliveries(&p, "c9").is_empty(),
+        "c9 waits for the global limit"
+    );
+    assert!(deliveries(&p, "c2").is_empty());
+    p.advance(Duration::from_secs(5) - ms(1));
+    assert!(deliveries(&p, "c9").is_empty() && deliveries(&p, "c2").is_empty());
+    p.advance(ms(1));
+    assert_eq!(p.now, t1 + Duration::from_secs(5));
+    assert_eq!(
+        deliveries(&p, "c2").len(),
+        1,
+        "the 429'd reply is sent again"
+    );
+    assert_eq!(deliveries(&p, "c9").len(), 1, "the held reply goes out");
+}
+
 /// A `MESSAGE_CREATE` DM `n` (sequence `seq`) from one sender.
 fn dm(seq: u64, n: u64) -> Value {
     json!({"op": 0, "t": "MESSAGE_CREATE", "s": seq, "d": {
@@ -233,9 +340,7 @@ fn dm(seq: u64, n: u64) -> Value {
 
 #[test]
 fn a_burst_past_the_unserved_bound_holds_the_socket_and_resumes_once_served() {
-    let mut cfg = config();
-    cfg.model = Some(ModelRoute::new("fake", "fake-1", "http://127.0.0.1:9/v1"));
-    let (mut p, socket) = ready_with(cfg);
+    let (mut p, socket) = ready_with(config_with_model());
     let bound = clawgate_core::channels::MAX_UNSERVED as u64;
     // The model call is held, so every message waits behind the first turn.
     for n in 0..bound {

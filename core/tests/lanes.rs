@@ -100,6 +100,20 @@ fn wait(p: &mut Sim, op: ConnId, run: &str) -> Value {
     .unwrap()
 }
 
+/// `agent.wait` on `run` for 100 ms, waited out on the fake clock: its answer.
+fn wait_out(p: &mut Sim, op: ConnId, run: &str) -> Option<Value> {
+    let r = p.request(
+        op,
+        "agent.wait",
+        Some(json!({"runId": run, "timeoutMs": 100})),
+    );
+    p.advance(Duration::from_millis(100));
+    p.events(op).into_iter().find_map(|e| match e {
+        Event::Response { id, result } if id == r => Some(result.unwrap()),
+        _ => None,
+    })
+}
+
 #[test]
 fn followup_waits_for_the_run_in_progress_then_runs_after_the_debounce() {
     let (mut p, op) = gateway(fake_model_config());
@@ -301,18 +315,8 @@ fn a_wait_on_a_queued_run_reports_it_pending_and_the_queue_is_bounded() {
     let (mut p, op) = gateway(cfg);
     send(&mut p, op, "k1", None);
     send(&mut p, op, "k2", None);
-    let r = p.request(
-        op,
-        "agent.wait",
-        Some(json!({"runId": "k2", "timeoutMs": 100})),
-    );
-    p.advance(Duration::from_millis(100));
-    let got = p.events(op).into_iter().find_map(|e| match e {
-        Event::Response { id, result } if id == r => Some(result.unwrap()),
-        _ => None,
-    });
     assert_eq!(
-        got,
+        wait_out(&mut p, op, "k2"),
         Some(json!({"runId": "k2", "status": "pending", "timeoutPhase": "queue"}))
     );
     let full = p
@@ -376,4 +380,105 @@ fn a_queued_run_whose_message_cannot_be_stored_fails_and_frees_the_lane() {
     assert_eq!(msgs.last().unwrap()["content"], "m-k3");
     answer(&mut p, third, "a3");
     assert_eq!(wait(&mut p, op, "k3")["status"], "ok");
+}
+
+/// The last user turn of held request `n`.
+fn last_turn(p: &Sim, n: usize) -> String {
+    let reqs = requests(p);
+    let turns = &reqs[n].1;
+    turns.last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn abort(p: &mut Sim, op: ConnId, run: &str) -> Value {
+    p.call(
+        op,
+        "chat.abort",
+        Some(json!({"sessionKey": "main", "runId": run})),
+    )
+    .unwrap()
+}
+
+#[test]
+fn one_run_at_a_time_then_the_queue_in_order_after_the_debounce() {
+    let (mut p, op) = gateway(fake_model_config());
+    send(&mut p, op, "k1", None);
+    send(&mut p, op, "k2", None);
+    send(&mut p, op, "k3", None);
+    send(&mut p, op, "k4", None);
+    assert_eq!(requests(&p).len(), 1, "k1 holds the lane");
+    let (first, _) = requests(&p)[0].clone();
+    answer(&mut p, first, "a1");
+    assert!(
+        requests(&p).is_empty(),
+        "the debounce counts from k4's queueing"
+    );
+    p.advance(DEBOUNCE - Duration::from_millis(1));
+    assert!(requests(&p).is_empty(), "not before the debounce is over");
+    p.advance(Duration::from_millis(1));
+    assert_eq!(requests(&p).len(), 1);
+    assert_eq!(last_turn(&p, 0), "m-k2", "the oldest queued run first");
+    // A queued run that ends (here aborted) is not the lane's holder: k2 keeps it.
+    assert_eq!(abort(&mut p, op, "k3")["runIds"], json!(["k3"]));
+    p.advance(DEBOUNCE * 4);
+    assert_eq!(requests(&p).len(), 1, "only its holder frees a lane");
+    assert_eq!(last_turn(&p, 0), "m-k2");
+    // The debounce is long over: k4 starts the moment k2 ends.
+    let (second, _) = requests(&p)[0].clone();
+    answer(&mut p, second, "a2");
+    assert_eq!(requests(&p).len(), 1);
+    assert_eq!(last_turn(&p, 0), "m-k4");
+    let (fourth, _) = requests(&p)[0].clone();
+    answer(&mut p, fourth, "a4");
+    // An idle lane holds nothing back: the next message starts at once.
+    send(&mut p, op, "k5", None);
+    assert_eq!(requests(&p).len(), 1);
+    assert_eq!(last_turn(&p, 0), "m-k5");
+    assert_eq!(
+        history_texts(&mut p, op),
+        ["m-k1", "a1", "m-k2", "a2", "m-k4", "a4", "m-k5"]
+    );
+}
+
+#[test]
+fn collect_runs_start_together_and_queued_runs_can_leave() {
+    let (mut p, op) = gateway(fake_model_config());
+    send(&mut p, op, "k1", None);
+    for k in ["k2", "k3", "k4"] {
+        send(&mut p, op, k, Some("collect"));
+    }
+    send(&mut p, op, "k5", Some("followup"));
+    assert_eq!(abort(&mut p, op, "k3")["aborted"], true);
+    let again = abort(&mut p, op, "k3");
+    assert_eq!(
+        (again["aborted"].clone(), again["runIds"].clone()),
+        (json!(false), json!([])),
+        "it left the queue already"
+    );
+    let (first, _) = requests(&p)[0].clone();
+    answer(&mut p, first, "a1");
+    p.advance(DEBOUNCE);
+    let reqs = requests(&p);
+    assert_eq!(reqs.len(), 1, "k2 and k4 start as one turn");
+    assert_eq!(
+        last_turn(&p, 0),
+        "[Queued messages while agent was busy]\n\n---\nQueued #1\nm-k2\n\n---\nQueued #2\nm-k4",
+        "collecting stops at the followup run"
+    );
+    assert_eq!(
+        wait_out(&mut p, op, "k5").map(|w| w["timeoutPhase"].clone()),
+        Some(json!("queue")),
+        "k5 still waits"
+    );
+    // A session abort takes what waits (k5), then the run in progress (k2 with k4).
+    let r = p
+        .call(op, "chat.abort", Some(json!({"sessionKey": "main"})))
+        .unwrap();
+    assert_eq!(r["runIds"], json!(["k5", "k2"]));
+    p.advance(DEBOUNCE * 4);
+    assert!(requests(&p).is_empty(), "nothing waits any more");
+    send(&mut p, op, "k6", None);
+    assert_eq!(requests(&p).len(), 1, "the lane is free");
 }

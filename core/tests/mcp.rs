@@ -294,3 +294,218 @@ fn a_crash_is_reported_and_restarted_after_its_backoff() {
         "the broken one again after 500 ms"
     );
 }
+
+/// One [`Session`] on its own, the test playing the server: the lifecycle with every
+/// `tools/list` page and the filter, calls answered, timed out and cancelled, `list_changed`,
+/// server requests, and start-up failures. The clock is the test's.
+mod session {
+    use std::time::{Duration, Instant};
+
+    use clawgate_core::tools::mcp::jsonrpc::{METHOD_NOT_FOUND, parse};
+    use clawgate_core::tools::mcp::session::{Session, SessionError, SessionEvent};
+    use clawgate_core::tools::mcp::{CallError, CallResult, McpLimits, ToolFilter};
+    use serde_json::{Value, json};
+
+    fn sent(s: &mut Session) -> Vec<Value> {
+        std::iter::from_fn(|| s.poll_transmit())
+            .map(|o| serde_json::from_slice(&o.bytes).unwrap())
+            .collect()
+    }
+
+    fn answer(s: &mut Session, now: Instant, id: &Value, result: Value) {
+        let bytes = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+        s.handle_message(now, parse(bytes.as_bytes(), 1 << 20).unwrap());
+    }
+
+    fn events(s: &mut Session) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn started(now: Instant, limits: McpLimits) -> Session {
+        let mut s = Session::start(
+            now,
+            limits,
+            ToolFilter {
+                include: vec![],
+                exclude: vec!["hidden".into()],
+            },
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            "test",
+        );
+        let init = sent(&mut s);
+        assert_eq!(init[0]["method"], "initialize");
+        assert_eq!(init[0]["params"]["protocolVersion"], "2025-06-18");
+        answer(
+            &mut s,
+            now,
+            &init[0]["id"],
+            json!({"protocolVersion": "2025-03-26", "capabilities": {"tools": {"listChanged": true}}}),
+        );
+        let out = sent(&mut s);
+        assert_eq!(out[0]["method"], "notifications/initialized");
+        assert_eq!(out[1]["method"], "tools/list");
+        assert!(out[1].get("params").is_none());
+        answer(
+            &mut s,
+            now,
+            &out[1]["id"],
+            json!({"tools": [{"name": "echo", "description": "Echo", "inputSchema": {"type": "object", "properties": {"x": {}}}}, {"name": "hidden"}], "nextCursor": "p2"}),
+        );
+        let page2 = sent(&mut s);
+        assert_eq!(page2[0]["params"]["cursor"], "p2");
+        answer(
+            &mut s,
+            now,
+            &page2[0]["id"],
+            json!({"tools": [{"name": "slow"}]}),
+        );
+        assert_eq!(events(&mut s), vec![SessionEvent::Ready]);
+        s
+    }
+
+    #[test]
+    fn lifecycle_lists_every_page_and_filters() {
+        let now = Instant::now();
+        let s = started(now, McpLimits::default());
+        assert_eq!(s.protocol_version(), Some("2025-03-26"));
+        let names: Vec<_> = s.tools().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["echo", "slow"]);
+        assert_eq!(s.tools()[0].input_schema["properties"]["x"], json!({}));
+        assert_eq!(s.tools()[1].input_schema, json!({"type": "object"}));
+    }
+
+    #[test]
+    fn calls_answer_time_out_and_are_cancelled() {
+        let now = Instant::now();
+        let mut s = started(now, McpLimits::default());
+        s.call(now, 1, "echo", json!({"x": 1})).unwrap();
+        s.call(now, 2, "slow", json!({})).unwrap();
+        let out = sent(&mut s);
+        assert_eq!(
+            out[0]["params"],
+            json!({"name": "echo", "arguments": {"x": 1}})
+        );
+        answer(
+            &mut s,
+            now,
+            &out[0]["id"],
+            json!({"content": [{"type": "text", "text": "hi"}, {"type": "image", "data": "…"}]}),
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::CallDone {
+                call: 1,
+                outcome: Ok(CallResult {
+                    text: "hi\n[image]".into(),
+                    is_error: false,
+                })
+            }]
+        );
+        assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(2)));
+        s.handle_timeout(now + Duration::from_secs(2));
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::CallDone {
+                call: 2,
+                outcome: Err(CallError::Timeout(2000))
+            }]
+        );
+        let cancelled = sent(&mut s);
+        assert_eq!(cancelled[0]["method"], "notifications/cancelled");
+        assert_eq!(cancelled[0]["params"]["requestId"], out[1]["id"]);
+        // A late answer to the given-up call is dropped.
+        answer(&mut s, now, &out[1]["id"], json!({"content": []}));
+        assert!(events(&mut s).is_empty());
+        s.call(now, 3, "echo", json!({})).unwrap();
+        s.cancel(3, "aborted");
+        assert_eq!(sent(&mut s)[1]["method"], "notifications/cancelled");
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn list_changed_relists_and_server_requests_are_answered() {
+        let now = Instant::now();
+        let mut s = started(now, McpLimits::default());
+        s.handle_message(
+            now,
+            parse(
+                br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+                99,
+            )
+            .unwrap(),
+        );
+        let out = sent(&mut s);
+        assert_eq!(out[0]["method"], "tools/list");
+        answer(
+            &mut s,
+            now,
+            &out[0]["id"],
+            json!({"tools": [{"name": "new"}]}),
+        );
+        assert_eq!(events(&mut s), vec![SessionEvent::ToolsChanged]);
+        assert_eq!(s.tools()[0].name, "new");
+        s.handle_message(
+            now,
+            parse(br#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#, 99).unwrap(),
+        );
+        s.handle_message(
+            now,
+            parse(
+                br#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage"}"#,
+                99,
+            )
+            .unwrap(),
+        );
+        let out = sent(&mut s);
+        assert_eq!(out[0], json!({"jsonrpc": "2.0", "id": "p", "result": {}}));
+        assert_eq!(out[1]["error"]["code"], METHOD_NOT_FOUND);
+    }
+
+    fn bare(now: Instant) -> Session {
+        Session::start(
+            now,
+            McpLimits::default(),
+            ToolFilter::default(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            "t",
+        )
+    }
+
+    #[test]
+    fn start_up_failures_fail_the_session_and_calls_end_on_close() {
+        let now = Instant::now();
+        let mut s = bare(now);
+        let init = sent(&mut s);
+        answer(
+            &mut s,
+            now,
+            &init[0]["id"],
+            json!({"protocolVersion": "1999-01-01"}),
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Failed(SessionError::Version(
+                "1999-01-01".into()
+            ))]
+        );
+        let mut s = bare(now);
+        s.handle_timeout(now + Duration::from_secs(1));
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Failed(SessionError::Timeout("initialize"))]
+        );
+        let mut s = started(now, McpLimits::default());
+        s.call(now, 5, "echo", json!({})).unwrap();
+        s.close("exited");
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::CallDone {
+                call: 5,
+                outcome: Err(CallError::Gone("exited".into()))
+            }]
+        );
+        assert!(s.call(now, 6, "echo", json!({})).is_err());
+    }
+}

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::model::HttpRequest;
+use clawgate_core::tools::skills;
 use clawgate_core::tools::{
     Availability, CallContext, CallId, ProviderIo, TRUNCATED_MARKER, ToolCall, ToolEntry,
     ToolOutcome, ToolProvider, ToolSource,
@@ -737,6 +738,34 @@ fn a_lazy_provider_starts_when_a_turn_needs_tools() {
             .iter()
             .any(|l| l.message.contains("changed its catalog (1 tools)"))
     );
+}
+
+/// The skills provider on its own: the prompt's `<available_skills>` block, and `read_skill`
+/// answering a known skill with its instructions and an unknown one with an error.
+#[test]
+fn the_prompt_lists_skills_and_the_tool_reads_them() {
+    let skill = skills::Skill {
+        name: "a<b".into(),
+        description: "d".into(),
+        location: "/l".into(),
+        body: "do this".into(),
+    };
+    let section = skills::prompt_section(std::slice::from_ref(&skill)).unwrap();
+    assert!(section.contains("<available_skills>\n  <skill>\n    <name>a&lt;b</name>\n    <description>d</description>\n    <location>/l</location>\n  </skill>\n</available_skills>"), "{section}");
+    assert_eq!(skills::prompt_section(&[]), None);
+    let mut p = skills::SkillsProvider::new(vec![skill]);
+    let mut io = ProviderIo::default();
+    let now = Instant::now();
+    let call = ToolCall::from_model("c", skills::READ_SKILL, r#"{"name":"a<b"}"#);
+    let ctx = CallContext {
+        session_key: None,
+        owner: false,
+    };
+    p.start(now, CallId(1), &call, &ctx, &mut io);
+    let call = ToolCall::from_model("c", skills::READ_SKILL, r#"{"name":"zz"}"#);
+    p.start(now, CallId(2), &call, &ctx, &mut io);
+    assert_eq!(io.done[0], (CallId(1), ToolOutcome::text("do this")));
+    assert!(io.done[1].1.is_error);
 }
 
 // ---- The first turn waits for providers still starting ----

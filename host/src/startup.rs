@@ -178,10 +178,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         upstream,
     } = open_store(&state_dir).map_err(StartError::Store)?;
     store_synchronous(&mut db, &mut logger).map_err(StartError::Store)?;
-    // Only the recent end of each transcript: the rest stays on disk for chat.history.
-    let sessions = db
-        .load_sessions(config.limits.max_model_messages)
-        .map_err(StartError::Store)?;
+    // Only the newest message of each transcript: a turn reads its window when it needs it.
+    let sessions = db.load_sessions(1).map_err(StartError::Store)?;
     let channel_rows = db.load_channel_rows().map_err(StartError::Store)?;
     let pending_input = db.load_pending_input().map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);

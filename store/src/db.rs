@@ -18,6 +18,9 @@ use crate::schema::{self, Found};
 
 /// How long a statement waits for a lock held by another process (a `doctor` reading).
 const BUSY_TIMEOUT_MS: u64 = 5_000;
+/// SQLite's page cache, KiB (its default is about 2 MiB): what the store keeps in memory of
+/// the transcripts it reads and writes, whatever their length.
+pub(crate) const PAGE_CACHE_KIB: i64 = 1024;
 
 /// Why the database could not be opened, read or written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +186,10 @@ impl Db {
             .map_err(e)?;
         self.conn
             .pragma_update(None, "synchronous", "FULL")
+            .map_err(e)?;
+        // A negative size is in KiB.
+        self.conn
+            .pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
             .map_err(e)?;
         let from = match schema::found(&self.conn).map_err(e)? {
             Found::Known(v) => v,
@@ -524,5 +531,21 @@ pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> DbError {
     DbError::Sqlite {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_cache_is_bounded() {
+        let dir = clawgate_tests::tempdir::TempDir::new("store-cache");
+        let db = Db::open(dir.path()).unwrap();
+        let size: i64 = db
+            .conn
+            .pragma_query_value(None, "cache_size", |r| r.get(0))
+            .unwrap();
+        assert_eq!(size, -PAGE_CACHE_KIB);
     }
 }

@@ -93,12 +93,9 @@ impl Gateway {
         let Some(key) = self.agent.runs.get(&serial).map(|r| r.session_key.clone()) else {
             return;
         };
-        let messages = self
-            .agent
-            .sessions
-            .get(&key)
-            .map(|s| s.to_model(self.config.limits.max_model_messages))
-            .unwrap_or_default();
+        let Some(messages) = self.turn_window(serial, &key) else {
+            return;
+        };
         let system = system_prompt(&self.config.identity, route, &self.config.skills);
         let ctx = crate::tools::CallContext {
             session_key: Some(key.clone()),

@@ -5,8 +5,9 @@
 //! Every transcript change leaves as a store batch with the next [`Gateway::persist`]. An
 //! `agent` call starts the same run and is answered again when it ends (`rpc`). Runs of one
 //! session take turns in its lane (`lane`, `queue`: the queue modes); the core keeps only the
-//! recent window of each transcript (`session`), and `chat.history` reads pages from the
-//! store (`history`). A run holding its lane starts its turn once one of the global slots
+//! recent window of each transcript (`session`), and only for the sessions used most recently
+//! (`windows`: the others are read back from the store when a turn needs them), and
+//! `chat.history` reads pages from the store (`history`). A run holding its lane starts its turn once one of the global slots
 //! (`agents.defaults.maxConcurrent`) is free (`admission`); a message waiting in a lane is
 //! kept in the store as pending input until its run starts (`pending`).
 
@@ -27,6 +28,7 @@ mod session_patch;
 mod sessions;
 mod subscribers;
 mod tool_round;
+mod windows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -42,6 +44,7 @@ use crate::work::{WorkId, WorkResult};
 use rpc::Outcome;
 use run::{Audience, Event, Response, Run};
 use session::{ChatSession, Window, failed_before_reply, text_message};
+use windows::Windows;
 
 /// The only agent clawgate runs.
 pub(crate) const AGENT_ID: &str = "main";
@@ -68,6 +71,8 @@ pub(crate) struct Agent {
     admission: admission::Admission,
     /// Who receives session events.
     subscribers: subscribers::Subscribers,
+    /// The model windows in memory, most recently used sessions only.
+    windows: Windows,
 }
 
 impl Agent {
@@ -85,10 +90,16 @@ impl Agent {
     }
 
     /// Append `message` to the session `key` (which must exist; only `window` stays in
-    /// memory) and record the changes; the message's position (from 1).
+    /// memory, if the session's window is) and record the changes; the message's position
+    /// (from 1).
     fn append(&mut self, key: &str, message: Value, ts: u64, window: Window) -> Option<u64> {
         let s = self.sessions.get_mut(key)?;
-        let seq = s.push(message.clone(), window);
+        if s.total == 0 {
+            // The whole transcript is what is appended from now: no read needed.
+            self.windows.start_empty(key);
+        }
+        self.windows.append(key, &message, window);
+        let seq = s.push(message.clone());
         s.updated_at = ts;
         self.unsaved.push(StoreChange::PutSession {
             key: key.to_string(),
@@ -100,6 +111,12 @@ impl Agent {
             message,
         });
         Some(seq)
+    }
+
+    /// Keep at most `cap` windows in memory, and every one a run in progress uses.
+    fn evict_windows(&mut self, cap: usize) {
+        let lanes = &self.lanes;
+        self.windows.evict(cap, |key| lanes.active(key).is_some());
     }
 
     /// Forget a run; returns it.
@@ -118,7 +135,10 @@ impl Agent {
 pub struct HeldMessages {
     /// Chat sessions known.
     pub sessions: usize,
-    /// Transcript messages held, over every session.
+    /// Sessions whose model window is in memory (at most `maxLoadedWindows`, plus those
+    /// with a run in progress).
+    pub windows: usize,
+    /// Transcript messages held in those windows.
     pub messages: usize,
     /// The bytes of their JSON encodings.
     pub bytes: usize,
@@ -168,13 +188,13 @@ const OFFLINE: &str = "No model is configured: set agents.defaults.model.primary
 
 impl Gateway {
     /// Load the sessions the store kept (at start, before any connection): each row with
-    /// the recent end of its transcript (at most `maxModelMessages` messages are kept). A row
-    /// that does not decode is logged and skipped.
+    /// the newest message of its transcript (the last of `messages`; the others are not
+    /// kept: a turn reads its window from the store). A row that does not decode is logged
+    /// and skipped.
     pub fn restore_sessions(&mut self, sessions: Vec<StoredSession>) {
         let now = self.last_wake();
-        let window = Window::of(&self.config.limits);
-        for s in sessions {
-            match ChatSession::from_row(s.row, s.messages, s.total, window) {
+        for mut s in sessions {
+            match ChatSession::from_row(s.row, s.messages.pop(), s.total) {
                 Ok(session) => {
                     self.agent.sessions.insert(s.key, session);
                 }
@@ -534,13 +554,16 @@ impl Gateway {
     }
 
     /// What the agent holds in memory: transcript messages (at most `maxModelMessages` and
-    /// `maxWindowBytes` per session) and store changes kept until the disk has them (for the replay after a
+    /// `maxWindowBytes` per window, at most `maxLoadedWindows` windows besides those of runs
+    /// in progress) and store changes kept until the disk has them (for the replay after a
     /// failed write). Neither grows with the length of a transcript.
     pub fn held_messages(&self) -> HeldMessages {
+        let (windows, messages, bytes) = self.agent.windows.held();
         HeldMessages {
             sessions: self.agent.sessions.len(),
-            messages: self.agent.sessions.values().map(|s| s.held().0).sum(),
-            bytes: self.agent.sessions.values().map(|s| s.held().1).sum(),
+            windows,
+            messages,
+            bytes,
             unacked_changes: self.durable.unacked_changes(),
         }
     }
@@ -621,7 +644,10 @@ impl Gateway {
             m.insert("__openclaw".into(), meta);
         }
         let window = Window::of(&self.config.limits);
-        if let Some(seq) = self.agent.append(key, message.clone(), ts, window) {
+        let seq = self.agent.append(key, message.clone(), ts, window);
+        self.agent
+            .evict_windows(self.config.limits.max_loaded_windows);
+        if let Some(seq) = seq {
             let now = self.last_wake();
             self.message_appended(now, key, &message, seq, run_id);
         }

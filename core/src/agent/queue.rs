@@ -105,6 +105,8 @@ impl Gateway {
         self.agent.admission.release(serial);
         self.start_admitted(now);
         self.agent.lanes.release(key, serial);
+        self.agent
+            .evict_windows(self.config.limits.max_loaded_windows);
         self.drain_lane(now, key);
     }
 

@@ -1,7 +1,8 @@
-//! Chat sessions: a key, an id, and the recent end of a transcript of messages as
-//! `chat.history` shows them. The whole transcript lives in the store; the core keeps only the
-//! window a turn sends the model (at most `maxModelMessages` messages and `maxWindowBytes`
-//! bytes), so its memory does not grow with the transcript.
+//! Chat sessions: a key, an id, the newest message of a transcript as `chat.history` shows
+//! them, and the [`Recent`] messages a turn sends the model (at most `maxModelMessages`
+//! messages and `maxWindowBytes` bytes). The whole transcript lives in the store; the windows
+//! of recently used sessions stay in memory (`windows`), so memory does not grow with the
+//! transcript.
 
 use std::collections::VecDeque;
 
@@ -44,11 +45,8 @@ pub(crate) struct ChatSession {
     pub(crate) updated_at: u64,
     /// Messages in the whole transcript: the `seq` of the last one.
     pub(crate) total: u64,
-    /// The most recent messages with their encoded sizes, oldest first: the window the
-    /// model reads.
-    window: VecDeque<(Value, usize)>,
-    /// The sum of those sizes.
-    window_bytes: usize,
+    /// The newest message (what lists preview and `chat.history` reports the last run of).
+    last: Option<Value>,
     /// The fields `sessions.patch` set (`label`, `thinkingLevel`, `model`, …), by wire name.
     pub(crate) overrides: Map<String, Value>,
 }
@@ -77,61 +75,35 @@ impl ChatSession {
             created_at: now_ms,
             updated_at: now_ms,
             total: 0,
-            window: VecDeque::new(),
-            window_bytes: 0,
+            last: None,
             overrides: Map::new(),
         }
     }
 
-    /// The session as the store gave it back: its row, the recent end of its transcript
-    /// (`recent`, oldest first; `window` bounds what is kept) and its last position `total`.
+    /// The session as the store gave it back: its row, its newest message (`last`, if it
+    /// has one) and its last position `total`.
     pub(crate) fn from_row(
         row: Value,
-        recent: Vec<Value>,
+        last: Option<Value>,
         total: u64,
-        window: Window,
     ) -> Result<Self, serde_json::Error> {
         let row: SessionRow = serde_json::from_value(row)?;
-        let mut s = Self {
+        Ok(Self {
             id: row.session_id,
             created_via: row.created_via.unwrap_or_else(|| "operator".into()),
             created_at: row.created_at,
             updated_at: row.updated_at,
-            total: total.max(recent.len() as u64),
-            window: VecDeque::new(),
-            window_bytes: 0,
+            total: total.max(u64::from(last.is_some())),
+            last,
             overrides: row.overrides,
-        };
-        for m in recent {
-            s.keep(m, window);
-        }
-        Ok(s)
+        })
     }
 
-    /// Append `message` (keeping only `window` in memory); its `seq`.
-    pub(crate) fn push(&mut self, message: Value, window: Window) -> u64 {
-        self.keep(message, window);
+    /// Append `message` (only the newest stays here); its `seq`.
+    pub(crate) fn push(&mut self, message: Value) -> u64 {
+        self.last = Some(message);
         self.total += 1;
         self.total
-    }
-
-    /// Hold `message` as the newest of the window, dropping the oldest past its bounds.
-    fn keep(&mut self, message: Value, window: Window) {
-        let size = message.to_string().len();
-        self.window.push_back((message, size));
-        self.window_bytes = self.window_bytes.saturating_add(size);
-        while self.window.len() > 1
-            && (self.window.len() > window.messages || self.window_bytes > window.bytes)
-        {
-            if let Some((_, size)) = self.window.pop_front() {
-                self.window_bytes = self.window_bytes.saturating_sub(size);
-            }
-        }
-    }
-
-    /// Messages held in memory, and the bytes of their encodings.
-    pub(crate) fn held(&self) -> (usize, usize) {
-        (self.window.len(), self.window_bytes)
     }
 
     /// The row [`StoreChange::PutSession`] stores.
@@ -150,7 +122,38 @@ impl ChatSession {
 
     /// The newest message, if the session has one.
     pub(crate) fn last(&self) -> Option<&Value> {
-        self.window.back().map(|(m, _)| m)
+        self.last.as_ref()
+    }
+}
+
+/// The recent end of a transcript with the encoded size of each message, oldest first: the
+/// window a turn sends the model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Recent {
+    messages: VecDeque<(Value, usize)>,
+    /// The sum of those sizes.
+    bytes: usize,
+}
+
+impl Recent {
+    /// Hold `message` as the newest, dropping the oldest past `window`'s bounds (the newest
+    /// always stays).
+    pub(crate) fn keep(&mut self, message: Value, window: Window) {
+        let size = message.to_string().len();
+        self.messages.push_back((message, size));
+        self.bytes = self.bytes.saturating_add(size);
+        while self.messages.len() > 1
+            && (self.messages.len() > window.messages || self.bytes > window.bytes)
+        {
+            if let Some((_, size)) = self.messages.pop_front() {
+                self.bytes = self.bytes.saturating_sub(size);
+            }
+        }
+    }
+
+    /// Messages held, and the bytes of their encodings.
+    pub(crate) fn held(&self) -> (usize, usize) {
+        (self.messages.len(), self.bytes)
     }
 
     /// The last `max` messages as the model reads them: user and assistant turns with the
@@ -158,9 +161,9 @@ impl ChatSession {
     /// ended mid-round) and a result without its call (cut off by the window) are left
     /// out, as every provider refuses them.
     pub(crate) fn to_model(&self, max: usize) -> Vec<Message> {
-        let skip = self.window.len().saturating_sub(max);
+        let skip = self.messages.len().saturating_sub(max);
         let messages: Vec<Message> = self
-            .window
+            .messages
             .iter()
             .skip(skip)
             .filter_map(|(m, _)| {
@@ -333,12 +336,18 @@ mod tests {
     #[test]
     fn the_window_is_bounded_and_the_model_sees_text_turns_only() {
         let mut s = ChatSession::new("id-1".into(), 5);
+        let mut recent = Recent::default();
         let w = window(3, 1 << 20);
-        assert_eq!(s.push(text_message("user", "hi", 6), w), 1);
-        s.push(failed_before_reply("boom", 7), w);
-        s.push(text_message("assistant", "hello", 8), w);
+        for m in [
+            text_message("user", "hi", 6),
+            failed_before_reply("boom", 7),
+            text_message("assistant", "hello", 8),
+        ] {
+            s.push(m.clone());
+            recent.keep(m, w);
+        }
         assert_eq!(
-            s.to_model(10),
+            recent.to_model(10),
             vec![
                 Message::User("hi".into()),
                 Message::Assistant {
@@ -347,26 +356,31 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(s.to_model(1).len(), 1);
-        assert_eq!(s.push(text_message("user", "again", 9), w), 4);
-        assert_eq!((s.held().0, s.total), (3, 4), "the oldest left the window");
-        let recent: Vec<Value> = s.window.iter().map(|(m, _)| m.clone()).collect();
-        let row = s.row(MAIN_SESSION_KEY);
-        let back = ChatSession::from_row(row, recent, 4, window(2, 1 << 20)).unwrap();
+        assert_eq!(recent.to_model(1).len(), 1);
+        let again = text_message("user", "again", 9);
+        assert_eq!(s.push(again.clone()), 4);
+        recent.keep(again.clone(), w);
         assert_eq!(
-            (back.id.as_str(), back.held().0, back.total),
-            ("id-1", 2, 4)
+            (recent.held().0, s.total),
+            (3, 4),
+            "the oldest left the window"
+        );
+        let row = s.row(MAIN_SESSION_KEY);
+        let back = ChatSession::from_row(row, Some(again.clone()), 4).unwrap();
+        assert_eq!(
+            (back.id.as_str(), back.last(), back.total),
+            ("id-1", Some(&again), 4)
         );
         // The byte bound cuts too, but the newest message always stays.
-        let mut s = ChatSession::new("id-2".into(), 5);
+        let mut recent = Recent::default();
         let small = window(100, 150);
         for i in 0..10 {
-            s.push(text_message("user", &format!("message {i}"), 6), small);
+            recent.keep(text_message("user", &format!("message {i}"), 6), small);
         }
-        let (n, bytes) = s.held();
+        let (n, bytes) = recent.held();
         assert!(n < 10 && bytes <= 150, "{n} messages, {bytes} bytes");
-        s.push(text_message("user", &"x".repeat(1000), 7), small);
-        assert_eq!(s.held().0, 1, "a message over the bound alone");
+        recent.keep(text_message("user", &"x".repeat(1000), 7), small);
+        assert_eq!(recent.held().0, 1, "a message over the bound alone");
         assert_eq!(canonical_key("main"), MAIN_SESSION_KEY);
         assert_eq!(canonical_key("agent:main:x"), "agent:main:x");
     }

@@ -193,6 +193,7 @@ impl Gateway {
         let id = self.uuid();
         let ts = self.unix_ms(now);
         let mut fresh = ChatSession::new(id, ts);
+        self.agent.windows.remove(&key);
         if let Some(old) = self.agent.sessions.remove(&key) {
             fresh.overrides = old.overrides;
             fresh.created_via = old.created_via;
@@ -239,6 +240,7 @@ impl Gateway {
             ))));
         }
         self.abort_runs(now, &key, None);
+        self.agent.windows.remove(&key);
         let deleted = self.agent.sessions.remove(&key).is_some();
         if deleted {
             self.agent

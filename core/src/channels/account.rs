@@ -2,7 +2,8 @@
 //! belongs to ([`Kind`]), the state every transport shares ([`Status`]: failures, the
 //! operator's stop, the times and the last error `channels.status` shows), and the
 //! transport's own state ([`Transport`]), which answers the questions that differ: its
-//! access policy, whether it runs, how a reply is cut and rendered, its status fields.
+//! access policy, where its connection is ([`Lifecycle`]), how a reply is cut and rendered,
+//! its own status fields ([`Connection`]).
 
 use serde_json::{Value, json};
 
@@ -137,6 +138,45 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
+/// Where an account's connection is, as `channels.status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Not running: never started, stopped, or refused (its `last_error` says why).
+    Stopped,
+    /// Starting up or connecting.
+    Starting,
+    /// Connected: messages flow.
+    Ready,
+    /// Waiting out a backoff (or a pause) before starting again.
+    Waiting,
+    /// Receiving is paused until the messages waiting for a turn drain (Discord).
+    Held,
+}
+
+impl Lifecycle {
+    /// Its `lifecycle` field (a wait shows as starting, with `restartPending`).
+    fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Stopped => "stopped",
+            Lifecycle::Ready => "ready",
+            Lifecycle::Held => "held",
+            Lifecycle::Starting | Lifecycle::Waiting => "starting",
+        }
+    }
+}
+
+/// What a transport shows of its account's connection in `channels.status`, beside its
+/// [`Lifecycle`].
+#[derive(Debug)]
+pub struct Connection {
+    /// How it receives (`polling`, `gateway`, `socket`, `http`).
+    pub mode: &'static str,
+    /// Unix ms of its last connection.
+    pub last_connected_at: Option<u64>,
+    /// The fields only this transport shows (a JSON object).
+    pub own: Value,
+}
+
 /// A transport's own account state.
 // A handful of accounts at most: boxing the larger one would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -165,6 +205,15 @@ impl Transport {
             Transport::Telegram(t) => &mut t.cfg.common,
             Transport::Discord(d) => &mut d.cfg.common,
             Transport::Slack(s) => &mut s.cfg.common,
+        }
+    }
+
+    /// Where its connection is.
+    fn lifecycle(&self) -> Lifecycle {
+        match self {
+            Transport::Telegram(t) => t.lifecycle(),
+            Transport::Discord(d) => d.lifecycle(),
+            Transport::Slack(s) => s.lifecycle(),
         }
     }
 
@@ -232,11 +281,7 @@ impl Account {
 
     /// Whether it is started (in any phase but stopped).
     pub fn running(&self) -> bool {
-        match &self.transport {
-            Transport::Telegram(t) => t.running(),
-            Transport::Discord(d) => d.running(),
-            Transport::Slack(s) => s.running(),
-        }
+        self.transport.lifecycle() != Lifecycle::Stopped
     }
 
     /// Take a new configuration of the same account; whether the transport must restart
@@ -297,11 +342,22 @@ impl Account {
     pub fn snapshot(&self, undelivered: Vec<Value>, pending_replies: usize) -> Value {
         let c = self.common();
         let s = &self.status;
+        let lifecycle = self.transport.lifecycle();
+        let conn = match &self.transport {
+            Transport::Telegram(t) => t.connection(),
+            Transport::Discord(d) => d.connection(),
+            Transport::Slack(s) => s.connection(),
+        };
         let mut out = json!({
             "accountId": c.account_id,
             "enabled": c.enabled,
             "configured": c.token.is_ok(),
-            "running": self.running(),
+            "running": lifecycle != Lifecycle::Stopped,
+            "connected": lifecycle == Lifecycle::Ready,
+            "lifecycle": lifecycle.as_str(),
+            "mode": conn.mode,
+            "restartPending": lifecycle == Lifecycle::Waiting,
+            "lastConnectedAt": conn.last_connected_at,
             "reconnectAttempts": s.failures,
             "lastStartAt": s.last_start_at,
             "lastStopAt": s.last_stop_at,
@@ -317,12 +373,7 @@ impl Account {
             "pendingReplies": pending_replies,
             "undeliveredReplies": undelivered,
         });
-        let own = match &self.transport {
-            Transport::Telegram(t) => t.snapshot(),
-            Transport::Discord(d) => d.snapshot(),
-            Transport::Slack(s) => s.snapshot(),
-        };
-        if let (Some(out), Value::Object(own)) = (out.as_object_mut(), own) {
+        if let (Some(out), Value::Object(own)) = (out.as_object_mut(), conn.own) {
             out.extend(own);
         }
         out

@@ -582,6 +582,14 @@ pub fn normalize_id(s: &str) -> String {
     s.to_string()
 }
 
+/// A secret field as written ([`Fields::secret`]).
+pub(crate) struct SecretField {
+    /// The key it was read from.
+    pub(crate) key: String,
+    /// Its value and where it came from, or why it has none.
+    pub(crate) value: Result<(String, TokenSource), String>,
+}
+
 /// One account's fields: its own if set, else the root's.
 pub(crate) struct Fields<'a> {
     sec: &'static Section,
@@ -627,6 +635,41 @@ impl<'a> Fields<'a> {
             Some((Value::String(s), key)) => Ok(Some((s.clone(), key))),
             Some((v, key)) => Err(invalid(key, format!("must be a string, got {v}"))),
         }
+    }
+
+    /// Secret field `name` as written: a string, or an env SecretRef
+    /// (`{source:"env",provider,id}`) read from `env`. `None` when it is absent; a value of
+    /// another type is refused.
+    pub(crate) fn secret(
+        &self,
+        name: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Option<SecretField>, ConfigError> {
+        let Some((v, key)) = self.field(name) else {
+            return Ok(None);
+        };
+        let value = match v {
+            Value::String(s) => Ok((s.clone(), TokenSource::Config)),
+            Value::Object(r) if r.get("source").and_then(Value::as_str) == Some("env") => {
+                let var = r.get("id").and_then(Value::as_str).unwrap_or_default();
+                match env.get(var).filter(|v| !v.is_empty()) {
+                    Some(t) => Ok((t.clone(), TokenSource::Env)),
+                    None => Err(format!(
+                        "{key} names the environment variable {var}, which is not set"
+                    )),
+                }
+            }
+            Value::Object(_) => Err(format!(
+                "{key}: only a string or an env SecretRef ({{source:\"env\",provider,id}}) is supported by clawgate"
+            )),
+            other => {
+                return Err(invalid(
+                    key,
+                    format!("must be a string or a SecretRef, got {other}"),
+                ));
+            }
+        };
+        Ok(Some(SecretField { key, value }))
     }
 
     fn list_field(&self, name: &str) -> Result<Option<Vec<String>>, ConfigError> {
@@ -771,28 +814,8 @@ fn token(
             Ok((Secret::new(value), source))
         }
     };
-    if let Some((v, key)) = f.field(sec.token_key) {
-        return Ok(match v {
-            Value::String(s) => check(s, &key, TokenSource::Config),
-            Value::Object(r) if r.get("source").and_then(Value::as_str) == Some("env") => {
-                let var = r.get("id").and_then(Value::as_str).unwrap_or_default();
-                match src.env.get(var).filter(|v| !v.is_empty()) {
-                    Some(t) => check(t, &key, TokenSource::Env),
-                    None => Err(format!(
-                        "{key} names the environment variable {var}, which is not set"
-                    )),
-                }
-            }
-            Value::Object(_) => Err(format!(
-                "{key}: only a string or an env SecretRef ({{source:\"env\",provider,id}}) is supported by clawgate"
-            )),
-            other => {
-                return Err(invalid(
-                    key,
-                    format!("must be a string or a SecretRef, got {other}"),
-                ));
-            }
-        });
+    if let Some(SecretField { key, value }) = f.secret(sec.token_key, src.env)? {
+        return Ok(value.and_then(|(v, source)| check(&v, &key, source)));
     }
     if let Some((v, key)) = f.field("tokenFile").filter(|_| sec.token_file) {
         let Some(path) = v.as_str() else {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod discord;
 pub mod inbound;
 pub mod ingress;
+mod markdown;
 mod methods;
 pub mod outbox;
 pub mod pairing;

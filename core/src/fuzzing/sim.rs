@@ -276,10 +276,27 @@ impl Sim {
     /// start-up loads it (sessions, then channel rows), HTTP held or not as before.
     pub fn crash_and_restart(self, config: Config) -> Sim {
         let mut sim = self.restarted(config);
-        sim.gw.restore_sessions(self.sessions.stored(200));
+        sim.gw.restore_sessions(self.sessions.stored(1));
         sim.gw.restore_channels(self.sessions.stored_channel_rows());
         sim.drive();
         sim
+    }
+
+    /// Fail every held store read with `why` (the held batches stay held) and let the
+    /// simulation settle; how many reads there were.
+    pub fn fail_reads(&mut self, why: &str) -> usize {
+        let mut failed = 0;
+        self.unwritten.retain(|(id, work)| {
+            let read = matches!(work, Work::ReadHistory(_));
+            if read {
+                self.gw
+                    .handle_work_result(self.now, *id, WorkResult::History(Err(why.into())));
+                failed += 1;
+            }
+            !read
+        });
+        self.drive();
+        failed
     }
 
     fn read_history(&mut self, id: WorkId, query: &HistoryQuery) {

@@ -277,30 +277,4 @@ mod tests {
             ["/w/skills", "/w/.agents/skills", "/state/skills"]
         );
     }
-
-    #[test]
-    fn the_prompt_lists_skills_and_the_tool_reads_them() {
-        let skill = Skill {
-            name: "a<b".into(),
-            description: "d".into(),
-            location: "/l".into(),
-            body: "do this".into(),
-        };
-        let section = prompt_section(std::slice::from_ref(&skill)).unwrap();
-        assert!(section.contains("<available_skills>\n  <skill>\n    <name>a&lt;b</name>\n    <description>d</description>\n    <location>/l</location>\n  </skill>\n</available_skills>"), "{section}");
-        assert_eq!(prompt_section(&[]), None);
-        let mut p = SkillsProvider::new(vec![skill]);
-        let mut io = ProviderIo::default();
-        let now = Instant::now();
-        let call = ToolCall::from_model("c", READ_SKILL, r#"{"name":"a<b"}"#);
-        let ctx = CallContext {
-            session_key: None,
-            owner: false,
-        };
-        p.start(now, CallId(1), &call, &ctx, &mut io);
-        let call = ToolCall::from_model("c", READ_SKILL, r#"{"name":"zz"}"#);
-        p.start(now, CallId(2), &call, &ctx, &mut io);
-        assert_eq!(io.done[0], (CallId(1), ToolOutcome::text("do this")));
-        assert!(io.done[1].1.is_error);
-    }
 }

@@ -285,8 +285,67 @@ fn a_failed_agent_run_answers_unavailable(shell: Shell) {
     assert_frames_valid(&ws);
 }
 
+/// Sessions in [`more_sessions_than_windows_each_answer_with_their_own_context`]: more than
+/// the gateway's `maxLoadedWindows` (16).
+const MANY_SESSIONS: usize = 18;
+
+/// The texts of the non-system messages of a model request, in order.
+fn request_texts(req: &clawgate_tests::fake_model::RecordedRequest) -> Vec<String> {
+    req.json["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Turn `round` on every one of [`MANY_SESSIONS`] sessions, one after another; each model
+/// request must carry that session's own transcript (`round` earlier turns, then the new
+/// message).
+fn round_of_turns(ws: &mut Ws, model: &FakeModel, round: usize) {
+    for s in 0..MANY_SESSIONS {
+        let (key, run) = (format!("agent:main:many-{s}"), format!("many-{s}-{round}"));
+        let params =
+            json!({"sessionKey": key, "message": format!("s{s} r{round}"), "idempotencyKey": run});
+        ws.call("chat.send", Some(params)).expect("chat.send");
+        let events = run_events(ws, &run);
+        let (_, last) = events.last().expect("events");
+        assert_eq!(last["state"], "final", "{events:?}");
+        let mut want = Vec::new();
+        for r in 0..round {
+            want.push(format!("s{s} r{r}"));
+            want.push(format!("Echo from fake LLM: s{s} r{r}"));
+        }
+        want.push(format!("s{s} r{round}"));
+        let req = model.requests().pop().expect("a model request");
+        assert_eq!(request_texts(&req), want, "session {s}, round {round}");
+    }
+}
+
+fn more_sessions_than_windows_each_answer_with_their_own_context(shell: Shell) {
+    let model = FakeModel::echo();
+    let opts = options(Some(&model));
+    let gw = opts.start(shell);
+    let mut ws = operator(&gw);
+    for round in 0..2 {
+        round_of_turns(&mut ws, &model, round);
+    }
+    // A read is answered after every write asked for before it: all is on disk.
+    let last = json!({"sessionKey": format!("agent:main:many-{}", MANY_SESSIONS - 1)});
+    let page = ws.call("chat.history", Some(last)).expect("chat.history");
+    assert_eq!(page["totalMessages"], 4);
+    drop(ws);
+    // After a restart no window is in memory: each is read back from the store.
+    let gw = opts.crash_and_restart(shell, gw);
+    let mut ws = operator(&gw);
+    round_of_turns(&mut ws, &model, 2);
+    assert_frames_valid(&ws);
+}
+
 both!(
     agent_answers_twice_and_agent_wait_reports_the_end,
+    more_sessions_than_windows_each_answer_with_their_own_context,
     a_failed_agent_run_answers_unavailable,
     chat_send_streams_the_models_answer_and_history_survives_a_crash,
     a_provider_error_reaches_the_client,

@@ -1,9 +1,9 @@
 //! Remote peers for real: the gateway runs in a network namespace of its own and its clients
 //! in others, joined by veth links (see `clawgate_tests::netns`), so what loopback cannot
 //! show is shown: the locality rules for a non-loopback peer, the remote rate limit and
-//! lockout, trusted proxies with `X-Forwarded-For` and clients that spoof it, and the
-//! `x-openclaw-scopes` cap. Skipped with a message where namespaces cannot be created;
-//! required under `CI=true`.
+//! lockout, trusted proxies (addresses and CIDR ranges) with `X-Forwarded-For` and clients
+//! that spoof it, and the `x-openclaw-scopes` cap. Skipped with a message where namespaces
+//! cannot be created; required under `CI=true`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -54,6 +54,21 @@ fn remote_hello(net: &Net, i: usize, at: SocketAddr, config: ClientConfig) -> Re
     let answer = raw::connect_over(tcp, &at.to_string(), &[], &config)
         .unwrap_or_else(|status| panic!("upgrade refused with {status}"));
     outcome(answer)
+}
+
+/// Peer `i`'s `connect` with `token`, with `X-Forwarded-For: xff` on the upgrade when given:
+/// its outcome, or the status the upgrade was refused with.
+fn forwarded(
+    net: &Net,
+    i: usize,
+    gw: &Gateway,
+    xff: Option<&str>,
+    token: &str,
+) -> Result<Result<Value, Value>, u16> {
+    let at = gateway_at(net, i, gw);
+    let tcp = net.peers[i].ns.tcp(at);
+    let headers: Vec<(&str, &str)> = xff.map(|v| ("x-forwarded-for", v)).into_iter().collect();
+    raw::connect_over(tcp, &at.to_string(), &headers, &cli(at, Some(token))).map(outcome)
 }
 
 /// A `connect` answer as hello-ok's payload, or the error.
@@ -152,13 +167,7 @@ fn trusted_proxy_and_spoofers(shell: Shell) {
     let Some(net) = Net::create(2) else { return };
     let proxy = net.peers[0].addr.to_string();
     let gw = gateway(shell, &net, 2, json!({"trustedProxies": [proxy]}));
-    let (via_proxy, direct) = (gateway_at(&net, 0, &gw), gateway_at(&net, 1, &gw));
-    let forwarded = |peer: usize, xff: Option<&str>, token: &str| {
-        let at = if peer == 0 { via_proxy } else { direct };
-        let tcp = net.peers[peer].ns.tcp(at);
-        let headers: Vec<(&str, &str)> = xff.map(|v| ("x-forwarded-for", v)).into_iter().collect();
-        raw::connect_over(tcp, &at.to_string(), &headers, &cli(at, Some(token))).map(outcome)
-    };
+    let forwarded = |peer, xff, token| forwarded(&net, peer, &gw, xff, token);
 
     for _ in 0..2 {
         let e = forwarded(0, Some("203.0.113.9"), "wrong").expect("upgrade through the proxy");
@@ -205,6 +214,39 @@ fn trusted_proxy_and_spoofers(shell: Shell) {
     );
 }
 
+/// `gateway.trustedProxies` takes CIDR ranges: peer 0 (10.213.0.2) is inside the trusted
+/// 10.213.0.0/24 and its forwarded client is believed; peer 1 (10.213.1.2) is outside it and
+/// its forwarding headers are refused. An entry that is neither an address nor a range is
+/// warned of by its key and matches nothing, and the gateway serves (as upstream's).
+fn trusted_proxy_ranges(shell: Shell) {
+    let Some(net) = Net::create(2) else { return };
+    let proxies = json!({"trustedProxies": ["10.213.0.0/24", "proxy.lan"]});
+    let gw = gateway(shell, &net, 10, proxies);
+    assert!(
+        gw.wait_for_log("gateway.trustedProxies[1]:", Duration::from_secs(2)),
+        "{}",
+        gw.stderr()
+    );
+    assert!(gw.stderr().contains("proxy.lan"), "{}", gw.stderr());
+    let hello = forwarded(&net, 0, &gw, Some("203.0.113.20"), TOKEN)
+        .expect("upgrade through a proxy inside the range")
+        .expect("hello-ok");
+    assert_eq!(hello["auth"]["scopes"], json!([]), "not local: {hello}");
+    assert!(
+        gw.wait_for_log(
+            "websocket open from 203.0.113.20 (local: false)",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        gw.stderr()
+    );
+    assert_eq!(
+        forwarded(&net, 1, &gw, Some("203.0.113.21"), TOKEN).err(),
+        Some(403),
+        "a peer outside the range is not a proxy"
+    );
+}
+
 /// `x-openclaw-scopes` on the upgrade caps what a remote device approved for read and write
 /// may use: the named scopes only, none for an empty header, all without one.
 fn scope_header_caps(shell: Shell) {
@@ -244,5 +286,6 @@ fn scope_header_caps(shell: Shell) {
 both!(
     remote_peer_rules,
     trusted_proxy_and_spoofers,
+    trusted_proxy_ranges,
     scope_header_caps
 );

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::config::DiscordAccount;
 use super::gateway::Me;
 use super::rest::Limits;
+use crate::channels::account::{Connection, Lifecycle};
 use crate::work::WorkId;
 
 /// Where an account is.
@@ -94,27 +95,26 @@ impl Account {
         }
     }
 
-    /// Whether it is started (in any phase but stopped).
-    pub fn running(&self) -> bool {
-        self.phase != Phase::Stopped
+    /// Where its connection is.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.phase {
+            Phase::Stopped => Lifecycle::Stopped,
+            Phase::Ready => Lifecycle::Ready,
+            Phase::Waiting => Lifecycle::Waiting,
+            Phase::Held => Lifecycle::Held,
+            Phase::Discovering | Phase::Connecting | Phase::Identifying => Lifecycle::Starting,
+        }
     }
 
-    /// Its own fields of the `channels.status` account snapshot.
-    pub fn snapshot(&self) -> Value {
-        let lifecycle = match self.phase {
-            Phase::Stopped => "stopped",
-            Phase::Ready => "ready",
-            Phase::Held => "held",
-            _ => "starting",
-        };
-        json!({
-            "connected": self.phase == Phase::Ready,
-            "lifecycle": lifecycle,
-            "mode": "gateway",
-            "restartPending": self.phase == Phase::Waiting,
-            "lastConnectedAt": self.last_connected_at,
-            "botUsername": self.me.username,
-            "botUserId": (!self.me.id.is_empty()).then_some(&self.me.id),
-        })
+    /// What `channels.status` shows of its connection.
+    pub fn connection(&self) -> Connection {
+        Connection {
+            mode: "gateway",
+            last_connected_at: self.last_connected_at,
+            own: json!({
+                "botUsername": self.me.username,
+                "botUserId": (!self.me.id.is_empty()).then_some(&self.me.id),
+            }),
+        }
     }
 }

@@ -584,9 +584,9 @@ impl Gateway {
         if let (Some(until), ChannelPurpose::Deliver(seq)) =
             (a.limits.blocked(now, &to.to), &purpose)
         {
-            let seq = *seq;
-            self.channels.outbox.release(seq);
-            self.channel_timer_at(until, ChannelDue::Redeliver(seq));
+            // It stays taken until the limit resets, so one timer frees it, once: released
+            // now, every pump before then would take it again and add a timer (and a send).
+            self.channel_timer_at(until, ChannelDue::Redeliver(*seq));
             return true;
         }
         let request = rest::create_message(&a.cfg.api_url, &token, &to.to, text);

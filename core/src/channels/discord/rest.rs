@@ -204,26 +204,4 @@ mod tests {
             matches!(e, Failure::Refused { retry_after: Some(d), auth: false, .. } if d == Duration::from_millis(1500))
         );
     }
-
-    #[test]
-    fn buckets_and_global_limits_hold_calls_back() {
-        let now = Instant::now();
-        let mut l = Limits::default();
-        let h = |p: &[(&str, &str)]| -> Vec<(String, String)> {
-            p.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect()
-        };
-        let empty = h(&[
-            ("x-ratelimit-remaining", "0"),
-            ("x-ratelimit-reset-after", "2"),
-        ]);
-        l.note(now, "c1", &answer(200, &empty, b"{}"));
-        assert_eq!(l.blocked(now, "c1"), Some(now + Duration::from_secs(2)));
-        assert_eq!(l.blocked(now, "c2"), None);
-        assert_eq!(l.blocked(now + Duration::from_secs(3), "c1"), None);
-        let global = h(&[("x-ratelimit-global", "true"), ("retry-after", "5")]);
-        l.note(now, "c2", &answer(429, &global, b"{}"));
-        assert_eq!(l.blocked(now, "c9"), Some(now + Duration::from_secs(5)));
-    }
 }

@@ -2,10 +2,11 @@
 //! Socket Mode `apps.connections.open` and the socket until `hello`), the bot's identity,
 //! and what `channels.status` shows about it beyond what every transport shows.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::api::Identity;
 use super::config::{SlackAccount, SlackMode};
+use crate::channels::account::{Connection, Lifecycle};
 use crate::work::WorkId;
 
 /// Where an account is.
@@ -50,28 +51,27 @@ impl Account {
         }
     }
 
-    /// Whether it is started (in any phase but stopped).
-    pub fn running(&self) -> bool {
-        self.phase != Phase::Stopped
+    /// Where its connection is.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.phase {
+            Phase::Stopped => Lifecycle::Stopped,
+            Phase::Ready => Lifecycle::Ready,
+            Phase::Waiting => Lifecycle::Waiting,
+            Phase::Authenticating | Phase::Connecting => Lifecycle::Starting,
+        }
     }
 
-    /// Its own fields of the `channels.status` account snapshot.
-    pub fn snapshot(&self) -> Value {
-        let lifecycle = match self.phase {
-            Phase::Stopped => "stopped",
-            Phase::Ready => "ready",
-            _ => "starting",
-        };
+    /// What `channels.status` shows of its connection.
+    pub fn connection(&self) -> Connection {
         let webhook = (self.cfg.mode == SlackMode::Http).then_some(&self.cfg.webhook_path);
-        json!({
-            "connected": self.phase == Phase::Ready,
-            "lifecycle": lifecycle,
-            "mode": self.cfg.mode.as_str(),
-            "webhookPath": webhook,
-            "restartPending": self.phase == Phase::Waiting,
-            "lastConnectedAt": self.last_connected_at,
-            "botUserId": self.me.as_ref().map(|m| &m.user_id),
-            "appTokenSource": if self.cfg.app_token.is_ok() { "config" } else { "none" },
-        })
+        Connection {
+            mode: self.cfg.mode.as_str(),
+            last_connected_at: self.last_connected_at,
+            own: json!({
+                "webhookPath": webhook,
+                "botUserId": self.me.as_ref().map(|m| &m.user_id),
+                "appTokenSource": if self.cfg.app_token.is_ok() { "config" } else { "none" },
+            }),
+        }
     }
 }

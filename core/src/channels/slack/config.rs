@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use super::api::{API_URL_ENV, DEFAULT_API_URL};
 use crate::auth::Secret;
-use crate::channels::config::{Common, Fields, HasCommon, Section, Sources, invalid, one_of};
+use crate::channels::config::{
+    Common, Fields, HasCommon, SecretField, Section, Sources, invalid, one_of,
+};
 use crate::config::{ConfigError, is_placeholder_secret};
 
 /// Fields upstream's `channels.slack` schema accepts on an account (and on the root).
@@ -255,26 +255,8 @@ fn secret(
             Ok(Secret::new(value))
         }
     };
-    if let Some((v, key)) = f.field(name) {
-        return match v {
-            Value::String(s) => Ok(check(s, &key)),
-            Value::Object(r) if r.get("source").and_then(Value::as_str) == Some("env") => {
-                let var = r.get("id").and_then(Value::as_str).unwrap_or_default();
-                Ok(match env.get(var).filter(|v| !v.is_empty()) {
-                    Some(t) => check(t, &key),
-                    None => Err(format!(
-                        "{key} names the environment variable {var}, which is not set"
-                    )),
-                })
-            }
-            Value::Object(_) => Ok(Err(format!(
-                "{key}: only a string or an env SecretRef ({{source:\"env\",provider,id}}) is supported by clawgate"
-            ))),
-            other => Err(invalid(
-                key,
-                format!("must be a string or a SecretRef, got {other}"),
-            )),
-        };
+    if let Some(SecretField { key, value }) = f.secret(name, env)? {
+        return Ok(value.and_then(|(v, _)| check(&v, &key)));
     }
     if let Some(var) = fallback_env
         && let Some(t) = env.get(var).filter(|v| !v.is_empty())
@@ -289,7 +271,7 @@ fn secret(
 mod tests {
     use super::*;
     use crate::channels::config::DmPolicy;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn resolve_json(v: Value) -> Result<Vec<SlackAccount>, ConfigError> {
         let file = json!({"channels": {"slack": v}});

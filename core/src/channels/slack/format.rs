@@ -4,19 +4,11 @@
 //! then characters, counting as upstream does (UTF-16 units).
 
 use crate::channels::chunk::{split_markdown, units};
+use crate::channels::markdown::{Span, Style, Syntax, escape_entities, inline, is_fence};
 
 /// `&`, `<` and `>` escaped as Slack requires.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
+    escape_entities(text, false)
 }
 
 /// Markdown as mrkdwn.
@@ -24,15 +16,15 @@ pub fn mrkdwn(md: &str) -> String {
     let mut out = Vec::new();
     let mut fenced = false;
     for line in md.split('\n') {
-        if line.trim_start().starts_with("```") {
+        if is_fence(line) {
             fenced = !fenced;
             out.push(escape(line));
         } else if fenced {
             out.push(escape(line));
         } else if let Some(h) = heading(line) {
-            out.push(format!("*{}*", inline(h)));
+            out.push(format!("*{}*", inline::<Mrkdwn>(h)));
         } else {
-            out.push(inline(line));
+            out.push(inline::<Mrkdwn>(line));
         }
     }
     out.join("\n")
@@ -48,57 +40,38 @@ fn heading(line: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-/// One line's inline Markdown.
-fn inline(line: &str) -> String {
-    let mut out = String::new();
-    let mut rest = line;
-    while let Some(c) = rest.chars().next() {
-        if let Some((text, used)) = span(rest) {
-            out.push_str(&text);
-            rest = rest.get(used..).unwrap_or_default();
-        } else {
-            out.push_str(&escape(&c.to_string()));
-            rest = rest.get(c.len_utf8()..).unwrap_or_default();
-        }
-    }
-    out
-}
+/// Slack's mrkdwn: code as is, `<url|text>` links, `*bold*`, `_italic_` (from `*italic*`;
+/// `_italic_` is mrkdwn already), `~strike~`.
+struct Mrkdwn;
 
-/// A span at the start of `s`: its mrkdwn and the bytes it used.
-fn span(s: &str) -> Option<(String, usize)> {
-    if let Some(body) = s.strip_prefix('`') {
-        let end = body.find('`')?;
-        let code = body.get(..end)?;
-        return Some((format!("`{}`", escape(code)), end + 2));
+impl Syntax for Mrkdwn {
+    const MARKS: &'static [(&'static str, Style)] = &[
+        ("**", Style::Bold),
+        ("__", Style::Bold),
+        ("~~", Style::Strike),
+        ("*", Style::Italic),
+    ];
+
+    fn escape(text: &str) -> String {
+        escape(text)
     }
-    for (open, mark) in [("**", "*"), ("__", "*"), ("~~", "~")] {
-        if let Some(body) = s.strip_prefix(open) {
-            let end = body.find(open).filter(|e| *e > 0)?;
-            let inner = body.get(..end)?;
-            return Some((
-                format!("{mark}{}{mark}", inline(inner)),
-                end + 2 * open.len(),
-            ));
+
+    fn span(span: Span<'_>) -> Option<String> {
+        match span {
+            Span::Code(code) => Some(format!("`{}`", escape(code))),
+            Span::Link { label, url } => Some(format!("<{}|{}>", escape(url), escape(label))),
+            Span::Emphasis(_, "") => None,
+            Span::Emphasis(Style::Italic, inner) if inner.starts_with(' ') => None,
+            Span::Emphasis(style, inner) => {
+                let mark = match style {
+                    Style::Bold => "*",
+                    Style::Italic => "_",
+                    Style::Strike => "~",
+                };
+                Some(format!("{mark}{}{mark}", inline::<Mrkdwn>(inner)))
+            }
         }
     }
-    if let Some(body) = s.strip_prefix('*').filter(|b| !b.starts_with(' ')) {
-        let end = body.find('*').filter(|e| *e > 0)?;
-        let inner = body.get(..end)?;
-        return Some((format!("_{}_", inline(inner)), end + 2));
-    }
-    if let Some(body) = s.strip_prefix('[') {
-        let close = body.find("](")?;
-        let text = body.get(..close)?;
-        let after = body.get(close + 2..)?;
-        let end = after.find(')')?;
-        let url = after.get(..end)?;
-        if url.contains(char::is_whitespace) || url.is_empty() {
-            return None;
-        }
-        let used = 1 + close + 2 + end + 1;
-        return Some((format!("<{}|{}>", escape(url), escape(text)), used));
-    }
-    None
 }
 
 /// The reply as Slack messages, each at most `limit` units once written as mrkdwn.

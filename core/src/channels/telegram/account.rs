@@ -2,9 +2,10 @@
 //! `deleteWebhook`, then the long poll), the offset it confirms, the poll in flight,
 //! and what `channels.status` shows about it beyond what every transport shows.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::api::Me;
+use crate::channels::account::{Connection, Lifecycle};
 use crate::channels::config::TelegramAccount;
 use crate::work::WorkId;
 
@@ -56,27 +57,25 @@ impl Account {
         }
     }
 
-    /// Whether it is started (in any phase but stopped).
-    pub fn running(&self) -> bool {
-        self.phase != Phase::Stopped
+    /// Where its connection is: ready once a poll succeeded.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.phase {
+            Phase::Stopped => Lifecycle::Stopped,
+            Phase::Polling if self.last_poll_at.is_some() => Lifecycle::Ready,
+            Phase::Waiting => Lifecycle::Waiting,
+            _ => Lifecycle::Starting,
+        }
     }
 
-    /// Its own fields of the `channels.status` account snapshot.
-    pub fn snapshot(&self) -> Value {
-        let connected = self.phase == Phase::Polling && self.last_poll_at.is_some();
-        let lifecycle = match self.phase {
-            Phase::Stopped => "stopped",
-            Phase::Polling if connected => "ready",
-            _ => "starting",
-        };
-        json!({
-            "connected": connected,
-            "lifecycle": lifecycle,
-            "mode": "polling",
-            "restartPending": self.phase == Phase::Waiting,
-            "lastConnectedAt": self.last_poll_at,
-            "lastPollAt": self.last_poll_at,
-            "botUsername": self.me.username,
-        })
+    /// What `channels.status` shows of its connection.
+    pub fn connection(&self) -> Connection {
+        Connection {
+            mode: "polling",
+            last_connected_at: self.last_poll_at,
+            own: json!({
+                "lastPollAt": self.last_poll_at,
+                "botUsername": self.me.username,
+            }),
+        }
     }
 }

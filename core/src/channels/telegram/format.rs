@@ -2,22 +2,13 @@
 //! messages: at `textChunkLimit` on paragraph, then line, then character boundaries, each
 //! rendered message never over Telegram's 4096 (counted in UTF-16 units, as Telegram counts).
 
-use super::super::chunk::{split_markdown, units};
-use super::super::config::TELEGRAM_MAX_TEXT;
+use crate::channels::chunk::{split_markdown, units};
+use crate::channels::config::TELEGRAM_MAX_TEXT;
+use crate::channels::markdown::{Span, Style, Syntax, escape_entities, inline, is_fence};
 
-/// `text` with `&`, `<` and `>` escaped for Telegram HTML.
+/// `text` with `&`, `<`, `>` and `"` escaped for Telegram HTML.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
+    escape_entities(text, true)
 }
 
 /// Markdown (fenced and inline code, `**bold**`, `*italic*`/`_italic_`, `~~strike~~`,
@@ -27,8 +18,7 @@ pub fn markdown_to_html(md: &str) -> String {
     let mut in_fence = false;
     let mut first = true;
     for line in md.split('\n') {
-        let fence = line.trim_start().starts_with("```");
-        if fence {
+        if is_fence(line) {
             if in_fence {
                 out.push_str("</code></pre>");
             } else {
@@ -48,7 +38,7 @@ pub fn markdown_to_html(md: &str) -> String {
             if !first {
                 out.push('\n');
             }
-            out.push_str(&inline(line));
+            out.push_str(&inline::<Html>(line));
         }
         first = false;
     }
@@ -58,67 +48,51 @@ pub fn markdown_to_html(md: &str) -> String {
     out
 }
 
-/// One line's inline Markdown.
-fn inline(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(c) = rest.chars().next() {
-        if let Some((html, used)) = span(rest) {
-            out.push_str(&html);
-            rest = rest.get(used..).unwrap_or_default();
-        } else {
-            out.push_str(&escape(&rest[..c.len_utf8()]));
-            rest = &rest[c.len_utf8()..];
-        }
-    }
-    out
-}
+/// Telegram HTML: `<code>`, `<a href>` to http(s) and `tg:` URLs, `<b>`, `<i>`, `<s>`;
+/// emphasis with nothing inside, or with spaces just inside its marks, is text.
+struct Html;
 
-/// A span at the start of `s`: its HTML and the bytes it used.
-fn span(s: &str) -> Option<(String, usize)> {
-    if let Some(body) = s.strip_prefix('`') {
-        let end = body.find('`')?;
-        let code = body.get(..end).filter(|c| !c.is_empty())?;
-        return Some((format!("<code>{}</code>", escape(code)), end + 2));
+impl Syntax for Html {
+    const MARKS: &'static [(&'static str, Style)] = &[
+        ("**", Style::Bold),
+        ("__", Style::Bold),
+        ("~~", Style::Strike),
+        ("*", Style::Italic),
+        ("_", Style::Italic),
+    ];
+
+    fn escape(text: &str) -> String {
+        escape(text)
     }
-    if let Some(body) = s.strip_prefix('[') {
-        let close = body.find("](")?;
-        let label = body.get(..close)?;
-        let after = body.get(close + 2..)?;
-        let end = after.find(')')?;
-        let url = after.get(..end)?;
-        let ok =
-            url.starts_with("http://") || url.starts_with("https://") || url.starts_with("tg://");
-        if !ok || label.is_empty() || url.contains(char::is_whitespace) {
-            return None;
-        }
-        let used = 1 + close + 2 + end + 1;
-        return Some((
-            format!("<a href=\"{}\">{}</a>", escape(url), inline(label)),
-            used,
-        ));
-    }
-    for (mark, tag) in [
-        ("**", "b"),
-        ("__", "b"),
-        ("~~", "s"),
-        ("*", "i"),
-        ("_", "i"),
-    ] {
-        if let Some(body) = s.strip_prefix(mark) {
-            let end = body.find(mark)?;
-            let inner = body.get(..end)?;
-            // `*` alone is not emphasis; `a * b * c` neither (spaces inside the marks).
-            if inner.is_empty() || inner.starts_with(' ') || inner.ends_with(' ') {
-                return None;
+
+    fn span(span: Span<'_>) -> Option<String> {
+        match span {
+            Span::Code(code) => {
+                (!code.is_empty()).then(|| format!("<code>{}</code>", escape(code)))
             }
-            return Some((
-                format!("<{tag}>{}</{tag}>", inline(inner)),
-                mark.len() * 2 + end,
-            ));
+            Span::Link { label, url } => {
+                let ok = ["http://", "https://", "tg://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme));
+                (ok && !label.is_empty())
+                    .then(|| format!("<a href=\"{}\">{}</a>", escape(url), inline::<Html>(label)))
+            }
+            // `*` alone is not emphasis; `a * b * c` neither (spaces inside the marks).
+            Span::Emphasis(_, inner)
+                if inner.is_empty() || inner.starts_with(' ') || inner.ends_with(' ') =>
+            {
+                None
+            }
+            Span::Emphasis(style, inner) => {
+                let tag = match style {
+                    Style::Bold => "b",
+                    Style::Italic => "i",
+                    Style::Strike => "s",
+                };
+                Some(format!("<{tag}>{}</{tag}>", inline::<Html>(inner)))
+            }
         }
     }
-    None
 }
 
 /// The reply as Telegram messages: Markdown cut at `limit` (paragraphs, then lines, then
