@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::auth::Secret;
 use crate::ip_range::IpRange;
 
+pub mod edit;
 pub mod known;
 mod providers;
 pub mod tools;

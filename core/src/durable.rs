@@ -105,6 +105,8 @@ impl Gateway {
             // Only a command's work answers with this, and the router owns it.
             WorkResult::Exec(_) => {}
             WorkResult::Machine(info) => self.on_machine(now, id, info),
+            WorkResult::ConfigEdited(r) if self.is_logout(id) => self.logout_edited(now, id, r),
+            WorkResult::ConfigEdited(_) => {}
             // A process that is no MCP server's any more (stopped): nothing to do.
             WorkResult::ProcessLine(_) | WorkResult::ProcessExited(_) => {}
         }

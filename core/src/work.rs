@@ -78,6 +78,9 @@ pub enum Work {
         /// The bytes, without the newline.
         line: Vec<u8>,
     },
+    /// Change `openclaw.json` (read it, apply the edit, write it back atomically, off the
+    /// event loop): one [`WorkResult::ConfigEdited`] answers it.
+    EditConfig(crate::config::edit::ConfigEdit),
 }
 
 /// A [`Work::WsOpen`]: where to connect and what to send in the upgrade.
@@ -260,4 +263,6 @@ pub enum WorkResult {
     ProcessLine(Vec<u8>),
     /// The [`Work::Spawn`] process exited, was killed, or could not start (how, for the log).
     ProcessExited(String),
+    /// What a [`Work::EditConfig`] did to the file, or why it could not.
+    ConfigEdited(Result<crate::config::edit::Edited, String>),
 }

@@ -6,10 +6,12 @@ use core::time::Duration;
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use clawgate_core::channels::pairing::ChannelPairing;
 use clawgate_core::client::Event;
 use clawgate_core::config::{ConfigInput, RunFlags};
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::model::HttpRequest;
+use clawgate_core::persist::{ChannelRowKind, StoreChange};
 use clawgate_core::{Config, ConnId, WorkId, WorkResult};
 use serde_json::{Value, json};
 
@@ -529,4 +531,139 @@ fn channel_messages_queue_as_followups_even_under_collect() {
         "one turn per message, each answered in its own chat"
     );
     assert_eq!(f.model_calls, 3);
+}
+
+/// One step of the world, atomic: the oldest held store batch written, or one held request
+/// answered (`http_first` says which goes first when both can); false when nothing can move.
+fn step(p: &mut Sim, f: &mut Fakes, http_first: bool) -> bool {
+    if !http_first && p.write_next_batch() {
+        return true;
+    }
+    for (id, req) in p.held_http().to_vec() {
+        if let Some(results) = f.answer(&req) {
+            for r in results {
+                p.http_result(id, r);
+            }
+            return true;
+        }
+    }
+    http_first && p.write_next_batch()
+}
+
+/// The pairing code in a pairing message.
+fn code_in(text: &str) -> String {
+    let start = text.find("<pre><code>").expect("a code block") + "<pre><code>".len();
+    text[start..start + 8].to_string()
+}
+
+/// The codes of the pairing messages sent so far, in order.
+fn pairing_codes(f: &Fakes) -> Vec<String> {
+    f.sent("sendMessage")
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .filter(|t| t.contains("Pairing code:"))
+        .map(code_in)
+        .collect()
+}
+
+/// Whether the simulated disk holds an outbox row (a message not recorded as delivered).
+fn outbox_on_disk(p: &Sim) -> bool {
+    p.sessions
+        .channel_rows
+        .keys()
+        .any(|(kind, _)| *kind == ChannelRowKind::Outbox)
+}
+
+/// Approve every pairing request on the disk as `clawgate pairing approve` does while no
+/// gateway runs (the request row goes, the approval row comes); whether there was one.
+fn approve_on_disk(p: &mut Sim) -> bool {
+    let mut pairing = ChannelPairing::default();
+    let rows = p.sessions.stored_channel_rows();
+    for r in &rows {
+        pairing.restore(r.kind, r.row.clone());
+    }
+    let ids: Vec<String> = pairing.requests().map(|r| r.request_id.clone()).collect();
+    let mut changes = Vec::new();
+    for id in &ids {
+        pairing.approve(id, 0, &mut changes);
+    }
+    for c in changes {
+        match c {
+            StoreChange::PutChannelRow { kind, key, row } => {
+                p.sessions.channel_rows.insert((kind, key), row);
+            }
+            StoreChange::DeleteChannelRow { kind, key } => {
+                p.sessions.channel_rows.remove(&(kind, key));
+            }
+            _ => {}
+        }
+    }
+    !ids.is_empty()
+}
+
+/// An unknown DM, the gateway killed after each step of its handling (every store batch
+/// written and every request answered is a step, in two orders), restarted from what the
+/// disk holds, the update redelivered while its offset was not durable: one pending code
+/// for the sender, and one pairing message, except when the kill fell between Telegram
+/// accepting that message and the store recording it (the outbox row still on disk): then
+/// the message goes once more, with the same code. If the request is approved while the
+/// gateway is down, the message not yet recorded as sent is not sent again.
+#[test]
+fn a_kill_at_any_point_leaves_one_pairing_code_and_one_message() {
+    let run = |kill_at: Option<usize>, http_first: bool, approve_while_down: bool| {
+        let (mut p, mut f) = start("", "");
+        p.hold_store_writes(true);
+        f.dm(222, "hi");
+        let mut steps = 0;
+        while kill_at != Some(steps) && step(&mut p, &mut f, http_first) {
+            steps += 1;
+        }
+        let Some(at) = kill_at else {
+            return steps;
+        };
+        let sent_before = pairing_codes(&f).len();
+        let unrecorded = sent_before == 1 && outbox_on_disk(&p);
+        let approved = approve_while_down && approve_on_disk(&mut p);
+        let mut p = p.crash_and_restart(config("", ""));
+        while step(&mut p, &mut f, http_first) {}
+        let codes = pairing_codes(&f);
+        let why = format!(
+            "killed after step {at} (http first: {http_first}, approved: {approved}): {codes:?}"
+        );
+        assert!(codes.iter().all(|c| *c == codes[0]), "one code: {why}");
+        let op = admin(&mut p);
+        let list = p.call(op, "channels.pairing.list", None).unwrap();
+        let pending = list["requests"].as_array().unwrap();
+        if approved {
+            assert!(pending.is_empty(), "{why}");
+            assert_eq!(
+                codes.len(),
+                sent_before,
+                "no stale code after the approval: {why}"
+            );
+        } else {
+            assert_eq!(pending.len(), 1, "one pending request: {why}");
+            let on_disk: Vec<&Value> = p
+                .sessions
+                .channel_rows
+                .iter()
+                .filter(|((kind, _), _)| *kind == ChannelRowKind::PairingRequest)
+                .map(|(_, row)| row)
+                .collect();
+            assert_eq!(on_disk.len(), 1, "{why}");
+            assert_eq!(on_disk[0]["code"], codes[0].as_str(), "{why}");
+            let expected = if unrecorded { 2 } else { 1 };
+            assert_eq!(codes.len(), expected, "{why}");
+        }
+        assert_eq!(f.model_calls, 0, "{why}");
+        steps
+    };
+    for http_first in [false, true] {
+        let total = run(None, http_first, false);
+        assert!(total >= 4, "{total} steps");
+        for at in 0..=total {
+            run(Some(at), http_first, false);
+            run(Some(at), http_first, true);
+        }
+    }
 }

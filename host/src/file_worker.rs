@@ -3,7 +3,8 @@
 //! the first candidate that is a regular file inside the root once symlinks are resolved, so
 //! a symlink pointing out of the root is as good as absent. The same threads describe the
 //! machine for `system.info` ([`Work::DescribeMachine`](clawgate_core::Work::DescribeMachine)):
-//! reading `/proc` is file IO too.
+//! reading `/proc` is file IO too. And they edit `openclaw.json`
+//! ([`Work::EditConfig`](clawgate_core::Work::EditConfig), `channels.logout`).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::UNIX_EPOCH;
 
+use clawgate_core::config::edit::ConfigEdit;
 use clawgate_core::{FileChunk, FileError, FileRead, WorkId, WorkResult};
 
 /// Threads reading files: enough that one slow disk read does not hold every other asset.
@@ -25,6 +27,7 @@ type Report = Arc<dyn Fn(WorkId, WorkResult) + Send + Sync>;
 enum Job {
     Read(FileRead),
     DescribeMachine,
+    EditConfig(PathBuf, ConfigEdit),
 }
 
 /// The file-reading threads and the queue that feeds them.
@@ -67,6 +70,11 @@ impl FileWorkers {
         self.queue(id, Job::DescribeMachine)
     }
 
+    /// Queue an edit of the configuration file at `path`; `false` when the threads are gone.
+    pub fn edit_config(&self, id: WorkId, path: PathBuf, change: ConfigEdit) -> bool {
+        self.queue(id, Job::EditConfig(path, change))
+    }
+
     fn queue(&self, id: WorkId, job: Job) -> bool {
         self.queue
             .as_ref()
@@ -95,6 +103,9 @@ fn serve(
         let result = match job {
             Job::Read(read) => WorkResult::File(read_file(&read)),
             Job::DescribeMachine => WorkResult::Machine(crate::machine::describe()),
+            Job::EditConfig(path, change) => {
+                WorkResult::ConfigEdited(crate::config_file::edit(&path, &change))
+            }
         };
         report(id, result);
     }

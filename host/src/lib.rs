@@ -17,6 +17,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod config_file;
 pub mod discovery;
 pub mod entropy;
 pub mod exec_worker;

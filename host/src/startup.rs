@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clawgate_core::{
     Config, FileError, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult,
 };
-use clawgate_store::{DbError, StoreDone, WriteDone, Writer};
+use clawgate_store::{DbError, StoreDone, Synchronous, WriteDone, Writer};
 
 use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
@@ -149,6 +149,8 @@ pub struct RunHost {
     execs: ExecWorkers,
     processes: ProcessWorkers,
     mdns: Option<AdvertiserHandle>,
+    /// `openclaw.json`, which [`Work::EditConfig`] changes.
+    config_path: PathBuf,
     _lock: InstanceLock,
 }
 
@@ -175,6 +177,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         migrated,
         upstream,
     } = open_store(&state_dir).map_err(StartError::Store)?;
+    store_synchronous(&mut db, &mut logger).map_err(StartError::Store)?;
     // Only the newest message of each transcript: a turn reads its window when it needs it.
     let sessions = db.load_sessions(1).map_err(StartError::Store)?;
     let channel_rows = db.load_channel_rows().map_err(StartError::Store)?;
@@ -293,6 +296,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         execs,
         processes,
         mdns: None,
+        config_path: sources.config_path,
         _lock: lock,
     };
     // Nothing but log records can be pending before the first connection.
@@ -352,6 +356,35 @@ fn resolve(
         .map_err(StartError::Settings)?;
     config.log_frames = logger.enabled(Level::Trace);
     Ok((config, sources))
+}
+
+/// The environment variable that chooses how store commits reach the disk.
+pub const STORE_SYNC_ENV: &str = "CLAWGATE_STORE_SYNCHRONOUS";
+
+/// Apply [`STORE_SYNC_ENV`]: `full` (the default) or `normal`; another value is named in a
+/// warning and the default kept.
+fn store_synchronous(db: &mut clawgate_store::Db, logger: &mut Logger) -> Result<(), DbError> {
+    let Some(value) = paths::env_map().remove(STORE_SYNC_ENV) else {
+        return Ok(());
+    };
+    match Synchronous::parse(&value) {
+        Some(mode) => {
+            if mode == Synchronous::Normal {
+                logger.log(
+                    Level::Info,
+                    format!("{STORE_SYNC_ENV}=normal: store commits are not fsynced (kill -9 safe, not power-loss safe)"),
+                );
+            }
+            db.set_synchronous(mode)
+        }
+        None => {
+            logger.log(
+                Level::Warn,
+                format!("{STORE_SYNC_ENV}={value:?} is neither full nor normal; keeping full"),
+            );
+            Ok(())
+        }
+    }
 }
 
 impl RunHost {
@@ -455,6 +488,10 @@ impl Host for RunHost {
             Work::WsClose { socket, code } => {
                 self.ws.close(socket, code);
                 None
+            }
+            Work::EditConfig(change) => {
+                (!self.files.edit_config(id, self.config_path.clone(), change))
+                    .then(|| WorkResult::ConfigEdited(Err("the file workers are gone".into())))
             }
             Work::DescribeMachine => (!self.files.describe_machine(id))
                 .then(|| WorkResult::Machine(clawgate_core::MachineInfo::default())),

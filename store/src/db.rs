@@ -89,7 +89,53 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// How a commit reaches the disk (`PRAGMA synchronous`, the database being in WAL mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// `FULL`, the default: every commit is fsynced before it is acknowledged, so what the
+    /// gateway said "ok" to survives a kill -9 and a power loss.
+    #[default]
+    Full,
+    /// `NORMAL`: the WAL is fsynced at checkpoints only. A kill -9 loses nothing (the written
+    /// WAL is in the kernel's page cache); a power loss or kernel crash may lose the last
+    /// commits, which the gateway had acknowledged.
+    Normal,
+}
+
+impl Synchronous {
+    /// `full` or `normal` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "full" => Some(Synchronous::Full),
+            "normal" => Some(Synchronous::Normal),
+            _ => None,
+        }
+    }
+
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
 impl Db {
+    /// Set how commits reach the disk (FULL unless this is called).
+    pub fn set_synchronous(&mut self, mode: Synchronous) -> Result<(), DbError> {
+        let path = self.path.clone();
+        self.conn
+            .pragma_update(None, "synchronous", mode.pragma())
+            .map_err(|e| sqlite(&path, e))
+    }
+
+    /// The `PRAGMA synchronous` in force (2 = FULL, 1 = NORMAL).
+    pub fn synchronous(&self) -> Result<i64, DbError> {
+        self.conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
     /// Open (creating if needed) the database of a state directory and bring its schema up to
     /// date. The directory is created 0700 and the file 0600 before SQLite opens it, so the
     /// WAL and shared-memory files SQLite creates beside it inherit 0600.

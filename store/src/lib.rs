@@ -30,7 +30,7 @@ mod upstream_rows;
 mod writer;
 
 pub use clawgate_core::persist::StoreChange;
-pub use db::{Db, DbError, db_path};
+pub use db::{Db, DbError, Synchronous, db_path};
 pub use identity::StoredIdentity;
 pub use legacy::{Migrated, legacy_pairing_path};
 pub use upstream::{UPSTREAM_SCHEMA, Upstream, UpstreamError, read_upstream, upstream_db_path};

@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use clawgate_core::pairing::{DeviceToken, PairedDevice, PendingKind, PendingRequest};
 use clawgate_core::persist::{HistoryQuery, HistoryRange, diff};
 use clawgate_core::{PairingStore, WorkId};
-use clawgate_store::{Db, DbError, StoreChange, StoreDone, Writer, db_path, legacy_pairing_path};
+use clawgate_store::{
+    Db, DbError, StoreChange, StoreDone, Synchronous, Writer, db_path, legacy_pairing_path,
+};
 use clawgate_tests::tempdir::TempDir;
 
 fn device(id: &str, token: &str) -> PairedDevice {
@@ -69,6 +71,18 @@ fn a_new_database_is_private_and_in_wal_mode() {
     assert_eq!(mode(path.parent().unwrap()), 0o700);
     let wal = PathBuf::from(format!("{}-wal", path.display()));
     assert_eq!(mode(&wal), 0o600, "the WAL inherits the database's mode");
+}
+
+#[test]
+fn commits_are_fsynced_unless_normal_is_chosen() {
+    let dir = TempDir::new("store-sync");
+    let mut db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.synchronous().unwrap(), 2, "FULL by default");
+    db.set_synchronous(Synchronous::Normal).unwrap();
+    assert_eq!(db.synchronous().unwrap(), 1);
+    assert_eq!(Synchronous::parse(" Normal"), Some(Synchronous::Normal));
+    assert_eq!(Synchronous::parse("full"), Some(Synchronous::Full));
+    assert_eq!(Synchronous::parse("off"), None);
 }
 
 #[test]

@@ -200,6 +200,14 @@ impl Transport {
         }
     }
 
+    fn common_mut(&mut self) -> &mut super::config::Common {
+        match self {
+            Transport::Telegram(t) => &mut t.cfg.common,
+            Transport::Discord(d) => &mut d.cfg.common,
+            Transport::Slack(s) => &mut s.cfg.common,
+        }
+    }
+
     /// Where its connection is.
     fn lifecycle(&self) -> Lifecycle {
         match self {
@@ -249,6 +257,11 @@ impl Account {
     /// Its configuration's common part.
     pub fn common(&self) -> &super::config::Common {
         self.transport.common()
+    }
+
+    /// Its token is gone from the configuration (`channels.logout`): `why` says so.
+    pub fn forget_token(&mut self, why: String) {
+        self.transport.common_mut().token = Err(why);
     }
 
     /// Its account id.

@@ -7,12 +7,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::account::{Account, Kind};
+use super::config::TokenSource;
 use super::pairing::{APPROVED_MESSAGE, MAX_PENDING_PER_ACCOUNT, REQUEST_TTL_MS};
 use super::{Purpose, send_key};
+use crate::config::edit::{ConfigEdit, Edited};
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
+use crate::gateway::Output;
 use crate::methods::params::NonEmpty;
 use crate::methods::{Call, Reply};
+use crate::work::{Work, WorkId};
 
 /// `channels.status` params.
 #[derive(Deserialize)]
@@ -33,6 +37,17 @@ pub(crate) struct ChannelAccount {
     channel: NonEmpty,
     #[serde(default)]
     account_id: Option<String>,
+}
+
+/// A `channels.logout` waiting for its edit of `openclaw.json`.
+#[derive(Debug)]
+pub(crate) struct Logout {
+    conn: crate::ConnId,
+    req_id: String,
+    /// The account's key.
+    key: String,
+    /// Where its token came from before.
+    source: Option<TokenSource>,
 }
 
 /// `channels.pairing.list` params.
@@ -282,6 +297,95 @@ impl Gateway {
         ))
     }
 
+    /// `channels.logout`: the account stops and its token leaves `openclaw.json` (upstream's
+    /// `clearAccountFieldsFromConfigSection`, Telegram's `botToken`); answered once the file
+    /// is written.
+    pub(crate) fn channels_logout(
+        &mut self,
+        now: Instant,
+        call: &Call<'_>,
+        p: ChannelAccount,
+    ) -> Reply {
+        let Some(key) = self.named_account(&p.channel.0, p.account_id.as_deref()) else {
+            return invalid("invalid channels.logout channel");
+        };
+        let Some(a) = self.channels.accounts.get(&key) else {
+            return invalid("invalid channels.logout channel");
+        };
+        let (kind, account_id) = (a.kind(), a.account_id().to_string());
+        if kind != Kind::Telegram {
+            return invalid(format!("channel {} does not support logout", kind.id()));
+        }
+        let source = a.common().token.as_ref().ok().map(|(_, s)| *s);
+        self.stop_account(now, &key);
+        let edit = ConfigEdit::ClearAccountFields {
+            section: kind.id().to_string(),
+            account_id,
+            fields: vec!["botToken".into()],
+        };
+        let id = self.next_work_id();
+        self.channels.logouts.insert(
+            id,
+            Logout {
+                conn: call.conn,
+                req_id: call.req_id.to_string(),
+                key,
+                source,
+            },
+        );
+        self.out.push_back(Output::Work {
+            id,
+            work: Work::EditConfig(edit),
+        });
+        Reply::Later
+    }
+
+    /// Whether work `id` is a `channels.logout`'s edit.
+    pub(crate) fn is_logout(&self, id: WorkId) -> bool {
+        self.channels.logouts.contains_key(&id)
+    }
+
+    /// A `channels.logout`'s edit is written (or failed): answer it.
+    pub(crate) fn logout_edited(
+        &mut self,
+        now: Instant,
+        id: WorkId,
+        result: Result<Edited, String>,
+    ) {
+        let Some(l) = self.channels.logouts.remove(&id) else {
+            return;
+        };
+        let (channel, account) = l.key.split_once(':').unwrap_or_default();
+        let answer = match result {
+            Ok(edited) => {
+                // The token the account ran with came from the file: it is gone now.
+                let logged_out = l.source.is_none_or(|s| s == TokenSource::Config);
+                if let Some(a) = self.channels.accounts.get_mut(&l.key) {
+                    if logged_out {
+                        let key = a.kind().token_key();
+                        a.forget_token(format!("{key} is not set (logged out)"));
+                    }
+                    a.status.stopped_by_operator = true;
+                }
+                self.log(
+                    now,
+                    crate::log::Level::Info,
+                    None,
+                    format!("{}: logged out (token cleared: {})", l.key, edited.cleared),
+                );
+                Ok(json!({
+                    "channel": channel, "accountId": account, "cleared": edited.cleared,
+                    "envToken": l.source == Some(TokenSource::Env), "loggedOut": logged_out,
+                }))
+            }
+            Err(e) => Err(ErrorShape::new(
+                ErrorCode::Unavailable,
+                format!("channels.logout could not write openclaw.json: {e}"),
+            )),
+        };
+        self.answer(now, l.conn, &l.req_id, answer);
+    }
+
     pub(crate) fn channels_pairing_list(
         &mut self,
         _: Instant,
@@ -345,9 +449,13 @@ impl Gateway {
                 to: r.chat_id.clone(),
                 thread: None,
             };
-            self.channels
-                .outbox
-                .push(target, vec![APPROVED_MESSAGE.into()], ts, &mut changes);
+            self.channels.outbox.push(
+                target,
+                vec![APPROVED_MESSAGE.into()],
+                None,
+                ts,
+                &mut changes,
+            );
             "sent"
         } else {
             "not-requested"

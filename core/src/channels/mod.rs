@@ -147,6 +147,8 @@ pub(crate) struct Channels {
     unsaved: Vec<StoreChange>,
     /// `send` calls in flight by idempotency key: the callers to answer.
     sends: HashMap<String, Vec<(crate::ConnId, String)>>,
+    /// `channels.logout` calls waiting for their `openclaw.json` edit, by its work id.
+    logouts: HashMap<WorkId, methods::Logout>,
 }
 
 impl Channels {
@@ -584,6 +586,13 @@ impl Gateway {
             return false;
         }
         self.channels.unsaved.extend(changes);
+        // Served at once: what serving decides (a turn's start with its user message, a
+        // pairing request with its message) goes in the batch that commits the messages and
+        // the receipt's own rows, one commit on the path instead of two. Nothing of it acts
+        // before that batch is durable (the run starts, the outbox sends and the receipt is
+        // confirmed after it), and a crash before it loses all of it together: the
+        // unconfirmed messages come again.
+        self.serve_ingress(now);
         self.persist();
         self.after_commit(now, Step::Received(key.to_string(), receipt));
         true
@@ -700,9 +709,14 @@ impl Gateway {
                             .get(&kind.key(&m.account))
                             .map(|a| a.render(&text))
                             .unwrap_or_default();
-                        self.channels
-                            .outbox
-                            .push(m.reply_target(), chunks, ts, &mut changes);
+                        let pairing = Some(r.request_id.clone());
+                        self.channels.outbox.push(
+                            m.reply_target(),
+                            chunks,
+                            pairing,
+                            ts,
+                            &mut changes,
+                        );
                     }
                     Requested::Pending => {}
                     Requested::Full => self.log(
@@ -797,39 +811,76 @@ impl Gateway {
         self.channels.ingress.done(ev.seq, &mut changes);
         let account = Kind::parse(&ev.inbound.channel)
             .and_then(|k| self.channels.accounts.get(&k.key(&ev.inbound.account)));
-        if let (Some(text), Some(a)) = (reply.filter(|t| !t.trim().is_empty()), account) {
-            let chunks = a.render(&text);
-            self.channels
-                .outbox
-                .push(ev.inbound.reply_target(), chunks, ts, &mut changes);
-        }
+        let reply = match (reply.filter(|t| !t.trim().is_empty()), account) {
+            (Some(text), Some(a)) => {
+                let chunks = a.render(&text);
+                let target = ev.inbound.reply_target();
+                Some(
+                    self.channels
+                        .outbox
+                        .push(target, chunks, None, ts, &mut changes),
+                )
+            }
+            _ => None,
+        };
         self.channels.unsaved.extend(changes);
         self.persist();
+        // The reply leaves while the batch that records it (the answer in the transcript, the
+        // message served, the outbox row) is being committed, not after: one commit less on
+        // the path. A crash before that batch is durable finds the message still running and
+        // runs its turn again; that sends a second reply only if Telegram had accepted the
+        // first one, which is the window a crash between Telegram accepting a reply and the
+        // store recording it always has (see the README). Nothing else is sent early: the
+        // rest of the outbox waits for what its rows are in.
+        if let Some(seq) = reply {
+            self.send_now(now, seq);
+        }
         self.after_commit(now, Step::Committed);
     }
 
-    /// Send what the outbox has ready.
+    /// Send delivery `seq` now if its chat has nothing older waiting and its account runs.
+    fn send_now(&mut self, now: Instant, seq: u64) {
+        let Some(d) = self.channels.outbox.take(seq) else {
+            return;
+        };
+        self.send_delivery(now, d);
+    }
+
+    /// Send what the outbox has ready (a pairing message whose request is gone is dropped).
     fn pump_outbox(&mut self, now: Instant) {
-        for d in self.channels.outbox.take_ready() {
-            let key = Kind::parse(&d.target.channel)
-                .map(|k| k.key(&d.target.account))
-                .unwrap_or_default();
-            let running = self
-                .channels
-                .accounts
-                .get(&key)
-                .is_some_and(|a| a.configured() && a.running());
-            let Some(chunk) = d.chunks.get(d.next).filter(|_| running) else {
-                // The account is not running: try again later.
-                self.channels.outbox.release(d.seq);
-                if running {
-                    continue;
-                }
-                self.channel_timer_at(now + MAX_BACKOFF, Due::Redeliver(d.seq));
-                continue;
-            };
-            self.deliver_chunk(now, &key, Purpose::Deliver(d.seq), &d.target, chunk);
+        let mut changes = Vec::new();
+        let pairing = &self.channels.pairing;
+        self.channels
+            .outbox
+            .drop_stale_pairing(|id| pairing.request(id).is_some(), &mut changes);
+        if !changes.is_empty() {
+            self.channels.unsaved.extend(changes);
+            self.persist();
         }
+        for d in self.channels.outbox.take_ready() {
+            self.send_delivery(now, d);
+        }
+    }
+
+    /// Send the current chunk of `d` (taken from the outbox), or release it to try later.
+    fn send_delivery(&mut self, now: Instant, d: outbox::Delivery) {
+        let key = Kind::parse(&d.target.channel)
+            .map(|k| k.key(&d.target.account))
+            .unwrap_or_default();
+        let running = self
+            .channels
+            .accounts
+            .get(&key)
+            .is_some_and(|a| a.configured() && a.running());
+        let Some(chunk) = d.chunks.get(d.next).filter(|_| running) else {
+            // The account is not running: try again later.
+            self.channels.outbox.release(d.seq);
+            if !running {
+                self.channel_timer_at(now + MAX_BACKOFF, Due::Redeliver(d.seq));
+            }
+            return;
+        };
+        self.deliver_chunk(now, &key, Purpose::Deliver(d.seq), &d.target, chunk);
     }
 
     fn delivered(&mut self, now: Instant, key: &str, seq: u64, result: Result<Value, Failure>) {

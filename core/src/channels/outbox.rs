@@ -36,6 +36,10 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// Unix ms.
     pub created_at: u64,
+    /// The pairing request (its id) this message announces: it is not sent once that request
+    /// is gone (approved, dismissed or expired), say approved while the gateway was down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<String>,
 }
 
 /// What a failed attempt leads to.
@@ -69,11 +73,12 @@ fn put(d: &Delivery) -> StoreChange {
 }
 
 impl Outbox {
-    /// Queue a message; its seq.
+    /// Queue a message (announcing pairing request `pairing`, if any); its seq.
     pub fn push(
         &mut self,
         target: Target,
         chunks: Vec<String>,
+        pairing: Option<String>,
         now_ms: u64,
         changes: &mut Vec<StoreChange>,
     ) -> u64 {
@@ -87,10 +92,34 @@ impl Outbox {
             undelivered: false,
             last_error: None,
             created_at: now_ms,
+            pairing,
         };
         changes.push(put(&d));
         self.items.insert(d.seq, d);
         self.next_seq
+    }
+
+    /// Drop the pairing messages not sent yet whose request is no longer `pending`.
+    pub fn drop_stale_pairing(
+        &mut self,
+        pending: impl Fn(&str) -> bool,
+        changes: &mut Vec<StoreChange>,
+    ) {
+        let busy = &self.busy;
+        let stale: Vec<u64> = self
+            .items
+            .values()
+            .filter(|d| d.next == 0 && !busy.contains(&d.seq))
+            .filter(|d| d.pairing.as_deref().is_some_and(|id| !pending(id)))
+            .map(|d| d.seq)
+            .collect();
+        for seq in stale {
+            self.items.remove(&seq);
+            changes.push(StoreChange::DeleteChannelRow {
+                kind: ChannelRowKind::Outbox,
+                key: key(seq),
+            });
+        }
     }
 
     /// Messages that may send now: the oldest deliverable one of each chat not already busy.
@@ -111,6 +140,24 @@ impl Outbox {
             self.busy.insert(d.seq);
         }
         out
+    }
+
+    /// Message `seq` if it may send now (the oldest deliverable one of its chat, not busy),
+    /// marked busy.
+    pub fn take(&mut self, seq: u64) -> Option<Delivery> {
+        let d = self.items.get(&seq).filter(|d| !d.undelivered)?;
+        let chat = (&d.target.channel, &d.target.account, &d.target.to);
+        let first = self
+            .items
+            .values()
+            .filter(|o| !o.undelivered)
+            .find(|o| (&o.target.channel, &o.target.account, &o.target.to) == chat)
+            .map(|o| o.seq);
+        if first != Some(seq) || self.busy.contains(&seq) {
+            return None;
+        }
+        self.busy.insert(seq);
+        Some(d.clone())
     }
 
     /// The message `seq`.
@@ -207,9 +254,9 @@ mod tests {
     fn one_message_per_chat_at_a_time_and_failures_are_kept() {
         let mut o = Outbox::default();
         let mut ch = Vec::new();
-        let a = o.push(to("1"), vec!["a1".into(), "a2".into()], 0, &mut ch);
-        let b = o.push(to("1"), vec!["b".into()], 0, &mut ch);
-        let c = o.push(to("2"), vec!["c".into()], 0, &mut ch);
+        let a = o.push(to("1"), vec!["a1".into(), "a2".into()], None, 0, &mut ch);
+        let b = o.push(to("1"), vec!["b".into()], None, 0, &mut ch);
+        let c = o.push(to("2"), vec!["c".into()], None, 0, &mut ch);
         let ready: Vec<u64> = o.take_ready().iter().map(|d| d.seq).collect();
         assert_eq!(ready, [a, c]);
         assert!(o.take_ready().is_empty());

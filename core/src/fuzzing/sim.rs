@@ -13,13 +13,16 @@ use crate::client::{Client, ClientConfig, Event};
 use crate::frame::ErrorShape;
 use crate::model::HttpRequest;
 use crate::persist::{
-    HistoryPage, HistoryQuery, HistoryRange, HistoryRow, StoreChange, StoredPendingInput,
-    StoredSession,
+    ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, StoreChange,
+    StoredChannelRow, StoredPendingInput, StoredSession,
 };
 use crate::{
     Config, ConnId, Entropy, FileChunk, FileError, FileRead, Gateway, LogRecord, MachineInfo,
     Output, PairingStore, Work, WorkId, WorkResult,
 };
+
+/// The seed of a simulated gateway's random numbers.
+const ENTROPY_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Unix milliseconds the fake clock starts at (the challenge `ts` of upstream's capture).
 pub const T0_MS: u64 = 1_795_505_861_985;
@@ -103,6 +106,10 @@ pub struct Sim {
     /// Commands the gateway asked to run and the test has not answered
     /// ([`Sim::exec_result`]).
     pub execs: Vec<(WorkId, crate::work::ExecRequest)>,
+    /// The simulated `openclaw.json` that [`Work::EditConfig`] changes (`null`: no file).
+    pub config_file: Value,
+    /// Every [`Work::EditConfig`] the gateway asked for, in order.
+    pub config_edits: Vec<crate::config::edit::ConfigEdit>,
 }
 
 /// A scripted model provider: the results (head, body chunks, end) for a request.
@@ -135,15 +142,21 @@ impl Sim {
     }
 
     fn build(start: Instant, config: Config, store: PairingStore, hold_http: bool) -> Self {
+        let mut sim = Self::build_quiet(start, config, store, hold_http, ENTROPY_SEED);
+        sim.drive();
+        sim
+    }
+
+    fn build_quiet(
+        start: Instant,
+        config: Config,
+        store: PairingStore,
+        hold_http: bool,
+        seed: u64,
+    ) -> Self {
         let store_copy = store.clone();
-        let gw = Gateway::new(
-            config,
-            Box::new(SeqEntropy(0x9E37_79B9_7F4A_7C15)),
-            store,
-            start,
-            T0_MS,
-        );
-        let mut sim = Self {
+        let gw = Gateway::new(config, Box::new(SeqEntropy(seed)), store, start, T0_MS);
+        Self {
             gw,
             now: start,
             start,
@@ -164,8 +177,20 @@ impl Sim {
             file_reads: Vec::new(),
             sockets: Vec::new(),
             execs: Vec::new(),
-        };
-        sim.drive();
+            config_file: Value::Null,
+            config_edits: Vec::new(),
+        }
+    }
+
+    /// A gateway built with `config` on the disk `disk` and `sessions`, nothing driven yet.
+    fn restarted(&self, config: Config) -> Self {
+        // Another process draws other random numbers.
+        let seed =
+            ENTROPY_SEED ^ (self.batches.len() as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut sim = Self::build_quiet(self.now, config, self.disk.clone(), self.hold_http, seed);
+        sim.batches = self.batches.clone();
+        sim.hold_writes = self.hold_writes;
+        sim.sessions = self.sessions.clone();
         sim
     }
 
@@ -226,6 +251,35 @@ impl Sim {
             }
         }
         self.drive();
+    }
+
+    /// Write the oldest held store batch (answering the reads queued before it) and let the
+    /// simulation settle; `false` when none is held.
+    pub fn write_next_batch(&mut self) -> bool {
+        while let Some((id, work)) = self.unwritten.pop_front() {
+            match work {
+                Work::Store(changes) => {
+                    self.write_batch(id, &changes, true);
+                    self.drive();
+                    return true;
+                }
+                Work::ReadHistory(query) => self.read_history(id, &query),
+                _ => {}
+            }
+        }
+        self.drive();
+        false
+    }
+
+    /// The process dies (kill -9): whatever was not written is lost, requests in flight are
+    /// gone. A new gateway starts with `config` from what the disk holds, as the host's
+    /// start-up loads it (sessions, then channel rows), HTTP held or not as before.
+    pub fn crash_and_restart(self, config: Config) -> Sim {
+        let mut sim = self.restarted(config);
+        sim.gw.restore_sessions(self.sessions.stored(1));
+        sim.gw.restore_channels(self.sessions.stored_channel_rows());
+        sim.drive();
+        sim
     }
 
     /// Fail every held store read with `why` (the held batches stay held) and let the
@@ -611,6 +665,16 @@ impl Sim {
                     work: Work::WriteLine { .. },
                     ..
                 } => moved = true,
+                Output::Work {
+                    id,
+                    work: Work::EditConfig(edit),
+                } => {
+                    moved = true;
+                    let result = edit.apply(&mut self.config_file).map_err(|e| e.to_string());
+                    self.config_edits.push(edit);
+                    let edited = WorkResult::ConfigEdited(result);
+                    self.gw.handle_work_result(self.now, id, edited);
+                }
                 Output::Log(record) => self.logs.push(record),
                 // A deadline already due (the backlog's next round): a shell fires it at once.
                 Output::Timeout(at) if at <= self.now => {
@@ -675,6 +739,8 @@ pub struct SimSessions {
     /// Pending input, oldest first (a put of a known run moves it to the end, as a
     /// database's replace does).
     pub pending: Vec<StoredPendingInput>,
+    /// The channels' rows (queue, outbox, pairing, offsets) by table and key.
+    pub channel_rows: BTreeMap<(ChannelRowKind, String), Value>,
 }
 
 impl SimSessions {
@@ -705,9 +771,27 @@ impl SimSessions {
                 StoreChange::DeletePendingInput(run_id) => {
                     self.pending.retain(|p| p.run_id != *run_id);
                 }
+                StoreChange::PutChannelRow { kind, key, row } => {
+                    self.channel_rows.insert((*kind, key.clone()), row.clone());
+                }
+                StoreChange::DeleteChannelRow { kind, key } => {
+                    self.channel_rows.remove(&(*kind, key.clone()));
+                }
                 _ => {}
             }
         }
+    }
+
+    /// The channel rows as a start-up would load them.
+    pub fn stored_channel_rows(&self) -> Vec<StoredChannelRow> {
+        self.channel_rows
+            .iter()
+            .map(|((kind, key), row)| StoredChannelRow {
+                kind: *kind,
+                key: key.clone(),
+                row: row.clone(),
+            })
+            .collect()
     }
 
     /// The sessions as a start-up would load them: each row with its last `window` messages.

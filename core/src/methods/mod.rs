@@ -146,6 +146,7 @@ const REGISTRY: &[MethodSpec] = &[
     method!("channels.status", Read, Gateway::channels_status),
     method!("channels.start", Admin, Gateway::channels_start),
     method!("channels.stop", Admin, Gateway::channels_stop),
+    method!("channels.logout", Admin, Gateway::channels_logout),
     method!(
         "channels.pairing.list",
         Pairing,
@@ -390,6 +391,7 @@ mod tests {
             "channels.status",
             "channels.start",
             "channels.stop",
+            "channels.logout",
             "channels.pairing.list",
             "channels.pairing.approve",
             "channels.pairing.dismiss",

@@ -37,7 +37,6 @@ pub(super) static METHODS: &[(&str, Requirement)] = &[
     ("board.widget.put", Write),
     ("canvas.document.preview", Read),
     ("canvas.document.view", Read),
-    ("channels.logout", Admin),
     ("chat.message.get", Read),
     ("chat.toolTitles", Write),
     ("claws.monitors", Admin),

@@ -11,6 +11,7 @@ use clawgate_core::channels::account::Kind;
 use clawgate_core::channels::inbound::Target;
 use clawgate_core::channels::outbox::Outbox;
 use clawgate_core::channels::pairing::{APPROVED_MESSAGE, ChannelPairing, PairingRequest};
+use clawgate_core::config::edit::ConfigEdit;
 use clawgate_core::dates::iso_time;
 use clawgate_core::persist::ChannelRowKind;
 use clawgate_host::lock::{self, LockError};
@@ -203,7 +204,13 @@ fn approve(p: &Parsed, state_dir: &Path, config_path: &Path, channel: &str, code
                     to: request.chat_id.clone(),
                     thread: None,
                 };
-                outbox.push(target, vec![APPROVED_MESSAGE.into()], now, &mut changes);
+                outbox.push(
+                    target,
+                    vec![APPROVED_MESSAGE.into()],
+                    None,
+                    now,
+                    &mut changes,
+                );
             }
             db.apply(&changes)
                 .map_err(|e| Failure::failed(format!("cannot write the store: {e}")))?;
@@ -234,40 +241,8 @@ fn approve(p: &Parsed, state_dir: &Path, config_path: &Path, channel: &str, code
 
 /// Record `owner` as `commands.ownerAllowFrom` when it is empty; whether it was written.
 fn bootstrap_owner(config_path: &Path, owner: &str) -> Result<bool, Failure> {
-    let text = match std::fs::read_to_string(config_path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(Failure::failed(format!(
-                "cannot read {}: {e}",
-                config_path.display()
-            )));
-        }
-    };
-    let mut file = clawgate_core::config::parse_file(&text).map_err(|e| {
-        Failure::failed(format!("{} is not valid JSON5: {e}", config_path.display()))
-    })?;
-    let has_owner = file
-        .pointer("/commands/ownerAllowFrom")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty());
-    if has_owner {
-        return Ok(false);
-    }
-    let Some(root) = file.as_object_mut() else {
-        return Ok(false);
-    };
-    let commands = root.entry("commands").or_insert_with(|| json!({}));
-    let Some(commands) = commands.as_object_mut() else {
-        return Err(Failure::failed(format!(
-            "{}: commands must be an object",
-            config_path.display()
-        )));
-    };
-    commands.insert("ownerAllowFrom".into(), json!([owner]));
-    let mut bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
-    bytes.push(b'\n');
-    clawgate_host::store::write_atomic(config_path, &bytes)
-        .map_err(|e| Failure::failed(format!("cannot write {}: {e}", config_path.display())))?;
-    Ok(true)
+    let change = ConfigEdit::BootstrapOwner(owner.to_string());
+    clawgate_host::config_file::edit(config_path, &change)
+        .map(|e| e.changed)
+        .map_err(Failure::failed)
 }

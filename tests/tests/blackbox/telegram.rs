@@ -587,7 +587,51 @@ fn a_bound_dm_streams_to_its_watchers_only(shell: Shell) {
     assert_eq!(history["sessionInfo"]["status"], "done");
 }
 
+fn logout_removes_the_token_from_the_config_and_stops_the_account(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let gw = options(&model, &tg, r#"dmPolicy: "open", allowFrom: ["*"],"#).start(shell);
+    tg.wait_calls("getUpdates", 1);
+    let mut ws = admin(&gw);
+    let err = ws
+        .call("channels.logout", Some(json!({"channel": "nosuch"})))
+        .expect_err("an unknown channel");
+    assert_eq!(err.message, "invalid channels.logout channel");
+    let out = ws
+        .call("channels.logout", Some(json!({"channel": "telegram"})))
+        .expect("channels.logout");
+    assert_eq!(
+        out,
+        json!({"channel": "telegram", "accountId": "default", "cleared": true, "envToken": false, "loggedOut": true})
+    );
+    // The file is rewritten as JSON without the token; everything else is kept.
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.config_path()).unwrap()).unwrap();
+    let section = &config["channels"]["telegram"];
+    assert!(section.get("botToken").is_none(), "{config}");
+    assert_eq!(section["dmPolicy"], "open");
+    assert_eq!(section["apiRoot"], tg.api_root().as_str());
+    assert!(config["models"]["providers"].is_object(), "{config}");
+    let status = ws.call("channels.status", None).expect("channels.status");
+    assert_result_valid("channels.status", &status);
+    assert_eq!(status["channelAccounts"]["telegram"][0]["running"], false);
+    // Nothing polls any more, and a start has no token to start with.
+    let polls = tg.calls("getUpdates").len();
+    ws.call("channels.start", Some(json!({"channel": "telegram"})))
+        .expect("channels.start");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(tg.calls("getUpdates").len(), polls);
+    let status = ws.call("channels.status", None).expect("channels.status");
+    let err = status["channelAccounts"]["telegram"][0]["lastError"].clone();
+    assert!(
+        err.as_str().is_some_and(|e| e.contains("botToken")),
+        "{status}"
+    );
+    assert!(ws.call("health", None).is_ok());
+}
+
 both!(
+    logout_removes_the_token_from_the_config_and_stops_the_account,
     a_bound_dm_streams_to_its_watchers_only,
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     a_long_reply_is_cut_on_paragraphs_under_the_limit,
