@@ -51,6 +51,8 @@ struct Fakes {
     model_error: Option<u16>,
     /// Answer every sendMessage with this status and body.
     send_failure: Option<(u16, Value)>,
+    /// Leave sendMessage calls unanswered.
+    hold_sends: bool,
 }
 
 impl Fakes {
@@ -142,6 +144,9 @@ impl Fakes {
                 200,
                 json!({"ok": true, "result": self.updates.iter().collect::<Vec<_>>()}),
             );
+        }
+        if method == "sendMessage" && self.hold_sends {
+            return None;
         }
         self.calls.push((method.clone(), body));
         if method == "sendMessage"
@@ -428,6 +433,50 @@ fn a_reply_that_keeps_failing_is_kept_as_undelivered() {
             .unwrap()
             .contains("502")
     );
+}
+
+#[test]
+fn a_reply_held_while_its_account_was_stopped_is_sent_once() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.hold_model = true;
+    f.dm(222, "hi");
+    pump(&mut p, &mut f);
+    let op = admin(&mut p);
+    let stop = json!({"channel": "telegram"});
+    p.call(op, "channels.stop", Some(stop.clone())).unwrap();
+    // The answer comes while the account is stopped; every store batch meanwhile passes
+    // over the waiting reply.
+    f.hold_model = false;
+    pump(&mut p, &mut f);
+    for _ in 0..3 {
+        p.advance(Duration::from_secs(5));
+        pump(&mut p, &mut f);
+    }
+    assert!(f.sent("sendMessage").is_empty(), "not while stopped");
+    f.hold_sends = true;
+    p.call(op, "channels.start", Some(stop)).unwrap();
+    pump(&mut p, &mut f);
+    for _ in 0..4 {
+        p.advance(Duration::from_secs(30));
+        pump(&mut p, &mut f);
+    }
+    let sends = |p: &Sim| {
+        p.held_http()
+            .iter()
+            .filter(|(_, r)| r.url.ends_with("/sendMessage"))
+            .count()
+    };
+    assert_eq!(
+        sends(&p),
+        1,
+        "one send in flight, whatever timers were armed"
+    );
+    f.hold_sends = false;
+    pump(&mut p, &mut f);
+    p.advance(Duration::from_secs(120));
+    pump(&mut p, &mut f);
+    assert_eq!(f.sent("sendMessage").len(), 1, "the reply went out once");
+    assert_eq!(sends(&p), 0);
 }
 
 #[test]

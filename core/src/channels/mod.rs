@@ -106,6 +106,8 @@ pub(crate) enum Due {
     Typing(String),
     /// A delivery's backoff is over.
     Redeliver(u64),
+    /// Look again at replies held for accounts that were not running.
+    Repump,
     /// A Telegram timer of this account.
     Telegram(String, telegram::driver::Due),
     /// A Discord timer of this account.
@@ -149,6 +151,8 @@ pub(crate) struct Channels {
     sends: HashMap<String, Vec<(crate::ConnId, String)>>,
     /// `channels.logout` calls waiting for their `openclaw.json` edit, by its work id.
     logouts: HashMap<WorkId, methods::Logout>,
+    /// A [`Due::Repump`] timer is armed (at most one at a time).
+    repump_armed: bool,
 }
 
 impl Channels {
@@ -298,7 +302,11 @@ impl Gateway {
             return;
         };
         match started {
-            Ok(()) => a.status.last_start_at = Some(ts),
+            Ok(()) => {
+                a.status.last_start_at = Some(ts);
+                // Replies held while it was stopped go now.
+                self.pump_outbox(now);
+            }
             Err(e) => {
                 a.status.last_error = Some(e.clone());
                 self.log(now, Level::Error, None, format!("{key} not started: {e}"));
@@ -429,6 +437,10 @@ impl Gateway {
             }
             Due::Redeliver(seq) => {
                 self.channels.outbox.release(seq);
+                self.pump_outbox(now);
+            }
+            Due::Repump => {
+                self.channels.repump_armed = false;
                 self.pump_outbox(now);
             }
             Due::Telegram(key, due) => self.tg_timer(now, &key, due),
@@ -873,10 +885,13 @@ impl Gateway {
             .get(&key)
             .is_some_and(|a| a.configured() && a.running());
         let Some(chunk) = d.chunks.get(d.next).filter(|_| running) else {
-            // The account is not running: try again later.
+            // The account is not running: the reply waits, untaken, for the account's start
+            // or the next look. One timer for all of them, never one per pass: a timer that
+            // released a reply by its seq could release it while it is being sent.
             self.channels.outbox.release(d.seq);
-            if !running {
-                self.channel_timer_at(now + MAX_BACKOFF, Due::Redeliver(d.seq));
+            if !running && !self.channels.repump_armed {
+                self.channels.repump_armed = true;
+                self.channel_timer_at(now + MAX_BACKOFF, Due::Repump);
             }
             return;
         };
