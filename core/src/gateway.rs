@@ -365,6 +365,14 @@ impl Gateway {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
+        // Cancelled channel timers (a returned poll's watchdog) leave the heap here, so
+        // they never wake an idle gateway.
+        while let Some(Reverse((_, Timer::Channel(n)))) = self.timers.peek() {
+            if self.channel_timer_live(*n) {
+                break;
+            }
+            self.timers.pop();
+        }
         let timer = self.timers.peek().map(|Reverse((at, _))| *at);
         match timer.into_iter().chain(self.pressure.due()).min() {
             Some(at) => Output::Timeout(at),

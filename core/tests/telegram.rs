@@ -12,7 +12,7 @@ use clawgate_core::config::{ConfigInput, RunFlags};
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::model::HttpRequest;
 use clawgate_core::persist::{ChannelRowKind, StoreChange};
-use clawgate_core::{Config, ConnId, WorkId, WorkResult};
+use clawgate_core::{Config, ConnId, Output, WorkId, WorkResult};
 use serde_json::{Value, json};
 
 const API: &str = "http://api.telegram.test";
@@ -308,6 +308,41 @@ fn the_offset_is_confirmed_only_once_the_updates_are_durable() {
         .find(|b| b.iter().any(|c| format!("{c:?}").contains("Offset")))
         .unwrap();
     assert!(format!("{batch:?}").contains("Ingress"), "{batch:?}");
+}
+
+#[test]
+fn a_returned_poll_leaves_no_watchdog_wake_up() {
+    let (mut p, mut f) = start("", "");
+    let t0 = p.now;
+    p.advance(Duration::from_secs(20));
+    // The long poll returns empty at 20 s; the next one starts.
+    let (first, _) = p.held_http()[0].clone();
+    let empty = json!({"ok": true, "result": []}).to_string().into_bytes();
+    p.http_result(
+        first,
+        WorkResult::HttpHead {
+            status: 200,
+            headers: vec![],
+        },
+    );
+    p.http_result(first, WorkResult::HttpBody(empty));
+    p.http_result(first, WorkResult::HttpEnd(Ok(())));
+    pump(&mut p, &mut f);
+    assert_eq!(held_polls(&p).len(), 1, "the next poll");
+    // Every instant the gateway asks to be woken at until the second poll's watchdog.
+    let mut wakes = Vec::new();
+    while let Output::Timeout(at) = p.gw.poll_output() {
+        if at > t0 + Duration::from_secs(66) {
+            break;
+        }
+        wakes.push(at.duration_since(t0).as_secs());
+        p.advance(at.duration_since(p.now));
+    }
+    assert!(
+        !wakes.contains(&45),
+        "the first poll's watchdog (due at 45 s) was cancelled when it returned: {wakes:?}"
+    );
+    assert!(wakes.contains(&65), "the second poll's watchdog: {wakes:?}");
 }
 
 #[test]

@@ -394,11 +394,26 @@ impl Gateway {
         }
     }
 
-    fn channel_timer_at(&mut self, at: Instant, due: Due) {
+    /// Arm a channel timer; its number (for [`Gateway::cancel_channel_timer`]).
+    fn channel_timer_at(&mut self, at: Instant, due: Due) -> u64 {
         self.channels.next_timer += 1;
         let n = self.channels.next_timer;
         self.channels.timers.insert(n, due);
         self.schedule(at, Timer::Channel(n));
+        n
+    }
+
+    /// Disarm channel timer `n`: it no longer wakes the event loop (see
+    /// [`Gateway::channel_timer_live`]).
+    fn cancel_channel_timer(&mut self, n: Option<u64>) {
+        if let Some(n) = n {
+            self.channels.timers.remove(&n);
+        }
+    }
+
+    /// Whether channel timer `n` is still armed.
+    pub(crate) fn channel_timer_live(&self, n: u64) -> bool {
+        self.channels.timers.contains_key(&n)
     }
 
     /// A backoff: doubling from [`BASE_BACKOFF`] per failure up to [`MAX_BACKOFF`], plus up

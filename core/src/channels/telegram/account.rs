@@ -37,6 +37,8 @@ pub struct Account {
     pub offset: i64,
     /// The `getUpdates` in flight.
     pub poll: Option<WorkId>,
+    /// The channel timer of that poll's watchdog (cancelled when the poll returns).
+    pub watchdog: Option<u64>,
     /// A batch of new updates is being committed: no poll until it is durable.
     pub committing: bool,
     /// Unix ms of the last successful poll.
@@ -52,6 +54,7 @@ impl Account {
             me: Me::default(),
             offset: 0,
             poll: None,
+            watchdog: None,
             committing: false,
             last_poll_at: None,
         }

@@ -156,9 +156,11 @@ impl Gateway {
             return;
         };
         a.phase = Phase::Stopped;
+        let watchdog = a.watchdog.take();
         if let Some(poll) = a.poll.take() {
             self.cancel_work(poll);
         }
+        self.cancel_channel_timer(watchdog);
     }
 
     /// Issue Bot API `method` for account `key`; its id.
@@ -204,6 +206,7 @@ impl Gateway {
             self.log(now, Level::Warn, None, format!("{key}: {e}"));
             if let Some(a) = self.tg(key) {
                 a.poll = None;
+                a.watchdog = None;
             }
             if let Some(a) = self.channels.accounts.get_mut(key) {
                 a.status.last_error = Some(e);
@@ -232,10 +235,13 @@ impl Gateway {
                 a.poll = Some(id);
             }
             let limit = Duration::from_secs(api::POLL_TIMEOUT_SECS) + POLL_MARGIN;
-            self.channel_timer_at(
+            let watchdog = self.channel_timer_at(
                 now + limit,
                 ChannelDue::Telegram(key.to_string(), Due::Watchdog(id)),
             );
+            if let Some(a) = self.tg(key) {
+                a.watchdog = Some(watchdog);
+            }
         }
     }
 
@@ -253,8 +259,10 @@ impl Gateway {
                 return; // cancelled by the watchdog or a stop
             };
             a.poll = None;
+            let watchdog = a.watchdog.take();
             let me = a.me.clone();
             let account = key.strip_prefix("telegram:").unwrap_or(key).to_string();
+            self.cancel_channel_timer(watchdog);
             match answer
                 .map_err(Failure::Transport)
                 .and_then(|a| api::updates(a.status, a.body, &account, &me).map_err(failure))
