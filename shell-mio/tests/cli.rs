@@ -479,7 +479,15 @@ fn generated_token_is_used_by_gateway_and_clients_without_url() {
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stdout));
     assert!(String::from_utf8_lossy(&o.stdout).contains("a gateway is already running"));
 
-    let o = run(&dir, &["logs", "-n", "1"], &env);
+    // Info lines reach the file in batches at most 50 ms old: give a loaded machine time.
+    let mut o = run(&dir, &["logs", "-n", "1"], &env);
+    for _ in 0..40 {
+        if code(&o) != 0 || !o.stdout.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        o = run(&dir, &["logs", "-n", "1"], &env);
+    }
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
 }
