@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
@@ -36,16 +37,33 @@ fn load() -> Result<Arc<ClientConfig>, String> {
             "no trusted CA certificates found{why}: install the system's CA bundle (ca-certificates) or set SSL_CERT_FILE"
         ));
     }
-    // ring, not aws-lc-rs: no cmake, and it builds for aarch64 with a plain C compiler. rustls
-    // deprecates it only for lacking post-quantum key exchange.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// ring, not aws-lc-rs: no cmake, and it builds for aarch64 with a plain C compiler (rustls
+/// deprecates it only for lacking post-quantum key exchange). Its AES-GCM suites only: every
+/// model provider offers them, and leaving ChaCha20-Poly1305 out leaves its code (some 40 KiB
+/// of assembly) out of the binary.
+fn provider() -> CryptoProvider {
+    use rustls::crypto::ring::cipher_suite::*;
+    #[allow(deprecated)]
+    let ring = rustls::crypto::ring::default_provider();
+    CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_AES_128_GCM_SHA256,
+            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ],
+        ..ring
+    }
 }
 
 /// A TLS session over `socket` to `host` (a name, sent as SNI, or an IP address), its
