@@ -136,3 +136,29 @@ impl Write for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::CipherSuite;
+
+    /// The client offers AES-GCM over TLS 1.3 and 1.2, and nothing else.
+    #[test]
+    fn offers_aes_gcm_suites_only() {
+        let offered: Vec<CipherSuite> = super::provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            offered,
+            [
+                CipherSuite::TLS13_AES_256_GCM_SHA384,
+                CipherSuite::TLS13_AES_128_GCM_SHA256,
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            ]
+        );
+    }
+}
