@@ -13,7 +13,6 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
@@ -37,33 +36,16 @@ fn load() -> Result<Arc<ClientConfig>, String> {
             "no trusted CA certificates found{why}: install the system's CA bundle (ca-certificates) or set SSL_CERT_FILE"
         ));
     }
-    let config = ClientConfig::builder_with_provider(Arc::new(provider()))
+    // ring, not aws-lc-rs: no cmake, and it builds for aarch64 with a plain C compiler. rustls
+    // deprecates it only for lacking post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// ring, not aws-lc-rs: no cmake, and it builds for aarch64 with a plain C compiler (rustls
-/// deprecates it only for lacking post-quantum key exchange). Its AES-GCM suites only: every
-/// model provider offers them, and leaving ChaCha20-Poly1305 out leaves its code (some 40 KiB
-/// of assembly) out of the binary.
-fn provider() -> CryptoProvider {
-    use rustls::crypto::ring::cipher_suite::*;
-    #[allow(deprecated)]
-    let ring = rustls::crypto::ring::default_provider();
-    CryptoProvider {
-        cipher_suites: vec![
-            TLS13_AES_256_GCM_SHA384,
-            TLS13_AES_128_GCM_SHA256,
-            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        ],
-        ..ring
-    }
 }
 
 /// A TLS session over `socket` to `host` (a name, sent as SNI, or an IP address), its
@@ -134,31 +116,5 @@ impl Write for Stream {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rustls::CipherSuite;
-
-    /// The client offers AES-GCM over TLS 1.3 and 1.2, and nothing else.
-    #[test]
-    fn offers_aes_gcm_suites_only() {
-        let offered: Vec<CipherSuite> = super::provider()
-            .cipher_suites
-            .iter()
-            .map(|s| s.suite())
-            .collect();
-        assert_eq!(
-            offered,
-            [
-                CipherSuite::TLS13_AES_256_GCM_SHA384,
-                CipherSuite::TLS13_AES_128_GCM_SHA256,
-                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-                CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-                CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            ]
-        );
     }
 }
