@@ -119,6 +119,18 @@ impl At {
         fields: Option<&'static [&'static str]>,
         visitor: V,
     ) -> Result<V::Value, ParamsError> {
+        let entries = self.entries(fields)?;
+        visitor
+            .visit_map(de::value::MapDeserializer::new(entries.into_iter()))
+            .map_err(|e| e.at(&self.path))
+    }
+
+    /// The properties of an object, each with its place; the part of [`At::map`] that does not
+    /// depend on the visitor, so it is compiled once rather than once per params type.
+    fn entries(
+        &self,
+        fields: Option<&'static [&'static str]>,
+    ) -> Result<Vec<(String, At)>, ParamsError> {
         let Value::Object(obj) = &self.value else {
             return Err(self.wrong_type("object"));
         };
@@ -126,14 +138,24 @@ impl At {
         if let Some(k) = fields.and_then(|f| obj.keys().find(|k| !f.contains(&k.as_str()))) {
             return Err(ParamsError::new(Problem::Unexpected(k.clone())).at(&self.path));
         }
-        let entries: Vec<(String, At)> = obj
+        Ok(obj
             .iter()
             .map(|(k, v)| (k.clone(), self.child(k, v.clone())))
-            .collect();
-        visitor
-            .visit_map(de::value::MapDeserializer::new(entries.into_iter()))
-            .map_err(|e| e.at(&self.path))
+            .collect())
     }
+}
+
+/// The items of an array at `path`, each with its place (compiled once, not once per visitor).
+fn items_at(items: Vec<Value>, path: &str) -> std::vec::IntoIter<At> {
+    let items: Vec<At> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| At {
+            value: v,
+            path: format!("{path}/{i}"),
+        })
+        .collect();
+    items.into_iter()
 }
 
 impl<'de> IntoDeserializer<'de, ParamsError> for At {
@@ -158,15 +180,7 @@ impl<'de> Deserializer<'de> for At {
             },
             Value::String(s) => visitor.visit_string(s),
             Value::Array(items) => {
-                let items: Vec<At> = items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| At {
-                        value: v,
-                        path: format!("{path}/{i}"),
-                    })
-                    .collect();
-                visitor.visit_seq(de::value::SeqDeserializer::new(items.into_iter()))
+                visitor.visit_seq(de::value::SeqDeserializer::new(items_at(items, &path)))
             }
             Value::Object(_) => {
                 return At {

@@ -4,7 +4,10 @@
 //! Release builds are stripped here rather than by the profile, so that `CLAWGATE_KEEP_SYMBOLS=1`
 //! gives the very same code (same symbol names, same layout) with its symbols, to profile.
 //!
-//! Only for release builds of `x86_64-unknown-linux-gnu`, where rustc links with its bundled LLD:
+//! Only for release builds linked by LLD: `x86_64-unknown-linux-gnu`, where rustc links with its
+//! bundled LLD anyway, and the other Linux GNU targets (the Pi's `aarch64-unknown-linux-gnu`) when
+//! they are cross-built on an x86_64 Linux host, whose toolchain ships that LLD (`rust-lld`, found
+//! by the C compiler driver through `-fuse-ld=lld` and the toolchain's `gcc-ld` directory):
 //! - `--icf=all` folds identical functions (monomorphised copies that compiled to the same code);
 //! - the release profile aborts on panic (`panic = "abort"` in the workspace manifest), so nothing
 //!   ever unwinds through the binary and its unwind tables (`.eh_frame`, its lookup header,
@@ -38,7 +41,11 @@ pub fn configure() {
     }
     let target = env::var("TARGET").unwrap_or_default();
     if target != "x86_64-unknown-linux-gnu" {
-        return;
+        let Some(gcc_ld) = cross_lld(&target) else {
+            return;
+        };
+        println!("cargo::rustc-link-arg-bins=-fuse-ld=lld");
+        println!("cargo::rustc-link-arg-bins=-B{}", gcc_ld.display());
     }
     link("--icf=all");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -77,6 +84,24 @@ fn hot_section(list: &str) -> String {
 /// Pass `arg` to the linker (through the C compiler driver) for this package's binaries.
 fn link(arg: &str) {
     println!("cargo::rustc-link-arg-bins=-Wl,{arg}");
+}
+
+/// The directory holding the toolchain's `ld.lld` wrapper, for a Linux GNU `target` cross-built on
+/// an x86_64 Linux host; `None` elsewhere or when the toolchain has no LLD.
+fn cross_lld(target: &str) -> Option<PathBuf> {
+    let host = env::var("HOST").ok()?;
+    if host != "x86_64-unknown-linux-gnu" || !target.ends_with("-linux-gnu") {
+        return None;
+    }
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = std::process::Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let dir = sysroot.join("lib/rustlib").join(&host).join("bin/gcc-ld");
+    dir.join("ld.lld").is_file().then_some(dir)
 }
 
 /// Whether the glibc this build script runs on is at least `major.minor`.
