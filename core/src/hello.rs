@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::frame::PROTOCOL_VERSION;
 use crate::methods::METHODS;
@@ -108,8 +109,8 @@ pub(crate) struct Snapshot<'a> {
     pub(crate) suspension: Suspension,
     /// The presence list.
     pub(crate) presence: Value,
-    /// The same object as the `health` method's result.
-    pub(crate) health: Value,
+    /// The same object as the `health` method's result, serialised.
+    pub(crate) health: &'a RawValue,
     /// Versions of presence and health.
     #[serde(rename = "stateVersion")]
     pub(crate) state_version: StateVersion,
@@ -208,6 +209,7 @@ mod tests {
 
     fn sample(device_token: Option<&str>) -> String {
         let scopes = vec!["operator.read".to_string()];
+        let health = RawValue::from_string(r#"{"ok":true}"#.into()).unwrap();
         let payload = HelloOk::new(
             Server {
                 version: "0.1.0",
@@ -217,7 +219,7 @@ mod tests {
             Snapshot {
                 suspension: Suspension { phase: "accepting" },
                 presence: Value::Array(vec![]),
-                health: serde_json::json!({"ok": true}),
+                health: &health,
                 state_version: StateVersion {
                     presence: 1,
                     health: 2,
