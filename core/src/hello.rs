@@ -2,6 +2,8 @@
 //! order: no `Value` tree is built for the constant parts (method and event lists, policy,
 //! session defaults), which would otherwise be rebuilt for every handshake.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -88,10 +90,13 @@ pub(crate) struct Server<'a> {
     pub(crate) conn_id: &'a str,
 }
 
-/// `hello-ok.features`: the same for every connection.
+/// `hello-ok.features`: the same for every connection, so serialised once per process.
 struct Features;
 
-impl Serialize for Features {
+/// The method, event and capability lists of `features`.
+struct FeatureLists;
+
+impl Serialize for FeatureLists {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("Features", 3)?;
@@ -99,6 +104,17 @@ impl Serialize for Features {
         st.serialize_field("events", EVENTS)?;
         st.serialize_field("capabilities", CAPABILITIES)?;
         st.end()
+    }
+}
+
+impl Serialize for Features {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        static TEXT: OnceLock<Option<Box<RawValue>>> = OnceLock::new();
+        // Serialising lists of strings cannot fail; were it to, they are serialised here.
+        match TEXT.get_or_init(|| serde_json::value::to_raw_value(&FeatureLists).ok()) {
+            Some(text) => text.serialize(s),
+            None => FeatureLists.serialize(s),
+        }
     }
 }
 
