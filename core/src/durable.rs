@@ -261,7 +261,7 @@ impl Gateway {
                 payload,
             } => {
                 if durable {
-                    let text = crate::hello::OkFrame::new(&req_id, &payload).to_text();
+                    let text = crate::hello::OkFrame::new(&req_id, &payload).serialised_text();
                     self.send_text(now, conn, text);
                 } else {
                     self.respond(now, conn, &req_id, Err(not_saved()), None);
