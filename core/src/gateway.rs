@@ -421,10 +421,6 @@ impl Gateway {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if !matches!(c.state, State::Ws(_)) {
-            // An HTTP route (a channel's webhook, say) may change what `health` reports.
-            self.health_cache.invalidate();
-        }
         match &mut c.state {
             State::Http(buf) => {
                 buf.extend_from_slice(data);

@@ -1,7 +1,7 @@
 //! The `health` snapshot, serialised once and answered from cache, as upstream answers
 //! `health` from its cached snapshot: rebuilt when it is older than [`MAX_AGE_MS`] or after
-//! anything that may change it (a work result, a timer, a reload, an HTTP request, a
-//! method that is not a read) marked it stale.
+//! anything that may change it (a work result, a timer, a reload, an HTTP request with a
+//! body, a method that is not a read) marked it stale.
 
 use serde_json::Value;
 use serde_json::value::RawValue;

@@ -759,7 +759,11 @@ fn health_is_answered_from_its_snapshot_until_something_changes_it() {
     let running = |h: &Value| h["channels"]["telegram"]["running"].clone();
     let first = p.call(op, "health", None).unwrap();
     assert_eq!(running(&first), true, "{first}");
-    assert_eq!(p.call(op, "health", None).unwrap(), first, "the same snapshot");
+    assert_eq!(
+        p.call(op, "health", None).unwrap(),
+        first,
+        "the same snapshot"
+    );
     // The clock stands still: only the change itself can make the next answer differ.
     let stop = json!({"channel": "telegram"});
     p.call(op, "channels.stop", Some(stop.clone())).unwrap();
@@ -772,5 +776,8 @@ fn health_is_answered_from_its_snapshot_until_something_changes_it() {
     let ts = again["ts"].as_u64().unwrap();
     p.advance(Duration::from_millis(1500));
     let later = p.call(op, "health", None).unwrap();
-    assert!(later["ts"].as_u64().unwrap() >= ts + 1500, "at most a second old: {later}");
+    assert!(
+        later["ts"].as_u64().unwrap() >= ts + 1500,
+        "at most a second old: {later}"
+    );
 }
