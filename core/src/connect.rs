@@ -238,6 +238,7 @@ impl Gateway {
         if !crate::route::is_ephemeral_mode(&params.client.mode) {
             self.router.presence.insert(id);
         }
+        self.refresh_health(now);
         let text = self.hello_text(now, req_id, &conn_uuid, &params, &hello);
         self.send_text(now, id, text);
         self.log(
@@ -294,7 +295,7 @@ impl Gateway {
                     },
                 },
                 presence: Value::Array(self.presence_list(now)),
-                health: self.health_payload(now),
+                health: self.health_cache.payload(),
                 state_version: StateVersion {
                     presence: self.presence_version,
                     health: self.health_version,

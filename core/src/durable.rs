@@ -29,6 +29,12 @@ pub(crate) enum Deferred {
         /// What a failure reports beside its error (upstream's final `agent` answer).
         error_payload: Option<Value>,
     },
+    /// A method's successful answer whose payload is already serialised.
+    Serialised {
+        conn: ConnId,
+        req_id: String,
+        payload: Box<serde_json::value::RawValue>,
+    },
     /// An admitted `connect` whose device or token the store must keep: `hello-ok` (with the
     /// device token) is sent only once it is durable; frames meanwhile are ignored.
     Hello {
@@ -60,6 +66,8 @@ impl Gateway {
     /// an error, and on its next tick the gateway rewrites the pairing rows and replays the
     /// session changes no batch got onto the disk.
     pub fn handle_work_result(&mut self, now: Instant, id: WorkId, result: WorkResult) {
+        // Whatever a worker reports (a channel's poll, a tool provider) may change `health`.
+        self.health_cache.invalidate();
         if self.is_history_read(id) {
             // Whatever a host answers a read with (one without a store acknowledges it).
             self.on_history(now, id, result);
@@ -166,6 +174,24 @@ impl Gateway {
         }
     }
 
+    /// [`Gateway::answer`] with a successful payload already serialised.
+    pub(crate) fn answer_serialised(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        req_id: &str,
+        payload: Box<serde_json::value::RawValue>,
+    ) {
+        let item = Deferred::Serialised {
+            conn,
+            req_id: req_id.to_string(),
+            payload,
+        };
+        if let Err(item) = self.durable.hold(item) {
+            self.release(now, item, true);
+        }
+    }
+
     /// Start agent run `serial` once every answer held before it has left (its `chat.send`
     /// answer among them), so its events follow that answer.
     pub(crate) fn start_run_when_durable(&mut self, now: Instant, serial: u64) {
@@ -225,6 +251,18 @@ impl Gateway {
             } => {
                 if durable {
                     self.respond(now, conn, &req_id, result, error_payload);
+                } else {
+                    self.respond(now, conn, &req_id, Err(not_saved()), None);
+                }
+            }
+            Deferred::Serialised {
+                conn,
+                req_id,
+                payload,
+            } => {
+                if durable {
+                    let text = crate::hello::OkFrame::new(&req_id, &payload).serialised_text();
+                    self.send_text(now, conn, text);
                 } else {
                     self.respond(now, conn, &req_id, Err(not_saved()), None);
                 }

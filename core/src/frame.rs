@@ -1,6 +1,8 @@
 //! Protocol frames: the JSON envelopes of requests, responses and events, and the
 //! error shape every failure uses.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -242,8 +244,53 @@ const REQUEST_KEYS: &[&str] = &[
     "expectedProfileId",
 ];
 
+/// The envelope of a request frame with no optional keys but `params`, read straight from the
+/// text (no JSON tree for the envelope): the common case of [`parse_request`]. Anything else (a
+/// missing, extra or repeated key, `traceparent`) is read by the full validation instead.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    #[serde(default)]
+    params: Option<Value>,
+}
+
+impl Envelope<'_> {
+    /// The request, if the envelope is a valid one.
+    fn into_request(self) -> Option<Request> {
+        if self.kind != "req" || self.id.is_empty() || self.method.is_empty() {
+            return None;
+        }
+        Some(Request {
+            id: self.id.into_owned(),
+            method: self.method.into_owned(),
+            params: self.params.unwrap_or(Value::Null),
+        })
+    }
+}
+
 /// Parse one inbound text frame as a request.
 pub fn parse_request(text: &str) -> Result<Request, FrameError> {
+    match plain_request(text) {
+        Some(req) => Ok(req),
+        None => validate_request(text),
+    }
+}
+
+/// The request, if `text` is a valid one with no optional key but `params`.
+fn plain_request(text: &str) -> Option<Request> {
+    serde_json::from_str::<Envelope<'_>>(text)
+        .ok()
+        .and_then(Envelope::into_request)
+}
+
+/// Parse `text` as a request through its JSON tree, with upstream's answer to each problem.
+fn validate_request(text: &str) -> Result<Request, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
     let Value::Object(mut obj) = value else {
         return Err(invalid("invalid", InvalidFrame::NotObject));
@@ -364,6 +411,36 @@ mod tests {
         let e = parse_request(r#"{"type":"req","method":"health"}"#).unwrap_err();
         assert!(matches!(e, FrameError::Invalid { ref id, .. } if id == "invalid"));
         assert_eq!(parse_request("nope"), Err(FrameError::NotJson));
+    }
+
+    #[test]
+    fn the_envelope_fast_path_reads_what_the_full_validation_reads() {
+        let frames = [
+            r#"{"type":"req","id":"1","method":"health"}"#,
+            r#"{"type":"req","id":"1","method":"health","params":null}"#,
+            r#"{"method":"chat.send","params":{"a":[1,2.5,"x"]},"id":"q\"7","type":"req"}"#,
+            r#"{"type":"req","id":"1","method":"health","traceparent":null}"#,
+            r#"{"type":"req","id":"1","method":"health","traceparent":"00-ab"}"#,
+            r#"{"type":"req","id":"1","id":"2","method":"health"}"#,
+            r#"{"type":"req","id":"","method":"health"}"#,
+            r#"{"type":"req","id":"1","method":""}"#,
+            r#"{"type":"res","id":"1","method":"health"}"#,
+            r#"{"type":"req","id":7,"method":"health"}"#,
+            r#"{"type":"req","id":"1","method":"health","x":1}"#,
+        ];
+        for text in frames {
+            assert_eq!(parse_request(text), validate_request(text), "{text}");
+        }
+        for text in &frames[..3] {
+            assert!(plain_request(text).is_some(), "{text} takes the fast path");
+        }
+        let r = parse_request(frames[2]).unwrap();
+        assert_eq!((r.id.as_str(), r.method.as_str()), ("q\"7", "chat.send"));
+        assert_eq!(
+            parse_request(frames[3]),
+            Err(invalid("1", InvalidFrame::BadTraceparent)),
+            "a null traceparent is refused as before"
+        );
     }
 
     #[test]

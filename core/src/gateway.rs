@@ -160,6 +160,8 @@ pub struct Gateway {
     draining: bool,
     pub(crate) presence_version: u64,
     pub(crate) health_version: u64,
+    /// The `health` payload, serialised, while nothing it is made of changed.
+    pub(crate) health_cache: crate::health_cache::HealthCache,
     last_prune: Instant,
 }
 
@@ -204,6 +206,7 @@ impl Gateway {
             draining: false,
             presence_version: 1,
             health_version: 1,
+            health_cache: Default::default(),
             last_prune: now,
         };
         gw.boot_id = gw.uuid();
@@ -465,6 +468,10 @@ impl Gateway {
                 break;
             }
             self.timers.pop();
+            if !matches!(timer, Timer::Handshake(_)) {
+                // Channels, tools and agent runs move on timers: `health` is taken anew.
+                self.health_cache.invalidate();
+            }
             match timer {
                 Timer::Handshake(id) => self.handshake_expired(now, id),
                 Timer::Tick => {
@@ -567,6 +574,7 @@ impl Gateway {
         let secret_changed =
             config.secret != self.config.secret || config.auth_mode != self.config.auth_mode;
         self.config = config;
+        self.health_cache.invalidate();
         self.post_routes = crate::http_post::PostRoutes::from_config(&self.config);
         // A larger agents.defaults.maxConcurrent starts runs waiting for a slot.
         self.start_admitted(now);

@@ -2,8 +2,11 @@
 //! order: no `Value` tree is built for the constant parts (method and event lists, policy,
 //! session defaults), which would otherwise be rebuilt for every handshake.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::frame::PROTOCOL_VERSION;
 use crate::methods::METHODS;
@@ -38,6 +41,19 @@ impl<'a, P: Serialize> OkFrame<'a, P> {
     pub(crate) fn to_text(&self) -> String {
         // Serialising these types cannot fail: every map key is a string.
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl OkFrame<'_, Box<RawValue>> {
+    /// The frame as JSON text, written into a buffer sized for it once.
+    pub(crate) fn serialised_text(&self) -> String {
+        /// The envelope around the id and the payload, `{"type":"res","id":,"ok":true,"payload":}`,
+        /// and room for the id's quotes and a few escapes.
+        const ENVELOPE: usize = 41 + 2 + 8;
+        let mut out = Vec::with_capacity(ENVELOPE + self.id.len() + self.payload.get().len());
+        // Serialising a string and raw JSON into a `Vec` cannot fail, and writes UTF-8.
+        let _ = serde_json::to_writer(&mut out, self);
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -87,10 +103,13 @@ pub(crate) struct Server<'a> {
     pub(crate) conn_id: &'a str,
 }
 
-/// `hello-ok.features`: the same for every connection.
+/// `hello-ok.features`: the same for every connection, so serialised once per process.
 struct Features;
 
-impl Serialize for Features {
+/// The method, event and capability lists of `features`.
+struct FeatureLists;
+
+impl Serialize for FeatureLists {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("Features", 3)?;
@@ -101,6 +120,17 @@ impl Serialize for Features {
     }
 }
 
+impl Serialize for Features {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        static TEXT: OnceLock<Option<Box<RawValue>>> = OnceLock::new();
+        // Serialising lists of strings cannot fail; were it to, they are serialised here.
+        match TEXT.get_or_init(|| serde_json::value::to_raw_value(&FeatureLists).ok()) {
+            Some(text) => text.serialize(s),
+            None => FeatureLists.serialize(s),
+        }
+    }
+}
+
 /// `hello-ok.snapshot`.
 #[derive(Serialize)]
 pub(crate) struct Snapshot<'a> {
@@ -108,8 +138,8 @@ pub(crate) struct Snapshot<'a> {
     pub(crate) suspension: Suspension,
     /// The presence list.
     pub(crate) presence: Value,
-    /// The same object as the `health` method's result.
-    pub(crate) health: Value,
+    /// The same object as the `health` method's result, serialised.
+    pub(crate) health: &'a RawValue,
     /// Versions of presence and health.
     #[serde(rename = "stateVersion")]
     pub(crate) state_version: StateVersion,
@@ -208,6 +238,7 @@ mod tests {
 
     fn sample(device_token: Option<&str>) -> String {
         let scopes = vec!["operator.read".to_string()];
+        let health = RawValue::from_string(r#"{"ok":true}"#.into()).unwrap();
         let payload = HelloOk::new(
             Server {
                 version: "0.1.0",
@@ -217,7 +248,7 @@ mod tests {
             Snapshot {
                 suspension: Suspension { phase: "accepting" },
                 presence: Value::Array(vec![]),
-                health: serde_json::json!({"ok": true}),
+                health: &health,
                 state_version: StateVersion {
                     presence: 1,
                     health: 2,
@@ -280,6 +311,15 @@ mod tests {
             v["payload"]["features"]["capabilities"],
             serde_json::json!(CAPABILITIES)
         );
+    }
+
+    #[test]
+    fn a_serialised_payload_frames_as_a_value_would() {
+        let payload = serde_json::json!({"ok": true, "ts": 5, "s": "é\"x"});
+        let raw = serde_json::value::to_raw_value(&payload).unwrap();
+        let text = OkFrame::new("r\"1", &raw).serialised_text();
+        assert_eq!(text, crate::frame::OutFrame::ok("r\"1", payload).to_text());
+        assert!(text.capacity() <= text.len() + 8, "the buffer never grew");
     }
 
     #[test]

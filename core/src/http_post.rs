@@ -248,6 +248,8 @@ impl Gateway {
         let BodyRead {
             req, route, body, ..
         } = *read;
+        // A route with a body (a channel's webhook, say) may change what `health` reports.
+        self.health_cache.invalidate();
         match route {
             PostRoute::SlackEvents { account } => {
                 self.slack_http_request(now, id, &account, &req, &body)

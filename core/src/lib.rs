@@ -86,6 +86,7 @@ mod frames;
 pub mod fuzzing;
 mod gateway;
 pub mod handshake;
+mod health_cache;
 mod hello;
 pub mod http;
 mod http_auth;

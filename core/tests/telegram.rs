@@ -840,3 +840,35 @@ fn a_kill_at_any_point_answers_a_message_once() {
         }
     }
 }
+
+/// `health` is answered from its snapshot; a change (the channel stopped, started) or a
+/// second's age retakes it.
+#[test]
+fn health_is_answered_from_its_snapshot_until_something_changes_it() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    let op = admin(&mut p);
+    let running = |h: &Value| h["channels"]["telegram"]["running"].clone();
+    let first = p.call(op, "health", None).unwrap();
+    assert_eq!(running(&first), true, "{first}");
+    assert_eq!(
+        p.call(op, "health", None).unwrap(),
+        first,
+        "the same snapshot"
+    );
+    // The clock stands still: only the change itself can make the next answer differ.
+    let stop = json!({"channel": "telegram"});
+    p.call(op, "channels.stop", Some(stop.clone())).unwrap();
+    let stopped = p.call(op, "health", None).unwrap();
+    assert_eq!(running(&stopped), false, "{stopped}");
+    p.call(op, "channels.start", Some(stop)).unwrap();
+    pump(&mut p, &mut f);
+    let again = p.call(op, "health", None).unwrap();
+    assert_eq!(running(&again), true, "{again}");
+    let ts = again["ts"].as_u64().unwrap();
+    p.advance(Duration::from_millis(1500));
+    let later = p.call(op, "health", None).unwrap();
+    assert!(
+        later["ts"].as_u64().unwrap() >= ts + 1500,
+        "at most a second old: {later}"
+    );
+}

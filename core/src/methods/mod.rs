@@ -32,6 +32,8 @@ pub(crate) use system_info::MachineCalls;
 pub(crate) enum Reply {
     /// Answer now with this result.
     Now(Result<Value, ErrorShape>),
+    /// Answer now with this payload, already serialised (a cached snapshot).
+    Serialised(Box<serde_json::value::RawValue>),
     /// The handler kept the request id and answers later (`node.invoke` waits for its node).
     Later,
 }
@@ -300,15 +302,24 @@ impl Gateway {
             granted: &scopes,
         };
         let reply = match REGISTRY.iter().find(|m| m.name == req.method) {
-            Some(spec) => (spec.handler)(self, now, &call, req.params),
+            Some(spec) => {
+                let reply = (spec.handler)(self, now, &call, req.params);
+                if spec.requirement != Requirement::Read {
+                    // A method that may change state: `health` is taken anew.
+                    self.health_cache.invalidate();
+                }
+                reply
+            }
             None => Reply::Now(Err(ErrorShape::invalid(format!(
                 "unknown method: {}",
                 req.method
             )))),
         };
-        if let Reply::Now(result) = reply {
-            // Not before the store has every change made so far: "ok" never runs ahead of it.
-            self.answer(now, id, &req.id, result);
+        // Not before the store has every change made so far: "ok" never runs ahead of it.
+        match reply {
+            Reply::Now(result) => self.answer(now, id, &req.id, result),
+            Reply::Serialised(payload) => self.answer_serialised(now, id, &req.id, payload),
+            Reply::Later => {}
         }
     }
 

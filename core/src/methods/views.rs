@@ -31,7 +31,7 @@ pub(crate) struct NodeDescribe {
 
 impl Gateway {
     /// The health summary (`health` result and `snapshot.health`).
-    pub(crate) fn health_payload(&self, now: Instant) -> Value {
+    fn health_payload(&self, now: Instant) -> Value {
         let (channels, order, labels) = self.channel_summary();
         json!({
             "ok": true,
@@ -77,8 +77,19 @@ impl Gateway {
         })
     }
 
+    /// Take the health summary anew unless the cached one is fresh
+    /// (`self.health_cache.payload()` is then current).
+    pub(crate) fn refresh_health(&mut self, now: Instant) {
+        let now_ms = self.unix_ms(now);
+        if !self.health_cache.is_fresh(now_ms) {
+            let payload = self.health_payload(now);
+            self.health_cache.store(now_ms, &payload);
+        }
+    }
+
     pub(super) fn health(&mut self, now: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
-        Reply::Now(Ok(self.health_payload(now)))
+        self.refresh_health(now);
+        Reply::Serialised(self.health_cache.payload().to_owned())
     }
 
     pub(super) fn status(&mut self, now: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
