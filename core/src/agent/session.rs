@@ -126,11 +126,13 @@ impl ChatSession {
     }
 }
 
-/// The recent end of a transcript with the encoded size of each message, oldest first: the
-/// window a turn sends the model.
+/// The recent end of a transcript, oldest first: the window a turn sends the model. Each
+/// row is held in the form the model reads it (`None` for a row the model does not see,
+/// such as a failed turn's note) with the size of its JSON encoding, which the window's byte
+/// bound counts: the transcript's JSON trees stay in the store.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Recent {
-    messages: VecDeque<(Value, usize)>,
+    messages: VecDeque<(Option<Message>, usize)>,
     /// The sum of those sizes.
     bytes: usize,
 }
@@ -138,9 +140,9 @@ pub(crate) struct Recent {
 impl Recent {
     /// Hold `message` as the newest, dropping the oldest past `window`'s bounds (the newest
     /// always stays).
-    pub(crate) fn keep(&mut self, message: Value, window: Window) {
-        let size = message.to_string().len();
-        self.messages.push_back((message, size));
+    pub(crate) fn keep(&mut self, message: &Value, window: Window) {
+        let size = encoded_len(message);
+        self.messages.push_back((model_message(message), size));
         self.bytes = self.bytes.saturating_add(size);
         while self.messages.len() > 1
             && (self.messages.len() > window.messages || self.bytes > window.bytes)
@@ -166,23 +168,45 @@ impl Recent {
             .messages
             .iter()
             .skip(skip)
-            .filter_map(|(m, _)| {
-                let text = text_of(m);
-                match m.get("role").and_then(Value::as_str) {
-                    Some("user") => Some(Message::User(text)),
-                    Some("assistant") => Some(Message::Assistant {
-                        text,
-                        tool_calls: tool_calls_of(m),
-                    }),
-                    Some("toolResult") => Some(Message::ToolResult {
-                        call_id: m.get("toolCallId")?.as_str()?.to_string(),
-                        content: text,
-                    }),
-                    _ => None,
-                }
-            })
+            .filter_map(|(m, _)| m.clone())
             .collect();
         paired(messages)
+    }
+}
+
+/// The length of `message`'s JSON encoding, counted without building it.
+fn encoded_len(message: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a sink that cannot fail cannot fail.
+    let _ = serde_json::to_writer(&mut count, message);
+    count.0
+}
+
+/// A transcript row as the model reads it: a user or assistant turn (with the tools it
+/// called) or a tool's result; `None` for any other row.
+fn model_message(m: &Value) -> Option<Message> {
+    let text = text_of(m);
+    match m.get("role").and_then(Value::as_str) {
+        Some("user") => Some(Message::User(text)),
+        Some("assistant") => Some(Message::Assistant {
+            text,
+            tool_calls: tool_calls_of(m),
+        }),
+        Some("toolResult") => Some(Message::ToolResult {
+            call_id: m.get("toolCallId")?.as_str()?.to_string(),
+            content: text,
+        }),
+        _ => None,
     }
 }
 
@@ -344,7 +368,7 @@ mod tests {
             text_message("assistant", "hello", 8),
         ] {
             s.push(m.clone());
-            recent.keep(m, w);
+            recent.keep(&m, w);
         }
         assert_eq!(
             recent.to_model(10),
@@ -359,7 +383,7 @@ mod tests {
         assert_eq!(recent.to_model(1).len(), 1);
         let again = text_message("user", "again", 9);
         assert_eq!(s.push(again.clone()), 4);
-        recent.keep(again.clone(), w);
+        recent.keep(&again, w);
         assert_eq!(
             (recent.held().0, s.total),
             (3, 4),
@@ -375,11 +399,11 @@ mod tests {
         let mut recent = Recent::default();
         let small = window(100, 150);
         for i in 0..10 {
-            recent.keep(text_message("user", &format!("message {i}"), 6), small);
+            recent.keep(&text_message("user", &format!("message {i}"), 6), small);
         }
         let (n, bytes) = recent.held();
         assert!(n < 10 && bytes <= 150, "{n} messages, {bytes} bytes");
-        recent.keep(text_message("user", &"x".repeat(1000), 7), small);
+        recent.keep(&text_message("user", &"x".repeat(1000), 7), small);
         assert_eq!(recent.held().0, 1, "a message over the bound alone");
         assert_eq!(canonical_key("main"), MAIN_SESSION_KEY);
         assert_eq!(canonical_key("agent:main:x"), "agent:main:x");
