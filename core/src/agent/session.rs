@@ -141,7 +141,7 @@ impl Recent {
     /// Hold `message` as the newest, dropping the oldest past `window`'s bounds (the newest
     /// always stays).
     pub(crate) fn keep(&mut self, message: &Value, window: Window) {
-        let size = encoded_len(message);
+        let size = message.to_string().len();
         self.messages.push_back((model_message(message), size));
         self.bytes = self.bytes.saturating_add(size);
         while self.messages.len() > 1
@@ -172,24 +172,6 @@ impl Recent {
             .collect();
         paired(messages)
     }
-}
-
-/// The length of `message`'s JSON encoding, counted without building it.
-fn encoded_len(message: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing a `Value` to a sink that cannot fail cannot fail.
-    let _ = serde_json::to_writer(&mut count, message);
-    count.0
 }
 
 /// A transcript row as the model reads it: a user or assistant turn (with the tools it
