@@ -45,8 +45,9 @@ pub(crate) struct ChatSession {
     pub(crate) updated_at: u64,
     /// Messages in the whole transcript: the `seq` of the last one.
     pub(crate) total: u64,
-    /// The newest message (what lists preview and `chat.history` reports the last run of).
-    last: Option<Value>,
+    /// The newest message, JSON-encoded (what lists preview and `chat.history` reports the
+    /// last run of): a few hundred bytes per session where the JSON tree takes thousands.
+    last: Option<Box<str>>,
     /// The fields `sessions.patch` set (`label`, `thinkingLevel`, `model`, …), by wire name.
     pub(crate) overrides: Map<String, Value>,
 }
@@ -94,14 +95,14 @@ impl ChatSession {
             created_at: row.created_at,
             updated_at: row.updated_at,
             total: total.max(u64::from(last.is_some())),
-            last,
+            last: last.map(|m| m.to_string().into()),
             overrides: row.overrides,
         })
     }
 
     /// Append `message` (only the newest stays here); its `seq`.
-    pub(crate) fn push(&mut self, message: Value) -> u64 {
-        self.last = Some(message);
+    pub(crate) fn push(&mut self, message: &Value) -> u64 {
+        self.last = Some(message.to_string().into());
         self.total += 1;
         self.total
     }
@@ -121,8 +122,11 @@ impl ChatSession {
     }
 
     /// The newest message, if the session has one.
-    pub(crate) fn last(&self) -> Option<&Value> {
-        self.last.as_ref()
+    pub(crate) fn last(&self) -> Option<Value> {
+        // It was encoded from a `Value`, so it decodes.
+        self.last
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok())
     }
 }
 
@@ -349,7 +353,7 @@ mod tests {
             failed_before_reply("boom", 7),
             text_message("assistant", "hello", 8),
         ] {
-            s.push(m.clone());
+            s.push(&m);
             recent.keep(&m, w);
         }
         assert_eq!(
@@ -364,7 +368,7 @@ mod tests {
         );
         assert_eq!(recent.to_model(1).len(), 1);
         let again = text_message("user", "again", 9);
-        assert_eq!(s.push(again.clone()), 4);
+        assert_eq!(s.push(&again), 4);
         recent.keep(&again, w);
         assert_eq!(
             (recent.held().0, s.total),
@@ -375,7 +379,7 @@ mod tests {
         let back = ChatSession::from_row(row, Some(again.clone()), 4).unwrap();
         assert_eq!(
             (back.id.as_str(), back.last(), back.total),
-            ("id-1", Some(&again), 4)
+            ("id-1", Some(again.clone()), 4)
         );
         // The byte bound cuts too, but the newest message always stays.
         let mut recent = Recent::default();
