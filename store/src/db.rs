@@ -20,7 +20,7 @@ use crate::schema::{self, Found};
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// SQLite's page cache, KiB (its default is about 2 MiB): what the store keeps in memory of
 /// the transcripts it reads and writes, whatever their length.
-pub(crate) const PAGE_CACHE_KIB: i64 = 1024;
+pub(crate) const PAGE_CACHE_KIB: i64 = 256;
 
 /// Why the database could not be opened, read or written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

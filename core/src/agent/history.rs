@@ -331,8 +331,7 @@ impl Gateway {
         let last_run = session
             .and_then(|s| s.last())
             .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
-            .and_then(|m| m.pointer("/__openclaw/runId"))
-            .cloned();
+            .and_then(|m| m.pointer("/__openclaw/runId").cloned());
         if let Value::Object(m) = &mut info {
             m.insert("hasActiveRun".into(), json!(active.is_some()));
             let ids: Vec<&Value> = active.iter().filter_map(|r| r.get("runId")).collect();

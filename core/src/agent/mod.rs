@@ -100,7 +100,7 @@ impl Agent {
             self.windows.start_empty(key);
         }
         self.windows.append(key, &message, window);
-        let seq = s.push(message.clone());
+        let seq = s.push(&message);
         s.updated_at = ts;
         self.unsaved.push(StoreChange::PutSession {
             key: key.to_string(),

@@ -45,8 +45,9 @@ pub(crate) struct ChatSession {
     pub(crate) updated_at: u64,
     /// Messages in the whole transcript: the `seq` of the last one.
     pub(crate) total: u64,
-    /// The newest message (what lists preview and `chat.history` reports the last run of).
-    last: Option<Value>,
+    /// The newest message, JSON-encoded (what lists preview and `chat.history` reports the
+    /// last run of): a few hundred bytes per session where the JSON tree takes thousands.
+    last: Option<Box<str>>,
     /// The fields `sessions.patch` set (`label`, `thinkingLevel`, `model`, …), by wire name.
     pub(crate) overrides: Map<String, Value>,
 }
@@ -94,14 +95,14 @@ impl ChatSession {
             created_at: row.created_at,
             updated_at: row.updated_at,
             total: total.max(u64::from(last.is_some())),
-            last,
+            last: last.map(|m| m.to_string().into()),
             overrides: row.overrides,
         })
     }
 
     /// Append `message` (only the newest stays here); its `seq`.
-    pub(crate) fn push(&mut self, message: Value) -> u64 {
-        self.last = Some(message);
+    pub(crate) fn push(&mut self, message: &Value) -> u64 {
+        self.last = Some(message.to_string().into());
         self.total += 1;
         self.total
     }
@@ -121,16 +122,21 @@ impl ChatSession {
     }
 
     /// The newest message, if the session has one.
-    pub(crate) fn last(&self) -> Option<&Value> {
-        self.last.as_ref()
+    pub(crate) fn last(&self) -> Option<Value> {
+        // It was encoded from a `Value`, so it decodes.
+        self.last
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok())
     }
 }
 
-/// The recent end of a transcript with the encoded size of each message, oldest first: the
-/// window a turn sends the model.
+/// The recent end of a transcript, oldest first: the window a turn sends the model. Each
+/// row is held in the form the model reads it (`None` for a row the model does not see,
+/// such as a failed turn's note) with the size of its JSON encoding, which the window's byte
+/// bound counts: the transcript's JSON trees stay in the store.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Recent {
-    messages: VecDeque<(Value, usize)>,
+    messages: VecDeque<(Option<Message>, usize)>,
     /// The sum of those sizes.
     bytes: usize,
 }
@@ -138,9 +144,9 @@ pub(crate) struct Recent {
 impl Recent {
     /// Hold `message` as the newest, dropping the oldest past `window`'s bounds (the newest
     /// always stays).
-    pub(crate) fn keep(&mut self, message: Value, window: Window) {
+    pub(crate) fn keep(&mut self, message: &Value, window: Window) {
         let size = message.to_string().len();
-        self.messages.push_back((message, size));
+        self.messages.push_back((model_message(message), size));
         self.bytes = self.bytes.saturating_add(size);
         while self.messages.len() > 1
             && (self.messages.len() > window.messages || self.bytes > window.bytes)
@@ -166,23 +172,27 @@ impl Recent {
             .messages
             .iter()
             .skip(skip)
-            .filter_map(|(m, _)| {
-                let text = text_of(m);
-                match m.get("role").and_then(Value::as_str) {
-                    Some("user") => Some(Message::User(text)),
-                    Some("assistant") => Some(Message::Assistant {
-                        text,
-                        tool_calls: tool_calls_of(m),
-                    }),
-                    Some("toolResult") => Some(Message::ToolResult {
-                        call_id: m.get("toolCallId")?.as_str()?.to_string(),
-                        content: text,
-                    }),
-                    _ => None,
-                }
-            })
+            .filter_map(|(m, _)| m.clone())
             .collect();
         paired(messages)
+    }
+}
+
+/// A transcript row as the model reads it: a user or assistant turn (with the tools it
+/// called) or a tool's result; `None` for any other row.
+fn model_message(m: &Value) -> Option<Message> {
+    let text = text_of(m);
+    match m.get("role").and_then(Value::as_str) {
+        Some("user") => Some(Message::User(text)),
+        Some("assistant") => Some(Message::Assistant {
+            text,
+            tool_calls: tool_calls_of(m),
+        }),
+        Some("toolResult") => Some(Message::ToolResult {
+            call_id: m.get("toolCallId")?.as_str()?.to_string(),
+            content: text,
+        }),
+        _ => None,
     }
 }
 
@@ -343,8 +353,8 @@ mod tests {
             failed_before_reply("boom", 7),
             text_message("assistant", "hello", 8),
         ] {
-            s.push(m.clone());
-            recent.keep(m, w);
+            s.push(&m);
+            recent.keep(&m, w);
         }
         assert_eq!(
             recent.to_model(10),
@@ -358,8 +368,8 @@ mod tests {
         );
         assert_eq!(recent.to_model(1).len(), 1);
         let again = text_message("user", "again", 9);
-        assert_eq!(s.push(again.clone()), 4);
-        recent.keep(again.clone(), w);
+        assert_eq!(s.push(&again), 4);
+        recent.keep(&again, w);
         assert_eq!(
             (recent.held().0, s.total),
             (3, 4),
@@ -369,17 +379,17 @@ mod tests {
         let back = ChatSession::from_row(row, Some(again.clone()), 4).unwrap();
         assert_eq!(
             (back.id.as_str(), back.last(), back.total),
-            ("id-1", Some(&again), 4)
+            ("id-1", Some(again.clone()), 4)
         );
         // The byte bound cuts too, but the newest message always stays.
         let mut recent = Recent::default();
         let small = window(100, 150);
         for i in 0..10 {
-            recent.keep(text_message("user", &format!("message {i}"), 6), small);
+            recent.keep(&text_message("user", &format!("message {i}"), 6), small);
         }
         let (n, bytes) = recent.held();
         assert!(n < 10 && bytes <= 150, "{n} messages, {bytes} bytes");
-        recent.keep(text_message("user", &"x".repeat(1000), 7), small);
+        recent.keep(&text_message("user", &"x".repeat(1000), 7), small);
         assert_eq!(recent.held().0, 1, "a message over the bound alone");
         assert_eq!(canonical_key("main"), MAIN_SESSION_KEY);
         assert_eq!(canonical_key("agent:main:x"), "agent:main:x");

@@ -214,7 +214,7 @@ impl Gateway {
             row.insert("status".into(), json!("running"));
         }
         if last_message && let Some(m) = s.last() {
-            let text: String = text_of(m).chars().take(PREVIEW_CHARS).collect();
+            let text: String = text_of(&m).chars().take(PREVIEW_CHARS).collect();
             row.insert("lastMessagePreview".into(), json!(text));
         }
         Value::Object(row)

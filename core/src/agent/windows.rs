@@ -99,7 +99,7 @@ impl Windows {
         if let Some(e) = self.entries.get_mut(key) {
             e.used = used;
             match &mut e.state {
-                State::Loaded(recent) => recent.keep(message.clone(), window),
+                State::Loaded(recent) => recent.keep(message, window),
                 State::Loading { appended, .. } => appended.push(message.clone()),
             }
         }
@@ -146,7 +146,7 @@ impl Windows {
         {
             let mut recent = Recent::default();
             for m in rows.into_iter().chain(appended.drain(..)) {
-                recent.keep(m, window);
+                recent.keep(&m, window);
             }
             e.state = State::Loaded(recent);
         }
