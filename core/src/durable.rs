@@ -29,6 +29,9 @@ pub(crate) enum Deferred {
         /// What a failure reports beside its error (upstream's final `agent` answer).
         error_payload: Option<Value>,
     },
+    /// A read's answer, its frame already written (`logs.tail`): it leaves in its turn, and
+    /// as it is whether or not a write before it failed.
+    Frame { conn: ConnId, text: String },
     /// An admitted `connect` whose device or token the store must keep: `hello-ok` (with the
     /// device token) is sent only once it is durable; frames meanwhile are ignored.
     Hello {
@@ -166,6 +169,13 @@ impl Gateway {
         }
     }
 
+    /// Answer a read with a frame written already, in its turn among the held answers.
+    pub(crate) fn answer_frame(&mut self, now: Instant, conn: ConnId, text: String) {
+        if let Err(item) = self.durable.hold(Deferred::Frame { conn, text }) {
+            self.release(now, item, true);
+        }
+    }
+
     /// Start agent run `serial` once every answer held before it has left (its `chat.send`
     /// answer among them), so its events follow that answer.
     pub(crate) fn start_run_when_durable(&mut self, now: Instant, serial: u64) {
@@ -229,6 +239,7 @@ impl Gateway {
                     self.respond(now, conn, &req_id, Err(not_saved()), None);
                 }
             }
+            Deferred::Frame { conn, text } => self.send_text(now, conn, text),
             Deferred::Hello {
                 conn,
                 req_id,

@@ -32,6 +32,9 @@ pub(crate) use system_info::MachineCalls;
 pub(crate) enum Reply {
     /// Answer now with this result.
     Now(Result<Value, ErrorShape>),
+    /// Answer now with this whole frame, written by the handler (a large read's answer
+    /// assembled from pieces serialised once).
+    Frame(String),
     /// The handler kept the request id and answers later (`node.invoke` waits for its node).
     Later,
 }
@@ -306,9 +309,11 @@ impl Gateway {
                 req.method
             )))),
         };
-        if let Reply::Now(result) = reply {
-            // Not before the store has every change made so far: "ok" never runs ahead of it.
-            self.answer(now, id, &req.id, result);
+        // Not before the store has every change made so far: "ok" never runs ahead of it.
+        match reply {
+            Reply::Now(result) => self.answer(now, id, &req.id, result),
+            Reply::Frame(text) => self.answer_frame(now, id, text),
+            Reply::Later => {}
         }
     }
 
