@@ -351,7 +351,7 @@ impl Gateway {
             "displayName": display.unwrap_or_else(|| node_id.chars().take(12).collect()),
             "platform": platform, "version": version, "clientId": client_id, "clientMode": client_mode,
             "caps": caps, "commands": commands, "sessionHost": false, "nodePluginTools": [],
-            "approvalState": if approval.is_some() { "approved" } else { "pending-approval" },
+            "approvalState": approval_state(pending.is_some(), approval.is_some()),
             "paired": approval.is_some(), "connected": live.is_some(),
         });
         if let Some(f) = family {
@@ -656,6 +656,17 @@ impl Gateway {
         for (c, r) in inv.waiters {
             self.respond(now, c, &r, result.clone(), None);
         }
+    }
+}
+
+/// A node's `approvalState` in `node.list`, as upstream derives it from whether a pairing
+/// request of its is pending and whether it is paired.
+fn approval_state(pending: bool, paired: bool) -> &'static str {
+    match (pending, paired) {
+        (true, true) => "pending-reapproval",
+        (true, false) => "pending-approval",
+        (false, true) => "approved",
+        (false, false) => "unapproved",
     }
 }
 

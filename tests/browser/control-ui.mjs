@@ -159,11 +159,9 @@ try {
   await step(page, 'approved');
   await actionsFor(reject).click();
   await page.getByRole('menuitem', { name: 'Reject' }).first().click();
-  // Rejecting may ask to confirm.
-  const confirm = page.getByRole('dialog').getByRole('button', { name: /^Reject/ });
-  if (await confirm.count()) await confirm.first().click();
+  // Rejecting asks to confirm ("Reject this node pairing request?").
+  await page.getByRole('button', { name: 'Reject', exact: true }).click({ timeout: WAIT });
   await needed.first().waitFor({ state: 'detached', timeout: WAIT });
-  await actionsFor(reject).waitFor({ state: 'detached', timeout: WAIT });
   await noBanners('devices');
   await step(page, 'rejected');
   // The other views a user reaches for: each must settle without an error banner.
