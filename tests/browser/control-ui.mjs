@@ -172,7 +172,9 @@ try {
     await step(page, name);
     if (name === 'channels') {
       // The configured channel's card, with its status read from the gateway.
-      const card = page.locator('.card', { hasText: channel.label }).filter({ hasText: channel.status }).first();
+      // (The innermost element holding both: document order puts descendants last.)
+      const card = page.locator('div, a, li, button')
+        .filter({ hasText: channel.label }).filter({ hasText: channel.status }).last();
       await card.waitFor({ state: 'visible', timeout: WAIT });
       summary.channelCard = (await card.innerText()).split('\n').map((l) => l.trim()).filter(Boolean);
     }
