@@ -250,8 +250,7 @@ mod tests {
             })
         );
         assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&record("x").json_line()).expect("JSON")
-                ["subsystem"],
+            serde_json::from_str::<serde_json::Value>(&record("x").json_line()).expect("JSON")["subsystem"],
             "gateway"
         );
     }
@@ -297,7 +296,11 @@ mod tests {
         }
         let last = record("three").json_line().len() as u64 + 1;
         let t = r.tail(None, 10, last + 5);
-        assert_eq!(messages(&t), vec!["three"], "a line cut by the window is left out");
+        assert_eq!(
+            messages(&t),
+            vec!["three"],
+            "a line cut by the window is left out"
+        );
         assert!(t.truncated && !t.reset);
         let t = r.tail(Some(0), 10, last);
         assert_eq!(messages(&t), vec!["three"]);

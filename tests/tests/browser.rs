@@ -2,12 +2,13 @@
 //! (Debian's `chromium`, driven over the DevTools protocol by playwright-core, both installed
 //! by `scripts/interop-deps.sh`) loads the UI from clawgate with the token in the URL
 //! fragment, reaches hello-ok and the chat composer, sends two messages and sees each of the
-//! fake model's streamed replies rendered once, then approves a node's pending pairing from the Devices
-//! page, then opens the Systems, Channels and Logs views (finding the start-up line in the
-//! logs), with no uncaught page error, no reply shown twice, no visible error banner or "could
-//! not be refreshed" notice and no request answered with an error; the page's
-//! `/control-ui-config.json` is read with its token. The
-//! driver is
+//! fake model's streamed replies rendered once, stops a third, slow reply with the Stop button,
+//! approves one node's pending pairing and rejects another's from the Devices page, then
+//! opens the Systems, Channels (a fake Telegram account shown running) and Logs views (the
+//! start-up line in the view's time, level and subsystem columns), with no uncaught page
+//! error, no reply shown twice, no visible error banner or "could not be refreshed" notice
+//! and no request answered with an error; the requests of each view are recorded, and the
+//! page's `/control-ui-config.json` is read with its token. The driver is
 //! `tests/browser/control-ui.mjs`; its screenshots of every step are kept under
 //! `target/control-ui-artifacts/` when a run fails (or always, with
 //! `CLAWGATE_KEEP_SCREENSHOTS=1`).
@@ -21,9 +22,9 @@ use std::time::{Duration, Instant};
 use clawgate_core::device::DeviceKey;
 use clawgate_core::scopes::Role;
 use clawgate_tests::fake_model::{FakeModel, Reply};
+use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
 use clawgate_tests::{both, deps};
-use clawgate_tests::fake_telegram::FakeTelegram;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "browser-token-51c2";
@@ -91,7 +92,9 @@ fn chat_in_the_browser(shell: Shell) {
         let said = req.last_user_text().unwrap_or_default();
         if said == ABORT {
             // Slow enough that the page stops it long before its last word.
-            let count = format!("{ABORT_FIRST} one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen {ABORT_LAST}");
+            let count = format!(
+                "{ABORT_FIRST} one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen {ABORT_LAST}"
+            );
             let words: Vec<&str> = count.split_inclusive(' ').collect();
             return Reply::text(&words).with_delay(STREAM_PACE * 2);
         }
@@ -253,7 +256,9 @@ fn chat_in_the_browser(shell: Shell) {
     assert_eq!(row["level"], "info", "{summary}");
     assert_eq!(row["subsystem"], "gateway", "{summary}");
     assert!(
-        row["message"].as_str().is_some_and(|m| m.starts_with(LOG_LINE))
+        row["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(LOG_LINE))
             && row["time"].as_str().is_some_and(|t| !t.is_empty()),
         "{summary}"
     );
