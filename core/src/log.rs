@@ -71,18 +71,7 @@ impl LogRecord {
             None => format!("{} {} {}", self.ts_ms, self.level.as_str(), self.message),
         }
     }
-}
 
-/// The subsystem a record is logged under in its JSON line: upstream's names, `gateway/ws` for
-/// what concerns one connection, `gateway` for the rest.
-fn subsystem(conn: Option<ConnId>) -> &'static str {
-    match conn {
-        Some(_) => "gateway/ws",
-        None => "gateway",
-    }
-}
-
-impl LogRecord {
     /// The record as one JSON line in the fields upstream's file log lines carry and its Control
     /// UI and `openclaw logs` parse: `time` (ISO 8601), `level`, `subsystem` and `message`
     /// (with the text line's `conn=<id> ` in front when it concerns a connection).
@@ -98,6 +87,15 @@ impl LogRecord {
             "message": message,
         })
         .to_string()
+    }
+}
+
+/// The subsystem a record is logged under in its JSON line: upstream's names, `gateway/ws` for
+/// what concerns one connection, `gateway` for the rest.
+fn subsystem(conn: Option<ConnId>) -> &'static str {
+    match conn {
+        Some(_) => "gateway/ws",
+        None => "gateway",
     }
 }
 
