@@ -659,13 +659,14 @@ impl Gateway {
     }
 }
 
-/// A node's `approvalState` in `node.list`, as upstream derives it from whether a pairing
-/// request of its is pending and whether it is paired.
+/// A node's `approvalState` in `node.list`: `approved` once paired, else `pending-approval`
+/// while its pairing request waits, else (rejected, say) `unapproved`, as upstream names them.
+/// A paired node's request for more commands leaves it `approved` (upstream's
+/// `pending-reapproval` is not reported).
 fn approval_state(pending: bool, paired: bool) -> &'static str {
-    match (pending, paired) {
-        (true, true) => "pending-reapproval",
-        (true, false) => "pending-approval",
-        (false, true) => "approved",
+    match (paired, pending) {
+        (true, _) => "approved",
+        (false, true) => "pending-approval",
         (false, false) => "unapproved",
     }
 }
