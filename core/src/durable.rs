@@ -29,11 +29,12 @@ pub(crate) enum Deferred {
         /// What a failure reports beside its error (upstream's final `agent` answer).
         error_payload: Option<Value>,
     },
-    /// A method's successful answer whose payload is already serialised.
-    Serialised {
+    /// A method's successful answer, its whole frame already written (a cached snapshot, a
+    /// large read assembled from pieces serialised once): it leaves in its turn.
+    Frame {
         conn: ConnId,
         req_id: String,
-        payload: Box<serde_json::value::RawValue>,
+        text: String,
     },
     /// An admitted `connect` whose device or token the store must keep: `hello-ok` (with the
     /// device token) is sent only once it is durable; frames meanwhile are ignored.
@@ -174,20 +175,10 @@ impl Gateway {
         }
     }
 
-    /// [`Gateway::answer`] with a successful payload already serialised.
-    pub(crate) fn answer_serialised(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        req_id: &str,
-        payload: Box<serde_json::value::RawValue>,
-    ) {
-        let item = Deferred::Serialised {
-            conn,
-            req_id: req_id.to_string(),
-            payload,
-        };
-        if let Err(item) = self.durable.hold(item) {
+    /// [`Gateway::answer`] with a successful answer whose frame is written already.
+    pub(crate) fn answer_frame(&mut self, now: Instant, conn: ConnId, req_id: &str, text: String) {
+        let req_id = req_id.to_string();
+        if let Err(item) = self.durable.hold(Deferred::Frame { conn, req_id, text }) {
             self.release(now, item, true);
         }
     }
@@ -255,13 +246,8 @@ impl Gateway {
                     self.respond(now, conn, &req_id, Err(not_saved()), None);
                 }
             }
-            Deferred::Serialised {
-                conn,
-                req_id,
-                payload,
-            } => {
+            Deferred::Frame { conn, req_id, text } => {
                 if durable {
-                    let text = crate::hello::OkFrame::new(&req_id, &payload).serialised_text();
                     self.send_text(now, conn, text);
                 } else {
                     self.respond(now, conn, &req_id, Err(not_saved()), None);

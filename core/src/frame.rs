@@ -136,6 +136,20 @@ impl OutFrame {
         }
     }
 
+    /// The text of [`OutFrame::ok`] whose payload `write` appends as JSON text (about
+    /// `capacity` bytes), for answers assembled from pieces serialised once.
+    pub(crate) fn ok_text(id: &str, capacity: usize, write: impl FnOnce(&mut String)) -> String {
+        // Serialising a `str` cannot fail.
+        let id = serde_json::to_string(id).unwrap_or_default();
+        let mut text = String::with_capacity(capacity + id.len() + 40);
+        text.push_str(r#"{"type":"res","id":"#);
+        text.push_str(&id);
+        text.push_str(r#","ok":true,"payload":"#);
+        write(&mut text);
+        text.push('}');
+        text
+    }
+
     /// The frame as JSON text.
     pub fn to_text(&self) -> String {
         // Serialising these types cannot fail: every map key is a string.
@@ -375,6 +389,16 @@ mod tests {
                 assert_eq!(template.with_seq(seq), frame.to_text());
             }
         }
+    }
+
+    #[test]
+    fn ok_text_is_what_ok_serialises_to() {
+        let payload = serde_json::json!({"lines": ["{\"a\":1}"], "n": 2});
+        let id = "req \"7\"";
+        assert_eq!(
+            OutFrame::ok_text(id, 0, |t| t.push_str(&payload.to_string())),
+            OutFrame::ok(id, payload).to_text()
+        );
     }
 
     #[test]

@@ -339,7 +339,7 @@ impl Gateway {
             message,
         };
         if level <= Level::Info {
-            self.logs.push(rec.line());
+            self.logs.push(&rec);
         }
         self.out.push_back(Output::Log(rec));
     }

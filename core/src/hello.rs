@@ -44,19 +44,6 @@ impl<'a, P: Serialize> OkFrame<'a, P> {
     }
 }
 
-impl OkFrame<'_, Box<RawValue>> {
-    /// The frame as JSON text, written into a buffer sized for it once.
-    pub(crate) fn serialised_text(&self) -> String {
-        /// The envelope around the id and the payload, `{"type":"res","id":,"ok":true,"payload":}`,
-        /// and room for the id's quotes and a few escapes.
-        const ENVELOPE: usize = 41 + 2 + 8;
-        let mut out = Vec::with_capacity(ENVELOPE + self.id.len() + self.payload.get().len());
-        // Serialising a string and raw JSON into a `Vec` cannot fail, and writes UTF-8.
-        let _ = serde_json::to_writer(&mut out, self);
-        String::from_utf8(out).unwrap_or_default()
-    }
-}
-
 /// The `hello-ok` payload.
 #[derive(Serialize)]
 pub(crate) struct HelloOk<'a> {
@@ -311,15 +298,6 @@ mod tests {
             v["payload"]["features"]["capabilities"],
             serde_json::json!(CAPABILITIES)
         );
-    }
-
-    #[test]
-    fn a_serialised_payload_frames_as_a_value_would() {
-        let payload = serde_json::json!({"ok": true, "ts": 5, "s": "é\"x"});
-        let raw = serde_json::value::to_raw_value(&payload).unwrap();
-        let text = OkFrame::new("r\"1", &raw).serialised_text();
-        assert_eq!(text, crate::frame::OutFrame::ok("r\"1", payload).to_text());
-        assert!(text.capacity() <= text.len() + 8, "the buffer never grew");
     }
 
     #[test]

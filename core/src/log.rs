@@ -71,28 +71,69 @@ impl LogRecord {
             None => format!("{} {} {}", self.ts_ms, self.level.as_str(), self.message),
         }
     }
+
+    /// The record as one JSON line in the fields upstream's file log lines carry and its Control
+    /// UI and `openclaw logs` parse: `time` (ISO 8601), `level`, `subsystem` and `message`
+    /// (with the text line's `conn=<id> ` in front when it concerns a connection).
+    pub fn json_line(&self) -> String {
+        let message = match self.conn {
+            Some(c) => format!("conn={} {}", c.0, self.message),
+            None => self.message.clone(),
+        };
+        serde_json::json!({
+            "time": crate::dates::iso_time(self.ts_ms),
+            "level": self.level.as_str(),
+            "subsystem": subsystem(self.conn),
+            "message": message,
+        })
+        .to_string()
+    }
 }
 
-/// The last records at `Info` or above, for `logs.tail`. Each line remembers the byte offset
-/// where it ends in the log as a whole, so a client can follow with a cursor.
+/// The subsystem a record is logged under in its JSON line: upstream's names, `gateway/ws` for
+/// what concerns one connection, `gateway` for the rest.
+fn subsystem(conn: Option<ConnId>) -> &'static str {
+    match conn {
+        Some(_) => "gateway/ws",
+        None => "gateway",
+    }
+}
+
+/// One kept line: where it ends in the log as a whole and its JSON line already written as a
+/// JSON string (quoted and escaped), so an answer copies it and never escapes it again.
+#[derive(Debug)]
+struct Kept {
+    end: u64,
+    quoted: Box<str>,
+}
+
+/// The last records at `Info` or above, as JSON lines, for `logs.tail`. The log as a whole is
+/// counted in bytes (each line plus a newline, as in a file) so a client can follow with a
+/// cursor, as it follows upstream's log file.
 #[derive(Debug, Default)]
 pub struct LogRing {
-    lines: VecDeque<(u64, String)>,
+    lines: VecDeque<Kept>,
+    /// Where the oldest kept line starts.
+    oldest: u64,
     cap: usize,
     bytes: u64,
 }
 
-/// The answer to a `logs.tail`.
+/// The answer to a `logs.tail`, its lines borrowed from the ring.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tail {
-    /// Lines, oldest first.
-    pub lines: Vec<String>,
+pub struct Tail<'a> {
+    /// Lines, oldest first, each a JSON string (quoted and escaped).
+    pub quoted: Vec<&'a str>,
     /// Bytes logged so far: the cursor to continue from.
     pub cursor: u64,
-    /// Some lines in range were left out (limit or size).
+    /// Some lines logged after where reading started are left out (the ring, `maxBytes` or
+    /// `limit`).
     pub truncated: bool,
-    /// The cursor given is no longer (or not yet) in the ring: reading restarted.
+    /// The cursor given is past the log's end, or lines after it are left out: the client
+    /// starts over.
     pub reset: bool,
+    /// Bytes after the cursor given that the answer leaves out, when it does.
+    pub skipped: Option<u64>,
 }
 
 impl LogRing {
@@ -100,53 +141,61 @@ impl LogRing {
     pub fn new(cap: usize) -> Self {
         Self {
             lines: VecDeque::new(),
+            oldest: 0,
             cap,
             bytes: 0,
         }
     }
 
-    /// Remember a line.
-    pub fn push(&mut self, line: String) {
+    /// Remember a record's JSON line.
+    pub fn push(&mut self, record: &LogRecord) {
+        let line = record.json_line();
         self.bytes += line.len() as u64 + 1;
         if self.cap == 0 {
+            self.oldest = self.bytes;
             return;
         }
-        if self.lines.len() == self.cap {
-            self.lines.pop_front();
+        if self.lines.len() == self.cap
+            && let Some(gone) = self.lines.pop_front()
+        {
+            self.oldest = gone.end;
         }
-        self.lines.push_back((self.bytes, line));
+        // Serialising a `str` cannot fail.
+        let quoted = serde_json::to_string(&line).unwrap_or_default();
+        self.lines.push_back(Kept {
+            end: self.bytes,
+            quoted: quoted.into_boxed_str(),
+        });
     }
 
-    /// Lines after `cursor` (all kept lines when `None`), the newest `limit` of them within
-    /// `max_bytes`.
-    pub fn tail(&self, cursor: Option<u64>, limit: usize, max_bytes: usize) -> Tail {
-        let oldest_start = self
-            .lines
-            .front()
-            .map_or(self.bytes, |(end, l)| end - l.len() as u64 - 1);
-        let reset = cursor.is_some_and(|c| c < oldest_start || c > self.bytes);
-        let from = cursor.filter(|_| !reset).unwrap_or(0);
-        let in_range: Vec<&String> = self
-            .lines
-            .iter()
-            .filter(|(end, _)| *end > from)
-            .map(|(_, l)| l)
-            .collect();
-        let mut out = Vec::new();
-        let mut used = 0usize;
-        for l in in_range.iter().rev().take(limit) {
-            if used + l.len() + 1 > max_bytes {
-                break;
-            }
-            used += l.len() + 1;
-            out.push((*l).clone());
+    /// As upstream reads its log file: the lines wholly within the last `max_bytes` bytes
+    /// after `cursor` (of the whole log when `None` or when the cursor is past its end), the
+    /// newest `limit` of them. Lines the ring no longer keeps count as skipped, as those
+    /// before the `max_bytes` window do.
+    pub fn tail(&self, cursor: Option<u64>, limit: usize, max_bytes: u64) -> Tail<'_> {
+        let size = self.bytes;
+        // Where reading starts (as asked) and where the lines it may answer with start.
+        let asked = cursor.filter(|c| *c <= size).unwrap_or(0);
+        let from = asked.max(size.saturating_sub(max_bytes));
+        let starts = std::iter::once(self.oldest).chain(self.lines.iter().map(|k| k.end));
+        // The first kept line starting at or after `from` (one cut by it is left out).
+        let (mut first, mut begins) = starts
+            .enumerate()
+            .find(|(i, start)| *start >= from || *i == self.lines.len())
+            .unwrap_or((self.lines.len(), size));
+        let skipped = begins - asked;
+        let newest = self.lines.len().saturating_sub(limit);
+        if first < newest {
+            begins = self.lines[newest - 1].end;
+            first = newest;
         }
-        out.reverse();
+        let past_end = cursor.is_some_and(|c| c > size);
         Tail {
-            truncated: out.len() < in_range.len(),
-            lines: out,
-            cursor: self.bytes,
-            reset,
+            quoted: self.lines.range(first..).map(|k| &*k.quoted).collect(),
+            cursor: size,
+            truncated: begins > asked,
+            reset: past_end || (cursor.is_some() && skipped > 0),
+            skipped: (cursor.is_some() && !past_end && skipped > 0).then_some(skipped),
         }
     }
 }
@@ -155,29 +204,106 @@ impl LogRing {
 mod tests {
     use super::*;
 
+    fn record(message: &str) -> LogRecord {
+        LogRecord {
+            level: Level::Info,
+            ts_ms: 1_764_979_200_123,
+            conn: None,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON lines the quoted strings hold.
+    fn lines(t: &Tail<'_>) -> Vec<String> {
+        t.quoted
+            .iter()
+            .map(|q| serde_json::from_str::<String>(q).expect("a JSON string"))
+            .collect()
+    }
+
+    /// The messages of the lines of `t`.
+    fn messages(t: &Tail<'_>) -> Vec<String> {
+        lines(t)
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                v["message"].as_str().expect("message").to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_carry_upstreams_fields() {
+        let mut rec = record("hello \"there\"");
+        rec.conn = Some(ConnId(7));
+        rec.level = Level::Warn;
+        let v: serde_json::Value = serde_json::from_str(&rec.json_line()).expect("JSON");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "time": "2025-12-06T00:00:00.123Z",
+                "level": "warn",
+                "subsystem": "gateway/ws",
+                "message": "conn=7 hello \"there\"",
+            })
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&record("x").json_line()).expect("JSON")["subsystem"],
+            "gateway"
+        );
+    }
+
     #[test]
     fn cursor_follows_and_resets() {
         let mut r = LogRing::new(3);
-        r.push("a".into());
-        r.push("bb".into());
-        let t = r.tail(None, 10, 1000);
-        assert_eq!(t.lines, vec!["a", "bb"]);
-        assert_eq!(t.cursor, 5);
-        r.push("ccc".into());
-        let t2 = r.tail(Some(t.cursor), 10, 1000);
-        assert_eq!(t2.lines, vec!["ccc"]);
-        assert!(!t2.reset);
-        r.push("d".into());
-        r.push("e".into());
-        let t3 = r.tail(Some(t.cursor), 10, 1000);
+        r.push(&record("a"));
+        r.push(&record("bb"));
+        let len = |m: &str| record(m).json_line().len() as u64 + 1;
+        let t = r.tail(None, 10, 1_000_000);
+        assert_eq!(messages(&t), vec!["a", "bb"]);
+        assert_eq!(t.cursor, len("a") + len("bb"));
+        assert!(!t.truncated && !t.reset && t.skipped.is_none());
+        let first = t.cursor;
+        r.push(&record("ccc"));
+        let t2 = r.tail(Some(first), 10, 1_000_000);
+        assert_eq!(messages(&t2), vec!["ccc"]);
+        assert!(!t2.reset && !t2.truncated);
+        r.push(&record("d"));
+        r.push(&record("e"));
+        let t3 = r.tail(Some(first), 10, 1_000_000);
         assert!(!t3.reset, "everything after the cursor is still kept");
-        assert_eq!(t3.lines, vec!["ccc", "d", "e"]);
-        r.push("f".into());
-        let t3 = r.tail(Some(t.cursor), 10, 1000);
-        assert!(t3.reset, "ccc fell out of the ring");
-        assert_eq!(t3.lines, vec!["d", "e", "f"]);
-        let t4 = r.tail(None, 2, 1000);
-        assert_eq!(t4.lines, vec!["e", "f"]);
-        assert!(t4.truncated);
+        assert_eq!(messages(&t3), vec!["ccc", "d", "e"]);
+        r.push(&record("f"));
+        let t3 = r.tail(Some(first), 10, 1_000_000);
+        assert!(t3.reset && t3.truncated, "ccc fell out of the ring");
+        assert_eq!(t3.skipped, Some(len("ccc")));
+        assert_eq!(messages(&t3), vec!["d", "e", "f"]);
+        let t4 = r.tail(None, 2, 1_000_000);
+        assert_eq!(messages(&t4), vec!["e", "f"]);
+        assert!(t4.truncated && !t4.reset);
+        let past = r.tail(Some(t4.cursor + 1), 10, 1_000_000);
+        assert!(past.reset && past.skipped.is_none());
+        assert_eq!(messages(&past), vec!["d", "e", "f"]);
+    }
+
+    #[test]
+    fn max_bytes_keeps_whole_lines_from_the_end() {
+        let mut r = LogRing::new(10);
+        for m in ["one", "two", "three"] {
+            r.push(&record(m));
+        }
+        let last = record("three").json_line().len() as u64 + 1;
+        let t = r.tail(None, 10, last + 5);
+        assert_eq!(
+            messages(&t),
+            vec!["three"],
+            "a line cut by the window is left out"
+        );
+        assert!(t.truncated && !t.reset);
+        let t = r.tail(Some(0), 10, last);
+        assert_eq!(messages(&t), vec!["three"]);
+        assert!(t.reset && t.truncated);
+        assert_eq!(t.skipped, Some(t.cursor - last));
+        assert!(r.tail(None, 10, last - 1).quoted.is_empty());
     }
 }

@@ -351,7 +351,7 @@ impl Gateway {
             "displayName": display.unwrap_or_else(|| node_id.chars().take(12).collect()),
             "platform": platform, "version": version, "clientId": client_id, "clientMode": client_mode,
             "caps": caps, "commands": commands, "sessionHost": false, "nodePluginTools": [],
-            "approvalState": if approval.is_some() { "approved" } else { "pending-approval" },
+            "approvalState": approval_state(pending.is_some(), approval.is_some()),
             "paired": approval.is_some(), "connected": live.is_some(),
         });
         if let Some(f) = family {
@@ -656,6 +656,18 @@ impl Gateway {
         for (c, r) in inv.waiters {
             self.respond(now, c, &r, result.clone(), None);
         }
+    }
+}
+
+/// A node's `approvalState` in `node.list`: `approved` once paired, else `pending-approval`
+/// while its pairing request waits, else (rejected, say) `unapproved`, as upstream names them.
+/// A paired node's request for more commands leaves it `approved` (upstream's
+/// `pending-reapproval` is not reported).
+fn approval_state(pending: bool, paired: bool) -> &'static str {
+    match (paired, pending) {
+        (true, _) => "approved",
+        (false, true) => "pending-approval",
+        (false, false) => "unapproved",
     }
 }
 

@@ -107,6 +107,23 @@ fn approval_needs_admin_for_system_commands() {
     assert_eq!(e.message, "missing scope: operator.admin");
 }
 
+/// A rejected node that stays connected is `unapproved` (upstream's state for a node neither
+/// paired nor pending), not still waiting for an approval that cannot come.
+#[test]
+fn a_rejected_node_is_unapproved() {
+    let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));
+    let op = operator(&mut p, &["operator.read", "operator.pairing"]);
+    p.open_client(node_config(52, &["system.which"]), loopback());
+    let rid = p.call(op, "node.pair.list", None).unwrap()["pending"][0]["requestId"].clone();
+    p.call(op, "node.pair.reject", Some(json!({"requestId": rid})))
+        .unwrap();
+    let list = p.call(op, "node.list", None).unwrap();
+    let node = &list["nodes"][0];
+    assert_eq!(node["connected"], true, "{list}");
+    assert_eq!(node["approvalState"], "unapproved", "{list}");
+    assert_eq!(node.get("pendingRequestId"), None, "{list}");
+}
+
 #[test]
 fn invoke_round_trip() {
     let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));

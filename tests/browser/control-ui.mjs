@@ -1,30 +1,36 @@
 // Drives upstream's Control UI, served by clawgate, in headless Chromium (playwright-core from
 // the interop cache): it loads the page with the token in the fragment, waits for hello-ok on
-// the page's own WebSocket and the chat composer, sends a message and waits for the fake
-// model's reply to be rendered, then opens Settings → Devices and approves the pending node
-// named on the command line from its Actions menu, and opens the Systems, Channels and Logs
-// views, searching the logs for the line named on the command line. Every request the page
-// sends and every one answered with an error are in the summary (`methods`,
-// `failedMethods`), and so is the page's `/control-ui-config.json` (`bootstrapConfig`). Any uncaught page error, a reply shown in more than one chat bubble, or a visible
-// error banner fails the run; every WebSocket frame is written to frames.jsonl. A
-// screenshot of every step is written to the output folder; the last line printed is a JSON
-// summary.
+// the page's own WebSocket and the chat composer, sends two messages and waits for the fake
+// model's replies to be rendered, sends a third and stops its slow reply with the composer's
+// Stop button, then opens Settings → Devices, approves one pending node and rejects another
+// from their Actions menus, and opens the Systems, Channels and Logs views: the Channels view
+// must show the configured channel's card, the Logs view the start-up line parsed into its
+// time, level and subsystem columns (and hidden by the level filter). Every request the page
+// sends is in the summary by view (`views`), and every one answered with an error
+// (`failedMethods`); so is the page's `/control-ui-config.json` (`bootstrapConfig`). Any
+// uncaught page error, a reply shown in more than one chat bubble, or a visible error banner
+// fails the run; every WebSocket frame is written to frames.jsonl. A screenshot of every step
+// is written to the output folder; the last line printed is a JSON summary.
 //
-//   node control-ui.mjs <url with #token=…> <output dir> <message> <expected reply> <node name> <log line>
+//   node control-ui.mjs '<JSON: url (with #token=…), outDir, message, expected, abort, abortShown,
+//                        abortNever, approve, reject, channel, logLine>'
 //
 // Needs CLAWGATE_INTEROP_DIR (where playwright-core is installed) and CLAWGATE_CHROMIUM.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 
-const [url, outDir, message, expected, nodeName, logLine] = process.argv.slice(2);
+const { url, outDir, message, expected, abort, abortShown, abortNever, approve, reject, channel, logLine } =
+  JSON.parse(process.argv[2]);
 // How long each step may take (CLAWGATE_UI_WAIT_MS; upstream itself needs longer on a loaded machine).
 const WAIT = Number(process.env.CLAWGATE_UI_WAIT_MS || 20000);
 const require = createRequire(path.join(process.env.CLAWGATE_INTEROP_DIR, 'package.json'));
 const { chromium } = require('playwright-core');
 
 fs.mkdirSync(outDir, { recursive: true });
-const summary = { steps: [], pageErrors: [], methods: [], failedMethods: {}, beforeConnect: [], replyBubbles: [], banners: {} };
+const summary = { steps: [], pageErrors: [], methods: [], views: {}, failedMethods: {}, beforeConnect: [], replyBubbles: [], banners: {} };
+// The view whose requests are being recorded (`views`: each view's methods, in first-call order).
+let view = 'chat';
 const step = async (page, name) => {
   summary.steps.push(name);
   await page.screenshot({ path: path.join(outDir, `${summary.steps.length}-${name}.png`) });
@@ -62,7 +68,12 @@ try {
       frames.write(JSON.stringify({ t: Date.now() - t0, dir: 'out', frame: f.payload.toString() }) + '\n');
       try {
         const frame = JSON.parse(f.payload.toString());
-        if (frame.type === 'req') { ids.set(frame.id, frame.method); summary.methods.push(frame.method); }
+        if (frame.type === 'req') {
+          ids.set(frame.id, frame.method);
+          summary.methods.push(frame.method);
+          const seen = (summary.views[view] ??= []);
+          if (!seen.includes(frame.method)) seen.push(frame.method);
+        }
       } catch {}
     });
     ws.on('framereceived', (f) => {
@@ -109,29 +120,8 @@ try {
       throw new Error(`the reply "${reply}" is shown in ${bubbles} chat bubbles, repeats ${JSON.stringify(folded)}`);
     }
   };
-  await turn(message, expected, 'replied');
-  await turn(`${message} again`, `${expected} again`, 'replied-again');
-  await page.goto(new URL('/settings/devices', url).href);
-  const actions = page.getByRole('button', { name: `Actions for ${nodeName}` });
-  await actions.waitFor({ state: 'visible', timeout: WAIT });
-  await page.getByText('approval needed').first().waitFor({ state: 'visible', timeout: WAIT });
-  await step(page, 'pending');
-  await actions.click();
-  await page.getByRole('menuitem', { name: 'Approve' }).first().click();
-  await page.getByText('approval needed').waitFor({ state: 'detached', timeout: WAIT });
-  await step(page, 'approved');
-  // The other views a user reaches for: each must settle without an error banner.
-  for (const [view, name] of [['/systems', 'systems'], ['/settings/channels', 'channels'], ['/logs', 'logs']]) {
-    await page.goto(new URL(view, url).href);
-    await page.waitForTimeout(3000);
-    await step(page, name);
-    if (name === 'logs') {
-      // clawgate's start-up line, found by the view's search.
-      await page.getByPlaceholder(/Search logs/).fill(logLine);
-      const row = page.getByText(logLine).first();
-      await row.waitFor({ state: 'visible', timeout: WAIT });
-      await step(page, 'log-line');
-    }
+  // Any visible error banner or "could not be refreshed" notice on the page fails the run.
+  const noBanners = async (name) => {
     const banners = await page.locator('.callout.danger:visible, [role="alert"]:visible').allInnerTexts();
     const notices = await page.getByText(/could not be (refreshed|loaded)/).filter({ visible: true }).allInnerTexts();
     const shown = [...banners, ...notices].map((b) => b.trim()).filter(Boolean);
@@ -139,6 +129,74 @@ try {
       summary.banners[name] = shown;
       fs.writeFileSync(path.join(outDir, `${name}.html`), await page.content());
     }
+  };
+  await turn(message, expected, 'replied');
+  await turn(`${message} again`, `${expected} again`, 'replied-again');
+  // A reply streamed slowly, stopped from the composer once its first words are shown.
+  await composer.click();
+  await composer.fill(abort);
+  await page.keyboard.press('Enter');
+  await page.getByText(abortShown).first().waitFor({ state: 'visible', timeout: WAIT });
+  const stop = page.locator('button.chat-send-btn--stop');
+  await stop.click({ timeout: WAIT });
+  await stop.waitFor({ state: 'detached', timeout: WAIT });
+  await page.waitForTimeout(2000);
+  summary.abortNeverShown = (await page.getByText(abortNever).count()) === 0;
+  if (!summary.abortNeverShown) throw new Error(`the stopped reply went on to "${abortNever}"`);
+  await noBanners('aborted');
+  await step(page, 'aborted');
+  view = 'devices';
+  await page.goto(new URL('/settings/devices', url).href);
+  const actionsFor = (name) => page.getByRole('button', { name: `Actions for ${name}` });
+  for (const name of [approve, reject]) await actionsFor(name).waitFor({ state: 'visible', timeout: WAIT });
+  const needed = page.getByText('approval needed');
+  await needed.first().waitFor({ state: 'visible', timeout: WAIT });
+  if ((await needed.count()) !== 2) throw new Error(`${await needed.count()} pending approvals shown, not 2`);
+  await step(page, 'pending');
+  await actionsFor(approve).click();
+  await page.getByRole('menuitem', { name: 'Approve' }).first().click();
+  await page.waitForFunction(() => document.body.innerText.split('approval needed').length === 2, null, { timeout: WAIT });
+  await step(page, 'approved');
+  await actionsFor(reject).click();
+  await page.getByRole('menuitem', { name: 'Reject' }).first().click();
+  // Rejecting asks to confirm ("Reject this node pairing request?").
+  await page.getByRole('button', { name: 'Reject', exact: true }).click({ timeout: WAIT });
+  await needed.first().waitFor({ state: 'detached', timeout: WAIT });
+  await noBanners('devices');
+  await step(page, 'rejected');
+  // The other views a user reaches for: each must settle without an error banner.
+  for (const [path_, name] of [['/systems', 'systems'], ['/settings/channels', 'channels'], ['/logs', 'logs']]) {
+    view = name;
+    await page.goto(new URL(path_, url).href);
+    await page.waitForTimeout(3000);
+    await step(page, name);
+    if (name === 'channels') {
+      // The configured channel's card, with its status read from the gateway.
+      // (The innermost element holding both: document order puts descendants last.)
+      const card = page.locator('div, a, li, button')
+        .filter({ hasText: channel.label }).filter({ hasText: channel.status }).last();
+      await card.waitFor({ state: 'visible', timeout: WAIT });
+      summary.channelCard = (await card.innerText()).split('\n').map((l) => l.trim()).filter(Boolean);
+    }
+    if (name === 'logs') {
+      // clawgate's start-up line, found by the view's search and shown in its columns.
+      await page.getByPlaceholder(/Search logs/).fill(logLine);
+      const row = page.locator('.log-row', { hasText: logLine }).first();
+      await row.waitFor({ state: 'visible', timeout: WAIT });
+      summary.logRow = {
+        time: (await row.locator('.log-time').innerText()).trim(),
+        level: (await row.locator('.log-level').innerText()).trim(),
+        subsystem: (await row.locator('.log-subsystem').innerText()).trim(),
+        message: (await row.locator('.log-message').innerText()).trim(),
+      };
+      await step(page, 'log-line');
+      // Its level is one the view filters by: without `info`, the row is gone.
+      await page.locator('label.log-chip.info input').uncheck();
+      await row.waitFor({ state: 'detached', timeout: WAIT });
+      summary.logRowFiltered = true;
+      await page.locator('label.log-chip.info input').check();
+    }
+    await noBanners(name);
   }
   if (Object.keys(summary.banners).length) throw new Error(`error banners: ${JSON.stringify(summary.banners)}`);
   if (summary.pageErrors.length) throw new Error(`uncaught page errors: ${summary.pageErrors.join(' | ')}`);

@@ -2,12 +2,13 @@
 //! (Debian's `chromium`, driven over the DevTools protocol by playwright-core, both installed
 //! by `scripts/interop-deps.sh`) loads the UI from clawgate with the token in the URL
 //! fragment, reaches hello-ok and the chat composer, sends two messages and sees each of the
-//! fake model's streamed replies rendered once, then approves a node's pending pairing from the Devices
-//! page, then opens the Systems, Channels and Logs views (finding the start-up line in the
-//! logs), with no uncaught page error, no reply shown twice, no visible error banner or "could
-//! not be refreshed" notice and no request answered with an error; the page's
-//! `/control-ui-config.json` is read with its token. The
-//! driver is
+//! fake model's streamed replies rendered once, stops a third, slow reply with the Stop button,
+//! approves one node's pending pairing and rejects another's from the Devices page, then
+//! opens the Systems, Channels (a fake Telegram account shown running) and Logs views (the
+//! start-up line in the view's time, level and subsystem columns), with no uncaught page
+//! error, no reply shown twice, no visible error banner or "could not be refreshed" notice
+//! and no request answered with an error; the requests of each view are recorded, and the
+//! page's `/control-ui-config.json` is read with its token. The driver is
 //! `tests/browser/control-ui.mjs`; its screenshots of every step are kept under
 //! `target/control-ui-artifacts/` when a run fails (or always, with
 //! `CLAWGATE_KEEP_SCREENSHOTS=1`).
@@ -21,17 +22,29 @@ use std::time::{Duration, Instant};
 use clawgate_core::device::DeviceKey;
 use clawgate_core::scopes::Role;
 use clawgate_tests::fake_model::{FakeModel, Reply};
+use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Gateway, Options, Shell, Ws};
 use clawgate_tests::{both, deps};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const TOKEN: &str = "browser-token-51c2";
 /// The display name of the node whose pairing the page approves.
 const NODE: &str = "kitchen-pi";
+/// The display name of the node whose pairing the page rejects.
+const REJECTED_NODE: &str = "garage-pi";
+/// The fake Telegram bot's token.
+const BOT_TOKEN: &str = "123456:browser-bot";
+/// The message whose slow reply the page stops, and that reply's first and last words.
+const ABORT: &str = "count slowly, then stop";
+const ABORT_FIRST: &str = "Counting:";
+const ABORT_LAST: &str = "twenty";
+/// What the Channels view shows on the Telegram card of a running account.
+const CHANNEL_STATUS: &str = "Running";
 /// The start of the gateway's start-up log line, which the Logs view must show.
 const LOG_LINE: &str = "gateway ready: auth mode token";
-/// The whole browser run: start-up, connect, one chat turn (each step waits at most 20 s).
-const RUN_WAIT: Duration = Duration::from_secs(120);
+/// The whole browser run: start-up, connect, three chat turns, the devices and the other
+/// views (each step waits at most 20 s).
+const RUN_WAIT: Duration = Duration::from_secs(180);
 /// The pause before each streamed word of the model's answer.
 const STREAM_PACE: Duration = Duration::from_millis(300);
 
@@ -44,15 +57,15 @@ fn artifacts(shell: Shell) -> PathBuf {
         .join(format!("{shell:?}-{}", std::process::id()))
 }
 
-/// A node host attached with a new device: its device is approved silently (a local
-/// connection) and its commands wait for an operator's approval.
-fn attach_node(gw: &Gateway) -> Ws {
+/// A node host named `name` attached with a new device (from `seed`): its device is approved
+/// silently (a local connection) and its commands wait for an operator's approval.
+fn attach_node(gw: &Gateway, name: &str, seed: u8) -> Ws {
     let mut cfg = gw.cli();
     cfg.token = Some(TOKEN.into());
-    cfg.device = Some(DeviceKey::from_seed([42; 32]));
+    cfg.device = Some(DeviceKey::from_seed([seed; 32]));
     cfg.client.id = "node-host".into();
     cfg.client.mode = "node".into();
-    cfg.client.display_name = Some(NODE.into());
+    cfg.client.display_name = Some(name.into());
     cfg.role = Role::Node;
     cfg.scopes = Vec::new();
     cfg.caps = vec!["system".into()];
@@ -77,6 +90,14 @@ fn chat_in_the_browser(shell: Shell) {
     // live reply before the run's final event and the transcript's copy of it arrive.
     let model = FakeModel::start(|req| {
         let said = req.last_user_text().unwrap_or_default();
+        if said == ABORT {
+            // Slow enough that the page stops it long before its last word.
+            let count = format!(
+                "{ABORT_FIRST} one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen {ABORT_LAST}"
+            );
+            let words: Vec<&str> = count.split_inclusive(' ').collect();
+            return Reply::text(&words).with_delay(STREAM_PACE * 2);
+        }
         if !said.ends_with(" again") {
             return Reply::text(&["Echo from fake LLM: ", &said]);
         }
@@ -84,14 +105,17 @@ fn chat_in_the_browser(shell: Shell) {
         let words: Vec<&str> = echo.split_inclusive(' ').collect();
         Reply::text(&words).with_delay(STREAM_PACE)
     });
+    let telegram = FakeTelegram::start(BOT_TOKEN);
     let root = deps::control_ui_root().display().to_string();
     let gw = Options::new()
         .config(&format!(
-            "{{ {} gateway: {{ auth: {{ token: {TOKEN:?} }}, controlUi: {{ root: {root:?} }} }} }}",
-            model.config_members()
+            "{{ {} channels: {{ telegram: {{ {} }} }}, gateway: {{ auth: {{ token: {TOKEN:?} }}, controlUi: {{ root: {root:?} }} }} }}",
+            model.config_members(),
+            telegram.config_members(BOT_TOKEN)
         ))
         .start(shell);
-    let _node = attach_node(&gw);
+    let _node = attach_node(&gw, NODE, 42);
+    let _rejected = attach_node(&gw, REJECTED_NODE, 43);
     let mut admin = gw.ws({
         let mut cfg = gw.cli();
         cfg.token = Some(TOKEN.into());
@@ -102,7 +126,7 @@ fn chat_in_the_browser(shell: Shell) {
     let pending = admin.call("node.pair.list", None).expect("node.pair.list");
     assert_eq!(
         pending["pending"].as_array().map(Vec::len),
-        Some(1),
+        Some(2),
         "{pending}"
     );
     let out = artifacts(shell);
@@ -113,14 +137,15 @@ fn chat_in_the_browser(shell: Shell) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/control-ui.mjs");
     let mut child = Command::new(deps::node_bin_dir().join("node"))
         .arg(&script)
-        .args([
-            url.as_str(),
-            &out.display().to_string(),
-            message,
-            &expected,
-            NODE,
-            LOG_LINE,
-        ])
+        .arg(
+            json!({
+                "url": url, "outDir": out, "message": message, "expected": expected,
+                "abort": ABORT, "abortShown": ABORT_FIRST, "abortNever": ABORT_LAST,
+                "approve": NODE, "reject": REJECTED_NODE, "logLine": LOG_LINE,
+                "channel": {"label": "Telegram", "status": CHANNEL_STATUS},
+            })
+            .to_string(),
+        )
         .env("CLAWGATE_INTEROP_DIR", deps::interop_dir())
         .env("CLAWGATE_CHROMIUM", deps::chromium())
         .stdout(Stdio::piped())
@@ -158,13 +183,15 @@ fn chat_in_the_browser(shell: Shell) {
     assert_eq!(summary["pageErrors"], Value::Array(vec![]), "{summary}");
     assert_eq!(
         summary["steps"],
-        serde_json::json!([
+        json!([
             "loaded",
             "connected",
             "replied",
             "replied-again",
+            "aborted",
             "pending",
             "approved",
+            "rejected",
             "systems",
             "channels",
             "logs",
@@ -173,7 +200,7 @@ fn chat_in_the_browser(shell: Shell) {
     );
     // Every request the page made was answered without an error (upstream's UI calls many
     // methods whatever hello-ok lists).
-    assert_eq!(summary["failedMethods"], serde_json::json!({}), "{summary}");
+    assert_eq!(summary["failedMethods"], json!({}), "{summary}");
     // It read its settings with the token: the assistant and the server as clawgate has them.
     let bootstrap = &summary["bootstrapConfig"];
     let statuses = bootstrap["statuses"]
@@ -190,16 +217,53 @@ fn chat_in_the_browser(shell: Shell) {
         bootstrap["body"]["serverVersion"], summary["server"]["version"],
         "{summary}"
     );
-    // The approval the page made is the gateway's: nothing pending, the commands granted.
+    // The approval and the rejection the page made are the gateway's: nothing pending, the
+    // approved node's commands granted, the rejected one's not.
     let pending = admin.call("node.pair.list", None).expect("node.pair.list");
-    assert_eq!(pending["pending"], serde_json::json!([]), "{pending}");
+    assert_eq!(pending["pending"], json!([]), "{pending}");
     let nodes = admin.call("node.list", None).expect("node.list");
-    assert_eq!(
-        nodes["nodes"][0]["commands"],
-        serde_json::json!(["system.which"]),
+    let commands = |name: &str| {
+        nodes["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["displayName"] == name))
+            .map(|n| n["commands"].clone())
+    };
+    assert_eq!(commands(NODE), Some(json!(["system.which"])), "{nodes}");
+    assert_ne!(
+        commands(REJECTED_NODE),
+        Some(json!(["system.which"])),
         "{nodes}"
     );
-    // The model was asked once, with the message typed in the page.
+    // Each view made its own requests: the stop, the pairing answers, the channels' status
+    // and the log tail among them.
+    let called = |view: &str, method: &str| {
+        summary["views"][view]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m == method))
+    };
+    for (view, method) in [
+        ("chat", "chat.abort"),
+        ("devices", "node.pair.approve"),
+        ("devices", "node.pair.reject"),
+        ("channels", "channels.status"),
+        ("logs", "logs.tail"),
+    ] {
+        assert!(called(view, method), "{view}: no {method} in {summary}");
+    }
+    assert_eq!(summary["abortNeverShown"], true, "{summary}");
+    // The Logs view parsed the start-up line into its columns.
+    let row = &summary["logRow"];
+    assert_eq!(row["level"], "info", "{summary}");
+    assert_eq!(row["subsystem"], "gateway", "{summary}");
+    assert!(
+        row["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(LOG_LINE))
+            && row["time"].as_str().is_some_and(|t| !t.is_empty()),
+        "{summary}"
+    );
+    assert_eq!(summary["logRowFiltered"], true, "{summary}");
+    // The model was asked three times, with the messages typed in the page.
     let asked: Vec<String> = model
         .requests()
         .iter()
@@ -207,7 +271,11 @@ fn chat_in_the_browser(shell: Shell) {
         .collect();
     assert_eq!(
         asked,
-        [message.to_string(), format!("{message} again")],
+        [
+            message.to_string(),
+            format!("{message} again"),
+            ABORT.to_string()
+        ],
         "{summary}"
     );
     // `CLAWGATE_KEEP_SCREENSHOTS=1` keeps a passing run's screenshots (the README's picture).

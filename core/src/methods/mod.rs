@@ -32,8 +32,9 @@ pub(crate) use system_info::MachineCalls;
 pub(crate) enum Reply {
     /// Answer now with this result.
     Now(Result<Value, ErrorShape>),
-    /// Answer now with this payload, already serialised (a cached snapshot).
-    Serialised(Box<serde_json::value::RawValue>),
+    /// Answer now with this whole frame, written by the handler (a cached snapshot, or a large
+    /// read's answer assembled from pieces serialised once).
+    Frame(String),
     /// The handler kept the request id and answers later (`node.invoke` waits for its node).
     Later,
 }
@@ -318,7 +319,7 @@ impl Gateway {
         // Not before the store has every change made so far: "ok" never runs ahead of it.
         match reply {
             Reply::Now(result) => self.answer(now, id, &req.id, result),
-            Reply::Serialised(payload) => self.answer_serialised(now, id, &req.id, payload),
+            Reply::Frame(text) => self.answer_frame(now, id, &req.id, text),
             Reply::Later => {}
         }
     }

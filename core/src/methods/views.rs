@@ -1,5 +1,6 @@
 //! Methods that read the gateway's state: health, status, presence, config, logs and nodes.
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -7,8 +8,11 @@ use serde_json::{Value, json};
 
 use super::params::{Bounded, NonEmpty};
 use super::{AnyParams, Call, NoParams, Reply};
-use crate::frame::ErrorShape;
+use crate::frame::{ErrorShape, OutFrame};
 use crate::gateway::Gateway;
+
+/// What `logs.tail` names as its file: the lines are the gateway's, kept in memory.
+const LOG_FILE: &str = "memory:clawgate";
 
 /// `logs.tail` params.
 #[derive(Deserialize)]
@@ -87,9 +91,12 @@ impl Gateway {
         }
     }
 
-    pub(super) fn health(&mut self, now: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
+    pub(super) fn health(&mut self, now: Instant, call: &Call<'_>, _: AnyParams) -> Reply {
         self.refresh_health(now);
-        Reply::Serialised(self.health_cache.payload().to_owned())
+        let payload = self.health_cache.payload().get();
+        Reply::Frame(OutFrame::ok_text(call.req_id, payload.len(), |out| {
+            out.push_str(payload)
+        }))
     }
 
     pub(super) fn status(&mut self, now: Instant, _: &Call<'_>, _: AnyParams) -> Reply {
@@ -121,14 +128,31 @@ impl Gateway {
         Reply::Now(Ok(self.config_payload()))
     }
 
-    pub(super) fn logs_tail(&mut self, _: Instant, _: &Call<'_>, p: LogsTail) -> Reply {
-        let limit = p.limit.map_or(200, |b| b.0) as usize;
-        let max_bytes = p.max_bytes.map_or(250_000, |b| b.0) as usize;
+    /// Upstream's `logs.tail` over the ring of JSON lines: its defaults (500 lines, 250 kB),
+    /// its answer assembled from the lines as the ring keeps them, escaped once.
+    pub(super) fn logs_tail(&mut self, _: Instant, call: &Call<'_>, p: LogsTail) -> Reply {
+        let limit = p.limit.map_or(500, |b| b.0) as usize;
+        let max_bytes = p.max_bytes.map_or(250_000, |b| b.0);
         let t = self.logs.tail(p.cursor.map(|b| b.0), limit, max_bytes);
-        Reply::Now(Ok(json!({
-            "file": "memory:clawgate", "cursor": t.cursor, "size": t.cursor, "lines": t.lines,
-            "truncated": t.truncated, "reset": t.reset,
-        })))
+        let bytes: usize = t.quoted.iter().map(|q| q.len() + 1).sum();
+        Reply::Frame(OutFrame::ok_text(call.req_id, bytes + 120, |out| {
+            let _ = write!(
+                out,
+                r#"{{"file":"{LOG_FILE}","cursor":{},"size":{},"lines":["#,
+                t.cursor, t.cursor
+            );
+            for (i, q) in t.quoted.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(q);
+            }
+            let _ = write!(out, r#"],"truncated":{},"reset":{}"#, t.truncated, t.reset);
+            if let Some(skipped) = t.skipped {
+                let _ = write!(out, r#","skippedBytes":{skipped}"#);
+            }
+            out.push('}');
+        }))
     }
 
     pub(super) fn node_list_method(&mut self, now: Instant, _: &Call<'_>, _: NoParams) -> Reply {

@@ -127,12 +127,31 @@ fn print_lines(p: &Parsed, result: &Value, new_bytes: usize) {
         })
         .count();
     for line in all.get(all.len() - fresh..).unwrap_or_default() {
-        if p.switch("json") {
-            say!("{}", json!({"type": "log", "raw": line}));
-        } else {
-            say!("{line}");
+        let parsed = serde_json::from_str::<Value>(line)
+            .ok()
+            .filter(Value::is_object);
+        match (p.switch("json"), parsed) {
+            (true, Some(v)) => say!(
+                "{}",
+                json!({"type": "log", "time": v["time"], "level": v["level"],
+                    "subsystem": v["subsystem"], "message": v["message"], "raw": line})
+            ),
+            (true, None) => say!("{}", json!({"type": "raw", "raw": line})),
+            (false, Some(v)) => say!("{}", plain(&v).unwrap_or_else(|| line.to_string())),
+            (false, None) => say!("{line}"),
         }
     }
+}
+
+/// A JSON log line as upstream's `openclaw logs` prints it plain: time, level, subsystem and
+/// message, the ones present, separated by spaces.
+fn plain(v: &Value) -> Option<String> {
+    let fields: Vec<&str> = ["time", "level", "subsystem", "message"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(Value::as_str))
+        .filter(|f| !f.is_empty())
+        .collect();
+    (!fields.is_empty()).then(|| fields.join(" "))
 }
 
 /// Write the last `n` lines of `file` to `out`; returns the offset read up to.
