@@ -38,6 +38,9 @@ pub enum Launch {
         node_bin: PathBuf,
         /// The `openclaw` launcher.
         openclaw: PathBuf,
+        /// The state directory upstream's channel plugins were installed into
+        /// (`openclaw plugins install`, as `scripts/bench.sh` does).
+        plugins: PathBuf,
     },
 }
 
@@ -48,6 +51,36 @@ impl Launch {
             Launch::Upstream { .. } => Duration::from_secs(30),
             _ => Duration::from_millis(TICK_MS),
         }
+    }
+
+    /// The directory of the plugin that gives this gateway channel `id`: `None` when the
+    /// channel is built in, an error when upstream's plugin for it is not installed.
+    pub fn channel_plugin(&self, id: &str) -> Result<Option<PathBuf>, BenchError> {
+        let Launch::Upstream { plugins, .. } = self else {
+            return Ok(None);
+        };
+        if id == "telegram" {
+            return Ok(None);
+        }
+        let missing = || {
+            BenchError::Unavailable(format!(
+                "upstream's {id} plugin is not installed under {} (`scripts/bench.sh` installs it)",
+                plugins.display()
+            ))
+        };
+        // `openclaw plugins install npm:@openclaw/<id>` puts it in an npm project of its own.
+        let projects = fs::read_dir(plugins.join("npm/projects")).map_err(|_| missing())?;
+        projects
+            .flatten()
+            .filter(|p| {
+                p.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("openclaw-{id}-"))
+            })
+            .map(|p| p.path().join("node_modules/@openclaw").join(id))
+            .find(|d| d.join("package.json").exists())
+            .map(Some)
+            .ok_or_else(missing)
     }
 }
 
@@ -89,20 +122,28 @@ impl Server {
     /// Start `launch` with the top-level members of `extra` added to its `openclaw.json`
     /// (the bare baseline has no config and ignores them).
     pub fn spawn_with(name: &str, launch: &Launch, extra: &Value) -> Result<Self, BenchError> {
-        Self::start(name, launch, extra, false)
+        Self::start(name, launch, extra, None)
     }
 
     /// [`Server::spawn_with`] with the channels configured in `extra` running (upstream is
-    /// otherwise started with `OPENCLAW_SKIP_CHANNELS=1`).
-    pub fn spawn_channels(name: &str, launch: &Launch, extra: &Value) -> Result<Self, BenchError> {
-        Self::start(name, launch, extra, true)
+    /// otherwise started with `OPENCLAW_SKIP_CHANNELS=1`) and the variables `env` set (where
+    /// a channel's API is, e.g. `SLACK_API_URL`).
+    pub fn spawn_channels(
+        name: &str,
+        launch: &Launch,
+        extra: &Value,
+        env: &[(&str, String)],
+    ) -> Result<Self, BenchError> {
+        Self::start(name, launch, extra, Some(env))
     }
 
+    /// Start `launch`; `channels` is `None` to keep upstream's channels off, else the
+    /// variables to set for them.
     fn start(
         name: &str,
         launch: &Launch,
         extra: &Value,
-        channels: bool,
+        channels: Option<&[(&str, String)]>,
     ) -> Result<Self, BenchError> {
         let port = free_port()?;
         let dir = temp_dir(name)?;
@@ -119,8 +160,13 @@ impl Server {
             .env_remove("OPENCLAW_CONFIG_PATH")
             .env_remove("OPENCLAW_GATEWAY_TOKEN")
             .env_remove("OPENCLAW_GATEWAY_PORT");
-        if !channels {
-            cmd.env("OPENCLAW_SKIP_CHANNELS", "1");
+        match channels {
+            Some(env) => {
+                cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            }
+            None => {
+                cmd.env("OPENCLAW_SKIP_CHANNELS", "1");
+            }
         }
         let spawned = Instant::now();
         let child = cmd.spawn().context(format!("spawn {name}"))?;
@@ -198,7 +244,9 @@ fn command(launch: &Launch, port: u16, dir: &Path, extra: &Value) -> Result<Comm
             c.args(["gateway", "run", "--port", &port_s, "--token", TOKEN]);
             Ok(c)
         }
-        Launch::Upstream { node_bin, openclaw } => {
+        Launch::Upstream {
+            node_bin, openclaw, ..
+        } => {
             let log = dir.join("openclaw.log");
             // Upstream refuses to start with a key it does not know: its tick is fixed at 30 s.
             let mut extra = extra.clone();
