@@ -13,7 +13,7 @@ else
     echo "bench.sh: hard open-file limit is $hard; 10,000 connections may not fit" >&2
 fi
 # Upstream's Slack and Discord are plugins, not in the openclaw package: installed once into
-# a state directory of their own, which the bench loads them from (`plugins.load.paths`).
+# a state directory of their own, whose install records the bench gives upstream's runs.
 interop="${CLAWGATE_INTEROP_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/clawgate/interop}"
 openclaw="$interop/node_modules/.bin/openclaw"
 plugins="$interop/channel-plugins"

@@ -479,9 +479,10 @@ Telegram, Slack (Socket Mode; `SLACK_API_URL` points at a fake Web API whose
 REST API and Gateway) configured at once, each open to everyone, the echo model answering at
 once; after one warm-up message per channel, messages one at a time on each channel in turn,
 timed from the fake writing the event (the `getUpdates` answer, the `events_api` envelope, the
-`MESSAGE_CREATE` dispatch) to the reply reaching it. Upstream loads its Slack and Discord plugins
-(`@openclaw/slack`, `@openclaw/discord` 2026.9.6, installed once by `scripts/bench.sh`) with
-`plugins.load.paths`. The echo model answers with the newest user text of the request, skipping
+`MESSAGE_CREATE` dispatch) to the reply reaching it. Upstream's Slack and Discord are plugins
+(`@openclaw/slack`, `@openclaw/discord` 2026.9.6) installed once by `scripts/bench.sh`; its state
+directory starts with their install records (upstream refuses an unrecorded plugin the keyed
+store Discord needs). The echo model answers with the newest user text of the request, skipping
 the context message upstream appends to every request (which quotes earlier replies); a reply
 counts when it carries its message's token.";
 

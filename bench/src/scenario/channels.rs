@@ -248,7 +248,7 @@ pub fn measure(
     std::thread::sleep(plan.idle);
     let secs = t0.elapsed().as_secs_f64();
     let (cpu, ctx, polls) = (
-        server.cpu_ns() - cpu0,
+        server.cpu_ns().saturating_sub(cpu0),
         server.ctx_switches().saturating_sub(ctx0),
         tg.calls("getUpdates").len() - polls0,
     );

@@ -9,10 +9,10 @@
 //! The fakes stamp when they wrote each event and when each call arrived, on the load
 //! generator's clock. Messages go one at a time, one channel after the other.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clawgate_tests::fake_discord::FakeDiscord;
+use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_slack::FakeSlack;
 use clawgate_tests::fake_telegram::FakeTelegram;
 use serde_json::{Value, json};
@@ -172,34 +172,22 @@ impl Fakes {
 
 /// The `openclaw.json` members: the agent's fake model and the channels of `on` open to
 /// everyone, each pointed at its fake (Telegram by `apiRoot`; Slack and Discord by the
-/// variables [`env`] gives), with the plugins that give them to upstream loaded.
-fn config(
-    model: &clawgate_tests::fake_model::FakeModel,
-    f: &Fakes,
-    on: &[(Channel, Option<PathBuf>)],
-) -> Value {
+/// variables [`env`] gives), their plugins enabled (upstream's Slack and Discord are plugins).
+fn config(model: &FakeModel, f: &Fakes, on: &[Channel]) -> Value {
     let mut c = channels::config(model, &f.tg, 4);
     let open = |mut v: Value| {
         v["dmPolicy"] = json!("open");
         v["allowFrom"] = json!(["*"]);
         v
     };
-    for (ch, plugin) in on {
-        match ch {
-            Channel::Telegram => {}
-            Channel::Slack => {
-                c["channels"]["slack"] =
-                    open(json!({"botToken": "xoxb-bench", "appToken": "xapp-1-bench"}));
-            }
-            Channel::Discord => c["channels"]["discord"] = open(json!({"token": DISCORD_TOKEN})),
-        }
-        if let Some(dir) = plugin {
-            c["plugins"]["entries"][ch.id()] = json!({"enabled": true});
-            let paths = c["plugins"]["load"]["paths"].take();
-            let mut paths: Vec<Value> = paths.as_array().cloned().unwrap_or_default();
-            paths.push(json!(dir));
-            c["plugins"]["load"]["paths"] = Value::Array(paths);
-        }
+    for ch in on {
+        let section = match ch {
+            Channel::Telegram => continue,
+            Channel::Slack => json!({"botToken": "xoxb-bench", "appToken": "xapp-1-bench"}),
+            Channel::Discord => json!({"token": DISCORD_TOKEN}),
+        };
+        c["channels"][ch.id()] = open(section);
+        c["plugins"]["entries"][ch.id()] = json!({"enabled": true});
     }
     c
 }
@@ -215,12 +203,12 @@ fn env(f: &Fakes) -> Vec<(&'static str, String)> {
 /// Wait until every channel of `on` is connected.
 fn wait_ready(
     f: &Fakes,
-    on: &[(Channel, Option<PathBuf>)],
+    on: &[Channel],
     server: &mut Server,
     limit: Duration,
 ) -> Result<(), BenchError> {
     let end = Instant::now() + limit;
-    for &(c, _) in on {
+    for &c in on {
         while !f.ready(c) {
             server.check_alive()?;
             if Instant::now() >= end {
@@ -278,11 +266,11 @@ pub fn measure(name: &str, launch: &Launch, mut messages: usize) -> Result<HopFi
     let model = channels::echo_model();
     let f = Fakes::start();
     // The channels this gateway has (upstream's Slack and Discord are plugins), and why not.
-    let plugins = Channel::ALL.map(|c| launch.channel_plugin(c.id()));
-    let on: Vec<(Channel, Option<PathBuf>)> = Channel::ALL
+    let has = Channel::ALL.map(|c| launch.has_channel(c.id()));
+    let on: Vec<Channel> = Channel::ALL
         .iter()
-        .zip(&plugins)
-        .filter_map(|(c, p)| Some((*c, p.as_ref().ok()?.clone())))
+        .zip(&has)
+        .filter_map(|(c, h)| h.is_ok().then_some(*c))
         .collect();
     let config = config(&model, &f, &on);
     let mut server = Server::spawn_channels(name, launch, &config, &env(&f))?;
@@ -294,8 +282,8 @@ pub fn measure(name: &str, launch: &Launch, mut messages: usize) -> Result<HopFi
     wait_ready(&f, &on, &mut server, limit)?;
     let rss_start_kib = settled_rss_kib(&server, Duration::from_secs(1));
     // One warm-up message per channel (upstream prepares its workspace on the first turn).
-    let mut plugins = plugins.into_iter();
-    let hops = Channel::ALL.map(|c| match plugins.next() {
+    let mut has = has.into_iter();
+    let hops = Channel::ALL.map(|c| match has.next() {
         Some(Err(e)) => Err(e),
         _ => hop(&f, c, 0, 1, messages),
     });
