@@ -92,25 +92,10 @@ impl Fakes {
                     WorkResult::HttpEnd(Ok(())),
                 ]);
             }
-            let said = body["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .map(|m| m["content"].clone());
-            let text = format!(
+            return Some(openai_text_answer(&format!(
                 "echo {}",
-                said.and_then(|s| s.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            );
-            let c =
-                json!({"choices":[{"index":0,"delta":{"content":text},"finish_reason":"stop"}]});
-            return Some(vec![
-                WorkResult::HttpHead {
-                    status: 200,
-                    headers: vec![],
-                },
-                WorkResult::HttpBody(format!("data: {c}\n\ndata: [DONE]\n\n").into_bytes()),
-                WorkResult::HttpEnd(Ok(())),
-            ]);
+                last_message_text(req)
+            )));
         }
         let method = req.url.rsplit('/').next().unwrap_or_default().to_string();
         assert!(
@@ -197,11 +182,6 @@ fn admin(p: &mut Sim) -> ConnId {
     id
 }
 
-fn history(p: &mut Sim, op: ConnId, key: &str) -> Value {
-    p.call(op, "chat.history", Some(json!({"sessionKey": key})))
-        .unwrap()
-}
-
 fn held_polls(p: &Sim) -> Vec<Value> {
     p.held_http()
         .iter()
@@ -262,7 +242,7 @@ fn an_unknown_dm_pairs_and_reaches_the_agent_only_after_approval() {
         ),
         "{events:?}"
     );
-    let history = history(&mut p, op, "agent:main:main");
+    let history = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert_eq!(history["messages"].as_array().unwrap().len(), 2);
 }
 
@@ -278,10 +258,10 @@ fn per_channel_peer_dms_get_their_own_session() {
     pump(&mut p, &mut f);
     for (peer, text) in [("222", "a"), ("333", "b")] {
         let key = format!("agent:main:telegram:direct:{peer}");
-        let h = history(&mut p, op, &key);
+        let h = p.chat_history(op, json!({"sessionKey": &key}));
         assert_eq!(h["messages"][0]["content"][0]["text"], text);
     }
-    let main = history(&mut p, op, "agent:main:main");
+    let main = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert_eq!(main["messages"], json!([]));
 }
 
