@@ -22,6 +22,9 @@ pub enum BenchError {
     /// The peer answered something the benchmark cannot go on with.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The gateway lacks what the step needs (upstream without a channel's plugin).
+    #[error("{0}")]
+    Unavailable(String),
     /// The command line was wrong.
     #[error("usage: {0}")]
     Usage(String),

@@ -28,6 +28,10 @@ use error::BenchError;
 use procs::Launch;
 use run::{Options, Target};
 
+/// Where under the upstream directory its channel plugins (Slack, Discord) are installed:
+/// the state directory `scripts/bench.sh` runs `openclaw plugins install` with.
+const UPSTREAM_PLUGINS: &str = "channel-plugins";
+
 const USAGE: &str = "\
 Usage:
   clawgate-bench all [--out PATH] [--connections N] [--churn-secs S] [--only LIST]
@@ -362,7 +366,11 @@ fn targets(a: &AllArgs, bin_dir: &Path, exe: PathBuf, skipped: &mut Vec<String>)
         if openclaw.exists() && node_bin.join("node").exists() {
             out.push(Target {
                 name: report::UPSTREAM.into(),
-                launch: Launch::Upstream { node_bin, openclaw },
+                launch: Launch::Upstream {
+                    node_bin,
+                    openclaw,
+                    plugins: a.upstream_dir.join(UPSTREAM_PLUGINS),
+                },
                 churn: false,
             });
         } else {

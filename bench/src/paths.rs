@@ -1,7 +1,8 @@
 //! The agent and channel paths of every gateway target in one run, and their section of
 //! `BENCHMARKS.md` (between [`BEGIN`] and [`END`], replaced whole on every run, kept by `all`):
 //! agent turns, a delta broadcast to many operators, RSS with stored transcripts, Telegram
-//! latency and throughput, and the idle cost with a channel polling.
+//! latency and throughput, the idle cost with a channel polling, and the latency per channel
+//! with Telegram, Slack and Discord running at once.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use crate::report::{Goal, GoalCheck, MIO, UPSTREAM, fmt, ratio, verdict};
 use crate::run::Target;
 use crate::scenario::agent::{self, AgentFigures};
 use crate::scenario::channels::{self, ChannelFigures, ChannelPlan};
+use crate::scenario::hops::{self, Channel, HopFigures};
 use crate::scenario::transcripts::{self, TranscriptFigures, TranscriptPlan};
 use crate::scenario::watchers::{self, WatcherFigures};
 
@@ -36,6 +38,8 @@ pub struct PathPlan {
     pub transcripts: TranscriptPlan,
     /// The Telegram runs.
     pub channels: ChannelPlan,
+    /// Messages timed per channel with the three channels running.
+    pub hops: usize,
     /// Whether this is the quick plan (said in the report).
     pub quick: bool,
 }
@@ -62,6 +66,7 @@ impl PathPlan {
                 waves: pick(2, 10),
                 idle: secs(10, 60),
             },
+            hops: pick(10, 50),
             quick,
         }
     }
@@ -79,6 +84,8 @@ pub struct PathFigures {
     pub transcripts: Result<TranscriptFigures, BenchError>,
     /// Telegram and idle.
     pub channels: Result<ChannelFigures, BenchError>,
+    /// The three channels at once.
+    pub hops: Result<HopFigures, BenchError>,
 }
 
 fn logged<T>(what: &str, r: Result<T, BenchError>) -> Result<T, BenchError> {
@@ -108,12 +115,17 @@ pub fn measure(t: &Target, plan: &PathPlan) -> PathFigures {
         "telegram",
         channels::measure(&t.name, &t.launch, &plan.channels),
     );
+    let hops = logged(
+        "telegram, slack and discord",
+        hops::measure(&t.name, &t.launch, plan.hops),
+    );
     PathFigures {
         name: t.name.clone(),
         agent,
         watchers,
         transcripts,
         channels,
+        hops,
     }
 }
 
@@ -152,7 +164,7 @@ fn ms(us: f64) -> f64 {
 fn rows(p: &PathPlan) -> Vec<Row> {
     let t = p.transcripts;
     let c = p.channels;
-    vec![
+    let mut rows = vec![
         row(
             "model's first text → first `chat` delta, ms p50",
             2,
@@ -303,7 +315,42 @@ fn rows(p: &PathPlan) -> Vec<Row> {
         row("idle: `getUpdates` calls per minute", 1, None, |f| {
             Some(f.channels.as_ref().ok()?.polls_per_min)
         }),
-    ]
+    ];
+    for (c, event, reply) in [
+        (Channel::Telegram, "`getUpdates` answer", "`sendMessage`"),
+        (Channel::Slack, "Socket Mode envelope", "`chat.postMessage`"),
+        (Channel::Discord, "`MESSAGE_CREATE`", "message `POST`"),
+    ] {
+        for (p99, q) in [(false, "p50"), (true, "p99")] {
+            // Telegram's goal is on the row above (the same hop, one channel running).
+            let goal = (p99 && c != Channel::Telegram).then_some(Goal::AtMost(1.0));
+            rows.push(row(
+                format!("three channels: {} {event} → {reply}, ms {q}", c.label()),
+                2,
+                goal,
+                move |f| {
+                    let h = f.hops.as_ref().ok()?.hop(c).as_ref().ok()?;
+                    Some(ms(if p99 { h.p99 } else { h.p50 }))
+                },
+            ));
+        }
+    }
+    rows.push(row(
+        "RSS, Telegram + Slack + Discord connected + agent, before any message, MiB",
+        2,
+        None,
+        |f| Some(f.hops.as_ref().ok()?.rss_start_all()? as f64 / MIB),
+    ));
+    rows.push(row(
+        format!(
+            "RSS, Telegram + Slack + Discord, after {} messages on each, MiB",
+            p.hops + 1
+        ),
+        2,
+        None,
+        |f| Some(f.hops.as_ref().ok()?.rss_after_all()? as f64 / MIB),
+    ));
+    rows
 }
 
 /// The section, markers included, and the goals it checked.
@@ -359,10 +406,40 @@ pub fn render(
             ("delta broadcast", f.watchers.as_ref().err()),
             ("stored transcripts", f.transcripts.as_ref().err()),
             ("telegram", f.channels.as_ref().err()),
+            ("three-channel", f.hops.as_ref().err()),
         ];
         for (what, e) in errors {
             if let Some(e) = e {
                 let _ = writeln!(s, "- {}: no {what} figures ({e})", f.name);
+            }
+        }
+        if let Ok(c) = &f.channels
+            && let Some(ran) = c.plan
+            && (ran.messages, ran.waves) != (plan.channels.messages, plan.channels.waves)
+        {
+            let _ = writeln!(
+                s,
+                "- {}: Telegram: {} messages timed, {} burst wave{} (its turns take seconds)",
+                f.name,
+                ran.messages,
+                ran.waves,
+                if ran.waves == 1 { "" } else { "s" }
+            );
+        }
+        if let Ok(h) = &f.hops
+            && h.messages != plan.hops
+        {
+            let _ = writeln!(
+                s,
+                "- {}: three channels: {} messages timed on each",
+                f.name, h.messages
+            );
+        }
+        if let Ok(h) = &f.hops {
+            for c in Channel::ALL {
+                if let Err(e) = h.hop(c) {
+                    let _ = writeln!(s, "- {}: no {} hop figures ({e})", f.name, c.label());
+                }
             }
         }
         if let Ok(w) = &f.watchers
@@ -396,7 +473,18 @@ burst: one message from each chat at once, the next wave when all are answered; 
 counts messages with no `sendMessage` carrying their token within 120 s. Idle: after the burst,
 the context switches (`voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of every thread)
 and CPU over the idle window, scaled to a minute and an hour; the gateways run with a 30 s tick
-here (upstream's), and the long poll is the gateway's own.";
+here (upstream's), and the long poll is the gateway's own. Three channels: one more gateway with
+Telegram, Slack (Socket Mode; `SLACK_API_URL` points at a fake Web API whose
+`apps.connections.open` hands out a fake socket) and Discord (`DISCORD_API_URL` points at a fake
+REST API and Gateway) configured at once, each open to everyone, the echo model answering at
+once; after one warm-up message per channel, messages one at a time on each channel in turn,
+timed from the fake writing the event (the `getUpdates` answer, the `events_api` envelope, the
+`MESSAGE_CREATE` dispatch) to the reply reaching it. Upstream's Slack and Discord are plugins
+(`@openclaw/slack`, `@openclaw/discord` 2026.9.6) installed once by `scripts/bench.sh`; its state
+directory starts with their install records (upstream refuses an unrecorded plugin the keyed
+store Discord needs). The echo model answers with the newest user text of the request, skipping
+the context message upstream appends to every request (which quotes earlier replies); a reply
+counts when it carries its message's token.";
 
 /// `text` with its paths section replaced by `section` (inserted after the title when it has
 /// none).

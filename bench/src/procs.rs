@@ -16,6 +16,8 @@ use crate::error::{BenchError, Context};
 pub const TOKEN: &str = "bench-token-5f2c9a";
 /// Broadcast interval for the servers that let it be configured.
 pub const TICK_MS: u64 = 2000;
+/// Upstream's state database, which holds its plugins' install records.
+const PLUGIN_RECORDS: &str = "state/openclaw.sqlite";
 /// Longest a baseline server process lives.
 const BARE_LIFETIME_SECS: u64 = 4 * 3600;
 
@@ -38,6 +40,9 @@ pub enum Launch {
         node_bin: PathBuf,
         /// The `openclaw` launcher.
         openclaw: PathBuf,
+        /// The state directory upstream's channel plugins were installed into
+        /// (`openclaw plugins install`, as `scripts/bench.sh` does).
+        plugins: PathBuf,
     },
 }
 
@@ -48,6 +53,42 @@ impl Launch {
             Launch::Upstream { .. } => Duration::from_secs(30),
             _ => Duration::from_millis(TICK_MS),
         }
+    }
+
+    /// Whether this gateway has channel `id`: built in, or (upstream's Slack and Discord)
+    /// its plugin installed in the `plugins` state directory; an error saying what is missing.
+    pub fn has_channel(&self, id: &str) -> Result<(), BenchError> {
+        let Launch::Upstream { plugins, .. } = self else {
+            return Ok(());
+        };
+        if id == "telegram" {
+            return Ok(());
+        }
+        let missing = || {
+            BenchError::Unavailable(format!(
+                "upstream's {id} plugin is not installed under {} (`scripts/bench.sh` installs it)",
+                plugins.display()
+            ))
+        };
+        // `openclaw plugins install npm:@openclaw/<id>` puts it in an npm project of its own
+        // and records the install in the state database.
+        if !plugins.join(PLUGIN_RECORDS).exists() {
+            return Err(missing());
+        }
+        let projects = fs::read_dir(plugins.join("npm/projects")).map_err(|_| missing())?;
+        projects
+            .flatten()
+            .filter(|p| {
+                p.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("openclaw-{id}-"))
+            })
+            .any(|p| {
+                let dir = p.path().join("node_modules/@openclaw").join(id);
+                dir.join("package.json").exists()
+            })
+            .then_some(())
+            .ok_or_else(missing)
     }
 }
 
@@ -89,20 +130,28 @@ impl Server {
     /// Start `launch` with the top-level members of `extra` added to its `openclaw.json`
     /// (the bare baseline has no config and ignores them).
     pub fn spawn_with(name: &str, launch: &Launch, extra: &Value) -> Result<Self, BenchError> {
-        Self::start(name, launch, extra, false)
+        Self::start(name, launch, extra, None)
     }
 
     /// [`Server::spawn_with`] with the channels configured in `extra` running (upstream is
-    /// otherwise started with `OPENCLAW_SKIP_CHANNELS=1`).
-    pub fn spawn_channels(name: &str, launch: &Launch, extra: &Value) -> Result<Self, BenchError> {
-        Self::start(name, launch, extra, true)
+    /// otherwise started with `OPENCLAW_SKIP_CHANNELS=1`) and the variables `env` set (where
+    /// a channel's API is, e.g. `SLACK_API_URL`).
+    pub fn spawn_channels(
+        name: &str,
+        launch: &Launch,
+        extra: &Value,
+        env: &[(&str, String)],
+    ) -> Result<Self, BenchError> {
+        Self::start(name, launch, extra, Some(env))
     }
 
+    /// Start `launch`; `channels` is `None` to keep upstream's channels off, else the
+    /// variables to set for them.
     fn start(
         name: &str,
         launch: &Launch,
         extra: &Value,
-        channels: bool,
+        channels: Option<&[(&str, String)]>,
     ) -> Result<Self, BenchError> {
         let port = free_port()?;
         let dir = temp_dir(name)?;
@@ -119,8 +168,13 @@ impl Server {
             .env_remove("OPENCLAW_CONFIG_PATH")
             .env_remove("OPENCLAW_GATEWAY_TOKEN")
             .env_remove("OPENCLAW_GATEWAY_PORT");
-        if !channels {
-            cmd.env("OPENCLAW_SKIP_CHANNELS", "1");
+        match channels {
+            Some(env) => {
+                cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            }
+            None => {
+                cmd.env("OPENCLAW_SKIP_CHANNELS", "1");
+            }
         }
         let spawned = Instant::now();
         let child = cmd.spawn().context(format!("spawn {name}"))?;
@@ -198,8 +252,25 @@ fn command(launch: &Launch, port: u16, dir: &Path, extra: &Value) -> Result<Comm
             c.args(["gateway", "run", "--port", &port_s, "--token", TOKEN]);
             Ok(c)
         }
-        Launch::Upstream { node_bin, openclaw } => {
+        Launch::Upstream {
+            node_bin,
+            openclaw,
+            plugins,
+        } => {
             let log = dir.join("openclaw.log");
+            // Upstream gives a plugin's trusted features (the Slack and Discord plugins need
+            // them) only to one with an install record: a run that enables plugins starts
+            // from the state database their install wrote.
+            if extra.pointer("/plugins/entries").is_some() {
+                let to = dir.join(PLUGIN_RECORDS);
+                if let Some(parent) = to.parent() {
+                    fs::create_dir_all(parent).context(format!("create {}", parent.display()))?;
+                }
+                fs::copy(plugins.join(PLUGIN_RECORDS), &to).context(format!(
+                    "copy upstream's plugin records to {}",
+                    to.display()
+                ))?;
+            }
             // Upstream refuses to start with a key it does not know: its tick is fixed at 30 s.
             let mut extra = extra.clone();
             if let Some(gw) = extra.get_mut("gateway").and_then(Value::as_object_mut) {
@@ -267,9 +338,30 @@ fn tree(pid: u32) -> Vec<u32> {
     out
 }
 
-/// CPU time used so far by `pid` and its descendants, in ns.
+/// CPU time used so far by `pid` and its descendants, in ns: the live processes' own, and
+/// that of the children they reaped (so a helper exiting does not make the sum go back).
 fn cpu_ns(pid: u32) -> u64 {
-    tree(pid).into_iter().map(own_cpu_ns).sum()
+    tree(pid)
+        .into_iter()
+        .map(|p| own_cpu_ns(p) + reaped_cpu_ns(p))
+        .sum()
+}
+
+/// CPU time of the children `pid` has waited for (`cutime` + `cstime` of
+/// `/proc/<pid>/stat`), in ns.
+fn reaped_cpu_ns(pid: u32) -> u64 {
+    /// `USER_HZ`, the unit of those fields (100 on every Linux the bench runs on).
+    const TICK_NS: u64 = 10_000_000;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at field 3: `cutime`
+    // and `cstime` are fields 16 and 17.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    [13, 14]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum::<u64>()
+        * TICK_NS
 }
 
 /// Context switches so far (voluntary and involuntary) of every thread of `pid` and its

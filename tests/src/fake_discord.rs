@@ -13,7 +13,7 @@ use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -38,6 +38,8 @@ struct State {
     resumes: Vec<(String, Option<u64>)>,
     /// Every heartbeat's sequence.
     heartbeats: Vec<Value>,
+    /// When each `MESSAGE_CREATE` was last written to a socket, by message id.
+    written: Vec<(String, Instant)>,
     session: Option<String>,
     sessions: u64,
     seq: u64,
@@ -209,6 +211,16 @@ impl FakeDiscord {
         self.shared.state().heartbeats.clone()
     }
 
+    /// When the `MESSAGE_CREATE` of message `id` was last written to a socket, if it was.
+    pub fn written_at(&self, id: &str) -> Option<Instant> {
+        let s = self.shared.state();
+        s.written
+            .iter()
+            .rev()
+            .find(|(m, _)| m == id)
+            .map(|(_, at)| *at)
+    }
+
     /// How many sockets were opened.
     pub fn connections(&self) -> u64 {
         self.shared.state().connections
@@ -357,8 +369,15 @@ fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
             return;
         }
         for text in out {
-            if ws.send(Message::text(text)).is_err() {
+            if ws.send(Message::text(text.as_str())).is_err() {
                 return;
+            }
+            let at = Instant::now();
+            if let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v["t"] == "MESSAGE_CREATE"
+                && let Some(id) = v["d"]["id"].as_str()
+            {
+                shared.state().written.push((id.to_string(), at));
             }
         }
         match ws.read() {

@@ -111,16 +111,26 @@ impl RecordedRequest {
     /// its text parts joined (`[{"type":"text","text":…}]`, the other shape OpenAI accepts and
     /// Anthropic's only one).
     pub fn last_user_text(&self) -> Option<String> {
-        let content = &self.json["messages"]
-            .as_array()?
+        self.user_texts().next()
+    }
+
+    /// The text of every `{"role":"user"}` message of the body, as
+    /// [`RecordedRequest::last_user_text`] reads it, newest first.
+    pub fn user_texts(&self) -> impl Iterator<Item = String> + '_ {
+        let messages = self.json["messages"].as_array().map(Vec::as_slice);
+        messages
+            .unwrap_or_default()
             .iter()
             .rev()
-            .find(|m| m["role"] == "user")?["content"];
-        if let Some(text) = content.as_str() {
-            return Some(text.to_owned());
-        }
-        let parts = content.as_array()?.iter();
-        Some(parts.filter_map(|p| p["text"].as_str()).collect())
+            .filter(|m| m["role"] == "user")
+            .filter_map(|m| {
+                let content = &m["content"];
+                if let Some(text) = content.as_str() {
+                    return Some(text.to_owned());
+                }
+                let parts = content.as_array()?.iter();
+                Some(parts.filter_map(|p| p["text"].as_str()).collect())
+            })
     }
 }
 

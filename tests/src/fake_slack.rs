@@ -11,7 +11,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tungstenite::Message;
@@ -29,6 +29,8 @@ struct State {
     outgoing: VecDeque<String>,
     /// Envelopes sent (id and frame), and acks received, in order.
     sent_envelopes: Vec<(String, String)>,
+    /// When each envelope's frame was last written, by id.
+    written: Vec<(String, Instant)>,
     acks: Vec<String>,
     /// Sockets opened so far.
     sockets: usize,
@@ -147,6 +149,16 @@ impl FakeSlack {
         });
     }
 
+    /// When the frame of envelope `id` was last written to a socket, if it was.
+    pub fn written_at(&self, id: &str) -> Option<Instant> {
+        let s = self.shared.state();
+        s.written
+            .iter()
+            .rev()
+            .find(|(e, _)| e == id)
+            .map(|(_, at)| *at)
+    }
+
     /// Sockets opened so far.
     pub fn sockets(&self) -> usize {
         self.shared.state().sockets
@@ -242,20 +254,30 @@ fn socket(conn: std::net::TcpStream, shared: &Shared) {
         }
         let (frames, close) = {
             let mut s = shared.state();
-            let frames: Vec<String> = s.outgoing.drain(..).collect();
-            for f in &frames {
-                if let Some(id) = serde_json::from_str::<Value>(f)
-                    .ok()
-                    .and_then(|v| v["envelope_id"].as_str().map(str::to_string))
-                {
-                    s.sent_envelopes.push((id, f.clone()));
+            let frames: Vec<(Option<String>, String)> = s
+                .outgoing
+                .drain(..)
+                .map(|f| {
+                    let id = serde_json::from_str::<Value>(&f)
+                        .ok()
+                        .and_then(|v| v["envelope_id"].as_str().map(str::to_string));
+                    (id, f)
+                })
+                .collect();
+            for (id, f) in &frames {
+                if let Some(id) = id {
+                    s.sent_envelopes.push((id.clone(), f.clone()));
                 }
             }
             (frames, std::mem::take(&mut s.drop_socket))
         };
-        for f in frames {
+        for (id, f) in frames {
             if ws.send(Message::text(f)).is_err() {
                 return;
+            }
+            let at = Instant::now();
+            if let Some(id) = id {
+                shared.state().written.push((id, at));
             }
         }
         if close {

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_telegram::FakeTelegram;
 use serde_json::{Value, json};
 
@@ -42,9 +42,30 @@ pub struct ChannelPlan {
     pub idle: Duration,
 }
 
+/// Messages upstream times per run at most: each of its turns takes seconds (tens under
+/// load), so the full count would take longer than every other step together.
+pub const UPSTREAM_MESSAGES: usize = 5;
+
+impl ChannelPlan {
+    /// The plan for `launch`: upstream times at most [`UPSTREAM_MESSAGES`] messages and sends
+    /// one wave of the burst.
+    pub fn for_launch(&self, launch: &Launch) -> ChannelPlan {
+        match launch {
+            Launch::Upstream { .. } => ChannelPlan {
+                messages: self.messages.min(UPSTREAM_MESSAGES),
+                waves: self.waves.min(1),
+                ..*self
+            },
+            _ => *self,
+        }
+    }
+}
+
 /// What one gateway measured.
 #[derive(Clone, Debug, Default)]
 pub struct ChannelFigures {
+    /// The plan it ran (upstream's is smaller).
+    pub plan: Option<ChannelPlan>,
     /// Update available on the fake → the matching `sendMessage` arrived at it.
     pub update_to_send: Percentiles,
     /// The `getUpdates` answer carrying the update written → the `sendMessage` arrived.
@@ -67,6 +88,22 @@ pub struct ChannelFigures {
     pub idle_cpu_ms_per_hour: f64,
     /// `getUpdates` calls per minute while idle (the long poll's own rhythm).
     pub polls_per_min: f64,
+}
+
+/// How upstream's own user message starts: the last of every request it makes, with its
+/// context for the turn (which may quote earlier replies, and so earlier tokens).
+const UPSTREAM_CONTEXT: &str = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>";
+
+/// A fake model answering at once with the newest user text it was sent, upstream's context
+/// message skipped, so every reply carries the token of the message it answers.
+pub(crate) fn echo_model() -> FakeModel {
+    FakeModel::start(|req| {
+        let said = req
+            .user_texts()
+            .find(|t| !t.starts_with(UPSTREAM_CONTEXT))
+            .unwrap_or_default();
+        Reply::text(&["Echo from fake LLM: ", &said])
+    })
 }
 
 /// The `openclaw.json` members: the fake model as the agent's model (`maxConcurrent` runs at
@@ -185,9 +222,10 @@ pub fn measure(
     launch: &Launch,
     plan: &ChannelPlan,
 ) -> Result<ChannelFigures, BenchError> {
-    let model = FakeModel::echo();
+    let plan = &plan.for_launch(launch);
+    let model = echo_model();
     let tg = FakeTelegram::start(BOT_TOKEN);
-    let server = Server::spawn_channels(name, launch, &config(&model, &tg, plan.chats))?;
+    let server = Server::spawn_channels(name, launch, &config(&model, &tg, plan.chats), &[])?;
     let limit = if matches!(launch, Launch::Upstream { .. }) {
         Duration::from_secs(120)
     } else {
@@ -210,11 +248,12 @@ pub fn measure(
     std::thread::sleep(plan.idle);
     let secs = t0.elapsed().as_secs_f64();
     let (cpu, ctx, polls) = (
-        server.cpu_ns() - cpu0,
+        server.cpu_ns().saturating_sub(cpu0),
         server.ctx_switches().saturating_sub(ctx0),
         tg.calls("getUpdates").len() - polls0,
     );
     Ok(ChannelFigures {
+        plan: Some(*plan),
         update_to_send,
         poll_to_send,
         burst_per_sec,

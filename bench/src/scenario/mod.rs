@@ -5,6 +5,7 @@ pub mod channels;
 pub mod churn;
 pub mod handshake;
 pub mod hold;
+pub mod hops;
 pub mod invoke;
 pub mod ready;
 pub mod rtt;

@@ -118,7 +118,7 @@ pub fn measure(
     let model = FakeModel::echo();
     let tg = FakeTelegram::start(super::channels::BOT_TOKEN);
     let config = super::channels::config(&model, &tg, plan.sessions);
-    let mut server = Server::spawn_channels(name, launch, &config)?;
+    let mut server = Server::spawn_channels(name, launch, &config, &[])?;
     let addr = server.addr;
     super::agent::await_ready(&mut server)?;
     let deadline = Instant::now() + plan.limit;

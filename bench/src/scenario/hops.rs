@@ -1,0 +1,301 @@
+//! Telegram, Slack (Socket Mode) and Discord (Gateway WebSocket) running at once in one
+//! gateway, each against its fake in this process ([`FakeTelegram`], [`FakeSlack`],
+//! [`FakeDiscord`]) with a fake model answering at once: the gateway-added latency per
+//! channel, from the event written to the gateway (the `getUpdates` answer carrying it, the
+//! Socket Mode envelope, the `MESSAGE_CREATE` dispatch) to its reply reaching the fake
+//! (`sendMessage`, `chat.postMessage`, `POST /channels/{id}/messages`), and the RSS with the
+//! three channels running, before any message and after the runs.
+//!
+//! The fakes stamp when they wrote each event and when each call arrived, on the load
+//! generator's clock. Messages go one at a time, one channel after the other.
+
+use std::time::{Duration, Instant};
+
+use clawgate_tests::fake_discord::FakeDiscord;
+use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_slack::FakeSlack;
+use clawgate_tests::fake_telegram::FakeTelegram;
+use serde_json::{Value, json};
+
+use crate::error::BenchError;
+use crate::procs::{Launch, Server, settled_rss_kib};
+use crate::scenario::channels;
+use crate::stats::Percentiles;
+
+/// The Discord bot token the fake accepts, shaped as Discord's are: its first part is the
+/// bot's id in base64, where upstream reads the application id from.
+const DISCORD_TOKEN: &str = "OTAwMDAwMDAwMDAwMDAwMDAx.GbEnch.fake-bench-signature";
+/// The Telegram chat, Slack user and Discord user and DM channel of the runs.
+const TG_CHAT: i64 = 6000;
+const SLACK_USER: &str = "UBENCH";
+const DISCORD_USER: &str = "400000000000000042";
+const DISCORD_DM: &str = "500000000000000042";
+/// Longest wait for one answer (upstream's first turn prepares its workspace).
+const ANSWER_LIMIT: Duration = Duration::from_secs(120);
+
+/// One of the three channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// Telegram, long polling.
+    Telegram,
+    /// Slack, Socket Mode.
+    Slack,
+    /// Discord, the Gateway WebSocket.
+    Discord,
+}
+
+impl Channel {
+    /// All three, in the order they are measured.
+    pub const ALL: [Channel; 3] = [Channel::Telegram, Channel::Slack, Channel::Discord];
+
+    /// The id in `openclaw.json` (`channels.<id>`) and of upstream's plugin.
+    pub fn id(self) -> &'static str {
+        match self {
+            Channel::Telegram => "telegram",
+            Channel::Slack => "slack",
+            Channel::Discord => "discord",
+        }
+    }
+
+    /// The name in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Channel::Telegram => "Telegram",
+            Channel::Slack => "Slack",
+            Channel::Discord => "Discord",
+        }
+    }
+}
+
+/// What one gateway measured; each channel may have failed on its own.
+pub struct HopFigures {
+    /// Event written → reply arrived, per channel in [`Channel::ALL`] order.
+    pub hops: [Result<Percentiles, BenchError>; 3],
+    /// How many of the three channels ran (upstream lacks those whose plugin is missing).
+    pub channels_on: usize,
+    /// Messages timed on each channel.
+    pub messages: usize,
+    /// RSS with the channels connected, before any message, KiB.
+    pub rss_start_kib: u64,
+    /// RSS after the runs, KiB.
+    pub rss_after_kib: u64,
+}
+
+impl HopFigures {
+    /// The RSS before any message, KiB, if all three channels ran.
+    pub fn rss_start_all(&self) -> Option<u64> {
+        (self.channels_on == Channel::ALL.len()).then_some(self.rss_start_kib)
+    }
+
+    /// The RSS after the runs, KiB, if all three channels ran.
+    pub fn rss_after_all(&self) -> Option<u64> {
+        (self.channels_on == Channel::ALL.len()).then_some(self.rss_after_kib)
+    }
+
+    /// The latency of `c`.
+    pub fn hop(&self, c: Channel) -> &Result<Percentiles, BenchError> {
+        let i = Channel::ALL.iter().position(|x| *x == c).unwrap_or(0);
+        &self.hops[i]
+    }
+}
+
+/// The three fakes.
+struct Fakes {
+    tg: FakeTelegram,
+    slack: FakeSlack,
+    discord: FakeDiscord,
+}
+
+impl Fakes {
+    fn start() -> Self {
+        Self {
+            tg: FakeTelegram::start(channels::BOT_TOKEN),
+            slack: FakeSlack::start(),
+            discord: FakeDiscord::start(DISCORD_TOKEN),
+        }
+    }
+
+    /// Whether the gateway is connected on `c`, ready for an event.
+    fn ready(&self, c: Channel) -> bool {
+        match c {
+            Channel::Telegram => !self.tg.timed_calls("getUpdates").is_empty(),
+            Channel::Slack => self.slack.sockets() > 0,
+            Channel::Discord => self.discord.is_live(),
+        }
+    }
+
+    /// Send message `n`, `text`, to the gateway on `c`; what identifies the event.
+    fn push(&self, c: Channel, n: usize, text: &str) -> String {
+        match c {
+            Channel::Telegram => self.tg.push_dm(TG_CHAT, "Bench", text).to_string(),
+            Channel::Slack => self.slack.push_event(json!({"type": "message",
+                "channel": format!("D{SLACK_USER}"), "channel_type": "im", "user": SLACK_USER,
+                "text": text, "ts": format!("1795500000.{n:06}")})),
+            Channel::Discord => self.discord.push_dm(DISCORD_USER, DISCORD_DM, text),
+        }
+    }
+
+    /// When the event `id` pushed at `pushed` was written to the gateway.
+    fn written(&self, c: Channel, id: &str, pushed: Instant) -> Option<Instant> {
+        match c {
+            // One message in flight at a time: the first answer with updates after the push
+            // carried it.
+            Channel::Telegram => self
+                .tg
+                .deliveries()
+                .into_iter()
+                .find(|(at, _)| *at >= pushed)
+                .map(|(at, _)| at),
+            Channel::Slack => self.slack.written_at(id),
+            Channel::Discord => self.discord.written_at(id),
+        }
+    }
+
+    /// When the reply carrying `token` arrived on `c`, if it has.
+    fn replied(&self, c: Channel, token: &str) -> Option<Instant> {
+        let calls = match c {
+            Channel::Telegram => self.tg.timed_calls("sendMessage"),
+            Channel::Slack => self.slack.timed_calls("chat.postMessage"),
+            Channel::Discord => self
+                .discord
+                .timed_calls(&format!("/channels/{DISCORD_DM}/messages")),
+        };
+        let key = match c {
+            Channel::Discord => "content",
+            _ => "text",
+        };
+        calls
+            .into_iter()
+            .find(|(_, b)| b[key].as_str().is_some_and(|t| t.contains(token)))
+            .map(|(at, _)| at)
+    }
+}
+
+/// The `openclaw.json` members: the agent's fake model and the channels of `on` open to
+/// everyone, each pointed at its fake (Telegram by `apiRoot`; Slack and Discord by the
+/// variables [`env`] gives), their plugins enabled (upstream's Slack and Discord are plugins).
+fn config(model: &FakeModel, f: &Fakes, on: &[Channel]) -> Value {
+    let mut c = channels::config(model, &f.tg, 4);
+    let open = |mut v: Value| {
+        v["dmPolicy"] = json!("open");
+        v["allowFrom"] = json!(["*"]);
+        v
+    };
+    for ch in on {
+        let section = match ch {
+            Channel::Telegram => continue,
+            Channel::Slack => json!({"botToken": "xoxb-bench", "appToken": "xapp-1-bench"}),
+            Channel::Discord => json!({"token": DISCORD_TOKEN}),
+        };
+        c["channels"][ch.id()] = open(section);
+        c["plugins"]["entries"][ch.id()] = json!({"enabled": true});
+    }
+    c
+}
+
+/// The variables that point the gateway's Slack and Discord at their fakes.
+fn env(f: &Fakes) -> Vec<(&'static str, String)> {
+    vec![
+        ("SLACK_API_URL", f.slack.api_url()),
+        ("DISCORD_API_URL", f.discord.api_url()),
+    ]
+}
+
+/// Wait until every channel of `on` is connected.
+fn wait_ready(
+    f: &Fakes,
+    on: &[Channel],
+    server: &mut Server,
+    limit: Duration,
+) -> Result<(), BenchError> {
+    let end = Instant::now() + limit;
+    for &c in on {
+        while !f.ready(c) {
+            server.check_alive()?;
+            if Instant::now() >= end {
+                return Err(BenchError::Timeout(format!("{} connected", c.label())));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// `n` messages one after another on `c`, each timed from its event being written to its
+/// reply; `first` numbers their tokens. The first `warm` are not timed.
+fn hop(
+    f: &Fakes,
+    c: Channel,
+    first: usize,
+    warm: usize,
+    n: usize,
+) -> Result<Percentiles, BenchError> {
+    let mut times = Vec::with_capacity(n);
+    for i in first..first + warm + n {
+        let tok = format!("{}{i}z", c.id());
+        let pushed = Instant::now();
+        let id = f.push(c, i, &format!("hello {tok}"));
+        let end = pushed + ANSWER_LIMIT;
+        let sent = loop {
+            if let Some(at) = f.replied(c, &tok) {
+                break at;
+            }
+            if Instant::now() >= end {
+                return Err(BenchError::Timeout(format!(
+                    "the {} answer to message {i}",
+                    c.label()
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        let written = f.written(c, &id, pushed).ok_or_else(|| {
+            BenchError::Protocol(format!("{} event {i} answered, never written", c.label()))
+        })?;
+        if i >= first + warm {
+            times.push(sent.saturating_duration_since(written));
+        }
+    }
+    Ok(Percentiles::of(&times))
+}
+
+/// Everything [`HopFigures`] holds, for the gateway `launch` starts; `messages` timed per
+/// channel (upstream: at most [`channels::UPSTREAM_MESSAGES`]).
+pub fn measure(name: &str, launch: &Launch, mut messages: usize) -> Result<HopFigures, BenchError> {
+    if matches!(launch, Launch::Upstream { .. }) {
+        messages = messages.min(channels::UPSTREAM_MESSAGES);
+    }
+    let model = channels::echo_model();
+    let f = Fakes::start();
+    // The channels this gateway has (upstream's Slack and Discord are plugins), and why not.
+    let has = Channel::ALL.map(|c| launch.has_channel(c.id()));
+    let on: Vec<Channel> = Channel::ALL
+        .iter()
+        .zip(&has)
+        .filter_map(|(c, h)| h.is_ok().then_some(*c))
+        .collect();
+    let config = config(&model, &f, &on);
+    let mut server = Server::spawn_channels(name, launch, &config, &env(&f))?;
+    // Upstream loading two more plugins starts its channels after a minute and a half on a
+    // busy machine.
+    let limit = if matches!(launch, Launch::Upstream { .. }) {
+        Duration::from_secs(240)
+    } else {
+        Duration::from_secs(20)
+    };
+    wait_ready(&f, &on, &mut server, limit)?;
+    let rss_start_kib = settled_rss_kib(&server, Duration::from_secs(1));
+    // One warm-up message per channel (upstream prepares its workspace on the first turn).
+    let mut has = has.into_iter();
+    let hops = Channel::ALL.map(|c| match has.next() {
+        Some(Err(e)) => Err(e),
+        _ => hop(&f, c, 0, 1, messages),
+    });
+    let rss_after_kib = settled_rss_kib(&server, Duration::from_secs(1));
+    Ok(HopFigures {
+        hops,
+        channels_on: on.len(),
+        messages,
+        rss_start_kib,
+        rss_after_kib,
+    })
+}
