@@ -57,7 +57,9 @@ impl Gateway {
         CallContext {
             session_key: Some(key.to_string()),
             owner: run.is_some_and(|r| r.origin.is_some())
-                || inbound.is_some_and(|m| crate::tools::approvals::is_owner(owners, &m.channel, &m.sender.id)),
+                || inbound.is_some_and(|m| {
+                    crate::tools::approvals::is_owner(owners, &m.channel, &m.sender.id)
+                }),
             chat: inbound.map(crate::channels::inbound::Inbound::reply_target),
         }
     }

@@ -655,7 +655,11 @@ impl Gateway {
                     now,
                     Level::Info,
                     None,
-                    format!("{}: /approve from unauthorized sender {} ignored", m.lane(), m.sender.id),
+                    format!(
+                        "{}: /approve from unauthorized sender {} ignored",
+                        m.lane(),
+                        m.sender.id
+                    ),
                 );
                 true
             }

@@ -32,13 +32,17 @@ impl Gateway {
     }
 
     /// `exec.approvals.get`: upstream's approvals document, whose only entries clawgate keeps
-    /// are the `allow-always` grants (in its store, `agents.main.allowlist`); with none, the
+    /// are the `allow-always` grants (its store's row, as upstream's path names its SQLite row;
+    /// `agents.main.allowlist`); with none, the
     /// snapshot of a missing document (`exists: false`, its `missing:` hash). The defaults
     /// deny: `tools.exec.mode` is the policy.
     pub(crate) fn exec_approvals_get(&mut self, _: Instant, _: &Call<'_>, _: NoParams) -> Reply {
         let defaults = json!({"security": "deny", "ask": "off", "askFallback": "deny", "autoAllowSkills": false});
         let grants = self.tools.exec.grants.allowlist();
-        let path = format!("{}/exec-approvals.json", self.config.state_dir);
+        let path = format!(
+            "{}/state/clawgate.sqlite#exec_approvals_config",
+            self.config.state_dir
+        );
         if grants.is_empty() {
             let empty = data_encoding::HEXLOWER.encode(&Sha256::digest(b""));
             return Reply::Now(Ok(json!({

@@ -58,7 +58,9 @@ pub(crate) fn parse_approve(text: &str) -> Option<ApproveCommand> {
     Some(match tokens.as_slice() {
         [first, second, more @ ..] => match (decision(first), decision(second)) {
             (Some(d), _) => {
-                let id: Vec<&str> = std::iter::once(*second).chain(more.iter().copied()).collect();
+                let id: Vec<&str> = std::iter::once(*second)
+                    .chain(more.iter().copied())
+                    .collect();
                 resolve(id.join(" "), d)
             }
             (None, Some(d)) => resolve((*first).to_string(), d),
@@ -100,7 +102,12 @@ fn expires_in(total: u64) -> String {
 }
 
 /// The message posted to the chat a turn came from when its command needs approval.
-pub(crate) fn pending_text(id: &str, command: &str, cwd: Option<&str>, expires_secs: u64) -> String {
+pub(crate) fn pending_text(
+    id: &str,
+    command: &str,
+    cwd: Option<&str>,
+    expires_secs: u64,
+) -> String {
     let line = |d: &str| format!("/approve {id} {d}");
     let mut info = vec!["Host: gateway".to_string()];
     if let Some(cwd) = cwd {
@@ -155,10 +162,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn grant_key(command: &str, cwd: Option<&str>) -> String {
     let cwd = cwd.unwrap_or_default();
     let args = ["-c", command.trim()];
-    let argv: String = args
-        .iter()
-        .map(|a| format!("{}\0{a}\0", a.len()))
-        .collect();
+    let argv: String = args.iter().map(|a| format!("{}\0{a}\0", a.len())).collect();
     let subject = format!("{}\0{cwd}\0{}\0{argv}", cwd.len(), args.len());
     format!("sha256:cwd-argv:v1:{}", sha256_hex(subject.as_bytes()))
 }
@@ -230,7 +234,10 @@ mod tests {
         assert_eq!(parse_approve("/APPROVE abc Reject"), Some(r("abc", "deny")));
         assert_eq!(parse_approve("/approve"), Some(ApproveCommand::Usage));
         assert_eq!(parse_approve("/approve abc"), Some(ApproveCommand::Usage));
-        assert_eq!(parse_approve("/approve abc maybe"), Some(ApproveCommand::Usage));
+        assert_eq!(
+            parse_approve("/approve abc maybe"),
+            Some(ApproveCommand::Usage)
+        );
         assert_eq!(parse_approve("approve abc allow-once"), None);
         assert_eq!(parse_approve("/approved abc allow-once"), None);
         assert_eq!(parse_approve("hello"), None);
@@ -253,7 +260,10 @@ mod tests {
         assert!(is_owner(&owners, "telegram", "42"));
         assert!(!is_owner(&owners, "slack", "42"));
         assert!(is_owner(&owners, "discord", "7"));
-        assert!(!is_owner(&owners, "telegram", "43"), "a wildcard is no owner");
+        assert!(
+            !is_owner(&owners, "telegram", "43"),
+            "a wildcard is no owner"
+        );
     }
 
     #[test]

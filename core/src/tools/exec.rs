@@ -412,7 +412,12 @@ impl Gateway {
             }
             ApproveCommand::Resolve { id, decision } => {
                 let serial = self.tools.exec.serial_of(&id).filter(|k| {
-                    self.tools.exec.approvals.get(k).and_then(|a| a.chat.as_ref()) == Some(&chat)
+                    self.tools
+                        .exec
+                        .approvals
+                        .get(k)
+                        .and_then(|a| a.chat.as_ref())
+                        == Some(&chat)
                 });
                 match serial {
                     Some(k) => {
@@ -566,7 +571,12 @@ impl Gateway {
             .find(|(_, a)| a.call == id)
             .map(|(k, _)| *k);
         if let Some(k) = approval {
-            self.settle_approval(now, k, "deny", Settled::Ended("the call ended first".into()));
+            self.settle_approval(
+                now,
+                k,
+                "deny",
+                Settled::Ended("the call ended first".into()),
+            );
         }
         self.tools.exec.granting.remove(&id);
         let work = self
