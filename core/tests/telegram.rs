@@ -781,9 +781,10 @@ const ASK_OWNER_222: &str = r#"commands: { ownerAllowFrom: ["telegram:222"] },
 
 /// The texts sent to chat `chat`, in order.
 fn texts_to(f: &Fakes, chat: i64) -> Vec<String> {
+    let chat = chat.to_string();
     f.sent("sendMessage")
         .into_iter()
-        .filter(|b| b["chat_id"] == chat || b["chat_id"] == chat.to_string())
+        .filter(|b| b["chat_id"] == chat.as_str())
         .map(|b| b["text"].as_str().unwrap_or_default().to_string())
         .collect()
 }

@@ -218,9 +218,10 @@ fn approvals_survive_a_restart(shell: Shell) {
 
 /// The texts sent to chat `chat` so far.
 fn texts_to(tg: &FakeTelegram, chat: i64) -> Vec<String> {
+    let chat = chat.to_string();
     tg.calls("sendMessage")
         .iter()
-        .filter(|b| b["chat_id"] == chat.to_string())
+        .filter(|b| b["chat_id"] == chat.as_str())
         .map(|b| b["text"].as_str().unwrap_or_default().to_string())
         .collect()
 }
