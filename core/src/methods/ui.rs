@@ -1,6 +1,6 @@
 //! Methods only the Control UI calls, answered as upstream does where clawgate has the
-//! state: `chat.startup` (the chat view's first read) and `exec.approvals.get` (clawgate
-//! runs no exec host: the snapshot of an approvals file that does not exist, denying) and
+//! state: `chat.startup` (the chat view's first read) and `exec.approvals.get` (the exec
+//! `allow-always` grants as upstream's approvals document) and
 //! `environments.list` (the Systems page: the gateway and each known node) and
 //! `chat.metadata` (no prepared model snapshot).
 
