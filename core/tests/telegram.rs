@@ -100,15 +100,9 @@ impl Fakes {
             {
                 let call = json!({"index": 0, "id": "call_1", "type": "function", "function":
                     {"name": "exec", "arguments": json!({"command": command}).to_string()}});
-                let c = json!({"choices":[{"index":0,"delta":{"tool_calls":[call]},"finish_reason":"tool_calls"}]});
-                return Some(vec![
-                    WorkResult::HttpHead {
-                        status: 200,
-                        headers: vec![],
-                    },
-                    WorkResult::HttpBody(format!("data: {c}\n\ndata: [DONE]\n\n").into_bytes()),
-                    WorkResult::HttpEnd(Ok(())),
-                ]);
+                return Some(streamed(&json!(
+                    {"choices":[{"index":0,"delta":{"tool_calls":[call]},"finish_reason":"tool_calls"}]}
+                )));
             }
             let said = last.map(|m| m["content"].clone());
             let text = format!(
@@ -116,16 +110,9 @@ impl Fakes {
                 said.and_then(|s| s.as_str().map(str::to_string))
                     .unwrap_or_default()
             );
-            let c =
-                json!({"choices":[{"index":0,"delta":{"content":text},"finish_reason":"stop"}]});
-            return Some(vec![
-                WorkResult::HttpHead {
-                    status: 200,
-                    headers: vec![],
-                },
-                WorkResult::HttpBody(format!("data: {c}\n\ndata: [DONE]\n\n").into_bytes()),
-                WorkResult::HttpEnd(Ok(())),
-            ]);
+            return Some(streamed(&json!(
+                {"choices":[{"index":0,"delta":{"content":text},"finish_reason":"stop"}]}
+            )));
         }
         let method = req.url.rsplit('/').next().unwrap_or_default().to_string();
         assert!(
@@ -176,6 +163,18 @@ impl Fakes {
         };
         reply(200, json!({"ok": true, "result": result}))
     }
+}
+
+/// A model's 200 answer streaming the one chunk `c`.
+fn streamed(c: &Value) -> Vec<WorkResult> {
+    vec![
+        WorkResult::HttpHead {
+            status: 200,
+            headers: vec![],
+        },
+        WorkResult::HttpBody(format!("data: {c}\n\ndata: [DONE]\n\n").into_bytes()),
+        WorkResult::HttpEnd(Ok(())),
+    ]
 }
 
 /// Answer every held request the fakes can answer until nothing moves; the polls left held.
