@@ -9,7 +9,7 @@ use std::time::Instant;
 use clawgate_core::client::Event;
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::persist::StoreChange;
-use clawgate_core::{Config, ConnId, WorkId, WorkResult};
+use clawgate_core::{Config, ConnId, WorkId};
 use serde_json::{Value, json};
 
 /// Upstream's queue debounce.
@@ -52,24 +52,8 @@ fn send(p: &mut Sim, op: ConnId, session: &str, key: &str) -> Result<Value, Stri
 fn requests(p: &Sim) -> Vec<(WorkId, String)> {
     p.held_http()
         .iter()
-        .map(|(id, req)| {
-            let body: Value = serde_json::from_slice(&req.body).unwrap();
-            let last = body["messages"].as_array().unwrap().last().unwrap().clone();
-            (*id, last["content"].as_str().unwrap_or("").to_string())
-        })
+        .map(|(id, req)| (*id, last_message_text(req)))
         .collect()
-}
-
-fn answer(p: &mut Sim, id: WorkId, text: &str) {
-    let chunk = json!({"choices":[{"index":0,"delta":{"content": text},"finish_reason":"stop"}]});
-    let head = WorkResult::HttpHead {
-        status: 200,
-        headers: vec![],
-    };
-    p.http_result(id, head);
-    let body = format!("data: {chunk}\n\ndata: [DONE]\n\n").into_bytes();
-    p.http_result(id, WorkResult::HttpBody(body));
-    p.http_result(id, WorkResult::HttpEnd(Ok(())));
 }
 
 fn response(p: &mut Sim, op: ConnId, rid: &str) -> Option<Result<Value, String>> {
@@ -137,7 +121,7 @@ fn a_queued_message_is_answered_only_once_its_pending_input_is_durable() {
     // Its run starts: the message reaches the transcript and leaves the pending input in one batch.
     p.hold_store_writes(false);
     let (first, _) = requests(&p)[0].clone();
-    answer(&mut p, first, "a1");
+    p.http_results(first, openai_text_answer("a1"));
     p.advance(DEBOUNCE);
     assert_eq!(requests(&p)[0].1, "m-k2");
     let started = p.batches.last().unwrap();
@@ -158,7 +142,7 @@ fn a_queued_message_whose_pending_input_fails_to_store_is_refused_and_never_runs
     assert!(refused.contains("could not be saved"), "{refused}");
     p.hold_store_writes(false);
     let (first, _) = requests(&p)[0].clone();
-    answer(&mut p, first, "a1");
+    p.http_results(first, openai_text_answer("a1"));
     p.advance(Duration::from_secs(31));
     assert!(requests(&p).is_empty(), "the refused message never runs");
     assert!(pending_runs(&p).is_empty(), "and is not left in the store");
@@ -195,11 +179,11 @@ fn pending_input_comes_back_into_its_lane_after_a_restart_in_order() {
     let reqs = requests(&q);
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].1, "m-k2");
-    answer(&mut q, reqs[0].0, "a2");
+    q.http_results(reqs[0].0, openai_text_answer("a2"));
     q.advance(DEBOUNCE);
     let reqs = requests(&q);
     assert_eq!(reqs[0].1, "m-k3");
-    answer(&mut q, reqs[0].0, "a3");
+    q.http_results(reqs[0].0, openai_text_answer("a3"));
     assert_eq!(
         texts(&q, "agent:main:main"),
         ["m-k1", "m-k2", "a2", "m-k3", "a3"],
@@ -229,12 +213,12 @@ fn runs_past_max_concurrent_wait_in_order_instead_of_being_refused() {
     assert_eq!(wait["timeoutPhase"], "queue");
     // The waiting runs' messages are in their transcripts already.
     assert_eq!(texts(&p, "agent:main:c"), ["m-kc"]);
-    answer(&mut p, reqs[1].0, "b");
+    p.http_results(reqs[1].0, openai_text_answer("b"));
     let reqs = requests(&p);
     let sent: Vec<&str> = reqs.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(sent, ["m-ka", "m-kc"], "the oldest waiting run starts");
-    answer(&mut p, reqs[0].0, "a");
-    answer(&mut p, reqs[1].0, "c");
+    p.http_results(reqs[0].0, openai_text_answer("a"));
+    p.http_results(reqs[1].0, openai_text_answer("c"));
     let reqs = requests(&p);
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].1, "m-kd");
@@ -267,12 +251,12 @@ fn an_aborted_waiting_run_never_calls_the_model_and_its_slot_goes_on() {
     assert_eq!(states, [("kb".into(), "aborted".into())]);
     let reqs = requests(&p);
     assert_eq!(reqs.len(), 1);
-    answer(&mut p, reqs[0].0, "a");
+    p.http_results(reqs[0].0, openai_text_answer("a"));
     let reqs = requests(&p);
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].1, "m-kc", "kb was skipped");
     // The session b is free again: a new message there waits behind nothing but the cap.
-    answer(&mut p, reqs[0].0, "c");
+    p.http_results(reqs[0].0, openai_text_answer("c"));
     send(&mut p, op, "b", "kb2").unwrap();
     assert_eq!(requests(&p)[0].1, "m-kb2");
 }
@@ -291,7 +275,7 @@ fn the_waiting_runs_are_bounded_and_the_refusal_names_the_key() {
         "{refused}"
     );
     let reqs = requests(&p);
-    answer(&mut p, reqs[0].0, "a");
+    p.http_results(reqs[0].0, openai_text_answer("a"));
     send(&mut p, op, "d", "kd").unwrap();
 }
 

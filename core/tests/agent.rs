@@ -229,13 +229,7 @@ fn history_after_a_run_and_after_a_restart() {
     let op = operator(&mut p, &["operator.write"]);
     send(&mut p, op, "k-h", "hello");
     p.events(op);
-    let h = p
-        .call(
-            op,
-            "chat.history",
-            Some(json!({"sessionKey": "agent:main:main"})),
-        )
-        .unwrap();
+    let h = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert_eq!(h["sessionKey"], "agent:main:main");
     assert!(h["sessionId"].is_string());
     let msgs = h["messages"].as_array().unwrap();
@@ -244,13 +238,7 @@ fn history_after_a_run_and_after_a_restart() {
     assert_eq!(msgs[0]["content"][0]["text"], "hello");
     assert_eq!(msgs[1]["role"], "assistant");
     assert_eq!(msgs[1]["content"][0]["text"], "hi there");
-    let last = p
-        .call(
-            op,
-            "chat.history",
-            Some(json!({"sessionKey": "main", "limit": 1})),
-        )
-        .unwrap();
+    let last = p.chat_history(op, json!({"sessionKey": "main", "limit": 1}));
     assert_eq!(last["messages"].as_array().unwrap().len(), 1);
     assert_eq!(last["hasMore"], true);
 
@@ -259,13 +247,7 @@ fn history_after_a_run_and_after_a_restart() {
     q.sessions = p.sessions.clone();
     q.gw.restore_sessions(p.sessions.stored(200));
     let op = operator(&mut q, &["operator.read"]);
-    let again = q
-        .call(
-            op,
-            "chat.history",
-            Some(json!({"sessionKey": "agent:main:main"})),
-        )
-        .unwrap();
+    let again = q.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert_eq!(again["messages"], h["messages"]);
     assert_eq!(again["sessionId"], h["sessionId"]);
 }
@@ -377,13 +359,7 @@ fn offline_the_run_fails_naming_the_keys_to_set() {
             .contains("models.providers")
     );
     assert_eq!(errors[1].get("agentId"), None);
-    let h = p
-        .call(
-            op,
-            "chat.history",
-            Some(json!({"sessionKey": "agent:main:main"})),
-        )
-        .unwrap();
+    let h = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert_eq!(h["messages"][1]["customType"], "run-failed-before-reply");
     let hello_cfg = operator_hello(&mut p);
     assert_eq!(
@@ -656,9 +632,7 @@ fn agent_answers_accepted_then_the_result_on_the_same_id_after_the_runs_events()
         "{order:?}"
     );
 
-    let h = p
-        .call(op, "chat.history", Some(json!({"sessionKey": "main"})))
-        .unwrap();
+    let h = p.chat_history(op, json!({"sessionKey": "main"}));
     assert_eq!(h["messages"][1]["content"][0]["text"], "Echo from fake");
 }
 
@@ -866,13 +840,7 @@ fn a_repeated_idempotency_key_replays_the_ended_run_without_a_second_model_call(
     assert_eq!(result["status"], "ok");
     assert_eq!(result["result"]["payloads"][0]["text"], "Once");
     assert_eq!(calls.get(), 1, "one model call for one key");
-    let history = p
-        .call(
-            op,
-            "chat.history",
-            Some(json!({"sessionKey": "agent:main:main"})),
-        )
-        .unwrap();
+    let history = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert_eq!(history["totalMessages"], 2, "{history}");
 
     // A failed run replays its error with its payload.
@@ -1094,13 +1062,7 @@ fn a_silent_model_times_out_at_first_byte_then_idle() {
             .contains("sent nothing for 10 s (idle timeout)"),
         "{err}"
     );
-    let history = p
-        .call(
-            op,
-            "chat.history",
-            Some(json!({"sessionKey": "agent:main:main"})),
-        )
-        .unwrap();
+    let history = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert_eq!(history["messages"][1]["content"][0]["text"], "Hel");
 }
 

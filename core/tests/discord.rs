@@ -251,19 +251,7 @@ fn dm_answered(p: &mut Sim, socket: WorkId, seq: u64, (from, channel): (&str, &s
         .map(|(id, _)| *id)
         .collect();
     assert_eq!(model.len(), 1, "one model request for the DM");
-    let c = json!({"choices":[{"index":0,"delta":{"content":"reply"},"finish_reason":"stop"}]});
-    p.http_result(
-        model[0],
-        WorkResult::HttpHead {
-            status: 200,
-            headers: vec![],
-        },
-    );
-    p.http_result(
-        model[0],
-        WorkResult::HttpBody(format!("data: {c}\n\ndata: [DONE]\n\n").into_bytes()),
-    );
-    p.http_result(model[0], WorkResult::HttpEnd(Ok(())));
+    p.http_results(model[0], openai_text_answer("reply"));
 }
 
 /// The held `POST /channels/{channel}/messages` requests.

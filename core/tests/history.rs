@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use clawgate_core::fuzzing::sim::*;
-use clawgate_core::{Config, ConnId, WorkResult};
-use serde_json::{Value, json};
+use clawgate_core::{Config, ConnId};
+use serde_json::json;
 
 /// The window of recent messages the core keeps per session in these tests.
 const WINDOW: usize = 20;
@@ -19,22 +19,7 @@ fn config() -> Config {
 
 /// A fake model that answers every request with "re: <the last user message>".
 fn echo(p: &mut Sim) {
-    p.set_http(|req| {
-        let body: Value = serde_json::from_slice(&req.body).unwrap();
-        let last = body["messages"].as_array().unwrap().last().unwrap()["content"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let chunk = json!({"choices":[{"index":0,"delta":{"content": format!("re: {last}")},"finish_reason":"stop"}]});
-        vec![
-            WorkResult::HttpHead {
-                status: 200,
-                headers: vec![],
-            },
-            WorkResult::HttpBody(format!("data: {chunk}\n\ndata: [DONE]\n\n").into_bytes()),
-            WorkResult::HttpEnd(Ok(())),
-        ]
-    });
+    p.set_http(|req| openai_text_answer(&format!("re: {}", last_message_text(req))));
 }
 
 fn operator(p: &mut Sim) -> ConnId {
@@ -52,19 +37,6 @@ fn chat(p: &mut Sim, op: ConnId, from: usize, to: usize) {
         p.call(op, "chat.send", Some(params)).unwrap();
         p.events(op);
     }
-}
-
-fn history(p: &mut Sim, op: ConnId, params: Value) -> Value {
-    p.call(op, "chat.history", Some(params)).unwrap()
-}
-
-fn texts(page: &Value) -> Vec<String> {
-    page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"][0]["text"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]
@@ -88,8 +60,8 @@ fn memory_held_stays_bounded_after_thousands_of_messages() {
     assert_eq!(held.unacked_changes, 0, "every batch is on disk");
     assert_eq!(p.sessions.transcripts["agent:main:main"].len(), 3_000);
     // The model still gets the recent turns: the window, ending with the new message.
-    let page = history(&mut p, op, json!({"sessionKey": "main", "limit": 2}));
-    assert_eq!(texts(&page), ["u1499", "re: u1499"]);
+    let page = p.chat_history(op, json!({"sessionKey": "main", "limit": 2}));
+    assert_eq!(page_texts(&page), ["u1499", "re: u1499"]);
     assert_eq!(page["totalMessages"], 3_000);
 
     // A restart loads no window (a turn reads it: core/tests/windows.rs), and history still
@@ -120,12 +92,11 @@ fn memory_held_stays_bounded_after_thousands_of_messages() {
         "{bounded:?}"
     );
     let op = operator(&mut q);
-    let first = history(
-        &mut q,
+    let first = q.chat_history(
         op,
         json!({"sessionKey": "main", "offset": 2_999, "limit": 5}),
     );
-    assert_eq!(texts(&first), ["u0"]);
+    assert_eq!(page_texts(&first), ["u0"]);
     assert_eq!(first["hasMore"], false);
 }
 
@@ -135,7 +106,7 @@ fn pages_walk_back_with_offsets_to_the_first_message() {
     echo(&mut p);
     let op = operator(&mut p);
     chat(&mut p, op, 0, 125);
-    let tail = history(&mut p, op, json!({"sessionKey": "main", "limit": 100}));
+    let tail = p.chat_history(op, json!({"sessionKey": "main", "limit": 100}));
     assert_eq!(tail["totalMessages"], 250);
     assert_eq!(tail["hasMore"], true);
     assert_eq!(tail["nextOffset"], 100);
@@ -145,12 +116,11 @@ fn pages_walk_back_with_offsets_to_the_first_message() {
         "a tail page asked without an offset"
     );
     assert!(tail["deltaCursor"].is_string());
-    let mut seen: Vec<String> = texts(&tail);
+    let mut seen: Vec<String> = page_texts(&tail);
     assert_eq!(seen.last().unwrap(), "re: u124");
     let mut next = tail["nextOffset"].as_u64();
     while let Some(offset) = next {
-        let page = history(
-            &mut p,
+        let page = p.chat_history(
             op,
             json!({"sessionKey": "main", "limit": 100, "offset": offset}),
         );
@@ -160,7 +130,7 @@ fn pages_walk_back_with_offsets_to_the_first_message() {
             None,
             "only the newest page has one"
         );
-        let mut older = texts(&page);
+        let mut older = page_texts(&page);
         older.append(&mut seen);
         seen = older;
         next = page["nextOffset"].as_u64();
@@ -171,15 +141,14 @@ fn pages_walk_back_with_offsets_to_the_first_message() {
         .collect();
     assert_eq!(seen, want, "every message once, in order");
     // A client's maxBytes lowers the bound: the newest that fit, the rest on later pages.
-    let small = history(
-        &mut p,
+    let small = p.chat_history(
         op,
         json!({"sessionKey": "main", "limit": 100, "maxBytes": 1024}),
     );
-    let n = texts(&small).len();
+    let n = page_texts(&small).len();
     assert!((1..20).contains(&n), "{n} messages in 1 KiB");
     assert_eq!(small["nextOffset"], n);
-    assert_eq!(texts(&small).last().unwrap(), "re: u124");
+    assert_eq!(page_texts(&small).last().unwrap(), "re: u124");
     // Positions ride along for clients that page by them.
     assert_eq!(tail["messages"][0]["__openclaw"]["seq"], 151);
 }
@@ -190,27 +159,26 @@ fn a_delta_cursor_catches_up_or_resets() {
     echo(&mut p);
     let op = operator(&mut p);
     chat(&mut p, op, 0, 2);
-    let tail = history(&mut p, op, json!({"sessionKey": "main"}));
+    let tail = p.chat_history(op, json!({"sessionKey": "main"}));
     let cursor = tail["deltaCursor"].clone();
-    let none = history(&mut p, op, json!({"sessionKey": "main", "cursor": cursor}));
+    let none = p.chat_history(op, json!({"sessionKey": "main", "cursor": cursor}));
     assert_eq!(none["kind"], "delta");
     assert_eq!(none["messages"], json!([]));
     assert_eq!(none["deltaCursor"], cursor);
     chat(&mut p, op, 2, 3);
-    let delta = history(&mut p, op, json!({"sessionKey": "main", "cursor": cursor}));
+    let delta = p.chat_history(op, json!({"sessionKey": "main", "cursor": cursor}));
     assert_eq!(delta["kind"], "delta");
-    assert_eq!(texts(&delta), ["u2", "re: u2"]);
+    assert_eq!(page_texts(&delta), ["u2", "re: u2"]);
     assert_eq!(delta["sessionInfo"]["hasActiveRun"], false);
     // Too far behind (more than 200 messages): reset to a tail fetch.
     chat(&mut p, op, 3, 104);
-    let behind = history(
-        &mut p,
+    let behind = p.chat_history(
         op,
         json!({"sessionKey": "main", "cursor": delta["deltaCursor"]}),
     );
     assert_eq!(behind, json!({"kind": "reset"}));
     for bad in ["nope", "other-session:1", ""] {
-        let r = history(&mut p, op, json!({"sessionKey": "main", "cursor": bad}));
+        let r = p.chat_history(op, json!({"sessionKey": "main", "cursor": bad}));
         assert_eq!(r, json!({"kind": "reset"}), "{bad:?}");
     }
     let e = p
@@ -244,8 +212,8 @@ fn the_limit_is_bounded_and_so_is_the_size_of_an_answer() {
         json!({"sessionKey": "main", "message": "x".repeat(400), "idempotencyKey": "k-long"});
     p.call(op, "chat.send", Some(long)).unwrap();
     p.events(op);
-    let page = history(&mut p, op, json!({"sessionKey": "main", "limit": 1000}));
-    let got = texts(&page);
+    let page = p.chat_history(op, json!({"sessionKey": "main", "limit": 1000}));
+    let got = page_texts(&page);
     assert_eq!(
         got[got.len() - 2],
         "[chat.history omitted: message too large]"
@@ -265,7 +233,7 @@ fn the_limit_is_bounded_and_so_is_the_size_of_an_answer() {
         )
         .unwrap_err();
     assert_eq!(e.message, "invalid params: at /maxBytes: must be >= 1024");
-    let empty = history(&mut p, op, json!({"sessionKey": "nobody"}));
+    let empty = p.chat_history(op, json!({"sessionKey": "nobody"}));
     assert_eq!(empty["messages"], json!([]));
     assert_eq!(empty["totalMessages"], 0);
     assert_eq!(empty["hasMore"], false);

@@ -48,23 +48,6 @@ fn requests(p: &Sim) -> Vec<(WorkId, Vec<Value>)> {
         .collect()
 }
 
-/// Answer held request `id` with `text`.
-fn answer(p: &mut Sim, id: WorkId, text: &str) {
-    let chunk = json!({"choices":[{"index":0,"delta":{"content": text},"finish_reason":"stop"}]});
-    p.http_result(
-        id,
-        WorkResult::HttpHead {
-            status: 200,
-            headers: vec![],
-        },
-    );
-    p.http_result(
-        id,
-        WorkResult::HttpBody(format!("data: {chunk}\n\ndata: [DONE]\n\n").into_bytes()),
-    );
-    p.http_result(id, WorkResult::HttpEnd(Ok(())));
-}
-
 /// (`runId`, `state`) of the `chat` events an operator received.
 fn chat_states(p: &mut Sim, op: ConnId) -> Vec<(String, String)> {
     p.events(op)
@@ -80,15 +63,7 @@ fn chat_states(p: &mut Sim, op: ConnId) -> Vec<(String, String)> {
 }
 
 fn history_texts(p: &mut Sim, op: ConnId) -> Vec<String> {
-    let h = p
-        .call(op, "chat.history", Some(json!({"sessionKey": "main"})))
-        .unwrap();
-    h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"][0]["text"].as_str().unwrap_or("").to_string())
-        .collect()
+    page_texts(&p.chat_history(op, json!({"sessionKey": "main"})))
 }
 
 fn wait(p: &mut Sim, op: ConnId, run: &str) -> Value {
@@ -126,7 +101,7 @@ fn followup_waits_for_the_run_in_progress_then_runs_after_the_debounce() {
         "a queued run sends nothing yet"
     );
     let (first, _) = requests(&p)[0].clone();
-    answer(&mut p, first, "a1");
+    p.http_results(first, openai_text_answer("a1"));
     assert!(requests(&p).is_empty(), "the debounce is not over");
     p.advance(DEBOUNCE);
     let reqs = requests(&p);
@@ -141,7 +116,7 @@ fn followup_waits_for_the_run_in_progress_then_runs_after_the_debounce() {
         ["m-k1", "a1", "m-k2"],
         "the model sees the turns in order"
     );
-    answer(&mut p, reqs[0].0, "a2");
+    p.http_results(reqs[0].0, openai_text_answer("a2"));
     let states = chat_states(&mut p, op);
     assert_eq!(states.last().unwrap(), &("k2".into(), "final".into()));
     assert_eq!(history_texts(&mut p, op), ["m-k1", "a1", "m-k2", "a2"]);
@@ -155,15 +130,15 @@ fn steer_is_the_default_and_waits_like_a_followup() {
     send(&mut p, op, "k2", None);
     send(&mut p, op, "k3", Some("steer"));
     let (first, _) = requests(&p)[0].clone();
-    answer(&mut p, first, "a1");
+    p.http_results(first, openai_text_answer("a1"));
     p.advance(DEBOUNCE);
     let (second, msgs) = requests(&p)[0].clone();
     assert_eq!(msgs.last().unwrap()["content"], "m-k2");
-    answer(&mut p, second, "a2");
+    p.http_results(second, openai_text_answer("a2"));
     p.advance(DEBOUNCE);
     let (third, msgs) = requests(&p)[0].clone();
     assert_eq!(msgs.last().unwrap()["content"], "m-k3");
-    answer(&mut p, third, "a3");
+    p.http_results(third, openai_text_answer("a3"));
     assert_eq!(
         history_texts(&mut p, op),
         ["m-k1", "a1", "m-k2", "a2", "m-k3", "a3"]
@@ -179,7 +154,7 @@ fn collect_coalesces_what_queued_into_one_turn() {
     send(&mut p, op, "k2", None);
     send(&mut p, op, "k3", None);
     let (first, _) = requests(&p)[0].clone();
-    answer(&mut p, first, "a1");
+    p.http_results(first, openai_text_answer("a1"));
     chat_states(&mut p, op);
     p.advance(DEBOUNCE);
     let reqs = requests(&p);
@@ -192,7 +167,7 @@ fn collect_coalesces_what_queued_into_one_turn() {
         last,
         "[Queued messages while agent was busy]\n\n---\nQueued #1\nm-k2\n\n---\nQueued #2\nm-k3"
     );
-    answer(&mut p, reqs[0].0, "both");
+    p.http_results(reqs[0].0, openai_text_answer("both"));
     let states = chat_states(&mut p, op);
     assert!(
         states.contains(&("k2".into(), "final".into())),
@@ -234,7 +209,7 @@ fn interrupt_aborts_the_run_and_the_queue_then_starts_at_once() {
     assert_eq!(reqs.len(), 1, "no debounce, and k2 never ran");
     assert_eq!(reqs[0].1.last().unwrap()["content"], "m-k3");
     assert_eq!(wait(&mut p, op, "k2")["aborted"], true);
-    answer(&mut p, reqs[0].0, "a3");
+    p.http_results(reqs[0].0, openai_text_answer("a3"));
     assert_eq!(history_texts(&mut p, op), ["m-k1", "m-k3", "a3"]);
 }
 
@@ -253,7 +228,7 @@ fn an_aborted_queued_run_never_calls_the_model() {
     assert_eq!(r, json!({"ok": true, "aborted": true, "runIds": ["k2"]}));
     assert!(p.cancelled.is_empty(), "k1 goes on");
     let (first, _) = requests(&p)[0].clone();
-    answer(&mut p, first, "a1");
+    p.http_results(first, openai_text_answer("a1"));
     p.advance(DEBOUNCE * 4);
     assert!(requests(&p).is_empty(), "k2 never reaches the model");
     let w = wait(&mut p, op, "k2");
@@ -302,7 +277,7 @@ fn the_lane_is_released_on_an_error_and_on_a_timeout() {
     p.advance(DEBOUNCE);
     let (third, msgs) = requests(&p)[0].clone();
     assert_eq!(msgs.last().unwrap()["content"], "m-k3");
-    answer(&mut p, third, "a3");
+    p.http_results(third, openai_text_answer("a3"));
     assert_eq!(wait(&mut p, op, "k1")["status"], "error");
     assert_eq!(wait(&mut p, op, "k2")["status"], "error");
     assert_eq!(wait(&mut p, op, "k3")["status"], "ok");
@@ -355,7 +330,7 @@ fn a_queued_run_whose_message_cannot_be_stored_fails_and_frees_the_lane() {
     send(&mut p, op, "k2", None);
     send(&mut p, op, "k3", None);
     let (first, _) = requests(&p)[0].clone();
-    answer(&mut p, first, "a1");
+    p.http_results(first, openai_text_answer("a1"));
     chat_states(&mut p, op);
     // k2 leaves the queue, but its message never reaches the disk.
     p.hold_store_writes(true);
@@ -378,7 +353,7 @@ fn a_queued_run_whose_message_cannot_be_stored_fails_and_frees_the_lane() {
     );
     let (third, msgs) = requests(&p)[0].clone();
     assert_eq!(msgs.last().unwrap()["content"], "m-k3");
-    answer(&mut p, third, "a3");
+    p.http_results(third, openai_text_answer("a3"));
     assert_eq!(wait(&mut p, op, "k3")["status"], "ok");
 }
 
@@ -410,7 +385,7 @@ fn one_run_at_a_time_then_the_queue_in_order_after_the_debounce() {
     send(&mut p, op, "k4", None);
     assert_eq!(requests(&p).len(), 1, "k1 holds the lane");
     let (first, _) = requests(&p)[0].clone();
-    answer(&mut p, first, "a1");
+    p.http_results(first, openai_text_answer("a1"));
     assert!(
         requests(&p).is_empty(),
         "the debounce counts from k4's queueing"
@@ -427,11 +402,11 @@ fn one_run_at_a_time_then_the_queue_in_order_after_the_debounce() {
     assert_eq!(last_turn(&p, 0), "m-k2");
     // The debounce is long over: k4 starts the moment k2 ends.
     let (second, _) = requests(&p)[0].clone();
-    answer(&mut p, second, "a2");
+    p.http_results(second, openai_text_answer("a2"));
     assert_eq!(requests(&p).len(), 1);
     assert_eq!(last_turn(&p, 0), "m-k4");
     let (fourth, _) = requests(&p)[0].clone();
-    answer(&mut p, fourth, "a4");
+    p.http_results(fourth, openai_text_answer("a4"));
     // An idle lane holds nothing back: the next message starts at once.
     send(&mut p, op, "k5", None);
     assert_eq!(requests(&p).len(), 1);
@@ -458,7 +433,7 @@ fn collect_runs_start_together_and_queued_runs_can_leave() {
         "it left the queue already"
     );
     let (first, _) = requests(&p)[0].clone();
-    answer(&mut p, first, "a1");
+    p.http_results(first, openai_text_answer("a1"));
     p.advance(DEBOUNCE);
     let reqs = requests(&p);
     assert_eq!(reqs.len(), 1, "k2 and k4 start as one turn");

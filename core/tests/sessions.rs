@@ -9,7 +9,7 @@ use clawgate_core::config::ModelRoute;
 use clawgate_core::frame::ErrorCode;
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::persist::StoreChange;
-use clawgate_core::{Config, ConnId, WorkResult};
+use clawgate_core::{Config, ConnId};
 use serde_json::{Value, json};
 
 fn config() -> Config {
@@ -24,19 +24,6 @@ fn operator(p: &mut Sim, scopes: &[&str]) -> ConnId {
     let id = p.open_client(c, loopback());
     p.events(id);
     id
-}
-
-/// A model that answers `ok` at once.
-fn answer() -> Vec<WorkResult> {
-    let chunk = json!({"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]});
-    vec![
-        WorkResult::HttpHead {
-            status: 200,
-            headers: vec![],
-        },
-        WorkResult::HttpBody(format!("data: {chunk}\n\ndata: [DONE]\n\n").into_bytes()),
-        WorkResult::HttpEnd(Ok(())),
-    ]
 }
 
 /// The session events a client received: (`event`, payload).
@@ -60,7 +47,7 @@ fn send(p: &mut Sim, id: ConnId, key: &str, run_id: &str) {
 #[test]
 fn messages_reach_the_session_s_watchers_and_session_subscribers_only() {
     let mut p = Sim::started(Instant::now(), config());
-    p.set_http(|_| answer());
+    p.set_http(|_| openai_text_answer("ok"));
     let writer = operator(&mut p, &["operator.write"]);
     let all = operator(&mut p, &["operator.read"]);
     let one = operator(&mut p, &["operator.read"]);
@@ -145,7 +132,7 @@ fn a_connection_watches_at_most_max_session_subscriptions() {
 #[test]
 fn patch_reset_and_delete_answer_once_durable() {
     let mut p = Sim::started(Instant::now(), config());
-    p.set_http(|_| answer());
+    p.set_http(|_| openai_text_answer("ok"));
     let admin = operator(&mut p, &["operator.admin"]);
     send(&mut p, admin, "agent:main:w", "k-1");
     p.hold_store_writes(true);

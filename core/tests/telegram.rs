@@ -94,24 +94,20 @@ impl Fakes {
                     WorkResult::HttpEnd(Ok(())),
                 ]);
             }
-            let last = body["messages"].as_array().and_then(|m| m.last());
             if let Some(command) = self.exec_command
-                && last.is_some_and(|m| m["role"] == "user")
+                && body["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .is_some_and(|m| m["role"] == "user")
             {
-                let call = json!({"index": 0, "id": "call_1", "type": "function", "function":
-                    {"name": "exec", "arguments": json!({"command": command}).to_string()}});
-                return Some(streamed(&json!(
-                    {"choices":[{"index":0,"delta":{"tool_calls":[call]},"finish_reason":"tool_calls"}]}
-                )));
+                return Some(openai_tool_call_answer(
+                    "exec",
+                    &json!({"command": command}),
+                ));
             }
-            let said = last.map(|m| m["content"].clone());
-            let text = format!(
+            return Some(openai_text_answer(&format!(
                 "echo {}",
-                said.and_then(|s| s.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            );
-            return Some(streamed(&json!(
-                {"choices":[{"index":0,"delta":{"content":text},"finish_reason":"stop"}]}
+                last_message_text(req)
             )));
         }
         let method = req.url.rsplit('/').next().unwrap_or_default().to_string();
@@ -165,18 +161,6 @@ impl Fakes {
     }
 }
 
-/// A model's 200 answer streaming the one chunk `c`.
-fn streamed(c: &Value) -> Vec<WorkResult> {
-    vec![
-        WorkResult::HttpHead {
-            status: 200,
-            headers: vec![],
-        },
-        WorkResult::HttpBody(format!("data: {c}\n\ndata: [DONE]\n\n").into_bytes()),
-        WorkResult::HttpEnd(Ok(())),
-    ]
-}
-
 /// Answer every held request the fakes can answer until nothing moves; the polls left held.
 fn pump(p: &mut Sim, f: &mut Fakes) -> Vec<(WorkId, HttpRequest)> {
     loop {
@@ -209,11 +193,6 @@ fn admin(p: &mut Sim) -> ConnId {
     let id = p.open_client(c, loopback());
     p.events(id);
     id
-}
-
-fn history(p: &mut Sim, op: ConnId, key: &str) -> Value {
-    p.call(op, "chat.history", Some(json!({"sessionKey": key})))
-        .unwrap()
 }
 
 fn held_polls(p: &Sim) -> Vec<Value> {
@@ -276,7 +255,7 @@ fn an_unknown_dm_pairs_and_reaches_the_agent_only_after_approval() {
         ),
         "{events:?}"
     );
-    let history = history(&mut p, op, "agent:main:main");
+    let history = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert_eq!(history["messages"].as_array().unwrap().len(), 2);
 }
 
@@ -292,10 +271,10 @@ fn per_channel_peer_dms_get_their_own_session() {
     pump(&mut p, &mut f);
     for (peer, text) in [("222", "a"), ("333", "b")] {
         let key = format!("agent:main:telegram:direct:{peer}");
-        let h = history(&mut p, op, &key);
+        let h = p.chat_history(op, json!({"sessionKey": &key}));
         assert_eq!(h["messages"][0]["content"][0]["text"], text);
     }
-    let main = history(&mut p, op, "agent:main:main");
+    let main = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert_eq!(main["messages"], json!([]));
 }
 
@@ -900,7 +879,7 @@ fn an_unanswered_approval_tells_the_chat_and_the_turn() {
             .any(|t| t.contains("tools.exec.approvalTimeoutSeconds")),
         "the turn was told and its reply came back: {texts:?}"
     );
-    let h = history(&mut p, op, "agent:main:main");
+    let h = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     assert!(h.to_string().contains("within 10 s"), "{h}");
     f.dm(222, &format!("/approve {id} allow-once"));
     pump(&mut p, &mut f);

@@ -315,13 +315,7 @@ fn agent_events(events: &[Event], stream: &str) -> Vec<Value> {
 }
 
 fn history(p: &mut Sim, op: ConnId) -> Vec<Value> {
-    let h = p
-        .call(
-            op,
-            "chat.history",
-            Some(json!({"sessionKey": "agent:main:main"})),
-        )
-        .unwrap();
+    let h = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
     h["messages"].as_array().unwrap().clone()
 }
 

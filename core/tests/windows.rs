@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clawgate_core::client::Event;
 use clawgate_core::fuzzing::sim::*;
-use clawgate_core::{Config, ConnId, WorkResult};
+use clawgate_core::{Config, ConnId};
 use serde_json::{Value, json};
 
 /// Messages per window in these tests.
@@ -29,21 +29,9 @@ fn echo(p: &mut Sim) -> Rc<RefCell<Vec<Value>>> {
     let seen = Rc::new(RefCell::new(Vec::new()));
     let log = seen.clone();
     p.set_http(move |req| {
-        let body: Value = serde_json::from_slice(&req.body).unwrap();
-        let last = body["messages"].as_array().unwrap().last().unwrap()["content"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        log.borrow_mut().push(body);
-        let chunk = json!({"choices":[{"index":0,"delta":{"content": format!("re: {last}")},"finish_reason":"stop"}]});
-        vec![
-            WorkResult::HttpHead {
-                status: 200,
-                headers: vec![],
-            },
-            WorkResult::HttpBody(format!("data: {chunk}\n\ndata: [DONE]\n\n").into_bytes()),
-            WorkResult::HttpEnd(Ok(())),
-        ]
+        log.borrow_mut()
+            .push(serde_json::from_slice(&req.body).unwrap());
+        openai_text_answer(&format!("re: {}", last_message_text(req)))
     });
     seen
 }
@@ -86,10 +74,7 @@ fn texts(body: &Value) -> Vec<String> {
 fn wire_view(p: &mut Sim, op: ConnId) -> Vec<Value> {
     let mut out = Vec::new();
     for s in 0..SESSIONS {
-        let page = p
-            .call(op, "chat.history", Some(json!({"sessionKey": key(s)})))
-            .unwrap();
-        out.push(page);
+        out.push(p.chat_history(op, json!({"sessionKey": key(s)})));
     }
     out.push(p.call(op, "sessions.list", Some(json!({}))).unwrap());
     out

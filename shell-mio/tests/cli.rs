@@ -65,6 +65,16 @@ fn run(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
+/// `clawgate gateway probe --url <url> --token <token> --json`, the local gateway's port
+/// (which a probe also tries) set to `local_port`.
+fn probe(dir: &TempDir, url: &str, token: &str, local_port: &str) -> Output {
+    run(
+        dir,
+        &["gateway", "probe", "--url", url, "--token", token, "--json"],
+        &[("OPENCLAW_GATEWAY_PORT", local_port)],
+    )
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
@@ -141,19 +151,7 @@ fn call_health_probe_and_lists_with_a_token() {
     // The probe client (mode probe, no device) is reachable but scope-limited, as upstream.
     // It also tries the local gateway's port, as upstream does: make that one nobody's.
     let unused = free_port().to_string();
-    let o = run(
-        &dir,
-        &[
-            "gateway",
-            "probe",
-            "--url",
-            &u,
-            "--token",
-            "tok-one-2345",
-            "--json",
-        ],
-        &[("OPENCLAW_GATEWAY_PORT", &unused)],
-    );
+    let o = probe(&dir, &u, "tok-one-2345", &unused);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let p = stdout_json(&o);
     assert_eq!(p["ok"], true);
@@ -281,19 +279,7 @@ fn wrong_or_missing_secrets_fail_clearly() {
 
     // A refused probe is reachable but degraded, with the close that explains it (as upstream).
     let unused = free_port().to_string();
-    let o = run(
-        &dir,
-        &[
-            "gateway",
-            "probe",
-            "--url",
-            &u,
-            "--token",
-            "tok-wrong",
-            "--json",
-        ],
-        &[("OPENCLAW_GATEWAY_PORT", &unused)],
-    );
+    let o = probe(&dir, &u, "tok-wrong", &unused);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let p = stdout_json(&o);
     assert_eq!(
@@ -514,13 +500,7 @@ fn unreachable_and_silent_gateways() {
     );
     assert_eq!(d["gateway"]["urlSource"], "cli --url");
 
-    let o = run(
-        &dir,
-        &[
-            "gateway", "probe", "--url", &u, "--token", "t-123456", "--json",
-        ],
-        &[("OPENCLAW_GATEWAY_PORT", &port.to_string())],
-    );
+    let o = probe(&dir, &u, "t-123456", &port.to_string());
     assert_eq!(code(&o), 1);
     let p = stdout_json(&o);
     assert_eq!(p["ok"], false);

@@ -219,16 +219,9 @@ fn url(gw: &Gateway) -> String {
 
 /// A local CLI operator with the scopes node approval and invocation need.
 fn admin() -> ClientConfig {
-    let mut c = ClientConfig::cli("127.0.0.1");
+    let mut c = clawgate_core::fuzzing::operator_client();
+    c.host = "127.0.0.1".into();
     c.token = Some(TOKEN.into());
-    c.scopes = [
-        "operator.admin",
-        "operator.read",
-        "operator.write",
-        "operator.pairing",
-    ]
-    .map(String::from)
-    .to_vec();
     c
 }
 
@@ -241,16 +234,7 @@ fn frames(gw: &Gateway) -> String {
 
 fn cli_call_health(shell: Shell) {
     let gw = start(shell);
-    let Some(run) = openclaw(&[
-        "gateway",
-        "call",
-        "health",
-        "--url",
-        &url(&gw),
-        "--token",
-        TOKEN,
-        "--json",
-    ]) else {
+    let Some(run) = gateway_call(&gw, "health", None, TOKEN) else {
         return;
     };
     assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(&gw));
@@ -259,16 +243,7 @@ fn cli_call_health(shell: Shell) {
 
 fn cli_call_status(shell: Shell) {
     let gw = start(shell);
-    let Some(run) = openclaw(&[
-        "gateway",
-        "call",
-        "status",
-        "--url",
-        &url(&gw),
-        "--token",
-        TOKEN,
-        "--json",
-    ]) else {
+    let Some(run) = gateway_call(&gw, "status", None, TOKEN) else {
         return;
     };
     assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(&gw));
@@ -303,16 +278,7 @@ fn cli_probe(shell: Shell) {
 
 fn cli_wrong_token(shell: Shell) {
     let gw = start(shell);
-    let Some(run) = openclaw(&[
-        "gateway",
-        "call",
-        "health",
-        "--url",
-        &url(&gw),
-        "--token",
-        "not-the-token",
-        "--json",
-    ]) else {
+    let Some(run) = gateway_call(&gw, "health", None, "not-the-token") else {
         return;
     };
     assert_eq!(run.code, Some(1), "{run}");
@@ -495,21 +461,21 @@ fn the_agent_calls_system_which_on_the_real_node_host(shell: Shell) {
     }
 }
 
+/// `openclaw gateway call <method> [--params <params>] --token <token> --json` against `gw`.
+fn gateway_call(gw: &Gateway, method: &str, params: Option<&Value>, token: &str) -> Option<Run> {
+    let params = params.map(Value::to_string);
+    let url = url(gw);
+    let mut args = vec!["gateway", "call", method];
+    if let Some(p) = &params {
+        args.extend(["--params", p]);
+    }
+    args.extend(["--url", &url, "--token", token, "--json"]);
+    openclaw(&args)
+}
+
 /// `openclaw gateway call <method> --params <params>` against `gw`, exit 0, its JSON.
 fn call(gw: &Gateway, method: &str, params: &Value) -> Option<Value> {
-    let params = params.to_string();
-    let run = openclaw(&[
-        "gateway",
-        "call",
-        method,
-        "--params",
-        &params,
-        "--url",
-        &url(gw),
-        "--token",
-        TOKEN,
-        "--json",
-    ])?;
+    let run = gateway_call(gw, method, Some(params), TOKEN)?;
     assert_eq!(run.code, Some(0), "{run}\n--- gateway\n{}", frames(gw));
     Some(run.json())
 }

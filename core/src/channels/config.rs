@@ -11,49 +11,62 @@ use serde_json::{Map, Value};
 use crate::auth::Secret;
 use crate::config::{ConfigError, is_placeholder_secret};
 
-/// Fields upstream's `channels.telegram` schema accepts on an account (and on the root).
-const ACCOUNT_KEYS: &[&str] = &[
+/// Fields upstream's schema accepts on an account (and on the root) of every channel
+/// clawgate runs.
+pub(crate) const SHARED_ACCOUNT_KEYS: &[&str] = &[
     "ackReaction",
     "actions",
     "allowFrom",
-    "apiRoot",
-    "autoTopicLabel",
-    "botToken",
     "capabilities",
     "commands",
     "configWrites",
     "contextVisibility",
-    "customCommands",
     "defaultTo",
-    "direct",
     "dmHistoryLimit",
     "dmPolicy",
     "dms",
     "enabled",
-    "errorPolicy",
     "execApprovals",
-    "groupAllowFrom",
     "groupPolicy",
-    "groups",
     "healthMonitor",
     "heartbeatVisibility",
     "historyLimit",
     "joinIntro",
-    "linkPreview",
     "markdown",
     "mediaMaxMb",
     "mentionPatterns",
     "name",
+    "replyToMode",
+    "responsePrefix",
+    "streaming",
+    "textChunkLimit",
+];
+/// Fields Slack's and Discord's schemas (and not Telegram's) accept on an account.
+pub(crate) const BOT_ACCOUNT_KEYS: &[&str] = &[
+    "allowBots",
+    "botLoopProtection",
+    "dangerouslyAllowNameMatching",
+    "dm",
+    "slashCommand",
+    "thread",
+];
+/// Fields only upstream's `channels.telegram` schema accepts on an account (and on the root).
+const ACCOUNT_KEYS: &[&str] = &[
+    "apiRoot",
+    "autoTopicLabel",
+    "botToken",
+    "customCommands",
+    "direct",
+    "errorPolicy",
+    "groupAllowFrom",
+    "groups",
+    "linkPreview",
     "network",
     "proxy",
     "reactionLevel",
     "reactionNotifications",
-    "replyToMode",
-    "responsePrefix",
     "richMessages",
     "silentErrorReplies",
-    "streaming",
-    "textChunkLimit",
     "threadBindings",
     "tokenFile",
     "trustedLocalFileRoots",
@@ -72,11 +85,13 @@ const NETWORK_KEYS: &[&str] = &[
     "dnsResultOrder",
     "dangerouslyAllowPrivateNetwork",
 ];
-/// Fields of one `groups.<id>` entry.
+/// Fields of a group rule every channel's schema accepts (Telegram's `groups.<id>`, Discord's
+/// `guilds.<id>`, Slack's `channels.<id>`).
+pub(crate) const SHARED_GROUP_KEYS: &[&str] = &["requireMention", "tools", "toolsBySender"];
+/// Fields of a group rule Slack's and Discord's schemas (and not Telegram's) accept.
+pub(crate) const BOT_GROUP_KEYS: &[&str] = &["ignoreOtherMentions", "presenceEvents", "users"];
+/// Fields only Telegram's `groups.<id>` entry has.
 const GROUP_KEYS: &[&str] = &[
-    "requireMention",
-    "tools",
-    "toolsBySender",
     "skills",
     "enabled",
     "allowFrom",
@@ -350,8 +365,8 @@ pub(crate) fn resolve(file: &Value, src: &Sources<'_>) -> Result<ChannelsConfig,
 pub(crate) struct Section {
     /// `telegram`: the section is `channels.telegram`.
     pub(crate) name: &'static str,
-    /// The keys an account may have, when unknown keys are refused.
-    pub(crate) account_keys: Option<&'static [&'static str]>,
+    /// The lists of keys an account may have (any other is refused).
+    pub(crate) account_keys: &'static [&'static [&'static str]],
     /// The token's key (`botToken`).
     pub(crate) token_key: &'static str,
     /// Whether a `tokenFile` key is read.
@@ -366,14 +381,14 @@ pub(crate) struct Section {
     pub(crate) default_chunk: usize,
     /// The key of the group rules (`groups`, Discord's `guilds`, Slack's `channels`).
     pub(crate) groups_key: &'static str,
-    /// The keys a group rule may have, when unknown keys in a rule are refused.
-    pub(crate) group_keys: Option<&'static [&'static str]>,
+    /// The lists of keys a group rule may have (any other is refused).
+    pub(crate) group_keys: &'static [&'static [&'static str]],
 }
 
 /// Telegram's section.
 const TELEGRAM: Section = Section {
     name: "telegram",
-    account_keys: Some(ACCOUNT_KEYS),
+    account_keys: &[SHARED_ACCOUNT_KEYS, ACCOUNT_KEYS],
     token_key: "botToken",
     token_file: true,
     token_env: TOKEN_ENV,
@@ -381,14 +396,18 @@ const TELEGRAM: Section = Section {
     max_text: TELEGRAM_MAX_TEXT,
     default_chunk: DEFAULT_TEXT_CHUNK_LIMIT,
     groups_key: "groups",
-    group_keys: Some(GROUP_KEYS),
+    group_keys: &[SHARED_GROUP_KEYS, GROUP_KEYS],
 };
 
 /// Discord's section: keys upstream's schema does not know are refused, as upstream refuses
 /// them (the many it knows and clawgate does not use are accepted and read past).
 const DISCORD: Section = Section {
     name: "discord",
-    account_keys: Some(super::discord::config::ACCOUNT_KEYS),
+    account_keys: &[
+        SHARED_ACCOUNT_KEYS,
+        BOT_ACCOUNT_KEYS,
+        super::discord::config::ACCOUNT_KEYS,
+    ],
     token_key: "token",
     token_file: false,
     token_env: "DISCORD_BOT_TOKEN",
@@ -396,7 +415,11 @@ const DISCORD: Section = Section {
     max_text: super::discord::format::DISCORD_MAX_TEXT,
     default_chunk: super::discord::format::DISCORD_MAX_TEXT,
     groups_key: "guilds",
-    group_keys: Some(super::discord::config::GUILD_KEYS),
+    group_keys: &[
+        SHARED_GROUP_KEYS,
+        BOT_GROUP_KEYS,
+        super::discord::config::GUILD_KEYS,
+    ],
 };
 
 /// A channel section's accounts (`accounts.<id>` over the root's fields, else one
@@ -411,9 +434,11 @@ fn section<T: HasCommon>(
     };
     let at_root = format!("channels.{}", sec.name);
     let root = object(v, &at_root)?;
-    if let Some(keys) = sec.account_keys {
-        refuse_unknown(root, &[keys, ROOT_ONLY_KEYS], &at_root)?;
-    }
+    refuse_unknown(
+        root,
+        &[sec.account_keys, &[ROOT_ONLY_KEYS]].concat(),
+        &at_root,
+    )?;
     let default = match root.get("defaultAccount") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -439,9 +464,7 @@ fn section<T: HasCommon>(
             for (id, acc) in accounts {
                 let at = format!("{at_root}.accounts.{id}");
                 let acc = object(acc, &at)?;
-                if let Some(keys) = sec.account_keys {
-                    refuse_unknown(acc, &[keys], &at)?;
-                }
+                refuse_unknown(acc, sec.account_keys, &at)?;
                 out.push(parse(&Fields {
                     sec,
                     id: id.clone(),
@@ -719,9 +742,7 @@ impl<'a> Fields<'a> {
             for (chat, rule) in object(g, &key)? {
                 let rule_key = format!("{key}.{chat}");
                 let rule = object(rule, &rule_key)?;
-                if let Some(keys) = self.sec.group_keys {
-                    refuse_unknown(rule, &[keys], &rule_key)?;
-                }
+                refuse_unknown(rule, self.sec.group_keys, &rule_key)?;
                 let require_mention = match rule.get("requireMention") {
                     None | Some(Value::Null) => None,
                     Some(Value::Bool(b)) => Some(*b),

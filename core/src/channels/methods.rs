@@ -299,13 +299,19 @@ impl Gateway {
 
     /// `channels.logout`: the account stops and its token leaves `openclaw.json` (upstream's
     /// `clearAccountFieldsFromConfigSection`, Telegram's `botToken`); answered once the file
-    /// is written.
+    /// is written. Slack's and Discord's plugins have no logout: upstream refuses those before
+    /// it looks at the account, so the account runs on and the file is left as it is.
     pub(crate) fn channels_logout(
         &mut self,
         now: Instant,
         call: &Call<'_>,
         p: ChannelAccount,
     ) -> Reply {
+        let configured = Kind::from_id(&p.channel.0)
+            .filter(|k| self.channels.accounts.values().any(|a| a.kind() == *k));
+        if let Some(kind) = configured.filter(|k| *k != Kind::Telegram) {
+            return invalid(format!("channel {} does not support logout", kind.id()));
+        }
         let Some(key) = self.named_account(&p.channel.0, p.account_id.as_deref()) else {
             return invalid("invalid channels.logout channel");
         };
@@ -313,9 +319,6 @@ impl Gateway {
             return invalid("invalid channels.logout channel");
         };
         let (kind, account_id) = (a.kind(), a.account_id().to_string());
-        if kind != Kind::Telegram {
-            return invalid(format!("channel {} does not support logout", kind.id()));
-        }
         let source = a.common().token.as_ref().ok().map(|(_, s)| *s);
         self.stop_account(now, &key);
         let edit = ConfigEdit::ClearAccountFields {

@@ -7,7 +7,7 @@ use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::client::{Client, ClientConfig, Event};
 use crate::frame::ErrorShape;
@@ -231,6 +231,13 @@ impl Sim {
         }
         self.gw.handle_work_result(self.now, id, result);
         self.drive();
+    }
+
+    /// Report every one of `results` for held request `id`, in order (see [`Sim::http_result`]).
+    pub fn http_results(&mut self, id: WorkId, results: Vec<WorkResult>) {
+        for result in results {
+            self.http_result(id, result);
+        }
     }
 
     /// Report a result of the socket opened by the [`Work::WsOpen`] with id `socket` and let
@@ -487,6 +494,17 @@ impl Sim {
         match response {
             Some(r) => r,
             None => panic!("no response to {method}"),
+        }
+    }
+
+    /// The `chat.history` payload for `params` (`{"sessionKey": ...}` and paging).
+    ///
+    /// # Panics
+    /// If the call is refused.
+    pub fn chat_history(&mut self, id: ConnId, params: Value) -> Value {
+        match self.call(id, "chat.history", Some(params)) {
+            Ok(page) => page,
+            Err(e) => panic!("chat.history refused: {e:?}"),
         }
     }
 
@@ -884,4 +902,61 @@ pub fn cli(token: Option<&str>) -> ClientConfig {
     let mut c = ClientConfig::cli("127.0.0.1:18789");
     c.token = token.map(str::to_string);
     c
+}
+
+/// A scripted OpenAI-compatible model's whole answer `text`: a 200, one streamed chunk that
+/// stops, `[DONE]`, and the end.
+pub fn openai_text_answer(text: &str) -> Vec<WorkResult> {
+    let chunk = json!({"choices":[{"index":0,"delta":{"content": text},"finish_reason":"stop"}]});
+    openai_chunk_answer(&chunk)
+}
+
+/// A scripted OpenAI-compatible model's answer calling tool `name` with `args` (one call).
+pub fn openai_tool_call_answer(name: &str, args: &Value) -> Vec<WorkResult> {
+    let call = json!({"index": 0, "id": "call_1", "type": "function",
+        "function": {"name": name, "arguments": args.to_string()}});
+    let chunk =
+        json!({"choices":[{"index":0,"delta":{"tool_calls":[call]},"finish_reason":"tool_calls"}]});
+    openai_chunk_answer(&chunk)
+}
+
+/// A 200 answer streaming the one chunk `chunk`, then `[DONE]`, and the end.
+fn openai_chunk_answer(chunk: &Value) -> Vec<WorkResult> {
+    vec![
+        WorkResult::HttpHead {
+            status: 200,
+            headers: vec![],
+        },
+        WorkResult::HttpBody(format!("data: {chunk}\n\ndata: [DONE]\n\n").into_bytes()),
+        WorkResult::HttpEnd(Ok(())),
+    ]
+}
+
+/// The text of the last message of a model request (empty when it has none or it is not text).
+pub fn last_message_text(req: &HttpRequest) -> String {
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The first text block of every message of a `chat.history` page, in order (empty for a
+/// message without one).
+pub fn page_texts(page: &Value) -> Vec<String> {
+    let messages = page["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    messages
+        .iter()
+        .map(|m| {
+            m["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
 }

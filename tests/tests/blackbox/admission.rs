@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use clawgate_core::fuzzing::sim::page_texts;
 use clawgate_tests::both;
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Shell, Ws};
@@ -25,12 +26,7 @@ fn history(ws: &mut Ws, session: &str) -> Vec<String> {
     let h = ws
         .call("chat.history", Some(json!({"sessionKey": session})))
         .expect("chat.history");
-    h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["content"][0]["text"].as_str().map(str::to_string))
-        .collect()
+    page_texts(&h)
 }
 
 fn a_queued_message_survives_a_kill_and_runs_after_the_restart(shell: Shell) {

@@ -5,11 +5,13 @@
 //! answered once; a turn cut by kill -9 is answered exactly once; a refused token stops the
 //! account (error naming the key, no retry loop) while the gateway serves on; a 429 on the
 //! reply is waited out and the reply delivered; a key upstream's schema does not know is
-//! refused at start by name (exit 78) while upstream's own keys start.
+//! refused at start by name (exit 78) while upstream's own keys start; a `channels.logout` the
+//! channel's upstream plugin does not support is refused and changes nothing.
 
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
+use clawgate_core::frame::ErrorCode;
 use clawgate_tests::fake_api::{FakeApi, poll_for};
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Gateway, Options, Shell, WAIT, Ws, http_get};
@@ -320,4 +322,43 @@ pub fn an_unknown_key_is_refused_by_name<T: Transport>(shell: Shell, upstream_on
     let gw = fake.options(&model, upstream_only).start(shell);
     fake.ready();
     assert_eq!(http_get(gw.port(), "/health").unwrap().status, 200);
+}
+
+/// `channels.logout` on a channel whose upstream plugin has no logout (Slack's and Discord's
+/// have none) is refused as upstream refuses it, for any account: `openclaw.json` is left as it
+/// was and the account runs on, answering DMs.
+pub fn a_logout_without_upstream_support_is_refused_and_changes_nothing<T: Transport>(
+    shell: Shell,
+) -> Story<T> {
+    let model = FakeModel::echo();
+    let fake = T::start();
+    let gw = fake.options(&model, OPEN).start(shell);
+    fake.ready();
+    let before = std::fs::read(gw.config_path()).expect("openclaw.json");
+    let mut ws = admin(&gw);
+    let refusal = format!("channel {} does not support logout", T::CHANNEL);
+    for params in [
+        json!({"channel": T::CHANNEL}),
+        json!({"channel": T::CHANNEL, "accountId": "default"}),
+        json!({"channel": T::CHANNEL, "accountId": "nosuch"}),
+    ] {
+        let err = ws
+            .call("channels.logout", Some(params.clone()))
+            .expect_err("refused");
+        assert_eq!(err.code, ErrorCode::InvalidRequest, "{params}");
+        assert_eq!(err.message, refusal, "{params}");
+    }
+    let after = std::fs::read(gw.config_path()).expect("openclaw.json");
+    assert_eq!(after, before, "openclaw.json is left as it was");
+    let account = account_when(&mut ws, T::CHANNEL, |a| a["running"] == true);
+    assert!(account["lastError"].is_null(), "{account}");
+    fake.send_dm(1, "still there?");
+    assert_eq!(
+        fake.wait_sent(1),
+        [(
+            T::dm_chat(1),
+            "Echo from fake LLM: still there?".to_string()
+        )]
+    );
+    Story { gw, fake, model }
 }

@@ -287,6 +287,17 @@ fn a_burst_past_the_unserved_bound_is_held_then_resumed_with_nothing_lost(shell:
     assert_eq!(dc.identifies().len(), 1);
 }
 
+fn logout_is_refused_as_upstream_and_the_account_serves_on(shell: Shell) {
+    let Story {
+        fake: dc,
+        gw: _gw,
+        model: _model,
+    } = story::a_logout_without_upstream_support_is_refused_and_changes_nothing::<FakeDiscord>(
+        shell,
+    );
+    assert_eq!(dc.identifies().len(), 1, "the session was never restarted");
+}
+
 fn an_unknown_discord_key_is_refused_by_name(shell: Shell) {
     story::an_unknown_key_is_refused_by_name::<FakeDiscord>(
         shell,
@@ -295,6 +306,7 @@ fn an_unknown_discord_key_is_refused_by_name(shell: Shell) {
 }
 
 both!(
+    logout_is_refused_as_upstream_and_the_account_serves_on,
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     the_allowlist_holds_and_a_message_dispatched_twice_is_answered_once,
     reconnects_resume_without_losing_a_message,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use clawgate_core::fuzzing::sim::page_texts;
 use clawgate_tests::both;
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::harness::{Shell, Ws};
@@ -42,12 +43,7 @@ fn two_chat_sends_on_one_session_are_answered_in_order(shell: Shell) {
     let history = ws
         .call("chat.history", Some(json!({"sessionKey": "main"})))
         .unwrap();
-    let texts: Vec<&str> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["content"][0]["text"].as_str())
-        .collect();
+    let texts = page_texts(&history);
     assert_eq!(texts, ["first", "re: first", "second", "re: second"]);
     assert_frames_valid(&ws);
 }
@@ -148,12 +144,7 @@ fn history_pages_across_250_messages_and_after_a_restart(shell: Shell) {
         )
         .unwrap();
     assert_eq!(delta["kind"], "delta", "{delta}");
-    let texts: Vec<&str> = delta["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["content"][0]["text"].as_str())
-        .collect();
+    let texts = page_texts(&delta);
     assert_eq!(texts, ["after", "re: after"]);
     let stale = ws
         .call(

@@ -176,6 +176,15 @@ fn a_429_on_the_reply_waits_retry_after_then_delivers(shell: Shell) {
     assert_eq!(sent[0], sent[1], "the same message again");
 }
 
+fn logout_is_refused_as_upstream_and_the_account_serves_on(shell: Shell) {
+    let Story {
+        fake,
+        gw: _gw,
+        model: _model,
+    } = story::a_logout_without_upstream_support_is_refused_and_changes_nothing::<FakeSlack>(shell);
+    fake.check_acks();
+}
+
 fn an_unknown_slack_key_is_refused_by_name(shell: Shell) {
     story::an_unknown_key_is_refused_by_name::<FakeSlack>(
         shell,
@@ -345,6 +354,7 @@ fn http_mode_without_a_signing_secret_is_refused_by_name(shell: Shell) {
 }
 
 both!(
+    logout_is_refused_as_upstream_and_the_account_serves_on,
     unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread,
     a_redelivered_event_and_a_disconnect_are_answered_once,
     a_turn_cut_by_kill_9_is_answered_exactly_once,

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use clawgate_core::client::Event;
+use clawgate_core::fuzzing::sim::page_texts;
 use clawgate_tests::both;
 use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
 use clawgate_tests::fake_telegram::FakeTelegram;
@@ -157,12 +158,7 @@ fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
             Some(json!({"sessionKey": "agent:main:main"})),
         )
         .expect("chat.history");
-    let texts: Vec<&str> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["content"][0]["text"].as_str())
-        .collect();
+    let texts = page_texts(&history);
     assert_eq!(texts, ["what is 2+2?", "Echo from fake LLM: what is 2+2?"]);
 
     let account = story::account_when(&mut ws, "telegram", |a| a["connected"] == true);

@@ -12,74 +12,33 @@ pub const DEFAULT_API_URL: &str = "https://discord.com/api/v10";
 /// The environment variable that points the REST base (and so the Gateway) elsewhere.
 pub const API_URL_ENV: &str = "DISCORD_API_URL";
 
-/// Fields upstream's `channels.discord` schema accepts on an account (and on the root).
+/// Fields only upstream's `channels.discord` schema accepts on an account (and on the root),
+/// beyond the lists every channel, and Slack with Discord, share (`channels::config`).
 pub(crate) const ACCOUNT_KEYS: &[&str] = &[
-    "ackReaction",
     "ackReactionScope",
-    "actions",
     "activities",
     "activity",
     "activityType",
     "activityUrl",
     "agentComponents",
-    "allowBots",
-    "allowFrom",
     "applicationId",
     "autoPresence",
-    "botLoopProtection",
-    "capabilities",
-    "commands",
-    "configWrites",
-    "contextVisibility",
-    "dangerouslyAllowNameMatching",
-    "defaultTo",
-    "dm",
-    "dmHistoryLimit",
-    "dmPolicy",
-    "dms",
-    "enabled",
-    "execApprovals",
-    "groupPolicy",
     "guilds",
-    "healthMonitor",
-    "heartbeatVisibility",
-    "historyLimit",
     "inboundWorker",
     "intents",
-    "joinIntro",
-    "markdown",
     "maxLinesPerMessage",
-    "mediaMaxMb",
     "mentionAliases",
-    "mentionPatterns",
-    "name",
     "pluralkit",
     "proxy",
-    "replyToMode",
-    "responsePrefix",
-    "slashCommand",
     "status",
-    "streaming",
     "suppressEmbeds",
-    "textChunkLimit",
-    "thread",
     "threadBindings",
     "token",
     "voice",
 ];
-/// Fields of one `guilds.<id>` entry.
-pub(crate) const GUILD_KEYS: &[&str] = &[
-    "channels",
-    "ignoreOtherMentions",
-    "presenceEvents",
-    "reactionNotifications",
-    "requireMention",
-    "roles",
-    "slug",
-    "tools",
-    "toolsBySender",
-    "users",
-];
+/// Fields only a `guilds.<id>` entry has, beyond the shared group-rule lists
+/// (`channels::config`).
+pub(crate) const GUILD_KEYS: &[&str] = &["channels", "reactionNotifications", "roles", "slug"];
 
 /// One Discord bot account, resolved.
 #[derive(Clone, Debug, PartialEq)]

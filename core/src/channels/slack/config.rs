@@ -8,57 +8,27 @@ use std::collections::BTreeMap;
 use super::api::{API_URL_ENV, DEFAULT_API_URL};
 use crate::auth::Secret;
 use crate::channels::config::{
-    Common, Fields, HasCommon, SecretField, Section, Sources, invalid, one_of,
+    BOT_ACCOUNT_KEYS, BOT_GROUP_KEYS, Common, Fields, HasCommon, SHARED_ACCOUNT_KEYS,
+    SHARED_GROUP_KEYS, SecretField, Section, Sources, invalid, one_of,
 };
 use crate::config::{ConfigError, is_placeholder_secret};
 
-/// Fields upstream's `channels.slack` schema accepts on an account (and on the root).
+/// Fields only upstream's `channels.slack` schema accepts on an account (and on the root),
+/// beyond [`SHARED_ACCOUNT_KEYS`] and [`BOT_ACCOUNT_KEYS`].
 const ACCOUNT_KEYS: &[&str] = &[
-    "ackReaction",
-    "actions",
-    "allowBots",
-    "allowFrom",
     "appToken",
-    "botLoopProtection",
     "botToken",
-    "capabilities",
     "channels",
-    "commands",
-    "configWrites",
-    "contextVisibility",
-    "dangerouslyAllowNameMatching",
-    "defaultTo",
-    "dm",
-    "dmHistoryLimit",
-    "dmPolicy",
-    "dms",
-    "enabled",
-    "execApprovals",
-    "groupPolicy",
-    "healthMonitor",
-    "heartbeatVisibility",
-    "historyLimit",
     "implicitMentions",
-    "joinIntro",
-    "markdown",
-    "mediaMaxMb",
-    "mentionPatterns",
     "mode",
-    "name",
     "postAs",
     "presenceEvents",
     "reactionAllowlist",
     "reactionNotifications",
     "relay",
-    "replyToMode",
     "replyToModeByChatType",
     "requireMention",
-    "responsePrefix",
     "signingSecret",
-    "slashCommand",
-    "streaming",
-    "textChunkLimit",
-    "thread",
     "typingReaction",
     "unfurlLinks",
     "unfurlMedia",
@@ -66,20 +36,15 @@ const ACCOUNT_KEYS: &[&str] = &[
     "userTokenReadOnly",
     "webhookPath",
 ];
-/// Fields of one `channels.<id>` entry.
+/// Fields only one `channels.<id>` entry has, beyond [`SHARED_GROUP_KEYS`] and
+/// [`BOT_GROUP_KEYS`].
 const CHANNEL_KEYS: &[&str] = &[
     "allowBots",
     "botLoopProtection",
     "enabled",
-    "ignoreOtherMentions",
-    "presenceEvents",
     "replyToMode",
-    "requireMention",
     "skills",
     "systemPrompt",
-    "tools",
-    "toolsBySender",
-    "users",
 ];
 
 /// The account id used when `accounts` is absent.
@@ -178,7 +143,7 @@ pub fn normalize_id(s: &str) -> String {
 /// group rules.
 pub(crate) const SECTION: Section = Section {
     name: "slack",
-    account_keys: Some(ACCOUNT_KEYS),
+    account_keys: &[SHARED_ACCOUNT_KEYS, BOT_ACCOUNT_KEYS, ACCOUNT_KEYS],
     token_key: "botToken",
     token_file: false,
     token_env: BOT_TOKEN_ENV,
@@ -186,7 +151,7 @@ pub(crate) const SECTION: Section = Section {
     max_text: SLACK_MAX_TEXT,
     default_chunk: DEFAULT_TEXT_CHUNK_LIMIT,
     groups_key: "channels",
-    group_keys: Some(CHANNEL_KEYS),
+    group_keys: &[SHARED_GROUP_KEYS, BOT_GROUP_KEYS, CHANNEL_KEYS],
 };
 
 impl HasCommon for SlackAccount {
