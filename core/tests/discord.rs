@@ -377,3 +377,23 @@ fn a_burst_past_the_unserved_bound_holds_the_socket_and_resumes_once_served() {
         json!({"op": 6, "d": {"token": "tok", "session_id": "sess", "seq": 1 + bound}})
     );
 }
+
+/// Discord's messages take the same path as every transport's: the turn asks the model while
+/// the batch storing the message is written, and the reply waits for that batch.
+#[test]
+fn a_dm_asks_the_model_beside_its_commit_and_is_answered_after_it() {
+    let (mut p, socket) = ready_with(config_with_model());
+    p.hold_store_writes(true);
+    // The model's request is there (and answered) while the message's batch is held.
+    dm_answered(&mut p, socket, 2, ("1", "c1"));
+    assert!(
+        deliveries(&p, "c1").is_empty(),
+        "no reply before the commit"
+    );
+    p.write_store(true);
+    assert_eq!(
+        deliveries(&p, "c1").len(),
+        1,
+        "the reply once the message is durable"
+    );
+}

@@ -288,7 +288,10 @@ fn the_offset_is_confirmed_only_once_the_updates_are_durable() {
         held_polls(&p).is_empty(),
         "no getUpdates before the batch is durable"
     );
-    assert_eq!(f.model_calls, 0, "nothing is served before it is durable");
+    assert!(
+        f.sent("sendMessage").is_empty(),
+        "nothing is answered before it is durable"
+    );
     p.write_store(true);
     pump(&mut p, &mut f);
     let polls = f.sent("getUpdates");
@@ -988,4 +991,110 @@ fn allow_always_from_the_chat_is_durable_before_it_runs_and_survives_a_restart()
             .unwrap()
             .contains("Approval required.")
     );
+}
+
+/// The message's turn asks the model in the step that queues the batch storing the message;
+/// the model answering before that batch is durable shows nothing (no reply, no event for
+/// the session's watchers), and once it is the reply leaves at once, while the batch that
+/// records the answer is still being written.
+#[test]
+fn the_model_is_asked_beside_the_commit_and_the_reply_waits_for_it() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    let op = admin(&mut p);
+    let key = "agent:main:main";
+    p.call(op, "sessions.messages.subscribe", Some(json!({"key": key})))
+        .unwrap();
+    p.events(op);
+    p.hold_store_writes(true);
+    f.dm(222, "early");
+    pump(&mut p, &mut f);
+    assert_eq!(f.model_calls, 1, "the model request left beside the commit");
+    assert!(
+        f.sent("sendMessage").is_empty(),
+        "no reply before the commit"
+    );
+    assert!(held_polls(&p).is_empty(), "no offset before the commit");
+    let shown = |events: &[Event]| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Event { event, .. } if event == "chat" || event == "agent"))
+    };
+    assert!(!shown(&p.events(op)), "the turn shows nothing yet");
+    assert!(p.write_next_batch(), "the message's batch");
+    pump(&mut p, &mut f);
+    let texts: Vec<&Value> = f.sent("sendMessage").iter().map(|b| &b["text"]).collect();
+    assert_eq!(texts, [&json!("echo early")]);
+    assert!(shown(&p.events(op)), "the turn's events once it is durable");
+    assert!(
+        !p.batches
+            .last()
+            .is_some_and(|b| format!("{b:?}").contains("echo early")),
+        "the reply left before the batch recording it was written"
+    );
+}
+
+/// Whether the simulated disk holds a served message and no outbox row: the reply is
+/// recorded as delivered.
+fn recorded_as_answered(p: &Sim) -> bool {
+    let served = p
+        .sessions
+        .channel_rows
+        .iter()
+        .any(|((kind, _), row)| *kind == ChannelRowKind::Ingress && row["state"] == "done");
+    served && !outbox_on_disk(p)
+}
+
+/// Whether the simulated disk holds the message's queue row.
+fn ingress_on_disk(p: &Sim) -> bool {
+    p.sessions
+        .channel_rows
+        .keys()
+        .any(|(kind, _)| *kind == ChannelRowKind::Ingress)
+}
+
+/// An allowed DM, the gateway killed after each step of its handling (every store batch
+/// written and every request answered, the model's answer before or after the commit),
+/// restarted from what the disk holds: the reply never left before the message was on disk,
+/// and the message is answered once, or twice only when the kill fell between Telegram
+/// accepting the reply and the store recording it.
+#[test]
+fn a_kill_at_any_point_answers_a_message_once() {
+    let open = r#"dmPolicy: "open", allowFrom: ["*"],"#;
+    let replies = |f: &Fakes| {
+        f.sent("sendMessage")
+            .iter()
+            .filter(|b| b["text"] == "echo hi")
+            .count()
+    };
+    let run = |kill_at: Option<usize>, http_first: bool| {
+        let (mut p, mut f) = start(open, "");
+        p.hold_store_writes(true);
+        f.dm(222, "hi");
+        let mut steps = 0;
+        while kill_at != Some(steps) && step(&mut p, &mut f, http_first) {
+            steps += 1;
+            assert!(
+                replies(&f) == 0 || ingress_on_disk(&p),
+                "a reply before its message was durable (step {steps}, http first: {http_first})"
+            );
+        }
+        let Some(at) = kill_at else {
+            assert_eq!(replies(&f), 1);
+            return steps;
+        };
+        let unrecorded = replies(&f) == 1 && !recorded_as_answered(&p);
+        let mut p = p.crash_and_restart(config(open, ""));
+        while step(&mut p, &mut f, http_first) {}
+        let why = format!("killed after step {at} (http first: {http_first})");
+        let expected = if unrecorded { 2 } else { 1 };
+        assert_eq!(replies(&f), expected, "{why}");
+        steps
+    };
+    for http_first in [false, true] {
+        let total = run(None, http_first);
+        assert!(total >= 4, "{total} steps");
+        for at in 0..=total {
+            run(Some(at), http_first);
+        }
+    }
 }

@@ -15,6 +15,7 @@ mod admission;
 mod attempt;
 mod catalog;
 mod chat;
+mod gate;
 mod history;
 mod lane;
 mod pending;
@@ -147,6 +148,7 @@ pub struct HeldMessages {
 }
 
 /// Why a run failed, as the `chat` error event reports it.
+#[derive(Debug)]
 struct Failure {
     message: String,
     kind: &'static str,
@@ -242,6 +244,10 @@ impl Gateway {
             return;
         };
         let events: Vec<Event> = f(run, ts).into_iter().collect();
+        if let Some(gate) = run.gate.as_mut() {
+            gate.events(events);
+            return;
+        }
         let audience = run.audience();
         self.emit(now, audience, events);
     }
@@ -312,6 +318,10 @@ impl Gateway {
         let Some(&serial) = self.agent.by_work.get(&id) else {
             return;
         };
+        if let Some(gate) = self.gate_of(serial) {
+            gate.response(id, result);
+            return;
+        }
         self.model_progress(now, serial);
         let max_body = self.config.limits.max_error_body_bytes;
         let Some(run) = self.agent.runs.get_mut(&serial) else {
@@ -482,6 +492,10 @@ impl Gateway {
     }
 
     fn fail_run(&mut self, now: Instant, serial: u64, failure: Failure) {
+        if let Some(gate) = self.gate_of(serial) {
+            gate.failure(failure);
+            return;
+        }
         self.stop_run_tools(now, serial);
         let ts = self.unix_ms(now);
         let Some(mut run) = self.agent.remove(serial) else {

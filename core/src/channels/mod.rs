@@ -132,6 +132,8 @@ pub(crate) enum Step {
     Received(String, Receipt),
     /// Rows were committed: serve the queue and send what waits.
     Committed,
+    /// The batch with this agent run's message is settled: its gated turn may show.
+    Turn(u64),
 }
 
 /// The channels' state: accounts, pairing, the queue, the outbox, calls and timers.
@@ -620,10 +622,10 @@ impl Gateway {
         self.channels.unsaved.extend(changes);
         // Served at once: what serving decides (a turn's start with its user message, a
         // pairing request with its message) goes in the batch that commits the messages and
-        // the receipt's own rows, one commit on the path instead of two. Nothing of it acts
-        // before that batch is durable (the run starts, the outbox sends and the receipt is
-        // confirmed after it), and a crash before it loses all of it together: the
-        // unconfirmed messages come again.
+        // the receipt's own rows, one commit on the path instead of two. Only a turn's model
+        // request leaves before that batch is durable; nothing anyone sees does (the turn is
+        // gated, the outbox sends and the receipt is confirmed after it), and a crash before
+        // it loses all of it together: the unconfirmed messages come again.
         self.serve_ingress(now);
         self.persist();
         self.after_commit(now, Step::Received(key.to_string(), receipt));
@@ -712,6 +714,7 @@ impl Gateway {
                 self.tg_resume_polls(now);
                 self.dc_resume_held(now);
             }
+            Step::Turn(serial) => self.open_gate(now, serial),
         }
     }
 
@@ -855,7 +858,11 @@ impl Gateway {
                 self.append_user(key, text, run_id, ts);
             }
             self.persist();
-            self.start_run_when_durable(now, serial);
+            // The model request leaves now, beside the batch that stores the message (and, on
+            // the ingress path, the message's queue row): the turn is gated until that batch
+            // is settled, so its reply and events never run ahead of the disk.
+            self.start_run_gated(now, serial);
+            self.after_commit(now, Step::Turn(serial));
         }
         self.send_typing(&ev.inbound);
         self.channel_timer_at(now + TYPING_INTERVAL, Due::Typing(run_id.to_string()));

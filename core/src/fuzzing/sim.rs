@@ -260,22 +260,24 @@ impl Sim {
         self.drive();
     }
 
-    /// Write the oldest held store batch (answering the reads queued before it) and let the
-    /// simulation settle; `false` when none is held.
+    /// Write the oldest held store batch (answering the reads queued before it, or only the
+    /// reads when no batch is held) and let the simulation settle; `false` when nothing was
+    /// held.
     pub fn write_next_batch(&mut self) -> bool {
+        let mut moved = false;
         while let Some((id, work)) = self.unwritten.pop_front() {
+            moved = true;
             match work {
                 Work::Store(changes) => {
                     self.write_batch(id, &changes, true);
-                    self.drive();
-                    return true;
+                    break;
                 }
                 Work::ReadHistory(query) => self.read_history(id, &query),
                 _ => {}
             }
         }
         self.drive();
-        false
+        moved
     }
 
     /// The process dies (kill -9): whatever was not written is lost, requests in flight are
