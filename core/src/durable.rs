@@ -51,6 +51,8 @@ pub(crate) enum Deferred {
     /// A run waiting in its lane whose call's answer is held: it leaves the lane if its
     /// pending input could not be stored.
     KeepQueued(u64),
+    /// A command allowed always: it runs once its grant is durable.
+    RunExec(crate::tools::CallId),
 }
 
 /// The error a held answer gets when the store could not write what it answers about.
@@ -128,6 +130,7 @@ impl Gateway {
         let id = self.next_work_id();
         let mut sessions = self.agent.store_changes();
         sessions.extend(self.channels.store_changes());
+        sessions.extend(self.tools.exec.grants.store_changes());
         if let Some(changes) = self.durable.batch(id, &self.store, sessions) {
             self.out.push_back(Output::Work {
                 id,
@@ -211,6 +214,13 @@ impl Gateway {
         }
     }
 
+    /// Run command call `call` (allowed always) once every batch issued so far is durable.
+    pub(crate) fn run_exec_when_durable(&mut self, now: Instant, call: crate::tools::CallId) {
+        if let Err(item) = self.durable.hold(Deferred::RunExec(call)) {
+            self.release(now, item, true);
+        }
+    }
+
     /// Admit a connection now, or once the store has its device and token.
     pub(crate) fn admit_when_durable(
         &mut self,
@@ -277,6 +287,7 @@ impl Gateway {
             Deferred::Channel(step) => self.channel_step(now, step, durable),
             Deferred::KeepQueued(_) if durable => {}
             Deferred::KeepQueued(serial) => self.drop_queued(serial),
+            Deferred::RunExec(call) => self.granted_exec(now, call, durable),
         }
     }
 }

@@ -86,16 +86,20 @@ pub enum ChannelRowKind {
     Outbox,
     /// An account's next poll offset.
     Offset,
+    /// An exec `allow-always` grant (not a channel's: it shares the channels' key/row tables
+    /// and their load at start), keyed by the command and directory it is bound to.
+    ExecGrant,
 }
 
 impl ChannelRowKind {
     /// Every kind, in load order.
-    pub const ALL: [ChannelRowKind; 5] = [
+    pub const ALL: [ChannelRowKind; 6] = [
         ChannelRowKind::PairingRequest,
         ChannelRowKind::PairingApproval,
         ChannelRowKind::Ingress,
         ChannelRowKind::Outbox,
         ChannelRowKind::Offset,
+        ChannelRowKind::ExecGrant,
     ];
 
     /// The table that holds rows of this kind.
@@ -106,6 +110,7 @@ impl ChannelRowKind {
             ChannelRowKind::Ingress => "channel_ingress",
             ChannelRowKind::Outbox => "channel_outbox",
             ChannelRowKind::Offset => "channel_offsets",
+            ChannelRowKind::ExecGrant => "exec_allow_always",
         }
     }
 }

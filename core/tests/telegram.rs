@@ -53,6 +53,8 @@ struct Fakes {
     send_failure: Option<(u16, Value)>,
     /// Leave sendMessage calls unanswered.
     hold_sends: bool,
+    /// Have the model call `exec` with this command first in each turn.
+    exec_command: Option<&'static str>,
 }
 
 impl Fakes {
@@ -91,6 +93,17 @@ impl Fakes {
                     WorkResult::HttpBody(e.to_string().into_bytes()),
                     WorkResult::HttpEnd(Ok(())),
                 ]);
+            }
+            if let Some(command) = self.exec_command
+                && body["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .is_some_and(|m| m["role"] == "user")
+            {
+                return Some(openai_tool_call_answer(
+                    "exec",
+                    &json!({"command": command}),
+                ));
             }
             return Some(openai_text_answer(&format!(
                 "echo {}",
@@ -733,6 +746,251 @@ fn a_kill_at_any_point_leaves_one_pairing_code_and_one_message() {
             run(Some(at), http_first, true);
         }
     }
+}
+
+/// A gateway under `tools.exec.mode: "ask"` whose Telegram DMs are open to 222 (the owner,
+/// in `commands.ownerAllowFrom`) and 333, with a model that runs `command` in each turn.
+fn asking(command: &'static str) -> (Sim, Fakes) {
+    let (p, mut f) = start(OPEN_TO_TWO, ASK_OWNER_222);
+    f.exec_command = Some(command);
+    (p, f)
+}
+
+const OPEN_TO_TWO: &str = r#"dmPolicy: "allowlist", allowFrom: ["222", "333"]"#;
+const ASK_OWNER_222: &str = r#"commands: { ownerAllowFrom: ["telegram:222"] },
+    tools: { exec: { mode: "ask", approvalTimeoutSeconds: 10 } }"#;
+
+/// The texts sent to chat `chat`, in order.
+fn texts_to(f: &Fakes, chat: i64) -> Vec<String> {
+    let chat = chat.to_string();
+    f.sent("sendMessage")
+        .into_iter()
+        .filter(|b| b["chat_id"] == chat.as_str())
+        .map(|b| b["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The id of the approval the chat was asked for (the last pending message's).
+fn asked_id(f: &Fakes, chat: i64) -> String {
+    let texts = texts_to(f, chat);
+    let asked = texts
+        .iter()
+        .rev()
+        .find(|t| t.contains("Approval required."))
+        .expect("an approval message");
+    let at = asked.find("/approve ").expect("the command to answer") + "/approve ".len();
+    let id = asked[at..].split_whitespace().next().unwrap().to_string();
+    assert!(
+        asked.contains(&format!("/approve {id} allow-always")),
+        "{asked}"
+    );
+    assert!(asked.contains(&format!("/approve {id} deny")), "{asked}");
+    assert!(asked.contains("uname -s"), "the command is shown: {asked}");
+    id
+}
+
+fn ran(code: i32, output: &str) -> Result<clawgate_core::ExecOutput, String> {
+    Ok(clawgate_core::ExecOutput {
+        exit_code: Some(code),
+        output: output.into(),
+        truncated: false,
+        timed_out: false,
+        duration_ms: 1,
+    })
+}
+
+#[test]
+fn the_owner_approves_from_the_chat_and_a_stranger_cannot() {
+    let (mut p, mut f) = asking("uname -s");
+    f.dm(333, "which os");
+    pump(&mut p, &mut f);
+    assert!(
+        p.execs.is_empty(),
+        "a sender who is not the owner runs nothing"
+    );
+    assert!(
+        texts_to(&f, 333)
+            .iter()
+            .all(|t| !t.contains("Approval required."))
+    );
+
+    f.dm(222, "which os");
+    pump(&mut p, &mut f);
+    let id = asked_id(&f, 222);
+    assert!(p.execs.is_empty(), "nothing runs before the answer");
+    let model_calls = f.model_calls;
+
+    // A stranger's /approve: refused as upstream refuses it, nothing runs.
+    f.dm(333, &format!("/approve {id} allow-once"));
+    pump(&mut p, &mut f);
+    assert_eq!(
+        texts_to(&f, 333).last().unwrap(),
+        "❌ You are not authorized to approve exec requests on Telegram."
+    );
+    assert!(p.execs.is_empty());
+
+    // A malformed one from the owner: the usage.
+    f.dm(222, "/approve");
+    pump(&mut p, &mut f);
+    let usage = texts_to(&f, 222).last().unwrap().clone();
+    assert!(
+        usage.starts_with("Usage: /approve &lt;id&gt; &lt;decision&gt;"),
+        "{usage}"
+    );
+
+    f.dm(222, &format!("/approve {id} allow-once"));
+    pump(&mut p, &mut f);
+    assert_eq!(
+        texts_to(&f, 222).last().unwrap(),
+        &format!("✅ Approval allow-once submitted for {id}.")
+    );
+    assert_eq!(f.model_calls, model_calls, "an /approve is no agent turn");
+    let (work, request) = p.execs[0].clone();
+    assert_eq!(request.command, "uname -s");
+    p.exec_result(work, ran(0, "Linux\n"));
+    pump(&mut p, &mut f);
+    let reply = texts_to(&f, 222).last().unwrap().clone();
+    assert!(
+        reply.contains("Linux"),
+        "the turn's reply comes back: {reply}"
+    );
+    for line in [
+        "/approve from telegram:333 refused: not in commands.ownerAllowFrom",
+        "approved (allow-once) by Chat approval (telegram:222)",
+        "exec \"uname -s\": denied: exec is only for the gateway's owner",
+    ] {
+        assert!(p.logs.iter().any(|l| l.message.contains(line)), "{line}");
+    }
+}
+
+#[test]
+fn an_unanswered_approval_tells_the_chat_and_the_turn() {
+    let (mut p, mut f) = asking("uname -s");
+    let op = admin(&mut p);
+    f.dm(222, "which os");
+    pump(&mut p, &mut f);
+    let id = asked_id(&f, 222);
+    p.advance(Duration::from_secs(11));
+    pump(&mut p, &mut f);
+    assert!(p.execs.is_empty());
+    let texts = texts_to(&f, 222);
+    let expired = format!("⏱️ Exec approval expired. ID: {id}");
+    let at = texts.iter().position(|t| *t == expired).expect(&expired);
+    assert!(
+        texts[at + 1..]
+            .iter()
+            .any(|t| t.contains("tools.exec.approvalTimeoutSeconds")),
+        "the turn was told and its reply came back: {texts:?}"
+    );
+    let h = p.chat_history(op, json!({"sessionKey": "agent:main:main"}));
+    assert!(h.to_string().contains("within 10 s"), "{h}");
+    f.dm(222, &format!("/approve {id} allow-once"));
+    pump(&mut p, &mut f);
+    assert_eq!(
+        texts_to(&f, 222).last().unwrap(),
+        "❌ Failed to submit approval: approval already resolved"
+    );
+    assert!(p.execs.is_empty());
+}
+
+#[test]
+fn the_operator_and_the_chat_resolve_one_approval_once() {
+    for operator_first in [true, false] {
+        let (mut p, mut f) = asking("uname -s");
+        let op = admin(&mut p);
+        f.dm(222, "which os");
+        pump(&mut p, &mut f);
+        let id = asked_id(&f, 222);
+        let resolve = |p: &mut Sim| {
+            p.call(
+                op,
+                "exec.approval.resolve",
+                Some(json!({"id": id, "decision": "allow-once"})),
+            )
+        };
+        let chat = format!("/approve {id} allow-once");
+        if operator_first {
+            assert_eq!(resolve(&mut p).unwrap(), json!({"ok": true}));
+            f.dm(222, &chat);
+            pump(&mut p, &mut f);
+            let texts = texts_to(&f, 222);
+            assert!(
+                texts.contains(&format!(
+                    "✅ Exec approval allow-once. Resolved by cli. ID: {id}"
+                )),
+                "{texts:?}"
+            );
+            assert_eq!(
+                texts.last().unwrap(),
+                "❌ Failed to submit approval: approval already resolved"
+            );
+        } else {
+            f.dm(222, &chat);
+            pump(&mut p, &mut f);
+            let e = resolve(&mut p).unwrap_err();
+            assert_eq!(e.message, "approval already resolved");
+        }
+        assert_eq!(p.execs.len(), 1, "it runs once");
+    }
+}
+
+#[test]
+fn allow_always_from_the_chat_is_durable_before_it_runs_and_survives_a_restart() {
+    let (mut p, mut f) = asking("uname -s");
+    f.dm(222, "which os");
+    pump(&mut p, &mut f);
+    let id = asked_id(&f, 222);
+    p.hold_store_writes(true);
+    f.dm(222, &format!("/approve {id} allow-always"));
+    pump(&mut p, &mut f);
+    assert!(p.execs.is_empty(), "not before the grant is durable");
+    p.write_store(true);
+    p.hold_store_writes(false);
+    assert_eq!(p.execs.len(), 1);
+    let (work, _) = p.execs[0].clone();
+    p.exec_result(work, ran(0, "Linux\n"));
+    pump(&mut p, &mut f);
+
+    let mut p = p.crash_and_restart(config(OPEN_TO_TWO, ASK_OWNER_222));
+    let mut f = Fakes {
+        exec_command: Some("uname -s"),
+        next_update: 100,
+        ..Fakes::default()
+    };
+    pump(&mut p, &mut f);
+    let op = admin(&mut p);
+    let snapshot = p.call(op, "exec.approvals.get", Some(json!({}))).unwrap();
+    assert_eq!(snapshot["exists"], true);
+    let entry = &snapshot["file"]["agents"]["main"]["allowlist"][0];
+    assert_eq!(entry["source"], "allow-always");
+    assert!(entry["pattern"].as_str().unwrap().starts_with("=command:"));
+    f.dm(222, "which os again");
+    pump(&mut p, &mut f);
+    assert_eq!(p.execs.len(), 1, "runs without asking");
+    assert!(
+        texts_to(&f, 222)
+            .iter()
+            .all(|t| !t.contains("Approval required."))
+    );
+    assert!(
+        p.logs
+            .iter()
+            .any(|l| l.message.contains("allowed by an allow-always grant"))
+    );
+    // Another command still asks.
+    f.exec_command = Some("uname -a");
+    let (work, _) = p.execs[0].clone();
+    p.exec_result(work, ran(0, "Linux\n"));
+    pump(&mut p, &mut f);
+    f.dm(222, "and all of it");
+    pump(&mut p, &mut f);
+    assert!(p.execs.is_empty());
+    assert!(
+        texts_to(&f, 222)
+            .last()
+            .unwrap()
+            .contains("Approval required.")
+    );
 }
 
 /// The message's turn asks the model in the step that queues the batch storing the message;

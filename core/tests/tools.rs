@@ -754,6 +754,7 @@ fn the_prompt_lists_skills_and_the_tool_reads_them() {
     let ctx = CallContext {
         session_key: None,
         owner: false,
+        chat: None,
     };
     p.start(now, CallId(1), &call, &ctx, &mut io);
     let call = ToolCall::from_model("c", skills::READ_SKILL, r#"{"name":"zz"}"#);

@@ -284,7 +284,8 @@ impl Db {
         Ok(sessions)
     }
 
-    /// Every channel row (pairing, ingress, outbox, offsets), by table then key.
+    /// Every channel row (pairing, ingress, outbox, offsets) and exec allow-always grant, by
+    /// table then key.
     pub fn load_channel_rows(&mut self) -> Result<Vec<StoredChannelRow>, DbError> {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);

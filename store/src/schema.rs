@@ -26,6 +26,9 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE channel_offsets (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
     // 4: messages waiting in a session's lane (pending input), oldest first by rowid.
     "CREATE TABLE pending_input (run_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
+    // 5: exec allow-always grants (upstream's generated allowlist entries, as the core
+    // encodes them), keyed by the command and directory each is bound to.
+    "CREATE TABLE exec_allow_always (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -329,7 +329,7 @@ fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
     assert!(db.load_channel_rows().unwrap().is_empty());
     assert!(db.load_pending_input().unwrap().is_empty());
     let version: u32 = db_version(&path);
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[test]

@@ -97,14 +97,7 @@ impl Gateway {
             return;
         };
         let system = system_prompt(&self.config.identity, route, &self.config.skills);
-        let ctx = crate::tools::CallContext {
-            session_key: Some(key.clone()),
-            owner: self
-                .agent
-                .runs
-                .get(&serial)
-                .is_some_and(|r| r.origin.is_some()),
-        };
+        let ctx = self.run_call_context(serial, &key);
         let tools = self.offered_tools(&ctx);
         let request = route.turn_request(Some(&system), messages, tools);
         let (first_byte, _) = timeouts(&self.config.limits, route);

@@ -45,6 +45,25 @@ fn item(call: &ToolCall, phase: &str, status: &str) -> Value {
 }
 
 impl Gateway {
+    /// Who a tool call of run `serial` (on session `key`) runs for: an operator's turn is the
+    /// owner's; a channel message's turn is when its sender is listed in
+    /// `commands.ownerAllowFrom`, and its chat is where approvals go.
+    pub(crate) fn run_call_context(&self, serial: u64, key: &str) -> CallContext {
+        let run = self.agent.runs.get(&serial);
+        let inbound = run
+            .filter(|r| r.origin.is_none())
+            .and_then(|r| self.channel_message_of(&r.run_id));
+        let owners = &self.config.channels.owner_allow_from;
+        CallContext {
+            session_key: Some(key.to_string()),
+            owner: run.is_some_and(|r| r.origin.is_some())
+                || inbound.is_some_and(|m| {
+                    crate::tools::approvals::is_owner(owners, &m.channel, &m.sender.id)
+                }),
+            chat: inbound.map(crate::channels::inbound::Inbound::reply_target),
+        }
+    }
+
     /// The tools offered to a turn's model (none when the catalog is empty).
     pub(crate) fn offered_tools(&self, ctx: &CallContext) -> Vec<ToolSpec> {
         self.model_tools(ctx).iter().map(|t| t.to_spec()).collect()
@@ -108,14 +127,7 @@ impl Gateway {
         });
         self.append(&key, row, ts, Some(&run_id));
         self.persist();
-        let ctx = CallContext {
-            session_key: Some(key),
-            owner: self
-                .agent
-                .runs
-                .get(&serial)
-                .is_some_and(|r| r.origin.is_some()),
-        };
+        let ctx = self.run_call_context(serial, &key);
         let mut ended = Vec::new();
         for call in calls {
             let id = self.start_tool_call(now, call.clone(), ctx.clone(), CallOwner::Run(serial));

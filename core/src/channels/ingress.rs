@@ -63,11 +63,22 @@ impl Ingress {
 
     /// Queue a new message (the caller checked it is not a duplicate).
     pub fn push(&mut self, inbound: Inbound, changes: &mut Vec<StoreChange>) {
+        self.record(inbound, State::Queued, changes);
+    }
+
+    /// Record a new message answered at once, outside its lane (a command such as
+    /// `/approve`): served from the start, kept so a redelivery is still recognised.
+    pub fn push_served(&mut self, inbound: Inbound, changes: &mut Vec<StoreChange>) {
+        self.record(inbound, State::Done, changes);
+        self.prune(changes);
+    }
+
+    fn record(&mut self, inbound: Inbound, state: State, changes: &mut Vec<StoreChange>) {
         self.next_seq += 1;
         let ev = Event {
             seq: self.next_seq,
             inbound,
-            state: State::Queued,
+            state,
         };
         self.seen.insert(ev.inbound.dedupe_key(), ev.seq);
         changes.push(put(&ev));

@@ -238,6 +238,7 @@ impl Gateway {
                 ChannelRowKind::Ingress => self.channels.ingress.restore(r.row),
                 ChannelRowKind::Outbox => self.channels.outbox.restore(r.row),
                 ChannelRowKind::Offset => self.restore_offset(&r.key, &r.row),
+                ChannelRowKind::ExecGrant => self.tools.exec.grants.restore(r.key.clone(), r.row),
             };
             if !ok {
                 let table = r.kind.table();
@@ -609,6 +610,10 @@ impl Gateway {
             if let Some(a) = self.channels.accounts.get_mut(key) {
                 a.status.last_inbound_at = Some(ts);
             }
+            if self.chat_command(now, &m) {
+                self.channels.ingress.push_served(m, &mut changes);
+                continue;
+            }
             self.channels.ingress.push(m, &mut changes);
         }
         if changes.is_empty() {
@@ -625,6 +630,66 @@ impl Gateway {
         self.persist();
         self.after_commit(now, Step::Received(key.to_string(), receipt));
         true
+    }
+
+    /// An `/approve` command: answered at once, outside the chat's lane (the turn it answers
+    /// holds that lane), when its sender passes the chat's access policy, and ignored (logged)
+    /// when not. Returns whether `m` was one.
+    fn chat_command(&mut self, now: Instant, m: &Inbound) -> bool {
+        if crate::tools::approvals::parse_approve(&m.text).is_none() {
+            return false;
+        }
+        let account = Kind::parse(&m.channel)
+            .map(|k| k.key(&m.account))
+            .and_then(|key| self.channels.accounts.get(&key));
+        let Some(a) = account else {
+            return false;
+        };
+        let label = a.kind().label();
+        let approved = self
+            .channels
+            .pairing
+            .is_approved(&m.channel, &m.account, &m.sender.id);
+        match inbound::decide(a.access(), m, approved) {
+            Access::Allow => self.chat_approve(now, m, label),
+            _ => {
+                self.log(
+                    now,
+                    Level::Info,
+                    None,
+                    format!(
+                        "{}: /approve from unauthorized sender {} ignored",
+                        m.lane(),
+                        m.sender.id
+                    ),
+                );
+                true
+            }
+        }
+    }
+
+    /// The message whose turn is run `run_id`, if a channel message's.
+    pub(crate) fn channel_message_of(&self, run_id: &str) -> Option<&Inbound> {
+        self.channels.ingress.by_run(run_id).map(|ev| &ev.inbound)
+    }
+
+    /// Post `text` to chat `target` through the outbox (stored, then sent in the chat's
+    /// order); nothing when its account is not configured.
+    pub(crate) fn post_to_chat(&mut self, now: Instant, target: &inbound::Target, text: &str) {
+        let account = Kind::parse(&target.channel)
+            .and_then(|k| self.channels.accounts.get(&k.key(&target.account)));
+        let Some(a) = account else {
+            return;
+        };
+        let chunks = a.render(text);
+        let ts = self.unix_ms(now);
+        let mut changes = Vec::new();
+        self.channels
+            .outbox
+            .push(target.clone(), chunks, None, ts, &mut changes);
+        self.channels.unsaved.extend(changes);
+        self.persist();
+        self.after_commit(now, Step::Committed);
     }
 
     /// Run `step` once every batch issued so far is durable.

@@ -910,6 +910,20 @@ pub fn cli(token: Option<&str>) -> ClientConfig {
 /// stops, `[DONE]`, and the end.
 pub fn openai_text_answer(text: &str) -> Vec<WorkResult> {
     let chunk = json!({"choices":[{"index":0,"delta":{"content": text},"finish_reason":"stop"}]});
+    openai_chunk_answer(&chunk)
+}
+
+/// A scripted OpenAI-compatible model's answer calling tool `name` with `args` (one call).
+pub fn openai_tool_call_answer(name: &str, args: &Value) -> Vec<WorkResult> {
+    let call = json!({"index": 0, "id": "call_1", "type": "function",
+        "function": {"name": name, "arguments": args.to_string()}});
+    let chunk =
+        json!({"choices":[{"index":0,"delta":{"tool_calls":[call]},"finish_reason":"tool_calls"}]});
+    openai_chunk_answer(&chunk)
+}
+
+/// A 200 answer streaming the one chunk `chunk`, then `[DONE]`, and the end.
+fn openai_chunk_answer(chunk: &Value) -> Vec<WorkResult> {
     vec![
         WorkResult::HttpHead {
             status: 200,

@@ -1,6 +1,6 @@
 //! Methods only the Control UI calls, answered as upstream does where clawgate has the
-//! state: `chat.startup` (the chat view's first read) and `exec.approvals.get` (clawgate
-//! runs no exec host: the snapshot of an approvals file that does not exist, denying) and
+//! state: `chat.startup` (the chat view's first read) and `exec.approvals.get` (the exec
+//! `allow-always` grants as upstream's approvals document) and
 //! `environments.list` (the Systems page: the gateway and each known node) and
 //! `chat.metadata` (no prepared model snapshot).
 
@@ -31,17 +31,39 @@ impl Gateway {
         Reply::Now(Ok(Value::Null))
     }
 
-    /// `exec.approvals.get`: clawgate has no exec host, so no approvals file: upstream's
-    /// snapshot of a missing one (`exists: false`, its `missing:` hash), with defaults that
-    /// deny, as nothing here would run a command.
+    /// `exec.approvals.get`: upstream's approvals document, whose only entries clawgate keeps
+    /// are the `allow-always` grants (its store's row, as upstream's path names its SQLite row;
+    /// `agents.main.allowlist`); with none, the
+    /// snapshot of a missing document (`exists: false`, its `missing:` hash). The defaults
+    /// deny: `tools.exec.mode` is the policy.
     pub(crate) fn exec_approvals_get(&mut self, _: Instant, _: &Call<'_>, _: NoParams) -> Reply {
         let defaults = json!({"security": "deny", "ask": "off", "askFallback": "deny", "autoAllowSkills": false});
-        let empty = data_encoding::HEXLOWER.encode(&Sha256::digest(b""));
+        let grants = self.tools.exec.grants.allowlist();
+        let path = format!(
+            "{}/state/clawgate.sqlite#exec_approvals_config",
+            self.config.state_dir
+        );
+        if grants.is_empty() {
+            let empty = data_encoding::HEXLOWER.encode(&Sha256::digest(b""));
+            return Reply::Now(Ok(json!({
+                "path": path,
+                "exists": false,
+                "hash": format!("missing:{empty}"),
+                "file": {"version": 1, "defaults": defaults, "agents": {}},
+                "resolvedDefaults": defaults,
+            })));
+        }
+        let file = json!({
+            "version": 1,
+            "defaults": defaults,
+            "agents": {crate::agent::AGENT_ID: {"allowlist": grants}},
+        });
+        let hash = data_encoding::HEXLOWER.encode(&Sha256::digest(file.to_string().as_bytes()));
         Reply::Now(Ok(json!({
-            "path": format!("{}/exec-approvals.json", self.config.state_dir),
-            "exists": false,
-            "hash": format!("missing:{empty}"),
-            "file": {"version": 1, "defaults": defaults, "agents": {}},
+            "path": path,
+            "exists": true,
+            "hash": hash,
+            "file": file,
             "resolvedDefaults": defaults,
         })))
     }

@@ -1,18 +1,22 @@
 //! The `exec` tool: shell commands on the gateway host. `tools.exec.mode` decides (deny,
 //! clawgate's default; allowlist; ask; full), a session's `permissionMode` can only tighten
-//! it, and only the gateway's owner (an operator's turn, never a channel sender's) may run
-//! anything. `ask` sends `exec.approval.requested` to the operators who may approve
-//! (`operator.approvals` or admin) and waits for `exec.approval.resolve` at most
-//! `tools.exec.approvalTimeoutSeconds`; with no such operator connected it is denied at
-//! once. The command runs on a host worker ([`Work::Exec`]) with its time and output
+//! it, and only the gateway's owner (an operator's turn, or a channel sender listed in
+//! `commands.ownerAllowFrom`) may run anything. `ask` sends `exec.approval.requested` to the
+//! operators who may approve (`operator.approvals` or admin), posts the request to the chat
+//! a channel turn came from (where the owner answers `/approve <id> <decision>`), and takes
+//! the first answer within `tools.exec.approvalTimeoutSeconds`; with no operator connected
+//! and no chat it is denied at once. `allow-always` keeps a grant in the store (durable
+//! before the command runs): the same command in the same directory then runs without
+//! asking. The command runs on a host worker ([`Work::Exec`]) with its time and output
 //! bounds. Every command is logged with its decision.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::channels::inbound::{Inbound, Target};
 use crate::config::tools::ExecMode;
 use crate::frame::ErrorShape;
 use crate::gateway::{Gateway, Output, Timer};
@@ -20,6 +24,7 @@ use crate::log::Level;
 use crate::methods::{Call, Reply};
 use crate::work::{ExecOutput, ExecRequest, Work, WorkId};
 
+use super::approvals::{self, ApproveCommand, Grants};
 use super::{CallContext, CallId, ToolCall, ToolOutcome};
 
 /// A command waiting for an operator.
@@ -32,6 +37,18 @@ struct Approval {
     expires_at: Instant,
     /// What `exec.approval.requested` announced, as `exec.approval.list` lists it.
     listing: serde_json::Value,
+    /// The chat the turn came from, which was told and may answer.
+    chat: Option<Target>,
+}
+
+/// Who settled an approval.
+enum Settled {
+    /// An operator over `exec.approval.resolve` (their name).
+    Operator(Option<String>),
+    /// The owner from the chat (`<channel>:<sender>`); the chat is answered by the caller.
+    Chat(String),
+    /// Nobody: it ended unanswered, for this reason (told to the turn).
+    Ended(String),
 }
 
 /// Commands waiting for approval or running.
@@ -42,6 +59,12 @@ pub(crate) struct ExecState {
     next_approval: u64,
     /// Commands running, by their work.
     running: HashMap<WorkId, CallId>,
+    /// The last approvals settled (id, decision), newest last: a second answer is told.
+    resolved: VecDeque<(String, String)>,
+    /// Commands allowed always, waiting for their grant to be durable before they run.
+    granting: HashMap<CallId, ExecRequest>,
+    /// The `allow-always` grants.
+    pub(crate) grants: Grants,
 }
 
 impl ExecState {
@@ -68,7 +91,24 @@ impl ExecState {
     pub(crate) fn owns(&self, work: WorkId) -> bool {
         self.running.contains_key(&work)
     }
+
+    /// Whether approval `id` was settled lately.
+    fn was_resolved(&self, id: &str) -> bool {
+        self.resolved.iter().any(|(r, _)| r == id)
+    }
+
+    fn remember(&mut self, id: String, decision: &str) {
+        if self.resolved.len() >= approvals::RESOLVED_KEPT {
+            self.resolved.pop_front();
+        }
+        self.resolved.push_back((id, decision.to_string()));
+    }
 }
+
+/// Upstream's answer to a second resolution of one approval.
+const ALREADY_RESOLVED: &str = "approval already resolved";
+/// Upstream's answer to an approval id it does not know.
+const UNKNOWN_APPROVAL: &str = "unknown or expired approval id";
 
 /// What policy says about one command.
 #[derive(Debug, PartialEq, Eq)]
@@ -178,19 +218,28 @@ impl Gateway {
             timeout,
             max_output_bytes: exec.max_output_bytes,
         };
+        let mode = self.exec_mode(ctx.session_key.as_deref());
         let decision = if ctx.owner {
-            decide(
-                self.exec_mode(ctx.session_key.as_deref()),
-                &exec.safe_bins,
-                command,
-            )
+            decide(mode, &exec.safe_bins, command)
         } else {
             Decision::Deny(
-                "exec is only for the gateway's owner: a channel turn can never run a command"
+                "exec is only for the gateway's owner: a channel sender not listed in commands.ownerAllowFrom can never run a command"
                     .into(),
             )
         };
+        let granted = ctx.owner
+            && matches!(mode, ExecMode::Allowlist | ExecMode::Ask)
+            && decision != Decision::Allow
+            && self
+                .tools
+                .exec
+                .grants
+                .allows(command, request.cwd.as_deref());
         match decision {
+            _ if granted => {
+                self.exec_log(now, command, "allowed by an allow-always grant");
+                self.run_exec(id, request);
+            }
             Decision::Allow => {
                 self.exec_log(now, command, "allowed by tools.exec.mode");
                 self.run_exec(id, request);
@@ -199,7 +248,7 @@ impl Gateway {
                 self.exec_log(now, command, &format!("denied: {why}"));
                 self.finish_tool_call(now, id, ToolOutcome::error(why));
             }
-            Decision::Ask if !self.approver_connected() => {
+            Decision::Ask if ctx.chat.is_none() && !self.approver_connected() => {
                 let why = "exec needs an operator's approval (tools.exec.mode is \"ask\") and no operator with operator.approvals is connected: denied";
                 self.exec_log(now, command, why);
                 self.finish_tool_call(now, id, ToolOutcome::error(why));
@@ -248,6 +297,15 @@ impl Gateway {
             &request.command,
             &format!("approval {approval_id} requested"),
         );
+        if let Some(chat) = &ctx.chat {
+            let text = approvals::pending_text(
+                &approval_id,
+                &request.command,
+                request.cwd.as_deref(),
+                wait.as_secs(),
+            );
+            self.post_to_chat(now, chat, &text);
+        }
         self.tools.exec.next_approval += 1;
         let serial = self.tools.exec.next_approval;
         self.tools.exec.approvals.insert(
@@ -258,6 +316,7 @@ impl Gateway {
                 request,
                 expires_at: now + wait,
                 listing: payload.clone(),
+                chat: ctx.chat.clone(),
             },
         );
         self.schedule(now + wait, Timer::ExecApproval(serial));
@@ -274,7 +333,7 @@ impl Gateway {
             .is_some_and(|a| a.expires_at <= now);
         if due {
             let secs = self.config.tools.exec.approval_timeout.as_secs();
-            self.settle_approval(now, serial, "deny", None, Some(format!(
+            self.settle_approval(now, serial, "deny", Settled::Ended(format!(
                 "no operator answered the approval request within {secs} s (tools.exec.approvalTimeoutSeconds): denied"
             )));
         }
@@ -301,7 +360,7 @@ impl Gateway {
             return Reply::Now(Err(ErrorShape::invalid("invalid decision")));
         }
         let Some(serial) = self.tools.exec.serial_of(&p.id) else {
-            return Reply::Now(Err(ErrorShape::invalid("unknown or expired approval id")));
+            return Reply::Now(Err(self.unresolvable(&p.id)));
         };
         let by = self
             .conns
@@ -313,44 +372,146 @@ impl Gateway {
                     .clone()
                     .unwrap_or_else(|| s.client.id.clone())
             });
-        self.settle_approval(now, serial, &p.decision, by, None);
+        self.settle_approval(now, serial, &p.decision, Settled::Operator(by));
         Reply::Now(Ok(json!({"ok": true})))
     }
 
-    fn settle_approval(
-        &mut self,
-        now: Instant,
-        serial: u64,
-        decision: &str,
-        by: Option<String>,
-        expired: Option<String>,
-    ) {
+    /// The error for an approval id that is not pending: already resolved, or unknown.
+    fn unresolvable(&self, id: &str) -> ErrorShape {
+        if self.tools.exec.was_resolved(id) {
+            ErrorShape::invalid(ALREADY_RESOLVED)
+                .with_details(json!({"reason": "APPROVAL_ALREADY_RESOLVED"}))
+        } else {
+            ErrorShape::invalid(UNKNOWN_APPROVAL)
+                .with_details(json!({"reason": "APPROVAL_NOT_FOUND"}))
+        }
+    }
+
+    /// A chat message that is an `/approve` command (`m` passed the chat's access policy):
+    /// only an owner may resolve, and only an approval asked in this chat; the chat is
+    /// answered as upstream answers it. Returns false when `m` is no such command.
+    pub(crate) fn chat_approve(&mut self, now: Instant, m: &Inbound, label: &str) -> bool {
+        let Some(command) = approvals::parse_approve(&m.text) else {
+            return false;
+        };
+        let chat = m.reply_target();
+        let who = format!("{}:{}", m.channel, m.sender.id);
+        let owners = &self.config.channels.owner_allow_from;
+        let reply = match command {
+            ApproveCommand::Usage => approvals::USAGE.to_string(),
+            ApproveCommand::Resolve { .. }
+                if !approvals::is_owner(owners, &m.channel, &m.sender.id) =>
+            {
+                self.log(
+                    now,
+                    Level::Info,
+                    None,
+                    format!("/approve from {who} refused: not in commands.ownerAllowFrom"),
+                );
+                format!("❌ You are not authorized to approve exec requests on {label}.")
+            }
+            ApproveCommand::Resolve { id, decision } => {
+                let serial = self.tools.exec.serial_of(&id).filter(|k| {
+                    self.tools
+                        .exec
+                        .approvals
+                        .get(k)
+                        .and_then(|a| a.chat.as_ref())
+                        == Some(&chat)
+                });
+                match serial {
+                    Some(k) => {
+                        self.settle_approval(now, k, decision, Settled::Chat(who));
+                        format!("✅ Approval {decision} submitted for {id}.")
+                    }
+                    None => format!(
+                        "❌ Failed to submit approval: {}",
+                        self.unresolvable(&id).message
+                    ),
+                }
+            }
+        };
+        self.post_to_chat(now, &chat, &reply);
+        true
+    }
+
+    fn settle_approval(&mut self, now: Instant, serial: u64, decision: &str, by: Settled) {
         let Some(a) = self.tools.exec.approvals.remove(&serial) else {
             return;
         };
+        self.tools.exec.remember(a.id.clone(), decision);
         let ts = self.unix_ms(now);
+        let (resolved_by, chat_note) = match &by {
+            Settled::Operator(name) => {
+                let by = name
+                    .as_ref()
+                    .map(|n| format!(" Resolved by {n}."))
+                    .unwrap_or_default();
+                let note = format!("✅ Exec approval {decision}.{by} ID: {}", a.id);
+                (name.clone(), Some(note))
+            }
+            Settled::Chat(who) => (Some(format!("Chat approval ({who})")), None),
+            Settled::Ended(_) => {
+                let note = format!("⏱️ Exec approval expired. ID: {}", a.id);
+                (None, Some(note))
+            }
+        };
         let event = json!({
             "id": a.id,
             "decision": decision,
-            "resolvedBy": by,
+            "resolvedBy": resolved_by,
             "ts": ts,
             "request": {"command": a.request.command, "cwd": a.request.cwd, "host": "gateway"},
         });
         self.broadcast(now, "exec.approval.resolved", &event, None);
+        if let (Some(chat), Some(note)) = (&a.chat, chat_note) {
+            self.post_to_chat(now, chat, &note);
+        }
         if decision == "deny" {
-            let why = expired.unwrap_or_else(|| "an operator denied the command".into());
+            let why = match by {
+                Settled::Ended(why) => why,
+                Settled::Operator(_) => "an operator denied the command".into(),
+                Settled::Chat(_) => "the owner denied the command from the chat".into(),
+            };
             self.exec_log(now, &a.request.command, &format!("denied: {why}"));
             self.finish_tool_call(now, a.call, ToolOutcome::error(why));
+            return;
+        }
+        let who = resolved_by.unwrap_or_else(|| "an operator".into());
+        self.exec_log(
+            now,
+            &a.request.command,
+            &format!("approved ({decision}) by {who}"),
+        );
+        if !self.tools.calls.contains_key(&a.call) {
+            return;
+        }
+        if decision == "allow-always" {
+            let id = self.uuid();
+            let (command, cwd) = (&a.request.command, a.request.cwd.as_deref());
+            self.tools.exec.grants.add(command, cwd, id, ts);
+            self.tools.exec.granting.insert(a.call, a.request);
+            self.persist();
+            self.run_exec_when_durable(now, a.call);
         } else {
-            let who = by.unwrap_or_else(|| "an operator".into());
-            self.exec_log(
-                now,
-                &a.request.command,
-                &format!("approved ({decision}) by {who}"),
-            );
-            if self.tools.calls.contains_key(&a.call) {
-                self.run_exec(a.call, a.request);
-            }
+            self.run_exec(a.call, a.request);
+        }
+    }
+
+    /// A command allowed always, once its grant is durable (`durable`) or could not be saved.
+    pub(crate) fn granted_exec(&mut self, now: Instant, call: CallId, durable: bool) {
+        let Some(request) = self.tools.exec.granting.remove(&call) else {
+            return;
+        };
+        if !self.tools.calls.contains_key(&call) {
+            return;
+        }
+        if durable {
+            self.run_exec(call, request);
+        } else {
+            let why = "the allow-always grant could not be saved to the gateway's store: the command did not run";
+            self.exec_log(now, &request.command, why);
+            self.finish_tool_call(now, call, ToolOutcome::error(why));
         }
     }
 
@@ -410,8 +571,14 @@ impl Gateway {
             .find(|(_, a)| a.call == id)
             .map(|(k, _)| *k);
         if let Some(k) = approval {
-            self.settle_approval(now, k, "deny", None, Some("the call ended first".into()));
+            self.settle_approval(
+                now,
+                k,
+                "deny",
+                Settled::Ended("the call ended first".into()),
+            );
         }
+        self.tools.exec.granting.remove(&id);
         let work = self
             .tools
             .exec

@@ -224,6 +224,7 @@ impl Gateway {
         let ctx = CallContext {
             session_key: text(body, "sessionKey").map(str::to_string),
             owner: true,
+            chat: None,
         };
         self.start_tool_call(now, call, ctx, CallOwner::Http { conn: id });
         Ok(())

@@ -152,6 +152,7 @@ impl Gateway {
         let ctx = CallContext {
             session_key: p.session_key,
             owner: true,
+            chat: None,
         };
         let owner = CallOwner::Invoke {
             conn: call.conn,

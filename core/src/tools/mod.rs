@@ -10,8 +10,11 @@
 //! - `dispatch`: the router inside the gateway (start, deadline, deliver);
 //! - `methods`: `tools.catalog`, `tools.effective`, `tools.invoke`;
 //! - `http_invoke`: `POST /tools/invoke`;
-//! - `settle`: a turn or an invocation waiting for providers still starting.
+//! - `settle`: a turn or an invocation waiting for providers still starting;
+//! - `exec` and `approvals`: the `exec` tool, its approvals (operators and the chat a turn
+//!   came from) and its persistent `allow-always` grants.
 
+pub(crate) mod approvals;
 mod builtin;
 pub mod call;
 pub mod catalog;

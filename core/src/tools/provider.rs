@@ -24,6 +24,9 @@ pub struct CallContext {
     /// The turn came from the gateway's owner (an operator, or a channel sender listed in
     /// `commands.ownerAllowFrom`); only then may commands run.
     pub owner: bool,
+    /// The chat a channel turn came from: an approval is posted there and may be answered
+    /// there (`/approve`).
+    pub chat: Option<crate::channels::inbound::Target>,
 }
 
 /// What a provider asks for while it handles calls; the router drains it after each call

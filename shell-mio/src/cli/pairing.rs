@@ -107,7 +107,7 @@ fn load(state_dir: &Path) -> Result<(Db, ChannelPairing, Outbox), Failure> {
             ChannelRowKind::Outbox => {
                 outbox.restore(r.row);
             }
-            ChannelRowKind::Ingress | ChannelRowKind::Offset => {}
+            ChannelRowKind::Ingress | ChannelRowKind::Offset | ChannelRowKind::ExecGrant => {}
         }
     }
     Ok((db, pairing, outbox))

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::agent::{assert_frames_valid, chat_send, run_events};
 
 /// A model that calls `exec` with `command` first, then answers with the tool's result.
-fn exec_model(api: FakeApi, command: &'static str) -> FakeModel {
+pub(super) fn exec_model(api: FakeApi, command: &'static str) -> FakeModel {
     FakeModel::with(api, None, move |req: &RecordedRequest| {
         let args = json!({"command": command});
         match (req.last_tool_result(), api) {
