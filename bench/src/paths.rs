@@ -220,7 +220,7 @@ fn rows(p: &PathPlan) -> Vec<Row> {
             ),
             1,
             None,
-            |f| Some(f.watchers.as_ref().ok()?.per_delta_us()),
+            |f| f.watchers.as_ref().ok()?.per_delta_us(),
         ),
         row("`chat` deltas per turn (one watcher)", 1, None, |f| {
             Some(f.watchers.as_ref().ok()?.deltas_per_turn)

@@ -43,9 +43,12 @@ pub struct WatcherFigures {
 }
 
 impl WatcherFigures {
-    /// Extra server CPU per `chat` delta for broadcasting it to the watchers, µs.
-    pub fn per_delta_us(&self) -> f64 {
-        (self.watched_us - self.alone_us) / self.deltas_per_turn.max(1.0)
+    /// Extra server CPU per `chat` delta for broadcasting it to the watchers, µs; `None` when
+    /// the turns with watchers cost less than those without (the difference is lost in what
+    /// else the server did meanwhile, as upstream's timers and garbage collection).
+    pub fn per_delta_us(&self) -> Option<f64> {
+        let extra = self.watched_us - self.alone_us;
+        (extra >= 0.0).then(|| extra / self.deltas_per_turn.max(1.0))
     }
 }
 
