@@ -8,10 +8,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use sha2::{Digest, Sha256};
-
 use super::{AnyParams, Call, NoParams, Reply, typed};
 use crate::gateway::Gateway;
+use crate::tools::approvals::sha256_hex;
 
 impl Gateway {
     /// `chat.startup`: with a `sessionKey`, `chat.history` of it (upstream answers the same
@@ -39,29 +38,21 @@ impl Gateway {
     pub(crate) fn exec_approvals_get(&mut self, _: Instant, _: &Call<'_>, _: NoParams) -> Reply {
         let defaults = json!({"security": "deny", "ask": "off", "askFallback": "deny", "autoAllowSkills": false});
         let grants = self.tools.exec.grants.allowlist();
-        let path = format!(
-            "{}/state/clawgate.sqlite#exec_approvals_config",
-            self.config.state_dir
-        );
-        if grants.is_empty() {
-            let empty = data_encoding::HEXLOWER.encode(&Sha256::digest(b""));
-            return Reply::Now(Ok(json!({
-                "path": path,
-                "exists": false,
-                "hash": format!("missing:{empty}"),
-                "file": {"version": 1, "defaults": defaults, "agents": {}},
-                "resolvedDefaults": defaults,
-            })));
-        }
-        let file = json!({
-            "version": 1,
-            "defaults": defaults,
-            "agents": {crate::agent::AGENT_ID: {"allowlist": grants}},
-        });
-        let hash = data_encoding::HEXLOWER.encode(&Sha256::digest(file.to_string().as_bytes()));
+        let exists = !grants.is_empty();
+        let agents = if exists {
+            json!({crate::agent::AGENT_ID: {"allowlist": grants}})
+        } else {
+            json!({})
+        };
+        let file = json!({"version": 1, "defaults": defaults, "agents": agents});
+        let hash = if exists {
+            sha256_hex(file.to_string().as_bytes())
+        } else {
+            format!("missing:{}", sha256_hex(b""))
+        };
         Reply::Now(Ok(json!({
-            "path": path,
-            "exists": true,
+            "path": format!("{}/state/clawgate.sqlite#exec_approvals_config", self.config.state_dir),
+            "exists": exists,
             "hash": hash,
             "file": file,
             "resolvedDefaults": defaults,
