@@ -158,6 +158,11 @@ pub(crate) struct Channels {
 }
 
 impl Channels {
+    /// The configured account a message or a reply target names by `channel` and `account`.
+    fn account(&self, channel: &str, account: &str) -> Option<&Account> {
+        self.accounts.get(&Kind::parse(channel)?.key(account))
+    }
+
     /// Whether work `id` is a channel call.
     pub(crate) fn owns(&self, id: WorkId) -> bool {
         self.calls.contains_key(&id)
@@ -639,10 +644,7 @@ impl Gateway {
         if crate::tools::approvals::parse_approve(&m.text).is_none() {
             return false;
         }
-        let account = Kind::parse(&m.channel)
-            .map(|k| k.key(&m.account))
-            .and_then(|key| self.channels.accounts.get(&key));
-        let Some(a) = account else {
+        let Some(a) = self.channels.account(&m.channel, &m.account) else {
             return false;
         };
         let label = a.kind().label();
@@ -676,9 +678,7 @@ impl Gateway {
     /// Post `text` to chat `target` through the outbox (stored, then sent in the chat's
     /// order); nothing when its account is not configured.
     pub(crate) fn post_to_chat(&mut self, now: Instant, target: &inbound::Target, text: &str) {
-        let account = Kind::parse(&target.channel)
-            .and_then(|k| self.channels.accounts.get(&k.key(&target.account)));
-        let Some(a) = account else {
+        let Some(a) = self.channels.account(&target.channel, &target.account) else {
             return;
         };
         let chunks = a.render(text);
@@ -738,10 +738,7 @@ impl Gateway {
     fn serve(&mut self, now: Instant, ev: ingress::Event) {
         let m = &ev.inbound;
         let mut changes = Vec::new();
-        let account = Kind::parse(&m.channel)
-            .map(|k| k.key(&m.account))
-            .and_then(|key| self.channels.accounts.get(&key));
-        let Some(a) = account else {
+        let Some(a) = self.channels.account(&m.channel, &m.account) else {
             self.channels.ingress.done(ev.seq, &mut changes);
             self.channels.unsaved.extend(changes);
             return;
@@ -908,8 +905,9 @@ impl Gateway {
         let ts = self.unix_ms(now);
         let mut changes = Vec::new();
         self.channels.ingress.done(ev.seq, &mut changes);
-        let account = Kind::parse(&ev.inbound.channel)
-            .and_then(|k| self.channels.accounts.get(&k.key(&ev.inbound.account)));
+        let account = self
+            .channels
+            .account(&ev.inbound.channel, &ev.inbound.account);
         let reply = match (reply.filter(|t| !t.trim().is_empty()), account) {
             (Some(text), Some(a)) => {
                 let chunks = a.render(&text);
