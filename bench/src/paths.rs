@@ -111,6 +111,18 @@ fn timed<T>(
     r
 }
 
+/// The gateway started beforehand, if it came up; when it did not, why is printed and the
+/// step starts one of its own, alone.
+fn came_up<T>(what: &str, pre: Option<Result<T, BenchError>>) -> Option<T> {
+    match pre? {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("   {what}: the gateway started with the others: {e}; starting it alone");
+            None
+        }
+    }
+}
+
 /// Why upstream skips a step in the quick plan.
 fn skipped_in_quick() -> BenchError {
     BenchError::Unavailable(
@@ -144,9 +156,11 @@ pub fn measure(t: &Target, plan: &PathPlan) -> PathFigures {
         });
     }
     let agent = timed(&mut steps, "agent turns", || {
-        pre_agent
-            .unwrap_or_else(|| agent::start(name, launch, plan.sessions)?.ready())?
-            .run(plan.turns, plan.sessions)
+        match came_up("agent", pre_agent) {
+            Some(r) => r,
+            None => agent::start(name, launch, plan.sessions)?.ready()?,
+        }
+        .run(plan.turns, plan.sessions)
     });
     let quick_skip = upstream && plan.quick;
     let watchers = timed(&mut steps, "delta broadcast", || {
@@ -162,17 +176,21 @@ pub fn measure(t: &Target, plan: &PathPlan) -> PathFigures {
         transcripts::measure(name, launch, &plan.transcripts)
     });
     let channels = timed(&mut steps, "telegram", || {
-        pre_channels
-            .unwrap_or_else(|| channels::start(name, launch, &plan.channels, &[])?.ready())?
-            .run()
+        match came_up("telegram", pre_channels) {
+            Some(r) => r,
+            None => channels::start(name, launch, &plan.channels, &[])?.ready()?,
+        }
+        .run()
     });
     let sync_normal = timed(&mut steps, "telegram, synchronous=normal", || {
         channels::measure_sync_normal(name, launch, &plan.channels)
     });
     let hops = timed(&mut steps, "telegram, slack and discord", || {
-        pre_hops
-            .unwrap_or_else(|| hops::start(name, launch, plan.hops)?.ready())?
-            .run()
+        match came_up("three channels", pre_hops) {
+            Some(r) => r,
+            None => hops::start(name, launch, plan.hops)?.ready()?,
+        }
+        .run()
     });
     PathFigures {
         name: t.name.clone(),

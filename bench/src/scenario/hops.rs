@@ -25,6 +25,9 @@ use crate::stats::Percentiles;
 /// The Discord bot token the fake accepts, shaped as Discord's are: its first part is the
 /// bot's id in base64, where upstream reads the application id from.
 const DISCORD_TOKEN: &str = "OTAwMDAwMDAwMDAwMDAwMDAx.GbEnch.fake-bench-signature";
+/// The Telegram bot token here: not the Telegram run's, since upstream's gateways of both
+/// runs are up at once and one bot is polled by one gateway.
+const TG_TOKEN: &str = "4343:bench-hops-bot";
 /// The Telegram chat, Slack user and Discord user and DM channel of the runs.
 const TG_CHAT: i64 = 6000;
 const SLACK_USER: &str = "UBENCH";
@@ -109,7 +112,7 @@ struct Fakes {
 impl Fakes {
     fn start() -> Self {
         Self {
-            tg: FakeTelegram::start(channels::BOT_TOKEN),
+            tg: FakeTelegram::start(TG_TOKEN),
             slack: FakeSlack::start(),
             discord: FakeDiscord::start(DISCORD_TOKEN),
         }
@@ -176,6 +179,7 @@ impl Fakes {
 /// variables [`env`] gives), their plugins enabled (upstream's Slack and Discord are plugins).
 fn config(model: &FakeModel, f: &Fakes, on: &[Channel]) -> Value {
     let mut c = channels::config(model, &f.tg, 4);
+    c["channels"]["telegram"]["botToken"] = json!(TG_TOKEN);
     let open = |mut v: Value| {
         v["dmPolicy"] = json!("open");
         v["allowFrom"] = json!(["*"]);
