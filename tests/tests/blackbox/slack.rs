@@ -25,11 +25,15 @@ use super::channel_story::{self as story, Story, Transport};
 const SECRET: &str = "test-signing-secret";
 
 fn socket_mode(model: &FakeModel, slack: &FakeSlack, members: &str) -> Options {
+    socket_mode_with(model, slack, "", members)
+}
+
+fn socket_mode_with(model: &FakeModel, slack: &FakeSlack, root: &str, members: &str) -> Options {
     Options::new()
         .token("t0ken")
         .env("SLACK_API_URL", &slack.api_url())
         .config(&format!(
-            r#"{{ {} channels: {{ slack: {{ botToken: "xoxb-test", appToken: "xapp-1-test", {members} }} }} }}"#,
+            r#"{{ {} {root} channels: {{ slack: {{ botToken: "xoxb-test", appToken: "xapp-1-test", {members} }} }} }}"#,
             model.config_members()
         ))
 }
@@ -54,14 +58,17 @@ impl Transport for FakeSlack {
         );
         slack
     }
-    fn options(&self, model: &FakeModel, members: &str) -> Options {
-        socket_mode(model, self, members)
+    fn options_with(&self, model: &FakeModel, root: &str, members: &str) -> Options {
+        socket_mode_with(model, self, root, members)
     }
     fn ready(&self) {
         self.wait_calls("apps.connections.open", 1);
     }
     fn sender(n: u32) -> String {
         format!("U{n}")
+    }
+    fn owner_entry(n: u32) -> String {
+        format!("user:{}", Self::sender(n))
     }
     fn dm_chat(n: u32) -> String {
         format!("DU{n}")
@@ -125,6 +132,33 @@ fn unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread(shell: Shell) {
     assert_eq!(sent[2]["text"], "Echo from fake LLM: in a thread");
     let account = story::account_when(&mut story::admin(&gw), "slack", |a| a["running"] == true);
     assert_eq!(account["mode"], "socket", "{account}");
+    slack.check_acks();
+}
+
+/// The thread the approval story's turns come from.
+const THREAD: &str = "1795500000.000042";
+
+fn the_owner_approves_a_command_in_its_thread_and_allow_always_survives_a_restart(shell: Shell) {
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::the_owner_approves_from_the_chat_and_allow_always_survives_kill_9::<FakeSlack>(
+        shell,
+        |slack, text| {
+            slack.push_dm(&FakeSlack::sender(1), text, Some(THREAD));
+        },
+    );
+    let to_owner: Vec<_> = slack
+        .calls("chat.postMessage")
+        .into_iter()
+        .filter(|b| b["channel"] == FakeSlack::dm_chat(1))
+        .collect();
+    assert!(to_owner.len() >= 4, "{to_owner:?}");
+    assert!(
+        to_owner.iter().all(|b| b["thread_ts"] == THREAD),
+        "the approval, its answer and the replies stay in the thread: {to_owner:?}"
+    );
     slack.check_acks();
 }
 
@@ -354,6 +388,7 @@ fn http_mode_without_a_signing_secret_is_refused_by_name(shell: Shell) {
 }
 
 both!(
+    the_owner_approves_a_command_in_its_thread_and_allow_always_survives_a_restart,
     logout_is_refused_as_upstream_and_the_account_serves_on,
     unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread,
     a_redelivered_event_and_a_disconnect_are_answered_once,
