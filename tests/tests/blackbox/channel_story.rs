@@ -375,6 +375,12 @@ pub fn a_logout_without_upstream_support_is_refused_and_changes_nothing<T: Trans
 /// The approval story's command (the fake model asks to run it once per turn).
 pub const APPROVED_COMMAND: &str = "echo clawgate-approved";
 
+/// The approval id in a pending-approval message (from its first `/approve` line).
+pub fn approval_id(text: &str) -> String {
+    let at = text.find("/approve ").expect("the command to answer") + "/approve ".len();
+    text[at..].split_whitespace().next().unwrap().to_string()
+}
+
 /// The messages sent to user `n`'s DM so far, in order.
 fn texts_to<T: Transport>(fake: &T, n: u32) -> Vec<String> {
     let chat = T::dm_chat(n);
@@ -426,8 +432,7 @@ pub fn the_owner_approves_from_the_chat_and_allow_always_survives_kill_9<T: Tran
     let texts = wait_texts_to(&fake, 1, |t| t.starts_with("Approval required."));
     let asked = &texts[0];
     assert!(asked.contains(APPROVED_COMMAND), "{asked}");
-    let at = asked.find("/approve ").expect("the command to answer") + "/approve ".len();
-    let id = asked[at..].split_whitespace().next().unwrap().to_string();
+    let id = approval_id(asked);
     for decision in ["allow-once", "allow-always", "deny"] {
         assert!(
             asked.contains(&format!("/approve {id} {decision}")),

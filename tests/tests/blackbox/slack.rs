@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clawgate_core::channels::slack::verify::sign;
 use clawgate_tests::both;
-use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_api::poll_for;
+use clawgate_tests::fake_model::{FakeApi, FakeModel};
 use clawgate_tests::fake_slack::FakeSlack;
-use clawgate_tests::harness::{HttpResponse, Options, Shell, http_request};
+use clawgate_tests::harness::{HttpResponse, Options, Shell, WAIT, http_request};
 use serde_json::json;
 
 use super::channel_story::{self as story, Story, Transport};
@@ -158,6 +159,64 @@ fn the_owner_approves_a_command_in_its_thread_and_allow_always_survives_a_restar
     assert!(
         to_owner.iter().all(|b| b["thread_ts"] == THREAD),
         "the approval, its answer and the replies stay in the thread: {to_owner:?}"
+    );
+    slack.check_acks();
+}
+
+/// An approval asked in a DM thread is answered by the owner's `/approve` at the DM's top
+/// level: the answer is posted there, the turn's reply stays in the thread. A `/approve`
+/// slash command envelope (upstream's Slack plugin registers no slash commands unless
+/// `slashCommand` or native commands are turned on) is acknowledged and changes nothing.
+fn a_top_level_approve_answers_a_thread_and_a_slash_command_is_only_acknowledged(shell: Shell) {
+    let model = super::tools::exec_model(FakeApi::OpenAi, story::APPROVED_COMMAND);
+    let slack = FakeSlack::start();
+    let root = r#"commands: { ownerAllowFrom: ["slack:U1"] }, tools: { exec: { mode: "ask" } },"#;
+    let _gw = socket_mode_with(&model, &slack, root, story::OPEN).start(shell);
+    slack.ready();
+    slack.push_dm("U1", "run it", Some(THREAD));
+    let asked = slack.wait_calls("chat.postMessage", 1)[0].clone();
+    assert_eq!(asked["thread_ts"], THREAD, "{asked}");
+    let id = story::approval_id(asked["text"].as_str().unwrap());
+
+    let envelope = slack.push_slash_command("U1", "/approve", &format!("{id} allow-once"));
+    slack.wait_ack(&envelope);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(slack.calls("chat.postMessage").len(), 1, "nothing answered");
+    assert_eq!(model.requests().len(), 1, "nothing ran");
+
+    slack.push_dm("U1", &format!("/approve {id} deny"), None);
+    let sent = poll_for(WAIT, || {
+        let sent = slack.calls("chat.postMessage");
+        sent.iter()
+            .any(|b| {
+                b["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("tool said: "))
+            })
+            .then_some(sent)
+    })
+    .expect("the turn's reply");
+    let submitted = format!("✅ Approval deny submitted for {id}.");
+    let answer = sent.iter().find(|b| b["text"] == submitted.as_str());
+    assert!(
+        answer.is_some_and(|b| b.get("thread_ts").is_none()),
+        "answered at the top level: {sent:?}"
+    );
+    let reply = sent
+        .iter()
+        .find(|b| {
+            b["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("tool said: "))
+        })
+        .unwrap();
+    assert_eq!(reply["thread_ts"], THREAD, "{reply}");
+    assert!(
+        !reply["text"]
+            .as_str()
+            .unwrap()
+            .contains("clawgate-approved"),
+        "denied, not run: {reply}"
     );
     slack.check_acks();
 }
@@ -388,6 +447,7 @@ fn http_mode_without_a_signing_secret_is_refused_by_name(shell: Shell) {
 }
 
 both!(
+    a_top_level_approve_answers_a_thread_and_a_slash_command_is_only_acknowledged,
     the_owner_approves_a_command_in_its_thread_and_allow_always_survives_a_restart,
     logout_is_refused_as_upstream_and_the_account_serves_on,
     unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread,
