@@ -6,7 +6,9 @@
 //! account (error naming the key, no retry loop) while the gateway serves on; a 429 on the
 //! reply is waited out and the reply delivered; a key upstream's schema does not know is
 //! refused at start by name (exit 78) while upstream's own keys start; a `channels.logout` the
-//! channel's upstream plugin does not support is refused and changes nothing.
+//! channel's upstream plugin does not support is refused and changes nothing; an exec approval
+//! asked in the chat is refused to a stranger and answered by the owner's `/approve`, its
+//! `allow-always` grant surviving a kill -9.
 
 use std::ops::Deref;
 use std::time::{Duration, Instant};
