@@ -389,8 +389,8 @@ impl Gateway {
 
     /// A chat message that is an `/approve` command (`m` passed the chat's access policy):
     /// only an owner may resolve, and only an approval asked in this chat (in any of its
-    /// threads); the chat is
-    /// answered as upstream answers it. Returns false when `m` is no such command.
+    /// threads); the chat is answered as upstream answers it. Returns false when `m` is no
+    /// such command.
     pub(crate) fn chat_approve(&mut self, now: Instant, m: &Inbound, label: &str) -> bool {
         let Some(command) = approvals::parse_approve(&m.text) else {
             return false;
