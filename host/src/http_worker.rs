@@ -303,7 +303,12 @@ fn perform(
     let mut buf = vec![0; READ_BUFFER_BYTES];
     let mut events = Vec::new();
     loop {
-        let n = stream.read(&mut buf).map_err(idle)?;
+        let n = match stream.read(&mut buf) {
+            // A signal (SIGHUP's reload) landed on this thread: a socket with a read timeout
+            // is not restarted by the kernel; the request goes on.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => read.map_err(idle)?,
+        };
         if n == 0 {
             return parser.finish().map_err(|e| format!("{addr}: {e}"));
         }
