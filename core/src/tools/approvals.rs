@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::digest::sha256_hex;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::persist::{ChannelRowKind, StoreChange};
 
@@ -208,11 +208,6 @@ pub(crate) struct Grants {
     /// Entry by its key ([`grant_key`]).
     entries: BTreeMap<String, Value>,
     unsaved: Vec<StoreChange>,
-}
-
-/// The hex SHA-256 of `bytes`.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    data_encoding::HEXLOWER.encode(&Sha256::digest(bytes))
 }
 
 /// The key a grant is stored and matched under: upstream's cwd-bound argv pattern
