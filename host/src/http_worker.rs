@@ -268,8 +268,11 @@ fn serve(shared: &Shared) {
     loop {
         let (id, req, running) = {
             let mut q = lock(&shared.queue);
-            let mut quiet = false;
+            // Since when this thread has had nothing to do: a wake-up that finds no request
+            // (another thread took it) does not restart the count.
+            let mut idle_since: Option<Instant> = None;
             loop {
+                let quiet = idle_since.is_some_and(|t| t.elapsed() >= shared.limits.idle_exit);
                 // Decided under the lock: a request submitted after this starts a thread.
                 if q.closed || (quiet && q.waiting.is_empty()) {
                     q.live -= 1;
@@ -280,14 +283,15 @@ fn serve(shared: &Shared) {
                     q.running.insert(id, running.clone());
                     break (id, req, running);
                 }
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                let left = shared.limits.idle_exit.saturating_sub(since.elapsed());
                 q.idle += 1;
-                let (guard, waited) = shared
+                q = shared
                     .ready
-                    .wait_timeout(q, shared.limits.idle_exit)
-                    .unwrap_or_else(|e| e.into_inner());
-                q = guard;
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
                 q.idle -= 1;
-                quiet = waited.timed_out();
             }
         };
         let report = |r| {
