@@ -41,6 +41,9 @@ const WORKER_STACK_BYTES: usize = 512 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of [`HttpLimits::idle_timeout`]: 120 s without a byte ends a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default of [`HttpLimits::idle_exit`]: 2 s without a request ends a worker thread (starting
+/// one again costs tens of microseconds, nothing beside a model request).
+pub const IDLE_EXIT: Duration = Duration::from_secs(2);
 /// How many bytes one read takes from a socket.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// The error of a cancelled request.
@@ -57,6 +60,10 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
     /// The response parser's limits.
     pub response: ResponseLimits,
+    /// How long a worker thread waits for a request before it exits: a burst of model
+    /// requests (a thread each) leaves no threads, nor their stacks' pages, behind it; the
+    /// pool starts threads again as requests come.
+    pub idle_exit: Duration,
 }
 
 impl HttpLimits {
@@ -77,6 +84,7 @@ impl Default for HttpLimits {
             connect_timeout: CONNECT_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             response: ResponseLimits::default(),
+            idle_exit: IDLE_EXIT,
         }
     }
 }
@@ -120,6 +128,8 @@ struct Queue {
     running: HashMap<WorkId, Arc<Running>>,
     /// Threads free for a request: waiting for one, or reporting the end of the last.
     idle: usize,
+    /// Threads started and not yet returning.
+    live: usize,
     closed: bool,
 }
 
@@ -144,7 +154,7 @@ pub struct HttpWorkers {
 impl std::fmt::Debug for HttpWorkers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpWorkers")
-            .field("threads", &self.threads.len())
+            .field("threads", &self.live_threads())
             .field("limits", &self.shared.limits)
             .finish_non_exhaustive()
     }
@@ -168,34 +178,46 @@ impl HttpWorkers {
         }
     }
 
+    /// Worker threads started and not yet exiting (busy or waiting for a request).
+    pub fn live_threads(&self) -> usize {
+        lock(&self.shared.queue).live
+    }
+
     /// Perform `req`, reporting with `id`. Fails (the error is also the request's `HttpEnd`)
     /// only when no thread can be started for it.
     pub fn submit(&mut self, id: WorkId, req: HttpRequest) -> io::Result<()> {
         let spawn = {
             let mut q = lock(&self.shared.queue);
             q.waiting.push_back((id, req));
-            q.idle < q.waiting.len()
-                && self.threads.len() < self.shared.limits.max_concurrent.max(1)
+            let spawn =
+                q.idle < q.waiting.len() && q.live < self.shared.limits.max_concurrent.max(1);
+            q.live += usize::from(spawn);
+            spawn
         };
         self.threads.retain(|t| !t.is_finished());
         if spawn {
             let shared = self.shared.clone();
-            match std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("clawgate-http".into())
                 .stack_size(WORKER_STACK_BYTES)
-                .spawn(move || serve(&shared))
-            {
+                .spawn(move || serve(&shared));
+            match started {
                 Ok(t) => self.threads.push(t),
-                Err(e) if self.threads.is_empty() => {
-                    lock(&self.shared.queue).waiting.retain(|(w, _)| *w != id);
-                    (self.shared.report)(
-                        id,
-                        WorkResult::HttpEnd(Err(format!("cannot start an HTTP worker: {e}"))),
-                    );
-                    return Err(e);
+                Err(e) => {
+                    let mut q = lock(&self.shared.queue);
+                    q.live -= 1;
+                    // With no thread left to take it, the request fails; else one takes it
+                    // when it is free.
+                    if q.live == 0 {
+                        q.waiting.retain(|(w, _)| *w != id);
+                        drop(q);
+                        (self.shared.report)(
+                            id,
+                            WorkResult::HttpEnd(Err(format!("cannot start an HTTP worker: {e}"))),
+                        );
+                        return Err(e);
+                    }
                 }
-                // The running threads take it when they are free.
-                Err(_) => {}
             }
         }
         self.shared.ready.notify_one();
@@ -240,21 +262,35 @@ impl HttpWorkers {
     }
 }
 
-/// A worker thread: take requests until the pool closes. A thread is free again (counted in
-/// `idle`) as soon as its request has ended, before the end is reported: the request the
-/// loop submits in answer (the next long poll) finds it, rather than starting another thread
-/// while this one reports.
+/// A worker thread: take requests until the pool closes or none came for
+/// [`HttpLimits::idle_exit`]. A thread is free again (counted in `idle`) as soon as its
+/// request has ended, before the end is reported: the request the loop submits in answer
+/// (the next long poll) finds it, rather than starting another thread while this one reports.
 fn serve(shared: &Shared) {
     let mut q = lock(&shared.queue);
     q.idle += 1;
+    // Since when this thread has had nothing to do: a wake-up that finds no request (another
+    // thread took it) does not restart the count.
+    let mut idle_since: Option<Instant> = None;
     loop {
-        if q.closed {
+        let quiet = idle_since.is_some_and(|t| t.elapsed() >= shared.limits.idle_exit);
+        // Decided under the lock: a request submitted after this starts a thread.
+        if q.closed || (quiet && q.waiting.is_empty()) {
+            q.idle -= 1;
+            q.live -= 1;
             return;
         }
         let Some((id, req)) = q.waiting.pop_front() else {
-            q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            let left = shared.limits.idle_exit.saturating_sub(since.elapsed());
+            q = shared
+                .ready
+                .wait_timeout(q, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
             continue;
         };
+        idle_since = None;
         q.idle -= 1;
         let running = Arc::new(Running::default());
         q.running.insert(id, running.clone());
@@ -300,7 +336,9 @@ fn perform(
     };
     stream.write_all(&wire).map_err(idle)?;
     let mut parser = ResponseParser::new(limits.response, req.method);
-    let mut buf = vec![0; READ_BUFFER_BYTES];
+    // On the worker's stack, whose pages go when an idle worker exits; a heap buffer would
+    // stay in the thread's malloc arena.
+    let mut buf = [0u8; READ_BUFFER_BYTES];
     let mut events = Vec::new();
     loop {
         let n = match stream.read(&mut buf) {

@@ -318,3 +318,27 @@ fn a_request_submitted_as_the_last_ends_reuses_its_thread() {
     );
     assert!(workers.shutdown(Duration::from_secs(1)));
 }
+
+#[test]
+fn idle_threads_exit_and_later_requests_start_new_ones() {
+    let model = FakeModel::start(|_| Reply::text(&["a"]));
+    let limits = HttpLimits {
+        idle_exit: Duration::from_millis(100),
+        ..HttpLimits::default()
+    };
+    let (mut pool, rx) = workers(limits);
+    pool.submit(WorkId(1), chat(url(&model))).unwrap();
+    assert_eq!(collect(&rx, WorkId(1)).end, Some(Ok(())));
+    let end = Instant::now() + WAIT;
+    while pool.live_threads() > 0 {
+        assert!(
+            Instant::now() < end,
+            "{} threads still live",
+            pool.live_threads()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pool.submit(WorkId(2), chat(url(&model))).unwrap();
+    assert_eq!(collect(&rx, WorkId(2)).end, Some(Ok(())));
+    assert!(pool.shutdown(WAIT));
+}
