@@ -171,6 +171,8 @@ struct RawMessage {
     guild_id: Option<Value>,
     author: RawUser,
     #[serde(default)]
+    member: Option<RawMember>,
+    #[serde(default)]
     content: String,
     #[serde(default)]
     mentions: Vec<RawUser>,
@@ -186,7 +188,30 @@ struct RawUser {
     #[serde(default)]
     global_name: Option<String>,
     #[serde(default)]
+    discriminator: Option<String>,
+    #[serde(default)]
     bot: bool,
+}
+
+/// A guild message's `member`: the author's nickname there.
+#[derive(Deserialize)]
+struct RawMember {
+    #[serde(default)]
+    nick: Option<String>,
+}
+
+impl RawUser {
+    /// Upstream's `formatDiscordUserTag`: `username#discriminator` for a legacy
+    /// discriminator (not `0`), else the username.
+    fn tag(&self) -> Option<String> {
+        match (
+            self.username.as_ref(),
+            self.discriminator.as_deref().map(str::trim),
+        ) {
+            (Some(u), Some(d)) if !d.is_empty() && d != "0" => Some(format!("{u}#{d}")),
+            (u, _) => u.cloned(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -223,9 +248,16 @@ pub fn message(d: Value, account: &str, me: &Me) -> Option<Inbound> {
         chat_id: snowflake(Some(&m.channel_id))?,
         kind,
         thread: None,
+        // Upstream's display name: the guild nickname, else the global name, else the
+        // username.
         sender: Sender {
             id: author,
-            name: m.author.global_name,
+            tag: m.author.tag(),
+            name: m
+                .member
+                .and_then(|mb| mb.nick)
+                .or(m.author.global_name)
+                .or(m.author.username.clone()),
             username: m.author.username,
         },
         text: m.content,
