@@ -351,6 +351,35 @@ mod tests {
     }
 
     #[test]
+    fn sender_names_as_upstream_reads_them() {
+        let names = |d: Value| {
+            let s = message(d, "default", &me()).unwrap().sender;
+            (s.name, s.username, s.tag)
+        };
+        let some = |s: &str| Some(s.to_string());
+        let dm = json!({"id":"11","channel_id":"500","author":{"id":"42","username":"mallory","global_name":"Mallory","discriminator":"0"},"content":"hi"});
+        assert_eq!(
+            names(dm),
+            (some("Mallory"), some("mallory"), some("mallory"))
+        );
+        let legacy = json!({"id":"11","channel_id":"500","author":{"id":"42","username":"old","discriminator":"1234"},"content":"hi"});
+        assert_eq!(names(legacy), (some("old"), some("old"), some("old#1234")));
+        let nick = json!({"id":"12","channel_id":"600","guild_id":"700","author":{"id":"42","username":"mallory","global_name":"Mallory"},"member":{"nick":"Mal"},"content":"<@900> go","mentions":[{"id":"900"}]});
+        assert_eq!(names(nick), (some("Mal"), some("mallory"), some("mallory")));
+        let sender = message(
+            json!({"id":"16","channel_id":"500","author":{"id":"42","username":"mallory","global_name":"Mallory"},"content":"hi"}),
+            "default",
+            &me(),
+        )
+        .unwrap()
+        .sender;
+        assert_eq!(
+            crate::channels::account::Kind::Discord.pairing_meta(&sender),
+            json!({"tag": "mallory", "name": "mallory"})
+        );
+    }
+
+    #[test]
     fn sent_payloads_carry_the_intents_and_the_sequence() {
         let v: Value = serde_json::from_str(&identify("t")).unwrap();
         assert_eq!(v["d"]["intents"], 46601);
