@@ -38,15 +38,14 @@ fn config(slack: &str) -> Config {
 /// A gateway whose `auth.test` passed, every later call held.
 fn started(slack: &str) -> Sim {
     let mut sim = Sim::started_holding_http(Instant::now(), config(slack));
-    let auth = calls(&sim, "auth.test")[0].0;
-    answer(
-        &mut sim,
-        auth,
-        200,
-        &[],
-        json!({"ok": true, "user_id": "UB"}),
-    );
+    authenticate(&mut sim);
     sim
+}
+
+/// Answer the held `auth.test`.
+fn authenticate(sim: &mut Sim) {
+    let auth = calls(sim, "auth.test")[0].0;
+    answer(sim, auth, 200, &[], json!({"ok": true, "user_id": "UB"}));
 }
 
 fn calls(sim: &Sim, method: &str) -> Vec<(WorkId, HttpRequest)> {
@@ -226,14 +225,7 @@ fn a_crash_during_a_lookup_looks_up_again_and_answers_once() {
     assert!(answered_200(&sim, post));
     assert_eq!(calls(&sim, "users.info").len(), 1);
     let mut sim = sim.crash_and_restart(config(""));
-    let auth = calls(&sim, "auth.test")[0].0;
-    answer(
-        &mut sim,
-        auth,
-        200,
-        &[],
-        json!({"ok": true, "user_id": "UB"}),
-    );
+    authenticate(&mut sim);
     let lookups = calls(&sim, "users.info");
     assert_eq!(lookups.len(), 1, "the committed message is served again");
     let user = json!({"ok": true, "user": {"id": "U6", "name": "bob"}});

@@ -29,41 +29,32 @@ const AUTH_ERRORS: &[&str] = &[
 
 /// The Web API method `method` called with `token` and a JSON body.
 pub fn request(base: &str, token: &str, method: &str, body: &Value) -> HttpRequest {
+    let json = "application/json; charset=utf-8";
+    call(base, token, method, json, body.to_string().into_bytes())
+}
+
+fn call(base: &str, token: &str, method: &str, content_type: &str, body: Vec<u8>) -> HttpRequest {
     let sep = if base.ends_with('/') { "" } else { "/" };
     HttpRequest {
         method: "POST",
         url: format!("{base}{sep}{method}"),
         headers: vec![
-            (
-                "Content-Type".into(),
-                "application/json; charset=utf-8".into(),
-            ),
+            ("Content-Type".into(), content_type.into()),
             ("Authorization".into(), format!("Bearer {token}")),
         ],
-        body: body.to_string().into_bytes(),
+        body,
     }
 }
 
 /// The Web API method `method` called with `token` and form arguments (how Slack's client
 /// sends read methods such as `users.info`, which take no JSON body).
 pub fn form_request(base: &str, token: &str, method: &str, args: &[(&str, &str)]) -> HttpRequest {
-    let sep = if base.ends_with('/') { "" } else { "/" };
     let body: Vec<String> = args
         .iter()
         .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
         .collect();
-    HttpRequest {
-        method: "POST",
-        url: format!("{base}{sep}{method}"),
-        headers: vec![
-            (
-                "Content-Type".into(),
-                "application/x-www-form-urlencoded".into(),
-            ),
-            ("Authorization".into(), format!("Bearer {token}")),
-        ],
-        body: body.join("&").into_bytes(),
-    }
+    let form = "application/x-www-form-urlencoded";
+    call(base, token, method, form, body.join("&").into_bytes())
 }
 
 /// `s` as an `application/x-www-form-urlencoded` value.
