@@ -266,6 +266,10 @@ fn slack_envelope_corpus() {
         "slack_envelope",
         "disconnect.json"
     )));
+    assert!(fuzzing::slack_envelope::run(&seed(
+        "slack_envelope",
+        "users_info.json"
+    )));
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! records every ack (an ack for an envelope it never sent fails [`FakeSlack::check_acks`]);
 //! an envelope not acknowledged is sent again on the next socket, as Slack retries.
 //! Any method can be told to fail next (`invalid_auth`, a 429 with `Retry-After`).
+//! `users.info` (form-encoded, as Slack's client sends it) answers the users added with
+//! [`FakeSlack::add_user`] (`user_not_found` for others) and refuses any token but a bot
+//! token (`not_allowed_token_type`), as Slack does.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -38,6 +41,10 @@ struct State {
     drop_socket: bool,
     next_envelope: u64,
     next_ts: u64,
+    /// Users `users.info` knows: id and Slack's `user` object.
+    users: Vec<(String, Value)>,
+    /// The `user` argument of every `users.info` call, in order.
+    looked_up: Vec<String>,
 }
 
 struct Shared {
@@ -143,6 +150,17 @@ impl FakeSlack {
         id
     }
 
+    /// Make `users.info` know user `id` with Slack's `user` object `user` (its `name` and
+    /// `profile.display_name` / `profile.real_name`).
+    pub fn add_user(&self, id: &str, user: Value) {
+        self.shared.state().users.push((id.to_string(), user));
+    }
+
+    /// The `user` argument of every `users.info` call so far, in order.
+    pub fn looked_up(&self) -> Vec<String> {
+        self.shared.state().looked_up.clone()
+    }
+
     /// Send `disconnect` on the current socket and close it.
     pub fn disconnect(&self) {
         let mut s = self.shared.state();
@@ -237,7 +255,30 @@ fn answer(shared: &Shared, req: &RecordedRequest) -> Answer {
             ok(json!({"ok": true, "channel": req.json["channel"], "ts": ts,
                 "message": {"text": req.json["text"], "ts": ts}}))
         }
+        "users.info" => ok(users_info(shared, req)),
         _ => ok(json!({"ok": false, "error": "unknown_method"})),
+    }
+}
+
+/// `users.info`: the form's `user` looked up, with a bot token only.
+fn users_info(shared: &Shared, req: &RecordedRequest) -> Value {
+    let form = String::from_utf8_lossy(&req.body).into_owned();
+    let user = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("user="))
+        .unwrap_or_default()
+        .to_string();
+    let mut s = shared.state();
+    s.looked_up.push(user.clone());
+    let bot = req
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("Bearer xoxb-"));
+    if !bot {
+        return json!({"ok": false, "error": "not_allowed_token_type"});
+    }
+    match s.users.iter().find(|(id, _)| *id == user) {
+        Some((_, u)) => json!({"ok": true, "user": u}),
+        None => json!({"ok": false, "error": "user_not_found"}),
     }
 }
 

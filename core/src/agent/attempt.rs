@@ -96,7 +96,19 @@ impl Gateway {
         let Some(messages) = self.turn_window(serial, &key) else {
             return;
         };
-        let system = system_prompt(&self.config.identity, route, &self.config.skills);
+        let mut system = system_prompt(&self.config.identity, route, &self.config.skills);
+        // A channel message's turn: who sent it (upstream's conversation info block).
+        if let Some(info) = self
+            .agent
+            .runs
+            .get(&serial)
+            .filter(|r| r.origin.is_none())
+            .and_then(|r| self.channel_message_of(&r.run_id))
+            .map(crate::channels::inbound::Inbound::conversation_info)
+        {
+            system.push_str("\n\n");
+            system.push_str(&info);
+        }
         let ctx = self.run_call_context(serial, &key);
         let tools = self.offered_tools(&ctx);
         let request = route.turn_request(Some(&system), messages, tools);

@@ -59,6 +59,31 @@ impl Kind {
         }
     }
 
+    /// A pairing request's `meta`, as upstream's plugin of this kind writes it: Telegram
+    /// `{username, firstName}`, Slack `{name, senderId}` (its `teamId` only on Enterprise
+    /// Grid installs, which clawgate does not serve), Discord `{tag, name}` (the username).
+    pub fn pairing_meta(self, sender: &super::inbound::Sender) -> Value {
+        match self {
+            Kind::Telegram => json!({"username": sender.username, "firstName": sender.name}),
+            Kind::Slack => {
+                let mut meta = json!({"senderId": sender.id});
+                if let (Some(name), Some(o)) = (&sender.name, meta.as_object_mut()) {
+                    o.insert("name".into(), json!(name));
+                }
+                meta
+            }
+            Kind::Discord => {
+                let mut meta = serde_json::Map::new();
+                for (k, v) in [("tag", &sender.tag), ("name", &sender.username)] {
+                    if let Some(v) = v {
+                        meta.insert(k.into(), json!(v));
+                    }
+                }
+                Value::Object(meta)
+            }
+        }
+    }
+
     /// Its label (`Telegram`).
     pub fn label(self) -> &'static str {
         match self {

@@ -285,6 +285,7 @@ mod tests {
                 },
                 name: None,
                 username: None,
+                tag: None,
             },
             text: "hi".into(),
             message_id: "1".into(),

@@ -167,6 +167,9 @@ pub struct AccessPolicy {
     pub groups: BTreeMap<String, GroupRule>,
     /// Group senders allowed; `None` falls back to `allow_from`.
     pub group_allow_from: Option<Vec<String>>,
+    /// `dangerouslyAllowNameMatching` where the transport honours it (Slack): allowlist
+    /// entries match the sender's name too, not only its id.
+    pub name_matching: bool,
 }
 
 impl Default for AccessPolicy {
@@ -177,6 +180,7 @@ impl Default for AccessPolicy {
             group_policy: GroupPolicy::Allowlist,
             groups: BTreeMap::new(),
             group_allow_from: None,
+            name_matching: false,
         }
     }
 }
@@ -643,7 +647,7 @@ impl<'a> Fields<'a> {
             .map(|v| (v, format!("channels.{}.{name}", self.sec.name)))
     }
 
-    fn bool_field(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+    pub(crate) fn bool_field(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         match self.field(name) {
             None => Ok(default),
             Some((Value::Bool(b), _)) => Ok(*b),
@@ -775,6 +779,7 @@ impl<'a> Fields<'a> {
                 group_policy,
                 groups,
                 group_allow_from: self.list_field("groupAllowFrom")?,
+                name_matching: false,
             },
             text_chunk_limit,
         })

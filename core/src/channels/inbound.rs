@@ -4,6 +4,7 @@
 //! Slack and Discord fill in the same [`Inbound`] and read the same [`Target`].
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
 use super::config::{AccessPolicy, DmPolicy, GroupPolicy};
 
@@ -29,6 +30,10 @@ pub struct Sender {
     /// A handle (`mallory`, without `@`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// Discord's tag: `username#discriminator` for a legacy discriminator, else the
+    /// username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// One inbound message, normalised.
@@ -88,6 +93,30 @@ impl Inbound {
         )
     }
 
+    /// Upstream's per-turn context block for this message: its chat, its id and who sent it
+    /// (id, and the name, handle and tag the transport gave), as JSON under upstream's label
+    /// for human-authored values the model is not to take as instructions.
+    pub fn conversation_info(&self) -> String {
+        let mut sender = Map::new();
+        sender.insert("id".into(), json!(self.sender.id));
+        for (k, v) in [
+            ("name", &self.sender.name),
+            ("username", &self.sender.username),
+            ("tag", &self.sender.tag),
+        ] {
+            if let Some(v) = v {
+                sender.insert(k.into(), json!(v));
+            }
+        }
+        let info = json!({
+            "chat_id": self.chat_id,
+            "message_id": self.message_id,
+            "sender": Value::Object(sender),
+        });
+        let pretty = serde_json::to_string_pretty(&info).unwrap_or_default();
+        format!("Conversation info (untrusted metadata):\n```json\n{pretty}\n```")
+    }
+
     /// The peer a session key or a binding names: a DM's sender (Telegram's private chat id
     /// is the user's; Discord's DM channel is not), a group's chat.
     pub fn peer(&self) -> &str {
@@ -130,22 +159,53 @@ pub enum Access {
     Drop(&'static str),
 }
 
-fn listed(list: &[String], id: &str) -> bool {
-    list.iter().any(|a| a == "*" || a == id)
+/// Whether `list` lets `sender` in: by id, or (with `names`, upstream's
+/// `dangerouslyAllowNameMatching`) by its name or the name's slug, case-insensitively.
+fn listed(list: &[String], sender: &Sender, names: bool) -> bool {
+    let name = sender
+        .name
+        .as_deref()
+        .filter(|_| names)
+        .map(|n| (n.trim().to_lowercase(), slug(n)))
+        .filter(|(n, _)| !n.is_empty());
+    list.iter().any(|a| {
+        a == "*"
+            || *a == sender.id
+            || name
+                .as_ref()
+                .is_some_and(|(n, s)| a.to_lowercase() == *n || a.to_lowercase() == *s)
+    })
+}
+
+/// Upstream's `normalizeHyphenSlug`: lower case, whitespace and anything but letters, marks,
+/// digits and `#@._+-` as `-`, runs of `-` as one, no `-` or `.` at either end.
+pub fn slug(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.trim().to_lowercase().chars() {
+        let keep = c.is_alphanumeric() || matches!(c, '#' | '@' | '.' | '_' | '+' | '-');
+        let c = if keep { c } else { '-' };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        out.push(c);
+    }
+    out.trim_matches(|c| c == '-' || c == '.').to_string()
 }
 
 /// The access decision for `m` under `policy`; `approved` is whether the pairing store lets
 /// the sender in (DMs under `pairing` only: approvals never widen other policies or groups).
 pub fn decide(policy: &AccessPolicy, m: &Inbound, approved: bool) -> Access {
-    let sender = m.sender.id.as_str();
+    let (sender, names) = (&m.sender, policy.name_matching);
     match m.kind {
         ChatKind::Direct => match policy.dm_policy {
             DmPolicy::Disabled => Access::Drop("dmPolicy is disabled"),
-            DmPolicy::Open | DmPolicy::Allowlist if listed(&policy.allow_from, sender) => {
+            DmPolicy::Open | DmPolicy::Allowlist if listed(&policy.allow_from, sender, names) => {
                 Access::Allow
             }
             DmPolicy::Open | DmPolicy::Allowlist => Access::Drop("sender not in allowFrom"),
-            DmPolicy::Pairing if approved || listed(&policy.allow_from, sender) => Access::Allow,
+            DmPolicy::Pairing if approved || listed(&policy.allow_from, sender, names) => {
+                Access::Allow
+            }
             DmPolicy::Pairing => Access::Pair,
         },
         ChatKind::Group => {
@@ -164,7 +224,7 @@ pub fn decide(policy: &AccessPolicy, m: &Inbound, approved: bool) -> Access {
                 .group_allow_from
                 .as_ref()
                 .unwrap_or(&policy.allow_from);
-            if !senders.is_empty() && !listed(senders, sender) {
+            if !senders.is_empty() && !listed(senders, sender, names) {
                 return Access::Drop("sender not in groupAllowFrom");
             }
             let require_mention = rule.and_then(|r| r.require_mention).unwrap_or(true);
@@ -192,6 +252,7 @@ mod tests {
                 id: sender.into(),
                 name: None,
                 username: None,
+                tag: None,
             },
             text: "hi".into(),
             message_id: "1".into(),
@@ -251,5 +312,41 @@ mod tests {
         );
         p.group_allow_from = Some(vec!["5".into()]);
         assert_eq!(decide(&p, &g, false), Access::Allow);
+    }
+
+    #[test]
+    fn names_match_only_with_name_matching() {
+        let mut p = AccessPolicy {
+            dm_policy: DmPolicy::Allowlist,
+            allow_from: vec!["U9".into(), "ALICE-LIDDELL".into()],
+            ..AccessPolicy::default()
+        };
+        let mut dm = msg(ChatKind::Direct, "D1", "U1", true);
+        dm.sender.name = Some("Alice Liddell".into());
+        assert_eq!(
+            decide(&p, &dm, false),
+            Access::Drop("sender not in allowFrom")
+        );
+        p.name_matching = true;
+        assert_eq!(decide(&p, &dm, false), Access::Allow, "by the name's slug");
+        p.allow_from = vec!["alice liddell".into()];
+        assert_eq!(decide(&p, &dm, false), Access::Allow, "by the name");
+        dm.sender.name = None;
+        assert_eq!(
+            decide(&p, &dm, false),
+            Access::Drop("sender not in allowFrom")
+        );
+        assert_eq!(slug("  Ünïcode  Name!! "), "ünïcode-name");
+        assert_eq!(slug("-.a b."), "a-b");
+    }
+
+    #[test]
+    fn conversation_info_names_the_sender() {
+        let mut m = msg(ChatKind::Direct, "D1", "U1", true);
+        m.sender.name = Some("Alice".into());
+        assert_eq!(
+            m.conversation_info(),
+            "Conversation info (untrusted metadata):\n```json\n{\n  \"chat_id\": \"D1\",\n  \"message_id\": \"1\",\n  \"sender\": {\n    \"id\": \"U1\",\n    \"name\": \"Alice\"\n  }\n}\n```"
+        );
     }
 }

@@ -39,6 +39,10 @@ pub struct Event {
     /// Where it is.
     #[serde(flatten)]
     pub state: State,
+    /// Its sender's name was looked up (found or not) since it was loaded: it goes on as it
+    /// is. Not stored: after a restart the lookup runs again.
+    #[serde(skip)]
+    pub named: bool,
 }
 
 /// The queue.
@@ -79,6 +83,7 @@ impl Ingress {
             seq: self.next_seq,
             inbound,
             state,
+            named: false,
         };
         self.seen.insert(ev.inbound.dedupe_key(), ev.seq);
         changes.push(put(&ev));
@@ -92,6 +97,29 @@ impl Ingress {
             .values()
             .find(|e| e.state == State::Queued && !self.busy.contains(&e.inbound.lane()))?;
         Some(ev.clone())
+    }
+
+    /// Message `seq` waits for its sender's name: its lane is held (in memory only) until
+    /// [`Ingress::named`].
+    pub fn hold(&mut self, seq: u64) {
+        if let Some(ev) = self.events.get(&seq) {
+            self.busy.insert(ev.inbound.lane());
+        }
+    }
+
+    /// Message `seq`'s sender name lookup is over, with `name` if one was found: it goes on,
+    /// its lane free again if [`Ingress::hold`] held it.
+    pub fn named(&mut self, seq: u64, name: Option<String>) {
+        if let Some(ev) = self.events.get_mut(&seq) {
+            if ev.named || ev.state != State::Queued {
+                return;
+            }
+            ev.named = true;
+            if name.is_some() {
+                ev.inbound.sender.name = name;
+            }
+            self.busy.remove(&ev.inbound.lane());
+        }
     }
 
     /// Message `seq` is served: done, lane free.
@@ -196,6 +224,7 @@ mod tests {
                 id: chat.into(),
                 name: None,
                 username: None,
+                tag: None,
             },
             text: "t".into(),
             message_id: id.into(),

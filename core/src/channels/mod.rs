@@ -112,6 +112,8 @@ pub(crate) enum Due {
     Telegram(String, telegram::driver::Due),
     /// A Discord timer of this account.
     Discord(String, discord::driver::Due),
+    /// Account `.0`'s `users.info` for user `.1` waited long enough.
+    SlackUser(String, String),
 }
 
 /// What a transport confirms once the messages it handed over are durable.
@@ -155,6 +157,9 @@ pub(crate) struct Channels {
     logouts: HashMap<WorkId, methods::Logout>,
     /// A [`Due::Repump`] timer is armed (at most one at a time).
     repump_armed: bool,
+    /// Slack senders' names and their lookups, by account key (kept across reloads, so a
+    /// lookup's waiting messages are always let go).
+    slack_users: HashMap<String, slack::users::Users>,
 }
 
 impl Channels {
@@ -468,6 +473,7 @@ impl Gateway {
             }
             Due::Telegram(key, due) => self.tg_timer(now, &key, due),
             Due::Discord(key, due) => self.dc_timer(now, &key, due),
+            Due::SlackUser(key, user) => self.sl_lookup_timed_out(now, &key, &user),
         }
     }
 
@@ -721,10 +727,13 @@ impl Gateway {
     /// Serve queued messages whose lane is free.
     fn serve_ingress(&mut self, now: Instant) {
         let mut changed = false;
-        while let Some(ev) = self.channels.ingress.next_ready() {
+        while let Some(mut ev) = self.channels.ingress.next_ready() {
             let key = self.channel_session_key(&ev.inbound);
             if self.waiting_is_full(&key, CHANNEL_QUEUE_MODE) {
                 break;
+            }
+            if self.sl_wait_for_name(now, &mut ev) {
+                continue;
             }
             changed = true;
             self.serve(now, ev);
@@ -775,7 +784,7 @@ impl Gateway {
                     account_id: m.account.clone(),
                     sender_id: m.sender.id.clone(),
                     chat_id: m.chat_id.clone(),
-                    metadata: json!({"username": m.sender.username, "firstName": m.sender.name}),
+                    metadata: kind.pairing_meta(&m.sender),
                     created_at: ts,
                     last_seen_at: ts,
                     expires_at: 0,

@@ -1,9 +1,11 @@
-//! Slack's inbound wire formats on any bytes: a Socket Mode frame and an Events API body.
-//! Whatever parses as a user's message becomes an `Inbound` whose ids, lane and dedupe key
-//! are well formed; an envelope always carries the id its ack needs.
+//! Slack's inbound wire formats on any bytes: a Socket Mode frame, an Events API body and a
+//! `users.info` answer. Whatever parses as a user's message becomes an `Inbound` whose ids,
+//! lane and dedupe key are well formed; an envelope always carries the id its ack needs; a
+//! user's name is never empty and always one of the fields upstream reads it from.
 
 use crate::channels::bindings;
 use crate::channels::config::{DmScope, GroupScope};
+use crate::channels::slack::api;
 use crate::channels::slack::events::{self, Callback, SocketFrame};
 
 /// Check both parsers on one input; whether a message came out.
@@ -23,6 +25,22 @@ pub fn run(data: &[u8]) -> bool {
     }
     if let Ok(callback) = events::parse_callback(data) {
         found |= check(callback);
+    }
+    if let Ok(v) = api::decode(200, &[], data)
+        && let Some(name) = api::user_name(&v)
+    {
+        assert!(!name.is_empty() && name.trim() == name);
+        let user = &v["user"];
+        let from = [
+            &user["profile"]["display_name"],
+            &user["profile"]["real_name"],
+            &user["name"],
+        ];
+        assert!(
+            from.iter()
+                .any(|f| f.as_str().map(str::trim) == Some(name.as_str()))
+        );
+        found = true;
     }
     found
 }

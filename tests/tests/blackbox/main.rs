@@ -21,6 +21,7 @@ mod remote;
 mod runs;
 mod sessions;
 mod slack;
+mod slack_users;
 mod telegram;
 mod tools;
 mod tools_http;

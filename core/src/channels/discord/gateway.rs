@@ -171,6 +171,8 @@ struct RawMessage {
     guild_id: Option<Value>,
     author: RawUser,
     #[serde(default)]
+    member: Option<RawMember>,
+    #[serde(default)]
     content: String,
     #[serde(default)]
     mentions: Vec<RawUser>,
@@ -186,7 +188,30 @@ struct RawUser {
     #[serde(default)]
     global_name: Option<String>,
     #[serde(default)]
+    discriminator: Option<String>,
+    #[serde(default)]
     bot: bool,
+}
+
+/// A guild message's `member`: the author's nickname there.
+#[derive(Deserialize)]
+struct RawMember {
+    #[serde(default)]
+    nick: Option<String>,
+}
+
+impl RawUser {
+    /// Upstream's `formatDiscordUserTag`: `username#discriminator` for a legacy
+    /// discriminator (not `0`), else the username.
+    fn tag(&self) -> Option<String> {
+        match (
+            self.username.as_ref(),
+            self.discriminator.as_deref().map(str::trim),
+        ) {
+            (Some(u), Some(d)) if !d.is_empty() && d != "0" => Some(format!("{u}#{d}")),
+            (u, _) => u.cloned(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -223,9 +248,16 @@ pub fn message(d: Value, account: &str, me: &Me) -> Option<Inbound> {
         chat_id: snowflake(Some(&m.channel_id))?,
         kind,
         thread: None,
+        // Upstream's display name: the guild nickname, else the global name, else the
+        // username.
         sender: Sender {
             id: author,
-            name: m.author.global_name,
+            tag: m.author.tag(),
+            name: m
+                .member
+                .and_then(|mb| mb.nick)
+                .or(m.author.global_name)
+                .or(m.author.username.clone()),
             username: m.author.username,
         },
         text: m.content,
@@ -316,6 +348,35 @@ mod tests {
         assert_eq!(message(bot, "default", &me()), None);
         let own = json!({"id":"15","channel_id":"500","author":{"id":"900"},"content":"hi"});
         assert_eq!(message(own, "default", &me()), None);
+    }
+
+    #[test]
+    fn sender_names_as_upstream_reads_them() {
+        let names = |d: Value| {
+            let s = message(d, "default", &me()).unwrap().sender;
+            (s.name, s.username, s.tag)
+        };
+        let some = |s: &str| Some(s.to_string());
+        let dm = json!({"id":"11","channel_id":"500","author":{"id":"42","username":"mallory","global_name":"Mallory","discriminator":"0"},"content":"hi"});
+        assert_eq!(
+            names(dm),
+            (some("Mallory"), some("mallory"), some("mallory"))
+        );
+        let legacy = json!({"id":"11","channel_id":"500","author":{"id":"42","username":"old","discriminator":"1234"},"content":"hi"});
+        assert_eq!(names(legacy), (some("old"), some("old"), some("old#1234")));
+        let nick = json!({"id":"12","channel_id":"600","guild_id":"700","author":{"id":"42","username":"mallory","global_name":"Mallory"},"member":{"nick":"Mal"},"content":"<@900> go","mentions":[{"id":"900"}]});
+        assert_eq!(names(nick), (some("Mal"), some("mallory"), some("mallory")));
+        let sender = message(
+            json!({"id":"16","channel_id":"500","author":{"id":"42","username":"mallory","global_name":"Mallory"},"content":"hi"}),
+            "default",
+            &me(),
+        )
+        .unwrap()
+        .sender;
+        assert_eq!(
+            crate::channels::account::Kind::Discord.pairing_meta(&sender),
+            json!({"tag": "mallory", "name": "mallory"})
+        );
     }
 
     #[test]

@@ -29,19 +29,45 @@ const AUTH_ERRORS: &[&str] = &[
 
 /// The Web API method `method` called with `token` and a JSON body.
 pub fn request(base: &str, token: &str, method: &str, body: &Value) -> HttpRequest {
+    let json = "application/json; charset=utf-8";
+    call(base, token, method, json, body.to_string().into_bytes())
+}
+
+fn call(base: &str, token: &str, method: &str, content_type: &str, body: Vec<u8>) -> HttpRequest {
     let sep = if base.ends_with('/') { "" } else { "/" };
     HttpRequest {
         method: "POST",
         url: format!("{base}{sep}{method}"),
         headers: vec![
-            (
-                "Content-Type".into(),
-                "application/json; charset=utf-8".into(),
-            ),
+            ("Content-Type".into(), content_type.into()),
             ("Authorization".into(), format!("Bearer {token}")),
         ],
-        body: body.to_string().into_bytes(),
+        body,
     }
+}
+
+/// The Web API method `method` called with `token` and form arguments (how Slack's client
+/// sends read methods such as `users.info`, which take no JSON body).
+pub fn form_request(base: &str, token: &str, method: &str, args: &[(&str, &str)]) -> HttpRequest {
+    let body: Vec<String> = args
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect();
+    let form = "application/x-www-form-urlencoded";
+    call(base, token, method, form, body.join("&").into_bytes())
+}
+
+/// `s` as an `application/x-www-form-urlencoded` value.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The `chat.postMessage` body for one mrkdwn message, in the thread `thread_ts` if any.
@@ -140,6 +166,24 @@ pub fn identity(v: &Value) -> Result<Identity, ApiError> {
     })
 }
 
+/// The name upstream shows for a user in a `users.info` answer: the profile's
+/// `display_name`, else its `real_name`, else the account's `name` (empty ones skipped);
+/// `None` when it has none of them.
+pub fn user_name(v: &Value) -> Option<String> {
+    let user = v.get("user")?;
+    let profile = user.get("profile");
+    let field = |o: Option<&Value>, k: &str| {
+        o.and_then(|o| o.get(k))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    field(profile, "display_name")
+        .or_else(|| field(profile, "real_name"))
+        .or_else(|| field(Some(user), "name"))
+}
+
 /// The WebSocket URL in an `apps.connections.open` answer.
 pub fn socket_url(v: &Value) -> Result<String, ApiError> {
     v.get("url")
@@ -177,5 +221,27 @@ mod tests {
         assert!(decode(502, &[], b"<html>").is_err());
         assert!(socket_url(&json!({"ok": true, "url": "wss://x/link"})).is_ok());
         assert!(socket_url(&json!({"ok": true, "url": "http://x"})).is_err());
+    }
+
+    #[test]
+    fn users_info_request_and_name_fallbacks() {
+        let r = form_request("http://x/api/", "xoxb-1", "users.info", &[("user", "U1 &")]);
+        assert_eq!(r.url, "http://x/api/users.info");
+        assert_eq!(r.body, b"user=U1%20%26");
+        assert_eq!(r.header("authorization"), Some("Bearer xoxb-1"));
+        let named = |user: Value| user_name(&json!({"ok": true, "user": user}));
+        let profile = json!({"display_name": "ali", "real_name": "Alice Liddell"});
+        assert_eq!(
+            named(json!({"name": "alice", "profile": profile})).as_deref(),
+            Some("ali")
+        );
+        let profile = json!({"display_name": " ", "real_name": "Alice Liddell"});
+        assert_eq!(
+            named(json!({"name": "alice", "profile": profile})).as_deref(),
+            Some("Alice Liddell")
+        );
+        assert_eq!(named(json!({"name": "alice"})).as_deref(), Some("alice"));
+        assert_eq!(named(json!({"id": "U1"})), None);
+        assert_eq!(user_name(&json!({"ok": true})), None);
     }
 }

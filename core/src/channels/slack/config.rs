@@ -167,6 +167,7 @@ pub(crate) fn account(f: &Fields<'_>, src: &Sources<'_>) -> Result<SlackAccount,
     for id in &mut common.access.allow_from {
         *id = normalize_id(id);
     }
+    common.access.name_matching = f.bool_field("dangerouslyAllowNameMatching", false)?;
     let mode = one_of(
         f.str_field("mode")?,
         SlackMode::Socket,

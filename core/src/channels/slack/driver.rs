@@ -15,9 +15,11 @@ use super::account::{Account, Phase};
 use super::api::{self, ApiError};
 use super::config::SlackMode;
 use super::events::{self, Callback, SocketFrame};
-use crate::channels::account::Transport;
-use crate::channels::inbound::Target;
-use crate::channels::{Answer, Failure, Purpose as ChannelPurpose, Receipt, Step};
+use super::users::{LOOKUP_WAIT, Need};
+use crate::channels::account::{Kind, Transport};
+use crate::channels::inbound::{self, Access, Target};
+use crate::channels::ingress::Event;
+use crate::channels::{Answer, Due, Failure, Purpose as ChannelPurpose, Receipt, Step};
 use crate::gateway::Gateway;
 use crate::log::Level;
 use crate::work::{WorkId, WorkResult, WsOpen};
@@ -32,6 +34,8 @@ pub enum Purpose {
     AuthTest,
     /// `apps.connections.open`.
     ConnectionsOpen,
+    /// `users.info` for this user.
+    UsersInfo(String),
 }
 
 /// A finished Web API call as the channels' result.
@@ -220,6 +224,7 @@ impl Gateway {
                     }
                 }
             }
+            Purpose::UsersInfo(user) => self.sl_user_answered(now, key, user, answer),
             Purpose::ConnectionsOpen => {
                 if self.sl(key).is_none_or(|a| a.phase != Phase::Connecting) {
                     return;
@@ -325,6 +330,157 @@ impl Gateway {
         if !self.receive(now, key, vec![inbound], Vec::new(), receipt.clone()) {
             self.hold_channel_step(now, Step::Received(key.to_string(), receipt));
         }
+    }
+
+    /// Whether queued Slack message `ev` waits for its sender's name (its lane held until
+    /// the `users.info` it started or joined is over); otherwise it goes on, with the name
+    /// when one is known. A name is needed when the message reaches the agent or asks for
+    /// pairing, or when the sender is refused by an allowlist that may name it
+    /// (`dangerouslyAllowNameMatching`).
+    pub(crate) fn sl_wait_for_name(&mut self, now: Instant, ev: &mut Event) -> bool {
+        let m = &ev.inbound;
+        if m.channel != Kind::Slack.id() || ev.named || m.sender.name.is_some() {
+            return false;
+        }
+        let Some(a) = self.channels.account(&m.channel, &m.account) else {
+            return false;
+        };
+        let policy = a.access();
+        let approved = self
+            .channels
+            .pairing
+            .is_approved(&m.channel, &m.account, &m.sender.id);
+        let needed = match inbound::decide(policy, m, approved) {
+            Access::Allow | Access::Pair => true,
+            Access::Drop(why) => policy.name_matching && why.starts_with("sender not in"),
+        };
+        let key = Kind::Slack.key(&m.account);
+        let (seq, user) = (ev.seq, m.sender.id.clone());
+        let users = self.channels.slack_users.entry(key.clone()).or_default();
+        let need = if needed {
+            users.need(&user, seq)
+        } else {
+            Need::Skip
+        };
+        let name = match need {
+            Need::Joined => {
+                self.channels.ingress.hold(seq);
+                return true;
+            }
+            Need::Start if !users.paused(now) => {
+                if self.sl_lookup(now, &key, &user, seq) {
+                    return true;
+                }
+                None
+            }
+            Need::Known(name) => name,
+            Need::Start | Need::Skip => None,
+        };
+        self.channels.ingress.named(seq, name.clone());
+        ev.named = true;
+        if name.is_some() {
+            ev.inbound.sender.name = name;
+        }
+        false
+    }
+
+    /// Start `users.info` for `user` of account `key`, message `seq` waiting for it at most
+    /// [`LOOKUP_WAIT`]; false when the account has no token.
+    fn sl_lookup(&mut self, now: Instant, key: &str, user: &str, seq: u64) -> bool {
+        let Some(token) = self.sl_bot_token(key) else {
+            return false;
+        };
+        let Some(a) = self.sl(key) else {
+            return false;
+        };
+        let request = api::form_request(&a.cfg.api_url, &token, "users.info", &[("user", user)]);
+        let purpose = ChannelPurpose::Slack(Purpose::UsersInfo(user.to_string()));
+        let call = self.channel_call(key, purpose, request);
+        let due = Due::SlackUser(key.to_string(), user.to_string());
+        let timer = self.channel_timer_at(now + LOOKUP_WAIT, due);
+        if let Some(users) = self.channels.slack_users.get_mut(key) {
+            users.started(user, call, timer, seq);
+        }
+        self.channels.ingress.hold(seq);
+        true
+    }
+
+    /// `users.info` for `user` of account `key` answered: its name is kept (a failure is
+    /// not; a 429 pauses lookups for its `Retry-After`), and what waited goes on.
+    fn sl_user_answered(
+        &mut self,
+        now: Instant,
+        key: &str,
+        user: &str,
+        answer: Result<Answer<'_>, String>,
+    ) {
+        let users = self
+            .channels
+            .slack_users
+            .entry(key.to_string())
+            .or_default();
+        let name = match result(answer) {
+            Ok(v) => {
+                let name = api::user_name(&v);
+                users.remember(user, name.clone());
+                name
+            }
+            Err(f) => {
+                if let Some(wait) = f.retry_after() {
+                    users.pause(now + wait);
+                }
+                self.log(
+                    now,
+                    Level::Warn,
+                    None,
+                    format!("{key}: users.info {user}: {f}; going on without a name"),
+                );
+                None
+            }
+        };
+        self.sl_lookup_over(now, key, user, name);
+    }
+
+    /// `users.info` for `user` of account `key` took longer than [`LOOKUP_WAIT`]: it is
+    /// cancelled and what waited goes on without a name.
+    pub(crate) fn sl_lookup_timed_out(&mut self, now: Instant, key: &str, user: &str) {
+        let Some(call) = self
+            .channels
+            .slack_users
+            .get(key)
+            .and_then(|u| u.in_flight(user))
+            .map(|l| l.call)
+        else {
+            return;
+        };
+        self.channels.calls.remove(&call);
+        self.cancel_work(call);
+        self.log(
+            now,
+            Level::Warn,
+            None,
+            format!(
+                "{key}: users.info {user} took over {} ms; going on without a name",
+                LOOKUP_WAIT.as_millis()
+            ),
+        );
+        self.sl_lookup_over(now, key, user, None);
+    }
+
+    fn sl_lookup_over(&mut self, now: Instant, key: &str, user: &str, name: Option<String>) {
+        let Some(lookup) = self
+            .channels
+            .slack_users
+            .get_mut(key)
+            .and_then(|u| u.finish(user))
+        else {
+            return;
+        };
+        self.cancel_channel_timer(Some(lookup.timer));
+        for seq in lookup.waiting {
+            self.channels.ingress.named(seq, name.clone());
+        }
+        self.serve_ingress(now);
     }
 
     /// Send one message; false when the account has no token.

@@ -72,6 +72,7 @@ impl SlackMessage {
                 id: self.user,
                 name: None,
                 username: None,
+                tag: None,
             },
             text: self.text,
             message_id: self.ts,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod driver;
 pub mod events;
 pub mod format;
+pub mod users;
 pub mod verify;
 
 use std::time::Instant;

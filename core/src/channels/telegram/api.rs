@@ -300,6 +300,7 @@ fn normalize(m: RawMessage, account: &str, me: &Me, update_id: i64) -> Option<In
             id: from.id.to_string(),
             name,
             username: from.username,
+            tag: None,
         },
         text,
         message_id: m.message_id.to_string(),
