@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::config::{Limits, ModelRoute};
 use crate::gateway::{Gateway, Output, Timer};
 use crate::log::Level;
-use crate::model::openai::{ErrorKind, ProviderError, StreamLimits};
+use crate::model::openai::{ErrorKind, Message, ProviderError, StreamLimits};
 use crate::work::{Work, WorkId};
 
 use super::Failure;
@@ -93,11 +93,14 @@ impl Gateway {
         let Some(key) = self.agent.runs.get(&serial).map(|r| r.session_key.clone()) else {
             return;
         };
-        let Some(messages) = self.turn_window(serial, &key) else {
+        let Some(mut messages) = self.turn_window(serial, &key) else {
             return;
         };
-        let mut system = system_prompt(&self.config.identity, route, &self.config.skills);
-        // A channel message's turn: who sent it (upstream's conversation info block).
+        let system = system_prompt(&self.config.identity, route, &self.config.skills);
+        // A channel message's turn: who sent it (upstream's conversation info block), in the
+        // user's role just before the message it describes and in this request only, so the
+        // system prompt stays the same turn after turn (a provider's prompt cache keeps the
+        // prefix) and the stored transcript keeps what was said.
         if let Some(info) = self
             .agent
             .runs
@@ -106,8 +109,11 @@ impl Gateway {
             .and_then(|r| self.channel_message_of(&r.run_id))
             .map(crate::channels::inbound::Inbound::conversation_info)
         {
-            system.push_str("\n\n");
-            system.push_str(&info);
+            let at = messages
+                .iter()
+                .rposition(|m| matches!(m, Message::User(_)))
+                .unwrap_or(messages.len());
+            messages.insert(at, Message::User(info));
         }
         let ctx = self.run_call_context(serial, &key);
         let tools = self.offered_tools(&ctx);
