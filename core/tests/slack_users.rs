@@ -208,14 +208,21 @@ fn names_match_allowlists_only_under_dangerously_allow_name_matching() {
     let model = calls(&sim, "chat/completions");
     assert_eq!(model.len(), 1, "held: {:?}", sim.held_http());
     let body: Value = serde_json::from_slice(&model[0].1.body).expect("json");
-    let system = body["messages"][0]["content"].as_str().unwrap_or_default();
+    // The sender's block is the user's, just before the message; the system prompt is not
+    // the sender's to change.
+    let messages = body["messages"].as_array().expect("messages");
+    let system = messages[0]["content"].as_str().unwrap_or_default();
+    assert!(!system.contains("Alice"), "{system}");
+    let info = &messages[messages.len() - 2];
+    let text = info["content"].as_str().unwrap_or_default();
+    assert_eq!(info["role"], "user");
     assert!(
-        system.contains("Conversation info (untrusted metadata):")
-            && system.contains("\"id\": \"U1\"")
-            && system.contains("\"name\": \"Alice Liddell\""),
-        "{system}"
+        text.starts_with("Conversation info (untrusted metadata):")
+            && text.contains("\"id\": \"U1\"")
+            && text.contains("\"name\": \"Alice Liddell\""),
+        "{text}"
     );
-    assert_eq!(body["messages"][1]["content"], "hello there");
+    assert_eq!(messages[messages.len() - 1]["content"], "hello there");
 }
 
 #[test]

@@ -18,15 +18,27 @@ fn alice() -> serde_json::Value {
         "profile": {"display_name": "", "real_name": "Alice Liddell"}})
 }
 
-/// The system prompt of a model request, in either API's place for it.
-fn system_of(r: &RecordedRequest) -> String {
-    let openai = &r.json["messages"][0];
-    let text = if openai["role"] == "system" {
-        &openai["content"]
-    } else {
-        &r.json["system"][0]["text"]
-    };
-    text.as_str().unwrap_or_default().to_string()
+/// The conversation info block of a turn's model request: the user message just before the
+/// one it describes (the system prompt does not carry it).
+fn info_of(r: &RecordedRequest) -> String {
+    let messages = r.json["messages"].as_array().cloned().unwrap_or_default();
+    let system = &messages[0];
+    assert!(
+        system["role"] != "system"
+            || !system["content"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("untrusted metadata"),
+        "{system}"
+    );
+    let info = &messages[messages.len().saturating_sub(2)];
+    assert_eq!(info["role"], "user", "{info}");
+    let text = info["content"].as_str().unwrap_or_default().to_string();
+    assert!(
+        text.starts_with("Conversation info (untrusted metadata):"),
+        "{text}"
+    );
+    text
 }
 
 fn pairing_request_names_the_sender(shell: Shell) {
@@ -68,12 +80,10 @@ fn the_agent_sees_the_name_looked_up_once(shell: Shell) {
     let requests = model.requests();
     assert_eq!(requests.len(), 2);
     for r in &requests {
-        let system = system_of(r);
+        let info = info_of(r);
         assert!(
-            system.contains("Conversation info (untrusted metadata):")
-                && system.contains("\"name\": \"Alice Liddell\"")
-                && system.contains("\"id\": \"U1\""),
-            "{system}"
+            info.contains("\"name\": \"Alice Liddell\"") && info.contains("\"id\": \"U1\""),
+            "{info}"
         );
     }
     assert_eq!(slack.looked_up(), ["U1"], "kept after the first lookup");
@@ -84,10 +94,10 @@ fn the_agent_sees_the_name_looked_up_once(shell: Shell) {
         sent[2],
         ("DU2".into(), "Echo from fake LLM: who am I?".into())
     );
-    let system = system_of(&model.requests()[2]);
+    let info = info_of(&model.requests()[2]);
     assert!(
-        system.contains("\"id\": \"U2\"") && !system.contains("\"name\""),
-        "{system}"
+        info.contains("\"id\": \"U2\"") && !info.contains("\"name\""),
+        "{info}"
     );
     drop(gw);
 }
