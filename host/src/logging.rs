@@ -98,6 +98,11 @@ impl Logger {
         Ok(())
     }
 
+    /// The most detailed level written.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
     /// Whether records at `level` are written.
     pub fn enabled(&self, level: Level) -> bool {
         level <= self.level
@@ -108,7 +113,7 @@ impl Logger {
         if !self.enabled(rec.level) {
             return;
         }
-        self.pending.push_str(&rec.line());
+        rec.write_line(&mut self.pending);
         self.pending.push('\n');
         if rec.level <= Level::Warn || self.pending.len() >= BATCH_BYTES {
             self.flush();
@@ -175,7 +180,9 @@ impl LogSink {
     /// Write a line of the shell's own if its level is enabled; a failure to write is ignored.
     pub fn log(&self, level: Level, message: impl Into<String>) {
         if level <= self.level {
-            let line = own_record(level, message.into()).line() + "\n";
+            let mut line = String::new();
+            own_record(level, message.into()).write_line(&mut line);
+            line.push('\n');
             let _ = write_text(&line, self.file.as_ref());
         }
     }
