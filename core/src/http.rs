@@ -362,6 +362,21 @@ mod tests {
             parse_head(big.as_bytes(), 8192).unwrap_err(),
             HeadError::TooLarge
         );
+        let lines = |n: usize| {
+            let mut h = "GET / HTTP/1.1\r\n".to_string();
+            for i in 0..n {
+                h.push_str(&format!("X-{i}: v\r\n"));
+            }
+            h + "\r\n"
+        };
+        assert!(matches!(
+            parse_head(lines(MAX_HEADERS).as_bytes(), 8192),
+            Ok(Some(_))
+        ));
+        assert_eq!(
+            parse_head(lines(MAX_HEADERS + 1).as_bytes(), 8192).unwrap_err(),
+            HeadError::TooLarge
+        );
     }
 
     #[test]

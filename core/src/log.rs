@@ -117,6 +117,24 @@ fn subsystem(conn: Option<ConnId>) -> &'static str {
     }
 }
 
+/// A JSON line as a JSON string, as `serde_json` writes it. The line's own strings have their
+/// control characters escaped, so only its quotes and backslashes need escaping here.
+fn quote_json_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + line.len() / 8 + 2);
+    out.push('"');
+    let mut rest = line;
+    while let Some(i) = rest.find(['"', '\\']) {
+        let (before, after) = rest.split_at(i);
+        out.push_str(before);
+        out.push('\\');
+        out.push_str(&after[..1]);
+        rest = &after[1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+    out
+}
+
 /// One kept line: where it ends in the log as a whole and its JSON line already written as a
 /// JSON string (quoted and escaped), so an answer copies it and never escapes it again.
 #[derive(Debug)]
@@ -178,8 +196,7 @@ impl LogRing {
         {
             self.oldest = gone.end;
         }
-        // Serialising a `str` cannot fail.
-        let quoted = serde_json::to_string(&line).unwrap_or_default();
+        let quoted = quote_json_line(&line);
         self.lines.push_back(Kept {
             end: self.bytes,
             quoted: quoted.into_boxed_str(),
@@ -291,6 +308,10 @@ mod tests {
                     },
                 });
                 assert_eq!(rec.json_line(), value.to_string());
+                assert_eq!(
+                    quote_json_line(&rec.json_line()),
+                    serde_json::to_string(&rec.json_line()).expect("a string")
+                );
             }
         }
     }
