@@ -82,6 +82,13 @@ impl LogRecord {
         };
     }
 
+    /// The record as one line of text (see [`LogRecord::write_line`]).
+    pub fn line(&self) -> String {
+        let mut out = String::new();
+        self.write_line(&mut out);
+        out
+    }
+
     /// The record as one JSON line in the fields upstream's file log lines carry and its Control
     /// UI and `openclaw logs` parse: `time` (ISO 8601), `level`, `subsystem` and `message`
     /// (with the text line's `conn=<id> ` in front when it concerns a connection). Written

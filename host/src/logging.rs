@@ -180,9 +180,7 @@ impl LogSink {
     /// Write a line of the shell's own if its level is enabled; a failure to write is ignored.
     pub fn log(&self, level: Level, message: impl Into<String>) {
         if level <= self.level {
-            let mut line = String::new();
-            own_record(level, message.into()).write_line(&mut line);
-            line.push('\n');
+            let line = own_record(level, message.into()).line() + "\n";
             let _ = write_text(&line, self.file.as_ref());
         }
     }
