@@ -454,8 +454,12 @@ pub struct Config {
     pub version: String,
     /// The parsed config file (`Null` when there is none), for `config.get` (redacted there).
     pub file: Value,
-    /// Log every frame in and out (secrets masked) at trace level (`--verbose`).
+    /// Log every frame in and out (secrets masked) at trace level (`--verbose`; needs
+    /// `log_level` at trace).
     pub log_frames: bool,
+    /// The most detailed level the host writes: records below it are never formatted (info
+    /// records are still kept for `logs.tail`).
+    pub log_level: crate::log::Level,
     /// The agent's model; `None` runs the agent offline (every turn fails with a message
     /// naming the keys to set).
     pub model: Option<ModelRoute>,
@@ -554,6 +558,7 @@ impl Config {
             version: env!("CARGO_PKG_VERSION").into(),
             file: Value::Null,
             log_frames: false,
+            log_level: crate::log::Level::Debug,
             model: None,
             identity: AgentIdentity::default(),
             channels: Default::default(),

@@ -7,13 +7,38 @@ pub fn iso_time(ms: u64) -> String {
     let secs = ms / 1000;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(secs / 86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    // Written digit by digit: a log line carries one, so this runs for every line logged.
+    let mut out = String::with_capacity(24);
+    for (n, width, then) in [
+        (y, 4, '-'),
+        (m, 2, '-'),
+        (d, 2, 'T'),
+        (rem / 3600, 2, ':'),
+        (rem % 3600 / 60, 2, ':'),
+        (rem % 60, 2, '.'),
+        (ms % 1000, 3, 'Z'),
+    ] {
+        push_padded(&mut out, n, width);
+        out.push(then);
+    }
+    out
+}
+
+/// Append `n` in decimal, zero-padded to at least `width` digits (as `{n:0width$}`).
+fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = i.min(digits.len().saturating_sub(width));
+    // ASCII digits.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) of Unix milliseconds.
@@ -60,6 +85,28 @@ mod tests {
         assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso_time(1_795_571_081_538), "2026-11-25T01:44:41.538Z");
         assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        // Past year 9999 the year takes the digits it needs, as `{y:04}` writes it.
+        assert_eq!(iso_time(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        for ms in [
+            1,
+            59_999,
+            3_599_999,
+            86_399_999,
+            1_764_979_200_123,
+            4_102_444_799_999,
+        ] {
+            let secs = ms / 1000;
+            let (y, m, d) = civil_from_days(secs / 86_400);
+            let rem = secs % 86_400;
+            let formatted = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                ms % 1000
+            );
+            assert_eq!(iso_time(ms), formatted);
+        }
     }
 
     #[test]

@@ -324,6 +324,25 @@ impl Gateway {
         crate::device::b64url(&b)
     }
 
+    /// Whether a record at `level` goes anywhere: to the host (its level) or to the ring
+    /// `logs.tail` reads (info and above).
+    pub(crate) fn logs_at(&self, level: Level) -> bool {
+        level <= self.config.log_level.max(Level::Info)
+    }
+
+    /// Log `message`, formatted only if a record at `level` goes anywhere.
+    pub(crate) fn log_with(
+        &mut self,
+        now: Instant,
+        level: Level,
+        conn: Option<ConnId>,
+        message: impl FnOnce() -> String,
+    ) {
+        if self.logs_at(level) {
+            self.log(now, level, conn, message());
+        }
+    }
+
     pub(crate) fn log(
         &mut self,
         now: Instant,
@@ -331,6 +350,9 @@ impl Gateway {
         conn: Option<ConnId>,
         message: String,
     ) {
+        if !self.logs_at(level) {
+            return;
+        }
         let rec = LogRecord {
             level,
             ts_ms: self.unix_ms(now),
@@ -340,7 +362,9 @@ impl Gateway {
         if level <= Level::Info {
             self.logs.push(&rec);
         }
-        self.out.push_back(Output::Log(rec));
+        if level <= self.config.log_level {
+            self.out.push_back(Output::Log(rec));
+        }
     }
 
     /// A fresh id for a piece of work.
@@ -411,7 +435,7 @@ impl Gateway {
             now + self.config.limits.handshake_timeout,
             Timer::Handshake(id),
         );
-        self.log(now, Level::Debug, Some(id), format!("accepted {peer}"));
+        self.log_with(now, Level::Debug, Some(id), || format!("accepted {peer}"));
         id
     }
 

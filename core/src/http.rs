@@ -2,8 +2,8 @@
 //! (`/health`, `/ready`, `/startup` and a JSON 404) answered on the same socket.
 
 use serde_json::json;
-use tungstenite::handshake::machine::TryParse;
-use tungstenite::handshake::server::{Request, create_response};
+
+use crate::upgrade_request::{self, UpgradeKey};
 
 /// What a complete request head asks for.
 #[derive(Debug)]
@@ -62,8 +62,8 @@ impl PlainRequest {
 /// A parsed upgrade request and the headers the gateway decides on.
 #[derive(Debug)]
 pub struct Upgrade {
-    /// The request, for building the 101 response.
-    pub request: Request,
+    /// Its key, for the 101 answer.
+    pub key: UpgradeKey,
     /// Request path.
     pub path: String,
     /// `Host`, if sent.
@@ -94,6 +94,8 @@ pub enum HeadError {
     BadUpgrade,
 }
 
+/// The most header lines a request head may have (more answer 431, as a head over the size
+/// cap does).
 const MAX_HEADERS: usize = 64;
 
 /// Try to parse a request head from the bytes received so far. `Ok(None)` means more bytes are
@@ -157,15 +159,9 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
         };
         return Ok(Some((Head::Plain(Box::new(plain)), len)));
     }
-    let request = match Request::try_parse(&buf[..len]) {
-        Ok(Some((_, r))) => r,
-        _ => return Err(HeadError::BadUpgrade),
-    };
-    if create_response(&request).is_err() {
-        return Err(HeadError::BadUpgrade);
-    }
+    let key = upgrade_request::check(&req).ok_or(HeadError::BadUpgrade)?;
     let up = Upgrade {
-        request,
+        key,
         path,
         host: header("host"),
         origin: header("origin"),
@@ -175,15 +171,6 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
         scope_cap: header("x-openclaw-scopes"),
     };
     Ok(Some((Head::Upgrade(Box::new(up)), len)))
-}
-
-/// The `101 Switching Protocols` response for an upgrade.
-pub fn switching_protocols(req: &Request) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160);
-    if let Ok(resp) = create_response(req) {
-        let _ = tungstenite::handshake::server::write_response(&mut out, &resp);
-    }
-    out
 }
 
 /// The gateway's readiness for the plain probes.
@@ -375,6 +362,21 @@ mod tests {
             parse_head(big.as_bytes(), 8192).unwrap_err(),
             HeadError::TooLarge
         );
+        let lines = |n: usize| {
+            let mut h = "GET / HTTP/1.1\r\n".to_string();
+            for i in 0..n {
+                h.push_str(&format!("X-{i}: v\r\n"));
+            }
+            h + "\r\n"
+        };
+        assert!(matches!(
+            parse_head(lines(MAX_HEADERS).as_bytes(), 8192),
+            Ok(Some(_))
+        ));
+        assert_eq!(
+            parse_head(lines(MAX_HEADERS + 1).as_bytes(), 8192).unwrap_err(),
+            HeadError::TooLarge
+        );
     }
 
     #[test]
@@ -399,7 +401,7 @@ mod tests {
             panic!("not an upgrade")
         };
         assert_eq!(up.origin.as_deref(), Some("http://localhost:3000"));
-        let resp = String::from_utf8(switching_protocols(&up.request)).unwrap();
+        let resp = String::from_utf8(upgrade_request::switching_protocols(&up.key)).unwrap();
         assert!(resp.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     }
 }

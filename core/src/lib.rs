@@ -103,6 +103,7 @@ mod route;
 pub mod scopes;
 pub mod tools;
 mod upgrade;
+pub mod upgrade_request;
 pub mod work;
 
 pub use agent::HeldMessages;

@@ -58,35 +58,60 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
-    /// The record as one line of text.
-    pub fn line(&self) -> String {
-        match self.conn {
-            Some(c) => format!(
+    /// Append the record as one line of text, without its newline:
+    /// `<unix ms> <level> [conn=<id> ]<message>`.
+    pub fn write_line(&self, out: &mut String) {
+        use core::fmt::Write;
+        // Writing to a `String` cannot fail.
+        let _ = match self.conn {
+            Some(c) => write!(
+                out,
                 "{} {} conn={} {}",
                 self.ts_ms,
                 self.level.as_str(),
                 c.0,
                 self.message
             ),
-            None => format!("{} {} {}", self.ts_ms, self.level.as_str(), self.message),
-        }
+            None => write!(
+                out,
+                "{} {} {}",
+                self.ts_ms,
+                self.level.as_str(),
+                self.message
+            ),
+        };
+    }
+
+    /// The record as one line of text (see [`LogRecord::write_line`]).
+    pub fn line(&self) -> String {
+        let mut out = String::new();
+        self.write_line(&mut out);
+        out
     }
 
     /// The record as one JSON line in the fields upstream's file log lines carry and its Control
     /// UI and `openclaw logs` parse: `time` (ISO 8601), `level`, `subsystem` and `message`
-    /// (with the text line's `conn=<id> ` in front when it concerns a connection).
+    /// (with the text line's `conn=<id> ` in front when it concerns a connection). Written
+    /// straight into one buffer, keys in the order a JSON object value writes them (sorted).
     pub fn json_line(&self) -> String {
-        let message = match self.conn {
-            Some(c) => format!("conn={} {}", c.0, self.message),
-            None => self.message.clone(),
+        let mut out = Vec::with_capacity(96 + self.message.len());
+        out.extend_from_slice(b"{\"level\":\"");
+        out.extend_from_slice(self.level.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"message\":");
+        // Serialising a string to a `Vec` cannot fail.
+        let _ = match self.conn {
+            Some(c) => {
+                serde_json::to_writer(&mut out, &format_args!("conn={} {}", c.0, self.message))
+            }
+            None => serde_json::to_writer(&mut out, &self.message),
         };
-        serde_json::json!({
-            "time": crate::dates::iso_time(self.ts_ms),
-            "level": self.level.as_str(),
-            "subsystem": subsystem(self.conn),
-            "message": message,
-        })
-        .to_string()
+        out.extend_from_slice(b",\"subsystem\":\"");
+        out.extend_from_slice(subsystem(self.conn).as_bytes());
+        out.extend_from_slice(b"\",\"time\":\"");
+        out.extend_from_slice(crate::dates::iso_time(self.ts_ms).as_bytes());
+        out.extend_from_slice(b"\"}");
+        // Every piece is UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -97,6 +122,24 @@ fn subsystem(conn: Option<ConnId>) -> &'static str {
         Some(_) => "gateway/ws",
         None => "gateway",
     }
+}
+
+/// A JSON line as a JSON string, as `serde_json` writes it. The line's own strings have their
+/// control characters escaped, so only its quotes and backslashes need escaping here.
+fn quote_json_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + line.len() / 8 + 2);
+    out.push('"');
+    let mut rest = line;
+    while let Some(i) = rest.find(['"', '\\']) {
+        let (before, after) = rest.split_at(i);
+        out.push_str(before);
+        out.push('\\');
+        out.push_str(&after[..1]);
+        rest = &after[1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+    out
 }
 
 /// One kept line: where it ends in the log as a whole and its JSON line already written as a
@@ -160,8 +203,7 @@ impl LogRing {
         {
             self.oldest = gone.end;
         }
-        // Serialising a `str` cannot fail.
-        let quoted = serde_json::to_string(&line).unwrap_or_default();
+        let quoted = quote_json_line(&line);
         self.lines.push_back(Kept {
             end: self.bytes,
             quoted: quoted.into_boxed_str(),
@@ -251,6 +293,44 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&record("x").json_line()).expect("JSON")["subsystem"],
             "gateway"
         );
+    }
+
+    #[test]
+    fn json_line_has_the_bytes_of_a_json_object() {
+        for conn in [None, Some(ConnId(7))] {
+            for message in [
+                "plain",
+                "quote \" backslash \\ tab \t nul \u{0} é \u{1F980}",
+                "",
+            ] {
+                let mut rec = record(message);
+                rec.conn = conn;
+                let value = serde_json::json!({
+                    "time": crate::dates::iso_time(rec.ts_ms),
+                    "level": rec.level.as_str(),
+                    "subsystem": subsystem(rec.conn),
+                    "message": match conn {
+                        Some(c) => format!("conn={} {message}", c.0),
+                        None => message.to_string(),
+                    },
+                });
+                assert_eq!(rec.json_line(), value.to_string());
+                assert_eq!(
+                    quote_json_line(&rec.json_line()),
+                    serde_json::to_string(&rec.json_line()).expect("a string")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn text_line() {
+        let mut rec = record("hi");
+        let mut line = String::new();
+        rec.write_line(&mut line);
+        rec.conn = Some(ConnId(3));
+        rec.write_line(&mut line);
+        assert_eq!(line, "1764979200123 info hi1764979200123 info conn=3 hi");
     }
 
     #[test]

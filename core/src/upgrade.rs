@@ -6,14 +6,12 @@ use core::net::IpAddr;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use serde_json::json;
 use tungstenite::Message;
 use tungstenite::protocol::Role as WsRole;
 
 use crate::auth;
 use crate::close::CloseReason;
 use crate::conn::{ConnId, MemIo, Phase, State, Ws, ws_context};
-use crate::frame::OutFrame;
 use crate::gateway::Gateway;
 use crate::http::{self, Head};
 use crate::log::Level;
@@ -66,7 +64,9 @@ impl Gateway {
                 }
                 let (method, path) = (req.method.clone(), req.path.clone());
                 if !http::is_probe(&path) && self.serve_control_ui(now, id, *req) {
-                    self.log(now, Level::Debug, Some(id), format!("http {method} {path}"));
+                    self.log_with(now, Level::Debug, Some(id), || {
+                        format!("http {method} {path}")
+                    });
                     return;
                 }
                 let phase = if self.is_draining() {
@@ -81,7 +81,9 @@ impl Gateway {
                     self.uptime_ms(now),
                     &self.config.version,
                 );
-                self.log(now, Level::Debug, Some(id), format!("http {method} {path}"));
+                self.log_with(now, Level::Debug, Some(id), || {
+                    format!("http {method} {path}")
+                });
                 self.transmit(id, body);
                 self.forget(now, id);
             }
@@ -157,12 +159,9 @@ impl Gateway {
         let nonce = self.uuid();
         let mut ctx = ws_context(WsRole::Server, self.config.limits.max_preauth_payload);
         let mut io = MemIo::default();
-        let challenge = OutFrame::direct(
-            "connect.challenge",
-            json!({"nonce": nonce, "ts": self.unix_ms(now), "capabilities": ["model-catalog-snapshot"]}),
-        );
-        let _ = ctx.write(&mut io, Message::text(challenge.to_text()));
-        let mut bytes = http::switching_protocols(&up.request);
+        let challenge = challenge_text(&nonce, self.unix_ms(now));
+        let _ = ctx.write(&mut io, Message::text(challenge));
+        let mut bytes = crate::upgrade_request::switching_protocols(&up.key);
         bytes.append(&mut io.wr);
         let worker = up.path == "/__openclaw__/worker";
         if let Some(c) = self.conns.get_mut(&id) {
@@ -191,5 +190,33 @@ impl Gateway {
         if !rest.is_empty() {
             self.handle_input(now, id, &rest);
         }
+    }
+}
+
+/// The `connect.challenge` event carrying `nonce` (a UUID: nothing to escape): the text
+/// `OutFrame::direct` writes for it, payload keys sorted, without building a `Value`.
+fn challenge_text(nonce: &str, ts_ms: u64) -> String {
+    format!(
+        r#"{{"type":"event","event":"connect.challenge","payload":{{"capabilities":["model-catalog-snapshot"],"nonce":"{nonce}","ts":{ts_ms}}}}}"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::frame::OutFrame;
+
+    #[test]
+    fn challenge_is_the_event_frame() {
+        let nonce = "0f4e8f0c-4a7b-4c1e-9d8e-2b1f3a4c5d6e";
+        let frame = OutFrame::direct(
+            "connect.challenge",
+            json!({"nonce": nonce, "ts": 1_764_979_200_123u64, "capabilities": ["model-catalog-snapshot"]}),
+        );
+        assert_eq!(
+            super::challenge_text(nonce, 1_764_979_200_123),
+            frame.to_text()
+        );
     }
 }

@@ -72,3 +72,38 @@ fn probe_mode_without_device_gets_empty_scopes_and_health_works() {
     let e = p.call(id, "status", None).unwrap_err();
     assert_eq!(e.message, "missing scope: operator.read");
 }
+
+/// Records below the host's level never leave the core (nor are formatted); info records still
+/// reach the ring `logs.tail` reads.
+#[test]
+fn records_below_the_log_level_stay_in_the_core_but_info_reaches_logs_tail() {
+    let mut quiet = Config::local_default();
+    quiet.log_level = clawgate_core::Level::Warn;
+    let mut p = Sim::started(Instant::now(), quiet);
+    let id = p.open_client(cli(None), loopback());
+    assert!(p.hello(id).is_some());
+    assert!(
+        p.logs.iter().all(|r| r.level <= clawgate_core::Level::Warn),
+        "{:?}",
+        p.logs
+    );
+    let tail = p.call(id, "logs.tail", Some(json!({}))).expect("logs.tail");
+    let lines = tail["lines"].as_array().expect("lines");
+    assert!(
+        lines.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains("websocket open from"))),
+        "{tail}"
+    );
+
+    let mut p = Sim::started(Instant::now(), Config::local_default());
+    let id = p.open_client(cli(None), loopback());
+    assert!(p.hello(id).is_some());
+    assert!(
+        p.logs
+            .iter()
+            .any(|r| r.level == clawgate_core::Level::Debug && r.message.starts_with("accepted ")),
+        "{:?}",
+        p.logs
+    );
+}

@@ -98,6 +98,11 @@ impl Logger {
         Ok(())
     }
 
+    /// The most detailed level written.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
     /// Whether records at `level` are written.
     pub fn enabled(&self, level: Level) -> bool {
         level <= self.level
@@ -108,7 +113,7 @@ impl Logger {
         if !self.enabled(rec.level) {
             return;
         }
-        self.pending.push_str(&rec.line());
+        rec.write_line(&mut self.pending);
         self.pending.push('\n');
         if rec.level <= Level::Warn || self.pending.len() >= BATCH_BYTES {
             self.flush();

@@ -355,6 +355,7 @@ fn resolve(
     let (mut config, sources) = settings::resolve(env, args.flags(), args.password_file.as_deref())
         .map_err(StartError::Settings)?;
     config.log_frames = logger.enabled(Level::Trace);
+    config.log_level = logger.level();
     Ok((config, sources))
 }
 

@@ -53,7 +53,8 @@ pub fn fuzz_config(token: bool, small_limits: bool) -> Config {
 
 /// The HTTP request head parser on any bytes: a complete head parses the same alone, and its
 /// first half only asks for more bytes (a head cut by the network is never refused). A
-/// `POST`'s body length is either within the body limit or refused with a 4xx.
+/// `POST`'s body length is either within the body limit or refused with a 4xx. An upgrade is
+/// taken and answered exactly when tungstenite's own server handshake takes it, with its bytes.
 pub fn http_head(data: &[u8]) {
     let cap = Limits::default().max_head_bytes;
     match http::parse_head(data, cap) {
@@ -70,7 +71,12 @@ pub fn http_head(data: &[u8]) {
             let half = http::parse_head(data.get(..len / 2).unwrap_or_default(), cap);
             assert!(matches!(half, Ok(None)), "half a head gives {half:?}");
             let response = match head {
-                Head::Upgrade(up) => http::switching_protocols(&up.request),
+                Head::Upgrade(up) => {
+                    let answer = crate::upgrade_request::switching_protocols(&up.key);
+                    let theirs = tungstenite_answer(data.get(..len).unwrap_or(data));
+                    assert_eq!(Some(&answer), theirs.as_ref(), "not tungstenite's answer");
+                    answer
+                }
                 Head::Plain(req) => {
                     let max = Limits::default().max_http_body_bytes;
                     match crate::http_post::body_length(&req, max) {
@@ -87,11 +93,28 @@ pub fn http_head(data: &[u8]) {
             "{} bytes without a head or an error",
             data.len()
         ),
-        Err(e) => assert!(
-            http::bad_head(e).starts_with(b"HTTP/1.1 4"),
-            "not a 4xx for {e}"
-        ),
+        Err(e) => {
+            assert!(
+                http::bad_head(e).starts_with(b"HTTP/1.1 4"),
+                "not a 4xx for {e}"
+            );
+            if e == http::HeadError::BadUpgrade {
+                assert!(tungstenite_answer(data).is_none(), "tungstenite takes it");
+            }
+        }
     }
+}
+
+/// tungstenite's server handshake answer to the upgrade request at the start of `head`, if
+/// it takes it: what the hand-written check and answer are held to.
+fn tungstenite_answer(head: &[u8]) -> Option<Vec<u8>> {
+    use tungstenite::handshake::machine::TryParse;
+    use tungstenite::handshake::server::{Request, create_response, write_response};
+    let (_, request) = Request::try_parse(head).ok()??;
+    let response = create_response(&request).ok()?;
+    let mut out = Vec::new();
+    write_response(&mut out, &response).ok()?;
+    Some(out)
 }
 
 /// `connect` params: parsed alone, then sent as the first frame of a loopback and of a remote

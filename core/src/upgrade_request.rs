@@ -1,0 +1,225 @@
+//! A WebSocket upgrade request checked by hand from its parsed head, with the rules
+//! tungstenite's server handshake applies (so the same requests are refused), and the
+//! `101 Switching Protocols` answer written by hand in the bytes tungstenite writes: no second
+//! parse of the head, no header map, no response builder per handshake.
+
+use tungstenite::handshake::derive_accept_key;
+
+/// The longest request target accepted (the `http` crate's URI limit, which tungstenite
+/// applies).
+const MAX_TARGET_BYTES: usize = u16::MAX as usize - 1;
+
+/// Length of a `Sec-WebSocket-Key`: 16 bytes in base64.
+const KEY_LEN: usize = 24;
+
+/// What an upgrade request must carry for its 101 answer: its `Sec-WebSocket-Key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpgradeKey(String);
+
+/// Check a `GET` upgrade request: HTTP/1.1 or later, `Connection` naming `Upgrade`, `Upgrade:
+/// websocket`, `Sec-WebSocket-Version: 13`, a key of 16 base64 bytes, header values of visible
+/// characters and a target that is a URI. Headers are looked up by their first occurrence, as
+/// tungstenite looks them up.
+pub(crate) fn check(req: &httparse::Request<'_, '_>) -> Option<UpgradeKey> {
+    if req.method != Some("GET") || req.version.is_none_or(|v| v < 1) {
+        return None;
+    }
+    if !req
+        .headers
+        .iter()
+        .all(|h| h.value.iter().all(|&b| is_value_byte(b)))
+    {
+        return None;
+    }
+    let first = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let connection_upgrade = first("connection")
+        .filter(|v| v.iter().all(|&b| is_visible_byte(b)))
+        .is_some_and(|v| {
+            v.split(|&b| b == b' ' || b == b',')
+                .any(|token| token.eq_ignore_ascii_case(b"upgrade"))
+        });
+    let upgrade_websocket = first("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
+    let version_13 = first("sec-websocket-version") == Some(b"13");
+    if !(connection_upgrade && upgrade_websocket && version_13) {
+        return None;
+    }
+    let key = first("sec-websocket-key")?;
+    let decodes_to_16 = key.len() == KEY_LEN
+        && data_encoding::BASE64
+            .decode(key)
+            .is_ok_and(|bytes| bytes.len() == 16);
+    if !decodes_to_16 || !is_uri(req.path?) {
+        return None;
+    }
+    // Base64 is ASCII.
+    Some(UpgradeKey(String::from_utf8_lossy(key).into_owned()))
+}
+
+/// A byte a header value may hold (`http::HeaderValue`): visible characters, space, tab and
+/// bytes of 0x80 and above.
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
+
+/// A byte of a header value read as text (`HeaderValue::to_str`): no bytes above ASCII.
+fn is_visible_byte(b: u8) -> bool {
+    b == b'\t' || (0x20..0x7f).contains(&b)
+}
+
+/// Whether the request target parses as a URI, as tungstenite requires. An origin-form target
+/// (`/path?query`, the only form clients send) is checked here; the rare other forms by the
+/// `http` crate's parser.
+fn is_uri(target: &str) -> bool {
+    if target.len() > MAX_TARGET_BYTES {
+        return false;
+    }
+    match target.as_bytes() {
+        [b'/', rest @ ..] => is_origin_form(rest),
+        _ => tungstenite::http::Uri::try_from(target).is_ok(),
+    }
+}
+
+/// The `http` crate's rules for a path and query after the leading `/`: path bytes, then after
+/// a `?` query bytes; a `#` ends what is checked (the fragment is dropped, whatever it holds);
+/// bytes above ASCII must be UTF-8.
+fn is_origin_form(rest: &[u8]) -> bool {
+    let mut in_query = false;
+    let mut end = rest.len();
+    for (i, &b) in rest.iter().enumerate() {
+        let ok = match b {
+            b'#' => {
+                end = i;
+                break;
+            }
+            b'?' if !in_query => {
+                in_query = true;
+                true
+            }
+            0x80..=0xff => true,
+            _ if in_query => is_query_byte(b),
+            _ => is_path_byte(b),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    rest.get(..end)
+        .is_some_and(|r| r.is_ascii() || std::str::from_utf8(r).is_ok())
+}
+
+/// An ASCII byte the `http` crate takes in a path as it is.
+fn is_path_byte(b: u8) -> bool {
+    matches!(b, 0x21..=0x3b | 0x3d | 0x40..=0x5f | 0x61..=0x7a | 0x7c | 0x7e | b'{' | b'}')
+}
+
+/// An ASCII byte the `http` crate takes in a query as it is.
+fn is_query_byte(b: u8) -> bool {
+    matches!(b, 0x21 | 0x24..=0x3b | 0x3d | 0x3f..=0x7e)
+}
+
+/// The `101 Switching Protocols` answer to an upgrade with `key`.
+pub fn switching_protocols(key: &UpgradeKey) -> Vec<u8> {
+    const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-accept: ";
+    let accept = derive_accept_key(key.0.as_bytes());
+    let mut out = Vec::with_capacity(HEAD.len() + accept.len() + 4);
+    out.extend_from_slice(HEAD);
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    /// A request head from its parts.
+    fn head(target: &str, version: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut h = format!("GET {target} HTTP/{version}\r\n").into_bytes();
+        for (name, value) in headers {
+            h.extend_from_slice(name.as_bytes());
+            h.extend_from_slice(b": ");
+            h.extend_from_slice(value);
+            h.extend_from_slice(b"\r\n");
+        }
+        h.extend_from_slice(b"\r\n");
+        h
+    }
+
+    const TARGETS: &[&str] = &[
+        "/",
+        "/ws",
+        "/a?b=c",
+        "/a?b?c",
+        "/a<b",
+        "/a`b",
+        "/a?b`c",
+        "/a\"b",
+        "/a?b\"c",
+        "/a{b}",
+        "/a#<junk>",
+        "/a?b#\"",
+        "/é",
+        "*",
+        "http://h/ws",
+        "h:80",
+        "a",
+        "?x",
+        "//x",
+        "/a>b",
+    ];
+    const CONNECTION: &[&[u8]] = &[
+        b"Upgrade",
+        b"upgrade",
+        b"keep-alive, Upgrade",
+        b"keep-alive,upgrade",
+        b"Upgradex",
+        b"close",
+        b"Upgrade\xe9",
+        b"\tUpgrade",
+        b"",
+    ];
+    const UPGRADE: &[&[u8]] = &[b"websocket", b"WebSocket", b"websocket2", b"h2c"];
+    const VERSION: &[&[u8]] = &[b"13", b"8", b"13 ", b"013"];
+    const KEY: &[&[u8]] = &[
+        b"dGhlIHNhbXBsZSBub25jZQ==",
+        b"dGhlIHNhbXBsZSBub25jZR==",
+        b"dGhlIHNhbXBsZSBub25jZQ",
+        b"dGhlIHNhbXBsZSBub25jZQ===",
+        b"dGhlIHNhbXBsZSBub25j*Q==",
+        b"AAAAAAAAAAAAAAAAAAAAAA==",
+    ];
+
+    proptest! {
+        #[test]
+        fn taken_and_answered_as_tungstenite_does(
+            target in 0..TARGETS.len(),
+            http_minor in 0..2u8,
+            connection in proptest::collection::vec(0..CONNECTION.len(), 0..3),
+            upgrade in 0..UPGRADE.len(),
+            version in proptest::collection::vec(0..VERSION.len(), 0..3),
+            key in proptest::collection::vec(0..KEY.len(), 0..3),
+            extra in proptest::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let mut headers: Vec<(&str, &[u8])> = vec![("Host", b"x"), ("Upgrade", UPGRADE[upgrade])];
+            headers.extend(connection.iter().map(|&i| ("Connection", CONNECTION[i])));
+            headers.extend(version.iter().map(|&i| ("Sec-WebSocket-Version", VERSION[i])));
+            headers.extend(key.iter().map(|&i| ("Sec-WebSocket-Key", KEY[i])));
+            headers.push(("X-Extra", &extra));
+            crate::fuzzing::http_head(&head(TARGETS[target], &format!("1.{http_minor}"), &headers));
+        }
+    }
+
+    #[test]
+    fn answer_is_the_rfc_example() {
+        let key = super::UpgradeKey("dGhlIHNhbXBsZSBub25jZQ==".into());
+        assert_eq!(
+            super::switching_protocols(&key),
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+    }
+}
