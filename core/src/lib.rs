@@ -101,6 +101,7 @@ pub mod pairing;
 pub mod persist;
 mod route;
 pub mod scopes;
+pub mod sorting;
 pub mod tools;
 mod upgrade;
 pub mod upgrade_request;

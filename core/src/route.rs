@@ -211,7 +211,7 @@ impl Gateway {
             .filter(|c| !self.config.node_commands_deny.contains(c))
             .cloned()
             .collect();
-        out.sort();
+        crate::sorting::sort(&mut out);
         out.dedup();
         out
     }
@@ -387,7 +387,7 @@ impl Gateway {
                 ids.push(id.clone());
             }
         }
-        ids.sort();
+        crate::sorting::sort(&mut ids);
         let nodes: Vec<Value> = ids.iter().filter_map(|id| self.node_entry(id)).collect();
         json!({"ts": self.unix_ms(now), "nodes": nodes})
     }

@@ -21,7 +21,7 @@ pub fn load(file: &Value, state_dir: &str, env: &BTreeMap<String, String>) -> Ve
     for root in roots(file, state_dir, home) {
         let mut found = Vec::new();
         walk(Path::new(&root), 0, &mut found);
-        found.sort_by(|a, b| a.location.cmp(&b.location));
+        clawgate_core::sorting::sort_by(&mut found, |a, b| a.location.cmp(&b.location));
         for skill in found {
             if !skills.iter().any(|s| s.name == skill.name) {
                 skills.push(skill);

@@ -202,7 +202,7 @@ impl Gateway {
             .into_iter()
             .map(|(provider, _, _)| provider)
             .collect();
-        names.sort_unstable();
+        crate::sorting::sort(&mut names);
         names.dedup();
         let providers: Vec<Value> = names
             .iter()

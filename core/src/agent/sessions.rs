@@ -267,7 +267,9 @@ impl Gateway {
                 })
             })
             .collect();
-        found.sort_by(|a, b| b.1.updated_at.cmp(&a.1.updated_at).then(a.0.cmp(b.0)));
+        crate::sorting::sort_by(&mut found, |a, b| {
+            b.1.updated_at.cmp(&a.1.updated_at).then(a.0.cmp(b.0))
+        });
         let total = found.len();
         let offset = usize::try_from(p.offset.map_or(0, |o| o.0)).unwrap_or(usize::MAX);
         let limit = p.limit.map_or(DEFAULT_LIST_LIMIT, |l| l.0);

@@ -119,7 +119,9 @@ impl ChannelPairing {
     /// Pending requests, oldest first.
     pub fn requests(&self) -> impl Iterator<Item = &PairingRequest> {
         let mut all: Vec<&PairingRequest> = self.requests.values().collect();
-        all.sort_by_key(|r| (r.created_at, r.request_id.clone()));
+        crate::sorting::sort_by(&mut all, |a, b| {
+            (a.created_at, &a.request_id).cmp(&(b.created_at, &b.request_id))
+        });
         all.into_iter()
     }
 

@@ -100,7 +100,7 @@ pub(crate) fn codings(accept_encoding: Option<&str>) -> Vec<Coding> {
         .filter(|(_, q)| *q > 0.0)
         .collect();
     // Stable: br stays first among equals.
-    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    crate::sorting::sort_by(&mut out, |a, b| b.1.total_cmp(&a.1));
     out.into_iter().map(|(c, _)| c).collect()
 }
 

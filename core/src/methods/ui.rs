@@ -86,7 +86,7 @@ impl Gateway {
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
                 .collect();
-            capabilities.sort_unstable();
+            crate::sorting::sort(&mut capabilities);
             capabilities.dedup();
             let mut env = json!({
                 "id": format!("node:{id}"),

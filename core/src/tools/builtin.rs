@@ -119,7 +119,9 @@ pub(crate) fn search(call: &ToolCall, deferred: &[ToolEntry]) -> ToolOutcome {
         })
         .filter(|(score, _)| *score > 0 || words.is_empty())
         .collect();
-    hits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    crate::sorting::sort_by(&mut hits, |a, b| {
+        b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name))
+    });
     let results: Vec<Value> = hits
         .into_iter()
         .take(limit)

@@ -79,7 +79,7 @@ impl ExecState {
     /// The approvals waiting, oldest first, as `exec.approval.requested` announced them.
     pub(crate) fn pending(&self) -> Vec<serde_json::Value> {
         let mut serials: Vec<&u64> = self.approvals.keys().collect();
-        serials.sort_unstable();
+        crate::sorting::sort(&mut serials);
         serials
             .into_iter()
             .filter_map(|k| self.approvals.get(k))

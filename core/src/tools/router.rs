@@ -105,7 +105,7 @@ impl ToolRouter {
             .filter(|(_, p)| &p.owner == owner)
             .map(|(id, _)| *id)
             .collect();
-        ids.sort();
+        crate::sorting::sort(&mut ids);
         ids
     }
 }

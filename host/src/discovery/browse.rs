@@ -44,7 +44,7 @@ impl Beacon {
             .iter()
             .map(|a| a.to_ip_addr())
             .collect();
-        addresses.sort();
+        clawgate_core::sorting::sort(&mut addresses);
         addresses.dedup();
         Self {
             instance_name: unescape_label(escaped),
@@ -194,7 +194,7 @@ pub fn browse(timeout: Duration) -> Result<Vec<Beacon>, DiscoveryError> {
         let _ = done.recv_timeout(SHUTDOWN_WAIT);
     }
     let mut beacons: Vec<Beacon> = found?.into_values().collect();
-    beacons.sort_by(|a, b| a.instance_name.cmp(&b.instance_name));
+    clawgate_core::sorting::sort_by(&mut beacons, |a, b| a.instance_name.cmp(&b.instance_name));
     Ok(beacons)
 }
 
