@@ -321,6 +321,19 @@ mod tests {
     }
 
     #[test]
+    fn sequential_ids_spread_over_the_hash_tags() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hasher = BuildHasherDefault::<ConnIdHasher>::default();
+        // hashbrown tags each slot with the hash's top 7 bits: sequential ids must not share them.
+        let tags: std::collections::BTreeSet<u64> =
+            (1..=128u64).map(|id| hasher.hash_one(ConnId(id)) >> 57).collect();
+        assert!(tags.len() > 64, "{} distinct tags", tags.len());
+        let mut map: ConnMap<ConnId, u64> = ConnMap::default();
+        map.extend((1..=1000).map(|id| (ConnId(id), id * 2)));
+        assert!((1..=1000).all(|id| map.get(&ConnId(id)) == Some(&(id * 2))));
+    }
+
+    #[test]
     fn text_frames_are_tungstenite_s_bytes() {
         for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
             let text = "x".repeat(len);
