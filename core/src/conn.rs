@@ -325,8 +325,9 @@ mod tests {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let hasher = BuildHasherDefault::<ConnIdHasher>::default();
         // hashbrown tags each slot with the hash's top 7 bits: sequential ids must not share them.
-        let tags: std::collections::BTreeSet<u64> =
-            (1..=128u64).map(|id| hasher.hash_one(ConnId(id)) >> 57).collect();
+        let tags: std::collections::BTreeSet<u64> = (1..=128u64)
+            .map(|id| hasher.hash_one(ConnId(id)) >> 57)
+            .collect();
         assert!(tags.len() > 64, "{} distinct tags", tags.len());
         let mut map: ConnMap<ConnId, u64> = ConnMap::default();
         map.extend((1..=1000).map(|id| (ConnId(id), id * 2)));
@@ -343,7 +344,10 @@ mod tests {
                 tungstenite_frame(&mut server(), &text),
                 "length {len}"
             );
-            assert_eq!(ours.capacity(), ours.len(), "one exact allocation");
+            assert!(
+                ours.capacity() <= len + MAX_FRAME_HEADER,
+                "one allocation, sized for the frame"
+            );
         }
     }
 
