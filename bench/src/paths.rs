@@ -5,17 +5,19 @@
 //! with Telegram, Slack and Discord running at once.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::BenchError;
 use crate::machine::Machine;
+use crate::procs::Launch;
 use crate::report::{Goal, GoalCheck, MIO, UPSTREAM, fmt, ratio, verdict};
 use crate::run::Target;
-use crate::scenario::agent::{self, AgentFigures};
-use crate::scenario::channels::{self, ChannelFigures, ChannelPlan};
-use crate::scenario::hops::{self, Channel, HopFigures};
+use crate::scenario::agent::{self, AgentFigures, AgentRun};
+use crate::scenario::channels::{self, ChannelFigures, ChannelPlan, ChannelRun};
+use crate::scenario::hops::{self, Channel, HopFigures, HopRun};
 use crate::scenario::transcripts::{self, TranscriptFigures, TranscriptPlan};
 use crate::scenario::watchers::{self, WatcherFigures};
+use crate::stats::Percentiles;
 
 /// The line that opens the section.
 pub const BEGIN: &str =
@@ -84,48 +86,121 @@ pub struct PathFigures {
     pub transcripts: Result<TranscriptFigures, BenchError>,
     /// Telegram and idle.
     pub channels: Result<ChannelFigures, BenchError>,
+    /// Telegram's two latencies with the store's `synchronous=normal` (clawgate only).
+    pub sync_normal: Result<(Percentiles, Percentiles), BenchError>,
     /// The three channels at once.
     pub hops: Result<HopFigures, BenchError>,
+    /// How long each step took, in the order they ran.
+    pub steps: Vec<(&'static str, Duration)>,
 }
 
-fn logged<T>(what: &str, r: Result<T, BenchError>) -> Result<T, BenchError> {
+/// Run `step`, print how it went and record how long it took in `steps`.
+fn timed<T>(
+    steps: &mut Vec<(&'static str, Duration)>,
+    what: &'static str,
+    step: impl FnOnce() -> Result<T, BenchError>,
+) -> Result<T, BenchError> {
+    let t0 = Instant::now();
+    let r = step();
+    let took = t0.elapsed();
     match &r {
-        Ok(_) => eprintln!("   {what} done"),
-        Err(e) => eprintln!("   {what}: {e}"),
+        Ok(_) => eprintln!("   {what} done ({:.0} s)", took.as_secs_f64()),
+        Err(e) => eprintln!("   {what}: {e} ({:.0} s)", took.as_secs_f64()),
     }
+    steps.push((what, took));
     r
 }
 
+/// The gateway started beforehand, if it came up; when it did not, why is printed and the
+/// step starts one of its own, alone.
+fn came_up<T>(what: &str, pre: Option<Result<T, BenchError>>) -> Option<T> {
+    match pre? {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("   {what}: the gateway started with the others: {e}; starting it alone");
+            None
+        }
+    }
+}
+
+/// Why upstream skips a step in the quick plan.
+fn skipped_in_quick() -> BenchError {
+    BenchError::Unavailable(
+        "not run on upstream in the quick plan (its gateway takes a minute or more to start)"
+            .into(),
+    )
+}
+
 /// Run every path on `t`.
+///
+/// Upstream's gateways take a minute or more each to start (most of a run when they started
+/// one after the other): its agent, Telegram and three-channel gateways start at once, and
+/// are measured one after the other once all three are up, so no start competes with a
+/// measurement. In the quick plan upstream skips the delta broadcast and the stored
+/// transcripts (two more starts; its transcripts fill does not finish in the quick bound).
 pub fn measure(t: &Target, plan: &PathPlan) -> PathFigures {
     eprintln!("== {} (agent and channel paths)", t.name);
-    let agent = logged(
-        "agent turns",
-        agent::measure(&t.name, &t.launch, plan.turns, plan.sessions),
-    );
-    let watchers = logged(
-        "delta broadcast",
-        watchers::measure(&t.name, &t.launch, plan.watchers, plan.watched_turns),
-    );
-    let transcripts = logged(
-        "stored transcripts",
-        transcripts::measure(&t.name, &t.launch, &plan.transcripts),
-    );
-    let channels = logged(
-        "telegram",
-        channels::measure(&t.name, &t.launch, &plan.channels),
-    );
-    let hops = logged(
-        "telegram, slack and discord",
-        hops::measure(&t.name, &t.launch, plan.hops),
-    );
+    let (name, launch) = (t.name.as_str(), &t.launch);
+    let upstream = matches!(launch, Launch::Upstream { .. });
+    let mut steps = Vec::new();
+    let (mut pre_agent, mut pre_channels, mut pre_hops) = (None, None, None);
+    if upstream {
+        let _ = timed(&mut steps, "start of the three gateways", || {
+            let a = agent::start(name, launch, plan.sessions);
+            let c = channels::start(name, launch, &plan.channels, &[]);
+            let h = hops::start(name, launch, plan.hops);
+            pre_agent = Some(a.and_then(AgentRun::ready));
+            pre_channels = Some(c.and_then(ChannelRun::ready));
+            pre_hops = Some(h.and_then(HopRun::ready));
+            Ok(())
+        });
+    }
+    let agent = timed(&mut steps, "agent turns", || {
+        match came_up("agent", pre_agent) {
+            Some(r) => r,
+            None => agent::start(name, launch, plan.sessions)?.ready()?,
+        }
+        .run(plan.turns, plan.sessions)
+    });
+    let quick_skip = upstream && plan.quick;
+    let watchers = timed(&mut steps, "delta broadcast", || {
+        if quick_skip {
+            return Err(skipped_in_quick());
+        }
+        watchers::measure(name, launch, plan.watchers, plan.watched_turns)
+    });
+    let transcripts = timed(&mut steps, "stored transcripts", || {
+        if quick_skip {
+            return Err(skipped_in_quick());
+        }
+        transcripts::measure(name, launch, &plan.transcripts)
+    });
+    let channels = timed(&mut steps, "telegram", || {
+        match came_up("telegram", pre_channels) {
+            Some(r) => r,
+            None => channels::start(name, launch, &plan.channels, &[])?.ready()?,
+        }
+        .run()
+    });
+    let sync_normal = timed(&mut steps, "telegram, synchronous=normal", || {
+        channels::measure_sync_normal(name, launch, &plan.channels)
+    });
+    let hops = timed(&mut steps, "telegram, slack and discord", || {
+        match came_up("three channels", pre_hops) {
+            Some(r) => r,
+            None => hops::start(name, launch, plan.hops)?.ready()?,
+        }
+        .run()
+    });
     PathFigures {
         name: t.name.clone(),
         agent,
         watchers,
         transcripts,
         channels,
+        sync_normal,
         hops,
+        steps,
     }
 }
 
@@ -277,6 +352,18 @@ fn rows(p: &PathPlan) -> Vec<Row> {
             |f| Some(ms(f.channels.as_ref().ok()?.poll_to_send.p99)),
         ),
         row(
+            "`getUpdates` answered → `sendMessage`, store `synchronous=normal`, ms p50",
+            2,
+            None,
+            |f| Some(ms(f.sync_normal.as_ref().ok()?.1.p50)),
+        ),
+        row(
+            "`getUpdates` answered → `sendMessage`, store `synchronous=normal`, ms p99",
+            2,
+            None,
+            |f| Some(ms(f.sync_normal.as_ref().ok()?.1.p99)),
+        ),
+        row(
             format!("messages/s, {} chats at once ({} waves)", c.chats, c.waves),
             1,
             None,
@@ -406,6 +493,7 @@ pub fn render(
             ("delta broadcast", f.watchers.as_ref().err()),
             ("stored transcripts", f.transcripts.as_ref().err()),
             ("telegram", f.channels.as_ref().err()),
+            ("synchronous=normal", f.sync_normal.as_ref().err()),
             ("three-channel", f.hops.as_ref().err()),
         ];
         for (what, e) in errors {
@@ -442,6 +530,12 @@ pub fn render(
                 }
             }
         }
+        let steps: Vec<String> = f
+            .steps
+            .iter()
+            .map(|(what, took)| format!("{what} {:.0} s", took.as_secs_f64()))
+            .collect();
+        let _ = writeln!(s, "- {}: step times: {}", f.name, steps.join(", "));
         if let Ok(w) = &f.watchers
             && w.watchers_short > 0
         {
@@ -484,7 +578,12 @@ timed from the fake writing the event (the `getUpdates` answer, the `events_api`
 directory starts with their install records (upstream refuses an unrecorded plugin the keyed
 store Discord needs). The echo model answers with the newest user text of the request, skipping
 the context message upstream appends to every request (which quotes earlier replies); a reply
-counts when it carries its message's token.";
+counts when it carries its message's token. The `synchronous=normal` rows: one more clawgate
+gateway as in the Telegram run, started with `CLAWGATE_STORE_SYNCHRONOUS=normal` (the rows above
+run with the default, `full`), the same sequential messages timed. Upstream's agent, Telegram
+and three-channel gateways start at once and are measured one after the other once all three
+are up (each takes a minute or more to start); \"step times\" say how long each step took,
+starts and waits included.";
 
 /// `text` with its paths section replaced by `section` (inserted after the title when it has
 /// none).

@@ -166,6 +166,8 @@ pub enum Event {
         payload: Value,
         /// Sequence number, on broadcasts.
         seq: Option<u64>,
+        /// `stateVersion` (`{presence, health}`), on `presence` and `health` events.
+        state_version: Option<Value>,
     },
     /// The server refused the upgrade with an HTTP status.
     HttpRefused {
@@ -426,10 +428,12 @@ impl Client {
                     return;
                 }
                 let seq = v.get("seq").and_then(Value::as_u64);
+                let state_version = v.get("stateVersion").cloned();
                 self.events.push_back(Event::Event {
                     event,
                     payload,
                     seq,
+                    state_version,
                 });
             }
             Some("res") => {

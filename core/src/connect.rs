@@ -205,6 +205,9 @@ impl Gateway {
         params: ConnectParams,
         hello: Admitted,
     ) {
+        // Before this client is a session: a new snapshot's `health` event goes to the others,
+        // and this one has it in its `hello-ok`.
+        self.refresh_health(now);
         let conn_uuid = self.uuid();
         let now_ms = self.unix_ms(now);
         let max_payload = self.config.limits.max_payload;
@@ -238,7 +241,6 @@ impl Gateway {
         if !crate::route::is_ephemeral_mode(&params.client.mode) {
             self.router.presence.insert(id);
         }
-        self.refresh_health(now);
         let text = self.hello_text(now, req_id, &conn_uuid, &params, &hello);
         self.send_text(now, id, text);
         self.log(
@@ -298,7 +300,7 @@ impl Gateway {
                 health: self.health_cache.payload(),
                 state_version: StateVersion {
                     presence: self.presence_version,
-                    health: self.health_version,
+                    health: self.health_cache.version(),
                 },
                 uptime_ms: self.uptime_ms(now),
                 session_defaults: SessionDefaults {

@@ -1,7 +1,6 @@
 //! Device identity: Ed25519 keys, the v3/v2 signature payloads and their verification.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use sha2::{Digest, Sha256};
 
 /// The `device` object of `connect` params.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +87,7 @@ impl DeviceError {
 
 /// Lowercase hex SHA-256 of a raw public key: the device id.
 pub fn device_id(raw_public_key: &[u8]) -> String {
-    data_encoding::HEXLOWER.encode(&Sha256::digest(raw_public_key))
+    crate::digest::sha256_hex(raw_public_key)
 }
 
 /// Decode a public key given as base64url, std base64 or PEM (SPKI) into its raw 32 bytes.

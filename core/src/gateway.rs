@@ -159,8 +159,8 @@ pub struct Gateway {
     pub(crate) identity: Option<crate::device::DeviceKey>,
     draining: bool,
     pub(crate) presence_version: u64,
-    pub(crate) health_version: u64,
-    /// The `health` payload, serialised, while nothing it is made of changed.
+    /// The `health` payload, serialised, while nothing it is made of changed, and its
+    /// version (`stateVersion.health`).
     pub(crate) health_cache: crate::health_cache::HealthCache,
     last_prune: Instant,
 }
@@ -205,7 +205,6 @@ impl Gateway {
             identity: None,
             draining: false,
             presence_version: 1,
-            health_version: 1,
             health_cache: Default::default(),
             last_prune: now,
         };
@@ -543,6 +542,9 @@ impl Gateway {
         self.expire_channel_pairing(now);
         self.retry_failed_store();
         self.router.prune_dedupe(now, self.config.limits.dedupe_ttl);
+        // upstream takes a health snapshot every minute and broadcasts it: here on the tick
+        // (no wake-up of its own), and only a snapshot that says something new is sent.
+        self.refresh_health(now);
     }
 
     /// Stop: every authenticated client gets `shutdown`, every WebSocket is closed 1012,

@@ -78,6 +78,7 @@ mod connect;
 mod control_ui;
 pub mod dates;
 pub mod device;
+mod digest;
 pub mod discovery;
 mod durable;
 pub mod frame;

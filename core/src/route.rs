@@ -251,9 +251,14 @@ impl Gateway {
 
     pub(crate) fn presence_changed(&mut self, now: Instant) {
         self.presence_version += 1;
-        let sv = json!({"presence": self.presence_version, "health": self.health_version});
+        let sv = self.state_version();
         let list = self.presence_list(now);
         self.broadcast(now, "presence", &json!({"presence": list}), Some(&sv));
+    }
+
+    /// `stateVersion`, as `presence` and `health` events carry it.
+    pub(crate) fn state_version(&self) -> Value {
+        json!({"presence": self.presence_version, "health": self.health_cache.version()})
     }
 
     /// The presence list: the gateway itself, then every authenticated connection.

@@ -203,6 +203,7 @@ fn tick_every_interval_with_per_connection_seq() {
                 event,
                 seq,
                 payload,
+                ..
             } if event == "tick" => {
                 assert!(payload["ts"].as_u64().unwrap() > T0_MS);
                 Some(seq)
@@ -228,7 +229,7 @@ fn shutdown_sends_event_then_1012_and_preauth_gets_only_close() {
     p.drive();
     let evs = p.events(id);
     assert!(
-        matches!(&evs[0], Event::Event { event, seq: Some(1), payload } if event == "shutdown" && payload["reason"] == "gateway stopping")
+        matches!(&evs[0], Event::Event { event, seq: Some(1), payload, .. } if event == "shutdown" && payload["reason"] == "gateway stopping")
     );
     assert!(evs.iter().any(
         |e| matches!(e, Event::Closed { code: Some(1012), reason } if reason == "service restart")

@@ -290,19 +290,22 @@ fn presence_is_broadcast_with_seq_on_node_connect_and_disconnect() {
     let op = operator(&mut p, &["operator.read"]);
     let node = p.open_client(node_config(53, &[]), loopback());
     let evs = p.events(op);
-    let presence: Vec<(Value, Option<u64>)> = evs
+    let presence: Vec<(Value, Option<u64>, Option<Value>)> = evs
         .into_iter()
         .filter_map(|e| match e {
             Event::Event {
                 event,
                 payload,
                 seq,
-            } if event == "presence" => Some((payload, seq)),
+                state_version,
+            } if event == "presence" => Some((payload, seq, state_version)),
             _ => None,
         })
         .collect();
     assert_eq!(presence.len(), 1);
     assert_eq!(presence[0].1, Some(1));
+    // upstream's versions: presence moved from 1, health is the first snapshot's.
+    assert_eq!(presence[0].2, Some(json!({"presence": 2, "health": 2})));
     assert!(
         presence[0].0["presence"]
             .as_array()
@@ -348,6 +351,7 @@ fn progress_chunks_reach_the_caller_and_nodes_speak_only_for_themselves() {
                 event,
                 payload,
                 seq: None,
+                ..
             } if event == "node.invoke.progress" => Some(payload),
             _ => None,
         })

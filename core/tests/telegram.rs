@@ -1099,6 +1099,75 @@ fn a_kill_at_any_point_answers_a_message_once() {
     }
 }
 
+/// The `health` events an operator received: each payload with its `stateVersion.health`.
+fn health_events(p: &mut Sim, op: ConnId) -> Vec<(Value, u64)> {
+    p.events(op)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event {
+                event,
+                payload,
+                state_version: Some(sv),
+                ..
+            } if event == "health" => Some((payload, sv["health"].as_u64()?)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `stateVersion.health` moves as upstream's does: each health snapshot that says something
+/// new (upstream: each one it takes) gets the next version and goes to every operator as a
+/// `health` event carrying it, and the next `hello-ok` has it in `snapshot.stateVersion`. A
+/// snapshot retaken with nothing new (only its `ts`) keeps the version and sends nothing; the
+/// tick retakes it, so a change nobody asked `health` about still reaches the operators.
+#[test]
+fn the_health_version_moves_with_each_new_health_snapshot() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    // An operator's id and the `stateVersion.health` of its `hello-ok`.
+    let join = |p: &mut Sim| {
+        let mut c = cli(Some("t"));
+        c.scopes = vec!["operator.admin".into()];
+        let id = p.open_client(c, loopback());
+        let hello = p.hello(id).expect("hello-ok");
+        p.events(id);
+        (
+            id,
+            hello["snapshot"]["stateVersion"]["health"]
+                .as_u64()
+                .unwrap(),
+        )
+    };
+    let (watcher, first) = join(&mut p);
+    assert!(
+        first >= 2,
+        "the first snapshot counts (upstream starts at 1)"
+    );
+    // Retaken after a second with nothing new: the same version, no event.
+    p.advance(Duration::from_millis(1500));
+    let (op, version) = join(&mut p);
+    assert_eq!(version, first);
+    p.call(op, "health", None).unwrap();
+    assert!(health_events(&mut p, watcher).is_empty());
+    // The channel stops: the next snapshot says so, with the next version, to everyone.
+    let stop = json!({"channel": "telegram"});
+    p.call(op, "channels.stop", Some(stop.clone())).unwrap();
+    let stopped = p.call(op, "health", None).unwrap();
+    assert_eq!(stopped["channels"]["telegram"]["running"], false);
+    let seen = health_events(&mut p, watcher);
+    assert_eq!(seen, [(stopped, first + 1)]);
+    let (_, version) = join(&mut p);
+    assert_eq!(version, first + 1);
+    // Started again, and nobody asks: the tick takes the snapshot and sends it.
+    p.call(op, "channels.start", Some(stop)).unwrap();
+    pump(&mut p, &mut f);
+    p.events(watcher);
+    p.advance(Duration::from_secs(30));
+    let seen = health_events(&mut p, watcher);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0["channels"]["telegram"]["running"], true);
+    assert_eq!(seen[0].1, first + 2);
+}
+
 /// `health` is answered from its snapshot; a change (the channel stopped, started) or a
 /// second's age retakes it.
 #[test]

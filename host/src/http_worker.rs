@@ -118,7 +118,7 @@ impl Running {
 struct Queue {
     waiting: VecDeque<(WorkId, HttpRequest)>,
     running: HashMap<WorkId, Arc<Running>>,
-    /// Threads waiting for a request.
+    /// Threads free for a request: waiting for one, or reporting the end of the last.
     idle: usize,
     closed: bool,
 }
@@ -240,38 +240,43 @@ impl HttpWorkers {
     }
 }
 
-/// A worker thread: take requests until the pool closes.
+/// A worker thread: take requests until the pool closes. A thread is free again (counted in
+/// `idle`) as soon as its request has ended, before the end is reported: the request the
+/// loop submits in answer (the next long poll) finds it, rather than starting another thread
+/// while this one reports.
 fn serve(shared: &Shared) {
+    let mut q = lock(&shared.queue);
+    q.idle += 1;
     loop {
-        let (id, req, running) = {
-            let mut q = lock(&shared.queue);
-            loop {
-                if q.closed {
-                    return;
-                }
-                if let Some((id, req)) = q.waiting.pop_front() {
-                    let running = Arc::new(Running::default());
-                    q.running.insert(id, running.clone());
-                    break (id, req, running);
-                }
-                q.idle += 1;
-                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
-                q.idle -= 1;
-            }
+        if q.closed {
+            return;
+        }
+        let Some((id, req)) = q.waiting.pop_front() else {
+            q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            continue;
         };
+        q.idle -= 1;
+        let running = Arc::new(Running::default());
+        q.running.insert(id, running.clone());
+        drop(q);
         let report = |r| {
             if !running.is_cancelled() {
                 (shared.report)(id, r);
             }
         };
         let end = perform(&req, &shared.limits, &running, report);
-        lock(&shared.queue).running.remove(&id);
+        {
+            let mut q = lock(&shared.queue);
+            q.running.remove(&id);
+            q.idle += 1;
+        }
         let end = if running.is_cancelled() {
             Err(CANCELLED.to_owned())
         } else {
             end
         };
         (shared.report)(id, WorkResult::HttpEnd(end));
+        q = lock(&shared.queue);
     }
 }
 
@@ -298,7 +303,12 @@ fn perform(
     let mut buf = vec![0; READ_BUFFER_BYTES];
     let mut events = Vec::new();
     loop {
-        let n = stream.read(&mut buf).map_err(idle)?;
+        let n = match stream.read(&mut buf) {
+            // A signal (SIGHUP's reload) landed on this thread: a socket with a read timeout
+            // is not restarted by the kernel; the request goes on.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => read.map_err(idle)?,
+        };
         if n == 0 {
             return parser.finish().map_err(|e| format!("{addr}: {e}"));
         }

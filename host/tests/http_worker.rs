@@ -2,7 +2,7 @@
 //! framing, error statuses, refused connections and URLs, an untrusted TLS certificate, cancel
 //! and the idle timeout.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
@@ -275,4 +275,46 @@ fn requests_beyond_the_cap_wait_in_order_and_can_be_cancelled_while_waiting() {
         ]
     );
     assert_eq!(model.requests().len(), 2);
+}
+
+/// Requests one after another, each submitted as the last reports its end (as the next long
+/// poll is): one thread performs them all; the pool does not start another because the last
+/// thread is still busy reporting.
+#[test]
+fn a_request_submitted_as_the_last_ends_reuses_its_thread() {
+    let model = FakeModel::start(|_| Reply::text(&["ok"]));
+    let pool: Arc<Mutex<Option<HttpWorkers>>> = Arc::default();
+    let (tx, rx) = mpsc::channel();
+    let (again, target) = (pool.clone(), url(&model));
+    let workers = HttpWorkers::new(HttpLimits::default(), move |id, r| {
+        if matches!(r, WorkResult::HttpEnd(_))
+            && id.0 < 10
+            && let Some(p) = again.lock().unwrap().as_mut()
+        {
+            p.submit(WorkId(id.0 + 1), chat(target.clone())).unwrap();
+        }
+        let _ = tx.send((id, r));
+    });
+    *pool.lock().unwrap() = Some(workers);
+    let first = chat(url(&model));
+    pool.lock()
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .submit(WorkId(0), first)
+        .unwrap();
+    // The next request's results follow each end at once: gather the ends.
+    let mut ends = Vec::new();
+    while ends.len() < 11 {
+        if let (id, WorkResult::HttpEnd(end)) = rx.recv_timeout(WAIT).expect("a result in time") {
+            ends.push((id.0, end));
+        }
+    }
+    assert_eq!(ends, (0..=10).map(|n| (n, Ok(()))).collect::<Vec<_>>());
+    let mut workers = pool.lock().unwrap().take().unwrap();
+    assert!(
+        format!("{workers:?}").contains("threads: 1,"),
+        "{workers:?}"
+    );
+    assert!(workers.shutdown(Duration::from_secs(1)));
 }

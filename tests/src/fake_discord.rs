@@ -1,6 +1,7 @@
 //! A fake Discord for black-box tests: REST and the Gateway WebSocket on one loopback port
 //! (point `DISCORD_API_URL` at [`FakeDiscord::api_url`]). REST answers `GET /gateway/bot`
-//! (the Gateway on the same origin), `POST /channels/{id}/messages` and
+//! (the Gateway on the same origin), `GET /users/@me`, `GET /channels/{id}` (the DM
+//! channels messages were pushed in), `POST /channels/{id}/messages` and
 //! `POST /channels/{id}/typing`, refuses other tokens with 401, and can be told to answer
 //! the next calls of a route with a scripted failure (a 429 with its headers). The Gateway
 //! sends Hello, answers heartbeats with ACKs, Identify with READY (a bad token with a 4004
@@ -8,7 +9,7 @@
 //! unknown session with op 9), and lets the test dispatch `MESSAGE_CREATE`s, send op 7 or
 //! op 9, and drop the socket. Every REST call, Identify, Resume and heartbeat is recorded.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::ops::Deref;
@@ -53,6 +54,8 @@ struct State {
     next_message: u64,
     /// Close every Identify with 4004 (a token the Gateway refuses).
     refuse_identify: bool,
+    /// The DM channels of [`FakeDiscord::push_dm`], with their user.
+    dm_channels: HashMap<String, String>,
 }
 
 struct Shared {
@@ -119,6 +122,7 @@ impl FakeDiscord {
         let id = {
             let mut s = self.shared.state();
             s.next_message += 1;
+            s.dm_channels.insert(channel.to_string(), from.to_string());
             s.next_message.to_string()
         };
         self.dispatch_message(json!({
@@ -309,6 +313,24 @@ fn rest(shared: &Shared, req: &RecordedRequest) -> Answer {
             )
         }
         ("POST", ["", "channels", _, "typing"]) => (204, Vec::new(), Value::Null),
+        ("GET", ["", "users", "@me"]) => (
+            200,
+            Vec::new(),
+            json!({"id": BOT_ID, "username": BOT_USERNAME, "bot": true}),
+        ),
+        // The DM channels messages were pushed in (type 1, the user as the recipient).
+        ("GET", ["", "channels", channel]) => match shared.state().dm_channels.get(*channel) {
+            Some(user) => (
+                200,
+                Vec::new(),
+                json!({"id": channel, "type": 1, "recipients": [{"id": user}]}),
+            ),
+            None => (
+                404,
+                Vec::new(),
+                json!({"message": "Unknown Channel", "code": 10003}),
+            ),
+        },
         _ => (
             404,
             Vec::new(),

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::request_body;
+
 /// The path prefix of [`FakeModel::base_url`].
 pub const BASE_PATH: &str = "/v1";
 /// The model id the canned replies name.
@@ -78,7 +80,8 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// The body bytes.
     pub body: Vec<u8>,
-    /// The body as JSON, `Value::Null` when it is not JSON.
+    /// The body as JSON (a form's fields as an object of strings), `Value::Null` when it is
+    /// neither.
     pub json: Value,
 }
 
@@ -612,17 +615,8 @@ pub(crate) fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Recor
             headers.push((name.trim().to_owned(), value.trim().to_owned()));
         }
     }
-    let length = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    if length > MAX_REQUEST_BYTES {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = request_body::read(reader, &headers, MAX_REQUEST_BYTES)?;
+    let json = request_body::json(&headers, &body);
     Ok(Some(RecordedRequest {
         method,
         path,

@@ -112,13 +112,33 @@ impl FakeSlack {
     /// Queue `event` in a new `events_api` envelope (a redelivery when sent again); returns
     /// the envelope id.
     pub fn push_event(&self, event: Value) -> String {
+        self.push_envelope(|n, id| {
+            let payload = json!({"type": "event_callback", "team_id": "T1",
+                "event_id": format!("Ev{n}"), "event": event});
+            json!({"type": "events_api", "envelope_id": id, "payload": payload,
+                "accepts_response_payload": false, "retry_attempt": 0})
+        })
+    }
+
+    /// Queue slash command `command` (`/approve`) with `text` from `user` in their DM as a
+    /// `slash_commands` envelope; returns the envelope id.
+    pub fn push_slash_command(&self, user: &str, command: &str, text: &str) -> String {
+        self.push_envelope(|n, id| {
+            let payload = json!({"token": "t", "team_id": "T1", "channel_id": format!("D{user}"),
+                "channel_name": "directmessage", "user_id": user, "command": command,
+                "text": text, "response_url": "http://127.0.0.1:1/commands/response",
+                "trigger_id": format!("trigger-{n}")});
+            json!({"type": "slash_commands", "envelope_id": id, "payload": payload,
+                "accepts_response_payload": true})
+        })
+    }
+
+    /// Queue the envelope `frame` builds from the next envelope number and id; the id.
+    fn push_envelope(&self, frame: impl FnOnce(u64, &str) -> Value) -> String {
         let mut s = self.shared.state();
         s.next_envelope += 1;
         let id = format!("env-{}", s.next_envelope);
-        let payload = json!({"type": "event_callback", "team_id": "T1",
-            "event_id": format!("Ev{}", s.next_envelope), "event": event});
-        let frame = json!({"type": "events_api", "envelope_id": id, "payload": payload,
-            "accepts_response_payload": false, "retry_attempt": 0});
+        let frame = frame(s.next_envelope, &id);
         s.outgoing.push_back(frame.to_string());
         id
     }

@@ -15,6 +15,7 @@ pub mod fake_telegram;
 pub mod fake_tls;
 pub mod harness;
 pub mod netns;
+mod request_body;
 pub mod schema;
 pub mod tempdir;
 pub mod upstream_db;

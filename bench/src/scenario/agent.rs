@@ -249,7 +249,8 @@ fn concurrent(server: &Server, sessions: usize) -> Result<(u64, Duration), Bench
     Ok((peak, elapsed))
 }
 
-/// Wait (up to 120 s) until `server` answers an operator's handshake.
+/// Wait (up to 240 s: upstream starts three gateways at once in the paths) until `server`
+/// answers an operator's handshake.
 pub(crate) fn await_ready(server: &mut Server) -> Result<(), BenchError> {
     let addr = server.addr;
     let mut n = 1u64;
@@ -257,9 +258,53 @@ pub(crate) fn await_ready(server: &mut Server) -> Result<(), BenchError> {
         n += 1;
         operator(addr, n)
     };
-    let limit = Duration::from_secs(120);
+    let limit = Duration::from_secs(240);
     super::ready::time_to_ready(server, &mut dial, limit, Duration::from_millis(20))?;
     Ok(())
+}
+
+/// A gateway started for the agent runs, with its fake model.
+pub struct AgentRun {
+    model: FakeModel,
+    server: Server,
+}
+
+/// Start the gateway `launch` for the agent runs (`sessions` at once); not yet ready.
+pub fn start(
+    name: &str,
+    launch: &crate::procs::Launch,
+    sessions: usize,
+) -> Result<AgentRun, BenchError> {
+    let model = fake_model();
+    let server = Server::spawn_with(name, launch, &config(&model, sessions))?;
+    Ok(AgentRun { model, server })
+}
+
+impl AgentRun {
+    /// Wait until the gateway answers an operator.
+    pub fn ready(mut self) -> Result<Self, BenchError> {
+        await_ready(&mut self.server)?;
+        Ok(self)
+    }
+
+    /// Everything [`AgentFigures`] holds: `turns` timed, `sessions` at once.
+    pub fn run(mut self, turns: usize, sessions: usize) -> Result<AgentFigures, BenchError> {
+        let (addr, model) = (self.server.addr, &self.model);
+        // One warm-up turn (upstream prepares its workspace on the first).
+        latency(addr, model, "warm-up", 1)?;
+        let (first_delta, last_to_final, turn) = latency(addr, model, "latency", turns)?;
+        let rss_before_kib = crate::procs::settled_rss_kib(&self.server, Duration::from_secs(1));
+        let (rss_peak_kib, concurrent_elapsed) = concurrent(&self.server, sessions)?;
+        self.server.check_alive()?;
+        Ok(AgentFigures {
+            first_delta,
+            last_to_final,
+            turn,
+            rss_before_kib,
+            rss_peak_kib,
+            concurrent_elapsed,
+        })
+    }
 }
 
 /// Everything [`AgentFigures`] holds, for the gateway `launch` starts.
@@ -269,22 +314,5 @@ pub fn measure(
     turns: usize,
     sessions: usize,
 ) -> Result<AgentFigures, BenchError> {
-    let model = fake_model();
-    let mut server = Server::spawn_with(name, launch, &config(&model, sessions))?;
-    let addr = server.addr;
-    await_ready(&mut server)?;
-    // One warm-up turn (upstream prepares its workspace on the first).
-    latency(addr, &model, "warm-up", 1)?;
-    let (first_delta, last_to_final, turn) = latency(addr, &model, "latency", turns)?;
-    let rss_before_kib = crate::procs::settled_rss_kib(&server, Duration::from_secs(1));
-    let (rss_peak_kib, concurrent_elapsed) = concurrent(&server, sessions)?;
-    server.check_alive()?;
-    Ok(AgentFigures {
-        first_delta,
-        last_to_final,
-        turn,
-        rss_before_kib,
-        rss_peak_kib,
-        concurrent_elapsed,
-    })
+    start(name, launch, sessions)?.ready()?.run(turns, sessions)
 }

@@ -216,54 +216,109 @@ fn burst(
     Ok(((sent - lost) as f64 / elapsed.max(1e-9), sent, lost))
 }
 
-/// Everything [`ChannelFigures`] holds, for the gateway `launch` starts.
-pub fn measure(
+/// A gateway started for the Telegram runs, with its fakes.
+pub struct ChannelRun {
+    /// The agent's model, answering while the gateway runs.
+    _model: FakeModel,
+    tg: FakeTelegram,
+    server: Server,
+    plan: ChannelPlan,
+    /// Longest wait for its first long poll.
+    limit: Duration,
+}
+
+/// The store setting that takes the commit's fsync off the reply's path (clawgate only).
+const SYNC_NORMAL: (&str, &str) = ("CLAWGATE_STORE_SYNCHRONOUS", "normal");
+
+/// Start the gateway `launch` for the Telegram runs of `plan` (upstream's smaller), with the
+/// variables `env`; not yet polling.
+pub fn start(
     name: &str,
     launch: &Launch,
     plan: &ChannelPlan,
-) -> Result<ChannelFigures, BenchError> {
-    let plan = &plan.for_launch(launch);
+    env: &[(&str, String)],
+) -> Result<ChannelRun, BenchError> {
+    let plan = plan.for_launch(launch);
     let model = echo_model();
     let tg = FakeTelegram::start(BOT_TOKEN);
-    let server = Server::spawn_channels(name, launch, &config(&model, &tg, plan.chats), &[])?;
+    let server = Server::spawn_channels(name, launch, &config(&model, &tg, plan.chats), env)?;
     let limit = if matches!(launch, Launch::Upstream { .. }) {
         Duration::from_secs(120)
     } else {
         Duration::from_secs(20)
     };
-    wait_polling(&tg, limit)?;
-    let rss_start_kib = settled_rss_kib(&server, Duration::from_secs(1));
-    // Warm-up (upstream prepares its workspace on the first turn).
-    latency(&tg, 0, 1)?;
-    let (update_to_send, poll_to_send) = latency(&tg, 1, plan.messages)?;
-    let (burst_per_sec, burst_sent, burst_lost) =
-        burst(&tg, 1 + plan.messages, plan.chats, plan.waves)?;
-    let rss_after_kib = settled_rss_kib(&server, Duration::from_secs(2));
-    let (cpu0, ctx0, polls0) = (
-        server.cpu_ns(),
-        server.ctx_switches(),
-        tg.calls("getUpdates").len(),
-    );
-    let t0 = Instant::now();
-    std::thread::sleep(plan.idle);
-    let secs = t0.elapsed().as_secs_f64();
-    let (cpu, ctx, polls) = (
-        server.cpu_ns().saturating_sub(cpu0),
-        server.ctx_switches().saturating_sub(ctx0),
-        tg.calls("getUpdates").len() - polls0,
-    );
-    Ok(ChannelFigures {
-        plan: Some(*plan),
-        update_to_send,
-        poll_to_send,
-        burst_per_sec,
-        burst_sent,
-        burst_lost,
-        rss_start_kib,
-        rss_after_kib,
-        idle_secs: secs,
-        wakeups_per_min: ctx as f64 * 60.0 / secs,
-        idle_cpu_ms_per_hour: cpu as f64 / 1e6 * 3600.0 / secs,
-        polls_per_min: polls as f64 * 60.0 / secs,
+    Ok(ChannelRun {
+        _model: model,
+        tg,
+        server,
+        plan,
+        limit,
     })
+}
+
+impl ChannelRun {
+    /// Wait until the gateway has started its long poll.
+    pub fn ready(self) -> Result<Self, BenchError> {
+        wait_polling(&self.tg, self.limit)?;
+        Ok(self)
+    }
+
+    /// Everything [`ChannelFigures`] holds.
+    pub fn run(self) -> Result<ChannelFigures, BenchError> {
+        let (tg, server, plan) = (&self.tg, &self.server, &self.plan);
+        let rss_start_kib = settled_rss_kib(server, Duration::from_secs(1));
+        // Warm-up (upstream prepares its workspace on the first turn).
+        latency(tg, 0, 1)?;
+        let (update_to_send, poll_to_send) = latency(tg, 1, plan.messages)?;
+        let (burst_per_sec, burst_sent, burst_lost) =
+            burst(tg, 1 + plan.messages, plan.chats, plan.waves)?;
+        let rss_after_kib = settled_rss_kib(server, Duration::from_secs(2));
+        let (cpu0, ctx0, polls0) = (
+            server.cpu_ns(),
+            server.ctx_switches(),
+            tg.calls("getUpdates").len(),
+        );
+        let t0 = Instant::now();
+        std::thread::sleep(plan.idle);
+        let secs = t0.elapsed().as_secs_f64();
+        let (cpu, ctx, polls) = (
+            server.cpu_ns().saturating_sub(cpu0),
+            server.ctx_switches().saturating_sub(ctx0),
+            tg.calls("getUpdates").len() - polls0,
+        );
+        Ok(ChannelFigures {
+            plan: Some(*plan),
+            update_to_send,
+            poll_to_send,
+            burst_per_sec,
+            burst_sent,
+            burst_lost,
+            rss_start_kib,
+            rss_after_kib,
+            idle_secs: secs,
+            wakeups_per_min: ctx as f64 * 60.0 / secs,
+            idle_cpu_ms_per_hour: cpu as f64 / 1e6 * 3600.0 / secs,
+            polls_per_min: polls as f64 * 60.0 / secs,
+        })
+    }
+}
+
+/// The two Telegram latencies of [`ChannelFigures`] (update available → `sendMessage`, and
+/// from the `getUpdates` answer) of a clawgate shell run with `synchronous=normal`, so the
+/// report shows the hop without the commit's fsync next to the default one.
+pub fn measure_sync_normal(
+    name: &str,
+    launch: &Launch,
+    plan: &ChannelPlan,
+) -> Result<(Percentiles, Percentiles), BenchError> {
+    if matches!(launch, Launch::Upstream { .. }) {
+        return Err(BenchError::Unavailable(format!(
+            "`{}` is a clawgate store setting",
+            SYNC_NORMAL.0
+        )));
+    }
+    let env = [(SYNC_NORMAL.0, SYNC_NORMAL.1.to_string())];
+    let r = start(name, launch, plan, &env)?.ready()?;
+    latency(&r.tg, 0, 1)?;
+    latency(&r.tg, 1, r.plan.messages)
 }

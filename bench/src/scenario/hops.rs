@@ -25,6 +25,9 @@ use crate::stats::Percentiles;
 /// The Discord bot token the fake accepts, shaped as Discord's are: its first part is the
 /// bot's id in base64, where upstream reads the application id from.
 const DISCORD_TOKEN: &str = "OTAwMDAwMDAwMDAwMDAwMDAx.GbEnch.fake-bench-signature";
+/// The Telegram bot token here: not the Telegram run's, since upstream's gateways of both
+/// runs are up at once and one bot is polled by one gateway.
+const TG_TOKEN: &str = "4343:bench-hops-bot";
 /// The Telegram chat, Slack user and Discord user and DM channel of the runs.
 const TG_CHAT: i64 = 6000;
 const SLACK_USER: &str = "UBENCH";
@@ -109,7 +112,7 @@ struct Fakes {
 impl Fakes {
     fn start() -> Self {
         Self {
-            tg: FakeTelegram::start(channels::BOT_TOKEN),
+            tg: FakeTelegram::start(TG_TOKEN),
             slack: FakeSlack::start(),
             discord: FakeDiscord::start(DISCORD_TOKEN),
         }
@@ -176,6 +179,7 @@ impl Fakes {
 /// variables [`env`] gives), their plugins enabled (upstream's Slack and Discord are plugins).
 fn config(model: &FakeModel, f: &Fakes, on: &[Channel]) -> Value {
     let mut c = channels::config(model, &f.tg, 4);
+    c["channels"]["telegram"]["botToken"] = json!(TG_TOKEN);
     let open = |mut v: Value| {
         v["dmPolicy"] = json!("open");
         v["allowFrom"] = json!(["*"]);
@@ -258,44 +262,79 @@ fn hop(
     Ok(Percentiles::of(&times))
 }
 
-/// Everything [`HopFigures`] holds, for the gateway `launch` starts; `messages` timed per
-/// channel (upstream: at most [`channels::UPSTREAM_MESSAGES`]).
-pub fn measure(name: &str, launch: &Launch, mut messages: usize) -> Result<HopFigures, BenchError> {
-    if matches!(launch, Launch::Upstream { .. }) {
+/// A gateway started with the three channels, with its fakes.
+pub struct HopRun {
+    /// The agent's model, answering while the gateway runs.
+    _model: FakeModel,
+    fakes: Fakes,
+    server: Server,
+    /// Whether it has each channel of [`Channel::ALL`], and why not.
+    has: [Result<(), BenchError>; 3],
+    /// Longest wait for every channel to connect.
+    limit: Duration,
+    messages: usize,
+}
+
+/// Start the gateway `launch` with the three channels (those it has), `messages` to be timed
+/// per channel (upstream: at most [`channels::UPSTREAM_MESSAGES`]); not yet connected.
+pub fn start(name: &str, launch: &Launch, mut messages: usize) -> Result<HopRun, BenchError> {
+    let upstream = matches!(launch, Launch::Upstream { .. });
+    if upstream {
         messages = messages.min(channels::UPSTREAM_MESSAGES);
     }
     let model = channels::echo_model();
-    let f = Fakes::start();
+    let fakes = Fakes::start();
     // The channels this gateway has (upstream's Slack and Discord are plugins), and why not.
     let has = Channel::ALL.map(|c| launch.has_channel(c.id()));
-    let on: Vec<Channel> = Channel::ALL
-        .iter()
-        .zip(&has)
-        .filter_map(|(c, h)| h.is_ok().then_some(*c))
-        .collect();
-    let config = config(&model, &f, &on);
-    let mut server = Server::spawn_channels(name, launch, &config, &env(&f))?;
+    let config = config(&model, &fakes, &on(&has));
+    let server = Server::spawn_channels(name, launch, &config, &env(&fakes))?;
     // Upstream loading two more plugins starts its channels after a minute and a half on a
     // busy machine.
-    let limit = if matches!(launch, Launch::Upstream { .. }) {
-        Duration::from_secs(240)
-    } else {
-        Duration::from_secs(20)
-    };
-    wait_ready(&f, &on, &mut server, limit)?;
-    let rss_start_kib = settled_rss_kib(&server, Duration::from_secs(1));
-    // One warm-up message per channel (upstream prepares its workspace on the first turn).
-    let mut has = has.into_iter();
-    let hops = Channel::ALL.map(|c| match has.next() {
-        Some(Err(e)) => Err(e),
-        _ => hop(&f, c, 0, 1, messages),
-    });
-    let rss_after_kib = settled_rss_kib(&server, Duration::from_secs(1));
-    Ok(HopFigures {
-        hops,
-        channels_on: on.len(),
+    let limit = Duration::from_secs(if upstream { 240 } else { 20 });
+    Ok(HopRun {
+        _model: model,
+        fakes,
+        server,
+        has,
+        limit,
         messages,
-        rss_start_kib,
-        rss_after_kib,
     })
+}
+
+/// The channels of `has` the gateway has.
+fn on(has: &[Result<(), BenchError>; 3]) -> Vec<Channel> {
+    Channel::ALL
+        .iter()
+        .zip(has)
+        .filter_map(|(c, h)| h.is_ok().then_some(*c))
+        .collect()
+}
+
+impl HopRun {
+    /// Wait until every channel it has is connected.
+    pub fn ready(mut self) -> Result<Self, BenchError> {
+        wait_ready(&self.fakes, &on(&self.has), &mut self.server, self.limit)?;
+        Ok(self)
+    }
+
+    /// Everything [`HopFigures`] holds.
+    pub fn run(self) -> Result<HopFigures, BenchError> {
+        let (f, server, messages) = (&self.fakes, &self.server, self.messages);
+        let channels_on = on(&self.has).len();
+        let rss_start_kib = settled_rss_kib(server, Duration::from_secs(1));
+        // One warm-up message per channel (upstream prepares its workspace on the first turn).
+        let mut has = self.has.into_iter();
+        let hops = Channel::ALL.map(|c| match has.next() {
+            Some(Err(e)) => Err(e),
+            _ => hop(f, c, 0, 1, messages),
+        });
+        let rss_after_kib = settled_rss_kib(server, Duration::from_secs(1));
+        Ok(HopFigures {
+            hops,
+            channels_on,
+            messages,
+            rss_start_kib,
+            rss_after_kib,
+        })
+    }
 }

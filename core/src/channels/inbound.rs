@@ -112,6 +112,13 @@ pub struct Target {
     pub thread: Option<String>,
 }
 
+impl Target {
+    /// Whether `other` is the same chat of the same account, in whichever thread.
+    pub fn same_chat(&self, other: &Target) -> bool {
+        (&self.channel, &self.account, &self.to) == (&other.channel, &other.account, &other.to)
+    }
+}
+
 /// What happens to an inbound message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {

@@ -9,8 +9,8 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::{AnyParams, Call, NoParams, Reply, typed};
+use crate::digest::sha256_hex;
 use crate::gateway::Gateway;
-use crate::tools::approvals::sha256_hex;
 
 impl Gateway {
     /// `chat.startup`: with a `sessionKey`, `chat.history` of it (upstream answers the same

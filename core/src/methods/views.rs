@@ -82,12 +82,17 @@ impl Gateway {
     }
 
     /// Take the health summary anew unless the cached one is fresh
-    /// (`self.health_cache.payload()` is then current).
+    /// (`self.health_cache.payload()` is then current). A snapshot that says something new
+    /// moves `stateVersion.health` and goes to every client as a `health` event, as upstream
+    /// broadcasts each snapshot it takes.
     pub(crate) fn refresh_health(&mut self, now: Instant) {
         let now_ms = self.unix_ms(now);
         if !self.health_cache.is_fresh(now_ms) {
             let payload = self.health_payload(now);
-            self.health_cache.store(now_ms, &payload);
+            if self.health_cache.store(now_ms, &payload) {
+                let sv = self.state_version();
+                self.broadcast(now, "health", &payload, Some(&sv));
+            }
         }
     }
 

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::digest::sha256_hex;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::persist::{ChannelRowKind, StoreChange};
 
@@ -132,15 +132,73 @@ pub(crate) fn pending_text(
 }
 
 /// Whether `sender` of `channel` is the gateway's owner: listed in `commands.ownerAllowFrom`
-/// as `<channel>:<id>` or as the bare id (a wildcard names no owner).
+/// in a form that channel's upstream plugin reads as that user (a wildcard names no owner).
 pub(crate) fn is_owner(owner_allow_from: &[String], channel: &str, sender: &str) -> bool {
-    owner_allow_from.iter().any(|entry| {
-        let entry = entry.trim();
-        match entry.split_once(':') {
-            Some((c, id)) => c.eq_ignore_ascii_case(channel) && id == sender,
-            None => entry != "*" && entry == sender,
-        }
-    })
+    let sender = match channel {
+        "slack" => sender.to_ascii_uppercase(),
+        _ => sender.to_string(),
+    };
+    owner_allow_from
+        .iter()
+        .any(|entry| owner_id(channel, entry.trim()).is_some_and(|id| id == sender))
+}
+
+/// The user `entry` of `commands.ownerAllowFrom` names on `channel`: upstream's Slack
+/// (`normalizeSlackApproverId`) and Discord (`resolveDiscordCommandOwnerEntries`,
+/// `normalizeDiscordApproverId`) readings, otherwise `<channel>:<id>` or the bare id; `None`
+/// for a wildcard, another channel's entry or no user.
+fn owner_id(channel: &str, entry: &str) -> Option<String> {
+    match channel {
+        "slack" => slack_owner(entry),
+        "discord" => discord_owner(entry),
+        _ => match entry.split_once(':') {
+            Some((c, id)) => c.eq_ignore_ascii_case(channel).then(|| id.to_string()),
+            None => (entry != "*").then(|| entry.to_string()),
+        },
+    }
+}
+
+/// A Slack user as upstream reads an approver: `U123`, `user:U123`, `slack:U123`, `<@U123>`
+/// or `@U123`, any case; a user id starts with `U` or `W`.
+fn slack_owner(entry: &str) -> Option<String> {
+    let id = if let Some(inner) = entry.strip_prefix("<@").and_then(|e| e.strip_suffix('>')) {
+        inner
+    } else if let Some(id) = ["user:", "slack:", "@"]
+        .iter()
+        .find_map(|p| entry.strip_prefix(p))
+    {
+        id.trim()
+    } else {
+        entry
+    };
+    let id = id.to_ascii_uppercase();
+    let mut chars = id.chars();
+    let user = matches!(chars.next(), Some('U' | 'W')) && chars.all(|c| c.is_ascii_alphanumeric());
+    user.then_some(id)
+}
+
+/// A Discord user as upstream reads a command owner: a snowflake, `discord:<id>`,
+/// `user:<id>`, `<@id>`, `<@!id>` or `@id` (`discord:user:<id>` and other channels' entries
+/// are skipped, as upstream skips them).
+fn discord_owner(entry: &str) -> Option<String> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if digits(entry) {
+        return Some(entry.to_string());
+    }
+    let mention = entry
+        .strip_prefix("<@")
+        .and_then(|e| e.strip_suffix('>'))
+        .map(|e| e.strip_prefix('!').unwrap_or(e));
+    let id = match mention {
+        Some(id) => id,
+        None => ["user:", "discord:"]
+            .iter()
+            .find_map(|p| entry.strip_prefix(p))
+            .filter(|id| !id.starts_with("user:") && !id.starts_with("channel:"))
+            .map(str::trim)
+            .or_else(|| entry.strip_prefix('@'))?,
+    };
+    digits(id).then(|| id.to_string())
 }
 
 /// The `allow-always` grants: upstream's generated allowlist entries for agent `main`, one
@@ -150,11 +208,6 @@ pub(crate) struct Grants {
     /// Entry by its key ([`grant_key`]).
     entries: BTreeMap<String, Value>,
     unsaved: Vec<StoreChange>,
-}
-
-/// The hex SHA-256 of `bytes`.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    data_encoding::HEXLOWER.encode(&Sha256::digest(bytes))
 }
 
 /// The key a grant is stored and matched under: upstream's cwd-bound argv pattern
@@ -255,11 +308,53 @@ mod tests {
     }
 
     #[test]
+    fn slack_and_discord_owners_are_read_as_upstream_reads_them() {
+        let owners = |entries: &[&str]| entries.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        for entry in [
+            "U0ABC",
+            "user:U0ABC",
+            "slack:U0ABC",
+            "<@U0ABC>",
+            "@U0ABC",
+            "u0abc",
+        ] {
+            assert!(is_owner(&owners(&[entry]), "slack", "U0ABC"), "{entry}");
+        }
+        for entry in [
+            "*",
+            "telegram:U0ABC",
+            "channel:U0ABC",
+            "C0ABC",
+            "team:T1:user:U0ABC",
+        ] {
+            assert!(!is_owner(&owners(&[entry]), "slack", "U0ABC"), "{entry}");
+        }
+        let id = "400000000000000042";
+        for entry in ["", "discord:", "user:", "<@", "<@!", "@"] {
+            let entry = match entry {
+                "<@" | "<@!" => format!("{entry}{id}>"),
+                _ => format!("{entry}{id}"),
+            };
+            assert!(is_owner(&owners(&[&entry]), "discord", id), "{entry}");
+        }
+        for entry in [
+            "*",
+            "slack:400000000000000042",
+            "discord:user:400000000000000042",
+            "channel:400000000000000042",
+            "Discord:400000000000000042",
+        ] {
+            assert!(!is_owner(&owners(&[entry]), "discord", id), "{entry}");
+        }
+    }
+
+    #[test]
     fn owners_are_listed_by_channel_and_id() {
         let owners = vec!["telegram:42".to_string(), "7".to_string(), "*".to_string()];
         assert!(is_owner(&owners, "telegram", "42"));
         assert!(!is_owner(&owners, "slack", "42"));
         assert!(is_owner(&owners, "discord", "7"));
+        assert!(!is_owner(&owners, "slack", "7"), "no Slack user id");
         assert!(
             !is_owner(&owners, "telegram", "43"),
             "a wildcard is no owner"

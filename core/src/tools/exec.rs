@@ -388,8 +388,9 @@ impl Gateway {
     }
 
     /// A chat message that is an `/approve` command (`m` passed the chat's access policy):
-    /// only an owner may resolve, and only an approval asked in this chat; the chat is
-    /// answered as upstream answers it. Returns false when `m` is no such command.
+    /// only an owner may resolve, and only an approval asked in this chat (in any of its
+    /// threads); the chat is answered as upstream answers it. Returns false when `m` is no
+    /// such command.
     pub(crate) fn chat_approve(&mut self, now: Instant, m: &Inbound, label: &str) -> bool {
         let Some(command) = approvals::parse_approve(&m.text) else {
             return false;
@@ -417,7 +418,7 @@ impl Gateway {
                         .approvals
                         .get(k)
                         .and_then(|a| a.chat.as_ref())
-                        == Some(&chat)
+                        .is_some_and(|asked| asked.same_chat(&chat))
                 });
                 match serial {
                     Some(k) => {

@@ -6,7 +6,9 @@
 //! account (error naming the key, no retry loop) while the gateway serves on; a 429 on the
 //! reply is waited out and the reply delivered; a key upstream's schema does not know is
 //! refused at start by name (exit 78) while upstream's own keys start; a `channels.logout` the
-//! channel's upstream plugin does not support is refused and changes nothing.
+//! channel's upstream plugin does not support is refused and changes nothing; an exec approval
+//! asked in the chat is refused to a stranger and answered by the owner's `/approve`, its
+//! `allow-always` grant surviving a kill -9.
 
 use std::ops::Deref;
 use std::time::{Duration, Instant};
@@ -36,9 +38,14 @@ pub trait Transport: Deref<Target = FakeApi> + Sized {
     fn start() -> Self;
     /// A fake that refuses the gateway's token.
     fn start_refusing_token() -> Self;
-    /// Options starting a gateway with `model` and an account on this fake, `members`
-    /// (JSON5 members, each followed by a comma) added to the channel's section.
-    fn options(&self, model: &FakeModel, members: &str) -> Options;
+    /// Options starting a gateway with `model` and an account on this fake, `root` (JSON5
+    /// members, each followed by a comma) added to the config's root and `members` to the
+    /// channel's section.
+    fn options_with(&self, model: &FakeModel, root: &str, members: &str) -> Options;
+    /// [`Transport::options_with`] with nothing added to the root.
+    fn options(&self, model: &FakeModel, members: &str) -> Options {
+        self.options_with(model, "", members)
+    }
     /// Wait until the gateway is connected to the fake (what is sent before may be lost).
     fn ready(&self);
     /// User `n`'s id as the channel writes it (and as `senderId` lists it).
@@ -46,6 +53,10 @@ pub trait Transport: Deref<Target = FakeApi> + Sized {
     /// User `n` as an `allowFrom` entry.
     fn allow_entry(n: u32) -> String {
         Self::sender(n)
+    }
+    /// User `n` as a `commands.ownerAllowFrom` entry, in a form upstream's plugin accepts.
+    fn owner_entry(n: u32) -> String {
+        format!("{}:{}", Self::CHANNEL, Self::sender(n))
     }
     /// The chat in which user `n`'s DMs are answered.
     fn dm_chat(n: u32) -> String;
@@ -360,5 +371,127 @@ pub fn a_logout_without_upstream_support_is_refused_and_changes_nothing<T: Trans
             "Echo from fake LLM: still there?".to_string()
         )]
     );
+    Story { gw, fake, model }
+}
+
+/// The approval story's command (the fake model asks to run it once per turn).
+pub const APPROVED_COMMAND: &str = "echo clawgate-approved";
+
+/// The approval id in a pending-approval message (from its first `/approve` line).
+pub fn approval_id(text: &str) -> String {
+    let at = text.find("/approve ").expect("the command to answer") + "/approve ".len();
+    text[at..].split_whitespace().next().unwrap().to_string()
+}
+
+/// The messages sent to user `n`'s DM so far, in order.
+fn texts_to<T: Transport>(fake: &T, n: u32) -> Vec<String> {
+    let chat = T::dm_chat(n);
+    fake.sent()
+        .into_iter()
+        .filter(|(to, _)| *to == chat)
+        .map(|(_, text)| text)
+        .collect()
+}
+
+/// Wait (up to [`WAIT`]) until user `n`'s DM holds a message `done` accepts; its messages.
+fn wait_texts_to<T: Transport>(fake: &T, n: u32, done: impl Fn(&str) -> bool) -> Vec<String> {
+    poll_for(WAIT, || {
+        let texts = texts_to(fake, n);
+        texts.iter().any(|t| done(t)).then_some(texts)
+    })
+    .unwrap_or_else(|| panic!("never came to DM {n}: {:?}", fake.sent()))
+}
+
+/// Under `tools.exec.mode: "ask"` the owner's (user 1, listed in `commands.ownerAllowFrom` as
+/// [`Transport::owner_entry`]) turn posts upstream's pending-approval message, with its
+/// `/approve` lines, where the turn came from; user 2, let in by `allowFrom` but no owner, is
+/// refused with upstream's text and nothing runs; the owner's `/approve <id> allow-always`
+/// runs the command and the turn's reply comes back there; after a kill -9 the grant holds
+/// (`exec.approvals.get` lists it) and the same command runs without asking. `say` delivers
+/// user 1's messages to the conversation under test (a DM, or a thread of one).
+pub fn the_owner_approves_from_the_chat_and_allow_always_survives_kill_9<T: Transport>(
+    shell: Shell,
+    say: impl Fn(&T, &str),
+) -> Story<T> {
+    let model = super::tools::exec_model(
+        clawgate_tests::fake_model::FakeApi::OpenAi,
+        APPROVED_COMMAND,
+    );
+    let fake = T::start();
+    let root = format!(
+        r#"commands: {{ ownerAllowFrom: ["{}"] }}, tools: {{ exec: {{ mode: "ask", approvalTimeoutSeconds: 60 }} }},"#,
+        T::owner_entry(1)
+    );
+    let members = format!(
+        r#"dmPolicy: "allowlist", allowFrom: ["{}", "{}"],"#,
+        T::allow_entry(1),
+        T::allow_entry(2)
+    );
+    let opts = fake.options_with(&model, &root, &members);
+    let gw = opts.start(shell);
+    fake.ready();
+    say(&fake, "run it");
+    let texts = wait_texts_to(&fake, 1, |t| t.starts_with("Approval required."));
+    let asked = &texts[0];
+    assert!(asked.contains(APPROVED_COMMAND), "{asked}");
+    let id = approval_id(asked);
+    for decision in ["allow-once", "allow-always", "deny"] {
+        assert!(
+            asked.contains(&format!("/approve {id} {decision}")),
+            "{asked}"
+        );
+    }
+
+    fake.send_dm(2, &format!("/approve {id} allow-always"));
+    let refusal = format!(
+        "❌ You are not authorized to approve exec requests on {}.",
+        T::LABEL
+    );
+    assert_eq!(wait_texts_to(&fake, 2, |_| true), [refusal]);
+    let refused = format!("/approve from {}:{} refused", T::CHANNEL, T::sender(2));
+    assert!(gw.wait_for_log(&refused, Duration::from_secs(5)));
+    assert_eq!(model.requests().len(), 1, "nothing ran, no turn started");
+
+    say(&fake, &format!("/approve {id} allow-always"));
+    let texts = wait_texts_to(&fake, 1, |t| t.starts_with("tool said: "));
+    assert!(
+        texts.contains(&format!("✅ Approval allow-always submitted for {id}.")),
+        "{texts:?}"
+    );
+    let reply = texts.iter().find(|t| t.starts_with("tool said: ")).unwrap();
+    assert!(reply.contains("clawgate-approved"), "{reply}");
+    let by = format!(
+        "approved (allow-always) by Chat approval ({}:{})",
+        T::CHANNEL,
+        T::sender(1)
+    );
+    assert!(gw.wait_for_log(&by, Duration::from_secs(5)));
+
+    let before = fake.sent().len();
+    let gw = opts.crash_and_restart(shell, gw);
+    fake.ready();
+    let mut ws = admin(&gw);
+    let snapshot = ws
+        .call("exec.approvals.get", Some(json!({})))
+        .expect("exec.approvals.get");
+    assert_result_valid("exec.approvals.get", &snapshot);
+    assert_eq!(
+        snapshot["file"]["agents"]["main"]["allowlist"][0]["source"],
+        "allow-always"
+    );
+    say(&fake, "run it again");
+    let sent = fake.wait_sent(before + 1);
+    let last = &sent.last().unwrap();
+    assert_eq!(last.0, T::dm_chat(1), "{sent:?}");
+    assert!(
+        last.1.starts_with("tool said: ") && last.1.contains("clawgate-approved"),
+        "{sent:?}"
+    );
+    let asked = texts_to(&fake, 1)
+        .iter()
+        .filter(|t| t.starts_with("Approval required."))
+        .count();
+    assert_eq!(asked, 1, "no second approval asked");
+    assert!(gw.wait_for_log("allowed by an allow-always grant", Duration::from_secs(5)));
     Story { gw, fake, model }
 }

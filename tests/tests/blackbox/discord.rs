@@ -22,11 +22,21 @@ const USER: &str = "400000000000000042";
 const DM: &str = "500000000000000050";
 
 fn options(model: &FakeModel, dc: &FakeDiscord, token: &str, extra: &str) -> Options {
+    options_with(model, dc, token, "", extra)
+}
+
+fn options_with(
+    model: &FakeModel,
+    dc: &FakeDiscord,
+    token: &str,
+    root: &str,
+    extra: &str,
+) -> Options {
     Options::new()
         .token("t0ken")
         .env("DISCORD_API_URL", &dc.api_url())
         .config(&format!(
-            "{{ {} channels: {{ discord: {{ token: \"{token}\", {extra} }} }} }}",
+            "{{ {} {root} channels: {{ discord: {{ token: \"{token}\", {extra} }} }} }}",
             model.config_members(),
         ))
 }
@@ -50,8 +60,8 @@ impl Transport for FakeDiscord {
     fn start_refusing_token() -> Self {
         FakeDiscord::start("another-bots-token")
     }
-    fn options(&self, model: &FakeModel, members: &str) -> Options {
-        options(model, self, TOKEN, members)
+    fn options_with(&self, model: &FakeModel, root: &str, members: &str) -> Options {
+        options_with(model, self, TOKEN, root, members)
     }
     fn ready(&self) {
         live(self);
@@ -118,6 +128,13 @@ fn unknown_dm_pairs_then_approved_dm_gets_the_agents_reply(shell: Shell) {
     assert_eq!(account["running"], true);
     assert_eq!(account["mode"], "gateway");
     assert!(account["lastOutboundAt"].is_u64(), "{account}");
+}
+
+fn the_owner_approves_a_command_from_the_dm_and_allow_always_survives_a_restart(shell: Shell) {
+    story::the_owner_approves_from_the_chat_and_allow_always_survives_kill_9::<FakeDiscord>(
+        shell,
+        |dc, text| dc.send_dm(1, text),
+    );
 }
 
 fn the_allowlist_holds_and_a_message_dispatched_twice_is_answered_once(shell: Shell) {
@@ -306,6 +323,7 @@ fn an_unknown_discord_key_is_refused_by_name(shell: Shell) {
 }
 
 both!(
+    the_owner_approves_a_command_from_the_dm_and_allow_always_survives_a_restart,
     logout_is_refused_as_upstream_and_the_account_serves_on,
     unknown_dm_pairs_then_approved_dm_gets_the_agents_reply,
     the_allowlist_holds_and_a_message_dispatched_twice_is_answered_once,

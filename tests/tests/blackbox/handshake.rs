@@ -315,6 +315,7 @@ fn ticks_follow_the_configured_interval(shell: Shell) {
                 event,
                 seq,
                 payload,
+                ..
             } if event == "tick" => Some((*seq, payload["ts"].as_u64())),
             _ => None,
         });

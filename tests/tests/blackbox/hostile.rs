@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use clawgate_core::client::{ClientConfig, Event};
 use clawgate_tests::both;
 use clawgate_tests::harness::{Gateway, Options, Shell, Ws, raw};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// How long a legitimate client may take for its handshake and one request under attack: the
 /// target is a second; half as much again for debug builds on a shared 2-core machine (the
@@ -203,8 +203,8 @@ const AFTER_STORM: u64 = 8 * MIB;
 const BUDGET: u64 = 64 * MIB;
 const SLOW_CLIENTS: usize = 20;
 
-/// Twenty authenticated clients ask for `logs.tail` (the whole ring, ~75 KB) in a loop and
-/// never read (the attack of issue 21): the gateway stops answering each once it holds its
+/// Twenty authenticated clients ask for `logs.tail` (the whole ring of JSON lines; the
+/// answer's size, measured before the attack, is in the label) in a loop and never read (the attack of issue 21): the gateway stops answering each once it holds its
 /// slow-consumer share, its RSS stays under the budget plus its idle figure (the twenty
 /// sessions open and quiet), and a legitimate client gets through meanwhile.
 fn slow_consumers_against_the_budget(shell: Shell) {
@@ -212,6 +212,8 @@ fn slow_consumers_against_the_budget(shell: Shell) {
     let gw = Options::new().start(shell);
     let pid = gw.pid();
     fill_log_ring(&gw);
+    let tail = json!({"limit": 1000, "maxBytes": 1_000_000});
+    let tail_kb = logs_tail_kb(&gw, &tail);
     legit_gets_through(&gw, "idle");
     let port = gw.port();
     let hold = Arc::new(AtomicBool::new(true));
@@ -220,6 +222,7 @@ fn slow_consumers_against_the_budget(shell: Shell) {
     let floods: Vec<_> = (0..SLOW_CLIENTS)
         .map(|_| {
             let (hold, connected, ready) = (hold.clone(), connected.clone(), ready.clone());
+            let tail = tail.clone();
             thread::spawn(move || {
                 let mut ws = Ws::connect(port, ClientConfig::cli(&format!("127.0.0.1:{port}")));
                 ws.hello().expect("flooder hello-ok");
@@ -229,7 +232,6 @@ fn slow_consumers_against_the_budget(shell: Shell) {
                 connected.wait();
                 ready.wait();
                 let started = Instant::now();
-                let tail = json!({"limit": 1000, "maxBytes": 1_000_000});
                 for _ in 0..400 {
                     ws.client().request("logs.tail", Some(tail.clone()));
                     ws.flush();
@@ -266,7 +268,7 @@ fn slow_consumers_against_the_budget(shell: Shell) {
     let cut = gw.stderr().matches("slow consumer").count();
     let Rss { idle, peak, .. } = storm.end(
         shell,
-        "20 clients loop `logs.tail` (~75 KB) and never read",
+        &format!("20 clients loop `logs.tail` ({tail_kb} KB) and never read"),
         &format!("{cut} cut"),
     );
     assert!(
@@ -374,6 +376,16 @@ fn budget_cuts_the_biggest(shell: Shell) {
 }
 
 /// Handshakes until the gateway's log ring (1,000 lines) is full, so `logs.tail` is large.
+/// The size of the `logs.tail` answer to `params`, in KB (its payload's JSON text).
+fn logs_tail_kb(gw: &Gateway, params: &Value) -> usize {
+    let mut ws = Ws::connect(gw.port(), gw.cli());
+    ws.hello().expect("hello-ok");
+    let answer = ws
+        .call("logs.tail", Some(params.clone()))
+        .expect("logs.tail");
+    answer.to_string().len() / 1000
+}
+
 fn fill_log_ring(gw: &Gateway) {
     let port = gw.port();
     let until = Instant::now() + Duration::from_secs(2);

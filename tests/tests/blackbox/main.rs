@@ -12,6 +12,7 @@ mod durability;
 mod handshake;
 mod hostile;
 mod http;
+mod idle;
 mod lifecycle;
 mod limits;
 mod mcp;

@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clawgate_core::channels::slack::verify::sign;
 use clawgate_tests::both;
-use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_api::poll_for;
+use clawgate_tests::fake_model::{FakeApi, FakeModel};
 use clawgate_tests::fake_slack::FakeSlack;
-use clawgate_tests::harness::{HttpResponse, Options, Shell, http_request};
+use clawgate_tests::harness::{HttpResponse, Options, Shell, WAIT, http_request};
 use serde_json::json;
 
 use super::channel_story::{self as story, Story, Transport};
@@ -25,11 +26,15 @@ use super::channel_story::{self as story, Story, Transport};
 const SECRET: &str = "test-signing-secret";
 
 fn socket_mode(model: &FakeModel, slack: &FakeSlack, members: &str) -> Options {
+    socket_mode_with(model, slack, "", members)
+}
+
+fn socket_mode_with(model: &FakeModel, slack: &FakeSlack, root: &str, members: &str) -> Options {
     Options::new()
         .token("t0ken")
         .env("SLACK_API_URL", &slack.api_url())
         .config(&format!(
-            r#"{{ {} channels: {{ slack: {{ botToken: "xoxb-test", appToken: "xapp-1-test", {members} }} }} }}"#,
+            r#"{{ {} {root} channels: {{ slack: {{ botToken: "xoxb-test", appToken: "xapp-1-test", {members} }} }} }}"#,
             model.config_members()
         ))
 }
@@ -54,14 +59,17 @@ impl Transport for FakeSlack {
         );
         slack
     }
-    fn options(&self, model: &FakeModel, members: &str) -> Options {
-        socket_mode(model, self, members)
+    fn options_with(&self, model: &FakeModel, root: &str, members: &str) -> Options {
+        socket_mode_with(model, self, root, members)
     }
     fn ready(&self) {
         self.wait_calls("apps.connections.open", 1);
     }
     fn sender(n: u32) -> String {
         format!("U{n}")
+    }
+    fn owner_entry(n: u32) -> String {
+        format!("user:{}", Self::sender(n))
     }
     fn dm_chat(n: u32) -> String {
         format!("DU{n}")
@@ -125,6 +133,91 @@ fn unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread(shell: Shell) {
     assert_eq!(sent[2]["text"], "Echo from fake LLM: in a thread");
     let account = story::account_when(&mut story::admin(&gw), "slack", |a| a["running"] == true);
     assert_eq!(account["mode"], "socket", "{account}");
+    slack.check_acks();
+}
+
+/// The thread the approval story's turns come from.
+const THREAD: &str = "1795500000.000042";
+
+fn the_owner_approves_a_command_in_its_thread_and_allow_always_survives_a_restart(shell: Shell) {
+    let Story {
+        fake: slack,
+        gw: _gw,
+        model: _model,
+    } = story::the_owner_approves_from_the_chat_and_allow_always_survives_kill_9::<FakeSlack>(
+        shell,
+        |slack, text| {
+            slack.push_dm(&FakeSlack::sender(1), text, Some(THREAD));
+        },
+    );
+    let to_owner: Vec<_> = slack
+        .calls("chat.postMessage")
+        .into_iter()
+        .filter(|b| b["channel"] == FakeSlack::dm_chat(1))
+        .collect();
+    assert!(to_owner.len() >= 4, "{to_owner:?}");
+    assert!(
+        to_owner.iter().all(|b| b["thread_ts"] == THREAD),
+        "the approval, its answer and the replies stay in the thread: {to_owner:?}"
+    );
+    slack.check_acks();
+}
+
+/// An approval asked in a DM thread is answered by the owner's `/approve` at the DM's top
+/// level: the answer is posted there, the turn's reply stays in the thread. A `/approve`
+/// slash command envelope (upstream's Slack plugin registers no slash commands unless
+/// `slashCommand` or native commands are turned on) is acknowledged and changes nothing.
+fn a_top_level_approve_answers_a_thread_and_a_slash_command_is_only_acknowledged(shell: Shell) {
+    let model = super::tools::exec_model(FakeApi::OpenAi, story::APPROVED_COMMAND);
+    let slack = FakeSlack::start();
+    let root = r#"commands: { ownerAllowFrom: ["slack:U1"] }, tools: { exec: { mode: "ask" } },"#;
+    let _gw = socket_mode_with(&model, &slack, root, story::OPEN).start(shell);
+    slack.ready();
+    slack.push_dm("U1", "run it", Some(THREAD));
+    let asked = slack.wait_calls("chat.postMessage", 1)[0].clone();
+    assert_eq!(asked["thread_ts"], THREAD, "{asked}");
+    let id = story::approval_id(asked["text"].as_str().unwrap());
+
+    let envelope = slack.push_slash_command("U1", "/approve", &format!("{id} allow-once"));
+    slack.wait_ack(&envelope);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(slack.calls("chat.postMessage").len(), 1, "nothing answered");
+    assert_eq!(model.requests().len(), 1, "nothing ran");
+
+    slack.push_dm("U1", &format!("/approve {id} deny"), None);
+    let sent = poll_for(WAIT, || {
+        let sent = slack.calls("chat.postMessage");
+        sent.iter()
+            .any(|b| {
+                b["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("tool said: "))
+            })
+            .then_some(sent)
+    })
+    .expect("the turn's reply");
+    let submitted = format!("✅ Approval deny submitted for {id}.");
+    let answer = sent.iter().find(|b| b["text"] == submitted.as_str());
+    assert!(
+        answer.is_some_and(|b| b.get("thread_ts").is_none()),
+        "answered at the top level: {sent:?}"
+    );
+    let reply = sent
+        .iter()
+        .find(|b| {
+            b["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("tool said: "))
+        })
+        .unwrap();
+    assert_eq!(reply["thread_ts"], THREAD, "{reply}");
+    assert!(
+        !reply["text"]
+            .as_str()
+            .unwrap()
+            .contains("clawgate-approved"),
+        "denied, not run: {reply}"
+    );
     slack.check_acks();
 }
 
@@ -354,6 +447,8 @@ fn http_mode_without_a_signing_secret_is_refused_by_name(shell: Shell) {
 }
 
 both!(
+    a_top_level_approve_answers_a_thread_and_a_slash_command_is_only_acknowledged,
+    the_owner_approves_a_command_in_its_thread_and_allow_always_survives_a_restart,
     logout_is_refused_as_upstream_and_the_account_serves_on,
     unknown_dm_pairs_then_approved_dm_is_answered_in_its_thread,
     a_redelivered_event_and_a_disconnect_are_answered_once,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clawgate_core::client::Event;
 use clawgate_core::fuzzing::sim::page_texts;
 use clawgate_tests::both;
-use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
+use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Options, Shell, Ws};
 use serde_json::{Value, json};
@@ -25,8 +25,12 @@ use super::channel_story::{self as story, Story, Transport, admin, assert_result
 const BOT_TOKEN: &str = "123456:test-token";
 
 fn options(model: &FakeModel, tg: &FakeTelegram, telegram_extra: &str) -> Options {
+    options_with(model, tg, "", telegram_extra)
+}
+
+fn options_with(model: &FakeModel, tg: &FakeTelegram, root: &str, telegram_extra: &str) -> Options {
     Options::new().token("t0ken").config(&format!(
-        "{{ {} channels: {{ telegram: {{ {} {telegram_extra} }} }} }}",
+        "{{ {} {root} channels: {{ telegram: {{ {} {telegram_extra} }} }} }}",
         model.config_members(),
         tg.config_members(BOT_TOKEN)
     ))
@@ -56,8 +60,8 @@ impl Transport for FakeTelegram {
     fn start_refusing_token() -> Self {
         FakeTelegram::start("999:the-real-one")
     }
-    fn options(&self, model: &FakeModel, members: &str) -> Options {
-        options(model, self, members)
+    fn options_with(&self, model: &FakeModel, root: &str, members: &str) -> Options {
+        options_with(model, self, root, members)
     }
     fn ready(&self) {
         self.wait_calls("getUpdates", 1);
@@ -212,94 +216,11 @@ fn approvals_survive_a_restart(shell: Shell) {
     drop(gw);
 }
 
-/// The texts sent to chat `chat` so far.
-fn texts_to(tg: &FakeTelegram, chat: i64) -> Vec<String> {
-    let chat = chat.to_string();
-    tg.calls("sendMessage")
-        .iter()
-        .filter(|b| b["chat_id"] == chat.as_str())
-        .map(|b| b["text"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 fn the_owner_approves_a_command_from_the_chat_and_allow_always_survives_a_restart(shell: Shell) {
-    let model = super::tools::exec_model(FakeApi::OpenAi, "echo clawgate-approved");
-    let tg = FakeTelegram::start(BOT_TOKEN);
-    let opts = Options::new().token("t0ken").config(&format!(
-        r#"{{ {} commands: {{ ownerAllowFrom: ["telegram:222"] }},
-              tools: {{ exec: {{ mode: "ask", approvalTimeoutSeconds: 60 }} }},
-              channels: {{ telegram: {{ {} dmPolicy: "allowlist", allowFrom: ["222", "333"] }} }} }}"#,
-        model.config_members(),
-        tg.config_members(BOT_TOKEN)
-    ));
-    let gw = opts.start(shell);
-    tg.push_dm(222, "Owner", "run it");
-    let asked = tg.wait_calls("sendMessage", 1)[0]["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(asked.starts_with("Approval required."), "{asked}");
-    assert!(asked.contains("echo clawgate-approved"), "{asked}");
-    let at = asked.find("/approve ").expect("the command to answer") + "/approve ".len();
-    let id = asked[at..].split_whitespace().next().unwrap().to_string();
-    assert!(
-        asked.contains(&format!("/approve {id} allow-always")),
-        "{asked}"
+    story::the_owner_approves_from_the_chat_and_allow_always_survives_kill_9::<FakeTelegram>(
+        shell,
+        |tg, text| tg.send_dm(1, text),
     );
-
-    tg.push_dm(333, "Mallory", &format!("/approve {id} allow-always"));
-    tg.wait_calls("sendMessage", 2);
-    assert_eq!(
-        texts_to(&tg, 333),
-        ["❌ You are not authorized to approve exec requests on Telegram."]
-    );
-    assert!(gw.wait_for_log("/approve from telegram:333 refused", Duration::from_secs(5)));
-    assert_eq!(model.requests().len(), 1, "nothing ran, no turn started");
-
-    tg.push_dm(222, "Owner", &format!("/approve {id} allow-always"));
-    tg.wait_calls("sendMessage", 4);
-    let texts = texts_to(&tg, 222);
-    assert!(
-        texts.contains(&format!("✅ Approval allow-always submitted for {id}.")),
-        "{texts:?}"
-    );
-    let reply = texts
-        .iter()
-        .find(|t| t.starts_with("tool said: "))
-        .expect("the reply");
-    assert!(reply.contains("clawgate-approved"), "{reply}");
-    assert!(gw.wait_for_log(
-        "approved (allow-always) by Chat approval (telegram:222)",
-        Duration::from_secs(5)
-    ));
-
-    let gw = opts.crash_and_restart(shell, gw);
-    let mut ws = admin(&gw);
-    let snapshot = ws
-        .call("exec.approvals.get", Some(json!({})))
-        .expect("exec.approvals.get");
-    assert_result_valid("exec.approvals.get", &snapshot);
-    assert_eq!(
-        snapshot["file"]["agents"]["main"]["allowlist"][0]["source"],
-        "allow-always"
-    );
-    tg.push_dm(222, "Owner", "run it again");
-    tg.wait_calls("sendMessage", 5);
-    let texts = texts_to(&tg, 222);
-    let last = texts.last().unwrap();
-    assert!(
-        last.starts_with("tool said: ") && last.contains("clawgate-approved"),
-        "{texts:?}"
-    );
-    assert_eq!(
-        texts
-            .iter()
-            .filter(|t| t.starts_with("Approval required."))
-            .count(),
-        1,
-        "no second approval asked"
-    );
-    assert!(gw.wait_for_log("allowed by an allow-always grant", Duration::from_secs(5)));
 }
 
 fn a_turn_cut_by_kill_9_is_answered_exactly_once(shell: Shell) {

@@ -1,0 +1,103 @@
+//! The cost of sitting idle: a gateway with Telegram long-polling a fake Bot API and the
+//! agent configured, after a conversation, wakes only for what it must (the long poll's
+//! answer, the tick). Counted per thread from `/proc/PID/task/*/status`: context switches count
+//! wake-ups whatever the machine's load (a thread asleep is never switched out), unlike time.
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clawgate_tests::both;
+use clawgate_tests::fake_model::FakeModel;
+use clawgate_tests::fake_telegram::FakeTelegram;
+use clawgate_tests::harness::{Options, Shell};
+
+const BOT_TOKEN: &str = "123456:test-token";
+/// How long the idle gateway is watched: one long poll's timeout (30 s) and one tick (30 s)
+/// end inside it.
+const WINDOW: Duration = Duration::from_secs(31);
+/// Wake-ups (context switches, every thread) the window may hold. Measured here: 13 (mio)
+/// and 19 (smol) in 45 s. A long-poll round costs a few on each side (the worker's read, its
+/// report, the loop's next request), the tick a few more; the rest is room for a loaded
+/// machine's preemptions. A timer re-armed while nothing is due, a worker polling with a
+/// short timeout or a log flush firing with nothing to write costs more than this.
+const MAX_SWITCHES: u64 = 40;
+
+/// One thread's name and its context switches so far (voluntary + involuntary).
+fn switches(pid: u32) -> BTreeMap<String, (String, u64)> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let count: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        let tid = task.file_name().to_string_lossy().into_owned();
+        out.insert(tid, (name.trim().to_string(), count));
+    }
+    out
+}
+
+/// After a DM answered by the agent, the gateway idles for [`WINDOW`]: every thread's
+/// wake-ups are printed, and their total stays within [`MAX_SWITCHES`].
+fn idle_wakeups_with_telegram_polling(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let gw = Options::new()
+        .token("t0ken")
+        .config(&format!(
+            r#"{{ {} channels: {{ telegram: {{ {} dmPolicy: "open", allowFrom: ["*"] }} }} }}"#,
+            model.config_members(),
+            tg.config_members(BOT_TOKEN)
+        ))
+        .start(shell);
+    tg.wait_calls("getUpdates", 1);
+    tg.push_dm(201, "Ann", "hello");
+    let sent = tg.wait_calls("sendMessage", 1);
+    assert!(
+        sent[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("hello")),
+        "{sent:?}"
+    );
+    // The turn's tail settles: the long poll past the update is out, the transcript written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tg
+        .calls("getUpdates")
+        .iter()
+        .any(|b| b["offset"].as_i64().is_some_and(|o| o > 0))
+    {
+        assert!(Instant::now() < deadline, "no long poll past the update");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_secs(1));
+    let pid = gw.pid();
+    let before = switches(pid);
+    let started = Instant::now();
+    thread::sleep(WINDOW);
+    let after = switches(pid);
+    let secs = started.elapsed().as_secs_f64();
+    let mut total = 0;
+    let mut table = String::new();
+    for (tid, (name, n)) in &after {
+        let woke = n - before.get(tid).map_or(0, |(_, b)| *b);
+        total += woke;
+        table.push_str(&format!("  {tid:>8} {name:<18} {woke}\n"));
+    }
+    eprintln!(
+        "{shell:?}: {total} context switches in {secs:.1} s idle ({:.0}/min), per thread:\n{table}",
+        total as f64 * 60.0 / secs
+    );
+    assert!(
+        total <= MAX_SWITCHES,
+        "{shell:?} woke {total} times in {secs:.1} s idle (at most {MAX_SWITCHES}):\n{table}"
+    );
+}
+
+both!(idle_wakeups_with_telegram_polling);
