@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use tungstenite::Message;
 use tungstenite::handshake::client::Response;
@@ -186,6 +187,17 @@ pub enum Event {
     ProtocolError(String),
 }
 
+/// A request frame as the client writes it.
+#[derive(Serialize)]
+struct RequestFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<Value>,
+}
+
 enum Phase {
     Upgrading { key: String, buf: Vec<u8> },
     Open,
@@ -260,13 +272,16 @@ impl Client {
 
     /// Send a request; returns its id.
     pub fn request(&mut self, method: &str, params: Option<Value>) -> String {
-        let id = format!("{}", self.next_id);
+        let id = self.next_id.to_string();
         self.next_id += 1;
-        let mut frame = json!({"type": "req", "id": id, "method": method});
-        if let Some(p) = params {
-            frame["params"] = p;
-        }
-        self.send_text(frame.to_string());
+        let frame = RequestFrame {
+            kind: "req",
+            id: &id,
+            method,
+            params,
+        };
+        // Serialising strings and a `Value` cannot fail.
+        self.send_text(serde_json::to_string(&frame).unwrap_or_default());
         id
     }
 
@@ -382,11 +397,14 @@ impl Client {
     }
 
     fn on_text(&mut self, text: &str) {
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
+        let Ok(mut v) = serde_json::from_str::<Value>(text) else {
             self.events
                 .push_back(Event::ProtocolError("non-JSON frame".into()));
             return;
         };
+        // The payload and error are moved out of the frame, not copied: the frame is dropped.
+        let mut take = |key: &str| v.get_mut(key).map(Value::take);
+        let (payload, error) = (take("payload"), take("error"));
         match v.get("type").and_then(Value::as_str) {
             Some("event") => {
                 let event = v
@@ -394,7 +412,7 @@ impl Client {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                let payload = v.get("payload").cloned().unwrap_or(Value::Null);
+                let payload = payload.unwrap_or(Value::Null);
                 if event == "connect.challenge" && self.connect_id.is_none() {
                     let nonce = payload
                         .get("nonce")
@@ -426,11 +444,9 @@ impl Client {
                     .to_string();
                 let ok = v.get("ok").and_then(Value::as_bool).unwrap_or(false);
                 let result = if ok {
-                    Ok(v.get("payload").cloned().unwrap_or(Value::Null))
+                    Ok(payload.unwrap_or(Value::Null))
                 } else {
-                    Err(v
-                        .get("error")
-                        .cloned()
+                    Err(error
                         .and_then(|e| serde_json::from_value(e).ok())
                         .unwrap_or_else(|| ErrorShape::invalid("malformed error")))
                 };

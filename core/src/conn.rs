@@ -2,7 +2,8 @@
 //! read/write adapter, its handshake state and, after `hello-ok`, its session.
 
 use core::net::{IpAddr, SocketAddr};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 
 use tungstenite::protocol::{Role as WsRole, WebSocketConfig, WebSocketContext};
@@ -19,6 +20,36 @@ impl core::fmt::Display for ConnId {
         write!(f, "{}", self.0)
     }
 }
+
+/// Hashes a connection id (or a shell's token for one) by one multiplication: ids are handed
+/// out in sequence by the gateway, never chosen by a peer, so the maps keyed by them need no
+/// keyed SipHash (several lookups per request). The multiplier (2^64 / golden ratio) spreads
+/// sequential ids over the high bits the hash table's tags are taken from.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnIdHasher(u64);
+
+impl Hasher for ConnIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64((self.0 << 8) | u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by connection id (or a shell's token for one), hashed by [`ConnIdHasher`].
+pub type ConnMap<K, V> = HashMap<K, V, BuildHasherDefault<ConnIdHasher>>;
 
 /// The in-memory stream a tungstenite `WebSocketContext` runs over in a sans-IO driver: bytes
 /// received are pushed in, bytes to send are taken out. Reads return `WouldBlock` when empty
@@ -150,6 +181,43 @@ pub(crate) struct Ws {
     pub(crate) phase: Phase,
 }
 
+impl Ws {
+    /// The bytes of `text` as one unmasked, unfragmented text frame from the server, as
+    /// tungstenite writes it, in one allocation and one copy (tungstenite's own write copies
+    /// the payload twice, through its frame buffer into a fresh `Vec`). A control frame
+    /// tungstenite has queued (the pong of a ping just read) goes first; nothing once the
+    /// context may no longer write (a close was sent or received).
+    pub(crate) fn text_frame(&mut self, text: &str) -> Vec<u8> {
+        if !self.ctx.can_write() {
+            return Vec::new();
+        }
+        // Moves a queued pong into `io.wr`; writing to memory cannot block or fail.
+        let _ = self.ctx.flush(&mut self.io);
+        let mut bytes = std::mem::take(&mut self.io.wr);
+        let len = text.len();
+        bytes.reserve_exact(MAX_FRAME_HEADER + len);
+        bytes.push(FIN_TEXT);
+        match u16::try_from(len) {
+            Ok(short) if short < 126 => bytes.push(short as u8),
+            Ok(short) => {
+                bytes.push(126);
+                bytes.extend_from_slice(&short.to_be_bytes());
+            }
+            Err(_) => {
+                bytes.push(127);
+                bytes.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        bytes.extend_from_slice(text.as_bytes());
+        bytes
+    }
+}
+
+/// First byte of an unfragmented text frame: FIN set, opcode 1.
+const FIN_TEXT: u8 = 0x81;
+/// A server frame's header at most: two bytes and a 64-bit length (no mask).
+const MAX_FRAME_HEADER: usize = 10;
+
 /// The state of a connection.
 pub(crate) enum State {
     /// Reading the HTTP request head.
@@ -211,8 +279,7 @@ impl Conn {
         let State::Ws(ws) = &mut self.state else {
             return Framed::NotWebSocket;
         };
-        let _ = ws.ctx.write(&mut ws.io, tungstenite::Message::text(text));
-        let bytes = std::mem::take(&mut ws.io.wr);
+        let bytes = ws.text_frame(&text);
         if self.unsent + bytes.len() > max_unsent {
             return Framed::SlowConsumer;
         }
@@ -223,5 +290,77 @@ impl Conn {
     /// Whether this connection counts against the pre-auth budget of its address.
     pub(crate) fn is_preauth_ws(&self) -> bool {
         matches!(&self.state, State::Ws(ws) if matches!(ws.phase, Phase::PreHello { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::Message;
+
+    fn server() -> Ws {
+        Ws {
+            ctx: ws_context(WsRole::Server, 1 << 20),
+            io: MemIo::default(),
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            local: true,
+            origin: None,
+            host: None,
+            scope_cap: None,
+            phase: Phase::PreHello {
+                nonce: String::new(),
+                frames: 0,
+            },
+        }
+    }
+
+    /// What tungstenite's own write puts on the wire for `text`.
+    fn tungstenite_frame(ws: &mut Ws, text: &str) -> Vec<u8> {
+        let _ = ws.ctx.write(&mut ws.io, Message::text(text));
+        std::mem::take(&mut ws.io.wr)
+    }
+
+    #[test]
+    fn sequential_ids_spread_over_the_hash_tags() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hasher = BuildHasherDefault::<ConnIdHasher>::default();
+        // hashbrown tags each slot with the hash's top 7 bits: sequential ids must not share them.
+        let tags: std::collections::BTreeSet<u64> = (1..=128u64)
+            .map(|id| hasher.hash_one(ConnId(id)) >> 57)
+            .collect();
+        assert!(tags.len() > 64, "{} distinct tags", tags.len());
+        let mut map: ConnMap<ConnId, u64> = ConnMap::default();
+        map.extend((1..=1000).map(|id| (ConnId(id), id * 2)));
+        assert!((1..=1000).all(|id| map.get(&ConnId(id)) == Some(&(id * 2))));
+    }
+
+    #[test]
+    fn text_frames_are_tungstenite_s_bytes() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let text = "x".repeat(len);
+            let ours = server().text_frame(&text);
+            assert_eq!(
+                ours,
+                tungstenite_frame(&mut server(), &text),
+                "length {len}"
+            );
+            assert!(
+                ours.capacity() <= len + MAX_FRAME_HEADER,
+                "one allocation, sized for the frame"
+            );
+        }
+    }
+
+    #[test]
+    fn a_queued_pong_goes_out_and_nothing_after_a_close() {
+        let mut ws = server();
+        // A masked ping from the client, "hi", mask 0.
+        ws.io.push(&[0x89, 0x82, 0, 0, 0, 0, b'h', b'i']);
+        assert!(matches!(ws.ctx.read(&mut ws.io), Ok(Message::Ping(_))));
+        let bytes = ws.text_frame("ok");
+        assert_eq!(bytes, [0x8a, 2, b'h', b'i', 0x81, 2, b'o', b'k']);
+        let _ = ws.ctx.close(&mut ws.io, None);
+        ws.io.wr.clear();
+        assert!(ws.text_frame("late").is_empty());
     }
 }

@@ -123,7 +123,7 @@ pub struct Gateway {
     pub(crate) config: Config,
     pub(crate) entropy: Box<dyn Entropy>,
     pub(crate) store: PairingStore,
-    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) conns: crate::conn::ConnMap<ConnId, Conn>,
     pub(crate) preauth: Preauth,
     pub(crate) guard: Guard,
     /// Unsent bytes over all connections and the connections waiting for another turn.
@@ -182,7 +182,7 @@ impl Gateway {
             config,
             entropy,
             store,
-            conns: HashMap::new(),
+            conns: Default::default(),
             preauth: Preauth::default(),
             guard: Guard::default(),
             pressure: Backpressure::default(),

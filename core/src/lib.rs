@@ -109,7 +109,7 @@ pub mod work;
 
 pub use agent::HeldMessages;
 pub use config::{Config, ConfigError, ConfigInput, Limits};
-pub use conn::{AuthMethod, ConnId, MemIo};
+pub use conn::{AuthMethod, ConnId, ConnIdHasher, ConnMap, MemIo};
 pub use gateway::{Counts, Entropy, Gateway, MAX_CLOSE_REASON, Output};
 pub use log::{Level, LogRecord};
 pub use methods::METHODS;

@@ -3,14 +3,14 @@
 //! buffer. Every byte read goes to the core, every output of the core is acted on at once.
 //! Signals and worker threads wake it too (a [`Waker`] feeds it the host's worker inputs).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clawgate_core::{ConnId, Gateway, Level, Output};
+use clawgate_core::{ConnId, ConnMap, Gateway, Level, Output};
 use clawgate_host::Host;
 use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
 use clawgate_host::sockets::{
@@ -143,7 +143,7 @@ struct EventLoop {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
-    sockets: HashMap<Token, Socket>,
+    sockets: ConnMap<Token, Socket>,
     read_buf: Box<[u8]>,
     /// Deadlines of closing sockets, in order (all are `now + CLOSE_GRACE`).
     closing: VecDeque<(Instant, Token)>,
@@ -202,7 +202,7 @@ fn serve<H: Host>(
         poll,
         listener: Some(listener),
         local_addr,
-        sockets: HashMap::new(),
+        sockets: ConnMap::default(),
         read_buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
         closing: VecDeque::new(),
         again: Vec::new(),

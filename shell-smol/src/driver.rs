@@ -4,13 +4,12 @@
 //! drains the core's outputs: bytes to the sockets' writers, logs and snapshots to the
 //! [`Host`].
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use clawgate_core::{Config, ConnId, Gateway, Level, Output};
+use clawgate_core::{Config, ConnId, ConnMap, Gateway, Level, Output};
 use clawgate_host::Host;
 use clawgate_host::logging::unix_ms;
 use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
@@ -25,6 +24,9 @@ use crate::socket::Socket;
 const EVENT_QUEUE: usize = 1024;
 /// Events handled per turn of the driver before deadlines and the core's backlog.
 const EVENTS_PER_TURN: usize = 64;
+/// Bytes the driver writes to sockets itself per turn; past them, frames go through the
+/// sockets' writer tasks (see [`Socket::send`]).
+const DIRECT_BYTES_PER_TURN: usize = 256 * 1024;
 
 /// Orders from the embedding program.
 #[derive(Debug)]
@@ -77,10 +79,11 @@ pub async fn serve<H: Host>(
         gw,
         host,
         local,
-        sockets: HashMap::new(),
+        sockets: ConnMap::default(),
         unpermitted: Vec::new(),
         events_tx,
         alive,
+        direct_budget: DIRECT_BYTES_PER_TURN,
     };
     driver.run(&events, signals.as_ref(), &workers).await;
     drop(acceptor);
@@ -135,13 +138,15 @@ struct Driver<'e, 'x, 'h, H> {
     host: &'h mut H,
     local: SocketAddr,
     /// Each open socket's tasks; the core's connection ids are the keys.
-    sockets: HashMap<ConnId, Socket>,
+    sockets: ConnMap<ConnId, Socket>,
     /// Sockets whose reader waits for a permit until the core wants more of their input.
     unpermitted: Vec<ConnId>,
     events_tx: Sender<Event>,
     /// Every socket's tasks hold a clone; the receiver sees the channel close when all are
     /// done.
     alive: Sender<()>,
+    /// What the driver may still write itself this turn, in bytes.
+    direct_budget: usize,
 }
 
 enum Wake {
@@ -198,6 +203,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             )
             .await;
             let now = Instant::now();
+            self.direct_budget = DIRECT_BYTES_PER_TURN;
             self.gw.handle_wall_clock(now, unix_ms());
             match wake {
                 Wake::Deadline => armed = None,
@@ -268,7 +274,8 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             let output = self.gw.poll_output();
             match absorb(self.host, &mut self.gw, now, output) {
                 Some(Output::Transmit { conn, data }) => {
-                    let sent = self.sockets.get(&conn).map_or(0, |s| s.send(data));
+                    let budget = &mut self.direct_budget;
+                    let sent = self.sockets.get(&conn).map_or(0, |s| s.send(data, budget));
                     if sent > 0 {
                         self.gw.handle_written(now, conn, sent);
                     }

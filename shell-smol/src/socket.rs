@@ -23,6 +23,9 @@ use crate::driver::Event;
 
 /// Bytes asked of the socket per read; the core buffers frames itself.
 const READ_CHUNK: usize = 4096;
+/// Bytes the writer writes per wake-up (whole chunks: the last may pass it) before it reports
+/// them and lets the other tasks run.
+const WRITER_BATCH: usize = 64 * 1024;
 
 /// Held by both tasks of a socket: `_all` (every socket's, for shutdown) and `_own` (this
 /// socket's, for its close) see their channels close once every task has ended.
@@ -92,13 +95,19 @@ impl Socket {
     /// waits for it, and what the socket does not take is queued for the writer. Returns the
     /// bytes written here; the writer reports the rest as [`Event::Written`] (or, when the
     /// socket failed, the end as [`Event::Eof`]).
-    pub(crate) fn send(&self, data: Vec<u8>) -> usize {
-        let sent = if self.backlog.load(Ordering::Acquire) == 0 {
+    ///
+    /// `budget` is what the driver may still write itself this turn, in bytes: once it is
+    /// spent, frames go to the writer, which writes them in its own turn, so one turn of the
+    /// driver never copies more than about that into the kernel (a flood of large answers does
+    /// not hold up the next client's `hello-ok` behind it).
+    pub(crate) fn send(&self, data: Vec<u8>, budget: &mut usize) -> usize {
+        let sent = if *budget > 0 && self.backlog.load(Ordering::Acquire) == 0 {
             // A failed socket: the writer meets the same error and reports the end.
             write_until_blocked(&mut self.direct.get_ref(), &data).unwrap_or(0)
         } else {
             0
         };
+        *budget = budget.saturating_sub(sent);
         if sent < data.len() {
             let rest = match sent {
                 0 => data,
@@ -190,9 +199,11 @@ async fn read_side(
     }
 }
 
-/// Write every queued chunk in order, reporting each to the driver. When the driver drops
-/// the queue (the core closed the connection), the rest is flushed and the write half shut,
-/// so the peer sees the close frame and then EOF.
+/// Write every queued chunk in order and report what went out to the driver, once per batch:
+/// a wake-up takes what is queued, up to [`WRITER_BATCH`] bytes, before the report and the
+/// next wait (one driver event for many frames, and a bounded turn, so the other tasks run
+/// between batches). When the driver drops the queue (the core closed the connection), the
+/// rest is flushed and the write half shut, so the peer sees the close frame and then EOF.
 async fn write_side(
     id: ConnId,
     mut stream: TcpStream,
@@ -201,16 +212,24 @@ async fn write_side(
     events: Sender<Event>,
     _alive: Arc<Alive>,
 ) {
-    while let Ok(chunk) = queue.recv().await {
-        let written = stream.write_all(&chunk).await;
-        backlog.fetch_sub(1, Ordering::AcqRel);
-        if written.is_err() {
-            // Report the end here too: the reader may be waiting for a permit, not reading.
-            let _ = stream.shutdown(Shutdown::Both);
-            let _ = events.send(Event::Eof(id)).await;
-            return;
+    while let Ok(first) = queue.recv().await {
+        let mut batch = 0;
+        let mut next = Some(first);
+        while let Some(chunk) = next.take() {
+            let written = stream.write_all(&chunk).await;
+            backlog.fetch_sub(1, Ordering::AcqRel);
+            if written.is_err() {
+                // Report the end here too: the reader may be waiting for a permit, not reading.
+                let _ = stream.shutdown(Shutdown::Both);
+                let _ = events.send(Event::Eof(id)).await;
+                return;
+            }
+            batch += chunk.len();
+            if batch < WRITER_BATCH {
+                next = queue.try_recv().ok();
+            }
         }
-        if events.send(Event::Written(id, chunk.len())).await.is_err() {
+        if events.send(Event::Written(id, batch)).await.is_err() {
             return;
         }
     }
