@@ -222,3 +222,24 @@ pub fn poll_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// When each event a fake pushed over its socket (a Slack envelope, a Discord dispatch) was
+/// written, by the event's id, in order: what the bench times a gateway's reply from.
+#[derive(Debug, Default)]
+pub struct WriteTimes(Vec<(String, Instant)>);
+
+impl WriteTimes {
+    /// Event `id` was written at `at`.
+    pub fn record(&mut self, id: String, at: Instant) {
+        self.0.push((id, at));
+    }
+
+    /// When event `id` was last written, if it was.
+    pub fn last(&self, id: &str) -> Option<Instant> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(e, _)| e == id)
+            .map(|(_, at)| *at)
+    }
+}

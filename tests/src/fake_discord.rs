@@ -22,7 +22,7 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocket};
 use async_tungstenite::tungstenite::{Message, handshake};
 use serde_json::{Value, json};
 
-use crate::fake_api::{Answer, FakeApi, poll_for};
+use crate::fake_api::{Answer, FakeApi, WriteTimes, poll_for};
 use crate::fake_model::RecordedRequest;
 use crate::harness::WAIT;
 
@@ -40,7 +40,7 @@ struct State {
     /// Every heartbeat's sequence.
     heartbeats: Vec<Value>,
     /// When each `MESSAGE_CREATE` was last written to a socket, by message id.
-    written: Vec<(String, Instant)>,
+    written: WriteTimes,
     session: Option<String>,
     sessions: u64,
     seq: u64,
@@ -217,12 +217,7 @@ impl FakeDiscord {
 
     /// When the `MESSAGE_CREATE` of message `id` was last written to a socket, if it was.
     pub fn written_at(&self, id: &str) -> Option<Instant> {
-        let s = self.shared.state();
-        s.written
-            .iter()
-            .rev()
-            .find(|(m, _)| m == id)
-            .map(|(_, at)| *at)
+        self.shared.state().written.last(id)
     }
 
     /// How many sockets were opened.
@@ -399,7 +394,7 @@ fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
                 && v["t"] == "MESSAGE_CREATE"
                 && let Some(id) = v["d"]["id"].as_str()
             {
-                shared.state().written.push((id.to_string(), at));
+                shared.state().written.record(id.to_string(), at);
             }
         }
         match ws.read() {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-use crate::fake_api::{Answer, FakeApi, poll_for};
+use crate::fake_api::{Answer, FakeApi, WriteTimes, poll_for};
 use crate::fake_model::RecordedRequest;
 use crate::harness::WAIT;
 
@@ -33,7 +33,7 @@ struct State {
     /// Envelopes sent (id and frame), and acks received, in order.
     sent_envelopes: Vec<(String, String)>,
     /// When each envelope's frame was last written, by id.
-    written: Vec<(String, Instant)>,
+    written: WriteTimes,
     acks: Vec<String>,
     /// Sockets opened so far.
     sockets: usize,
@@ -189,12 +189,7 @@ impl FakeSlack {
 
     /// When the frame of envelope `id` was last written to a socket, if it was.
     pub fn written_at(&self, id: &str) -> Option<Instant> {
-        let s = self.shared.state();
-        s.written
-            .iter()
-            .rev()
-            .find(|(e, _)| e == id)
-            .map(|(_, at)| *at)
+        self.shared.state().written.last(id)
     }
 
     /// Sockets opened so far.
@@ -338,7 +333,7 @@ fn socket(conn: std::net::TcpStream, shared: &Shared) {
             }
             let at = Instant::now();
             if let Some(id) = id {
-                shared.state().written.push((id, at));
+                shared.state().written.record(id, at);
             }
         }
         if close {
