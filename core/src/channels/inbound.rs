@@ -159,6 +159,22 @@ pub enum Access {
     Drop(&'static str),
 }
 
+/// [`Access::Drop`]'s reason for a DM sender an allowlist does not name.
+const NOT_IN_ALLOW_FROM: &str = "sender not in allowFrom";
+/// [`Access::Drop`]'s reason for a group sender an allowlist does not name.
+const NOT_IN_GROUP_ALLOW_FROM: &str = "sender not in groupAllowFrom";
+
+impl Access {
+    /// Whether the message is dropped because an allowlist does not name its sender: what
+    /// the sender's name may change under upstream's `dangerouslyAllowNameMatching`.
+    pub fn refuses_the_sender(self) -> bool {
+        matches!(
+            self,
+            Access::Drop(NOT_IN_ALLOW_FROM | NOT_IN_GROUP_ALLOW_FROM)
+        )
+    }
+}
+
 /// Whether `list` lets `sender` in: by id, or (with `names`, upstream's
 /// `dangerouslyAllowNameMatching`) by its name or the name's slug, case-insensitively.
 fn listed(list: &[String], sender: &Sender, names: bool) -> bool {
@@ -202,7 +218,7 @@ pub fn decide(policy: &AccessPolicy, m: &Inbound, approved: bool) -> Access {
             DmPolicy::Open | DmPolicy::Allowlist if listed(&policy.allow_from, sender, names) => {
                 Access::Allow
             }
-            DmPolicy::Open | DmPolicy::Allowlist => Access::Drop("sender not in allowFrom"),
+            DmPolicy::Open | DmPolicy::Allowlist => Access::Drop(NOT_IN_ALLOW_FROM),
             DmPolicy::Pairing if approved || listed(&policy.allow_from, sender, names) => {
                 Access::Allow
             }
@@ -225,7 +241,7 @@ pub fn decide(policy: &AccessPolicy, m: &Inbound, approved: bool) -> Access {
                 .as_ref()
                 .unwrap_or(&policy.allow_from);
             if !senders.is_empty() && !listed(senders, sender, names) {
-                return Access::Drop("sender not in groupAllowFrom");
+                return Access::Drop(NOT_IN_GROUP_ALLOW_FROM);
             }
             let require_mention = rule.and_then(|r| r.require_mention).unwrap_or(true);
             if require_mention && !m.mentioned {

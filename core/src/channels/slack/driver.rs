@@ -352,7 +352,7 @@ impl Gateway {
             .is_approved(&m.channel, &m.account, &m.sender.id);
         let needed = match inbound::decide(policy, m, approved) {
             Access::Allow | Access::Pair => true,
-            Access::Drop(why) => policy.name_matching && why.starts_with("sender not in"),
+            refused => policy.name_matching && refused.refuses_the_sender(),
         };
         let key = Kind::Slack.key(&m.account);
         let (seq, user) = (ev.seq, m.sender.id.clone());
