@@ -6,7 +6,6 @@ use core::net::IpAddr;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use tungstenite::Message;
 use tungstenite::protocol::Role as WsRole;
 
 use crate::auth;
@@ -157,24 +156,22 @@ impl Gateway {
         self.preauth.add(client_ip);
         let local = auth::is_local(client_ip, up.origin.as_deref());
         let nonce = self.uuid();
-        let mut ctx = ws_context(WsRole::Server, self.config.limits.max_preauth_payload);
-        let mut io = MemIo::default();
         let challenge = challenge_text(&nonce, self.unix_ms(now));
-        let _ = ctx.write(&mut io, Message::text(challenge));
-        let mut bytes = crate::upgrade_request::switching_protocols(&up.key);
-        bytes.append(&mut io.wr);
         let worker = up.path == "/__openclaw__/worker";
+        let mut ws = Box::new(Ws {
+            ctx: ws_context(WsRole::Server, self.config.limits.max_preauth_payload),
+            io: MemIo::default(),
+            client_ip,
+            local,
+            origin: up.origin,
+            host: up.host,
+            scope_cap: up.scope_cap,
+            phase: Phase::PreHello { nonce, frames: 0 },
+        });
+        let mut bytes = crate::upgrade_request::switching_protocols(&up.key);
+        bytes.append(&mut ws.text_frame(&challenge));
         if let Some(c) = self.conns.get_mut(&id) {
-            c.state = State::Ws(Box::new(Ws {
-                ctx,
-                io,
-                client_ip,
-                local,
-                origin: up.origin,
-                host: up.host,
-                scope_cap: up.scope_cap,
-                phase: Phase::PreHello { nonce, frames: 0 },
-            }));
+            c.state = State::Ws(ws);
         }
         self.transmit(id, bytes);
         self.log(
