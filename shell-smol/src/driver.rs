@@ -286,9 +286,8 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                     }
                 }
                 Some(Output::Close { conn }) => {
-                    if let Some(socket) = self.sockets.remove(&conn) {
-                        socket.close(self.ex);
-                    }
+                    // The socket flushes, half-closes and closes on its own.
+                    self.sockets.remove(&conn);
                 }
                 Some(Output::Timeout(at)) => return at,
                 Some(other) => {

@@ -3,10 +3,10 @@
 //! the socket while the core works through what it has), and a writer that writes what the
 //! socket would not take at once and reports how much went out. The driver writes directly
 //! while nothing waits for the writer ([`Socket::send`]), so a broadcast to many sockets costs
-//! one write each, not a channel hop, a task wake-up and a report back. When the core closes
-//! the connection, the handle's [`Socket::close`] lets the writer flush and half-close, and
-//! releases the socket as soon as both tasks are done (the peer's EOF seen), or after the
-//! close grace at most.
+//! one write each, not a channel hop, a task wake-up and a report back. The three share one
+//! small state ([`Shared`]): no channel per socket. When the core closes the connection, the
+//! driver drops the handle: the writer flushes and half-closes, and the socket closes as soon
+//! as the reader has seen the peer's EOF, or after the close grace at most.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -47,12 +47,11 @@ struct State {
     /// The driver let go of the socket: the writer flushes and half-closes, the reader
     /// forwards nothing more.
     released: bool,
-    /// The socket's tasks still running.
-    tasks: u8,
+    /// The reader met the peer's EOF (or an error) and ended: closing the socket needs no
+    /// shutdown and no wait.
+    peer_done: bool,
     reader: Option<Waker>,
     writer: Option<Waker>,
-    /// Whoever waits for both tasks to end.
-    ended: Option<Waker>,
 }
 
 impl Shared {
@@ -101,51 +100,25 @@ impl Shared {
         }
     }
 
-    /// Ready once both tasks have ended.
-    fn poll_ended(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// The writer's wait, at the end, for the reader to meet the peer's EOF.
+    fn poll_peer_done(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut st = self.lock();
-        if st.tasks == 0 {
+        if st.peer_done {
             Poll::Ready(())
         } else {
-            st.ended = Some(cx.waker().clone());
+            st.writer = Some(cx.waker().clone());
             Poll::Pending
         }
     }
 }
 
-/// Held by each task of a socket: `_all` (every socket's, for shutdown) sees its channel
-/// close once every task has ended; dropping the last task's guard wakes [`Socket::close`]'s
-/// wait.
-struct TaskGuard {
-    shared: Arc<Shared>,
-    _all: Sender<()>,
-}
-
-impl TaskGuard {
-    fn new(shared: &Arc<Shared>, all: &Sender<()>) -> Self {
-        shared.lock().tasks += 1;
-        Self {
-            shared: shared.clone(),
-            _all: all.clone(),
-        }
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.shared.update(|st| {
-            st.tasks -= 1;
-            if st.tasks == 0 { st.ended.take() } else { None }
-        });
-    }
-}
-
-/// The driver's handle on one socket's tasks; dropping it lets go of the socket (see
-/// [`Socket::close`]).
+/// The driver's handle on one socket's tasks. Dropping it lets go of the socket (the core closed
+/// the connection): the writer flushes what it has and half-closes, the reader reads on
+/// (without forwarding) until the peer's EOF, and the socket closes when both are done, or is
+/// cut off after [`CLOSE_GRACE`]. A peer that closed first costs no shutdown and no wait.
 pub(crate) struct Socket {
     shared: Arc<Shared>,
-    stream: TcpStream,
-    /// The same socket, for the driver's own non-blocking writes.
+    /// The socket, for the driver's own non-blocking writes.
     direct: Arc<Async<std::net::TcpStream>>,
 }
 
@@ -165,16 +138,13 @@ impl Socket {
             id,
             direct.clone(),
             events.clone(),
-            TaskGuard::new(&shared, all),
+            shared.clone(),
+            all.clone(),
         );
-        let writer = write_side(id, stream.clone(), events, TaskGuard::new(&shared, all));
+        let writer = write_side(id, stream, events, shared.clone(), all.clone());
         ex.spawn(reader).detach();
         ex.spawn(writer).detach();
-        Self {
-            shared,
-            stream,
-            direct,
-        }
+        Self { shared, direct }
     }
 
     /// Send `data` after whatever the writer still has: written here at once when nothing
@@ -219,22 +189,6 @@ impl Socket {
     pub(crate) fn discard(&self) {
         self.shared.lock().queue = VecDeque::new();
     }
-
-    /// The core closed the connection: the writer flushes and half-closes, the reader reads
-    /// on (without forwarding) until the peer's EOF; the socket is released when both are
-    /// done, or cut off after [`CLOSE_GRACE`].
-    pub(crate) fn close(self, ex: &Executor<'_>) {
-        let (shared, stream) = (self.shared.clone(), self.stream.clone());
-        drop(self);
-        ex.spawn(async move {
-            future::or(poll_fn(|cx| shared.poll_ended(cx)), async {
-                Timer::after(CLOSE_GRACE).await;
-            })
-            .await;
-            let _ = stream.shutdown(Shutdown::Both);
-        })
-        .detach();
-    }
 }
 
 impl Drop for Socket {
@@ -258,7 +212,8 @@ async fn read_side(
     id: ConnId,
     stream: Arc<Async<std::net::TcpStream>>,
     events: Sender<Event>,
-    guard: TaskGuard,
+    shared: Arc<Shared>,
+    _all: Sender<()>,
 ) {
     let mut forwarding = true;
     // The last read did not fill the chunk (or none has run): the socket is empty, so wait
@@ -281,12 +236,16 @@ async fn read_side(
                 emptied = chunk.len() < READ_CHUNK;
                 if forwarding {
                     forwarding = events.send(Event::Data(id, chunk)).await.is_ok()
-                        && poll_fn(|cx| guard.shared.poll_permit(cx)).await;
+                        && poll_fn(|cx| shared.poll_permit(cx)).await;
                 }
             }
             Ok(_) | Err(_) => break,
         }
     }
+    shared.update(|st| {
+        st.peer_done = true;
+        st.writer.take()
+    });
     if forwarding {
         let _ = events.send(Event::Eof(id)).await;
     }
@@ -297,8 +256,13 @@ async fn read_side(
 /// next wait (one driver event for many frames, and a bounded turn, so the other tasks run
 /// between batches). When the driver lets go of the socket (the core closed the connection),
 /// the rest is flushed and the write half shut, so the peer sees the close frame and then EOF.
-async fn write_side(id: ConnId, mut stream: TcpStream, events: Sender<Event>, guard: TaskGuard) {
-    let shared = &guard.shared;
+async fn write_side(
+    id: ConnId,
+    mut stream: TcpStream,
+    events: Sender<Event>,
+    shared: Arc<Shared>,
+    _all: Sender<()>,
+) {
     while let Some(first) = poll_fn(|cx| shared.poll_chunk(cx, true)).await {
         let mut batch = 0;
         let mut next = Some(first);
@@ -321,5 +285,24 @@ async fn write_side(id: ConnId, mut stream: TcpStream, events: Sender<Event>, gu
         }
     }
     let _ = stream.flush().await;
+    if shared.lock().peer_done {
+        return;
+    }
+    // The peer sees the close frame, then EOF; the socket closes once the reader has met the
+    // peer's EOF in turn, or is cut off after the close grace.
     let _ = stream.shutdown(Shutdown::Write);
+    let done = future::or(
+        async {
+            poll_fn(|cx| shared.poll_peer_done(cx)).await;
+            true
+        },
+        async {
+            Timer::after(CLOSE_GRACE).await;
+            false
+        },
+    )
+    .await;
+    if !done {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
 }
