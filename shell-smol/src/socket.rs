@@ -216,14 +216,10 @@ async fn read_side(
     _all: Sender<()>,
 ) {
     let mut forwarding = true;
-    // The last read did not fill the chunk (or none has run): the socket is empty, so wait
-    // for the reactor's word before reading, instead of a read that would only say
-    // `WouldBlock` (one system call less per chunk received).
-    let mut emptied = true;
+    // Each read is tried before waiting for readiness (`read_with`): once the driver permits
+    // it, the peer's next message is usually there, and waiting for the reactor's word first
+    // would cost an `epoll_ctl` and a reactor wake-up each time.
     loop {
-        if emptied && stream.readable().await.is_err() {
-            break;
-        }
         let read = stream
             .read_with(|s| {
                 let mut buf = [0u8; READ_CHUNK];
@@ -233,7 +229,6 @@ async fn read_side(
             .await;
         match read {
             Ok(chunk) if !chunk.is_empty() => {
-                emptied = chunk.len() < READ_CHUNK;
                 if forwarding {
                     forwarding = events.send(Event::Data(id, chunk)).await.is_ok()
                         && poll_fn(|cx| shared.poll_permit(cx)).await;
