@@ -391,6 +391,8 @@ type Script = dyn Fn(&RecordedRequest) -> Reply + Send + Sync;
 /// One request and when the parts of its reply were written.
 struct Served {
     request: RecordedRequest,
+    /// When the whole request had been read.
+    arrived: Instant,
     /// One instant per part flushed to the socket, then one when the body ended.
     written: Vec<Instant>,
 }
@@ -510,6 +512,12 @@ impl FakeModel {
         self.lock().iter().map(|s| s.written.clone()).collect()
     }
 
+    /// For every request so far (as [`FakeModel::requests`] orders them), when it had been
+    /// read whole: with [`FakeModel::write_times`], the fake's own time per request.
+    pub fn arrival_times(&self) -> Vec<Instant> {
+        self.lock().iter().map(|s| s.arrived).collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Served>> {
         self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -569,6 +577,7 @@ fn serve(conn: impl Read + Write, api: FakeApi, log: &Log, script: &Script) -> i
             let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
             log.push(Served {
                 request: req.clone(),
+                arrived: Instant::now(),
                 written: Vec::new(),
             });
             log.len() - 1
