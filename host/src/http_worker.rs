@@ -446,6 +446,7 @@ fn exchange(
         .and_then(|()| stream.flush())
         .map_err(idle)
         .map_err(failed(Stage::Write))?;
+    stream.ack_promptly();
     let mut parser = ResponseParser::new(limits.response, method);
     // On the worker's stack, whose pages go when an idle worker exits; a heap buffer would
     // stay in the thread's malloc arena.

@@ -90,6 +90,23 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
+    /// Acknowledge the answer's bytes as they are read, not after the delayed-ACK timeout
+    /// (40 ms or more): writing a request on a reused connection puts Linux's socket in its
+    /// "pingpong" mode, which holds the ACK for a reply to carry it, and a server that writes
+    /// the head and the body separately (Nagle's algorithm on) sends the body only once the
+    /// head is acknowledged. One `TCP_QUICKACK` after the request is written leaves that mode
+    /// until the next request.
+    pub(crate) fn ack_promptly(&self) {
+        let socket = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        };
+        #[cfg(target_os = "linux")]
+        let _ = rustix::net::sockopt::set_tcp_quickack(socket, true);
+        #[cfg(not(target_os = "linux"))]
+        let _ = socket;
+    }
+
     /// Whether the server sent nothing beyond what was read: for TLS, no decrypted bytes
     /// waiting and no `close_notify` (a plain socket is peeked before its next use instead).
     pub(crate) fn is_drained(&mut self) -> bool {
