@@ -3,7 +3,8 @@
 //! answer, a close-delimited body, a truncated body, a cancel, an expired or hinted lifetime
 //! each lead to a new one; a connection the server closed while idle is not used; a reused
 //! connection that dies after the request was written is retried only for an idempotent
-//! request; the pool's bounds hold and the last exiting worker closes what it kept.
+//! request; the pool's bounds hold and the last exiting worker closes what it kept; an answer
+//! a Nagle-ing server writes in two pieces is not held up by a delayed ACK.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -25,6 +26,9 @@ const WAIT: Duration = Duration::from_secs(10);
 enum Act {
     /// Write these bytes and wait for the next request.
     Reply(&'static str),
+    /// Write the head, then the body in a second write (Nagle's algorithm on, as a server
+    /// that does not set `TCP_NODELAY`), and wait for the next request.
+    ReplySplit(&'static str, &'static str),
     /// Write these bytes and close the connection.
     ReplyClose(&'static str),
     /// Write these bytes; close the connection if no request comes within the duration.
@@ -103,6 +107,10 @@ fn serve(conn: TcpStream, n: usize, seen: &Mutex<Vec<(usize, String)>>, script: 
         match script(n, nth) {
             Act::Reply(bytes) => {
                 let _ = conn.write_all(bytes.as_bytes());
+            }
+            Act::ReplySplit(head, body) => {
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(body.as_bytes());
             }
             Act::ReplyClose(bytes) => {
                 let _ = conn.write_all(bytes.as_bytes());
@@ -209,6 +217,31 @@ fn sequential_requests_to_one_origin_share_one_connection() {
     assert_eq!(pool.idle_connections(), 1);
     assert!(pool.shutdown(WAIT));
     assert_eq!(pool.idle_connections(), 0);
+}
+
+#[test]
+fn an_answer_written_in_two_pieces_on_a_reused_connection_ends_without_a_delayed_ack() {
+    // The body leaves once the head is acknowledged: a client that delays that ACK (40 ms at
+    // least on Linux) makes every answer on a reused connection that much late.
+    let server =
+        Server::start(|_, _| Act::ReplySplit("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "ok"));
+    let (mut pool, rx) = workers(HttpLimits::default());
+    const REQUESTS: u32 = 20;
+    let started = Instant::now();
+    for id in 0..REQUESTS {
+        assert_eq!(
+            request(&mut pool, &rx, id.into(), post(server.url("/a"))),
+            Ok(())
+        );
+    }
+    let took = started.elapsed();
+    assert_eq!(server.accepted(), 1, "one kept-alive connection");
+    let delayed_acks = Duration::from_millis(40) * (REQUESTS - 1);
+    assert!(
+        took < delayed_acks,
+        "{REQUESTS} answers took {took:?}: a delayed ACK each"
+    );
+    assert!(pool.shutdown(WAIT));
 }
 
 /// Two requests where the first is answered with `first`: each is answered, on `connections`
