@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use core::time::Duration;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use crate::conn::ConnId;
@@ -41,7 +42,7 @@ pub(crate) struct NodeInvoke {
     _turn_source_account_id: Option<String>,
     /// A string or a number upstream.
     #[serde(default, rename = "turnSourceThreadId")]
-    _turn_source_thread_id: Option<Value>,
+    _turn_source_thread_id: IgnoredAny,
 }
 
 /// A node invocation to send, from `node.invoke` or the `nodes` tool.
@@ -99,8 +100,8 @@ pub(crate) struct NodeError {
 pub(crate) struct NodeEvent {
     #[serde(rename = "event")]
     _event: NonEmpty,
-    #[serde(default, rename = "payload", deserialize_with = "present")]
-    _payload: Option<Value>,
+    #[serde(default, rename = "payload")]
+    _payload: IgnoredAny,
     #[serde(default, rename = "payloadJSON")]
     _payload_json: Option<String>,
 }
