@@ -9,7 +9,8 @@ use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Options, Shell};
 
-const BOT_TOKEN: &str = "123456:test-token";
+use crate::idle::{BOT_TOKEN, with_telegram_dms};
+
 /// DMs in the burst, each from its own chat: with the model requests, the replies and the
 /// store writes they make well over the host's burst of 64 work items.
 const DMS: usize = 24;
@@ -42,16 +43,8 @@ fn thread_arenas(pid: u32) -> Vec<String> {
 fn arenas_limited_and_memory_returned_after_a_burst(shell: Shell) {
     let model = FakeModel::echo();
     let tg = FakeTelegram::start(BOT_TOKEN);
-    let gw = Options::new()
-        .token("t0ken")
-        .arg("--log-level")
-        .arg("debug")
-        .config(&format!(
-            r#"{{ {} channels: {{ telegram: {{ {} dmPolicy: "open", allowFrom: ["*"] }} }} }}"#,
-            model.config_members(),
-            tg.config_members(BOT_TOKEN)
-        ))
-        .start(shell);
+    let gw =
+        with_telegram_dms(Options::new().arg("--log-level").arg("debug"), &model, &tg).start(shell);
     tg.wait_calls("getUpdates", 1);
     // Start-up is a burst of its own (migrations, loads): its trim comes first.
     assert!(
