@@ -22,7 +22,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -406,6 +406,8 @@ pub struct FakeModel {
     log: Arc<Log>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
+    /// Connections accepted.
+    connections: Arc<AtomicUsize>,
 }
 
 impl FakeModel {
@@ -427,11 +429,14 @@ impl FakeModel {
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
         let secure = tls.is_some();
+        let connections = Arc::new(AtomicUsize::new(0));
         let acceptor = {
-            let (log, stop) = (log.clone(), stop.clone());
+            let (log, stop, count) = (log.clone(), stop.clone(), connections.clone());
             thread::Builder::new()
                 .name("fake-model-accept".into())
-                .spawn(move || accept_loop(&listener, &stop, api, tls, &log, &script))
+                .spawn(move || {
+                    accept_loop(&listener, &stop, api, tls, &log, &script, &count);
+                })
                 .expect("spawn the fake model")
         };
         FakeModel {
@@ -441,6 +446,7 @@ impl FakeModel {
             log,
             stop,
             acceptor: Some(acceptor),
+            connections,
         }
     }
 
@@ -486,6 +492,12 @@ impl FakeModel {
         format!("{scheme}://{}{path}", self.addr)
     }
 
+    /// How many connections the fake has accepted (a client keeping connections alive sends
+    /// many requests on each).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().iter().map(|s| s.request.clone()).collect()
@@ -521,12 +533,14 @@ fn accept_loop(
     tls: Option<Arc<rustls::ServerConfig>>,
     log: &Arc<Log>,
     script: &Arc<Script>,
+    connections: &AtomicUsize,
 ) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(conn) = conn else { continue };
+        connections.fetch_add(1, Ordering::SeqCst);
         let (log, script, tls) = (log.clone(), script.clone(), tls.clone());
         let _ = thread::Builder::new()
             .name("fake-model-conn".into())
