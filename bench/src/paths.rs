@@ -321,6 +321,12 @@ fn rows(p: &PathPlan) -> Vec<Row> {
             |f| Some(f.transcripts.as_ref().ok()?.rss_long_kib as f64 / MIB),
         ),
         row(
+            "of which anonymous (`RssAnon`: heap, stacks), MiB",
+            2,
+            None,
+            |f| Some(f.transcripts.as_ref().ok()?.rss_long_anon_kib as f64 / MIB),
+        ),
+        row(
             "messages appended per second (`chat.inject`, durable)",
             0,
             None,

@@ -210,6 +210,15 @@ impl Server {
         ctx_switches(self.pid())
     }
 
+    /// The anonymous part of [`Server::rss_kib`] (`RssAnon`: heap, stacks; not the mapped
+    /// binary and libraries), in KiB.
+    pub fn rss_anon_kib(&self) -> u64 {
+        tree(self.pid())
+            .iter()
+            .map(|p| status_kib(*p, "RssAnon:"))
+            .sum()
+    }
+
     /// Resident memory of the process and all its descendants, in KiB.
     pub fn rss_kib(&self) -> u64 {
         tree(self.pid()).iter().map(|p| vm_rss_kib(*p)).sum()
@@ -403,10 +412,15 @@ pub fn own_cpu_ns(pid: u32) -> u64 {
 
 /// `VmRSS` of one process in KiB (0 when it is gone).
 pub fn vm_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB figure of one process's `/proc/PID/status` (`field` with its colon; 0 when it is gone).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)

@@ -41,6 +41,8 @@ pub struct TranscriptFigures {
     pub rss_short_kib: u64,
     /// RSS with `long` messages in each session, KiB.
     pub rss_long_kib: u64,
+    /// The anonymous part of `rss_long_kib` (`RssAnon`), KiB.
+    pub rss_long_anon_kib: u64,
     /// Messages appended per second while filling (each one durable before its answer).
     pub appends_per_sec: f64,
 }
@@ -146,11 +148,13 @@ pub fn measure(
     )?;
     fill_time += t1.elapsed();
     let rss_long_kib = settled_rss_kib(&server, Duration::from_secs(1));
+    let rss_long_anon_kib = server.rss_anon_kib();
     server.check_alive()?;
     pool.close_all();
     Ok(TranscriptFigures {
         rss_short_kib,
         rss_long_kib,
+        rss_long_anon_kib,
         appends_per_sec: appended as f64 / fill_time.as_secs_f64().max(1e-9),
     })
 }
