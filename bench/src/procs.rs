@@ -210,6 +210,22 @@ impl Server {
         ctx_switches(self.pid())
     }
 
+    /// The thread ids of the process and its descendants, sorted.
+    pub fn threads(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = tree(self.pid())
+            .into_iter()
+            .flat_map(|p| {
+                fs::read_dir(format!("/proc/{p}/task"))
+                    .into_iter()
+                    .flatten()
+            })
+            .flatten()
+            .filter_map(|t| t.file_name().to_str()?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Resident memory of the process and all its descendants, in KiB.
     pub fn rss_kib(&self) -> u64 {
         tree(self.pid()).iter().map(|p| vm_rss_kib(*p)).sum()
@@ -410,6 +426,22 @@ pub fn vm_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Wait until `server`'s set of threads has not changed for `steady` (clawgate's HTTP
+/// workers exit after 2 s without a request), at most `limit`; how long that took.
+pub fn await_steady_threads(server: &Server, steady: Duration, limit: Duration) -> Duration {
+    let t = Instant::now();
+    let mut threads = server.threads();
+    let mut since = Instant::now();
+    while since.elapsed() < steady && t.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = server.threads();
+        if now != threads {
+            (threads, since) = (now, Instant::now());
+        }
+    }
+    t.elapsed()
 }
 
 /// Sleep `settle`, then the median of three RSS samples 200 ms apart, in KiB.
