@@ -176,7 +176,16 @@ fn measure(t: &Target, plan: &PathPlan) -> (PathFigures, Option<Idle>) {
     });
     let mut idle = None;
     let channels = timed(&mut steps, "telegram", || {
-        let (f, i) = telegram?.run()?;
+        // A failed agent step may leave turns running; a gateway that did not start is
+        // started again, alone.
+        let run = match telegram {
+            Ok(r) if agent.is_ok() => r,
+            _ => {
+                eprintln!("   telegram: on a gateway of its own");
+                channels::start(name, launch, &plan.channels, 0, &[])?.ready()?
+            }
+        };
+        let (f, i) = run.run()?;
         idle = Some(i);
         Ok(f)
     });
