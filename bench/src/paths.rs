@@ -572,8 +572,8 @@ pub fn render(
         {
             let _ = writeln!(
                 s,
-                "- {}: its threads changed during the idle window (an exited thread's context \
-                 switches are not counted)",
+                "- {}: its threads changed during the idle window (what an exited thread did in it is not \
+                 counted)",
                 f.name
             );
         }

@@ -9,6 +9,7 @@
 //! the load generator's clock, so the figures are what the gateway (the long poll, the
 //! channel's ingress, the agent turn with its model request, the `sendMessage` request) adds.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clawgate_tests::fake_model::{FakeModel, Reply};
@@ -16,7 +17,9 @@ use clawgate_tests::fake_telegram::FakeTelegram;
 use serde_json::{Value, json};
 
 use crate::error::BenchError;
-use crate::procs::{Launch, Server, await_steady_threads, settled_rss_kib};
+use crate::procs::{
+    Launch, Server, ThreadCounts, await_steady_threads, counts_since, settled_rss_kib,
+};
 use crate::scenario::agent::{self, AgentFigures};
 use crate::stats::Percentiles;
 
@@ -100,8 +103,8 @@ pub struct IdleFigures {
     pub cpu_ms_per_hour: f64,
     /// `getUpdates` calls per minute while idle (the long poll's own rhythm).
     pub polls_per_min: f64,
-    /// Whether the gateway's set of threads changed during the window (a thread that exited
-    /// takes its context switches out of the count).
+    /// Whether the gateway's set of threads changed during the window (what a thread that
+    /// exited did in it is not counted).
     pub threads_changed: bool,
 }
 
@@ -327,10 +330,8 @@ impl ChannelRun {
 pub struct Idle {
     run: ChannelRun,
     settle: Duration,
-    threads: Vec<u32>,
+    counts0: BTreeMap<u32, ThreadCounts>,
     t0: Instant,
-    cpu0: u64,
-    ctx0: u64,
     polls0: usize,
 }
 
@@ -340,10 +341,8 @@ impl Idle {
     fn begin(run: ChannelRun) -> Self {
         let settle = await_steady_threads(&run.server, STEADY, SETTLE_LIMIT);
         Self {
-            threads: run.server.threads(),
+            counts0: run.server.thread_counts(),
             t0: Instant::now(),
-            cpu0: run.server.cpu_ns(),
-            ctx0: run.server.ctx_switches(),
             polls0: run.tg.calls("getUpdates").len(),
             run,
             settle,
@@ -351,27 +350,23 @@ impl Idle {
     }
 
     /// Close the window once it is at least `least` long (sleeping the rest), and what the
-    /// gateway did in it; an error when it stopped meanwhile.
+    /// gateway's threads did in it; an error when it stopped meanwhile.
     pub fn end(mut self, least: Duration) -> Result<IdleFigures, BenchError> {
         if let Some(rest) = least.checked_sub(self.t0.elapsed()) {
             std::thread::sleep(rest);
         }
-        let (server, tg) = (&self.run.server, &self.run.tg);
         let secs = self.t0.elapsed().as_secs_f64();
-        let (cpu, ctx, polls) = (
-            server.cpu_ns().saturating_sub(self.cpu0),
-            server.ctx_switches().saturating_sub(self.ctx0),
-            tg.calls("getUpdates").len() - self.polls0,
-        );
-        let threads_changed = server.threads() != self.threads;
+        let counts = self.run.server.thread_counts();
+        let polls = self.run.tg.calls("getUpdates").len() - self.polls0;
         self.run.server.check_alive()?;
+        let used = counts_since(&self.counts0, &counts);
         Ok(IdleFigures {
             settle_secs: self.settle.as_secs_f64(),
             secs,
-            wakeups_per_min: ctx as f64 * 60.0 / secs,
-            cpu_ms_per_hour: cpu as f64 / 1e6 * 3600.0 / secs,
+            wakeups_per_min: used.ctx as f64 * 60.0 / secs,
+            cpu_ms_per_hour: used.cpu_ns as f64 / 1e6 * 3600.0 / secs,
             polls_per_min: polls as f64 * 60.0 / secs,
-            threads_changed,
+            threads_changed: !counts.keys().eq(self.counts0.keys()),
         })
     }
 }

@@ -235,3 +235,46 @@ pub fn measure(
         frames_per_turn: mean(|p| p.events),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat(key: usize, run: &str, state: &str) -> Arrival {
+        Arrival {
+            key,
+            at: Instant::now(),
+            note: Note::Event {
+                event: "chat".into(),
+                payload: json!({"runId": run, "state": state}),
+            },
+        }
+    }
+
+    #[test]
+    fn a_final_read_after_the_senders_counts_for_its_own_turn() {
+        let (sender, watcher) = (0, 1);
+        let mut t = Tally::new("watched");
+        let (first, second) = (t.run(0), t.run(1));
+        assert!(!t.count(&chat(watcher, &first, "delta"), &first));
+        assert!(t.count(&chat(sender, &first, "final"), &first));
+        // The watcher's final of turn 0 is read while turn 1 is awaited.
+        assert!(!t.count(&chat(watcher, &first, "final"), &second));
+        assert!(t.count(&chat(watcher, &second, "final"), &second));
+        let tick = Arrival {
+            key: watcher,
+            at: Instant::now(),
+            note: Note::Event {
+                event: "tick".into(),
+                payload: json!({}),
+            },
+        };
+        assert!(!t.count(&tick, &second));
+        let w = t.of(watcher);
+        assert_eq!((w.deltas, w.finals, w.events), (1, 2, 3));
+        // Another run's frames are not this one's.
+        assert!(!t.count(&chat(watcher, "bench-watch-alone-0", "final"), &second));
+        assert_eq!(t.of(watcher).finals, 2);
+    }
+}
