@@ -214,14 +214,7 @@ impl Server {
 
     /// The thread ids of the process and its descendants, sorted.
     pub fn threads(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = tree(self.pid())
-            .into_iter()
-            .flat_map(|p| {
-                fs::read_dir(format!("/proc/{p}/task"))
-                    .into_iter()
-                    .flatten()
-            })
-            .flatten()
+        let mut ids: Vec<u32> = tasks(self.pid())
             .filter_map(|t| t.file_name().to_str()?.parse().ok())
             .collect();
         ids.sort_unstable();
@@ -392,8 +385,8 @@ pub struct ThreadCounts {
     pub ctx: u64,
 }
 
-/// [`ThreadCounts`] of every thread of `pid` and its descendants, by thread id.
-fn thread_counts(pid: u32) -> BTreeMap<u32, ThreadCounts> {
+/// The `/proc/<pid>/task/<tid>` entries of every thread of `pid` and its descendants.
+fn tasks(pid: u32) -> impl Iterator<Item = fs::DirEntry> {
     tree(pid)
         .into_iter()
         .flat_map(|p| {
@@ -402,6 +395,11 @@ fn thread_counts(pid: u32) -> BTreeMap<u32, ThreadCounts> {
                 .flatten()
         })
         .flatten()
+}
+
+/// [`ThreadCounts`] of every thread of `pid` and its descendants, by thread id.
+fn thread_counts(pid: u32) -> BTreeMap<u32, ThreadCounts> {
+    tasks(pid)
         .filter_map(|t| {
             let tid = t.file_name().to_str()?.parse().ok()?;
             let status = fs::read_to_string(t.path().join("status")).unwrap_or_default();
