@@ -471,15 +471,7 @@ fn run_paths(
         ..machine::Machine::read()
     };
     let plan = paths::PathPlan::new(a.quick);
-    let figs: Vec<paths::PathFigures> = list
-        .iter()
-        .filter(|t| !matches!(t.launch, Launch::Bare { .. }))
-        .map(|t| {
-            let f = paths::measure(t, &plan);
-            eprintln!("   ({:.0} s into the paths)", t0.elapsed().as_secs_f64());
-            f
-        })
-        .collect();
+    let figs = paths::measure_all(list, &plan);
     paths::render(&figs, &plan, &machine, command, t0.elapsed())
 }
 

@@ -565,8 +565,9 @@ const METHOD: &str = "## Method
 
 - Run it with `cargo run --release -p clawgate-bench -- all` (or `scripts/bench.sh`, which
   raises `ulimit -n` first); `--quick` is the short plan (2,000 held connections, 10 s churn,
-  2 s steps, one upstream tick, 30 sessions streaming at once instead of 100, fewer turns and
-  messages, a 10 s idle window). It builds both shells with `cargo build
+  2 s steps (upstream 3 s), one upstream tick, 30 sessions streaming at once instead of 100,
+  fewer turns and messages, upstream's burst from 10 chats, idle windows of at least 35 s
+  instead of 65 s; no delta broadcast or stored transcripts on upstream). It builds both shells with `cargo build
   --release -p clawgate -p clawgate-smol` and, where the aarch64 cross toolchain is installed,
   the same for `aarch64-unknown-linux-gnu` (the Pi column of the size table); `--no-build` skips
   both. It then measures each server in turn on the control plane, then each gateway on the

@@ -68,7 +68,7 @@ impl Plan {
                     settle: Duration::from_secs(pick(2, 5) as u64),
                     hs_c1: pick(200, 500),
                     hs_c64: pick(1000, 3000),
-                    step: Duration::from_secs(pick(5, 10) as u64),
+                    step: Duration::from_secs(pick(3, 10) as u64),
                     invokes: pick(100, 300),
                     hold_limit: Duration::from_secs(300),
                     slow_ticks: pick(1, 2),

@@ -14,12 +14,15 @@ use serde_json::json;
 use crate::error::BenchError;
 use crate::feed::Feed;
 use crate::pool::Pool;
-use crate::procs::{Launch, Server, settled_rss_kib};
+use crate::procs::{Launch, Server, await_steady_threads, settled_rss_kib};
 use crate::scenario::agent::{chat_state, connect, failed, send};
+use crate::scenario::channels;
 use crate::wire::{GatewayWire, Note};
 
 /// Requests in flight at once while transcripts are filled.
 const WINDOW: usize = 64;
+/// Longest wait for the gateway to come to rest before its RSS is taken.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// How many sessions, and the two lengths their transcripts are measured at.
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +114,13 @@ fn inject(
     Ok(total)
 }
 
+/// The RSS of `server` at rest, KiB: once its threads have not changed for
+/// [`channels::STEADY`] (the fill's HTTP workers have exited), at most [`SETTLE_LIMIT`].
+fn settled_rss(server: &Server) -> u64 {
+    await_steady_threads(server, channels::STEADY, SETTLE_LIMIT);
+    settled_rss_kib(server, Duration::ZERO)
+}
+
 /// Everything [`TranscriptFigures`] holds, for the gateway `launch` starts.
 pub fn measure(
     name: &str,
@@ -136,7 +146,7 @@ pub fn measure(
         deadline,
     )?;
     let mut fill_time = t0.elapsed();
-    let rss_short_kib = settled_rss_kib(&server, Duration::from_secs(1));
+    let rss_short_kib = settled_rss(&server);
     let t1 = Instant::now();
     appended += inject(
         &mut pool,
@@ -147,7 +157,7 @@ pub fn measure(
         deadline,
     )?;
     fill_time += t1.elapsed();
-    let rss_long_kib = settled_rss_kib(&server, Duration::from_secs(1));
+    let rss_long_kib = settled_rss(&server);
     let rss_long_anon_kib = server.rss_anon_kib();
     server.check_alive()?;
     pool.close_all();
