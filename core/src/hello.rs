@@ -5,7 +5,6 @@
 use std::sync::OnceLock;
 
 use serde::Serialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::frame::PROTOCOL_VERSION;
@@ -124,7 +123,7 @@ pub(crate) struct Snapshot<'a> {
     /// `{"phase": "accepting" | "draining"}`.
     pub(crate) suspension: Suspension,
     /// The presence list.
-    pub(crate) presence: Value,
+    pub(crate) presence: crate::route::PresenceSnapshot<'a>,
     /// The same object as the `health` method's result, serialised.
     pub(crate) health: &'a RawValue,
     /// Versions of presence and health.
