@@ -61,25 +61,17 @@ impl LogRecord {
     /// Append the record as one line of text, without its newline:
     /// `<unix ms> <level> [conn=<id> ]<message>`.
     pub fn write_line(&self, out: &mut String) {
-        use core::fmt::Write;
-        // Writing to a `String` cannot fail.
-        let _ = match self.conn {
-            Some(c) => write!(
-                out,
-                "{} {} conn={} {}",
-                self.ts_ms,
-                self.level.as_str(),
-                c.0,
-                self.message
-            ),
-            None => write!(
-                out,
-                "{} {} {}",
-                self.ts_ms,
-                self.level.as_str(),
-                self.message
-            ),
-        };
+        // Pushed piece by piece: the host writes a line for every record, three a handshake.
+        crate::dates::push_padded(out, self.ts_ms, 1);
+        out.push(' ');
+        out.push_str(self.level.as_str());
+        out.push(' ');
+        if let Some(c) = self.conn {
+            out.push_str("conn=");
+            crate::dates::push_padded(out, c.0, 1);
+            out.push(' ');
+        }
+        out.push_str(&self.message);
     }
 
     /// The record as one line of text (see [`LogRecord::write_line`]).
@@ -432,6 +424,12 @@ mod tests {
         rec.conn = Some(ConnId(3));
         rec.write_line(&mut line);
         assert_eq!(line, "1764979200123 info hi1764979200123 info conn=3 hi");
+        rec.ts_ms = 0;
+        rec.conn = Some(ConnId(u64::MAX));
+        assert_eq!(rec.line(), format!("0 info conn={} hi", u64::MAX));
+        rec.conn = Some(ConnId(0));
+        rec.level = Level::Error;
+        assert_eq!(rec.line(), "0 error conn=0 hi");
     }
 
     #[test]
