@@ -125,18 +125,24 @@ pub fn normalize_webhook_path(path: Option<&str>) -> String {
     }
 }
 
-/// A Slack id as allow lists hold it: `slack:`/`user:` prefixes dropped, upper case (`*` kept).
+/// A Slack id as allow lists hold it, read as upstream's `normalizeSlackUserId`: a `<@U…>`
+/// mention's id, else the entry with one `slack:` or `user:` prefix dropped (any case; a second
+/// prefix stays, so `slack:user:U1` names no user), upper case (`*` kept).
 pub fn normalize_id(s: &str) -> String {
-    let mut s = s.trim();
-    for prefix in ["slack:", "user:"] {
-        if s.len() >= prefix.len()
-            && s.get(..prefix.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
-        {
-            s = s.get(prefix.len()..).unwrap_or_default().trim();
-        }
+    let s = s.trim();
+    if let Some(id) = s
+        .strip_prefix("<@")
+        .and_then(|m| m.strip_suffix('>'))
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return id.to_ascii_uppercase();
     }
-    s.to_ascii_uppercase()
+    let unprefixed = ["slack:", "user:"].iter().find_map(|prefix| {
+        s.get(..prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(prefix))
+            .and_then(|_| s.get(prefix.len()..))
+    });
+    unprefixed.unwrap_or(s).to_ascii_uppercase()
 }
 
 /// Slack's section: `botToken` (or `SLACK_BOT_TOKEN`) is the account's token, `channels` its
@@ -294,6 +300,24 @@ mod tests {
             .unwrap();
         assert_eq!(a[0].common.access.dm_policy, DmPolicy::Allowlist);
         assert_eq!(a[0].common.access.allow_from, vec!["U123", "*"]);
+        let read = |entries: serde_json::Value| {
+            resolve_json(json!({"dmPolicy": "allowlist", "allowFrom": entries})).unwrap()[0]
+                .common
+                .access
+                .allow_from
+                .clone()
+        };
+        // As upstream's normalizeSlackUserId: a mention, one prefix in any case, not two.
+        assert_eq!(
+            read(json!([
+                "<@u7>",
+                "USER:U8",
+                " Slack:w9 ",
+                "slack:user:U1",
+                "<@>"
+            ])),
+            vec!["U7", "U8", "W9", "USER:U1", "<@>"]
+        );
         let why = a[0].common.token.clone().unwrap_err();
         assert!(why.contains("channels.slack.botToken"), "{why}");
         let why = a[0].app_token.clone().unwrap_err();
