@@ -180,10 +180,20 @@ impl Rates {
     }
 }
 
-/// `rounds` rounds over the running `servers` (each with its dialer), alternating: round `k`
-/// starts with server `k mod n`. Returns the median of each server's rounds.
+/// A running server in the rounds: how to open a connection to it, and its failed steps.
+pub struct Contender<'a, W> {
+    /// The server.
+    pub server: &'a Server,
+    /// Opens the next connection to it.
+    pub dial: Box<dyn FnMut() -> W + 'a>,
+    /// Steps that failed, and why.
+    pub notes: Vec<String>,
+}
+
+/// `rounds` rounds over the running `servers`, alternating: round `k` starts with server
+/// `k mod n`. Returns the median of each server's rounds.
 pub fn alternate<W: Wire>(
-    servers: &mut [(&Server, Box<dyn FnMut() -> W + '_>, Vec<String>)],
+    servers: &mut [Contender<'_, W>],
     rounds: usize,
     plan: &RatePlan,
 ) -> Vec<Rates> {
@@ -192,9 +202,9 @@ pub fn alternate<W: Wire>(
     for k in 0..rounds {
         for j in 0..n {
             let i = (k + j) % n;
-            if let (Some((server, dial, notes)), Some(out)) = (servers.get_mut(i), all.get_mut(i)) {
-                eprintln!("   round {} of {rounds}: {}", k + 1, server.name());
-                out.push(round(server, dial, plan, notes));
+            if let (Some(c), Some(out)) = (servers.get_mut(i), all.get_mut(i)) {
+                eprintln!("   round {} of {rounds}: {}", k + 1, c.server.name());
+                out.push(round(c.server, &mut c.dial, plan, &mut c.notes));
             }
         }
     }

@@ -177,17 +177,20 @@ pub fn rate_rounds(list: &[Target], opts: &Options) -> Vec<Option<Rated>> {
         .map(|(_, s)| {
             let host = s.addr.to_string();
             let mut n = 0u64;
-            let dial: Box<dyn FnMut() -> GatewayWire> = Box::new(move || {
-                n += 1;
-                gateway_wire(&host, n)
-            });
-            (s, dial, Vec::new())
+            rates::Contender {
+                server: s,
+                dial: Box::new(move || {
+                    n += 1;
+                    gateway_wire(&host, n)
+                }) as Box<dyn FnMut() -> GatewayWire>,
+                notes: Vec::new(),
+            }
         })
         .collect();
     let medians = rates::alternate(&mut servers, rounds(opts), &plan);
-    for (((i, _), (_, _, notes)), m) in started.iter().zip(servers).zip(medians) {
+    for (((i, _), c), m) in started.iter().zip(servers).zip(medians) {
         if let Some(slot) = out.get_mut(*i) {
-            *slot = Some((m, notes));
+            *slot = Some((m, c.notes));
         }
     }
     out
