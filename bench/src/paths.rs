@@ -17,7 +17,6 @@ use crate::scenario::channels::{self, ChannelFigures, ChannelPlan, ChannelRun};
 use crate::scenario::hops::{self, Channel, HopFigures, HopRun};
 use crate::scenario::transcripts::{self, TranscriptFigures, TranscriptPlan};
 use crate::scenario::watchers::{self, WatcherFigures};
-use crate::stats::Percentiles;
 
 /// The line that opens the section.
 pub const BEGIN: &str =
@@ -87,7 +86,7 @@ pub struct PathFigures {
     /// Telegram and idle.
     pub channels: Result<ChannelFigures, BenchError>,
     /// Telegram's two latencies with the store's `synchronous=normal` (clawgate only).
-    pub sync_normal: Result<(Percentiles, Percentiles), BenchError>,
+    pub sync_normal: Result<channels::Latency, BenchError>,
     /// The three channels at once.
     pub hops: Result<HopFigures, BenchError>,
     /// How long each step took, in the order they ran.
@@ -331,37 +330,49 @@ fn rows(p: &PathPlan) -> Vec<Row> {
             "Telegram update available → `sendMessage`, ms p50",
             2,
             None,
-            |f| Some(ms(f.channels.as_ref().ok()?.update_to_send.p50)),
+            |f| Some(ms(f.channels.as_ref().ok()?.latency.whole.p50)),
         ),
         row(
             "Telegram update available → `sendMessage`, ms p99",
             2,
             None,
-            |f| Some(ms(f.channels.as_ref().ok()?.update_to_send.p99)),
+            |f| Some(ms(f.channels.as_ref().ok()?.latency.whole.p99)),
         ),
         row(
             "`getUpdates` answered → `sendMessage` (no long-poll hop), ms p50",
             2,
             None,
-            |f| Some(ms(f.channels.as_ref().ok()?.poll_to_send.p50)),
+            |f| Some(ms(f.channels.as_ref().ok()?.latency.hop.p50)),
         ),
         row(
             "`getUpdates` answered → `sendMessage` (no long-poll hop), ms p99",
             2,
             Some(Goal::AtMost(1.0)),
-            |f| Some(ms(f.channels.as_ref().ok()?.poll_to_send.p99)),
+            |f| Some(ms(f.channels.as_ref().ok()?.latency.hop.p99)),
+        ),
+        row(
+            "the fake model's own time in that hop, ms p99",
+            2,
+            None,
+            |f| Some(ms(f.channels.as_ref().ok()?.latency.model.p99)),
+        ),
+        row(
+            "`getUpdates` answered → `sendMessage` less the fake model's own time, ms p99",
+            2,
+            None,
+            |f| Some(ms(f.channels.as_ref().ok()?.latency.hop_net.p99)),
         ),
         row(
             "`getUpdates` answered → `sendMessage`, store `synchronous=normal`, ms p50",
             2,
             None,
-            |f| Some(ms(f.sync_normal.as_ref().ok()?.1.p50)),
+            |f| Some(ms(f.sync_normal.as_ref().ok()?.hop.p50)),
         ),
         row(
             "`getUpdates` answered → `sendMessage`, store `synchronous=normal`, ms p99",
             2,
             None,
-            |f| Some(ms(f.sync_normal.as_ref().ok()?.1.p99)),
+            |f| Some(ms(f.sync_normal.as_ref().ok()?.hop.p99)),
         ),
         row(
             format!("messages/s, {} chats at once ({} waves)", c.chats, c.waves),
@@ -578,7 +589,9 @@ timed from the fake writing the event (the `getUpdates` answer, the `events_api`
 directory starts with their install records (upstream refuses an unrecorded plugin the keyed
 store Discord needs). The echo model answers with the newest user text of the request, skipping
 the context message upstream appends to every request (which quotes earlier replies); a reply
-counts when it carries its message's token. The `synchronous=normal` rows: one more clawgate
+counts when it carries its message's token. The fake model's own time: from its having read
+the turn's request whole to its answer's end written, per message; the hop less it is what the
+gateway adds. The `synchronous=normal` rows: one more clawgate
 gateway as in the Telegram run, started with `CLAWGATE_STORE_SYNCHRONOUS=normal` (the rows above
 run with the default, `full`), the same sequential messages timed. Upstream's agent, Telegram
 and three-channel gateways start at once and are measured one after the other once all three

@@ -672,7 +672,7 @@ const METHOD: &str = "## Method
   bound there.
 - Ratios are `mio ÷ column` of the same row; those far below 1 are shown as 1/n.
 - Churn runs before the holds: the small hold is kept open while connections are replaced at 300 per second;
-  the slope is a least-squares fit over the samples after the first tenth of the run.
+  the slope is a least-squares fit over the second half of the run (the first half fills the working set).
 ";
 
 /// One `agent` row: label, how to read it from one gateway's figures, decimals.

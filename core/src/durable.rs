@@ -136,6 +136,10 @@ impl Gateway {
                 id,
                 work: Work::Store(changes),
             });
+            if let Some(step) = self.channels.step_after_batch() {
+                // Held behind the batch just issued: in flight, so never handed back.
+                let _ = self.durable.hold(Deferred::Channel(step));
+            }
         }
     }
 

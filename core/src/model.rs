@@ -36,6 +36,12 @@ pub struct HttpRequest {
     pub headers: Vec<(Cow<'static, str>, String)>,
     /// The body bytes.
     pub body: Vec<u8>,
+    /// Whether sending it twice has the effect of sending it once (a read such as a `GET` or
+    /// Telegram's `getUpdates`): a worker may send it again on a fresh connection when a
+    /// reused one fails after the request was written but before any answer. A request that
+    /// is not (a `sendMessage`, a model turn) is sent again only when writing it failed, so
+    /// the server cannot have received all of it.
+    pub idempotent: bool,
 }
 
 impl HttpRequest {
@@ -102,6 +108,7 @@ mod tests {
             url: "http://x/v1".into(),
             headers: vec![("Authorization".into(), "Bearer sk-secret".into())],
             body: b"{}".to_vec(),
+            idempotent: false,
         };
         let shown = format!("{r:?}");
         assert!(!shown.contains("sk-secret"), "{shown}");

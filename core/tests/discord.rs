@@ -379,7 +379,8 @@ fn a_burst_past_the_unserved_bound_holds_the_socket_and_resumes_once_served() {
 }
 
 /// Discord's messages take the same path as every transport's: the turn asks the model while
-/// the batch storing the message is written, and the reply waits for that batch.
+/// the batch storing the message is written, and the reply waits for that batch and for the
+/// one recording the answer.
 #[test]
 fn a_dm_asks_the_model_beside_its_commit_and_is_answered_after_it() {
     let (mut p, socket) = ready_with(config_with_model());
@@ -389,6 +390,11 @@ fn a_dm_asks_the_model_beside_its_commit_and_is_answered_after_it() {
     assert!(
         deliveries(&p, "c1").is_empty(),
         "no reply before the commit"
+    );
+    p.write_store(true);
+    assert!(
+        deliveries(&p, "c1").is_empty(),
+        "no reply before the answer's batch is durable"
     );
     p.write_store(true);
     assert_eq!(

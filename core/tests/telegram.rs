@@ -560,8 +560,15 @@ fn a_failed_write_does_not_leave_a_chat_stuck() {
     p.write_store(false); // the turn's batch fails; the turn runs anyway
     pump(&mut p, &mut f);
     assert_eq!(f.model_calls, 2);
+    assert_eq!(
+        f.sent("sendMessage").len(),
+        1,
+        "no reply from a failed batch"
+    );
     p.hold_store_writes(false);
-    p.write_store(true); // the rewrite that follows, with the answer and its outbox row
+    p.write_store(true);
+    // The tick's rewrite, with the answer and its outbox row: the reply leaves once durable.
+    p.advance(Duration::from_secs(31));
     pump(&mut p, &mut f);
     let sent = f.sent("sendMessage");
     assert_eq!(sent.last().unwrap()["text"], "echo second", "{sent:?}");
@@ -995,10 +1002,11 @@ fn allow_always_from_the_chat_is_durable_before_it_runs_and_survives_a_restart()
 
 /// The message's turn asks the model in the step that queues the batch storing the message;
 /// the model answering before that batch is durable shows nothing (no reply, no event for
-/// the session's watchers), and once it is the reply leaves at once, while the batch that
-/// records the answer is still being written.
+/// the session's watchers). Once it is, the turn's events show, and the answer, the message
+/// served and the reply's outbox row go in one batch: the reply leaves only once that batch
+/// is durable too, so a reply the user saw is in the transcript after a crash.
 #[test]
-fn the_model_is_asked_beside_the_commit_and_the_reply_waits_for_it() {
+fn the_model_is_asked_beside_the_commit_and_the_reply_waits_for_both_commits() {
     let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
     let op = admin(&mut p);
     let key = "agent:main:main";
@@ -1006,6 +1014,7 @@ fn the_model_is_asked_beside_the_commit_and_the_reply_waits_for_it() {
         .unwrap();
     p.events(op);
     p.hold_store_writes(true);
+    let before = p.batches.len();
     f.dm(222, "early");
     pump(&mut p, &mut f);
     assert_eq!(f.model_calls, 1, "the model request left beside the commit");
@@ -1021,16 +1030,60 @@ fn the_model_is_asked_beside_the_commit_and_the_reply_waits_for_it() {
     };
     assert!(!shown(&p.events(op)), "the turn shows nothing yet");
     assert!(p.write_next_batch(), "the message's batch");
+    let first = format!("{:?}", p.batches[before]);
+    for part in ["Ingress", "Offset", "\"early\""] {
+        assert!(
+            first.contains(part),
+            "{part} in the message's batch: {first}"
+        );
+    }
+    pump(&mut p, &mut f);
+    assert!(shown(&p.events(op)), "the turn's events once it is durable");
+    assert!(
+        f.sent("sendMessage").is_empty(),
+        "no reply before the batch recording it is durable"
+    );
+    assert!(p.write_next_batch(), "the turn's batch");
+    let second = format!("{:?}", p.batches[before + 1]);
+    for part in ["echo early", "Outbox", "done"] {
+        assert!(
+            second.contains(part),
+            "{part} in the turn's batch: {second}"
+        );
+    }
     pump(&mut p, &mut f);
     let texts: Vec<&Value> = f.sent("sendMessage").iter().map(|b| &b["text"]).collect();
     assert_eq!(texts, [&json!("echo early")]);
-    assert!(shown(&p.events(op)), "the turn's events once it is durable");
+}
+
+/// A failed write of the message's batch delivers nothing: no reply and no offset while the
+/// store fails (the turn's answer waits with its rows), and once the rewrite that follows
+/// is durable the message is answered once.
+#[test]
+fn a_failed_message_batch_delivers_nothing_until_it_is_rewritten() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    p.hold_store_writes(true);
+    f.dm(222, "lost");
+    pump(&mut p, &mut f);
+    p.write_store(false);
+    pump(&mut p, &mut f);
+    p.write_store(false);
+    pump(&mut p, &mut f);
     assert!(
-        !p.batches
-            .last()
-            .is_some_and(|b| format!("{b:?}").contains("echo early")),
-        "the reply left before the batch recording it was written"
+        f.sent("sendMessage").is_empty(),
+        "nothing sent from a failed batch"
     );
+    assert!(held_polls(&p).is_empty(), "no offset confirmed");
+    p.hold_store_writes(false);
+    p.advance(Duration::from_secs(31));
+    pump(&mut p, &mut f);
+    let texts: Vec<&Value> = f.sent("sendMessage").iter().map(|b| &b["text"]).collect();
+    assert_eq!(
+        texts,
+        [&json!("echo lost")],
+        "answered once after the rewrite"
+    );
+    assert!(recorded_as_answered(&p));
 }
 
 /// Whether the simulated disk holds a served message and no outbox row: the reply is
@@ -1044,6 +1097,15 @@ fn recorded_as_answered(p: &Sim) -> bool {
     served && !outbox_on_disk(p)
 }
 
+/// Whether the simulated disk holds the answer "echo hi" in a transcript.
+fn answer_on_disk(p: &Sim) -> bool {
+    p.sessions
+        .transcripts
+        .values()
+        .flat_map(|t| t.values())
+        .any(|m| m.to_string().contains("echo hi"))
+}
+
 /// Whether the simulated disk holds the message's queue row.
 fn ingress_on_disk(p: &Sim) -> bool {
     p.sessions
@@ -1054,9 +1116,9 @@ fn ingress_on_disk(p: &Sim) -> bool {
 
 /// An allowed DM, the gateway killed after each step of its handling (every store batch
 /// written and every request answered, the model's answer before or after the commit),
-/// restarted from what the disk holds: the reply never left before the message was on disk,
-/// and the message is answered once, or twice only when the kill fell between Telegram
-/// accepting the reply and the store recording it.
+/// restarted from what the disk holds: the reply never left before the message and the
+/// answer were on disk, and the message is answered once, or twice only when the kill fell
+/// between Telegram accepting the reply and the store recording it.
 #[test]
 fn a_kill_at_any_point_answers_a_message_once() {
     let open = r#"dmPolicy: "open", allowFrom: ["*"],"#;
@@ -1074,8 +1136,8 @@ fn a_kill_at_any_point_answers_a_message_once() {
         while kill_at != Some(steps) && step(&mut p, &mut f, http_first) {
             steps += 1;
             assert!(
-                replies(&f) == 0 || ingress_on_disk(&p),
-                "a reply before its message was durable (step {steps}, http first: {http_first})"
+                replies(&f) == 0 || (ingress_on_disk(&p) && answer_on_disk(&p)),
+                "a reply before its message and its answer were durable (step {steps}, http first: {http_first})"
             );
         }
         let Some(at) = kill_at else {

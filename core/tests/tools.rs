@@ -69,6 +69,7 @@ impl ToolProvider for Fake {
                     url: "http://127.0.0.1:9/mcp".into(),
                     headers: vec![],
                     body: vec![],
+                    idempotent: false,
                 };
                 io.submit(self.next, Work::Http(req));
             }
@@ -685,6 +686,7 @@ impl ToolProvider for Lazy {
                 url: "http://127.0.0.1:9/slow/mcp".into(),
                 headers: vec![],
                 body: vec![],
+                idempotent: false,
             };
             io.submit(1, Work::Http(req));
         } else {

@@ -9,8 +9,16 @@
 //! certificate checked against the system's roots, completes in [`open`] before the request
 //! is written, so a refused certificate ends the request with its own error.
 //!
+//! Connections are kept alive between requests ([`crate::http_pool`]): a response that ended
+//! by its framing ([`ResponseParser::reusable`]) returns its connection to the pool, and the
+//! next request to the same origin takes it. A request on a reused connection that fails
+//! before any byte of the answer (the server closed it as it was sent) goes once more on a
+//! fresh connection when that cannot repeat an effect: when writing it failed (the server
+//! cannot have read all of it), or after it was written when it is
+//! [`idempotent`](HttpRequest::idempotent). Everything else surfaces its error.
+//!
 //! A cancel sets the request's flag and shuts its socket down, so a blocked read returns at
-//! once and the request ends with `HttpEnd(Err("cancelled"))`.
+//! once and the request ends with `HttpEnd(Err("cancelled"))`; its connection is not kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -26,6 +34,7 @@ use clawgate_core::model::http1::{
 };
 use clawgate_core::{WorkId, WorkResult};
 
+use crate::http_pool::{Connection, ConnectionPool, KeepAlive, Origin};
 use crate::tls::{self, Stream};
 
 /// The default of [`HttpLimits::max_concurrent`].
@@ -64,6 +73,8 @@ pub struct HttpLimits {
     /// requests (a thread each) leaves no threads, nor their stacks' pages, behind it; the
     /// pool starts threads again as requests come.
     pub idle_exit: Duration,
+    /// The idle connections kept for later requests.
+    pub keep_alive: KeepAlive,
 }
 
 impl HttpLimits {
@@ -85,6 +96,7 @@ impl Default for HttpLimits {
             idle_timeout: IDLE_TIMEOUT,
             response: ResponseLimits::default(),
             idle_exit: IDLE_EXIT,
+            keep_alive: KeepAlive::default(),
         }
     }
 }
@@ -107,6 +119,16 @@ impl Running {
         if let Some(s) = lock(&self.socket).as_ref() {
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Register its socket so a cancel can shut it down; fails when it was cancelled already
+    /// (a cancel that came before found no socket).
+    pub(crate) fn attach(&self, socket: TcpStream) -> Result<(), String> {
+        *lock(&self.socket) = Some(socket);
+        if self.is_cancelled() {
+            return Err(CANCELLED.into());
+        }
+        Ok(())
     }
 
     /// Whether it was stopped.
@@ -138,6 +160,7 @@ struct Shared {
     ready: Condvar,
     limits: HttpLimits,
     report: Report,
+    pool: ConnectionPool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,6 +196,7 @@ impl HttpWorkers {
                 ready: Condvar::new(),
                 limits,
                 report: Box::new(report),
+                pool: ConnectionPool::new(limits.keep_alive),
             }),
             threads: Vec::new(),
         }
@@ -181,6 +205,11 @@ impl HttpWorkers {
     /// Worker threads started and not yet exiting (busy or waiting for a request).
     pub fn live_threads(&self) -> usize {
         lock(&self.shared.queue).live
+    }
+
+    /// Idle connections kept for later requests.
+    pub fn idle_connections(&self) -> usize {
+        self.shared.pool.len()
     }
 
     /// Perform `req`, reporting with `id`. Fails (the error is also the request's `HttpEnd`)
@@ -258,6 +287,7 @@ impl HttpWorkers {
         for t in done {
             let _ = t.join();
         }
+        self.shared.pool.sweep(Instant::now(), true);
         stuck.is_empty()
     }
 }
@@ -278,6 +308,11 @@ fn serve(shared: &Shared) {
         if q.closed || (quiet && q.waiting.is_empty()) {
             q.idle -= 1;
             q.live -= 1;
+            // The last thread closes every idle connection: none is held with no thread
+            // to close it when it expires.
+            let last = q.live == 0;
+            drop(q);
+            shared.pool.sweep(Instant::now(), last);
             return;
         }
         let Some((id, req)) = q.waiting.pop_front() else {
@@ -300,7 +335,7 @@ fn serve(shared: &Shared) {
                 (shared.report)(id, r);
             }
         };
-        let end = perform(&req, &shared.limits, &running, report);
+        let end = perform(&req, shared, &running, report);
         {
             let mut q = lock(&shared.queue);
             q.running.remove(&id);
@@ -316,17 +351,87 @@ fn serve(shared: &Shared) {
     }
 }
 
-/// Perform one request, reporting its head and body; the result is its end.
+/// Perform one request, reporting its head and body; the result is its end. A kept
+/// connection to its origin is used first; see the module doc for when the request goes again
+/// on a fresh one.
 fn perform(
     req: &HttpRequest,
-    limits: &HttpLimits,
+    shared: &Shared,
     running: &Running,
     report: impl Fn(WorkResult),
 ) -> Result<(), String> {
+    let limits = &shared.limits;
     let target = Target::parse(&req.url).map_err(|e| e.to_string())?;
     let wire = encode_request(req, &target).map_err(|e| e.to_string())?;
-    let mut stream = open(&target, limits, running)?;
+    let origin = Origin::of(&target);
     let addr = format!("{}:{}", target.host, target.port);
+    let send = |stream: &mut Stream| exchange(stream, &wire, req.method, limits, &addr, &report);
+    if let Some(Connection { mut stream, socket }) = shared.pool.checkout(&origin, Instant::now()) {
+        running.attach(socket)?;
+        match send(&mut stream) {
+            Ok(ended) => {
+                keep(shared, running, origin, stream, ended);
+                return Ok(());
+            }
+            Err(failed) if failed.may_send_again(req.idempotent) && !running.is_cancelled() => {}
+            Err(failed) => return Err(failed.error),
+        }
+    }
+    let mut stream = open(&target, limits, running)?;
+    let ended = send(&mut stream).map_err(|f| f.error)?;
+    keep(shared, running, origin, stream, ended);
+    Ok(())
+}
+
+/// How a request and its response went through without error.
+struct Ended {
+    /// The connection may carry another request ([`ResponseParser::reusable`]).
+    reusable: bool,
+    /// The server's `Keep-Alive` header.
+    keep_alive: Option<String>,
+}
+
+/// How far a failed exchange got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Writing the request failed: the server has not read all of it.
+    Write,
+    /// The request was written; not a byte of the answer came.
+    Written,
+    /// Some of the answer came.
+    Answered,
+}
+
+/// Why an exchange failed, and at which [`Stage`].
+struct Failed {
+    error: String,
+    stage: Stage,
+}
+
+impl Failed {
+    /// Whether the request may go again on a fresh connection after this failure on a reused
+    /// one: the server cannot have taken its effect (a write that failed: an HTTP/1.1 server
+    /// acts on a whole request only), or taking it twice is taking it once (`idempotent`,
+    /// written but unanswered). An answered request never goes again.
+    fn may_send_again(&self, idempotent: bool) -> bool {
+        match self.stage {
+            Stage::Write => true,
+            Stage::Written => idempotent,
+            Stage::Answered => false,
+        }
+    }
+}
+
+/// Write `wire` on `stream` and read the response to `method` to its end, reporting the head
+/// and the body as they come.
+fn exchange(
+    stream: &mut Stream,
+    wire: &[u8],
+    method: &str,
+    limits: &HttpLimits,
+    addr: &str,
+    report: &impl Fn(WorkResult),
+) -> Result<Ended, Failed> {
     let idle = |e: io::Error| match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
             "no data from {addr} for {} s (idle timeout)",
@@ -334,33 +439,75 @@ fn perform(
         ),
         _ => format!("{addr}: {e}"),
     };
-    stream.write_all(&wire).map_err(idle)?;
-    let mut parser = ResponseParser::new(limits.response, req.method);
+    let failed = |stage| move |error| Failed { error, stage };
+    // `flush` sends what TLS still holds, so a failed send is seen here.
+    stream
+        .write_all(wire)
+        .and_then(|()| stream.flush())
+        .map_err(idle)
+        .map_err(failed(Stage::Write))?;
+    let mut parser = ResponseParser::new(limits.response, method);
     // On the worker's stack, whose pages go when an idle worker exits; a heap buffer would
     // stay in the thread's malloc arena.
     let mut buf = [0u8; READ_BUFFER_BYTES];
     let mut events = Vec::new();
+    let mut stage = Stage::Written;
+    let mut keep_alive = None;
     loop {
         let n = match stream.read(&mut buf) {
             // A signal (SIGHUP's reload) landed on this thread: a socket with a read timeout
             // is not restarted by the kernel; the request goes on.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            read => read.map_err(idle)?,
+            read => read.map_err(idle).map_err(failed(stage))?,
         };
         if n == 0 {
-            return parser.finish().map_err(|e| format!("{addr}: {e}"));
+            parser
+                .finish()
+                .map_err(|e| format!("{addr}: {e}"))
+                .map_err(failed(stage))?;
+            return Ok(Ended {
+                reusable: false,
+                keep_alive,
+            });
         }
+        stage = Stage::Answered;
         let fed = parser.feed(buf.get(..n).unwrap_or_default(), &mut events);
         for event in events.drain(..) {
             report(match event {
-                ResponseEvent::Head { status, headers } => WorkResult::HttpHead { status, headers },
+                ResponseEvent::Head { status, headers } => {
+                    keep_alive = headers
+                        .iter()
+                        .find(|(n, _)| n == "keep-alive")
+                        .map(|(_, v)| v.clone());
+                    WorkResult::HttpHead { status, headers }
+                }
                 ResponseEvent::Body(bytes) => WorkResult::HttpBody(bytes),
             });
         }
-        fed.map_err(|e| format!("{addr}: {e}"))?;
+        fed.map_err(|e| format!("{addr}: {e}"))
+            .map_err(failed(stage))?;
         if parser.is_complete() {
-            return Ok(());
+            return Ok(Ended {
+                reusable: parser.reusable(),
+                keep_alive,
+            });
         }
+    }
+}
+
+/// Return the connection of a request that `ended` to the pool, when it may carry another
+/// and the request was not cancelled (a cancelled one's socket may be shut down).
+fn keep(shared: &Shared, running: &Running, origin: Origin, mut stream: Stream, ended: Ended) {
+    // Taken before the flag is read: a cancel from now on finds no socket to shut down.
+    let socket = lock(&running.socket).take();
+    if !ended.reusable || running.is_cancelled() || !stream.is_drained() {
+        return;
+    }
+    if let Some(socket) = socket {
+        let conn = Connection { stream, socket };
+        shared
+            .pool
+            .checkin(origin, conn, ended.keep_alive.as_deref(), Instant::now());
     }
 }
 
@@ -390,11 +537,7 @@ pub(crate) fn open(
                     s.try_clone()
                 };
                 let handle = setup(&stream).map_err(|e| format!("{name} ({addr}): {e}"))?;
-                *lock(&running.socket) = Some(handle);
-                // A cancel that came while connecting found no socket to shut down.
-                if running.is_cancelled() {
-                    return Err(CANCELLED.into());
-                }
+                running.attach(handle)?;
                 return match target.scheme {
                     Scheme::Http => Ok(Stream::Plain(stream)),
                     Scheme::Https => {

@@ -22,6 +22,7 @@ pub mod discovery;
 pub mod entropy;
 pub mod exec_worker;
 pub mod file_worker;
+pub mod http_pool;
 pub mod http_worker;
 pub mod listen;
 pub mod lock;

@@ -89,6 +89,20 @@ pub(crate) enum Stream {
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
+impl Stream {
+    /// Whether the server sent nothing beyond what was read: for TLS, no decrypted bytes
+    /// waiting and no `close_notify` (a plain socket is peeked before its next use instead).
+    pub(crate) fn is_drained(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => true,
+            Stream::Tls(s) => s
+                .conn
+                .process_new_packets()
+                .is_ok_and(|io| io.plaintext_bytes_to_read() == 0 && !io.peer_has_closed()),
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -173,7 +173,10 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 Some(due) => due.min(deadline),
                 None => deadline,
             };
-            if armed != Some(wake_at) {
+            // Re-armed only for an earlier instant: each arming wakes async-io's reactor thread
+            // (and the core's deadline moves on nearly every turn under load). A timer armed
+            // too early costs one turn, which arms it again for what is due then.
+            if armed.is_none_or(|at| wake_at < at) {
                 timer.set_at(wake_at);
                 armed = Some(wake_at);
             }
@@ -286,9 +289,8 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                     }
                 }
                 Some(Output::Close { conn }) => {
-                    if let Some(socket) = self.sockets.remove(&conn) {
-                        socket.close(self.ex);
-                    }
+                    // The socket flushes, half-closes and closes on its own.
+                    self.sockets.remove(&conn);
                 }
                 Some(Output::Timeout(at)) => return at,
                 Some(other) => {

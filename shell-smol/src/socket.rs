@@ -3,18 +3,20 @@
 //! the socket while the core works through what it has), and a writer that writes what the
 //! socket would not take at once and reports how much went out. The driver writes directly
 //! while nothing waits for the writer ([`Socket::send`]), so a broadcast to many sockets costs
-//! one write each, not a channel hop, a task wake-up and a report back. When the core closes
-//! the connection, the handle's [`Socket::close`] lets the writer flush and half-close, and
-//! releases the socket as soon as both tasks are done (the peer's EOF seen), or after the
-//! close grace at most.
+//! one write each, not a channel hop, a task wake-up and a report back. The three share one
+//! small state ([`Shared`]): no channel per socket. When the core closes the connection, the
+//! driver drops the handle: the writer flushes and half-closes, and the socket closes as soon
+//! as the reader has seen the peer's EOF, or after the close grace at most.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io::Read;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use clawgate_core::ConnId;
 use clawgate_host::sockets::{CLOSE_GRACE, write_until_blocked};
-use smol::channel::{Receiver, Sender};
+use smol::channel::Sender;
 use smol::io::AsyncWriteExt;
 use smol::net::{Shutdown, TcpStream};
 use smol::{Async, Executor, Timer, future};
@@ -27,27 +29,96 @@ const READ_CHUNK: usize = 4096;
 /// them and lets the other tasks run.
 const WRITER_BATCH: usize = 64 * 1024;
 
-/// Held by both tasks of a socket: `_all` (every socket's, for shutdown) and `_own` (this
-/// socket's, for its close) see their channels close once every task has ended.
-struct Alive {
-    _all: Sender<()>,
-    _own: Sender<()>,
+/// What the driver's handle and a socket's two tasks share: one small allocation per
+/// connection, where three channels (a writer queue, a permit, an end signal) took about
+/// 2 KiB. Everything runs on the one executor thread, so the lock is never contended.
+#[derive(Default)]
+struct Shared(Mutex<State>);
+
+#[derive(Default)]
+struct State {
+    /// Chunks for the writer, in order.
+    queue: VecDeque<Vec<u8>>,
+    /// The writer has taken a chunk from the queue and not finished writing it: while it
+    /// has, or the queue holds any, new bytes go behind them.
+    writing: bool,
+    /// The reader may forward one more chunk.
+    permit: bool,
+    /// The driver let go of the socket: the writer flushes and half-closes, the reader
+    /// forwards nothing more.
+    released: bool,
+    /// The reader met the peer's EOF (or an error) and ended: closing the socket needs no
+    /// shutdown and no wait.
+    peer_done: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
 }
 
-/// The driver's handle on one socket's tasks.
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Change the state, then wake what `change` took out of it (outside the lock).
+    fn update(&self, change: impl FnOnce(&mut State) -> Option<Waker>) {
+        let woken = change(&mut self.lock());
+        if let Some(w) = woken {
+            w.wake();
+        }
+    }
+
+    /// Ready with `true` once the reader may forward its next chunk, `false` once the driver
+    /// let go of the socket.
+    fn poll_permit(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut st = self.lock();
+        if st.released {
+            Poll::Ready(false)
+        } else if std::mem::take(&mut st.permit) {
+            Poll::Ready(true)
+        } else {
+            st.reader = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    /// The writer's next chunk (`first`: it waits for one), or `None` when there is none now
+    /// (`first`: when the driver let go and all is written).
+    fn poll_chunk(&self, cx: &mut Context<'_>, first: bool) -> Poll<Option<Vec<u8>>> {
+        let mut st = self.lock();
+        if let Some(chunk) = st.queue.pop_front() {
+            st.writing = true;
+            if st.queue.is_empty() {
+                // Give the memory of a burst back.
+                st.queue = VecDeque::new();
+            }
+            Poll::Ready(Some(chunk))
+        } else if !first || st.released {
+            Poll::Ready(None)
+        } else {
+            st.writer = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    /// The writer's wait, at the end, for the reader to meet the peer's EOF.
+    fn poll_peer_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.lock();
+        if st.peer_done {
+            Poll::Ready(())
+        } else {
+            st.writer = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+/// The driver's handle on one socket's tasks. Dropping it lets go of the socket (the core closed
+/// the connection): the writer flushes what it has and half-closes, the reader reads on
+/// (without forwarding) until the peer's EOF, and the socket closes when both are done, or is
+/// cut off after [`CLOSE_GRACE`]. A peer that closed first costs no shutdown and no wait.
 pub(crate) struct Socket {
-    /// Chunks for the writer; a clone of its receiving end, to discard them.
-    queue: Sender<Vec<u8>>,
-    queued: Receiver<Vec<u8>>,
-    /// One permit lets the reader read one more chunk.
-    permits: Sender<()>,
-    /// Chunks handed to the writer and not yet all written (queued or being written): while
-    /// there are any, new bytes go behind them.
-    backlog: Arc<AtomicUsize>,
-    /// Closes when both tasks have ended.
-    ended: Receiver<()>,
-    stream: TcpStream,
-    /// The same socket, for the driver's own non-blocking writes.
+    shared: Arc<Shared>,
+    /// The socket, for the driver's own non-blocking writes.
     direct: Arc<Async<std::net::TcpStream>>,
 }
 
@@ -61,34 +132,19 @@ impl Socket {
         events: Sender<Event>,
         all: &Sender<()>,
     ) -> Self {
-        let (queue, queued) = smol::channel::unbounded();
-        let (permits, permitted) = smol::channel::bounded(1);
-        let (own, ended) = smol::channel::bounded(1);
-        let alive = Arc::new(Alive {
-            _all: all.clone(),
-            _own: own,
-        });
-        let backlog = Arc::new(AtomicUsize::new(0));
-        let reader = read_side(id, stream.clone(), events.clone(), permitted, alive.clone());
-        let writer = write_side(
+        let shared = Arc::new(Shared::default());
+        let direct: Arc<Async<std::net::TcpStream>> = stream.clone().into();
+        let reader = read_side(
             id,
-            stream.clone(),
-            queued.clone(),
-            backlog.clone(),
-            events,
-            alive,
+            direct.clone(),
+            events.clone(),
+            shared.clone(),
+            all.clone(),
         );
+        let writer = write_side(id, stream, events, shared.clone(), all.clone());
         ex.spawn(reader).detach();
         ex.spawn(writer).detach();
-        Self {
-            queue,
-            queued,
-            permits,
-            backlog,
-            ended,
-            direct: stream.clone().into(),
-            stream,
-        }
+        Self { shared, direct }
     }
 
     /// Send `data` after whatever the writer still has: written here at once when nothing
@@ -101,81 +157,68 @@ impl Socket {
     /// driver never copies more than about that into the kernel (a flood of large answers does
     /// not hold up the next client's `hello-ok` behind it).
     pub(crate) fn send(&self, data: Vec<u8>, budget: &mut usize) -> usize {
-        let sent = if *budget > 0 && self.backlog.load(Ordering::Acquire) == 0 {
-            // A failed socket: the writer meets the same error and reports the end.
-            write_until_blocked(&mut self.direct.get_ref(), &data).unwrap_or(0)
-        } else {
-            0
-        };
-        *budget = budget.saturating_sub(sent);
-        if sent < data.len() {
-            let rest = match sent {
+        let mut sent = 0;
+        self.shared.update(|st| {
+            if *budget > 0 && st.queue.is_empty() && !st.writing {
+                // A failed socket: the writer meets the same error and reports the end.
+                sent = write_until_blocked(&mut self.direct.get_ref(), &data).unwrap_or(0);
+                *budget = budget.saturating_sub(sent);
+            }
+            if sent == data.len() {
+                return None;
+            }
+            // Unbounded: the core caps each connection's unsent bytes and all of them together.
+            st.queue.push_back(match sent {
                 0 => data,
                 _ => data.get(sent..).unwrap_or_default().to_vec(),
-            };
-            self.backlog.fetch_add(1, Ordering::AcqRel);
-            // Unbounded: the core caps each connection's unsent bytes and all of them together.
-            if self.queue.try_send(rest).is_err() {
-                self.backlog.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
+            });
+            st.writer.take()
+        });
         sent
     }
 
-    /// Let the reader read its next chunk.
+    /// Let the reader forward its next chunk.
     pub(crate) fn permit(&self) {
-        let _ = self.permits.try_send(());
+        self.shared.update(|st| {
+            st.permit = true;
+            st.reader.take()
+        });
     }
 
     /// Throw away the chunks the writer has not started on.
     pub(crate) fn discard(&self) {
-        while self.queued.try_recv().is_ok() {
-            self.backlog.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    /// The core closed the connection: the writer flushes and half-closes, the reader reads
-    /// on (without forwarding) until the peer's EOF; the socket is released when both are
-    /// done, or cut off after [`CLOSE_GRACE`].
-    pub(crate) fn close(self, ex: &Executor<'_>) {
-        let Socket {
-            queue,
-            permits,
-            ended,
-            stream,
-            ..
-        } = self;
-        drop((queue, permits));
-        ex.spawn(async move {
-            future::or(
-                async {
-                    let _ = ended.recv().await;
-                },
-                async {
-                    Timer::after(CLOSE_GRACE).await;
-                },
-            )
-            .await;
-            let _ = stream.shutdown(Shutdown::Both);
-        })
-        .detach();
+        self.shared.lock().queue = VecDeque::new();
     }
 }
 
-/// Read until EOF or an error, forwarding every chunk while the connection is open and
+impl Drop for Socket {
+    /// Let go of the socket: wake both tasks to see it.
+    fn drop(&mut self) {
+        let (reader, writer) = {
+            let mut st = self.shared.lock();
+            st.released = true;
+            (st.reader.take(), st.writer.take())
+        };
+        reader.into_iter().chain(writer).for_each(Waker::wake);
+    }
+}
+
+/// Read until EOF or an error, forwarding every chunk while the driver holds the socket and
 /// waiting for a permit after each; then report the end.
 ///
 /// The read buffer lives on the stack only while a read runs (inside `read_with`, once the
 /// socket is readable), not in the task: an idle connection holds no buffer of its own.
 async fn read_side(
     id: ConnId,
-    stream: TcpStream,
+    stream: Arc<Async<std::net::TcpStream>>,
     events: Sender<Event>,
-    permits: Receiver<()>,
-    _alive: Arc<Alive>,
+    shared: Arc<Shared>,
+    _all: Sender<()>,
 ) {
-    let stream: Arc<Async<std::net::TcpStream>> = stream.into();
     let mut forwarding = true;
+    // Each read is tried before waiting for readiness (`read_with`): once the driver permits
+    // it, the peer's next message is usually there, and waiting for the reactor's word first
+    // would cost an `epoll_ctl` and a reactor wake-up each time.
     loop {
         let read = stream
             .read_with(|s| {
@@ -188,12 +231,16 @@ async fn read_side(
             Ok(chunk) if !chunk.is_empty() => {
                 if forwarding {
                     forwarding = events.send(Event::Data(id, chunk)).await.is_ok()
-                        && permits.recv().await.is_ok();
+                        && poll_fn(|cx| shared.poll_permit(cx)).await;
                 }
             }
             Ok(_) | Err(_) => break,
         }
     }
+    shared.update(|st| {
+        st.peer_done = true;
+        st.writer.take()
+    });
     if forwarding {
         let _ = events.send(Event::Eof(id)).await;
     }
@@ -202,22 +249,21 @@ async fn read_side(
 /// Write every queued chunk in order and report what went out to the driver, once per batch:
 /// a wake-up takes what is queued, up to [`WRITER_BATCH`] bytes, before the report and the
 /// next wait (one driver event for many frames, and a bounded turn, so the other tasks run
-/// between batches). When the driver drops the queue (the core closed the connection), the
-/// rest is flushed and the write half shut, so the peer sees the close frame and then EOF.
+/// between batches). When the driver lets go of the socket (the core closed the connection),
+/// the rest is flushed and the write half shut, so the peer sees the close frame and then EOF.
 async fn write_side(
     id: ConnId,
     mut stream: TcpStream,
-    queue: Receiver<Vec<u8>>,
-    backlog: Arc<AtomicUsize>,
     events: Sender<Event>,
-    _alive: Arc<Alive>,
+    shared: Arc<Shared>,
+    _all: Sender<()>,
 ) {
-    while let Ok(first) = queue.recv().await {
+    while let Some(first) = poll_fn(|cx| shared.poll_chunk(cx, true)).await {
         let mut batch = 0;
         let mut next = Some(first);
         while let Some(chunk) = next.take() {
             let written = stream.write_all(&chunk).await;
-            backlog.fetch_sub(1, Ordering::AcqRel);
+            shared.lock().writing = false;
             if written.is_err() {
                 // Report the end here too: the reader may be waiting for a permit, not reading.
                 let _ = stream.shutdown(Shutdown::Both);
@@ -226,7 +272,7 @@ async fn write_side(
             }
             batch += chunk.len();
             if batch < WRITER_BATCH {
-                next = queue.try_recv().ok();
+                next = poll_fn(|cx| shared.poll_chunk(cx, false)).await;
             }
         }
         if events.send(Event::Written(id, batch)).await.is_err() {
@@ -234,5 +280,24 @@ async fn write_side(
         }
     }
     let _ = stream.flush().await;
+    if shared.lock().peer_done {
+        return;
+    }
+    // The peer sees the close frame, then EOF; the socket closes once the reader has met the
+    // peer's EOF in turn, or is cut off after the close grace.
     let _ = stream.shutdown(Shutdown::Write);
+    let done = future::or(
+        async {
+            poll_fn(|cx| shared.poll_peer_done(cx)).await;
+            true
+        },
+        async {
+            Timer::after(CLOSE_GRACE).await;
+            false
+        },
+    )
+    .await;
+    if !done {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
 }

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -44,6 +44,8 @@ pub struct FakeApi {
     scripted: Mutex<HashMap<String, VecDeque<Answer>>>,
     stop: AtomicBool,
     listeners: Mutex<Vec<(SocketAddr, JoinHandle<()>)>>,
+    /// Connections [`FakeApi::serve_http`] has served.
+    connections: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +101,7 @@ impl FakeApi {
         content_type: &str,
         mut answer: impl FnMut(&RecordedRequest) -> Option<Answer>,
     ) -> Option<(TcpStream, RecordedRequest)> {
+        self.connections.fetch_add(1, Ordering::SeqCst);
         let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
         let mut reader = BufReader::new(conn.try_clone().ok()?);
         let mut writer = conn;
@@ -129,6 +132,12 @@ impl FakeApi {
             }
         }
         None
+    }
+
+    /// How many connections the fake has served HTTP on (a client keeping connections alive
+    /// makes many calls on each).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Record `req` as a call named `name`; the answer scripted for it, if any (the first

@@ -22,7 +22,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -391,6 +391,8 @@ type Script = dyn Fn(&RecordedRequest) -> Reply + Send + Sync;
 /// One request and when the parts of its reply were written.
 struct Served {
     request: RecordedRequest,
+    /// When the whole request had been read.
+    arrived: Instant,
     /// One instant per part flushed to the socket, then one when the body ended.
     written: Vec<Instant>,
 }
@@ -406,6 +408,8 @@ pub struct FakeModel {
     log: Arc<Log>,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
+    /// Connections accepted.
+    connections: Arc<AtomicUsize>,
 }
 
 impl FakeModel {
@@ -427,11 +431,14 @@ impl FakeModel {
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
         let secure = tls.is_some();
+        let connections = Arc::new(AtomicUsize::new(0));
         let acceptor = {
-            let (log, stop) = (log.clone(), stop.clone());
+            let (log, stop, count) = (log.clone(), stop.clone(), connections.clone());
             thread::Builder::new()
                 .name("fake-model-accept".into())
-                .spawn(move || accept_loop(&listener, &stop, api, tls, &log, &script))
+                .spawn(move || {
+                    accept_loop(&listener, &stop, api, tls, &log, &script, &count);
+                })
                 .expect("spawn the fake model")
         };
         FakeModel {
@@ -441,6 +448,7 @@ impl FakeModel {
             log,
             stop,
             acceptor: Some(acceptor),
+            connections,
         }
     }
 
@@ -486,6 +494,12 @@ impl FakeModel {
         format!("{scheme}://{}{path}", self.addr)
     }
 
+    /// How many connections the fake has accepted (a client keeping connections alive sends
+    /// many requests on each).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().iter().map(|s| s.request.clone()).collect()
@@ -496,6 +510,12 @@ impl FakeModel {
     /// of a latency measurement.
     pub fn write_times(&self) -> Vec<Vec<Instant>> {
         self.lock().iter().map(|s| s.written.clone()).collect()
+    }
+
+    /// For every request so far (as [`FakeModel::requests`] orders them), when it had been
+    /// read whole: with [`FakeModel::write_times`], the fake's own time per request.
+    pub fn arrival_times(&self) -> Vec<Instant> {
+        self.lock().iter().map(|s| s.arrived).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Served>> {
@@ -521,12 +541,14 @@ fn accept_loop(
     tls: Option<Arc<rustls::ServerConfig>>,
     log: &Arc<Log>,
     script: &Arc<Script>,
+    connections: &AtomicUsize,
 ) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(conn) = conn else { continue };
+        connections.fetch_add(1, Ordering::SeqCst);
         let (log, script, tls) = (log.clone(), script.clone(), tls.clone());
         let _ = thread::Builder::new()
             .name("fake-model-conn".into())
@@ -555,6 +577,7 @@ fn serve(conn: impl Read + Write, api: FakeApi, log: &Log, script: &Script) -> i
             let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
             log.push(Served {
                 request: req.clone(),
+                arrived: Instant::now(),
                 written: Vec::new(),
             });
             log.len() - 1

@@ -66,10 +66,8 @@ impl ChannelPlan {
 pub struct ChannelFigures {
     /// The plan it ran (upstream's is smaller).
     pub plan: Option<ChannelPlan>,
-    /// Update available on the fake → the matching `sendMessage` arrived at it.
-    pub update_to_send: Percentiles,
-    /// The `getUpdates` answer carrying the update written → the `sendMessage` arrived.
-    pub poll_to_send: Percentiles,
+    /// The sequential messages' latencies.
+    pub latency: Latency,
     /// Messages answered per second in the burst.
     pub burst_per_sec: f64,
     /// Messages the burst sent.
@@ -146,14 +144,47 @@ fn wait_polling(tg: &FakeTelegram, limit: Duration) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// When the fake model read the request that carries `token` and when its answer ended.
+fn model_times(model: &FakeModel, token: &str) -> Option<(Instant, Instant)> {
+    let requests = model.requests();
+    let i = requests
+        .iter()
+        .rposition(|r| r.user_texts().any(|t| t.contains(token)))?;
+    let arrived = *model.arrival_times().get(i)?;
+    let ended = *model.write_times().get(i)?.last()?;
+    Some((arrived, ended))
+}
+
+/// The latencies of messages timed one at a time.
+#[derive(Clone, Debug, Default)]
+pub struct Latency {
+    /// Update available on the fake → the matching `sendMessage` arrived at it.
+    pub whole: Percentiles,
+    /// The `getUpdates` answer carrying the update written → the `sendMessage` arrived.
+    pub hop: Percentiles,
+    /// The fake model's own time: its request read whole → its answer's end written.
+    pub model: Percentiles,
+    /// [`Latency::hop`] less the fake model's own time, message by message.
+    pub hop_net: Percentiles,
+}
+
 /// `n` messages one after another on one chat, each timed from being pushed and from the
-/// `getUpdates` answer that carried it to its `sendMessage`; `first` numbers their tokens.
+/// `getUpdates` answer that carried it to its `sendMessage`, and the fake model's own time
+/// for it; `first` numbers their tokens. Prints the hop's stages (the answer → the model
+/// request read, the model's own time, its answer's end → `sendMessage`) to stderr.
 fn latency(
     tg: &FakeTelegram,
+    model: &FakeModel,
     first: usize,
     n: usize,
-) -> Result<(Percentiles, Percentiles), BenchError> {
-    let (mut whole, mut hop) = (Vec::with_capacity(n), Vec::with_capacity(n));
+) -> Result<Latency, BenchError> {
+    let (mut whole, mut hop, mut own, mut net) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut to_model, mut to_send) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in first..first + n {
         let tok = token(i);
         let pushed = Instant::now();
@@ -176,11 +207,38 @@ fn latency(
             .find(|(at, _)| *at >= pushed)
             .map(|(at, _)| at);
         whole.push(sent.saturating_duration_since(pushed));
+        let times = model_times(model, &tok);
+        if let Some((arrived, ended)) = times {
+            own.push(ended.saturating_duration_since(arrived));
+            to_send.push(sent.saturating_duration_since(ended));
+        }
         if let Some(d) = delivered {
-            hop.push(sent.saturating_duration_since(d));
+            let h = sent.saturating_duration_since(d);
+            hop.push(h);
+            if let Some((arrived, ended)) = times {
+                net.push(h.saturating_sub(ended.saturating_duration_since(arrived)));
+                to_model.push(arrived.saturating_duration_since(d));
+            }
         }
     }
-    Ok((Percentiles::of(&whole), Percentiles::of(&hop)))
+    if n > 1 {
+        let us = |v: &[Duration]| {
+            let p = Percentiles::of(v);
+            format!("{:.0}/{:.0}", p.p50, p.p99)
+        };
+        eprintln!(
+            "   hop stages, µs p50/p99: getUpdates answer → model request read {}, model's own {}, model's end → sendMessage read {}",
+            us(&to_model),
+            us(&own),
+            us(&to_send)
+        );
+    }
+    Ok(Latency {
+        whole: Percentiles::of(&whole),
+        hop: Percentiles::of(&hop),
+        model: Percentiles::of(&own),
+        hop_net: Percentiles::of(&net),
+    })
 }
 
 /// `waves` rounds of one message from each of `chats` chats at once; messages per second
@@ -219,7 +277,7 @@ fn burst(
 /// A gateway started for the Telegram runs, with its fakes.
 pub struct ChannelRun {
     /// The agent's model, answering while the gateway runs.
-    _model: FakeModel,
+    model: FakeModel,
     tg: FakeTelegram,
     server: Server,
     plan: ChannelPlan,
@@ -248,7 +306,7 @@ pub fn start(
         Duration::from_secs(20)
     };
     Ok(ChannelRun {
-        _model: model,
+        model,
         tg,
         server,
         plan,
@@ -268,8 +326,8 @@ impl ChannelRun {
         let (tg, server, plan) = (&self.tg, &self.server, &self.plan);
         let rss_start_kib = settled_rss_kib(server, Duration::from_secs(1));
         // Warm-up (upstream prepares its workspace on the first turn).
-        latency(tg, 0, 1)?;
-        let (update_to_send, poll_to_send) = latency(tg, 1, plan.messages)?;
+        latency(tg, &self.model, 0, 1)?;
+        let latency = latency(tg, &self.model, 1, plan.messages)?;
         let (burst_per_sec, burst_sent, burst_lost) =
             burst(tg, 1 + plan.messages, plan.chats, plan.waves)?;
         let rss_after_kib = settled_rss_kib(server, Duration::from_secs(2));
@@ -288,8 +346,7 @@ impl ChannelRun {
         );
         Ok(ChannelFigures {
             plan: Some(*plan),
-            update_to_send,
-            poll_to_send,
+            latency,
             burst_per_sec,
             burst_sent,
             burst_lost,
@@ -310,7 +367,7 @@ pub fn measure_sync_normal(
     name: &str,
     launch: &Launch,
     plan: &ChannelPlan,
-) -> Result<(Percentiles, Percentiles), BenchError> {
+) -> Result<Latency, BenchError> {
     if matches!(launch, Launch::Upstream { .. }) {
         return Err(BenchError::Unavailable(format!(
             "`{}` is a clawgate store setting",
@@ -319,6 +376,6 @@ pub fn measure_sync_normal(
     }
     let env = [(SYNC_NORMAL.0, SYNC_NORMAL.1.to_string())];
     let r = start(name, launch, plan, &env)?.ready()?;
-    latency(&r.tg, 0, 1)?;
-    latency(&r.tg, 1, r.plan.messages)
+    latency(&r.tg, &r.model, 0, 1)?;
+    latency(&r.tg, &r.model, 1, r.plan.messages)
 }

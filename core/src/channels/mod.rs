@@ -136,6 +136,8 @@ pub(crate) enum Step {
     Committed,
     /// The batch with this agent run's message is settled: its gated turn may show.
     Turn(u64),
+    /// The outbox rows up to this seq are in the batch: once it is durable they may send.
+    Stored(u64),
 }
 
 /// The channels' state: accounts, pairing, the queue, the outbox, calls and timers.
@@ -177,6 +179,12 @@ impl Channels {
     /// durability layer, so these are never needed twice).
     pub(crate) fn store_changes(&mut self) -> Vec<StoreChange> {
         std::mem::take(&mut self.unsaved)
+    }
+
+    /// What a store batch just issued must release once durable: the outbox rows pushed so
+    /// far that are not known to be durable (they are in it or in a batch before it).
+    pub(crate) fn step_after_batch(&self) -> Option<Step> {
+        self.outbox.newest_unsettled().map(Step::Stored)
     }
 }
 
@@ -721,6 +729,13 @@ impl Gateway {
                 self.dc_resume_held(now);
             }
             Step::Turn(serial) => self.open_gate(now, serial),
+            Step::Stored(seq) if durable => {
+                self.channels.outbox.settle(seq);
+                self.pump_outbox(now);
+            }
+            // The rewrite that follows a failed batch carries the rows again, and its own
+            // `Stored` step lets them go.
+            Step::Stored(_) => {}
         }
     }
 
@@ -917,39 +932,19 @@ impl Gateway {
         let account = self
             .channels
             .account(&ev.inbound.channel, &ev.inbound.account);
-        let reply = match (reply.filter(|t| !t.trim().is_empty()), account) {
-            (Some(text), Some(a)) => {
-                let chunks = a.render(&text);
-                let target = ev.inbound.reply_target();
-                Some(
-                    self.channels
-                        .outbox
-                        .push(target, chunks, None, ts, &mut changes),
-                )
-            }
-            _ => None,
-        };
-        self.channels.unsaved.extend(changes);
-        self.persist();
-        // The reply leaves while the batch that records it (the answer in the transcript, the
-        // message served, the outbox row) is being committed, not after: one commit less on
-        // the path. A crash before that batch is durable finds the message still running and
-        // runs its turn again; that sends a second reply only if Telegram had accepted the
-        // first one, which is the window a crash between Telegram accepting a reply and the
-        // store recording it always has (see the README). Nothing else is sent early: the
-        // rest of the outbox waits for what its rows are in.
-        if let Some(seq) = reply {
-            self.send_now(now, seq);
+        if let (Some(text), Some(a)) = (reply.filter(|t| !t.trim().is_empty()), account) {
+            let chunks = a.render(&text);
+            let target = ev.inbound.reply_target();
+            self.channels
+                .outbox
+                .push(target, chunks, None, ts, &mut changes);
         }
+        self.channels.unsaved.extend(changes);
+        // One batch records the turn: the answer in the transcript, the message served, the
+        // outbox row. The reply leaves once it is durable (see `Step::Stored`), so a reply
+        // the user saw is in the transcript after a crash.
+        self.persist();
         self.after_commit(now, Step::Committed);
-    }
-
-    /// Send delivery `seq` now if its chat has nothing older waiting and its account runs.
-    fn send_now(&mut self, now: Instant, seq: u64) {
-        let Some(d) = self.channels.outbox.take(seq) else {
-            return;
-        };
-        self.send_delivery(now, d);
     }
 
     /// Send what the outbox has ready (a pairing message whose request is gone is dropped).

@@ -2,6 +2,8 @@
 //! deleted once Telegram accepted every chunk. Messages to one chat leave in order, one at a
 //! time; a failed chunk is retried with backoff, and after [`MAX_ATTEMPTS`] the message is
 //! kept as undelivered (shown in `channels.status`, retried at the next start), never dropped.
+//! A message leaves only once the batch that stores its row is acknowledged: a reply the user
+//! saw is in the transcript after a crash.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -57,6 +59,9 @@ pub struct Outbox {
     items: BTreeMap<u64, Delivery>,
     /// In flight or waiting out a backoff.
     busy: BTreeSet<u64>,
+    /// Pushed and not known to be durable yet: not sent (nor anything after them in their
+    /// chat) until [`Outbox::settle`].
+    unsettled: BTreeSet<u64>,
     next_seq: u64,
 }
 
@@ -96,7 +101,18 @@ impl Outbox {
         };
         changes.push(put(&d));
         self.items.insert(d.seq, d);
+        self.unsettled.insert(self.next_seq);
         self.next_seq
+    }
+
+    /// The newest message whose row is not known to be durable yet, if any.
+    pub fn newest_unsettled(&self) -> Option<u64> {
+        self.unsettled.last().copied()
+    }
+
+    /// The rows of messages up to `seq` are durable: they may send.
+    pub fn settle(&mut self, seq: u64) {
+        self.unsettled.retain(|s| *s > seq);
     }
 
     /// Drop the pairing messages not sent yet whose request is no longer `pending`.
@@ -105,11 +121,11 @@ impl Outbox {
         pending: impl Fn(&str) -> bool,
         changes: &mut Vec<StoreChange>,
     ) {
-        let busy = &self.busy;
+        let (busy, unsettled) = (&self.busy, &self.unsettled);
         let stale: Vec<u64> = self
             .items
             .values()
-            .filter(|d| d.next == 0 && !busy.contains(&d.seq))
+            .filter(|d| d.next == 0 && !busy.contains(&d.seq) && !unsettled.contains(&d.seq))
             .filter(|d| d.pairing.as_deref().is_some_and(|id| !pending(id)))
             .map(|d| d.seq)
             .collect();
@@ -132,7 +148,7 @@ impl Outbox {
             if !chats.insert(chat) {
                 continue;
             }
-            if !self.busy.contains(&d.seq) {
+            if !self.busy.contains(&d.seq) && !self.unsettled.contains(&d.seq) {
                 out.push(d.clone());
             }
         }
@@ -140,24 +156,6 @@ impl Outbox {
             self.busy.insert(d.seq);
         }
         out
-    }
-
-    /// Message `seq` if it may send now (the oldest deliverable one of its chat, not busy),
-    /// marked busy.
-    pub fn take(&mut self, seq: u64) -> Option<Delivery> {
-        let d = self.items.get(&seq).filter(|d| !d.undelivered)?;
-        let chat = (&d.target.channel, &d.target.account, &d.target.to);
-        let first = self
-            .items
-            .values()
-            .filter(|o| !o.undelivered)
-            .find(|o| (&o.target.channel, &o.target.account, &o.target.to) == chat)
-            .map(|o| o.seq);
-        if first != Some(seq) || self.busy.contains(&seq) {
-            return None;
-        }
-        self.busy.insert(seq);
-        Some(d.clone())
     }
 
     /// The message `seq`.
@@ -257,6 +255,14 @@ mod tests {
         let a = o.push(to("1"), vec!["a1".into(), "a2".into()], None, 0, &mut ch);
         let b = o.push(to("1"), vec!["b".into()], None, 0, &mut ch);
         let c = o.push(to("2"), vec!["c".into()], None, 0, &mut ch);
+        assert!(
+            o.take_ready().is_empty(),
+            "nothing leaves before its row is durable"
+        );
+        o.settle(b);
+        assert_eq!(o.newest_unsettled(), Some(c));
+        o.settle(c);
+        assert_eq!(o.newest_unsettled(), None);
         let ready: Vec<u64> = o.take_ready().iter().map(|d| d.seq).collect();
         assert_eq!(ready, [a, c]);
         assert!(o.take_ready().is_empty());

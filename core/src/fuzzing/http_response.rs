@@ -6,8 +6,9 @@
 //!
 //! Checked: the cut bytes give the head, the body and the outcome of the whole; the head comes
 //! once, first; the body is never longer than the input; the parser never holds more than its
-//! limits; a stopped parser keeps its error. A URL that parses gives a request that parses
-//! back with that URL's path, `Host` and `Connection: close`.
+//! limits; a stopped parser keeps its error; the cuts do not change whether the connection is
+//! reusable, and only a complete response leaves it reusable. A URL that parses gives a request
+//! that parses back with that URL's path, `Host` and `Connection: keep-alive`.
 
 use crate::model::HttpRequest;
 use crate::model::http1::{
@@ -31,8 +32,9 @@ pub fn limits(small: bool) -> ResponseLimits {
     }
 }
 
-/// Feed `parts` in order and then the end of the connection, checking the bounds as it goes.
-pub fn feed(limits: ResponseLimits, method: &str, parts: &[&[u8]]) -> Outcome {
+/// Feed `parts` in order and then the end of the connection, checking the bounds as it goes;
+/// also whether the connection was reusable before it ended.
+pub fn feed(limits: ResponseLimits, method: &str, parts: &[&[u8]]) -> (Outcome, bool) {
     let mut parser = ResponseParser::new(limits, method);
     let mut events: Vec<ResponseEvent> = Vec::new();
     let mut end = Ok(());
@@ -55,6 +57,8 @@ pub fn feed(limits: ResponseLimits, method: &str, parts: &[&[u8]]) -> Outcome {
             break;
         }
     }
+    let reusable = parser.reusable();
+    assert!(!reusable || parser.is_complete(), "reusable before the end");
     if end.is_ok() {
         end = parser.finish();
     }
@@ -65,7 +69,7 @@ pub fn feed(limits: ResponseLimits, method: &str, parts: &[&[u8]]) -> Outcome {
             "the error did not stay"
         );
     }
-    (events, end)
+    ((events, end), reusable)
 }
 
 /// Run one input (see the module doc). Returns what the whole response gave.
@@ -73,9 +77,13 @@ pub fn run(data: &[u8]) -> Outcome {
     let (flags, cuts, bytes) = decode(data);
     let limits = limits(flags & 1 == 1);
     let method = if flags & 2 == 2 { "HEAD" } else { "POST" };
-    let whole = feed(limits, method, &[bytes]);
+    let (whole, reusable) = feed(limits, method, &[bytes]);
     let cut = feed(limits, method, &split(bytes, &cuts));
-    assert_eq!(cut, whole, "chunking changed the outcome");
+    assert_eq!(
+        cut,
+        (whole.clone(), reusable),
+        "chunking changed the outcome"
+    );
     let mut body = 0;
     for (i, e) in whole.0.iter().enumerate() {
         match e {
@@ -100,6 +108,7 @@ fn request_round_trip(url: &str) {
         url: url.to_owned(),
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: b"{}".to_vec(),
+        idempotent: false,
     };
     let Ok(wire) = encode_request(&req, &target) else {
         return;
@@ -119,7 +128,7 @@ fn request_round_trip(url: &str) {
             .map(|h| h.value)
     };
     assert_eq!(header("host"), Some(target.authority.as_bytes()));
-    assert_eq!(header("connection"), Some(&b"close"[..]));
+    assert_eq!(header("connection"), Some(&b"keep-alive"[..]));
     assert_eq!(wire.get(len..), Some(&b"{}"[..]));
 }
 

@@ -7,8 +7,9 @@
 //! Nothing is buffered without bound: the head (and the trailers) may take at most
 //! [`ResponseLimits::max_head_bytes`], a chunk-size line at most
 //! [`ResponseLimits::max_chunk_line_bytes`]; body bytes are handed out as they arrive.
-//! The request always says `Connection: close`: one request per connection, so a response
-//! without framing ends where the connection does.
+//! The request says `Connection: keep-alive`: after a response whose framing ended it,
+//! [`ResponseParser::reusable`] tells the worker whether the connection may carry the next
+//! request; a response without framing ends where the connection does.
 
 use super::HttpRequest;
 
@@ -130,6 +131,11 @@ pub struct ResponseParser {
     head_request: bool,
     state: State,
     buf: Vec<u8>,
+    /// The final head allows another request on the connection: HTTP/1.1, no
+    /// `Connection: close`, a body delimited by its framing.
+    persistent: bool,
+    /// Bytes came after the end of the response.
+    overrun: bool,
 }
 
 impl ResponseParser {
@@ -140,6 +146,8 @@ impl ResponseParser {
             head_request: method.eq_ignore_ascii_case("HEAD"),
             state: State::Head,
             buf: Vec::new(),
+            persistent: false,
+            overrun: false,
         }
     }
 
@@ -147,6 +155,14 @@ impl ResponseParser {
     /// A read-until-close body is complete only after [`ResponseParser::finish`].
     pub fn is_complete(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Whether the connection may carry another request: the response is complete by its
+    /// framing (`Content-Length`, the last chunk, or no body), the server spoke HTTP/1.1
+    /// without `Connection: close`, and no byte came after the response. A body read until
+    /// the connection closed, HTTP/1.0, an error or a truncated body is never reusable.
+    pub fn reusable(&self) -> bool {
+        self.state == State::Done && self.persistent && !self.overrun
     }
 
     /// How many bytes the parser holds (a partial head, chunk line or trailers).
@@ -204,6 +220,7 @@ impl ResponseParser {
         match self.state {
             State::Failed(e) => Err(e),
             State::Done => {
+                self.overrun = true;
                 *data = &[];
                 Ok(())
             }
@@ -353,6 +370,7 @@ impl ResponseParser {
             Err(e) => return Err(ResponseError::BadHead(e)),
         };
         let status = response.code.unwrap_or_default();
+        let http11 = response.version == Some(1);
         let headers: Vec<(String, String)> = response
             .headers
             .iter()
@@ -371,6 +389,10 @@ impl ResponseParser {
             return Ok(());
         }
         self.state = self.framing(status, &headers)?;
+        let closes = headers.iter().any(|(n, v)| {
+            n == "connection" && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+        });
+        self.persistent = http11 && !closes && status != 101 && self.state != State::UntilClose;
         out.push(ResponseEvent::Head { status, headers });
         Ok(())
     }
@@ -538,7 +560,7 @@ const FRAMING_HEADERS: [&str; 4] = ["host", "content-length", "connection", "tra
 
 /// The bytes of `req` on the wire, for `target` (parsed from `req.url`): the request line,
 /// `Host`, `Content-Length` (when there is a body or the method usually has one),
-/// `Connection: close`, the request's headers, then the body.
+/// `Connection: keep-alive`, the request's headers, then the body.
 pub fn encode_request(req: &HttpRequest, target: &Target) -> Result<Vec<u8>, RequestError> {
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
@@ -550,7 +572,7 @@ pub fn encode_request(req: &HttpRequest, target: &Target) -> Result<Vec<u8>, Req
     if !req.body.is_empty() || !bodiless {
         head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
     }
-    head.push_str("Connection: close\r\n");
+    head.push_str("Connection: keep-alive\r\n");
     for (name, value) in &req.headers {
         if FRAMING_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
             continue;
@@ -703,6 +725,57 @@ mod tests {
     }
 
     #[test]
+    fn only_a_response_ended_by_its_framing_leaves_the_connection_reusable() {
+        let reusable = |bytes: &[u8], method: &str| {
+            let mut p = ResponseParser::new(ResponseLimits::default(), method);
+            let _ = p.feed(bytes, &mut Vec::new());
+            p.reusable()
+        };
+        let length = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert!(reusable(length, "POST"));
+        assert!(!reusable(&length[..length.len() - 1], "POST"), "truncated");
+        assert!(
+            !reusable(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",
+                "POST"
+            ),
+            "bytes after the response"
+        );
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        assert!(reusable(chunked, "POST"));
+        assert!(
+            !reusable(&chunked[..chunked.len() - 2], "POST"),
+            "no last CRLF"
+        );
+        assert!(reusable(b"HTTP/1.1 204 No Content\r\n\r\n", "POST"));
+        assert!(reusable(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            "HEAD"
+        ));
+        assert!(
+            !reusable(
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 2\r\n\r\nok",
+                "POST"
+            ),
+            "the server closes"
+        );
+        assert!(
+            !reusable(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "POST"),
+            "HTTP/1.0"
+        );
+        let mut until_close = ResponseParser::new(ResponseLimits::default(), "POST");
+        until_close
+            .feed(b"HTTP/1.1 200 OK\r\n\r\nto the end", &mut Vec::new())
+            .unwrap();
+        assert_eq!(until_close.finish(), Ok(()));
+        assert!(!until_close.reusable(), "a body read until close");
+        assert!(
+            !reusable(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "POST"),
+            "an error"
+        );
+    }
+
+    #[test]
     fn a_head_request_and_204_have_no_body() {
         let mut p = ResponseParser::new(ResponseLimits::default(), "HEAD");
         let mut ev = Vec::new();
@@ -717,7 +790,7 @@ mod tests {
     }
 
     #[test]
-    fn requests_carry_host_length_and_close() {
+    fn requests_carry_host_length_and_keep_alive() {
         let req = HttpRequest {
             method: "POST",
             url: "http://127.0.0.1:8000/v1/chat/completions?x=1#frag".into(),
@@ -726,6 +799,7 @@ mod tests {
                 ("Connection".into(), "keep-alive".into()),
             ],
             body: b"{}".to_vec(),
+            idempotent: false,
         };
         let target = Target::parse(&req.url).unwrap();
         assert_eq!((target.host.as_str(), target.port), ("127.0.0.1", 8000));
@@ -733,7 +807,7 @@ mod tests {
         assert_eq!(
             wire,
             "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Length: 2\r\n\
-             Connection: close\r\nAuthorization: Bearer k\r\n\r\n{}"
+             Connection: keep-alive\r\nAuthorization: Bearer k\r\n\r\n{}"
         );
         let v6 = Target::parse("https://[::1]?q").unwrap();
         assert_eq!(

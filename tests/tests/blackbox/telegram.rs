@@ -5,7 +5,8 @@
 //! an unknown key refused; a missing token; SIGHUP; a mentioned group; `send` once per key;
 //! a `bindings[]` entry choosing the session, whose turn streams to the operators watching it
 //! and to nobody else; an exec approval asked in the chat, refused to a stranger, answered by
-//! the owner's `/approve`, its `allow-always` grant surviving a kill -9.
+//! the owner's `/approve`, its `allow-always` grant surviving a kill -9; a conversation's
+//! long polls, sends and model turns over kept-alive connections.
 
 use std::path::Path;
 use std::process::Command;
@@ -195,6 +196,36 @@ fn a_long_reply_is_cut_on_paragraphs_under_the_limit(shell: Shell) {
     }
     let joined: Vec<&str> = bodies.iter().map(|b| b["text"].as_str().unwrap()).collect();
     assert_eq!(joined.join("\n\n"), long);
+}
+
+/// Keep-alive: the long polls, typing actions and replies of a conversation go over at most
+/// four connections (one poll in flight; the next message's typing action and reply may
+/// overlap the last reply, whose answer the fake is still writing when it has recorded it),
+/// and its model turns over one, where one connection per request would be a dozen and three.
+fn a_conversation_keeps_its_connections_alive(shell: Shell) {
+    let model = FakeModel::echo();
+    let tg = FakeTelegram::start(BOT_TOKEN);
+    let _gw = options(&model, &tg, story::OPEN).start(shell);
+    for i in 1..=3 {
+        tg.push_dm(333, "Open", &format!("question {i}"));
+        tg.wait_calls("sendMessage", i);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let calls = tg.all_calls();
+    let polls = calls.iter().filter(|c| c.name == "getUpdates").count();
+    assert!(calls.len() >= 8 && polls >= 4, "{} calls", calls.len());
+    assert!(
+        tg.connections() <= 4,
+        "{} connections for {} calls",
+        tg.connections(),
+        calls.len()
+    );
+    assert_eq!(model.requests().len(), 3);
+    assert_eq!(
+        model.connections(),
+        1,
+        "the model's turns on one connection"
+    );
 }
 
 fn a_redelivered_message_is_answered_once_and_the_allowlist_holds(shell: Shell) {
@@ -639,6 +670,7 @@ fn logout_removes_the_token_from_the_config_and_stops_the_account(shell: Shell) 
 }
 
 both!(
+    a_conversation_keeps_its_connections_alive,
     the_owner_approves_a_command_from_the_chat_and_allow_always_survives_a_restart,
     logout_removes_the_token_from_the_config_and_stops_the_account,
     a_bound_dm_streams_to_its_watchers_only,

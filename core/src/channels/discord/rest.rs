@@ -32,6 +32,7 @@ fn request(method: &'static str, url: String, token: &str, body: Option<&Value>)
         url,
         headers,
         body,
+        idempotent: method == "GET",
     }
 }
 

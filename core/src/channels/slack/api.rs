@@ -43,6 +43,8 @@ fn call(base: &str, token: &str, method: &str, content_type: &str, body: Vec<u8>
             ("Authorization".into(), format!("Bearer {token}")),
         ],
         body,
+        // Conservative: only a send's failed write is sent again (see `HttpRequest`).
+        idempotent: false,
     }
 }
 

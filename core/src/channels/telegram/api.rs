@@ -17,6 +17,10 @@ pub const POLL_LIMIT: u64 = 100;
 /// The update kinds asked for (only messages are served).
 pub const ALLOWED_UPDATES: &[&str] = &["message"];
 
+/// The Bot API methods that change nothing on the server: `getUpdates` with the same offset
+/// answers the same updates (only a higher offset confirms them), `getMe` is a read.
+const READS: &[&str] = &["getUpdates", "getMe"];
+
 /// A Bot API call `method` with a JSON body, for the account's `apiRoot` and token.
 pub fn request(api_root: &str, token: &str, method: &str, body: &Value) -> HttpRequest {
     HttpRequest {
@@ -24,6 +28,7 @@ pub fn request(api_root: &str, token: &str, method: &str, body: &Value) -> HttpR
         url: format!("{api_root}/bot{token}/{method}"),
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: body.to_string().into_bytes(),
+        idempotent: READS.contains(&method),
     }
 }
 

@@ -112,6 +112,7 @@ impl MessagesRequest {
             url,
             headers,
             body: self.body().to_string().into_bytes(),
+            idempotent: false,
         }
     }
 }

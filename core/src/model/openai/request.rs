@@ -149,6 +149,7 @@ impl ChatRequest {
             ),
             headers,
             body: self.body().to_string().into_bytes(),
+            idempotent: false,
         }
     }
 }

@@ -688,5 +688,6 @@ fn post(
         url: url.to_string(),
         headers: h,
         body: message,
+        idempotent: false,
     }
 }
