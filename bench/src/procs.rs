@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::canned::Canned;
 use crate::error::{BenchError, Context};
 
 /// The shared token every gateway under test is started with.
@@ -29,6 +30,8 @@ pub enum Launch {
     Bare {
         /// This binary.
         exe: PathBuf,
+        /// The frames it sends (written to its state directory for it).
+        canned: Box<Canned>,
     },
     /// A clawgate shell binary (`gateway run`).
     Clawgate {
@@ -188,6 +191,11 @@ impl Server {
         })
     }
 
+    /// The name it was started with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -256,9 +264,13 @@ fn command(launch: &Launch, port: u16, dir: &Path, extra: &Value) -> Result<Comm
     let port_s = port.to_string();
     let allow = json!({"nodes": {"commands": {"allow": ["bench.echo"]}}});
     match launch {
-        Launch::Bare { exe } => {
+        Launch::Bare { exe, canned } => {
+            let file = dir.join("canned.json");
+            canned.save(&file)?;
             let mut c = Command::new(exe);
             c.args(["bare-server", "--port", &port_s])
+                .arg("--canned")
+                .arg(&file)
                 .args(["--tick-ms", &TICK_MS.to_string()])
                 .args(["--lifetime-secs", &BARE_LIFETIME_SECS.to_string()]);
             Ok(c)
