@@ -1,6 +1,8 @@
 #!/bin/bash
 # Regenerate host/link/hot-functions.txt: the functions `clawgate gateway run` executes while it
-# starts, sits idle, takes a few handshakes and `health` calls, and shuts down. The release link
+# starts, sits idle, takes a few handshakes and `health` calls, and shuts down, and (native pass)
+# what a configured gateway runs on the benchmark's agent and channel paths: agent turns against
+# a fake model, stored transcripts, Telegram, Slack and Discord through fake APIs. The release link
 # (host/link, called by each binary's build.rs) places them together at the front of the code, so a running gateway maps
 # a few 64 KiB windows of its binary instead of nearly all of it (lower resident memory).
 #
@@ -89,11 +91,30 @@ callgrind_pass() {
         sort -u | comm -12 - "$work/code" | as_globs >>"$work/list"
 }
 
+# The benchmark's agent and channel paths (`clawgate-bench paths`, clawgate only) with every
+# gateway it starts recorded by `perf record -p`, attached from outside the gateway's process
+# tree: the benchmark ends each gateway with SIGKILL, which a recording perf would not survive,
+# whereas an attached one sees its target exit and writes its file whole.
+paths_load() {
+    mkdir -p "$work/paths"
+    cat >"$work/paths/clawgate" <<WRAP
+#!/bin/bash
+(setsid perf record -q -e page-faults -c 1 -d -p \$\$ -o "$work/pf.paths.\$\$.data" >/dev/null 2>&1 &) # not a child: the benchmark kills its gateway's process tree
+sleep 1 # perf attached before the gateway starts
+exec "$(realpath "$bin")" "\$@"
+WRAP
+    chmod +x "$work/paths/clawgate"
+    target/release/clawgate-bench paths --quick --only mio --no-build --bin-dir "$work/paths" \
+        --out "$work/paths.md" >/dev/null 2>&1 || echo "hot-functions.sh: the paths run failed" >&2
+    sleep 1 # the last perf writes its file
+}
+
 # Rust functions whose code a native run faulted in although no glob of the list names them.
 native_misses() {
     local data name glob listed globs
     rm -f "$work"/pf.*.data
     scenarios perf record -q -e page-faults -c 1 -d -o "$work/pf.{n}.data"
+    paths_load
     mapfile -t globs < <(grep -v '^#' "$out")
     # Columns: fault address, its symbol, its object, instruction pointer: a code fetch faults
     # at its own instruction pointer.

@@ -1,6 +1,11 @@
-//! The bare baseline: a minimal mio + tungstenite server with no JSON and no auth. It accepts,
-//! upgrades, echoes text frames and broadcasts `tick:<unix ms>` to every open socket on an
-//! interval: the practical limit of the gateway's stack, run as its own process.
+//! The bare baseline: a minimal mio + tungstenite server with no JSON, no auth and no state.
+//! It puts the gateway's bytes on the wire without the logic behind them: after the upgrade it
+//! sends a captured `connect.challenge`, answers a `connect` request with a captured `hello-ok`
+//! and any other request with a captured `health` answer (the request id spliced in, found by a
+//! byte search), and broadcasts a captured `tick` (its timestamp spliced in) to every open
+//! socket on an interval ([`crate::canned`]). The load generator's client and its work are then
+//! the same for the baseline as for the gateway: the practical limit of the gateway's stack,
+//! run as its own process.
 
 use std::collections::HashMap;
 use std::io;
@@ -13,8 +18,9 @@ use tungstenite::handshake::server::{NoCallback, ServerHandshake};
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::{Message, WebSocket};
 
+use crate::canned::{Canned, request_id};
 use crate::error::{BenchError, Context};
-use crate::wire::{BARE_TICK_PREFIX, small_ws_config};
+use crate::wire::small_ws_config;
 
 const LISTENER: Token = Token(usize::MAX);
 
@@ -31,7 +37,12 @@ pub struct BareOptions {
     pub tick: Duration,
     /// The server exits after this long whatever happens.
     pub lifetime: Duration,
+    /// The frames it sends.
+    pub canned: Canned,
 }
+
+/// Whether a request frame is `connect` (the bench's client writes `method` right after `id`).
+const CONNECT: &str = "\"method\":\"connect\"";
 
 /// Serve until `lifetime` has passed.
 pub fn serve(opts: &BareOptions) -> Result<(), BenchError> {
@@ -44,6 +55,7 @@ pub fn serve(opts: &BareOptions) -> Result<(), BenchError> {
     let mut events = Events::with_capacity(1024);
     let mut peers: HashMap<usize, Peer> = HashMap::new();
     let mut next_key = 0usize;
+    let canned = &opts.canned;
     let end = Instant::now() + opts.lifetime;
     let mut next_tick = Instant::now() + opts.tick;
     while Instant::now() < end {
@@ -54,12 +66,12 @@ pub fn serve(opts: &BareOptions) -> Result<(), BenchError> {
         }
         for ev in events.iter() {
             if ev.token() == LISTENER {
-                accept_all(&listener, &poll, &mut peers, &mut next_key);
+                accept_all(&listener, &poll, &mut peers, &mut next_key, canned);
                 continue;
             }
             let key = ev.token().0;
             if let Some(peer) = peers.remove(&key)
-                && let Some(peer) = drive(peer, ev.is_writable())
+                && let Some(peer) = drive(peer, ev.is_writable(), canned)
             {
                 peers.insert(key, peer);
             }
@@ -70,7 +82,7 @@ pub fn serve(opts: &BareOptions) -> Result<(), BenchError> {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis())
                 .unwrap_or(0);
-            let text = format!("{BARE_TICK_PREFIX}{ms}");
+            let text = canned.tick.with(&ms.to_string());
             peers.retain(|_, p| match p {
                 Peer::Open(ws) => !is_fatal(ws.send(Message::text(text.clone()))),
                 Peer::Handshaking(_) => true,
@@ -85,6 +97,7 @@ fn accept_all(
     poll: &Poll,
     peers: &mut HashMap<usize, Peer>,
     next_key: &mut usize,
+    canned: &Canned,
 ) {
     loop {
         let Ok((mut stream, _)) = listener.accept() else {
@@ -101,30 +114,37 @@ fn accept_all(
         if registered.is_err() {
             continue;
         }
-        if let Some(peer) = upgraded(tungstenite::accept_with_config(
-            stream,
-            Some(small_ws_config()),
-        )) {
+        if let Some(peer) = upgraded(
+            tungstenite::accept_with_config(stream, Some(small_ws_config())),
+            canned,
+        ) {
             peers.insert(key, peer);
         }
     }
 }
 
-/// The peer after a handshake step, or `None` when it failed.
+/// The peer after a handshake step (the challenge sent once it is open), or `None` when it
+/// failed.
 fn upgraded(
     r: Result<WebSocket<TcpStream>, HandshakeError<ServerHandshake<TcpStream, NoCallback>>>,
+    canned: &Canned,
 ) -> Option<Peer> {
     match r {
-        Ok(ws) => Some(Peer::Open(ws)).and_then(|p| drive(p, false)),
+        Ok(mut ws) => {
+            if is_fatal(ws.send(Message::text(canned.challenge.as_str()))) {
+                return None;
+            }
+            drive(Peer::Open(ws), false, canned)
+        }
         Err(HandshakeError::Interrupted(mid)) => Some(Peer::Handshaking(mid)),
         Err(HandshakeError::Failure(_)) => None,
     }
 }
 
-/// Read, echo and flush; `None` when the connection is over.
-fn drive(peer: Peer, writable: bool) -> Option<Peer> {
+/// Read, answer and flush; `None` when the connection is over.
+fn drive(peer: Peer, writable: bool, canned: &Canned) -> Option<Peer> {
     let mut ws = match peer {
-        Peer::Handshaking(mid) => return upgraded(mid.handshake()),
+        Peer::Handshaking(mid) => return upgraded(mid.handshake(), canned),
         Peer::Open(ws) => ws,
     };
     if writable && is_fatal(ws.flush()) {
@@ -133,7 +153,13 @@ fn drive(peer: Peer, writable: bool) -> Option<Peer> {
     loop {
         match ws.read() {
             Ok(Message::Text(t)) => {
-                if is_fatal(ws.send(Message::Text(t))) {
+                let id = request_id(t.as_str()).unwrap_or("");
+                let answer = if t.as_str().contains(CONNECT) {
+                    canned.hello_ok.with(id)
+                } else {
+                    canned.health.with(id)
+                };
+                if is_fatal(ws.send(Message::text(answer))) {
                     return None;
                 }
             }

@@ -1,9 +1,8 @@
 //! Everything measured for one server.
 
+use crate::rates::Rates;
 use crate::scenario::churn::Churn;
-use crate::scenario::handshake::Handshakes;
 use crate::scenario::hold::FanOut;
-use crate::scenario::rtt::RoundTrips;
 use crate::stats::Percentiles;
 
 impl Figures {
@@ -30,20 +29,8 @@ pub struct Figures {
     pub large_hold: usize,
     /// RSS with the large number of held connections, KiB.
     pub large_hold_kib: Option<u64>,
-    /// Handshakes one at a time.
-    pub hs_c1: Option<Handshakes>,
-    /// Handshakes 64 at a time.
-    pub hs_c64: Option<Handshakes>,
-    /// Server CPU time per handshake in the c=64 run, µs.
-    pub hs_cpu_us: Option<f64>,
-    /// Load-generator CPU time per handshake in the c=64 run, µs.
-    pub hs_gen_cpu_us: Option<f64>,
-    /// Round trips on one connection.
-    pub rtt_1: Option<RoundTrips>,
-    /// Round trips on 64 connections.
-    pub rtt_64: Option<RoundTrips>,
-    /// Server CPU time per request in the 64-connection run, µs.
-    pub rtt_cpu_us: Option<f64>,
+    /// Handshakes and round trips (the median of the rounds, see [`crate::rates`]).
+    pub rates: Rates,
     /// `node.invoke` (or the baseline's two-hop echo) round trip.
     pub invoke: Option<Percentiles>,
     /// Broadcast fan-out to the large hold.

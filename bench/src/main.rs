@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bare;
+mod canned;
 mod error;
 mod feed;
 mod figures;
@@ -13,6 +14,7 @@ mod machine;
 mod paths;
 mod pool;
 mod procs;
+mod rates;
 mod report;
 mod run;
 mod scenario;
@@ -48,13 +50,17 @@ Usage:
                        [--upstream-dir DIR] [--bin-dir DIR]
                      (agent turns against a fake model in this process: gateway-added latency
                      and RSS with N sessions streaming at once; prints a Markdown table)
-  clawgate-bench bare-server --port P [--tick-ms MS] [--lifetime-secs S]
+  clawgate-bench capture --bin CLAWGATE --out FILE
+                     (start CLAWGATE as the bench does and save the frames it sends the bench's
+                     client: challenge, hello-ok, health answer, tick; the bare-server's input)
+  clawgate-bench bare-server --port P --canned FILE [--tick-ms MS] [--lifetime-secs S]
+                     (the baseline: sends the frames of FILE, from `capture`, with no logic)
   clawgate-bench load --port P [--concurrency C] [--handshakes N] [--hold N [--ticks K]]
-                      [--rtt SECS] [--bare]
+                      [--rtt SECS]
                       (handshakes, then optionally C connections doing closed-loop `health`
                       round trips for SECS, then N held connections watching K ticks, against
-                      a gateway already running with the bench token, or a bare-server with
-                      --bare; prints this process's CPU per operation: for profiling)
+                      a gateway already running with the bench token, or a bare-server; prints
+                      this process's CPU per operation: for profiling)
 
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --turns N       agent: sequential turns timed (default 50)
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
         Some("agent") => parse_all(&args[1..]).and_then(|a| agent(&a)),
         Some("paths") => parse_all(&args[1..]).and_then(|a| paths_only(&a, &args)),
         Some("bare-server") => parse_bare(&args[1..]).and_then(|o| bare::serve(&o)),
+        Some("capture") => capture(&args[1..]),
         Some("load") => load(&args[1..]),
         _ => Err(BenchError::Usage("expected a command".into())),
     };
@@ -182,7 +189,9 @@ fn parse_bare(args: &[String]) -> Result<bare::BareOptions, BenchError> {
         port: 0,
         tick: Duration::from_millis(procs::TICK_MS),
         lifetime: Duration::from_secs(3600),
+        canned: canned::Canned::default(),
     };
+    let mut file: Option<PathBuf> = None;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
         use lexopt::Arg::Long;
@@ -192,13 +201,34 @@ fn parse_bare(args: &[String]) -> Result<bare::BareOptions, BenchError> {
             Long("lifetime-secs") => {
                 o.lifetime = Duration::from_secs(value(&mut p, "--lifetime-secs")?);
             }
+            Long("canned") => file = Some(value(&mut p, "--canned")?),
             other => return Err(BenchError::Usage(other.unexpected().to_string())),
         }
     }
     if o.port == 0 {
         return Err(BenchError::Usage("bare-server needs --port".into()));
     }
+    let file = file.ok_or_else(|| BenchError::Usage("bare-server needs --canned".into()))?;
+    o.canned = canned::Canned::load(&file)?;
     Ok(o)
+}
+
+/// `capture`: save the frames a clawgate binary sends, for `bare-server --canned`.
+fn capture(args: &[String]) -> Result<(), BenchError> {
+    let (mut bin, mut out): (Option<PathBuf>, Option<PathBuf>) = (None, None);
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
+        use lexopt::Arg::Long;
+        match arg {
+            Long("bin") => bin = Some(value(&mut p, "--bin")?),
+            Long("out") => out = Some(value(&mut p, "--out")?),
+            other => return Err(BenchError::Usage(other.unexpected().to_string())),
+        }
+    }
+    let (Some(bin), Some(out)) = (bin, out) else {
+        return Err(BenchError::Usage("capture needs --bin and --out".into()));
+    };
+    canned::Canned::capture(&bin)?.save(&out)
 }
 
 /// What `load` does.
@@ -209,7 +239,6 @@ struct LoadArgs {
     hold: usize,
     ticks: usize,
     rtt_secs: u64,
-    bare: bool,
 }
 
 /// `load`: handshakes (then round trips, then a hold) against a running server, printed with
@@ -222,7 +251,6 @@ fn load(args: &[String]) -> Result<(), BenchError> {
         hold: 0,
         ticks: 3,
         rtt_secs: 0,
-        bare: false,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
@@ -234,7 +262,6 @@ fn load(args: &[String]) -> Result<(), BenchError> {
             Long("hold") => a.hold = value(&mut p, "--hold")?,
             Long("ticks") => a.ticks = value(&mut p, "--ticks")?,
             Long("rtt") => a.rtt_secs = value(&mut p, "--rtt")?,
-            Long("bare") => a.bare = true,
             other => return Err(BenchError::Usage(other.unexpected().to_string())),
         }
     }
@@ -243,17 +270,10 @@ fn load(args: &[String]) -> Result<(), BenchError> {
     }
     let host = std::net::SocketAddr::from(([127, 0, 0, 1], a.port)).to_string();
     let mut n = 0u64;
-    if a.bare {
-        load_with(&a, || {
-            n += 1;
-            wire::BareWire::new(&host, scenario::ws_key(n))
-        })
-    } else {
-        load_with(&a, || {
-            n += 1;
-            run::gateway_wire(&host, n)
-        })
-    }
+    load_with(&a, || {
+        n += 1;
+        run::gateway_wire(&host, n)
+    })
 }
 
 fn load_with<W: wire::Wire>(a: &LoadArgs, mut dial: impl FnMut() -> W) -> Result<(), BenchError> {
@@ -336,11 +356,21 @@ fn targets(a: &AllArgs, bin_dir: &Path, exe: PathBuf, skipped: &mut Vec<String>)
     let mut out = Vec::new();
     let wanted = |k: &str| a.only.iter().any(|o| o == k);
     if wanted("bare") {
-        out.push(Target {
-            name: report::BARE.into(),
-            launch: Launch::Bare { exe },
-            churn: false,
-        });
+        // The baseline replays the frames of the mio shell, captured once per run.
+        match canned::Canned::capture(&bin_dir.join("clawgate")) {
+            Ok(canned) => out.push(Target {
+                name: report::BARE.into(),
+                launch: Launch::Bare {
+                    exe,
+                    canned: Box::new(canned),
+                },
+                churn: false,
+            }),
+            Err(e) => skipped.push(format!(
+                "{}: capturing clawgate's frames failed ({e}), skipped",
+                report::BARE
+            )),
+        }
     }
     for (key, name, file) in [
         ("mio", report::MIO, "clawgate"),
@@ -471,15 +501,7 @@ fn run_paths(
         ..machine::Machine::read()
     };
     let plan = paths::PathPlan::new(a.quick);
-    let figs: Vec<paths::PathFigures> = list
-        .iter()
-        .filter(|t| !matches!(t.launch, Launch::Bare { .. }))
-        .map(|t| {
-            let f = paths::measure(t, &plan);
-            eprintln!("   ({:.0} s into the paths)", t0.elapsed().as_secs_f64());
-            f
-        })
-        .collect();
+    let figs = paths::measure_all(list, &plan);
     paths::render(&figs, &plan, &machine, command, t0.elapsed())
 }
 
@@ -534,8 +556,9 @@ fn all(a: &AllArgs, argv: &[String]) -> Result<(), BenchError> {
     let build_secs = t_build.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let mut figs = Vec::new();
-    for t in &list {
-        figs.push(run::measure(t, &a.opts));
+    let rated = run::rate_rounds(&list, &a.opts);
+    for (t, r) in list.iter().zip(rated) {
+        figs.push(run::measure(t, &a.opts, r));
         eprintln!("   ({:.0} s into the run)", t0.elapsed().as_secs_f64());
     }
     if let Some(f) = figs.first_mut() {

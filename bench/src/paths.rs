@@ -12,8 +12,8 @@ use crate::machine::Machine;
 use crate::procs::Launch;
 use crate::report::{Goal, GoalCheck, MIO, UPSTREAM, fmt, ratio, verdict};
 use crate::run::Target;
-use crate::scenario::agent::{self, AgentFigures, AgentRun};
-use crate::scenario::channels::{self, ChannelFigures, ChannelPlan, ChannelRun};
+use crate::scenario::agent::AgentFigures;
+use crate::scenario::channels::{self, ChannelFigures, ChannelPlan, ChannelRun, Idle, IdleFigures};
 use crate::scenario::hops::{self, Channel, HopFigures, HopRun};
 use crate::scenario::transcripts::{self, TranscriptFigures, TranscriptPlan};
 use crate::scenario::watchers::{self, WatcherFigures};
@@ -65,7 +65,8 @@ impl PathPlan {
                 messages: pick(20, 100),
                 chats: 50,
                 waves: pick(2, 10),
-                idle: secs(10, 60),
+                idle: secs(35, 65),
+                upstream_chats: pick(10, 50),
             },
             hops: pick(10, 50),
             quick,
@@ -83,8 +84,10 @@ pub struct PathFigures {
     pub watchers: Result<WatcherFigures, BenchError>,
     /// Stored transcripts.
     pub transcripts: Result<TranscriptFigures, BenchError>,
-    /// Telegram and idle.
+    /// Telegram.
     pub channels: Result<ChannelFigures, BenchError>,
+    /// The Telegram run's gateway idle after it.
+    pub idle: Result<IdleFigures, BenchError>,
     /// Telegram's two latencies with the store's `synchronous=normal` (clawgate only).
     pub sync_normal: Result<channels::Latency, BenchError>,
     /// The three channels at once.
@@ -130,36 +133,32 @@ fn skipped_in_quick() -> BenchError {
     )
 }
 
-/// Run every path on `t`.
+/// Run every path on `t`; its Telegram run's gateway is returned left polling, at the start
+/// of its idle window (see [`measure_all`]).
 ///
-/// Upstream's gateways take a minute or more each to start (most of a run when they started
-/// one after the other): its agent, Telegram and three-channel gateways start at once, and
-/// are measured one after the other once all three are up, so no start competes with a
-/// measurement. In the quick plan upstream skips the delta broadcast and the stored
-/// transcripts (two more starts; its transcripts fill does not finish in the quick bound).
-pub fn measure(t: &Target, plan: &PathPlan) -> PathFigures {
+/// The agent turns run on the Telegram run's gateway (with the channel polling, before any
+/// Telegram message). Upstream's gateways take a minute or more each to start: its Telegram
+/// and three-channel gateways start at once, and are measured one after the other once both
+/// are up, so no start competes with a measurement. In the quick plan upstream skips the
+/// delta broadcast and the stored transcripts (two more starts; its transcripts fill does not
+/// finish in the quick bound).
+fn measure(t: &Target, plan: &PathPlan) -> (PathFigures, Option<Idle>) {
     eprintln!("== {} (agent and channel paths)", t.name);
     let (name, launch) = (t.name.as_str(), &t.launch);
     let upstream = matches!(launch, Launch::Upstream { .. });
     let mut steps = Vec::new();
-    let (mut pre_agent, mut pre_channels, mut pre_hops) = (None, None, None);
-    if upstream {
-        let _ = timed(&mut steps, "start of the three gateways", || {
-            let a = agent::start(name, launch, plan.sessions);
-            let c = channels::start(name, launch, &plan.channels, &[]);
-            let h = hops::start(name, launch, plan.hops);
-            pre_agent = Some(a.and_then(AgentRun::ready));
-            pre_channels = Some(c.and_then(ChannelRun::ready));
-            pre_hops = Some(h.and_then(HopRun::ready));
-            Ok(())
-        });
-    }
-    let agent = timed(&mut steps, "agent turns", || {
-        match came_up("agent", pre_agent) {
-            Some(r) => r,
-            None => agent::start(name, launch, plan.sessions)?.ready()?,
-        }
-        .run(plan.turns, plan.sessions)
+    let mut pre_hops = None;
+    let mut telegram = timed(&mut steps, "start", || {
+        let c = channels::start(name, launch, &plan.channels, plan.sessions, &[]);
+        let h = upstream.then(|| hops::start(name, launch, plan.hops));
+        pre_hops = h.map(|h| h.and_then(HopRun::ready));
+        c.and_then(ChannelRun::ready)
+    });
+    let agent = timed(&mut steps, "agent turns", || match &mut telegram {
+        Ok(r) => r.agent(plan.turns, plan.sessions),
+        Err(e) => Err(BenchError::Unavailable(format!(
+            "the Telegram run's gateway did not start: {e}"
+        ))),
     });
     let quick_skip = upstream && plan.quick;
     let watchers = timed(&mut steps, "delta broadcast", || {
@@ -174,12 +173,20 @@ pub fn measure(t: &Target, plan: &PathPlan) -> PathFigures {
         }
         transcripts::measure(name, launch, &plan.transcripts)
     });
+    let mut idle = None;
     let channels = timed(&mut steps, "telegram", || {
-        match came_up("telegram", pre_channels) {
-            Some(r) => r,
-            None => channels::start(name, launch, &plan.channels, &[])?.ready()?,
-        }
-        .run()
+        // A failed agent step may leave turns running; a gateway that did not start is
+        // started again, alone.
+        let run = match telegram {
+            Ok(r) if agent.is_ok() => r,
+            _ => {
+                eprintln!("   telegram: on a gateway of its own");
+                channels::start(name, launch, &plan.channels, 0, &[])?.ready()?
+            }
+        };
+        let (f, i) = run.run()?;
+        idle = Some(i);
+        Ok(f)
     });
     let sync_normal = timed(&mut steps, "telegram, synchronous=normal", || {
         channels::measure_sync_normal(name, launch, &plan.channels)
@@ -191,16 +198,45 @@ pub fn measure(t: &Target, plan: &PathPlan) -> PathFigures {
         }
         .run()
     });
-    PathFigures {
+    let figures = PathFigures {
         name: t.name.clone(),
         agent,
         watchers,
         transcripts,
         channels,
+        idle: Err(BenchError::Unavailable("the Telegram run failed".into())),
         sync_normal,
         hops,
         steps,
+    };
+    (figures, idle)
+}
+
+/// Every path on every gateway of `list` (the bare baseline left out), one after another.
+/// The Telegram run's gateway of each is left polling with nothing to do: its idle window
+/// runs on, unwatched, while the bench measures the other gateways, and all are read at the
+/// end, each window at least `plan.channels.idle` long.
+pub fn measure_all(list: &[Target], plan: &PathPlan) -> Vec<PathFigures> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    for t in list
+        .iter()
+        .filter(|t| !matches!(t.launch, Launch::Bare { .. }))
+    {
+        out.push(measure(t, plan));
+        eprintln!("   ({:.0} s into the paths)", t0.elapsed().as_secs_f64());
     }
+    out.into_iter()
+        .map(|(mut f, idle)| {
+            if let Some(idle) = idle {
+                eprintln!("== {} (idle window)", f.name);
+                f.idle = timed(&mut f.steps, "rest of the idle window", || {
+                    idle.end(plan.channels.idle)
+                });
+            }
+            f
+        })
+        .collect()
 }
 
 /// How a row reads its value from one gateway's figures.
@@ -299,9 +335,12 @@ fn rows(p: &PathPlan) -> Vec<Row> {
         row("`chat` deltas per turn (one watcher)", 1, None, |f| {
             Some(f.watchers.as_ref().ok()?.deltas_per_turn)
         }),
-        row("frames per turn (one watcher, every event)", 1, None, |f| {
-            Some(f.watchers.as_ref().ok()?.frames_per_turn)
-        }),
+        row(
+            "frames per turn (one watcher, `chat` and `agent` events)",
+            1,
+            None,
+            |f| Some(f.watchers.as_ref().ok()?.frames_per_turn),
+        ),
         row(
             format!(
                 "RSS, Telegram + agent, {} sessions × {} stored messages, MiB",
@@ -319,6 +358,12 @@ fn rows(p: &PathPlan) -> Vec<Row> {
             2,
             Some(Goal::AtMost(8.0)),
             |f| Some(f.transcripts.as_ref().ok()?.rss_long_kib as f64 / MIB),
+        ),
+        row(
+            "of which anonymous (`RssAnon`: heap, stacks), MiB",
+            2,
+            None,
+            |f| Some(f.transcripts.as_ref().ok()?.rss_long_anon_kib as f64 / MIB),
         ),
         row(
             "messages appended per second (`chat.inject`, durable)",
@@ -398,20 +443,26 @@ fn rows(p: &PathPlan) -> Vec<Row> {
         row("RSS after the burst, MiB", 2, None, |f| {
             Some(f.channels.as_ref().ok()?.rss_after_kib as f64 / MIB)
         }),
+        row(
+            "idle: settled after the burst (threads unchanged 3 s), s",
+            1,
+            None,
+            |f| Some(f.idle.as_ref().ok()?.settle_secs),
+        ),
         row("idle window measured, s", 0, None, |f| {
-            Some(f.channels.as_ref().ok()?.idle_secs)
+            Some(f.idle.as_ref().ok()?.secs)
         }),
         row(
             "idle: wake-ups (context switches) per minute, Telegram polling",
             0,
             None,
-            |f| Some(f.channels.as_ref().ok()?.wakeups_per_min),
+            |f| Some(f.idle.as_ref().ok()?.wakeups_per_min),
         ),
         row("idle: CPU per hour, Telegram polling, ms", 0, None, |f| {
-            Some(f.channels.as_ref().ok()?.idle_cpu_ms_per_hour)
+            Some(f.idle.as_ref().ok()?.cpu_ms_per_hour)
         }),
         row("idle: `getUpdates` calls per minute", 1, None, |f| {
-            Some(f.channels.as_ref().ok()?.polls_per_min)
+            Some(f.idle.as_ref().ok()?.polls_per_min)
         }),
     ];
     for (c, event, reply) in [
@@ -504,6 +555,7 @@ pub fn render(
             ("delta broadcast", f.watchers.as_ref().err()),
             ("stored transcripts", f.transcripts.as_ref().err()),
             ("telegram", f.channels.as_ref().err()),
+            ("idle", f.idle.as_ref().err()),
             ("synchronous=normal", f.sync_normal.as_ref().err()),
             ("three-channel", f.hops.as_ref().err()),
         ];
@@ -514,15 +566,32 @@ pub fn render(
         }
         if let Ok(c) = &f.channels
             && let Some(ran) = c.plan
-            && (ran.messages, ran.waves) != (plan.channels.messages, plan.channels.waves)
+            && (ran.messages, ran.waves, ran.chats)
+                != (
+                    plan.channels.messages,
+                    plan.channels.waves,
+                    plan.channels.chats,
+                )
         {
             let _ = writeln!(
                 s,
-                "- {}: Telegram: {} messages timed, {} burst wave{} (its turns take seconds)",
+                "- {}: Telegram: {} messages timed, {} burst wave{} of {} chats (its turns take \
+                 seconds)",
                 f.name,
                 ran.messages,
                 ran.waves,
-                if ran.waves == 1 { "" } else { "s" }
+                if ran.waves == 1 { "" } else { "s" },
+                ran.chats
+            );
+        }
+        if let Ok(i) = &f.idle
+            && i.threads_changed
+        {
+            let _ = writeln!(
+                s,
+                "- {}: its threads changed during the idle window (what an exited thread did in it is not \
+                 counted)",
+                f.name
             );
         }
         if let Ok(h) = &f.hops
@@ -547,15 +616,6 @@ pub fn render(
             .map(|(what, took)| format!("{what} {:.0} s", took.as_secs_f64()))
             .collect();
         let _ = writeln!(s, "- {}: step times: {}", f.name, steps.join(", "));
-        if let Ok(w) = &f.watchers
-            && w.watchers_short > 0
-        {
-            let _ = writeln!(
-                s,
-                "- {}: {} of {} watchers missed a final",
-                f.name, w.watchers_short, w.watchers
-            );
-        }
     }
     let _ = writeln!(s, "\n{METHOD}");
     let _ = writeln!(s, "{END}");
@@ -569,16 +629,24 @@ an instant echo) and a Telegram Bot API (`channels.telegram.apiRoot` and
 `network.dangerouslyAllowPrivateNetwork` point every gateway at it; `dmPolicy: \"open\"`). The
 fakes stamp when they flushed each answer part, when each call arrived and when each
 `getUpdates` answer was written, on the load generator's clock, so the latencies are what the
-gateway adds. The broadcast rows: server CPU (`/proc/<pid>/task/*/schedstat`, the process tree)
-per turn with the sending operator alone, then with the watchers connected (read-only
-operators, each receiving every `chat` and `agent` event); their difference divided by the
-`chat` deltas of a turn is one delta's broadcast (its `agent` twin included). Stored transcripts:
-one agent turn per session, then `chat.inject` notes, 64 in flight, RSS after a 1 s settle. The
+gateway adds. The agent turns run on the Telegram run's gateway, before any
+Telegram message (its RSS before any message is taken before them). The broadcast rows:
+server CPU (`/proc/<pid>/task/*/schedstat`, the process tree) per turn with the sending
+operator alone, then with the watchers connected (read-only operators, each receiving every
+`chat` and `agent` event); their difference divided by the `chat` deltas of a turn is one
+delta's broadcast (its `agent` twin included); the watched run ends when every watcher has
+read the final of every turn (the step fails if one has not 10 s after the sender). Stored transcripts:
+one agent turn per session, then `chat.inject` notes, 64 in flight, RSS once the gateway's
+threads have not changed for 3 s (its HTTP workers exit after 2 s idle; at most 10 s). The
 burst: one message from each chat at once, the next wave when all are answered; \"not answered\"
-counts messages with no `sendMessage` carrying their token within 120 s. Idle: after the burst,
-the context switches (`voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of every thread)
-and CPU over the idle window, scaled to a minute and an hour; the gateways run with a 30 s tick
-here (upstream's), and the long poll is the gateway's own. Three channels: one more gateway with
+counts messages with no `sendMessage` carrying their token within 120 s. Idle: after the burst, once
+the gateway has settled (its set of threads unchanged for 3 s: clawgate's HTTP workers exit
+after 2 s without a request; at most 20 s), the context switches (`voluntary_ctxt_switches` +
+`nonvoluntary_ctxt_switches` of every thread) and CPU over the idle window, scaled to a minute
+and an hour. The gateway is left polling while the bench measures the other gateways (never
+it), and read at the end of the paths, so every window is at least 35 s (65 s in the full
+run) and takes in a whole 30 s long poll and a 30 s tick (the gateways run with upstream's
+tick here; the long poll is the gateway's own, 30 s in both). Three channels: one more gateway with
 Telegram, Slack (Socket Mode; `SLACK_API_URL` points at a fake Web API whose
 `apps.connections.open` hands out a fake socket) and Discord (`DISCORD_API_URL` points at a fake
 REST API and Gateway) configured at once, each open to everyone, the echo model answering at
@@ -593,10 +661,10 @@ counts when it carries its message's token. The fake model's own time: from its 
 the turn's request whole to its answer's end written, per message; the hop less it is what the
 gateway adds. The `synchronous=normal` rows: one more clawgate
 gateway as in the Telegram run, started with `CLAWGATE_STORE_SYNCHRONOUS=normal` (the rows above
-run with the default, `full`), the same sequential messages timed. Upstream's agent, Telegram
-and three-channel gateways start at once and are measured one after the other once all three
-are up (each takes a minute or more to start); \"step times\" say how long each step took,
-starts and waits included.";
+run with the default, `full`), the same sequential messages timed. Upstream's Telegram and
+three-channel gateways start at once and are measured one after the other once both are up
+(each takes a minute or more to start); \"step times\" say how long each step took, starts and
+waits included.";
 
 /// `text` with its paths section replaced by `section` (inserted after the title when it has
 /// none).

@@ -2,6 +2,7 @@
 //! `/proc`, and killed with all their descendants when dropped. They stay in the terminal's
 //! process group, so an interrupted run (Ctrl-C) stops them too.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::canned::Canned;
 use crate::error::{BenchError, Context};
 
 /// The shared token every gateway under test is started with.
@@ -28,6 +30,8 @@ pub enum Launch {
     Bare {
         /// This binary.
         exe: PathBuf,
+        /// The frames it sends (written to its state directory for it).
+        canned: Box<Canned>,
     },
     /// A clawgate shell binary (`gateway run`).
     Clawgate {
@@ -187,6 +191,11 @@ impl Server {
         })
     }
 
+    /// The name it was started with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -205,9 +214,28 @@ impl Server {
         cpu_ns(self.pid())
     }
 
-    /// Context switches so far of the process and its descendants, every thread.
-    pub fn ctx_switches(&self) -> u64 {
-        ctx_switches(self.pid())
+    /// Per thread of the process and its descendants: its CPU time and context switches so
+    /// far.
+    pub fn thread_counts(&self) -> BTreeMap<u32, ThreadCounts> {
+        thread_counts(self.pid())
+    }
+
+    /// The thread ids of the process and its descendants, sorted.
+    pub fn threads(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = tasks(self.pid())
+            .filter_map(|t| t.file_name().to_str()?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The anonymous part of [`Server::rss_kib`] (`RssAnon`: heap, stacks; not the mapped
+    /// binary and libraries), in KiB.
+    pub fn rss_anon_kib(&self) -> u64 {
+        tree(self.pid())
+            .iter()
+            .map(|p| status_kib(*p, "RssAnon:"))
+            .sum()
     }
 
     /// Resident memory of the process and all its descendants, in KiB.
@@ -236,9 +264,13 @@ fn command(launch: &Launch, port: u16, dir: &Path, extra: &Value) -> Result<Comm
     let port_s = port.to_string();
     let allow = json!({"nodes": {"commands": {"allow": ["bench.echo"]}}});
     match launch {
-        Launch::Bare { exe } => {
+        Launch::Bare { exe, canned } => {
+            let file = dir.join("canned.json");
+            canned.save(&file)?;
             let mut c = Command::new(exe);
             c.args(["bare-server", "--port", &port_s])
+                .arg("--canned")
+                .arg(&file)
                 .args(["--tick-ms", &TICK_MS.to_string()])
                 .args(["--lifetime-secs", &BARE_LIFETIME_SECS.to_string()]);
             Ok(c)
@@ -364,9 +396,18 @@ fn reaped_cpu_ns(pid: u32) -> u64 {
         * TICK_NS
 }
 
-/// Context switches so far (voluntary and involuntary) of every thread of `pid` and its
-/// descendants: each is a wake-up of a thread that had gone to sleep or was preempted.
-fn ctx_switches(pid: u32) -> u64 {
+/// One thread's CPU time and context switches (voluntary and involuntary: each is a wake-up
+/// of a thread that had gone to sleep or was preempted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadCounts {
+    /// CPU time, ns (`/proc/<pid>/task/<tid>/schedstat`).
+    pub cpu_ns: u64,
+    /// Context switches (`voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches`).
+    pub ctx: u64,
+}
+
+/// The `/proc/<pid>/task/<tid>` entries of every thread of `pid` and its descendants.
+fn tasks(pid: u32) -> impl Iterator<Item = fs::DirEntry> {
     tree(pid)
         .into_iter()
         .flat_map(|p| {
@@ -375,15 +416,44 @@ fn ctx_switches(pid: u32) -> u64 {
                 .flatten()
         })
         .flatten()
-        .map(|t| {
+}
+
+/// [`ThreadCounts`] of every thread of `pid` and its descendants, by thread id.
+fn thread_counts(pid: u32) -> BTreeMap<u32, ThreadCounts> {
+    tasks(pid)
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
             let status = fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            status
+            let ctx = status
                 .lines()
                 .filter(|l| l.contains("ctxt_switches:"))
                 .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>()
+                .sum();
+            let sched = fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+            let cpu_ns = sched
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            Some((tid, ThreadCounts { cpu_ns, ctx }))
         })
-        .sum()
+        .collect()
+}
+
+/// What the threads of `now` did since `then`: each one's growth, a thread new since then
+/// counted whole. A thread gone since then is not in `now`, so what it did after `then` is
+/// not counted (the caller can tell by comparing the two sets of ids).
+pub fn counts_since(
+    then: &BTreeMap<u32, ThreadCounts>,
+    now: &BTreeMap<u32, ThreadCounts>,
+) -> ThreadCounts {
+    now.iter().fold(ThreadCounts::default(), |sum, (tid, c)| {
+        let before = then.get(tid).copied().unwrap_or_default();
+        ThreadCounts {
+            cpu_ns: sum.cpu_ns + c.cpu_ns.saturating_sub(before.cpu_ns),
+            ctx: sum.ctx + c.ctx.saturating_sub(before.ctx),
+        }
+    })
 }
 
 /// CPU time used so far by the threads of `pid` alone, in ns, from
@@ -403,13 +473,34 @@ pub fn own_cpu_ns(pid: u32) -> u64 {
 
 /// `VmRSS` of one process in KiB (0 when it is gone).
 pub fn vm_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB figure of one process's `/proc/PID/status` (`field` with its colon; 0 when it is gone).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Wait until `server`'s set of threads has not changed for `steady` (clawgate's HTTP
+/// workers exit after 2 s without a request), at most `limit`; how long that took.
+pub fn await_steady_threads(server: &Server, steady: Duration, limit: Duration) -> Duration {
+    let t = Instant::now();
+    let mut threads = server.threads();
+    let mut since = Instant::now();
+    while since.elapsed() < steady && t.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = server.threads();
+        if now != threads {
+            (threads, since) = (now, Instant::now());
+        }
+    }
+    t.elapsed()
 }
 
 /// Sleep `settle`, then the median of three RSS samples 200 ms apart, in KiB.

@@ -91,114 +91,132 @@ fn rows() -> Vec<Row> {
         },
         Row {
             label: "handshake c=1 p50, µs",
-            get: |f| Some(f.hs_c1.as_ref()?.latency.p50),
+            get: |f| Some(f.rates.hs_c1.as_ref()?.latency.p50),
             decimals: 0,
             goal: Some(Goal::OfBareAtMost(1.5)),
         },
         Row {
             label: "handshake c=1 p99, µs",
-            get: |f| Some(f.hs_c1.as_ref()?.latency.p99),
+            get: |f| Some(f.rates.hs_c1.as_ref()?.latency.p99),
             decimals: 0,
             goal: None,
         },
         Row {
             label: "handshake c=1 p999, µs",
-            get: |f| Some(f.hs_c1.as_ref()?.latency.p999),
+            get: |f| Some(f.rates.hs_c1.as_ref()?.latency.p999),
             decimals: 0,
             goal: None,
         },
         Row {
             label: "handshake c=64 p50, µs",
-            get: |f| Some(f.hs_c64.as_ref()?.latency.p50),
+            get: |f| Some(f.rates.hs_c64.as_ref()?.latency.p50),
             decimals: 0,
             goal: None,
         },
         Row {
             label: "handshake c=64 p99, µs",
-            get: |f| Some(f.hs_c64.as_ref()?.latency.p99),
+            get: |f| Some(f.rates.hs_c64.as_ref()?.latency.p99),
             decimals: 0,
             goal: None,
         },
         Row {
             label: "handshake c=64 p999, µs",
-            get: |f| Some(f.hs_c64.as_ref()?.latency.p999),
+            get: |f| Some(f.rates.hs_c64.as_ref()?.latency.p999),
             decimals: 0,
             goal: None,
         },
         Row {
             label: "handshakes/s, c=1",
-            get: |f| Some(f.hs_c1.as_ref()?.per_sec),
+            get: |f| Some(f.rates.hs_c1.as_ref()?.per_sec),
             decimals: 0,
             goal: Some(Goal::OfBareAtLeast(0.9)),
         },
         Row {
             label: "handshakes/s, c=64",
-            get: |f| Some(f.hs_c64.as_ref()?.per_sec),
+            get: |f| Some(f.rates.hs_c64.as_ref()?.per_sec),
             decimals: 0,
             goal: Some(Goal::OfBareAtLeast(0.9)),
         },
         Row {
             label: "server CPU per handshake (c=64), µs",
-            get: |f| f.hs_cpu_us,
+            get: |f| f.rates.hs_c64_cpu.server,
             decimals: 1,
             goal: None,
         },
         Row {
             label: "load generator CPU per handshake (c=64), µs",
-            get: |f| f.hs_gen_cpu_us,
+            get: |f| f.rates.hs_c64_cpu.generator,
+            decimals: 1,
+            goal: None,
+        },
+        Row {
+            label: "server CPU per handshake (c=1), µs",
+            get: |f| f.rates.hs_c1_cpu.server,
+            decimals: 1,
+            goal: None,
+        },
+        Row {
+            label: "load generator CPU per handshake (c=1), µs",
+            get: |f| f.rates.hs_c1_cpu.generator,
             decimals: 1,
             goal: None,
         },
         Row {
             label: "health RTT, 1 conn, p50 µs",
-            get: |f| Some(f.rtt_1.as_ref()?.latency.p50),
+            get: |f| Some(f.rates.rtt_1.as_ref()?.latency.p50),
             decimals: 0,
             goal: None,
         },
         Row {
             label: "health RTT, 1 conn, p99 µs",
-            get: |f| Some(f.rtt_1.as_ref()?.latency.p99),
+            get: |f| Some(f.rates.rtt_1.as_ref()?.latency.p99),
             decimals: 0,
             goal: None,
         },
         Row {
             label: "requests/s, 1 conn",
-            get: |f| Some(f.rtt_1.as_ref()?.per_sec),
+            get: |f| Some(f.rates.rtt_1.as_ref()?.per_sec),
             decimals: 0,
             goal: Some(Goal::OfBareAtLeast(0.9)),
         },
         Row {
             label: "health RTT, 64 conns, p50 µs",
-            get: |f| Some(f.rtt_64.as_ref()?.latency.p50),
+            get: |f| Some(f.rates.rtt_64.as_ref()?.latency.p50),
             decimals: 0,
             goal: None,
         },
         Row {
             label: "health RTT, 64 conns, p99 µs",
-            get: |f| Some(f.rtt_64.as_ref()?.latency.p99),
+            get: |f| Some(f.rates.rtt_64.as_ref()?.latency.p99),
             decimals: 0,
             goal: None,
         },
         Row {
             label: "requests/s, 64 conns",
-            get: |f| Some(f.rtt_64.as_ref()?.per_sec),
+            get: |f| Some(f.rates.rtt_64.as_ref()?.per_sec),
             decimals: 0,
             goal: Some(Goal::OfBareAtLeast(0.9)),
         },
         Row {
             label: "server CPU per request (64 conns), µs",
-            get: |f| f.rtt_cpu_us,
+            get: |f| f.rates.rtt_64_cpu.server,
             decimals: 1,
             goal: None,
         },
         Row {
-            label: "node.invoke RTT p50, µs (bare: 2 echo hops)",
+            label: "load generator CPU per request (64 conns), µs",
+            get: |f| f.rates.rtt_64_cpu.generator,
+            decimals: 1,
+            goal: None,
+        },
+        Row {
+            label: "node.invoke RTT p50, µs (bare: 2 request hops)",
             get: |f| Some(f.invoke.as_ref()?.p50),
             decimals: 0,
             goal: None,
         },
         Row {
-            label: "node.invoke RTT p99, µs (bare: 2 echo hops)",
+            label: "node.invoke RTT p99, µs (bare: 2 request hops)",
             get: |f| Some(f.invoke.as_ref()?.p99),
             decimals: 0,
             goal: None,
@@ -499,7 +517,7 @@ fn details(s: &mut String, f: &Figures) {
             .collect();
         let _ = writeln!(s, "- idle RSS per spawn, MiB: {}", v.join(", "));
     }
-    for (label, h) in [("c=1", &f.hs_c1), ("c=64", &f.hs_c64)] {
+    for (label, h) in [("c=1", &f.rates.hs_c1), ("c=64", &f.rates.hs_c64)] {
         if let Some(h) = h {
             let _ = writeln!(
                 s,
@@ -513,10 +531,35 @@ fn details(s: &mut String, f: &Figures) {
             );
         }
     }
-    for (label, r) in [("1 conn", &f.rtt_1), ("64 conns", &f.rtt_64)] {
+    for (label, r) in [("1 conn", &f.rates.rtt_1), ("64 conns", &f.rates.rtt_64)] {
         if let Some(r) = r {
             let _ = writeln!(s, "- round trips, {label}: {} answers", r.latency.n);
         }
+    }
+    let spread: Vec<String> = [
+        "handshakes/s c=1",
+        "handshakes/s c=64",
+        "requests/s 1 conn",
+        "requests/s 64 conns",
+    ]
+    .iter()
+    .zip(f.rates.spread)
+    .zip(f.rates.rates())
+    .filter_map(|((label, lohi), med)| {
+        let ((lo, hi), med) = (lohi?, med?);
+        Some(format!(
+            "{label} {lo:.0}–{hi:.0} (±{:.0} % of the median)",
+            (hi - lo) / 2.0 / med.max(1e-9) * 100.0
+        ))
+    })
+    .collect();
+    if !spread.is_empty() {
+        let _ = writeln!(
+            s,
+            "- rates: median of {} rounds; lowest–highest round: {}",
+            f.rates.rounds,
+            spread.join(", ")
+        );
     }
     if let Some(i) = &f.invoke {
         let _ = writeln!(s, "- invoke round trips: {} (p999 {:.0} µs)", i.n, i.p999);
@@ -565,8 +608,9 @@ const METHOD: &str = "## Method
 
 - Run it with `cargo run --release -p clawgate-bench -- all` (or `scripts/bench.sh`, which
   raises `ulimit -n` first); `--quick` is the short plan (2,000 held connections, 10 s churn,
-  2 s steps, one upstream tick, 30 sessions streaming at once instead of 100, fewer turns and
-  messages, a 10 s idle window). It builds both shells with `cargo build
+  1 s rate steps and 2 s for the rest (upstream 3 s), one upstream tick, 30 sessions streaming
+  at once instead of 100, fewer turns and messages, upstream's burst from 10 chats, idle windows
+  of at least 35 s instead of 65 s; no delta broadcast or stored transcripts on upstream). It builds both shells with `cargo build
   --release -p clawgate -p clawgate-smol` and, where the aarch64 cross toolchain is installed,
   the same for `aarch64-unknown-linux-gnu` (the Pi column of the size table); `--no-build` skips
   both. It then measures each server in turn on the control plane, then each gateway on the
@@ -590,13 +634,31 @@ const METHOD: &str = "## Method
   figure by tens of KiB from spawn to spawn. Per-connection cost = (large-hold RSS − median idle
   RSS) ÷ connections.
 - Clients: one mio poll loop in the `clawgate-bench` process, each connection driven by the
-  core's sans-IO `client::Client` (`cli`/`cli`, token, `operator.read`). Handshake = TCP connect
-  → `hello-ok` (the baseline: connect → upgrade → one echo round trip); the socket is dropped
-  at once and replaced. Round trips are closed-loop `health` requests (the baseline: echo).
+  core's sans-IO `client::Client` (`cli`/`cli`, token, `operator.read`), which parses every
+  frame it receives as JSON. Handshake = TCP connect → `hello-ok`; the socket is dropped at
+  once and replaced. Round trips are closed-loop `health` requests.
+- The bare baseline is a mio + tungstenite server with no logic that puts the gateway's bytes
+  on the wire: at the start of the run the bench starts the mio shell once and captures, on one
+  connection of the same client, the `connect.challenge` event, the `hello-ok`, a `health`
+  answer and a `tick`. The baseline sends the challenge after the 101, answers a `connect`
+  request with the `hello-ok` and any other request with the `health` answer (the request id
+  spliced in, found by a byte search; nothing is parsed) and broadcasts the `tick` (its `ts`
+  spliced in). The baseline's clients are the same `client::Client`s sending the same
+  `connect` and `health` bytes, so the load generator's work and the bytes on the wire are the
+  same for every server and a ratio compares the servers. (Until this change the baseline's
+  handshake was the upgrade and a 5-byte echo and its request a 4-byte echo, while the
+  gateway's clients also built and parsed the multi-KB JSON frames: on a shared 2-core machine
+  that extra generator work lowered the gateway's rates.)
+- Rates: the handshake and round-trip steps run in rounds (3 in the quick run, 5 in the full
+  one) over the baseline and the clawgate shells, all started at once and taking turns (each
+  round starts with the next server), so a slow moment of the machine falls on every server
+  alike. Each rate is the median round's (its latencies with it), the CPU rows the median over
+  the rounds; each server's details list the lowest and highest round. Upstream runs the steps
+  once.
 - `node.invoke`: a signed node (`node-host`/`node`, command `bench.echo`) and an admin operator;
   pending node pairing requests are approved with `node.pair.approve`, then `node.invoke` is
   called sequentially and the node answers with `node.invoke.result`. The baseline's figure is
-  an echo round trip on one connection followed by one on a second connection.
+  a canned request round trip on one connection followed by one on a second connection.
 - Fan-out: the spread between the first and the last connection reading the same `tick`
   (told apart by its `ts`), as seen by the load generator's receiving threads (one per CPU,
   each reading its share of the sockets). It includes the generator's own time to read them,

@@ -8,10 +8,11 @@ use clawgate_core::client::ClientConfig;
 use crate::error::BenchError;
 use crate::figures::Figures;
 use crate::procs::{self, Launch, Server, TOKEN, settled_rss_kib};
+use crate::rates::{self, RatePlan, Rates};
 use crate::scenario::hold::Held;
-use crate::scenario::{churn, handshake, invoke, ready, rtt, ws_key};
+use crate::scenario::{churn, invoke, ready, ws_key};
 use crate::stats::Percentiles;
-use crate::wire::{BareWire, GatewayWire, Wire};
+use crate::wire::{GatewayWire, Wire};
 
 /// What `all` measures and how long it may take.
 #[derive(Clone, Debug)]
@@ -49,7 +50,10 @@ struct Plan {
     settle: Duration,
     hs_c1: usize,
     hs_c64: usize,
+    /// Length of every other step.
     step: Duration,
+    /// Length of each rate step.
+    rate_step: Duration,
     invokes: usize,
     hold_limit: Duration,
     /// Ticks watched when the server's tick is its fixed 30 s.
@@ -57,6 +61,14 @@ struct Plan {
 }
 
 impl Plan {
+    fn rates(&self) -> RatePlan {
+        RatePlan {
+            hs_c1: self.hs_c1,
+            hs_c64: self.hs_c64,
+            step: self.rate_step,
+        }
+    }
+
     fn for_launch(launch: &Launch, opts: &Options) -> Self {
         match launch {
             Launch::Upstream { .. } => {
@@ -68,7 +80,8 @@ impl Plan {
                     settle: Duration::from_secs(pick(2, 5) as u64),
                     hs_c1: pick(200, 500),
                     hs_c64: pick(1000, 3000),
-                    step: Duration::from_secs(pick(5, 10) as u64),
+                    step: Duration::from_secs(pick(3, 10) as u64),
+                    rate_step: Duration::from_secs(pick(3, 10) as u64),
                     invokes: pick(100, 300),
                     hold_limit: Duration::from_secs(300),
                     slow_ticks: pick(1, 2),
@@ -82,6 +95,7 @@ impl Plan {
                 hs_c1: 3000,
                 hs_c64: 30_000,
                 step: Duration::from_secs(if opts.quick { 2 } else { 5 }),
+                rate_step: Duration::from_secs(if opts.quick { 1 } else { 3 }),
                 invokes: 3000,
                 hold_limit: Duration::from_secs(120),
                 slow_ticks: 2,
@@ -90,18 +104,20 @@ impl Plan {
     }
 }
 
-/// Measure `target`; a failing step is noted and the rest still run.
-pub fn measure(target: &Target, opts: &Options) -> Figures {
+/// Measure `target` (its rate steps taken from `rated` when they ran in rounds, see
+/// [`rate_rounds`]); a failing step is noted and the rest still run.
+pub fn measure(target: &Target, opts: &Options, rated: Option<Rated>) -> Figures {
     let mut f = Figures {
         name: target.name.clone(),
         large_hold: opts.connections,
         ..Figures::default()
     };
     eprintln!("== {}", target.name);
-    let r = match &target.launch {
-        Launch::Bare { .. } => steps(target, opts, &mut f, bare_wire, invoke::bare),
-        _ => steps(target, opts, &mut f, gateway_wire, invoke::gateway),
+    let invoke: InvokeFn = match &target.launch {
+        Launch::Bare { .. } => invoke::bare,
+        _ => invoke::gateway,
     };
+    let r = steps(target, opts, &mut f, gateway_wire, invoke, rated);
     if let Err(e) = r {
         f.notes.push(format!("stopped: {e}"));
     }
@@ -115,12 +131,72 @@ pub fn gateway_wire(host: &str, n: u64) -> GatewayWire {
     GatewayWire::new(cfg, ws_key(n))
 }
 
-fn bare_wire(host: &str, n: u64) -> BareWire {
-    BareWire::new(host, ws_key(n))
+/// What [`rate_rounds`] measured on one server: the median of its rounds and the notes of
+/// steps that failed.
+pub type Rated = (Rates, Vec<String>);
+
+/// Rounds of the rate steps.
+fn rounds(opts: &Options) -> usize {
+    if opts.quick { 3 } else { 5 }
 }
 
-/// Server CPU microseconds per operation (for round trips, the ramp's 64 handshakes are
-/// included, a small share of the tens of thousands of requests).
+/// The rate steps of every target but upstream in alternating rounds (see [`crate::rates`]),
+/// all those servers running at once; by index of `list`, `None` for upstream (which runs
+/// them once in [`measure`]) and for a server that did not start.
+pub fn rate_rounds(list: &[Target], opts: &Options) -> Vec<Option<Rated>> {
+    let mut out: Vec<Option<Rated>> = vec![None; list.len()];
+    let mut started = Vec::new();
+    let mut plan = None;
+    for (i, t) in list.iter().enumerate() {
+        if matches!(t.launch, Launch::Upstream { .. }) {
+            continue;
+        }
+        let p = Plan::for_launch(&t.launch, opts);
+        let mut n = 0u64;
+        let r = Server::spawn(&t.name, &t.launch).and_then(|mut s| {
+            let host = s.addr.to_string();
+            let mut dial = || {
+                n += 1;
+                gateway_wire(&host, n)
+            };
+            ready::time_to_ready(&mut s, &mut dial, p.ready_limit, p.retry)?;
+            Ok(s)
+        });
+        match r {
+            Ok(s) => started.push((i, s)),
+            Err(e) => eprintln!("   {}: rate rounds: {e}", t.name),
+        }
+        plan = Some(p.rates());
+    }
+    let Some(plan) = plan else {
+        return out;
+    };
+    eprintln!("== rates, {} rounds", rounds(opts));
+    let mut servers: Vec<_> = started
+        .iter()
+        .map(|(_, s)| {
+            let host = s.addr.to_string();
+            let mut n = 0u64;
+            rates::Contender {
+                server: s,
+                dial: Box::new(move || {
+                    n += 1;
+                    gateway_wire(&host, n)
+                }) as Box<dyn FnMut() -> GatewayWire>,
+                notes: Vec::new(),
+            }
+        })
+        .collect();
+    let medians = rates::alternate(&mut servers, rounds(opts), &plan);
+    for (((i, _), c), m) in started.iter().zip(servers).zip(medians) {
+        if let Some(slot) = out.get_mut(*i) {
+            *slot = Some((m, c.notes));
+        }
+    }
+    out
+}
+
+/// Server CPU microseconds per operation.
 fn per_op_us(cpu_ns: u64, ops: usize) -> f64 {
     cpu_ns as f64 / 1e3 / ops.max(1) as f64
 }
@@ -145,6 +221,7 @@ fn steps<W: Wire>(
     f: &mut Figures,
     make: fn(&str, u64) -> W,
     invoke: InvokeFn,
+    rated: Option<Rated>,
 ) -> Result<(), BenchError> {
     let plan = Plan::for_launch(&target.launch, opts);
     let mut n = 0u64;
@@ -173,30 +250,13 @@ fn steps<W: Wire>(
         make(&host, n)
     };
 
-    f.hs_c1 = note(
-        f,
-        "handshakes c=1",
-        handshake::run(addr, &mut dial, plan.hs_c1, 1, plan.step),
-    );
-    let cpu = server.cpu_ns();
-    let gen_cpu = procs::own_cpu_ns(std::process::id());
-    let hs = handshake::run(addr, &mut dial, plan.hs_c64, 64, plan.step);
-    let gen_used = procs::own_cpu_ns(std::process::id()) - gen_cpu;
-    f.hs_c64 = note(f, "handshakes c=64", hs);
-    f.hs_cpu_us = f
-        .hs_c64
-        .as_ref()
-        .map(|h| per_op_us(server.cpu_ns() - cpu, h.latency.n));
-    f.hs_gen_cpu_us = f.hs_c64.as_ref().map(|h| per_op_us(gen_used, h.latency.n));
-    let r1 = rtt::run(addr, &mut dial, 1, plan.step, 1_000_000);
-    f.rtt_1 = note(f, "round trips x1", r1);
-    let cpu = server.cpu_ns();
-    let r64 = rtt::run(addr, &mut dial, 64, plan.step, 10_000_000);
-    f.rtt_64 = note(f, "round trips x64", r64);
-    f.rtt_cpu_us = f
-        .rtt_64
-        .as_ref()
-        .map(|r| per_op_us(server.cpu_ns() - cpu, r.latency.n));
+    if let Some((r, notes)) = rated {
+        f.rates = r;
+        f.notes.extend(notes);
+    } else {
+        let rate_plan = plan.rates();
+        f.rates = rates::round(&server, &mut dial, &rate_plan, &mut f.notes);
+    }
     f.invoke = note(f, "invoke", invoke(addr, plan.invokes, plan.step));
     server.check_alive()?;
     eprintln!("   handshakes, round trips, invoke done");

@@ -296,7 +296,7 @@ impl Gateway {
                         "accepting"
                     },
                 },
-                presence: Value::Array(self.presence_list(now)),
+                presence: self.presence_snapshot(now),
                 health: self.health_cache.payload(),
                 state_version: StateVersion {
                     presence: self.presence_version,

@@ -25,7 +25,7 @@ pub fn iso_time(ms: u64) -> String {
 }
 
 /// Append `n` in decimal, zero-padded to at least `width` digits (as `{n:0width$}`).
-fn push_padded(out: &mut String, mut n: u64, width: usize) {
+pub(crate) fn push_padded(out: &mut String, mut n: u64, width: usize) {
     let mut digits = [b'0'; 20];
     let mut i = digits.len();
     loop {

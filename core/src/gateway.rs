@@ -306,15 +306,7 @@ impl Gateway {
         self.entropy.fill(&mut b);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        let h = data_encoding::HEXLOWER.encode(&b);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        uuid_text(&b)
     }
 
     /// 32 random bytes, base64url: a device token.
@@ -666,5 +658,31 @@ impl Gateway {
         self.agent.conn_gone(id);
         self.serving.conn_gone(id);
         self.out.push_back(Output::Close { conn: id });
+    }
+}
+
+/// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, written digit by
+/// digit (a handshake takes two: the challenge's nonce and the connection's id).
+fn uuid_text(b: &[u8; 16]) -> String {
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        for nibble in [byte >> 4, byte & 0x0f] {
+            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod uuid_tests {
+    use super::uuid_text;
+
+    #[test]
+    fn uuid_text_is_hex_in_groups_of_8_4_4_4_12() {
+        let b: [u8; 16] = core::array::from_fn(|i| (i as u8) * 17);
+        assert_eq!(uuid_text(&b), "00112233-4455-6677-8899-aabbccddeeff");
     }
 }

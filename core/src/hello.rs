@@ -5,7 +5,6 @@
 use std::sync::OnceLock;
 
 use serde::Serialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::frame::PROTOCOL_VERSION;
@@ -46,22 +45,22 @@ impl<'a, P: Serialize> OkFrame<'a, P> {
 
 /// The `hello-ok` payload.
 #[derive(Serialize)]
-pub(crate) struct HelloOk<'a> {
+pub(crate) struct HelloOk<'a, P: Serialize> {
     #[serde(rename = "type")]
     kind: &'static str,
     protocol: u64,
     server: Server<'a>,
     features: Features,
-    snapshot: Snapshot<'a>,
+    snapshot: Snapshot<'a, P>,
     auth: Auth<'a>,
     policy: Policy,
 }
 
-impl<'a> HelloOk<'a> {
+impl<'a, P: Serialize> HelloOk<'a, P> {
     /// A `hello-ok` from its per-connection parts.
     pub(crate) fn new(
         server: Server<'a>,
-        snapshot: Snapshot<'a>,
+        snapshot: Snapshot<'a, P>,
         auth: Auth<'a>,
         policy: Policy,
     ) -> Self {
@@ -120,11 +119,11 @@ impl Serialize for Features {
 
 /// `hello-ok.snapshot`.
 #[derive(Serialize)]
-pub(crate) struct Snapshot<'a> {
+pub(crate) struct Snapshot<'a, P: Serialize> {
     /// `{"phase": "accepting" | "draining"}`.
     pub(crate) suspension: Suspension,
-    /// The presence list.
-    pub(crate) presence: Value,
+    /// The presence list (the gateway's [`crate::route::PresenceSnapshot`]).
+    pub(crate) presence: P,
     /// The same object as the `health` method's result, serialised.
     pub(crate) health: &'a RawValue,
     /// Versions of presence and health.
@@ -222,6 +221,7 @@ pub(crate) struct Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn sample(device_token: Option<&str>) -> String {
         let scopes = vec!["operator.read".to_string()];

@@ -61,25 +61,17 @@ impl LogRecord {
     /// Append the record as one line of text, without its newline:
     /// `<unix ms> <level> [conn=<id> ]<message>`.
     pub fn write_line(&self, out: &mut String) {
-        use core::fmt::Write;
-        // Writing to a `String` cannot fail.
-        let _ = match self.conn {
-            Some(c) => write!(
-                out,
-                "{} {} conn={} {}",
-                self.ts_ms,
-                self.level.as_str(),
-                c.0,
-                self.message
-            ),
-            None => write!(
-                out,
-                "{} {} {}",
-                self.ts_ms,
-                self.level.as_str(),
-                self.message
-            ),
-        };
+        // Pushed piece by piece: the host writes a line for every record, three a handshake.
+        crate::dates::push_padded(out, self.ts_ms, 1);
+        out.push(' ');
+        out.push_str(self.level.as_str());
+        out.push(' ');
+        if let Some(c) = self.conn {
+            out.push_str("conn=");
+            crate::dates::push_padded(out, c.0, 1);
+            out.push(' ');
+        }
+        out.push_str(&self.message);
     }
 
     /// The record as one line of text (see [`LogRecord::write_line`]).
@@ -87,6 +79,23 @@ impl LogRecord {
         let mut out = String::new();
         self.write_line(&mut out);
         out
+    }
+
+    /// The length of [`LogRecord::json_line`], found without writing it.
+    pub fn json_line_len(&self) -> usize {
+        const FIXED: usize = r#"{"level":"","message":"","subsystem":"","time":""}"#.len();
+        let conn = self.conn.map_or(0, |c| "conn= ".len() + digits(c.0));
+        let time = if self.ts_ms < YEAR_10000_MS {
+            24
+        } else {
+            crate::dates::iso_time(self.ts_ms).len()
+        };
+        FIXED
+            + self.level.as_str().len()
+            + conn
+            + escaped_len(&self.message)
+            + subsystem(self.conn).len()
+            + time
     }
 
     /// The record as one JSON line in the fields upstream's file log lines carry and its Control
@@ -142,12 +151,46 @@ fn quote_json_line(line: &str) -> String {
     out
 }
 
-/// One kept line: where it ends in the log as a whole and its JSON line already written as a
-/// JSON string (quoted and escaped), so an answer copies it and never escapes it again.
+/// One kept line: where it ends in the log as a whole, its record, and its JSON line as a
+/// JSON string (quoted and escaped), written the first time a tail reads it (most lines are
+/// never read) and kept, so an answer copies it and never escapes it again.
 #[derive(Debug)]
 struct Kept {
     end: u64,
-    quoted: Box<str>,
+    record: LogRecord,
+    quoted: std::cell::OnceCell<Box<str>>,
+}
+
+impl Kept {
+    fn quoted(&self) -> &str {
+        self.quoted
+            .get_or_init(|| quote_json_line(&self.record.json_line()).into_boxed_str())
+    }
+}
+
+/// Unix ms of 10000-01-01: before it, a JSON line's `time` has its 24 bytes.
+const YEAR_10000_MS: u64 = 253_402_300_800_000;
+
+/// The length of `s` as `serde_json` writes it in a JSON string (without the quotes): its
+/// quote, backslash and control characters escaped (`\n` or `\u001f`), the rest as is.
+fn escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x09 | 0x0a | 0x0c | 0x0d => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Decimal digits of `n`.
+fn digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
 }
 
 /// The last records at `Info` or above, as JSON lines, for `logs.tail`. The log as a whole is
@@ -190,10 +233,9 @@ impl LogRing {
         }
     }
 
-    /// Remember a record's JSON line.
+    /// Remember a record (its JSON line is counted now and written when a tail reads it).
     pub fn push(&mut self, record: &LogRecord) {
-        let line = record.json_line();
-        self.bytes += line.len() as u64 + 1;
+        self.bytes += record.json_line_len() as u64 + 1;
         if self.cap == 0 {
             self.oldest = self.bytes;
             return;
@@ -203,10 +245,10 @@ impl LogRing {
         {
             self.oldest = gone.end;
         }
-        let quoted = quote_json_line(&line);
         self.lines.push_back(Kept {
             end: self.bytes,
-            quoted: quoted.into_boxed_str(),
+            record: record.clone(),
+            quoted: std::cell::OnceCell::new(),
         });
     }
 
@@ -233,7 +275,7 @@ impl LogRing {
         }
         let past_end = cursor.is_some_and(|c| c > size);
         Tail {
-            quoted: self.lines.range(first..).map(|k| &*k.quoted).collect(),
+            quoted: self.lines.range(first..).map(Kept::quoted).collect(),
             cursor: size,
             truncated: begins > asked,
             reset: past_end || (cursor.is_some() && skipped > 0),
@@ -296,6 +338,57 @@ mod tests {
     }
 
     #[test]
+    fn json_line_len_is_the_length_of_the_line() {
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        for conn in [
+            None,
+            Some(ConnId(0)),
+            Some(ConnId(9)),
+            Some(ConnId(10)),
+            Some(ConnId(u64::MAX)),
+        ] {
+            for level in [Level::Error, Level::Warn, Level::Info, Level::Debug] {
+                for ts_ms in [
+                    0,
+                    1_764_979_200_123,
+                    YEAR_10000_MS - 1,
+                    YEAR_10000_MS,
+                    300_000_000_000_000,
+                ] {
+                    for message in ["", "plain", every_ascii.as_str(), "é \u{1F980} \u{7f}"] {
+                        let rec = LogRecord {
+                            level,
+                            ts_ms,
+                            conn,
+                            message: message.into(),
+                        };
+                        assert_eq!(rec.json_line_len(), rec.json_line().len(), "{rec:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tail_writes_the_line_of_a_record_pushed_before() {
+        let mut ring = LogRing::new(2);
+        ring.push(&record("one"));
+        ring.push(&record("two \"quoted\""));
+        assert_eq!(
+            lines(&ring.tail(None, 10, 1 << 20)),
+            [
+                record("one").json_line(),
+                record("two \"quoted\"").json_line()
+            ]
+        );
+        // Read again: the same lines.
+        assert_eq!(
+            messages(&ring.tail(None, 10, 1 << 20)),
+            ["one", "two \"quoted\""]
+        );
+    }
+
+    #[test]
     fn json_line_has_the_bytes_of_a_json_object() {
         for conn in [None, Some(ConnId(7))] {
             for message in [
@@ -331,6 +424,12 @@ mod tests {
         rec.conn = Some(ConnId(3));
         rec.write_line(&mut line);
         assert_eq!(line, "1764979200123 info hi1764979200123 info conn=3 hi");
+        rec.ts_ms = 0;
+        rec.conn = Some(ConnId(u64::MAX));
+        assert_eq!(rec.line(), format!("0 info conn={} hi", u64::MAX));
+        rec.conn = Some(ConnId(0));
+        rec.level = Level::Error;
+        assert_eq!(rec.line(), "0 error conn=0 hi");
     }
 
     #[test]

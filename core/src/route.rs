@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use core::time::Duration;
-use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::conn::ConnId;
@@ -41,7 +42,7 @@ pub(crate) struct NodeInvoke {
     _turn_source_account_id: Option<String>,
     /// A string or a number upstream.
     #[serde(default, rename = "turnSourceThreadId")]
-    _turn_source_thread_id: Option<Value>,
+    _turn_source_thread_id: IgnoredAny,
 }
 
 /// A node invocation to send, from `node.invoke` or the `nodes` tool.
@@ -99,8 +100,8 @@ pub(crate) struct NodeError {
 pub(crate) struct NodeEvent {
     #[serde(rename = "event")]
     _event: NonEmpty,
-    #[serde(default, rename = "payload", deserialize_with = "present")]
-    _payload: Option<Value>,
+    #[serde(default, rename = "payload")]
+    _payload: IgnoredAny,
     #[serde(default, rename = "payloadJSON")]
     _payload_json: Option<String>,
 }
@@ -263,20 +264,46 @@ impl Gateway {
 
     /// The presence list: the gateway itself, then every authenticated connection.
     pub(crate) fn presence_list(&self, now: Instant) -> Vec<Value> {
-        let ts = self.unix_ms(now);
+        let mut out = Vec::with_capacity(1 + self.router.presence.len());
+        // Serialising strings and numbers cannot fail.
+        out.push(serde_json::to_value(self.self_presence(now)).unwrap_or_default());
+        out.extend(self.session_presence());
+        out
+    }
+
+    /// The presence list as `hello-ok` carries it: the gateway's own entry serialised from
+    /// borrowed parts (no `Value` is built for it on every handshake), then the sessions'.
+    pub(crate) fn presence_snapshot(&self, now: Instant) -> PresenceSnapshot<'_> {
+        PresenceSnapshot {
+            gateway: self.self_presence(now),
+            sessions: self.session_presence().collect(),
+        }
+    }
+
+    /// The gateway's own presence entry at `now`.
+    fn self_presence(&self, now: Instant) -> SelfPresence<'_> {
         let host = &self.config.host_name;
         let version = &self.config.version;
-        let mut out = vec![json!({
-            "host": host, "version": version, "platform": std::env::consts::OS, "mode": "gateway",
-            "reason": "self", "instanceId": self.boot_id, "ts": ts,
-            "text": format!("Gateway: {host} · app {version} · mode gateway · reason self"),
-        })];
+        SelfPresence {
+            host,
+            instance_id: &self.boot_id,
+            mode: "gateway",
+            platform: std::env::consts::OS,
+            reason: "self",
+            text: format!("Gateway: {host} · app {version} · mode gateway · reason self"),
+            ts: self.unix_ms(now),
+            version,
+        }
+    }
+
+    /// The presence entries of the authenticated connections that show in it.
+    fn session_presence(&self) -> impl Iterator<Item = Value> + '_ {
         let sessions = self
             .router
             .presence
             .iter()
             .filter_map(|id| self.conns.get(id).and_then(|c| c.session()));
-        for s in sessions {
+        sessions.map(|s| {
             let name = s
                 .client
                 .display_name
@@ -294,9 +321,8 @@ impl Gateway {
             if let Some(f) = &s.client.device_family {
                 e["deviceFamily"] = json!(f);
             }
-            out.push(e);
-        }
-        out
+            e
+        })
     }
 
     /// One node as `node.list` and `node.describe` show it.
@@ -680,4 +706,37 @@ fn approval_state(pending: bool, paired: bool) -> &'static str {
 /// which upstream leaves out of presence: thousands of them must not grow every `hello-ok`.
 pub(crate) fn is_ephemeral_mode(mode: &str) -> bool {
     matches!(mode, "cli" | "backend" | "probe")
+}
+
+/// The gateway's own presence entry, its keys in the order of the `Value` object
+/// [`Gateway::presence_list`] makes of it (sorted).
+#[derive(Serialize)]
+pub(crate) struct SelfPresence<'a> {
+    host: &'a str,
+    #[serde(rename = "instanceId")]
+    instance_id: &'a str,
+    mode: &'static str,
+    platform: &'static str,
+    reason: &'static str,
+    text: String,
+    ts: u64,
+    version: &'a str,
+}
+
+/// The presence list as one JSON array: the gateway's entry, then the sessions'.
+pub(crate) struct PresenceSnapshot<'a> {
+    gateway: SelfPresence<'a>,
+    sessions: Vec<Value>,
+}
+
+impl Serialize for PresenceSnapshot<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(1 + self.sessions.len()))?;
+        seq.serialize_element(&self.gateway)?;
+        for e in &self.sessions {
+            seq.serialize_element(e)?;
+        }
+        seq.end()
+    }
 }

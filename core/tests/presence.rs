@@ -36,3 +36,22 @@ fn ephemeral_cli_probe_and_backend_clients_stay_out_of_presence() {
         vec!["gateway", "webchat"]
     );
 }
+
+#[test]
+fn the_hello_snapshot_lists_what_system_presence_answers() {
+    let mut p = Sim::started(Instant::now(), Config::local_default());
+    let mut ui = cli(None);
+    ui.client.id = "webchat".into();
+    ui.client.mode = "webchat".into();
+    ui.client.display_name = Some("Browser \"tab\"".into());
+    let first = p.open_client(ui, loopback());
+    assert!(p.hello(first).is_some());
+    let second = p.open_client(cli(None), loopback());
+    let hello = p.hello(second).unwrap();
+    let answer = p.call(second, "system-presence", None).unwrap();
+    // The same instant: the gateway's own entry has the same `ts` in both.
+    assert_eq!(hello["snapshot"]["presence"], answer);
+    assert_eq!(presence_modes(&hello), vec!["gateway", "webchat"]);
+    assert_eq!(answer[0]["reason"], "self");
+    assert_eq!(answer[1]["host"], "Browser \"tab\"");
+}

@@ -15,8 +15,9 @@
 //! //   shell::WindDown (stop announcing, flush for at most sockets::SHUTDOWN_GRACE, wait for
 //! //   the workers, say "stopped") and exit 0.
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod allocator;
 pub mod config_file;
 pub mod discovery;
 pub mod entropy;

@@ -128,8 +128,11 @@ impl Logger {
         if self.pending.is_empty() {
             return;
         }
-        let text = std::mem::take(&mut self.pending);
+        // The buffer is kept (up to a batch) for the next lines instead of grown again.
+        let mut text = std::mem::take(&mut self.pending);
         self.write_text(&text);
+        text.clear();
+        self.pending = text;
     }
 
     /// Write the lines held back if the oldest has waited [`LOG_DELAY`] at `now`; otherwise

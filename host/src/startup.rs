@@ -15,6 +15,7 @@ use clawgate_core::{
 };
 use clawgate_store::{DbError, StoreDone, Synchronous, WriteDone, Writer};
 
+use crate::allocator::{self, AfterBurst};
 use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
 use crate::exec_worker::ExecWorkers;
@@ -148,6 +149,8 @@ pub struct RunHost {
     files: FileWorkers,
     execs: ExecWorkers,
     processes: ProcessWorkers,
+    /// When to hand memory freed by a burst of work back to the kernel.
+    trim: AfterBurst,
     mdns: Option<AdvertiserHandle>,
     /// `openclaw.json`, which [`Work::EditConfig`] changes.
     config_path: PathBuf,
@@ -161,6 +164,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     if args.help {
         return Err(StartError::Help);
     }
+    // Before the first worker thread: a thread keeps the arena it first allocated from.
+    allocator::limit_arenas();
     let env = paths::env_map();
     let mut logger = Logger::stderr(logging::level(&args, &env));
     let (mut config, sources) = resolve(&args, env, &logger)?;
@@ -295,6 +300,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         files,
         execs,
         processes,
+        trim: AfterBurst::default(),
         mdns: None,
         config_path: sources.config_path,
         _lock: lock,
@@ -305,6 +311,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     {
         shell::absorb(&mut host, &mut gateway, Instant::now(), output);
     }
+    host.trim.started();
     host.logger
         .log(Level::Info, format!("listening on ws://{local_addr}"));
     log_control_ui(&mut host.logger, gateway.config(), local_addr);
@@ -434,11 +441,25 @@ impl Host for RunHost {
         self.logger.flush();
     }
 
+    /// Also returns the memory a burst of work freed, once the loop has been quiet
+    /// ([`allocator::AfterBurst`]).
     fn flush_log_due(&mut self, now: Instant) -> Option<Instant> {
-        self.logger.flush_due(now)
+        let (trim, wake) = self.trim.due(now);
+        if trim {
+            let returned = allocator::release_free_memory();
+            self.logger.log(
+                Level::Debug,
+                format!("memory: returned freed pages to the system after work (any: {returned})"),
+            );
+        }
+        match (self.logger.flush_due(now), wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn work(&mut self, id: WorkId, work: Work) -> Option<WorkResult> {
+        self.trim.work();
         match work {
             Work::Store(changes) => {
                 let queued = self.store.as_ref().is_some_and(|w| w.submit(id, changes));
@@ -527,6 +548,7 @@ impl Host for RunHost {
     }
 
     fn on_worker_input(&mut self, gw: &mut Gateway, now: Instant, input: HostInput) {
+        self.trim.work();
         match input {
             HostInput::Stored(done) => {
                 let result = done.result.map_err(|e| e.to_string());

@@ -49,17 +49,28 @@ pub struct AgentFigures {
     pub concurrent_elapsed: Duration,
 }
 
+/// What every message of the agent runs carries, so a model shared with a channel run (see
+/// [`reply`]) knows the request is an agent turn's.
+const MARK: &str = "bench-agent";
 /// The message of a concurrent run's turns: the fake answers it slowly.
-const SLOW: &str = "slow answer please";
+const SLOW: &str = "bench-agent: slow answer please";
 
-/// A fake model whose every answer is [`PARTS`] words, each after [`GAP`], or after
-/// [`SLOW_GAP`] when the message is [`SLOW`].
+/// The answer to an agent run's request: [`PARTS`] words, each after [`GAP`], or after
+/// [`SLOW_GAP`] when the message is [`SLOW`]; `None` for a request of no agent run.
+pub(crate) fn reply(req: &RecordedRequest) -> Option<Reply> {
+    if !mentions(req, MARK) {
+        return None;
+    }
+    let words: Vec<String> = (0..PARTS).map(|i| format!("word{i} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let slow = mentions(req, SLOW);
+    Some(Reply::text(&words).with_delay(if slow { SLOW_GAP } else { GAP }))
+}
+
+/// A fake model answering every request as [`reply`] does an agent run's.
 fn fake_model() -> FakeModel {
     FakeModel::start(|req| {
-        let words: Vec<String> = (0..PARTS).map(|i| format!("word{i} ")).collect();
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        let slow = mentions(req, SLOW);
-        Reply::text(&words).with_delay(if slow { SLOW_GAP } else { GAP })
+        reply(req).unwrap_or_else(|| Reply::text(&["not an agent run's request"]))
     })
 }
 
@@ -162,7 +173,7 @@ fn latency(
     let (mut first, mut last, mut whole) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..turns {
         let before = model.requests().len();
-        let text = format!("bench {tag} turn {i}.");
+        let text = format!("{MARK} {tag} turn {i}.");
         let run = format!("bench-{tag}-{i}");
         let sent = Instant::now();
         send(&mut pool, key, "agent:main:bench-latency", &text, &run);
@@ -289,22 +300,33 @@ impl AgentRun {
 
     /// Everything [`AgentFigures`] holds: `turns` timed, `sessions` at once.
     pub fn run(mut self, turns: usize, sessions: usize) -> Result<AgentFigures, BenchError> {
-        let (addr, model) = (self.server.addr, &self.model);
-        // One warm-up turn (upstream prepares its workspace on the first).
-        latency(addr, model, "warm-up", 1)?;
-        let (first_delta, last_to_final, turn) = latency(addr, model, "latency", turns)?;
-        let rss_before_kib = crate::procs::settled_rss_kib(&self.server, Duration::from_secs(1));
-        let (rss_peak_kib, concurrent_elapsed) = concurrent(&self.server, sessions)?;
-        self.server.check_alive()?;
-        Ok(AgentFigures {
-            first_delta,
-            last_to_final,
-            turn,
-            rss_before_kib,
-            rss_peak_kib,
-            concurrent_elapsed,
-        })
+        run_on(&mut self.server, &self.model, turns, sessions)
     }
+}
+
+/// Everything [`AgentFigures`] holds, on a gateway already answering whose model is `model`
+/// (answering as [`reply`] does): `turns` timed, `sessions` at once.
+pub fn run_on(
+    server: &mut Server,
+    model: &FakeModel,
+    turns: usize,
+    sessions: usize,
+) -> Result<AgentFigures, BenchError> {
+    let addr = server.addr;
+    // One warm-up turn (upstream prepares its workspace on the first).
+    latency(addr, model, "warm-up", 1)?;
+    let (first_delta, last_to_final, turn) = latency(addr, model, "latency", turns)?;
+    let rss_before_kib = crate::procs::settled_rss_kib(server, Duration::from_secs(1));
+    let (rss_peak_kib, concurrent_elapsed) = concurrent(server, sessions)?;
+    server.check_alive()?;
+    Ok(AgentFigures {
+        first_delta,
+        last_to_final,
+        turn,
+        rss_before_kib,
+        rss_peak_kib,
+        concurrent_elapsed,
+    })
 }
 
 /// Everything [`AgentFigures`] holds, for the gateway `launch` starts.

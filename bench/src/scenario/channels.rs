@@ -9,6 +9,7 @@
 //! the load generator's clock, so the figures are what the gateway (the long poll, the
 //! channel's ingress, the agent turn with its model request, the `sendMessage` request) adds.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clawgate_tests::fake_model::{FakeModel, Reply};
@@ -16,7 +17,10 @@ use clawgate_tests::fake_telegram::FakeTelegram;
 use serde_json::{Value, json};
 
 use crate::error::BenchError;
-use crate::procs::{Launch, Server, settled_rss_kib};
+use crate::procs::{
+    Launch, Server, ThreadCounts, await_steady_threads, counts_since, settled_rss_kib,
+};
+use crate::scenario::agent::{self, AgentFigures};
 use crate::stats::Percentiles;
 
 /// The bot token the fake accepts.
@@ -38,8 +42,10 @@ pub struct ChannelPlan {
     pub chats: usize,
     /// Waves of the burst (one message per chat per wave).
     pub waves: usize,
-    /// Length of the idle measurement.
+    /// Shortest idle window.
     pub idle: Duration,
+    /// Chats of upstream's burst (its turns take seconds each).
+    pub upstream_chats: usize,
 }
 
 /// Messages upstream times per run at most: each of its turns takes seconds (tens under
@@ -48,12 +54,13 @@ pub const UPSTREAM_MESSAGES: usize = 5;
 
 impl ChannelPlan {
     /// The plan for `launch`: upstream times at most [`UPSTREAM_MESSAGES`] messages and sends
-    /// one wave of the burst.
+    /// one wave of the burst from at most `upstream_chats` chats.
     pub fn for_launch(&self, launch: &Launch) -> ChannelPlan {
         match launch {
             Launch::Upstream { .. } => ChannelPlan {
                 messages: self.messages.min(UPSTREAM_MESSAGES),
                 waves: self.waves.min(1),
+                chats: self.chats.min(self.upstream_chats),
                 ..*self
             },
             _ => *self,
@@ -78,29 +85,49 @@ pub struct ChannelFigures {
     pub rss_start_kib: u64,
     /// RSS after the burst (its sessions held), KiB.
     pub rss_after_kib: u64,
+}
+
+/// The gateway of a Telegram run left polling after it, over its idle window.
+#[derive(Clone, Debug, Default)]
+pub struct IdleFigures {
+    /// How long the gateway took to settle after the burst: until its set of threads had
+    /// not changed for [`STEADY`] (its HTTP workers exit after 2 s without a request).
+    pub settle_secs: f64,
     /// The idle window's length.
-    pub idle_secs: f64,
+    pub secs: f64,
     /// Context switches (voluntary and not) per minute while idle, every thread.
     pub wakeups_per_min: f64,
     /// CPU time per hour while idle, ms.
-    pub idle_cpu_ms_per_hour: f64,
+    pub cpu_ms_per_hour: f64,
     /// `getUpdates` calls per minute while idle (the long poll's own rhythm).
     pub polls_per_min: f64,
+    /// Whether the gateway's set of threads changed during the window (what a thread that
+    /// exited did in it is not counted).
+    pub threads_changed: bool,
 }
+
+/// How long a gateway's set of threads must stay the same before its idle window starts.
+pub(crate) const STEADY: Duration = Duration::from_secs(3);
+/// Longest wait for that after the burst; the window starts then regardless.
+const SETTLE_LIMIT: Duration = Duration::from_secs(20);
 
 /// How upstream's own user message starts: the last of every request it makes, with its
 /// context for the turn (which may quote earlier replies, and so earlier tokens).
 const UPSTREAM_CONTEXT: &str = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>";
 
 /// A fake model answering at once with the newest user text it was sent, upstream's context
-/// message skipped, so every reply carries the token of the message it answers.
+/// message skipped, so every reply carries the token of the message it answers; an agent
+/// run's request (the agent turns run on the Telegram run's gateway) it answers as
+/// [`agent::reply`] does.
 pub(crate) fn echo_model() -> FakeModel {
     FakeModel::start(|req| {
-        let said = req
-            .user_texts()
-            .find(|t| !t.starts_with(UPSTREAM_CONTEXT))
-            .unwrap_or_default();
-        Reply::text(&["Echo from fake LLM: ", &said])
+        agent::reply(req).unwrap_or_else(|| {
+            let said = req
+                .user_texts()
+                .find(|t| !t.starts_with(UPSTREAM_CONTEXT))
+                .unwrap_or_default();
+            Reply::text(&["Echo from fake LLM: ", &said])
+        })
     })
 }
 
@@ -283,23 +310,27 @@ pub struct ChannelRun {
     plan: ChannelPlan,
     /// Longest wait for its first long poll.
     limit: Duration,
+    /// RSS once the channel polls, before any message, KiB.
+    rss_start_kib: u64,
 }
 
 /// The store setting that takes the commit's fsync off the reply's path (clawgate only).
 const SYNC_NORMAL: (&str, &str) = ("CLAWGATE_STORE_SYNCHRONOUS", "normal");
 
-/// Start the gateway `launch` for the Telegram runs of `plan` (upstream's smaller), with the
-/// variables `env`; not yet polling.
+/// Start the gateway `launch` for the Telegram runs of `plan` (upstream's smaller) and
+/// `sessions` agent turns at once, with the variables `env`; not yet polling.
 pub fn start(
     name: &str,
     launch: &Launch,
     plan: &ChannelPlan,
+    sessions: usize,
     env: &[(&str, String)],
 ) -> Result<ChannelRun, BenchError> {
     let plan = plan.for_launch(launch);
     let model = echo_model();
     let tg = FakeTelegram::start(BOT_TOKEN);
-    let server = Server::spawn_channels(name, launch, &config(&model, &tg, plan.chats), env)?;
+    let max_concurrent = plan.chats.max(sessions);
+    let server = Server::spawn_channels(name, launch, &config(&model, &tg, max_concurrent), env)?;
     let limit = if matches!(launch, Launch::Upstream { .. }) {
         Duration::from_secs(120)
     } else {
@@ -311,51 +342,88 @@ pub fn start(
         server,
         plan,
         limit,
+        rss_start_kib: 0,
     })
 }
 
 impl ChannelRun {
-    /// Wait until the gateway has started its long poll.
-    pub fn ready(self) -> Result<Self, BenchError> {
+    /// Wait until the gateway has started its long poll, and take its RSS then.
+    pub fn ready(mut self) -> Result<Self, BenchError> {
         wait_polling(&self.tg, self.limit)?;
+        self.rss_start_kib = settled_rss_kib(&self.server, Duration::from_secs(1));
         Ok(self)
     }
 
-    /// Everything [`ChannelFigures`] holds.
-    pub fn run(self) -> Result<ChannelFigures, BenchError> {
+    /// The agent turns of [`agent::run_on`], on this gateway (before any Telegram message).
+    pub fn agent(&mut self, turns: usize, sessions: usize) -> Result<AgentFigures, BenchError> {
+        agent::run_on(&mut self.server, &self.model, turns, sessions)
+    }
+
+    /// Everything [`ChannelFigures`] holds; then the gateway is left polling, settled, at the
+    /// start of its idle window.
+    pub fn run(self) -> Result<(ChannelFigures, Idle), BenchError> {
         let (tg, server, plan) = (&self.tg, &self.server, &self.plan);
-        let rss_start_kib = settled_rss_kib(server, Duration::from_secs(1));
         // Warm-up (upstream prepares its workspace on the first turn).
         latency(tg, &self.model, 0, 1)?;
         let latency = latency(tg, &self.model, 1, plan.messages)?;
         let (burst_per_sec, burst_sent, burst_lost) =
             burst(tg, 1 + plan.messages, plan.chats, plan.waves)?;
-        let rss_after_kib = settled_rss_kib(server, Duration::from_secs(2));
-        let (cpu0, ctx0, polls0) = (
-            server.cpu_ns(),
-            server.ctx_switches(),
-            tg.calls("getUpdates").len(),
-        );
-        let t0 = Instant::now();
-        std::thread::sleep(plan.idle);
-        let secs = t0.elapsed().as_secs_f64();
-        let (cpu, ctx, polls) = (
-            server.cpu_ns().saturating_sub(cpu0),
-            server.ctx_switches().saturating_sub(ctx0),
-            tg.calls("getUpdates").len() - polls0,
-        );
-        Ok(ChannelFigures {
+        let rss_after_kib = settled_rss_kib(server, Duration::from_secs(1));
+        let figures = ChannelFigures {
             plan: Some(*plan),
             latency,
             burst_per_sec,
             burst_sent,
             burst_lost,
-            rss_start_kib,
+            rss_start_kib: self.rss_start_kib,
             rss_after_kib,
-            idle_secs: secs,
-            wakeups_per_min: ctx as f64 * 60.0 / secs,
-            idle_cpu_ms_per_hour: cpu as f64 / 1e6 * 3600.0 / secs,
+        };
+        Ok((figures, Idle::begin(self)))
+    }
+}
+
+/// A Telegram run's gateway left polling with nothing to do, from the start of its idle
+/// window; the bench goes on with other gateways meanwhile (never this one).
+pub struct Idle {
+    run: ChannelRun,
+    settle: Duration,
+    counts0: BTreeMap<u32, ThreadCounts>,
+    t0: Instant,
+    polls0: usize,
+}
+
+impl Idle {
+    /// Wait until `run`'s gateway has settled (its threads unchanged for [`STEADY`], at most
+    /// [`SETTLE_LIMIT`]), then open the window.
+    fn begin(run: ChannelRun) -> Self {
+        let settle = await_steady_threads(&run.server, STEADY, SETTLE_LIMIT);
+        Self {
+            counts0: run.server.thread_counts(),
+            t0: Instant::now(),
+            polls0: run.tg.calls("getUpdates").len(),
+            run,
+            settle,
+        }
+    }
+
+    /// Close the window once it is at least `least` long (sleeping the rest), and what the
+    /// gateway's threads did in it; an error when it stopped meanwhile.
+    pub fn end(mut self, least: Duration) -> Result<IdleFigures, BenchError> {
+        if let Some(rest) = least.checked_sub(self.t0.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        let secs = self.t0.elapsed().as_secs_f64();
+        let counts = self.run.server.thread_counts();
+        let polls = self.run.tg.calls("getUpdates").len() - self.polls0;
+        self.run.server.check_alive()?;
+        let used = counts_since(&self.counts0, &counts);
+        Ok(IdleFigures {
+            settle_secs: self.settle.as_secs_f64(),
+            secs,
+            wakeups_per_min: used.ctx as f64 * 60.0 / secs,
+            cpu_ms_per_hour: used.cpu_ns as f64 / 1e6 * 3600.0 / secs,
             polls_per_min: polls as f64 * 60.0 / secs,
+            threads_changed: !counts.keys().eq(self.counts0.keys()),
         })
     }
 }
@@ -375,7 +443,7 @@ pub fn measure_sync_normal(
         )));
     }
     let env = [(SYNC_NORMAL.0, SYNC_NORMAL.1.to_string())];
-    let r = start(name, launch, plan, &env)?.ready()?;
+    let r = start(name, launch, plan, 0, &env)?.ready()?;
     latency(&r.tg, &r.model, 0, 1)?;
     latency(&r.tg, &r.model, 1, r.plan.messages)
 }

@@ -1,6 +1,6 @@
 //! `node.invoke` through the gateway (operator → gateway → node → gateway → operator), and the
-//! bare baseline's stand-in for the same two WebSocket hops: an echo on one connection, then
-//! an echo on a second one.
+//! bare baseline's stand-in for the same two WebSocket hops: a canned answer on one
+//! connection, then one on a second.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use crate::feed::Feed;
 use crate::pool::Pool;
 use crate::procs::TOKEN;
 use crate::stats::Percentiles;
-use crate::wire::{BareWire, GatewayWire, Note, Wire};
+use crate::wire::{GatewayWire, Note, Wire};
 
 /// The command the benchmark's node declares and answers.
 const COMMAND: &str = "bench.echo";
@@ -144,13 +144,13 @@ fn call(
     }
 }
 
-/// Round trips of `count` echo pairs over two baseline connections (at most `limit`).
+/// Round trips of `count` request pairs over two baseline connections (at most `limit`).
 pub fn bare(addr: SocketAddr, count: usize, limit: Duration) -> Result<Percentiles, BenchError> {
     let host = addr.to_string();
-    let mut pool: Pool<BareWire> = super::pool(addr)?;
+    let mut pool: Pool<GatewayWire> = super::pool(addr)?;
     let mut feed = Feed::default();
-    let a = open_ready(&mut pool, &mut feed, BareWire::new(&host, super::ws_key(1)))?;
-    let b = open_ready(&mut pool, &mut feed, BareWire::new(&host, super::ws_key(2)))?;
+    let a = open_ready(&mut pool, &mut feed, crate::run::gateway_wire(&host, 1))?;
+    let b = open_ready(&mut pool, &mut feed, crate::run::gateway_wire(&host, 2))?;
     let end = Instant::now() + limit;
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
@@ -158,19 +158,20 @@ pub fn bare(addr: SocketAddr, count: usize, limit: Duration) -> Result<Percentil
             break;
         }
         let t = Instant::now();
-        echo(&mut pool, &mut feed, a)?;
-        echo(&mut pool, &mut feed, b)?;
+        hop(&mut pool, &mut feed, a)?;
+        hop(&mut pool, &mut feed, b)?;
         samples.push(t.elapsed());
     }
     pool.close_all();
     Ok(Percentiles::of(&samples))
 }
 
-fn echo(pool: &mut Pool<BareWire>, feed: &mut Feed, key: usize) -> Result<(), BenchError> {
+/// One request on `key` and its answer.
+fn hop(pool: &mut Pool<GatewayWire>, feed: &mut Feed, key: usize) -> Result<(), BenchError> {
     pool.with(key, |w| w.send_probe());
     let deadline = Instant::now() + STEP;
     loop {
-        let a = feed.next(pool, deadline, "echo")?;
+        let a = feed.next(pool, deadline, "canned answer")?;
         match a.note {
             Note::Response { .. } if a.key == key => return Ok(()),
             Note::Closed(why) => return Err(BenchError::Protocol(why)),

@@ -14,12 +14,15 @@ use serde_json::json;
 use crate::error::BenchError;
 use crate::feed::Feed;
 use crate::pool::Pool;
-use crate::procs::{Launch, Server, settled_rss_kib};
+use crate::procs::{Launch, Server, await_steady_threads, settled_rss_kib};
 use crate::scenario::agent::{chat_state, connect, failed, send};
+use crate::scenario::channels;
 use crate::wire::{GatewayWire, Note};
 
 /// Requests in flight at once while transcripts are filled.
 const WINDOW: usize = 64;
+/// Longest wait for the gateway to come to rest before its RSS is taken.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// How many sessions, and the two lengths their transcripts are measured at.
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +44,8 @@ pub struct TranscriptFigures {
     pub rss_short_kib: u64,
     /// RSS with `long` messages in each session, KiB.
     pub rss_long_kib: u64,
+    /// The anonymous part of `rss_long_kib` (`RssAnon`), KiB.
+    pub rss_long_anon_kib: u64,
     /// Messages appended per second while filling (each one durable before its answer).
     pub appends_per_sec: f64,
 }
@@ -109,6 +114,13 @@ fn inject(
     Ok(total)
 }
 
+/// The RSS of `server` at rest, KiB: once its threads have not changed for
+/// [`channels::STEADY`] (the fill's HTTP workers have exited), at most [`SETTLE_LIMIT`].
+fn settled_rss(server: &Server) -> u64 {
+    await_steady_threads(server, channels::STEADY, SETTLE_LIMIT);
+    settled_rss_kib(server, Duration::ZERO)
+}
+
 /// Everything [`TranscriptFigures`] holds, for the gateway `launch` starts.
 pub fn measure(
     name: &str,
@@ -134,7 +146,7 @@ pub fn measure(
         deadline,
     )?;
     let mut fill_time = t0.elapsed();
-    let rss_short_kib = settled_rss_kib(&server, Duration::from_secs(1));
+    let rss_short_kib = settled_rss(&server);
     let t1 = Instant::now();
     appended += inject(
         &mut pool,
@@ -145,12 +157,14 @@ pub fn measure(
         deadline,
     )?;
     fill_time += t1.elapsed();
-    let rss_long_kib = settled_rss_kib(&server, Duration::from_secs(1));
+    let rss_long_kib = settled_rss(&server);
+    let rss_long_anon_kib = server.rss_anon_kib();
     server.check_alive()?;
     pool.close_all();
     Ok(TranscriptFigures {
         rss_short_kib,
         rss_long_kib,
+        rss_long_anon_kib,
         appends_per_sec: appended as f64 / fill_time.as_secs_f64().max(1e-9),
     })
 }

@@ -13,7 +13,7 @@ use clawgate_tests::fake_model::{FakeModel, Reply};
 
 use crate::error::BenchError;
 use crate::feed::Feed;
-use crate::pool::Pool;
+use crate::pool::{Arrival, Pool};
 use crate::procs::{Launch, Server, TOKEN};
 use crate::scenario::agent::{chat_state, config, failed, send};
 use crate::wire::{GatewayWire, Note};
@@ -24,22 +24,21 @@ const PARTS: usize = 8;
 const GAP: Duration = Duration::from_millis(40);
 /// Longest wait for one turn.
 const TURN_LIMIT: Duration = Duration::from_secs(60);
+/// Longest wait, after the sender read the last turn's final, for every watcher to have read
+/// the finals of all turns.
+const FINALS_LIMIT: Duration = Duration::from_secs(10);
 
 /// What one gateway measured.
 #[derive(Clone, Debug, Default)]
 pub struct WatcherFigures {
-    /// Read-only operators in the second run.
-    pub watchers: usize,
     /// Server CPU per turn with the sender alone, µs.
     pub alone_us: f64,
     /// Server CPU per turn with the watchers connected, µs.
     pub watched_us: f64,
     /// `chat` deltas one watcher received per turn.
     pub deltas_per_turn: f64,
-    /// Frames (every event) each watcher received per turn.
+    /// `chat` and `agent` events each watcher received per turn.
     pub frames_per_turn: f64,
-    /// Watchers that missed a turn's `final`.
-    pub watchers_short: usize,
 }
 
 impl WatcherFigures {
@@ -59,18 +58,77 @@ fn watcher(addr: SocketAddr, n: u64) -> GatewayWire {
     GatewayWire::new(cfg, super::ws_key(n))
 }
 
-/// Run `turns` turns from `sender` one after another; per watcher key, the `chat` deltas and
-/// all events it received, and the finals.
+/// What one connection received of a run's turns.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    /// `chat` deltas of the run's turns.
+    deltas: usize,
+    /// `chat` and `agent` events (not the gateway's `tick`, `health` or `presence`).
+    events: usize,
+    /// `chat` finals of the run's turns.
+    finals: usize,
+}
+
+/// Per connection key, what it received of the turns whose run ids start with one prefix.
+/// A watcher may read a turn's frames after the sender has read its final and the next turn
+/// has started, so they are counted by the run's prefix, not by the turn being waited for.
+struct Tally {
+    prefix: String,
+    seen: HashMap<usize, Seen>,
+}
+
+impl Tally {
+    fn new(tag: &str) -> Self {
+        Self {
+            prefix: format!("bench-watch-{tag}-"),
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The run id of turn `i`.
+    fn run(&self, i: usize) -> String {
+        format!("{}{i}", self.prefix)
+    }
+
+    /// Count `a`; whether it is the `chat` final of `run`.
+    fn count(&mut self, a: &Arrival, run: &str) -> bool {
+        let Note::Event { event, .. } = &a.note else {
+            return false;
+        };
+        if !matches!(event.as_str(), "chat" | "agent") {
+            return false;
+        }
+        let e = self.seen.entry(a.key).or_default();
+        e.events += 1;
+        match chat_state(&a.note) {
+            Some((r, "delta")) if r.starts_with(&self.prefix) => e.deltas += 1,
+            Some((r, "final")) if r.starts_with(&self.prefix) => {
+                e.finals += 1;
+                return r == run;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// What `key` received.
+    fn of(&self, key: usize) -> Seen {
+        self.seen.get(&key).copied().unwrap_or_default()
+    }
+}
+
+/// Run `turns` turns from `sender` one after another, each started when the sender has read
+/// the previous one's final; what every connection received of them, counted as it arrives.
 fn turns(
     pool: &mut Pool<GatewayWire>,
     feed: &mut Feed,
     sender: usize,
     tag: &str,
     turns: usize,
-) -> Result<HashMap<usize, (usize, usize, usize)>, BenchError> {
-    let mut seen: HashMap<usize, (usize, usize, usize)> = HashMap::new();
+) -> Result<Tally, BenchError> {
+    let mut tally = Tally::new(tag);
     for i in 0..turns {
-        let run = format!("bench-watch-{tag}-{i}");
+        let run = tally.run(i);
         send(
             pool,
             sender,
@@ -84,39 +142,45 @@ fn turns(
             if let Some(why) = failed(&a.note) {
                 return Err(BenchError::Protocol(why));
             }
-            if matches!(a.note, Note::Event { .. }) {
-                let e = seen.entry(a.key).or_default();
-                e.1 += 1;
-                match chat_state(&a.note) {
-                    Some((r, "delta")) if r == run => e.0 += 1,
-                    Some((r, "final")) if r == run => {
-                        e.2 += 1;
-                        if a.key == sender {
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
+            if tally.count(&a, &run) && a.key == sender {
+                break;
             }
         }
     }
-    // The watchers read the last frames after the sender's final.
-    let end = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < end {
-        feed.pump(pool, Duration::from_millis(20))?;
+    Ok(tally)
+}
+
+/// Read on until every one of `keys` has received the finals of `turns` turns, at most
+/// [`FINALS_LIMIT`]; an error names the watchers still short of one then.
+fn await_finals(
+    pool: &mut Pool<GatewayWire>,
+    feed: &mut Feed,
+    tally: &mut Tally,
+    keys: &[usize],
+    turns: usize,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + FINALS_LIMIT;
+    loop {
         while let Some(a) = feed.pop() {
-            if matches!(a.note, Note::Event { .. }) {
-                let e = seen.entry(a.key).or_default();
-                e.1 += 1;
-                match chat_state(&a.note) {
-                    Some((_, "delta")) => e.0 += 1,
-                    Some((_, "final")) => e.2 += 1,
-                    _ => {}
-                }
+            if let Some(why) = failed(&a.note) {
+                return Err(BenchError::Protocol(why));
             }
+            tally.count(&a, "");
         }
+        let short = keys.iter().filter(|k| tally.of(**k).finals < turns).count();
+        if short == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Protocol(format!(
+                "{short} of {} watchers had not read the finals of all {turns} turns {:.0} s \
+                 after the sender read its last",
+                keys.len(),
+                FINALS_LIMIT.as_secs_f64()
+            )));
+        }
+        feed.pump(pool, deadline - Instant::now())?;
     }
-    Ok(seen)
 }
 
 /// Everything [`WatcherFigures`] holds, for the gateway `launch` starts.
@@ -155,23 +219,62 @@ pub fn measure(
     )?;
     feed.clear();
     let cpu = server.cpu_ns();
-    let seen = turns(&mut pool, &mut feed, sender, "watched", runs)?;
+    let mut seen = turns(&mut pool, &mut feed, sender, "watched", runs)?;
+    await_finals(&mut pool, &mut feed, &mut seen, &keys, runs)?;
     let watched_us = (server.cpu_ns() - cpu) as f64 / 1e3 / runs as f64;
-    let per: Vec<(usize, usize, usize)> = keys
-        .iter()
-        .map(|k| seen.get(k).copied().unwrap_or_default())
-        .collect();
-    let mean = |f: fn(&(usize, usize, usize)) -> usize| {
+    let per: Vec<Seen> = keys.iter().map(|k| seen.of(*k)).collect();
+    let mean = |f: fn(&Seen) -> usize| {
         per.iter().map(f).sum::<usize>() as f64 / per.len().max(1) as f64 / runs as f64
     };
     server.check_alive()?;
     pool.close_all();
     Ok(WatcherFigures {
-        watchers,
         alone_us,
         watched_us,
-        deltas_per_turn: mean(|p| p.0),
-        frames_per_turn: mean(|p| p.1),
-        watchers_short: per.iter().filter(|p| p.2 < runs).count(),
+        deltas_per_turn: mean(|p| p.deltas),
+        frames_per_turn: mean(|p| p.events),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat(key: usize, run: &str, state: &str) -> Arrival {
+        Arrival {
+            key,
+            at: Instant::now(),
+            note: Note::Event {
+                event: "chat".into(),
+                payload: json!({"runId": run, "state": state}),
+            },
+        }
+    }
+
+    #[test]
+    fn a_final_read_after_the_senders_counts_for_its_own_turn() {
+        let (sender, watcher) = (0, 1);
+        let mut t = Tally::new("watched");
+        let (first, second) = (t.run(0), t.run(1));
+        assert!(!t.count(&chat(watcher, &first, "delta"), &first));
+        assert!(t.count(&chat(sender, &first, "final"), &first));
+        // The watcher's final of turn 0 is read while turn 1 is awaited.
+        assert!(!t.count(&chat(watcher, &first, "final"), &second));
+        assert!(t.count(&chat(watcher, &second, "final"), &second));
+        let tick = Arrival {
+            key: watcher,
+            at: Instant::now(),
+            note: Note::Event {
+                event: "tick".into(),
+                payload: json!({}),
+            },
+        };
+        assert!(!t.count(&tick, &second));
+        let w = t.of(watcher);
+        assert_eq!((w.deltas, w.finals, w.events), (1, 2, 3));
+        // Another run's frames are not this one's.
+        assert!(!t.count(&chat(watcher, "bench-watch-alone-0", "final"), &second));
+        assert_eq!(t.of(watcher).finals, 2);
+    }
 }

@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::de::IgnoredAny;
+use serde_json::json;
 
 use crate::config::QueueMode;
 use crate::frame::{ErrorCode, ErrorShape};
@@ -24,55 +25,55 @@ pub(crate) struct ChatSend {
     message: String,
     idempotency_key: NonEmpty,
     #[serde(default, rename = "agentId")]
-    _agent_id: Option<Value>,
+    _agent_id: IgnoredAny,
     #[serde(default, rename = "sessionId")]
-    _session_id: Option<Value>,
+    _session_id: IgnoredAny,
     #[serde(default, rename = "mentions")]
-    _mentions: Option<Value>,
+    _mentions: IgnoredAny,
     #[serde(default, rename = "workContext")]
-    _work_context: Option<Value>,
+    _work_context: IgnoredAny,
     #[serde(default, rename = "intent")]
-    _intent: Option<Value>,
+    _intent: IgnoredAny,
     #[serde(default, rename = "thinking")]
-    _thinking: Option<Value>,
+    _thinking: IgnoredAny,
     #[serde(default, rename = "fastMode")]
-    _fast_mode: Option<Value>,
+    _fast_mode: IgnoredAny,
     #[serde(default, rename = "fastAutoOnSeconds")]
-    _fast_auto_on_seconds: Option<Value>,
+    _fast_auto_on_seconds: IgnoredAny,
     #[serde(default)]
     queue_mode: Option<QueueMode>,
     #[serde(default, rename = "deliver")]
-    _deliver: Option<Value>,
+    _deliver: IgnoredAny,
     #[serde(default, rename = "originatingChannel")]
-    _originating_channel: Option<Value>,
+    _originating_channel: IgnoredAny,
     #[serde(default, rename = "originatingTo")]
-    _originating_to: Option<Value>,
+    _originating_to: IgnoredAny,
     #[serde(default, rename = "originatingAccountId")]
-    _originating_account_id: Option<Value>,
+    _originating_account_id: IgnoredAny,
     #[serde(default, rename = "originatingThreadId")]
-    _originating_thread_id: Option<Value>,
+    _originating_thread_id: IgnoredAny,
     #[serde(default, rename = "replyToId")]
-    _reply_to_id: Option<Value>,
+    _reply_to_id: IgnoredAny,
     #[serde(default, rename = "attachments")]
-    _attachments: Option<Value>,
+    _attachments: IgnoredAny,
     #[serde(default, rename = "toolBindings")]
-    _tool_bindings: Option<Value>,
+    _tool_bindings: IgnoredAny,
     #[serde(default, rename = "timeoutMs")]
-    _timeout_ms: Option<Value>,
+    _timeout_ms: IgnoredAny,
     #[serde(default, rename = "systemInputProvenance")]
-    _system_input_provenance: Option<Value>,
+    _system_input_provenance: IgnoredAny,
     #[serde(default, rename = "systemProvenanceReceipt")]
-    _system_provenance_receipt: Option<Value>,
+    _system_provenance_receipt: IgnoredAny,
     #[serde(default, rename = "suppressCommandInterpretation")]
-    _suppress_command_interpretation: Option<Value>,
+    _suppress_command_interpretation: IgnoredAny,
     #[serde(default, rename = "expectedLeafEntryId")]
-    _expected_leaf_entry_id: Option<Value>,
+    _expected_leaf_entry_id: IgnoredAny,
     #[serde(default, rename = "expectedSessionRoutingContract")]
-    _expected_session_routing_contract: Option<Value>,
+    _expected_session_routing_contract: IgnoredAny,
     #[serde(default, rename = "expectedPermissionMode")]
-    _expected_permission_mode: Option<Value>,
+    _expected_permission_mode: IgnoredAny,
     #[serde(default, rename = "expectedToolOverrides")]
-    _expected_tool_overrides: Option<Value>,
+    _expected_tool_overrides: IgnoredAny,
 }
 
 /// `chat.abort` params.
@@ -83,9 +84,9 @@ pub(crate) struct ChatAbort {
     #[serde(default)]
     run_id: Option<NonEmpty>,
     #[serde(default, rename = "agentId")]
-    _agent_id: Option<Value>,
+    _agent_id: IgnoredAny,
     #[serde(default, rename = "preserveSideRuns")]
-    _preserve_side_runs: Option<Value>,
+    _preserve_side_runs: IgnoredAny,
 }
 
 impl Gateway {

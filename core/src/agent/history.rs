@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
 use crate::conn::ConnId;
@@ -38,19 +39,19 @@ pub(crate) struct ChatHistory {
     #[serde(default)]
     cursor: Option<String>,
     #[serde(default, rename = "agentId")]
-    _agent_id: Option<Value>,
+    _agent_id: IgnoredAny,
     #[serde(default)]
     max_bytes: Option<u64>,
     #[serde(default, rename = "pendingBefore")]
-    _pending_before: Option<Value>,
+    _pending_before: IgnoredAny,
     #[serde(default, rename = "inputRunIds")]
-    _input_run_ids: Option<Value>,
+    _input_run_ids: IgnoredAny,
     #[serde(default)]
     message_id: Option<Value>,
     #[serde(default, rename = "sessionId")]
-    _session_id: Option<Value>,
+    _session_id: IgnoredAny,
     #[serde(default, rename = "maxChars")]
-    _max_chars: Option<Value>,
+    _max_chars: IgnoredAny,
 }
 
 /// Messages a page returns when no `limit` is given (upstream's 200).

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use crate::conn::ConnId;
@@ -31,93 +32,93 @@ pub(crate) struct AgentParams {
     #[serde(default)]
     agent_id: Option<NonEmpty>,
     #[serde(default, rename = "provider")]
-    _provider: Option<Value>,
+    _provider: IgnoredAny,
     #[serde(default, rename = "model")]
-    _model: Option<Value>,
+    _model: IgnoredAny,
     #[serde(default, rename = "to")]
-    _to: Option<Value>,
+    _to: IgnoredAny,
     #[serde(default, rename = "replyTo")]
-    _reply_to: Option<Value>,
+    _reply_to: IgnoredAny,
     #[serde(default, rename = "sessionId")]
-    _session_id: Option<Value>,
+    _session_id: IgnoredAny,
     #[serde(default, rename = "expectedExistingSessionId")]
-    _expected_existing_session_id: Option<Value>,
+    _expected_existing_session_id: IgnoredAny,
     #[serde(default, rename = "thinking")]
-    _thinking: Option<Value>,
+    _thinking: IgnoredAny,
     #[serde(default, rename = "deliver")]
-    _deliver: Option<Value>,
+    _deliver: IgnoredAny,
     #[serde(default, rename = "attachments")]
-    _attachments: Option<Value>,
+    _attachments: IgnoredAny,
     #[serde(default, rename = "channel")]
-    _channel: Option<Value>,
+    _channel: IgnoredAny,
     #[serde(default, rename = "replyChannel")]
-    _reply_channel: Option<Value>,
+    _reply_channel: IgnoredAny,
     #[serde(default, rename = "accountId")]
-    _account_id: Option<Value>,
+    _account_id: IgnoredAny,
     #[serde(default, rename = "replyAccountId")]
-    _reply_account_id: Option<Value>,
+    _reply_account_id: IgnoredAny,
     #[serde(default, rename = "threadId")]
-    _thread_id: Option<Value>,
+    _thread_id: IgnoredAny,
     #[serde(default, rename = "groupId")]
-    _group_id: Option<Value>,
+    _group_id: IgnoredAny,
     #[serde(default, rename = "groupChannel")]
-    _group_channel: Option<Value>,
+    _group_channel: IgnoredAny,
     #[serde(default, rename = "groupSpace")]
-    _group_space: Option<Value>,
+    _group_space: IgnoredAny,
     #[serde(default, rename = "timeout")]
-    _timeout: Option<Value>,
+    _timeout: IgnoredAny,
     #[serde(default, rename = "bestEffortDeliver")]
-    _best_effort_deliver: Option<Value>,
+    _best_effort_deliver: IgnoredAny,
     #[serde(default, rename = "lane")]
-    _lane: Option<Value>,
+    _lane: IgnoredAny,
     #[serde(default, rename = "cwd")]
-    _cwd: Option<Value>,
+    _cwd: IgnoredAny,
     #[serde(default, rename = "cleanupBundleMcpOnRunEnd")]
-    _cleanup_bundle_mcp_on_run_end: Option<Value>,
+    _cleanup_bundle_mcp_on_run_end: IgnoredAny,
     #[serde(default, rename = "modelRun")]
-    _model_run: Option<Value>,
+    _model_run: IgnoredAny,
     #[serde(default, rename = "promptMode")]
-    _prompt_mode: Option<Value>,
+    _prompt_mode: IgnoredAny,
     #[serde(default, rename = "extraSystemPrompt")]
-    _extra_system_prompt: Option<Value>,
+    _extra_system_prompt: IgnoredAny,
     #[serde(default, rename = "bootstrapContextMode")]
-    _bootstrap_context_mode: Option<Value>,
+    _bootstrap_context_mode: IgnoredAny,
     #[serde(default, rename = "bootstrapContextRunKind")]
-    _bootstrap_context_run_kind: Option<Value>,
+    _bootstrap_context_run_kind: IgnoredAny,
     #[serde(default, rename = "acpTurnSource")]
-    _acp_turn_source: Option<Value>,
+    _acp_turn_source: IgnoredAny,
     #[serde(default, rename = "internalRuntimeHandoffId")]
-    _internal_runtime_handoff_id: Option<Value>,
+    _internal_runtime_handoff_id: IgnoredAny,
     #[serde(default, rename = "internalExecutionIdentityRetry")]
-    _internal_execution_identity_retry: Option<Value>,
+    _internal_execution_identity_retry: IgnoredAny,
     #[serde(default, rename = "internalExecutionIdentityRecoveryAttempt")]
-    _internal_execution_identity_recovery_attempt: Option<Value>,
+    _internal_execution_identity_recovery_attempt: IgnoredAny,
     #[serde(default, rename = "execApprovalFollowupExpectedSessionId")]
-    _exec_approval_followup_expected_session_id: Option<Value>,
+    _exec_approval_followup_expected_session_id: IgnoredAny,
     #[serde(default, rename = "internalEvents")]
-    _internal_events: Option<Value>,
+    _internal_events: IgnoredAny,
     #[serde(default, rename = "inputProvenance")]
-    _input_provenance: Option<Value>,
+    _input_provenance: IgnoredAny,
     #[serde(default, rename = "suppressPromptPersistence")]
-    _suppress_prompt_persistence: Option<Value>,
+    _suppress_prompt_persistence: IgnoredAny,
     #[serde(default, rename = "sessionEffects")]
-    _session_effects: Option<Value>,
+    _session_effects: IgnoredAny,
     #[serde(default, rename = "sourceReplyDeliveryMode")]
-    _source_reply_delivery_mode: Option<Value>,
+    _source_reply_delivery_mode: IgnoredAny,
     #[serde(default, rename = "disableMessageTool")]
-    _disable_message_tool: Option<Value>,
+    _disable_message_tool: IgnoredAny,
     #[serde(default, rename = "swarmCollector")]
-    _swarm_collector: Option<Value>,
+    _swarm_collector: IgnoredAny,
     #[serde(default, rename = "swarmOutputSchema")]
-    _swarm_output_schema: Option<Value>,
+    _swarm_output_schema: IgnoredAny,
     #[serde(default, rename = "forceRestartSafeTools")]
-    _force_restart_safe_tools: Option<Value>,
+    _force_restart_safe_tools: IgnoredAny,
     #[serde(default, rename = "forceCodeModeTools")]
-    _force_code_mode_tools: Option<Value>,
+    _force_code_mode_tools: IgnoredAny,
     #[serde(default, rename = "voiceWakeTrigger")]
-    _voice_wake_trigger: Option<Value>,
+    _voice_wake_trigger: IgnoredAny,
     #[serde(default, rename = "label")]
-    _label: Option<Value>,
+    _label: IgnoredAny,
 }
 
 /// `agent.wait` params (upstream's `AgentWaitParams`).

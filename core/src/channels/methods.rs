@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::account::{Account, Kind};
@@ -23,9 +24,9 @@ use crate::work::{Work, WorkId};
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChannelsStatus {
     #[serde(default, rename = "probe")]
-    _probe: Option<Value>,
+    _probe: IgnoredAny,
     #[serde(default, rename = "timeoutMs")]
-    _timeout_ms: Option<Value>,
+    _timeout_ms: IgnoredAny,
     #[serde(default)]
     channel: Option<String>,
 }
@@ -89,31 +90,31 @@ pub(crate) struct Send {
     thread_id: Option<Value>,
     idempotency_key: NonEmpty,
     #[serde(default, rename = "mediaUrl")]
-    _media_url: Option<Value>,
+    _media_url: IgnoredAny,
     #[serde(default, rename = "mediaUrls")]
-    _media_urls: Option<Value>,
+    _media_urls: IgnoredAny,
     #[serde(default, rename = "buffer")]
-    _buffer: Option<Value>,
+    _buffer: IgnoredAny,
     #[serde(default, rename = "filename")]
-    _filename: Option<Value>,
+    _filename: IgnoredAny,
     #[serde(default, rename = "contentType")]
-    _content_type: Option<Value>,
+    _content_type: IgnoredAny,
     #[serde(default, rename = "asVoice")]
-    _as_voice: Option<Value>,
+    _as_voice: IgnoredAny,
     #[serde(default, rename = "gifPlayback")]
-    _gif_playback: Option<Value>,
+    _gif_playback: IgnoredAny,
     #[serde(default, rename = "agentId")]
-    _agent_id: Option<Value>,
+    _agent_id: IgnoredAny,
     #[serde(default, rename = "replyToId")]
-    _reply_to_id: Option<Value>,
+    _reply_to_id: IgnoredAny,
     #[serde(default, rename = "forceDocument")]
-    _force_document: Option<Value>,
+    _force_document: IgnoredAny,
     #[serde(default, rename = "silent")]
-    _silent: Option<Value>,
+    _silent: IgnoredAny,
     #[serde(default, rename = "parseMode")]
-    _parse_mode: Option<Value>,
+    _parse_mode: IgnoredAny,
     #[serde(default, rename = "sessionKey")]
-    _session_key: Option<Value>,
+    _session_key: IgnoredAny,
 }
 
 fn invalid(message: impl Into<String>) -> Reply {

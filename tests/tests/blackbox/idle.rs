@@ -12,7 +12,7 @@ use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Options, Shell};
 
-const BOT_TOKEN: &str = "123456:test-token";
+pub(crate) const BOT_TOKEN: &str = "123456:test-token";
 /// How long the idle gateway is watched: one long poll's timeout (30 s) and one tick (30 s)
 /// end inside it.
 const WINDOW: Duration = Duration::from_secs(31);
@@ -22,6 +22,16 @@ const WINDOW: Duration = Duration::from_secs(31);
 /// machine's preemptions. A timer re-armed while nothing is due, a worker polling with a
 /// short timeout or a log flush firing with nothing to write costs more than this.
 const MAX_SWITCHES: u64 = 40;
+
+/// `options` with a token, the agent on `model` and Telegram DMs from anyone through `tg`
+/// (its bot token [`BOT_TOKEN`]).
+pub(crate) fn with_telegram_dms(options: Options, model: &FakeModel, tg: &FakeTelegram) -> Options {
+    options.token("t0ken").config(&format!(
+        r#"{{ {} channels: {{ telegram: {{ {} dmPolicy: "open", allowFrom: ["*"] }} }} }}"#,
+        model.config_members(),
+        tg.config_members(BOT_TOKEN)
+    ))
+}
 
 /// One thread's name and its context switches so far (voluntary + involuntary).
 fn switches(pid: u32) -> BTreeMap<String, (String, u64)> {
@@ -49,14 +59,7 @@ fn switches(pid: u32) -> BTreeMap<String, (String, u64)> {
 fn idle_wakeups_with_telegram_polling(shell: Shell) {
     let model = FakeModel::echo();
     let tg = FakeTelegram::start(BOT_TOKEN);
-    let gw = Options::new()
-        .token("t0ken")
-        .config(&format!(
-            r#"{{ {} channels: {{ telegram: {{ {} dmPolicy: "open", allowFrom: ["*"] }} }} }}"#,
-            model.config_members(),
-            tg.config_members(BOT_TOKEN)
-        ))
-        .start(shell);
+    let gw = with_telegram_dms(Options::new(), &model, &tg).start(shell);
     tg.wait_calls("getUpdates", 1);
     tg.push_dm(201, "Ann", "hello");
     let sent = tg.wait_calls("sendMessage", 1);

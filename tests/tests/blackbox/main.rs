@@ -16,6 +16,7 @@ mod idle;
 mod lifecycle;
 mod limits;
 mod mcp;
+mod memory;
 mod pairing;
 mod remote;
 mod runs;
