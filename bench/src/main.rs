@@ -7,6 +7,7 @@
 
 mod bare;
 mod canned;
+mod disk;
 mod error;
 mod feed;
 mod figures;
@@ -501,8 +502,9 @@ fn run_paths(
         ..machine::Machine::read()
     };
     let plan = paths::PathPlan::new(a.quick);
+    let disk = disk::commit_latency(&std::env::temp_dir());
     let figs = paths::measure_all(list, &plan);
-    paths::render(&figs, &plan, &machine, command, t0.elapsed())
+    paths::render(&figs, &plan, &machine, &disk, command, t0.elapsed())
 }
 
 /// The command line as the report quotes it.
