@@ -104,16 +104,10 @@ impl Write for MemIo {
     }
 }
 
-/// How much tungstenite takes from the connection's input per step. It zero-fills that much
-/// of its buffer before each step, the last one too (which finds the input empty), so this is
-/// sized for the frames a connection mostly receives (a request, a few hundred bytes) rather
-/// than for the large ones, which take more steps.
-const READ_STEP: usize = 512;
-
 /// A WebSocket context configured for the core: small read buffer, no write buffering.
 pub(crate) fn ws_context(role: WsRole, max_message: usize) -> WebSocketContext {
     let cfg = WebSocketConfig::default()
-        .read_buffer_size(READ_STEP)
+        .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
