@@ -24,10 +24,11 @@ pub trait Host {
     /// Write out every log line held back (the loop is stopping).
     fn flush_log(&mut self);
 
-    /// The loop is about to wait: write out the log lines held back long enough, and say
-    /// when to wake to write the rest (`None`: nothing is held back). A host that holds
-    /// nothing back flushes here.
-    fn flush_log_due(&mut self, _now: Instant) -> Option<Instant> {
+    /// The loop is about to wait: do the host's deferred work that is due (write out the log
+    /// lines held back long enough; a host may also return memory a burst of work freed), and
+    /// say when to wake for the rest (`None`: nothing is held back). A host that holds nothing
+    /// back flushes here.
+    fn before_wait(&mut self, _now: Instant) -> Option<Instant> {
         self.flush_log();
         None
     }

@@ -441,9 +441,9 @@ impl Host for RunHost {
         self.logger.flush();
     }
 
-    /// Also returns the memory a burst of work freed, once the loop has been quiet
-    /// ([`allocator::AfterBurst`]).
-    fn flush_log_due(&mut self, now: Instant) -> Option<Instant> {
+    /// Log lines held back long enough are written, and the memory a burst of work freed is
+    /// returned once the loop has been quiet ([`allocator::AfterBurst`]).
+    fn before_wait(&mut self, now: Instant) -> Option<Instant> {
         let (trim, wake) = self.trim.due(now);
         if trim {
             let returned = allocator::release_free_memory();

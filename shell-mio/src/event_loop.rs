@@ -225,8 +225,9 @@ impl EventLoop {
             if gw.is_draining() && self.wind_down(now, host) {
                 return Ok(());
             }
-            // Log lines are written in batches: wake to write them if nothing else comes.
-            let wake = match host.flush_log_due(now) {
+            // The host's deferred work (log lines written in batches, memory returned after a
+            // burst): wake for it if nothing else comes.
+            let wake = match host.before_wait(now) {
                 Some(due) => due.min(self.next_wake()),
                 None => self.next_wake(),
             };

@@ -168,8 +168,9 @@ impl<H: Host> Driver<'_, '_, '_, H> {
         let mut timer = Timer::at(deadline);
         let mut armed = Some(deadline);
         while !self.gw.is_draining() {
-            // Log lines are written in batches: wake to write them if nothing else comes.
-            let wake_at = match self.host.flush_log_due(Instant::now()) {
+            // The host's deferred work (log lines written in batches, memory returned after a
+            // burst): wake for it if nothing else comes.
+            let wake_at = match self.host.before_wait(Instant::now()) {
                 Some(due) => due.min(deadline),
                 None => deadline,
             };
