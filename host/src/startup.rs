@@ -187,6 +187,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let sessions = db.load_sessions(1).map_err(StartError::Store)?;
     let channel_rows = db.load_channel_rows().map_err(StartError::Store)?;
     let pending_input = db.load_pending_input().map_err(StartError::Store)?;
+    db.release_cache().map_err(StartError::Store)?;
     let log_path = paths::log_file(&state_dir);
     if let Err(e) = logger.open_file(&log_path) {
         logger.log(

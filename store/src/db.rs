@@ -173,6 +173,15 @@ impl Db {
         &self.path
     }
 
+    /// Hand back the memory SQLite holds for pages it read (its page cache, up to
+    /// [`PAGE_CACHE_KIB`]): start-up's migrations and loads fill it with pages an idle
+    /// gateway does not read again, and the next transaction reads what it needs anew.
+    pub fn release_cache(&mut self) -> Result<(), DbError> {
+        self.conn
+            .release_memory()
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
     fn configure(&mut self) -> Result<(), DbError> {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);

@@ -128,6 +128,24 @@ fn batches_reload_to_the_state_they_describe() {
 }
 
 #[test]
+fn after_its_cache_is_released_the_database_reads_and_writes_as_before() {
+    let dir = TempDir::new("store-release-cache");
+    let mut db = Db::open(dir.path()).unwrap();
+    db.apply(&[StoreChange::PutDevice(device("a", "t1"))])
+        .unwrap();
+    assert_eq!(db.load_pairing().unwrap().devices.len(), 1);
+    db.release_cache().unwrap();
+    // The pages come back from the file: the same rows, and a write on top of them.
+    assert_eq!(db.load_pairing().unwrap().devices["a"].tokens["operator"].token, "t1");
+    db.apply(&[StoreChange::PutDevice(device("b", "t2"))])
+        .unwrap();
+    db.release_cache().unwrap();
+    let loaded = Db::open(dir.path()).unwrap().load_pairing().unwrap();
+    assert_eq!(loaded.devices.len(), 2);
+    assert_eq!(loaded.devices["b"].tokens["operator"].token, "t2");
+}
+
+#[test]
 fn diff_then_apply_gives_the_new_state() {
     let mut old = PairingStore::default();
     old.devices.insert("a".into(), device("a", "1"));

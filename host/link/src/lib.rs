@@ -12,10 +12,12 @@
 //! - the release profile aborts on panic (`panic = "abort"` in the workspace manifest), so nothing
 //!   ever unwinds through the binary and its unwind tables (`.eh_frame`, its lookup header,
 //!   `.gcc_except_table`) are left out: a tenth of the size;
-//! - the functions listed in `host/link/hot-functions.txt` (what starting, idling and serving a
-//!   few clients runs; `scripts/hot-functions.sh` regenerates it) are placed together at the front
-//!   of the code: the kernel maps code in 64 KiB windows, so a gateway that has only run those maps
-//!   about 450 KiB of its binary instead of nearly all of it;
+//! - the functions listed in `host/link/hot-functions.txt` (`scripts/hot-functions.sh` regenerates
+//!   it) are placed together at the front of the code, in the list's order: first what starting,
+//!   idling and serving a few clients runs, by exact name, then the same as globs (every instance
+//!   of those generic functions), then what the agent and channel paths add. The kernel maps code
+//!   in 64 KiB windows (or larger folios), so a gateway that has only idled maps the first part
+//!   of its binary instead of nearly all of it;
 //! - `-z pack-relative-relocs` stores the position-independent executable's relocations in the
 //!   compact RELR form, which needs glibc 2.36 at run time, so it is used only when the build host
 //!   is the target and its glibc is at least 2.36.
