@@ -30,55 +30,71 @@ enum Job {
     EditConfig(PathBuf, ConfigEdit),
 }
 
-/// The file-reading threads and the queue that feeds them.
+/// The file-reading threads and the queue that feeds them. The threads start with the first
+/// job: a gateway that serves no Control UI asset and edits no file never has them (each
+/// would keep its stack's pages).
 pub struct FileWorkers {
     queue: Option<Sender<(WorkId, Job)>>,
+    /// The queue's far end and where results go, for threads yet to start.
+    jobs: Arc<Mutex<Receiver<(WorkId, Job)>>>,
+    report: Report,
+    /// How many threads the first job starts.
+    wanted: usize,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl FileWorkers {
-    /// Start `threads` readers that hand each result to `report`.
-    pub fn new(
-        threads: usize,
-        report: impl Fn(WorkId, WorkResult) + Send + Sync + 'static,
-    ) -> io::Result<Self> {
+    /// Readers (`threads` of them, started by the first job) that hand each result to `report`.
+    pub fn new(threads: usize, report: impl Fn(WorkId, WorkResult) + Send + Sync + 'static) -> Self {
         let (queue, jobs) = mpsc::channel::<(WorkId, Job)>();
-        let jobs = Arc::new(Mutex::new(jobs));
-        let report: Report = Arc::new(report);
-        let mut handles = Vec::with_capacity(threads);
-        for n in 0..threads.max(1) {
-            let jobs = jobs.clone();
-            let report = report.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("clawgate-files-{n}"))
-                .spawn(move || serve(&jobs, &*report))?;
-            handles.push(handle);
-        }
-        Ok(Self {
+        Self {
             queue: Some(queue),
-            threads: handles,
-        })
+            jobs: Arc::new(Mutex::new(jobs)),
+            report: Arc::new(report),
+            wanted: threads.max(1),
+            threads: Vec::new(),
+        }
     }
 
-    /// Queue a read; `false` when the readers are gone.
-    pub fn submit(&self, id: WorkId, read: FileRead) -> bool {
+    /// Queue a read; `false` when no reader runs (none could start, or they are gone).
+    pub fn submit(&mut self, id: WorkId, read: FileRead) -> bool {
         self.queue(id, Job::Read(read))
     }
 
-    /// Queue a description of the machine; `false` when the readers are gone.
-    pub fn describe_machine(&self, id: WorkId) -> bool {
+    /// Queue a description of the machine; `false` when no reader runs.
+    pub fn describe_machine(&mut self, id: WorkId) -> bool {
         self.queue(id, Job::DescribeMachine)
     }
 
-    /// Queue an edit of the configuration file at `path`; `false` when the threads are gone.
-    pub fn edit_config(&self, id: WorkId, path: PathBuf, change: ConfigEdit) -> bool {
+    /// Queue an edit of the configuration file at `path`; `false` when no reader runs.
+    pub fn edit_config(&mut self, id: WorkId, path: PathBuf, change: ConfigEdit) -> bool {
         self.queue(id, Job::EditConfig(path, change))
     }
 
-    fn queue(&self, id: WorkId, job: Job) -> bool {
-        self.queue
-            .as_ref()
-            .is_some_and(|q| q.send((id, job)).is_ok())
+    fn queue(&mut self, id: WorkId, job: Job) -> bool {
+        if self.queue.is_some() && self.threads.is_empty() {
+            self.start();
+        }
+        !self.threads.is_empty()
+            && self
+                .queue
+                .as_ref()
+                .is_some_and(|q| q.send((id, job)).is_ok())
+    }
+
+    /// Start the readers; those the system refuses are tried again with the next job.
+    fn start(&mut self) {
+        for n in self.threads.len()..self.wanted {
+            let jobs = self.jobs.clone();
+            let report = self.report.clone();
+            match std::thread::Builder::new()
+                .name(format!("clawgate-files-{n}"))
+                .spawn(move || serve(&jobs, &*report))
+            {
+                Ok(handle) => self.threads.push(handle),
+                Err(_) => break,
+            }
+        }
     }
 
     /// Stop taking reads and wait for the threads to finish the one they are on.
@@ -249,8 +265,8 @@ mod tests {
         let tx = Mutex::new(tx);
         let mut workers = FileWorkers::new(2, move |id, r| {
             let _ = tx.lock().unwrap().send((id, r));
-        })
-        .unwrap();
+        });
+        assert!(workers.threads.is_empty(), "no reader before the first job");
         assert!(workers.submit(
             WorkId(7),
             FileRead {
@@ -265,6 +281,8 @@ mod tests {
             (id, r),
             (WorkId(7), WorkResult::File(Err(FileError::NotFound)))
         );
+        assert_eq!(workers.threads.len(), 2);
         workers.shutdown();
+        assert!(!workers.describe_machine(WorkId(8)), "taken after shutdown");
     }
 }

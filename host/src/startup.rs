@@ -65,8 +65,6 @@ pub enum StartError {
     Signals(std::io::Error),
     /// The store writer thread cannot be started.
     StoreWriter(std::io::Error),
-    /// The file reader threads cannot be started.
-    FileWorkers(std::io::Error),
     /// The listener cannot be opened.
     Bind(BindError),
 }
@@ -109,7 +107,6 @@ impl std::fmt::Display for StartError {
             StartError::Store(e) => write!(f, "cannot open the store: {e}"),
             StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             StartError::StoreWriter(e) => write!(f, "cannot start the store writer: {e}"),
-            StartError::FileWorkers(e) => write!(f, "cannot start the file readers: {e}"),
             StartError::Bind(e) => write!(f, "{e}"),
         }
     }
@@ -269,8 +266,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     let reads = inbox.sender();
     let files = FileWorkers::new(FILE_THREADS, move |id, result| {
         reads.send(HostInput::Work(id, result))
-    })
-    .map_err(StartError::FileWorkers)?;
+    });
     let ran = inbox.sender();
     let execs = ExecWorkers::new(move |id, result| ran.send(HostInput::Work(id, result)));
     let lines = inbox.sender();
@@ -499,7 +495,7 @@ impl Host for RunHost {
                 (!queued).then(|| WorkResult::History(Err("the store writer is gone".into())))
             }
             Work::ReadFile(read) => (!self.files.submit(id, read))
-                .then(|| WorkResult::File(Err(FileError::Io("the file readers are gone".into())))),
+                .then(|| WorkResult::File(Err(FileError::Io("no file reader runs".into())))),
             Work::WsOpen(open) => {
                 self.ws.open(id, open);
                 None
@@ -514,7 +510,7 @@ impl Host for RunHost {
             }
             Work::EditConfig(change) => {
                 (!self.files.edit_config(id, self.config_path.clone(), change))
-                    .then(|| WorkResult::ConfigEdited(Err("the file workers are gone".into())))
+                    .then(|| WorkResult::ConfigEdited(Err("no file worker runs".into())))
             }
             Work::DescribeMachine => (!self.files.describe_machine(id))
                 .then(|| WorkResult::Machine(clawgate_core::MachineInfo::default())),
