@@ -68,10 +68,15 @@ pub fn configure() {
     }
 }
 
+/// The C runtime's start-up code (`_start` and the `crtbegin` helpers every run calls), first in
+/// `.text.hot`: left at the front of `.text`, it alone would map a window of cold code.
+const C_RUNTIME_START: &str = "  *crt1.o(.text) *crtbeginS.o(.text) *crtbegin.o(.text)\n";
+
 /// A linker script fragment that puts the functions named in `list` (one glob per line) together
 /// in `.text.hot`, ahead of the rest of the code.
 fn hot_section(list: &str) -> String {
     let mut script = String::from("SECTIONS { .text.hot : {\n");
+    script.push_str(C_RUNTIME_START);
     for name in list
         .lines()
         .map(str::trim)
