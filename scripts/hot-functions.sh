@@ -94,12 +94,18 @@ scenarios() {
     done
 }
 
-# Callgrind: every function that ran, appended to the first tier.
+# Callgrind: every function that ran, appended to the first tier. `--icf=all` keeps one copy
+# of identical functions and callgrind reports it under one of their names, which need not be
+# the copy the linker keeps: every name at a ran function's address goes with it.
 callgrind_pass() {
     scenarios valgrind -q --tool=callgrind --demangle=no --callgrind-out-file="$work/cg.{n}.out"
-    nm "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$work/code"
+    nm "$bin" | awk '$2 ~ /^[tTwW]$/ {print $1, $3}' >"$work/code"
     cat "$work"/cg.*.out | grep -oE '^c?fn=\([0-9]+\) .+' | sed -E 's/^c?fn=\([0-9]+\) //' |
-        sort -u | comm -12 - "$work/code" >"$work/ran"
+        sort -u >"$work/called"
+    awk 'NR == FNR { called[$1] = 1; next }
+         { at[$2] = $1; names[$1] = names[$1] " " $2 }
+         END { for (n in called) if (n in at) { k = split(names[at[n]], a, " "); for (i = 1; i <= k; i++) print a[i] } }' \
+        "$work/called" "$work/code" | sort -u >"$work/ran"
     as_exact <"$work/ran" >>"$work/tier.exact"
     as_globs <"$work/ran" >>"$work/tier.idle"
 }

@@ -1,6 +1,7 @@
 //! How the gateway uses glibc's allocator (host/src/allocator.rs): after a burst of DMs
 //! answered by the agent (many worker threads allocating), it holds at most one malloc arena
-//! besides the main one, and returns the memory the burst freed once it has been quiet.
+//! besides the main one, and returns the memory the burst freed once it has been quiet. An
+//! idle gateway starts no thread it does not need: the file readers start with the first job.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use clawgate_tests::both;
 use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Options, Shell};
+use serde_json::json;
 
 use crate::idle::{BOT_TOKEN, with_telegram_dms};
 
@@ -74,3 +76,37 @@ fn arenas_limited_and_memory_returned_after_a_burst(shell: Shell) {
 }
 
 both!(arenas_limited_and_memory_returned_after_a_burst);
+
+/// How many threads of the process have a name starting with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|n| n.starts_with(prefix))
+        })
+        .count()
+}
+
+/// The file reader threads (Control UI assets, `system.info`, config edits) start with their
+/// first job: a gateway that has only taken a handshake and a `health` call has none, and
+/// `system.info`, answered from `/proc` by them, starts them and is answered.
+fn file_readers_start_with_the_first_job(shell: Shell) {
+    let gw = Options::new().start(shell);
+    let mut ws = gw.ws(gw.cli());
+    ws.call("health", None).expect("health");
+    assert_eq!(
+        threads_named(gw.pid(), "clawgate-files"),
+        0,
+        "{shell:?}: file readers running before any file work"
+    );
+    let info = ws
+        .call("system.info", Some(json!({})))
+        .expect("system.info");
+    assert!(info["hostname"].is_string(), "{info}");
+    assert_eq!(threads_named(gw.pid(), "clawgate-files"), 2, "{shell:?}");
+}
+
+both!(file_readers_start_with_the_first_job);
