@@ -45,7 +45,10 @@ pub struct FileWorkers {
 
 impl FileWorkers {
     /// Readers (`threads` of them, started by the first job) that hand each result to `report`.
-    pub fn new(threads: usize, report: impl Fn(WorkId, WorkResult) + Send + Sync + 'static) -> Self {
+    pub fn new(
+        threads: usize,
+        report: impl Fn(WorkId, WorkResult) + Send + Sync + 'static,
+    ) -> Self {
         let (queue, jobs) = mpsc::channel::<(WorkId, Job)>();
         Self {
             queue: Some(queue),

@@ -136,7 +136,10 @@ fn after_its_cache_is_released_the_database_reads_and_writes_as_before() {
     assert_eq!(db.load_pairing().unwrap().devices.len(), 1);
     db.release_cache().unwrap();
     // The pages come back from the file: the same rows, and a write on top of them.
-    assert_eq!(db.load_pairing().unwrap().devices["a"].tokens["operator"].token, "t1");
+    assert_eq!(
+        db.load_pairing().unwrap().devices["a"].tokens["operator"].token,
+        "t1"
+    );
     db.apply(&[StoreChange::PutDevice(device("b", "t2"))])
         .unwrap();
     db.release_cache().unwrap();
