@@ -5,9 +5,11 @@
 # a fake model, stored transcripts, Telegram, Slack and Discord through fake APIs. The release link
 # (host/link, called by each binary's build.rs) places them together at the front of the code, so a running gateway maps
 # a few 64 KiB windows of its binary instead of nearly all of it (lower resident memory).
-# The list has three tiers, in that order in the binary: what an idle gateway has run (starting
+# The list has four tiers, in that order in the binary: what an idle gateway has run (starting
 # with and without a configuration, a few handshakes, `health` and `status`, stopping) by its
-# exact names in this build, the same as globs, then what only the agent and channel paths run.
+# exact names in this build; what a gateway long-polling Telegram (a fake Bot API) with the agent
+# configured adds before any message, exactly; both as globs; then what only the agent and
+# channel paths run.
 # A glob stands for every instance of a generic function (half the code it matches never runs
 # when idle); the exact names put the instances that do run first, so a gateway that has only
 # idled maps those alone. After a change renames an instance, its glob still places it.
@@ -94,6 +96,14 @@ scenarios() {
     done
 }
 
+# $work/ran: the functions named in $work/called (callgrind's) with their ICF aliases.
+with_icf_aliases() {
+    awk 'NR == FNR { called[$1] = 1; next }
+         { at[$2] = $1; names[$1] = names[$1] " " $2 }
+         END { for (n in called) if (n in at) { k = split(names[at[n]], a, " "); for (i = 1; i <= k; i++) print a[i] } }' \
+        "$work/called" "$work/code" | sort -u >"$work/ran"
+}
+
 # Callgrind: every function that ran, appended to the first tier. `--icf=all` keeps one copy
 # of identical functions and callgrind reports it under one of their names, which need not be
 # the copy the linker keeps: every name at a ran function's address goes with it.
@@ -102,12 +112,65 @@ callgrind_pass() {
     nm "$bin" | awk '$2 ~ /^[tTwW]$/ {print $1, $3}' >"$work/code"
     cat "$work"/cg.*.out | grep -oE '^c?fn=\([0-9]+\) .+' | sed -E 's/^c?fn=\([0-9]+\) //' |
         sort -u >"$work/called"
-    awk 'NR == FNR { called[$1] = 1; next }
-         { at[$2] = $1; names[$1] = names[$1] " " $2 }
-         END { for (n in called) if (n in at) { k = split(names[at[n]], a, " "); for (i = 1; i <= k; i++) print a[i] } }' \
-        "$work/called" "$work/code" | sort -u >"$work/ran"
+    with_icf_aliases
     as_exact <"$work/ran" >>"$work/tier.exact"
     as_globs <"$work/ran" >>"$work/tier.idle"
+}
+
+# A Bot API on port $1 that answers `getMe` and holds every `getUpdates` for its timeout with
+# no update: a Telegram account with nothing to say.
+fake_bot_api() {
+    python3 - "$1" <<'PY'
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Api(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        method = self.path.rsplit("/", 1)[-1]
+        result = True
+        if method == "getMe":
+            result = {"id": 1, "is_bot": True, "first_name": "hot", "username": "hot"}
+        elif method == "getUpdates":
+            time.sleep(min(float(json.loads(body or b"{}").get("timeout") or 0), 30))
+            result = []
+        out = json.dumps({"ok": True, "result": result}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Api).serve_forever()
+PY
+}
+
+# Callgrind over a gateway long-polling the fake Bot API with the agent configured (its model
+# never called), idle after a handshake: what it ran besides the first tier is the second.
+polling_pass() {
+    local api_port=$((port + 1)) api polling
+    fake_bot_api "$api_port" 2>/dev/null &
+    api=$!
+    polling='{"gateway":{"tickIntervalMs":2000},
+      "models":{"providers":{"fake":{"baseUrl":"http://127.0.0.1:9/v1","api":"anthropic-messages","apiKey":"sk-hot","models":[{"id":"fake-1"}]}}},
+      "agents":{"defaults":{"model":{"primary":"fake/fake-1"}}},
+      "channels":{"telegram":{"botToken":"123456:hot-functions","apiRoot":"http://127.0.0.1:'"$api_port"'",
+        "network":{"dangerouslyAllowPrivateNetwork":true},"dmPolicy":"open","allowFrom":["*"]}}}'
+    OPENCLAW_DISABLE_BONJOUR=1 serve "$polling" health_load valgrind -q --tool=callgrind \
+        --demangle=no --callgrind-out-file="$work/polling.{n}.out" -- --token "$token"
+    kill "$api"
+    cat "$work"/polling.*.out | grep -oE '^c?fn=\([0-9]+\) .+' | sed -E 's/^c?fn=\([0-9]+\) //' |
+        sort -u >"$work/called"
+    with_icf_aliases
+    as_exact <"$work/ran" >>"$work/tier.polling"
+    as_globs <"$work/ran" >>"$work/tier.idle"
+}
+
+# One handshake and `health` from the CLI, then the long poll's time to settle.
+health_load() {
+    target/release/clawgate gateway health --url "ws://127.0.0.1:$port" --token "$token" >/dev/null
+    sleep 3
 }
 
 # The benchmark's agent and channel paths (`clawgate-bench paths`, clawgate only) with every
@@ -164,9 +227,11 @@ write_list() {
         echo "# Generated by scripts/hot-functions.sh; one glob per line (see host/link/src/lib.rs)."
         echo "# Tier 1: what an idle gateway has run (start, handshakes, health, status, stop), exactly."
         sort -u "$work/tier.exact"
-        echo "# Tier 2: the same functions as globs (their other instances; these after a change)."
+        echo "# Tier 2: what long-polling Telegram with the agent configured adds, exactly."
+        sort -u "$work/tier.polling" | comm -23 - <(sort -u "$work/tier.exact")
+        echo "# Tier 3: both as globs (their other instances; these after a change)."
         sort -u "$work/tier.idle"
-        echo "# Tier 3: what only the agent and channel paths add."
+        echo "# Tier 4: what only the agent and channel paths add."
         sort -u "$work/tier.paths" | comm -23 - <(sort -u "$work/tier.idle")
     } >"$out"
 }
@@ -174,7 +239,7 @@ write_list() {
 CLAWGATE_KEEP_SYMBOLS=1 cargo build -q --release -p clawgate
 cargo build -q --release -p clawgate-bench
 # What callgrind cannot see: it runs the portable SHA-256 where the CPU has SHA extensions.
-touch "$work/tier.idle" "$work/tier.paths"
+touch "$work/tier.idle" "$work/tier.polling" "$work/tier.paths"
 cat >"$work/tier.exact" <<'NATIVE'
 _ZN4sha26sha2563x86*
 _RNvNtNtNtCs*_4core9core_arch3x863sha*
@@ -182,6 +247,7 @@ _ZN4core9core_arch3x865ssse3*
 NATIVE
 cat "$work/tier.exact" >>"$work/tier.idle"
 callgrind_pass
+polling_pass
 write_list
 if command -v perf >/dev/null && perf stat -e page-faults true >/dev/null 2>&1; then
     for pass in 1 2 3 4 5 6 7 8; do
