@@ -75,8 +75,6 @@ fn arenas_limited_and_memory_returned_after_a_burst(shell: Shell) {
     }
 }
 
-both!(arenas_limited_and_memory_returned_after_a_burst);
-
 /// How many threads of the process have a name starting with `prefix`.
 fn threads_named(pid: u32, prefix: &str) -> usize {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -109,4 +107,7 @@ fn file_readers_start_with_the_first_job(shell: Shell) {
     assert_eq!(threads_named(gw.pid(), "clawgate-files"), 2, "{shell:?}");
 }
 
-both!(file_readers_start_with_the_first_job);
+both!(
+    arenas_limited_and_memory_returned_after_a_burst,
+    file_readers_start_with_the_first_job
+);
