@@ -94,6 +94,7 @@ fn threads_named(pid: u32, prefix: &str) -> usize {
 fn file_readers_start_with_the_first_job(shell: Shell) {
     let gw = Options::new().start(shell);
     let mut ws = gw.ws(gw.cli());
+    ws.hello().expect("hello-ok");
     ws.call("health", None).expect("health");
     assert_eq!(
         threads_named(gw.pid(), "clawgate-files"),
