@@ -152,6 +152,10 @@ polling_pass() {
     local api_port=$((port + 1)) api polling
     fake_bot_api "$api_port" 2>/dev/null &
     api=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$api_port") 2>/dev/null && break
+        sleep 0.1
+    done
     polling='{"gateway":{"tickIntervalMs":2000},
       "models":{"providers":{"fake":{"baseUrl":"http://127.0.0.1:9/v1","api":"anthropic-messages","apiKey":"sk-hot","models":[{"id":"fake-1"}]}}},
       "agents":{"defaults":{"model":{"primary":"fake/fake-1"}}},
