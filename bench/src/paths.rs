@@ -479,11 +479,20 @@ fn rows(p: &PathPlan) -> Vec<Row> {
                 2,
                 goal,
                 move |f| {
-                    let h = f.hops.as_ref().ok()?.hop(c).as_ref().ok()?;
+                    let h = &f.hops.as_ref().ok()?.hop(c).as_ref().ok()?.hop;
                     Some(ms(if p99 { h.p99 } else { h.p50 }))
                 },
             ));
         }
+        rows.push(row(
+            format!(
+                "three channels: {} hop less the fake model's own time, ms p99",
+                c.label()
+            ),
+            2,
+            None,
+            move |f| Some(ms(f.hops.as_ref().ok()?.hop(c).as_ref().ok()?.net.p99)),
+        ));
     }
     rows.push(row(
         "RSS, Telegram + Slack + Discord connected + agent, before any message, MiB",
