@@ -681,7 +681,8 @@ REST API and Gateway) configured at once, each open to everyone, the echo model 
 once; after one warm-up message per channel, messages one at a time on each channel in turn,
 timed from the fake writing the event (the `getUpdates` answer, the `events_api` envelope, the
 `MESSAGE_CREATE` dispatch) to the reply reaching it, and the same less the fake model's own
-time for that message (below). Upstream's Slack and Discord are plugins
+time for that message (below); the Slack sender is a user the fake's `users.info` knows (its
+name is looked up once, then kept). Upstream's Slack and Discord are plugins
 (`@openclaw/slack`, `@openclaw/discord` 2026.9.6) installed once by `scripts/bench.sh`; its state
 directory starts with their install records (upstream refuses an unrecorded plugin the keyed
 store Discord needs). The echo model answers with the newest user text of the request, skipping

@@ -120,9 +120,17 @@ struct Fakes {
 
 impl Fakes {
     fn start() -> Self {
+        let slack = FakeSlack::start();
+        // A real sender, as Slack knows them: the gateway looks the name up once and keeps it
+        // (a failed `users.info` is not kept, so an unknown user would cost a lookup per
+        // message on the hop, upstream's as well).
+        slack.add_user(
+            SLACK_USER,
+            json!({"name": "bench", "profile": {"display_name": "Bench"}}),
+        );
         Self {
             tg: FakeTelegram::start(TG_TOKEN),
-            slack: FakeSlack::start(),
+            slack,
             discord: FakeDiscord::start(DISCORD_TOKEN),
         }
     }
