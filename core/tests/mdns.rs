@@ -3,20 +3,18 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
+use clawgate_core::Config;
 use clawgate_core::discovery::{Advert, SERVICE_TYPE};
 use clawgate_core::mdns::browser::Browser;
 use clawgate_core::mdns::responder::{Reply, Responder, ResponderError};
 use clawgate_core::mdns::wire::{Message, Name, Question, RData, rtype};
 
+/// What a gateway on every interface of host `pi5` advertises.
 fn advert() -> Advert {
-    Advert {
-        service_type: SERVICE_TYPE.into(),
-        instance_name: "pi5 (OpenClaw)".into(),
-        host_label: "pi5".into(),
-        port: 18789,
-        address: None,
-        txt: vec![("role".into(), "gateway".into())],
-    }
+    let mut config = Config::local_default().with_token("t");
+    config.bind_host = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    config.host_name = "pi5".into();
+    clawgate_core::discovery::advert(&config).expect("a LAN bind advertises")
 }
 
 fn addresses() -> Vec<IpAddr> {
@@ -66,10 +64,11 @@ fn probes_three_times_then_announces_twice_and_says_goodbye() {
             .all(|m| !m.response && m.authority.len() == 2)
     );
     assert!(sent[3..].iter().all(|m| m.response && m.answers.len() == 1));
-    assert_eq!(
-        sent[3].additional[1].data,
-        RData::Txt(vec![b"role=gateway".to_vec()])
-    );
+    let RData::Txt(txt) = &sent[3].additional[1].data else {
+        panic!("no TXT record");
+    };
+    assert_eq!(txt[0], b"role=gateway");
+    assert_eq!(txt.len(), advert().txt.len());
     let goodbye = parse(&r.goodbye().expect("claimed"));
     assert!(
         goodbye
@@ -122,7 +121,7 @@ fn answers_a_browse_with_everything_needed_to_connect() {
     assert_eq!(found[0].host, "pi5.local");
     assert_eq!(found[0].port, 18789);
     assert_eq!(found[0].addresses, addresses());
-    assert_eq!(found[0].txt, [("role".to_string(), "gateway".to_string())]);
+    assert_eq!(found[0].txt, advert().txt);
     b.handle_packet(&r.goodbye().expect("claimed"));
     assert!(b.found().is_empty(), "a goodbye removes it");
 }

@@ -9,7 +9,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use crate::discovery::{Advert, SERVICE_TYPE};
+use crate::Config;
+use crate::discovery::advert;
 use crate::mdns::browser::{Browser, MAX_KEPT};
 use crate::mdns::netlink::{decode, multicast_addresses};
 use crate::mdns::responder::{Reply, Responder};
@@ -29,14 +30,10 @@ pub fn packet(data: &[u8], t0: Instant) -> usize {
             assert_eq!(Message::parse(&bytes).as_ref(), Ok(&message));
         }
     }
-    let advert = Advert {
-        service_type: SERVICE_TYPE.into(),
-        instance_name: "fuzz (OpenClaw)".into(),
-        host_label: "fuzz".into(),
-        port: 18789,
-        address: None,
-        txt: vec![("role".into(), "gateway".into())],
-    };
+    let mut config = Config::local_default().with_token("t");
+    config.bind_host = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    config.host_name = "fuzz".into();
+    let advert = advert(&config).expect("a LAN bind advertises");
     let addresses = [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))];
     let mut responder = Responder::new(advert, &addresses, t0).expect("the advert fits");
     let mut now = t0;
