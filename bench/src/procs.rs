@@ -201,6 +201,31 @@ impl Server {
         self.child.id()
     }
 
+    /// Set the CPU scheduling policy of every thread of the process and its descendants
+    /// (`chrt --all-tasks`): `idle` is `SCHED_IDLE` (its threads run only on a CPU no other
+    /// thread wants, and give it up at once to one that wakes), else back to the normal
+    /// policy. Threads and processes it starts afterwards inherit the policy of their parent.
+    pub fn set_idle_priority(&self, idle: bool) -> Result<(), BenchError> {
+        let policy = if idle { "--idle" } else { "--other" };
+        for pid in tree(self.pid()) {
+            let status = Command::new("chrt")
+                .args([policy, "--all-tasks", "--pid", "0"])
+                .arg(pid.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .context("run chrt")?;
+            // A process of the tree that exited meanwhile has no policy left to set.
+            if !status.success() && fs::metadata(format!("/proc/{pid}")).is_ok() {
+                return Err(BenchError::Unavailable(format!(
+                    "`chrt {policy}` failed on {} process {pid}",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Fail if the process has exited.
     pub fn check_alive(&mut self) -> Result<(), BenchError> {
         match self.child.try_wait() {
