@@ -532,9 +532,11 @@ pub fn await_steady_threads(server: &Server, steady: Duration, limit: Duration) 
 pub fn settled_rss_kib(server: &Server, settle: Duration) -> u64 {
     std::thread::sleep(settle);
     let mut s = Vec::with_capacity(3);
-    for _ in 0..3 {
+    for i in 0..3 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         s.push(server.rss_kib());
-        std::thread::sleep(Duration::from_millis(200));
     }
     s.sort_unstable();
     s.get(1).copied().unwrap_or(0)
