@@ -693,6 +693,9 @@ const METHOD: &str = "## Method
   whatever else Node does in that minute (timers, GC, its worker processes), so it is an upper
   bound there.
 - Ratios are `mio ÷ column` of the same row; those far below 1 are shown as 1/n.
+- Step times (each server's details): how long each step of its control plane took, waits and
+  settle times included; the rate rounds run before them (the first line gives the measurements'
+  total, which issue 22 bounds: a quick run under 5 minutes, a full one under 40).
 - Churn runs before the holds: the small hold is kept open while connections are replaced at 300 per second;
   the slope is a least-squares fit over the second half of the run (the first half fills the working set).
 ";
