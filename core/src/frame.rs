@@ -418,7 +418,17 @@ mod tests {
         for c in (0u32..0x80).filter_map(char::from_u32) {
             all.push(c);
         }
-        for s in ["", "7", "abc-12:x", "é✓", "q\"7", "a\\b", "tab\tnl\n", "\u{7f}", &all] {
+        for s in [
+            "",
+            "7",
+            "abc-12:x",
+            "é✓",
+            "q\"7",
+            "a\\b",
+            "tab\tnl\n",
+            "\u{7f}",
+            &all,
+        ] {
             let mut out = String::new();
             push_json_str(&mut out, s);
             assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");

@@ -41,7 +41,9 @@ impl Gateway {
             let res = if after_data && ws.io.is_drained() && ws.ctx.can_write() {
                 // Everything received was read: tungstenite would zero a read step only to
                 // say `WouldBlock`.
-                Err(tungstenite::Error::Io(std::io::ErrorKind::WouldBlock.into()))
+                Err(tungstenite::Error::Io(
+                    std::io::ErrorKind::WouldBlock.into(),
+                ))
             } else {
                 ws.ctx.read(&mut ws.io)
             };

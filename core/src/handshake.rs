@@ -181,8 +181,7 @@ fn req_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<String, Para
             "at {path}: must have required property '{key}'"
         ))),
         Some(v) => {
-            nonempty(v, || format!("{}/{key}", path.trim_start_matches("root")))
-                .map(str::to_string)
+            nonempty(v, || format!("{}/{key}", path.trim_start_matches("root"))).map(str::to_string)
         }
     }
 }
@@ -195,7 +194,10 @@ fn nonempty<'a>(v: &'a Value, path: impl FnOnce() -> String) -> Result<&'a str, 
             "at {}: must NOT have fewer than 1 characters",
             path()
         ))),
-        None => Err(ParamsError::Invalid(format!("at {}: must be string", path()))),
+        None => Err(ParamsError::Invalid(format!(
+            "at {}: must be string",
+            path()
+        ))),
     }
 }
 
