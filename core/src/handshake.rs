@@ -187,7 +187,7 @@ fn req_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<String, Para
 }
 
 /// `v` as a non-empty string; `path` (written only for the error) says where it is.
-fn nonempty<'a>(v: &'a Value, path: impl FnOnce() -> String) -> Result<&'a str, ParamsError> {
+fn nonempty(v: &Value, path: impl FnOnce() -> String) -> Result<&str, ParamsError> {
     match v.as_str() {
         Some(s) if !s.is_empty() => Ok(s),
         Some(_) => Err(ParamsError::Invalid(format!(
