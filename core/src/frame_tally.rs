@@ -97,20 +97,10 @@ mod tests {
 
     /// A masked client frame (mask key 0) with this first byte and payload.
     fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![b0];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
+        let mut out = crate::fuzzing::stream::client_text_frame(payload);
+        if let Some(first) = out.first_mut() {
+            *first = b0;
         }
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(payload);
         out
     }
 
