@@ -479,11 +479,20 @@ fn rows(p: &PathPlan) -> Vec<Row> {
                 2,
                 goal,
                 move |f| {
-                    let h = f.hops.as_ref().ok()?.hop(c).as_ref().ok()?;
+                    let h = &f.hops.as_ref().ok()?.hop(c).as_ref().ok()?.hop;
                     Some(ms(if p99 { h.p99 } else { h.p50 }))
                 },
             ));
         }
+        rows.push(row(
+            format!(
+                "three channels: {} hop less the fake model's own time, ms p99",
+                c.label()
+            ),
+            2,
+            None,
+            move |f| Some(ms(f.hops.as_ref().ok()?.hop(c).as_ref().ok()?.net.p99)),
+        ));
     }
     rows.push(row(
         "RSS, Telegram + Slack + Discord connected + agent, before any message, MiB",
@@ -671,7 +680,9 @@ Telegram, Slack (Socket Mode; `SLACK_API_URL` points at a fake Web API whose
 REST API and Gateway) configured at once, each open to everyone, the echo model answering at
 once; after one warm-up message per channel, messages one at a time on each channel in turn,
 timed from the fake writing the event (the `getUpdates` answer, the `events_api` envelope, the
-`MESSAGE_CREATE` dispatch) to the reply reaching it. Upstream's Slack and Discord are plugins
+`MESSAGE_CREATE` dispatch) to the reply reaching it, and the same less the fake model's own
+time for that message (below); the Slack sender is a user the fake's `users.info` knows (its
+name is looked up once, then kept). Upstream's Slack and Discord are plugins
 (`@openclaw/slack`, `@openclaw/discord` 2026.9.6) installed once by `scripts/bench.sh`; its state
 directory starts with their install records (upstream refuses an unrecorded plugin the keyed
 store Discord needs). The echo model answers with the newest user text of the request, skipping

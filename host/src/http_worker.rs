@@ -101,8 +101,10 @@ impl Default for HttpLimits {
     }
 }
 
-/// Where results go: called on worker threads, must not block.
-type Report = Box<dyn Fn(WorkId, WorkResult) + Send + Sync>;
+/// Where results go: called on worker threads, must not block. A request's results come in
+/// order, in batches: what one read of its socket yielded, the last batch ending with its
+/// `HttpEnd` (so an answer read whole reaches the loop in one wake-up).
+type Report = Box<dyn Fn(WorkId, Vec<WorkResult>) + Send + Sync>;
 
 /// A request (or socket) being performed: how to stop it.
 #[derive(Default)]
@@ -134,13 +136,6 @@ impl Running {
     /// Whether it was stopped.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
-    }
-
-    /// Set its socket's read timeout (a socket thread's poll interval).
-    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) {
-        if let Some(s) = lock(&self.socket).as_ref() {
-            let _ = s.set_read_timeout(timeout);
-        }
     }
 }
 
@@ -185,10 +180,12 @@ impl std::fmt::Debug for HttpWorkers {
 
 impl HttpWorkers {
     /// A pool with these limits; `report` gets every result (on a worker thread, or on the
-    /// caller's for a request cancelled before it started). Threads start as requests come.
+    /// caller's for a request cancelled before it started), in order, in batches: what one
+    /// read of the socket yielded, the last batch ending with the request's `HttpEnd`.
+    /// Threads start as requests come.
     pub fn new(
         limits: HttpLimits,
-        report: impl Fn(WorkId, WorkResult) + Send + Sync + 'static,
+        report: impl Fn(WorkId, Vec<WorkResult>) + Send + Sync + 'static,
     ) -> Self {
         HttpWorkers {
             shared: Arc::new(Shared {
@@ -240,10 +237,8 @@ impl HttpWorkers {
                     if q.live == 0 {
                         q.waiting.retain(|(w, _)| *w != id);
                         drop(q);
-                        (self.shared.report)(
-                            id,
-                            WorkResult::HttpEnd(Err(format!("cannot start an HTTP worker: {e}"))),
-                        );
+                        let error = format!("cannot start an HTTP worker: {e}");
+                        (self.shared.report)(id, vec![WorkResult::HttpEnd(Err(error))]);
                         return Err(e);
                     }
                 }
@@ -260,7 +255,7 @@ impl HttpWorkers {
         if let Some(at) = q.waiting.iter().position(|(w, _)| *w == id) {
             q.waiting.remove(at);
             drop(q);
-            (self.shared.report)(id, WorkResult::HttpEnd(Err(CANCELLED.into())));
+            (self.shared.report)(id, vec![WorkResult::HttpEnd(Err(CANCELLED.into()))]);
         } else if let Some(running) = q.running.get(&id) {
             running.cancel();
         }
@@ -276,7 +271,7 @@ impl HttpWorkers {
             std::mem::take(&mut q.waiting)
         };
         for (id, _) in waiting {
-            (self.shared.report)(id, WorkResult::HttpEnd(Err(CANCELLED.into())));
+            (self.shared.report)(id, vec![WorkResult::HttpEnd(Err(CANCELLED.into()))]);
         }
         self.shared.ready.notify_all();
         let deadline = Instant::now() + grace;
@@ -341,25 +336,29 @@ fn serve(shared: &Shared) {
             q.running.remove(&id);
             q.idle += 1;
         }
-        let end = if running.is_cancelled() {
-            Err(CANCELLED.to_owned())
-        } else {
-            end
+        // The last read's results go with the end, in one batch.
+        let last = match end {
+            _ if running.is_cancelled() => vec![WorkResult::HttpEnd(Err(CANCELLED.to_owned()))],
+            Ok(mut last) => {
+                last.push(WorkResult::HttpEnd(Ok(())));
+                last
+            }
+            Err(e) => vec![WorkResult::HttpEnd(Err(e))],
         };
-        (shared.report)(id, WorkResult::HttpEnd(end));
+        (shared.report)(id, last);
         q = lock(&shared.queue);
     }
 }
 
-/// Perform one request, reporting its head and body; the result is its end. A kept
-/// connection to its origin is used first; see the module doc for when the request goes again
-/// on a fresh one.
+/// Perform one request, reporting its head and body as they are read; the result is its end,
+/// with the results of the last read (reported with the end). A kept connection to its origin
+/// is used first; see the module doc for when the request goes again on a fresh one.
 fn perform(
     req: &HttpRequest,
     shared: &Shared,
     running: &Running,
-    report: impl Fn(WorkResult),
-) -> Result<(), String> {
+    report: impl Fn(Vec<WorkResult>),
+) -> Result<Vec<WorkResult>, String> {
     let limits = &shared.limits;
     let target = Target::parse(&req.url).map_err(|e| e.to_string())?;
     let wire = encode_request(req, &target).map_err(|e| e.to_string())?;
@@ -370,8 +369,8 @@ fn perform(
         running.attach(socket)?;
         match send(&mut stream) {
             Ok(ended) => {
-                keep(shared, running, origin, stream, ended);
-                return Ok(());
+                keep(shared, running, origin, stream, &ended);
+                return Ok(ended.last);
             }
             Err(failed) if failed.may_send_again(req.idempotent) && !running.is_cancelled() => {}
             Err(failed) => return Err(failed.error),
@@ -379,8 +378,8 @@ fn perform(
     }
     let mut stream = open(&target, limits, running)?;
     let ended = send(&mut stream).map_err(|f| f.error)?;
-    keep(shared, running, origin, stream, ended);
-    Ok(())
+    keep(shared, running, origin, stream, &ended);
+    Ok(ended.last)
 }
 
 /// How a request and its response went through without error.
@@ -389,6 +388,8 @@ struct Ended {
     reusable: bool,
     /// The server's `Keep-Alive` header.
     keep_alive: Option<String>,
+    /// What the last read yielded, not reported yet: it goes with the end.
+    last: Vec<WorkResult>,
 }
 
 /// How far a failed exchange got.
@@ -430,7 +431,7 @@ fn exchange(
     method: &str,
     limits: &HttpLimits,
     addr: &str,
-    report: &impl Fn(WorkResult),
+    report: &impl Fn(Vec<WorkResult>),
 ) -> Result<Ended, Failed> {
     let idle = |e: io::Error| match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
@@ -469,12 +470,14 @@ fn exchange(
             return Ok(Ended {
                 reusable: false,
                 keep_alive,
+                last: Vec::new(),
             });
         }
         stage = Stage::Answered;
         let fed = parser.feed(buf.get(..n).unwrap_or_default(), &mut events);
-        for event in events.drain(..) {
-            report(match event {
+        let read: Vec<WorkResult> = events
+            .drain(..)
+            .map(|event| match event {
                 ResponseEvent::Head { status, headers } => {
                     keep_alive = headers
                         .iter()
@@ -483,22 +486,26 @@ fn exchange(
                     WorkResult::HttpHead { status, headers }
                 }
                 ResponseEvent::Body(bytes) => WorkResult::HttpBody(bytes),
-            });
-        }
-        fed.map_err(|e| format!("{addr}: {e}"))
-            .map_err(failed(stage))?;
-        if parser.is_complete() {
+            })
+            .collect();
+        if fed.is_ok() && parser.is_complete() {
             return Ok(Ended {
                 reusable: parser.reusable(),
                 keep_alive,
+                last: read,
             });
         }
+        if !read.is_empty() {
+            report(read);
+        }
+        fed.map_err(|e| format!("{addr}: {e}"))
+            .map_err(failed(stage))?;
     }
 }
 
 /// Return the connection of a request that `ended` to the pool, when it may carry another
 /// and the request was not cancelled (a cancelled one's socket may be shut down).
-fn keep(shared: &Shared, running: &Running, origin: Origin, mut stream: Stream, ended: Ended) {
+fn keep(shared: &Shared, running: &Running, origin: Origin, mut stream: Stream, ended: &Ended) {
     // Taken before the flag is read: a cancel from now on finds no socket to shut down.
     let socket = lock(&running.socket).take();
     if !ended.reusable || running.is_cancelled() || !stream.is_drained() {

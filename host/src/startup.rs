@@ -249,19 +249,20 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     }
     let inbox: WorkerQueue<HostInput> = WorkerQueue::new();
     let acks = inbox.sender();
-    let store = Writer::spawn(db, move |done| {
-        acks.send(match done {
+    // A transaction's outcomes reach the loop together: one wake-up per commit.
+    let store = Writer::spawn(db, move |group: Vec<StoreDone>| {
+        acks.send_all(group.into_iter().map(|done| match done {
             StoreDone::Written(done) => HostInput::Stored(done),
             StoreDone::Read(id, page) => {
                 HostInput::Work(id, WorkResult::History(page.map_err(|e| e.to_string())))
             }
-        })
+        }))
     })
     .map_err(StartError::StoreWriter)?;
     let results = inbox.sender();
     let http_limits = HttpLimits::for_runs(config.limits.max_concurrent_runs);
-    let http = HttpWorkers::new(http_limits, move |id, result| {
-        results.send(HostInput::Work(id, result))
+    let http = HttpWorkers::new(http_limits, move |id, batch: Vec<WorkResult>| {
+        results.send_all(batch.into_iter().map(|r| HostInput::Work(id, r)))
     });
     let socket_results = inbox.sender();
     let ws = WsWorkers::new(move |id, result| socket_results.send(HostInput::Work(id, result)));

@@ -97,14 +97,19 @@ impl Stream {
     /// head is acknowledged. One `TCP_QUICKACK` after the request is written leaves that mode
     /// until the next request.
     pub(crate) fn ack_promptly(&self) {
-        let socket = match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
-        };
+        let socket = self.tcp();
         #[cfg(target_os = "linux")]
         let _ = rustix::net::sockopt::set_tcp_quickack(socket, true);
         #[cfg(not(target_os = "linux"))]
         let _ = socket;
+    }
+
+    /// The TCP socket under it.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
     }
 
     /// Whether the server sent nothing beyond what was read: for TLS, no decrypted bytes

@@ -81,13 +81,20 @@ impl<T> WorkerSender<T> {
     /// Queue `item` for the loop and wake it (only when the queue was empty: a loop that has
     /// items waiting is already woken, and takes them all at once).
     pub fn send(&self, item: T) {
-        let was_empty = {
-            let mut items = self.shared.items();
-            let was_empty = items.is_empty();
-            items.push_back(item);
-            was_empty
+        self.send_all(std::iter::once(item));
+    }
+
+    /// Queue `items` together and wake the loop once (only when the queue was empty): what a
+    /// worker learned at once (an answer's head, body and end read together) reaches the
+    /// loop in one wake-up, never split across two.
+    pub fn send_all(&self, items: impl IntoIterator<Item = T>) {
+        let woken = {
+            let mut queue = self.shared.items();
+            let was_empty = queue.is_empty();
+            queue.extend(items);
+            was_empty && !queue.is_empty()
         };
-        if was_empty {
+        if woken {
             self.shared.wake();
         }
     }
@@ -149,5 +156,18 @@ mod tests {
         assert_eq!(wakes.load(Ordering::SeqCst), 2);
         assert_eq!(queue.take(), [3]);
         assert!(queue.take().is_empty());
+        sender.send_all([4, 5, 6]);
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            3,
+            "one wake for items sent together"
+        );
+        sender.send_all([]);
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            3,
+            "nothing sent, nothing to wake for"
+        );
+        assert_eq!(queue.take(), [4, 5, 6]);
     }
 }

@@ -1,18 +1,21 @@
 //! Outbound WebSockets for the core's [`Work::WsOpen`](clawgate_core::Work::WsOpen) (a
 //! channel's socket, such as Discord's Gateway): one thread per socket connects (DNS, TCP,
 //! `wss://` through rustls as [`crate::tls`] sets it up; plain `ws://` only to loopback
-//! addresses), upgrades with tungstenite, reports [`WorkResult::WsOpened`], then reads with a
-//! short timeout so frames the loop asks to send ([`WsWorkers::send`]) leave within
-//! [`POLL_INTERVAL`], reporting each text message as [`WorkResult::WsText`] and the end as
-//! exactly one [`WorkResult::WsClosed`]. Messages over the core's size bound close the
-//! socket. Nothing here runs on the event loop.
+//! addresses), upgrades with tungstenite, reports [`WorkResult::WsOpened`], then waits (poll(2),
+//! no timeout) until the socket has bytes or the loop asks to send ([`WsWorkers::send`] wakes
+//! it through an eventfd), so a frame leaves at once and an idle socket costs no wake-ups,
+//! reporting each text message as [`WorkResult::WsText`] and the end as exactly one
+//! [`WorkResult::WsClosed`]. Messages over the core's size bound close the socket. Nothing here
+//! runs on the event loop.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::time::Duration;
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
 
 use clawgate_core::model::http1::{Scheme, Target};
 use clawgate_core::{WorkId, WorkResult, WsOpen};
@@ -24,8 +27,6 @@ use tungstenite::{Message, WebSocket};
 use crate::http_worker::{HttpLimits, Running, open};
 use crate::tls::Stream;
 
-/// How long a socket's read waits before the thread looks for frames to send.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// The stack of a socket thread.
 const STACK_BYTES: usize = 512 * 1024;
 /// The read buffer of a socket (tungstenite's default is 128 KiB, zero-filled per read).
@@ -42,7 +43,23 @@ enum Ask {
 
 struct Socket {
     asks: Sender<Ask>,
+    /// Written after each ask: the socket's thread waits on it beside the socket.
+    wake: Arc<OwnedFd>,
     running: Arc<Running>,
+}
+
+impl Socket {
+    /// Hand `ask` to the socket's thread and wake it; false when the thread is gone.
+    fn ask(&self, ask: Ask) -> bool {
+        let sent = self.asks.send(ask).is_ok();
+        wake(&self.wake);
+        sent
+    }
+}
+
+/// Wake a socket's thread (an eventfd whose count it resets).
+fn wake(fd: &OwnedFd) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 /// The open sockets.
@@ -74,15 +91,24 @@ impl WsWorkers {
     /// socket's end.
     pub fn open(&mut self, id: WorkId, open: WsOpen) {
         self.sockets.retain(|_, s| !s.running.is_cancelled());
+        let wake = match eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK) {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => return self.not_started(id, e.into()),
+        };
         let (asks, inbox) = mpsc::channel();
         let running = Arc::new(Running::default());
         let (report, limits, thread_running) = (self.report.clone(), self.limits, running.clone());
+        let thread_wake = wake.clone();
         let spawned = std::thread::Builder::new()
             .name("clawgate-ws".into())
             .stack_size(STACK_BYTES)
             .spawn(move || {
+                let asks = Asks {
+                    inbox,
+                    wake: &thread_wake,
+                };
                 let (code, reason) =
-                    match session(id, &open, &limits, &thread_running, &inbox, &report) {
+                    match session(id, &open, &limits, &thread_running, &asks, &report) {
                         Ok(end) => end,
                         Err(e) => (None, e),
                     };
@@ -91,29 +117,34 @@ impl WsWorkers {
             });
         match spawned {
             Ok(_) => {
-                self.sockets.insert(id, Socket { asks, running });
+                let socket = Socket {
+                    asks,
+                    wake,
+                    running,
+                };
+                self.sockets.insert(id, socket);
             }
-            Err(e) => (self.report)(
-                id,
-                WorkResult::WsClosed {
-                    code: None,
-                    reason: format!("cannot start a socket thread: {e}"),
-                },
-            ),
+            Err(e) => self.not_started(id, e),
         }
+    }
+
+    /// Socket `id`'s thread could not start: report its end.
+    fn not_started(&self, id: WorkId, e: io::Error) {
+        let reason = format!("cannot start a socket thread: {e}");
+        (self.report)(id, WorkResult::WsClosed { code: None, reason });
     }
 
     /// Send a text frame on socket `id` (ignored once it is closed).
     pub fn send(&self, id: WorkId, text: String) {
         if let Some(s) = self.sockets.get(&id) {
-            let _ = s.asks.send(Ask::Text(text));
+            s.ask(Ask::Text(text));
         }
     }
 
     /// Close socket `id` with `code`.
     pub fn close(&mut self, id: WorkId, code: u16) {
         if let Some(s) = self.sockets.remove(&id)
-            && s.asks.send(Ask::Close(code)).is_err()
+            && !s.ask(Ask::Close(code))
         {
             s.running.cancel();
         }
@@ -123,6 +154,7 @@ impl WsWorkers {
     pub fn shutdown(&mut self) {
         for (_, s) in self.sockets.drain() {
             s.running.cancel();
+            wake(&s.wake);
         }
     }
 }
@@ -133,6 +165,20 @@ fn loopback(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A socket thread's end of its asks: the queue and the eventfd written after each.
+struct Asks<'a> {
+    inbox: Receiver<Ask>,
+    wake: &'a OwnedFd,
+}
+
+/// How a socket's pump goes on.
+enum Pump {
+    /// Wait for the socket (readable; writable too when `true`: frames wait to leave) or an ask.
+    Wait(bool),
+    /// The socket ended: the peer's close code and reason.
+    End(Option<u16>, String),
+}
+
 /// Connect, upgrade, then pump frames both ways until the socket ends: the peer's close
 /// code and reason, or what failed.
 fn session(
@@ -140,7 +186,7 @@ fn session(
     open_ws: &WsOpen,
     limits: &HttpLimits,
     running: &Running,
-    asks: &Receiver<Ask>,
+    asks: &Asks<'_>,
     report: &Report,
 ) -> Result<(Option<u16>, String), String> {
     let lower = open_ws.url.to_ascii_lowercase();
@@ -183,43 +229,91 @@ fn session(
             )
         })?;
     report(id, WorkResult::WsOpened);
-    running.set_read_timeout(Some(POLL_INTERVAL));
+    // From here the socket does not block: the thread waits in poll(2) for it or an ask.
+    ws.get_ref()
+        .tcp()
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
     loop {
         if running.is_cancelled() {
             return Ok((None, "closed by the gateway".into()));
         }
-        match asks.try_recv() {
-            Ok(Ask::Text(text)) => {
-                ws.send(Message::text(text)).map_err(|e| e.to_string())?;
-                continue;
-            }
+        let writable = match pump(&mut ws, id, asks, report)? {
+            Pump::Wait(writable) => writable,
+            Pump::End(code, reason) => return Ok((code, reason)),
+        };
+        let socket = ws.get_ref().tcp();
+        let mut interest = PollFlags::IN;
+        if writable {
+            interest |= PollFlags::OUT;
+        }
+        let mut fds = [
+            PollFd::new(socket, interest),
+            PollFd::new(asks.wake, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        if !fds[1].revents().is_empty() {
+            let _ = rustix::io::read(asks.wake, &mut [0u8; 8]);
+        }
+    }
+}
+
+/// Send what the loop asked, then read every message the socket has: how to go on.
+fn pump(
+    ws: &mut WebSocket<Stream>,
+    id: WorkId,
+    asks: &Asks<'_>,
+    report: &Report,
+) -> Result<Pump, String> {
+    let closed = || Pump::End(None, "closed by the gateway".into());
+    loop {
+        match asks.inbox.try_recv() {
+            // Queued; the flush below sends it, or waits for the socket to take it.
+            Ok(Ask::Text(text)) => match ws.write(Message::text(text)) {
+                Ok(()) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.to_string()),
+            },
             Ok(Ask::Close(code)) => {
-                close(&mut ws, code);
-                return Ok((None, "closed by the gateway".into()));
+                close(ws, code);
+                return Ok(closed());
             }
             Err(TryRecvError::Disconnected) => {
-                close(&mut ws, 1000);
-                return Ok((None, "closed by the gateway".into()));
+                close(ws, 1000);
+                return Ok(closed());
             }
-            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Empty) => break,
         }
+    }
+    let writable = match ws.flush() {
+        Ok(()) => false,
+        Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => true,
+        Err(e) => return Err(e.to_string()),
+    };
+    loop {
         match ws.read() {
             Ok(Message::Text(text)) => report(id, WorkResult::WsText(text.as_str().to_owned())),
             Ok(Message::Close(frame)) => {
                 let _ = ws.flush();
                 return Ok(match frame {
-                    Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
-                    None => (None, "closed by the peer".into()),
+                    Some(f) => Pump::End(Some(u16::from(f.code)), f.reason.as_str().to_owned()),
+                    None => Pump::End(None, "closed by the peer".into()),
                 });
             }
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(Pump::Wait(writable));
+            }
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                return Ok((None, "closed by the peer".into()));
+                return Ok(Pump::End(None, "closed by the peer".into()));
             }
             Err(e) => return Err(e.to_string()),
         }

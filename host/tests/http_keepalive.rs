@@ -158,8 +158,10 @@ fn read_request(reader: &mut impl BufRead) -> Option<String> {
 
 fn workers(limits: HttpLimits) -> (HttpWorkers, mpsc::Receiver<(WorkId, WorkResult)>) {
     let (tx, rx) = mpsc::channel();
-    let pool = HttpWorkers::new(limits, move |id, r| {
-        let _ = tx.send((id, r));
+    let pool = HttpWorkers::new(limits, move |id, batch: Vec<WorkResult>| {
+        for r in batch {
+            let _ = tx.send((id, r));
+        }
     });
     (pool, rx)
 }

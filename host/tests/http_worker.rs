@@ -16,8 +16,10 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn workers(limits: HttpLimits) -> (HttpWorkers, mpsc::Receiver<(WorkId, WorkResult)>) {
     let (tx, rx) = mpsc::channel();
-    let pool = HttpWorkers::new(limits, move |id, r| {
-        let _ = tx.send((id, r));
+    let pool = HttpWorkers::new(limits, move |id, batch: Vec<WorkResult>| {
+        for r in batch {
+            let _ = tx.send((id, r));
+        }
     });
     (pool, rx)
 }
@@ -287,14 +289,16 @@ fn a_request_submitted_as_the_last_ends_reuses_its_thread() {
     let pool: Arc<Mutex<Option<HttpWorkers>>> = Arc::default();
     let (tx, rx) = mpsc::channel();
     let (again, target) = (pool.clone(), url(&model));
-    let workers = HttpWorkers::new(HttpLimits::default(), move |id, r| {
-        if matches!(r, WorkResult::HttpEnd(_))
-            && id.0 < 10
-            && let Some(p) = again.lock().unwrap().as_mut()
-        {
-            p.submit(WorkId(id.0 + 1), chat(target.clone())).unwrap();
+    let workers = HttpWorkers::new(HttpLimits::default(), move |id, batch: Vec<WorkResult>| {
+        for r in batch {
+            if matches!(r, WorkResult::HttpEnd(_))
+                && id.0 < 10
+                && let Some(p) = again.lock().unwrap().as_mut()
+            {
+                p.submit(WorkId(id.0 + 1), chat(target.clone())).unwrap();
+            }
+            let _ = tx.send((id, r));
         }
-        let _ = tx.send((id, r));
     });
     *pool.lock().unwrap() = Some(workers);
     let first = chat(url(&model));
@@ -342,4 +346,47 @@ fn idle_threads_exit_and_later_requests_start_new_ones() {
     pool.submit(WorkId(2), chat(url(&model))).unwrap();
     assert_eq!(collect(&rx, WorkId(2)).end, Some(Ok(())));
     assert!(pool.shutdown(WAIT));
+}
+
+/// An answer that arrives whole (one write of head and body) reaches the reporter in one
+/// batch that ends with its end: the loop is woken once for it, not once per piece.
+#[test]
+fn an_answer_read_whole_is_reported_in_one_batch_with_its_end() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        let mut body = vec![0u8; chat(String::new()).body.len()];
+        conn.read_exact(&mut body).unwrap();
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
+            .unwrap();
+        // Held open: the answer ends by its length, not by the close.
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let (tx, rx) = mpsc::channel();
+    let mut pool = HttpWorkers::new(HttpLimits::default(), move |id, batch: Vec<WorkResult>| {
+        let _ = tx.send((id, batch));
+    });
+    pool.submit(WorkId(1), chat(format!("http://{addr}/v1/chat")))
+        .unwrap();
+    let (id, batch) = rx.recv_timeout(WAIT).expect("a batch in time");
+    assert_eq!(id, WorkId(1));
+    assert!(
+        matches!(
+            batch.as_slice(),
+            [
+                WorkResult::HttpHead { status: 200, .. },
+                WorkResult::HttpBody(b),
+                WorkResult::HttpEnd(Ok(())),
+            ] if b == b"{\"ok\":true}"
+        ),
+        "one batch: head, body, end; got {batch:?}"
+    );
+    server.join().unwrap();
 }

@@ -1,6 +1,7 @@
 //! The one thread that owns the database. Batches arrive in order with an id; the thread
 //! commits whatever has queued up in one transaction (one fsync for a burst) and reports
-//! each id, in order, once its transaction is durable or has failed. After a failure it fails
+//! each id, in order, once its transaction is durable or has failed: a transaction's ids in
+//! one report, so the loop is woken once per commit, not once per batch. After a failure it fails
 //! every batch until one that starts with [`StoreChange::ClearPairing`] (the core's rewrite),
 //! so the disk always holds a prefix of what was asked for, never a gap. History reads queue
 //! with the batches and run in their turn, so a read sees every batch submitted before it.
@@ -43,11 +44,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Start the thread; `on_done` runs on it for every batch and read, in submission order
-    /// (it must not block: hand the outcome to the event loop and return).
+    /// Start the thread; `on_done` runs on it with the outcomes of every batch and read, in
+    /// submission order: those of one transaction together, a read alone (it must not
+    /// block: hand the outcomes to the event loop and return).
     pub fn spawn(
         db: Db,
-        on_done: impl FnMut(StoreDone) + Send + 'static,
+        on_done: impl FnMut(Vec<StoreDone>) + Send + 'static,
     ) -> std::io::Result<Writer> {
         let (jobs, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -103,7 +105,7 @@ enum Job {
 /// A submitted batch.
 type Batch = (WorkId, Vec<StoreChange>);
 
-fn run(db: Db, rx: mpsc::Receiver<Job>, on_done: impl FnMut(StoreDone)) {
+fn run(db: Db, rx: mpsc::Receiver<Job>, on_done: impl FnMut(Vec<StoreDone>)) {
     let mut thread = Thread {
         db,
         on_done,
@@ -114,7 +116,7 @@ fn run(db: Db, rx: mpsc::Receiver<Job>, on_done: impl FnMut(StoreDone)) {
         match job {
             Job::Read(id, query) => {
                 let result = thread.db.read_history(&query);
-                (thread.on_done)(StoreDone::Read(id, result));
+                (thread.on_done)(vec![StoreDone::Read(id, result)]);
             }
             Job::Write(id, changes) => {
                 // The batches queued behind it, up to a read, go in the same transaction.
@@ -146,37 +148,42 @@ struct Thread<F> {
     poisoned: Option<Arc<DbError>>,
 }
 
-impl<F: FnMut(StoreDone)> Thread<F> {
+impl<F: FnMut(Vec<StoreDone>)> Thread<F> {
     /// Write a group of batches: refused while poisoned up to the first rewrite, the rest in
     /// one transaction (a failure is shared by every batch in it: none of them was written).
+    /// Every outcome of the group goes in one report.
     fn write(&mut self, mut group: Vec<Batch>) {
+        let mut done = Vec::with_capacity(group.len());
         if let Some(e) = &self.poisoned {
             let rewrite = group
                 .iter()
                 .position(|(_, c)| c.first() == Some(&StoreChange::ClearPairing))
                 .unwrap_or(group.len());
             let e = Arc::clone(e);
-            for (id, _) in group.drain(..rewrite) {
-                (self.on_done)(StoreDone::Written(WriteDone {
+            done.extend(group.drain(..rewrite).map(|(id, _)| {
+                StoreDone::Written(WriteDone {
                     id,
                     result: Err(Arc::clone(&e)),
-                }));
+                })
+            }));
+            if !group.is_empty() {
+                self.poisoned = None;
             }
-            if group.is_empty() {
-                return;
+        }
+        if !group.is_empty() {
+            let changes: Vec<StoreChange> =
+                group.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+            let result = self.db.apply(&changes).map_err(Arc::new);
+            if let Err(e) = &result {
+                self.poisoned = Some(Arc::clone(e));
             }
-            self.poisoned = None;
-        }
-        let changes: Vec<StoreChange> = group.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
-        let result = self.db.apply(&changes).map_err(Arc::new);
-        if let Err(e) = &result {
-            self.poisoned = Some(Arc::clone(e));
-        }
-        for (id, _) in group {
-            (self.on_done)(StoreDone::Written(WriteDone {
-                id,
-                result: result.clone(),
+            done.extend(group.into_iter().map(|(id, _)| {
+                StoreDone::Written(WriteDone {
+                    id,
+                    result: result.clone(),
+                })
             }));
         }
+        (self.on_done)(done);
     }
 }

@@ -237,11 +237,13 @@ fn an_invalid_legacy_file_is_an_error_and_stays_in_place() {
 fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
     let dir = TempDir::new("store-writer");
     let (tx, rx) = mpsc::channel();
-    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
-        let StoreDone::Written(done) = done else {
-            panic!("no read was asked for");
-        };
-        tx.send((done.id.0, done.result.is_ok())).unwrap();
+    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |group| {
+        for done in group {
+            let StoreDone::Written(done) = done else {
+                panic!("no read was asked for");
+            };
+            tx.send((done.id.0, done.result.is_ok())).unwrap();
+        }
     })
     .unwrap();
     for i in 0..200u64 {
@@ -256,16 +258,53 @@ fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
     assert_eq!(loaded.devices["d3"].tokens["operator"].token, "t199");
 }
 
+/// Batches queued while a transaction is written go in the next one, and their outcomes
+/// come in one report (the loop is woken once for them).
+#[test]
+fn a_transaction_reports_its_batches_together() {
+    let dir = TempDir::new("store-group");
+    let (tx, rx) = mpsc::channel();
+    let (hold, held) = mpsc::channel::<()>();
+    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |group| {
+        let ids: Vec<u64> = group
+            .into_iter()
+            .map(|d| match d {
+                StoreDone::Written(w) => w.id.0,
+                StoreDone::Read(id, _) => id.0,
+            })
+            .collect();
+        let first = ids == [0];
+        tx.send(ids).unwrap();
+        if first {
+            // The writer waits here until the test has queued the next batches.
+            held.recv().unwrap();
+        }
+    })
+    .unwrap();
+    let d = |i: u64| vec![StoreChange::PutDevice(device("d", &format!("t{i}")))];
+    writer.submit(WorkId(0), d(0));
+    let wait = std::time::Duration::from_secs(10);
+    assert_eq!(rx.recv_timeout(wait).unwrap(), [0]);
+    for i in 1..=5 {
+        writer.submit(WorkId(i), d(i));
+    }
+    hold.send(()).unwrap();
+    assert_eq!(rx.recv_timeout(wait).unwrap(), [1, 2, 3, 4, 5]);
+    writer.close();
+}
+
 #[test]
 fn after_a_failed_write_only_a_rewrite_is_written() {
     let dir = TempDir::new("store-poison");
     let (tx, rx) = mpsc::channel();
-    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
-        let StoreDone::Written(done) = done else {
-            panic!("no read was asked for");
-        };
-        tx.send((done.id.0, done.result.map_err(|e| e.to_string())))
-            .unwrap();
+    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |group| {
+        for done in group {
+            let StoreDone::Written(done) = done else {
+                panic!("no read was asked for");
+            };
+            tx.send((done.id.0, done.result.map_err(|e| e.to_string())))
+                .unwrap();
+        }
     })
     .unwrap();
     let wait = |id: u64| {
@@ -510,12 +549,14 @@ fn history_reads_page_back_from_the_newest_within_their_bounds() {
 fn a_read_sees_every_batch_submitted_before_it() {
     let dir = TempDir::new("store-read-order");
     let (tx, rx) = mpsc::channel();
-    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |done| {
-        tx.send(match done {
-            StoreDone::Written(w) => (w.id.0, None),
-            StoreDone::Read(id, page) => (id.0, Some(seqs(&page.unwrap()))),
-        })
-        .unwrap();
+    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |group| {
+        for done in group {
+            tx.send(match done {
+                StoreDone::Written(w) => (w.id.0, None),
+                StoreDone::Read(id, page) => (id.0, Some(seqs(&page.unwrap()))),
+            })
+            .unwrap();
+        }
     })
     .unwrap();
     for i in 1..=5u64 {

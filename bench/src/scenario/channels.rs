@@ -172,7 +172,7 @@ fn wait_polling(tg: &FakeTelegram, limit: Duration) -> Result<(), BenchError> {
 }
 
 /// When the fake model read the request that carries `token` and when its answer ended.
-fn model_times(model: &FakeModel, token: &str) -> Option<(Instant, Instant)> {
+pub(crate) fn model_times(model: &FakeModel, token: &str) -> Option<(Instant, Instant)> {
     let requests = model.requests();
     let i = requests
         .iter()

@@ -70,10 +70,19 @@ impl Channel {
     }
 }
 
+/// One channel's hop times.
+pub struct HopTimes {
+    /// Event written → reply arrived.
+    pub hop: Percentiles,
+    /// The same less the fake model's own time (its request read whole → its answer's end
+    /// written), message by message: what the gateway adds, the disk's commits included.
+    pub net: Percentiles,
+}
+
 /// What one gateway measured; each channel may have failed on its own.
 pub struct HopFigures {
-    /// Event written → reply arrived, per channel in [`Channel::ALL`] order.
-    pub hops: [Result<Percentiles, BenchError>; 3],
+    /// The hop times per channel in [`Channel::ALL`] order.
+    pub hops: [Result<HopTimes, BenchError>; 3],
     /// How many of the three channels ran (upstream lacks those whose plugin is missing).
     pub channels_on: usize,
     /// Messages timed on each channel.
@@ -95,8 +104,8 @@ impl HopFigures {
         (self.channels_on == Channel::ALL.len()).then_some(self.rss_after_kib)
     }
 
-    /// The latency of `c`.
-    pub fn hop(&self, c: Channel) -> &Result<Percentiles, BenchError> {
+    /// The hop times of `c`.
+    pub fn hop(&self, c: Channel) -> &Result<HopTimes, BenchError> {
         let i = Channel::ALL.iter().position(|x| *x == c).unwrap_or(0);
         &self.hops[i]
     }
@@ -111,9 +120,17 @@ struct Fakes {
 
 impl Fakes {
     fn start() -> Self {
+        let slack = FakeSlack::start();
+        // A real sender, as Slack knows them: the gateway looks the name up once and keeps it
+        // (a failed `users.info` is not kept, so an unknown user would cost a lookup per
+        // message on the hop, upstream's as well).
+        slack.add_user(
+            SLACK_USER,
+            json!({"name": "bench", "profile": {"display_name": "Bench"}}),
+        );
         Self {
             tg: FakeTelegram::start(TG_TOKEN),
-            slack: FakeSlack::start(),
+            slack,
             discord: FakeDiscord::start(DISCORD_TOKEN),
         }
     }
@@ -226,15 +243,17 @@ fn wait_ready(
 }
 
 /// `n` messages one after another on `c`, each timed from its event being written to its
-/// reply; `first` numbers their tokens. The first `warm` are not timed.
+/// reply, and less the fake `model`'s own time for it; `first` numbers their tokens. The first
+/// `warm` are not timed.
 fn hop(
     f: &Fakes,
+    model: &FakeModel,
     c: Channel,
     first: usize,
     warm: usize,
     n: usize,
-) -> Result<Percentiles, BenchError> {
-    let mut times = Vec::with_capacity(n);
+) -> Result<HopTimes, BenchError> {
+    let (mut times, mut net) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in first..first + warm + n {
         let tok = format!("{}{i}z", c.id());
         let pushed = Instant::now();
@@ -256,16 +275,23 @@ fn hop(
             BenchError::Protocol(format!("{} event {i} answered, never written", c.label()))
         })?;
         if i >= first + warm {
-            times.push(sent.saturating_duration_since(written));
+            let h = sent.saturating_duration_since(written);
+            times.push(h);
+            if let Some((arrived, ended)) = channels::model_times(model, &tok) {
+                net.push(h.saturating_sub(ended.saturating_duration_since(arrived)));
+            }
         }
     }
-    Ok(Percentiles::of(&times))
+    Ok(HopTimes {
+        hop: Percentiles::of(&times),
+        net: Percentiles::of(&net),
+    })
 }
 
 /// A gateway started with the three channels, with its fakes.
 pub struct HopRun {
     /// The agent's model, answering while the gateway runs.
-    _model: FakeModel,
+    model: FakeModel,
     fakes: Fakes,
     server: Server,
     /// Whether it has each channel of [`Channel::ALL`], and why not.
@@ -292,7 +318,7 @@ pub fn start(name: &str, launch: &Launch, mut messages: usize) -> Result<HopRun,
     // busy machine.
     let limit = Duration::from_secs(if upstream { 240 } else { 20 });
     Ok(HopRun {
-        _model: model,
+        model,
         fakes,
         server,
         has,
@@ -319,14 +345,14 @@ impl HopRun {
 
     /// Everything [`HopFigures`] holds.
     pub fn run(self) -> Result<HopFigures, BenchError> {
-        let (f, server, messages) = (&self.fakes, &self.server, self.messages);
+        let (f, model, server, messages) = (&self.fakes, &self.model, &self.server, self.messages);
         let channels_on = on(&self.has).len();
         let rss_start_kib = settled_rss_kib(server, Duration::from_secs(1));
         // One warm-up message per channel (upstream prepares its workspace on the first turn).
         let mut has = self.has.into_iter();
         let hops = Channel::ALL.map(|c| match has.next() {
             Some(Err(e)) => Err(e),
-            _ => hop(f, c, 0, 1, messages),
+            _ => hop(f, model, c, 0, 1, messages),
         });
         let rss_after_kib = settled_rss_kib(server, Duration::from_secs(1));
         Ok(HopFigures {
