@@ -82,6 +82,7 @@ mod digest;
 pub mod discovery;
 mod durable;
 pub mod frame;
+mod frame_tally;
 mod frames;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
