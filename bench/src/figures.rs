@@ -1,5 +1,7 @@
 //! Everything measured for one server.
 
+use std::time::Duration;
+
 use crate::rates::Rates;
 use crate::scenario::churn::Churn;
 use crate::scenario::hold::FanOut;
@@ -43,4 +45,6 @@ pub struct Figures {
     pub churn: Option<Churn>,
     /// Skipped or failed steps, and anything else worth reading.
     pub notes: Vec<String>,
+    /// How long each step took, in the order they ran (the bench's own time).
+    pub steps: Vec<(&'static str, Duration)>,
 }

@@ -30,6 +30,9 @@ pub const END: &str = "<!-- /paths -->";
 pub struct PathPlan {
     /// Sequential agent turns timed.
     pub turns: usize,
+    /// Sequential agent turns timed on upstream (each takes about a second; p99 of a few
+    /// turns is their slowest either way).
+    pub upstream_turns: usize,
     /// Sessions streaming at once.
     pub sessions: usize,
     /// Operators watching in the broadcast run, and the turns run with and without them.
@@ -53,6 +56,7 @@ impl PathPlan {
         let secs = |q: u64, f: u64| Duration::from_secs(if quick { q } else { f });
         Self {
             turns: pick(10, 40),
+            upstream_turns: pick(5, 10),
             sessions: pick(30, 100),
             watchers: 100,
             watched_turns: pick(5, 20),
@@ -134,29 +138,101 @@ fn skipped_in_quick() -> BenchError {
     )
 }
 
-/// Run every path on `t`; its Telegram run's gateway is returned left polling, at the start
-/// of its idle window (see [`measure_all`]).
+/// A target's Telegram run's gateway and, for upstream, its three-channel gateway, spawned
+/// (not yet up).
+struct Started {
+    telegram: Result<ChannelRun, BenchError>,
+    hops: Option<Result<HopRun, BenchError>>,
+}
+
+/// Spawn the gateways of [`Started`] for `t`.
+fn start_gateways(t: &Target, plan: &PathPlan) -> Started {
+    let (name, launch) = (t.name.as_str(), &t.launch);
+    let upstream = matches!(launch, Launch::Upstream { .. });
+    Started {
+        telegram: channels::start(name, launch, &plan.channels, plan.sessions, &[]),
+        hops: upstream.then(|| hops::start(name, launch, plan.hops)),
+    }
+}
+
+/// Upstream's gateways of [`Started`], spawned now at idle CPU priority (see
+/// [`crate::procs::Server::set_idle_priority`]): each takes a minute or more of CPU to start,
+/// which they take only while the clawgate gateways measured meanwhile leave a CPU unused.
+/// `None` without an upstream target, or when the priority could not be set (they are
+/// stopped then, and started at upstream's turn).
+fn start_upstream_early(list: &[Target], plan: &PathPlan) -> Option<Started> {
+    let t = list
+        .iter()
+        .find(|t| matches!(t.launch, Launch::Upstream { .. }))?;
+    let s = start_gateways(t, plan);
+    let mut set = Ok(());
+    if let Ok(r) = &s.telegram {
+        set = r.server().set_idle_priority(true);
+    }
+    if let Some(Ok(h)) = &s.hops {
+        set = set.and_then(|()| h.server().set_idle_priority(true));
+    }
+    match set {
+        Ok(()) => {
+            eprintln!("== {}: path gateways starting at idle CPU priority", t.name);
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!("== {}: {e}; its path gateways start at its turn", t.name);
+            None
+        }
+    }
+}
+
+/// `s` with every gateway back at the normal CPU priority (one that could not be set back
+/// is an error: it would be measured at idle priority).
+fn normal_priority(s: Started) -> Started {
+    Started {
+        telegram: s.telegram.and_then(|r| {
+            r.server().set_idle_priority(false)?;
+            Ok(r)
+        }),
+        hops: s.hops.map(|h| {
+            h.and_then(|h| {
+                h.server().set_idle_priority(false)?;
+                Ok(h)
+            })
+        }),
+    }
+}
+
+/// Run every path on `t` (its gateways of [`Started`] already spawned when `early` holds
+/// them); its Telegram run's gateway is returned left polling, at the start of its idle
+/// window (see [`measure_all`]).
 ///
 /// The agent turns run on the Telegram run's gateway (with the channel polling, before any
 /// Telegram message). Upstream's gateways take a minute or more each to start: its Telegram
-/// and three-channel gateways start at once, and are measured one after the other once both
-/// are up, so no start competes with a measurement. In the quick plan upstream skips the
-/// delta broadcast and the stored transcripts (two more starts; its transcripts fill does not
-/// finish in the quick bound).
-fn measure(t: &Target, plan: &PathPlan) -> (PathFigures, Option<Idle>) {
+/// and three-channel gateways start at once (at idle priority when the paths begin, see
+/// [`start_upstream_early`]), and are measured one after the other once both are up, so no
+/// start competes with a measurement. In the quick plan upstream skips the delta broadcast
+/// and the stored transcripts (two more starts; its transcripts fill does not finish in the
+/// quick bound).
+fn measure(t: &Target, plan: &PathPlan, early: Option<Started>) -> (PathFigures, Option<Idle>) {
     eprintln!("== {} (agent and channel paths)", t.name);
     let (name, launch) = (t.name.as_str(), &t.launch);
     let upstream = matches!(launch, Launch::Upstream { .. });
     let mut steps = Vec::new();
     let mut pre_hops = None;
     let mut telegram = timed(&mut steps, "start", || {
-        let c = channels::start(name, launch, &plan.channels, plan.sessions, &[]);
-        let h = upstream.then(|| hops::start(name, launch, plan.hops));
-        pre_hops = h.map(|h| h.and_then(HopRun::ready));
-        c.and_then(ChannelRun::ready)
+        let s = match early {
+            Some(s) => normal_priority(s),
+            None => start_gateways(t, plan),
+        };
+        pre_hops = s.hops.map(|h| h.and_then(HopRun::ready));
+        s.telegram.and_then(ChannelRun::ready)
     });
+    let turns = if upstream {
+        plan.upstream_turns.min(plan.turns)
+    } else {
+        plan.turns
+    };
     let agent = timed(&mut steps, "agent turns", || match &mut telegram {
-        Ok(r) => r.agent(plan.turns, plan.sessions),
+        Ok(r) => r.agent(turns, plan.sessions),
         Err(e) => Err(BenchError::Unavailable(format!(
             "the Telegram run's gateway did not start: {e}"
         ))),
@@ -219,12 +295,17 @@ fn measure(t: &Target, plan: &PathPlan) -> (PathFigures, Option<Idle>) {
 /// end, each window at least `plan.channels.idle` long.
 pub fn measure_all(list: &[Target], plan: &PathPlan) -> Vec<PathFigures> {
     let t0 = Instant::now();
+    let mut early = start_upstream_early(list, plan);
     let mut out = Vec::new();
     for t in list
         .iter()
         .filter(|t| !matches!(t.launch, Launch::Bare { .. }))
     {
-        out.push(measure(t, plan));
+        let pre = match t.launch {
+            Launch::Upstream { .. } => early.take(),
+            _ => None,
+        };
+        out.push(measure(t, plan, pre));
         eprintln!("   ({:.0} s into the paths)", t0.elapsed().as_secs_f64());
     }
     out.into_iter()
@@ -592,6 +673,15 @@ pub fn render(
                 let _ = writeln!(s, "- {}: no {what} figures ({e})", f.name);
             }
         }
+        if let Ok(a) = &f.agent
+            && a.turn.n != plan.turns
+        {
+            let _ = writeln!(
+                s,
+                "- {}: {} agent turns timed (its turns take about a second)",
+                f.name, a.turn.n
+            );
+        }
         if let Ok(c) = &f.channels
             && let Some(ran) = c.plan
             && (ran.messages, ran.waves, ran.chats)
@@ -638,12 +728,12 @@ pub fn render(
                 }
             }
         }
-        let steps: Vec<String> = f
-            .steps
-            .iter()
-            .map(|(what, took)| format!("{what} {:.0} s", took.as_secs_f64()))
-            .collect();
-        let _ = writeln!(s, "- {}: step times: {}", f.name, steps.join(", "));
+        let _ = writeln!(
+            s,
+            "- {}: step times: {}",
+            f.name,
+            crate::run::step_times(&f.steps)
+        );
     }
     let _ = writeln!(s, "\n{METHOD}");
     let _ = writeln!(s, "{END}");
@@ -692,9 +782,12 @@ the turn's request whole to its answer's end written, per message; the hop less 
 gateway adds. The `synchronous=normal` rows: one more clawgate
 gateway as in the Telegram run, started with `CLAWGATE_STORE_SYNCHRONOUS=normal` (the rows above
 run with the default, `full`), the same sequential messages timed. Upstream's Telegram and
-three-channel gateways start at once and are measured one after the other once both are up
-(each takes a minute or more to start); \"step times\" say how long each step took, starts and
-waits included.";
+three-channel gateways (each takes a minute or more of CPU to start) are spawned when the paths
+begin, at idle CPU priority (`SCHED_IDLE`: their threads run only on a CPU no other thread
+wants, and give it up at once to one that wakes, so they take no CPU the clawgate gateways
+measured meanwhile ask for), set back to the normal policy at upstream's turn, and measured one
+after the other once both are up (upstream's \"start\" is the wait for that); \"step times\"
+say how long each step took, starts and waits included.";
 
 /// `text` with its paths section replaced by `section` (inserted after the title when it has
 /// none).

@@ -201,6 +201,40 @@ impl Server {
         self.child.id()
     }
 
+    /// Set the CPU scheduling policy of every thread of the process and its descendants
+    /// (`chrt --all-tasks`): `idle` is `SCHED_IDLE` (its threads run only on a CPU no other
+    /// thread wants, and give it up at once to one that wakes), else back to the normal
+    /// policy. Threads and processes it starts afterwards inherit their parent's policy; one
+    /// started while this runs may miss it, so it is set again until every thread has it
+    /// (read back from `/proc`), a few rounds at most.
+    pub fn set_idle_priority(&self, idle: bool) -> Result<(), BenchError> {
+        let (flag, want) = if idle {
+            ("--idle", SCHED_IDLE)
+        } else {
+            ("--other", SCHED_OTHER)
+        };
+        for _ in 0..5 {
+            for pid in tree(self.pid()) {
+                // A process of the tree that exits meanwhile makes `chrt` fail: the read-back
+                // below is what counts.
+                let _ = Command::new("chrt")
+                    .args([flag, "--all-tasks", "--pid", "0"])
+                    .arg(pid.to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .context("run chrt")?;
+            }
+            if tasks(self.pid()).all(|t| policy(&t.path()).is_none_or(|p| p == want)) {
+                return Ok(());
+            }
+        }
+        Err(BenchError::Unavailable(format!(
+            "`chrt {flag}` left threads of {} with another scheduling policy",
+            self.name
+        )))
+    }
+
     /// Fail if the process has exited.
     pub fn check_alive(&mut self) -> Result<(), BenchError> {
         match self.child.try_wait() {
@@ -471,6 +505,20 @@ pub fn own_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// The normal scheduling policy's number (`SCHED_OTHER`).
+const SCHED_OTHER: u32 = 0;
+/// `SCHED_IDLE`'s number.
+const SCHED_IDLE: u32 = 5;
+
+/// The scheduling policy of the thread at `task` (`/proc/<pid>/task/<tid>`: field 41 of its
+/// `stat`), `None` when it is gone.
+fn policy(task: &Path) -> Option<u32> {
+    let stat = fs::read_to_string(task.join("stat")).ok()?;
+    // The fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
 /// `VmRSS` of one process in KiB (0 when it is gone).
 pub fn vm_rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
@@ -507,10 +555,38 @@ pub fn await_steady_threads(server: &Server, steady: Duration, limit: Duration) 
 pub fn settled_rss_kib(server: &Server, settle: Duration) -> u64 {
     std::thread::sleep(settle);
     let mut s = Vec::with_capacity(3);
-    for _ in 0..3 {
+    for i in 0..3 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         s.push(server.rss_kib());
-        std::thread::sleep(Duration::from_millis(200));
     }
     s.sort_unstable();
     s.get(1).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_read_back_is_the_one_chrt_set() {
+        let mut idle = Command::new("chrt")
+            .args(["--idle", "0", "sleep", "5"])
+            .spawn()
+            .expect("spawn chrt");
+        let task = PathBuf::from(format!("/proc/{}/task/{}", idle.id(), idle.id()));
+        // `chrt` sets the policy, then execs `sleep` in the same process.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while policy(&task) != Some(SCHED_IDLE) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let seen = policy(&task);
+        let _ = idle.kill();
+        let _ = idle.wait();
+        assert_eq!(seen, Some(SCHED_IDLE));
+        assert_eq!(policy(&task), None, "a reaped process has no policy");
+        let me = format!("/proc/self/task/{}", std::process::id());
+        assert_eq!(policy(Path::new(&me)), Some(SCHED_OTHER));
+    }
 }

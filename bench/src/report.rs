@@ -434,6 +434,22 @@ pub struct Report<'a> {
     pub kept: &'a str,
 }
 
+/// Issue 22's bound on the bench's own time: the measurements (builds excluded, said in the
+/// report's first line) of a quick run under 5 minutes, of a full run under 40.
+fn own_time(r: &Report) -> GoalCheck {
+    let (what, limit) = if r.quick {
+        ("quick", 300.0)
+    } else {
+        ("full", 2400.0)
+    };
+    let goal = Some(Goal::AtMost(limit));
+    GoalCheck {
+        metric: format!("the bench's own time: the measurements of this {what} run, s"),
+        figure: fmt(Some(r.wall_secs), 0),
+        verdict: verdict(goal, Some(r.wall_secs), None),
+    }
+}
+
 /// The whole report.
 pub fn render(r: &Report) -> String {
     let m = r.machine;
@@ -443,8 +459,8 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         s,
         "One {} run of `clawgate-bench` at commit `{}`, {}: the measurements took {:.0} s \
-         (the release builds before them {:.0} s). Regenerate this file with the command below; \
-         the text after the analysis heading is hand-written and kept.\n",
+         (the release builds before them {:.0} s, {:.0} s in all). Regenerate this file with \
+         the command below; the text after the analysis heading is hand-written and kept.\n",
         if r.quick {
             "quick (`--quick`: smaller holds, counts and windows)"
         } else {
@@ -454,6 +470,7 @@ pub fn render(r: &Report) -> String {
         m.date,
         r.wall_secs,
         r.build_secs,
+        r.wall_secs + r.build_secs,
     );
     let _ = writeln!(s, "```\n{}\n```\n", r.command);
     let _ = writeln!(
@@ -476,6 +493,7 @@ pub fn render(r: &Report) -> String {
     if let Some((_, c)) = &r.paths {
         checks.extend(c.iter().cloned());
     }
+    checks.push(own_time(r));
     let _ = writeln!(
         s,
         "## Goals\n\nIssue 22's goals (and the earlier ones it kept), for the mio shell on this \
@@ -598,6 +616,9 @@ fn details(s: &mut String, f: &Figures) {
                 .join(", ")
         );
     }
+    if !f.steps.is_empty() {
+        let _ = writeln!(s, "- step times: {}", crate::run::step_times(&f.steps));
+    }
     for n in &f.notes {
         let _ = writeln!(s, "- note: {n}");
     }
@@ -672,6 +693,9 @@ const METHOD: &str = "## Method
   whatever else Node does in that minute (timers, GC, its worker processes), so it is an upper
   bound there.
 - Ratios are `mio ÷ column` of the same row; those far below 1 are shown as 1/n.
+- Step times (each server's details): how long each step of its control plane took, waits and
+  settle times included; the rate rounds run before them (the first line gives the measurements'
+  total, which issue 22 bounds: a quick run under 5 minutes, a full one under 40).
 - Churn runs before the holds: the small hold is kept open while connections are replaced at 300 per second;
   the slope is a least-squares fit over the second half of the run (the first half fills the working set).
 ";

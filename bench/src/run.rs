@@ -1,7 +1,7 @@
 //! The `all` command: every server, every measurement, in one run.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clawgate_core::client::ClientConfig;
 
@@ -121,7 +121,17 @@ pub fn measure(target: &Target, opts: &Options, rated: Option<Rated>) -> Figures
     if let Err(e) = r {
         f.notes.push(format!("stopped: {e}"));
     }
+    eprintln!("   step times: {}", step_times(&f.steps));
     f
+}
+
+/// Step times as the report and the run print them: `what N s, …`.
+pub fn step_times(steps: &[(&str, Duration)]) -> String {
+    let v: Vec<String> = steps
+        .iter()
+        .map(|(what, took)| format!("{what} {:.0} s", took.as_secs_f64()))
+        .collect();
+    v.join(", ")
 }
 
 /// The `n`th benchmark client of a gateway at `host`: `cli`/`cli` with the bench token.
@@ -203,6 +213,12 @@ fn per_op_us(cpu_ns: u64, ops: usize) -> f64 {
 
 type InvokeFn = fn(SocketAddr, usize, Duration) -> Result<Percentiles, BenchError>;
 
+/// Record how long the step `what` took (since `since`) in `f`, and restart the clock.
+fn lap(f: &mut Figures, what: &'static str, since: &mut Instant) {
+    f.steps.push((what, since.elapsed()));
+    *since = Instant::now();
+}
+
 /// Record a step's result, or its failure as a note.
 fn note<T>(f: &mut Figures, step: &str, r: Result<T, BenchError>) -> Option<T> {
     match r {
@@ -226,6 +242,7 @@ fn steps<W: Wire>(
     let plan = Plan::for_launch(&target.launch, opts);
     let mut n = 0u64;
     let mut server = None;
+    let mut t = Instant::now();
     for _ in 0..plan.spawns {
         drop(server.take());
         let mut s = Server::spawn(&target.name, &target.launch)?;
@@ -242,6 +259,7 @@ fn steps<W: Wire>(
     let Some(mut server) = server else {
         return Ok(());
     };
+    lap(f, "starts", &mut t);
     eprintln!("   ready in {:?} ms", f.ready_ms);
     let addr = server.addr;
     let host = addr.to_string();
@@ -256,8 +274,10 @@ fn steps<W: Wire>(
     } else {
         let rate_plan = plan.rates();
         f.rates = rates::round(&server, &mut dial, &rate_plan, &mut f.notes);
+        lap(f, "rates", &mut t);
     }
     f.invoke = note(f, "invoke", invoke(addr, plan.invokes, plan.step));
+    lap(f, "invoke", &mut t);
     server.check_alive()?;
     eprintln!("   handshakes, round trips, invoke done");
 
@@ -271,6 +291,7 @@ fn steps<W: Wire>(
             "churn",
             churn::run(addr, &mut dial, keep, 300.0, opts.churn_secs, rss),
         );
+        lap(f, "churn", &mut t);
         eprintln!("   churn done");
     }
 
@@ -278,9 +299,11 @@ fn steps<W: Wire>(
     let small = held.grow_to(&mut dial, opts.small_hold, plan.hold_limit);
     if note(f, "small hold", small).is_some() {
         f.small_hold_kib = Some(settled_rss_kib(&server, plan.settle));
+        lap(f, "small hold", &mut t);
         let large = held.grow_to(&mut dial, opts.connections, plan.hold_limit);
         if note(f, "large hold", large).is_some() {
             f.large_hold_kib = Some(settled_rss_kib(&server, plan.settle));
+            lap(f, "large hold", &mut t);
             let tick = target.launch.tick();
             let ticks = if tick > Duration::from_secs(10) {
                 plan.slow_ticks
@@ -295,6 +318,7 @@ fn steps<W: Wire>(
             let per_tick = |ns| f.fanout.as_ref().map(|o| per_op_us(ns, o.ticks_seen) / 1e3);
             f.fanout_cpu_ms = per_tick(used);
             f.fanout_gen_cpu_ms = per_tick(gen_used);
+            lap(f, "fan-out", &mut t);
         }
     }
     held.release();

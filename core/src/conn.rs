@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 
 use tungstenite::protocol::{Role as WsRole, WebSocketConfig, WebSocketContext};
 
+use crate::frame_tally::FrameTally;
 use crate::handshake::ClientInfo;
 use crate::scopes::Role;
 
@@ -58,6 +59,8 @@ pub type ConnMap<K, V> = HashMap<K, V, BuildHasherDefault<ConnIdHasher>>;
 pub struct MemIo {
     pub(crate) rd: VecDeque<u8>,
     pub(crate) wr: Vec<u8>,
+    /// The frames of the bytes read so far, and the messages taken from them.
+    tally: FrameTally,
 }
 
 impl MemIo {
@@ -66,6 +69,7 @@ impl MemIo {
         Self {
             rd: VecDeque::new(),
             wr: out,
+            tally: FrameTally::default(),
         }
     }
 
@@ -82,6 +86,17 @@ impl MemIo {
             Some(std::mem::take(&mut self.wr))
         }
     }
+
+    /// The WebSocket context returned a message read from this stream.
+    pub(crate) fn took_message(&mut self) {
+        self.tally.took();
+    }
+
+    /// Whether every byte received was read, as whole frames that each were a message: the
+    /// context has nothing left to read until more bytes come.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.rd.is_empty() && self.tally.all_taken()
+    }
 }
 
 impl Read for MemIo {
@@ -89,7 +104,9 @@ impl Read for MemIo {
         if self.rd.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        self.rd.read(buf)
+        let n = self.rd.read(buf)?;
+        self.tally.handed(buf.get(..n).unwrap_or_default());
+        Ok(n)
     }
 }
 

@@ -184,6 +184,11 @@ impl Gateway {
 
     /// [`Gateway::answer`] with a successful answer whose frame is written already.
     pub(crate) fn answer_frame(&mut self, now: Instant, conn: ConnId, req_id: &str, text: String) {
+        if self.durable.is_settled() {
+            // What `release` does with it: no copy of the id to hold it by.
+            self.send_text(now, conn, text);
+            return;
+        }
         let req_id = req_id.to_string();
         if let Err(item) = self.durable.hold(Deferred::Frame { conn, req_id, text }) {
             self.release(now, item, true);
@@ -364,6 +369,11 @@ impl<H> Durability<H> {
     /// Session changes kept until their batch is acknowledged (for the replay).
     pub(crate) fn unacked_changes(&self) -> usize {
         self.unacked.iter().map(|(_, c)| c.len()).sum()
+    }
+
+    /// Whether no batch is in flight: what would be held leaves at once.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.in_flight.is_empty()
     }
 
     /// Hold `item` until every batch issued so far is acknowledged; it comes back at once

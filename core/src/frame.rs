@@ -139,11 +139,9 @@ impl OutFrame {
     /// The text of [`OutFrame::ok`] whose payload `write` appends as JSON text (about
     /// `capacity` bytes), for answers assembled from pieces serialised once.
     pub(crate) fn ok_text(id: &str, capacity: usize, write: impl FnOnce(&mut String)) -> String {
-        // Serialising a `str` cannot fail.
-        let id = serde_json::to_string(id).unwrap_or_default();
-        let mut text = String::with_capacity(capacity + id.len() + 40);
+        let mut text = String::with_capacity(capacity + id.len() + 42);
         text.push_str(r#"{"type":"res","id":"#);
-        text.push_str(&id);
+        push_json_str(&mut text, id);
         text.push_str(r#","ok":true,"payload":"#);
         write(&mut text);
         text.push('}');
@@ -154,6 +152,19 @@ impl OutFrame {
     pub fn to_text(&self) -> String {
         // Serialising these types cannot fail: every map key is a string.
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Append `s` as a JSON string, as serde_json writes it: as is between quotes when nothing in
+/// it needs escaping (a request id, almost always), else through serde_json.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // Serialising a `str` cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
     }
 }
 
@@ -399,6 +410,29 @@ mod tests {
             OutFrame::ok_text(id, 0, |t| t.push_str(&payload.to_string())),
             OutFrame::ok(id, payload).to_text()
         );
+    }
+
+    #[test]
+    fn json_strings_are_what_serde_json_writes() {
+        let mut all = String::new();
+        for c in (0u32..0x80).filter_map(char::from_u32) {
+            all.push(c);
+        }
+        for s in [
+            "",
+            "7",
+            "abc-12:x",
+            "é✓",
+            "q\"7",
+            "a\\b",
+            "tab\tnl\n",
+            "\u{7f}",
+            &all,
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
     }
 
     #[test]

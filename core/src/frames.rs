@@ -25,6 +25,8 @@ impl Gateway {
         let Some(unsent_before) = self.conns.get(&id).map(|c| c.unsent) else {
             return;
         };
+        // The last frame read was a data message: no pong or close is waiting to go out.
+        let mut after_data = false;
         loop {
             let Some(c) = self.conns.get_mut(&id) else {
                 return;
@@ -36,7 +38,19 @@ impl Gateway {
                 return;
             }
             let State::Ws(ws) = &mut c.state else { return };
-            let res = ws.ctx.read(&mut ws.io);
+            let res = if after_data && ws.io.is_drained() && ws.ctx.can_write() {
+                // Everything received was read: tungstenite would zero a read step only to
+                // say `WouldBlock`.
+                Err(tungstenite::Error::Io(
+                    std::io::ErrorKind::WouldBlock.into(),
+                ))
+            } else {
+                ws.ctx.read(&mut ws.io)
+            };
+            if res.is_ok() {
+                ws.io.took_message();
+            }
+            after_data = matches!(res, Ok(Message::Text(_) | Message::Binary(_)));
             let pending = std::mem::take(&mut ws.io.wr);
             let preauth = matches!(ws.phase, Phase::PreHello { .. });
             self.transmit(id, pending);

@@ -181,18 +181,23 @@ fn req_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<String, Para
             "at {path}: must have required property '{key}'"
         ))),
         Some(v) => {
-            nonempty(v, &format!("{}/{key}", path.trim_start_matches("root"))).map(str::to_string)
+            nonempty(v, || format!("{}/{key}", path.trim_start_matches("root"))).map(str::to_string)
         }
     }
 }
 
-fn nonempty<'a>(v: &'a Value, path: &str) -> Result<&'a str, ParamsError> {
+/// `v` as a non-empty string; `path` (written only for the error) says where it is.
+fn nonempty(v: &Value, path: impl FnOnce() -> String) -> Result<&str, ParamsError> {
     match v.as_str() {
         Some(s) if !s.is_empty() => Ok(s),
         Some(_) => Err(ParamsError::Invalid(format!(
-            "at {path}: must NOT have fewer than 1 characters"
+            "at {}: must NOT have fewer than 1 characters",
+            path()
         ))),
-        None => Err(ParamsError::Invalid(format!("at {path}: must be string"))),
+        None => Err(ParamsError::Invalid(format!(
+            "at {}: must be string",
+            path()
+        ))),
     }
 }
 
@@ -208,7 +213,7 @@ fn opt_str(
             .as_str()
             .map(|s| Some(s.to_string()))
             .ok_or_else(|| ParamsError::Invalid(format!("at {path}/{key}: must be string"))),
-        Some(v) => nonempty(v, &format!("{path}/{key}")).map(|s| Some(s.to_string())),
+        Some(v) => nonempty(v, || format!("{path}/{key}")).map(|s| Some(s.to_string())),
     }
 }
 
@@ -218,7 +223,7 @@ fn str_array(o: &Map<String, Value>, key: &str) -> Result<Vec<String>, ParamsErr
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, v)| nonempty(v, &format!("/{key}/{i}")).map(str::to_string))
+            .map(|(i, v)| nonempty(v, || format!("/{key}/{i}")).map(str::to_string))
             .collect(),
         Some(_) => Err(ParamsError::Invalid(format!("at /{key}: must be array"))),
     }
@@ -362,7 +367,7 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
     };
     let role = match root.get("role") {
         None => Role::Operator,
-        Some(v) => Role::parse(nonempty(v, "/role")?).ok_or(ParamsError::Role)?,
+        Some(v) => Role::parse(nonempty(v, || "/role".into())?).ok_or(ParamsError::Role)?,
     };
     Ok(ConnectParams {
         min_protocol,

@@ -54,7 +54,7 @@
 //! limits), [`device`] (Ed25519 proofs), [`pairing`] (the store), [`persist`] (its row
 //! changes), [`work`] (work for the host and its results), [`scopes`] (authorization
 //! and the events table), [`config`] (resolution and limits), [`discovery`] (what to advertise
-//! over mDNS), [`client`] (the other side), [`dates`] (times as the wire writes them). Inside:
+//! over mDNS), [`mdns`] (its packets), [`client`] (the other side), [`dates`] (times as the wire writes them). Inside:
 //! the method registry (`methods`), close reasons (`close`), routing (`route`), held answers
 //! (`durable`) and the connection phases the gateway composes, and the Control UI's static files (`control_ui`: routing, headers and
 //! bounded file reads through [`Work::ReadFile`]). [`channels`] runs Telegram inside the
@@ -82,6 +82,7 @@ mod digest;
 pub mod discovery;
 mod durable;
 pub mod frame;
+mod frame_tally;
 mod frames;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -95,6 +96,7 @@ pub mod http_post;
 pub mod ip_range;
 pub mod log;
 pub mod mask;
+pub mod mdns;
 mod methods;
 pub mod model;
 pub mod pairing;

@@ -298,3 +298,26 @@ fn mcp_message_corpus() {
         "every message of the seed parses"
     );
 }
+
+#[test]
+fn mdns_packet_corpus() {
+    let t0 = Instant::now();
+    replay("mdns_packet", |d| {
+        let _found = fuzzing::mdns::packet(d, t0);
+    });
+    assert_eq!(
+        fuzzing::mdns::packet(&seed("mdns_packet", "response"), t0),
+        1
+    );
+}
+
+#[test]
+fn netlink_dump_corpus() {
+    replay("netlink_dump", |d| {
+        let _chosen = fuzzing::mdns::netlink(d);
+    });
+    assert_eq!(
+        fuzzing::mdns::netlink(&seed("netlink_dump", "links_then_addresses")),
+        2
+    );
+}

@@ -13,8 +13,9 @@ mod advertiser;
 mod browse;
 mod command;
 mod responder;
+mod socket;
 
 pub use advertiser::{AdvertiserHandle, RetryPolicy, spawn_advertiser, spawn_advertiser_with};
 pub use browse::{Beacon, beacons_json, browse};
 pub use command::discover_main;
-pub use responder::{DiscoveryError, Health, MdnsSd, Responder};
+pub use responder::{DiscoveryError, Health, MdnsResponder, Responder};

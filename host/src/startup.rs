@@ -16,7 +16,7 @@ use clawgate_core::{
 use clawgate_store::{DbError, StoreDone, Synchronous, WriteDone, Writer};
 
 use crate::allocator::{self, AfterBurst};
-use crate::discovery::{AdvertiserHandle, MdnsSd, RetryPolicy, spawn_advertiser_with};
+use crate::discovery::{AdvertiserHandle, MdnsResponder, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
 use crate::exec_worker::ExecWorkers;
 use crate::file_worker::{FILE_THREADS, FileWorkers};
@@ -320,7 +320,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
             ..RetryPolicy::default()
         };
         spawn_advertiser_with(
-            MdnsSd::new(),
+            MdnsResponder::new(),
             advert,
             move |line| sink.log(Level::Info, line),
             policy,

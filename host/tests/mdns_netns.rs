@@ -16,7 +16,7 @@ use clawgate_core::Config;
 use clawgate_core::config::MdnsMode;
 use clawgate_core::discovery::advert;
 use clawgate_host::discovery::{
-    AdvertiserHandle, Beacon, MdnsSd, RetryPolicy, browse, discover_main, spawn_advertiser,
+    AdvertiserHandle, Beacon, MdnsResponder, RetryPolicy, browse, discover_main, spawn_advertiser,
     spawn_advertiser_with,
 };
 use serde_json::Value;
@@ -229,7 +229,7 @@ fn netns_helper_advertise_then_discover() {
             sink.lock().expect("log lock").push(line);
         };
         spawn_advertiser_with(
-            MdnsSd::new(),
+            MdnsResponder::new(),
             advert(&config).expect("advertises"),
             log,
             policy,

@@ -2,7 +2,7 @@
 //! is a client of a running gateway or of its files, in [`cli`].
 #![forbid(unsafe_code)]
 
-mod cli;
+use clawgate_cli as cli;
 
 use std::ffi::OsString;
 

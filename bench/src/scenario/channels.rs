@@ -347,6 +347,11 @@ pub fn start(
 }
 
 impl ChannelRun {
+    /// Its gateway.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
     /// Wait until the gateway has started its long poll, and take its RSS then.
     pub fn ready(mut self) -> Result<Self, BenchError> {
         wait_polling(&self.tg, self.limit)?;

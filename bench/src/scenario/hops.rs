@@ -337,6 +337,11 @@ fn on(has: &[Result<(), BenchError>; 3]) -> Vec<Channel> {
 }
 
 impl HopRun {
+    /// Its gateway.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
     /// Wait until every channel it has is connected.
     pub fn ready(mut self) -> Result<Self, BenchError> {
         wait_ready(&self.fakes, &on(&self.has), &mut self.server, self.limit)?;

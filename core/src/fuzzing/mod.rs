@@ -10,6 +10,7 @@
 pub mod discord_dispatch;
 pub mod http_response;
 pub mod mcp_message;
+pub mod mdns;
 pub mod model_stream;
 pub mod sim;
 pub mod slack_envelope;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clawgate_core::discovery::Advert;
 
-use super::responder::{DiscoveryError, Health, MdnsSd, Responder};
+use super::responder::{DiscoveryError, Health, MdnsResponder, Responder};
 
 /// When the advertiser retries, checks and gives up waiting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,10 +76,10 @@ impl Drop for AdvertiserHandle {
     }
 }
 
-/// Advertise `advert` over mDNS with `mdns-sd` on a thread of its own, with the default
+/// Advertise `advert` over mDNS with [`MdnsResponder`] on a thread of its own, with the default
 /// [`RetryPolicy`]. Returns at once; `log` receives the few lines worth a user's attention.
 pub fn spawn_advertiser(advert: Advert, log: impl Fn(String) + Send + 'static) -> AdvertiserHandle {
-    spawn_advertiser_with(MdnsSd::new(), advert, log, RetryPolicy::default())
+    spawn_advertiser_with(MdnsResponder::new(), advert, log, RetryPolicy::default())
 }
 
 /// [`spawn_advertiser`] with any [`Responder`] and [`RetryPolicy`]: the seam for tests and for

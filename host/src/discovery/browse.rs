@@ -4,17 +4,18 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use clawgate_core::discovery::SERVICE_TYPE;
-use mdns_sd::{ResolvedService, ServiceDaemon, ServiceEvent};
+use clawgate_core::mdns::browser::{Browser, Found};
+use clawgate_core::mdns::wire::MAX_PACKET;
 use serde_json::{Map, Value, json};
 
 use super::responder::DiscoveryError;
+use super::socket::{MdnsSocket, interface_addresses};
 
 /// The longest browse: a day, so that no timeout can overflow the clock.
 const MAX_BROWSE: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// How long to wait for the browsing daemon to shut down after the timeout.
-const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
+/// How often the query is sent again while browsing (a lost packet costs a second, not all).
+const QUERY_EVERY: Duration = Duration::from_secs(1);
 
 /// One gateway found on the network: its SRV, A/AAAA and TXT records.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,33 +33,6 @@ pub struct Beacon {
 }
 
 impl Beacon {
-    /// A beacon from `mdns-sd`'s resolution of one instance.
-    pub fn from_resolved(service: &ResolvedService) -> Self {
-        let suffix = format!(".{}", service.ty_domain);
-        let escaped = service
-            .fullname
-            .strip_suffix(&suffix)
-            .unwrap_or(&service.fullname);
-        let mut addresses: Vec<IpAddr> = service
-            .get_addresses()
-            .iter()
-            .map(|a| a.to_ip_addr())
-            .collect();
-        clawgate_core::sorting::sort(&mut addresses);
-        addresses.dedup();
-        Self {
-            instance_name: unescape_label(escaped),
-            host: service.host.trim_end_matches('.').to_string(),
-            port: service.port,
-            addresses,
-            txt: service
-                .txt_properties
-                .iter()
-                .map(|p| (p.key().to_string(), p.val_str().to_string()))
-                .collect(),
-        }
-    }
-
     /// The TXT `displayName`, else the instance name.
     pub fn display_name(&self) -> &str {
         self.txt
@@ -139,63 +113,47 @@ fn rank(addr: &IpAddr) -> Option<u8> {
     }
 }
 
-/// Undo DNS-SD label escaping: `\.` → `.`, `\\` → `\`, `\DDD` → the byte DDD.
-fn unescape_label(label: &str) -> String {
-    let mut bytes = Vec::with_capacity(label.len());
-    let mut rest = label.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        rest = tail;
-        if b != b'\\' {
-            bytes.push(b);
-            continue;
+/// Browse `_openclaw-gw._tcp.local.` on every interface that can multicast for `timeout` (at
+/// most a day), asking again every second; the gateways still present at the end, ordered by
+/// instance name.
+pub fn browse(timeout: Duration) -> Result<Vec<Beacon>, DiscoveryError> {
+    let interfaces = interface_addresses().map_err(DiscoveryError::Start)?;
+    let socket = MdnsSocket::open(&interfaces).map_err(DiscoveryError::Start)?;
+    let query = Browser::query();
+    socket.multicast(&query).map_err(DiscoveryError::Start)?;
+    let start = Instant::now();
+    let deadline = start + timeout.min(MAX_BROWSE);
+    let mut next_query = start + QUERY_EVERY;
+    let mut browser = Browser::default();
+    let mut buf = [0; MAX_PACKET];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let now = Instant::now();
+        if now >= next_query {
+            // Best effort: the first query went out, so the interfaces were usable.
+            let _ = socket.multicast(&query);
+            next_query = now + QUERY_EVERY;
         }
-        let digits = rest.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit));
-        match digits.and_then(|d| std::str::from_utf8(d).ok()?.parse::<u8>().ok()) {
-            Some(byte) => {
-                bytes.push(byte);
-                rest = rest.get(3..).unwrap_or_default();
-            }
-            None => {
-                if let Some((&next, tail)) = rest.split_first() {
-                    bytes.push(next);
-                    rest = tail;
-                }
-            }
+        let wait = left.min(next_query.saturating_duration_since(now));
+        if let Some((n, _)) = socket
+            .recv(&mut buf, wait)
+            .map_err(DiscoveryError::Runtime)?
+        {
+            browser.handle_packet(&buf[..n]);
         }
     }
-    String::from_utf8_lossy(&bytes).into_owned()
+    Ok(browser.found().into_iter().map(Beacon::from).collect())
 }
 
-/// Browse `_openclaw-gw._tcp.local.` on every interface for `timeout` (at most a day); the
-/// gateways still present at the end, ordered by instance name.
-pub fn browse(timeout: Duration) -> Result<Vec<Beacon>, DiscoveryError> {
-    let daemon = ServiceDaemon::new().map_err(DiscoveryError::Start)?;
-    let found = daemon
-        .browse(SERVICE_TYPE)
-        .map_err(DiscoveryError::Start)
-        .map(|events| {
-            let deadline = Instant::now() + timeout.min(MAX_BROWSE);
-            let mut found = BTreeMap::new();
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                match events.recv_timeout(left) {
-                    Ok(ServiceEvent::ServiceResolved(service)) => {
-                        found.insert(service.fullname.clone(), Beacon::from_resolved(&service));
-                    }
-                    Ok(ServiceEvent::ServiceRemoved(_, fullname)) => {
-                        found.remove(&fullname);
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-            found
-        });
-    if let Ok(done) = daemon.shutdown() {
-        let _ = done.recv_timeout(SHUTDOWN_WAIT);
+impl From<Found> for Beacon {
+    fn from(found: Found) -> Self {
+        Self {
+            instance_name: found.instance_name,
+            host: found.host,
+            port: found.port,
+            addresses: found.addresses,
+            txt: found.txt.into_iter().collect(),
+        }
     }
-    let mut beacons: Vec<Beacon> = found?.into_values().collect();
-    clawgate_core::sorting::sort_by(&mut beacons, |a, b| a.instance_name.cmp(&b.instance_name));
-    Ok(beacons)
 }
 
 #[cfg(test)]
@@ -272,14 +230,5 @@ mod tests {
         b.txt.clear();
         assert_eq!(b.display_name(), "pi5 (OpenClaw)");
         assert!(b.to_json().get("wsUrl").is_none());
-    }
-
-    #[test]
-    fn labels_are_unescaped() {
-        assert_eq!(unescape_label(r"a\.b"), "a.b");
-        assert_eq!(unescape_label(r"a\\b"), r"a\b");
-        assert_eq!(unescape_label(r"pi5\032(OpenClaw)"), "pi5 (OpenClaw)");
-        assert_eq!(unescape_label(r"trailing\"), "trailing");
-        assert_eq!(unescape_label(r"\999x"), "999x");
     }
 }

@@ -1,28 +1,38 @@
 //! The seam between the advertiser's retry loop and whatever answers mDNS queries: the
-//! [`Responder`] trait, and [`MdnsSd`], its implementation on the `mdns-sd` crate.
+//! [`Responder`] trait, and [`MdnsResponder`], its implementation: the core's
+//! [`clawgate_core::mdns::responder::Responder`] decides, a thread of its own sends and
+//! receives on an [`MdnsSocket`].
 
-use std::time::Duration;
+use std::io;
+use std::net::IpAddr;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use clawgate_core::discovery::Advert;
-use mdns_sd::{DaemonEvent, DaemonStatus, IfKind, Receiver, ServiceDaemon, ServiceInfo};
+use clawgate_core::mdns::responder::{self as decide, Reply, ResponderError};
+use clawgate_core::mdns::wire::MAX_PACKET;
 
-/// How long to wait for the `mdns-sd` daemon to answer a status query, an unregister (which
-/// sends the goodbye packets) or a shutdown. Bounds [`Responder::health`] and
-/// [`Responder::unregister`].
-const DAEMON_REPLY_WAIT: Duration = Duration::from_millis(800);
+use super::socket::{MdnsSocket, interface_addresses};
+
+/// How long [`Responder::unregister`] waits for the thread to send its goodbye and end.
+const GOODBYE_WAIT: Duration = Duration::from_millis(800);
+/// The longest the thread waits for a packet before it looks for a stop request.
+const TICK: Duration = Duration::from_millis(100);
 
 /// Why advertising failed. Each one is retried by the advertiser with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
-    /// The responder could not be started (no sockets, no threads).
+    /// The responder could not be started (no interface, no socket, no thread).
     #[error("mDNS responder could not start: {0}")]
-    Start(#[source] mdns_sd::Error),
-    /// The service description was refused (a name or TXT entry out of bounds).
+    Start(#[source] io::Error),
+    /// The service description was refused (a name or TXT entry out of bounds), or no free
+    /// instance name was left after conflicts.
     #[error("mDNS service refused: {0}")]
-    Service(#[source] mdns_sd::Error),
-    /// The responder reported a failure while running (no multicast, an interface gone).
+    Service(#[source] ResponderError),
+    /// The responder failed while running (a send or receive failed: an interface gone).
     #[error("mDNS responder failed: {0}")]
-    Runtime(#[source] mdns_sd::Error),
+    Runtime(#[source] io::Error),
     /// The responder stopped or stopped answering.
     #[error("mDNS responder stopped")]
     Stopped,
@@ -36,7 +46,7 @@ pub enum DiscoveryError {
 pub enum Health {
     /// Advertising as registered.
     Ok,
-    /// Advertising, under a new instance or host name after a conflict with another host.
+    /// Advertising, under a new instance name after a conflict with another host.
     Renamed(String),
 }
 
@@ -52,185 +62,190 @@ pub trait Responder {
     fn unregister(&mut self);
 }
 
-/// A [`Responder`] on `mdns-sd`: its own daemon thread and sockets per registration, so a
-/// daemon that died is replaced whole on the next [`Responder::register`].
-#[derive(Default)]
-pub struct MdnsSd {
+/// The [`Responder`] of clawgate: one thread and socket per registration, so a thread that
+/// failed is replaced whole on the next [`Responder::register`].
+#[derive(Debug, Default)]
+pub struct MdnsResponder {
     running: Option<Running>,
 }
 
+/// A registration's thread.
+#[derive(Debug)]
 struct Running {
-    daemon: ServiceDaemon,
-    events: Receiver<DaemonEvent>,
-    fullname: String,
-    service_type: String,
+    /// Dropped to ask the thread to say goodbye and end.
+    stop: Sender<()>,
+    events: Receiver<Event>,
+    thread: JoinHandle<()>,
 }
 
-impl MdnsSd {
+/// What the thread reports.
+#[derive(Debug)]
+enum Event {
+    Renamed(String),
+    Failed(DiscoveryError),
+}
+
+impl MdnsResponder {
     /// A responder with nothing registered yet.
     pub fn new() -> Self {
         Self::default()
     }
 }
 
-impl Responder for MdnsSd {
+impl Responder for MdnsResponder {
     fn register(&mut self, advert: &Advert) -> Result<(), DiscoveryError> {
         self.unregister();
-        let info = service_info(advert).map_err(DiscoveryError::Service)?;
-        let fullname = info.get_fullname().to_string();
-        let daemon = ServiceDaemon::new().map_err(DiscoveryError::Start)?;
-        let running = Running {
-            events: daemon.monitor().map_err(DiscoveryError::Start)?,
-            daemon,
-            fullname,
-            service_type: advert.service_type.clone(),
+        let interfaces = interface_addresses().map_err(DiscoveryError::Start)?;
+        let (joined, advertised) = match advert.address {
+            Some(only) => {
+                let on: Vec<(u32, IpAddr)> =
+                    interfaces.into_iter().filter(|(_, a)| *a == only).collect();
+                let on = if on.is_empty() { vec![(0, only)] } else { on };
+                (on, vec![only])
+            }
+            None => {
+                let all = interfaces.iter().map(|(_, a)| *a).collect();
+                (interfaces, all)
+            }
         };
-        let registered = restrict_interfaces(&running.daemon, advert)
-            .and_then(|()| running.daemon.register(info))
-            .map_err(DiscoveryError::Service);
-        self.running = Some(running);
-        registered
+        let decide = decide::Responder::new(advert.clone(), &advertised, Instant::now())
+            .map_err(DiscoveryError::Service)?;
+        let socket = MdnsSocket::open(&joined).map_err(DiscoveryError::Start)?;
+        let (stop, stopped) = mpsc::channel();
+        let (report, events) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("clawgate-mdns-io".into())
+            .spawn(move || serve(decide, &socket, &stopped, &report))
+            .map_err(DiscoveryError::Start)?;
+        self.running = Some(Running {
+            stop,
+            events,
+            thread,
+        });
+        Ok(())
     }
 
     fn health(&mut self) -> Result<Health, DiscoveryError> {
         let running = self.running.as_ref().ok_or(DiscoveryError::Stopped)?;
         let mut health = Health::Ok;
-        while let Ok(event) = running.events.try_recv() {
-            match event {
-                DaemonEvent::Error(e) => return Err(DiscoveryError::Runtime(e)),
-                DaemonEvent::NameChange(change) => {
-                    let suffix = format!(".{}", running.service_type);
-                    let name = change
-                        .new_name
-                        .strip_suffix(&suffix)
-                        .unwrap_or(&change.new_name);
-                    health = Health::Renamed(name.to_string());
-                }
-                _ => {}
+        loop {
+            match running.events.try_recv() {
+                Ok(Event::Renamed(name)) => health = Health::Renamed(name),
+                Ok(Event::Failed(e)) => return Err(e),
+                Err(TryRecvError::Empty) if !running.thread.is_finished() => return Ok(health),
+                Err(_) => return Err(DiscoveryError::Stopped),
             }
-        }
-        let status = running
-            .daemon
-            .status()
-            .map_err(|_| DiscoveryError::Stopped)?;
-        match status.recv_timeout(DAEMON_REPLY_WAIT) {
-            Ok(DaemonStatus::Running) => Ok(health),
-            _ => Err(DiscoveryError::Stopped),
         }
     }
 
     fn unregister(&mut self) {
-        let Some(running) = self.running.take() else {
+        let Some(Running {
+            stop,
+            events,
+            thread,
+        }) = self.running.take()
+        else {
             return;
         };
-        if let Ok(done) = running.daemon.unregister(&running.fullname) {
-            let _ = done.recv_timeout(DAEMON_REPLY_WAIT);
-        }
-        if let Ok(done) = running.daemon.shutdown() {
-            let _ = done.recv_timeout(DAEMON_REPLY_WAIT);
+        drop(stop);
+        // The thread drops its reporting end when it ends.
+        let deadline = Instant::now() + GOODBYE_WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match events.recv_timeout(left) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = thread.join();
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => return,
+            }
         }
     }
 }
 
-impl Drop for MdnsSd {
+impl Drop for MdnsResponder {
     fn drop(&mut self) {
         self.unregister();
     }
 }
 
-/// The `mdns-sd` service for `advert`: its one address, or every interface's when it has none.
-fn service_info(advert: &Advert) -> Result<ServiceInfo, mdns_sd::Error> {
-    let address = advert.address.map(|a| a.to_string()).unwrap_or_default();
-    let info = ServiceInfo::new(
-        &advert.service_type,
-        &advert.instance_name,
-        &advert.host_name(),
-        address.as_str(),
-        advert.port,
-        advert.txt.as_slice(),
-    )?;
-    Ok(match advert.address {
-        Some(address) => {
-            let mut info = info;
-            info.set_interfaces(vec![IfKind::Addr(address)]);
-            info
+/// The thread: probe, announce and answer until `stopped` disconnects, then say goodbye.
+fn serve(
+    mut decide: decide::Responder,
+    socket: &MdnsSocket,
+    stopped: &Receiver<()>,
+    report: &Sender<Event>,
+) {
+    let mut buf = [0; MAX_PACKET];
+    let failed = |e: DiscoveryError| {
+        let _ = report.send(Event::Failed(e));
+    };
+    while let Err(TryRecvError::Empty) = stopped.try_recv() {
+        let now = Instant::now();
+        while let Some(packet) = decide.poll(now) {
+            if let Err(e) = socket.multicast(&packet) {
+                return failed(DiscoveryError::Runtime(e));
+            }
         }
-        None => info.enable_addr_auto(),
-    })
-}
-
-/// A gateway bound to one address answers on that address's interface only.
-fn restrict_interfaces(daemon: &ServiceDaemon, advert: &Advert) -> Result<(), mdns_sd::Error> {
-    match advert.address {
-        Some(address) => {
-            daemon.disable_interface(IfKind::All)?;
-            daemon.enable_interface(IfKind::Addr(address))
+        if let Some(name) = decide.take_renamed() {
+            let _ = report.send(Event::Renamed(name));
         }
-        None => Ok(()),
+        if let Some(e) = decide.failed() {
+            return failed(DiscoveryError::Service(e));
+        }
+        let wait = decide
+            .next_deadline()
+            .map_or(TICK, |due| due.saturating_duration_since(now))
+            .min(TICK);
+        let (n, from) = match socket.recv(&mut buf, wait) {
+            Ok(Some(got)) => got,
+            Ok(None) => continue,
+            Err(e) => return failed(DiscoveryError::Runtime(e)),
+        };
+        let legacy = from.port() != clawgate_core::mdns::PORT;
+        let sent = match decide.handle_packet(Instant::now(), &buf[..n], legacy) {
+            Some(Reply::Multicast(p)) => socket.multicast(&p),
+            Some(Reply::Unicast(p)) => socket.unicast(&p, from),
+            None => Ok(()),
+        };
+        if let Err(e) = sent {
+            return failed(DiscoveryError::Runtime(e));
+        }
+    }
+    if let Some(goodbye) = decide.goodbye() {
+        let _ = socket.multicast(&goodbye);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-
-    use clawgate_core::discovery::SERVICE_TYPE;
-
     use super::*;
-
-    fn advert(address: Option<IpAddr>) -> Advert {
-        Advert {
-            service_type: SERVICE_TYPE.into(),
-            instance_name: "pi5 (OpenClaw)".into(),
-            host_label: "pi5".into(),
-            port: 18789,
-            address,
-            txt: vec![
-                ("role".into(), "gateway".into()),
-                ("gatewayPort".into(), "18789".into()),
-            ],
-        }
-    }
-
-    #[test]
-    fn a_wildcard_bind_follows_every_interface() {
-        let info = service_info(&advert(None)).expect("valid service");
-        assert!(info.is_addr_auto());
-        assert_eq!(
-            info.get_fullname(),
-            "pi5 (OpenClaw)._openclaw-gw._tcp.local."
-        );
-        assert_eq!(info.get_hostname(), "pi5.local.");
-        assert_eq!(info.get_property_val_str("role"), Some("gateway"));
-        assert!(info.get_addresses_v4().is_empty());
-    }
-
-    #[test]
-    fn a_specific_bind_advertises_its_address() {
-        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
-        let info = service_info(&advert(Some(ip))).expect("valid service");
-        assert!(!info.is_addr_auto());
-        assert_eq!(
-            info.get_addresses_v4()
-                .into_iter()
-                .copied()
-                .collect::<Vec<_>>(),
-            [Ipv4Addr::new(192, 0, 2, 7)]
-        );
-    }
-
-    #[test]
-    fn an_oversized_txt_entry_is_an_error_not_a_panic() {
-        let mut a = advert(None);
-        a.txt.push(("displayName".into(), "x".repeat(300)));
-        assert!(service_info(&a).is_err());
-    }
 
     #[test]
     fn health_without_registration_is_stopped() {
         assert!(matches!(
-            MdnsSd::new().health(),
+            MdnsResponder::new().health(),
             Err(DiscoveryError::Stopped)
         ));
+    }
+
+    #[test]
+    fn an_oversized_txt_entry_is_an_error_not_a_panic() {
+        let mut a = clawgate_core::discovery::advert(&{
+            let mut c = clawgate_core::Config::local_default().with_token("t");
+            c.bind_host = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+            c.host_name = "pi5".into();
+            c
+        })
+        .expect("advertises");
+        a.txt.push(("displayName".into(), "x".repeat(300)));
+        let refused = MdnsResponder::new().register(&a);
+        assert!(
+            matches!(
+                refused,
+                Err(DiscoveryError::Service(ResponderError::OutOfBounds) | DiscoveryError::Start(_))
+            ),
+            "{refused:?}"
+        );
     }
 }

@@ -53,8 +53,8 @@ impl Responder for Scripted {
         assert!(!self.panics, "scripted panic");
         thread::sleep(self.register_takes);
         if n <= self.failing_registers {
-            return Err(DiscoveryError::Runtime(mdns_sd::Error::Msg(
-                "no multicast route".into(),
+            return Err(DiscoveryError::Runtime(std::io::Error::other(
+                "no multicast route",
             )));
         }
         Ok(())

@@ -89,7 +89,7 @@ mod tests {
         assert_eq!(parse_params(None).unwrap(), None);
         assert_eq!(
             parse_params(Some("{a")).unwrap_err().exit,
-            crate::cli::Exit::Usage
+            crate::Exit::Usage
         );
     }
 }

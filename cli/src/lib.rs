@@ -3,6 +3,10 @@
 //! its service (`gateway install|start|…`), and carry upstream's pairing over (`gateway
 //! import-upstream`). Every command returns an [`Outcome`]; `main` prints
 //! the failure and exits with its [`Exit`] code.
+//!
+//! A crate of its own so that it is built for size (`opt-level = "z"` in the workspace's
+//! release profile): none of it runs inside the gateway, whose shells stay at `"s"`.
+#![forbid(unsafe_code)]
 
 /// `println!` that ignores a closed stdout (`clawgate … | head`) instead of panicking.
 macro_rules! say {
