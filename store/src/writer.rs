@@ -171,13 +171,13 @@ impl<F: FnMut(Vec<StoreDone>)> Thread<F> {
             }
         }
         if !group.is_empty() {
-            let changes: Vec<StoreChange> =
-                group.iter().flat_map(|(_, c)| c.iter().cloned()).collect();
+            let ids: Vec<WorkId> = group.iter().map(|(id, _)| *id).collect();
+            let changes: Vec<StoreChange> = group.into_iter().flat_map(|(_, c)| c).collect();
             let result = self.db.apply(&changes).map_err(Arc::new);
             if let Err(e) = &result {
                 self.poisoned = Some(Arc::clone(e));
             }
-            done.extend(group.into_iter().map(|(id, _)| {
+            done.extend(ids.into_iter().map(|id| {
                 StoreDone::Written(WriteDone {
                     id,
                     result: result.clone(),
