@@ -121,10 +121,16 @@ impl Write for MemIo {
     }
 }
 
+/// How much tungstenite takes from the connection's input per step. It zero-fills that much
+/// of its buffer before each step, so the step after a request, which could only find the
+/// input empty, is skipped ([`MemIo::is_drained`]); a smaller step (512 bytes was tried) made
+/// a flood of requests take several times as many steps.
+const READ_STEP: usize = 4096;
+
 /// A WebSocket context configured for the core: small read buffer, no write buffering.
 pub(crate) fn ws_context(role: WsRole, max_message: usize) -> WebSocketContext {
     let cfg = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_STEP)
         .write_buffer_size(0)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));

@@ -1,7 +1,7 @@
 //! Which WebSocket frames a peer's bytes held, counted as they are handed to tungstenite, so
 //! the core can tell when tungstenite has nothing left to read. Asking it anyway costs a
 //! zero-filled read step (tungstenite clears up to its read buffer size before every read,
-//! 4 KiB here) only to hear `WouldBlock`: once per request without this count.
+//! `conn::READ_STEP`) only to hear `WouldBlock`: once per request without this count.
 
 /// The longest frame header: two bytes, a 64-bit length and a mask key.
 const MAX_HEADER: usize = 14;
