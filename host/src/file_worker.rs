@@ -85,7 +85,8 @@ impl FileWorkers {
                 .is_some_and(|q| q.send((id, job)).is_ok())
     }
 
-    /// Start the readers; those the system refuses are tried again with the next job.
+    /// Start the readers, as many as the system allows; when it allowed none, the next job
+    /// tries again.
     fn start(&mut self) {
         for n in self.threads.len()..self.wanted {
             let jobs = self.jobs.clone();
