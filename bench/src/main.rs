@@ -174,7 +174,7 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
                 a.quick = true;
                 a.opts.quick = true;
                 a.opts.connections = a.opts.connections.min(2_000);
-                a.opts.churn_secs = a.opts.churn_secs.min(10);
+                a.opts.churn_secs = a.opts.churn_secs.min(5);
                 a.opts.spawns = a.opts.spawns.min(2);
                 a.opts.ticks = a.opts.ticks.min(3);
             }

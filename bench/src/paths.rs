@@ -33,6 +33,9 @@ pub struct PathPlan {
     /// Sequential agent turns timed on upstream (each takes about a second; p99 of a few
     /// turns is their slowest either way).
     pub upstream_turns: usize,
+    /// Messages timed per channel on upstream's three-channel gateway (each takes about a
+    /// second; p99 of a few is their slowest either way).
+    pub upstream_hops: usize,
     /// Sessions streaming at once.
     pub sessions: usize,
     /// Operators watching in the broadcast run, and the turns run with and without them.
@@ -56,7 +59,8 @@ impl PathPlan {
         let secs = |q: u64, f: u64| Duration::from_secs(if quick { q } else { f });
         Self {
             turns: pick(10, 40),
-            upstream_turns: pick(5, 10),
+            upstream_turns: pick(3, 10),
+            upstream_hops: pick(3, channels::UPSTREAM_MESSAGES),
             sessions: pick(30, 100),
             watchers: 100,
             watched_turns: pick(5, 20),
@@ -75,6 +79,14 @@ impl PathPlan {
             },
             hops: pick(10, 50),
             quick,
+        }
+    }
+
+    /// Messages timed per channel with the three channels running on `launch`.
+    fn hops_for(&self, launch: &Launch) -> usize {
+        match launch {
+            Launch::Upstream { .. } => self.upstream_hops.min(self.hops),
+            _ => self.hops,
         }
     }
 }
@@ -151,7 +163,7 @@ fn start_gateways(t: &Target, plan: &PathPlan) -> Started {
     let upstream = matches!(launch, Launch::Upstream { .. });
     Started {
         telegram: channels::start(name, launch, &plan.channels, plan.sessions, &[]),
-        hops: upstream.then(|| hops::start(name, launch, plan.hops)),
+        hops: upstream.then(|| hops::start(name, launch, plan.hops_for(launch))),
     }
 }
 
@@ -272,7 +284,7 @@ fn measure(t: &Target, plan: &PathPlan, early: Option<Started>) -> (PathFigures,
     let hops = timed(&mut steps, "telegram, slack and discord", || {
         match came_up("three channels", pre_hops) {
             Some(r) => r,
-            None => hops::start(name, launch, plan.hops)?.ready()?,
+            None => hops::start(name, launch, plan.hops_for(launch))?.ready()?,
         }
         .run()
     });

@@ -302,12 +302,9 @@ pub struct HopRun {
 }
 
 /// Start the gateway `launch` with the three channels (those it has), `messages` to be timed
-/// per channel (upstream: at most [`channels::UPSTREAM_MESSAGES`]); not yet connected.
-pub fn start(name: &str, launch: &Launch, mut messages: usize) -> Result<HopRun, BenchError> {
+/// per channel; not yet connected.
+pub fn start(name: &str, launch: &Launch, messages: usize) -> Result<HopRun, BenchError> {
     let upstream = matches!(launch, Launch::Upstream { .. });
-    if upstream {
-        messages = messages.min(channels::UPSTREAM_MESSAGES);
-    }
     let model = channels::echo_model();
     let fakes = Fakes::start();
     // The channels this gateway has (upstream's Slack and Discord are plugins), and why not.
