@@ -127,14 +127,6 @@ pub(crate) struct Exchange {
     limits: HttpLimits,
 }
 
-/// What [`Exchange::advance`] came to.
-pub(crate) enum Progress {
-    /// Waiting for the socket; the results read so far, if any.
-    Pending(Vec<WorkResult>),
-    /// The response ended (its last results in [`Ended::last`]).
-    Ended(Ended),
-}
-
 impl Exchange {
     /// Start connecting to `addr` for `wire` (a request to `method`), non-blocking: the
     /// connection is made once the socket is writable.
@@ -225,9 +217,15 @@ impl Exchange {
         self.conn
     }
 
-    /// Do what the socket allows now, reading into `buf`.
-    pub(crate) fn advance(&mut self, now: Instant, buf: &mut [u8]) -> Result<Progress, Failed> {
-        let results = Vec::new();
+    /// Do what the socket allows now, reading into `buf`; what it read goes to `results`
+    /// (also when it then fails: a body cut short is reported up to the cut). `None`: it
+    /// waits for the socket; `Some`: the response ended (its [`Ended::last`] is empty).
+    pub(crate) fn advance(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        results: &mut Vec<WorkResult>,
+    ) -> Result<Option<Ended>, Failed> {
         loop {
             match self.phase {
                 Phase::Connecting(addr) => {
@@ -241,9 +239,7 @@ impl Exchange {
                     }
                     match tcp.peer_addr() {
                         Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                            return Ok(Progress::Pending(results));
-                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
                         Err(e) => return Err(refused(e)),
                     }
                     self.phase = Phase::Writing(0);
@@ -258,7 +254,7 @@ impl Exchange {
                     }
                     if sent < rest.len() {
                         self.phase = Phase::Writing(done + sent);
-                        return Ok(Progress::Pending(results));
+                        return Ok(None);
                     }
                     self.conn.stream.ack_promptly();
                     self.phase = Phase::Reading;
@@ -274,26 +270,20 @@ impl Exchange {
         &mut self,
         now: Instant,
         buf: &mut [u8],
-        mut results: Vec<WorkResult>,
-    ) -> Result<Progress, Failed> {
+        results: &mut Vec<WorkResult>,
+    ) -> Result<Option<Ended>, Failed> {
         let mut events = Vec::new();
         loop {
             let n = match self.conn.stream.read(buf) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(Progress::Pending(results));
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.failed(e)),
             };
             self.deadline = now + self.idle_timeout;
             if n == 0 {
                 return match self.parser.finish() {
-                    Ok(()) => Ok(Progress::Ended(Ended {
-                        reusable: false,
-                        keep_alive: self.keep_alive.take(),
-                        last: results,
-                    })),
+                    Ok(()) => Ok(Some(self.ended(false))),
                     Err(e) => Err(self.failed_with(e.to_string())),
                 };
             }
@@ -307,13 +297,17 @@ impl Exchange {
                 .feed(buf.get(..n).unwrap_or_default(), &mut events);
             results.extend(results_of(&mut events, &mut self.keep_alive));
             if fed.is_ok() && self.parser.is_complete() {
-                return Ok(Progress::Ended(Ended {
-                    reusable: self.parser.reusable(),
-                    keep_alive: self.keep_alive.take(),
-                    last: results,
-                }));
+                return Ok(Some(self.ended(self.parser.reusable())));
             }
             fed.map_err(|e| self.failed_with(e.to_string()))?;
+        }
+    }
+
+    fn ended(&mut self, reusable: bool) -> Ended {
+        Ended {
+            reusable,
+            keep_alive: self.keep_alive.take(),
+            last: Vec::new(),
         }
     }
 

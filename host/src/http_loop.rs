@@ -29,7 +29,7 @@ use clawgate_core::{WorkId, WorkResult};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::http_conn::{Exchange, Failed, Progress};
+use crate::http_conn::{Exchange, Failed};
 use crate::http_pool::{ConnectionPool, Origin};
 use crate::http_worker::{CANCELLED, HttpLimits};
 
@@ -259,13 +259,12 @@ impl HttpLoop {
     /// another request), or fail it; its results go to `out`.
     fn step(&mut self, mut running: Running, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
         let id = running.id;
-        match running.exchange.advance(now, &mut self.buf) {
-            Ok(Progress::Pending(results)) => {
-                out.extend(results.into_iter().map(|r| (id, r)));
-                self.keep(running, out);
-            }
-            Ok(Progress::Ended(ended)) => {
-                out.extend(ended.last.into_iter().map(|r| (id, r)));
+        let mut results = Vec::new();
+        let advanced = running.exchange.advance(now, &mut self.buf, &mut results);
+        out.extend(results.into_iter().map(|r| (id, r)));
+        match advanced {
+            Ok(None) => self.keep(running, out),
+            Ok(Some(ended)) => {
                 out.push((id, WorkResult::HttpEnd(Ok(()))));
                 let conn = running.exchange.into_connection();
                 // A socket that closes leaves the poller by itself; a kept one must not

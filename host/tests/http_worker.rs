@@ -12,6 +12,7 @@ both!(
     a_refused_connection_ends_with_the_address,
     a_cancel_mid_stream_ends_promptly,
     a_silent_server_hits_the_idle_timeout,
+    a_body_cut_short_is_reported_up_to_the_cut,
 );
 
 use std::sync::{Arc, Mutex, mpsc};
@@ -176,6 +177,22 @@ fn a_refused_connection_ends_with_the_address<C: Client>() {
         r.error().contains(&format!("127.0.0.1:{port}")),
         "{}",
         r.error()
+    );
+}
+
+fn a_body_cut_short_is_reported_up_to_the_cut<C: Client>() {
+    // Cut after the text: the last read carries the text and the EOF together.
+    let model = FakeModel::start(|_| Reply::text(&["half ", "an answer"]).dropped(3));
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(WorkId(8), chat(url(&model)));
+    let r = collect(&rx, WorkId(8));
+    assert!(r.body().contains("\"an answer\""), "{}", r.body());
+    assert_eq!(
+        r.error(),
+        format!(
+            "{}: connection closed before the end of the response body",
+            model.addr()
+        )
     );
 }
 
