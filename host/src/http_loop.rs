@@ -375,3 +375,38 @@ fn address_of(target: &Target) -> Option<SocketAddr> {
 fn name_of(addr: SocketAddr) -> String {
     format!("{}:{}", addr.ip(), addr.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(url: &str) -> HttpRequest {
+        HttpRequest {
+            method: "GET",
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            idempotent: true,
+        }
+    }
+
+    #[test]
+    fn only_plain_http_to_an_address_is_taken() {
+        for url in [
+            "http://127.0.0.1:8080/v1",
+            "http://[::1]:11434/api",
+            "http://10.0.0.2/bot1:x/getUpdates",
+        ] {
+            assert!(HttpLoop::takes(&get(url)), "{url}");
+        }
+        // A name needs a DNS lookup, https:// a TLS handshake: both block, so the workers.
+        for url in [
+            "http://localhost:8080/v1",
+            "https://127.0.0.1/v1",
+            "https://api.telegram.org/bot1:x/getMe",
+            "ftp://127.0.0.1/",
+        ] {
+            assert!(!HttpLoop::takes(&get(url)), "{url}");
+        }
+    }
+}
