@@ -9,8 +9,10 @@
 //!   [`KeepAlive::total`] in all (the oldest go first), each for at most its lifetime:
 //!   [`KeepAlive::lifetime`], or less when the server's `Keep-Alive: timeout=N` says so
 //!   (N − 2 s, as undici does).
-//! - No timer: expired connections are closed when a worker next takes or returns one, or
-//!   exits; the last worker to exit closes them all, so no pooled socket outlives the threads.
+//! - No timer on the workers' pool: expired connections are closed when a worker next takes
+//!   or returns one, or exits; the last worker to exit closes them all, so no pooled socket
+//!   outlives the threads. The loop's pool ([`crate::http_loop`]) is swept at its
+//!   [`ConnectionPool::next_expiry`].
 //! - A connection is only taken if it looks alive: a non-blocking peek finds neither an EOF
 //!   (the server closed it while idle) nor bytes nobody asked for.
 //!
@@ -170,6 +172,11 @@ impl ConnectionPool {
             expire(&mut self.lock(), now)
         };
         drop(closed);
+    }
+
+    /// When the first kept connection expires.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.lock().iter().map(|i| i.until).min()
     }
 
     /// How many idle connections are kept.

@@ -3,7 +3,8 @@
 //! which resolves the host, connects, writes the request ([`encode_request`]) and streams the
 //! response back as it arrives: one [`WorkResult::HttpHead`], [`WorkResult::HttpBody`] pieces
 //! (framing removed by the core's [`ResponseParser`]), then exactly one
-//! [`WorkResult::HttpEnd`]. Nothing here runs on the event loop, DNS included.
+//! [`WorkResult::HttpEnd`]. Nothing here runs on the event loop, DNS included. (Plain
+//! `http://` to an IP address needs none of that and runs on the loop: [`crate::http_loop`].)
 //!
 //! `https://` goes through rustls ([`crate::tls`]): the handshake, with the server's
 //! certificate checked against the system's roots, completes in [`open`] before the request
@@ -29,11 +30,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
-use clawgate_core::model::http1::{
-    ResponseEvent, ResponseLimits, ResponseParser, Scheme, Target, encode_request,
-};
+use clawgate_core::model::http1::{ResponseLimits, ResponseParser, Scheme, Target, encode_request};
 use clawgate_core::{WorkId, WorkResult};
 
+use crate::http_conn::{Ended, Failed, Stage, connect_error, idle_error, results_of};
 use crate::http_pool::{Connection, ConnectionPool, KeepAlive, Origin};
 use crate::tls::{self, Stream};
 
@@ -382,47 +382,6 @@ fn perform(
     Ok(ended.last)
 }
 
-/// How a request and its response went through without error.
-struct Ended {
-    /// The connection may carry another request ([`ResponseParser::reusable`]).
-    reusable: bool,
-    /// The server's `Keep-Alive` header.
-    keep_alive: Option<String>,
-    /// What the last read yielded, not reported yet: it goes with the end.
-    last: Vec<WorkResult>,
-}
-
-/// How far a failed exchange got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    /// Writing the request failed: the server has not read all of it.
-    Write,
-    /// The request was written; not a byte of the answer came.
-    Written,
-    /// Some of the answer came.
-    Answered,
-}
-
-/// Why an exchange failed, and at which [`Stage`].
-struct Failed {
-    error: String,
-    stage: Stage,
-}
-
-impl Failed {
-    /// Whether the request may go again on a fresh connection after this failure on a reused
-    /// one: the server cannot have taken its effect (a write that failed: an HTTP/1.1 server
-    /// acts on a whole request only), or taking it twice is taking it once (`idempotent`,
-    /// written but unanswered). An answered request never goes again.
-    fn may_send_again(&self, idempotent: bool) -> bool {
-        match self.stage {
-            Stage::Write => true,
-            Stage::Written => idempotent,
-            Stage::Answered => false,
-        }
-    }
-}
-
 /// Write `wire` on `stream` and read the response to `method` to its end, reporting the head
 /// and the body as they come.
 fn exchange(
@@ -434,10 +393,7 @@ fn exchange(
     report: &impl Fn(Vec<WorkResult>),
 ) -> Result<Ended, Failed> {
     let idle = |e: io::Error| match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
-            "no data from {addr} for {} s (idle timeout)",
-            limits.idle_timeout.as_secs_f32()
-        ),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => idle_error(addr, limits),
         _ => format!("{addr}: {e}"),
     };
     let failed = |stage| move |error| Failed { error, stage };
@@ -475,19 +431,7 @@ fn exchange(
         }
         stage = Stage::Answered;
         let fed = parser.feed(buf.get(..n).unwrap_or_default(), &mut events);
-        let read: Vec<WorkResult> = events
-            .drain(..)
-            .map(|event| match event {
-                ResponseEvent::Head { status, headers } => {
-                    keep_alive = headers
-                        .iter()
-                        .find(|(n, _)| n == "keep-alive")
-                        .map(|(_, v)| v.clone());
-                    WorkResult::HttpHead { status, headers }
-                }
-                ResponseEvent::Body(bytes) => WorkResult::HttpBody(bytes),
-            })
-            .collect();
+        let read = results_of(&mut events, &mut keep_alive);
         if fed.is_ok() && parser.is_complete() {
             return Ok(Ended {
                 reusable: parser.reusable(),
@@ -557,7 +501,7 @@ pub(crate) fn open(
                     }
                 };
             }
-            Err(e) => last = Some(format!("cannot connect to {name} ({addr}): {e}")),
+            Err(e) => last = Some(connect_error(&name, addr, &e)),
         }
     }
     Err(last.unwrap_or_else(|| format!("cannot resolve {name}: no addresses")))

@@ -23,6 +23,8 @@ pub mod discovery;
 pub mod entropy;
 pub mod exec_worker;
 pub mod file_worker;
+mod http_conn;
+pub mod http_loop;
 pub mod http_pool;
 pub mod http_worker;
 pub mod listen;

@@ -2,6 +2,7 @@
 //! both loops are generic over, and the pieces of running that both loops share ([`absorb`],
 //! [`note`], [`WindDown`]).
 
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -35,7 +36,8 @@ pub trait Host {
 
     /// Start `work` off the loop thread and return `None`: its outcome comes back as a
     /// worker input, which [`Host::on_worker_input`] hands to [`Gateway::handle_work_result`]
-    /// with `id`. A host that is done at once (one without a disk acknowledges a store batch
+    /// with `id` (or, for work the host performs on the loop's thread without blocking, from
+    /// [`Host::on_sockets`]). A host that is done at once (one without a disk acknowledges a store batch
     /// here) returns the result instead. Work never answered holds the replies waiting on it.
     fn work(&mut self, id: WorkId, work: Work) -> Option<WorkResult>;
 
@@ -44,6 +46,22 @@ pub trait Host {
 
     /// The signal socket became readable: act on the gateway (shut down, reload).
     fn on_signals(&mut self, gw: &mut Gateway, now: Instant);
+
+    /// A descriptor that becomes readable when sockets the host drives on the loop's own
+    /// thread (outbound HTTP that needs no blocking call) are ready, if it has any: the loop
+    /// watches it and calls [`Host::on_sockets`].
+    fn sockets(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// When [`Host::on_sockets`] is due without readiness (a timeout), if ever.
+    fn sockets_due(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The descriptor of [`Host::sockets`] was readable or [`Host::sockets_due`] passed: move
+    /// those sockets along, handing what they yield to `gw` (the loop then drains it).
+    fn on_sockets(&mut self, _gw: &mut Gateway, _now: Instant) {}
 
     /// The queue worker threads feed; the loop installs its wake-up with
     /// [`WorkerQueue::set_wake`] and, when woken, hands every item to

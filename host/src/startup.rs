@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::discovery::{AdvertiserHandle, MdnsResponder, RetryPolicy, spawn_adver
 use crate::entropy::OsEntropy;
 use crate::exec_worker::ExecWorkers;
 use crate::file_worker::{FILE_THREADS, FileWorkers};
+use crate::http_loop::HttpLoop;
 use crate::http_worker::{HttpLimits, HttpWorkers};
 use crate::listen::{self, BindError};
 use crate::lock::{self, InstanceLock, LockError};
@@ -65,6 +67,8 @@ pub enum StartError {
     Signals(std::io::Error),
     /// The store writer thread cannot be started.
     StoreWriter(std::io::Error),
+    /// The poller of outbound HTTP on the loop cannot be created.
+    HttpPoller(std::io::Error),
     /// The listener cannot be opened.
     Bind(BindError),
 }
@@ -107,6 +111,7 @@ impl std::fmt::Display for StartError {
             StartError::Store(e) => write!(f, "cannot open the store: {e}"),
             StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             StartError::StoreWriter(e) => write!(f, "cannot start the store writer: {e}"),
+            StartError::HttpPoller(e) => write!(f, "cannot create the HTTP poller: {e}"),
             StartError::Bind(e) => write!(f, "{e}"),
         }
     }
@@ -141,6 +146,9 @@ pub struct RunHost {
     signals: Signals,
     inbox: WorkerQueue<HostInput>,
     store: Option<Writer>,
+    /// Outbound HTTP the loop performs itself ([`HttpLoop::takes`]).
+    http_loop: HttpLoop,
+    /// The rest of outbound HTTP.
     http: HttpWorkers,
     ws: WsWorkers,
     files: FileWorkers,
@@ -259,6 +267,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     .map_err(StartError::StoreWriter)?;
     let results = inbox.sender();
     let http_limits = HttpLimits::for_runs(config.limits.max_concurrent_runs);
+    let http_loop = HttpLoop::new(http_limits).map_err(StartError::HttpPoller)?;
     let http = HttpWorkers::new(http_limits, move |id, batch: Vec<WorkResult>| {
         results.send_all(batch.into_iter().map(|r| HostInput::Work(id, r)))
     });
@@ -293,6 +302,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         signals,
         inbox,
         store: Some(store),
+        http_loop,
         http,
         ws,
         files,
@@ -464,6 +474,10 @@ impl Host for RunHost {
                 // The writer thread is gone only if it panicked: say so to whoever waits.
                 (!queued).then(|| WorkResult::Stored(Err("the store writer is gone".into())))
             }
+            Work::Http(request) if HttpLoop::takes(&request) => {
+                self.http_loop.start(id, request, Instant::now());
+                None
+            }
             Work::Http(request) => {
                 // A failure to start a thread is reported as the request's end.
                 if let Err(e) = self.http.submit(id, request) {
@@ -473,7 +487,7 @@ impl Host for RunHost {
                 None
             }
             Work::Cancel(of) => {
-                if !self.processes.kill(of) {
+                if !self.processes.kill(of) && !self.http_loop.cancel(of) {
                     self.http.cancel(of);
                     self.execs.cancel(of);
                 }
@@ -541,6 +555,22 @@ impl Host for RunHost {
         }
     }
 
+    fn sockets(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.http_loop.fd())
+    }
+
+    fn sockets_due(&self) -> Option<Instant> {
+        self.http_loop.due()
+    }
+
+    fn on_sockets(&mut self, gw: &mut Gateway, now: Instant) {
+        self.trim.work();
+        self.http_loop
+            .drive(now, Some(Duration::ZERO), |id, result| {
+                gw.handle_work_result(now, id, result)
+            });
+    }
+
     fn inbox(&self) -> &WorkerQueue<HostInput> {
         &self.inbox
     }
@@ -569,6 +599,7 @@ impl Host for RunHost {
     /// Cancel the HTTP requests (waiting at most [`HTTP_STOP_GRACE`] for their threads),
     /// wait for the store writer to write what is queued, and log what failed.
     fn on_stopped(&mut self) {
+        self.http_loop.shutdown();
         if !self.http.shutdown(HTTP_STOP_GRACE) {
             self.logger.log(
                 Level::Debug,

@@ -1,10 +1,23 @@
-//! Connection reuse by the HTTP workers against a scripted local server that counts the
+//! Connection reuse by the HTTP client (the workers, and the loop: `both!`) against a scripted local server that counts the
 //! connections it accepts: sequential requests share one connection; a `Connection: close`
 //! answer, a close-delimited body, a truncated body, a cancel, an expired or hinted lifetime
 //! each lead to a new one; a connection the server closed while idle is not used; a reused
 //! connection that dies after the request was written is retried only for an idempotent
 //! request; the pool's bounds hold and the last exiting worker closes what it kept; an answer
 //! a Nagle-ing server writes in two pieces is not held up by a delayed ACK.
+
+mod common;
+
+both!(
+    sequential_requests_to_one_origin_share_one_connection,
+    an_answer_written_in_two_pieces_on_a_reused_connection_ends_without_a_delayed_ack,
+    a_connection_the_answer_ends_is_not_reused,
+    a_cancelled_request_leaves_no_connection_behind,
+    an_expired_connection_is_closed_and_not_reused,
+    a_connection_the_server_closed_while_idle_is_not_used,
+    an_idempotent_request_goes_again_when_its_reused_connection_dies_unanswered,
+    a_post_whose_reused_connection_dies_after_it_was_written_is_not_sent_again,
+);
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +30,7 @@ use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
 use clawgate_host::http_pool::KeepAlive;
 use clawgate_host::http_worker::{CANCELLED, HttpLimits, HttpWorkers};
+use common::{Client, client};
 
 /// How long a test waits for any one result.
 const WAIT: Duration = Duration::from_secs(10);
@@ -157,13 +171,7 @@ fn read_request(reader: &mut impl BufRead) -> Option<String> {
 }
 
 fn workers(limits: HttpLimits) -> (HttpWorkers, mpsc::Receiver<(WorkId, WorkResult)>) {
-    let (tx, rx) = mpsc::channel();
-    let pool = HttpWorkers::new(limits, move |id, batch: Vec<WorkResult>| {
-        for r in batch {
-            let _ = tx.send((id, r));
-        }
-    });
-    (pool, rx)
+    client(limits)
 }
 
 fn post(url: String) -> HttpRequest {
@@ -197,37 +205,35 @@ fn end_of(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> Result<(), S
 }
 
 /// Send `req` as `id` and wait for its end.
-fn request(
-    pool: &mut HttpWorkers,
+fn request<C: Client>(
+    pool: &mut C,
     rx: &mpsc::Receiver<(WorkId, WorkResult)>,
     id: u64,
     req: HttpRequest,
 ) -> Result<(), String> {
-    pool.submit(WorkId(id), req).unwrap();
+    pool.submit(WorkId(id), req);
     end_of(rx, WorkId(id))
 }
 
-#[test]
-fn sequential_requests_to_one_origin_share_one_connection() {
+fn sequential_requests_to_one_origin_share_one_connection<C: Client>() {
     let server = Server::start(|_, _| Act::Reply(OK));
-    let (mut pool, rx) = workers(HttpLimits::default());
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
     for id in 0..5 {
         assert_eq!(request(&mut pool, &rx, id, post(server.url("/a"))), Ok(()));
     }
     assert_eq!(server.accepted(), 1);
     assert_eq!(server.seen().len(), 5);
     assert_eq!(pool.idle_connections(), 1);
-    assert!(pool.shutdown(WAIT));
+    assert!(pool.shutdown());
     assert_eq!(pool.idle_connections(), 0);
 }
 
-#[test]
-fn an_answer_written_in_two_pieces_on_a_reused_connection_ends_without_a_delayed_ack() {
+fn an_answer_written_in_two_pieces_on_a_reused_connection_ends_without_a_delayed_ack<C: Client>() {
     // The body leaves once the head is acknowledged: a client that delays that ACK (40 ms at
     // least on Linux) makes every answer on a reused connection that much late.
     let server =
         Server::start(|_, _| Act::ReplySplit("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "ok"));
-    let (mut pool, rx) = workers(HttpLimits::default());
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
     const REQUESTS: u32 = 20;
     let started = Instant::now();
     for id in 0..REQUESTS {
@@ -243,12 +249,12 @@ fn an_answer_written_in_two_pieces_on_a_reused_connection_ends_without_a_delayed
         took < delayed_acks,
         "{REQUESTS} answers took {took:?}: a delayed ACK each"
     );
-    assert!(pool.shutdown(WAIT));
+    assert!(pool.shutdown());
 }
 
 /// Two requests where the first is answered with `first`: each is answered, on `connections`
 /// connections in all.
-fn after(first: Act, connections: usize) {
+fn after<C: Client>(first: Act, connections: usize) {
     let server = Server::start(move |conn, _| {
         if conn == 0 {
             first.clone()
@@ -256,55 +262,53 @@ fn after(first: Act, connections: usize) {
             Act::Reply(OK)
         }
     });
-    let (mut pool, rx) = workers(HttpLimits::default());
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
     let _ = request(&mut pool, &rx, 1, post(server.url("/1")));
     assert_eq!(request(&mut pool, &rx, 2, post(server.url("/2"))), Ok(()));
     assert_eq!(server.accepted(), connections);
 }
 
-#[test]
-fn a_connection_the_answer_ends_is_not_reused() {
+fn a_connection_the_answer_ends_is_not_reused<C: Client>() {
     // The server says it closes (and does).
-    after(
+    after::<C>(
         Act::ReplyClose("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"),
         2,
     );
     // The server says it closes but leaves the socket open: still not reused.
-    after(
+    after::<C>(
         Act::Reply("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"),
         2,
     );
     // A body read until the connection closes.
-    after(Act::ReplyClose("HTTP/1.1 200 OK\r\n\r\nto the end"), 2);
+    after::<C>(Act::ReplyClose("HTTP/1.1 200 OK\r\n\r\nto the end"), 2);
     // HTTP/1.0.
-    after(
+    after::<C>(
         Act::Reply("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"),
         2,
     );
     // A truncated body.
-    after(
+    after::<C>(
         Act::ReplyClose("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nok"),
         2,
     );
     // The server's Keep-Alive hint leaves no time to reuse it (3 s less undici's 2 s margin
     // is still some: 1 s; 2 s is none).
-    after(
+    after::<C>(
         Act::Reply("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 2\r\n\r\nok"),
         2,
     );
-    after(
+    after::<C>(
         Act::Reply("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=3\r\nContent-Length: 2\r\n\r\nok"),
         1,
     );
     // And the control: a chunked body ended by its last chunk is reused.
-    after(
+    after::<C>(
         Act::Reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
         1,
     );
 }
 
-#[test]
-fn a_cancelled_request_leaves_no_connection_behind() {
+fn a_cancelled_request_leaves_no_connection_behind<C: Client>() {
     let server = Server::start(|conn, _| {
         if conn == 0 {
             Act::Stall
@@ -312,8 +316,8 @@ fn a_cancelled_request_leaves_no_connection_behind() {
             Act::Reply(OK)
         }
     });
-    let (mut pool, rx) = workers(HttpLimits::default());
-    pool.submit(WorkId(1), post(server.url("/stall"))).unwrap();
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(WorkId(1), post(server.url("/stall")));
     let (id, head) = rx.recv_timeout(WAIT).unwrap();
     assert!(matches!(
         (id, head),
@@ -326,8 +330,7 @@ fn a_cancelled_request_leaves_no_connection_behind() {
     assert_eq!(server.accepted(), 2);
 }
 
-#[test]
-fn an_expired_connection_is_closed_and_not_reused() {
+fn an_expired_connection_is_closed_and_not_reused<C: Client>() {
     let server = Server::start(|_, _| Act::Reply(OK));
     let limits = HttpLimits {
         keep_alive: KeepAlive {
@@ -336,7 +339,7 @@ fn an_expired_connection_is_closed_and_not_reused() {
         },
         ..HttpLimits::default()
     };
-    let (mut pool, rx) = workers(limits);
+    let (mut pool, rx) = client::<C>(limits);
     assert_eq!(request(&mut pool, &rx, 1, post(server.url("/1"))), Ok(()));
     thread::sleep(Duration::from_millis(250));
     assert_eq!(request(&mut pool, &rx, 2, post(server.url("/2"))), Ok(()));
@@ -352,11 +355,10 @@ fn an_expired_connection_is_closed_and_not_reused() {
     }
 }
 
-#[test]
-fn a_connection_the_server_closed_while_idle_is_not_used() {
+fn a_connection_the_server_closed_while_idle_is_not_used<C: Client>() {
     // The server closes each connection 50 ms after answering.
     let server = Server::start(|_, _| Act::ReplyIdleClose(OK, Duration::from_millis(50)));
-    let (mut pool, rx) = workers(HttpLimits::default());
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
     assert_eq!(request(&mut pool, &rx, 1, post(server.url("/1"))), Ok(()));
     thread::sleep(Duration::from_millis(300));
     // A POST: no retry would save it, the peek must.
@@ -375,10 +377,9 @@ fn reset_on_reuse() -> Server {
     })
 }
 
-#[test]
-fn an_idempotent_request_goes_again_when_its_reused_connection_dies_unanswered() {
+fn an_idempotent_request_goes_again_when_its_reused_connection_dies_unanswered<C: Client>() {
     let server = reset_on_reuse();
-    let (mut pool, rx) = workers(HttpLimits::default());
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
     assert_eq!(request(&mut pool, &rx, 1, get(server.url("/1"))), Ok(()));
     assert_eq!(request(&mut pool, &rx, 2, get(server.url("/2"))), Ok(()));
     assert_eq!(
@@ -391,10 +392,9 @@ fn an_idempotent_request_goes_again_when_its_reused_connection_dies_unanswered()
     );
 }
 
-#[test]
-fn a_post_whose_reused_connection_dies_after_it_was_written_is_not_sent_again() {
+fn a_post_whose_reused_connection_dies_after_it_was_written_is_not_sent_again<C: Client>() {
     let server = reset_on_reuse();
-    let (mut pool, rx) = workers(HttpLimits::default());
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
     assert_eq!(request(&mut pool, &rx, 1, post(server.url("/1"))), Ok(()));
     let end = request(&mut pool, &rx, 2, post(server.url("/send")));
     let error = end.expect_err("the failure surfaces");

@@ -1,6 +1,19 @@
-//! The HTTP workers against the fake model provider over real sockets: streaming, each body
-//! framing, error statuses, refused connections and URLs, an untrusted TLS certificate, cancel
-//! and the idle timeout.
+//! The HTTP client against the fake model provider over real sockets: streaming, each body
+//! framing, error statuses, refused connections and URLs, cancel and the idle timeout, on
+//! the worker threads and on the loop (`both!`); an untrusted TLS certificate and the
+//! workers' own queueing and threads on the workers.
+
+mod common;
+
+both!(
+    a_streamed_answer_arrives_in_pieces_as_it_is_sent,
+    every_framing_gives_the_same_body,
+    an_error_status_comes_with_its_headers_and_body,
+    a_refused_connection_ends_with_the_address,
+    a_cancel_mid_stream_ends_promptly,
+    a_silent_server_hits_the_idle_timeout,
+    a_body_cut_short_is_reported_up_to_the_cut,
+);
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -10,18 +23,13 @@ use clawgate_core::{WorkId, WorkResult};
 use clawgate_host::http_worker::{CANCELLED, HttpLimits, HttpWorkers};
 use clawgate_tests::fake_model::{FakeApi, FakeModel, Framing, Reply};
 use clawgate_tests::fake_tls::TestCa;
+use common::{Client, client};
 
 /// How long a test waits for any one result.
 const WAIT: Duration = Duration::from_secs(10);
 
 fn workers(limits: HttpLimits) -> (HttpWorkers, mpsc::Receiver<(WorkId, WorkResult)>) {
-    let (tx, rx) = mpsc::channel();
-    let pool = HttpWorkers::new(limits, move |id, batch: Vec<WorkResult>| {
-        for r in batch {
-            let _ = tx.send((id, r));
-        }
-    });
-    (pool, rx)
+    client(limits)
 }
 
 fn chat(url: String) -> HttpRequest {
@@ -89,13 +97,12 @@ fn url(model: &FakeModel) -> String {
     format!("{}/chat/completions", model.base_url())
 }
 
-#[test]
-fn a_streamed_answer_arrives_in_pieces_as_it_is_sent() {
+fn a_streamed_answer_arrives_in_pieces_as_it_is_sent<C: Client>() {
     let model = FakeModel::start(|_| {
         Reply::text(&["one", "two", "three"]).with_delay(Duration::from_millis(40))
     });
-    let (mut pool, rx) = workers(HttpLimits::default());
-    pool.submit(WorkId(1), chat(url(&model))).unwrap();
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(WorkId(1), chat(url(&model)));
     let r = collect(&rx, WorkId(1));
     assert_eq!(r.end, Some(Ok(())));
     let (status, headers) = r.head.clone().unwrap();
@@ -120,16 +127,15 @@ fn a_streamed_answer_arrives_in_pieces_as_it_is_sent() {
     assert_eq!(seen[0].path, "/v1/chat/completions");
     assert_eq!(seen[0].header("authorization"), Some("Bearer sk-test"));
     assert_eq!(seen[0].json["messages"][0]["content"], "hi");
-    assert!(pool.shutdown(Duration::from_secs(1)));
+    assert!(pool.shutdown());
 }
 
-#[test]
-fn every_framing_gives_the_same_body() {
+fn every_framing_gives_the_same_body<C: Client>() {
     let mut bodies = Vec::new();
     for framing in [Framing::Chunked, Framing::Close, Framing::Length] {
         let model = FakeModel::start(move |_| Reply::text(&["a", "b"]).with_framing(framing));
-        let (mut pool, rx) = workers(HttpLimits::default());
-        pool.submit(WorkId(7), chat(url(&model))).unwrap();
+        let (mut pool, rx) = client::<C>(HttpLimits::default());
+        pool.submit(WorkId(7), chat(url(&model)));
         let r = collect(&rx, WorkId(7));
         assert_eq!(r.end, Some(Ok(())), "{framing:?}");
         bodies.push(r.body());
@@ -138,13 +144,12 @@ fn every_framing_gives_the_same_body() {
     assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
 }
 
-#[test]
-fn an_error_status_comes_with_its_headers_and_body() {
+fn an_error_status_comes_with_its_headers_and_body<C: Client>() {
     let model = FakeModel::start(|_| {
         Reply::error(429, "Rate limit reached").with_header("Retry-After", "2")
     });
-    let (mut pool, rx) = workers(HttpLimits::default());
-    pool.submit(WorkId(2), chat(url(&model))).unwrap();
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(WorkId(2), chat(url(&model)));
     let r = collect(&rx, WorkId(2));
     assert_eq!(r.end, Some(Ok(())));
     let (status, headers) = r.head.clone().unwrap();
@@ -156,24 +161,38 @@ fn an_error_status_comes_with_its_headers_and_body() {
     assert!(r.body().contains("Rate limit reached"));
 }
 
-#[test]
-fn a_refused_connection_ends_with_the_address() {
+fn a_refused_connection_ends_with_the_address<C: Client>() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let (mut pool, rx) = workers(HttpLimits::default());
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
     pool.submit(
         WorkId(3),
         chat(format!("http://127.0.0.1:{port}/v1/chat/completions")),
-    )
-    .unwrap();
+    );
     let r = collect(&rx, WorkId(3));
     assert!(r.head.is_none());
     assert!(
         r.error().contains(&format!("127.0.0.1:{port}")),
         "{}",
         r.error()
+    );
+}
+
+fn a_body_cut_short_is_reported_up_to_the_cut<C: Client>() {
+    // Cut after the text: the last read carries the text and the EOF together.
+    let model = FakeModel::start(|_| Reply::text(&["half ", "an answer"]).dropped(3));
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(WorkId(8), chat(url(&model)));
+    let r = collect(&rx, WorkId(8));
+    assert!(r.body().contains("\"an answer\""), "{}", r.body());
+    assert_eq!(
+        r.error(),
+        format!(
+            "{}: connection closed before the end of the response body",
+            model.addr()
+        )
     );
 }
 
@@ -199,13 +218,12 @@ fn https_to_an_untrusted_certificate_fails_in_the_handshake_before_the_request()
     assert!(pool.shutdown(Duration::from_secs(1)));
 }
 
-#[test]
-fn a_cancel_mid_stream_ends_promptly() {
+fn a_cancel_mid_stream_ends_promptly<C: Client>() {
     let deltas = ["x"; 20];
     let model =
         FakeModel::start(move |_| Reply::text(&deltas).with_delay(Duration::from_millis(300)));
-    let (mut pool, rx) = workers(HttpLimits::default());
-    pool.submit(WorkId(5), chat(url(&model))).unwrap();
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(WorkId(5), chat(url(&model)));
     let (id, first) = rx.recv_timeout(WAIT).unwrap();
     assert!(matches!(
         (id, first),
@@ -235,16 +253,15 @@ fn collect_after_head(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> 
     }
 }
 
-#[test]
-fn a_silent_server_hits_the_idle_timeout() {
+fn a_silent_server_hits_the_idle_timeout<C: Client>() {
     let model = FakeModel::start(|_| Reply::text(&["late"]).with_delay(Duration::from_secs(3)));
     let limits = HttpLimits {
         idle_timeout: Duration::from_millis(200),
         ..HttpLimits::default()
     };
-    let (mut pool, rx) = workers(limits);
+    let (mut pool, rx) = client::<C>(limits);
     let started = Instant::now();
-    pool.submit(WorkId(6), chat(url(&model))).unwrap();
+    pool.submit(WorkId(6), chat(url(&model)));
     let end = collect(&rx, WorkId(6)).error();
     assert!(end.contains("idle timeout"), "{end}");
     assert!(started.elapsed() < Duration::from_secs(2));

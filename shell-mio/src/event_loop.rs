@@ -1,7 +1,8 @@
 //! The single-threaded mio event loop (the shape of rustls's `tlsserver-mio`): a table of
 //! sockets keyed by [`Token`], write interest only while bytes wait to be sent, one reused read
 //! buffer. Every byte read goes to the core, every output of the core is acted on at once.
-//! Signals and worker threads wake it too (a [`Waker`] feeds it the host's worker inputs).
+//! Signals and worker threads wake it too (a [`Waker`] feeds it the host's worker inputs), and
+//! so do the sockets the host drives on this thread (outbound HTTP, [`Host::sockets`]).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -25,6 +26,8 @@ const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// The worker threads' [`Waker`].
 const WORKERS: Token = Token(usize::MAX - 2);
+/// The host's own sockets ([`Host::sockets`]).
+const HOST_SOCKETS: Token = Token(usize::MAX - 3);
 /// The one read buffer every socket shares.
 const READ_BUFFER: usize = 16 * 1024;
 /// Reads per socket per wake-up before the others get their turn.
@@ -192,6 +195,13 @@ fn serve<H: Host>(
             Interest::READABLE,
         )?;
     }
+    if let Some(fd) = host.sockets() {
+        poll.registry().register(
+            &mut SourceFd(&fd.as_raw_fd()),
+            HOST_SOCKETS,
+            Interest::READABLE,
+        )?;
+    }
     let waker = Arc::new(Waker::new(poll.registry(), WORKERS)?);
     host.inbox().set_wake(move || {
         // A failed wake leaves the inputs queued for the next wake-up.
@@ -227,10 +237,10 @@ impl EventLoop {
             }
             // The host's deferred work (log lines written in batches, memory returned after a
             // burst): wake for it if nothing else comes.
-            let wake = match host.before_wait(now) {
-                Some(due) => due.min(self.next_wake()),
-                None => self.next_wake(),
-            };
+            let wake = [host.before_wait(now), host.sockets_due()]
+                .into_iter()
+                .flatten()
+                .fold(self.next_wake(), Instant::min);
             let timeout = if self.again.is_empty() && !self.accept_again {
                 wake.saturating_duration_since(now)
             } else {
@@ -243,8 +253,10 @@ impl EventLoop {
             }
             let now = Instant::now();
             gw.handle_wall_clock(now, clawgate_host::logging::unix_ms());
+            let mut host_sockets = host.sockets_due().is_some_and(|due| due <= now);
             for event in events.iter() {
                 match event.token() {
+                    HOST_SOCKETS => host_sockets = true,
                     LISTENER => self.accept(gw, host, now),
                     SIGNALS => {
                         host.on_signals(gw, now);
@@ -263,6 +275,10 @@ impl EventLoop {
                         event.is_writable(),
                     ),
                 }
+            }
+            if host_sockets {
+                host.on_sockets(gw, now);
+                self.drain(gw, host, now);
             }
             for token in std::mem::take(&mut self.again) {
                 self.socket_ready(gw, host, now, token, ReadCause::Drain, false);

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -65,6 +66,10 @@ pub async fn serve<H: Host>(
         Some(s) => Some(Async::new(s.try_clone()?)?),
         None => None,
     };
+    let host_sockets = match host.sockets() {
+        Some(fd) => Some(Async::new(fd.try_clone_to_owned()?)?),
+        None => None,
+    };
     // One pending wake is enough: the driver takes everything queued when it wakes.
     let (wake, workers) = smol::channel::bounded::<()>(1);
     host.inbox().set_wake(move || {
@@ -85,7 +90,13 @@ pub async fn serve<H: Host>(
         alive,
         direct_budget: DIRECT_BYTES_PER_TURN,
     };
-    driver.run(&events, signals.as_ref(), &workers).await;
+    let wakes = Wakes {
+        events: &events,
+        signals: signals.as_ref(),
+        workers: &workers,
+        host_sockets: host_sockets.as_ref(),
+    };
+    driver.run(wakes).await;
     drop(acceptor);
     driver.wind_down(&events, &sockets_done).await;
     Ok(())
@@ -125,11 +136,20 @@ async fn forward_orders(control: Receiver<Control>, events: Sender<Event>) {
 }
 
 /// Wait until `sock` is readable; never, if there is none.
-async fn readable(sock: Option<&Async<UnixStream>>) {
+async fn readable<T: AsFd>(sock: Option<&Async<T>>) {
     match sock {
         Some(s) if s.readable().await.is_ok() => {}
         _ => future::pending().await,
     }
+}
+
+/// What wakes the driver besides its deadline.
+struct Wakes<'a> {
+    events: &'a Receiver<Event>,
+    signals: Option<&'a Async<UnixStream>>,
+    workers: &'a Receiver<()>,
+    /// The host's own sockets ([`Host::sockets`]).
+    host_sockets: Option<&'a Async<OwnedFd>>,
 }
 
 struct Driver<'e, 'x, 'h, H> {
@@ -154,26 +174,31 @@ enum Wake {
     Deadline,
     Signals,
     Workers,
+    HostSockets,
 }
 
 impl<H: Host> Driver<'_, '_, '_, H> {
     /// Drive the core until it is draining.
-    async fn run(
-        &mut self,
-        events: &Receiver<Event>,
-        signals: Option<&Async<UnixStream>>,
-        workers: &Receiver<()>,
-    ) {
+    async fn run(&mut self, wakes: Wakes<'_>) {
+        let Wakes {
+            events,
+            signals,
+            workers,
+            host_sockets,
+        } = wakes;
         let mut deadline = self.drain(Instant::now());
         let mut timer = Timer::at(deadline);
         let mut armed = Some(deadline);
         while !self.gw.is_draining() {
             // The host's deferred work (log lines written in batches, memory returned after a
             // burst): wake for it if nothing else comes.
-            let wake_at = match self.host.before_wait(Instant::now()) {
-                Some(due) => due.min(deadline),
-                None => deadline,
-            };
+            let wake_at = [
+                self.host.before_wait(Instant::now()),
+                self.host.sockets_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(deadline, Instant::min);
             // Re-armed only for an earlier instant: each arming wakes async-io's reactor thread
             // (and the core's deadline moves on nearly every turn under load). A timer armed
             // too early costs one turn, which arms it again for what is due then.
@@ -197,23 +222,34 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                         readable(signals).await;
                         Wake::Signals
                     },
-                    async {
-                        match workers.recv().await {
-                            Ok(()) => Wake::Workers,
-                            Err(_) => future::pending().await,
-                        }
-                    },
+                    future::race(
+                        async {
+                            match workers.recv().await {
+                                Ok(()) => Wake::Workers,
+                                Err(_) => future::pending().await,
+                            }
+                        },
+                        async {
+                            readable(host_sockets).await;
+                            Wake::HostSockets
+                        },
+                    ),
                 ),
             )
             .await;
             let now = Instant::now();
             self.direct_budget = DIRECT_BYTES_PER_TURN;
             self.gw.handle_wall_clock(now, unix_ms());
+            let mut host_sockets_due = self.host.sockets_due().is_some_and(|due| due <= now);
             match wake {
                 Wake::Deadline => armed = None,
+                Wake::HostSockets => host_sockets_due = true,
                 Wake::Signals => self.host.on_signals(&mut self.gw, now),
                 Wake::Workers => take_worker_inputs(self.host, &mut self.gw, now),
                 Wake::Event(event) => self.handle(now, event),
+            }
+            if host_sockets_due {
+                self.host.on_sockets(&mut self.gw, now);
             }
             // One turn takes what is queued (up to a bound), as a poll turn of mio does: the
             // backlog's round below then comes once per turn, not once per event.

@@ -1,0 +1,207 @@
+//! The two ways outbound HTTP is performed, behind one face, so the HTTP tests run against
+//! both: [`HttpWorkers`] (worker threads) and [`HttpLoop`] driven by a small event loop of
+//! the tests' own ([`OnLoop`], the shape of the mio shell's: its poller's descriptor watched
+//! beside a waker, driven when readable or when due).
+// Each test file uses a part of it.
+#![allow(dead_code)]
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clawgate_core::model::HttpRequest;
+use clawgate_core::{WorkId, WorkResult};
+use clawgate_host::http_loop::HttpLoop;
+use clawgate_host::http_worker::{HttpLimits, HttpWorkers};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+/// Where results go, in batches (one per result on the loop).
+pub type Report = Box<dyn Fn(WorkId, Vec<WorkResult>) + Send + Sync>;
+
+/// An HTTP client under test.
+pub trait Client: Sized {
+    /// A client with these limits reporting to `report`.
+    fn with(limits: HttpLimits, report: Report) -> Self;
+    /// Perform `req` as `id`.
+    fn submit(&mut self, id: WorkId, req: HttpRequest);
+    /// Stop `id`.
+    fn cancel(&mut self, id: WorkId);
+    /// Idle connections kept.
+    fn idle_connections(&self) -> usize;
+    /// Stop everything; whether all stopped in time.
+    fn shutdown(&mut self) -> bool;
+}
+
+impl Client for HttpWorkers {
+    fn with(limits: HttpLimits, report: Report) -> Self {
+        HttpWorkers::new(limits, report)
+    }
+
+    fn submit(&mut self, id: WorkId, req: HttpRequest) {
+        HttpWorkers::submit(self, id, req).expect("a worker starts");
+    }
+
+    fn cancel(&mut self, id: WorkId) {
+        HttpWorkers::cancel(self, id);
+    }
+
+    fn idle_connections(&self) -> usize {
+        HttpWorkers::idle_connections(self)
+    }
+
+    fn shutdown(&mut self) -> bool {
+        HttpWorkers::shutdown(self, Duration::from_secs(1))
+    }
+}
+
+enum Order {
+    Submit(WorkId, HttpRequest),
+    Cancel(WorkId),
+    Idle(mpsc::Sender<usize>),
+    Stop,
+}
+
+/// An [`HttpLoop`] on a loop thread of its own.
+pub struct OnLoop {
+    orders: mpsc::Sender<Order>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const HTTP: Token = Token(0);
+const ORDERS: Token = Token(1);
+
+impl OnLoop {
+    fn send(&self, order: Order) {
+        self.orders.send(order).expect("the loop runs");
+        self.waker.wake().expect("wake the loop");
+    }
+}
+
+/// The loop: sleep until the client's descriptor is readable, an order comes or the client is
+/// due; drive it; repeat until told to stop.
+fn run(
+    mut http: HttpLoop,
+    poll: &mut Poll,
+    orders: &mpsc::Receiver<Order>,
+    report: &Report,
+) -> io::Result<()> {
+    let mut events = Events::with_capacity(8);
+    loop {
+        let now = Instant::now();
+        let timeout = http.due().map(|due| due.saturating_duration_since(now));
+        poll.poll(&mut events, timeout)?;
+        let now = Instant::now();
+        for order in orders.try_iter() {
+            match order {
+                Order::Submit(id, req) => http.start(id, req, now),
+                Order::Cancel(id) => {
+                    http.cancel(id);
+                }
+                Order::Idle(reply) => {
+                    let _ = reply.send(http.idle_connections());
+                }
+                Order::Stop => {
+                    http.shutdown();
+                    return Ok(());
+                }
+            }
+        }
+        let ready = events.iter().any(|e| e.token() == HTTP);
+        if ready || http.due().is_some_and(|due| due <= now) {
+            http.drive(now, Some(Duration::ZERO), |id, r| report(id, vec![r]));
+        }
+    }
+}
+
+impl Client for OnLoop {
+    fn with(limits: HttpLimits, report: Report) -> Self {
+        let http = HttpLoop::new(limits).expect("a poller");
+        let mut poll = Poll::new().expect("a poller");
+        poll.registry()
+            .register(
+                &mut SourceFd(&http.fd().as_raw_fd()),
+                HTTP,
+                Interest::READABLE,
+            )
+            .expect("watch the client");
+        let waker = Arc::new(Waker::new(poll.registry(), ORDERS).expect("a waker"));
+        let (tx, orders) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            run(http, &mut poll, &orders, &report).expect("the loop runs");
+        });
+        OnLoop {
+            orders: tx,
+            waker,
+            thread: Some(thread),
+        }
+    }
+
+    fn submit(&mut self, id: WorkId, req: HttpRequest) {
+        assert!(HttpLoop::takes(&req), "{} is not for the loop", req.url);
+        self.send(Order::Submit(id, req));
+    }
+
+    fn cancel(&mut self, id: WorkId) {
+        self.send(Order::Cancel(id));
+    }
+
+    fn idle_connections(&self) -> usize {
+        if self.thread.is_none() {
+            // Stopped: the loop closed them all.
+            return 0;
+        }
+        let (tx, rx) = mpsc::channel();
+        self.send(Order::Idle(tx));
+        rx.recv().expect("the loop answers")
+    }
+
+    fn shutdown(&mut self) -> bool {
+        if let Some(thread) = self.thread.take() {
+            self.send(Order::Stop);
+            thread.join().expect("the loop ends");
+        }
+        true
+    }
+}
+
+impl Drop for OnLoop {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A client of kind `C` and the results it reports, one by one.
+pub fn client<C: Client>(limits: HttpLimits) -> (C, mpsc::Receiver<(WorkId, WorkResult)>) {
+    let (tx, rx) = mpsc::channel();
+    let client = C::with(
+        limits,
+        Box::new(move |id, batch: Vec<WorkResult>| {
+            for r in batch {
+                let _ = tx.send((id, r));
+            }
+        }),
+    );
+    (client, rx)
+}
+
+/// Tests run against both clients: `both!(name, ...)` makes a module `name` with a test
+/// `workers` and a test `on_loop`, each calling the generic `name::<C>()`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn workers() {
+                super::$name::<clawgate_host::http_worker::HttpWorkers>()
+            }
+            #[test]
+            fn on_loop() {
+                super::$name::<$crate::common::OnLoop>()
+            }
+        }
+    )*};
+}
