@@ -10,7 +10,7 @@
 //! threads ([`crate::http_worker`]) and the loop ([`crate::http_loop`]) say the same things.
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use clawgate_core::WorkResult;
@@ -18,7 +18,6 @@ use clawgate_core::model::http1::{ResponseEvent, ResponseParser};
 
 use crate::http_pool::Connection;
 use crate::http_worker::HttpLimits;
-use crate::sockets::write_until_blocked;
 use crate::tls::Stream;
 
 /// How a request and its response went through without error.
@@ -78,6 +77,19 @@ pub(crate) fn connect_error(name: &str, addr: SocketAddr, e: &io::Error) -> Stri
     format!("cannot connect to {name} ({addr}): {e}")
 }
 
+/// The addresses of `host` at `port`, in the resolver's order, or why there are none;
+/// `name` (`host:port`) names it in errors. Blocking (a DNS lookup): never on the loop.
+pub(crate) fn resolve(host: &str, port: u16, name: &str) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {name}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("cannot resolve {name}: no addresses"));
+    }
+    Ok(addrs)
+}
+
 /// The parser's `events` as results, in order; the `Keep-Alive` header of a head is kept in
 /// `keep_alive`.
 pub(crate) fn results_of(
@@ -104,6 +116,8 @@ pub(crate) fn results_of(
 enum Phase {
     /// The connection to this address is being made.
     Connecting(SocketAddr),
+    /// The TLS handshake.
+    Handshaking,
     /// This many bytes of the request are written.
     Writing(usize),
     /// The response.
@@ -113,6 +127,10 @@ enum Phase {
 /// One request on one non-blocking connection (see the module doc).
 pub(crate) struct Exchange {
     conn: Connection,
+    /// The addresses still to try when connecting to the current one fails, in order.
+    next: Vec<SocketAddr>,
+    /// For `https://`, the host the server's certificate must name.
+    tls: Option<String>,
     /// The request as it goes on the wire; kept until the answer starts, so the request can
     /// go again on a fresh connection.
     wire: Vec<u8>,
@@ -127,31 +145,58 @@ pub(crate) struct Exchange {
     limits: HttpLimits,
 }
 
+/// A non-blocking connection to `addr` being made; for `https://` (`tls` is the host) a TLS
+/// session over it, its handshake not started.
+fn open(addr: SocketAddr, tls: Option<&str>, name: &str) -> Result<Connection, String> {
+    let socket = mio::net::TcpStream::connect(addr)
+        .map(TcpStream::from)
+        .and_then(|s| {
+            s.set_nodelay(true)?;
+            Ok((s.try_clone()?, s))
+        });
+    let (handle, socket) = socket.map_err(|e| connect_error(name, addr, &e))?;
+    let stream = match tls {
+        Some(host) => crate::tls::client(host, name, socket)?,
+        None => Stream::Plain(socket),
+    };
+    Ok(Connection {
+        stream,
+        socket: handle,
+    })
+}
+
 impl Exchange {
-    /// Start connecting to `addr` for `wire` (a request to `method`), non-blocking: the
-    /// connection is made once the socket is writable.
+    /// Start connecting to the first of `addrs` that takes a connection attempt (the next
+    /// ones are tried in order when one fails or times out), for `wire` (a request to
+    /// `method`), non-blocking: the connection is made once the socket is writable. For
+    /// `https://`, `tls` is the host the certificate must name.
     pub(crate) fn connect(
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
+        tls: Option<String>,
         name: String,
         wire: Vec<u8>,
         method: &str,
         limits: &HttpLimits,
         now: Instant,
     ) -> Result<Self, String> {
-        let opened = mio::net::TcpStream::connect(addr).and_then(|s| {
-            let socket = TcpStream::from(s);
-            socket.set_nodelay(true)?;
-            let handle = socket.try_clone()?;
-            Ok(Connection {
-                stream: Stream::Plain(socket),
-                socket: handle,
-            })
-        });
-        let conn = opened.map_err(|e| connect_error(&name, addr, &e))?;
-        let mut exchange = Self::on(conn, name, wire, method, limits, now);
-        exchange.phase = Phase::Connecting(addr);
-        exchange.deadline = now + limits.connect_timeout;
-        Ok(exchange)
+        let mut next = addrs;
+        next.reverse();
+        let mut last = format!("cannot resolve {name}: no addresses");
+        while let Some(addr) = next.pop() {
+            match open(addr, tls.as_deref(), &name) {
+                Ok(conn) => {
+                    next.reverse();
+                    let mut exchange = Self::on(conn, name, wire, method, limits, now);
+                    exchange.next = next;
+                    exchange.tls = tls;
+                    exchange.phase = Phase::Connecting(addr);
+                    exchange.deadline = now + limits.connect_timeout;
+                    return Ok(exchange);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// `wire` (a request to `method`) on `conn`, a kept connection (non-blocking).
@@ -165,6 +210,8 @@ impl Exchange {
     ) -> Self {
         Exchange {
             conn,
+            next: Vec::new(),
+            tls: None,
             wire,
             phase: Phase::Writing(0),
             parser: ResponseParser::new(limits.response, method),
@@ -177,15 +224,16 @@ impl Exchange {
         }
     }
 
-    /// The socket, to register for readiness.
+    /// The socket, to register for readiness (it changes when the next address is tried).
     pub(crate) fn socket(&self) -> &TcpStream {
         self.conn.stream.tcp()
     }
 
-    /// Whether it waits for the socket to be writable (connecting, or the request not all
-    /// written); otherwise it waits for it to be readable.
+    /// Whether it waits for the socket to be writable (connecting, in the handshake, the
+    /// request not all written, or TLS holding bytes to send); otherwise it waits for it to
+    /// be readable.
     pub(crate) fn wants_write(&self) -> bool {
-        !matches!(self.phase, Phase::Reading)
+        !matches!(self.phase, Phase::Reading) || self.conn.stream.wants_write()
     }
 
     /// When the step it waits on times out.
@@ -193,18 +241,39 @@ impl Exchange {
         self.deadline
     }
 
-    /// The failure of a request whose [`deadline`](Self::deadline) passed.
-    pub(crate) fn timed_out(&self) -> Failed {
-        let error = match self.phase {
-            Phase::Connecting(addr) => {
-                connect_error(&self.name, addr, &io::ErrorKind::TimedOut.into())
-            }
-            _ => idle_error(&self.name, &self.limits),
-        };
-        Failed {
-            error,
-            stage: self.stage,
+    /// Its [`deadline`](Self::deadline) passed: a connection not made in time goes on to
+    /// the next address (`Ok`: [`advance`](Self::advance) it again); otherwise it failed.
+    pub(crate) fn timed_out(&mut self, now: Instant) -> Result<(), Failed> {
+        if let Phase::Connecting(addr) = self.phase {
+            let error = connect_error(&self.name, addr, &io::ErrorKind::TimedOut.into());
+            return self.next_address(error, now);
         }
+        Err(Failed {
+            error: idle_error(&self.name, &self.limits),
+            stage: self.stage,
+        })
+    }
+
+    /// Connect to the next address after the current one failed with `error`, or fail with
+    /// it when none is left (or none takes a connection attempt).
+    fn next_address(&mut self, mut error: String, now: Instant) -> Result<(), Failed> {
+        while !self.next.is_empty() {
+            let addr = self.next.remove(0);
+            // The old socket closes after the new one opens: the new one has another number.
+            match open(addr, self.tls.as_deref(), &self.name) {
+                Ok(conn) => {
+                    self.conn = conn;
+                    self.phase = Phase::Connecting(addr);
+                    self.deadline = now + self.limits.connect_timeout;
+                    return Ok(());
+                }
+                Err(e) => error = e,
+            }
+        }
+        Err(Failed {
+            error,
+            stage: Stage::Write,
+        })
     }
 
     /// Take the request back (to send it again on a fresh connection).
@@ -230,29 +299,42 @@ impl Exchange {
             match self.phase {
                 Phase::Connecting(addr) => {
                     let tcp = self.conn.stream.tcp();
-                    let refused = |e: io::Error| Failed {
-                        error: connect_error(&self.name, addr, &e),
-                        stage: Stage::Write,
+                    let refused = match tcp.take_error() {
+                        Ok(Some(e)) | Err(e) => Some(e),
+                        Ok(None) => match tcp.peer_addr() {
+                            Ok(_) => None,
+                            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
+                            Err(e) => Some(e),
+                        },
                     };
-                    if let Some(e) = tcp.take_error().map_err(refused)? {
-                        return Err(refused(e));
+                    if let Some(e) = refused {
+                        self.next_address(connect_error(&self.name, addr, &e), now)?;
+                        continue;
                     }
-                    match tcp.peer_addr() {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(None),
-                        Err(e) => return Err(refused(e)),
+                    self.phase = if self.tls.is_some() {
+                        Phase::Handshaking
+                    } else {
+                        Phase::Writing(0)
+                    };
+                    self.deadline = now + self.idle_timeout;
+                }
+                Phase::Handshaking => {
+                    let done = self.conn.stream.handshake().map_err(|e| Failed {
+                        error: crate::tls::handshake_error(&self.name, &e),
+                        stage: Stage::Write,
+                    })?;
+                    if !done {
+                        return Ok(None);
                     }
                     self.phase = Phase::Writing(0);
-                    self.deadline = now + self.idle_timeout;
                 }
                 Phase::Writing(done) => {
                     let rest = self.wire.get(done..).unwrap_or_default();
-                    let sent = write_until_blocked(&mut self.conn.stream, rest)
-                        .map_err(|e| self.failed(e))?;
+                    let sent = self.conn.stream.send(rest).map_err(|e| self.failed(e))?;
                     if sent > 0 {
                         self.deadline = now + self.idle_timeout;
                     }
-                    if sent < rest.len() {
+                    if sent < rest.len() || self.conn.stream.wants_write() {
                         self.phase = Phase::Writing(done + sent);
                         return Ok(None);
                     }

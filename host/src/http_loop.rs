@@ -20,37 +20,59 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::model::http1::{Scheme, Target, encode_request};
 use clawgate_core::{WorkId, WorkResult};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::http_conn::{Exchange, Failed};
+use crate::http_conn::{Exchange, Failed, resolve};
 use crate::http_pool::{ConnectionPool, Origin};
 use crate::http_worker::{CANCELLED, HttpLimits};
+use crate::tls;
 
 /// Readiness events taken from the poller per call.
 const EVENTS_CAPACITY: usize = 64;
 /// How many bytes one read takes from a socket.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The stack of a resolver thread (the C library's resolver runs on it).
+const RESOLVER_STACK_BYTES: usize = 512 * 1024;
+/// The token of the waker a resolver thread wakes the poller with (sockets count up from 0).
+const RESOLVED: Token = Token(usize::MAX);
+
+/// A request: what it is, for whom, and where it goes.
+struct Request {
+    id: WorkId,
+    target: Target,
+    origin: Origin,
+    idempotent: bool,
+    method: &'static str,
+}
+
+impl Request {
+    /// `host:port` as the worker path names it in errors.
+    fn name(&self) -> String {
+        format!("{}:{}", self.target.host, self.target.port)
+    }
+
+    /// For `https://`, the host the certificate must name.
+    fn tls(&self) -> Option<String> {
+        (self.target.scheme == Scheme::Https).then(|| self.target.host.clone())
+    }
+}
 
 /// A request under way.
 struct Running {
-    id: WorkId,
+    req: Request,
     exchange: Exchange,
-    origin: Origin,
     /// Its connection came from the pool (a failure may send it again on a fresh one).
     reused: bool,
-    idempotent: bool,
-    method: &'static str,
-    /// Where a fresh connection goes.
-    addr: SocketAddr,
-    /// The token its socket is registered under, once it waited for it.
-    token: Option<Token>,
+    /// The token and socket it is registered under, once it waited for it.
+    registered: Option<(Token, RawFd)>,
     /// Registered for writability too.
     writable: bool,
 }
@@ -64,6 +86,12 @@ pub struct HttpLoop {
     running: HashMap<Token, Running>,
     /// Tokens are never used twice: a late event of a finished request finds nothing.
     next_token: usize,
+    /// Requests whose host a resolver thread looks up, by lookup number, with their wire.
+    resolving: HashMap<u64, (Request, Vec<u8>)>,
+    next_lookup: u64,
+    /// Where resolver threads send what they found, and how they wake the poller.
+    lookups: (mpsc::Sender<Lookup>, mpsc::Receiver<Lookup>),
+    waker: Arc<Waker>,
     /// Results decided outside [`HttpLoop::drive`] (a cancel's end, a request that failed as
     /// it started), reported at the next drive, which [`HttpLoop::due`] asks for at once.
     decided: Vec<(WorkId, WorkResult)>,
@@ -72,10 +100,14 @@ pub struct HttpLoop {
     buf: Box<[u8]>,
 }
 
+/// A resolver thread's answer: the lookup's number and the host's addresses, or the error.
+type Lookup = (u64, Result<Vec<SocketAddr>, String>);
+
 impl std::fmt::Debug for HttpLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpLoop")
             .field("running", &self.running.len())
+            .field("resolving", &self.resolving.len())
             .field("idle", &self.pool.len())
             .finish_non_exhaustive()
     }
@@ -84,22 +116,28 @@ impl std::fmt::Debug for HttpLoop {
 impl HttpLoop {
     /// A loop client with these limits (the poller is created here).
     pub fn new(limits: HttpLimits) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), RESOLVED)?);
         Ok(HttpLoop {
-            poll: Poll::new()?,
+            poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
             limits,
             pool: ConnectionPool::new(limits.keep_alive),
             running: HashMap::new(),
             next_token: 0,
+            resolving: HashMap::new(),
+            next_lookup: 0,
+            lookups: mpsc::channel(),
+            waker,
             decided: Vec::new(),
             decided_since: None,
             buf: vec![0u8; READ_BUFFER_BYTES].into_boxed_slice(),
         })
     }
 
-    /// Whether `req` is performed here: a plain `http://` URL to an IP address.
+    /// Whether `req` is performed here: an `http://` or `https://` URL.
     pub fn takes(req: &HttpRequest) -> bool {
-        Target::parse(&req.url).is_ok_and(|t| address_of(&t).is_some())
+        Target::parse(&req.url).is_ok()
     }
 
     /// The descriptor that becomes readable when a socket here is ready.
@@ -111,9 +149,9 @@ impl HttpLoop {
         unsafe { BorrowedFd::borrow_raw(self.poll.as_raw_fd()) }
     }
 
-    /// Requests under way.
+    /// Requests under way (their host being looked up included).
     pub fn running(&self) -> usize {
-        self.running.len()
+        self.running.len() + self.resolving.len()
     }
 
     /// Idle connections kept for later requests.
@@ -141,38 +179,117 @@ impl HttpLoop {
             .map_err(|e| e.to_string())
             .and_then(|t| {
                 let wire = encode_request(&req, &t).map_err(|e| e.to_string())?;
-                let addr = address_of(&t).ok_or_else(|| format!("{} is not an address", t.host))?;
-                Ok((Origin::of(&t), addr, wire))
+                Ok((t, wire))
             });
-        let (origin, addr, wire) = match prepared {
+        let (target, wire) = match prepared {
             Ok(p) => p,
             Err(e) => return self.decide(vec![(id, WorkResult::HttpEnd(Err(e)))]),
         };
-        let name = name_of(addr);
-        let (exchange, reused) = match self.pool.checkout(&origin, now) {
-            Some(conn) => (
-                Exchange::on(conn, name, wire, req.method, &self.limits, now),
-                true,
-            ),
-            None => match Exchange::connect(addr, name, wire, req.method, &self.limits, now) {
-                Ok(exchange) => (exchange, false),
-                Err(e) => return self.decide(vec![(id, WorkResult::HttpEnd(Err(e)))]),
-            },
-        };
-        let running = Running {
+        let req = Request {
             id,
-            exchange,
-            origin,
-            reused,
+            origin: Origin::of(&target),
+            target,
             idempotent: req.idempotent,
             method: req.method,
-            addr,
-            token: None,
-            writable: false,
         };
         let mut out = Vec::new();
-        self.step(running, now, &mut out);
+        match self.pool.checkout(&req.origin, now) {
+            Some(conn) => {
+                let exchange = Exchange::on(conn, req.name(), wire, req.method, &self.limits, now);
+                let running = Running {
+                    req,
+                    exchange,
+                    reused: true,
+                    registered: None,
+                    writable: false,
+                };
+                self.step(running, now, &mut out);
+            }
+            None => self.open(req, wire, now, &mut out),
+        }
         self.decide(out);
+    }
+
+    /// Send `req` on a fresh connection: at once to an IP address (when TLS, if it needs
+    /// it, is set up); otherwise once a resolver thread found the host's addresses and, for
+    /// `https://`, loaded the TLS configuration (both block: never on the loop's thread).
+    fn open(
+        &mut self,
+        req: Request,
+        wire: Vec<u8>,
+        now: Instant,
+        out: &mut Vec<(WorkId, WorkResult)>,
+    ) {
+        let https = req.target.scheme == Scheme::Https;
+        match req.target.host.parse::<IpAddr>() {
+            Ok(ip) if !https || tls::is_loaded() => {
+                let addr = SocketAddr::new(ip, req.target.port);
+                self.connect(req, vec![addr], wire, now, out);
+            }
+            _ => self.look_up(req, wire, out),
+        }
+    }
+
+    /// Connect for `req` to the first of `addrs` that answers and go on with it.
+    fn connect(
+        &mut self,
+        req: Request,
+        addrs: Vec<SocketAddr>,
+        wire: Vec<u8>,
+        now: Instant,
+        out: &mut Vec<(WorkId, WorkResult)>,
+    ) {
+        let started = Exchange::connect(
+            addrs,
+            req.tls(),
+            req.name(),
+            wire,
+            req.method,
+            &self.limits,
+            now,
+        );
+        match started {
+            Ok(exchange) => {
+                let running = Running {
+                    req,
+                    exchange,
+                    reused: false,
+                    registered: None,
+                    writable: false,
+                };
+                self.step(running, now, out);
+            }
+            Err(e) => out.push((req.id, WorkResult::HttpEnd(Err(e)))),
+        }
+    }
+
+    /// Look `req`'s host up on a thread of its own, which wakes the poller with the answer.
+    fn look_up(&mut self, req: Request, wire: Vec<u8>, out: &mut Vec<(WorkId, WorkResult)>) {
+        let key = self.next_lookup;
+        self.next_lookup = self.next_lookup.wrapping_add(1);
+        let (host, port, name) = (req.target.host.clone(), req.target.port, req.name());
+        let https = req.target.scheme == Scheme::Https;
+        let (tx, waker) = (self.lookups.0.clone(), self.waker.clone());
+        let started = std::thread::Builder::new()
+            .name("clawgate-dns".into())
+            .stack_size(RESOLVER_STACK_BYTES)
+            .spawn(move || {
+                let found = resolve(&host, port, &name)
+                    .and_then(|addrs| https.then(tls::config).transpose().map(|_| addrs));
+                // The loop may be gone (shut down): nobody waits then.
+                if tx.send((key, found)).is_ok() {
+                    let _ = waker.wake();
+                }
+            });
+        match started {
+            Ok(_) => {
+                self.resolving.insert(key, (req, wire));
+            }
+            Err(e) => {
+                let error = format!("cannot resolve {}: no thread: {e}", req.name());
+                out.push((req.id, WorkResult::HttpEnd(Err(error))));
+            }
+        }
     }
 
     /// Report `results` at the next drive, due at once.
@@ -183,17 +300,25 @@ impl HttpLoop {
         }
     }
 
-    /// Stop the request `id`: its connection is closed and it ends with
-    /// `HttpEnd(Err("cancelled"))` at the next drive. Returns whether it was one of these.
+    /// Stop the request `id`: its connection is closed (or its lookup's answer ignored) and
+    /// it ends with `HttpEnd(Err("cancelled"))` at the next drive. Returns whether it was one
+    /// of these.
     pub fn cancel(&mut self, id: WorkId) -> bool {
-        let Some(token) = self
+        if let Some(token) = self
             .running
             .iter()
-            .find_map(|(t, r)| (r.id == id).then_some(*t))
-        else {
+            .find_map(|(t, r)| (r.req.id == id).then_some(*t))
+        {
+            self.running.remove(&token);
+        } else if let Some(key) = self
+            .resolving
+            .iter()
+            .find_map(|(k, (r, _))| (r.id == id).then_some(*k))
+        {
+            self.resolving.remove(&key);
+        } else {
             return false;
-        };
-        self.running.remove(&token);
+        }
         self.decide(vec![(id, WorkResult::HttpEnd(Err(CANCELLED.into())))]);
         true
     }
@@ -201,6 +326,7 @@ impl HttpLoop {
     /// Drop every request (unreported) and every kept connection.
     pub fn shutdown(&mut self) {
         self.running.clear();
+        self.resolving.clear();
         self.decided.clear();
         self.decided_since = None;
         self.pool.sweep(Instant::now(), true);
@@ -228,7 +354,9 @@ impl HttpLoop {
             let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
             let full = tokens.len() == self.events.capacity();
             for token in tokens {
-                if let Some(running) = self.running.remove(&token) {
+                if token == RESOLVED {
+                    self.resolved(now, &mut out);
+                } else if let Some(running) = self.running.remove(&token) {
                     self.step(running, now, &mut out);
                 }
             }
@@ -244,9 +372,11 @@ impl HttpLoop {
             .map(|(t, _)| *t)
             .collect();
         for token in late {
-            if let Some(r) = self.running.remove(&token) {
-                let failed = r.exchange.timed_out();
-                self.fail(r, failed, now, &mut out);
+            if let Some(mut r) = self.running.remove(&token) {
+                match r.exchange.timed_out(now) {
+                    Ok(()) => self.step(r, now, &mut out),
+                    Err(failed) => self.fail(r, failed, now, &mut out),
+                }
             }
         }
         self.pool.sweep(now, false);
@@ -255,10 +385,24 @@ impl HttpLoop {
         }
     }
 
+    /// Connect the requests whose lookups ended (a cancelled one's answer is dropped).
+    fn resolved(&mut self, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
+        let answers: Vec<Lookup> = self.lookups.1.try_iter().collect();
+        for (key, found) in answers {
+            let Some((req, wire)) = self.resolving.remove(&key) else {
+                continue;
+            };
+            match found {
+                Ok(addrs) => self.connect(req, addrs, wire, now, out),
+                Err(e) => out.push((req.id, WorkResult::HttpEnd(Err(e)))),
+            }
+        }
+    }
+
     /// Advance `running` and keep it, end it (its connection to the pool when it may carry
     /// another request), or fail it; its results go to `out`.
     fn step(&mut self, mut running: Running, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
-        let id = running.id;
+        let id = running.req.id;
         let mut results = Vec::new();
         let advanced = running.exchange.advance(now, &mut self.buf, &mut results);
         out.extend(results.into_iter().map(|r| (id, r)));
@@ -266,24 +410,24 @@ impl HttpLoop {
             Ok(None) => self.keep(running, out),
             Ok(Some(ended)) => {
                 out.push((id, WorkResult::HttpEnd(Ok(()))));
-                let conn = running.exchange.into_connection();
+                let mut conn = running.exchange.into_connection();
                 // A socket that closes leaves the poller by itself; a kept one must not
                 // wake it while idle.
-                if ended.reusable {
-                    if running.token.is_some() {
+                if ended.reusable && conn.stream.is_drained() {
+                    if running.registered.is_some() {
                         let fd = conn.stream.tcp().as_raw_fd();
                         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                     }
                     self.pool
-                        .checkin(running.origin, conn, ended.keep_alive.as_deref(), now);
+                        .checkin(running.req.origin, conn, ended.keep_alive.as_deref(), now);
                 }
             }
             Err(failed) => self.fail(running, failed, now, out),
         }
     }
 
-    /// Keep a request that waits for its socket, registered for what it waits on (once,
-    /// and again only when that changes).
+    /// Keep a request that waits for its socket, registered for what it waits on (once per
+    /// socket, and again only when that changes).
     fn keep(&mut self, mut running: Running, out: &mut Vec<(WorkId, WorkResult)>) {
         let writable = running.exchange.wants_write();
         let interest = if writable {
@@ -293,12 +437,13 @@ impl HttpLoop {
         };
         let fd = running.exchange.socket().as_raw_fd();
         let registry = self.poll.registry();
-        let token = match running.token {
-            Some(token) if running.writable == writable => Ok(token),
-            Some(token) => registry
+        let token = match running.registered {
+            Some((token, at)) if at == fd && running.writable == writable => Ok(token),
+            Some((token, at)) if at == fd => registry
                 .reregister(&mut SourceFd(&fd), token, interest)
                 .map(|()| token),
-            None => {
+            // A new socket (the next address): the old one left the poller as it closed.
+            _ => {
                 let token = Token(self.next_token);
                 self.next_token = self.next_token.wrapping_add(1);
                 registry
@@ -308,13 +453,13 @@ impl HttpLoop {
         };
         match token {
             Ok(token) => {
-                running.token = Some(token);
+                running.registered = Some((token, fd));
                 running.writable = writable;
                 self.running.insert(token, running);
             }
             Err(e) => {
                 let error = format!("cannot watch the connection: {e}");
-                out.push((running.id, WorkResult::HttpEnd(Err(error))));
+                out.push((running.req.id, WorkResult::HttpEnd(Err(error))));
             }
         }
     }
@@ -328,52 +473,13 @@ impl HttpLoop {
         now: Instant,
         out: &mut Vec<(WorkId, WorkResult)>,
     ) {
-        if !(running.reused && failed.may_send_again(running.idempotent)) {
-            return out.push((running.id, WorkResult::HttpEnd(Err(failed.error))));
+        if !(running.reused && failed.may_send_again(running.req.idempotent)) {
+            return out.push((running.req.id, WorkResult::HttpEnd(Err(failed.error))));
         }
-        let Running {
-            id,
-            exchange,
-            origin,
-            idempotent,
-            method,
-            addr,
-            ..
-        } = running;
         // Its socket closes here, which takes it out of the poller.
-        let wire = exchange.into_wire();
-        match Exchange::connect(addr, name_of(addr), wire, method, &self.limits, now) {
-            Ok(exchange) => {
-                let again = Running {
-                    id,
-                    exchange,
-                    origin,
-                    reused: false,
-                    idempotent,
-                    method,
-                    addr,
-                    token: None,
-                    writable: false,
-                };
-                self.step(again, now, out);
-            }
-            Err(e) => out.push((id, WorkResult::HttpEnd(Err(e)))),
-        }
+        let wire = running.exchange.into_wire();
+        self.open(running.req, wire, now, out);
     }
-}
-
-/// The address of a plain `http://` target whose host is an IP address.
-fn address_of(target: &Target) -> Option<SocketAddr> {
-    if target.scheme != Scheme::Http {
-        return None;
-    }
-    let ip: IpAddr = target.host.parse().ok()?;
-    Some(SocketAddr::new(ip, target.port))
-}
-
-/// `host:port` as the worker path names it in errors.
-fn name_of(addr: SocketAddr) -> String {
-    format!("{}:{}", addr.ip(), addr.port())
 }
 
 #[cfg(test)]
@@ -391,21 +497,17 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_to_an_address_is_taken() {
+    fn http_and_https_to_a_name_or_an_address_are_taken() {
         for url in [
             "http://127.0.0.1:8080/v1",
             "http://[::1]:11434/api",
-            "http://10.0.0.2/bot1:x/getUpdates",
-        ] {
-            assert!(HttpLoop::takes(&get(url)), "{url}");
-        }
-        // A name needs a DNS lookup, https:// a TLS handshake: both block, so the workers.
-        for url in [
             "http://localhost:8080/v1",
             "https://127.0.0.1/v1",
             "https://api.telegram.org/bot1:x/getMe",
-            "ftp://127.0.0.1/",
         ] {
+            assert!(HttpLoop::takes(&get(url)), "{url}");
+        }
+        for url in ["ftp://127.0.0.1/", "api.openai.com/v1", "http:///"] {
             assert!(!HttpLoop::takes(&get(url)), "{url}");
         }
     }

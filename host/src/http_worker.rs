@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -33,7 +33,7 @@ use clawgate_core::model::HttpRequest;
 use clawgate_core::model::http1::{ResponseLimits, ResponseParser, Scheme, Target, encode_request};
 use clawgate_core::{WorkId, WorkResult};
 
-use crate::http_conn::{Ended, Failed, Stage, connect_error, idle_error, results_of};
+use crate::http_conn::{Ended, Failed, Stage, connect_error, idle_error, resolve, results_of};
 use crate::http_pool::{Connection, ConnectionPool, KeepAlive, Origin};
 use crate::tls::{self, Stream};
 
@@ -472,9 +472,7 @@ pub(crate) fn open(
     running: &Running,
 ) -> Result<Stream, String> {
     let name = format!("{}:{}", target.host, target.port);
-    let addrs = (target.host.as_str(), target.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {name}: {e}"))?;
+    let addrs = resolve(&target.host, target.port, &name)?;
     let mut last = None;
     for addr in addrs {
         if running.is_cancelled() {
@@ -493,16 +491,17 @@ pub(crate) fn open(
                 return match target.scheme {
                     Scheme::Http => Ok(Stream::Plain(stream)),
                     Scheme::Https => {
-                        let session = tls::connect(&target.host, &name, stream);
+                        let idle = || idle_error(&name, limits);
+                        let session = tls::connect(&target.host, &name, stream, idle);
                         if running.is_cancelled() {
                             return Err(CANCELLED.into());
                         }
-                        Ok(Stream::Tls(Box::new(session?)))
+                        session
                     }
                 };
             }
             Err(e) => last = Some(connect_error(&name, addr, &e)),
         }
     }
-    Err(last.unwrap_or_else(|| format!("cannot resolve {name}: no addresses")))
+    Err(last.unwrap_or_else(|| CANCELLED.into()))
 }

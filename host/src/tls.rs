@@ -3,11 +3,15 @@
 //! sent (SNI). The roots are the operating system's (`rustls-native-certs`: the
 //! `SSL_CERT_FILE` / `SSL_CERT_DIR` variables when set, else the distribution's bundle), so
 //! a CA the machine trusts, a corporate proxy's included, is trusted here too and updates
-//! come with the system's packages. They are read once, lazily, on the first HTTPS request's
-//! worker thread: a gateway that never calls an HTTPS provider never loads them.
+//! come with the system's packages. They are read once, lazily, off the event loop: on the
+//! first HTTPS request's worker thread, or on the thread that resolves the loop's first
+//! HTTPS request's host ([`crate::http_loop`]), so a gateway that never calls an HTTPS
+//! provider never loads them and the loop never waits for the files.
 //!
 //! The handshake completes before the request is written, so a refused certificate is its
-//! own error ("TLS handshake with host:port failed: invalid peer certificate: …").
+//! own error ("TLS handshake with host:port failed: invalid peer certificate: …"). The
+//! workers complete it blocking ([`connect`]); the loop moves it along as the socket allows
+//! ([`Stream::handshake`], [`Stream::send`]), with the same rustls calls and errors.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -16,10 +20,20 @@ use std::sync::{Arc, OnceLock};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-/// The client configuration every HTTPS request shares, or why there is none.
-fn config() -> Result<Arc<ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+use crate::sockets::write_until_blocked;
+
+/// The client configuration every HTTPS request shares, once loaded.
+static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+
+/// The client configuration every HTTPS request shares, or why there is none: loaded on the
+/// first call, which reads the system's roots (blocking: not on the event loop).
+pub(crate) fn config() -> Result<Arc<ClientConfig>, String> {
     CONFIG.get_or_init(load).clone()
+}
+
+/// Whether [`config`] was loaded, so a call returns at once.
+pub(crate) fn is_loaded() -> bool {
+    CONFIG.get().is_some()
 }
 
 fn load() -> Result<Arc<ClientConfig>, String> {
@@ -49,22 +63,47 @@ fn load() -> Result<Arc<ClientConfig>, String> {
 }
 
 /// A TLS session over `socket` to `host` (a name, sent as SNI, or an IP address), its
-/// handshake complete and the server's certificate verified.
-pub(crate) fn connect(
-    host: &str,
-    addr: &str,
-    mut socket: TcpStream,
-) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
+/// handshake not started; `addr` (`host:port`) names it in errors.
+pub(crate) fn client(host: &str, addr: &str, socket: TcpStream) -> Result<Stream, String> {
     let config = config()?;
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| format!("{host} is not a valid TLS server name: {e}"))?;
-    let mut conn =
-        ClientConnection::new(config, name).map_err(|e| format!("TLS with {addr}: {e}"))?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut socket)
-            .map_err(|e| format!("TLS handshake with {addr} failed: {}", reason(&e)))?;
+    let conn = ClientConnection::new(config, name).map_err(|e| format!("TLS with {addr}: {e}"))?;
+    Ok(Stream::Tls(Box::new(StreamOwned::new(conn, socket))))
+}
+
+/// A TLS session over the blocking `socket` to `host`, its handshake complete and the
+/// server's certificate verified (see [`client`]); a handshake that hits the socket's
+/// timeout ends with `idle`'s error.
+pub(crate) fn connect(
+    host: &str,
+    addr: &str,
+    socket: TcpStream,
+    idle: impl FnOnce() -> String,
+) -> Result<Stream, String> {
+    let mut stream = client(host, addr, socket)?;
+    if let Stream::Tls(s) = &mut stream {
+        while s.conn.is_handshaking() {
+            match s.conn.complete_io(&mut s.sock) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(idle());
+                }
+                Err(e) => return Err(handshake_error(addr, &e)),
+            }
+        }
     }
-    Ok(StreamOwned::new(conn, socket))
+    Ok(stream)
+}
+
+/// The error of a handshake with `addr` (`host:port`) that failed with `e`.
+pub(crate) fn handshake_error(addr: &str, e: &io::Error) -> String {
+    format!("TLS handshake with {addr} failed: {}", reason(e))
 }
 
 /// rustls reports its own errors inside `io::Error`s; show those without the wrapping.
@@ -109,6 +148,60 @@ impl Stream {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Move the handshake along as far as the non-blocking socket allows: whether it is
+    /// complete (a plain stream has none). Its error goes to [`handshake_error`].
+    pub(crate) fn handshake(&mut self) -> io::Result<bool> {
+        let Stream::Tls(s) = self else {
+            return Ok(true);
+        };
+        while s.conn.is_handshaking() {
+            match s.conn.complete_io(&mut s.sock) {
+                // Nothing moved: wait for the socket.
+                Ok((0, 0)) => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Write what the non-blocking socket takes of `buf` now: how many bytes of it were
+    /// taken. TLS takes them into its buffer once what it holds is on the socket, so bytes
+    /// may be taken and not yet sent: [`Stream::wants_write`] says so.
+    pub(crate) fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let s = match self {
+            Stream::Plain(s) => return write_until_blocked(s, buf),
+            Stream::Tls(s) => s,
+        };
+        let mut taken = 0;
+        loop {
+            while s.conn.wants_write() {
+                match s.conn.write_tls(&mut s.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(taken),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let rest = buf.get(taken..).unwrap_or_default();
+            if rest.is_empty() {
+                return Ok(taken);
+            }
+            // The buffer is empty here: rustls takes some.
+            taken += s.conn.writer().write(rest)?;
+        }
+    }
+
+    /// Whether TLS holds bytes not yet on the socket (a plain stream holds none).
+    pub(crate) fn wants_write(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => s.conn.wants_write(),
         }
     }
 

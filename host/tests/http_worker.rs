@@ -13,6 +13,8 @@ both!(
     a_cancel_mid_stream_ends_promptly,
     a_silent_server_hits_the_idle_timeout,
     a_body_cut_short_is_reported_up_to_the_cut,
+    https_to_an_untrusted_certificate_fails_in_the_handshake_before_the_request,
+    a_name_that_does_not_resolve_ends_with_the_name,
 );
 
 use std::sync::{Arc, Mutex, mpsc};
@@ -196,15 +198,14 @@ fn a_body_cut_short_is_reported_up_to_the_cut<C: Client>() {
     );
 }
 
-#[test]
-fn https_to_an_untrusted_certificate_fails_in_the_handshake_before_the_request() {
+fn https_to_an_untrusted_certificate_fails_in_the_handshake_before_the_request<C: Client>() {
     // The system's roots do not include this throwaway CA.
     let ca = TestCa::new("untrusted test CA");
     let model = FakeModel::with(FakeApi::OpenAi, Some(ca.server.clone()), |_| {
         Reply::text(&["never"])
     });
-    let (mut pool, rx) = workers(HttpLimits::default());
-    pool.submit(WorkId(4), chat(url(&model))).unwrap();
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(WorkId(4), chat(url(&model)));
     let r = collect(&rx, WorkId(4));
     assert!(r.head.is_none());
     assert_eq!(
@@ -215,7 +216,24 @@ fn https_to_an_untrusted_certificate_fails_in_the_handshake_before_the_request()
         )
     );
     assert!(model.requests().is_empty(), "nothing was sent");
-    assert!(pool.shutdown(Duration::from_secs(1)));
+    assert!(pool.shutdown());
+}
+
+fn a_name_that_does_not_resolve_ends_with_the_name<C: Client>() {
+    // `.invalid` never resolves (RFC 2606).
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(
+        WorkId(9),
+        chat("https://no-such-host.invalid:8443/v1/chat/completions".into()),
+    );
+    let r = collect(&rx, WorkId(9));
+    assert!(r.head.is_none());
+    assert!(
+        r.error()
+            .starts_with("cannot resolve no-such-host.invalid:8443: "),
+        "{}",
+        r.error()
+    );
 }
 
 fn a_cancel_mid_stream_ends_promptly<C: Client>() {

@@ -1,0 +1,172 @@
+//! `https://` on the worker threads and on the loop (`both!`) against the fake model provider
+//! behind a test CA this test binary trusts (`SSL_CERT_FILE`, set once before any client
+//! loads the roots): an answer over TLS to an address and to a name (`localhost`),
+//! keep-alive reuse of a TLS session, and a server that never
+//! answers the handshake: cancelled in it, or timed out in it.
+
+mod common;
+
+both!(
+    an_answer_comes_over_tls_from_an_address,
+    an_answer_comes_over_tls_from_a_name,
+    sequential_requests_share_one_tls_connection,
+    a_cancel_during_the_handshake_ends_promptly,
+    a_silent_handshake_hits_the_idle_timeout,
+);
+
+use std::net::TcpListener;
+use std::sync::{OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use clawgate_core::model::HttpRequest;
+use clawgate_core::{WorkId, WorkResult};
+use clawgate_host::http_worker::{CANCELLED, HttpLimits};
+use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
+use clawgate_tests::fake_tls::TestCa;
+use common::{Client, client};
+
+/// How long a test waits for any one result.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The CA every client in this binary trusts. Every test calls this before it starts a
+/// client, so `SSL_CERT_FILE` is set while no other thread of the test reads the
+/// environment (the first caller sets it; the others wait for it).
+fn trusted() -> &'static TestCa {
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| {
+        let ca = TestCa::new("trusted test CA");
+        // SAFETY: see the function doc: no other thread reads the environment meanwhile.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("SSL_CERT_FILE", ca.ca_path());
+        }
+        ca
+    })
+}
+
+fn model() -> FakeModel {
+    FakeModel::with(FakeApi::OpenAi, Some(trusted().server.clone()), |_| {
+        Reply::text(&["over ", "TLS"])
+    })
+}
+
+fn chat(url: String) -> HttpRequest {
+    HttpRequest {
+        method: "POST",
+        url,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: br#"{"model":"fake-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+            .to_vec(),
+        idempotent: false,
+    }
+}
+
+/// The status, body and end of `id` (results of other ids are not expected).
+fn collect(
+    rx: &mpsc::Receiver<(WorkId, WorkResult)>,
+    id: WorkId,
+) -> (Option<u16>, String, Result<(), String>) {
+    let (mut status, mut body) = (None, Vec::new());
+    loop {
+        let (got, result) = rx.recv_timeout(WAIT).expect("a result in time");
+        assert_eq!(got, id);
+        match result {
+            WorkResult::HttpHead { status: s, .. } => status = Some(s),
+            WorkResult::HttpBody(b) => body.extend(b),
+            WorkResult::HttpEnd(end) => return (status, String::from_utf8(body).unwrap(), end),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn an_answer_comes_over_tls_from_an_address<C: Client>() {
+    let model = model();
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(
+        WorkId(1),
+        chat(format!("{}/chat/completions", model.base_url())),
+    );
+    let (status, body, end) = collect(&rx, WorkId(1));
+    assert_eq!(end, Ok(()));
+    assert_eq!(status, Some(200));
+    assert!(body.contains("\"TLS\""), "{body}");
+    assert_eq!(model.requests().len(), 1);
+}
+
+fn an_answer_comes_over_tls_from_a_name<C: Client>() {
+    let model = model();
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    // The certificate names `localhost`; the fake listens on 127.0.0.1 (where `localhost`
+    // also resolves to ::1 first, that address refuses and the next one answers).
+    let url = format!(
+        "https://localhost:{}/v1/chat/completions",
+        model.addr().port()
+    );
+    pool.submit(WorkId(2), chat(url));
+    let (status, body, end) = collect(&rx, WorkId(2));
+    assert_eq!(end, Ok(()));
+    assert_eq!(status, Some(200));
+    assert!(body.contains("\"TLS\""), "{body}");
+}
+
+fn sequential_requests_share_one_tls_connection<C: Client>() {
+    let model = model();
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let url = format!("{}/chat/completions", model.base_url());
+    for id in 1..=3 {
+        pool.submit(WorkId(id), chat(url.clone()));
+        let (_, body, end) = collect(&rx, WorkId(id));
+        assert_eq!(end, Ok(()));
+        assert!(body.contains("\"TLS\""), "{body}");
+    }
+    assert_eq!(model.requests().len(), 3);
+    assert_eq!(model.connections(), 1, "one handshake for three requests");
+    assert_eq!(pool.idle_connections(), 1);
+}
+
+/// A server that accepts connections and never says a word: a TLS handshake with it waits.
+fn silent_server() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/v1/chat/completions",
+        listener.local_addr().unwrap().port()
+    );
+    (listener, url)
+}
+
+fn a_cancel_during_the_handshake_ends_promptly<C: Client>() {
+    trusted();
+    let (_listener, url) = silent_server();
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(WorkId(5), chat(url));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "it waits"
+    );
+    let cancelled = Instant::now();
+    pool.cancel(WorkId(5));
+    let (status, _, end) = collect(&rx, WorkId(5));
+    assert_eq!((status, end), (None, Err(CANCELLED.to_owned())));
+    assert!(cancelled.elapsed() < Duration::from_millis(250));
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+}
+
+fn a_silent_handshake_hits_the_idle_timeout<C: Client>() {
+    trusted();
+    let (listener, url) = silent_server();
+    let limits = HttpLimits {
+        idle_timeout: Duration::from_millis(200),
+        ..HttpLimits::default()
+    };
+    let (mut pool, rx) = client::<C>(limits);
+    let started = Instant::now();
+    pool.submit(WorkId(6), chat(url));
+    let (status, _, end) = collect(&rx, WorkId(6));
+    let addr = listener.local_addr().unwrap();
+    assert_eq!(status, None);
+    assert_eq!(
+        end,
+        Err(format!("no data from {addr} for 0.2 s (idle timeout)"))
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
