@@ -1,12 +1,13 @@
-//! One HTTP/1.1 request on a non-blocking connection, moved along by readiness: connect,
-//! write the request, read and parse the response ([`ResponseParser`]) until its framing ends
+//! One HTTP/1.1 request on a non-blocking connection, moved along by readiness: connect (to
+//! each resolved address in turn until one answers), the TLS handshake for `https://`, write
+//! the request, read and parse the response ([`ResponseParser`]) until its framing ends
 //! it or the server closes. Nothing here waits: [`Exchange::advance`] does what the socket
 //! allows now and says whether the request is still under way, done, or failed (and at which
 //! [`Stage`], which decides whether it may go again on a fresh connection). The deadline of
 //! the step it waits on ([`Exchange::deadline`]) is the caller's to watch.
 //!
-//! The pieces both ways of performing a request share (how far a failed one got, how the
-//! parser's events become [`WorkResult`]s, the error texts) live here too, so the worker
+//! The pieces both ways of performing a request share (the lookup, how far a failed one got,
+//! how the parser's events become [`WorkResult`]s, the error texts) live here too, so the worker
 //! threads ([`crate::http_worker`]) and the loop ([`crate::http_loop`]) say the same things.
 
 use std::io::{self, Read};

@@ -1,8 +1,13 @@
-//! Outbound HTTP performed on the event loop's own thread: what needs no blocking call (a
-//! plain `http://` URL whose host is an IP address: no DNS lookup, no TLS handshake) is
-//! connected, written and read here, non-blocking ([`crate::http_conn`]), so its answer
-//! reaches the core in the wake-up that read it, with no worker thread to hand it over. The
-//! rest goes to the [`HttpWorkers`](crate::http_worker::HttpWorkers) ([`HttpLoop::takes`]).
+//! Outbound HTTP performed on the event loop's own thread: every `http://` and `https://`
+//! request is connected, (for `https://`) put through its TLS handshake, written and read
+//! here, non-blocking ([`crate::http_conn`]), so its answer reaches the core in the wake-up
+//! that read it, with no worker thread to hand it over ([`HttpLoop::takes`]).
+//!
+//! The two blocking steps never run here: a host name is looked up on a short-lived
+//! resolver thread (`clawgate-dns`, one per lookup; a request on a kept connection needs
+//! none), which also loads the TLS roots the first time an `https://` request needs them
+//! ([`crate::tls`]); it hands the addresses back through a waker on this module's poller.
+//! The addresses are tried in order, each within the connect timeout, as on the workers.
 //!
 //! The sockets are registered with a poller of this module's own (`epoll` on Linux), whose
 //! descriptor ([`HttpLoop::fd`]) the loop watches like any socket: readable means "drive me"
@@ -15,7 +20,9 @@
 //! same results in the same order, the same errors. What differs: requests are not queued
 //! behind [`HttpLimits::max_concurrent`] (that bound is on threads; sockets here cost none,
 //! and the core already bounds model requests and channel sends), and a cancel ends a request
-//! at once.
+//! at once (during a lookup too: its answer is dropped). The gateway sends all its HTTP here;
+//! the worker path remains for what embeds [`HttpWorkers`](crate::http_worker::HttpWorkers)
+//! directly.
 
 use std::collections::HashMap;
 use std::io;

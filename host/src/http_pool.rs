@@ -1,4 +1,4 @@
-//! Idle HTTP/1.1 connections the workers keep for the next request to the same origin
+//! Idle HTTP/1.1 connections the workers (and the loop) keep for the next request to the same origin
 //! (keep-alive): a Telegram long poll, its `sendMessage`s and a model provider's turns then
 //! skip the DNS lookup, the TCP connect and the TLS handshake.
 //!

@@ -10,6 +10,7 @@ both!(
     an_answer_comes_over_tls_from_an_address,
     an_answer_comes_over_tls_from_a_name,
     sequential_requests_share_one_tls_connection,
+    a_large_answer_comes_whole_over_tls,
     a_cancel_during_the_handshake_ends_promptly,
     a_silent_handshake_hits_the_idle_timeout,
 );
@@ -122,6 +123,23 @@ fn sequential_requests_share_one_tls_connection<C: Client>() {
     assert_eq!(model.requests().len(), 3);
     assert_eq!(model.connections(), 1, "one handshake for three requests");
     assert_eq!(pool.idle_connections(), 1);
+}
+
+fn a_large_answer_comes_whole_over_tls<C: Client>() {
+    // Far more than one read buffer (16 KiB) and one TLS record: plaintext rustls holds
+    // after a read must be taken before the loop waits for the socket again.
+    let deltas = vec!["0123456789abcdef"; 20_000];
+    let model = FakeModel::with(FakeApi::OpenAi, Some(trusted().server.clone()), move |_| {
+        Reply::text(&deltas)
+    });
+    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    pool.submit(
+        WorkId(4),
+        chat(format!("{}/chat/completions", model.base_url())),
+    );
+    let (_, body, end) = collect(&rx, WorkId(4));
+    assert_eq!(end, Ok(()));
+    assert_eq!(body.matches("0123456789abcdef").count(), 20_000);
 }
 
 /// A server that accepts connections and never says a word: a TLS handshake with it waits.

@@ -236,7 +236,7 @@ fn a_conversation_keeps_its_connections_alive(shell: Shell) {
 }
 
 /// How many of process `pid`'s threads are named `name`.
-fn threads_named(pid: u32, name: &str) -> usize {
+pub(super) fn threads_named(pid: u32, name: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .expect("the gateway's threads")
         .flatten()
