@@ -1,7 +1,7 @@
 //! Outbound HTTP performed on the event loop's own thread: every `http://` and `https://`
 //! request is connected, (for `https://`) put through its TLS handshake, written and read
 //! here, non-blocking ([`crate::http_conn`]), so its answer reaches the core in the wake-up
-//! that read it, with no worker thread to hand it over ([`HttpLoop::takes`]).
+//! that read it, with no worker thread to hand it over.
 //!
 //! The two blocking steps never run here: a host name is looked up on a short-lived
 //! resolver thread (`clawgate-dns`, one per lookup; a request on a kept connection needs
@@ -21,8 +21,8 @@
 //! behind [`HttpLimits::max_concurrent`] (that bound is on threads; sockets here cost none,
 //! and the core already bounds model requests and channel sends), and a cancel ends a request
 //! at once (during a lookup too: its answer is dropped). The gateway sends all its HTTP here;
-//! the worker path remains for what embeds [`HttpWorkers`](crate::http_worker::HttpWorkers)
-//! directly.
+//! [`HttpWorkers`](crate::http_worker::HttpWorkers) no longer runs in it: the HTTP tests
+//! still run against both, and the WebSocket workers use its blocking connect.
 
 use std::collections::HashMap;
 use std::io;
@@ -142,11 +142,6 @@ impl HttpLoop {
         })
     }
 
-    /// Whether `req` is performed here: an `http://` or `https://` URL.
-    pub fn takes(req: &HttpRequest) -> bool {
-        Target::parse(&req.url).is_ok()
-    }
-
     /// The descriptor that becomes readable when a socket here is ready.
     #[allow(unsafe_code)]
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -179,7 +174,7 @@ impl HttpLoop {
             .min()
     }
 
-    /// Start `req` (one [`HttpLoop::takes`]), reporting with `id`: on a kept connection its
+    /// Start `req`, reporting with `id`: on a kept connection its
     /// request is written at once. Its results come from later [`HttpLoop::drive`]s.
     pub fn start(&mut self, id: WorkId, req: HttpRequest, now: Instant) {
         let prepared = Target::parse(&req.url)
@@ -486,36 +481,5 @@ impl HttpLoop {
         // Its socket closes here, which takes it out of the poller.
         let wire = running.exchange.into_wire();
         self.open(running.req, wire, now, out);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn get(url: &str) -> HttpRequest {
-        HttpRequest {
-            method: "GET",
-            url: url.into(),
-            headers: Vec::new(),
-            body: Vec::new(),
-            idempotent: true,
-        }
-    }
-
-    #[test]
-    fn http_and_https_to_a_name_or_an_address_are_taken() {
-        for url in [
-            "http://127.0.0.1:8080/v1",
-            "http://[::1]:11434/api",
-            "http://localhost:8080/v1",
-            "https://127.0.0.1/v1",
-            "https://api.telegram.org/bot1:x/getMe",
-        ] {
-            assert!(HttpLoop::takes(&get(url)), "{url}");
-        }
-        for url in ["ftp://127.0.0.1/", "api.openai.com/v1", "http:///"] {
-            assert!(!HttpLoop::takes(&get(url)), "{url}");
-        }
     }
 }

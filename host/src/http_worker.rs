@@ -4,8 +4,9 @@
 //! response back as it arrives: one [`WorkResult::HttpHead`], [`WorkResult::HttpBody`] pieces
 //! (framing removed by the core's [`ResponseParser`]), then exactly one
 //! [`WorkResult::HttpEnd`]. Nothing here runs on the event loop, DNS included. (The gateway
-//! performs its HTTP on the loop instead, with the same rules and errors:
-//! [`crate::http_loop`]; the HTTP tests run against both.)
+//! performs its HTTP on the loop instead, with the same rules and errors
+//! ([`crate::http_loop`]); the HTTP tests run against both, and the WebSocket workers
+//! connect with [`open`].)
 //!
 //! `https://` goes through rustls ([`crate::tls`]): the handshake, with the server's
 //! certificate checked against the system's roots, completes in [`open`] before the request

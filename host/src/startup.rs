@@ -22,7 +22,7 @@ use crate::entropy::OsEntropy;
 use crate::exec_worker::ExecWorkers;
 use crate::file_worker::{FILE_THREADS, FileWorkers};
 use crate::http_loop::HttpLoop;
-use crate::http_worker::{HttpLimits, HttpWorkers};
+use crate::http_worker::HttpLimits;
 use crate::listen::{self, BindError};
 use crate::lock::{self, InstanceLock, LockError};
 use crate::logging::{self, Logger};
@@ -45,8 +45,6 @@ pub const EXIT_FAILURE: i32 = 1;
 /// How long stopping waits for the mDNS advertiser to unregister, so that with the sockets'
 /// [`crate::sockets::SHUTDOWN_GRACE`] a stop stays under a second.
 pub const MDNS_STOP_GRACE: Duration = Duration::from_millis(250);
-/// How long stopping waits for the HTTP workers to notice their cancel.
-pub const HTTP_STOP_GRACE: Duration = Duration::from_millis(250);
 
 /// Why the gateway did not start.
 #[derive(Debug)]
@@ -146,10 +144,8 @@ pub struct RunHost {
     signals: Signals,
     inbox: WorkerQueue<HostInput>,
     store: Option<Writer>,
-    /// Outbound HTTP the loop performs itself ([`HttpLoop::takes`]).
+    /// Outbound HTTP, performed on the loop.
     http_loop: HttpLoop,
-    /// The rest of outbound HTTP.
-    http: HttpWorkers,
     ws: WsWorkers,
     files: FileWorkers,
     execs: ExecWorkers,
@@ -265,12 +261,8 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         }))
     })
     .map_err(StartError::StoreWriter)?;
-    let results = inbox.sender();
-    let http_limits = HttpLimits::for_runs(config.limits.max_concurrent_runs);
-    let http_loop = HttpLoop::new(http_limits).map_err(StartError::HttpPoller)?;
-    let http = HttpWorkers::new(http_limits, move |id, batch: Vec<WorkResult>| {
-        results.send_all(batch.into_iter().map(|r| HostInput::Work(id, r)))
-    });
+    // The core bounds model requests and channel sends: no thread bound applies here.
+    let http_loop = HttpLoop::new(HttpLimits::default()).map_err(StartError::HttpPoller)?;
     let socket_results = inbox.sender();
     let ws = WsWorkers::new(move |id, result| socket_results.send(HostInput::Work(id, result)));
     let reads = inbox.sender();
@@ -303,7 +295,6 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         inbox,
         store: Some(store),
         http_loop,
-        http,
         ws,
         files,
         execs,
@@ -474,21 +465,12 @@ impl Host for RunHost {
                 // The writer thread is gone only if it panicked: say so to whoever waits.
                 (!queued).then(|| WorkResult::Stored(Err("the store writer is gone".into())))
             }
-            Work::Http(request) if HttpLoop::takes(&request) => {
-                self.http_loop.start(id, request, Instant::now());
-                None
-            }
             Work::Http(request) => {
-                // A failure to start a thread is reported as the request's end.
-                if let Err(e) = self.http.submit(id, request) {
-                    self.logger
-                        .log(Level::Error, format!("cannot start an HTTP worker: {e}"));
-                }
+                self.http_loop.start(id, request, Instant::now());
                 None
             }
             Work::Cancel(of) => {
                 if !self.processes.kill(of) && !self.http_loop.cancel(of) {
-                    self.http.cancel(of);
                     self.execs.cancel(of);
                 }
                 None
@@ -596,16 +578,10 @@ impl Host for RunHost {
         }
     }
 
-    /// Cancel the HTTP requests (waiting at most [`HTTP_STOP_GRACE`] for their threads),
-    /// wait for the store writer to write what is queued, and log what failed.
+    /// Drop the HTTP requests (a lookup still under way is left to its thread), wait for
+    /// the store writer to write what is queued, and log what failed.
     fn on_stopped(&mut self) {
         self.http_loop.shutdown();
-        if !self.http.shutdown(HTTP_STOP_GRACE) {
-            self.logger.log(
-                Level::Debug,
-                "HTTP: a worker is still resolving or connecting at exit",
-            );
-        }
         self.files.shutdown();
         self.ws.shutdown();
         self.execs.shutdown();

@@ -141,7 +141,6 @@ impl Client for OnLoop {
     }
 
     fn submit(&mut self, id: WorkId, req: HttpRequest) {
-        assert!(HttpLoop::takes(&req), "{} is not for the loop", req.url);
         self.send(Order::Submit(id, req));
     }
 
