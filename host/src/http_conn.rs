@@ -405,3 +405,79 @@ impl Exchange {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// An address that refuses connections (a port just closed).
+    fn refusing() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    /// Advance `exchange` until it ends or fails (a few seconds at most).
+    fn run(exchange: &mut Exchange) -> (Result<Ended, Failed>, Vec<WorkResult>) {
+        let (mut buf, mut results) = (vec![0u8; 1024], Vec::new());
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            match exchange.advance(Instant::now(), &mut buf, &mut results) {
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(Some(ended)) => return (Ok(ended), results),
+                Err(failed) => return (Err(failed), results),
+            }
+        }
+        panic!("no end in time");
+    }
+
+    fn get(addrs: Vec<SocketAddr>) -> Exchange {
+        let wire = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        let limits = HttpLimits::default();
+        Exchange::connect(
+            addrs,
+            None,
+            "x:80".into(),
+            wire,
+            "GET",
+            &limits,
+            Instant::now(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_next_address_is_tried_when_one_refuses() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = server.local_addr().unwrap();
+        let answer = std::thread::spawn(move || {
+            let (mut conn, _) = server.accept().unwrap();
+            let mut request = [0u8; 256];
+            let _ = conn.read(&mut request).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+        });
+        let mut exchange = get(vec![refusing(), good]);
+        let (ended, results) = run(&mut exchange);
+        assert!(ended.is_ok(), "{:?}", ended.err().map(|f| f.error));
+        assert!(results.contains(&WorkResult::HttpBody(b"ok".to_vec())));
+        answer.join().unwrap();
+    }
+
+    #[test]
+    fn when_every_address_refuses_the_last_ones_error_ends_it() {
+        let (first, last) = (refusing(), refusing());
+        let mut exchange = get(vec![first, last]);
+        let failed = run(&mut exchange).0.err().expect("refused");
+        assert_eq!(failed.stage, Stage::Write);
+        assert!(
+            failed
+                .error
+                .starts_with(&format!("cannot connect to x:80 ({last}): ")),
+            "{}",
+            failed.error
+        );
+    }
+}
