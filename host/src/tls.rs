@@ -192,8 +192,11 @@ impl Stream {
             if rest.is_empty() {
                 return Ok(taken);
             }
-            // The buffer is empty here: rustls takes some.
-            taken += s.conn.writer().write(rest)?;
+            // The buffer is empty here: rustls takes some (else it would never).
+            match s.conn.writer().write(rest)? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => taken += n,
+            }
         }
     }
 
