@@ -11,11 +11,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 
-use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
+use rustix::event::PollFlags;
 
 use clawgate_core::model::http1::{Scheme, Target};
 use clawgate_core::{WorkId, WorkResult, WsOpen};
@@ -26,6 +25,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::http_worker::{HttpLimits, Running, open};
 use crate::tls::Stream;
+use crate::wait::{Wake, wait};
 
 /// The stack of a socket thread.
 const STACK_BYTES: usize = 512 * 1024;
@@ -44,7 +44,7 @@ enum Ask {
 struct Socket {
     asks: Sender<Ask>,
     /// Written after each ask: the socket's thread waits on it beside the socket.
-    wake: Arc<OwnedFd>,
+    wake: Arc<Wake>,
     running: Arc<Running>,
 }
 
@@ -52,14 +52,9 @@ impl Socket {
     /// Hand `ask` to the socket's thread and wake it; false when the thread is gone.
     fn ask(&self, ask: Ask) -> bool {
         let sent = self.asks.send(ask).is_ok();
-        wake(&self.wake);
+        self.wake.wake();
         sent
     }
-}
-
-/// Wake a socket's thread (an eventfd whose count it resets).
-fn wake(fd: &OwnedFd) {
-    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 /// The open sockets.
@@ -91,9 +86,9 @@ impl WsWorkers {
     /// socket's end.
     pub fn open(&mut self, id: WorkId, open: WsOpen) {
         self.sockets.retain(|_, s| !s.running.is_cancelled());
-        let wake = match eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK) {
-            Ok(fd) => Arc::new(fd),
-            Err(e) => return self.not_started(id, e.into()),
+        let wake = match Wake::new() {
+            Ok(wake) => Arc::new(wake),
+            Err(e) => return self.not_started(id, e),
         };
         let (asks, inbox) = mpsc::channel();
         let running = Arc::new(Running::default());
@@ -154,7 +149,7 @@ impl WsWorkers {
     pub fn shutdown(&mut self) {
         for (_, s) in self.sockets.drain() {
             s.running.cancel();
-            wake(&s.wake);
+            s.wake.wake();
         }
     }
 }
@@ -165,10 +160,10 @@ fn loopback(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A socket thread's end of its asks: the queue and the eventfd written after each.
+/// A socket thread's end of its asks: the queue and the wake-up written after each.
 struct Asks<'a> {
     inbox: Receiver<Ask>,
-    wake: &'a OwnedFd,
+    wake: &'a Wake,
 }
 
 /// How a socket's pump goes on.
@@ -242,22 +237,12 @@ fn session(
             Pump::Wait(writable) => writable,
             Pump::End(code, reason) => return Ok((code, reason)),
         };
-        let socket = ws.get_ref().tcp();
         let mut interest = PollFlags::IN;
         if writable {
             interest |= PollFlags::OUT;
         }
-        let mut fds = [
-            PollFd::new(socket, interest),
-            PollFd::new(asks.wake, PollFlags::IN),
-        ];
-        match poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(format!("poll: {e}")),
-        }
-        if !fds[1].revents().is_empty() {
-            let _ = rustix::io::read(asks.wake, &mut [0u8; 8]);
-        }
+        wait(ws.get_ref().tcp(), interest, Some(asks.wake), None)
+            .map_err(|e| format!("poll: {e}"))?;
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clawgate_core::{WorkId, WorkResult, WsOpen};
 use clawgate_host::ws_worker::WsWorkers;
+use clawgate_tests::threads::voluntary_switches;
 use tungstenite::Message;
 
 /// How long a test waits for any one result.
@@ -31,28 +32,6 @@ fn echo_server() -> String {
         }
     });
     format!("ws://{addr}/socket")
-}
-
-/// The voluntary context switches of this process's thread named `name` (one only).
-fn switches_of(name: &str) -> u64 {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() == name {
-            let status = std::fs::read_to_string(dir.join("status")).unwrap();
-            let n = status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            found.push(n);
-        }
-    }
-    assert_eq!(found.len(), 1, "one thread named {name}");
-    found[0]
 }
 
 #[test]
@@ -79,9 +58,9 @@ fn frames_go_both_ways_and_an_idle_socket_sleeps() {
     }
     // Idle: the thread waits for the socket or an ask, not for a poll interval (it woke
     // every 20 ms, 25 times in this window).
-    let before = switches_of("clawgate-ws");
+    let before = voluntary_switches("clawgate-ws");
     std::thread::sleep(Duration::from_millis(500));
-    let woke = switches_of("clawgate-ws") - before;
+    let woke = voluntary_switches("clawgate-ws") - before;
     assert!(
         woke <= 2,
         "an idle socket's thread woke {woke} times in 500 ms"
