@@ -5,14 +5,17 @@
 //! no timeout) until the socket has bytes or the loop asks to send ([`WsWorkers::send`] wakes
 //! it through an eventfd), so a frame leaves at once and an idle socket costs no wake-ups,
 //! reporting each text message as [`WorkResult::WsText`] and the end as exactly one
-//! [`WorkResult::WsClosed`]. Messages over the core's size bound close the socket. Nothing here
+//! [`WorkResult::WsClosed`]. A close the gateway asks for waits (poll(2), at most
+//! [`CLOSE_FLUSH_WAIT`]) until the socket has taken every queued frame and the close frame, then
+//! shuts the socket down. Messages over the core's size bound close the socket. Nothing here
 //! runs on the event loop.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Shutdown};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
 
@@ -31,6 +34,9 @@ use crate::wait::{Wake, wait};
 const STACK_BYTES: usize = 512 * 1024;
 /// The read buffer of a socket (tungstenite's default is 128 KiB, zero-filled per read).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The longest a closing socket waits for the peer to take the frames still queued and the
+/// close frame (its receive window full: a peer that does not read) before it is shut down.
+const CLOSE_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// Where results go: called on socket threads, must not block.
 type Report = Arc<dyn Fn(WorkId, WorkResult) + Send + Sync>;
@@ -282,7 +288,8 @@ fn pump(
         match ws.read() {
             Ok(Message::Text(text)) => report(id, WorkResult::WsText(text.as_str().to_owned())),
             Ok(Message::Close(frame)) => {
-                let _ = ws.flush();
+                // Our answering close frame, queued by tungstenite.
+                flush_within(ws, Instant::now() + CLOSE_FLUSH_WAIT);
                 return Ok(match frame {
                     Some(f) => Pump::End(Some(u16::from(f.code)), f.reason.as_str().to_owned()),
                     None => Pump::End(None, "closed by the peer".into()),
@@ -305,12 +312,32 @@ fn pump(
     }
 }
 
-/// Send a close frame with `code`, best effort.
+/// Send a close frame with `code` after the frames still queued, waiting at most
+/// [`CLOSE_FLUSH_WAIT`] for the socket to take them, then shut the socket down: best effort.
 fn close(ws: &mut WebSocket<Stream>, code: u16) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: "".into(),
     };
+    // Queued even when the socket takes none of it now.
     let _ = ws.close(Some(frame));
-    let _ = ws.flush();
+    flush_within(ws, Instant::now() + CLOSE_FLUSH_WAIT);
+    let _ = ws.get_ref().tcp().shutdown(Shutdown::Write);
+}
+
+/// Write what is queued (tungstenite's frames, then rustls's records), waiting in poll(2) for
+/// the socket to take more, until it is all written, writing fails or `deadline` passes.
+fn flush_within(ws: &mut WebSocket<Stream>, deadline: Instant) {
+    loop {
+        match ws.flush() {
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            _ => return,
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        if wait(ws.get_ref().tcp(), PollFlags::OUT, None, Some(left)).is_err() {
+            return;
+        }
+    }
 }
