@@ -95,7 +95,7 @@ impl MdnsSocket {
             let sent =
                 sockopt::set_ip_multicast_if_with_ifindex(&self.socket, &GROUP_V4, address, *index)
                     .map_err(io::Error::from)
-                    .and_then(|()| self.socket.send_to(packet, (GROUP_V4, PORT)));
+                    .and_then(|()| self.send_to(packet, (GROUP_V4, PORT).into()));
             if let (Err(e), Ok(())) = (sent, &result) {
                 result = Err(e);
             }
@@ -105,7 +105,16 @@ impl MdnsSocket {
 
     /// Send `packet` to `to` alone.
     pub(super) fn unicast(&self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.socket.send_to(packet, to).map(drop)
+        self.send_to(packet, to)
+    }
+
+    /// Send one datagram. One the socket has no room for now is dropped, as a congested network
+    /// would drop it (mDNS repeats what matters): the socket does not block.
+    fn send_to(&self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
+        match self.socket.send_to(packet, to) {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Wait until a packet has come, `stop` (if any) is written, or `timeout` (`None`: no limit)
