@@ -15,8 +15,8 @@
 # idled maps those alone. After a change renames an instance, its glob still places it.
 #
 # Exact names carry this build's hashes, which most code changes move: rerun it after a change to
-# the code an idle gateway runs (an idle gateway's resident code had grown back from 1.07 to
-# 2.3 MiB with a stale list). On a loaded 2-core machine: the callgrind passes about 8 minutes
+# the code an idle gateway runs (measured: an idle gateway's resident code 2.3 MiB with a stale
+# list, 1.07 MiB with a fresh one). On a loaded 2-core machine: the callgrind passes about 8 minutes
 # after the release builds, each native pass 5-7 (a relink, the scenarios, the benchmark's paths).
 # Needs valgrind; perf, when present, adds a native pass. Profiles the release build itself,
 # linked with its symbols (CLAWGATE_KEEP_SYMBOLS=1: same code, same names), then relinks it
