@@ -246,10 +246,12 @@ write_list() {
 
 CLAWGATE_KEEP_SYMBOLS=1 cargo build -q --release -p clawgate
 cargo build -q --release -p clawgate-bench
-# What callgrind cannot see: it runs the portable SHA-256 where the CPU has SHA extensions.
+# What callgrind cannot see: it runs the portable SHA-256 (and SHA-1, the WebSocket accept key)
+# where the CPU has SHA extensions.
 touch "$work/tier.idle" "$work/tier.polling" "$work/tier.paths"
 cat >"$work/tier.exact" <<'NATIVE'
 _ZN4sha26sha2563x86*
+_ZN4sha18compress7x86_sha*
 _RNvNtNtNtCs*_4core9core_arch3x863sha*
 _ZN4core9core_arch3x865ssse3*
 NATIVE
