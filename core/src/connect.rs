@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::admission::{Admitted, Refusal};
 use crate::close::CloseReason;
 use crate::conn::{ConnId, Phase, Session, State};
-use crate::frame::{ErrorShape, FrameError, InvalidFrame, OutFrame, parse_request};
+use crate::connect_fields::ConnectFields;
+use crate::frame::{ErrorShape, FrameError, InvalidFrame, OutFrame, parse_request_as};
 use crate::gateway::{Gateway, Timer};
 use crate::handshake::{self, ConnectParams};
 use crate::log::Level;
@@ -36,7 +37,7 @@ pub(crate) enum Held {
 impl Gateway {
     /// A text frame before `hello-ok`: it must be a valid `connect`, which is admitted or refused.
     pub(crate) fn on_connect_text(&mut self, now: Instant, id: ConnId, text: &str) {
-        let req = match parse_request(text) {
+        let req = match parse_request_as::<ConnectFields<'_>>(text) {
             Ok(r) => r,
             Err(FrameError::NotJson) => {
                 self.log(
@@ -69,7 +70,7 @@ impl Gateway {
             );
             return;
         }
-        let params = match handshake::parse_connect(&req.params) {
+        let params = match handshake::connect_params(&req.params) {
             Ok(p) => p,
             Err(e) => {
                 self.reject(now, id, &req.id, e.to_error(), None);
