@@ -185,6 +185,14 @@ impl KeyList for CatalogKeys {
     const KEYS: &'static [&'static str] = &["agentId", "shortId", "slugHint", "sessionKey"];
 }
 
+// Every key list fits a `Flat`.
+const _: () = assert!(
+    ClientKeys::KEYS.len() <= MAX_FLAT_KEYS
+        && AuthKeys::KEYS.len() <= MAX_FLAT_KEYS
+        && DeviceKeys::KEYS.len() <= MAX_FLAT_KEYS
+        && CatalogKeys::KEYS.len() <= MAX_FLAT_KEYS
+);
+
 /// The keys of an object, read one by one.
 trait Fields<'de>: Default {
     /// Read `key`'s value into `self` if `key` is allowed here; `false` (the value unread)
