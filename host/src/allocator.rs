@@ -12,7 +12,8 @@
 //! - an exiting worker thread's stack handed back ([`release_stack`]): glibc keeps the stack
 //!   of every thread that ended, for a thread started later, up to 40 MiB of them, and the
 //!   16 KiB below the exit path's frame stay resident in each. After the benchmark's 100
-//!   turns at once a gateway kept 60-odd of them, 24 KiB each: 1.3-1.9 MiB of its RSS.
+//!   turns at once a gateway kept 28-80 of them, 24 KiB each, up to 1.9 MiB of its RSS;
+//!   released, each keeps 8 KiB (the thread's descriptor, TLS and first frames).
 //!
 //! Elsewhere (musl, other systems) all three are no-ops.
 #![allow(unsafe_code)]
@@ -59,7 +60,7 @@ pub fn release_free_memory() -> bool {
 /// What a thread's exit path may use below the frame that calls [`release_stack`]: Rust's
 /// thread-local destructors, glibc's thread teardown. A page it touches again is only
 /// zero-filled anew.
-const EXIT_PATH_BYTES: usize = 4096;
+const EXIT_PATH_BYTES: usize = 512;
 
 /// Return to the kernel the calling thread's stack pages below its current frame (less
 /// [`EXIT_PATH_BYTES`]): a worker thread's last call, so the stack glibc keeps for reuse
