@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::admission::{Admitted, Refusal};
 use crate::close::CloseReason;
 use crate::conn::{ConnId, Phase, Session, State};
-use crate::frame::{ErrorShape, FrameError, InvalidFrame, OutFrame, parse_request};
+use crate::connect_fields::ConnectFields;
+use crate::frame::{ErrorShape, FrameError, InvalidFrame, OutFrame, parse_request_as};
 use crate::gateway::{Gateway, Timer};
 use crate::handshake::{self, ConnectParams};
 use crate::log::Level;
@@ -36,7 +37,7 @@ pub(crate) enum Held {
 impl Gateway {
     /// A text frame before `hello-ok`: it must be a valid `connect`, which is admitted or refused.
     pub(crate) fn on_connect_text(&mut self, now: Instant, id: ConnId, text: &str) {
-        let req = match parse_request(text) {
+        let req = match parse_request_as::<ConnectFields<'_>>(text) {
             Ok(r) => r,
             Err(FrameError::NotJson) => {
                 self.log(
@@ -69,7 +70,7 @@ impl Gateway {
             );
             return;
         }
-        let params = match handshake::parse_connect(&req.params) {
+        let params = match handshake::connect_params(&req.params) {
             Ok(p) => p,
             Err(e) => {
                 self.reject(now, id, &req.id, e.to_error(), None);
@@ -276,54 +277,25 @@ impl Gateway {
         params: &ConnectParams,
         hello: &Admitted,
     ) -> String {
-        use crate::hello::{
-            Auth, HelloOk, OkFrame, Policy, Server, SessionDefaults, Snapshot, StateVersion,
-            Suspension,
-        };
-        let limits = &self.config.limits;
+        use crate::hello::{Auth, HelloParts};
         let token = hello.device_token.as_ref();
-        let payload = HelloOk::new(
-            Server {
-                version: &self.config.version,
-                boot_id: &self.boot_id,
-                conn_id: conn_uuid,
-            },
-            Snapshot {
-                suspension: Suspension {
-                    phase: if self.is_draining() {
-                        "draining"
-                    } else {
-                        "accepting"
-                    },
-                },
-                presence: self.presence_snapshot(now),
-                health: self.health_cache.payload(),
-                state_version: StateVersion {
-                    presence: self.presence_version,
-                    health: self.health_cache.version(),
-                },
-                uptime_ms: self.uptime_ms(now),
-                session_defaults: SessionDefaults {
-                    model_configured: self.config.model.is_some(),
-                },
-                config_path: &self.config.config_path,
-                state_dir: &self.config.state_dir,
-                auth_mode: self.config.auth_mode.as_str(),
-            },
-            Auth {
+        self.hello.render(HelloParts {
+            req_id,
+            conn_id: conn_uuid,
+            draining: self.is_draining(),
+            now_ms: self.unix_ms(now),
+            sessions: self.session_presence(),
+            health: self.health_cache.payload(),
+            presence_version: self.presence_version,
+            health_version: self.health_cache.version(),
+            uptime_ms: self.uptime_ms(now),
+            auth: Auth {
                 method: hello.method.as_str(),
                 role: params.role.as_str(),
                 scopes: &hello.scopes,
-                device_token: token.map(|(t, _)| t.as_str()),
-                issued_at_ms: token.map(|&(_, at)| at),
+                device_token: token.map(|(t, at)| (t.as_str(), *at)),
                 recovery_migration_allowed: token.is_some() && params.role == Role::Operator,
             },
-            Policy {
-                max_payload: limits.max_payload,
-                max_buffered_bytes: limits.max_buffered_bytes,
-                tick_interval_ms: limits.tick_interval.as_millis() as u64,
-            },
-        );
-        OkFrame::new(req_id, &payload).to_text()
+        })
     }
 }

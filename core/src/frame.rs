@@ -207,15 +207,29 @@ impl SeqEvent {
     }
 }
 
-/// A request frame received from a peer, validated against upstream's `RequestFrame`.
+/// A request frame received from a peer, validated against upstream's `RequestFrame`, its
+/// params read as `P`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Request {
+pub struct Request<P = Value> {
     /// Request id, echoed in the response.
     pub id: String,
     /// Method name.
     pub method: String,
-    /// Params; `Null` when omitted.
-    pub params: Value,
+    /// Params; `P::default()` (`Null` for a tree) when omitted.
+    pub params: P,
+}
+
+/// What a request's params are read as: their JSON tree, or a type read straight from the
+/// frame's text.
+pub(crate) trait Params<'a>: Deserialize<'a> + Default {
+    /// The params read from the JSON tree of the whole frame (see [`parse_request_as`]).
+    fn from_tree(tree: Value) -> Self;
+}
+
+impl Params<'_> for Value {
+    fn from_tree(tree: Value) -> Self {
+        tree
+    }
 }
 
 /// Why an inbound text frame is not a usable request.
@@ -274,42 +288,51 @@ const REQUEST_KEYS: &[&str] = &[
 /// missing, extra or repeated key, `traceparent`) is read by the full validation instead.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Envelope<'a> {
+struct Envelope<'a, P> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow)]
     id: Cow<'a, str>,
     #[serde(borrow)]
     method: Cow<'a, str>,
-    #[serde(default)]
-    params: Option<Value>,
+    #[serde(default = "Option::default")]
+    params: Option<P>,
 }
 
-impl Envelope<'_> {
+impl<P: Default> Envelope<'_, P> {
     /// The request, if the envelope is a valid one.
-    fn into_request(self) -> Option<Request> {
+    fn into_request(self) -> Option<Request<P>> {
         if self.kind != "req" || self.id.is_empty() || self.method.is_empty() {
             return None;
         }
         Some(Request {
             id: self.id.into_owned(),
             method: self.method.into_owned(),
-            params: self.params.unwrap_or(Value::Null),
+            params: self.params.unwrap_or_default(),
         })
     }
 }
 
 /// Parse one inbound text frame as a request.
 pub fn parse_request(text: &str) -> Result<Request, FrameError> {
+    parse_request_as(text)
+}
+
+/// Parse one inbound text frame as a request whose params are read as `P`.
+pub(crate) fn parse_request_as<'a, P: Params<'a>>(text: &'a str) -> Result<Request<P>, FrameError> {
     match plain_request(text) {
         Some(req) => Ok(req),
-        None => validate_request(text),
+        None => validate_request(text).map(|r| Request {
+            id: r.id,
+            method: r.method,
+            params: P::from_tree(r.params),
+        }),
     }
 }
 
 /// The request, if `text` is a valid one with no optional key but `params`.
-fn plain_request(text: &str) -> Option<Request> {
-    serde_json::from_str::<Envelope<'_>>(text)
+fn plain_request<'a, P: Params<'a>>(text: &'a str) -> Option<Request<P>> {
+    serde_json::from_str::<Envelope<'a, P>>(text)
         .ok()
         .and_then(Envelope::into_request)
 }
@@ -490,7 +513,10 @@ mod tests {
             assert_eq!(parse_request(text), validate_request(text), "{text}");
         }
         for text in &frames[..3] {
-            assert!(plain_request(text).is_some(), "{text} takes the fast path");
+            assert!(
+                plain_request::<Value>(text).is_some(),
+                "{text} takes the fast path"
+            );
         }
         let r = parse_request(frames[2]).unwrap();
         assert_eq!((r.id.as_str(), r.method.as_str()), ("q\"7", "chat.send"));

@@ -155,6 +155,8 @@ pub struct Gateway {
     /// The latest wall-clock reading: an instant and the Unix milliseconds at it.
     wall: (Instant, u64),
     pub(crate) boot_id: String,
+    /// The parts of `hello-ok` that only change with the configuration.
+    pub(crate) hello: crate::hello::HelloTemplate,
     /// The gateway's own Ed25519 identity (`gateway.identity.get`), set by the host.
     pub(crate) identity: Option<crate::device::DeviceKey>,
     draining: bool,
@@ -170,13 +172,15 @@ impl Gateway {
     /// start, and the time now (monotonic and as Unix milliseconds).
     pub fn new(
         config: Config,
-        entropy: Box<dyn Entropy>,
+        mut entropy: Box<dyn Entropy>,
         mut store: PairingStore,
         now: Instant,
         unix_ms: u64,
     ) -> Self {
         store.version = crate::pairing::STORE_VERSION;
         let durable = Durability::new(&store);
+        let boot_id = random_uuid(entropy.as_mut());
+        let hello = crate::hello::HelloTemplate::new(&config, &boot_id);
         let mut gw = Self {
             logs: LogRing::new(config.limits.log_ring_records),
             config,
@@ -201,14 +205,14 @@ impl Gateway {
             machine_calls: Default::default(),
             start: now,
             wall: (now, unix_ms),
-            boot_id: String::new(),
+            boot_id,
+            hello,
             identity: None,
             draining: false,
             presence_version: 1,
             health_cache: Default::default(),
             last_prune: now,
         };
-        gw.boot_id = gw.uuid();
         gw.post_routes = crate::http_post::PostRoutes::from_config(&gw.config);
         if !gw.config.mcp.servers.is_empty() {
             let mcp = crate::tools::mcp::McpServers::new(&gw.config.mcp, &gw.config.version);
@@ -302,11 +306,7 @@ impl Gateway {
 
     /// A random v4 UUID.
     pub(crate) fn uuid(&mut self) -> String {
-        let mut b = [0u8; 16];
-        self.entropy.fill(&mut b);
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        uuid_text(&b)
+        random_uuid(self.entropy.as_mut())
     }
 
     /// 32 random bytes, base64url: a device token.
@@ -592,6 +592,7 @@ impl Gateway {
         let secret_changed =
             config.secret != self.config.secret || config.auth_mode != self.config.auth_mode;
         self.config = config;
+        self.hello = crate::hello::HelloTemplate::new(&self.config, &self.boot_id);
         self.health_cache.invalidate();
         self.post_routes = crate::http_post::PostRoutes::from_config(&self.config);
         // A larger agents.defaults.maxConcurrent starts runs waiting for a slot.
@@ -663,6 +664,15 @@ impl Gateway {
 
 /// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, written digit by
 /// digit (a handshake takes two: the challenge's nonce and the connection's id).
+/// A random v4 UUID from `entropy`.
+fn random_uuid(entropy: &mut dyn Entropy) -> String {
+    let mut b = [0u8; 16];
+    entropy.fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid_text(&b)
+}
+
 fn uuid_text(b: &[u8; 16]) -> String {
     let mut out = String::with_capacity(36);
     for (i, byte) in b.iter().enumerate() {

@@ -2,10 +2,14 @@
 //! admission decision (protocol, device proof, shared secret or device token, pairing,
 //! scopes) with upstream's error frames and close codes.
 
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
+use crate::connect_fields::{
+    AuthKeys, CatalogKeys, ConnectFields, Flat, KeyList, List, Obj, Permissions, Scalar,
+};
 use crate::device::DeviceProof;
-use crate::frame::{ErrorCode, ErrorShape, PROTOCOL_VERSION, unexpected_key};
+use crate::frame::{ErrorCode, ErrorShape, PROTOCOL_VERSION};
 use crate::scopes::Role;
 
 /// Allowed `client.id` values.
@@ -33,46 +37,6 @@ pub const CLIENT_IDS: &[&str] = &[
 pub const CLIENT_MODES: &[&str] = &[
     "webchat", "cli", "ui", "backend", "node", "worker", "probe", "test",
 ];
-
-const ROOT_KEYS: &[&str] = &[
-    "minProtocol",
-    "maxProtocol",
-    "client",
-    "caps",
-    "commands",
-    "computerUse",
-    "workerRuns",
-    "permissions",
-    "pathEnv",
-    "role",
-    "scopes",
-    "device",
-    "auth",
-    "locale",
-    "userAgent",
-    "modelCatalog",
-];
-const CLIENT_KEYS: &[&str] = &[
-    "id",
-    "displayName",
-    "version",
-    "buildId",
-    "platform",
-    "deviceFamily",
-    "modelIdentifier",
-    "timeZone",
-    "mode",
-    "instanceId",
-];
-const AUTH_KEYS: &[&str] = &[
-    "token",
-    "bootstrapToken",
-    "deviceToken",
-    "password",
-    "approvalRuntimeToken",
-    "agentRuntimeIdentityToken",
-];
-const DEVICE_KEYS: &[&str] = &["id", "publicKey", "signature", "signedAt", "nonce"];
 
 /// `connect.params.client`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,13 +125,27 @@ impl ParamsError {
     }
 }
 
-fn obj<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, ParamsError> {
-    v.as_object()
-        .ok_or_else(|| ParamsError::Invalid(format!("at {path}: must be object")))
+/// The fields of an object, and the first key it may not have; `path` (for the errors) says
+/// where it is.
+fn object<'f, 'a, T>(
+    v: &'f Obj<'a, T>,
+    path: &str,
+) -> Result<(&'f T, Option<&'f str>), ParamsError> {
+    match v {
+        Obj::Object { fields, unexpected } => Ok((fields, unexpected.as_deref())),
+        Obj::NotObject => Err(ParamsError::Invalid(format!("at {path}: must be object"))),
+    }
 }
 
-fn check_keys(o: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<(), ParamsError> {
-    match unexpected_key(o, allowed) {
+/// The fields of an object that may only have its own keys.
+fn strict_object<'f, 'a, T>(v: &'f Obj<'a, T>, path: &str) -> Result<&'f T, ParamsError> {
+    let (fields, unexpected) = object(v, path)?;
+    check_keys(unexpected, path)?;
+    Ok(fields)
+}
+
+fn check_keys(unexpected: Option<&str>, path: &str) -> Result<(), ParamsError> {
+    match unexpected {
         Some(k) => Err(ParamsError::Invalid(format!(
             "at {path}: unexpected property '{k}'"
         ))),
@@ -175,7 +153,7 @@ fn check_keys(o: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<()
     }
 }
 
-fn req_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<String, ParamsError> {
+fn req_str<K: KeyList>(o: &Flat<'_, K>, key: &str, path: &str) -> Result<String, ParamsError> {
     match o.get(key) {
         None => Err(ParamsError::Invalid(format!(
             "at {path}: must have required property '{key}'"
@@ -187,60 +165,63 @@ fn req_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<String, Para
 }
 
 /// `v` as a non-empty string; `path` (written only for the error) says where it is.
-fn nonempty(v: &Value, path: impl FnOnce() -> String) -> Result<&str, ParamsError> {
-    match v.as_str() {
-        Some(s) if !s.is_empty() => Ok(s),
-        Some(_) => Err(ParamsError::Invalid(format!(
+fn nonempty<'v>(v: &'v Scalar<'_>, path: impl FnOnce() -> String) -> Result<&'v str, ParamsError> {
+    match v {
+        Scalar::Str(s) if !s.is_empty() => Ok(s),
+        Scalar::Str(_) => Err(ParamsError::Invalid(format!(
             "at {}: must NOT have fewer than 1 characters",
             path()
         ))),
-        None => Err(ParamsError::Invalid(format!(
+        _ => Err(ParamsError::Invalid(format!(
             "at {}: must be string",
             path()
         ))),
     }
 }
 
+/// `v`, the value of `key` in the object at `path` if it has one, as a string.
 fn opt_str(
-    o: &Map<String, Value>,
+    v: Option<&Scalar<'_>>,
     key: &str,
     path: &str,
     allow_empty: bool,
 ) -> Result<Option<String>, ParamsError> {
-    match o.get(key) {
+    match v {
         None => Ok(None),
-        Some(v) if allow_empty => v
-            .as_str()
-            .map(|s| Some(s.to_string()))
-            .ok_or_else(|| ParamsError::Invalid(format!("at {path}/{key}: must be string"))),
+        Some(Scalar::Str(s)) if allow_empty => Ok(Some(s.to_string())),
+        Some(_) if allow_empty => Err(ParamsError::Invalid(format!(
+            "at {path}/{key}: must be string"
+        ))),
         Some(v) => nonempty(v, || format!("{path}/{key}")).map(|s| Some(s.to_string())),
     }
 }
 
-fn str_array(o: &Map<String, Value>, key: &str) -> Result<Vec<String>, ParamsError> {
-    match o.get(key) {
+/// Root key `key`'s value, `v`, as a list of non-empty strings.
+fn str_array(v: Option<&List<'_>>, key: &str) -> Result<Vec<String>, ParamsError> {
+    match v {
         None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
+        Some(List::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, v)| nonempty(v, || format!("/{key}/{i}")).map(str::to_string))
             .collect(),
-        Some(_) => Err(ParamsError::Invalid(format!("at /{key}: must be array"))),
+        Some(List::NotArray) => Err(ParamsError::Invalid(format!("at /{key}: must be array"))),
     }
 }
 
-fn int(o: &Map<String, Value>, key: &str, path: &str, min: u64) -> Result<u64, ParamsError> {
-    match o.get(key) {
+/// `v`, the value of the required `key` in the object at `path`, as an integer of at least `min`.
+fn int(v: Option<&Scalar<'_>>, key: &str, path: &str, min: u64) -> Result<u64, ParamsError> {
+    match v {
         None => Err(ParamsError::Invalid(format!(
             "at {path}: must have required property '{key}'"
         ))),
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= min => Ok(n),
-            Some(_) => Err(ParamsError::Invalid(format!(
+        Some(v) => match v {
+            Scalar::UInt(n) if *n >= min => Ok(*n),
+            Scalar::UInt(_) => Err(ParamsError::Invalid(format!(
                 "at {}/{key}: must be >= {min}",
                 path.trim_start_matches("root")
             ))),
-            None => Err(ParamsError::Invalid(format!(
+            _ => Err(ParamsError::Invalid(format!(
                 "at {}/{key}: must be integer",
                 path.trim_start_matches("root")
             ))),
@@ -248,21 +229,26 @@ fn int(o: &Map<String, Value>, key: &str, path: &str, min: u64) -> Result<u64, P
     }
 }
 
-/// Validate `connect` params as upstream's `ConnectParams` schema does.
+/// Validate `connect` params given as a JSON tree (see [`connect_params`]).
 pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
-    let root = obj(params, "root")?;
-    check_keys(root, ROOT_KEYS, "root")?;
-    let min_protocol = int(root, "minProtocol", "root", 1)?;
-    let max_protocol = int(root, "maxProtocol", "root", 1)?;
-    let c = match root.get("client") {
+    // Every JSON value reads as `ConnectFields`: reading a tree cannot fail.
+    connect_params(&ConnectFields::deserialize(params).unwrap_or_default())
+}
+
+/// Validate `connect` params, read from the frame's text, as upstream's `ConnectParams`
+/// schema does.
+pub(crate) fn connect_params(params: &ConnectFields<'_>) -> Result<ConnectParams, ParamsError> {
+    let root = strict_object(params, "root")?;
+    let min_protocol = int(root.min_protocol.as_ref(), "minProtocol", "root", 1)?;
+    let max_protocol = int(root.max_protocol.as_ref(), "maxProtocol", "root", 1)?;
+    let c = match &root.client {
         None => {
             return Err(ParamsError::Invalid(
                 "at root: must have required property 'client'".into(),
             ));
         }
-        Some(v) => obj(v, "/client")?,
+        Some(v) => strict_object(v, "/client")?,
     };
-    check_keys(c, CLIENT_KEYS, "/client")?;
     let id = req_str(c, "id", "/client")?;
     if !CLIENT_IDS.contains(&id.as_str()) {
         return Err(ParamsError::Invalid(
@@ -279,7 +265,7 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
     }
     for key in ["buildId", "timeZone"] {
         let limit = if key == "buildId" { 96 } else { 64 };
-        if let Some(s) = opt_str(c, key, "/client", false)?
+        if let Some(s) = opt_str(c.get(key), key, "/client", false)?
             && s.chars().count() > limit
         {
             return Err(ParamsError::Invalid(format!(
@@ -287,52 +273,70 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
             )));
         }
     }
+    let client_str = |key| opt_str(c.get(key), key, "/client", false);
     let client = ClientInfo {
         id,
-        display_name: opt_str(c, "displayName", "/client", false)?,
+        display_name: client_str("displayName")?,
         version,
         platform,
-        device_family: opt_str(c, "deviceFamily", "/client", false)?,
-        model_identifier: opt_str(c, "modelIdentifier", "/client", false)?,
+        device_family: client_str("deviceFamily")?,
+        model_identifier: client_str("modelIdentifier")?,
         mode,
-        instance_id: opt_str(c, "instanceId", "/client", false)?,
+        instance_id: client_str("instanceId")?,
     };
-    let caps = str_array(root, "caps")?;
-    let commands = str_array(root, "commands")?;
-    let scopes = str_array(root, "scopes")?;
-    for key in ["pathEnv", "locale", "userAgent"] {
-        opt_str(root, key, "", true)?;
+    let caps = str_array(root.caps.as_ref(), "caps")?;
+    let commands = str_array(root.commands.as_ref(), "commands")?;
+    let scopes = str_array(root.scopes.as_ref(), "scopes")?;
+    for (key, v) in [
+        ("pathEnv", &root.path_env),
+        ("locale", &root.locale),
+        ("userAgent", &root.user_agent),
+    ] {
+        opt_str(v.as_ref(), key, "", true)?;
     }
-    if let Some(m) = root.get("modelCatalog") {
+    if let Some(m) = &root.model_catalog {
         // The Control UI's model-catalog scope: a session key, or a short session id.
-        let m = obj(m, "/modelCatalog")?;
-        let keys: &[&str] = if m.contains_key("shortId") {
+        let (m, other) = object(m, "/modelCatalog")?;
+        let keys: &[&str] = if m.get("shortId").is_some() {
             &["agentId", "shortId", "slugHint"]
         } else {
             &["agentId", "sessionKey"]
         };
-        check_keys(m, keys, "/modelCatalog")?;
+        let outside_shape = CatalogKeys::KEYS
+            .iter()
+            .copied()
+            .filter(|k| !keys.contains(k) && m.get(k).is_some());
+        check_keys(
+            other.into_iter().chain(outside_shape).min(),
+            "/modelCatalog",
+        )?;
         for key in keys {
-            opt_str(m, key, "/modelCatalog", false)?;
+            opt_str(m.get(key), key, "/modelCatalog", false)?;
         }
     }
-    if let Some(p) = root.get("permissions") {
-        let p = obj(p, "/permissions")?;
-        if let Some((k, _)) = p.iter().find(|(_, v)| !v.is_boolean()) {
+    if let Some(p) = &root.permissions {
+        let Permissions::Object(p) = p else {
+            return Err(ParamsError::Invalid(
+                "at /permissions: must be object".into(),
+            ));
+        };
+        if let Some((k, _)) = p.iter().find(|(_, is_bool)| !**is_bool) {
             return Err(ParamsError::Invalid(format!(
                 "at /permissions/{k}: must be boolean"
             )));
         }
     }
-    let auth = match root.get("auth") {
+    let auth = match &root.auth {
         None => AuthParams::default(),
         Some(a) => {
-            let a = obj(a, "/auth")?;
-            check_keys(a, AUTH_KEYS, "/auth")?;
-            for k in AUTH_KEYS {
-                opt_str(a, k, "/auth", true)?;
+            let a = strict_object(a, "/auth")?;
+            for k in AuthKeys::KEYS {
+                opt_str(a.get(k), k, "/auth", true)?;
             }
-            let get = |k: &str| a.get(k).and_then(Value::as_str).map(str::to_string);
+            let get = |k| match a.get(k) {
+                Some(Scalar::Str(s)) => Some(s.to_string()),
+                _ => None,
+            };
             AuthParams {
                 token: get("token"),
                 password: get("password"),
@@ -341,12 +345,11 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
             }
         }
     };
-    let device = match root.get("device") {
+    let device = match &root.device {
         None => None,
         Some(d) => {
-            let d = obj(d, "/device")?;
-            check_keys(d, DEVICE_KEYS, "/device")?;
-            let signed_at = int(d, "signedAt", "/device", 0)?;
+            let d = strict_object(d, "/device")?;
+            let signed_at = int(d.get("signedAt"), "signedAt", "/device", 0)?;
             Some(DeviceProof {
                 id: req_str(d, "id", "/device")?,
                 public_key: req_str(d, "publicKey", "/device")?,
@@ -358,14 +361,17 @@ pub fn parse_connect(params: &Value) -> Result<ConnectParams, ParamsError> {
                             "at /device: must have required property 'nonce'".into(),
                         ));
                     }
-                    Some(v) => v.as_str().map(str::to_string).ok_or_else(|| {
-                        ParamsError::Invalid("at /device/nonce: must be string".into())
-                    })?,
+                    Some(Scalar::Str(s)) => s.to_string(),
+                    Some(_) => {
+                        return Err(ParamsError::Invalid(
+                            "at /device/nonce: must be string".into(),
+                        ));
+                    }
                 },
             })
         }
     };
-    let role = match root.get("role") {
+    let role = match &root.role {
         None => Role::Operator,
         Some(v) => Role::parse(nonempty(v, || "/role".into())?).ok_or(ParamsError::Role)?,
     };
@@ -563,5 +569,144 @@ mod tests {
         v["minProtocol"] = json!(5);
         v["maxProtocol"] = json!(5);
         assert!(!protocol_ok(&parse_connect(&v).unwrap()));
+    }
+
+    /// JSON texts of connect params: a valid base, then entries that may repeat or override
+    /// any key (the last one counts), in any order, with values of every shape; nested
+    /// objects alike.
+    mod texts {
+        use proptest::prelude::*;
+
+        use crate::connect_fields::{AuthKeys, CatalogKeys, ClientKeys, DeviceKeys, KeyList};
+
+        /// Leaf values: strings (empty, escaped, long, allowed and not), integers in and out
+        /// of range, fractions, booleans, null, arrays and objects.
+        const LEAVES: &[&str] = &[
+            r#""cli""#,
+            r#""test""#,
+            r#""node""#,
+            r#""operator""#,
+            r#""probe""#,
+            r#""""#,
+            r#""x""#,
+            r#""c\u006ci""#,
+            r#""q\"7""#,
+            "4",
+            "3",
+            "0",
+            "-1",
+            "4.0",
+            "1e2",
+            "18446744073709551616",
+            "true",
+            "false",
+            "null",
+            "[]",
+            r#"["a"]"#,
+            r#"["a",""]"#,
+            "[1]",
+            "{}",
+            r#"{"a":true}"#,
+        ];
+
+        fn leaf() -> BoxedStrategy<String> {
+            prop_oneof![
+                proptest::sample::select(LEAVES).prop_map(str::to_string),
+                (60usize..100).prop_map(|n| format!("\"{}\"", "é".repeat(n))),
+            ]
+            .boxed()
+        }
+
+        /// Keys no object allows, and keys of one `modelCatalog` shape that the other refuses.
+        const STRAY_KEYS: &[&str] = &["aa", "zz", "Id", "shortId", "sessionKey"];
+
+        /// A key of `keys` or a stray one, with a leaf value.
+        fn entry(keys: &'static [&'static str]) -> BoxedStrategy<(String, String)> {
+            let key = prop_oneof![
+                4 => proptest::sample::select(keys),
+                1 => proptest::sample::select(STRAY_KEYS),
+            ];
+            (key.prop_map(str::to_string), leaf()).boxed()
+        }
+
+        /// An object: `base` entries, then up to six `entries` (a key may repeat).
+        fn object(
+            base: &'static str,
+            entries: BoxedStrategy<(String, String)>,
+        ) -> BoxedStrategy<String> {
+            proptest::collection::vec(entries, 0..6)
+                .prop_map(move |entries| {
+                    let mut text = format!("{{{base}");
+                    for (k, v) in entries {
+                        if text.len() > 1 {
+                            text.push(',');
+                        }
+                        text.push_str(&format!("\"{k}\":{v}"));
+                    }
+                    text.push('}');
+                    text
+                })
+                .boxed()
+        }
+
+        /// `key` with an object of `base` and `keys` as its value, or a leaf.
+        fn nested(
+            key: &'static str,
+            base: &'static str,
+            keys: &'static [&'static str],
+        ) -> BoxedStrategy<(String, String)> {
+            let value = prop_oneof![4 => object(base, entry(keys)), 1 => leaf()];
+            (Just(key.to_string()), value).boxed()
+        }
+
+        /// Connect params.
+        pub(super) fn params() -> impl Strategy<Value = String> {
+            const ROOT_KEYS: &[&str] = &[
+                "minProtocol",
+                "maxProtocol",
+                "caps",
+                "commands",
+                "computerUse",
+                "workerRuns",
+                "pathEnv",
+                "role",
+                "scopes",
+                "locale",
+                "userAgent",
+            ];
+            let client = r#""id":"cli","version":"1","platform":"linux","mode":"cli""#;
+            let device = r#""id":"d","publicKey":"k","signature":"s","signedAt":1,"nonce":"n""#;
+            let nested_entry = prop_oneof![
+                nested("client", client, ClientKeys::KEYS),
+                nested("auth", r#""token":"t""#, AuthKeys::KEYS),
+                nested("device", device, DeviceKeys::KEYS),
+                nested("modelCatalog", "", CatalogKeys::KEYS),
+                nested("permissions", "", &["a", "b", "camera"]),
+            ]
+            .boxed();
+            let base = r#""minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"1","platform":"linux","mode":"cli"}"#;
+            // Entries of plain values stop most params early: half the cases have none, so
+            // the nested objects' checks are reached.
+            let root = prop_oneof![
+                object(
+                    base,
+                    prop_oneof![entry(ROOT_KEYS), nested_entry.clone()].boxed()
+                ),
+                object(base, nested_entry),
+            ];
+            prop_oneof![9 => root, 1 => leaf()]
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Read from the text, params decide what the validation over their JSON tree
+        /// decided: the same params, or the same error word for word.
+        #[test]
+        fn the_text_reading_decides_as_the_tree_did(text in texts::params()) {
+            let decided = crate::fuzzing::connect_params_read(text.as_bytes());
+            proptest::prop_assert!(decided.is_some(), "{} is JSON", text);
+        }
     }
 }

@@ -75,6 +75,7 @@ mod close;
 pub mod config;
 mod conn;
 mod connect;
+mod connect_fields;
 mod control_ui;
 pub mod dates;
 pub mod device;

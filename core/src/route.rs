@@ -9,6 +9,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::config::Config;
 use crate::conn::ConnId;
 use crate::frame::{ErrorCode, ErrorShape, OutFrame};
 use crate::gateway::{Gateway, Timer};
@@ -271,33 +272,13 @@ impl Gateway {
         out
     }
 
-    /// The presence list as `hello-ok` carries it: the gateway's own entry serialised from
-    /// borrowed parts (no `Value` is built for it on every handshake), then the sessions'.
-    pub(crate) fn presence_snapshot(&self, now: Instant) -> PresenceSnapshot<'_> {
-        PresenceSnapshot {
-            gateway: self.self_presence(now),
-            sessions: self.session_presence().collect(),
-        }
-    }
-
     /// The gateway's own presence entry at `now`.
     fn self_presence(&self, now: Instant) -> SelfPresence<'_> {
-        let host = &self.config.host_name;
-        let version = &self.config.version;
-        SelfPresence {
-            host,
-            instance_id: &self.boot_id,
-            mode: "gateway",
-            platform: std::env::consts::OS,
-            reason: "self",
-            text: format!("Gateway: {host} · app {version} · mode gateway · reason self"),
-            ts: self.unix_ms(now),
-            version,
-        }
+        SelfPresence::new(&self.config, &self.boot_id, self.unix_ms(now))
     }
 
     /// The presence entries of the authenticated connections that show in it.
-    fn session_presence(&self) -> impl Iterator<Item = Value> + '_ {
+    pub(crate) fn session_presence(&self) -> impl Iterator<Item = Value> + '_ {
         let sessions = self
             .router
             .presence
@@ -709,34 +690,44 @@ pub(crate) fn is_ephemeral_mode(mode: &str) -> bool {
 }
 
 /// The gateway's own presence entry, its keys in the order of the `Value` object
-/// [`Gateway::presence_list`] makes of it (sorted).
+/// [`Gateway::presence_list`] makes of it (sorted); `hello-ok`'s template writes them in the
+/// same order ([`crate::hello::HelloTemplate`]).
 #[derive(Serialize)]
 pub(crate) struct SelfPresence<'a> {
-    host: &'a str,
+    /// The host name.
+    pub(crate) host: &'a str,
+    /// The boot id.
     #[serde(rename = "instanceId")]
-    instance_id: &'a str,
-    mode: &'static str,
-    platform: &'static str,
-    reason: &'static str,
-    text: String,
-    ts: u64,
-    version: &'a str,
+    pub(crate) instance_id: &'a str,
+    /// `gateway`.
+    pub(crate) mode: &'static str,
+    /// The OS.
+    pub(crate) platform: &'static str,
+    /// `self`.
+    pub(crate) reason: &'static str,
+    /// The line upstream shows for it.
+    pub(crate) text: String,
+    /// Unix ms.
+    pub(crate) ts: u64,
+    /// The gateway's version.
+    pub(crate) version: &'a str,
 }
 
-/// The presence list as one JSON array: the gateway's entry, then the sessions'.
-pub(crate) struct PresenceSnapshot<'a> {
-    gateway: SelfPresence<'a>,
-    sessions: Vec<Value>,
-}
-
-impl Serialize for PresenceSnapshot<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = s.serialize_seq(Some(1 + self.sessions.len()))?;
-        seq.serialize_element(&self.gateway)?;
-        for e in &self.sessions {
-            seq.serialize_element(e)?;
+impl<'a> SelfPresence<'a> {
+    /// The entry of the gateway configured by `config` and started as `boot_id`, at `ts`
+    /// (Unix ms).
+    pub(crate) fn new(config: &'a Config, boot_id: &'a str, ts: u64) -> Self {
+        let host = &config.host_name;
+        let version = &config.version;
+        SelfPresence {
+            host,
+            instance_id: boot_id,
+            mode: "gateway",
+            platform: std::env::consts::OS,
+            reason: "self",
+            text: format!("Gateway: {host} · app {version} · mode gateway · reason self"),
+            ts,
+            version,
         }
-        seq.end()
     }
 }

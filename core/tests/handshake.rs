@@ -107,3 +107,23 @@ fn records_below_the_log_level_stay_in_the_core_but_info_reaches_logs_tail() {
         p.logs
     );
 }
+
+#[test]
+fn a_reloaded_configuration_reaches_the_next_hello() {
+    let mut p = Sim::started(Instant::now(), Config::local_default());
+    let before = p.open_client(cli(None), loopback());
+    let hello = p.hello(before).expect("hello-ok");
+    assert_eq!(hello["policy"]["tickIntervalMs"], 30000);
+    assert_eq!(hello["snapshot"]["authMode"], "none");
+    let mut config = Config::local_default().with_token("secret");
+    config.limits.tick_interval = Duration::from_millis(2000);
+    config.limits.max_payload = 1 << 20;
+    config.state_dir = "/var/lib/clawgate".into();
+    p.reload(config);
+    let after = p.open_client(cli(Some("secret")), loopback());
+    let hello = p.hello(after).expect("hello-ok after the reload");
+    assert_eq!(hello["policy"]["tickIntervalMs"], 2000);
+    assert_eq!(hello["policy"]["maxPayload"], 1 << 20);
+    assert_eq!(hello["snapshot"]["authMode"], "token");
+    assert_eq!(hello["snapshot"]["stateDir"], "/var/lib/clawgate");
+}

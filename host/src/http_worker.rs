@@ -228,7 +228,12 @@ impl HttpWorkers {
             let started = std::thread::Builder::new()
                 .name("clawgate-http".into())
                 .stack_size(WORKER_STACK_BYTES)
-                .spawn(move || serve(&shared));
+                .spawn(move || {
+                    serve(&shared);
+                    drop(shared);
+                    // glibc keeps this stack for a later thread: with its pages returned.
+                    crate::allocator::release_stack();
+                });
             match started {
                 Ok(t) => self.threads.push(t),
                 Err(e) => {

@@ -47,6 +47,7 @@ pub mod tailnet;
 mod tls;
 pub mod ui_root;
 pub mod url;
+mod wait;
 pub mod worker;
 pub mod ws_worker;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clawgate_core::{
     Config, FileError, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult,
 };
-use clawgate_store::{DbError, StoreDone, Synchronous, WriteDone, Writer};
+use clawgate_store::{DbError, IDLE_RELEASE, StoreDone, Synchronous, WriteDone, Writer};
 
 use crate::allocator::{self, AfterBurst};
 use crate::discovery::{AdvertiserHandle, MdnsResponder, RetryPolicy, spawn_advertiser_with};
@@ -251,16 +251,21 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
     }
     let inbox: WorkerQueue<HostInput> = WorkerQueue::new();
     let acks = inbox.sender();
-    // A transaction's outcomes reach the loop together: one wake-up per commit.
-    let store = Writer::spawn(db, move |group: Vec<StoreDone>| {
+    // A transaction's outcomes reach the loop together: one wake-up per commit. Once the
+    // store has been idle, its freed page cache goes back to the system from its own thread.
+    let on_done = move |group: Vec<StoreDone>| {
         acks.send_all(group.into_iter().map(|done| match done {
             StoreDone::Written(done) => HostInput::Stored(done),
             StoreDone::Read(id, page) => {
                 HostInput::Work(id, WorkResult::History(page.map_err(|e| e.to_string())))
             }
         }))
-    })
-    .map_err(StartError::StoreWriter)?;
+    };
+    let released = || {
+        allocator::release_free_memory();
+    };
+    let store = Writer::spawn_with_idle(db, on_done, IDLE_RELEASE, released)
+        .map_err(StartError::StoreWriter)?;
     // The core bounds model requests and channel sends: no thread bound applies here.
     let http_loop = HttpLoop::new(HttpLimits::default()).map_err(StartError::HttpPoller)?;
     let socket_results = inbox.sender();

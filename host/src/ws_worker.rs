@@ -5,17 +5,19 @@
 //! no timeout) until the socket has bytes or the loop asks to send ([`WsWorkers::send`] wakes
 //! it through an eventfd), so a frame leaves at once and an idle socket costs no wake-ups,
 //! reporting each text message as [`WorkResult::WsText`] and the end as exactly one
-//! [`WorkResult::WsClosed`]. Messages over the core's size bound close the socket. Nothing here
+//! [`WorkResult::WsClosed`]. A close the gateway asks for waits (poll(2), at most
+//! [`CLOSE_FLUSH_WAIT`]) until the socket has taken every queued frame and the close frame, then
+//! shuts the socket down. Messages over the core's size bound close the socket. Nothing here
 //! runs on the event loop.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
-use std::os::fd::OwnedFd;
+use std::net::{IpAddr, Shutdown};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
 
-use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
+use rustix::event::PollFlags;
 
 use clawgate_core::model::http1::{Scheme, Target};
 use clawgate_core::{WorkId, WorkResult, WsOpen};
@@ -26,11 +28,15 @@ use tungstenite::{Message, WebSocket};
 
 use crate::http_worker::{HttpLimits, Running, open};
 use crate::tls::Stream;
+use crate::wait::{Wake, wait};
 
 /// The stack of a socket thread.
 const STACK_BYTES: usize = 512 * 1024;
 /// The read buffer of a socket (tungstenite's default is 128 KiB, zero-filled per read).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The longest a closing socket waits for the peer to take the frames still queued and the
+/// close frame (its receive window full: a peer that does not read) before it is shut down.
+const CLOSE_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// Where results go: called on socket threads, must not block.
 type Report = Arc<dyn Fn(WorkId, WorkResult) + Send + Sync>;
@@ -44,7 +50,7 @@ enum Ask {
 struct Socket {
     asks: Sender<Ask>,
     /// Written after each ask: the socket's thread waits on it beside the socket.
-    wake: Arc<OwnedFd>,
+    wake: Arc<Wake>,
     running: Arc<Running>,
 }
 
@@ -52,14 +58,9 @@ impl Socket {
     /// Hand `ask` to the socket's thread and wake it; false when the thread is gone.
     fn ask(&self, ask: Ask) -> bool {
         let sent = self.asks.send(ask).is_ok();
-        wake(&self.wake);
+        self.wake.wake();
         sent
     }
-}
-
-/// Wake a socket's thread (an eventfd whose count it resets).
-fn wake(fd: &OwnedFd) {
-    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
 /// The open sockets.
@@ -91,9 +92,9 @@ impl WsWorkers {
     /// socket's end.
     pub fn open(&mut self, id: WorkId, open: WsOpen) {
         self.sockets.retain(|_, s| !s.running.is_cancelled());
-        let wake = match eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK) {
-            Ok(fd) => Arc::new(fd),
-            Err(e) => return self.not_started(id, e.into()),
+        let wake = match Wake::new() {
+            Ok(wake) => Arc::new(wake),
+            Err(e) => return self.not_started(id, e),
         };
         let (asks, inbox) = mpsc::channel();
         let running = Arc::new(Running::default());
@@ -154,7 +155,7 @@ impl WsWorkers {
     pub fn shutdown(&mut self) {
         for (_, s) in self.sockets.drain() {
             s.running.cancel();
-            wake(&s.wake);
+            s.wake.wake();
         }
     }
 }
@@ -165,10 +166,10 @@ fn loopback(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A socket thread's end of its asks: the queue and the eventfd written after each.
+/// A socket thread's end of its asks: the queue and the wake-up written after each.
 struct Asks<'a> {
     inbox: Receiver<Ask>,
-    wake: &'a OwnedFd,
+    wake: &'a Wake,
 }
 
 /// How a socket's pump goes on.
@@ -242,22 +243,12 @@ fn session(
             Pump::Wait(writable) => writable,
             Pump::End(code, reason) => return Ok((code, reason)),
         };
-        let socket = ws.get_ref().tcp();
         let mut interest = PollFlags::IN;
         if writable {
             interest |= PollFlags::OUT;
         }
-        let mut fds = [
-            PollFd::new(socket, interest),
-            PollFd::new(asks.wake, PollFlags::IN),
-        ];
-        match poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(format!("poll: {e}")),
-        }
-        if !fds[1].revents().is_empty() {
-            let _ = rustix::io::read(asks.wake, &mut [0u8; 8]);
-        }
+        wait(ws.get_ref().tcp(), interest, Some(asks.wake), None)
+            .map_err(|e| format!("poll: {e}"))?;
     }
 }
 
@@ -297,7 +288,8 @@ fn pump(
         match ws.read() {
             Ok(Message::Text(text)) => report(id, WorkResult::WsText(text.as_str().to_owned())),
             Ok(Message::Close(frame)) => {
-                let _ = ws.flush();
+                // Our answering close frame, queued by tungstenite.
+                flush_within(ws, Instant::now() + CLOSE_FLUSH_WAIT);
                 return Ok(match frame {
                     Some(f) => Pump::End(Some(u16::from(f.code)), f.reason.as_str().to_owned()),
                     None => Pump::End(None, "closed by the peer".into()),
@@ -320,12 +312,32 @@ fn pump(
     }
 }
 
-/// Send a close frame with `code`, best effort.
+/// Send a close frame with `code` after the frames still queued, waiting at most
+/// [`CLOSE_FLUSH_WAIT`] for the socket to take them, then shut the socket down: best effort.
 fn close(ws: &mut WebSocket<Stream>, code: u16) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: "".into(),
     };
+    // Queued even when the socket takes none of it now.
     let _ = ws.close(Some(frame));
-    let _ = ws.flush();
+    flush_within(ws, Instant::now() + CLOSE_FLUSH_WAIT);
+    let _ = ws.get_ref().tcp().shutdown(Shutdown::Write);
+}
+
+/// Write what is queued (tungstenite's frames, then rustls's records), waiting in poll(2) for
+/// the socket to take more, until it is all written, writing fails or `deadline` passes.
+fn flush_within(ws: &mut WebSocket<Stream>, deadline: Instant) {
+    loop {
+        match ws.flush() {
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            _ => return,
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        if wait(ws.get_ref().tcp(), PollFlags::OUT, None, Some(left)).is_err() {
+            return;
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! The test re-runs this binary inside the namespace (`ip netns exec`) to run the helper, which
 //! refuses to run anywhere that has an interface besides `lo`. Needs root and iproute2; without
-//! them it says so and passes.
+//! them it says so and passes, except under `CI=true`, where it fails.
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,6 +19,7 @@ use clawgate_host::discovery::{
     AdvertiserHandle, Beacon, MdnsResponder, RetryPolicy, browse, discover_main, spawn_advertiser,
     spawn_advertiser_with,
 };
+use clawgate_tests::threads::voluntary_switches;
 use serde_json::Value;
 
 /// Set in the helper's environment by the parent test.
@@ -78,6 +79,9 @@ fn ip(args: &[&str]) -> Result<(), String> {
 fn advertise_then_discover_in_a_private_network_namespace() {
     let ns = match Netns::create() {
         Ok(ns) => ns,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("a network namespace is required under CI=true: {e}")
+        }
         Err(e) => {
             eprintln!("SKIPPED: cannot make a network namespace ({e}); needs root and iproute2");
             return;
@@ -165,8 +169,9 @@ fn advertise_then_discover_in_a_private_network_namespace() {
 }
 
 /// Runs only inside the namespace made above: advertises a gateway, lists it with
-/// `gateway discover --json`, stops advertising and checks that it is gone; then advertises one
-/// bound to a single address.
+/// `gateway discover --json`, checks that its responder sleeps while nobody asks, stops
+/// advertising and checks that a browser listening then hears the goodbye and that it is gone;
+/// then advertises one bound to a single address, then two with one name.
 #[test]
 #[ignore = "run by advertise_then_discover_in_a_private_network_namespace inside its namespace"]
 fn netns_helper_advertise_then_discover() {
@@ -191,10 +196,22 @@ fn netns_helper_advertise_then_discover() {
         .map(std::ffi::OsString::from)
         .to_vec();
     assert_eq!(discover_main(args), 0);
+    // Announced, and nobody asks: the responder's thread sleeps until a packet comes or it is
+    // stopped (it woke every 100 ms to look for a stop request: 5 times in this window).
+    let before = voluntary_switches("clawgate-mdns-io");
+    thread::sleep(Duration::from_millis(500));
+    let woke = voluntary_switches("clawgate-mdns-io") - before;
+    assert!(woke <= 2, "an idle responder woke {woke} times in 500 ms");
+    // A browser that hears the gateway and then its goodbye forgets it (its records would
+    // otherwise live for their time to live, 75 minutes).
+    let listening = thread::spawn(|| browse(Duration::from_millis(2500)).expect("browse"));
+    thread::sleep(Duration::from_millis(1200));
     assert!(
         handle.shutdown(),
         "the advertiser stopped within its grace period"
     );
+    let heard = listening.join().expect("the browse");
+    assert!(heard.is_empty(), "no goodbye heard: {heard:?}");
     let after = browse(Duration::from_millis(1500)).expect("browse");
     assert!(
         after.is_empty(),

@@ -34,4 +34,4 @@ pub use db::{Db, DbError, Synchronous, db_path};
 pub use identity::StoredIdentity;
 pub use legacy::{Migrated, legacy_pairing_path};
 pub use upstream::{UPSTREAM_SCHEMA, Upstream, UpstreamError, read_upstream, upstream_db_path};
-pub use writer::{StoreDone, WriteDone, Writer};
+pub use writer::{IDLE_RELEASE, StoreDone, WriteDone, Writer};

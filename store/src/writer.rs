@@ -5,9 +5,13 @@
 //! every batch until one that starts with [`StoreChange::ClearPairing`] (the core's rewrite),
 //! so the disk always holds a prefix of what was asked for, never a gap. History reads queue
 //! with the batches and run in their turn, so a read sees every batch submitted before it.
+//! Once no job has come for [`IDLE_RELEASE`], the thread hands back SQLite's page cache (a
+//! burst fills it to its cap, and an idle gateway reads none of it) and calls its idle hook.
 
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use clawgate_core::WorkId;
 use clawgate_core::persist::{HistoryPage, HistoryQuery, StoreChange};
@@ -35,6 +39,11 @@ pub enum StoreDone {
 /// Batches at most this many submissions in one transaction.
 const MAX_GROUP: usize = 256;
 
+/// How long the writer waits for a job before it hands back SQLite's page cache and calls
+/// its idle hook: as long as an HTTP worker waits before it exits. Back-to-back messages keep
+/// the cache; the first transaction after a pause reads its few pages from the file again.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
+
 /// The writer thread's handle. Dropping it (or [`Writer::close`]) waits until every batch
 /// submitted so far is written and reported.
 #[derive(Debug)]
@@ -51,10 +60,22 @@ impl Writer {
         db: Db,
         on_done: impl FnMut(Vec<StoreDone>) + Send + 'static,
     ) -> std::io::Result<Writer> {
+        Self::spawn_with_idle(db, on_done, IDLE_RELEASE, || {})
+    }
+
+    /// As [`Writer::spawn`]; and once `idle` passes without a job after one, the thread
+    /// hands back SQLite's page cache, then calls `on_idle` (where the host returns the freed
+    /// memory to the system, off its event loop), once per pause.
+    pub fn spawn_with_idle(
+        db: Db,
+        on_done: impl FnMut(Vec<StoreDone>) + Send + 'static,
+        idle: Duration,
+        on_idle: impl FnMut() + Send + 'static,
+    ) -> std::io::Result<Writer> {
         let (jobs, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("clawgate-store".into())
-            .spawn(move || run(db, rx, on_done))?;
+            .spawn(move || run(db, rx, on_done, (idle, on_idle)))?;
         Ok(Writer {
             jobs: Some(jobs),
             thread: Some(thread),
@@ -105,7 +126,12 @@ enum Job {
 /// A submitted batch.
 type Batch = (WorkId, Vec<StoreChange>);
 
-fn run(db: Db, rx: mpsc::Receiver<Job>, on_done: impl FnMut(Vec<StoreDone>)) {
+fn run(
+    db: Db,
+    rx: mpsc::Receiver<Job>,
+    on_done: impl FnMut(Vec<StoreDone>),
+    (idle, mut on_idle): (Duration, impl FnMut()),
+) {
     let mut thread = Thread {
         db,
         on_done,
@@ -135,7 +161,16 @@ fn run(db: Db, rx: mpsc::Receiver<Job>, on_done: impl FnMut(Vec<StoreDone>)) {
             }
         }
         if pending.is_none() {
-            pending = rx.recv().ok();
+            pending = match rx.recv_timeout(idle) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => {
+                    // A failed release leaves the cache as it was: nothing to report.
+                    let _ = thread.db.release_cache();
+                    on_idle();
+                    rx.recv().ok()
+                }
+                Err(RecvTimeoutError::Disconnected) => None,
+            };
         }
     }
 }

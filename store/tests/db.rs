@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use clawgate_core::pairing::{DeviceToken, PairedDevice, PendingKind, PendingRequest};
 use clawgate_core::persist::{HistoryQuery, HistoryRange, diff};
@@ -277,6 +278,47 @@ fn the_writer_acknowledges_every_batch_in_order_and_close_waits_for_them() {
     let loaded = Db::open(dir.path()).unwrap().load_pairing().unwrap();
     assert_eq!(loaded.devices.len(), 7);
     assert_eq!(loaded.devices["d3"].tokens["operator"].token, "t199");
+}
+
+/// Once no job has come for its idle time, the writer hands back its cache and calls the
+/// idle hook, once per pause: not while jobs keep coming, not again while the pause lasts.
+#[test]
+fn an_idle_writer_calls_its_hook_once_per_pause() {
+    let dir = TempDir::new("store-idle");
+    let idle = Duration::from_millis(500);
+    let (acked, acks) = mpsc::channel();
+    let (paused, pauses) = mpsc::channel();
+    let on_done = move |group: Vec<StoreDone>| {
+        for done in group {
+            acked.send(done).unwrap();
+        }
+    };
+    let writer = Writer::spawn_with_idle(Db::open(dir.path()).unwrap(), on_done, idle, move || {
+        paused.send(Instant::now()).unwrap();
+    })
+    .unwrap();
+    let wait = Duration::from_secs(10);
+    assert!(
+        pauses.recv_timeout(idle * 2).is_err(),
+        "no pause before the first job"
+    );
+    for round in 0..2u64 {
+        // Jobs closer together than the idle time: no pause among them.
+        let mut sent = Instant::now();
+        for i in 0..3 {
+            let d = device(&format!("d{i}"), &format!("t{round}"));
+            sent = Instant::now();
+            assert!(writer.submit(WorkId(round * 3 + i), vec![StoreChange::PutDevice(d)]));
+            acks.recv_timeout(wait).unwrap();
+            std::thread::sleep(idle / 10);
+        }
+        let at = pauses.recv_timeout(wait).expect("a pause after the jobs");
+        assert!(at >= sent + idle, "the hook waited for the idle time");
+        assert!(pauses.recv_timeout(idle * 2).is_err(), "once per pause");
+    }
+    writer.close();
+    let loaded = Db::open(dir.path()).unwrap().load_pairing().unwrap();
+    assert_eq!(loaded.devices["d2"].tokens["operator"].token, "t1");
 }
 
 /// Batches queued while a transaction is written go in the next one, and their outcomes

@@ -3,7 +3,8 @@
 //! [`fake_model`] is a fake model provider (OpenAI or Anthropic API, HTTP or HTTPS with
 //! [`fake_tls`]) for the agent tests; [`fake_telegram`] a fake Telegram Bot API for the channel
 //! tests; [`upstream_db`] a synthetic upstream OpenClaw state database for the import tests;
-//! [`netns`] network namespaces for remote peers.
+//! [`netns`] network namespaces for remote peers; [`threads`] counts this process's threads'
+//! wake-ups.
 
 pub mod deps;
 pub mod fake_api;
@@ -18,4 +19,5 @@ pub mod netns;
 mod request_body;
 pub mod schema;
 pub mod tempdir;
+pub mod threads;
 pub mod upstream_db;

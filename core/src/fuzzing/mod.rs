@@ -7,6 +7,7 @@
 //! started at the `Instant` the caller hands in; randomness is a fixed-seed generator; so an
 //! input always replays the same run.
 
+pub mod connect_tree;
 pub mod discord_dispatch;
 pub mod http_response;
 pub mod mcp_message;
@@ -23,7 +24,9 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::client::{ClientConfig, Event};
+use crate::connect_fields::ConnectFields;
 use crate::device::DeviceKey;
+use crate::handshake::{ConnectParams, ParamsError};
 use crate::http::{self, Head};
 use crate::pairing::PendingKind;
 use crate::persist::{RowKind, diff};
@@ -121,8 +124,8 @@ fn tungstenite_answer(head: &[u8]) -> Option<Vec<u8>> {
 /// `connect` params: parsed alone, then sent as the first frame of a loopback and of a remote
 /// connection to a token-mode gateway.
 pub fn connect_params(start: Instant, data: &[u8]) {
-    if let Ok(v) = serde_json::from_slice::<Value>(data) {
-        match handshake::parse_connect(&v) {
+    if let Some(decision) = connect_params_read(data) {
+        match decision {
             Ok(p) => {
                 if !handshake::protocol_ok(&p) {
                     let e = handshake::protocol_mismatch(&p);
@@ -145,6 +148,28 @@ pub fn connect_params(start: Instant, data: &[u8]) {
         sim.input(id, &bytes);
     }
     sim.advance(Duration::from_secs(16));
+}
+
+/// `connect` params, if `data` is JSON, read from their text as the gateway reads them and
+/// from their JSON tree, each validated: both decide what the validation over the tree
+/// ([`connect_tree`]) decided, the same params or the same error. Returns that decision.
+pub fn connect_params_read(data: &[u8]) -> Option<Result<ConnectParams, ParamsError>> {
+    let tree = serde_json::from_slice::<Value>(data).ok()?;
+    let expected = connect_tree::parse_connect(&tree);
+    let text = std::str::from_utf8(data).expect("JSON text is UTF-8");
+    let fields: ConnectFields<'_> =
+        serde_json::from_str(text).expect("any JSON value reads as connect fields");
+    assert_eq!(
+        handshake::connect_params(&fields),
+        expected,
+        "read from the text"
+    );
+    assert_eq!(
+        handshake::parse_connect(&tree),
+        expected,
+        "read from the tree"
+    );
+    Some(expected)
 }
 
 /// A whole gateway's byte stream: connections, chunking and time as the script says

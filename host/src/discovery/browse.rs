@@ -133,10 +133,12 @@ pub fn browse(timeout: Duration) -> Result<Vec<Beacon>, DiscoveryError> {
             let _ = socket.multicast(&query);
             next_query = now + QUERY_EVERY;
         }
-        let wait = left.min(next_query.saturating_duration_since(now));
-        if let Some((n, _)) = socket
-            .recv(&mut buf, wait)
-            .map_err(DiscoveryError::Runtime)?
+        let timeout = left.min(next_query.saturating_duration_since(now));
+        let ready = socket
+            .wait(None, Some(timeout))
+            .map_err(DiscoveryError::Runtime)?;
+        if ready.socket
+            && let Some((n, _)) = socket.try_recv(&mut buf).map_err(DiscoveryError::Runtime)?
         {
             browser.handle_packet(&buf[..n]);
         }

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -14,11 +15,10 @@ use clawgate_core::mdns::responder::{self as decide, Reply, ResponderError};
 use clawgate_core::mdns::wire::MAX_PACKET;
 
 use super::socket::{MdnsSocket, interface_addresses};
+use crate::wait::Wake;
 
 /// How long [`Responder::unregister`] waits for the thread to send its goodbye and end.
 const GOODBYE_WAIT: Duration = Duration::from_millis(800);
-/// The longest the thread waits for a packet before it looks for a stop request.
-const TICK: Duration = Duration::from_millis(100);
 
 /// Why advertising failed. Each one is retried by the advertiser with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +72,8 @@ pub struct MdnsResponder {
 /// A registration's thread.
 #[derive(Debug)]
 struct Running {
-    /// Dropped to ask the thread to say goodbye and end.
-    stop: Sender<()>,
+    /// Written to ask the thread to say goodbye and end.
+    stop: Arc<Wake>,
     events: Receiver<Event>,
     thread: JoinHandle<()>,
 }
@@ -111,8 +111,9 @@ impl Responder for MdnsResponder {
         let decide = decide::Responder::new(advert.clone(), &advertised, Instant::now())
             .map_err(DiscoveryError::Service)?;
         let socket = MdnsSocket::open(&joined).map_err(DiscoveryError::Start)?;
-        let (stop, stopped) = mpsc::channel();
+        let stop = Arc::new(Wake::new().map_err(DiscoveryError::Start)?);
         let (report, events) = mpsc::channel();
+        let stopped = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name("clawgate-mdns-io".into())
             .spawn(move || serve(decide, &socket, &stopped, &report))
@@ -147,7 +148,7 @@ impl Responder for MdnsResponder {
         else {
             return;
         };
-        drop(stop);
+        stop.wake();
         // The thread drops its reporting end when it ends.
         let deadline = Instant::now() + GOODBYE_WAIT;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -169,18 +170,14 @@ impl Drop for MdnsResponder {
     }
 }
 
-/// The thread: probe, announce and answer until `stopped` disconnects, then say goodbye.
-fn serve(
-    mut decide: decide::Responder,
-    socket: &MdnsSocket,
-    stopped: &Receiver<()>,
-    report: &Sender<Event>,
-) {
+/// The thread: probe, announce and answer until `stop` is written, then say goodbye. It sleeps
+/// in poll(2) until a packet comes, the next probe or announcement is due, or `stop`.
+fn serve(mut decide: decide::Responder, socket: &MdnsSocket, stop: &Wake, report: &Sender<Event>) {
     let mut buf = [0; MAX_PACKET];
     let failed = |e: DiscoveryError| {
         let _ = report.send(Event::Failed(e));
     };
-    while let Err(TryRecvError::Empty) = stopped.try_recv() {
+    loop {
         let now = Instant::now();
         while let Some(packet) = decide.poll(now) {
             if let Err(e) = socket.multicast(&packet) {
@@ -193,11 +190,16 @@ fn serve(
         if let Some(e) = decide.failed() {
             return failed(DiscoveryError::Service(e));
         }
-        let wait = decide
+        let timeout = decide
             .next_deadline()
-            .map_or(TICK, |due| due.saturating_duration_since(now))
-            .min(TICK);
-        let (n, from) = match socket.recv(&mut buf, wait) {
+            .map(|due| due.saturating_duration_since(now));
+        match socket.wait(Some(stop), timeout) {
+            Ok(ready) if ready.woken => break,
+            Ok(ready) if ready.socket => {}
+            Ok(_) => continue,
+            Err(e) => return failed(DiscoveryError::Runtime(e)),
+        }
+        let (n, from) = match socket.try_recv(&mut buf) {
             Ok(Some(got)) => got,
             Ok(None) => continue,
             Err(e) => return failed(DiscoveryError::Runtime(e)),

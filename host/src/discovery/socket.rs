@@ -9,7 +9,10 @@ use std::time::Duration;
 use clawgate_core::mdns::netlink::{self, Dump, Entry};
 use clawgate_core::mdns::wire::MAX_PACKET;
 use clawgate_core::mdns::{GROUP_V4, PORT};
+use rustix::event::PollFlags;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType, sockopt};
+
+use crate::wait::{Ready, Wake, wait};
 
 /// How long the kernel may take to answer one dump.
 const NETLINK_WAIT: Duration = Duration::from_secs(1);
@@ -44,7 +47,8 @@ pub(super) fn interface_addresses() -> io::Result<Vec<(u32, IpAddr)>> {
     Ok(netlink::multicast_addresses(&entries))
 }
 
-/// A UDP socket on the mDNS port, in the IPv4 group on some interfaces.
+/// A UDP socket on the mDNS port, in the IPv4 group on some interfaces; it never blocks: its
+/// thread waits for it in [`MdnsSocket::wait`].
 pub(super) struct MdnsSocket {
     socket: UdpSocket,
     /// One IPv4 address and index per interface joined.
@@ -77,6 +81,7 @@ impl MdnsSocket {
             sockopt::set_ip_add_membership_with_ifindex(&fd, &GROUP_V4, address, *index)?;
         }
         let socket = UdpSocket::from(fd);
+        socket.set_nonblocking(true)?;
         socket.set_multicast_loop_v4(true)?;
         socket.set_multicast_ttl_v4(255)?;
         Ok(Self { socket, interfaces })
@@ -90,7 +95,7 @@ impl MdnsSocket {
             let sent =
                 sockopt::set_ip_multicast_if_with_ifindex(&self.socket, &GROUP_V4, address, *index)
                     .map_err(io::Error::from)
-                    .and_then(|()| self.socket.send_to(packet, (GROUP_V4, PORT)));
+                    .and_then(|()| self.send_to(packet, (GROUP_V4, PORT).into()));
             if let (Err(e), Ok(())) = (sent, &result) {
                 result = Err(e);
             }
@@ -100,28 +105,39 @@ impl MdnsSocket {
 
     /// Send `packet` to `to` alone.
     pub(super) fn unicast(&self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.socket.send_to(packet, to).map(drop)
+        self.send_to(packet, to)
     }
 
-    /// Wait up to `wait` for a packet; its length and sender, or `None` when none came.
-    pub(super) fn recv(
+    /// Send one datagram. One the socket has no room for now is dropped, as a congested network
+    /// would drop it (mDNS repeats what matters): the socket does not block.
+    fn send_to(&self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
+        match self.socket.send_to(packet, to) {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Wait until a packet has come, `stop` (if any) is written, or `timeout` (`None`: no limit)
+    /// has passed: in poll(2), so that a quiet network costs no wake-ups.
+    pub(super) fn wait(&self, stop: Option<&Wake>, timeout: Option<Duration>) -> io::Result<Ready> {
+        wait(&self.socket, PollFlags::IN, stop, timeout)
+    }
+
+    /// A packet that has come, its length and sender; `None` when none is waiting.
+    pub(super) fn try_recv(
         &self,
         buf: &mut [u8; MAX_PACKET],
-        wait: Duration,
     ) -> io::Result<Option<(usize, SocketAddr)>> {
-        self.socket
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
         match self.socket.recv_from(buf) {
             Ok(got) => Ok(Some(got)),
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
                 Ok(None)
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
             Err(e) => Err(e),
         }
     }
