@@ -23,18 +23,14 @@ fn is_secret_key(k: &str) -> bool {
 /// A copy of `v` with every secret-looking value replaced by `"__OPENCLAW_REDACTED__"`.
 pub fn redact(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| {
-                    let x = if is_secret_key(k) && (x.is_string() || x.is_number()) {
-                        Value::String("__OPENCLAW_REDACTED__".into())
-                    } else {
-                        redact(x)
-                    };
-                    (k.clone(), x)
-                })
-                .collect(),
-        ),
+        Value::Object(m) => Value::Object(crate::sorting::map_of(m.iter().map(|(k, x)| {
+            let x = if is_secret_key(k) && (x.is_string() || x.is_number()) {
+                Value::String("__OPENCLAW_REDACTED__".into())
+            } else {
+                redact(x)
+            };
+            (k.clone(), x)
+        }))),
         Value::Array(a) => Value::Array(a.iter().map(redact).collect()),
         other => other.clone(),
     }

@@ -193,14 +193,16 @@ impl PairingStore {
     /// otherwise; the rows are keyed by it), and a device with tokens but no roles gets the
     /// roles of its tokens.
     pub(crate) fn repair(&mut self) {
-        self.devices = std::mem::take(&mut self.devices)
-            .into_values()
-            .map(|d| (d.device_id.clone(), d))
-            .collect();
-        self.pending = std::mem::take(&mut self.pending)
-            .into_values()
-            .map(|p| (p.request_id.clone(), p))
-            .collect();
+        self.devices = crate::sorting::map_of(
+            std::mem::take(&mut self.devices)
+                .into_values()
+                .map(|d| (d.device_id.clone(), d)),
+        );
+        self.pending = crate::sorting::map_of(
+            std::mem::take(&mut self.pending)
+                .into_values()
+                .map(|p| (p.request_id.clone(), p)),
+        );
         for d in self.devices.values_mut() {
             for role in d.tokens.keys() {
                 if !d.roles.contains(role) {

@@ -18,6 +18,16 @@ pub fn sort<T: Ord>(v: &mut [T]) {
     sort_by(v, T::cmp);
 }
 
+/// The map of `pairs`, the last of equal keys winning, as `collect` builds it, but pair by pair:
+/// collecting into a `BTreeMap` (or a JSON object) first sorts the pairs with the standard
+/// library's stable sort, a 5 KB instance per pair type, which these few start-up and listing
+/// maps do not need.
+pub fn map_of<K, V, M: Default + Extend<(K, V)>>(pairs: impl IntoIterator<Item = (K, V)>) -> M {
+    let mut map = M::default();
+    map.extend(pairs);
+    map
+}
+
 /// The one instance of the standard library's stable sort: positions compared through `compare`.
 #[inline(never)]
 fn sort_positions(order: &mut [usize], compare: &mut dyn FnMut(usize, usize) -> Ordering) {
@@ -62,6 +72,23 @@ mod tests {
             sort_by(&mut v, |a, b| a.0.cmp(&b.0));
             assert_eq!(v, expected, "length {len}");
         }
+    }
+
+    #[test]
+    fn builds_the_map_collect_builds() {
+        let pairs = [("b", 1), ("a", 2), ("b", 3), ("c", 4), ("a", 5)];
+        let map: std::collections::BTreeMap<&str, i32> = map_of(pairs);
+        assert_eq!(map, pairs.into_iter().collect());
+        assert_eq!(
+            map.into_iter().collect::<Vec<_>>(),
+            [("a", 5), ("b", 3), ("c", 4)]
+        );
+        let object: serde_json::Map<String, serde_json::Value> =
+            map_of([("y".to_string(), 1.into()), ("x".to_string(), 2.into())]);
+        assert_eq!(
+            serde_json::Value::Object(object),
+            serde_json::json!({"x": 2, "y": 1})
+        );
     }
 
     #[test]

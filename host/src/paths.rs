@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// The environment as a map (what the core's config resolution reads).
 pub fn env_map() -> BTreeMap<String, String> {
-    std::env::vars().collect()
+    clawgate_core::sorting::map_of(std::env::vars())
 }
 
 fn home(env: &BTreeMap<String, String>) -> PathBuf {

@@ -100,13 +100,14 @@ fn secret_files(file_text: Option<&str>) -> BTreeMap<String, Result<String, Stri
     let Some(file) = file_text.and_then(|t| clawgate_core::config::parse_file(t).ok()) else {
         return BTreeMap::new();
     };
-    clawgate_core::channels::config::token_files(&file)
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
-            (path, text)
-        })
-        .collect()
+    clawgate_core::sorting::map_of(
+        clawgate_core::channels::config::token_files(&file)
+            .into_iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+                (path, text)
+            }),
+    )
 }
 
 /// Resolve a configuration from the environment, files and flags.

@@ -114,11 +114,12 @@ fn agent_summary(entry: &Value) -> Option<Value> {
         a.insert("name".into(), json!(name));
     }
     if let Some(identity) = entry.get("identity").and_then(Value::as_object) {
-        let shown: Map<String, Value> = identity
-            .iter()
-            .filter(|(k, v)| IDENTITY_FIELDS.contains(&k.as_str()) && text(Some(v)).is_some())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let shown: Map<String, Value> = crate::sorting::map_of(
+            identity
+                .iter()
+                .filter(|(k, v)| IDENTITY_FIELDS.contains(&k.as_str()) && text(Some(v)).is_some())
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         a.insert("identity".into(), Value::Object(shown));
     }
     if let Some(ws) = text(entry.get("workspace")) {

@@ -153,7 +153,7 @@ impl From<Found> for Beacon {
             host: found.host,
             port: found.port,
             addresses: found.addresses,
-            txt: found.txt.into_iter().collect(),
+            txt: clawgate_core::sorting::map_of(found.txt),
         }
     }
 }
