@@ -1,5 +1,5 @@
-//! Idle HTTP/1.1 connections the workers (and the loop) keep for the next request to the same origin
-//! (keep-alive): a Telegram long poll, its `sendMessage`s and a model provider's turns then
+//! Idle HTTP/1.1 connections the loop ([`crate::http_loop`]) keeps for the next request to
+//! the same origin (keep-alive): a Telegram long poll, its `sendMessage`s and a model provider's turns then
 //! skip the DNS lookup, the TCP connect and the TLS handshake.
 //!
 //! - Keyed by [`Origin`]: scheme, host and port; for `https://` the host is also the TLS
@@ -9,10 +9,8 @@
 //!   [`KeepAlive::total`] in all (the oldest go first), each for at most its lifetime:
 //!   [`KeepAlive::lifetime`], or less when the server's `Keep-Alive: timeout=N` says so
 //!   (N − 2 s, as undici does).
-//! - No timer on the workers' pool: expired connections are closed when a worker next takes
-//!   or returns one, or exits; the last worker to exit closes them all, so no pooled socket
-//!   outlives the threads. The loop's pool ([`crate::http_loop`]) is swept at its
-//!   [`ConnectionPool::next_expiry`].
+//! - Expired connections are closed when the loop sweeps the pool at its
+//!   [`ConnectionPool::next_expiry`], and all of them when the loop shuts down.
 //! - A connection is only taken if it looks alive: a non-blocking peek finds neither an EOF
 //!   (the server closed it while idle) nor bytes nobody asked for.
 //!
