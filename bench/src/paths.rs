@@ -778,11 +778,10 @@ operator alone, then with the watchers connected (read-only operators, each rece
 delta's broadcast (its `agent` twin included); the watched run ends when every watcher has
 read the final of every turn (the step fails if one has not 10 s after the sender). Stored transcripts:
 one agent turn per session, then `chat.inject` notes, 64 in flight, RSS once the gateway's
-threads have not changed for 3 s (its HTTP workers exit after 2 s idle; at most 10 s). The
+threads have not changed for 3 s (at most 10 s). The
 burst: one message from each chat at once, the next wave when all are answered; \"not answered\"
 counts messages with no `sendMessage` carrying their token within 120 s. Idle: after the burst, once
-the gateway has settled (its set of threads unchanged for 3 s: clawgate's HTTP workers exit
-after 2 s without a request; at most 20 s), the context switches (`voluntary_ctxt_switches` +
+the gateway has settled (its set of threads unchanged for 3 s; at most 20 s), the context switches (`voluntary_ctxt_switches` +
 `nonvoluntary_ctxt_switches` of every thread) and CPU over the idle window, scaled to a minute
 and an hour. The gateway is left polling while the bench measures the other gateways (never
 it), and read at the end of the paths, so every window is at least 35 s (65 s in the full

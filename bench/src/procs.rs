@@ -535,8 +535,8 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Wait until `server`'s set of threads has not changed for `steady` (clawgate's HTTP
-/// workers exit after 2 s without a request), at most `limit`; how long that took.
+/// Wait until `server`'s set of threads has not changed for `steady` (its short-lived
+/// threads gone), at most `limit`; how long that took.
 pub fn await_steady_threads(server: &Server, steady: Duration, limit: Duration) -> Duration {
     let t = Instant::now();
     let mut threads = server.threads();

@@ -6,9 +6,8 @@
 //! [`Stage`], which decides whether it may go again on a fresh connection). The deadline of
 //! the step it waits on ([`Exchange::deadline`]) is the caller's to watch.
 //!
-//! The pieces both ways of performing a request share (the lookup, how far a failed one got,
-//! how the parser's events become [`WorkResult`]s, the error texts) live here too, so the worker
-//! threads ([`crate::http_worker`]) and the loop ([`crate::http_loop`]) say the same things.
+//! The pieces the blocking connect of the WebSocket workers ([`crate::connect`]) shares
+//! (the lookup, the error texts) live here too, so both say the same things.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -17,8 +16,8 @@ use std::time::{Duration, Instant};
 use clawgate_core::WorkResult;
 use clawgate_core::model::http1::{ResponseEvent, ResponseParser};
 
+use crate::http_loop::HttpLimits;
 use crate::http_pool::Connection;
-use crate::http_worker::HttpLimits;
 use crate::tls::Stream;
 
 /// How a request and its response went through without error.
@@ -27,8 +26,6 @@ pub(crate) struct Ended {
     pub(crate) reusable: bool,
     /// The server's `Keep-Alive` header.
     pub(crate) keep_alive: Option<String>,
-    /// What the last read yielded, not reported yet: it goes with the end.
-    pub(crate) last: Vec<WorkResult>,
 }
 
 /// How far a failed exchange got.
@@ -289,7 +286,7 @@ impl Exchange {
 
     /// Do what the socket allows now, reading into `buf`; what it read goes to `results`
     /// (also when it then fails: a body cut short is reported up to the cut). `None`: it
-    /// waits for the socket; `Some`: the response ended (its [`Ended::last`] is empty).
+    /// waits for the socket; `Some`: the response ended.
     pub(crate) fn advance(
         &mut self,
         now: Instant,
@@ -390,7 +387,6 @@ impl Exchange {
         Ended {
             reusable,
             keep_alive: self.keep_alive.take(),
-            last: Vec::new(),
         }
     }
 

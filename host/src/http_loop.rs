@@ -7,22 +7,23 @@
 //! resolver thread (`clawgate-dns`, one per lookup; a request on a kept connection needs
 //! none), which also loads the TLS roots the first time an `https://` request needs them
 //! ([`crate::tls`]); it hands the addresses back through a waker on this module's poller.
-//! The addresses are tried in order, each within the connect timeout, as on the workers.
+//! The addresses are tried in order, each within the connect timeout ([`HttpLimits`]).
 //!
 //! The sockets are registered with a poller of this module's own (`epoll` on Linux), whose
 //! descriptor ([`HttpLoop::fd`]) the loop watches like any socket: readable means "drive me"
 //! ([`HttpLoop::drive`]). Its deadlines (connect and idle timeouts, an end to report, a kept
 //! connection to close) come from [`HttpLoop::due`].
 //!
-//! It keeps the worker path's rules (see [`crate::http_worker`]): the same
-//! [`HttpLimits`] (connect and idle timeouts, response limits, the keep-alive pool and its
-//! bounds), the same retry of a request whose reused connection failed before any answer, the
-//! same results in the same order, the same errors. What differs: requests are not queued
-//! behind [`HttpLimits::max_concurrent`] (that bound is on threads; sockets here cost none,
-//! and the core already bounds model requests and channel sends), and a cancel ends a request
-//! at once (during a lookup too: its answer is dropped). The gateway sends all its HTTP here;
-//! [`HttpWorkers`](crate::http_worker::HttpWorkers) no longer runs in it: the HTTP tests
-//! still run against both, and the WebSocket workers use its blocking connect.
+//! Connections are kept alive between requests ([`crate::http_pool`]): a response that ended
+//! by its framing returns its connection to the pool, and the next request to the same
+//! origin takes it. A request on a reused connection that fails before any byte of the
+//! answer (the server closed it as it was sent) goes once more on a fresh connection when
+//! that cannot repeat an effect: when writing it failed (the server cannot have read all of
+//! it), or after it was written when it is [`idempotent`](HttpRequest::idempotent).
+//! Everything else surfaces its error. Requests are not queued: sockets here cost no thread,
+//! and the core already bounds model requests (`agents.defaults.maxConcurrent` runs) and
+//! channel sends. A cancel ends a request at once (during a lookup too: its answer is
+//! dropped) with the error [`CANCELLED`].
 
 use std::collections::HashMap;
 use std::io;
@@ -32,14 +33,13 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
-use clawgate_core::model::http1::{Scheme, Target, encode_request};
+use clawgate_core::model::http1::{ResponseLimits, Scheme, Target, encode_request};
 use clawgate_core::{WorkId, WorkResult};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::http_conn::{Exchange, Failed, resolve};
-use crate::http_pool::{ConnectionPool, Origin};
-use crate::http_worker::{CANCELLED, HttpLimits};
+use crate::http_pool::{ConnectionPool, KeepAlive, Origin};
 use crate::tls;
 
 /// Readiness events taken from the poller per call.
@@ -50,6 +50,36 @@ const READ_BUFFER_BYTES: usize = 16 * 1024;
 const RESOLVER_STACK_BYTES: usize = 512 * 1024;
 /// The token of the waker a resolver thread wakes the poller with (sockets count up from 0).
 const RESOLVED: Token = Token(usize::MAX);
+/// The default of [`HttpLimits::connect_timeout`]: 10 s.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`HttpLimits::idle_timeout`]: 120 s without a byte ends a request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The error of a cancelled request.
+pub const CANCELLED: &str = "cancelled";
+
+/// How requests are performed (the WebSocket workers connect with the same timeouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// How long connecting to one address may take.
+    pub connect_timeout: Duration,
+    /// How long a request may go without sending or receiving a byte.
+    pub idle_timeout: Duration,
+    /// The response parser's limits.
+    pub response: ResponseLimits,
+    /// The idle connections kept for later requests.
+    pub keep_alive: KeepAlive,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connect_timeout: CONNECT_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            response: ResponseLimits::default(),
+            keep_alive: KeepAlive::default(),
+        }
+    }
+}
 
 /// A request: what it is, for whom, and where it goes.
 struct Request {
@@ -61,7 +91,7 @@ struct Request {
 }
 
 impl Request {
-    /// `host:port` as the worker path names it in errors.
+    /// `host:port`, as errors name it.
     fn name(&self) -> String {
         format!("{}:{}", self.target.host, self.target.port)
     }
@@ -282,6 +312,10 @@ impl HttpLoop {
                 if tx.send((key, found)).is_ok() {
                     let _ = waker.wake();
                 }
+                drop((tx, waker));
+                // A burst of lookups runs as many threads at once; glibc keeps their stacks
+                // for later threads: with their pages returned.
+                crate::allocator::release_stack();
             });
         match started {
             Ok(_) => {

@@ -1,5 +1,5 @@
-//! Idle HTTP/1.1 connections the workers (and the loop) keep for the next request to the same origin
-//! (keep-alive): a Telegram long poll, its `sendMessage`s and a model provider's turns then
+//! Idle HTTP/1.1 connections the loop ([`crate::http_loop`]) keeps for the next request to
+//! the same origin (keep-alive): a Telegram long poll, its `sendMessage`s and a model provider's turns then
 //! skip the DNS lookup, the TCP connect and the TLS handshake.
 //!
 //! - Keyed by [`Origin`]: scheme, host and port; for `https://` the host is also the TLS
@@ -9,10 +9,8 @@
 //!   [`KeepAlive::total`] in all (the oldest go first), each for at most its lifetime:
 //!   [`KeepAlive::lifetime`], or less when the server's `Keep-Alive: timeout=N` says so
 //!   (N − 2 s, as undici does).
-//! - No timer on the workers' pool: expired connections are closed when a worker next takes
-//!   or returns one, or exits; the last worker to exit closes them all, so no pooled socket
-//!   outlives the threads. The loop's pool ([`crate::http_loop`]) is swept at its
-//!   [`ConnectionPool::next_expiry`].
+//! - Expired connections are closed when the loop sweeps the pool at its
+//!   [`ConnectionPool::next_expiry`], and all of them when the loop shuts down.
 //! - A connection is only taken if it looks alive: a non-blocking peek finds neither an EOF
 //!   (the server closed it while idle) nor bytes nobody asked for.
 //!
@@ -20,7 +18,6 @@
 //! `Keep-Alive` hint says otherwise (less 2 s, at most 600 s), with no per-origin bound.
 
 use std::net::TcpStream;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::http1::{Scheme, Target};
@@ -98,7 +95,8 @@ struct Idle {
 /// The idle connections (see the module doc).
 pub(crate) struct ConnectionPool {
     limits: KeepAlive,
-    idle: Mutex<Vec<Idle>>,
+    /// In return order, oldest first.
+    idle: Vec<Idle>,
 }
 
 impl ConnectionPool {
@@ -106,20 +104,17 @@ impl ConnectionPool {
     pub(crate) fn new(limits: KeepAlive) -> Self {
         ConnectionPool {
             limits,
-            idle: Mutex::new(Vec::new()),
+            idle: Vec::new(),
         }
     }
 
     /// The most recently returned live connection to `origin`, if any; stale ones found on
     /// the way and expired ones are closed.
-    pub(crate) fn checkout(&self, origin: &Origin, now: Instant) -> Option<Connection> {
+    pub(crate) fn checkout(&mut self, origin: &Origin, now: Instant) -> Option<Connection> {
+        drop(expire(&mut self.idle, now));
         loop {
-            let found = {
-                let mut idle = self.lock();
-                drop(expire(&mut idle, now));
-                let at = idle.iter().rposition(|i| i.origin == *origin)?;
-                idle.remove(at).conn
-            };
+            let at = self.idle.iter().rposition(|i| i.origin == *origin)?;
+            let found = self.idle.remove(at).conn;
             if looks_alive(&found.socket) {
                 return Some(found);
             }
@@ -129,7 +124,7 @@ impl ConnectionPool {
     /// Keep `conn` for the next request to `origin`, for the pool's lifetime or the server's
     /// `keep_alive` hint (the `Keep-Alive` header's value), whichever is shorter.
     pub(crate) fn checkin(
-        &self,
+        &mut self,
         origin: Origin,
         conn: Connection,
         keep_alive: Option<&str>,
@@ -143,8 +138,8 @@ impl ConnectionPool {
         if lifetime.is_zero() || self.limits.per_origin == 0 || self.limits.total == 0 {
             return;
         }
-        let mut idle = self.lock();
-        let closed = expire(&mut idle, now);
+        let idle = &mut self.idle;
+        drop(expire(idle, now));
         let same = idle.iter().filter(|i| i.origin == origin).count();
         // Oldest first: the vector is in return order.
         if same >= self.limits.per_origin
@@ -160,33 +155,25 @@ impl ConnectionPool {
             conn,
             until: now + lifetime,
         });
-        drop(idle);
-        drop(closed);
     }
 
     /// Close the expired connections, or all of them with `all`.
-    pub(crate) fn sweep(&self, now: Instant, all: bool) {
-        let closed = if all {
-            std::mem::take(&mut *self.lock())
+    pub(crate) fn sweep(&mut self, now: Instant, all: bool) {
+        if all {
+            self.idle.clear();
         } else {
-            expire(&mut self.lock(), now)
-        };
-        drop(closed);
+            drop(expire(&mut self.idle, now));
+        }
     }
 
     /// When the first kept connection expires.
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
-        self.lock().iter().map(|i| i.until).min()
+        self.idle.iter().map(|i| i.until).min()
     }
 
     /// How many idle connections are kept.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        // Every update is one statement: a panicking holder leaves a consistent vector.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        self.idle.len()
     }
 }
 

@@ -19,6 +19,7 @@
 
 pub mod allocator;
 pub mod config_file;
+mod connect;
 pub mod discovery;
 pub mod entropy;
 pub mod exec_worker;
@@ -26,7 +27,6 @@ pub mod file_worker;
 mod http_conn;
 pub mod http_loop;
 pub mod http_pool;
-pub mod http_worker;
 pub mod listen;
 pub mod lock;
 pub mod logging;

@@ -21,8 +21,8 @@ use crate::discovery::{AdvertiserHandle, MdnsResponder, RetryPolicy, spawn_adver
 use crate::entropy::OsEntropy;
 use crate::exec_worker::ExecWorkers;
 use crate::file_worker::{FILE_THREADS, FileWorkers};
+use crate::http_loop::HttpLimits;
 use crate::http_loop::HttpLoop;
-use crate::http_worker::HttpLimits;
 use crate::listen::{self, BindError};
 use crate::lock::{self, InstanceLock, LockError};
 use crate::logging::{self, Logger};
@@ -132,8 +132,8 @@ pub struct Started {
 pub enum HostInput {
     /// The store writer wrote a batch, or failed to.
     Stored(WriteDone),
-    /// A worker reports on other work: an HTTP worker on a [`Work::Http`] (its head, a body
-    /// piece, or its end), the store on a [`Work::ReadHistory`].
+    /// A worker reports on other work: a WebSocket worker on its socket, a file, exec or
+    /// process worker on its job, the store on a [`Work::ReadHistory`].
     Work(WorkId, WorkResult),
 }
 

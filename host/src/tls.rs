@@ -4,13 +4,13 @@
 //! `SSL_CERT_FILE` / `SSL_CERT_DIR` variables when set, else the distribution's bundle), so
 //! a CA the machine trusts, a corporate proxy's included, is trusted here too and updates
 //! come with the system's packages. They are read once, lazily, off the event loop: on the
-//! first HTTPS request's worker thread, or on the thread that resolves the loop's first
-//! HTTPS request's host ([`crate::http_loop`]), so a gateway that never calls an HTTPS
+//! thread that resolves the loop's first HTTPS request's host ([`crate::http_loop`]), or on
+//! the first `wss://` socket's worker thread ([`crate::ws_worker`]), so a gateway that never calls an HTTPS
 //! provider never loads them and the loop never waits for the files.
 //!
 //! The handshake completes before the request is written, so a refused certificate is its
 //! own error ("TLS handshake with host:port failed: invalid peer certificate: …"). The
-//! workers complete it blocking ([`connect`]); the loop moves it along as the socket allows
+//! WebSocket workers complete it blocking ([`connect`]); the loop moves it along as the socket allows
 //! ([`Stream::handshake`], [`Stream::send`]), with the same rustls calls and errors.
 
 use std::io::{self, Read, Write};

@@ -26,7 +26,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use crate::http_worker::{HttpLimits, Running, open};
+use crate::connect::{Running, open};
+use crate::http_loop::HttpLimits;
 use crate::tls::Stream;
 use crate::wait::{Wake, wait};
 
@@ -115,6 +116,10 @@ impl WsWorkers {
                     };
                 thread_running.cancel();
                 report(id, WorkResult::WsClosed { code, reason });
+                drop((asks, thread_running, report));
+                // One thread per socket, many at once; glibc keeps their stacks for later
+                // threads: with their pages returned.
+                crate::allocator::release_stack();
             });
         match spawned {
             Ok(_) => {

@@ -1,23 +1,12 @@
-//! Connection reuse by the HTTP client (the workers, and the loop: `both!`) against a scripted local server that counts the
-//! connections it accepts: sequential requests share one connection; a `Connection: close`
+//! Connection reuse by the HTTP client on the loop against a scripted local server that
+//! counts the connections it accepts: sequential requests share one connection; a `Connection: close`
 //! answer, a close-delimited body, a truncated body, a cancel, an expired or hinted lifetime
 //! each lead to a new one; a connection the server closed while idle is not used; a reused
 //! connection that dies after the request was written is retried only for an idempotent
-//! request; the pool's bounds hold and the last exiting worker closes what it kept; an answer
+//! request; the pool's bounds hold and shutting down closes what it kept; an answer
 //! a Nagle-ing server writes in two pieces is not held up by a delayed ACK.
 
 mod common;
-
-both!(
-    sequential_requests_to_one_origin_share_one_connection,
-    an_answer_written_in_two_pieces_on_a_reused_connection_ends_without_a_delayed_ack,
-    a_connection_the_answer_ends_is_not_reused,
-    a_cancelled_request_leaves_no_connection_behind,
-    an_expired_connection_is_closed_and_not_reused,
-    a_connection_the_server_closed_while_idle_is_not_used,
-    an_idempotent_request_goes_again_when_its_reused_connection_dies_unanswered,
-    a_post_whose_reused_connection_dies_after_it_was_written_is_not_sent_again,
-);
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -28,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
+use clawgate_host::http_loop::{CANCELLED, HttpLimits};
 use clawgate_host::http_pool::KeepAlive;
-use clawgate_host::http_worker::{CANCELLED, HttpLimits, HttpWorkers};
-use common::{Client, client};
+use common::{OnLoop, client};
 
 /// How long a test waits for any one result.
 const WAIT: Duration = Duration::from_secs(10);
@@ -170,10 +159,6 @@ fn read_request(reader: &mut impl BufRead) -> Option<String> {
     Some(first.trim().to_owned())
 }
 
-fn workers(limits: HttpLimits) -> (HttpWorkers, mpsc::Receiver<(WorkId, WorkResult)>) {
-    client(limits)
-}
-
 fn post(url: String) -> HttpRequest {
     HttpRequest {
         method: "POST",
@@ -205,8 +190,8 @@ fn end_of(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> Result<(), S
 }
 
 /// Send `req` as `id` and wait for its end.
-fn request<C: Client>(
-    pool: &mut C,
+fn request(
+    pool: &mut OnLoop,
     rx: &mpsc::Receiver<(WorkId, WorkResult)>,
     id: u64,
     req: HttpRequest,
@@ -215,25 +200,27 @@ fn request<C: Client>(
     end_of(rx, WorkId(id))
 }
 
-fn sequential_requests_to_one_origin_share_one_connection<C: Client>() {
+#[test]
+fn sequential_requests_to_one_origin_share_one_connection() {
     let server = Server::start(|_, _| Act::Reply(OK));
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     for id in 0..5 {
         assert_eq!(request(&mut pool, &rx, id, post(server.url("/a"))), Ok(()));
     }
     assert_eq!(server.accepted(), 1);
     assert_eq!(server.seen().len(), 5);
     assert_eq!(pool.idle_connections(), 1);
-    assert!(pool.shutdown());
+    pool.shutdown();
     assert_eq!(pool.idle_connections(), 0);
 }
 
-fn an_answer_written_in_two_pieces_on_a_reused_connection_ends_without_a_delayed_ack<C: Client>() {
+#[test]
+fn an_answer_written_in_two_pieces_on_a_reused_connection_ends_without_a_delayed_ack() {
     // The body leaves once the head is acknowledged: a client that delays that ACK (40 ms at
     // least on Linux) makes every answer on a reused connection that much late.
     let server =
         Server::start(|_, _| Act::ReplySplit("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "ok"));
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     const REQUESTS: u32 = 20;
     let started = Instant::now();
     for id in 0..REQUESTS {
@@ -249,12 +236,12 @@ fn an_answer_written_in_two_pieces_on_a_reused_connection_ends_without_a_delayed
         took < delayed_acks,
         "{REQUESTS} answers took {took:?}: a delayed ACK each"
     );
-    assert!(pool.shutdown());
+    pool.shutdown();
 }
 
 /// Two requests where the first is answered with `first`: each is answered, on `connections`
 /// connections in all.
-fn after<C: Client>(first: Act, connections: usize) {
+fn after(first: Act, connections: usize) {
     let server = Server::start(move |conn, _| {
         if conn == 0 {
             first.clone()
@@ -262,53 +249,55 @@ fn after<C: Client>(first: Act, connections: usize) {
             Act::Reply(OK)
         }
     });
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     let _ = request(&mut pool, &rx, 1, post(server.url("/1")));
     assert_eq!(request(&mut pool, &rx, 2, post(server.url("/2"))), Ok(()));
     assert_eq!(server.accepted(), connections);
 }
 
-fn a_connection_the_answer_ends_is_not_reused<C: Client>() {
+#[test]
+fn a_connection_the_answer_ends_is_not_reused() {
     // The server says it closes (and does).
-    after::<C>(
+    after(
         Act::ReplyClose("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"),
         2,
     );
     // The server says it closes but leaves the socket open: still not reused.
-    after::<C>(
+    after(
         Act::Reply("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"),
         2,
     );
     // A body read until the connection closes.
-    after::<C>(Act::ReplyClose("HTTP/1.1 200 OK\r\n\r\nto the end"), 2);
+    after(Act::ReplyClose("HTTP/1.1 200 OK\r\n\r\nto the end"), 2);
     // HTTP/1.0.
-    after::<C>(
+    after(
         Act::Reply("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"),
         2,
     );
     // A truncated body.
-    after::<C>(
+    after(
         Act::ReplyClose("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nok"),
         2,
     );
     // The server's Keep-Alive hint leaves no time to reuse it (3 s less undici's 2 s margin
     // is still some: 1 s; 2 s is none).
-    after::<C>(
+    after(
         Act::Reply("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 2\r\n\r\nok"),
         2,
     );
-    after::<C>(
+    after(
         Act::Reply("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=3\r\nContent-Length: 2\r\n\r\nok"),
         1,
     );
     // And the control: a chunked body ended by its last chunk is reused.
-    after::<C>(
+    after(
         Act::Reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
         1,
     );
 }
 
-fn a_cancelled_request_leaves_no_connection_behind<C: Client>() {
+#[test]
+fn a_cancelled_request_leaves_no_connection_behind() {
     let server = Server::start(|conn, _| {
         if conn == 0 {
             Act::Stall
@@ -316,7 +305,7 @@ fn a_cancelled_request_leaves_no_connection_behind<C: Client>() {
             Act::Reply(OK)
         }
     });
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     pool.submit(WorkId(1), post(server.url("/stall")));
     let (id, head) = rx.recv_timeout(WAIT).unwrap();
     assert!(matches!(
@@ -330,7 +319,8 @@ fn a_cancelled_request_leaves_no_connection_behind<C: Client>() {
     assert_eq!(server.accepted(), 2);
 }
 
-fn an_expired_connection_is_closed_and_not_reused<C: Client>() {
+#[test]
+fn an_expired_connection_is_closed_and_not_reused() {
     let server = Server::start(|_, _| Act::Reply(OK));
     let limits = HttpLimits {
         keep_alive: KeepAlive {
@@ -339,7 +329,7 @@ fn an_expired_connection_is_closed_and_not_reused<C: Client>() {
         },
         ..HttpLimits::default()
     };
-    let (mut pool, rx) = client::<C>(limits);
+    let (mut pool, rx) = client(limits);
     assert_eq!(request(&mut pool, &rx, 1, post(server.url("/1"))), Ok(()));
     thread::sleep(Duration::from_millis(250));
     assert_eq!(request(&mut pool, &rx, 2, post(server.url("/2"))), Ok(()));
@@ -355,10 +345,11 @@ fn an_expired_connection_is_closed_and_not_reused<C: Client>() {
     }
 }
 
-fn a_connection_the_server_closed_while_idle_is_not_used<C: Client>() {
+#[test]
+fn a_connection_the_server_closed_while_idle_is_not_used() {
     // The server closes each connection 50 ms after answering.
     let server = Server::start(|_, _| Act::ReplyIdleClose(OK, Duration::from_millis(50)));
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     assert_eq!(request(&mut pool, &rx, 1, post(server.url("/1"))), Ok(()));
     thread::sleep(Duration::from_millis(300));
     // A POST: no retry would save it, the peek must.
@@ -377,9 +368,10 @@ fn reset_on_reuse() -> Server {
     })
 }
 
-fn an_idempotent_request_goes_again_when_its_reused_connection_dies_unanswered<C: Client>() {
+#[test]
+fn an_idempotent_request_goes_again_when_its_reused_connection_dies_unanswered() {
     let server = reset_on_reuse();
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     assert_eq!(request(&mut pool, &rx, 1, get(server.url("/1"))), Ok(()));
     assert_eq!(request(&mut pool, &rx, 2, get(server.url("/2"))), Ok(()));
     assert_eq!(
@@ -392,9 +384,10 @@ fn an_idempotent_request_goes_again_when_its_reused_connection_dies_unanswered<C
     );
 }
 
-fn a_post_whose_reused_connection_dies_after_it_was_written_is_not_sent_again<C: Client>() {
+#[test]
+fn a_post_whose_reused_connection_dies_after_it_was_written_is_not_sent_again() {
     let server = reset_on_reuse();
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     assert_eq!(request(&mut pool, &rx, 1, post(server.url("/1"))), Ok(()));
     let end = request(&mut pool, &rx, 2, post(server.url("/send")));
     let error = end.expect_err("the failure surfaces");
@@ -410,7 +403,7 @@ fn a_post_whose_reused_connection_dies_after_it_was_written_is_not_sent_again<C:
 }
 
 #[test]
-fn the_pool_keeps_at_most_its_bounds_and_the_last_worker_closes_them() {
+fn the_pool_keeps_at_most_its_bounds_and_shutting_down_closes_them() {
     let slow = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     let script = move |_: usize, _: usize| {
         // Long enough for every request of a burst to need its own connection.
@@ -424,13 +417,12 @@ fn the_pool_keeps_at_most_its_bounds_and_the_last_worker_closes_them() {
             total: 3,
             ..KeepAlive::default()
         },
-        idle_exit: Duration::from_millis(300),
         ..HttpLimits::default()
     };
-    let (mut pool, rx) = workers(limits);
+    let (mut pool, rx) = client(limits);
     for (server, first) in [(&a, 10), (&b, 20)] {
         for id in first..first + 3 {
-            pool.submit(WorkId(id), post(server.url("/burst"))).unwrap();
+            pool.submit(WorkId(id), post(server.url("/burst")));
         }
         let mut ends = Vec::new();
         while ends.len() < 3 {
@@ -448,18 +440,11 @@ fn the_pool_keeps_at_most_its_bounds_and_the_last_worker_closes_them() {
     }
     assert_eq!((a.accepted(), b.accepted()), (3, 3));
     assert_eq!(pool.idle_connections(), 3, "at most 2 per origin, 3 in all");
-    // Idle workers exit; the last closes the connections it kept.
+    // Shutting down closes the connections kept.
+    pool.shutdown();
     let deadline = Instant::now() + WAIT;
-    while pool.live_threads() > 0
-        || a.closed.load(Ordering::SeqCst) + b.closed.load(Ordering::SeqCst) < 6
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{} threads, {} idle connections",
-            pool.live_threads(),
-            pool.idle_connections()
-        );
+    while a.closed.load(Ordering::SeqCst) + b.closed.load(Ordering::SeqCst) < 6 {
+        assert!(Instant::now() < deadline, "kept connections left open");
         thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(pool.idle_connections(), 0);
 }

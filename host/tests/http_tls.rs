@@ -1,4 +1,4 @@
-//! `https://` on the worker threads and on the loop (`both!`) against the fake model provider
+//! `https://` on the loop against the fake model provider
 //! behind a test CA this test binary trusts (`SSL_CERT_FILE`, set once before any client
 //! loads the roots): an answer over TLS to an address and to a name (`localhost`),
 //! keep-alive reuse of a TLS session, and a server that never
@@ -6,25 +6,16 @@
 
 mod common;
 
-both!(
-    an_answer_comes_over_tls_from_an_address,
-    an_answer_comes_over_tls_from_a_name,
-    sequential_requests_share_one_tls_connection,
-    a_large_answer_comes_whole_over_tls,
-    a_cancel_during_the_handshake_ends_promptly,
-    a_silent_handshake_hits_the_idle_timeout,
-);
-
 use std::net::TcpListener;
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_worker::{CANCELLED, HttpLimits};
+use clawgate_host::http_loop::{CANCELLED, HttpLimits};
 use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
 use clawgate_tests::fake_tls::TestCa;
-use common::{Client, client};
+use common::client;
 
 /// How long a test waits for any one result.
 const WAIT: Duration = Duration::from_secs(10);
@@ -80,9 +71,10 @@ fn collect(
     }
 }
 
-fn an_answer_comes_over_tls_from_an_address<C: Client>() {
+#[test]
+fn an_answer_comes_over_tls_from_an_address() {
     let model = model();
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     pool.submit(
         WorkId(1),
         chat(format!("{}/chat/completions", model.base_url())),
@@ -94,9 +86,10 @@ fn an_answer_comes_over_tls_from_an_address<C: Client>() {
     assert_eq!(model.requests().len(), 1);
 }
 
-fn an_answer_comes_over_tls_from_a_name<C: Client>() {
+#[test]
+fn an_answer_comes_over_tls_from_a_name() {
     let model = model();
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     // The certificate names `localhost`; the fake listens on 127.0.0.1 (where `localhost`
     // also resolves to ::1 first, that address refuses and the next one answers).
     let url = format!(
@@ -110,9 +103,10 @@ fn an_answer_comes_over_tls_from_a_name<C: Client>() {
     assert!(body.contains("\"TLS\""), "{body}");
 }
 
-fn sequential_requests_share_one_tls_connection<C: Client>() {
+#[test]
+fn sequential_requests_share_one_tls_connection() {
     let model = model();
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     let url = format!("{}/chat/completions", model.base_url());
     for id in 1..=3 {
         pool.submit(WorkId(id), chat(url.clone()));
@@ -125,14 +119,15 @@ fn sequential_requests_share_one_tls_connection<C: Client>() {
     assert_eq!(pool.idle_connections(), 1);
 }
 
-fn a_large_answer_comes_whole_over_tls<C: Client>() {
+#[test]
+fn a_large_answer_comes_whole_over_tls() {
     // Far more than one read buffer (16 KiB) and one TLS record: plaintext rustls holds
     // after a read must be taken before the loop waits for the socket again.
     let deltas = vec!["0123456789abcdef"; 20_000];
     let model = FakeModel::with(FakeApi::OpenAi, Some(trusted().server.clone()), move |_| {
         Reply::text(&deltas)
     });
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     pool.submit(
         WorkId(4),
         chat(format!("{}/chat/completions", model.base_url())),
@@ -152,10 +147,11 @@ fn silent_server() -> (TcpListener, String) {
     (listener, url)
 }
 
-fn a_cancel_during_the_handshake_ends_promptly<C: Client>() {
+#[test]
+fn a_cancel_during_the_handshake_ends_promptly() {
     trusted();
     let (_listener, url) = silent_server();
-    let (mut pool, rx) = client::<C>(HttpLimits::default());
+    let (mut pool, rx) = client(HttpLimits::default());
     pool.submit(WorkId(5), chat(url));
     assert!(
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
@@ -169,14 +165,15 @@ fn a_cancel_during_the_handshake_ends_promptly<C: Client>() {
     assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
 }
 
-fn a_silent_handshake_hits_the_idle_timeout<C: Client>() {
+#[test]
+fn a_silent_handshake_hits_the_idle_timeout() {
     trusted();
     let (listener, url) = silent_server();
     let limits = HttpLimits {
         idle_timeout: Duration::from_millis(200),
         ..HttpLimits::default()
     };
-    let (mut pool, rx) = client::<C>(limits);
+    let (mut pool, rx) = client(limits);
     let started = Instant::now();
     pool.submit(WorkId(6), chat(url));
     let (status, _, end) = collect(&rx, WorkId(6));

@@ -1,47 +1,33 @@
-//! What a burst of HTTP requests leaves behind once its worker threads have exited: glibc
-//! keeps their stacks for later threads, and each must hold only its top pages
-//! (`allocator::release_stack`), not the 16 KiB below the exit path that glibc's own teardown
-//! leaves resident. Its own test binary: no other test's threads have stacks of this size.
+//! What the threads that can be many at once leave behind once they have exited: glibc keeps
+//! their stacks for later threads, and each must hold only its top pages
+//! (`allocator::release_stack`), not the pages below the exit path that the thread's work and
+//! glibc's own teardown leave resident. The threads: the WebSocket workers (one per socket)
+//! and the loop's `clawgate-dns` lookups (one per lookup). Its own test binary: no other
+//! test's threads have stacks of this size.
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc;
+mod common;
+
+use std::net::TcpListener;
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
-use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_worker::{HttpLimits, HttpWorkers};
+use clawgate_core::{WorkId, WorkResult, WsOpen};
+use clawgate_host::http_loop::HttpLimits;
+use clawgate_host::ws_worker::WsWorkers;
 
-/// Requests at once, so as many worker threads run at once.
-const REQUESTS: usize = 8;
-/// The size of a worker thread's stack mapping (`http_worker`'s worker stack).
+/// Sockets (or lookups) at once, so as many threads run at once.
+const AT_ONCE: usize = 8;
+/// The size of a WebSocket worker's and of a lookup thread's stack mapping.
 const STACK_MAPPING_KIB: u64 = 512;
 /// What one released stack may keep resident: its descriptor, TLS and first frames.
 const KEPT_KIB: u64 = 12;
 /// How long the test waits for each step.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A server that answers no request until `REQUESTS` connections are open, so each request
-/// holds a worker thread of its own.
-fn serve_together(listener: TcpListener) {
-    let mut held: Vec<TcpStream> = Vec::new();
-    while held.len() < REQUESTS {
-        let (mut s, _) = listener.accept().expect("accept");
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).expect("read the request");
-            assert!(n > 0, "the request ended early");
-            head.extend_from_slice(&buf[..n]);
-        }
-        held.push(s);
-    }
-    for mut s in held {
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-            .expect("answer");
-    }
-}
+/// Held by each test: the stacks measured are those of its own threads, all exited.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The resident KiB of each anonymous mapping of `kib` KiB in this process.
 fn resident_of_mappings(kib: u64) -> Vec<u64> {
@@ -64,58 +50,114 @@ fn resident_of_mappings(kib: u64) -> Vec<u64> {
     found
 }
 
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").expect("tasks").count()
+/// How many of this process's threads are named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .count()
+}
+
+/// Wait until no thread is named `name` (the test's other threads are joined), then check every kept stack of the
+/// threads' size: there is one at least, and each holds at most [`KEPT_KIB`]. (Not one per
+/// thread: glibc may hand a new thread a larger stack an earlier test's thread left, up to
+/// four times the size asked for.)
+fn kept_stacks_hold_only_their_top(name: &str) {
+    let deadline = Instant::now() + WAIT;
+    while threads_named(name) > 0 {
+        assert!(Instant::now() < deadline, "the threads did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let kept = resident_of_mappings(STACK_MAPPING_KIB);
+    eprintln!(
+        "KEPT {name} {kept:?} all512={:?}",
+        resident_of_mappings(512)
+    );
+    assert!(!kept.is_empty(), "glibc keeps the threads' stacks");
+    assert!(
+        kept.iter().all(|&kib| kib <= KEPT_KIB),
+        "resident KiB of each kept stack: {kept:?}"
+    );
+}
+
+/// A server that upgrades `AT_ONCE` WebSocket connections, then closes them all at once.
+fn upgrade_together(listener: TcpListener) {
+    let mut held = Vec::new();
+    while held.len() < AT_ONCE {
+        let (conn, _) = listener.accept().expect("accept");
+        held.push(tungstenite::accept(conn).expect("upgrade"));
+    }
+    for mut ws in held {
+        let _ = ws.close(None);
+        let _ = ws.flush();
+    }
 }
 
 #[test]
-fn exited_workers_keep_only_the_top_of_their_stacks() {
+fn ended_websocket_workers_keep_only_the_top_of_their_stacks() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
-    let before = threads();
-    let server = std::thread::spawn(move || serve_together(listener));
+    let url = format!("ws://{}/socket", listener.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || upgrade_together(listener));
     let (tx, rx) = mpsc::channel();
-    let limits = HttpLimits {
-        max_concurrent: REQUESTS,
-        idle_exit: Duration::from_millis(50),
-        ..HttpLimits::default()
-    };
-    let mut pool = HttpWorkers::new(limits, move |id, batch: Vec<WorkResult>| {
-        for r in batch {
-            let _ = tx.send((id, r));
-        }
+    let mut workers = WsWorkers::new(move |id, r| {
+        let _ = tx.send((id, r));
     });
-    for n in 0..REQUESTS {
+    for n in 0..AT_ONCE {
+        let open = WsOpen {
+            url: url.clone(),
+            headers: Vec::new(),
+            max_message: 1 << 20,
+        };
+        workers.open(WorkId(n as u64), open);
+    }
+    let mut closed = 0;
+    while closed < AT_ONCE {
+        match rx.recv_timeout(WAIT).expect("results in time") {
+            (_, WorkResult::WsOpened) => {}
+            (_, WorkResult::WsClosed { .. }) => closed += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    server.join().expect("server");
+    kept_stacks_hold_only_their_top("clawgate-ws");
+}
+
+/// A server that takes `AT_ONCE` connections and closes each at once.
+fn refuse_handshakes(listener: TcpListener) {
+    for _ in 0..AT_ONCE {
+        drop(listener.accept().expect("accept"));
+    }
+}
+
+#[test]
+fn ended_lookup_threads_keep_only_the_top_of_their_stacks() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || refuse_handshakes(listener));
+    let (mut client, rx) = common::client(HttpLimits::default());
+    for n in 0..AT_ONCE {
         let request = HttpRequest {
             method: "GET",
-            url: url.clone(),
+            // `https://`: the first lookup's thread also loads the TLS roots.
+            url: format!("https://localhost:{port}/v1"),
             headers: Vec::new(),
             body: Vec::new(),
             idempotent: true,
         };
-        pool.submit(WorkId(n as u64), request).expect("submit");
+        client.submit(WorkId(n as u64), request);
     }
     let mut ended = 0;
-    while ended < REQUESTS {
-        let (_, r) = rx.recv_timeout(WAIT).expect("results in time");
-        if let WorkResult::HttpEnd(end) = r {
-            end.expect("the request went through");
+    while ended < AT_ONCE {
+        if let (_, WorkResult::HttpEnd(end)) = rx.recv_timeout(WAIT).expect("results in time") {
+            let error = end.expect_err("the server closes in the handshake");
+            assert!(error.contains("TLS"), "{error}");
             ended += 1;
         }
     }
+    client.shutdown();
     server.join().expect("server");
-    let deadline = Instant::now() + WAIT;
-    while threads() > before {
-        assert!(Instant::now() < deadline, "the workers did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let stacks = resident_of_mappings(STACK_MAPPING_KIB);
-    assert!(
-        stacks.len() >= REQUESTS,
-        "glibc keeps the {REQUESTS} stacks: found {stacks:?}"
-    );
-    assert!(
-        stacks.iter().all(|&kib| kib <= KEPT_KIB),
-        "resident KiB of each kept stack: {stacks:?}"
-    );
+    kept_stacks_hold_only_their_top("clawgate-dns");
 }

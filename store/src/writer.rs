@@ -40,8 +40,8 @@ pub enum StoreDone {
 const MAX_GROUP: usize = 256;
 
 /// How long the writer waits for a job before it hands back SQLite's page cache and calls
-/// its idle hook: as long as an HTTP worker waits before it exits. Back-to-back messages keep
-/// the cache; the first transaction after a pause reads its few pages from the file again.
+/// its idle hook. Back-to-back messages keep the cache; the first transaction after a pause
+/// reads its few pages from the file again.
 pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 /// The writer thread's handle. Dropping it (or [`Writer::close`]) waits until every batch

@@ -91,7 +91,7 @@ pub struct ChannelFigures {
 #[derive(Clone, Debug, Default)]
 pub struct IdleFigures {
     /// How long the gateway took to settle after the burst: until its set of threads had
-    /// not changed for [`STEADY`] (its HTTP workers exit after 2 s without a request).
+    /// not changed for [`STEADY`] (its short-lived threads, name lookups among them, gone).
     pub settle_secs: f64,
     /// The idle window's length.
     pub secs: f64,

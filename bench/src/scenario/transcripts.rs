@@ -115,7 +115,7 @@ fn inject(
 }
 
 /// The RSS of `server` at rest, KiB: once its threads have not changed for
-/// [`channels::STEADY`] (the fill's HTTP workers have exited), at most [`SETTLE_LIMIT`].
+/// [`channels::STEADY`] (the fill's short-lived threads have exited), at most [`SETTLE_LIMIT`].
 fn settled_rss(server: &Server) -> u64 {
     await_steady_threads(server, channels::STEADY, SETTLE_LIMIT);
     settled_rss_kib(server, Duration::ZERO)

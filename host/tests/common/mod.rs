@@ -1,7 +1,6 @@
-//! The two ways outbound HTTP is performed, behind one face, so the HTTP tests run against
-//! both: [`HttpWorkers`] (worker threads) and [`HttpLoop`] driven by a small event loop of
-//! the tests' own ([`OnLoop`], the shape of the mio shell's: its poller's descriptor watched
-//! beside a waker, driven when readable or when due).
+//! The HTTP client under test: an [`HttpLoop`] driven by a small event loop of the tests'
+//! own ([`OnLoop`], the shape of the mio shell's: its poller's descriptor watched beside a
+//! waker, driven when readable or when due).
 // Each test file uses a part of it.
 #![allow(dead_code)]
 
@@ -13,49 +12,12 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_loop::HttpLoop;
-use clawgate_host::http_worker::{HttpLimits, HttpWorkers};
+use clawgate_host::http_loop::{HttpLimits, HttpLoop};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 /// Where results go, in batches (one per result on the loop).
 pub type Report = Box<dyn Fn(WorkId, Vec<WorkResult>) + Send + Sync>;
-
-/// An HTTP client under test.
-pub trait Client: Sized {
-    /// A client with these limits reporting to `report`.
-    fn with(limits: HttpLimits, report: Report) -> Self;
-    /// Perform `req` as `id`.
-    fn submit(&mut self, id: WorkId, req: HttpRequest);
-    /// Stop `id`.
-    fn cancel(&mut self, id: WorkId);
-    /// Idle connections kept.
-    fn idle_connections(&self) -> usize;
-    /// Stop everything; whether all stopped in time.
-    fn shutdown(&mut self) -> bool;
-}
-
-impl Client for HttpWorkers {
-    fn with(limits: HttpLimits, report: Report) -> Self {
-        HttpWorkers::new(limits, report)
-    }
-
-    fn submit(&mut self, id: WorkId, req: HttpRequest) {
-        HttpWorkers::submit(self, id, req).expect("a worker starts");
-    }
-
-    fn cancel(&mut self, id: WorkId) {
-        HttpWorkers::cancel(self, id);
-    }
-
-    fn idle_connections(&self) -> usize {
-        HttpWorkers::idle_connections(self)
-    }
-
-    fn shutdown(&mut self) -> bool {
-        HttpWorkers::shutdown(self, Duration::from_secs(1))
-    }
-}
 
 enum Order {
     Submit(WorkId, HttpRequest),
@@ -117,7 +79,8 @@ fn run(
     }
 }
 
-impl Client for OnLoop {
+impl OnLoop {
+    /// A client with these limits reporting to `report`.
     fn with(limits: HttpLimits, report: Report) -> Self {
         let http = HttpLoop::new(limits).expect("a poller");
         let mut poll = Poll::new().expect("a poller");
@@ -140,15 +103,18 @@ impl Client for OnLoop {
         }
     }
 
-    fn submit(&mut self, id: WorkId, req: HttpRequest) {
+    /// Perform `req` as `id`.
+    pub fn submit(&mut self, id: WorkId, req: HttpRequest) {
         self.send(Order::Submit(id, req));
     }
 
-    fn cancel(&mut self, id: WorkId) {
+    /// Stop `id`.
+    pub fn cancel(&mut self, id: WorkId) {
         self.send(Order::Cancel(id));
     }
 
-    fn idle_connections(&self) -> usize {
+    /// Idle connections kept.
+    pub fn idle_connections(&self) -> usize {
         if self.thread.is_none() {
             // Stopped: the loop closed them all.
             return 0;
@@ -158,12 +124,12 @@ impl Client for OnLoop {
         rx.recv().expect("the loop answers")
     }
 
-    fn shutdown(&mut self) -> bool {
+    /// Stop everything (the loop closes its connections) and wait for the loop to end.
+    pub fn shutdown(&mut self) {
         if let Some(thread) = self.thread.take() {
             self.send(Order::Stop);
             thread.join().expect("the loop ends");
         }
-        true
     }
 }
 
@@ -173,10 +139,10 @@ impl Drop for OnLoop {
     }
 }
 
-/// A client of kind `C` and the results it reports, one by one.
-pub fn client<C: Client>(limits: HttpLimits) -> (C, mpsc::Receiver<(WorkId, WorkResult)>) {
+/// A client and the results it reports, one by one.
+pub fn client(limits: HttpLimits) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
     let (tx, rx) = mpsc::channel();
-    let client = C::with(
+    let client = OnLoop::with(
         limits,
         Box::new(move |id, batch: Vec<WorkResult>| {
             for r in batch {
@@ -185,22 +151,4 @@ pub fn client<C: Client>(limits: HttpLimits) -> (C, mpsc::Receiver<(WorkId, Work
         }),
     );
     (client, rx)
-}
-
-/// Tests run against both clients: `both!(name, ...)` makes a module `name` with a test
-/// `workers` and a test `on_loop`, each calling the generic `name::<C>()`.
-#[macro_export]
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn workers() {
-                super::$name::<clawgate_host::http_worker::HttpWorkers>()
-            }
-            #[test]
-            fn on_loop() {
-                super::$name::<$crate::common::OnLoop>()
-            }
-        }
-    )*};
 }
