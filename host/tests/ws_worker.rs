@@ -3,18 +3,17 @@
 //! asks, not on a timer), and a close reaches a peer that is slow to read. `wss://` is in
 //! `ws_worker_tls.rs`.
 
+mod ws_common;
+
 use std::net::TcpListener;
 use std::sync::{Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use clawgate_core::{WorkId, WorkResult, WsOpen};
-use clawgate_host::ws_worker::WsWorkers;
+use clawgate_core::{WorkId, WorkResult};
 use clawgate_tests::threads::voluntary_switches;
 use tungstenite::Message;
-
-/// How long a test waits for any one result.
-const WAIT: Duration = Duration::from_secs(10);
+use ws_common::{WAIT, echo_until_closed, opened};
 
 /// Held by each test: one socket thread at a time, so that the idle test counts its own.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -25,16 +24,7 @@ fn echo_server() -> String {
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
-        let mut ws = tungstenite::accept(conn).unwrap();
-        while let Ok(m) = ws.read() {
-            if let Message::Text(t) = m
-                && ws
-                    .send(Message::text(format!("echo {}", t.as_str())))
-                    .is_err()
-            {
-                return;
-            }
-        }
+        echo_until_closed(&mut tungstenite::accept(conn).unwrap());
     });
     format!("ws://{addr}/socket")
 }
@@ -42,19 +32,9 @@ fn echo_server() -> String {
 #[test]
 fn frames_go_both_ways_and_an_idle_socket_sleeps() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let (tx, rx) = mpsc::channel();
-    let mut workers = WsWorkers::new(move |id, r| {
-        let _ = tx.send((id, r));
-    });
     let id = WorkId(7);
-    let open = WsOpen {
-        url: echo_server(),
-        headers: Vec::new(),
-        max_message: 1 << 20,
-    };
-    workers.open(id, open);
+    let (mut workers, rx) = opened(id, echo_server());
     let next = || rx.recv_timeout(WAIT).expect("a result in time");
-    assert!(matches!(next(), (WorkId(7), WorkResult::WsOpened)));
     for n in 0..3 {
         workers.send(id, format!("frame {n}"));
         match next() {
@@ -111,21 +91,8 @@ fn the_close_frame_reaches_a_peer_that_reads_only_after_the_close() {
             }
         }
     });
-    let (tx, rx) = mpsc::channel();
-    let mut workers = WsWorkers::new(move |id, r| {
-        let _ = tx.send((id, r));
-    });
     let id = WorkId(9);
-    let open = WsOpen {
-        url,
-        headers: Vec::new(),
-        max_message: 1 << 20,
-    };
-    workers.open(id, open);
-    match rx.recv_timeout(WAIT) {
-        Ok((WorkId(9), WorkResult::WsOpened)) => {}
-        other => panic!("expected the socket open, got {other:?}"),
-    }
+    let (mut workers, rx) = opened(id, url);
     let frames = queued_frames();
     for n in 0..frames {
         let digit = char::from(b'0' + (n % 10) as u8);

@@ -6,22 +6,21 @@
 //! One test in this binary: it sets `SSL_CERT_FILE` before any thread could read the
 //! environment or load the CA roots (once per process).
 
+mod ws_common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use clawgate_core::{WorkId, WorkResult, WsOpen};
-use clawgate_host::ws_worker::WsWorkers;
+use clawgate_core::{WorkId, WorkResult};
 use clawgate_tests::fake_tls::TestCa;
 use clawgate_tests::threads::voluntary_switches;
 use rustls::{ServerConnection, StreamOwned};
+use tungstenite::WebSocket;
 use tungstenite::protocol::Role;
-use tungstenite::{Message, WebSocket};
+use ws_common::{WAIT, echo_until_closed, opened};
 
-/// How long the test waits for any one result.
-const WAIT: Duration = Duration::from_secs(10);
 /// The first message, sent in the same TLS record as the upgrade's answer: larger than what
 /// tungstenite reads of the answer at once (4 KiB), smaller than a record (16 KiB), so the rest
 /// of it is left decrypted in rustls's buffer with nothing more on the socket.
@@ -49,16 +48,7 @@ fn server(ca: &TestCa) -> String {
         first.extend_from_slice(&hello());
         tls.write_all(&first).unwrap();
         tls.flush().unwrap();
-        let mut ws = WebSocket::from_raw_socket(tls, Role::Server, None);
-        while let Ok(m) = ws.read() {
-            if let Message::Text(t) = m
-                && ws
-                    .send(Message::text(format!("echo {}", t.as_str())))
-                    .is_err()
-            {
-                return;
-            }
-        }
+        echo_until_closed(&mut WebSocket::from_raw_socket(tls, Role::Server, None));
     });
     format!("wss://{addr}/socket")
 }
@@ -92,22 +82,9 @@ fn a_wss_socket_reads_what_rustls_holds_echoes_and_sleeps_when_idle() {
     // SAFETY: the only test of this binary, before it starts a thread or loads the CA roots.
     unsafe { std::env::set_var("SSL_CERT_FILE", ca.ca_path()) };
     let url = server(&ca);
-    let (tx, rx) = mpsc::channel();
-    let mut workers = WsWorkers::new(move |id, r| {
-        let _ = tx.send((id, r));
-    });
     let id = WorkId(3);
-    let open = WsOpen {
-        url,
-        headers: Vec::new(),
-        max_message: 1 << 20,
-    };
-    workers.open(id, open);
+    let (mut workers, rx) = opened(id, url);
     let next = || rx.recv_timeout(WAIT).expect("a result in time");
-    match next() {
-        (WorkId(3), WorkResult::WsOpened) => {}
-        other => panic!("expected the socket open, got {other:?}"),
-    }
     // Nothing more comes on the socket until the worker sends: the hello is read from what
     // the upgrade left behind, not after a wait for the socket.
     match next() {
