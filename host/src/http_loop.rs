@@ -368,25 +368,18 @@ impl HttpLoop {
         self.pool.sweep(Instant::now(), true);
     }
 
-    /// Move every request along as far as its socket allows, wait up to `timeout` for
-    /// readiness first (the loop passes zero: it was told the descriptor is readable), end
-    /// those past their deadline, and hand every result to `report`, in order per request.
-    pub fn drive(
-        &mut self,
-        now: Instant,
-        timeout: Option<Duration>,
-        mut report: impl FnMut(WorkId, WorkResult),
-    ) {
+    /// Move every request along as far as its socket allows (never waiting: the loop calls
+    /// this when the descriptor is readable or [`HttpLoop::due`] passed), end those past their
+    /// deadline, and hand every result to `report`, in order per request.
+    pub fn drive(&mut self, now: Instant, mut report: impl FnMut(WorkId, WorkResult)) {
         let mut out = std::mem::take(&mut self.decided);
         self.decided_since = None;
-        let mut wait = timeout;
         loop {
-            if let Err(e) = self.poll.poll(&mut self.events, wait)
+            if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 break;
             }
-            wait = Some(Duration::ZERO);
             let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
             let full = tokens.len() == self.events.capacity();
             for token in tokens {

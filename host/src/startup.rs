@@ -553,9 +553,7 @@ impl Host for RunHost {
     fn on_sockets(&mut self, gw: &mut Gateway, now: Instant) {
         self.trim.work();
         self.http_loop
-            .drive(now, Some(Duration::ZERO), |id, result| {
-                gw.handle_work_result(now, id, result)
-            });
+            .drive(now, |id, result| gw.handle_work_result(now, id, result));
     }
 
     fn inbox(&self) -> &WorkerQueue<HostInput> {

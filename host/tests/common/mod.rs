@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
@@ -74,7 +74,7 @@ fn run(
         }
         let ready = events.iter().any(|e| e.token() == HTTP);
         if ready || http.due().is_some_and(|due| due <= now) {
-            http.drive(now, Some(Duration::ZERO), |id, r| report(id, vec![r]));
+            http.drive(now, |id, r| report(id, vec![r]));
         }
     }
 }
