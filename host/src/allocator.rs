@@ -11,9 +11,10 @@
 //!   its own only after a burst of at least [`BURST`] work items.
 //! - an exiting worker thread's stack handed back ([`release_stack`]): glibc keeps the stack
 //!   of every thread that ended, for a thread started later, up to 40 MiB of them, and the
-//!   16 KiB below the exit path's frame stay resident in each. After the benchmark's 100
-//!   turns at once a gateway kept 28-80 of them, 24 KiB each, up to 1.9 MiB of its RSS;
-//!   released, each keeps 8 KiB (the thread's descriptor, TLS and first frames).
+//!   16 KiB below the exit path's frame stay resident in each (when HTTP still ran on worker
+//!   threads, the benchmark's 100 turns at once left 28-80 of them, 24 KiB each, up to 1.9 MiB
+//!   of its RSS; the WebSocket and lookup threads that remain can be as many); released, each
+//!   keeps 8 KiB (the thread's descriptor, TLS and first frames).
 //!
 //! Elsewhere (musl, other systems) all three are no-ops.
 #![allow(unsafe_code)]
