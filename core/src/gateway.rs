@@ -662,8 +662,6 @@ impl Gateway {
     }
 }
 
-/// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, written digit by
-/// digit (a handshake takes two: the challenge's nonce and the connection's id).
 /// A random v4 UUID from `entropy`.
 fn random_uuid(entropy: &mut dyn Entropy) -> String {
     let mut b = [0u8; 16];
@@ -673,6 +671,8 @@ fn random_uuid(entropy: &mut dyn Entropy) -> String {
     uuid_text(&b)
 }
 
+/// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, written digit by
+/// digit (a handshake takes two: the challenge's nonce and the connection's id).
 fn uuid_text(b: &[u8; 16]) -> String {
     let mut out = String::with_capacity(36);
     for (i, byte) in b.iter().enumerate() {
