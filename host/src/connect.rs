@@ -1,18 +1,21 @@
 //! A blocking connection for the WebSocket worker threads ([`crate::ws_worker`]): resolve the
-//! host, connect to each address in turn within the connect timeout, set the idle timeout
-//! on the socket and, for `https://` (a `wss://` URL), complete the TLS handshake
-//! ([`crate::tls`]), the server's certificate checked against the system's roots. A
+//! host, connect to each address in turn within the connect timeout and, for `https://` (a
+//! `wss://` URL), complete the TLS handshake ([`crate::tls`]), the server's certificate
+//! checked against the system's roots, all within the open timeout ([`HttpLimits`], as the
+//! loop's requests do: [`crate::http_conn`]); then set the idle timeout on the socket. A
 //! [`Running`] lets the loop stop it from another thread: a cancel shuts the socket down, so
 //! a blocked read or write returns at once. (The gateway's HTTP requests connect on the loop
 //! instead, never blocking: [`crate::http_conn`].)
 
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use clawgate_core::model::http1::{Scheme, Target};
 
-use crate::http_conn::{connect_error, idle_error, resolve};
+use crate::http_conn::{connect_error, handshake_timeout_error, resolve};
 use crate::http_loop::{CANCELLED, HttpLimits};
 use crate::tls::{self, Stream};
 
@@ -62,6 +65,7 @@ pub(crate) fn open(
     limits: &HttpLimits,
     running: &Running,
 ) -> Result<Stream, String> {
+    let by = Instant::now() + limits.open_timeout;
     let name = format!("{}:{}", target.host, target.port);
     let addrs = resolve(&target.host, target.port, &name)?;
     let mut last = None;
@@ -69,30 +73,89 @@ pub(crate) fn open(
         if running.is_cancelled() {
             return Err(CANCELLED.into());
         }
-        match TcpStream::connect_timeout(&addr, limits.connect_timeout) {
+        let left = by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let timed_out = io::ErrorKind::TimedOut.into();
+            return Err(last.unwrap_or_else(|| connect_error(&name, addr, &timed_out)));
+        }
+        match TcpStream::connect_timeout(&addr, limits.connect_timeout.min(left)) {
             Ok(stream) => {
                 let setup = |s: &TcpStream| {
-                    s.set_read_timeout(Some(limits.idle_timeout))?;
-                    s.set_write_timeout(Some(limits.idle_timeout))?;
                     s.set_nodelay(true)?;
                     s.try_clone()
                 };
                 let handle = setup(&stream).map_err(|e| format!("{name} ({addr}): {e}"))?;
                 running.attach(handle)?;
-                return match target.scheme {
-                    Scheme::Http => Ok(Stream::Plain(stream)),
+                let stream = match target.scheme {
+                    Scheme::Http => Stream::Plain(stream),
                     Scheme::Https => {
-                        let idle = || idle_error(&name, limits);
-                        let session = tls::connect(&target.host, &name, stream, idle);
+                        let late = || handshake_timeout_error(&name, limits);
+                        let session = tls::connect(&target.host, &name, stream, by, late);
                         if running.is_cancelled() {
                             return Err(CANCELLED.into());
                         }
-                        session
+                        session?
                     }
                 };
+                let idle = |s: &TcpStream| {
+                    s.set_read_timeout(Some(limits.idle_timeout))?;
+                    s.set_write_timeout(Some(limits.idle_timeout))
+                };
+                idle(stream.tcp()).map_err(|e| format!("{name} ({addr}): {e}"))?;
+                return Ok(stream);
             }
             Err(e) => last = Some(connect_error(&name, addr, &e)),
         }
     }
     Err(last.unwrap_or_else(|| CANCELLED.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_handshake_that_trickles_bytes_ends_at_the_open_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The start of a ServerHello record (16 KiB long) one byte every 50 ms: never
+        // complete, never idle for the 200 ms of the idle timeout.
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let record = [0x16, 0x03, 0x03, 0x40, 0x00];
+            for byte in record.into_iter().chain(std::iter::repeat(0x02)) {
+                std::thread::sleep(Duration::from_millis(50));
+                if conn.write_all(&[byte]).is_err() {
+                    return;
+                }
+            }
+        });
+        let limits = HttpLimits {
+            idle_timeout: Duration::from_millis(200),
+            open_timeout: Duration::from_millis(800),
+            ..HttpLimits::default()
+        };
+        let target = Target::parse(&format!("https://{addr}/")).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            let opened = open(&target, &limits, &Running::default());
+            let _ = tx.send(opened.err());
+        });
+        let error = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an end in time");
+        assert_eq!(
+            error.as_deref(),
+            Some(&*format!(
+                "TLS handshake with {addr} failed: not done within 0.8 s (open timeout)"
+            ))
+        );
+        assert!(started.elapsed() >= Duration::from_millis(800));
+    }
 }

@@ -4,13 +4,16 @@
 //! it or the server closes. Nothing here waits: [`Exchange::advance`] does what the socket
 //! allows now and says whether the request is still under way, done, or failed (and at which
 //! [`Stage`], which decides whether it may go again on a fresh connection). The deadline of
-//! the step it waits on ([`Exchange::deadline`]) is the caller's to watch.
+//! the step it waits on ([`Exchange::deadline`]) is the caller's to watch: for each address,
+//! the connect timeout; for the TLS handshake, what is left of the open timeout (a total: the
+//! bytes it exchanges do not renew it); from then on, the idle timeout, renewed by every byte
+//! sent or read ([`HttpLimits`]).
 //!
 //! The pieces the blocking connect of the WebSocket workers ([`crate::connect`]) shares
 //! (the lookup, the error texts) live here too, so both say the same things.
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use clawgate_core::WorkResult;
@@ -63,10 +66,19 @@ impl Failed {
 
 /// The error of a request that went `limits.idle_timeout` without a byte, to `addr`
 /// (`host:port`).
-pub(crate) fn idle_error(addr: &str, limits: &HttpLimits) -> String {
+fn idle_error(addr: &str, limits: &HttpLimits) -> String {
     format!(
         "no data from {addr} for {} s (idle timeout)",
         limits.idle_timeout.as_secs_f32()
+    )
+}
+
+/// The error of a TLS handshake with `addr` (`host:port`) not done within
+/// `limits.open_timeout`.
+pub(crate) fn handshake_timeout_error(addr: &str, limits: &HttpLimits) -> String {
+    format!(
+        "TLS handshake with {addr} failed: not done within {} s (open timeout)",
+        limits.open_timeout.as_secs_f32()
     )
 }
 
@@ -78,14 +90,11 @@ pub(crate) fn connect_error(name: &str, addr: SocketAddr, e: &io::Error) -> Stri
 /// The addresses of `host` at `port`, in the resolver's order, or why there are none;
 /// `name` (`host:port`) names it in errors. Blocking (a DNS lookup): never on the loop.
 pub(crate) fn resolve(host: &str, port: u16, name: &str) -> Result<Vec<SocketAddr>, String> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {name}: {e}"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("cannot resolve {name}: no addresses"));
-    }
-    Ok(addrs)
+    let ips = crate::lookup::system(host).map_err(|why| format!("cannot resolve {name}: {why}"))?;
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
 }
 
 /// The parser's `events` as results, in order; the `Keep-Alive` header of a head is kept in
@@ -139,6 +148,9 @@ pub(crate) struct Exchange {
     /// `host:port`, for errors.
     name: String,
     deadline: Instant,
+    /// When a fresh connection must be open, its TLS handshake done
+    /// ([`HttpLimits::open_timeout`]).
+    by: Instant,
     idle_timeout: Duration,
     limits: HttpLimits,
 }
@@ -166,8 +178,10 @@ fn open(addr: SocketAddr, tls: Option<&str>, name: &str) -> Result<Connection, S
 impl Exchange {
     /// Start connecting to the first of `addrs` that takes a connection attempt (the next
     /// ones are tried in order when one fails or times out), for `wire` (a request to
-    /// `method`), non-blocking: the connection is made once the socket is writable. For
-    /// `https://`, `tls` is the host the certificate must name.
+    /// `method`), non-blocking: the connection is made once the socket is writable, and must
+    /// be open (its TLS handshake done) `by` then. For `https://`, `tls` is the host the
+    /// certificate must name.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn connect(
         addrs: Vec<SocketAddr>,
         tls: Option<String>,
@@ -175,6 +189,7 @@ impl Exchange {
         wire: Vec<u8>,
         method: &str,
         limits: &HttpLimits,
+        by: Instant,
         now: Instant,
     ) -> Result<Self, String> {
         let mut next = addrs;
@@ -188,7 +203,8 @@ impl Exchange {
                     exchange.next = next;
                     exchange.tls = tls;
                     exchange.phase = Phase::Connecting(addr);
-                    exchange.deadline = now + limits.connect_timeout;
+                    exchange.by = by;
+                    exchange.deadline = by.min(now + limits.connect_timeout);
                     return Ok(exchange);
                 }
                 Err(e) => last = e,
@@ -217,6 +233,7 @@ impl Exchange {
             keep_alive: None,
             name,
             deadline: now + limits.idle_timeout,
+            by: now,
             idle_timeout: limits.idle_timeout,
             limits: *limits,
         }
@@ -240,29 +257,34 @@ impl Exchange {
     }
 
     /// Its [`deadline`](Self::deadline) passed: a connection not made in time goes on to
-    /// the next address (`Ok`: [`advance`](Self::advance) it again); otherwise it failed.
+    /// the next address while the open timeout allows (`Ok`: [`advance`](Self::advance) it
+    /// again); otherwise it failed.
     pub(crate) fn timed_out(&mut self, now: Instant) -> Result<(), Failed> {
-        if let Phase::Connecting(addr) = self.phase {
-            let error = connect_error(&self.name, addr, &io::ErrorKind::TimedOut.into());
-            return self.next_address(error, now);
-        }
+        let error = match self.phase {
+            Phase::Connecting(addr) => {
+                let error = connect_error(&self.name, addr, &io::ErrorKind::TimedOut.into());
+                return self.next_address(error, now);
+            }
+            Phase::Handshaking => handshake_timeout_error(&self.name, &self.limits),
+            Phase::Writing(_) | Phase::Reading => idle_error(&self.name, &self.limits),
+        };
         Err(Failed {
-            error: idle_error(&self.name, &self.limits),
+            error,
             stage: self.stage,
         })
     }
 
     /// Connect to the next address after the current one failed with `error`, or fail with
-    /// it when none is left (or none takes a connection attempt).
+    /// it when none is left (or none takes a connection attempt), or the open timeout passed.
     fn next_address(&mut self, mut error: String, now: Instant) -> Result<(), Failed> {
-        while !self.next.is_empty() {
+        while !self.next.is_empty() && now < self.by {
             let addr = self.next.remove(0);
             // The old socket closes after the new one opens: the new one has another number.
             match open(addr, self.tls.as_deref(), &self.name) {
                 Ok(conn) => {
                     self.conn = conn;
                     self.phase = Phase::Connecting(addr);
-                    self.deadline = now + self.limits.connect_timeout;
+                    self.deadline = self.by.min(now + self.limits.connect_timeout);
                     return Ok(());
                 }
                 Err(e) => error = e,
@@ -309,12 +331,11 @@ impl Exchange {
                         self.next_address(connect_error(&self.name, addr, &e), now)?;
                         continue;
                     }
-                    self.phase = if self.tls.is_some() {
-                        Phase::Handshaking
+                    (self.phase, self.deadline) = if self.tls.is_some() {
+                        (Phase::Handshaking, self.by)
                     } else {
-                        Phase::Writing(0)
+                        (Phase::Writing(0), now + self.idle_timeout)
                     };
-                    self.deadline = now + self.idle_timeout;
                 }
                 Phase::Handshaking => {
                     let done = self.conn.stream.handshake().map_err(|e| Failed {
@@ -325,6 +346,7 @@ impl Exchange {
                         return Ok(None);
                     }
                     self.phase = Phase::Writing(0);
+                    self.deadline = now + self.idle_timeout;
                 }
                 Phase::Writing(done) => {
                     let rest = self.wire.get(done..).unwrap_or_default();
@@ -432,6 +454,7 @@ mod tests {
     fn get(addrs: Vec<SocketAddr>) -> Exchange {
         let wire = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
         let limits = HttpLimits::default();
+        let now = Instant::now();
         Exchange::connect(
             addrs,
             None,
@@ -439,7 +462,8 @@ mod tests {
             wire,
             "GET",
             &limits,
-            Instant::now(),
+            now + limits.open_timeout,
+            now,
         )
         .unwrap()
     }

@@ -4,10 +4,12 @@
 //! that read it, with no worker thread to hand it over.
 //!
 //! The two blocking steps never run here: a host name is looked up on a short-lived
-//! resolver thread (`clawgate-dns`, one per lookup; a request on a kept connection needs
-//! none), which also loads the TLS roots the first time an `https://` request needs them
-//! ([`crate::tls`]); it hands the addresses back through a waker on this module's poller.
-//! The addresses are tried in order, each within the connect timeout ([`HttpLimits`]).
+//! thread ([`crate::lookup`]: one per name however many requests wait on it, a few at once; a
+//! request on a kept connection needs none), which also loads the TLS roots the first time an
+//! `https://` request needs them ([`crate::tls`]); it hands the addresses back through a
+//! waker on this module's poller. The addresses are tried in order, each within the connect
+//! timeout, and opening a connection (the lookup, every address tried, the TLS handshake)
+//! within the open timeout in all ([`HttpLimits`]).
 //!
 //! The sockets are registered with a poller of this module's own (`epoll` on Linux), whose
 //! descriptor ([`HttpLoop::fd`]) the loop watches like any socket: readable means "drive me"
@@ -29,7 +31,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
@@ -38,30 +40,45 @@ use clawgate_core::{WorkId, WorkResult};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::http_conn::{Exchange, Failed, resolve};
+use crate::http_conn::{Exchange, Failed};
 use crate::http_pool::{ConnectionPool, KeepAlive, Origin};
+use crate::lookup::Lookups;
+pub use crate::lookup::MAX_LOOKUP_THREADS;
 use crate::tls;
 
 /// Readiness events taken from the poller per call.
 const EVENTS_CAPACITY: usize = 64;
 /// How many bytes one read takes from a socket.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
-/// The stack of a resolver thread (the C library's resolver runs on it).
-const RESOLVER_STACK_BYTES: usize = 512 * 1024;
-/// The token of the waker a resolver thread wakes the poller with (sockets count up from 0).
+/// The token of the waker a lookup thread wakes the poller with (sockets count up from 0).
 const RESOLVED: Token = Token(usize::MAX);
-/// The default of [`HttpLimits::connect_timeout`]: 10 s.
+/// The default of [`HttpLimits::connect_timeout`]: 10 s, as Node's `fetch` (undici) gives
+/// its whole connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`HttpLimits::open_timeout`]: 30 s, room for three addresses that never
+/// answer.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default of [`HttpLimits::idle_timeout`]: 120 s without a byte ends a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The error of a cancelled request.
 pub const CANCELLED: &str = "cancelled";
 
+/// Looks a host name up: its addresses in the order to try them, or why there are none.
+/// Blocking: it runs on a lookup thread. The system's resolver unless a test gives its own
+/// ([`HttpLoop::with_lookup`]).
+pub type LookupFn = Arc<dyn Fn(&str) -> Result<Vec<IpAddr>, String> + Send + Sync>;
+
 /// How requests are performed (the WebSocket workers connect with the same timeouts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// How long connecting to one address may take.
+    /// How long connecting to one address may take before the next one is tried.
     pub connect_timeout: Duration,
+    /// How long opening a fresh connection may take in all, from the request's start:
+    /// the host's lookup (waiting for a lookup thread included), connecting to each address
+    /// in turn, and the TLS handshake, however many bytes it exchanges meanwhile. (Node's
+    /// `fetch` gives connect and TLS handshake 10 s in all and tries the next address
+    /// after 250 ms; here an address gets [`connect_timeout`](Self::connect_timeout).)
+    pub open_timeout: Duration,
     /// How long a request may go without sending or receiving a byte.
     pub idle_timeout: Duration,
     /// The response parser's limits.
@@ -74,6 +91,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             connect_timeout: CONNECT_TIMEOUT,
+            open_timeout: OPEN_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             response: ResponseLimits::default(),
             keep_alive: KeepAlive::default(),
@@ -88,6 +106,14 @@ struct Request {
     origin: Origin,
     idempotent: bool,
     method: &'static str,
+}
+
+/// A request whose host is being looked up, with its wire.
+struct Resolving {
+    req: Request,
+    wire: Vec<u8>,
+    /// When its connection must be open ([`HttpLimits::open_timeout`]).
+    by: Instant,
 }
 
 impl Request {
@@ -123,12 +149,11 @@ pub struct HttpLoop {
     running: HashMap<Token, Running>,
     /// Tokens are never used twice: a late event of a finished request finds nothing.
     next_token: usize,
-    /// Requests whose host a resolver thread looks up, by lookup number, with their wire.
-    resolving: HashMap<u64, (Request, Vec<u8>)>,
-    next_lookup: u64,
-    /// Where resolver threads send what they found, and how they wake the poller.
-    lookups: (mpsc::Sender<Lookup>, mpsc::Receiver<Lookup>),
-    waker: Arc<Waker>,
+    /// Requests whose host is being looked up, by ticket.
+    resolving: HashMap<u64, Resolving>,
+    next_ticket: u64,
+    /// The lookups, which wake the poller with their answers.
+    lookups: Lookups,
     /// Results decided outside [`HttpLoop::drive`] (a cancel's end, a request that failed as
     /// it started), reported at the next drive, which [`HttpLoop::due`] asks for at once.
     decided: Vec<(WorkId, WorkResult)>,
@@ -136,9 +161,6 @@ pub struct HttpLoop {
     decided_since: Option<Instant>,
     buf: Box<[u8]>,
 }
-
-/// A resolver thread's answer: the lookup's number and the host's addresses, or the error.
-type Lookup = (u64, Result<Vec<SocketAddr>, String>);
 
 impl std::fmt::Debug for HttpLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,6 +175,11 @@ impl std::fmt::Debug for HttpLoop {
 impl HttpLoop {
     /// A loop client with these limits (the poller is created here).
     pub fn new(limits: HttpLimits) -> io::Result<Self> {
+        Self::with_lookup(limits, Arc::new(crate::lookup::system))
+    }
+
+    /// A loop client whose host names `lookup` looks up instead of the system's resolver.
+    pub fn with_lookup(limits: HttpLimits, lookup: LookupFn) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), RESOLVED)?);
         Ok(HttpLoop {
@@ -163,9 +190,8 @@ impl HttpLoop {
             running: HashMap::new(),
             next_token: 0,
             resolving: HashMap::new(),
-            next_lookup: 0,
-            lookups: mpsc::channel(),
-            waker,
+            next_ticket: 0,
+            lookups: Lookups::new(lookup, waker),
             decided: Vec::new(),
             decided_since: None,
             buf: vec![0u8; READ_BUFFER_BYTES].into_boxed_slice(),
@@ -191,8 +217,8 @@ impl HttpLoop {
         self.pool.len()
     }
 
-    /// When [`HttpLoop::drive`] is due without readiness: the earliest timeout, a kept
-    /// connection's expiry, or now when results wait to be reported.
+    /// When [`HttpLoop::drive`] is due without readiness: the earliest timeout (a lookup's
+    /// included), a kept connection's expiry, or now when results wait to be reported.
     pub fn due(&self) -> Option<Instant> {
         if self.decided_since.is_some() {
             return self.decided_since;
@@ -200,6 +226,7 @@ impl HttpLoop {
         self.running
             .values()
             .map(|r| r.exchange.deadline())
+            .chain(self.resolving.values().map(|r| r.by))
             .chain(self.pool.next_expiry())
             .min()
     }
@@ -242,9 +269,10 @@ impl HttpLoop {
         self.decide(out);
     }
 
-    /// Send `req` on a fresh connection: at once to an IP address (when TLS, if it needs
-    /// it, is set up); otherwise once a resolver thread found the host's addresses and, for
-    /// `https://`, loaded the TLS configuration (both block: never on the loop's thread).
+    /// Send `req` on a fresh connection, open within the open timeout from `now`: at once
+    /// to an IP address (when TLS, if it needs it, is set up); otherwise once a lookup
+    /// thread found the host's addresses and, for `https://`, loaded the TLS configuration
+    /// (both block: never on the loop's thread).
     fn open(
         &mut self,
         req: Request,
@@ -252,25 +280,37 @@ impl HttpLoop {
         now: Instant,
         out: &mut Vec<(WorkId, WorkResult)>,
     ) {
+        let by = now + self.limits.open_timeout;
         let https = req.target.scheme == Scheme::Https;
         match req.target.host.parse::<IpAddr>() {
             Ok(ip) if !https || tls::is_loaded() => {
-                let addr = SocketAddr::new(ip, req.target.port);
-                self.connect(req, vec![addr], wire, now, out);
+                self.connect(req, vec![ip], wire, by, now, out);
             }
-            _ => self.look_up(req, wire, out),
+            _ => {
+                let ticket = self.next_ticket;
+                self.next_ticket = self.next_ticket.wrapping_add(1);
+                let load_tls = https && !tls::is_loaded();
+                self.lookups.ask(&req.target.host, load_tls, ticket);
+                self.resolving.insert(ticket, Resolving { req, wire, by });
+            }
         }
     }
 
-    /// Connect for `req` to the first of `addrs` that answers and go on with it.
+    /// Connect for `req` to the first of `ips` that answers (open by `by`) and go on with it.
     fn connect(
         &mut self,
         req: Request,
-        addrs: Vec<SocketAddr>,
+        ips: Vec<IpAddr>,
         wire: Vec<u8>,
+        by: Instant,
         now: Instant,
         out: &mut Vec<(WorkId, WorkResult)>,
     ) {
+        let port = req.target.port;
+        let addrs = ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
         let started = Exchange::connect(
             addrs,
             req.tls(),
@@ -278,6 +318,7 @@ impl HttpLoop {
             wire,
             req.method,
             &self.limits,
+            by,
             now,
         );
         match started {
@@ -292,39 +333,6 @@ impl HttpLoop {
                 self.step(running, now, out);
             }
             Err(e) => out.push((req.id, WorkResult::HttpEnd(Err(e)))),
-        }
-    }
-
-    /// Look `req`'s host up on a thread of its own, which wakes the poller with the answer.
-    fn look_up(&mut self, req: Request, wire: Vec<u8>, out: &mut Vec<(WorkId, WorkResult)>) {
-        let key = self.next_lookup;
-        self.next_lookup = self.next_lookup.wrapping_add(1);
-        let (host, port, name) = (req.target.host.clone(), req.target.port, req.name());
-        let https = req.target.scheme == Scheme::Https;
-        let (tx, waker) = (self.lookups.0.clone(), self.waker.clone());
-        let started = std::thread::Builder::new()
-            .name("clawgate-dns".into())
-            .stack_size(RESOLVER_STACK_BYTES)
-            .spawn(move || {
-                let found = resolve(&host, port, &name)
-                    .and_then(|addrs| https.then(tls::config).transpose().map(|_| addrs));
-                // The loop may be gone (shut down): nobody waits then.
-                if tx.send((key, found)).is_ok() {
-                    let _ = waker.wake();
-                }
-                drop((tx, waker));
-                // A burst of lookups runs as many threads at once; glibc keeps their stacks
-                // for later threads: with their pages returned.
-                crate::allocator::release_stack();
-            });
-        match started {
-            Ok(_) => {
-                self.resolving.insert(key, (req, wire));
-            }
-            Err(e) => {
-                let error = format!("cannot resolve {}: no thread: {e}", req.name());
-                out.push((req.id, WorkResult::HttpEnd(Err(error))));
-            }
         }
     }
 
@@ -346,12 +354,13 @@ impl HttpLoop {
             .find_map(|(t, r)| (r.req.id == id).then_some(*t))
         {
             self.running.remove(&token);
-        } else if let Some(key) = self
+        } else if let Some(ticket) = self
             .resolving
             .iter()
-            .find_map(|(k, (r, _))| (r.id == id).then_some(*k))
+            .find_map(|(t, r)| (r.req.id == id).then_some(*t))
         {
-            self.resolving.remove(&key);
+            self.resolving.remove(&ticket);
+            self.lookups.forget(ticket);
         } else {
             return false;
         }
@@ -359,10 +368,12 @@ impl HttpLoop {
         true
     }
 
-    /// Drop every request (unreported) and every kept connection.
+    /// Drop every request (unreported) and every kept connection; a lookup still running
+    /// ends on its own, answering nobody.
     pub fn shutdown(&mut self) {
         self.running.clear();
         self.resolving.clear();
+        self.lookups.clear();
         self.decided.clear();
         self.decided_since = None;
         self.pool.sweep(Instant::now(), true);
@@ -408,22 +419,42 @@ impl HttpLoop {
                 }
             }
         }
+        self.end_late_lookups(now, &mut out);
         self.pool.sweep(now, false);
         for (id, result) in out {
             report(id, result);
         }
     }
 
-    /// Connect the requests whose lookups ended (a cancelled one's answer is dropped).
+    /// Connect the requests whose lookups ended.
     fn resolved(&mut self, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
-        let answers: Vec<Lookup> = self.lookups.1.try_iter().collect();
-        for (key, found) in answers {
-            let Some((req, wire)) = self.resolving.remove(&key) else {
+        for (ticket, answer) in self.lookups.answers() {
+            let Some(Resolving { req, wire, by }) = self.resolving.remove(&ticket) else {
                 continue;
             };
-            match found {
-                Ok(addrs) => self.connect(req, addrs, wire, now, out),
-                Err(e) => out.push((req.id, WorkResult::HttpEnd(Err(e)))),
+            match answer {
+                Ok(ips) => self.connect(req, ips, wire, by, now, out),
+                Err(e) => {
+                    let error = e.message(&req.name());
+                    out.push((req.id, WorkResult::HttpEnd(Err(error))));
+                }
+            }
+        }
+    }
+
+    /// End the requests whose lookup did not answer within the open timeout.
+    fn end_late_lookups(&mut self, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
+        let late: Vec<u64> = self
+            .resolving
+            .iter()
+            .filter(|(_, r)| r.by <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for ticket in late {
+            self.lookups.forget(ticket);
+            if let Some(r) = self.resolving.remove(&ticket) {
+                let error = lookup_timeout_error(&r.req.name(), &self.limits);
+                out.push((r.req.id, WorkResult::HttpEnd(Err(error))));
             }
         }
     }
@@ -509,4 +540,13 @@ impl HttpLoop {
         let wire = running.exchange.into_wire();
         self.open(running.req, wire, now, out);
     }
+}
+
+/// The error of a request to `name` (`host:port`) whose host's lookup did not answer within
+/// `limits.open_timeout`.
+fn lookup_timeout_error(name: &str, limits: &HttpLimits) -> String {
+    format!(
+        "cannot resolve {name}: no answer within {} s (open timeout)",
+        limits.open_timeout.as_secs_f32()
+    )
 }

@@ -30,6 +30,7 @@ pub mod http_pool;
 pub mod listen;
 pub mod lock;
 pub mod logging;
+mod lookup;
 pub mod machine;
 pub mod paths;
 pub mod process_worker;

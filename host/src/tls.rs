@@ -16,6 +16,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -73,18 +74,21 @@ pub(crate) fn client(host: &str, addr: &str, socket: TcpStream) -> Result<Stream
 }
 
 /// A TLS session over the blocking `socket` to `host`, its handshake complete and the
-/// server's certificate verified (see [`client`]); a handshake that hits the socket's
-/// timeout ends with `idle`'s error.
+/// server's certificate verified (see [`client`]); a handshake not done `by` then ends with
+/// `late`'s error, however many bytes came meanwhile (the socket's timeouts are left set to
+/// what was left: the caller sets its own afterwards).
 pub(crate) fn connect(
     host: &str,
     addr: &str,
     socket: TcpStream,
-    idle: impl FnOnce() -> String,
+    by: Instant,
+    late: impl FnOnce() -> String,
 ) -> Result<Stream, String> {
     let mut stream = client(host, addr, socket)?;
     if let Stream::Tls(s) = &mut stream {
+        let mut sock = Until { sock: &s.sock, by };
         while s.conn.is_handshaking() {
-            match s.conn.complete_io(&mut s.sock) {
+            match s.conn.complete_io(&mut sock) {
                 Ok(_) => {}
                 Err(e)
                     if matches!(
@@ -92,13 +96,51 @@ pub(crate) fn connect(
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(idle());
+                    return Err(late());
                 }
                 Err(e) => return Err(handshake_error(addr, &e)),
             }
         }
     }
     Ok(stream)
+}
+
+/// A blocking socket whose every read and write waits at most until `by`, then fails with
+/// `TimedOut` (rustls's `complete_io` reads on until the handshake is done, so one timeout
+/// set before it would be renewed by every byte).
+struct Until<'a> {
+    sock: &'a TcpStream,
+    by: Instant,
+}
+
+impl Until<'_> {
+    /// What is left until `by`, as the socket's timeouts; `TimedOut` when nothing is.
+    fn arm(&self) -> io::Result<()> {
+        let left = self.by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.sock.set_read_timeout(Some(left))?;
+        self.sock.set_write_timeout(Some(left))
+    }
+}
+
+impl Read for Until<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Until<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
 }
 
 /// The error of a handshake with `addr` (`host:port`) that failed with `e`.

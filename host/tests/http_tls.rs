@@ -1,11 +1,13 @@
 //! `https://` on the loop against the fake model provider
 //! behind a test CA this test binary trusts (`SSL_CERT_FILE`, set once before any client
 //! loads the roots): an answer over TLS to an address and to a name (`localhost`),
-//! keep-alive reuse of a TLS session, and a server that never
-//! answers the handshake: cancelled in it, or timed out in it.
+//! keep-alive reuse of a TLS session, and a server that never completes the handshake:
+//! cancelled in it, or timed out in it by the open timeout, whether it stays silent or
+//! trickles bytes (the handshake's time is a total, not renewed by each byte).
 
 mod common;
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
@@ -166,11 +168,12 @@ fn a_cancel_during_the_handshake_ends_promptly() {
 }
 
 #[test]
-fn a_silent_handshake_hits_the_idle_timeout() {
+fn a_silent_handshake_hits_the_open_timeout() {
     trusted();
     let (listener, url) = silent_server();
+    // The idle timeout is far: the open timeout ends the handshake.
     let limits = HttpLimits {
-        idle_timeout: Duration::from_millis(200),
+        open_timeout: Duration::from_millis(300),
         ..HttpLimits::default()
     };
     let (mut pool, rx) = client(limits);
@@ -181,7 +184,45 @@ fn a_silent_handshake_hits_the_idle_timeout() {
     assert_eq!(status, None);
     assert_eq!(
         end,
-        Err(format!("no data from {addr} for 0.2 s (idle timeout)"))
+        Err(format!(
+            "TLS handshake with {addr} failed: not done within 0.3 s (open timeout)"
+        ))
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_handshake_that_trickles_bytes_still_hits_the_open_timeout() {
+    trusted();
+    let (listener, url) = silent_server();
+    let addr = listener.local_addr().unwrap();
+    // The start of a ServerHello record (16 KiB long) one byte every 50 ms: never complete,
+    // never idle for the 200 ms of the idle timeout.
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let record = [0x16, 0x03, 0x03, 0x40, 0x00];
+        for byte in record.into_iter().chain(std::iter::repeat(0x02)) {
+            std::thread::sleep(Duration::from_millis(50));
+            if conn.write_all(&[byte]).is_err() {
+                return;
+            }
+        }
+    });
+    let limits = HttpLimits {
+        idle_timeout: Duration::from_millis(200),
+        open_timeout: Duration::from_millis(800),
+        ..HttpLimits::default()
+    };
+    let (mut pool, rx) = client(limits);
+    let started = Instant::now();
+    pool.submit(WorkId(7), chat(url));
+    let (status, _, end) = collect(&rx, WorkId(7));
+    assert_eq!(status, None);
+    assert_eq!(
+        end,
+        Err(format!(
+            "TLS handshake with {addr} failed: not done within 0.8 s (open timeout)"
+        ))
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_loop::{HttpLimits, HttpLoop};
+use clawgate_host::http_loop::{HttpLimits, HttpLoop, LookupFn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -80,9 +80,8 @@ fn run(
 }
 
 impl OnLoop {
-    /// A client with these limits reporting to `report`.
-    fn with(limits: HttpLimits, report: Report) -> Self {
-        let http = HttpLoop::new(limits).expect("a poller");
+    /// `http` on a loop of its own, reporting to `report`.
+    fn with(http: HttpLoop, report: Report) -> Self {
         let mut poll = Poll::new().expect("a poller");
         poll.registry()
             .register(
@@ -141,9 +140,22 @@ impl Drop for OnLoop {
 
 /// A client and the results it reports, one by one.
 pub fn client(limits: HttpLimits) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
+    on_loop(HttpLoop::new(limits).expect("a poller"))
+}
+
+/// A client whose host names `lookup` looks up, and the results it reports, one by one.
+pub fn client_with_lookup(
+    limits: HttpLimits,
+    lookup: LookupFn,
+) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
+    on_loop(HttpLoop::with_lookup(limits, lookup).expect("a poller"))
+}
+
+/// `http` on a loop of its own, and the results it reports, one by one.
+fn on_loop(http: HttpLoop) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
     let (tx, rx) = mpsc::channel();
     let client = OnLoop::with(
-        limits,
+        http,
         Box::new(move |id, batch: Vec<WorkResult>| {
             for r in batch {
                 let _ = tx.send((id, r));

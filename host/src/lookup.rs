@@ -1,0 +1,389 @@
+//! Host-name lookups for the loop's HTTP client ([`crate::http_loop`]), off the loop: a
+//! lookup (`getaddrinfo`, blocking) runs on a short-lived `clawgate-dns` thread, which for
+//! an `https://` request also loads the TLS roots the first time ([`crate::tls`]), and hands
+//! the answer back through a waker on the loop's poller ([`Lookups::answers`]).
+//!
+//! Requests that need the same name while its lookup runs (or waits for a thread) share it:
+//! one thread, and every request waiting on it gets its answer. At most
+//! [`MAX_LOOKUP_THREADS`] run at once; lookups beyond that wait their turn in the order they
+//! were asked, while each request's own deadline keeps counting (the loop ends a request
+//! past it and [`forgets`](Lookups::forget) it; a waiting lookup nobody needs any more is
+//! dropped). An answer is not kept once handed out: Node's `fetch` (undici) keeps none either
+//! (its DNS cache is an opt-in interceptor), and the keep-alive pool ([`crate::http_pool`])
+//! already spares most requests a lookup.
+//!
+//! The threads are not joined: one still running at shutdown finds nobody to answer, ends by
+//! itself, and the process exits without waiting for it.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::{Arc, mpsc};
+
+use mio::Waker;
+
+use crate::http_loop::LookupFn;
+use crate::tls;
+
+/// How many lookup threads run at once (more names wait their turn): a burst of requests to
+/// many new names, as at start-up with several channels and providers, starts no more.
+pub const MAX_LOOKUP_THREADS: usize = 4;
+/// The stack of a lookup thread (the C library's resolver runs on it).
+const STACK_BYTES: usize = 512 * 1024;
+/// The name of a lookup thread (as `/proc/self/task/*/comm` shows it).
+pub(crate) const THREAD_NAME: &str = "clawgate-dns";
+
+/// The system's resolver (`getaddrinfo`): the addresses of `host`, in its order, or why
+/// there are none. Blocking.
+pub(crate) fn system(host: &str) -> Result<Vec<IpAddr>, String> {
+    let addrs: Vec<IpAddr> = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .map(|a| a.ip())
+        .collect();
+    if addrs.is_empty() {
+        return Err("no addresses".into());
+    }
+    Ok(addrs)
+}
+
+/// Why a lookup gave no addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LookupError {
+    /// The name did not resolve: the resolver's reason.
+    Name(String),
+    /// The TLS roots could not be loaded: the error.
+    Tls(String),
+    /// No thread could be started for it: the reason.
+    NoThread(String),
+}
+
+impl LookupError {
+    /// The error of a request to `name` (`host:port`) that waited on this lookup.
+    pub(crate) fn message(&self, name: &str) -> String {
+        match self {
+            LookupError::Name(why) => format!("cannot resolve {name}: {why}"),
+            LookupError::Tls(error) => error.clone(),
+            LookupError::NoThread(why) => format!("cannot resolve {name}: no thread: {why}"),
+        }
+    }
+}
+
+/// A lookup's answer: the addresses, or why there are none.
+pub(crate) type Answer = Result<Vec<IpAddr>, LookupError>;
+
+/// A lookup's answer, as its thread sends it.
+type Answered = (Key, Answer);
+
+/// What a lookup is for: the name, and whether its thread also loads the TLS roots.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    host: String,
+    tls: bool,
+}
+
+/// A lookup asked for: the requests waiting on it, and whether its thread runs.
+struct Pending {
+    tickets: Vec<u64>,
+    running: bool,
+}
+
+/// The lookups of one loop (see the module doc).
+pub(crate) struct Lookups {
+    lookup: LookupFn,
+    waker: Arc<Waker>,
+    /// Where threads send their answers (a thread that could not start: at once).
+    answers: (mpsc::Sender<Answered>, mpsc::Receiver<Answered>),
+    /// Every lookup running or waiting for a thread (a running one may have nobody waiting:
+    /// a request that asks for it meanwhile still shares it).
+    pending: HashMap<Key, Pending>,
+    /// The lookups waiting for a thread, in the order asked.
+    queued: VecDeque<Key>,
+    /// Threads started whose answer has not come yet.
+    threads: usize,
+}
+
+impl Lookups {
+    /// Lookups performed by `lookup`, waking the poller with `waker` when an answer comes.
+    pub(crate) fn new(lookup: LookupFn, waker: Arc<Waker>) -> Self {
+        Lookups {
+            lookup,
+            waker,
+            answers: mpsc::channel(),
+            pending: HashMap::new(),
+            queued: VecDeque::new(),
+            threads: 0,
+        }
+    }
+
+    /// Look `host` up for the request `ticket`, also loading the TLS roots when `tls`: with
+    /// a lookup of it already asked for, or on a thread of its own when one is free, or
+    /// else once one is. The answer comes from [`Lookups::answers`].
+    pub(crate) fn ask(&mut self, host: &str, tls: bool, ticket: u64) {
+        let key = Key {
+            host: host.to_owned(),
+            tls,
+        };
+        match self.pending.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().tickets.push(ticket),
+            Entry::Vacant(e) => {
+                self.queued.push_back(e.key().clone());
+                e.insert(Pending {
+                    tickets: vec![ticket],
+                    running: false,
+                });
+                self.start_queued();
+            }
+        }
+    }
+
+    /// The request `ticket` waits no more (cancelled, or past its deadline); a lookup that
+    /// waits for a thread and that nobody needs any more is dropped.
+    pub(crate) fn forget(&mut self, ticket: u64) {
+        let Some((key, pending)) = self
+            .pending
+            .iter_mut()
+            .find(|(_, p)| p.tickets.contains(&ticket))
+        else {
+            return;
+        };
+        pending.tickets.retain(|t| *t != ticket);
+        if pending.tickets.is_empty() && !pending.running {
+            let key = key.clone();
+            self.pending.remove(&key);
+            self.queued.retain(|k| *k != key);
+        }
+    }
+
+    /// The answers that came since the last call, one per waiting request (`ticket`,
+    /// answer); the lookups that waited for the threads that ended start.
+    pub(crate) fn answers(&mut self) -> Vec<(u64, Answer)> {
+        let mut out = Vec::new();
+        while let Ok((key, answer)) = self.answers.1.try_recv() {
+            self.threads = self.threads.saturating_sub(1);
+            let tickets = self
+                .pending
+                .remove(&key)
+                .map(|p| p.tickets)
+                .unwrap_or_default();
+            out.extend(tickets.into_iter().map(|t| (t, answer.clone())));
+        }
+        self.start_queued();
+        out
+    }
+
+    /// Forget every request and waiting lookup (shutdown); running threads end by themselves.
+    pub(crate) fn clear(&mut self) {
+        self.pending.clear();
+        self.queued.clear();
+    }
+
+    /// Start the waiting lookups while threads are free.
+    fn start_queued(&mut self) {
+        while self.threads < MAX_LOOKUP_THREADS {
+            let Some(key) = self.queued.pop_front() else {
+                return;
+            };
+            self.spawn(key);
+        }
+    }
+
+    /// Start `key`'s lookup on a thread; one that cannot start answers at once with why.
+    fn spawn(&mut self, key: Key) {
+        if let Some(p) = self.pending.get_mut(&key) {
+            p.running = true;
+        }
+        self.threads += 1;
+        let (lookup, tx, waker) = (
+            self.lookup.clone(),
+            self.answers.0.clone(),
+            self.waker.clone(),
+        );
+        let asked = key.clone();
+        let started = std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .stack_size(STACK_BYTES)
+            .spawn(move || {
+                let answer = lookup(&asked.host)
+                    .map_err(LookupError::Name)
+                    .and_then(|addrs| {
+                        if asked.tls {
+                            tls::config().map_err(LookupError::Tls)?;
+                        }
+                        Ok(addrs)
+                    });
+                // The loop may be gone (shut down): nobody waits then.
+                if tx.send((asked, answer)).is_ok() {
+                    let _ = waker.wake();
+                }
+                drop((tx, waker, lookup));
+                // A burst of lookups runs as many threads at once; glibc keeps their stacks
+                // for later threads: with their pages returned.
+                crate::allocator::release_stack();
+            });
+        if let Err(e) = started {
+            // Answered as if its thread had ended at once.
+            let _ = self
+                .answers
+                .0
+                .send((key, Err(LookupError::NoThread(e.to_string()))));
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    use mio::{Events, Poll, Token};
+
+    use super::*;
+
+    /// A resolver that holds every lookup until [`Gate::open`], counting the lookups started
+    /// and the most running at once; `name.N` resolves to `10.0.0.N`.
+    #[derive(Default)]
+    struct Gate {
+        open: Mutex<bool>,
+        opened: Condvar,
+        started: AtomicUsize,
+        running: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Gate {
+        fn lookup(gate: &Arc<Gate>) -> LookupFn {
+            let gate = gate.clone();
+            Arc::new(move |host: &str| {
+                gate.started.fetch_add(1, Ordering::SeqCst);
+                let now = gate.running.fetch_add(1, Ordering::SeqCst) + 1;
+                gate.most.fetch_max(now, Ordering::SeqCst);
+                let mut open = gate.open.lock().unwrap();
+                while !*open {
+                    open = gate.opened.wait(open).unwrap();
+                }
+                drop(open);
+                gate.running.fetch_sub(1, Ordering::SeqCst);
+                let n: u8 = host
+                    .strip_prefix("name.")
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("unknown name")?;
+                Ok(vec![IpAddr::from([10, 0, 0, n])])
+            })
+        }
+
+        fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+
+        /// Wait until `n` lookups started (a few seconds at most).
+        fn wait_started(&self, n: usize) {
+            for _ in 0..500 {
+                if self.started.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("{n} lookups did not start");
+        }
+    }
+
+    fn lookups(gate: &Arc<Gate>) -> (Lookups, Poll) {
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        (Lookups::new(Gate::lookup(gate), waker), poll)
+    }
+
+    /// Every answer until `n` came (waiting on the waker).
+    fn collect(lookups: &mut Lookups, poll: &mut Poll, n: usize) -> HashMap<u64, Answer> {
+        let mut events = Events::with_capacity(4);
+        let mut got = HashMap::new();
+        while got.len() < n {
+            poll.poll(&mut events, Some(Duration::from_secs(5)))
+                .unwrap();
+            assert!(!events.is_empty(), "no answer in time: {got:?}");
+            got.extend(lookups.answers());
+        }
+        got
+    }
+
+    #[test]
+    fn requests_for_one_name_share_one_lookup() {
+        let gate = Arc::new(Gate::default());
+        let (mut lookups, mut poll) = lookups(&gate);
+        lookups.ask("name.1", false, 1);
+        lookups.ask("name.1", false, 2);
+        lookups.ask("name.2", false, 3);
+        gate.wait_started(2);
+        lookups.ask("name.1", false, 4);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(gate.started.load(Ordering::SeqCst), 2);
+        gate.open();
+        let got = collect(&mut lookups, &mut poll, 4);
+        let one = Ok(vec![IpAddr::from([10, 0, 0, 1])]);
+        assert_eq!((&got[&1], &got[&2], &got[&4]), (&one, &one, &one));
+        assert_eq!(got[&3], Ok(vec![IpAddr::from([10, 0, 0, 2])]));
+        assert_eq!(gate.started.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn no_more_than_the_limit_run_at_once_and_every_name_is_answered() {
+        let gate = Arc::new(Gate::default());
+        let (mut lookups, mut poll) = lookups(&gate);
+        for n in 1..=50 {
+            lookups.ask(&format!("name.{n}"), false, n);
+        }
+        gate.wait_started(MAX_LOOKUP_THREADS);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(gate.started.load(Ordering::SeqCst), MAX_LOOKUP_THREADS);
+        gate.open();
+        let got = collect(&mut lookups, &mut poll, 50);
+        for n in 1..=50u8 {
+            assert_eq!(got[&u64::from(n)], Ok(vec![IpAddr::from([10, 0, 0, n])]));
+        }
+        assert_eq!(gate.started.load(Ordering::SeqCst), 50);
+        assert_eq!(gate.most.load(Ordering::SeqCst), MAX_LOOKUP_THREADS);
+    }
+
+    #[test]
+    fn a_waiting_lookup_nobody_needs_is_dropped() {
+        let gate = Arc::new(Gate::default());
+        let (mut lookups, mut poll) = lookups(&gate);
+        for n in 1..=MAX_LOOKUP_THREADS as u64 {
+            lookups.ask(&format!("name.{n}"), false, n);
+        }
+        lookups.ask("name.77", false, 77);
+        lookups.ask("name.78", false, 78);
+        lookups.forget(77);
+        gate.open();
+        let got = collect(&mut lookups, &mut poll, MAX_LOOKUP_THREADS + 1);
+        assert!(!got.contains_key(&77));
+        assert!(got[&78].is_ok());
+        assert_eq!(
+            gate.started.load(Ordering::SeqCst),
+            MAX_LOOKUP_THREADS + 1,
+            "name.77 never looked up"
+        );
+    }
+
+    #[test]
+    fn a_lookup_in_flight_when_the_loop_is_gone_ends_quietly() {
+        let gate = Arc::new(Gate::default());
+        let (mut lookups, poll) = lookups(&gate);
+        lookups.ask("name.1", false, 1);
+        gate.wait_started(1);
+        drop((lookups, poll));
+        gate.open();
+        // The thread found nobody to answer and ended: the resolver it held is released.
+        for _ in 0..500 {
+            if Arc::strong_count(&gate) == 1 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the lookup thread did not end");
+    }
+}

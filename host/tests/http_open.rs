@@ -1,0 +1,299 @@
+//! Opening a connection for the HTTP client on the loop, with host names looked up by the
+//! tests' own resolver ([`HttpLoop::with_lookup`](clawgate_host::http_loop::HttpLoop)): the
+//! next address after one that never answers, the open timeout over every address and over
+//! a lookup that does not answer (also one still waiting for a thread), one lookup for
+//! requests to one name, at most [`MAX_LOOKUP_THREADS`] at once under 50 names, and a
+//! shutdown that does not wait for a lookup in flight.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use clawgate_core::model::HttpRequest;
+use clawgate_core::{WorkId, WorkResult};
+use clawgate_host::http_loop::{HttpLimits, LookupFn, MAX_LOOKUP_THREADS};
+use clawgate_tests::fake_model::{FakeModel, Reply};
+use common::client_with_lookup;
+
+/// How long a test waits for any one result.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn get(url: String) -> HttpRequest {
+    HttpRequest {
+        method: "GET",
+        url,
+        headers: Vec::new(),
+        body: Vec::new(),
+        idempotent: true,
+    }
+}
+
+/// A streamed chat completion request, as the fake model answers it.
+fn chat(url: String) -> HttpRequest {
+    HttpRequest {
+        method: "POST",
+        url,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: br#"{"model":"fake-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+            .to_vec(),
+        idempotent: false,
+    }
+}
+
+/// The end of `id`, with its body (results of other ids are not expected).
+fn end_of(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> (Result<(), String>, String) {
+    let mut body = Vec::new();
+    loop {
+        let (got, result) = rx.recv_timeout(WAIT).expect("a result in time");
+        assert_eq!(got, id);
+        match result {
+            WorkResult::HttpHead { .. } => {}
+            WorkResult::HttpBody(b) => body.extend(b),
+            WorkResult::HttpEnd(end) => return (end, String::from_utf8(body).unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The ends of `n` requests, by id, in any order.
+fn ends(rx: &mpsc::Receiver<(WorkId, WorkResult)>, n: usize) -> Vec<(WorkId, Result<(), String>)> {
+    let mut ends = Vec::new();
+    while ends.len() < n {
+        match rx.recv_timeout(WAIT).expect("a result in time") {
+            (id, WorkResult::HttpEnd(end)) => ends.push((id, end)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ends.sort_by_key(|(id, _)| id.0);
+    ends
+}
+
+/// A resolver that answers every name with `ips`.
+fn answering(ips: Vec<IpAddr>) -> LookupFn {
+    Arc::new(move |_: &str| Ok(ips.clone()))
+}
+
+/// A listener at `ip:port` whose accept queue is full, so a connection attempt to it is
+/// never answered (its SYN is dropped), checked: an attempt times out rather than fails.
+struct BlackHole {
+    _listener: TcpListener,
+    _queued: TcpStream,
+}
+
+impl BlackHole {
+    #[allow(unsafe_code)]
+    fn at(addr: SocketAddr) -> BlackHole {
+        use std::os::fd::AsRawFd;
+        let listener = TcpListener::bind(addr).unwrap();
+        // SAFETY: `listen` on a socket this function owns; a backlog of 0 holds one connection.
+        let listened = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+        assert_eq!(listened, 0, "{}", std::io::Error::last_os_error());
+        let queued = TcpStream::connect(addr).unwrap();
+        let probe = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        let e = probe.expect_err("the accept queue is full: no answer");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        BlackHole {
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Another loopback address (all of 127/8 is), for a black hole at the same port.
+const LOOPBACK_2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+#[test]
+fn the_next_address_is_tried_after_one_that_never_answers() {
+    let model = FakeModel::start(|_| Reply::text(&["second"]));
+    let port = model.addr().port();
+    let _hole = BlackHole::at(SocketAddr::new(LOOPBACK_2, port));
+    let limits = HttpLimits {
+        connect_timeout: Duration::from_millis(300),
+        ..HttpLimits::default()
+    };
+    let lookup = answering(vec![LOOPBACK_2, LOOPBACK]);
+    let (mut pool, rx) = client_with_lookup(limits, lookup);
+    let started = Instant::now();
+    pool.submit(
+        WorkId(1),
+        chat(format!("http://model.test:{port}/v1/chat/completions")),
+    );
+    let (end, body) = end_of(&rx, WorkId(1));
+    assert_eq!(end, Ok(()));
+    assert!(body.contains("second"), "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(model.requests().len(), 1);
+}
+
+#[test]
+fn the_open_timeout_bounds_every_address_tried() {
+    let port = TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hole = SocketAddr::new(LOOPBACK_2, port);
+    let _hole = BlackHole::at(hole);
+    let limits = HttpLimits {
+        connect_timeout: Duration::from_millis(300),
+        open_timeout: Duration::from_millis(700),
+        ..HttpLimits::default()
+    };
+    // Ten addresses that never answer: 3 s at 300 ms each, were the total not bounded.
+    let (mut pool, rx) = client_with_lookup(limits, answering(vec![LOOPBACK_2; 10]));
+    let started = Instant::now();
+    pool.submit(WorkId(2), get(format!("http://model.test:{port}/")));
+    let (end, _) = end_of(&rx, WorkId(2));
+    let took = started.elapsed();
+    assert_eq!(
+        end,
+        Err(format!(
+            "cannot connect to model.test:{port} ({hole}): timed out"
+        ))
+    );
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+}
+
+/// A resolver that takes `delay` for every name (answering `127.0.0.1`), counting the lookups
+/// and the most that ran at once.
+#[derive(Default)]
+struct Counting {
+    started: AtomicUsize,
+    running: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl Counting {
+    fn lookup(counting: &Arc<Counting>, delay: Duration) -> LookupFn {
+        let c = counting.clone();
+        Arc::new(move |_: &str| {
+            c.started.fetch_add(1, Ordering::SeqCst);
+            let now = c.running.fetch_add(1, Ordering::SeqCst) + 1;
+            c.most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(delay);
+            c.running.fetch_sub(1, Ordering::SeqCst);
+            Ok(vec![LOOPBACK])
+        })
+    }
+}
+
+#[test]
+fn requests_to_one_name_share_one_lookup() {
+    let model = FakeModel::start(|_| Reply::text(&["shared"]));
+    let port = model.addr().port();
+    let counting = Arc::new(Counting::default());
+    let lookup = Counting::lookup(&counting, Duration::from_millis(300));
+    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
+    let url = format!("http://model.test:{port}/v1/chat/completions");
+    pool.submit(WorkId(1), chat(url.clone()));
+    pool.submit(WorkId(2), chat(url));
+    let ends = ends_with_bodies(&rx, 2);
+    assert_eq!(ends, vec![(1, true), (2, true)]);
+    assert_eq!(counting.started.load(Ordering::SeqCst), 1, "one lookup");
+}
+
+/// Which of `n` requests ended well with a body, by id.
+fn ends_with_bodies(rx: &mpsc::Receiver<(WorkId, WorkResult)>, n: usize) -> Vec<(u64, bool)> {
+    let mut bodies = std::collections::HashMap::<u64, usize>::new();
+    let mut ends = Vec::new();
+    while ends.len() < n {
+        match rx.recv_timeout(WAIT).expect("a result in time") {
+            (_, WorkResult::HttpHead { .. }) => {}
+            (id, WorkResult::HttpBody(b)) => *bodies.entry(id.0).or_default() += b.len(),
+            (id, WorkResult::HttpEnd(end)) => {
+                ends.push((
+                    id.0,
+                    end.is_ok() && bodies.get(&id.0).is_some_and(|n| *n > 0),
+                ));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ends.sort_unstable();
+    ends
+}
+
+#[test]
+fn no_more_lookups_than_the_limit_run_at_once_under_fifty_names() {
+    // Every name resolves to a port that refuses: each request ends once its lookup answered.
+    let port = TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let counting = Arc::new(Counting::default());
+    let lookup = Counting::lookup(&counting, Duration::from_millis(50));
+    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
+    for n in 0..50 {
+        pool.submit(WorkId(n), get(format!("http://name-{n}.test:{port}/")));
+    }
+    for (id, end) in ends(&rx, 50) {
+        let error = end.unwrap_err();
+        let refused = format!(
+            "cannot connect to name-{}.test:{port} (127.0.0.1:{port}): ",
+            id.0
+        );
+        assert!(error.starts_with(&refused), "{error}");
+    }
+    assert_eq!(counting.started.load(Ordering::SeqCst), 50);
+    let most = counting.most.load(Ordering::SeqCst);
+    assert!(most <= MAX_LOOKUP_THREADS, "{most} lookups at once");
+}
+
+#[test]
+fn a_lookup_that_does_not_answer_ends_its_requests_at_the_open_timeout() {
+    let counting = Arc::new(Counting::default());
+    let lookup = Counting::lookup(&counting, Duration::from_secs(3));
+    let limits = HttpLimits {
+        open_timeout: Duration::from_millis(300),
+        ..HttpLimits::default()
+    };
+    let (mut pool, rx) = client_with_lookup(limits, lookup);
+    // More names than lookup threads: the last ones wait for a thread, and time out waiting.
+    let names = MAX_LOOKUP_THREADS as u64 + 2;
+    let started = Instant::now();
+    for n in 0..names {
+        pool.submit(WorkId(n), get(format!("http://slow-{n}.test:80/")));
+    }
+    for (id, end) in ends(&rx, names as usize) {
+        let expected = format!(
+            "cannot resolve slow-{}.test:80: no answer within 0.3 s (open timeout)",
+            id.0
+        );
+        assert_eq!(end, Err(expected));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        counting.started.load(Ordering::SeqCst),
+        MAX_LOOKUP_THREADS,
+        "the lookups nobody waits for never start"
+    );
+}
+
+#[test]
+fn a_shutdown_does_not_wait_for_a_lookup_in_flight() {
+    let counting = Arc::new(Counting::default());
+    let lookup = Counting::lookup(&counting, Duration::from_secs(5));
+    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
+    pool.submit(WorkId(1), get("http://slow.test:80/".into()));
+    while counting.started.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stopping = Instant::now();
+    pool.shutdown();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert!(rx.try_recv().is_err(), "a dropped request reports nothing");
+}
