@@ -97,25 +97,23 @@ pub(crate) fn resolve(host: &str, port: u16, name: &str) -> Result<Vec<SocketAdd
         .collect())
 }
 
-/// The parser's `events` as results, in order; the `Keep-Alive` header of a head is kept in
-/// `keep_alive`.
-pub(crate) fn results_of(
+/// The parser's `events` as results, in order, onto `results`; the `Keep-Alive` header of a
+/// head is kept in `keep_alive`.
+fn push_results(
     events: &mut Vec<ResponseEvent>,
     keep_alive: &mut Option<String>,
-) -> Vec<WorkResult> {
-    events
-        .drain(..)
-        .map(|event| match event {
-            ResponseEvent::Head { status, headers } => {
-                *keep_alive = headers
-                    .iter()
-                    .find(|(n, _)| n == "keep-alive")
-                    .map(|(_, v)| v.clone());
-                WorkResult::HttpHead { status, headers }
-            }
-            ResponseEvent::Body(bytes) => WorkResult::HttpBody(bytes),
-        })
-        .collect()
+    results: &mut Vec<WorkResult>,
+) {
+    results.extend(events.drain(..).map(|event| match event {
+        ResponseEvent::Head { status, headers } => {
+            *keep_alive = headers
+                .iter()
+                .find(|(n, _)| n == "keep-alive")
+                .map(|(_, v)| v.clone());
+            WorkResult::HttpHead { status, headers }
+        }
+        ResponseEvent::Body(bytes) => WorkResult::HttpBody(bytes),
+    }));
 }
 
 /// What an exchange waits for.
@@ -397,7 +395,7 @@ impl Exchange {
             let fed = self
                 .parser
                 .feed(buf.get(..n).unwrap_or_default(), &mut events);
-            results.extend(results_of(&mut events, &mut self.keep_alive));
+            push_results(&mut events, &mut self.keep_alive, results);
             if fed.is_ok() && self.parser.is_complete() {
                 return Ok(Some(self.ended(self.parser.reusable())));
             }

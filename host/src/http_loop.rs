@@ -160,6 +160,10 @@ pub struct HttpLoop {
     /// Since when `decided` has waited (it is due from then on).
     decided_since: Option<Instant>,
     buf: Box<[u8]>,
+    /// The tokens of one poll's events, and one step's results: buffers kept from one
+    /// drive to the next (as `decided`'s is) instead of allocated in each.
+    ready: Vec<Token>,
+    results: Vec<WorkResult>,
 }
 
 impl std::fmt::Debug for HttpLoop {
@@ -195,6 +199,8 @@ impl HttpLoop {
             decided: Vec::new(),
             decided_since: None,
             buf: vec![0u8; READ_BUFFER_BYTES].into_boxed_slice(),
+            ready: Vec::with_capacity(EVENTS_CAPACITY),
+            results: Vec::new(),
         })
     }
 
@@ -385,15 +391,17 @@ impl HttpLoop {
     pub fn drive(&mut self, now: Instant, mut report: impl FnMut(WorkId, WorkResult)) {
         let mut out = std::mem::take(&mut self.decided);
         self.decided_since = None;
+        let mut ready = std::mem::take(&mut self.ready);
         loop {
             if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 break;
             }
-            let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
-            let full = tokens.len() == self.events.capacity();
-            for token in tokens {
+            ready.clear();
+            ready.extend(self.events.iter().map(|e| e.token()));
+            let full = ready.len() == self.events.capacity();
+            for &token in &ready {
                 if token == RESOLVED {
                     self.resolved(now, &mut out);
                 } else if let Some(running) = self.running.remove(&token) {
@@ -405,6 +413,7 @@ impl HttpLoop {
                 break;
             }
         }
+        self.ready = ready;
         let late: Vec<Token> = self
             .running
             .iter()
@@ -421,8 +430,12 @@ impl HttpLoop {
         }
         self.end_late_lookups(now, &mut out);
         self.pool.sweep(now, false);
-        for (id, result) in out {
+        for (id, result) in out.drain(..) {
             report(id, result);
+        }
+        // Nothing here decides results for a later drive: the buffer is kept for the next.
+        if self.decided.is_empty() {
+            self.decided = out;
         }
     }
 
@@ -463,9 +476,10 @@ impl HttpLoop {
     /// another request), or fail it; its results go to `out`.
     fn step(&mut self, mut running: Running, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
         let id = running.req.id;
-        let mut results = Vec::new();
-        let advanced = running.exchange.advance(now, &mut self.buf, &mut results);
-        out.extend(results.into_iter().map(|r| (id, r)));
+        let advanced = running
+            .exchange
+            .advance(now, &mut self.buf, &mut self.results);
+        out.extend(self.results.drain(..).map(|r| (id, r)));
         match advanced {
             Ok(None) => self.keep(running, out),
             Ok(Some(ended)) => {
