@@ -4,7 +4,7 @@
 //! `SSL_CERT_FILE` / `SSL_CERT_DIR` variables when set, else the distribution's bundle), so
 //! a CA the machine trusts, a corporate proxy's included, is trusted here too and updates
 //! come with the system's packages. They are read once, lazily, off the event loop: on the
-//! thread that resolves the loop's first HTTPS request's host ([`crate::http_loop`]), or on
+//! thread that looks up the loop's first HTTPS request's host ([`crate::lookup`]), or on
 //! the first `wss://` socket's worker thread ([`crate::ws_worker`]), so a gateway that never calls an HTTPS
 //! provider never loads them and the loop never waits for the files.
 //!
