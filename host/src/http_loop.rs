@@ -43,7 +43,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::http_conn::{Exchange, Failed};
 use crate::http_pool::{ConnectionPool, KeepAlive, Origin};
 use crate::lookup::Lookups;
-pub use crate::lookup::MAX_LOOKUP_THREADS;
 use crate::tls;
 
 /// Readiness events taken from the poller per call.
@@ -58,6 +57,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of [`HttpLimits::open_timeout`]: 30 s, room for three addresses that never
 /// answer.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default of [`HttpLimits::lookup_threads`]: 4.
+pub const LOOKUP_THREADS: usize = 4;
 /// The default of [`HttpLimits::idle_timeout`]: 120 s without a byte ends a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The error of a cancelled request.
@@ -81,6 +82,9 @@ pub struct HttpLimits {
     pub open_timeout: Duration,
     /// How long a request may go without sending or receiving a byte.
     pub idle_timeout: Duration,
+    /// How many host-name lookups run at once, each on a thread of its own (more names wait
+    /// their turn): a burst of requests to new names starts no more threads than this.
+    pub lookup_threads: usize,
     /// The response parser's limits.
     pub response: ResponseLimits,
     /// The idle connections kept for later requests.
@@ -93,6 +97,7 @@ impl Default for HttpLimits {
             connect_timeout: CONNECT_TIMEOUT,
             open_timeout: OPEN_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            lookup_threads: LOOKUP_THREADS,
             response: ResponseLimits::default(),
             keep_alive: KeepAlive::default(),
         }
@@ -195,7 +200,7 @@ impl HttpLoop {
             next_token: 0,
             resolving: HashMap::new(),
             next_ticket: 0,
-            lookups: Lookups::new(lookup, waker),
+            lookups: Lookups::new(lookup, waker, limits.lookup_threads),
             decided: Vec::new(),
             decided_since: None,
             buf: vec![0u8; READ_BUFFER_BYTES].into_boxed_slice(),

@@ -5,12 +5,13 @@
 //!
 //! Requests that need the same name while its lookup runs (or waits for a thread) share it:
 //! one thread, and every request waiting on it gets its answer. At most
-//! [`MAX_LOOKUP_THREADS`] run at once; lookups beyond that wait their turn in the order they
-//! were asked, while each request's own deadline keeps counting (the loop ends a request
-//! past it and [`forgets`](Lookups::forget) it; a waiting lookup nobody needs any more is
-//! dropped). An answer is not kept once handed out: Node's `fetch` (undici) keeps none either
-//! (its DNS cache is an opt-in interceptor), and the keep-alive pool ([`crate::http_pool`])
-//! already spares most requests a lookup.
+//! [`lookup_threads`](crate::http_loop::HttpLimits::lookup_threads) run at once; lookups
+//! beyond that wait their turn in the order they were asked, while each request's own
+//! deadline keeps counting (the loop ends a request past it and
+//! [`forgets`](Lookups::forget) it; a waiting lookup nobody needs any more is dropped). An
+//! answer is not kept once handed out: Node's `fetch` (undici) keeps none either (its DNS
+//! cache is an opt-in interceptor), and the keep-alive pool ([`crate::http_pool`]) already
+//! spares most requests a lookup.
 //!
 //! The threads are not joined: one still running at shutdown finds nobody to answer, ends by
 //! itself, and the process exits without waiting for it.
@@ -25,9 +26,6 @@ use mio::Waker;
 use crate::http_loop::LookupFn;
 use crate::tls;
 
-/// How many lookup threads run at once (more names wait their turn): a burst of requests to
-/// many new names, as at start-up with several channels and providers, starts no more.
-pub const MAX_LOOKUP_THREADS: usize = 4;
 /// The stack of a lookup thread (the C library's resolver runs on it).
 const STACK_BYTES: usize = 512 * 1024;
 /// The name of a lookup thread (as `/proc/self/task/*/comm` shows it).
@@ -101,11 +99,14 @@ pub(crate) struct Lookups {
     queued: VecDeque<Key>,
     /// Threads started whose answer has not come yet.
     threads: usize,
+    /// How many may run at once.
+    limit: usize,
 }
 
 impl Lookups {
-    /// Lookups performed by `lookup`, waking the poller with `waker` when an answer comes.
-    pub(crate) fn new(lookup: LookupFn, waker: Arc<Waker>) -> Self {
+    /// Lookups performed by `lookup` on at most `limit` threads at once, waking the poller
+    /// with `waker` when an answer comes.
+    pub(crate) fn new(lookup: LookupFn, waker: Arc<Waker>, limit: usize) -> Self {
         Lookups {
             lookup,
             waker,
@@ -113,6 +114,7 @@ impl Lookups {
             pending: HashMap::new(),
             queued: VecDeque::new(),
             threads: 0,
+            limit,
         }
     }
 
@@ -180,7 +182,7 @@ impl Lookups {
 
     /// Start the waiting lookups while threads are free.
     fn start_queued(&mut self) {
-        while self.threads < MAX_LOOKUP_THREADS {
+        while self.threads < self.limit {
             let Some(key) = self.queued.pop_front() else {
                 return;
             };
@@ -242,6 +244,9 @@ mod tests {
 
     use super::*;
 
+    /// The lookup threads allowed at once.
+    const LIMIT: usize = 4;
+
     /// A resolver that holds every lookup until [`Gate::open`], counting the lookups started
     /// and the most running at once; `name.N` resolves to `10.0.0.N`.
     #[derive(Default)]
@@ -294,7 +299,7 @@ mod tests {
     fn lookups(gate: &Arc<Gate>) -> (Lookups, Poll) {
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
-        (Lookups::new(Gate::lookup(gate), waker), poll)
+        (Lookups::new(Gate::lookup(gate), waker, LIMIT), poll)
     }
 
     /// Every answer until `n` came (waiting on the waker).
@@ -336,35 +341,35 @@ mod tests {
         for n in 1..=50 {
             lookups.ask(&format!("name.{n}"), false, n);
         }
-        gate.wait_started(MAX_LOOKUP_THREADS);
+        gate.wait_started(LIMIT);
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(gate.started.load(Ordering::SeqCst), MAX_LOOKUP_THREADS);
+        assert_eq!(gate.started.load(Ordering::SeqCst), LIMIT);
         gate.open();
         let got = collect(&mut lookups, &mut poll, 50);
         for n in 1..=50u8 {
             assert_eq!(got[&u64::from(n)], Ok(vec![IpAddr::from([10, 0, 0, n])]));
         }
         assert_eq!(gate.started.load(Ordering::SeqCst), 50);
-        assert_eq!(gate.most.load(Ordering::SeqCst), MAX_LOOKUP_THREADS);
+        assert_eq!(gate.most.load(Ordering::SeqCst), LIMIT);
     }
 
     #[test]
     fn a_waiting_lookup_nobody_needs_is_dropped() {
         let gate = Arc::new(Gate::default());
         let (mut lookups, mut poll) = lookups(&gate);
-        for n in 1..=MAX_LOOKUP_THREADS as u64 {
+        for n in 1..=LIMIT as u64 {
             lookups.ask(&format!("name.{n}"), false, n);
         }
         lookups.ask("name.77", false, 77);
         lookups.ask("name.78", false, 78);
         lookups.forget(77);
         gate.open();
-        let got = collect(&mut lookups, &mut poll, MAX_LOOKUP_THREADS + 1);
+        let got = collect(&mut lookups, &mut poll, LIMIT + 1);
         assert!(!got.contains_key(&77));
         assert!(got[&78].is_ok());
         assert_eq!(
             gate.started.load(Ordering::SeqCst),
-            MAX_LOOKUP_THREADS + 1,
+            LIMIT + 1,
             "name.77 never looked up"
         );
     }

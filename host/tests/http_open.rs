@@ -2,7 +2,7 @@
 //! tests' own resolver ([`HttpLoop::with_lookup`](clawgate_host::http_loop::HttpLoop)): the
 //! next address after one that never answers, the open timeout over every address and over
 //! a lookup that does not answer (also one still waiting for a thread), one lookup for
-//! requests to one name, at most [`MAX_LOOKUP_THREADS`] at once under 50 names, and a
+//! requests to one name, at most `lookup_threads` at once under 50 names, and a
 //! shutdown that does not wait for a lookup in flight.
 
 mod common;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_loop::{HttpLimits, LookupFn, MAX_LOOKUP_THREADS};
+use clawgate_host::http_loop::{HttpLimits, LOOKUP_THREADS, LookupFn};
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use common::client_with_lookup;
 
@@ -243,7 +243,7 @@ fn no_more_lookups_than_the_limit_run_at_once_under_fifty_names() {
     }
     assert_eq!(counting.started.load(Ordering::SeqCst), 50);
     let most = counting.most.load(Ordering::SeqCst);
-    assert!(most <= MAX_LOOKUP_THREADS, "{most} lookups at once");
+    assert!(most <= LOOKUP_THREADS, "{most} lookups at once");
 }
 
 #[test]
@@ -252,11 +252,12 @@ fn a_lookup_that_does_not_answer_ends_its_requests_at_the_open_timeout() {
     let lookup = Counting::lookup(&counting, Duration::from_secs(3));
     let limits = HttpLimits {
         open_timeout: Duration::from_millis(300),
+        lookup_threads: 2,
         ..HttpLimits::default()
     };
     let (mut pool, rx) = client_with_lookup(limits, lookup);
     // More names than lookup threads: the last ones wait for a thread, and time out waiting.
-    let names = MAX_LOOKUP_THREADS as u64 + 2;
+    let names = 5;
     let started = Instant::now();
     for n in 0..names {
         pool.submit(WorkId(n), get(format!("http://slow-{n}.test:80/")));
@@ -275,7 +276,7 @@ fn a_lookup_that_does_not_answer_ends_its_requests_at_the_open_timeout() {
     );
     assert_eq!(
         counting.started.load(Ordering::SeqCst),
-        MAX_LOOKUP_THREADS,
+        2,
         "the lookups nobody waits for never start"
     );
 }
