@@ -300,11 +300,12 @@ cargo build -q --release -p clawgate-bench
 start_up_end=$(nm "$bin" | awk '/13clawgate_host10code_pages21release_start_up_code/ && !n++ { print $3 }')
 [ -n "$start_up_end" ] || { echo "hot-functions.sh: no release_start_up_code in $bin" >&2; exit 1; }
 callgrind=(valgrind -q --tool=callgrind --demangle=no --dump-after="$start_up_end")
-# What callgrind cannot see: it runs the portable SHA-256 (and SHA-1, the WebSocket accept key)
-# where the CPU has SHA extensions.
+# What callgrind cannot see: it runs the portable SHA-256, SHA-512 (device signatures) and SHA-1
+# (the WebSocket accept key) where the CPU has SHA or AVX2 extensions.
 touch "$work/tier.polling" "$work/tier.start" "$work/tier.generic" "$work/tier.paths"
 cat >"$work/tier.steady" <<'NATIVE'
 _ZN4sha26sha2563x86*
+_ZN4sha26sha5123x86*
 _ZN4sha18compress7x86_sha*
 _RNvNtNtNtCs*_4core9core_arch3x863sha*
 _ZN4core9core_arch3x865ssse3*
