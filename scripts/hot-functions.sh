@@ -20,9 +20,10 @@
 # disambiguator; the link resolves them against the objects' real symbols. Names the list no
 # longer matches only cost memory, never correctness; new code is not listed until it reruns.
 #
-# `scripts/hot-functions.sh --fast` (about 15 minutes on a loaded 2-core machine: the release
-# builds, the callgrind passes, one Telegram pass) redoes tiers 1-3 and keeps tier 4 from the
-# current list: enough after most changes. The full run (about 55 minutes) adds native passes:
+# `scripts/hot-functions.sh --fast` (measured: 3.5-4 minutes on a 2-core machine at load 6-7 with
+# the dependencies built: two release links, the callgrind scenarios once, one Telegram pass)
+# redoes tiers 1-4 and keeps the paths' tier from the current list: enough after most changes.
+# The full run (about 55 minutes) adds native passes:
 # Needs valgrind; perf, when present, adds them. Profiles the release build itself, linked with
 # its symbols (CLAWGATE_KEEP_SYMBOLS=1: same code, same names), then relinks it stripped:
 # 1. under callgrind, which sees every function that runs (but takes the portable path where
