@@ -6,19 +6,23 @@
 # (host/link, called by each binary's build.rs) places them together at the front of the code, so
 # a running gateway maps a few 64 KiB windows of its binary instead of nearly all of it (lower
 # resident memory).
-# The list has four tiers, in that order in the binary:
+# The list has five tiers, in that order in the binary:
 # 1. what an idle gateway runs once start-up is over (from the moment it unmaps start-up's code,
 #    `code_pages::release_start_up_code`: idle ticks, handshakes, `health`, `status`, stopping):
 #    what stays resident at idle, packed together;
 # 2. what a gateway long-polling Telegram (a fake Bot API) with the agent configured runs besides,
 #    once started;
 # 3. the rest of both start-ups (mapped while starting, unmapped after);
-# 4. what only the agent and channel paths run.
-# Names are stored with their crate disambiguators (`Cs<hash>_`), legacy hashes (`17h<hash>E`)
-# and LLVM suffixes wildcarded but their type arguments kept, so one line places one instance of
-# a generic function, and still does after a change of a crate's dependencies moves every
-# disambiguator; the link resolves them against the objects' real symbols. Names the list no
-# longer matches only cost memory, never correctness; new code is not listed until it reruns.
+# 4. every instance of the generic functions of tiers 1-3 that have legacy names (below);
+# 5. what only the agent and channel paths run.
+# Names are stored with their crate disambiguators (`Cs<hash>_`) and LLVM suffixes wildcarded but
+# their type arguments kept, so one line places one instance of a generic function, and still
+# does after a change of a crate's dependencies moves every disambiguator; the link resolves them
+# against the objects' real symbols. Legacy names (`_ZN...17h<hash>E`, this workspace's own
+# crates) hash their crate and type arguments together: their hash is wildcarded where the build
+# has one function of that path, kept where a generic function has several instances (those go
+# stale after such a change, and tier 4 places them then). Names the list no longer matches only
+# cost memory, never correctness; new code is not listed until it reruns.
 #
 # `scripts/hot-functions.sh --fast` (measured: 3.5-4 minutes on a 2-core machine at load 6-7 with
 # the dependencies built: two release links, the callgrind scenarios once, one Telegram pass)
