@@ -20,7 +20,9 @@
 //!   started (`clawgate_host::code_pages`), so an idle gateway maps back the first part of its
 //!   binary only. The names are globs with the crates' disambiguators wildcarded and type
 //!   arguments kept: LLD resolves them against the objects' real section names at link time, so
-//!   a change of a crate's dependencies (which moves every disambiguator) leaves them valid;
+//!   a change of a crate's dependencies (which moves every disambiguator) leaves them valid, but
+//!   for the instances of generic functions with legacy names, whose one hash covers crate and
+//!   type arguments (a later tier places all their instances);
 //! - `-z pack-relative-relocs` stores the position-independent executable's relocations in the
 //!   compact RELR form, which needs glibc 2.36 at run time, so it is used only when the build host
 //!   is the target and its glibc is at least 2.36.
