@@ -13,6 +13,12 @@ impl Figures {
         let v: Vec<f64> = self.idle_kib.iter().map(|&k| k as f64).collect();
         (!v.is_empty()).then(|| crate::stats::median(&v))
     }
+
+    /// The median over the spawns of the binary's code resident at idle, KiB.
+    pub fn idle_code_median_kib(&self) -> Option<f64> {
+        let v: Vec<f64> = self.idle_code_kib.iter().map(|&k| k as f64).collect();
+        (!v.is_empty()).then(|| crate::stats::median(&v))
+    }
 }
 
 /// The figures of one server; `None` where a step was skipped or failed (see `notes`).
@@ -25,6 +31,9 @@ pub struct Figures {
     /// RSS after start (one handshake, then idle), KiB, one per spawn: where the kernel maps
     /// code in 64 KiB windows, the address the binary lands at (ASLR) moves this by tens of KiB.
     pub idle_kib: Vec<u64>,
+    /// The binary's own code resident at idle (the `Rss` of its executable mapping), KiB, one
+    /// per spawn, taken with [`Figures::idle_kib`].
+    pub idle_code_kib: Vec<u64>,
     /// RSS with the small number of held connections, KiB.
     pub small_hold_kib: Option<u64>,
     /// Connections in the large hold.

@@ -72,6 +72,12 @@ fn rows() -> Vec<Row> {
             goal: Some(Goal::AtMost(2.5)),
         },
         Row {
+            label: "binary's code resident at idle, MiB (median of spawns)",
+            get: |f| Some(f.idle_code_median_kib()? / MIB),
+            decimals: 2,
+            goal: None,
+        },
+        Row {
             label: "RSS, small hold (see below), MiB",
             get: |f| Some(f.small_hold_kib? as f64 / MIB),
             decimals: 1,

@@ -254,7 +254,15 @@ fn steps<W: Wire>(
         let t = ready::time_to_ready(&mut s, &mut dial, plan.ready_limit, plan.retry)?;
         f.ready_ms.push(t.as_secs_f64() * 1e3);
         f.idle_kib.push(settled_rss_kib(&s, plan.settle));
+        f.idle_code_kib
+            .extend(ready::resident_code_kib(s.pid()).filter(|&k| k > 0));
         server = Some(s);
+    }
+    if matches!(target.launch, Launch::Clawgate { .. })
+        && let Some(w) = f.idle_code_median_kib().and_then(ready::stale_list_warning)
+    {
+        eprintln!("   warning: {w}");
+        f.notes.push(w);
     }
     let Some(mut server) = server else {
         return Ok(());

@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod allocator;
+pub mod code_pages;
 pub mod config_file;
 mod connect;
 pub mod discovery;

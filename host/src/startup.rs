@@ -17,6 +17,7 @@ use clawgate_core::{
 use clawgate_store::{DbError, IDLE_RELEASE, StoreDone, Synchronous, WriteDone, Writer};
 
 use crate::allocator::{self, AfterBurst};
+use crate::code_pages;
 use crate::discovery::{AdvertiserHandle, MdnsResponder, RetryPolicy, spawn_advertiser_with};
 use crate::entropy::OsEntropy;
 use crate::exec_worker::ExecWorkers;
@@ -152,6 +153,9 @@ pub struct RunHost {
     processes: ProcessWorkers,
     /// When to hand memory freed by a burst of work back to the kernel.
     trim: AfterBurst,
+    /// Start-up's code pages are still mapped: unmapped with the first trim
+    /// ([`code_pages::release_start_up_code`]).
+    start_up_code: bool,
     mdns: Option<AdvertiserHandle>,
     /// `openclaw.json`, which [`Work::EditConfig`] changes.
     config_path: PathBuf,
@@ -305,6 +309,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         execs,
         processes,
         trim: AfterBurst::default(),
+        start_up_code: true,
         mdns: None,
         config_path: sources.config_path,
         _lock: lock,
@@ -446,7 +451,8 @@ impl Host for RunHost {
     }
 
     /// Log lines held back long enough are written, and the memory a burst of work freed is
-    /// returned once the loop has been quiet ([`allocator::AfterBurst`]).
+    /// returned once the loop has been quiet ([`allocator::AfterBurst`]); the first time (start-up
+    /// counts as a burst), start-up's code pages are unmapped too ([`code_pages`]).
     fn before_wait(&mut self, now: Instant) -> Option<Instant> {
         let (trim, wake) = self.trim.due(now);
         if trim {
@@ -455,6 +461,13 @@ impl Host for RunHost {
                 Level::Debug,
                 format!("memory: returned freed pages to the system after work (any: {returned})"),
             );
+            if std::mem::take(&mut self.start_up_code) {
+                let unmapped = code_pages::release_start_up_code();
+                self.logger.log(
+                    Level::Debug,
+                    format!("memory: unmapped start-up's code pages ({unmapped} bytes advised)"),
+                );
+            }
         }
         match (self.logger.flush_due(now), wake) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -13,11 +13,16 @@
 //!   ever unwinds through the binary and its unwind tables (`.eh_frame`, its lookup header,
 //!   `.gcc_except_table`) are left out: a tenth of the size;
 //! - the functions listed in `host/link/hot-functions.txt` (`scripts/hot-functions.sh` regenerates
-//!   it) are placed together at the front of the code, in the list's order: first what starting,
-//!   idling and serving a few clients runs, by exact name, then the same as globs (every instance
-//!   of those generic functions), then what the agent and channel paths add. The kernel maps code
-//!   in 64 KiB windows (or larger folios), so a gateway that has only idled maps the first part
-//!   of its binary instead of nearly all of it;
+//!   it) are placed together at the front of the code, in the list's order: first what an idle
+//!   gateway runs once started (serving a few clients included), then what Telegram polling
+//!   adds, then the rest of start-up, then what the agent and channel paths add. The kernel maps
+//!   code in 64 KiB windows (or larger folios), and the gateway unmaps start-up's code once
+//!   started (`clawgate_host::code_pages`), so an idle gateway maps back the first part of its
+//!   binary only. The names are globs with the crates' disambiguators wildcarded and type
+//!   arguments kept: LLD resolves them against the objects' real section names at link time, so
+//!   a change of a crate's dependencies (which moves every disambiguator) leaves them valid, but
+//!   for the instances of generic functions with legacy names, whose one hash covers crate and
+//!   type arguments (a later tier places all their instances);
 //! - `-z pack-relative-relocs` stores the position-independent executable's relocations in the
 //!   compact RELR form, which needs glibc 2.36 at run time, so it is used only when the build host
 //!   is the target and its glibc is at least 2.36.
