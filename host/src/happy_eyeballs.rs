@@ -295,6 +295,30 @@ mod tests {
     }
 
     #[test]
+    fn the_blocking_race_connects_past_an_address_that_never_answers() {
+        // A listener whose accept queue (one connection at a backlog of 0) is full: the
+        // kernel drops further SYNs, so an attempt to it never answers.
+        let hole = TcpListener::bind("127.0.0.2:0").unwrap();
+        rustix::net::listen(&hole, 0).unwrap();
+        let _queued = TcpStream::connect(hole.local_addr().unwrap()).unwrap();
+        let good = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = HttpLimits::default();
+        let addrs = [hole.local_addr().unwrap(), good.local_addr().unwrap()];
+        let started = Instant::now();
+        let race = Race::new(
+            &addrs,
+            "x:80".into(),
+            &limits,
+            started + limits.open_timeout,
+        );
+        let winner = race.finish(|| false).expect("the second address answers");
+        let took = started.elapsed();
+        assert_eq!(winner.addr, addrs[1]);
+        assert!(took >= limits.attempt_delay, "{took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+
+    #[test]
     fn when_every_address_refuses_the_error_names_each_and_why() {
         let (first, second) = (refusing(), refusing());
         let by = Instant::now() + Duration::from_secs(5);
