@@ -345,7 +345,7 @@ impl Exchange {
             let conn = open(winner, self.tls.as_deref(), &self.transfer.name).map_err(lost)?;
             let raced = std::mem::replace(&mut self.link, Link::Open(conn, watched));
             if let Link::Racing(race) = raced {
-                // Closed at once; those registered once they left the poller.
+                // The losers close now, those registered once out of the poller (next watch).
                 self.losers.extend(race.into_losers().filter(|a| a.watched));
             }
             let t = &mut self.transfer;
