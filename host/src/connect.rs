@@ -1,5 +1,6 @@
 //! A blocking connection for the WebSocket worker threads ([`crate::ws_worker`]): resolve the
-//! host, connect to each address in turn within the connect timeout and, for `https://` (a
+//! host, race connections to its addresses as the loop does ([`crate::happy_eyeballs`]:
+//! non-blocking connects, waited on in poll(2)) and, for `https://` (a
 //! `wss://` URL), complete the TLS handshake ([`crate::tls`]), the server's certificate
 //! checked against the system's roots, all within the open timeout ([`HttpLimits`], as the
 //! loop's requests do: [`crate::http_conn`]); then set the idle timeout on the socket. A
@@ -7,7 +8,6 @@
 //! a blocked read or write returns at once. (The gateway's HTTP requests connect on the loop
 //! instead, never blocking: [`crate::http_conn`].)
 
-use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use clawgate_core::model::http1::{Scheme, Target};
 
-use crate::http_conn::{connect_error, handshake_timeout_error, resolve};
+use crate::happy_eyeballs::{Attempt, Race};
+use crate::http_conn::{handshake_timeout_error, resolve};
 use crate::http_loop::{CANCELLED, HttpLimits};
 use crate::tls::{self, Stream};
 
@@ -68,46 +69,32 @@ pub(crate) fn open(
     let by = Instant::now() + limits.open_timeout;
     let name = format!("{}:{}", target.host, target.port);
     let addrs = resolve(&target.host, target.port, &name)?;
-    let mut last = None;
-    for addr in addrs {
-        if running.is_cancelled() {
-            return Err(CANCELLED.into());
-        }
-        let left = by.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            let timed_out = io::ErrorKind::TimedOut.into();
-            return Err(last.unwrap_or_else(|| connect_error(&name, addr, &timed_out)));
-        }
-        match TcpStream::connect_timeout(&addr, limits.connect_timeout.min(left)) {
-            Ok(stream) => {
-                let setup = |s: &TcpStream| {
-                    s.set_nodelay(true)?;
-                    s.try_clone()
-                };
-                let handle = setup(&stream).map_err(|e| format!("{name} ({addr}): {e}"))?;
-                running.attach(handle)?;
-                let stream = match target.scheme {
-                    Scheme::Http => Stream::Plain(stream),
-                    Scheme::Https => {
-                        let late = || handshake_timeout_error(&name, limits);
-                        let session = tls::connect(&target.host, &name, stream, by, late);
-                        if running.is_cancelled() {
-                            return Err(CANCELLED.into());
-                        }
-                        session?
-                    }
-                };
-                let idle = |s: &TcpStream| {
-                    s.set_read_timeout(Some(limits.idle_timeout))?;
-                    s.set_write_timeout(Some(limits.idle_timeout))
-                };
-                idle(stream.tcp()).map_err(|e| format!("{name} ({addr}): {e}"))?;
-                return Ok(stream);
+    let race = Race::new(&addrs, name.clone(), limits, by);
+    let Attempt { addr, socket, .. } = race.finish(|| running.is_cancelled())?;
+    let setup = |s: &TcpStream| {
+        s.set_nonblocking(false)?;
+        s.set_nodelay(true)?;
+        s.try_clone()
+    };
+    let handle = setup(&socket).map_err(|e| format!("{name} ({addr}): {e}"))?;
+    running.attach(handle)?;
+    let stream = match target.scheme {
+        Scheme::Http => Stream::Plain(socket),
+        Scheme::Https => {
+            let late = || handshake_timeout_error(&name, limits);
+            let session = tls::connect(&target.host, &name, socket, by, late);
+            if running.is_cancelled() {
+                return Err(CANCELLED.into());
             }
-            Err(e) => last = Some(connect_error(&name, addr, &e)),
+            session?
         }
-    }
-    Err(last.unwrap_or_else(|| CANCELLED.into()))
+    };
+    let idle = |s: &TcpStream| {
+        s.set_read_timeout(Some(limits.idle_timeout))?;
+        s.set_write_timeout(Some(limits.idle_timeout))
+    };
+    idle(stream.tcp()).map_err(|e| format!("{name} ({addr}): {e}"))?;
+    Ok(stream)
 }
 
 #[cfg(test)]

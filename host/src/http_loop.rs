@@ -7,9 +7,10 @@
 //! thread ([`crate::lookup`]: one per name however many requests wait on it, a few at once; a
 //! request on a kept connection needs none), which also loads the TLS roots the first time an
 //! `https://` request needs them ([`crate::tls`]); it hands the addresses back through a
-//! waker on this module's poller. The addresses are tried in order, each within the connect
-//! timeout, and opening a connection (the lookup, every address tried, the TLS handshake)
-//! within the open timeout in all ([`HttpLimits`]).
+//! waker on this module's poller. The addresses are raced as Node races them
+//! ([`crate::happy_eyeballs`]: the next one tried beside the first after 250 ms), each
+//! attempt within the connect timeout, and opening a connection (the lookup, every attempt,
+//! the TLS handshake) within the open timeout in all ([`HttpLimits`]).
 //!
 //! The sockets are registered with a poller of this module's own (`epoll` on Linux), whose
 //! descriptor ([`HttpLoop::fd`]) the loop watches like any socket: readable means "drive me"
@@ -30,15 +31,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::model::http1::{ResponseLimits, Scheme, Target, encode_request};
 use clawgate_core::{WorkId, WorkResult};
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 
 use crate::http_conn::{Exchange, Failed};
 use crate::http_pool::{ConnectionPool, KeepAlive, Origin};
@@ -54,6 +54,9 @@ const RESOLVED: Token = Token(usize::MAX);
 /// The default of [`HttpLimits::connect_timeout`]: 10 s, as Node's `fetch` (undici) gives
 /// its whole connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`HttpLimits::attempt_delay`]: 250 ms, Node's
+/// `autoSelectFamilyAttemptTimeout`.
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// The default of [`HttpLimits::open_timeout`]: 30 s, room for three addresses that never
 /// answer.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,13 +75,16 @@ pub type LookupFn = Arc<dyn Fn(&str) -> Result<Vec<IpAddr>, String> + Send + Syn
 /// How requests are performed (the WebSocket workers connect with the same timeouts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// How long connecting to one address may take before the next one is tried.
+    /// How long connecting to one address may take.
     pub connect_timeout: Duration,
+    /// How long an attempt to connect goes without connecting before the next address is
+    /// tried beside it ([`crate::happy_eyeballs`]).
+    pub attempt_delay: Duration,
     /// How long opening a fresh connection may take in all, from the request's start:
-    /// the host's lookup (waiting for a lookup thread included), connecting to each address
-    /// in turn, and the TLS handshake, however many bytes it exchanges meanwhile. (Node's
-    /// `fetch` gives connect and TLS handshake 10 s in all and tries the next address
-    /// after 250 ms; here an address gets [`connect_timeout`](Self::connect_timeout).)
+    /// the host's lookup (waiting for a lookup thread included), every attempt to connect,
+    /// and the TLS handshake, however many bytes it exchanges meanwhile. (Node's `fetch`
+    /// gives connect and TLS handshake 10 s in all, and gives an attempt up when it tries
+    /// the next address; here an address gets [`connect_timeout`](Self::connect_timeout).)
     pub open_timeout: Duration,
     /// How long a request may go without sending or receiving a byte.
     pub idle_timeout: Duration,
@@ -95,6 +101,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             connect_timeout: CONNECT_TIMEOUT,
+            attempt_delay: ATTEMPT_DELAY,
             open_timeout: OPEN_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             lookup_threads: LOOKUP_THREADS,
@@ -139,10 +146,8 @@ struct Running {
     exchange: Exchange,
     /// Its connection came from the pool (a failure may send it again on a fresh one).
     reused: bool,
-    /// The token and socket it is registered under, once it waited for it.
-    registered: Option<(Token, RawFd)>,
-    /// Registered for writability too.
-    writable: bool,
+    /// The token its sockets are registered under, once it waited for them.
+    token: Option<Token>,
 }
 
 /// The requests the loop performs itself (see the module doc).
@@ -270,8 +275,7 @@ impl HttpLoop {
                     req,
                     exchange,
                     reused: true,
-                    registered: None,
-                    writable: false,
+                    token: None,
                 };
                 self.step(running, now, &mut out);
             }
@@ -318,12 +322,12 @@ impl HttpLoop {
         out: &mut Vec<(WorkId, WorkResult)>,
     ) {
         let port = req.target.port;
-        let addrs = ips
+        let addrs: Vec<SocketAddr> = ips
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
             .collect();
-        let started = Exchange::connect(
-            addrs,
+        let exchange = Exchange::connect(
+            &addrs,
             req.tls(),
             req.name(),
             wire,
@@ -332,19 +336,13 @@ impl HttpLoop {
             by,
             now,
         );
-        match started {
-            Ok(exchange) => {
-                let running = Running {
-                    req,
-                    exchange,
-                    reused: false,
-                    registered: None,
-                    writable: false,
-                };
-                self.step(running, now, out);
-            }
-            Err(e) => out.push((req.id, WorkResult::HttpEnd(Err(e)))),
-        }
+        let running = Running {
+            req,
+            exchange,
+            reused: false,
+            token: None,
+        };
+        self.step(running, now, out);
     }
 
     /// Report `results` at the next drive, due at once.
@@ -427,7 +425,7 @@ impl HttpLoop {
             .collect();
         for token in late {
             if let Some(mut r) = self.running.remove(&token) {
-                match r.exchange.timed_out(now) {
+                match r.exchange.timed_out() {
                     Ok(()) => self.step(r, now, &mut out),
                     Err(failed) => self.fail(r, failed, now, &mut out),
                 }
@@ -489,14 +487,12 @@ impl HttpLoop {
             Ok(None) => self.keep(running, out),
             Ok(Some(ended)) => {
                 out.push((id, WorkResult::HttpEnd(Ok(()))));
-                let mut conn = running.exchange.into_connection();
-                // A socket that closes leaves the poller by itself; a kept one must not
-                // wake it while idle.
-                if ended.reusable && conn.stream.is_drained() {
-                    if running.registered.is_some() {
-                        let fd = conn.stream.tcp().as_raw_fd();
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-                    }
+                // Out of the poller: a kept connection must not wake it while idle.
+                let conn = running.exchange.into_connection(self.poll.registry());
+                if let Some(mut conn) = conn
+                    && ended.reusable
+                    && conn.stream.is_drained()
+                {
                     self.pool
                         .checkin(running.req.origin, conn, ended.keep_alive.as_deref(), now);
                 }
@@ -505,35 +501,17 @@ impl HttpLoop {
         }
     }
 
-    /// Keep a request that waits for its socket, registered for what it waits on (once per
-    /// socket, and again only when that changes).
+    /// Keep a request that waits for its sockets, registered for what it waits on under a
+    /// token of its own ([`Exchange::watch`]: each socket once, and again only when that
+    /// changes).
     fn keep(&mut self, mut running: Running, out: &mut Vec<(WorkId, WorkResult)>) {
-        let writable = running.exchange.wants_write();
-        let interest = if writable {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        let fd = running.exchange.socket().as_raw_fd();
-        let registry = self.poll.registry();
-        let token = match running.registered {
-            Some((token, at)) if at == fd && running.writable == writable => Ok(token),
-            Some((token, at)) if at == fd => registry
-                .reregister(&mut SourceFd(&fd), token, interest)
-                .map(|()| token),
-            // A new socket (the next address): the old one left the poller as it closed.
-            _ => {
-                let token = Token(self.next_token);
-                self.next_token = self.next_token.wrapping_add(1);
-                registry
-                    .register(&mut SourceFd(&fd), token, interest)
-                    .map(|()| token)
-            }
-        };
-        match token {
-            Ok(token) => {
-                running.registered = Some((token, fd));
-                running.writable = writable;
+        let token = *running.token.get_or_insert_with(|| {
+            let token = Token(self.next_token);
+            self.next_token = self.next_token.wrapping_add(1);
+            token
+        });
+        match running.exchange.watch(self.poll.registry(), token) {
+            Ok(()) => {
                 self.running.insert(token, running);
             }
             Err(e) => {

@@ -25,6 +25,7 @@ pub mod discovery;
 pub mod entropy;
 pub mod exec_worker;
 pub mod file_worker;
+mod happy_eyeballs;
 mod http_conn;
 pub mod http_loop;
 pub mod http_pool;

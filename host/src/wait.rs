@@ -50,12 +50,7 @@ pub(crate) fn wait(
     wake: Option<&Wake>,
     timeout: Option<Duration>,
 ) -> io::Result<Ready> {
-    let timeout = timeout.map(|t| {
-        Timespec::try_from(t).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        })
-    });
+    let timeout = timeout.map(timespec);
     let on_socket = PollFd::new(&socket, interest);
     let (mut alone, mut with_wake);
     let fds: &mut [PollFd<'_>] = match wake {
@@ -83,6 +78,27 @@ pub(crate) fn wait(
         w.clear();
     }
     Ok(ready)
+}
+
+/// Wait until one of `sockets` is writable or has an error or hang-up to report (a connect
+/// ended), or `timeout` has passed, or a signal interrupted the wait.
+pub(crate) fn writable_any(sockets: &[impl AsFd], timeout: Duration) -> io::Result<()> {
+    let mut fds: Vec<PollFd<'_>> = sockets
+        .iter()
+        .map(|s| PollFd::new(s, PollFlags::OUT))
+        .collect();
+    match poll(&mut fds, Some(&timespec(timeout))) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `t` as poll(2) takes it (a duration too long for it: the longest it takes).
+fn timespec(t: Duration) -> Timespec {
+    Timespec::try_from(t).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    })
 }
 
 #[cfg(test)]

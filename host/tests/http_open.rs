@@ -1,22 +1,24 @@
 //! Opening a connection for the HTTP client on the loop, with host names looked up by the
 //! tests' own resolver ([`HttpLoop::with_lookup`](clawgate_host::http_loop::HttpLoop)): the
-//! next address after one that never answers, the open timeout over every address and over
-//! a lookup that does not answer (also one still waiting for a thread), one lookup for
-//! requests to one name, at most `lookup_threads` at once under 50 names, and a
-//! shutdown that does not wait for a lookup in flight.
+//! next address tried beside one that never answers after the attempt delay (also beside
+//! three), every address and why in the error when all refuse, the open timeout over every
+//! attempt and over a lookup that does not answer (also one still waiting for a thread), one
+//! lookup for requests to one name, at most `lookup_threads` at once under 50 names, and a
+//! shutdown that does not wait for a lookup in flight. (The descriptors a race leaves:
+//! `http_open_fds.rs`, a process of its own.)
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_loop::{HttpLimits, LOOKUP_THREADS, LookupFn};
+use clawgate_host::http_loop::{ATTEMPT_DELAY, HttpLimits, LOOKUP_THREADS, LookupFn};
 use clawgate_tests::fake_model::{FakeModel, Reply};
-use common::client_with_lookup;
+use common::{BlackHole, client_with_lookup};
 
 /// How long a test waits for any one result.
 const WAIT: Duration = Duration::from_secs(10);
@@ -76,84 +78,108 @@ fn answering(ips: Vec<IpAddr>) -> LookupFn {
     Arc::new(move |_: &str| Ok(ips.clone()))
 }
 
-/// A listener at `ip:port` whose accept queue is full, so a connection attempt to it is
-/// never answered (its SYN is dropped), checked: an attempt times out rather than fails.
-struct BlackHole {
-    _listener: TcpListener,
-    _queued: TcpStream,
-}
-
-impl BlackHole {
-    #[allow(unsafe_code)]
-    fn at(addr: SocketAddr) -> BlackHole {
-        use std::os::fd::AsRawFd;
-        let listener = TcpListener::bind(addr).unwrap();
-        // SAFETY: `listen` on a socket this function owns; a backlog of 0 holds one connection.
-        let listened = unsafe { libc::listen(listener.as_raw_fd(), 0) };
-        assert_eq!(listened, 0, "{}", std::io::Error::last_os_error());
-        let queued = TcpStream::connect(addr).unwrap();
-        let probe = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
-        let e = probe.expect_err("the accept queue is full: no answer");
-        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
-        BlackHole {
-            _listener: listener,
-            _queued: queued,
-        }
-    }
-}
-
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Another loopback address (all of 127/8 is), for a black hole at the same port.
 const LOOPBACK_2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const LOOPBACK_3: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+const LOOPBACK_4: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
+const LOOPBACK_5: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
 
 #[test]
-fn the_next_address_is_tried_after_one_that_never_answers() {
+fn an_address_that_never_answers_loses_to_the_next_within_the_attempt_delay() {
     let model = FakeModel::start(|_| Reply::text(&["second"]));
     let port = model.addr().port();
     let _hole = BlackHole::at(SocketAddr::new(LOOPBACK_2, port));
-    let limits = HttpLimits {
-        connect_timeout: Duration::from_millis(300),
-        ..HttpLimits::default()
-    };
+    // The default limits: one address after the other, the second would start after the
+    // first's 10 s connect timeout.
     let lookup = answering(vec![LOOPBACK_2, LOOPBACK]);
-    let (mut pool, rx) = client_with_lookup(limits, lookup);
+    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
     let started = Instant::now();
     pool.submit(
         WorkId(1),
         chat(format!("http://model.test:{port}/v1/chat/completions")),
     );
     let (end, body) = end_of(&rx, WorkId(1));
+    let took = started.elapsed();
     assert_eq!(end, Ok(()));
     assert!(body.contains("second"), "{body}");
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(took >= ATTEMPT_DELAY, "{took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(model.requests().len(), 1);
 }
 
 #[test]
-fn the_open_timeout_bounds_every_address_tried() {
+fn three_addresses_that_never_answer_go_on_while_the_fourth_is_tried() {
+    let model = FakeModel::start(|_| Reply::text(&["fourth"]));
+    let port = model.addr().port();
+    let holes = [LOOPBACK_2, LOOPBACK_3, LOOPBACK_4];
+    let _holes = holes.map(|ip| BlackHole::at(SocketAddr::new(ip, port)));
+    let lookup = answering(holes.into_iter().chain([LOOPBACK]).collect());
+    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
+    let started = Instant::now();
+    pool.submit(
+        WorkId(1),
+        chat(format!("http://model.test:{port}/v1/chat/completions")),
+    );
+    let (end, body) = end_of(&rx, WorkId(1));
+    let took = started.elapsed();
+    assert_eq!(end, Ok(()));
+    assert!(body.contains("fourth"), "{body}");
+    // 30 s one address after the other; three attempt delays when raced.
+    assert!(took >= 3 * ATTEMPT_DELAY, "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn when_every_address_refuses_the_error_names_each() {
     let port = TcpListener::bind((LOOPBACK, 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let hole = SocketAddr::new(LOOPBACK_2, port);
-    let _hole = BlackHole::at(hole);
+    let lookup = answering(vec![LOOPBACK, LOOPBACK_2]);
+    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
+    pool.submit(WorkId(3), get(format!("http://model.test:{port}/")));
+    let (end, _) = end_of(&rx, WorkId(3));
+    let why = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+    assert_eq!(
+        end,
+        Err(format!(
+            "cannot connect to model.test:{port}: 127.0.0.1:{port}: {why}; 127.0.0.2:{port}: {why}"
+        ))
+    );
+}
+
+#[test]
+fn the_open_timeout_bounds_every_attempt() {
+    let port = TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let holes =
+        [LOOPBACK_2, LOOPBACK_3, LOOPBACK_4, LOOPBACK_5].map(|ip| SocketAddr::new(ip, port));
+    let _holes = holes.map(BlackHole::at);
     let limits = HttpLimits {
         connect_timeout: Duration::from_secs(2),
+        attempt_delay: Duration::from_secs(1),
         open_timeout: Duration::from_millis(2200),
         ..HttpLimits::default()
     };
-    // Ten addresses that never answer: 20 s at 2 s each were the total not bounded, 4 s were
-    // the second attempt given its whole connect timeout.
-    let (mut pool, rx) = client_with_lookup(limits, answering(vec![LOOPBACK_2; 10]));
+    // Attempts start at 0, 1 and 2 s and end at 2.2 s; were the total not bounded, the third
+    // would go on to 4 s, and the fourth start at 3 s.
+    let ips = holes.iter().map(SocketAddr::ip).collect();
+    let (mut pool, rx) = client_with_lookup(limits, answering(ips));
     let started = Instant::now();
     pool.submit(WorkId(2), get(format!("http://model.test:{port}/")));
     let (end, _) = end_of(&rx, WorkId(2));
     let took = started.elapsed();
+    let [a, b, c, d] = holes;
     assert_eq!(
         end,
         Err(format!(
-            "cannot connect to model.test:{port} ({hole}): timed out"
+            "cannot connect to model.test:{port}: {a}: timed out; {b}: timed out; {c}: timed out; \
+             not tried within the open timeout: {d}"
         ))
     );
     assert!(took >= Duration::from_millis(2200), "{took:?}");

@@ -5,10 +5,11 @@
 #![allow(dead_code)]
 
 use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
@@ -163,4 +164,29 @@ fn on_loop(http: HttpLoop) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
         }),
     );
     (client, rx)
+}
+
+/// A listener at `ip:port` whose accept queue is full, so a connection attempt to it is
+/// never answered (its SYN is dropped), checked: an attempt times out rather than fails.
+pub struct BlackHole {
+    _listener: TcpListener,
+    _queued: TcpStream,
+}
+
+impl BlackHole {
+    #[allow(unsafe_code)]
+    pub fn at(addr: SocketAddr) -> BlackHole {
+        let listener = TcpListener::bind(addr).unwrap();
+        // SAFETY: `listen` on a socket this function owns; a backlog of 0 holds one connection.
+        let listened = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+        assert_eq!(listened, 0, "{}", std::io::Error::last_os_error());
+        let queued = TcpStream::connect(addr).unwrap();
+        let probe = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        let e = probe.expect_err("the accept queue is full: no answer");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        BlackHole {
+            _listener: listener,
+            _queued: queued,
+        }
+    }
 }

@@ -1,0 +1,351 @@
+//! Connection attempts as RFC 8305 ("Happy Eyeballs") and Node's `net.connect` with
+//! `autoSelectFamily` (on by default since Node 20; `fetch` connects through it) make them:
+//! the resolved addresses interleaved by family ([`interleave`]), one attempt started, and
+//! the next one [`attempt_delay`](HttpLimits::attempt_delay) (250 ms) later when it has not
+//! connected by then, or at once when it failed; the first to connect wins and the others
+//! are closed at once. Each attempt ends at the connect timeout, and all of them at the open
+//! timeout. Node gives an attempt up when it starts the next one (all but the last); here
+//! the earlier ones go on, as RFC 8305 §5 has it, so a path slower than the delay (a
+//! satellite link, a congested mobile one) still connects.
+//!
+//! A [`Race`] never waits: [`Race::advance`] looks at its sockets and at the time and says
+//! which attempt won, or that it waits (for a socket to become writable, or until
+//! [`Race::deadline`]). The loop's HTTP client ([`crate::http_conn`]) waits on its poller,
+//! with the attempts' sockets registered; the blocking open of the WebSocket workers
+//! ([`crate::connect`]) in poll(2) ([`Race::finish`]).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::http_conn::connect_error;
+use crate::http_loop::HttpLimits;
+use crate::wait;
+
+/// The addresses in the order to try them: IPv6 and IPv4 alternating, starting with the
+/// family of the first (the resolver's preference), each family in the resolver's order,
+/// every address once (RFC 8305 §4, as Node orders them).
+pub(crate) fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let first_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+    let mut families: [Vec<SocketAddr>; 2] = [Vec::new(), Vec::new()];
+    for addr in addrs {
+        let [preferred, other] = &mut families;
+        let family = if addr.is_ipv6() == first_v6 {
+            preferred
+        } else {
+            other
+        };
+        if !family.contains(addr) {
+            family.push(*addr);
+        }
+    }
+    let [preferred, other] = families;
+    let mut order = Vec::with_capacity(preferred.len() + other.len());
+    let (mut preferred, mut other) = (preferred.into_iter(), other.into_iter());
+    loop {
+        match (preferred.next(), other.next()) {
+            (None, None) => return order,
+            (a, b) => order.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
+/// One connection attempt: a non-blocking socket connecting to `addr`.
+pub(crate) struct Attempt {
+    /// Where it connects.
+    pub(crate) addr: SocketAddr,
+    /// Its socket (non-blocking).
+    pub(crate) socket: TcpStream,
+    /// When it is given up: its connect timeout, or the open timeout if sooner.
+    until: Instant,
+    /// Whether it is registered with the loop's poller (its owner's to say and to undo).
+    pub(crate) watched: bool,
+}
+
+/// Whether `socket`'s connect is done: `None` while it goes on, else how it ended.
+fn connected(socket: &TcpStream) -> Option<io::Result<()>> {
+    match socket.take_error() {
+        Ok(Some(e)) | Err(e) => Some(Err(e)),
+        Ok(None) => match socket.peer_addr() {
+            Ok(_) => Some(Ok(())),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => None,
+            Err(e) => Some(Err(e)),
+        },
+    }
+}
+
+/// The attempts to connect to one host (see the module doc).
+pub(crate) struct Race {
+    /// `host:port`, for errors.
+    name: String,
+    /// The addresses not tried yet, in order.
+    waiting: VecDeque<SocketAddr>,
+    /// The attempts under way, oldest first.
+    attempts: Vec<Attempt>,
+    /// Attempts that ended while registered with a poller, for their owner to take out of it
+    /// ([`Race::take_ended`]) before they close.
+    ended: Vec<Attempt>,
+    /// Every address tried that did not connect, and why, in the order they ended.
+    failures: Vec<(SocketAddr, String)>,
+    /// When the next address is tried if no attempt has connected by then.
+    next_start: Instant,
+    /// The open timeout.
+    by: Instant,
+    connect_timeout: Duration,
+    attempt_delay: Duration,
+}
+
+impl Race {
+    /// The attempts to connect to `addrs` (the resolver's order) of `name` (`host:port`),
+    /// ordered by [`interleave`]; none starts before the first [`advance`](Self::advance),
+    /// and all end `by` then.
+    pub(crate) fn new(
+        addrs: &[SocketAddr],
+        name: String,
+        limits: &HttpLimits,
+        by: Instant,
+    ) -> Self {
+        Race {
+            name,
+            waiting: interleave(addrs).into(),
+            attempts: Vec::new(),
+            ended: Vec::new(),
+            failures: Vec::new(),
+            next_start: by,
+            by,
+            connect_timeout: limits.connect_timeout,
+            attempt_delay: limits.attempt_delay,
+        }
+    }
+
+    /// Look at every attempt at `now`: the first connected wins (`Some`: the others are
+    /// [`losers`](Self::into_losers)); one that failed or timed out ends, and the next
+    /// address is tried when one ended or the current attempt went the attempt delay
+    /// without connecting. `None`: it waits (for a socket, or until
+    /// [`deadline`](Self::deadline)); `Err` when every address failed or the open timeout
+    /// passed: the error names each address tried and why.
+    pub(crate) fn advance(&mut self, now: Instant) -> Result<Option<Attempt>, String> {
+        loop {
+            let mut winner = None;
+            for attempt in std::mem::take(&mut self.attempts) {
+                match connected(&attempt.socket) {
+                    Some(Ok(())) if winner.is_none() => winner = Some(attempt),
+                    Some(Err(e)) => self.end(attempt, e.to_string(), now),
+                    None if now >= attempt.until => self.end(attempt, timed_out(), now),
+                    _ => self.attempts.push(attempt),
+                }
+            }
+            if winner.is_some() {
+                return Ok(winner);
+            }
+            if now >= self.by {
+                for attempt in std::mem::take(&mut self.attempts) {
+                    self.end(attempt, timed_out(), now);
+                }
+                return Err(self.error());
+            }
+            let mut started = false;
+            while self.attempts.is_empty() || now >= self.next_start {
+                let Some(addr) = self.waiting.pop_front() else {
+                    break;
+                };
+                match mio::net::TcpStream::connect(addr) {
+                    Ok(socket) => {
+                        self.attempts.push(Attempt {
+                            addr,
+                            socket: socket.into(),
+                            until: self.by.min(now + self.connect_timeout),
+                            watched: false,
+                        });
+                        self.next_start = now + self.attempt_delay;
+                        started = true;
+                    }
+                    Err(e) => self.failures.push((addr, e.to_string())),
+                }
+            }
+            if self.attempts.is_empty() {
+                return Err(self.error());
+            }
+            if !started {
+                return Ok(None);
+            }
+            // A fresh attempt may be connected already (a loopback one is): look again.
+        }
+    }
+
+    /// `attempt` did not connect (`why`): it is closed, or kept for its owner to take out
+    /// of its poller first; the next address is tried at once.
+    fn end(&mut self, attempt: Attempt, why: String, now: Instant) {
+        self.failures.push((attempt.addr, why));
+        self.next_start = now;
+        if attempt.watched {
+            self.ended.push(attempt);
+        }
+    }
+
+    /// When [`advance`](Self::advance) is due without readiness: the next attempt's start,
+    /// an attempt's timeout, or the open timeout, whichever comes first.
+    pub(crate) fn deadline(&self) -> Instant {
+        let next = (!self.waiting.is_empty()).then_some(self.next_start);
+        let attempts = self.attempts.iter().map(|a| a.until);
+        attempts.chain(next).fold(self.by, Instant::min)
+    }
+
+    /// The attempts under way, to register their sockets with a poller.
+    pub(crate) fn attempts_mut(&mut self) -> &mut [Attempt] {
+        &mut self.attempts
+    }
+
+    /// The attempts that ended while registered, to take out of the poller (they close when
+    /// dropped).
+    pub(crate) fn take_ended(&mut self) -> Vec<Attempt> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// The attempts left once one won: those under way and those ended but still registered.
+    pub(crate) fn into_losers(self) -> impl Iterator<Item = Attempt> {
+        self.attempts.into_iter().chain(self.ended)
+    }
+
+    /// Run the race to its end on this thread, waiting in poll(2) on the attempts' sockets
+    /// (blocking: never on the loop); `cancelled` is asked after each wait. The winner's
+    /// socket is left non-blocking; the losers are closed.
+    pub(crate) fn finish(mut self, cancelled: impl Fn() -> bool) -> Result<Attempt, String> {
+        loop {
+            let now = Instant::now();
+            if let Some(winner) = self.advance(now)? {
+                return Ok(winner);
+            }
+            if cancelled() {
+                return Err(crate::http_loop::CANCELLED.into());
+            }
+            let sockets: Vec<&TcpStream> = self.attempts.iter().map(|a| &a.socket).collect();
+            let timeout = self.deadline().saturating_duration_since(now);
+            wait::writable_any(&sockets, timeout)
+                .map_err(|e| format!("cannot connect to {}: {e}", self.name))?;
+        }
+    }
+
+    /// The error of a race every attempt lost: every address tried and why, and those the
+    /// open timeout left untried.
+    fn error(&self) -> String {
+        let name = &self.name;
+        match (self.failures.as_slice(), self.waiting.is_empty()) {
+            ([], true) => format!("cannot resolve {name}: no addresses"),
+            ([(addr, why)], true) => connect_error(name, *addr, why),
+            (failures, _) => {
+                let tried: Vec<String> = failures
+                    .iter()
+                    .map(|(addr, why)| format!("{addr}: {why}"))
+                    .collect();
+                let mut error = format!("cannot connect to {name}: {}", tried.join("; "));
+                if !self.waiting.is_empty() {
+                    let left: Vec<String> = self.waiting.iter().map(|a| a.to_string()).collect();
+                    error.push_str(&format!(
+                        "; not tried within the open timeout: {}",
+                        left.join(", ")
+                    ));
+                }
+                error
+            }
+        }
+    }
+}
+
+/// Why an attempt not connected by its timeout ended.
+fn timed_out() -> String {
+    io::Error::from(io::ErrorKind::TimedOut).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
+
+    use super::*;
+
+    fn v4(n: u8) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(192, 0, 2, n), 443))
+    }
+
+    fn v6(n: u16) -> SocketAddr {
+        SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n), 443))
+    }
+
+    #[test]
+    fn families_alternate_from_the_first_ones_each_in_the_resolvers_order() {
+        let resolved = [v6(1), v6(2), v6(3), v4(1), v4(2)];
+        assert_eq!(interleave(&resolved), [v6(1), v4(1), v6(2), v4(2), v6(3)]);
+        let resolved = [v4(9), v4(1), v6(5)];
+        assert_eq!(interleave(&resolved), [v4(9), v6(5), v4(1)]);
+        assert_eq!(interleave(&[v4(1), v4(2)]), [v4(1), v4(2)]);
+        assert_eq!(interleave(&[]), []);
+    }
+
+    #[test]
+    fn an_address_given_twice_is_tried_once() {
+        let resolved = [v6(1), v4(1), v6(1), v4(2), v4(1)];
+        assert_eq!(interleave(&resolved), [v6(1), v4(1), v4(2)]);
+    }
+
+    /// An address that refuses connections (a port just closed).
+    fn refusing() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[test]
+    fn the_blocking_race_connects_past_an_address_that_never_answers() {
+        // A listener whose accept queue (one connection at a backlog of 0) is full: the
+        // kernel drops further SYNs, so an attempt to it never answers.
+        let hole = TcpListener::bind("127.0.0.2:0").unwrap();
+        rustix::net::listen(&hole, 0).unwrap();
+        let _queued = TcpStream::connect(hole.local_addr().unwrap()).unwrap();
+        let good = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = HttpLimits::default();
+        let addrs = [hole.local_addr().unwrap(), good.local_addr().unwrap()];
+        let started = Instant::now();
+        let race = Race::new(
+            &addrs,
+            "x:80".into(),
+            &limits,
+            started + limits.open_timeout,
+        );
+        let winner = race.finish(|| false).expect("the second address answers");
+        let took = started.elapsed();
+        assert_eq!(winner.addr, addrs[1]);
+        assert!(took >= limits.attempt_delay, "{took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+
+    #[test]
+    fn when_every_address_refuses_the_error_names_each_and_why() {
+        let (first, second) = (refusing(), refusing());
+        let by = Instant::now() + Duration::from_secs(5);
+        let race = Race::new(&[first, second], "x:80".into(), &HttpLimits::default(), by);
+        let error = race.finish(|| false).err().expect("refused");
+        let why = io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string();
+        assert_eq!(
+            error,
+            format!("cannot connect to x:80: {first}: {why}; {second}: {why}")
+        );
+    }
+
+    #[test]
+    fn one_address_refused_keeps_the_short_error() {
+        let addr = refusing();
+        let by = Instant::now() + Duration::from_secs(5);
+        let race = Race::new(&[addr], "x:80".into(), &HttpLimits::default(), by);
+        let error = race.finish(|| false).err().expect("refused");
+        let why = io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string();
+        assert_eq!(error, format!("cannot connect to x:80 ({addr}): {why}"));
+    }
+
+    #[test]
+    fn no_addresses_is_a_lookup_error() {
+        let by = Instant::now() + Duration::from_secs(5);
+        let race = Race::new(&[], "x:80".into(), &HttpLimits::default(), by);
+        let error = race.finish(|| false).err().expect("nothing to try");
+        assert_eq!(error, "cannot resolve x:80: no addresses");
+    }
+}
