@@ -5,6 +5,8 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
@@ -12,7 +14,8 @@ use clawgate_core::persist::{
     ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange,
     StoredChannelRow, StoredPendingInput, StoredSession,
 };
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::wal::CheckpointMode;
+use rusqlite::{Connection, DEFAULT_NAME, OpenFlags, params};
 
 use crate::schema::{self, Found};
 
@@ -81,6 +84,8 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
 pub struct Db {
     pub(crate) conn: Connection,
     pub(crate) path: PathBuf,
+    /// The WAL's frames after the last commit, as SQLite's WAL hook reports them.
+    wal_frames: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for Db {
@@ -163,7 +168,11 @@ impl Db {
         drop(file);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| sqlite(&path, e))?;
-        let mut db = Db { conn, path };
+        let mut db = Db {
+            conn,
+            path,
+            wal_frames: Arc::default(),
+        };
         db.configure()?;
         Ok(db)
     }
@@ -195,6 +204,17 @@ impl Db {
             .map_err(e)?;
         self.conn
             .pragma_update(None, "synchronous", "FULL")
+            .map_err(e)?;
+        // The hook replaces SQLite's automatic checkpoint, which ran inside the commit that
+        // took the WAL past 1000 pages (copying it into the database file and syncing that
+        // before the commit returned): the writer checkpoints by this count instead, after
+        // reporting, when it pauses ([`Db::checkpoint`]).
+        let frames = Arc::clone(&self.wal_frames);
+        self.conn
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
+                frames.store(u32::try_from(n).unwrap_or(0), Ordering::Relaxed);
+                Ok(())
+            }))
             .map_err(e)?;
         // A negative size is in KiB.
         self.conn
@@ -423,6 +443,30 @@ impl Db {
         }
         also(&tx).map_err(e)?;
         tx.commit().map_err(e)
+    }
+
+    /// The frames in the WAL after the last commit (0 before any): what a checkpoint would
+    /// copy into the database file, at most.
+    pub fn wal_frames(&self) -> u32 {
+        self.wal_frames.load(Ordering::Relaxed)
+    }
+
+    /// Copy the WAL into the database file (a passive checkpoint: it waits for no reader)
+    /// and, when all of it was copied, start the WAL over with a write of one page (the
+    /// schema version, unchanged). Starting over writes and syncs the WAL's header, one
+    /// more sync: done here, it does not fall on the next commit, which a message waits for.
+    pub fn checkpoint(&mut self) -> Result<(), DbError> {
+        let e = |e| sqlite(&self.path, e);
+        let (log, copied) = self
+            .conn
+            .wal_checkpoint_v2(DEFAULT_NAME, CheckpointMode::PASSIVE)
+            .map_err(e)?;
+        if log > 0 && copied == log {
+            self.conn
+                .pragma_update(None, "user_version", schema::VERSION)
+                .map_err(e)?;
+        }
+        Ok(())
     }
 
     /// Whether the store's bookkeeping has a row `key` (a one-time step's marker).
