@@ -432,7 +432,7 @@ fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
     assert!(db.load_channel_rows().unwrap().is_empty());
     assert!(db.load_pending_input().unwrap().is_empty());
     let version: u32 = db_version(&path);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }
 
 #[test]
@@ -810,4 +810,75 @@ fn the_wal_is_bounded_when_jobs_never_pause() {
     );
     writer.close();
     assert_eq!(transcript_rows(dir.path()), 300);
+}
+
+/// A database of schema 5 (every keyed table with a rowid and a key index) is brought to the
+/// current schema in place, its sessions, channel rows and grants kept.
+#[test]
+fn a_version_5_database_migrates_and_keeps_its_keyed_rows() {
+    use clawgate_core::persist::ChannelRowKind;
+    let dir = TempDir::new("store-v5");
+    let path = db_path(dir.path());
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut sql = String::from(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+         CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+         CREATE TABLE pending_requests (request_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+         CREATE TABLE transcript (session_key TEXT NOT NULL, seq INTEGER NOT NULL,
+             message TEXT NOT NULL, PRIMARY KEY (session_key, seq)) STRICT;
+         CREATE TABLE pending_input (run_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
+    );
+    let keyed = ["sessions"]
+        .into_iter()
+        .chain(ChannelRowKind::ALL.iter().map(|k| k.table()));
+    for table in keyed {
+        sql.push_str(&format!(
+            "CREATE TABLE {table} (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+             INSERT INTO {table} (key, row) VALUES ('k-{table}', '{{\"in\":\"{table}\"}}');"
+        ));
+    }
+    sql.push_str("PRAGMA user_version = 5;");
+    conn.execute_batch(&sql).unwrap();
+    drop(conn);
+
+    let mut db = Db::open(dir.path()).unwrap();
+    assert_eq!(db_version(&path), 6);
+    let sessions = db.load_sessions(10).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].key, "k-sessions");
+    assert_eq!(sessions[0].row["in"], "sessions");
+    let rows = db.load_channel_rows().unwrap();
+    assert_eq!(rows.len(), ChannelRowKind::ALL.len());
+    for r in &rows {
+        assert_eq!(r.key, format!("k-{}", r.kind.table()));
+        assert_eq!(r.row["in"], r.kind.table());
+    }
+}
+
+/// Putting a keyed row again writes one page of the WAL per table (the key is the table's
+/// b-tree; with a rowid, the row's page and its key index's page were both written).
+#[test]
+fn putting_a_session_and_a_channel_row_writes_one_page_each() {
+    use clawgate_core::persist::ChannelRowKind;
+    let dir = TempDir::new("store-pages");
+    let mut db = Db::open(dir.path()).unwrap();
+    let wal = db_path(dir.path()).with_extension("sqlite-wal");
+    let batch = |n: u64| {
+        vec![
+            StoreChange::PutSession {
+                key: "agent:main:main".into(),
+                row: serde_json::json!({"updatedAt": n}),
+            },
+            StoreChange::PutChannelRow {
+                kind: ChannelRowKind::Offset,
+                key: "telegram:default".into(),
+                row: serde_json::json!({"offset": n}),
+            },
+        ]
+    };
+    db.apply(&batch(1)).unwrap();
+    let before = frames(file_len(&wal));
+    db.apply(&batch(2)).unwrap();
+    assert_eq!(frames(file_len(&wal)) - before, 2);
 }
