@@ -569,6 +569,8 @@ impl Gateway {
         self.draining = true;
         self.log(now, Level::Info, None, "shutting down".into());
         self.cancel_runs();
+        // Delivery records waiting to ride with a batch go now.
+        self.persist();
         self.broadcast(
             now,
             "shutdown",

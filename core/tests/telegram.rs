@@ -6,6 +6,7 @@ use core::time::Duration;
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use clawgate_core::channels::DELIVERY_RECORD_DELAY;
 use clawgate_core::channels::pairing::ChannelPairing;
 use clawgate_core::client::Event;
 use clawgate_core::config::{ConfigInput, RunFlags};
@@ -621,7 +622,8 @@ fn channel_messages_queue_as_followups_even_under_collect() {
 }
 
 /// One step of the world, atomic: the oldest held store batch written, or one held request
-/// answered (`http_first` says which goes first when both can); false when nothing can move.
+/// answered (`http_first` says which goes first when both can), or, when neither can, the
+/// delivery records' delay passed and the batch it issued written; false when nothing can move.
 fn step(p: &mut Sim, f: &mut Fakes, http_first: bool) -> bool {
     if !http_first && p.write_next_batch() {
         return true;
@@ -634,7 +636,11 @@ fn step(p: &mut Sim, f: &mut Fakes, http_first: bool) -> bool {
             return true;
         }
     }
-    http_first && p.write_next_batch()
+    if http_first && p.write_next_batch() {
+        return true;
+    }
+    p.advance(DELIVERY_RECORD_DELAY);
+    p.write_next_batch()
 }
 
 /// The pairing code in a pairing message.
@@ -1083,6 +1089,41 @@ fn a_failed_message_batch_delivers_nothing_until_it_is_rewritten() {
         [&json!("echo lost")],
         "answered once after the rewrite"
     );
+    p.advance(DELIVERY_RECORD_DELAY);
+    assert!(recorded_as_answered(&p));
+}
+
+/// A reply's delivery record (its outbox row deleted) is no batch of its own: it rides with
+/// the next message's batch, whose commit then waits for one fsync, not two; with no next
+/// batch it is written alone once [`DELIVERY_RECORD_DELAY`] has passed.
+#[test]
+fn a_delivery_record_rides_with_the_next_batch_or_goes_alone_after_its_delay() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    let has_outbox_delete = |batch: &[StoreChange]| {
+        batch.iter().any(|c| {
+            matches!(c, StoreChange::DeleteChannelRow { kind, .. } if *kind == ChannelRowKind::Outbox)
+        })
+    };
+    f.dm(222, "one");
+    pump(&mut p, &mut f);
+    assert_eq!(f.sent("sendMessage").len(), 1);
+    assert!(outbox_on_disk(&p), "the record waits for a batch");
+    let before = p.batches.len();
+    f.dm(222, "two");
+    pump(&mut p, &mut f);
+    assert_eq!(f.sent("sendMessage").len(), 2);
+    let message_batch = &p.batches[before];
+    assert!(
+        has_outbox_delete(message_batch),
+        "the first reply's record rides with the second message's batch: {message_batch:?}"
+    );
+    assert!(outbox_on_disk(&p), "the second reply's record waits");
+    let before = p.batches.len();
+    p.advance(DELIVERY_RECORD_DELAY - Duration::from_millis(1));
+    assert_eq!(p.batches.len(), before, "nothing before the delay");
+    p.advance(Duration::from_millis(1));
+    assert_eq!(p.batches.len(), before + 1, "the record alone after it");
+    assert!(has_outbox_delete(&p.batches[before]));
     assert!(recorded_as_answered(&p));
 }
 
@@ -1260,4 +1301,17 @@ fn health_is_answered_from_its_snapshot_until_something_changes_it() {
         later["ts"].as_u64().unwrap() >= ts + 1500,
         "at most a second old: {later}"
     );
+}
+
+/// A gateway stopping stores the delivery records still waiting for a batch: a clean stop
+/// never sends a reply twice.
+#[test]
+fn a_stop_stores_the_waiting_delivery_records() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.dm(222, "one");
+    pump(&mut p, &mut f);
+    assert_eq!(f.sent("sendMessage").len(), 1);
+    assert!(outbox_on_disk(&p), "the record waits for a batch");
+    p.shutdown();
+    assert!(recorded_as_answered(&p), "written at the stop");
 }

@@ -5,6 +5,8 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
@@ -12,7 +14,8 @@ use clawgate_core::persist::{
     ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange,
     StoredChannelRow, StoredPendingInput, StoredSession,
 };
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::wal::CheckpointMode;
+use rusqlite::{Connection, DEFAULT_NAME, OpenFlags, params};
 
 use crate::schema::{self, Found};
 
@@ -81,6 +84,8 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
 pub struct Db {
     pub(crate) conn: Connection,
     pub(crate) path: PathBuf,
+    /// The WAL's frames after the last commit, as SQLite's WAL hook reports them.
+    wal_frames: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for Db {
@@ -163,7 +168,11 @@ impl Db {
         drop(file);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| sqlite(&path, e))?;
-        let mut db = Db { conn, path };
+        let mut db = Db {
+            conn,
+            path,
+            wal_frames: Arc::default(),
+        };
         db.configure()?;
         Ok(db)
     }
@@ -174,9 +183,11 @@ impl Db {
     }
 
     /// Hand back the memory SQLite holds for pages it read (its page cache, up to
-    /// [`PAGE_CACHE_KIB`]): start-up's migrations and loads fill it with pages an idle
-    /// gateway does not read again, and the next transaction reads what it needs anew.
+    /// [`PAGE_CACHE_KIB`]) and the statements kept prepared: start-up's migrations and loads
+    /// fill the cache with pages an idle gateway does not read again, and the next
+    /// transaction reads and prepares what it needs anew.
     pub fn release_cache(&mut self) -> Result<(), DbError> {
+        self.conn.flush_prepared_statement_cache();
         self.conn
             .release_memory()
             .map_err(|e| sqlite(&self.path, e))
@@ -195,6 +206,17 @@ impl Db {
             .map_err(e)?;
         self.conn
             .pragma_update(None, "synchronous", "FULL")
+            .map_err(e)?;
+        // The hook replaces SQLite's automatic checkpoint, which ran inside the commit that
+        // took the WAL past 1000 pages (copying it into the database file and syncing that
+        // before the commit returned): the writer checkpoints by this count instead, after
+        // reporting, when it pauses ([`Db::checkpoint`]).
+        let frames = Arc::clone(&self.wal_frames);
+        self.conn
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n: i32| {
+                frames.store(u32::try_from(n).unwrap_or(0), Ordering::Relaxed);
+                Ok(())
+            }))
             .map_err(e)?;
         // A negative size is in KiB.
         self.conn
@@ -425,6 +447,30 @@ impl Db {
         tx.commit().map_err(e)
     }
 
+    /// The frames in the WAL after the last commit (0 before any): what a checkpoint would
+    /// copy into the database file, at most.
+    pub fn wal_frames(&self) -> u32 {
+        self.wal_frames.load(Ordering::Relaxed)
+    }
+
+    /// Copy the WAL into the database file (a passive checkpoint: it waits for no reader)
+    /// and, when all of it was copied, start the WAL over with a write of one page (the
+    /// schema version, unchanged). Starting over writes and syncs the WAL's header, one
+    /// more sync: done here, it does not fall on the next commit, which a message waits for.
+    pub fn checkpoint(&mut self) -> Result<(), DbError> {
+        let e = |e| sqlite(&self.path, e);
+        let (log, copied) = self
+            .conn
+            .wal_checkpoint_v2(DEFAULT_NAME, CheckpointMode::PASSIVE)
+            .map_err(e)?;
+        if log > 0 && copied == log {
+            self.conn
+                .pragma_update(None, "user_version", schema::VERSION)
+                .map_err(e)?;
+        }
+        Ok(())
+    }
+
     /// Whether the store's bookkeeping has a row `key` (a one-time step's marker).
     pub(crate) fn has_meta(&self, key: &str) -> Result<bool, DbError> {
         self.conn
@@ -449,20 +495,36 @@ impl Db {
     }
 }
 
+/// Run `sql` with `params` in the caller's transaction, its statement prepared once and kept
+/// (a message's commit runs the same few statements: parsing them each time was a fifth of
+/// the writer's instructions per commit).
+fn run(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
+}
+
 /// One change, inside the caller's transaction.
 fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::Result<()> {
     match change {
         StoreChange::DeleteDevice(id) => {
-            tx.execute("DELETE FROM paired_devices WHERE device_id = ?1", [id])?;
+            run(tx, "DELETE FROM paired_devices WHERE device_id = ?1", [id])?;
         }
         StoreChange::DeletePending(id) => {
-            tx.execute("DELETE FROM pending_requests WHERE request_id = ?1", [id])?;
+            run(
+                tx,
+                "DELETE FROM pending_requests WHERE request_id = ?1",
+                [id],
+            )?;
         }
         StoreChange::ClearPairing => {
             tx.execute_batch("DELETE FROM paired_devices; DELETE FROM pending_requests;")?;
         }
         StoreChange::PutSession { key, row } => {
-            tx.execute(
+            run(
+                tx,
                 "INSERT OR REPLACE INTO sessions (key, row) VALUES (?1, ?2)",
                 params![key, row.to_string()],
             )?;
@@ -475,7 +537,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
             // SQLite integers are signed: a seq beyond i64 is refused, not wrapped.
             let seq = i64::try_from(*seq)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            tx.execute(
+            run(
+                tx,
                 "INSERT OR REPLACE INTO transcript (session_key, seq, message) VALUES (?1, ?2, ?3)",
                 params![session_key, seq, message.to_string()],
             )?;
@@ -485,26 +548,28 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
                 "INSERT OR REPLACE INTO {} (key, row) VALUES (?1, ?2)",
                 kind.table()
             );
-            tx.execute(&sql, params![key, row.to_string()])?;
+            run(tx, &sql, params![key, row.to_string()])?;
         }
         StoreChange::DeleteChannelRow { kind, key } => {
-            tx.execute(
+            run(
+                tx,
                 &format!("DELETE FROM {} WHERE key = ?1", kind.table()),
                 [key],
             )?;
         }
         StoreChange::PutPendingInput { run_id, row } => {
-            tx.execute(
+            run(
+                tx,
                 "INSERT OR REPLACE INTO pending_input (run_id, row) VALUES (?1, ?2)",
                 params![run_id, row.to_string()],
             )?;
         }
         StoreChange::DeletePendingInput(run_id) => {
-            tx.execute("DELETE FROM pending_input WHERE run_id = ?1", [run_id])?;
+            run(tx, "DELETE FROM pending_input WHERE run_id = ?1", [run_id])?;
         }
         StoreChange::DeleteSession { key } => {
-            tx.execute("DELETE FROM transcript WHERE session_key = ?1", [key])?;
-            tx.execute("DELETE FROM sessions WHERE key = ?1", [key])?;
+            run(tx, "DELETE FROM transcript WHERE session_key = ?1", [key])?;
+            run(tx, "DELETE FROM sessions WHERE key = ?1", [key])?;
         }
         put @ (StoreChange::PutDevice(_) | StoreChange::PutPending(_)) => {
             // The core's encoding, so `PairingStore::from_rows` reads back what it wrote.
@@ -517,7 +582,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
                         "INSERT OR REPLACE INTO pending_requests (request_id, row) VALUES (?1, ?2)"
                     }
                 };
-                tx.execute(sql, params![key, row])?;
+                run(tx, sql, params![key, row])?;
             }
         }
     }

@@ -1,5 +1,6 @@
 //! clawgate's durable state: one SQLite database, `$OPENCLAW_STATE_DIR/state/clawgate.sqlite`
-//! (WAL, `synchronous=FULL`, file 0600 in a 0700 directory), written by one thread.
+//! (WAL, `synchronous=FULL`, file 0600 in a 0700 directory), written by one thread, which also
+//! checkpoints it between transactions ([`Checkpoints`]).
 //!
 //! The core never touches it: it emits batches of [`StoreChange`]s, the host hands each batch
 //! to the [`Writer`] thread, which commits it in one transaction and reports back with the
@@ -34,4 +35,4 @@ pub use db::{Db, DbError, Synchronous, db_path};
 pub use identity::StoredIdentity;
 pub use legacy::{Migrated, legacy_pairing_path};
 pub use upstream::{UPSTREAM_SCHEMA, Upstream, UpstreamError, read_upstream, upstream_db_path};
-pub use writer::{IDLE_RELEASE, StoreDone, WriteDone, Writer};
+pub use writer::{Checkpoints, IDLE_RELEASE, StoreDone, WriteDone, Writer};

@@ -29,6 +29,38 @@ const MIGRATIONS: &[&str] = &[
     // 5: exec allow-always grants (upstream's generated allowlist entries, as the core
     // encodes them), keyed by the command and directory each is bound to.
     "CREATE TABLE exec_allow_always (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
+    // 6: the keyed row tables without a rowid: the key is the table's one b-tree, so putting or
+    // deleting a row writes one page, not two (the row's and its key index's). A message's
+    // commits touch four or five of them; the transcript (large rows) and the pending input
+    // (ordered by rowid) keep theirs.
+    "CREATE TABLE sessions_v6 (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT, WITHOUT ROWID;
+     INSERT INTO sessions_v6 (key, row) SELECT key, row FROM sessions;
+     DROP TABLE sessions;
+     ALTER TABLE sessions_v6 RENAME TO sessions;
+     CREATE TABLE channel_pairing_requests_v6 (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT, WITHOUT ROWID;
+     INSERT INTO channel_pairing_requests_v6 (key, row) SELECT key, row FROM channel_pairing_requests;
+     DROP TABLE channel_pairing_requests;
+     ALTER TABLE channel_pairing_requests_v6 RENAME TO channel_pairing_requests;
+     CREATE TABLE channel_pairing_approvals_v6 (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT, WITHOUT ROWID;
+     INSERT INTO channel_pairing_approvals_v6 (key, row) SELECT key, row FROM channel_pairing_approvals;
+     DROP TABLE channel_pairing_approvals;
+     ALTER TABLE channel_pairing_approvals_v6 RENAME TO channel_pairing_approvals;
+     CREATE TABLE channel_ingress_v6 (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT, WITHOUT ROWID;
+     INSERT INTO channel_ingress_v6 (key, row) SELECT key, row FROM channel_ingress;
+     DROP TABLE channel_ingress;
+     ALTER TABLE channel_ingress_v6 RENAME TO channel_ingress;
+     CREATE TABLE channel_outbox_v6 (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT, WITHOUT ROWID;
+     INSERT INTO channel_outbox_v6 (key, row) SELECT key, row FROM channel_outbox;
+     DROP TABLE channel_outbox;
+     ALTER TABLE channel_outbox_v6 RENAME TO channel_outbox;
+     CREATE TABLE channel_offsets_v6 (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT, WITHOUT ROWID;
+     INSERT INTO channel_offsets_v6 (key, row) SELECT key, row FROM channel_offsets;
+     DROP TABLE channel_offsets;
+     ALTER TABLE channel_offsets_v6 RENAME TO channel_offsets;
+     CREATE TABLE exec_allow_always_v6 (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT, WITHOUT ROWID;
+     INSERT INTO exec_allow_always_v6 (key, row) SELECT key, row FROM exec_allow_always;
+     DROP TABLE exec_allow_always;
+     ALTER TABLE exec_allow_always_v6 RENAME TO exec_allow_always;",
 ];
 
 /// The schema version this build writes.

@@ -7,11 +7,15 @@
 //! with the batches and run in their turn, so a read sees every batch submitted before it.
 //! Once no job has come for [`IDLE_RELEASE`], the thread hands back SQLite's page cache (a
 //! burst fills it to its cap, and an idle gateway reads none of it) and calls its idle hook.
+//!
+//! Checkpoints (the WAL copied into the database file, which is synced) run here, after a
+//! transaction's report, never inside its commit: at the first pause once the WAL holds
+//! [`Checkpoints::at_pause`] frames, or at once, pause or not, at [`Checkpoints::bound`].
 
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clawgate_core::WorkId;
 use clawgate_core::persist::{HistoryPage, HistoryQuery, StoreChange};
@@ -44,6 +48,32 @@ const MAX_GROUP: usize = 256;
 /// reads its few pages from the file again.
 pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
+/// When the writer checkpoints: by the WAL's length in frames (one a page written, about
+/// 4 KiB each), counted after each commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoints {
+    /// From this many frames, checkpoint once no job has come for [`Checkpoints::pause`]:
+    /// between messages, not before the next one's commit.
+    pub at_pause: u32,
+    /// From this many frames, checkpoint right after the transaction's report, pause or not:
+    /// the WAL's bound when jobs never pause (it may exceed it by one transaction's frames).
+    pub bound: u32,
+    /// How long without a job counts as a pause.
+    pub pause: Duration,
+}
+
+impl Default for Checkpoints {
+    /// 1000 frames (SQLite's own automatic checkpoint's threshold, about 4 MiB), a pause of
+    /// 50 ms, a bound of 4000 frames (about 16 MiB).
+    fn default() -> Self {
+        Checkpoints {
+            at_pause: 1000,
+            bound: 4000,
+            pause: Duration::from_millis(50),
+        }
+    }
+}
+
 /// The writer thread's handle. Dropping it (or [`Writer::close`]) waits until every batch
 /// submitted so far is written and reported.
 #[derive(Debug)]
@@ -72,10 +102,21 @@ impl Writer {
         idle: Duration,
         on_idle: impl FnMut() + Send + 'static,
     ) -> std::io::Result<Writer> {
+        Self::spawn_with(db, on_done, Checkpoints::default(), idle, on_idle)
+    }
+
+    /// As [`Writer::spawn_with_idle`], checkpointing as `checkpoints` says.
+    pub fn spawn_with(
+        db: Db,
+        on_done: impl FnMut(Vec<StoreDone>) + Send + 'static,
+        checkpoints: Checkpoints,
+        idle: Duration,
+        on_idle: impl FnMut() + Send + 'static,
+    ) -> std::io::Result<Writer> {
         let (jobs, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("clawgate-store".into())
-            .spawn(move || run(db, rx, on_done, (idle, on_idle)))?;
+            .spawn(move || run(db, rx, on_done, checkpoints, (idle, on_idle)))?;
         Ok(Writer {
             jobs: Some(jobs),
             thread: Some(thread),
@@ -130,12 +171,14 @@ fn run(
     db: Db,
     rx: mpsc::Receiver<Job>,
     on_done: impl FnMut(Vec<StoreDone>),
+    checkpoints: Checkpoints,
     (idle, mut on_idle): (Duration, impl FnMut()),
 ) {
     let mut thread = Thread {
         db,
         on_done,
         poisoned: None,
+        checkpoints,
     };
     let mut pending = rx.recv().ok();
     while let Some(job) = pending.take() {
@@ -158,19 +201,13 @@ fn run(
                     }
                 }
                 thread.write(group);
+                if thread.db.wal_frames() >= checkpoints.bound {
+                    thread.checkpoint();
+                }
             }
         }
         if pending.is_none() {
-            pending = match rx.recv_timeout(idle) {
-                Ok(job) => Some(job),
-                Err(RecvTimeoutError::Timeout) => {
-                    // A failed release leaves the cache as it was: nothing to report.
-                    let _ = thread.db.release_cache();
-                    on_idle();
-                    rx.recv().ok()
-                }
-                Err(RecvTimeoutError::Disconnected) => None,
-            };
+            pending = thread.wait(&rx, idle, &mut on_idle);
         }
     }
 }
@@ -181,9 +218,44 @@ struct Thread<F> {
     on_done: F,
     /// The failure that stopped writing, until a rewrite batch arrives.
     poisoned: Option<Arc<DbError>>,
+    checkpoints: Checkpoints,
 }
 
 impl<F: FnMut(Vec<StoreDone>)> Thread<F> {
+    /// The next job, or `None` once the handle is gone. A pause long enough checkpoints a
+    /// long WAL; `idle` without a job releases the page cache and calls `on_idle`, once.
+    fn wait(
+        &mut self,
+        rx: &mpsc::Receiver<Job>,
+        idle: Duration,
+        on_idle: &mut impl FnMut(),
+    ) -> Option<Job> {
+        let since = Instant::now();
+        if self.db.wal_frames() >= self.checkpoints.at_pause {
+            match rx.recv_timeout(self.checkpoints.pause.min(idle)) {
+                Ok(job) => return Some(job),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => self.checkpoint(),
+            }
+        }
+        match rx.recv_timeout(idle.saturating_sub(since.elapsed())) {
+            Ok(job) => Some(job),
+            Err(RecvTimeoutError::Timeout) => {
+                // A failed release leaves the cache as it was: nothing to report.
+                let _ = self.db.release_cache();
+                on_idle();
+                rx.recv().ok()
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Checkpoint. A failure leaves the WAL as it was (every commit in it is durable): the
+    /// next pause or commit past the bound tries again.
+    fn checkpoint(&mut self) {
+        let _ = self.db.checkpoint();
+    }
+
     /// Write a group of batches: refused while poisoned up to the first rewrite, the rest in
     /// one transaction (a failure is shared by every batch in it: none of them was written).
     /// Every outcome of the group goes in one report.

@@ -11,7 +11,8 @@ use clawgate_core::pairing::{DeviceToken, PairedDevice, PendingKind, PendingRequ
 use clawgate_core::persist::{HistoryQuery, HistoryRange, diff};
 use clawgate_core::{PairingStore, WorkId};
 use clawgate_store::{
-    Db, DbError, StoreChange, StoreDone, Synchronous, Writer, db_path, legacy_pairing_path,
+    Checkpoints, Db, DbError, StoreChange, StoreDone, Synchronous, Writer, db_path,
+    legacy_pairing_path,
 };
 use clawgate_tests::tempdir::TempDir;
 
@@ -431,7 +432,7 @@ fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
     assert!(db.load_channel_rows().unwrap().is_empty());
     assert!(db.load_pending_input().unwrap().is_empty());
     let version: u32 = db_version(&path);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }
 
 #[test]
@@ -712,4 +713,172 @@ fn a_session_row_that_is_not_json_is_an_error_naming_the_file() {
     let err = Db::open(dir.path()).unwrap().load_sessions(10).unwrap_err();
     assert!(matches!(err, DbError::Row { .. }), "{err:?}");
     assert!(err.to_string().contains(&path.display().to_string()));
+}
+
+/// WAL frames a file of `bytes` holds (its 32-byte header, then 24 bytes and a page a frame).
+fn frames(bytes: u64) -> u64 {
+    bytes.saturating_sub(32) / (24 + 4096)
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// `n` transactions one after another, each waiting for its acknowledgement, each about
+/// five pages long (a 16 KB message); the WAL's largest length in frames seen meanwhile.
+fn write_one_by_one(writer: &Writer, acks: &mpsc::Receiver<StoreDone>, wal: &Path, n: u64) -> u64 {
+    let text = "x".repeat(16_000);
+    let mut longest = 0;
+    for seq in 1..=n {
+        assert!(writer.submit(WorkId(seq), vec![message(seq, &text)]));
+        let StoreDone::Written(done) = acks.recv_timeout(Duration::from_secs(10)).unwrap() else {
+            panic!("no read was asked for");
+        };
+        assert!(done.result.is_ok());
+        longest = longest.max(frames(file_len(wal)));
+    }
+    longest
+}
+
+fn transcript_rows(dir: &Path) -> i64 {
+    rusqlite::Connection::open(db_path(dir))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM transcript", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn acked_writer(dir: &Path, checkpoints: Checkpoints) -> (Writer, mpsc::Receiver<StoreDone>) {
+    let (tx, rx) = mpsc::channel();
+    let on_done = move |group: Vec<StoreDone>| group.into_iter().for_each(|d| tx.send(d).unwrap());
+    let idle = Duration::from_secs(600);
+    let writer =
+        Writer::spawn_with(Db::open(dir).unwrap(), on_done, checkpoints, idle, || {}).unwrap();
+    (writer, rx)
+}
+
+/// Transactions back to back leave the database file alone however long the WAL grows past
+/// the checkpoint threshold (SQLite's own checkpoint ran inside the commit that crossed
+/// 1000 frames, a message waiting on it); the first pause checkpoints.
+#[test]
+fn a_long_wal_is_checkpointed_at_a_pause_not_inside_a_commit() {
+    let dir = TempDir::new("store-checkpoint-pause");
+    let pause = Duration::from_secs(2);
+    let checkpoints = Checkpoints {
+        at_pause: 1000,
+        bound: 100_000,
+        pause,
+    };
+    let (writer, acks) = acked_writer(dir.path(), checkpoints);
+    let main = db_path(dir.path());
+    let wal = main.with_extension("sqlite-wal");
+    let before = file_len(&main);
+    let longest = write_one_by_one(&writer, &acks, &wal, 300);
+    assert!(
+        longest > 1200,
+        "the WAL grew past the threshold: {longest} frames"
+    );
+    assert_eq!(file_len(&main), before, "no checkpoint while jobs came");
+    let end = Instant::now() + pause + Duration::from_secs(10);
+    while file_len(&main) == before {
+        assert!(Instant::now() < end, "a checkpoint at the pause");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.close();
+    assert_eq!(transcript_rows(dir.path()), 300);
+}
+
+/// When jobs never pause, the WAL still stops growing at the bound (give or take one
+/// transaction): it is checkpointed and started over right after the commit that reached it.
+#[test]
+fn the_wal_is_bounded_when_jobs_never_pause() {
+    let dir = TempDir::new("store-checkpoint-bound");
+    let checkpoints = Checkpoints {
+        at_pause: 100_000,
+        bound: 200,
+        pause: Duration::from_secs(600),
+    };
+    let (writer, acks) = acked_writer(dir.path(), checkpoints);
+    let wal = db_path(dir.path()).with_extension("sqlite-wal");
+    let longest = write_one_by_one(&writer, &acks, &wal, 300);
+    assert!(
+        longest >= 200,
+        "the WAL reached the bound: {longest} frames"
+    );
+    assert!(
+        longest < 200 + 20,
+        "the WAL stayed within it: {longest} frames"
+    );
+    writer.close();
+    assert_eq!(transcript_rows(dir.path()), 300);
+}
+
+/// A database of schema 5 (every keyed table with a rowid and a key index) is brought to the
+/// current schema in place, its sessions, channel rows and grants kept.
+#[test]
+fn a_version_5_database_migrates_and_keeps_its_keyed_rows() {
+    use clawgate_core::persist::ChannelRowKind;
+    let dir = TempDir::new("store-v5");
+    let path = db_path(dir.path());
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut sql = String::from(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+         CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+         CREATE TABLE pending_requests (request_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+         CREATE TABLE transcript (session_key TEXT NOT NULL, seq INTEGER NOT NULL,
+             message TEXT NOT NULL, PRIMARY KEY (session_key, seq)) STRICT;
+         CREATE TABLE pending_input (run_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
+    );
+    let keyed = ["sessions"]
+        .into_iter()
+        .chain(ChannelRowKind::ALL.iter().map(|k| k.table()));
+    for table in keyed {
+        sql.push_str(&format!(
+            "CREATE TABLE {table} (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+             INSERT INTO {table} (key, row) VALUES ('k-{table}', '{{\"in\":\"{table}\"}}');"
+        ));
+    }
+    sql.push_str("PRAGMA user_version = 5;");
+    conn.execute_batch(&sql).unwrap();
+    drop(conn);
+
+    let mut db = Db::open(dir.path()).unwrap();
+    assert_eq!(db_version(&path), 6);
+    let sessions = db.load_sessions(10).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].key, "k-sessions");
+    assert_eq!(sessions[0].row["in"], "sessions");
+    let rows = db.load_channel_rows().unwrap();
+    assert_eq!(rows.len(), ChannelRowKind::ALL.len());
+    for r in &rows {
+        assert_eq!(r.key, format!("k-{}", r.kind.table()));
+        assert_eq!(r.row["in"], r.kind.table());
+    }
+}
+
+/// Putting a keyed row again writes one page of the WAL per table (the key is the table's
+/// b-tree; with a rowid, the row's page and its key index's page were both written).
+#[test]
+fn putting_a_session_and_a_channel_row_writes_one_page_each() {
+    use clawgate_core::persist::ChannelRowKind;
+    let dir = TempDir::new("store-pages");
+    let mut db = Db::open(dir.path()).unwrap();
+    let wal = db_path(dir.path()).with_extension("sqlite-wal");
+    let batch = |n: u64| {
+        vec![
+            StoreChange::PutSession {
+                key: "agent:main:main".into(),
+                row: serde_json::json!({"updatedAt": n}),
+            },
+            StoreChange::PutChannelRow {
+                kind: ChannelRowKind::Offset,
+                key: "telegram:default".into(),
+                row: serde_json::json!({"offset": n}),
+            },
+        ]
+    };
+    db.apply(&batch(1)).unwrap();
+    let before = frames(file_len(&wal));
+    db.apply(&batch(2)).unwrap();
+    assert_eq!(frames(file_len(&wal)) - before, 2);
 }

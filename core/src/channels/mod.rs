@@ -50,6 +50,11 @@ pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the typing action is repeated while a turn runs.
 pub const TYPING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a reply's delivery record (its outbox row deleted) may wait to ride with the
+/// next store batch. In a batch of its own it was committing as the next message arrived, and
+/// that message's commit waited for its fsync too. A kill before the record is written sends
+/// the reply once more at the next start, as a kill before its commit always could.
+pub const DELIVERY_RECORD_DELAY: Duration = Duration::from_millis(20);
 /// The largest API answer read.
 pub const MAX_API_BODY: usize = 8 * 1024 * 1024;
 /// Messages received and not served yet at most: past it, polls wait until turns end, so
@@ -108,6 +113,8 @@ pub(crate) enum Due {
     Redeliver(u64),
     /// Look again at replies held for accounts that were not running.
     Repump,
+    /// Store the delivery records no batch has taken along.
+    RecordDeliveries,
     /// A Telegram timer of this account.
     Telegram(String, telegram::driver::Due),
     /// A Discord timer of this account.
@@ -159,6 +166,8 @@ pub(crate) struct Channels {
     logouts: HashMap<WorkId, methods::Logout>,
     /// A [`Due::Repump`] timer is armed (at most one at a time).
     repump_armed: bool,
+    /// A [`Due::RecordDeliveries`] timer is armed (at most one at a time).
+    record_armed: bool,
     /// Slack senders' names and their lookups, by account key (kept across reloads, so a
     /// lookup's waiting messages are always let go).
     slack_users: HashMap<String, slack::users::Users>,
@@ -424,6 +433,14 @@ impl Gateway {
         n
     }
 
+    /// Have the delivery records not yet in a batch stored within [`DELIVERY_RECORD_DELAY`].
+    fn record_deliveries_soon(&mut self, now: Instant) {
+        if !self.channels.record_armed {
+            self.channels.record_armed = true;
+            self.channel_timer_at(now + DELIVERY_RECORD_DELAY, Due::RecordDeliveries);
+        }
+    }
+
     /// Disarm channel timer `n`: it no longer wakes the event loop (see
     /// [`Gateway::channel_timer_live`]).
     fn cancel_channel_timer(&mut self, n: Option<u64>) {
@@ -474,6 +491,10 @@ impl Gateway {
             Due::Redeliver(seq) => {
                 self.channels.outbox.release(seq);
                 self.pump_outbox(now);
+            }
+            Due::RecordDeliveries => {
+                self.channels.record_armed = false;
+                self.persist();
             }
             Due::Repump => {
                 self.channels.repump_armed = false;
@@ -997,10 +1018,14 @@ impl Gateway {
                 }
                 let complete = self.channels.outbox.accepted(seq, &mut changes);
                 self.channels.unsaved.extend(changes);
-                self.persist();
                 if complete {
+                    // The record rides with the next batch, or goes alone soon.
+                    self.record_deliveries_soon(now);
                     self.pump_outbox(now);
-                } else if let Some(d) = self.channels.outbox.get(seq).cloned() {
+                    return;
+                }
+                self.persist();
+                if let Some(d) = self.channels.outbox.get(seq).cloned() {
                     // The next chunk of the same message, at once.
                     if let Some(chunk) = d.chunks.get(d.next) {
                         self.deliver_chunk(now, key, Purpose::Deliver(seq), &d.target, chunk);
