@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
@@ -102,14 +102,6 @@ struct At {
 }
 
 impl At {
-    fn child(&self, key: &str, value: Value) -> At {
-        let key = key.replace('~', "~0").replace('/', "~1");
-        At {
-            value,
-            path: format!("{}/{key}", self.path),
-        }
-    }
-
     fn wrong_type(&self, expected: &'static str) -> ParamsError {
         ParamsError::new(Problem::Type(expected)).at(&self.path)
     }
@@ -119,43 +111,133 @@ impl At {
         fields: Option<&'static [&'static str]>,
         visitor: V,
     ) -> Result<V::Value, ParamsError> {
-        let entries = self.entries(fields)?;
+        let mut entries = self.entries(fields)?;
         visitor
-            .visit_map(de::value::MapDeserializer::new(entries.into_iter()))
-            .map_err(|e| e.at(&self.path))
+            .visit_map(&mut entries)
+            .map_err(|e| e.at(&entries.path))
     }
 
-    /// The properties of an object, each with its place; the part of [`At::map`] that does not
-    /// depend on the visitor, so it is compiled once rather than once per params type.
-    fn entries(
-        &self,
-        fields: Option<&'static [&'static str]>,
-    ) -> Result<Vec<(String, At)>, ParamsError> {
-        let Value::Object(obj) = &self.value else {
-            return Err(self.wrong_type("object"));
+    /// The properties of an object for a visitor; the part of [`At::map`] that does not depend
+    /// on the visitor, so it is compiled once rather than once per params type.
+    fn entries(self, fields: Option<&'static [&'static str]>) -> Result<Entries, ParamsError> {
+        let obj = match self.value {
+            Value::Object(obj) => obj,
+            _ => return Err(self.wrong_type("object")),
         };
         // Unexpected properties first, in document order, as upstream reports them.
         if let Some(k) = fields.and_then(|f| obj.keys().find(|k| !f.contains(&k.as_str()))) {
             return Err(ParamsError::new(Problem::Unexpected(k.clone())).at(&self.path));
         }
-        Ok(obj
-            .iter()
-            .map(|(k, v)| (k.clone(), self.child(k, v.clone())))
-            .collect())
+        Ok(Entries {
+            items: obj.into_iter(),
+            value: None,
+            path: self.path,
+        })
     }
 }
 
-/// The items of an array at `path`, each with its place (compiled once, not once per visitor).
-fn items_at(items: Vec<Value>, path: &str) -> std::vec::IntoIter<At> {
-    let items: Vec<At> = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| At {
-            value: v,
-            path: format!("{path}/{i}"),
+/// An object's properties, handed to a visitor one by one with their places.
+///
+/// Its `MapAccess` methods are never inlined: each instance (one per property type, one per
+/// params type's property names) is compiled once and called from every params type, instead
+/// of being copied into each params type's visitor.
+struct Entries {
+    items: serde_json::map::IntoIter,
+    /// The value of the property whose key was handed out last.
+    value: Option<At>,
+    /// The object's own place.
+    path: String,
+}
+
+impl Entries {
+    /// The next property's key; its value waits in `self.value`.
+    fn next_key(&mut self) -> Option<String> {
+        let (key, value) = self.items.next()?;
+        let escaped = key.replace('~', "~0").replace('/', "~1");
+        self.value = Some(At {
+            value,
+            path: format!("{}/{escaped}", self.path),
+        });
+        Some(key)
+    }
+
+    /// The value of the property whose key was handed out last.
+    fn next_value(&mut self) -> Result<At, ParamsError> {
+        self.value
+            .take()
+            .ok_or_else(|| ParamsError::new(Problem::Expected("a value after its key".into())))
+    }
+}
+
+impl<'de> de::MapAccess<'de> for Entries {
+    type Error = ParamsError;
+
+    #[inline(never)]
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, ParamsError> {
+        match self.next_key() {
+            Some(key) => seed.deserialize(key.into_deserializer()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    #[inline(never)]
+    fn next_value_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<S::Value, ParamsError> {
+        seed.deserialize(self.next_value()?)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
+    }
+}
+
+/// The items of an array, each with its place; never inlined, as [`Entries`].
+struct Items {
+    items: std::iter::Enumerate<std::vec::IntoIter<Value>>,
+    /// The array's own place.
+    path: String,
+}
+
+impl Items {
+    fn new(items: Vec<Value>, path: String) -> Self {
+        Items {
+            items: items.into_iter().enumerate(),
+            path,
+        }
+    }
+
+    /// The next item, with its place.
+    fn next_item(&mut self) -> Option<At> {
+        let (i, value) = self.items.next()?;
+        Some(At {
+            value,
+            path: format!("{}/{i}", self.path),
         })
-        .collect();
-    items.into_iter()
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for Items {
+    type Error = ParamsError;
+
+    #[inline(never)]
+    fn next_element_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<Option<S::Value>, ParamsError> {
+        match self.next_item() {
+            Some(at) => seed.deserialize(at).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
+    }
 }
 
 impl<'de> IntoDeserializer<'de, ParamsError> for At {
@@ -169,8 +251,8 @@ impl<'de> Deserializer<'de> for At {
     type Error = ParamsError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
-        let path = self.path.clone();
-        let result = match self.value {
+        let At { value, path } = self;
+        let result = match value {
             Value::Null => visitor.visit_unit(),
             Value::Bool(b) => visitor.visit_bool(b),
             Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
@@ -179,23 +261,17 @@ impl<'de> Deserializer<'de> for At {
                 (None, None, f) => visitor.visit_f64(f.unwrap_or(f64::NAN)),
             },
             Value::String(s) => visitor.visit_string(s),
-            Value::Array(items) => {
-                visitor.visit_seq(de::value::SeqDeserializer::new(items_at(items, &path)))
-            }
-            Value::Object(_) => {
-                return At {
-                    value: self.value,
-                    path,
-                }
-                .map(None, visitor);
-            }
+            Value::Array(items) => visitor.visit_seq(Items::new(items, path.clone())),
+            value @ Value::Object(_) => return At { value, path }.map(None, visitor),
         };
         result.map_err(|e| e.at(&path))
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
         match self.value {
-            Value::Bool(_) => self.deserialize_any(visitor),
+            Value::Bool(b) => visitor
+                .visit_bool(b)
+                .map_err(|e: ParamsError| e.at(&self.path)),
             _ => Err(self.wrong_type("boolean")),
         }
     }
@@ -211,7 +287,9 @@ impl<'de> Deserializer<'de> for At {
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
         match self.value {
-            Value::String(_) => self.deserialize_any(visitor),
+            Value::String(s) => visitor
+                .visit_string(s)
+                .map_err(|e: ParamsError| e.at(&self.path)),
             _ => Err(self.wrong_type("string")),
         }
     }
@@ -222,7 +300,9 @@ impl<'de> Deserializer<'de> for At {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
         match self.value {
-            Value::Array(_) => self.deserialize_any(visitor),
+            Value::Array(items) => visitor
+                .visit_seq(Items::new(items, self.path.clone()))
+                .map_err(|e| e.at(&self.path)),
             _ => Err(self.wrong_type("array")),
         }
     }
