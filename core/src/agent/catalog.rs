@@ -9,11 +9,10 @@ use serde_json::{Map, Value, json};
 
 use crate::frame::ErrorShape;
 use crate::gateway::Gateway;
-use crate::methods::params::NonEmpty;
+use crate::methods::params::{self, FromParams, Kind, NonEmpty, optional};
 use crate::methods::{Call, NoParams, Reply};
 
 use super::AGENT_ID;
-use crate::methods::params::{self, FromParams, Kind, optional};
 
 /// `models.list` params (upstream's `ModelsListParams`).
 pub(crate) struct ModelsList {

@@ -9,12 +9,11 @@ use serde_json::{Value, json};
 use crate::config::QueueMode;
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
-use crate::methods::params::NonEmpty;
+use crate::methods::params::{self, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 
 use super::rpc::Replay;
 use super::session::canonical_key;
-use crate::methods::params::{self, FromParams, Kind, optional, required};
 
 /// `chat.send` params (upstream's `ChatSendParams`). Of the optional fields the agent acts
 /// on `queueMode`; the others are accepted.

@@ -16,13 +16,12 @@ use crate::conn::ConnId;
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::{Gateway, Output};
 use crate::log::Level;
-use crate::methods::params::{Bounded, NonEmpty};
+use crate::methods::params::{self, Bounded, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 use crate::persist::{HistoryPage, HistoryQuery, HistoryRange, HistoryRow};
 use crate::work::{Work, WorkId, WorkResult};
 
 use super::session::canonical_key;
-use crate::methods::params::{self, FromParams, Kind, optional, required};
 
 /// `chat.history` params (upstream's `ChatHistoryParams`). `agentId`, `pendingBefore`,
 /// `inputRunIds`, `messageId`, `sessionId` and `maxChars` are accepted and not acted on;

@@ -11,13 +11,12 @@ use serde_json::{Value, json};
 use crate::conn::ConnId;
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::{Gateway, Timer};
-use crate::methods::params::NonEmpty;
+use crate::methods::params::{self, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 
 use super::AGENT_ID;
 use super::run::Run;
 use super::session::canonical_key;
-use crate::methods::params::{self, FromParams, Kind, optional, required};
 
 /// `agent` params (upstream's `AgentParams`). The optional fields are accepted; the agent acts
 /// on `sessionKey` and `agentId` only.

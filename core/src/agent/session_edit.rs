@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::frame::ErrorShape;
 use crate::gateway::Gateway;
-use crate::methods::params::NonEmpty;
+use crate::methods::params::{self, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 use crate::persist::StoreChange;
 
@@ -17,7 +17,6 @@ use super::session::{ChatSession, canonical_key};
 use super::sessions::check_agent;
 use super::subscribers::Change;
 use super::{AGENT_ID, Agent};
-use crate::methods::params::{self, FromParams, Kind, optional, required};
 
 /// `sessions.send` params. `thinking`, `attachments` and `timeoutMs` are accepted; the turn
 /// does not act on them yet.

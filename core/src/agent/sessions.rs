@@ -9,13 +9,12 @@ use serde_json::{Map, Value, json};
 
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
-use crate::methods::params::{Bounded, NonEmpty};
+use crate::methods::params::{self, Bounded, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 
 use super::AGENT_ID;
 use super::session::{ChatSession, canonical_key, text_of};
 use super::subscribers::TooMany;
-use crate::methods::params::{self, FromParams, Kind, optional, required};
 
 /// `sessions.list` params (upstream's `SessionsListParams`; `sessions.subscribe` takes them
 /// too). The filters clawgate has no data for (owners, people, spawn trees) are accepted and

@@ -13,8 +13,7 @@ use crate::config::edit::{ConfigEdit, Edited};
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
 use crate::gateway::Output;
-use crate::methods::params::NonEmpty;
-use crate::methods::params::{self, FromParams, optional, required};
+use crate::methods::params::{self, FromParams, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 use crate::work::{Work, WorkId};
 

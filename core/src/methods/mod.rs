@@ -2,8 +2,9 @@
 //! `hello-ok.features.methods`, authorization and dispatch all derive.
 //!
 //! Adding a method is one [`REGISTRY`] line: its name (the advertised order is the table's
-//! order), what it requires, and its handler, whose last argument is its typed params (a serde
-//! struct read by [`params::parse`], which answers upstream's validation errors).
+//! order), what it requires, and its handler, whose last argument is its typed params (read by
+//! [`params::FromParams`] against a table of their properties, failures phrased as upstream's
+//! validator phrases them).
 
 mod absent;
 mod pairing;

@@ -272,6 +272,11 @@ impl Props {
         &mut self,
         name: &str,
     ) -> Option<Bounded<LO, HI>> {
+        debug_assert!(
+            self.fields.iter().any(|f| f.name == name
+                && matches!(f.kind, Kind::Bounded(lo, hi) if (lo, hi) == (LO, HI))),
+            "{name}'s bounds differ from its type's"
+        );
         self.u64(name).map(Bounded)
     }
 }

@@ -5,8 +5,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::params::{self, FromParams, Kind, optional, required};
-use super::params::{Bounded, NonEmpty};
+use super::params::{self, Bounded, FromParams, Kind, NonEmpty, optional, required};
 use super::{AnyParams, Call, NoParams, Reply};
 use crate::frame::{ErrorShape, OutFrame};
 use crate::gateway::Gateway;
