@@ -466,6 +466,11 @@ mod tests {
             msg(json!({"nodeId": "n", "a/b~": 1})),
             "invalid params: at root: unexpected property 'a/b~'"
         );
+        // The first unexpected property in the object's order, before any other failure.
+        assert_eq!(
+            msg(json!({"zz": 1, "flag": 1, "yy": 1})),
+            "invalid params: at root: unexpected property 'yy'"
+        );
         // The first failing property in the object's order, before any missing one.
         assert_eq!(
             msg(json!({"flag": 1, "limit": 0})),
