@@ -5,8 +5,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use core::time::Duration;
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -14,7 +13,7 @@ use crate::conn::ConnId;
 use crate::frame::{ErrorCode, ErrorShape, OutFrame};
 use crate::gateway::{Gateway, Timer};
 use crate::log::Level;
-use crate::methods::params::{NonEmpty, present};
+use crate::methods::params::{self, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 use crate::scopes::Role;
 
@@ -22,28 +21,46 @@ use crate::scopes::Role;
 pub(crate) const MAX_PROGRESS_CHUNK_BYTES: usize = 16 * 1024;
 
 /// `node.invoke` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct NodeInvoke {
     node_id: NonEmpty,
     command: NonEmpty,
     /// The command's params, forwarded as `paramsJSON` when present (even `null`).
-    #[serde(default, deserialize_with = "present")]
     params: Option<Value>,
-    #[serde(default)]
     timeout_ms: Option<u64>,
     idempotency_key: NonEmpty,
-    #[serde(default, rename = "sessionKey")]
     _session_key: Option<NonEmpty>,
-    #[serde(default, rename = "turnSourceChannel")]
     _turn_source_channel: Option<String>,
-    #[serde(default, rename = "turnSourceTo")]
     _turn_source_to: Option<String>,
-    #[serde(default, rename = "turnSourceAccountId")]
     _turn_source_account_id: Option<String>,
-    /// A string or a number upstream.
-    #[serde(default, rename = "turnSourceThreadId")]
-    _turn_source_thread_id: IgnoredAny,
+}
+
+impl FromParams for NodeInvoke {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("nodeId", Kind::NonEmpty),
+            required("command", Kind::NonEmpty),
+            optional("params", Kind::AnyOrNull),
+            optional("timeoutMs", Kind::U64),
+            required("idempotencyKey", Kind::NonEmpty),
+            optional("sessionKey", Kind::NonEmpty),
+            optional("turnSourceChannel", Kind::Str),
+            optional("turnSourceTo", Kind::Str),
+            optional("turnSourceAccountId", Kind::Str),
+            optional("turnSourceThreadId", Kind::Ignored),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            node_id: p.required_non_empty("nodeId"),
+            command: p.required_non_empty("command"),
+            params: p.take("params"),
+            timeout_ms: p.u64("timeoutMs"),
+            idempotency_key: p.required_non_empty("idempotencyKey"),
+            _session_key: p.non_empty("sessionKey"),
+            _turn_source_channel: p.string("turnSourceChannel"),
+            _turn_source_to: p.string("turnSourceTo"),
+            _turn_source_account_id: p.string("turnSourceAccountId"),
+        })
+    }
 }
 
 /// A node invocation to send, from `node.invoke` or the `nodes` tool.
@@ -61,8 +78,6 @@ pub(crate) struct InvokeRequest {
 }
 
 /// `node.invoke.progress` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct NodeInvokeProgress {
     invoke_id: NonEmpty,
     node_id: NonEmpty,
@@ -70,41 +85,91 @@ pub(crate) struct NodeInvokeProgress {
     chunk: String,
 }
 
+impl FromParams for NodeInvokeProgress {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("invokeId", Kind::NonEmpty),
+            required("nodeId", Kind::NonEmpty),
+            required("seq", Kind::U64),
+            required("chunk", Kind::Str),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            invoke_id: p.required_non_empty("invokeId"),
+            node_id: p.required_non_empty("nodeId"),
+            seq: p.u64("seq").unwrap_or_default(),
+            chunk: p.text("chunk"),
+        })
+    }
+}
+
 /// `node.invoke.result` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct NodeInvokeResult {
     id: NonEmpty,
     node_id: NonEmpty,
     ok: bool,
-    #[serde(default, deserialize_with = "present")]
     payload: Option<Value>,
-    #[serde(default, rename = "payloadJSON")]
     payload_json: Option<String>,
-    #[serde(default)]
     error: Option<NodeError>,
 }
 
+/// The properties of a `node.invoke.result`'s `error`.
+const NODE_ERROR: &[params::Field] = &[
+    optional("code", Kind::NonEmpty),
+    optional("message", Kind::NonEmpty),
+];
+
+impl FromParams for NodeInvokeResult {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("id", Kind::NonEmpty),
+            required("nodeId", Kind::NonEmpty),
+            required("ok", Kind::Bool),
+            optional("payload", Kind::AnyOrNull),
+            optional("payloadJSON", Kind::Str),
+            optional("error", Kind::Table(NODE_ERROR)),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            id: p.required_non_empty("id"),
+            node_id: p.required_non_empty("nodeId"),
+            ok: p.bool("ok").unwrap_or_default(),
+            payload: p.take("payload"),
+            payload_json: p.string("payloadJSON"),
+            error: p.table("error").map(|mut e| NodeError {
+                code: e.non_empty("code"),
+                message: e.non_empty("message"),
+            }),
+        })
+    }
+}
+
 /// The `error` of a failed `node.invoke.result`.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub(crate) struct NodeError {
-    #[serde(default)]
     code: Option<NonEmpty>,
-    #[serde(default)]
     message: Option<NonEmpty>,
 }
 
 /// `node.event` params: accepted and acknowledged.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct NodeEvent {
-    #[serde(rename = "event")]
     _event: NonEmpty,
-    #[serde(default, rename = "payload")]
-    _payload: IgnoredAny,
-    #[serde(default, rename = "payloadJSON")]
     _payload_json: Option<String>,
+}
+
+impl FromParams for NodeEvent {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("event", Kind::NonEmpty),
+            optional("payload", Kind::Ignored),
+            optional("payloadJSON", Kind::Str),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            _event: p.required_non_empty("event"),
+            _payload_json: p.string("payloadJSON"),
+        })
+    }
 }
 
 /// Who waits for an invocation's result.

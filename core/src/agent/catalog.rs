@@ -5,50 +5,77 @@
 
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::frame::ErrorShape;
 use crate::gateway::Gateway;
-use crate::methods::params::NonEmpty;
+use crate::methods::params::{self, FromParams, Kind, NonEmpty, optional};
 use crate::methods::{Call, NoParams, Reply};
 
 use super::AGENT_ID;
 
 /// `models.list` params (upstream's `ModelsListParams`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ModelsList {
-    #[serde(default, rename = "agentId")]
     _agent_id: Option<NonEmpty>,
-    #[serde(default)]
     session_key: Option<NonEmpty>,
-    #[serde(default)]
     auth_profile_id: Option<NonEmpty>,
-    #[serde(default)]
     provider: Option<NonEmpty>,
-    #[serde(default, rename = "includeDetails")]
     _include_details: Option<bool>,
-    #[serde(default, rename = "includeProviderCapabilities")]
     _include_provider_capabilities: Option<bool>,
-    #[serde(default, rename = "includeDefaultModels")]
     _include_default_models: Option<bool>,
-    #[serde(default)]
     prepared_only: Option<bool>,
-    #[serde(default)]
     refresh: Option<bool>,
-    #[serde(default)]
     view: Option<Value>,
 }
 
+impl FromParams for ModelsList {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            optional("agentId", Kind::NonEmpty),
+            optional("sessionKey", Kind::NonEmpty),
+            optional("authProfileId", Kind::NonEmpty),
+            optional("provider", Kind::NonEmpty),
+            optional("includeDetails", Kind::Bool),
+            optional("includeProviderCapabilities", Kind::Bool),
+            optional("includeDefaultModels", Kind::Bool),
+            optional("preparedOnly", Kind::Bool),
+            optional("refresh", Kind::Bool),
+            optional("view", Kind::Any),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            _agent_id: p.non_empty("agentId"),
+            session_key: p.non_empty("sessionKey"),
+            auth_profile_id: p.non_empty("authProfileId"),
+            provider: p.non_empty("provider"),
+            _include_details: p.bool("includeDetails"),
+            _include_provider_capabilities: p.bool("includeProviderCapabilities"),
+            _include_default_models: p.bool("includeDefaultModels"),
+            prepared_only: p.bool("preparedOnly"),
+            refresh: p.bool("refresh"),
+            view: p.take("view"),
+        })
+    }
+}
+
 /// `agent.identity.get` params (upstream's `AgentIdentityParams`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct AgentIdentityGet {
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
-    #[serde(default)]
     session_key: Option<String>,
+}
+
+impl FromParams for AgentIdentityGet {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            optional("agentId", Kind::NonEmpty),
+            optional("sessionKey", Kind::Str),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            agent_id: p.non_empty("agentId"),
+            session_key: p.string("sessionKey"),
+        })
+    }
 }
 
 /// The assistant's name and avatar as the UI shows them.

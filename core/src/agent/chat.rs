@@ -4,13 +4,12 @@
 use std::time::Instant;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::config::QueueMode;
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
-use crate::methods::params::NonEmpty;
+use crate::methods::params::{self, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 
 use super::rpc::Replay;
@@ -18,75 +17,80 @@ use super::session::canonical_key;
 
 /// `chat.send` params (upstream's `ChatSendParams`). Of the optional fields the agent acts
 /// on `queueMode`; the others are accepted.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChatSend {
     session_key: NonEmpty,
     message: String,
     idempotency_key: NonEmpty,
-    #[serde(default, rename = "agentId")]
-    _agent_id: IgnoredAny,
-    #[serde(default, rename = "sessionId")]
-    _session_id: IgnoredAny,
-    #[serde(default, rename = "mentions")]
-    _mentions: IgnoredAny,
-    #[serde(default, rename = "workContext")]
-    _work_context: IgnoredAny,
-    #[serde(default, rename = "intent")]
-    _intent: IgnoredAny,
-    #[serde(default, rename = "thinking")]
-    _thinking: IgnoredAny,
-    #[serde(default, rename = "fastMode")]
-    _fast_mode: IgnoredAny,
-    #[serde(default, rename = "fastAutoOnSeconds")]
-    _fast_auto_on_seconds: IgnoredAny,
-    #[serde(default)]
     queue_mode: Option<QueueMode>,
-    #[serde(default, rename = "deliver")]
-    _deliver: IgnoredAny,
-    #[serde(default, rename = "originatingChannel")]
-    _originating_channel: IgnoredAny,
-    #[serde(default, rename = "originatingTo")]
-    _originating_to: IgnoredAny,
-    #[serde(default, rename = "originatingAccountId")]
-    _originating_account_id: IgnoredAny,
-    #[serde(default, rename = "originatingThreadId")]
-    _originating_thread_id: IgnoredAny,
-    #[serde(default, rename = "replyToId")]
-    _reply_to_id: IgnoredAny,
-    #[serde(default, rename = "attachments")]
-    _attachments: IgnoredAny,
-    #[serde(default, rename = "toolBindings")]
-    _tool_bindings: IgnoredAny,
-    #[serde(default, rename = "timeoutMs")]
-    _timeout_ms: IgnoredAny,
-    #[serde(default, rename = "systemInputProvenance")]
-    _system_input_provenance: IgnoredAny,
-    #[serde(default, rename = "systemProvenanceReceipt")]
-    _system_provenance_receipt: IgnoredAny,
-    #[serde(default, rename = "suppressCommandInterpretation")]
-    _suppress_command_interpretation: IgnoredAny,
-    #[serde(default, rename = "expectedLeafEntryId")]
-    _expected_leaf_entry_id: IgnoredAny,
-    #[serde(default, rename = "expectedSessionRoutingContract")]
-    _expected_session_routing_contract: IgnoredAny,
-    #[serde(default, rename = "expectedPermissionMode")]
-    _expected_permission_mode: IgnoredAny,
-    #[serde(default, rename = "expectedToolOverrides")]
-    _expected_tool_overrides: IgnoredAny,
+}
+
+impl FromParams for ChatSend {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("sessionKey", Kind::NonEmpty),
+            required("message", Kind::Str),
+            required("idempotencyKey", Kind::NonEmpty),
+            optional("agentId", Kind::Ignored),
+            optional("sessionId", Kind::Ignored),
+            optional("mentions", Kind::Ignored),
+            optional("workContext", Kind::Ignored),
+            optional("intent", Kind::Ignored),
+            optional("thinking", Kind::Ignored),
+            optional("fastMode", Kind::Ignored),
+            optional("fastAutoOnSeconds", Kind::Ignored),
+            optional(
+                "queueMode",
+                Kind::OneOf(&["steer", "followup", "collect", "interrupt"]),
+            ),
+            optional("deliver", Kind::Ignored),
+            optional("originatingChannel", Kind::Ignored),
+            optional("originatingTo", Kind::Ignored),
+            optional("originatingAccountId", Kind::Ignored),
+            optional("originatingThreadId", Kind::Ignored),
+            optional("replyToId", Kind::Ignored),
+            optional("attachments", Kind::Ignored),
+            optional("toolBindings", Kind::Ignored),
+            optional("timeoutMs", Kind::Ignored),
+            optional("systemInputProvenance", Kind::Ignored),
+            optional("systemProvenanceReceipt", Kind::Ignored),
+            optional("suppressCommandInterpretation", Kind::Ignored),
+            optional("expectedLeafEntryId", Kind::Ignored),
+            optional("expectedSessionRoutingContract", Kind::Ignored),
+            optional("expectedPermissionMode", Kind::Ignored),
+            optional("expectedToolOverrides", Kind::Ignored),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            session_key: p.required_non_empty("sessionKey"),
+            message: p.text("message"),
+            idempotency_key: p.required_non_empty("idempotencyKey"),
+            queue_mode: p
+                .take("queueMode")
+                .and_then(|v| QueueMode::deserialize(v).ok()),
+        })
+    }
 }
 
 /// `chat.abort` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChatAbort {
     session_key: NonEmpty,
-    #[serde(default)]
     run_id: Option<NonEmpty>,
-    #[serde(default, rename = "agentId")]
-    _agent_id: IgnoredAny,
-    #[serde(default, rename = "preserveSideRuns")]
-    _preserve_side_runs: IgnoredAny,
+}
+
+impl FromParams for ChatAbort {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("sessionKey", Kind::NonEmpty),
+            optional("runId", Kind::NonEmpty),
+            optional("agentId", Kind::Ignored),
+            optional("preserveSideRuns", Kind::Ignored),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            session_key: p.required_non_empty("sessionKey"),
+            run_id: p.non_empty("runId"),
+        })
+    }
 }
 
 impl Gateway {

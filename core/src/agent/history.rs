@@ -10,15 +10,13 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
 use crate::conn::ConnId;
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::{Gateway, Output};
 use crate::log::Level;
-use crate::methods::params::{Bounded, NonEmpty};
+use crate::methods::params::{self, Bounded, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 use crate::persist::{HistoryPage, HistoryQuery, HistoryRange, HistoryRow};
 use crate::work::{Work, WorkId, WorkResult};
@@ -28,30 +26,40 @@ use super::session::canonical_key;
 /// `chat.history` params (upstream's `ChatHistoryParams`). `agentId`, `pendingBefore`,
 /// `inputRunIds`, `messageId`, `sessionId` and `maxChars` are accepted and not acted on;
 /// `maxBytes` lowers the answer's byte bound.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChatHistory {
     session_key: NonEmpty,
-    #[serde(default)]
     limit: Option<Bounded<1, MAX_HISTORY_LIMIT>>,
-    #[serde(default)]
     offset: Option<u64>,
-    #[serde(default)]
     cursor: Option<String>,
-    #[serde(default, rename = "agentId")]
-    _agent_id: IgnoredAny,
-    #[serde(default)]
     max_bytes: Option<u64>,
-    #[serde(default, rename = "pendingBefore")]
-    _pending_before: IgnoredAny,
-    #[serde(default, rename = "inputRunIds")]
-    _input_run_ids: IgnoredAny,
-    #[serde(default)]
     message_id: Option<Value>,
-    #[serde(default, rename = "sessionId")]
-    _session_id: IgnoredAny,
-    #[serde(default, rename = "maxChars")]
-    _max_chars: IgnoredAny,
+}
+
+impl FromParams for ChatHistory {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("sessionKey", Kind::NonEmpty),
+            optional("limit", Kind::Bounded(1, MAX_HISTORY_LIMIT)),
+            optional("offset", Kind::U64),
+            optional("cursor", Kind::Str),
+            optional("agentId", Kind::Ignored),
+            optional("maxBytes", Kind::U64),
+            optional("pendingBefore", Kind::Ignored),
+            optional("inputRunIds", Kind::Ignored),
+            optional("messageId", Kind::Any),
+            optional("sessionId", Kind::Ignored),
+            optional("maxChars", Kind::Ignored),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            session_key: p.required_non_empty("sessionKey"),
+            limit: p.bounded("limit"),
+            offset: p.u64("offset"),
+            cursor: p.string("cursor"),
+            max_bytes: p.u64("maxBytes"),
+            message_id: p.take("messageId"),
+        })
+    }
 }
 
 /// Messages a page returns when no `limit` is given (upstream's 200).

@@ -6,14 +6,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use crate::conn::ConnId;
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::{Gateway, Timer};
-use crate::methods::params::NonEmpty;
+use crate::methods::params::{self, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 
 use super::AGENT_ID;
@@ -22,112 +20,93 @@ use super::session::canonical_key;
 
 /// `agent` params (upstream's `AgentParams`). The optional fields are accepted; the agent acts
 /// on `sessionKey` and `agentId` only.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct AgentParams {
     message: String,
     idempotency_key: NonEmpty,
-    #[serde(default)]
     session_key: Option<NonEmpty>,
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
-    #[serde(default, rename = "provider")]
-    _provider: IgnoredAny,
-    #[serde(default, rename = "model")]
-    _model: IgnoredAny,
-    #[serde(default, rename = "to")]
-    _to: IgnoredAny,
-    #[serde(default, rename = "replyTo")]
-    _reply_to: IgnoredAny,
-    #[serde(default, rename = "sessionId")]
-    _session_id: IgnoredAny,
-    #[serde(default, rename = "expectedExistingSessionId")]
-    _expected_existing_session_id: IgnoredAny,
-    #[serde(default, rename = "thinking")]
-    _thinking: IgnoredAny,
-    #[serde(default, rename = "deliver")]
-    _deliver: IgnoredAny,
-    #[serde(default, rename = "attachments")]
-    _attachments: IgnoredAny,
-    #[serde(default, rename = "channel")]
-    _channel: IgnoredAny,
-    #[serde(default, rename = "replyChannel")]
-    _reply_channel: IgnoredAny,
-    #[serde(default, rename = "accountId")]
-    _account_id: IgnoredAny,
-    #[serde(default, rename = "replyAccountId")]
-    _reply_account_id: IgnoredAny,
-    #[serde(default, rename = "threadId")]
-    _thread_id: IgnoredAny,
-    #[serde(default, rename = "groupId")]
-    _group_id: IgnoredAny,
-    #[serde(default, rename = "groupChannel")]
-    _group_channel: IgnoredAny,
-    #[serde(default, rename = "groupSpace")]
-    _group_space: IgnoredAny,
-    #[serde(default, rename = "timeout")]
-    _timeout: IgnoredAny,
-    #[serde(default, rename = "bestEffortDeliver")]
-    _best_effort_deliver: IgnoredAny,
-    #[serde(default, rename = "lane")]
-    _lane: IgnoredAny,
-    #[serde(default, rename = "cwd")]
-    _cwd: IgnoredAny,
-    #[serde(default, rename = "cleanupBundleMcpOnRunEnd")]
-    _cleanup_bundle_mcp_on_run_end: IgnoredAny,
-    #[serde(default, rename = "modelRun")]
-    _model_run: IgnoredAny,
-    #[serde(default, rename = "promptMode")]
-    _prompt_mode: IgnoredAny,
-    #[serde(default, rename = "extraSystemPrompt")]
-    _extra_system_prompt: IgnoredAny,
-    #[serde(default, rename = "bootstrapContextMode")]
-    _bootstrap_context_mode: IgnoredAny,
-    #[serde(default, rename = "bootstrapContextRunKind")]
-    _bootstrap_context_run_kind: IgnoredAny,
-    #[serde(default, rename = "acpTurnSource")]
-    _acp_turn_source: IgnoredAny,
-    #[serde(default, rename = "internalRuntimeHandoffId")]
-    _internal_runtime_handoff_id: IgnoredAny,
-    #[serde(default, rename = "internalExecutionIdentityRetry")]
-    _internal_execution_identity_retry: IgnoredAny,
-    #[serde(default, rename = "internalExecutionIdentityRecoveryAttempt")]
-    _internal_execution_identity_recovery_attempt: IgnoredAny,
-    #[serde(default, rename = "execApprovalFollowupExpectedSessionId")]
-    _exec_approval_followup_expected_session_id: IgnoredAny,
-    #[serde(default, rename = "internalEvents")]
-    _internal_events: IgnoredAny,
-    #[serde(default, rename = "inputProvenance")]
-    _input_provenance: IgnoredAny,
-    #[serde(default, rename = "suppressPromptPersistence")]
-    _suppress_prompt_persistence: IgnoredAny,
-    #[serde(default, rename = "sessionEffects")]
-    _session_effects: IgnoredAny,
-    #[serde(default, rename = "sourceReplyDeliveryMode")]
-    _source_reply_delivery_mode: IgnoredAny,
-    #[serde(default, rename = "disableMessageTool")]
-    _disable_message_tool: IgnoredAny,
-    #[serde(default, rename = "swarmCollector")]
-    _swarm_collector: IgnoredAny,
-    #[serde(default, rename = "swarmOutputSchema")]
-    _swarm_output_schema: IgnoredAny,
-    #[serde(default, rename = "forceRestartSafeTools")]
-    _force_restart_safe_tools: IgnoredAny,
-    #[serde(default, rename = "forceCodeModeTools")]
-    _force_code_mode_tools: IgnoredAny,
-    #[serde(default, rename = "voiceWakeTrigger")]
-    _voice_wake_trigger: IgnoredAny,
-    #[serde(default, rename = "label")]
-    _label: IgnoredAny,
+}
+
+impl FromParams for AgentParams {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("message", Kind::Str),
+            required("idempotencyKey", Kind::NonEmpty),
+            optional("sessionKey", Kind::NonEmpty),
+            optional("agentId", Kind::NonEmpty),
+            optional("provider", Kind::Ignored),
+            optional("model", Kind::Ignored),
+            optional("to", Kind::Ignored),
+            optional("replyTo", Kind::Ignored),
+            optional("sessionId", Kind::Ignored),
+            optional("expectedExistingSessionId", Kind::Ignored),
+            optional("thinking", Kind::Ignored),
+            optional("deliver", Kind::Ignored),
+            optional("attachments", Kind::Ignored),
+            optional("channel", Kind::Ignored),
+            optional("replyChannel", Kind::Ignored),
+            optional("accountId", Kind::Ignored),
+            optional("replyAccountId", Kind::Ignored),
+            optional("threadId", Kind::Ignored),
+            optional("groupId", Kind::Ignored),
+            optional("groupChannel", Kind::Ignored),
+            optional("groupSpace", Kind::Ignored),
+            optional("timeout", Kind::Ignored),
+            optional("bestEffortDeliver", Kind::Ignored),
+            optional("lane", Kind::Ignored),
+            optional("cwd", Kind::Ignored),
+            optional("cleanupBundleMcpOnRunEnd", Kind::Ignored),
+            optional("modelRun", Kind::Ignored),
+            optional("promptMode", Kind::Ignored),
+            optional("extraSystemPrompt", Kind::Ignored),
+            optional("bootstrapContextMode", Kind::Ignored),
+            optional("bootstrapContextRunKind", Kind::Ignored),
+            optional("acpTurnSource", Kind::Ignored),
+            optional("internalRuntimeHandoffId", Kind::Ignored),
+            optional("internalExecutionIdentityRetry", Kind::Ignored),
+            optional("internalExecutionIdentityRecoveryAttempt", Kind::Ignored),
+            optional("execApprovalFollowupExpectedSessionId", Kind::Ignored),
+            optional("internalEvents", Kind::Ignored),
+            optional("inputProvenance", Kind::Ignored),
+            optional("suppressPromptPersistence", Kind::Ignored),
+            optional("sessionEffects", Kind::Ignored),
+            optional("sourceReplyDeliveryMode", Kind::Ignored),
+            optional("disableMessageTool", Kind::Ignored),
+            optional("swarmCollector", Kind::Ignored),
+            optional("swarmOutputSchema", Kind::Ignored),
+            optional("forceRestartSafeTools", Kind::Ignored),
+            optional("forceCodeModeTools", Kind::Ignored),
+            optional("voiceWakeTrigger", Kind::Ignored),
+            optional("label", Kind::Ignored),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            message: p.text("message"),
+            idempotency_key: p.required_non_empty("idempotencyKey"),
+            session_key: p.non_empty("sessionKey"),
+            agent_id: p.non_empty("agentId"),
+        })
+    }
 }
 
 /// `agent.wait` params (upstream's `AgentWaitParams`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct AgentWait {
     run_id: NonEmpty,
-    #[serde(default)]
     timeout_ms: Option<u64>,
+}
+
+impl FromParams for AgentWait {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("runId", Kind::NonEmpty),
+            optional("timeoutMs", Kind::U64),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            run_id: p.required_non_empty("runId"),
+            timeout_ms: p.u64("timeoutMs"),
+        })
+    }
 }
 
 /// How long `agent.wait` waits when the caller gives no `timeoutMs` (upstream's 30 s).

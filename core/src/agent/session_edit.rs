@@ -5,12 +5,11 @@
 
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::frame::ErrorShape;
 use crate::gateway::Gateway;
-use crate::methods::params::NonEmpty;
+use crate::methods::params::{self, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 use crate::persist::StoreChange;
 
@@ -21,79 +20,151 @@ use super::{AGENT_ID, Agent};
 
 /// `sessions.send` params. `thinking`, `attachments` and `timeoutMs` are accepted; the turn
 /// does not act on them yet.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct SessionsSend {
     key: NonEmpty,
     message: String,
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
-    #[serde(default)]
     idempotency_key: Option<NonEmpty>,
-    #[serde(default, rename = "thinking")]
     _thinking: Option<String>,
-    #[serde(default, rename = "attachments")]
     _attachments: Option<Vec<Value>>,
-    #[serde(default, rename = "timeoutMs")]
     _timeout_ms: Option<u64>,
 }
 
+impl FromParams for SessionsSend {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("key", Kind::NonEmpty),
+            required("message", Kind::Str),
+            optional("agentId", Kind::NonEmpty),
+            optional("idempotencyKey", Kind::NonEmpty),
+            optional("thinking", Kind::Str),
+            optional("attachments", Kind::Array),
+            optional("timeoutMs", Kind::U64),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            key: p.required_non_empty("key"),
+            message: p.text("message"),
+            agent_id: p.non_empty("agentId"),
+            idempotency_key: p.non_empty("idempotencyKey"),
+            _thinking: p.string("thinking"),
+            _attachments: p.array("attachments"),
+            _timeout_ms: p.u64("timeoutMs"),
+        })
+    }
+}
+
 /// `sessions.abort` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct SessionsAbort {
-    #[serde(default)]
     key: Option<NonEmpty>,
-    #[serde(default)]
     run_id: Option<NonEmpty>,
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
-    #[serde(default, rename = "clearQueued")]
     _clear_queued: Option<bool>,
 }
 
+impl FromParams for SessionsAbort {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            optional("key", Kind::NonEmpty),
+            optional("runId", Kind::NonEmpty),
+            optional("agentId", Kind::NonEmpty),
+            optional("clearQueued", Kind::Bool),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            key: p.non_empty("key"),
+            run_id: p.non_empty("runId"),
+            agent_id: p.non_empty("agentId"),
+            _clear_queued: p.bool("clearQueued"),
+        })
+    }
+}
+
 /// `sessions.reset` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct SessionsReset {
     key: NonEmpty,
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
-    #[serde(default)]
     reason: Option<Value>,
 }
 
+impl FromParams for SessionsReset {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("key", Kind::NonEmpty),
+            optional("agentId", Kind::NonEmpty),
+            optional("reason", Kind::Any),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            key: p.required_non_empty("key"),
+            agent_id: p.non_empty("agentId"),
+            reason: p.take("reason"),
+        })
+    }
+}
+
 /// `sessions.delete` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct SessionsDelete {
     key: NonEmpty,
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
-    #[serde(default)]
     expected_session_id: Option<NonEmpty>,
-    #[serde(default)]
     archived_only: Option<bool>,
-    #[serde(default, rename = "deleteTranscript")]
     _delete_transcript: Option<bool>,
-    #[serde(default, rename = "expectedLifecycleRevision")]
     _expected_lifecycle_revision: Option<NonEmpty>,
-    #[serde(default, rename = "expectedSessionUpdatedAt")]
     _expected_session_updated_at: Option<u64>,
-    #[serde(default, rename = "emitLifecycleHooks")]
     _emit_lifecycle_hooks: Option<bool>,
 }
 
+impl FromParams for SessionsDelete {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("key", Kind::NonEmpty),
+            optional("agentId", Kind::NonEmpty),
+            optional("expectedSessionId", Kind::NonEmpty),
+            optional("archivedOnly", Kind::Bool),
+            optional("deleteTranscript", Kind::Bool),
+            optional("expectedLifecycleRevision", Kind::NonEmpty),
+            optional("expectedSessionUpdatedAt", Kind::U64),
+            optional("emitLifecycleHooks", Kind::Bool),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            key: p.required_non_empty("key"),
+            agent_id: p.non_empty("agentId"),
+            expected_session_id: p.non_empty("expectedSessionId"),
+            archived_only: p.bool("archivedOnly"),
+            _delete_transcript: p.bool("deleteTranscript"),
+            _expected_lifecycle_revision: p.non_empty("expectedLifecycleRevision"),
+            _expected_session_updated_at: p.u64("expectedSessionUpdatedAt"),
+            _emit_lifecycle_hooks: p.bool("emitLifecycleHooks"),
+        })
+    }
+}
+
 /// `chat.inject` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChatInject {
     session_key: NonEmpty,
     message: NonEmpty,
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
-    #[serde(default)]
     label: Option<String>,
+}
+
+impl FromParams for ChatInject {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("sessionKey", Kind::NonEmpty),
+            required("message", Kind::NonEmpty),
+            optional("agentId", Kind::NonEmpty),
+            optional("label", Kind::Str),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            session_key: p.required_non_empty("sessionKey"),
+            message: p.required_non_empty("message"),
+            agent_id: p.non_empty("agentId"),
+            label: p.string("label"),
+        })
+    }
 }
 
 /// Characters of a `chat.inject` label (upstream's `maxLength`).

@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::frame::ErrorShape;
 use crate::gateway::Gateway;
+use crate::methods::params::{self, FromParams};
 use crate::methods::{Call, Reply};
 
 use super::AGENT_ID;
@@ -16,9 +16,13 @@ use super::session::canonical_key;
 use super::subscribers::Change;
 
 /// `sessions.patch` params, kept as JSON: each field is checked against [`PATCH_FIELDS`].
-#[derive(Deserialize)]
-#[serde(transparent)]
 pub(crate) struct SessionsPatch(Map<String, Value>);
+
+impl FromParams for SessionsPatch {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        params::object(params).map(SessionsPatch)
+    }
+}
 
 /// What a `sessions.patch` field holds.
 #[derive(Clone, Copy)]

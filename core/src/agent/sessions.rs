@@ -5,12 +5,11 @@
 
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
-use crate::methods::params::{Bounded, NonEmpty};
+use crate::methods::params::{self, Bounded, FromParams, Kind, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 
 use super::AGENT_ID;
@@ -20,84 +19,150 @@ use super::subscribers::TooMany;
 /// `sessions.list` params (upstream's `SessionsListParams`; `sessions.subscribe` takes them
 /// too). The filters clawgate has no data for (owners, people, spawn trees) are accepted and
 /// match every session.
-#[derive(Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Default, PartialEq)]
 pub(crate) struct SessionsList {
-    #[serde(default)]
     limit: Option<Bounded<1, { u64::MAX }>>,
-    #[serde(default)]
     offset: Option<Bounded<0, { u64::MAX }>>,
-    #[serde(default)]
     active_minutes: Option<Bounded<1, { u64::MAX }>>,
-    #[serde(default)]
     include_last_message: Option<bool>,
-    #[serde(default)]
     include_derived_titles: Option<bool>,
-    #[serde(default)]
     label: Option<NonEmpty>,
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
-    #[serde(default)]
     search: Option<String>,
-    #[serde(default)]
     archived: Option<Value>,
-    #[serde(default)]
     sort_by: Option<Value>,
-    #[serde(default)]
     board_face: Option<Value>,
-    #[serde(default, rename = "requireLastInteraction")]
     _require_last_interaction: Option<bool>,
-    #[serde(default, rename = "includeGlobal")]
     _include_global: Option<bool>,
-    #[serde(default, rename = "includeUnknown")]
     _include_unknown: Option<bool>,
-    #[serde(default, rename = "configuredAgentsOnly")]
     _configured_agents_only: Option<bool>,
-    #[serde(default, rename = "creatorId")]
     _creator_id: Option<NonEmpty>,
-    #[serde(default, rename = "ownerId")]
     _owner_id: Option<NonEmpty>,
-    #[serde(default, rename = "ownerFirst")]
     _owner_first: Option<bool>,
-    #[serde(default, rename = "involvingMe")]
     _involving_me: Option<bool>,
-    #[serde(default, rename = "involvingProfileId")]
     _involving_profile_id: Option<NonEmpty>,
-    #[serde(default, rename = "includePeople")]
     _include_people: Option<bool>,
-    #[serde(default, rename = "spawnedBy")]
     _spawned_by: Option<NonEmpty>,
 }
 
+impl FromParams for SessionsList {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            optional("limit", Kind::Bounded(1, u64::MAX)),
+            optional("offset", Kind::Bounded(0, u64::MAX)),
+            optional("activeMinutes", Kind::Bounded(1, u64::MAX)),
+            optional("includeLastMessage", Kind::Bool),
+            optional("includeDerivedTitles", Kind::Bool),
+            optional("label", Kind::NonEmpty),
+            optional("agentId", Kind::NonEmpty),
+            optional("search", Kind::Str),
+            optional("archived", Kind::Any),
+            optional("sortBy", Kind::Any),
+            optional("boardFace", Kind::Any),
+            optional("requireLastInteraction", Kind::Bool),
+            optional("includeGlobal", Kind::Bool),
+            optional("includeUnknown", Kind::Bool),
+            optional("configuredAgentsOnly", Kind::Bool),
+            optional("creatorId", Kind::NonEmpty),
+            optional("ownerId", Kind::NonEmpty),
+            optional("ownerFirst", Kind::Bool),
+            optional("involvingMe", Kind::Bool),
+            optional("involvingProfileId", Kind::NonEmpty),
+            optional("includePeople", Kind::Bool),
+            optional("spawnedBy", Kind::NonEmpty),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            limit: p.bounded("limit"),
+            offset: p.bounded("offset"),
+            active_minutes: p.bounded("activeMinutes"),
+            include_last_message: p.bool("includeLastMessage"),
+            include_derived_titles: p.bool("includeDerivedTitles"),
+            label: p.non_empty("label"),
+            agent_id: p.non_empty("agentId"),
+            search: p.string("search"),
+            archived: p.take("archived"),
+            sort_by: p.take("sortBy"),
+            board_face: p.take("boardFace"),
+            _require_last_interaction: p.bool("requireLastInteraction"),
+            _include_global: p.bool("includeGlobal"),
+            _include_unknown: p.bool("includeUnknown"),
+            _configured_agents_only: p.bool("configuredAgentsOnly"),
+            _creator_id: p.non_empty("creatorId"),
+            _owner_id: p.non_empty("ownerId"),
+            _owner_first: p.bool("ownerFirst"),
+            _involving_me: p.bool("involvingMe"),
+            _involving_profile_id: p.non_empty("involvingProfileId"),
+            _include_people: p.bool("includePeople"),
+            _spawned_by: p.non_empty("spawnedBy"),
+        })
+    }
+}
+
 /// `sessions.describe` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct SessionsDescribe {
     key: NonEmpty,
-    #[serde(default)]
     include_derived_titles: Option<bool>,
-    #[serde(default)]
     include_last_message: Option<bool>,
 }
 
+impl FromParams for SessionsDescribe {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("key", Kind::NonEmpty),
+            optional("includeDerivedTitles", Kind::Bool),
+            optional("includeLastMessage", Kind::Bool),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            key: p.required_non_empty("key"),
+            include_derived_titles: p.bool("includeDerivedTitles"),
+            include_last_message: p.bool("includeLastMessage"),
+        })
+    }
+}
+
 /// `sessions.messages.subscribe` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct MessagesSubscribe {
     key: NonEmpty,
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
-    #[serde(default)]
     include_approvals: Option<bool>,
 }
 
+impl FromParams for MessagesSubscribe {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("key", Kind::NonEmpty),
+            optional("agentId", Kind::NonEmpty),
+            optional("includeApprovals", Kind::Bool),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            key: p.required_non_empty("key"),
+            agent_id: p.non_empty("agentId"),
+            include_approvals: p.bool("includeApprovals"),
+        })
+    }
+}
+
 /// `sessions.messages.unsubscribe` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct MessagesUnsubscribe {
     key: NonEmpty,
-    #[serde(default)]
     agent_id: Option<NonEmpty>,
+}
+
+impl FromParams for MessagesUnsubscribe {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("key", Kind::NonEmpty),
+            optional("agentId", Kind::NonEmpty),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            key: p.required_non_empty("key"),
+            agent_id: p.non_empty("agentId"),
+        })
+    }
 }
 
 /// Rows `sessions.list` returns when no `limit` is given (upstream's default).

@@ -3,8 +3,6 @@
 
 use std::time::Instant;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::account::{Account, Kind};
@@ -15,29 +13,47 @@ use crate::config::edit::{ConfigEdit, Edited};
 use crate::frame::{ErrorCode, ErrorShape};
 use crate::gateway::Gateway;
 use crate::gateway::Output;
-use crate::methods::params::NonEmpty;
+use crate::methods::params::{self, FromParams, NonEmpty, optional, required};
 use crate::methods::{Call, Reply};
 use crate::work::{Work, WorkId};
 
 /// `channels.status` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChannelsStatus {
-    #[serde(default, rename = "probe")]
-    _probe: IgnoredAny,
-    #[serde(default, rename = "timeoutMs")]
-    _timeout_ms: IgnoredAny,
-    #[serde(default)]
     channel: Option<String>,
 }
 
+impl FromParams for ChannelsStatus {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            optional("probe", params::Kind::Ignored),
+            optional("timeoutMs", params::Kind::Ignored),
+            optional("channel", params::Kind::Str),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            channel: p.string("channel"),
+        })
+    }
+}
+
 /// `channels.start|stop|logout` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ChannelAccount {
     channel: NonEmpty,
-    #[serde(default)]
     account_id: Option<String>,
+}
+
+impl FromParams for ChannelAccount {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("channel", params::Kind::NonEmpty),
+            optional("accountId", params::Kind::Str),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            channel: p.required_non_empty("channel"),
+            account_id: p.string("accountId"),
+        })
+    }
 }
 
 /// A `channels.logout` waiting for its edit of `openclaw.json`.
@@ -52,69 +68,97 @@ pub(crate) struct Logout {
 }
 
 /// `channels.pairing.list` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct PairingList {
-    #[serde(default)]
     channel: Option<String>,
-    #[serde(default)]
     account_id: Option<String>,
+}
+
+impl FromParams for PairingList {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            optional("channel", params::Kind::Str),
+            optional("accountId", params::Kind::Str),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            channel: p.string("channel"),
+            account_id: p.string("accountId"),
+        })
+    }
 }
 
 /// `channels.pairing.approve|dismiss` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct PairingDecision {
     channel: NonEmpty,
-    #[serde(default)]
     account_id: Option<String>,
     request_id: NonEmpty,
-    #[serde(default)]
     notify: Option<bool>,
-    #[serde(default)]
     bootstrap_command_owner: Option<bool>,
 }
 
+impl FromParams for PairingDecision {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("channel", params::Kind::NonEmpty),
+            optional("accountId", params::Kind::Str),
+            required("requestId", params::Kind::NonEmpty),
+            optional("notify", params::Kind::Bool),
+            optional("bootstrapCommandOwner", params::Kind::Bool),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            channel: p.required_non_empty("channel"),
+            account_id: p.string("accountId"),
+            request_id: p.required_non_empty("requestId"),
+            notify: p.bool("notify"),
+            bootstrap_command_owner: p.bool("bootstrapCommandOwner"),
+        })
+    }
+}
+
 /// `send` params (upstream's `SendParams`; text messages only).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct Send {
     to: NonEmpty,
-    #[serde(default)]
     message: Option<String>,
-    #[serde(default)]
     channel: Option<String>,
-    #[serde(default)]
     account_id: Option<String>,
-    #[serde(default)]
     thread_id: Option<Value>,
     idempotency_key: NonEmpty,
-    #[serde(default, rename = "mediaUrl")]
-    _media_url: IgnoredAny,
-    #[serde(default, rename = "mediaUrls")]
-    _media_urls: IgnoredAny,
-    #[serde(default, rename = "buffer")]
-    _buffer: IgnoredAny,
-    #[serde(default, rename = "filename")]
-    _filename: IgnoredAny,
-    #[serde(default, rename = "contentType")]
-    _content_type: IgnoredAny,
-    #[serde(default, rename = "asVoice")]
-    _as_voice: IgnoredAny,
-    #[serde(default, rename = "gifPlayback")]
-    _gif_playback: IgnoredAny,
-    #[serde(default, rename = "agentId")]
-    _agent_id: IgnoredAny,
-    #[serde(default, rename = "replyToId")]
-    _reply_to_id: IgnoredAny,
-    #[serde(default, rename = "forceDocument")]
-    _force_document: IgnoredAny,
-    #[serde(default, rename = "silent")]
-    _silent: IgnoredAny,
-    #[serde(default, rename = "parseMode")]
-    _parse_mode: IgnoredAny,
-    #[serde(default, rename = "sessionKey")]
-    _session_key: IgnoredAny,
+}
+
+impl FromParams for Send {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("to", params::Kind::NonEmpty),
+            optional("message", params::Kind::Str),
+            optional("channel", params::Kind::Str),
+            optional("accountId", params::Kind::Str),
+            optional("threadId", params::Kind::Any),
+            required("idempotencyKey", params::Kind::NonEmpty),
+            optional("mediaUrl", params::Kind::Ignored),
+            optional("mediaUrls", params::Kind::Ignored),
+            optional("buffer", params::Kind::Ignored),
+            optional("filename", params::Kind::Ignored),
+            optional("contentType", params::Kind::Ignored),
+            optional("asVoice", params::Kind::Ignored),
+            optional("gifPlayback", params::Kind::Ignored),
+            optional("agentId", params::Kind::Ignored),
+            optional("replyToId", params::Kind::Ignored),
+            optional("forceDocument", params::Kind::Ignored),
+            optional("silent", params::Kind::Ignored),
+            optional("parseMode", params::Kind::Ignored),
+            optional("sessionKey", params::Kind::Ignored),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            to: p.required_non_empty("to"),
+            message: p.string("message"),
+            channel: p.string("channel"),
+            account_id: p.string("accountId"),
+            thread_id: p.take("threadId"),
+            idempotency_key: p.required_non_empty("idempotencyKey"),
+        })
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Reply {

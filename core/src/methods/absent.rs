@@ -5,26 +5,30 @@
 //! empty panel rather than an error. Nothing here is made up: an empty list is the truth
 //! for a feature clawgate lacks.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::params::Bounded;
+use super::params::{self, Bounded, FromParams, Kind, optional};
 use super::{AnyParams, Call, Reply};
+use crate::frame::ErrorShape;
 use crate::gateway::Gateway;
 
 /// `cron.list` params: the page size asked for; the filters, sorting and offset of
 /// upstream's `CronListParams` select from no jobs and are not read.
-#[derive(Deserialize)]
 pub(crate) struct CronList {
-    #[serde(default)]
     limit: Option<Bounded<1, 200>>,
-    #[serde(flatten)]
-    _filters: BTreeMap<String, IgnoredAny>,
+}
+
+impl FromParams for CronList {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[optional("limit", Kind::Bounded(1, 200))];
+        let mut p = params::read_open(params, FIELDS)?;
+        Ok(Self {
+            limit: p.bounded("limit"),
+        })
+    }
 }
 
 /// upstream's `resolveCronListSnapshotRevision` of a job list: `sha256:` and the

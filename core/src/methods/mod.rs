@@ -2,8 +2,9 @@
 //! `hello-ok.features.methods`, authorization and dispatch all derive.
 //!
 //! Adding a method is one [`REGISTRY`] line: its name (the advertised order is the table's
-//! order), what it requires, and its handler, whose last argument is its typed params (a serde
-//! struct read by [`params::parse`], which answers upstream's validation errors).
+//! order), what it requires, and its handler, whose last argument is its typed params (read by
+//! [`params::FromParams`] against a table of their properties, failures phrased as upstream's
+//! validator phrases them).
 
 mod absent;
 mod pairing;
@@ -14,8 +15,6 @@ mod views;
 
 use std::time::Instant;
 
-use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Value, json};
 
 use crate::close::CloseReason;
@@ -62,14 +61,14 @@ pub(crate) struct MethodSpec {
 }
 
 /// Read the params as `P`, then run the typed handler; invalid params are answered at once.
-fn typed<P: DeserializeOwned>(
+fn typed<P: params::FromParams>(
     gw: &mut Gateway,
     now: Instant,
     call: &Call<'_>,
     params: Value,
     handler: fn(&mut Gateway, Instant, &Call<'_>, P) -> Reply,
 ) -> Reply {
-    match params::parse(params) {
+    match P::from_params(params) {
         Ok(p) => handler(gw, now, call, p),
         Err(e) => Reply::Now(Err(e)),
     }
@@ -229,16 +228,20 @@ pub(crate) fn requirement(method: &str) -> Option<Requirement> {
 /// Params of methods whose upstream schema has none: anything is accepted and ignored.
 pub(crate) struct AnyParams;
 
-impl<'de> Deserialize<'de> for AnyParams {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        IgnoredAny::deserialize(d).map(|_| AnyParams)
+impl params::FromParams for AnyParams {
+    fn from_params(_: Value) -> Result<Self, ErrorShape> {
+        Ok(AnyParams)
     }
 }
 
 /// Params of methods that take none: `{}` (or no params) only.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct NoParams {}
+
+impl params::FromParams for NoParams {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        params::read(params, &[]).map(|_| NoParams {})
+    }
+}
 
 impl Gateway {
     /// A text frame from an authenticated connection.

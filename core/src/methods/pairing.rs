@@ -3,10 +3,9 @@
 
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::params::NonEmpty;
+use super::params::{self, FromParams, Kind, NonEmpty, optional, required};
 use super::{Call, NoParams, Reply};
 use crate::close::{CloseReason, Invalidation};
 use crate::conn::ConnId;
@@ -16,51 +15,110 @@ use crate::pairing::{self, PendingKind};
 use crate::scopes;
 
 /// Params naming a pending pairing request (`*.pair.approve`, `*.pair.reject`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct RequestId {
     request_id: NonEmpty,
 }
 
+impl FromParams for RequestId {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[required("requestId", Kind::NonEmpty)];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            request_id: p.required_non_empty("requestId"),
+        })
+    }
+}
+
 /// `node.pair.remove` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct NodeId {
     node_id: NonEmpty,
 }
 
+impl FromParams for NodeId {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[required("nodeId", Kind::NonEmpty)];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            node_id: p.required_non_empty("nodeId"),
+        })
+    }
+}
+
 /// `device.pair.remove` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct DeviceId {
     device_id: NonEmpty,
 }
 
+impl FromParams for DeviceId {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[required("deviceId", Kind::NonEmpty)];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            device_id: p.required_non_empty("deviceId"),
+        })
+    }
+}
+
 /// `node.rename` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct NodeRename {
     node_id: NonEmpty,
     display_name: NonEmpty,
 }
 
-/// `device.token.rotate` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+impl FromParams for NodeRename {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("nodeId", Kind::NonEmpty),
+            required("displayName", Kind::NonEmpty),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            node_id: p.required_non_empty("nodeId"),
+            display_name: p.required_non_empty("displayName"),
+        })
+    }
+}
+
+/// `device.token.rotate` params. `scopes` is validated; the new token carries the scopes the
+/// device was approved for.
 pub(crate) struct TokenRotate {
     device_id: NonEmpty,
     role: NonEmpty,
-    /// Validated; the new token carries the scopes the device was approved for.
-    #[serde(default, rename = "scopes")]
-    _scopes: Option<Vec<NonEmpty>>,
+}
+
+impl FromParams for TokenRotate {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("deviceId", Kind::NonEmpty),
+            required("role", Kind::NonEmpty),
+            optional("scopes", Kind::NonEmptyList),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            device_id: p.required_non_empty("deviceId"),
+            role: p.required_non_empty("role"),
+        })
+    }
 }
 
 /// `device.token.revoke` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct TokenRevoke {
     device_id: NonEmpty,
     role: NonEmpty,
+}
+
+impl FromParams for TokenRevoke {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("deviceId", Kind::NonEmpty),
+            required("role", Kind::NonEmpty),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            device_id: p.required_non_empty("deviceId"),
+            role: p.required_non_empty("role"),
+        })
+    }
 }
 
 impl Gateway {

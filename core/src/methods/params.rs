@@ -1,34 +1,291 @@
-//! Typed method params: serde structs read from the request's `params` by a small deserializer
-//! that knows where it is in the document, so every failure is phrased as upstream's validator
-//! phrases it (`invalid params: at /nodeId: must be string`) and serde's own wording never
-//! reaches a client. This is the one place serde errors become protocol errors.
+//! Typed method params, read from the request's `params` against a table of their properties
+//! (name, what it holds, whether it may be left out), so every failure is phrased as upstream's
+//! validator phrases it (`invalid params: at /nodeId: must be string`). One reader serves every
+//! params type: a serde derive compiled a visitor of 1-7 KB for each of them.
 
 use core::fmt;
 
-use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
-use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::frame::ErrorShape;
 
-/// Read `params` (`null` counts as `{}`) as `P`, or the `INVALID_REQUEST` error upstream gives.
-pub(crate) fn parse<P: DeserializeOwned>(params: Value) -> Result<P, ErrorShape> {
-    let root = match params {
-        Value::Null => Value::Object(Map::new()),
-        other => other,
+/// Params a method handler takes, read from the request's `params` (`null` counts as `{}`), or
+/// the `INVALID_REQUEST` error upstream gives.
+pub(crate) trait FromParams: Sized {
+    /// Read `params`.
+    fn from_params(params: Value) -> Result<Self, ErrorShape>;
+}
+
+/// Params read by their handler itself: as they came, `null` as `{}`.
+impl FromParams for Value {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        Ok(match params {
+            Value::Null => Value::Object(Map::new()),
+            other => other,
+        })
+    }
+}
+
+/// What a property of a params object holds (the schema's type of it).
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    /// Anything, accepted and not read.
+    Ignored,
+    /// Any value (`null` counts as left out when the property is optional).
+    Any,
+    /// Any value, `null` included, kept as it is.
+    AnyOrNull,
+    /// A string.
+    Str,
+    /// A string of at least one character.
+    NonEmpty,
+    /// `true` or `false`.
+    Bool,
+    /// A non-negative integer.
+    U64,
+    /// An integer from the first bound to the second, both included.
+    Bounded(u64, u64),
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    /// An array (of anything).
+    Array,
+    /// An object (of anything).
+    Object,
+    /// An array of strings of at least one character.
+    NonEmptyList,
+    /// An object with these properties (and no others).
+    Table(&'static [Field]),
+}
+
+/// Whether a property may be left out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// It must be there.
+    Required,
+    /// It may be left out, and `null` counts as left out (but for [`Kind::AnyOrNull`]).
+    Optional,
+}
+
+/// One property of a params object: its name, what it holds, whether it may be left out.
+pub(crate) struct Field {
+    name: &'static str,
+    kind: Kind,
+    need: Need,
+}
+
+/// A property that must be there.
+pub(crate) const fn required(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        need: Need::Required,
+    }
+}
+
+/// A property that may be left out or `null`.
+pub(crate) const fn optional(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        need: Need::Optional,
+    }
+}
+
+/// A params object's checked properties, taken by name.
+pub(crate) struct Props {
+    fields: &'static [Field],
+    values: Vec<Option<Value>>,
+}
+
+/// Check `params` against `fields`: unexpected properties first (in the object's order), then
+/// each property in the object's order, then the missing ones in `fields`' order, as upstream's
+/// validator reports them.
+pub(crate) fn read(params: Value, fields: &'static [Field]) -> Result<Props, ErrorShape> {
+    check(params, fields, "", false).map_err(|e| ErrorShape::invalid(e.to_string()))
+}
+
+/// [`read`], with properties other than `fields` accepted and not read.
+pub(crate) fn read_open(params: Value, fields: &'static [Field]) -> Result<Props, ErrorShape> {
+    check(params, fields, "", true).map_err(|e| ErrorShape::invalid(e.to_string()))
+}
+
+/// `params` as an object (`null` counts as `{}`).
+pub(crate) fn object(params: Value) -> Result<Map<String, Value>, ErrorShape> {
+    as_object(params, "").map_err(|e| ErrorShape::invalid(e.to_string()))
+}
+
+fn as_object(value: Value, path: &str) -> Result<Map<String, Value>, ParamsError> {
+    match value {
+        Value::Null => Ok(Map::new()),
+        Value::Object(obj) => Ok(obj),
+        _ => Err(ParamsError::new(Problem::Type("object"), path)),
+    }
+}
+
+/// The object at `path` checked against `fields` (`open`: other properties allowed).
+fn check(
+    value: Value,
+    fields: &'static [Field],
+    path: &str,
+    open: bool,
+) -> Result<Props, ParamsError> {
+    let obj = as_object(value, path)?;
+    let unexpected = |k: &&String| !open && !fields.iter().any(|f| f.name == k.as_str());
+    if let Some(k) = obj.keys().find(unexpected) {
+        return Err(ParamsError::new(Problem::Unexpected(k.clone()), path));
+    }
+    let mut values: Vec<Option<Value>> = fields.iter().map(|_| None).collect();
+    for (key, value) in obj {
+        let Some(i) = fields.iter().position(|f| f.name == key) else {
+            continue; // an open object's other property
+        };
+        let (Some(field), Some(slot)) = (fields.get(i), values.get_mut(i)) else {
+            continue;
+        };
+        let absent = field.need == Need::Optional
+            && value.is_null()
+            && !matches!(field.kind, Kind::AnyOrNull);
+        if absent {
+            continue;
+        }
+        let key = key.replace('~', "~0").replace('/', "~1");
+        holds(field.kind, &value, &format!("{path}/{key}"))?;
+        *slot = Some(value);
+    }
+    for (field, value) in fields.iter().zip(&values) {
+        if field.need == Need::Required && value.is_none() {
+            return Err(ParamsError::new(Problem::Missing(field.name), path));
+        }
+    }
+    Ok(Props { fields, values })
+}
+
+/// Whether `value` (at `path`) is what `kind` asks for, and what is wrong where when it is not.
+fn holds(kind: Kind, value: &Value, path: &str) -> Result<(), ParamsError> {
+    let problem = match (kind, value) {
+        (Kind::Ignored | Kind::Any | Kind::AnyOrNull, _) => return Ok(()),
+        (Kind::Str, Value::String(_)) => return Ok(()),
+        (Kind::NonEmpty, Value::String(s)) if s.is_empty() => Problem::Empty,
+        (Kind::NonEmpty, Value::String(_)) => return Ok(()),
+        (Kind::OneOf(names), Value::String(s)) if names.contains(&s.as_str()) => return Ok(()),
+        (Kind::OneOf(_), Value::String(_)) => {
+            Problem::Expected("equal to one of the allowed values".into())
+        }
+        (Kind::Str | Kind::NonEmpty | Kind::OneOf(_), _) => Problem::Type("string"),
+        (Kind::Bool, Value::Bool(_)) => return Ok(()),
+        (Kind::Bool, _) => Problem::Type("boolean"),
+        (Kind::U64, v) if v.is_u64() => return Ok(()),
+        (Kind::U64, _) => Problem::Type("integer"),
+        (Kind::Bounded(lo, hi), v) if v.as_u64().is_some_and(|n| (lo..=hi).contains(&n)) => {
+            return Ok(());
+        }
+        (Kind::Bounded(lo, hi), _) => Problem::Expected(format!("an integer from {lo} to {hi}")),
+        (Kind::Array, Value::Array(_)) => return Ok(()),
+        (Kind::Object, Value::Object(_)) => return Ok(()),
+        (Kind::NonEmptyList, Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                holds(Kind::NonEmpty, item, &format!("{path}/{i}"))?;
+            }
+            return Ok(());
+        }
+        (Kind::Array | Kind::NonEmptyList, _) => Problem::Type("array"),
+        (Kind::Table(fields), Value::Object(_)) => {
+            return check(value.clone(), fields, path, false).map(|_| ());
+        }
+        (Kind::Object | Kind::Table(_), _) => Problem::Type("object"),
     };
-    P::deserialize(At {
-        value: root,
-        path: String::new(),
-    })
-    .map_err(|e| ErrorShape::invalid(e.to_string()))
+    Err(ParamsError::new(problem, path))
+}
+
+impl Props {
+    /// The value of property `name`, if it was given (and not `null`, unless it may be).
+    pub(crate) fn take(&mut self, name: &str) -> Option<Value> {
+        let i = self.fields.iter().position(|f| f.name == name);
+        debug_assert!(i.is_some(), "{name} is not a property of these params");
+        self.values.get_mut(i?)?.take()
+    }
+
+    /// A string property, if given.
+    pub(crate) fn string(&mut self, name: &str) -> Option<String> {
+        match self.take(name) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A required string property (checked by [`read`]).
+    pub(crate) fn text(&mut self, name: &str) -> String {
+        self.string(name).unwrap_or_default()
+    }
+
+    /// A non-empty string property, if given.
+    pub(crate) fn non_empty(&mut self, name: &str) -> Option<NonEmpty> {
+        self.string(name).map(NonEmpty)
+    }
+
+    /// A required non-empty string property (checked by [`read`]).
+    pub(crate) fn required_non_empty(&mut self, name: &str) -> NonEmpty {
+        NonEmpty(self.text(name))
+    }
+
+    /// A boolean property, if given.
+    pub(crate) fn bool(&mut self, name: &str) -> Option<bool> {
+        self.take(name).and_then(|v| v.as_bool())
+    }
+
+    /// An integer property, if given.
+    pub(crate) fn u64(&mut self, name: &str) -> Option<u64> {
+        self.take(name).and_then(|v| v.as_u64())
+    }
+
+    /// An array property, if given.
+    pub(crate) fn array(&mut self, name: &str) -> Option<Vec<Value>> {
+        match self.take(name) {
+            Some(Value::Array(items)) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// An object property, if given.
+    pub(crate) fn object(&mut self, name: &str) -> Option<Map<String, Value>> {
+        match self.take(name) {
+            Some(Value::Object(obj)) => Some(obj),
+            _ => None,
+        }
+    }
+
+    /// A [`Kind::Table`] property's properties, if given.
+    pub(crate) fn table(&mut self, name: &str) -> Option<Props> {
+        let Kind::Table(fields) = self.fields.iter().find(|f| f.name == name)?.kind else {
+            return None;
+        };
+        let value = self.take(name)?;
+        // Checked by `read` already: it cannot fail here.
+        Some(check(value, fields, "", false).unwrap_or(Props {
+            fields,
+            values: Vec::new(),
+        }))
+    }
+
+    /// A bounded integer property, if given (its bounds checked by [`read`] from its [`Kind`]).
+    pub(crate) fn bounded<const LO: u64, const HI: u64>(
+        &mut self,
+        name: &str,
+    ) -> Option<Bounded<LO, HI>> {
+        debug_assert!(
+            self.fields.iter().any(|f| f.name == name
+                && matches!(f.kind, Kind::Bounded(lo, hi) if (lo, hi) == (LO, HI))),
+            "{name}'s bounds differ from its type's"
+        );
+        self.u64(name).map(Bounded)
+    }
 }
 
 /// What is wrong with params, and where.
 #[derive(Debug)]
-pub(crate) struct ParamsError {
-    /// JSON pointer of the offending value; `None` until the value's deserializer names it.
-    at: Option<String>,
+struct ParamsError {
+    /// JSON pointer of the offending value (empty: the params themselves).
+    at: String,
     problem: Problem,
 }
 
@@ -38,29 +295,24 @@ enum Problem {
     Missing(&'static str),
     Type(&'static str),
     Empty,
-    /// A value that does not meet what a params type expects (its `expecting` text).
+    /// A value that does not meet what its property expects.
     Expected(String),
 }
 
 impl ParamsError {
-    fn new(problem: Problem) -> Self {
-        Self { at: None, problem }
-    }
-
-    /// Name the place of an error that has none yet (the innermost place wins).
-    fn at(mut self, path: &str) -> Self {
-        if self.at.is_none() {
-            self.at = Some(path.to_string());
+    fn new(problem: Problem, at: &str) -> Self {
+        Self {
+            at: at.to_string(),
+            problem,
         }
-        self
     }
 }
 
 impl fmt::Display for ParamsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.at.as_deref() {
-            None | Some("") => write!(f, "invalid params: at root: ")?,
-            Some(path) => write!(f, "invalid params: at {path}: ")?,
+        match self.at.as_str() {
+            "" => write!(f, "invalid params: at root: ")?,
+            path => write!(f, "invalid params: at {path}: ")?,
         }
         match &self.problem {
             Problem::Unexpected(k) => write!(f, "unexpected property '{k}'"),
@@ -72,277 +324,67 @@ impl fmt::Display for ParamsError {
     }
 }
 
-impl std::error::Error for ParamsError {}
-
-impl de::Error for ParamsError {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        Self::new(Problem::Expected(msg.to_string()))
-    }
-    fn invalid_type(_: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        Self::new(Problem::Expected(exp.to_string()))
-    }
-    fn invalid_value(_: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        Self::new(Problem::Expected(exp.to_string()))
-    }
-    fn invalid_length(_: usize, _: &dyn de::Expected) -> Self {
-        Self::new(Problem::Empty)
-    }
-    fn unknown_field(field: &str, _: &'static [&'static str]) -> Self {
-        Self::new(Problem::Unexpected(field.to_string()))
-    }
-    fn missing_field(field: &'static str) -> Self {
-        Self::new(Problem::Missing(field))
-    }
-}
-
-/// A JSON value and its JSON pointer.
-struct At {
-    value: Value,
-    path: String,
-}
-
-impl At {
-    fn child(&self, key: &str, value: Value) -> At {
-        let key = key.replace('~', "~0").replace('/', "~1");
-        At {
-            value,
-            path: format!("{}/{key}", self.path),
-        }
-    }
-
-    fn wrong_type(&self, expected: &'static str) -> ParamsError {
-        ParamsError::new(Problem::Type(expected)).at(&self.path)
-    }
-
-    fn map<'de, V: Visitor<'de>>(
-        self,
-        fields: Option<&'static [&'static str]>,
-        visitor: V,
-    ) -> Result<V::Value, ParamsError> {
-        let entries = self.entries(fields)?;
-        visitor
-            .visit_map(de::value::MapDeserializer::new(entries.into_iter()))
-            .map_err(|e| e.at(&self.path))
-    }
-
-    /// The properties of an object, each with its place; the part of [`At::map`] that does not
-    /// depend on the visitor, so it is compiled once rather than once per params type.
-    fn entries(
-        &self,
-        fields: Option<&'static [&'static str]>,
-    ) -> Result<Vec<(String, At)>, ParamsError> {
-        let Value::Object(obj) = &self.value else {
-            return Err(self.wrong_type("object"));
-        };
-        // Unexpected properties first, in document order, as upstream reports them.
-        if let Some(k) = fields.and_then(|f| obj.keys().find(|k| !f.contains(&k.as_str()))) {
-            return Err(ParamsError::new(Problem::Unexpected(k.clone())).at(&self.path));
-        }
-        Ok(obj
-            .iter()
-            .map(|(k, v)| (k.clone(), self.child(k, v.clone())))
-            .collect())
-    }
-}
-
-/// The items of an array at `path`, each with its place (compiled once, not once per visitor).
-fn items_at(items: Vec<Value>, path: &str) -> std::vec::IntoIter<At> {
-    let items: Vec<At> = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| At {
-            value: v,
-            path: format!("{path}/{i}"),
-        })
-        .collect();
-    items.into_iter()
-}
-
-impl<'de> IntoDeserializer<'de, ParamsError> for At {
-    type Deserializer = Self;
-    fn into_deserializer(self) -> Self {
-        self
-    }
-}
-
-impl<'de> Deserializer<'de> for At {
-    type Error = ParamsError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
-        let path = self.path.clone();
-        let result = match self.value {
-            Value::Null => visitor.visit_unit(),
-            Value::Bool(b) => visitor.visit_bool(b),
-            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-                (Some(u), _, _) => visitor.visit_u64(u),
-                (None, Some(i), _) => visitor.visit_i64(i),
-                (None, None, f) => visitor.visit_f64(f.unwrap_or(f64::NAN)),
-            },
-            Value::String(s) => visitor.visit_string(s),
-            Value::Array(items) => {
-                visitor.visit_seq(de::value::SeqDeserializer::new(items_at(items, &path)))
-            }
-            Value::Object(_) => {
-                return At {
-                    value: self.value,
-                    path,
-                }
-                .map(None, visitor);
-            }
-        };
-        result.map_err(|e| e.at(&path))
-    }
-
-    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
-        match self.value {
-            Value::Bool(_) => self.deserialize_any(visitor),
-            _ => Err(self.wrong_type("boolean")),
-        }
-    }
-
-    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
-        match self.value.as_u64() {
-            Some(n) => visitor
-                .visit_u64(n)
-                .map_err(|e: ParamsError| e.at(&self.path)),
-            None => Err(self.wrong_type("integer")),
-        }
-    }
-
-    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
-        match self.value {
-            Value::String(_) => self.deserialize_any(visitor),
-            _ => Err(self.wrong_type("string")),
-        }
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
-        match self.value {
-            Value::Array(_) => self.deserialize_any(visitor),
-            _ => Err(self.wrong_type("array")),
-        }
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
-        match self.value {
-            Value::Null => visitor.visit_none(),
-            _ => visitor.visit_some(self),
-        }
-    }
-
-    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ParamsError> {
-        self.map(None, visitor)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, ParamsError> {
-        self.map(Some(fields), visitor)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, ParamsError> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    serde::forward_to_deserialize_any! {
-        i8 i16 i32 i64 i128 u8 u16 u32 u128 f32 f64 char bytes byte_buf unit
-        unit_struct tuple tuple_struct enum identifier ignored_any
-    }
-}
-
 /// A string of at least one character (`minLength: 1`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NonEmpty(pub(crate) String);
 
-impl<'de> Deserialize<'de> for NonEmpty {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = NonEmpty;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("string")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<NonEmpty, E> {
-                self.visit_string(s.to_string())
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<NonEmpty, E> {
-                if s.is_empty() {
-                    Err(E::invalid_length(0, &self))
-                } else {
-                    Ok(NonEmpty(s))
-                }
-            }
-        }
-        d.deserialize_string(V)
-    }
-}
-
-/// An integer from `LO` to `HI`, phrased as `logs.tail` phrases its bounds.
+/// An integer from `LO` to `HI` (read from a [`Kind::Bounded`] property with the same bounds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Bounded<const LO: u64, const HI: u64>(pub(crate) u64);
-
-impl<'de, const LO: u64, const HI: u64> Deserialize<'de> for Bounded<LO, HI> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<const LO: u64, const HI: u64>;
-        impl<const LO: u64, const HI: u64> Visitor<'_> for V<LO, HI> {
-            type Value = Bounded<LO, HI>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "an integer from {LO} to {HI}")
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-                if (LO..=HI).contains(&n) {
-                    Ok(Bounded(n))
-                } else {
-                    Err(E::invalid_value(de::Unexpected::Unsigned(n), &self))
-                }
-            }
-        }
-        d.deserialize_any(V::<LO, HI>)
-    }
-}
-
-/// Deserialize a field that may be any JSON value, `null` included, as `Some` when present
-/// (with `#[serde(default)]` it is `None` only when absent).
-pub(crate) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    /// A params type with one property of each kind that needs a check of its own.
     struct P {
         node_id: NonEmpty,
-        #[serde(default)]
         limit: Option<Bounded<1, 5000>>,
-        #[serde(default)]
         flag: Option<bool>,
-        #[serde(default)]
-        inner: Option<Inner>,
+        inner: Option<String>,
+        kept: Option<Value>,
+        plain: Option<Value>,
     }
 
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Inner {
-        code: NonEmpty,
+    const INNER: &[Field] = &[required("code", Kind::NonEmpty)];
+
+    impl FromParams for P {
+        fn from_params(params: Value) -> Result<Self, ErrorShape> {
+            const FIELDS: &[Field] = &[
+                required("nodeId", Kind::NonEmpty),
+                optional("limit", Kind::Bounded(1, 5000)),
+                optional("flag", Kind::Bool),
+                optional("inner", Kind::Table(INNER)),
+                optional("kept", Kind::AnyOrNull),
+                optional("plain", Kind::Any),
+                optional("mode", Kind::OneOf(&["a", "b"])),
+                optional("scopes", Kind::NonEmptyList),
+                optional("list", Kind::Array),
+                optional("map", Kind::Object),
+                optional("n", Kind::U64),
+                optional("x", Kind::Ignored),
+            ];
+            let mut p = read(params, FIELDS)?;
+            Ok(P {
+                node_id: p.required_non_empty("nodeId"),
+                limit: p.bounded("limit"),
+                flag: p.bool("flag"),
+                inner: p
+                    .table("inner")
+                    .and_then(|mut t| t.non_empty("code"))
+                    .map(|c| c.0),
+                kept: p.take("kept"),
+                plain: p.take("plain"),
+            })
+        }
     }
 
     fn msg(v: Value) -> String {
-        parse::<P>(v).unwrap_err().message
+        match P::from_params(v) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.message,
+        }
     }
 
     #[test]
@@ -365,6 +407,10 @@ mod tests {
             "invalid params: at /nodeId: must be string"
         );
         assert_eq!(
+            msg(json!({"nodeId": null})),
+            "invalid params: at /nodeId: must be string"
+        );
+        assert_eq!(
             msg(json!({"nodeId": "n", "limit": 0})),
             "invalid params: at /limit: must be an integer from 1 to 5000"
         );
@@ -384,13 +430,77 @@ mod tests {
             msg(json!({"nodeId": "n", "inner": {}})),
             "invalid params: at /inner: must have required property 'code'"
         );
-        let p =
-            parse::<P>(json!({"nodeId": "n", "limit": 7, "flag": true, "inner": {"code": "c"}}))
-                .unwrap();
-        assert_eq!((p.node_id.0.as_str(), p.limit.map(|b| b.0)), ("n", Some(7)));
         assert_eq!(
-            (p.flag, p.inner.map(|i| i.code.0)),
-            (Some(true), Some("c".into()))
+            msg(json!({"nodeId": "n", "inner": 1})),
+            "invalid params: at /inner: must be object"
+        );
+        assert_eq!(
+            msg(json!({"nodeId": "n", "mode": "c"})),
+            "invalid params: at /mode: must be equal to one of the allowed values"
+        );
+        assert_eq!(
+            msg(json!({"nodeId": "n", "mode": 1})),
+            "invalid params: at /mode: must be string"
+        );
+        assert_eq!(
+            msg(json!({"nodeId": "n", "scopes": ["a", ""]})),
+            "invalid params: at /scopes/1: must NOT have fewer than 1 characters"
+        );
+        assert_eq!(
+            msg(json!({"nodeId": "n", "scopes": "a"})),
+            "invalid params: at /scopes: must be array"
+        );
+        assert_eq!(
+            msg(json!({"nodeId": "n", "list": {}})),
+            "invalid params: at /list: must be array"
+        );
+        assert_eq!(
+            msg(json!({"nodeId": "n", "map": []})),
+            "invalid params: at /map: must be object"
+        );
+        assert_eq!(
+            msg(json!({"nodeId": "n", "n": -1})),
+            "invalid params: at /n: must be integer"
+        );
+        assert_eq!(
+            msg(json!({"nodeId": "n", "a/b~": 1})),
+            "invalid params: at root: unexpected property 'a/b~'"
+        );
+        // The first unexpected property in the object's order, before any other failure.
+        assert_eq!(
+            msg(json!({"zz": 1, "flag": 1, "yy": 1})),
+            "invalid params: at root: unexpected property 'yy'"
+        );
+        // The first failing property in the object's order, before any missing one.
+        assert_eq!(
+            msg(json!({"flag": 1, "limit": 0})),
+            "invalid params: at /flag: must be boolean"
+        );
+        let p = P::from_params(json!({"nodeId": "n", "limit": 7, "flag": true,
+            "inner": {"code": "c"}, "kept": null, "plain": null, "x": [1], "mode": null}))
+        .unwrap();
+        assert_eq!((p.node_id.0.as_str(), p.limit.map(|b| b.0)), ("n", Some(7)));
+        assert_eq!((p.flag, p.inner.as_deref()), (Some(true), Some("c")));
+        // `null` is kept where the property is any value with `null` included, else absent.
+        assert_eq!((p.kept, p.plain), (Some(Value::Null), None));
+    }
+
+    #[test]
+    fn open_params_accept_other_properties() {
+        const FIELDS: &[Field] = &[optional("limit", Kind::Bounded(1, 200))];
+        let mut p = read_open(json!({"limit": 3, "other": 1}), FIELDS).unwrap();
+        assert_eq!(p.bounded::<1, 200>("limit"), Some(Bounded(3)));
+        let e = read_open(json!({"limit": 201, "other": 1}), FIELDS)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.message,
+            "invalid params: at /limit: must be an integer from 1 to 200"
+        );
+        let e = read(json!({"limit": 3, "other": 1}), FIELDS).err().unwrap();
+        assert_eq!(
+            e.message,
+            "invalid params: at root: unexpected property 'other'"
         );
     }
 
@@ -439,8 +549,8 @@ mod tests {
         /// Whatever the params, parsing answers a value or an upstream-phrased error.
         #[test]
         fn any_params_parse_or_are_phrased(v in json()) {
-            fn check<P: DeserializeOwned>(v: &Value) {
-                if let Err(e) = parse::<P>(v.clone()) {
+            fn check<P: FromParams>(v: &Value) {
+                if let Err(e) = P::from_params(v.clone()) {
                     assert!(e.message.starts_with("invalid params: at "), "{}", e.message);
                 }
             }

@@ -3,10 +3,9 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::params::{Bounded, NonEmpty};
+use super::params::{self, Bounded, FromParams, Kind, NonEmpty, optional, required};
 use super::{AnyParams, Call, NoParams, Reply};
 use crate::frame::{ErrorShape, OutFrame};
 use crate::gateway::Gateway;
@@ -15,22 +14,41 @@ use crate::gateway::Gateway;
 const LOG_FILE: &str = "memory:clawgate";
 
 /// `logs.tail` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct LogsTail {
-    #[serde(default)]
     cursor: Option<Bounded<0, { u64::MAX }>>,
-    #[serde(default)]
     limit: Option<Bounded<1, 5000>>,
-    #[serde(default)]
     max_bytes: Option<Bounded<1, 1_000_000>>,
 }
 
+impl FromParams for LogsTail {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            optional("cursor", Kind::Bounded(0, u64::MAX)),
+            optional("limit", Kind::Bounded(1, 5000)),
+            optional("maxBytes", Kind::Bounded(1, 1_000_000)),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            cursor: p.bounded("cursor"),
+            limit: p.bounded("limit"),
+            max_bytes: p.bounded("maxBytes"),
+        })
+    }
+}
+
 /// `node.describe` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct NodeDescribe {
     node_id: NonEmpty,
+}
+
+impl FromParams for NodeDescribe {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[required("nodeId", Kind::NonEmpty)];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            node_id: p.required_non_empty("nodeId"),
+        })
+    }
 }
 
 impl Gateway {

@@ -13,8 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::channels::inbound::{Inbound, Target};
 use crate::config::tools::ExecMode;
@@ -26,6 +25,7 @@ use crate::work::{ExecOutput, ExecRequest, Work, WorkId};
 
 use super::approvals::{self, ApproveCommand, Grants};
 use super::{CallContext, CallId, ToolCall, ToolOutcome};
+use crate::methods::params::{self, FromParams, Kind, optional, required};
 
 /// A command waiting for an operator.
 #[derive(Debug)]
@@ -161,15 +161,29 @@ fn session_cap(permission_mode: Option<&str>) -> ExecMode {
 }
 
 /// `exec.approval.resolve` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct ResolveParams {
     id: String,
     decision: String,
-    #[serde(default, rename = "reviewer")]
     _reviewer: Option<serde_json::Value>,
-    #[serde(default, rename = "grantExpiresInDays")]
     _grant_expires_in_days: Option<u64>,
+}
+
+impl FromParams for ResolveParams {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("id", Kind::Str),
+            required("decision", Kind::Str),
+            optional("reviewer", Kind::Any),
+            optional("grantExpiresInDays", Kind::U64),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            id: p.text("id"),
+            decision: p.text("decision"),
+            _reviewer: p.take("reviewer"),
+            _grant_expires_in_days: p.u64("grantExpiresInDays"),
+        })
+    }
 }
 
 impl Gateway {

@@ -2,7 +2,6 @@
 
 use std::time::Instant;
 
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::agent::AGENT_ID;
@@ -13,44 +12,82 @@ use super::dispatch::invoke_result;
 use super::provider::CallContext;
 use super::router::CallOwner;
 use super::{ToolCall, ToolEntry, ToolOutcome};
+use crate::frame::ErrorShape;
+use crate::methods::params::{self, FromParams, Kind, optional, required};
 
 /// `tools.catalog` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct CatalogParams {
-    #[serde(default, rename = "agentId")]
     _agent_id: Option<String>,
-    #[serde(default, rename = "includePlugins")]
     _include_plugins: Option<bool>,
 }
 
+impl FromParams for CatalogParams {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            optional("agentId", Kind::Str),
+            optional("includePlugins", Kind::Bool),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            _agent_id: p.string("agentId"),
+            _include_plugins: p.bool("includePlugins"),
+        })
+    }
+}
+
 /// `tools.effective` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct EffectiveParams {
-    #[serde(rename = "sessionKey")]
     _session_key: String,
-    #[serde(default, rename = "agentId")]
     _agent_id: Option<String>,
 }
 
+impl FromParams for EffectiveParams {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("sessionKey", Kind::Str),
+            optional("agentId", Kind::Str),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            _session_key: p.text("sessionKey"),
+            _agent_id: p.string("agentId"),
+        })
+    }
+}
+
 /// `tools.invoke` params.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct InvokeParams {
     name: String,
-    #[serde(default)]
     args: Option<Map<String, Value>>,
-    #[serde(default)]
     session_key: Option<String>,
-    #[serde(default, rename = "agentId")]
     _agent_id: Option<String>,
-    #[serde(default, rename = "confirm")]
     _confirm: Option<bool>,
-    #[serde(default, rename = "idempotencyKey")]
     _idempotency_key: Option<String>,
-    #[serde(default, rename = "conversationReadOrigin")]
     _conversation_read_origin: Option<String>,
+}
+
+impl FromParams for InvokeParams {
+    fn from_params(params: Value) -> Result<Self, ErrorShape> {
+        const FIELDS: &[params::Field] = &[
+            required("name", Kind::Str),
+            optional("args", Kind::Object),
+            optional("sessionKey", Kind::Str),
+            optional("agentId", Kind::Str),
+            optional("confirm", Kind::Bool),
+            optional("idempotencyKey", Kind::Str),
+            optional("conversationReadOrigin", Kind::Str),
+        ];
+        let mut p = params::read(params, FIELDS)?;
+        Ok(Self {
+            name: p.text("name"),
+            args: p.object("args"),
+            session_key: p.string("sessionKey"),
+            _agent_id: p.string("agentId"),
+            _confirm: p.bool("confirm"),
+            _idempotency_key: p.string("idempotencyKey"),
+            _conversation_read_origin: p.string("conversationReadOrigin"),
+        })
+    }
 }
 
 /// Tools grouped by `key`, in first-seen order, as `(group id, tools)`.
