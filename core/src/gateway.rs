@@ -671,19 +671,25 @@ fn random_uuid(entropy: &mut dyn Entropy) -> String {
     uuid_text(&b)
 }
 
-/// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, written digit by
-/// digit (a handshake takes two: the challenge's nonce and the connection's id).
+/// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, written into an
+/// array and copied out once (a handshake takes two: the challenge's nonce and the
+/// connection's id).
 fn uuid_text(b: &[u8; 16]) -> String {
-    let mut out = String::with_capacity(36);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut at = text.iter_mut();
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            at.next();
         }
         for nibble in [byte >> 4, byte & 0x0f] {
-            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+            if let (Some(slot), Some(&digit)) = (at.next(), HEX.get(usize::from(nibble))) {
+                *slot = digit;
+            }
         }
     }
-    out
+    // Hex digits and dashes are ASCII.
+    String::from_utf8(text.to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
