@@ -599,15 +599,15 @@ fn details(s: &mut String, f: &Figures) {
         .filter_map(|(label, p)| {
             let p = p?;
             Some(format!(
-                "{label} {:.2} ({:.2}–{:.2} over {} pairs)",
-                p.median, p.lowest, p.highest, p.pairs
+                "{label} {:.2} (middle half {:.2}–{:.2}, {} pairs)",
+                p.median, p.lower, p.upper, p.pairs
             ))
         })
         .collect();
     if !paired.is_empty() {
         let _ = writeln!(
             s,
-            "- rates ÷ the bare baseline's, run by run (median, lowest–highest): {}",
+            "- rates ÷ the bare baseline's, run by run (median and quartiles): {}",
             paired.join(", ")
         );
     }
@@ -711,9 +711,11 @@ const METHOD: &str = "## Method
   the CPU of all its runs by all their operations. `mio ÷ bare` of a rate row is the median
   of the ratios of runs taken side by side (the mio shell's run k over the baseline's run k),
   so a slow moment of the machine moves both sides of each ratio; each server's details list
-  the lowest and highest run and, for the clawgate shells, the spread of those ratios. The
-  unit stays the whole handshake (TCP connect → `hello-ok`) and the whole round trip.
-  Upstream runs each step once.
+  the lowest and highest run and, for the clawgate shells, the quartiles of those ratios. The
+  unit stays the whole handshake (TCP connect → `hello-ok`) and the whole round trip. The
+  bench and the servers of these runs run at niceness −10 when the bench may raise its
+  priority (root or `CAP_SYS_NICE`; a note says when it could not), so other processes of a
+  shared machine take a contended CPU from them less. Upstream runs each step once.
 - `node.invoke`: a signed node (`node-host`/`node`, command `bench.echo`) and an admin operator;
   pending node pairing requests are approved with `node.pair.approve`, then `node.invoke` is
   called sequentially and the node answers with `node.invoke.result`. The baseline's figure is
@@ -858,8 +860,8 @@ mod tests {
         // The medians' ratio is 0.80; run by run the mio shell kept up.
         mio.rates.to_baseline[0] = Some(Paired {
             median: 0.95,
-            lowest: 0.9,
-            highest: 1.1,
+            lower: 0.9,
+            upper: 1.1,
             pairs: 12,
         });
         let (table, checks) = control_table(&[bare.clone(), mio.clone()]);

@@ -171,6 +171,18 @@ fn rate_runs(opts: &Options) -> usize {
 /// [`crate::rates`]), all those servers running at once; by index of `list`, `None` for
 /// upstream (which runs them once in [`measure`]) and for a server that did not start.
 pub fn rate_rounds(list: &[Target], opts: &Options) -> Vec<Option<Rated>> {
+    let (mut out, refused) = rates::at_high_priority(|| rates_taking_turns(list, opts));
+    if let Some(why) = refused {
+        eprintln!("   rates: {why}");
+        for (_, notes) in out.iter_mut().flatten() {
+            notes.push(format!("rates: {why}"));
+        }
+    }
+    out
+}
+
+/// [`rate_rounds`] at whatever priority it runs.
+fn rates_taking_turns(list: &[Target], opts: &Options) -> Vec<Option<Rated>> {
     let mut out: Vec<Option<Rated>> = vec![None; list.len()];
     let mut started = Vec::new();
     let mut plan = None;
