@@ -437,6 +437,18 @@ pub fn interleave<W: Wire>(
                 }
             }
         }
+        for (c, m) in servers.iter().zip(&measured) {
+            let rates: Vec<String> = m
+                .get(step.index())
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    r.as_ref()
+                        .map_or("–".into(), |r| format!("{:.0}", r.per_sec))
+                })
+                .collect();
+            eprintln!("     {}: {}", c.server.name(), rates.join(" "));
+        }
         for (c, (count, last)) in servers.iter_mut().zip(failed) {
             if let Some(e) = last {
                 let e =
