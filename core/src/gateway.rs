@@ -671,25 +671,22 @@ fn random_uuid(entropy: &mut dyn Entropy) -> String {
     uuid_text(&b)
 }
 
-/// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, written into an
-/// array and copied out once (a handshake takes two: the challenge's nonce and the
+/// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, pushed as bytes into
+/// one buffer of the right size (a handshake takes two: the challenge's nonce and the
 /// connection's id).
 fn uuid_text(b: &[u8; 16]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [b'-'; 36];
-    let mut at = text.iter_mut();
-    for (i, byte) in b.iter().enumerate() {
+    let mut text = Vec::with_capacity(36);
+    for (i, &byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            at.next();
+            text.push(b'-');
         }
-        for nibble in [byte >> 4, byte & 0x0f] {
-            if let (Some(slot), Some(&digit)) = (at.next(), HEX.get(usize::from(nibble))) {
-                *slot = digit;
-            }
-        }
+        // A nibble is below 16: in bounds.
+        text.push(HEX[usize::from(byte >> 4)]);
+        text.push(HEX[usize::from(byte & 0x0f)]);
     }
     // Hex digits and dashes are ASCII.
-    String::from_utf8(text.to_vec()).unwrap_or_default()
+    String::from_utf8(text).unwrap_or_default()
 }
 
 #[cfg(test)]
