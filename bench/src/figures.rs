@@ -40,7 +40,7 @@ pub struct Figures {
     pub large_hold: usize,
     /// RSS with the large number of held connections, KiB.
     pub large_hold_kib: Option<u64>,
-    /// Handshakes and round trips (the median of the rounds, see [`crate::rates`]).
+    /// Handshakes and round trips (the runs of each step combined, see [`crate::rates`]).
     pub rates: Rates,
     /// `node.invoke` (or the baseline's two-hop echo) round trip.
     pub invoke: Option<Percentiles>,

@@ -69,6 +69,17 @@ impl Plan {
         }
     }
 
+    /// One of `runs` short runs of each rate step that together take what [`Plan::rates`]
+    /// takes `rounds` times (see [`rate_rounds`]).
+    fn rate_run(&self, rounds: usize, runs: usize) -> RatePlan {
+        let share = |n: usize| (n * rounds).div_ceil(runs.max(1));
+        RatePlan {
+            hs_c1: share(self.hs_c1),
+            hs_c64: share(self.hs_c64),
+            step: self.rate_step * rounds as u32 / runs.max(1) as u32,
+        }
+    }
+
     fn for_launch(launch: &Launch, opts: &Options) -> Self {
         match launch {
             Launch::Upstream { .. } => {
@@ -104,7 +115,7 @@ impl Plan {
     }
 }
 
-/// Measure `target` (its rate steps taken from `rated` when they ran in rounds, see
+/// Measure `target` (its rate steps taken from `rated` when they ran taking turns, see
 /// [`rate_rounds`]); a failing step is noted and the rest still run.
 pub fn measure(target: &Target, opts: &Options, rated: Option<Rated>) -> Figures {
     let mut f = Figures {
@@ -141,19 +152,37 @@ pub fn gateway_wire(host: &str, n: u64) -> GatewayWire {
     GatewayWire::new(cfg, ws_key(n))
 }
 
-/// What [`rate_rounds`] measured on one server: the median of its rounds and the notes of
-/// steps that failed.
+/// What [`rate_rounds`] measured on one server: its runs combined and the notes of steps
+/// that failed.
 pub type Rated = (Rates, Vec<String>);
 
-/// Rounds of the rate steps.
+/// The time and counts of the rate steps, in rounds of [`Plan::rates`] per server.
 fn rounds(opts: &Options) -> usize {
     if opts.quick { 3 } else { 5 }
 }
 
-/// The rate steps of every target but upstream in alternating rounds (see [`crate::rates`]),
-/// all those servers running at once; by index of `list`, `None` for upstream (which runs
-/// them once in [`measure`]) and for a server that did not start.
+/// Runs of each rate step per server, which share those rounds' time and counts (a quarter
+/// of a second each in the quick run, half a second in the full one).
+fn rate_runs(opts: &Options) -> usize {
+    if opts.quick { 12 } else { 30 }
+}
+
+/// The rate steps of every target but upstream, the servers taking turns run by run (see
+/// [`crate::rates`]), all those servers running at once; by index of `list`, `None` for
+/// upstream (which runs them once in [`measure`]) and for a server that did not start.
 pub fn rate_rounds(list: &[Target], opts: &Options) -> Vec<Option<Rated>> {
+    let (mut out, refused) = rates::at_high_priority(|| rates_taking_turns(list, opts));
+    if let Some(why) = refused {
+        eprintln!("   rates: {why}");
+        for (_, notes) in out.iter_mut().flatten() {
+            notes.push(format!("rates: {why}"));
+        }
+    }
+    out
+}
+
+/// [`rate_rounds`] at whatever priority it runs.
+fn rates_taking_turns(list: &[Target], opts: &Options) -> Vec<Option<Rated>> {
     let mut out: Vec<Option<Rated>> = vec![None; list.len()];
     let mut started = Vec::new();
     let mut plan = None;
@@ -176,12 +205,12 @@ pub fn rate_rounds(list: &[Target], opts: &Options) -> Vec<Option<Rated>> {
             Ok(s) => started.push((i, s)),
             Err(e) => eprintln!("   {}: rate rounds: {e}", t.name),
         }
-        plan = Some(p.rates());
+        plan = Some(p.rate_run(rounds(opts), rate_runs(opts)));
     }
     let Some(plan) = plan else {
         return out;
     };
-    eprintln!("== rates, {} rounds", rounds(opts));
+    eprintln!("== rates, {} runs of each step", rate_runs(opts));
     let mut servers: Vec<_> = started
         .iter()
         .map(|(_, s)| {
@@ -197,7 +226,11 @@ pub fn rate_rounds(list: &[Target], opts: &Options) -> Vec<Option<Rated>> {
             }
         })
         .collect();
-    let medians = rates::alternate(&mut servers, rounds(opts), &plan);
+    let baseline = started.iter().position(|(i, _)| {
+        list.get(*i)
+            .is_some_and(|t| matches!(t.launch, Launch::Bare { .. }))
+    });
+    let medians = rates::interleave(&mut servers, baseline, rate_runs(opts), &plan);
     for (((i, _), c), m) in started.iter().zip(servers).zip(medians) {
         if let Some(slot) = out.get_mut(*i) {
             *slot = Some((m, c.notes));

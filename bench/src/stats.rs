@@ -40,9 +40,14 @@ fn rank(v: &[f64], q: f64) -> f64 {
 
 /// Median of `v` (nearest rank), 0 when empty.
 pub fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// The value at quantile `q` of `v` (nearest rank), 0 when empty.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    rank(&s, 0.5)
+    rank(&s, q)
 }
 
 /// Least-squares slope of `y` over `x`; 0 with fewer than two points.

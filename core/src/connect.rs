@@ -2,6 +2,7 @@
 //! and the session) or refused (an error, then a close), a refusal held back while the local
 //! failed-auth penalty runs.
 
+use core::net::IpAddr;
 use core::time::Duration;
 use std::time::Instant;
 
@@ -212,56 +213,61 @@ impl Gateway {
         let conn_uuid = self.uuid();
         let now_ms = self.unix_ms(now);
         let max_payload = self.config.limits.max_payload;
+        let Some(ip) = self.conns.get(&id).and_then(|c| match &c.state {
+            State::Ws(ws) => Some(ws.client_ip),
+            _ => None,
+        }) else {
+            return;
+        };
+        let role = params.role;
+        // Written before the client's fields move into the session (its text goes out after
+        // the `hello-ok`, as before).
+        let line = self.logs_at(Level::Info).then(|| {
+            let client = (params.client.id.as_str(), params.client.mode.as_str());
+            hello_line(
+                ip,
+                client,
+                &hello.scopes,
+                (role.as_str(), hello.method.as_str()),
+            )
+        });
+        let ephemeral = crate::route::is_ephemeral_mode(&params.client.mode);
         let session = Session {
-            role: params.role,
+            role,
             scopes: hello.scopes.as_slice().into(),
-            client: params.client.clone(),
+            client: params.client,
             conn_uuid: conn_uuid.clone(),
             device_id: hello.device_id.clone(),
             auth: hello.method,
             device_token: hello.used_device_token.clone(),
-            caps: params.caps.clone(),
-            commands: params.commands.clone(),
+            caps: params.caps,
+            commands: params.commands,
             seq: 0,
             unauthorized_calls: 0,
             connected_at_ms: now_ms,
         };
-        let ip = {
-            let Some(c) = self.conns.get_mut(&id) else {
-                return;
-            };
-            let State::Ws(ws) = &mut c.state else { return };
+        if let Some(c) = self.conns.get_mut(&id)
+            && let State::Ws(ws) = &mut c.state
+        {
             ws.ctx.set_config(|cfg| {
                 cfg.max_message_size = Some(max_payload);
                 cfg.max_frame_size = Some(max_payload);
             });
             ws.phase = Phase::Authed(Box::new(session));
-            ws.client_ip
-        };
+        }
         self.preauth.release(ip);
-        if !crate::route::is_ephemeral_mode(&params.client.mode) {
+        if !ephemeral {
             self.router.presence.insert(id);
         }
-        let text = self.hello_text(now, req_id, &conn_uuid, &params, &hello);
+        let text = self.hello_text(now, req_id, &conn_uuid, role, &hello);
         self.send_text(now, id, text);
-        self.log(
-            now,
-            Level::Info,
-            Some(id),
-            format!(
-                "hello {} {}/{} role={} scopes={:?} auth={}",
-                ip,
-                params.client.id,
-                params.client.mode,
-                params.role.as_str(),
-                hello.scopes,
-                hello.method.as_str()
-            ),
-        );
+        if let Some(line) = line {
+            self.log(now, Level::Info, Some(id), line);
+        }
         for (event, payload) in hello.events {
             self.broadcast(now, event, &payload, None);
         }
-        if params.role == Role::Node
+        if role == Role::Node
             && let Some(dev) = hello.device_id
         {
             self.node_connected(now, id, &dev);
@@ -274,7 +280,7 @@ impl Gateway {
         now: Instant,
         req_id: &str,
         conn_uuid: &str,
-        params: &ConnectParams,
+        role: Role,
         hello: &Admitted,
     ) -> String {
         use crate::hello::{Auth, HelloParts};
@@ -291,11 +297,60 @@ impl Gateway {
             uptime_ms: self.uptime_ms(now),
             auth: Auth {
                 method: hello.method.as_str(),
-                role: params.role.as_str(),
+                role: role.as_str(),
                 scopes: &hello.scopes,
                 device_token: token.map(|(t, at)| (t.as_str(), *at)),
-                recovery_migration_allowed: token.is_some() && params.role == Role::Operator,
+                recovery_migration_allowed: token.is_some() && role == Role::Operator,
             },
         })
+    }
+}
+
+/// The info line of an admitted connection, `hello <address> <client id>/<mode> role=<role>
+/// scopes=<scopes as Debug> auth=<method>`, written with pushes (one a handshake).
+fn hello_line(
+    ip: IpAddr,
+    (client_id, mode): (&str, &str),
+    scopes: &[String],
+    (role, method): (&str, &str),
+) -> String {
+    let mut out = String::with_capacity(64 + client_id.len() + mode.len() + 24 * scopes.len());
+    out.push_str("hello ");
+    crate::log::push_ip(&mut out, ip);
+    out.push(' ');
+    out.push_str(client_id);
+    out.push('/');
+    out.push_str(mode);
+    out.push_str(" role=");
+    out.push_str(role);
+    out.push_str(" scopes=");
+    crate::log::push_debug_strs(&mut out, scopes);
+    out.push_str(" auth=");
+    out.push_str(method);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use core::net::IpAddr;
+
+    #[test]
+    fn hello_line_is_the_formatted_line() {
+        let scope_lists: [&[&str]; 4] = [
+            &[],
+            &["operator.read"],
+            &["operator.admin", "operator.read", "operator.write"],
+            &["quote\"d", "back\\slash", "tab\t", "é", "\u{7f}", ""],
+        ];
+        for ip in ["127.0.0.1", "203.0.113.77", "::1"] {
+            let ip: IpAddr = ip.parse().expect("an address");
+            for scopes in scope_lists {
+                let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+                assert_eq!(
+                    super::hello_line(ip, ("cli", "cli"), &scopes, ("operator", "token")),
+                    format!("hello {ip} cli/cli role=operator scopes={scopes:?} auth=token")
+                );
+            }
+        }
     }
 }

@@ -673,19 +673,22 @@ fn random_uuid(entropy: &mut dyn Entropy) -> String {
     uuid_text(&b)
 }
 
-/// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, written digit by
-/// digit (a handshake takes two: the challenge's nonce and the connection's id).
+/// `b` as a UUID's text: lower-case hex digits in groups of 8-4-4-4-12, pushed as bytes into
+/// one buffer of the right size (a handshake takes two: the challenge's nonce and the
+/// connection's id).
 fn uuid_text(b: &[u8; 16]) -> String {
-    let mut out = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = Vec::with_capacity(36);
+    for (i, &byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
+            text.push(b'-');
         }
-        for nibble in [byte >> 4, byte & 0x0f] {
-            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
-        }
+        // A nibble is below 16: in bounds.
+        text.push(HEX[usize::from(byte >> 4)]);
+        text.push(HEX[usize::from(byte & 0x0f)]);
     }
-    out
+    // Hex digits and dashes are ASCII.
+    String::from_utf8(text).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -101,9 +101,11 @@ const MAX_HEADERS: usize = 64;
 /// Try to parse a request head from the bytes received so far. `Ok(None)` means more bytes are
 /// needed; on success returns the head and its length (bytes after it belong to the WebSocket).
 pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Left uninitialised: the parser writes the headers it finds (64 empty ones would be
+    // written first otherwise, on every head).
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= max_head {
@@ -118,7 +120,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
     if len > max_head {
         return Err(HeadError::TooLarge);
     }
-    let method = req.method.unwrap_or("").to_string();
+    let method = req.method.unwrap_or("");
     let raw_path = req.path.unwrap_or("/");
     let (path, query) = match raw_path.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
@@ -128,11 +130,10 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
         req.headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-            .map(str::to_string)
+            .and_then(|h| text(h.value))
     };
-    let is_upgrade = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
-    if !is_upgrade || method != "GET" {
+    let seen = upgrade_request::UpgradeHeaders::of(req.headers);
+    if !seen.wants_websocket() || method != "GET" {
         let headers = if method == "POST" {
             req.headers
                 .iter()
@@ -145,7 +146,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
             Vec::new()
         };
         let plain = PlainRequest {
-            method,
+            method: method.to_string(),
             path,
             query,
             host: header("host"),
@@ -159,18 +160,23 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Head, usize)>, 
         };
         return Ok(Some((Head::Plain(Box::new(plain)), len)));
     }
-    let key = upgrade_request::check(&req).ok_or(HeadError::BadUpgrade)?;
+    let key = upgrade_request::check(&req, &seen).ok_or(HeadError::BadUpgrade)?;
     let up = Upgrade {
         key,
         path,
-        host: header("host"),
-        origin: header("origin"),
-        forwarded: header("forwarded"),
-        x_forwarded_for: header("x-forwarded-for"),
-        x_real_ip: header("x-real-ip"),
-        scope_cap: header("x-openclaw-scopes"),
+        host: seen.host.and_then(text),
+        origin: seen.origin.and_then(text),
+        forwarded: seen.forwarded.and_then(text),
+        x_forwarded_for: seen.x_forwarded_for.and_then(text),
+        x_real_ip: seen.x_real_ip.and_then(text),
+        scope_cap: seen.scope_cap.and_then(text),
     };
     Ok(Some((Head::Upgrade(Box::new(up)), len)))
+}
+
+/// A header value as text, if it is UTF-8.
+fn text(value: &[u8]) -> Option<String> {
+    std::str::from_utf8(value).ok().map(str::to_string)
 }
 
 /// The gateway's readiness for the plain probes.

@@ -1,6 +1,8 @@
 //! Log records the core emits (`Output::Log`) and the in-memory ring that `logs.tail` reads.
 
+use core::net::IpAddr;
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 
 use crate::ConnId;
 
@@ -124,6 +126,52 @@ impl LogRecord {
     }
 }
 
+/// Append `ip` as its `Display` writes it. An IPv4 address (what every handshake logs) is
+/// written digit by digit: a log line is built with pushes, not `format!`.
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
+    let IpAddr::V4(v4) = ip else {
+        // Writing to a `String` cannot fail.
+        let _ = write!(out, "{ip}");
+        return;
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+}
+
+/// Append `items` as `{:?}` writes a list of strings (`["a", "b"]`). A string of printable
+/// ASCII without quotes or backslashes (every scope name) is written as it is; any other is
+/// left to `Debug`, which escapes it.
+pub(crate) fn push_debug_strs(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let plain = item
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        if plain {
+            out.push('"');
+            out.push_str(item);
+            out.push('"');
+        } else {
+            // Writing to a `String` cannot fail.
+            let _ = write!(out, "{item:?}");
+        }
+    }
+    out.push(']');
+}
+
 /// The subsystem a record is logged under in its JSON line: upstream's names, `gateway/ws` for
 /// what concerns one connection, `gateway` for the rest.
 fn subsystem(conn: Option<ConnId>) -> &'static str {
@@ -174,6 +222,11 @@ const YEAR_10000_MS: u64 = 253_402_300_800_000;
 /// The length of `s` as `serde_json` writes it in a JSON string (without the quotes): its
 /// quote, backslash and control characters escaped (`\n` or `\u001f`), the rest as is.
 fn escaped_len(s: &str) -> usize {
+    // Most messages have nothing to escape: checked eight bytes at a time, and the
+    // byte-by-byte sum runs only for the others (the ring counts every line's length).
+    if !needs_escaping(s.as_bytes()) {
+        return s.len();
+    }
     s.bytes()
         .map(|b| match b {
             b'"' | b'\\' | 0x08 | 0x09 | 0x0a | 0x0c | 0x0d => 2,
@@ -181,6 +234,33 @@ fn escaped_len(s: &str) -> usize {
             _ => 1,
         })
         .sum()
+}
+
+/// Whether `s` has a byte a JSON string escapes (a control character, a quote or a
+/// backslash), looked for eight bytes at a time: for a word `x`, `(x - n·ONES) & !x & HIGH` is
+/// non-zero exactly when one of its bytes is below `n` (`n` ≤ 128; a borrow may mark a byte
+/// above the one found, never a word without one), and a byte equal to `c` is a zero byte of
+/// `x ^ c·ONES`.
+fn needs_escaping(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let special = |x: u64| {
+        below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1)
+            != 0
+    };
+    let mut words = s.chunks_exact(8);
+    let found = words
+        .by_ref()
+        .filter_map(|w| <[u8; 8]>::try_from(w).ok())
+        .any(|w| special(u64::from_le_bytes(w)));
+    found
+        || words
+            .remainder()
+            .iter()
+            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Decimal digits of `n`.
@@ -364,6 +444,25 @@ mod tests {
                         };
                         assert_eq!(rec.json_line_len(), rec.json_line().len(), "{rec:?}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escaping_is_found_in_any_place_of_any_length() {
+        let plain = |b: u8| !(b < 0x20 || b == b'"' || b == b'\\');
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    // Bytes just above and below the special ones around it.
+                    if let Some(next) = s.get_mut(at + 1) {
+                        *next = b.wrapping_add(1);
+                    }
+                    let want = s.iter().any(|&b| !plain(b));
+                    assert_eq!(needs_escaping(&s), want, "{s:?}");
                 }
             }
         }

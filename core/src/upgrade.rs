@@ -174,12 +174,7 @@ impl Gateway {
             c.state = State::Ws(ws);
         }
         self.transmit(id, bytes);
-        self.log(
-            now,
-            Level::Info,
-            Some(id),
-            format!("websocket open from {client_ip} (local: {local})"),
-        );
+        self.log_with(now, Level::Info, Some(id), || open_line(client_ip, local));
         if worker {
             self.close_ws(now, id, CloseReason::WorkerProtocol);
             return;
@@ -193,9 +188,28 @@ impl Gateway {
 /// The `connect.challenge` event carrying `nonce` (a UUID: nothing to escape): the text
 /// `OutFrame::direct` writes for it, payload keys sorted, without building a `Value`.
 fn challenge_text(nonce: &str, ts_ms: u64) -> String {
-    format!(
-        r#"{{"type":"event","event":"connect.challenge","payload":{{"capabilities":["model-catalog-snapshot"],"nonce":"{nonce}","ts":{ts_ms}}}}}"#
-    )
+    const HEAD: &str = r#"{"type":"event","event":"connect.challenge","payload":{"capabilities":["model-catalog-snapshot"],"nonce":""#;
+    let mut out = String::with_capacity(HEAD.len() + nonce.len() + 32);
+    out.push_str(HEAD);
+    out.push_str(nonce);
+    out.push_str(r#"","ts":"#);
+    crate::dates::push_padded(&mut out, ts_ms, 1);
+    out.push_str("}}");
+    out
+}
+
+/// The info line of an upgraded socket: `websocket open from <address> (local: <bool>)`,
+/// written with pushes (one a handshake).
+fn open_line(client_ip: IpAddr, local: bool) -> String {
+    let mut out = String::with_capacity(64);
+    out.push_str("websocket open from ");
+    crate::log::push_ip(&mut out, client_ip);
+    out.push_str(if local {
+        " (local: true)"
+    } else {
+        " (local: false)"
+    });
+    out
 }
 
 #[cfg(test)]
@@ -215,5 +229,33 @@ mod tests {
             super::challenge_text(nonce, 1_764_979_200_123),
             frame.to_text()
         );
+        assert_eq!(
+            super::challenge_text(nonce, 0),
+            OutFrame::direct(
+                "connect.challenge",
+                json!({"nonce": nonce, "ts": 0, "capabilities": ["model-catalog-snapshot"]}),
+            )
+            .to_text()
+        );
+    }
+
+    #[test]
+    fn open_line_is_the_formatted_line() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "10.20.3.255",
+            "192.168.100.9",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: core::net::IpAddr = ip.parse().expect("an address");
+            for local in [true, false] {
+                assert_eq!(
+                    super::open_line(ip, local),
+                    format!("websocket open from {ip} (local: {local})")
+                );
+            }
+        }
     }
 }

@@ -14,13 +14,88 @@ const KEY_LEN: usize = 24;
 
 /// What an upgrade request must carry for its 101 answer: its `Sec-WebSocket-Key`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpgradeKey(String);
+pub struct UpgradeKey([u8; KEY_LEN]);
+
+/// The headers an upgrade is decided on, each its first occurrence (as tungstenite and the
+/// `http` crate's map look them up), found in one pass over the head.
+#[derive(Debug, Default)]
+pub(crate) struct UpgradeHeaders<'h> {
+    /// `Upgrade`.
+    pub(crate) upgrade: Option<&'h [u8]>,
+    connection: Option<&'h [u8]>,
+    version: Option<&'h [u8]>,
+    key: Option<&'h [u8]>,
+    /// `Host`.
+    pub(crate) host: Option<&'h [u8]>,
+    /// `Origin`.
+    pub(crate) origin: Option<&'h [u8]>,
+    /// `Forwarded`.
+    pub(crate) forwarded: Option<&'h [u8]>,
+    /// `X-Forwarded-For`.
+    pub(crate) x_forwarded_for: Option<&'h [u8]>,
+    /// `X-Real-IP`.
+    pub(crate) x_real_ip: Option<&'h [u8]>,
+    /// `x-openclaw-scopes`.
+    pub(crate) scope_cap: Option<&'h [u8]>,
+}
+
+impl<'h> UpgradeHeaders<'h> {
+    /// The first occurrence of each header of interest in `headers`.
+    pub(crate) fn of(headers: &[httparse::Header<'h>]) -> Self {
+        let mut seen = Self::default();
+        for h in headers {
+            let slot = match h.name.len() {
+                4 => Some(("host", &mut seen.host)),
+                6 => Some(("origin", &mut seen.origin)),
+                7 => Some(("upgrade", &mut seen.upgrade)),
+                9 if h.name.as_bytes().first().is_some_and(|b| b | 0x20 == b'x') => {
+                    Some(("x-real-ip", &mut seen.x_real_ip))
+                }
+                9 => Some(("forwarded", &mut seen.forwarded)),
+                10 => Some(("connection", &mut seen.connection)),
+                15 => Some(("x-forwarded-for", &mut seen.x_forwarded_for)),
+                17 if h.name.as_bytes().first().is_some_and(|b| b | 0x20 == b'x') => {
+                    Some(("x-openclaw-scopes", &mut seen.scope_cap))
+                }
+                17 => Some(("sec-websocket-key", &mut seen.key)),
+                21 => Some(("sec-websocket-version", &mut seen.version)),
+                _ => None,
+            };
+            if let Some((name, slot)) = slot
+                && slot.is_none()
+                && is_named(h.name, name)
+            {
+                *slot = Some(h.value);
+            }
+        }
+        seen
+    }
+
+    /// Whether the first `Upgrade` header asks for a WebSocket.
+    pub(crate) fn wants_websocket(&self) -> bool {
+        self.upgrade
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"))
+    }
+}
+
+/// Whether header name `name` is `lower` (lower-case) in any case: only the header's bytes are
+/// folded.
+fn is_named(name: &str, lower: &str) -> bool {
+    name.len() == lower.len()
+        && name
+            .bytes()
+            .zip(lower.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b)
+}
 
 /// Check a `GET` upgrade request: HTTP/1.1 or later, `Connection` naming `Upgrade`, `Upgrade:
 /// websocket`, `Sec-WebSocket-Version: 13`, a key of 16 base64 bytes, header values of visible
-/// characters and a target that is a URI. Headers are looked up by their first occurrence, as
-/// tungstenite looks them up.
-pub(crate) fn check(req: &httparse::Request<'_, '_>) -> Option<UpgradeKey> {
+/// characters and a target that is a URI. Headers are looked up by their first occurrence
+/// (`seen`, from the same request), as tungstenite looks them up.
+pub(crate) fn check(
+    req: &httparse::Request<'_, '_>,
+    seen: &UpgradeHeaders<'_>,
+) -> Option<UpgradeKey> {
     if req.method != Some("GET") || req.version.is_none_or(|v| v < 1) {
         return None;
     }
@@ -31,33 +106,40 @@ pub(crate) fn check(req: &httparse::Request<'_, '_>) -> Option<UpgradeKey> {
     {
         return None;
     }
-    let first = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let connection_upgrade = first("connection")
+    let connection_upgrade = seen
+        .connection
         .filter(|v| v.iter().all(|&b| is_visible_byte(b)))
         .is_some_and(|v| {
             v.split(|&b| b == b' ' || b == b',')
                 .any(|token| token.eq_ignore_ascii_case(b"upgrade"))
         });
-    let upgrade_websocket = first("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
-    let version_13 = first("sec-websocket-version") == Some(b"13");
-    if !(connection_upgrade && upgrade_websocket && version_13) {
+    let version_13 = seen.version == Some(b"13");
+    if !(connection_upgrade && seen.wants_websocket() && version_13) {
         return None;
     }
-    let key = first("sec-websocket-key")?;
-    let decodes_to_16 = key.len() == KEY_LEN
-        && data_encoding::BASE64
-            .decode(key)
-            .is_ok_and(|bytes| bytes.len() == 16);
-    if !decodes_to_16 || !is_uri(req.path?) {
+    let key = seen.key.and_then(key_of_16_bytes)?;
+    if !is_uri(req.path?) {
         return None;
     }
-    // Base64 is ASCII.
-    Some(UpgradeKey(String::from_utf8_lossy(key).into_owned()))
+    Some(UpgradeKey(key))
+}
+
+/// `key` if it is 16 bytes in padded base64 (tungstenite decodes it with `data-encoding`'s
+/// strict `BASE64`): 21 symbols, a 22nd whose low four bits are zero (the 16th byte's last
+/// bits), then `==`. Checked byte by byte, nothing decoded.
+fn key_of_16_bytes(key: &[u8]) -> Option<[u8; KEY_LEN]> {
+    let key: [u8; KEY_LEN] = key.try_into().ok()?;
+    let (symbols, padding) = key.split_at(KEY_LEN - 2);
+    let (last, full) = symbols.split_last()?;
+    let ok = padding == b"=="
+        && full.iter().all(|&b| is_base64_symbol(b))
+        && matches!(last, b'A' | b'Q' | b'g' | b'w');
+    ok.then_some(key)
+}
+
+/// A symbol of the standard base64 alphabet.
+fn is_base64_symbol(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
 }
 
 /// A byte a header value may hold (`http::HeaderValue`): visible characters, space, tab and
@@ -125,7 +207,7 @@ fn is_query_byte(b: u8) -> bool {
 /// The `101 Switching Protocols` answer to an upgrade with `key`.
 pub fn switching_protocols(key: &UpgradeKey) -> Vec<u8> {
     const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-accept: ";
-    let accept = derive_accept_key(key.0.as_bytes());
+    let accept = derive_accept_key(&key.0);
     let mut out = Vec::with_capacity(HEAD.len() + accept.len() + 4);
     out.extend_from_slice(HEAD);
     out.extend_from_slice(accept.as_bytes());
@@ -192,6 +274,14 @@ mod tests {
         b"dGhlIHNhbXBsZSBub25jZQ===",
         b"dGhlIHNhbXBsZSBub25j*Q==",
         b"AAAAAAAAAAAAAAAAAAAAAA==",
+        b"++++//////++++zz99Z0aw==",
+        b"AAAAAAAAAAAAAAAAAAAAAg==",
+        b"AAAAAAAAAAAAAAAAAAAAAB==",
+        b"AAAAAAAAAAAAAAAAAAAAAAA=",
+        b"AAAAAAAAAAAAAAAAAAAAAAAA",
+        b"AAAAAAAAAAAAAAAAAAAA=A==",
+        b"AAAAAAAAAAAAAAAAAAAAA-Q==",
+        b"AAAAAAAAAA AAAAAAAAAAAQ==",
     ];
 
     proptest! {
@@ -214,9 +304,97 @@ mod tests {
         }
     }
 
+    /// Header names of interest, in other cases, and names of the same lengths that are not.
+    const NAMES: &[&str] = &[
+        "Host",
+        "HOST",
+        "hosts",
+        "Hose",
+        "Origin",
+        "origin",
+        "Upgrade",
+        "UPGRADE",
+        "Upgrades",
+        "Forwarded",
+        "forwarder",
+        "X-Real-IP",
+        "x-real-ip",
+        "x-real-iq",
+        "y-real-ip",
+        "Connection",
+        "connectiom",
+        "X-Forwarded-For",
+        "x-forwarded-fox",
+        "x-openclaw-scopes",
+        "X-OpenClaw-Scopes",
+        "sec-websocket-key",
+        "Sec-WebSocket-Key",
+        "sec-websocket-kez",
+        "x-websocket-key",
+        "Sec-WebSocket-Version",
+        "sec-websocket-versiom",
+        "",
+    ];
+
+    proptest! {
+        #[test]
+        fn the_first_of_each_header_is_found(
+            names in proptest::collection::vec(0..NAMES.len(), 0..12),
+        ) {
+            let values: Vec<String> = (0..names.len()).map(|i| format!("v{i}")).collect();
+            let headers: Vec<httparse::Header<'_>> = names
+                .iter()
+                .zip(&values)
+                .map(|(&n, v)| httparse::Header { name: NAMES[n], value: v.as_bytes() })
+                .collect();
+            let first = |name: &str| {
+                headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value)
+            };
+            let seen = super::UpgradeHeaders::of(&headers);
+            prop_assert_eq!(seen.host, first("host"));
+            prop_assert_eq!(seen.origin, first("origin"));
+            prop_assert_eq!(seen.upgrade, first("upgrade"));
+            prop_assert_eq!(seen.forwarded, first("forwarded"));
+            prop_assert_eq!(seen.x_real_ip, first("x-real-ip"));
+            prop_assert_eq!(seen.connection, first("connection"));
+            prop_assert_eq!(seen.x_forwarded_for, first("x-forwarded-for"));
+            prop_assert_eq!(seen.scope_cap, first("x-openclaw-scopes"));
+            prop_assert_eq!(seen.key, first("sec-websocket-key"));
+            prop_assert_eq!(seen.version, first("sec-websocket-version"));
+        }
+    }
+
+    #[test]
+    fn a_key_is_16_bytes_of_base64_as_data_encoding_decodes_it() {
+        let mut keys: Vec<Vec<u8>> = KEY.iter().map(|k| k.to_vec()).collect();
+        // Every symbol (and a few other bytes) in every place of a valid key.
+        let valid = b"AAAAAAAAAAAAAAAAAAAAAA==";
+        for at in 0..valid.len() {
+            for b in (b'*'..=b'{').chain([0, b' ', 0x80, 0xff]) {
+                let mut k = valid.to_vec();
+                k[at] = b;
+                keys.push(k);
+            }
+        }
+        for key in keys {
+            let theirs = data_encoding::BASE64
+                .decode(&key)
+                .is_ok_and(|bytes| bytes.len() == 16);
+            assert_eq!(
+                super::key_of_16_bytes(&key).is_some(),
+                key.len() == super::KEY_LEN && theirs,
+                "{}",
+                String::from_utf8_lossy(&key)
+            );
+        }
+    }
+
     #[test]
     fn answer_is_the_rfc_example() {
-        let key = super::UpgradeKey("dGhlIHNhbXBsZSBub25jZQ==".into());
+        let key = super::UpgradeKey(*b"dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(
             super::switching_protocols(&key),
             b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"

@@ -10,11 +10,13 @@ use crate::feed::Feed;
 use crate::stats::Percentiles;
 use crate::wire::{Note, Wire};
 
-/// The result of one handshake run.
+/// The result of one handshake run (or of several pooled, see [`crate::rates`]).
 #[derive(Clone, Debug, Default)]
 pub struct Handshakes {
     /// Connect → ready latency.
     pub latency: Percentiles,
+    /// Every connect → ready latency of the run, in order (empty once pooled into `latency`).
+    pub samples: Vec<Duration>,
     /// Completed handshakes per second over the run.
     pub per_sec: f64,
     /// Handshakes that failed, and the last reason.
@@ -69,5 +71,6 @@ pub fn run<W: Wire>(
     pool.close_all();
     out.latency = Percentiles::of(&samples);
     out.per_sec = samples.len() as f64 / elapsed.max(1e-9);
+    out.samples = samples;
     Ok(out)
 }

@@ -9,11 +9,13 @@ use crate::feed::Feed;
 use crate::stats::Percentiles;
 use crate::wire::{Note, Wire};
 
-/// The result of one round-trip run.
+/// The result of one round-trip run (or of several pooled, see [`crate::rates`]).
 #[derive(Clone, Debug, Default)]
 pub struct RoundTrips {
     /// Round-trip latency.
     pub latency: Percentiles,
+    /// Every round-trip latency of the run, in order (empty once pooled into `latency`).
+    pub samples: Vec<Duration>,
     /// Answers per second over the run, all connections together.
     pub per_sec: f64,
 }
@@ -73,6 +75,7 @@ pub fn run<W: Wire>(
     Ok(RoundTrips {
         latency: Percentiles::of(&samples),
         per_sec: samples.len() as f64 / elapsed.max(1e-9),
+        samples,
     })
 }
 
