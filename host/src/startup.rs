@@ -137,6 +137,12 @@ pub enum HostInput {
     Work(WorkId, WorkResult),
 }
 
+/// Bytes the loop transmits that count as one work item of [`AfterBurst`]: 64 of them, a
+/// burst, make 1 MiB (a flood of large answers, which frees what it allocated but never
+/// touches a worker), while an idle gateway's ticks to its clients only ride on wake-ups the
+/// loop has anyway.
+const TRANSMITTED_PER_WORK: usize = 16 * 1024;
+
 /// The [`Host`] of `gateway run`: what a running gateway needs besides its sockets.
 pub struct RunHost {
     args: RunArgs,
@@ -152,6 +158,8 @@ pub struct RunHost {
     processes: ProcessWorkers,
     /// When to hand memory freed by a burst of work back to the kernel.
     trim: AfterBurst,
+    /// Bytes transmitted not yet counted as work ([`TRANSMITTED_PER_WORK`]).
+    transmitted: usize,
     mdns: Option<AdvertiserHandle>,
     /// `openclaw.json`, which [`Work::EditConfig`] changes.
     config_path: PathBuf,
@@ -305,6 +313,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         execs,
         processes,
         trim: AfterBurst::default(),
+        transmitted: 0,
         mdns: None,
         config_path: sources.config_path,
         _lock: lock,
@@ -459,6 +468,14 @@ impl Host for RunHost {
         match (self.logger.flush_due(now), wake) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    fn transmitted(&mut self, bytes: usize) {
+        self.transmitted = self.transmitted.saturating_add(bytes);
+        while self.transmitted >= TRANSMITTED_PER_WORK {
+            self.transmitted -= TRANSMITTED_PER_WORK;
+            self.trim.work();
         }
     }
 

@@ -311,6 +311,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             let output = self.gw.poll_output();
             match absorb(self.host, &mut self.gw, now, output) {
                 Some(Output::Transmit { conn, data }) => {
+                    self.host.transmitted(data.len());
                     let budget = &mut self.direct_budget;
                     let sent = self.sockets.get(&conn).map_or(0, |s| s.send(data, budget));
                     if sent > 0 {
