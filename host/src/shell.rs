@@ -34,6 +34,11 @@ pub trait Host {
         None
     }
 
+    /// The loop handed a socket `bytes` the core transmitted. Socket traffic is work too: a
+    /// flood of large answers frees as much memory as a burst of worker jobs, and a host that
+    /// returns freed memory after a burst counts it (the default ignores it).
+    fn transmitted(&mut self, _bytes: usize) {}
+
     /// Start `work` off the loop thread and return `None`: its outcome comes back as a
     /// worker input, which [`Host::on_worker_input`] hands to [`Gateway::handle_work_result`]
     /// with `id` (or, for work the host performs on the loop's thread without blocking, from

@@ -138,6 +138,12 @@ pub enum HostInput {
     Work(WorkId, WorkResult),
 }
 
+/// Bytes the loop transmits that count as one work item of [`AfterBurst`]: 64 of them, a
+/// burst, make 1 MiB (a flood of large answers, which frees what it allocated but never
+/// touches a worker), while an idle gateway's ticks to its clients only ride on wake-ups the
+/// loop has anyway.
+const TRANSMITTED_PER_WORK: usize = 16 * 1024;
+
 /// The [`Host`] of `gateway run`: what a running gateway needs besides its sockets.
 pub struct RunHost {
     args: RunArgs,
@@ -156,6 +162,8 @@ pub struct RunHost {
     /// Start-up's code pages are still mapped: unmapped with the first trim
     /// ([`code_pages::release_start_up_code`]).
     start_up_code: bool,
+    /// Bytes transmitted not yet counted as work ([`TRANSMITTED_PER_WORK`]).
+    transmitted: usize,
     mdns: Option<AdvertiserHandle>,
     /// `openclaw.json`, which [`Work::EditConfig`] changes.
     config_path: PathBuf,
@@ -310,6 +318,7 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         processes,
         trim: AfterBurst::default(),
         start_up_code: true,
+        transmitted: 0,
         mdns: None,
         config_path: sources.config_path,
         _lock: lock,
@@ -472,6 +481,14 @@ impl Host for RunHost {
         match (self.logger.flush_due(now), wake) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    fn transmitted(&mut self, bytes: usize) {
+        self.transmitted = self.transmitted.saturating_add(bytes);
+        while self.transmitted >= TRANSMITTED_PER_WORK {
+            self.transmitted -= TRANSMITTED_PER_WORK;
+            self.trim.work();
         }
     }
 

@@ -351,7 +351,10 @@ impl EventLoop {
                     return;
                 }
                 output => match absorb(host, gw, now, output) {
-                    Some(Output::Transmit { conn, data }) => self.transmit(gw, now, conn, data),
+                    Some(Output::Transmit { conn, data }) => {
+                        host.transmitted(data.len());
+                        self.transmit(gw, now, conn, data)
+                    }
                     Some(Output::Close { conn }) => self.begin_close(now, token_of(conn)),
                     Some(Output::Discard { conn }) => {
                         if let Some(s) = self.sockets.get_mut(&token_of(conn)) {

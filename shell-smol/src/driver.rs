@@ -1,12 +1,12 @@
 //! The driver: the one task that owns the [`Gateway`]. Everything that happens (a socket
 //! accepted, bytes read, bytes written, EOF, an order) reaches it as an [`Event`] on one
-//! queue; a deadline, a signal or a worker thread's input wakes it directly. After each it
+//! queue; a deadline ([`Alarm`]), a signal or a worker thread's input wakes it directly. After each it
 //! drains the core's outputs: bytes to the sockets' writers, logs and snapshots to the
 //! [`Host`].
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -19,6 +19,8 @@ use smol::channel::{Receiver, Sender};
 use smol::net::{TcpListener, TcpStream};
 use smol::{Async, Executor, Timer, future};
 
+use crate::alarm::Alarm;
+use crate::readiness::Readiness;
 use crate::socket::Socket;
 
 /// Events queued for the driver at most; readers wait when it is full.
@@ -135,11 +137,11 @@ async fn forward_orders(control: Receiver<Control>, events: Sender<Event>) {
     }
 }
 
-/// Wait until `sock` is readable; never, if there is none.
-async fn readable<T: AsFd>(sock: Option<&Async<T>>) {
-    match sock {
-        Some(s) if s.readable().await.is_ok() => {}
-        _ => future::pending().await,
+/// Until `watch` says its descriptor may be readable; never, if there is none.
+async fn ready<T>(watch: Option<&mut Readiness<'_, T>>) {
+    match watch {
+        Some(w) => w.ready().await,
+        None => future::pending().await,
     }
 }
 
@@ -186,9 +188,10 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             workers,
             host_sockets,
         } = wakes;
+        let mut signals = signals.map(Readiness::new);
+        let mut host_sockets = host_sockets.map(Readiness::new);
         let mut deadline = self.drain(Instant::now());
-        let mut timer = Timer::at(deadline);
-        let mut armed = Some(deadline);
+        let mut alarm = Alarm::new(deadline);
         while !self.gw.is_draining() {
             // The host's deferred work (log lines written in batches, memory returned after a
             // burst): wake for it if nothing else comes.
@@ -199,13 +202,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             .into_iter()
             .flatten()
             .fold(deadline, Instant::min);
-            // Re-armed only for an earlier instant: each arming wakes async-io's reactor thread
-            // (and the core's deadline moves on nearly every turn under load). A timer armed
-            // too early costs one turn, which arms it again for what is due then.
-            if armed.is_none_or(|at| wake_at < at) {
-                timer.set_at(wake_at);
-                armed = Some(wake_at);
-            }
+            alarm.set(wake_at);
             // `race`, not `or`: under a flood the event queue is always ready, and polling it
             // first would starve the workers (a store ack a hello-ok waits for), signals and
             // the deadline.
@@ -213,13 +210,13 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 future::race(
                     async { events.recv().await.map_or(Wake::Deadline, Wake::Event) },
                     async {
-                        (&mut timer).await;
+                        alarm.ring().await;
                         Wake::Deadline
                     },
                 ),
                 future::race(
                     async {
-                        readable(signals).await;
+                        ready(signals.as_mut()).await;
                         Wake::Signals
                     },
                     future::race(
@@ -230,7 +227,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                             }
                         },
                         async {
-                            readable(host_sockets).await;
+                            ready(host_sockets.as_mut()).await;
                             Wake::HostSockets
                         },
                     ),
@@ -242,7 +239,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             self.gw.handle_wall_clock(now, unix_ms());
             let mut host_sockets_due = self.host.sockets_due().is_some_and(|due| due <= now);
             match wake {
-                Wake::Deadline => armed = None,
+                Wake::Deadline => {}
                 Wake::HostSockets => host_sockets_due = true,
                 Wake::Signals => self.host.on_signals(&mut self.gw, now),
                 Wake::Workers => take_worker_inputs(self.host, &mut self.gw, now),
@@ -314,6 +311,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             let output = self.gw.poll_output();
             match absorb(self.host, &mut self.gw, now, output) {
                 Some(Output::Transmit { conn, data }) => {
+                    self.host.transmitted(data.len());
                     let budget = &mut self.direct_budget;
                     let sent = self.sockets.get(&conn).map_or(0, |s| s.send(data, budget));
                     if sent > 0 {

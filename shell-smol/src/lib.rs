@@ -3,8 +3,9 @@
 //!
 //! One driver task owns the [`Gateway`]; every socket gets a reader task that hands its
 //! bytes to the driver and a writer task that writes what the core transmits. The driver
-//! sleeps on a [`smol::Timer`] until the core's next deadline, and wakes for signals and for
-//! what worker threads send. No protocol decision lives here: bytes in, bytes out, exactly as
+//! sleeps until the core's next deadline (under [`run`], by parking its thread until then;
+//! under another executor, on a [`smol::Timer`]), and wakes for signals and for what worker
+//! threads send. No protocol decision lives here: bytes in, bytes out, exactly as
 //! the core says. Start-up, logging, persistence, signals and workers are
 //! [`clawgate_host`]'s, shared with the mio shell.
 //!
@@ -52,7 +53,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod alarm;
 mod driver;
+mod readiness;
 mod socket;
 
 use clawgate_core::Level;
@@ -78,8 +81,9 @@ pub fn run(started: Started) -> i32 {
     // reactor, and each time this one holds it the other backs off in ten timed sleeps
     // (50 µs to 10 ms) before it blocks: about a dozen wake-ups per event, the bulk of an idle
     // gateway's. Parked here, the async-io thread alone waits on the reactor and wakes this
-    // one when a task is ready: two wake-ups per event, and no more system calls per request.
-    match smol::future::block_on(ex.run(serve(&ex, listener, gateway, &mut host, control))) {
+    // one when a task is ready: two wake-ups per event, and no more system calls per request;
+    // and the driver's deadlines wake this thread alone (see `alarm`).
+    match alarm::block_on(ex.run(serve(&ex, listener, gateway, &mut host, control))) {
         Ok(()) => 0,
         Err(e) => {
             note(&mut host, Level::Error, format!("event loop failed: {e}"));

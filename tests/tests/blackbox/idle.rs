@@ -16,12 +16,22 @@ pub(crate) const BOT_TOKEN: &str = "123456:test-token";
 /// How long the idle gateway is watched: one long poll's timeout (30 s) and one tick (30 s)
 /// end inside it.
 const WINDOW: Duration = Duration::from_secs(31);
-/// Wake-ups (context switches, every thread) the window may hold. Measured here: 13 (mio)
-/// and 19 (smol) in 45 s. A long-poll round costs a few on each side (the worker's read, its
-/// report, the loop's next request), the tick a few more; the rest is room for a loaded
-/// machine's preemptions. A timer re-armed while nothing is due, a worker polling with a
-/// short timeout or a log flush firing with nothing to write costs more than this.
-const MAX_SWITCHES: u64 = 40;
+/// Wake-ups (context switches, every thread) the window may hold, per shell. The loop wakes
+/// for each of its deadlines (the core's, the HTTP loop's) and for the long poll's answer,
+/// and the store's thread once; the rest is room for a loaded machine's preemptions. A timer
+/// re-armed while nothing is due, a worker polling with a short timeout or a log flush
+/// firing with nothing to write costs more than this.
+///
+/// Measured here (release builds, load average 4-9): mio 6-8; clawgate-smol 7-11, where
+/// each of its deadlines cost async-io's thread two wake-ups besides the loop's own (the
+/// timer's, and the next timer's arming) and the HTTP poller's readiness was counted late,
+/// 26 in all (15 with the deadlines alone fixed).
+fn max_switches(shell: Shell) -> u64 {
+    match shell {
+        Shell::Mio => 40,
+        Shell::Smol => 18,
+    }
+}
 
 /// `options` with a token, the agent on `model` and Telegram DMs from anyone through `tg`
 /// (its bot token [`BOT_TOKEN`]).
@@ -55,7 +65,7 @@ fn switches(pid: u32) -> BTreeMap<String, (String, u64)> {
 }
 
 /// After a DM answered by the agent, the gateway idles for [`WINDOW`]: every thread's
-/// wake-ups are printed, and their total stays within [`MAX_SWITCHES`].
+/// wake-ups are printed, and their total stays within [`max_switches`].
 fn idle_wakeups_with_telegram_polling(shell: Shell) {
     let model = FakeModel::echo();
     let tg = FakeTelegram::start(BOT_TOKEN);
@@ -97,9 +107,10 @@ fn idle_wakeups_with_telegram_polling(shell: Shell) {
         "{shell:?}: {total} context switches in {secs:.1} s idle ({:.0}/min), per thread:\n{table}",
         total as f64 * 60.0 / secs
     );
+    let most = max_switches(shell);
     assert!(
-        total <= MAX_SWITCHES,
-        "{shell:?} woke {total} times in {secs:.1} s idle (at most {MAX_SWITCHES}):\n{table}"
+        total <= most,
+        "{shell:?} woke {total} times in {secs:.1} s idle (at most {most}):\n{table}"
     );
 }
 
