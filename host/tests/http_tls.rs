@@ -12,12 +12,11 @@ use std::net::TcpListener;
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
 use clawgate_host::http_loop::{CANCELLED, HttpLimits};
 use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
 use clawgate_tests::fake_tls::TestCa;
-use common::client;
+use common::{chat, client};
 
 /// How long a test waits for any one result.
 const WAIT: Duration = Duration::from_secs(10);
@@ -42,17 +41,6 @@ fn model() -> FakeModel {
     FakeModel::with(FakeApi::OpenAi, Some(trusted().server.clone()), |_| {
         Reply::text(&["over ", "TLS"])
     })
-}
-
-fn chat(url: String) -> HttpRequest {
-    HttpRequest {
-        method: "POST",
-        url,
-        headers: vec![("Content-Type".into(), "application/json".into())],
-        body: br#"{"model":"fake-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
-            .to_vec(),
-        idempotent: false,
-    }
 }
 
 /// The status, body and end of `id` (results of other ids are not expected).

@@ -190,3 +190,15 @@ impl BlackHole {
         }
     }
 }
+
+/// A streamed chat completion request, as the fake model answers it.
+pub fn chat(url: String) -> HttpRequest {
+    HttpRequest {
+        method: "POST",
+        url,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: br#"{"model":"fake-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
+            .to_vec(),
+        idempotent: false,
+    }
+}
