@@ -15,7 +15,10 @@
 //! fault, without IO. Writable segments (`.data`, `.bss`, and the relocated `.data.rel.ro`,
 //! whose pages hold this process's own copies) are never touched.
 //!
-//! A debugger's breakpoint written into the code before this call is lost with its page.
+//! An object whose relocations write into its read-only segments (`DT_TEXTREL`: none on a
+//! usual x86-64 or aarch64 system, where shared code is position-independent) is left alone,
+//! as its pages hold relocated copies. A debugger's breakpoint written into the code before
+//! this call is lost with its page.
 //! Elsewhere than glibc on Linux it does nothing.
 #![allow(unsafe_code)]
 
@@ -83,6 +86,17 @@ unsafe extern "C" fn collect(
         unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
     };
     let base = info.dlpi_addr as usize;
+    if let Some(d) = headers.iter().find(|h| h.p_type == libc::PT_DYNAMIC) {
+        let count = d.p_memsz as usize / std::mem::size_of::<Dyn>();
+        // SAFETY: an object's `PT_DYNAMIC` segment is mapped by the loader at `base + p_vaddr`
+        // and holds `p_memsz` bytes of aligned `Dyn` entries.
+        let entries = unsafe {
+            std::slice::from_raw_parts(base.wrapping_add(d.p_vaddr as usize) as *const Dyn, count)
+        };
+        if has_text_relocations(entries) {
+            return 0;
+        }
+    }
     // SAFETY: getauxval only reads the process's auxiliary vector.
     let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as usize;
     let at = |vaddr: usize, size: usize| {
@@ -114,6 +128,32 @@ unsafe extern "C" fn collect(
     0
 }
 
+/// One entry of an object's dynamic section (`ElfN_Dyn`: a tag and a value or address, both
+/// of the pointer's width).
+#[repr(C)]
+struct Dyn {
+    tag: isize,
+    val: usize,
+}
+
+/// `DT_NULL`: the dynamic section's end.
+const DT_NULL: isize = 0;
+/// `DT_TEXTREL`: relocations write into read-only segments.
+const DT_TEXTREL: isize = 22;
+/// `DT_FLAGS`, and its `DF_TEXTREL` bit (the same meaning as `DT_TEXTREL`).
+const DT_FLAGS: isize = 30;
+const DF_TEXTREL: usize = 0x4;
+
+/// Whether an object's dynamic section says its relocations write into its read-only
+/// segments: their pages then hold this process's relocated copies, not the file's, and
+/// unmapping them would bring back the unrelocated bytes, so such an object is left alone.
+fn has_text_relocations(entries: &[Dyn]) -> bool {
+    entries
+        .iter()
+        .take_while(|e| e.tag != DT_NULL)
+        .any(|e| e.tag == DT_TEXTREL || (e.tag == DT_FLAGS && e.val & DF_TEXTREL != 0))
+}
+
 /// The pages lying wholly inside `span` (its first and last partial pages left out, as they may
 /// belong to a neighbouring segment).
 fn whole_pages(span: Range<usize>, page: usize) -> Range<usize> {
@@ -132,6 +172,33 @@ fn page_size() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dyns(pairs: &[(isize, usize)]) -> Vec<Dyn> {
+        pairs.iter().map(|&(tag, val)| Dyn { tag, val }).collect()
+    }
+
+    #[test]
+    fn an_object_with_text_relocations_is_seen() {
+        assert!(has_text_relocations(&dyns(&[
+            (1, 5),
+            (DT_TEXTREL, 0),
+            (DT_NULL, 0)
+        ])));
+        assert!(has_text_relocations(&dyns(&[
+            (DT_FLAGS, DF_TEXTREL | 0x8),
+            (DT_NULL, 0)
+        ])));
+        assert!(!has_text_relocations(&dyns(&[
+            (DT_FLAGS, 0x8),
+            (1, 5),
+            (DT_NULL, 0)
+        ])));
+        // Past `DT_NULL` is padding, not entries.
+        assert!(!has_text_relocations(&dyns(&[
+            (DT_NULL, 0),
+            (DT_TEXTREL, 0)
+        ])));
+    }
 
     #[test]
     fn whole_pages_leave_partial_pages_out() {
