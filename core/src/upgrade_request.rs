@@ -124,17 +124,29 @@ pub(crate) fn check(
     Some(UpgradeKey(key))
 }
 
-/// `key` if it is 16 bytes in padded base64 (tungstenite decodes it with `data-encoding`'s
-/// strict `BASE64`): 21 symbols, a 22nd whose low four bits are zero (the 16th byte's last
-/// bits), then `==`. Checked byte by byte, nothing decoded.
+/// `key` if it is 16 bytes in padded base64 as tungstenite decodes it (`data-encoding`'s
+/// strict `BASE64`). The form every client sends (21 symbols, a 22nd whose low four bits are
+/// zero: the 16th byte's last bits, then `==`) is checked byte by byte, nothing decoded; any
+/// other 24 bytes are decoded into a stack buffer, as `BASE64` also takes concatenated padded
+/// groups (`AAAAAAAAAAAAAAA=AAAAAAA=` is 11 + 5 bytes).
 fn key_of_16_bytes(key: &[u8]) -> Option<[u8; KEY_LEN]> {
     let key: [u8; KEY_LEN] = key.try_into().ok()?;
     let (symbols, padding) = key.split_at(KEY_LEN - 2);
     let (last, full) = symbols.split_last()?;
-    let ok = padding == b"=="
+    let usual = padding == b"=="
         && full.iter().all(|&b| is_base64_symbol(b))
         && matches!(last, b'A' | b'Q' | b'g' | b'w');
-    ok.then_some(key)
+    let decodes_to_16 = || {
+        let mut bytes = [0u8; KEY_LEN];
+        data_encoding::BASE64
+            .decode_mut(
+                &key,
+                &mut bytes[..data_encoding::BASE64.decode_len(KEY_LEN).ok()?],
+            )
+            .ok()
+            .filter(|&n| n == 16)
+    };
+    (usual || decodes_to_16().is_some()).then_some(key)
 }
 
 /// A symbol of the standard base64 alphabet.
@@ -370,6 +382,17 @@ mod tests {
     #[test]
     fn a_key_is_16_bytes_of_base64_as_data_encoding_decodes_it() {
         let mut keys: Vec<Vec<u8>> = KEY.iter().map(|k| k.to_vec()).collect();
+        // Padded groups one after the other (the fuzzer's find), and padding in odd places.
+        keys.extend(
+            [
+                &b"AAAAAAAAAAAAAAA=AAAAAAA="[..],
+                b"AAAAAAAAAAAAAAAAAAA=AAA=",
+                b"AAAA=AAAAAAAAAAAAAAAAAA=",
+                b"AA==AAAAAAAAAAAAAAAAAAAA",
+                b"AAAAAAAAAAAAAAAAAAAAAA=A",
+            ]
+            .map(<[u8]>::to_vec),
+        );
         // Every symbol (and a few other bytes) in every place of a valid key.
         let valid = b"AAAAAAAAAAAAAAAAAAAAAA==";
         for at in 0..valid.len() {
