@@ -99,10 +99,11 @@ pub(crate) fn open(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
     use std::net::TcpListener;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    use clawgate_tests::fake_tls::trickle_handshake;
 
     use super::*;
 
@@ -110,18 +111,7 @@ mod tests {
     fn a_handshake_that_trickles_bytes_ends_at_the_open_timeout() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        // The start of a ServerHello record (16 KiB long) one byte every 50 ms: never
-        // complete, never idle for the 200 ms of the idle timeout.
-        std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
-            let record = [0x16, 0x03, 0x03, 0x40, 0x00];
-            for byte in record.into_iter().chain(std::iter::repeat(0x02)) {
-                std::thread::sleep(Duration::from_millis(50));
-                if conn.write_all(&[byte]).is_err() {
-                    return;
-                }
-            }
-        });
+        trickle_handshake(listener);
         let limits = HttpLimits {
             idle_timeout: Duration::from_millis(200),
             open_timeout: Duration::from_millis(800),

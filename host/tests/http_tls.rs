@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 use clawgate_core::{WorkId, WorkResult};
 use clawgate_host::http_loop::{CANCELLED, HttpLimits};
 use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
-use clawgate_tests::fake_tls::TestCa;
+use clawgate_tests::fake_tls::{TestCa, trickle_handshake};
 use common::{chat, client};
 
 /// How long a test waits for any one result.
@@ -184,18 +183,7 @@ fn a_handshake_that_trickles_bytes_still_hits_the_open_timeout() {
     trusted();
     let (listener, url) = silent_server();
     let addr = listener.local_addr().unwrap();
-    // The start of a ServerHello record (16 KiB long) one byte every 50 ms: never complete,
-    // never idle for the 200 ms of the idle timeout.
-    std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let record = [0x16, 0x03, 0x03, 0x40, 0x00];
-        for byte in record.into_iter().chain(std::iter::repeat(0x02)) {
-            std::thread::sleep(Duration::from_millis(50));
-            if conn.write_all(&[byte]).is_err() {
-                return;
-            }
-        }
-    });
+    trickle_handshake(listener);
     let limits = HttpLimits {
         idle_timeout: Duration::from_millis(200),
         open_timeout: Duration::from_millis(800),

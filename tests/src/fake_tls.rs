@@ -1,10 +1,13 @@
 //! TLS for the local fakes: a throwaway certificate authority made at test time (rcgen), a
 //! server certificate it signs for `127.0.0.1` and `localhost`, and the CA's PEM file, which
 //! a gateway trusts through `SSL_CERT_FILE` (how the host's system-roots loader is pointed at
-//! a private CA).
+//! a private CA). And a server that trickles a handshake ([`trickle_handshake`]).
 
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -59,4 +62,20 @@ impl TestCa {
     pub fn ca_path(&self) -> String {
         self.ca_file.display().to_string()
     }
+}
+
+/// Answer the first connection `listener` accepts with the start of a ServerHello record
+/// (16 KiB long), one byte every 50 ms: a handshake never complete and never idle for 200 ms.
+/// The thread ends when the client goes.
+pub fn trickle_handshake(listener: TcpListener) {
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let record = [0x16, 0x03, 0x03, 0x40, 0x00];
+        for byte in record.into_iter().chain(std::iter::repeat(0x02)) {
+            std::thread::sleep(Duration::from_millis(50));
+            if conn.write_all(&[byte]).is_err() {
+                return;
+            }
+        }
+    });
 }
