@@ -19,8 +19,10 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use clawgate_core::model::Dialing;
 
 use crate::http_conn::connect_error;
 use crate::http_loop::HttpLimits;
@@ -52,6 +54,21 @@ pub(crate) fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
             (a, b) => order.extend(a.into_iter().chain(b)),
         }
     }
+}
+
+/// The addresses of a host a fresh connection tries, in the resolver's order `ips`, as
+/// `dialing` says: IPv4 ones first when asked (each family keeping its order, as
+/// `dns.lookup`'s `ipv4first`), then all of them, raced, or only the first (Node's
+/// `autoSelectFamily: false`: `dns.lookup` without `all` answers one address, and
+/// `net.connect` tries that one until its connect timeout).
+pub(crate) fn dialed(mut ips: Vec<IpAddr>, dialing: &Dialing) -> Vec<IpAddr> {
+    if dialing.ipv4_first {
+        ips.sort_by_key(IpAddr::is_ipv6);
+    }
+    if !dialing.race {
+        ips.truncate(1);
+    }
+    ips
 }
 
 /// One connection attempt: a non-blocking socket connecting to `addr`.
@@ -334,6 +351,36 @@ pub(crate) mod tests {
         assert_eq!(interleave(&resolved), [v4(9), v6(5), v4(1)]);
         assert_eq!(interleave(&[v4(1), v4(2)]), [v4(1), v4(2)]);
         assert_eq!(interleave(&[]), []);
+    }
+
+    #[test]
+    fn dialing_puts_ipv4_first_and_without_the_race_keeps_the_first_address() {
+        let resolved: Vec<IpAddr> = [v6(1), v4(1), v6(2), v4(2)]
+            .iter()
+            .map(SocketAddr::ip)
+            .collect();
+        let ip = |a: SocketAddr| a.ip();
+        let raced = Dialing::default();
+        assert_eq!(dialed(resolved.clone(), &raced), resolved);
+        let ipv4_first = Dialing {
+            ipv4_first: true,
+            ..raced
+        };
+        assert_eq!(
+            dialed(resolved.clone(), &ipv4_first),
+            [ip(v4(1)), ip(v4(2)), ip(v6(1)), ip(v6(2))]
+        );
+        let first_only = Dialing {
+            race: false,
+            ..raced
+        };
+        assert_eq!(dialed(resolved.clone(), &first_only), [ip(v6(1))]);
+        let first_v4 = Dialing {
+            race: false,
+            ..ipv4_first
+        };
+        assert_eq!(dialed(resolved, &first_v4), [ip(v4(1))]);
+        assert!(dialed(Vec::new(), &first_v4).is_empty());
     }
 
     #[test]
