@@ -159,7 +159,8 @@ fn tcp_connect(url: &GatewayUrl, deadline: Instant) -> Result<TcpStream, Connect
 /// The first of `addrs` (of `name`, `host:port`) to connect before `deadline`, blocking.
 /// The deadline passing is a [`ConnectError::Timeout`]; every address failing before it is
 /// [`ConnectError::Unreachable`] with the errno of the first failure (Node's
-/// `AggregateError` takes its first error's code), its text naming each address and why.
+/// `AggregateError` takes its first error's code) and its text, or with several addresses
+/// tried, a text naming each and why.
 fn race(addrs: &[SocketAddr], name: String, deadline: Instant) -> Result<TcpStream, ConnectError> {
     let limits = HttpLimits {
         // Every attempt may go on to the deadline.
@@ -176,14 +177,21 @@ fn race(addrs: &[SocketAddr], name: String, deadline: Instant) -> Result<TcpStre
             open_timeout: true, ..
         }) => Err(ConnectError::Timeout),
         Err(e) => {
-            let first = match &e {
-                RaceError::Lost { failures, .. } => failures.first().map(|(_, why)| why),
-                RaceError::Wait { source, .. } => Some(source),
-                RaceError::NoAddresses { .. } | RaceError::Cancelled => None,
+            let (first, several) = match &e {
+                RaceError::Lost { failures, .. } => {
+                    (failures.first().map(|(_, why)| why), failures.len() > 1)
+                }
+                RaceError::Wait { source, .. } => (Some(source), false),
+                RaceError::NoAddresses { .. } | RaceError::Cancelled => (None, false),
+            };
+            // One address: the OS error's text alone, as before the race.
+            let reason = match first {
+                Some(why) if !several => why.to_string(),
+                _ => e.to_string(),
             };
             Err(ConnectError::Unreachable {
                 code: first.and_then(errno_name),
-                reason: e.to_string(),
+                reason,
             })
         }
     }
@@ -503,6 +511,20 @@ mod tests {
                     reason,
                     format!("cannot connect to x:1: {first}: {why}; {second}: {why}")
                 );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_address_refusing_keeps_the_os_errors_text() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let error = race(&[refusing()], "x:1".into(), deadline).unwrap_err();
+        let why = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        match error {
+            ConnectError::Unreachable { code, reason } => {
+                assert_eq!(code, Some("ECONNREFUSED"));
+                assert_eq!(reason, why.to_string());
             }
             other => panic!("unexpected {other:?}"),
         }
