@@ -42,6 +42,36 @@ pub struct HttpRequest {
     /// is not (a `sendMessage`, a model turn) is sent again only when writing it failed, so
     /// the server cannot have received all of it.
     pub idempotent: bool,
+    /// Which of the host's addresses its connection tries, and how.
+    pub dialing: Dialing,
+}
+
+/// Which of the addresses a request's host resolves to a fresh connection tries, as Node's
+/// `net.connect` options `autoSelectFamily` and `autoSelectFamilyAttemptTimeout` and
+/// `dns.lookup`'s `order` decide it (upstream sets them for Telegram:
+/// `channels.telegram.network`). The default races every address in the resolver's order,
+/// the next one the host's attempt delay (250 ms) after the last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialing {
+    /// `autoSelectFamily`: race the addresses, IPv6 and IPv4 interleaved (`true`), or try
+    /// the first one only, what `dns.lookup` without `all` answers (`false`).
+    pub race: bool,
+    /// `dnsResultOrder: "ipv4first"`: IPv4 addresses before IPv6 ones, each family in the
+    /// resolver's order (`false`: the resolver's order, Node's `verbatim`).
+    pub ipv4_first: bool,
+    /// `autoSelectFamilyAttemptTimeout`: how long an attempt goes without connecting before
+    /// the next address is tried beside it, when not the host's default.
+    pub attempt_delay: Option<std::time::Duration>,
+}
+
+impl Default for Dialing {
+    fn default() -> Self {
+        Dialing {
+            race: true,
+            ipv4_first: false,
+            attempt_delay: None,
+        }
+    }
 }
 
 impl HttpRequest {
@@ -109,6 +139,7 @@ mod tests {
             headers: vec![("Authorization".into(), "Bearer sk-secret".into())],
             body: b"{}".to_vec(),
             idempotent: false,
+            dialing: Default::default(),
         };
         let shown = format!("{r:?}");
         assert!(!shown.contains("sk-secret"), "{shown}");

@@ -7,11 +7,12 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use clawgate_core::channels::DELIVERY_RECORD_DELAY;
+use clawgate_core::channels::config::TELEGRAM_ATTEMPT_DELAY;
 use clawgate_core::channels::pairing::ChannelPairing;
 use clawgate_core::client::Event;
 use clawgate_core::config::{ConfigInput, RunFlags};
 use clawgate_core::fuzzing::sim::*;
-use clawgate_core::model::HttpRequest;
+use clawgate_core::model::{Dialing, HttpRequest};
 use clawgate_core::persist::{ChannelRowKind, StoreChange};
 use clawgate_core::{Config, ConnId, Output, WorkId, WorkResult};
 use serde_json::{Value, json};
@@ -213,6 +214,36 @@ fn start_up_is_get_me_delete_webhook_then_one_long_poll() {
         held_polls(&p),
         [json!({"timeout": 30, "limit": 100, "allowed_updates": ["message"], "offset": 0})]
     );
+}
+
+/// The dialing of the held long poll.
+fn poll_dialing(p: &Sim) -> Vec<Dialing> {
+    p.held_http()
+        .iter()
+        .filter(|(_, r)| r.url.ends_with("/getUpdates"))
+        .map(|(_, r)| r.dialing)
+        .collect()
+}
+
+#[test]
+fn the_accounts_network_settings_ride_on_its_bot_api_requests() {
+    let raced = Dialing {
+        race: true,
+        ipv4_first: false,
+        attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
+    };
+    let (p, _) = start("", "");
+    assert_eq!(poll_dialing(&p), [raced]);
+    let (p, _) = start(
+        r#"network: { autoSelectFamily: false, dnsResultOrder: "ipv4first" }"#,
+        "",
+    );
+    let first_ipv4_only = Dialing {
+        race: false,
+        ipv4_first: true,
+        ..raced
+    };
+    assert_eq!(poll_dialing(&p), [first_ipv4_only]);
 }
 
 #[test]

@@ -70,6 +70,7 @@ impl ToolProvider for Fake {
                     headers: vec![],
                     body: vec![],
                     idempotent: false,
+                    dialing: Default::default(),
                 };
                 io.submit(self.next, Work::Http(req));
             }
@@ -687,6 +688,7 @@ impl ToolProvider for Lazy {
                 headers: vec![],
                 body: vec![],
                 idempotent: false,
+                dialing: Default::default(),
             };
             io.submit(1, Work::Http(req));
         } else {

@@ -70,7 +70,9 @@ pub(crate) fn open(
     let name = format!("{}:{}", target.host, target.port);
     let addrs = resolve(&target.host, target.port, &name)?;
     let race = Race::new(&addrs, name.clone(), limits, by);
-    let Attempt { addr, socket, .. } = race.finish(|| running.is_cancelled())?;
+    let Attempt { addr, socket, .. } = race
+        .finish(|| running.is_cancelled())
+        .map_err(|e| e.to_string())?;
     let setup = |s: &TcpStream| {
         s.set_nonblocking(false)?;
         s.set_nodelay(true)?;

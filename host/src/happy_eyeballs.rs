@@ -12,12 +12,17 @@
 //! which attempt won, or that it waits (for a socket to become writable, or until
 //! [`Race::deadline`]). The loop's HTTP client ([`crate::http_conn`]) waits on its poller,
 //! with the attempts' sockets registered; the blocking open of the WebSocket workers
-//! ([`crate::connect`]) in poll(2) ([`Race::finish`]).
+//! ([`crate::connect`]) and the CLI's client ([`crate::session`]) in poll(2)
+//! ([`Race::finish`]). A lost race is a [`RaceError`]: each attempt's [`io::Error`] kept, so
+//! a caller can tell a refusal from a timeout by its kind, and its text the one error the
+//! loop reports.
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use clawgate_core::model::Dialing;
 
 use crate::http_conn::connect_error;
 use crate::http_loop::HttpLimits;
@@ -49,6 +54,21 @@ pub(crate) fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
             (a, b) => order.extend(a.into_iter().chain(b)),
         }
     }
+}
+
+/// The addresses of a host a fresh connection tries, in the resolver's order `ips`, as
+/// `dialing` says: IPv4 ones first when asked (each family keeping its order, as
+/// `dns.lookup`'s `ipv4first`), then all of them, raced, or only the first (Node's
+/// `autoSelectFamily: false`: `dns.lookup` without `all` answers one address, and
+/// `net.connect` tries that one until its connect timeout).
+pub(crate) fn dialed(mut ips: Vec<IpAddr>, dialing: &Dialing) -> Vec<IpAddr> {
+    if dialing.ipv4_first {
+        ips.sort_by_key(IpAddr::is_ipv6);
+    }
+    if !dialing.race {
+        ips.truncate(1);
+    }
+    ips
 }
 
 /// One connection attempt: a non-blocking socket connecting to `addr`.
@@ -87,7 +107,7 @@ pub(crate) struct Race {
     /// ([`Race::take_ended`]) before they close.
     ended: Vec<Attempt>,
     /// Every address tried that did not connect, and why, in the order they ended.
-    failures: Vec<(SocketAddr, String)>,
+    failures: Vec<(SocketAddr, io::Error)>,
     /// When the next address is tried if no attempt has connected by then.
     next_start: Instant,
     /// The open timeout.
@@ -125,13 +145,13 @@ impl Race {
     /// without connecting. `None`: it waits (for a socket, or until
     /// [`deadline`](Self::deadline)); `Err` when every address failed or the open timeout
     /// passed: the error names each address tried and why.
-    pub(crate) fn advance(&mut self, now: Instant) -> Result<Option<Attempt>, String> {
+    pub(crate) fn advance(&mut self, now: Instant) -> Result<Option<Attempt>, RaceError> {
         loop {
             let mut winner = None;
             for attempt in std::mem::take(&mut self.attempts) {
                 match connected(&attempt.socket) {
                     Some(Ok(())) if winner.is_none() => winner = Some(attempt),
-                    Some(Err(e)) => self.end(attempt, e.to_string(), now),
+                    Some(Err(e)) => self.end(attempt, e, now),
                     None if now >= attempt.until => self.end(attempt, timed_out(), now),
                     _ => self.attempts.push(attempt),
                 }
@@ -143,7 +163,7 @@ impl Race {
                 for attempt in std::mem::take(&mut self.attempts) {
                     self.end(attempt, timed_out(), now);
                 }
-                return Err(self.error());
+                return Err(self.lost(true));
             }
             let mut started = false;
             while self.attempts.is_empty() || now >= self.next_start {
@@ -161,11 +181,11 @@ impl Race {
                         self.next_start = now + self.attempt_delay;
                         started = true;
                     }
-                    Err(e) => self.failures.push((addr, e.to_string())),
+                    Err(e) => self.failures.push((addr, e)),
                 }
             }
             if self.attempts.is_empty() {
-                return Err(self.error());
+                return Err(self.lost(false));
             }
             if !started {
                 return Ok(None);
@@ -176,7 +196,7 @@ impl Race {
 
     /// `attempt` did not connect (`why`): it is closed, or kept for its owner to take out
     /// of its poller first; the next address is tried at once.
-    fn end(&mut self, attempt: Attempt, why: String, now: Instant) {
+    fn end(&mut self, attempt: Attempt, why: io::Error, now: Instant) {
         self.failures.push((attempt.addr, why));
         self.next_start = now;
         if attempt.watched {
@@ -211,55 +231,106 @@ impl Race {
     /// Run the race to its end on this thread, waiting in poll(2) on the attempts' sockets
     /// (blocking: never on the loop); `cancelled` is asked after each wait. The winner's
     /// socket is left non-blocking; the losers are closed.
-    pub(crate) fn finish(mut self, cancelled: impl Fn() -> bool) -> Result<Attempt, String> {
+    pub(crate) fn finish(mut self, cancelled: impl Fn() -> bool) -> Result<Attempt, RaceError> {
         loop {
             let now = Instant::now();
             if let Some(winner) = self.advance(now)? {
                 return Ok(winner);
             }
             if cancelled() {
-                return Err(crate::http_loop::CANCELLED.into());
+                return Err(RaceError::Cancelled);
             }
             let sockets: Vec<&TcpStream> = self.attempts.iter().map(|a| &a.socket).collect();
             let timeout = self.deadline().saturating_duration_since(now);
-            wait::writable_any(&sockets, timeout)
-                .map_err(|e| format!("cannot connect to {}: {e}", self.name))?;
-        }
-    }
-
-    /// The error of a race every attempt lost: every address tried and why, and those the
-    /// open timeout left untried.
-    fn error(&self) -> String {
-        let name = &self.name;
-        match (self.failures.as_slice(), self.waiting.is_empty()) {
-            ([], true) => format!("cannot resolve {name}: no addresses"),
-            ([(addr, why)], true) => connect_error(name, *addr, why),
-            (failures, _) => {
-                let tried: Vec<String> = failures
-                    .iter()
-                    .map(|(addr, why)| format!("{addr}: {why}"))
-                    .collect();
-                let mut error = format!("cannot connect to {name}: {}", tried.join("; "));
-                if !self.waiting.is_empty() {
-                    let left: Vec<String> = self.waiting.iter().map(|a| a.to_string()).collect();
-                    error.push_str(&format!(
-                        "; not tried within the open timeout: {}",
-                        left.join(", ")
-                    ));
-                }
-                error
+            if let Err(source) = wait::writable_any(&sockets, timeout) {
+                return Err(RaceError::Wait {
+                    name: std::mem::take(&mut self.name),
+                    source,
+                });
             }
         }
     }
+
+    /// The error of a race every attempt lost (`open_timeout`: the open timeout passed),
+    /// its failures taken.
+    fn lost(&mut self, open_timeout: bool) -> RaceError {
+        let name = std::mem::take(&mut self.name);
+        if self.failures.is_empty() && self.waiting.is_empty() {
+            return RaceError::NoAddresses { name };
+        }
+        RaceError::Lost {
+            name,
+            failures: std::mem::take(&mut self.failures),
+            untried: std::mem::take(&mut self.waiting).into(),
+            open_timeout,
+        }
+    }
+}
+
+/// Why a race found no connection. Its text names the host, and for a lost race every
+/// address tried and why.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RaceError {
+    /// There was no address to try.
+    #[error("cannot resolve {name}: no addresses")]
+    NoAddresses {
+        /// `host:port`.
+        name: String,
+    },
+    /// Every attempt failed, or the open timeout passed first.
+    #[error("{}", lost_text(.name, .failures, .untried))]
+    Lost {
+        /// `host:port`.
+        name: String,
+        /// Every address tried and why it did not connect (an attempt the open timeout or
+        /// its connect timeout ended: [`io::ErrorKind::TimedOut`]), in the order they ended.
+        failures: Vec<(SocketAddr, io::Error)>,
+        /// The addresses the open timeout left untried.
+        untried: Vec<SocketAddr>,
+        /// Whether the open timeout ended it (else every address failed before).
+        open_timeout: bool,
+    },
+    /// Its owner cancelled it.
+    #[error("{}", crate::http_loop::CANCELLED)]
+    Cancelled,
+    /// Waiting on the attempts' sockets failed.
+    #[error("cannot connect to {name}: {source}")]
+    Wait {
+        /// `host:port`.
+        name: String,
+        /// poll(2)'s error.
+        source: io::Error,
+    },
+}
+
+/// The text of [`RaceError::Lost`]: the one failure as the loop words a failed connect, or
+/// every address and why, and those left untried.
+fn lost_text(name: &str, failures: &[(SocketAddr, io::Error)], untried: &[SocketAddr]) -> String {
+    if let ([(addr, why)], []) = (failures, untried) {
+        return connect_error(name, *addr, why);
+    }
+    let tried: Vec<String> = failures
+        .iter()
+        .map(|(addr, why)| format!("{addr}: {why}"))
+        .collect();
+    let mut text = format!("cannot connect to {name}: {}", tried.join("; "));
+    if !untried.is_empty() {
+        let left: Vec<String> = untried.iter().map(SocketAddr::to_string).collect();
+        text.push_str(&format!(
+            "; not tried within the open timeout: {}",
+            left.join(", ")
+        ));
+    }
+    text
 }
 
 /// Why an attempt not connected by its timeout ended.
-fn timed_out() -> String {
-    io::Error::from(io::ErrorKind::TimedOut).to_string()
+fn timed_out() -> io::Error {
+    io::Error::from(io::ErrorKind::TimedOut)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 
     use super::*;
@@ -283,27 +354,64 @@ mod tests {
     }
 
     #[test]
+    fn dialing_puts_ipv4_first_and_without_the_race_keeps_the_first_address() {
+        let resolved: Vec<IpAddr> = [v6(1), v4(1), v6(2), v4(2)]
+            .iter()
+            .map(SocketAddr::ip)
+            .collect();
+        let ip = |a: SocketAddr| a.ip();
+        let raced = Dialing::default();
+        assert_eq!(dialed(resolved.clone(), &raced), resolved);
+        let ipv4_first = Dialing {
+            ipv4_first: true,
+            ..raced
+        };
+        assert_eq!(
+            dialed(resolved.clone(), &ipv4_first),
+            [ip(v4(1)), ip(v4(2)), ip(v6(1)), ip(v6(2))]
+        );
+        let first_only = Dialing {
+            race: false,
+            ..raced
+        };
+        assert_eq!(dialed(resolved.clone(), &first_only), [ip(v6(1))]);
+        let first_v4 = Dialing {
+            race: false,
+            ..ipv4_first
+        };
+        assert_eq!(dialed(resolved, &first_v4), [ip(v4(1))]);
+        assert!(dialed(Vec::new(), &first_v4).is_empty());
+    }
+
+    #[test]
     fn an_address_given_twice_is_tried_once() {
         let resolved = [v6(1), v4(1), v6(1), v4(2), v4(1)];
         assert_eq!(interleave(&resolved), [v6(1), v4(1), v4(2)]);
     }
 
     /// An address that refuses connections (a port just closed).
-    fn refusing() -> SocketAddr {
+    pub(crate) fn refusing() -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     }
 
+    /// An address bound at `at` that never answers, and what keeps it so: a listener whose
+    /// accept queue (one connection at a backlog of 0) is full, so the kernel drops further
+    /// SYNs.
+    pub(crate) fn black_hole(at: &str) -> (SocketAddr, (TcpListener, TcpStream)) {
+        let hole = TcpListener::bind(at).unwrap();
+        rustix::net::listen(&hole, 0).unwrap();
+        let addr = hole.local_addr().unwrap();
+        let queued = TcpStream::connect(addr).unwrap();
+        (addr, (hole, queued))
+    }
+
     #[test]
     fn the_blocking_race_connects_past_an_address_that_never_answers() {
-        // A listener whose accept queue (one connection at a backlog of 0) is full: the
-        // kernel drops further SYNs, so an attempt to it never answers.
-        let hole = TcpListener::bind("127.0.0.2:0").unwrap();
-        rustix::net::listen(&hole, 0).unwrap();
-        let _queued = TcpStream::connect(hole.local_addr().unwrap()).unwrap();
+        let (hole, _held) = black_hole("127.0.0.2:0");
         let good = TcpListener::bind("127.0.0.1:0").unwrap();
         let limits = HttpLimits::default();
-        let addrs = [hole.local_addr().unwrap(), good.local_addr().unwrap()];
+        let addrs = [hole, good.local_addr().unwrap()];
         let started = Instant::now();
         let race = Race::new(
             &addrs,
@@ -323,7 +431,7 @@ mod tests {
         let (first, second) = (refusing(), refusing());
         let by = Instant::now() + Duration::from_secs(5);
         let race = Race::new(&[first, second], "x:80".into(), &HttpLimits::default(), by);
-        let error = race.finish(|| false).err().expect("refused");
+        let error = race.finish(|| false).err().expect("refused").to_string();
         let why = io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string();
         assert_eq!(
             error,
@@ -336,7 +444,7 @@ mod tests {
         let addr = refusing();
         let by = Instant::now() + Duration::from_secs(5);
         let race = Race::new(&[addr], "x:80".into(), &HttpLimits::default(), by);
-        let error = race.finish(|| false).err().expect("refused");
+        let error = race.finish(|| false).err().expect("refused").to_string();
         let why = io::Error::from_raw_os_error(libc::ECONNREFUSED).to_string();
         assert_eq!(error, format!("cannot connect to x:80 ({addr}): {why}"));
     }
@@ -346,6 +454,6 @@ mod tests {
         let by = Instant::now() + Duration::from_secs(5);
         let race = Race::new(&[], "x:80".into(), &HttpLimits::default(), by);
         let error = race.finish(|| false).err().expect("nothing to try");
-        assert_eq!(error, "cannot resolve x:80: no addresses");
+        assert_eq!(error.to_string(), "cannot resolve x:80: no addresses");
     }
 }

@@ -337,7 +337,7 @@ impl Exchange {
                 error,
                 stage: Stage::Write,
             };
-            let Some(winner) = race.advance(now).map_err(lost)? else {
+            let Some(winner) = race.advance(now).map_err(|e| lost(e.to_string()))? else {
                 self.transfer.deadline = race.deadline();
                 return Ok(None);
             };

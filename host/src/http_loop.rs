@@ -35,11 +35,12 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clawgate_core::model::HttpRequest;
 use clawgate_core::model::http1::{ResponseLimits, Scheme, Target, encode_request};
+use clawgate_core::model::{Dialing, HttpRequest};
 use clawgate_core::{WorkId, WorkResult};
 use mio::{Events, Poll, Token, Waker};
 
+use crate::happy_eyeballs::dialed;
 use crate::http_conn::{Exchange, Failed};
 use crate::http_pool::{ConnectionPool, KeepAlive, Origin};
 use crate::lookup::Lookups;
@@ -118,6 +119,7 @@ struct Request {
     origin: Origin,
     idempotent: bool,
     method: &'static str,
+    dialing: Dialing,
 }
 
 /// A request whose host is being looked up, with its wire.
@@ -266,6 +268,7 @@ impl HttpLoop {
             target,
             idempotent: req.idempotent,
             method: req.method,
+            dialing: req.dialing,
         };
         let mut out = Vec::new();
         match self.pool.checkout(&req.origin, now) {
@@ -322,17 +325,21 @@ impl HttpLoop {
         out: &mut Vec<(WorkId, WorkResult)>,
     ) {
         let port = req.target.port;
-        let addrs: Vec<SocketAddr> = ips
+        let addrs: Vec<SocketAddr> = dialed(ips, &req.dialing)
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
             .collect();
+        let limits = HttpLimits {
+            attempt_delay: (req.dialing.attempt_delay).unwrap_or(self.limits.attempt_delay),
+            ..self.limits
+        };
         let exchange = Exchange::connect(
             &addrs,
             req.tls(),
             req.name(),
             wire,
             req.method,
-            &self.limits,
+            &limits,
             by,
             now,
         );

@@ -12,13 +12,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use clawgate_core::client::{Client, ClientConfig, Event};
 use clawgate_core::frame::ErrorShape;
 use serde_json::Value;
 
+use crate::happy_eyeballs::{Race, RaceError};
+use crate::http_loop::HttpLimits;
 use crate::url::GatewayUrl;
 
 /// How long to keep reading after a refused `connect` for the close frame that follows it.
@@ -38,7 +40,7 @@ pub struct Close {
 pub enum ConnectError {
     /// The TCP connection failed (`ECONNREFUSED`, no route, name not resolved).
     Unreachable {
-        /// The OS error.
+        /// The OS error; for addresses that all failed, each address and why.
         reason: String,
         /// The errno name where known (`ECONNREFUSED`).
         code: Option<&'static str>,
@@ -136,32 +138,71 @@ pub struct Session {
     deadline: Instant,
 }
 
-/// Open a TCP connection to `url` before `deadline`.
+/// Open a TCP connection to `url` before `deadline`: its addresses raced as the gateway's
+/// own connections race them ([`crate::happy_eyeballs`]: IPv6 and IPv4 interleaved, the next
+/// address tried beside one that has not connected in 250 ms), as Node's `net.connect`
+/// (`autoSelectFamily`) does for upstream's CLI.
 fn tcp_connect(url: &GatewayUrl, deadline: Instant) -> Result<TcpStream, ConnectError> {
-    let unreachable = |e: io::Error| ConnectError::Unreachable {
-        code: errno_name(&e),
-        reason: e.to_string(),
-    };
     let addrs: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(unreachable)?
         .collect();
-    let mut last = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{} resolves to no address", url.host),
-    );
-    for addr in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ConnectError::Timeout);
+    if addrs.is_empty() {
+        return Err(unreachable(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} resolves to no address", url.host),
+        )));
+    }
+    race(&addrs, format!("{}:{}", url.host, url.port), deadline)
+}
+
+/// The first of `addrs` (of `name`, `host:port`) to connect before `deadline`, blocking.
+/// The deadline passing is a [`ConnectError::Timeout`]; every address failing before it is
+/// [`ConnectError::Unreachable`] with the errno of the first failure (Node's
+/// `AggregateError` takes its first error's code) and its text, or with several addresses
+/// tried, a text naming each and why.
+fn race(addrs: &[SocketAddr], name: String, deadline: Instant) -> Result<TcpStream, ConnectError> {
+    let limits = HttpLimits {
+        // Every attempt may go on to the deadline.
+        connect_timeout: deadline.saturating_duration_since(Instant::now()),
+        ..HttpLimits::default()
+    };
+    match Race::new(addrs, name, &limits, deadline).finish(|| false) {
+        Ok(winner) => {
+            let socket = winner.socket;
+            socket.set_nonblocking(false).map_err(unreachable)?;
+            Ok(socket)
         }
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => return Ok(s),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(ConnectError::Timeout),
-            Err(e) => last = e,
+        Err(RaceError::Lost {
+            open_timeout: true, ..
+        }) => Err(ConnectError::Timeout),
+        Err(e) => {
+            let (first, several) = match &e {
+                RaceError::Lost { failures, .. } => {
+                    (failures.first().map(|(_, why)| why), failures.len() > 1)
+                }
+                RaceError::Wait { source, .. } => (Some(source), false),
+                RaceError::NoAddresses { .. } | RaceError::Cancelled => (None, false),
+            };
+            // One address: the OS error's text alone, as before the race.
+            let reason = match first {
+                Some(why) if !several => why.to_string(),
+                _ => e.to_string(),
+            };
+            Err(ConnectError::Unreachable {
+                code: first.and_then(errno_name),
+                reason,
+            })
         }
     }
-    Err(unreachable(last))
+}
+
+/// The connect failure `e`.
+fn unreachable(e: io::Error) -> ConnectError {
+    ConnectError::Unreachable {
+        code: errno_name(&e),
+        reason: e.to_string(),
+    }
 }
 
 /// The errno name of a connect failure, as Node reports it.
@@ -425,5 +466,80 @@ impl Session {
         self.client.close(1000, "");
         self.flush();
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::happy_eyeballs::tests::{black_hole, refusing};
+    use crate::http_loop::ATTEMPT_DELAY;
+
+    #[test]
+    fn a_first_address_that_never_answers_costs_the_attempt_delay_not_the_deadline() {
+        let (hole, _held) = black_hole("127.0.0.2:0");
+        let good = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addrs = [hole, good.local_addr().unwrap()];
+        let started = Instant::now();
+        let stream = race(&addrs, "x:1".into(), started + Duration::from_secs(5))
+            .expect("the second address answers");
+        let took = started.elapsed();
+        assert_eq!(stream.peer_addr().unwrap(), addrs[1]);
+        assert!(took >= ATTEMPT_DELAY, "{took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        // Blocking again, as the session reads it: a read waits for its timeout.
+        let wait = Duration::from_millis(50);
+        stream.set_read_timeout(Some(wait)).unwrap();
+        let reading = Instant::now();
+        let e = (&stream).read(&mut [0; 1]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        assert!(reading.elapsed() >= wait, "{:?}", reading.elapsed());
+    }
+
+    #[test]
+    fn every_address_refusing_is_unreachable_with_the_first_errno_and_each_address() {
+        let (first, second) = (refusing(), refusing());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let error = race(&[first, second], "x:1".into(), deadline).unwrap_err();
+        let why = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        match error {
+            ConnectError::Unreachable { code, reason } => {
+                assert_eq!(code, Some("ECONNREFUSED"));
+                assert_eq!(
+                    reason,
+                    format!("cannot connect to x:1: {first}: {why}; {second}: {why}")
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_address_refusing_keeps_the_os_errors_text() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let error = race(&[refusing()], "x:1".into(), deadline).unwrap_err();
+        let why = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        match error {
+            ConnectError::Unreachable { code, reason } => {
+                assert_eq!(code, Some("ECONNREFUSED"));
+                assert_eq!(reason, why.to_string());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_deadline_passing_while_no_address_answers_is_a_timeout() {
+        let (hole, _held) = black_hole("127.0.0.3:0");
+        let (other, _held_too) = black_hole("127.0.0.4:0");
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(400);
+        let error = race(&[hole, other], "x:1".into(), deadline).unwrap_err();
+        assert!(matches!(error, ConnectError::Timeout), "{error:?}");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(400), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
     }
 }

@@ -82,7 +82,11 @@ pub struct Opened {
 /// skipped), make sure the gateway has its identity, and load the pairing rows. Every
 /// error names the file it is about.
 pub fn open_store(state_dir: &Path) -> Result<Opened, DbError> {
-    let mut db = Db::open(state_dir)?;
+    let new_identity = StoredIdentity {
+        seed: random_bytes(),
+        created_at_ms: unix_ms(),
+    };
+    let mut db = Db::open_seeded(state_dir, &new_identity)?;
     let migrated = db.migrate_legacy_pairing(state_dir)?;
     let upstream = if db.has_pairing()? || db.upstream_imported()? {
         None
@@ -96,7 +100,7 @@ pub fn open_store(state_dir: &Path) -> Result<Opened, DbError> {
             Err(e) => Some(Err(e)),
         }
     };
-    let identity = db.gateway_identity_or_create(random_bytes(), unix_ms())?;
+    let identity = db.gateway_identity_or_create(new_identity.seed, new_identity.created_at_ms)?;
     let pairing = db.load_pairing()?;
     Ok(Opened {
         db,

@@ -166,6 +166,7 @@ fn post(url: String) -> HttpRequest {
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: b"{}".to_vec(),
         idempotent: false,
+        dialing: Default::default(),
     }
 }
 

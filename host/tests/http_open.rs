@@ -30,6 +30,7 @@ fn get(url: String) -> HttpRequest {
         headers: Vec::new(),
         body: Vec::new(),
         idempotent: true,
+        dialing: Default::default(),
     }
 }
 

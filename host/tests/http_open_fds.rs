@@ -57,6 +57,7 @@ fn a_race_won_past_three_black_holes_leaves_no_descriptor() {
             headers: Vec::new(),
             body: Vec::new(),
             idempotent: true,
+            dialing: Default::default(),
         },
     );
     loop {

@@ -146,6 +146,7 @@ fn ended_lookup_threads_keep_only_the_top_of_their_stacks() {
             headers: Vec::new(),
             body: Vec::new(),
             idempotent: true,
+            dialing: Default::default(),
         };
         client.submit(WorkId(n as u64), request);
     }

@@ -17,6 +17,8 @@ use clawgate_core::persist::{
 use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, DEFAULT_NAME, OpenFlags, params};
 
+use crate::fresh;
+use crate::identity::StoredIdentity;
 use crate::schema::{self, Found};
 
 /// How long a statement waits for a lock held by another process (a `doctor` reading).
@@ -143,29 +145,29 @@ impl Db {
 
     /// Open (creating if needed) the database of a state directory and bring its schema up to
     /// date. The directory is created 0700 and the file 0600 before SQLite opens it, so the
-    /// WAL and shared-memory files SQLite creates beside it inherit 0600.
+    /// WAL and shared-memory files SQLite creates beside it inherit 0600. A new database is
+    /// built aside and moved into place whole ([`crate::fresh`]).
     pub fn open(state_dir: &Path) -> Result<Db, DbError> {
+        Self::open_with(state_dir, None)
+    }
+
+    /// [`Db::open`], a new database built with `identity` stored.
+    pub(crate) fn open_with(
+        state_dir: &Path,
+        identity: Option<&StoredIdentity>,
+    ) -> Result<Db, DbError> {
         let path = db_path(state_dir);
-        let create = |p: &Path, e| DbError::Create {
-            path: p.to_path_buf(),
-            source: e,
-        };
         if let Some(dir) = path.parent() {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| create(dir, e))?;
+                .map_err(|e| create_error(dir, e))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| create(&path, e))?;
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|e| create(&path, e))?;
-        drop(file);
+        if fresh::is_new(&path).map_err(|e| create_error(&path, e))? {
+            fresh::create(&path, identity)?;
+        }
+        private_file(&path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| sqlite(&path, e))?;
         let mut db = Db {
@@ -600,6 +602,26 @@ fn last_seq(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
         |r| r.get::<_, i64>(0),
     )
     .map(|n| n as u64)
+}
+
+/// Create `path` 0600 if it is not there, and make it 0600 if it is.
+pub(crate) fn private_file(path: &Path) -> Result<(), DbError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| create_error(path, e))?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(|e| create_error(path, e))
+}
+
+/// Creating `path` failed with `source`.
+pub(crate) fn create_error(path: &Path, source: io::Error) -> DbError {
+    DbError::Create {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> DbError {

@@ -92,10 +92,5 @@ fn rename_aside(path: &Path) -> Result<(), DbError> {
         source,
     };
     fs::rename(path, PathBuf::from(aside)).map_err(err)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-    }
-    Ok(())
+    crate::fresh::sync_dir(path).map_err(err)
 }

@@ -1,6 +1,8 @@
 //! clawgate's durable state: one SQLite database, `$OPENCLAW_STATE_DIR/state/clawgate.sqlite`
 //! (WAL, `synchronous=FULL`, file 0600 in a 0700 directory), written by one thread, which also
-//! checkpoints it between transactions ([`Checkpoints`]).
+//! checkpoints it between transactions ([`Checkpoints`]). A new one is built aside, its schema
+//! and the gateway's identity in one transaction, and moved into place whole
+//! ([`Db::open_seeded`]).
 //!
 //! The core never touches it: it emits batches of [`StoreChange`]s, the host hands each batch
 //! to the [`Writer`] thread, which commits it in one transaction and reports back with the
@@ -23,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod db;
+mod fresh;
 mod identity;
 mod legacy;
 mod schema;

@@ -5,11 +5,13 @@
 //! account reports the error and the gateway keeps serving everything else.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::auth::Secret;
 use crate::config::{ConfigError, is_placeholder_secret};
+use crate::model::Dialing;
 
 /// Fields upstream's schema accepts on an account (and on the root) of every channel
 /// clawgate runs.
@@ -110,6 +112,17 @@ pub const DEFAULT_API_ROOT: &str = "https://api.telegram.org";
 pub const DEFAULT_ACCOUNT: &str = "default";
 /// The environment variable upstream reads the default account's token from.
 pub const TOKEN_ENV: &str = "TELEGRAM_BOT_TOKEN";
+/// Set to a true value (`1`, `true`, `yes`, `on`), it turns `network.autoSelectFamily` on
+/// whatever the config says.
+pub const ENABLE_AUTO_SELECT_FAMILY_ENV: &str = "OPENCLAW_TELEGRAM_ENABLE_AUTO_SELECT_FAMILY";
+/// Set to a true value, it turns `network.autoSelectFamily` off whatever the config says
+/// (unless [`ENABLE_AUTO_SELECT_FAMILY_ENV`] is set too).
+pub const DISABLE_AUTO_SELECT_FAMILY_ENV: &str = "OPENCLAW_TELEGRAM_DISABLE_AUTO_SELECT_FAMILY";
+/// `ipv4first` or `verbatim`: `network.dnsResultOrder` whatever the config says.
+pub const DNS_RESULT_ORDER_ENV: &str = "OPENCLAW_TELEGRAM_DNS_RESULT_ORDER";
+/// How long a Bot API connection attempt goes without connecting before the next address
+/// is tried beside it: upstream's `autoSelectFamilyAttemptTimeout` for Telegram, 300 ms.
+pub const TELEGRAM_ATTEMPT_DELAY: Duration = Duration::from_millis(300);
 
 /// Who may DM the bot (`dmPolicy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,6 +244,11 @@ pub struct TelegramAccount {
     pub api_root: String,
     /// `network.dangerouslyAllowPrivateNetwork`.
     pub allow_private_network: bool,
+    /// How the Bot API's addresses are tried: `network.autoSelectFamily` and
+    /// `network.dnsResultOrder`, or their environment overrides
+    /// ([`ENABLE_AUTO_SELECT_FAMILY_ENV`], [`DISABLE_AUTO_SELECT_FAMILY_ENV`],
+    /// [`DNS_RESULT_ORDER_ENV`]).
+    pub dialing: Dialing,
     /// `proxy`, which clawgate does not support (the account reports it).
     pub proxy: Option<String>,
 }
@@ -815,8 +833,72 @@ fn telegram_account(f: &Fields<'_>, src: &Sources<'_>) -> Result<TelegramAccount
         common: f.common(src)?,
         api_root,
         allow_private_network,
+        dialing: telegram_dialing(f, src.env)?,
         proxy: f.str_field("proxy")?.map(|(s, _)| s),
     })
+}
+
+/// How the account's Bot API connections try the addresses, as upstream decides it
+/// (`extensions/telegram/src/network-config.ts`, on Node 24): `autoSelectFamily` is
+/// [`ENABLE_AUTO_SELECT_FAMILY_ENV`], else [`DISABLE_AUTO_SELECT_FAMILY_ENV`], else
+/// `network.autoSelectFamily`, else on, with an attempt delay of [`TELEGRAM_ATTEMPT_DELAY`]
+/// (off, only the first address is tried); the order is [`DNS_RESULT_ORDER_ENV`], else
+/// `network.dnsResultOrder`, else the resolver's (Node's default `verbatim`). (Upstream also
+/// turns it off by default under WSL2; clawgate does not look.)
+fn telegram_dialing(
+    f: &Fields<'_>,
+    env: &BTreeMap<String, String>,
+) -> Result<Dialing, ConfigError> {
+    let network = f.field("network");
+    let setting = |name: &str| {
+        network.as_ref().and_then(|(n, at)| {
+            n.get(name)
+                .filter(|v| !v.is_null())
+                .map(|v| (v, format!("{at}.{name}")))
+        })
+    };
+    let configured = match setting("autoSelectFamily") {
+        None => None,
+        Some((Value::Bool(b), _)) => Some(*b),
+        Some((v, key)) => return Err(invalid(key, format!("must be true or false, got {v}"))),
+    };
+    let order = match setting("dnsResultOrder") {
+        None => None,
+        Some((Value::String(s), _)) if s == "ipv4first" || s == "verbatim" => Some(s.as_str()),
+        Some((v, key)) => {
+            return Err(invalid(
+                key,
+                format!("must be \"ipv4first\" or \"verbatim\", got {v}"),
+            ));
+        }
+    };
+    let env_set = |name: &str| env.get(name).is_some_and(|v| truthy(v));
+    let race = if env_set(ENABLE_AUTO_SELECT_FAMILY_ENV) {
+        true
+    } else if env_set(DISABLE_AUTO_SELECT_FAMILY_ENV) {
+        false
+    } else {
+        configured.unwrap_or(true)
+    };
+    let env_order = env
+        .get(DNS_RESULT_ORDER_ENV)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| v == "ipv4first" || v == "verbatim");
+    let ipv4_first = env_order.as_deref().or(order) == Some("ipv4first");
+    Ok(Dialing {
+        race,
+        ipv4_first,
+        attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
+    })
+}
+
+/// Whether an environment value means yes, as upstream reads one (`1`, `true`, `yes`, `on`,
+/// any case).
+fn truthy(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 /// The account's token: the section's token key (a string or an env SecretRef), else
@@ -886,6 +968,102 @@ mod tests {
                 files: &files,
             },
         )
+    }
+
+    fn resolve_with_env(text: &str, env: &[(&str, &str)]) -> Result<ChannelsConfig, ConfigError> {
+        let file = crate::config::parse_file(text).unwrap();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        resolve(
+            &file,
+            &Sources {
+                env: &env,
+                files: &BTreeMap::new(),
+            },
+        )
+    }
+
+    /// The dialing of each Telegram account.
+    fn dialings(text: &str, env: &[(&str, &str)]) -> Vec<Dialing> {
+        let c = resolve_with_env(text, env).unwrap();
+        c.telegram.iter().map(|a| a.dialing).collect()
+    }
+
+    const RACED: Dialing = Dialing {
+        race: true,
+        ipv4_first: false,
+        attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
+    };
+
+    #[test]
+    fn network_auto_select_family_and_dns_result_order_decide_the_dialing_per_account() {
+        // Upstream on Node 24: raced, 300 ms apart, in the resolver's order (`verbatim`).
+        assert_eq!(
+            dialings(r#"{channels:{telegram:{botToken:"1:a"}}}"#, &[]),
+            [RACED]
+        );
+        let off = Dialing {
+            race: false,
+            ..RACED
+        };
+        let text = r#"{channels:{telegram:{network:{autoSelectFamily:false},
+            accounts:{a:{botToken:"1:a"},
+                      b:{botToken:"2:b", network:{dnsResultOrder:"ipv4first"}},
+                      c:{botToken:"3:c", network:{autoSelectFamily:true, dnsResultOrder:"verbatim"}}}}}}"#;
+        let ipv4_first = Dialing {
+            ipv4_first: true,
+            ..RACED
+        };
+        // An account's `network` replaces the root's whole, as upstream's shallow merge.
+        assert_eq!(dialings(text, &[]), [off, ipv4_first, RACED]);
+        // The environment wins over the config: enabling over disabling.
+        let env_off = [(DISABLE_AUTO_SELECT_FAMILY_ENV, "yes")];
+        let both_off = Dialing {
+            race: false,
+            ipv4_first: true,
+            ..RACED
+        };
+        assert_eq!(dialings(text, &env_off), [off, both_off, off]);
+        let env_on = [
+            (DISABLE_AUTO_SELECT_FAMILY_ENV, "1"),
+            (ENABLE_AUTO_SELECT_FAMILY_ENV, " ON "),
+        ];
+        assert_eq!(dialings(text, &env_on), [RACED, ipv4_first, RACED]);
+        let not_true = [(DISABLE_AUTO_SELECT_FAMILY_ENV, "maybe")];
+        assert_eq!(dialings(text, &not_true), [off, ipv4_first, RACED]);
+        let env_order = [(DNS_RESULT_ORDER_ENV, "IPv4First")];
+        assert_eq!(
+            dialings(text, &env_order),
+            [
+                Dialing {
+                    ipv4_first: true,
+                    ..off
+                },
+                ipv4_first,
+                ipv4_first
+            ]
+        );
+    }
+
+    #[test]
+    fn network_settings_of_the_wrong_kind_are_refused_naming_the_key() {
+        for (text, key) in [
+            (
+                r#"{channels:{telegram:{botToken:"1:a", network:{autoSelectFamily:"no"}}}}"#,
+                "channels.telegram.network.autoSelectFamily",
+            ),
+            (
+                r#"{channels:{telegram:{accounts:{a:{botToken:"1:a", network:{dnsResultOrder:"ipv6first"}}}}}}"#,
+                "channels.telegram.accounts.a.network.dnsResultOrder",
+            ),
+        ] {
+            match resolve_with_env(text, &[]) {
+                Err(ConfigError::InvalidAt { key: at, .. }) => assert_eq!(at, key),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

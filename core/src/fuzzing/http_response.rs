@@ -109,6 +109,7 @@ fn request_round_trip(url: &str) {
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: b"{}".to_vec(),
         idempotent: false,
+        dialing: Default::default(),
     };
     let Ok(wire) = encode_request(&req, &target) else {
         return;

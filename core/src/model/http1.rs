@@ -800,6 +800,7 @@ mod tests {
             ],
             body: b"{}".to_vec(),
             idempotent: false,
+            dialing: Default::default(),
         };
         let target = Target::parse(&req.url).unwrap();
         assert_eq!((target.host.as_str(), target.port), ("127.0.0.1", 8000));

@@ -200,5 +200,6 @@ pub fn chat(url: String) -> HttpRequest {
         body: br#"{"model":"fake-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#
             .to_vec(),
         idempotent: false,
+        dialing: Default::default(),
     }
 }

@@ -33,6 +33,7 @@ fn request(method: &'static str, url: String, token: &str, body: Option<&Value>)
         headers,
         body,
         idempotent: method == "GET",
+        dialing: Default::default(),
     }
 }
 

@@ -45,6 +45,7 @@ fn call(base: &str, token: &str, method: &str, content_type: &str, body: Vec<u8>
         body,
         // Conservative: only a send's failed write is sent again (see `HttpRequest`).
         idempotent: false,
+        dialing: Default::default(),
     }
 }
 

@@ -29,6 +29,7 @@ pub fn request(api_root: &str, token: &str, method: &str, body: &Value) -> HttpR
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: body.to_string().into_bytes(),
         idempotent: READS.contains(&method),
+        dialing: Default::default(),
     }
 }
 

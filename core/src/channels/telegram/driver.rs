@@ -13,6 +13,7 @@ use crate::channels::inbound::{Inbound, Target};
 use crate::channels::{Answer, Due as ChannelDue, Failure, Purpose as ChannelPurpose, Receipt};
 use crate::gateway::Gateway;
 use crate::log::Level;
+use crate::model::HttpRequest;
 use crate::persist::{ChannelRowKind, StoreChange};
 use crate::work::WorkId;
 
@@ -173,7 +174,10 @@ impl Gateway {
     ) -> Option<WorkId> {
         let a = self.tg(key)?;
         let (token, _) = a.cfg.common.token.as_ref().ok()?;
-        let request = api::request(&a.cfg.api_root, token.expose(), method, body);
+        let request = HttpRequest {
+            dialing: a.cfg.dialing,
+            ..api::request(&a.cfg.api_root, token.expose(), method, body)
+        };
         Some(self.channel_call(key, purpose, request))
     }
 

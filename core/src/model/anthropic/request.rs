@@ -113,6 +113,7 @@ impl MessagesRequest {
             headers,
             body: self.body().to_string().into_bytes(),
             idempotent: false,
+            dialing: Default::default(),
         }
     }
 }

@@ -150,6 +150,7 @@ impl ChatRequest {
             headers,
             body: self.body().to_string().into_bytes(),
             idempotent: false,
+            dialing: Default::default(),
         }
     }
 }

@@ -689,5 +689,6 @@ fn post(
         headers: h,
         body: message,
         idempotent: false,
+        dialing: Default::default(),
     }
 }
