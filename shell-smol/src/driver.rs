@@ -21,14 +21,14 @@ use smol::{Async, Executor, Timer, future};
 
 use crate::alarm::Alarm;
 use crate::readiness::Readiness;
-use crate::socket::Socket;
+use crate::socket::{GATHER_LIMIT, Socket};
 
 /// Events queued for the driver at most; readers wait when it is full.
 const EVENT_QUEUE: usize = 1024;
 /// Events handled per turn of the driver before deadlines and the core's backlog.
 const EVENTS_PER_TURN: usize = 64;
 /// Bytes the driver writes to sockets itself per turn; past them, frames go through the
-/// sockets' writer tasks (see [`Socket::send`]).
+/// sockets' writer tasks (see [`Socket::flush`]).
 const DIRECT_BYTES_PER_TURN: usize = 256 * 1024;
 
 /// Orders from the embedding program.
@@ -87,6 +87,7 @@ pub async fn serve<H: Host>(
         host,
         local,
         sockets: ConnMap::default(),
+        gathering: Vec::new(),
         unpermitted: Vec::new(),
         events_tx,
         alive,
@@ -161,6 +162,8 @@ struct Driver<'e, 'x, 'h, H> {
     local: SocketAddr,
     /// Each open socket's tasks; the core's connection ids are the keys.
     sockets: ConnMap<ConnId, Socket>,
+    /// Sockets with frames gathered this turn, to flush before the driver waits.
+    gathering: Vec<ConnId>,
     /// Sockets whose reader waits for a permit until the core wants more of their input.
     unpermitted: Vec<ConnId>,
     events_tx: Sender<Event>,
@@ -305,27 +308,41 @@ impl<H: Host> Driver<'_, '_, '_, H> {
         });
     }
 
-    /// Act on the core's outputs until it asks to sleep; returns the deadline.
+    /// Act on the core's outputs until it asks to sleep; returns the deadline. The frames for
+    /// one socket are gathered and written together once the core has no more outputs (or
+    /// [`GATHER_LIMIT`] of them wait), so a turn that sends a connection several frames (a
+    /// model delta's `agent` and `chat` events) costs it one write.
     fn drain(&mut self, now: Instant) -> Instant {
         loop {
             let output = self.gw.poll_output();
             match absorb(self.host, &mut self.gw, now, output) {
                 Some(Output::Transmit { conn, data }) => {
                     self.host.transmitted(data.len());
-                    let budget = &mut self.direct_budget;
-                    let sent = self.sockets.get(&conn).map_or(0, |s| s.send(data, budget));
-                    if sent > 0 {
-                        self.gw.handle_written(now, conn, sent);
+                    let Some(socket) = self.sockets.get_mut(&conn) else {
+                        continue;
+                    };
+                    if socket.queue(data) {
+                        self.gathering.push(conn);
+                    }
+                    if socket.gathered_bytes() >= GATHER_LIMIT {
+                        self.flush(now, conn);
                     }
                 }
                 Some(Output::Discard { conn }) => {
-                    if let Some(socket) = self.sockets.get(&conn) {
+                    if let Some(socket) = self.sockets.get_mut(&conn) {
                         socket.discard();
                     }
                 }
                 Some(Output::Close { conn }) => {
-                    // The socket flushes, half-closes and closes on its own.
+                    // The socket writes what it gathered, flushes, half-closes and closes on
+                    // its own.
                     self.sockets.remove(&conn);
+                }
+                // What was written may let the core send more: drain again.
+                Some(Output::Timeout(_)) if !self.gathering.is_empty() => {
+                    for conn in std::mem::take(&mut self.gathering) {
+                        self.flush(now, conn);
+                    }
                 }
                 Some(Output::Timeout(at)) => return at,
                 Some(other) => {
@@ -338,6 +355,15 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Write the frames gathered for `conn` and tell the core what went out.
+    fn flush(&mut self, now: Instant, conn: ConnId) {
+        let budget = &mut self.direct_budget;
+        let sent = self.sockets.get_mut(&conn).map_or(0, |s| s.flush(budget));
+        if sent > 0 {
+            self.gw.handle_written(now, conn, sent);
         }
     }
 
