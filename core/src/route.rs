@@ -203,12 +203,27 @@ pub struct Router {
     pub(crate) invokes: HashMap<u64, Invoke>,
     pub(crate) invoke_by_uuid: HashMap<String, u64>,
     next_invoke: u64,
-    /// Finished results by idempotency key, oldest first.
-    dedupe: VecDeque<(Instant, String, Result<Value, ErrorShape>)>,
+    /// Finished results by idempotency key (the newest for each key).
+    dedupe: HashMap<String, Finished>,
+    /// The finished results' keys, oldest first, with their entry's number: the order they
+    /// expire and are evicted in (a key answered again has a newer entry, which the older
+    /// one's eviction leaves alone).
+    dedupe_order: VecDeque<(Instant, u64, String)>,
+    /// The number of the next finished result.
+    next_finished: u64,
     /// In-flight invokes by idempotency key.
     in_flight: HashMap<String, u64>,
     /// Authenticated connections shown in presence (not CLI, probe or backend ones), in order.
     pub(crate) presence: BTreeSet<ConnId>,
+}
+
+/// A finished result kept for its idempotency key.
+#[derive(Debug)]
+struct Finished {
+    at: Instant,
+    /// Its number in [`Router::dedupe_order`].
+    n: u64,
+    result: Result<Value, ErrorShape>,
 }
 
 impl Router {
@@ -224,11 +239,20 @@ impl Router {
 
     pub(crate) fn prune_dedupe(&mut self, now: Instant, ttl: Duration) {
         while self
-            .dedupe
+            .dedupe_order
             .front()
             .is_some_and(|(t, _, _)| now.saturating_duration_since(*t) > ttl)
         {
-            self.dedupe.pop_front();
+            self.evict_oldest();
+        }
+    }
+
+    /// Drop the oldest finished result (unless its key has a newer one).
+    fn evict_oldest(&mut self) {
+        if let Some((_, n, key)) = self.dedupe_order.pop_front()
+            && self.dedupe.get(&key).is_some_and(|f| f.n == n)
+        {
+            self.dedupe.remove(&key);
         }
     }
 
@@ -242,10 +266,13 @@ impl Router {
         if max == 0 {
             return;
         }
-        while self.dedupe.len() >= max {
-            self.dedupe.pop_front();
+        while self.dedupe_order.len() >= max {
+            self.evict_oldest();
         }
-        self.dedupe.push_back((now, key, result));
+        let n = self.next_finished;
+        self.next_finished += 1;
+        self.dedupe_order.push_back((now, n, key.clone()));
+        self.dedupe.insert(key, Finished { at: now, n, result });
     }
 
     pub(crate) fn cached(
@@ -255,10 +282,9 @@ impl Router {
         ttl: Duration,
     ) -> Option<Result<Value, ErrorShape>> {
         self.dedupe
-            .iter()
-            .rev()
-            .find(|(t, k, _)| k == key && now.saturating_duration_since(*t) <= ttl)
-            .map(|(_, _, r)| r.clone())
+            .get(key)
+            .filter(|f| now.saturating_duration_since(f.at) <= ttl)
+            .map(|f| f.result.clone())
     }
 }
 
