@@ -12,6 +12,7 @@ mod error;
 mod feed;
 mod figures;
 mod machine;
+mod one_cpu;
 mod paths;
 mod pool;
 mod procs;

@@ -156,7 +156,7 @@ pub fn invoke_round_trips(
     };
     ready::time_to_ready(&mut server, &mut dial, plan.ready_limit, plan.retry)?;
     eprintln!("== {} (pid {})", target.name, server.pid());
-    let r = invoke_fn(target)(server.addr, count, Duration::from_secs(60));
+    let r = invoke_fn(target)(server.addr, server.pid(), count, Duration::from_secs(60));
     server.check_alive()?;
     r
 }
@@ -269,7 +269,7 @@ fn per_op_us(cpu_ns: u64, ops: usize) -> f64 {
     cpu_ns as f64 / 1e3 / ops.max(1) as f64
 }
 
-type InvokeFn = fn(SocketAddr, usize, Duration) -> Result<Percentiles, BenchError>;
+type InvokeFn = fn(SocketAddr, u32, usize, Duration) -> Result<Percentiles, BenchError>;
 
 /// Record how long the step `what` took (since `since`) in `f`, and restart the clock.
 fn lap(f: &mut Figures, what: &'static str, since: &mut Instant) {
@@ -342,7 +342,11 @@ fn steps<W: Wire>(
         f.rates = rates::round(&server, &mut dial, &rate_plan, &mut f.notes);
         lap(f, "rates", &mut t);
     }
-    f.invoke = note(f, "invoke", invoke(addr, plan.invokes, plan.step));
+    f.invoke = note(
+        f,
+        "invoke",
+        invoke(addr, server.pid(), plan.invokes, plan.step),
+    );
     lap(f, "invoke", &mut t);
     server.check_alive()?;
     eprintln!("   handshakes, round trips, invoke done");
