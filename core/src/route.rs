@@ -289,19 +289,24 @@ impl Router {
 }
 
 impl Gateway {
-    /// The effective commands of a node: declared ∩ approved ∩ allow/deny.
-    pub(crate) fn effective_commands(&self, node_id: &str, declared: &[String]) -> Vec<String> {
+    /// Whether node `node_id` may be asked to run `command` (when it declares it): approved
+    /// for it or allowed by `gateway.nodes.commands`, and not denied.
+    fn command_allowed(&self, node_id: &str, command: &String) -> bool {
         let approved = self
             .store
             .devices
             .get(node_id)
             .and_then(|d| d.node.as_ref())
-            .map(|n| n.commands.clone())
-            .unwrap_or_default();
+            .is_some_and(|n| n.commands.contains(command));
+        (approved || self.config.node_commands_allow.contains(command))
+            && !self.config.node_commands_deny.contains(command)
+    }
+
+    /// The effective commands of a node: declared ∩ approved ∩ allow/deny.
+    pub(crate) fn effective_commands(&self, node_id: &str, declared: &[String]) -> Vec<String> {
         let mut out: Vec<String> = declared
             .iter()
-            .filter(|c| approved.contains(c) || self.config.node_commands_allow.contains(c))
-            .filter(|c| !self.config.node_commands_deny.contains(c))
+            .filter(|c| self.command_allowed(node_id, c))
             .cloned()
             .collect();
         crate::sorting::sort(&mut out);
@@ -543,16 +548,10 @@ impl Gateway {
             )
             .with_details(json!({"code": "NODE_NOT_CONNECTED", "nodeId": node_id})));
         };
-        let (declared, platform) = self
-            .conns
-            .get(&node_conn)
-            .and_then(|c| c.session())
-            .map(|s| (s.commands.clone(), s.client.platform.clone()))
-            .unwrap_or_default();
-        if !self
-            .effective_commands(&node_id, &declared)
-            .contains(&command)
-        {
+        let session = self.conns.get(&node_conn).and_then(|c| c.session());
+        let declared = session.is_some_and(|s| s.commands.contains(&command));
+        if !(declared && self.command_allowed(&node_id, &command)) {
+            let platform = session.map_or("", |s| s.client.platform.as_str());
             return Err(ErrorShape::invalid(format!("node command not allowed: \"{command}\" is not in the allowlist for platform \"{platform}\""))
                 .with_details(json!({"reason": "command not allowlisted", "command": command})));
         }
@@ -586,12 +585,9 @@ impl Gateway {
         self.router.invoke_by_uuid.insert(uuid, k);
         self.router.in_flight.insert(key, k);
         self.schedule(deadline, Timer::Invoke(k));
-        self.log(
-            now,
-            Level::Debug,
-            by,
-            format!("node.invoke {command} on {node_id}"),
-        );
+        self.log_with(now, Level::Debug, by, || {
+            format!("node.invoke {command} on {node_id}")
+        });
         self.send(
             now,
             node_conn,
@@ -749,9 +745,6 @@ impl Gateway {
         };
         self.router.invoke_by_uuid.remove(&inv.uuid);
         self.router.in_flight.remove(&inv.idempotency_key);
-        let max = self.config.limits.dedupe_max;
-        self.router
-            .remember(now, inv.idempotency_key.clone(), result.clone(), max);
         match inv.caller {
             Caller::Request(conn, req) => self.respond(now, conn, &req, result.clone(), None),
             Caller::Tool(call) => self.node_tool_done(now, call, result.clone()),
@@ -759,6 +752,8 @@ impl Gateway {
         for (c, r) in inv.waiters {
             self.respond(now, c, &r, result.clone(), None);
         }
+        let max = self.config.limits.dedupe_max;
+        self.router.remember(now, inv.idempotency_key, result, max);
     }
 }
 
