@@ -26,7 +26,7 @@ impl OneCpu {
     /// calling thread may use.
     pub fn pin(server: u32) -> Result<Self, BenchError> {
         let tid = thread_id()?;
-        let mine = allowed(&format!("/proc/thread-self/status"))?;
+        let mine = allowed("/proc/thread-self/status")?;
         let theirs = allowed(&format!("/proc/{server}/status"))?;
         let cpu = first_cpu(&mine)
             .ok_or_else(|| BenchError::Protocol(format!("no CPU in the list {mine:?}")))?;
