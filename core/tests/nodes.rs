@@ -194,7 +194,7 @@ fn the_idempotency_cache_keeps_the_newest_results_up_to_its_bound() {
     cfg.limits.tick_interval = Duration::from_secs(3600);
     let mut p = Sim::started(Instant::now(), cfg);
     let (node, node_id, op) = approved_node(&mut p);
-    let mut call = |p: &mut Sim, key: &str, n: u64| invoke_keyed(p, (node, &node_id, op), key, n);
+    let call = |p: &mut Sim, key: &str, n: u64| invoke_keyed(p, (node, &node_id, op), key, n);
     assert_eq!(call(&mut p, "a", 1), (json!({"n": 1}), true));
     assert_eq!(call(&mut p, "a", 0), (json!({"n": 1}), false));
     p.advance(Duration::from_secs(11));
