@@ -3,10 +3,11 @@
 //! On a machine with idle CPUs a round trip's cost depends on where the scheduler put the two
 //! processes: on one CPU each hop is a context switch; on two, each hop wakes the other CPU,
 //! which in a VM whose idle CPUs halt (`cpuidle-haltpoll` with `guest_halt_poll_ns` 0) costs
-//! an exit to the hypervisor and an interrupt. Measured here (`clawgate-bench invoke`, load
-//! about 7): the bare baseline's `node.invoke` read 23 µs p50 on one CPU and 126 µs across
-//! two; clawgate's 42 and 155. Which of the two a run gets is the scheduler's choice, so
-//! timing both servers on one CPU compares their work, not their luck.
+//! an exit to the hypervisor and an interrupt. Measured here (`clawgate-bench invoke` under
+//! `taskset`, load about 7): the baseline's old stand-in (two canned round trips) read 23 µs
+//! p50 with both processes on one CPU and 126 µs across two; clawgate's `node.invoke` 42 and
+//! 155. Which of the two a run gets is the scheduler's choice, so timing both servers on one
+//! CPU compares their work, not their luck.
 
 use std::process::{Command, Stdio};
 
