@@ -12,6 +12,7 @@ mod error;
 mod feed;
 mod figures;
 mod machine;
+mod one_cpu;
 mod paths;
 mod pool;
 mod procs;
@@ -51,6 +52,9 @@ Usage:
                        [--upstream-dir DIR] [--bin-dir DIR]
                      (agent turns against a fake model in this process: gateway-added latency
                      and RSS with N sessions streaming at once; prints a Markdown table)
+  clawgate-bench invoke [--only LIST] [--invokes N] [--no-build] [--bin-dir DIR]
+                     (`node.invoke` round trips on each server of LIST but upstream, as `all`
+                     times them; prints their percentiles: for profiling)
   clawgate-bench capture --bin CLAWGATE --out FILE
                      (start CLAWGATE as the bench does and save the frames it sends the bench's
                      client: challenge, hello-ok, health answer, tick; the bare-server's input)
@@ -91,6 +95,8 @@ struct AllArgs {
     quick: bool,
     /// `all` without the agent and channel paths.
     no_paths: bool,
+    /// `invoke`: round trips timed on each server.
+    invokes: usize,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
         Some("all") => parse_all(&args[1..]).and_then(|a| all(&a, &args)),
         Some("agent") => parse_all(&args[1..]).and_then(|a| agent(&a)),
         Some("paths") => parse_all(&args[1..]).and_then(|a| paths_only(&a, &args)),
+        Some("invoke") => parse_all(&args[1..]).and_then(|a| invoke_only(&a)),
         Some("bare-server") => parse_bare(&args[1..]).and_then(|o| bare::serve(&o)),
         Some("capture") => capture(&args[1..]),
         Some("load") => load(&args[1..]),
@@ -149,6 +156,7 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
         sessions: 100,
         quick: false,
         no_paths: false,
+        invokes: 3000,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
@@ -163,6 +171,7 @@ fn parse_all(args: &[String]) -> Result<AllArgs, BenchError> {
             Long("bin-dir") => a.bin_dir = Some(value(&mut p, "--bin-dir")?),
             Long("turns") => a.turns = value(&mut p, "--turns")?,
             Long("sessions") => a.sessions = value(&mut p, "--sessions")?,
+            Long("invokes") => a.invokes = value(&mut p, "--invokes")?,
             Long("only") => {
                 let list: String = value(&mut p, "--only")?;
                 a.only = list.split(',').map(|s| s.trim().to_string()).collect();
@@ -485,6 +494,25 @@ fn agent(a: &AllArgs) -> Result<(), BenchError> {
         "{}",
         report::agent_table(&rows, &machine, a.turns, a.sessions, &skipped)
     );
+    Ok(())
+}
+
+/// `invoke`: the `node.invoke` round trips of each target but upstream, printed.
+fn invoke_only(a: &AllArgs) -> Result<(), BenchError> {
+    let Prepared { list, skipped, .. } = prepare(a)?;
+    for s in &skipped {
+        eprintln!("{s}");
+    }
+    for t in &list {
+        if matches!(t.launch, Launch::Upstream { .. }) {
+            continue;
+        }
+        let r = run::invoke_round_trips(t, &a.opts, a.invokes)?;
+        println!(
+            "{}: {} round trips, p50 {:.0} µs, p99 {:.0} µs, p999 {:.0} µs",
+            t.name, r.n, r.p50, r.p99, r.p999
+        );
+    }
     Ok(())
 }
 

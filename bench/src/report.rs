@@ -232,13 +232,13 @@ fn rows() -> Vec<Row> {
             goal: None,
         },
         Row {
-            label: "node.invoke RTT p50, µs (bare: 2 request hops)",
+            label: "node.invoke RTT p50, µs, one CPU (bare: relays it)",
             get: |f| Some(f.invoke.as_ref()?.p50),
             decimals: 0,
             goal: None,
         },
         Row {
-            label: "node.invoke RTT p99, µs (bare: 2 request hops)",
+            label: "node.invoke RTT p99, µs, one CPU (bare: relays it)",
             get: |f| Some(f.invoke.as_ref()?.p99),
             decimals: 0,
             goal: None,
@@ -724,8 +724,14 @@ const METHOD: &str = "## Method
   shared machine take a contended CPU from them less. Upstream runs each step once.
 - `node.invoke`: a signed node (`node-host`/`node`, command `bench.echo`) and an admin operator;
   pending node pairing requests are approved with `node.pair.approve`, then `node.invoke` is
-  called sequentially and the node answers with `node.invoke.result`. The baseline's figure is
-  a canned request round trip on one connection followed by one on a second connection.
+  called sequentially and the node answers with `node.invoke.result`. The baseline relays the
+  same hops with the gateway's captured frames: the operator's `node.invoke` goes to the node
+  as the `node.invoke.request` event, the node's result comes back to that operator as the
+  answer to its request (matched by the invocation's id), each hop starting when the one
+  before it has arrived. The load generator's thread and the server's threads run on one CPU
+  for this step, so each hop is a context switch: across two CPUs each hop also waits for the
+  other CPU to wake, which on this VM (idle CPUs halt at once) cost 100+ µs per invoke and
+  depended on where the scheduler put the processes in that run.
 - Fan-out: the spread between the first and the last connection reading the same `tick`
   (told apart by its `ts`), as seen by the load generator's receiving threads (one per CPU,
   each reading its share of the sockets). It includes the generator's own time to read them,

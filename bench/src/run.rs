@@ -124,16 +124,41 @@ pub fn measure(target: &Target, opts: &Options, rated: Option<Rated>) -> Figures
         ..Figures::default()
     };
     eprintln!("== {}", target.name);
-    let invoke: InvokeFn = match &target.launch {
-        Launch::Bare { .. } => invoke::bare,
-        _ => invoke::gateway,
-    };
-    let r = steps(target, opts, &mut f, gateway_wire, invoke, rated);
+    let r = steps(target, opts, &mut f, gateway_wire, invoke_fn(target), rated);
     if let Err(e) = r {
         f.notes.push(format!("stopped: {e}"));
     }
     eprintln!("   step times: {}", step_times(&f.steps));
     f
+}
+
+/// How `target` is timed on `node.invoke`: the gateway's, or the baseline's stand-in.
+fn invoke_fn(target: &Target) -> InvokeFn {
+    match &target.launch {
+        Launch::Bare { .. } => invoke::bare,
+        _ => invoke::gateway,
+    }
+}
+
+/// Start `target` and time `count` `node.invoke` round trips on it as [`measure`] does.
+pub fn invoke_round_trips(
+    target: &Target,
+    opts: &Options,
+    count: usize,
+) -> Result<Percentiles, BenchError> {
+    let plan = Plan::for_launch(&target.launch, opts);
+    let mut server = Server::spawn(&target.name, &target.launch)?;
+    let host = server.addr.to_string();
+    let mut n = 0u64;
+    let mut dial = || {
+        n += 1;
+        gateway_wire(&host, n)
+    };
+    ready::time_to_ready(&mut server, &mut dial, plan.ready_limit, plan.retry)?;
+    eprintln!("== {} (pid {})", target.name, server.pid());
+    let r = invoke_fn(target)(server.addr, server.pid(), count, Duration::from_secs(60));
+    server.check_alive()?;
+    r
 }
 
 /// Step times as the report and the run print them: `what N s, …`.
@@ -244,7 +269,7 @@ fn per_op_us(cpu_ns: u64, ops: usize) -> f64 {
     cpu_ns as f64 / 1e3 / ops.max(1) as f64
 }
 
-type InvokeFn = fn(SocketAddr, usize, Duration) -> Result<Percentiles, BenchError>;
+type InvokeFn = fn(SocketAddr, u32, usize, Duration) -> Result<Percentiles, BenchError>;
 
 /// Record how long the step `what` took (since `since`) in `f`, and restart the clock.
 fn lap(f: &mut Figures, what: &'static str, since: &mut Instant) {
@@ -317,7 +342,11 @@ fn steps<W: Wire>(
         f.rates = rates::round(&server, &mut dial, &rate_plan, &mut f.notes);
         lap(f, "rates", &mut t);
     }
-    f.invoke = note(f, "invoke", invoke(addr, plan.invokes, plan.step));
+    f.invoke = note(
+        f,
+        "invoke",
+        invoke(addr, server.pid(), plan.invokes, plan.step),
+    );
     lap(f, "invoke", &mut t);
     server.check_alive()?;
     eprintln!("   handshakes, round trips, invoke done");

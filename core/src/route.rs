@@ -203,12 +203,27 @@ pub struct Router {
     pub(crate) invokes: HashMap<u64, Invoke>,
     pub(crate) invoke_by_uuid: HashMap<String, u64>,
     next_invoke: u64,
-    /// Finished results by idempotency key, oldest first.
-    dedupe: VecDeque<(Instant, String, Result<Value, ErrorShape>)>,
+    /// Finished results by idempotency key (the newest for each key).
+    dedupe: HashMap<String, Finished>,
+    /// The finished results' keys, oldest first, with their entry's number: the order they
+    /// expire and are evicted in (a key answered again has a newer entry, which the older
+    /// one's eviction leaves alone).
+    dedupe_order: VecDeque<(Instant, u64, String)>,
+    /// The number of the next finished result.
+    next_finished: u64,
     /// In-flight invokes by idempotency key.
     in_flight: HashMap<String, u64>,
     /// Authenticated connections shown in presence (not CLI, probe or backend ones), in order.
     pub(crate) presence: BTreeSet<ConnId>,
+}
+
+/// A finished result kept for its idempotency key.
+#[derive(Debug)]
+struct Finished {
+    at: Instant,
+    /// Its number in [`Router::dedupe_order`].
+    n: u64,
+    result: Result<Value, ErrorShape>,
 }
 
 impl Router {
@@ -224,11 +239,20 @@ impl Router {
 
     pub(crate) fn prune_dedupe(&mut self, now: Instant, ttl: Duration) {
         while self
-            .dedupe
+            .dedupe_order
             .front()
             .is_some_and(|(t, _, _)| now.saturating_duration_since(*t) > ttl)
         {
-            self.dedupe.pop_front();
+            self.evict_oldest();
+        }
+    }
+
+    /// Drop the oldest finished result (unless its key has a newer one).
+    fn evict_oldest(&mut self) {
+        if let Some((_, n, key)) = self.dedupe_order.pop_front()
+            && self.dedupe.get(&key).is_some_and(|f| f.n == n)
+        {
+            self.dedupe.remove(&key);
         }
     }
 
@@ -242,10 +266,13 @@ impl Router {
         if max == 0 {
             return;
         }
-        while self.dedupe.len() >= max {
-            self.dedupe.pop_front();
+        while self.dedupe_order.len() >= max {
+            self.evict_oldest();
         }
-        self.dedupe.push_back((now, key, result));
+        let n = self.next_finished;
+        self.next_finished += 1;
+        self.dedupe_order.push_back((now, n, key.clone()));
+        self.dedupe.insert(key, Finished { at: now, n, result });
     }
 
     pub(crate) fn cached(
@@ -255,27 +282,31 @@ impl Router {
         ttl: Duration,
     ) -> Option<Result<Value, ErrorShape>> {
         self.dedupe
-            .iter()
-            .rev()
-            .find(|(t, k, _)| k == key && now.saturating_duration_since(*t) <= ttl)
-            .map(|(_, _, r)| r.clone())
+            .get(key)
+            .filter(|f| now.saturating_duration_since(f.at) <= ttl)
+            .map(|f| f.result.clone())
     }
 }
 
 impl Gateway {
-    /// The effective commands of a node: declared ∩ approved ∩ allow/deny.
-    pub(crate) fn effective_commands(&self, node_id: &str, declared: &[String]) -> Vec<String> {
+    /// Whether node `node_id` may be asked to run `command` (when it declares it): approved
+    /// for it or allowed by `gateway.nodes.commands`, and not denied.
+    fn command_allowed(&self, node_id: &str, command: &String) -> bool {
         let approved = self
             .store
             .devices
             .get(node_id)
             .and_then(|d| d.node.as_ref())
-            .map(|n| n.commands.clone())
-            .unwrap_or_default();
+            .is_some_and(|n| n.commands.contains(command));
+        (approved || self.config.node_commands_allow.contains(command))
+            && !self.config.node_commands_deny.contains(command)
+    }
+
+    /// The effective commands of a node: declared ∩ approved ∩ allow/deny.
+    pub(crate) fn effective_commands(&self, node_id: &str, declared: &[String]) -> Vec<String> {
         let mut out: Vec<String> = declared
             .iter()
-            .filter(|c| approved.contains(c) || self.config.node_commands_allow.contains(c))
-            .filter(|c| !self.config.node_commands_deny.contains(c))
+            .filter(|c| self.command_allowed(node_id, c))
             .cloned()
             .collect();
         crate::sorting::sort(&mut out);
@@ -517,16 +548,10 @@ impl Gateway {
             )
             .with_details(json!({"code": "NODE_NOT_CONNECTED", "nodeId": node_id})));
         };
-        let (declared, platform) = self
-            .conns
-            .get(&node_conn)
-            .and_then(|c| c.session())
-            .map(|s| (s.commands.clone(), s.client.platform.clone()))
-            .unwrap_or_default();
-        if !self
-            .effective_commands(&node_id, &declared)
-            .contains(&command)
-        {
+        let session = self.conns.get(&node_conn).and_then(|c| c.session());
+        let declared = session.is_some_and(|s| s.commands.contains(&command));
+        if !(declared && self.command_allowed(&node_id, &command)) {
+            let platform = session.map_or("", |s| s.client.platform.as_str());
             return Err(ErrorShape::invalid(format!("node command not allowed: \"{command}\" is not in the allowlist for platform \"{platform}\""))
                 .with_details(json!({"reason": "command not allowlisted", "command": command})));
         }
@@ -560,12 +585,9 @@ impl Gateway {
         self.router.invoke_by_uuid.insert(uuid, k);
         self.router.in_flight.insert(key, k);
         self.schedule(deadline, Timer::Invoke(k));
-        self.log(
-            now,
-            Level::Debug,
-            by,
-            format!("node.invoke {command} on {node_id}"),
-        );
+        self.log_with(now, Level::Debug, by, || {
+            format!("node.invoke {command} on {node_id}")
+        });
         self.send(
             now,
             node_conn,
@@ -723,9 +745,6 @@ impl Gateway {
         };
         self.router.invoke_by_uuid.remove(&inv.uuid);
         self.router.in_flight.remove(&inv.idempotency_key);
-        let max = self.config.limits.dedupe_max;
-        self.router
-            .remember(now, inv.idempotency_key.clone(), result.clone(), max);
         match inv.caller {
             Caller::Request(conn, req) => self.respond(now, conn, &req, result.clone(), None),
             Caller::Tool(call) => self.node_tool_done(now, call, result.clone()),
@@ -733,6 +752,8 @@ impl Gateway {
         for (c, r) in inv.waiters {
             self.respond(now, c, &r, result.clone(), None);
         }
+        let max = self.config.limits.dedupe_max;
+        self.router.remember(now, inv.idempotency_key, result, max);
     }
 }
 

@@ -158,6 +158,59 @@ fn invoke_round_trip() {
     assert!(node_events(&mut p, node, "node.invoke.request").is_empty());
 }
 
+/// `node.invoke` of `system.which` under `key`; a node asked answers `{"n": n}`. Returns the
+/// operator's payload and whether the node was asked.
+fn invoke_keyed(
+    p: &mut Sim,
+    (node, node_id, op): (ConnId, &str, ConnId),
+    key: &str,
+    n: u64,
+) -> (Value, bool) {
+    let params = json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": key});
+    let rid = p.request(op, "node.invoke", Some(params));
+    let asked = node_events(p, node, "node.invoke.request");
+    for r in &asked {
+        let result = json!({"id": r["id"], "nodeId": node_id, "ok": true, "payload": {"n": n}});
+        p.call(node, "node.invoke.result", Some(result)).unwrap();
+    }
+    let got = p.events(op).into_iter().find_map(|e| match e {
+        Event::Response { id, result } if id == rid => Some(result),
+        _ => None,
+    });
+    (
+        got.expect("answered").unwrap()["payload"].clone(),
+        !asked.is_empty(),
+    )
+}
+
+/// The idempotency cache answers a key's newest result within its TTL, and holds
+/// `dedupe_max` results: the oldest goes first, and the eviction of a key's expired entry
+/// leaves the newer entry of the same key.
+#[test]
+fn the_idempotency_cache_keeps_the_newest_results_up_to_its_bound() {
+    let mut cfg = Config::local_default().with_token("t");
+    cfg.limits.dedupe_max = 2;
+    cfg.limits.dedupe_ttl = Duration::from_secs(10);
+    cfg.limits.tick_interval = Duration::from_secs(3600);
+    let mut p = Sim::started(Instant::now(), cfg);
+    let (node, node_id, op) = approved_node(&mut p);
+    let call = |p: &mut Sim, key: &str, n: u64| invoke_keyed(p, (node, &node_id, op), key, n);
+    assert_eq!(call(&mut p, "a", 1), (json!({"n": 1}), true));
+    assert_eq!(call(&mut p, "a", 0), (json!({"n": 1}), false));
+    p.advance(Duration::from_secs(11));
+    // Expired (no tick has pruned it): asked again, a second entry for "a".
+    assert_eq!(call(&mut p, "a", 2), (json!({"n": 2}), true));
+    // The bound evicts the expired entry, not the newer one.
+    assert_eq!(call(&mut p, "b", 3), (json!({"n": 3}), true));
+    assert_eq!(call(&mut p, "a", 0), (json!({"n": 2}), false));
+    assert_eq!(call(&mut p, "b", 0), (json!({"n": 3}), false));
+    // A third key evicts the oldest ("a").
+    assert_eq!(call(&mut p, "c", 4), (json!({"n": 4}), true));
+    assert_eq!(call(&mut p, "b", 0), (json!({"n": 3}), false));
+    assert_eq!(call(&mut p, "a", 5), (json!({"n": 5}), true));
+    assert_eq!(call(&mut p, "b", 6), (json!({"n": 6}), true));
+}
+
 #[test]
 fn invoke_timeout_cancels_and_late_result_is_ignored() {
     let mut p = Sim::started(Instant::now(), Config::local_default().with_token("t"));

@@ -148,8 +148,9 @@ fn check(
         if absent {
             continue;
         }
-        let key = key.replace('~', "~0").replace('/', "~1");
-        holds(field.kind, &value, &format!("{path}/{key}"))?;
+        holds(field.kind, &value, &|| {
+            format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"))
+        })?;
         *slot = Some(value);
     }
     for (field, value) in fields.iter().zip(&values) {
@@ -160,8 +161,9 @@ fn check(
     Ok(Props { fields, values })
 }
 
-/// Whether `value` (at `path`) is what `kind` asks for, and what is wrong where when it is not.
-fn holds(kind: Kind, value: &Value, path: &str) -> Result<(), ParamsError> {
+/// Whether `value` is what `kind` asks for, and what is wrong where when it is not (`path`
+/// makes its JSON pointer, only for an error or a nested object).
+fn holds(kind: Kind, value: &Value, path: &dyn Fn() -> String) -> Result<(), ParamsError> {
     let problem = match (kind, value) {
         (Kind::Ignored | Kind::Any | Kind::AnyOrNull, _) => return Ok(()),
         (Kind::Str, Value::String(_)) => return Ok(()),
@@ -184,17 +186,17 @@ fn holds(kind: Kind, value: &Value, path: &str) -> Result<(), ParamsError> {
         (Kind::Object, Value::Object(_)) => return Ok(()),
         (Kind::NonEmptyList, Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                holds(Kind::NonEmpty, item, &format!("{path}/{i}"))?;
+                holds(Kind::NonEmpty, item, &|| format!("{}/{i}", path()))?;
             }
             return Ok(());
         }
         (Kind::Array | Kind::NonEmptyList, _) => Problem::Type("array"),
         (Kind::Table(fields), Value::Object(_)) => {
-            return check(value.clone(), fields, path, false).map(|_| ());
+            return check(value.clone(), fields, &path(), false).map(|_| ());
         }
         (Kind::Object | Kind::Table(_), _) => Problem::Type("object"),
     };
-    Err(ParamsError::new(problem, path))
+    Err(ParamsError::new(problem, &path()))
 }
 
 impl Props {
