@@ -11,6 +11,9 @@
 //! Checkpoints (the WAL copied into the database file, which is synced) run here, after a
 //! transaction's report, never inside its commit: at the first pause once the WAL holds
 //! [`Checkpoints::at_pause`] frames, or at once, pause or not, at [`Checkpoints::bound`].
+//! Before its first job the thread makes the WAL file [`Checkpoints::file_frames`] long, so
+//! that the commits up to the first checkpoint (and every one after it, the WAL starting over
+//! in the same file) sync data only, not the file's growth ([`Db::extend_wal`]).
 
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, mpsc};
@@ -60,16 +63,22 @@ pub struct Checkpoints {
     pub bound: u32,
     /// How long without a job counts as a pause.
     pub pause: Duration,
+    /// The WAL file's length, in frames, made before the first job (zeros past what SQLite
+    /// wrote): at least [`Checkpoints::at_pause`], so a WAL that is checkpointed at a pause
+    /// never makes its file longer. 0 leaves the file as SQLite grows it.
+    pub file_frames: u32,
 }
 
 impl Default for Checkpoints {
     /// 1000 frames (SQLite's own automatic checkpoint's threshold, about 4 MiB), a pause of
-    /// 50 ms, a bound of 4000 frames (about 16 MiB).
+    /// 50 ms, a bound of 4000 frames (about 16 MiB), a WAL file of 1024 frames (4.03 MiB,
+    /// what a gateway's WAL reaches anyway before its first checkpoint).
     fn default() -> Self {
         Checkpoints {
             at_pause: 1000,
             bound: 4000,
             pause: Duration::from_millis(50),
+            file_frames: 1024,
         }
     }
 }
@@ -180,6 +189,8 @@ fn run(
         poisoned: None,
         checkpoints,
     };
+    // A failure leaves the file as it was: SQLite grows it as it needs.
+    let _ = thread.db.extend_wal(checkpoints.file_frames);
     let mut pending = rx.recv().ok();
     while let Some(job) = pending.take() {
         match job {
