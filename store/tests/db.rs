@@ -815,20 +815,29 @@ fn the_wal_is_bounded_when_jobs_never_pause() {
     assert_eq!(transcript_rows(dir.path()), 300);
 }
 
-/// The writer makes the WAL file its whole length before the first job, so a commit never
-/// makes it longer (its fdatasync then syncs the frames alone, not the file's new size and
-/// blocks); the zeros past the last frame are not read as frames: a copy of the files as a
-/// kill leaves them (WAL, no shared memory) opens with every acknowledged row.
+/// The writer makes the WAL file its whole length at its first pause (not before a job that
+/// waits), so a commit never makes it longer (its fdatasync then syncs the frames alone, not
+/// the file's new size and blocks); the zeros past the last frame are not read as frames: a
+/// copy of the files as a kill leaves them (WAL, no shared memory) opens with every
+/// acknowledged row.
 #[test]
-fn the_wal_file_is_made_long_before_the_first_commit_and_keeps_its_length() {
+fn the_wal_file_is_made_long_at_the_first_pause_and_keeps_its_length() {
     let dir = TempDir::new("store-wal-length");
     let checkpoints = Checkpoints {
         file_frames: 200,
+        pause: Duration::from_secs(1),
         ..Checkpoints::default()
     };
     let (writer, acks) = acked_writer(dir.path(), checkpoints);
     let main = db_path(dir.path());
     let wal = main.with_extension("sqlite-wal");
+    let first = write_one_by_one(&writer, &acks, &wal, 1);
+    assert!(first < 200, "the job came first: {first} frames");
+    let end = Instant::now() + Duration::from_secs(10);
+    while frames(file_len(&wal)) < 200 {
+        assert!(Instant::now() < end, "the WAL file made long at the pause");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Ten transactions of about ten frames each: within 200.
     assert_eq!(write_one_by_one(&writer, &acks, &wal, 10), 200);
     let copy = TempDir::new("store-wal-length-copy");
