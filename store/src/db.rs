@@ -3,7 +3,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,6 +26,12 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// SQLite's page cache, KiB (its default is about 2 MiB): what the store keeps in memory of
 /// the transcripts it reads and writes, whatever their length.
 pub(crate) const PAGE_CACHE_KIB: i64 = 256;
+/// The WAL file's header, bytes.
+const WAL_HEADER: u64 = 32;
+/// A WAL frame's header (before its page), bytes.
+const WAL_FRAME_HEADER: u64 = 24;
+/// The zeros written at once when the WAL file is made longer, bytes.
+const ZEROS_AT_ONCE: usize = 64 * 1024;
 
 /// Why the database could not be opened, read or written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,14 @@ pub enum DbError {
     #[error("cannot rename {}: {source}", path.display())]
     Rename {
         /// The legacy file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Making the WAL file longer failed.
+    #[error("cannot extend {}: {source}", path.display())]
+    Extend {
+        /// The WAL file.
         path: PathBuf,
         /// The error.
         source: io::Error,
@@ -471,6 +485,41 @@ impl Db {
                 .map_err(e)?;
         }
         Ok(())
+    }
+
+    /// Make the WAL file at least `frames` frames long, zeros past its end, and sync it. A
+    /// commit that stays within the file overwrites blocks it has, so its `fdatasync` writes
+    /// the frames alone; one that makes the file longer also commits the file's new size
+    /// and blocks to the file system's journal (on ext4 one more write and flush per commit,
+    /// waited for by the message). SQLite never reads past the last valid frame (every
+    /// frame carries the WAL's salt and a checksum) and keeps the file's length when it
+    /// starts the WAL over after a checkpoint: the zeros written here, past the file's end,
+    /// change nothing it reads.
+    pub fn extend_wal(&self, frames: u32) -> Result<(), DbError> {
+        let path = PathBuf::from(format!("{}-wal", self.path.display()));
+        let e = |source| DbError::Extend {
+            path: path.clone(),
+            source,
+        };
+        let page: i64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(|e| sqlite(&self.path, e))?;
+        let frame = WAL_FRAME_HEADER + u64::try_from(page).unwrap_or(0);
+        let want = WAL_HEADER + u64::from(frames) * frame;
+        // The database in WAL mode has its WAL open from `Db::open` on.
+        let file = OpenOptions::new().write(true).open(&path).map_err(e)?;
+        let mut at = file.metadata().map_err(e)?.len();
+        if at >= want {
+            return Ok(());
+        }
+        let zeros = vec![0u8; ZEROS_AT_ONCE];
+        while at < want {
+            let n = usize::try_from(want - at).map_or(ZEROS_AT_ONCE, |n| n.min(ZEROS_AT_ONCE));
+            file.write_all_at(&zeros[..n], at).map_err(e)?;
+            at += n as u64;
+        }
+        file.sync_data().map_err(e)
     }
 
     /// Whether the store's bookkeeping has a row `key` (a one-time step's marker).

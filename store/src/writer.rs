@@ -11,6 +11,10 @@
 //! Checkpoints (the WAL copied into the database file, which is synced) run here, after a
 //! transaction's report, never inside its commit: at the first pause once the WAL holds
 //! [`Checkpoints::at_pause`] frames, or at once, pause or not, at [`Checkpoints::bound`].
+//! At its first pause (at start, or after start-up's commits) the thread makes the WAL file
+//! [`Checkpoints::file_frames`] long, so that the commits up to the first checkpoint (and
+//! every one after it, the WAL starting over in the same file) sync data only, not the file's
+//! growth ([`Db::extend_wal`]).
 
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, mpsc};
@@ -60,16 +64,22 @@ pub struct Checkpoints {
     pub bound: u32,
     /// How long without a job counts as a pause.
     pub pause: Duration,
+    /// The WAL file's length, in frames, made at the first pause (zeros past what SQLite
+    /// wrote): at least [`Checkpoints::at_pause`], so a WAL that is checkpointed at a pause
+    /// never makes its file longer. 0 leaves the file as SQLite grows it.
+    pub file_frames: u32,
 }
 
 impl Default for Checkpoints {
     /// 1000 frames (SQLite's own automatic checkpoint's threshold, about 4 MiB), a pause of
-    /// 50 ms, a bound of 4000 frames (about 16 MiB).
+    /// 50 ms, a bound of 4000 frames (about 16 MiB), a WAL file of 1024 frames (4.03 MiB,
+    /// what a gateway's WAL reaches anyway before its first checkpoint).
     fn default() -> Self {
         Checkpoints {
             at_pause: 1000,
             bound: 4000,
             pause: Duration::from_millis(50),
+            file_frames: 1024,
         }
     }
 }
@@ -179,8 +189,13 @@ fn run(
         on_done,
         poisoned: None,
         checkpoints,
+        short_wal: checkpoints.file_frames > 0,
     };
-    let mut pending = rx.recv().ok();
+    let mut pending = match thread.at_pause(&rx, Duration::MAX) {
+        Ok(None) => rx.recv().ok(),
+        Ok(job) => job,
+        Err(RecvTimeoutError::Disconnected | RecvTimeoutError::Timeout) => None,
+    };
     while let Some(job) = pending.take() {
         match job {
             Job::Read(id, query) => {
@@ -219,11 +234,14 @@ struct Thread<F> {
     /// The failure that stopped writing, until a rewrite batch arrives.
     poisoned: Option<Arc<DbError>>,
     checkpoints: Checkpoints,
+    /// The WAL file is still to be made [`Checkpoints::file_frames`] long.
+    short_wal: bool,
 }
 
 impl<F: FnMut(Vec<StoreDone>)> Thread<F> {
-    /// The next job, or `None` once the handle is gone. A pause long enough checkpoints a
-    /// long WAL; `idle` without a job releases the page cache and calls `on_idle`, once.
+    /// The next job, or `None` once the handle is gone. A pause long enough does the pause's
+    /// work ([`Thread::at_pause`]); `idle` without a job releases the page cache and calls
+    /// `on_idle`, once.
     fn wait(
         &mut self,
         rx: &mpsc::Receiver<Job>,
@@ -231,12 +249,10 @@ impl<F: FnMut(Vec<StoreDone>)> Thread<F> {
         on_idle: &mut impl FnMut(),
     ) -> Option<Job> {
         let since = Instant::now();
-        if self.db.wal_frames() >= self.checkpoints.at_pause {
-            match rx.recv_timeout(self.checkpoints.pause.min(idle)) {
-                Ok(job) => return Some(job),
-                Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => self.checkpoint(),
-            }
+        match self.at_pause(rx, idle) {
+            Ok(Some(job)) => return Some(job),
+            Ok(None) => {}
+            Err(_) => return None,
         }
         match rx.recv_timeout(idle.saturating_sub(since.elapsed())) {
             Ok(job) => Some(job),
@@ -248,6 +264,33 @@ impl<F: FnMut(Vec<StoreDone>)> Thread<F> {
             }
             Err(RecvTimeoutError::Disconnected) => None,
         }
+    }
+
+    /// When there is work for a pause (the WAL file to make long, once; a long WAL to
+    /// checkpoint), wait up to [`Checkpoints::pause`] (at most `limit`) for a job, and do the
+    /// work if none came: never before a job that is waiting, so a start-up's burst of commits
+    /// is not held behind it. The job that came, if any; an error once the handle is gone.
+    fn at_pause(
+        &mut self,
+        rx: &mpsc::Receiver<Job>,
+        limit: Duration,
+    ) -> Result<Option<Job>, RecvTimeoutError> {
+        if !self.short_wal && self.db.wal_frames() < self.checkpoints.at_pause {
+            return Ok(None);
+        }
+        match rx.recv_timeout(self.checkpoints.pause.min(limit)) {
+            Ok(job) => return Ok(Some(job)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(e) => return Err(e),
+        }
+        if std::mem::take(&mut self.short_wal) {
+            // A failure leaves the file as it was: SQLite grows it as it needs.
+            let _ = self.db.extend_wal(self.checkpoints.file_frames);
+        }
+        if self.db.wal_frames() >= self.checkpoints.at_pause {
+            self.checkpoint();
+        }
+        Ok(None)
     }
 
     /// Checkpoint. A failure leaves the WAL as it was (every commit in it is durable): the

@@ -767,6 +767,8 @@ fn a_long_wal_is_checkpointed_at_a_pause_not_inside_a_commit() {
         at_pause: 1000,
         bound: 100_000,
         pause,
+        // The WAL's length is read as its frames here.
+        file_frames: 0,
     };
     let (writer, acks) = acked_writer(dir.path(), checkpoints);
     let main = db_path(dir.path());
@@ -796,6 +798,7 @@ fn the_wal_is_bounded_when_jobs_never_pause() {
         at_pause: 100_000,
         bound: 200,
         pause: Duration::from_secs(600),
+        file_frames: 0,
     };
     let (writer, acks) = acked_writer(dir.path(), checkpoints);
     let wal = db_path(dir.path()).with_extension("sqlite-wal");
@@ -810,6 +813,41 @@ fn the_wal_is_bounded_when_jobs_never_pause() {
     );
     writer.close();
     assert_eq!(transcript_rows(dir.path()), 300);
+}
+
+/// The writer makes the WAL file its whole length at its first pause (not before a job that
+/// waits), so a commit never makes it longer (its fdatasync then syncs the frames alone, not
+/// the file's new size and blocks); the zeros past the last frame are not read as frames: a
+/// copy of the files as a kill leaves them (WAL, no shared memory) opens with every
+/// acknowledged row.
+#[test]
+fn the_wal_file_is_made_long_at_the_first_pause_and_keeps_its_length() {
+    let dir = TempDir::new("store-wal-length");
+    let checkpoints = Checkpoints {
+        file_frames: 200,
+        pause: Duration::from_secs(1),
+        ..Checkpoints::default()
+    };
+    let (writer, acks) = acked_writer(dir.path(), checkpoints);
+    let main = db_path(dir.path());
+    let wal = main.with_extension("sqlite-wal");
+    let first = write_one_by_one(&writer, &acks, &wal, 1);
+    assert!(first < 200, "the job came first: {first} frames");
+    let end = Instant::now() + Duration::from_secs(10);
+    while frames(file_len(&wal)) < 200 {
+        assert!(Instant::now() < end, "the WAL file made long at the pause");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Ten transactions of about ten frames each: within 200.
+    assert_eq!(write_one_by_one(&writer, &acks, &wal, 10), 200);
+    let copy = TempDir::new("store-wal-length-copy");
+    let to = db_path(copy.path());
+    fs::create_dir_all(to.parent().unwrap()).unwrap();
+    fs::copy(&main, &to).unwrap();
+    fs::copy(&wal, to.with_extension("sqlite-wal")).unwrap();
+    assert_eq!(transcript_rows(copy.path()), 10);
+    writer.close();
+    assert_eq!(transcript_rows(dir.path()), 10);
 }
 
 /// A database of schema 5 (every keyed table with a rowid and a key index) is brought to the
