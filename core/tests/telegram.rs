@@ -230,7 +230,9 @@ fn the_accounts_network_settings_ride_on_its_bot_api_requests() {
     let raced = Dialing {
         race: true,
         ipv4_first: false,
+        ipv4_only: false,
         attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
+        pinned: None,
     };
     let (p, _) = start("", "");
     assert_eq!(poll_dialing(&p), [raced]);

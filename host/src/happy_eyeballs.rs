@@ -22,9 +22,10 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use clawgate_core::HttpErrorKind;
 use clawgate_core::model::Dialing;
 
-use crate::http_conn::connect_error;
+use crate::http_conn::{connect_error, kind_of};
 use crate::http_loop::HttpLimits;
 use crate::wait;
 
@@ -57,11 +58,14 @@ pub(crate) fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
 }
 
 /// The addresses of a host a fresh connection tries, in the resolver's order `ips`, as
-/// `dialing` says: IPv4 ones first when asked (each family keeping its order, as
-/// `dns.lookup`'s `ipv4first`), then all of them, raced, or only the first (Node's
-/// `autoSelectFamily: false`: `dns.lookup` without `all` answers one address, and
-/// `net.connect` tries that one until its connect timeout).
+/// `dialing` says: only IPv4 ones when asked (Node's `family: 4`), IPv4 ones first when
+/// asked (each family keeping its order, as `dns.lookup`'s `ipv4first`), then all of them,
+/// raced, or only the first (Node's `autoSelectFamily: false`: `dns.lookup` without `all`
+/// answers one address, and `net.connect` tries that one until its connect timeout).
 pub(crate) fn dialed(mut ips: Vec<IpAddr>, dialing: &Dialing) -> Vec<IpAddr> {
+    if dialing.ipv4_only {
+        ips.retain(IpAddr::is_ipv4);
+    }
     if dialing.ipv4_first {
         ips.sort_by_key(IpAddr::is_ipv6);
     }
@@ -301,6 +305,30 @@ pub(crate) enum RaceError {
         /// poll(2)'s error.
         source: io::Error,
     },
+}
+
+impl RaceError {
+    /// What kind of failure it is: a lost race the most telling of its attempts' (an
+    /// unreachable network, else a timeout, else a refusal), as upstream collects the codes
+    /// of every attempt.
+    pub(crate) fn kind(&self) -> HttpErrorKind {
+        match self {
+            RaceError::NoAddresses { .. } => HttpErrorKind::Lookup,
+            RaceError::Lost { open_timeout, .. } if *open_timeout => HttpErrorKind::TimedOut,
+            RaceError::Lost { failures, .. } => {
+                let kinds: Vec<HttpErrorKind> = failures
+                    .iter()
+                    .map(|(_, why)| kind_of(why, HttpErrorKind::Refused))
+                    .collect();
+                [HttpErrorKind::Unreachable, HttpErrorKind::TimedOut]
+                    .into_iter()
+                    .find(|k| kinds.contains(k))
+                    .unwrap_or(HttpErrorKind::Refused)
+            }
+            RaceError::Cancelled => HttpErrorKind::Cancelled,
+            RaceError::Wait { .. } => HttpErrorKind::Other,
+        }
+    }
 }
 
 /// The text of [`RaceError::Lost`]: the one failure as the loop words a failed connect, or

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::channels::config::TELEGRAM_ATTEMPT_DELAY;
 use clawgate_core::model::{Dialing, HttpRequest};
-use clawgate_core::{WorkId, WorkResult};
+use clawgate_core::{HttpError, HttpErrorKind, WorkId, WorkResult};
 use clawgate_host::http_loop::{HttpLimits, LookupFn};
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use common::{BlackHole, chat, client_with_lookup};
@@ -30,7 +30,7 @@ const LOOPBACK_2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 fn past_a_black_hole(
     dialing: Dialing,
     connect_timeout: Duration,
-) -> (Result<(), String>, Duration, usize, u16) {
+) -> (Result<(), HttpError>, Duration, usize, u16) {
     let model = FakeModel::start(|_| Reply::text(&["reached"]));
     let port = model.addr().port();
     let _hole = BlackHole::at(SocketAddr::new(LOOPBACK_2, port));
@@ -53,7 +53,7 @@ fn past_a_black_hole(
 }
 
 /// The end of the one request, past its head and body.
-fn end_of(rx: &mpsc::Receiver<(WorkId, WorkResult)>) -> Result<(), String> {
+fn end_of(rx: &mpsc::Receiver<(WorkId, WorkResult)>) -> Result<(), HttpError> {
     loop {
         match rx.recv_timeout(WAIT).expect("a result in time") {
             (_, WorkResult::HttpEnd(end)) => return end,
@@ -67,6 +67,8 @@ const TELEGRAM: Dialing = Dialing {
     race: true,
     ipv4_first: false,
     attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
+    ipv4_only: false,
+    pinned: None,
 };
 
 #[test]
@@ -90,8 +92,9 @@ fn without_the_race_only_the_first_address_is_tried_to_its_connect_timeout() {
     let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
     assert_eq!(
         end,
-        Err(format!(
-            "cannot connect to api.test:{port} (127.0.0.2:{port}): {timed_out}"
+        Err(HttpError::new(
+            HttpErrorKind::TimedOut,
+            format!("cannot connect to api.test:{port} (127.0.0.2:{port}): {timed_out}")
         ))
     );
     assert_eq!(reached, 0, "the second address was never tried");

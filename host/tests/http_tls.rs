@@ -54,7 +54,13 @@ fn collect(
         match result {
             WorkResult::HttpHead { status: s, .. } => status = Some(s),
             WorkResult::HttpBody(b) => body.extend(b),
-            WorkResult::HttpEnd(end) => return (status, String::from_utf8(body).unwrap(), end),
+            WorkResult::HttpEnd(end) => {
+                return (
+                    status,
+                    String::from_utf8(body).unwrap(),
+                    end.map_err(|e| e.message),
+                );
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -889,6 +889,7 @@ fn telegram_dialing(
         race,
         ipv4_first,
         attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
+        ..Dialing::default()
     })
 }
 
@@ -994,7 +995,9 @@ mod tests {
     const RACED: Dialing = Dialing {
         race: true,
         ipv4_first: false,
+        ipv4_only: false,
         attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
+        pinned: None,
     };
 
     #[test]

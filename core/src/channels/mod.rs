@@ -524,7 +524,7 @@ impl Gateway {
                 let Some(call) = self.channels.calls.remove(&id) else {
                     return;
                 };
-                let answer = end.map(|()| Answer {
+                let answer = end.map_err(|e| e.message).map(|()| Answer {
                     status: call.status,
                     headers: &call.headers,
                     body: &call.body,
