@@ -407,7 +407,13 @@ pub(crate) mod tests {
             race: false,
             ..ipv4_first
         };
-        assert_eq!(dialed(resolved, &first_v4), [ip(v4(1))]);
+        assert_eq!(dialed(resolved.clone(), &first_v4), [ip(v4(1))]);
+        let ipv4_only = Dialing {
+            ipv4_only: true,
+            ..raced
+        };
+        assert_eq!(dialed(resolved, &ipv4_only), [ip(v4(1)), ip(v4(2))]);
+        assert!(dialed(vec![ip(v6(1))], &ipv4_only).is_empty());
         assert!(dialed(Vec::new(), &first_v4).is_empty());
     }
 

@@ -291,8 +291,8 @@ impl HttpLoop {
     /// Send `req` on a fresh connection, open within the open timeout from `now`: at once
     /// to an IP address or a name its dialing pins (when TLS, if it needs it, is set up);
     /// otherwise once a lookup thread found the host's addresses and, for `https://`, loaded
-    /// the TLS configuration (both block: never on the loop's thread; a pinned name's
-    /// answer is replaced by its pinned addresses).
+    /// the TLS configuration (both block: never on the loop's thread; an address, a pinned
+    /// name's first included, is not looked up).
     fn open(
         &mut self,
         req: Request,
@@ -310,11 +310,15 @@ impl HttpLoop {
             Some(ips) if !https || tls::is_loaded() => {
                 self.connect(req, ips, wire, by, now, out);
             }
-            _ => {
+            known => {
                 let ticket = self.next_ticket;
                 self.next_ticket = self.next_ticket.wrapping_add(1);
                 let load_tls = https && !tls::is_loaded();
-                self.lookups.ask(&req.target.host, load_tls, ticket);
+                // Known addresses are not looked up: the first is asked, to load TLS.
+                let name = known
+                    .and_then(|ips| ips.first().map(IpAddr::to_string))
+                    .unwrap_or_else(|| req.target.host.clone());
+                self.lookups.ask(&name, load_tls, ticket);
                 self.resolving.insert(ticket, Resolving { req, wire, by });
             }
         }

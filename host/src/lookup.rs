@@ -213,14 +213,17 @@ impl Lookups {
             .name(THREAD_NAME.into())
             .stack_size(STACK_BYTES)
             .spawn(move || {
-                let answer = lookup(&asked.host)
-                    .map_err(LookupError::Name)
-                    .and_then(|addrs| {
-                        if asked.tls {
-                            tls::config().map_err(LookupError::Tls)?;
-                        }
-                        Ok(addrs)
-                    });
+                // An address answers itself (a pinned name's, asked only to load TLS).
+                let answer = match asked.host.parse::<IpAddr>() {
+                    Ok(ip) => Ok(vec![ip]),
+                    Err(_) => lookup(&asked.host).map_err(LookupError::Name),
+                }
+                .and_then(|addrs| {
+                    if asked.tls {
+                        tls::config().map_err(LookupError::Tls)?;
+                    }
+                    Ok(addrs)
+                });
                 // The loop may be gone (shut down): nobody waits then.
                 if tx.send((asked, answer)).is_ok() {
                     let _ = waker.wake();

@@ -376,6 +376,19 @@ mod tests {
         let now = Instant::now();
         let only_pinned = |a: usize| (a < 2).then_some(HttpErrorKind::TimedOut);
         assert_eq!(request(&mut t, now, only_pinned), (vec![0, 1, 2], Ok(())));
+        // Upstream's lines: IPv4 only at debug, the pinned address as a warning.
+        let notes = &mut Vec::new();
+        let mut u = transport();
+        let (start, _) = u.begin(now, notes);
+        let e = error(HttpErrorKind::TimedOut);
+        u.failed(now, Tried { start, attempt: 0 }, &e, notes);
+        u.failed(now, Tried { start, attempt: 1 }, &e, notes);
+        let levels: Vec<Level> = notes.iter().map(|n| n.level).collect();
+        assert_eq!(levels, [Level::Debug, Level::Warn]);
+        assert_eq!(
+            notes[1].text,
+            "fetch fallback: primary connection path failed; trying alternative Telegram API IP (TimedOut)"
+        );
         assert_eq!(t.sticky(), 2);
         let d = t.dialing(2);
         assert!(!d.race && d.ipv4_only && d.ipv4_first);
