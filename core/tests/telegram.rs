@@ -336,6 +336,22 @@ fn an_api_error_or_a_refused_connection_does_not_fall_back() {
 }
 
 #[test]
+fn new_network_settings_on_reload_start_the_transport_attempts_over() {
+    let (mut p, _) = start("", "");
+    let primary = poll_dialing(&p)[0];
+    p.http_result(held_poll(&p), failed(HttpErrorKind::TimedOut));
+    assert!(poll_dialing(&p)[0].ipv4_only, "on the IPv4-only fallback");
+    p.reload(config("network: { autoSelectFamily: false }", ""));
+    p.http_result(held_poll(&p), failed(HttpErrorKind::Refused));
+    p.advance(Duration::from_millis(1500));
+    let first_only = Dialing {
+        race: false,
+        ..primary
+    };
+    assert_eq!(poll_dialing(&p), [first_only]);
+}
+
+#[test]
 fn with_dns_result_order_verbatim_there_is_no_fallback() {
     let (mut p, _) = start(r#"network: { dnsResultOrder: "verbatim" }"#, "");
     p.http_result(held_poll(&p), failed(HttpErrorKind::TimedOut));

@@ -253,7 +253,10 @@ impl Gateway {
         end: Result<(), HttpError>,
     ) -> Option<(Call, Result<(), String>)> {
         let answered = call.status != 0;
-        let (Some(at), Some(a)) = (call.attempt.take(), self.tg(&call.account)) else {
+        let Some(at) = call.attempt.take() else {
+            return Some((call, end.map_err(|e| e.message)));
+        };
+        let Some(a) = self.tg(&call.account) else {
             return Some((call, end.map_err(|e| e.message)));
         };
         let mut notes = Vec::new();
