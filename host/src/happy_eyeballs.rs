@@ -382,6 +382,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_lost_race_is_the_most_telling_kind_of_its_attempts() {
+        let lost = |kinds: &[io::ErrorKind], open_timeout: bool| {
+            let failures = kinds.iter().map(|k| (v4(1), io::Error::from(*k))).collect();
+            let e = RaceError::Lost {
+                name: "x:80".into(),
+                failures,
+                untried: Vec::new(),
+                open_timeout,
+            };
+            e.kind()
+        };
+        use io::ErrorKind as K;
+        assert_eq!(lost(&[K::ConnectionRefused], false), HttpErrorKind::Refused);
+        let refused_then_timed_out = [K::ConnectionRefused, K::TimedOut];
+        assert_eq!(
+            lost(&refused_then_timed_out, false),
+            HttpErrorKind::TimedOut
+        );
+        let unreachable = [K::TimedOut, K::HostUnreachable];
+        assert_eq!(lost(&unreachable, false), HttpErrorKind::Unreachable);
+        assert_eq!(lost(&[K::NetworkDown], false), HttpErrorKind::Unreachable);
+        assert_eq!(lost(&[K::ConnectionRefused], true), HttpErrorKind::TimedOut);
+        let none = RaceError::NoAddresses {
+            name: "x:80".into(),
+        };
+        assert_eq!(none.kind(), HttpErrorKind::Lookup);
+    }
+
+    #[test]
     fn dialing_puts_ipv4_first_and_without_the_race_keeps_the_first_address() {
         let resolved: Vec<IpAddr> = [v6(1), v4(1), v6(2), v4(2)]
             .iter()

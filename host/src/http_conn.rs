@@ -567,6 +567,31 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_closes_or_resets_before_answering_fails_as_closed_or_reset() {
+        for reset in [false, true] {
+            let server = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = server.local_addr().unwrap();
+            let answer = std::thread::spawn(move || {
+                let (mut conn, _) = server.accept().unwrap();
+                // Closed with bytes of the request unread, a socket sends a reset.
+                let mut request = vec![0u8; if reset { 1 } else { 256 }];
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = conn.read(&mut request).unwrap();
+            });
+            let mut exchange = get(vec![addr]);
+            let failed = run(&mut exchange).0.err().expect("no answer");
+            answer.join().unwrap();
+            assert_eq!(failed.stage, Stage::Written);
+            let kind = if reset {
+                HttpErrorKind::Reset
+            } else {
+                HttpErrorKind::Closed
+            };
+            assert_eq!(failed.error.kind, kind, "{}", failed.error);
+        }
+    }
+
+    #[test]
     fn when_every_address_refuses_the_error_names_each() {
         let (first, last) = (refusing(), refusing());
         let mut exchange = get(vec![first, last]);
