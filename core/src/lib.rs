@@ -120,6 +120,6 @@ pub use pairing::PairingStore;
 pub use route::Router;
 pub use scopes::EVENTS;
 pub use work::{
-    ExecOutput, ExecRequest, FileChunk, FileError, FileRead, MachineInfo, ProcessSpec, Work,
-    WorkId, WorkResult, WsOpen,
+    ExecOutput, ExecRequest, FileChunk, FileError, FileRead, HttpError, HttpErrorKind, MachineInfo,
+    ProcessSpec, Work, WorkId, WorkResult, WsOpen,
 };

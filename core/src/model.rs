@@ -59,9 +59,35 @@ pub struct Dialing {
     /// `dnsResultOrder: "ipv4first"`: IPv4 addresses before IPv6 ones, each family in the
     /// resolver's order (`false`: the resolver's order, Node's `verbatim`).
     pub ipv4_first: bool,
+    /// `family: 4`: only the host's IPv4 addresses are tried.
+    pub ipv4_only: bool,
     /// `autoSelectFamilyAttemptTimeout`: how long an attempt goes without connecting before
     /// the next address is tried beside it, when not the host's default.
     pub attempt_delay: Option<std::time::Duration>,
+    /// Addresses that stand for one host name instead of what it resolves to (upstream's
+    /// pinned lookup): a connection to that name goes to them, unlooked-up, while its TLS
+    /// server name, certificate check and `Host` stay the name's.
+    pub pinned: Option<Pinned>,
+}
+
+/// A host name's pinned addresses (see [`Dialing::pinned`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pinned {
+    /// The host name (lowercase, no trailing dot).
+    pub host: &'static str,
+    /// Its addresses, in the order to try them.
+    pub addrs: &'static [core::net::IpAddr],
+}
+
+impl Dialing {
+    /// The addresses pinned for `host` (any case, a trailing dot ignored), if it is the
+    /// pinned name.
+    pub fn pinned_for(&self, host: &str) -> Option<&'static [core::net::IpAddr]> {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        self.pinned
+            .filter(|p| p.host.eq_ignore_ascii_case(host))
+            .map(|p| p.addrs)
+    }
 }
 
 impl Default for Dialing {
@@ -69,7 +95,9 @@ impl Default for Dialing {
         Dialing {
             race: true,
             ipv4_first: false,
+            ipv4_only: false,
             attempt_delay: None,
+            pinned: None,
         }
     }
 }

@@ -198,6 +198,61 @@ pub struct FileChunk {
     pub data: Vec<u8>,
 }
 
+/// Why a [`Work::Http`] failed: what kind of failure (for the rules that depend on it, such
+/// as Telegram's transport fallback) and its text (for the user and the log).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HttpError {
+    /// What kind of failure.
+    pub kind: HttpErrorKind,
+    /// What happened, naming the host.
+    pub message: String,
+}
+
+impl HttpError {
+    /// A failure of this kind, saying `message`.
+    pub fn new(kind: HttpErrorKind, message: impl Into<String>) -> Self {
+        HttpError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What kind of failure ended a [`Work::Http`] (Node's error codes in brackets: what
+/// upstream's rules look at).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpErrorKind {
+    /// The host name did not resolve (`ENOTFOUND`, `EAI_AGAIN`).
+    Lookup,
+    /// Opening the connection (the lookup, connecting, the TLS handshake) did not end in
+    /// time, or an address's attempt timed out (`UND_ERR_CONNECT_TIMEOUT`, `ETIMEDOUT`).
+    TimedOut,
+    /// The network or the host cannot be reached, or the network is down (`ENETUNREACH`,
+    /// `EHOSTUNREACH`, `ENETDOWN`).
+    Unreachable,
+    /// Every address refused the connection, or failed for a reason not above
+    /// (`ECONNREFUSED`).
+    Refused,
+    /// The TLS handshake failed (a certificate not valid for the name, an alert).
+    Tls,
+    /// The server closed the connection before the response ended (undici's
+    /// `UND_ERR_SOCKET`, "other side closed").
+    Closed,
+    /// The open connection was reset or broke (`ECONNRESET`, `EPIPE`).
+    Reset,
+    /// No byte came within the idle timeout (`UND_ERR_HEADERS_TIMEOUT`,
+    /// `UND_ERR_BODY_TIMEOUT`).
+    IdleTimeout,
+    /// The response broke HTTP/1.1 or a limit.
+    Protocol,
+    /// The request was cancelled.
+    Cancelled,
+    /// The request could not be made (its URL, no thread, another local failure).
+    Other,
+}
+
 /// Why a [`Work::ReadFile`] read nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FileError {
@@ -237,8 +292,8 @@ pub enum WorkResult {
     /// The next bytes of a [`Work::Http`] response body.
     HttpBody(Vec<u8>),
     /// The [`Work::Http`] is over: the body ended (`Ok`), or the request failed, timed out or
-    /// was cancelled (the error, for the user and the log).
-    HttpEnd(Result<(), String>),
+    /// was cancelled (what kind of failure, and its text for the user and the log).
+    HttpEnd(Result<(), HttpError>),
     /// The outcome of a [`Work::ReadFile`].
     File(Result<FileChunk, FileError>),
     /// What a [`Work::ReadHistory`] found, or why the store could not read it.

@@ -8,7 +8,7 @@ use clawgate_core::client::Event;
 use clawgate_core::config::ModelRoute;
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::persist::StoreChange;
-use clawgate_core::{Config, ConnId, WorkResult};
+use clawgate_core::{Config, ConnId, HttpError, HttpErrorKind, WorkResult};
 use serde_json::{Value, json};
 
 fn config(model: bool) -> Config {
@@ -252,7 +252,7 @@ fn history_after_a_run_and_after_a_restart() {
     assert_eq!(again["sessionId"], h["sessionId"]);
 }
 
-fn failed(status: Option<u16>, body: &str, end: Result<(), String>) -> Vec<(String, Value)> {
+fn failed(status: Option<u16>, body: &str, end: Result<(), HttpError>) -> Vec<(String, Value)> {
     let mut c = config(true);
     c.limits.model_max_retries = 0;
     let mut p = Sim::started(Instant::now(), c);
@@ -307,7 +307,8 @@ fn provider_failures_end_in_a_chat_error_with_its_kind() {
     assert_eq!(of(&f, "chat:error")[0]["errorKind"], "unknown");
     assert_eq!(of(&f, "chat:error")[0]["errorDetail"]["httpStatus"], 500);
 
-    let f = failed(None, "", Err("connection refused".into()));
+    let refused = HttpError::new(HttpErrorKind::Refused, "connection refused");
+    let f = failed(None, "", Err(refused));
     let err = of(&f, "chat:error")[0];
     assert_eq!(err["errorKind"], "unknown");
     assert!(

@@ -9,7 +9,7 @@ use std::time::Instant;
 use clawgate_core::client::Event;
 use clawgate_core::config::QueueMode;
 use clawgate_core::fuzzing::sim::*;
-use clawgate_core::{Config, ConnId, WorkId, WorkResult};
+use clawgate_core::{Config, ConnId, HttpError, HttpErrorKind, WorkId, WorkResult};
 use serde_json::{Value, json};
 
 /// Upstream's queue debounce (the default `queueDebounce`).
@@ -262,7 +262,8 @@ fn the_lane_is_released_on_an_error_and_on_a_timeout() {
     send(&mut p, op, "k2", None);
     send(&mut p, op, "k3", None);
     let (first, _) = requests(&p)[0].clone();
-    p.http_result(first, WorkResult::HttpEnd(Err("request timed out".into())));
+    let timed_out = HttpError::new(HttpErrorKind::TimedOut, "request timed out");
+    p.http_result(first, WorkResult::HttpEnd(Err(timed_out)));
     p.advance(DEBOUNCE);
     let (second, msgs) = requests(&p)[0].clone();
     assert_eq!(msgs.last().unwrap()["content"], "m-k2");

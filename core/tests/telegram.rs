@@ -4,17 +4,19 @@
 
 use core::time::Duration;
 use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
+use clawgate_core::Level;
 use clawgate_core::channels::DELIVERY_RECORD_DELAY;
 use clawgate_core::channels::config::TELEGRAM_ATTEMPT_DELAY;
 use clawgate_core::channels::pairing::ChannelPairing;
 use clawgate_core::client::Event;
 use clawgate_core::config::{ConfigInput, RunFlags};
 use clawgate_core::fuzzing::sim::*;
-use clawgate_core::model::{Dialing, HttpRequest};
+use clawgate_core::model::{Dialing, HttpRequest, Pinned};
 use clawgate_core::persist::{ChannelRowKind, StoreChange};
-use clawgate_core::{Config, ConnId, Output, WorkId, WorkResult};
+use clawgate_core::{Config, ConnId, HttpError, HttpErrorKind, Output, WorkId, WorkResult};
 use serde_json::{Value, json};
 
 const API: &str = "http://api.telegram.test";
@@ -230,7 +232,9 @@ fn the_accounts_network_settings_ride_on_its_bot_api_requests() {
     let raced = Dialing {
         race: true,
         ipv4_first: false,
+        ipv4_only: false,
         attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
+        pinned: None,
     };
     let (p, _) = start("", "");
     assert_eq!(poll_dialing(&p), [raced]);
@@ -244,6 +248,114 @@ fn the_accounts_network_settings_ride_on_its_bot_api_requests() {
         ..raced
     };
     assert_eq!(poll_dialing(&p), [first_ipv4_only]);
+}
+
+/// The held long poll's id.
+fn held_poll(p: &Sim) -> WorkId {
+    let polls: Vec<WorkId> = p
+        .held_http()
+        .iter()
+        .filter(|(_, r)| r.url.ends_with("/getUpdates"))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(polls.len(), 1, "one poll held");
+    polls[0]
+}
+
+/// Upstream's fallback address of the Bot API.
+const TELEGRAM_IP: [IpAddr; 1] = [IpAddr::V4(Ipv4Addr::new(149, 154, 167, 220))];
+
+fn failed(kind: HttpErrorKind) -> WorkResult {
+    WorkResult::HttpEnd(Err(HttpError::new(
+        kind,
+        format!("cannot connect: {kind:?}"),
+    )))
+}
+
+#[test]
+fn a_transport_failure_goes_again_ipv4_only_then_to_the_pinned_address_and_stays_there() {
+    let (mut p, mut f) = start("", "");
+    let primary = poll_dialing(&p)[0];
+    p.http_result(held_poll(&p), failed(HttpErrorKind::TimedOut));
+    // At once, with no backoff: the same poll, IPv4 only.
+    let ipv4 = Dialing {
+        race: false,
+        ipv4_first: true,
+        ipv4_only: true,
+        ..primary
+    };
+    assert_eq!(poll_dialing(&p), [ipv4]);
+    p.http_result(held_poll(&p), failed(HttpErrorKind::Unreachable));
+    let pinned = Dialing {
+        pinned: Some(Pinned {
+            host: "api.telegram.org",
+            addrs: &TELEGRAM_IP,
+        }),
+        ..ipv4
+    };
+    assert_eq!(poll_dialing(&p), [pinned]);
+    let warned = p.logs.iter().any(|l| {
+        l.level == Level::Warn && l.message.contains("trying alternative Telegram API IP")
+    });
+    assert!(warned, "{:?}", p.logs);
+    // The poll answers there: the next one starts there (sticky), and the account never
+    // failed.
+    f.dm(5, "hi");
+    pump(&mut p, &mut f);
+    assert_eq!(poll_dialing(&p), [pinned]);
+    assert_eq!(
+        f.sent("getUpdates").len(),
+        1,
+        "answered on the pinned address"
+    );
+    let op = admin(&mut p);
+    let status = p.call(op, "channels.status", None).unwrap();
+    assert_eq!(
+        status["channelAccounts"]["telegram"][0]["lastError"],
+        Value::Null
+    );
+}
+
+#[test]
+fn an_api_error_or_a_refused_connection_does_not_fall_back() {
+    let (mut p, mut f) = start("", "");
+    let primary = poll_dialing(&p)[0];
+    f.poll_failure = Some((
+        500,
+        json!({"ok": false, "error_code": 500, "description": "x"}),
+    ));
+    pump(&mut p, &mut f);
+    assert!(poll_dialing(&p).is_empty(), "waiting out the backoff");
+    // The backoff: 1 s, then 2 s, each with up to half again of jitter.
+    p.advance(Duration::from_millis(1500));
+    assert_eq!(poll_dialing(&p), [primary]);
+    p.http_result(held_poll(&p), failed(HttpErrorKind::Refused));
+    assert!(poll_dialing(&p).is_empty(), "waiting out the backoff");
+    p.advance(Duration::from_secs(3));
+    assert_eq!(poll_dialing(&p), [primary]);
+}
+
+#[test]
+fn new_network_settings_on_reload_start_the_transport_attempts_over() {
+    let (mut p, _) = start("", "");
+    let primary = poll_dialing(&p)[0];
+    p.http_result(held_poll(&p), failed(HttpErrorKind::TimedOut));
+    assert!(poll_dialing(&p)[0].ipv4_only, "on the IPv4-only fallback");
+    p.reload(config("network: { autoSelectFamily: false }", ""));
+    p.http_result(held_poll(&p), failed(HttpErrorKind::Refused));
+    p.advance(Duration::from_millis(1500));
+    let first_only = Dialing {
+        race: false,
+        ..primary
+    };
+    assert_eq!(poll_dialing(&p), [first_only]);
+}
+
+#[test]
+fn with_dns_result_order_verbatim_there_is_no_fallback() {
+    let (mut p, _) = start(r#"network: { dnsResultOrder: "verbatim" }"#, "");
+    p.http_result(held_poll(&p), failed(HttpErrorKind::TimedOut));
+    assert!(poll_dialing(&p).is_empty(), "the poll failed: backoff");
 }
 
 #[test]

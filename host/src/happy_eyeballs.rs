@@ -22,9 +22,10 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use clawgate_core::HttpErrorKind;
 use clawgate_core::model::Dialing;
 
-use crate::http_conn::connect_error;
+use crate::http_conn::{connect_error, kind_of};
 use crate::http_loop::HttpLimits;
 use crate::wait;
 
@@ -57,11 +58,14 @@ pub(crate) fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
 }
 
 /// The addresses of a host a fresh connection tries, in the resolver's order `ips`, as
-/// `dialing` says: IPv4 ones first when asked (each family keeping its order, as
-/// `dns.lookup`'s `ipv4first`), then all of them, raced, or only the first (Node's
-/// `autoSelectFamily: false`: `dns.lookup` without `all` answers one address, and
-/// `net.connect` tries that one until its connect timeout).
+/// `dialing` says: only IPv4 ones when asked (Node's `family: 4`), IPv4 ones first when
+/// asked (each family keeping its order, as `dns.lookup`'s `ipv4first`), then all of them,
+/// raced, or only the first (Node's `autoSelectFamily: false`: `dns.lookup` without `all`
+/// answers one address, and `net.connect` tries that one until its connect timeout).
 pub(crate) fn dialed(mut ips: Vec<IpAddr>, dialing: &Dialing) -> Vec<IpAddr> {
+    if dialing.ipv4_only {
+        ips.retain(IpAddr::is_ipv4);
+    }
     if dialing.ipv4_first {
         ips.sort_by_key(IpAddr::is_ipv6);
     }
@@ -303,6 +307,30 @@ pub(crate) enum RaceError {
     },
 }
 
+impl RaceError {
+    /// What kind of failure it is: a lost race the most telling of its attempts' (an
+    /// unreachable network, else a timeout, else a refusal), as upstream collects the codes
+    /// of every attempt.
+    pub(crate) fn kind(&self) -> HttpErrorKind {
+        match self {
+            RaceError::NoAddresses { .. } => HttpErrorKind::Lookup,
+            RaceError::Lost { open_timeout, .. } if *open_timeout => HttpErrorKind::TimedOut,
+            RaceError::Lost { failures, .. } => {
+                let kinds: Vec<HttpErrorKind> = failures
+                    .iter()
+                    .map(|(_, why)| kind_of(why, HttpErrorKind::Refused))
+                    .collect();
+                [HttpErrorKind::Unreachable, HttpErrorKind::TimedOut]
+                    .into_iter()
+                    .find(|k| kinds.contains(k))
+                    .unwrap_or(HttpErrorKind::Refused)
+            }
+            RaceError::Cancelled => HttpErrorKind::Cancelled,
+            RaceError::Wait { .. } => HttpErrorKind::Other,
+        }
+    }
+}
+
 /// The text of [`RaceError::Lost`]: the one failure as the loop words a failed connect, or
 /// every address and why, and those left untried.
 fn lost_text(name: &str, failures: &[(SocketAddr, io::Error)], untried: &[SocketAddr]) -> String {
@@ -354,6 +382,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_lost_race_is_the_most_telling_kind_of_its_attempts() {
+        let lost = |kinds: &[io::ErrorKind], open_timeout: bool| {
+            let failures = kinds.iter().map(|k| (v4(1), io::Error::from(*k))).collect();
+            let e = RaceError::Lost {
+                name: "x:80".into(),
+                failures,
+                untried: Vec::new(),
+                open_timeout,
+            };
+            e.kind()
+        };
+        use io::ErrorKind as K;
+        assert_eq!(lost(&[K::ConnectionRefused], false), HttpErrorKind::Refused);
+        let refused_then_timed_out = [K::ConnectionRefused, K::TimedOut];
+        assert_eq!(
+            lost(&refused_then_timed_out, false),
+            HttpErrorKind::TimedOut
+        );
+        let unreachable = [K::TimedOut, K::HostUnreachable];
+        assert_eq!(lost(&unreachable, false), HttpErrorKind::Unreachable);
+        assert_eq!(lost(&[K::NetworkDown], false), HttpErrorKind::Unreachable);
+        assert_eq!(lost(&[K::ConnectionRefused], true), HttpErrorKind::TimedOut);
+        let none = RaceError::NoAddresses {
+            name: "x:80".into(),
+        };
+        assert_eq!(none.kind(), HttpErrorKind::Lookup);
+    }
+
+    #[test]
     fn dialing_puts_ipv4_first_and_without_the_race_keeps_the_first_address() {
         let resolved: Vec<IpAddr> = [v6(1), v4(1), v6(2), v4(2)]
             .iter()
@@ -379,7 +436,13 @@ pub(crate) mod tests {
             race: false,
             ..ipv4_first
         };
-        assert_eq!(dialed(resolved, &first_v4), [ip(v4(1))]);
+        assert_eq!(dialed(resolved.clone(), &first_v4), [ip(v4(1))]);
+        let ipv4_only = Dialing {
+            ipv4_only: true,
+            ..raced
+        };
+        assert_eq!(dialed(resolved, &ipv4_only), [ip(v4(1)), ip(v4(2))]);
+        assert!(dialed(vec![ip(v6(1))], &ipv4_only).is_empty());
         assert!(dialed(Vec::new(), &first_v4).is_empty());
     }
 

@@ -20,12 +20,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use clawgate_core::WorkResult;
 use clawgate_core::model::http1::{ResponseEvent, ResponseParser};
+use clawgate_core::{HttpError, HttpErrorKind, WorkResult};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use crate::happy_eyeballs::{Attempt, Race};
+use crate::happy_eyeballs::{Attempt, Race, RaceError};
 use crate::http_loop::HttpLimits;
 use crate::http_pool::Connection;
 use crate::tls::Stream;
@@ -52,7 +52,7 @@ pub(crate) enum Stage {
 /// Why an exchange failed, and at which [`Stage`].
 pub(crate) struct Failed {
     /// What the request's `HttpEnd` says.
-    pub(crate) error: String,
+    pub(crate) error: HttpError,
     /// How far it got.
     pub(crate) stage: Stage,
 }
@@ -73,11 +73,28 @@ impl Failed {
 
 /// The error of a request that went `limits.idle_timeout` without a byte, to `addr`
 /// (`host:port`).
-fn idle_error(addr: &str, limits: &HttpLimits) -> String {
-    format!(
+fn idle_error(addr: &str, limits: &HttpLimits) -> HttpError {
+    let text = format!(
         "no data from {addr} for {} s (idle timeout)",
         limits.idle_timeout.as_secs_f32()
-    )
+    );
+    HttpError::new(HttpErrorKind::IdleTimeout, text)
+}
+
+/// What kind of failure the OS error `e` is, on a connection or an attempt to make one;
+/// `otherwise` for an error of none of the kinds upstream's rules name.
+pub(crate) fn kind_of(e: &io::Error, otherwise: HttpErrorKind) -> HttpErrorKind {
+    match e.kind() {
+        io::ErrorKind::TimedOut => HttpErrorKind::TimedOut,
+        io::ErrorKind::NetworkUnreachable
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::NetworkDown => HttpErrorKind::Unreachable,
+        io::ErrorKind::ConnectionRefused => HttpErrorKind::Refused,
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => HttpErrorKind::Reset,
+        _ => otherwise,
+    }
 }
 
 /// The error of a TLS handshake with `addr` (`host:port`) not done within
@@ -176,14 +193,15 @@ pub(crate) struct Exchange {
 /// The connection over `winner`'s socket (non-blocking, its registration with the poller
 /// kept); for `https://` (`tls` is the host) a TLS session over it, its handshake not
 /// started.
-fn open(winner: Attempt, tls: Option<&str>, name: &str) -> Result<Connection, String> {
+fn open(winner: Attempt, tls: Option<&str>, name: &str) -> Result<Connection, HttpError> {
     let Attempt { addr, socket, .. } = winner;
     let handle = socket
         .set_nodelay(true)
         .and_then(|()| socket.try_clone())
-        .map_err(|e| connect_error(name, addr, e))?;
+        .map_err(|e| HttpError::new(HttpErrorKind::Other, connect_error(name, addr, e)))?;
     let stream = match tls {
-        Some(host) => crate::tls::client(host, name, socket)?,
+        Some(host) => crate::tls::client(host, name, socket)
+            .map_err(|e| HttpError::new(HttpErrorKind::Tls, e))?,
         None => Stream::Plain(socket),
     };
     Ok(Connection {
@@ -293,7 +311,10 @@ impl Exchange {
         let t = &self.transfer;
         let error = match (&self.link, t.phase) {
             (Link::Racing(_), _) => return Ok(()),
-            (Link::Open(..), Phase::Handshaking) => handshake_timeout_error(&t.name, &t.limits),
+            (Link::Open(..), Phase::Handshaking) => HttpError::new(
+                HttpErrorKind::TimedOut,
+                handshake_timeout_error(&t.name, &t.limits),
+            ),
             (Link::Open(..), Phase::Writing(_) | Phase::Reading) => idle_error(&t.name, &t.limits),
         };
         Err(Failed {
@@ -337,7 +358,8 @@ impl Exchange {
                 error,
                 stage: Stage::Write,
             };
-            let Some(winner) = race.advance(now).map_err(|e| lost(e.to_string()))? else {
+            let lost_race = |e: RaceError| lost(HttpError::new(e.kind(), e.to_string()));
+            let Some(winner) = race.advance(now).map_err(lost_race)? else {
                 self.transfer.deadline = race.deadline();
                 return Ok(None);
             };
@@ -393,7 +415,10 @@ impl Transfer {
             match self.phase {
                 Phase::Handshaking => {
                     let done = conn.stream.handshake().map_err(|e| Failed {
-                        error: crate::tls::handshake_error(&self.name, &e),
+                        error: HttpError::new(
+                            crate::tls::handshake_kind(&e),
+                            crate::tls::handshake_error(&self.name, &e),
+                        ),
                         stage: Stage::Write,
                     })?;
                     if !done {
@@ -441,7 +466,7 @@ impl Transfer {
             if n == 0 {
                 return match self.parser.finish() {
                     Ok(()) => Ok(Some(self.ended(false))),
-                    Err(e) => Err(self.failed_with(e.to_string())),
+                    Err(e) => Err(self.failed_with(HttpErrorKind::Closed, e.to_string())),
                 };
             }
             if self.stage != Stage::Answered {
@@ -456,7 +481,7 @@ impl Transfer {
             if fed.is_ok() && self.parser.is_complete() {
                 return Ok(Some(self.ended(self.parser.reusable())));
             }
-            fed.map_err(|e| self.failed_with(e.to_string()))?;
+            fed.map_err(|e| self.failed_with(HttpErrorKind::Protocol, e.to_string()))?;
         }
     }
 
@@ -468,12 +493,12 @@ impl Transfer {
     }
 
     fn failed(&self, e: io::Error) -> Failed {
-        self.failed_with(e.to_string())
+        self.failed_with(kind_of(&e, HttpErrorKind::Reset), e.to_string())
     }
 
-    fn failed_with(&self, e: String) -> Failed {
+    fn failed_with(&self, kind: HttpErrorKind, e: String) -> Failed {
         Failed {
-            error: format!("{}: {e}", self.name),
+            error: HttpError::new(kind, format!("{}: {e}", self.name)),
             stage: self.stage,
         }
     }
@@ -542,15 +567,38 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_closes_or_resets_before_answering_fails_as_closed_or_reset() {
+        for reset in [false, true] {
+            let server = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = server.local_addr().unwrap();
+            let answer = std::thread::spawn(move || {
+                let (mut conn, _) = server.accept().unwrap();
+                // Closed with bytes of the request unread, a socket sends a reset.
+                let mut request = vec![0u8; if reset { 1 } else { 256 }];
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = conn.read(&mut request).unwrap();
+            });
+            let mut exchange = get(vec![addr]);
+            let failed = run(&mut exchange).0.err().expect("no answer");
+            answer.join().unwrap();
+            assert_eq!(failed.stage, Stage::Written);
+            let kind = if reset {
+                HttpErrorKind::Reset
+            } else {
+                HttpErrorKind::Closed
+            };
+            assert_eq!(failed.error.kind, kind, "{}", failed.error);
+        }
+    }
+
+    #[test]
     fn when_every_address_refuses_the_error_names_each() {
         let (first, last) = (refusing(), refusing());
         let mut exchange = get(vec![first, last]);
         let failed = run(&mut exchange).0.err().expect("refused");
         assert_eq!(failed.stage, Stage::Write);
         let why = io::Error::from_raw_os_error(libc::ECONNREFUSED);
-        assert_eq!(
-            failed.error,
-            format!("cannot connect to x:80: {first}: {why}; {last}: {why}")
-        );
+        let text = format!("cannot connect to x:80: {first}: {why}; {last}: {why}");
+        assert_eq!(failed.error, HttpError::new(HttpErrorKind::Refused, text));
     }
 }

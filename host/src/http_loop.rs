@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::model::http1::{ResponseLimits, Scheme, Target, encode_request};
 use clawgate_core::model::{Dialing, HttpRequest};
-use clawgate_core::{WorkId, WorkResult};
+use clawgate_core::{HttpError, HttpErrorKind, WorkId, WorkResult};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::happy_eyeballs::dialed;
@@ -252,10 +252,11 @@ impl HttpLoop {
     /// Start `req`, reporting with `id`: on a kept connection its
     /// request is written at once. Its results come from later [`HttpLoop::drive`]s.
     pub fn start(&mut self, id: WorkId, req: HttpRequest, now: Instant) {
+        let invalid = |e: String| HttpError::new(HttpErrorKind::Other, e);
         let prepared = Target::parse(&req.url)
-            .map_err(|e| e.to_string())
+            .map_err(|e| invalid(e.to_string()))
             .and_then(|t| {
-                let wire = encode_request(&req, &t).map_err(|e| e.to_string())?;
+                let wire = encode_request(&req, &t).map_err(|e| invalid(e.to_string()))?;
                 Ok((t, wire))
             });
         let (target, wire) = match prepared {
@@ -264,7 +265,7 @@ impl HttpLoop {
         };
         let req = Request {
             id,
-            origin: Origin::of(&target),
+            origin: Origin::of(&target, req.dialing),
             target,
             idempotent: req.idempotent,
             method: req.method,
@@ -288,9 +289,10 @@ impl HttpLoop {
     }
 
     /// Send `req` on a fresh connection, open within the open timeout from `now`: at once
-    /// to an IP address (when TLS, if it needs it, is set up); otherwise once a lookup
-    /// thread found the host's addresses and, for `https://`, loaded the TLS configuration
-    /// (both block: never on the loop's thread).
+    /// to an IP address or a name its dialing pins (when TLS, if it needs it, is set up);
+    /// otherwise once a lookup thread found the host's addresses and, for `https://`, loaded
+    /// the TLS configuration (both block: never on the loop's thread; an address, a pinned
+    /// name's first included, is not looked up).
     fn open(
         &mut self,
         req: Request,
@@ -300,15 +302,23 @@ impl HttpLoop {
     ) {
         let by = now + self.limits.open_timeout;
         let https = req.target.scheme == Scheme::Https;
-        match req.target.host.parse::<IpAddr>() {
-            Ok(ip) if !https || tls::is_loaded() => {
-                self.connect(req, vec![ip], wire, by, now, out);
+        let known = match req.dialing.pinned_for(&req.target.host) {
+            Some(pinned) => Some(pinned.to_vec()),
+            None => req.target.host.parse::<IpAddr>().ok().map(|ip| vec![ip]),
+        };
+        match known {
+            Some(ips) if !https || tls::is_loaded() => {
+                self.connect(req, ips, wire, by, now, out);
             }
-            _ => {
+            known => {
                 let ticket = self.next_ticket;
                 self.next_ticket = self.next_ticket.wrapping_add(1);
                 let load_tls = https && !tls::is_loaded();
-                self.lookups.ask(&req.target.host, load_tls, ticket);
+                // Known addresses are not looked up: the first is asked, to load TLS.
+                let name = known
+                    .and_then(|ips| ips.first().map(IpAddr::to_string))
+                    .unwrap_or_else(|| req.target.host.clone());
+                self.lookups.ask(&name, load_tls, ticket);
                 self.resolving.insert(ticket, Resolving { req, wire, by });
             }
         }
@@ -325,6 +335,10 @@ impl HttpLoop {
         out: &mut Vec<(WorkId, WorkResult)>,
     ) {
         let port = req.target.port;
+        let ips = match req.dialing.pinned_for(&req.target.host) {
+            Some(pinned) => pinned.to_vec(),
+            None => ips,
+        };
         let addrs: Vec<SocketAddr> = dialed(ips, &req.dialing)
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
@@ -380,7 +394,8 @@ impl HttpLoop {
         } else {
             return false;
         }
-        self.decide(vec![(id, WorkResult::HttpEnd(Err(CANCELLED.into())))]);
+        let cancelled = HttpError::new(HttpErrorKind::Cancelled, CANCELLED);
+        self.decide(vec![(id, WorkResult::HttpEnd(Err(cancelled)))]);
         true
     }
 
@@ -458,7 +473,7 @@ impl HttpLoop {
             match answer {
                 Ok(ips) => self.connect(req, ips, wire, by, now, out),
                 Err(e) => {
-                    let error = e.message(&req.name());
+                    let error = e.error(&req.name());
                     out.push((req.id, WorkResult::HttpEnd(Err(error))));
                 }
             }
@@ -477,6 +492,7 @@ impl HttpLoop {
             self.lookups.forget(ticket);
             if let Some(r) = self.resolving.remove(&ticket) {
                 let error = lookup_timeout_error(&r.req.name(), &self.limits);
+                let error = HttpError::new(HttpErrorKind::TimedOut, error);
                 out.push((r.req.id, WorkResult::HttpEnd(Err(error))));
             }
         }
@@ -522,7 +538,10 @@ impl HttpLoop {
                 self.running.insert(token, running);
             }
             Err(e) => {
-                let error = format!("cannot watch the connection: {e}");
+                let error = HttpError::new(
+                    HttpErrorKind::Other,
+                    format!("cannot watch the connection: {e}"),
+                );
                 out.push((running.req.id, WorkResult::HttpEnd(Err(error))));
             }
         }

@@ -20,6 +20,7 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use clawgate_core::model::Dialing;
 use clawgate_core::model::http1::{Scheme, Target};
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
@@ -65,15 +66,20 @@ pub(crate) struct Origin {
     scheme: Scheme,
     host: String,
     port: u16,
+    /// How its connections were dialled: a request dialled otherwise (IPv4 only, to a
+    /// pinned address) does not take them, as upstream's Telegram transport attempts each
+    /// keep a pool of their own.
+    dialing: Dialing,
 }
 
 impl Origin {
-    /// The origin of `target`.
-    pub(crate) fn of(target: &Target) -> Self {
+    /// The origin of `target`, dialled as `dialing` says.
+    pub(crate) fn of(target: &Target, dialing: Dialing) -> Self {
         Origin {
             scheme: target.scheme,
             host: target.host.clone(),
             port: target.port,
+            dialing,
         }
     }
 }

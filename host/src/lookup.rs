@@ -21,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::{Arc, mpsc};
 
+use clawgate_core::{HttpError, HttpErrorKind};
 use mio::Waker;
 
 use crate::http_loop::LookupFn;
@@ -58,11 +59,17 @@ pub(crate) enum LookupError {
 
 impl LookupError {
     /// The error of a request to `name` (`host:port`) that waited on this lookup.
-    pub(crate) fn message(&self, name: &str) -> String {
+    pub(crate) fn error(&self, name: &str) -> HttpError {
         match self {
-            LookupError::Name(why) => format!("cannot resolve {name}: {why}"),
-            LookupError::Tls(error) => error.clone(),
-            LookupError::NoThread(why) => format!("cannot resolve {name}: no thread: {why}"),
+            LookupError::Name(why) => HttpError::new(
+                HttpErrorKind::Lookup,
+                format!("cannot resolve {name}: {why}"),
+            ),
+            LookupError::Tls(error) => HttpError::new(HttpErrorKind::Other, error.clone()),
+            LookupError::NoThread(why) => HttpError::new(
+                HttpErrorKind::Other,
+                format!("cannot resolve {name}: no thread: {why}"),
+            ),
         }
     }
 }
@@ -206,14 +213,17 @@ impl Lookups {
             .name(THREAD_NAME.into())
             .stack_size(STACK_BYTES)
             .spawn(move || {
-                let answer = lookup(&asked.host)
-                    .map_err(LookupError::Name)
-                    .and_then(|addrs| {
-                        if asked.tls {
-                            tls::config().map_err(LookupError::Tls)?;
-                        }
-                        Ok(addrs)
-                    });
+                // An address answers itself (a pinned name's, asked only to load TLS).
+                let answer = match asked.host.parse::<IpAddr>() {
+                    Ok(ip) => Ok(vec![ip]),
+                    Err(_) => lookup(&asked.host).map_err(LookupError::Name),
+                }
+                .and_then(|addrs| {
+                    if asked.tls {
+                        tls::config().map_err(LookupError::Tls)?;
+                    }
+                    Ok(addrs)
+                });
                 // The loop may be gone (shut down): nobody waits then.
                 if tx.send((asked, answer)).is_ok() {
                     let _ = waker.wake();

@@ -148,6 +148,16 @@ pub(crate) fn handshake_error(addr: &str, e: &io::Error) -> String {
     format!("TLS handshake with {addr} failed: {}", reason(e))
 }
 
+/// What kind of failure a handshake that failed with `e` is: TLS's own (rustls's error), or
+/// the connection's under it (a reset, a timeout: [`crate::http_conn::kind_of`]).
+pub(crate) fn handshake_kind(e: &io::Error) -> clawgate_core::HttpErrorKind {
+    use clawgate_core::HttpErrorKind;
+    match e.get_ref().map(|inner| inner.is::<rustls::Error>()) {
+        Some(true) => HttpErrorKind::Tls,
+        _ => crate::http_conn::kind_of(e, HttpErrorKind::Reset),
+    }
+}
+
 /// rustls reports its own errors inside `io::Error`s; show those without the wrapping.
 fn reason(e: &io::Error) -> String {
     match e

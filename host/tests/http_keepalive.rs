@@ -183,7 +183,7 @@ fn get(url: String) -> HttpRequest {
 fn end_of(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> Result<(), String> {
     loop {
         match rx.recv_timeout(WAIT).expect("a result in time") {
-            (got, WorkResult::HttpEnd(end)) if got == id => return end,
+            (got, WorkResult::HttpEnd(end)) if got == id => return end.map_err(|e| e.message),
             (got, _) if got == id => {}
             other => panic!("unexpected {other:?}"),
         }

@@ -67,7 +67,7 @@ fn collect(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> Response {
                 r.bodies.push(b);
             }
             WorkResult::HttpEnd(end) => {
-                r.end = Some(end);
+                r.end = Some(end.map_err(|e| e.message));
                 assert!(
                     rx.recv_timeout(Duration::from_millis(50)).is_err(),
                     "results after the end"
@@ -256,7 +256,7 @@ fn a_cancel_mid_stream_ends_promptly() {
 fn collect_after_head(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> Result<(), String> {
     loop {
         match rx.recv_timeout(WAIT).unwrap() {
-            (got, WorkResult::HttpEnd(end)) if got == id => return end,
+            (got, WorkResult::HttpEnd(end)) if got == id => return end.map_err(|e| e.message),
             (got, WorkResult::HttpBody(_)) if got == id => {}
             other => panic!("unexpected {other:?}"),
         }

@@ -43,7 +43,9 @@ fn end_of(rx: &mpsc::Receiver<(WorkId, WorkResult)>, id: WorkId) -> (Result<(), 
         match result {
             WorkResult::HttpHead { .. } => {}
             WorkResult::HttpBody(b) => body.extend(b),
-            WorkResult::HttpEnd(end) => return (end, String::from_utf8(body).unwrap()),
+            WorkResult::HttpEnd(end) => {
+                return (end.map_err(|e| e.message), String::from_utf8(body).unwrap());
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -54,7 +56,7 @@ fn ends(rx: &mpsc::Receiver<(WorkId, WorkResult)>, n: usize) -> Vec<(WorkId, Res
     let mut ends = Vec::new();
     while ends.len() < n {
         match rx.recv_timeout(WAIT).expect("a result in time") {
-            (id, WorkResult::HttpEnd(end)) => ends.push((id, end)),
+            (id, WorkResult::HttpEnd(end)) => ends.push((id, end.map_err(|e| e.message))),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -3,19 +3,23 @@
 //! loads the roots): an answer over TLS to an address and to a name (`localhost`),
 //! keep-alive reuse of a TLS session, and a server that never completes the handshake:
 //! cancelled in it, or timed out in it by the open timeout, whether it stays silent or
-//! trickles bytes (the handshake's time is a total, not renewed by each byte).
+//! trickles bytes (the handshake's time is a total, not renewed by each byte); and a name
+//! pinned to an address (Telegram's fallback) dialled there, unlooked-up, its certificate
+//! checked against the name.
 
 mod common;
 
-use std::net::TcpListener;
-use std::sync::{OnceLock, mpsc};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
+use clawgate_core::model::{Dialing, HttpRequest, Pinned};
 use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_loop::{CANCELLED, HttpLimits};
+use clawgate_host::http_loop::{CANCELLED, HttpLimits, LookupFn};
 use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
 use clawgate_tests::fake_tls::{TestCa, trickle_handshake};
-use common::{chat, client};
+use common::{chat, client, client_with_lookup};
 
 /// How long a test waits for any one result.
 const WAIT: Duration = Duration::from_secs(10);
@@ -54,7 +58,13 @@ fn collect(
         match result {
             WorkResult::HttpHead { status: s, .. } => status = Some(s),
             WorkResult::HttpBody(b) => body.extend(b),
-            WorkResult::HttpEnd(end) => return (status, String::from_utf8(body).unwrap(), end),
+            WorkResult::HttpEnd(end) => {
+                return (
+                    status,
+                    String::from_utf8(body).unwrap(),
+                    end.map_err(|e| e.message),
+                );
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -201,4 +211,52 @@ fn a_handshake_that_trickles_bytes_still_hits_the_open_timeout() {
         ))
     );
     assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
+#[test]
+fn a_pinned_name_is_dialled_at_its_address_unlooked_up_while_tls_verifies_the_name() {
+    // A certificate for the name only: a check against the address would fail.
+    const NAME: &str = "api.telegram.test";
+    const PINNED: [IpAddr; 1] = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    let server = trusted().server_for(&[NAME]);
+    let model = FakeModel::with(FakeApi::OpenAi, Some(server), |_| Reply::text(&["pinned"]));
+    let port = model.addr().port();
+    // The name's lookup is blocked (and counted).
+    let looked_up = Arc::new(AtomicUsize::new(0));
+    let counted = looked_up.clone();
+    let lookup: LookupFn = Arc::new(move |_: &str| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Err("blocked".into())
+    });
+    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
+    let dialing = Dialing {
+        pinned: Some(Pinned {
+            host: NAME,
+            addrs: &PINNED,
+        }),
+        ..Dialing::default()
+    };
+    let url = format!("https://{NAME}:{port}/v1/chat/completions");
+    pool.submit(
+        WorkId(7),
+        HttpRequest {
+            dialing,
+            ..chat(url)
+        },
+    );
+    let (status, body, end) = collect(&rx, WorkId(7));
+    assert_eq!(end, Ok(()));
+    assert_eq!(status, Some(200));
+    assert!(body.contains("\"pinned\""), "{body}");
+    assert_eq!(looked_up.load(Ordering::SeqCst), 0, "no lookup of the name");
+    let host = model.requests()[0].header("host").map(str::to_owned);
+    assert_eq!(host, Some(format!("{NAME}:{port}")));
+    // Unpinned, the same name is looked up (and blocked).
+    pool.submit(
+        WorkId(8),
+        chat(format!("https://{NAME}:{port}/v1/chat/completions")),
+    );
+    let (_, _, end) = collect(&rx, WorkId(8));
+    assert!(end.unwrap_err().contains("blocked"));
+    assert_eq!(looked_up.load(Ordering::SeqCst), 1);
 }

@@ -154,7 +154,7 @@ fn ended_lookup_threads_keep_only_the_top_of_their_stacks() {
     while ended < AT_ONCE {
         if let (_, WorkResult::HttpEnd(end)) = rx.recv_timeout(WAIT).expect("results in time") {
             let error = end.expect_err("the server closes in the handshake");
-            assert!(error.contains("TLS"), "{error}");
+            assert!(error.message.contains("TLS"), "{error}");
             ended += 1;
         }
     }

@@ -21,6 +21,8 @@ pub struct TestCa {
     pub ca_file: PathBuf,
     /// A rustls server configuration presenting the certificate the CA signed.
     pub server: Arc<rustls::ServerConfig>,
+    ca_key: KeyPair,
+    ca_cert: rcgen::Certificate,
 }
 
 impl TestCa {
@@ -31,37 +33,55 @@ impl TestCa {
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name.push(DnType::CommonName, name);
         let ca_cert = ca.self_signed(&ca_key).expect("self-sign the CA");
-        let leaf_key = KeyPair::generate().expect("server key");
-        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
-            .expect("server params");
-        leaf.distinguished_name
-            .push(DnType::CommonName, "fake model provider");
-        let leaf_cert = leaf
-            .signed_by(&leaf_key, &ca_cert, &ca_key)
-            .expect("sign the server certificate");
+        let server = server_config(&ca_key, &ca_cert, &["127.0.0.1", "localhost"]);
         let dir = TempDir::new("tls");
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).expect("write the CA file");
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        #[allow(deprecated)] // ring, as the gateway uses
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf_cert.der().clone()], key)
-            .expect("the server certificate");
         TestCa {
             _dir: dir,
             ca_file,
-            server: Arc::new(server),
+            server,
+            ca_key,
+            ca_cert,
         }
+    }
+
+    /// A rustls server configuration presenting a certificate this CA signs for `names`
+    /// only.
+    pub fn server_for(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        server_config(&self.ca_key, &self.ca_cert, names)
     }
 
     /// The CA file's path as a string, for `SSL_CERT_FILE`.
     pub fn ca_path(&self) -> String {
         self.ca_file.display().to_string()
     }
+}
+
+/// A server configuration presenting a certificate for `names` signed by the CA.
+fn server_config(
+    ca_key: &KeyPair,
+    ca_cert: &rcgen::Certificate,
+    names: &[&str],
+) -> Arc<rustls::ServerConfig> {
+    let leaf_key = KeyPair::generate().expect("server key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut leaf = CertificateParams::new(names).expect("server params");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "fake model provider");
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, ca_cert, ca_key)
+        .expect("sign the server certificate");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    #[allow(deprecated)] // ring, as the gateway uses
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_cert.der().clone()], key)
+        .expect("the server certificate");
+    Arc::new(server)
 }
 
 /// Answer the first connection `listener` accepts with the start of a ServerHello record

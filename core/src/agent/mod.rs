@@ -40,7 +40,7 @@ use crate::gateway::{Gateway, Timer};
 use crate::log::Level;
 use crate::model::openai::{ChatEvent, ProviderError, StreamError, classify_http_error};
 use crate::persist::{StoreChange, StoredSession};
-use crate::work::{WorkId, WorkResult};
+use crate::work::{HttpErrorKind, WorkId, WorkResult};
 
 use rpc::Outcome;
 use run::{Audience, Event, Response, Run};
@@ -382,13 +382,14 @@ impl Gateway {
                 },
             },
             WorkResult::HttpEnd(Err(e)) => {
-                let kind = if e.contains("timed out") || e.contains("timeout") {
+                let kind = if matches!(e.kind, HttpErrorKind::TimedOut | HttpErrorKind::IdleTimeout)
+                {
                     "timeout"
                 } else {
                     "unknown"
                 };
                 let message = match (&run.response, self.config.model.as_ref()) {
-                    (Response::Awaiting, Some(route)) => route.describe_unreachable(&e),
+                    (Response::Awaiting, Some(route)) => route.describe_unreachable(&e.message),
                     _ => format!("the model's response broke off: {e}"),
                 };
                 self.fail_run(now, serial, Failure::plain(message, kind));

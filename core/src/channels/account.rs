@@ -315,7 +315,16 @@ impl Account {
         let restart = self.common().token != new.common().token
             || self.transport.endpoint() != new.endpoint();
         match (&mut self.transport, new) {
-            (Transport::Telegram(a), Transport::Telegram(b)) => a.cfg = b.cfg,
+            (Transport::Telegram(a), Transport::Telegram(b)) => {
+                // New network settings: the transport attempts start over from them.
+                let network = |c: &crate::channels::config::TelegramAccount| {
+                    (c.dialing, c.transport_fallback)
+                };
+                if network(&a.cfg) != network(&b.cfg) {
+                    a.transport = b.transport;
+                }
+                a.cfg = b.cfg;
+            }
             (Transport::Discord(a), Transport::Discord(b)) => a.cfg = b.cfg,
             (Transport::Slack(a), Transport::Slack(b)) => {
                 // The app token and the mode are where Slack's events come from.

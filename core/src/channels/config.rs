@@ -249,6 +249,11 @@ pub struct TelegramAccount {
     /// ([`ENABLE_AUTO_SELECT_FAMILY_ENV`], [`DISABLE_AUTO_SELECT_FAMILY_ENV`],
     /// [`DNS_RESULT_ORDER_ENV`]).
     pub dialing: Dialing,
+    /// Whether a Bot API request that fails at the transport may fall back to IPv4 only,
+    /// then to a pinned address ([`crate::channels::telegram::transport`]): not when
+    /// `dnsResultOrder` is set, by the config or [`DNS_RESULT_ORDER_ENV`], to something
+    /// other than `ipv4first` (as upstream).
+    pub transport_fallback: bool,
     /// `proxy`, which clawgate does not support (the account reports it).
     pub proxy: Option<String>,
 }
@@ -829,11 +834,14 @@ fn telegram_account(f: &Fields<'_>, src: &Sources<'_>) -> Result<TelegramAccount
         .unwrap_or_else(|| DEFAULT_API_ROOT.into())
         .trim_end_matches('/')
         .to_string();
+    let common = f.common(src)?;
+    let (dialing, transport_fallback) = telegram_dialing(f, src.env)?;
     Ok(TelegramAccount {
-        common: f.common(src)?,
+        common,
         api_root,
         allow_private_network,
-        dialing: telegram_dialing(f, src.env)?,
+        dialing,
+        transport_fallback,
         proxy: f.str_field("proxy")?.map(|(s, _)| s),
     })
 }
@@ -844,11 +852,12 @@ fn telegram_account(f: &Fields<'_>, src: &Sources<'_>) -> Result<TelegramAccount
 /// `network.autoSelectFamily`, else on, with an attempt delay of [`TELEGRAM_ATTEMPT_DELAY`]
 /// (off, only the first address is tried); the order is [`DNS_RESULT_ORDER_ENV`], else
 /// `network.dnsResultOrder`, else the resolver's (Node's default `verbatim`). (Upstream also
-/// turns it off by default under WSL2; clawgate does not look.)
+/// turns it off by default under WSL2; clawgate does not look.) With whether the transport
+/// fallback is allowed: not when the order is set to `verbatim`.
 fn telegram_dialing(
     f: &Fields<'_>,
     env: &BTreeMap<String, String>,
-) -> Result<Dialing, ConfigError> {
+) -> Result<(Dialing, bool), ConfigError> {
     let network = f.field("network");
     let setting = |name: &str| {
         network.as_ref().and_then(|(n, at)| {
@@ -884,12 +893,15 @@ fn telegram_dialing(
         .get(DNS_RESULT_ORDER_ENV)
         .map(|v| v.trim().to_ascii_lowercase())
         .filter(|v| v == "ipv4first" || v == "verbatim");
-    let ipv4_first = env_order.as_deref().or(order) == Some("ipv4first");
-    Ok(Dialing {
+    let set_order = env_order.as_deref().or(order);
+    let ipv4_first = set_order == Some("ipv4first");
+    let dialing = Dialing {
         race,
         ipv4_first,
         attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
-    })
+        ..Dialing::default()
+    };
+    Ok((dialing, set_order.is_none_or(|o| o == "ipv4first")))
 }
 
 /// Whether an environment value means yes, as upstream reads one (`1`, `true`, `yes`, `on`,
@@ -994,7 +1006,9 @@ mod tests {
     const RACED: Dialing = Dialing {
         race: true,
         ipv4_first: false,
+        ipv4_only: false,
         attempt_delay: Some(TELEGRAM_ATTEMPT_DELAY),
+        pinned: None,
     };
 
     #[test]
@@ -1045,6 +1059,23 @@ mod tests {
                 ipv4_first
             ]
         );
+    }
+
+    #[test]
+    fn the_transport_fallback_is_off_when_the_dns_result_order_is_set_to_verbatim() {
+        let fallbacks = |text: &str, env: &[(&str, &str)]| -> Vec<bool> {
+            let c = resolve_with_env(text, env).unwrap();
+            c.telegram.iter().map(|a| a.transport_fallback).collect()
+        };
+        let text = r#"{channels:{telegram:{accounts:{
+            a:{botToken:"1:a"},
+            b:{botToken:"2:b", network:{dnsResultOrder:"ipv4first"}},
+            c:{botToken:"3:c", network:{dnsResultOrder:"verbatim", autoSelectFamily:false}}}}}}"#;
+        assert_eq!(fallbacks(text, &[]), [true, true, false]);
+        let verbatim = [(DNS_RESULT_ORDER_ENV, "verbatim")];
+        assert_eq!(fallbacks(text, &verbatim), [false, false, false]);
+        let ipv4_first = [(DNS_RESULT_ORDER_ENV, "ipv4first")];
+        assert_eq!(fallbacks(text, &ipv4_first), [true, true, true]);
     }
 
     #[test]

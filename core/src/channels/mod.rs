@@ -89,6 +89,22 @@ struct Call {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// A Telegram call's transport attempt (and its request, to try again on the next).
+    attempt: Option<telegram::driver::Attempt>,
+}
+
+impl Call {
+    /// A call of account `key` for `purpose`, nothing answered yet.
+    fn new(key: &str, purpose: Purpose) -> Self {
+        Call {
+            account: key.to_string(),
+            purpose,
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+            attempt: None,
+        }
+    }
 }
 
 /// A finished call's answer.
@@ -360,16 +376,7 @@ impl Gateway {
     /// Issue `request` for account `key` with this purpose; its id.
     fn channel_call(&mut self, key: &str, purpose: Purpose, request: HttpRequest) -> WorkId {
         let id = self.next_work_id();
-        self.channels.calls.insert(
-            id,
-            Call {
-                account: key.to_string(),
-                purpose,
-                status: 0,
-                headers: Vec::new(),
-                body: Vec::new(),
-            },
-        );
+        self.channels.calls.insert(id, Call::new(key, purpose));
         self.out.push_back(Output::Work {
             id,
             work: Work::Http(request),
@@ -484,7 +491,7 @@ impl Gateway {
             },
             Due::Typing(run_id) => {
                 if let Some(ev) = self.channels.ingress.by_run(&run_id).cloned() {
-                    self.send_typing(&ev.inbound);
+                    self.send_typing(now, &ev.inbound);
                     self.channel_timer_at(now + TYPING_INTERVAL, Due::Typing(run_id));
                 }
             }
@@ -523,6 +530,9 @@ impl Gateway {
             WorkResult::HttpEnd(end) => {
                 let Some(call) = self.channels.calls.remove(&id) else {
                     return;
+                };
+                let Some((call, end)) = self.tg_transport_end(now, id, call, end) else {
+                    return; // tried again on the next transport attempt
                 };
                 let answer = end.map(|()| Answer {
                     status: call.status,
@@ -906,17 +916,17 @@ impl Gateway {
             self.start_run_gated(now, serial);
             self.after_commit(now, Step::Turn(serial));
         }
-        self.send_typing(&ev.inbound);
+        self.send_typing(now, &ev.inbound);
         self.channel_timer_at(now + TYPING_INTERVAL, Due::Typing(run_id.to_string()));
     }
 
-    fn send_typing(&mut self, m: &Inbound) {
+    fn send_typing(&mut self, now: Instant, m: &Inbound) {
         let Some(kind) = Kind::parse(&m.channel) else {
             return;
         };
         let key = kind.key(&m.account);
         match kind {
-            Kind::Telegram => self.tg_typing(&key, m),
+            Kind::Telegram => self.tg_typing(now, &key, m),
             Kind::Discord => self.dc_typing(&key, m),
             // Slack shows no typing for a bot outside the assistant APIs.
             Kind::Slack => {}
@@ -934,7 +944,7 @@ impl Gateway {
         text: &str,
     ) -> bool {
         match self.channels.accounts.get(key).map(Account::kind) {
-            Some(Kind::Telegram) => self.tg_send(key, purpose, target, text),
+            Some(Kind::Telegram) => self.tg_send(now, key, purpose, target, text),
             Some(Kind::Discord) => self.dc_send(now, key, purpose, target, text),
             Some(Kind::Slack) => self.sl_send(key, purpose, target, text),
             None => false,

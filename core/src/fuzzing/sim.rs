@@ -17,8 +17,8 @@ use crate::persist::{
     StoredChannelRow, StoredPendingInput, StoredSession,
 };
 use crate::{
-    Config, ConnId, Entropy, FileChunk, FileError, FileRead, Gateway, LogRecord, MachineInfo,
-    Output, PairingStore, Work, WorkId, WorkResult,
+    Config, ConnId, Entropy, FileChunk, FileError, FileRead, Gateway, HttpError, HttpErrorKind,
+    LogRecord, MachineInfo, Output, PairingStore, Work, WorkId, WorkResult,
 };
 
 /// The seed of a simulated gateway's random numbers.
@@ -631,7 +631,10 @@ impl Sim {
                     self.execs.retain(|(w, _)| *w != id);
                     if let Some(pos) = self.held_http.iter().position(|(w, _)| *w == id) {
                         self.held_http.remove(pos);
-                        let end = WorkResult::HttpEnd(Err("cancelled".into()));
+                        let end = WorkResult::HttpEnd(Err(HttpError::new(
+                            HttpErrorKind::Cancelled,
+                            "cancelled",
+                        )));
                         self.gw.handle_work_result(self.now, id, end);
                     }
                 }

@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use super::api::Me;
+use super::transport::Transport;
 use crate::channels::account::{Connection, Lifecycle};
 use crate::channels::config::TelegramAccount;
 use crate::work::WorkId;
@@ -43,12 +44,15 @@ pub struct Account {
     pub committing: bool,
     /// Unix ms of the last successful poll.
     pub last_poll_at: Option<u64>,
+    /// Its Bot API transport attempts (the fallback's state).
+    pub transport: Transport,
 }
 
 impl Account {
     /// A stopped account.
     pub fn new(cfg: TelegramAccount) -> Self {
         Account {
+            transport: Transport::new(cfg.dialing, cfg.transport_fallback),
             cfg,
             phase: Phase::Stopped,
             me: Me::default(),

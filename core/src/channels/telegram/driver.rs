@@ -1,21 +1,26 @@
 //! What Telegram supplies to the transport-generic channels: an account's start (`getMe`,
 //! `deleteWebhook`, then the long poll) and stop, the poll and its watchdog, the updates it
 //! hands to [`Gateway::receive`] with the offset that confirms them, and the `sendMessage`
-//! and `sendChatAction` calls that deliver a reply and show typing.
+//! and `sendChatAction` calls that deliver a reply and show typing. Every Bot API call goes
+//! on the account's transport attempt ([`super::transport`]), and again on the next one when
+//! it fails at the transport.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::api::{self, ApiError};
+use super::transport::{Next, Note, Tried};
 use crate::channels::account::Transport;
 use crate::channels::inbound::{Inbound, Target};
-use crate::channels::{Answer, Due as ChannelDue, Failure, Purpose as ChannelPurpose, Receipt};
+use crate::channels::{
+    Answer, Call, Due as ChannelDue, Failure, Purpose as ChannelPurpose, Receipt,
+};
 use crate::gateway::Gateway;
 use crate::log::Level;
 use crate::model::HttpRequest;
 use crate::persist::{ChannelRowKind, StoreChange};
-use crate::work::WorkId;
+use crate::work::{HttpError, WorkId};
 
 use super::account::{Account, Phase};
 
@@ -38,6 +43,16 @@ pub enum Purpose {
 pub enum Due {
     /// This poll should have returned by now.
     Watchdog(WorkId),
+    /// This call was not started (every transport attempt left cools down): it fails so.
+    NotStarted(WorkId, String),
+}
+
+/// A Bot API call's transport attempt: where its request started and is, and a copy of it
+/// to send on the next attempt when there is one.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    tried: Tried,
+    request: Option<HttpRequest>,
 }
 
 /// A Bot API answer decoded: the `result`, or why the call failed.
@@ -147,7 +162,7 @@ impl Gateway {
         }
         a.phase = Phase::Identifying;
         self.log(now, Level::Info, None, format!("{key}: starting (getMe)"));
-        self.tg_call(key, Purpose::GetMe.into(), "getMe", &json!({}));
+        self.tg_call(now, key, Purpose::GetMe.into(), "getMe", &json!({}));
         Ok(())
     }
 
@@ -164,9 +179,10 @@ impl Gateway {
         self.cancel_channel_timer(watchdog);
     }
 
-    /// Issue Bot API `method` for account `key`; its id.
+    /// Issue Bot API `method` for account `key` on its transport attempt; its id.
     fn tg_call(
         &mut self,
+        now: Instant,
         key: &str,
         purpose: ChannelPurpose,
         method: &str,
@@ -174,11 +190,111 @@ impl Gateway {
     ) -> Option<WorkId> {
         let a = self.tg(key)?;
         let (token, _) = a.cfg.common.token.as_ref().ok()?;
-        let request = HttpRequest {
-            dialing: a.cfg.dialing,
-            ..api::request(&a.cfg.api_root, token.expose(), method, body)
+        let request = api::request(&a.cfg.api_root, token.expose(), method, body);
+        let mut notes = Vec::new();
+        let (start, next) = a.transport.begin(now, &mut notes);
+        self.tg_notes(now, key, notes);
+        Some(self.tg_attempt(now, key, purpose, request, start, next))
+    }
+
+    /// Send `request` on the attempt `next` says (it started on `start`), or have it fail
+    /// untried; its id.
+    fn tg_attempt(
+        &mut self,
+        now: Instant,
+        key: &str,
+        purpose: ChannelPurpose,
+        request: HttpRequest,
+        start: usize,
+        next: Next,
+    ) -> WorkId {
+        let attempt = match next {
+            Next::Try(attempt) => attempt,
+            Next::Fail(error) => {
+                let id = self.next_work_id();
+                self.channels.calls.insert(id, Call::new(key, purpose));
+                let due = ChannelDue::Telegram(key.to_string(), Due::NotStarted(id, error));
+                self.channel_timer_at(now, due);
+                return id;
+            }
         };
-        Some(self.channel_call(key, purpose, request))
+        let (dialing, later) = match self.tg(key) {
+            Some(a) => (a.transport.dialing(attempt), a.transport.has_after(attempt)),
+            None => (request.dialing, false),
+        };
+        let request = HttpRequest { dialing, ..request };
+        let copy = later.then(|| request.clone());
+        let id = self.channel_call(key, purpose, request);
+        if let Some(call) = self.channels.calls.get_mut(&id) {
+            call.attempt = Some(Attempt {
+                tried: Tried { start, attempt },
+                request: copy,
+            });
+        }
+        id
+    }
+
+    /// The transport's log lines for account `key`.
+    fn tg_notes(&mut self, now: Instant, key: &str, notes: Vec<Note>) {
+        for n in notes {
+            self.log(now, n.level, None, format!("{key}: {}", n.text));
+        }
+    }
+
+    /// A Bot API call ended (`end`; any HTTP status is an answer): its transport attempt
+    /// learns how it went, and a transport failure goes on the next attempt (`None`: it is
+    /// under way again, the account's poll under its new id). Otherwise the call and its
+    /// end, as the transport leaves it (a failure that skipped cooling attempts says so).
+    pub(in crate::channels) fn tg_transport_end(
+        &mut self,
+        now: Instant,
+        id: WorkId,
+        mut call: Call,
+        end: Result<(), HttpError>,
+    ) -> Option<(Call, Result<(), String>)> {
+        let answered = call.status != 0;
+        let Some(at) = call.attempt.take() else {
+            return Some((call, end.map_err(|e| e.message)));
+        };
+        let Some(a) = self.tg(&call.account) else {
+            return Some((call, end.map_err(|e| e.message)));
+        };
+        let mut notes = Vec::new();
+        let next = match &end {
+            Err(e) if !answered => a.transport.failed(now, at.tried, e, &mut notes),
+            _ => {
+                a.transport.succeeded(at.tried, &mut notes);
+                return Some((call, end.map_err(|e| e.message)));
+            }
+        };
+        let key = call.account.clone();
+        self.tg_notes(now, &key, notes);
+        match (next, at.request) {
+            (Next::Try(attempt), Some(request)) => {
+                let next = Next::Try(attempt);
+                let again = self.tg_attempt(now, &key, call.purpose, request, at.tried.start, next);
+                self.tg_poll_moved(now, &key, id, again);
+                None
+            }
+            (Next::Fail(error), _) => Some((call, Err(error))),
+            (Next::Try(_), None) => Some((call, end.map_err(|e| e.message))),
+        }
+    }
+
+    /// The poll `from` goes on as `to`: its watchdog too (from now).
+    fn tg_poll_moved(&mut self, now: Instant, key: &str, from: WorkId, to: WorkId) {
+        let Some(a) = self.tg(key).filter(|a| a.poll == Some(from)) else {
+            return;
+        };
+        a.poll = Some(to);
+        let watchdog = a.watchdog.take();
+        self.cancel_channel_timer(watchdog);
+        let limit = Duration::from_secs(api::POLL_TIMEOUT_SECS) + POLL_MARGIN;
+        let due = ChannelDue::Telegram(key.to_string(), Due::Watchdog(to));
+        let watchdog = self.channel_timer_at(now + limit, due);
+        if let Some(a) = self.tg(key) {
+            a.watchdog = Some(watchdog);
+        }
     }
 
     /// A backoff is over: identify again, or poll.
@@ -191,7 +307,7 @@ impl Gateway {
         }
         if a.me.id == 0 {
             a.phase = Phase::Identifying;
-            self.tg_call(key, Purpose::GetMe.into(), "getMe", &json!({}));
+            self.tg_call(now, key, Purpose::GetMe.into(), "getMe", &json!({}));
         } else {
             self.poll(now, key);
         }
@@ -199,7 +315,15 @@ impl Gateway {
 
     /// A Telegram timer fired.
     pub(crate) fn tg_timer(&mut self, now: Instant, key: &str, due: Due) {
-        let Due::Watchdog(id) = due;
+        let id = match due {
+            Due::Watchdog(id) => id,
+            Due::NotStarted(id, error) => {
+                if let Some(call) = self.channels.calls.remove(&id) {
+                    self.call_done(now, id, &call, Err(error));
+                }
+                return;
+            }
+        };
         let stalled = self.tg(key).is_some_and(|a| a.poll == Some(id));
         if stalled {
             let limit = Duration::from_secs(api::POLL_TIMEOUT_SECS) + POLL_MARGIN;
@@ -234,7 +358,7 @@ impl Gateway {
             return; // resumed by `tg_resume_polls` once turns end
         }
         let body = api::get_updates(a.offset);
-        if let Some(id) = self.tg_call(key, Purpose::Poll.into(), "getUpdates", &body) {
+        if let Some(id) = self.tg_call(now, key, Purpose::Poll.into(), "getUpdates", &body) {
             if let Some(a) = self.tg(key) {
                 a.poll = Some(id);
             }
@@ -294,6 +418,7 @@ impl Gateway {
                         a.phase = Phase::ClearingWebhook;
                     }
                     self.tg_call(
+                        now,
                         key,
                         Purpose::DeleteWebhook.into(),
                         "deleteWebhook",
@@ -389,7 +514,7 @@ impl Gateway {
     }
 
     /// Show typing in the chat of `m`.
-    pub(crate) fn tg_typing(&mut self, key: &str, m: &Inbound) {
+    pub(crate) fn tg_typing(&mut self, now: Instant, key: &str, m: &Inbound) {
         let mut body = json!({"chat_id": m.chat_id, "action": "typing"});
         if let (Some(t), Some(o)) = (
             m.thread.as_ref().and_then(|t| t.parse::<i64>().ok()),
@@ -397,19 +522,21 @@ impl Gateway {
         ) {
             o.insert("message_thread_id".into(), json!(t));
         }
-        self.tg_call(key, ChannelPurpose::Typing, "sendChatAction", &body);
+        self.tg_call(now, key, ChannelPurpose::Typing, "sendChatAction", &body);
     }
 
     /// Send one rendered (HTML) message; false when the account has no token.
     pub(crate) fn tg_send(
         &mut self,
+        now: Instant,
         key: &str,
         purpose: ChannelPurpose,
         to: &Target,
         html: &str,
     ) -> bool {
         let body = api::send_message(&to.to, html, to.thread.as_deref());
-        self.tg_call(key, purpose, "sendMessage", &body).is_some()
+        self.tg_call(now, key, purpose, "sendMessage", &body)
+            .is_some()
     }
 }
 

@@ -6,3 +6,4 @@ pub mod account;
 pub mod api;
 pub mod driver;
 pub mod format;
+pub mod transport;

@@ -585,7 +585,7 @@ impl McpServers {
                     WorkResult::HttpEnd(end) => {
                         let ex = exchanges.remove(&id);
                         match (end, ex) {
-                            (Err(e), _) => failure = Some(e),
+                            (Err(e), _) => failure = Some(e.message),
                             (Ok(()), Some(ex)) if !(200..300).contains(&ex.status) => {
                                 failure = Some(format!("HTTP {}", ex.status))
                             }
