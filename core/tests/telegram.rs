@@ -16,7 +16,7 @@ use clawgate_core::config::{ConfigInput, RunFlags};
 use clawgate_core::fuzzing::sim::*;
 use clawgate_core::model::{Dialing, HttpRequest, Pinned};
 use clawgate_core::persist::{ChannelRowKind, StoreChange};
-use clawgate_core::{Config, ConnId, HttpError, HttpErrorKind, Output, WorkId, WorkResult};
+use clawgate_core::{Config, ConnId, HttpError, HttpErrorKind, Output, Work, WorkId, WorkResult};
 use serde_json::{Value, json};
 
 const API: &str = "http://api.telegram.test";
@@ -1457,4 +1457,64 @@ fn a_stop_stores_the_waiting_delivery_records() {
     assert!(outbox_on_disk(&p), "the record waits for a batch");
     p.shutdown();
     assert!(recorded_as_answered(&p), "written at the stop");
+}
+
+/// The outputs of one step: everything the gateway wants done after `results` of held
+/// request `id`, in order, until it asks to sleep (undriven: nothing is acted on).
+fn step_outputs(p: &mut Sim, id: WorkId, results: Vec<WorkResult>) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    for result in results {
+        p.gw.handle_work_result(p.now, id, result);
+        loop {
+            match p.gw.poll_output() {
+                Output::Timeout(_) => break,
+                output => outputs.push(output),
+            }
+        }
+    }
+    outputs
+}
+
+/// The poll's answer carrying a message starts its turn gated: the model request is the
+/// step's first piece of work, ahead of the batch that stores the message (whose hand-off to
+/// the writer thread would otherwise delay it) and of the typing call.
+#[test]
+fn the_model_request_leaves_first_in_the_step_that_reads_the_message() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    f.dm(222, "first");
+    let (poll, _) = p
+        .held_http()
+        .iter()
+        .find(|(_, r)| r.url.ends_with("/getUpdates"))
+        .cloned()
+        .expect("a held poll");
+    let answer = json!({"ok": true, "result": f.updates.iter().collect::<Vec<_>>()});
+    let results = vec![
+        WorkResult::HttpHead {
+            status: 200,
+            headers: vec![],
+        },
+        WorkResult::HttpBody(answer.to_string().into_bytes()),
+        WorkResult::HttpEnd(Ok(())),
+    ];
+    let work: Vec<String> = step_outputs(&mut p, poll, results)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Work {
+                work: Work::Http(r),
+                ..
+            } => Some(r.url),
+            Output::Work { work, .. } => Some(format!("{work:?}").chars().take(5).collect()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        work.first()
+            .is_some_and(|w| w.starts_with("http://model.test")),
+        "{work:?}"
+    );
+    assert!(
+        work.iter().any(|w| w == "Store"),
+        "the message's batch: {work:?}"
+    );
 }

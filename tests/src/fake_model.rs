@@ -391,7 +391,7 @@ type Script = dyn Fn(&RecordedRequest) -> Reply + Send + Sync;
 /// One request and when the parts of its reply were written.
 struct Served {
     request: RecordedRequest,
-    /// When the whole request had been read.
+    /// When the whole request had been read (before the fake parsed it).
     arrived: Instant,
     /// One instant per part flushed to the socket, then one when the body ended.
     written: Vec<Instant>,
@@ -513,7 +513,8 @@ impl FakeModel {
     }
 
     /// For every request so far (as [`FakeModel::requests`] orders them), when it had been
-    /// read whole: with [`FakeModel::write_times`], the fake's own time per request.
+    /// read whole (its last byte read, before the fake parsed it): with
+    /// [`FakeModel::write_times`], the fake's own time per request.
     pub fn arrival_times(&self) -> Vec<Instant> {
         self.lock().iter().map(|s| s.arrived).collect()
     }
@@ -572,12 +573,12 @@ fn accept_loop(
 /// Serve requests on one connection until the client closes it or a reply ends it.
 fn serve(conn: impl Read + Write, api: FakeApi, log: &Log, script: &Script) -> io::Result<()> {
     let mut reader = BufReader::new(conn);
-    while let Some(req) = read_request(&mut reader)? {
+    while let Some((req, arrived)) = read_request_timed(&mut reader)? {
         let index = {
             let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
             log.push(Served {
                 request: req.clone(),
-                arrived: Instant::now(),
+                arrived,
                 written: Vec::new(),
             });
             log.len() - 1
@@ -610,6 +611,13 @@ fn serve(conn: impl Read + Write, api: FakeApi, log: &Log, script: &Script) -> i
 
 /// One request: the request line, the headers, a `Content-Length` body. `None` at a clean EOF.
 pub(crate) fn read_request(reader: &mut impl BufRead) -> io::Result<Option<RecordedRequest>> {
+    Ok(read_request_timed(reader)?.map(|(req, _)| req))
+}
+
+/// [`read_request`], and when its last byte had been read: before the body is parsed as
+/// JSON, which is the fake's own work (a model request's body of a few KiB takes tens of
+/// µs to parse into a `Value`), not the client's.
+fn read_request_timed(reader: &mut impl BufRead) -> io::Result<Option<(RecordedRequest, Instant)>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -639,14 +647,16 @@ pub(crate) fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Recor
         }
     }
     let body = request_body::read(reader, &headers, MAX_REQUEST_BYTES)?;
+    let read = Instant::now();
     let json = request_body::json(&headers, &body);
-    Ok(Some(RecordedRequest {
+    let req = RecordedRequest {
         method,
         path,
         headers,
         body,
         json,
-    }))
+    };
+    Ok(Some((req, read)))
 }
 
 fn reason(status: u16) -> &'static str {

@@ -909,11 +909,13 @@ impl Gateway {
             if append {
                 self.append_user(key, text, run_id, ts);
             }
-            self.persist();
             // The model request leaves now, beside the batch that stores the message (and, on
             // the ingress path, the message's queue row): the turn is gated until that batch
-            // is settled, so its reply and events never run ahead of the disk.
+            // is settled, so its reply and events never run ahead of the disk. The request
+            // is the step's first output, so the shell writes it before it hands the batch
+            // to the store's writer thread (whose wake-up would otherwise come first).
             self.start_run_gated(now, serial);
+            self.persist();
             self.after_commit(now, Step::Turn(serial));
         }
         self.send_typing(now, &ev.inbound);

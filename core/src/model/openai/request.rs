@@ -1,6 +1,14 @@
-//! The request: a small typed transcript serialised as OpenAI's chat completions body.
+//! The request: a small typed transcript serialised as OpenAI's chat completions body,
+//! written straight from the transcript ([`ChatRequest::to_http`]): no JSON tree is built and
+//! dropped per turn (callgrind, a 50-turn Telegram chat: 545,000 instructions per request
+//! with the tree, 153,000 without; the tree was more than half of the step from a channel
+//! message to its model request).
+//! Object members go out in the order a [`Value`] object keeps them (sorted), so the body's
+//! bytes are the same as [`ChatRequest::body`]'s.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::Value;
 
 use crate::model::HttpRequest;
 
@@ -38,34 +46,81 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
+/// A function's name with its arguments (a call) or with its description and schema (a
+/// tool), as OpenAI nests them under `function`.
+#[derive(Serialize)]
+struct Function<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Value>,
+}
+
+/// One element of `tools[]` or `tool_calls[]`: `{"function":…,"id":…,"type":"function"}`.
+#[derive(Serialize)]
+struct Typed<'a> {
+    function: Function<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    r#type: &'static str,
+}
+
 impl ToolCall {
-    fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "type": "function",
-            "function": { "name": self.name, "arguments": self.arguments },
-        })
+    fn wire(&self) -> Typed<'_> {
+        Typed {
+            function: Function {
+                arguments: Some(&self.arguments),
+                description: None,
+                name: &self.name,
+                parameters: None,
+            },
+            id: Some(&self.id),
+            r#type: "function",
+        }
     }
 }
 
-impl Message {
-    /// The message as one element of the request's `messages` array.
-    pub fn to_json(&self) -> Value {
+/// The tool calls of an assistant message, as its `tool_calls` array.
+struct ToolCalls<'a>(&'a [ToolCall]);
+
+impl Serialize for ToolCalls<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ToolCall::wire))
+    }
+}
+
+/// The message as one element of an OpenAI request's `messages` array.
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
         match self {
-            Message::System(text) => json!({ "role": "system", "content": text }),
-            Message::User(text) => json!({ "role": "user", "content": text }),
-            Message::Assistant { text, tool_calls } if tool_calls.is_empty() => {
-                json!({ "role": "assistant", "content": text })
+            Message::System(text) => {
+                m.serialize_entry("content", text)?;
+                m.serialize_entry("role", "system")?;
             }
-            Message::Assistant { text, tool_calls } => json!({
-                "role": "assistant",
-                "content": if text.is_empty() { Value::Null } else { json!(text) },
-                "tool_calls": tool_calls.iter().map(ToolCall::to_json).collect::<Vec<_>>(),
-            }),
+            Message::User(text) => {
+                m.serialize_entry("content", text)?;
+                m.serialize_entry("role", "user")?;
+            }
+            Message::Assistant { text, tool_calls } if tool_calls.is_empty() => {
+                m.serialize_entry("content", text)?;
+                m.serialize_entry("role", "assistant")?;
+            }
+            Message::Assistant { text, tool_calls } => {
+                m.serialize_entry("content", &Some(text).filter(|t| !t.is_empty()))?;
+                m.serialize_entry("role", "assistant")?;
+                m.serialize_entry("tool_calls", &ToolCalls(tool_calls))?;
+            }
             Message::ToolResult { call_id, content } => {
-                json!({ "role": "tool", "tool_call_id": call_id, "content": content })
+                m.serialize_entry("content", content)?;
+                m.serialize_entry("role", "tool")?;
+                m.serialize_entry("tool_call_id", call_id)?;
             }
         }
+        m.end()
     }
 }
 
@@ -82,25 +137,57 @@ pub struct ToolSpec {
 
 impl ToolSpec {
     /// The tool as an OpenAI `tools[]` element.
-    fn to_openai(&self) -> Value {
-        json!({
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": self.parameters,
-            }
-        })
+    fn to_openai(&self) -> Typed<'_> {
+        Typed {
+            function: Function {
+                arguments: None,
+                description: Some(&self.description),
+                name: &self.name,
+                parameters: Some(&self.parameters),
+            },
+            id: None,
+            r#type: "function",
+        }
     }
 
     /// The tool as an Anthropic `tools[]` element.
     pub fn to_anthropic(&self) -> Value {
-        json!({
+        serde_json::json!({
             "name": self.name,
             "description": self.description,
             "input_schema": self.parameters,
         })
     }
+}
+
+/// The tools of a request, as its `tools` array.
+struct Tools<'a>(&'a [ToolSpec]);
+
+impl Serialize for Tools<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ToolSpec::to_openai))
+    }
+}
+
+/// `stream_options`: the last chunk carries the token counts.
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// The body of a [`ChatRequest`], its members in sorted order.
+#[derive(Serialize)]
+struct Body<'a> {
+    messages: &'a [Message],
+    model: &'a str,
+    stream: bool,
+    stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "is_empty")]
+    tools: Tools<'a>,
+}
+
+fn is_empty(tools: &Tools<'_>) -> bool {
+    tools.0.is_empty()
 }
 
 /// A streamed chat completion request for one model turn.
@@ -119,16 +206,20 @@ impl ChatRequest {
     /// `stream_options: {include_usage: true}` (so the last chunk carries the token counts),
     /// and `tools` when there are any.
     pub fn body(&self) -> Value {
-        let mut body = json!({
-            "model": self.model,
-            "messages": self.messages.iter().map(Message::to_json).collect::<Vec<_>>(),
-            "stream": true,
-            "stream_options": { "include_usage": true },
-        });
-        if !self.tools.is_empty() {
-            body["tools"] = self.tools.iter().map(ToolSpec::to_openai).collect();
+        serde_json::to_value(self.wire()).unwrap_or(Value::Null)
+    }
+
+    /// The body, to serialise.
+    fn wire(&self) -> Body<'_> {
+        Body {
+            messages: &self.messages,
+            model: &self.model,
+            stream: true,
+            stream_options: StreamOptions {
+                include_usage: true,
+            },
+            tools: Tools(&self.tools),
         }
-        body
     }
 
     /// The HTTP request to `POST {base_url}/chat/completions` (one trailing `/` of the base is
@@ -148,7 +239,8 @@ impl ChatRequest {
                 base_url.strip_suffix('/').unwrap_or(base_url)
             ),
             headers,
-            body: self.body().to_string().into_bytes(),
+            // Strings, bools and `Value`s: nothing here fails to serialise.
+            body: serde_json::to_vec(&self.wire()).unwrap_or_default(),
             idempotent: false,
             dialing: Default::default(),
         }
@@ -157,6 +249,8 @@ impl ChatRequest {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn transcript() -> ChatRequest {
@@ -233,5 +327,70 @@ mod tests {
         let keyless = transcript().to_http("http://h/v1", None);
         assert_eq!(keyless.url, "http://h/v1/chat/completions");
         assert_eq!(keyless.header("authorization"), None);
+    }
+
+    /// The body as the JSON tree built it before the body was written straight from the
+    /// transcript: members sorted, strings escaped alike.
+    fn as_tree(r: &ChatRequest) -> Value {
+        let message = |m: &Message| match m {
+            Message::System(text) => json!({ "role": "system", "content": text }),
+            Message::User(text) => json!({ "role": "user", "content": text }),
+            Message::Assistant { text, tool_calls } if tool_calls.is_empty() => {
+                json!({ "role": "assistant", "content": text })
+            }
+            Message::Assistant { text, tool_calls } => json!({
+                "role": "assistant",
+                "content": if text.is_empty() { Value::Null } else { json!(text) },
+                "tool_calls": tool_calls.iter().map(|c| json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": { "name": c.name, "arguments": c.arguments },
+                })).collect::<Vec<_>>(),
+            }),
+            Message::ToolResult { call_id, content } => {
+                json!({ "role": "tool", "tool_call_id": call_id, "content": content })
+            }
+        };
+        let mut body = json!({
+            "model": r.model,
+            "messages": r.messages.iter().map(message).collect::<Vec<_>>(),
+            "stream": true,
+            "stream_options": { "include_usage": true },
+        });
+        if !r.tools.is_empty() {
+            body["tools"] = r
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({"type": "function", "function": {
+                    "name": t.name, "description": t.description, "parameters": t.parameters}})
+                })
+                .collect();
+        }
+        body
+    }
+
+    #[test]
+    fn the_wire_body_is_byte_for_byte_the_json_tree_s() {
+        let mut r = transcript();
+        r.messages.push(Message::User(
+            "quotes \" back\\slash \u{1} tab\t é 😀 </script>".into(),
+        ));
+        r.messages.push(Message::Assistant {
+            text: "calling".into(),
+            tool_calls: vec![ToolCall::default()],
+        });
+        let wire = r.to_http("http://h/v1", None).body;
+        assert_eq!(
+            String::from_utf8(wire.clone()).unwrap(),
+            as_tree(&r).to_string()
+        );
+        r.tools = vec![ToolSpec {
+            name: "exec".into(),
+            description: "Run \"it\".".into(),
+            parameters: json!({"type": "object", "properties": {"z": {}, "a": {"type": "string"}}}),
+        }];
+        let wire = r.to_http("http://h/v1", None).body;
+        assert_eq!(String::from_utf8(wire).unwrap(), as_tree(&r).to_string());
     }
 }
