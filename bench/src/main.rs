@@ -64,13 +64,15 @@ Usage:
                       a gateway already running with the bench token, or a bare-server; prints
                       this process's CPU per operation: for profiling)
   clawgate-bench independent [--bin CLAWGATE] [--rounds N] [--window-ms MS] [--hold N]
-                             [--hold-rounds N]
+                             [--hold-rounds N] [--steps c1,c64,health] [--port P]
                       (the cross-check: a second load generator sharing no code with the
                       bench's client, blocking tungstenite clients on threads, measures
                       handshakes/s at c=1 and c=64, `health` requests/s over 64 connections
                       and RSS with N held connections (default 10000; 0 = none) against the
                       bare baseline and CLAWGATE (default: next to this binary), taking turns,
-                      best of N rounds (default 5); prints a Markdown table)
+                      best of N rounds (default 5), memory lowest of --hold-rounds (default
+                      3); --steps picks the rate steps; prints a Markdown table. With --port,
+                      only the rate steps against the server already there: for profiling)
 
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --turns N       agent: sequential turns timed (default 50)
@@ -343,6 +345,8 @@ fn independent(args: &[String]) -> Result<(), BenchError> {
         window: Duration::from_secs(2),
         hold: 10_000,
         hold_rounds: 3,
+        steps: ["c1", "c64", "health"].map(String::from).to_vec(),
+        port: None,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
@@ -353,6 +357,11 @@ fn independent(args: &[String]) -> Result<(), BenchError> {
             Long("window-ms") => o.window = Duration::from_millis(value(&mut p, "--window-ms")?),
             Long("hold") => o.hold = value(&mut p, "--hold")?,
             Long("hold-rounds") => o.hold_rounds = value(&mut p, "--hold-rounds")?,
+            Long("port") => o.port = Some(value(&mut p, "--port")?),
+            Long("steps") => {
+                let list: String = value(&mut p, "--steps")?;
+                o.steps = list.split(',').map(|s| s.trim().to_string()).collect();
+            }
             other => return Err(BenchError::Usage(other.unexpected().to_string())),
         }
     }

@@ -13,7 +13,7 @@
 mod client;
 mod proto;
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -51,15 +51,23 @@ pub struct Options {
     pub hold: usize,
     /// Rounds of the memory step; the lowest is reported.
     pub hold_rounds: usize,
+    /// The rate steps to run, by key (`c1`, `c64`, `health`).
+    pub steps: Vec<String>,
+    /// Measure only the server already listening on this port (for profiling it).
+    pub port: Option<u16>,
 }
 
 /// One rate measurement.
 #[derive(Clone, Copy, Debug, Default)]
 struct Rate {
+    /// Operations completed.
+    ops: u64,
     /// Operations per second.
     per_sec: f64,
     /// The server's CPU time per operation, µs.
     server_us: f64,
+    /// The server's context switches per operation (wake-ups and preemptions).
+    switches: f64,
 }
 
 /// The rounds of one step on each server.
@@ -76,8 +84,35 @@ struct Held {
     anon_kib: u64,
 }
 
-/// Run the cross-check and print its table.
+/// The rate steps: key, row name, step.
+const STEPS: [(&str, &str, Step); 3] = [
+    ("c1", "handshakes/s, c=1", Step::Handshakes(1)),
+    ("c64", "handshakes/s, c=64", Step::Handshakes(64)),
+    (
+        "health",
+        "`health` requests/s, 64 connections",
+        Step::Health(HEALTH_CONNECTIONS),
+    ),
+];
+
+/// Run the cross-check and print its table (or, with [`Options::port`], the rates of that
+/// server alone).
 pub fn run(o: &Options) -> Result<(), BenchError> {
+    if let Some(port) = o.port {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        for (_, name, step) in STEPS.iter().filter(|s| o.steps.iter().any(|k| k == s.0)) {
+            for _ in 0..o.rounds {
+                let r = step.measure_at(addr, None, o.window)?;
+                println!(
+                    "{name}: {} in {:.1} s, {:.0}/s",
+                    r.ops,
+                    o.window.as_secs_f64(),
+                    r.per_sec
+                );
+            }
+        }
+        return Ok(());
+    }
     let load0 = machine::loadavg();
     let canned = Canned::capture(&o.bin)?;
     let bare = Launch::Bare {
@@ -88,14 +123,10 @@ pub fn run(o: &Options) -> Result<(), BenchError> {
     let mut steps: Vec<(&str, Rounds)> = Vec::new();
     {
         let servers = [started("bare", &bare)?, started("clawgate", &gate)?];
-        for (name, step) in [
-            ("handshakes/s, c=1", Step::Handshakes(1)),
-            ("handshakes/s, c=64", Step::Handshakes(64)),
-            (
-                "`health` requests/s, 64 connections",
-                Step::Health(HEALTH_CONNECTIONS),
-            ),
-        ] {
+        for (key, name, step) in STEPS {
+            if !o.steps.iter().any(|s| s == key) {
+                continue;
+            }
             eprintln!("== {name}");
             let mut r = Rounds::default();
             for round in 0..o.rounds {
@@ -105,10 +136,11 @@ pub fn run(o: &Options) -> Result<(), BenchError> {
                         .ok_or_else(|| BenchError::Usage("no server".into()))?;
                     let rate = step.measure(s, o.window)?;
                     eprintln!(
-                        "   {} {:.0}/s, server {:.1} µs/op",
+                        "   {} {:.0}/s, server {:.1} µs, {:.2} context switches per op",
                         s.name(),
                         rate.per_sec,
-                        rate.server_us
+                        rate.server_us,
+                        rate.switches
                     );
                     if i == 0 {
                         r.bare.push(rate)
@@ -161,7 +193,19 @@ enum Step {
 impl Step {
     /// One measurement of `window` against `server`.
     fn measure(self, server: &Server, window: Duration) -> Result<Rate, BenchError> {
-        let addr = server.addr;
+        self.measure_at(server.addr, Some(server), window)
+    }
+
+    /// One measurement of `window` against the server at `addr`; its CPU time and context
+    /// switches are read when it is `server`.
+    fn measure_at(
+        self,
+        addr: SocketAddr,
+        server: Option<&Server>,
+        window: Duration,
+    ) -> Result<Rate, BenchError> {
+        let cpu = || server.map_or(0, Server::cpu_ns);
+        let counts = || server.map(Server::thread_counts).unwrap_or_default();
         let threads = match self {
             Step::Handshakes(n) | Step::Health(n) => n,
         };
@@ -194,7 +238,7 @@ impl Step {
             workers.push(w);
         }
         start.wait();
-        let (t0, cpu0) = (Instant::now(), server.cpu_ns());
+        let (t0, cpu0, threads0) = (Instant::now(), cpu(), counts());
         std::thread::sleep(window);
         stop.store(true, Ordering::Relaxed);
         let mut ops = 0;
@@ -206,13 +250,17 @@ impl Step {
                 Err(_) => failure = Some(BenchError::Protocol("a client thread panicked".into())),
             }
         }
-        let (secs, cpu) = (t0.elapsed().as_secs_f64(), server.cpu_ns() - cpu0);
+        let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu() - cpu0);
+        let switches = procs::counts_since(&threads0, &counts()).ctx;
         if let Some(e) = failure {
             return Err(e);
         }
+        let per_op = |x: f64| x / ops.max(1) as f64;
         Ok(Rate {
+            ops,
             per_sec: ops as f64 / secs,
-            server_us: cpu as f64 / 1e3 / ops.max(1) as f64,
+            server_us: per_op(cpu as f64 / 1e3),
+            switches: per_op(switches as f64),
         })
     }
 }
@@ -328,17 +376,22 @@ fn table(
         o.rounds,
         o.window.as_secs_f64()
     ));
-    s.push_str("| measurement | bare | clawgate | ratio | server CPU per op, µs (bare / clawgate) | goal |\n");
+    s.push_str(
+        "| measurement | bare | clawgate | ratio | server per op (bare / clawgate): CPU µs, \
+         context switches | goal |\n",
+    );
     s.push_str("|---|---|---|---|---|---|\n");
     for (name, r) in steps {
         let (b, g) = (best(&r.bare), best(&r.gate));
         let ratio = g.per_sec / b.per_sec.max(1e-9);
         s.push_str(&format!(
-            "| {name} | {:.0} | {:.0} | {ratio:.2} | {:.1} / {:.1} | ≥ {GOAL}× bare {} |\n",
+            "| {name} | {:.0} | {:.0} | {ratio:.2} | {:.1} / {:.1}; {:.2} / {:.2} | ≥ {GOAL}× bare {} |\n",
             b.per_sec,
             g.per_sec,
             b.server_us,
             g.server_us,
+            b.switches,
+            g.switches,
             mark(ratio)
         ));
     }
@@ -366,10 +419,21 @@ fn table(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let mut pairs: Vec<f64> = r
+            .bare
+            .iter()
+            .zip(&r.gate)
+            .map(|(b, g)| g.per_sec / b.per_sec.max(1e-9))
+            .collect();
+        pairs.sort_by(f64::total_cmp);
         s.push_str(&format!(
-            "- {name}: bare {}; clawgate {}\n",
+            "- {name}: bare {}; clawgate {}; round by round clawgate ÷ bare median {:.2} \
+             (lowest {:.2}, highest {:.2})\n",
             list(&r.bare),
-            list(&r.gate)
+            list(&r.gate),
+            crate::stats::median(&pairs),
+            pairs.first().copied().unwrap_or(0.0),
+            pairs.last().copied().unwrap_or(0.0),
         ));
     }
     s
