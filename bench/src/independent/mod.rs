@@ -30,6 +30,8 @@ use crate::procs::{self, Launch, Server, TOKEN};
 const GOAL: f64 = 0.9;
 /// Longest a spawned server may take to accept connections.
 const START_LIMIT: Duration = Duration::from_secs(30);
+/// Starts of a server before giving up.
+const START_ATTEMPTS: usize = 3;
 /// Threads that open the held connections.
 const HOLD_THREADS: usize = 8;
 /// Connections of the `health` step.
@@ -167,17 +169,29 @@ pub fn run(o: &Options) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// A server started and accepting connections.
+/// A server started and accepting connections. Its port is picked free just before it
+/// starts; a client connection of the run before may take it meanwhile (it is in the
+/// ephemeral range), so a server that exits before accepting is started again on another.
 fn started(name: &str, launch: &Launch) -> Result<Server, BenchError> {
-    let s = Server::spawn(name, launch)?;
-    let end = Instant::now() + START_LIMIT;
-    while TcpStream::connect(s.addr).is_err() {
-        if Instant::now() > end {
-            return Err(BenchError::Timeout(format!("{name} to accept connections")));
+    let mut last = None;
+    for _ in 0..START_ATTEMPTS {
+        let mut s = Server::spawn(name, launch)?;
+        let end = Instant::now() + START_LIMIT;
+        loop {
+            if TcpStream::connect(s.addr).is_ok() {
+                return Ok(s);
+            }
+            if let Err(e) = s.check_alive() {
+                last = Some(e);
+                break;
+            }
+            if Instant::now() > end {
+                return Err(BenchError::Timeout(format!("{name} to accept connections")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(s)
+    Err(last.unwrap_or_else(|| BenchError::ServerExited(name.into())))
 }
 
 /// A rate step.
