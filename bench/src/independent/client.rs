@@ -94,3 +94,70 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bare::{BareOptions, serve};
+    use crate::canned::{Canned, Template};
+
+    fn template(before: &str, after: &str) -> Template {
+        Template {
+            before: before.into(),
+            after: after.into(),
+        }
+    }
+
+    /// The bare baseline, with frames written here, on a free port for `lifetime`.
+    fn bare_server(lifetime: Duration) -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let canned = Canned {
+            challenge:
+                r#"{"type":"event","event":"connect.challenge","payload":{"nonce":"n-1","ts":1}}"#
+                    .into(),
+            hello_ok: template(
+                r#"{"type":"res","id":""#,
+                r#"","ok":true,"payload":{"type":"hello-ok","protocol":4}}"#,
+            ),
+            health: template(
+                r#"{"type":"res","id":""#,
+                r#"","ok":true,"payload":{"ok":true}}"#,
+            ),
+            tick: template(r#"{"type":"event","event":"tick","payload":{"ts":"#, "}}"),
+        };
+        let opts = BareOptions {
+            port,
+            // Ticks arrive between the answers: the client reads past them.
+            tick: Duration::from_millis(20),
+            lifetime,
+            canned,
+        };
+        let server = std::thread::spawn(move || serve(&opts).expect("the bare server runs"));
+        (SocketAddr::from(([127, 0, 0, 1], port)), server)
+    }
+
+    #[test]
+    fn a_session_reaches_hello_ok_and_gets_its_health_answers_past_ticks() {
+        let (addr, server) = bare_server(Duration::from_secs(3));
+        let mut tries = 0;
+        let mut session = loop {
+            match open(addr, "t", Ids::new([7; 16]), None) {
+                Ok(s) => break s,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 100, "no session: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        for _ in 0..4 {
+            session.health().expect("a health answer");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        drop(session);
+        server.join().expect("the server thread ends");
+    }
+}
