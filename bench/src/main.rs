@@ -11,6 +11,7 @@ mod disk;
 mod error;
 mod feed;
 mod figures;
+mod independent;
 mod machine;
 mod one_cpu;
 mod paths;
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use error::BenchError;
+use error::{BenchError, Context};
 use procs::Launch;
 use run::{Options, Target};
 
@@ -66,6 +67,16 @@ Usage:
                       round trips for SECS, then N held connections watching K ticks, against
                       a gateway already running with the bench token, or a bare-server; prints
                       this process's CPU per operation: for profiling)
+  clawgate-bench independent [--bin CLAWGATE] [--rounds N] [--window-ms MS] [--hold N]
+                             [--hold-rounds N] [--steps c1,c64,health] [--port P]
+                      (the cross-check: a second load generator sharing no code with the
+                      bench's client, blocking tungstenite clients on threads, measures
+                      handshakes/s at c=1 and c=64, `health` requests/s over 64 connections
+                      and RSS with N held connections (default 10000; 0 = none) against the
+                      bare baseline and CLAWGATE (default: next to this binary), taking turns,
+                      best of N rounds (default 5), memory lowest of --hold-rounds (default
+                      3); --steps picks the rate steps; prints a Markdown table. With --port,
+                      only the rate steps against the server already there: for profiling)
 
   --only LIST     comma-separated subset of bare,mio,smol,upstream (default: all)
   --turns N       agent: sequential turns timed (default 50)
@@ -109,6 +120,7 @@ fn main() -> ExitCode {
         Some("bare-server") => parse_bare(&args[1..]).and_then(|o| bare::serve(&o)),
         Some("capture") => capture(&args[1..]),
         Some("load") => load(&args[1..]),
+        Some("independent") => independent(&args[1..]),
         _ => Err(BenchError::Usage("expected a command".into())),
     };
     match r {
@@ -330,6 +342,42 @@ fn load_with<W: wire::Wire>(a: &LoadArgs, mut dial: impl FnMut() -> W) -> Result
         println!("{} held; tick spreads, ms: {:?}", a.hold, f.spreads_ms);
     }
     Ok(())
+}
+
+/// `independent`: the cross-check by a load generator of its own ([`independent`]).
+fn independent(args: &[String]) -> Result<(), BenchError> {
+    let exe = std::env::current_exe().context("find this binary")?;
+    let mut o = independent::Options {
+        bin: exe.with_file_name("clawgate"),
+        exe,
+        rounds: 5,
+        window: Duration::from_secs(2),
+        hold: 10_000,
+        hold_rounds: 3,
+        steps: ["c1", "c64", "health"].map(String::from).to_vec(),
+        port: None,
+    };
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| BenchError::Usage(e.to_string()))? {
+        use lexopt::Arg::Long;
+        match arg {
+            Long("bin") => o.bin = value(&mut p, "--bin")?,
+            Long("rounds") => o.rounds = value(&mut p, "--rounds")?,
+            Long("window-ms") => o.window = Duration::from_millis(value(&mut p, "--window-ms")?),
+            Long("hold") => o.hold = value(&mut p, "--hold")?,
+            Long("hold-rounds") => o.hold_rounds = value(&mut p, "--hold-rounds")?,
+            Long("port") => o.port = Some(value(&mut p, "--port")?),
+            Long("steps") => {
+                let list: String = value(&mut p, "--steps")?;
+                o.steps = list.split(',').map(|s| s.trim().to_string()).collect();
+            }
+            other => return Err(BenchError::Usage(other.unexpected().to_string())),
+        }
+    }
+    if o.rounds == 0 {
+        return Err(BenchError::Usage("--rounds must be at least 1".into()));
+    }
+    independent::run(&o)
 }
 
 /// The workspace this binary was built from.

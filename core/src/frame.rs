@@ -139,10 +139,14 @@ impl OutFrame {
     /// The text of [`OutFrame::ok`] whose payload `write` appends as JSON text (about
     /// `capacity` bytes), for answers assembled from pieces serialised once.
     pub(crate) fn ok_text(id: &str, capacity: usize, write: impl FnOnce(&mut String)) -> String {
-        let mut text = String::with_capacity(capacity + id.len() + 42);
-        text.push_str(r#"{"type":"res","id":"#);
+        const HEAD: &str = r#"{"type":"res","id":"#;
+        const MID: &str = r#","ok":true,"payload":"#;
+        // The id's quotes and the closing brace: the text is allocated once, not grown (and
+        // copied) by its last byte.
+        let mut text = String::with_capacity(HEAD.len() + id.len() + MID.len() + capacity + 3);
+        text.push_str(HEAD);
         push_json_str(&mut text, id);
-        text.push_str(r#","ok":true,"payload":"#);
+        text.push_str(MID);
         write(&mut text);
         text.push('}');
         text
@@ -433,6 +437,18 @@ mod tests {
             OutFrame::ok_text(id, 0, |t| t.push_str(&payload.to_string())),
             OutFrame::ok(id, payload).to_text()
         );
+    }
+
+    #[test]
+    fn ok_text_is_allocated_once() {
+        let payload = r#"{"ok":true,"ts":1796646250902,"durationMs":0}"#;
+        let text = OutFrame::ok_text(
+            "2:0b5e1a9c-8d7f-4e21-9a3b-5c6d7e8f9a0b",
+            payload.len(),
+            |t| t.push_str(payload),
+        );
+        // A text that outgrew its first allocation would have twice the room it needs.
+        assert_eq!(text.capacity(), text.len());
     }
 
     #[test]
