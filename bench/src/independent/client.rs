@@ -127,6 +127,13 @@ mod tests {
                 r#"","ok":true,"payload":{"ok":true}}"#,
             ),
             tick: template(r#"{"type":"event","event":"tick","payload":{"ts":"#, "}}"),
+            // This client never invokes: frames of the right shape, never sent.
+            invoke_request: template(
+                r#"{"type":"event","event":"node.invoke.request","payload":{"id":""#,
+                r#""}}"#,
+            ),
+            invoke_ack: template(r#"{"type":"res","id":""#, r#"","ok":true,"payload":{}}"#),
+            invoke_answer: template(r#"{"type":"res","id":""#, r#"","ok":true,"payload":{}}"#),
         };
         let opts = BareOptions {
             port,
