@@ -248,8 +248,15 @@ pub fn a_turn_cut_by_kill_9_is_answered_exactly_once<T: Transport>(shell: Shell)
     let opts = fake.options(&model, OPEN);
     let gw = opts.start(shell);
     fake.ready();
+    let mut ws = admin(&gw);
     fake.send_dm(7, "survive this");
     wait_model_asked(&model);
+    // The model request leaves beside the batch storing the message, not after its commit.
+    // An answer is held until every batch issued before it is durable: once `health` is
+    // answered the message is on disk, and the turn is still running (the model answers
+    // 400 ms after it was asked). A transport that never redelivers (Discord's Gateway after
+    // a fresh Identify) has only the store to bring the message back.
+    ws.call("health", None).expect("health");
     let gw = opts.crash_and_restart(shell, gw);
     fake.wait_sent(1);
     std::thread::sleep(Duration::from_millis(1500));
