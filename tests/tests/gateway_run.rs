@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clawgate_core::client::{ClientConfig, Event};
 
 use clawgate_tests::both;
+use clawgate_tests::fake_api::poll_for;
 use clawgate_tests::harness::{Shell, TempDir, WAIT as PATIENCE, Ws, free_port};
 
 /// A running `clawgate gateway run`, its stderr collected line by line.
@@ -515,6 +516,19 @@ fn verbose_logs_frames_with_secrets_masked(shell: Shell) {
 fn running_out_of_file_descriptors_pauses_accepting_and_recovers(shell: Shell) {
     let dir = TempDir::new("run");
     let mut gw = spawn_with_file_limit(shell, 24, &dir, free_port()).started();
+    // Start-up's own file work first: at its first pause the store's writer makes the WAL
+    // 4 MiB long, on a descriptor it opens, writes, syncs and closes. Freed while the loop is
+    // starved, that descriptor would take one more connection and end the episode, and the
+    // next refusal would warn again (rightly: a second episode).
+    let wal = dir.state().join("state/clawgate.sqlite-wal");
+    poll_for(Duration::from_secs(5), || {
+        std::fs::metadata(&wal)
+            .is_ok_and(|m| m.len() >= 4 << 20)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the store's writer never made its WAL long ({wal:?})"));
+    // Its sync and close.
+    std::thread::sleep(Duration::from_millis(300));
     // More sockets than descriptors left: the surplus waits in the backlog.
     let held: Vec<TcpStream> = (0..30)
         .map(|_| TcpStream::connect(("127.0.0.1", gw.port)).unwrap())
