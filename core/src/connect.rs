@@ -82,7 +82,7 @@ impl Gateway {
             self.send(
                 now,
                 id,
-                &OutFrame::err(&req.id, handshake::protocol_mismatch(&params)),
+                &OutFrame::err(&*req.id, handshake::protocol_mismatch(&params)),
             );
             self.log(
                 now,
@@ -107,7 +107,7 @@ impl Gateway {
         match self.admit(now, id, &params) {
             Ok(hello) => self.admit_when_durable(now, id, &req.id, params, hello),
             Err(err) => match err.delay {
-                Some(delay) => self.hold(now, id, req.id, err, delay),
+                Some(delay) => self.hold(now, id, req.id.into_owned(), err, delay),
                 None => self.reject(now, id, &req.id, err.error, err.close),
             },
         }

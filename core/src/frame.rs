@@ -212,13 +212,14 @@ impl SeqEvent {
 }
 
 /// A request frame received from a peer, validated against upstream's `RequestFrame`, its
-/// params read as `P`.
+/// params read as `P`. Its `id` and `method` borrow the frame's text where they are written
+/// without escapes (the common case: no allocation for either).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Request<P = Value> {
+pub struct Request<'a, P = Value> {
     /// Request id, echoed in the response.
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// Method name.
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// Params; `P::default()` (`Null` for a tree) when omitted.
     pub params: P,
 }
@@ -303,27 +304,29 @@ struct Envelope<'a, P> {
     params: Option<P>,
 }
 
-impl<P: Default> Envelope<'_, P> {
+impl<'a, P: Default> Envelope<'a, P> {
     /// The request, if the envelope is a valid one.
-    fn into_request(self) -> Option<Request<P>> {
+    fn into_request(self) -> Option<Request<'a, P>> {
         if self.kind != "req" || self.id.is_empty() || self.method.is_empty() {
             return None;
         }
         Some(Request {
-            id: self.id.into_owned(),
-            method: self.method.into_owned(),
+            id: self.id,
+            method: self.method,
             params: self.params.unwrap_or_default(),
         })
     }
 }
 
 /// Parse one inbound text frame as a request.
-pub fn parse_request(text: &str) -> Result<Request, FrameError> {
+pub fn parse_request(text: &str) -> Result<Request<'_>, FrameError> {
     parse_request_as(text)
 }
 
 /// Parse one inbound text frame as a request whose params are read as `P`.
-pub(crate) fn parse_request_as<'a, P: Params<'a>>(text: &'a str) -> Result<Request<P>, FrameError> {
+pub(crate) fn parse_request_as<'a, P: Params<'a>>(
+    text: &'a str,
+) -> Result<Request<'a, P>, FrameError> {
     match plain_request(text) {
         Some(req) => Ok(req),
         None => validate_request(text).map(|r| Request {
@@ -335,14 +338,14 @@ pub(crate) fn parse_request_as<'a, P: Params<'a>>(text: &'a str) -> Result<Reque
 }
 
 /// The request, if `text` is a valid one with no optional key but `params`.
-fn plain_request<'a, P: Params<'a>>(text: &'a str) -> Option<Request<P>> {
+fn plain_request<'a, P: Params<'a>>(text: &'a str) -> Option<Request<'a, P>> {
     serde_json::from_str::<Envelope<'a, P>>(text)
         .ok()
         .and_then(Envelope::into_request)
 }
 
 /// Parse `text` as a request through its JSON tree, with upstream's answer to each problem.
-fn validate_request(text: &str) -> Result<Request, FrameError> {
+fn validate_request(text: &str) -> Result<Request<'static>, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
     let Value::Object(mut obj) = value else {
         return Err(invalid("invalid", InvalidFrame::NotObject));
@@ -377,7 +380,11 @@ fn validate_request(text: &str) -> Result<Request, FrameError> {
         return Err(invalid(&id, InvalidFrame::BadTraceparent));
     }
     let params = obj.remove("params").unwrap_or(Value::Null);
-    Ok(Request { id, method, params })
+    Ok(Request {
+        id: id.into(),
+        method: method.into(),
+        params,
+    })
 }
 
 fn invalid(id: &str, problem: InvalidFrame) -> FrameError {
@@ -484,6 +491,21 @@ mod tests {
     }
 
     #[test]
+    fn plain_id_and_method_borrow_the_frame() {
+        let text = r#"{"type":"req","id":"2:x","method":"health","params":{}}"#;
+        let r = parse_request(text).unwrap();
+        assert!(matches!(r.id, Cow::Borrowed("2:x")), "{:?}", r.id);
+        assert!(
+            matches!(r.method, Cow::Borrowed("health")),
+            "{:?}",
+            r.method
+        );
+        // An escaped id cannot be borrowed: it is decoded, as before.
+        let r = parse_request(r#"{"type":"req","id":"a\"b","method":"health"}"#).unwrap();
+        assert_eq!(r.id, "a\"b");
+    }
+
+    #[test]
     fn request_without_params_is_accepted() {
         let r = parse_request(r#"{"type":"req","id":"2:x","method":"health"}"#).unwrap();
         assert_eq!(r.method, "health");
@@ -535,7 +557,7 @@ mod tests {
             );
         }
         let r = parse_request(frames[2]).unwrap();
-        assert_eq!((r.id.as_str(), r.method.as_str()), ("q\"7", "chat.send"));
+        assert_eq!((&*r.id, &*r.method), ("q\"7", "chat.send"));
         assert_eq!(
             parse_request(frames[3]),
             Err(invalid("1", InvalidFrame::BadTraceparent)),

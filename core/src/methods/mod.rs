@@ -280,7 +280,7 @@ impl Gateway {
             return;
         }
         if let Err(denied) = scopes::authorize(role, &scopes, &req.method, &req.params) {
-            self.send(now, id, &OutFrame::err(&req.id, denied.to_error()));
+            self.send(now, id, &OutFrame::err(&*req.id, denied.to_error()));
             if matches!(denied, scopes::Denied::Role(_)) {
                 let max = self.config.limits.max_unauthorized_calls;
                 let count = self
