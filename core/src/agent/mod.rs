@@ -436,6 +436,17 @@ impl Gateway {
     }
 
     fn flush_live_text(&mut self, now: Instant, serial: u64) {
+        let agent = &mut self.agent;
+        if let Some(run) = agent.runs.get_mut(&serial)
+            && run.gate.is_none()
+            && !agent.subscribers.hear(run)
+        {
+            // No one to send the text to: its events are not built.
+            run.last_flush = Some(now);
+            run.flush_due = false;
+            run.skip_text();
+            return;
+        }
         self.with_run(now, serial, |run, ts| {
             run.last_flush = Some(now);
             run.flush_due = false;
@@ -457,28 +468,34 @@ impl Gateway {
             .as_ref()
             .map_or("stop", |f| f.as_str())
             .to_string();
-        let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
+        let message = run.message(ts);
+        // The run ends here: events no one would hear (a channel's run nobody watches) are
+        // not built.
+        if self.agent.subscribers.hear(&run) {
+            let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
+            if let Some(u) = &done.usage {
+                let usage =
+                    json!({"inputTokens": u.prompt_tokens, "outputTokens": u.completion_tokens});
+                ev.push(run.agent(ts, "usage", usage));
+            }
+            let finishing = json!({"stopReason": stop, "aborted": false, "livenessState": "working", "endedAt": ts});
+            ev.push(run.lifecycle(ts, "finishing", finishing));
+            let end = json!({
+                "stopReason": stop,
+                "aborted": false,
+                "startedAt": run.started_at,
+                "endedAt": ts,
+                "terminalReply": {"disposition": "visible", "text": run.text},
+                "executionSettled": true,
+            });
+            ev.push(run.lifecycle(ts, "end", end));
+            ev.extend(run.flush_chat_text(ts));
+            ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
+            self.emit(now, run.audience(), ev);
+        }
         let usage = done.usage.map(|u| {
-            let usage =
-                json!({"inputTokens": u.prompt_tokens, "outputTokens": u.completion_tokens});
-            ev.push(run.agent(ts, "usage", usage));
             json!({"input": u.prompt_tokens, "output": u.completion_tokens, "total": u.prompt_tokens.saturating_add(u.completion_tokens)})
         });
-        let finishing = json!({"stopReason": stop, "aborted": false, "livenessState": "working", "endedAt": ts});
-        ev.push(run.lifecycle(ts, "finishing", finishing));
-        let end = json!({
-            "stopReason": stop,
-            "aborted": false,
-            "startedAt": run.started_at,
-            "endedAt": ts,
-            "terminalReply": {"disposition": "visible", "text": run.text},
-            "executionSettled": true,
-        });
-        ev.push(run.lifecycle(ts, "end", end));
-        ev.extend(run.flush_chat_text(ts));
-        let message = run.message(ts);
-        ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
-        self.emit(now, run.audience(), ev);
         self.append(&run.session_key, message, ts, Some(&run.run_id));
         if run.origin.is_none() {
             self.channel_turn_ended(now, &run.run_id, Some(run.text.clone()));

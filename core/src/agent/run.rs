@@ -223,6 +223,20 @@ impl Run {
         Some(self.chat("delta", fields))
     }
 
+    /// What [`Run::flush_agent_text`] and [`Run::flush_chat_text`] do to the run, for text
+    /// no one hears: both streams move past it and `seq` as if it were sent, so a watcher
+    /// who joins later sees what it would have seen had the events been built.
+    pub(crate) fn skip_text(&mut self) {
+        let unsent = |from: usize| self.text.get(from..).is_some_and(|d| !d.is_empty());
+        if unsent(self.agent_sent) {
+            self.seq += 1;
+            self.agent_sent = self.text.len();
+        }
+        if unsent(self.chat_sent) {
+            self.chat_sent = self.text.len();
+        }
+    }
+
     /// The current assistant message ended (it called tools): the next text starts a new
     /// one, sent from its start on both streams.
     pub(crate) fn next_message(&mut self) {
@@ -235,5 +249,48 @@ impl Run {
     /// The assistant message so far.
     pub(crate) fn message(&self, ts: u64) -> Value {
         text_message("assistant", &self.text, ts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> Run {
+        Run::new(1, "r".into(), "k".into(), "s".into(), None, 0)
+    }
+
+    /// The streams' positions and `seq` of a run.
+    fn marks(r: &Run) -> (usize, usize, u64) {
+        (r.agent_sent, r.chat_sent, r.seq)
+    }
+
+    #[test]
+    fn skipped_text_moves_the_run_as_its_flushed_events_would() {
+        // Each step: text, the `agent` stream alone flushed (the chat stream left behind)
+        // or not, more text; then one run flushes both streams, the other skips the text.
+        let steps = [
+            ("", false, ""),
+            ("Hel", false, "lo"),
+            ("", true, ""),
+            (" wörld", true, ""),
+            ("", true, "!"),
+            ("", false, ""),
+        ];
+        let (mut sent, mut skipped) = (run(), run());
+        for (first, agent_only, more) in steps {
+            for r in [&mut sent, &mut skipped] {
+                r.text.push_str(first);
+                if agent_only {
+                    let _ = r.flush_agent_text(0);
+                }
+                r.text.push_str(more);
+            }
+            let _ = sent.flush_agent_text(0);
+            let _ = sent.flush_chat_text(0);
+            skipped.skip_text();
+            assert_eq!(marks(&skipped), marks(&sent), "after {first:?} {more:?}");
+        }
+        assert_eq!(marks(&skipped), (13, 13, 3));
     }
 }

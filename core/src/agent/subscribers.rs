@@ -94,6 +94,16 @@ impl Subscribers {
         self.messages.get(key).cloned().unwrap_or_default()
     }
 
+    /// Whether a run's events reach anyone: an operator's run's go to every operator; a
+    /// channel's run's only to the connections watching its session ([`Self::watchers`]).
+    pub(crate) fn hear(&self, run: &super::run::Run) -> bool {
+        run.origin.is_some()
+            || self
+                .messages
+                .get(&run.session_key)
+                .is_some_and(|c| !c.is_empty())
+    }
+
     /// Who hears of a message appended to session `key`: the `sessions.subscribe`
     /// connections and those watching `key`.
     pub(crate) fn message_audience(&self, key: &str) -> BTreeSet<ConnId> {
