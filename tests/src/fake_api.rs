@@ -43,7 +43,9 @@ pub struct FakeApi {
     calls: Mutex<Vec<Call>>,
     scripted: Mutex<HashMap<String, VecDeque<Answer>>>,
     stop: AtomicBool,
-    listeners: Mutex<Vec<(SocketAddr, JoinHandle<()>)>>,
+    /// Each listener's address (kept after [`FakeApi::shut_down`]: a connection's thread may
+    /// still ask) and its acceptor until it is joined.
+    listeners: Mutex<Vec<(SocketAddr, Option<JoinHandle<()>>)>>,
     /// Connections [`FakeApi::serve_http`] has served.
     connections: AtomicUsize,
 }
@@ -69,7 +71,7 @@ impl FakeApi {
         let addr = listener.local_addr().expect("local address");
         let api = self.clone();
         let thread = accept_each(listener, name, move || api.stopped(), serve);
-        lock(&self.listeners).push((addr, thread));
+        lock(&self.listeners).push((addr, Some(thread)));
         addr
     }
 
@@ -86,7 +88,11 @@ impl FakeApi {
     /// Stop accepting and join the acceptors (the owning fake's `Drop` calls this).
     pub fn shut_down(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        for (addr, thread) in lock(&self.listeners).drain(..) {
+        let acceptors: Vec<_> = lock(&self.listeners)
+            .iter_mut()
+            .filter_map(|(addr, thread)| Some((*addr, thread.take()?)))
+            .collect();
+        for (addr, thread) in acceptors {
             let _ = TcpStream::connect(addr);
             let _ = thread.join();
         }
