@@ -496,7 +496,7 @@ impl Db {
     /// starts the WAL over after a checkpoint: the zeros written here, past the file's end,
     /// change nothing it reads.
     pub fn extend_wal(&self, frames: u32) -> Result<(), DbError> {
-        let path = PathBuf::from(format!("{}-wal", self.path.display()));
+        let path = fresh::beside(&self.path, "-wal");
         let e = |source| DbError::Extend {
             path: path.clone(),
             source,

@@ -41,8 +41,8 @@ pub(crate) fn is_new(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// `path` with `suffix` appended to its name.
-fn beside(path: &Path, suffix: &str) -> PathBuf {
+/// `path` with `suffix` appended to its name (byte for byte: a name need not be UTF-8).
+pub(crate) fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
