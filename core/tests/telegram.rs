@@ -314,6 +314,18 @@ fn a_transport_failure_goes_again_ipv4_only_then_to_the_pinned_address_and_stays
         status["channelAccounts"]["telegram"][0]["lastError"],
         Value::Null
     );
+    // Five answers on the fallback schedule a probe of the primary, said in the log as
+    // upstream says it.
+    for n in 0..5 {
+        f.dm(6 + n, "again");
+        pump(&mut p, &mut f);
+    }
+    let scheduled = p.logs.iter().any(|l| {
+        l.level == Level::Debug
+            && l.message
+                .contains("fetch fallback: scheduling primary dispatcher recovery probe")
+    });
+    assert!(scheduled, "{:?}", p.logs);
 }
 
 #[test]

@@ -261,14 +261,17 @@ impl Gateway {
         };
         let mut notes = Vec::new();
         let next = match &end {
-            Err(e) if !answered => a.transport.failed(now, at.tried, e, &mut notes),
+            Err(e) if !answered => Some(a.transport.failed(now, at.tried, e, &mut notes)),
             _ => {
                 a.transport.succeeded(at.tried, &mut notes);
-                return Some((call, end.map_err(|e| e.message)));
+                None
             }
         };
+        self.tg_notes(now, &call.account, notes);
+        let Some(next) = next else {
+            return Some((call, end.map_err(|e| e.message)));
+        };
         let key = call.account.clone();
-        self.tg_notes(now, &key, notes);
         match (next, at.request) {
             (Next::Try(attempt), Some(request)) => {
                 let next = Next::Try(attempt);
