@@ -128,6 +128,9 @@ struct Resolving {
     wire: Vec<u8>,
     /// When its connection must be open ([`HttpLimits::open_timeout`]).
     by: Instant,
+    /// The addresses known without a lookup (a name its dialing pins, or an address), when
+    /// the lookup only loads the TLS roots: its answer holds the first of them alone.
+    known: Option<Vec<IpAddr>>,
 }
 
 impl Request {
@@ -316,10 +319,17 @@ impl HttpLoop {
                 let load_tls = https && !tls::is_loaded();
                 // Known addresses are not looked up: the first is asked, to load TLS.
                 let name = known
+                    .as_ref()
                     .and_then(|ips| ips.first().map(IpAddr::to_string))
                     .unwrap_or_else(|| req.target.host.clone());
                 self.lookups.ask(&name, load_tls, ticket);
-                self.resolving.insert(ticket, Resolving { req, wire, by });
+                let resolving = Resolving {
+                    req,
+                    wire,
+                    by,
+                    known,
+                };
+                self.resolving.insert(ticket, resolving);
             }
         }
     }
@@ -335,10 +345,6 @@ impl HttpLoop {
         out: &mut Vec<(WorkId, WorkResult)>,
     ) {
         let port = req.target.port;
-        let ips = match req.dialing.pinned_for(&req.target.host) {
-            Some(pinned) => pinned.to_vec(),
-            None => ips,
-        };
         let addrs: Vec<SocketAddr> = dialed(ips, &req.dialing)
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
@@ -467,11 +473,17 @@ impl HttpLoop {
     /// Connect the requests whose lookups ended.
     fn resolved(&mut self, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
         for (ticket, answer) in self.lookups.answers() {
-            let Some(Resolving { req, wire, by }) = self.resolving.remove(&ticket) else {
+            let Some(Resolving {
+                req,
+                wire,
+                by,
+                known,
+            }) = self.resolving.remove(&ticket)
+            else {
                 continue;
             };
             match answer {
-                Ok(ips) => self.connect(req, ips, wire, by, now, out),
+                Ok(found) => self.connect(req, known.unwrap_or(found), wire, by, now, out),
                 Err(e) => {
                     let error = e.error(&req.name());
                     out.push((req.id, WorkResult::HttpEnd(Err(error))));
