@@ -711,9 +711,11 @@ fn a_failed_write_does_not_leave_a_chat_stuck() {
     p.hold_store_writes(true);
     f.dm(222, "second");
     pump(&mut p, &mut f);
-    p.write_store(true); // the update batch
+    // The model answered while the message's batch was in flight: the turn's batch is
+    // queued behind it.
+    assert!(p.write_next_batch(), "the update batch");
     pump(&mut p, &mut f);
-    p.write_store(false); // the turn's batch fails; the turn runs anyway
+    p.write_store(false); // the turn's batch fails; the turn ran anyway
     pump(&mut p, &mut f);
     assert_eq!(f.model_calls, 2);
     assert_eq!(
