@@ -69,7 +69,11 @@ fn a_lingering_batch_and_the_next_commit_together() {
     let (ids, _) = reports.recv_timeout(WAIT).unwrap();
     assert_eq!(ids, [1, 2], "one transaction, one report");
     w.close();
-    let pending = Db::open(dir.path()).unwrap().load_pairing().unwrap().pending;
+    let pending = Db::open(dir.path())
+        .unwrap()
+        .load_pairing()
+        .unwrap()
+        .pending;
     assert_eq!(pending.len(), 2);
 }
 
