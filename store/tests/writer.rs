@@ -145,3 +145,39 @@ fn a_read_ends_the_wait() {
     assert_eq!(reports.recv_timeout(WAIT).unwrap().0, [2]);
     w.close();
 }
+
+/// A group holding an unflagged batch never waits, though a flagged one joined it behind:
+/// the batches queued while a transaction was written commit at once.
+#[test]
+fn a_group_with_an_unflagged_batch_does_not_wait() {
+    let dir = TempDir::new("writer-linger-mixed");
+    let (tx, reports) = mpsc::channel();
+    let (hold, held) = mpsc::channel::<()>();
+    let w = Writer::spawn(Db::open(dir.path()).unwrap(), move |group| {
+        let ids: Vec<u64> = group
+            .into_iter()
+            .map(|d| match d {
+                StoreDone::Written(w) => w.id.0,
+                StoreDone::Read(id, _) => id.0,
+            })
+            .collect();
+        let first = ids == [0];
+        tx.send(ids).unwrap();
+        if first {
+            // The writer waits here until the test has queued the next batches.
+            held.recv().unwrap();
+        }
+    })
+    .unwrap();
+    assert!(w.submit(WorkId(0), batch(0)));
+    assert_eq!(reports.recv_timeout(WAIT).unwrap(), [0]);
+    assert!(w.submit(WorkId(1), batch(1)));
+    assert!(w.submit_lingering(WorkId(2), batch(2), LONG));
+    hold.send(()).unwrap();
+    assert_eq!(
+        reports.recv_timeout(WAIT).unwrap(),
+        [1, 2],
+        "committed at once"
+    );
+    w.close();
+}
