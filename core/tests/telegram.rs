@@ -1519,6 +1519,35 @@ fn a_failed_merged_transaction_ends_in_one_reply_after_the_rewrite() {
     assert!(answer_on_disk_text(&p, "echo lost"));
 }
 
+/// The message's batch fails before the model answers: the gate opens (the turn goes on),
+/// and the answer that comes after it goes in the rewrite, which carries the message's rows
+/// again; the message is answered once, after the rewrite is durable.
+#[test]
+fn a_message_batch_failing_before_the_answer_is_answered_once_after_the_rewrite() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    p.hold_store_writes(true);
+    f.hold_model = true;
+    f.dm(222, "slow");
+    pump(&mut p, &mut f);
+    assert_eq!(p.held_batches().len(), 1, "the message's batch alone");
+    p.write_store(false);
+    f.hold_model = false;
+    pump(&mut p, &mut f);
+    let held = p.held_batches();
+    assert_eq!(held.len(), 1, "the answer's batch");
+    assert_eq!(
+        held[0].0.first(),
+        Some(&StoreChange::ClearPairing),
+        "the rewrite, with the message's rows again"
+    );
+    assert!(format!("{:?}", held[0].0).contains("\"slow\""));
+    p.hold_store_writes(false);
+    p.write_store(true);
+    pump(&mut p, &mut f);
+    assert_eq!(texts_to(&f, 222), ["echo slow"]);
+    assert_eq!(f.model_calls, 1);
+}
+
 /// Whether the simulated disk holds `text` in a transcript.
 fn answer_on_disk_text(p: &Sim, text: &str) -> bool {
     p.sessions
