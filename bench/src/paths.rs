@@ -670,8 +670,9 @@ pub fn render(
                 s,
                 "- the disk under the state directories: a 4 KiB append + `fdatasync` (one \
                  `synchronous=full` commit) takes {:.2} ms p50 / {:.2} ms p99 ({} samples, \
-                 before the paths); a channel hop waits for two in a row (the message's commit, \
-                 then the answer's), so about twice this is the disk's share of each hop",
+                 before the paths); a channel hop waits for one (the message's and the \
+                 answer's in one transaction, the store writer lingering behind the message's), \
+                 so about this is the disk's share of each hop",
                 d.p50 / 1e3,
                 d.p99 / 1e3,
                 d.n

@@ -60,7 +60,7 @@ pub fn serve_one(gw: &mut Gateway, mut stream: TcpStream) -> io::Result<()> {
                 // answers that depend on it (approvals, new device tokens) wait until it does.
                 Output::Work {
                     id,
-                    work: Work::Store(_),
+                    work: Work::Store { .. },
                 } => gw.handle_work_result(Instant::now(), id, WorkResult::Stored(Ok(()))),
                 _ => {}
             }

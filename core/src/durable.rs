@@ -127,6 +127,17 @@ impl Gateway {
     /// messages), if any; after a failed write, every pairing row and the session changes
     /// not yet on disk.
     pub(crate) fn persist(&mut self) {
+        self.persist_batch(false);
+    }
+
+    /// [`Gateway::persist`] for a batch whose follow-up comes at once (a gated channel turn's
+    /// message, its model request out): the host may hold it briefly to commit the two in one
+    /// transaction (see [`Work::Store`]'s `linger`).
+    pub(crate) fn persist_lingering(&mut self) {
+        self.persist_batch(true);
+    }
+
+    fn persist_batch(&mut self, linger: bool) {
         let id = self.next_work_id();
         let mut sessions = self.agent.store_changes();
         sessions.extend(self.channels.store_changes());
@@ -134,7 +145,7 @@ impl Gateway {
         if let Some(changes) = self.durable.batch(id, &self.store, sessions) {
             self.out.push_back(Output::Work {
                 id,
-                work: Work::Store(changes),
+                work: Work::Store { changes, linger },
             });
             if let Some(step) = self.channels.step_after_batch() {
                 // Held behind the batch just issued: in flight, so never handed back.

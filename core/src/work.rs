@@ -20,8 +20,18 @@ pub enum Work {
     /// Commit these changes to the durable store in one transaction, in the order the batches
     /// were asked for. A host that fails a batch must fail every later batch until one that
     /// starts with [`StoreChange::ClearPairing`] (the core's rewrite after a failure), so what
-    /// is on disk is always a prefix of what the core asked for.
-    Store(Vec<StoreChange>),
+    /// is on disk is always a prefix of what the core asked for. A host may commit several
+    /// batches in one transaction (all of them or none) and report them together.
+    Store {
+        /// The changes, in order.
+        changes: Vec<StoreChange>,
+        /// The next batch is expected at once: a gated channel turn's message, its model
+        /// request already out, whose answer the core processes while this batch is in
+        /// flight. A host may wait a short bound for the next batch before committing this
+        /// one, and commit both in one transaction (one sync instead of two in series);
+        /// any other batch it commits at once.
+        linger: bool,
+    },
     /// Perform this HTTP request off the loop (a model provider's stream, later a channel's
     /// API) and stream the response back with this work's id: one [`WorkResult::HttpHead`],
     /// then [`WorkResult::HttpBody`] chunks as they arrive (transfer framing removed), then

@@ -379,8 +379,9 @@ fn a_burst_past_the_unserved_bound_holds_the_socket_and_resumes_once_served() {
 }
 
 /// Discord's messages take the same path as every transport's: the turn asks the model while
-/// the batch storing the message is written, and the reply waits for that batch and for the
-/// one recording the answer.
+/// the batch storing the message is written (flagged to linger), the answer that comes
+/// meanwhile is processed at once and its batch queued behind it, and the reply waits for
+/// both batches.
 #[test]
 fn a_dm_asks_the_model_beside_its_commit_and_is_answered_after_it() {
     let (mut p, socket) = ready_with(config_with_model());
@@ -391,12 +392,18 @@ fn a_dm_asks_the_model_beside_its_commit_and_is_answered_after_it() {
         deliveries(&p, "c1").is_empty(),
         "no reply before the commit"
     );
-    p.write_store(true);
+    let flags: Vec<bool> = p.held_batches().iter().map(|(_, l)| *l).collect();
+    assert_eq!(
+        flags,
+        [true, false],
+        "the message's batch, then the answer's"
+    );
+    assert!(p.write_next_batch());
     assert!(
         deliveries(&p, "c1").is_empty(),
         "no reply before the answer's batch is durable"
     );
-    p.write_store(true);
+    assert!(p.write_next_batch());
     assert_eq!(
         deliveries(&p, "c1").len(),
         1,

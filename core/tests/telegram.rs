@@ -711,9 +711,11 @@ fn a_failed_write_does_not_leave_a_chat_stuck() {
     p.hold_store_writes(true);
     f.dm(222, "second");
     pump(&mut p, &mut f);
-    p.write_store(true); // the update batch
+    // The model answered while the message's batch was in flight: the turn's batch is
+    // queued behind it.
+    assert!(p.write_next_batch(), "the update batch");
     pump(&mut p, &mut f);
-    p.write_store(false); // the turn's batch fails; the turn runs anyway
+    p.write_store(false); // the turn's batch fails; the turn ran anyway
     pump(&mut p, &mut f);
     assert_eq!(f.model_calls, 2);
     assert_eq!(
@@ -1161,13 +1163,16 @@ fn allow_always_from_the_chat_is_durable_before_it_runs_and_survives_a_restart()
     );
 }
 
-/// The message's turn asks the model in the step that queues the batch storing the message;
-/// the model answering before that batch is durable shows nothing (no reply, no event for
-/// the session's watchers). Once it is, the turn's events show, and the answer, the message
-/// served and the reply's outbox row go in one batch: the reply leaves only once that batch
-/// is durable too, so a reply the user saw is in the transcript after a crash.
+/// The message's turn asks the model in the step that queues the batch storing the message
+/// (flagged to linger: its answer's batch is due at once). The model answering before that
+/// batch is durable is processed at once: the turn ends, and the answer, the message served
+/// and the reply's outbox row go in the next batch, queued behind the first while it is in
+/// flight; but nothing shows (no reply, no event for the session's watchers) until the first
+/// is durable, and the reply leaves only once the second is too, so a reply the user saw is
+/// in the transcript after a crash. The turn ended while gated: what it held plays out when
+/// the gate opens.
 #[test]
-fn the_model_is_asked_beside_the_commit_and_the_reply_waits_for_both_commits() {
+fn the_answer_is_stored_behind_the_message_and_the_reply_waits_for_both() {
     let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
     let op = admin(&mut p);
     let key = "agent:main:main";
@@ -1184,6 +1189,27 @@ fn the_model_is_asked_beside_the_commit_and_the_reply_waits_for_both_commits() {
         "no reply before the commit"
     );
     assert!(held_polls(&p).is_empty(), "no offset before the commit");
+    let held: Vec<(String, bool)> = p
+        .held_batches()
+        .iter()
+        .map(|(c, linger)| (format!("{c:?}"), *linger))
+        .collect();
+    assert_eq!(
+        held.len(),
+        2,
+        "the answer's batch is queued behind: {held:?}"
+    );
+    for part in ["Ingress", "Offset", "\"early\""] {
+        assert!(held[0].0.contains(part), "{part} in the message's batch");
+    }
+    for part in ["echo early", "Outbox", "done"] {
+        assert!(held[1].0.contains(part), "{part} in the answer's batch");
+    }
+    assert_eq!(
+        (held[0].1, held[1].1),
+        (true, false),
+        "only the message's batch lingers"
+    );
     let shown = |events: &[Event]| {
         events
             .iter()
@@ -1191,30 +1217,76 @@ fn the_model_is_asked_beside_the_commit_and_the_reply_waits_for_both_commits() {
     };
     assert!(!shown(&p.events(op)), "the turn shows nothing yet");
     assert!(p.write_next_batch(), "the message's batch");
-    let first = format!("{:?}", p.batches[before]);
-    for part in ["Ingress", "Offset", "\"early\""] {
-        assert!(
-            first.contains(part),
-            "{part} in the message's batch: {first}"
-        );
-    }
-    pump(&mut p, &mut f);
-    assert!(shown(&p.events(op)), "the turn's events once it is durable");
+    assert_eq!(p.batches.len(), before + 1);
+    let events = p.events(op);
+    assert!(shown(&events), "the turn's events once it is durable");
+    let finals = events
+        .iter()
+        .filter(|e| matches!(e, Event::Event { event, payload, .. } if event == "chat" && payload["state"] == "final"))
+        .count();
+    assert_eq!(finals, 1, "the turn that ended while gated shows its end");
     assert!(
         f.sent("sendMessage").is_empty(),
         "no reply before the batch recording it is durable"
     );
     assert!(p.write_next_batch(), "the turn's batch");
-    let second = format!("{:?}", p.batches[before + 1]);
-    for part in ["echo early", "Outbox", "done"] {
-        assert!(
-            second.contains(part),
-            "{part} in the turn's batch: {second}"
-        );
-    }
     pump(&mut p, &mut f);
     let texts: Vec<&Value> = f.sent("sendMessage").iter().map(|b| &b["text"]).collect();
     assert_eq!(texts, [&json!("echo early")]);
+}
+
+/// The watchers of a session see a turn that ran while its message's batch was in flight as
+/// they see one that ran after it: the same events in the same order, the answer's
+/// `session.message` after its `chat` final. A second message of the chat, queued behind the
+/// first and started once the first ended (while still gated), has its `session.message`
+/// after the first's answer, not ahead of it.
+#[test]
+fn a_gated_turn_shows_its_events_in_order_and_the_next_message_after_them() {
+    let watched = |hold: bool| {
+        let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+        let op = admin(&mut p);
+        let key = "agent:main:main";
+        p.call(op, "sessions.messages.subscribe", Some(json!({"key": key})))
+            .unwrap();
+        p.events(op);
+        p.hold_store_writes(hold);
+        f.dm(222, "one");
+        f.dm(222, "two");
+        pump(&mut p, &mut f);
+        // The second message's turn waits for the lane's debounce.
+        p.advance(Duration::from_secs(5));
+        pump(&mut p, &mut f);
+        p.hold_store_writes(false);
+        p.write_store(true);
+        pump(&mut p, &mut f);
+        let seen: Vec<String> = p
+            .events(op)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Event { event, payload, .. } => Some(format!(
+                    "{event} {} {} {} {}",
+                    payload["runId"].as_str().unwrap_or_default(),
+                    payload["state"]
+                        .as_str()
+                        .or(payload["stream"].as_str())
+                        .unwrap_or_default(),
+                    payload["data"]["phase"].as_str().unwrap_or_default(),
+                    payload["messageSeq"],
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(f.sent("sendMessage").len(), 2);
+        seen
+    };
+    let gated = watched(true);
+    assert_eq!(gated, watched(false));
+    let seqs: Vec<&str> = gated
+        .iter()
+        .filter(|e| e.starts_with("session.message"))
+        .filter_map(|e| e.rsplit(' ').next())
+        .collect();
+    assert_eq!(seqs, ["1", "2", "3", "4"], "{gated:#?}");
 }
 
 /// A failed write of the message's batch delivers nothing: no reply and no offset while the
@@ -1310,11 +1382,53 @@ fn ingress_on_disk(p: &Sim) -> bool {
         .any(|(kind, _)| *kind == ChannelRowKind::Ingress)
 }
 
+/// [`step`] as the store's writer runs with a model that answers at once: held requests are
+/// answered first, and the held batches are written in one transaction (the message's
+/// batch, flagged to linger, with the answer's batch queued behind it).
+fn step_merged(p: &mut Sim, f: &mut Fakes) -> bool {
+    for (id, req) in p.held_http().to_vec() {
+        if let Some(results) = f.answer(&req) {
+            for r in results {
+                p.http_result(id, r);
+            }
+            return true;
+        }
+    }
+    if p.write_together(true) {
+        return true;
+    }
+    p.advance(DELIVERY_RECORD_DELAY);
+    p.write_together(true)
+}
+
+/// How the kill simulation orders its steps.
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    /// Batches written one by one, before requests are answered.
+    WritesFirst,
+    /// Batches written one by one, after requests are answered.
+    HttpFirst,
+    /// Requests answered first, the held batches written in one transaction.
+    Merged,
+}
+
+impl Order {
+    fn step(self, p: &mut Sim, f: &mut Fakes) -> bool {
+        match self {
+            Order::WritesFirst => step(p, f, false),
+            Order::HttpFirst => step(p, f, true),
+            Order::Merged => step_merged(p, f),
+        }
+    }
+}
+
 /// An allowed DM, the gateway killed after each step of its handling (every store batch
-/// written and every request answered, the model's answer before or after the commit),
-/// restarted from what the disk holds: the reply never left before the message and the
-/// answer were on disk, and the message is answered once, or twice only when the kill fell
-/// between Telegram accepting the reply and the store recording it.
+/// written and every request answered, the model's answer before or after the commit, or
+/// the message's batch and the answer's in one transaction: killed before it, with both
+/// uncommitted, and after it), restarted from what the disk holds: the reply never left
+/// before the message and the answer were on disk, and the message is answered once, or
+/// twice only when the kill fell between Telegram accepting the reply and the store
+/// recording it.
 #[test]
 fn a_kill_at_any_point_answers_a_message_once() {
     let open = r#"dmPolicy: "open", allowFrom: ["*"],"#;
@@ -1324,37 +1438,239 @@ fn a_kill_at_any_point_answers_a_message_once() {
             .filter(|b| b["text"] == "echo hi")
             .count()
     };
-    let run = |kill_at: Option<usize>, http_first: bool| {
+    let run = |kill_at: Option<usize>, order: Order| {
         let (mut p, mut f) = start(open, "");
         p.hold_store_writes(true);
         f.dm(222, "hi");
         let mut steps = 0;
-        while kill_at != Some(steps) && step(&mut p, &mut f, http_first) {
+        let mut merged = false;
+        while kill_at != Some(steps) && order.step(&mut p, &mut f) {
             steps += 1;
+            let held = p.held_batches();
+            merged |= held.len() == 2 && held[0].1;
             assert!(
                 replies(&f) == 0 || (ingress_on_disk(&p) && answer_on_disk(&p)),
-                "a reply before its message and its answer were durable (step {steps}, http first: {http_first})"
+                "a reply before its message and its answer were durable (step {steps}, {order:?})"
             );
         }
         let Some(at) = kill_at else {
             assert_eq!(replies(&f), 1);
-            return steps;
+            return (steps, merged);
         };
         let unrecorded = replies(&f) == 1 && !recorded_as_answered(&p);
         let mut p = p.crash_and_restart(config(open, ""));
-        while step(&mut p, &mut f, http_first) {}
-        let why = format!("killed after step {at} (http first: {http_first})");
+        while order.step(&mut p, &mut f) {}
+        let why = format!("killed after step {at} ({order:?})");
         let expected = if unrecorded { 2 } else { 1 };
         assert_eq!(replies(&f), expected, "{why}");
-        steps
+        (steps, merged)
     };
-    for http_first in [false, true] {
-        let total = run(None, http_first);
+    for order in [Order::WritesFirst, Order::HttpFirst, Order::Merged] {
+        let (total, merged) = run(None, order);
         assert!(total >= 4, "{total} steps");
+        if !matches!(order, Order::WritesFirst) {
+            assert!(
+                merged,
+                "the answer's batch queued behind the message's ({order:?})"
+            );
+        }
         for at in 0..=total {
-            run(Some(at), http_first);
+            run(Some(at), order);
         }
     }
+}
+
+/// The message's batch and the answer's fail together (one transaction): nothing is sent
+/// and no offset confirmed while the store fails; the rewrite that follows carries both,
+/// and once it is durable the message is answered exactly once.
+#[test]
+fn a_failed_merged_transaction_ends_in_one_reply_after_the_rewrite() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    p.hold_store_writes(true);
+    f.dm(222, "lost");
+    pump(&mut p, &mut f);
+    assert_eq!(
+        p.held_batches().len(),
+        2,
+        "the answer's batch behind the message's"
+    );
+    assert!(p.write_together(false));
+    pump(&mut p, &mut f);
+    assert!(
+        f.sent("sendMessage").is_empty(),
+        "nothing sent from a failed transaction"
+    );
+    assert!(held_polls(&p).is_empty(), "no offset confirmed");
+    assert_eq!(f.model_calls, 1, "the turn is not run again");
+    p.hold_store_writes(false);
+    p.advance(Duration::from_secs(31));
+    pump(&mut p, &mut f);
+    p.advance(Duration::from_secs(31));
+    pump(&mut p, &mut f);
+    let texts: Vec<&Value> = f.sent("sendMessage").iter().map(|b| &b["text"]).collect();
+    assert_eq!(
+        texts,
+        [&json!("echo lost")],
+        "answered once after the rewrite"
+    );
+    assert_eq!(f.model_calls, 1);
+    p.advance(DELIVERY_RECORD_DELAY);
+    assert!(recorded_as_answered(&p));
+    assert!(answer_on_disk_text(&p, "echo lost"));
+}
+
+/// The message's batch fails before the model answers: the gate opens (the turn goes on),
+/// and the answer that comes after it goes in the rewrite, which carries the message's rows
+/// again; the message is answered once, after the rewrite is durable.
+#[test]
+fn a_message_batch_failing_before_the_answer_is_answered_once_after_the_rewrite() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    p.hold_store_writes(true);
+    f.hold_model = true;
+    f.dm(222, "slow");
+    pump(&mut p, &mut f);
+    assert_eq!(p.held_batches().len(), 1, "the message's batch alone");
+    p.write_store(false);
+    f.hold_model = false;
+    pump(&mut p, &mut f);
+    let held = p.held_batches();
+    assert_eq!(held.len(), 1, "the answer's batch");
+    assert_eq!(
+        held[0].0.first(),
+        Some(&StoreChange::ClearPairing),
+        "the rewrite, with the message's rows again"
+    );
+    assert!(format!("{:?}", held[0].0).contains("\"slow\""));
+    p.hold_store_writes(false);
+    p.write_store(true);
+    pump(&mut p, &mut f);
+    assert_eq!(texts_to(&f, 222), ["echo slow"]);
+    assert_eq!(f.model_calls, 1);
+}
+
+/// Whether the simulated disk holds `text` in a transcript.
+fn answer_on_disk_text(p: &Sim, text: &str) -> bool {
+    p.sessions
+        .transcripts
+        .values()
+        .flat_map(|t| t.values())
+        .any(|m| m.to_string().contains(text))
+}
+
+/// A turn whose model fails while its message's batch is in flight ends then: its failure
+/// notice is stored behind the message, its error events wait for the message's batch, and
+/// the notice is sent once, after both batches.
+#[test]
+fn a_turn_failing_while_gated_shows_its_error_after_the_commit_and_says_so_once() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    let op = admin(&mut p);
+    p.call(
+        op,
+        "sessions.messages.subscribe",
+        Some(json!({"key": "agent:main:main"})),
+    )
+    .unwrap();
+    p.events(op);
+    p.hold_store_writes(true);
+    f.model_error = Some(400);
+    f.dm(222, "fails");
+    pump(&mut p, &mut f);
+    let held = p.held_batches();
+    assert_eq!(held.len(), 2, "the failure's batch behind the message's");
+    assert!(format!("{:?}", held[1].0).contains("Agent failed before reply"));
+    let errors = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Event { event, payload, .. } if event == "chat" && payload["state"] == "error"))
+            .count()
+    };
+    assert_eq!(errors(&p.events(op)), 0, "nothing shows before the commit");
+    assert!(p.write_next_batch());
+    assert_eq!(
+        errors(&p.events(op)),
+        2,
+        "the error and the notice, after it"
+    );
+    assert!(f.sent("sendMessage").is_empty());
+    assert!(p.write_next_batch());
+    pump(&mut p, &mut f);
+    let texts: Vec<String> = texts_to(&f, 222);
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].starts_with("⚠️ Agent failed before reply: "),
+        "{texts:?}"
+    );
+}
+
+/// `chat.abort` of a turn whose message's batch is in flight: the turn ends at once (its
+/// request cancelled), but its events, the abort's among them, wait for the batch and play
+/// out in order; the abort is answered after it.
+#[test]
+fn an_aborted_gated_turn_shows_its_start_then_its_abort_after_the_commit() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    let op = admin(&mut p);
+    let key = "agent:main:main";
+    p.call(op, "sessions.messages.subscribe", Some(json!({"key": key})))
+        .unwrap();
+    p.events(op);
+    p.hold_store_writes(true);
+    f.hold_model = true;
+    f.dm(222, "stop me");
+    pump(&mut p, &mut f);
+    let rid = p.request(op, "chat.abort", Some(json!({"sessionKey": key})));
+    assert_eq!(p.cancelled.len(), 1, "the model request is cancelled");
+    let states = |events: &[Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Event { event, payload, .. } if event == "chat" => {
+                    Some(payload["state"].as_str().unwrap_or_default().to_string())
+                }
+                Event::Response { id, .. } if *id == rid => Some("answered".into()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        states(&p.events(op)).is_empty(),
+        "nothing before the commit"
+    );
+    p.hold_store_writes(false);
+    p.write_store(true);
+    let seen = states(&p.events(op));
+    let status = seen.iter().position(|s| s == "status");
+    let aborted = seen.iter().position(|s| s == "aborted");
+    let answered = seen.iter().position(|s| s == "answered");
+    assert!(
+        status.is_some() && status < aborted && aborted < answered,
+        "{seen:?}"
+    );
+    pump(&mut p, &mut f);
+    assert!(f.sent("sendMessage").is_empty(), "nothing to reply");
+}
+
+/// A model answer calling a tool that comes while the message's batch is in flight starts
+/// nothing until the batch is durable: the command runs (it acts outside the gateway) once
+/// the gate opens.
+#[test]
+fn a_gated_turn_runs_its_tools_only_after_the_commit() {
+    let (mut p, mut f) = start(
+        OPEN_TO_TWO,
+        r#"commands: { ownerAllowFrom: ["telegram:222"] }, tools: { exec: { mode: "full" } }"#,
+    );
+    f.exec_command = Some("uname -s");
+    p.hold_store_writes(true);
+    f.dm(222, "which os");
+    pump(&mut p, &mut f);
+    assert_eq!(f.model_calls, 1);
+    assert!(p.execs.is_empty(), "no command before the commit");
+    assert_eq!(p.held_batches().len(), 1, "the tool round has not started");
+    assert!(p.write_next_batch());
+    assert_eq!(
+        p.execs.len(),
+        1,
+        "the command runs once the message is durable"
+    );
 }
 
 /// The `health` events an operator received: each payload with its `stateVersion.health`.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clawgate_core::{
     Config, FileError, Gateway, Level, LogRecord, Output, Work, WorkId, WorkResult,
 };
-use clawgate_store::{DbError, IDLE_RELEASE, StoreDone, Synchronous, WriteDone, Writer};
+use clawgate_store::{DbError, IDLE_RELEASE, LINGER, StoreDone, Synchronous, WriteDone, Writer};
 
 use crate::allocator::{self, AfterBurst};
 use crate::code_pages;
@@ -495,8 +495,14 @@ impl Host for RunHost {
     fn work(&mut self, id: WorkId, work: Work) -> Option<WorkResult> {
         self.trim.work();
         match work {
-            Work::Store(changes) => {
-                let queued = self.store.as_ref().is_some_and(|w| w.submit(id, changes));
+            Work::Store { changes, linger } => {
+                let queued = self.store.as_ref().is_some_and(|w| {
+                    if linger {
+                        w.submit_lingering(id, changes, LINGER)
+                    } else {
+                        w.submit(id, changes)
+                    }
+                });
                 // The writer thread is gone only if it panicked: say so to whoever waits.
                 (!queued).then(|| WorkResult::Stored(Err("the store writer is gone".into())))
             }

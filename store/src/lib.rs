@@ -39,4 +39,4 @@ pub use db::{Db, DbError, Synchronous, db_path};
 pub use identity::StoredIdentity;
 pub use legacy::{Migrated, legacy_pairing_path};
 pub use upstream::{UPSTREAM_SCHEMA, Upstream, UpstreamError, read_upstream, upstream_db_path};
-pub use writer::{Checkpoints, IDLE_RELEASE, StoreDone, WriteDone, Writer};
+pub use writer::{Checkpoints, IDLE_RELEASE, LINGER, StoreDone, WriteDone, Writer};

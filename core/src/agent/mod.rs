@@ -74,6 +74,8 @@ pub(crate) struct Agent {
     subscribers: subscribers::Subscribers,
     /// The model windows in memory, most recently used sessions only.
     windows: Windows,
+    /// Runs started ahead of their message's commit: what they hold back until it settles.
+    gates: gate::Gates,
 }
 
 impl Agent {
@@ -244,12 +246,8 @@ impl Gateway {
             return;
         };
         let events: Vec<Event> = f(run, ts).into_iter().collect();
-        if let Some(gate) = run.gate.as_mut() {
-            gate.events(events);
-            return;
-        }
         let audience = run.audience();
-        self.emit(now, audience, events);
+        self.show(now, serial, audience, events);
     }
 
     /// Start run `serial` (its `chat.send` was answered) once one of the global slots is
@@ -318,10 +316,6 @@ impl Gateway {
         let Some(&serial) = self.agent.by_work.get(&id) else {
             return;
         };
-        if let Some(gate) = self.gate_of(serial) {
-            gate.response(id, result);
-            return;
-        }
         self.model_progress(now, serial);
         let max_body = self.config.limits.max_error_body_bytes;
         let Some(run) = self.agent.runs.get_mut(&serial) else {
@@ -438,7 +432,6 @@ impl Gateway {
     fn flush_live_text(&mut self, now: Instant, serial: u64) {
         let agent = &mut self.agent;
         if let Some(run) = agent.runs.get_mut(&serial)
-            && run.gate.is_none()
             && !agent.subscribers.hear(run)
         {
             // No one to send the text to: its events are not built.
@@ -456,6 +449,15 @@ impl Gateway {
     }
 
     fn complete_run(&mut self, now: Instant, serial: u64, done: crate::model::openai::Completion) {
+        // A gated run's tool calls start once its gate opens: they act outside the gateway.
+        let done = if done.tool_calls.is_empty() {
+            done
+        } else {
+            match self.agent.gates.hold_tool_round(serial, done) {
+                Some(done) => done,
+                None => return,
+            }
+        };
         if self.start_tool_round(now, serial, &done) {
             return;
         }
@@ -491,7 +493,7 @@ impl Gateway {
             ev.push(run.lifecycle(ts, "end", end));
             ev.extend(run.flush_chat_text(ts));
             ev.push(run.chat("final", json!({"stopReason": stop, "message": message})));
-            self.emit(now, run.audience(), ev);
+            self.show(now, serial, run.audience(), ev);
         }
         let usage = done.usage.map(|u| {
             json!({"input": u.prompt_tokens, "output": u.completion_tokens, "total": u.prompt_tokens.saturating_add(u.completion_tokens)})
@@ -510,10 +512,6 @@ impl Gateway {
     }
 
     fn fail_run(&mut self, now: Instant, serial: u64, failure: Failure) {
-        if let Some(gate) = self.gate_of(serial) {
-            gate.failure(failure);
-            return;
-        }
         self.stop_run_tools(now, serial);
         let ts = self.unix_ms(now);
         let Some(mut run) = self.agent.remove(serial) else {
@@ -555,7 +553,7 @@ impl Gateway {
         } else {
             run.message(ts)
         };
-        self.emit(now, run.audience(), ev);
+        self.show(now, serial, run.audience(), ev);
         self.append(&run.session_key, row, ts, Some(&run.run_id));
         if run.origin.is_none() {
             let notice = format!("⚠️ Agent failed before reply: {}", failure.message);

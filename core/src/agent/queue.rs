@@ -191,7 +191,7 @@ impl Gateway {
                 }
                 Outcome::Error(e) => f.chat("error", json!({"errorMessage": e})),
             };
-            self.emit(now, f.audience(), [event]);
+            self.show(now, serial, f.audience(), vec![event]);
             self.run_ended(now, f, outcome.clone());
         }
         self.lane_free(now, &key, serial);
@@ -270,7 +270,7 @@ impl Gateway {
                 f.insert("message".into(), run.message(ts));
             }
             ev.push(run.chat("aborted", fields));
-            self.emit(now, run.audience(), ev);
+            self.show(now, serial, run.audience(), ev);
             if !run.text.is_empty() {
                 self.append(&run.session_key, run.message(ts), ts, Some(&run.run_id));
             }

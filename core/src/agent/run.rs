@@ -100,8 +100,6 @@ pub(crate) struct Run {
     pub(crate) early: std::collections::HashMap<crate::tools::CallId, crate::tools::ToolOutcome>,
     /// Assistant messages of this turn before the current one (for `itemId`s).
     message_index: u32,
-    /// Its turn started ahead of the commit it waits for: what it holds back until then.
-    pub(crate) gate: Option<super::gate::Gate>,
 }
 
 impl Run {
@@ -141,7 +139,6 @@ impl Run {
             calls: Vec::new(),
             early: Default::default(),
             message_index: 1,
-            gate: None,
         }
     }
 

@@ -204,7 +204,10 @@ impl Gateway {
                 p.insert("session".into(), row);
             }
         }
-        self.broadcast_to(now, "session.message", &payload, &audience);
+        // While a run of the session is gated, its messages wait with its events.
+        if let Some(payload) = self.agent.gates.hold_message(key, payload) {
+            self.broadcast_to(now, "session.message", &payload, &audience);
+        }
     }
 }
 

@@ -913,9 +913,16 @@ impl Gateway {
             // the ingress path, the message's queue row): the turn is gated until that batch
             // is settled, so its reply and events never run ahead of the disk. The request
             // is the step's first output, so the shell writes it before it hands the batch
-            // to the store's writer thread (whose wake-up would otherwise come first).
+            // to the store's writer thread (whose wake-up would otherwise come first). With
+            // the request out, the batch is flagged to linger: an answer that comes at once
+            // is processed while it is in flight, and its batch (the answer, the reply's
+            // outbox row) can join it in one transaction.
             self.start_run_gated(now, serial);
-            self.persist();
+            if self.awaits_model(serial) {
+                self.persist_lingering();
+            } else {
+                self.persist();
+            }
             self.after_commit(now, Step::Turn(serial));
         }
         self.send_typing(now, &ev.inbound);

@@ -252,12 +252,55 @@ impl Sim {
     pub fn write_store(&mut self, ok: bool) {
         while let Some((id, work)) = self.unwritten.pop_front() {
             match work {
-                Work::Store(changes) => self.write_batch(id, &changes, ok),
+                Work::Store { changes, .. } => self.write_batch(id, &changes, ok),
                 Work::ReadHistory(query) => self.read_history(id, &query),
                 _ => {}
             }
         }
         self.drive();
+    }
+
+    /// The held store batches, oldest first: their changes and whether each is flagged to
+    /// linger ([`Work::Store`]).
+    pub fn held_batches(&self) -> Vec<(&[StoreChange], bool)> {
+        self.unwritten
+            .iter()
+            .filter_map(|(_, work)| match work {
+                Work::Store { changes, linger } => Some((changes.as_slice(), *linger)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Write the held store batches up to the first held read (all of them when none is)
+    /// in one transaction, as the host's writer commits the batches queued behind a
+    /// flagged one: every one of them on disk (`ok`) or none; then report each outcome in
+    /// order, answer the read, and let the simulation settle. `false` when nothing was held.
+    pub fn write_together(&mut self, ok: bool) -> bool {
+        let mut group = Vec::new();
+        while let Some((id, work)) = self.unwritten.pop_front() {
+            match work {
+                Work::Store { changes, .. } => group.push((id, changes)),
+                Work::ReadHistory(query) => {
+                    self.unwritten.push_front((id, Work::ReadHistory(query)));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if group.is_empty() {
+            return self.write_next_batch();
+        }
+        if ok {
+            for (_, changes) in &group {
+                self.apply_batch(changes);
+            }
+        }
+        for (id, _) in group {
+            self.report_batch(id, ok);
+        }
+        self.drive();
+        true
     }
 
     /// Write the oldest held store batch (answering the reads queued before it, or only the
@@ -268,7 +311,7 @@ impl Sim {
         while let Some((id, work)) = self.unwritten.pop_front() {
             moved = true;
             match work {
-                Work::Store(changes) => {
+                Work::Store { changes, .. } => {
                     self.write_batch(id, &changes, true);
                     break;
                 }
@@ -315,18 +358,30 @@ impl Sim {
     }
 
     fn write_batch(&mut self, id: WorkId, changes: &[StoreChange], ok: bool) {
-        let result = if ok {
-            // Each row goes through its durable encoding, as a host's database would keep it.
-            for change in changes {
-                if let Some((kind, _, row)) = change.encoded() {
-                    PairingStore::from_rows([(kind, row.as_bytes())])
-                        .unwrap_or_else(|e| panic!("a stored row does not load back: {e}"));
-                }
+        if ok {
+            self.apply_batch(changes);
+        }
+        self.report_batch(id, ok);
+    }
+
+    /// Put a batch on the simulated disk.
+    fn apply_batch(&mut self, changes: &[StoreChange]) {
+        // Each row goes through its durable encoding, as a host's database would keep it.
+        for change in changes {
+            if let Some((kind, _, row)) = change.encoded() {
+                PairingStore::from_rows([(kind, row.as_bytes())])
+                    .unwrap_or_else(|e| panic!("a stored row does not load back: {e}"));
             }
-            self.disk.apply(changes);
-            self.sessions.apply(changes);
-            self.batches.push(changes.to_vec());
-            self.transcript.persisted.push(self.disk.clone());
+        }
+        self.disk.apply(changes);
+        self.sessions.apply(changes);
+        self.batches.push(changes.to_vec());
+        self.transcript.persisted.push(self.disk.clone());
+    }
+
+    /// Tell the gateway batch `id` is durable (`ok`) or failed.
+    fn report_batch(&mut self, id: WorkId, ok: bool) {
+        let result = if ok {
             Ok(())
         } else {
             Err("simulated write failure".to_string())
@@ -605,12 +660,12 @@ impl Sim {
                 }
                 Output::Work {
                     id,
-                    work: work @ (Work::Store(_) | Work::ReadHistory(_)),
+                    work: work @ (Work::Store { .. } | Work::ReadHistory(_)),
                 } => {
                     moved = true;
                     match work {
                         work if self.hold_writes => self.unwritten.push_back((id, work)),
-                        Work::Store(changes) => self.write_batch(id, &changes, true),
+                        Work::Store { changes, .. } => self.write_batch(id, &changes, true),
                         Work::ReadHistory(query) => self.read_history(id, &query),
                         _ => {}
                     }
