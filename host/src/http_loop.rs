@@ -256,11 +256,6 @@ impl HttpLoop {
         self.pool.len()
     }
 
-    /// WebSockets open or opening.
-    pub fn sockets(&self) -> usize {
-        self.sockets.len()
-    }
-
     /// When [`HttpLoop::drive`] is due without readiness: the earliest timeout (a lookup's
     /// and a WebSocket's included: an open one has none), a kept connection's expiry, or now
     /// when results wait to be reported.
@@ -386,11 +381,11 @@ impl HttpLoop {
         token
     }
 
-    /// Open a fresh connection for `req` (for `purpose`), open within the open timeout from `now`: at once
-    /// to an IP address or a name its dialing pins (when TLS, if it needs it, is set up);
-    /// otherwise once a lookup thread found the host's addresses and, for `https://`, loaded
-    /// the TLS configuration (both block: never on the loop's thread; an address, a pinned
-    /// name's first included, is not looked up).
+    /// Open a fresh connection for `req` (for `purpose`), open within the open timeout from
+    /// `now`: at once to an IP address or a name its dialing pins (when TLS, if it needs it,
+    /// is set up); otherwise once a lookup thread found the host's addresses and, for
+    /// `https://`, loaded the TLS configuration (both block: never on the loop's thread; an
+    /// address, a pinned name's first included, is not looked up).
     fn open(
         &mut self,
         req: Request,
