@@ -54,10 +54,10 @@ type Next = Result<State, End>;
 
 /// Where a socket is (see the module doc).
 enum State {
-    /// Its host is being looked up (by the loop).
-    Resolving,
-    /// Connecting, then the TLS handshake.
-    Opening(Box<Exchange>),
+    /// Its host is being looked up (by the loop); the upgrade request to send once open.
+    Resolving(Box<Request>),
+    /// Connecting, then the TLS handshake; the upgrade request.
+    Opening(Box<Exchange>, Box<Request>),
     /// The upgrade under way, to be answered by the instant.
     Upgrading(Box<MidHandshake<ClientHandshake<Stream>>>, Instant),
     /// Frames both ways; `true` while frames wait for the socket to take them.
@@ -74,8 +74,6 @@ pub(crate) struct WsConn {
     /// Its [`Work::WsOpen`](clawgate_core::Work::WsOpen)'s id.
     id: WorkId,
     state: State,
-    /// The upgrade request, until the upgrade starts.
-    request: Option<Request>,
     config: WebSocketConfig,
     /// Texts the loop asked to send before the socket was open.
     early: Vec<String>,
@@ -140,8 +138,7 @@ impl WsConn {
             .max_frame_size(Some(open.max_message));
         let conn = WsConn {
             id,
-            state: State::Resolving,
-            request: Some(request),
+            state: State::Resolving(Box::new(request)),
             config,
             early: Vec::new(),
             watched: None,
@@ -162,10 +159,14 @@ impl WsConn {
         by: Instant,
         now: Instant,
     ) {
-        if let State::Resolving = self.state {
-            let exchange = Exchange::open(addrs, tls, self.name.clone(), limits, by, now);
-            self.state = State::Opening(Box::new(exchange));
-        }
+        let state = std::mem::replace(&mut self.state, State::Ended);
+        self.state = match state {
+            State::Resolving(request) => {
+                let exchange = Exchange::open(addrs, tls, self.name.clone(), limits, by, now);
+                State::Opening(Box::new(exchange), request)
+            }
+            other => other,
+        };
     }
 
     /// Its [`Work::WsOpen`](clawgate_core::Work::WsOpen)'s id.
@@ -182,9 +183,9 @@ impl WsConn {
     /// peer as long as it takes) or while its host is looked up (the loop's).
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match &self.state {
-            State::Opening(exchange) => Some(exchange.deadline()),
+            State::Opening(exchange, _) => Some(exchange.deadline()),
             State::Upgrading(_, by) | State::Closing(_, by, _) => Some(*by),
-            State::Resolving | State::Open(..) | State::Ended => None,
+            State::Resolving(_) | State::Open(..) | State::Ended => None,
         }
     }
 
@@ -220,7 +221,9 @@ impl WsConn {
         results: &mut Vec<WorkResult>,
     ) {
         self.then(results, |conn, state, results| match state {
-            State::Opening(exchange) => conn.opening(exchange, registry, now, buf, results),
+            State::Opening(exchange, request) => {
+                conn.opening(exchange, request, registry, now, buf, results)
+            }
             State::Upgrading(_, by) if by <= now => Err((
                 None,
                 format!(
@@ -232,7 +235,7 @@ impl WsConn {
             State::Upgrading(mid, by) => conn.upgraded(mid.handshake(), by, now, results),
             State::Open(ws, _) => conn.pump(ws, now, results),
             State::Closing(ws, until, end) => closing(ws, until, end, now),
-            state @ (State::Resolving | State::Ended) => Ok(state),
+            state @ (State::Resolving(_) | State::Ended) => Ok(state),
         });
     }
 
@@ -240,6 +243,7 @@ impl WsConn {
     fn opening(
         &mut self,
         mut exchange: Box<Exchange>,
+        request: Box<Request>,
         registry: &Registry,
         now: Instant,
         buf: &mut [u8],
@@ -251,20 +255,20 @@ impl WsConn {
         // An open only reads nothing: no results.
         let mut none = Vec::new();
         match exchange.advance(now, buf, &mut none) {
-            Ok(None) => return Ok(State::Opening(exchange)),
+            Ok(None) => return Ok(State::Opening(exchange, request)),
             Ok(Some(_)) => {}
             Err(failed) => return Err((None, failed.error.message)),
         }
         let Some(conn) = exchange.into_connection(registry) else {
             return Err((None, format!("{}: no connection", self.name)));
         };
-        let request = self.request.take().ok_or((None, "upgraded twice".into()))?;
         let by = now + self.idle_timeout;
-        let started = ClientHandshake::start(conn.stream, request, Some(self.config))
+        let started = ClientHandshake::start(conn.stream, *request, Some(self.config))
             .map_err(|e| (None, self.upgrade_error(&e)))?;
         self.upgraded(started.handshake(), by, now, results)
     }
 
+    /// The end of an upgrade that failed with `e`.
     fn upgrade_error(&self, e: &tungstenite::Error) -> String {
         format!("WebSocket upgrade with {} failed: {e}", self.name)
     }
@@ -328,7 +332,7 @@ impl WsConn {
     /// once the upgrade is done; ignored once it closes.
     pub(crate) fn send(&mut self, text: String, results: &mut Vec<WorkResult>) {
         self.then(results, |conn, state, _| match state {
-            State::Resolving | State::Opening(_) | State::Upgrading(..) => {
+            State::Resolving(_) | State::Opening(..) | State::Upgrading(..) => {
                 conn.early.push(text);
                 Ok(state)
             }
@@ -373,7 +377,7 @@ impl WsConn {
     ) {
         let both = Interest::READABLE | Interest::WRITABLE;
         let (stream, interest) = match &mut self.state {
-            State::Opening(exchange) => match exchange.watch(registry, token) {
+            State::Opening(exchange, _) => match exchange.watch(registry, token) {
                 Ok(()) => return,
                 Err(e) => return self.fail(format!("cannot watch the socket: {e}"), results),
             },
@@ -381,7 +385,7 @@ impl WsConn {
             State::Open(ws, true) => (ws.get_ref(), both),
             State::Open(ws, false) => (ws.get_ref(), Interest::READABLE),
             State::Closing(ws, ..) => (ws.get_ref(), Interest::WRITABLE),
-            State::Resolving | State::Ended => return,
+            State::Resolving(_) | State::Ended => return,
         };
         let fd = stream.tcp().as_raw_fd();
         let registered = match self.watched {

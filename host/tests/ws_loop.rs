@@ -2,8 +2,9 @@
 //! socket with nothing to do keeps the loop asleep (no deadline, readability only), a close
 //! reaches a peer that is slow to read, a frame the socket takes in part is finished when it
 //! is writable, a text sent before the upgrade is done goes once it is, a peer that closes
-//! mid-frame and a message over the bound each end the socket with one `WsClosed`. `wss://`
-//! is in `ws_loop_tls.rs`.
+//! mid-frame and a message over the bound each end the socket with one `WsClosed`, as do a
+//! close before the upgrade is answered and an upgrade never answered. `wss://` is in
+//! `ws_loop_tls.rs`.
 
 mod common;
 mod ws_common;
@@ -15,10 +16,11 @@ use std::thread;
 use std::time::Duration;
 
 use clawgate_core::{WorkId, WorkResult};
+use clawgate_host::http_loop::HttpLimits;
 use clawgate_tests::threads::voluntary_switches;
 use common::LOOP_THREAD;
 use tungstenite::Message;
-use ws_common::{WAIT, echo_until_closed, open_to, opened, opening};
+use ws_common::{WAIT, echo_until_closed, open_to, opened, opening, opening_with};
 
 /// Held by each test: one loop at a time, so that the idle test counts its own thread.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -239,4 +241,43 @@ fn a_message_over_the_bound_closes_the_socket() {
         ended.is_some(),
         "the peer read a message instead of the end"
     );
+}
+
+/// A server that accepts one connection and never answers its upgrade; it ends when the
+/// client closes it.
+fn silent_server(listener: TcpListener) {
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = std::io::copy(&mut conn, &mut std::io::sink());
+    });
+}
+
+#[test]
+fn a_close_before_the_upgrade_is_answered_ends_the_socket_at_once() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/socket", listener.local_addr().unwrap());
+    silent_server(listener);
+    let id = WorkId(15);
+    let (mut on_loop, rx) = opening(id, open_to(url, 1 << 20));
+    thread::sleep(Duration::from_millis(100));
+    on_loop.ws_close(id, 1000);
+    closed_once(&rx, id, "closed by the gateway");
+}
+
+#[test]
+fn an_upgrade_never_answered_ends_at_the_idle_timeout() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/socket", listener.local_addr().unwrap());
+    silent_server(listener);
+    let limits = HttpLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..HttpLimits::default()
+    };
+    let id = WorkId(16);
+    let started = std::time::Instant::now();
+    let (_on_loop, rx) = opening_with(limits, id, open_to(url, 1 << 20));
+    closed_once(&rx, id, "no answer within 0.3 s (idle timeout)");
+    assert!(started.elapsed() >= Duration::from_millis(300));
 }

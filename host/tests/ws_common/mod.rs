@@ -40,7 +40,16 @@ pub fn open_to(url: String, max_message: usize) -> WsOpen {
 
 /// A loop with socket `id` opening as `open` says, and the channel its results arrive on.
 pub fn opening(id: WorkId, open: WsOpen) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
-    let (mut on_loop, rx) = client(HttpLimits::default());
+    opening_with(HttpLimits::default(), id, open)
+}
+
+/// [`opening`] on a loop with these limits.
+pub fn opening_with(
+    limits: HttpLimits,
+    id: WorkId,
+    open: WsOpen,
+) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
+    let (mut on_loop, rx) = client(limits);
     on_loop.ws_open(id, open);
     (on_loop, rx)
 }
