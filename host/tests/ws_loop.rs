@@ -4,7 +4,7 @@
 //! is writable, a text sent before the upgrade is done goes once it is, a peer that closes
 //! mid-frame and a message over the bound each end the socket with one `WsClosed`, as do a
 //! close before the upgrade is answered and an upgrade never answered. `wss://` is in
-//! `ws_loop_tls.rs`.
+//! `ws_loop_tls.rs`; what an ended socket leaves behind in `http_open_fds.rs`.
 
 mod common;
 mod ws_common;

@@ -219,6 +219,21 @@ impl BlackHole {
     }
 }
 
+/// The descriptors this process holds.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The sockets registered with this process's pollers (`tfd:` lines of its epoll
+/// descriptors).
+pub fn watched() -> usize {
+    let entries = std::fs::read_dir("/proc/self/fdinfo").unwrap();
+    entries
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .map(|info| info.lines().filter(|l| l.starts_with("tfd:")).count())
+        .sum()
+}
+
 /// A streamed chat completion request, as the fake model answers it.
 pub fn chat(url: String) -> HttpRequest {
     HttpRequest {
