@@ -9,8 +9,9 @@
 //! `https://` request needs them ([`crate::tls`]); it hands the addresses back through a
 //! waker on this module's poller. The addresses are raced as Node races them
 //! ([`crate::happy_eyeballs`]: the next one tried beside the first after 250 ms), each
-//! attempt within the connect timeout, and opening a connection (the lookup, every attempt,
-//! the TLS handshake) within the open timeout in all ([`HttpLimits`]).
+//! attempt within the connect timeout, the lookup within the lookup timeout (as long), and
+//! opening a connection (the lookup, every attempt, the TLS handshake) within the open
+//! timeout in all ([`HttpLimits`]).
 //!
 //! The sockets are registered with a poller of this module's own (`epoll` on Linux), whose
 //! descriptor ([`HttpLoop::fd`]) the loop watches like any socket: readable means "drive me"
@@ -61,6 +62,9 @@ const RESOLVED: Token = Token(usize::MAX);
 /// The default of [`HttpLimits::connect_timeout`]: 10 s, as Node's `fetch` (undici) gives
 /// its whole connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default of [`HttpLimits::lookup_timeout`]: 10 s, as Node's `fetch` (undici) gives its
+/// whole connect, the lookup included.
+pub const LOOKUP_TIMEOUT: Duration = CONNECT_TIMEOUT;
 /// The default of [`HttpLimits::attempt_delay`]: 250 ms, Node's
 /// `autoSelectFamilyAttemptTimeout`.
 pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -84,6 +88,10 @@ pub type LookupFn = Arc<dyn Fn(&str) -> Result<Vec<IpAddr>, String> + Send + Syn
 pub struct HttpLimits {
     /// How long connecting to one address may take.
     pub connect_timeout: Duration,
+    /// How long a host's lookup may take (waiting for a lookup thread included): one that
+    /// never answers ends its request then, a timeout (a transport failure, on which
+    /// Telegram's transport tries its next attempt), not at the open timeout.
+    pub lookup_timeout: Duration,
     /// How long an attempt to connect goes without connecting before the next address is
     /// tried beside it ([`crate::happy_eyeballs`]).
     pub attempt_delay: Duration,
@@ -108,6 +116,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             connect_timeout: CONNECT_TIMEOUT,
+            lookup_timeout: LOOKUP_TIMEOUT,
             attempt_delay: ATTEMPT_DELAY,
             open_timeout: OPEN_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
@@ -142,6 +151,12 @@ struct Resolving {
     purpose: Purpose,
     /// When its connection must be open ([`HttpLimits::open_timeout`]).
     by: Instant,
+    /// When its lookup must have answered ([`HttpLimits::lookup_timeout`], no later than
+    /// `by`).
+    answer_by: Instant,
+    /// The addresses known without a lookup (a name its dialing pins, or an address), when
+    /// the lookup only loads the TLS roots: its answer holds the first of them alone.
+    known: Option<Vec<IpAddr>>,
 }
 
 impl Request {
@@ -267,7 +282,7 @@ impl HttpLoop {
             .values()
             .map(|r| r.exchange.deadline())
             .chain(self.sockets.values().filter_map(WsConn::deadline))
-            .chain(self.resolving.values().map(|r| r.by))
+            .chain(self.resolving.values().map(|r| r.answer_by))
             .chain(self.pool.next_expiry())
             .min()
     }
@@ -409,10 +424,17 @@ impl HttpLoop {
                 let load_tls = https && !tls::is_loaded();
                 // Known addresses are not looked up: the first is asked, to load TLS.
                 let name = known
+                    .as_ref()
                     .and_then(|ips| ips.first().map(IpAddr::to_string))
                     .unwrap_or_else(|| req.target.host.clone());
                 self.lookups.ask(&name, load_tls, ticket);
-                let resolving = Resolving { req, purpose, by };
+                let resolving = Resolving {
+                    req,
+                    purpose,
+                    by,
+                    answer_by: by.min(now + self.limits.lookup_timeout),
+                    known,
+                };
                 self.resolving.insert(ticket, resolving);
             }
         }
@@ -430,10 +452,6 @@ impl HttpLoop {
         out: &mut Vec<(WorkId, WorkResult)>,
     ) {
         let port = req.target.port;
-        let ips = match req.dialing.pinned_for(&req.target.host) {
-            Some(pinned) => pinned.to_vec(),
-            None => ips,
-        };
         let addrs: Vec<SocketAddr> = dialed(ips, &req.dialing)
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
@@ -583,11 +601,18 @@ impl HttpLoop {
     /// Connect the requests whose lookups ended.
     fn resolved(&mut self, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
         for (ticket, answer) in self.lookups.answers() {
-            let Some(Resolving { req, purpose, by }) = self.resolving.remove(&ticket) else {
+            let Some(Resolving {
+                req,
+                purpose,
+                by,
+                known,
+                ..
+            }) = self.resolving.remove(&ticket)
+            else {
                 continue;
             };
             match answer {
-                Ok(ips) => self.connect(req, ips, purpose, by, now, out),
+                Ok(found) => self.connect(req, known.unwrap_or(found), purpose, by, now, out),
                 Err(e) => {
                     let error = e.error(&req.name());
                     self.not_open(&req, purpose, error, out);
@@ -596,18 +621,19 @@ impl HttpLoop {
         }
     }
 
-    /// End the requests whose lookup did not answer within the open timeout.
+    /// End the requests whose lookup did not answer within the lookup timeout (or the open
+    /// timeout, when that is shorter).
     fn end_late_lookups(&mut self, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
         let late: Vec<u64> = self
             .resolving
             .iter()
-            .filter(|(_, r)| r.by <= now)
+            .filter(|(_, r)| r.answer_by <= now)
             .map(|(t, _)| *t)
             .collect();
         for ticket in late {
             self.lookups.forget(ticket);
             if let Some(r) = self.resolving.remove(&ticket) {
-                let error = lookup_timeout_error(&r.req.name(), &self.limits);
+                let error = lookup_timeout_error(&r.req.name(), r.answer_by < r.by, &self.limits);
                 let error = HttpError::new(HttpErrorKind::TimedOut, error);
                 self.not_open(&r.req, r.purpose, error, out);
             }
@@ -726,10 +752,15 @@ impl HttpLoop {
 }
 
 /// The error of a request to `name` (`host:port`) whose host's lookup did not answer within
-/// `limits.open_timeout`.
-fn lookup_timeout_error(name: &str, limits: &HttpLimits) -> String {
+/// `limits.lookup_timeout` (when `lookup`) or `limits.open_timeout`.
+fn lookup_timeout_error(name: &str, lookup: bool, limits: &HttpLimits) -> String {
+    let (bound, which) = if lookup {
+        (limits.lookup_timeout, "lookup timeout")
+    } else {
+        (limits.open_timeout, "open timeout")
+    };
     format!(
-        "cannot resolve {name}: no answer within {} s (open timeout)",
-        limits.open_timeout.as_secs_f32()
+        "cannot resolve {name}: no answer within {} s ({which})",
+        bound.as_secs_f32()
     )
 }

@@ -2,9 +2,10 @@
 //! tests' own resolver ([`HttpLoop::with_lookup`](clawgate_host::http_loop::HttpLoop)): the
 //! next address tried beside one that never answers after the attempt delay (also beside
 //! three), every address and why in the error when all refuse, the open timeout over every
-//! attempt and over a lookup that does not answer (also one still waiting for a thread), one
-//! lookup for requests to one name, at most `lookup_threads` at once under 50 names, and a
-//! shutdown that does not wait for a lookup in flight. (The descriptors a race leaves:
+//! attempt and over a lookup that does not answer (also one still waiting for a thread), the
+//! lookup timeout (the connect timeout's 10 s) over one that hangs, one lookup for requests
+//! to one name, at most `lookup_threads` at once under 50 names, and a shutdown that does
+//! not wait for a lookup in flight. (The descriptors a race leaves:
 //! `http_open_fds.rs`, a process of its own.)
 
 mod common;
@@ -14,9 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use clawgate_core::channels::telegram::transport::falls_back;
 use clawgate_core::model::HttpRequest;
-use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_loop::{ATTEMPT_DELAY, HttpLimits, LOOKUP_THREADS, LookupFn};
+use clawgate_core::{HttpErrorKind, WorkId, WorkResult};
+use clawgate_host::http_loop::{
+    ATTEMPT_DELAY, CONNECT_TIMEOUT, HttpLimits, HttpLoop, LOOKUP_THREADS, LookupFn,
+};
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use common::{BlackHole, chat, client_with_lookup};
 
@@ -290,6 +294,43 @@ fn a_lookup_that_does_not_answer_ends_its_requests_at_the_open_timeout() {
         counting.started.load(Ordering::SeqCst),
         2,
         "the lookups nobody waits for never start"
+    );
+}
+
+/// A lookup that never answers (a black-holed DNS server) ends its request at the lookup
+/// timeout, the connect timeout's 10 s by default, not the open timeout's 30: a timeout, on
+/// which Telegram's transport goes on to its next attempt. (The loop driven here with
+/// instants of the test's own: no waiting.)
+#[test]
+fn a_lookup_that_hangs_ends_its_request_at_the_lookup_timeout() {
+    let hangs: LookupFn = Arc::new(|_: &str| -> Result<Vec<IpAddr>, String> {
+        loop {
+            std::thread::park();
+        }
+    });
+    let limits = HttpLimits::default();
+    assert_eq!(limits.lookup_timeout, CONNECT_TIMEOUT);
+    let mut http = HttpLoop::with_lookup(limits, hangs).unwrap();
+    let start = Instant::now();
+    http.start(WorkId(1), get("http://hangs.test:80/".into()), start);
+    assert_eq!(http.due(), Some(start + CONNECT_TIMEOUT));
+    let mut ended = Vec::new();
+    http.drive(
+        start + CONNECT_TIMEOUT - Duration::from_millis(1),
+        |id, r| {
+            ended.push((id, r));
+        },
+    );
+    assert!(ended.is_empty(), "{ended:?}");
+    http.drive(start + CONNECT_TIMEOUT, |id, r| ended.push((id, r)));
+    let [(WorkId(1), WorkResult::HttpEnd(Err(error)))] = &ended[..] else {
+        panic!("{ended:?}");
+    };
+    assert_eq!(error.kind, HttpErrorKind::TimedOut);
+    assert!(falls_back(error.kind));
+    assert_eq!(
+        error.message,
+        "cannot resolve hangs.test:80: no answer within 10 s (lookup timeout)"
     );
 }
 

@@ -15,7 +15,7 @@ use clawgate_core::persist::{
     StoredChannelRow, StoredPendingInput, StoredSession,
 };
 use rusqlite::wal::CheckpointMode;
-use rusqlite::{Connection, DEFAULT_NAME, OpenFlags, params};
+use rusqlite::{Connection, DEFAULT_NAME, FileControl, OpenFlags, params};
 
 use crate::fresh;
 use crate::identity::StoredIdentity;
@@ -222,6 +222,15 @@ impl Db {
             .map_err(e)?;
         self.conn
             .pragma_update(None, "synchronous", "FULL")
+            .map_err(e)?;
+        // The WAL file stays when the last connection closes (SQLite's persistent WAL; its
+        // length too, `journal_size_limit` being unset), so a start finds it at the length
+        // [`Db::extend_wal`] made and writes it no more. What the file holds is never taken
+        // for content: SQLite checkpoints it all at that close, and reads a WAL only up to
+        // the first frame whose salt or checksum is not its header's.
+        let mut persist = 1;
+        self.conn
+            .file_control(DEFAULT_NAME, FileControl::PersistWal(&mut persist))
             .map_err(e)?;
         // The hook replaces SQLite's automatic checkpoint, which ran inside the commit that
         // took the WAL past 1000 pages (copying it into the database file and syncing that
@@ -487,7 +496,8 @@ impl Db {
         Ok(())
     }
 
-    /// Make the WAL file at least `frames` frames long, zeros past its end, and sync it. A
+    /// Make the WAL file at least `frames` frames long, zeros past its end, and sync it (a
+    /// file that long already, as a start finds the one the last run kept, is left alone). A
     /// commit that stays within the file overwrites blocks it has, so its `fdatasync` writes
     /// the frames alone; one that makes the file longer also commits the file's new size
     /// and blocks to the file system's journal (on ext4 one more write and flush per commit,

@@ -1,6 +1,7 @@
 //! clawgate's durable state: one SQLite database, `$OPENCLAW_STATE_DIR/state/clawgate.sqlite`
-//! (WAL, `synchronous=FULL`, file 0600 in a 0700 directory), written by one thread, which also
-//! checkpoints it between transactions ([`Checkpoints`]). A new one is built aside, its schema
+//! (WAL, its file kept from one run to the next, `synchronous=FULL`, file 0600 in a 0700
+//! directory), written by one thread, which also checkpoints it between transactions
+//! ([`Checkpoints`]). A new one is built aside, its schema
 //! and the gateway's identity in one transaction, and moved into place whole
 //! ([`Db::open_seeded`]).
 //!

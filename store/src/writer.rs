@@ -225,6 +225,10 @@ fn run(
             pending = thread.wait(&rx, idle, &mut on_idle);
         }
     }
+    // A clean stop starts the WAL over: the file kept for the next start holds one frame,
+    // which that start reads back, not the frames of this run (copied again at its first
+    // checkpoint).
+    thread.checkpoint();
 }
 
 /// The writer thread's state.
