@@ -11,9 +11,8 @@
 //! A [`Race`] never waits: [`Race::advance`] looks at its sockets and at the time and says
 //! which attempt won, or that it waits (for a socket to become writable, or until
 //! [`Race::deadline`]). The loop's HTTP client ([`crate::http_conn`]) waits on its poller,
-//! with the attempts' sockets registered; the blocking open of the WebSocket workers
-//! ([`crate::connect`]) and the CLI's client ([`crate::session`]) in poll(2)
-//! ([`Race::finish`]). A lost race is a [`RaceError`]: each attempt's [`io::Error`] kept, so
+//! with the attempts' sockets registered (a WebSocket's too); the CLI's client
+//! ([`crate::session`]) in poll(2) ([`Race::finish`]). A lost race is a [`RaceError`]: each attempt's [`io::Error`] kept, so
 //! a caller can tell a refusal from a timeout by its kind, and its text the one error the
 //! loop reports.
 

@@ -12,8 +12,8 @@
 //! timeout (a total: the bytes it exchanges do not renew it); from then on, the idle timeout,
 //! renewed by every byte sent or read ([`HttpLimits`]).
 //!
-//! The pieces the blocking connect of the WebSocket workers ([`crate::connect`]) shares
-//! (the lookup, the error texts) live here too, so both say the same things.
+//! A WebSocket's connection opens the same way ([`Exchange::open`]: connect and TLS
+//! handshake only); its upgrade and frames are [`crate::ws_conn`]'s.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -112,16 +112,6 @@ pub(crate) fn connect_error(name: &str, addr: SocketAddr, why: impl std::fmt::Di
     format!("cannot connect to {name} ({addr}): {why}")
 }
 
-/// The addresses of `host` at `port`, in the resolver's order, or why there are none;
-/// `name` (`host:port`) names it in errors. Blocking (a DNS lookup): never on the loop.
-pub(crate) fn resolve(host: &str, port: u16, name: &str) -> Result<Vec<SocketAddr>, String> {
-    let ips = crate::lookup::system(host).map_err(|why| format!("cannot resolve {name}: {why}"))?;
-    Ok(ips
-        .into_iter()
-        .map(|ip| SocketAddr::new(ip, port))
-        .collect())
-}
-
 /// The parser's `events` as results, in order, onto `results`; the `Keep-Alive` header of a
 /// head is kept in `keep_alive`.
 fn push_results(
@@ -177,6 +167,9 @@ struct Transfer {
     /// ([`HttpLimits::open_timeout`]).
     by: Instant,
     limits: HttpLimits,
+    /// Only open the connection ([`Exchange::open`]): done once connected (and, for
+    /// `https://`, its handshake done), nothing written.
+    open_only: bool,
 }
 
 /// One request on one non-blocking connection (see the module doc).
@@ -241,6 +234,23 @@ impl Exchange {
             tls,
             transfer,
         }
+    }
+
+    /// Open a connection to `addrs` as [`connect`](Self::connect) does, for a WebSocket
+    /// (whose upgrade is the caller's): [`advance`](Self::advance) ends it once connected,
+    /// its TLS handshake done, with nothing written; [`into_connection`](Self::into_connection)
+    /// hands the connection over.
+    pub(crate) fn open(
+        addrs: &[SocketAddr],
+        tls: Option<String>,
+        name: String,
+        limits: &HttpLimits,
+        by: Instant,
+        now: Instant,
+    ) -> Self {
+        let mut exchange = Self::connect(addrs, tls, name, Vec::new(), "GET", limits, by, now);
+        exchange.transfer.open_only = true;
+        exchange
     }
 
     /// `wire` (a request to `method`) on `conn`, a kept connection (non-blocking).
@@ -400,6 +410,7 @@ impl Transfer {
             deadline: now + limits.idle_timeout,
             by: now,
             limits: *limits,
+            open_only: false,
         }
     }
 
@@ -427,6 +438,7 @@ impl Transfer {
                     self.phase = Phase::Writing(0);
                     self.deadline = now + self.limits.idle_timeout;
                 }
+                Phase::Writing(_) if self.open_only => return Ok(Some(self.ended(false))),
                 Phase::Writing(done) => {
                     let rest = self.wire.get(done..).unwrap_or_default();
                     let sent = conn.stream.send(rest).map_err(|e| self.failed(e))?;

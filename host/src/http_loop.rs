@@ -28,6 +28,11 @@
 //! and the core already bounds model requests (`agents.defaults.maxConcurrent` runs) and
 //! channel sends. A cancel ends a request at once (during a lookup too: its answer is
 //! dropped) with the error [`CANCELLED`].
+//!
+//! The channels' WebSockets (Slack's Socket Mode, Discord's Gateway) run here too
+//! ([`crate::ws_conn`]): looked up and connected as a request is, then upgraded, their frames
+//! read in the wake-up their bytes cause and written when the core sends them
+//! ([`HttpLoop::ws_open`], [`HttpLoop::ws_send`], [`HttpLoop::ws_close`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -38,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use clawgate_core::model::http1::{ResponseLimits, Scheme, Target, encode_request};
 use clawgate_core::model::{Dialing, HttpRequest};
-use clawgate_core::{HttpError, HttpErrorKind, WorkId, WorkResult};
+use clawgate_core::{HttpError, HttpErrorKind, WorkId, WorkResult, WsOpen};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::happy_eyeballs::dialed;
@@ -46,6 +51,7 @@ use crate::http_conn::{Exchange, Failed};
 use crate::http_pool::{ConnectionPool, KeepAlive, Origin};
 use crate::lookup::Lookups;
 use crate::tls;
+use crate::ws_conn::WsConn;
 
 /// Readiness events taken from the poller per call.
 const EVENTS_CAPACITY: usize = 64;
@@ -77,7 +83,7 @@ pub const CANCELLED: &str = "cancelled";
 /// ([`HttpLoop::with_lookup`]).
 pub type LookupFn = Arc<dyn Fn(&str) -> Result<Vec<IpAddr>, String> + Send + Sync>;
 
-/// How requests are performed (the WebSocket workers connect with the same timeouts).
+/// How requests are performed (the WebSockets connect with the same timeouts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
     /// How long connecting to one address may take.
@@ -131,10 +137,18 @@ struct Request {
     dialing: Dialing,
 }
 
-/// A request whose host is being looked up, with its wire.
+/// What a fresh connection is for.
+enum Purpose {
+    /// A request: its wire.
+    Request(Vec<u8>),
+    /// The WebSocket under this token, upgraded once the connection is open.
+    Socket(Token),
+}
+
+/// A connection whose host is being looked up: for whom, and for what.
 struct Resolving {
     req: Request,
-    wire: Vec<u8>,
+    purpose: Purpose,
     /// When its connection must be open ([`HttpLimits::open_timeout`]).
     by: Instant,
     /// When its lookup must have answered ([`HttpLimits::lookup_timeout`], no later than
@@ -174,6 +188,10 @@ pub struct HttpLoop {
     limits: HttpLimits,
     pool: ConnectionPool,
     running: HashMap<Token, Running>,
+    /// The WebSockets, by the token their sockets are registered under.
+    sockets: HashMap<Token, WsConn>,
+    /// The token of each WebSocket, by its id.
+    socket_tokens: HashMap<WorkId, Token>,
     /// Tokens are never used twice: a late event of a finished request finds nothing.
     next_token: usize,
     /// Requests whose host is being looked up, by ticket.
@@ -198,6 +216,7 @@ impl std::fmt::Debug for HttpLoop {
         f.debug_struct("HttpLoop")
             .field("running", &self.running.len())
             .field("resolving", &self.resolving.len())
+            .field("sockets", &self.sockets.len())
             .field("idle", &self.pool.len())
             .finish_non_exhaustive()
     }
@@ -219,6 +238,8 @@ impl HttpLoop {
             limits,
             pool: ConnectionPool::new(limits.keep_alive),
             running: HashMap::new(),
+            sockets: HashMap::new(),
+            socket_tokens: HashMap::new(),
             next_token: 0,
             resolving: HashMap::new(),
             next_ticket: 0,
@@ -251,7 +272,8 @@ impl HttpLoop {
     }
 
     /// When [`HttpLoop::drive`] is due without readiness: the earliest timeout (a lookup's
-    /// included), a kept connection's expiry, or now when results wait to be reported.
+    /// and a WebSocket's included: an open one has none), a kept connection's expiry, or now
+    /// when results wait to be reported.
     pub fn due(&self) -> Option<Instant> {
         if self.decided_since.is_some() {
             return self.decided_since;
@@ -259,6 +281,7 @@ impl HttpLoop {
         self.running
             .values()
             .map(|r| r.exchange.deadline())
+            .chain(self.sockets.values().filter_map(WsConn::deadline))
             .chain(self.resolving.values().map(|r| r.answer_by))
             .chain(self.pool.next_expiry())
             .min()
@@ -298,20 +321,90 @@ impl HttpLoop {
                 };
                 self.step(running, now, &mut out);
             }
-            None => self.open(req, wire, now, &mut out),
+            None => self.open(req, Purpose::Request(wire), now, &mut out),
         }
         self.decide(out);
     }
 
-    /// Send `req` on a fresh connection, open within the open timeout from `now`: at once
-    /// to an IP address or a name its dialing pins (when TLS, if it needs it, is set up);
-    /// otherwise once a lookup thread found the host's addresses and, for `https://`, loaded
-    /// the TLS configuration (both block: never on the loop's thread; an address, a pinned
-    /// name's first included, is not looked up).
+    /// Open WebSocket `id` as `open` says (see [`crate::ws_conn`]); its results come from
+    /// later [`HttpLoop::drive`]s, and end with exactly one `WsClosed`.
+    pub fn ws_open(&mut self, id: WorkId, open: WsOpen, now: Instant) {
+        let (conn, target) = match WsConn::new(id, &open, &self.limits) {
+            Ok(made) => made,
+            Err(reason) => {
+                let closed = WorkResult::WsClosed { code: None, reason };
+                return self.decide(vec![(id, closed)]);
+            }
+        };
+        let token = self.token();
+        self.sockets.insert(token, conn);
+        self.socket_tokens.insert(id, token);
+        let req = Request {
+            id,
+            origin: Origin::of(&target, Dialing::default()),
+            target,
+            idempotent: false,
+            method: "GET",
+            dialing: Dialing::default(),
+        };
+        let mut out = Vec::new();
+        self.open(req, Purpose::Socket(token), now, &mut out);
+        self.decide(out);
+    }
+
+    /// Send a text frame on WebSocket `id`: written at once as far as its socket takes it
+    /// (ignored once it is closed).
+    pub fn ws_send(&mut self, id: WorkId, text: String) {
+        self.on_socket(id, |conn, results| conn.send(text, results));
+    }
+
+    /// Close WebSocket `id` with `code` (see [`WsConn::close`]); its `WsClosed` still comes.
+    pub fn ws_close(&mut self, id: WorkId, code: u16, now: Instant) {
+        if let Some(&token) = self.socket_tokens.get(&id)
+            && let Some(ticket) = self.resolving.iter().find_map(|(ticket, r)| {
+                matches!(r.purpose, Purpose::Socket(t) if t == token).then_some(*ticket)
+            })
+        {
+            // Its lookup's answer is for nobody now.
+            self.resolving.remove(&ticket);
+            self.lookups.forget(ticket);
+        }
+        self.on_socket(id, |conn, results| conn.close(code, now, results));
+    }
+
+    /// Do `act` on WebSocket `id`, if it is still open, and report what it ended in at the
+    /// next drive.
+    fn on_socket(&mut self, id: WorkId, act: impl FnOnce(&mut WsConn, &mut Vec<WorkResult>)) {
+        let Some(&token) = self.socket_tokens.get(&id) else {
+            return;
+        };
+        let Some(mut conn) = self.sockets.remove(&token) else {
+            return;
+        };
+        let mut results = std::mem::take(&mut self.results);
+        act(&mut conn, &mut results);
+        self.results = results;
+        let mut out = Vec::new();
+        self.settle(token, conn, &mut out);
+        self.decide(out);
+    }
+
+    /// A fresh token.
+    fn token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token = self.next_token.wrapping_add(1);
+        token
+    }
+
+    /// Open a fresh connection for `req` (for `purpose`), open within the open timeout from
+    /// `now`: at once to an IP address or a name its dialing pins (when TLS, if it needs it,
+    /// is set up); otherwise once a lookup thread found the host's addresses and, for
+    /// `https://`, loaded the TLS configuration (both block: never on the loop's thread; an
+    /// address, a pinned name's first included, is not looked up).
     fn open(
         &mut self,
         req: Request,
-        wire: Vec<u8>,
+        purpose: Purpose,
         now: Instant,
         out: &mut Vec<(WorkId, WorkResult)>,
     ) {
@@ -323,7 +416,7 @@ impl HttpLoop {
         };
         match known {
             Some(ips) if !https || tls::is_loaded() => {
-                self.connect(req, ips, wire, by, now, out);
+                self.connect(req, ips, purpose, by, now, out);
             }
             known => {
                 let ticket = self.next_ticket;
@@ -337,7 +430,7 @@ impl HttpLoop {
                 self.lookups.ask(&name, load_tls, ticket);
                 let resolving = Resolving {
                     req,
-                    wire,
+                    purpose,
                     by,
                     answer_by: by.min(now + self.limits.lookup_timeout),
                     known,
@@ -347,12 +440,13 @@ impl HttpLoop {
         }
     }
 
-    /// Connect for `req` to the first of `ips` that answers (open by `by`) and go on with it.
+    /// Connect for `req` to the first of `ips` that answers (open by `by`) and go on with it:
+    /// send its request, or upgrade its WebSocket.
     fn connect(
         &mut self,
         req: Request,
         ips: Vec<IpAddr>,
-        wire: Vec<u8>,
+        purpose: Purpose,
         by: Instant,
         now: Instant,
         out: &mut Vec<(WorkId, WorkResult)>,
@@ -365,6 +459,16 @@ impl HttpLoop {
         let limits = HttpLimits {
             attempt_delay: (req.dialing.attempt_delay).unwrap_or(self.limits.attempt_delay),
             ..self.limits
+        };
+        let wire = match purpose {
+            Purpose::Request(wire) => wire,
+            Purpose::Socket(token) => {
+                if let Some(conn) = self.sockets.get_mut(&token) {
+                    conn.connect(&addrs, req.tls(), &limits, by, now);
+                    self.socket_step(token, now, out);
+                }
+                return;
+            }
         };
         let exchange = Exchange::connect(
             &addrs,
@@ -403,11 +507,9 @@ impl HttpLoop {
             .find_map(|(t, r)| (r.req.id == id).then_some(*t))
         {
             self.running.remove(&token);
-        } else if let Some(ticket) = self
-            .resolving
-            .iter()
-            .find_map(|(t, r)| (r.req.id == id).then_some(*t))
-        {
+        } else if let Some(ticket) = self.resolving.iter().find_map(|(t, r)| {
+            (r.req.id == id && matches!(r.purpose, Purpose::Request(_))).then_some(*t)
+        }) {
             self.resolving.remove(&ticket);
             self.lookups.forget(ticket);
         } else {
@@ -418,10 +520,12 @@ impl HttpLoop {
         true
     }
 
-    /// Drop every request (unreported) and every kept connection; a lookup still running
-    /// ends on its own, answering nobody.
+    /// Drop every request and WebSocket (unreported) and every kept connection; a lookup
+    /// still running ends on its own, answering nobody.
     pub fn shutdown(&mut self) {
         self.running.clear();
+        self.sockets.clear();
+        self.socket_tokens.clear();
         self.resolving.clear();
         self.lookups.clear();
         self.decided.clear();
@@ -450,6 +554,8 @@ impl HttpLoop {
                     self.resolved(now, &mut out);
                 } else if let Some(running) = self.running.remove(&token) {
                     self.step(running, now, &mut out);
+                } else {
+                    self.socket_step(token, now, &mut out);
                 }
             }
             // Edge-triggered: fewer events than room means none is left.
@@ -472,6 +578,15 @@ impl HttpLoop {
                 }
             }
         }
+        let late: Vec<Token> = self
+            .sockets
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in late {
+            self.socket_step(token, now, &mut out);
+        }
         self.end_late_lookups(now, &mut out);
         self.pool.sweep(now, false);
         for (id, result) in out.drain(..) {
@@ -488,7 +603,7 @@ impl HttpLoop {
         for (ticket, answer) in self.lookups.answers() {
             let Some(Resolving {
                 req,
-                wire,
+                purpose,
                 by,
                 known,
                 ..
@@ -497,10 +612,10 @@ impl HttpLoop {
                 continue;
             };
             match answer {
-                Ok(found) => self.connect(req, known.unwrap_or(found), wire, by, now, out),
+                Ok(found) => self.connect(req, known.unwrap_or(found), purpose, by, now, out),
                 Err(e) => {
                     let error = e.error(&req.name());
-                    out.push((req.id, WorkResult::HttpEnd(Err(error))));
+                    self.not_open(&req, purpose, error, out);
                 }
             }
         }
@@ -520,8 +635,52 @@ impl HttpLoop {
             if let Some(r) = self.resolving.remove(&ticket) {
                 let error = lookup_timeout_error(&r.req.name(), r.answer_by < r.by, &self.limits);
                 let error = HttpError::new(HttpErrorKind::TimedOut, error);
-                out.push((r.req.id, WorkResult::HttpEnd(Err(error))));
+                self.not_open(&r.req, r.purpose, error, out);
             }
+        }
+    }
+
+    /// End what a connection that could not be opened was for with `error`.
+    fn not_open(
+        &mut self,
+        req: &Request,
+        purpose: Purpose,
+        error: HttpError,
+        out: &mut Vec<(WorkId, WorkResult)>,
+    ) {
+        match purpose {
+            Purpose::Request(_) => out.push((req.id, WorkResult::HttpEnd(Err(error)))),
+            Purpose::Socket(token) => {
+                if let Some(mut conn) = self.sockets.remove(&token) {
+                    conn.fail(error.message, &mut self.results);
+                    self.settle(token, conn, out);
+                }
+            }
+        }
+    }
+
+    /// Move the WebSocket under `token` along as far as its socket allows (or end it past
+    /// its deadline); its results go to `out`.
+    fn socket_step(&mut self, token: Token, now: Instant, out: &mut Vec<(WorkId, WorkResult)>) {
+        let Some(mut conn) = self.sockets.remove(&token) else {
+            return;
+        };
+        conn.advance(self.poll.registry(), now, &mut self.buf, &mut self.results);
+        self.settle(token, conn, out);
+    }
+
+    /// After the WebSocket under `token` moved: its results onto `out`, and it kept,
+    /// watched for what it waits on, or forgotten once ended.
+    fn settle(&mut self, token: Token, mut conn: WsConn, out: &mut Vec<(WorkId, WorkResult)>) {
+        let id = conn.id();
+        if !conn.is_ended() {
+            conn.watch(self.poll.registry(), token, &mut self.results);
+        }
+        out.extend(self.results.drain(..).map(|r| (id, r)));
+        if conn.is_ended() {
+            self.socket_tokens.remove(&id);
+        } else {
+            self.sockets.insert(token, conn);
         }
     }
 
@@ -555,11 +714,11 @@ impl HttpLoop {
     /// token of its own ([`Exchange::watch`]: each socket once, and again only when that
     /// changes).
     fn keep(&mut self, mut running: Running, out: &mut Vec<(WorkId, WorkResult)>) {
-        let token = *running.token.get_or_insert_with(|| {
-            let token = Token(self.next_token);
-            self.next_token = self.next_token.wrapping_add(1);
-            token
-        });
+        let token = match running.token {
+            Some(token) => token,
+            None => self.token(),
+        };
+        running.token = Some(token);
         match running.exchange.watch(self.poll.registry(), token) {
             Ok(()) => {
                 self.running.insert(token, running);
@@ -588,7 +747,7 @@ impl HttpLoop {
         }
         // Its socket closes here, which takes it out of the poller.
         let wire = running.exchange.into_wire();
-        self.open(running.req, wire, now, out);
+        self.open(running.req, Purpose::Request(wire), now, out);
     }
 }
 

@@ -20,7 +20,6 @@
 pub mod allocator;
 pub mod code_pages;
 pub mod config_file;
-mod connect;
 pub mod discovery;
 pub mod entropy;
 pub mod exec_worker;
@@ -52,7 +51,7 @@ pub mod ui_root;
 pub mod url;
 mod wait;
 pub mod worker;
-pub mod ws_worker;
+mod ws_conn;
 
 pub use shell::Host;
 pub use worker::{WorkerQueue, WorkerSender};

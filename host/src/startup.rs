@@ -34,7 +34,6 @@ use crate::shell::{self, Host};
 use crate::signals::Signals;
 use crate::store::{self, open_store};
 use crate::worker::WorkerQueue;
-use crate::ws_worker::WsWorkers;
 use crate::{paths, rlimit};
 
 /// Exit status of a refused configuration (`EX_CONFIG`).
@@ -133,7 +132,7 @@ pub struct Started {
 pub enum HostInput {
     /// The store writer wrote a batch, or failed to.
     Stored(WriteDone),
-    /// A worker reports on other work: a WebSocket worker on its socket, a file, exec or
+    /// A worker reports on other work: a file, exec or
     /// process worker on its job, the store on a [`Work::ReadHistory`].
     Work(WorkId, WorkResult),
 }
@@ -151,9 +150,8 @@ pub struct RunHost {
     signals: Signals,
     inbox: WorkerQueue<HostInput>,
     store: Option<Writer>,
-    /// Outbound HTTP, performed on the loop.
+    /// Outbound HTTP and the channels' WebSockets, performed on the loop.
     http_loop: HttpLoop,
-    ws: WsWorkers,
     files: FileWorkers,
     execs: ExecWorkers,
     processes: ProcessWorkers,
@@ -280,8 +278,6 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         .map_err(StartError::StoreWriter)?;
     // The core bounds model requests and channel sends: no thread bound applies here.
     let http_loop = HttpLoop::new(HttpLimits::default()).map_err(StartError::HttpPoller)?;
-    let socket_results = inbox.sender();
-    let ws = WsWorkers::new(move |id, result| socket_results.send(HostInput::Work(id, result)));
     let reads = inbox.sender();
     let files = FileWorkers::new(FILE_THREADS, move |id, result| {
         reads.send(HostInput::Work(id, result))
@@ -312,7 +308,6 @@ pub fn start(args: Vec<OsString>) -> Result<Started, StartError> {
         inbox,
         store: Some(store),
         http_loop,
-        ws,
         files,
         execs,
         processes,
@@ -535,15 +530,15 @@ impl Host for RunHost {
             Work::ReadFile(read) => (!self.files.submit(id, read))
                 .then(|| WorkResult::File(Err(FileError::Io("no file reader runs".into())))),
             Work::WsOpen(open) => {
-                self.ws.open(id, open);
+                self.http_loop.ws_open(id, open, Instant::now());
                 None
             }
             Work::WsSend { socket, text } => {
-                self.ws.send(socket, text);
+                self.http_loop.ws_send(socket, text);
                 None
             }
             Work::WsClose { socket, code } => {
-                self.ws.close(socket, code);
+                self.http_loop.ws_close(socket, code, Instant::now());
                 None
             }
             Work::EditConfig(change) => {
@@ -622,7 +617,6 @@ impl Host for RunHost {
     fn on_stopped(&mut self) {
         self.http_loop.shutdown();
         self.files.shutdown();
-        self.ws.shutdown();
         self.execs.shutdown();
         self.processes.shutdown();
         if let Some(writer) = self.store.take() {

@@ -4,19 +4,18 @@
 //! `SSL_CERT_FILE` / `SSL_CERT_DIR` variables when set, else the distribution's bundle), so
 //! a CA the machine trusts, a corporate proxy's included, is trusted here too and updates
 //! come with the system's packages. They are read once, lazily, off the event loop: on the
-//! thread that looks up the loop's first HTTPS request's host ([`crate::lookup`]), or on
-//! the first `wss://` socket's worker thread ([`crate::ws_worker`]), so a gateway that never calls an HTTPS
-//! provider never loads them and the loop never waits for the files.
+//! thread that looks up the host of the loop's first HTTPS request or `wss://` socket
+//! ([`crate::lookup`]), so a gateway that never calls an HTTPS provider never loads them and
+//! the loop never waits for the files.
 //!
-//! The handshake completes before the request is written, so a refused certificate is its
-//! own error ("TLS handshake with host:port failed: invalid peer certificate: …"). The
-//! WebSocket workers complete it blocking ([`connect`]); the loop moves it along as the socket allows
-//! ([`Stream::handshake`], [`Stream::send`]), with the same rustls calls and errors.
+//! The handshake completes before the request (or a WebSocket's upgrade) is written, so a
+//! refused certificate is its own error ("TLS handshake with host:port failed: invalid peer
+//! certificate: …"). The loop moves it along as the socket allows ([`Stream::handshake`],
+//! [`Stream::send`]).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -71,76 +70,6 @@ pub(crate) fn client(host: &str, addr: &str, socket: TcpStream) -> Result<Stream
         .map_err(|e| format!("{host} is not a valid TLS server name: {e}"))?;
     let conn = ClientConnection::new(config, name).map_err(|e| format!("TLS with {addr}: {e}"))?;
     Ok(Stream::Tls(Box::new(StreamOwned::new(conn, socket))))
-}
-
-/// A TLS session over the blocking `socket` to `host`, its handshake complete and the
-/// server's certificate verified (see [`client`]); a handshake not done `by` then ends with
-/// `late`'s error, however many bytes came meanwhile (the socket's timeouts are left set to
-/// what was left: the caller sets its own afterwards).
-pub(crate) fn connect(
-    host: &str,
-    addr: &str,
-    socket: TcpStream,
-    by: Instant,
-    late: impl FnOnce() -> String,
-) -> Result<Stream, String> {
-    let mut stream = client(host, addr, socket)?;
-    if let Stream::Tls(s) = &mut stream {
-        let mut sock = Until { sock: &s.sock, by };
-        while s.conn.is_handshaking() {
-            match s.conn.complete_io(&mut sock) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(late());
-                }
-                Err(e) => return Err(handshake_error(addr, &e)),
-            }
-        }
-    }
-    Ok(stream)
-}
-
-/// A blocking socket whose every read and write waits at most until `by`, then fails with
-/// `TimedOut` (rustls's `complete_io` reads on until the handshake is done, so one timeout
-/// set before it would be renewed by every byte).
-struct Until<'a> {
-    sock: &'a TcpStream,
-    by: Instant,
-}
-
-impl Until<'_> {
-    /// What is left until `by`, as the socket's timeouts; `TimedOut` when nothing is.
-    fn arm(&self) -> io::Result<()> {
-        let left = self.by.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.sock.set_read_timeout(Some(left))?;
-        self.sock.set_write_timeout(Some(left))
-    }
-}
-
-impl Read for Until<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.arm()?;
-        self.sock.read(buf)
-    }
-}
-
-impl Write for Until<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.arm()?;
-        self.sock.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.sock.flush()
-    }
 }
 
 /// The error of a handshake with `addr` (`host:port`) that failed with `e`.

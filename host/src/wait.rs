@@ -1,4 +1,4 @@
-//! How the host's socket threads (outbound WebSockets, mDNS) sleep: in poll(2) on their socket
+//! How the host's socket threads (mDNS) sleep: in poll(2) on their socket
 //! and on a [`Wake`] their owner writes to, with a deadline only when they have one, so a thread
 //! with nothing to do costs no wake-ups.
 

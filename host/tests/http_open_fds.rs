@@ -1,35 +1,27 @@
-//! The descriptors and poller registrations a connection race leaves behind: none. A test
-//! process of its own, so no other test opens or closes descriptors while it counts them.
+//! The descriptors and poller registrations a connection race and an ended WebSocket leave
+//! behind: none. A test process of its own, its tests one at a time, so no other test opens
+//! or closes descriptors while one counts them.
 
 mod common;
+mod ws_common;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clawgate_core::model::HttpRequest;
 use clawgate_core::{WorkId, WorkResult};
 use clawgate_host::http_loop::HttpLimits;
-use common::{BlackHole, client_with_lookup};
+use common::{BlackHole, client, client_with_lookup, open_fds, watched};
+use ws_common::{WAIT, echo_until_closed, open_to};
 
-/// The descriptors this process holds.
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// The sockets registered with this process's pollers (`tfd:` lines of its epoll
-/// descriptors).
-fn watched() -> usize {
-    let entries = std::fs::read_dir("/proc/self/fdinfo").unwrap();
-    entries
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .map(|info| info.lines().filter(|l| l.starts_with("tfd:")).count())
-        .sum()
-}
+/// Held by each test: the descriptors counted are its own.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn a_race_won_past_three_black_holes_leaves_no_descriptor() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
     let holes = [2, 3, 4].map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)));
@@ -71,4 +63,30 @@ fn a_race_won_past_three_black_holes_leaves_no_descriptor() {
     assert_eq!(pool.idle_connections(), 0);
     assert_eq!(open_fds(), before, "every attempt's socket closed");
     assert_eq!(watched(), watched_before, "every socket out of the pollers");
+}
+
+#[test]
+fn an_ended_socket_leaves_no_descriptor_and_no_registration() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/socket", listener.local_addr().unwrap());
+    let (mut on_loop, rx) = client(HttpLimits::default());
+    let (before, watched_before) = (open_fds(), watched());
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        echo_until_closed(&mut tungstenite::accept(conn).unwrap());
+        // The listener outlives the count, as it was there for the first.
+        listener
+    });
+    let id = WorkId(17);
+    on_loop.ws_open(id, open_to(url, 1 << 20));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), (id, WorkResult::WsOpened));
+    on_loop.ws_close(id, 1000);
+    match rx.recv_timeout(WAIT) {
+        Ok((got, WorkResult::WsClosed { .. })) if got == id => {}
+        other => panic!("expected the close, got {other:?}"),
+    }
+    let _listener = server.join().unwrap();
+    assert_eq!(open_fds(), before, "the socket closed");
+    assert_eq!(watched(), watched_before, "the socket out of the poller");
 }

@@ -1,33 +1,27 @@
 //! What the threads that can be many at once leave behind once they have exited: glibc keeps
 //! their stacks for later threads, and each must hold only its top pages
 //! (`allocator::release_stack`), not the pages below the exit path that the thread's work and
-//! glibc's own teardown leave resident. The threads: the WebSocket workers (one per socket)
-//! and the loop's `clawgate-dns` lookups (one per lookup). Its own test binary: no other
-//! test's threads have stacks of this size.
+//! glibc's own teardown leave resident. The threads: the loop's `clawgate-dns` lookups (one
+//! per lookup). Its own test binary: no other test's threads have stacks of this size.
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 mod common;
 
 use std::net::TcpListener;
-use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
-use clawgate_core::{WorkId, WorkResult, WsOpen};
+use clawgate_core::{WorkId, WorkResult};
 use clawgate_host::http_loop::HttpLimits;
-use clawgate_host::ws_worker::WsWorkers;
 
-/// Sockets (or lookups) at once, so as many threads run at once.
+/// Lookups at once, so as many threads run at once.
 const AT_ONCE: usize = 8;
-/// The size of a WebSocket worker's and of a lookup thread's stack mapping.
+/// The size of a lookup thread's stack mapping.
 const STACK_MAPPING_KIB: u64 = 512;
 /// What one released stack may keep resident: its descriptor, TLS and first frames.
 const KEPT_KIB: u64 = 12;
 /// How long the test waits for each step.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Held by each test: the stacks measured are those of its own threads, all exited.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The resident KiB of each anonymous mapping of `kib` KiB in this process.
 fn resident_of_mappings(kib: u64) -> Vec<u64> {
@@ -81,49 +75,6 @@ fn kept_stacks_hold_only_their_top(name: &str) {
     );
 }
 
-/// A server that upgrades `AT_ONCE` WebSocket connections, then closes them all at once.
-fn upgrade_together(listener: TcpListener) {
-    let mut held = Vec::new();
-    while held.len() < AT_ONCE {
-        let (conn, _) = listener.accept().expect("accept");
-        held.push(tungstenite::accept(conn).expect("upgrade"));
-    }
-    for mut ws in held {
-        let _ = ws.close(None);
-        let _ = ws.flush();
-    }
-}
-
-#[test]
-fn ended_websocket_workers_keep_only_the_top_of_their_stacks() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("ws://{}/socket", listener.local_addr().expect("addr"));
-    let server = std::thread::spawn(move || upgrade_together(listener));
-    let (tx, rx) = mpsc::channel();
-    let mut workers = WsWorkers::new(move |id, r| {
-        let _ = tx.send((id, r));
-    });
-    for n in 0..AT_ONCE {
-        let open = WsOpen {
-            url: url.clone(),
-            headers: Vec::new(),
-            max_message: 1 << 20,
-        };
-        workers.open(WorkId(n as u64), open);
-    }
-    let mut closed = 0;
-    while closed < AT_ONCE {
-        match rx.recv_timeout(WAIT).expect("results in time") {
-            (_, WorkResult::WsOpened) => {}
-            (_, WorkResult::WsClosed { .. }) => closed += 1,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    server.join().expect("server");
-    kept_stacks_hold_only_their_top("clawgate-ws");
-}
-
 /// A server that takes `AT_ONCE` connections and closes each at once.
 fn refuse_handshakes(listener: TcpListener) {
     for _ in 0..AT_ONCE {
@@ -133,7 +84,6 @@ fn refuse_handshakes(listener: TcpListener) {
 
 #[test]
 fn ended_lookup_threads_keep_only_the_top_of_their_stacks() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let server = std::thread::spawn(move || refuse_handshakes(listener));

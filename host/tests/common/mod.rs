@@ -1,6 +1,7 @@
 //! The HTTP client under test: an [`HttpLoop`] driven by a small event loop of the tests'
 //! own ([`OnLoop`], the shape of the mio shell's: its poller's descriptor watched beside a
-//! waker, driven when readable or when due).
+//! waker, driven when readable or when due), on a thread named [`LOOP_THREAD`]; its
+//! requests and WebSockets.
 // Each test file uses a part of it.
 #![allow(dead_code)]
 
@@ -12,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clawgate_core::model::HttpRequest;
-use clawgate_core::{WorkId, WorkResult};
+use clawgate_core::{WorkId, WorkResult, WsOpen};
 use clawgate_host::http_loop::{HttpLimits, HttpLoop, LookupFn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -20,9 +21,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 /// Where results go, in batches (one per result on the loop).
 pub type Report = Box<dyn Fn(WorkId, Vec<WorkResult>) + Send + Sync>;
 
+/// The name of the loop's thread.
+pub const LOOP_THREAD: &str = "http-loop";
+
 enum Order {
     Submit(WorkId, HttpRequest),
     Cancel(WorkId),
+    WsOpen(WorkId, WsOpen),
+    WsSend(WorkId, String),
+    WsClose(WorkId, u16),
     Idle(mpsc::Sender<usize>),
     Stop,
 }
@@ -64,6 +71,9 @@ fn run(
                 Order::Cancel(id) => {
                     http.cancel(id);
                 }
+                Order::WsOpen(id, open) => http.ws_open(id, open, now),
+                Order::WsSend(id, text) => http.ws_send(id, text),
+                Order::WsClose(id, code) => http.ws_close(id, code, now),
                 Order::Idle(reply) => {
                     let _ = reply.send(http.idle_connections());
                 }
@@ -93,9 +103,12 @@ impl OnLoop {
             .expect("watch the client");
         let waker = Arc::new(Waker::new(poll.registry(), ORDERS).expect("a waker"));
         let (tx, orders) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            run(http, &mut poll, &orders, &report).expect("the loop runs");
-        });
+        let thread = std::thread::Builder::new()
+            .name(LOOP_THREAD.into())
+            .spawn(move || {
+                run(http, &mut poll, &orders, &report).expect("the loop runs");
+            })
+            .expect("a loop thread");
         OnLoop {
             orders: tx,
             waker,
@@ -111,6 +124,21 @@ impl OnLoop {
     /// Stop `id`.
     pub fn cancel(&mut self, id: WorkId) {
         self.send(Order::Cancel(id));
+    }
+
+    /// Open WebSocket `id`.
+    pub fn ws_open(&mut self, id: WorkId, open: WsOpen) {
+        self.send(Order::WsOpen(id, open));
+    }
+
+    /// Send `text` on WebSocket `id`.
+    pub fn ws_send(&mut self, id: WorkId, text: impl Into<String>) {
+        self.send(Order::WsSend(id, text.into()));
+    }
+
+    /// Close WebSocket `id` with `code`.
+    pub fn ws_close(&mut self, id: WorkId, code: u16) {
+        self.send(Order::WsClose(id, code));
     }
 
     /// Idle connections kept.
@@ -189,6 +217,21 @@ impl BlackHole {
             _queued: queued,
         }
     }
+}
+
+/// The descriptors this process holds.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The sockets registered with this process's pollers (`tfd:` lines of its epoll
+/// descriptors).
+pub fn watched() -> usize {
+    let entries = std::fs::read_dir("/proc/self/fdinfo").unwrap();
+    entries
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .map(|info| info.lines().filter(|l| l.starts_with("tfd:")).count())
+        .sum()
 }
 
 /// A streamed chat completion request, as the fake model answers it.

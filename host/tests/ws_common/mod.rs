@@ -1,5 +1,5 @@
-//! What the WebSocket worker tests share: a peer's echo loop, and a socket opened through
-//! [`WsWorkers`] with its results on a channel.
+//! What the WebSocket tests share: a peer's echo loop, and a socket opened on the loop's
+//! HTTP client ([`crate::common::OnLoop`]) with its results on a channel.
 // Each test file uses a part of it.
 #![allow(dead_code)]
 
@@ -8,8 +8,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use clawgate_core::{WorkId, WorkResult, WsOpen};
-use clawgate_host::ws_worker::WsWorkers;
+use clawgate_host::http_loop::HttpLimits;
 use tungstenite::{Message, WebSocket};
+
+use crate::common::{OnLoop, client};
 
 /// How long a test waits for one result.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -27,22 +29,38 @@ pub fn echo_until_closed<S: Read + Write>(ws: &mut WebSocket<S>) {
     }
 }
 
-/// Workers with socket `id` open to `url` (its `WsOpened` already received), and the channel
-/// its later results arrive on.
-pub fn opened(id: WorkId, url: String) -> (WsWorkers, mpsc::Receiver<(WorkId, WorkResult)>) {
-    let (tx, rx) = mpsc::channel();
-    let mut workers = WsWorkers::new(move |id, r| {
-        let _ = tx.send((id, r));
-    });
-    let open = WsOpen {
+/// What opens a socket to `url` reading messages of at most `max_message` bytes.
+pub fn open_to(url: String, max_message: usize) -> WsOpen {
+    WsOpen {
         url,
         headers: Vec::new(),
-        max_message: 1 << 20,
-    };
-    workers.open(id, open);
+        max_message,
+    }
+}
+
+/// A loop with socket `id` opening as `open` says, and the channel its results arrive on.
+pub fn opening(id: WorkId, open: WsOpen) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
+    opening_with(HttpLimits::default(), id, open)
+}
+
+/// [`opening`] on a loop with these limits.
+pub fn opening_with(
+    limits: HttpLimits,
+    id: WorkId,
+    open: WsOpen,
+) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
+    let (mut on_loop, rx) = client(limits);
+    on_loop.ws_open(id, open);
+    (on_loop, rx)
+}
+
+/// A loop with socket `id` open to `url` (its `WsOpened` already received), and the channel
+/// its later results arrive on.
+pub fn opened(id: WorkId, url: String) -> (OnLoop, mpsc::Receiver<(WorkId, WorkResult)>) {
+    let (on_loop, rx) = opening(id, open_to(url, 1 << 20));
     match rx.recv_timeout(WAIT) {
         Ok((got, WorkResult::WsOpened)) if got == id => {}
         other => panic!("expected socket {id:?} open, got {other:?}"),
     }
-    (workers, rx)
+    (on_loop, rx)
 }

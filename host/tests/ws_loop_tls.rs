@@ -1,11 +1,12 @@
-//! A `wss://` socket of the WebSocket workers against a local TLS server (its certificate from a
+//! A `wss://` socket of the loop's WebSockets against a local TLS server (its certificate from a
 //! test CA, trusted through `SSL_CERT_FILE`): a message that arrived with the upgrade's answer
 //! and waits decrypted in rustls's buffer is reported although the socket never becomes
-//! readable again, frames go both ways, and an idle socket keeps its thread asleep.
+//! readable again, frames go both ways, and an idle socket keeps the loop asleep.
 //!
 //! One test in this binary: it sets `SSL_CERT_FILE` before any thread could read the
 //! environment or load the CA roots (once per process).
 
+mod common;
 mod ws_common;
 
 use std::io::{Read, Write};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use clawgate_core::{WorkId, WorkResult};
 use clawgate_tests::fake_tls::TestCa;
 use clawgate_tests::threads::voluntary_switches;
+use common::LOOP_THREAD;
 use rustls::{ServerConnection, StreamOwned};
 use tungstenite::WebSocket;
 use tungstenite::protocol::Role;
@@ -78,34 +80,34 @@ fn read_upgrade_key(tls: &mut StreamOwned<ServerConnection, TcpStream>) -> Strin
 
 #[test]
 fn a_wss_socket_reads_what_rustls_holds_echoes_and_sleeps_when_idle() {
-    let ca = TestCa::new("ws worker test CA");
+    let ca = TestCa::new("ws loop test CA");
     // SAFETY: the only test of this binary, before it starts a thread or loads the CA roots.
     unsafe { std::env::set_var("SSL_CERT_FILE", ca.ca_path()) };
     let url = server(&ca);
     let id = WorkId(3);
-    let (mut workers, rx) = opened(id, url);
+    let (mut on_loop, rx) = opened(id, url);
     let next = || rx.recv_timeout(WAIT).expect("a result in time");
-    // Nothing more comes on the socket until the worker sends: the hello is read from what
+    // Nothing more comes on the socket until the loop sends: the hello is read from what
     // the upgrade left behind, not after a wait for the socket.
     match next() {
         (WorkId(3), WorkResult::WsText(t)) => assert!(t.as_bytes() == hello(), "{}", t.len()),
         other => panic!("expected the hello, got {other:?}"),
     }
     for n in 0..3 {
-        workers.send(id, format!("frame {n}"));
+        on_loop.ws_send(id, format!("frame {n}"));
         match next() {
             (WorkId(3), WorkResult::WsText(t)) => assert_eq!(t, format!("echo frame {n}")),
             other => panic!("expected the echo, got {other:?}"),
         }
     }
-    let before = voluntary_switches("clawgate-ws");
+    let before = voluntary_switches(LOOP_THREAD);
     thread::sleep(Duration::from_millis(500));
-    let woke = voluntary_switches("clawgate-ws") - before;
+    let woke = voluntary_switches(LOOP_THREAD) - before;
     assert!(
         woke <= 2,
-        "an idle wss:// socket's thread woke {woke} times in 500 ms"
+        "the loop of an idle wss:// socket woke {woke} times in 500 ms"
     );
-    workers.close(id, 1000);
+    on_loop.ws_close(id, 1000);
     match next() {
         (WorkId(3), WorkResult::WsClosed { .. }) => {}
         other => panic!("expected the close, got {other:?}"),
