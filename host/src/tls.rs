@@ -462,6 +462,75 @@ mod tests {
         );
     }
 
+    /// A server for `localhost` offering `suites` over `versions`, and the roots that trust it.
+    fn server(
+        suites: &[SupportedCipherSuite],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Arc<rustls::ServerConfig>, RootCertStore) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let provider = CryptoProvider {
+            cipher_suites: suites.to_vec(),
+            ..rustls_ring()
+        };
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .unwrap();
+        (Arc::new(server), roots)
+    }
+
+    /// A handshake of [`provider`]'s client with `server`, in memory: the suite agreed, or the
+    /// first side's error.
+    fn handshake(
+        (server, roots): (Arc<rustls::ServerConfig>, RootCertStore),
+    ) -> Result<CipherSuite, rustls::Error> {
+        let client = ClientConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = ClientConnection::new(Arc::new(client), name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(c.negotiated_cipher_suite().unwrap().suite());
+            }
+            let mut wire = Vec::new();
+            c.write_tls(&mut wire).unwrap();
+            s.read_tls(&mut &wire[..]).unwrap();
+            s.process_new_packets()?;
+            wire.clear();
+            s.write_tls(&mut wire).unwrap();
+            c.read_tls(&mut &wire[..]).unwrap();
+            c.process_new_packets()?;
+        }
+        panic!("the handshake did not end");
+    }
+
+    #[test]
+    fn the_provider_completes_tls_1_3_and_1_2_handshakes_with_aes_gcm() {
+        let all = rustls_ring().cipher_suites;
+        let tls13 = handshake(server(&all, &[&rustls::version::TLS13]));
+        assert_eq!(tls13, Ok(CipherSuite::TLS13_AES_256_GCM_SHA384));
+        let tls12 = handshake(server(&all, &[&rustls::version::TLS12]));
+        assert_eq!(
+            tls12,
+            Ok(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
+        );
+        // What is given up: a server with ChaCha20-Poly1305 alone.
+        let chacha = [cipher_suite::TLS13_CHACHA20_POLY1305_SHA256];
+        assert!(handshake(server(&chacha, &[&rustls::version::TLS13])).is_err());
+    }
+
     #[test]
     fn the_provider_verifies_and_exchanges_keys_as_rustls_ring_provider() {
         let (ours, theirs) = (provider(), rustls_ring());
