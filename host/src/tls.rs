@@ -17,8 +17,17 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::crypto::ring::cipher_suite;
+use rustls::crypto::{
+    CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom, WebPkiSupportedAlgorithms,
+};
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::sign::SigningKey;
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, SignatureScheme, StreamOwned,
+    SupportedCipherSuite,
+};
+use webpki::ring as alg;
 
 use crate::sockets::write_until_blocked;
 
@@ -50,16 +59,121 @@ fn load() -> Result<Arc<ClientConfig>, String> {
             "no trusted CA certificates found{why}: install the system's CA bundle (ca-certificates) or set SSL_CERT_FILE"
         ));
     }
-    // ring, not aws-lc-rs: no cmake, and it builds for aarch64 with a plain C compiler. rustls
-    // deprecates it only for lacking post-quantum key exchange.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// The cipher suites offered: ring's AES-GCM ones, in rustls's order (AES-256 first), without
+/// its ChaCha20-Poly1305 ones, whose code (ring's SSE4.1 and AVX2 assembly, ~50 KB of the x86-64
+/// binary) was only ever a last choice: rustls lists ChaCha20 after AES-GCM, so a server picks
+/// it for us only if it has no AES-GCM, which TLS 1.3 makes mandatory (RFC 8446, 9.1) and every
+/// TLS 1.2 server of the last decade has.
+const CIPHER_SUITES: [SupportedCipherSuite; 6] = [
+    cipher_suite::TLS13_AES_256_GCM_SHA384,
+    cipher_suite::TLS13_AES_128_GCM_SHA256,
+    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+];
+
+/// The certificate signature algorithms: rustls's ring provider's table, copied (it is not
+/// public, and `rustls::crypto::ring::default_provider()` would link every cipher suite with
+/// it); a test holds it equal to rustls's.
+static SIGNATURE_ALGORITHMS: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
+    all: &[
+        alg::ECDSA_P256_SHA256,
+        alg::ECDSA_P256_SHA384,
+        alg::ECDSA_P384_SHA256,
+        alg::ECDSA_P384_SHA384,
+        alg::ED25519,
+        alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+        alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+        alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+        alg::RSA_PKCS1_2048_8192_SHA256,
+        alg::RSA_PKCS1_2048_8192_SHA384,
+        alg::RSA_PKCS1_2048_8192_SHA512,
+        alg::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+        alg::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+        alg::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+    ],
+    mapping: &[
+        (
+            SignatureScheme::ECDSA_NISTP384_SHA384,
+            &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
+        ),
+        (
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+            &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
+        ),
+        (SignatureScheme::ED25519, &[alg::ED25519]),
+        (
+            SignatureScheme::RSA_PSS_SHA512,
+            &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
+        ),
+        (
+            SignatureScheme::RSA_PSS_SHA384,
+            &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
+        ),
+        (
+            SignatureScheme::RSA_PSS_SHA256,
+            &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+        ),
+        (
+            SignatureScheme::RSA_PKCS1_SHA512,
+            &[alg::RSA_PKCS1_2048_8192_SHA512],
+        ),
+        (
+            SignatureScheme::RSA_PKCS1_SHA384,
+            &[alg::RSA_PKCS1_2048_8192_SHA384],
+        ),
+        (
+            SignatureScheme::RSA_PKCS1_SHA256,
+            &[alg::RSA_PKCS1_2048_8192_SHA256],
+        ),
+    ],
+};
+
+/// ring's provider offering [`CIPHER_SUITES`], with ring's key exchange groups and
+/// [`SIGNATURE_ALGORITHMS`]. ring, not aws-lc-rs: no cmake, and it builds for aarch64 with a
+/// plain C compiler (rustls deprecates it only for lacking post-quantum key exchange).
+fn provider() -> CryptoProvider {
+    CryptoProvider {
+        cipher_suites: CIPHER_SUITES.to_vec(),
+        kx_groups: rustls::crypto::ring::DEFAULT_KX_GROUPS.to_vec(),
+        signature_verification_algorithms: SIGNATURE_ALGORITHMS,
+        secure_random: &OsRandom,
+        key_provider: &NoClientKeys,
+    }
+}
+
+/// The TLS handshake's randomness: the kernel's (`getrandom(2)`), as ring's own provider.
+#[derive(Debug)]
+struct OsRandom;
+
+impl SecureRandom for OsRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+        getrandom::fill(buf).map_err(|_| GetRandomFailed)
+    }
+}
+
+/// The gateway presents no client certificate (`with_no_client_auth`), so it loads no key.
+#[derive(Debug)]
+struct NoClientKeys;
+
+impl KeyProvider for NoClientKeys {
+    fn load_private_key(
+        &self,
+        _key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "the gateway presents no TLS client certificate".into(),
+        ))
+    }
 }
 
 /// A TLS session over `socket` to `host` (a name, sent as SNI, or an IP address), its
@@ -229,5 +343,134 @@ impl Write for Stream {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::CipherSuite;
+
+    /// rustls's own ring provider, which [`provider`] departs from in its suites only.
+    #[allow(deprecated)]
+    fn rustls_ring() -> CryptoProvider {
+        rustls::crypto::ring::default_provider()
+    }
+
+    #[test]
+    fn the_provider_offers_aes_gcm_and_no_chacha20() {
+        let offered: Vec<CipherSuite> =
+            provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            offered,
+            [
+                CipherSuite::TLS13_AES_256_GCM_SHA384,
+                CipherSuite::TLS13_AES_128_GCM_SHA256,
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            ]
+        );
+        // rustls's order, ChaCha20 left out.
+        let ring: Vec<CipherSuite> = rustls_ring()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        let without_chacha: Vec<CipherSuite> = ring
+            .into_iter()
+            .filter(|s| !format!("{s:?}").contains("CHACHA20"))
+            .collect();
+        assert_eq!(offered, without_chacha);
+        // Still a valid provider for TLS 1.2 and 1.3 (a suite and key exchange for each).
+        assert!(
+            ClientConfig::builder_with_provider(Arc::new(provider()))
+                .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+                .is_ok()
+        );
+    }
+
+    /// A server for `localhost` offering `suites` over `versions`, and the roots that trust it.
+    fn server(
+        suites: &[SupportedCipherSuite],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (Arc<rustls::ServerConfig>, RootCertStore) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let provider = CryptoProvider {
+            cipher_suites: suites.to_vec(),
+            ..rustls_ring()
+        };
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .unwrap();
+        (Arc::new(server), roots)
+    }
+
+    /// A handshake of [`provider`]'s client with `server`, in memory: the suite agreed, or the
+    /// first side's error.
+    fn handshake(
+        (server, roots): (Arc<rustls::ServerConfig>, RootCertStore),
+    ) -> Result<CipherSuite, rustls::Error> {
+        let client = ClientConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = ClientConnection::new(Arc::new(client), name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(c.negotiated_cipher_suite().unwrap().suite());
+            }
+            let mut wire = Vec::new();
+            c.write_tls(&mut wire).unwrap();
+            s.read_tls(&mut &wire[..]).unwrap();
+            s.process_new_packets()?;
+            wire.clear();
+            s.write_tls(&mut wire).unwrap();
+            c.read_tls(&mut &wire[..]).unwrap();
+            c.process_new_packets()?;
+        }
+        panic!("the handshake did not end");
+    }
+
+    #[test]
+    fn the_provider_completes_tls_1_3_and_1_2_handshakes_with_aes_gcm() {
+        let all = rustls_ring().cipher_suites;
+        let tls13 = handshake(server(&all, &[&rustls::version::TLS13]));
+        assert_eq!(tls13, Ok(CipherSuite::TLS13_AES_256_GCM_SHA384));
+        let tls12 = handshake(server(&all, &[&rustls::version::TLS12]));
+        assert_eq!(
+            tls12,
+            Ok(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
+        );
+        // What is given up: a server with ChaCha20-Poly1305 alone.
+        let chacha = [cipher_suite::TLS13_CHACHA20_POLY1305_SHA256];
+        assert!(handshake(server(&chacha, &[&rustls::version::TLS13])).is_err());
+    }
+
+    #[test]
+    fn the_provider_verifies_and_exchanges_keys_as_rustls_ring_provider() {
+        let (ours, theirs) = (provider(), rustls_ring());
+        assert_eq!(
+            format!("{:?}", ours.signature_verification_algorithms),
+            format!("{:?}", theirs.signature_verification_algorithms)
+        );
+        let groups = |p: &CryptoProvider| p.kx_groups.iter().map(|g| g.name()).collect::<Vec<_>>();
+        assert_eq!(groups(&ours), groups(&theirs));
+        let mut random = [0u8; 32];
+        ours.secure_random.fill(&mut random).unwrap();
+        assert_ne!(random, [0u8; 32]);
     }
 }
