@@ -6,15 +6,16 @@
 //! Object members go out in the order a [`Value`] object keeps them (sorted), and strings are
 //! escaped as serde_json escapes them, so the bytes are those of the old tree's text.
 
-use serde::Serialize;
-use serde::ser::Serializer;
 use serde_json::Value;
 
 use crate::frame::push_json_str;
 use crate::model::HttpRequest;
+use crate::model::json_text::{push_array, push_json_value};
 
 /// Room for the JSON around one message's text (`{"content":…,"role":"assistant"}`).
 const MESSAGE_ROOM: usize = 40;
+/// Room for the JSON around one tool call's texts.
+const CALL_ROOM: usize = 64;
 /// Room for one tool's JSON besides its name and description (its schema).
 const TOOL_SCHEMA_ROOM: usize = 1024;
 /// Room for the body's members besides the messages and tools.
@@ -54,49 +55,35 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
-/// A function's name with its arguments (a call) or with its description and schema (a
-/// tool), as OpenAI nests them under `function`.
-#[derive(Serialize)]
-struct Function<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<&'a Value>,
-}
-
-/// One element of `tools[]` or `tool_calls[]`: `{"function":…,"id":…,"type":"function"}`.
-#[derive(Serialize)]
-struct Typed<'a> {
-    function: Function<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    r#type: &'static str,
-}
-
 impl ToolCall {
-    fn wire(&self) -> Typed<'_> {
-        Typed {
-            function: Function {
-                arguments: Some(&self.arguments),
-                description: None,
-                name: &self.name,
-                parameters: None,
-            },
-            id: Some(&self.id),
-            r#type: "function",
-        }
+    /// Append the call as a `tool_calls[]` element:
+    /// `{"function":{"arguments":…,"name":…},"id":…,"type":"function"}`.
+    fn push_openai(&self, out: &mut String) {
+        out.push_str(r#"{"function":{"arguments":"#);
+        push_json_str(out, &self.arguments);
+        out.push_str(r#","name":"#);
+        push_json_str(out, &self.name);
+        out.push_str(r#"},"id":"#);
+        push_json_str(out, &self.id);
+        out.push_str(r#","type":"function"}"#);
     }
 }
 
-/// The tool calls of an assistant message, as its `tool_calls` array.
-struct ToolCalls<'a>(&'a [ToolCall]);
-
-impl Serialize for ToolCalls<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(ToolCall::wire))
+impl Message {
+    /// The bytes of its texts (ids, names and arguments of its tool calls included): what
+    /// a request body's buffer is sized by.
+    pub(crate) fn text_len(&self) -> usize {
+        match self {
+            Message::System(t) | Message::User(t) => t.len(),
+            Message::Assistant { text, tool_calls } => {
+                let calls: usize = tool_calls
+                    .iter()
+                    .map(|c| c.id.len() + c.name.len() + c.arguments.len() + CALL_ROOM)
+                    .sum();
+                text.len() + calls
+            }
+            Message::ToolResult { call_id, content } => call_id.len() + content.len(),
+        }
     }
 }
 
@@ -115,8 +102,7 @@ fn push_message(out: &mut String, m: &Message) {
                 push_json_str(out, text);
             }
             out.push_str(r#","role":"assistant","tool_calls":"#);
-            // Strings only: nothing here fails to serialise.
-            out.push_str(&serde_json::to_string(&ToolCalls(tool_calls)).unwrap_or_default());
+            push_array(out, tool_calls, ToolCall::push_openai);
             out.push('}');
             return;
         }
@@ -148,36 +134,16 @@ pub struct ToolSpec {
 }
 
 impl ToolSpec {
-    /// The tool as an OpenAI `tools[]` element.
-    fn to_openai(&self) -> Typed<'_> {
-        Typed {
-            function: Function {
-                arguments: None,
-                description: Some(&self.description),
-                name: &self.name,
-                parameters: Some(&self.parameters),
-            },
-            id: None,
-            r#type: "function",
-        }
-    }
-
-    /// The tool as an Anthropic `tools[]` element.
-    pub fn to_anthropic(&self) -> Value {
-        serde_json::json!({
-            "name": self.name,
-            "description": self.description,
-            "input_schema": self.parameters,
-        })
-    }
-}
-
-/// The tools of a request, as its `tools` array.
-struct Tools<'a>(&'a [ToolSpec]);
-
-impl Serialize for Tools<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(ToolSpec::to_openai))
+    /// Append the tool as an OpenAI `tools[]` element:
+    /// `{"function":{"description":…,"name":…,"parameters":…},"type":"function"}`.
+    fn push_openai(&self, out: &mut String) {
+        out.push_str(r#"{"function":{"description":"#);
+        push_json_str(out, &self.description);
+        out.push_str(r#","name":"#);
+        push_json_str(out, &self.name);
+        out.push_str(r#","parameters":"#);
+        push_json_value(out, &self.parameters);
+        out.push_str(r#"},"type":"function"}"#);
     }
 }
 
@@ -216,8 +182,7 @@ impl ChatRequest {
         out.push_str(r#","stream":true,"stream_options":{"include_usage":true}"#);
         if !self.tools.is_empty() {
             out.push_str(r#","tools":"#);
-            // Strings and `Value`s: nothing here fails to serialise.
-            out.push_str(&serde_json::to_string(&Tools(&self.tools)).unwrap_or_default());
+            push_array(&mut out, &self.tools, ToolSpec::push_openai);
         }
         out.push('}');
         out
@@ -226,21 +191,7 @@ impl ChatRequest {
     /// About the body's length: its texts plus room for the JSON around them (escapes and
     /// the tools' schemas may take more; the buffer then grows as usual).
     fn size_hint(&self) -> usize {
-        let texts: usize = self
-            .messages
-            .iter()
-            .map(|m| match m {
-                Message::System(t) | Message::User(t) => t.len(),
-                Message::Assistant { text, tool_calls } => {
-                    text.len()
-                        + tool_calls
-                            .iter()
-                            .map(|c| c.id.len() + c.name.len() + c.arguments.len() + 64)
-                            .sum::<usize>()
-                }
-                Message::ToolResult { call_id, content } => call_id.len() + content.len() + 16,
-            })
-            .sum();
+        let texts: usize = self.messages.iter().map(Message::text_len).sum();
         let tools: usize = self
             .tools
             .iter()
@@ -436,6 +387,13 @@ mod tests {
             description: "Run \"it\".".into(),
             parameters: json!({"type": "object", "properties": {"z": {}, "a": {"type": "string"}}}),
         }];
+        let wire = r.to_http("http://h/v1", None).body;
+        assert_eq!(String::from_utf8(wire).unwrap(), as_tree(&r).to_string());
+        r.tools.push(ToolSpec {
+            name: "\u{0}\"".into(),
+            description: String::new(),
+            parameters: crate::model::json_text::tests::schema(),
+        });
         let wire = r.to_http("http://h/v1", None).body;
         assert_eq!(String::from_utf8(wire).unwrap(), as_tree(&r).to_string());
     }
