@@ -1,11 +1,19 @@
 //! JSON text written straight into a `String`, as serde_json writes it compactly, for the
-//! request bodies built once per model turn: serde_json's serialiser costs several hundred
-//! instructions per object member (three writes through `io::Write` per string), a body
-//! written here a few dozen.
+//! request bodies of a channel hop (a model turn's, a Bot API call's): serde_json's
+//! serialiser costs several hundred instructions per object member (three writes through
+//! `io::Write` per string), a body written here a few dozen.
 
 use serde_json::Value;
 
 use crate::frame::push_json_str;
+
+/// `v` as serde_json's compact text (what `v.to_string()` gives), written by
+/// [`push_json_value`]: a request body built as a `Value` (a Bot API call's).
+pub(crate) fn to_text(v: &Value) -> String {
+    let mut out = String::new();
+    push_json_value(&mut out, v);
+    out
+}
 
 /// Append `items` as a JSON array, each written by `push`.
 pub(crate) fn push_array<T>(out: &mut String, items: &[T], push: impl Fn(&T, &mut String)) {
@@ -73,9 +81,7 @@ pub(crate) mod tests {
             values.extend(m.into_iter().map(|(_, v)| v));
         }
         for v in values {
-            let mut out = String::new();
-            push_json_value(&mut out, &v);
-            assert_eq!(out, serde_json::to_string(&v).unwrap(), "{v}");
+            assert_eq!(to_text(&v), v.to_string(), "{v}");
         }
     }
 }
