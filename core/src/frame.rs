@@ -160,9 +160,10 @@ impl OutFrame {
 }
 
 /// Append `s` as a JSON string, as serde_json writes it: as is between quotes when nothing in
-/// it needs escaping (a request id, almost always), else through serde_json.
+/// it needs escaping (a request id, almost always; checked eight bytes at a time), else
+/// through serde_json.
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !crate::log::needs_escaping(s.as_bytes()) {
         out.push('"');
         out.push_str(s);
         out.push('"');

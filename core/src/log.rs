@@ -241,7 +241,7 @@ fn escaped_len(s: &str) -> usize {
 /// non-zero exactly when one of its bytes is below `n` (`n` ≤ 128; a borrow may mark a byte
 /// above the one found, never a word without one), and a byte equal to `c` is a zero byte of
 /// `x ^ c·ONES`.
-fn needs_escaping(s: &[u8]) -> bool {
+pub(crate) fn needs_escaping(s: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;

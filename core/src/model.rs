@@ -18,6 +18,7 @@
 pub mod anthropic;
 pub mod backend;
 pub mod http1;
+pub(crate) mod json_text;
 pub mod openai;
 pub mod sse;
 pub mod stream;

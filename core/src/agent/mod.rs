@@ -101,8 +101,10 @@ impl Agent {
             // The whole transcript is what is appended from now: no read needed.
             self.windows.start_empty(key);
         }
-        self.windows.append(key, &message, window);
-        let seq = s.push(&message);
+        // Encoded once: its length bounds the window, its text is the session's newest.
+        let encoded: Box<str> = message.to_string().into();
+        self.windows.append(key, &message, encoded.len(), window);
+        let seq = s.push(encoded);
         s.updated_at = ts;
         self.unsaved.push(StoreChange::PutSession {
             key: key.to_string(),

@@ -100,9 +100,9 @@ impl ChatSession {
         })
     }
 
-    /// Append `message` (only the newest stays here); its `seq`.
-    pub(crate) fn push(&mut self, message: &Value) -> u64 {
-        self.last = Some(message.to_string().into());
+    /// Append a message, as its JSON text (only the newest stays here); its `seq`.
+    pub(crate) fn push(&mut self, encoded: Box<str>) -> u64 {
+        self.last = Some(encoded);
         self.total += 1;
         self.total
     }
@@ -145,7 +145,11 @@ impl Recent {
     /// Hold `message` as the newest, dropping the oldest past `window`'s bounds (the newest
     /// always stays).
     pub(crate) fn keep(&mut self, message: &Value, window: Window) {
-        let size = message.to_string().len();
+        self.keep_sized(message, message.to_string().len(), window);
+    }
+
+    /// [`Recent::keep`] for a message whose JSON encoding is `size` bytes long.
+    pub(crate) fn keep_sized(&mut self, message: &Value, size: usize, window: Window) {
         self.messages.push_back((model_message(message), size));
         self.bytes = self.bytes.saturating_add(size);
         while self.messages.len() > 1
@@ -168,13 +172,13 @@ impl Recent {
     /// out, as every provider refuses them.
     pub(crate) fn to_model(&self, max: usize) -> Vec<Message> {
         let skip = self.messages.len().saturating_sub(max);
-        let messages: Vec<Message> = self
+        let messages: Vec<&Message> = self
             .messages
             .iter()
             .skip(skip)
-            .filter_map(|(m, _)| m.clone())
+            .filter_map(|(m, _)| m.as_ref())
             .collect();
-        paired(messages)
+        paired(&messages)
     }
 }
 
@@ -198,7 +202,7 @@ fn model_message(m: &Value) -> Option<Message> {
 
 /// `messages` with every tool call answered by a result right after its assistant turn,
 /// and every result answering such a call.
-fn paired(messages: Vec<Message>) -> Vec<Message> {
+fn paired(messages: &[&Message]) -> Vec<Message> {
     let answered = |at: usize, id: &str| {
         messages
             .get(at + 1..)
@@ -209,7 +213,7 @@ fn paired(messages: Vec<Message>) -> Vec<Message> {
     };
     let mut out: Vec<Message> = Vec::with_capacity(messages.len());
     let mut open: Vec<String> = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
+    for (i, &m) in messages.iter().enumerate() {
         match m {
             Message::Assistant { text, tool_calls } => {
                 let kept: Vec<_> = tool_calls
@@ -353,7 +357,7 @@ mod tests {
             failed_before_reply("boom", 7),
             text_message("assistant", "hello", 8),
         ] {
-            s.push(&m);
+            s.push(m.to_string().into());
             recent.keep(&m, w);
         }
         assert_eq!(
@@ -368,7 +372,7 @@ mod tests {
         );
         assert_eq!(recent.to_model(1).len(), 1);
         let again = text_message("user", "again", 9);
-        assert_eq!(s.push(&again), 4);
+        assert_eq!(s.push(again.to_string().into()), 4);
         recent.keep(&again, w);
         assert_eq!(
             (recent.held().0, s.total),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::model::openai::{Completion, ToolSpec};
-use crate::tools::{CallContext, CallId, ToolCall, ToolContent, ToolOutcome};
+use crate::tools::{CallContext, CallId, ToolCall, ToolContent, ToolEntry, ToolOutcome};
 
 use super::Failure;
 use super::run::Event;
@@ -66,7 +66,10 @@ impl Gateway {
 
     /// The tools offered to a turn's model (none when the catalog is empty).
     pub(crate) fn offered_tools(&self, ctx: &CallContext) -> Vec<ToolSpec> {
-        self.model_tools(ctx).iter().map(|t| t.to_spec()).collect()
+        self.model_tools(ctx)
+            .into_iter()
+            .map(ToolEntry::into_spec)
+            .collect()
     }
 
     /// The model answered run `serial` with tool calls: start a round and return true, or

@@ -93,13 +93,14 @@ impl Windows {
     }
 
     /// `message` was appended to session `key`: a window in memory or being read keeps it
-    /// (`window` bounds it); one that is neither will be read with it from the store.
-    pub(crate) fn append(&mut self, key: &str, message: &Value, window: Window) {
+    /// (`window` bounds it; `size` is the length of its JSON text); one that is neither will
+    /// be read with it from the store.
+    pub(crate) fn append(&mut self, key: &str, message: &Value, size: usize, window: Window) {
         let used = self.touch();
         if let Some(e) = self.entries.get_mut(key) {
             e.used = used;
             match &mut e.state {
-                State::Loaded(recent) => recent.keep(message, window),
+                State::Loaded(recent) => recent.keep_sized(message, size, window),
                 State::Loading { appended, .. } => appended.push(message.clone()),
             }
         }

@@ -55,13 +55,24 @@ pub(crate) fn inline<S: Syntax>(line: &str) -> String {
                 rest = rest.get(used..).unwrap_or_default();
             }
             None => {
+                // No span here: this character is text, and so is every one after it up to
+                // the next that could open a span, escaped together (not one at a time).
                 let n = c.len_utf8();
-                out.push_str(&S::escape(rest.get(..n).unwrap_or_default()));
-                rest = rest.get(n..).unwrap_or_default();
+                let end = rest
+                    .get(n..)
+                    .and_then(|r| r.find(may_open::<S>))
+                    .map_or(rest.len(), |i| i + n);
+                out.push_str(&S::escape(rest.get(..end).unwrap_or_default()));
+                rest = rest.get(end..).unwrap_or_default();
             }
         }
     }
     out
+}
+
+/// Whether a span could start with `c` ([`scan`] finds none at any other character).
+fn may_open<S: Syntax>(c: char) -> bool {
+    c == '`' || c == '[' || S::MARKS.iter().any(|(m, _)| m.starts_with(c))
 }
 
 /// The span at the start of `s` and the bytes it takes, if one is there.
@@ -108,4 +119,81 @@ pub(crate) fn escape_entities(text: &str, quotes: bool) -> String {
 /// Whether `line` opens or closes a fenced code block.
 pub(crate) fn is_fence(line: &str) -> bool {
     line.trim_start().starts_with("```")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A syntax that shows what it did: spans in brackets, each escaped run in braces.
+    struct Shown;
+
+    impl Syntax for Shown {
+        const MARKS: &'static [(&'static str, Style)] = &[
+            ("**", Style::Bold),
+            ("*", Style::Italic),
+            ("_", Style::Italic),
+            ("~~", Style::Strike),
+        ];
+
+        fn escape(text: &str) -> String {
+            escape_entities(text, true)
+        }
+
+        fn span(span: Span<'_>) -> Option<String> {
+            match span {
+                Span::Code(c) => Some(format!("<code>{}</code>", Self::escape(c))),
+                Span::Link { label, url } if url.starts_with("http") => {
+                    Some(format!("<a {url}>{}</a>", inline::<Self>(label)))
+                }
+                Span::Link { .. } => None,
+                Span::Emphasis(style, body) => {
+                    Some(format!("<{style:?}>{}</>", inline::<Self>(body)))
+                }
+            }
+        }
+    }
+
+    /// [`inline`] as it was: text escaped one character at a time.
+    fn one_at_a_time<S: Syntax>(line: &str) -> String {
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(c) = rest.chars().next() {
+            match scan::<S>(rest).and_then(|(span, used)| Some((S::span(span)?, used))) {
+                Some((text, used)) => {
+                    out.push_str(&text);
+                    rest = rest.get(used..).unwrap_or_default();
+                }
+                None => {
+                    let n = c.len_utf8();
+                    out.push_str(&S::escape(rest.get(..n).unwrap_or_default()));
+                    rest = rest.get(n..).unwrap_or_default();
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn text_between_spans_is_escaped_as_it_was_one_character_at_a_time() {
+        for line in [
+            "",
+            "Echo from fake LLM: hello q7z",
+            "a < b && \"c\" > d",
+            "**bold** and *it* and _it_ and ~~gone~~ and ~single~",
+            "`code <x>` then [label](http://x) then [no](ftp://y) then [open",
+            "un*closed and **half* and `tick and __dunder__",
+            "é✓😀 *é✓* [😀](https://e) <😀>",
+            "*",
+            "[",
+            "`",
+            "a*b*c_d_e~~f~~g[h](http://i)j`k`l",
+        ] {
+            assert_eq!(
+                inline::<Shown>(line),
+                one_at_a_time::<Shown>(line),
+                "{line:?}"
+            );
+        }
+    }
 }

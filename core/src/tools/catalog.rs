@@ -75,11 +75,11 @@ impl ToolEntry {
     }
 
     /// The tool as the model is offered it.
-    pub fn to_spec(&self) -> ToolSpec {
+    pub fn into_spec(self) -> ToolSpec {
         ToolSpec {
-            name: self.name.clone(),
-            description: self.description.clone(),
-            parameters: self.parameters.clone(),
+            name: self.name,
+            description: self.description,
+            parameters: self.parameters,
         }
     }
 

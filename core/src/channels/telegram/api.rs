@@ -27,7 +27,7 @@ pub fn request(api_root: &str, token: &str, method: &str, body: &Value) -> HttpR
         method: "POST",
         url: format!("{api_root}/bot{token}/{method}"),
         headers: vec![("Content-Type".into(), "application/json".into())],
-        body: body.to_string().into_bytes(),
+        body: crate::model::json_text::to_text(body).into_bytes(),
         idempotent: READS.contains(&method),
         dialing: Default::default(),
     }

@@ -1,16 +1,25 @@
 //! The request: a small typed transcript serialised as OpenAI's chat completions body,
 //! written straight from the transcript ([`ChatRequest::to_http`]): no JSON tree is built and
 //! dropped per turn (callgrind, a 50-turn Telegram chat: 545,000 instructions per request
-//! with the tree, 153,000 without; the tree was more than half of the step from a channel
-//! message to its model request).
-//! Object members go out in the order a [`Value`] object keeps them (sorted), so the body's
-//! bytes are the same as [`ChatRequest::body`]'s.
+//! with the tree, 153,000 through serde without it, fewer again with the messages written by
+//! hand into a buffer sized up front).
+//! Object members go out in the order a [`Value`] object keeps them (sorted), and strings are
+//! escaped as serde_json escapes them, so the bytes are those of the old tree's text.
 
-use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
 
+use crate::frame::push_json_str;
 use crate::model::HttpRequest;
+use crate::model::json_text::{push_array, push_json_value};
+
+/// Room for the JSON around one message's text (`{"content":…,"role":"assistant"}`).
+const MESSAGE_ROOM: usize = 40;
+/// Room for the JSON around one tool call's texts.
+const CALL_ROOM: usize = 64;
+/// Room for one tool's JSON besides its name and description (its schema).
+const TOOL_SCHEMA_ROOM: usize = 1024;
+/// Room for the body's members besides the messages and tools.
+const BODY_ROOM: usize = 128;
 
 /// One message of the transcript sent to the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,82 +55,71 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
-/// A function's name with its arguments (a call) or with its description and schema (a
-/// tool), as OpenAI nests them under `function`.
-#[derive(Serialize)]
-struct Function<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<&'a Value>,
-}
-
-/// One element of `tools[]` or `tool_calls[]`: `{"function":…,"id":…,"type":"function"}`.
-#[derive(Serialize)]
-struct Typed<'a> {
-    function: Function<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    r#type: &'static str,
-}
-
 impl ToolCall {
-    fn wire(&self) -> Typed<'_> {
-        Typed {
-            function: Function {
-                arguments: Some(&self.arguments),
-                description: None,
-                name: &self.name,
-                parameters: None,
-            },
-            id: Some(&self.id),
-            r#type: "function",
-        }
+    /// Append the call as a `tool_calls[]` element:
+    /// `{"function":{"arguments":…,"name":…},"id":…,"type":"function"}`.
+    fn push_openai(&self, out: &mut String) {
+        out.push_str(r#"{"function":{"arguments":"#);
+        push_json_str(out, &self.arguments);
+        out.push_str(r#","name":"#);
+        push_json_str(out, &self.name);
+        out.push_str(r#"},"id":"#);
+        push_json_str(out, &self.id);
+        out.push_str(r#","type":"function"}"#);
     }
 }
 
-/// The tool calls of an assistant message, as its `tool_calls` array.
-struct ToolCalls<'a>(&'a [ToolCall]);
-
-impl Serialize for ToolCalls<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(ToolCall::wire))
-    }
-}
-
-/// The message as one element of an OpenAI request's `messages` array.
-impl Serialize for Message {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
+impl Message {
+    /// The bytes of its texts (ids, names and arguments of its tool calls included): what
+    /// a request body's buffer is sized by.
+    pub(crate) fn text_len(&self) -> usize {
         match self {
-            Message::System(text) => {
-                m.serialize_entry("content", text)?;
-                m.serialize_entry("role", "system")?;
-            }
-            Message::User(text) => {
-                m.serialize_entry("content", text)?;
-                m.serialize_entry("role", "user")?;
-            }
-            Message::Assistant { text, tool_calls } if tool_calls.is_empty() => {
-                m.serialize_entry("content", text)?;
-                m.serialize_entry("role", "assistant")?;
-            }
+            Message::System(t) | Message::User(t) => t.len(),
             Message::Assistant { text, tool_calls } => {
-                m.serialize_entry("content", &Some(text).filter(|t| !t.is_empty()))?;
-                m.serialize_entry("role", "assistant")?;
-                m.serialize_entry("tool_calls", &ToolCalls(tool_calls))?;
+                let calls: usize = tool_calls
+                    .iter()
+                    .map(|c| c.id.len() + c.name.len() + c.arguments.len() + CALL_ROOM)
+                    .sum();
+                text.len() + calls
             }
-            Message::ToolResult { call_id, content } => {
-                m.serialize_entry("content", content)?;
-                m.serialize_entry("role", "tool")?;
-                m.serialize_entry("tool_call_id", call_id)?;
-            }
+            Message::ToolResult { call_id, content } => call_id.len() + content.len(),
         }
-        m.end()
     }
+}
+
+/// Append `m` as one element of an OpenAI request's `messages` array: members in sorted
+/// order, strings escaped as serde_json escapes them.
+fn push_message(out: &mut String, m: &Message) {
+    let (content, role) = match m {
+        Message::System(text) => (text, "system"),
+        Message::User(text) => (text, "user"),
+        Message::Assistant { text, tool_calls } if tool_calls.is_empty() => (text, "assistant"),
+        Message::Assistant { text, tool_calls } => {
+            out.push_str(r#"{"content":"#);
+            if text.is_empty() {
+                out.push_str("null");
+            } else {
+                push_json_str(out, text);
+            }
+            out.push_str(r#","role":"assistant","tool_calls":"#);
+            push_array(out, tool_calls, ToolCall::push_openai);
+            out.push('}');
+            return;
+        }
+        Message::ToolResult { call_id, content } => {
+            out.push_str(r#"{"content":"#);
+            push_json_str(out, content);
+            out.push_str(r#","role":"tool","tool_call_id":"#);
+            push_json_str(out, call_id);
+            out.push('}');
+            return;
+        }
+    };
+    out.push_str(r#"{"content":"#);
+    push_json_str(out, content);
+    out.push_str(r#","role":""#);
+    out.push_str(role);
+    out.push_str(r#""}"#);
 }
 
 /// A tool the model may call: its name, what it does, and its arguments' JSON schema.
@@ -136,58 +134,17 @@ pub struct ToolSpec {
 }
 
 impl ToolSpec {
-    /// The tool as an OpenAI `tools[]` element.
-    fn to_openai(&self) -> Typed<'_> {
-        Typed {
-            function: Function {
-                arguments: None,
-                description: Some(&self.description),
-                name: &self.name,
-                parameters: Some(&self.parameters),
-            },
-            id: None,
-            r#type: "function",
-        }
+    /// Append the tool as an OpenAI `tools[]` element:
+    /// `{"function":{"description":…,"name":…,"parameters":…},"type":"function"}`.
+    fn push_openai(&self, out: &mut String) {
+        out.push_str(r#"{"function":{"description":"#);
+        push_json_str(out, &self.description);
+        out.push_str(r#","name":"#);
+        push_json_str(out, &self.name);
+        out.push_str(r#","parameters":"#);
+        push_json_value(out, &self.parameters);
+        out.push_str(r#"},"type":"function"}"#);
     }
-
-    /// The tool as an Anthropic `tools[]` element.
-    pub fn to_anthropic(&self) -> Value {
-        serde_json::json!({
-            "name": self.name,
-            "description": self.description,
-            "input_schema": self.parameters,
-        })
-    }
-}
-
-/// The tools of a request, as its `tools` array.
-struct Tools<'a>(&'a [ToolSpec]);
-
-impl Serialize for Tools<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(ToolSpec::to_openai))
-    }
-}
-
-/// `stream_options`: the last chunk carries the token counts.
-#[derive(Serialize)]
-struct StreamOptions {
-    include_usage: bool,
-}
-
-/// The body of a [`ChatRequest`], its members in sorted order.
-#[derive(Serialize)]
-struct Body<'a> {
-    messages: &'a [Message],
-    model: &'a str,
-    stream: bool,
-    stream_options: StreamOptions,
-    #[serde(skip_serializing_if = "is_empty")]
-    tools: Tools<'a>,
-}
-
-fn is_empty(tools: &Tools<'_>) -> bool {
-    tools.0.is_empty()
 }
 
 /// A streamed chat completion request for one model turn.
@@ -202,24 +159,45 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// The JSON body: `model`, `messages`, `stream: true`,
+    /// The JSON body: `messages`, `model`, `stream: true`,
     /// `stream_options: {include_usage: true}` (so the last chunk carries the token counts),
-    /// and `tools` when there are any.
+    /// and `tools` when there are any, in that (sorted) order.
     pub fn body(&self) -> Value {
-        serde_json::to_value(self.wire()).unwrap_or(Value::Null)
+        serde_json::from_str(&self.body_text()).unwrap_or(Value::Null)
     }
 
-    /// The body, to serialise.
-    fn wire(&self) -> Body<'_> {
-        Body {
-            messages: &self.messages,
-            model: &self.model,
-            stream: true,
-            stream_options: StreamOptions {
-                include_usage: true,
-            },
-            tools: Tools(&self.tools),
+    /// The body as JSON text, written straight from the transcript into a buffer sized for
+    /// it up front (no JSON tree, no regrowth).
+    fn body_text(&self) -> String {
+        let mut out = String::with_capacity(self.size_hint());
+        out.push_str(r#"{"messages":["#);
+        for (i, m) in self.messages.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_message(&mut out, m);
         }
+        out.push_str(r#"],"model":"#);
+        push_json_str(&mut out, &self.model);
+        out.push_str(r#","stream":true,"stream_options":{"include_usage":true}"#);
+        if !self.tools.is_empty() {
+            out.push_str(r#","tools":"#);
+            push_array(&mut out, &self.tools, ToolSpec::push_openai);
+        }
+        out.push('}');
+        out
+    }
+
+    /// About the body's length: its texts plus room for the JSON around them (escapes and
+    /// the tools' schemas may take more; the buffer then grows as usual).
+    fn size_hint(&self) -> usize {
+        let texts: usize = self.messages.iter().map(Message::text_len).sum();
+        let tools: usize = self
+            .tools
+            .iter()
+            .map(|t| t.name.len() + t.description.len() + TOOL_SCHEMA_ROOM)
+            .sum();
+        texts + MESSAGE_ROOM * self.messages.len() + self.model.len() + tools + BODY_ROOM
     }
 
     /// The HTTP request to `POST {base_url}/chat/completions` (one trailing `/` of the base is
@@ -239,8 +217,7 @@ impl ChatRequest {
                 base_url.strip_suffix('/').unwrap_or(base_url)
             ),
             headers,
-            // Strings, bools and `Value`s: nothing here fails to serialise.
-            body: serde_json::to_vec(&self.wire()).unwrap_or_default(),
+            body: self.body_text().into_bytes(),
             idempotent: false,
             dialing: Default::default(),
         }
@@ -380,6 +357,26 @@ mod tests {
             text: "calling".into(),
             tool_calls: vec![ToolCall::default()],
         });
+        // Every ASCII character (controls, quote, backslash, DEL) in each kind of message.
+        let ascii: String = (0u8..0x80).map(char::from).collect();
+        r.messages.push(Message::System(ascii.clone()));
+        r.messages.push(Message::Assistant {
+            text: ascii.clone(),
+            tool_calls: vec![ToolCall {
+                id: ascii.clone(),
+                name: "n\"".into(),
+                arguments: ascii.clone(),
+            }],
+        });
+        r.messages.push(Message::Assistant {
+            text: ascii.clone(),
+            tool_calls: vec![],
+        });
+        r.messages.push(Message::ToolResult {
+            call_id: ascii.clone(),
+            content: ascii.clone(),
+        });
+        r.model = ascii;
         let wire = r.to_http("http://h/v1", None).body;
         assert_eq!(
             String::from_utf8(wire.clone()).unwrap(),
@@ -390,6 +387,13 @@ mod tests {
             description: "Run \"it\".".into(),
             parameters: json!({"type": "object", "properties": {"z": {}, "a": {"type": "string"}}}),
         }];
+        let wire = r.to_http("http://h/v1", None).body;
+        assert_eq!(String::from_utf8(wire).unwrap(), as_tree(&r).to_string());
+        r.tools.push(ToolSpec {
+            name: "\u{0}\"".into(),
+            description: String::new(),
+            parameters: crate::model::json_text::tests::schema(),
+        });
         let wire = r.to_http("http://h/v1", None).body;
         assert_eq!(String::from_utf8(wire).unwrap(), as_tree(&r).to_string());
     }
