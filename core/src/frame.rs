@@ -162,7 +162,7 @@ impl OutFrame {
 /// Append `s` as a JSON string, as serde_json writes it: as is between quotes when nothing in
 /// it needs escaping (a request id, almost always), else through serde_json.
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if crate::json_plain::plain_len(s.as_bytes()) == s.len() {
         out.push('"');
         out.push_str(s);
         out.push('"');
@@ -289,7 +289,8 @@ const REQUEST_KEYS: &[&str] = &[
 ];
 
 /// The envelope of a request frame with no optional keys but `params`, read straight from the
-/// text (no JSON tree for the envelope): the common case of [`parse_request`]. Anything else (a
+/// text (no JSON tree for the envelope): the case of [`parse_request_by_serde`] the envelope's
+/// scan leaves to it for an escape in a string or a key. Anything else (a
 /// missing, extra or repeated key, `traceparent`) is read by the full validation instead.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -323,8 +324,19 @@ pub fn parse_request(text: &str) -> Result<Request<'_>, FrameError> {
     parse_request_as(text)
 }
 
-/// Parse one inbound text frame as a request whose params are read as `P`.
+/// Parse one inbound text frame as a request whose params are read as `P`: the common
+/// envelope by a scan of its top level ([`crate::envelope`]), anything else by serde.
 pub(crate) fn parse_request_as<'a, P: Params<'a>>(
+    text: &'a str,
+) -> Result<Request<'a, P>, FrameError> {
+    match crate::envelope::scan(text) {
+        Some(req) => Ok(req),
+        None => parse_request_by_serde(text),
+    }
+}
+
+/// [`parse_request_as`] by serde alone: what the envelope's scan must agree with.
+pub(crate) fn parse_request_by_serde<'a, P: Params<'a>>(
     text: &'a str,
 ) -> Result<Request<'a, P>, FrameError> {
     match plain_request(text) {

@@ -13,6 +13,7 @@ pub mod http_response;
 pub mod mcp_message;
 pub mod mdns;
 pub mod model_stream;
+pub mod request_envelope;
 pub mod sim;
 pub mod slack_envelope;
 pub mod stream;
