@@ -74,6 +74,11 @@ fn request_envelope_corpus() {
 }
 
 #[test]
+fn ws_read_corpus() {
+    replay("ws_read", fuzzing::ws_read::ws_read);
+}
+
+#[test]
 fn frames_after_hello_corpus() {
     replay("frames_after_hello", |d| {
         fuzzing::frames_after_hello(Instant::now(), d);

@@ -18,6 +18,7 @@ pub mod sim;
 pub mod slack_envelope;
 pub mod stream;
 pub mod telegram_updates;
+pub mod ws_read;
 
 use core::time::Duration;
 use std::time::Instant;
