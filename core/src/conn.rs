@@ -115,7 +115,7 @@ impl MemIo {
         let frame = bytes.get(..start + 4 + len)?;
         let payload = frame.get(start + 4..)?;
         let text = String::from_utf8(unmasked(payload, key)).ok()?;
-        self.tally.handed(frame);
+        self.tally.handed_whole_frame();
         let taken = frame.len();
         self.rd.drain(..taken);
         Some(text)
@@ -155,22 +155,24 @@ impl Write for MemIo {
     }
 }
 
-/// `payload` unmasked with the 4-byte `key` (the key's bytes in turn, from the first), eight
-/// bytes at a time.
+/// `payload` unmasked with the 4-byte `key` (the key's bytes in turn, from the first): copied
+/// once, then unmasked in place eight bytes at a time.
 fn unmasked(payload: &[u8], key: &[u8]) -> Vec<u8> {
     let mut k = [0u8; 8];
     for (slot, b) in k.iter_mut().zip(key.iter().cycle()) {
         *slot = *b;
     }
     let word_key = u64::from_ne_bytes(k);
-    let mut out = Vec::with_capacity(payload.len());
-    let mut words = payload.chunks_exact(8);
+    let mut out = payload.to_vec();
+    let mut words = out.chunks_exact_mut(8);
     for word in &mut words {
         let mut w = [0u8; 8];
         w.copy_from_slice(word);
-        out.extend_from_slice(&(u64::from_ne_bytes(w) ^ word_key).to_ne_bytes());
+        word.copy_from_slice(&(u64::from_ne_bytes(w) ^ word_key).to_ne_bytes());
     }
-    out.extend(words.remainder().iter().zip(k).map(|(b, m)| b ^ m));
+    for (b, m) in words.into_remainder().iter_mut().zip(k) {
+        *b ^= m;
+    }
     out
 }
 

@@ -70,14 +70,6 @@ enum Key {
     Params,
 }
 
-/// Each key as it starts a member, written plainly: its quotes and name.
-const KEYS: [(&[u8], Key); 4] = [
-    (b"\"type\"", Key::Type),
-    (b"\"id\"", Key::Id),
-    (b"\"method\"", Key::Method),
-    (b"\"params\"", Key::Params),
-];
-
 /// A position in the text being scanned.
 struct Scan<'a> {
     text: &'a str,
@@ -109,9 +101,19 @@ impl<'a> Scan<'a> {
     /// quote ends it: no other key starts with one of them).
     fn key(&mut self) -> Option<Key> {
         let rest = self.text.as_bytes().get(self.skip_ws()..)?;
-        let (name, key) = KEYS.iter().find(|(name, _)| rest.starts_with(name))?;
+        // Told apart by the name's first letter; the quotes and name must all be there.
+        let (name, key): (&[u8], Key) = match rest.get(1)? {
+            b't' => (b"\"type\"", Key::Type),
+            b'i' => (b"\"id\"", Key::Id),
+            b'm' => (b"\"method\"", Key::Method),
+            b'p' => (b"\"params\"", Key::Params),
+            _ => return None,
+        };
+        if rest.get(..name.len())? != name {
+            return None;
+        }
         self.at += name.len();
-        Some(*key)
+        Some(key)
     }
 
     /// A string with no escapes (and no control character, which JSON refuses), borrowed.
