@@ -87,6 +87,40 @@ impl MemIo {
         }
     }
 
+    /// The text of the whole unfragmented text frame the bytes received start with, taken
+    /// from them, when it is one tungstenite would read as a message of its own and the
+    /// stream is between frames (every byte handed to tungstenite was read as whole messages):
+    /// masked, no reserved bit, a 7- or 16-bit length within `max_len`, whole in the buffer's
+    /// first slice, valid UTF-8. Unmasked in one copy, without tungstenite's zero-filled read
+    /// step. `None` (nothing taken) for anything else, which tungstenite then reads.
+    pub(crate) fn take_text_frame(&mut self, max_len: usize) -> Option<String> {
+        if !self.tally.all_taken() {
+            return None;
+        }
+        let (bytes, _) = self.rd.as_slices();
+        let (len, start) = match bytes {
+            [FIN_TEXT, b1, ..] if *b1 == MASKED | 126 => {
+                let len = u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]);
+                (usize::from(len), 4)
+            }
+            [FIN_TEXT, b1, ..] if b1 & MASKED != 0 && b1 & 0x7f < 126 => {
+                (usize::from(b1 & 0x7f), 2)
+            }
+            _ => return None,
+        };
+        if len > max_len {
+            return None;
+        }
+        let key = bytes.get(start..start + 4)?;
+        let frame = bytes.get(..start + 4 + len)?;
+        let payload = frame.get(start + 4..)?;
+        let text = String::from_utf8(unmasked(payload, key)).ok()?;
+        self.tally.handed_whole_frame();
+        let taken = frame.len();
+        self.rd.drain(..taken);
+        Some(text)
+    }
+
     /// The WebSocket context returned a message read from this stream.
     pub(crate) fn took_message(&mut self) {
         self.tally.took();
@@ -119,6 +153,27 @@ impl Write for MemIo {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// `payload` unmasked with the 4-byte `key` (the key's bytes in turn, from the first): copied
+/// once, then unmasked in place eight bytes at a time.
+fn unmasked(payload: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut k = [0u8; 8];
+    for (slot, b) in k.iter_mut().zip(key.iter().cycle()) {
+        *slot = *b;
+    }
+    let word_key = u64::from_ne_bytes(k);
+    let mut out = payload.to_vec();
+    let mut words = out.chunks_exact_mut(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        word.copy_from_slice(&(u64::from_ne_bytes(w) ^ word_key).to_ne_bytes());
+    }
+    for (b, m) in words.into_remainder().iter_mut().zip(k) {
+        *b ^= m;
+    }
+    out
 }
 
 /// How much tungstenite takes from the connection's input per step. It zero-fills that much
@@ -205,6 +260,43 @@ pub(crate) struct Ws {
 }
 
 impl Ws {
+    /// A fresh server WebSocket from a loopback peer, before `connect`, taking messages of
+    /// up to `max_message` bytes.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn loopback_server(max_message: usize) -> Self {
+        Ws {
+            ctx: ws_context(WsRole::Server, max_message),
+            io: MemIo::default(),
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            local: true,
+            origin: None,
+            host: None,
+            scope_cap: None,
+            phase: Phase::PreHello {
+                nonce: String::new(),
+                frames: 0,
+            },
+        }
+    }
+
+    /// The next message: a plain text frame read by [`MemIo::take_text_frame`] while the
+    /// context is open both ways (after what tungstenite's own read does first: a queued pong
+    /// or close goes out), anything else by tungstenite.
+    pub(crate) fn read_message(&mut self) -> tungstenite::Result<tungstenite::Message> {
+        if self.ctx.can_read() && self.ctx.can_write() {
+            self.ctx.flush(&mut self.io)?;
+            let cfg = self.ctx.get_config();
+            let max = cfg
+                .max_frame_size
+                .unwrap_or(usize::MAX)
+                .min(cfg.max_message_size.unwrap_or(usize::MAX));
+            if let Some(text) = self.io.take_text_frame(max) {
+                return Ok(tungstenite::Message::Text(text.into()));
+            }
+        }
+        self.ctx.read(&mut self.io)
+    }
+
     /// The bytes of `text` as one unmasked, unfragmented text frame from the server, as
     /// tungstenite writes it, in one allocation and one copy (tungstenite's own write copies
     /// the payload twice, through its frame buffer into a fresh `Vec`). A control frame
@@ -238,6 +330,8 @@ impl Ws {
 
 /// First byte of an unfragmented text frame: FIN set, opcode 1.
 const FIN_TEXT: u8 = 0x81;
+/// The mask bit of a frame's second byte.
+const MASKED: u8 = 0x80;
 /// A server frame's header at most: two bytes and a 64-bit length (no mask).
 const MAX_FRAME_HEADER: usize = 10;
 
@@ -322,25 +416,181 @@ mod tests {
     use tungstenite::Message;
 
     fn server() -> Ws {
-        Ws {
-            ctx: ws_context(WsRole::Server, 1 << 20),
-            io: MemIo::default(),
-            client_ip: IpAddr::from([127, 0, 0, 1]),
-            local: true,
-            origin: None,
-            host: None,
-            scope_cap: None,
-            phase: Phase::PreHello {
-                nonce: String::new(),
-                frames: 0,
-            },
-        }
+        Ws::loopback_server(1 << 20)
     }
 
     /// What tungstenite's own write puts on the wire for `text`.
     fn tungstenite_frame(ws: &mut Ws, text: &str) -> Vec<u8> {
         let _ = ws.ctx.write(&mut ws.io, Message::text(text));
         std::mem::take(&mut ws.io.wr)
+    }
+
+    /// A client frame: first byte `b0`, `payload` masked with `key`, its length in the
+    /// shortest form (or the 16-bit one when `long`).
+    fn client_frame(b0: u8, payload: &[u8], key: [u8; 4], long: bool) -> Vec<u8> {
+        let mut f = vec![b0];
+        match payload.len() {
+            n @ 0..=125 if !long => f.push(0x80 | n as u8),
+            n @ 0..=0xFFFF => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+        f
+    }
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    #[test]
+    fn a_plain_text_frame_is_read_by_the_core_as_tungstenite_reads_it() {
+        for (text, long) in [
+            ("", false),
+            (
+                "{\"type\":\"req\",\"id\":\"1\",\"method\":\"health\"}",
+                false,
+            ),
+            (&"é✓x".repeat(20)[..], false),
+            (&"y".repeat(125)[..], false),
+            (&"z".repeat(126)[..], false),
+            (&"w".repeat(65_535)[..], false),
+            ("short, long form", true),
+        ] {
+            let frame = client_frame(0x81, text.as_bytes(), KEY, long);
+            let mut ws = server();
+            ws.io.push(&frame);
+            ws.io.push(&[0x81]);
+            assert_eq!(ws.io.take_text_frame(1 << 20).as_deref(), Some(text));
+            assert_eq!(ws.io.rd.len(), 1, "the frame, and only it, was taken");
+            ws.io.took_message();
+            ws.io.rd.clear();
+            assert!(ws.io.is_drained(), "the tally is between frames");
+            let mut theirs = server();
+            theirs.io.push(&frame);
+            assert!(
+                matches!(theirs.ctx.read(&mut theirs.io), Ok(Message::Text(t)) if t.as_str() == text)
+            );
+        }
+    }
+
+    #[test]
+    fn anything_else_is_left_to_tungstenite() {
+        let text = b"{\"a\":1}";
+        let whole = client_frame(0x81, text, KEY, false);
+        let mut unmasked = whole.clone();
+        unmasked[1] &= 0x7f;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("binary", client_frame(0x82, text, KEY, false)),
+            ("a first fragment", client_frame(0x01, text, KEY, false)),
+            ("a reserved bit", client_frame(0xc1, text, KEY, false)),
+            ("a ping", client_frame(0x89, b"p", KEY, false)),
+            ("a close", client_frame(0x88, &[3, 232], KEY, false)),
+            ("unmasked", unmasked),
+            (
+                "a 64-bit length",
+                client_frame(0x81, &[b'x'; 70_000], KEY, false),
+            ),
+            (
+                "invalid UTF-8",
+                client_frame(0x81, &[b'a', 0xff, b'b'], KEY, false),
+            ),
+            ("cut short", whole[..whole.len() - 1].to_vec()),
+            ("a header cut short", whole[..3].to_vec()),
+        ];
+        for (what, bytes) in cases {
+            let mut ws = server();
+            ws.io.push(&bytes);
+            assert_eq!(ws.io.take_text_frame(1 << 20), None, "{what}");
+            assert_eq!(ws.io.rd.len(), bytes.len(), "{what}: nothing taken");
+        }
+        let mut ws = server();
+        ws.io.push(&whole);
+        assert_eq!(
+            ws.io.take_text_frame(text.len() - 1),
+            None,
+            "over the limit"
+        );
+        assert!(ws.io.take_text_frame(text.len()).is_some(), "at the limit");
+        // Mid-frame for tungstenite (it was handed part of a frame): the bytes are its.
+        let mut ws = server();
+        ws.io.push(&whole[..4]);
+        assert!(ws.ctx.read(&mut ws.io).is_err());
+        ws.io.push(&whole[4..]);
+        ws.io.push(&whole);
+        assert_eq!(
+            ws.io.take_text_frame(1 << 20),
+            None,
+            "tungstenite holds a header"
+        );
+        assert!(matches!(ws.read_message(), Ok(Message::Text(_))));
+        ws.io.took_message();
+        assert_eq!(
+            ws.io.take_text_frame(1 << 20),
+            None,
+            "tungstenite read the next frame with that one"
+        );
+        assert!(matches!(ws.read_message(), Ok(Message::Text(_))));
+        ws.io.took_message();
+        ws.io.push(&whole);
+        assert!(
+            ws.io.take_text_frame(1 << 20).is_some(),
+            "between frames again"
+        );
+    }
+
+    #[test]
+    fn a_pong_queued_by_a_ping_goes_out_before_the_next_text_is_read() {
+        let mut ws = server();
+        ws.io.push(&client_frame(0x89, b"hi", KEY, false));
+        ws.io.push(&client_frame(0x81, b"ok", KEY, false));
+        assert!(matches!(ws.read_message(), Ok(Message::Ping(_))));
+        ws.io.took_message();
+        assert!(ws.io.wr.is_empty(), "queued, not yet written");
+        assert!(matches!(ws.read_message(), Ok(Message::Text(t)) if t.as_str() == "ok"));
+        assert_eq!(ws.io.wr, [0x8a, 2, b'h', b'i']);
+    }
+
+    /// One frame of a generated client stream.
+    fn any_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let payload = proptest::collection::vec(any::<u8>(), 0..300);
+        let text = "[a-zé✓\\\\\" ]{0,200}";
+        prop_oneof![
+            4 => (text, any::<[u8; 4]>(), any::<bool>())
+                .prop_map(|(t, k, long)| client_frame(0x81, t.as_bytes(), k, long)),
+            1 => (prop_oneof![Just(0x01u8), Just(0x00), Just(0x80), Just(0x82), Just(0x89),
+                    Just(0x8a), Just(0x88), Just(0xc1), Just(0x91), Just(0x83)],
+                    payload.clone(), any::<[u8; 4]>())
+                .prop_map(|(b0, p, k)| client_frame(b0, &p, k, false)),
+            1 => (payload, any::<[u8; 4]>()).prop_map(|(p, k)| client_frame(0x81, &p, k, false)),
+            1 => (text, any::<[u8; 4]>()).prop_map(|(t, k)| {
+                let mut f = client_frame(0x81, t.as_bytes(), k, false);
+                f[1] &= 0x7f;
+                f
+            }),
+            1 => proptest::collection::vec(any::<u8>(), 1..20),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3_000))]
+
+        /// Streams of frames, mostly plain text, some anything else, in chunks of any size:
+        /// the core's read gives what tungstenite's gives, message by message.
+        #[test]
+        fn the_core_s_read_agrees_with_tungstenite(
+            frames in proptest::collection::vec(any_frame(), 1..8),
+            ctl in proptest::prelude::any::<u8>(),
+        ) {
+            let mut input = vec![ctl];
+            input.extend(frames.concat());
+            crate::fuzzing::ws_read::ws_read(&input);
+        }
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl OutFrame {
 /// it needs escaping (a request id, almost always; checked eight bytes at a time), else
 /// through serde_json.
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
-    if !crate::log::needs_escaping(s.as_bytes()) {
+    if crate::json_plain::plain_len(s.as_bytes()) == s.len() {
         out.push('"');
         out.push_str(s);
         out.push('"');
@@ -290,7 +290,8 @@ const REQUEST_KEYS: &[&str] = &[
 ];
 
 /// The envelope of a request frame with no optional keys but `params`, read straight from the
-/// text (no JSON tree for the envelope): the common case of [`parse_request`]. Anything else (a
+/// text (no JSON tree for the envelope): the case of [`parse_request_by_serde`] the envelope's
+/// scan leaves to it for an escape in a string or a key. Anything else (a
 /// missing, extra or repeated key, `traceparent`) is read by the full validation instead.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -324,8 +325,19 @@ pub fn parse_request(text: &str) -> Result<Request<'_>, FrameError> {
     parse_request_as(text)
 }
 
-/// Parse one inbound text frame as a request whose params are read as `P`.
+/// Parse one inbound text frame as a request whose params are read as `P`: the common
+/// envelope by a scan of its top level ([`crate::envelope`]), anything else by serde.
 pub(crate) fn parse_request_as<'a, P: Params<'a>>(
+    text: &'a str,
+) -> Result<Request<'a, P>, FrameError> {
+    match crate::envelope::scan(text) {
+        Some(req) => Ok(req),
+        None => parse_request_by_serde(text),
+    }
+}
+
+/// [`parse_request_as`] by serde alone: what the envelope's scan must agree with.
+pub(crate) fn parse_request_by_serde<'a, P: Params<'a>>(
     text: &'a str,
 ) -> Result<Request<'a, P>, FrameError> {
     match plain_request(text) {

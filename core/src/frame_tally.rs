@@ -47,6 +47,12 @@ impl FrameTally {
         }
     }
 
+    /// A whole frame was handed out at once, while [`FrameTally::all_taken`] held: what
+    /// [`FrameTally::handed`] counts for its bytes.
+    pub(crate) fn handed_whole_frame(&mut self) {
+        self.complete += 1;
+    }
+
     /// If the header is now complete: start its payload (or count a frame without one).
     fn header_read(&mut self) {
         let (b0, b1) = match self.header.get(..self.have) {

@@ -45,7 +45,7 @@ impl Gateway {
                     std::io::ErrorKind::WouldBlock.into(),
                 ))
             } else {
-                ws.ctx.read(&mut ws.io)
+                ws.read_message()
             };
             if res.is_ok() {
                 ws.io.took_message();

@@ -224,7 +224,7 @@ const YEAR_10000_MS: u64 = 253_402_300_800_000;
 fn escaped_len(s: &str) -> usize {
     // Most messages have nothing to escape: checked eight bytes at a time, and the
     // byte-by-byte sum runs only for the others (the ring counts every line's length).
-    if !needs_escaping(s.as_bytes()) {
+    if crate::json_plain::plain_len(s.as_bytes()) == s.len() {
         return s.len();
     }
     s.bytes()
@@ -234,33 +234,6 @@ fn escaped_len(s: &str) -> usize {
             _ => 1,
         })
         .sum()
-}
-
-/// Whether `s` has a byte a JSON string escapes (a control character, a quote or a
-/// backslash), looked for eight bytes at a time: for a word `x`, `(x - n·ONES) & !x & HIGH` is
-/// non-zero exactly when one of its bytes is below `n` (`n` ≤ 128; a borrow may mark a byte
-/// above the one found, never a word without one), and a byte equal to `c` is a zero byte of
-/// `x ^ c·ONES`.
-pub(crate) fn needs_escaping(s: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
-    let special = |x: u64| {
-        below(x, 0x20)
-            | below(x ^ (ONES * u64::from(b'"')), 1)
-            | below(x ^ (ONES * u64::from(b'\\')), 1)
-            != 0
-    };
-    let mut words = s.chunks_exact(8);
-    let found = words
-        .by_ref()
-        .filter_map(|w| <[u8; 8]>::try_from(w).ok())
-        .any(|w| special(u64::from_le_bytes(w)));
-    found
-        || words
-            .remainder()
-            .iter()
-            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Decimal digits of `n`.
@@ -444,25 +417,6 @@ mod tests {
                         };
                         assert_eq!(rec.json_line_len(), rec.json_line().len(), "{rec:?}");
                     }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn escaping_is_found_in_any_place_of_any_length() {
-        let plain = |b: u8| !(b < 0x20 || b == b'"' || b == b'\\');
-        for len in 0..20 {
-            for at in 0..len {
-                for b in 0..=255u8 {
-                    let mut s = vec![b'a'; len];
-                    s[at] = b;
-                    // Bytes just above and below the special ones around it.
-                    if let Some(next) = s.get_mut(at + 1) {
-                        *next = b.wrapping_add(1);
-                    }
-                    let want = s.iter().any(|&b| !plain(b));
-                    assert_eq!(needs_escaping(&s), want, "{s:?}");
                 }
             }
         }

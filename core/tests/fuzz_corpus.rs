@@ -66,6 +66,19 @@ fn connect_params_corpus() {
 }
 
 #[test]
+fn request_envelope_corpus() {
+    replay(
+        "request_envelope",
+        fuzzing::request_envelope::request_envelope,
+    );
+}
+
+#[test]
+fn ws_read_corpus() {
+    replay("ws_read", fuzzing::ws_read::ws_read);
+}
+
+#[test]
 fn frames_after_hello_corpus() {
     replay("frames_after_hello", |d| {
         fuzzing::frames_after_hello(Instant::now(), d);

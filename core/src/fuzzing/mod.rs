@@ -13,10 +13,12 @@ pub mod http_response;
 pub mod mcp_message;
 pub mod mdns;
 pub mod model_stream;
+pub mod request_envelope;
 pub mod sim;
 pub mod slack_envelope;
 pub mod stream;
 pub mod telegram_updates;
+pub mod ws_read;
 
 use core::time::Duration;
 use std::time::Instant;
