@@ -7,16 +7,12 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clawgate_core::model::{Dialing, HttpRequest, Pinned};
 use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_loop::{HttpLimits, LookupFn};
-use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
 use clawgate_tests::fake_tls::TestCa;
-use common::{chat, client_with_lookup};
+use common::{PinnedRun, submit_pinned};
 
 #[test]
 fn a_pinned_name_waiting_for_the_tls_roots_races_every_pinned_address() {
@@ -35,30 +31,13 @@ fn a_pinned_name_waiting_for_the_tls_roots_races_every_pinned_address() {
         std::env::set_var("SSL_CERT_FILE", ca.ca_path());
     }
     let server = ca.server_for(&[NAME]);
-    let model = FakeModel::with(FakeApi::OpenAi, Some(server), |_| Reply::text(&["pinned"]));
-    let port = model.addr().port();
-    let looked_up = Arc::new(AtomicUsize::new(0));
-    let counted = looked_up.clone();
-    let lookup: LookupFn = Arc::new(move |_: &str| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        Err("blocked".into())
-    });
-    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
-    let dialing = Dialing {
-        pinned: Some(Pinned {
-            host: NAME,
-            addrs: &PINNED,
-        }),
-        ..Dialing::default()
-    };
-    let url = format!("https://{NAME}:{port}/v1/chat/completions");
-    pool.submit(
-        WorkId(1),
-        HttpRequest {
-            dialing,
-            ..chat(url)
-        },
-    );
+    // The model and the client live to the test's end.
+    let PinnedRun {
+        model: _model,
+        pool: _pool,
+        rx,
+        looked_up,
+    } = submit_pinned(server, NAME, &PINNED, WorkId(1));
     let (mut status, mut body) = (None, Vec::new());
     let end = loop {
         let (id, result) = rx

@@ -10,16 +10,15 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::atomic::Ordering;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use clawgate_core::model::{Dialing, HttpRequest, Pinned};
 use clawgate_core::{WorkId, WorkResult};
-use clawgate_host::http_loop::{CANCELLED, HttpLimits, LookupFn};
+use clawgate_host::http_loop::{CANCELLED, HttpLimits};
 use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
 use clawgate_tests::fake_tls::{TestCa, trickle_handshake};
-use common::{chat, client, client_with_lookup};
+use common::{PinnedRun, chat, client, submit_pinned};
 
 /// How long a test waits for any one result.
 const WAIT: Duration = Duration::from_secs(10);
@@ -219,31 +218,14 @@ fn a_pinned_name_is_dialled_at_its_address_unlooked_up_while_tls_verifies_the_na
     const NAME: &str = "api.telegram.test";
     const PINNED: [IpAddr; 1] = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
     let server = trusted().server_for(&[NAME]);
-    let model = FakeModel::with(FakeApi::OpenAi, Some(server), |_| Reply::text(&["pinned"]));
-    let port = model.addr().port();
     // The name's lookup is blocked (and counted).
-    let looked_up = Arc::new(AtomicUsize::new(0));
-    let counted = looked_up.clone();
-    let lookup: LookupFn = Arc::new(move |_: &str| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        Err("blocked".into())
-    });
-    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
-    let dialing = Dialing {
-        pinned: Some(Pinned {
-            host: NAME,
-            addrs: &PINNED,
-        }),
-        ..Dialing::default()
-    };
-    let url = format!("https://{NAME}:{port}/v1/chat/completions");
-    pool.submit(
-        WorkId(7),
-        HttpRequest {
-            dialing,
-            ..chat(url)
-        },
-    );
+    let PinnedRun {
+        model,
+        mut pool,
+        rx,
+        looked_up,
+    } = submit_pinned(server, NAME, &PINNED, WorkId(7));
+    let port = model.addr().port();
     let (status, body, end) = collect(&rx, WorkId(7));
     assert_eq!(end, Ok(()));
     assert_eq!(status, Some(200));

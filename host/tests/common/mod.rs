@@ -6,15 +6,17 @@
 #![allow(dead_code)]
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clawgate_core::model::HttpRequest;
+use clawgate_core::model::{Dialing, HttpRequest, Pinned};
 use clawgate_core::{WorkId, WorkResult, WsOpen};
 use clawgate_host::http_loop::{HttpLimits, HttpLoop, LookupFn};
+use clawgate_tests::fake_model::{FakeApi, FakeModel, Reply};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -232,6 +234,56 @@ pub fn watched() -> usize {
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
         .map(|info| info.lines().filter(|l| l.starts_with("tfd:")).count())
         .sum()
+}
+
+/// A fake OpenAI model for `name` behind `server` answering "pinned", a client whose lookups
+/// are refused and counted (the count is returned), and a chat request to `name` pinned to
+/// `addrs` submitted to it as `id` (Telegram's fallback dialing).
+pub fn submit_pinned(
+    server: Arc<rustls::ServerConfig>,
+    name: &'static str,
+    addrs: &'static [IpAddr],
+    id: WorkId,
+) -> PinnedRun {
+    let model = FakeModel::with(FakeApi::OpenAi, Some(server), |_| Reply::text(&["pinned"]));
+    let port = model.addr().port();
+    let looked_up = Arc::new(AtomicUsize::new(0));
+    let counted = looked_up.clone();
+    let lookup: LookupFn = Arc::new(move |_: &str| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Err("blocked".into())
+    });
+    let (mut pool, rx) = client_with_lookup(HttpLimits::default(), lookup);
+    let dialing = Dialing {
+        pinned: Some(Pinned { host: name, addrs }),
+        ..Dialing::default()
+    };
+    let url = format!("https://{name}:{port}/v1/chat/completions");
+    pool.submit(
+        id,
+        HttpRequest {
+            dialing,
+            ..chat(url)
+        },
+    );
+    PinnedRun {
+        model,
+        pool,
+        rx,
+        looked_up,
+    }
+}
+
+/// What [`submit_pinned`] set up.
+pub struct PinnedRun {
+    /// The fake model, which records the requests it answered.
+    pub model: FakeModel,
+    /// The client the request went to.
+    pub pool: OnLoop,
+    /// Its results.
+    pub rx: mpsc::Receiver<(WorkId, WorkResult)>,
+    /// How many lookups the client asked for.
+    pub looked_up: Arc<AtomicUsize>,
 }
 
 /// A streamed chat completion request, as the fake model answers it.
