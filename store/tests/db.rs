@@ -322,41 +322,6 @@ fn an_idle_writer_calls_its_hook_once_per_pause() {
     assert_eq!(loaded.devices["d2"].tokens["operator"].token, "t1");
 }
 
-/// Batches queued while a transaction is written go in the next one, and their outcomes
-/// come in one report (the loop is woken once for them).
-#[test]
-fn a_transaction_reports_its_batches_together() {
-    let dir = TempDir::new("store-group");
-    let (tx, rx) = mpsc::channel();
-    let (hold, held) = mpsc::channel::<()>();
-    let writer = Writer::spawn(Db::open(dir.path()).unwrap(), move |group| {
-        let ids: Vec<u64> = group
-            .into_iter()
-            .map(|d| match d {
-                StoreDone::Written(w) => w.id.0,
-                StoreDone::Read(id, _) => id.0,
-            })
-            .collect();
-        let first = ids == [0];
-        tx.send(ids).unwrap();
-        if first {
-            // The writer waits here until the test has queued the next batches.
-            held.recv().unwrap();
-        }
-    })
-    .unwrap();
-    let d = |i: u64| vec![StoreChange::PutDevice(device("d", &format!("t{i}")))];
-    writer.submit(WorkId(0), d(0));
-    let wait = std::time::Duration::from_secs(10);
-    assert_eq!(rx.recv_timeout(wait).unwrap(), [0]);
-    for i in 1..=5 {
-        writer.submit(WorkId(i), d(i));
-    }
-    hold.send(()).unwrap();
-    assert_eq!(rx.recv_timeout(wait).unwrap(), [1, 2, 3, 4, 5]);
-    writer.close();
-}
-
 #[test]
 fn after_a_failed_write_only_a_rewrite_is_written() {
     let dir = TempDir::new("store-poison");

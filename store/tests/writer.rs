@@ -1,4 +1,5 @@
-//! The writer thread's linger: behind a batch submitted to linger it waits (up to its bound)
+//! The writer thread's grouping: batches queued behind a transaction go in the next one.
+//! Its linger: behind a batch submitted to linger it waits (up to its bound)
 //! for the next job and commits the two in one transaction; every other batch commits at once.
 
 use std::sync::mpsc;
@@ -146,11 +147,10 @@ fn a_read_ends_the_wait() {
     w.close();
 }
 
-/// A group holding an unflagged batch never waits, though a flagged one joined it behind:
-/// the batches queued while a transaction was written commit at once.
-#[test]
-fn a_group_with_an_unflagged_batch_does_not_wait() {
-    let dir = TempDir::new("writer-linger-mixed");
+/// A writer whose reports arrive one `Vec` of ids per report, and which, once it has reported
+/// the batch with id 0, waits in that report until the test sends on the returned sender (so
+/// the test can queue batches behind a transaction in progress).
+fn held_after_first(dir: &TempDir) -> (Writer, mpsc::Receiver<Vec<u64>>, mpsc::Sender<()>) {
     let (tx, reports) = mpsc::channel();
     let (hold, held) = mpsc::channel::<()>();
     let w = Writer::spawn(Db::open(dir.path()).unwrap(), move |group| {
@@ -169,6 +169,31 @@ fn a_group_with_an_unflagged_batch_does_not_wait() {
         }
     })
     .unwrap();
+    (w, reports, hold)
+}
+
+/// Batches queued while a transaction is written go in the next one, and their outcomes
+/// come in one report (the loop is woken once for them).
+#[test]
+fn a_transaction_reports_its_batches_together() {
+    let dir = TempDir::new("store-group");
+    let (w, reports, hold) = held_after_first(&dir);
+    assert!(w.submit(WorkId(0), batch(0)));
+    assert_eq!(reports.recv_timeout(WAIT).unwrap(), [0]);
+    for i in 1..=5 {
+        assert!(w.submit(WorkId(i), batch(i)));
+    }
+    hold.send(()).unwrap();
+    assert_eq!(reports.recv_timeout(WAIT).unwrap(), [1, 2, 3, 4, 5]);
+    w.close();
+}
+
+/// A group holding an unflagged batch never waits, though a flagged one joined it behind:
+/// the batches queued while a transaction was written commit at once.
+#[test]
+fn a_group_with_an_unflagged_batch_does_not_wait() {
+    let dir = TempDir::new("writer-linger-mixed");
+    let (w, reports, hold) = held_after_first(&dir);
     assert!(w.submit(WorkId(0), batch(0)));
     assert_eq!(reports.recv_timeout(WAIT).unwrap(), [0]);
     assert!(w.submit(WorkId(1), batch(1)));
