@@ -199,6 +199,17 @@ fn admin(p: &mut Sim) -> ConnId {
     id
 }
 
+/// An admin operator subscribed to the messages of the main session (its events so far
+/// drained), and that session's key.
+fn watching_main(p: &mut Sim) -> (ConnId, &'static str) {
+    let op = admin(p);
+    let key = "agent:main:main";
+    p.call(op, "sessions.messages.subscribe", Some(json!({"key": key})))
+        .unwrap();
+    p.events(op);
+    (op, key)
+}
+
 fn held_polls(p: &Sim) -> Vec<Value> {
     p.held_http()
         .iter()
@@ -1174,11 +1185,7 @@ fn allow_always_from_the_chat_is_durable_before_it_runs_and_survives_a_restart()
 #[test]
 fn the_answer_is_stored_behind_the_message_and_the_reply_waits_for_both() {
     let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
-    let op = admin(&mut p);
-    let key = "agent:main:main";
-    p.call(op, "sessions.messages.subscribe", Some(json!({"key": key})))
-        .unwrap();
-    p.events(op);
+    let (op, _) = watching_main(&mut p);
     p.hold_store_writes(true);
     let before = p.batches.len();
     f.dm(222, "early");
@@ -1244,11 +1251,7 @@ fn the_answer_is_stored_behind_the_message_and_the_reply_waits_for_both() {
 fn a_gated_turn_shows_its_events_in_order_and_the_next_message_after_them() {
     let watched = |hold: bool| {
         let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
-        let op = admin(&mut p);
-        let key = "agent:main:main";
-        p.call(op, "sessions.messages.subscribe", Some(json!({"key": key})))
-            .unwrap();
-        p.events(op);
+        let (op, _) = watching_main(&mut p);
         p.hold_store_writes(hold);
         f.dm(222, "one");
         f.dm(222, "two");
@@ -1563,14 +1566,7 @@ fn answer_on_disk_text(p: &Sim, text: &str) -> bool {
 #[test]
 fn a_turn_failing_while_gated_shows_its_error_after_the_commit_and_says_so_once() {
     let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
-    let op = admin(&mut p);
-    p.call(
-        op,
-        "sessions.messages.subscribe",
-        Some(json!({"key": "agent:main:main"})),
-    )
-    .unwrap();
-    p.events(op);
+    let (op, _) = watching_main(&mut p);
     p.hold_store_writes(true);
     f.model_error = Some(400);
     f.dm(222, "fails");
@@ -1608,11 +1604,7 @@ fn a_turn_failing_while_gated_shows_its_error_after_the_commit_and_says_so_once(
 #[test]
 fn an_aborted_gated_turn_shows_its_start_then_its_abort_after_the_commit() {
     let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
-    let op = admin(&mut p);
-    let key = "agent:main:main";
-    p.call(op, "sessions.messages.subscribe", Some(json!({"key": key})))
-        .unwrap();
-    p.events(op);
+    let (op, key) = watching_main(&mut p);
     p.hold_store_writes(true);
     f.hold_model = true;
     f.dm(222, "stop me");
