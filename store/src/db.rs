@@ -465,8 +465,9 @@ impl Db {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
+        let mut text = Vec::new();
         for change in changes {
-            apply_one(&tx, change).map_err(e)?;
+            apply_one(&tx, change, &mut text).map_err(e)?;
         }
         also(&tx).map_err(e)?;
         tx.commit().map_err(e)
@@ -567,8 +568,24 @@ fn run(
     tx.prepare_cached(sql)?.execute(params)
 }
 
-/// One change, inside the caller's transaction.
-fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::Result<()> {
+/// `value`'s compact JSON text (what its `to_string` gives), written into `buf` (cleared
+/// first): one buffer serves a whole batch's rows, and the encoder writes bytes straight into
+/// it rather than through `Display`'s formatter into a new `String` a row (that path was half
+/// the writer's instructions per message).
+fn json_text<'b>(buf: &'b mut Vec<u8>, value: &serde_json::Value) -> rusqlite::Result<&'b str> {
+    let failed =
+        |e: Box<dyn std::error::Error + Send + Sync>| rusqlite::Error::ToSqlConversionFailure(e);
+    buf.clear();
+    serde_json::to_writer(&mut *buf, value).map_err(|e| failed(e.into()))?;
+    std::str::from_utf8(buf).map_err(|e| failed(e.into()))
+}
+
+/// One change, inside the caller's transaction; `text` is scratch for its JSON column.
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    change: &StoreChange,
+    text: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
     match change {
         StoreChange::DeleteDevice(id) => {
             run(tx, "DELETE FROM paired_devices WHERE device_id = ?1", [id])?;
@@ -587,7 +604,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
             run(
                 tx,
                 "INSERT OR REPLACE INTO sessions (key, row) VALUES (?1, ?2)",
-                params![key, row.to_string()],
+                params![key, json_text(text, row)?],
             )?;
         }
         StoreChange::AppendMessage {
@@ -601,7 +618,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
             run(
                 tx,
                 "INSERT OR REPLACE INTO transcript (session_key, seq, message) VALUES (?1, ?2, ?3)",
-                params![session_key, seq, message.to_string()],
+                params![session_key, seq, json_text(text, message)?],
             )?;
         }
         StoreChange::PutChannelRow { kind, key, row } => {
@@ -609,7 +626,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
                 "INSERT OR REPLACE INTO {} (key, row) VALUES (?1, ?2)",
                 kind.table()
             );
-            run(tx, &sql, params![key, row.to_string()])?;
+            run(tx, &sql, params![key, json_text(text, row)?])?;
         }
         StoreChange::DeleteChannelRow { kind, key } => {
             run(
@@ -622,7 +639,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
             run(
                 tx,
                 "INSERT OR REPLACE INTO pending_input (run_id, row) VALUES (?1, ?2)",
-                params![run_id, row.to_string()],
+                params![run_id, json_text(text, row)?],
             )?;
         }
         StoreChange::DeletePendingInput(run_id) => {
