@@ -12,7 +12,7 @@ use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
 use clawgate_core::persist::{
     ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange,
-    StoredChannelRow, StoredPendingInput, StoredSession,
+    StoredChannelRow, StoredPendingInput, StoredSession, push_row_text,
 };
 use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, DEFAULT_NAME, FileControl, OpenFlags, params};
@@ -465,7 +465,7 @@ impl Db {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
-        let mut text = Vec::new();
+        let mut text = String::new();
         for change in changes {
             apply_one(&tx, change, &mut text).map_err(e)?;
         }
@@ -569,22 +569,20 @@ fn run(
 }
 
 /// `value`'s compact JSON text (what its `to_string` gives), written into `buf` (cleared
-/// first): one buffer serves a whole batch's rows, and the encoder writes bytes straight into
-/// it rather than through `Display`'s formatter into a new `String` a row (that path was half
-/// the writer's instructions per message).
-fn json_text<'b>(buf: &'b mut Vec<u8>, value: &serde_json::Value) -> rusqlite::Result<&'b str> {
-    let failed =
-        |e: Box<dyn std::error::Error + Send + Sync>| rusqlite::Error::ToSqlConversionFailure(e);
+/// first): one buffer serves a whole batch's rows, written by the core's encoder
+/// ([`push_row_text`]) rather than through `Display` and serde_json's serialiser into a new
+/// `String` a row (that path was half the writer's instructions per message).
+fn json_text<'b>(buf: &'b mut String, value: &serde_json::Value) -> &'b str {
     buf.clear();
-    serde_json::to_writer(&mut *buf, value).map_err(|e| failed(e.into()))?;
-    std::str::from_utf8(buf).map_err(|e| failed(e.into()))
+    push_row_text(buf, value);
+    buf
 }
 
 /// One change, inside the caller's transaction; `text` is scratch for its JSON column.
 fn apply_one(
     tx: &rusqlite::Transaction<'_>,
     change: &StoreChange,
-    text: &mut Vec<u8>,
+    text: &mut String,
 ) -> rusqlite::Result<()> {
     match change {
         StoreChange::DeleteDevice(id) => {
@@ -604,7 +602,7 @@ fn apply_one(
             run(
                 tx,
                 "INSERT OR REPLACE INTO sessions (key, row) VALUES (?1, ?2)",
-                params![key, json_text(text, row)?],
+                params![key, json_text(text, row)],
             )?;
         }
         StoreChange::AppendMessage {
@@ -618,7 +616,7 @@ fn apply_one(
             run(
                 tx,
                 "INSERT OR REPLACE INTO transcript (session_key, seq, message) VALUES (?1, ?2, ?3)",
-                params![session_key, seq, json_text(text, message)?],
+                params![session_key, seq, json_text(text, message)],
             )?;
         }
         StoreChange::PutChannelRow { kind, key, row } => {
@@ -626,7 +624,7 @@ fn apply_one(
                 "INSERT OR REPLACE INTO {} (key, row) VALUES (?1, ?2)",
                 kind.table()
             );
-            run(tx, &sql, params![key, json_text(text, row)?])?;
+            run(tx, &sql, params![key, json_text(text, row)])?;
         }
         StoreChange::DeleteChannelRow { kind, key } => {
             run(
@@ -639,7 +637,7 @@ fn apply_one(
             run(
                 tx,
                 "INSERT OR REPLACE INTO pending_input (run_id, row) VALUES (?1, ?2)",
-                params![run_id, json_text(text, row)?],
+                params![run_id, json_text(text, row)],
             )?;
         }
         StoreChange::DeletePendingInput(run_id) => {
