@@ -231,6 +231,13 @@ impl StoreChange {
     }
 }
 
+/// Append `row`'s JSON text, what `row.to_string()` gives (serde_json's compact encoding),
+/// to `out`: the text a [`StoreChange`]'s JSON column is stored as, written without
+/// serde_json's serialiser (several hundred instructions per object member).
+pub fn push_row_text(out: &mut String, row: &Value) {
+    crate::model::json_text::push_json_value(out, row);
+}
+
 /// The changes that turn the durable copy `old` into `new`, in a stable order (deletes first,
 /// then puts, each by key). With `full`, the batch clears every row and writes `new` whole.
 pub fn diff(old: &PairingStore, new: &PairingStore, full: bool) -> Vec<StoreChange> {

@@ -12,7 +12,7 @@ use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
 use clawgate_core::persist::{
     ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange,
-    StoredChannelRow, StoredPendingInput, StoredSession,
+    StoredChannelRow, StoredPendingInput, StoredSession, push_row_text,
 };
 use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, DEFAULT_NAME, FileControl, OpenFlags, params};
@@ -102,6 +102,34 @@ pub struct Db {
     pub(crate) path: PathBuf,
     /// The WAL's frames after the last commit, as SQLite's WAL hook reports them.
     wal_frames: Arc<AtomicU32>,
+    /// The channel tables' statements.
+    channel_sql: ChannelSql,
+}
+
+/// The put and delete statements of each channel table ([`ChannelRowKind::table`]), by the
+/// kind's discriminant: formatted once at open, not once a row.
+struct ChannelSql([(String, String); ChannelRowKind::ALL.len()]);
+
+impl ChannelSql {
+    fn new() -> Self {
+        ChannelSql(ChannelRowKind::ALL.map(|kind| {
+            let table = kind.table();
+            (
+                format!("INSERT OR REPLACE INTO {table} (key, row) VALUES (?1, ?2)"),
+                format!("DELETE FROM {table} WHERE key = ?1"),
+            )
+        }))
+    }
+
+    /// Insert or replace a row of `kind`'s table: `?1` its key, `?2` its row.
+    fn put(&self, kind: ChannelRowKind) -> &str {
+        &self.0[kind as usize].0
+    }
+
+    /// Delete the row of `kind`'s table whose key is `?1`.
+    fn delete(&self, kind: ChannelRowKind) -> &str {
+        &self.0[kind as usize].1
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -188,6 +216,7 @@ impl Db {
             conn,
             path,
             wal_frames: Arc::default(),
+            channel_sql: ChannelSql::new(),
         };
         db.configure()?;
         Ok(db)
@@ -465,8 +494,9 @@ impl Db {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
+        let mut text = String::new();
         for change in changes {
-            apply_one(&tx, change).map_err(e)?;
+            apply_one(&tx, &self.channel_sql, change, &mut text).map_err(e)?;
         }
         also(&tx).map_err(e)?;
         tx.commit().map_err(e)
@@ -567,8 +597,23 @@ fn run(
     tx.prepare_cached(sql)?.execute(params)
 }
 
-/// One change, inside the caller's transaction.
-fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::Result<()> {
+/// `value`'s compact JSON text (what its `to_string` gives), written into `buf` (cleared
+/// first): one buffer serves a whole batch's rows, written by the core's encoder
+/// ([`push_row_text`]) rather than through `Display` and serde_json's serialiser into a new
+/// `String` a row (that path was half the writer's instructions per message).
+fn json_text<'b>(buf: &'b mut String, value: &serde_json::Value) -> &'b str {
+    buf.clear();
+    push_row_text(buf, value);
+    buf
+}
+
+/// One change, inside the caller's transaction; `text` is scratch for its JSON column.
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    channel_sql: &ChannelSql,
+    change: &StoreChange,
+    text: &mut String,
+) -> rusqlite::Result<()> {
     match change {
         StoreChange::DeleteDevice(id) => {
             run(tx, "DELETE FROM paired_devices WHERE device_id = ?1", [id])?;
@@ -587,7 +632,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
             run(
                 tx,
                 "INSERT OR REPLACE INTO sessions (key, row) VALUES (?1, ?2)",
-                params![key, row.to_string()],
+                params![key, json_text(text, row)],
             )?;
         }
         StoreChange::AppendMessage {
@@ -601,28 +646,24 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, change: &StoreChange) -> rusqlite::
             run(
                 tx,
                 "INSERT OR REPLACE INTO transcript (session_key, seq, message) VALUES (?1, ?2, ?3)",
-                params![session_key, seq, message.to_string()],
+                params![session_key, seq, json_text(text, message)],
             )?;
         }
         StoreChange::PutChannelRow { kind, key, row } => {
-            let sql = format!(
-                "INSERT OR REPLACE INTO {} (key, row) VALUES (?1, ?2)",
-                kind.table()
-            );
-            run(tx, &sql, params![key, row.to_string()])?;
-        }
-        StoreChange::DeleteChannelRow { kind, key } => {
             run(
                 tx,
-                &format!("DELETE FROM {} WHERE key = ?1", kind.table()),
-                [key],
+                channel_sql.put(*kind),
+                params![key, json_text(text, row)],
             )?;
+        }
+        StoreChange::DeleteChannelRow { kind, key } => {
+            run(tx, channel_sql.delete(*kind), [key])?;
         }
         StoreChange::PutPendingInput { run_id, row } => {
             run(
                 tx,
                 "INSERT OR REPLACE INTO pending_input (run_id, row) VALUES (?1, ?2)",
-                params![run_id, row.to_string()],
+                params![run_id, json_text(text, row)],
             )?;
         }
         StoreChange::DeletePendingInput(run_id) => {
@@ -703,5 +744,21 @@ mod tests {
             .pragma_query_value(None, "cache_size", |r| r.get(0))
             .unwrap();
         assert_eq!(size, -PAGE_CACHE_KIB);
+    }
+
+    #[test]
+    fn each_channel_kind_has_its_own_tables_statements() {
+        let sql = ChannelSql::new();
+        for kind in ChannelRowKind::ALL {
+            let table = kind.table();
+            assert_eq!(
+                sql.put(kind),
+                format!("INSERT OR REPLACE INTO {table} (key, row) VALUES (?1, ?2)")
+            );
+            assert_eq!(
+                sql.delete(kind),
+                format!("DELETE FROM {table} WHERE key = ?1")
+            );
+        }
     }
 }

@@ -885,3 +885,85 @@ fn putting_a_session_and_a_channel_row_writes_one_page_each() {
     db.apply(&batch(2)).unwrap();
     assert_eq!(frames(file_len(&wal)) - before, 2);
 }
+
+/// A JSON value with every kind of token the encoder writes: strings needing each escape,
+/// non-ASCII text, integers at the edges, floats, nested arrays and objects, empty ones.
+fn awkward_json(n: u64) -> serde_json::Value {
+    serde_json::json!({
+        "text": format!("é \"q\" \\ / \n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f} 𝄞 </script> {n}"),
+        "n": n,
+        "max": u64::MAX,
+        "min": i64::MIN,
+        "floats": [1.5, -0.0, 1e300, 0.1, 2.5e-8],
+        "nested": [null, true, false, {"z": 1, "a": [[]], "": ""}],
+        "empty": {},
+    })
+}
+
+#[test]
+fn every_put_stores_its_row_as_the_compact_json_text_of_its_value() {
+    use clawgate_core::persist::ChannelRowKind;
+    let dir = TempDir::new("store-row-text");
+    let mut db = Db::open(dir.path()).unwrap();
+    let mut changes = vec![
+        StoreChange::PutSession {
+            key: "agent:main:main".into(),
+            row: awkward_json(1),
+        },
+        StoreChange::AppendMessage {
+            session_key: "agent:main:main".into(),
+            seq: 1,
+            message: awkward_json(2),
+        },
+        StoreChange::PutPendingInput {
+            run_id: "run-1".into(),
+            row: awkward_json(3),
+        },
+        StoreChange::PutDevice(device("a", "t")),
+        StoreChange::PutPending(pending("p")),
+    ];
+    for (n, kind) in (10..).zip(ChannelRowKind::ALL) {
+        changes.push(StoreChange::PutChannelRow {
+            kind,
+            key: format!("k{n}"),
+            row: awkward_json(n),
+        });
+    }
+    db.apply(&changes).unwrap();
+    drop(db);
+    // The text each row had when rows were formatted with `Value::to_string` (and the
+    // pairing rows with `serde_json::to_string` of the record), stored as TEXT.
+    let mut expected: Vec<(String, String)> = vec![
+        ("sessions".into(), awkward_json(1).to_string()),
+        ("transcript".into(), awkward_json(2).to_string()),
+        ("pending_input".into(), awkward_json(3).to_string()),
+        (
+            "paired_devices".into(),
+            serde_json::to_string(&device("a", "t")).unwrap(),
+        ),
+        (
+            "pending_requests".into(),
+            serde_json::to_string(&pending("p")).unwrap(),
+        ),
+    ];
+    for (n, kind) in (10..).zip(ChannelRowKind::ALL) {
+        expected.push((kind.table().into(), awkward_json(n).to_string()));
+    }
+    let conn = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+    for (table, text) in expected {
+        let column = if table == "transcript" {
+            "message"
+        } else {
+            "row"
+        };
+        let (kind, bytes): (String, Vec<u8>) = conn
+            .query_row(
+                &format!("SELECT typeof({column}), CAST({column} AS BLOB) FROM {table}"),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kind, "text", "{table}");
+        assert_eq!(String::from_utf8(bytes).unwrap(), text, "{table}");
+    }
+}
