@@ -102,7 +102,7 @@ impl Agent {
             self.windows.start_empty(key);
         }
         // Encoded once: its length bounds the window, its text is the session's newest.
-        let encoded: Box<str> = message.to_string().into();
+        let encoded: Box<str> = crate::model::json_text::to_text(&message).into();
         self.windows.append(key, &message, encoded.len(), window);
         let seq = s.push(encoded);
         s.updated_at = ts;
@@ -676,10 +676,17 @@ impl Gateway {
             m.insert("__openclaw".into(), meta);
         }
         let window = Window::of(&self.config.limits);
-        let seq = self.agent.append(key, message.clone(), ts, window);
+        // A copy for the `session.message` event only when someone hears it (a channel's
+        // turn usually has no one): the message itself goes to the store.
+        let heard = self
+            .agent
+            .subscribers
+            .hears_messages(key)
+            .then(|| message.clone());
+        let seq = self.agent.append(key, message, ts, window);
         self.agent
             .evict_windows(self.config.limits.max_loaded_windows);
-        if let Some(seq) = seq {
+        if let (Some(seq), Some(message)) = (seq, heard) {
             let now = self.last_wake();
             self.message_appended(now, key, &message, seq, run_id);
         }

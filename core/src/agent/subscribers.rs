@@ -104,6 +104,12 @@ impl Subscribers {
                 .is_some_and(|c| !c.is_empty())
     }
 
+    /// Whether anyone hears of a message appended to session `key` (whether
+    /// [`Self::message_audience`] is not empty), without building that audience.
+    pub(crate) fn hears_messages(&self, key: &str) -> bool {
+        !self.sessions.is_empty() || self.messages.get(key).is_some_and(|c| !c.is_empty())
+    }
+
     /// Who hears of a message appended to session `key`: the `sessions.subscribe`
     /// connections and those watching `key`.
     pub(crate) fn message_audience(&self, key: &str) -> BTreeSet<ConnId> {
@@ -230,6 +236,7 @@ mod tests {
         assert_eq!(s.changes_audience(), set(&[A]));
         assert_eq!(s.message_audience("agent:main:x"), set(&[A, B]));
         assert_eq!(s.message_audience("agent:main:y"), set(&[A]));
+        assert!(s.hears_messages("agent:main:y"));
         assert_eq!(s.watchers("agent:main:x"), set(&[B]));
         assert!(s.watchers("agent:main:y").is_empty());
         s.unsubscribe_messages(B, "agent:main:x");
@@ -249,6 +256,8 @@ mod tests {
         assert!(s.changes_audience().is_empty());
         assert_eq!(s.message_audience("k1"), set(&[B]));
         assert!(s.message_audience("k2").is_empty());
+        assert!(s.hears_messages("k1"));
+        assert!(!s.hears_messages("k2"));
         assert!(!s.messages.contains_key("k2"));
         s.conn_gone(B);
         assert!(s.messages.is_empty() && s.by_conn.is_empty());

@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::frame::push_json_str;
 
 /// `v` as serde_json's compact text (what `v.to_string()` gives), written by
-/// [`push_json_value`]: a request body built as a `Value` (a Bot API call's).
+/// [`push_json_value`]: a request body built as a `Value` (a Bot API call's), a transcript
+/// message's encoding.
 pub(crate) fn to_text(v: &Value) -> String {
     let mut out = String::new();
     push_json_value(&mut out, v);
@@ -76,7 +77,16 @@ pub(crate) mod tests {
 
     #[test]
     fn values_are_written_as_serde_json_writes_them() {
-        let mut values = vec![schema(), Value::Null, json!([]), json!({}), json!("")];
+        let message = json!({"role": "assistant", "content": [{"type": "text", "text": "Echo: \"hi\"\n"}],
+            "timestamp": 1_765_000_000_000_u64, "__openclaw": {"id": "u-1", "runId": "r-1"}});
+        let mut values = vec![
+            schema(),
+            message,
+            Value::Null,
+            json!([]),
+            json!({}),
+            json!(""),
+        ];
         if let Value::Object(m) = schema() {
             values.extend(m.into_iter().map(|(_, v)| v));
         }
