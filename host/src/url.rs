@@ -109,7 +109,7 @@ impl GatewayUrl {
 
     /// Whether the host is a loopback name or address.
     pub fn is_loopback(&self) -> bool {
-        self.host == "localhost" || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(&self.host)
     }
 
     /// The `Host` header value (`host:port`, IPv6 in brackets).
@@ -131,6 +131,12 @@ impl fmt::Display for GatewayUrl {
         };
         write!(f, "ws://{}{path}", self.host_header())
     }
+}
+
+/// Whether `host` (a URL's host, without brackets) is a loopback name or address.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! socket ends it at once.
 
 use std::io;
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,7 @@ use tungstenite::{Message, WebSocket};
 use crate::http_conn::Exchange;
 use crate::http_loop::HttpLimits;
 use crate::tls::Stream;
+use crate::url::is_loopback_host;
 
 /// The read buffer of a socket (tungstenite's default is 128 KiB, zero-filled per read).
 const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -85,12 +86,6 @@ pub(crate) struct WsConn {
     idle_timeout: Duration,
 }
 
-/// Whether `host` is a loopback name or address.
-fn loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Whether `e` is tungstenite's "the socket would block" (the frame is kept for later).
 fn would_block(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock)
@@ -114,7 +109,7 @@ impl WsConn {
             return Err(format!("{} is not a ws:// or wss:// URL", open.url));
         };
         let target = Target::parse(&as_http).map_err(|e| e.to_string())?;
-        if target.scheme == Scheme::Http && !loopback(&target.host) {
+        if target.scheme == Scheme::Http && !is_loopback_host(&target.host) {
             return Err(format!(
                 "plain ws:// is only allowed to loopback addresses, not {}; use wss://",
                 target.host
