@@ -97,17 +97,18 @@ impl Subscribers {
     /// Whether a run's events reach anyone: an operator's run's go to every operator; a
     /// channel's run's only to the connections watching its session ([`Self::watchers`]).
     pub(crate) fn hear(&self, run: &super::run::Run) -> bool {
-        run.origin.is_some()
-            || self
-                .messages
-                .get(&run.session_key)
-                .is_some_and(|c| !c.is_empty())
+        run.origin.is_some() || self.watched(&run.session_key)
+    }
+
+    /// Whether a connection watches session `key`'s messages (`sessions.messages.subscribe`).
+    fn watched(&self, key: &str) -> bool {
+        self.messages.get(key).is_some_and(|c| !c.is_empty())
     }
 
     /// Whether anyone hears of a message appended to session `key` (whether
     /// [`Self::message_audience`] is not empty), without building that audience.
     pub(crate) fn hears_messages(&self, key: &str) -> bool {
-        !self.sessions.is_empty() || self.messages.get(key).is_some_and(|c| !c.is_empty())
+        !self.sessions.is_empty() || self.watched(key)
     }
 
     /// Who hears of a message appended to session `key`: the `sessions.subscribe`
