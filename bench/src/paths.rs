@@ -71,13 +71,13 @@ impl PathPlan {
                 limit: secs(120, 600),
             },
             channels: ChannelPlan {
-                messages: pick(20, 100),
+                messages: pick(100, 200),
                 chats: 50,
                 waves: pick(2, 10),
                 idle: secs(35, 65),
                 upstream_chats: pick(10, 50),
             },
-            hops: pick(10, 50),
+            hops: pick(50, 100),
             quick,
         }
     }
