@@ -1,5 +1,7 @@
 //! What a tool is, as the model, `tools.catalog` and `tools.effective` see it.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use crate::model::openai::ToolSpec;
@@ -46,8 +48,9 @@ pub struct ToolEntry {
     pub name: String,
     /// What it does, for the model.
     pub description: String,
-    /// Its arguments as a JSON schema (an `object` schema).
-    pub parameters: Value,
+    /// Its arguments as a JSON schema (an `object` schema), shared: offering the tool to a
+    /// turn's model copies no schema.
+    pub parameters: Arc<Value>,
     /// Where it comes from.
     pub source: ToolSource,
     /// The provider's own label (an MCP server's name, a node's id), if any.
@@ -62,7 +65,7 @@ impl ToolEntry {
         Self {
             name: name.to_string(),
             description: description.to_string(),
-            parameters,
+            parameters: Arc::new(parameters),
             source,
             origin: None,
             availability: Availability::Ready,

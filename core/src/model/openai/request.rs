@@ -129,8 +129,8 @@ pub struct ToolSpec {
     pub name: String,
     /// What it does.
     pub description: String,
-    /// Its arguments as a JSON schema object.
-    pub parameters: Value,
+    /// Its arguments as a JSON schema object (shared with the tool catalog).
+    pub parameters: std::sync::Arc<Value>,
 }
 
 impl ToolSpec {
@@ -295,7 +295,7 @@ mod tests {
         with_tools.tools = vec![ToolSpec {
             name: "get_weather".into(),
             description: "The weather.".into(),
-            parameters: json!({"type": "object"}),
+            parameters: json!({"type": "object"}).into(),
         }];
         assert_eq!(
             with_tools.body()["tools"],
@@ -340,7 +340,7 @@ mod tests {
                 .iter()
                 .map(|t| {
                     json!({"type": "function", "function": {
-                    "name": t.name, "description": t.description, "parameters": t.parameters}})
+                    "name": t.name, "description": t.description, "parameters": *t.parameters}})
                 })
                 .collect();
         }
@@ -385,14 +385,15 @@ mod tests {
         r.tools = vec![ToolSpec {
             name: "exec".into(),
             description: "Run \"it\".".into(),
-            parameters: json!({"type": "object", "properties": {"z": {}, "a": {"type": "string"}}}),
+            parameters: json!({"type": "object", "properties": {"z": {}, "a": {"type": "string"}}})
+                .into(),
         }];
         let wire = r.to_http("http://h/v1", None).body;
         assert_eq!(String::from_utf8(wire).unwrap(), as_tree(&r).to_string());
         r.tools.push(ToolSpec {
             name: "\u{0}\"".into(),
             description: String::new(),
-            parameters: crate::model::json_text::tests::schema(),
+            parameters: crate::model::json_text::tests::schema().into(),
         });
         let wire = r.to_http("http://h/v1", None).body;
         assert_eq!(String::from_utf8(wire).unwrap(), as_tree(&r).to_string());
