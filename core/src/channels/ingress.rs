@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::inbound::Inbound;
+use super::row_key::row_key;
 use crate::persist::{ChannelRowKind, StoreChange};
 
 /// `done` rows kept for deduplication at most (per gateway).
@@ -57,10 +58,6 @@ pub struct Ingress {
     seen: HashMap<String, u64>,
     busy: BTreeSet<String>,
     next_seq: u64,
-}
-
-fn row_key(seq: u64) -> String {
-    format!("{seq:020}")
 }
 
 impl Ingress {
