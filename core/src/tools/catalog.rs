@@ -1,10 +1,8 @@
 //! What a tool is, as the model, `tools.catalog` and `tools.effective` see it.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 
-use crate::model::openai::ToolSpec;
+use crate::model::openai::{Schema, ToolSpec};
 
 /// Where a tool comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,7 +48,7 @@ pub struct ToolEntry {
     pub description: String,
     /// Its arguments as a JSON schema (an `object` schema), shared: offering the tool to a
     /// turn's model copies no schema.
-    pub parameters: Arc<Value>,
+    pub parameters: Schema,
     /// Where it comes from.
     pub source: ToolSource,
     /// The provider's own label (an MCP server's name, a node's id), if any.
@@ -65,7 +63,7 @@ impl ToolEntry {
         Self {
             name: name.to_string(),
             description: description.to_string(),
-            parameters: Arc::new(parameters),
+            parameters: parameters.into(),
             source,
             origin: None,
             availability: Availability::Ready,

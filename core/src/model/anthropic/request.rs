@@ -107,7 +107,7 @@ fn push_tool(tool: &ToolSpec, out: &mut String) {
     out.push_str(r#"{"description":"#);
     push_json_str(out, &tool.description);
     out.push_str(r#","input_schema":"#);
-    push_json_value(out, &tool.parameters);
+    out.push_str(tool.parameters.text());
     out.push_str(r#","name":"#);
     push_json_str(out, &tool.name);
     out.push('}');
