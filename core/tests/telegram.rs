@@ -1292,6 +1292,90 @@ fn a_gated_turn_shows_its_events_in_order_and_the_next_message_after_them() {
     assert_eq!(seqs, ["1", "2", "3", "4"], "{gated:#?}");
 }
 
+/// A watcher hears a channel turn live, as upstream's `sessions.messages.subscribe`
+/// stream: what the turn does after it subscribed, not what it did before, even when that
+/// was held back by the turn's gate (events no one heard were never built). Subscribing while
+/// the turn waits for its model (its message's batch still in flight), it hears the rest of
+/// the turn whole: the same events, with the same `seq`s, as a watcher there from the start.
+#[test]
+fn a_watcher_who_subscribes_during_a_gated_turn_hears_the_rest_of_it() {
+    let heard = |late: bool| {
+        let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+        let op = admin(&mut p);
+        let subscribe = |p: &mut Sim| {
+            // Its answer waits for the batches in flight; the subscription holds at once.
+            let params = json!({"key": "agent:main:main"});
+            p.request(op, "sessions.messages.subscribe", Some(params));
+        };
+        if !late {
+            subscribe(&mut p);
+        }
+        p.hold_store_writes(true);
+        f.hold_model = true;
+        f.dm(222, "one");
+        pump(&mut p, &mut f);
+        assert!(
+            p.held_http()
+                .iter()
+                .any(|(_, r)| r.url.starts_with("http://model.test"))
+        );
+        if late {
+            subscribe(&mut p);
+        }
+        f.hold_model = false;
+        pump(&mut p, &mut f);
+        assert!(!shown_to(&mut p, op), "the gated turn shows nothing yet");
+        p.hold_store_writes(false);
+        p.write_store(true);
+        pump(&mut p, &mut f);
+        assert_eq!(f.sent("sendMessage").len(), 1);
+        turn_events(&mut p, op)
+    };
+    let whole = heard(false);
+    let rest = heard(true);
+    assert!(
+        whole.iter().any(|e| e.starts_with("agent lifecycle start")),
+        "{whole:#?}"
+    );
+    assert_eq!(
+        rest.first().map(String::as_str),
+        Some("agent assistant  5"),
+        "the late watcher's stream starts with the answer's text: {rest:#?}"
+    );
+    assert!(whole.ends_with(&rest), "{whole:#?}\n{rest:#?}");
+    assert!(
+        rest.iter().any(|e| e.starts_with("chat final")),
+        "{rest:#?}"
+    );
+}
+
+/// Whether `op` was sent any `chat` or `agent` event since it was last asked.
+fn shown_to(p: &mut Sim, op: ConnId) -> bool {
+    !turn_events(p, op).is_empty()
+}
+
+/// The `chat` and `agent` events sent to `op` since it was last asked, as
+/// `"{event} {state or stream} {phase} {seq}"`.
+fn turn_events(p: &mut Sim, op: ConnId) -> Vec<String> {
+    p.events(op)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Event { event, payload, .. } if event == "chat" || event == "agent" => {
+                Some(format!(
+                    "{event} {} {} {}",
+                    payload["state"]
+                        .as_str()
+                        .or(payload["stream"].as_str())
+                        .unwrap_or_default(),
+                    payload["data"]["phase"].as_str().unwrap_or_default(),
+                    payload["seq"],
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// A failed write of the message's batch delivers nothing: no reply and no offset while the
 /// store fails (the turn's answer waits with its rows), and once the rewrite that follows
 /// is durable the message is answered once.

@@ -255,13 +255,7 @@ impl Gateway {
             "maxAttempts": max + 1,
             "reason": reason,
         });
-        self.with_run(now, serial, |run, ts| {
-            let agent = run.agent(ts, "run_status", data);
-            [
-                run.chat("status", json!({"phase": "starting_model"})),
-                agent,
-            ]
-        });
+        self.with_run(now, serial, |ev| ev.run_status("starting_model", |_| data));
         let origin = self.agent.runs.get(&serial).and_then(|r| r.origin);
         let route = self.config.model.as_ref().map(|r| r.describe_refusal(e));
         self.log(

@@ -43,7 +43,7 @@ use crate::persist::{StoreChange, StoredSession};
 use crate::work::{HttpErrorKind, WorkId, WorkResult};
 
 use rpc::Outcome;
-use run::{Audience, Event, Response, Run};
+use run::{Audience, Event, Events, Response, Run};
 use session::{ChatSession, Window, failed_before_reply, text_message};
 use windows::Windows;
 
@@ -236,18 +236,22 @@ impl Gateway {
         }
     }
 
-    /// Build events from a live run and broadcast them.
-    fn with_run<E: IntoIterator<Item = Event>>(
-        &mut self,
-        now: Instant,
-        serial: u64,
-        f: impl FnOnce(&mut Run, u64) -> E,
-    ) {
+    /// Make events of a live run and show them. Only events someone hears now are built
+    /// (a channel's run nobody watches builds none): as upstream's live stream, a watcher
+    /// hears what a run does after it subscribed, gated or not.
+    fn with_run(&mut self, now: Instant, serial: u64, f: impl FnOnce(&mut Events<'_>)) {
         let ts = self.unix_ms(now);
-        let Some(run) = self.agent.runs.get_mut(&serial) else {
+        let agent = &mut self.agent;
+        let Some(run) = agent.runs.get_mut(&serial) else {
             return;
         };
-        let events: Vec<Event> = f(run, ts).into_iter().collect();
+        let heard = agent.subscribers.hear(run);
+        let mut events = Events::new(run, ts, heard);
+        f(&mut events);
+        let events = events.into_built();
+        if events.is_empty() {
+            return;
+        }
         let audience = run.audience();
         self.show(now, serial, audience, events);
     }
@@ -280,23 +284,24 @@ impl Gateway {
         if !self.agent.runs.contains_key(&serial) {
             return;
         }
-        self.with_run(now, serial, |run, ts| {
-            let mut ev = Vec::from(run.status(ts, "preparing_workspace"));
-            ev.extend(run.status(ts, "preparing_context"));
-            ev
+        self.with_run(now, serial, |ev| {
+            ev.status("preparing_workspace");
+            ev.status("preparing_context");
         });
         let Some(route) = self.config.model.clone() else {
-            self.with_run(now, serial, |run, ts| {
-                [run.lifecycle(ts, "model", json!({"provider": null, "model": null}))]
+            self.with_run(now, serial, |ev| {
+                ev.lifecycle("model", |_| json!({"provider": null, "model": null}));
             });
             self.fail_run(now, serial, Failure::plain(OFFLINE.into(), "unknown"));
             return;
         };
-        self.with_run(now, serial, |run, ts| {
-            let start = run.lifecycle(ts, "start", json!({"startedAt": run.started_at}));
-            let status = run.chat("status", json!({"phase": "starting_model"}));
-            let model = json!({"provider": route.provider, "model": route.model});
-            [start, status, run.lifecycle(ts, "model", model)]
+        self.with_run(now, serial, |ev| {
+            ev.lifecycle("start", |run| json!({"startedAt": run.started_at}));
+            ev.chat("status", |_| json!({"phase": "starting_model"}));
+            ev.lifecycle(
+                "model",
+                |_| json!({"provider": route.provider, "model": route.model}),
+            );
         });
         self.send_model_request(now, serial, &route);
     }
@@ -432,21 +437,11 @@ impl Gateway {
     }
 
     fn flush_live_text(&mut self, now: Instant, serial: u64) {
-        let agent = &mut self.agent;
-        if let Some(run) = agent.runs.get_mut(&serial)
-            && !agent.subscribers.hear(run)
-        {
-            // No one to send the text to: its events are not built.
-            run.last_flush = Some(now);
-            run.flush_due = false;
-            run.skip_text();
-            return;
-        }
-        self.with_run(now, serial, |run, ts| {
-            run.last_flush = Some(now);
-            run.flush_due = false;
-            let agent = run.flush_agent_text(ts);
-            agent.into_iter().chain(run.flush_chat_text(ts))
+        self.with_run(now, serial, |ev| {
+            ev.run.last_flush = Some(now);
+            ev.run.flush_due = false;
+            ev.flush_agent_text();
+            ev.flush_chat_text();
         });
     }
 

@@ -153,6 +153,11 @@ impl Run {
     /// An `agent` event on `stream`, with the next `seq`.
     pub(crate) fn agent(&mut self, ts: u64, stream: &str, data: Value) -> Event {
         self.seq += 1;
+        self.agent_event(ts, stream, data)
+    }
+
+    /// The `agent` event on `stream` with the current `seq`.
+    fn agent_event(&self, ts: u64, stream: &str, data: Value) -> Event {
         (
             "agent",
             json!({
@@ -182,12 +187,6 @@ impl Run {
             p.extend(f);
         }
         ("chat", Value::Object(p))
-    }
-
-    /// A `chat` status and its `agent` `run_status`, under one new `seq`.
-    pub(crate) fn status(&mut self, ts: u64, phase: &str) -> [Event; 2] {
-        let agent = self.agent(ts, "run_status", json!({"phase": phase}));
-        [self.chat("status", json!({"phase": phase})), agent]
     }
 
     /// An `agent` lifecycle event in `phase` with `fields`.
@@ -220,20 +219,6 @@ impl Run {
         Some(self.chat("delta", fields))
     }
 
-    /// What [`Run::flush_agent_text`] and [`Run::flush_chat_text`] do to the run, for text
-    /// no one hears: both streams move past it and `seq` as if it were sent, so a watcher
-    /// who joins later sees what it would have seen had the events been built.
-    pub(crate) fn skip_text(&mut self) {
-        let unsent = |from: usize| self.text.get(from..).is_some_and(|d| !d.is_empty());
-        if unsent(self.agent_sent) {
-            self.seq += 1;
-            self.agent_sent = self.text.len();
-        }
-        if unsent(self.chat_sent) {
-            self.chat_sent = self.text.len();
-        }
-    }
-
     /// The current assistant message ended (it called tools): the next text starts a new
     /// one, sent from its start on both streams.
     pub(crate) fn next_message(&mut self) {
@@ -246,6 +231,106 @@ impl Run {
     /// The assistant message so far.
     pub(crate) fn message(&self, ts: u64) -> Value {
         text_message("assistant", &self.text, ts)
+    }
+
+    /// Whether `text` holds text from `sent` on not sent yet.
+    fn unsent(&self, sent: usize) -> bool {
+        self.text.get(sent..).is_some_and(|d| !d.is_empty())
+    }
+}
+
+/// A run's events as it makes them, at time `ts`: built when someone hears the run, else
+/// only counted. An event no one hears moves the run as if it were sent (`seq`, each text
+/// stream's position), so the events built once someone listens (upstream's live stream:
+/// a watcher gets what happens after it subscribed) carry the `seq` and text they would have
+/// carried had every event been built.
+pub(crate) struct Events<'r> {
+    /// The run.
+    pub(crate) run: &'r mut Run,
+    ts: u64,
+    /// The events built; `None` when no one hears them.
+    built: Option<Vec<Event>>,
+}
+
+impl<'r> Events<'r> {
+    /// The events `run` makes at `ts`, built if `heard`.
+    pub(crate) fn new(run: &'r mut Run, ts: u64, heard: bool) -> Self {
+        Self {
+            run,
+            ts,
+            built: heard.then(Vec::new),
+        }
+    }
+
+    /// The events built (none when no one hears them).
+    pub(crate) fn into_built(self) -> Vec<Event> {
+        self.built.unwrap_or_default()
+    }
+
+    /// An `agent` event on `stream` with the `data` made from the run, with the next `seq`.
+    pub(crate) fn agent(&mut self, stream: &str, data: impl FnOnce(&Run) -> Value) {
+        self.run.seq += 1;
+        if let Some(built) = &mut self.built {
+            built.push(self.run.agent_event(self.ts, stream, data(self.run)));
+        }
+    }
+
+    /// A `chat` event in `state` with `fields` made from the run ([`Run::chat`]).
+    pub(crate) fn chat(&mut self, state: &str, fields: impl FnOnce(&Run) -> Value) {
+        if let Some(built) = &mut self.built {
+            built.push(self.run.chat(state, fields(self.run)));
+        }
+    }
+
+    /// A `chat` status in `phase` and its `agent` `run_status`, under one new `seq`.
+    pub(crate) fn status(&mut self, phase: &str) {
+        self.run_status(phase, |_| json!({ "phase": phase }));
+    }
+
+    /// A `chat` status in `phase` and an `agent` `run_status` with `data` made from the run,
+    /// under one new `seq`.
+    pub(crate) fn run_status(&mut self, phase: &str, data: impl FnOnce(&Run) -> Value) {
+        self.run.seq += 1;
+        if let Some(built) = &mut self.built {
+            let agent = self.run.agent_event(self.ts, "run_status", data(self.run));
+            built.push(self.run.chat("status", json!({ "phase": phase })));
+            built.push(agent);
+        }
+    }
+
+    /// An `agent` lifecycle event in `phase` with `fields` made from the run
+    /// ([`Run::lifecycle`]).
+    pub(crate) fn lifecycle(&mut self, phase: &str, fields: impl FnOnce(&Run) -> Value) {
+        match &mut self.built {
+            Some(built) => {
+                let fields = fields(self.run);
+                built.push(self.run.lifecycle(self.ts, phase, fields));
+            }
+            None => self.run.seq += 1,
+        }
+    }
+
+    /// The `agent` assistant event for the text not sent on that stream yet, if any.
+    pub(crate) fn flush_agent_text(&mut self) {
+        match &mut self.built {
+            Some(built) => built.extend(self.run.flush_agent_text(self.ts)),
+            None if self.run.unsent(self.run.agent_sent) => {
+                self.run.seq += 1;
+                self.run.agent_sent = self.run.text.len();
+            }
+            None => {}
+        }
+    }
+
+    /// The `chat` delta for the text not sent on that stream yet, if any.
+    pub(crate) fn flush_chat_text(&mut self) {
+        match &mut self.built {
+            Some(built) => built.extend(self.run.flush_chat_text(self.ts)),
+            None if self.run.unsent(self.run.chat_sent) => {
+                self.run.chat_sent = self.run.text.len();
+            }
+            None => {}
+        }
     }
 }
 
@@ -263,9 +348,10 @@ mod tests {
     }
 
     #[test]
-    fn skipped_text_moves_the_run_as_its_flushed_events_would() {
+    fn events_no_one_hears_move_the_run_as_the_built_ones_would() {
         // Each step: text, the `agent` stream alone flushed (the chat stream left behind)
-        // or not, more text; then one run flushes both streams, the other skips the text.
+        // or not, more text; then both streams flushed and a status and a lifecycle event
+        // made, by one run whose events are built and one whose are not.
         let steps = [
             ("", false, ""),
             ("Hel", false, "lo"),
@@ -274,20 +360,32 @@ mod tests {
             ("", true, "!"),
             ("", false, ""),
         ];
-        let (mut sent, mut skipped) = (run(), run());
+        let (mut heard, mut unheard) = (run(), run());
+        let mut built = 0;
         for (first, agent_only, more) in steps {
-            for r in [&mut sent, &mut skipped] {
+            for (r, hears) in [(&mut heard, true), (&mut unheard, false)] {
                 r.text.push_str(first);
+                let mut ev = Events::new(r, 0, hears);
                 if agent_only {
-                    let _ = r.flush_agent_text(0);
+                    ev.flush_agent_text();
                 }
-                r.text.push_str(more);
+                ev.run.text.push_str(more);
+                ev.flush_agent_text();
+                ev.flush_chat_text();
+                ev.status("preparing_context");
+                ev.lifecycle("model", |r| json!({"seq": r.seq}));
+                ev.agent("usage", |_| json!({}));
+                ev.chat("status", |_| json!({}));
+                let out = ev.into_built();
+                if hears {
+                    built += out.len();
+                } else {
+                    assert!(out.is_empty(), "nothing built for no one");
+                }
             }
-            let _ = sent.flush_agent_text(0);
-            let _ = sent.flush_chat_text(0);
-            skipped.skip_text();
-            assert_eq!(marks(&skipped), marks(&sent), "after {first:?} {more:?}");
+            assert_eq!(marks(&unheard), marks(&heard), "after {first:?} {more:?}");
         }
-        assert_eq!(marks(&skipped), (13, 13, 3));
+        assert_eq!(marks(&unheard), (13, 13, 21));
+        assert_eq!(built, 3 * 2 + 6 * 5, "three text flushes on both streams");
     }
 }

@@ -12,7 +12,6 @@ use crate::model::openai::{Completion, ToolSpec};
 use crate::tools::{CallContext, CallId, ToolCall, ToolContent, ToolEntry, ToolOutcome};
 
 use super::Failure;
-use super::run::Event;
 use super::session::{tool_call_message, tool_result_message};
 use crate::gateway::Gateway;
 use crate::tools::router::CallOwner;
@@ -117,16 +116,17 @@ impl Gateway {
         let key = run.session_key.clone();
         let run_id = run.run_id.clone();
         let row = tool_call_message(&text, &calls, ts);
-        self.with_run(now, serial, |run, ts| {
-            let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
-            ev.extend(run.flush_chat_text(ts));
-            run.next_message();
+        self.with_run(now, serial, |ev| {
+            ev.flush_agent_text();
+            ev.flush_chat_text();
+            ev.run.next_message();
             for c in &calls {
-                let mut data = item(c, "start", "running");
-                data["startedAt"] = json!(ts);
-                ev.push(run.agent(ts, "item", data));
+                ev.agent("item", |_| {
+                    let mut data = item(c, "start", "running");
+                    data["startedAt"] = json!(ts);
+                    data
+                });
             }
-            ev
         });
         self.append(&key, row, ts, Some(&run_id));
         self.persist();
@@ -173,27 +173,27 @@ impl Gateway {
         let call = rc.call.clone();
         let started_at = rc.started_at;
         rc.outcome = Some(outcome.clone());
-        self.with_run(now, serial, |run, ts| {
+        let ts = self.unix_ms(now);
+        self.with_run(now, serial, |ev| {
             let status = if outcome.is_error {
                 "failed"
             } else {
                 "completed"
             };
-            let mut data = item(&call, "end", status);
-            data["startedAt"] = json!(started_at);
-            data["endedAt"] = json!(ts);
-            if outcome.is_error {
-                data["error"] = json!(outcome.as_text());
-            }
-            let mut ev = vec![run.agent(ts, "item", data)];
+            ev.agent("item", |_| {
+                let mut data = item(&call, "end", status);
+                data["startedAt"] = json!(started_at);
+                data["endedAt"] = json!(ts);
+                if outcome.is_error {
+                    data["error"] = json!(outcome.as_text());
+                }
+                data
+            });
             if call.name == "exec" {
-                ev.push(run.agent(
-                    ts,
-                    "command_output",
-                    command_output(&call, &outcome, status),
-                ));
+                ev.agent("command_output", |_| {
+                    command_output(&call, &outcome, status)
+                });
             }
-            ev
         });
         self.tool_round_settled(now, serial);
     }

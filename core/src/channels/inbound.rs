@@ -4,9 +4,9 @@
 //! Slack and Discord fill in the same [`Inbound`] and read the same [`Target`].
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 
 use super::config::{AccessPolicy, DmPolicy, GroupPolicy};
+use crate::frame::push_json_str;
 
 /// The kind of conversation a message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,24 +97,30 @@ impl Inbound {
     /// (id, and the name, handle and tag the transport gave), as JSON under upstream's label
     /// for human-authored values the model is not to take as instructions.
     pub fn conversation_info(&self) -> String {
-        let mut sender = Map::new();
-        sender.insert("id".into(), json!(self.sender.id));
+        // serde_json's pretty form of {chat_id, message_id, sender: {id, name?, tag?,
+        // username?}} (members sorted, two-space indent), written out.
+        let mut out = String::with_capacity(160 + self.chat_id.len() + self.message_id.len());
+        out.push_str("Conversation info (untrusted metadata):\n```json\n{\n  \"chat_id\": ");
+        push_json_str(&mut out, &self.chat_id);
+        out.push_str(",\n  \"message_id\": ");
+        push_json_str(&mut out, &self.message_id);
+        out.push_str(",\n  \"sender\": {\n    \"id\": ");
+        push_json_str(&mut out, &self.sender.id);
+        let s = &self.sender;
         for (k, v) in [
-            ("name", &self.sender.name),
-            ("username", &self.sender.username),
-            ("tag", &self.sender.tag),
+            ("name", &s.name),
+            ("tag", &s.tag),
+            ("username", &s.username),
         ] {
             if let Some(v) = v {
-                sender.insert(k.into(), json!(v));
+                out.push_str(",\n    \"");
+                out.push_str(k);
+                out.push_str("\": ");
+                push_json_str(&mut out, v);
             }
         }
-        let info = json!({
-            "chat_id": self.chat_id,
-            "message_id": self.message_id,
-            "sender": Value::Object(sender),
-        });
-        let pretty = serde_json::to_string_pretty(&info).unwrap_or_default();
-        format!("Conversation info (untrusted metadata):\n```json\n{pretty}\n```")
+        out.push_str("\n  }\n}\n```");
+        out
     }
 
     /// The peer a session key or a binding names: a DM's sender (Telegram's private chat id
@@ -256,6 +262,7 @@ pub fn decide(policy: &AccessPolicy, m: &Inbound, approved: bool) -> Access {
 mod tests {
     use super::super::config::GroupRule;
     use super::*;
+    use serde_json::{Map, Value, json};
 
     fn msg(kind: ChatKind, chat: &str, sender: &str, mentioned: bool) -> Inbound {
         Inbound {
@@ -354,6 +361,39 @@ mod tests {
         );
         assert_eq!(slug("  Ünïcode  Name!! "), "ünïcode-name");
         assert_eq!(slug("-.a b."), "a-b");
+    }
+
+    #[test]
+    fn conversation_info_is_serde_s_pretty_json_of_the_chat_and_sender() {
+        let serde_form = |m: &Inbound| {
+            let mut sender = Map::new();
+            sender.insert("id".into(), json!(m.sender.id));
+            for (k, v) in [
+                ("name", &m.sender.name),
+                ("username", &m.sender.username),
+                ("tag", &m.sender.tag),
+            ] {
+                if let Some(v) = v {
+                    sender.insert(k.into(), json!(v));
+                }
+            }
+            let info = json!({
+                "chat_id": m.chat_id,
+                "message_id": m.message_id,
+                "sender": Value::Object(sender),
+            });
+            let pretty = serde_json::to_string_pretty(&info).unwrap();
+            format!("Conversation info (untrusted metadata):\n```json\n{pretty}\n```")
+        };
+        let mut m = msg(ChatKind::Group, "-100\"7", "U\u{1}\\", true);
+        assert_eq!(m.conversation_info(), serde_form(&m));
+        m.sender.tag = Some("t#1".into());
+        assert_eq!(m.conversation_info(), serde_form(&m));
+        m.sender.username = Some("ü\n".into());
+        assert_eq!(m.conversation_info(), serde_form(&m));
+        m.sender.name = Some("</b>\u{2028}".into());
+        m.message_id = String::new();
+        assert_eq!(m.conversation_info(), serde_form(&m));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::inbound::Inbound;
+use super::row_key::row_key;
 use crate::persist::{ChannelRowKind, StoreChange};
 
 /// `done` rows kept for deduplication at most (per gateway).
@@ -48,15 +49,15 @@ pub struct Event {
 /// The queue.
 #[derive(Debug, Default)]
 pub struct Ingress {
-    events: BTreeMap<u64, Event>,
+    /// Messages not served yet (queued or running), by seq: what a turn looks for, few.
+    open: BTreeMap<u64, Event>,
+    /// Served messages kept for deduplication (at most [`MAX_DONE_ROWS`]), by seq: never
+    /// walked, only pruned from the oldest.
+    served: BTreeMap<u64, Event>,
     /// Dedupe key → seq.
     seen: HashMap<String, u64>,
     busy: BTreeSet<String>,
     next_seq: u64,
-}
-
-fn row_key(seq: u64) -> String {
-    format!("{seq:020}")
 }
 
 impl Ingress {
@@ -87,13 +88,21 @@ impl Ingress {
         };
         self.seen.insert(ev.inbound.dedupe_key(), ev.seq);
         changes.push(put(&ev));
-        self.events.insert(ev.seq, ev);
+        self.keep(ev);
+    }
+
+    /// Keep `ev` with the open or the served messages, by its state.
+    fn keep(&mut self, ev: Event) {
+        match ev.state {
+            State::Done => self.served.insert(ev.seq, ev),
+            State::Queued | State::Running { .. } => self.open.insert(ev.seq, ev),
+        };
     }
 
     /// The next queued message whose lane is free, marked as taken (its lane busy).
     pub fn next_ready(&mut self) -> Option<Event> {
         let ev = self
-            .events
+            .open
             .values()
             .find(|e| e.state == State::Queued && !self.busy.contains(&e.inbound.lane()))?;
         Some(ev.clone())
@@ -102,7 +111,7 @@ impl Ingress {
     /// Message `seq` waits for its sender's name: its lane is held (in memory only) until
     /// [`Ingress::named`].
     pub fn hold(&mut self, seq: u64) {
-        if let Some(ev) = self.events.get(&seq) {
+        if let Some(ev) = self.open.get(&seq) {
             self.busy.insert(ev.inbound.lane());
         }
     }
@@ -110,7 +119,7 @@ impl Ingress {
     /// Message `seq`'s sender name lookup is over, with `name` if one was found: it goes on,
     /// its lane free again if [`Ingress::hold`] held it.
     pub fn named(&mut self, seq: u64, name: Option<String>) {
-        if let Some(ev) = self.events.get_mut(&seq) {
+        if let Some(ev) = self.open.get_mut(&seq) {
             if ev.named || ev.state != State::Queued {
                 return;
             }
@@ -124,17 +133,18 @@ impl Ingress {
 
     /// Message `seq` is served: done, lane free.
     pub fn done(&mut self, seq: u64, changes: &mut Vec<StoreChange>) {
-        if let Some(ev) = self.events.get_mut(&seq) {
+        if let Some(mut ev) = self.open.remove(&seq) {
             self.busy.remove(&ev.inbound.lane());
             ev.state = State::Done;
-            changes.push(put(ev));
+            changes.push(put(&ev));
+            self.served.insert(seq, ev);
         }
         self.prune(changes);
     }
 
     /// Message `seq`'s turn started as `run_id`; its lane is busy until [`Ingress::done`].
     pub fn running(&mut self, seq: u64, run_id: &str, changes: &mut Vec<StoreChange>) {
-        if let Some(ev) = self.events.get_mut(&seq) {
+        if let Some(ev) = self.open.get_mut(&seq) {
             self.busy.insert(ev.inbound.lane());
             ev.state = State::Running {
                 run_id: run_id.to_string(),
@@ -145,14 +155,14 @@ impl Ingress {
 
     /// The message whose turn is `run_id`.
     pub fn by_run(&self, run_id: &str) -> Option<&Event> {
-        self.events
+        self.open
             .values()
             .find(|e| matches!(&e.state, State::Running { run_id: r } if r == run_id))
     }
 
     /// Messages whose turn is running (restarted after a crash).
     pub fn running_events(&self) -> Vec<Event> {
-        self.events
+        self.open
             .values()
             .filter(|e| matches!(e.state, State::Running { .. }))
             .cloned()
@@ -161,27 +171,20 @@ impl Ingress {
 
     /// Messages not served yet.
     pub fn pending(&self) -> usize {
-        self.events
-            .values()
-            .filter(|e| e.state != State::Done)
-            .count()
+        self.open.len()
     }
 
+    /// Forget the oldest served messages past [`MAX_DONE_ROWS`].
     fn prune(&mut self, changes: &mut Vec<StoreChange>) {
-        let done: Vec<u64> = self
-            .events
-            .values()
-            .filter(|e| e.state == State::Done)
-            .map(|e| e.seq)
-            .collect();
-        for seq in done.iter().take(done.len().saturating_sub(MAX_DONE_ROWS)) {
-            if let Some(ev) = self.events.remove(seq) {
-                self.seen.remove(&ev.inbound.dedupe_key());
-                changes.push(StoreChange::DeleteChannelRow {
-                    kind: ChannelRowKind::Ingress,
-                    key: row_key(*seq),
-                });
-            }
+        while self.served.len() > MAX_DONE_ROWS {
+            let Some((seq, ev)) = self.served.pop_first() else {
+                break;
+            };
+            self.seen.remove(&ev.inbound.dedupe_key());
+            changes.push(StoreChange::DeleteChannelRow {
+                kind: ChannelRowKind::Ingress,
+                key: row_key(seq),
+            });
         }
     }
 
@@ -195,7 +198,7 @@ impl Ingress {
         if matches!(ev.state, State::Running { .. }) {
             self.busy.insert(ev.inbound.lane());
         }
-        self.events.insert(ev.seq, ev);
+        self.keep(ev);
         true
     }
 }
@@ -258,5 +261,36 @@ mod tests {
         assert_eq!(back.running_events().len(), 1);
         assert_eq!(back.next_ready().unwrap().inbound.message_id, "b");
         assert!(back.has_seen("telegram:default:1:a"));
+    }
+
+    #[test]
+    fn the_oldest_served_rows_are_pruned_past_the_bound_and_open_ones_never() {
+        let mut q = Ingress::default();
+        let mut ch = Vec::new();
+        q.push(msg("open", "waiting"), &mut ch);
+        let open = q.next_ready().unwrap();
+        q.running(open.seq, "o", &mut ch);
+        for i in 0..=MAX_DONE_ROWS {
+            q.push(msg("1", &i.to_string()), &mut ch);
+            let ev = q.next_ready().unwrap();
+            q.running(ev.seq, "r", &mut ch);
+            assert_eq!(q.by_run("r").map(|e| e.seq), Some(ev.seq));
+            q.done(ev.seq, &mut ch);
+            assert!(q.by_run("r").is_none());
+        }
+        let deleted: Vec<&str> = ch
+            .iter()
+            .filter_map(|c| match c {
+                StoreChange::DeleteChannelRow { key, .. } => Some(key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, [row_key(2)], "only the oldest served row");
+        assert!(!q.has_seen("telegram:default:1:0"));
+        assert!(q.has_seen("telegram:default:1:1"));
+        assert!(q.has_seen("telegram:default:open:waiting"));
+        assert_eq!(q.pending(), 1);
+        assert_eq!(q.served.len(), MAX_DONE_ROWS);
+        assert_eq!(q.by_run("o").map(|e| e.seq), Some(open.seq));
     }
 }

@@ -24,6 +24,7 @@ mod markdown;
 mod methods;
 pub mod outbox;
 pub mod pairing;
+mod row_key;
 pub mod slack;
 pub mod telegram;
 
@@ -963,18 +964,20 @@ impl Gateway {
     /// A channel turn ended with `reply` (the answer, or the notice of a failure): the message
     /// is served and the reply stored in the outbox in the batch that records the turn.
     pub(crate) fn channel_turn_ended(&mut self, now: Instant, run_id: &str, reply: Option<String>) {
-        let Some(ev) = self.channels.ingress.by_run(run_id).cloned() else {
+        let Some(ev) = self.channels.ingress.by_run(run_id) else {
             return;
         };
+        let seq = ev.seq;
+        let reply = reply.filter(|t| !t.trim().is_empty()).and_then(|text| {
+            let a = self
+                .channels
+                .account(&ev.inbound.channel, &ev.inbound.account)?;
+            Some((ev.inbound.reply_target(), a.render(&text)))
+        });
         let ts = self.unix_ms(now);
         let mut changes = Vec::new();
-        self.channels.ingress.done(ev.seq, &mut changes);
-        let account = self
-            .channels
-            .account(&ev.inbound.channel, &ev.inbound.account);
-        if let (Some(text), Some(a)) = (reply.filter(|t| !t.trim().is_empty()), account) {
-            let chunks = a.render(&text);
-            let target = ev.inbound.reply_target();
+        self.channels.ingress.done(seq, &mut changes);
+        if let Some((target, chunks)) = reply {
             self.channels
                 .outbox
                 .push(target, chunks, None, ts, &mut changes);

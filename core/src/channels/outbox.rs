@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::inbound::Target;
+use super::row_key::row_key as key;
 use crate::persist::{ChannelRowKind, StoreChange};
 
 /// Attempts of one chunk before its message is kept as undelivered.
@@ -63,10 +64,6 @@ pub struct Outbox {
     /// chat) until [`Outbox::settle`].
     unsettled: BTreeSet<u64>,
     next_seq: u64,
-}
-
-fn key(seq: u64) -> String {
-    format!("{seq:020}")
 }
 
 fn put(d: &Delivery) -> StoreChange {

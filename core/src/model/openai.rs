@@ -16,5 +16,5 @@ pub mod stream;
 
 pub use chunk::{Chunk, ChunkError, FinishReason, Payload, ToolCallDelta, Usage, decode_payload};
 pub use failure::{ErrorKind, PREVIEW_CHARS, ProviderError, classify_http_error};
-pub use request::{ChatRequest, Message, ToolCall, ToolSpec};
+pub use request::{ChatRequest, Message, Schema, ToolCall, ToolSpec};
 pub use stream::{ChatEvent, ChatStream, Completion, StreamError, StreamLimits};

@@ -22,8 +22,27 @@ const SEARCH_DEFAULT_LIMIT: usize = 8;
 /// The most it returns.
 const SEARCH_MAX_LIMIT: usize = 50;
 
+/// The built-in tools' entries, made once (they never change, whatever the config, the
+/// nodes or the other providers): a turn's catalog copies them, sharing their schemas.
+#[derive(Debug)]
+pub(crate) struct BuiltIn {
+    /// `nodes` and `exec`, first in every catalog.
+    pub(crate) always: [ToolEntry; 2],
+    /// The search trio, offered while `tools.toolSearch` puts tools behind search.
+    pub(crate) search: [ToolEntry; 3],
+}
+
+impl Default for BuiltIn {
+    fn default() -> Self {
+        Self {
+            always: [nodes_entry(), exec_entry()],
+            search: search_entries(),
+        }
+    }
+}
+
 /// The `nodes` entry.
-pub(crate) fn nodes_entry() -> ToolEntry {
+fn nodes_entry() -> ToolEntry {
     ToolEntry::new(
         NODES,
         "Reach paired nodes (devices running `openclaw node run`): action=status lists them, describe shows one, which resolves executables on one (bins), invoke runs one of its allowed commands (invokeCommand, invokeParamsJson, invokeTimeoutMs).",
@@ -44,7 +63,7 @@ pub(crate) fn nodes_entry() -> ToolEntry {
 }
 
 /// The `exec` entry.
-pub(crate) fn exec_entry() -> ToolEntry {
+fn exec_entry() -> ToolEntry {
     ToolEntry::new(
         EXEC,
         "Run a shell command on the gateway host (subject to tools.exec.mode and operator approval). Returns its exit code and output.",
@@ -62,7 +81,7 @@ pub(crate) fn exec_entry() -> ToolEntry {
 }
 
 /// The tool-search trio's entries.
-pub(crate) fn search_entries() -> [ToolEntry; 3] {
+fn search_entries() -> [ToolEntry; 3] {
     [
         ToolEntry::new(
             TOOL_SEARCH,
@@ -138,7 +157,7 @@ pub(crate) fn describe(call: &ToolCall, deferred: &[ToolEntry]) -> ToolOutcome {
             "id": t.name,
             "name": t.name,
             "description": t.description,
-            "parameters": t.parameters,
+            "parameters": *t.parameters,
             "source": t.source.as_str(),
         })),
         None => ToolOutcome::error(format!(

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::model::openai::ToolSpec;
+use crate::model::openai::{Schema, ToolSpec};
 
 /// Where a tool comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,8 +46,9 @@ pub struct ToolEntry {
     pub name: String,
     /// What it does, for the model.
     pub description: String,
-    /// Its arguments as a JSON schema (an `object` schema).
-    pub parameters: Value,
+    /// Its arguments as a JSON schema (an `object` schema), shared: offering the tool to a
+    /// turn's model copies no schema.
+    pub parameters: Schema,
     /// Where it comes from.
     pub source: ToolSource,
     /// The provider's own label (an MCP server's name, a node's id), if any.
@@ -62,7 +63,7 @@ impl ToolEntry {
         Self {
             name: name.to_string(),
             description: description.to_string(),
-            parameters,
+            parameters: parameters.into(),
             source,
             origin: None,
             availability: Availability::Ready,

@@ -32,7 +32,7 @@ impl Gateway {
     /// Every tool the gateway knows now, ready or not, in a stable order: the built-in
     /// ones, then each provider's.
     pub(crate) fn tool_catalog(&self) -> Vec<ToolEntry> {
-        let mut all: Vec<ToolEntry> = vec![builtin::nodes_entry(), builtin::exec_entry()];
+        let mut all: Vec<ToolEntry> = self.tools.built_in.always.to_vec();
         for p in &self.tools.providers {
             all.extend(p.tools());
         }
@@ -63,7 +63,7 @@ impl Gateway {
             ready.partition(builtin::is_direct);
         let mut offered = direct;
         if !deferred.is_empty() {
-            offered.extend(builtin::search_entries());
+            offered.extend(self.tools.built_in.search.iter().cloned());
         }
         offered
     }

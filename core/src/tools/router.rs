@@ -68,6 +68,8 @@ pub struct ToolRouter {
     pub(crate) tokens: HashMap<(usize, u64), WorkId>,
     /// `exec` approvals and commands.
     pub(crate) exec: super::exec::ExecState,
+    /// The built-in tools' entries.
+    pub(crate) built_in: super::builtin::BuiltIn,
     /// The earliest wake-up each provider asked for.
     pub(crate) wakes: HashMap<usize, Instant>,
     /// What waits for starting providers, and until when at most.

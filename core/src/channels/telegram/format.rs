@@ -14,6 +14,25 @@ pub fn escape(text: &str) -> String {
 /// Markdown (fenced and inline code, `**bold**`, `*italic*`/`_italic_`, `~~strike~~`,
 /// `[text](url)`) as Telegram HTML; everything else is escaped text.
 pub fn markdown_to_html(md: &str) -> String {
+    if md.bytes().any(rewritten) {
+        rewrite(md)
+    } else {
+        // Nothing could open a span or a fence, nothing to escape: the HTML is the text.
+        md.to_string()
+    }
+}
+
+/// Whether [`rewrite`] might write byte `b` other than as itself: a character that can open
+/// a span or a fence (`` ` ``, `[`, the emphasis marks) or that is escaped (`&<>"`).
+fn rewritten(b: u8) -> bool {
+    matches!(
+        b,
+        b'`' | b'[' | b'*' | b'_' | b'~' | b'&' | b'<' | b'>' | b'"'
+    )
+}
+
+/// [`markdown_to_html`], line by line.
+fn rewrite(md: &str) -> String {
     let mut out = String::with_capacity(md.len() + 16);
     let mut in_fence = false;
     let mut first = true;
@@ -123,6 +142,25 @@ fn render_within(piece: &str, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_with_nothing_to_rewrite_is_its_own_html() {
+        for text in [
+            "",
+            "Echo from fake LLM: hello q7z",
+            "ok! (1 + 2 = 3) #tag {x} 'y' \\ / 100% ^-^",
+            "é✓😀\n\nnext paragraph\n  indented - item\n",
+            "line\r\nwith CRLF and\ttab",
+        ] {
+            assert!(!text.bytes().any(rewritten), "{text:?}");
+            assert_eq!(rewrite(text), text, "{text:?}");
+            assert_eq!(markdown_to_html(text), text);
+        }
+        for special in ["`", "[", "*", "_", "~", "&", "<", ">", "\""] {
+            let text = format!("a {special} b");
+            assert_eq!(markdown_to_html(&text), rewrite(&text), "{text:?}");
+        }
+    }
 
     #[test]
     fn markdown_becomes_escaped_telegram_html() {

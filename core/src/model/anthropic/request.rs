@@ -107,7 +107,7 @@ fn push_tool(tool: &ToolSpec, out: &mut String) {
     out.push_str(r#"{"description":"#);
     push_json_str(out, &tool.description);
     out.push_str(r#","input_schema":"#);
-    push_json_value(out, &tool.parameters);
+    out.push_str(tool.parameters.text());
     out.push_str(r#","name":"#);
     push_json_str(out, &tool.name);
     out.push('}');
@@ -281,7 +281,7 @@ mod tests {
             body["tools"] = r
                 .tools
                 .iter()
-                .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
+                .map(|t| json!({"name": t.name, "description": t.description, "input_schema": *t.parameters}))
                 .collect();
         }
         body
@@ -334,12 +334,12 @@ mod tests {
             ToolSpec {
                 name: "exec".into(),
                 description: ascii.clone(),
-                parameters: json!({"type": "object"}),
+                parameters: json!({"type": "object"}).into(),
             },
             ToolSpec {
                 name: ascii.clone(),
                 description: String::new(),
-                parameters: crate::model::json_text::tests::schema(),
+                parameters: crate::model::json_text::tests::schema().into(),
             },
         ];
         assert_eq!(wire(&r).unwrap(), as_tree(&r).to_string());
@@ -427,7 +427,7 @@ mod tests {
             tools: vec![ToolSpec {
                 name: "get_weather".into(),
                 description: "The weather.".into(),
-                parameters: json!({"type": "object"}),
+                parameters: json!({"type": "object"}).into(),
             }],
             ..request()
         };

@@ -6,11 +6,13 @@
 //! Object members go out in the order a [`Value`] object keeps them (sorted), and strings are
 //! escaped as serde_json escapes them, so the bytes are those of the old tree's text.
 
+use std::sync::{Arc, OnceLock};
+
 use serde_json::Value;
 
 use crate::frame::push_json_str;
 use crate::model::HttpRequest;
-use crate::model::json_text::{push_array, push_json_value};
+use crate::model::json_text::push_array;
 
 /// Room for the JSON around one message's text (`{"content":…,"role":"assistant"}`).
 const MESSAGE_ROOM: usize = 40;
@@ -122,6 +124,52 @@ fn push_message(out: &mut String, m: &Message) {
     out.push_str(r#""}"#);
 }
 
+/// A tool's arguments as a JSON schema object, shared (a copy is a reference count) and
+/// encoded once: the text a request writes is made the first time one needs it and kept, so
+/// a tool offered turn after turn (the built-in ones) is encoded once, not once a turn.
+#[derive(Clone, Debug)]
+pub struct Schema(Arc<SchemaText>);
+
+#[derive(Debug)]
+struct SchemaText {
+    value: Value,
+    text: OnceLock<Box<str>>,
+}
+
+impl Schema {
+    /// Its JSON text: what `value.to_string()` gives.
+    pub fn text(&self) -> &str {
+        let s = &self.0;
+        s.text
+            .get_or_init(|| crate::model::json_text::to_text(&s.value).into())
+    }
+}
+
+impl From<Value> for Schema {
+    fn from(value: Value) -> Self {
+        Schema(Arc::new(SchemaText {
+            value,
+            text: OnceLock::new(),
+        }))
+    }
+}
+
+impl std::ops::Deref for Schema {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.0.value
+    }
+}
+
+impl PartialEq for Schema {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.value == other.0.value
+    }
+}
+
+impl Eq for Schema {}
+
 /// A tool the model may call: its name, what it does, and its arguments' JSON schema.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToolSpec {
@@ -129,8 +177,8 @@ pub struct ToolSpec {
     pub name: String,
     /// What it does.
     pub description: String,
-    /// Its arguments as a JSON schema object.
-    pub parameters: Value,
+    /// Its arguments as a JSON schema object (shared with the tool catalog).
+    pub parameters: Schema,
 }
 
 impl ToolSpec {
@@ -142,7 +190,7 @@ impl ToolSpec {
         out.push_str(r#","name":"#);
         push_json_str(out, &self.name);
         out.push_str(r#","parameters":"#);
-        push_json_value(out, &self.parameters);
+        out.push_str(self.parameters.text());
         out.push_str(r#"},"type":"function"}"#);
     }
 }
@@ -295,7 +343,7 @@ mod tests {
         with_tools.tools = vec![ToolSpec {
             name: "get_weather".into(),
             description: "The weather.".into(),
-            parameters: json!({"type": "object"}),
+            parameters: json!({"type": "object"}).into(),
         }];
         assert_eq!(
             with_tools.body()["tools"],
@@ -340,7 +388,7 @@ mod tests {
                 .iter()
                 .map(|t| {
                     json!({"type": "function", "function": {
-                    "name": t.name, "description": t.description, "parameters": t.parameters}})
+                    "name": t.name, "description": t.description, "parameters": *t.parameters}})
                 })
                 .collect();
         }
@@ -385,14 +433,15 @@ mod tests {
         r.tools = vec![ToolSpec {
             name: "exec".into(),
             description: "Run \"it\".".into(),
-            parameters: json!({"type": "object", "properties": {"z": {}, "a": {"type": "string"}}}),
+            parameters: json!({"type": "object", "properties": {"z": {}, "a": {"type": "string"}}})
+                .into(),
         }];
         let wire = r.to_http("http://h/v1", None).body;
         assert_eq!(String::from_utf8(wire).unwrap(), as_tree(&r).to_string());
         r.tools.push(ToolSpec {
             name: "\u{0}\"".into(),
             description: String::new(),
-            parameters: crate::model::json_text::tests::schema(),
+            parameters: crate::model::json_text::tests::schema().into(),
         });
         let wire = r.to_http("http://h/v1", None).body;
         assert_eq!(String::from_utf8(wire).unwrap(), as_tree(&r).to_string());

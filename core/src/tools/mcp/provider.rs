@@ -51,7 +51,7 @@ impl ToolProvider for McpServers {
             .map(|t| ToolEntry {
                 name: t.name,
                 description: t.description.unwrap_or_default(),
-                parameters: t.input_schema,
+                parameters: t.input_schema.into(),
                 source: ToolSource::Mcp,
                 origin: Some(t.server),
                 availability: Availability::Ready,
@@ -67,7 +67,7 @@ impl ToolProvider for McpServers {
             entries.push(ToolEntry {
                 name: s.name.clone(),
                 description: format!("MCP server {} ({})", s.name, s.transport),
-                parameters: json!({"type": "object"}),
+                parameters: json!({"type": "object"}).into(),
                 source: ToolSource::Mcp,
                 origin: Some(s.name),
                 availability: Availability::Unavailable(why),
