@@ -3,9 +3,10 @@
 //!
 //! One driver task owns the [`Gateway`]; every socket gets a reader task that hands its
 //! bytes to the driver and a writer task that writes what the core transmits. The driver
-//! sleeps until the core's next deadline (under [`run`], by parking its thread until then;
-//! under another executor, on a [`smol::Timer`]), and wakes for signals and for what worker
-//! threads send. No protocol decision lives here: bytes in, bytes out, exactly as
+//! sleeps until the core's next deadline (under [`run`], its thread waits in `poll(2)` until
+//! then, on the signal pipe and the HTTP loop's poller too; under another executor, on a
+//! [`smol::Timer`], with async-io watching those), and wakes for signals, for the HTTP loop
+//! and for what worker threads send. No protocol decision lives here: bytes in, bytes out, exactly as
 //! the core says. Start-up, logging, persistence, signals and workers are
 //! [`clawgate_host`]'s, shared with the mio shell.
 //!
