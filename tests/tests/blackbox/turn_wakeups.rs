@@ -19,16 +19,18 @@ use crate::idle::{BOT_TOKEN, with_telegram_dms};
 /// DMs timed, one after the other (each answered before the next).
 const TURNS: u64 = 10;
 
-/// Wake-ups (voluntary context switches, every thread) one turn may cost, per shell: the
+/// Wake-ups (voluntary context switches, every thread) one turn may cost, either shell: the
 /// loop's thread wakes for each answer the HTTP loop reads and each store acknowledgement,
 /// the store's thread for each commit; the rest is room for how the store's lingering
-/// writes fall (it varies from run to run).
+/// writes fall on a loaded machine (a model's answer that misses the linger costs a second
+/// commit and its acknowledgement). A busy loop or a timer re-armed per event costs more.
 ///
-/// Measured here (release builds, load average 3): mio 9.8-14.1 a turn; clawgate-smol
-/// 13.6-17.6 while async-io's thread watched the HTTP loop's poller for the driver (3.5-4.3
-/// of those wake-ups a turn were that thread's: each answer the loop read woke it, and it
-/// woke the driver's), 10.2-13.9 since the driver's thread waits on the poller itself.
-const MAX_WAKEUPS_PER_TURN: u64 = 16;
+/// Measured here (load average 3-5, 10 turns, five runs): release builds mio 9.8-14.1 a
+/// turn, clawgate-smol 13.6-17.6 while async-io's thread watched the HTTP loop's poller for
+/// the driver (3.5-4.3 of those wake-ups a turn were that thread's: each answer the loop
+/// read woke it, and it woke the driver's) and 10.2-13.9 since the driver's thread waits on
+/// the poller itself; debug builds mio 10.5-12.7, clawgate-smol 10.0-11.9.
+const MAX_WAKEUPS_PER_TURN: u64 = 20;
 
 /// async-io's thread (clawgate-smol's reactor, which watches the clients' sockets): a
 /// channel turn reads and writes no client socket, so it wakes that thread for nothing
