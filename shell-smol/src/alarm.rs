@@ -1,101 +1,30 @@
-//! The driver's deadline ([`Alarm`]) and the wait of [`crate::run`]'s thread ([`block_on`]),
-//! which honours it by itself.
+//! The driver's deadline ([`Alarm`]), which the wait of [`crate::run`]'s thread
+//! ([`block_on`](crate::wait::block_on)) honours by itself.
 //!
 //! An async-io [`Timer`] lives in the reactor, which async-io's own thread waits on while
-//! this one is parked: a deadline costs that thread's wake-up and then this one's, and every
+//! this one sleeps: a deadline costs that thread's wake-up and then this one's, and every
 //! new deadline wakes that thread once more to take it in (async-io notifies its reactor
 //! for each timer it inserts). At idle, deadlines are most of what happens (the core's
 //! tick, the HTTP loop's kept connections, the log's flush): measured over 31 s of Telegram
-//! polling, 26 wake-ups with the timer, 14 of them the async-io thread's. Under [`block_on`]
-//! the alarm is no timer at all: its instant is left where the parked thread finds it, and
-//! the thread parks only until then. Anywhere else (an embedding program's executor) it
+//! polling, 26 wake-ups with the timer, 14 of them the async-io thread's. Under `block_on`
+//! the alarm is no timer at all: its instant is left where the waiting thread finds it, and
+//! the thread waits only until then. Anywhere else (an embedding program's executor) it
 //! falls back to a [`Timer`], armed again only for an earlier instant.
 
-use std::cell::Cell;
 use std::future::Future;
-use std::pin::{Pin, pin};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use smol::Timer;
 
-thread_local! {
-    /// Inside [`block_on`] on this thread: the earliest instant an [`Alarm`] asked to be
-    /// polled again at during the current poll (`Some(None)`: none asked). `None` outside.
-    static WAKE_BY: Cell<Option<Option<Instant>>> = const { Cell::new(None) };
-}
-
-/// Ask the [`block_on`] running on this thread to poll again by `at`; `false` when none runs.
-fn wake_by(at: Instant) -> bool {
-    WAKE_BY.with(|slot| match slot.get() {
-        Some(earliest) => {
-            slot.set(Some(Some(earliest.map_or(at, |e| e.min(at)))));
-            true
-        }
-        None => false,
-    })
-}
-
-/// Run `future` to completion on this thread, parking between polls until it is woken or the
-/// earliest instant an [`Alarm`] asked for during the last poll has come.
-pub(crate) fn block_on<T>(future: impl Future<Output = T>) -> T {
-    let mut future = pin!(future);
-    let unpark = Arc::new(Unpark {
-        thread: thread::current(),
-        woken: AtomicBool::new(false),
-    });
-    let waker = Waker::from(unpark.clone());
-    let mut cx = Context::from_waker(&waker);
-    let outside = WAKE_BY.replace(Some(None));
-    let output = loop {
-        WAKE_BY.set(Some(None));
-        unpark.woken.store(false, Ordering::SeqCst);
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            break output;
-        }
-        let due = WAKE_BY.get().flatten();
-        // A wake-up meant for another park (a blocking call made while polling) or an
-        // early return of `park` is no reason to poll again: only `woken` or the alarm is.
-        while !unpark.woken.load(Ordering::SeqCst) {
-            match due {
-                None => thread::park(),
-                Some(at) => match at.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => thread::park_timeout(left),
-                    _ => break,
-                },
-            }
-        }
-    };
-    WAKE_BY.set(outside);
-    output
-}
-
-/// The waker of [`block_on`]: unparks its thread once per poll at most.
-struct Unpark {
-    thread: Thread,
-    woken: AtomicBool,
-}
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.woken.swap(true, Ordering::SeqCst) {
-            self.thread.unpark();
-        }
-    }
-}
+use crate::wait::wake_by;
 
 /// The driver's one deadline: [`Alarm::ring`] is ready once the instant last
 /// [`set`](Alarm::set) has come.
 pub(crate) struct Alarm {
     at: Instant,
-    /// The fallback outside [`block_on`], and the instant it is armed for (`None` once it
+    /// The fallback outside [`block_on`](crate::wait::block_on), and the instant it is armed for (`None` once it
     /// rang).
     timer: Option<(Timer, Option<Instant>)>,
 }
@@ -144,7 +73,9 @@ impl Alarm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wait::block_on;
     use std::sync::mpsc;
+    use std::thread;
     use std::time::Duration;
 
     /// How long a test waits for an alarm that should ring within milliseconds.
@@ -154,7 +85,7 @@ mod tests {
     fn rings_under_block_on_without_a_timer() {
         let start = Instant::now();
         let mut alarm = Alarm::new(start + Duration::from_millis(30));
-        block_on(alarm.ring());
+        block_on(alarm.ring()).expect("wait");
         assert!(start.elapsed() >= Duration::from_millis(30));
         assert!(alarm.timer.is_none(), "the alarm armed an async-io timer");
     }
@@ -205,16 +136,5 @@ mod tests {
         });
         let took = rang.recv_timeout(PATIENCE).expect("the alarm rang");
         assert!(took >= Duration::from_millis(20), "rang after {took:?}");
-    }
-
-    #[test]
-    fn a_wake_up_from_another_thread_polls_again() {
-        let (tx, rx) = smol::channel::bounded::<u8>(1);
-        let sender = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(20));
-            tx.send_blocking(7).expect("send");
-        });
-        assert_eq!(block_on(rx.recv()), Ok(7));
-        sender.join().expect("sender");
     }
 }

@@ -6,8 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clawgate_core::{Config, ConnId, ConnMap, Gateway, Level, Output};
@@ -17,10 +16,10 @@ use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
 use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, accepted_local};
 use smol::channel::{Receiver, Sender};
 use smol::net::{TcpListener, TcpStream};
-use smol::{Async, Executor, Timer, future};
+use smol::{Executor, Timer, future};
 
 use crate::alarm::Alarm;
-use crate::readiness::Readiness;
+use crate::readiness::{Flag, Readiness};
 use crate::socket::{GATHER_LIMIT, Socket};
 
 /// Events queued for the driver at most; readers wait when it is full.
@@ -65,18 +64,19 @@ pub async fn serve<H: Host>(
     let listener = TcpListener::try_from(listener)?;
     let local = listener.local_addr()?;
     let signals = match host.signals() {
-        Some(s) => Some(Async::new(s.try_clone()?)?),
+        Some(s) => Some(Readiness::new(s.try_clone()?.into())?),
         None => None,
     };
     let host_sockets = match host.sockets() {
-        Some(fd) => Some(Async::new(fd.try_clone_to_owned()?)?),
+        Some(fd) => Some(Readiness::new(fd.try_clone_to_owned()?)?),
         None => None,
     };
-    // One pending wake is enough: the driver takes everything queued when it wakes.
-    let (wake, workers) = smol::channel::bounded::<()>(1);
-    host.inbox().set_wake(move || {
-        let _ = wake.try_send(());
-    });
+    // One pending wake is enough: the driver takes everything queued when it wakes. A flag,
+    // not a channel: a channel's send woke the driver while it held the channel's lock, and
+    // the driver, woken, waited on that lock (a second wake-up per worker input).
+    let workers = Arc::new(Flag::default());
+    let raise = workers.clone();
+    host.inbox().set_wake(move || raise.raise());
     let (events_tx, events) = smol::channel::bounded(EVENT_QUEUE);
     let (alive, sockets_done) = smol::channel::bounded::<()>(1);
     let acceptor = ex.spawn(accept_loop(listener, events_tx.clone()));
@@ -95,9 +95,9 @@ pub async fn serve<H: Host>(
     };
     let wakes = Wakes {
         events: &events,
-        signals: signals.as_ref(),
+        signals,
         workers: &workers,
-        host_sockets: host_sockets.as_ref(),
+        host_sockets,
     };
     driver.run(wakes).await;
     drop(acceptor);
@@ -139,7 +139,7 @@ async fn forward_orders(control: Receiver<Control>, events: Sender<Event>) {
 }
 
 /// Until `watch` says its descriptor may be readable; never, if there is none.
-async fn ready<T>(watch: Option<&mut Readiness<'_, T>>) {
+async fn ready(watch: Option<&mut Readiness>) {
     match watch {
         Some(w) => w.ready().await,
         None => future::pending().await,
@@ -149,10 +149,11 @@ async fn ready<T>(watch: Option<&mut Readiness<'_, T>>) {
 /// What wakes the driver besides its deadline.
 struct Wakes<'a> {
     events: &'a Receiver<Event>,
-    signals: Option<&'a Async<UnixStream>>,
-    workers: &'a Receiver<()>,
+    signals: Option<Readiness>,
+    /// Raised by the worker threads ([`Host::inbox`]).
+    workers: &'a Flag,
     /// The host's own sockets ([`Host::sockets`]).
-    host_sockets: Option<&'a Async<OwnedFd>>,
+    host_sockets: Option<Readiness>,
 }
 
 struct Driver<'e, 'x, 'h, H> {
@@ -187,12 +188,10 @@ impl<H: Host> Driver<'_, '_, '_, H> {
     async fn run(&mut self, wakes: Wakes<'_>) {
         let Wakes {
             events,
-            signals,
+            mut signals,
             workers,
-            host_sockets,
+            mut host_sockets,
         } = wakes;
-        let mut signals = signals.map(Readiness::new);
-        let mut host_sockets = host_sockets.map(Readiness::new);
         let mut deadline = self.drain(Instant::now());
         let mut alarm = Alarm::new(deadline);
         while !self.gw.is_draining() {
@@ -224,10 +223,8 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                     },
                     future::race(
                         async {
-                            match workers.recv().await {
-                                Ok(()) => Wake::Workers,
-                                Err(_) => future::pending().await,
-                            }
+                            workers.wait().await;
+                            Wake::Workers
                         },
                         async {
                             ready(host_sockets.as_mut()).await;

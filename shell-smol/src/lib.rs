@@ -3,9 +3,10 @@
 //!
 //! One driver task owns the [`Gateway`]; every socket gets a reader task that hands its
 //! bytes to the driver and a writer task that writes what the core transmits. The driver
-//! sleeps until the core's next deadline (under [`run`], by parking its thread until then;
-//! under another executor, on a [`smol::Timer`]), and wakes for signals and for what worker
-//! threads send. No protocol decision lives here: bytes in, bytes out, exactly as
+//! sleeps until the core's next deadline (under [`run`], its thread waits in `poll(2)` until
+//! then, on the signal pipe and the HTTP loop's poller too; under another executor, on a
+//! [`smol::Timer`], with async-io watching those), and wakes for signals, for the HTTP loop
+//! and for what worker threads send. No protocol decision lives here: bytes in, bytes out, exactly as
 //! the core says. Start-up, logging, persistence, signals and workers are
 //! [`clawgate_host`]'s, shared with the mio shell.
 //!
@@ -57,6 +58,7 @@ mod alarm;
 mod driver;
 mod readiness;
 mod socket;
+mod wait;
 
 use clawgate_core::Level;
 use clawgate_host::shell::note;
@@ -80,10 +82,12 @@ pub fn run(started: Started) -> i32 {
     // Not `smol::block_on`: with it this thread and async-io's own thread take turns at the
     // reactor, and each time this one holds it the other backs off in ten timed sleeps
     // (50 µs to 10 ms) before it blocks: about a dozen wake-ups per event, the bulk of an idle
-    // gateway's. Parked here, the async-io thread alone waits on the reactor and wakes this
-    // one when a task is ready: two wake-ups per event, and no more system calls per request;
-    // and the driver's deadlines wake this thread alone (see `alarm`).
-    match alarm::block_on(ex.run(serve(&ex, listener, gateway, &mut host, control))) {
+    // gateway's. Here this thread waits in `poll(2)` on what the driver awaits (the HTTP
+    // loop's poller, the signal pipe, its deadline) and wakes for it itself, and async-io's
+    // thread alone waits on the reactor (the clients' sockets) and wakes this one when a task
+    // is ready (see `wait`).
+    match wait::block_on(ex.run(serve(&ex, listener, gateway, &mut host, control))).and_then(|r| r)
+    {
         Ok(()) => 0,
         Err(e) => {
             note(&mut host, Level::Error, format!("event loop failed: {e}"));

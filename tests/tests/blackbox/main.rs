@@ -26,3 +26,4 @@ mod slack_users;
 mod telegram;
 mod tools;
 mod tools_http;
+mod turn_wakeups;
