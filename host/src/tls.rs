@@ -142,7 +142,8 @@ static SIGNATURE_ALGORITHMS: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorith
 /// The key exchange groups offered, in order of preference: ring's three, X25519 first (as
 /// Node's TLS, and browsers, offer them), then P-256, then P-384. rustls's ring provider lists
 /// P-384 first, and a client computes a key share for its first group in every ClientHello:
-/// X25519's costs a fraction of P-384's (most on a Pi), and servers take it.
+/// X25519's costs a 29th of P-384's (ring 0.17.14 on x86-64 under callgrind, a key pair and
+/// its public key: 0.20 M instructions against 5.76 M; P-256's 0.15 M), and servers take it.
 fn kx_groups() -> Vec<&'static dyn SupportedKxGroup> {
     vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1]
 }
