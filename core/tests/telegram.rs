@@ -1174,6 +1174,43 @@ fn allow_always_from_the_chat_is_durable_before_it_runs_and_survives_a_restart()
     );
 }
 
+/// Only a turn started alone lingers: a poll that brings messages from two chats starts two
+/// turns at once, and neither batch is flagged (the second follows the first at once, and the
+/// poll's offset waits for both); two messages of one chat start one turn now, which does.
+#[test]
+fn only_a_turn_started_alone_lingers() {
+    let flags = |dms: &[(i64, &str)]| {
+        let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+        p.hold_store_writes(true);
+        f.hold_model = true;
+        for (from, text) in dms {
+            f.dm(*from, text);
+        }
+        pump(&mut p, &mut f);
+        let held: Vec<(String, bool)> = p
+            .held_batches()
+            .iter()
+            .map(|(c, linger)| (format!("{c:?}"), *linger))
+            .collect();
+        held
+    };
+    let burst = flags(&[(222, "from a"), (333, "from b")]);
+    assert_eq!(burst.len(), 2, "a batch for each turn: {burst:?}");
+    assert!(burst[0].0.contains("\"from a\"") && burst[1].0.contains("\"from b\""));
+    assert!(
+        burst.iter().all(|(_, linger)| !linger),
+        "no turn of the burst lingers: {burst:?}"
+    );
+    let one_chat = flags(&[(222, "first"), (222, "second")]);
+    assert_eq!(
+        one_chat.len(),
+        1,
+        "one turn at a time in a chat: {one_chat:?}"
+    );
+    assert!(one_chat[0].0.contains("\"first\""));
+    assert!(one_chat[0].1, "the chat's one turn lingers");
+}
+
 /// The message's turn asks the model in the step that queues the batch storing the message
 /// (flagged to linger: its answer's batch is due at once). The model answering before that
 /// batch is durable is processed at once: the turn ends, and the answer, the message served

@@ -8,7 +8,14 @@
 //! [`lookup_threads`](crate::http_loop::HttpLimits::lookup_threads) run at once; lookups
 //! beyond that wait their turn in the order they were asked, while each request's own
 //! deadline keeps counting (the loop ends a request past it and
-//! [`forgets`](Lookups::forget) it; a waiting lookup nobody needs any more is dropped). An
+//! [`forgets`](Lookups::forget) it; a waiting lookup nobody needs any more is dropped).
+//!
+//! A running lookup nobody needs any more (its requests past the lookup timeout: a resolver
+//! that hangs) gives its thread's place to the next lookup: its thread still runs until the
+//! resolver gives up, and its answer goes to whoever asked for the same name meanwhile (no
+//! second thread for it). At most `lookup_threads` of these abandoned threads are left
+//! running besides the `lookup_threads` that hold a place, so never more than twice
+//! `lookup_threads` in all: past that, an abandoned lookup keeps its place until it ends. An
 //! answer is not kept once handed out: Node's `fetch` (undici) keeps none either (its DNS
 //! cache is an opt-in interceptor), and the keep-alive pool ([`crate::http_pool`]) already
 //! spares most requests a lookup.
@@ -87,10 +94,21 @@ struct Key {
     tls: bool,
 }
 
-/// A lookup asked for: the requests waiting on it, and whether its thread runs.
+/// Where a lookup asked for is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Run {
+    /// Waiting for a thread.
+    Queued,
+    /// On a thread that holds one of the `limit` places.
+    Running,
+    /// On a thread that gave its place up, nobody needing it when it did.
+    Abandoned,
+}
+
+/// A lookup asked for: the requests waiting on it, and where it is.
 struct Pending {
     tickets: Vec<u64>,
-    running: bool,
+    run: Run,
 }
 
 /// The lookups of one loop (see the module doc).
@@ -104,9 +122,11 @@ pub(crate) struct Lookups {
     pending: HashMap<Key, Pending>,
     /// The lookups waiting for a thread, in the order asked.
     queued: VecDeque<Key>,
-    /// Threads started whose answer has not come yet.
+    /// Threads started whose answer has not come yet, holding a place.
     threads: usize,
-    /// How many may run at once.
+    /// Threads started whose answer has not come yet, their place given up.
+    abandoned: usize,
+    /// How many may hold a place at once (and how many more may run abandoned).
     limit: usize,
 }
 
@@ -121,6 +141,7 @@ impl Lookups {
             pending: HashMap::new(),
             queued: VecDeque::new(),
             threads: 0,
+            abandoned: 0,
             limit,
         }
     }
@@ -139,15 +160,18 @@ impl Lookups {
                 self.queued.push_back(e.key().clone());
                 e.insert(Pending {
                     tickets: vec![ticket],
-                    running: false,
+                    run: Run::Queued,
                 });
                 self.start_queued();
             }
         }
     }
 
-    /// The request `ticket` waits no more (cancelled, or past its deadline); a lookup that
-    /// waits for a thread and that nobody needs any more is dropped.
+    /// The request `ticket` waits no more (cancelled, or past its deadline). A lookup that
+    /// nobody needs any more is dropped if it waits for a thread, and gives its thread's
+    /// place to the next one if it runs (while fewer than `limit` run abandoned): that one
+    /// starts at the next [`Lookups::answers`] (the waker is woken for it) or
+    /// [`Lookups::ask`].
     pub(crate) fn forget(&mut self, ticket: u64) {
         let Some((key, pending)) = self
             .pending
@@ -157,10 +181,27 @@ impl Lookups {
             return;
         };
         pending.tickets.retain(|t| *t != ticket);
-        if pending.tickets.is_empty() && !pending.running {
-            let key = key.clone();
-            self.pending.remove(&key);
-            self.queued.retain(|k| *k != key);
+        if !pending.tickets.is_empty() {
+            return;
+        }
+        match pending.run {
+            Run::Queued => {
+                let key = key.clone();
+                self.pending.remove(&key);
+                self.queued.retain(|k| *k != key);
+            }
+            Run::Running if self.abandoned < self.limit => {
+                pending.run = Run::Abandoned;
+                self.abandoned += 1;
+                self.threads = self.threads.saturating_sub(1);
+                // The next lookup starts at the loop's next turn ([`Lookups::answers`],
+                // woken now), once every request that this turn ends is forgotten: none
+                // starts for a request about to end with it.
+                if !self.queued.is_empty() {
+                    let _ = self.waker.wake();
+                }
+            }
+            Run::Running | Run::Abandoned => {}
         }
     }
 
@@ -169,21 +210,27 @@ impl Lookups {
     pub(crate) fn answers(&mut self) -> Vec<(u64, Answer)> {
         let mut out = Vec::new();
         while let Ok((key, answer)) = self.answers.1.try_recv() {
-            self.threads = self.threads.saturating_sub(1);
-            let tickets = self
-                .pending
-                .remove(&key)
-                .map(|p| p.tickets)
-                .unwrap_or_default();
-            out.extend(tickets.into_iter().map(|t| (t, answer.clone())));
+            // Every thread's lookup stays pending until its answer comes.
+            let Some(pending) = self.pending.remove(&key) else {
+                continue;
+            };
+            match pending.run {
+                Run::Abandoned => self.abandoned = self.abandoned.saturating_sub(1),
+                Run::Queued | Run::Running => self.threads = self.threads.saturating_sub(1),
+            }
+            out.extend(pending.tickets.into_iter().map(|t| (t, answer.clone())));
         }
         self.start_queued();
         out
     }
 
-    /// Forget every request and waiting lookup (shutdown); running threads end by themselves.
+    /// Forget every request and waiting lookup (shutdown); running threads end by themselves,
+    /// answering nobody.
     pub(crate) fn clear(&mut self) {
-        self.pending.clear();
+        self.pending.retain(|_, p| p.run != Run::Queued);
+        for p in self.pending.values_mut() {
+            p.tickets.clear();
+        }
         self.queued.clear();
     }
 
@@ -200,7 +247,7 @@ impl Lookups {
     /// Start `key`'s lookup on a thread; one that cannot start answers at once with why.
     fn spawn(&mut self, key: Key) {
         if let Some(p) = self.pending.get_mut(&key) {
-            p.running = true;
+            p.run = Run::Running;
         }
         self.threads += 1;
         let (lookup, tx, waker) = (
@@ -382,6 +429,55 @@ mod tests {
             LIMIT + 1,
             "name.77 never looked up"
         );
+    }
+
+    /// Running lookups nobody needs give their places up, up to `LIMIT` of them: the next
+    /// lookups start while they still hang, a request for an abandoned lookup's name shares
+    /// it, and past `LIMIT` abandoned a lookup nobody needs keeps its place (never more than
+    /// twice `LIMIT` threads).
+    #[test]
+    fn a_running_lookup_nobody_needs_gives_its_place_up_within_a_bound() {
+        let gate = Arc::new(Gate::default());
+        let (mut lookups, mut poll) = lookups(&gate);
+        let limit = LIMIT as u64;
+        for n in 1..=limit {
+            lookups.ask(&format!("name.{n}"), false, n);
+        }
+        lookups.ask("name.5", false, 5);
+        gate.wait_started(LIMIT);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(gate.started.load(Ordering::SeqCst), LIMIT, "name.5 waits");
+        for n in 1..=limit {
+            lookups.forget(n);
+        }
+        // The loop is woken to start it (on its next turn, as it takes the answers).
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(!events.is_empty(), "the waker was woken");
+        assert!(lookups.answers().is_empty());
+        gate.wait_started(LIMIT + 1);
+        lookups.ask("name.1", false, 6);
+        for n in 6..=8 {
+            lookups.ask(&format!("name.{n}"), false, 100 + n);
+        }
+        gate.wait_started(2 * LIMIT);
+        for ticket in [5, 106, 107, 108] {
+            lookups.forget(ticket);
+        }
+        lookups.ask("name.9", false, 109);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            gate.started.load(Ordering::SeqCst),
+            2 * LIMIT,
+            "name.1 shared, name.9 waits: {LIMIT} abandoned already"
+        );
+        gate.open();
+        let got = collect(&mut lookups, &mut poll, 2);
+        assert_eq!(got[&6], Ok(vec![IpAddr::from([10, 0, 0, 1])]));
+        assert_eq!(got[&109], Ok(vec![IpAddr::from([10, 0, 0, 9])]));
+        assert_eq!(got.len(), 2, "the forgotten requests get nothing: {got:?}");
+        assert_eq!(gate.most.load(Ordering::SeqCst), 2 * LIMIT);
     }
 
     #[test]

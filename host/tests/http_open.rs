@@ -3,7 +3,8 @@
 //! next address tried beside one that never answers after the attempt delay (also beside
 //! three), every address and why in the error when all refuse, the open timeout over every
 //! attempt and over a lookup that does not answer (also one still waiting for a thread), the
-//! lookup timeout (the connect timeout's 10 s) over one that hangs, one lookup for requests
+//! lookup timeout (the connect timeout's 10 s) over one that hangs, `lookup_threads` hung
+//! lookups that do not keep the next request's lookup waiting, one lookup for requests
 //! to one name, at most `lookup_threads` at once under 50 names, and a shutdown that does
 //! not wait for a lookup in flight. (The descriptors a race leaves:
 //! `http_open_fds.rs`, a process of its own.)
@@ -332,6 +333,42 @@ fn a_lookup_that_hangs_ends_its_request_at_the_lookup_timeout() {
         error.message,
         "cannot resolve hangs.test:80: no answer within 10 s (lookup timeout)"
     );
+}
+
+/// `lookup_threads` lookups that hang (their requests ended at the lookup timeout) give
+/// their threads' places up: the next request's lookup runs at once and it is answered,
+/// not left waiting for a place until its own lookup timeout.
+#[test]
+fn lookups_that_hang_do_not_keep_the_next_one_waiting() {
+    let model = FakeModel::start(|_| Reply::text(&["reached"]));
+    let port = model.addr().port();
+    let lookup: LookupFn = Arc::new(|host: &str| -> Result<Vec<IpAddr>, String> {
+        if host.starts_with("hangs") {
+            loop {
+                std::thread::park();
+            }
+        }
+        Ok(vec![LOOPBACK])
+    });
+    let limits = HttpLimits {
+        lookup_timeout: Duration::from_millis(300),
+        ..HttpLimits::default()
+    };
+    let (mut pool, rx) = client_with_lookup(limits, lookup);
+    for n in 1..=LOOKUP_THREADS as u64 {
+        pool.submit(WorkId(n), get(format!("http://hangs-{n}.test:80/")));
+    }
+    for (_, end) in ends(&rx, LOOKUP_THREADS) {
+        let end = end.unwrap_err();
+        assert!(end.ends_with("(lookup timeout)"), "{end}");
+    }
+    pool.submit(
+        WorkId(99),
+        chat(format!("http://model.test:{port}/v1/chat/completions")),
+    );
+    let (end, body) = end_of(&rx, WorkId(99));
+    assert_eq!(end, Ok(()));
+    assert!(body.contains("reached"), "{body}");
 }
 
 #[test]

@@ -61,18 +61,25 @@ impl Shell {
         }
     }
 
-    /// The built binary: `$CARGO_TARGET_DIR` (else the workspace's `target`), profile
-    /// `$CLAWGATE_TEST_PROFILE` (else `debug`). Panics with what to run when it is missing.
+    /// The built binary: in `$CLAWGATE_TEST_BIN_DIR` when set (scripts/test.sh puts the
+    /// binaries as shipped there), else in `$CARGO_TARGET_DIR` (else the workspace's `target`),
+    /// profile `$CLAWGATE_TEST_PROFILE` (else `debug`). Panics with what to run when it is
+    /// missing.
     pub fn binary(self) -> PathBuf {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
+        let profile = std::env::var("CLAWGATE_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
+        let dir = std::env::var_os("CLAWGATE_TEST_BIN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("..")
-                    .join("target")
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| {
+                        Path::new(env!("CARGO_MANIFEST_DIR"))
+                            .join("..")
+                            .join("target")
+                    })
+                    .join(&profile)
             });
-        let profile = std::env::var("CLAWGATE_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
-        let path = target.join(&profile).join(self.binary_name());
+        let path = dir.join(self.binary_name());
         let flag = match profile.as_str() {
             "debug" => String::new(),
             "release" => " --release".into(),
@@ -80,8 +87,8 @@ impl Shell {
         };
         assert!(
             path.is_file(),
-            "{} not found: build the binaries first with `cargo build --workspace --bins{flag}` \
-             (or run scripts/test.sh{flag}, which does both)",
+            "{} not found: run scripts/test.sh{flag} (it builds the binaries as shipped, then \
+             tests them), or build them first with `cargo build{flag}`",
             path.display()
         );
         path

@@ -99,13 +99,21 @@ impl Ingress {
         };
     }
 
-    /// The next queued message whose lane is free, marked as taken (its lane busy).
-    pub fn next_ready(&mut self) -> Option<Event> {
-        let ev = self
-            .open
+    /// The next queued message whose lane is free (taken once [`Ingress::running`] or
+    /// [`Ingress::hold`] makes its lane busy).
+    pub fn next_ready(&self) -> Option<Event> {
+        self.ready().cloned()
+    }
+
+    /// Whether a queued message's lane is free: [`Ingress::next_ready`] has one to give.
+    pub fn has_ready(&self) -> bool {
+        self.ready().is_some()
+    }
+
+    fn ready(&self) -> Option<&Event> {
+        self.open
             .values()
-            .find(|e| e.state == State::Queued && !self.busy.contains(&e.inbound.lane()))?;
-        Some(ev.clone())
+            .find(|e| e.state == State::Queued && !self.busy.contains(&e.inbound.lane()))
     }
 
     /// Message `seq` waits for its sender's name: its lane is held (in memory only) until

@@ -164,6 +164,17 @@ pub(crate) enum Step {
     Stored(u64),
 }
 
+/// How a queued message's turn starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// Served now: its user message is appended. `alone` when no other message is served
+    /// beside it (none before it in the same pass, none ready after it): only then is its
+    /// batch flagged to linger for the answer's.
+    New { alone: bool },
+    /// Running before a restart: its user message is in the transcript already.
+    Again,
+}
+
 /// The channels' state: accounts, pairing, the queue, the outbox, calls and timers.
 #[derive(Debug, Default)]
 pub(crate) struct Channels {
@@ -307,7 +318,7 @@ impl Gateway {
                     ),
                 );
                 let key = self.channel_session_key(&ev.inbound);
-                self.run_channel_turn(now, &ev, &key, run_id, false);
+                self.run_channel_turn(now, &ev, &key, run_id, Start::Again);
             }
         }
         self.serve_ingress(now);
@@ -782,8 +793,8 @@ impl Gateway {
             if self.sl_wait_for_name(now, &mut ev) {
                 continue;
             }
+            self.serve(now, ev, !changed);
             changed = true;
-            self.serve(now, ev);
         }
         if changed {
             self.persist();
@@ -791,7 +802,9 @@ impl Gateway {
         }
     }
 
-    fn serve(&mut self, now: Instant, ev: ingress::Event) {
+    /// Serve message `ev`; `first` when it is the first this pass of
+    /// [`Gateway::serve_ingress`] serves.
+    fn serve(&mut self, now: Instant, ev: ingress::Event, first: bool) {
         let m = &ev.inbound;
         let mut changes = Vec::new();
         let Some(a) = self.channels.account(&m.channel, &m.account) else {
@@ -886,28 +899,30 @@ impl Gateway {
                 let run_id = format!("{}:{}", m.lane(), m.message_id);
                 self.channels.ingress.running(ev.seq, &run_id, &mut changes);
                 self.channels.unsaved.extend(changes);
-                self.run_channel_turn(now, &ev, &key, &run_id, true);
+                // Alone: no message served before it in this pass, none ready after it.
+                let alone = first && !self.channels.ingress.has_ready();
+                self.run_channel_turn(now, &ev, &key, &run_id, Start::New { alone });
                 return;
             }
         }
         self.channels.unsaved.extend(changes);
     }
 
-    /// Start the turn of a queued message (its user message appended unless it already is).
+    /// Start the turn of a queued message.
     fn run_channel_turn(
         &mut self,
         now: Instant,
         ev: &ingress::Event,
         key: &str,
         run_id: &str,
-        append: bool,
+        start: Start,
     ) {
         let ts = self.unix_ms(now);
         self.ensure_session(key, ts);
         let text = ev.inbound.text.as_str();
         let (serial, holds) = self.admit_run(now, (key, run_id, text), None, CHANNEL_QUEUE_MODE);
         if holds {
-            if append {
+            if matches!(start, Start::New { .. }) {
                 self.append_user(key, text, run_id, ts);
             }
             // The model request leaves now, beside the batch that stores the message (and, on
@@ -917,9 +932,12 @@ impl Gateway {
             // to the store's writer thread (whose wake-up would otherwise come first). With
             // the request out, the batch is flagged to linger: an answer that comes at once
             // is processed while it is in flight, and its batch (the answer, the reply's
-            // outbox row) can join it in one transaction.
+            // outbox row) can join it in one transaction. Only a turn started alone
+            // lingers: in a burst (a poll that brought messages from many chats) the other
+            // turns' batches follow at once anyway, and a flagged batch would hold them all,
+            // and the poll's offset, for an answer that is not the next thing due.
             self.start_run_gated(now, serial);
-            if self.awaits_model(serial) {
+            if matches!(start, Start::New { alone: true }) && self.awaits_model(serial) {
                 self.persist_lingering();
             } else {
                 self.persist();
