@@ -9,7 +9,7 @@ use clawgate_store::{Db, StoredIdentity, db_path};
 use clawgate_tests::tempdir::TempDir;
 
 /// The schema version this build writes (`store/src/schema.rs`).
-const VERSION: u32 = 6;
+const VERSION: u32 = 7;
 
 fn identity(n: u8) -> StoredIdentity {
     StoredIdentity {
