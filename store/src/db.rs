@@ -479,8 +479,8 @@ impl Db {
         });
         drop(tx);
         if written.is_err() && !conn.is_autocommit() {
-            // None of it stays. A failed rollback leaves nothing to do either: SQLite rolls
-            // back a transaction it could not end when the next one begins.
+            // None of it stays. The error reported is the one that stopped the commit; a
+            // failed rollback is not (as rusqlite's `Transaction` does when dropped).
             let _ = conn.execute_batch("ROLLBACK");
         }
         written.map_err(|e| sqlite(&self.path, e))
@@ -813,6 +813,27 @@ mod tests {
         );
         let sessions = db.load_sessions(1).unwrap();
         assert_eq!(sessions[0].row, serde_json::json!({"n": 2}));
+    }
+
+    #[test]
+    fn a_commit_that_fails_midway_leaves_nothing_and_the_next_one_commits() {
+        let dir = clawgate_tests::tempdir::TempDir::new("store-rollback");
+        let mut db = Db::open(dir.path()).unwrap();
+        let session = StoreChange::PutSession {
+            key: "s".into(),
+            row: serde_json::json!({}),
+        };
+        // A position SQLite cannot hold fails the second change, after the first ran.
+        let beyond = StoreChange::AppendMessage {
+            session_key: "s".into(),
+            seq: u64::MAX,
+            message: serde_json::json!({}),
+        };
+        assert!(db.apply(&[session.clone(), beyond]).is_err());
+        assert!(db.conn.is_autocommit());
+        assert!(db.load_sessions(1).unwrap().is_empty());
+        db.apply(&[session]).unwrap();
+        assert_eq!(db.load_sessions(1).unwrap().len(), 1);
     }
 
     #[test]
