@@ -47,6 +47,18 @@ fn version_and_mode(path: &Path) -> (u32, String) {
     (version, mode)
 }
 
+/// The tables the migrations dropped leave no free page behind in a new database.
+#[test]
+fn a_new_database_has_no_free_page() {
+    let dir = TempDir::new("store-first-free");
+    drop(Db::open_seeded(dir.path(), &identity(7)).unwrap());
+    let free: u32 = rusqlite::Connection::open(db_path(dir.path()))
+        .unwrap()
+        .pragma_query_value(None, "freelist_count", |r| r.get(0))
+        .unwrap();
+    assert_eq!(free, 0);
+}
+
 #[test]
 fn a_new_database_has_its_schema_and_identity_without_a_commit_through_the_wal() {
     let dir = TempDir::new("store-first-start");
