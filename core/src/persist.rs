@@ -102,7 +102,8 @@ impl ChannelRowKind {
         ChannelRowKind::ExecGrant,
     ];
 
-    /// The table that holds rows of this kind.
+    /// The name of this kind's rows (the store's table of them up to its schema 6; since
+    /// then one table holds every kind).
     pub fn table(self) -> &'static str {
         match self {
             ChannelRowKind::PairingRequest => "channel_pairing_requests",

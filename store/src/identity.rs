@@ -2,7 +2,7 @@
 //! created once at the first start, or imported from upstream so clients see the same gateway.
 
 use clawgate_core::device::DeviceKey;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 use crate::db::{Db, DbError, sqlite};
@@ -50,7 +50,7 @@ impl std::fmt::Debug for StoredIdentity {
 }
 
 /// Write `id` inside the caller's transaction.
-pub(crate) fn put(tx: &Transaction<'_>, id: &StoredIdentity) -> rusqlite::Result<()> {
+pub(crate) fn put(tx: &Connection, id: &StoredIdentity) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
         params![KEY, id.to_json().to_string()],

@@ -28,6 +28,7 @@
 mod db;
 mod fresh;
 mod identity;
+mod keyed;
 mod legacy;
 mod schema;
 mod upstream;

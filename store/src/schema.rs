@@ -61,6 +61,29 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO exec_allow_always_v6 (key, row) SELECT key, row FROM exec_allow_always;
      DROP TABLE exec_allow_always;
      ALTER TABLE exec_allow_always_v6 RENAME TO exec_allow_always;",
+    // 7: the keyed rows in one table (`crate::keyed`): a channel turn's session, inbound,
+    // outbox and offset rows share a page of the WAL instead of writing one a table. The
+    // kind numbers are `keyed::channel`'s and `keyed::SESSION`; rows keep their bytes.
+    "CREATE TABLE keyed (
+         kind INTEGER NOT NULL,
+         key TEXT NOT NULL,
+         row TEXT NOT NULL,
+         PRIMARY KEY (kind, key)
+     ) STRICT, WITHOUT ROWID;
+     INSERT INTO keyed (kind, key, row) SELECT 1, key, row FROM channel_pairing_requests;
+     INSERT INTO keyed (kind, key, row) SELECT 2, key, row FROM channel_pairing_approvals;
+     INSERT INTO keyed (kind, key, row) SELECT 3, key, row FROM exec_allow_always;
+     INSERT INTO keyed (kind, key, row) SELECT 4, key, row FROM channel_ingress;
+     INSERT INTO keyed (kind, key, row) SELECT 5, key, row FROM channel_outbox;
+     INSERT INTO keyed (kind, key, row) SELECT 6, key, row FROM channel_offsets;
+     INSERT INTO keyed (kind, key, row) SELECT 7, key, row FROM sessions;
+     DROP TABLE channel_pairing_requests;
+     DROP TABLE channel_pairing_approvals;
+     DROP TABLE exec_allow_always;
+     DROP TABLE channel_ingress;
+     DROP TABLE channel_outbox;
+     DROP TABLE channel_offsets;
+     DROP TABLE sessions;",
 ];
 
 /// The schema version this build writes.

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use clawgate_core::PairingStore;
 use clawgate_core::channels::pairing::Approval;
-use clawgate_core::persist::{StoreChange, diff};
+use clawgate_core::persist::{ChannelRowKind, StoreChange, diff};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::db::{Db, DbError, sqlite};
 use crate::identity::StoredIdentity;
+use crate::keyed;
 use crate::upstream_rows;
 
 /// The newest `schema_meta` version of upstream's state database this build imports
@@ -177,11 +178,9 @@ impl Db {
 
     fn approval_keys(&self) -> Result<Vec<String>, DbError> {
         let e = |e| sqlite(&self.path, e);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key FROM channel_pairing_approvals")
-            .map_err(e)?;
-        let keys = stmt.query_map([], |r| r.get(0)).map_err(e)?;
+        let mut stmt = self.conn.prepare(keyed::LOAD).map_err(e)?;
+        let kind = keyed::channel(ChannelRowKind::PairingApproval);
+        let keys = stmt.query_map([kind], |r| r.get(0)).map_err(e)?;
         keys.collect::<rusqlite::Result<_>>().map_err(e)
     }
 }

@@ -396,8 +396,7 @@ fn a_version_1_database_migrates_and_keeps_its_pairing_rows() {
     assert!(db.load_sessions(10).unwrap().is_empty());
     assert!(db.load_channel_rows().unwrap().is_empty());
     assert!(db.load_pending_input().unwrap().is_empty());
-    let version: u32 = db_version(&path);
-    assert_eq!(version, 6);
+    assert_eq!(db_version(&path), SCHEMA_VERSION);
 }
 
 #[test]
@@ -437,6 +436,9 @@ fn channel_rows_are_put_deleted_and_loaded_by_table() {
         ]
     );
 }
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: u32 = 7;
 
 fn db_version(path: &Path) -> u32 {
     rusqlite::Connection::open(path)
@@ -673,7 +675,10 @@ fn a_session_row_that_is_not_json_is_an_error_naming_the_file() {
     let path = db_path(dir.path());
     rusqlite::Connection::open(&path)
         .unwrap()
-        .execute("INSERT INTO sessions (key, row) VALUES ('k', '{nope')", [])
+        .execute(
+            "INSERT INTO keyed (kind, key, row) VALUES (7, 'k', '{nope')",
+            [],
+        )
         .unwrap();
     let err = Db::open(dir.path()).unwrap().load_sessions(10).unwrap_err();
     assert!(matches!(err, DbError::Row { .. }), "{err:?}");
@@ -846,7 +851,7 @@ fn a_version_5_database_migrates_and_keeps_its_keyed_rows() {
     drop(conn);
 
     let mut db = Db::open(dir.path()).unwrap();
-    assert_eq!(db_version(&path), 6);
+    assert_eq!(db_version(&path), SCHEMA_VERSION);
     let sessions = db.load_sessions(10).unwrap();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].key, "k-sessions");
@@ -859,31 +864,135 @@ fn a_version_5_database_migrates_and_keeps_its_keyed_rows() {
     }
 }
 
-/// Putting a keyed row again writes one page of the WAL per table (the key is the table's
-/// b-tree; with a rowid, the row's page and its key index's page were both written).
+/// What a channel turn's commit puts (its session, the poll offset, its inbound row, its
+/// reply's outbox row, the previous reply's deleted) writes one page of the WAL: the keyed
+/// rows are one b-tree, where those rows sort side by side (a table each, that was four).
 #[test]
-fn putting_a_session_and_a_channel_row_writes_one_page_each() {
+fn a_turns_session_and_channel_rows_share_one_page() {
     use clawgate_core::persist::ChannelRowKind;
     let dir = TempDir::new("store-pages");
     let mut db = Db::open(dir.path()).unwrap();
     let wal = db_path(dir.path()).with_extension("sqlite-wal");
-    let batch = |n: u64| {
+    let key = |n: u64| format!("{n:020}");
+    let turn = |n: u64| {
+        let put = |kind, key: String, row| StoreChange::PutChannelRow { kind, key, row };
         vec![
             StoreChange::PutSession {
                 key: "agent:main:main".into(),
                 row: serde_json::json!({"updatedAt": n}),
             },
-            StoreChange::PutChannelRow {
-                kind: ChannelRowKind::Offset,
-                key: "telegram:default".into(),
-                row: serde_json::json!({"offset": n}),
+            put(
+                ChannelRowKind::Offset,
+                "telegram:default".into(),
+                serde_json::json!({"offset": n}),
+            ),
+            put(
+                ChannelRowKind::Ingress,
+                key(n),
+                serde_json::json!({"seq": n, "state": "done"}),
+            ),
+            StoreChange::DeleteChannelRow {
+                kind: ChannelRowKind::Outbox,
+                key: key(n - 1),
             },
+            put(
+                ChannelRowKind::Outbox,
+                key(n),
+                serde_json::json!({"seq": n}),
+            ),
         ]
     };
-    db.apply(&batch(1)).unwrap();
+    db.apply(&turn(1)).unwrap();
     let before = frames(file_len(&wal));
-    db.apply(&batch(2)).unwrap();
-    assert_eq!(frames(file_len(&wal)) - before, 2);
+    db.apply(&turn(2)).unwrap();
+    assert_eq!(frames(file_len(&wal)) - before, 1);
+}
+
+/// A database at schema 6 (a table per kind of keyed row) is brought to 7 (one table of them)
+/// in place: every row comes back with its kind, key and bytes, and the old tables are gone.
+#[test]
+fn a_version_6_database_migrates_and_reads_back_equal() {
+    use clawgate_core::persist::ChannelRowKind;
+    let dir = TempDir::new("store-v6");
+    let path = db_path(dir.path());
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut sql = String::from(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+         CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+         CREATE TABLE pending_requests (request_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+         CREATE TABLE transcript (session_key TEXT NOT NULL, seq INTEGER NOT NULL,
+             message TEXT NOT NULL, PRIMARY KEY (session_key, seq)) STRICT;
+         CREATE TABLE pending_input (run_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
+    );
+    let keyed = ["sessions"]
+        .into_iter()
+        .chain(ChannelRowKind::ALL.iter().map(|k| k.table()));
+    let mut want = Vec::new();
+    for table in keyed {
+        sql.push_str(&format!(
+            "CREATE TABLE {table} (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT, WITHOUT ROWID;"
+        ));
+        // Two rows a table, put in the opposite of key order.
+        for n in [2, 1] {
+            let row = serde_json::json!({"in": table, "n": n, "awkward": awkward_json(n)});
+            sql.push_str(&format!(
+                "INSERT INTO {table} (key, row) VALUES ('k{n}', '{}');",
+                row.to_string().replace('\'', "''")
+            ));
+            want.push((table, format!("k{n}"), row));
+        }
+    }
+    for seq in 1..=3 {
+        sql.push_str(&format!(
+            "INSERT INTO transcript VALUES ('k1', {seq}, '{{\"seq\":{seq}}}');"
+        ));
+    }
+    sql.push_str("PRAGMA user_version = 6;");
+    conn.execute_batch(&sql).unwrap();
+    drop(conn);
+
+    let mut db = Db::open(dir.path()).unwrap();
+    assert_eq!(db_version(&path), SCHEMA_VERSION);
+    let mut found: Vec<(&str, String, serde_json::Value)> = Vec::new();
+    for s in db.load_sessions(10).unwrap() {
+        if s.key == "k1" {
+            let seqs: Vec<u64> = s
+                .messages
+                .iter()
+                .map(|m| m["seq"].as_u64().unwrap())
+                .collect();
+            assert_eq!((seqs, s.total), (vec![1, 2, 3], 3));
+        }
+        found.push(("sessions", s.key, s.row));
+    }
+    let channel = db.load_channel_rows().unwrap();
+    let kinds: Vec<_> = channel.iter().map(|r| r.kind).collect();
+    let by_load_order: Vec<_> = ChannelRowKind::ALL.iter().flat_map(|k| [*k, *k]).collect();
+    assert_eq!(kinds, by_load_order);
+    found.extend(channel.into_iter().map(|r| (r.kind.table(), r.key, r.row)));
+    want.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    found.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    assert_eq!(found, want);
+    let tables: Vec<String> = rusqlite::Connection::open(&path)
+        .unwrap()
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "keyed",
+            "meta",
+            "paired_devices",
+            "pending_input",
+            "pending_requests",
+            "transcript"
+        ]
+    );
 }
 
 /// A JSON value with every kind of token the encoder writes: strings needing each escape,
@@ -932,38 +1041,44 @@ fn every_put_stores_its_row_as_the_compact_json_text_of_its_value() {
     db.apply(&changes).unwrap();
     drop(db);
     // The text each row had when rows were formatted with `Value::to_string` (and the
-    // pairing rows with `serde_json::to_string` of the record), stored as TEXT.
-    let mut expected: Vec<(String, String)> = vec![
-        ("sessions".into(), awkward_json(1).to_string()),
-        ("transcript".into(), awkward_json(2).to_string()),
-        ("pending_input".into(), awkward_json(3).to_string()),
+    // pairing rows with `serde_json::to_string` of the record), stored as TEXT: each row's
+    // column, where it is, and its text.
+    let mut expected: Vec<(&str, String, String)> = vec![
         (
+            "row",
+            "keyed WHERE key = 'agent:main:main'".into(),
+            awkward_json(1).to_string(),
+        ),
+        ("message", "transcript".into(), awkward_json(2).to_string()),
+        ("row", "pending_input".into(), awkward_json(3).to_string()),
+        (
+            "row",
             "paired_devices".into(),
             serde_json::to_string(&device("a", "t")).unwrap(),
         ),
         (
+            "row",
             "pending_requests".into(),
             serde_json::to_string(&pending("p")).unwrap(),
         ),
     ];
-    for (n, kind) in (10..).zip(ChannelRowKind::ALL) {
-        expected.push((kind.table().into(), awkward_json(n).to_string()));
+    for n in (10..).take(ChannelRowKind::ALL.len()) {
+        expected.push((
+            "row",
+            format!("keyed WHERE key = 'k{n}'"),
+            awkward_json(n).to_string(),
+        ));
     }
     let conn = rusqlite::Connection::open(db_path(dir.path())).unwrap();
-    for (table, text) in expected {
-        let column = if table == "transcript" {
-            "message"
-        } else {
-            "row"
-        };
+    for (column, from, text) in expected {
         let (kind, bytes): (String, Vec<u8>) = conn
             .query_row(
-                &format!("SELECT typeof({column}), CAST({column} AS BLOB) FROM {table}"),
+                &format!("SELECT typeof({column}), CAST({column} AS BLOB) FROM {from}"),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        assert_eq!(kind, "text", "{table}");
-        assert_eq!(String::from_utf8(bytes).unwrap(), text, "{table}");
+        assert_eq!(kind, "text", "{from}");
+        assert_eq!(String::from_utf8(bytes).unwrap(), text, "{from}");
     }
 }

@@ -9,7 +9,7 @@ use clawgate_store::{Db, StoredIdentity, db_path};
 use clawgate_tests::tempdir::TempDir;
 
 /// The schema version this build writes (`store/src/schema.rs`).
-const VERSION: u32 = 6;
+const VERSION: u32 = 7;
 
 fn identity(n: u8) -> StoredIdentity {
     StoredIdentity {
@@ -45,6 +45,18 @@ fn version_and_mode(path: &Path) -> (u32, String) {
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
     (version, mode)
+}
+
+/// The tables the migrations dropped leave no free page behind in a new database.
+#[test]
+fn a_new_database_has_no_free_page() {
+    let dir = TempDir::new("store-first-free");
+    drop(Db::open_seeded(dir.path(), &identity(7)).unwrap());
+    let free: u32 = rusqlite::Connection::open(db_path(dir.path()))
+        .unwrap()
+        .pragma_query_value(None, "freelist_count", |r| r.get(0))
+        .unwrap();
+    assert_eq!(free, 0);
 }
 
 #[test]
