@@ -502,26 +502,6 @@ impl Db {
         tx.commit().map_err(e)
     }
 
-    /// Commit every batch `next` hands over (until it gives `None`) in one transaction, each
-    /// written into it as it comes: a caller that waits for the next batch between two calls
-    /// (the writer lingering) has the rows before it done meanwhile. An error ends it at once
-    /// (`next` is not called again) with none of it written.
-    pub(crate) fn commit_each(
-        &mut self,
-        mut next: impl FnMut() -> Option<Vec<StoreChange>>,
-    ) -> Result<(), DbError> {
-        let path = self.path.clone();
-        let e = |e| sqlite(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
-        let mut text = String::new();
-        while let Some(changes) = next() {
-            for change in &changes {
-                apply_one(&tx, &self.channel_sql, change, &mut text).map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)
-    }
-
     /// The frames in the WAL after the last commit (0 before any): what a checkpoint would
     /// copy into the database file, at most.
     pub fn wal_frames(&self) -> u32 {

@@ -8,9 +8,6 @@
 //! Behind a batch submitted to linger ([`Writer::submit_lingering`]: its follow-up is due at
 //! once) the thread waits a short bound ([`LINGER`]) for the next job before committing, so
 //! the two share one transaction; every other batch commits as soon as the thread takes it.
-//! A transaction's batches are written into it as they are taken, so a lingering batch's
-//! rows are done while the thread waits: the follow-up's commit does only its own rows, and
-//! a lingering batch that fails is reported at once, not at the end of the wait.
 //! Once no job has come for [`IDLE_RELEASE`], the thread hands back SQLite's page cache (a
 //! burst fills it to its cap, and an idle gateway reads none of it) and calls its idle hook.
 //!
@@ -208,54 +205,6 @@ enum Job {
 /// A submitted batch.
 type Batch = (WorkId, Vec<StoreChange>);
 
-/// The batches of one transaction, taken one at a time as it is written: the first, then
-/// those queued behind it (up to [`MAX_GROUP`] in all, up to a read), and, while every batch
-/// so far lingers, the next job waited for up to the first's bound. What the transaction
-/// does not wait for it does not take: those batches go in the next one.
-struct Group<'r> {
-    rx: &'r mpsc::Receiver<Job>,
-    first: Option<Batch>,
-    /// Until when the next job is waited for; `None` once a batch that does not linger
-    /// joined (then only what is already queued joins).
-    until: Option<Instant>,
-    taken: usize,
-    /// The read that ended the group, to run after its transaction.
-    read: Option<Job>,
-}
-
-impl Group<'_> {
-    /// The group's next batch, or `None` once it is complete.
-    fn next(&mut self) -> Option<Batch> {
-        if let Some(first) = self.first.take() {
-            self.taken = 1;
-            return Some(first);
-        }
-        if self.taken >= MAX_GROUP || self.read.is_some() {
-            return None;
-        }
-        let next = match self.until {
-            Some(t) => self
-                .rx
-                .recv_timeout(t.saturating_duration_since(Instant::now())),
-            None => self.rx.try_recv().map_err(|_| RecvTimeoutError::Timeout),
-        };
-        match next {
-            Ok(Job::Write(id, changes, linger)) => {
-                if linger.is_none() {
-                    self.until = None;
-                }
-                self.taken += 1;
-                Some((id, changes))
-            }
-            Ok(read) => {
-                self.read = Some(read);
-                None
-            }
-            Err(_) => None,
-        }
-    }
-}
-
 fn run(
     db: Db,
     rx: mpsc::Receiver<Job>,
@@ -282,15 +231,30 @@ fn run(
                 (thread.on_done)(vec![StoreDone::Read(id, result)]);
             }
             Job::Write(id, changes, linger) => {
-                let mut group = Group {
-                    rx: &rx,
-                    first: Some((id, changes)),
-                    until: linger.map(|bound| Instant::now() + bound),
-                    taken: 0,
-                    read: None,
-                };
-                thread.write(&mut group);
-                pending = group.read;
+                // The batches queued behind it, up to a read, go in the same transaction; while
+                // every batch of it lingers, the next job is waited for up to the first's bound.
+                let mut group = vec![(id, changes)];
+                let mut until = linger.map(|bound| Instant::now() + bound);
+                while group.len() < MAX_GROUP {
+                    let next = match until {
+                        Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
+                        None => rx.try_recv().map_err(|_| RecvTimeoutError::Timeout),
+                    };
+                    match next {
+                        Ok(Job::Write(id, changes, linger)) => {
+                            if linger.is_none() {
+                                until = None;
+                            }
+                            group.push((id, changes));
+                        }
+                        Ok(read) => {
+                            pending = Some(read);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                thread.write(group);
                 if thread.db.wal_frames() >= checkpoints.bound {
                     thread.checkpoint();
                 }
@@ -379,38 +343,30 @@ impl<F: FnMut(Vec<StoreDone>)> Thread<F> {
     }
 
     /// Write a group of batches: refused while poisoned up to the first rewrite, the rest in
-    /// one transaction, each batch written into it as it is taken, so the rows of a batch
-    /// lingering for the next are done while the thread waits, not after (a failure is
-    /// shared by every batch in it: none of them was written; it ends the group at once,
-    /// the batches queued behind going to the next). Every outcome of the group goes in one
-    /// report.
-    fn write(&mut self, group: &mut Group<'_>) {
-        let mut done = Vec::new();
-        let mut next = group.next();
-        if let Some(e) = self.poisoned.clone() {
-            while let Some((id, _)) =
-                next.take_if(|(_, c)| c.first() != Some(&StoreChange::ClearPairing))
-            {
-                done.push(StoreDone::Written(WriteDone {
+    /// one transaction (a failure is shared by every batch in it: none of them was written).
+    /// Every outcome of the group goes in one report.
+    fn write(&mut self, mut group: Vec<Batch>) {
+        let mut done = Vec::with_capacity(group.len());
+        if let Some(e) = &self.poisoned {
+            let rewrite = group
+                .iter()
+                .position(|(_, c)| c.first() == Some(&StoreChange::ClearPairing))
+                .unwrap_or(group.len());
+            let e = Arc::clone(e);
+            done.extend(group.drain(..rewrite).map(|(id, _)| {
+                StoreDone::Written(WriteDone {
                     id,
                     result: Err(Arc::clone(&e)),
-                }));
-                next = group.next();
-            }
-            if next.is_some() {
+                })
+            }));
+            if !group.is_empty() {
                 self.poisoned = None;
             }
         }
-        if next.is_some() {
-            let mut ids = Vec::new();
-            let result = self
-                .db
-                .commit_each(|| {
-                    let (id, changes) = next.take().or_else(|| group.next())?;
-                    ids.push(id);
-                    Some(changes)
-                })
-                .map_err(Arc::new);
+        if !group.is_empty() {
+            let ids: Vec<WorkId> = group.iter().map(|(id, _)| *id).collect();
+            let changes: Vec<StoreChange> = group.into_iter().flat_map(|(_, c)| c).collect();
+            let result = self.db.apply(&changes).map_err(Arc::new);
             if let Err(e) = &result {
                 self.poisoned = Some(Arc::clone(e));
             }

@@ -9,7 +9,7 @@ use clawgate_core::WorkId;
 use clawgate_core::pairing::PendingKind;
 use clawgate_core::pairing::PendingRequest;
 use clawgate_core::persist::{HistoryQuery, HistoryRange};
-use clawgate_store::{Db, StoreChange, StoreDone, Writer, db_path};
+use clawgate_store::{Db, StoreChange, StoreDone, Writer};
 use clawgate_tests::tempdir::TempDir;
 
 /// Long enough that a test never sees it run out unless it waits for that.
@@ -122,39 +122,6 @@ fn a_lingering_batch_commits_alone_at_its_bound() {
     let (ids, at) = reports.recv_timeout(WAIT).unwrap();
     assert_eq!(ids, [1]);
     assert!(at >= sent + bound, "it waited for the bound");
-    w.close();
-}
-
-/// A flagged batch's rows are written as the thread takes it, before it waits for the next
-/// job: one that cannot be written is reported at once, not when its bound has passed, and
-/// the batch behind it follows the failure (refused: it is not a rewrite).
-#[test]
-fn a_lingering_batch_that_fails_is_reported_at_once() {
-    let dir = TempDir::new("writer-linger-fails");
-    let (tx, reports) = mpsc::channel();
-    let w = Writer::spawn(Db::open(dir.path()).unwrap(), move |group| {
-        let outcomes: Vec<(u64, bool)> = group
-            .into_iter()
-            .map(|d| match d {
-                StoreDone::Written(w) => (w.id.0, w.result.is_ok()),
-                StoreDone::Read(id, _) => (id.0, true),
-            })
-            .collect();
-        tx.send(outcomes).unwrap();
-    })
-    .unwrap();
-    rusqlite::Connection::open(db_path(dir.path()))
-        .unwrap()
-        .execute_batch("DROP TABLE pending_requests")
-        .unwrap();
-    assert!(w.submit_lingering(WorkId(1), batch(1), LONG));
-    assert_eq!(
-        reports.recv_timeout(WAIT).unwrap(),
-        [(1, false)],
-        "failed, and reported before its bound"
-    );
-    assert!(w.submit(WorkId(2), batch(2)));
-    assert_eq!(reports.recv_timeout(WAIT).unwrap(), [(2, false)]);
     w.close();
 }
 
