@@ -197,11 +197,7 @@ impl Writer {
     /// Queue a history read, answered after every batch submitted before it (the held ones
     /// handed over first). `false` when the thread is gone.
     pub fn read(&self, id: WorkId, query: HistoryQuery) -> bool {
-        let held = self.take_held();
-        if !held.is_empty() {
-            let n = held.len();
-            self.send_write(held, n);
-        }
+        self.hand_over_held();
         self.jobs
             .as_ref()
             .is_some_and(|j| j.send(Job::Read(id, query)).is_ok())
@@ -218,11 +214,18 @@ impl Writer {
     /// written or reported for them.
     pub fn flush_due(&self, now: Instant) -> Vec<WorkId> {
         if self.due().is_some_and(|at| at <= now) {
-            let held = self.take_held();
+            self.hand_over_held();
+        }
+        std::mem::take(&mut self.held.borrow_mut().lost)
+    }
+
+    /// Hand the held batches, if any, over alone.
+    fn hand_over_held(&self) {
+        let held = self.take_held();
+        if !held.is_empty() {
             let n = held.len();
             self.send_write(held, n);
         }
-        std::mem::take(&mut self.held.borrow_mut().lost)
     }
 
     fn take_held(&self) -> Vec<Batch> {
@@ -257,11 +260,7 @@ impl Writer {
     }
 
     fn finish(&mut self) {
-        let held = self.take_held();
-        if !held.is_empty() {
-            let n = held.len();
-            self.send_write(held, n);
-        }
+        self.hand_over_held();
         self.jobs = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
