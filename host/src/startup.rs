@@ -456,7 +456,8 @@ impl Host for RunHost {
 
     /// Log lines held back long enough are written, and the memory a burst of work freed is
     /// returned once the loop has been quiet ([`allocator::AfterBurst`]); the first time (start-up
-    /// counts as a burst), start-up's code pages are unmapped too ([`code_pages`]).
+    /// counts as a burst), start-up's code pages are unmapped too ([`code_pages`]); store
+    /// batches held for a follow-up that did not come are handed to the writer.
     fn before_wait(&mut self, now: Instant) -> Option<Instant> {
         let (trim, wake) = self.trim.due(now);
         if trim {
@@ -473,10 +474,18 @@ impl Host for RunHost {
                 );
             }
         }
-        match (self.logger.flush_due(now), wake) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // A message's batch held for its answer's goes alone once its bound has passed.
+        let store = self.store.as_ref().and_then(|w| {
+            for id in w.flush_due(now) {
+                let gone = WorkResult::Stored(Err("the store writer is gone".into()));
+                self.inbox.sender().send(HostInput::Work(id, gone));
+            }
+            w.due()
+        });
+        [self.logger.flush_due(now), wake, store]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn transmitted(&mut self, bytes: usize) {

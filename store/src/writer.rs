@@ -5,9 +5,12 @@
 //! every batch until one that starts with [`StoreChange::ClearPairing`] (the core's rewrite),
 //! so the disk always holds a prefix of what was asked for, never a gap. History reads queue
 //! with the batches and run in their turn, so a read sees every batch submitted before it.
-//! Behind a batch submitted to linger ([`Writer::submit_lingering`]: its follow-up is due at
-//! once) the thread waits a short bound ([`LINGER`]) for the next job before committing, so
-//! the two share one transaction; every other batch commits as soon as the thread takes it.
+//! A batch submitted to linger ([`Writer::submit_lingering`]: its follow-up is due at once)
+//! is held by the handle, on the submitting thread, until the next job or a short bound
+//! ([`LINGER`]; the owner asks when with [`Writer::due`] and sends it then with
+//! [`Writer::flush_due`]), then handed over with that job, so the two share one transaction
+//! and the thread is woken once for both; every other batch commits as soon as the thread
+//! takes it.
 //! Once no job has come for [`IDLE_RELEASE`], the thread hands back SQLite's page cache (a
 //! burst fills it to its cap, and an idle gateway reads none of it) and calls its idle hook.
 //!
@@ -19,7 +22,8 @@
 //! every one after it, the WAL starting over in the same file) sync data only, not the file's
 //! growth ([`Db::extend_wal`]).
 
-use std::sync::mpsc::RecvTimeoutError;
+use std::cell::RefCell;
+use std::sync::mpsc::{RecvTimeoutError, SendError};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,11 +51,11 @@ pub enum StoreDone {
     Read(WorkId, Result<HistoryPage, DbError>),
 }
 
-/// Batches at most this many submissions in one transaction.
+/// A transaction takes no more queued jobs once it holds this many batches.
 const MAX_GROUP: usize = 256;
 
-/// How long the writer waits, behind a batch submitted to linger, for the next job before it
-/// commits ([`Writer::submit_lingering`]). The core flags a gated channel turn's message, its
+/// How long a batch submitted to linger is held for the next job before it goes alone
+/// ([`Writer::submit_lingering`]). The core flags a gated channel turn's message, its
 /// model request already out: a model that answers at once has the answer's batch (the
 /// transcript row, the reply's outbox row) queued within this bound, and the two commit in one
 /// transaction, one sync where there were two in series before the reply could leave.
@@ -109,6 +113,18 @@ impl Default for Checkpoints {
 pub struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    held: RefCell<Held>,
+}
+
+/// The batches submitted to linger, not yet handed to the thread.
+#[derive(Debug, Default)]
+struct Held {
+    batches: Vec<Batch>,
+    /// When they go without a follow-up: the first's submission plus its bound.
+    until: Option<Instant>,
+    /// The ids of held batches the thread was gone for when they were handed over: never
+    /// written nor reported ([`Writer::flush_due`] hands them back).
+    lost: Vec<WorkId>,
 }
 
 impl Writer {
@@ -149,40 +165,102 @@ impl Writer {
         Ok(Writer {
             jobs: Some(jobs),
             thread: Some(thread),
+            held: RefCell::default(),
         })
     }
 
-    /// Queue a batch. `false` when the thread is gone (it panicked): nothing will be written
-    /// or reported for it.
+    /// Queue a batch (behind the held ones, in one hand-over). `false` when the thread is
+    /// gone (it panicked): nothing will be written or reported for it.
     pub fn submit(&self, id: WorkId, changes: Vec<StoreChange>) -> bool {
-        self.send(Job::Write(id, changes, None))
+        let mut batches = self.take_held();
+        let held = batches.len();
+        batches.push((id, changes));
+        self.send_write(batches, held)
     }
 
-    /// Queue a batch whose follow-up is due at once: when the thread takes it with nothing
-    /// queued behind it, it waits up to `bound` ([`LINGER`] in the gateway) for the next job
-    /// and commits what came in the same transaction. Only batches submitted this way wait:
-    /// any batch submitted with [`Writer::submit`], or a read, ends the wait, and a group
-    /// that holds one never waits. `false` when the thread is gone.
+    /// Queue a batch whose follow-up is due at once: it is held here (the thread is not
+    /// woken for it) until the next [`Writer::submit`] or [`Writer::read`], which hands it
+    /// over with its own job, so the two commit in one transaction, or until `bound`
+    /// ([`LINGER`] in the gateway) has passed, when [`Writer::flush_due`] hands it over
+    /// alone. Batches submitted this way while one is held wait with it, until the first's
+    /// bound. `false` when the thread is gone.
     pub fn submit_lingering(&self, id: WorkId, changes: Vec<StoreChange>, bound: Duration) -> bool {
-        self.send(Job::Write(id, changes, Some(bound)))
+        if self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
+            return false;
+        }
+        let mut held = self.held.borrow_mut();
+        held.until.get_or_insert_with(|| Instant::now() + bound);
+        held.batches.push((id, changes));
+        true
     }
 
-    /// Queue a history read, answered after every batch submitted before it. `false` when
-    /// the thread is gone.
+    /// Queue a history read, answered after every batch submitted before it (the held ones
+    /// handed over first). `false` when the thread is gone.
     pub fn read(&self, id: WorkId, query: HistoryQuery) -> bool {
-        self.send(Job::Read(id, query))
+        self.hand_over_held();
+        self.jobs
+            .as_ref()
+            .is_some_and(|j| j.send(Job::Read(id, query)).is_ok())
     }
 
-    fn send(&self, job: Job) -> bool {
-        self.jobs.as_ref().is_some_and(|j| j.send(job).is_ok())
+    /// When the held batches are to be handed over without a follow-up
+    /// ([`Writer::flush_due`]), if any are held.
+    pub fn due(&self) -> Option<Instant> {
+        self.held.borrow().until
     }
 
-    /// Wait until everything submitted is written and reported, then stop the thread.
+    /// Hand the held batches over if their bound has passed at `now`. The ids of held
+    /// batches the thread was gone for (here or at an earlier hand-over): nothing will be
+    /// written or reported for them.
+    pub fn flush_due(&self, now: Instant) -> Vec<WorkId> {
+        if self.due().is_some_and(|at| at <= now) {
+            self.hand_over_held();
+        }
+        std::mem::take(&mut self.held.borrow_mut().lost)
+    }
+
+    /// Hand the held batches, if any, over alone.
+    fn hand_over_held(&self) {
+        let held = self.take_held();
+        if !held.is_empty() {
+            let n = held.len();
+            self.send_write(held, n);
+        }
+    }
+
+    fn take_held(&self) -> Vec<Batch> {
+        let mut held = self.held.borrow_mut();
+        held.until = None;
+        std::mem::take(&mut held.batches)
+    }
+
+    /// Hand `batches` over as one job; when the thread is gone, the ids of the first `held`
+    /// of them (held here: no caller is told) are kept for [`Writer::flush_due`].
+    fn send_write(&self, batches: Vec<Batch>, held: usize) -> bool {
+        let sent = match &self.jobs {
+            Some(jobs) => jobs.send(Job::Write(batches)),
+            None => Err(SendError(Job::Write(batches))),
+        };
+        match sent {
+            Ok(()) => true,
+            Err(SendError(job)) => {
+                if let Job::Write(batches) = job {
+                    let lost = batches.iter().take(held).map(|(id, _)| *id);
+                    self.held.borrow_mut().lost.extend(lost);
+                }
+                false
+            }
+        }
+    }
+
+    /// Wait until everything submitted (the held batches included) is written and reported,
+    /// then stop the thread.
     pub fn close(mut self) {
         self.finish();
     }
 
     fn finish(&mut self) {
+        self.hand_over_held();
         self.jobs = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -196,9 +274,9 @@ impl Drop for Writer {
     }
 }
 
-/// A submitted batch (with how long to linger behind it, if flagged) or read.
+/// Batches handed over together (held ones and their follow-up), or a read.
 enum Job {
-    Write(WorkId, Vec<StoreChange>, Option<Duration>),
+    Write(Vec<Batch>),
     Read(WorkId, HistoryQuery),
 }
 
@@ -230,23 +308,11 @@ fn run(
                 let result = thread.db.read_history(&query);
                 (thread.on_done)(vec![StoreDone::Read(id, result)]);
             }
-            Job::Write(id, changes, linger) => {
-                // The batches queued behind it, up to a read, go in the same transaction; while
-                // every batch of it lingers, the next job is waited for up to the first's bound.
-                let mut group = vec![(id, changes)];
-                let mut until = linger.map(|bound| Instant::now() + bound);
+            Job::Write(mut group) => {
+                // The batches queued behind it, up to a read, go in the same transaction.
                 while group.len() < MAX_GROUP {
-                    let next = match until {
-                        Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
-                        None => rx.try_recv().map_err(|_| RecvTimeoutError::Timeout),
-                    };
-                    match next {
-                        Ok(Job::Write(id, changes, linger)) => {
-                            if linger.is_none() {
-                                until = None;
-                            }
-                            group.push((id, changes));
-                        }
+                    match rx.try_recv() {
+                        Ok(Job::Write(more)) => group.extend(more),
                         Ok(read) => {
                             pending = Some(read);
                             break;

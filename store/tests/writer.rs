@@ -1,6 +1,6 @@
 //! The writer thread's grouping: batches queued behind a transaction go in the next one.
-//! Its linger: behind a batch submitted to linger it waits (up to its bound)
-//! for the next job and commits the two in one transaction; every other batch commits at once.
+//! Its linger: a batch submitted to linger is held by the handle until the next job (or its
+//! bound) and commits with it in one transaction; every other batch commits at once.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -110,8 +110,8 @@ fn flagged_batches_wait_together_for_the_next_unflagged_one() {
     w.close();
 }
 
-/// The bound ends the wait: with no next job the flagged batch commits once it has passed,
-/// not before.
+/// The bound ends the wait: with no next job the flagged batch is due at its bound, not
+/// before, and handed over alone then.
 #[test]
 fn a_lingering_batch_commits_alone_at_its_bound() {
     let dir = TempDir::new("writer-linger-bound");
@@ -119,10 +119,70 @@ fn a_lingering_batch_commits_alone_at_its_bound() {
     let bound = Duration::from_millis(300);
     let sent = Instant::now();
     assert!(w.submit_lingering(WorkId(1), batch(1), bound));
-    let (ids, at) = reports.recv_timeout(WAIT).unwrap();
+    let due = w.due().expect("held until its bound");
+    assert!(due >= sent + bound && due <= Instant::now() + bound);
+    assert_eq!(w.flush_due(sent), [], "nothing lost");
+    assert!(reports.recv_timeout(GAP).is_err(), "not before its bound");
+    assert_eq!(w.flush_due(due), []);
+    assert_eq!(w.due(), None);
+    let (ids, _) = reports.recv_timeout(WAIT).unwrap();
     assert_eq!(ids, [1]);
-    assert!(at >= sent + bound, "it waited for the bound");
     w.close();
+}
+
+/// A flagged batch is held by the handle, not handed to the thread, until the next job: the
+/// thread, given nothing meanwhile, goes idle (its idle hook runs) instead of being woken
+/// to wait for the follow-up, and takes both at once.
+#[test]
+fn a_flagged_batch_goes_to_the_thread_with_the_next_job() {
+    let dir = TempDir::new("writer-linger-held");
+    let (tx, reports) = mpsc::channel();
+    let (idle_tx, idles) = mpsc::channel();
+    let w = Writer::spawn_with_idle(
+        Db::open(dir.path()).unwrap(),
+        move |group| {
+            let ids: Vec<u64> = group
+                .into_iter()
+                .map(|d| match d {
+                    StoreDone::Written(w) => w.id.0,
+                    StoreDone::Read(id, _) => id.0,
+                })
+                .collect();
+            tx.send(ids).unwrap();
+        },
+        Duration::from_millis(100),
+        move || {
+            let _ = idle_tx.send(());
+        },
+    )
+    .unwrap();
+    assert!(w.submit(WorkId(0), batch(0)));
+    assert_eq!(reports.recv_timeout(WAIT).unwrap(), [0]);
+    assert!(w.submit_lingering(WorkId(1), batch(1), LONG));
+    idles
+        .recv_timeout(WAIT)
+        .expect("the thread went idle: it has no job");
+    assert!(w.due().is_some());
+    assert!(w.submit(WorkId(2), batch(2)));
+    assert_eq!(w.due(), None);
+    assert_eq!(reports.recv_timeout(WAIT).unwrap(), [1, 2]);
+    w.close();
+}
+
+/// Closing hands the held batches over: they are written and reported.
+#[test]
+fn closing_writes_the_held_batches() {
+    let dir = TempDir::new("writer-linger-close");
+    let (w, reports) = writer(&dir);
+    assert!(w.submit_lingering(WorkId(1), batch(1), LONG));
+    w.close();
+    assert_eq!(reports.recv_timeout(WAIT).unwrap().0, [1]);
+    let pending = Db::open(dir.path())
+        .unwrap()
+        .load_pairing()
+        .unwrap()
+        .pending;
+    assert_eq!(pending.len(), 1);
 }
 
 /// A read ends the wait: the flagged batch commits (alone) and the read follows it.
@@ -188,10 +248,10 @@ fn a_transaction_reports_its_batches_together() {
     w.close();
 }
 
-/// A group holding an unflagged batch never waits, though a flagged one joined it behind:
-/// the batches queued while a transaction was written commit at once.
+/// An unflagged batch never waits, though a flagged one was submitted right behind it: it
+/// commits at once, and the flagged one waits for its own follow-up.
 #[test]
-fn a_group_with_an_unflagged_batch_does_not_wait() {
+fn an_unflagged_batch_before_a_flagged_one_does_not_wait() {
     let dir = TempDir::new("writer-linger-mixed");
     let (w, reports, hold) = held_after_first(&dir);
     assert!(w.submit(WorkId(0), batch(0)));
@@ -201,8 +261,10 @@ fn a_group_with_an_unflagged_batch_does_not_wait() {
     hold.send(()).unwrap();
     assert_eq!(
         reports.recv_timeout(WAIT).unwrap(),
-        [1, 2],
+        [1],
         "committed at once"
     );
+    assert!(w.submit(WorkId(3), batch(3)));
+    assert_eq!(reports.recv_timeout(WAIT).unwrap(), [2, 3]);
     w.close();
 }
