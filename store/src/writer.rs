@@ -55,8 +55,9 @@ pub enum StoreDone {
 const MAX_GROUP: usize = 256;
 
 /// How long a batch submitted to linger is held for the next job before it goes alone
-/// ([`Writer::submit_lingering`]). The core flags a gated channel turn's message, its
-/// model request already out: a model that answers at once has the answer's batch (the
+/// ([`Writer::submit_lingering`]). The core flags the message of a gated channel turn started
+/// alone (no other message ready behind it: a poll that brought one, a Slack or Discord event),
+/// its model request already out: a model that answers at once has the answer's batch (the
 /// transcript row, the reply's outbox row) queued within this bound, and the two commit in one
 /// transaction, one sync where there were two in series before the reply could leave.
 ///
