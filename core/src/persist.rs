@@ -78,7 +78,7 @@ pub enum StoreChange {
 /// A row's JSON text, encoded once where the core makes the row and bound as it is by the
 /// store. Shared, not owned: the batch kept for a replay after a failed write
 /// ([`crate::durable`]) holds the same text, so keeping it is a reference count (a row as a
-/// `Value` was a deep copy there, ~44 k instructions a channel turn, and as much again to
+/// `Value` was a deep copy there, ~44 k instructions a channel turn, and ~33 k more to
 /// drop it), and the store writer encodes nothing before its sync.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RowText(Arc<str>);
