@@ -498,7 +498,9 @@ mod tests {
         StoreChange::AppendMessage {
             session_key: "agent:main:main".into(),
             seq,
-            message: serde_json::json!({"role": "user", "content": "x"}),
+            message: crate::persist::RowText::of_value(
+                &serde_json::json!({"role": "user", "content": "x"}),
+            ),
         }
     }
 

@@ -4,6 +4,8 @@
 //! say "ok" where it promises durability. At start the rows come back through
 //! [`PairingStore::from_rows`], the loader the fuzzers drive.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::pairing::{PairedDevice, PairingStore, PendingRequest, STORE_VERSION, StoreError};
@@ -26,7 +28,7 @@ pub enum StoreChange {
         /// `agent:<agentId>:<rest>`.
         key: String,
         /// The session, as the core encodes it.
-        row: Value,
+        row: RowText,
     },
     /// Append one message to a session's transcript at position `seq` (from 1; a put of the
     /// same position replaces it, so replaying a batch after a failed write is idempotent).
@@ -36,7 +38,7 @@ pub enum StoreChange {
         /// The message's position in the transcript.
         seq: u64,
         /// The message, as `chat.history` shows it.
-        message: Value,
+        message: RowText,
     },
     /// Delete one session's row and its transcript (`sessions.delete`, and `sessions.reset`
     /// before the new session's row).
@@ -51,7 +53,7 @@ pub enum StoreChange {
         /// Its key in that table.
         key: String,
         /// The row, as the core encodes it.
-        row: Value,
+        row: RowText,
     },
     /// Delete a channel row.
     DeleteChannelRow {
@@ -66,11 +68,51 @@ pub enum StoreChange {
         /// The run's id.
         run_id: String,
         /// The pending input, as the core encodes it.
-        row: Value,
+        row: RowText,
     },
     /// Delete a pending input: its run started (its message is in the transcript, in the
     /// same batch) or was aborted.
     DeletePendingInput(String),
+}
+
+/// A row's JSON text, encoded once where the core makes the row and bound as it is by the
+/// store. Shared, not owned: the batch kept for a replay after a failed write
+/// ([`crate::durable`]) holds the same text, so keeping it is a reference count (a row as a
+/// `Value` was a deep copy there, ~44 k instructions a channel turn, and ~33 k more to
+/// drop it), and the store writer encodes nothing before its sync.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RowText(Arc<str>);
+
+/// The text as it is, unescaped: a batch's `Debug` shows its rows as JSON.
+impl core::fmt::Debug for RowText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "RowText({})", self.0)
+    }
+}
+
+impl RowText {
+    /// `row`'s compact JSON text, what `row.to_string()` gives ([`push_row_text`]).
+    pub fn of_value(row: &Value) -> Self {
+        let mut text = String::new();
+        push_row_text(&mut text, row);
+        Self(text.into())
+    }
+
+    /// Text already encoded as a row's JSON (the caller's promise: it is stored as given).
+    pub(crate) fn from_encoded(text: &str) -> Self {
+        Self(text.into())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The row decoded (for a reader of a batch: a simulated store, a test).
+    pub fn to_value(&self) -> Value {
+        // Every row is encoded from a `Value` or as JSON text, so it decodes.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
 }
 
 /// The tables of the channels' durable state.

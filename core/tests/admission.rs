@@ -129,7 +129,7 @@ fn a_queued_message_is_answered_only_once_its_pending_input_is_durable() {
     assert!(
         started
             .iter()
-            .any(|c| matches!(c, StoreChange::AppendMessage { message, .. } if message["content"][0]["text"] == "m-k2"))
+            .any(|c| matches!(c, StoreChange::AppendMessage { message, .. } if message.to_value()["content"][0]["text"] == "m-k2"))
     );
     assert!(pending_runs(&p).is_empty());
 }

@@ -502,12 +502,12 @@ fn messages_leave_as_store_batches_and_a_failed_write_replays_the_unsaved_change
     let op = operator(&mut p, &["operator.write"]);
     send(&mut p, op, "k-s", "hello");
     p.events(op);
-    let appended: Vec<&Value> = p
+    let appended: Vec<Value> = p
         .batches
         .iter()
         .flatten()
         .filter_map(|c| match c {
-            StoreChange::AppendMessage { message, .. } => Some(message),
+            StoreChange::AppendMessage { message, .. } => Some(message.to_value()),
             _ => None,
         })
         .collect();

@@ -163,7 +163,7 @@ fn message_is_answered_once_durable_and_queued_once() {
         .flatten()
         .filter(|c| {
             matches!(c, StoreChange::PutChannelRow { row, .. }
-                if row.to_string().contains("1.000100") && row.to_string().contains("queued"))
+                if row.as_str().contains("1.000100") && row.as_str().contains("queued"))
         })
         .count();
     assert_eq!(queued, 1, "batches: {:?}", sim.batches);

@@ -93,12 +93,13 @@ fn answered_200(sim: &Sim, id: ConnId) -> bool {
 /// The metadata of the pairing request stored for `sender`.
 fn pairing_meta(sim: &Sim, sender: &str) -> Option<Value> {
     sim.batches.iter().flatten().rev().find_map(|c| match c {
-        StoreChange::PutChannelRow { row, .. }
-            if row.get("senderId").and_then(Value::as_str) == Some(sender)
-                && row.get("code").is_some() =>
-        {
-            row.get("metadata").cloned()
-        }
+        StoreChange::PutChannelRow { row, .. } => Some(row.to_value())
+            .filter(|row| {
+                row.get("senderId").and_then(Value::as_str) == Some(sender)
+                    && row.get("code").is_some()
+            })?
+            .get("metadata")
+            .cloned(),
         _ => None,
     })
 }

@@ -851,7 +851,7 @@ fn approve_on_disk(p: &mut Sim) -> bool {
     for c in changes {
         match c {
             StoreChange::PutChannelRow { kind, key, row } => {
-                p.sessions.channel_rows.insert((kind, key), row);
+                p.sessions.channel_rows.insert((kind, key), row.to_value());
             }
             StoreChange::DeleteChannelRow { kind, key } => {
                 p.sessions.channel_rows.remove(&(kind, key));

@@ -12,7 +12,7 @@ use clawgate_core::PairingStore;
 use clawgate_core::pairing::StoreError;
 use clawgate_core::persist::{
     ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowKind, StoreChange,
-    StoredChannelRow, StoredPendingInput, StoredSession, push_row_text,
+    StoredChannelRow, StoredPendingInput, StoredSession,
 };
 use rusqlite::wal::CheckpointMode;
 use rusqlite::{CachedStatement, Connection, DEFAULT_NAME, FileControl, OpenFlags, params};
@@ -468,10 +468,9 @@ impl Db {
         let conn = &self.conn;
         let mut tx = Statements::new(conn);
         let written = tx.run("BEGIN", []).and_then(|_| {
-            let mut text = String::new();
             for (change, overwritten) in changes.iter().zip(overwritten(changes)) {
                 if !overwritten {
-                    apply_one(&mut tx, change, &mut text)?;
+                    apply_one(&mut tx, change)?;
                 }
             }
             also(conn)?;
@@ -648,22 +647,9 @@ fn overwritten(changes: &[StoreChange]) -> Vec<bool> {
     out
 }
 
-/// `value`'s compact JSON text (what its `to_string` gives), written into `buf` (cleared
-/// first): one buffer serves a whole batch's rows, written by the core's encoder
-/// ([`push_row_text`]) rather than through `Display` and serde_json's serialiser into a new
-/// `String` a row (that path was half the writer's instructions per message).
-fn json_text<'b>(buf: &'b mut String, value: &serde_json::Value) -> &'b str {
-    buf.clear();
-    push_row_text(buf, value);
-    buf
-}
-
-/// One change, inside the caller's transaction; `text` is scratch for its JSON column.
-fn apply_one(
-    tx: &mut Statements<'_>,
-    change: &StoreChange,
-    text: &mut String,
-) -> rusqlite::Result<()> {
+/// One change, inside the caller's transaction. Its rows come encoded by the core
+/// ([`clawgate_core::persist::RowText`]): bound as they are.
+fn apply_one(tx: &mut Statements<'_>, change: &StoreChange) -> rusqlite::Result<()> {
     match change {
         StoreChange::DeleteDevice(id) => {
             tx.run("DELETE FROM paired_devices WHERE device_id = ?1", [id])?;
@@ -676,10 +662,7 @@ fn apply_one(
             tx.run("DELETE FROM pending_requests", [])?;
         }
         StoreChange::PutSession { key, row } => {
-            tx.run(
-                keyed::PUT,
-                params![keyed::SESSION, key, json_text(text, row)],
-            )?;
+            tx.run(keyed::PUT, params![keyed::SESSION, key, row.as_str()])?;
         }
         StoreChange::AppendMessage {
             session_key,
@@ -691,13 +674,13 @@ fn apply_one(
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             tx.run(
                 "INSERT OR REPLACE INTO transcript (session_key, seq, message) VALUES (?1, ?2, ?3)",
-                params![session_key, seq, json_text(text, message)],
+                params![session_key, seq, message.as_str()],
             )?;
         }
         StoreChange::PutChannelRow { kind, key, row } => {
             tx.run(
                 keyed::PUT,
-                params![keyed::channel(*kind), key, json_text(text, row)],
+                params![keyed::channel(*kind), key, row.as_str()],
             )?;
         }
         StoreChange::DeleteChannelRow { kind, key } => {
@@ -706,7 +689,7 @@ fn apply_one(
         StoreChange::PutPendingInput { run_id, row } => {
             tx.run(
                 "INSERT OR REPLACE INTO pending_input (run_id, row) VALUES (?1, ?2)",
-                params![run_id, json_text(text, row)],
+                params![run_id, row.as_str()],
             )?;
         }
         StoreChange::DeletePendingInput(run_id) => {
@@ -796,11 +779,11 @@ mod tests {
         let inbound = |n: u64| StoreChange::PutChannelRow {
             kind: ChannelRowKind::Ingress,
             key: "k".into(),
-            row: serde_json::json!({"n": n}),
+            row: clawgate_core::persist::RowText::of_value(&serde_json::json!({"n": n})),
         };
         let session = |n: u64| StoreChange::PutSession {
             key: "s".into(),
-            row: serde_json::json!({"n": n}),
+            row: clawgate_core::persist::RowText::of_value(&serde_json::json!({"n": n})),
         };
         let before = db.conn.total_changes();
         db.apply(&[inbound(1), session(1), inbound(2), inbound(3), session(2)])
@@ -821,13 +804,13 @@ mod tests {
         let mut db = Db::open(dir.path()).unwrap();
         let session = StoreChange::PutSession {
             key: "s".into(),
-            row: serde_json::json!({}),
+            row: clawgate_core::persist::RowText::of_value(&serde_json::json!({})),
         };
         // A position SQLite cannot hold fails the second change, after the first ran.
         let beyond = StoreChange::AppendMessage {
             session_key: "s".into(),
             seq: u64::MAX,
-            message: serde_json::json!({}),
+            message: clawgate_core::persist::RowText::of_value(&serde_json::json!({})),
         };
         assert!(db.apply(&[session.clone(), beyond]).is_err());
         assert!(db.conn.is_autocommit());
@@ -844,7 +827,7 @@ mod tests {
         };
         let session = |key: &str| StoreChange::PutSession {
             key: key.into(),
-            row: serde_json::Value::Null,
+            row: clawgate_core::persist::RowText::of_value(&serde_json::Value::Null),
         };
         let pending = |id: &str| StoreChange::DeletePendingInput(id.into());
         let changes = [
@@ -861,7 +844,7 @@ mod tests {
             StoreChange::AppendMessage {
                 session_key: "a".into(),
                 seq: 1,
-                message: serde_json::Value::Null,
+                message: clawgate_core::persist::RowText::of_value(&serde_json::Value::Null),
             },
         ];
         // The first put of session `a` is overwritten by the delete; the delete, which also

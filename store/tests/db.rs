@@ -407,7 +407,7 @@ fn channel_rows_are_put_deleted_and_loaded_by_table() {
     let put = |kind, key: &str, n: u64| StoreChange::PutChannelRow {
         kind,
         key: key.into(),
-        row: serde_json::json!({"n": n}),
+        row: clawgate_core::persist::RowText::of_value(&serde_json::json!({"n": n})),
     };
     db.apply(&[
         put(ChannelRowKind::Ingress, "00000000000000000002", 2),
@@ -451,7 +451,9 @@ fn message(seq: u64, text: &str) -> StoreChange {
     StoreChange::AppendMessage {
         session_key: "agent:main:main".into(),
         seq,
-        message: serde_json::json!({"role": "user", "content": text}),
+        message: clawgate_core::persist::RowText::of_value(
+            &serde_json::json!({"role": "user", "content": text}),
+        ),
     }
 }
 
@@ -463,11 +465,15 @@ fn sessions_and_transcripts_round_trip_in_seq_order() {
         db.apply(&[
             StoreChange::PutSession {
                 key: "agent:main:main".into(),
-                row: serde_json::json!({"sessionId": "s1", "label": "é"}),
+                row: clawgate_core::persist::RowText::of_value(
+                    &serde_json::json!({"sessionId": "s1", "label": "é"}),
+                ),
             },
             StoreChange::PutSession {
                 key: "agent:main:other".into(),
-                row: serde_json::json!({"sessionId": "s2"}),
+                row: clawgate_core::persist::RowText::of_value(
+                    &serde_json::json!({"sessionId": "s2"}),
+                ),
             },
             message(2, "second"),
             message(1, "first"),
@@ -556,7 +562,9 @@ fn history_reads_page_back_from_the_newest_within_their_bounds() {
     db.apply(&[StoreChange::AppendMessage {
         session_key: "agent:main:main".into(),
         seq: 251,
-        message: serde_json::json!({"role": "assistant", "content": "x".repeat(5000), "timestamp": 7}),
+        message: clawgate_core::persist::RowText::of_value(
+            &serde_json::json!({"role": "assistant", "content": "x".repeat(5000), "timestamp": 7}),
+        ),
     }])
     .unwrap();
     let page = db
@@ -613,7 +621,9 @@ fn pending_input_round_trips_oldest_first_and_leaves_when_deleted() {
     let dir = TempDir::new("store-pending-input");
     let put = |run: &str| StoreChange::PutPendingInput {
         run_id: run.into(),
-        row: serde_json::json!({"sessionKey": "agent:main:main", "message": run}),
+        row: clawgate_core::persist::RowText::of_value(
+            &serde_json::json!({"sessionKey": "agent:main:main", "message": run}),
+        ),
     };
     {
         let mut db = Db::open(dir.path()).unwrap();
@@ -633,7 +643,7 @@ fn delete_session_removes_one_session_and_its_transcript() {
     let mut db = Db::open(dir.path()).unwrap();
     let put = |key: &str| StoreChange::PutSession {
         key: key.into(),
-        row: serde_json::json!({"k": key}),
+        row: clawgate_core::persist::RowText::of_value(&serde_json::json!({"k": key})),
     };
     db.apply(&[
         put("agent:main:main"),
@@ -875,11 +885,17 @@ fn a_turns_session_and_channel_rows_share_one_page() {
     let wal = db_path(dir.path()).with_extension("sqlite-wal");
     let key = |n: u64| format!("{n:020}");
     let turn = |n: u64| {
-        let put = |kind, key: String, row| StoreChange::PutChannelRow { kind, key, row };
+        let put = |kind, key: String, row: serde_json::Value| StoreChange::PutChannelRow {
+            kind,
+            key,
+            row: clawgate_core::persist::RowText::of_value(&row),
+        };
         vec![
             StoreChange::PutSession {
                 key: "agent:main:main".into(),
-                row: serde_json::json!({"updatedAt": n}),
+                row: clawgate_core::persist::RowText::of_value(
+                    &serde_json::json!({"updatedAt": n}),
+                ),
             },
             put(
                 ChannelRowKind::Offset,
@@ -1017,16 +1033,16 @@ fn every_put_stores_its_row_as_the_compact_json_text_of_its_value() {
     let mut changes = vec![
         StoreChange::PutSession {
             key: "agent:main:main".into(),
-            row: awkward_json(1),
+            row: clawgate_core::persist::RowText::of_value(&awkward_json(1)),
         },
         StoreChange::AppendMessage {
             session_key: "agent:main:main".into(),
             seq: 1,
-            message: awkward_json(2),
+            message: clawgate_core::persist::RowText::of_value(&awkward_json(2)),
         },
         StoreChange::PutPendingInput {
             run_id: "run-1".into(),
-            row: awkward_json(3),
+            row: clawgate_core::persist::RowText::of_value(&awkward_json(3)),
         },
         StoreChange::PutDevice(device("a", "t")),
         StoreChange::PutPending(pending("p")),
@@ -1035,7 +1051,7 @@ fn every_put_stores_its_row_as_the_compact_json_text_of_its_value() {
         changes.push(StoreChange::PutChannelRow {
             kind,
             key: format!("k{n}"),
-            row: awkward_json(n),
+            row: clawgate_core::persist::RowText::of_value(&awkward_json(n)),
         });
     }
     db.apply(&changes).unwrap();

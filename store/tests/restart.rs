@@ -49,7 +49,9 @@ fn message(seq: u64) -> StoreChange {
     StoreChange::AppendMessage {
         session_key: "agent:main:main".into(),
         seq,
-        message: serde_json::json!({"role": "user", "content": text(seq)}),
+        message: clawgate_core::persist::RowText::of_value(
+            &serde_json::json!({"role": "user", "content": text(seq)}),
+        ),
     }
 }
 

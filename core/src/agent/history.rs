@@ -333,7 +333,7 @@ impl Gateway {
     fn session_info(&self, key: &str) -> Value {
         let session = self.agent.sessions.get(key);
         let mut info = match session {
-            Some(s) => s.row(key),
+            Some(s) => s.row_value(key),
             None => json!({"key": key}),
         };
         let active = self.in_flight_run(key);

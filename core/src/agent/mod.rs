@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use crate::gateway::{Gateway, Timer};
 use crate::log::Level;
 use crate::model::openai::{ChatEvent, ProviderError, StreamError, classify_http_error};
-use crate::persist::{StoreChange, StoredSession};
+use crate::persist::{RowText, StoreChange, StoredSession};
 use crate::work::{HttpErrorKind, WorkId, WorkResult};
 
 use rpc::Outcome;
@@ -102,9 +102,10 @@ impl Agent {
             self.windows.start_empty(key);
         }
         // Encoded once: its length bounds the window, its text is the session's newest.
-        let encoded: Box<str> = crate::model::json_text::to_text(&message).into();
-        self.windows.append(key, &message, encoded.len(), window);
-        let seq = s.push(encoded);
+        let encoded = RowText::of_value(&message);
+        self.windows
+            .append(key, &message, encoded.as_str().len(), window);
+        let seq = s.push(encoded.clone());
         s.updated_at = ts;
         self.unsaved.push(StoreChange::PutSession {
             key: key.to_string(),
@@ -113,7 +114,7 @@ impl Agent {
         self.unsaved.push(StoreChange::AppendMessage {
             session_key: key.to_string(),
             seq,
-            message,
+            message: encoded,
         });
         Some(seq)
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::config::QueueMode;
 use crate::gateway::Gateway;
 use crate::log::Level;
-use crate::persist::{StoreChange, StoredPendingInput};
+use crate::persist::{RowText, StoreChange, StoredPendingInput};
 
 use super::run::Run;
 
@@ -41,12 +41,12 @@ impl Gateway {
         let Some(run) = self.agent.runs.get(&serial) else {
             return;
         };
-        let row = json!({
+        let row = RowText::of_value(&json!({
             "sessionKey": run.session_key,
             "message": run.message,
             "queueMode": run.mode.as_str(),
             "queuedAt": run.started_at,
-        });
+        }));
         let run_id = run.run_id.clone();
         self.agent
             .unsaved

@@ -5,12 +5,16 @@
 //! transcript.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::config::Limits;
+use crate::frame::push_json_str;
+use crate::model::json_text::push_json_object;
 use crate::model::openai::Message;
+use crate::persist::RowText;
 
 /// How much of its transcript a session keeps in memory: the newest message always, then
 /// older ones while both bounds hold.
@@ -46,8 +50,9 @@ pub(crate) struct ChatSession {
     /// Messages in the whole transcript: the `seq` of the last one.
     pub(crate) total: u64,
     /// The newest message, JSON-encoded (what lists preview and `chat.history` reports the
-    /// last run of): a few hundred bytes per session where the JSON tree takes thousands.
-    last: Option<Box<str>>,
+    /// last run of): a few hundred bytes per session where the JSON tree takes thousands,
+    /// the same text as the transcript row its batch stores.
+    last: Option<RowText>,
     /// The fields `sessions.patch` set (`label`, `thinkingLevel`, `model`, …), by wire name.
     pub(crate) overrides: Map<String, Value>,
 }
@@ -95,20 +100,20 @@ impl ChatSession {
             created_at: row.created_at,
             updated_at: row.updated_at,
             total: total.max(u64::from(last.is_some())),
-            last: last.map(|m| m.to_string().into()),
+            last: last.map(|m| RowText::of_value(&m)),
             overrides: row.overrides,
         })
     }
 
     /// Append a message, as its JSON text (only the newest stays here); its `seq`.
-    pub(crate) fn push(&mut self, encoded: Box<str>) -> u64 {
+    pub(crate) fn push(&mut self, encoded: RowText) -> u64 {
         self.last = Some(encoded);
         self.total += 1;
         self.total
     }
 
-    /// The row [`StoreChange::PutSession`] stores.
-    pub(crate) fn row(&self, key: &str) -> Value {
+    /// The session's row as `chat.history` reports it.
+    pub(crate) fn row_value(&self, key: &str) -> Value {
         json!({
             "key": key,
             "sessionId": self.id,
@@ -121,12 +126,34 @@ impl ChatSession {
         })
     }
 
+    /// The row [`StoreChange::PutSession`] stores: [`ChatSession::row_value`]'s text,
+    /// written as serde_json writes that `Value` (members in sorted order; a test compares
+    /// the two). A session's row is put on every message, and building a map of it only to
+    /// encode it cost more than writing it.
+    pub(crate) fn row(&self, key: &str) -> RowText {
+        let mut out = String::with_capacity(160 + key.len() + self.id.len());
+        out.push_str("{\"agentId\":\"main\",\"classification\":\"direct\",\"createdAt\":");
+        let _ = write!(out, "{}", self.created_at);
+        out.push_str(",\"createdVia\":");
+        push_json_str(&mut out, &self.created_via);
+        out.push_str(",\"key\":");
+        push_json_str(&mut out, key);
+        out.push_str(",\"overrides\":");
+        push_json_object(&mut out, &self.overrides);
+        out.push_str(",\"sessionId\":");
+        push_json_str(&mut out, &self.id);
+        out.push_str(",\"updatedAt\":");
+        let _ = write!(out, "{}", self.updated_at);
+        out.push('}');
+        RowText::from_encoded(&out)
+    }
+
     /// The newest message, if the session has one.
     pub(crate) fn last(&self) -> Option<Value> {
         // It was encoded from a `Value`, so it decodes.
         self.last
-            .as_deref()
-            .and_then(|m| serde_json::from_str(m).ok())
+            .as_ref()
+            .and_then(|m| serde_json::from_str(m.as_str()).ok())
     }
 }
 
@@ -348,6 +375,22 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_row_is_the_text_of_the_row_value() {
+        let mut s = ChatSession::new("id \"1\"\n".into(), 5);
+        s.created_via = "telegram\u{7}é".into();
+        s.updated_at = u64::MAX;
+        for key in ["agent:main:main", "agent:main:telegram:dm:42\\\"</"] {
+            assert_eq!(
+                s.row(key).as_str(),
+                RowText::of_value(&s.row_value(key)).as_str()
+            );
+            s.overrides.insert("thinkingLevel".into(), json!("high"));
+            s.overrides
+                .insert("a\"b".into(), json!({"z": [1.5, null, true], "a": -3}));
+        }
+    }
+
+    #[test]
     fn the_window_is_bounded_and_the_model_sees_text_turns_only() {
         let mut s = ChatSession::new("id-1".into(), 5);
         let mut recent = Recent::default();
@@ -357,7 +400,7 @@ mod tests {
             failed_before_reply("boom", 7),
             text_message("assistant", "hello", 8),
         ] {
-            s.push(m.to_string().into());
+            s.push(RowText::of_value(&m));
             recent.keep(&m, w);
         }
         assert_eq!(
@@ -372,14 +415,14 @@ mod tests {
         );
         assert_eq!(recent.to_model(1).len(), 1);
         let again = text_message("user", "again", 9);
-        assert_eq!(s.push(again.to_string().into()), 4);
+        assert_eq!(s.push(RowText::of_value(&again)), 4);
         recent.keep(&again, w);
         assert_eq!(
             (recent.held().0, s.total),
             (3, 4),
             "the oldest left the window"
         );
-        let row = s.row(MAIN_SESSION_KEY);
+        let row = s.row(MAIN_SESSION_KEY).to_value();
         let back = ChatSession::from_row(row, Some(again.clone()), 4).unwrap();
         assert_eq!(
             (back.id.as_str(), back.last(), back.total),

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::inbound::Inbound;
 use super::row_key::row_key;
-use crate::persist::{ChannelRowKind, StoreChange};
+use crate::persist::{ChannelRowKind, RowText, StoreChange};
 
 /// `done` rows kept for deduplication (per gateway): the newest this many always are.
 pub const MAX_DONE_ROWS: usize = 2_000;
@@ -224,7 +224,7 @@ fn put(ev: &Event) -> StoreChange {
     StoreChange::PutChannelRow {
         kind: ChannelRowKind::Ingress,
         key: row_key(ev.seq),
-        row: json!(ev),
+        row: RowText::of_value(&json!(ev)),
     }
 }
 

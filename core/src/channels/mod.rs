@@ -1200,7 +1200,7 @@ pub(crate) fn latest_rows(changes: &[StoreChange]) -> Vec<(ChannelRowKind, Value
     for c in changes {
         match c {
             StoreChange::PutChannelRow { kind, key, row } => {
-                rows.insert((*kind, key.clone()), row.clone());
+                rows.insert((*kind, key.clone()), row.to_value());
             }
             StoreChange::DeleteChannelRow { kind, key } => {
                 rows.remove(&(*kind, key.clone()));

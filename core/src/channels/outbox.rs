@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::inbound::Target;
 use super::row_key::row_key as key;
-use crate::persist::{ChannelRowKind, StoreChange};
+use crate::persist::{ChannelRowKind, RowText, StoreChange};
 
 /// Attempts of one chunk before its message is kept as undelivered.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -70,7 +70,7 @@ fn put(d: &Delivery) -> StoreChange {
     StoreChange::PutChannelRow {
         kind: ChannelRowKind::Outbox,
         key: key(d.seq),
-        row: json!(d),
+        row: RowText::of_value(&json!(d)),
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::persist::{ChannelRowKind, StoreChange};
+use crate::persist::{ChannelRowKind, RowText, StoreChange};
 
 /// Upstream's code alphabet: uppercase letters and digits without `0`, `O`, `1`, `I`.
 pub const CODE_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -77,7 +77,7 @@ impl Approval {
         StoreChange::PutChannelRow {
             kind: ChannelRowKind::PairingApproval,
             key: self.key(),
-            row: json!(self),
+            row: RowText::of_value(&json!(self)),
         }
     }
 }
@@ -226,7 +226,7 @@ fn put_request(r: &PairingRequest) -> StoreChange {
     StoreChange::PutChannelRow {
         kind: ChannelRowKind::PairingRequest,
         key: r.request_id.clone(),
-        row: json!(r),
+        row: RowText::of_value(&json!(r)),
     }
 }
 

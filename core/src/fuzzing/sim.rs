@@ -13,7 +13,7 @@ use crate::client::{Client, ClientConfig, Event};
 use crate::frame::ErrorShape;
 use crate::model::HttpRequest;
 use crate::persist::{
-    ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, StoreChange,
+    ChannelRowKind, HistoryPage, HistoryQuery, HistoryRange, HistoryRow, RowText, StoreChange,
     StoredChannelRow, StoredPendingInput, StoredSession,
 };
 use crate::{
@@ -821,13 +821,26 @@ pub struct SimSessions {
     pub channel_rows: BTreeMap<(ChannelRowKind, String), Value>,
 }
 
+/// A stored row decoded, after checking that its text is what the store held when the core
+/// handed it rows as `Value`s: the compact encoding of the `Value` it decodes to (members in
+/// sorted order, no spaces), whichever way the core wrote it.
+fn stored(row: &RowText) -> Value {
+    let value = row.to_value();
+    assert_eq!(
+        row.as_str(),
+        RowText::of_value(&value).as_str(),
+        "a row's text is not its value's encoding"
+    );
+    value
+}
+
 impl SimSessions {
     /// Apply the session changes of a written batch.
     fn apply(&mut self, changes: &[StoreChange]) {
         for change in changes {
             match change {
                 StoreChange::PutSession { key, row } => {
-                    self.rows.insert(key.clone(), row.clone());
+                    self.rows.insert(key.clone(), stored(row));
                 }
                 StoreChange::AppendMessage {
                     session_key,
@@ -837,20 +850,20 @@ impl SimSessions {
                     self.transcripts
                         .entry(session_key.clone())
                         .or_default()
-                        .insert(*seq, message.clone());
+                        .insert(*seq, stored(message));
                 }
                 StoreChange::PutPendingInput { run_id, row } => {
                     self.pending.retain(|p| p.run_id != *run_id);
                     self.pending.push(StoredPendingInput {
                         run_id: run_id.clone(),
-                        row: row.clone(),
+                        row: stored(row),
                     });
                 }
                 StoreChange::DeletePendingInput(run_id) => {
                     self.pending.retain(|p| p.run_id != *run_id);
                 }
                 StoreChange::PutChannelRow { kind, key, row } => {
-                    self.channel_rows.insert((*kind, key.clone()), row.clone());
+                    self.channel_rows.insert((*kind, key.clone()), stored(row));
                 }
                 StoreChange::DeleteChannelRow { kind, key } => {
                     self.channel_rows.remove(&(*kind, key.clone()));

@@ -3,7 +3,7 @@
 //! serialiser costs several hundred instructions per object member (three writes through
 //! `io::Write` per string), a body written here a few dozen.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::frame::push_json_str;
 
@@ -39,19 +39,22 @@ pub(crate) fn push_json_value(out: &mut String, v: &Value) {
         Value::Number(n) => out.push_str(&n.to_string()),
         Value::String(s) => push_json_str(out, s),
         Value::Array(items) => push_array(out, items, |v, out| push_json_value(out, v)),
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                push_json_str(out, k);
-                out.push(':');
-                push_json_value(out, v);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => push_json_object(out, map),
     }
+}
+
+/// Append `map` as [`push_json_value`] writes it as a `Value::Object`.
+pub(crate) fn push_json_object(out: &mut String, map: &Map<String, Value>) {
+    out.push('{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, k);
+        out.push(':');
+        push_json_value(out, v);
+    }
+    out.push('}');
 }
 
 #[cfg(test)]

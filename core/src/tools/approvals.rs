@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::digest::sha256_hex;
 use serde_json::{Value, json};
 
-use crate::persist::{ChannelRowKind, StoreChange};
+use crate::persist::{ChannelRowKind, RowText, StoreChange};
 
 /// Resolutions remembered after the fact, so a late second answer is told the request was
 /// already resolved rather than that it never existed.
@@ -240,7 +240,7 @@ impl Grants {
         self.unsaved.push(StoreChange::PutChannelRow {
             kind: ChannelRowKind::ExecGrant,
             key: key.clone(),
-            row: entry.clone(),
+            row: RowText::of_value(&entry),
         });
         self.entries.insert(key, entry);
     }
@@ -373,6 +373,7 @@ mod tests {
         let StoreChange::PutChannelRow { key, row, .. } = changes[0].clone() else {
             panic!("{changes:?}")
         };
+        let row = row.to_value();
         assert!(row["pattern"].as_str().unwrap().starts_with("=command:"));
         let mut back = Grants::default();
         assert!(back.restore(key, row));

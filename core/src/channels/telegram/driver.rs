@@ -19,7 +19,7 @@ use crate::channels::{
 use crate::gateway::Gateway;
 use crate::log::Level;
 use crate::model::HttpRequest;
-use crate::persist::{ChannelRowKind, StoreChange};
+use crate::persist::{ChannelRowKind, RowText, StoreChange};
 use crate::work::{HttpError, WorkId};
 
 use super::account::{Account, Phase};
@@ -85,7 +85,7 @@ fn offset_row(account: &str, offset: i64) -> StoreChange {
     StoreChange::PutChannelRow {
         kind: ChannelRowKind::Offset,
         key: account.to_string(),
-        row: json!({"offset": offset}),
+        row: RowText::of_value(&json!({"offset": offset})),
     }
 }
 
