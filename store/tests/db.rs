@@ -830,26 +830,42 @@ fn the_wal_file_is_made_long_at_the_first_pause_and_keeps_its_length() {
     assert_eq!(transcript_rows(dir.path()), 10);
 }
 
+/// The tables of schemas 2 to 6 that do not hold keyed rows, as migrations 1, 2 and 4 made
+/// them.
+const UNKEYED_TABLES: &str = "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+     CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+     CREATE TABLE pending_requests (request_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
+     CREATE TABLE transcript (session_key TEXT NOT NULL, seq INTEGER NOT NULL,
+         message TEXT NOT NULL, PRIMARY KEY (session_key, seq)) STRICT;
+     CREATE TABLE pending_input (run_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;";
+
+/// The names of schemas 3 to 6's keyed-row tables (a table per kind).
+fn keyed_tables() -> impl Iterator<Item = &'static str> {
+    ["sessions"].into_iter().chain(
+        clawgate_core::persist::ChannelRowKind::ALL
+            .iter()
+            .map(|k| k.table()),
+    )
+}
+
+/// A state directory named `name` with an empty database file, open, for a test to build an
+/// older schema in.
+fn old_database(name: &str) -> (TempDir, std::path::PathBuf, rusqlite::Connection) {
+    let dir = TempDir::new(name);
+    let path = db_path(dir.path());
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    (dir, path, conn)
+}
+
 /// A database of schema 5 (every keyed table with a rowid and a key index) is brought to the
 /// current schema in place, its sessions, channel rows and grants kept.
 #[test]
 fn a_version_5_database_migrates_and_keeps_its_keyed_rows() {
     use clawgate_core::persist::ChannelRowKind;
-    let dir = TempDir::new("store-v5");
-    let path = db_path(dir.path());
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let mut sql = String::from(
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-         CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
-         CREATE TABLE pending_requests (request_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
-         CREATE TABLE transcript (session_key TEXT NOT NULL, seq INTEGER NOT NULL,
-             message TEXT NOT NULL, PRIMARY KEY (session_key, seq)) STRICT;
-         CREATE TABLE pending_input (run_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
-    );
-    let keyed = ["sessions"]
-        .into_iter()
-        .chain(ChannelRowKind::ALL.iter().map(|k| k.table()));
+    let (dir, path, conn) = old_database("store-v5");
+    let mut sql = String::from(UNKEYED_TABLES);
+    let keyed = keyed_tables();
     for table in keyed {
         sql.push_str(&format!(
             "CREATE TABLE {table} (key TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
@@ -929,21 +945,9 @@ fn a_turns_session_and_channel_rows_share_one_page() {
 #[test]
 fn a_version_6_database_migrates_and_reads_back_equal() {
     use clawgate_core::persist::ChannelRowKind;
-    let dir = TempDir::new("store-v6");
-    let path = db_path(dir.path());
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let mut sql = String::from(
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-         CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
-         CREATE TABLE pending_requests (request_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;
-         CREATE TABLE transcript (session_key TEXT NOT NULL, seq INTEGER NOT NULL,
-             message TEXT NOT NULL, PRIMARY KEY (session_key, seq)) STRICT;
-         CREATE TABLE pending_input (run_id TEXT PRIMARY KEY, row TEXT NOT NULL) STRICT;",
-    );
-    let keyed = ["sessions"]
-        .into_iter()
-        .chain(ChannelRowKind::ALL.iter().map(|k| k.table()));
+    let (dir, path, conn) = old_database("store-v6");
+    let mut sql = String::from(UNKEYED_TABLES);
+    let keyed = keyed_tables();
     let mut want = Vec::new();
     for table in keyed {
         sql.push_str(&format!(

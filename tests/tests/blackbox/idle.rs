@@ -3,7 +3,6 @@
 //! answer, the tick). Counted per thread from `/proc/PID/task/*/status`: context switches count
 //! wake-ups whatever the machine's load (a thread asleep is never switched out), unlike time.
 
-use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use clawgate_tests::both;
 use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Options, Shell};
+use clawgate_tests::threads::{self, Switches};
 
 pub(crate) const BOT_TOKEN: &str = "123456:test-token";
 /// How long the idle gateway is watched: one long poll's timeout (30 s) and one tick (30 s)
@@ -43,27 +43,6 @@ pub(crate) fn with_telegram_dms(options: Options, model: &FakeModel, tg: &FakeTe
     ))
 }
 
-/// One thread's name and its context switches so far (voluntary + involuntary).
-fn switches(pid: u32) -> BTreeMap<String, (String, u64)> {
-    let mut out = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let dir = task.path();
-        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        let count: u64 = status
-            .lines()
-            .filter(|l| l.contains("ctxt_switches:"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum();
-        let tid = task.file_name().to_string_lossy().into_owned();
-        out.insert(tid, (name.trim().to_string(), count));
-    }
-    out
-}
-
 /// After a DM answered by the agent, the gateway idles for [`WINDOW`]: every thread's
 /// wake-ups are printed, and their total stays within [`max_switches`].
 fn idle_wakeups_with_telegram_polling(shell: Shell) {
@@ -91,10 +70,10 @@ fn idle_wakeups_with_telegram_polling(shell: Shell) {
     }
     thread::sleep(Duration::from_secs(1));
     let pid = gw.pid();
-    let before = switches(pid);
+    let before = threads::of_process(pid, Switches::All);
     let started = Instant::now();
     thread::sleep(WINDOW);
-    let after = switches(pid);
+    let after = threads::of_process(pid, Switches::All);
     let secs = started.elapsed().as_secs_f64();
     let mut total = 0;
     let mut table = String::new();

@@ -5,7 +5,6 @@
 //! times a thread slept, so its wake-ups) whatever the machine's load, unlike time: a wake-up
 //! handed from thread to thread is also a hop's latency.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clawgate_tests::both;
@@ -13,6 +12,7 @@ use clawgate_tests::fake_api::poll_for;
 use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Options, Shell, WAIT};
+use clawgate_tests::threads::{self, Switches};
 
 use crate::idle::{BOT_TOKEN, with_telegram_dms};
 
@@ -39,27 +39,6 @@ const REACTOR_THREAD: &str = "async-io";
 /// Its wake-ups in all [`TURNS`] at most: room for a stray timer of a socket task.
 const MAX_REACTOR_WAKEUPS: u64 = TURNS / 2;
 
-/// One thread's name and its voluntary context switches so far.
-fn voluntary(pid: u32) -> BTreeMap<String, (String, u64)> {
-    let mut out = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let dir = task.path();
-        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        let count = status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        let tid = task.file_name().to_string_lossy().into_owned();
-        out.insert(tid, (name.trim().to_string(), count));
-    }
-    out
-}
-
 /// After a first DM (connections opened, caches warm), [`TURNS`] more DMs one after the
 /// other: every thread's wake-ups are printed, their total per turn stays within
 /// [`MAX_WAKEUPS_PER_TURN`], and async-io's thread sleeps through them.
@@ -71,11 +50,11 @@ fn wakeups_per_telegram_turn(shell: Shell) {
     answer(&tg, "warm-up", 1);
     std::thread::sleep(Duration::from_millis(300));
     let pid = gw.pid();
-    let before = voluntary(pid);
+    let before = threads::of_process(pid, Switches::Voluntary);
     for n in 0..TURNS {
         answer(&tg, &format!("turn {n}"), 2 + n as usize);
     }
-    let after = voluntary(pid);
+    let after = threads::of_process(pid, Switches::Voluntary);
     let (mut total, mut reactor) = (0, 0);
     let mut table = String::new();
     for (tid, (name, n)) in &after {
