@@ -413,6 +413,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::stream::client_frame;
     use tungstenite::Message;
 
     fn server() -> Ws {
@@ -423,26 +424,6 @@ mod tests {
     fn tungstenite_frame(ws: &mut Ws, text: &str) -> Vec<u8> {
         let _ = ws.ctx.write(&mut ws.io, Message::text(text));
         std::mem::take(&mut ws.io.wr)
-    }
-
-    /// A client frame: first byte `b0`, `payload` masked with `key`, its length in the
-    /// shortest form (or the 16-bit one when `long`).
-    fn client_frame(b0: u8, payload: &[u8], key: [u8; 4], long: bool) -> Vec<u8> {
-        let mut f = vec![b0];
-        match payload.len() {
-            n @ 0..=125 if !long => f.push(0x80 | n as u8),
-            n @ 0..=0xFFFF => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&key);
-        f.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
-        f
     }
 
     const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];

@@ -103,11 +103,7 @@ mod tests {
 
     /// A masked client frame (mask key 0) with this first byte and payload.
     fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = crate::fuzzing::stream::client_text_frame(payload);
-        if let Some(first) = out.first_mut() {
-            *first = b0;
-        }
-        out
+        crate::fuzzing::stream::client_frame(b0, payload, [0; 4], false)
     }
 
     #[test]

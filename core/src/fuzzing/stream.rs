@@ -47,10 +47,16 @@ pub fn upgrade_head(variant: u8) -> Vec<u8> {
 /// One masked, final WebSocket text frame as a client sends it (mask key zero, so the text
 /// stays readable in corpus files).
 pub fn client_text_frame(text: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x81];
-    match text.len() {
-        n @ 0..=125 => f.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
+    client_frame(0x81, text, [0; 4], false)
+}
+
+/// A client frame: first byte `b0`, `payload` masked with `key`, its length in the shortest
+/// form (or the 16-bit one when `long` and it fits).
+pub fn client_frame(b0: u8, payload: &[u8], key: [u8; 4], long: bool) -> Vec<u8> {
+    let mut f = vec![b0];
+    match payload.len() {
+        n @ 0..=125 if !long => f.push(0x80 | n as u8),
+        n @ 0..=0xFFFF => {
             f.push(0x80 | 126);
             f.extend_from_slice(&(n as u16).to_be_bytes());
         }
@@ -59,8 +65,8 @@ pub fn client_text_frame(text: &[u8]) -> Vec<u8> {
             f.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    f.extend_from_slice(&[0; 4]);
-    f.extend_from_slice(text);
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
     f
 }
 
