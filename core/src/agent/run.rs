@@ -191,32 +191,54 @@ impl Run {
 
     /// An `agent` lifecycle event in `phase` with `fields`.
     pub(crate) fn lifecycle(&mut self, ts: u64, phase: &str, fields: Value) -> Event {
-        let mut data = Map::new();
-        data.insert("phase".into(), json!(phase));
-        if let Value::Object(f) = fields {
-            data.extend(f);
-        }
-        self.agent(ts, "lifecycle", Value::Object(data))
+        self.agent(ts, "lifecycle", lifecycle_data(phase, fields))
     }
 
     /// The `agent` assistant event for text not sent on that stream yet.
     pub(crate) fn flush_agent_text(&mut self, ts: u64) -> Option<Event> {
-        let delta = self.text.get(self.agent_sent..).filter(|d| !d.is_empty())?;
-        let data = json!({
-            "text": self.text,
-            "delta": delta,
-            "itemId": format!("{}:{}", self.run_id, self.message_index),
-        });
-        self.agent_sent = self.text.len();
+        let from = self.take_unsent_agent_text()?;
+        let data = self.assistant_data(from);
         Some(self.agent(ts, "assistant", data))
     }
 
     /// The `chat` delta for text not sent on that stream yet.
     pub(crate) fn flush_chat_text(&mut self, ts: u64) -> Option<Event> {
-        let delta = self.text.get(self.chat_sent..).filter(|d| !d.is_empty())?;
-        let fields = json!({"deltaText": delta, "message": self.message(ts)});
-        self.chat_sent = self.text.len();
-        Some(self.chat("delta", fields))
+        let from = self.take_unsent_chat_text()?;
+        Some(self.chat("delta", self.delta_fields(from, ts)))
+    }
+
+    /// Where the text not sent on the `agent` stream starts, if there is any; it counts as
+    /// sent from now.
+    fn take_unsent_agent_text(&mut self) -> Option<usize> {
+        let from = self.agent_sent;
+        self.unsent(from).then(|| {
+            self.agent_sent = self.text.len();
+            from
+        })
+    }
+
+    /// Where the text not sent on the `chat` stream starts, if there is any; it counts as
+    /// sent from now.
+    fn take_unsent_chat_text(&mut self) -> Option<usize> {
+        let from = self.chat_sent;
+        self.unsent(from).then(|| {
+            self.chat_sent = self.text.len();
+            from
+        })
+    }
+
+    /// The data of the `agent` assistant event for the text from `from` on.
+    fn assistant_data(&self, from: usize) -> Value {
+        json!({
+            "text": self.text,
+            "delta": self.text.get(from..).unwrap_or_default(),
+            "itemId": format!("{}:{}", self.run_id, self.message_index),
+        })
+    }
+
+    /// The fields of the `chat` delta for the text from `from` on.
+    fn delta_fields(&self, from: usize, ts: u64) -> Value {
+        json!({"deltaText": self.text.get(from..).unwrap_or_default(), "message": self.message(ts)})
     }
 
     /// The current assistant message ended (it called tools): the next text starts a new
@@ -301,37 +323,33 @@ impl<'r> Events<'r> {
     /// An `agent` lifecycle event in `phase` with `fields` made from the run
     /// ([`Run::lifecycle`]).
     pub(crate) fn lifecycle(&mut self, phase: &str, fields: impl FnOnce(&Run) -> Value) {
-        match &mut self.built {
-            Some(built) => {
-                let fields = fields(self.run);
-                built.push(self.run.lifecycle(self.ts, phase, fields));
-            }
-            None => self.run.seq += 1,
-        }
+        self.agent("lifecycle", |run| lifecycle_data(phase, fields(run)));
     }
 
     /// The `agent` assistant event for the text not sent on that stream yet, if any.
     pub(crate) fn flush_agent_text(&mut self) {
-        match &mut self.built {
-            Some(built) => built.extend(self.run.flush_agent_text(self.ts)),
-            None if self.run.unsent(self.run.agent_sent) => {
-                self.run.seq += 1;
-                self.run.agent_sent = self.run.text.len();
-            }
-            None => {}
+        if let Some(from) = self.run.take_unsent_agent_text() {
+            self.agent("assistant", |run| run.assistant_data(from));
         }
     }
 
     /// The `chat` delta for the text not sent on that stream yet, if any.
     pub(crate) fn flush_chat_text(&mut self) {
-        match &mut self.built {
-            Some(built) => built.extend(self.run.flush_chat_text(self.ts)),
-            None if self.run.unsent(self.run.chat_sent) => {
-                self.run.chat_sent = self.run.text.len();
-            }
-            None => {}
+        if let Some(from) = self.run.take_unsent_chat_text() {
+            let ts = self.ts;
+            self.chat("delta", |run| run.delta_fields(from, ts));
         }
     }
+}
+
+/// An `agent` lifecycle event's data: `phase`, then `fields`' members.
+fn lifecycle_data(phase: &str, fields: Value) -> Value {
+    let mut data = Map::new();
+    data.insert("phase".into(), json!(phase));
+    if let Value::Object(f) = fields {
+        data.extend(f);
+    }
+    Value::Object(data)
 }
 
 #[cfg(test)]
