@@ -77,7 +77,8 @@ impl PathPlan {
                 idle: secs(35, 65),
                 upstream_chats: pick(10, 50),
             },
-            hops: pick(50, 100),
+            // A nearest-rank p99 of fewer than 100 samples is the slowest one.
+            hops: pick(100, 200),
             quick,
         }
     }
@@ -514,6 +515,12 @@ fn rows(p: &PathPlan) -> Vec<Row> {
             |f| Some(ms(f.channels.as_ref().ok()?.latency.hop_net.p99)),
         ),
         row(
+            "the same, to when the fakes' threads read the `sendMessage` and the model request (their wake-ups counted as the gateway's), ms p99",
+            2,
+            None,
+            |f| Some(ms(f.channels.as_ref().ok()?.latency.hop_net_read.p99)),
+        ),
+        row(
             "`getUpdates` answered → `sendMessage`, store `synchronous=normal`, ms p50",
             2,
             None,
@@ -596,6 +603,15 @@ fn rows(p: &PathPlan) -> Vec<Row> {
             // Telegram's goal is on its one-channel row above.
             (c != Channel::Telegram).then_some(Goal::AtMost(1.0)),
             move |f| Some(ms(f.hops.as_ref().ok()?.hop(c).as_ref().ok()?.net.p99)),
+        ));
+        rows.push(row(
+            format!(
+                "three channels: {} hop less the model, to when the fakes' threads read, ms p99",
+                c.label()
+            ),
+            2,
+            None,
+            move |f| Some(ms(f.hops.as_ref().ok()?.hop(c).as_ref().ok()?.net_read.p99)),
         ));
     }
     rows.push(row(
@@ -745,10 +761,33 @@ pub fn render(
                 f.name, h.messages
             );
         }
+        if let Ok(c) = &f.channels
+            && c.latency.unstamped > 0
+        {
+            let _ = writeln!(
+                s,
+                "- {}: Telegram: {} messages with an arrival the kernel did not stamp (its \
+                 read time stood in)",
+                f.name, c.latency.unstamped
+            );
+        }
         if let Ok(h) = &f.hops {
             for c in Channel::ALL {
-                if let Err(e) = h.hop(c) {
-                    let _ = writeln!(s, "- {}: no {} hop figures ({e})", f.name, c.label());
+                match h.hop(c) {
+                    Err(e) => {
+                        let _ = writeln!(s, "- {}: no {} hop figures ({e})", f.name, c.label());
+                    }
+                    Ok(t) if t.unstamped > 0 => {
+                        let _ = writeln!(
+                            s,
+                            "- {}: three channels: {}: {} messages with an arrival the kernel \
+                             did not stamp (its read time stood in)",
+                            f.name,
+                            c.label(),
+                            t.unstamped
+                        );
+                    }
+                    Ok(_) => {}
                 }
             }
         }
@@ -769,9 +808,23 @@ Method: every gateway gets the same fakes, in the load generator's process: an O
 model (the agent turns: 8 parts 20 ms apart; the broadcast run: 8 parts 40 ms apart; elsewhere
 an instant echo) and a Telegram Bot API (`channels.telegram.apiRoot` and
 `network.dangerouslyAllowPrivateNetwork` point every gateway at it; `dmPolicy: \"open\"`). The
-fakes stamp when they flushed each answer part, when each call arrived and when each
-`getUpdates` answer was written, on the load generator's clock, so the latencies are what the
-gateway adds. The agent turns run on the Telegram run's gateway, before any
+fakes stamp, on the load generator's monotonic clock, each write to the gateway (an answer
+part, a `getUpdates` answer, a Socket Mode envelope, a Gateway dispatch) just before the one
+`write` that carries it (a stall between stamp and write counts against the gateway), and each
+request's arrival as the kernel stamped it: `SO_TIMESTAMPNS` on the fakes' sockets, read with
+`recvmsg`, gives the receive time of the last segment a read took bytes from (Linux stamps a
+loopback segment as the device hands it to the receive path, within the gateway's `write`), so
+the time a request waited in the fake's socket for the fake's thread to wake and read it is not
+counted as the gateway's. The kernel's stamp is on `CLOCK_REALTIME`; it is carried onto the
+monotonic clock just after the read by reading both clocks together (the realtime clock
+between two monotonic readings, the closest of three tries: off by tens of ns; a step of the
+realtime clock between a segment's arrival and its read would misplace that one sample). A
+request whose arrival the kernel did not stamp counts from its read (the report says how
+many). The fakes write with `TCP_NODELAY`, a reply's head and body in one write (a streamed
+answer's head first, then each part in one write, its last chunk with the last part). The
+rows \"to when the fakes' threads read\" are the same hops to the instant the fake's thread had
+read the reply and the model request whole (the figures before kernel stamps): the difference
+is the fakes' wake-ups. The agent turns run on the Telegram run's gateway, before any
 Telegram message (its RSS before any message is taken before them). The broadcast rows:
 server CPU (`/proc/<pid>/task/*/schedstat`, the process tree) per turn with the sending
 operator alone, then with the watchers connected (read-only operators, each receiving every
@@ -791,18 +844,21 @@ tick here; the long poll is the gateway's own, 30 s in both). Three channels: on
 Telegram, Slack (Socket Mode; `SLACK_API_URL` points at a fake Web API whose
 `apps.connections.open` hands out a fake socket) and Discord (`DISCORD_API_URL` points at a fake
 REST API and Gateway) configured at once, each open to everyone, the echo model answering at
-once; after one warm-up message per channel, messages one at a time on each channel in turn,
+once; after one warm-up message per channel, messages one at a time on each channel in turn
+(100 each in the quick plan, 200 in the full one, so a p99 is not the slowest sample),
 timed from the fake writing the event (the `getUpdates` answer, the `events_api` envelope, the
-`MESSAGE_CREATE` dispatch) to the reply reaching it, and the same less the fake model's own
-time for that message (below); the Slack sender is a user the fake's `users.info` knows (its
+`MESSAGE_CREATE` dispatch) to the reply reaching its socket, and the same less the fake model's
+own time for that message (below); the Slack sender is a user the fake's `users.info` knows (its
 name is looked up once, then kept). Upstream's Slack and Discord are plugins
 (`@openclaw/slack`, `@openclaw/discord` 2026.9.6) installed once by `scripts/bench.sh`; its state
 directory starts with their install records (upstream refuses an unrecorded plugin the keyed
 store Discord needs). The echo model answers with the newest user text of the request, skipping
 the context message upstream appends to every request (which quotes earlier replies); a reply
-counts when it carries its message's token. The fake model's own time: from its having read
-the turn's request whole to its answer's end written, per message; the hop less it is what the
-gateway adds. The `synchronous=normal` rows: one more clawgate
+counts when it carries its message's token. The fake model's own time: from the turn's
+request reaching its socket (the kernel's stamp) to its answer's end written (stamped before
+that write), per message; the hop less it is what the gateway adds: the gateway's two legs,
+the event written → the model request arrived and the model's end written → the reply arrived,
+each including the kernel's loopback delivery and the gateway's wake-ups, not the fakes'. The `synchronous=normal` rows: one more clawgate
 gateway as in the Telegram run, started with `CLAWGATE_STORE_SYNCHRONOUS=normal` (the rows above
 run with the default, `full`), the same sequential messages timed. Upstream's Telegram and
 three-channel gateways (each takes a minute or more of CPU to start) are spawned when the last

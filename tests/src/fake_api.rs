@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::fake_model::{Framing, Part, RecordedRequest, Reply, read_request, write_reply};
 use crate::harness::{WAIT, accept_each};
+use crate::rx_stamp::{Arrival, StampedStream};
 
 /// An answer: status, extra headers, JSON body (no body is written for a 204).
 pub type Answer = (u16, Vec<(String, String)>, Value);
@@ -33,8 +34,8 @@ pub struct Call {
     pub auth: String,
     /// The JSON body (`Null` when not JSON).
     pub body: Value,
-    /// When its body was read.
-    pub at: Instant,
+    /// When it reached the fake (the kernel's stamp of its last segment) and was read.
+    pub arrival: Arrival,
 }
 
 /// The shared recorder and listeners of one fake API; see the module docs.
@@ -61,7 +62,8 @@ impl FakeApi {
     }
 
     /// Listen on `127.0.0.1:0`, each connection served by `serve` on its own thread named
-    /// after `name`, until [`FakeApi::shut_down`]; the address.
+    /// after `name`, until [`FakeApi::shut_down`]; the address. What the fake writes goes
+    /// out at once (`TCP_NODELAY`, as servers set it), not held back for the client's ack.
     pub fn listen(
         self: &Arc<Self>,
         name: &str,
@@ -70,6 +72,10 @@ impl FakeApi {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a fake API");
         let addr = listener.local_addr().expect("local address");
         let api = self.clone();
+        let serve = move |conn: TcpStream| {
+            let _ = conn.set_nodelay(true);
+            serve(conn);
+        };
         let thread = accept_each(listener, name, move || api.stopped(), serve);
         lock(&self.listeners).push((addr, Some(thread)));
         addr
@@ -105,11 +111,23 @@ impl FakeApi {
         &self,
         conn: TcpStream,
         content_type: &str,
+        answer: impl FnMut(&RecordedRequest) -> Option<Answer>,
+    ) -> Option<(TcpStream, RecordedRequest)> {
+        self.serve_http_timed(conn, content_type, answer, |_| {})
+    }
+
+    /// [`FakeApi::serve_http`], telling `written` after each answer when it was written
+    /// (the instant just before the one write that carried it).
+    pub fn serve_http_timed(
+        &self,
+        conn: TcpStream,
+        content_type: &str,
         mut answer: impl FnMut(&RecordedRequest) -> Option<Answer>,
+        mut written: impl FnMut(Instant),
     ) -> Option<(TcpStream, RecordedRequest)> {
         self.connections.fetch_add(1, Ordering::SeqCst);
         let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-        let mut reader = BufReader::new(conn.try_clone().ok()?);
+        let mut reader = BufReader::new(StampedStream::new(conn.try_clone().ok()?).ok()?);
         let mut writer = conn;
         while let Ok(Some(req)) = read_request(&mut reader) {
             let Some((status, headers, body)) = answer(&req) else {
@@ -133,7 +151,14 @@ impl FakeApi {
             let closes = req
                 .header("connection")
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            if write_reply(&mut writer, &reply, closes, || {}).is_err() || closes {
+            let mut at = None;
+            let wrote = write_reply(&mut writer, &reply, closes, |t| {
+                at.get_or_insert(t);
+            });
+            if let Some(t) = at {
+                written(t);
+            }
+            if wrote.is_err() || closes {
                 return None;
             }
         }
@@ -154,7 +179,7 @@ impl FakeApi {
             method: req.method.clone(),
             auth: req.header("authorization").unwrap_or_default().to_string(),
             body: req.json.clone(),
-            at: Instant::now(),
+            arrival: req.arrival,
         });
         lock(&self.scripted)
             .iter_mut()
@@ -185,12 +210,12 @@ impl FakeApi {
         self.timed_calls(name).into_iter().map(|(_, b)| b).collect()
     }
 
-    /// The bodies of every call named `name` so far, each with when it arrived.
-    pub fn timed_calls(&self, name: &str) -> Vec<(Instant, Value)> {
+    /// The bodies of every call named `name` so far, each with when it arrived and was read.
+    pub fn timed_calls(&self, name: &str) -> Vec<(Arrival, Value)> {
         lock(&self.calls)
             .iter()
             .filter(|c| c.name == name)
-            .map(|c| (c.at, c.body.clone()))
+            .map(|c| (c.arrival, c.body.clone()))
             .collect()
     }
 

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::request_body;
+use crate::rx_stamp::{Arrival, Arrivals, StampedStream};
 
 /// The path prefix of [`FakeModel::base_url`].
 pub const BASE_PATH: &str = "/v1";
@@ -83,6 +84,8 @@ pub struct RecordedRequest {
     /// The body as JSON (a form's fields as an object of strings), `Value::Null` when it is
     /// neither.
     pub json: Value,
+    /// When it reached the fake and when the fake had read it.
+    pub arrival: Arrival,
 }
 
 impl RecordedRequest {
@@ -391,9 +394,8 @@ type Script = dyn Fn(&RecordedRequest) -> Reply + Send + Sync;
 /// One request and when the parts of its reply were written.
 struct Served {
     request: RecordedRequest,
-    /// When the whole request had been read (before the fake parsed it).
-    arrived: Instant,
-    /// One instant per part flushed to the socket, then one when the body ended.
+    /// For each part, then for the body's end, the instant just before the write that
+    /// carried it.
     written: Vec<Instant>,
 }
 
@@ -506,17 +508,18 @@ impl FakeModel {
     }
 
     /// For every request so far (as [`FakeModel::requests`] orders them), when each part of
-    /// its reply had been flushed to the socket, then when the body ended: the model's side
-    /// of a latency measurement.
+    /// its reply was written, then when the body ended: the instant just before the write
+    /// that carried it (a stall between the stamp and the write counts against the
+    /// client), the model's side of a latency measurement.
     pub fn write_times(&self) -> Vec<Vec<Instant>> {
         self.lock().iter().map(|s| s.written.clone()).collect()
     }
 
-    /// For every request so far (as [`FakeModel::requests`] orders them), when it had been
-    /// read whole (its last byte read, before the fake parsed it): with
-    /// [`FakeModel::write_times`], the fake's own time per request.
-    pub fn arrival_times(&self) -> Vec<Instant> {
-        self.lock().iter().map(|s| s.arrived).collect()
+    /// For every request so far (as [`FakeModel::requests`] orders them), when it reached
+    /// the fake (the kernel's stamp of its last segment) and when the fake had read it
+    /// whole: with [`FakeModel::write_times`], the fake's own time per request.
+    pub fn arrival_times(&self) -> Vec<Arrival> {
+        self.lock().iter().map(|s| s.request.arrival).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Served>> {
@@ -554,9 +557,12 @@ fn accept_loop(
         let _ = thread::Builder::new()
             .name("fake-model-conn".into())
             .spawn(move || {
-                if conn.set_read_timeout(Some(IDLE)).is_err() {
+                if conn.set_read_timeout(Some(IDLE)).is_err() || conn.set_nodelay(true).is_err() {
                     return;
                 }
+                let Ok(conn) = StampedStream::new(conn) else {
+                    return;
+                };
                 let _ = match tls {
                     None => serve(conn, api, &log, &*script),
                     Some(config) => match rustls::ServerConnection::new(config) {
@@ -571,20 +577,23 @@ fn accept_loop(
 }
 
 /// Serve requests on one connection until the client closes it or a reply ends it.
-fn serve(conn: impl Read + Write, api: FakeApi, log: &Log, script: &Script) -> io::Result<()> {
+fn serve(
+    conn: impl Read + Write + Arrivals,
+    api: FakeApi,
+    log: &Log,
+    script: &Script,
+) -> io::Result<()> {
     let mut reader = BufReader::new(conn);
-    while let Some((req, arrived)) = read_request_timed(&mut reader)? {
+    while let Some(req) = read_request(&mut reader)? {
         let index = {
             let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
             log.push(Served {
                 request: req.clone(),
-                arrived,
                 written: Vec::new(),
             });
             log.len() - 1
         };
-        let mark = || {
-            let at = Instant::now();
+        let mark = |at| {
             if let Some(s) = log
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -609,15 +618,13 @@ fn serve(conn: impl Read + Write, api: FakeApi, log: &Log, script: &Script) -> i
     Ok(())
 }
 
-/// One request: the request line, the headers, a `Content-Length` body. `None` at a clean EOF.
-pub(crate) fn read_request(reader: &mut impl BufRead) -> io::Result<Option<RecordedRequest>> {
-    Ok(read_request_timed(reader)?.map(|(req, _)| req))
-}
-
-/// [`read_request`], and when its last byte had been read: before the body is parsed as
-/// JSON, which is the fake's own work (a model request's body of a few KiB takes tens of
-/// µs to parse into a `Value`), not the client's.
-fn read_request_timed(reader: &mut impl BufRead) -> io::Result<Option<(RecordedRequest, Instant)>> {
+/// One request: the request line, the headers, a `Content-Length` body, and when it
+/// arrived (the kernel's stamp of the last read, when the stream keeps one) and was read
+/// (before the body is parsed as JSON, which is the fake's own work: a model request's body
+/// of a few KiB takes tens of µs to parse into a `Value`). `None` at a clean EOF.
+pub(crate) fn read_request<R: Read + Arrivals>(
+    reader: &mut BufReader<R>,
+) -> io::Result<Option<RecordedRequest>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -647,16 +654,21 @@ fn read_request_timed(reader: &mut impl BufRead) -> io::Result<Option<(RecordedR
         }
     }
     let body = request_body::read(reader, &headers, MAX_REQUEST_BYTES)?;
-    let read = Instant::now();
+    let arrival = Arrival {
+        // The last read took the request's last bytes (the fakes' clients send one request
+        // at a time and wait for its answer).
+        kernel: reader.get_ref().arrived(),
+        read: Instant::now(),
+    };
     let json = request_body::json(&headers, &body);
-    let req = RecordedRequest {
+    Ok(Some(RecordedRequest {
         method,
         path,
         headers,
         body,
         json,
-    };
-    Ok(Some((req, read)))
+        arrival,
+    }))
 }
 
 fn reason(status: u16) -> &'static str {
@@ -674,12 +686,15 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Write `reply`, calling `mark` after each part is flushed and once more when the body ends.
+/// Write `reply`: the head, then each part (after its delay) in one write, the chunked
+/// body's last chunk with the last part (a body without delays goes out with the head unless
+/// it is streamed). `mark` gets, for each part and then for the body's end, the instant
+/// taken just before the write that carried it.
 pub(crate) fn write_reply(
     w: &mut impl Write,
     reply: &Reply,
     client_closes: bool,
-    mark: impl Fn(),
+    mut mark: impl FnMut(Instant),
 ) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n",
@@ -690,6 +705,7 @@ pub(crate) fn write_reply(
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
+    let chunked = matches!(reply.framing, Framing::Chunked | Framing::Dropped);
     match reply.framing {
         Framing::Chunked | Framing::Dropped => head.push_str("Transfer-Encoding: chunked\r\n"),
         Framing::Close => head.push_str("Connection: close\r\n"),
@@ -702,28 +718,53 @@ pub(crate) fn write_reply(
         head.push_str("Connection: close\r\n");
     }
     head.push_str("\r\n");
-    w.write_all(head.as_bytes())?;
-    w.flush()?;
-    for part in &reply.parts {
+    let mut out = head.into_bytes();
+    if chunked {
+        // A streaming server sends its head before the first event.
+        send(w, &mut out)?;
+    }
+    let mut end = None;
+    for (i, part) in reply.parts.iter().enumerate() {
         if !part.delay.is_zero() {
+            send(w, &mut out)?;
             thread::sleep(part.delay);
         }
-        match reply.framing {
-            Framing::Chunked | Framing::Dropped if part.bytes.is_empty() => {}
-            Framing::Chunked | Framing::Dropped => {
-                w.write_all(format!("{:x}\r\n", part.bytes.len()).as_bytes())?;
-                w.write_all(&part.bytes)?;
-                w.write_all(b"\r\n")?;
-            }
-            Framing::Close | Framing::Length => w.write_all(&part.bytes)?,
+        if chunked && !part.bytes.is_empty() {
+            out.extend_from_slice(format!("{:x}\r\n", part.bytes.len()).as_bytes());
+            out.extend_from_slice(&part.bytes);
+            out.extend_from_slice(b"\r\n");
+        } else if !chunked {
+            out.extend_from_slice(&part.bytes);
         }
+        if i + 1 == reply.parts.len() && reply.framing == Framing::Chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        let at = Instant::now();
+        send(w, &mut out)?;
+        mark(at);
+        end = Some(at);
+    }
+    let end = match end {
+        Some(at) => at,
+        None => {
+            if reply.framing == Framing::Chunked {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            let at = Instant::now();
+            send(w, &mut out)?;
+            at
+        }
+    };
+    mark(end);
+    Ok(())
+}
+
+/// Write and flush what `out` holds, if anything, and empty it.
+fn send(w: &mut impl Write, out: &mut Vec<u8>) -> io::Result<()> {
+    if !out.is_empty() {
+        w.write_all(out)?;
         w.flush()?;
-        mark();
+        out.clear();
     }
-    if reply.framing == Framing::Chunked {
-        w.write_all(b"0\r\n\r\n")?;
-    }
-    w.flush()?;
-    mark();
     Ok(())
 }

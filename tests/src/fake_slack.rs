@@ -328,10 +328,11 @@ fn socket(conn: std::net::TcpStream, shared: &Shared) {
             (frames, std::mem::take(&mut s.drop_socket))
         };
         for (id, f) in frames {
+            // Stamped just before the write: a stall between the two counts against the gateway.
+            let at = Instant::now();
             if ws.send(Message::text(f)).is_err() {
                 return;
             }
-            let at = Instant::now();
             if let Some(id) = id {
                 shared.state().written.record(id, at);
             }

@@ -12,6 +12,7 @@
 //! let sent = tg.wait_calls("sendMessage", 1); // the bodies, as JSON (see `FakeApi`)
 //! ```
 
+use std::cell::Cell;
 use std::ops::Deref;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ struct State {
     updates: Vec<Value>,
     next_update: i64,
     next_message: i64,
-    /// Each `getUpdates` answer that carried updates: when it was answered, and their ids.
+    /// Each `getUpdates` answer that carried updates: when it was written, and their ids.
     deliveries: Vec<(Instant, Vec<i64>)>,
 }
 
@@ -78,9 +79,18 @@ impl FakeTelegram {
         });
         let conns = shared.clone();
         let addr = api.listen("fake-telegram", move |conn| {
-            conns
-                .api
-                .serve_http(conn, "application/json", |req| Some(answer(&conns, req)));
+            // The ids of the updates the answer being written carries.
+            let carried = Cell::new(None);
+            conns.api.serve_http_timed(
+                conn,
+                "application/json",
+                |req| Some(answer(&conns, req, &carried)),
+                |at| {
+                    if let Some(ids) = carried.take() {
+                        conns.state().deliveries.push((at, ids));
+                    }
+                },
+            );
         });
         FakeTelegram { addr, shared }
     }
@@ -125,8 +135,8 @@ impl FakeTelegram {
         id
     }
 
-    /// Every `getUpdates` answer that carried updates: when it was answered (just before its
-    /// bytes were written), and the ids of the updates in it.
+    /// Every `getUpdates` answer that carried updates: when it was written (the instant just
+    /// before the one write that carried it), and the ids of the updates in it.
     pub fn deliveries(&self) -> Vec<(Instant, Vec<i64>)> {
         self.shared.state().deliveries.clone()
     }
@@ -139,8 +149,9 @@ impl Drop for FakeTelegram {
     }
 }
 
-/// The answer to `POST /bot<token>/<method>`.
-fn answer(shared: &Shared, req: &RecordedRequest) -> Answer {
+/// The answer to `POST /bot<token>/<method>`; the ids of the updates a `getUpdates` answer
+/// carries go in `carried`.
+fn answer(shared: &Shared, req: &RecordedRequest, carried: &Cell<Option<Vec<i64>>>) -> Answer {
     let plain = |status: u16, body: Value| (status, Vec::new(), body);
     let Some((token, method)) = req
         .path
@@ -183,7 +194,7 @@ fn answer(shared: &Shared, req: &RecordedRequest) -> Answer {
                     .iter()
                     .filter_map(|u| u["update_id"].as_i64())
                     .collect();
-                shared.state().deliveries.push((Instant::now(), ids));
+                carried.set(Some(ids));
             }
             ok(Value::Array(updates))
         }

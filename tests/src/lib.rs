@@ -17,6 +17,7 @@ pub mod fake_tls;
 pub mod harness;
 pub mod netns;
 mod request_body;
+pub mod rx_stamp;
 pub mod schema;
 pub mod tempdir;
 pub mod threads;

@@ -5,15 +5,18 @@
 //! (every one answered), and the cost of the gateway sitting idle with the channel polling:
 //! RSS, wake-ups (context switches) per minute and CPU per hour.
 //!
-//! The fake records when each call arrived and when each `getUpdates` answer was written, on
-//! the load generator's clock, so the figures are what the gateway (the long poll, the
-//! channel's ingress, the agent turn with its model request, the `sendMessage` request) adds.
+//! The fake records when each call arrived (the kernel's receive stamp of its last segment)
+//! and when each `getUpdates` answer was written (just before the write), on the load
+//! generator's clock, so the figures are what the gateway (the long poll, the channel's
+//! ingress, the agent turn with its model request, the `sendMessage` request) adds, without
+//! the time the fakes' threads took to wake and read.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_telegram::FakeTelegram;
+use clawgate_tests::rx_stamp::Arrival;
 use serde_json::{Value, json};
 
 use crate::error::BenchError;
@@ -151,8 +154,8 @@ fn token(n: usize) -> String {
     format!("q{n}z")
 }
 
-/// `sendMessage` calls so far that carry `token`, with when each arrived.
-fn answered(tg: &FakeTelegram, token: &str) -> Option<Instant> {
+/// When the `sendMessage` call that carries `token` arrived, if it has.
+fn answered(tg: &FakeTelegram, token: &str) -> Option<Arrival> {
     tg.timed_calls("sendMessage")
         .into_iter()
         .find(|(_, b)| b["text"].as_str().is_some_and(|t| t.contains(token)))
@@ -171,15 +174,50 @@ fn wait_polling(tg: &FakeTelegram, limit: Duration) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// When the fake model read the request that carries `token` and when its answer ended.
-pub(crate) fn model_times(model: &FakeModel, token: &str) -> Option<(Instant, Instant)> {
+/// When the request that carries `token` reached the fake model (and was read by it), and
+/// when its answer's end was written.
+pub(crate) fn model_times(model: &FakeModel, token: &str) -> Option<(Arrival, Instant)> {
     let requests = model.requests();
     let i = requests
         .iter()
         .rposition(|r| r.user_texts().any(|t| t.contains(token)))?;
-    let arrived = *model.arrival_times().get(i)?;
     let ended = *model.write_times().get(i)?.last()?;
-    Some((arrived, ended))
+    Some((requests.get(i)?.arrival, ended))
+}
+
+/// One message's hop from its event written to its reply, and the same less the fake
+/// model's own time: `stamped`, to the kernel's arrival stamps; `read`, to when the fakes'
+/// threads read the reply and the model's request (the figure before kernel stamps).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HopSample {
+    /// Event written → reply arrived.
+    pub hop: Duration,
+    /// The same less the model's own time (model request arrived → answer's end written).
+    pub net: Option<Duration>,
+    /// Event written → reply read.
+    pub hop_read: Duration,
+    /// The same less the model's time from its request read.
+    pub net_read: Option<Duration>,
+    /// Whether an arrival lacked the kernel's stamp (its read time stood in).
+    pub unstamped: bool,
+}
+
+impl HopSample {
+    /// The hop from `written` to `reply`, less the model's `model` times when known.
+    pub(crate) fn of(written: Instant, reply: Arrival, model: Option<(Arrival, Instant)>) -> Self {
+        let less = |hop: Duration, from: Instant, ended: Instant| {
+            hop.saturating_sub(ended.saturating_duration_since(from))
+        };
+        let hop = reply.at().saturating_duration_since(written);
+        let hop_read = reply.read.saturating_duration_since(written);
+        Self {
+            hop,
+            net: model.map(|(m, ended)| less(hop, m.at(), ended)),
+            hop_read,
+            net_read: model.map(|(m, ended)| less(hop_read, m.read, ended)),
+            unstamped: reply.kernel.is_none() || model.is_some_and(|(m, _)| m.kernel.is_none()),
+        }
+    }
 }
 
 /// The latencies of messages timed one at a time.
@@ -193,25 +231,28 @@ pub struct Latency {
     pub model: Percentiles,
     /// [`Latency::hop`] less the fake model's own time, message by message.
     pub hop_net: Percentiles,
+    /// [`Latency::hop_net`] to when the fakes' threads read the `sendMessage` and the model
+    /// request instead of when they arrived: the figure before kernel stamps.
+    pub hop_net_read: Percentiles,
+    /// Messages whose `sendMessage` or model request had no kernel stamp.
+    pub unstamped: usize,
 }
 
 /// `n` messages one after another on one chat, each timed from being pushed and from the
 /// `getUpdates` answer that carried it to its `sendMessage`, and the fake model's own time
 /// for it; `first` numbers their tokens. Prints the hop's stages (the answer → the model
-/// request read, the model's own time, its answer's end → `sendMessage`) to stderr.
+/// request arrived, the model's own time, its answer's end → `sendMessage` arrived, each
+/// also to when the fakes read them) to stderr.
 fn latency(
     tg: &FakeTelegram,
     model: &FakeModel,
     first: usize,
     n: usize,
 ) -> Result<Latency, BenchError> {
-    let (mut whole, mut hop, mut own, mut net) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut to_model, mut to_send) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut whole = Vec::with_capacity(n);
+    let mut own = Vec::with_capacity(n);
+    let mut samples = Vec::with_capacity(n);
+    let (mut to_model, mut to_send) = (Stage::default(), Stage::default());
     for i in first..first + n {
         let tok = token(i);
         let pushed = Instant::now();
@@ -233,39 +274,103 @@ fn latency(
             .into_iter()
             .find(|(at, _)| *at >= pushed)
             .map(|(at, _)| at);
-        whole.push(sent.saturating_duration_since(pushed));
+        whole.push(sent.at().saturating_duration_since(pushed));
         let times = model_times(model, &tok);
         if let Some((arrived, ended)) = times {
-            own.push(ended.saturating_duration_since(arrived));
-            to_send.push(sent.saturating_duration_since(ended));
+            own.push(ended.saturating_duration_since(arrived.at()));
+            to_send.push(ended, sent);
         }
         if let Some(d) = delivered {
-            let h = sent.saturating_duration_since(d);
-            hop.push(h);
-            if let Some((arrived, ended)) = times {
-                net.push(h.saturating_sub(ended.saturating_duration_since(arrived)));
-                to_model.push(arrived.saturating_duration_since(d));
+            samples.push(HopSample::of(d, sent, times));
+            if let Some((arrived, _)) = times {
+                to_model.push(d, arrived);
             }
         }
     }
     if n > 1 {
-        let us = |v: &[Duration]| {
-            let p = Percentiles::of(v);
-            format!("{:.0}/{:.0}", p.p50, p.p99)
-        };
         eprintln!(
-            "   hop stages, µs p50/p99: getUpdates answer → model request read {}, model's own {}, model's end → sendMessage read {}",
-            us(&to_model),
+            "   hop stages, µs p50/p99 to arrival (to read): getUpdates answer → model request {}, model's own {}, model's end → sendMessage {}",
+            to_model.show(),
             us(&own),
-            us(&to_send)
+            to_send.show()
         );
     }
+    let hops = HopTimes::of(&samples);
     Ok(Latency {
         whole: Percentiles::of(&whole),
-        hop: Percentiles::of(&hop),
+        hop: hops.hop,
         model: Percentiles::of(&own),
-        hop_net: Percentiles::of(&net),
+        hop_net: hops.net,
+        hop_net_read: hops.net_read,
+        unstamped: hops.unstamped,
     })
+}
+
+/// `p50/p99` of `v` in µs.
+fn us(v: &[Duration]) -> String {
+    let p = Percentiles::of(v);
+    format!("{:.0}/{:.0}", p.p50, p.p99)
+}
+
+/// One stage of a hop: from a write to an arrival, to its kernel stamp and to its read.
+#[derive(Default)]
+struct Stage {
+    arrived: Vec<Duration>,
+    read: Vec<Duration>,
+}
+
+impl Stage {
+    fn push(&mut self, from: Instant, to: Arrival) {
+        self.arrived.push(to.at().saturating_duration_since(from));
+        self.read.push(to.read.saturating_duration_since(from));
+    }
+
+    fn show(&self) -> String {
+        format!("{} ({})", us(&self.arrived), us(&self.read))
+    }
+}
+
+/// The hop times of a run of messages on one channel.
+pub struct HopTimes {
+    /// Event written → reply arrived.
+    pub hop: Percentiles,
+    /// The same less the fake model's own time (its request arrived → its answer's end
+    /// written), message by message: what the gateway adds, the disk's commits included.
+    pub net: Percentiles,
+    /// [`HopTimes::net`] to when the fakes' threads read the reply and the model request:
+    /// the figure before kernel stamps, the fakes' wake-ups counted as the gateway's.
+    pub net_read: Percentiles,
+    /// Messages with an arrival the kernel did not stamp (its read time stood in).
+    pub unstamped: usize,
+}
+
+impl HopTimes {
+    /// The percentiles of `samples`.
+    pub(crate) fn of(samples: &[HopSample]) -> Self {
+        let all = |f: fn(&HopSample) -> Option<Duration>| {
+            Percentiles::of(&samples.iter().filter_map(f).collect::<Vec<_>>())
+        };
+        Self {
+            hop: all(|s| Some(s.hop)),
+            net: all(|s| s.net),
+            net_read: all(|s| s.net_read),
+            unstamped: samples.iter().filter(|s| s.unstamped).count(),
+        }
+    }
+
+    /// Hop p50/p99 and net p99, to arrival and to read, µs, for stderr.
+    pub(crate) fn show(samples: &[HopSample]) -> String {
+        let to = |f: fn(&HopSample) -> Option<Duration>| {
+            us(&samples.iter().filter_map(f).collect::<Vec<_>>())
+        };
+        format!(
+            "hop {} (read {}), less the model {} (read {})",
+            to(|s| Some(s.hop)),
+            to(|s| Some(s.hop_read)),
+            to(|s| s.net),
+            to(|s| s.net_read)
+        )
+    }
 }
 
 /// `waves` rounds of one message from each of `chats` chats at once; messages per second
@@ -451,4 +556,44 @@ pub fn measure_sync_normal(
     let r = start(name, launch, plan, 0, &env)?.ready()?;
     latency(&r.tg, &r.model, 0, 1)?;
     latency(&r.tg, &r.model, 1, r.plan.messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A message written at 0 whose model request arrived at 1 ms and was read at 2, whose
+    /// model answered by 3, and whose reply arrived at 5 and was read at 7.
+    fn sample(stamped: bool) -> HopSample {
+        let t0 = Instant::now();
+        let at = |ms: u32| t0 + MS * ms;
+        let arrival = |kernel, read| Arrival {
+            kernel: stamped.then(|| at(kernel)),
+            read: at(read),
+        };
+        HopSample::of(t0, arrival(5, 7), Some((arrival(1, 2), at(3))))
+    }
+
+    #[test]
+    fn a_hop_counts_to_the_kernel_stamps_and_keeps_the_read_figures() {
+        let s = sample(true);
+        assert_eq!(s.hop, 5 * MS);
+        // The model's own time runs from its request's arrival: 2 ms.
+        assert_eq!(s.net, Some(3 * MS));
+        assert_eq!(s.hop_read, 7 * MS);
+        // From its read: 1 ms.
+        assert_eq!(s.net_read, Some(6 * MS));
+        assert!(!s.unstamped);
+    }
+
+    #[test]
+    fn an_arrival_without_a_kernel_stamp_counts_from_its_read() {
+        let s = sample(false);
+        assert_eq!((s.hop, s.net), (7 * MS, Some(6 * MS)));
+        assert!(s.unstamped);
+        let t = HopTimes::of(&[s, sample(true)]);
+        assert_eq!((t.hop.n, t.net.n, t.unstamped), (2, 2, 1));
+    }
 }

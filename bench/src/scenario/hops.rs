@@ -6,8 +6,9 @@
 //! (`sendMessage`, `chat.postMessage`, `POST /channels/{id}/messages`), and the RSS with the
 //! three channels running, before any message and after the runs.
 //!
-//! The fakes stamp when they wrote each event and when each call arrived, on the load
-//! generator's clock. Messages go one at a time, one channel after the other.
+//! The fakes stamp when they wrote each event (just before the write) and when each call
+//! arrived (the kernel's receive stamp of its last segment), on the load generator's clock.
+//! Messages go one at a time, one channel after the other.
 
 use std::time::{Duration, Instant};
 
@@ -15,12 +16,12 @@ use clawgate_tests::fake_discord::FakeDiscord;
 use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_slack::FakeSlack;
 use clawgate_tests::fake_telegram::FakeTelegram;
+use clawgate_tests::rx_stamp::Arrival;
 use serde_json::{Value, json};
 
 use crate::error::BenchError;
 use crate::procs::{Launch, Server, settled_rss_kib};
-use crate::scenario::channels;
-use crate::stats::Percentiles;
+use crate::scenario::channels::{self, HopSample, HopTimes};
 
 /// The Discord bot token the fake accepts, shaped as Discord's are: its first part is the
 /// bot's id in base64, where upstream reads the application id from.
@@ -68,15 +69,6 @@ impl Channel {
             Channel::Discord => "Discord",
         }
     }
-}
-
-/// One channel's hop times.
-pub struct HopTimes {
-    /// Event written → reply arrived.
-    pub hop: Percentiles,
-    /// The same less the fake model's own time (its request read whole → its answer's end
-    /// written), message by message: what the gateway adds, the disk's commits included.
-    pub net: Percentiles,
 }
 
 /// What one gateway measured; each channel may have failed on its own.
@@ -172,7 +164,7 @@ impl Fakes {
     }
 
     /// When the reply carrying `token` arrived on `c`, if it has.
-    fn replied(&self, c: Channel, token: &str) -> Option<Instant> {
+    fn replied(&self, c: Channel, token: &str) -> Option<Arrival> {
         let calls = match c {
             Channel::Telegram => self.tg.timed_calls("sendMessage"),
             Channel::Slack => self.slack.timed_calls("chat.postMessage"),
@@ -253,7 +245,7 @@ fn hop(
     warm: usize,
     n: usize,
 ) -> Result<HopTimes, BenchError> {
-    let (mut times, mut net) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut samples = Vec::with_capacity(n);
     for i in first..first + warm + n {
         let tok = format!("{}{i}z", c.id());
         let pushed = Instant::now();
@@ -275,17 +267,12 @@ fn hop(
             BenchError::Protocol(format!("{} event {i} answered, never written", c.label()))
         })?;
         if i >= first + warm {
-            let h = sent.saturating_duration_since(written);
-            times.push(h);
-            if let Some((arrived, ended)) = channels::model_times(model, &tok) {
-                net.push(h.saturating_sub(ended.saturating_duration_since(arrived)));
-            }
+            let model = channels::model_times(model, &tok);
+            samples.push(HopSample::of(written, sent, model));
         }
     }
-    Ok(HopTimes {
-        hop: Percentiles::of(&times),
-        net: Percentiles::of(&net),
-    })
+    eprintln!("   {}, µs p50/p99: {}", c.label(), HopTimes::show(&samples));
+    Ok(HopTimes::of(&samples))
 }
 
 /// A gateway started with the three channels, with its fakes.
