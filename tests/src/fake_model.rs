@@ -522,6 +522,18 @@ impl FakeModel {
         self.lock().iter().map(|s| s.request.arrival).collect()
     }
 
+    /// The arrival and the write times ([`FakeModel::arrival_times`],
+    /// [`FakeModel::write_times`]) of the newest request `pick` accepts, looked up without
+    /// copying every request recorded (a bench's long conversation makes thousands of KiB).
+    pub fn times_of(
+        &self,
+        pick: impl Fn(&RecordedRequest) -> bool,
+    ) -> Option<(Arrival, Vec<Instant>)> {
+        let log = self.lock();
+        let s = log.iter().rev().find(|s| pick(&s.request))?;
+        Some((s.request.arrival, s.written.clone()))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Served>> {
         self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -177,12 +177,8 @@ fn wait_polling(tg: &FakeTelegram, limit: Duration) -> Result<(), BenchError> {
 /// When the request that carries `token` reached the fake model (and was read by it), and
 /// when its answer's end was written.
 pub(crate) fn model_times(model: &FakeModel, token: &str) -> Option<(Arrival, Instant)> {
-    let requests = model.requests();
-    let i = requests
-        .iter()
-        .rposition(|r| r.user_texts().any(|t| t.contains(token)))?;
-    let ended = *model.write_times().get(i)?.last()?;
-    Some((requests.get(i)?.arrival, ended))
+    let (arrival, written) = model.times_of(|r| r.user_texts().any(|t| t.contains(token)))?;
+    Some((arrival, *written.last()?))
 }
 
 /// One message's hop from its event written to its reply, and the same less the fake
