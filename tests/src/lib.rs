@@ -4,7 +4,7 @@
 //! [`fake_tls`]) for the agent tests; [`fake_telegram`] a fake Telegram Bot API for the channel
 //! tests; [`upstream_db`] a synthetic upstream OpenClaw state database for the import tests;
 //! [`netns`] network namespaces for remote peers; [`threads`] counts this process's threads'
-//! wake-ups.
+//! wake-ups; [`rx_stamp`] reads the kernel's arrival stamps the fakes time requests by.
 
 pub mod deps;
 pub mod fake_api;

@@ -310,4 +310,46 @@ mod tests {
         );
         writer.join().unwrap();
     }
+
+    /// A read that takes two segments at once carries the later one's stamp: the moment
+    /// the message it completes was all there.
+    #[test]
+    fn a_read_of_two_segments_carries_the_last_ones_stamp() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_nodelay(true).unwrap();
+            c.write_all(b"warm").unwrap();
+            thread::sleep(Duration::from_millis(20));
+            c.write_all(b"hel").unwrap();
+            let first = Instant::now();
+            thread::sleep(Duration::from_millis(30));
+            let second = Instant::now();
+            c.write_all(b"lo").unwrap();
+            tx.send((first, second, Instant::now())).unwrap();
+            thread::sleep(Duration::from_millis(500));
+        });
+        let (conn, _) = listener.accept().unwrap();
+        let mut s = StampedStream::new(conn).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).unwrap(), 4);
+        let (first, second, done) = rx.recv().unwrap();
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(s.read(&mut buf).unwrap(), 5, "both segments in one read");
+        assert_eq!(&buf[..5], b"hello");
+        let stamp = s.arrived().expect("the kernel stamped the segments");
+        let slack = Duration::from_millis(1);
+        assert!(
+            stamp > first + Duration::from_millis(20) && stamp + slack >= second,
+            "stamp {stamp:?} is not the second segment's ({first:?}, {second:?})"
+        );
+        // Not the read's own time, 20 ms later.
+        assert!(
+            stamp <= done + slack,
+            "stamp {stamp:?} after the write ({done:?})"
+        );
+        writer.join().unwrap();
+    }
 }
