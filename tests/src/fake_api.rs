@@ -116,8 +116,8 @@ impl FakeApi {
         self.serve_http_timed(conn, content_type, answer, |_| {})
     }
 
-    /// [`FakeApi::serve_http`], telling `written` after each answer when it was written
-    /// (the instant just before the one write that carried it).
+    /// [`FakeApi::serve_http`], telling `written` when each answer is written (the instant
+    /// just before the one write that carries it), before that write.
     pub fn serve_http_timed(
         &self,
         conn: TcpStream,
@@ -151,13 +151,12 @@ impl FakeApi {
             let closes = req
                 .header("connection")
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            let mut at = None;
-            let wrote = write_reply(&mut writer, &reply, closes, |t| {
-                at.get_or_insert(t);
+            let mut first = true;
+            let wrote = write_reply(&mut writer, &reply, closes, |at| {
+                if std::mem::take(&mut first) {
+                    written(at);
+                }
             });
-            if let Some(t) = at {
-                written(t);
-            }
             if wrote.is_err() || closes {
                 return None;
             }

@@ -386,16 +386,17 @@ fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
             return;
         }
         for text in out {
-            // Stamped just before the write: a stall between the two counts against the gateway.
-            let at = Instant::now();
-            if ws.send(Message::text(text.as_str())).is_err() {
-                return;
-            }
+            // Stamped and recorded just before the write (a stall between the two counts
+            // against the gateway), so the record is there before the gateway can answer.
             if let Ok(v) = serde_json::from_str::<Value>(&text)
                 && v["t"] == "MESSAGE_CREATE"
                 && let Some(id) = v["d"]["id"].as_str()
             {
+                let at = Instant::now();
                 shared.state().written.record(id.to_string(), at);
+            }
+            if ws.send(Message::text(text.as_str())).is_err() {
+                return;
             }
         }
         match ws.read() {

@@ -701,7 +701,8 @@ fn reason(status: u16) -> &'static str {
 /// Write `reply`: the head, then each part (after its delay) in one write, the chunked
 /// body's last chunk with the last part (a body without delays goes out with the head unless
 /// it is streamed). `mark` gets, for each part and then for the body's end, the instant
-/// taken just before the write that carried it.
+/// taken just before the write that carries it, and is called before that write, so what it
+/// records is there before the client can answer (its own time counts as the write's).
 pub(crate) fn write_reply(
     w: &mut impl Write,
     reply: &Reply,
@@ -735,7 +736,7 @@ pub(crate) fn write_reply(
         // A streaming server sends its head before the first event.
         send(w, &mut out)?;
     }
-    let mut end = None;
+    let last = reply.parts.len().checked_sub(1);
     for (i, part) in reply.parts.iter().enumerate() {
         if !part.delay.is_zero() {
             send(w, &mut out)?;
@@ -748,26 +749,23 @@ pub(crate) fn write_reply(
         } else if !chunked {
             out.extend_from_slice(&part.bytes);
         }
-        if i + 1 == reply.parts.len() && reply.framing == Framing::Chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
-        }
         let at = Instant::now();
-        send(w, &mut out)?;
         mark(at);
-        end = Some(at);
-    }
-    let end = match end {
-        Some(at) => at,
-        None => {
+        if Some(i) == last {
             if reply.framing == Framing::Chunked {
                 out.extend_from_slice(b"0\r\n\r\n");
             }
-            let at = Instant::now();
-            send(w, &mut out)?;
-            at
+            mark(at);
         }
-    };
-    mark(end);
+        send(w, &mut out)?;
+    }
+    if last.is_none() {
+        if reply.framing == Framing::Chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        mark(Instant::now());
+        send(w, &mut out)?;
+    }
     Ok(())
 }
 

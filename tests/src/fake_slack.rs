@@ -328,13 +328,14 @@ fn socket(conn: std::net::TcpStream, shared: &Shared) {
             (frames, std::mem::take(&mut s.drop_socket))
         };
         for (id, f) in frames {
-            // Stamped just before the write: a stall between the two counts against the gateway.
-            let at = Instant::now();
+            // Stamped and recorded just before the write (a stall between the two counts
+            // against the gateway), so the record is there before the gateway can answer.
+            if let Some(id) = id {
+                let at = Instant::now();
+                shared.state().written.record(id, at);
+            }
             if ws.send(Message::text(f)).is_err() {
                 return;
-            }
-            if let Some(id) = id {
-                shared.state().written.record(id, at);
             }
         }
         if close {
