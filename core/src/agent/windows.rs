@@ -28,7 +28,7 @@ enum State {
     /// Read `read` is out; `appended` came after it was asked for.
     Loading {
         read: WorkId,
-        appended: Vec<Value>,
+        appended: Vec<(Option<Message>, usize)>,
     },
 }
 
@@ -92,16 +92,22 @@ impl Windows {
         self.entries.insert(key.to_string(), Entry { state, used });
     }
 
-    /// `message` was appended to session `key`: a window in memory or being read keeps it
-    /// (`window` bounds it; `size` is the length of its JSON text); one that is neither will
-    /// be read with it from the store.
-    pub(crate) fn append(&mut self, key: &str, message: &Value, size: usize, window: Window) {
+    /// A message was appended to session `key` (`model`: as the model reads it; `size`: the
+    /// length of its JSON text): a window in memory or being read keeps it (`window` bounds
+    /// it); one that is neither will be read with it from the store.
+    pub(crate) fn append(
+        &mut self,
+        key: &str,
+        model: Option<Message>,
+        size: usize,
+        window: Window,
+    ) {
         let used = self.touch();
         if let Some(e) = self.entries.get_mut(key) {
             e.used = used;
             match &mut e.state {
-                State::Loaded(recent) => recent.keep_sized(message, size, window),
-                State::Loading { appended, .. } => appended.push(message.clone()),
+                State::Loaded(recent) => recent.keep_model(model, size, window),
+                State::Loading { appended, .. } => appended.push((model, size)),
             }
         }
     }
@@ -146,8 +152,11 @@ impl Windows {
             && *r == read
         {
             let mut recent = Recent::default();
-            for m in rows.into_iter().chain(appended.drain(..)) {
+            for m in rows {
                 recent.keep(&m, window);
+            }
+            for (model, size) in appended.drain(..) {
+                recent.keep_model(model, size, window);
             }
             e.state = State::Loaded(recent);
         }
