@@ -4,6 +4,7 @@
 //! of recently used sessions stay in memory (`windows`), so memory does not grow with the
 //! transcript.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
@@ -197,8 +198,9 @@ impl Recent {
     /// The last `max` messages as the model reads them: user and assistant turns with the
     /// tools the assistant called and their results. A call without its result (a turn that
     /// ended mid-round) and a result without its call (cut off by the window) are left
-    /// out, as every provider refuses them.
-    pub(crate) fn to_model(&self, max: usize) -> Vec<Message> {
+    /// out, as every provider refuses them. Borrowed where held as they go out (copying a
+    /// 100-message window cost ~40,000 instructions a turn).
+    pub(crate) fn to_model(&self, max: usize) -> Vec<Cow<'_, Message>> {
         let skip = self.messages.len().saturating_sub(max);
         let messages: Vec<&Message> = self
             .messages
@@ -230,7 +232,7 @@ pub(crate) fn model_message(m: &Value) -> Option<Message> {
 
 /// `messages` with every tool call answered by a result right after its assistant turn,
 /// and every result answering such a call.
-fn paired(messages: &[&Message]) -> Vec<Message> {
+fn paired<'m>(messages: &[&'m Message]) -> Vec<Cow<'m, Message>> {
     let answered = |at: usize, id: &str| {
         messages
             .get(at + 1..)
@@ -239,7 +241,7 @@ fn paired(messages: &[&Message]) -> Vec<Message> {
             .take_while(|m| matches!(m, Message::ToolResult { .. }))
             .any(|m| matches!(m, Message::ToolResult { call_id, .. } if call_id == id))
     };
-    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    let mut out: Vec<Cow<'m, Message>> = Vec::with_capacity(messages.len());
     let mut open: Vec<String> = Vec::new();
     for (i, &m) in messages.iter().enumerate() {
         match m {
@@ -250,22 +252,24 @@ fn paired(messages: &[&Message]) -> Vec<Message> {
                     .cloned()
                     .collect();
                 open = kept.iter().map(|c| c.id.clone()).collect();
-                if !text.is_empty() || !kept.is_empty() || tool_calls.is_empty() {
-                    out.push(Message::Assistant {
+                if kept.len() == tool_calls.len() {
+                    out.push(Cow::Borrowed(m));
+                } else if !text.is_empty() || !kept.is_empty() {
+                    out.push(Cow::Owned(Message::Assistant {
                         text: text.clone(),
                         tool_calls: kept,
-                    });
+                    }));
                 }
             }
             Message::ToolResult { call_id, .. } => {
                 if let Some(at) = open.iter().position(|id| id == call_id) {
                     open.swap_remove(at);
-                    out.push(m.clone());
+                    out.push(Cow::Borrowed(m));
                 }
             }
-            other => {
+            _ => {
                 open.clear();
-                out.push(other.clone());
+                out.push(Cow::Borrowed(m));
             }
         }
     }
@@ -504,7 +508,11 @@ mod tests {
             recent.keep(&m, w);
         }
         assert_eq!(
-            recent.to_model(10),
+            recent
+                .to_model(10)
+                .into_iter()
+                .map(Cow::into_owned)
+                .collect::<Vec<_>>(),
             vec![
                 Message::User("hi".into()),
                 Message::Assistant {
