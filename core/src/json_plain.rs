@@ -15,25 +15,28 @@ pub(crate) fn plain_len(bytes: &[u8]) -> usize {
     for word in &mut words {
         let mut w = [0u8; 8];
         w.copy_from_slice(word);
-        let x = u64::from_le_bytes(w);
-        // A byte's high bit is set where it is below 0x20, or equal to `"` or `\` (the exact
-        // zero-byte test: no false positives, so a word without one is skipped whole).
-        let found = below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * 0x5c));
-        if found != 0 {
-            return done + (found.trailing_zeros() / 8) as usize;
+        if let Some(at) = first_special(w) {
+            return done + at;
         }
         done += 8;
     }
-    done + words
-        .remainder()
-        .iter()
-        .position(|&b| !is_plain(b))
-        .unwrap_or(words.remainder().len())
+    // The last bytes as one more word, padded with a plain byte (most strings end here: a
+    // byte at a time cost as much as the words before it).
+    let rest = words.remainder();
+    let mut w = [b' '; 8];
+    if let Some(head) = w.get_mut(..rest.len()) {
+        head.copy_from_slice(rest);
+    }
+    done + first_special(w).unwrap_or(rest.len())
 }
 
-/// Whether a JSON string holds byte `b` unescaped.
-fn is_plain(b: u8) -> bool {
-    b >= 0x20 && b != b'"' && b != b'\\'
+/// The index of the first byte of `word` that a JSON string escapes, if any.
+fn first_special(word: [u8; 8]) -> Option<usize> {
+    let x = u64::from_le_bytes(word);
+    // A byte's high bit is set where it is below 0x20, or equal to `"` or `\` (the exact
+    // zero-byte test: no false positives, so a word without one is skipped whole).
+    let found = below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * 0x5c));
+    (found != 0).then(|| (found.trailing_zeros() / 8) as usize)
 }
 
 /// The high bit of each byte of `x` that is zero, and of no other byte.
@@ -51,6 +54,11 @@ fn below(x: u64, n: u8) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a JSON string holds byte `b` unescaped.
+    fn is_plain(b: u8) -> bool {
+        b >= 0x20 && b != b'"' && b != b'\\'
+    }
 
     fn reference(bytes: &[u8]) -> usize {
         bytes
