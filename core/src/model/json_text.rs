@@ -134,6 +134,24 @@ impl<'a> Object<'a> {
         self
     }
 
+    /// Member `key`, a signed number.
+    pub(crate) fn i64(&mut self, key: &str, value: i64) -> &mut Self {
+        let out = self.key(key);
+        if value < 0 {
+            out.push('-');
+        }
+        push_u64(out, value.unsigned_abs());
+        self
+    }
+
+    /// Member `key`, a signed number, left out when `None`.
+    pub(crate) fn opt_i64(&mut self, key: &str, value: Option<i64>) -> &mut Self {
+        if let Some(v) = value {
+            self.i64(key, v);
+        }
+        self
+    }
+
     /// Member `key`, `true` or `false`.
     pub(crate) fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key).push_str(if value { "true" } else { "false" });
@@ -212,10 +230,14 @@ pub(crate) mod tests {
             .str_or_null("bb", None)
             .opt_str("c", Some("\"q\"\n"))
             .u64("d", 42)
+            .i64("d1", i64::MIN)
+            .opt_i64("d2", Some(-7))
+            .opt_i64("d3", None)
+            .i64("d4", 0)
             .str("e", "é")
             .bool("f", false)
             .end();
-        let v = json!({"a": true, "bb": null, "c": "\"q\"\n", "d": 42, "e": "é", "f": false});
+        let v = json!({"a": true, "bb": null, "c": "\"q\"\n", "d": 42, "d1": i64::MIN, "d2": -7, "d4": 0, "e": "é", "f": false});
         assert_eq!(out, v.to_string());
         let mut empty = String::new();
         Object::new(&mut empty).end();

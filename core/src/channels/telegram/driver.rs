@@ -162,7 +162,7 @@ impl Gateway {
         }
         a.phase = Phase::Identifying;
         self.log(now, Level::Info, None, format!("{key}: starting (getMe)"));
-        self.tg_call(now, key, Purpose::GetMe.into(), "getMe", &json!({}));
+        self.tg_call(now, key, Purpose::GetMe.into(), "getMe", "{}".into());
         Ok(())
     }
 
@@ -186,7 +186,7 @@ impl Gateway {
         key: &str,
         purpose: ChannelPurpose,
         method: &str,
-        body: &Value,
+        body: String,
     ) -> Option<WorkId> {
         let a = self.tg(key)?;
         let (token, _) = a.cfg.common.token.as_ref().ok()?;
@@ -310,7 +310,7 @@ impl Gateway {
         }
         if a.me.id == 0 {
             a.phase = Phase::Identifying;
-            self.tg_call(now, key, Purpose::GetMe.into(), "getMe", &json!({}));
+            self.tg_call(now, key, Purpose::GetMe.into(), "getMe", "{}".into());
         } else {
             self.poll(now, key);
         }
@@ -361,7 +361,7 @@ impl Gateway {
             return; // resumed by `tg_resume_polls` once turns end
         }
         let body = api::get_updates(a.offset);
-        if let Some(id) = self.tg_call(now, key, Purpose::Poll.into(), "getUpdates", &body) {
+        if let Some(id) = self.tg_call(now, key, Purpose::Poll.into(), "getUpdates", body) {
             if let Some(a) = self.tg(key) {
                 a.poll = Some(id);
             }
@@ -425,7 +425,7 @@ impl Gateway {
                         key,
                         Purpose::DeleteWebhook.into(),
                         "deleteWebhook",
-                        &json!({"drop_pending_updates": false}),
+                        r#"{"drop_pending_updates":false}"#.into(),
                     );
                 }
                 Err(e) => self.account_failed(now, key, "getMe", failure(e)),
@@ -518,14 +518,8 @@ impl Gateway {
 
     /// Show typing in the chat of `m`.
     pub(crate) fn tg_typing(&mut self, now: Instant, key: &str, m: &Inbound) {
-        let mut body = json!({"chat_id": m.chat_id, "action": "typing"});
-        if let (Some(t), Some(o)) = (
-            m.thread.as_ref().and_then(|t| t.parse::<i64>().ok()),
-            body.as_object_mut(),
-        ) {
-            o.insert("message_thread_id".into(), json!(t));
-        }
-        self.tg_call(now, key, ChannelPurpose::Typing, "sendChatAction", &body);
+        let body = api::typing(&m.chat_id, m.thread.as_deref());
+        self.tg_call(now, key, ChannelPurpose::Typing, "sendChatAction", body);
     }
 
     /// Send one rendered (HTML) message; false when the account has no token.
@@ -538,7 +532,7 @@ impl Gateway {
         html: &str,
     ) -> bool {
         let body = api::send_message(&to.to, html, to.thread.as_deref());
-        self.tg_call(now, key, purpose, "sendMessage", &body)
+        self.tg_call(now, key, purpose, "sendMessage", body)
             .is_some()
     }
 }
