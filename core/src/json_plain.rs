@@ -13,30 +13,40 @@ pub(crate) fn plain_len(bytes: &[u8]) -> usize {
     let mut words = bytes.chunks_exact(8);
     let mut done = 0;
     for word in &mut words {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        if let Some(at) = first_special(w) {
+        if let Some(at) = first_special(word) {
             return done + at;
         }
         done += 8;
     }
-    // The last bytes as one more word, padded with a plain byte (most strings end here: a
-    // byte at a time cost as much as the words before it).
-    let rest = words.remainder();
-    let mut w = [b' '; 8];
-    if let Some(head) = w.get_mut(..rest.len()) {
-        head.copy_from_slice(rest);
+    if words.remainder().is_empty() {
+        return done;
     }
-    done + first_special(w).unwrap_or(rest.len())
+    // The last bytes: the word that ends the text, whose bytes before `done` are known plain
+    // (a byte at a time, they cost as much as the words before them in a short text).
+    let len = bytes.len();
+    match len.checked_sub(8).and_then(|start| bytes.get(start..)) {
+        Some(last) => first_special(last).map_or(len, |at| len - 8 + at),
+        None => bytes.iter().position(|&b| !is_plain(b)).unwrap_or(len),
+    }
 }
 
-/// The index of the first byte of `word` that a JSON string escapes, if any.
-fn first_special(word: [u8; 8]) -> Option<usize> {
-    let x = u64::from_le_bytes(word);
+/// The index of the first byte of `word` (eight bytes) that a JSON string escapes, if any.
+#[inline(always)]
+fn first_special(word: &[u8]) -> Option<usize> {
+    let x = u64::from_le_bytes(<[u8; 8]>::try_from(word).ok()?);
     // A byte's high bit is set where it is below 0x20, or equal to `"` or `\` (the exact
     // zero-byte test: no false positives, so a word without one is skipped whole).
     let found = below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * 0x5c));
-    (found != 0).then(|| (found.trailing_zeros() / 8) as usize)
+    if found == 0 {
+        None
+    } else {
+        Some((found.trailing_zeros() / 8) as usize)
+    }
+}
+
+/// Whether a JSON string holds byte `b` unescaped.
+fn is_plain(b: u8) -> bool {
+    b >= 0x20 && b != b'"' && b != b'\\'
 }
 
 /// The high bit of each byte of `x` that is zero, and of no other byte.
@@ -54,11 +64,6 @@ fn below(x: u64, n: u8) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Whether a JSON string holds byte `b` unescaped.
-    fn is_plain(b: u8) -> bool {
-        b >= 0x20 && b != b'"' && b != b'\\'
-    }
 
     fn reference(bytes: &[u8]) -> usize {
         bytes
