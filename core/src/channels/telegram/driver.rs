@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::api::{self, ApiError};
 use super::transport::{Next, Note, Tried};
@@ -85,7 +85,7 @@ fn offset_row(account: &str, offset: i64) -> StoreChange {
     StoreChange::PutChannelRow {
         kind: ChannelRowKind::Offset,
         key: account.to_string(),
-        row: RowText::of_value(&json!({"offset": offset})),
+        row: RowText::from_encoded(&format!("{{\"offset\":{offset}}}")),
     }
 }
 
@@ -545,7 +545,19 @@ impl From<Purpose> for ChannelPurpose {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn the_offset_row_is_the_text_of_its_value() {
+        for offset in [i64::MIN, -1, 0, 7, 860_000_123, i64::MAX] {
+            let StoreChange::PutChannelRow { row, .. } = offset_row("default", offset) else {
+                panic!("not a channel row");
+            };
+            assert_eq!(row.as_str(), json!({"offset": offset}).to_string());
+        }
+    }
 
     #[test]
     fn private_roots_are_recognised() {
