@@ -5,6 +5,7 @@
 //! arbitrary bytes (the fuzzers feed them).
 
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
 use crate::channels::inbound::{ChatKind, Inbound, Sender};
@@ -116,11 +117,12 @@ impl ApiError {
     }
 }
 
+/// The answer's envelope, its `result` read as `R` (a `Value`, or skipped).
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<R> {
     ok: bool,
     #[serde(default)]
-    result: Value,
+    result: R,
     #[serde(default)]
     error_code: Option<u16>,
     #[serde(default)]
@@ -137,7 +139,18 @@ struct Parameters {
 
 /// The `result` of a call that answered `status` with `body`, or why it failed.
 pub fn result(status: u16, body: &[u8]) -> Result<Value, ApiError> {
-    let env: Envelope = match serde_json::from_slice(body) {
+    envelope(status, body)
+}
+
+/// Whether a call whose `result` nobody reads (`sendMessage` delivering a reply,
+/// `sendChatAction`) succeeded, or why not: [`result`] without building the `result`'s tree
+/// (a sent message's, ~7,000 instructions a reply).
+pub fn accepted(status: u16, body: &[u8]) -> Result<(), ApiError> {
+    envelope::<IgnoredAny>(status, body).map(drop)
+}
+
+fn envelope<R: DeserializeOwned + Default>(status: u16, body: &[u8]) -> Result<R, ApiError> {
+    let env: Envelope<R> = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => {
             return Err(if (200..300).contains(&status) {
@@ -461,6 +474,27 @@ mod tests {
             Err(ApiError::Unreadable { .. })
         ));
         assert!(updates(200, br#"{"ok":true,"result":[{"message":{}}]}"#, "a", &me()).is_err());
+    }
+
+    #[test]
+    fn an_answer_whose_result_is_skipped_decides_as_one_read() {
+        let answers: [(u16, &[u8]); 7] = [
+            (200, br#"{"ok":true,"result":{"message_id":5,"chat":{"id":1},"text":"hi"}}"#),
+            (200, br#"{"ok":true}"#),
+            (429, br#"{"ok":false,"error_code":429,"description":"slow","parameters":{"retry_after":3}}"#),
+            (400, br#"{"ok":false,"error_code":400,"description":"Bad Request: chat not found"}"#),
+            (200, br#"{"ok":false,"description":"no code"}"#),
+            (502, b"<html>bad gateway"),
+            (200, br#"{"ok":true,"result":{"a":[1,2"#),
+        ];
+        for (status, body) in answers {
+            assert_eq!(
+                accepted(status, body),
+                result(status, body).map(drop),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -55,11 +55,17 @@ pub(crate) struct Attempt {
     request: Option<HttpRequest>,
 }
 
-/// A Bot API answer decoded: the `result`, or why the call failed.
-pub(crate) fn result(answer: Result<Answer<'_>, String>) -> Result<Value, Failure> {
-    answer
-        .map_err(Failure::Transport)
-        .and_then(|a| api::result(a.status, a.body).map_err(failure))
+/// A Bot API answer decoded: the `result` (when the caller `reads` it, else `null`), or why
+/// the call failed.
+pub(crate) fn result(answer: Result<Answer<'_>, String>, reads: bool) -> Result<Value, Failure> {
+    answer.map_err(Failure::Transport).and_then(|a| {
+        let decoded = if reads {
+            api::result(a.status, a.body)
+        } else {
+            api::accepted(a.status, a.body).map(|()| Value::Null)
+        };
+        decoded.map_err(failure)
+    })
 }
 
 /// A Bot API error as the channels' failure: 401 and 404 mean a bad token.
@@ -403,7 +409,7 @@ impl Gateway {
             }
             return;
         }
-        match (purpose, result(answer)) {
+        match (purpose, result(answer, true)) {
             (Purpose::GetMe, Ok(v)) => match api::me(v) {
                 Ok(me) => {
                     self.log(
