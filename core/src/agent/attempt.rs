@@ -93,31 +93,33 @@ impl Gateway {
         let Some(key) = self.agent.runs.get(&serial).map(|r| r.session_key.clone()) else {
             return;
         };
-        let Some(mut messages) = self.turn_window(serial, &key) else {
+        if !self.window_ready(serial, &key) {
             return;
-        };
+        }
         let system = system_prompt(&self.config.identity, route, &self.config.skills);
         // A channel message's turn: who sent it (upstream's conversation info block), in the
         // user's role just before the message it describes and in this request only, so the
         // system prompt stays the same turn after turn (a provider's prompt cache keeps the
         // prefix) and the stored transcript keeps what was said.
-        if let Some(info) = self
+        let info = self
             .agent
             .runs
             .get(&serial)
             .filter(|r| r.origin.is_none())
             .and_then(|r| self.channel_message_of(&r.run_id))
-            .map(crate::channels::inbound::Inbound::conversation_info)
-        {
+            .map(|m| Message::User(m.conversation_info()));
+        let ctx = self.run_call_context(serial, &key);
+        let tools = self.offered_tools(&ctx);
+        let window = self.turn_window(&key);
+        let mut messages: Vec<&Message> = window.iter().map(|m| &**m).collect();
+        if let Some(info) = &info {
             let at = messages
                 .iter()
                 .rposition(|m| matches!(m, Message::User(_)))
                 .unwrap_or(messages.len());
-            messages.insert(at, Message::User(info));
+            messages.insert(at, info);
         }
-        let ctx = self.run_call_context(serial, &key);
-        let tools = self.offered_tools(&ctx);
-        let request = route.turn_request(Some(&system), messages, tools);
+        let request = route.turn_request(Some(&system), &messages, tools);
         let (first_byte, _) = timeouts(&self.config.limits, route);
         let id = self.next_work_id();
         let Some(run) = self.agent.runs.get_mut(&serial) else {

@@ -38,13 +38,13 @@ use serde_json::{Value, json};
 
 use crate::gateway::{Gateway, Timer};
 use crate::log::Level;
-use crate::model::openai::{ChatEvent, ProviderError, StreamError, classify_http_error};
+use crate::model::openai::{ChatEvent, Message, ProviderError, StreamError, classify_http_error};
 use crate::persist::{RowText, StoreChange, StoredSession};
 use crate::work::{HttpErrorKind, WorkId, WorkResult};
 
 use rpc::Outcome;
 use run::{Audience, Event, Events, Response, Run};
-use session::{ChatSession, Window, failed_before_reply, text_message};
+use session::{ChatSession, Speaker, TextRow, Window, failed_before_reply, model_message};
 use windows::Windows;
 
 /// The only agent clawgate runs.
@@ -92,19 +92,25 @@ impl Agent {
         std::mem::take(&mut self.unsaved)
     }
 
-    /// Append `message` to the session `key` (which must exist; only `window` stays in
-    /// memory, if the session's window is) and record the changes; the message's position
-    /// (from 1).
-    fn append(&mut self, key: &str, message: Value, ts: u64, window: Window) -> Option<u64> {
+    /// Append a message, its row `encoded` and `model` as the model reads it, to the session
+    /// `key` (which must exist; only `window` stays in memory, if the session's window is)
+    /// and record the changes; the message's position (from 1).
+    fn append(
+        &mut self,
+        key: &str,
+        encoded: RowText,
+        model: Option<Message>,
+        ts: u64,
+        window: Window,
+    ) -> Option<u64> {
         let s = self.sessions.get_mut(key)?;
         if s.total == 0 {
             // The whole transcript is what is appended from now: no read needed.
             self.windows.start_empty(key);
         }
-        // Encoded once: its length bounds the window, its text is the session's newest.
-        let encoded = RowText::of_value(&message);
+        // Its text's length bounds the window; the text is the session's newest.
         self.windows
-            .append(key, &message, encoded.as_str().len(), window);
+            .append(key, model, encoded.as_str().len(), window);
         let seq = s.push(encoded.clone());
         s.updated_at = ts;
         self.unsaved.push(StoreChange::PutSession {
@@ -468,10 +474,10 @@ impl Gateway {
             .as_ref()
             .map_or("stop", |f| f.as_str())
             .to_string();
-        let message = run.message(ts);
         // The run ends here: events no one would hear (a channel's run nobody watches) are
         // not built.
         if self.agent.subscribers.hear(&run) {
+            let message = run.message(ts);
             let mut ev: Vec<Event> = run.flush_agent_text(ts).into_iter().collect();
             if let Some(u) = &done.usage {
                 let usage =
@@ -496,7 +502,8 @@ impl Gateway {
         let usage = done.usage.map(|u| {
             json!({"input": u.prompt_tokens, "output": u.completion_tokens, "total": u.prompt_tokens.saturating_add(u.completion_tokens)})
         });
-        self.append(&run.session_key, message, ts, Some(&run.run_id));
+        let (key, text) = (&run.session_key, &run.text);
+        self.append_text(key, Speaker::Assistant, text, ts, Some(&run.run_id));
         if run.origin.is_none() {
             self.channel_turn_ended(now, &run.run_id, Some(run.text.clone()));
         }
@@ -647,17 +654,43 @@ impl Gateway {
 
     /// Append the user's message to session `key` (which exists).
     pub(crate) fn append_user(&mut self, key: &str, text: &str, idempotency_key: &str, ts: u64) {
-        let mut message = text_message("user", text, ts);
-        if let Value::Object(m) = &mut message {
-            m.insert("idempotencyKey".into(), json!(idempotency_key));
-        }
-        self.append(key, message, ts, Some(idempotency_key));
+        self.append_text(key, Speaker::User, text, ts, Some(idempotency_key));
+    }
+
+    /// Append a text message to session `key` ([`Gateway::append`] of its
+    /// [`session::text_message`], with `run_id` as a user's message's `idempotencyKey`),
+    /// its row written out rather than built as a `Value`.
+    pub(crate) fn append_text(
+        &mut self,
+        key: &str,
+        speaker: Speaker,
+        text: &str,
+        ts: u64,
+        run_id: Option<&str>,
+    ) {
+        let id = self.uuid();
+        let row = TextRow {
+            speaker,
+            text,
+            ts,
+            id: &id,
+            run_id,
+            idempotency_key: run_id.filter(|_| speaker == Speaker::User),
+        };
+        let encoded = row.encode();
+        // The message as a `Value` only when someone hears it.
+        let heard = self
+            .agent
+            .subscribers
+            .hears_messages(key)
+            .then(|| encoded.to_value());
+        self.record_message(key, encoded, Some(row.model()), heard, ts, run_id);
     }
 
     /// Append `message` to session `key` with a new message id (its `__openclaw.id`), record
     /// the changes for the next batch, and tell who watches the session (`run_id`: the run it
     /// belongs to, if any). Any code that appends to a transcript (operator or channel turns)
-    /// goes through here.
+    /// goes through here or [`Gateway::append_text`].
     pub(crate) fn append(&mut self, key: &str, mut message: Value, ts: u64, run_id: Option<&str>) {
         let id = self.uuid();
         if let Value::Object(m) = &mut message {
@@ -671,15 +704,31 @@ impl Gateway {
             }
             m.insert("__openclaw".into(), meta);
         }
-        let window = Window::of(&self.config.limits);
-        // A copy for the `session.message` event only when someone hears it (a channel's
-        // turn usually has no one): the message itself goes to the store.
+        let encoded = RowText::of_value(&message);
+        let model = model_message(&message);
+        // Kept for the `session.message` event only when someone hears it (a channel's turn
+        // usually has no one): the message itself goes to the store.
         let heard = self
             .agent
             .subscribers
             .hears_messages(key)
-            .then(|| message.clone());
-        let seq = self.agent.append(key, message, ts, window);
+            .then_some(message);
+        self.record_message(key, encoded, model, heard, ts, run_id);
+    }
+
+    /// Append the message `encoded` (`model`: as the model reads it; `heard`: as the
+    /// `session.message` event shows it, when someone hears it) to session `key`.
+    fn record_message(
+        &mut self,
+        key: &str,
+        encoded: RowText,
+        model: Option<Message>,
+        heard: Option<Value>,
+        ts: u64,
+        run_id: Option<&str>,
+    ) {
+        let window = Window::of(&self.config.limits);
+        let seq = self.agent.append(key, encoded, model, ts, window);
         self.agent
             .evict_windows(self.config.limits.max_loaded_windows);
         if let (Some(seq), Some(message)) = (seq, heard) {

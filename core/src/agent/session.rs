@@ -4,6 +4,7 @@
 //! of recently used sessions stay in memory (`windows`), so memory does not grow with the
 //! transcript.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
@@ -12,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::Limits;
 use crate::frame::push_json_str;
-use crate::model::json_text::push_json_object;
+use crate::model::json_text::{Object, push_json_object};
 use crate::model::openai::Message;
 use crate::persist::RowText;
 
@@ -172,12 +173,13 @@ impl Recent {
     /// Hold `message` as the newest, dropping the oldest past `window`'s bounds (the newest
     /// always stays).
     pub(crate) fn keep(&mut self, message: &Value, window: Window) {
-        self.keep_sized(message, message.to_string().len(), window);
+        self.keep_model(model_message(message), message.to_string().len(), window);
     }
 
-    /// [`Recent::keep`] for a message whose JSON encoding is `size` bytes long.
-    pub(crate) fn keep_sized(&mut self, message: &Value, size: usize, window: Window) {
-        self.messages.push_back((model_message(message), size));
+    /// [`Recent::keep`] for a message already in the form the model reads it (`None`: a row
+    /// it does not see) whose JSON encoding is `size` bytes long.
+    pub(crate) fn keep_model(&mut self, model: Option<Message>, size: usize, window: Window) {
+        self.messages.push_back((model, size));
         self.bytes = self.bytes.saturating_add(size);
         while self.messages.len() > 1
             && (self.messages.len() > window.messages || self.bytes > window.bytes)
@@ -196,8 +198,9 @@ impl Recent {
     /// The last `max` messages as the model reads them: user and assistant turns with the
     /// tools the assistant called and their results. A call without its result (a turn that
     /// ended mid-round) and a result without its call (cut off by the window) are left
-    /// out, as every provider refuses them.
-    pub(crate) fn to_model(&self, max: usize) -> Vec<Message> {
+    /// out, as every provider refuses them. Borrowed where held as they go out (copying a
+    /// 100-message window cost ~40,000 instructions a turn).
+    pub(crate) fn to_model(&self, max: usize) -> Vec<Cow<'_, Message>> {
         let skip = self.messages.len().saturating_sub(max);
         let messages: Vec<&Message> = self
             .messages
@@ -211,7 +214,7 @@ impl Recent {
 
 /// A transcript row as the model reads it: a user or assistant turn (with the tools it
 /// called) or a tool's result; `None` for any other row.
-fn model_message(m: &Value) -> Option<Message> {
+pub(crate) fn model_message(m: &Value) -> Option<Message> {
     let text = text_of(m);
     match m.get("role").and_then(Value::as_str) {
         Some("user") => Some(Message::User(text)),
@@ -229,7 +232,7 @@ fn model_message(m: &Value) -> Option<Message> {
 
 /// `messages` with every tool call answered by a result right after its assistant turn,
 /// and every result answering such a call.
-fn paired(messages: &[&Message]) -> Vec<Message> {
+fn paired<'m>(messages: &[&'m Message]) -> Vec<Cow<'m, Message>> {
     let answered = |at: usize, id: &str| {
         messages
             .get(at + 1..)
@@ -238,7 +241,7 @@ fn paired(messages: &[&Message]) -> Vec<Message> {
             .take_while(|m| matches!(m, Message::ToolResult { .. }))
             .any(|m| matches!(m, Message::ToolResult { call_id, .. } if call_id == id))
     };
-    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    let mut out: Vec<Cow<'m, Message>> = Vec::with_capacity(messages.len());
     let mut open: Vec<String> = Vec::new();
     for (i, &m) in messages.iter().enumerate() {
         match m {
@@ -249,22 +252,24 @@ fn paired(messages: &[&Message]) -> Vec<Message> {
                     .cloned()
                     .collect();
                 open = kept.iter().map(|c| c.id.clone()).collect();
-                if !text.is_empty() || !kept.is_empty() || tool_calls.is_empty() {
-                    out.push(Message::Assistant {
+                if kept.len() == tool_calls.len() {
+                    out.push(Cow::Borrowed(m));
+                } else if !text.is_empty() || !kept.is_empty() {
+                    out.push(Cow::Owned(Message::Assistant {
                         text: text.clone(),
                         tool_calls: kept,
-                    });
+                    }));
                 }
             }
             Message::ToolResult { call_id, .. } => {
                 if let Some(at) = open.iter().position(|id| id == call_id) {
                     open.swap_remove(at);
-                    out.push(m.clone());
+                    out.push(Cow::Borrowed(m));
                 }
             }
-            other => {
+            _ => {
                 open.clear();
-                out.push(other.clone());
+                out.push(Cow::Borrowed(m));
             }
         }
     }
@@ -313,6 +318,75 @@ pub(crate) fn text_of(message: &Value) -> String {
 /// A text message of `role` as the transcript and the `chat` events carry it.
 pub(crate) fn text_message(role: &str, text: &str, ts: u64) -> Value {
     json!({"role": role, "content": [{"type": "text", "text": text}], "timestamp": ts})
+}
+
+/// Who said a text message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Speaker {
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// A text message as it enters a transcript: who said it, the text, when, its message id,
+/// its run (an answer names it), and the idempotency key it was sent with (a user's).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TextRow<'a> {
+    pub(crate) speaker: Speaker,
+    pub(crate) text: &'a str,
+    pub(crate) ts: u64,
+    pub(crate) id: &'a str,
+    pub(crate) run_id: Option<&'a str>,
+    pub(crate) idempotency_key: Option<&'a str>,
+}
+
+/// Room for a text row's JSON besides its texts.
+const TEXT_ROW_ROOM: usize = 144;
+
+impl TextRow<'_> {
+    /// The stored row: [`text_message`] with `idempotencyKey` (when it has one) and the
+    /// `__openclaw` meta (`id`, and `runId` for an answer) `Gateway::append` adds, as that
+    /// `Value`'s text, written out (a test holds the two equal). Built as a `Value`, encoded
+    /// and dropped, a turn's two rows cost ~30,000 instructions.
+    pub(crate) fn encode(&self) -> RowText {
+        let (role, run_id) = match self.speaker {
+            Speaker::User => ("user", None),
+            Speaker::Assistant => ("assistant", self.run_id),
+        };
+        let texts = [Some(self.text), Some(self.id), run_id, self.idempotency_key];
+        let len: usize = texts.iter().flatten().map(|t| t.len()).sum();
+        let mut out = String::with_capacity(TEXT_ROW_ROOM + len);
+        let mut row = Object::new(&mut out);
+        Object::new(row.key("__openclaw"))
+            .str("id", self.id)
+            .opt_str("runId", run_id)
+            .end();
+        let content = row.key("content");
+        content.push('[');
+        Object::new(content)
+            .str("text", self.text)
+            .str("type", "text")
+            .end();
+        content.push(']');
+        row.opt_str("idempotencyKey", self.idempotency_key)
+            .str("role", role)
+            .u64("timestamp", self.ts)
+            .end();
+        RowText::from_encoded(&out)
+    }
+
+    /// The message as the model reads it ([`model_message`] of the row).
+    pub(crate) fn model(&self) -> Message {
+        let text = self.text.to_string();
+        match self.speaker {
+            Speaker::User => Message::User(text),
+            Speaker::Assistant => Message::Assistant {
+                text,
+                tool_calls: Vec::new(),
+            },
+        }
+    }
 }
 
 /// An assistant row that called tools: its text (if any) then one `toolCall` block per call.
@@ -390,6 +464,36 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// A text row written out is byte for byte the text of the `Value` `append` made of
+        /// it, and its model message the one read from that `Value`.
+        #[test]
+        fn a_text_row_is_the_text_of_the_message_as_a_value(
+            user in proptest::bool::ANY,
+            text in crate::model::json_text::tests::text(),
+            ts in proptest::num::u64::ANY,
+            id in crate::model::json_text::tests::text(),
+            run_id in proptest::option::of(crate::model::json_text::tests::text()),
+            idempotency_key in proptest::option::of(crate::model::json_text::tests::text()),
+        ) {
+            let speaker = if user { Speaker::User } else { Speaker::Assistant };
+            let row = TextRow { speaker, text: &text, ts, id: &id, run_id: run_id.as_deref(), idempotency_key: idempotency_key.as_deref() };
+            let role = if user { "user" } else { "assistant" };
+            let mut message = text_message(role, &text, ts);
+            let mut meta = json!({"id": id});
+            if let (Some(r), false) = (&run_id, user) {
+                meta["runId"] = json!(r);
+            }
+            message["__openclaw"] = meta;
+            if let Some(k) = &idempotency_key {
+                message["idempotencyKey"] = json!(k);
+            }
+            let encoded = row.encode();
+            proptest::prop_assert_eq!(encoded.as_str(), message.to_string());
+            proptest::prop_assert_eq!(Some(row.model()), model_message(&message));
+        }
+    }
+
     #[test]
     fn the_window_is_bounded_and_the_model_sees_text_turns_only() {
         let mut s = ChatSession::new("id-1".into(), 5);
@@ -404,7 +508,11 @@ mod tests {
             recent.keep(&m, w);
         }
         assert_eq!(
-            recent.to_model(10),
+            recent
+                .to_model(10)
+                .into_iter()
+                .map(Cow::into_owned)
+                .collect::<Vec<_>>(),
             vec![
                 Message::User("hi".into()),
                 Message::Assistant {

@@ -7,6 +7,7 @@
 //!
 //! [`Work::ReadHistory`]: crate::Work::ReadHistory
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -28,7 +29,7 @@ enum State {
     /// Read `read` is out; `appended` came after it was asked for.
     Loading {
         read: WorkId,
-        appended: Vec<Value>,
+        appended: Vec<(Option<Message>, usize)>,
     },
 }
 
@@ -55,9 +56,9 @@ pub(crate) struct Windows {
 }
 
 /// Where a turn's window is.
-pub(crate) enum Lookup<'a> {
-    /// In memory.
-    Held(&'a Recent),
+pub(crate) enum Lookup {
+    /// In memory ([`Windows::recent`]).
+    Held,
     /// Being read: the turn waits for read `WorkId`.
     Loading(WorkId),
     /// Not in memory: read it from the store.
@@ -71,17 +72,25 @@ impl Windows {
     }
 
     /// The window of `key`, marked as used.
-    pub(crate) fn lookup(&mut self, key: &str) -> Lookup<'_> {
+    pub(crate) fn lookup(&mut self, key: &str) -> Lookup {
         let used = self.touch();
         match self.entries.get_mut(key) {
             None => Lookup::Absent,
             Some(e) => {
                 e.used = used;
                 match &e.state {
-                    State::Loaded(recent) => Lookup::Held(recent),
+                    State::Loaded(_) => Lookup::Held,
                     State::Loading { read, .. } => Lookup::Loading(*read),
                 }
             }
+        }
+    }
+
+    /// The window of `key`, if it is in memory (not marked as used: [`Windows::lookup`]).
+    pub(crate) fn recent(&self, key: &str) -> Option<&Recent> {
+        match &self.entries.get(key)?.state {
+            State::Loaded(recent) => Some(recent),
+            State::Loading { .. } => None,
         }
     }
 
@@ -92,16 +101,22 @@ impl Windows {
         self.entries.insert(key.to_string(), Entry { state, used });
     }
 
-    /// `message` was appended to session `key`: a window in memory or being read keeps it
-    /// (`window` bounds it; `size` is the length of its JSON text); one that is neither will
-    /// be read with it from the store.
-    pub(crate) fn append(&mut self, key: &str, message: &Value, size: usize, window: Window) {
+    /// A message was appended to session `key` (`model`: as the model reads it; `size`: the
+    /// length of its JSON text): a window in memory or being read keeps it (`window` bounds
+    /// it); one that is neither will be read with it from the store.
+    pub(crate) fn append(
+        &mut self,
+        key: &str,
+        model: Option<Message>,
+        size: usize,
+        window: Window,
+    ) {
         let used = self.touch();
         if let Some(e) = self.entries.get_mut(key) {
             e.used = used;
             match &mut e.state {
-                State::Loaded(recent) => recent.keep_sized(message, size, window),
-                State::Loading { appended, .. } => appended.push(message.clone()),
+                State::Loaded(recent) => recent.keep_model(model, size, window),
+                State::Loading { appended, .. } => appended.push((model, size)),
             }
         }
     }
@@ -146,8 +161,11 @@ impl Windows {
             && *r == read
         {
             let mut recent = Recent::default();
-            for m in rows.into_iter().chain(appended.drain(..)) {
+            for m in rows {
                 recent.keep(&m, window);
+            }
+            for (model, size) in appended.drain(..) {
+                recent.keep_model(model, size, window);
             }
             e.state = State::Loaded(recent);
         }
@@ -209,20 +227,19 @@ const NOT_READ: &str =
     "the session's transcript could not be read from the gateway's store; see the gateway log";
 
 impl Gateway {
-    /// The messages run `serial`'s turn sends the model from session `key`, or `None` when
-    /// its window is being read from the store: the turn goes on when the rows are back
-    /// ([`Gateway::on_window_read`]).
-    pub(crate) fn turn_window(&mut self, serial: u64, key: &str) -> Option<Vec<Message>> {
-        let limits = &self.config.limits;
-        let (max, window) = (limits.max_model_messages, Window::of(limits));
+    /// Whether the window run `serial`'s turn sends the model from session `key` is in
+    /// memory ([`Gateway::turn_window`] gives it); `false` when it is being read from the
+    /// store: the turn goes on when the rows are back ([`Gateway::on_window_read`]).
+    pub(crate) fn window_ready(&mut self, serial: u64, key: &str) -> bool {
+        let window = Window::of(&self.config.limits);
         if self.agent.sessions.get(key).is_none_or(|s| s.total == 0) {
-            return Some(Vec::new());
+            return true;
         }
         match self.agent.windows.lookup(key) {
-            Lookup::Held(recent) => return Some(recent.to_model(max)),
+            Lookup::Held => return true,
             Lookup::Loading(read) => {
                 self.agent.windows.wait(read, serial);
-                return None;
+                return false;
             }
             Lookup::Absent => {}
         }
@@ -243,7 +260,20 @@ impl Gateway {
             id,
             work: Work::ReadHistory(query),
         });
-        None
+        false
+    }
+
+    /// The messages a turn sends the model from session `key` (none when its window is not
+    /// in memory: [`Gateway::window_ready`] first), borrowed where they are held.
+    pub(crate) fn turn_window(&self, key: &str) -> Vec<Cow<'_, Message>> {
+        if self.agent.sessions.get(key).is_none_or(|s| s.total == 0) {
+            return Vec::new();
+        }
+        self.agent
+            .windows
+            .recent(key)
+            .map(|r| r.to_model(self.config.limits.max_model_messages))
+            .unwrap_or_default()
     }
 
     /// Whether `id` is the read of a model window.

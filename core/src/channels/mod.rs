@@ -573,7 +573,10 @@ impl Gateway {
             Purpose::Discord(p) => return self.dc_call_done(now, key, p, answer),
             Purpose::Slack(p) => return self.sl_call_done(now, key, p, answer),
             _ => match kind {
-                Kind::Telegram => telegram::driver::result(answer),
+                // Only `send`'s caller reads what Telegram answered.
+                Kind::Telegram => {
+                    telegram::driver::result(answer, matches!(call.purpose, Purpose::Send(_)))
+                }
                 Kind::Slack => slack::driver::result(answer),
                 Kind::Discord => {
                     self.dc_note(now, key, id, &answer);

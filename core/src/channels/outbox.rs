@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::inbound::Target;
 use super::row_key::row_key as key;
+use crate::frame::push_json_str;
+use crate::model::json_text::{Object, push_array};
 use crate::persist::{ChannelRowKind, RowText, StoreChange};
 
 /// Attempts of one chunk before its message is kept as undelivered.
@@ -70,8 +71,47 @@ fn put(d: &Delivery) -> StoreChange {
     StoreChange::PutChannelRow {
         kind: ChannelRowKind::Outbox,
         key: key(d.seq),
-        row: RowText::of_value(&json!(d)),
+        row: row_text(d),
     }
+}
+
+/// Room for a delivery row's JSON besides its texts.
+const ROW_ROOM: usize = 192;
+/// Room for the JSON around one chunk.
+const CHUNK_ROOM: usize = 3;
+
+/// The row of `d`: `json!(d)`'s text, written out (members in the sorted order a `Value`
+/// object keeps; a test holds the two equal). The `Value` round cost ~18,000 instructions a
+/// reply.
+fn row_text(d: &Delivery) -> RowText {
+    let t = &d.target;
+    let texts = [
+        Some(&t.channel),
+        Some(&t.account),
+        Some(&t.to),
+        t.thread.as_ref(),
+        d.last_error.as_ref(),
+        d.pairing.as_ref(),
+    ];
+    let chunks: usize = d.chunks.iter().map(|c| c.len() + CHUNK_ROOM).sum();
+    let len: usize = texts.iter().flatten().map(|t| t.len()).sum();
+    let mut out = String::with_capacity(ROW_ROOM + len + chunks);
+    let mut row = Object::new(&mut out);
+    row.u64("attempts", u64::from(d.attempts));
+    push_array(row.key("chunks"), &d.chunks, |c, out| push_json_str(out, c));
+    row.u64("createdAt", d.created_at);
+    row.str_or_null("lastError", d.last_error.as_deref())
+        .u64("next", d.next as u64)
+        .opt_str("pairing", d.pairing.as_deref())
+        .u64("seq", d.seq);
+    Object::new(row.key("target"))
+        .str("account", &t.account)
+        .str("channel", &t.channel)
+        .opt_str("thread", t.thread.as_deref())
+        .str("to", &t.to)
+        .end();
+    row.bool("undelivered", d.undelivered).end();
+    RowText::from_encoded(&out)
 }
 
 impl Outbox {
@@ -234,7 +274,11 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
     use super::*;
+    use crate::model::json_text::tests::text;
 
     fn to(chat: &str) -> Target {
         Target {
@@ -286,5 +330,30 @@ mod tests {
         }
         assert_eq!(back.undelivered().count(), 0, "retried after a restart");
         assert_eq!(back.pending(), 2);
+    }
+
+    proptest! {
+        /// The row written out is byte for byte the text of the delivery as a `Value`.
+        #[test]
+        fn the_row_is_the_text_of_the_delivery_as_a_value(
+            (channel, account, to, thread) in (text(), text(), text(), proptest::option::of(text())),
+            chunks in proptest::collection::vec(text(), 0..4),
+            (seq, next, attempts, created_at) in (any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>()),
+            (undelivered, last_error, pairing) in (any::<bool>(), proptest::option::of(text()), proptest::option::of(text())),
+        ) {
+            let d = Delivery {
+                seq,
+                target: Target { channel, account, to, thread },
+                chunks,
+                next: next as usize,
+                attempts,
+                undelivered,
+                last_error,
+                created_at,
+                pairing,
+            };
+            let row = row_text(&d);
+            prop_assert_eq!(row.as_str(), json!(d).to_string());
+        }
     }
 }

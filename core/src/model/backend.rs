@@ -62,7 +62,7 @@ impl ModelRoute {
     pub fn turn_request(
         &self,
         system: Option<&str>,
-        messages: Vec<Message>,
+        messages: &[&Message],
         tools: Vec<ToolSpec>,
     ) -> HttpRequest {
         let key = self
@@ -70,11 +70,8 @@ impl ModelRoute {
             .as_ref()
             .filter(|_| self.auth_header)
             .map(|k| k.expose());
-        let messages: Vec<Message> = system
-            .map(|s| Message::System(s.to_string()))
-            .into_iter()
-            .chain(messages)
-            .collect();
+        let system = system.map(|s| Message::System(s.to_string()));
+        let messages: Vec<&Message> = system.iter().chain(messages.iter().copied()).collect();
         let mut req = match self.api {
             ModelApi::OpenAiCompletions => ChatRequest {
                 model: self.model.clone(),
@@ -173,8 +170,9 @@ mod tests {
 
     #[test]
     fn one_interface_two_wire_formats() {
-        let messages = vec![Message::User("hi".into())];
-        let a = anthropic().turn_request(Some("Be brief."), messages.clone(), vec![]);
+        let hi = Message::User("hi".into());
+        let messages = [&hi];
+        let a = anthropic().turn_request(Some("Be brief."), &messages, vec![]);
         assert_eq!(a.url, "http://127.0.0.1:9/v1/messages");
         assert_eq!(a.header("x-api-key"), Some("sk-ant"));
         assert_eq!(a.header("anthropic-version"), Some("2099-01-01"));
@@ -185,14 +183,14 @@ mod tests {
 
         let mut o = ModelRoute::new("fake", "fake-1", "http://127.0.0.1:9/v1");
         o.api_key = Some(Secret::new("sk-o"));
-        let r = o.turn_request(Some("Be brief."), messages.clone(), vec![]);
+        let r = o.turn_request(Some("Be brief."), &messages, vec![]);
         assert_eq!(r.url, "http://127.0.0.1:9/v1/chat/completions");
         assert_eq!(r.header("authorization"), Some("Bearer sk-o"));
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["messages"][0]["role"], "system");
         o.auth_header = false;
         assert_eq!(
-            o.turn_request(None, messages, vec![])
+            o.turn_request(None, &messages, vec![])
                 .header("authorization"),
             None
         );

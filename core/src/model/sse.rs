@@ -171,20 +171,26 @@ impl SseDecoder {
                     continue;
                 }
             }
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            match crate::json_plain::line_end(rest) {
                 None => {
                     self.push_line_bytes(rest)?;
                     rest = &[];
                 }
                 Some(at) => {
                     let (text, tail) = rest.split_at(at);
-                    self.push_line_bytes(text)?;
                     self.after_cr = tail.first() == Some(&b'\r');
                     rest = tail.get(1..).unwrap_or_default();
-                    let line = core::mem::take(&mut self.line);
-                    self.process_line(&line, out)?;
-                    self.line = line;
-                    self.line.clear();
+                    if self.line.is_empty() {
+                        // A whole line in this chunk: read where it is, not copied first.
+                        self.check_line(text.len())?;
+                        self.process_line(text, out)?;
+                    } else {
+                        self.push_line_bytes(text)?;
+                        let line = core::mem::take(&mut self.line);
+                        self.process_line(&line, out)?;
+                        self.line = line;
+                        self.line.clear();
+                    }
                 }
             }
         }
@@ -218,11 +224,17 @@ impl SseDecoder {
     }
 
     fn push_line_bytes(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        self.check_line(self.line.len().saturating_add(bytes.len()))?;
+        self.line.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Refuse a line of `len` bytes if it is longer than the limit.
+    fn check_line(&self, len: usize) -> Result<(), SseError> {
         let limit = self.limits.max_line_bytes;
-        if self.line.len().saturating_add(bytes.len()) > limit {
+        if len > limit {
             return Err(SseError::LineTooLong { limit });
         }
-        self.line.extend_from_slice(bytes);
         Ok(())
     }
 

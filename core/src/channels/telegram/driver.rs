@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::api::{self, ApiError};
 use super::transport::{Next, Note, Tried};
@@ -55,11 +55,17 @@ pub(crate) struct Attempt {
     request: Option<HttpRequest>,
 }
 
-/// A Bot API answer decoded: the `result`, or why the call failed.
-pub(crate) fn result(answer: Result<Answer<'_>, String>) -> Result<Value, Failure> {
-    answer
-        .map_err(Failure::Transport)
-        .and_then(|a| api::result(a.status, a.body).map_err(failure))
+/// A Bot API answer decoded: the `result` (when the caller `reads` it, else `null`), or why
+/// the call failed.
+pub(crate) fn result(answer: Result<Answer<'_>, String>, reads: bool) -> Result<Value, Failure> {
+    answer.map_err(Failure::Transport).and_then(|a| {
+        let decoded = if reads {
+            api::result(a.status, a.body)
+        } else {
+            api::accepted(a.status, a.body).map(|()| Value::Null)
+        };
+        decoded.map_err(failure)
+    })
 }
 
 /// A Bot API error as the channels' failure: 401 and 404 mean a bad token.
@@ -85,7 +91,7 @@ fn offset_row(account: &str, offset: i64) -> StoreChange {
     StoreChange::PutChannelRow {
         kind: ChannelRowKind::Offset,
         key: account.to_string(),
-        row: RowText::of_value(&json!({"offset": offset})),
+        row: RowText::from_encoded(&format!("{{\"offset\":{offset}}}")),
     }
 }
 
@@ -162,7 +168,7 @@ impl Gateway {
         }
         a.phase = Phase::Identifying;
         self.log(now, Level::Info, None, format!("{key}: starting (getMe)"));
-        self.tg_call(now, key, Purpose::GetMe.into(), "getMe", &json!({}));
+        self.tg_call(now, key, Purpose::GetMe.into(), "getMe", "{}".into());
         Ok(())
     }
 
@@ -186,7 +192,7 @@ impl Gateway {
         key: &str,
         purpose: ChannelPurpose,
         method: &str,
-        body: &Value,
+        body: String,
     ) -> Option<WorkId> {
         let a = self.tg(key)?;
         let (token, _) = a.cfg.common.token.as_ref().ok()?;
@@ -310,7 +316,7 @@ impl Gateway {
         }
         if a.me.id == 0 {
             a.phase = Phase::Identifying;
-            self.tg_call(now, key, Purpose::GetMe.into(), "getMe", &json!({}));
+            self.tg_call(now, key, Purpose::GetMe.into(), "getMe", "{}".into());
         } else {
             self.poll(now, key);
         }
@@ -361,7 +367,7 @@ impl Gateway {
             return; // resumed by `tg_resume_polls` once turns end
         }
         let body = api::get_updates(a.offset);
-        if let Some(id) = self.tg_call(now, key, Purpose::Poll.into(), "getUpdates", &body) {
+        if let Some(id) = self.tg_call(now, key, Purpose::Poll.into(), "getUpdates", body) {
             if let Some(a) = self.tg(key) {
                 a.poll = Some(id);
             }
@@ -403,7 +409,7 @@ impl Gateway {
             }
             return;
         }
-        match (purpose, result(answer)) {
+        match (purpose, result(answer, true)) {
             (Purpose::GetMe, Ok(v)) => match api::me(v) {
                 Ok(me) => {
                     self.log(
@@ -425,7 +431,7 @@ impl Gateway {
                         key,
                         Purpose::DeleteWebhook.into(),
                         "deleteWebhook",
-                        &json!({"drop_pending_updates": false}),
+                        r#"{"drop_pending_updates":false}"#.into(),
                     );
                 }
                 Err(e) => self.account_failed(now, key, "getMe", failure(e)),
@@ -518,14 +524,8 @@ impl Gateway {
 
     /// Show typing in the chat of `m`.
     pub(crate) fn tg_typing(&mut self, now: Instant, key: &str, m: &Inbound) {
-        let mut body = json!({"chat_id": m.chat_id, "action": "typing"});
-        if let (Some(t), Some(o)) = (
-            m.thread.as_ref().and_then(|t| t.parse::<i64>().ok()),
-            body.as_object_mut(),
-        ) {
-            o.insert("message_thread_id".into(), json!(t));
-        }
-        self.tg_call(now, key, ChannelPurpose::Typing, "sendChatAction", &body);
+        let body = api::typing(&m.chat_id, m.thread.as_deref());
+        self.tg_call(now, key, ChannelPurpose::Typing, "sendChatAction", body);
     }
 
     /// Send one rendered (HTML) message; false when the account has no token.
@@ -538,7 +538,7 @@ impl Gateway {
         html: &str,
     ) -> bool {
         let body = api::send_message(&to.to, html, to.thread.as_deref());
-        self.tg_call(now, key, purpose, "sendMessage", &body)
+        self.tg_call(now, key, purpose, "sendMessage", body)
             .is_some()
     }
 }
@@ -551,7 +551,19 @@ impl From<Purpose> for ChannelPurpose {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn the_offset_row_is_the_text_of_its_value() {
+        for offset in [i64::MIN, -1, 0, 7, 860_000_123, i64::MAX] {
+            let StoreChange::PutChannelRow { row, .. } = offset_row("default", offset) else {
+                panic!("not a channel row");
+            };
+            assert_eq!(row.as_str(), json!({"offset": offset}).to_string());
+        }
+    }
 
     #[test]
     fn private_roots_are_recognised() {

@@ -1,5 +1,7 @@
 //! The request: the transcript as Anthropic's Messages API body, streamed.
 
+use std::borrow::Borrow;
+
 use serde_json::{Map, Value};
 
 use crate::frame::push_json_str;
@@ -17,15 +19,16 @@ const BODY_ROOM: usize = 256;
 /// The `anthropic-version` header upstream sends.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// A streamed Messages request for one model turn.
+/// A streamed Messages request for one model turn: its messages owned, or borrowed (`M` =
+/// `&Message`: a turn's window is written from where it is held, not copied).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MessagesRequest {
+pub struct MessagesRequest<M = Message> {
     /// The model id, e.g. `claude-sonnet-4-5`.
     pub model: String,
     /// `max_tokens` (required by the API).
     pub max_tokens: u32,
     /// The transcript, oldest first; its [`Message::System`] entries become `system`.
-    pub messages: Vec<Message>,
+    pub messages: Vec<M>,
     /// The tools the model may call (none: no `tools` member).
     pub tools: Vec<ToolSpec>,
 }
@@ -120,7 +123,7 @@ fn push_role_end(out: &mut String, role: &str) {
     out.push_str(r#""}"#);
 }
 
-impl MessagesRequest {
+impl<M: Borrow<Message>> MessagesRequest<M> {
     /// The JSON body: `model`, `max_tokens`, `stream: true`, the system messages joined as
     /// `system` text blocks, and `messages` with consecutive same-role turns merged, empty
     /// ones dropped and leading assistant turns dropped (the API starts with the user).
@@ -131,7 +134,7 @@ impl MessagesRequest {
     /// The body as JSON text, written straight from the transcript (no JSON tree), its
     /// members in a `Value` object's (sorted) order.
     fn body_text(&self) -> String {
-        let texts: usize = self.messages.iter().map(Message::text_len).sum();
+        let texts: usize = self.messages.iter().map(|m| m.borrow().text_len()).sum();
         let room = MESSAGE_ROOM * self.messages.len() + TOOL_ROOM * self.tools.len();
         let mut out = String::with_capacity(texts + room + BODY_ROOM);
         out.push_str(r#"{"max_tokens":"#);
@@ -140,7 +143,12 @@ impl MessagesRequest {
         // The role of the message being written, whose content is still open.
         let mut open: Option<&str> = None;
         let mut first = true;
-        for m in self.messages.iter().filter(|m| has_blocks(m)) {
+        for m in self
+            .messages
+            .iter()
+            .map(Borrow::borrow)
+            .filter(|m| has_blocks(m))
+        {
             let Some(role) = role(m) else { continue };
             match open {
                 None if role == "assistant" => continue,
@@ -163,7 +171,7 @@ impl MessagesRequest {
         out.push_str(r#"],"model":"#);
         push_json_str(&mut out, &self.model);
         out.push_str(r#","stream":true"#);
-        let mut system = self.messages.iter().filter_map(|m| match m {
+        let mut system = self.messages.iter().filter_map(|m| match m.borrow() {
             Message::System(s) if !s.is_empty() => Some(s),
             _ => None,
         });

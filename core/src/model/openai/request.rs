@@ -6,6 +6,7 @@
 //! Object members go out in the order a [`Value`] object keeps them (sorted), and strings are
 //! escaped as serde_json escapes them, so the bytes are those of the old tree's text.
 
+use std::borrow::Borrow;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
@@ -195,18 +196,19 @@ impl ToolSpec {
     }
 }
 
-/// A streamed chat completion request for one model turn.
+/// A streamed chat completion request for one model turn: its messages owned, or borrowed
+/// (`M` = `&Message`: a turn's window is written from where it is held, not copied).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChatRequest {
+pub struct ChatRequest<M = Message> {
     /// The provider's model id (`models[].id`, e.g. `"fake-1"` for `fake/fake-1`).
     pub model: String,
     /// The transcript, oldest first.
-    pub messages: Vec<Message>,
+    pub messages: Vec<M>,
     /// The tools the model may call (none: no `tools` member).
     pub tools: Vec<ToolSpec>,
 }
 
-impl ChatRequest {
+impl<M: Borrow<Message>> ChatRequest<M> {
     /// The JSON body: `messages`, `model`, `stream: true`,
     /// `stream_options: {include_usage: true}` (so the last chunk carries the token counts),
     /// and `tools` when there are any, in that (sorted) order.
@@ -223,7 +225,7 @@ impl ChatRequest {
             if i > 0 {
                 out.push(',');
             }
-            push_message(&mut out, m);
+            push_message(&mut out, m.borrow());
         }
         out.push_str(r#"],"model":"#);
         push_json_str(&mut out, &self.model);
@@ -239,7 +241,7 @@ impl ChatRequest {
     /// About the body's length: its texts plus room for the JSON around them (escapes and
     /// the tools' schemas may take more; the buffer then grows as usual).
     fn size_hint(&self) -> usize {
-        let texts: usize = self.messages.iter().map(Message::text_len).sum();
+        let texts: usize = self.messages.iter().map(|m| m.borrow().text_len()).sum();
         let tools: usize = self
             .tools
             .iter()
