@@ -84,12 +84,14 @@ fn acks(sim: &Sim, socket: WorkId) -> Vec<(WorkId, String)> {
         .collect()
 }
 
-/// The DM envelope `envelope_id` from `U1`, saying `text`, on `socket`.
+/// The DM envelope `envelope_id` from `U1`, saying `text`, on `socket` (its message's `ts`
+/// and event id follow from the envelope's id: one envelope, one message).
 fn dm(sim: &mut Sim, socket: WorkId, envelope_id: &str, text: &str) {
+    let n = envelope_id.len() + envelope_id.bytes().map(usize::from).sum::<usize>();
     let frame = json!({"type": "events_api", "envelope_id": envelope_id, "payload": {
-        "type": "event_callback", "event_id": "Ev1", "team_id": "T1",
+        "type": "event_callback", "event_id": format!("Ev{n}"), "team_id": "T1",
         "event": {"type": "message", "channel": "D1", "channel_type": "im", "user": "U1",
-            "text": text, "ts": "1795500000.000100"}}});
+            "text": text, "ts": format!("1795500000.{n:06}")}}});
     sim.socket_result(socket, WorkResult::WsText(frame.to_string()));
 }
 
@@ -101,9 +103,8 @@ fn dm(sim: &mut Sim, socket: WorkId, envelope_id: &str, text: &str) {
 fn a_reply_committed_with_its_message_leaves_before_the_ack() {
     let mut sim = Sim::started_holding_http(Instant::now(), config());
     let socket = connected(&mut sim);
-    sim.hold_store_writes(true);
-    dm(&mut sim, socket, "env-1", "hi");
-    // Its sender's name first (the lane waits for it), then the model's request.
+    // A first message from U1: its name is looked up once and kept.
+    dm(&mut sim, socket, "env-0", "hello");
     let lookup = calls(&sim, "users.info")[0].0;
     answer(
         &mut sim,
@@ -111,16 +112,28 @@ fn a_reply_committed_with_its_message_leaves_before_the_ack() {
         json!({"ok": true, "user": {"name": "u1", "profile": {"display_name": "U One"}}}),
     );
     let model = calls(&sim, "/chat/completions")[0].0;
+    sim.http_results(model, openai_text_answer("first"));
+    let first = calls(&sim, "chat.postMessage")[0].0;
+    answer(&mut sim, first, json!({"ok": true, "ts": "1.1"}));
+
+    sim.hold_store_writes(true);
+    dm(&mut sim, socket, "env-1", "hi");
+    let model = calls(&sim, "/chat/completions")[0].0;
     sim.http_results(model, openai_text_answer("hello back"));
-    assert!(acks(&sim, socket).is_empty(), "no ack before the commit");
+    assert!(
+        !acks(&sim, socket).iter().any(|(_, e)| e == "env-1"),
+        "no ack before the commit"
+    );
     assert!(
         calls(&sim, "chat.postMessage").is_empty(),
         "no reply either"
     );
-    let batches = sim.held_batches().len();
-    assert!(
-        batches >= 2,
-        "the message's batch and the answer's: {batches}"
+    // The message's batch, flagged to linger, and the answer's queued behind it.
+    let flags: Vec<bool> = sim.held_batches().iter().map(|(_, l)| *l).collect();
+    assert_eq!(
+        flags,
+        [true, false],
+        "the message's batch, then the answer's"
     );
     assert!(sim.write_together(true));
     let (ack, envelope) = acks(&sim, socket).pop().expect("the ack once durable");
