@@ -162,6 +162,9 @@ pub(crate) enum Step {
     Turn(u64),
     /// The outbox rows up to this seq are in the batch: once it is durable they may send.
     Stored(u64),
+    /// A Slack message is durable: acknowledge it once the batches that were in flight then
+    /// are settled too (see [`Gateway::slack_received`]).
+    SlackAck(slack::Ack),
 }
 
 /// How a queued message's turn starts.
@@ -763,11 +766,13 @@ impl Gateway {
             Step::Received(key, receipt) => {
                 match receipt {
                     Receipt::Offset(offset) => self.tg_received(now, &key, offset, durable),
-                    Receipt::Slack(ack) => self.slack_acked(now, ack, durable),
+                    Receipt::Slack(ack) => self.slack_received(now, ack, durable),
                     Receipt::Nothing => {}
                 }
                 self.serve_ingress(now);
             }
+            // Its message's batch was durable; whatever the batches after it did.
+            Step::SlackAck(ack) => self.slack_acked(now, ack, true),
             Step::Committed => {
                 self.serve_ingress(now);
                 self.pump_outbox(now);

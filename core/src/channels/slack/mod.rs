@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::channels::Step;
 use crate::channels::account::Kind;
 use crate::conn::ConnId;
 use crate::gateway::Gateway;
@@ -104,6 +105,20 @@ impl Gateway {
                 let key = Kind::Slack.key(account);
                 self.slack_ingest(now, &key, *m, Ack::Http(id));
             }
+        }
+    }
+
+    /// Every batch up to a Slack message's is durable (`durable`) or failed. A durable one is
+    /// acknowledged behind the batches in flight now, when there are any: the message's
+    /// answer, when the model answered at once, is among them (committed in the same
+    /// transaction, reported in the same wake-up), and its reply then leaves before the ack
+    /// instead of behind its write. Slack waits 3 s for an ack; this holds it one commit at
+    /// most, and not at all when nothing else is being written.
+    pub(crate) fn slack_received(&mut self, now: Instant, ack: Ack, durable: bool) {
+        if durable && !self.durable.is_settled() {
+            self.hold_channel_step(now, Step::SlackAck(ack));
+        } else {
+            self.slack_acked(now, ack, durable);
         }
     }
 
