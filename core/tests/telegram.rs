@@ -1959,3 +1959,50 @@ fn the_model_request_leaves_first_in_the_step_that_reads_the_message() {
         "the message's batch: {work:?}"
     );
 }
+
+/// The model answers at once, while the message's batch is being written: the message's and
+/// the answer's batches commit in one transaction, reported in order, and the reply the
+/// second releases is issued before the next `getUpdates` the first released (the poll goes
+/// behind it, not in front of it).
+#[test]
+fn a_reply_committed_with_its_message_leaves_before_the_next_poll() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    p.hold_store_writes(true);
+    f.dm(222, "early");
+    pump(&mut p, &mut f);
+    assert_eq!(f.model_calls, 1, "the model answered beside the commit");
+    let flags: Vec<bool> = p.held_batches().iter().map(|(_, l)| *l).collect();
+    assert_eq!(
+        flags,
+        [true, false],
+        "the message's batch, then the answer's"
+    );
+    assert!(p.write_together(true));
+    let held = |method: &str| {
+        p.held_http()
+            .iter()
+            .find(|(_, r)| r.url.ends_with(method))
+            .map(|(id, _)| *id)
+            .unwrap_or_else(|| panic!("a held {method}"))
+    };
+    let (reply, poll) = (held("/sendMessage"), held("/getUpdates"));
+    assert!(
+        reply < poll,
+        "the reply ({reply:?}) is issued before the next poll ({poll:?})"
+    );
+}
+
+/// The model has not answered when the message's batch is durable: the next poll goes at
+/// once, not held for the answer (nothing else is in flight).
+#[test]
+fn a_message_whose_answer_is_not_in_flight_polls_again_at_once() {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    p.hold_store_writes(true);
+    f.hold_model = true;
+    let id = f.dm(222, "slow");
+    pump(&mut p, &mut f);
+    assert!(held_polls(&p).is_empty(), "no poll before the commit");
+    p.write_store(true);
+    assert_eq!(held_polls(&p).len(), 1, "polled again once durable");
+    assert_eq!(held_polls(&p)[0]["offset"], id + 1);
+}

@@ -165,6 +165,9 @@ pub(crate) enum Step {
     /// A Slack message is durable: acknowledge it once the batches that were in flight then
     /// are settled too (see [`Gateway::slack_received`]).
     SlackAck(slack::Ack),
+    /// A Telegram account's updates are durable: poll again once the batches that were in
+    /// flight then are settled too (see [`Gateway::tg_received`]).
+    Poll(String),
 }
 
 /// How a queued message's turn starts.
@@ -773,6 +776,7 @@ impl Gateway {
             }
             // Its message's batch was durable; whatever the batches after it did.
             Step::SlackAck(ack) => self.slack_acked(now, ack, true),
+            Step::Poll(key) => self.tg_poll(now, &key),
             Step::Committed => {
                 self.serve_ingress(now);
                 self.pump_outbox(now);

@@ -14,7 +14,7 @@ use super::transport::{Next, Note, Tried};
 use crate::channels::account::Transport;
 use crate::channels::inbound::{Inbound, Target};
 use crate::channels::{
-    Answer, Call, Due as ChannelDue, Failure, Purpose as ChannelPurpose, Receipt,
+    Answer, Call, Due as ChannelDue, Failure, Purpose as ChannelPurpose, Receipt, Step,
 };
 use crate::gateway::Gateway;
 use crate::log::Level;
@@ -318,7 +318,7 @@ impl Gateway {
             a.phase = Phase::Identifying;
             self.tg_call(now, key, Purpose::GetMe.into(), "getMe", "{}".into());
         } else {
-            self.poll(now, key);
+            self.tg_poll(now, key);
         }
     }
 
@@ -350,11 +350,12 @@ impl Gateway {
             }
             self.channels.calls.remove(&id);
             self.cancel_work(id);
-            self.poll(now, key);
+            self.tg_poll(now, key);
         }
     }
 
-    fn poll(&mut self, now: Instant, key: &str) {
+    /// Long-poll account `key` for updates, unless it is polling, committing or stopped.
+    pub(crate) fn tg_poll(&mut self, now: Instant, key: &str) {
         let pending = self.channels.ingress.pending();
         let Some(a) = self.tg(key) else {
             return;
@@ -449,7 +450,7 @@ impl Gateway {
                         format!("{key}: deleteWebhook failed ({f}); continuing to polling"),
                     );
                 }
-                self.poll(now, key);
+                self.tg_poll(now, key);
             }
             (Purpose::Poll, _) => {}
         }
@@ -473,7 +474,7 @@ impl Gateway {
             messages.extend(u.message);
         }
         if next == offset {
-            self.poll(now, key);
+            self.tg_poll(now, key);
             return;
         }
         if let Some(a) = self.tg(key) {
@@ -492,7 +493,12 @@ impl Gateway {
             }
         }
         if durable {
-            self.poll(now, key);
+            // The next poll goes behind the batches in flight now, when there are any: the
+            // message's answer, when the model answered at once, is among them (committed in
+            // the same transaction, reported in the same wake-up), and its reply then leaves
+            // before the next `getUpdates` instead of behind it. Not held at all when nothing
+            // else is being written.
+            self.hold_channel_step(now, Step::Poll(key.to_string()));
         } else {
             self.account_failed(
                 now,
@@ -518,7 +524,7 @@ impl Gateway {
             .map(|(k, _)| k.clone())
             .collect();
         for key in idle {
-            self.poll(now, &key);
+            self.tg_poll(now, &key);
         }
     }
 
