@@ -21,6 +21,16 @@
 //! [`Checkpoints::file_frames`] long, so that the commits up to the first checkpoint (and
 //! every one after it, the WAL starting over in the same file) sync data only, not the file's
 //! growth ([`Db::extend_wal`]).
+//!
+//! The thread parks as soon as its queue is empty, and the loop blocks in its poll while a
+//! commit is in flight: each hand-off (job to the thread, report to the loop) is one wake-up,
+//! about 10 µs p50 with both threads on one CPU and 40-55 µs when the scheduler puts them on
+//! two (an idle vCPU of the bench's VM halts at once). Measured on Telegram hops and not kept:
+//! the loop spinning in its poll for up to 400 µs while a commit is in flight (a writer woken
+//! onto the loop's CPU waits the spin out, 350-410 µs; hop p50 and CPU per message worse), the
+//! thread polling its queue after a commit (the next job comes 400 µs or more later in 90 % of
+//! cases), and a pipe's "sync" wake-up in place of the channel's futex (the thread still lands
+//! on the other, idle CPU as often).
 
 use std::cell::RefCell;
 use std::sync::mpsc::{RecvTimeoutError, SendError};
