@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::BenchError;
 use crate::machine::Machine;
-use crate::procs::Launch;
+use crate::procs::{Launch, self_cpu};
 use crate::report::{Goal, GoalCheck, MIO, UPSTREAM, fmt, ratio, verdict};
 use crate::run::Target;
 use crate::scenario::agent::AgentFigures;
@@ -120,12 +120,20 @@ fn timed<T>(
     what: &'static str,
     step: impl FnOnce() -> Result<T, BenchError>,
 ) -> Result<T, BenchError> {
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), self_cpu());
     let r = step();
     let took = t0.elapsed();
+    // The load generator's own CPU in the step (its fakes' threads included), for stderr.
+    let cpu = self_cpu().saturating_sub(cpu0).as_millis();
     match &r {
-        Ok(_) => eprintln!("   {what} done ({:.0} s)", took.as_secs_f64()),
-        Err(e) => eprintln!("   {what}: {e} ({:.0} s)", took.as_secs_f64()),
+        Ok(_) => eprintln!(
+            "   {what} done ({:.0} s, bench CPU {cpu} ms)",
+            took.as_secs_f64()
+        ),
+        Err(e) => eprintln!(
+            "   {what}: {e} ({:.0} s, bench CPU {cpu} ms)",
+            took.as_secs_f64()
+        ),
     }
     steps.push((what, took));
     r
