@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::BenchError;
 use crate::machine::Machine;
-use crate::procs::Launch;
+use crate::procs::{Launch, self_cpu};
 use crate::report::{Goal, GoalCheck, MIO, UPSTREAM, fmt, ratio, verdict};
 use crate::run::Target;
 use crate::scenario::agent::AgentFigures;
@@ -120,12 +120,20 @@ fn timed<T>(
     what: &'static str,
     step: impl FnOnce() -> Result<T, BenchError>,
 ) -> Result<T, BenchError> {
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), self_cpu());
     let r = step();
     let took = t0.elapsed();
+    // The load generator's own CPU in the step (its fakes' threads included), for stderr.
+    let cpu = self_cpu().saturating_sub(cpu0).as_millis();
     match &r {
-        Ok(_) => eprintln!("   {what} done ({:.0} s)", took.as_secs_f64()),
-        Err(e) => eprintln!("   {what}: {e} ({:.0} s)", took.as_secs_f64()),
+        Ok(_) => eprintln!(
+            "   {what} done ({:.0} s, bench CPU {cpu} ms)",
+            took.as_secs_f64()
+        ),
+        Err(e) => eprintln!(
+            "   {what}: {e} ({:.0} s, bench CPU {cpu} ms)",
+            took.as_secs_f64()
+        ),
     }
     steps.push((what, took));
     r
@@ -844,11 +852,16 @@ tick here; the long poll is the gateway's own, 30 s in both). Three channels: on
 Telegram, Slack (Socket Mode; `SLACK_API_URL` points at a fake Web API whose
 `apps.connections.open` hands out a fake socket) and Discord (`DISCORD_API_URL` points at a fake
 REST API and Gateway) configured at once, each open to everyone, the echo model answering at
-once; after one warm-up message per channel, messages one at a time on each channel in turn
-(100 each in the quick plan, 200 in the full one, so a p99 is not the slowest sample),
+once; after one warm-up message per channel, messages one at a time, the channels taking turns
+message by message (Telegram, Slack, Discord, Telegram, ...: their DMs share one session, so each
+channel meets the same transcript lengths; 100 each in the quick plan, 200 in the full one, so a
+p99 is not the slowest sample),
 timed from the fake writing the event (the `getUpdates` answer, the `events_api` envelope, the
 `MESSAGE_CREATE` dispatch) to the reply reaching its socket, and the same less the fake model's
-own time for that message (below); the Slack sender is a user the fake's `users.info` knows (its
+own time for that message (below). The bench waits for each reply asleep until the fake
+records a call (a condition variable; it looks only at calls it has not seen), and the fakes'
+Socket Mode and Gateway threads sleep until the gateway writes or an event is queued, so an
+event goes out as it is pushed. The Slack sender is a user the fake's `users.info` knows (its
 name is looked up once, then kept). Upstream's Slack and Discord are plugins
 (`@openclaw/slack`, `@openclaw/discord` 2026.9.6) installed once by `scripts/bench.sh`; its state
 directory starts with their install records (upstream refuses an unrecorded plugin the keyed

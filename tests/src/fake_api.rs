@@ -6,13 +6,15 @@
 //! `fake.wait_calls(..)` and `fake.fail_next(..)` read the same on every transport.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::BufReader;
+use std::io::{self, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec, eventfd, poll};
 use serde_json::Value;
 
 use crate::fake_model::{Framing, Part, RecordedRequest, Reply, read_request, write_reply};
@@ -42,6 +44,8 @@ pub struct Call {
 #[derive(Default)]
 pub struct FakeApi {
     calls: Mutex<Vec<Call>>,
+    /// Signalled each time a call is recorded.
+    recorded: Condvar,
     scripted: Mutex<HashMap<String, VecDeque<Answer>>>,
     stop: AtomicBool,
     /// Each listener's address (kept after [`FakeApi::shut_down`]: a connection's thread may
@@ -180,6 +184,7 @@ impl FakeApi {
             body: req.json.clone(),
             arrival: req.arrival,
         });
+        self.recorded.notify_all();
         lock(&self.scripted)
             .iter_mut()
             .find(|(key, q)| name.ends_with(key.as_str()) && !q.is_empty())
@@ -232,7 +237,40 @@ impl FakeApi {
         self.wait_calls_for(name, n, WAIT)
     }
 
-    /// [`FakeApi::wait_calls`] with its own timeout; panics when it passes.
+    /// The first call from the `seen`-th one on (in recording order) that `pick` answers
+    /// for, waiting up to `timeout` for it to be recorded; `None` when it passes. Each call
+    /// is shown to `pick` once: `seen` moves past every call looked at, so a waiter that keeps
+    /// its cursor across waits never reads a call twice, and between looks it sleeps until
+    /// a call is recorded (not on a timer).
+    pub fn next_call<T>(
+        &self,
+        seen: &mut usize,
+        timeout: Duration,
+        mut pick: impl FnMut(&Call) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut calls = lock(&self.calls);
+        loop {
+            while let Some(call) = calls.get(*seen) {
+                *seen += 1;
+                if let Some(v) = pick(call) {
+                    return Some(v);
+                }
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            calls = self
+                .recorded
+                .wait_timeout(calls, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// [`FakeApi::wait_calls`] with its own timeout; panics when it passes. It looks every
+    /// 10 ms ([`poll_for`]), not at each record as [`FakeApi::next_call`] does: a test that
+    /// kills the gateway right after a reply arrives would kill it before the reply's
+    /// delivery record is written (`telegram.rs`'s pairing CLI test then sees the reply
+    /// again after the restart).
     pub fn wait_calls_for(&self, name: &str, n: usize, timeout: Duration) -> Vec<Value> {
         poll_for(timeout, || {
             let calls = self.calls(name);
@@ -280,5 +318,138 @@ impl WriteTimes {
             .rev()
             .find(|(e, _)| e == id)
             .map(|(_, at)| *at)
+    }
+}
+
+/// Longest a fake's socket thread sleeps without being woken: a safety net only, since
+/// pushes and [`Wakes::wake_all`] at shutdown wake it.
+pub(crate) const SOCKET_NAP: Duration = Duration::from_secs(1);
+
+/// What the fakes' socket threads (Slack's Socket Mode, Discord's Gateway) sleep on: each
+/// registers an eventfd, and a push of something to send wakes every one of them at once,
+/// instead of each looking for work on a timer.
+#[derive(Default)]
+pub struct Wakes(Mutex<Vec<Arc<OwnedFd>>>);
+
+impl Wakes {
+    /// A wake for one socket thread, woken by every [`Wakes::wake_all`] while it lives.
+    pub fn register(&self) -> io::Result<SocketWake> {
+        let fd = Arc::new(eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?);
+        let mut all = lock(&self.0);
+        // Those whose thread is gone.
+        all.retain(|w| Arc::strong_count(w) > 1);
+        all.push(fd.clone());
+        Ok(SocketWake(fd))
+    }
+
+    /// Wake every registered socket thread (something waits to be sent, or the fake stops).
+    pub fn wake_all(&self) {
+        for w in lock(&self.0).iter() {
+            let _ = rustix::io::write(&**w, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+/// One socket thread's wake; see [`Wakes`].
+pub struct SocketWake(Arc<OwnedFd>);
+
+impl SocketWake {
+    /// Sleep until `sock` has bytes to read (or is closed), or this thread is woken (at most
+    /// [`SOCKET_NAP`]); a wake is consumed.
+    pub fn wait(&self, sock: &impl AsFd) -> io::Result<()> {
+        self.poll(sock, PollFlags::IN)
+    }
+
+    /// Sleep until `sock` can take more bytes (or is closed), or this thread is woken.
+    pub fn wait_writable(&self, sock: &impl AsFd) -> io::Result<()> {
+        self.poll(sock, PollFlags::OUT)
+    }
+
+    fn poll(&self, sock: &impl AsFd, on: PollFlags) -> io::Result<()> {
+        let nap = Timespec::try_from(SOCKET_NAP).map_err(io::Error::other)?;
+        let mut fds = [PollFd::new(sock, on), PollFd::new(&*self.0, PollFlags::IN)];
+        match poll(&mut fds, Some(&nap)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !fds[1].revents().is_empty() {
+            let _ = rustix::io::read(&*self.0, &mut [0u8; 8]);
+        }
+        Ok(())
+    }
+}
+
+/// Send `msg` on `ws` over a non-blocking socket: when the socket is full, wait until it
+/// drains (woken by `wake` at most [`SOCKET_NAP`] apart) and flush what tungstenite kept.
+pub fn send_ws(
+    ws: &mut tungstenite::WebSocket<TcpStream>,
+    wake: &SocketWake,
+    msg: tungstenite::Message,
+) -> tungstenite::Result<()> {
+    let mut r = ws.send(msg);
+    loop {
+        match r {
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                wake.wait_writable(ws.get_ref())?;
+                r = ws.flush();
+            }
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(n: u64) -> RecordedRequest {
+        RecordedRequest {
+            method: "POST".into(),
+            path: "/x".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            json: json!({ "n": n }),
+            arrival: Arrival {
+                kernel: None,
+                read: Instant::now(),
+            },
+        }
+    }
+
+    /// A waiter with a long timeout is woken by the record itself, and is shown each call
+    /// once: those it saw before are not looked at again.
+    #[test]
+    fn a_waiter_wakes_at_the_record_and_sees_each_call_once() {
+        let api = FakeApi::new();
+        api.record("a", &req(0));
+        let mut seen = 0;
+        let mut looks = 0;
+        let n = |c: &Call| c.body["n"].as_u64();
+        assert_eq!(api.next_call(&mut seen, Duration::ZERO, n), Some(0));
+        assert_eq!(api.next_call(&mut seen, Duration::ZERO, n), None);
+        let writer = {
+            let api = api.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(50));
+                let at = Instant::now();
+                api.record("b", &req(1));
+                at
+            })
+        };
+        let woke = api.next_call(&mut seen, Duration::from_secs(60), |c| {
+            looks += 1;
+            (c.name == "b").then(Instant::now)
+        });
+        let recorded = writer.join().unwrap();
+        let woke = woke.expect("the call recorded");
+        assert_eq!(looks, 1, "only the new call is looked at");
+        assert_eq!(seen, 2);
+        // Woken by the record, not by the 60 s timeout (slack for a loaded machine).
+        let late = woke.saturating_duration_since(recorded);
+        assert!(
+            late < Duration::from_secs(1),
+            "woke {late:?} after the record"
+        );
     }
 }

@@ -22,7 +22,7 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocket};
 use async_tungstenite::tungstenite::{Message, handshake};
 use serde_json::{Value, json};
 
-use crate::fake_api::{Answer, FakeApi, WriteTimes, poll_for};
+use crate::fake_api::{Answer, FakeApi, Wakes, WriteTimes, poll_for, send_ws};
 use crate::fake_model::RecordedRequest;
 use crate::harness::WAIT;
 
@@ -61,6 +61,8 @@ struct State {
 struct Shared {
     api: Arc<FakeApi>,
     state: Mutex<State>,
+    /// The Gateway sockets' threads, woken when a payload is queued.
+    wakes: Wakes,
     token: String,
     interval_ms: u64,
 }
@@ -104,6 +106,7 @@ impl FakeDiscord {
                 ..State::default()
             }),
             token: token.to_string(),
+            wakes: Wakes::default(),
             interval_ms,
         });
         let conns = shared.clone();
@@ -147,6 +150,8 @@ impl FakeDiscord {
         if s.live.is_some() {
             s.outgoing.push_back(payload.to_string());
         }
+        drop(s);
+        self.shared.wakes.wake_all();
     }
 
     /// Send op 7 (Reconnect).
@@ -160,10 +165,13 @@ impl FakeDiscord {
         s.session = None;
         s.outgoing
             .push_back(json!({"op": 9, "d": false}).to_string());
+        drop(s);
+        self.shared.wakes.wake_all();
     }
 
     fn send_raw(&self, payload: Value) {
         self.shared.state().outgoing.push_back(payload.to_string());
+        self.shared.wakes.wake_all();
     }
 
     /// Refuse every Identify with a 4004 close (REST still accepts the token).
@@ -174,6 +182,7 @@ impl FakeDiscord {
     /// Drop the live socket without a close frame (a network failure).
     pub fn drop_socket(&self) {
         self.shared.state().drop_live = true;
+        self.shared.wakes.wake_all();
     }
 
     /// The message bodies posted so far: channel id and content.
@@ -249,6 +258,7 @@ impl FakeDiscord {
 impl Drop for FakeDiscord {
     fn drop(&mut self) {
         self.shared.api.shut_down();
+        self.shared.wakes.wake_all();
     }
 }
 
@@ -346,7 +356,13 @@ fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
     if stream.write_all(head.as_bytes()).is_err() {
         return;
     }
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(10)));
+    // Registered before the first look at the queue: a push after it wakes the thread.
+    let Ok(wake) = shared.wakes.register() else {
+        return;
+    };
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
     let raw = stream.try_clone().ok();
     let mut ws = WebSocket::from_raw_socket(stream, Role::Server, None);
     let conn = {
@@ -358,7 +374,7 @@ fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
         s.connections
     };
     let hello = json!({"op": 10, "d": {"heartbeat_interval": shared.interval_ms}});
-    if ws.send(Message::text(hello.to_string())).is_err() {
+    if send_ws(&mut ws, &wake, Message::text(hello.to_string())).is_err() {
         return;
     }
     loop {
@@ -395,21 +411,45 @@ fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
                 let at = Instant::now();
                 shared.state().written.record(id.to_string(), at);
             }
-            if ws.send(Message::text(text.as_str())).is_err() {
+            if send_ws(&mut ws, &wake, Message::text(text.as_str())).is_err() {
                 return;
             }
         }
-        match ws.read() {
-            Ok(Message::Text(text)) => {
-                let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
-                    continue;
-                };
-                if let Some(close) = on_payload(shared, &v) {
-                    let _ = ws.close(Some(CloseFrame {
-                        code: CloseCode::from(close.0),
-                        reason: close.1.into(),
-                    }));
-                    let _ = ws.flush();
+        // Everything the client has written, then sleep until it writes more or something
+        // is queued.
+        loop {
+            match ws.read() {
+                Ok(Message::Text(text)) => {
+                    let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+                        continue;
+                    };
+                    if let Some(close) = on_payload(shared, &v) {
+                        let _ = ws.close(Some(CloseFrame {
+                            code: CloseCode::from(close.0),
+                            reason: close.1.into(),
+                        }));
+                        let _ = ws.flush();
+                        let mut s = shared.state();
+                        if s.live == Some(conn) {
+                            s.live = None;
+                        }
+                        return;
+                    }
+                }
+                Ok(Message::Close(_)) => {
+                    let mut s = shared.state();
+                    if s.live == Some(conn) {
+                        s.live = None;
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(async_tungstenite::tungstenite::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    break;
+                }
+                Err(_) => {
                     let mut s = shared.state();
                     if s.live == Some(conn) {
                         s.live = None;
@@ -417,26 +457,9 @@ fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
                     return;
                 }
             }
-            Ok(Message::Close(_)) => {
-                let mut s = shared.state();
-                if s.live == Some(conn) {
-                    s.live = None;
-                }
-                return;
-            }
-            Ok(_) => {}
-            Err(async_tungstenite::tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => {
-                let mut s = shared.state();
-                if s.live == Some(conn) {
-                    s.live = None;
-                }
-                return;
-            }
+        }
+        if wake.wait(ws.get_ref()).is_err() {
+            return;
         }
     }
 }
@@ -500,4 +523,36 @@ fn on_payload(shared: &Shared, v: &Value) -> Option<(u16, &'static str)> {
         _ => {}
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_api::SOCKET_NAP;
+    use crate::fake_slack::tests::wakeups;
+
+    /// The Gateway thread sleeps while nothing is queued (it used to look every 10 ms), and
+    /// a dispatch pushed wakes it: it goes out long before the thread's safety nap ends.
+    #[test]
+    fn a_pushed_dispatch_wakes_the_idle_gateway_thread() {
+        let dc = FakeDiscord::start("t");
+        let url = format!("ws://{}/", dc.shared.addr());
+        let (mut ws, _) = tungstenite::connect(url).expect("connect");
+        let hello = ws.read().expect("hello");
+        assert!(hello.to_text().unwrap().contains("heartbeat_interval"));
+        // The thread serving the socket ("fake-discord-conn", cut by the kernel).
+        let before = wakeups("fake-discord-co");
+        std::thread::sleep(Duration::from_millis(300));
+        let idle = wakeups("fake-discord-co") - before;
+        assert!(idle <= 3, "{idle} wake-ups in 300 ms with nothing to send");
+        let pushed = Instant::now();
+        let id = dc.push_dm("7", "8", "hi");
+        let frame = ws.read().expect("the dispatch");
+        let took = pushed.elapsed();
+        assert!(frame.to_text().unwrap().contains(&id));
+        assert!(
+            took < SOCKET_NAP / 4,
+            "the dispatch went out {took:?} after the push"
+        );
+    }
 }

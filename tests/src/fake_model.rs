@@ -393,7 +393,9 @@ type Script = dyn Fn(&RecordedRequest) -> Reply + Send + Sync;
 
 /// One request and when the parts of its reply were written.
 struct Served {
-    request: RecordedRequest,
+    /// Shared with the script answering it, not copied (a long conversation's request is
+    /// many KiB).
+    request: Arc<RecordedRequest>,
     /// For each part, then for the body's end, the instant just before the write that
     /// carried it.
     written: Vec<Instant>,
@@ -504,7 +506,7 @@ impl FakeModel {
 
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().iter().map(|s| s.request.clone()).collect()
+        self.lock().iter().map(|s| (*s.request).clone()).collect()
     }
 
     /// For every request so far (as [`FakeModel::requests`] orders them), when each part of
@@ -597,6 +599,7 @@ fn serve(
 ) -> io::Result<()> {
     let mut reader = BufReader::new(conn);
     while let Some(req) = read_request(&mut reader)? {
+        let req = Arc::new(req);
         let index = {
             let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
             log.push(Served {

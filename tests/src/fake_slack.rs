@@ -14,12 +14,12 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-use crate::fake_api::{Answer, FakeApi, WriteTimes, poll_for};
+use crate::fake_api::{Answer, FakeApi, Wakes, WriteTimes, poll_for, send_ws};
 use crate::fake_model::RecordedRequest;
 use crate::harness::WAIT;
 
@@ -50,6 +50,8 @@ struct State {
 struct Shared {
     api: Arc<FakeApi>,
     state: Mutex<State>,
+    /// The socket threads, woken when a frame is queued.
+    wakes: Wakes,
 }
 
 impl Shared {
@@ -79,6 +81,7 @@ impl FakeSlack {
         let shared = Arc::new(Shared {
             api: api.clone(),
             state: Mutex::new(State::default()),
+            wakes: Wakes::default(),
         });
         let sockets = shared.clone();
         // Listener 0: Socket Mode, whose address `apps.connections.open` gives out.
@@ -147,6 +150,8 @@ impl FakeSlack {
         let id = format!("env-{}", s.next_envelope);
         let frame = frame(s.next_envelope, &id);
         s.outgoing.push_back(frame.to_string());
+        drop(s);
+        self.shared.wakes.wake_all();
         id
     }
 
@@ -167,6 +172,8 @@ impl FakeSlack {
         s.outgoing
             .push_back(json!({"type": "disconnect", "reason": "refresh_requested"}).to_string());
         s.drop_socket = true;
+        drop(s);
+        self.shared.wakes.wake_all();
     }
 
     /// Wait until the envelope `id` is acknowledged.
@@ -223,6 +230,7 @@ impl FakeSlack {
 impl Drop for FakeSlack {
     fn drop(&mut self) {
         self.shared.api.shut_down();
+        self.shared.wakes.wake_all();
     }
 }
 
@@ -277,14 +285,20 @@ fn users_info(shared: &Shared, req: &RecordedRequest) -> Value {
     }
 }
 
-/// One Socket Mode connection: `hello`, then queued frames out and acks in.
+/// One Socket Mode connection: `hello`, then queued frames out and acks in. The thread
+/// sleeps until the gateway writes or a frame is queued ([`Wakes`]), so an event goes out as
+/// soon as it is pushed.
 fn socket(conn: std::net::TcpStream, shared: &Shared) {
     let Ok(mut ws) = tungstenite::accept(conn) else {
         return;
     };
-    let _ = ws
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(20)));
+    // Registered before the first look at the queue: a push after it wakes the thread.
+    let Ok(wake) = shared.wakes.register() else {
+        return;
+    };
+    if ws.get_ref().set_nonblocking(true).is_err() {
+        return;
+    }
     {
         // As Slack does, what was sent and never acknowledged is sent again on the next socket.
         let mut s = shared.state();
@@ -301,7 +315,7 @@ fn socket(conn: std::net::TcpStream, shared: &Shared) {
     }
     let hello = json!({"type": "hello", "num_connections": 1,
         "connection_info": {"app_id": "A1"}, "debug_info": {"host": "fake"}});
-    if ws.send(Message::text(hello.to_string())).is_err() {
+    if send_ws(&mut ws, &wake, Message::text(hello.to_string())).is_err() {
         return;
     }
     loop {
@@ -334,7 +348,7 @@ fn socket(conn: std::net::TcpStream, shared: &Shared) {
                 let at = Instant::now();
                 shared.state().written.record(id, at);
             }
-            if ws.send(Message::text(f)).is_err() {
+            if send_ws(&mut ws, &wake, Message::text(f)).is_err() {
                 return;
             }
         }
@@ -343,20 +357,67 @@ fn socket(conn: std::net::TcpStream, shared: &Shared) {
             let _ = ws.flush();
             return;
         }
-        match ws.read() {
-            Ok(Message::Text(t)) => {
-                if let Some(id) = serde_json::from_str::<Value>(&t)
-                    .ok()
-                    .and_then(|v| v["envelope_id"].as_str().map(str::to_string))
-                {
-                    shared.state().acks.push(id);
+        // Everything the gateway has written, then sleep until it writes more or a frame
+        // is queued.
+        loop {
+            match ws.read() {
+                Ok(Message::Text(t)) => {
+                    if let Some(id) = serde_json::from_str::<Value>(&t)
+                        .ok()
+                        .and_then(|v| v["envelope_id"].as_str().map(str::to_string))
+                    {
+                        shared.state().acks.push(id);
+                    }
                 }
+                Ok(Message::Close(_)) => return,
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => return,
             }
-            Ok(Message::Close(_)) => return,
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return,
         }
+        if wake.wait(ws.get_ref()).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::fake_api::SOCKET_NAP;
+    use crate::threads::{Switches, of_process};
+    use std::time::Duration;
+
+    /// The wake-ups so far of the threads whose (cut) name starts with `name`.
+    pub(crate) fn wakeups(name: &str) -> u64 {
+        of_process(std::process::id(), Switches::Voluntary)
+            .values()
+            .filter(|(n, _)| n.starts_with(name))
+            .map(|(_, s)| s)
+            .sum()
+    }
+
+    /// The socket thread sleeps while nothing is queued (it used to look every 20 ms), and
+    /// an envelope pushed wakes it: it goes out long before the thread's safety nap ends.
+    #[test]
+    fn a_pushed_envelope_wakes_the_idle_socket_thread() {
+        let slack = FakeSlack::start();
+        let url = format!("ws://{}/link/", slack.address(0));
+        let (mut ws, _) = tungstenite::connect(url).expect("connect");
+        let hello = ws.read().expect("hello");
+        assert!(hello.to_text().unwrap().contains("hello"));
+        let before = wakeups("fake-slack-sock");
+        std::thread::sleep(Duration::from_millis(300));
+        let idle = wakeups("fake-slack-sock") - before;
+        assert!(idle <= 3, "{idle} wake-ups in 300 ms with nothing to send");
+        let pushed = Instant::now();
+        let id = slack.push_event(json!({"type": "message", "text": "hi"}));
+        let frame = ws.read().expect("the envelope");
+        let took = pushed.elapsed();
+        assert!(frame.to_text().unwrap().contains(&id));
+        assert!(
+            took < SOCKET_NAP / 4,
+            "the envelope went out {took:?} after the push"
+        );
     }
 }

@@ -140,6 +140,16 @@ impl FakeTelegram {
     pub fn deliveries(&self) -> Vec<(Instant, Vec<i64>)> {
         self.shared.state().deliveries.clone()
     }
+
+    /// When the first `getUpdates` answer carrying updates written at or after `since` was
+    /// written (looked up without copying every delivery).
+    pub fn delivered_since(&self, since: Instant) -> Option<Instant> {
+        let s = self.shared.state();
+        s.deliveries
+            .iter()
+            .map(|(at, _)| *at)
+            .find(|at| *at >= since)
+    }
 }
 
 impl Drop for FakeTelegram {

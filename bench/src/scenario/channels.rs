@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use clawgate_tests::fake_api::Call;
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::rx_stamp::Arrival;
@@ -154,12 +155,18 @@ fn token(n: usize) -> String {
     format!("q{n}z")
 }
 
-/// When the `sendMessage` call that carries `token` arrived, if it has.
-fn answered(tg: &FakeTelegram, token: &str) -> Option<Arrival> {
-    tg.timed_calls("sendMessage")
-        .into_iter()
-        .find(|(_, b)| b["text"].as_str().is_some_and(|t| t.contains(token)))
-        .map(|(at, _)| at)
+/// Whether `call` is a `sendMessage` carrying `token`.
+fn sends(call: &Call, token: &str) -> bool {
+    call.name == "sendMessage"
+        && call.body["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(token))
+}
+
+/// Wait (up to [`ANSWER_LIMIT`]) for the `sendMessage` call that carries `token`, looking
+/// only at the calls from the `seen`-th on; when it arrived.
+fn answered(tg: &FakeTelegram, token: &str, seen: &mut usize) -> Option<Arrival> {
+    tg.next_call(seen, ANSWER_LIMIT, |c| sends(c, token).then_some(c.arrival))
 }
 
 /// Wait until the gateway has started its long poll.
@@ -249,27 +256,17 @@ fn latency(
     let mut own = Vec::with_capacity(n);
     let mut samples = Vec::with_capacity(n);
     let (mut to_model, mut to_send) = (Stage::default(), Stage::default());
+    // Calls looked at already: each wait looks only at those recorded since.
+    let mut seen = 0;
     for i in first..first + n {
         let tok = token(i);
         let pushed = Instant::now();
         tg.push_dm(FIRST_CHAT - 1, "Bench", &format!("hello {tok}"));
-        let end = pushed + ANSWER_LIMIT;
-        let sent = loop {
-            if let Some(at) = answered(tg, &tok) {
-                break at;
-            }
-            if Instant::now() >= end {
-                return Err(BenchError::Timeout(format!("the answer to message {i}")));
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        };
+        let sent = answered(tg, &tok, &mut seen)
+            .ok_or_else(|| BenchError::Timeout(format!("the answer to message {i}")))?;
         // One message in flight at a time: the first answer with updates after the push
         // carried it.
-        let delivered = tg
-            .deliveries()
-            .into_iter()
-            .find(|(at, _)| *at >= pushed)
-            .map(|(at, _)| at);
+        let delivered = tg.delivered_since(pushed);
         whole.push(sent.at().saturating_duration_since(pushed));
         let times = model_times(model, &tok);
         if let Some((arrived, ended)) = times {
@@ -379,6 +376,7 @@ fn burst(
 ) -> Result<(f64, usize, usize), BenchError> {
     let t0 = Instant::now();
     let (mut sent, mut lost) = (0usize, 0usize);
+    let mut seen = 0;
     for w in 0..waves {
         let toks: Vec<String> = (0..chats).map(|c| token(first + w * chats + c)).collect();
         for (c, tok) in toks.iter().enumerate() {
@@ -387,14 +385,16 @@ fn burst(
         sent += chats;
         let end = Instant::now() + ANSWER_LIMIT;
         let mut pending = toks;
-        while !pending.is_empty() && Instant::now() < end {
-            let calls = tg.timed_calls("sendMessage");
-            pending.retain(|tok| {
-                !calls
-                    .iter()
-                    .any(|(_, b)| b["text"].as_str().is_some_and(|t| t.contains(tok.as_str())))
+        // Each call recorded is looked at once, as it comes.
+        while !pending.is_empty() {
+            let Some(left) = end.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            tg.next_call(&mut seen, left, |c| {
+                let before = pending.len();
+                pending.retain(|tok| !sends(c, tok));
+                (pending.len() < before || pending.is_empty()).then_some(())
             });
-            std::thread::sleep(Duration::from_millis(2));
         }
         lost += pending.len();
     }

@@ -8,10 +8,14 @@
 //!
 //! The fakes stamp when they wrote each event (just before the write) and when each call
 //! arrived (the kernel's receive stamp of its last segment), on the load generator's clock.
-//! Messages go one at a time, one channel after the other.
+//! Messages go one at a time, the channels taking turns message by message (Telegram, Slack,
+//! Discord, Telegram, ...): their DMs share one session, so each channel's messages meet the
+//! same range of transcript lengths. The bench waits for a reply asleep until the fake records
+//! a call, and looks only at calls it has not seen.
 
 use std::time::{Duration, Instant};
 
+use clawgate_tests::fake_api::FakeApi;
 use clawgate_tests::fake_discord::FakeDiscord;
 use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_slack::FakeSlack;
@@ -152,34 +156,35 @@ impl Fakes {
         match c {
             // One message in flight at a time: the first answer with updates after the push
             // carried it.
-            Channel::Telegram => self
-                .tg
-                .deliveries()
-                .into_iter()
-                .find(|(at, _)| *at >= pushed)
-                .map(|(at, _)| at),
+            Channel::Telegram => self.tg.delivered_since(pushed),
             Channel::Slack => self.slack.written_at(id),
             Channel::Discord => self.discord.written_at(id),
         }
     }
 
-    /// When the reply carrying `token` arrived on `c`, if it has.
-    fn replied(&self, c: Channel, token: &str) -> Option<Arrival> {
-        let calls = match c {
-            Channel::Telegram => self.tg.timed_calls("sendMessage"),
-            Channel::Slack => self.slack.timed_calls("chat.postMessage"),
-            Channel::Discord => self
-                .discord
-                .timed_calls(&format!("/channels/{DISCORD_DM}/messages")),
+    /// Wait (up to `timeout`) for the reply carrying `token` on `c`, looking only at the
+    /// calls from the `seen`-th on (see [`FakeApi::next_call`]); when it arrived.
+    fn reply(
+        &self,
+        c: Channel,
+        token: &str,
+        seen: &mut usize,
+        timeout: Duration,
+    ) -> Option<Arrival> {
+        let (api, name, key): (&FakeApi, String, &str) = match c {
+            Channel::Telegram => (&self.tg, "sendMessage".into(), "text"),
+            Channel::Slack => (&self.slack, "chat.postMessage".into(), "text"),
+            Channel::Discord => (
+                &self.discord,
+                format!("/channels/{DISCORD_DM}/messages"),
+                "content",
+            ),
         };
-        let key = match c {
-            Channel::Discord => "content",
-            _ => "text",
-        };
-        calls
-            .into_iter()
-            .find(|(_, b)| b[key].as_str().is_some_and(|t| t.contains(token)))
-            .map(|(at, _)| at)
+        api.next_call(seen, timeout, |call| {
+            let hit =
+                call.name == name && call.body[key].as_str().is_some_and(|t| t.contains(token));
+            hit.then_some(call.arrival)
+        })
     }
 }
 
@@ -234,45 +239,78 @@ fn wait_ready(
     Ok(())
 }
 
-/// `n` messages one after another on `c`, each timed from its event being written to its
-/// reply, and less the fake `model`'s own time for it; `first` numbers their tokens. The first
-/// `warm` are not timed.
-fn hop(
+/// One channel's messages in a run.
+struct Lane {
+    channel: Channel,
+    /// Calls to its fake already looked at.
+    seen: usize,
+    samples: Vec<HopSample>,
+    /// Why it stopped, if it did.
+    failed: Option<BenchError>,
+}
+
+/// Message `i` on `lane`'s channel, timed from its event being written to its reply, and the
+/// fake `model`'s own time for it.
+fn hop(f: &Fakes, model: &FakeModel, lane: &mut Lane, i: usize) -> Result<HopSample, BenchError> {
+    let c = lane.channel;
+    let tok = format!("{}{i}z", c.id());
+    let pushed = Instant::now();
+    let id = f.push(c, i, &format!("hello {tok}"));
+    let sent = f
+        .reply(c, &tok, &mut lane.seen, ANSWER_LIMIT)
+        .ok_or_else(|| BenchError::Timeout(format!("the {} answer to message {i}", c.label())))?;
+    let written = f.written(c, &id, pushed).ok_or_else(|| {
+        BenchError::Protocol(format!("{} event {i} answered, never written", c.label()))
+    })?;
+    Ok(HopSample::of(
+        written,
+        sent,
+        channels::model_times(model, &tok),
+    ))
+}
+
+/// `warm` untimed messages then `n` timed ones on each channel of `on`, one at a time, the
+/// channels taking turns message by message; each channel's hop times (a channel that fails
+/// stops, the others go on).
+fn hops(
     f: &Fakes,
     model: &FakeModel,
-    c: Channel,
-    first: usize,
+    on: &[Channel],
     warm: usize,
     n: usize,
-) -> Result<HopTimes, BenchError> {
-    let mut samples = Vec::with_capacity(n);
-    for i in first..first + warm + n {
-        let tok = format!("{}{i}z", c.id());
-        let pushed = Instant::now();
-        let id = f.push(c, i, &format!("hello {tok}"));
-        let end = pushed + ANSWER_LIMIT;
-        let sent = loop {
-            if let Some(at) = f.replied(c, &tok) {
-                break at;
+) -> Vec<(Channel, Result<HopTimes, BenchError>)> {
+    let mut lanes: Vec<Lane> = on
+        .iter()
+        .map(|&channel| Lane {
+            channel,
+            seen: 0,
+            samples: Vec::with_capacity(n),
+            failed: None,
+        })
+        .collect();
+    for i in 0..warm + n {
+        for lane in lanes.iter_mut().filter(|l| l.failed.is_none()) {
+            match hop(f, model, lane, i) {
+                Ok(s) if i >= warm => lane.samples.push(s),
+                Ok(_) => {}
+                Err(e) => lane.failed = Some(e),
             }
-            if Instant::now() >= end {
-                return Err(BenchError::Timeout(format!(
-                    "the {} answer to message {i}",
-                    c.label()
-                )));
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        };
-        let written = f.written(c, &id, pushed).ok_or_else(|| {
-            BenchError::Protocol(format!("{} event {i} answered, never written", c.label()))
-        })?;
-        if i >= first + warm {
-            let model = channels::model_times(model, &tok);
-            samples.push(HopSample::of(written, sent, model));
         }
     }
-    eprintln!("   {}, µs p50/p99: {}", c.label(), HopTimes::show(&samples));
-    Ok(HopTimes::of(&samples))
+    lanes
+        .into_iter()
+        .map(|l| {
+            let times = match l.failed {
+                Some(e) => Err(e),
+                None => {
+                    let label = l.channel.label();
+                    eprintln!("   {label}, µs p50/p99: {}", HopTimes::show(&l.samples));
+                    Ok(HopTimes::of(&l.samples))
+                }
+            };
+            (l.channel, times)
+        })
+        .collect()
 }
 
 /// A gateway started with the three channels, with its fakes.
@@ -338,10 +376,14 @@ impl HopRun {
         let channels_on = on(&self.has).len();
         let rss_start_kib = settled_rss_kib(server, Duration::from_secs(1));
         // One warm-up message per channel (upstream prepares its workspace on the first turn).
+        let mut timed = hops(f, model, &on(&self.has), 1, messages);
         let mut has = self.has.into_iter();
         let hops = Channel::ALL.map(|c| match has.next() {
             Some(Err(e)) => Err(e),
-            _ => hop(f, model, c, 0, 1, messages),
+            _ => match timed.iter().position(|(d, _)| *d == c) {
+                Some(k) => timed.swap_remove(k).1,
+                None => Err(BenchError::Protocol(format!("{} was not run", c.label()))),
+            },
         });
         let rss_after_kib = settled_rss_kib(server, Duration::from_secs(1));
         Ok(HopFigures {
