@@ -2006,3 +2006,42 @@ fn a_message_whose_answer_is_not_in_flight_polls_again_at_once() {
     assert_eq!(held_polls(&p).len(), 1, "polled again once durable");
     assert_eq!(held_polls(&p)[0]["offset"], id + 1);
 }
+
+/// What a message of a one-chat conversation writes to the store, as the changes' debug text:
+/// the batches written from its update's arrival to its reply's delivery.
+fn writes_per_message(messages: usize) -> Vec<Vec<String>> {
+    let (mut p, mut f) = start(r#"dmPolicy: "open", allowFrom: ["*"],"#, "");
+    (0..messages)
+        .map(|i| {
+            let before = p.batches.len();
+            f.dm(222, &format!("hello {i:03}"));
+            pump(&mut p, &mut f);
+            assert!(answer_on_disk_text(&p, &format!("echo hello {i:03}")));
+            p.batches[before..]
+                .iter()
+                .flatten()
+                .map(|c| format!("{c:?}"))
+                .collect()
+        })
+        .collect()
+}
+
+/// A message's store writes do not grow with its session: the hundredth message of a chat
+/// writes as many rows as the tenth, of the same sizes but for its numbers' extra digits (the
+/// transcript is appended to, never rewritten; no row carries the window, a copy of the
+/// transcript or anything else that grows with it).
+#[test]
+fn the_hundredth_message_of_a_chat_writes_what_the_tenth_did() {
+    let writes = writes_per_message(100);
+    let (tenth, hundredth) = (&writes[9], &writes[99]);
+    assert_eq!(hundredth.len(), tenth.len(), "{tenth:#?}\n{hundredth:#?}");
+    for (early, late) in tenth.iter().zip(hundredth) {
+        // The same change to the same row (a session, a channel row's kind), in the same order.
+        assert_eq!(late.split(',').next(), early.split(',').next());
+        // Update and message ids, transcript seqs and offsets gain a digit between them.
+        assert!(late.len() <= early.len() + DIGITS_GAINED, "{early}\n{late}");
+    }
+}
+
+/// At most the digits a change's numbers gain from the tenth message to the hundredth.
+const DIGITS_GAINED: usize = 4;
