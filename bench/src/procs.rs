@@ -570,6 +570,12 @@ pub fn await_steady_threads(server: &Server, steady: Duration, limit: Duration) 
     t.elapsed()
 }
 
+/// How long a gateway is left alone before its RSS is read where a step has just started it or
+/// just worked it: past the quiet spell after which it returns freed memory and, the first time,
+/// unmaps start-up's code ([`clawgate_host::allocator::QUIET`]), with a second's margin for the
+/// work that ends the spell (channels connecting, a last delivery record).
+pub const RSS_SETTLE: Duration = Duration::from_secs(clawgate_host::allocator::QUIET.as_secs() + 1);
+
 /// Sleep `settle`, then the median of three RSS samples 200 ms apart, in KiB.
 pub fn settled_rss_kib(server: &Server, settle: Duration) -> u64 {
     std::thread::sleep(settle);
