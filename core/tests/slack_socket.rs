@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use clawgate_core::config::{ConfigInput, RunFlags};
 use clawgate_core::fuzzing::sim::*;
-use clawgate_core::model::HttpRequest;
 use clawgate_core::{Config, Work, WorkId, WorkResult};
 use serde_json::{Value, json};
 
@@ -23,15 +22,6 @@ fn config() -> Config {
         ..Default::default()
     })
     .expect("config")
-}
-
-/// The held calls whose URL ends with `method`.
-fn calls(sim: &Sim, method: &str) -> Vec<(WorkId, HttpRequest)> {
-    sim.held_http()
-        .iter()
-        .filter(|(_, r)| r.url.ends_with(method))
-        .cloned()
-        .collect()
 }
 
 /// Answer held call `id` with a 200 and `body`.
@@ -51,9 +41,9 @@ fn answer(sim: &mut Sim, id: WorkId, body: Value) {
 
 /// Authenticated, the socket open and `hello` read: the socket's id.
 fn connected(sim: &mut Sim) -> WorkId {
-    let auth = calls(sim, "auth.test")[0].0;
+    let auth = sim.held_calls("auth.test")[0].0;
     answer(sim, auth, json!({"ok": true, "user_id": "UB"}));
-    let open = calls(sim, "apps.connections.open")[0].0;
+    let open = sim.held_calls("apps.connections.open")[0].0;
     answer(
         sim,
         open,
@@ -105,27 +95,27 @@ fn a_reply_committed_with_its_message_leaves_before_the_ack() {
     let socket = connected(&mut sim);
     // A first message from U1: its name is looked up once and kept.
     dm(&mut sim, socket, "env-0", "hello");
-    let lookup = calls(&sim, "users.info")[0].0;
+    let lookup = sim.held_calls("users.info")[0].0;
     answer(
         &mut sim,
         lookup,
         json!({"ok": true, "user": {"name": "u1", "profile": {"display_name": "U One"}}}),
     );
-    let model = calls(&sim, "/chat/completions")[0].0;
+    let model = sim.held_calls("/chat/completions")[0].0;
     sim.http_results(model, openai_text_answer("first"));
-    let first = calls(&sim, "chat.postMessage")[0].0;
+    let first = sim.held_calls("chat.postMessage")[0].0;
     answer(&mut sim, first, json!({"ok": true, "ts": "1.1"}));
 
     sim.hold_store_writes(true);
     dm(&mut sim, socket, "env-1", "hi");
-    let model = calls(&sim, "/chat/completions")[0].0;
+    let model = sim.held_calls("/chat/completions")[0].0;
     sim.http_results(model, openai_text_answer("hello back"));
     assert!(
         !acks(&sim, socket).iter().any(|(_, e)| e == "env-1"),
         "no ack before the commit"
     );
     assert!(
-        calls(&sim, "chat.postMessage").is_empty(),
+        sim.held_calls("chat.postMessage").is_empty(),
         "no reply either"
     );
     // The message's batch, flagged to linger, and the answer's queued behind it.
@@ -138,7 +128,7 @@ fn a_reply_committed_with_its_message_leaves_before_the_ack() {
     assert!(sim.write_together(true));
     let (ack, envelope) = acks(&sim, socket).pop().expect("the ack once durable");
     assert_eq!(envelope, "env-1");
-    let (reply, request) = calls(&sim, "chat.postMessage").pop().expect("the reply");
+    let (reply, request) = sim.held_calls("chat.postMessage").pop().expect("the reply");
     assert!(
         String::from_utf8_lossy(&request.body).contains("hello back"),
         "the answer's reply"
@@ -157,7 +147,7 @@ fn a_message_whose_answer_is_not_in_flight_is_acknowledged_at_once() {
     let socket = connected(&mut sim);
     sim.hold_store_writes(true);
     dm(&mut sim, socket, "env-2", "hi");
-    let lookup = calls(&sim, "users.info")[0].0;
+    let lookup = sim.held_calls("users.info")[0].0;
     answer(
         &mut sim,
         lookup,
@@ -168,7 +158,7 @@ fn a_message_whose_answer_is_not_in_flight_is_acknowledged_at_once() {
     let acked: Vec<String> = acks(&sim, socket).into_iter().map(|(_, e)| e).collect();
     assert_eq!(acked, ["env-2"], "acknowledged once its batch is durable");
     assert_eq!(
-        calls(&sim, "/chat/completions").len(),
+        sim.held_calls("/chat/completions").len(),
         1,
         "the model still asked"
     );

@@ -13,7 +13,6 @@ use clawgate_core::channels::slack::users::LOOKUP_WAIT;
 use clawgate_core::channels::slack::verify::sign;
 use clawgate_core::config::{ConfigInput, RunFlags};
 use clawgate_core::fuzzing::sim::*;
-use clawgate_core::model::HttpRequest;
 use clawgate_core::persist::StoreChange;
 use clawgate_core::{Config, ConnId, WorkId, WorkResult};
 use serde_json::{Value, json};
@@ -44,16 +43,8 @@ fn started(slack: &str) -> Sim {
 
 /// Answer the held `auth.test`.
 fn authenticate(sim: &mut Sim) {
-    let auth = calls(sim, "auth.test")[0].0;
+    let auth = sim.held_calls("auth.test")[0].0;
     answer(sim, auth, 200, &[], json!({"ok": true, "user_id": "UB"}));
-}
-
-fn calls(sim: &Sim, method: &str) -> Vec<(WorkId, HttpRequest)> {
-    sim.held_http()
-        .iter()
-        .filter(|(_, r)| r.url.ends_with(method))
-        .cloned()
-        .collect()
 }
 
 fn answer(sim: &mut Sim, id: WorkId, status: u16, headers: &[(&str, &str)], body: Value) {
@@ -105,7 +96,7 @@ fn pairing_meta(sim: &Sim, sender: &str) -> Option<Value> {
 }
 
 fn posted_to(sim: &Sim, channel: &str) -> usize {
-    calls(sim, "chat.postMessage")
+    sim.held_calls("chat.postMessage")
         .iter()
         .filter(|(_, r)| String::from_utf8_lossy(&r.body).contains(&format!("\"{channel}\"")))
         .count()
@@ -116,7 +107,7 @@ fn looked_up_once_kept_and_in_the_pairing_request() {
     let mut sim = started("");
     let first = dm(&mut sim, "U1", "1.000001");
     assert!(answered_200(&sim, first), "acknowledged before any lookup");
-    let lookups = calls(&sim, "users.info");
+    let lookups = sim.held_calls("users.info");
     assert_eq!(lookups.len(), 1);
     let (id, req) = &lookups[0];
     assert_eq!(req.body, b"user=U1");
@@ -130,7 +121,7 @@ fn looked_up_once_kept_and_in_the_pairing_request() {
     assert_eq!(posted_to(&sim, "DU1"), 0);
     let second = dm(&mut sim, "U1", "1.000002");
     assert!(answered_200(&sim, second));
-    assert_eq!(calls(&sim, "users.info").len(), 1);
+    assert_eq!(sim.held_calls("users.info").len(), 1);
     let user = json!({"ok": true, "user": {"id": "U1", "name": "alice",
         "profile": {"display_name": "", "real_name": "Alice Liddell"}}});
     answer(&mut sim, *id, 200, &[], user);
@@ -143,14 +134,14 @@ fn looked_up_once_kept_and_in_the_pairing_request() {
     dm(&mut sim, "U1", "1.000003");
     sim.advance(Duration::from_secs(60));
     dm(&mut sim, "U1", "1.000004");
-    assert_eq!(calls(&sim, "users.info").len(), 0);
+    assert_eq!(sim.held_calls("users.info").len(), 0);
 }
 
 #[test]
 fn rate_limit_pauses_lookups_and_messages_go_on_without_a_name() {
     let mut sim = started("");
     dm(&mut sim, "U2", "2.000001");
-    let (id, _) = calls(&sim, "users.info")[0].clone();
+    let (id, _) = sim.held_calls("users.info")[0].clone();
     answer(&mut sim, id, 429, &[("retry-after", "30")], json!({}));
     assert_eq!(
         pairing_meta(&sim, "U2"),
@@ -161,12 +152,12 @@ fn rate_limit_pauses_lookups_and_messages_go_on_without_a_name() {
     // Within the Retry-After: no call, the message goes on at once.
     sim.advance(Duration::from_secs(29));
     dm(&mut sim, "U3", "3.000001");
-    assert!(calls(&sim, "users.info").is_empty());
+    assert!(sim.held_calls("users.info").is_empty());
     assert_eq!(posted_to(&sim, "DU3"), 1);
     // The failure was not kept: U2 is looked up again once the pause is over.
     sim.advance(Duration::from_secs(2));
     dm(&mut sim, "U2", "2.000002");
-    let again = calls(&sim, "users.info");
+    let again = sim.held_calls("users.info");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].1.body, b"user=U2");
 }
@@ -176,7 +167,7 @@ fn a_lookup_that_does_not_answer_is_cancelled_after_its_wait() {
     let mut sim = started("");
     let post = dm(&mut sim, "U5", "5.000001");
     assert!(answered_200(&sim, post));
-    let (id, _) = calls(&sim, "users.info")[0].clone();
+    let (id, _) = sim.held_calls("users.info")[0].clone();
     sim.advance(LOOKUP_WAIT - Duration::from_millis(1));
     assert_eq!(posted_to(&sim, "DU5"), 0);
     sim.advance(Duration::from_millis(2));
@@ -190,7 +181,7 @@ fn not_looked_up_for_a_message_that_is_dropped_anyway() {
     let mut sim = started(r#"dmPolicy: "allowlist", allowFrom: ["U9", "alice"]"#);
     dm(&mut sim, "U1", "6.000001");
     assert!(
-        calls(&sim, "users.info").is_empty(),
+        sim.held_calls("users.info").is_empty(),
         "no name could let it in"
     );
     assert_eq!(posted_to(&sim, "DU1"), 0);
@@ -201,12 +192,12 @@ fn names_match_allowlists_only_under_dangerously_allow_name_matching() {
     let allow = r#"dmPolicy: "allowlist", allowFrom: ["U9", "Alice Liddell"], dangerouslyAllowNameMatching: true"#;
     let mut sim = started(allow);
     dm(&mut sim, "U1", "7.000001");
-    let (id, _) = calls(&sim, "users.info")[0].clone();
+    let (id, _) = sim.held_calls("users.info")[0].clone();
     let user = json!({"ok": true, "user": {"id": "U1", "name": "alice",
         "profile": {"display_name": "Alice Liddell"}}});
     answer(&mut sim, id, 200, &[], user);
     // Let in by its name: the turn's model request names the sender.
-    let model = calls(&sim, "chat/completions");
+    let model = sim.held_calls("chat/completions");
     assert_eq!(model.len(), 1, "held: {:?}", sim.held_http());
     let body: Value = serde_json::from_slice(&model[0].1.body).expect("json");
     // The sender's block is the user's, just before the message; the system prompt is not
@@ -231,10 +222,10 @@ fn a_crash_during_a_lookup_looks_up_again_and_answers_once() {
     let mut sim = started("");
     let post = dm(&mut sim, "U6", "8.000001");
     assert!(answered_200(&sim, post));
-    assert_eq!(calls(&sim, "users.info").len(), 1);
+    assert_eq!(sim.held_calls("users.info").len(), 1);
     let mut sim = sim.crash_and_restart(config(""));
     authenticate(&mut sim);
-    let lookups = calls(&sim, "users.info");
+    let lookups = sim.held_calls("users.info");
     assert_eq!(lookups.len(), 1, "the committed message is served again");
     let user = json!({"ok": true, "user": {"id": "U6", "name": "bob"}});
     answer(&mut sim, lookups[0].0, 200, &[], user);

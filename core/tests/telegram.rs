@@ -1978,14 +1978,11 @@ fn a_reply_committed_with_its_message_leaves_before_the_next_poll() {
         "the message's batch, then the answer's"
     );
     assert!(p.write_together(true));
-    let held = |method: &str| {
-        p.held_http()
-            .iter()
-            .find(|(_, r)| r.url.ends_with(method))
-            .map(|(id, _)| *id)
-            .unwrap_or_else(|| panic!("a held {method}"))
-    };
+    let held = |method: &str| p.held_calls(method).first().map(|(id, _)| *id);
     let (reply, poll) = (held("/sendMessage"), held("/getUpdates"));
+    let (Some(reply), Some(poll)) = (reply, poll) else {
+        panic!("a held reply and a held poll: {reply:?}, {poll:?}");
+    };
     assert!(
         reply < poll,
         "the reply ({reply:?}) is issued before the next poll ({poll:?})"

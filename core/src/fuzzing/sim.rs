@@ -215,6 +215,15 @@ impl Sim {
         &self.held_http
     }
 
+    /// The held HTTP requests whose URL ends with `suffix` (an API method, a path).
+    pub fn held_calls(&self, suffix: &str) -> Vec<(WorkId, HttpRequest)> {
+        self.held_http
+            .iter()
+            .filter(|(_, r)| r.url.ends_with(suffix))
+            .cloned()
+            .collect()
+    }
+
     /// Answer the command the gateway asked to run with `id` and let the simulation settle.
     pub fn exec_result(&mut self, id: WorkId, result: Result<crate::work::ExecOutput, String>) {
         self.execs.retain(|(w, _)| *w != id);
