@@ -6,13 +6,11 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::config::Limits;
-use crate::frame::push_json_str;
 use crate::model::json_text::{Object, push_json_object};
 use crate::model::openai::Message;
 use crate::persist::RowText;
@@ -133,19 +131,16 @@ impl ChatSession {
     /// encode it cost more than writing it.
     pub(crate) fn row(&self, key: &str) -> RowText {
         let mut out = String::with_capacity(160 + key.len() + self.id.len());
-        out.push_str("{\"agentId\":\"main\",\"classification\":\"direct\",\"createdAt\":");
-        let _ = write!(out, "{}", self.created_at);
-        out.push_str(",\"createdVia\":");
-        push_json_str(&mut out, &self.created_via);
-        out.push_str(",\"key\":");
-        push_json_str(&mut out, key);
-        out.push_str(",\"overrides\":");
-        push_json_object(&mut out, &self.overrides);
-        out.push_str(",\"sessionId\":");
-        push_json_str(&mut out, &self.id);
-        out.push_str(",\"updatedAt\":");
-        let _ = write!(out, "{}", self.updated_at);
-        out.push('}');
+        let mut row = Object::new(&mut out);
+        row.str("agentId", "main")
+            .str("classification", "direct")
+            .u64("createdAt", self.created_at)
+            .str("createdVia", &self.created_via)
+            .str("key", key);
+        push_json_object(row.key("overrides"), &self.overrides);
+        row.str("sessionId", &self.id)
+            .u64("updatedAt", self.updated_at)
+            .end();
         RowText::from_encoded(&out)
     }
 
