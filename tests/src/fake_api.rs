@@ -399,9 +399,43 @@ pub fn send_ws(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::threads::{Switches, of_process};
     use serde_json::json;
+
+    /// The wake-ups so far of this process's threads whose (cut) name starts with `name`.
+    fn wakeups(name: &str) -> u64 {
+        of_process(std::process::id(), Switches::Voluntary)
+            .values()
+            .filter(|(n, _)| n.starts_with(name))
+            .map(|(_, s)| s)
+            .sum()
+    }
+
+    /// A fake's socket thread (`thread`: its name as the kernel cuts it) serving `ws`, which
+    /// has read its greeting, sleeps while nothing is queued (at most 3 wake-ups in 300 ms),
+    /// and what `push` queues (it returns an id the frame carries) goes out long before the
+    /// thread's safety nap ends.
+    pub(crate) fn an_idle_socket_thread_wakes_at_a_push(
+        ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
+        thread: &str,
+        push: impl FnOnce() -> String,
+    ) {
+        let before = wakeups(thread);
+        std::thread::sleep(Duration::from_millis(300));
+        let idle = wakeups(thread) - before;
+        assert!(idle <= 3, "{idle} wake-ups in 300 ms with nothing to send");
+        let pushed = Instant::now();
+        let id = push();
+        let frame = ws.read().expect("the pushed frame");
+        let took = pushed.elapsed();
+        assert!(frame.to_text().unwrap().contains(&id));
+        assert!(
+            took < SOCKET_NAP / 4,
+            "the pushed frame went out {took:?} after the push"
+        );
+    }
 
     fn req(n: u64) -> RecordedRequest {
         RecordedRequest {

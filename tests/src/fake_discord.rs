@@ -528,8 +528,7 @@ fn on_payload(shared: &Shared, v: &Value) -> Option<(u16, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_api::SOCKET_NAP;
-    use crate::fake_slack::tests::wakeups;
+    use crate::fake_api::tests::an_idle_socket_thread_wakes_at_a_push;
 
     /// The Gateway thread sleeps while nothing is queued (it used to look every 10 ms), and
     /// a dispatch pushed wakes it: it goes out long before the thread's safety nap ends.
@@ -541,18 +540,8 @@ mod tests {
         let hello = ws.read().expect("hello");
         assert!(hello.to_text().unwrap().contains("heartbeat_interval"));
         // The thread serving the socket ("fake-discord-conn", cut by the kernel).
-        let before = wakeups("fake-discord-co");
-        std::thread::sleep(Duration::from_millis(300));
-        let idle = wakeups("fake-discord-co") - before;
-        assert!(idle <= 3, "{idle} wake-ups in 300 ms with nothing to send");
-        let pushed = Instant::now();
-        let id = dc.push_dm("7", "8", "hi");
-        let frame = ws.read().expect("the dispatch");
-        let took = pushed.elapsed();
-        assert!(frame.to_text().unwrap().contains(&id));
-        assert!(
-            took < SOCKET_NAP / 4,
-            "the dispatch went out {took:?} after the push"
-        );
+        an_idle_socket_thread_wakes_at_a_push(&mut ws, "fake-discord-co", || {
+            dc.push_dm("7", "8", "hi")
+        });
     }
 }

@@ -382,20 +382,9 @@ fn socket(conn: std::net::TcpStream, shared: &Shared) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::fake_api::SOCKET_NAP;
-    use crate::threads::{Switches, of_process};
-    use std::time::Duration;
-
-    /// The wake-ups so far of the threads whose (cut) name starts with `name`.
-    pub(crate) fn wakeups(name: &str) -> u64 {
-        of_process(std::process::id(), Switches::Voluntary)
-            .values()
-            .filter(|(n, _)| n.starts_with(name))
-            .map(|(_, s)| s)
-            .sum()
-    }
+    use crate::fake_api::tests::an_idle_socket_thread_wakes_at_a_push;
 
     /// The socket thread sleeps while nothing is queued (it used to look every 20 ms), and
     /// an envelope pushed wakes it: it goes out long before the thread's safety nap ends.
@@ -406,18 +395,8 @@ pub(crate) mod tests {
         let (mut ws, _) = tungstenite::connect(url).expect("connect");
         let hello = ws.read().expect("hello");
         assert!(hello.to_text().unwrap().contains("hello"));
-        let before = wakeups("fake-slack-sock");
-        std::thread::sleep(Duration::from_millis(300));
-        let idle = wakeups("fake-slack-sock") - before;
-        assert!(idle <= 3, "{idle} wake-ups in 300 ms with nothing to send");
-        let pushed = Instant::now();
-        let id = slack.push_event(json!({"type": "message", "text": "hi"}));
-        let frame = ws.read().expect("the envelope");
-        let took = pushed.elapsed();
-        assert!(frame.to_text().unwrap().contains(&id));
-        assert!(
-            took < SOCKET_NAP / 4,
-            "the envelope went out {took:?} after the push"
-        );
+        an_idle_socket_thread_wakes_at_a_push(&mut ws, "fake-slack-sock", || {
+            slack.push_event(json!({"type": "message", "text": "hi"}))
+        });
     }
 }
