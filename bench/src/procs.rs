@@ -105,6 +105,9 @@ pub struct Server {
     pub spawned: Instant,
     dir: PathBuf,
     name: String,
+    /// Whether it hands back start-up's memory once quiet (a clawgate shell:
+    /// [`Server::await_start_up_release`]).
+    releases_start_up: bool,
 }
 
 /// A free loopback port (bound, read and released).
@@ -188,6 +191,7 @@ impl Server {
             spawned,
             dir,
             name: name.to_string(),
+            releases_start_up: matches!(launch, Launch::Clawgate { .. }),
         })
     }
 
@@ -275,6 +279,26 @@ impl Server {
     /// Resident memory of the process and all its descendants, in KiB.
     pub fn rss_kib(&self) -> u64 {
         tree(self.pid()).iter().map(|p| vm_rss_kib(*p)).sum()
+    }
+
+    /// Wait until a clawgate gateway has handed back start-up's memory: at its first quiet
+    /// spell ([`clawgate_host::allocator::QUIET`] after its last work, which channels
+    /// connecting push back) it unmaps start-up's code and trims its heap, and its RSS falls
+    /// [`START_UP_RELEASE_KIB`] or more below its peak (`VmHWM`); at most `limit`. Whether it
+    /// did (at once for a server that does not: the bare baseline, upstream).
+    pub fn await_start_up_release(&self, limit: Duration) -> bool {
+        let released = || {
+            let pid = self.pid();
+            vm_rss_kib(pid) + START_UP_RELEASE_KIB <= status_kib(pid, "VmHWM:")
+        };
+        let t = Instant::now();
+        while self.releases_start_up && !released() {
+            if t.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 }
 
@@ -570,11 +594,32 @@ pub fn await_steady_threads(server: &Server, steady: Duration, limit: Duration) 
     t.elapsed()
 }
 
-/// How long a gateway is left alone before its RSS is read where a step has just started it or
-/// just worked it: past the quiet spell after which it returns freed memory and, the first time,
-/// unmaps start-up's code ([`clawgate_host::allocator::QUIET`]), with a second's margin for the
-/// work that ends the spell (channels connecting, a last delivery record).
+/// How long a gateway is left alone before its RSS is read where a step has just worked it:
+/// past the quiet spell after which it returns freed memory
+/// ([`clawgate_host::allocator::QUIET`]), with a second's margin for the work that ends the
+/// spell (a last delivery record).
 pub const RSS_SETTLE: Duration = Duration::from_secs(clawgate_host::allocator::QUIET.as_secs() + 1);
+
+/// How far below its peak a clawgate gateway's RSS falls when it hands back start-up's memory
+/// (start-up's code and heap: 3.2-3.3 MiB with three channels connected, 4.9 -> 1.7 MiB).
+pub const START_UP_RELEASE_KIB: u64 = 1024;
+
+/// The longest a step waits for [`Server::await_start_up_release`] before it reads the RSS of
+/// a gateway with nothing to do yet.
+pub const START_UP_RELEASE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A gateway's RSS once it has nothing to do yet: after it has handed back start-up's memory
+/// (at most [`START_UP_RELEASE_LIMIT`]), the median of three samples (see [`settled_rss_kib`]).
+pub fn started_rss_kib(server: &Server) -> u64 {
+    if !server.await_start_up_release(START_UP_RELEASE_LIMIT) {
+        eprintln!(
+            "bench: {} had not handed back start-up's memory {} s after it was ready; its RSS is read anyway",
+            server.name(),
+            START_UP_RELEASE_LIMIT.as_secs()
+        );
+    }
+    settled_rss_kib(server, Duration::from_millis(200))
+}
 
 /// Sleep `settle`, then the median of three RSS samples 200 ms apart, in KiB.
 pub fn settled_rss_kib(server: &Server, settle: Duration) -> u64 {

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use crate::error::BenchError;
 use crate::procs::{
     Launch, Server, ThreadCounts, await_steady_threads, counts_since, settled_rss_kib,
+    started_rss_kib,
 };
 use crate::scenario::agent::{self, AgentFigures};
 use crate::stats::Percentiles;
@@ -456,7 +457,7 @@ impl ChannelRun {
     /// Wait until the gateway has started its long poll, and take its RSS then.
     pub fn ready(mut self) -> Result<Self, BenchError> {
         wait_polling(&self.tg, self.limit)?;
-        self.rss_start_kib = settled_rss_kib(&self.server, Duration::from_secs(1));
+        self.rss_start_kib = started_rss_kib(&self.server);
         Ok(self)
     }
 

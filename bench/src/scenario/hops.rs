@@ -24,7 +24,7 @@ use clawgate_tests::rx_stamp::Arrival;
 use serde_json::{Value, json};
 
 use crate::error::BenchError;
-use crate::procs::{Launch, RSS_SETTLE, Server, settled_rss_kib};
+use crate::procs::{Launch, RSS_SETTLE, Server, settled_rss_kib, started_rss_kib};
 use crate::scenario::channels::{self, HopSample, HopTimes};
 
 /// The Discord bot token the fake accepts, shaped as Discord's are: its first part is the
@@ -374,7 +374,7 @@ impl HopRun {
     pub fn run(self) -> Result<HopFigures, BenchError> {
         let (f, model, server, messages) = (&self.fakes, &self.model, &self.server, self.messages);
         let channels_on = on(&self.has).len();
-        let rss_start_kib = settled_rss_kib(server, RSS_SETTLE);
+        let rss_start_kib = started_rss_kib(server);
         // One warm-up message per channel (upstream prepares its workspace on the first turn).
         let mut timed = hops(f, model, &on(&self.has), 1, messages);
         let mut has = self.has.into_iter();
