@@ -458,7 +458,9 @@ fn gateway(mut stream: TcpStream, req: &RecordedRequest, shared: &Shared) {
                 }
             }
         }
-        if wake.wait(ws.get_ref()).is_err() {
+        // What the client's payloads queued (a heartbeat's ACK, READY, RESUMED) goes out at
+        // once, not after the nap.
+        if shared.state().outgoing.is_empty() && wake.wait(ws.get_ref()).is_err() {
             return;
         }
     }
@@ -528,12 +530,15 @@ fn on_payload(shared: &Shared, v: &Value) -> Option<(u16, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake_api::SOCKET_NAP;
     use crate::fake_api::tests::an_idle_socket_thread_wakes_at_a_push;
 
     /// The Gateway thread sleeps while nothing is queued (it used to look every 10 ms), and
-    /// a dispatch pushed wakes it: it goes out long before the thread's safety nap ends.
+    /// a dispatch pushed wakes it: it goes out long before the thread's safety nap ends. So
+    /// does an answer to the client's payload (a heartbeat's ACK), as the payload is read.
+    /// (One test: the wake-ups are counted over every thread of that name.)
     #[test]
-    fn a_pushed_dispatch_wakes_the_idle_gateway_thread() {
+    fn a_pushed_dispatch_and_an_ack_go_out_at_once() {
         let dc = FakeDiscord::start("t");
         let url = format!("ws://{}/", dc.shared.addr());
         let (mut ws, _) = tungstenite::connect(url).expect("connect");
@@ -543,5 +548,17 @@ mod tests {
         an_idle_socket_thread_wakes_at_a_push(&mut ws, "fake-discord-co", || {
             dc.push_dm("7", "8", "hi")
         });
+        let sent = Instant::now();
+        ws.send(tungstenite::Message::text(
+            json!({"op": 1, "d": 1}).to_string(),
+        ))
+        .expect("heartbeat");
+        let ack = ws.read().expect("the ACK");
+        let took = sent.elapsed();
+        assert!(ack.to_text().unwrap().contains(r#""op":11"#), "{ack:?}");
+        assert!(
+            took < SOCKET_NAP / 4,
+            "the ACK came {took:?} after the heartbeat"
+        );
     }
 }
