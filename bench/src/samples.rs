@@ -16,7 +16,8 @@ pub const VAR: &str = "CLAWGATE_BENCH_SAMPLES";
 /// The header of each file: every duration in µs; `at_unix_us` the event's write on the
 /// wall clock; the legs to the kernel's arrival stamps, `_read` to when the fakes' threads
 /// read them; `model` the fake model's own time (request arrived → answer's end written).
-const HEADER: &str = "n,at_unix_us,hop,net,first,model,second,hop_read,net_read,first_read,second_read,unstamped\n";
+const HEADER: &str =
+    "n,at_unix_us,hop,net,first,model,second,hop_read,net_read,first_read,second_read,unstamped\n";
 
 /// The CSV text of `samples`, numbered from 0 in the order they were timed.
 fn csv(samples: &[HopSample]) -> String {
@@ -56,7 +57,13 @@ pub fn dump(gateway: &str, step: &str, samples: &[HopSample]) {
     };
     let slug = |s: &str| {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect::<String>()
     };
     let path = dir.join(format!("{}-{}.csv", slug(gateway), slug(step)));
@@ -92,7 +99,9 @@ mod tests {
         let cols = [&row[..1], &row[2..]].concat();
         assert_eq!(
             cols,
-            ["0", "5000", "3000", "1000", "2000", "2000", "7000", "6000", "2000", "4000", "0"]
+            [
+                "0", "5000", "3000", "1000", "2000", "2000", "7000", "6000", "2000", "4000", "0"
+            ]
         );
     }
 }

@@ -21,10 +21,10 @@ use clawgate_tests::rx_stamp::Arrival;
 use serde_json::{Value, json};
 
 use crate::error::BenchError;
-use crate::samples;
 use crate::procs::{
     Launch, Server, ThreadCounts, await_steady_threads, counts_since, settled_rss_kib,
 };
+use crate::samples;
 use crate::scenario::agent::{self, AgentFigures};
 use crate::stats::Percentiles;
 

@@ -24,8 +24,8 @@ use clawgate_tests::rx_stamp::Arrival;
 use serde_json::{Value, json};
 
 use crate::error::BenchError;
-use crate::samples;
 use crate::procs::{Launch, RSS_SETTLE, Server, settled_rss_kib};
+use crate::samples;
 use crate::scenario::channels::{self, HopSample, HopTimes};
 
 /// The Discord bot token the fake accepts, shaped as Discord's are: its first part is the
