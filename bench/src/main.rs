@@ -20,6 +20,7 @@ mod procs;
 mod rates;
 mod report;
 mod run;
+mod samples;
 mod scenario;
 mod sizes;
 mod stats;
@@ -87,6 +88,10 @@ Usage:
                   say so
   --upstream-dir  where `openclaw` and Node are installed (default ~/.cache/clawgate/interop)
   --bin-dir DIR   take clawgate and clawgate-smol from DIR (default: next to this binary)
+
+  CLAWGATE_BENCH_SAMPLES=DIR  paths: also write each channel hop's samples, message by
+                  message, to DIR/<gateway>-<step>.csv (the hop, its legs, the model's own
+                  time, µs; the event's wall-clock time), for looking at the slow ones
 ";
 
 /// The parsed `all` command line.

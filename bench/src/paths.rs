@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::BenchError;
 use crate::machine::Machine;
-use crate::procs::{Launch, self_cpu};
+use crate::procs::{Launch, machine_busy, self_cpu};
 use crate::report::{Goal, GoalCheck, MIO, UPSTREAM, fmt, ratio, verdict};
 use crate::run::Target;
 use crate::scenario::agent::AgentFigures;
@@ -110,33 +110,59 @@ pub struct PathFigures {
     pub sync_normal: Result<channels::Latency, BenchError>,
     /// The three channels at once.
     pub hops: Result<HopFigures, BenchError>,
-    /// How long each step took, in the order they ran.
-    pub steps: Vec<(&'static str, Duration)>,
+    /// Each step, in the order they ran.
+    pub steps: Vec<Step>,
 }
 
-/// Run `step`, print how it went and record how long it took in `steps`.
+/// One step of a gateway's paths: how long it took, and how busy the rest of the machine was
+/// meanwhile (a hop waits for a CPU when other processes hold both).
+pub struct Step {
+    /// Its name in the report.
+    pub what: &'static str,
+    /// How long it took.
+    pub took: Duration,
+    /// CPU time the machine ran outside the load generator meanwhile (the gateway's
+    /// included), over `took`: the CPUs those other processes kept busy on average; `None`
+    /// for a step under a second (the kernel counts in 10 ms ticks).
+    pub others_cpus: Option<f64>,
+}
+
+/// Run `step`, print how it went and record how long it took in `steps`, and how busy the
+/// rest of the machine was meanwhile.
 fn timed<T>(
-    steps: &mut Vec<(&'static str, Duration)>,
+    steps: &mut Vec<Step>,
     what: &'static str,
     step: impl FnOnce() -> Result<T, BenchError>,
 ) -> Result<T, BenchError> {
-    let (t0, cpu0) = (Instant::now(), self_cpu());
+    let (t0, cpu0, busy0) = (Instant::now(), self_cpu(), machine_busy());
     let r = step();
     let took = t0.elapsed();
     // The load generator's own CPU in the step (its fakes' threads included), for stderr.
-    let cpu = self_cpu().saturating_sub(cpu0).as_millis();
+    let own = self_cpu().saturating_sub(cpu0);
+    let others = machine_busy().saturating_sub(busy0).saturating_sub(own);
+    let others_cpus =
+        (took >= Duration::from_secs(1)).then(|| others.as_secs_f64() / took.as_secs_f64());
+    let cpu = own.as_millis();
+    let how = format!(
+        "{:.0} s, bench CPU {cpu} ms, the rest of the machine {} CPUs",
+        took.as_secs_f64(),
+        cpus(others_cpus)
+    );
     match &r {
-        Ok(_) => eprintln!(
-            "   {what} done ({:.0} s, bench CPU {cpu} ms)",
-            took.as_secs_f64()
-        ),
-        Err(e) => eprintln!(
-            "   {what}: {e} ({:.0} s, bench CPU {cpu} ms)",
-            took.as_secs_f64()
-        ),
+        Ok(_) => eprintln!("   {what} done ({how})"),
+        Err(e) => eprintln!("   {what}: {e} ({how})"),
     }
-    steps.push((what, took));
+    steps.push(Step {
+        what,
+        took,
+        others_cpus,
+    });
     r
+}
+
+/// CPUs kept busy, two decimals, or a dash when not measured.
+fn cpus(n: Option<f64>) -> String {
+    n.map_or_else(|| "–".into(), |n| format!("{n:.2}"))
 }
 
 /// The gateway started beforehand, if it came up; when it did not, why is printed and the
@@ -799,11 +825,25 @@ pub fn render(
                 }
             }
         }
+        let times: Vec<(&str, Duration)> = f.steps.iter().map(|t| (t.what, t.took)).collect();
         let _ = writeln!(
             s,
             "- {}: step times: {}",
             f.name,
-            crate::run::step_times(&f.steps)
+            crate::run::step_times(&times)
+        );
+        let busy: Vec<String> = f
+            .steps
+            .iter()
+            .map(|t| format!("{} {}", t.what, cpus(t.others_cpus)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "- {}: CPUs kept busy outside the load generator in each step (the gateway's own \
+             included; {} CPUs here): {}",
+            f.name,
+            m.nproc,
+            busy.join(", ")
         );
     }
     let _ = writeln!(s, "\n{METHOD}");
@@ -881,7 +921,15 @@ other thread wants and yield it to one that wakes; their start still shares cach
 kernel with the gateway measured meanwhile: with it beside the mio shell's paths, the mio
 agent hop's p99 read 2.2 ms against 0.4-1.5 ms alone), set back to the normal policy at upstream's turn, and measured one
 after the other once both are up (upstream's \"start\" is the wait for that); \"step times\"
-say how long each step took, starts and waits included.";
+say how long each step took, starts and waits included; \"CPUs kept busy outside the load
+generator\" is the machine's CPU time in the step (`/proc/stat`: user, nice, system, irq,
+softirq, steal) less the load generator's own, over the step's length: the gateway measured
+and every other process; well above the gateway's own share, other work held CPUs the
+gateway's and the fakes' threads woke to (a hop's p99 then reads that machine's stalls: a
+thread woken onto a CPU another session's task holds can wait for the scheduler's next tick,
+4 ms at 250 Hz). `CLAWGATE_BENCH_SAMPLES=DIR` writes each channel hop's samples, message by
+message, to `DIR/<gateway>-<step>.csv` (the hop, both legs and the model's own time, µs, and
+the event's wall-clock time, to line a slow one up with a trace).";
 
 /// `text` with its paths section replaced by `section` (inserted after the title when it has
 /// none).

@@ -548,6 +548,26 @@ pub fn self_cpu() -> Duration {
     Duration::from_millis(ticks * 1000 / USER_HZ)
 }
 
+/// CPU time every CPU of the machine has spent running anything so far (`/proc/stat`'s
+/// first line: user, nice, system, irq, softirq and steal, in 10 ms ticks): less
+/// [`self_cpu`] over a step, what the rest of the machine (the gateway measured included)
+/// ran meanwhile.
+pub fn machine_busy() -> Duration {
+    let ticks: u64 = fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let cpu = stat.lines().next()?.strip_prefix("cpu ")?.to_string();
+            let f: Vec<u64> = cpu
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            // user nice system idle iowait irq softirq steal
+            Some([0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum())
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / USER_HZ)
+}
+
 /// The normal scheduling policy's number (`SCHED_OTHER`).
 const SCHED_OTHER: u32 = 0;
 /// `SCHED_IDLE`'s number.
@@ -638,6 +658,25 @@ pub fn settled_rss_kib(server: &Server, settle: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_counts_at_least_the_cpu_this_process_used() {
+        let (busy0, own0) = (machine_busy(), self_cpu());
+        // Burn 200 ms of CPU (however long that takes on a busy machine, 20 s at most).
+        let t0 = Instant::now();
+        let mut x = 0u64;
+        while self_cpu().saturating_sub(own0) < Duration::from_millis(200)
+            && t0.elapsed() < Duration::from_secs(20)
+        {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        let own = self_cpu().saturating_sub(own0);
+        assert!(own >= Duration::from_millis(200), "{own:?}");
+        // Both count in 10 ms ticks, read at slightly different moments.
+        assert!(machine_busy().saturating_sub(busy0) + Duration::from_millis(20) >= own);
+    }
 
     #[test]
     fn the_policy_read_back_is_the_one_chrt_set() {

@@ -12,7 +12,7 @@
 //! the time the fakes' threads took to wake and read.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use clawgate_tests::fake_api::Call;
 use clawgate_tests::fake_model::{FakeModel, Reply};
@@ -25,6 +25,7 @@ use crate::procs::{
     Launch, Server, ThreadCounts, await_steady_threads, counts_since, settled_rss_kib,
     started_rss_kib,
 };
+use crate::samples;
 use crate::scenario::agent::{self, AgentFigures};
 use crate::stats::Percentiles;
 
@@ -204,6 +205,12 @@ pub(crate) struct HopSample {
     pub net_read: Option<Duration>,
     /// Whether an arrival lacked the kernel's stamp (its read time stood in).
     pub unstamped: bool,
+    /// When the event was written, on the wall clock (to line a sample up with a trace).
+    pub at: SystemTime,
+    /// The first leg: event written → model request arrived (to its read).
+    pub first: Option<(Duration, Duration)>,
+    /// The second leg: the model's answer's end written → reply arrived (to its read).
+    pub second: Option<(Duration, Duration)>,
 }
 
 impl HopSample {
@@ -214,12 +221,21 @@ impl HopSample {
         };
         let hop = reply.at().saturating_duration_since(written);
         let hop_read = reply.read.saturating_duration_since(written);
+        let leg = |from: Instant, to: Arrival| {
+            (
+                to.at().saturating_duration_since(from),
+                to.read.saturating_duration_since(from),
+            )
+        };
         Self {
             hop,
             net: model.map(|(m, ended)| less(hop, m.at(), ended)),
             hop_read,
             net_read: model.map(|(m, ended)| less(hop_read, m.read, ended)),
             unstamped: reply.kernel.is_none() || model.is_some_and(|(m, _)| m.kernel.is_none()),
+            at: SystemTime::now() - written.elapsed(),
+            first: model.map(|(m, _)| leg(written, m)),
+            second: model.map(|(_, ended)| leg(ended, reply)),
         }
     }
 }
@@ -246,12 +262,13 @@ pub struct Latency {
 /// `getUpdates` answer that carried it to its `sendMessage`, and the fake model's own time
 /// for it; `first` numbers their tokens. Prints the hop's stages (the answer → the model
 /// request arrived, the model's own time, its answer's end → `sendMessage` arrived, each
-/// also to when the fakes read them) to stderr.
+/// also to when the fakes read them) to stderr, and dumps the samples as `step` of
+/// `gateway` ([`samples::dump`]).
 fn latency(
     tg: &FakeTelegram,
     model: &FakeModel,
-    first: usize,
-    n: usize,
+    (first, n): (usize, usize),
+    (gateway, step): (&str, &str),
 ) -> Result<Latency, BenchError> {
     let mut whole = Vec::with_capacity(n);
     let mut own = Vec::with_capacity(n);
@@ -288,6 +305,7 @@ fn latency(
             us(&own),
             to_send.show()
         );
+        samples::dump(gateway, step, &samples);
     }
     let hops = HopTimes::of(&samples);
     Ok(Latency {
@@ -471,8 +489,9 @@ impl ChannelRun {
     pub fn run(self) -> Result<(ChannelFigures, Idle), BenchError> {
         let (tg, server, plan) = (&self.tg, &self.server, &self.plan);
         // Warm-up (upstream prepares its workspace on the first turn).
-        latency(tg, &self.model, 0, 1)?;
-        let latency = latency(tg, &self.model, 1, plan.messages)?;
+        let name = server.name();
+        latency(tg, &self.model, (0, 1), (name, "telegram"))?;
+        let latency = latency(tg, &self.model, (1, plan.messages), (name, "telegram"))?;
         let (burst_per_sec, burst_sent, burst_lost) =
             burst(tg, 1 + plan.messages, plan.chats, plan.waves)?;
         let rss_after_kib = settled_rss_kib(server, Duration::from_secs(1));
@@ -551,8 +570,9 @@ pub fn measure_sync_normal(
     }
     let env = [(SYNC_NORMAL.0, SYNC_NORMAL.1.to_string())];
     let r = start(name, launch, plan, 0, &env)?.ready()?;
-    latency(&r.tg, &r.model, 0, 1)?;
-    latency(&r.tg, &r.model, 1, r.plan.messages)
+    let step = (name, "telegram synchronous=normal");
+    latency(&r.tg, &r.model, (0, 1), step)?;
+    latency(&r.tg, &r.model, (1, r.plan.messages), step)
 }
 
 #[cfg(test)]

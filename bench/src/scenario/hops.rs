@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::error::BenchError;
 use crate::procs::{Launch, RSS_SETTLE, Server, settled_rss_kib, started_rss_kib};
+use crate::samples;
 use crate::scenario::channels::{self, HopSample, HopTimes};
 
 /// The Discord bot token the fake accepts, shaped as Discord's are: its first part is the
@@ -275,7 +276,7 @@ fn hop(f: &Fakes, model: &FakeModel, lane: &mut Lane, i: usize) -> Result<HopSam
 fn hops(
     f: &Fakes,
     model: &FakeModel,
-    on: &[Channel],
+    (gateway, on): (&str, &[Channel]),
     warm: usize,
     n: usize,
 ) -> Vec<(Channel, Result<HopTimes, BenchError>)> {
@@ -305,6 +306,7 @@ fn hops(
                 None => {
                     let label = l.channel.label();
                     eprintln!("   {label}, µs p50/p99: {}", HopTimes::show(&l.samples));
+                    samples::dump(gateway, &format!("three channels {label}"), &l.samples);
                     Ok(HopTimes::of(&l.samples))
                 }
             };
@@ -376,7 +378,7 @@ impl HopRun {
         let channels_on = on(&self.has).len();
         let rss_start_kib = started_rss_kib(server);
         // One warm-up message per channel (upstream prepares its workspace on the first turn).
-        let mut timed = hops(f, model, &on(&self.has), 1, messages);
+        let mut timed = hops(f, model, (server.name(), &on(&self.has)), 1, messages);
         let mut has = self.has.into_iter();
         let hops = Channel::ALL.map(|c| match has.next() {
             Some(Err(e)) => Err(e),
