@@ -306,12 +306,20 @@ impl<H: Host> Driver<'_, '_, '_, H> {
     }
 
     /// Act on the core's outputs until it asks to sleep; returns the deadline. The frames for
-    /// one socket are gathered and written together once the core has no more outputs (or
-    /// [`GATHER_LIMIT`] of them wait), so a turn that sends a connection several frames (a
-    /// model delta's `agent` and `chat` events) costs it one write.
+    /// one socket are gathered and written together once the core has no more outputs, or
+    /// asks for work, or [`GATHER_LIMIT`] of them wait, so a turn that sends a connection
+    /// several frames (a model delta's `agent` and `chat` events) costs it one write.
     fn drain(&mut self, now: Instant) -> Instant {
         loop {
             let output = self.gw.poll_output();
+            // What the core transmitted before it asked for work goes out before the work
+            // starts, as on the mio shell: a store commit wakes the writer thread, which
+            // would otherwise take the second core before the frames' reader wakes (the
+            // writev waiting for the rest of the turn: measured, an agent turn's `chat`
+            // final 0.15 ms later at p50).
+            if matches!(output, Output::Work { .. }) {
+                self.flush_gathered(now);
+            }
             match absorb(self.host, &mut self.gw, now, output) {
                 Some(Output::Transmit { conn, data }) => {
                     self.host.transmitted(data.len());
@@ -336,11 +344,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                     self.sockets.remove(&conn);
                 }
                 // What was written may let the core send more: drain again.
-                Some(Output::Timeout(_)) if !self.gathering.is_empty() => {
-                    for conn in std::mem::take(&mut self.gathering) {
-                        self.flush(now, conn);
-                    }
-                }
+                Some(Output::Timeout(_)) if !self.gathering.is_empty() => self.flush_gathered(now),
                 Some(Output::Timeout(at)) => return at,
                 Some(other) => {
                     debug_assert!(false, "unhandled core output {other:?}");
@@ -352,6 +356,13 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Write the frames gathered for every socket.
+    fn flush_gathered(&mut self, now: Instant) {
+        for conn in std::mem::take(&mut self.gathering) {
+            self.flush(now, conn);
         }
     }
 
