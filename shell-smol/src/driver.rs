@@ -5,7 +5,7 @@
 //! [`Host`].
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,10 +15,10 @@ use clawgate_host::logging::unix_ms;
 use clawgate_host::shell::{WindDown, absorb, note, take_worker_inputs};
 use clawgate_host::sockets::{ACCEPT_BACKOFF, AcceptThrottle, AfterFailure, accepted_local};
 use smol::channel::{Receiver, Sender};
-use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer, future};
 
 use crate::alarm::Alarm;
+use crate::clients::{Poller, Registered};
 use crate::readiness::{Flag, Readiness};
 use crate::socket::{GATHER_LIMIT, Socket};
 
@@ -41,7 +41,7 @@ pub enum Control {
 
 /// Something that happened, for the driver.
 pub(crate) enum Event {
-    Accepted(TcpStream, SocketAddr),
+    Accepted(Registered<TcpStream>, SocketAddr),
     /// A log line of the shell's own.
     Note(Level, String),
     Data(ConnId, Vec<u8>),
@@ -61,8 +61,11 @@ pub async fn serve<H: Host>(
     host: &mut H,
     control: Receiver<Control>,
 ) -> io::Result<()> {
-    let listener = TcpListener::try_from(listener)?;
     let local = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let poller = Arc::new(Poller::new()?);
+    let clients = Readiness::new(poller.fd()?)?;
+    let listener = Registered::new(listener, &poller)?;
     let signals = match host.signals() {
         Some(s) => Some(Readiness::new(s.try_clone()?.into())?),
         None => None,
@@ -79,7 +82,7 @@ pub async fn serve<H: Host>(
     host.inbox().set_wake(move || raise.raise());
     let (events_tx, events) = smol::channel::bounded(EVENT_QUEUE);
     let (alive, sockets_done) = smol::channel::bounded::<()>(1);
-    let acceptor = ex.spawn(accept_loop(listener, events_tx.clone()));
+    let acceptor = ex.spawn(accept_loop(listener, poller.clone(), events_tx.clone()));
     let _orders = ex.spawn(forward_orders(control, events_tx.clone()));
     let mut driver = Driver {
         ex,
@@ -98,6 +101,7 @@ pub async fn serve<H: Host>(
         signals,
         workers: &workers,
         host_sockets,
+        clients: (clients, &poller),
     };
     driver.run(wakes).await;
     drop(acceptor);
@@ -105,10 +109,21 @@ pub async fn serve<H: Host>(
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, events: Sender<Event>) {
+async fn accept_loop(
+    listener: Registered<TcpListener>,
+    poller: Arc<Poller>,
+    events: Sender<Event>,
+) {
     let mut throttle = AcceptThrottle::default();
     loop {
-        let (line, event) = match listener.accept().await {
+        let accepted = listener
+            .read_with(|l| l.accept())
+            .await
+            .and_then(|(s, peer)| {
+                s.set_nonblocking(true)?;
+                Ok((Registered::new(s, &poller)?, peer))
+            });
+        let (line, event) = match accepted {
             Ok((stream, peer)) => (throttle.accepted(), Some(Event::Accepted(stream, peer))),
             Err(e) => {
                 let (after, line) = throttle.failed(&e);
@@ -154,6 +169,8 @@ struct Wakes<'a> {
     workers: &'a Flag,
     /// The host's own sockets ([`Host::sockets`]).
     host_sockets: Option<Readiness>,
+    /// The clients' poller, and its descriptor's readiness.
+    clients: (Readiness, &'a Poller),
 }
 
 struct Driver<'e, 'x, 'h, H> {
@@ -181,6 +198,7 @@ enum Wake {
     Signals,
     Workers,
     HostSockets,
+    Clients,
 }
 
 impl<H: Host> Driver<'_, '_, '_, H> {
@@ -191,6 +209,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             mut signals,
             workers,
             mut host_sockets,
+            clients: (mut clients, poller),
         } = wakes;
         let mut deadline = self.drain(Instant::now());
         let mut alarm = Alarm::new(deadline);
@@ -226,10 +245,16 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                             workers.wait().await;
                             Wake::Workers
                         },
-                        async {
-                            ready(host_sockets.as_mut()).await;
-                            Wake::HostSockets
-                        },
+                        future::race(
+                            async {
+                                ready(host_sockets.as_mut()).await;
+                                Wake::HostSockets
+                            },
+                            async {
+                                clients.ready().await;
+                                Wake::Clients
+                            },
+                        ),
                     ),
                 ),
             )
@@ -243,6 +268,8 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 Wake::HostSockets => host_sockets_due = true,
                 Wake::Signals => self.host.on_signals(&mut self.gw, now),
                 Wake::Workers => take_worker_inputs(self.host, &mut self.gw, now),
+                // The socket tasks woken run when this turn yields.
+                Wake::Clients => poller.dispatch(),
                 Wake::Event(event) => self.handle(now, event),
             }
             if host_sockets_due {
@@ -281,10 +308,10 @@ impl<H: Host> Driver<'_, '_, '_, H> {
         }
     }
 
-    fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
+    fn accept(&mut self, now: Instant, stream: Registered<TcpStream>, peer: SocketAddr) {
         // Frames are small and written whole: Nagle would only delay them.
-        let _ = stream.set_nodelay(true);
-        let local = accepted_local(self.local, || stream.local_addr());
+        let _ = stream.get_ref().set_nodelay(true);
+        let local = accepted_local(self.local, || stream.get_ref().local_addr());
         let id = self.gw.accept(now, peer, local);
         let socket = Socket::spawn(self.ex, id, stream, self.events_tx.clone(), &self.alive);
         self.sockets.insert(id, socket);
