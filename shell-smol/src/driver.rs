@@ -64,7 +64,7 @@ pub async fn serve<H: Host>(
     let local = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let poller = Arc::new(Poller::new()?);
-    let clients = Readiness::new(poller.fd()?)?;
+    let mut clients = Readiness::new(poller.fd()?)?;
     let listener = Registered::new(listener, &poller)?;
     let signals = match host.signals() {
         Some(s) => Some(Readiness::new(s.try_clone()?.into())?),
@@ -101,11 +101,13 @@ pub async fn serve<H: Host>(
         signals,
         workers: &workers,
         host_sockets,
-        clients: (clients, &poller),
+        clients: (&mut clients, &poller),
     };
     driver.run(wakes).await;
     drop(acceptor);
-    driver.wind_down(&events, &sockets_done).await;
+    driver
+        .wind_down(&events, &sockets_done, (&mut clients, &poller))
+        .await;
     Ok(())
 }
 
@@ -170,7 +172,7 @@ struct Wakes<'a> {
     /// The host's own sockets ([`Host::sockets`]).
     host_sockets: Option<Readiness>,
     /// The clients' poller, and its descriptor's readiness.
-    clients: (Readiness, &'a Poller),
+    clients: (&'a mut Readiness, &'a Poller),
 }
 
 struct Driver<'e, 'x, 'h, H> {
@@ -209,7 +211,7 @@ impl<H: Host> Driver<'_, '_, '_, H> {
             mut signals,
             workers,
             mut host_sockets,
-            clients: (mut clients, poller),
+            clients: (clients, poller),
         } = wakes;
         let mut deadline = self.drain(Instant::now());
         let mut alarm = Alarm::new(deadline);
@@ -402,9 +404,14 @@ impl<H: Host> Driver<'_, '_, '_, H> {
         }
     }
 
-    /// After shutdown: keep the queue moving while the sockets flush and see their peers'
-    /// EOF, for at most the wind-down's grace.
-    async fn wind_down(self, events: &Receiver<Event>, sockets_done: &Receiver<()>) {
+    /// After shutdown: keep the queue moving and the clients' poller dispatched while the
+    /// sockets flush and see their peers' EOF, for at most the wind-down's grace.
+    async fn wind_down(
+        self,
+        events: &Receiver<Event>,
+        sockets_done: &Receiver<()>,
+        (clients, poller): (&mut Readiness, &Poller),
+    ) {
         let Driver {
             host,
             alive,
@@ -420,10 +427,21 @@ impl<H: Host> Driver<'_, '_, '_, H> {
                 while events.recv().await.is_ok() {}
                 false
             },
-            future::or(async { sockets_done.recv().await.is_err() }, async {
-                Timer::at(wind_down.deadline()).await;
-                false
-            }),
+            future::or(
+                async { sockets_done.recv().await.is_err() },
+                future::or(
+                    async {
+                        Timer::at(wind_down.deadline()).await;
+                        false
+                    },
+                    async {
+                        loop {
+                            clients.ready().await;
+                            poller.dispatch();
+                        }
+                    },
+                ),
+            ),
         )
         .await;
         let unflushed = if flushed {
