@@ -2,11 +2,12 @@
 //! already run one or want to embed the gateway in one.
 //!
 //! One driver task owns the [`Gateway`]; every socket gets a reader task that hands its
-//! bytes to the driver and a writer task that writes what the core transmits. The driver
+//! bytes to the driver and a writer task that writes what the core transmits, the sockets'
+//! readiness coming from a poller of the shell's own that the driver dispatches. The driver
 //! sleeps until the core's next deadline (under [`run`], its thread waits in `poll(2)` until
-//! then, on the signal pipe and the HTTP loop's poller too; under another executor, on a
-//! [`smol::Timer`], with async-io watching those), and wakes for signals, for the HTTP loop
-//! and for what worker threads send. No protocol decision lives here: bytes in, bytes out, exactly as
+//! then, on the clients' poller, the signal pipe and the HTTP loop's poller too; under
+//! another executor, on a [`smol::Timer`], with async-io watching those), and wakes for the
+//! clients' sockets, signals, the HTTP loop and what worker threads send. No protocol decision lives here: bytes in, bytes out, exactly as
 //! the core says. Start-up, logging, persistence, signals and workers are
 //! [`clawgate_host`]'s, shared with the mio shell.
 //!
@@ -55,6 +56,7 @@
 #![forbid(unsafe_code)]
 
 mod alarm;
+mod clients;
 mod driver;
 mod readiness;
 mod socket;
@@ -82,10 +84,10 @@ pub fn run(started: Started) -> i32 {
     // Not `smol::block_on`: with it this thread and async-io's own thread take turns at the
     // reactor, and each time this one holds it the other backs off in ten timed sleeps
     // (50 µs to 10 ms) before it blocks: about a dozen wake-ups per event, the bulk of an idle
-    // gateway's. Here this thread waits in `poll(2)` on what the driver awaits (the HTTP
-    // loop's poller, the signal pipe, its deadline) and wakes for it itself, and async-io's
-    // thread alone waits on the reactor (the clients' sockets) and wakes this one when a task
-    // is ready (see `wait`).
+    // gateway's. Here this thread waits in `poll(2)` on what the driver awaits (the clients'
+    // and the HTTP loop's pollers, the signal pipe, its deadline) and wakes for it itself, and
+    // async-io's thread alone waits on the reactor (the socket tasks' few timers) and wakes
+    // this one when a task is ready (see `wait`).
     match wait::block_on(ex.run(serve(&ex, listener, gateway, &mut host, control))).and_then(|r| r)
     {
         Ok(()) => 0,

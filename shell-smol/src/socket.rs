@@ -17,13 +17,14 @@ use std::io::{self, IoSlice, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use std::net::{Shutdown, TcpStream};
+
 use clawgate_core::ConnId;
 use clawgate_host::sockets::CLOSE_GRACE;
 use smol::channel::Sender;
-use smol::io::AsyncWriteExt;
-use smol::net::{Shutdown, TcpStream};
-use smol::{Async, Executor, Timer, future};
+use smol::{Executor, Timer, future};
 
+use crate::clients::Registered;
 use crate::driver::Event;
 
 /// Bytes asked of the socket per read; the core buffers frames itself.
@@ -133,7 +134,7 @@ impl Shared {
 pub(crate) struct Socket {
     shared: Arc<Shared>,
     /// The socket, for the driver's own non-blocking writes.
-    direct: Arc<Async<std::net::TcpStream>>,
+    direct: Arc<Registered<TcpStream>>,
     /// Frames the core transmitted this turn, not yet written or queued for the writer.
     gathered: Gathered,
 }
@@ -166,12 +167,12 @@ impl Socket {
     pub(crate) fn spawn(
         ex: &Executor<'_>,
         id: ConnId,
-        stream: TcpStream,
+        stream: Registered<TcpStream>,
         events: Sender<Event>,
         all: &Sender<()>,
     ) -> Self {
         let shared = Arc::new(Shared::default());
-        let direct: Arc<Async<std::net::TcpStream>> = stream.clone().into();
+        let direct = Arc::new(stream);
         let reader = read_side(
             id,
             direct.clone(),
@@ -179,7 +180,7 @@ impl Socket {
             shared.clone(),
             all.clone(),
         );
-        let writer = write_side(id, stream, events, shared.clone(), all.clone());
+        let writer = write_side(id, direct.clone(), events, shared.clone(), all.clone());
         ex.spawn(reader).detach();
         ex.spawn(writer).detach();
         Self {
@@ -320,15 +321,14 @@ fn write_until_blocked(stream: &mut impl Write, frames: &mut [IoSlice<'_>]) -> i
 /// holds no buffer of its own, and none is zero-filled per read.
 async fn read_side(
     id: ConnId,
-    stream: Arc<Async<std::net::TcpStream>>,
+    stream: Arc<Registered<TcpStream>>,
     events: Sender<Event>,
     shared: Arc<Shared>,
     _all: Sender<()>,
 ) {
     let mut forwarding = true;
     // Each read is tried before waiting for readiness (`read_with`): once the driver permits
-    // it, the peer's next message is usually there, and waiting for the reactor's word first
-    // would cost an `epoll_ctl` and a reactor wake-up each time.
+    // it, the peer's next message is usually there already.
     loop {
         let read = stream
             .read_with(|s| {
@@ -364,7 +364,7 @@ async fn read_side(
 /// the rest is flushed and the write half shut, so the peer sees the close frame and then EOF.
 async fn write_side(
     id: ConnId,
-    mut stream: TcpStream,
+    stream: Arc<Registered<TcpStream>>,
     events: Sender<Event>,
     shared: Arc<Shared>,
     _all: Sender<()>,
@@ -373,11 +373,11 @@ async fn write_side(
         let mut batch = 0;
         let mut next = Some(first);
         while let Some(chunk) = next.take() {
-            let written = stream.write_all(&chunk).await;
+            let written = write_all(&stream, &chunk).await;
             shared.lock().writing = false;
             if written.is_err() {
                 // Report the end here too: the reader may be waiting for a permit, not reading.
-                let _ = stream.shutdown(Shutdown::Both);
+                let _ = stream.get_ref().shutdown(Shutdown::Both);
                 let _ = events.send(Event::Eof(id)).await;
                 return;
             }
@@ -390,13 +390,12 @@ async fn write_side(
             return;
         }
     }
-    let _ = stream.flush().await;
     if shared.lock().peer_done {
         return;
     }
     // The peer sees the close frame, then EOF; the socket closes once the reader has met the
     // peer's EOF in turn, or is cut off after the close grace.
-    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.get_ref().shutdown(Shutdown::Write);
     let done = future::or(
         async {
             poll_fn(|cx| shared.poll_peer_done(cx)).await;
@@ -409,13 +408,28 @@ async fn write_side(
     )
     .await;
     if !done {
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
     }
+}
+
+/// Write all of `chunk`, waiting for room whenever the socket is full.
+async fn write_all(stream: &Registered<TcpStream>, chunk: &[u8]) -> io::Result<()> {
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let n = stream.write_with(|mut s| s.write(rest)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        rest = rest.get(n..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clients::Poller;
+    use crate::readiness::Readiness;
 
     /// A socket that takes at most `room` bytes, and counts the calls.
     struct Counted {
@@ -508,7 +522,9 @@ mod tests {
         let ex = Executor::new();
         let (events, reports) = smol::channel::unbounded();
         let (all, _done) = smol::channel::bounded(1);
-        let stream = TcpStream::try_from(server).expect("async");
+        server.set_nonblocking(true).expect("nonblocking");
+        let poller = Arc::new(Poller::new().expect("poller"));
+        let stream = Registered::new(server, &poller).expect("register");
         let mut socket = Socket::spawn(&ex, ConnId(1), stream, events, &all);
         assert!(
             socket.queue(frames[0].clone()),
@@ -526,6 +542,14 @@ mod tests {
         assert_eq!(socket.gathered_bytes(), 0);
         drop(socket);
         drop(all);
+        // The driver's part: wake the writer as the socket drains.
+        let mut clients = Readiness::new(poller.fd().expect("fd")).expect("watch");
+        let _dispatch = ex.spawn(async move {
+            loop {
+                clients.ready().await;
+                poller.dispatch();
+            }
+        });
         smol::block_on(ex.run(async {
             let mut written = direct;
             while let Ok(event) = reports.recv().await {

@@ -1,6 +1,6 @@
 //! The wait of [`crate::run`]'s thread ([`block_on`]): between two polls of the gateway it
-//! sleeps in one `poll(2)` on the descriptors the driver awaits ([`Watched`]: the HTTP loop's
-//! poller, the signal pipe), a wake-up descriptor the other threads' wakers write, and the
+//! sleeps in one `poll(2)` on the descriptors the driver awaits ([`Watched`]: the clients' and
+//! the HTTP loop's pollers, the signal pipe), a wake-up descriptor the other threads' wakers write, and the
 //! earliest instant an [`Alarm`](crate::alarm::Alarm) asked for.
 //!
 //! Why not park and leave those descriptors to async-io's thread: every answer the HTTP loop
@@ -8,8 +8,9 @@
 //! first, which re-armed its registration and woke this one: two wake-ups and a hand-off
 //! between threads per event, on the path of every agent and channel hop (and twice that
 //! many system calls). Waiting on them itself, this thread wakes for them alone, as the mio
-//! shell's loop does. async-io's thread keeps the clients' sockets (and the socket tasks'
-//! few timers) and wakes this one through the wake-up descriptor, as a worker thread does.
+//! shell's loop does; the clients' sockets likewise ([`crate::clients`]). async-io's thread
+//! keeps the socket tasks' few timers and wakes this one through the wake-up descriptor, as a
+//! worker thread does.
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -3,7 +3,8 @@
 //! commit and its acknowledgement, the `sendMessage` and the next long poll, and for little
 //! else. Counted per thread as voluntary context switches (`/proc/PID/task/*/status`: the
 //! times a thread slept, so its wake-ups) whatever the machine's load, unlike time: a wake-up
-//! handed from thread to thread is also a hop's latency.
+//! handed from thread to thread is also a hop's latency. And an operator's requests: answered
+//! on the loop's thread, they wake no other.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use clawgate_tests::fake_model::FakeModel;
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::harness::{Options, Shell, WAIT};
 use clawgate_tests::threads::{self, Switches};
+use serde_json::json;
 
 use crate::idle::{BOT_TOKEN, with_telegram_dms};
 
@@ -32,9 +34,9 @@ const TURNS: u64 = 10;
 /// the poller itself; debug builds mio 10.5-12.7, clawgate-smol 10.0-11.9.
 const MAX_WAKEUPS_PER_TURN: u64 = 20;
 
-/// async-io's thread (clawgate-smol's reactor, which watches the clients' sockets): a
-/// channel turn reads and writes no client socket, so it wakes that thread for nothing
-/// (measured: 0 in 10 turns; 35-43 when it watched the HTTP loop's poller).
+/// async-io's thread (clawgate-smol's reactor, which has only the socket tasks' few timers to
+/// watch): a channel turn wakes it for nothing (measured: 0 in 10 turns; 35-43 when it
+/// watched the HTTP loop's poller).
 const REACTOR_THREAD: &str = "async-io";
 /// Its wake-ups in all [`TURNS`] at most: room for a stray timer of a socket task.
 const MAX_REACTOR_WAKEUPS: u64 = TURNS / 2;
@@ -105,4 +107,39 @@ fn answer(tg: &FakeTelegram, text: &str, nth: usize) {
         .unwrap_or_else(|| panic!("no long poll past {text:?}"));
 }
 
-both!(wakeups_per_telegram_turn);
+/// `health` requests timed, one after the other on one operator connection.
+const REQUESTS: u64 = 50;
+
+/// An operator's requests wake async-io's thread for none of them: clawgate-smol's loop
+/// thread waits on the clients' sockets itself (measured: 0 in 50 requests; one or more a
+/// request while async-io's reactor watched them, each request then woke that thread and it
+/// woke the loop's).
+fn operator_requests_spare_the_reactor_thread(shell: Shell) {
+    let gw = Options::new().token("wake-token").start(shell);
+    let mut cfg = gw.cli();
+    cfg.token = Some("wake-token".into());
+    let mut ws = gw.ws(cfg);
+    ws.hello().expect("hello-ok");
+    ws.call("health", None).expect("health");
+    let before = threads::of_process(gw.pid(), Switches::Voluntary);
+    for _ in 0..REQUESTS {
+        let answer = ws.call("health", None).expect("health");
+        assert_ne!(answer, json!(null));
+    }
+    let after = threads::of_process(gw.pid(), Switches::Voluntary);
+    let reactor: u64 = after
+        .iter()
+        .filter(|(_, (name, _))| name == REACTOR_THREAD)
+        .map(|(tid, (_, n))| n - before.get(tid).map_or(0, |(_, b)| *b))
+        .sum();
+    assert!(
+        reactor <= MAX_REACTOR_WAKEUPS,
+        "{shell:?}: {REACTOR_THREAD} woke {reactor} times in {REQUESTS} requests (at most \
+         {MAX_REACTOR_WAKEUPS})"
+    );
+}
+
+both!(
+    wakeups_per_telegram_turn,
+    operator_requests_spare_the_reactor_thread
+);
