@@ -17,6 +17,7 @@ use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_slack::FakeSlack;
 use clawgate_tests::fake_telegram::FakeTelegram;
 use clawgate_tests::rx_stamp::Arrival;
+use clawgate_tests::threads::{Switches, of_process};
 use serde_json::json;
 
 const TG_TOKEN: &str = "4343:hops-bot";
@@ -29,31 +30,19 @@ const DISCORD_DM: &str = "500000000000000042";
 const WARM: usize = 1;
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// CPU time (ns) and context switches (voluntary and not) of each live thread of `pid`, by
-/// thread id and name.
+/// CPU time (ns, `schedstat`) and context switches (voluntary and not) of each live thread of
+/// `pid`, by thread id and name.
 fn usage(pid: u32) -> std::collections::BTreeMap<(String, String), (u64, u64)> {
-    let mut all = std::collections::BTreeMap::new();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
-    for t in tasks.flatten() {
-        let p = t.path();
-        let (mut cpu, mut switches) = (0, 0);
-        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-        let sched = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
-        cpu += sched
-            .split(' ')
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
-        switches += status
-            .lines()
-            .filter(|l| l.contains("ctxt_switches"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .sum::<u64>();
-        let tid = t.file_name().to_string_lossy().into_owned();
-        all.insert((tid, comm.trim().to_string()), (cpu, switches));
-    }
-    all
+    of_process(pid, Switches::All)
+        .into_iter()
+        .map(|(tid, (name, switches))| {
+            let cpu = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+                .ok()
+                .and_then(|s| s.split(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            ((tid, name), (cpu, switches))
+        })
+        .collect()
 }
 
 fn main() {
