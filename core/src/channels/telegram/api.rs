@@ -30,7 +30,7 @@ const READS: &[&str] = &["getUpdates", "getMe"];
 pub fn request(api_root: &str, token: &str, method: &str, body: String) -> HttpRequest {
     HttpRequest {
         method: "POST",
-        url: format!("{api_root}/bot{token}/{method}"),
+        url: [api_root, "/bot", token, "/", method].concat(),
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: body.into_bytes(),
         idempotent: READS.contains(&method),
