@@ -7,13 +7,13 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, IgnoredAny, MapAccess, SeqAccess};
 use serde_json::Value;
 
 use crate::frame::Params;
+use crate::json_shape::{Key, Shape, deserialize_by_shape};
 
 /// A JSON value as the validation sees it.
 #[derive(Debug, Default, PartialEq)]
@@ -241,109 +241,6 @@ impl<'de> Fields<'de> for RootFields<'de> {
     }
 }
 
-/// A captured type made from each shape of JSON value; a shape it does not take is
-/// [`Shape::other`] (its contents read and dropped).
-trait Shape<'de>: Sized {
-    /// What any shape not taken below becomes.
-    fn other() -> Self;
-
-    /// A string.
-    fn string(_: Cow<'de, str>) -> Self {
-        Self::other()
-    }
-
-    /// An integer in `0..=u64::MAX`.
-    fn uint(_: u64) -> Self {
-        Self::other()
-    }
-
-    /// A boolean.
-    fn boolean() -> Self {
-        Self::other()
-    }
-
-    /// An array.
-    fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Self::other())
-    }
-
-    /// An object.
-    fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Self::other())
-    }
-}
-
-/// Reads any JSON value as a `T`.
-struct ShapeVisitor<T>(PhantomData<T>);
-
-impl<'de, T: Shape<'de>> Visitor<'de> for ShapeVisitor<T> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
-        Ok(T::boolean())
-    }
-
-    fn visit_u64<E>(self, n: u64) -> Result<T, E> {
-        Ok(T::uint(n))
-    }
-
-    fn visit_i64<E>(self, n: i64) -> Result<T, E> {
-        // As `serde_json::Number` keeps it: a non-negative `i64` is an unsigned integer.
-        Ok(u64::try_from(n).map_or_else(|_| T::other(), T::uint))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
-        Ok(T::other())
-    }
-
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<T, E> {
-        Ok(T::string(Cow::Borrowed(s)))
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<T, E> {
-        Ok(T::string(Cow::Owned(s.to_owned())))
-    }
-
-    fn visit_string<E>(self, s: String) -> Result<T, E> {
-        Ok(T::string(Cow::Owned(s)))
-    }
-
-    fn visit_unit<E>(self) -> Result<T, E> {
-        Ok(T::other())
-    }
-
-    fn visit_none<E>(self) -> Result<T, E> {
-        Ok(T::other())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
-        T::seq(seq)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        T::map(map)
-    }
-}
-
-/// A map key: JSON keys are strings.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Shape<'de> for Key<'de> {
-    fn other() -> Self {
-        Key(Cow::Borrowed(""))
-    }
-
-    fn string(s: Cow<'de, str>) -> Self {
-        Key(s)
-    }
-}
-
 impl<'de> Shape<'de> for Scalar<'de> {
     fn other() -> Self {
         Scalar::Other
@@ -411,19 +308,7 @@ impl<'de> Shape<'de> for Permissions<'de> {
     }
 }
 
-/// `Deserialize` for captured types: any JSON value, by its shape.
-macro_rules! deserialize_by_shape {
-    ($($ty:ty $(where $t:ident: $bound:ident)?),* $(,)?) => {$(
-        impl<'de $(, $t: $bound<'de>)?> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_any(ShapeVisitor(PhantomData))
-            }
-        }
-    )*};
-}
-
 deserialize_by_shape!(
-    Key<'de>,
     Scalar<'de>,
     List<'de>,
     Permissions<'de>,

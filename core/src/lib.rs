@@ -97,6 +97,7 @@ mod http_auth;
 pub mod http_post;
 pub mod ip_range;
 mod json_plain;
+mod json_shape;
 pub mod log;
 pub mod mask;
 pub mod mdns;

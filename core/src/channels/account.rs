@@ -140,7 +140,7 @@ impl Kind {
 
     /// The key of account `account` of this kind in the channels' account table.
     pub fn key(self, account: &str) -> String {
-        format!("{}:{account}", self.id())
+        [self.id(), account].join(":")
     }
 }
 

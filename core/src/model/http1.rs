@@ -12,6 +12,7 @@
 //! request; a response without framing ends where the connection does.
 
 use super::HttpRequest;
+use super::json_text::push_u64;
 
 /// The default of [`ResponseLimits::max_head_bytes`]: 64 KiB.
 pub const DEFAULT_MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -560,34 +561,57 @@ const FRAMING_HEADERS: [&str; 4] = ["host", "content-length", "connection", "tra
 
 /// The bytes of `req` on the wire, for `target` (parsed from `req.url`): the request line,
 /// `Host`, `Content-Length` (when there is a body or the method usually has one),
-/// `Connection: keep-alive`, the request's headers, then the body.
+/// `Connection: keep-alive`, the request's headers, then the body. Written into one buffer
+/// sized for it up front (the body is most of a model request's bytes).
 pub fn encode_request(req: &HttpRequest, target: &Target) -> Result<Vec<u8>, RequestError> {
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\nHost: {}\r\n",
-        req.method, target.path_and_query, target.authority
-    );
-    let bodiless = ["GET", "HEAD", "DELETE", "OPTIONS"]
-        .iter()
-        .any(|m| m.eq_ignore_ascii_case(req.method));
-    if !req.body.is_empty() || !bodiless {
-        head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
-    }
-    head.push_str("Connection: keep-alive\r\n");
-    for (name, value) in &req.headers {
-        if FRAMING_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
-            continue;
-        }
-        let bad = |b: u8| b.is_ascii_control() && b != b'\t';
+    let headers = || {
+        req.headers
+            .iter()
+            .filter(|(name, _)| !FRAMING_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)))
+    };
+    let bad = |b: u8| b.is_ascii_control() && b != b'\t';
+    let mut len = HEAD_ROOM + req.method.len() + target.path_and_query.len();
+    len += target.authority.len() + req.body.len();
+    for (name, value) in headers() {
         if name.bytes().any(|b| bad(b) || b == b':' || b == b' ') || value.bytes().any(bad) {
             return Err(RequestError::ControlCharacter(format!("header {name:?}")));
         }
-        head.push_str(&format!("{name}: {value}\r\n"));
+        len += name.len() + value.len() + 4;
+    }
+    let bodiless = ["GET", "HEAD", "DELETE", "OPTIONS"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(req.method));
+    let mut head = String::with_capacity(len);
+    for part in [
+        req.method,
+        " ",
+        target.path_and_query.as_str(),
+        " HTTP/1.1\r\nHost: ",
+    ] {
+        head.push_str(part);
+    }
+    head.push_str(&target.authority);
+    head.push_str("\r\n");
+    if !req.body.is_empty() || !bodiless {
+        head.push_str("Content-Length: ");
+        push_u64(&mut head, req.body.len() as u64);
+        head.push_str("\r\n");
+    }
+    head.push_str("Connection: keep-alive\r\n");
+    for (name, value) in headers() {
+        for part in [name.as_ref(), ": ", value.as_str(), "\r\n"] {
+            head.push_str(part);
+        }
     }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(&req.body);
     Ok(bytes)
 }
+
+/// Room for the head's fixed text: the request line's, `Host`, `Content-Length` with its
+/// digits, `Connection: keep-alive` and the blank line.
+const HEAD_ROOM: usize = 96;
 
 #[cfg(test)]
 mod tests {
@@ -838,6 +862,71 @@ mod tests {
             encode_request(&injected, &target),
             Err(RequestError::ControlCharacter(_))
         ));
+    }
+
+    /// The head as `encode_request` wrote it with `format!`, before it sized its buffer: the
+    /// reference of `requests_are_the_bytes_format_wrote`.
+    fn formatted(req: &HttpRequest, target: &Target) -> Result<Vec<u8>, RequestError> {
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\n",
+            req.method, target.path_and_query, target.authority
+        );
+        let bodiless = ["GET", "HEAD", "DELETE", "OPTIONS"]
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(req.method));
+        if !req.body.is_empty() || !bodiless {
+            head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
+        }
+        head.push_str("Connection: keep-alive\r\n");
+        for (name, value) in &req.headers {
+            if FRAMING_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            let bad = |b: u8| b.is_ascii_control() && b != b'\t';
+            if name.bytes().any(|b| bad(b) || b == b':' || b == b' ') || value.bytes().any(bad) {
+                return Err(RequestError::ControlCharacter(format!("header {name:?}")));
+            }
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&req.body);
+        Ok(bytes)
+    }
+
+    proptest! {
+        /// Requests are byte for byte what `format!` wrote, and refused alike.
+        #[test]
+        fn requests_are_the_bytes_format_wrote(
+            method in proptest::sample::select(vec!["GET", "get", "POST", "DELETE", "PUT", "HEAD"]),
+            url in proptest::sample::select(vec![
+                "http://127.0.0.1:8000/v1/chat/completions?x=1",
+                "https://api.telegram.org/bot1:a/getUpdates",
+                "http://[::1]:9",
+            ]),
+            headers in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        "[A-Za-z-]{1,12}",
+                        proptest::sample::select(vec!["Host", "content-length", "CONNECTION", "Transfer-Encoding", "X A", "X:A"]).prop_map(String::from),
+                    ],
+                    prop_oneof![4 => "[ -~\t]{0,40}", 1 => "[a\r\n\u{7f}é]{0,4}"],
+                ),
+                0..5,
+            ),
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let req = HttpRequest {
+                method,
+                url: url.into(),
+                headers: headers.into_iter().map(|(n, v)| (n.into(), v)).collect(),
+                body,
+                idempotent: false,
+                dialing: Default::default(),
+            };
+            let target = Target::parse(&req.url).unwrap();
+            prop_assert_eq!(encode_request(&req, &target), formatted(&req, &target));
+        }
     }
 
     /// A body in chunked framing, with the given chunk sizes (the rest in a last chunk).

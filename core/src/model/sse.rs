@@ -10,6 +10,8 @@
 //! event larger than [`SseLimits::max_event_bytes`] stops the decoder with an [`SseError`], and
 //! [`SseDecoder::buffered_bytes`] never exceeds [`SseLimits::max_buffered_bytes`].
 
+use std::borrow::Cow;
+
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
 /// The default of [`SseLimits::max_line_bytes`]: 256 KiB.
@@ -63,7 +65,7 @@ pub enum SseError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SseEvent {
     /// The event type: the last `event:` value, or `"message"` when there was none.
-    pub event: String,
+    pub event: Cow<'static, str>,
     /// The `data:` lines joined with `\n`; never empty (an event without data is not dispatched).
     pub data: String,
     /// The last event ID seen on the stream so far (it carries over between events), or "".
@@ -285,6 +287,8 @@ impl SseDecoder {
             }
             b"data" => {
                 self.reserve_event(0, value.len() + 1)?;
+                // The line and its `\n` in one allocation (most events have one line).
+                self.data.reserve(value.len() + 1);
                 self.data.push_str(&value);
                 self.data.push('\n');
             }
@@ -312,9 +316,9 @@ impl SseDecoder {
         data.pop();
         out.push(SseEvent {
             event: if event_type.is_empty() {
-                "message".into()
+                Cow::Borrowed("message")
             } else {
-                event_type
+                Cow::Owned(event_type)
             },
             data,
             last_event_id: self.last_event_id.clone(),
@@ -344,7 +348,7 @@ mod tests {
 
     fn ev(event: &str, data: &str, id: &str) -> SseEvent {
         SseEvent {
-            event: event.into(),
+            event: event.to_owned().into(),
             data: data.into(),
             last_event_id: id.into(),
         }

@@ -5,11 +5,13 @@
 //! arbitrary bytes (the fuzzers feed them).
 
 use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::channels::inbound::{ChatKind, Inbound, Sender};
 use crate::frame::push_json_str;
+use crate::json_shape::{Key, Shape, deserialize_by_shape};
 use crate::model::HttpRequest;
 use crate::model::json_text::{Object, push_array};
 
@@ -28,7 +30,7 @@ const READS: &[&str] = &["getUpdates", "getMe"];
 pub fn request(api_root: &str, token: &str, method: &str, body: String) -> HttpRequest {
     HttpRequest {
         method: "POST",
-        url: format!("{api_root}/bot{token}/{method}"),
+        url: [api_root, "/bot", token, "/", method].concat(),
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: body.into_bytes(),
         idempotent: READS.contains(&method),
@@ -117,7 +119,8 @@ impl ApiError {
     }
 }
 
-/// The answer's envelope, its `result` read as `R` (a `Value`, or skipped).
+/// The answer's envelope, its `result` read as `R` (a `Value`, a `getUpdates` list, or
+/// skipped).
 #[derive(Deserialize)]
 struct Envelope<R> {
     ok: bool,
@@ -149,7 +152,7 @@ pub fn accepted(status: u16, body: &[u8]) -> Result<(), ApiError> {
     envelope::<IgnoredAny>(status, body).map(drop)
 }
 
-fn envelope<R: DeserializeOwned + Default>(status: u16, body: &[u8]) -> Result<R, ApiError> {
+fn envelope<'a, R: Deserialize<'a> + Default>(status: u16, body: &'a [u8]) -> Result<R, ApiError> {
     let env: Envelope<R> = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => {
@@ -219,11 +222,81 @@ pub struct Update {
     pub message: Option<Inbound>,
 }
 
-#[derive(Deserialize)]
-struct RawUpdate {
-    #[serde(default)]
-    message: Option<RawMessage>,
+/// A `getUpdates` result read straight from the answer's text: its items, or something that
+/// is not a list.
+#[derive(Default)]
+enum UpdateList<'a> {
+    /// `result` is missing, `null` or not an array.
+    #[default]
+    NotAList,
+    /// The items, in order.
+    Items(Vec<RawItem<'a>>),
 }
+
+/// One item of the list: its `update_id` when that is an integer in `i64` (what
+/// `Value::as_i64` reads), and its `message`'s text, decoded on its own so that a message
+/// that does not decode leaves the rest of the answer alone. As in a tree, a repeated key
+/// counts with its last value.
+struct RawItem<'a> {
+    update_id: Option<i64>,
+    message: Option<&'a RawValue>,
+}
+
+/// An `update_id`, when it is an integer in `i64`.
+struct UpdateId(Option<i64>);
+
+impl<'de> Shape<'de> for UpdateList<'de> {
+    fn other() -> Self {
+        UpdateList::NotAList
+    }
+
+    fn seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(UpdateList::Items(items))
+    }
+}
+
+impl<'de> Shape<'de> for RawItem<'de> {
+    fn other() -> Self {
+        RawItem {
+            update_id: None,
+            message: None,
+        }
+    }
+
+    fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut item = Self::other();
+        while let Some(Key(key)) = map.next_key()? {
+            match &*key {
+                "update_id" => item.update_id = map.next_value::<UpdateId>()?.0,
+                "message" => item.message = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(item)
+    }
+}
+
+impl Shape<'_> for UpdateId {
+    fn other() -> Self {
+        UpdateId(None)
+    }
+
+    fn uint(n: u64) -> Self {
+        UpdateId(i64::try_from(n).ok())
+    }
+
+    fn negative(n: i64) -> Self {
+        UpdateId(Some(n))
+    }
+}
+
+deserialize_by_shape!(UpdateList<'de>, RawItem<'de>, UpdateId);
 
 #[derive(Deserialize)]
 struct RawMessage {
@@ -283,9 +356,15 @@ struct RawEntity {
 /// decides what counts as a mention. An update that does not decode as a message is kept
 /// with `message: None` (so its id is still confirmed); one without an `update_id` fails
 /// the whole answer.
+///
+/// Read in one pass over the text, each message's text then decoded on its own (no JSON
+/// tree). What no one reads is checked for its syntax only, as serde skips a value: a number
+/// out of `f64`'s range, a lone surrogate escape or nesting deeper than 128 there (and
+/// invalid UTF-8 outside the messages) no longer fails the whole answer as it did in a tree;
+/// in a message's field that is read, it makes that message `None`, as does a repeated key
+/// (a tree kept the key's last value).
 pub fn updates(status: u16, body: &[u8], account: &str, me: &Me) -> Result<Vec<Update>, ApiError> {
-    let result = result(status, body)?;
-    let Value::Array(items) = result else {
+    let UpdateList::Items(items) = envelope::<UpdateList>(status, body)? else {
         return Err(ApiError::Unreadable {
             status,
             reason: "getUpdates result is not a list".into(),
@@ -294,16 +373,13 @@ pub fn updates(status: u16, body: &[u8], account: &str, me: &Me) -> Result<Vec<U
     items
         .into_iter()
         .map(|item| {
-            let update_id = item
-                .get("update_id")
-                .and_then(Value::as_i64)
-                .ok_or_else(|| ApiError::Unreadable {
-                    status,
-                    reason: "an update has no update_id".into(),
-                })?;
-            let message = serde_json::from_value::<RawUpdate>(item)
-                .ok()
-                .and_then(|u| u.message)
+            let update_id = item.update_id.ok_or_else(|| ApiError::Unreadable {
+                status,
+                reason: "an update has no update_id".into(),
+            })?;
+            let message = item
+                .message
+                .and_then(|m| serde_json::from_str::<RawMessage>(m.get()).ok())
                 .and_then(|m| normalize(m, account, me, update_id));
             Ok(Update { update_id, message })
         })
@@ -423,6 +499,256 @@ mod tests {
         }
     }
 
+    /// The tree read `updates` replaced: the answer parsed into a `Value`, each item then
+    /// decoded from its subtree. The reference of `updates_read_as_their_tree_was`.
+    fn tree_updates(status: u16, body: &[u8]) -> Result<Vec<Update>, ApiError> {
+        #[derive(Deserialize)]
+        struct TreeUpdate {
+            #[serde(default)]
+            message: Option<RawMessage>,
+        }
+        let Value::Array(items) = result(status, body)? else {
+            return Err(ApiError::Unreadable {
+                status,
+                reason: "getUpdates result is not a list".into(),
+            });
+        };
+        items
+            .into_iter()
+            .map(|item| {
+                let update_id = item
+                    .get("update_id")
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| ApiError::Unreadable {
+                        status,
+                        reason: "an update has no update_id".into(),
+                    })?;
+                let message = serde_json::from_value::<TreeUpdate>(item)
+                    .ok()
+                    .and_then(|u| u.message)
+                    .and_then(|m| normalize(m, "acct", &me(), update_id));
+                Ok(Update { update_id, message })
+            })
+            .collect()
+    }
+
+    /// A key's value as Telegram sends it mostly; else the key left out (`None`) or one of
+    /// `odd` in its place.
+    fn field(
+        valid: impl Strategy<Value = Value> + 'static,
+        odd: Vec<Value>,
+    ) -> BoxedStrategy<Option<Value>> {
+        prop_oneof![
+            24 => valid.prop_map(Some),
+            1 => Just(None),
+            1 => proptest::sample::select(odd).prop_map(Some),
+        ]
+        .boxed()
+    }
+
+    /// Values of the wrong type for most keys.
+    fn odd() -> Vec<Value> {
+        vec![
+            json!(null),
+            json!(1.5),
+            json!("7"),
+            json!(true),
+            json!([1]),
+            json!({"a": 1}),
+        ]
+    }
+
+    /// An object of the keys whose value is `Some`.
+    fn object<const N: usize>(fields: [(&str, Option<Value>); N]) -> Value {
+        let mut o = serde_json::Map::new();
+        for (k, v) in fields {
+            if let Some(v) = v {
+                o.insert(k.to_string(), v);
+            }
+        }
+        Value::Object(o)
+    }
+
+    /// An integer id: any `i64`, or above it.
+    fn id() -> BoxedStrategy<Value> {
+        prop_oneof![
+            10 => any::<i64>().prop_map(Value::from),
+            1 => (i64::MAX as u64..).prop_map(Value::from),
+        ]
+        .boxed()
+    }
+
+    /// A user (`from`), well formed or not.
+    fn user() -> BoxedStrategy<Value> {
+        let bot = prop_oneof![3 => Just(json!(false)), 1 => Just(json!(true))];
+        let name = || field(text().prop_map(Value::from), odd());
+        let username = prop_oneof![Just("clawbot".to_string()), text()].prop_map(Value::from);
+        (
+            field(id(), odd()),
+            field(bot, odd()),
+            name(),
+            name(),
+            field(username, odd()),
+        )
+            .prop_map(|(id, is_bot, first, last, username)| {
+                object([
+                    ("id", id),
+                    ("is_bot", is_bot),
+                    ("first_name", first),
+                    ("last_name", last),
+                    ("username", username),
+                ])
+            })
+            .boxed()
+    }
+
+    /// A message, well formed or not: every key clawgate reads, each left out or of another
+    /// type now and then, and the array form serde also reads a struct from.
+    fn message() -> BoxedStrategy<Value> {
+        let offset = || prop_oneof![6 => (0u64..12).prop_map(Value::from), 1 => id()];
+        let entity = (
+            field(
+                proptest::sample::select(vec![json!("mention"), json!("bold")]),
+                odd(),
+            ),
+            field(offset(), odd()),
+            field(offset(), odd()),
+        )
+            .prop_map(|(kind, offset, length)| {
+                object([("type", kind), ("offset", offset), ("length", length)])
+            });
+        let chat = (
+            field(id(), odd()),
+            field(
+                proptest::sample::select(vec![
+                    json!("private"),
+                    json!("group"),
+                    json!("supergroup"),
+                    json!("channel"),
+                ]),
+                odd(),
+            ),
+        )
+            .prop_map(|(id, kind)| {
+                object([("id", id), ("type", kind), ("title", Some(json!("t")))])
+            });
+        let said = prop_oneof![
+            3 => text(),
+            1 => "@clawbot [a-z ]{0,6}|x @CLAWBOT|@other hi",
+        ]
+        .prop_map(Value::from);
+        let reply = prop_oneof![
+            (field(id(), odd())).prop_map(|id| json!({"from": object([("id", id)])})),
+            Just(json!({"from": {"id": 999}})),
+        ];
+        let object = (
+            (
+                field(id(), odd()),
+                field(chat, odd()),
+                field(user(), odd()),
+                field(said.clone(), odd()),
+                field(said, odd()),
+            ),
+            (
+                field(
+                    proptest::collection::vec(entity, 0..3).prop_map(Value::from),
+                    odd(),
+                ),
+                field(id(), odd()),
+                field(any::<bool>().prop_map(Value::from), odd()),
+                field(reply, odd()),
+                field(any::<u32>().prop_map(Value::from), odd()),
+            ),
+        )
+            .prop_map(
+                |((id, chat, from, text, caption), (entities, thread, topic, reply, date))| {
+                    object([
+                        ("message_id", id),
+                        ("chat", chat),
+                        ("from", from),
+                        ("text", text),
+                        ("caption", caption),
+                        ("entities", entities),
+                        ("message_thread_id", thread),
+                        ("is_topic_message", topic),
+                        ("reply_to_message", reply),
+                        ("date", date),
+                    ])
+                },
+            );
+        prop_oneof![
+            12 => object,
+            1 => (id(), text()).prop_map(|(id, t)| json!([id, {"id": 3, "type": "private"}, {"id": 3}, t])),
+            1 => proptest::sample::select(odd()),
+        ]
+        .boxed()
+    }
+
+    /// An item of a `getUpdates` result, well formed or not.
+    fn item() -> BoxedStrategy<Value> {
+        let update = (
+            field(id(), odd()),
+            field(message(), odd()),
+            field(message(), odd()),
+        )
+            .prop_map(|(id, message, edited)| {
+                object([
+                    ("update_id", id),
+                    ("message", message),
+                    ("edited_message", edited),
+                ])
+            });
+        prop_oneof![20 => update, 1 => proptest::sample::select(odd())].boxed()
+    }
+
+    /// A `getUpdates` answer: its status and its body's text, an envelope well formed or not.
+    fn answer() -> impl Strategy<Value = (u16, String)> {
+        let updates = proptest::collection::vec(item(), 0..4).prop_map(Value::from);
+        let ok = prop_oneof![4 => Just(json!(true)), 1 => Just(json!(false))];
+        let code = proptest::sample::select(vec![json!(429), json!(400), json!(70_000)]);
+        let parameters = prop_oneof![Just(json!({"retry_after": 3})), Just(json!({}))];
+        (
+            proptest::sample::select(vec![200u16, 200, 200, 204, 429, 502]),
+            (field(ok, odd()), field(updates, odd())),
+            (
+                field(code, odd()),
+                field(text().prop_map(Value::from), odd()),
+                field(parameters, odd()),
+            ),
+        )
+            .prop_map(|(status, (ok, result), (code, description, parameters))| {
+                let envelope = object([
+                    ("ok", ok),
+                    ("result", result),
+                    ("error_code", code),
+                    ("description", description),
+                    ("parameters", parameters),
+                ]);
+                (status, envelope.to_string())
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// `updates` reads every answer as the tree read did: the same updates, messages and
+        /// errors with the same texts; cut short anywhere, both refuse it the same way (the
+        /// serde reason for a cut inside a message may be worded apart).
+        #[test]
+        fn updates_read_as_their_tree_was((status, body) in answer(), cut in any::<usize>()) {
+            let read = |body: &[u8]| updates(status, body, "acct", &me());
+            prop_assert_eq!(read(body.as_bytes()), tree_updates(status, body.as_bytes()));
+            let short = body.as_bytes().get(..cut % (body.len() + 1)).unwrap_or_default();
+            match (read(short), tree_updates(status, short)) {
+                (
+                    Err(ApiError::Unreadable { status: a, .. }),
+                    Err(ApiError::Unreadable { status: b, .. }),
+                ) => prop_assert_eq!(a, b),
+                (new, old) => prop_assert_eq!(new, old),
+            }
+        }
+    }
+
     #[test]
     fn updates_normalise_dms_groups_and_mentions() {
         let body = br#"{"ok":true,"result":[
@@ -446,6 +772,39 @@ mod tests {
         assert!(u[1].message.as_ref().unwrap().mentioned);
         assert_eq!(u[2].message, None);
         assert!(!u[3].message.as_ref().unwrap().mentioned);
+    }
+
+    #[test]
+    fn a_message_a_tree_refused_is_dropped_not_the_answer() {
+        let dm = r#"{"message_id":1,"from":{"id":1},"chat":{"id":1,"type":"private"}"#;
+        let body = format!(
+            r#"{{"ok":true,"result":[
+              {{"update_id":1,"message":{dm},"text":"\ud800"}}}},
+              {{"update_id":2,"message":{dm},"text":"a","date":1e400}}}},
+              {{"update_id":3,"message":{dm},"text":"a","text":"b"}}}},
+              {{"update_id":4,"edited_message":{{"date":1e400}}}},
+              {{"update_id":5,"message":{dm},"text":"fine"}}}}
+            ]}}"#
+        );
+        assert!(
+            result(200, body.as_bytes()).is_err(),
+            "a tree refuses it all"
+        );
+        let u = updates(200, body.as_bytes(), "a", &me()).unwrap();
+        let read: Vec<_> = u
+            .iter()
+            .map(|u| (u.update_id, u.message.as_ref().map(|m| m.text.as_str())))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (1, None),
+                (2, Some("a")),
+                (3, None),
+                (4, None),
+                (5, Some("fine"))
+            ]
+        );
     }
 
     #[test]

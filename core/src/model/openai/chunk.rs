@@ -2,7 +2,12 @@
 //! the `[DONE]` sentinel, or an in-stream error. Unknown fields are ignored; only choice 0 is
 //! read (the gateway never asks for `n > 1`).
 
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
 use serde::Deserialize;
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::failure::{ProviderError, from_stream_error};
@@ -89,11 +94,12 @@ pub struct ToolCallDelta {
     pub arguments: String,
 }
 
-/// What one `chat.completion.chunk` says.
+/// What one `chat.completion.chunk` says; the model's name borrowed from the payload when it
+/// has no escapes (only a stream's first is kept).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Chunk {
+pub struct Chunk<'a> {
     /// `model`: the model that answered, as the provider names it.
-    pub model: Option<String>,
+    pub model: Option<Cow<'a, str>>,
     /// `choices[0].delta.content`, when present and not empty.
     pub content: Option<String>,
     /// `choices[0].delta.tool_calls`, in order.
@@ -106,28 +112,87 @@ pub struct Chunk {
 
 /// One decoded `data` payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Payload {
+pub enum Payload<'a> {
     /// `[DONE]`: the stream is complete.
     Done,
     /// A completion chunk.
-    Chunk(Chunk),
+    Chunk(Chunk<'a>),
     /// `{"error":{…}}` inside the stream.
     Error(ProviderError),
 }
 
+/// A chunk as sent; its strings borrowed from the payload where they have no escapes.
 #[derive(Deserialize)]
-struct WireChunk {
-    model: Option<String>,
-    choices: Option<Vec<WireChoice>>,
+struct WireChunk<'a> {
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
+    #[serde(borrow)]
+    choices: Option<FirstChoice<'a>>,
     usage: Option<WireUsage>,
     error: Option<Value>,
 }
 
+/// A string, borrowed from the payload unless it has escapes (serde reads an
+/// `Option<Cow<str>>` as an owned copy whatever `#[serde(borrow)]` says).
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Str<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Str<'a> {
+            type Value = Text<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(Str(PhantomData))
+    }
+}
+
+/// `choices`: the first choice whose `index` is 0 (or absent), each choice read (a malformed
+/// one refuses the chunk) but not kept.
+#[derive(Default)]
+struct FirstChoice<'a>(Option<WireChoice<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FirstChoice<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Choices<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Choices<'a> {
+            type Value = FirstChoice<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut first = None;
+                while let Some(choice) = seq.next_element::<WireChoice<'a>>()? {
+                    if first.is_none() && choice.index.unwrap_or(0) == 0 {
+                        first = Some(choice);
+                    }
+                }
+                Ok(FirstChoice(first))
+            }
+        }
+        d.deserialize_seq(Choices(PhantomData))
+    }
+}
+
 #[derive(Deserialize)]
-struct WireChoice {
+struct WireChoice<'a> {
     index: Option<u32>,
     delta: Option<WireDelta>,
-    finish_reason: Option<String>,
+    #[serde(borrow)]
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -156,7 +221,7 @@ struct WireUsage {
 }
 
 /// Decode one SSE `data` payload.
-pub fn decode_payload(data: &str) -> Result<Payload, ChunkError> {
+pub fn decode_payload(data: &str) -> Result<Payload<'_>, ChunkError> {
     if data.trim() == "[DONE]" {
         return Ok(Payload::Done);
     }
@@ -165,13 +230,8 @@ pub fn decode_payload(data: &str) -> Result<Payload, ChunkError> {
     if let Some(error) = wire.error.as_ref().filter(|e| !e.is_null()) {
         return Ok(Payload::Error(from_stream_error(error)));
     }
-    let first = wire
-        .choices
-        .unwrap_or_default()
-        .into_iter()
-        .find(|c| c.index.unwrap_or(0) == 0);
-    let (delta, finish_reason) = match first {
-        Some(c) => (c.delta, c.finish_reason),
+    let (delta, finish_reason) = match wire.choices.unwrap_or_default().0 {
+        Some(c) => (c.delta, c.finish_reason.map(|t| t.0)),
         None => (None, None),
     };
     let (content, tool_calls) = match delta {
@@ -179,7 +239,7 @@ pub fn decode_payload(data: &str) -> Result<Payload, ChunkError> {
         None => (None, Vec::new()),
     };
     Ok(Payload::Chunk(Chunk {
-        model: wire.model,
+        model: wire.model.map(|t| t.0),
         content: content.filter(|c| !c.is_empty()),
         tool_calls: tool_calls
             .into_iter()
@@ -209,8 +269,10 @@ pub fn decode_payload(data: &str) -> Result<Payload, ChunkError> {
 mod tests {
     use super::*;
     use crate::model::openai::ErrorKind;
+    use proptest::prelude::{BoxedStrategy, Just, Strategy, prop_assert_eq, prop_oneof};
+    use serde_json::json;
 
-    fn chunk(data: &str) -> Chunk {
+    fn chunk(data: &str) -> Chunk<'_> {
         match decode_payload(data) {
             Ok(Payload::Chunk(c)) => c,
             other => panic!("{other:?}"),
@@ -320,6 +382,188 @@ mod tests {
                 matches!(decode_payload(bad), Err(ChunkError::Malformed(_))),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn a_model_name_without_escapes_is_borrowed() {
+        let plain = chunk(r#"{"model":"gpt-4o","choices":[]}"#);
+        assert!(matches!(plain.model, Some(Cow::Borrowed("gpt-4o"))));
+        let escaped = chunk(r#"{"model":"gpt\u002d4o","choices":[]}"#);
+        assert!(matches!(escaped.model, Some(Cow::Owned(m)) if m == "gpt-4o"));
+    }
+
+    /// The decoder before it borrowed: `choices` read into a `Vec` of owned choices. The
+    /// reference of `payloads_decode_as_before`.
+    fn owned(data: &str) -> Result<Payload<'static>, ChunkError> {
+        #[derive(Deserialize)]
+        struct Wire {
+            model: Option<String>,
+            choices: Option<Vec<Choice>>,
+            usage: Option<WireUsage>,
+            error: Option<Value>,
+        }
+        #[derive(Deserialize)]
+        struct Choice {
+            index: Option<u32>,
+            delta: Option<WireDelta>,
+            finish_reason: Option<String>,
+        }
+        if data.trim() == "[DONE]" {
+            return Ok(Payload::Done);
+        }
+        let wire: Wire =
+            serde_json::from_str(data).map_err(|e| ChunkError::Malformed(e.to_string()))?;
+        if let Some(error) = wire.error.as_ref().filter(|e| !e.is_null()) {
+            return Ok(Payload::Error(from_stream_error(error)));
+        }
+        let first = wire
+            .choices
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.index.unwrap_or(0) == 0);
+        let (delta, finish_reason) = match first {
+            Some(c) => (c.delta, c.finish_reason),
+            None => (None, None),
+        };
+        let (content, tool_calls) = match delta {
+            Some(d) => (d.content, d.tool_calls.unwrap_or_default()),
+            None => (None, Vec::new()),
+        };
+        Ok(Payload::Chunk(Chunk {
+            model: wire.model.map(Cow::Owned),
+            content: content.filter(|c| !c.is_empty()),
+            tool_calls: tool_calls
+                .into_iter()
+                .zip(0u32..)
+                .map(|(t, position)| {
+                    let (name, arguments) = match t.function {
+                        Some(f) => (f.name, f.arguments.unwrap_or_default()),
+                        None => (None, String::new()),
+                    };
+                    ToolCallDelta {
+                        index: t.index.unwrap_or(position),
+                        id: t.id,
+                        name,
+                        arguments,
+                    }
+                })
+                .collect(),
+            finish_reason: finish_reason.as_deref().map(FinishReason::parse),
+            usage: wire.usage.map(|u| Usage {
+                prompt_tokens: u.prompt_tokens.unwrap_or(0),
+                completion_tokens: u.completion_tokens.unwrap_or(0),
+            }),
+        }))
+    }
+
+    /// A value for a key: mostly what OpenAI sends there (`usual`), else of another type.
+    fn value(usual: BoxedStrategy<Value>) -> BoxedStrategy<Option<Value>> {
+        let odd = proptest::sample::select(vec![
+            json!(null),
+            json!(5),
+            json!(-1),
+            json!("s"),
+            json!([]),
+            json!({}),
+        ]);
+        prop_oneof![6 => usual.prop_map(Some), 1 => Just(None), 1 => odd.prop_map(Some)].boxed()
+    }
+
+    /// A string OpenAI might send, escapes included.
+    fn string() -> BoxedStrategy<Value> {
+        prop_oneof!["[a-z_ ]{0,8}", "[\"\\\\\u{0}-\u{1f}é😀]{0,4}"]
+            .prop_map(Value::from)
+            .boxed()
+    }
+
+    /// An object of the keys whose value is `Some`.
+    fn object(fields: Vec<(&str, Option<Value>)>) -> Value {
+        Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
+        )
+    }
+
+    /// A `chat.completion.chunk`, well formed or not.
+    fn payload() -> impl Strategy<Value = String> {
+        let index = || value((0u32..3).prop_map(Value::from).boxed());
+        let call = (index(), value(string()), value(string()), value(string())).prop_map(
+            |(index, id, name, arguments)| {
+                let function = object(vec![("name", name), ("arguments", arguments)]);
+                object(vec![
+                    ("index", index),
+                    ("id", id),
+                    ("function", Some(function)),
+                ])
+            },
+        );
+        let delta = (
+            value(string()),
+            value(
+                proptest::collection::vec(call, 0..3)
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
+        )
+            .prop_map(|(content, calls)| object(vec![("content", content), ("tool_calls", calls)]));
+        let reason = proptest::sample::select(vec!["stop", "length", "tool_calls", "eos"])
+            .prop_map(Value::from)
+            .boxed();
+        let choice = (index(), value(delta.boxed()), value(reason)).prop_map(
+            |(index, delta, finish_reason)| {
+                object(vec![
+                    ("index", index),
+                    ("delta", delta),
+                    ("finish_reason", finish_reason),
+                    ("logprobs", Some(json!(null))),
+                ])
+            },
+        );
+        let usage = (0u64..100, 0u64..100)
+            .prop_map(|(p, c)| json!({"prompt_tokens": p, "completion_tokens": c}))
+            .boxed();
+        let error = proptest::sample::select(vec![
+            json!(null),
+            json!({"message": "m", "type": "server_error"}),
+        ])
+        .boxed();
+        (
+            value(string()),
+            value(
+                proptest::collection::vec(choice, 0..3)
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
+            value(usage),
+            proptest::option::of(error),
+        )
+            .prop_map(|(model, choices, usage, error)| {
+                object(vec![
+                    ("id", Some(json!("chatcmpl-1"))),
+                    ("model", model),
+                    ("choices", choices),
+                    ("usage", usage),
+                    ("error", error),
+                ])
+                .to_string()
+            })
+    }
+
+    proptest::proptest! {
+        /// Every payload decodes as it did when each was read into owned values, errors with
+        /// the same text; cut short too.
+        #[test]
+        fn payloads_decode_as_before(data in payload(), cut in proptest::prelude::any::<usize>()) {
+            prop_assert_eq!(decode_payload(&data), owned(&data));
+            let mut end = cut % (data.len() + 1);
+            while !data.is_char_boundary(end) {
+                end -= 1;
+            }
+            let short = data.get(..end).unwrap_or_default();
+            prop_assert_eq!(decode_payload(short), owned(short));
         }
     }
 }

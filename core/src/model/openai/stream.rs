@@ -1,6 +1,8 @@
 //! OpenAI's streamed chat completion chunks as a [`Dialect`]: a `data` payload is a
 //! `chat.completion.chunk`, an `{"error":…}` or `[DONE]`.
 
+use std::borrow::Cow;
+
 use super::chunk::{Payload, decode_payload};
 use super::failure::from_stream_error;
 use crate::model::sse::SseEvent;
@@ -38,7 +40,7 @@ impl Dialect for OpenAiChunks {
             Payload::Chunk(chunk) => chunk,
         };
         if partial.response_model.is_none() {
-            partial.response_model = chunk.model;
+            partial.response_model = chunk.model.map(Cow::into_owned);
         }
         if let Some(text) = chunk.content {
             out.push(ChatEvent::TextDelta(text));
