@@ -8,7 +8,6 @@
 //!
 //! `channel_hops CLAWGATE MESSAGES [PROFILER ARGS...]`
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clawgate_tests::fake_api::FakeApi;
@@ -16,6 +15,7 @@ use clawgate_tests::fake_discord::FakeDiscord;
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_slack::FakeSlack;
 use clawgate_tests::fake_telegram::FakeTelegram;
+use clawgate_tests::profiled;
 use clawgate_tests::rx_stamp::Arrival;
 use clawgate_tests::threads::{Switches, of_process};
 use serde_json::json;
@@ -85,31 +85,15 @@ fn main() {
         config["channels"][ch]["allowFrom"] = open["allowFrom"].clone();
     }
     std::fs::write(state.join("openclaw.json"), config.to_string()).expect("config");
-    let port = 20_000 + std::process::id() % 20_000;
-    let mut cmd = match prefix.split_first() {
-        Some((p, rest)) => {
-            let mut c = Command::new(p);
-            c.args(rest).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    let mut gw = cmd
-        .args([
-            "gateway",
-            "run",
-            "--port",
-            &port.to_string(),
-            "--token",
-            "t",
-        ])
-        .env("OPENCLAW_STATE_DIR", &state)
-        .env("HOME", &state)
-        .env("SLACK_API_URL", slack.api_url())
-        .env("DISCORD_API_URL", discord.api_url())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let gw = profiled::spawn(
+        bin,
+        prefix,
+        &state,
+        &[
+            ("SLACK_API_URL", slack.api_url()),
+            ("DISCORD_API_URL", discord.api_url()),
+        ],
+    );
     let end = Instant::now() + LIMIT;
     while tg.timed_calls("getUpdates").is_empty() || slack.sockets() == 0 || !discord.is_live() {
         assert!(Instant::now() < end, "timed out waiting for the channels");
@@ -198,10 +182,6 @@ fn main() {
         );
     }
     std::thread::sleep(Duration::from_millis(300));
-    Command::new("kill")
-        .args(["-TERM", &gw.id().to_string()])
-        .status()
-        .expect("kill");
-    gw.wait().expect("wait");
+    profiled::stop(gw);
     let _ = std::fs::remove_dir_all(&state);
 }

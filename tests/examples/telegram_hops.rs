@@ -7,11 +7,11 @@
 //! `telegram_hops CLAWGATE MESSAGES WIRE_OUT [PROFILER ARGS...]`
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clawgate_tests::fake_model::{FakeModel, Reply};
 use clawgate_tests::fake_telegram::FakeTelegram;
+use clawgate_tests::profiled;
 use serde_json::json;
 
 const TOKEN: &str = "4242:hops-bot";
@@ -44,29 +44,7 @@ fn main() {
         "gateway": {"tickIntervalMs": 30_000},
     });
     std::fs::write(state.join("openclaw.json"), config.to_string()).expect("config");
-    let port = 20_000 + std::process::id() % 20_000;
-    let mut cmd = match prefix.split_first() {
-        Some((p, rest)) => {
-            let mut c = Command::new(p);
-            c.args(rest).arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    let mut gw = cmd
-        .args([
-            "gateway",
-            "run",
-            "--port",
-            &port.to_string(),
-            "--token",
-            "t",
-        ])
-        .env("OPENCLAW_STATE_DIR", &state)
-        .env("HOME", &state)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let gw = profiled::spawn(bin, prefix, &state, &[]);
     let wait = |what: &str, done: &dyn Fn() -> bool| {
         let end = Instant::now() + Duration::from_secs(300);
         while !done() {
@@ -88,11 +66,7 @@ fn main() {
     }
     std::thread::sleep(Duration::from_millis(500));
     // SIGTERM: the profiler writes its output as the gateway exits.
-    Command::new("kill")
-        .args(["-TERM", &gw.id().to_string()])
-        .status()
-        .expect("kill");
-    gw.wait().expect("wait");
+    profiled::stop(gw);
     let mut f = std::fs::File::create(out).expect("out");
     for r in model.requests() {
         writeln!(f, "{} {}", r.method, r.path).unwrap();

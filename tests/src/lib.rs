@@ -4,7 +4,8 @@
 //! [`fake_tls`]) for the agent tests; [`fake_telegram`] a fake Telegram Bot API for the channel
 //! tests; [`upstream_db`] a synthetic upstream OpenClaw state database for the import tests;
 //! [`netns`] network namespaces for remote peers; [`threads`] counts this process's threads'
-//! wake-ups; [`rx_stamp`] reads the kernel's arrival stamps the fakes time requests by.
+//! wake-ups; [`rx_stamp`] reads the kernel's arrival stamps the fakes time requests by; [`profiled`]
+//! starts a gateway for the examples that profile it.
 
 pub mod deps;
 pub mod fake_api;
@@ -16,6 +17,7 @@ pub mod fake_telegram;
 pub mod fake_tls;
 pub mod harness;
 pub mod netns;
+pub mod profiled;
 mod request_body;
 pub mod rx_stamp;
 pub mod schema;
