@@ -360,9 +360,8 @@ struct RawEntity {
 /// Read in one pass over the text, each message's text then decoded on its own (no JSON
 /// tree). What no one reads is checked for its syntax only, as serde skips a value: a number
 /// out of `f64`'s range, a lone surrogate escape or nesting deeper than 128 there (and
-/// invalid UTF-8 outside the messages) no longer fails the whole answer as it did in a tree;
-/// in a message's field that is read, it makes that message `None`, as does a repeated key
-/// (a tree kept the key's last value).
+/// invalid UTF-8 outside the messages) fails neither a message nor the answer; in a
+/// message's field that is read, it makes that message `None`, as does a repeated key.
 pub fn updates(status: u16, body: &[u8], account: &str, me: &Me) -> Result<Vec<Update>, ApiError> {
     let UpdateList::Items(items) = envelope::<UpdateList>(status, body)? else {
         return Err(ApiError::Unreadable {
